@@ -1,0 +1,90 @@
+//! Identifier rules shared by every provider.
+//!
+//! Table, column, index and alias names must match `[A-Za-z_][A-Za-z0-9_]*` and
+//! be at most [`MAX_LEN`] bytes. Anything else is [`ErrorKind::InvalidInput`]
+//! before it can reach a query. SQL providers still quote every identifier.
+
+use crate::{DbResult, Error};
+
+/// Longest identifier accepted (PostgreSQL's limit).
+pub const MAX_LEN: usize = 63;
+
+/// Checks one identifier (no dots).
+///
+/// ```
+/// use truststream_core_db::ident;
+/// assert!(ident::validate("agent_metrics").is_ok());
+/// assert!(ident::validate("agents; DROP TABLE x").is_err());
+/// ```
+pub fn validate(name: &str) -> DbResult<()> {
+    let mut chars = name.chars();
+    let ok_first = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_');
+    let ok_rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok_first || !ok_rest || name.len() > MAX_LEN {
+        return Err(Error::invalid_input(format!(
+            "invalid identifier {:?}: use letters, digits and '_' (not first), at most {MAX_LEN} bytes",
+            truncate(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a table name and returns it, so calls can be chained.
+pub fn table(name: &str) -> DbResult<&str> {
+    validate(name).map_err(|e| e.with_context("table", truncate(name)))?;
+    Ok(name)
+}
+
+/// Shortens a rejected name for error messages, so a hostile multi-megabyte
+/// name does not end up in logs whole.
+pub(crate) fn truncate(name: &str) -> String {
+    const KEEP: usize = 80;
+    if name.len() <= KEEP {
+        return name.to_string();
+    }
+    let mut end = KEEP;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
+
+/// Quotes a validated identifier for SQL (`"name"`). Both PostgreSQL and
+/// SQLite use double quotes; the identifier rules exclude `"`, so no escaping is
+/// needed, but it is done anyway so the function is safe on its own.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_rejects() {
+        for ok in ["a", "_x", "Agent_2", &"a".repeat(63)] {
+            assert!(validate(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a-b",
+            "a b",
+            "a.b",
+            "\"a\"",
+            "a;b",
+            "é",
+            &"a".repeat(64),
+            "a\0",
+        ] {
+            let e = validate(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_truncated_in_messages() {
+        let e = validate(&"x;".repeat(10_000)).unwrap_err();
+        assert!(e.to_string().len() < 300);
+    }
+}

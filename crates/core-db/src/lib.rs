@@ -1,0 +1,118 @@
+#![doc = include_str!("../README.md")]
+
+mod capabilities;
+mod changes;
+mod ext;
+pub mod ident;
+mod operation;
+mod query;
+mod schema;
+pub mod sql;
+
+use async_trait::async_trait;
+
+pub use capabilities::DbCapabilities;
+pub use changes::{ChangeKind, ChangeStream, RowChange};
+pub use ext::{to_row, DatabaseExt, Page};
+pub use operation::{Operation, OperationOutput};
+pub use query::{
+    and, col, not, or, AggFunc, CmpOp, ColumnRef, Cursor, Filter, Join, JoinKind, NullsOrder,
+    OrderBy, Query, SelectItem, SortDirection,
+};
+pub use schema::{AlterTable, ColumnDef, ColumnDefault, ColumnType, IndexSpec, TableSchema};
+pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
+
+/// A row: column name -> JSON value, in column order.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+/// A column value.
+pub use serde_json::Value;
+/// Named parameters for [`Database::raw_query`] (`:name` -> value).
+pub type Params = std::collections::BTreeMap<String, Value>;
+/// `Result` of database operations.
+pub type DbResult<T> = Result<T, Error>;
+/// The database error type (the shared TrustStream [`Error`]).
+pub type DbError = Error;
+
+/// A database provider.
+///
+/// Every method is available on every provider; a method the provider cannot
+/// serve returns [`ErrorKind::Unsupported`] and its [`DbCapabilities`] flag is
+/// `false`. Tables and columns are validated identifiers
+/// ([`ident::validate`]); values are always bound, never spliced into SQL.
+///
+/// Each table has a single-column primary key (declared in [`TableSchema`];
+/// `id` where the provider cannot tell). `id` arguments are values of that key.
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    /// Provider type name and crate version.
+    fn info(&self) -> ProviderInfo;
+
+    /// What this provider can do.
+    fn capabilities(&self) -> DbCapabilities;
+
+    /// Probes the provider and reports status and latency. Never fails: an
+    /// unreachable provider reports [`HealthStatus::Unhealthy`].
+    async fn health(&self) -> Health;
+
+    /// Opens connections (idempotent). Providers connect lazily too, so calling
+    /// this is only needed to fail fast at start-up.
+    async fn connect(&self) -> DbResult<()>;
+
+    /// Closes connections; later calls fail with [`ErrorKind::Unavailable`]
+    /// until [`Database::connect`] is called again.
+    async fn disconnect(&self) -> DbResult<()>;
+
+    /// Inserts one row and returns it as stored (defaults and generated keys
+    /// filled in). A duplicate key is [`ErrorKind::Conflict`].
+    async fn create(&self, table: &str, row: Row) -> DbResult<Row>;
+
+    /// Runs a query against `table` and returns the matching rows.
+    async fn read(&self, table: &str, query: &Query) -> DbResult<Vec<Row>>;
+
+    /// Fetches one row by primary key.
+    async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>>;
+
+    /// Sets the columns in `patch` on the row with primary key `id` and returns
+    /// the updated row. A missing row is [`ErrorKind::NotFound`].
+    async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row>;
+
+    /// Deletes the row with primary key `id`; `Ok(false)` when there was none.
+    async fn delete(&self, table: &str, id: &Value) -> DbResult<bool>;
+
+    /// Inserts many rows, all or none, and returns them as stored.
+    async fn create_many(&self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>>;
+
+    /// Sets `patch` on every row matching `filter`; returns how many changed.
+    async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64>;
+
+    /// Deletes every row matching `filter`; returns how many were deleted.
+    async fn delete_many(&self, table: &str, filter: &Filter) -> DbResult<u64>;
+
+    /// Runs provider-specific SQL with `:name` parameters bound as values.
+    /// Requires [`DbCapabilities::raw_sql`].
+    async fn raw_query(&self, sql: &str, params: &Params) -> DbResult<Vec<Row>>;
+
+    /// Runs the operations in order, all or nothing. On the first failure
+    /// nothing is applied and that operation's error is returned, with the
+    /// context `operation_index`. Requires [`DbCapabilities::transactions`].
+    async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>>;
+
+    /// Creates a table. An existing table is [`ErrorKind::Conflict`] unless
+    /// `schema.if_not_exists`. Requires [`DbCapabilities::schema`].
+    async fn create_table(&self, schema: &TableSchema) -> DbResult<()>;
+
+    /// Drops a table. A missing table is [`ErrorKind::NotFound`] unless
+    /// `if_exists`. Requires [`DbCapabilities::schema`].
+    async fn drop_table(&self, table: &str, if_exists: bool) -> DbResult<()>;
+
+    /// Changes a table's columns. Requires [`DbCapabilities::schema`].
+    async fn alter_table(&self, table: &str, changes: &[AlterTable]) -> DbResult<()>;
+
+    /// Creates an index. Requires [`DbCapabilities::schema`].
+    async fn create_index(&self, index: &IndexSpec) -> DbResult<()>;
+
+    /// Subscribes to committed row changes of one table (`Some`) or all tables.
+    /// Requires [`DbCapabilities::change_feed`]; which writes are seen is
+    /// [`DbCapabilities::change_feed_scope`].
+    async fn subscribe_changes(&self, table: Option<&str>) -> DbResult<ChangeStream>;
+}
