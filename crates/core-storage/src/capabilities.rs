@@ -1,0 +1,51 @@
+//! What a storage provider can do, as data.
+
+/// Capabilities of a storage provider.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct StorageCapabilities {
+    /// `download_range`.
+    pub range_reads: bool,
+    /// `upload_stream` and `download_stream`.
+    pub streaming: bool,
+    /// `WriteCondition::IfNotExists` and `WriteCondition::IfMatch`.
+    pub conditional_writes: bool,
+    /// A SHA-256 checksum is recorded at upload and verified on download.
+    pub checksums: bool,
+    /// `copy`.
+    pub copy: bool,
+    /// `signed_url` for GET.
+    pub signed_urls: bool,
+    /// `signed_url` for PUT.
+    pub signed_upload_urls: bool,
+    /// `create_bucket` / `delete_bucket`.
+    pub manage_buckets: bool,
+    /// The `public` flag of uploads is kept.
+    pub public_objects: bool,
+    /// Largest object accepted, if limited.
+    pub max_object_size: Option<u64>,
+}
+
+impl StorageCapabilities {
+    /// Everything off.
+    pub const fn none() -> Self {
+        StorageCapabilities {
+            range_reads: false,
+            streaming: false,
+            conditional_writes: false,
+            checksums: false,
+            copy: false,
+            signed_urls: false,
+            signed_upload_urls: false,
+            manage_buckets: false,
+            public_objects: false,
+            max_object_size: None,
+        }
+    }
+}
+
+impl Default for StorageCapabilities {
+    fn default() -> Self {
+        Self::none()
+    }
+}

@@ -1,0 +1,125 @@
+#![doc = include_str!("../README.md")]
+
+mod capabilities;
+mod ext;
+pub mod keys;
+pub mod signing;
+mod types;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+
+pub use capabilities::StorageCapabilities;
+pub use ext::{StorageExt, UploadRequest};
+pub use types::{
+    content_sha256, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta,
+    SignedUrl, SignedUrlMethod, UploadOptions, WriteCondition,
+};
+pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
+
+/// `Result` of storage operations.
+pub type StorageResult<T> = Result<T, Error>;
+/// The storage error type (the shared TrustStream [`Error`]).
+pub type StorageError = Error;
+
+/// A storage provider.
+///
+/// Objects live in buckets and are addressed by key. Every provider applies the
+/// same rules to bucket names and keys ([`keys`]), so a key that works on one
+/// provider works on all. A method the provider cannot serve returns
+/// [`ErrorKind::Unsupported`] and its [`StorageCapabilities`] flag is `false`.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Provider type name and crate version.
+    fn info(&self) -> ProviderInfo;
+
+    /// What this provider can do.
+    fn capabilities(&self) -> StorageCapabilities;
+
+    /// Probes the provider and reports status and latency. Never fails.
+    async fn health(&self) -> Health;
+
+    /// Stores `data` at `bucket/key`, replacing any object there unless
+    /// `options.condition` says otherwise (a failed condition is
+    /// [`ErrorKind::Conflict`]). Readers see the old object or the new one,
+    /// never a mix. Returns the stored object's metadata, with its ETag and
+    /// SHA-256 checksum.
+    async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta>;
+
+    /// Like [`Storage::upload`] from a stream of chunks, for objects too large
+    /// to hold in memory. Requires [`StorageCapabilities::streaming`].
+    async fn upload_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: ByteStream,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta>;
+
+    /// The whole object. Its checksum is verified where one was recorded, so
+    /// silent corruption is an [`ErrorKind::Internal`] error, not data.
+    async fn download(&self, bucket: &str, key: &str) -> StorageResult<Bytes>;
+
+    /// Part of the object. A range starting past the end is
+    /// [`ErrorKind::InvalidInput`]; one ending past it is cut at the end.
+    /// Requires [`StorageCapabilities::range_reads`].
+    async fn download_range(&self, bucket: &str, key: &str, range: ByteRange) -> StorageResult<Bytes>;
+
+    /// The object (or a range of it) as a stream of chunks.
+    /// Requires [`StorageCapabilities::streaming`].
+    async fn download_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ByteStream>;
+
+    /// Metadata of one object; [`ErrorKind::NotFound`] when missing
+    /// (see [`StorageExt::metadata_opt`]).
+    async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, bucket: &str, key: &str) -> StorageResult<()>;
+
+    /// One page of the objects whose keys start with `options.prefix`, in key
+    /// order. Entries carry size, ETag and modification time.
+    async fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage>;
+
+    /// Copies an object (metadata included). Requires
+    /// [`StorageCapabilities::copy`].
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> StorageResult<ObjectMeta>;
+
+    /// A URL that allows `method` on the object until `expires_in` has passed,
+    /// without other credentials. Requires [`StorageCapabilities::signed_urls`].
+    async fn signed_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        method: SignedUrlMethod,
+        expires_in: Duration,
+    ) -> StorageResult<SignedUrl>;
+
+    /// The buckets.
+    async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>>;
+
+    /// Creates a bucket; an existing one is [`ErrorKind::Conflict`].
+    /// Requires [`StorageCapabilities::manage_buckets`].
+    async fn create_bucket(&self, name: &str) -> StorageResult<()>;
+
+    /// Deletes an empty bucket; a non-empty one is [`ErrorKind::Conflict`].
+    /// Requires [`StorageCapabilities::manage_buckets`].
+    async fn delete_bucket(&self, name: &str) -> StorageResult<()>;
+}
