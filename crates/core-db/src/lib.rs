@@ -33,6 +33,9 @@ pub type DbResult<T> = Result<T, Error>;
 /// The database error type (the shared TrustStream [`Error`]).
 pub type DbError = Error;
 
+/// Database provider factories by type name (see [`truststream_core::Registry`]).
+pub type DbRegistry = truststream_core::Registry<dyn Database>;
+
 /// A database provider.
 ///
 /// Every method is available on every provider; a method the provider cannot

@@ -92,7 +92,17 @@ mod tests {
         for ok in ["abc", "agent-avatars", "a1-b2"] {
             validate_bucket(ok).unwrap();
         }
-        for bad in ["ab", "-abc", "abc-", "ABC", "a_b", "a.b", "a/b", "..", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "-abc",
+            "abc-",
+            "ABC",
+            "a_b",
+            "a.b",
+            "a/b",
+            "..",
+            &"a".repeat(64),
+        ] {
             assert!(validate_bucket(bad).is_err(), "{bad}");
         }
     }

@@ -12,16 +12,19 @@ use std::time::Duration;
 
 pub use capabilities::StorageCapabilities;
 pub use ext::{StorageExt, UploadRequest};
+pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use types::{
     content_sha256, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta,
     SignedUrl, SignedUrlMethod, UploadOptions, WriteCondition,
 };
-pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 
 /// `Result` of storage operations.
 pub type StorageResult<T> = Result<T, Error>;
 /// The storage error type (the shared TrustStream [`Error`]).
 pub type StorageError = Error;
+
+/// Storage provider factories by type name (see [`truststream_core::Registry`]).
+pub type StorageRegistry = truststream_core::Registry<dyn Storage>;
 
 /// A storage provider.
 ///
@@ -70,7 +73,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Part of the object. A range starting past the end is
     /// [`ErrorKind::InvalidInput`]; one ending past it is cut at the end.
     /// Requires [`StorageCapabilities::range_reads`].
-    async fn download_range(&self, bucket: &str, key: &str, range: ByteRange) -> StorageResult<Bytes>;
+    async fn download_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: ByteRange,
+    ) -> StorageResult<Bytes>;
 
     /// The object (or a range of it) as a stream of chunks.
     /// Requires [`StorageCapabilities::streaming`].

@@ -64,7 +64,13 @@ impl UrlSigner {
 
     fn mac(&self, method: SignedUrlMethod, bucket: &str, key: &str, expires: i64) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        for part in ["ts-url-v1", method.as_str(), bucket, key, &expires.to_string()] {
+        for part in [
+            "ts-url-v1",
+            method.as_str(),
+            bucket,
+            key,
+            &expires.to_string(),
+        ] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part.as_bytes());
         }
@@ -82,7 +88,11 @@ impl UrlSigner {
         validate_bucket(bucket)?;
         validate_key(key)?;
         let expires = expires_at.timestamp();
-        let sig = hex::encode(self.mac(method, bucket, key, expires).finalize().into_bytes());
+        let sig = hex::encode(
+            self.mac(method, bucket, key, expires)
+                .finalize()
+                .into_bytes(),
+        );
         let path: Vec<String> = key
             .split('/')
             .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
@@ -168,14 +178,25 @@ mod tests {
         let s = signer();
         let now = Utc::now();
         let url = s
-            .sign(SignedUrlMethod::Get, "docs", "a b/ünï?&.txt", now + Duration::seconds(60))
+            .sign(
+                SignedUrlMethod::Get,
+                "docs",
+                "a b/ünï?&.txt",
+                now + Duration::seconds(60),
+            )
             .unwrap();
         let v = s.verify(SignedUrlMethod::Get, &url.url, now).unwrap();
         assert_eq!(v.key, "a b/ünï?&.txt");
         assert!(s.verify(SignedUrlMethod::Put, &url.url, now).is_err());
-        assert!(s.verify(SignedUrlMethod::Get, &url.url.replace("docs", "doce"), now).is_err());
         assert!(s
-            .verify(SignedUrlMethod::Get, &url.url.replace("expires=", "expires=9"), now)
+            .verify(SignedUrlMethod::Get, &url.url.replace("docs", "doce"), now)
+            .is_err());
+        assert!(s
+            .verify(
+                SignedUrlMethod::Get,
+                &url.url.replace("expires=", "expires=9"),
+                now
+            )
             .is_err());
         let e = s
             .verify(SignedUrlMethod::Get, &url.url, now + Duration::seconds(61))

@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn display_lists_operation_context_and_source() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "boom");
+        let io = std::io::Error::other("boom");
         let e = Error::internal("read failed")
             .with_operation("storage.download")
             .with_operation("ignored")

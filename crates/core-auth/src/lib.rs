@@ -1,0 +1,79 @@
+#![doc = include_str!("../README.md")]
+
+mod permission;
+mod types;
+
+use async_trait::async_trait;
+
+pub use permission::{Permission, RolePermissions};
+pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo, Secret};
+pub use types::{AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User};
+
+/// `Result` of auth operations.
+pub type AuthResult<T> = Result<T, Error>;
+/// The auth error type (the shared TrustStream [`Error`]).
+pub type AuthError = Error;
+
+/// What an auth provider may be built with: the configured database, where
+/// issuing providers keep users and sessions.
+#[derive(Clone)]
+pub struct AuthDeps {
+    /// The configured database provider.
+    pub db: Option<std::sync::Arc<dyn truststream_core_db::Database>>,
+}
+
+/// Auth provider factories by type name (see [`truststream_core::Registry`]).
+pub type AuthRegistry = truststream_core::Registry<dyn Auth, AuthDeps>;
+
+/// An auth provider.
+///
+/// Token and credential failures are [`ErrorKind::Unauthenticated`] with a
+/// message that does not say which part was wrong (no user enumeration);
+/// a valid principal lacking a permission is [`ErrorKind::PermissionDenied`].
+#[async_trait]
+pub trait Auth: Send + Sync + 'static {
+    /// Provider type name and crate version.
+    fn info(&self) -> ProviderInfo;
+
+    /// What this provider can do.
+    fn capabilities(&self) -> AuthCapabilities;
+
+    /// Probes the provider and reports status and latency. Never fails.
+    async fn health(&self) -> Health;
+
+    /// Registers a user and signs them in. A taken email is
+    /// [`ErrorKind::Conflict`]; a malformed email or a password outside the
+    /// configured bounds is [`ErrorKind::InvalidInput`].
+    /// Requires [`AuthCapabilities::sign_up`].
+    async fn sign_up(&self, request: SignUp) -> AuthResult<Session>;
+
+    /// Checks credentials and opens a session.
+    /// Requires [`AuthCapabilities::password_sign_in`].
+    async fn sign_in(&self, request: SignIn) -> AuthResult<Session>;
+
+    /// Revokes the principal's session.
+    async fn sign_out(&self, principal: &Principal) -> AuthResult<()>;
+
+    /// Revokes every session of the principal's user.
+    async fn sign_out_everywhere(&self, principal: &Principal) -> AuthResult<()>;
+
+    /// The principal's user (the guide's `getCurrentUser`).
+    async fn get_user(&self, principal: &Principal) -> AuthResult<User>;
+
+    /// The principal's session (the guide's `getSession`).
+    async fn get_session(&self, principal: &Principal) -> AuthResult<SessionInfo>;
+
+    /// Exchanges a refresh token for a new session (rotating the refresh
+    /// token). Requires [`AuthCapabilities::refresh`].
+    async fn refresh_session(&self, refresh_token: &str) -> AuthResult<Session>;
+
+    /// Verifies an access token and returns who it belongs to.
+    async fn validate_token(&self, access_token: &str) -> AuthResult<Principal>;
+
+    /// The principal's roles.
+    async fn get_user_roles(&self, principal: &Principal) -> AuthResult<Vec<String>>;
+
+    /// Whether the principal holds `permission` (`action:resource`). A
+    /// malformed permission is [`ErrorKind::InvalidInput`].
+    async fn has_permission(&self, principal: &Principal, permission: &str) -> AuthResult<bool>;
+}

@@ -1,0 +1,157 @@
+//! Data types of the auth interface.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Sign-up request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignUp {
+    /// Email address.
+    pub email: String,
+    /// Password (never logged).
+    pub password: Secret,
+    /// Data the user may set about themselves.
+    #[serde(default)]
+    pub user_metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl SignUp {
+    /// A request with no metadata.
+    pub fn new(email: impl Into<String>, password: impl Into<Secret>) -> Self {
+        SignUp {
+            email: email.into(),
+            password: password.into(),
+            user_metadata: Default::default(),
+        }
+    }
+}
+
+/// Sign-in request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignIn {
+    /// Email address.
+    pub email: String,
+    /// Password (never logged).
+    pub password: Secret,
+}
+
+impl SignIn {
+    /// A request.
+    pub fn new(email: impl Into<String>, password: impl Into<Secret>) -> Self {
+        SignIn {
+            email: email.into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id.
+    pub id: String,
+    /// Email address.
+    pub email: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Data the user may set.
+    pub user_metadata: serde_json::Map<String, serde_json::Value>,
+    /// Data only the application may set.
+    pub app_metadata: serde_json::Map<String, serde_json::Value>,
+    /// Registration time.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A signed-in session, as handed to the client.
+#[derive(Clone, Serialize)]
+pub struct Session {
+    /// Short-lived access token (a JWT).
+    pub access_token: Secret,
+    /// Opaque single-use refresh token.
+    pub refresh_token: Secret,
+    /// Always `"bearer"`.
+    pub token_type: &'static str,
+    /// When the access token expires.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// The user.
+    pub user: User,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("expires_at", &self.expires_at)
+            .field("user", &self.user.id)
+            .finish()
+    }
+}
+
+/// A session as stored (no tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// When it was opened.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it was last refreshed.
+    pub refreshed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Who made a request: what a verified access token says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The user id (`sub`).
+    pub user_id: String,
+    /// Email, if the token carries one.
+    pub email: Option<String>,
+    /// Roles (`app_metadata.roles`, or `role`).
+    pub roles: Vec<String>,
+    /// Session id, for tokens this provider issued.
+    pub session_id: Option<String>,
+    /// Token expiry.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Every claim of the token.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Capabilities of an auth provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuthCapabilities {
+    /// `sign_up`.
+    pub sign_up: bool,
+    /// `sign_in` with email and password.
+    pub password_sign_in: bool,
+    /// `refresh_session` with rotating refresh tokens.
+    pub refresh: bool,
+    /// Tokens from external identity providers are verified.
+    pub external_tokens: bool,
+    /// Revoked sessions stop validating before their tokens expire.
+    pub revocation_checked: bool,
+}
+
+impl AuthCapabilities {
+    /// Everything off.
+    pub const fn none() -> Self {
+        AuthCapabilities {
+            sign_up: false,
+            password_sign_in: false,
+            refresh: false,
+            external_tokens: false,
+            revocation_checked: false,
+        }
+    }
+}
+
+impl Default for AuthCapabilities {
+    fn default() -> Self {
+        Self::none()
+    }
+}

@@ -1,0 +1,149 @@
+#![doc = include_str!("../README.md")]
+
+mod subscription;
+mod types;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use subscription::Subscription;
+pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
+pub use truststream_core_db::{ChangeKind, RowChange, Value};
+pub use types::{
+    ChangeSpec, ChannelOptions, Message, PresenceDiff, PresenceEvent, PresenceMeta, PresenceState,
+    RealtimeCapabilities,
+};
+
+/// `Result` of realtime operations.
+pub type RtResult<T> = Result<T, Error>;
+/// The realtime error type (the shared TrustStream [`Error`]).
+pub type RealtimeError = Error;
+
+/// A callback. It runs on the delivering task: keep it short and non-blocking.
+pub type Handler<T> = Arc<dyn Fn(T) + Send + Sync>;
+
+/// Wraps a closure as a [`Handler`].
+pub fn handler<T>(f: impl Fn(T) + Send + Sync + 'static) -> Handler<T> {
+    Arc::new(f)
+}
+
+/// What a realtime provider may be built with: the configured database, whose
+/// change feed feeds row subscriptions, and the auth provider that checks
+/// access tokens (when one is configured).
+#[derive(Clone)]
+pub struct RealtimeDeps {
+    /// The configured database provider.
+    pub db: Option<Arc<dyn truststream_core_db::Database>>,
+    /// The configured auth provider.
+    pub auth: Option<Arc<dyn truststream_core_auth::Auth>>,
+}
+
+/// Realtime provider factories by type name (see [`truststream_core::Registry`]).
+pub type RealtimeRegistry = truststream_core::Registry<dyn Realtime, RealtimeDeps>;
+
+/// A realtime provider.
+#[async_trait]
+pub trait Realtime: Send + Sync + 'static {
+    /// Provider type name and crate version.
+    fn info(&self) -> ProviderInfo;
+
+    /// What this provider can do.
+    fn capabilities(&self) -> RealtimeCapabilities;
+
+    /// Probes the provider and reports status and latency. Never fails.
+    async fn health(&self) -> Health;
+
+    /// A handle on the channel `name` (the guide's `createChannel`). The
+    /// handle is a member only after [`Channel::join`]. Names are 1 to 255
+    /// bytes without control characters.
+    async fn channel(&self, name: &str, options: ChannelOptions) -> RtResult<Arc<dyn Channel>>;
+
+    /// Calls `handler` for each committed row change matching `spec`. Requires
+    /// [`RealtimeCapabilities::row_changes`] (a change feed was configured).
+    async fn subscribe_changes(
+        &self,
+        spec: ChangeSpec,
+        handler: Handler<RowChange>,
+    ) -> RtResult<Subscription>;
+}
+
+/// One member's handle on a channel.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// The channel name.
+    fn name(&self) -> &str;
+
+    /// Joins the channel (idempotent). After joining, broadcasts and presence
+    /// changes reach this handle's handlers.
+    async fn join(&self) -> RtResult<()>;
+
+    /// Leaves the channel: untracks presence and stops deliveries. Sending
+    /// after leaving is [`ErrorKind::InvalidInput`]; joining again works.
+    async fn leave(&self) -> RtResult<()>;
+
+    /// Whether the handle is currently joined.
+    fn is_joined(&self) -> bool;
+
+    /// Calls `handler` for each broadcast whose event is `event` (`"*"` for
+    /// every event). By default a member does not receive its own broadcasts
+    /// ([`ChannelOptions::broadcast_self`]).
+    fn on(&self, event: &str, handler: Handler<Message>) -> Subscription;
+
+    /// Broadcasts `payload` as `event` to the channel's members. Requires the
+    /// handle to be joined. With [`ChannelOptions::ack`] it returns once the
+    /// provider has accepted the message; a payload over
+    /// [`RealtimeCapabilities::max_payload_bytes`] is [`ErrorKind::TooLarge`].
+    async fn send(&self, event: &str, payload: Value) -> RtResult<()>;
+
+    /// Publishes (or replaces) this member's presence state. Requires the
+    /// handle to be joined.
+    async fn track(&self, state: Value) -> RtResult<()>;
+
+    /// Removes this member's presence state.
+    async fn untrack(&self) -> RtResult<()>;
+
+    /// The channel's current presence state.
+    async fn presence_state(&self) -> RtResult<PresenceState>;
+
+    /// Calls `handler` with the full state when joining and with diffs after.
+    fn on_presence(&self, handler: Handler<PresenceEvent>) -> Subscription;
+}
+
+/// The guide's `subscribeToRow` and `trackPresence`, for every [`Realtime`].
+#[async_trait]
+pub trait RealtimeExt: Realtime {
+    /// Calls `handler` for every committed change of the row of `table` whose
+    /// primary key is `id`.
+    async fn subscribe_to_row(
+        &self,
+        table: &str,
+        id: Value,
+        handler: Handler<RowChange>,
+    ) -> RtResult<Subscription> {
+        self.subscribe_changes(ChangeSpec::table(table).key(id), handler)
+            .await
+    }
+
+    /// Joins `channel` and tracks `state` there; leave the returned channel
+    /// (or untrack) to stop.
+    async fn track_presence(&self, channel: &str, state: Value) -> RtResult<Arc<dyn Channel>> {
+        let ch = self.channel(channel, ChannelOptions::default()).await?;
+        ch.join().await?;
+        ch.track(state).await?;
+        Ok(ch)
+    }
+}
+
+impl<R: Realtime + ?Sized> RealtimeExt for R {}
+
+/// Checks a channel name: 1 to 255 bytes, no control characters.
+pub fn validate_channel_name(name: &str) -> RtResult<()> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        let shown: String = name.chars().take(40).collect();
+        return Err(Error::invalid_input(format!(
+            "invalid channel name {shown:?}: 1-255 bytes without control characters"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Provider factories by type name, the way configuration picks providers.
+//!
+//! Each interface crate names its registry (`DbRegistry`, `StorageRegistry`,
+//! ...). A provider crate exports `register(&mut XxxRegistry)`, which adds a
+//! factory under the provider's type name; the runtime registers the providers
+//! compiled in and builds the configured one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Builds a provider from its configuration section (a JSON value, deserialized
+/// by the provider into its own `Config`) and the interface's dependencies `C`.
+pub type Factory<T, C> =
+    Arc<dyn Fn(serde_json::Value, C) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
+
+/// Provider factories of one interface, by type name.
+pub struct Registry<T: ?Sized, C = ()> {
+    interface: &'static str,
+    factories: BTreeMap<&'static str, Factory<T, C>>,
+}
+
+impl<T: ?Sized, C> Registry<T, C> {
+    /// An empty registry for `interface` (`"database"`, used in messages).
+    pub fn new(interface: &'static str) -> Self {
+        Registry {
+            interface,
+            factories: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) the factory for `name`.
+    pub fn register<F, Fut>(&mut self, name: &'static str, factory: F)
+    where
+        F: Fn(serde_json::Value, C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<T>>> + Send + 'static,
+    {
+        self.factories
+            .insert(name, Arc::new(move |cfg, ctx| Box::pin(factory(cfg, ctx))));
+    }
+
+    /// The registered type names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.factories.keys().copied().collect()
+    }
+
+    /// Whether `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.factories.contains_key(name)
+    }
+
+    /// Builds the provider registered as `name`. An unknown name is
+    /// [`crate::ErrorKind::InvalidInput`] listing the known ones.
+    pub async fn build(&self, name: &str, config: serde_json::Value, deps: C) -> Result<Arc<T>> {
+        let Some(f) = self.factories.get(name) else {
+            return Err(Error::invalid_input(format!(
+                "unknown {} provider type {:?}; known types: {}",
+                self.interface,
+                name,
+                self.names().join(", ")
+            )));
+        };
+        f(config, deps)
+            .await
+            .map_err(|e| e.with_context("provider", name.to_string()))
+    }
+}
+
+impl<T: ?Sized, C> std::fmt::Debug for Registry<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("interface", &self.interface)
+            .field("types", &self.names())
+            .finish()
+    }
+}
+
+/// Deserializes a provider's configuration section, turning serde's error into
+/// an [`crate::ErrorKind::InvalidInput`] that names the provider.
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    config: serde_json::Value,
+) -> Result<T> {
+    let config = if config.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        config
+    };
+    serde_json::from_value(config).map_err(|e| {
+        Error::invalid_input(format!(
+            "invalid configuration for provider {provider:?}: {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    trait Thing: Send + Sync {}
+    struct One;
+    impl Thing for One {}
+
+    #[test]
+    fn unknown_lists_known() {
+        let mut r: Registry<dyn Thing> = Registry::new("thing");
+        r.register("one", |_, ()| async { Ok(Arc::new(One) as Arc<dyn Thing>) });
+        r.register("alpha", |_, ()| async {
+            Ok(Arc::new(One) as Arc<dyn Thing>)
+        });
+        let e = block_on(r.build("oracle", serde_json::Value::Null, ()))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.message(),
+            "unknown thing provider type \"oracle\"; known types: alpha, one"
+        );
+    }
+
+    // A tiny executor for a future that never pends (keeps tokio out of core).
+    fn block_on<F: Future>(f: F) -> F::Output {
+        use std::task::{Context, Poll, Waker};
+        let mut f = std::pin::pin!(f);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+}
