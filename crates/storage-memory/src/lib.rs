@@ -1,30 +1,634 @@
-//! In-memory storage provider (stub: being written).
-#![allow(missing_docs)]
-use std::sync::Arc;
-use truststream_core_storage::{Storage, StorageRegistry};
+#![doc = include_str!("../README.md")]
 
-/// Configuration of the memory provider.
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct MemoryStorageConfig {}
+mod list;
 
-/// The in-memory store.
-#[derive(Debug, Default)]
-pub struct MemoryStorage {}
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
-impl MemoryStorage {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Timelike, Utc};
+use futures::StreamExt;
+use truststream_core::Secret;
+use truststream_core_storage::keys::{validate_bucket, validate_key};
+use truststream_core_storage::signing::UrlSigner;
+use truststream_core_storage::{
+    content_sha256, BucketInfo, ByteRange, ByteStream, Error, Health, ListOptions, ListPage,
+    ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities,
+    StorageRegistry, StorageResult, UploadOptions, WriteCondition,
+};
+
+/// The registry type name of this provider.
+const TYPE_NAME: &str = "memory";
+/// Size of the chunks `download_stream` yields.
+const CHUNK_SIZE: usize = 64 * 1024;
+/// Longest lifetime of a signed URL (the S3 limit, so code that works here
+/// works there).
+const MAX_SIGNED_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Configuration of the memory provider (the `storage` section of the
+/// TrustStream configuration when `type = "memory"`). Every field is optional.
+///
+/// `Debug` and `Serialize` never show the signing secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryStorageConfig {
+    /// Buckets created when the store is built.
+    pub buckets: Vec<String>,
+    /// Largest object accepted, in bytes; larger uploads fail with
+    /// `ErrorKind::TooLarge`. `None`: no limit besides memory.
+    pub max_object_size: Option<u64>,
+    /// Secret (at least 32 bytes) that signs URLs. `None`: a random secret per
+    /// instance, so URLs stop working when the instance is dropped.
+    pub signing_secret: Option<Secret>,
+    /// Base of signed URLs; default `memory://<instance-id>`.
+    pub base_url: Option<String>,
+}
+
+/// An object as stored: its bytes and metadata, replaced as a whole on write
+/// so readers holding the `Arc` keep a consistent snapshot.
+pub(crate) struct StoredObject {
+    data: Bytes,
+    pub(crate) meta: ObjectMeta,
+}
+
+struct BucketState {
+    created_at: DateTime<Utc>,
+    objects: BTreeMap<String, Arc<StoredObject>>,
+}
+
+impl BucketState {
+    fn new() -> Self {
+        BucketState {
+            created_at: Utc::now(),
+            objects: BTreeMap::new(),
+        }
     }
 }
 
-/// Registers the provider as `"memory"`.
+/// A complete storage provider that keeps everything in memory: buckets,
+/// objects with metadata, ETags and checksums, conditional writes, paged
+/// listings, streaming, and signed URLs (used through
+/// [`MemoryStorage::fetch_signed`]). Meant for tests and local development;
+/// contents are lost when it is dropped.
+///
+/// Safe to share between tasks (`Arc<MemoryStorage>`): every operation holds
+/// the internal lock only for map lookups and inserts, never across an
+/// `.await`, and hashing happens outside it.
+pub struct MemoryStorage {
+    state: RwLock<BTreeMap<String, BucketState>>,
+    max_object_size: Option<u64>,
+    signer: UrlSigner,
+    base_url: String,
+    instance_id: String,
+}
+
+impl std::fmt::Debug for MemoryStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStorage")
+            .field("instance_id", &self.instance_id)
+            .field("base_url", &self.base_url)
+            .field("max_object_size", &self.max_object_size)
+            .field("buckets", &self.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStorage {
+    /// An empty store with no buckets, no size limit and a random URL-signing
+    /// secret.
+    pub fn new() -> Self {
+        let instance_id = hex::encode(rand::random::<[u8; 8]>());
+        let base_url = format!("memory://{instance_id}");
+        let signer = UrlSigner::new(&rand::random::<[u8; 32]>(), &base_url)
+            .expect("a 32-byte secret is always long enough");
+        MemoryStorage {
+            state: RwLock::new(BTreeMap::new()),
+            max_object_size: None,
+            signer,
+            base_url,
+            instance_id,
+        }
+    }
+
+    /// A store built from `config`: its buckets created, its limits applied.
+    ///
+    /// Fails with `ErrorKind::InvalidInput` for an invalid bucket name, a
+    /// signing secret shorter than 32 bytes or an empty base URL.
+    pub fn with_config(config: MemoryStorageConfig) -> StorageResult<Self> {
+        let mut store = Self::new();
+        store.max_object_size = config.max_object_size;
+        if let Some(base) = &config.base_url {
+            let base = base.trim_end_matches('/');
+            if base.is_empty() || base.contains('?') {
+                return Err(Error::invalid_input(format!(
+                    "invalid base_url {base:?} for the memory storage provider: \
+                     use a non-empty URL without a query, like \"http://localhost:8080/storage\""
+                )));
+            }
+            store.base_url = base.to_string();
+        }
+        let secret = match &config.signing_secret {
+            Some(s) => s.expose().as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        store.signer = UrlSigner::new(&secret, &store.base_url).map_err(|e| {
+            Error::invalid_input(format!("signing_secret: {}", e.message()))
+                .with_context("provider", TYPE_NAME)
+        })?;
+        {
+            let mut state = store.write();
+            for name in &config.buckets {
+                validate_bucket(name).map_err(|e| e.with_context("option", "buckets"))?;
+                state.entry(name.clone()).or_insert_with(BucketState::new);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Performs a request on a URL made by [`Storage::signed_url`], the way an
+    /// HTTP server in front of this store would: a GET returns the object's
+    /// bytes, a PUT stores `body` (empty when `None`) and returns `None`.
+    ///
+    /// A URL that was tampered with, has expired, was signed for another
+    /// method or by another instance is `ErrorKind::PermissionDenied`.
+    pub async fn fetch_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> StorageResult<Option<Bytes>> {
+        let issued_here = url
+            .strip_prefix(self.base_url.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        if !issued_here {
+            return Err(Error::permission_denied(
+                "signed URL rejected: it was not issued by this store",
+            )
+            .with_operation("storage.fetch_signed"));
+        }
+        let granted = self
+            .signer
+            .verify(method, url, Utc::now())
+            .map_err(|e| e.with_operation("storage.fetch_signed"))?;
+        match method {
+            SignedUrlMethod::Get => {
+                if body.is_some() {
+                    return Err(Error::invalid_input("a GET request carries no body")
+                        .with_operation("storage.fetch_signed"));
+                }
+                let data = self.download(&granted.bucket, &granted.key).await?;
+                Ok(Some(data))
+            }
+            SignedUrlMethod::Put => {
+                self.upload(
+                    &granted.bucket,
+                    &granted.key,
+                    body.unwrap_or_default(),
+                    &UploadOptions::new(),
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Damages the stored bytes of an object without touching its recorded
+    /// checksum, so tests can check that downloads detect corruption.
+    /// Returns whether the object existed.
+    #[doc(hidden)]
+    pub fn corrupt_for_tests(&self, bucket: &str, key: &str) -> bool {
+        let mut state = self.write();
+        let Some(slot) = state.get_mut(bucket).and_then(|b| b.objects.get_mut(key)) else {
+            return false;
+        };
+        let mut data = slot.data.to_vec();
+        match data.first_mut() {
+            Some(b) => *b ^= 0xff,
+            None => data.push(0),
+        }
+        *slot = Arc::new(StoredObject {
+            data: Bytes::from(data),
+            meta: slot.meta.clone(),
+        });
+        true
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, BucketState>> {
+        // The lock is never held across code that can panic midway through
+        // an update, so a poisoned lock still guards consistent data.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, BucketState>> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_size(&self, size: u64) -> StorageResult<()> {
+        match self.max_object_size {
+            Some(max) if size > max => Err(Error::too_large(format!(
+                "object of {size} bytes exceeds the limit of {max} bytes (max_object_size)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn require_bucket(&self, bucket: &str) -> StorageResult<()> {
+        if self.read().contains_key(bucket) {
+            Ok(())
+        } else {
+            Err(no_bucket(bucket))
+        }
+    }
+
+    /// A snapshot of one object.
+    fn object(&self, bucket: &str, key: &str) -> StorageResult<Arc<StoredObject>> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let state = self.read();
+        let b = state.get(bucket).ok_or_else(|| no_bucket(bucket))?;
+        b.objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| no_object(bucket, key))
+    }
+
+    /// A snapshot of one object whose content matches its checksum.
+    fn verified_object(&self, bucket: &str, key: &str) -> StorageResult<Arc<StoredObject>> {
+        let obj = self.object(bucket, key)?;
+        if let Some(expected) = &obj.meta.checksum_sha256 {
+            if content_sha256(&obj.data) != *expected {
+                return Err(Error::internal(format!(
+                    "object {key:?} in bucket {bucket:?} is corrupt: its content does not \
+                     match the SHA-256 checksum recorded at upload; upload it again"
+                )));
+            }
+        }
+        Ok(obj)
+    }
+
+    /// Stores an object; `options` and the names must already be validated.
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta> {
+        self.check_size(data.len() as u64)?;
+        let checksum = content_sha256(&data);
+        let etag = format!("\"{}\"", checksum.get(..32).unwrap_or(&checksum));
+        let mut meta = ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: data.len() as u64,
+            content_type: options.content_type.clone(),
+            etag,
+            last_modified: Utc::now(),
+            metadata: options.metadata.clone(),
+            public: options.public,
+            checksum_sha256: Some(checksum),
+        };
+        // The condition is checked and the object replaced under one write
+        // lock, so two conditional writers can never both succeed.
+        let mut state = self.write();
+        let b = state.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        check_condition(b.objects.get(key), &options.condition, bucket, key)?;
+        meta.last_modified = Utc::now();
+        b.objects.insert(
+            key.to_string(),
+            Arc::new(StoredObject {
+                data,
+                meta: meta.clone(),
+            }),
+        );
+        Ok(meta)
+    }
+}
+
+fn no_bucket(bucket: &str) -> Error {
+    Error::not_found(format!("bucket {bucket:?} does not exist"))
+}
+
+fn no_object(bucket: &str, key: &str) -> Error {
+    Error::not_found(format!(
+        "object {key:?} does not exist in bucket {bucket:?}"
+    ))
+}
+
+fn check_condition(
+    current: Option<&Arc<StoredObject>>,
+    condition: &WriteCondition,
+    bucket: &str,
+    key: &str,
+) -> StorageResult<()> {
+    match (condition, current) {
+        (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
+        (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
+            "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
+        ))),
+        (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
+            "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
+        ))),
+        (WriteCondition::IfMatch(expected), Some(obj)) => {
+            if unquote(&obj.meta.etag) == unquote(expected) {
+                Ok(())
+            } else {
+                Err(Error::conflict(format!(
+                    "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
+                     read it again and retry",
+                    obj.meta.etag
+                )))
+            }
+        }
+    }
+}
+
+fn unquote(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+/// `start..end` of `data` as chunks of at most [`CHUNK_SIZE`] bytes.
+fn chunked(data: Bytes) -> ByteStream {
+    let chunks: Vec<StorageResult<Bytes>> = (0..data.len())
+        .step_by(CHUNK_SIZE)
+        .map(|at| Ok(data.slice(at..(at + CHUNK_SIZE).min(data.len()))))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+/// The slice of `data` that `range` selects.
+fn slice(data: &Bytes, range: ByteRange) -> StorageResult<Bytes> {
+    let r = range.resolve(data.len() as u64)?;
+    // `resolve` keeps both ends within the object, so they fit in usize.
+    Ok(data.slice(r.start as usize..r.end as usize))
+}
+
+/// Rounds up to the next whole second (signed URLs expire on second
+/// boundaries; rounding down would shorten a one-second URL to almost none).
+fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.nanosecond() == 0 {
+        t
+    } else {
+        t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn capabilities(&self) -> StorageCapabilities {
+        let mut caps = StorageCapabilities::none();
+        caps.range_reads = true;
+        caps.streaming = true;
+        caps.conditional_writes = true;
+        caps.checksums = true;
+        caps.copy = true;
+        caps.signed_urls = true;
+        caps.signed_upload_urls = true;
+        caps.manage_buckets = true;
+        caps.public_objects = true;
+        caps.max_object_size = self.max_object_size;
+        caps
+    }
+
+    async fn health(&self) -> Health {
+        let start = Instant::now();
+        let buckets = self.read().len();
+        let mut health = Health::healthy(start.elapsed());
+        health.message = Some(format!("{buckets} bucket(s) in memory"));
+        health
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta> {
+        validate_bucket(bucket)
+            .and_then(|()| validate_key(key))
+            .and_then(|()| options.validate())
+            .and_then(|()| self.put(bucket, key, data, options))
+            .map_err(|e| e.with_operation("storage.upload"))
+    }
+
+    async fn upload_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut data: ByteStream,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let op = |e: Error| e.with_operation("storage.upload_stream");
+        validate_bucket(bucket)
+            .and_then(|()| validate_key(key))
+            .and_then(|()| options.validate())
+            .and_then(|()| self.require_bucket(bucket))
+            .map_err(op)?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = data.next().await {
+            // An error item aborts the upload: nothing has been stored yet.
+            let chunk = chunk.map_err(op)?;
+            self.check_size((buf.len() + chunk.len()) as u64)
+                .map_err(op)?;
+            buf.extend_from_slice(&chunk);
+        }
+        self.put(bucket, key, buf.freeze(), options).map_err(op)
+    }
+
+    async fn download(&self, bucket: &str, key: &str) -> StorageResult<Bytes> {
+        self.verified_object(bucket, key)
+            .map(|obj| obj.data.clone())
+            .map_err(|e| e.with_operation("storage.download"))
+    }
+
+    async fn download_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: ByteRange,
+    ) -> StorageResult<Bytes> {
+        self.verified_object(bucket, key)
+            .and_then(|obj| slice(&obj.data, range))
+            .map_err(|e| e.with_operation("storage.download_range"))
+    }
+
+    async fn download_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ByteStream> {
+        // The stream serves the snapshot taken here: a concurrent overwrite
+        // does not change what it yields.
+        self.verified_object(bucket, key)
+            .and_then(|obj| match range {
+                Some(range) => slice(&obj.data, range),
+                None => Ok(obj.data.clone()),
+            })
+            .map(chunked)
+            .map_err(|e| e.with_operation("storage.download_stream"))
+    }
+
+    async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
+        self.object(bucket, key)
+            .map(|obj| obj.meta.clone())
+            .map_err(|e| e.with_operation("storage.get_metadata"))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> StorageResult<()> {
+        let run = || {
+            validate_bucket(bucket)?;
+            validate_key(key)?;
+            let mut state = self.write();
+            let b = state.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+            b.objects.remove(key);
+            Ok(())
+        };
+        run().map_err(|e: Error| e.with_operation("storage.delete"))
+    }
+
+    async fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage> {
+        let run = || {
+            validate_bucket(bucket)?;
+            let plan = list::Plan::new(options)?;
+            let state = self.read();
+            let b = state.get(bucket).ok_or_else(|| no_bucket(bucket))?;
+            Ok(plan.page(&b.objects))
+        };
+        run().map_err(|e: Error| e.with_operation("storage.list"))
+    }
+
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> StorageResult<ObjectMeta> {
+        let run = || {
+            validate_bucket(from_bucket)?;
+            validate_key(from_key)?;
+            validate_bucket(to_bucket)?;
+            validate_key(to_key)?;
+            let mut state = self.write();
+            let source = state
+                .get(from_bucket)
+                .ok_or_else(|| no_bucket(from_bucket))?
+                .objects
+                .get(from_key)
+                .cloned()
+                .ok_or_else(|| no_object(from_bucket, from_key))?;
+            let target = state
+                .get_mut(to_bucket)
+                .ok_or_else(|| no_bucket(to_bucket))?;
+            let mut meta = source.meta.clone();
+            meta.bucket = to_bucket.to_string();
+            meta.key = to_key.to_string();
+            meta.last_modified = Utc::now();
+            target.objects.insert(
+                to_key.to_string(),
+                Arc::new(StoredObject {
+                    data: source.data.clone(),
+                    meta: meta.clone(),
+                }),
+            );
+            Ok(meta)
+        };
+        run().map_err(|e: Error| e.with_operation("storage.copy"))
+    }
+
+    async fn signed_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        method: SignedUrlMethod,
+        expires_in: Duration,
+    ) -> StorageResult<SignedUrl> {
+        let run = || {
+            validate_bucket(bucket)?;
+            validate_key(key)?;
+            if expires_in.is_zero() || expires_in > MAX_SIGNED_URL_LIFETIME {
+                return Err(Error::invalid_input(format!(
+                    "signed URL lifetime of {expires_in:?} is out of range: \
+                     use more than zero and at most 7 days"
+                )));
+            }
+            self.require_bucket(bucket)?;
+            let lifetime = chrono::Duration::from_std(expires_in)
+                .map_err(|_| Error::invalid_input("signed URL lifetime is too long"))?;
+            let expires_at = ceil_to_second(Utc::now() + lifetime);
+            self.signer.sign(method, bucket, key, expires_at)
+        };
+        run().map_err(|e: Error| e.with_operation("storage.signed_url"))
+    }
+
+    async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {
+        Ok(self
+            .read()
+            .iter()
+            .map(|(name, b)| BucketInfo {
+                name: name.clone(),
+                created_at: Some(b.created_at),
+            })
+            .collect())
+    }
+
+    async fn create_bucket(&self, name: &str) -> StorageResult<()> {
+        let run = || {
+            validate_bucket(name)?;
+            let mut state = self.write();
+            if state.contains_key(name) {
+                return Err(Error::conflict(format!("bucket {name:?} already exists")));
+            }
+            state.insert(name.to_string(), BucketState::new());
+            Ok(())
+        };
+        run().map_err(|e: Error| e.with_operation("storage.create_bucket"))
+    }
+
+    async fn delete_bucket(&self, name: &str) -> StorageResult<()> {
+        let run = || {
+            validate_bucket(name)?;
+            let mut state = self.write();
+            let b = state.get(name).ok_or_else(|| no_bucket(name))?;
+            if !b.objects.is_empty() {
+                return Err(Error::conflict(format!(
+                    "bucket {name:?} is not empty ({} objects): delete its objects first",
+                    b.objects.len()
+                )));
+            }
+            state.remove(name);
+            Ok(())
+        };
+        run().map_err(|e: Error| e.with_operation("storage.delete_bucket"))
+    }
+}
+
+/// Registers the provider as `"memory"`: each build makes a fresh store from
+/// its [`MemoryStorageConfig`].
 pub fn register(reg: &mut StorageRegistry) {
-    reg.register("memory", |cfg, ()| async move {
-        let _cfg: MemoryStorageConfig = truststream_core::parse_config("memory", cfg)?;
-        Err::<Arc<dyn Storage>, _>(truststream_core::Error::unsupported(
-            "storage-memory is being written",
-        ))
+    reg.register(TYPE_NAME, |cfg, ()| async move {
+        let cfg: MemoryStorageConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
+        let store = MemoryStorage::with_config(cfg)?;
+        Ok(Arc::new(store) as Arc<dyn Storage>)
     });
 }
+
+#[cfg(test)]
+mod tests;
