@@ -15,7 +15,23 @@ impl Failure {
     pub fn new(msg: impl Into<String>) -> Self {
         Failure(msg.into())
     }
+
+    /// Not a failure: the case cannot run on this fixture (for example it
+    /// needs a way to fetch signed URLs that the fixture does not provide).
+    /// The case is reported as skipped with `reason`, never as passed.
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Failure(format!("{SKIP_MARKER}{}", reason.into()))
+    }
+
+    /// The reason given to [`Failure::skip`], if this is a skip.
+    pub fn skip_reason(&self) -> Option<&str> {
+        self.0.strip_prefix(SKIP_MARKER)
+    }
 }
+
+/// Starts the message of a [`Failure::skip`] (control characters, so no real
+/// failure message can start with it by accident).
+const SKIP_MARKER: &str = "\u{1}skip\u{1}";
 
 impl From<truststream_core::Error> for Failure {
     fn from(e: truststream_core::Error) -> Self {
@@ -225,7 +241,10 @@ async fn run_one<P: Send + 'static>(
     let fut = (case.run)(instance);
     match tokio::time::timeout(CASE_TIMEOUT, tokio::spawn(fut)).await {
         Ok(Ok(Ok(()))) => CaseOutcome::Passed,
-        Ok(Ok(Err(f))) => CaseOutcome::Failed(f.0),
+        Ok(Ok(Err(f))) => match f.skip_reason() {
+            Some(reason) => CaseOutcome::Skipped(reason.to_string()),
+            None => CaseOutcome::Failed(f.0),
+        },
         Ok(Err(join)) => CaseOutcome::Failed(format!("case panicked: {join}")),
         Err(_) => CaseOutcome::Failed(format!("case timed out after {CASE_TIMEOUT:?}")),
     }
