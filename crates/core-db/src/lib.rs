@@ -2,6 +2,7 @@
 
 mod capabilities;
 mod changes;
+pub mod eval;
 mod ext;
 pub mod ident;
 mod operation;
