@@ -77,7 +77,8 @@ pub enum CaseOutcome {
     Passed,
     /// It failed, with why.
     Failed(String),
-    /// It was not run, with why (the missing capability).
+    /// It was not run, with why: a capability the provider lacks, or a reason
+    /// the case gave through [`Failure::skip`].
     Skipped(String),
 }
 
