@@ -1,0 +1,1 @@
+//! Unit tests for what the conformance suite cannot see.
