@@ -1,0 +1,630 @@
+//! Layered configuration: built-in defaults < `truststream.toml` (profile
+//! sections) < `TRUSTSTREAM_*` environment variables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value as FigValue};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde_json::{json, Value};
+use truststream_core::{Error, Result};
+
+use crate::redact;
+
+/// Prefix of the environment variables read by the runtime.
+pub const ENV_PREFIX: &str = "TRUSTSTREAM_";
+/// Environment variable naming the configuration file.
+pub const ENV_CONFIG_FILE: &str = "TRUSTSTREAM_CONFIG";
+/// Environment variable naming the profile.
+pub const ENV_PROFILE: &str = "TRUSTSTREAM_PROFILE";
+/// The file looked for in the working directory when `TRUSTSTREAM_CONFIG` is unset.
+pub const DEFAULT_CONFIG_FILE: &str = "truststream.toml";
+/// The profiles that always exist (a file may add its own).
+pub const BUILTIN_PROFILES: [&str; 4] = ["default", "development", "staging", "production"];
+/// The value of `auth.type` that means "no auth provider".
+pub const AUTH_NONE: &str = "none";
+
+/// Metadata name of the embedded defaults.
+const DEFAULTS_SOURCE: &str = "built-in defaults";
+/// Metadata name of the environment layer.
+const ENV_SOURCE: &str = "`TRUSTSTREAM_` environment variables";
+
+/// One of the four interfaces, as named in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interface {
+    /// `[database]`
+    Database,
+    /// `[auth]`
+    Auth,
+    /// `[storage]`
+    Storage,
+    /// `[realtime]`
+    Realtime,
+}
+
+impl Interface {
+    /// Every interface, in report order.
+    pub const ALL: [Interface; 4] = [
+        Interface::Database,
+        Interface::Auth,
+        Interface::Storage,
+        Interface::Realtime,
+    ];
+
+    /// The configuration section name (`database`, `auth`, ...).
+    pub fn key(self) -> &'static str {
+        match self {
+            Interface::Database => "database",
+            Interface::Auth => "auth",
+            Interface::Storage => "storage",
+            Interface::Realtime => "realtime",
+        }
+    }
+
+    /// Parses a section name.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.key() == key)
+    }
+
+    /// The environment variable that sets `field` of this section
+    /// (`TRUSTSTREAM_DATABASE__API_KEY`).
+    pub fn env_var(self, field: &str) -> String {
+        format!(
+            "{ENV_PREFIX}{}__{}",
+            self.key().to_ascii_uppercase(),
+            field.to_ascii_uppercase().replace('.', "__")
+        )
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// The configuration of one interface: the provider `type` and that
+/// provider's own settings (handed to its factory as a JSON object).
+#[derive(Clone, PartialEq)]
+pub struct ProviderSection {
+    kind: String,
+    settings: serde_json::Map<String, Value>,
+}
+
+impl ProviderSection {
+    /// A section for provider type `kind` with `settings` (without `type`).
+    pub fn new(kind: impl Into<String>, settings: serde_json::Map<String, Value>) -> Self {
+        let mut settings = settings;
+        settings.remove("type");
+        ProviderSection {
+            kind: kind.into(),
+            settings,
+        }
+    }
+
+    /// A section from a provider type and a JSON value that must be an
+    /// object or null (no settings).
+    pub fn from_json(kind: &str, settings: Value) -> Result<Self> {
+        match settings {
+            Value::Null => Ok(Self::new(kind, serde_json::Map::new())),
+            Value::Object(m) => Ok(Self::new(kind, m)),
+            other => Err(Error::invalid_input(format!(
+                "provider settings must be a JSON object, got {}",
+                json_type(&other)
+            ))),
+        }
+    }
+
+    /// The provider type name (`memory`, `postgres`, ...).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The provider's settings (everything in the section but `type`).
+    pub fn settings(&self) -> &serde_json::Map<String, Value> {
+        &self.settings
+    }
+
+    /// The settings as the JSON object a provider factory receives.
+    pub fn settings_json(&self) -> Value {
+        Value::Object(self.settings.clone())
+    }
+
+    /// The section as JSON (`type` first, then the settings), secrets intact.
+    fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("type".into(), Value::String(self.kind.clone()));
+        m.extend(self.settings.clone());
+        Value::Object(m)
+    }
+}
+
+impl fmt::Debug for ProviderSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = self.to_json();
+        redact::redact_in_place(&mut v);
+        write!(f, "{v}")
+    }
+}
+
+/// The resolved configuration: the active profile and the four sections.
+///
+/// `Debug` shows the [redacted](Config::redacted) form, never a secret.
+#[derive(Clone)]
+pub struct Config {
+    profile: String,
+    file: Option<String>,
+    sections: BTreeMap<Interface, ProviderSection>,
+    origins: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// The embedded default: database, storage and realtime `memory`, auth
+    /// `none`. Used when there is no file and no environment variable.
+    pub fn embedded_default() -> Self {
+        let mut sections = BTreeMap::new();
+        for i in Interface::ALL {
+            sections.insert(i, ProviderSection::new(default_type(i), Default::default()));
+        }
+        Config {
+            profile: "default".into(),
+            file: None,
+            sections,
+            origins: BTreeMap::new(),
+        }
+    }
+
+    /// Loads the configuration the way the `truststream` binary does: the
+    /// process's `TRUSTSTREAM_*` variables, `TRUSTSTREAM_CONFIG` or
+    /// `./truststream.toml` when present, `TRUSTSTREAM_PROFILE`.
+    pub fn load() -> Result<Self> {
+        ConfigSources::from_process().load()
+    }
+
+    /// The active profile.
+    pub fn profile(&self) -> &str {
+        &self.profile
+    }
+
+    /// The configuration file that was read, if any.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// The section of `interface`.
+    pub fn section(&self, interface: Interface) -> &ProviderSection {
+        // Every interface has a section: `Config` is only built with all four.
+        &self.sections[&interface]
+    }
+
+    /// Replaces the section of `interface` (the runtime does this after
+    /// switching a provider).
+    pub fn set_section(&mut self, interface: Interface, section: ProviderSection) {
+        self.origins.retain(|k, _| {
+            !k.starts_with(interface.key()) || k.as_bytes().get(interface.key().len()) != Some(&b'.')
+        });
+        self.sections.insert(interface, section);
+    }
+
+    /// Where the value of `key` (`database.type`) came from: a file name, the
+    /// environment or the built-in defaults. `None` when unknown.
+    pub fn origin(&self, key: &str) -> Option<&str> {
+        self.origins.get(key).map(String::as_str)
+    }
+
+    /// The resolved configuration as JSON, secrets intact. Never print this:
+    /// use [`Config::redacted`].
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (i, s) in &self.sections {
+            m.insert(i.key().into(), s.to_json());
+        }
+        Value::Object(m)
+    }
+
+    /// The resolved configuration as JSON with every value whose key looks
+    /// secret (password, secret, token, key, credential, private, ...)
+    /// replaced by `"<redacted>"`, and passwords in URLs with user info
+    /// (`postgres://user:pw@host`) masked. `type` is never redacted.
+    pub fn redacted(&self) -> Value {
+        let mut v = self.to_json();
+        redact::redact_in_place(&mut v);
+        v
+    }
+
+    /// A hint telling where `section.field` is set: the file section and the
+    /// environment variable.
+    pub(crate) fn where_to_set(&self, interface: Interface, field: &str) -> String {
+        where_to_set(&self.profile, self.file.as_deref(), interface, field)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("profile", &self.profile)
+            .field("file", &self.file)
+            .field("sections", &self.redacted())
+            .finish()
+    }
+}
+
+fn default_type(i: Interface) -> &'static str {
+    match i {
+        Interface::Auth => AUTH_NONE,
+        _ => "memory",
+    }
+}
+
+fn embedded_defaults_json() -> Value {
+    json!({
+        "database": { "type": default_type(Interface::Database) },
+        "auth": { "type": default_type(Interface::Auth) },
+        "storage": { "type": default_type(Interface::Storage) },
+        "realtime": { "type": default_type(Interface::Realtime) },
+    })
+}
+
+/// Where the TOML layer comes from.
+#[derive(Debug, Clone, Default)]
+enum TomlSource {
+    /// No file layer.
+    #[default]
+    None,
+    /// `./truststream.toml` in the working directory, if it exists.
+    SearchCwd,
+    /// This file, which must exist.
+    File(PathBuf),
+    /// TOML text given directly (tests, embedding).
+    Inline { name: String, content: String },
+}
+
+/// The inputs of configuration loading, injectable so that tests never
+/// depend on the process environment.
+///
+/// ```
+/// use truststream_runtime::{ConfigSources, Interface};
+/// let cfg = ConfigSources::new()
+///     .toml_str("[production.storage]\nmax_object_size = 10\n")
+///     .env([("TRUSTSTREAM_PROFILE", "production"), ("TRUSTSTREAM_DATABASE__TYPE", "memory")])
+///     .load()
+///     .unwrap();
+/// assert_eq!(cfg.profile(), "production");
+/// assert_eq!(cfg.section(Interface::Storage).settings()["max_object_size"], 10);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    toml: TomlSource,
+    explicit_toml: bool,
+    env: Vec<(String, String)>,
+    profile: Option<String>,
+}
+
+impl ConfigSources {
+    /// No file, no environment: loading gives the embedded default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The process: its `TRUSTSTREAM_*` variables, and `./truststream.toml`
+    /// when present and `TRUSTSTREAM_CONFIG` is unset.
+    pub fn from_process() -> Self {
+        let vars = std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.to_string_lossy().into_owned();
+            k.starts_with(ENV_PREFIX)
+                .then(|| (k, v.to_string_lossy().into_owned()))
+        });
+        let mut s = Self::new().env(vars);
+        if matches!(s.toml, TomlSource::None) {
+            s.toml = TomlSource::SearchCwd;
+        }
+        s
+    }
+
+    /// Adds environment variables (name, value). Names without the
+    /// `TRUSTSTREAM_` prefix are ignored. `TRUSTSTREAM_CONFIG` and
+    /// `TRUSTSTREAM_PROFILE` choose the file and the profile unless
+    /// [`ConfigSources::file`] / [`ConfigSources::profile`] were given.
+    pub fn env<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        for (k, v) in vars {
+            let (k, v) = (k.into(), v.into());
+            if k == ENV_CONFIG_FILE {
+                if !self.explicit_toml {
+                    self.toml = TomlSource::File(PathBuf::from(&v));
+                }
+            } else if k.starts_with(ENV_PREFIX) {
+                self.env.push((k, v));
+            }
+        }
+        self
+    }
+
+    /// Reads this file (it must exist); overrides `TRUSTSTREAM_CONFIG`.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.toml = TomlSource::File(path.into());
+        self.explicit_toml = true;
+        self
+    }
+
+    /// Uses this TOML text as the file layer; overrides `TRUSTSTREAM_CONFIG`.
+    pub fn toml_str(mut self, content: impl Into<String>) -> Self {
+        self.toml = TomlSource::Inline {
+            name: "inline TOML".into(),
+            content: content.into(),
+        };
+        self.explicit_toml = true;
+        self
+    }
+
+    /// Selects this profile; overrides `TRUSTSTREAM_PROFILE`.
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
+    }
+
+    /// The active profile: the explicit one, else `TRUSTSTREAM_PROFILE`, else
+    /// `default`.
+    pub fn active_profile(&self) -> String {
+        self.profile
+            .clone()
+            .or_else(|| {
+                self.env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == ENV_PROFILE)
+                    .map(|(_, v)| v.clone())
+            })
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "default".into())
+    }
+
+    fn read_toml(&self) -> Result<Option<(String, String)>> {
+        match &self.toml {
+            TomlSource::None => Ok(None),
+            TomlSource::Inline { name, content } => Ok(Some((name.clone(), content.clone()))),
+            TomlSource::SearchCwd => {
+                let p = Path::new(DEFAULT_CONFIG_FILE);
+                if p.is_file() {
+                    read_file(p).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            TomlSource::File(p) => read_file(p).map(Some),
+        }
+    }
+
+    /// The layered figment (defaults < file < environment) with the active
+    /// profile selected, and the name of the file layer, if any.
+    pub fn figment(&self) -> Result<(Figment, Option<String>)> {
+        let profile = self.active_profile();
+        let mut fig = Figment::from(Named {
+            name: DEFAULTS_SOURCE.into(),
+            inner: Serialized::defaults(embedded_defaults_json()),
+        });
+        let toml = self.read_toml()?;
+        let mut file_profiles: Vec<String> = Vec::new();
+        if let Some((name, content)) = &toml {
+            let provider = Toml::string(content).nested();
+            let data = provider.data().map_err(|e| {
+                Error::invalid_input(format!(
+                    "malformed configuration file {name}: {}",
+                    one_line(&e.to_string())
+                ))
+            })?;
+            for p in data.keys() {
+                let p = p.as_str().to_string();
+                if Interface::from_key(&p).is_some() {
+                    return Err(Error::invalid_input(format!(
+                        "configuration file {name}: section [{p}] must sit inside a profile, \
+                         like [default.{p}] (applies to every profile) or [production.{p}]"
+                    )));
+                }
+                file_profiles.push(p);
+            }
+            fig = fig.merge(Named {
+                name: name.clone(),
+                inner: provider,
+            });
+        }
+        let builtin = BUILTIN_PROFILES.contains(&profile.as_str());
+        if !builtin && !file_profiles.iter().any(|p| *p == profile) {
+            let mut known: Vec<String> = BUILTIN_PROFILES.iter().map(|s| s.to_string()).collect();
+            known.extend(
+                file_profiles
+                    .iter()
+                    .filter(|p| !BUILTIN_PROFILES.contains(&p.as_str()) && *p != "global")
+                    .cloned(),
+            );
+            return Err(Error::invalid_input(format!(
+                "unknown profile {profile:?} (from --profile or {ENV_PROFILE}); known profiles: {}",
+                known.join(", ")
+            )));
+        }
+        fig = fig.merge(EnvPairs(self.env.clone())).select(profile.as_str());
+        Ok((fig, toml.map(|(n, _)| n)))
+    }
+
+    /// Resolves the configuration.
+    pub fn load(&self) -> Result<Config> {
+        let (fig, file) = self.figment()?;
+        let profile = self.active_profile();
+        let source_of = |e: &figment::Error| {
+            e.metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default()
+        };
+        let root: Value = fig.extract().map_err(|e| {
+            Error::invalid_input(format!(
+                "invalid configuration{}: {}",
+                source_of(&e),
+                one_line(&e.to_string())
+            ))
+        })?;
+        let Value::Object(root) = root else {
+            return Err(Error::invalid_input("the configuration must be a table"));
+        };
+        let mut sections = BTreeMap::new();
+        let mut origins = BTreeMap::new();
+        for (key, value) in root {
+            let Some(interface) = Interface::from_key(&key) else {
+                let from = fig
+                    .find_metadata(&key)
+                    .map(|m| format!(" (set in {})", m.name))
+                    .unwrap_or_default();
+                return Err(Error::invalid_input(format!(
+                    "unknown configuration section `{key}`{from}; known sections: database, auth, storage, realtime"
+                )));
+            };
+            let Value::Object(mut settings) = value else {
+                return Err(Error::invalid_input(format!(
+                    "configuration key `{key}` must be a table with a `type`, like [{profile}.{key}] type = \"memory\""
+                )));
+            };
+            let kind = match settings.remove("type") {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
+                        other.as_ref().map_or("nothing", json_type),
+                        where_to_set(&profile, file.as_deref(), interface, "type")
+                    )))
+                }
+            };
+            for field in std::iter::once("type").chain(settings.keys().map(String::as_str)) {
+                let k = format!("{key}.{field}");
+                if let Some(m) = fig.find_metadata(&k) {
+                    origins.insert(k, m.name.to_string());
+                }
+            }
+            sections.insert(interface, ProviderSection::new(kind, settings));
+        }
+        for i in Interface::ALL {
+            sections
+                .entry(i)
+                .or_insert_with(|| ProviderSection::new(default_type(i), Default::default()));
+        }
+        Ok(Config {
+            profile,
+            file,
+            sections,
+            origins,
+        })
+    }
+}
+
+/// "set `field` under [profile.section] in FILE, or the environment variable ...".
+fn where_to_set(profile: &str, file: Option<&str>, interface: Interface, field: &str) -> String {
+    let table = format!("[{profile}.{}]", interface.key());
+    let file = file.unwrap_or(DEFAULT_CONFIG_FILE);
+    format!(
+        "set `{field}` under {table} in {file}, or the environment variable {} (active profile: {profile:?})",
+        interface.env_var(field)
+    )
+}
+
+fn read_file(p: &Path) -> Result<(String, String)> {
+    let name = p.display().to_string();
+    match std::fs::read_to_string(p) {
+        Ok(content) => Ok((name, content)),
+        Err(e) => Err(Error::invalid_input(format!(
+            "cannot read configuration file {name}: {e} (set by --config or {ENV_CONFIG_FILE})"
+        ))),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// A provider with a chosen metadata name (so messages name the file).
+struct Named<P> {
+    name: String,
+    inner: P,
+}
+
+impl<P: Provider> Provider for Named<P> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        self.inner.data()
+    }
+}
+
+/// `TRUSTSTREAM_*` variables from an injected list, nested with `__`
+/// (`TRUSTSTREAM_DATABASE__TYPE` -> `database.type`), values parsed like
+/// figment's `Env` (numbers and booleans typed, `"..."` forces a string).
+/// They go to the global profile, so they override every file section.
+struct EnvPairs(Vec<(String, String)>);
+
+impl Provider for EnvPairs {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_SOURCE)
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let mut dict = Dict::new();
+        for (k, v) in &self.0 {
+            if k == ENV_PROFILE || k == ENV_CONFIG_FILE {
+                continue;
+            }
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest
+                .split("__")
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect();
+            if path.iter().any(String::is_empty) {
+                return Err(figment::Error::from(format!(
+                    "malformed environment variable name {k}: use {ENV_PREFIX}SECTION__KEY"
+                )));
+            }
+            let value: FigValue = v.parse().unwrap_or_else(|e| match e {});
+            insert_path(&mut dict, &path, value);
+        }
+        let mut map = Map::new();
+        map.insert(Profile::Global, dict);
+        Ok(map)
+    }
+}
+
+fn insert_path(dict: &mut Dict, path: &[String], value: FigValue) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| FigValue::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = FigValue::from(Dict::new());
+            }
+            if let FigValue::Dict(_, d) = entry {
+                insert_path(d, rest, value);
+            }
+        }
+    }
+}
