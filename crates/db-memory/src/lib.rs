@@ -248,6 +248,7 @@ impl Writer<'_> {
 
     fn create_many(&mut self, table: &str, rows: &[Row]) -> DbResult<Vec<Row>> {
         ident::table(table)?;
+        rows.iter().try_for_each(check_row_keys)?;
         let max_rows = self.max_rows;
         let t = self.state.table_mut(table)?;
         if let Some(max) = max_rows {
@@ -308,6 +309,7 @@ impl Writer<'_> {
 
     fn update(&mut self, table: &str, id: &Value, patch: &Row) -> DbResult<Row> {
         ident::table(table)?;
+        check_row_keys(patch)?;
         let t = self.state.table(table)?;
         let patch = t.prepare_patch(patch)?;
         let seq = t.find(id)?.ok_or_else(|| {
@@ -365,6 +367,8 @@ impl Writer<'_> {
 
     fn update_many(&mut self, table: &str, filter: &Filter, patch: &Row) -> DbResult<u64> {
         ident::table(table)?;
+        check_row_keys(patch)?;
+        filter.validate()?;
         let patch = self.state.table(table)?.prepare_patch(patch)?;
         let seqs = self.matching(table, filter)?;
         for &seq in &seqs {
@@ -660,6 +664,12 @@ impl Database for MemoryDatabase {
         });
         Ok(ChangeStream::new(stream))
     }
+}
+
+/// Checks the column names of a row or patch before anything else, so a
+/// hostile key is `InvalidInput` whatever else is wrong.
+fn check_row_keys(row: &Row) -> DbResult<()> {
+    row.keys().try_for_each(|k| ident::validate(k))
 }
 
 /// Applies one `alter_table` change to a copy of the table.
