@@ -488,3 +488,178 @@ async fn handlers_may_unsubscribe_themselves() {
         "unsubscribed after the first call"
     );
 }
+
+/// A database that only has a change feed, scripted by the test: each
+/// `subscribe_changes` takes the next entry (a stream fed by the test, or an
+/// error).
+mod scripted {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc::UnboundedReceiver;
+    use truststream_core::{Error, Health, ProviderInfo};
+    use truststream_core_db::{
+        AlterTable, ChangeStream, Database, DbCapabilities, DbResult, Filter, IndexSpec, Operation,
+        OperationOutput, Params, Query, Row, RowChange, TableSchema, Value,
+    };
+
+    pub type Feed = UnboundedReceiver<DbResult<RowChange>>;
+
+    pub struct ScriptedDb {
+        pub script: Mutex<VecDeque<DbResult<Feed>>>,
+    }
+
+    fn no<T>() -> DbResult<T> {
+        Err(Error::unsupported(
+            "scripted test database: change feed only",
+        ))
+    }
+
+    #[async_trait]
+    impl Database for ScriptedDb {
+        fn info(&self) -> ProviderInfo {
+            ProviderInfo {
+                name: "scripted",
+                version: "0",
+            }
+        }
+        fn capabilities(&self) -> DbCapabilities {
+            let mut c = DbCapabilities::none();
+            c.change_feed = true;
+            c
+        }
+        async fn health(&self) -> Health {
+            Health::healthy(std::time::Duration::ZERO)
+        }
+        async fn connect(&self) -> DbResult<()> {
+            Ok(())
+        }
+        async fn disconnect(&self) -> DbResult<()> {
+            Ok(())
+        }
+        async fn create(&self, _: &str, _: Row) -> DbResult<Row> {
+            no()
+        }
+        async fn read(&self, _: &str, _: &Query) -> DbResult<Vec<Row>> {
+            no()
+        }
+        async fn get(&self, _: &str, _: &Value) -> DbResult<Option<Row>> {
+            no()
+        }
+        async fn update(&self, _: &str, _: &Value, _: Row) -> DbResult<Row> {
+            no()
+        }
+        async fn delete(&self, _: &str, _: &Value) -> DbResult<bool> {
+            no()
+        }
+        async fn create_many(&self, _: &str, _: Vec<Row>) -> DbResult<Vec<Row>> {
+            no()
+        }
+        async fn update_many(&self, _: &str, _: &Filter, _: Row) -> DbResult<u64> {
+            no()
+        }
+        async fn delete_many(&self, _: &str, _: &Filter) -> DbResult<u64> {
+            no()
+        }
+        async fn raw_query(&self, _: &str, _: &Params) -> DbResult<Vec<Row>> {
+            no()
+        }
+        async fn transaction(&self, _: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
+            no()
+        }
+        async fn create_table(&self, _: &TableSchema) -> DbResult<()> {
+            no()
+        }
+        async fn drop_table(&self, _: &str, _: bool) -> DbResult<()> {
+            no()
+        }
+        async fn alter_table(&self, _: &str, _: &[AlterTable]) -> DbResult<()> {
+            no()
+        }
+        async fn create_index(&self, _: &IndexSpec) -> DbResult<()> {
+            no()
+        }
+        async fn subscribe_changes(&self, _: Option<&str>) -> DbResult<ChangeStream> {
+            let next = self
+                .script
+                .lock()
+                .map_err(|_| Error::internal("poisoned"))?
+                .pop_front()
+                .unwrap_or_else(|| Err(Error::unavailable("script exhausted")));
+            let rx = next?;
+            Ok(ChangeStream::new(futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+            )))
+        }
+    }
+}
+
+fn change(id: i64) -> RowChange {
+    RowChange {
+        table: "items".into(),
+        kind: truststream_core_db::ChangeKind::Insert,
+        key: json!(id),
+        old: None,
+        new: json!({"id": id}).as_object().cloned(),
+        committed_at: chrono::Utc::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_feed_is_resubscribed() {
+    let (tx1, rx1) = unbounded_channel();
+    let (tx2, rx2) = unbounded_channel();
+    let db = Arc::new(scripted::ScriptedDb {
+        script: Mutex::new(
+            [
+                Ok(rx1),
+                Err(truststream_core::Error::unavailable("database restarting")),
+                Ok(rx2),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+    });
+    let rt = MemoryRealtime::with_change_feed(db);
+    let (h, mut rows) = collector::<RowChange>();
+    let _sub = rt
+        .subscribe_changes(ChangeSpec::table("items").key(2), h)
+        .await
+        .expect("subscribe");
+
+    tx1.send(Ok(change(1))).expect("feed 1");
+    tx1.send(Ok(change(2))).expect("feed 1");
+    assert_eq!(
+        recv(&mut rows).await.key,
+        json!(2),
+        "only the subscribed key"
+    );
+    tx1.send(Err(truststream_core::Error::unavailable("lost 3 changes")))
+        .expect("feed 1");
+    drop(tx1); // the feed ends
+
+    eventually("health reports the disconnection", || {
+        futures::executor::block_on(rt.health())
+            .message
+            .is_some_and(|m| m.contains("disconnected"))
+    })
+    .await;
+    let health = rt.health().await;
+    assert_eq!(health.status, HealthStatus::Degraded);
+
+    // After one failed attempt the reader is back on the second stream.
+    eventually("the feed reconnects", || {
+        futures::executor::block_on(rt.health())
+            .message
+            .is_some_and(|m| !m.contains("disconnected"))
+    })
+    .await;
+    tx2.send(Ok(change(2))).expect("feed 2");
+    assert_eq!(recv(&mut rows).await.key, json!(2));
+    let h = rt.health().await;
+    assert_eq!(h.status, HealthStatus::Degraded, "recent losses still show");
+    let message = h.message.expect("message");
+    assert!(message.contains("re-subscribing"), "{message}");
+}
