@@ -141,7 +141,8 @@ impl Hub {
         }
         match status.last_problem_at {
             Some(at) if at.elapsed() < DEGRADED_FOR => Some(format!(
-                "change feed lost changes {} time(s) in this hub's lifetime, last {}s ago: {}",
+                "the change feed lost changes or its connection {} time(s) so far, the last {}s ago \
+                 (row subscribers may have missed changes): {}",
                 status.problems,
                 at.elapsed().as_secs(),
                 status.last_error.as_deref().unwrap_or("unknown")
