@@ -83,9 +83,16 @@ impl Registries {
         if s.kind() == AUTH_NONE {
             return Ok(None);
         }
-        build(&self.auth, self, config, Interface::Auth, s, AuthDeps { db })
-            .await
-            .map(Some)
+        build(
+            &self.auth,
+            self,
+            config,
+            Interface::Auth,
+            s,
+            AuthDeps { db },
+        )
+        .await
+        .map(Some)
     }
 
     /// Builds the storage provider of `config`.
@@ -143,8 +150,7 @@ pub(crate) async fn build<T: ?Sized, C>(
              Providers are compiled in as cargo features of truststream-runtime; {}",
             all.names(interface).join(", "),
             config.where_to_set(interface, "type")
-        ))
-        .with_context("key", format!("{interface}.type")));
+        )));
     }
     let secrets = redact::secret_values(&section.settings_json());
     registry
@@ -163,7 +169,7 @@ fn explain(
     kind: &str,
     secrets: &[String],
 ) -> Error {
-    let raw = redact::scrub(&e.to_string(), secrets);
+    let raw = redact::scrub(e.message(), secrets);
     let message = if let Some(field) = backticked_after(&raw, "missing field `") {
         format!(
             "missing required setting `{interface}.{field}` for the {interface} provider {kind:?}: {}",
@@ -181,9 +187,7 @@ fn explain(
             config.profile()
         )
     };
-    Error::new(e.kind(), message)
-        .with_retryable(e.is_retryable())
-        .with_context("section", interface.key())
+    Error::new(e.kind(), message).with_retryable(e.is_retryable())
 }
 
 /// The text between `prefix` and the next backtick.

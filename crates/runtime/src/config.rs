@@ -29,7 +29,7 @@ pub const AUTH_NONE: &str = "none";
 /// Metadata name of the embedded defaults.
 const DEFAULTS_SOURCE: &str = "built-in defaults";
 /// Metadata name of the environment layer.
-const ENV_SOURCE: &str = "`TRUSTSTREAM_` environment variables";
+const ENV_SOURCE: &str = "the environment (TRUSTSTREAM_* variables)";
 
 /// One of the four interfaces, as named in configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -204,7 +204,8 @@ impl Config {
     /// switching a provider).
     pub fn set_section(&mut self, interface: Interface, section: ProviderSection) {
         self.origins.retain(|k, _| {
-            !k.starts_with(interface.key()) || k.as_bytes().get(interface.key().len()) != Some(&b'.')
+            !k.starts_with(interface.key())
+                || k.as_bytes().get(interface.key().len()) != Some(&b'.')
         });
         self.sections.insert(interface, section);
     }
@@ -435,7 +436,7 @@ impl ConfigSources {
             });
         }
         let builtin = BUILTIN_PROFILES.contains(&profile.as_str());
-        if !builtin && !file_profiles.iter().any(|p| *p == profile) {
+        if !builtin && !file_profiles.contains(&profile) {
             let mut known: Vec<String> = BUILTIN_PROFILES.iter().map(|s| s.to_string()).collect();
             known.extend(
                 file_profiles
@@ -448,7 +449,9 @@ impl ConfigSources {
                 known.join(", ")
             )));
         }
-        fig = fig.merge(EnvPairs(self.env.clone())).select(profile.as_str());
+        fig = fig
+            .merge(EnvPairs(self.env.clone()))
+            .select(profile.as_str());
         Ok((fig, toml.map(|(n, _)| n)))
     }
 
@@ -491,13 +494,11 @@ impl ConfigSources {
             };
             let kind = match settings.remove("type") {
                 Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-                other => {
-                    return Err(Error::invalid_input(format!(
-                        "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
-                        other.as_ref().map_or("nothing", json_type),
-                        where_to_set(&profile, file.as_deref(), interface, "type")
-                    )))
-                }
+                other => return Err(Error::invalid_input(format!(
+                    "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
+                    other.as_ref().map_or("nothing", json_type),
+                    where_to_set(&profile, file.as_deref(), interface, "type")
+                ))),
             };
             for field in std::iter::once("type").chain(settings.keys().map(String::as_str)) {
                 let k = format!("{key}.{field}");

@@ -40,7 +40,9 @@ pub fn is_secret_key(key: &str) -> bool {
     if key.eq_ignore_ascii_case("type") {
         return false;
     }
-    words(key).iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
+    words(key)
+        .iter()
+        .any(|w| SECRET_WORDS.contains(&w.as_str()))
 }
 
 /// Splits `api_key`, `api-key`, `apiKey`, `APIKey` into lowercase words.
@@ -104,12 +106,7 @@ pub fn mask_url_userinfo(s: &str) -> String {
         Some((user, _)) => format!("{user}:{REDACTED}"),
         None => REDACTED.to_string(),
     };
-    format!(
-        "{}{}{}",
-        &s[..auth_start],
-        masked,
-        &s[auth_start + at..]
-    )
+    format!("{}{}{}", &s[..auth_start], masked, &s[auth_start + at..])
 }
 
 /// Redacts `value` in place: values under secret keys become `"<redacted>"`

@@ -89,7 +89,7 @@ impl InterfaceReport {
         match &self.health {
             None => "not configured (auth.type = \"none\")".to_string(),
             Some(h) => {
-                let mut s = format!("{} ({:.1} ms)", h.status, h.latency.as_secs_f64() * 1000.0);
+                let mut s = format!("{} ({:.2} ms)", h.status, h.latency.as_secs_f64() * 1000.0);
                 if let Some(m) = &h.message {
                     let _ = write!(s, ": {m}");
                 }
@@ -208,7 +208,9 @@ impl fmt::Display for CompatibilityReport {
         for i in &self.interfaces {
             match (&i.provider, &i.error) {
                 (Some(p), _) => writeln!(f, "{}: {} {}", i.interface, p.name, p.version)?,
-                (None, Some(_)) => writeln!(f, "{}: {} (not built)", i.interface, i.configured_type)?,
+                (None, Some(_)) => {
+                    writeln!(f, "{}: {} (not built)", i.interface, i.configured_type)?
+                }
                 (None, None) => writeln!(f, "{}: {}", i.interface, i.configured_type)?,
             }
             for (name, value) in &i.capabilities {

@@ -204,8 +204,15 @@ impl Runtime {
     /// if the candidate may hang.
     pub async fn switch_database(&self, kind: &str, settings: Value) -> Result<Arc<dyn Database>> {
         let (section, cfg) = self.candidate(Interface::Database, kind, settings)?;
-        let new = build(&self.registries.database, &self.registries, &cfg, Interface::Database, &section, ())
-            .await?;
+        let new = build(
+            &self.registries.database,
+            &self.registries,
+            &cfg,
+            Interface::Database,
+            &section,
+            (),
+        )
+        .await?;
         require_healthy(Interface::Database, kind, new.health().await)?;
         let old = self.db.swap(Arc::new(new));
         self.lock_config().set_section(Interface::Database, section);
@@ -215,8 +222,15 @@ impl Runtime {
     /// [`Runtime::switch_database`] for storage.
     pub async fn switch_storage(&self, kind: &str, settings: Value) -> Result<Arc<dyn Storage>> {
         let (section, cfg) = self.candidate(Interface::Storage, kind, settings)?;
-        let new = build(&self.registries.storage, &self.registries, &cfg, Interface::Storage, &section, ())
-            .await?;
+        let new = build(
+            &self.registries.storage,
+            &self.registries,
+            &cfg,
+            Interface::Storage,
+            &section,
+            (),
+        )
+        .await?;
         require_healthy(Interface::Storage, kind, new.health().await)?;
         let old = self.storage.swap(Arc::new(new));
         self.lock_config().set_section(Interface::Storage, section);
@@ -231,8 +245,15 @@ impl Runtime {
             db: Some(self.db()),
             auth: self.auth(),
         };
-        let new = build(&self.registries.realtime, &self.registries, &cfg, Interface::Realtime, &section, deps)
-            .await?;
+        let new = build(
+            &self.registries.realtime,
+            &self.registries,
+            &cfg,
+            Interface::Realtime,
+            &section,
+            deps,
+        )
+        .await?;
         require_healthy(Interface::Realtime, kind, new.health().await)?;
         let old = self.realtime.swap(Arc::new(new));
         self.lock_config().set_section(Interface::Realtime, section);
