@@ -1,1 +1,280 @@
-fn main() {}
+//! Workspace tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! - `conformance [--provider NAME ...] [--interface db|storage|realtime|auth] [--case SUBSTR]`
+//! - `test`: the one test command (fmt, clippy, tests, doc tests, conformance, deny)
+//! - `run`: `truststream check` and `truststream health` on the embedded default
+
+mod conformance;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  conformance [--provider NAME ...] [--interface db|storage|realtime|auth] [--case SUBSTR]
+        run the behaviour suites in-process against every known provider
+        (or the selected ones); prints a table, then `N passed, N failed, N skipped`
+  test  fmt check, clippy -D warnings, tests (nextest when installed), doc tests,
+        conformance, cargo deny; stops at the first failing step
+  run   `truststream check` then `truststream health` on the embedded default
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    match task.as_str() {
+        "conformance" => conformance_task(rest),
+        "test" => test_task(rest),
+        "run" | "embedded" => run_task(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("error: unknown task {other:?}\n");
+            eprint!("{USAGE}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn conformance_task(args: &[String]) -> ExitCode {
+    let selection = match conformance::Selection::parse(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match conformance::run(&selection) {
+        Ok(report) => {
+            report.print_table();
+            println!("{}", report.summary());
+            if report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Whether `cargo <sub> --version` works (the subcommand is installed).
+fn has_cargo_subcommand(sub: &str) -> bool {
+    cargo()
+        .args([sub, "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One step's outcome, for the summary.
+struct StepResult {
+    name: String,
+    outcome: String,
+}
+
+/// Runs `cargo args...`, printing it as it starts; `Err(exit code)` on failure.
+fn run_cargo(name: &str, args: &[&str], results: &mut Vec<StepResult>) -> Result<(), u8> {
+    println!("\n==> {name}: cargo {}", args.join(" "));
+    let status = cargo().args(args).status();
+    let (ok, code, outcome) = match status {
+        Ok(s) if s.success() => (true, 0, "ok".to_string()),
+        Ok(s) => {
+            let code = s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1).max(1));
+            (false, code, format!("FAILED (exit code {code})"))
+        }
+        Err(e) => (false, 1, format!("FAILED (could not start cargo: {e})")),
+    };
+    results.push(StepResult {
+        name: name.to_string(),
+        outcome,
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(code)
+    }
+}
+
+fn test_task(args: &[String]) -> ExitCode {
+    if let Some(a) = args.first() {
+        eprintln!("error: `cargo xtask test` takes no arguments, got {a:?}");
+        return ExitCode::FAILURE;
+    }
+    let mut results = Vec::new();
+    let mut conformance_line: Option<String> = None;
+    let outcome = test_steps(&mut results, &mut conformance_line);
+    println!("\n==> summary");
+    for r in &results {
+        println!("  {:<12} {}", r.name, r.outcome);
+    }
+    match (&outcome, &conformance_line) {
+        (_, Some(line)) => {
+            if let Err(code) = outcome {
+                println!("stopped at the first failing step (exit code {code})");
+            }
+            println!("{line}");
+        }
+        (Err(code), None) => {
+            println!("conformance not run: stopped at the first failing step (exit code {code})");
+        }
+        (Ok(()), None) => println!("conformance not run"),
+    }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => ExitCode::from(code),
+    }
+}
+
+fn test_steps(
+    results: &mut Vec<StepResult>,
+    conformance_line: &mut Option<String>,
+) -> Result<(), u8> {
+    run_cargo("fmt", &["fmt", "--all", "--check"], results)?;
+    run_cargo(
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        results,
+    )?;
+    if has_cargo_subcommand("nextest") {
+        run_cargo("tests", &["nextest", "run", "--workspace"], results)?;
+    } else {
+        println!("\n(cargo-nextest is not installed: using cargo test)");
+        run_cargo("tests", &["test", "--workspace"], results)?;
+    }
+    run_cargo("doc tests", &["test", "--workspace", "--doc"], results)?;
+
+    println!("\n==> conformance: every provider, in-process");
+    match conformance::run(&conformance::Selection::default()) {
+        Ok(report) => {
+            report.print_table();
+            let line = report.summary();
+            println!("{line}");
+            let failed = report.failed();
+            results.push(StepResult {
+                name: "conformance".into(),
+                outcome: if failed == 0 {
+                    "ok".into()
+                } else {
+                    format!("FAILED ({failed} case(s))")
+                },
+            });
+            *conformance_line = Some(line);
+            if failed > 0 {
+                return Err(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            results.push(StepResult {
+                name: "conformance".into(),
+                outcome: format!("FAILED ({e})"),
+            });
+            return Err(1);
+        }
+    }
+
+    if has_cargo_subcommand("deny") {
+        run_cargo(
+            "deny",
+            &["deny", "check", "bans", "licenses", "sources"],
+            results,
+        )?;
+    } else if std::env::var("CI").is_ok_and(|v| v == "true") {
+        eprintln!("error: cargo-deny is not installed; install it with `cargo install cargo-deny --locked`");
+        results.push(StepResult {
+            name: "deny".into(),
+            outcome: "FAILED (cargo-deny not installed; required under CI=true)".into(),
+        });
+        return Err(1);
+    } else {
+        println!("\n==> deny: skipped (cargo-deny is not installed; `cargo install cargo-deny --locked`)");
+        results.push(StepResult {
+            name: "deny".into(),
+            outcome: "skipped (cargo-deny not installed)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn run_task(args: &[String]) -> ExitCode {
+    if let Some(a) = args.first() {
+        eprintln!("error: `cargo xtask run` takes no arguments, got {a:?}");
+        return ExitCode::FAILURE;
+    }
+    // A fresh directory and no TRUSTSTREAM_* variables: nothing but the
+    // embedded default can be picked up.
+    let dir = std::env::temp_dir().join(format!("truststream-embedded-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let manifest = root().join("Cargo.toml");
+    let mut code = ExitCode::SUCCESS;
+    for sub in ["check", "health"] {
+        println!("==> truststream {sub} (embedded default)");
+        let mut cmd = cargo();
+        cmd.current_dir(&dir).args([
+            "run",
+            "--quiet",
+            "--manifest-path",
+            &manifest.to_string_lossy(),
+            "-p",
+            "truststream-runtime",
+            "--bin",
+            "truststream",
+            "--",
+            sub,
+        ]);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("TRUSTSTREAM_") {
+                cmd.env_remove(k);
+            }
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("error: truststream {sub} failed ({s})");
+                code = ExitCode::FAILURE;
+                break;
+            }
+            Err(e) => {
+                eprintln!("error: cannot run cargo: {e}");
+                code = ExitCode::FAILURE;
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
