@@ -494,11 +494,13 @@ impl ConfigSources {
             };
             let kind = match settings.remove("type") {
                 Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-                other => return Err(Error::invalid_input(format!(
+                other => {
+                    return Err(Error::invalid_input(format!(
                     "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
                     other.as_ref().map_or("nothing", json_type),
                     where_to_set(&profile, file.as_deref(), interface, "type")
-                ))),
+                )))
+                }
             };
             for field in std::iter::once("type").chain(settings.keys().map(String::as_str)) {
                 let k = format!("{key}.{field}");
