@@ -233,3 +233,70 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_flags_in_both_forms() {
+        let s = Selection::parse(&args(&[
+            "--provider",
+            "memory",
+            "--interface=database",
+            "--case",
+            "crud.",
+        ]))
+        .unwrap();
+        assert_eq!(s.providers, ["memory"]);
+        assert_eq!(s.interfaces, ["db"]);
+        assert_eq!(s.case.as_deref(), Some("crud."));
+        assert!(Selection::parse(&args(&["--case"])).is_err());
+        assert!(Selection::parse(&args(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let e = run(&Selection {
+            providers: vec!["oracle".into()],
+            ..Selection::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("known providers: memory, db-memory"), "{e}");
+        let e = run(&Selection {
+            interfaces: vec!["queue".into()],
+            ..Selection::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("known interfaces: db, storage, realtime"), "{e}");
+        let e = run(&Selection {
+            interfaces: vec!["auth".into()],
+            ..Selection::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("auth has no conformance suite yet"), "{e}");
+    }
+
+    #[test]
+    fn selected_cases_run_and_an_empty_selection_is_an_error() {
+        let r = run(&Selection {
+            providers: vec!["db-memory".into()],
+            case: Some("crud.".into()),
+            ..Selection::default()
+        })
+        .unwrap();
+        assert!(r.passed() > 0, "{}", r.summary());
+        assert_eq!(r.failed(), 0, "{}", r.summary());
+        assert!(r.cases.iter().all(|c| c.interface == "database"));
+        let e = run(&Selection {
+            case: Some("no-such-case".into()),
+            ..Selection::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("no case name contains"), "{e}");
+    }
+}

@@ -89,7 +89,12 @@ impl InterfaceReport {
         match &self.health {
             None => "not configured (auth.type = \"none\")".to_string(),
             Some(h) => {
-                let mut s = format!("{} ({:.2} ms)", h.status, h.latency.as_secs_f64() * 1000.0);
+                let ms = h.latency.as_secs_f64() * 1000.0;
+                let mut s = if ms < 0.1 {
+                    format!("{} ({:.3} ms)", h.status, ms)
+                } else {
+                    format!("{} ({:.1} ms)", h.status, ms)
+                };
                 if let Some(m) = &h.message {
                     let _ = write!(s, ": {m}");
                 }
