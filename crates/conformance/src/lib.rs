@@ -14,12 +14,12 @@ pub type CaseResult = Result<(), Failure>;
 #[macro_export]
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
+        if !($cond) {
             return Err($crate::Failure::new(format!("{} (at {}:{})", format!($($arg)+), file!(), line!())));
         }
     };
     ($cond:expr) => {
-        if !$cond {
+        if !($cond) {
             return Err($crate::Failure::new(format!("check failed: {} (at {}:{})", stringify!($cond), file!(), line!())));
         }
     };
