@@ -67,7 +67,10 @@ pub trait Database: Send + Sync + 'static {
     async fn disconnect(&self) -> DbResult<()>;
 
     /// Inserts one row and returns it as stored (defaults and generated keys
-    /// filled in). A duplicate key is [`ErrorKind::Conflict`].
+    /// filled in). A duplicate key is [`ErrorKind::Conflict`]. A column given
+    /// as JSON `null` is stored as NULL, as in SQL: leave the key out to get
+    /// the column's default (with serde, `#[serde(skip_serializing_if =
+    /// "Option::is_none")]` on optional fields).
     async fn create(&self, table: &str, row: Row) -> DbResult<Row>;
 
     /// Runs a query against `table` and returns the matching rows.

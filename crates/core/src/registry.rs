@@ -94,9 +94,25 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     };
     serde_json::from_value(config).map_err(|e| {
         Error::invalid_input(format!(
-            "invalid configuration for provider {provider:?}: {e}"
+            "invalid configuration for provider {provider:?}: {}",
+            without_values(&e.to_string())
         ))
     })
+}
+
+/// serde's messages quote the offending value (`invalid type: string "hunter2",
+/// expected ...`), and that value may be a secret: keep only what was expected.
+/// Field names (`missing field `x``, `unknown field `x``) are kept.
+fn without_values(msg: &str) -> String {
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if let Some(rest) = msg.strip_prefix(kind) {
+            return match rest.rfind(", expected ") {
+                Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
+                None => kind.to_string(),
+            };
+        }
+    }
+    msg.to_string()
 }
 
 #[cfg(test)]
@@ -121,6 +137,22 @@ mod tests {
             e.message(),
             "unknown thing provider type \"oracle\"; known types: alpha, one"
         );
+    }
+
+    #[test]
+    fn config_errors_do_not_echo_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct C {
+            port: u16,
+            api_key: String,
+        }
+        let e = parse_config::<C>("p", serde_json::json!({"port": "hunter2", "api_key": "k"}))
+            .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("expected u16"), "{e}");
+        let e = parse_config::<C>("p", serde_json::json!({"port": 1})).unwrap_err();
+        assert!(e.to_string().contains("missing field `api_key`"), "{e}");
     }
 
     // A tiny executor for a future that never pends (keeps tokio out of core).

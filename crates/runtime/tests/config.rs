@@ -303,7 +303,9 @@ async fn provider_errors_never_echo_secret_values() {
         .unwrap();
     let e = build_err(&regs, &cfg).await;
     assert!(!e.to_string().contains("987654321"), "{e}");
-    assert!(e.to_string().contains("<redacted>"), "{e}");
+    // The value is gone (core drops it; the runtime would redact it), but the
+    // message still says what was expected.
+    assert!(e.to_string().contains("expected a string"), "{e}");
 
     // With a valid key the provider's own (retryable) error comes through.
     let cfg = ConfigSources::new()
