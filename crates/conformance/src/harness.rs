@@ -124,6 +124,14 @@ impl Report {
     fn count(&self, f: impl Fn(&CaseOutcome) -> bool) -> usize {
         self.cases.iter().filter(|c| f(&c.outcome)).count()
     }
+    /// Names of the skipped cases, in run order.
+    pub fn skipped_cases(&self) -> Vec<&'static str> {
+        self.cases
+            .iter()
+            .filter(|c| matches!(c.outcome, CaseOutcome::Skipped(_)))
+            .map(|c| c.case)
+            .collect()
+    }
     /// `N passed, N failed, N skipped`.
     pub fn summary(&self) -> String {
         format!(

@@ -3,20 +3,11 @@
 
 use std::sync::Arc;
 
-use truststream_conformance::{factory, realtime, CaseOutcome, Report};
+use truststream_conformance::{factory, realtime, CaseOutcome};
 use truststream_core_db::Database;
 use truststream_core_realtime::Realtime;
 use truststream_db_memory::MemoryDatabase;
 use truststream_realtime_memory::MemoryRealtime;
-
-fn skipped(report: &Report) -> Vec<&'static str> {
-    report
-        .cases
-        .iter()
-        .filter(|c| matches!(c.outcome, CaseOutcome::Skipped(_)))
-        .map(|c| c.case)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_passes_the_realtime_suite() {
@@ -44,7 +35,7 @@ async fn memory_passes_the_realtime_suite() {
         report.summary()
     );
     assert_eq!(
-        skipped(&report),
+        report.skipped_cases(),
         Vec::<&str>::new(),
         "no case may be skipped"
     );
@@ -71,7 +62,7 @@ async fn without_a_database_row_cases_are_skipped() {
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(report.passed(), 0, "{}", report.summary());
     assert_eq!(
-        skipped(&report),
+        report.skipped_cases(),
         [
             "rows.subscribe_to_row_changes",
             "rows.table_subscription_event_filter",

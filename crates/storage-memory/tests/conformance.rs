@@ -17,15 +17,6 @@ async fn fresh() -> Result<Arc<MemoryStorage>, String> {
     Ok(store)
 }
 
-fn skipped(report: &truststream_conformance::Report) -> Vec<&'static str> {
-    report
-        .cases
-        .iter()
-        .filter(|c| matches!(c.outcome, CaseOutcome::Skipped(_)))
-        .map(|c| c.case)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_passes_the_storage_suite() {
     let report = storage::run(
@@ -53,7 +44,7 @@ async fn memory_passes_the_storage_suite() {
         report.summary()
     );
     assert_eq!(
-        skipped(&report),
+        report.skipped_cases(),
         Vec::<&str>::new(),
         "no case may be skipped"
     );
@@ -72,7 +63,7 @@ async fn without_url_client_signed_cases_are_skipped() {
     report.print_table();
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(
-        skipped(&report),
+        report.skipped_cases(),
         [
             "signed.get_fetches_object",
             "signed.tampered_rejected",
