@@ -1,5 +1,11 @@
 //! Helpers shared by the SQL providers (no I/O): rewriting `:name` parameters
-//! into a dialect's placeholders.
+//! into a dialect's placeholders, and the query compiler ([`compile`]) that
+//! turns [`crate::Query`], row writes and [`crate::TableSchema`] into SQL text
+//! with every value bound.
+
+pub mod compile;
+
+pub use compile::{Bind, Catalog, OutputColumn, SelectStatement, SqlDialect, Statement};
 
 use crate::{DbResult, Error, Params, Value};
 
