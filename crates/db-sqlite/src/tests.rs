@@ -1,0 +1,323 @@
+use serde_json::json;
+use truststream_core_db::{col, ColumnDef, ColumnDefault, ErrorKind};
+
+use super::*;
+
+fn row(v: Value) -> Row {
+    v.as_object().cloned().expect("object")
+}
+
+async fn typed_table(db: &SqliteDatabase) {
+    db.create_table(
+        &TableSchema::new("typed")
+            .column(
+                ColumnDef::integer("id")
+                    .primary_key()
+                    .default(ColumnDefault::AutoIncrement),
+            )
+            .column(ColumnDef::text("t"))
+            .column(ColumnDef::integer("i"))
+            .column(ColumnDef::float("f"))
+            .column(ColumnDef::boolean("b"))
+            .column(ColumnDef::timestamp("ts"))
+            .column(ColumnDef::uuid("u").default(ColumnDefault::RandomUuid))
+            .column(ColumnDef::json("j"))
+            .column(ColumnDef::bytes("by"))
+            .column(ColumnDef::numeric("n"))
+            .column(ColumnDef::timestamp("created").default(ColumnDefault::Now)),
+    )
+    .await
+    .expect("create typed");
+}
+
+#[tokio::test]
+async fn every_column_type_roundtrips() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    typed_table(&db).await;
+    let input = json!({
+        "t": "héllo 'quoted' \"x\"",
+        "i": -9_007_199_254_740_993_i64,
+        "f": 1.5,
+        "b": true,
+        "ts": "2024-05-01T14:00:00.25+02:00",
+        "u": "67E55044-10B1-426F-9247-BB680E5FE0C8",
+        "j": {"a": [1, 2, {"b": null}], "s": "x"},
+        "by": "AAEC/w==",
+        "n": "12.5",
+    });
+    let created = db.create("typed", row(input)).await.unwrap();
+    let expected = json!({
+        "id": 1,
+        "t": "héllo 'quoted' \"x\"",
+        "i": -9_007_199_254_740_993_i64,
+        "f": 1.5,
+        "b": true,
+        "ts": "2024-05-01T12:00:00.250000Z",
+        "u": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        "j": {"a": [1, 2, {"b": null}], "s": "x"},
+        "by": "AAEC/w==",
+        "n": 12.5,
+    });
+    for (k, v) in expected.as_object().unwrap() {
+        assert_eq!(created.get(k), Some(v), "column {k}");
+    }
+    let created_at = created["created"].as_str().unwrap();
+    assert_eq!(created_at.len(), "2024-05-01T12:00:00.000000Z".len());
+    assert!(created_at.ends_with('Z'));
+    let got = db.get("typed", &json!(1)).await.unwrap().unwrap();
+    assert_eq!(got, created);
+    // Filters on typed columns bind normalized values.
+    for f in [
+        col("b").eq(true),
+        col("ts").eq("2024-05-01T12:00:00.25Z"),
+        col("u").eq("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+        col("by").eq("AAEC/w=="),
+        col("f").gt(1),
+        col("j").eq(json!({"a": [1, 2, {"b": null}], "s": "x"})),
+    ] {
+        let rows = db
+            .read("typed", &Query::new().filter(f.clone()))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{f:?}");
+    }
+    // Nulls in every column.
+    let nulls = db
+        .create(
+            "typed",
+            row(
+                json!({"t": null, "i": null, "f": null, "b": null, "ts": null, "u": null,
+                       "j": null, "by": null, "n": null}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(nulls["id"], json!(2));
+    assert!(["t", "i", "f", "b", "ts", "u", "j", "by", "n"]
+        .iter()
+        .all(|k| nulls[*k].is_null()));
+}
+
+#[tokio::test]
+async fn wrong_types_unknown_names_and_constraints_map_to_kinds() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    typed_table(&db).await;
+    let e = db
+        .create("typed", row(json!({"i": "five"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("column i"), "{e}");
+    let e = db
+        .create("typed", row(json!({"nope": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let e = db
+        .create("missing", row(json!({"a": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    db.create("typed", row(json!({"id": 7}))).await.unwrap();
+    let e = db.create("typed", row(json!({"id": 7}))).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(std::error::Error::source(&e).is_some(), "sqlx error kept");
+    let e = db
+        .raw_query("SELECT * FROM nope", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = db
+        .raw_query("SELECT zzz FROM typed", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let e = db
+        .raw_query("INSERT INTO typed (id) VALUES (7)", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+}
+
+const HOSTILE: &str = "x'); DROP TABLE victims; --\" ` \\ \0 ; SELECT 1";
+
+#[tokio::test]
+async fn hostile_values_are_stored_verbatim_and_tables_survive() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    db.create_table(
+        &TableSchema::new("victims")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("name"))
+            .column(ColumnDef::json("data")),
+    )
+    .await
+    .unwrap();
+    let hostile_json = json!({ HOSTILE: [HOSTILE] });
+    let r = db
+        .create(
+            "victims",
+            row(json!({"id": HOSTILE, "name": HOSTILE, "data": hostile_json})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["id"], json!(HOSTILE));
+    assert_eq!(r["data"], hostile_json);
+    let found = db
+        .read(
+            "victims",
+            &Query::new()
+                .filter(col("name").eq(HOSTILE))
+                .filter(col("name").like(HOSTILE))
+                .filter(col("id").is_in([HOSTILE]))
+                .order_by_asc("name"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    db.update("victims", &json!(HOSTILE), row(json!({"name": HOSTILE})))
+        .await
+        .unwrap();
+    let mut params = Params::new();
+    params.insert("v".into(), json!(HOSTILE));
+    let raw = db
+        .raw_query("SELECT name FROM victims WHERE name = :v", &params)
+        .await
+        .unwrap();
+    assert_eq!(raw, vec![row(json!({"name": HOSTILE}))]);
+    // Hostile identifiers never reach SQLite.
+    for e in [
+        db.create("victims", row(json!({ HOSTILE: 1 })))
+            .await
+            .unwrap_err(),
+        db.read(HOSTILE, &Query::new()).await.unwrap_err(),
+        db.read("victims", &Query::new().order_by_asc(HOSTILE))
+            .await
+            .unwrap_err(),
+        db.drop_table(HOSTILE, true).await.unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    assert!(db.delete("victims", &json!(HOSTILE)).await.unwrap());
+    let tables = db
+        .raw_query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'victims'",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables.len(), 1, "the table survived");
+}
+
+#[tokio::test]
+async fn like_is_case_sensitive_and_ilike_is_not() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    db.create_table(
+        &TableSchema::new("w")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::text("s")),
+    )
+    .await
+    .unwrap();
+    db.create("w", row(json!({"id": 1, "s": "Agent"})))
+        .await
+        .unwrap();
+    let n = |f| async { db.read("w", &Query::new().filter(f)).await.unwrap().len() };
+    assert_eq!(n(col("s").like("agent")).await, 0);
+    assert_eq!(n(col("s").like("Agent")).await, 1);
+    assert_eq!(n(col("s").ilike("aGENT")).await, 1);
+}
+
+#[tokio::test]
+async fn big_batches_are_chunked_and_all_or_nothing() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    db.create_table(
+        &TableSchema::new("many")
+            .column(
+                ColumnDef::integer("id")
+                    .primary_key()
+                    .default(ColumnDefault::AutoIncrement),
+            )
+            .column(ColumnDef::text("a"))
+            .column(ColumnDef::text("b").unique()),
+    )
+    .await
+    .unwrap();
+    // 3 columns: 10922 rows per statement, so 25000 rows take 3 statements.
+    let rows: Vec<Row> = (0..25_000)
+        .map(|i| row(json!({"a": "x", "b": format!("k{i}")})))
+        .collect();
+    let created = db.create_many("many", rows).await.unwrap();
+    assert_eq!(created.len(), 25_000);
+    assert_eq!(created[24_999]["b"], json!("k24999"));
+    let mut rows: Vec<Row> = (0..12_000)
+        .map(|i| row(json!({"a": "y", "b": format!("n{i}")})))
+        .collect();
+    rows.push(row(json!({"a": "y", "b": "k5"}))); // duplicate in the last chunk
+    let e = db.create_many("many", rows).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let n = db
+        .read("many", &Query::new().filter(col("a").eq("y")))
+        .await
+        .unwrap();
+    assert!(n.is_empty(), "nothing of the failed batch was kept");
+}
+
+#[tokio::test]
+async fn files_are_created_with_parents_wal_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/db.sqlite");
+    let db = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    db.create_table(
+        &TableSchema::new("kv")
+            .column(ColumnDef::text("k").primary_key())
+            .column(ColumnDef::boolean("v")),
+    )
+    .await
+    .unwrap();
+    db.create("kv", row(json!({"k": "a", "v": true})))
+        .await
+        .unwrap();
+    let mode = db
+        .raw_query("PRAGMA journal_mode", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(mode[0]["journal_mode"], json!("wal"));
+    let fk = db
+        .raw_query("PRAGMA foreign_keys", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(fk[0]["foreign_keys"], json!(1));
+    assert!(db.health().await.is_healthy());
+    db.disconnect().await.unwrap();
+    assert!(!db.health().await.is_healthy());
+    let e = db.get("kv", &json!("a")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    drop(db);
+    // A new instance reads the stored schema: the boolean decodes as a bool.
+    let db = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    let got = db.get("kv", &json!("a")).await.unwrap().unwrap();
+    assert_eq!(got, row(json!({"k": "a", "v": true})));
+}
+
+#[tokio::test]
+async fn registry_builds_from_config() {
+    let mut reg = DbRegistry::new("database");
+    register(&mut reg);
+    let db = reg
+        .build(
+            "sqlite",
+            json!({"path": ":memory:", "busy_timeout_ms": 100}),
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(db.capabilities().sql_dialect, Some("sqlite"));
+    let Err(e) = reg.build("sqlite", json!({"nope": 1}), ()).await else {
+        panic!("an unknown config key must be rejected");
+    };
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
