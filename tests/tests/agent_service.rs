@@ -276,6 +276,15 @@ async fn memory() -> Arc<dyn Database> {
     Arc::new(truststream_db_memory::MemoryDatabase::new())
 }
 
+async fn sqlite() -> Arc<dyn Database> {
+    Arc::new(
+        truststream_db_sqlite::SqliteDatabase::in_memory()
+            .await
+            .expect("in-memory SQLite database"),
+    )
+}
+
 agent_service_tests! {
     memory => super::memory,
+    sqlite => super::sqlite,
 }

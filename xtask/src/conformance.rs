@@ -45,6 +45,11 @@ fn providers() -> Vec<Entry> {
             suite: Suite::Db(db_memory),
         },
         Entry {
+            interface: "db",
+            name: "sqlite",
+            suite: Suite::Db(db_sqlite),
+        },
+        Entry {
             interface: "storage",
             name: "memory",
             suite: Suite::Storage(storage_memory),
@@ -59,6 +64,16 @@ fn providers() -> Vec<Entry> {
 
 fn db_memory() -> db::DbFactory {
     factory(|| async { Ok(Arc::new(MemoryDatabase::new()) as Arc<dyn Database>) })
+}
+
+/// A fresh private in-memory SQLite database per case.
+fn db_sqlite() -> db::DbFactory {
+    factory(|| async {
+        let db = truststream_db_sqlite::SqliteDatabase::in_memory()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(db) as Arc<dyn Database>)
+    })
 }
 
 /// Bucket created in every fresh memory store.
@@ -178,9 +193,16 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
     }
     for p in &selection.providers {
         if !all.iter().any(|e| e.name == p || e.long_name() == *p) {
-            let mut known: Vec<String> = all.iter().map(|e| e.name.to_string()).collect();
-            known.dedup();
-            known.extend(all.iter().map(Entry::long_name));
+            let mut known: Vec<String> = Vec::new();
+            for name in all
+                .iter()
+                .map(|e| e.name.to_string())
+                .chain(all.iter().map(Entry::long_name))
+            {
+                if !known.contains(&name) {
+                    known.push(name);
+                }
+            }
             return Err(format!(
                 "unknown provider {p:?}; known providers: {}",
                 known.join(", ")
@@ -266,7 +288,10 @@ mod tests {
             ..Selection::default()
         })
         .unwrap_err();
-        assert!(e.contains("known providers: memory, db-memory"), "{e}");
+        assert!(
+            e.contains("known providers: memory, sqlite, db-memory, db-sqlite"),
+            "{e}"
+        );
         let e = run(&Selection {
             interfaces: vec!["queue".into()],
             ..Selection::default()

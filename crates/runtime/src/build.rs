@@ -39,13 +39,15 @@ impl Registries {
         }
     }
 
-    /// The providers compiled in (cargo features `db-memory`,
+    /// The providers compiled in (cargo features `db-memory`, `db-sqlite`,
     /// `storage-memory`, `realtime-memory`, ...).
     pub fn compiled_in() -> Self {
         #[allow(unused_mut)]
         let mut r = Self::empty();
         #[cfg(feature = "db-memory")]
         truststream_db_memory::register(&mut r.database);
+        #[cfg(feature = "db-sqlite")]
+        truststream_db_sqlite::register(&mut r.database);
         #[cfg(feature = "storage-memory")]
         truststream_storage_memory::register(&mut r.storage);
         #[cfg(feature = "realtime-memory")]
