@@ -256,8 +256,11 @@ impl SqliteDatabase {
     async fn begin(&self, op: &'static str) -> DbResult<Writer<'_>> {
         let pool = self.pool(op)?;
         let guard = self.write_lock.lock().await;
+        // IMMEDIATE takes the write lock up front (waiting up to the busy
+        // timeout for other processes), so a transaction that reads before it
+        // writes never fails to upgrade its lock.
         let tx = pool
-            .begin()
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| error::map(e).with_operation(op))?;
         Ok(Writer {

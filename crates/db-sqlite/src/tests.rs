@@ -321,3 +321,47 @@ async fn registry_builds_from_config() {
     };
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_file_write_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = Arc::new(
+        SqliteDatabase::open(SqliteConfig::file(&path))
+            .await
+            .unwrap(),
+    );
+    a.create_table(
+        &TableSchema::new("counter")
+            .column(
+                ColumnDef::integer("id")
+                    .primary_key()
+                    .default(ColumnDefault::AutoIncrement),
+            )
+            .column(ColumnDef::text("who").not_null()),
+    )
+    .await
+    .unwrap();
+    let b = Arc::new(
+        SqliteDatabase::open(SqliteConfig::file(&path))
+            .await
+            .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for (name, db) in [("a", a.clone()), ("b", b.clone())] {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                db.create("counter", row(json!({"who": name}))).await?;
+                if i % 10 == 0 {
+                    db.update_many("counter", &col("who").eq(name), row(json!({"who": name})))
+                        .await?;
+                }
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(b.read("counter", &Query::new()).await.unwrap().len(), 100);
+}
