@@ -365,3 +365,57 @@ async fn two_instances_on_one_file_write_concurrently() {
     }
     assert_eq!(b.read("counter", &Query::new()).await.unwrap().len(), 100);
 }
+
+#[tokio::test]
+async fn json_like_matches_strings_only() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    db.create_table(
+        &TableSchema::new("docs")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::json("j")),
+    )
+    .await
+    .unwrap();
+    for (id, j) in [
+        (1, json!("abc")),
+        (2, json!({"k": "abc"})),
+        (3, json!(["abc"])),
+    ] {
+        db.create("docs", row(json!({"id": id, "j": j})))
+            .await
+            .unwrap();
+    }
+    let rows = db
+        .read("docs", &Query::new().filter(col("j").like("a%")))
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![row(json!({"id": 1, "j": "abc"}))]);
+}
+
+#[tokio::test]
+async fn change_feed_sees_provider_writes_not_raw_sql() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    db.create_table(
+        &TableSchema::new("feed")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::text("s")),
+    )
+    .await
+    .unwrap();
+    let mut changes = db.subscribe_changes(Some("feed")).await.unwrap();
+    db.raw_query("INSERT INTO feed (id, s) VALUES (1, 'raw')", &Params::new())
+        .await
+        .unwrap();
+    db.create("feed", row(json!({"id": 2, "s": "api"})))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+        .await
+        .expect("a change arrives")
+        .expect("feed open")
+        .unwrap();
+    assert_eq!(first.kind, ChangeKind::Insert);
+    assert_eq!(first.key, json!(2), "the raw-SQL insert is not in the feed");
+    let e = db.subscribe_changes(Some("nope")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}

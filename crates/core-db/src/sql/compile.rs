@@ -24,7 +24,7 @@
 //! - `like` is `LIKE` (on SQLite the provider must enable
 //!   `PRAGMA case_sensitive_like = ON` so it is case-sensitive), `ilike` is
 //!   `lower(col) LIKE lower(?)` on SQLite and `ILIKE` on PostgreSQL; neither
-//!   has an escape character;
+//!   has an escape character; on a JSON column only JSON strings can match;
 //! - result columns are named by the bare column name or the alias.
 //!
 //! ```
@@ -288,7 +288,7 @@ fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
     match f {
         Filter::Cmp { column, op, value } => {
             let r = resolve(sources, sources.len(), column)?;
-            let expr = column_expr(sources, &r);
+            let mut expr = column_expr(sources, &r);
             match op {
                 CmpOp::Like | CmpOp::ILike => {
                     if !matches!(r.def.ty, ColumnType::Text | ColumnType::Json) {
@@ -296,6 +296,18 @@ fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
                             "like/ilike needs a text column; {column} has type {}",
                             type_name(r.def.ty)
                         )));
+                    }
+                    if r.def.ty == ColumnType::Json {
+                        // Only JSON strings match a pattern (as in memory);
+                        // other JSON values are unknown.
+                        expr = match w.dialect {
+                            SqlDialect::Sqlite => format!(
+                                "(CASE WHEN json_type({expr}) = 'text' THEN json_extract({expr}, '$') END)"
+                            ),
+                            SqlDialect::Postgres => format!(
+                                "(CASE WHEN jsonb_typeof({expr}) = 'string' THEN {expr} #>> '{{}}' END)"
+                            ),
+                        };
                     }
                     match (op, w.dialect) {
                         (CmpOp::ILike, SqlDialect::Sqlite) => {

@@ -93,6 +93,21 @@ fn ilike_per_dialect() {
         .statement
         .sql
         .contains("\"agents\".\"name\" ILIKE $1 ESCAPE ''"));
+    let mut cat = catalog();
+    if let Some(t) = cat.get_mut("agents") {
+        t.columns.push(ColumnDef::json("meta"));
+    }
+    let q = Query::new().filter(col("meta").like("a%"));
+    let s = select(SqlDialect::Sqlite, &cat, "agents", &q).unwrap();
+    assert!(s.statement.sql.contains(
+        "(CASE WHEN json_type(\"agents\".\"meta\") = 'text' THEN json_extract(\"agents\".\"meta\", '$') END) LIKE ?"
+    ), "{}", s.statement.sql);
+    let s = select(SqlDialect::Postgres, &cat, "agents", &q).unwrap();
+    assert!(
+        s.statement.sql.contains("#>> '{}' END) LIKE $1"),
+        "{}",
+        s.statement.sql
+    );
     let e = select(
         SqlDialect::Sqlite,
         &catalog(),
