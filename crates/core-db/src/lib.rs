@@ -9,6 +9,7 @@ mod operation;
 mod query;
 mod schema;
 pub mod sql;
+pub mod value;
 
 use async_trait::async_trait;
 

@@ -14,8 +14,9 @@ use truststream_core_db::{
 };
 
 use crate::table::Table;
-use crate::value::{normalize, type_name};
+use crate::value::normalize;
 use crate::State;
+use truststream_core_db::sql::compile::type_name;
 
 /// A table taking part in a query, under the name that qualifies its columns.
 pub(crate) struct Source<'a> {

@@ -1,0 +1,219 @@
+//! Type checking and normalization of column values, shared by every
+//! provider so each stores and compares values the same way.
+//!
+//! Every value stored, and every literal a filter compares a column with, goes
+//! through [`normalize`], so stored values have one form per type and compare
+//! correctly with `truststream_core_db::eval::compare`.
+
+use crate::{ColumnType, Error, Value};
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+
+/// 2^63: integral floats in `-2^63..2^63` convert to `i64` exactly.
+pub const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
+/// The stored form of a timestamp: UTC, always six fractional digits, `Z`, so
+/// that string order is time order.
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The current time in stored form.
+pub fn now() -> Value {
+    Value::String(format_timestamp(Utc::now()))
+}
+
+/// Checks that a non-null `value` fits `ty` and returns its stored form.
+/// `column` names the column in the error.
+pub fn normalize(column: &str, ty: ColumnType, value: &Value) -> Result<Value, Error> {
+    let bad = |expected: &str| {
+        Error::invalid_input(format!(
+            "column {column} has type {} and takes {expected}; got {}",
+            crate::sql::compile::type_name(ty),
+            describe(value)
+        ))
+    };
+    match ty {
+        ColumnType::Text => match value {
+            Value::String(_) => Ok(value.clone()),
+            _ => Err(bad("a string")),
+        },
+        ColumnType::Integer => match value {
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    return Ok(Value::from(i));
+                }
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&f) => {
+                        Ok(Value::from(f as i64))
+                    }
+                    _ => Err(bad("an integer within the 64-bit signed range")),
+                }
+            }
+            _ => Err(bad("an integer")),
+        },
+        ColumnType::Float => match value {
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| bad("a finite number")),
+            _ => Err(bad("a number")),
+        },
+        ColumnType::Numeric => match value {
+            Value::Number(_) => Ok(value.clone()),
+            Value::String(s) => {
+                parse_decimal(s).ok_or_else(|| bad("a decimal number or decimal string"))
+            }
+            _ => Err(bad("a decimal number or decimal string")),
+        },
+        ColumnType::Boolean => match value {
+            Value::Bool(_) => Ok(value.clone()),
+            _ => Err(bad("true or false")),
+        },
+        ColumnType::Timestamp => match value {
+            Value::String(s) => parse_timestamp(s)
+                .map(|t| Value::String(format_timestamp(t)))
+                .ok_or_else(|| bad("an RFC 3339 timestamp such as 2024-05-01T12:00:00Z")),
+            _ => Err(bad("an RFC 3339 timestamp string")),
+        },
+        ColumnType::Uuid => match value {
+            Value::String(s) => uuid::Uuid::parse_str(s)
+                .map(|u| Value::String(u.hyphenated().to_string()))
+                .map_err(|_| bad("a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8")),
+            _ => Err(bad("a UUID string")),
+        },
+        ColumnType::Bytes => match value {
+            Value::String(s) => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map(|b| Value::String(base64::engine::general_purpose::STANDARD.encode(b)))
+                .map_err(|_| bad("a standard base64 string")),
+            _ => Err(bad("a standard base64 string")),
+        },
+        ColumnType::Json => Ok(value.clone()),
+    }
+}
+
+/// Accepts RFC 3339 (`T` or a space between date and time), a date-time
+/// without offset (taken as UTC) and a bare date (midnight UTC).
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let t_form = s.replacen(' ', "T", 1);
+    if let Ok(t) = DateTime::parse_from_rfc3339(&t_form) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(&t_form, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(t.and_utc());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    None
+}
+
+/// A decimal string (`-12.50`, `3e4`) as a JSON number: an integer when it is
+/// one and fits 64 bits, else a float.
+pub fn parse_decimal(s: &str) -> Option<Value> {
+    let t = s.trim();
+    let valid = !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E'))
+        && t.chars().any(|c| c.is_ascii_digit());
+    if !valid {
+        return None;
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return Some(Value::from(i));
+    }
+    let f: f64 = t.parse().ok()?;
+    serde_json::Number::from_f64(f).map(Value::Number)
+}
+
+/// A short description of a value for messages (never the whole value: it
+/// could be megabytes).
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let mut end = s.len().min(40);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end < s.len() {
+                format!("the string {:?}...", &s[..end])
+            } else {
+                format!("the string {s:?}")
+            }
+        }
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_normalize_to_utc_micros() {
+        let v = normalize(
+            "t",
+            ColumnType::Timestamp,
+            &json!("2024-05-01T14:00:00+02:00"),
+        )
+        .unwrap();
+        assert_eq!(v, json!("2024-05-01T12:00:00.000000Z"));
+        let v = normalize("t", ColumnType::Timestamp, &json!("2024-05-01 12:00:00.5")).unwrap();
+        assert_eq!(v, json!("2024-05-01T12:00:00.500000Z"));
+        let v = normalize("t", ColumnType::Timestamp, &json!("2024-05-01")).unwrap();
+        assert_eq!(v, json!("2024-05-01T00:00:00.000000Z"));
+        assert!(normalize("t", ColumnType::Timestamp, &json!("yesterday")).is_err());
+        assert!(normalize("t", ColumnType::Timestamp, &json!(5)).is_err());
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(
+            normalize("i", ColumnType::Integer, &json!(5.0)).unwrap(),
+            json!(5)
+        );
+        assert!(normalize("i", ColumnType::Integer, &json!(5.5)).is_err());
+        assert!(normalize("i", ColumnType::Integer, &json!(u64::MAX)).is_err());
+        assert!(normalize("i", ColumnType::Integer, &json!("5")).is_err());
+        assert_eq!(
+            normalize("f", ColumnType::Float, &json!(2)).unwrap(),
+            json!(2.0)
+        );
+        assert_eq!(
+            normalize("n", ColumnType::Numeric, &json!("12")).unwrap(),
+            json!(12)
+        );
+        assert_eq!(
+            normalize("n", ColumnType::Numeric, &json!("1.25")).unwrap(),
+            json!(1.25)
+        );
+        assert!(normalize("n", ColumnType::Numeric, &json!("1,25")).is_err());
+        assert!(normalize("b", ColumnType::Boolean, &json!("true")).is_err());
+        let u = normalize(
+            "u",
+            ColumnType::Uuid,
+            &json!("67E55044-10B1-426F-9247-BB680E5FE0C8"),
+        )
+        .unwrap();
+        assert_eq!(u, json!("67e55044-10b1-426f-9247-bb680e5fe0c8"));
+        assert!(normalize("u", ColumnType::Uuid, &json!("nope")).is_err());
+        assert_eq!(
+            normalize("x", ColumnType::Bytes, &json!("aGk=")).unwrap(),
+            json!("aGk=")
+        );
+        assert!(normalize("x", ColumnType::Bytes, &json!("%%%")).is_err());
+        let e = normalize("name", ColumnType::Text, &json!(1)).unwrap_err();
+        assert!(e.message().contains("name"), "{e}");
+    }
+}
