@@ -1,0 +1,599 @@
+#![doc = include_str!("../README.md")]
+
+mod fsio;
+mod list;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Timelike, Utc};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use truststream_core::Secret;
+use truststream_core_storage::keys::{validate_bucket, validate_key};
+use truststream_core_storage::signing::{UrlSigner, VerifiedUrl};
+use truststream_core_storage::{
+    BucketInfo, ByteRange, ByteStream, Error, Health, ListOptions, ListPage, ObjectMeta,
+    ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
+    StorageResult, UploadOptions,
+};
+
+use store::{Content, Store};
+
+/// The registry type name of this provider.
+const TYPE_NAME: &str = "fs";
+/// Size of the chunks `download_stream` yields.
+const CHUNK_SIZE: usize = 256 * 1024;
+/// Longest lifetime of a signed URL (the S3 limit, so code that works here
+/// works there).
+const MAX_SIGNED_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Default root directory.
+const DEFAULT_ROOT: &str = "./data/storage";
+/// Default base of signed URLs.
+const DEFAULT_BASE_URL: &str = "fs://local";
+
+/// Configuration of the filesystem provider (the `storage` section of the
+/// TrustStream configuration when `type = "fs"`). Every field is optional.
+///
+/// `Debug` and `Serialize` never show the signing secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FsStorageConfig {
+    /// Directory holding one directory per bucket; created if missing.
+    /// Default `./data/storage`. The root itself may be a symbolic link;
+    /// nothing below it is ever followed.
+    pub root: PathBuf,
+    /// Buckets created when the store is opened (existing ones are kept).
+    pub buckets: Vec<String>,
+    /// Largest object accepted, in bytes; larger uploads fail with
+    /// `ErrorKind::TooLarge`. `None`: no limit besides the disk.
+    pub max_object_size: Option<u64>,
+    /// Secret (at least 32 bytes) that signs URLs; every process sharing the
+    /// root should use the same one. `None`: a random secret per instance, so
+    /// URLs stop working when the instance is dropped and are not accepted by
+    /// other processes.
+    #[serde(skip_serializing)]
+    pub signing_secret: Option<Secret>,
+    /// Base of signed URLs (the address of the HTTP layer serving them);
+    /// default `fs://local`.
+    pub base_url: Option<String>,
+    /// Flush file contents and directory entries to disk (`fsync`) before a
+    /// write returns (default `true`). With `false`, writes are still atomic
+    /// (a reader or a killed process never sees a torn object) but the last
+    /// writes may be lost if the machine loses power.
+    pub fsync: bool,
+    /// Temporary files older than this (seconds) are removed when the store
+    /// is opened: they were left by a writer that was killed. Default 3600;
+    /// writes still in progress in other processes are younger than that.
+    pub temp_max_age_secs: u64,
+}
+
+impl Default for FsStorageConfig {
+    fn default() -> Self {
+        FsStorageConfig {
+            root: PathBuf::from(DEFAULT_ROOT),
+            buckets: Vec::new(),
+            max_object_size: None,
+            signing_secret: None,
+            base_url: None,
+            fsync: true,
+            temp_max_age_secs: 3600,
+        }
+    }
+}
+
+impl FsStorageConfig {
+    /// The defaults with `root` as the root directory.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsStorageConfig {
+            root: root.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A storage provider keeping each bucket as a directory and each object as a
+/// plain file, with its metadata in a sidecar file beside it.
+///
+/// See the crate documentation for the layout, the commit protocol and the
+/// guarantees. Cheap to clone (the state is shared).
+#[derive(Clone)]
+pub struct FsStorage {
+    store: Arc<Store>,
+    signer: UrlSigner,
+    base_url: String,
+}
+
+impl std::fmt::Debug for FsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStorage")
+            .field("root", &self.store.root_path)
+            .field("base_url", &self.base_url)
+            .field("fsync", &self.store.sync)
+            .field("max_object_size", &self.store.max_object_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) a store at `root` with the default
+    /// settings: `fsync` on, no size limit, a random URL-signing secret.
+    pub async fn open(root: impl AsRef<Path>) -> StorageResult<Self> {
+        Self::with_config(FsStorageConfig::new(root.as_ref())).await
+    }
+
+    /// Opens a store from `config`: creates the root and the listed buckets,
+    /// and removes temporary files older than `temp_max_age_secs`.
+    ///
+    /// Fails with `ErrorKind::InvalidInput` for an invalid bucket name, a
+    /// signing secret shorter than 32 bytes or a bad base URL, and with the
+    /// error of the filesystem when the root cannot be created or opened.
+    pub async fn with_config(config: FsStorageConfig) -> StorageResult<Self> {
+        let base_url = config
+            .base_url
+            .as_deref()
+            .unwrap_or(DEFAULT_BASE_URL)
+            .trim_end_matches('/')
+            .to_string();
+        if base_url.is_empty() || base_url.contains('?') {
+            return Err(Error::invalid_input(format!(
+                "invalid base_url {base_url:?} for the fs storage provider: use a non-empty URL \
+                 without a query, like \"http://localhost:8080/storage\""
+            )));
+        }
+        let secret = match &config.signing_secret {
+            Some(s) => s.expose().as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        let signer = UrlSigner::new(&secret, &base_url).map_err(|e| {
+            Error::invalid_input(format!("signing_secret: {}", e.message()))
+                .with_context("provider", TYPE_NAME)
+        })?;
+        for b in &config.buckets {
+            validate_bucket(b).map_err(|e| e.with_context("option", "buckets"))?;
+        }
+        let cfg = config.clone();
+        let store = blocking(move || {
+            let store = Store::open(&cfg.root, cfg.fsync, cfg.max_object_size)?;
+            for b in &cfg.buckets {
+                match store.create_bucket(b) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == truststream_core_storage::ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            store.sweep(Duration::from_secs(cfg.temp_max_age_secs))?;
+            Ok(store)
+        })
+        .await
+        .map_err(|e| e.with_operation("storage.open"))?;
+        Ok(FsStorage {
+            store: Arc::new(store),
+            signer,
+            base_url,
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.store.root_path
+    }
+
+    /// Removes temporary files older than `older_than` that killed writers
+    /// left behind (a killed writer's metadata whose data file is already in
+    /// place is rolled forward, not removed). Returns how many were removed.
+    ///
+    /// Runs at open with `temp_max_age_secs`; call it yourself on a long-lived
+    /// store. Do not pass an age shorter than your longest upload while other
+    /// processes write to the same root: their temporary files would go.
+    pub async fn sweep_temp_files(&self, older_than: Duration) -> StorageResult<usize> {
+        let store = self.store.clone();
+        blocking(move || store.sweep(older_than))
+            .await
+            .map_err(|e| e.with_operation("storage.sweep"))
+    }
+
+    /// Checks a URL made by [`Storage::signed_url`] for a request with
+    /// `method`, the way the HTTP layer in front of this store does: the
+    /// signature (HMAC-SHA256 over method, bucket, key and expiry, compared in
+    /// constant time) and the expiry. A tampered, expired, foreign or
+    /// malformed URL, or one signed for another method, is
+    /// `ErrorKind::PermissionDenied`.
+    pub fn verify_signed_url(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> StorageResult<VerifiedUrl> {
+        let issued_here = url
+            .strip_prefix(self.base_url.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        if !issued_here {
+            return Err(Error::permission_denied(
+                "signed URL rejected: it was not issued under this store's base URL",
+            ));
+        }
+        self.signer.verify(method, url, Utc::now())
+    }
+
+    /// Performs a request on a signed URL, as the HTTP layer would: a GET
+    /// returns the object's bytes, a PUT stores `body` (empty when `None`)
+    /// and returns `None`. Refusals are as in [`FsStorage::verify_signed_url`].
+    pub async fn fetch_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> StorageResult<Option<Bytes>> {
+        let op = |e: Error| e.with_operation("storage.fetch_signed");
+        let granted = self.verify_signed_url(method, url).map_err(op)?;
+        match method {
+            SignedUrlMethod::Get => {
+                if body.is_some() {
+                    return Err(op(Error::invalid_input("a GET request carries no body")));
+                }
+                Ok(Some(self.download(&granted.bucket, &granted.key).await?))
+            }
+            SignedUrlMethod::Put => {
+                let data = body.unwrap_or_default();
+                self.upload(&granted.bucket, &granted.key, data, &UploadOptions::new())
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Store) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let store = self.store.clone();
+        blocking(move || f(&store))
+            .await
+            .map_err(|e| e.with_operation(op))
+    }
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("filesystem task failed: {e}")))?
+}
+
+fn verify(meta: &ObjectMeta, actual: &str) -> StorageResult<()> {
+    match &meta.checksum_sha256 {
+        Some(expected) if expected != actual => Err(Error::internal(format!(
+            "object {:?} in bucket {:?} is corrupt: its content does not match the SHA-256 \
+             checksum recorded at upload; upload it again",
+            meta.key, meta.bucket
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Rounds up to the next whole second (signed URLs expire on second
+/// boundaries; rounding down would shorten a one-second URL to almost none).
+fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.nanosecond() == 0 {
+        t
+    } else {
+        t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)
+    }
+}
+
+/// State of a streaming download.
+struct StreamState {
+    file: Arc<std::fs::File>,
+    pos: u64,
+    end: u64,
+    /// Hash of the whole object, checked at the end (whole-object streams).
+    hasher: Option<Sha256>,
+    meta: ObjectMeta,
+    done: bool,
+}
+
+/// Streams `range` of an open file in chunks. Each chunk is read at its
+/// offset from the descriptor opened for this download, so a concurrent
+/// overwrite (a rename) never changes what the stream yields, and a failed
+/// read is retried at the same offset. The stream ends with an error if the
+/// file was truncated in place or (for a whole object) the checksum fails.
+fn file_stream(
+    file: std::fs::File,
+    meta: ObjectMeta,
+    range: std::ops::Range<u64>,
+    verify_whole: bool,
+) -> ByteStream {
+    let state = StreamState {
+        file: Arc::new(file),
+        pos: range.start,
+        end: range.end,
+        hasher: verify_whole.then(Sha256::new),
+        meta,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if st.pos >= st.end {
+            st.done = true;
+            let hasher = st.hasher.take()?;
+            let actual = hex::encode(hasher.finalize());
+            return match verify(&st.meta, &actual) {
+                Ok(()) => None,
+                Err(e) => Some((Err(e.with_operation("storage.download_stream")), st)),
+            };
+        }
+        let len = usize::try_from((st.end - st.pos).min(CHUNK_SIZE as u64)).unwrap_or(CHUNK_SIZE);
+        let (file, pos) = (st.file.clone(), st.pos);
+        let res = blocking(move || store::read_exact_at(&file, pos, len)).await;
+        match res {
+            Ok(buf) => {
+                if let Some(h) = st.hasher.as_mut() {
+                    h.update(&buf);
+                }
+                st.pos += buf.len() as u64;
+                Some((Ok(Bytes::from(buf)), st))
+            }
+            Err(e) => {
+                st.done = true;
+                Some((Err(e.with_operation("storage.download_stream")), st))
+            }
+        }
+    }))
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn capabilities(&self) -> StorageCapabilities {
+        let mut caps = StorageCapabilities::none();
+        caps.range_reads = true;
+        caps.streaming = true;
+        caps.conditional_writes = true;
+        caps.checksums = true;
+        caps.copy = true;
+        caps.signed_urls = true;
+        caps.signed_upload_urls = true;
+        caps.manage_buckets = true;
+        caps.public_objects = true;
+        caps.max_object_size = self.store.max_object_size;
+        caps
+    }
+
+    async fn health(&self) -> Health {
+        let start = Instant::now();
+        let res = self
+            .run("storage.health", |s| s.list_buckets().map(|b| b.len()))
+            .await;
+        match res {
+            Ok(n) => {
+                let mut h = Health::healthy(start.elapsed());
+                h.message = Some(format!(
+                    "{n} bucket(s) under {}",
+                    self.store.root_path.display()
+                ));
+                h
+            }
+            Err(e) => Health::unhealthy(start.elapsed(), e.to_string()),
+        }
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let (b, k, o) = (bucket.to_string(), key.to_string(), options.clone());
+        self.run("storage.upload", move |s| {
+            validate_bucket(&b)?;
+            validate_key(&k)?;
+            o.validate()?;
+            s.check_size(data.len() as u64)?;
+            let mut staged = s.stage(&b, &k)?;
+            let content = s.fill(&mut staged, &data)?;
+            s.commit(staged, content, &o, None)
+        })
+        .await
+    }
+
+    async fn upload_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut data: ByteStream,
+        options: &UploadOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let op = |e: Error| e.with_operation("storage.upload_stream");
+        validate_bucket(bucket)
+            .and_then(|()| validate_key(key))
+            .and_then(|()| options.validate())
+            .map_err(op)?;
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let store = self.store.clone();
+        // The staged file travels into each blocking write and back.
+        let mut staged = blocking(move || store.stage(&b, &k)).await.map_err(op)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = data.next().await {
+            // An error item aborts the upload: dropping `staged` removes the
+            // temporary file, and nothing was committed.
+            let chunk = chunk.map_err(op)?;
+            size += chunk.len() as u64;
+            self.store.check_size(size).map_err(op)?;
+            hasher.update(&chunk);
+            staged = blocking(move || {
+                use std::io::Write;
+                staged
+                    .file
+                    .write_all(&chunk)
+                    .map_err(|e| fsio::io_err(e, "write object"))?;
+                Ok(staged)
+            })
+            .await
+            .map_err(op)?;
+        }
+        let content = Content {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        };
+        let o = options.clone();
+        self.run("storage.upload_stream", move |s| {
+            s.commit(staged, content, &o, None)
+        })
+        .await
+    }
+
+    async fn download(&self, bucket: &str, key: &str) -> StorageResult<Bytes> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.run("storage.download", move |s| {
+            let (file, meta) = s.open_object(&b, &k)?;
+            let len = usize::try_from(meta.size)
+                .map_err(|_| Error::too_large("object is larger than this machine's memory"))?;
+            let buf = store::read_exact_at(&file, 0, len)?;
+            verify(&meta, &hex::encode(Sha256::digest(&buf)))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn download_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: ByteRange,
+    ) -> StorageResult<Bytes> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.run("storage.download_range", move |s| {
+            let (file, meta) = s.open_object(&b, &k)?;
+            let r = range.resolve(meta.size)?;
+            let len = usize::try_from(r.end - r.start)
+                .map_err(|_| Error::too_large("range is larger than this machine's memory"))?;
+            Ok(Bytes::from(store::read_exact_at(&file, r.start, len)?))
+        })
+        .await
+    }
+
+    async fn download_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ByteStream> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.run("storage.download_stream", move |s| {
+            let (file, meta) = s.open_object(&b, &k)?;
+            let (r, whole) = match range {
+                Some(r) => (r.resolve(meta.size)?, false),
+                None => (0..meta.size, true),
+            };
+            Ok(file_stream(file, meta, r, whole))
+        })
+        .await
+    }
+
+    async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.run("storage.get_metadata", move |s| s.metadata(&b, &k))
+            .await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> StorageResult<()> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.run("storage.delete", move |s| s.delete(&b, &k)).await
+    }
+
+    async fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage> {
+        let (b, o) = (bucket.to_string(), options.clone());
+        self.run("storage.list", move |s| {
+            validate_bucket(&b)?;
+            s.list(&b, &o)
+        })
+        .await
+    }
+
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> StorageResult<ObjectMeta> {
+        let (fb, fk, tb, tk) = (
+            from_bucket.to_string(),
+            from_key.to_string(),
+            to_bucket.to_string(),
+            to_key.to_string(),
+        );
+        self.run("storage.copy", move |s| s.copy(&fb, &fk, &tb, &tk))
+            .await
+    }
+
+    async fn signed_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        method: SignedUrlMethod,
+        expires_in: Duration,
+    ) -> StorageResult<SignedUrl> {
+        let run = || {
+            validate_bucket(bucket)?;
+            validate_key(key)?;
+            if expires_in.is_zero() || expires_in > MAX_SIGNED_URL_LIFETIME {
+                return Err(Error::invalid_input(format!(
+                    "signed URL lifetime of {expires_in:?} is out of range: \
+                     use more than zero and at most 7 days"
+                )));
+            }
+            let lifetime = chrono::Duration::from_std(expires_in)
+                .map_err(|_| Error::invalid_input("signed URL lifetime is too long"))?;
+            let expires_at = ceil_to_second(Utc::now() + lifetime);
+            self.signer.sign(method, bucket, key, expires_at)
+        };
+        run().map_err(|e: Error| e.with_operation("storage.signed_url"))
+    }
+
+    async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {
+        self.run("storage.list_buckets", |s| s.list_buckets()).await
+    }
+
+    async fn create_bucket(&self, name: &str) -> StorageResult<()> {
+        let n = name.to_string();
+        self.run("storage.create_bucket", move |s| s.create_bucket(&n))
+            .await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> StorageResult<()> {
+        let n = name.to_string();
+        self.run("storage.delete_bucket", move |s| s.delete_bucket(&n))
+            .await
+    }
+}
+
+/// Registers the provider as `"fs"`: each build opens a store from its
+/// [`FsStorageConfig`].
+pub fn register(reg: &mut StorageRegistry) {
+    reg.register(TYPE_NAME, |cfg, ()| async move {
+        let cfg: FsStorageConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
+        let store = FsStorage::with_config(cfg).await?;
+        Ok(Arc::new(store) as Arc<dyn Storage>)
+    });
+}
+
+#[cfg(test)]
+mod tests;

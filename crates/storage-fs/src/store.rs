@@ -1,0 +1,982 @@
+//! The blocking half of the provider: every operation as a sequence of
+//! system calls, run on tokio's blocking pool by `lib.rs`.
+//!
+//! # Layout
+//!
+//! ```text
+//! <root>/<bucket>/<seg>/<seg>/<name>        object content (plain bytes)
+//! <root>/<bucket>/<seg>/<seg>/.~m<name>     its sidecar: JSON metadata + data inode
+//! <root>/<bucket>/.../.~t<random>           temporary data file of a write in progress
+//! <root>/<bucket>/.../.~u<random>           temporary sidecar of a write in progress
+//! <root>/.truststream/locks/<bucket>.lock   lock file; its first 8 bytes count commits
+//! ```
+//!
+//! # Commit protocol
+//!
+//! A write streams into a temporary file in the object's own directory,
+//! flushes it (`fsync`), notes its inode number, writes a temporary sidecar
+//! naming that inode (flushed too), then takes the bucket lock (an in-process
+//! mutex plus `flock` on the bucket's lock file, so other processes are
+//! excluded as well), checks the write condition against the current
+//! sidecar, renames the data file over the object, renames the sidecar over
+//! the old one, flushes the directory, bumps the commit counter and unlocks.
+//!
+//! A reader opens the data file (keeping the descriptor: later renames do not
+//! change what it reads), then reads the sidecar; if the sidecar names
+//! another inode, a write is between its two renames or a writer was killed
+//! there. The reader then takes the lock and, if the pair still disagrees,
+//! rolls the write forward: the killed writer's temporary sidecar naming the
+//! current data inode is renamed into place. If none exists (say the tree was
+//! restored from a backup, so inode numbers changed), the sidecar is adopted
+//! for the data file and the checksum check on download catches a mismatch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use chrono::Utc;
+use rustix::fs::{mkdirat, renameat, unlinkat, AtFlags, FileType, FlockOperation, Mode};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
+use truststream_core_storage::keys::{validate_bucket, validate_key};
+use truststream_core_storage::{
+    BucketInfo, Error, ListOptions, ListPage, ObjectMeta, StorageResult, UploadOptions,
+    WriteCondition,
+};
+
+use crate::fsio::{self, errno, io_err, Sidecar};
+use crate::list::Plan;
+
+/// Directory of the provider's own files under the root (bucket names cannot
+/// start with `.`, so it never collides with a bucket).
+pub(crate) const SYS_DIR: &str = ".truststream";
+const LOCK_DIR: &str = "locks";
+
+/// A bucket's sorted metadata, as of a commit count.
+type Index = Arc<BTreeMap<String, ObjectMeta>>;
+
+/// Per-bucket state of this process: the lock and the listing index.
+pub(crate) struct BucketState {
+    mutex: Mutex<()>,
+    lock_file: File,
+    index: Mutex<Option<(u64, Index)>>,
+}
+
+/// The bucket lock: this process's mutex, then `flock` on the lock file.
+pub(crate) struct BucketLock<'a> {
+    state: &'a BucketState,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for BucketLock<'_> {
+    fn drop(&mut self) {
+        // Closing the process would release it too; an error here leaves
+        // nothing to undo.
+        let _ = rustix::fs::flock(&self.state.lock_file, FlockOperation::Unlock);
+    }
+}
+
+impl BucketLock<'_> {
+    /// The commit counter.
+    fn generation(&self) -> u64 {
+        read_generation(&self.state.lock_file)
+    }
+
+    /// Bumps the commit counter and lets `update` adjust this process's index
+    /// when it was current, so a process's own writes keep its index warm.
+    fn committed(&self, update: impl FnOnce(&mut BTreeMap<String, ObjectMeta>)) {
+        let old = self.generation();
+        let new = old.wrapping_add(1);
+        let written = self.state.lock_file.write_all_at(&new.to_le_bytes(), 0);
+        let mut index = lock(&self.state.index);
+        match (written, index.as_mut()) {
+            (Ok(()), Some((g, map))) if *g == old => {
+                update(Arc::make_mut(map));
+                *g = new;
+            }
+            _ => *index = None,
+        }
+    }
+}
+
+fn read_generation(f: &File) -> u64 {
+    let mut b = [0u8; 8];
+    match f.read_exact_at(&mut b, 0) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => 0,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while these are held in a way that breaks the data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn no_bucket(bucket: &str) -> Error {
+    Error::not_found(format!("bucket {bucket:?} does not exist")).with_context("bucket", bucket)
+}
+
+pub(crate) fn no_object(bucket: &str, key: &str) -> Error {
+    Error::not_found(format!(
+        "object {key:?} does not exist in bucket {bucket:?}"
+    ))
+}
+
+/// A staged write: the temporary data file, removed on drop unless
+/// committed.
+pub(crate) struct Staged {
+    bucket: String,
+    key: String,
+    dir: OwnedFd,
+    name: String,
+    temp: String,
+    pub(crate) file: File,
+    committed: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = unlinkat(&self.dir, &self.temp, AtFlags::empty());
+        }
+    }
+}
+
+/// What a staged write's content turned out to be.
+pub(crate) struct Content {
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
+}
+
+/// The provider's state shared by all operations.
+pub(crate) struct Store {
+    pub(crate) root_path: PathBuf,
+    root: OwnedFd,
+    locks: OwnedFd,
+    pub(crate) sync: bool,
+    pub(crate) max_object_size: Option<u64>,
+    buckets: Mutex<HashMap<String, Arc<BucketState>>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the root and the provider's own directory.
+    pub(crate) fn open(root_path: &Path, sync: bool, max: Option<u64>) -> StorageResult<Store> {
+        std::fs::create_dir_all(root_path).map_err(|e| {
+            io_err(e, format!("create storage root {}", root_path.display()))
+                .with_context("root", root_path.display().to_string())
+        })?;
+        // The root itself is configuration, so it may be a link; nothing below it may.
+        let root = File::open(root_path)
+            .map_err(|e| io_err(e, format!("open storage root {}", root_path.display())))?;
+        let root = OwnedFd::from(root);
+        let sys = ensure_dir(&root, SYS_DIR)?;
+        let locks = ensure_dir(&sys, LOCK_DIR)?;
+        Ok(Store {
+            root_path: root_path.to_path_buf(),
+            root,
+            locks,
+            sync,
+            max_object_size: max,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn check_size(&self, size: u64) -> StorageResult<()> {
+        match self.max_object_size {
+            Some(max) if size > max => Err(Error::too_large(format!(
+                "object of {size} bytes exceeds the limit of {max} bytes (max_object_size)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------ buckets
+
+    /// The bucket's directory, opened without following links.
+    fn bucket_dir(&self, bucket: &str) -> StorageResult<OwnedFd> {
+        validate_bucket(bucket)?;
+        fsio::open_dir(&self.root, bucket).map_err(|e| match e {
+            Errno::NOENT => no_bucket(bucket),
+            e => fsio::dir_open_error(&self.root, bucket, e, "open bucket", || {
+                Error::internal(format!(
+                    "bucket {bucket:?}: a file, not a directory, is in its place"
+                ))
+            }),
+        })
+    }
+
+    fn bucket_state(&self, bucket: &str) -> StorageResult<Arc<BucketState>> {
+        let mut map = lock(&self.buckets);
+        if let Some(s) = map.get(bucket) {
+            return Ok(s.clone());
+        }
+        let fd = rustix::fs::openat(
+            &self.locks,
+            format!("{bucket}.lock"),
+            rustix::fs::OFlags::RDWR
+                | rustix::fs::OFlags::CREATE
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| errno(e, format!("open lock file of bucket {bucket:?}")))?;
+        let state = Arc::new(BucketState {
+            mutex: Mutex::new(()),
+            lock_file: File::from(fd),
+            index: Mutex::new(None),
+        });
+        map.insert(bucket.to_string(), state.clone());
+        Ok(state)
+    }
+
+    fn lock_bucket<'a>(&self, state: &'a BucketState) -> StorageResult<BucketLock<'a>> {
+        let guard = lock(&state.mutex);
+        rustix::fs::flock(&state.lock_file, FlockOperation::LockExclusive)
+            .map_err(|e| errno(e, "lock bucket"))?;
+        Ok(BucketLock {
+            state,
+            _guard: guard,
+        })
+    }
+
+    pub(crate) fn create_bucket(&self, name: &str) -> StorageResult<()> {
+        validate_bucket(name)?;
+        match mkdirat(&self.root, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                return Err(Error::conflict(format!("bucket {name:?} already exists")))
+            }
+            Err(e) => return Err(errno(e, format!("create bucket {name:?}"))),
+        }
+        if self.sync {
+            fsio::sync_dir(&self.root)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {
+        let entries = fsio::read_dir(&self.root).map_err(|e| errno(e, "list buckets"))?;
+        let mut out: Vec<BucketInfo> = entries
+            .into_iter()
+            .filter(|(name, ft)| *ft == FileType::Directory && validate_bucket(name).is_ok())
+            .map(|(name, _)| {
+                let created_at = std::fs::symlink_metadata(self.root_path.join(&name))
+                    .and_then(|m| m.created())
+                    .ok()
+                    .map(chrono::DateTime::<Utc>::from);
+                BucketInfo { name, created_at }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub(crate) fn delete_bucket(&self, name: &str) -> StorageResult<()> {
+        let dir = self.bucket_dir(name)?;
+        let state = self.bucket_state(name)?;
+        let lock = self.lock_bucket(&state)?;
+        let objects = count_objects(&dir)?;
+        if objects > 0 {
+            return Err(Error::conflict(format!(
+                "bucket {name:?} is not empty ({objects} objects): delete its objects first"
+            )));
+        }
+        remove_leftovers(&dir, name)?;
+        drop(dir);
+        unlinkat(&self.root, name, AtFlags::REMOVEDIR).map_err(|e| match e {
+            Errno::NOTEMPTY | Errno::EXIST => Error::conflict(format!(
+                "bucket {name:?} was written to while it was being deleted"
+            )),
+            e => errno(e, format!("delete bucket {name:?}")),
+        })?;
+        if self.sync {
+            fsio::sync_dir(&self.root)?;
+        }
+        lock.committed(|m| m.clear());
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- walk
+
+    /// The directory holding `key`'s file and the file name, for reading:
+    /// a missing directory is `NotFound`.
+    fn object_dir(&self, bucket: &str, key: &str) -> StorageResult<(OwnedFd, String)> {
+        validate_key(key)?;
+        let mut dir = self.bucket_dir(bucket)?;
+        let segs: Vec<&str> = key.split('/').collect();
+        let (leaf, parents) = segs.split_last().unwrap_or((&"", &[]));
+        for seg in parents {
+            let name = fsio::seg_name(seg);
+            dir = fsio::open_dir(&dir, &name).map_err(|e| match e {
+                Errno::NOENT => no_object(bucket, key),
+                e => fsio::dir_open_error(&dir, &name, e, "open directory", || {
+                    no_object(bucket, key)
+                }),
+            })?;
+        }
+        Ok((dir, fsio::seg_name(leaf).into_owned()))
+    }
+
+    /// Like [`Store::object_dir`], creating missing directories; also
+    /// returns every directory opened on the way (bucket first), so a delete
+    /// can prune the ones it empties.
+    fn object_dir_create(&self, bucket: &str, key: &str) -> StorageResult<(OwnedFd, String)> {
+        validate_key(key)?;
+        let mut dir = self.bucket_dir(bucket)?;
+        let segs: Vec<&str> = key.split('/').collect();
+        let (leaf, parents) = segs.split_last().unwrap_or((&"", &[]));
+        for seg in parents {
+            let name = fsio::seg_name(seg);
+            let on_file = || {
+                Error::conflict(format!(
+                    "key {key:?} cannot be stored: the filesystem provider keeps the object \
+                     {seg:?} as a file where this key needs a directory (a key cannot also be \
+                     a prefix of other keys)"
+                ))
+            };
+            dir = match fsio::open_dir(&dir, &name) {
+                Ok(d) => d,
+                Err(Errno::NOENT) => {
+                    match mkdirat(&dir, &*name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(errno(e, "create directory")),
+                    }
+                    fsio::open_dir(&dir, &name).map_err(|e| {
+                        fsio::dir_open_error(&dir, &name, e, "open directory", on_file)
+                    })?
+                }
+                Err(e) => {
+                    return Err(fsio::dir_open_error(
+                        &dir,
+                        &name,
+                        e,
+                        "open directory",
+                        on_file,
+                    ))
+                }
+            };
+        }
+        Ok((dir, fsio::seg_name(leaf).into_owned()))
+    }
+
+    // -------------------------------------------------------------- reads
+
+    /// Opens an object: its data file (the descriptor pins this version) and
+    /// the metadata that belongs to it.
+    pub(crate) fn open_object(&self, bucket: &str, key: &str) -> StorageResult<(File, ObjectMeta)> {
+        let (dir, name) = self.object_dir(bucket, key)?;
+        for attempt in 0..2 {
+            let data = match fsio::open_file_read(&dir, &name) {
+                Ok(f) => f,
+                Err(Errno::NOENT) => return Err(no_object(bucket, key)),
+                Err(e) => return Err(errno(e, format!("open object {key:?}"))),
+            };
+            let st = data
+                .metadata()
+                .map_err(|e| io_err(e, format!("stat object {key:?}")))?;
+            if !st.is_file() {
+                // A directory (the key is only a prefix of other keys).
+                return Err(no_object(bucket, key));
+            }
+            let side = fsio::read_sidecar(&dir, &name)?;
+            if let Some(sc) = &side {
+                if sc.meta.key != key {
+                    // Another key mapped to the same file (a case-insensitive
+                    // filesystem): this key does not exist.
+                    return Err(no_object(bucket, key));
+                }
+                if sc.ino == st.ino() {
+                    let mut meta = sc.meta.clone();
+                    meta.bucket = bucket.to_string();
+                    return Ok((data, meta));
+                }
+            }
+            if attempt == 1 {
+                break;
+            }
+            // A write is between its renames, or one was killed there.
+            let state = self.bucket_state(bucket)?;
+            let _lock = self.lock_bucket(&state)?;
+            self.repair(&dir, &name, key)?;
+        }
+        Err(no_object(bucket, key))
+    }
+
+    /// Makes `name`'s data file and sidecar agree; the bucket lock is held.
+    fn repair(&self, dir: &OwnedFd, name: &str, key: &str) -> StorageResult<()> {
+        let ino = match fsio::open_file_read(dir, name) {
+            Ok(f) => f.metadata().map_err(|e| io_err(e, "stat object"))?.ino(),
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(errno(e, format!("open object {key:?}"))),
+        };
+        let side = fsio::read_sidecar(dir, name)?;
+        if side.as_ref().is_some_and(|s| s.ino == ino) {
+            return Ok(());
+        }
+        // Roll a killed writer forward: its temporary sidecar names this inode.
+        let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
+        let side_name = fsio::sidecar_name(name);
+        for (tmp, ft) in entries {
+            if ft != FileType::RegularFile || !tmp.starts_with(fsio::TEMP_SIDECAR) {
+                continue;
+            }
+            let Ok(f) = fsio::open_file_read(dir, &tmp) else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            if f.take(64 * 1024).read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            let Ok(sc) = serde_json::from_slice::<Sidecar>(&buf) else {
+                continue;
+            };
+            if sc.ino == ino && sc.meta.key == key {
+                renameat(dir, &tmp, dir, &side_name)
+                    .map_err(|e| errno(e, "roll forward metadata"))?;
+                if self.sync {
+                    fsio::sync_dir(dir)?;
+                }
+                return Ok(());
+            }
+        }
+        // No pending metadata: adopt the existing one for this data file (a
+        // restored copy of the tree has new inode numbers). The checksum
+        // check on download still catches content that does not match.
+        if let Some(sc) = side {
+            let tmp = fsio::write_temp_sidecar(dir, &Sidecar::new(ino, sc.meta), self.sync)?;
+            renameat(dir, &tmp, dir, &side_name).map_err(|e| errno(e, "rewrite metadata"))?;
+            if self.sync {
+                fsio::sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
+        self.open_object(bucket, key).map(|(_, m)| m)
+    }
+
+    // ------------------------------------------------------------- writes
+
+    /// Creates the temporary data file of a write to `bucket/key`.
+    pub(crate) fn stage(&self, bucket: &str, key: &str) -> StorageResult<Staged> {
+        // A concurrent delete may remove an empty directory between the walk
+        // and the create; walking again recreates it.
+        let mut last = None;
+        for _ in 0..5 {
+            let (dir, name) = self.object_dir_create(bucket, key)?;
+            let temp = fsio::temp_name(fsio::TEMP_DATA);
+            match fsio::create_file(&dir, &temp) {
+                Ok(file) => {
+                    return Ok(Staged {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        dir,
+                        name,
+                        temp,
+                        file,
+                        committed: false,
+                    })
+                }
+                Err(Errno::NOENT) => last = Some(Errno::NOENT),
+                Err(e) => return Err(errno(e, "create temporary file")),
+            }
+        }
+        Err(errno(
+            last.unwrap_or(Errno::NOENT),
+            "create temporary file (directory kept disappearing)",
+        ))
+    }
+
+    /// Writes `data` into a staged file, returning its size and checksum.
+    pub(crate) fn fill(&self, staged: &mut Staged, data: &[u8]) -> StorageResult<Content> {
+        self.check_size(data.len() as u64)?;
+        staged
+            .file
+            .write_all(data)
+            .map_err(|e| io_err(e, "write object"))?;
+        Ok(Content {
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        })
+    }
+
+    /// Commits a staged write (see the module docs).
+    pub(crate) fn commit(
+        &self,
+        mut staged: Staged,
+        content: Content,
+        options: &UploadOptions,
+        copied_from: Option<&ObjectMeta>,
+    ) -> StorageResult<ObjectMeta> {
+        if self.sync {
+            staged
+                .file
+                .sync_all()
+                .map_err(|e| io_err(e, "flush object"))?;
+        }
+        let st = staged
+            .file
+            .metadata()
+            .map_err(|e| io_err(e, "stat temporary file"))?;
+        if st.len() != content.size {
+            return Err(Error::internal(format!(
+                "temporary file holds {} bytes, {} were written",
+                st.len(),
+                content.size
+            )));
+        }
+        let etag = format!("\"{}\"", &content.sha256[..32]);
+        let meta = ObjectMeta {
+            bucket: staged.bucket.clone(),
+            key: staged.key.clone(),
+            size: content.size,
+            content_type: copied_from
+                .map(|m| m.content_type.clone())
+                .unwrap_or_else(|| options.content_type.clone()),
+            etag,
+            last_modified: Utc::now(),
+            metadata: copied_from
+                .map(|m| m.metadata.clone())
+                .unwrap_or_else(|| options.metadata.clone()),
+            public: copied_from.map(|m| m.public).unwrap_or(options.public),
+            checksum_sha256: Some(content.sha256),
+        };
+        let dir = &staged.dir;
+        let name = staged.name.clone();
+        let side_tmp =
+            fsio::write_temp_sidecar(dir, &Sidecar::new(st.ino(), meta.clone()), self.sync)?;
+        let remove_side_tmp = || {
+            let _ = unlinkat(dir, &side_tmp, AtFlags::empty());
+        };
+        let state = match self.bucket_state(&staged.bucket) {
+            Ok(s) => s,
+            Err(e) => {
+                remove_side_tmp();
+                return Err(e);
+            }
+        };
+        let lock = match self.lock_bucket(&state) {
+            Ok(l) => l,
+            Err(e) => {
+                remove_side_tmp();
+                return Err(e);
+            }
+        };
+        if let Err(e) =
+            self.check_condition(dir, &name, &staged.bucket, &staged.key, &options.condition)
+        {
+            remove_side_tmp();
+            return Err(e);
+        }
+        if let Err(e) = renameat(dir, &staged.temp, dir, &name) {
+            remove_side_tmp();
+            return Err(errno(e, format!("replace object {:?}", staged.key)));
+        }
+        staged.committed = true;
+        // If this rename fails, the data file is already in place; the
+        // temporary sidecar stays for the next reader to roll forward.
+        renameat(dir, &side_tmp, dir, fsio::sidecar_name(&name))
+            .map_err(|e| errno(e, format!("replace metadata of {:?}", staged.key)))?;
+        if self.sync {
+            fsio::sync_dir(dir)?;
+        }
+        lock.committed(|m| {
+            m.insert(meta.key.clone(), meta.clone());
+        });
+        Ok(meta)
+    }
+
+    /// Checks `condition` against what is stored (bucket lock held),
+    /// repairing a half-finished write first.
+    fn check_condition(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        bucket: &str,
+        key: &str,
+        condition: &WriteCondition,
+    ) -> StorageResult<()> {
+        match fsio::type_of(dir, name).map_err(|e| errno(e, "stat object"))? {
+            Some(FileType::Directory) => {
+                return Err(Error::conflict(format!(
+                    "key {key:?} cannot be stored: the filesystem provider keeps other keys \
+                     under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
+                )))
+            }
+            Some(FileType::Symlink) => {
+                return Err(Error::permission_denied(format!(
+                    "object {key:?} is a symbolic link; links are never followed inside the storage root"
+                )))
+            }
+            _ => {}
+        }
+        self.repair(dir, name, key)?;
+        let current = fsio::read_sidecar(dir, name)?.map(|s| s.meta);
+        if let Some(m) = &current {
+            if m.key != key {
+                return Err(Error::conflict(format!(
+                    "key {key:?} and existing key {:?} map to the same file on this filesystem \
+                     (it ignores case or normalizes names)",
+                    m.key
+                )));
+            }
+        }
+        match (condition, current) {
+            (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
+            (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
+                "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
+            ))),
+            (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
+                "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
+            ))),
+            (WriteCondition::IfMatch(expected), Some(m)) => {
+                if unquote(&m.etag) == unquote(expected) {
+                    Ok(())
+                } else {
+                    Err(Error::conflict(format!(
+                        "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
+                         read it again and retry",
+                        m.etag
+                    )))
+                }
+            }
+        }
+    }
+
+    pub(crate) fn delete(&self, bucket: &str, key: &str) -> StorageResult<()> {
+        validate_key(key)?;
+        let bucket_dir = self.bucket_dir(bucket)?;
+        let state = self.bucket_state(bucket)?;
+        let lock = self.lock_bucket(&state)?;
+        // Walk keeping each directory, to prune the ones this delete empties.
+        let segs: Vec<&str> = key.split('/').collect();
+        let (leaf, parents) = segs.split_last().unwrap_or((&"", &[]));
+        let mut chain: Vec<(OwnedFd, String)> = Vec::new();
+        let mut dir = bucket_dir;
+        for seg in parents {
+            let name = fsio::seg_name(seg).into_owned();
+            let next = match fsio::open_dir(&dir, &name) {
+                Ok(d) => d,
+                Err(Errno::NOENT | Errno::NOTDIR)
+                    if fsio::type_of(&dir, &name).ok().flatten() != Some(FileType::Symlink) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => {
+                    return Err(fsio::dir_open_error(
+                        &dir,
+                        &name,
+                        e,
+                        "open directory",
+                        || Error::internal("unreachable"),
+                    ))
+                }
+            };
+            chain.push((dir, name));
+            dir = next;
+        }
+        let name = fsio::seg_name(leaf);
+        if let Some(sc) = fsio::read_sidecar(&dir, &name)? {
+            if sc.meta.key != key {
+                return Ok(());
+            }
+        }
+        // Sidecar first: a crash in between leaves an invisible data file,
+        // never metadata without data.
+        for n in [fsio::sidecar_name(&name), name.to_string()] {
+            match unlinkat(&dir, &n, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) | Err(Errno::ISDIR) => {}
+                Err(e) => return Err(errno(e, format!("delete object {key:?}"))),
+            }
+        }
+        if self.sync {
+            fsio::sync_dir(&dir)?;
+        }
+        drop(dir);
+        while let Some((parent, name)) = chain.pop() {
+            if unlinkat(&parent, &name, AtFlags::REMOVEDIR).is_err() {
+                break;
+            }
+        }
+        lock.committed(|m| {
+            m.remove(key);
+        });
+        Ok(())
+    }
+
+    /// Copies `from_bucket/from_key` to `to_bucket/to_key` with its metadata
+    /// (the data is copied by the kernel where it can, and the recorded
+    /// checksum carried over, so corruption of the source stays detectable).
+    pub(crate) fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> StorageResult<ObjectMeta> {
+        validate_bucket(from_bucket)?;
+        validate_key(from_key)?;
+        validate_bucket(to_bucket)?;
+        validate_key(to_key)?;
+        let (mut src, meta) = self.open_object(from_bucket, from_key)?;
+        let mut staged = self.stage(to_bucket, to_key)?;
+        let n = io::copy(&mut src, &mut staged.file).map_err(|e| io_err(e, "copy object"))?;
+        if n != meta.size {
+            return Err(Error::internal(format!(
+                "object {from_key:?} holds {n} bytes but its metadata says {}",
+                meta.size
+            )));
+        }
+        let sha256 = match &meta.checksum_sha256 {
+            Some(s) => s.clone(),
+            None => return Err(Error::internal("source object has no recorded checksum")),
+        };
+        self.commit(
+            staged,
+            Content { size: n, sha256 },
+            &UploadOptions::new(),
+            Some(&meta),
+        )
+    }
+
+    // ------------------------------------------------------------ listing
+
+    pub(crate) fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage> {
+        let plan = Plan::new(options)?;
+        let index = self.index(bucket)?;
+        Ok(plan.page(&index))
+    }
+
+    /// The bucket's sorted index: this process's copy when no commit happened
+    /// since it was built (one read of the commit counter), else a fresh scan.
+    fn index(&self, bucket: &str) -> StorageResult<Index> {
+        let dir = self.bucket_dir(bucket)?;
+        let state = self.bucket_state(bucket)?;
+        // Read the counter before scanning: a commit during the scan bumps it,
+        // so the next listing scans again.
+        let generation = read_generation(&state.lock_file);
+        if let Some((g, idx)) = lock(&state.index).as_ref() {
+            if *g == generation {
+                return Ok(idx.clone());
+            }
+        }
+        let mut map = BTreeMap::new();
+        scan(&dir, bucket, &mut map, &mut Vec::new())?;
+        let idx = Arc::new(map);
+        *lock(&state.index) = Some((generation, idx.clone()));
+        Ok(idx)
+    }
+
+    // -------------------------------------------------------------- sweep
+
+    /// Removes temporary files older than `age` in every bucket, rolling
+    /// forward a killed writer's metadata first. Returns how many were removed.
+    pub(crate) fn sweep(&self, age: Duration) -> StorageResult<usize> {
+        let mut removed = 0;
+        for b in self.list_buckets()? {
+            let dir = self.bucket_dir(&b.name)?;
+            let state = self.bucket_state(&b.name)?;
+            let _lock = self.lock_bucket(&state)?;
+            removed += self.sweep_dir(&dir, age, 0)?;
+        }
+        Ok(removed)
+    }
+
+    fn sweep_dir(&self, dir: &OwnedFd, age: Duration, depth: usize) -> StorageResult<usize> {
+        let mut removed = 0;
+        let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
+        let now = SystemTime::now();
+        for (name, ft) in &entries {
+            if *ft == FileType::Directory && is_key_dir(name) && depth < 1100 {
+                if let Ok(sub) = fsio::open_dir(dir, name) {
+                    removed += self.sweep_dir(&sub, age, depth + 1)?;
+                }
+                continue;
+            }
+            let temp = name.starts_with(fsio::TEMP_DATA) || name.starts_with(fsio::TEMP_SIDECAR);
+            if *ft != FileType::RegularFile || !temp {
+                continue;
+            }
+            let Ok(f) = fsio::open_file_read(dir, name) else {
+                continue;
+            };
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d >= age);
+            if !old {
+                continue;
+            }
+            if name.starts_with(fsio::TEMP_SIDECAR) {
+                // It may be the metadata of a data file already in place.
+                let mut buf = Vec::new();
+                if f.take(64 * 1024).read_to_end(&mut buf).is_ok() {
+                    if let Ok(sc) = serde_json::from_slice::<Sidecar>(&buf) {
+                        let leaf = sc.meta.key.rsplit('/').next().unwrap_or_default();
+                        self.repair(dir, &fsio::seg_name(leaf), &sc.meta.key)?;
+                    }
+                }
+            }
+            match unlinkat(dir, name.as_str(), AtFlags::empty()) {
+                Ok(()) => removed += 1,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(errno(e, "remove temporary file")),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn unquote(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+/// Whether a directory entry is a key directory (a user segment or a hashed
+/// long one), as opposed to something else starting with `.~`.
+fn is_key_dir(name: &str) -> bool {
+    !name.starts_with(fsio::RESERVED) || name.starts_with(fsio::HASHED)
+}
+
+fn ensure_dir(parent: &OwnedFd, name: &str) -> StorageResult<OwnedFd> {
+    match mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(errno(e, format!("create {name:?}"))),
+    }
+    fsio::open_dir(parent, name).map_err(|e| {
+        fsio::dir_open_error(parent, name, e, &format!("open {name:?}"), || {
+            Error::internal(format!("{name:?} is a file, not a directory"))
+        })
+    })
+}
+
+/// Reads every sidecar under `dir` into `out`. Links are skipped, never
+/// followed; temporary files are ignored.
+/// A sidecar counts only where its key puts it: one in a directory that was
+/// moved or copied by hand elsewhere in the bucket is not listed (it could not
+/// be read under its key either).
+fn scan(
+    dir: &OwnedFd,
+    bucket: &str,
+    out: &mut BTreeMap<String, ObjectMeta>,
+    path: &mut Vec<String>,
+) -> StorageResult<()> {
+    let entries = match fsio::read_dir(dir) {
+        Ok(e) => e,
+        // Removed by a concurrent delete.
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(errno(e, "read directory")),
+    };
+    for (name, ft) in entries {
+        match ft {
+            FileType::Directory if is_key_dir(&name) && path.len() < 1100 => {
+                match fsio::open_dir(dir, &name) {
+                    Ok(sub) => {
+                        path.push(name);
+                        let r = scan(&sub, bucket, out, path);
+                        path.pop();
+                        r?
+                    }
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
+                    Err(e) => return Err(errno(e, "open directory")),
+                }
+            }
+            FileType::RegularFile => {
+                let Some(object) = name.strip_prefix(fsio::SIDECAR) else {
+                    continue;
+                };
+                match fsio::read_sidecar(dir, object) {
+                    Ok(Some(sc)) if at_its_place(&sc.meta.key, path, object) => {
+                        let mut meta = sc.meta;
+                        meta.bucket = bucket.to_string();
+                        out.insert(meta.key.clone(), meta);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` maps to the directory names `path` and file name `object`.
+fn at_its_place(key: &str, path: &[String], object: &str) -> bool {
+    let mut segs = key.split('/');
+    path.iter()
+        .all(|p| segs.next().is_some_and(|s| fsio::seg_name(s) == p.as_str()))
+        && segs.next().is_some_and(|s| fsio::seg_name(s) == object)
+        && segs.next().is_none()
+}
+
+fn count_objects(dir: &OwnedFd) -> StorageResult<usize> {
+    let mut map = BTreeMap::new();
+    scan(dir, "", &mut map, &mut Vec::new())?;
+    Ok(map.len())
+}
+
+/// Removes temporary files and empty directories left in a bucket without
+/// objects; anything else is reported instead of deleted.
+fn remove_leftovers(dir: &OwnedFd, bucket: &str) -> StorageResult<()> {
+    let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
+    for (name, ft) in entries {
+        let ours = name.starts_with(fsio::TEMP_DATA) || name.starts_with(fsio::TEMP_SIDECAR);
+        match ft {
+            FileType::Directory if is_key_dir(&name) => {
+                let sub = fsio::open_dir(dir, &name).map_err(|e| errno(e, "open directory"))?;
+                remove_leftovers(&sub, bucket)?;
+                drop(sub);
+                unlinkat(dir, name.as_str(), AtFlags::REMOVEDIR)
+                    .map_err(|e| errno(e, "remove directory"))?;
+            }
+            FileType::RegularFile if ours => {
+                unlinkat(dir, name.as_str(), AtFlags::empty())
+                    .map_err(|e| errno(e, "remove temporary file"))?;
+            }
+            _ => {
+                return Err(Error::conflict(format!(
+                    "bucket {bucket:?} holds {name:?}, which is not an object of this provider; \
+                     remove it by hand before deleting the bucket"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `offset` (retrying a failed read at the same offset a
+/// few times), failing if the file ends early.
+pub(crate) fn read_exact_at(file: &File, offset: u64, len: usize) -> StorageResult<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    let mut retries = 0;
+    while done < len {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(Error::internal(format!(
+                    "object file ended at byte {} while {} were expected: it was truncated \
+                     after it was written",
+                    offset + done as u64,
+                    offset + len as u64
+                )))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if retries < 3 => {
+                retries += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(10 * retries));
+            }
+            Err(e) => return Err(io_err(e, "read object")),
+        }
+    }
+    Ok(buf)
+}

@@ -1,0 +1,572 @@
+//! Faults and hostile input specific to a filesystem: symbolic links (made
+//! before and after an object was written), traversal attempts that reach the
+//! filesystem, long and reserved-looking names, corruption, truncation and
+//! replacement during a stream, temporary-file leftovers, other processes'
+//! writes.
+
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use truststream_core_storage::{
+    ErrorKind, ListOptions, Storage, StorageExt, UploadOptions, WriteCondition,
+};
+use truststream_storage_fs::{FsStorage, FsStorageConfig};
+
+async fn store(root: &Path) -> FsStorage {
+    let mut cfg = FsStorageConfig::new(root);
+    cfg.buckets = vec!["docs".into()];
+    FsStorage::with_config(cfg).await.unwrap()
+}
+
+fn opts() -> UploadOptions {
+    UploadOptions::new()
+}
+
+/// A directory outside the root with a file that must never be read or
+/// changed.
+fn outside() -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("secret.txt"), b"outside secret").unwrap();
+    std::fs::write(out.path().join(".~msecret.txt"), b"{}").unwrap();
+    out
+}
+
+fn assert_outside_untouched(out: &Path) {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![".~msecret.txt", "secret.txt"],
+        "files outside the root changed"
+    );
+    assert_eq!(
+        std::fs::read(out.join("secret.txt")).unwrap(),
+        b"outside secret"
+    );
+}
+
+fn denied<T: std::fmt::Debug>(r: Result<T, truststream_core_storage::Error>, what: &str) {
+    match r {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::InvalidInput
+            ),
+            "{what}: expected permission_denied or invalid_input, got {e}"
+        ),
+        Ok(v) => panic!("{what}: expected an error, got {v:?}"),
+    }
+}
+
+async fn assert_all_refused(s: &FsStorage, bucket: &str, key: &str) {
+    denied(s.download(bucket, key).await, "download");
+    denied(s.get_metadata(bucket, key).await, "get_metadata");
+    denied(
+        s.upload(bucket, key, Bytes::from("evil"), &opts()).await,
+        "upload",
+    );
+    denied(
+        s.download_stream(bucket, key, None).await.map(|_| ()),
+        "download_stream",
+    );
+}
+
+#[tokio::test]
+async fn bucket_directory_swapped_for_a_link_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let out = outside();
+    let s = store(root.path()).await;
+    s.upload("docs", "secret.txt", Bytes::from("inside"), &opts())
+        .await
+        .unwrap();
+    // Swap the bucket directory for a link to outside the root.
+    std::fs::rename(root.path().join("docs"), root.path().join("docs-moved")).unwrap();
+    symlink(out.path(), root.path().join("docs")).unwrap();
+    assert_all_refused(&s, "docs", "secret.txt").await;
+    denied(s.list("docs", &ListOptions::new()).await, "list");
+    denied(s.delete("docs", "secret.txt").await, "delete");
+    denied(s.delete_bucket("docs").await, "delete_bucket");
+    assert!(!s
+        .list_buckets()
+        .await
+        .unwrap()
+        .iter()
+        .any(|b| b.name == "docs"));
+    assert_outside_untouched(out.path());
+}
+
+#[tokio::test]
+async fn intermediate_directory_swapped_for_a_link_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let out = outside();
+    let s = store(root.path()).await;
+    s.upload("docs", "a/b/secret.txt", Bytes::from("inside"), &opts())
+        .await
+        .unwrap();
+    std::fs::rename(
+        root.path().join("docs/a/b"),
+        root.path().join("docs/a/b-moved"),
+    )
+    .unwrap();
+    symlink(out.path(), root.path().join("docs/a/b")).unwrap();
+    assert_all_refused(&s, "docs", "a/b/secret.txt").await;
+    assert_all_refused(&s, "docs", "a/b/new.txt").await;
+    s.delete("docs", "a/b/secret.txt").await.ok();
+    // Listings do not follow the link.
+    let page = s.list("docs", &ListOptions::new()).await.unwrap();
+    assert!(page.objects.is_empty(), "{:?}", page.objects);
+    assert_outside_untouched(out.path());
+    // A link made by the user inside a bucket is not followed either.
+    symlink(out.path(), root.path().join("docs/linked")).unwrap();
+    assert_all_refused(&s, "docs", "linked/secret.txt").await;
+    assert_outside_untouched(out.path());
+}
+
+#[tokio::test]
+async fn object_and_sidecar_swapped_for_links_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let out = outside();
+    let s = store(root.path()).await;
+    s.upload("docs", "secret.txt", Bytes::from("inside"), &opts())
+        .await
+        .unwrap();
+    let obj = root.path().join("docs/secret.txt");
+    std::fs::remove_file(&obj).unwrap();
+    symlink(out.path().join("secret.txt"), &obj).unwrap();
+    assert_all_refused(&s, "docs", "secret.txt").await;
+    assert_outside_untouched(out.path());
+
+    s.upload("docs", "other.txt", Bytes::from("inside"), &opts())
+        .await
+        .unwrap();
+    let side = root.path().join("docs/.~mother.txt");
+    std::fs::remove_file(&side).unwrap();
+    symlink(out.path().join(".~msecret.txt"), &side).unwrap();
+    denied(
+        s.download("docs", "other.txt").await,
+        "download with a linked sidecar",
+    );
+    denied(
+        s.get_metadata("docs", "other.txt").await,
+        "metadata with a linked sidecar",
+    );
+    assert_outside_untouched(out.path());
+}
+
+#[tokio::test]
+async fn a_fifo_in_place_of_an_object_does_not_hang() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    s.upload("docs", "pipe", Bytes::from("x"), &opts())
+        .await
+        .unwrap();
+    std::fs::remove_file(root.path().join("docs/pipe")).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(root.path().join("docs/pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r = tokio::time::timeout(Duration::from_secs(5), s.download("docs", "pipe"))
+        .await
+        .expect("download of a FIFO hung");
+    assert!(r.is_err(), "{r:?}");
+}
+
+#[tokio::test]
+async fn traversal_lookalikes_stay_inside_the_bucket() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    // Encoded separators and dots are ordinary characters of one name.
+    for key in [
+        "%2e%2e%2fescape",
+        "..%2fescape",
+        "a/%2e%2e/b",
+        "...",
+        "a/.../b",
+    ] {
+        s.upload("docs", key, Bytes::from(key.to_string()), &opts())
+            .await
+            .unwrap();
+        assert_eq!(s.download("docs", key).await.unwrap(), key);
+    }
+    assert!(root.path().join("docs/%2e%2e%2fescape").is_file());
+    assert!(root.path().join("docs/a/%2e%2e/b").is_file());
+    for key in ["../x", "/etc/passwd", "a/../../x", "a\0b", "a\\..\\b", "."] {
+        let e = s
+            .upload("docs", key, Bytes::from("x"), &opts())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{key:?}: {e}");
+    }
+    for bucket in ["..", ".truststream", "../docs", "docs/..", "."] {
+        let e = s
+            .upload(bucket, "k", Bytes::from("x"), &opts())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bucket:?}: {e}");
+    }
+    // Nothing appeared next to the root.
+    let parent: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(parent.len(), 2, "{parent:?}"); // docs and .truststream
+}
+
+#[tokio::test]
+async fn long_and_reserved_names_map_to_safe_files() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    let long_seg = "é".repeat(150); // 300 bytes: over NAME_MAX
+    let keys = vec![
+        format!("{long_seg}/{long_seg}/x"),
+        format!("a/{long_seg}"),
+        ".~mfoo".to_string(),
+        "foo".to_string(),
+        ".~t123".to_string(),
+        "dir/.~u1/.~h2".to_string(),
+        ".truststream".to_string(),
+        ".hidden".to_string(),
+    ];
+    for k in &keys {
+        s.upload("docs", k, Bytes::from(format!("body {k}")), &opts())
+            .await
+            .unwrap();
+    }
+    for k in &keys {
+        assert_eq!(
+            s.download("docs", k).await.unwrap(),
+            format!("body {k}"),
+            "{k}"
+        );
+    }
+    let page = s.list("docs", &ListOptions::new()).await.unwrap();
+    let mut expected = keys.clone();
+    expected.sort();
+    let listed: Vec<String> = page.objects.iter().map(|o| o.key.clone()).collect();
+    assert_eq!(listed, expected);
+    // A key whose leaf is a sidecar name of another key does not touch it.
+    assert_eq!(s.download("docs", "foo").await.unwrap(), "body foo");
+}
+
+#[tokio::test]
+async fn key_that_is_also_a_prefix_is_a_conflict() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    s.upload("docs", "a", Bytes::from("file"), &opts())
+        .await
+        .unwrap();
+    let e = s
+        .upload("docs", "a/b", Bytes::from("x"), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    s.upload("docs", "d/e", Bytes::from("x"), &opts())
+        .await
+        .unwrap();
+    let e = s
+        .upload("docs", "d", Bytes::from("x"), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert_eq!(
+        s.get_metadata("docs", "d").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(s.download("docs", "a").await.unwrap(), "file");
+}
+
+#[tokio::test]
+async fn corruption_and_truncation_are_errors_not_data() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    let body = Bytes::from(vec![7u8; 600_000]);
+    s.upload("docs", "c.bin", body.clone(), &opts())
+        .await
+        .unwrap();
+    let path = root.path().join("docs/c.bin");
+    // Flip one byte in place (same inode, same size).
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[300_000] ^= 0xff;
+    std::fs::write(&path, &raw).unwrap();
+    let e = s.download("docs", "c.bin").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+    assert!(e.message().contains("corrupt"), "{e}");
+    let parts: Vec<_> = s
+        .download_stream("docs", "c.bin", None)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let last = parts.last().unwrap();
+    assert_eq!(last.as_ref().unwrap_err().kind(), ErrorKind::Internal);
+    // Truncated in place: the download fails instead of returning a short body.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let e = s.download("docs", "c.bin").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    // A damaged sidecar is an error too.
+    s.upload("docs", "m.bin", Bytes::from("x"), &opts())
+        .await
+        .unwrap();
+    std::fs::write(root.path().join("docs/.~mm.bin"), b"{not json").unwrap();
+    let e = s.get_metadata("docs", "m.bin").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    // Uploading again repairs both.
+    s.upload("docs", "c.bin", body.clone(), &opts())
+        .await
+        .unwrap();
+    assert_eq!(s.download("docs", "c.bin").await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn a_stream_keeps_its_version_when_the_object_is_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    let old = Bytes::from(vec![b'o'; 2_000_000]);
+    let new = Bytes::from(vec![b'n'; 1_500_000]);
+    s.upload("docs", "big", old.clone(), &opts()).await.unwrap();
+    let mut stream = s.download_stream("docs", "big", None).await.unwrap();
+    let mut got = stream.next().await.unwrap().unwrap().to_vec();
+    s.upload("docs", "big", new.clone(), &opts()).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(got == old, "the stream spliced two versions");
+    assert_eq!(s.download("docs", "big").await.unwrap(), new);
+
+    // Truncated in place mid-stream: an error, never a short body.
+    let mut stream = s.download_stream("docs", "big", None).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.path().join("docs/big"))
+        .unwrap()
+        .set_len(300_000)
+        .unwrap();
+    let rest: Vec<_> = stream.collect().await;
+    assert!(rest.iter().any(|r| r.is_err()), "truncation went unnoticed");
+}
+
+#[tokio::test]
+async fn leftovers_are_ignored_and_swept() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    s.upload("docs", "dir/kept.txt", Bytes::from("kept"), &opts())
+        .await
+        .unwrap();
+    std::fs::write(root.path().join("docs/dir/.~tdeadbeef"), b"half a write").unwrap();
+    std::fs::write(root.path().join("docs/.~u00"), b"{broken").unwrap();
+    let page = s.list("docs", &ListOptions::new()).await.unwrap();
+    assert_eq!(page.objects.len(), 1);
+    // Young files stay (a writer in another process may own them).
+    assert_eq!(
+        s.sweep_temp_files(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
+    assert_eq!(s.sweep_temp_files(Duration::ZERO).await.unwrap(), 2);
+    assert!(!root.path().join("docs/dir/.~tdeadbeef").exists());
+    assert_eq!(s.download("docs", "dir/kept.txt").await.unwrap(), "kept");
+    // Deleting the last object prunes its empty directory, and the bucket
+    // can then be deleted.
+    s.delete("docs", "dir/kept.txt").await.unwrap();
+    assert!(!root.path().join("docs/dir").exists());
+    s.delete_bucket("docs").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_writer_between_renames_is_rolled_forward() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    let v1 = s
+        .upload("docs", "k", Bytes::from("version one"), &opts())
+        .await
+        .unwrap();
+    // Simulate a writer killed after renaming its data file but before its
+    // sidecar: the new data is in place, its sidecar still temporary.
+    let side = root.path().join("docs/.~mk");
+    let mut sc: serde_json::Value = serde_json::from_slice(&std::fs::read(&side).unwrap()).unwrap();
+    std::fs::write(root.path().join("docs/.~tnew"), b"version two!").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(root.path().join("docs/.~tnew"))
+        .unwrap()
+        .ino();
+    let sha = truststream_core_storage::content_sha256(b"version two!");
+    sc["ino"] = ino.into();
+    sc["meta"]["size"] = 12.into();
+    sc["meta"]["etag"] = format!("\"{}\"", &sha[..32]).into();
+    sc["meta"]["checksum_sha256"] = sha.clone().into();
+    std::fs::write(
+        root.path().join("docs/.~upending"),
+        serde_json::to_vec(&sc).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(root.path().join("docs/.~tnew"), root.path().join("docs/k")).unwrap();
+
+    let meta = s.get_metadata("docs", "k").await.unwrap();
+    assert_eq!(meta.checksum_sha256.as_deref(), Some(sha.as_str()));
+    assert_ne!(meta.etag, v1.etag);
+    assert_eq!(s.download("docs", "k").await.unwrap(), "version two!");
+    assert!(!root.path().join("docs/.~upending").exists());
+}
+
+#[tokio::test]
+async fn a_restored_copy_with_new_inodes_still_reads() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    s.upload("docs", "a/b.txt", Bytes::from("payload"), &opts())
+        .await
+        .unwrap();
+    // Rewrite the data file as a new inode with the same content (as a
+    // backup restore would).
+    let p = root.path().join("docs/a/b.txt");
+    let body = std::fs::read(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, &body).unwrap();
+    assert_eq!(s.download("docs", "a/b.txt").await.unwrap(), "payload");
+}
+
+#[tokio::test]
+async fn two_instances_on_one_root_see_each_other() {
+    // Separate instances share nothing in memory, like two processes.
+    let root = tempfile::tempdir().unwrap();
+    let a = store(root.path()).await;
+    let b = store(root.path()).await;
+    let create = UploadOptions::new().condition(WriteCondition::IfNotExists);
+    assert!(a
+        .list("docs", &ListOptions::new())
+        .await
+        .unwrap()
+        .objects
+        .is_empty());
+    a.upload("docs", "k", Bytes::from("from a"), &create)
+        .await
+        .unwrap();
+    let e = b
+        .upload("docs", "k", Bytes::from("from b"), &create)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    // b's and a's listings follow each other's writes.
+    assert_eq!(
+        b.list("docs", &ListOptions::new())
+            .await
+            .unwrap()
+            .objects
+            .len(),
+        1
+    );
+    b.upload("docs", "k2", Bytes::from("from b"), &opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.list("docs", &ListOptions::new())
+            .await
+            .unwrap()
+            .objects
+            .len(),
+        2
+    );
+    b.delete("docs", "k").await.unwrap();
+    let keys: Vec<String> = a
+        .list("docs", &ListOptions::new())
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, vec!["k2"]);
+
+    // Create-only races between instances: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let create = UploadOptions::new().condition(WriteCondition::IfNotExists);
+            s.upload("docs", "race", Bytes::from(format!("w{i}")), &create)
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert!(a.exists("docs", "race").await.unwrap());
+}
+
+#[tokio::test]
+async fn signed_urls_verify_across_instances_with_a_shared_secret() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = truststream_core::Secret::new("s".repeat(32));
+    let mut cfg = FsStorageConfig::new(root.path());
+    cfg.buckets = vec!["docs".into()];
+    cfg.signing_secret = Some(secret.clone());
+    cfg.base_url = Some("http://localhost:8080/storage/".into());
+    let a = FsStorage::with_config(cfg.clone()).await.unwrap();
+    let b = FsStorage::with_config(cfg).await.unwrap();
+    a.upload("docs", "x.txt", Bytes::from("hi"), &opts())
+        .await
+        .unwrap();
+    let url = a
+        .signed_url(
+            "docs",
+            "x.txt",
+            truststream_core_storage::SignedUrlMethod::Get,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(
+        url.url
+            .starts_with("http://localhost:8080/storage/docs/x.txt?"),
+        "{}",
+        url.url
+    );
+    let v = b
+        .verify_signed_url(truststream_core_storage::SignedUrlMethod::Get, &url.url)
+        .unwrap();
+    assert_eq!((v.bucket.as_str(), v.key.as_str()), ("docs", "x.txt"));
+    // Without the shared secret, another instance refuses it.
+    let c = store(root.path()).await;
+    let e = c
+        .verify_signed_url(truststream_core_storage::SignedUrlMethod::Get, &url.url)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(!format!("{a:?}").contains("ssss"));
+}
+
+#[tokio::test]
+async fn config_errors_are_invalid_input() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = FsStorageConfig::new(root.path());
+    cfg.signing_secret = Some(truststream_core::Secret::new("short"));
+    let e = FsStorage::with_config(cfg).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let mut cfg = FsStorageConfig::new(root.path());
+    cfg.buckets = vec!["Bad_Name".into()];
+    assert_eq!(
+        FsStorage::with_config(cfg).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    // A root that is a file cannot be opened.
+    let file = root.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(FsStorage::open(&file).await.is_err());
+}
