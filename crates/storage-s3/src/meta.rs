@@ -1,0 +1,164 @@
+//! User metadata, the public flag and the checksum as S3 user metadata
+//! (`x-amz-meta-*` headers).
+//!
+//! S3 lowercases metadata names and only carries visible ASCII in values,
+//! while TrustStream keeps the case of keys and allows any printable text.
+//! So besides one header per user key (lowercased, readable by other S3
+//! tools), the provider writes `x-amz-meta-truststream-keys`: the original
+//! keys in order, each followed by `*` when its value is percent-encoded.
+//! Names starting with `truststream-` are reserved.
+
+use std::collections::{BTreeMap, HashMap};
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use truststream_core_storage::{Error, StorageResult, UploadOptions};
+
+/// Prefix of the provider's own metadata names.
+pub(crate) const RESERVED: &str = "truststream-";
+/// Lowercase hex SHA-256 of the content.
+pub(crate) const SHA256: &str = "truststream-sha256";
+/// `true` when uploaded as public.
+pub(crate) const PUBLIC: &str = "truststream-public";
+/// The original user keys (see the module docs).
+pub(crate) const KEYS: &str = "truststream-keys";
+
+/// Characters encoded in a value that is not sent as is.
+const VALUE: &AsciiSet = &CONTROLS.add(b'%').add(b' ').add(b'"').add(b',');
+
+/// Whether a value can travel as a header unchanged.
+fn plain(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ')
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+}
+
+/// The `x-amz-meta-*` map for an upload (names without the prefix).
+/// `options` must already be validated.
+pub(crate) fn encode(
+    options: &UploadOptions,
+    sha256: Option<&str>,
+) -> StorageResult<HashMap<String, String>> {
+    let mut out = HashMap::with_capacity(options.metadata.len() + 3);
+    let mut keys = Vec::with_capacity(options.metadata.len());
+    for (k, v) in &options.metadata {
+        let lower = k.to_ascii_lowercase();
+        if lower.starts_with(RESERVED) {
+            return Err(Error::invalid_input(format!(
+                "metadata key {k:?}: names starting with {RESERVED:?} are reserved by the S3 provider"
+            )));
+        }
+        let value = if plain(v) {
+            keys.push(k.clone());
+            v.clone()
+        } else {
+            keys.push(format!("{k}*"));
+            utf8_percent_encode(v, VALUE).to_string()
+        };
+        if out.insert(lower, value).is_some() {
+            return Err(Error::invalid_input(format!(
+                "metadata key {k:?}: S3 metadata names are case-insensitive, and another key \
+                 differs from it only in case"
+            )));
+        }
+    }
+    if !keys.is_empty() {
+        out.insert(KEYS.to_string(), keys.join(","));
+    }
+    if options.public {
+        out.insert(PUBLIC.to_string(), "true".to_string());
+    }
+    if let Some(sum) = sha256 {
+        out.insert(SHA256.to_string(), sum.to_string());
+    }
+    Ok(out)
+}
+
+/// What the `x-amz-meta-*` map of an object says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) public: bool,
+    pub(crate) sha256: Option<String>,
+}
+
+/// Reads back what [`encode`] wrote; metadata written by other tools comes
+/// through with the lowercase names S3 gives it.
+pub(crate) fn decode(raw: Option<&HashMap<String, String>>) -> Decoded {
+    let mut d = Decoded::default();
+    let Some(raw) = raw else { return d };
+    // Some servers keep the case of names: compare lowercase.
+    let lower: HashMap<String, &String> = raw
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    d.public = lower.get(PUBLIC).is_some_and(|v| v.as_str() == "true");
+    d.sha256 = lower
+        .get(SHA256)
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|v| v.to_ascii_lowercase());
+    let mut named = std::collections::HashSet::new();
+    if let Some(list) = lower.get(KEYS) {
+        for entry in list.split(',').filter(|e| !e.is_empty()) {
+            let (key, encoded) = match entry.strip_suffix('*') {
+                Some(k) => (k, true),
+                None => (entry, false),
+            };
+            let lk = key.to_ascii_lowercase();
+            let value = lower.get(&lk).map(|v| v.as_str()).unwrap_or_default();
+            let value = if encoded {
+                percent_decode_str(value).decode_utf8_lossy().into_owned()
+            } else {
+                value.to_string()
+            };
+            d.metadata.insert(key.to_string(), value);
+            named.insert(lk);
+        }
+    }
+    for (k, v) in &lower {
+        if !k.starts_with(RESERVED) && !named.contains(k) {
+            d.metadata.insert(k.clone(), (*v).clone());
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_keeps_case_and_text() {
+        let opts = UploadOptions::new()
+            .metadata("agentId", "42")
+            .metadata("note", " ré sumé, 100% ")
+            .metadata("empty", "")
+            .public(true);
+        let enc = encode(&opts, Some(&"ab".repeat(32))).unwrap();
+        assert_eq!(enc["agentid"], "42");
+        assert!(enc.values().all(|v| v.is_ascii()));
+        let dec = decode(Some(&enc));
+        assert_eq!(dec.metadata, opts.metadata);
+        assert!(dec.public);
+        assert_eq!(dec.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+    }
+
+    #[test]
+    fn reserved_and_case_collisions_rejected() {
+        let r = encode(&UploadOptions::new().metadata("TrustStream-x", "1"), None);
+        assert!(r.is_err());
+        let c = encode(
+            &UploadOptions::new().metadata("a", "1").metadata("A", "2"),
+            None,
+        );
+        assert!(c.unwrap_err().to_string().contains("case"));
+    }
+
+    #[test]
+    fn foreign_metadata_comes_through() {
+        let raw: HashMap<String, String> = [("owner".to_string(), "ops".to_string())].into();
+        let d = decode(Some(&raw));
+        assert_eq!(d.metadata["owner"], "ops");
+        assert!(!d.public && d.sha256.is_none());
+    }
+}
