@@ -1,0 +1,966 @@
+//! The hub's channel engine: topics, members, presence, fan-out and the
+//! database change feed. It knows nothing about sockets: a member is anything
+//! with a [`Sink`] (a WebSocket connection, an in-process handle).
+//!
+//! Architecture invariant: a delivery never waits. Fan-out calls
+//! [`Sink::push`] under the topic's lock, and every sink only queues into a
+//! bounded queue (`try_send`). A member whose queue is full is removed at
+//! once (a WebSocket member's whole connection is closed with a reason), so
+//! a slow reader costs at most its queue, never unbounded memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
+use truststream_core::Error;
+use truststream_core_auth::Auth;
+use truststream_core_db::{eval, ident, ChangeKind, ChangeStream, ColumnRef, Database, Filter};
+use truststream_core_realtime::{
+    ChangeSpec, Handler, PresenceDiff, PresenceMeta, PresenceState, RowChange, RtResult,
+};
+
+use crate::filter::WireFilter;
+use crate::protocol::{self, Vsn};
+use crate::WsHubConfig;
+
+/// A member's id, unique in the hub.
+pub(crate) type MemberId = u64;
+
+/// A user broadcast, encoded at most once per wire format however many
+/// members receive it.
+pub(crate) struct Broadcast {
+    pub topic: String,
+    pub event: String,
+    pub payload: Value,
+    v2: OnceLock<WsMessage>,
+}
+
+impl Broadcast {
+    pub(crate) fn new(topic: &str, event: &str, payload: Value) -> Self {
+        Broadcast {
+            topic: topic.to_string(),
+            event: event.to_string(),
+            payload,
+            v2: OnceLock::new(),
+        }
+    }
+
+    /// The `{type, event, payload}` object of a `broadcast` message.
+    pub(crate) fn body(&self) -> Value {
+        json!({"type": "broadcast", "event": self.event, "payload": self.payload})
+    }
+
+    /// The frame for vsn 2.0.0 clients (kind 4 binary, shared by every
+    /// receiver), or a text frame for vsn 1.0.0 (it names the member's
+    /// join_ref).
+    pub(crate) fn encoded(&self, vsn: Vsn, join_ref: &str) -> WsMessage {
+        match vsn {
+            Vsn::V2 => self
+                .v2
+                .get_or_init(|| {
+                    protocol::encode_user_broadcast(&self.topic, &self.event, &self.payload)
+                        .unwrap_or_else(|| {
+                            protocol::encode(
+                                Vsn::V2,
+                                None,
+                                None,
+                                &self.topic,
+                                "broadcast",
+                                &self.body(),
+                            )
+                        })
+                })
+                .clone(),
+            Vsn::V1 => protocol::encode(
+                Vsn::V1,
+                Some(join_ref),
+                None,
+                &self.topic,
+                "broadcast",
+                &self.body(),
+            ),
+        }
+    }
+}
+
+/// What the hub delivers to a member.
+pub(crate) enum Push {
+    Broadcast(Arc<Broadcast>),
+    PresenceDiff(Arc<PresenceDiff>),
+    /// A row change matching the member's bindings `ids`.
+    Change {
+        ids: Vec<u32>,
+        change: Arc<RowChange>,
+    },
+}
+
+/// Where a member's deliveries go.
+pub(crate) trait Sink: Send + Sync {
+    /// Queues `push` without waiting; `Err(reason)` when the member cannot
+    /// take it (its queue is full or gone): the hub then removes it.
+    fn push(&self, topic: &str, join_ref: &str, push: &Push) -> Result<(), String>;
+    /// The hub removed the member for `reason` (a failed push, shutdown).
+    fn removed(&self, topic: &str, join_ref: &str, reason: &str);
+}
+
+/// One `postgres_changes` binding of a member.
+#[derive(Debug, Clone)]
+pub(crate) struct Binding {
+    pub id: u32,
+    pub event: Option<ChangeKind>,
+    pub table: Option<String>,
+    pub filter: Option<WireFilter>,
+    /// TrustStream extension: only the row with this primary key.
+    pub key: Option<Value>,
+    /// TrustStream extension: a core-db filter tree.
+    pub filter_tree: Option<Filter>,
+}
+
+impl Binding {
+    fn matches(&self, change: &RowChange) -> bool {
+        self.event.is_none_or(|e| e == change.kind)
+            && self.table.as_ref().is_none_or(|t| *t == change.table)
+            && self.key.as_ref().is_none_or(|k| *k == change.key)
+            && self
+                .filter
+                .as_ref()
+                .is_none_or(|f| change_row(change).is_some_and(|r| f.matches(r)))
+            && self
+                .filter_tree
+                .as_ref()
+                .is_none_or(|f| tree_matches(f, change))
+    }
+}
+
+/// The row a filter looks at: the new row, the old row for deletes.
+fn change_row(change: &RowChange) -> Option<&Map<String, Value>> {
+    match change.kind {
+        ChangeKind::Delete => change.old.as_ref().or(change.new.as_ref()),
+        ChangeKind::Insert | ChangeKind::Update => change.new.as_ref().or(change.old.as_ref()),
+    }
+}
+
+/// Whether the change's row matches a core-db filter (a missing column is
+/// NULL, so comparisons with it are unknown and do not match).
+pub(crate) fn tree_matches(filter: &Filter, change: &RowChange) -> bool {
+    let Some(row) = change_row(change) else {
+        return false;
+    };
+    let lookup = |c: &ColumnRef| -> Result<Option<&Value>, Error> { Ok(row.get(&c.column)) };
+    eval::matches(filter, &lookup).unwrap_or(false)
+}
+
+/// A joined member of a topic.
+pub(crate) struct Member {
+    pub sink: Arc<dyn Sink>,
+    pub join_ref: String,
+    /// The connection it belongs to (0: in-process).
+    pub owner: u64,
+    pub broadcast_self: bool,
+    pub key: String,
+    pub meta: Option<PresenceMeta>,
+    pub bindings: Vec<Binding>,
+}
+
+type Members = BTreeMap<MemberId, Member>;
+
+/// A topic and its members, by join order.
+pub(crate) struct Topic {
+    name: String,
+    members: Mutex<Members>,
+}
+
+impl Topic {
+    /// Pushes `item` to every member `to` accepts; removes the members that
+    /// cannot take it.
+    fn fan_out(&self, members: &mut Members, item: &Push, to: impl Fn(MemberId, &Member) -> bool) {
+        let mut failed = Vec::new();
+        for (&id, m) in members.iter() {
+            if to(id, m) {
+                if let Err(reason) = m.sink.push(&self.name, &m.join_ref, item) {
+                    failed.push((id, reason));
+                }
+            }
+        }
+        self.remove_members(members, failed);
+    }
+
+    /// Removes members and tells the others about the presence they had.
+    /// Telling them may fail more pushes; the work list handles that
+    /// without recursion.
+    fn remove_members(&self, members: &mut Members, mut pending: Vec<(MemberId, String)>) {
+        while let Some((id, reason)) = pending.pop() {
+            let Some(m) = members.remove(&id) else {
+                continue;
+            };
+            m.sink.removed(&self.name, &m.join_ref, &reason);
+            if let Some(meta) = m.meta {
+                let diff = leaves_diff(m.key, meta);
+                for (&other, om) in members.iter() {
+                    if let Err(r) = om.sink.push(&self.name, &om.join_ref, &diff) {
+                        pending.push((other, r));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn leaves_diff(key: String, meta: PresenceMeta) -> Push {
+    let mut diff = PresenceDiff::default();
+    diff.leaves.insert(key, vec![meta]);
+    Push::PresenceDiff(Arc::new(diff))
+}
+
+fn presence_of(members: &Members) -> PresenceState {
+    let mut state = PresenceState::new();
+    for m in members.values() {
+        if let Some(meta) = &m.meta {
+            state.entry(m.key.clone()).or_default().push(meta.clone());
+        }
+    }
+    state
+}
+
+/// A row subscription of an in-process caller (`Realtime::subscribe_changes`
+/// on a hub-mode provider).
+pub(crate) struct RowSub {
+    pub spec: ChangeSpec,
+    pub handler: Handler<RowChange>,
+}
+
+/// What `health()` reports about the change feed.
+#[derive(Debug, Default)]
+pub(crate) struct FeedStatus {
+    pub problems: u64,
+    pub last_problem_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub disconnected: bool,
+}
+
+/// Live counters, readable without locks (tests and benches assert on them).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// WebSocket connections past the handshake, not yet torn down.
+    pub connections: AtomicUsize,
+    /// Background tasks the hub started that are still running (connection
+    /// readers and writers, the accept loop, the change feed reader,
+    /// in-process delivery tasks).
+    pub tasks: AtomicUsize,
+    /// Joined members over all topics.
+    pub members: AtomicUsize,
+    /// Connections closed because their outgoing queue was full.
+    pub slow_disconnects: AtomicU64,
+}
+
+/// Counts a background task while it lives.
+pub(crate) struct TaskGuard(Arc<Counters>);
+
+impl TaskGuard {
+    pub(crate) fn new(counters: &Arc<Counters>) -> Self {
+        counters.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(counters.clone())
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.tasks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The engine shared by the server, its connections and in-process handles.
+pub(crate) struct Hub {
+    pub config: WsHubConfig,
+    pub db: Option<Arc<dyn Database>>,
+    pub auth: Option<Arc<dyn Auth>>,
+    pub counters: Arc<Counters>,
+    next_id: AtomicU64,
+    next_binding: AtomicU32,
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    /// Topics with at least one `postgres_changes` binding, and how many
+    /// members there have one.
+    pg_topics: Mutex<HashMap<String, usize>>,
+    pub row_subs: Mutex<BTreeMap<u64, Arc<RowSub>>>,
+    pub feed_status: Mutex<FeedStatus>,
+    /// `true` once the hub shuts down; background tasks watch it.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// A failed hub operation, answered to WebSocket clients as an error reply.
+pub(crate) type HubResult<T> = RtResult<T>;
+
+impl Hub {
+    pub(crate) fn new(
+        config: WsHubConfig,
+        db: Option<Arc<dyn Database>>,
+        auth: Option<Arc<dyn Auth>>,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            db,
+            auth,
+            counters: Arc::new(Counters::default()),
+            next_id: AtomicU64::new(1),
+            next_binding: AtomicU32::new(1),
+            topics: Mutex::new(HashMap::new()),
+            pg_topics: Mutex::new(HashMap::new()),
+            row_subs: Mutex::new(BTreeMap::new()),
+            feed_status: Mutex::new(FeedStatus::default()),
+            shutdown: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_binding_id(&self) -> u32 {
+        self.next_binding.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub(crate) fn check_open(&self) -> RtResult<()> {
+        if self.is_shut_down() {
+            return Err(Error::unavailable(
+                "the realtime hub was shut down (its WsRealtime was dropped); build a new one",
+            )
+            .permanent());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn row_changes_available(&self) -> bool {
+        self.db
+            .as_ref()
+            .is_some_and(|db| db.capabilities().change_feed)
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        lock(&self.topics).get(name).cloned()
+    }
+
+    /// Joins `member` to `topic`. `first` runs under the topic's lock with
+    /// the new id and the presence state the member joins into: whatever it
+    /// queues (the join reply, the state) reaches the member before any
+    /// delivery of the topic.
+    pub(crate) fn join(
+        &self,
+        topic: &str,
+        member: Member,
+        first: impl FnOnce(MemberId, &PresenceState) -> Result<(), String>,
+    ) -> HubResult<MemberId> {
+        self.check_open()?;
+        let mut topics = lock(&self.topics);
+        let t = topics
+            .entry(topic.to_string())
+            .or_insert_with(|| {
+                Arc::new(Topic {
+                    name: topic.to_string(),
+                    members: Mutex::new(BTreeMap::new()),
+                })
+            })
+            .clone();
+        let mut members = lock(&t.members);
+        let id = self.next_id();
+        let state = presence_of(&members);
+        if let Err(reason) = first(id, &state) {
+            drop(members);
+            if lock(&t.members).is_empty() {
+                topics.remove(topic);
+            }
+            return Err(Error::unavailable(reason));
+        }
+        let has_bindings = !member.bindings.is_empty();
+        members.insert(id, member);
+        self.counters.members.fetch_add(1, Ordering::Relaxed);
+        if has_bindings {
+            *lock(&self.pg_topics).entry(topic.to_string()).or_default() += 1;
+        }
+        Ok(id)
+    }
+
+    /// Removes a member (its presence leaves). No-op when it is gone.
+    pub(crate) fn leave(&self, topic: &str, id: MemberId) -> Option<Member> {
+        let t = self.topic(topic)?;
+        let removed = {
+            let mut members = lock(&t.members);
+            if !members.contains_key(&id) {
+                return None;
+            }
+            let before = snapshot(&members);
+            let m = members.remove(&id)?;
+            if let Some(meta) = &m.meta {
+                let diff = leaves_diff(m.key.clone(), meta.clone());
+                t.fan_out(&mut members, &diff, |_, _| true);
+            }
+            self.settle(&t, &before, &members);
+            m
+        };
+        self.drop_topic_if_empty(topic);
+        Some(removed)
+    }
+
+    fn drop_topic_if_empty(&self, topic: &str) {
+        let mut topics = lock(&self.topics);
+        if let Some(t) = topics.get(topic) {
+            if lock(&t.members).is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Members removed by a failed push are counted here (their sinks were
+    /// told). Called after every fan-out that may remove members.
+    fn settle(&self, topic: &Topic, before: &BTreeMap<MemberId, bool>, members: &Members) {
+        let gone = before.len().saturating_sub(members.len());
+        if gone > 0 {
+            self.counters.members.fetch_sub(gone, Ordering::Relaxed);
+            let with_bindings = before
+                .iter()
+                .filter(|(id, has)| **has && !members.contains_key(id))
+                .count();
+            if with_bindings > 0 {
+                let mut pg = lock(&self.pg_topics);
+                if let Some(n) = pg.get_mut(&topic.name) {
+                    *n = n.saturating_sub(with_bindings);
+                    if *n == 0 {
+                        pg.remove(&topic.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the topic's members; members that `f`'s fan-outs removed
+    /// are accounted for.
+    fn with_members<T>(
+        &self,
+        topic: &str,
+        id: MemberId,
+        f: impl FnOnce(&Topic, &mut Members) -> HubResult<T>,
+    ) -> HubResult<T> {
+        let Some(t) = self.topic(topic) else {
+            return Err(not_member(topic));
+        };
+        let result = {
+            let mut members = lock(&t.members);
+            if !members.contains_key(&id) {
+                return Err(not_member(topic));
+            }
+            let before = snapshot(&members);
+            let r = f(&t, &mut members);
+            self.settle(&t, &before, &members);
+            r
+        };
+        self.drop_topic_if_empty(topic);
+        result
+    }
+
+    /// Whether `id` is still a member of `topic`.
+    pub(crate) fn is_member(&self, topic: &str, id: MemberId) -> bool {
+        self.topic(topic)
+            .is_some_and(|t| lock(&t.members).contains_key(&id))
+    }
+
+    /// Broadcasts from member `from`.
+    pub(crate) fn broadcast(
+        &self,
+        topic: &str,
+        from: MemberId,
+        event: &str,
+        payload: Value,
+    ) -> HubResult<()> {
+        check_size(&payload, self.config.max_payload_bytes, "the broadcast payload")?;
+        let item = Push::Broadcast(Arc::new(Broadcast::new(topic, event, payload)));
+        self.with_members(topic, from, |t, members| {
+            let include_self = members.get(&from).is_some_and(|m| m.broadcast_self);
+            t.fan_out(members, &item, |id, _| include_self || id != from);
+            Ok(())
+        })
+    }
+
+    /// Publishes (or replaces) member `id`'s presence state.
+    pub(crate) fn track(&self, topic: &str, id: MemberId, state: Value) -> HubResult<()> {
+        if !state.is_object() {
+            return Err(Error::invalid_input(
+                "a presence state must be a JSON object (its fields become the presence meta)",
+            ));
+        }
+        check_size(&state, self.config.max_payload_bytes, "the presence state")?;
+        self.with_members(topic, id, |t, members| {
+            let meta = PresenceMeta {
+                presence_ref: uuid::Uuid::new_v4().simple().to_string(),
+                state,
+            };
+            let Some(m) = members.get_mut(&id) else {
+                return Err(not_member(topic));
+            };
+            let old = m.meta.replace(meta.clone());
+            let mut diff = PresenceDiff::default();
+            diff.joins.insert(m.key.clone(), vec![meta]);
+            if let Some(old) = old {
+                diff.leaves.insert(m.key.clone(), vec![old]);
+            }
+            t.fan_out(members, &Push::PresenceDiff(Arc::new(diff)), |_, _| true);
+            Ok(())
+        })
+    }
+
+    /// Removes member `id`'s presence state (a no-op when none).
+    pub(crate) fn untrack(&self, topic: &str, id: MemberId) -> HubResult<()> {
+        self.with_members(topic, id, |t, members| {
+            let old = members.get_mut(&id).and_then(|m| {
+                let key = m.key.clone();
+                m.meta.take().map(|meta| (key, meta))
+            });
+            if let Some((key, meta)) = old {
+                t.fan_out(members, &leaves_diff(key, meta), |_, _| true);
+            }
+            Ok(())
+        })
+    }
+
+    /// The topic's presence state, as member `id` sees it.
+    pub(crate) fn presence(&self, topic: &str, id: MemberId) -> HubResult<PresenceState> {
+        self.with_members(topic, id, |_, members| Ok(presence_of(members)))
+    }
+
+    /// Removes every member of connection `owner` (the connection closed).
+    pub(crate) fn remove_owner(&self, owner: u64, joined: &[(String, MemberId)]) {
+        for (topic, id) in joined {
+            if let Some(t) = self.topic(topic) {
+                let owned = lock(&t.members).get(id).is_some_and(|m| m.owner == owner);
+                if owned {
+                    self.leave(topic, *id);
+                }
+            }
+        }
+    }
+
+    /// Ends everything: every member is removed (told why), row
+    /// subscriptions are dropped, background tasks see the shutdown flag.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let topics: Vec<Arc<Topic>> = lock(&self.topics).drain().map(|(_, t)| t).collect();
+        for t in topics {
+            let removed = std::mem::take(&mut *lock(&t.members));
+            for m in removed.values() {
+                m.sink
+                    .removed(&t.name, &m.join_ref, "the realtime hub was shut down");
+            }
+            self.counters
+                .members
+                .fetch_sub(removed.len(), Ordering::Relaxed);
+        }
+        lock(&self.pg_topics).clear();
+        let subs = std::mem::take(&mut *lock(&self.row_subs));
+        drop(subs);
+    }
+
+    /// Delivers a committed change to every member binding and in-process
+    /// subscription it matches.
+    pub(crate) fn dispatch(&self, change: RowChange) {
+        let change = Arc::new(change);
+        let topics: Vec<String> = lock(&self.pg_topics).keys().cloned().collect();
+        for name in topics {
+            let Some(t) = self.topic(&name) else {
+                continue;
+            };
+            let mut members = lock(&t.members);
+            let before = snapshot(&members);
+            let mut failed = Vec::new();
+            for (&id, m) in members.iter() {
+                let ids: Vec<u32> = m
+                    .bindings
+                    .iter()
+                    .filter(|b| b.matches(&change))
+                    .map(|b| b.id)
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let item = Push::Change {
+                    ids,
+                    change: change.clone(),
+                };
+                if let Err(r) = m.sink.push(&t.name, &m.join_ref, &item) {
+                    failed.push((id, r));
+                }
+            }
+            t.remove_members(&mut members, failed);
+            self.settle(&t, &before, &members);
+        }
+        let subs: Vec<Arc<RowSub>> = lock(&self.row_subs)
+            .values()
+            .filter(|s| s.spec.matches_head(&change))
+            .cloned()
+            .collect();
+        for sub in subs {
+            let wanted = sub
+                .spec
+                .filter
+                .as_ref()
+                .is_none_or(|f| tree_matches(f, &change));
+            if wanted {
+                let handler = &sub.handler;
+                let c = RowChange::clone(&change);
+                // A panicking handler is reported by the panic hook and does
+                // not stop the feed.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(c)));
+            }
+        }
+    }
+
+    /// Why `health()` is degraded, if it is.
+    pub(crate) fn feed_problem(&self) -> Option<String> {
+        let status = lock(&self.feed_status);
+        if status.disconnected {
+            return Some(format!(
+                "change feed disconnected, reconnecting: {}",
+                status.last_error.as_deref().unwrap_or("feed ended")
+            ));
+        }
+        match status.last_problem_at {
+            Some(at) if at.elapsed() < Duration::from_secs(60) => Some(format!(
+                "the change feed lost changes {} time(s), the last {}s ago: {}",
+                status.problems,
+                at.elapsed().as_secs(),
+                status.last_error.as_deref().unwrap_or("unknown")
+            )),
+            _ => None,
+        }
+    }
+
+    fn record_feed_problem(&self, message: String, disconnected: bool) {
+        let mut status = lock(&self.feed_status);
+        status.problems += 1;
+        status.last_problem_at = Some(Instant::now());
+        status.last_error = Some(message);
+        status.disconnected = disconnected;
+    }
+}
+
+/// Which members there are, and whether each has row bindings (for
+/// [`Hub::settle`]).
+fn snapshot(members: &Members) -> BTreeMap<MemberId, bool> {
+    members
+        .iter()
+        .map(|(id, m)| (*id, !m.bindings.is_empty()))
+        .collect()
+}
+
+fn not_member(topic: &str) -> Error {
+    Error::invalid_input(format!(
+        "not a member of {topic:?}: join the channel first"
+    ))
+}
+
+/// Starts the change feed reader when the database has a feed. Returns once
+/// the database accepted the subscription.
+pub(crate) async fn start_feed(hub: &Arc<Hub>) -> RtResult<()> {
+    let Some(db) = hub.db.clone() else {
+        return Ok(());
+    };
+    if !db.capabilities().change_feed {
+        return Ok(());
+    }
+    let stream = db
+        .subscribe_changes(None)
+        .await
+        .map_err(|e| e.with_context("while", "subscribing to the database change feed"))?;
+    tokio::spawn(read_feed(
+        Arc::downgrade(hub),
+        db,
+        stream,
+        hub.shutdown.subscribe(),
+        TaskGuard::new(&hub.counters),
+    ));
+    Ok(())
+}
+
+async fn read_feed(
+    hub: Weak<Hub>,
+    db: Arc<dyn Database>,
+    mut stream: ChangeStream,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    _guard: TaskGuard,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let item = tokio::select! {
+            _ = shutdown.changed() => return,
+            item = stream.recv() => item,
+        };
+        let Some(h) = hub.upgrade() else {
+            return;
+        };
+        match item {
+            Some(Ok(change)) => h.dispatch(change),
+            Some(Err(e)) => h.record_feed_problem(format!("{e}"), false),
+            None => {
+                h.record_feed_problem("the database change feed ended".into(), true);
+                drop(h);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let result = db.subscribe_changes(None).await;
+                    let Some(h) = hub.upgrade() else {
+                        return;
+                    };
+                    match result {
+                        Ok(s) => {
+                            lock(&h.feed_status).disconnected = false;
+                            stream = s;
+                            break;
+                        }
+                        Err(e) => h.record_feed_problem(
+                            format!("re-subscribing to the change feed failed: {e}"),
+                            true,
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Validates an in-process row subscription's spec.
+pub(crate) fn validate_spec(spec: &ChangeSpec) -> RtResult<()> {
+    ident::table(&spec.table)?;
+    if let Some(key) = &spec.key {
+        if key.is_null() || key.is_array() || key.is_object() {
+            return Err(Error::invalid_input(format!(
+                "a row subscription's key must be a primary-key value (string, number or bool), got {key}"
+            )));
+        }
+    }
+    if let Some(filter) = &spec.filter {
+        filter.validate()?;
+        for column in eval::filter_columns(filter) {
+            if column.table.as_ref().is_some_and(|t| *t != spec.table) {
+                return Err(Error::invalid_input(format!(
+                    "the filter of a subscription to table {} refers to column {column} of another table",
+                    spec.table
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts serialized JSON bytes and stops the serializer once over `limit`.
+struct SizeLimit {
+    written: usize,
+    limit: usize,
+}
+
+impl std::io::Write for SizeLimit {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written = self.written.saturating_add(buf.len());
+        if self.written > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `TooLarge` when `value` serializes to more than `limit` bytes (stops
+/// serializing at the limit).
+pub(crate) fn check_size(value: &Value, limit: usize, what: &str) -> RtResult<()> {
+    let mut w = SizeLimit { written: 0, limit };
+    if serde_json::to_writer(&mut w, value).is_err() {
+        return Err(Error::too_large(format!(
+            "{what} is larger than the limit of {limit} bytes of serialized JSON \
+             (max_payload_bytes); send a reference to the data instead"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a broadcast event name: 1-255 bytes, no control characters, not
+/// the wildcard.
+pub(crate) fn validate_event(event: &str) -> RtResult<()> {
+    if event.is_empty() || event.len() > 255 || event.chars().any(char::is_control) {
+        let shown: String = event.chars().take(40).collect();
+        return Err(Error::invalid_input(format!(
+            "invalid event name {shown:?}: 1-255 bytes without control characters"
+        )));
+    }
+    if event == "*" {
+        return Err(Error::invalid_input(
+            "\"*\" is the wildcard of on(); a broadcast needs a concrete event name",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a presence key: at most 255 bytes, no control characters.
+pub(crate) fn validate_presence_key(key: &str) -> RtResult<()> {
+    if key.len() > 255 || key.chars().any(char::is_control) {
+        let shown: String = key.chars().take(40).collect();
+        return Err(Error::invalid_input(format!(
+            "invalid presence key {shown:?}: at most 255 bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The wire form of presence: `{key: {metas: [{phx_ref, ...state}]}}`.
+pub(crate) fn presence_to_wire(state: &PresenceState) -> Value {
+    let mut out = Map::new();
+    for (key, metas) in state {
+        let metas: Vec<Value> = metas.iter().map(meta_to_wire).collect();
+        out.insert(key.clone(), json!({ "metas": metas }));
+    }
+    Value::Object(out)
+}
+
+fn meta_to_wire(meta: &PresenceMeta) -> Value {
+    let mut m = match &meta.state {
+        Value::Object(o) => o.clone(),
+        other => {
+            let mut m = Map::new();
+            m.insert("state".into(), other.clone());
+            m
+        }
+    };
+    m.insert("phx_ref".into(), Value::String(meta.presence_ref.clone()));
+    Value::Object(m)
+}
+
+/// Parses the wire form of presence back (the client side).
+pub(crate) fn presence_from_wire(v: &Value) -> PresenceState {
+    let mut state = PresenceState::new();
+    let Some(o) = v.as_object() else {
+        return state;
+    };
+    for (key, entry) in o {
+        let metas = entry
+            .get("metas")
+            .and_then(Value::as_array)
+            .map(|metas| {
+                metas
+                    .iter()
+                    .filter_map(|m| {
+                        let mut m = m.as_object()?.clone();
+                        let presence_ref = match m.remove("phx_ref") {
+                            Some(Value::String(s)) => s,
+                            _ => return None,
+                        };
+                        m.remove("phx_ref_prev");
+                        Some(PresenceMeta {
+                            presence_ref,
+                            state: Value::Object(m),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !metas.is_empty() {
+            state.insert(key.clone(), metas);
+        }
+    }
+    state
+}
+
+/// The wire form of a row change (`postgres_changes` payload `data`).
+pub(crate) fn change_to_wire(change: &RowChange) -> Value {
+    let columns_of = |r: &Map<String, Value>| -> Vec<Value> {
+        r.iter()
+            .map(|(name, v)| json!({"name": name, "type": pg_type(v)}))
+            .collect()
+    };
+    let columns = change
+        .new
+        .as_ref()
+        .or(change.old.as_ref())
+        .map(columns_of)
+        .unwrap_or_default();
+    let kind = match change.kind {
+        ChangeKind::Insert => "INSERT",
+        ChangeKind::Update => "UPDATE",
+        ChangeKind::Delete => "DELETE",
+    };
+    json!({
+        "schema": "public",
+        "table": change.table,
+        "commit_timestamp": change.committed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "type": kind,
+        "columns": columns,
+        "record": change.new.clone().map(Value::Object).unwrap_or_else(|| json!({})),
+        "old_record": change.old.clone().map(Value::Object).unwrap_or_else(|| json!({})),
+        "errors": null,
+        // TrustStream extension: the primary key, for clients that need it
+        // without knowing the key column.
+        "key": change.key,
+    })
+}
+
+/// A PostgreSQL type name for a JSON value (realtime-js converts record
+/// values by these names).
+fn pg_type(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float8",
+        Value::Number(_) => "int8",
+        Value::String(_) | Value::Null => "text",
+        Value::Array(_) | Value::Object(_) => "jsonb",
+    }
+}
+
+/// Parses the wire form of a row change back (the client side).
+pub(crate) fn change_from_wire(data: &Value) -> Option<RowChange> {
+    let kind = match data.get("type")?.as_str()? {
+        "INSERT" => ChangeKind::Insert,
+        "UPDATE" => ChangeKind::Update,
+        "DELETE" => ChangeKind::Delete,
+        _ => return None,
+    };
+    let row = |name: &str| -> Option<Map<String, Value>> {
+        match data.get(name) {
+            Some(Value::Object(o)) if !o.is_empty() => Some(o.clone()),
+            _ => None,
+        }
+    };
+    let committed_at = data
+        .get("commit_timestamp")
+        .and_then(Value::as_str)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
+    let (old, new) = match kind {
+        ChangeKind::Insert => (None, row("record")),
+        ChangeKind::Update => (row("old_record"), row("record")),
+        ChangeKind::Delete => (row("old_record"), None),
+    };
+    Some(RowChange {
+        table: data.get("table")?.as_str()?.to_string(),
+        kind,
+        key: data.get("key").cloned().unwrap_or(Value::Null),
+        old,
+        new,
+        committed_at,
+    })
+}
+
+/// Locks a mutex, recovering from poisoning: every critical section here
+/// leaves the data consistent, and handlers never run under a lock.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,395 @@
+#![doc = include_str!("../README.md")]
+
+mod client;
+mod deliver;
+mod filter;
+mod hub;
+mod local;
+pub mod protocol;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use truststream_core::{Error, Health, HealthStatus, ProviderInfo, Secret};
+use truststream_core_auth::Auth;
+use truststream_core_db::Database;
+use truststream_core_realtime::{
+    validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
+    RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
+};
+
+pub use hub::Counters;
+pub use protocol::Vsn;
+
+use crate::hub::{lock, Hub, RowSub, TaskGuard};
+
+/// The type name the provider registers under.
+pub const TYPE_NAME: &str = "ws";
+
+/// The default WebSocket path (what supabase-js connects to).
+pub const DEFAULT_PATH: &str = "/realtime/v1/websocket";
+
+/// Configuration of the WebSocket provider (`[realtime]` section with
+/// `type = "ws"`). Every field has a default.
+///
+/// Without `url` the provider runs a hub listening on `listen`; with `url`
+/// it is a client of the hub there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsRealtimeConfig {
+    /// Hub: the address to listen on (default `127.0.0.1:4000`; port 0
+    /// picks a free one, see [`WsRealtime::local_addr`]).
+    pub listen: String,
+    /// Hub: the WebSocket path (default `/realtime/v1/websocket`).
+    pub path: String,
+    /// Largest broadcast payload or presence state in bytes of serialized
+    /// JSON (default 262144, Supabase's free-tier limit). Frames larger than
+    /// this plus 64 KiB close the connection.
+    pub max_payload_bytes: usize,
+    /// Hub: channels one connection may join (default 100).
+    pub max_channels_per_connection: usize,
+    /// Hub: connections at once (default 10000); more are refused with 429.
+    pub max_connections: usize,
+    /// Hub: frames waiting to be written to one connection (default 1024).
+    /// A client that falls this far behind is disconnected with a reason.
+    pub outgoing_queue: usize,
+    /// Deliveries waiting for one in-process handle's handlers (default
+    /// 1024). A handle this far behind is removed from its channel.
+    pub member_queue_capacity: usize,
+    /// Hub: a connection that sends nothing (not even a heartbeat) for this
+    /// long is closed (default 60 s; clients send one every 25 s).
+    pub heartbeat_timeout_secs: u64,
+    /// Client mode: the hub's URL, e.g.
+    /// `ws://127.0.0.1:4000/realtime/v1/websocket`.
+    pub url: Option<String>,
+    /// Client mode: the apikey / access token sent to the hub.
+    #[serde(skip_serializing)]
+    pub api_key: Option<Secret>,
+}
+
+impl Default for WsRealtimeConfig {
+    fn default() -> Self {
+        WsRealtimeConfig {
+            listen: "127.0.0.1:4000".into(),
+            path: DEFAULT_PATH.into(),
+            max_payload_bytes: 256 * 1024,
+            max_channels_per_connection: 100,
+            max_connections: 10_000,
+            outgoing_queue: 1024,
+            member_queue_capacity: 1024,
+            heartbeat_timeout_secs: 60,
+            url: None,
+            api_key: None,
+        }
+    }
+}
+
+impl WsRealtimeConfig {
+    /// A hub configuration listening on `listen` (e.g. `127.0.0.1:0`).
+    pub fn hub(listen: impl Into<String>) -> Self {
+        WsRealtimeConfig {
+            listen: listen.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A client configuration for the hub at `url`.
+    pub fn client(url: impl Into<String>, api_key: Option<&str>) -> Self {
+        WsRealtimeConfig {
+            url: Some(url.into()),
+            api_key: api_key.map(Secret::from),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the limits (each at least 1) and the path.
+    pub fn validate(&self) -> RtResult<()> {
+        let positive = [
+            ("max_payload_bytes", self.max_payload_bytes),
+            ("max_channels_per_connection", self.max_channels_per_connection),
+            ("max_connections", self.max_connections),
+            ("outgoing_queue", self.outgoing_queue),
+            ("member_queue_capacity", self.member_queue_capacity),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::invalid_input(format!(
+                    "realtime ws: {name} must be at least 1"
+                )));
+            }
+        }
+        if self.heartbeat_timeout_secs == 0 {
+            return Err(Error::invalid_input(
+                "realtime ws: heartbeat_timeout_secs must be at least 1",
+            ));
+        }
+        if !self.path.starts_with('/') {
+            return Err(Error::invalid_input(format!(
+                "realtime ws: path must start with '/', got {:?}",
+                self.path
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_timeout_secs)
+    }
+}
+
+/// The hub's configuration (the same struct; client fields are unused).
+pub(crate) type WsHubConfig = WsRealtimeConfig;
+
+enum Mode {
+    Hub(HubMode),
+    Client(client::Client),
+}
+
+struct HubMode {
+    hub: Arc<Hub>,
+    addr: SocketAddr,
+}
+
+/// The WebSocket realtime provider.
+///
+/// - **Hub mode** ([`WsRealtime::start`]): listens for WebSocket clients
+///   (`@supabase/realtime-js`, other services in client mode) and serves
+///   this process's own calls in-process, as members of the same channels.
+/// - **Client mode** ([`WsRealtime::connect`]): every call goes to a remote
+///   hub over one WebSocket connection.
+///
+/// Dropping a hub-mode provider shuts the hub down: connections are closed
+/// with code 1001, background tasks end.
+pub struct WsRealtime {
+    mode: Mode,
+}
+
+impl WsRealtime {
+    /// Starts a hub on `config.listen`, with `db`'s change feed feeding
+    /// `postgres_changes` and row subscriptions, and `auth` checking tokens
+    /// (without auth, every client is accepted).
+    pub async fn start(
+        config: WsRealtimeConfig,
+        db: Option<Arc<dyn Database>>,
+        auth: Option<Arc<dyn Auth>>,
+    ) -> RtResult<Self> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "realtime ws: cannot listen on {}: {e}",
+                    config.listen
+                ))
+                .with_source(e)
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("realtime ws: local address: {e}")))?;
+        let hub = Hub::new(config, db, auth);
+        hub::start_feed(&hub).await?;
+        tokio::spawn(server::accept_loop(
+            hub.clone(),
+            listener,
+            TaskGuard::new(&hub.counters),
+        ));
+        Ok(WsRealtime {
+            mode: Mode::Hub(HubMode { hub, addr }),
+        })
+    }
+
+    /// Connects to the hub at `config.url` (client mode).
+    pub async fn connect(config: WsRealtimeConfig) -> RtResult<Self> {
+        config.validate()?;
+        let client = client::Client::connect(config).await?;
+        Ok(WsRealtime {
+            mode: Mode::Client(client),
+        })
+    }
+
+    /// Hub mode: the address the hub listens on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.mode {
+            Mode::Hub(h) => Some(h.addr),
+            Mode::Client(_) => None,
+        }
+    }
+
+    /// Hub mode: the WebSocket URL clients connect to
+    /// (`ws://<addr><path>`).
+    pub fn url(&self) -> Option<String> {
+        match &self.mode {
+            Mode::Hub(h) => Some(format!("ws://{}{}", h.addr, h.hub.config.path)),
+            Mode::Client(c) => Some(c.url().to_string()),
+        }
+    }
+
+    /// Hub mode: live counters (connections, tasks, members). They stay
+    /// readable after the provider is dropped, so tests can check that
+    /// everything ended.
+    pub fn counters(&self) -> Option<Arc<Counters>> {
+        match &self.mode {
+            Mode::Hub(h) => Some(h.hub.counters.clone()),
+            Mode::Client(_) => None,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &WsRealtimeConfig {
+        match &self.mode {
+            Mode::Hub(h) => &h.hub.config,
+            Mode::Client(c) => c.config(),
+        }
+    }
+}
+
+impl Drop for WsRealtime {
+    fn drop(&mut self) {
+        if let Mode::Hub(h) = &self.mode {
+            h.hub.shutdown();
+        }
+    }
+}
+
+impl std::fmt::Debug for WsRealtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mode {
+            Mode::Hub(h) => f
+                .debug_struct("WsRealtime")
+                .field("mode", &"hub")
+                .field("addr", &h.addr)
+                .field("connections", &h.hub.counters.connections.load(Ordering::Relaxed))
+                .finish(),
+            Mode::Client(c) => f
+                .debug_struct("WsRealtime")
+                .field("mode", &"client")
+                .field("url", &c.url())
+                .finish(),
+        }
+    }
+}
+
+#[async_trait]
+impl Realtime for WsRealtime {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn capabilities(&self) -> RealtimeCapabilities {
+        let mut caps = RealtimeCapabilities::none();
+        caps.broadcast = true;
+        caps.ack = true;
+        caps.presence = true;
+        caps.remote = true;
+        match &self.mode {
+            Mode::Hub(h) => {
+                caps.row_changes = h.hub.row_changes_available();
+                caps.max_payload_bytes = Some(h.hub.config.max_payload_bytes);
+            }
+            Mode::Client(c) => {
+                let info = c.hub_info();
+                caps.row_changes = info.row_changes;
+                caps.max_payload_bytes = Some(info.max_payload_bytes);
+            }
+        }
+        caps
+    }
+
+    async fn health(&self) -> Health {
+        let start = Instant::now();
+        match &self.mode {
+            Mode::Hub(h) => {
+                let problem = if h.hub.is_shut_down() {
+                    Some("the hub was shut down".to_string())
+                } else {
+                    h.hub.feed_problem()
+                };
+                let latency = start.elapsed();
+                match problem {
+                    None => Health::healthy(latency),
+                    Some(message) => Health {
+                        status: HealthStatus::Degraded,
+                        latency,
+                        message: Some(message),
+                    },
+                }
+            }
+            Mode::Client(c) => match c.ping().await {
+                Ok(()) => Health::healthy(start.elapsed()),
+                Err(e) => Health::unhealthy(start.elapsed(), e.to_string()),
+            },
+        }
+    }
+
+    async fn channel(&self, name: &str, options: ChannelOptions) -> RtResult<Arc<dyn Channel>> {
+        validate_channel_name(name).map_err(|e| e.with_operation("realtime.channel"))?;
+        match &self.mode {
+            Mode::Hub(h) => {
+                let ch = local::LocalChannel::new(&h.hub, name, options)
+                    .map_err(|e| e.with_operation("realtime.channel"))?;
+                Ok(Arc::new(ch))
+            }
+            Mode::Client(c) => c
+                .channel(name, options)
+                .map_err(|e| e.with_operation("realtime.channel")),
+        }
+    }
+
+    async fn subscribe_changes(
+        &self,
+        spec: ChangeSpec,
+        handler: Handler<RowChange>,
+    ) -> RtResult<Subscription> {
+        let op = "realtime.subscribe_changes";
+        match &self.mode {
+            Mode::Hub(h) => {
+                let hub = &h.hub;
+                hub.check_open().map_err(|e| e.with_operation(op))?;
+                if !hub.row_changes_available() {
+                    return Err(Error::unsupported(
+                        "row change subscriptions need a database with a change feed; start the \
+                         hub with one (or configure a database for the runtime)",
+                    )
+                    .with_operation(op));
+                }
+                hub::validate_spec(&spec).map_err(|e| e.with_operation(op))?;
+                let id = hub.next_id();
+                lock(&hub.row_subs).insert(id, Arc::new(RowSub { spec, handler }));
+                let weak = Arc::downgrade(hub);
+                Ok(Subscription::new(move || {
+                    if let Some(hub) = weak.upgrade() {
+                        let removed = lock(&hub.row_subs).remove(&id);
+                        // Dropped outside the lock: the handler may own
+                        // subscriptions.
+                        drop(removed);
+                    }
+                }))
+            }
+            Mode::Client(c) => c
+                .subscribe_changes(spec, handler)
+                .await
+                .map_err(|e| e.with_operation(op)),
+        }
+    }
+}
+
+/// Registers the provider as `"ws"`: a hub (wired to the runtime's database
+/// and auth provider), or a client when `url` is set.
+pub fn register(reg: &mut RealtimeRegistry) {
+    reg.register(TYPE_NAME, |cfg, deps: RealtimeDeps| async move {
+        let config: WsRealtimeConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
+        let rt = if config.url.is_some() {
+            WsRealtime::connect(config).await?
+        } else {
+            WsRealtime::start(config, deps.db, deps.auth).await?
+        };
+        Ok(Arc::new(rt) as Arc<dyn Realtime>)
+    });
+}

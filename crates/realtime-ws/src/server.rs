@@ -1,0 +1,1038 @@
+//! The WebSocket side of the hub: the accept loop, the handshake (path,
+//! limits, apikey), and one reader and one writer task per connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message as WsMessage, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use truststream_core::{Error, ErrorKind};
+use truststream_core_db::ChangeKind;
+use truststream_core_realtime::validate_channel_name;
+
+use crate::filter::WireFilter;
+use crate::hub::{
+    change_to_wire, presence_to_wire, validate_event, validate_presence_key, Binding, Hub,
+    Member, MemberId, Push, Sink, TaskGuard,
+};
+use crate::protocol::{self, Frame, Vsn};
+
+/// Longest HTTP request head accepted at the handshake.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer tries to deliver a close frame to a client.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many queued frames the writer sends before flushing.
+const WRITE_BATCH: usize = 64;
+
+/// Runs the accept loop until the hub shuts down.
+pub(crate) async fn accept_loop(hub: Arc<Hub>, listener: TcpListener, _guard: TaskGuard) {
+    let mut shutdown = hub.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let guard = TaskGuard::new(&hub.counters);
+                tokio::spawn(serve(hub.clone(), tcp, peer, guard));
+            }
+            Err(e) => {
+                // Out of file descriptors and friends: back off a little.
+                tracing::warn!(error = %e, "realtime-ws: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Counts a connection while it lives.
+struct ConnGuard(Arc<Hub>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.counters.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the handshake learned.
+struct Handshake {
+    vsn: Vsn,
+    token: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: TaskGuard) {
+    let live = hub.counters.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    let conn_guard = ConnGuard(hub.clone());
+    let head = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_head(&mut tcp)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(refusal)) => {
+            refuse(&mut tcp, refusal).await;
+            return;
+        }
+        Err(_) => {
+            refuse(&mut tcp, (408, "request head not received in time".into())).await;
+            return;
+        }
+    };
+    if live > hub.config.max_connections {
+        let msg = format!(
+            "too many connections: this hub accepts {} (max_connections)",
+            hub.config.max_connections
+        );
+        refuse(&mut tcp, (429, msg)).await;
+        return;
+    }
+    let handshake = match check_request(&hub, &head).await {
+        Ok(h) => h,
+        Err(refusal) => {
+            refuse(&mut tcp, refusal).await;
+            return;
+        }
+    };
+    let stream = Prefixed {
+        prefix: head,
+        pos: 0,
+        inner: tcp,
+    };
+    let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&hub))).await
+    {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "realtime-ws: handshake failed");
+            return;
+        }
+    };
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::channel(hub.config.outgoing_queue);
+    let (kill_tx, kill_rx) = watch::channel(None);
+    let out = Arc::new(ConnOut {
+        tx,
+        kill: kill_tx,
+        vsn: handshake.vsn,
+        hub: hub.clone(),
+    });
+    tokio::spawn(write_loop(sink, rx, kill_rx, TaskGuard::new(&hub.counters)));
+    let conn = Conn {
+        id: hub.next_id(),
+        hub: hub.clone(),
+        out: out.clone(),
+        vsn: handshake.vsn,
+        token: handshake.token,
+        token_expires_at: handshake.expires_at,
+        joined: HashMap::new(),
+    };
+    conn.run(stream).await;
+    drop(conn_guard);
+}
+
+pub(crate) fn ws_config(hub: &Hub) -> WebSocketConfig {
+    // A text frame carries the payload plus the envelope; allow 64 KiB of it.
+    let max = hub.config.max_payload_bytes.saturating_add(64 * 1024);
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(max.saturating_add(256 * 1024))
+}
+
+/// Reads the HTTP request head (through the blank line).
+async fn read_head(tcp: &mut TcpStream) -> Result<Vec<u8>, (u16, String)> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = tcp
+            .read(&mut buf)
+            .await
+            .map_err(|e| (400, format!("reading the request failed: {e}")))?;
+        if n == 0 {
+            return Err((400, "the connection closed before the request head ended".into()));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(head);
+        }
+        if head.len() > MAX_REQUEST_HEAD {
+            return Err((431, format!("request head over {MAX_REQUEST_HEAD} bytes")));
+        }
+    }
+}
+
+/// Checks path, vsn and token of the upgrade request.
+async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err((400, "incomplete request head".into())),
+        Err(e) => return Err((400, format!("malformed request: {e}"))),
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path.trim_end_matches('/') != hub.config.path.trim_end_matches('/') {
+        return Err((
+            404,
+            format!("no WebSocket endpoint at this path; connect to {}", hub.config.path),
+        ));
+    }
+    let params: HashMap<String, String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let vsn = Vsn::parse(params.get("vsn").map(String::as_str)).ok_or_else(|| {
+        (
+            400,
+            "unsupported vsn: this hub speaks 1.0.0 and 2.0.0".to_string(),
+        )
+    })?;
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::to_string)
+    };
+    let token = params
+        .get("apikey")
+        .cloned()
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("apikey"))
+        .filter(|t| !t.is_empty());
+    let mut expires_at = None;
+    if let Some(auth) = &hub.auth {
+        let Some(t) = &token else {
+            return Err((401, "an apikey (query parameter or x-api-key header) is required".into()));
+        };
+        match auth.validate_token(t).await {
+            Ok(p) => expires_at = Some(p.expires_at),
+            Err(e) => return Err((http_status(e.kind()), format!("invalid apikey: {}", e.message()))),
+        }
+    }
+    Ok(Handshake {
+        vsn,
+        token,
+        expires_at,
+    })
+}
+
+fn http_status(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::PermissionDenied => 403,
+        ErrorKind::RateLimited => 429,
+        ErrorKind::Unavailable | ErrorKind::Timeout => 503,
+        ErrorKind::Internal => 500,
+        _ => 401,
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Answers a refused handshake with a plain HTTP response and a JSON body.
+async fn refuse(tcp: &mut TcpStream, (status, message): (u16, String)) {
+    let reason = match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Bad Request",
+    };
+    let body = json!({ "error": message }).to_string();
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = tcp.write_all(response.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+/// A TCP stream whose first bytes (the request head the hub already read)
+/// are replayed to the WebSocket handshake.
+pub(crate) struct Prefixed {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type Ws = WebSocketStream<Prefixed>;
+
+/// A connection's outgoing side: its bounded queue and its kill switch.
+pub(crate) struct ConnOut {
+    tx: mpsc::Sender<WsMessage>,
+    kill: watch::Sender<Option<CloseFrame>>,
+    vsn: Vsn,
+    hub: Arc<Hub>,
+}
+
+impl ConnOut {
+    /// Queues `msg`; a full queue closes the connection with a reason.
+    fn send(&self, msg: WsMessage) -> Result<(), String> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let reason = format!(
+                    "outgoing queue full ({} messages): the client does not read fast enough",
+                    self.hub.config.outgoing_queue
+                );
+                if self.close(CloseCode::Policy, &reason) {
+                    self.hub
+                        .counters
+                        .slow_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(reason)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err("the connection is closed".into()),
+        }
+    }
+
+    /// Closes the connection with `code` and `reason` (the first reason
+    /// wins). Returns whether this call set it.
+    fn close(&self, code: CloseCode, reason: &str) -> bool {
+        // Close reasons are at most 123 bytes on the wire.
+        let mut reason = reason.to_string();
+        if reason.len() > 123 {
+            let mut cut = 120;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push_str("...");
+        }
+        self.kill.send_if_modified(|k| {
+            if k.is_some() {
+                return false;
+            }
+            *k = Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            });
+            true
+        })
+    }
+
+    fn is_killed(&self) -> bool {
+        self.kill.borrow().is_some()
+    }
+
+    fn frame(&self, join_ref: Option<&str>, reference: Option<&str>, topic: &str, event: &str, payload: &Value) -> WsMessage {
+        protocol::encode(self.vsn, join_ref, reference, topic, event, payload)
+    }
+}
+
+/// A WebSocket member's sink: encodes into the connection's queue.
+struct WsSink(Arc<ConnOut>);
+
+impl Sink for WsSink {
+    fn push(&self, topic: &str, join_ref: &str, push: &Push) -> Result<(), String> {
+        let out = &self.0;
+        let jr = Some(join_ref);
+        let msg = match push {
+            Push::Broadcast(b) => b.encoded(out.vsn, join_ref),
+            Push::PresenceDiff(d) => out.frame(
+                jr,
+                None,
+                topic,
+                "presence_diff",
+                &json!({"joins": presence_to_wire(&d.joins), "leaves": presence_to_wire(&d.leaves)}),
+            ),
+            Push::Change { ids, change } => out.frame(
+                jr,
+                None,
+                topic,
+                "postgres_changes",
+                &json!({"ids": ids, "data": change_to_wire(change)}),
+            ),
+        };
+        out.send(msg)
+    }
+
+    fn removed(&self, topic: &str, join_ref: &str, reason: &str) {
+        let out = &self.0;
+        if out.is_killed() {
+            return;
+        }
+        let _ = out.send(out.frame(
+            Some(join_ref),
+            Some(join_ref),
+            topic,
+            "phx_error",
+            &json!({"reason": reason}),
+        ));
+    }
+}
+
+/// The writer task: sends queued frames, batching flushes, until the queue
+/// closes or the connection is killed (then it sends the close frame).
+async fn write_loop(
+    mut sink: SplitSink<Ws, WsMessage>,
+    mut rx: mpsc::Receiver<WsMessage>,
+    mut kill: watch::Receiver<Option<CloseFrame>>,
+    _guard: TaskGuard,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = kill.changed() => break,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let write = async {
+            sink.feed(first).await?;
+            for _ in 0..WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => sink.feed(m).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        let ok = tokio::select! {
+            biased;
+            _ = kill.changed() => false,
+            r = write => r.is_ok(),
+        };
+        if !ok {
+            break;
+        }
+    }
+    // Whatever is still queued is dropped with the receiver.
+    rx.close();
+    let frame = kill.borrow().clone();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = sink.send(WsMessage::Close(frame)).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// A member this connection joined.
+struct Joined {
+    id: MemberId,
+    join_ref: String,
+    ack: bool,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// A connection's reader side and its channel bookkeeping.
+struct Conn {
+    id: u64,
+    hub: Arc<Hub>,
+    out: Arc<ConnOut>,
+    vsn: Vsn,
+    token: Option<String>,
+    token_expires_at: Option<DateTime<Utc>>,
+    /// Topic -> members joined through this connection.
+    joined: HashMap<String, Vec<Joined>>,
+}
+
+/// An error answered as `phx_reply` `{status: "error", response: {reason, code}}`.
+fn error_response(e: &Error) -> Value {
+    json!({"reason": e.message(), "code": e.kind().as_str()})
+}
+
+impl Conn {
+    async fn run(mut self, mut stream: SplitStream<Ws>) {
+        let mut shutdown = self.hub.shutdown.subscribe();
+        let mut kill = self.out.kill.subscribe();
+        let idle = self.hub.config.heartbeat_timeout();
+        let mut deadline = Instant::now() + idle;
+        loop {
+            if *shutdown.borrow() {
+                self.out.close(CloseCode::Away, "the realtime hub is shutting down");
+                break;
+            }
+            let expiry = self.next_expiry();
+            let item = tokio::select! {
+                _ = shutdown.changed() => continue,
+                _ = kill.changed() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.out.close(
+                        CloseCode::Policy,
+                        &format!("no message for {}s: send heartbeats", idle.as_secs()),
+                    );
+                    break;
+                }
+                _ = sleep_until_opt(expiry) => {
+                    self.expire_tokens();
+                    continue;
+                }
+                item = stream.next() => item,
+            };
+            let Some(item) = item else {
+                break;
+            };
+            deadline = Instant::now() + idle;
+            match item {
+                Ok(WsMessage::Text(text)) => match protocol::decode_text(self.vsn, &text) {
+                    Ok(frame) => self.handle(frame).await,
+                    Err(e) => self.malformed(e),
+                },
+                Ok(WsMessage::Binary(bytes)) => match protocol::decode_binary(&bytes) {
+                    Ok(frame) => self.handle(frame).await,
+                    Err(e) => self.malformed(e),
+                },
+                Ok(WsMessage::Close(_)) => break,
+                Ok(_) => {} // ping/pong are answered by tungstenite
+                Err(e) => {
+                    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+                    match e {
+                        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                            self.out.close(
+                                CloseCode::Size,
+                                &format!("message of {size} bytes over the limit of {max_size}"),
+                            );
+                        }
+                        WsError::Utf8(_) => {
+                            self.out.close(CloseCode::Invalid, "text frame is not UTF-8");
+                        }
+                        other => {
+                            self.out
+                                .close(CloseCode::Protocol, &format!("protocol error: {other}"));
+                        }
+                    }
+                    break;
+                }
+            }
+            if self.out.is_killed() {
+                break;
+            }
+        }
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        let joined: Vec<(String, MemberId)> = self
+            .joined
+            .drain()
+            .flat_map(|(t, ms)| ms.into_iter().map(move |m| (t.clone(), m.id)))
+            .collect();
+        self.hub.remove_owner(self.id, &joined);
+        self.out.close(CloseCode::Normal, "bye");
+    }
+
+    fn next_expiry(&self) -> Option<DateTime<Utc>> {
+        self.joined
+            .values()
+            .flatten()
+            .filter_map(|j| j.expires_at)
+            .min()
+    }
+
+    /// Closes every channel whose token has expired.
+    fn expire_tokens(&mut self) {
+        let now = Utc::now();
+        let mut expired = Vec::new();
+        for (topic, ms) in &mut self.joined {
+            ms.retain(|j| {
+                let gone = j.expires_at.is_some_and(|e| e <= now);
+                if gone {
+                    expired.push((topic.clone(), j.id, j.join_ref.clone()));
+                }
+                !gone
+            });
+        }
+        self.joined.retain(|_, ms| !ms.is_empty());
+        for (topic, id, join_ref) in expired {
+            self.close_channel(&topic, id, &join_ref, "access token has expired");
+        }
+    }
+
+    /// Removes a member and tells the client its channel is closed: a
+    /// `system` error, then `phx_close`.
+    fn close_channel(&self, topic: &str, id: MemberId, join_ref: &str, why: &str) {
+        self.hub.leave(topic, id);
+        let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
+        let _ = self.out.send(self.out.frame(
+            Some(join_ref),
+            None,
+            topic,
+            "system",
+            &json!({"extension": "system", "status": "error", "message": why, "channel": channel}),
+        ));
+        let _ = self.out.send(self.out.frame(
+            Some(join_ref),
+            Some(join_ref),
+            topic,
+            "phx_close",
+            &json!({}),
+        ));
+    }
+
+    fn malformed(&self, e: protocol::DecodeError) {
+        let topic = e.topic.as_deref().unwrap_or("phoenix");
+        let _ = self.out.send(self.out.frame(
+            None,
+            e.reference.as_deref(),
+            topic,
+            "phx_reply",
+            &json!({"status": "error", "response": {"reason": format!("malformed frame: {}", e.message), "code": "invalid_input"}}),
+        ));
+    }
+
+    fn reply(&self, f: &Frame, result: Result<Value, Error>) {
+        let payload = match result {
+            Ok(response) => json!({"status": "ok", "response": response}),
+            Err(e) => json!({"status": "error", "response": error_response(&e)}),
+        };
+        let _ = self.out.send(self.out.frame(
+            f.join_ref.as_deref(),
+            f.reference.as_deref(),
+            &f.topic,
+            "phx_reply",
+            &payload,
+        ));
+    }
+
+    /// The member a frame is for: the one with its join_ref, else the
+    /// newest on its topic.
+    fn member_for(&self, f: &Frame) -> Option<&Joined> {
+        let ms = self.joined.get(&f.topic)?;
+        match &f.join_ref {
+            Some(jr) => ms.iter().find(|j| &j.join_ref == jr).or_else(|| ms.last()),
+            None => ms.last(),
+        }
+    }
+
+    async fn handle(&mut self, f: Frame) {
+        if f.topic == "phoenix" {
+            let result = match f.event.as_str() {
+                "heartbeat" => Ok(json!({})),
+                "truststream_info" => Ok(json!({
+                    "row_changes": self.hub.row_changes_available(),
+                    "max_payload_bytes": self.hub.config.max_payload_bytes,
+                    "version": env!("CARGO_PKG_VERSION"),
+                })),
+                other => Err(Error::invalid_input(format!(
+                    "unknown event {:?} on topic \"phoenix\" (heartbeat only)",
+                    truncate(other)
+                ))),
+            };
+            self.reply(&f, result);
+            return;
+        }
+        if f.event == "phx_join" {
+            let result = self.join(&f).await;
+            if let Err(e) = result {
+                self.reply(&f, Err(e));
+            }
+            return;
+        }
+        let Some(j) = self.member_for(&f) else {
+            // access_token for a topic that was closed: nothing to do.
+            if f.event != "access_token" {
+                self.reply(
+                    &f,
+                    Err(Error::invalid_input(format!(
+                        "unmatched topic {:?}: join it first",
+                        truncate(&f.topic)
+                    ))),
+                );
+            }
+            return;
+        };
+        let (id, ack, join_ref) = (j.id, j.ack, j.join_ref.clone());
+        match f.event.as_str() {
+            "phx_leave" => {
+                self.forget(&f.topic, id);
+                self.hub.leave(&f.topic, id);
+                self.reply(&f, Ok(json!({})));
+                let _ = self.out.send(self.out.frame(
+                    Some(&join_ref),
+                    Some(&join_ref),
+                    &f.topic,
+                    "phx_close",
+                    &json!({}),
+                ));
+            }
+            "broadcast" => {
+                let result = self.broadcast(&f, id);
+                match result {
+                    Ok(()) if ack => self.reply(&f, Ok(json!({}))),
+                    Ok(()) => {}
+                    Err(e) => self.reply(&f, Err(e)),
+                }
+            }
+            "presence" => {
+                let result = self.presence(&f, id);
+                self.reply(&f, result.map(|()| json!({})));
+            }
+            "access_token" => self.refresh_token(&f, id, &join_ref).await,
+            other => self.reply(
+                &f,
+                Err(Error::invalid_input(format!(
+                    "unknown event {:?} (phx_leave, broadcast, presence, access_token)",
+                    truncate(other)
+                ))),
+            ),
+        }
+    }
+
+    fn forget(&mut self, topic: &str, id: MemberId) {
+        if let Some(ms) = self.joined.get_mut(topic) {
+            ms.retain(|j| j.id != id);
+            if ms.is_empty() {
+                self.joined.remove(topic);
+            }
+        }
+    }
+
+    fn broadcast(&self, f: &Frame, id: MemberId) -> Result<(), Error> {
+        let body = f.payload.as_object().ok_or_else(|| {
+            Error::invalid_input("a broadcast payload is {type: \"broadcast\", event, payload}")
+        })?;
+        let event = body.get("event").and_then(Value::as_str).ok_or_else(|| {
+            Error::invalid_input("a broadcast payload needs a string \"event\"")
+        })?;
+        validate_event(event)?;
+        let payload = body.get("payload").cloned().unwrap_or(json!({}));
+        self.hub.broadcast(&f.topic, id, event, payload)
+    }
+
+    fn presence(&self, f: &Frame, id: MemberId) -> Result<(), Error> {
+        match f.payload.get("event").and_then(Value::as_str) {
+            Some("track") => {
+                let state = f.payload.get("payload").cloned().unwrap_or(json!({}));
+                self.hub.track(&f.topic, id, state)
+            }
+            Some("untrack") => self.hub.untrack(&f.topic, id),
+            _ => Err(Error::invalid_input(
+                "a presence payload is {type: \"presence\", event: \"track\" | \"untrack\", payload}",
+            )),
+        }
+    }
+
+    async fn refresh_token(&mut self, f: &Frame, id: MemberId, join_ref: &str) {
+        let Some(auth) = self.hub.auth.clone() else {
+            return;
+        };
+        let token = f.payload.get("access_token").and_then(Value::as_str);
+        let result = match token {
+            Some(t) => auth.validate_token(t).await.map(|p| p.expires_at),
+            None => Err(Error::invalid_input("access_token event without a string access_token")),
+        };
+        match result {
+            Ok(expires_at) => {
+                if let Some(j) = self
+                    .joined
+                    .get_mut(&f.topic)
+                    .and_then(|ms| ms.iter_mut().find(|j| j.id == id))
+                {
+                    j.expires_at = Some(expires_at);
+                }
+            }
+            Err(e) => {
+                self.forget(&f.topic, id);
+                let why = format!("invalid access token: {}", e.message());
+                self.close_channel(&f.topic, id, join_ref, &why);
+            }
+        }
+    }
+
+    async fn join(&mut self, f: &Frame) -> Result<(), Error> {
+        let topic = f.topic.as_str();
+        let name = topic.strip_prefix("realtime:").ok_or_else(|| {
+            Error::invalid_input("topics are \"realtime:<channel name>\"")
+        })?;
+        // The channel name (the topic after `realtime:`) is 1-255 bytes, as
+        // everywhere in TrustStream.
+        validate_channel_name(name)?;
+        let payload = f.payload.as_object().cloned().unwrap_or_default();
+        let config = payload.get("config").cloned().unwrap_or(json!({}));
+        if config.get("private").and_then(Value::as_bool) == Some(true) {
+            return Err(Error::unsupported(
+                "private channels (authorization policies) are not supported by this hub",
+            ));
+        }
+        let multiplex = config
+            .get("truststream_multiplex")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !multiplex {
+            // A Phoenix client joins a topic once per socket: a new join
+            // replaces the old one.
+            if let Some(old) = self.joined.remove(topic) {
+                for j in old {
+                    self.hub.leave(topic, j.id);
+                }
+            }
+        }
+        let count: usize = self.joined.values().map(Vec::len).sum();
+        if count >= self.hub.config.max_channels_per_connection {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "too many channels on this connection (max_channels_per_connection = {})",
+                    self.hub.config.max_channels_per_connection
+                ),
+            ));
+        }
+        let expires_at = self.check_join_token(&payload).await?;
+        let broadcast = config.get("broadcast");
+        let flag = |v: Option<&Value>, k: &str| {
+            v.and_then(|v| v.get(k)).and_then(Value::as_bool).unwrap_or(false)
+        };
+        let broadcast_self = flag(broadcast, "self");
+        let ack = flag(broadcast, "ack");
+        let key = match config
+            .get("presence")
+            .and_then(|p| p.get("key"))
+            .and_then(Value::as_str)
+        {
+            Some(k) if !k.is_empty() => {
+                validate_presence_key(k)?;
+                k.to_string()
+            }
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let (bindings, echo) = self.parse_bindings(config.get("postgres_changes"))?;
+        let join_ref = f
+            .join_ref
+            .clone()
+            .or_else(|| f.reference.clone())
+            .unwrap_or_else(|| self.hub.next_id().to_string());
+        let member = Member {
+            sink: Arc::new(WsSink(self.out.clone())),
+            join_ref: join_ref.clone(),
+            owner: self.id,
+            broadcast_self,
+            key,
+            meta: None,
+            bindings,
+        };
+        let out = self.out.clone();
+        let reply = out.frame(
+            Some(&join_ref),
+            f.reference.as_deref(),
+            topic,
+            "phx_reply",
+            &json!({"status": "ok", "response": {"postgres_changes": echo}}),
+        );
+        let jr = join_ref.clone();
+        let id = self.hub.join(topic, member, |_, state| {
+            out.send(reply)?;
+            out.send(out.frame(
+                Some(&jr),
+                None,
+                topic,
+                "presence_state",
+                &presence_to_wire(state),
+            ))
+        })?;
+        self.joined.entry(topic.to_string()).or_default().push(Joined {
+            id,
+            join_ref,
+            ack,
+            expires_at,
+        });
+        Ok(())
+    }
+
+    /// The join's token (its `access_token`, else the connection's apikey),
+    /// checked when the hub has an auth provider; returns its expiry.
+    async fn check_join_token(
+        &self,
+        payload: &serde_json::Map<String, Value>,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let Some(auth) = &self.hub.auth else {
+            return Ok(None);
+        };
+        match payload.get("access_token").and_then(Value::as_str) {
+            Some(t) => auth
+                .validate_token(t)
+                .await
+                .map(|p| Some(p.expires_at))
+                .map_err(|e| {
+                    Error::unauthenticated(format!("invalid access token: {}", e.message()))
+                }),
+            None => match (&self.token, self.token_expires_at) {
+                (Some(_), Some(exp)) if exp > Utc::now() => Ok(Some(exp)),
+                (Some(_), Some(_)) => Err(Error::unauthenticated("the apikey has expired")),
+                _ => Err(Error::unauthenticated("an access token is required to join")),
+            },
+        }
+    }
+
+    /// Parses `postgres_changes` bindings; returns them and the reply's
+    /// echo (each binding as sent, plus its id).
+    fn parse_bindings(&self, v: Option<&Value>) -> Result<(Vec<Binding>, Vec<Value>), Error> {
+        let list = match v {
+            None | Some(Value::Null) => return Ok((Vec::new(), Vec::new())),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(Error::invalid_input("postgres_changes must be a list")),
+        };
+        if list.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        if !self.hub.row_changes_available() {
+            return Err(Error::unsupported(
+                "postgres_changes need a database with a change feed, and this hub has none",
+            ));
+        }
+        if list.len() > 100 {
+            return Err(Error::invalid_input("at most 100 postgres_changes bindings per channel"));
+        }
+        let mut bindings = Vec::with_capacity(list.len());
+        let mut echo = Vec::with_capacity(list.len());
+        for b in list {
+            let o = b
+                .as_object()
+                .ok_or_else(|| Error::invalid_input("a postgres_changes binding is an object"))?;
+            let event = match o.get("event").and_then(Value::as_str).unwrap_or("*") {
+                "*" => None,
+                e if e.eq_ignore_ascii_case("insert") => Some(ChangeKind::Insert),
+                e if e.eq_ignore_ascii_case("update") => Some(ChangeKind::Update),
+                e if e.eq_ignore_ascii_case("delete") => Some(ChangeKind::Delete),
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "unknown postgres_changes event {:?} (*, INSERT, UPDATE, DELETE)",
+                        truncate(other)
+                    )))
+                }
+            };
+            match o.get("schema").and_then(Value::as_str) {
+                Some("public") | Some("*") | None => {}
+                Some(other) => {
+                    return Err(Error::invalid_input(format!(
+                        "unknown schema {:?}: this hub's tables are in \"public\"",
+                        truncate(other)
+                    )))
+                }
+            }
+            let table = match o.get("table").and_then(Value::as_str) {
+                None | Some("*") => None,
+                Some(t) => Some(truststream_core_db::ident::table(t)?.to_string()),
+            };
+            let filter = match o.get("filter").and_then(Value::as_str) {
+                None | Some("") => None,
+                Some(s) => Some(WireFilter::parse(s)?),
+            };
+            let key = o.get("key").cloned().filter(|k| !k.is_null());
+            let filter_tree = match o.get("where") {
+                None | Some(Value::Null) => None,
+                Some(w) => {
+                    let f: truststream_core_db::Filter = serde_json::from_value(w.clone())
+                        .map_err(|e| Error::invalid_input(format!("invalid where filter: {e}")))?;
+                    f.validate()?;
+                    Some(f)
+                }
+            };
+            let id = self.hub.next_binding_id();
+            let mut echoed = o.clone();
+            echoed.insert("id".into(), json!(id));
+            echo.push(Value::Object(echoed));
+            bindings.push(Binding {
+                id,
+                event,
+                table,
+                filter,
+                key,
+                filter_tree,
+            });
+        }
+        Ok((bindings, echo))
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+async fn sleep_until_opt(at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => {
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
