@@ -14,7 +14,7 @@ pub mod value;
 use async_trait::async_trait;
 
 pub use capabilities::DbCapabilities;
-pub use changes::{ChangeKind, ChangeStream, RowChange};
+pub use changes::{ChangeFeed, ChangeKind, ChangeStream, RowChange};
 pub use ext::{to_row, DatabaseExt, Page};
 pub use operation::{Operation, OperationOutput};
 pub use query::{

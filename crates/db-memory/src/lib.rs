@@ -13,11 +13,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
 use truststream_core_db::{
-    ident, AlterTable, ChangeKind, ChangeStream, Database, DbCapabilities, DbRegistry, DbResult,
-    Error, Filter, Health, IndexSpec, Operation, OperationOutput, Params, ProviderInfo, Query, Row,
-    RowChange, TableSchema, Value,
+    ident, AlterTable, ChangeFeed, ChangeKind, ChangeStream, Database, DbCapabilities, DbRegistry,
+    DbResult, Error, Filter, Health, IndexSpec, Operation, OperationOutput, Params, ProviderInfo,
+    Query, Row, RowChange, TableSchema, Value,
 };
 
 use crate::query::{Bound, Source};
@@ -83,7 +82,7 @@ pub struct MemoryDatabase {
     config: MemoryConfig,
     state: RwLock<State>,
     connected: AtomicBool,
-    changes: broadcast::Sender<RowChange>,
+    changes: ChangeFeed,
 }
 
 impl std::fmt::Debug for MemoryDatabase {
@@ -111,7 +110,7 @@ impl MemoryDatabase {
 
     /// An empty database with `config`.
     pub fn with_config(config: MemoryConfig) -> Self {
-        let (changes, _) = broadcast::channel(config.change_feed_capacity.max(1));
+        let changes = ChangeFeed::new(config.change_feed_capacity);
         MemoryDatabase {
             config,
             state: RwLock::new(State::default()),
@@ -165,13 +164,12 @@ impl MemoryDatabase {
         };
         match f(&mut w) {
             Ok(v) => {
-                let changes = std::mem::take(&mut w.changes);
                 let now = chrono::Utc::now();
-                for mut c in changes {
-                    c.committed_at = now;
-                    // No subscribers is not an error.
-                    let _ = self.changes.send(c);
-                }
+                self.changes
+                    .publish(std::mem::take(&mut w.changes).into_iter().map(|mut c| {
+                        c.committed_at = now;
+                        c
+                    }));
                 Ok(v)
             }
             Err(e) => {
@@ -640,29 +638,7 @@ impl Database for MemoryDatabase {
             }
             None => None,
         };
-        let rx = self.changes.subscribe();
-        let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(change) => {
-                        if filter.as_ref().is_some_and(|t| *t != change.table) {
-                            continue;
-                        }
-                        return Some((Ok(change), (rx, filter)));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let e = Error::unavailable(format!(
-                            "change feed subscriber fell behind and lost {n} changes; \
-                             re-read the data it needs (raise change_feed_capacity to buffer more)"
-                        ))
-                        .with_operation("db.subscribe_changes");
-                        return Some((Err(e), (rx, filter)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(ChangeStream::new(stream))
+        Ok(self.changes.subscribe(filter))
     }
 }
 

@@ -15,16 +15,18 @@ use sqlx::sqlite::{
     SqliteRow,
 };
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
-use tokio::sync::broadcast;
 use truststream_core_db::sql::compile::{self, Bind, SqlDialect, Statement};
+use truststream_core_db::sql::write::{
+    normalize_defaults, plan_alter, reserved, AlterStep, RowWriter, SqlTransaction,
+};
 use truststream_core_db::sql::{rewrite_named, Placeholder};
 use truststream_core_db::{
-    ident, AlterTable, ChangeKind, ChangeStream, ColumnDefault, ColumnType, Database,
-    DbCapabilities, DbRegistry, DbResult, Error, Filter, Health, IndexSpec, Operation,
-    OperationOutput, Params, ProviderInfo, Query, Row, RowChange, TableSchema, Value,
+    ident, AlterTable, ChangeFeed, ChangeStream, ColumnType, Database, DbCapabilities, DbRegistry,
+    DbResult, Error, Filter, Health, IndexSpec, Operation, OperationOutput, Params, ProviderInfo,
+    Query, Row, RowChange, TableSchema, Value,
 };
 
-use crate::value::{decode, encode, normalize, Sv};
+use crate::value::{decode, encode, Sv};
 
 /// Type name under which [`register`] adds the provider.
 pub const TYPE_NAME: &str = "sqlite";
@@ -113,7 +115,7 @@ pub struct SqliteDatabase {
     /// Serializes this process's writes (SQLite has one writer at a time
     /// anyway), so the change feed publishes in commit order.
     write_lock: tokio::sync::Mutex<()>,
-    changes: broadcast::Sender<RowChange>,
+    changes: ChangeFeed,
 }
 
 impl std::fmt::Debug for SqliteDatabase {
@@ -133,7 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SqliteDatabase {
     /// Opens (creating if needed) the database `config` describes.
     pub async fn open(config: SqliteConfig) -> DbResult<Self> {
-        let (changes, _) = broadcast::channel(config.change_feed_capacity.max(1));
+        let changes = ChangeFeed::new(config.change_feed_capacity);
         let db = SqliteDatabase {
             config,
             pool: Mutex::new(None),
@@ -244,11 +246,10 @@ impl SqliteDatabase {
 
     fn publish(&self, changes: Vec<RowChange>) {
         let now = chrono::Utc::now();
-        for mut c in changes {
+        self.changes.publish(changes.into_iter().map(|mut c| {
             c.committed_at = now;
-            // No subscribers is not an error.
-            let _ = self.changes.send(c);
-        }
+            c
+        }));
     }
 
     /// Starts a write transaction, serialized with this process's other
@@ -263,23 +264,17 @@ impl SqliteDatabase {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| error::map(e).with_operation(op))?;
-        Ok(Writer {
+        Ok(RowWriter::new(SqliteTx {
             db: self,
             tx,
-            changes: Vec::new(),
             _guard: guard,
-        })
+        }))
     }
 
     /// Commits and publishes the changes when `result` is `Ok`, else rolls
     /// back (nothing is published).
     async fn finish<T>(&self, op: &'static str, w: Writer<'_>, result: DbResult<T>) -> DbResult<T> {
-        let Writer {
-            tx,
-            changes,
-            _guard,
-            ..
-        } = w;
+        let (SqliteTx { tx, _guard, .. }, changes) = w.into_parts();
         match result {
             Ok(v) => {
                 tx.commit()
@@ -309,7 +304,7 @@ impl SqliteDatabase {
         let r = async {
             for s in &statements {
                 sqlx::query(s)
-                    .execute(&mut *w.tx)
+                    .execute(&mut *w.tx().tx)
                     .await
                     .map_err(error::map)?;
             }
@@ -325,14 +320,14 @@ impl SqliteDatabase {
                     ))
                     .bind(table)
                     .bind(json)
-                    .execute(&mut *w.tx)
+                    .execute(&mut *w.tx().tx)
                     .await
                     .map_err(error::map)?;
                 }
                 None => {
                     sqlx::query(&format!("DELETE FROM {meta} WHERE name = ?"))
                         .bind(table)
-                        .execute(&mut *w.tx)
+                        .execute(&mut *w.tx().tx)
                         .await
                         .map_err(error::map)?;
                 }
@@ -430,95 +425,22 @@ fn schema_hint(schema: &TableSchema) -> impl Fn(usize, &str) -> Option<ColumnTyp
     move |_, name| schema.find(name).map(|c| c.ty)
 }
 
-fn check_row_keys(row: &Row) -> DbResult<()> {
-    row.keys().try_for_each(|k| ident::validate(k))
-}
-
-fn not_null(table: &str, column: &str) -> Error {
-    Error::invalid_input(format!(
-        "column {column} of table {table} is NOT NULL: give it a value"
-    ))
-}
-
-fn pk_name(schema: &TableSchema) -> DbResult<String> {
-    schema
-        .primary_key()
-        .map(|c| c.name.clone())
-        .ok_or_else(|| Error::internal(format!("table {} has no primary key", schema.name)))
-}
-
-/// Turns an insert's input into the row to store: every column in schema
-/// order, values normalized, defaults filled in (an auto-increment key stays
-/// NULL so SQLite assigns it), NOT NULL checked.
-fn prepare_insert(schema: &TableSchema, input: &Row) -> DbResult<Row> {
-    for key in input.keys() {
-        if schema.find(key).is_none() {
-            return Err(Error::invalid_input(format!(
-                "table {} has no column {key}",
-                schema.name
-            )));
-        }
-    }
-    let mut row = Row::new();
-    for c in &schema.columns {
-        let auto = matches!(c.default, Some(ColumnDefault::AutoIncrement));
-        let v = match input.get(&c.name) {
-            Some(Value::Null) => Value::Null,
-            Some(v) => normalize(&c.name, c.ty, v)?,
-            None => match &c.default {
-                None | Some(ColumnDefault::AutoIncrement) => Value::Null,
-                Some(ColumnDefault::Value(v)) => v.clone(),
-                Some(ColumnDefault::Now) => value::now(),
-                Some(ColumnDefault::RandomUuid) => {
-                    Value::String(uuid::Uuid::new_v4().hyphenated().to_string())
-                }
-            },
-        };
-        if v.is_null() && !c.nullable && !auto {
-            return Err(not_null(&schema.name, &c.name));
-        }
-        row.insert(c.name.clone(), v);
-    }
-    Ok(row)
-}
-
-/// Checks and normalizes an update's patch.
-fn prepare_patch(schema: &TableSchema, patch: &Row) -> DbResult<Row> {
-    if patch.is_empty() {
-        return Err(Error::invalid_input(format!(
-            "an update of table {} needs at least one column to set",
-            schema.name
-        )));
-    }
-    let mut out = Row::new();
-    for (k, v) in patch {
-        let c = schema.find(k).ok_or_else(|| {
-            Error::invalid_input(format!("table {} has no column {k}", schema.name))
-        })?;
-        let v = if v.is_null() {
-            if !c.nullable {
-                return Err(not_null(&schema.name, k));
-            }
-            Value::Null
-        } else {
-            normalize(k, c.ty, v)?
-        };
-        out.insert(k.clone(), v);
-    }
-    Ok(out)
-}
-
-/// A write transaction in progress and the changes it will publish.
-struct Writer<'a> {
+/// A write transaction in progress, serialized with this process's other
+/// writes by the guard.
+struct SqliteTx<'a> {
     db: &'a SqliteDatabase,
     tx: Transaction<'static, Sqlite>,
-    changes: Vec<RowChange>,
     _guard: tokio::sync::MutexGuard<'a, ()>,
 }
 
-impl Writer<'_> {
-    /// A table's schema, read through the transaction's connection (the pool
-    /// may have no other free connection).
+type Writer<'a> = RowWriter<SqliteTx<'a>>;
+
+#[async_trait]
+impl SqlTransaction for SqliteTx<'_> {
+    fn dialect(&self) -> SqlDialect {
+        DIALECT
+    }
+
     async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {
         ident::table(table)?;
         if let Some(s) = lock(&self.db.schemas).get(table) {
@@ -539,191 +461,6 @@ impl Writer<'_> {
             .map(|r| decode_row(r, schema_hint(schema)))
             .collect()
     }
-
-    fn change(
-        &mut self,
-        table: &str,
-        kind: ChangeKind,
-        key: Value,
-        old: Option<Row>,
-        new: Option<Row>,
-    ) {
-        self.changes.push(RowChange {
-            table: table.to_string(),
-            kind,
-            key,
-            old,
-            new,
-            committed_at: chrono::Utc::now(),
-        });
-    }
-
-    async fn create_many(&mut self, table: &str, rows: &[Row]) -> DbResult<Vec<Row>> {
-        ident::table(table)?;
-        rows.iter().try_for_each(check_row_keys)?;
-        let schema = self.schema(table).await?;
-        let mut prepared = Vec::with_capacity(rows.len());
-        for (i, input) in rows.iter().enumerate() {
-            match prepare_insert(&schema, input) {
-                Ok(r) => prepared.push(r),
-                Err(e) if rows.len() > 1 => return Err(e.with_context("row_index", i.to_string())),
-                Err(e) => return Err(e),
-            }
-        }
-        let pk = pk_name(&schema)?;
-        let cat: HashMap<String, TableSchema> =
-            [(table.to_string(), schema.clone())].into_iter().collect();
-        let per_chunk = (DIALECT.max_binds() / schema.columns.len().max(1)).max(1);
-        let mut out = Vec::with_capacity(prepared.len());
-        for chunk in prepared.chunks(per_chunk) {
-            let stmt = compile::insert(DIALECT, &cat, table, chunk)?;
-            let stored = self.fetch(&stmt, &schema).await?;
-            for r in &stored {
-                let key = r.get(&pk).cloned().unwrap_or(Value::Null);
-                self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
-            }
-            out.extend(stored);
-        }
-        Ok(out)
-    }
-
-    /// Updates the rows matching `filter`; returns (old, new) pairs.
-    async fn update_where(
-        &mut self,
-        table: &str,
-        filter: &Filter,
-        patch: &Row,
-    ) -> DbResult<Vec<Row>> {
-        ident::table(table)?;
-        check_row_keys(patch)?;
-        filter.validate()?;
-        let schema = self.schema(table).await?;
-        let patch = prepare_patch(&schema, patch)?;
-        let pk = pk_name(&schema)?;
-        let cat: HashMap<String, TableSchema> =
-            [(table.to_string(), schema.clone())].into_iter().collect();
-        let old_stmt = compile::select(DIALECT, &cat, table, &Query::new().filter(filter.clone()))?;
-        let old_rows = self.fetch(&old_stmt.statement, &schema).await?;
-        if old_rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let stmt = compile::update(DIALECT, &cat, table, &patch, filter)?;
-        let new_rows = self.fetch(&stmt, &schema).await?;
-        let key_of = |r: &Row| r.get(&pk).map(Value::to_string);
-        let mut old_by_key: HashMap<String, Row> = old_rows
-            .into_iter()
-            .filter_map(|r| key_of(&r).map(|k| (k, r)))
-            .collect();
-        for r in &new_rows {
-            let old = key_of(r).and_then(|k| old_by_key.remove(&k));
-            let key = r.get(&pk).cloned().unwrap_or(Value::Null);
-            self.change(table, ChangeKind::Update, key, old, Some(r.clone()));
-        }
-        Ok(new_rows)
-    }
-
-    async fn update(&mut self, table: &str, id: &Value, patch: &Row) -> DbResult<Row> {
-        ident::table(table)?;
-        check_row_keys(patch)?;
-        let schema = self.schema(table).await?;
-        prepare_patch(&schema, patch)?;
-        let filter = compile::by_primary_key(&schema, id)?;
-        let mut rows = self.update_where(table, &filter, patch).await?;
-        rows.pop().ok_or_else(|| {
-            Error::not_found(format!(
-                "table {table} has no row with {} = {}",
-                schema.primary_key().map_or("id", |c| c.name.as_str()),
-                value::describe(id)
-            ))
-            .with_context("table", table.to_string())
-        })
-    }
-
-    async fn delete_where(&mut self, table: &str, filter: &Filter) -> DbResult<u64> {
-        ident::table(table)?;
-        filter.validate()?;
-        let schema = self.schema(table).await?;
-        let pk = pk_name(&schema)?;
-        let cat: HashMap<String, TableSchema> =
-            [(table.to_string(), schema.clone())].into_iter().collect();
-        let stmt = compile::delete(DIALECT, &cat, table, filter)?;
-        let old = self.fetch(&stmt, &schema).await?;
-        let n = old.len() as u64;
-        for r in old {
-            let key = r.get(&pk).cloned().unwrap_or(Value::Null);
-            self.change(table, ChangeKind::Delete, key, Some(r), None);
-        }
-        Ok(n)
-    }
-
-    async fn delete(&mut self, table: &str, id: &Value) -> DbResult<bool> {
-        ident::table(table)?;
-        let schema = self.schema(table).await?;
-        let filter = compile::by_primary_key(&schema, id)?;
-        Ok(self.delete_where(table, &filter).await? > 0)
-    }
-
-    async fn apply(&mut self, op: &Operation) -> DbResult<OperationOutput> {
-        Ok(match op {
-            Operation::Create { table, data } => {
-                let mut rows = self.create_many(table, std::slice::from_ref(data)).await?;
-                OperationOutput::Row(
-                    rows.pop()
-                        .ok_or_else(|| Error::internal("insert returned no row"))?,
-                )
-            }
-            Operation::CreateMany { table, rows } => {
-                OperationOutput::Rows(self.create_many(table, rows).await?)
-            }
-            Operation::Update { table, id, data } => {
-                OperationOutput::Row(self.update(table, id, data).await?)
-            }
-            Operation::UpdateMany {
-                table,
-                filter,
-                data,
-            } => {
-                OperationOutput::Affected(self.update_where(table, filter, data).await?.len() as u64)
-            }
-            Operation::Delete { table, id } => {
-                OperationOutput::Deleted(self.delete(table, id).await?)
-            }
-            Operation::DeleteMany { table, filter } => {
-                OperationOutput::Affected(self.delete_where(table, filter).await?)
-            }
-        })
-    }
-}
-
-/// Normalizes a schema's constant defaults to their column types (so they are
-/// stored, rendered and returned in one form).
-fn normalize_defaults(schema: &TableSchema) -> DbResult<TableSchema> {
-    let mut s = schema.clone();
-    for c in &mut s.columns {
-        if let Some(ColumnDefault::Value(v)) = &c.default {
-            if v.is_null() {
-                c.default = None;
-            } else {
-                let v = normalize(&c.name, c.ty, v)
-                    .map_err(|e| e.with_context("table", schema.name.clone()))?;
-                c.default = Some(ColumnDefault::Value(v));
-            }
-        }
-        if c.primary_key {
-            c.nullable = false;
-        }
-    }
-    s.if_not_exists = false;
-    Ok(s)
-}
-
-fn reserved(table: &str) -> DbResult<()> {
-    if table.starts_with("_truststream") {
-        return Err(Error::invalid_input(format!(
-            "table names starting with _truststream are reserved for the provider ({table})"
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -881,24 +618,7 @@ impl Database for SqliteDatabase {
 
     async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
         let mut w = self.begin("db.transaction").await?;
-        let mut out = Vec::with_capacity(operations.len());
-        let mut failure = None;
-        for (i, op) in operations.iter().enumerate() {
-            match w.apply(op).await {
-                Ok(o) => out.push(o),
-                Err(e) => {
-                    failure = Some(
-                        e.with_context("operation_index", i.to_string())
-                            .with_context("operation", op.name()),
-                    );
-                    break;
-                }
-            }
-        }
-        let r = match failure {
-            None => Ok(out),
-            Some(e) => Err(e),
-        };
+        let r = w.apply_all(&operations).await;
         self.finish("db.transaction", w, r).await
     }
 
@@ -954,59 +674,29 @@ impl Database for SqliteDatabase {
         let run = async {
             ident::table(table)?;
             reserved(table)?;
-            changes.iter().try_for_each(AlterTable::validate)?;
             let pool = self.pool("db.alter_table")?;
-            let mut schema = self.schema_of(table).await?;
+            let (schema, steps) = plan_alter(&self.schema_of(table).await?, changes)?;
             let mut statements = Vec::new();
-            for change in changes {
-                match change {
-                    AlterTable::AddColumn(def) => {
-                        if schema.find(&def.name).is_some() {
-                            return Err(Error::conflict(format!(
-                                "table {table} already has a column {}",
+            for step in &steps {
+                match step {
+                    AlterStep::Add(def) if !def.nullable && def.default.is_none() => {
+                        let (has_rows,): (i64,) = sqlx::query_as(&format!(
+                            "SELECT EXISTS (SELECT 1 FROM {})",
+                            ident::quote(table)
+                        ))
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(error::map)?;
+                        if has_rows != 0 {
+                            return Err(Error::invalid_input(format!(
+                                "cannot add NOT NULL column {} without a default to table {table}, which has rows",
                                 def.name
                             )));
                         }
-                        let probe =
-                            normalize_defaults(&TableSchema::new(table).column(def.clone()))?;
-                        let def =
-                            probe.columns.into_iter().next().ok_or_else(|| {
-                                Error::internal("column vanished while normalizing")
-                            })?;
-                        if !def.nullable && def.default.is_none() {
-                            let (has_rows,): (i64,) = sqlx::query_as(&format!(
-                                "SELECT EXISTS (SELECT 1 FROM {})",
-                                ident::quote(table)
-                            ))
-                            .fetch_one(&pool)
-                            .await
-                            .map_err(error::map)?;
-                            if has_rows != 0 {
-                                return Err(Error::invalid_input(format!(
-                                    "cannot add NOT NULL column {} without a default to table {table}, which has rows",
-                                    def.name
-                                )));
-                            }
-                        }
-                        statements.extend(compile::alter_table(
-                            DIALECT,
-                            table,
-                            &AlterTable::AddColumn(def.clone()),
-                        )?);
-                        schema.columns.push(def);
                     }
-                    AlterTable::DropColumn(c) => {
-                        let def = schema.find(c).ok_or_else(|| {
-                            Error::invalid_input(format!("table {table} has no column {c}"))
-                        })?;
-                        if def.primary_key {
-                            return Err(Error::invalid_input(format!(
-                                "cannot drop column {c}: it is the primary key of table {table}"
-                            )));
-                        }
-                        // SQLite refuses to drop an indexed column: drop
-                        // the indexes using it first, as the memory
-                        // provider does.
+                    AlterStep::Drop(c) => {
+                        // SQLite refuses to drop an indexed column: drop the
+                        // indexes using it first, as the memory provider does.
                         let indexes: Vec<(String,)> = sqlx::query_as(
                             "SELECT DISTINCT il.name FROM pragma_index_list(?1) AS il \
                              JOIN pragma_index_info(il.name) AS ii WHERE ii.name = ?2",
@@ -1019,31 +709,10 @@ impl Database for SqliteDatabase {
                         for (name,) in indexes {
                             statements.push(format!("DROP INDEX {}", ident::quote(&name)));
                         }
-                        statements.extend(compile::alter_table(DIALECT, table, change)?);
-                        schema.columns.retain(|d| d.name != *c);
                     }
-                    AlterTable::RenameColumn { from, to } => {
-                        if schema.find(from).is_none() {
-                            return Err(Error::invalid_input(format!(
-                                "table {table} has no column {from}"
-                            )));
-                        }
-                        if from == to {
-                            continue;
-                        }
-                        if schema.find(to).is_some() {
-                            return Err(Error::conflict(format!(
-                                "table {table} already has a column {to}"
-                            )));
-                        }
-                        statements.extend(compile::alter_table(DIALECT, table, change)?);
-                        for d in &mut schema.columns {
-                            if d.name == *from {
-                                d.name = to.clone();
-                            }
-                        }
-                    }
+                    _ => {}
                 }
+                statements.extend(compile::alter_table(DIALECT, table, &step.to_change())?);
             }
             self.ddl("db.alter_table", table, statements, Some(schema))
                 .await
@@ -1088,29 +757,7 @@ impl Database for SqliteDatabase {
                 None
             }
         };
-        let rx = self.changes.subscribe();
-        let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(change) => {
-                        if filter.as_ref().is_some_and(|t| *t != change.table) {
-                            continue;
-                        }
-                        return Some((Ok(change), (rx, filter)));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let e = Error::unavailable(format!(
-                            "change feed subscriber fell behind and lost {n} changes; \
-                             re-read the data it needs (raise change_feed_capacity to buffer more)"
-                        ))
-                        .with_operation("db.subscribe_changes");
-                        return Some((Err(e), (rx, filter)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(ChangeStream::new(stream))
+        Ok(self.changes.subscribe(filter))
     }
 }
 

@@ -2,6 +2,7 @@ use serde_json::json;
 use truststream_core_db::{col, ColumnDef, ColumnDefault, ErrorKind};
 
 use super::*;
+use truststream_core_db::ChangeKind;
 
 fn row(v: Value) -> Row {
     v.as_object().cloned().expect("object")

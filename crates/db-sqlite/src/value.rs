@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use truststream_core_db::{ColumnType, Error, Value};
 
-pub(crate) use truststream_core_db::value::{describe, normalize, now, parse_decimal, I64_BOUND};
+pub(crate) use truststream_core_db::value::{normalize, parse_decimal, I64_BOUND};
 
 /// A value in one of SQLite's storage classes, ready to bind.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,563 @@
+//! The write paths every SQL provider shares: input checks, defaults,
+//! batched inserts, updates and deletes with `RETURNING`, transactions over an
+//! [`Operation`] list, and the row changes they produce. No I/O: a provider
+//! hands in a [`SqlTransaction`] (its driver's open transaction) and gets the
+//! same behaviour as every other SQL provider.
+//!
+//! The rules, so providers agree with `db-memory`:
+//! - row and patch keys are checked as identifiers before anything else, so a
+//!   hostile key is [`crate::ErrorKind::InvalidInput`] whatever else is wrong;
+//! - an insert fills in constant, `now` and random-UUID defaults on the
+//!   client (the stored value is the returned value, on every dialect), and
+//!   leaves an auto-increment key out so the database assigns it;
+//! - values are normalized to their column types
+//!   ([`crate::value::normalize`]) and `NOT NULL` is checked up front with a
+//!   message naming the column;
+//! - `create_many` sends one `INSERT ... RETURNING` per chunk, each chunk as
+//!   large as the dialect's bind-parameter limit allows.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::compile::{self, SqlDialect, Statement};
+use crate::{
+    ident, value, AlterTable, ChangeKind, ColumnDef, ColumnDefault, DbResult, Error, Filter,
+    Operation, OperationOutput, Query, Row, RowChange, TableSchema, Value,
+};
+
+/// Table names starting with this are the providers' own bookkeeping.
+pub const RESERVED_PREFIX: &str = "_truststream";
+
+/// An open transaction of a SQL provider, as the shared write paths use it.
+#[async_trait]
+pub trait SqlTransaction: Send {
+    /// The dialect statements are compiled for.
+    fn dialect(&self) -> SqlDialect;
+
+    /// The schema of `table`, read through this transaction (the pool may
+    /// have no other free connection); a missing table is
+    /// [`crate::ErrorKind::NotFound`].
+    async fn schema(&mut self, table: &str) -> DbResult<TableSchema>;
+
+    /// Runs `statement` and returns the rows it returns, decoded to the
+    /// documented JSON shapes of `schema`'s columns.
+    async fn fetch(&mut self, statement: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>>;
+}
+
+/// Runs row writes in a [`SqlTransaction`] and records the [`RowChange`]s
+/// they make, for the provider to publish after commit.
+pub struct RowWriter<T> {
+    tx: T,
+    changes: Vec<RowChange>,
+    record: bool,
+}
+
+impl<T: SqlTransaction> RowWriter<T> {
+    /// Writes through `tx`, recording changes.
+    pub fn new(tx: T) -> Self {
+        RowWriter {
+            tx,
+            changes: Vec::new(),
+            record: true,
+        }
+    }
+
+    /// Writes through `tx` without recording changes (a provider whose
+    /// change feed comes from the database itself).
+    pub fn without_changes(tx: T) -> Self {
+        RowWriter {
+            record: false,
+            ..Self::new(tx)
+        }
+    }
+
+    /// The transaction.
+    pub fn tx(&mut self) -> &mut T {
+        &mut self.tx
+    }
+
+    /// The transaction and the changes made through it, in order.
+    pub fn into_parts(self) -> (T, Vec<RowChange>) {
+        (self.tx, self.changes)
+    }
+
+    fn change(
+        &mut self,
+        table: &str,
+        kind: ChangeKind,
+        key: Value,
+        old: Option<Row>,
+        new: Option<Row>,
+    ) {
+        if self.record {
+            self.changes.push(RowChange {
+                table: table.to_string(),
+                kind,
+                key,
+                old,
+                new,
+                committed_at: chrono::Utc::now(),
+            });
+        }
+    }
+
+    /// Inserts `rows` (all or none) and returns them as stored.
+    pub async fn create_many(&mut self, table: &str, rows: &[Row]) -> DbResult<Vec<Row>> {
+        ident::table(table)?;
+        rows.iter().try_for_each(check_row_keys)?;
+        let schema = self.tx.schema(table).await?;
+        let mut prepared = Vec::with_capacity(rows.len());
+        for (i, input) in rows.iter().enumerate() {
+            match prepare_insert(&schema, input) {
+                Ok(r) => prepared.push(r),
+                Err(e) if rows.len() > 1 => return Err(e.with_context("row_index", i.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        let pk = pk_name(&schema)?;
+        let dialect = self.tx.dialect();
+        let cat = catalog(&schema);
+        let per_chunk = (dialect.max_binds() / schema.columns.len().max(1)).max(1);
+        let mut out = Vec::with_capacity(prepared.len());
+        let mut start = 0;
+        while start < prepared.len() {
+            // A chunk: consecutive rows giving the same columns (only an
+            // auto-increment key given for some rows and not others splits
+            // a batch), within the bind limit.
+            let mut end = start + 1;
+            while end < prepared.len()
+                && end - start < per_chunk
+                && same_columns(&prepared[start], &prepared[end])
+            {
+                end += 1;
+            }
+            let stmt = compile::insert(dialect, &cat, table, &prepared[start..end])?;
+            let stored = self.tx.fetch(&stmt, &schema).await?;
+            for r in &stored {
+                let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+                self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
+            }
+            out.extend(stored);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Updates the rows matching `filter` and returns them as stored.
+    pub async fn update_where(
+        &mut self,
+        table: &str,
+        filter: &Filter,
+        patch: &Row,
+    ) -> DbResult<Vec<Row>> {
+        ident::table(table)?;
+        check_row_keys(patch)?;
+        filter.validate()?;
+        let schema = self.tx.schema(table).await?;
+        let patch = prepare_patch(&schema, patch)?;
+        let pk = pk_name(&schema)?;
+        let dialect = self.tx.dialect();
+        let cat = catalog(&schema);
+        let old_rows = if self.record {
+            let mut old =
+                compile::select(dialect, &cat, table, &Query::new().filter(filter.clone()))?
+                    .statement;
+            if dialect == SqlDialect::Postgres {
+                // Lock what the update will change, so the old rows are the
+                // ones it replaces.
+                old.sql.push_str(" FOR UPDATE");
+            }
+            let rows = self.tx.fetch(&old, &schema).await?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            rows
+        } else {
+            Vec::new()
+        };
+        let stmt = compile::update(dialect, &cat, table, &patch, filter)?;
+        let new_rows = self.tx.fetch(&stmt, &schema).await?;
+        if self.record {
+            let key_of = |r: &Row| r.get(&pk).map(Value::to_string);
+            let mut old_by_key: HashMap<String, Row> = old_rows
+                .into_iter()
+                .filter_map(|r| key_of(&r).map(|k| (k, r)))
+                .collect();
+            for r in &new_rows {
+                let old = key_of(r).and_then(|k| old_by_key.remove(&k));
+                let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+                self.change(table, ChangeKind::Update, key, old, Some(r.clone()));
+            }
+        }
+        Ok(new_rows)
+    }
+
+    /// Updates the row with primary key `id`; a missing row is
+    /// [`crate::ErrorKind::NotFound`].
+    pub async fn update(&mut self, table: &str, id: &Value, patch: &Row) -> DbResult<Row> {
+        ident::table(table)?;
+        check_row_keys(patch)?;
+        let schema = self.tx.schema(table).await?;
+        prepare_patch(&schema, patch)?;
+        let filter = compile::by_primary_key(&schema, id)?;
+        let mut rows = self.update_where(table, &filter, patch).await?;
+        rows.pop().ok_or_else(|| {
+            Error::not_found(format!(
+                "table {table} has no row with {} = {}",
+                schema.primary_key().map_or("id", |c| c.name.as_str()),
+                value::describe(id)
+            ))
+            .with_context("table", table.to_string())
+        })
+    }
+
+    /// Deletes the rows matching `filter`; returns how many.
+    pub async fn delete_where(&mut self, table: &str, filter: &Filter) -> DbResult<u64> {
+        ident::table(table)?;
+        filter.validate()?;
+        let schema = self.tx.schema(table).await?;
+        let pk = pk_name(&schema)?;
+        let stmt = compile::delete(self.tx.dialect(), &catalog(&schema), table, filter)?;
+        let old = self.tx.fetch(&stmt, &schema).await?;
+        let n = old.len() as u64;
+        for r in old {
+            let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+            self.change(table, ChangeKind::Delete, key, Some(r), None);
+        }
+        Ok(n)
+    }
+
+    /// Deletes the row with primary key `id`; `false` when there was none.
+    pub async fn delete(&mut self, table: &str, id: &Value) -> DbResult<bool> {
+        ident::table(table)?;
+        let schema = self.tx.schema(table).await?;
+        let filter = compile::by_primary_key(&schema, id)?;
+        Ok(self.delete_where(table, &filter).await? > 0)
+    }
+
+    /// Runs one transaction operation.
+    pub async fn apply(&mut self, op: &Operation) -> DbResult<OperationOutput> {
+        Ok(match op {
+            Operation::Create { table, data } => {
+                let mut rows = self.create_many(table, std::slice::from_ref(data)).await?;
+                OperationOutput::Row(
+                    rows.pop()
+                        .ok_or_else(|| Error::internal("insert returned no row"))?,
+                )
+            }
+            Operation::CreateMany { table, rows } => {
+                OperationOutput::Rows(self.create_many(table, rows).await?)
+            }
+            Operation::Update { table, id, data } => {
+                OperationOutput::Row(self.update(table, id, data).await?)
+            }
+            Operation::UpdateMany {
+                table,
+                filter,
+                data,
+            } => {
+                OperationOutput::Affected(self.update_where(table, filter, data).await?.len() as u64)
+            }
+            Operation::Delete { table, id } => {
+                OperationOutput::Deleted(self.delete(table, id).await?)
+            }
+            Operation::DeleteMany { table, filter } => {
+                OperationOutput::Affected(self.delete_where(table, filter).await?)
+            }
+        })
+    }
+
+    /// Runs `operations` in order; the first failure stops the run and names
+    /// the operation (`operation_index`, `operation` context). The caller
+    /// commits on `Ok` and rolls back on `Err`.
+    pub async fn apply_all(&mut self, operations: &[Operation]) -> DbResult<Vec<OperationOutput>> {
+        let mut out = Vec::with_capacity(operations.len());
+        for (i, op) in operations.iter().enumerate() {
+            match self.apply(op).await {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    return Err(e
+                        .with_context("operation_index", i.to_string())
+                        .with_context("operation", op.name()))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn catalog(schema: &TableSchema) -> HashMap<String, TableSchema> {
+    [(schema.name.clone(), schema.clone())]
+        .into_iter()
+        .collect()
+}
+
+fn same_columns(a: &Row, b: &Row) -> bool {
+    a.len() == b.len() && a.keys().all(|k| b.contains_key(k))
+}
+
+/// Checks a row's or patch's keys as identifiers.
+pub fn check_row_keys(row: &Row) -> DbResult<()> {
+    row.keys().try_for_each(|k| ident::validate(k))
+}
+
+fn not_null(table: &str, column: &str) -> Error {
+    Error::invalid_input(format!(
+        "column {column} of table {table} is NOT NULL: give it a value"
+    ))
+}
+
+/// The name of a table's primary-key column.
+pub fn pk_name(schema: &TableSchema) -> DbResult<String> {
+    schema
+        .primary_key()
+        .map(|c| c.name.clone())
+        .ok_or_else(|| Error::internal(format!("table {} has no primary key", schema.name)))
+}
+
+/// Turns an insert's input into the row to store: values normalized,
+/// defaults filled in, `NOT NULL` checked; an auto-increment key that is not
+/// given is left out so the database assigns it.
+pub fn prepare_insert(schema: &TableSchema, input: &Row) -> DbResult<Row> {
+    for key in input.keys() {
+        if schema.find(key).is_none() {
+            return Err(Error::invalid_input(format!(
+                "table {} has no column {key}",
+                schema.name
+            )));
+        }
+    }
+    let mut row = Row::new();
+    for c in &schema.columns {
+        let auto = matches!(c.default, Some(ColumnDefault::AutoIncrement));
+        let v = match input.get(&c.name) {
+            Some(Value::Null) => Value::Null,
+            Some(v) => value::normalize(&c.name, c.ty, v)?,
+            None => match &c.default {
+                None | Some(ColumnDefault::AutoIncrement) => Value::Null,
+                Some(ColumnDefault::Value(v)) => v.clone(),
+                Some(ColumnDefault::Now) => value::now(),
+                Some(ColumnDefault::RandomUuid) => {
+                    Value::String(uuid::Uuid::new_v4().hyphenated().to_string())
+                }
+            },
+        };
+        if v.is_null() && auto {
+            continue;
+        }
+        if v.is_null() && !c.nullable {
+            return Err(not_null(&schema.name, &c.name));
+        }
+        row.insert(c.name.clone(), v);
+    }
+    Ok(row)
+}
+
+/// Checks and normalizes an update's patch.
+pub fn prepare_patch(schema: &TableSchema, patch: &Row) -> DbResult<Row> {
+    if patch.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "an update of table {} needs at least one column to set",
+            schema.name
+        )));
+    }
+    let mut out = Row::new();
+    for (k, v) in patch {
+        let c = schema.find(k).ok_or_else(|| {
+            Error::invalid_input(format!("table {} has no column {k}", schema.name))
+        })?;
+        let v = if v.is_null() {
+            if !c.nullable {
+                return Err(not_null(&schema.name, k));
+            }
+            Value::Null
+        } else {
+            value::normalize(k, c.ty, v)?
+        };
+        out.insert(k.clone(), v);
+    }
+    Ok(out)
+}
+
+/// A schema as a SQL provider stores it: constant defaults normalized to
+/// their column types (so they are stored, rendered and returned in one
+/// form), primary keys `NOT NULL`, `if_not_exists` cleared.
+pub fn normalize_defaults(schema: &TableSchema) -> DbResult<TableSchema> {
+    let mut s = schema.clone();
+    for c in &mut s.columns {
+        if let Some(ColumnDefault::Value(v)) = &c.default {
+            if v.is_null() {
+                c.default = None;
+            } else {
+                let v = value::normalize(&c.name, c.ty, v)
+                    .map_err(|e| e.with_context("table", schema.name.clone()))?;
+                c.default = Some(ColumnDefault::Value(v));
+            }
+        }
+        if c.primary_key {
+            c.nullable = false;
+        }
+    }
+    s.if_not_exists = false;
+    Ok(s)
+}
+
+/// Refuses table names in the providers' reserved namespace
+/// ([`RESERVED_PREFIX`]).
+pub fn reserved(table: &str) -> DbResult<()> {
+    if table.starts_with(RESERVED_PREFIX) {
+        return Err(Error::invalid_input(format!(
+            "table names starting with {RESERVED_PREFIX} are reserved for the provider ({table})"
+        )));
+    }
+    Ok(())
+}
+
+/// One checked `alter_table` change, as a SQL provider carries it out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlterStep {
+    /// Add this column (its constant default normalized).
+    Add(ColumnDef),
+    /// Drop this column.
+    Drop(String),
+    /// Rename a column.
+    Rename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+}
+
+impl AlterStep {
+    /// The change to compile ([`compile::alter_table`]).
+    pub fn to_change(&self) -> AlterTable {
+        match self {
+            AlterStep::Add(c) => AlterTable::AddColumn(c.clone()),
+            AlterStep::Drop(c) => AlterTable::DropColumn(c.clone()),
+            AlterStep::Rename { from, to } => AlterTable::RenameColumn {
+                from: from.clone(),
+                to: to.clone(),
+            },
+        }
+    }
+}
+
+/// Checks `changes` against `schema` (the rules every provider shares: no
+/// second column of a name, no dropping the primary key, renames of known
+/// columns) and returns the schema after them and the steps to carry out (a
+/// rename to the same name is no step). Whether a NOT NULL column can be
+/// added depends on the rows, which the provider checks.
+pub fn plan_alter(
+    schema: &TableSchema,
+    changes: &[AlterTable],
+) -> DbResult<(TableSchema, Vec<AlterStep>)> {
+    let table = schema.name.clone();
+    changes.iter().try_for_each(AlterTable::validate)?;
+    let mut schema = schema.clone();
+    let mut steps = Vec::new();
+    for change in changes {
+        match change {
+            AlterTable::AddColumn(def) => {
+                if schema.find(&def.name).is_some() {
+                    return Err(Error::conflict(format!(
+                        "table {table} already has a column {}",
+                        def.name
+                    )));
+                }
+                let probe = normalize_defaults(&TableSchema::new(&table).column(def.clone()))?;
+                let def = probe
+                    .columns
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::internal("column vanished while normalizing"))?;
+                schema.columns.push(def.clone());
+                steps.push(AlterStep::Add(def));
+            }
+            AlterTable::DropColumn(c) => {
+                let def = schema.find(c).ok_or_else(|| {
+                    Error::invalid_input(format!("table {table} has no column {c}"))
+                })?;
+                if def.primary_key {
+                    return Err(Error::invalid_input(format!(
+                        "cannot drop column {c}: it is the primary key of table {table}"
+                    )));
+                }
+                schema.columns.retain(|d| d.name != *c);
+                steps.push(AlterStep::Drop(c.clone()));
+            }
+            AlterTable::RenameColumn { from, to } => {
+                if schema.find(from).is_none() {
+                    return Err(Error::invalid_input(format!(
+                        "table {table} has no column {from}"
+                    )));
+                }
+                if from == to {
+                    continue;
+                }
+                if schema.find(to).is_some() {
+                    return Err(Error::conflict(format!(
+                        "table {table} already has a column {to}"
+                    )));
+                }
+                for d in &mut schema.columns {
+                    if d.name == *from {
+                        d.name = to.clone();
+                    }
+                }
+                steps.push(AlterStep::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+        }
+    }
+    Ok((schema, steps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ColumnType;
+    use serde_json::json;
+
+    fn row(v: Value) -> Row {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn schema() -> TableSchema {
+        TableSchema::new("t")
+            .column(
+                ColumnDef::integer("id")
+                    .primary_key()
+                    .default(ColumnDefault::AutoIncrement),
+            )
+            .column(ColumnDef::text("name").not_null())
+            .column(ColumnDef::new("n", ColumnType::Integer).default_value(json!(7)))
+    }
+
+    #[test]
+    fn insert_fills_defaults_and_leaves_out_auto_keys() {
+        let r = prepare_insert(&schema(), &row(json!({"name": "a"}))).unwrap();
+        assert_eq!(Value::Object(r), json!({"name": "a", "n": 7}));
+        let r = prepare_insert(&schema(), &row(json!({"id": 5.0, "name": "a"}))).unwrap();
+        assert_eq!(r["id"], json!(5));
+        let e = prepare_insert(&schema(), &row(json!({"n": 1}))).unwrap_err();
+        assert!(e.message().contains("name"), "{e}");
+        let e = prepare_insert(&schema(), &row(json!({"name": "a", "zz": 1}))).unwrap_err();
+        assert!(e.message().contains("zz"), "{e}");
+    }
+
+    #[test]
+    fn patches_are_checked() {
+        assert!(prepare_patch(&schema(), &Row::new()).is_err());
+        assert!(prepare_patch(&schema(), &row(json!({"name": null}))).is_err());
+        assert_eq!(
+            prepare_patch(&schema(), &row(json!({"n": 2.0}))).unwrap()["n"],
+            json!(2)
+        );
+        assert!(reserved("_truststream_x").is_err());
+        assert!(reserved("agents").is_ok());
+    }
+}

@@ -1,0 +1,98 @@
+//! sqlx / PostgreSQL errors to TrustStream error kinds, by SQLSTATE. The sqlx
+//! error is kept as the `source()`.
+
+use truststream_core_db::{Error, ErrorKind};
+
+/// Maps a sqlx error to the TrustStream error of the right kind.
+///
+/// | SQLSTATE / sqlx error | kind |
+/// |---|---|
+/// | `23505` unique, `23503` foreign key, `23P01` exclusion, `42P07`/`42710` already exists | `Conflict` |
+/// | `23502` not null, `23514` check, `22xxx` data exceptions, `42601` syntax, `42703` undefined column, `42883` undefined function, `42804` datatype mismatch, `42P18`, `42702` ambiguous column | `InvalidInput` |
+/// | `42P01` undefined table | `NotFound` |
+/// | `57014` statement timeout / cancelled | `Timeout` (retryable) |
+/// | `40001` serialization failure, `40P01` deadlock, `55P03` lock not available | `Unavailable` (retryable) |
+/// | `08xxx` connection, `57P01`–`57P03` shutdown, `53xxx` resources, I/O, TLS, pool timeout, pool closed | `Unavailable` (retryable) |
+/// | `42501` insufficient privilege | `PermissionDenied` |
+/// | anything else | `Internal` |
+pub(crate) fn map(e: sqlx::Error) -> Error {
+    let (kind, message) = match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let mut msg = db.message().to_string();
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(detail) = pg.detail() {
+                    msg = format!("{msg} ({detail})");
+                }
+            }
+            (classify(&code), msg)
+        }
+        sqlx::Error::PoolTimedOut => (
+            ErrorKind::Unavailable,
+            "timed out waiting for a PostgreSQL connection (server down or pool exhausted; \
+             raise max_connections or acquire_timeout_ms)"
+                .to_string(),
+        ),
+        sqlx::Error::PoolClosed => (
+            ErrorKind::Unavailable,
+            "the PostgreSQL pool is closed; call connect() first".to_string(),
+        ),
+        sqlx::Error::Io(io) => (
+            ErrorKind::Unavailable,
+            format!("cannot reach PostgreSQL: {io}"),
+        ),
+        sqlx::Error::Tls(t) => (ErrorKind::Unavailable, format!("PostgreSQL TLS error: {t}")),
+        sqlx::Error::Protocol(p) => (
+            ErrorKind::Unavailable,
+            format!("PostgreSQL protocol error (connection broken?): {p}"),
+        ),
+        sqlx::Error::Configuration(c) => (
+            ErrorKind::InvalidInput,
+            format!("invalid PostgreSQL connection settings: {c}"),
+        ),
+        other => (ErrorKind::Internal, format!("PostgreSQL error: {other}")),
+    };
+    let retryable = matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout);
+    Error::new(kind, message)
+        .with_retryable(retryable)
+        .with_source(e)
+}
+
+/// The kind for a SQLSTATE code.
+pub(crate) fn classify(code: &str) -> ErrorKind {
+    match code {
+        "23505" | "23503" | "23P01" | "42P07" | "42710" | "42P06" => ErrorKind::Conflict,
+        "42P01" => ErrorKind::NotFound,
+        "57014" => ErrorKind::Timeout,
+        "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" => ErrorKind::Unavailable,
+        "42501" => ErrorKind::PermissionDenied,
+        c if c.starts_with("08") || c.starts_with("53") => ErrorKind::Unavailable,
+        c if c.starts_with("22") || c.starts_with("23") => ErrorKind::InvalidInput,
+        "42601" | "42703" | "42883" | "42804" | "42P18" | "42702" | "42803" | "42P02" | "42846"
+        | "42725" | "42P08" => ErrorKind::InvalidInput,
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        assert_eq!(classify("23505"), ErrorKind::Conflict);
+        assert_eq!(classify("23503"), ErrorKind::Conflict);
+        assert_eq!(classify("23502"), ErrorKind::InvalidInput);
+        assert_eq!(classify("22P02"), ErrorKind::InvalidInput);
+        assert_eq!(classify("42P01"), ErrorKind::NotFound);
+        assert_eq!(classify("42703"), ErrorKind::InvalidInput);
+        assert_eq!(classify("57014"), ErrorKind::Timeout);
+        assert_eq!(classify("57P01"), ErrorKind::Unavailable);
+        assert_eq!(classify("08006"), ErrorKind::Unavailable);
+        assert_eq!(classify("53300"), ErrorKind::Unavailable);
+        assert_eq!(classify("XX000"), ErrorKind::Internal);
+        let e = map(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_retryable());
+    }
+}

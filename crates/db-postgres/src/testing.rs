@@ -1,0 +1,120 @@
+//! Test support (feature `testing`): a scratch schema per test on the
+//! server at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
+//! so tests run in parallel against one server and leave nothing behind.
+//!
+//! Under `CI=true` a server that cannot be reached is an error (the run
+//! fails); elsewhere [`server`] returns `None` after printing what to start,
+//! and the caller skips.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rand::Rng as _;
+use sqlx::Connection as _;
+use truststream_core_db::{DbResult, Error};
+
+use crate::{PgConfig, PgDatabase};
+
+/// The server URL tests use: `DATABASE_URL`, else the local default.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Whether tests run under CI (`CI=true`), where a missing server fails.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The URL of a reachable server; `None` (with a message on stderr) when
+/// there is none outside CI. Panics under CI when the server is missing:
+/// a test that needs PostgreSQL never passes without it.
+pub async fn server() -> Option<String> {
+    let url = database_url();
+    match sqlx::PgConnection::connect(&url).await {
+        Ok(c) => {
+            let _ = c.close().await;
+            Some(url)
+        }
+        Err(e) if in_ci() => panic!(
+            "PostgreSQL is required under CI=true and is not reachable at DATABASE_URL or \
+             127.0.0.1:5432 ({e}); .ci/run starts it"
+        ),
+        Err(e) => {
+            eprintln!(
+                "skipping: PostgreSQL is not reachable ({e}); start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 or set DATABASE_URL"
+            );
+            None
+        }
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh schema name: `ts_<tag>_<pid>_<n>_<random>`.
+pub fn scratch_name(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::thread_rng().gen();
+    let mut name = format!("ts_{tag}_{}_{n}_{r:08x}", std::process::id());
+    name.truncate(63);
+    name
+}
+
+/// Scratch schemas made by this process, dropped by [`Scratch::cleanup`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    url: String,
+    schemas: Mutex<Vec<String>>,
+}
+
+impl Scratch {
+    /// Scratch schemas on the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Scratch {
+            url: url.into(),
+            schemas: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A configuration for a fresh schema (remembered for cleanup).
+    pub fn config(&self, tag: &str) -> PgConfig {
+        let name = scratch_name(tag);
+        crate::lock(&self.schemas).push(name.clone());
+        PgConfig::new(self.url.clone()).with_schema(name)
+    }
+
+    /// A provider on a fresh schema.
+    pub async fn database(&self, tag: &str) -> DbResult<PgDatabase> {
+        PgDatabase::open(self.config(tag)).await
+    }
+
+    /// Drops every schema made so far.
+    pub async fn cleanup(&self) -> DbResult<()> {
+        let names: Vec<String> = std::mem::take(&mut *crate::lock(&self.schemas));
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .map_err(crate::error::map)?;
+        for n in names {
+            truststream_core_db::ident::validate(&n)?;
+            sqlx::query(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                truststream_core_db::ident::quote(&n)
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| {
+                Error::internal(format!("cannot drop scratch schema {n}"))
+                    .with_source(crate::error::map(e))
+            })?;
+        }
+        let _ = conn.close().await;
+        Ok(())
+    }
+}

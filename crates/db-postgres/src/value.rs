@@ -1,0 +1,338 @@
+//! JSON values to typed PostgreSQL binds and result columns back to the
+//! documented JSON shapes. Type checking and normalization are the shared
+//! rules of `truststream_core_db::value`.
+
+use std::str::FromStr;
+
+use base64::Engine as _;
+use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
+use sqlx::types::{BigDecimal, Json};
+use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
+use truststream_core_db::sql::compile::Bind;
+use truststream_core_db::value::{format_timestamp, normalize, parse_decimal, parse_timestamp};
+use truststream_core_db::{ColumnType, DbResult, Error, Row, Value};
+
+use crate::error;
+
+fn bind_err(e: sqlx::error::BoxDynError) -> Error {
+    Error::internal(format!("cannot bind a value: {e}"))
+}
+
+fn b64(s: &str) -> DbResult<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| Error::internal("normalized bytes are not base64"))
+}
+
+fn decimal(column: &str, v: &Value) -> DbResult<BigDecimal> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    BigDecimal::from_str(&text)
+        .map_err(|_| Error::invalid_input(format!("column {column} takes a decimal number")))
+}
+
+/// Adds one value for a column of type `ty` (normalized first, so a wrong
+/// type is `InvalidInput` naming the column). A NULL is bound with the
+/// column's type, so PostgreSQL never has to guess it.
+pub(crate) fn add_typed(
+    args: &mut PgArguments,
+    column: &str,
+    ty: ColumnType,
+    value: &Value,
+) -> DbResult<()> {
+    let null = value.is_null();
+    let v = if null {
+        Value::Null
+    } else {
+        normalize(column, ty, value)?
+    };
+    let r = match ty {
+        ColumnType::Text => args.add(v.as_str().map(str::to_string)),
+        ColumnType::Integer => args.add(v.as_i64()),
+        ColumnType::Float => args.add(v.as_f64()),
+        ColumnType::Boolean => args.add(v.as_bool()),
+        ColumnType::Timestamp => args.add(v.as_str().and_then(parse_timestamp)),
+        ColumnType::Uuid => args.add(
+            v.as_str()
+                .map(uuid::Uuid::parse_str)
+                .transpose()
+                .map_err(|_| Error::internal("normalized uuid does not parse"))?,
+        ),
+        ColumnType::Json => args.add(if null { None } else { Some(Json(v)) }),
+        ColumnType::Bytes => args.add(v.as_str().map(b64).transpose()?),
+        ColumnType::Numeric => args.add(if null {
+            None
+        } else {
+            Some(decimal(column, &v)?)
+        }),
+    };
+    r.map_err(bind_err)
+}
+
+/// Adds a value that has no column: by its JSON kind.
+fn add_plain(args: &mut PgArguments, value: &Value) -> DbResult<()> {
+    let r = match value {
+        Value::Null => args.add(Option::<String>::None),
+        Value::Bool(b) => args.add(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => args.add(i),
+            None => args.add(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => args.add(s.clone()),
+        Value::Array(_) | Value::Object(_) => args.add(Json(value.clone())),
+    };
+    r.map_err(bind_err)
+}
+
+/// Binds compiled values.
+pub(crate) fn arguments(binds: &[Bind]) -> DbResult<PgArguments> {
+    let mut args = PgArguments::default();
+    for b in binds {
+        match b.ty {
+            Some(ty) => add_typed(&mut args, &b.column, ty, &b.value)?,
+            None => add_plain(&mut args, &b.value)?,
+        }
+    }
+    Ok(args)
+}
+
+/// The column type a PostgreSQL parameter type takes, when it is one of the
+/// mapped ones.
+pub(crate) fn column_type_of(pg: &PgTypeInfo) -> Option<ColumnType> {
+    Some(match pg.name() {
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => ColumnType::Text,
+        "INT8" | "INT4" | "INT2" => ColumnType::Integer,
+        "FLOAT8" | "FLOAT4" => ColumnType::Float,
+        "BOOL" => ColumnType::Boolean,
+        "TIMESTAMPTZ" => ColumnType::Timestamp,
+        "UUID" => ColumnType::Uuid,
+        "JSONB" | "JSON" => ColumnType::Json,
+        "BYTEA" => ColumnType::Bytes,
+        "NUMERIC" => ColumnType::Numeric,
+        _ => return None,
+    })
+}
+
+/// Binds raw-query parameters by the types PostgreSQL inferred for them
+/// (`created_at >= :since` binds a timestamp, not text), so the same SQL
+/// works on every SQL provider. A value that does not fit the inferred type
+/// is `InvalidInput` naming the parameter; a type outside the mapping takes
+/// the value's JSON text.
+pub(crate) fn raw_arguments(values: &[Value], types: &[PgTypeInfo]) -> DbResult<PgArguments> {
+    let mut args = PgArguments::default();
+    for (i, v) in values.iter().enumerate() {
+        let name = format!("parameter {}", i + 1);
+        let Some(pg) = types.get(i) else {
+            add_plain(&mut args, v)?;
+            continue;
+        };
+        let null = v.is_null();
+        let int = |bits: u32| -> DbResult<Option<i64>> {
+            if null {
+                return Ok(None);
+            }
+            let n = normalize(&name, ColumnType::Integer, v)?.as_i64();
+            let limit = 1i64 << (bits - 1);
+            match n {
+                Some(n) if (-limit..limit).contains(&n) => Ok(Some(n)),
+                _ => Err(Error::invalid_input(format!(
+                    "{name} takes a {bits}-bit integer"
+                ))),
+            }
+        };
+        let r = match pg.name() {
+            "INT4" => args.add(int(32)?.map(|n| n as i32)),
+            "INT2" => args.add(int(16)?.map(|n| n as i16)),
+            "FLOAT4" => args.add(if null {
+                None
+            } else {
+                normalize(&name, ColumnType::Float, v)?
+                    .as_f64()
+                    .map(|f| f as f32)
+            }),
+            "TIMESTAMP" => args.add(if null {
+                None
+            } else {
+                let t = normalize(&name, ColumnType::Timestamp, v)?;
+                t.as_str().and_then(parse_timestamp).map(|t| t.naive_utc())
+            }),
+            "DATE" => args.add(if null {
+                None
+            } else {
+                let t = normalize(&name, ColumnType::Timestamp, v)?;
+                t.as_str().and_then(parse_timestamp).map(|t| t.date_naive())
+            }),
+            // `json` (not `jsonb`) takes its text as the binary form.
+            "JSON" => args.add(if null { None } else { Some(v.to_string()) }),
+            _ => match column_type_of(pg) {
+                Some(ColumnType::Text) if !null && !v.is_string() => args.add(v.to_string()),
+                Some(ty) => {
+                    add_typed(&mut args, &name, ty, v)?;
+                    Ok(())
+                }
+                None => {
+                    return Err(Error::invalid_input(format!(
+                        "{name} has PostgreSQL type {}, which raw_query cannot bind from JSON; \
+                         cast it in the SQL (for example `:value::text`)",
+                        pg.name()
+                    )))
+                }
+            },
+        };
+        r.map_err(bind_err)?;
+    }
+    Ok(args)
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// Decodes one result column by its PostgreSQL type.
+fn decode_column(row: &PgRow, i: usize) -> DbResult<Value> {
+    let raw = row.try_get_raw(i).map_err(error::map)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let ty = raw.type_info().name().to_string();
+    let e = |e: sqlx::Error| error::map(e);
+    Ok(match ty.as_str() {
+        "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(e)?),
+        "INT2" => Value::from(row.try_get::<i16, _>(i).map_err(e)?),
+        "INT4" => Value::from(row.try_get::<i32, _>(i).map_err(e)?),
+        "INT8" => Value::from(row.try_get::<i64, _>(i).map_err(e)?),
+        "FLOAT4" => float(f64::from(row.try_get::<f32, _>(i).map_err(e)?)),
+        "FLOAT8" => float(row.try_get::<f64, _>(i).map_err(e)?),
+        "NUMERIC" => {
+            let d = row.try_get::<BigDecimal, _>(i).map_err(e)?.to_string();
+            parse_decimal(&d).unwrap_or(Value::String(d))
+        }
+        "TIMESTAMPTZ" => Value::String(format_timestamp(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+                .map_err(e)?,
+        )),
+        "TIMESTAMP" => Value::String(format_timestamp(
+            row.try_get::<chrono::NaiveDateTime, _>(i)
+                .map_err(e)?
+                .and_utc(),
+        )),
+        "DATE" => Value::String(
+            row.try_get::<chrono::NaiveDate, _>(i)
+                .map_err(e)?
+                .format("%Y-%m-%d")
+                .to_string(),
+        ),
+        "UUID" => Value::String(
+            row.try_get::<uuid::Uuid, _>(i)
+                .map_err(e)?
+                .hyphenated()
+                .to_string(),
+        ),
+        "JSON" | "JSONB" => row.try_get::<Json<Value>, _>(i).map_err(e)?.0,
+        "BYTEA" => Value::String(
+            base64::engine::general_purpose::STANDARD
+                .encode(row.try_get::<Vec<u8>, _>(i).map_err(e)?),
+        ),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
+            Value::String(row.try_get::<String, _>(i).map_err(e)?)
+        }
+        other => {
+            let name = row.columns().get(i).map_or("?", |c| c.name());
+            return Err(Error::invalid_input(format!(
+                "result column {name} has PostgreSQL type {other}, which the provider does not \
+                 map to JSON; cast it in the query (for example `{name}::text`)"
+            )));
+        }
+    })
+}
+
+/// Decodes a result row; `hint(index, name)` gives the column type the value
+/// should come back as (an aggregate's `SUM` is `NUMERIC` in PostgreSQL but
+/// an integer to the caller).
+pub(crate) fn decode_row(
+    row: &PgRow,
+    hint: impl Fn(usize, &str) -> Option<ColumnType>,
+) -> DbResult<Row> {
+    let mut out = Row::with_capacity(row.len());
+    for (i, c) in row.columns().iter().enumerate() {
+        let mut v = decode_column(row, i)?;
+        if let Some(ty) = hint(i, c.name()) {
+            if !v.is_null() {
+                if let Ok(n) = normalize(c.name(), ty, &v) {
+                    v = n;
+                }
+            }
+        }
+        out.insert(c.name().to_string(), v);
+    }
+    Ok(out)
+}
+
+/// A row as `row_to_json` renders it (the change feed's triggers) in the
+/// documented JSON shapes of `schema`'s columns: timestamps normalized,
+/// `bytea` (`\x6869`) as base64.
+pub(crate) fn from_row_json(
+    schema: &truststream_core_db::TableSchema,
+    json: Value,
+) -> DbResult<Row> {
+    let Value::Object(map) = json else {
+        return Err(Error::internal("a change-feed row is not a JSON object"));
+    };
+    let mut out = Row::with_capacity(map.len());
+    for (k, v) in map {
+        let v = match (schema.find(&k).map(|c| c.ty), v) {
+            (_, Value::Null) => Value::Null,
+            (Some(ColumnType::Bytes), Value::String(s)) => {
+                let hex_part = s.strip_prefix("\\x").unwrap_or(&s);
+                let bytes = hex::decode(hex_part).map_err(|_| {
+                    Error::internal(format!("change feed: column {k} is not bytea hex"))
+                })?;
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            (Some(ColumnType::Json), v) => v,
+            (Some(ty), v) => normalize(&k, ty, &v).unwrap_or(v),
+            (None, v) => v,
+        };
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use truststream_core_db::{ColumnDef, TableSchema};
+
+    #[test]
+    fn row_json_to_documented_shapes() {
+        let schema = TableSchema::new("t")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::bytes("b"))
+            .column(ColumnDef::timestamp("at"))
+            .column(ColumnDef::json("j"));
+        let row = from_row_json(
+            &schema,
+            json!({"id": 1, "b": "\\x6869", "at": "2024-05-01T14:00:00.5+02:00", "j": {"a": [1]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(row),
+            json!({"id": 1, "b": "aGk=", "at": "2024-05-01T12:00:00.500000Z", "j": {"a": [1]}})
+        );
+        assert!(from_row_json(&schema, json!([1])).is_err());
+    }
+
+    #[test]
+    fn typed_binds_reject_wrong_types() {
+        let mut args = PgArguments::default();
+        assert!(add_typed(&mut args, "n", ColumnType::Integer, &json!("x")).is_err());
+        assert!(add_typed(&mut args, "n", ColumnType::Integer, &json!(null)).is_ok());
+        assert!(add_typed(&mut args, "d", ColumnType::Numeric, &json!("12.50")).is_ok());
+        assert!(add_typed(&mut args, "u", ColumnType::Uuid, &json!("nope")).is_err());
+    }
+}
