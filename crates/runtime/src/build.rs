@@ -50,6 +50,8 @@ impl Registries {
         truststream_db_sqlite::register(&mut r.database);
         #[cfg(feature = "storage-memory")]
         truststream_storage_memory::register(&mut r.storage);
+        #[cfg(feature = "storage-fs")]
+        truststream_storage_fs::register(&mut r.storage);
         #[cfg(feature = "realtime-memory")]
         truststream_realtime_memory::register(&mut r.realtime);
         r

@@ -162,8 +162,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The embedded default: database, storage and realtime `memory`, auth
-    /// `none`. Used when there is no file and no environment variable.
+    /// The embedded default: database and realtime `memory`, storage `fs`
+    /// (root `./data/storage`; `memory` without the `storage-fs` feature),
+    /// auth `none`. Used when there is no file and no environment variable.
     pub fn embedded_default() -> Self {
         let mut sections = BTreeMap::new();
         for i in Interface::ALL {
@@ -256,6 +257,9 @@ impl fmt::Debug for Config {
 fn default_type(i: Interface) -> &'static str {
     match i {
         Interface::Auth => AUTH_NONE,
+        // Files under ./data/storage (the provider's default root).
+        #[cfg(feature = "storage-fs")]
+        Interface::Storage => "fs",
         _ => "memory",
     }
 }

@@ -45,7 +45,7 @@ fn check_on_the_embedded_default() {
     let out = &r.stdout;
     assert!(out.contains("profile: default"), "{out}");
     assert!(out.contains("database: memory 0.1.0"), "{out}");
-    assert!(out.contains("storage: memory 0.1.0"), "{out}");
+    assert!(out.contains("storage: fs 0.1.0"), "{out}");
     assert!(out.contains("realtime: memory 0.1.0"), "{out}");
     assert!(out.contains("auth: none"), "{out}");
     // capability lines and one health line per interface
@@ -111,7 +111,7 @@ max_object_size = 4096
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("config prints JSON");
     assert_eq!(v["profile"], "production");
     assert_eq!(v["file"], "truststream.toml");
-    assert_eq!(v["storage"]["type"], "memory");
+    assert_eq!(v["storage"]["type"], "fs");
     assert_eq!(v["storage"]["max_object_size"], 4096);
     assert_eq!(v["storage"]["signing_secret"], "<redacted>");
     assert_eq!(v["database"]["password"], "<redacted>");
@@ -174,11 +174,7 @@ fn bad_setting_fails_check_but_reports_the_others() {
     );
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("database: memory 0.1.0"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("storage: memory (not built)"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("storage: fs (not built)"), "{}", r.stdout);
     assert!(!format!("{}{}", r.stdout, r.stderr).contains("short-secret"));
 }
 

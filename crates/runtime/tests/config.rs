@@ -39,7 +39,7 @@ fn no_sources_is_the_embedded_default() {
     for (i, t) in [
         (Interface::Database, "memory"),
         (Interface::Auth, "none"),
-        (Interface::Storage, "memory"),
+        (Interface::Storage, "fs"),
         (Interface::Realtime, "memory"),
     ] {
         assert_eq!(cfg.section(i).kind(), t, "{i}");
@@ -366,12 +366,22 @@ async fn unknown_setting_names_the_key() {
 
 #[tokio::test]
 async fn embedded_default_builds_every_service() {
-    let cfg = ConfigSources::new().load().unwrap();
+    // The default storage keeps files under ./data/storage; point it at a
+    // temporary directory so the test leaves nothing behind.
+    let root = tempfile::tempdir().unwrap();
+    let cfg = ConfigSources::new()
+        .env(env(&[(
+            "TRUSTSTREAM_STORAGE__ROOT",
+            root.path().to_str().unwrap(),
+        )]))
+        .load()
+        .unwrap();
+    assert_eq!(cfg.section(Interface::Storage).kind(), "fs");
     let s = Services::build(&Registries::compiled_in(), &cfg)
         .await
         .unwrap();
     assert_eq!(s.db.info().name, "memory");
-    assert_eq!(s.storage.info().name, "memory");
+    assert_eq!(s.storage.info().name, "fs");
     assert_eq!(s.realtime.info().name, "memory");
     assert!(s.auth.is_none());
     // Realtime is wired to the database's change feed.
@@ -383,9 +393,13 @@ async fn embedded_default_builds_every_service() {
 
 #[tokio::test]
 async fn settings_reach_the_provider() {
+    let root = tempfile::tempdir().unwrap();
     let cfg = ConfigSources::new()
         .toml_str("[default.storage]\nbuckets = [\"avatars\", \"docs\"]\n")
-        .env(env(&[("TRUSTSTREAM_STORAGE__MAX_OBJECT_SIZE", "100")]))
+        .env(env(&[
+            ("TRUSTSTREAM_STORAGE__MAX_OBJECT_SIZE", "100"),
+            ("TRUSTSTREAM_STORAGE__ROOT", root.path().to_str().unwrap()),
+        ]))
         .load()
         .unwrap();
     let s = Services::build(&Registries::compiled_in(), &cfg)

@@ -113,6 +113,8 @@ async fn runtime_on_slow(started: Arc<Notify>) -> Runtime {
         .env([
             ("TRUSTSTREAM_DATABASE__TYPE", "slow"),
             ("TRUSTSTREAM_DATABASE__DELAY_MS", "400"),
+            // Not about storage: keep files out of the working directory.
+            ("TRUSTSTREAM_STORAGE__TYPE", "memory"),
         ])
         .load()
         .expect("config loads");
@@ -217,8 +219,14 @@ async fn unhealthy_or_unbuildable_candidates_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_and_realtime_switch_too() {
+    // The default storage is files: keep them in a temporary directory.
+    let root = tempfile::tempdir().unwrap();
+    let sources = ConfigSources::new().env([(
+        "TRUSTSTREAM_STORAGE__ROOT".to_string(),
+        root.path().display().to_string(),
+    )]);
     let rt = Runtime::builder()
-        .config(ConfigSources::new().load().unwrap())
+        .config(sources.load().unwrap())
         .build()
         .await
         .unwrap();
