@@ -1,0 +1,465 @@
+//! Configuration of the JWT auth provider.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use truststream_core_auth::{AuthResult, Error, Secret};
+
+/// Signing algorithms this provider issues and verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// HMAC with SHA-256 and a shared secret (the default).
+    HS256,
+    /// HMAC with SHA-384.
+    HS384,
+    /// HMAC with SHA-512.
+    HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl Algorithm {
+    /// Whether the algorithm uses a shared secret (HMAC).
+    pub fn is_symmetric(self) -> bool {
+        matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    }
+
+    pub(crate) fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            Algorithm::HS256 => A::HS256,
+            Algorithm::HS384 => A::HS384,
+            Algorithm::HS512 => A::HS512,
+            Algorithm::RS256 => A::RS256,
+            Algorithm::PS256 => A::PS256,
+            Algorithm::ES256 => A::ES256,
+            Algorithm::ES384 => A::ES384,
+            Algorithm::EdDSA => A::EdDSA,
+        }
+    }
+}
+
+/// When `validate_token` consults the session store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// Every access token of this provider is checked against its session:
+    /// a signed-out or revoked session stops validating at once (one
+    /// database read per validation). The default.
+    Checked,
+    /// Signature and claims only: a revoked session's access tokens stay
+    /// valid until they expire (no database read).
+    Stateless,
+}
+
+/// Password rules, checked before any hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordPolicy {
+    /// Fewest characters (default 8).
+    pub min_chars: usize,
+    /// Most bytes of UTF-8 (default 256): bounds the work one request can
+    /// cause. Longer passwords are rejected before hashing.
+    pub max_bytes: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            min_chars: 8,
+            max_bytes: 256,
+        }
+    }
+}
+
+/// Argon2id cost. The defaults are OWASP's recommendation (19 MiB, 2
+/// passes, 1 lane); tests use the minimum (`Argon2Cost::minimal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Argon2Cost {
+    /// Memory in KiB (default 19456).
+    pub memory_kib: u32,
+    /// Passes (default 2).
+    pub iterations: u32,
+    /// Lanes (default 1).
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Cost {
+    fn default() -> Self {
+        Argon2Cost {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl Argon2Cost {
+    /// The cheapest cost argon2 accepts: for tests only.
+    pub fn minimal() -> Self {
+        Argon2Cost {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Limit on failed sign-ins per account (by email, known or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignInRateLimit {
+    /// Failed attempts allowed per window; further attempts are
+    /// `RateLimited` without checking the password. 0 disables the limit.
+    /// Default 5.
+    pub max_failures: u32,
+    /// Window length in seconds, from the first failure (default 300).
+    pub window_secs: u64,
+    /// Accounts tracked at once (default 100000); the least recently used
+    /// are forgotten first.
+    pub max_tracked: u64,
+}
+
+impl Default for SignInRateLimit {
+    fn default() -> Self {
+        SignInRateLimit {
+            max_failures: 5,
+            window_secs: 300,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// An external identity provider whose access tokens are accepted
+/// (Supabase, Auth0, Cognito, ...): exactly one of `jwt_secret` and
+/// `jwks_url`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuer {
+    /// The `iss` its tokens carry (exact match).
+    pub issuer: String,
+    /// The `aud` required in its tokens.
+    pub audience: String,
+    /// Shared HMAC secret (for example a Supabase project's JWT secret).
+    #[serde(default)]
+    pub jwt_secret: Option<Secret>,
+    /// Where its public keys are published (`.../.well-known/jwks.json`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Accepted algorithms; default `HS256` with a secret, `RS256` and
+    /// `ES256` with a JWKS URL. Symmetric and asymmetric ones cannot mix.
+    #[serde(default)]
+    pub algorithms: Vec<Algorithm>,
+    /// How long a fetched key set is used before it is fetched again
+    /// (default 600 s).
+    #[serde(default = "default_jwks_cache_secs")]
+    pub jwks_cache_secs: u64,
+    /// A token with an unknown `kid` makes the key set be fetched again, at
+    /// most once per this many seconds (default 30), so a flood of unknown
+    /// `kid`s cannot hammer the identity provider.
+    #[serde(default = "default_jwks_min_refresh_secs")]
+    pub jwks_min_refresh_secs: u64,
+    /// Timeout of one key-set fetch in milliseconds (default 5000).
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub jwks_timeout_ms: u64,
+}
+
+fn default_jwks_cache_secs() -> u64 {
+    600
+}
+fn default_jwks_min_refresh_secs() -> u64 {
+    30
+}
+fn default_jwks_timeout_ms() -> u64 {
+    5_000
+}
+
+impl ExternalIssuer {
+    /// An issuer verified with a shared HMAC secret.
+    pub fn with_secret(
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        secret: impl Into<Secret>,
+    ) -> Self {
+        ExternalIssuer {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwt_secret: Some(secret.into()),
+            jwks_url: None,
+            algorithms: Vec::new(),
+            jwks_cache_secs: default_jwks_cache_secs(),
+            jwks_min_refresh_secs: default_jwks_min_refresh_secs(),
+            jwks_timeout_ms: default_jwks_timeout_ms(),
+        }
+    }
+
+    /// An issuer verified with the keys published at `jwks_url`.
+    pub fn with_jwks(
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        jwks_url: impl Into<String>,
+    ) -> Self {
+        ExternalIssuer {
+            jwt_secret: None,
+            jwks_url: Some(jwks_url.into()),
+            ..Self::with_secret(issuer, audience, "")
+        }
+    }
+
+    /// The algorithms in effect (the configured ones or the defaults).
+    pub(crate) fn effective_algorithms(&self) -> Vec<Algorithm> {
+        if !self.algorithms.is_empty() {
+            return self.algorithms.clone();
+        }
+        if self.jwt_secret.is_some() {
+            vec![Algorithm::HS256]
+        } else {
+            vec![Algorithm::RS256, Algorithm::ES256]
+        }
+    }
+
+    pub(crate) fn validate(&self) -> AuthResult<()> {
+        let name = &self.issuer;
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(Error::invalid_input(
+                "external issuer: `issuer` and `audience` must not be empty",
+            ));
+        }
+        let algs = self.effective_algorithms();
+        match (&self.jwt_secret, &self.jwks_url) {
+            (Some(s), None) => {
+                if s.expose().len() < MIN_SECRET_BYTES {
+                    return Err(Error::invalid_input(format!(
+                        "external issuer {name:?}: jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
+                    )));
+                }
+                if !algs.iter().all(|a| a.is_symmetric()) {
+                    return Err(Error::invalid_input(format!(
+                        "external issuer {name:?}: a jwt_secret verifies HS256/HS384/HS512 only"
+                    )));
+                }
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(Error::invalid_input(format!(
+                        "external issuer {name:?}: jwks_url must be an http(s) URL"
+                    )));
+                }
+                if algs.iter().any(|a| a.is_symmetric()) {
+                    return Err(Error::invalid_input(format!(
+                        "external issuer {name:?}: keys from a JWKS URL verify asymmetric algorithms only"
+                    )));
+                }
+            }
+            _ => {
+                return Err(Error::invalid_input(format!(
+                    "external issuer {name:?}: set exactly one of jwt_secret and jwks_url"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ExternalIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalIssuer")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwks_url", &self.jwks_url)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shortest accepted HMAC secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Configuration of the JWT auth provider (`auth.type = "jwt"`).
+///
+/// Only the key material is required: `jwt_secret` for the default HS256,
+/// or `private_key` (PKCS#8 PEM) for RS256/PS256/ES256/ES384/EdDSA.
+/// `Debug` never shows a secret.
+///
+/// ```
+/// use truststream_auth_jwt::JwtAuthConfig;
+/// let cfg: JwtAuthConfig = serde_json::from_value(serde_json::json!({
+///     "jwt_secret": "0123456789abcdef0123456789abcdef",
+///     "roles": { "admin": ["*"], "member": ["read:*"] },
+///     "default_roles": ["member"],
+/// })).unwrap();
+/// assert_eq!(cfg.access_token_ttl_secs, 900);
+/// assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtAuthConfig {
+    /// `iss` of issued tokens, required when verifying (default
+    /// `"truststream"`).
+    pub issuer: String,
+    /// `aud` of issued tokens, required when verifying (default
+    /// `"authenticated"`).
+    pub audience: String,
+    /// Signing algorithm (default `HS256`).
+    pub algorithm: Algorithm,
+    /// HMAC secret for HS256/384/512, at least 32 bytes.
+    pub jwt_secret: Option<Secret>,
+    /// PKCS#8 PEM private key for the asymmetric algorithms. Its public half
+    /// is published by [`crate::JwtAuth::jwks`].
+    pub private_key: Option<Secret>,
+    /// `kid` of issued tokens (default: the RFC 7638 thumbprint of the public
+    /// key for asymmetric keys, none for HMAC).
+    pub key_id: Option<String>,
+    /// Access-token lifetime (default 900 s).
+    pub access_token_ttl_secs: u64,
+    /// Session lifetime: refresh tokens stop working this long after sign-in
+    /// (default 30 days).
+    pub session_ttl_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf` (default 5 s, at most 300).
+    pub leeway_secs: u64,
+    /// Window after a rotation in which the previous refresh token is answered
+    /// with the current session instead of counting as reuse (two tabs, a
+    /// lost response). Default 10000 ms.
+    pub refresh_reuse_interval_ms: u64,
+    /// Whether `validate_token` checks the session store (default `checked`).
+    pub revocation: Revocation,
+    /// Prefix of the three tables (`<prefix>users`, `<prefix>sessions`,
+    /// `<prefix>refresh_tokens`); default `auth_`.
+    pub table_prefix: String,
+    /// Password rules.
+    pub password: PasswordPolicy,
+    /// Argon2id cost of new password hashes.
+    pub argon2: Argon2Cost,
+    /// Failed sign-in limit.
+    pub sign_in_rate_limit: SignInRateLimit,
+    /// Role -> permissions (`action:resource`, `*` wildcards).
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Roles given to every new user (default none).
+    pub default_roles: Vec<String>,
+    /// External identity providers whose tokens `validate_token` accepts.
+    pub external_issuers: Vec<ExternalIssuer>,
+}
+
+impl Default for JwtAuthConfig {
+    fn default() -> Self {
+        JwtAuthConfig {
+            issuer: "truststream".into(),
+            audience: "authenticated".into(),
+            algorithm: Algorithm::HS256,
+            jwt_secret: None,
+            private_key: None,
+            key_id: None,
+            access_token_ttl_secs: 900,
+            session_ttl_secs: 30 * 24 * 3600,
+            leeway_secs: 5,
+            refresh_reuse_interval_ms: 10_000,
+            revocation: Revocation::Checked,
+            table_prefix: "auth_".into(),
+            password: PasswordPolicy::default(),
+            argon2: Argon2Cost::default(),
+            sign_in_rate_limit: SignInRateLimit::default(),
+            roles: BTreeMap::new(),
+            default_roles: Vec::new(),
+            external_issuers: Vec::new(),
+        }
+    }
+}
+
+impl JwtAuthConfig {
+    /// The defaults with an HS256 secret.
+    pub fn with_secret(secret: impl Into<Secret>) -> Self {
+        JwtAuthConfig {
+            jwt_secret: Some(secret.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The defaults with an asymmetric algorithm and its PKCS#8 PEM private key.
+    pub fn with_private_key(algorithm: Algorithm, pem: impl Into<Secret>) -> Self {
+        JwtAuthConfig {
+            algorithm,
+            private_key: Some(pem.into()),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> AuthResult<()> {
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(Error::invalid_input(
+                "`issuer` and `audience` must not be empty",
+            ));
+        }
+        if self.access_token_ttl_secs == 0 || self.session_ttl_secs == 0 {
+            return Err(Error::invalid_input(
+                "`access_token_ttl_secs` and `session_ttl_secs` must be positive",
+            ));
+        }
+        if self.leeway_secs > 300 {
+            return Err(Error::invalid_input("`leeway_secs` must be at most 300"));
+        }
+        if self.password.min_chars == 0 || self.password.max_bytes < self.password.min_chars {
+            return Err(Error::invalid_input(
+                "`password.min_chars` must be positive and at most `password.max_bytes`",
+            ));
+        }
+        if self.password.max_bytes > 4096 {
+            return Err(Error::invalid_input(
+                "`password.max_bytes` must be at most 4096",
+            ));
+        }
+        if self.sign_in_rate_limit.max_failures > 0 && self.sign_in_rate_limit.window_secs == 0 {
+            return Err(Error::invalid_input(
+                "`sign_in_rate_limit.window_secs` must be positive",
+            ));
+        }
+        for i in &self.external_issuers {
+            i.validate()?;
+            if i.issuer == self.issuer {
+                return Err(Error::invalid_input(format!(
+                    "external issuer {:?} is this provider's own issuer",
+                    i.issuer
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for JwtAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: &Option<Secret>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("JwtAuthConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("algorithm", &self.algorithm)
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("private_key", &redact(&self.private_key))
+            .field("key_id", &self.key_id)
+            .field("access_token_ttl_secs", &self.access_token_ttl_secs)
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("refresh_reuse_interval_ms", &self.refresh_reuse_interval_ms)
+            .field("revocation", &self.revocation)
+            .field("table_prefix", &self.table_prefix)
+            .field("password", &self.password)
+            .field("argon2", &self.argon2)
+            .field("sign_in_rate_limit", &self.sign_in_rate_limit)
+            .field("roles", &self.roles)
+            .field("default_roles", &self.default_roles)
+            .field("external_issuers", &self.external_issuers)
+            .finish()
+    }
+}

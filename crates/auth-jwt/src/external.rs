@@ -1,0 +1,285 @@
+//! Verifying access tokens of external identity providers (Supabase, Auth0,
+//! Cognito, ...) by shared secret or by the keys they publish (JWKS).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{DecodingKey, Validation};
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, RwLock};
+use truststream_core_auth::{AuthResult, Error};
+
+use crate::config::{Algorithm, ExternalIssuer};
+use crate::keys::verify_error;
+
+/// Largest key-set document accepted, in bytes.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// One configured external issuer.
+pub(crate) struct ExternalVerifier {
+    pub(crate) issuer: String,
+    /// One validation per accepted algorithm: jsonwebtoken requires every
+    /// algorithm of a validation to match the key's family, and a key set
+    /// may hold RSA and EC keys side by side.
+    validations: Vec<(jsonwebtoken::Algorithm, Validation)>,
+    source: KeySource,
+}
+
+enum KeySource {
+    Secret(DecodingKey),
+    Jwks(Box<JwksCache>),
+}
+
+impl ExternalVerifier {
+    pub(crate) fn new(
+        cfg: &ExternalIssuer,
+        leeway_secs: u64,
+        fetches: Arc<AtomicU64>,
+    ) -> AuthResult<Self> {
+        cfg.validate()?;
+        let algs: Vec<jsonwebtoken::Algorithm> = cfg
+            .effective_algorithms()
+            .into_iter()
+            .map(Algorithm::to_jwt)
+            .collect();
+        let validations = algs
+            .iter()
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                v.algorithms = vec![alg];
+                v.leeway = leeway_secs;
+                v.validate_nbf = true;
+                v.set_audience(&[cfg.audience.as_str()]);
+                v.set_issuer(&[cfg.issuer.as_str()]);
+                v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+                (alg, v)
+            })
+            .collect();
+        let source = match (&cfg.jwt_secret, &cfg.jwks_url) {
+            (Some(secret), _) => {
+                KeySource::Secret(DecodingKey::from_secret(secret.expose().as_bytes()))
+            }
+            (None, Some(url)) => {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_millis(cfg.jwks_timeout_ms))
+                    .redirect(reqwest::redirect::Policy::limited(3))
+                    .build()
+                    .map_err(|e| {
+                        Error::internal("cannot build the HTTP client for JWKS").with_source(e)
+                    })?;
+                KeySource::Jwks(Box::new(JwksCache {
+                    url: url.clone(),
+                    client,
+                    algorithms: algs,
+                    ttl: Duration::from_secs(cfg.jwks_cache_secs),
+                    min_refresh: Duration::from_secs(cfg.jwks_min_refresh_secs),
+                    state: RwLock::new(None),
+                    fetch_lock: Mutex::new(None),
+                    fetches,
+                }))
+            }
+            (None, None) => {
+                return Err(Error::invalid_input(
+                    "external issuer needs jwt_secret or jwks_url",
+                ))
+            }
+        };
+        Ok(ExternalVerifier {
+            issuer: cfg.issuer.clone(),
+            validations,
+            source,
+        })
+    }
+
+    /// Verifies `token` (whose unverified `iss` named this issuer).
+    pub(crate) async fn verify(&self, token: &str) -> AuthResult<Map<String, Value>> {
+        let header = jsonwebtoken::decode_header(token).map_err(verify_error)?;
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
+            return Err(Error::unauthenticated(
+                "access token uses an algorithm that is not accepted",
+            ));
+        };
+        let key = match &self.source {
+            KeySource::Secret(k) => k.clone(),
+            KeySource::Jwks(cache) => cache.key(header.kid.as_deref()).await?,
+        };
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key, validation)
+            .map(|d| d.claims)
+            .map_err(verify_error)
+    }
+}
+
+/// The issuer's key set, fetched on first use, kept for `ttl`, and fetched
+/// again early when a token names an unknown `kid` — at most once per
+/// `min_refresh`. One slot per issuer with a timestamp is all the caching
+/// this needs (no eviction policy, one document), hence no cache crate.
+struct JwksCache {
+    url: String,
+    client: reqwest::Client,
+    algorithms: Vec<jsonwebtoken::Algorithm>,
+    ttl: Duration,
+    min_refresh: Duration,
+    state: RwLock<Option<Arc<KeySet>>>,
+    /// Held while fetching (one fetch at a time); holds the last attempt.
+    fetch_lock: Mutex<Option<Instant>>,
+    fetches: Arc<AtomicU64>,
+}
+
+struct KeySet {
+    by_kid: HashMap<String, DecodingKey>,
+    /// Usable keys without a `kid`.
+    unnamed: Vec<DecodingKey>,
+    fetched_at: Instant,
+}
+
+impl KeySet {
+    fn find(&self, kid: Option<&str>) -> Option<DecodingKey> {
+        match kid {
+            Some(k) => self.by_kid.get(k).cloned(),
+            None => {
+                let mut all = self.by_kid.values().chain(self.unnamed.iter());
+                match (all.next(), all.next()) {
+                    (Some(only), None) => Some(only.clone()),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+impl JwksCache {
+    async fn key(&self, kid: Option<&str>) -> AuthResult<DecodingKey> {
+        let current = self.state.read().await.clone();
+        if let Some(set) = &current {
+            if set.fetched_at.elapsed() < self.ttl {
+                if let Some(k) = set.find(kid) {
+                    return Ok(k);
+                }
+            }
+        }
+        // Stale, missing, or the kid is unknown: fetch, one caller at a time.
+        let mut last_attempt = self.fetch_lock.lock().await;
+        let current = self.state.read().await.clone();
+        if let Some(set) = &current {
+            // Someone else fetched while we waited.
+            if set.fetched_at.elapsed() < self.ttl {
+                if let Some(k) = set.find(kid) {
+                    return Ok(k);
+                }
+            }
+        }
+        let stale = current
+            .as_ref()
+            .is_some_and(|s| s.fetched_at.elapsed() >= self.ttl);
+        let recently = last_attempt.is_some_and(|t| t.elapsed() < self.min_refresh);
+        if recently && !stale {
+            return Err(unknown_key());
+        }
+        *last_attempt = Some(Instant::now());
+        match self.fetch().await {
+            Ok(set) => {
+                let found = set.find(kid);
+                *self.state.write().await = Some(Arc::new(set));
+                found.ok_or_else(unknown_key)
+            }
+            Err(e) => {
+                // Serve the stale set rather than fail every request while
+                // the identity provider is down.
+                if let Some(k) = current.as_ref().and_then(|s| s.find(kid)) {
+                    tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; using the cached key set");
+                    return Ok(k);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> AuthResult<KeySet> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let unavailable = |msg: &str| Error::unavailable(format!("{msg} ({})", self.url));
+        let resp = self
+            .client
+            .get(&self.url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| unavailable("cannot fetch the identity provider's JWKS").with_source(e))?;
+        if !resp.status().is_success() {
+            return Err(unavailable(&format!(
+                "the identity provider's JWKS answered HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(unavailable("the identity provider's JWKS is too large"));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| unavailable("cannot read the identity provider's JWKS").with_source(e))?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(unavailable("the identity provider's JWKS is too large"));
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| {
+            unavailable("the identity provider's JWKS is not a JWK set").with_source(e)
+        })?;
+        let mut by_kid = HashMap::new();
+        let mut unnamed = Vec::new();
+        for jwk in &set.keys {
+            // Symmetric keys never belong in a public key set; accepting one
+            // would let whoever can read the set sign tokens.
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+                continue;
+            }
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            if let Some(alg) = jwk.common.key_algorithm {
+                match key_algorithm(alg) {
+                    Some(a) if self.algorithms.contains(&a) => {}
+                    _ => continue,
+                }
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    by_kid.insert(kid.clone(), key);
+                }
+                None => unnamed.push(key),
+            }
+        }
+        Ok(KeySet {
+            by_kid,
+            unnamed,
+            fetched_at: Instant::now(),
+        })
+    }
+}
+
+fn key_algorithm(a: KeyAlgorithm) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm as A;
+    Some(match a {
+        KeyAlgorithm::RS256 => A::RS256,
+        KeyAlgorithm::RS384 => A::RS384,
+        KeyAlgorithm::RS512 => A::RS512,
+        KeyAlgorithm::PS256 => A::PS256,
+        KeyAlgorithm::PS384 => A::PS384,
+        KeyAlgorithm::PS512 => A::PS512,
+        KeyAlgorithm::ES256 => A::ES256,
+        KeyAlgorithm::ES384 => A::ES384,
+        KeyAlgorithm::EdDSA => A::EdDSA,
+        _ => return None,
+    })
+}
+
+fn unknown_key() -> Error {
+    Error::unauthenticated("access token is signed by an unknown key")
+}

@@ -1,0 +1,792 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod external;
+mod keys;
+mod password;
+mod refresh;
+mod store;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Map, Value};
+use truststream_core_auth::{
+    Auth, AuthCapabilities, AuthDeps, AuthRegistry, AuthResult, Error, ErrorKind, Health,
+    Permission, Principal, ProviderInfo, RolePermissions, Secret, Session, SessionInfo, SignIn,
+    SignUp, User,
+};
+use truststream_core_db::Database;
+
+pub use config::{
+    Algorithm, Argon2Cost, ExternalIssuer, JwtAuthConfig, PasswordPolicy, Revocation,
+    SignInRateLimit, MIN_SECRET_BYTES,
+};
+
+use crate::external::ExternalVerifier;
+use crate::keys::{verify_error, OwnKeys};
+use crate::password::Passwords;
+use crate::refresh::RefreshKeys;
+use crate::store::{email_taken, Rotation, SessionRow, Store, Tables, UserRow};
+
+/// Type name under which [`register`] adds the provider.
+pub const TYPE_NAME: &str = "jwt";
+
+/// Longest access token accepted, in bytes (checked before decoding).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Largest `user_metadata`, serialized, in bytes.
+pub const MAX_USER_METADATA_BYTES: usize = 16 * 1024;
+
+/// The one answer to every failed sign-in: unknown email, wrong password.
+const INVALID_CREDENTIALS: &str = "invalid email or password";
+
+/// Counters of the work the provider did, for operators and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
+pub struct AuthStats {
+    /// Passwords hashed (sign-ups).
+    pub password_hashes: u64,
+    /// Sign-in passwords verified against a user's stored hash.
+    pub password_verifications: u64,
+    /// Sign-in passwords verified against the dummy hash because the email
+    /// is unknown (the same work as a real verification).
+    pub dummy_verifications: u64,
+    /// Key-set documents fetched from external identity providers.
+    pub jwks_fetches: u64,
+}
+
+/// The JWT auth provider: issues sessions for users kept in any
+/// [`Database`], and verifies its own and external identity providers'
+/// access tokens. See the crate documentation.
+pub struct JwtAuth {
+    config: JwtAuthConfig,
+    keys: OwnKeys,
+    refresh_keys: RefreshKeys,
+    store: Store,
+    passwords: Passwords,
+    permissions: RolePermissions,
+    externals: Vec<ExternalVerifier>,
+    /// Failed sign-ins per email within the window.
+    failures: moka::sync::Cache<String, Arc<AtomicU32>>,
+    jwks_fetches: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("issuer", &self.config.issuer)
+            .field("audience", &self.config.audience)
+            .field("algorithm", &self.keys.algorithm)
+            .field("kid", &self.keys.header.kid)
+            .field("revocation", &self.config.revocation)
+            .field("tables", &self.store.tables)
+            .field("database", &self.store.db.info())
+            .field(
+                "external_issuers",
+                &self.externals.iter().map(|e| &e.issuer).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAuth {
+    /// Builds the provider over `db`, creating its tables when missing.
+    ///
+    /// ```
+    /// # async fn run() -> truststream_core_auth::AuthResult<()> {
+    /// use std::sync::Arc;
+    /// use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
+    /// use truststream_core_auth::{Auth, SignIn, SignUp};
+    ///
+    /// let db = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    /// let mut cfg = JwtAuthConfig::with_secret("an HS256 secret of at least 32 bytes!");
+    /// cfg.argon2 = Argon2Cost::minimal(); // tests only
+    /// cfg.default_roles = vec!["member".into()];
+    /// cfg.roles.insert("member".into(), vec!["read:agents".into()]);
+    /// let auth = JwtAuth::new(cfg, db).await?;
+    ///
+    /// auth.sign_up(SignUp::new("ada@example.com", "correct horse battery")).await?;
+    /// let session = auth.sign_in(SignIn::new("ada@example.com", "correct horse battery")).await?;
+    /// let principal = auth.validate_token(session.access_token.expose()).await?;
+    /// assert!(auth.has_permission(&principal, "read:agents").await?);
+    /// assert!(!auth.has_permission(&principal, "delete:agents").await?);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+    /// ```
+    pub async fn new(config: JwtAuthConfig, db: Arc<dyn Database>) -> AuthResult<Self> {
+        config.validate()?;
+        let keys = OwnKeys::from_config(&config)?;
+        let refresh_keys = RefreshKeys::from_material(&keys.material)?;
+        let permissions = RolePermissions::from_config(&config.roles)?;
+        for r in &config.default_roles {
+            validate_role(r)?;
+        }
+        let jwks_fetches = Arc::new(AtomicU64::new(0));
+        let externals = config
+            .external_issuers
+            .iter()
+            .map(|e| ExternalVerifier::new(e, config.leeway_secs, jwks_fetches.clone()))
+            .collect::<AuthResult<Vec<_>>>()?;
+        let passwords = Passwords::new(&config.argon2)?;
+        let rl = &config.sign_in_rate_limit;
+        let failures = moka::sync::Cache::builder()
+            .max_capacity(rl.max_tracked.max(1))
+            .time_to_live(Duration::from_secs(rl.window_secs.max(1)))
+            .build();
+        let store = Store {
+            db,
+            tables: Tables::new(&config.table_prefix),
+        };
+        store.ensure_schema().await?;
+        Ok(JwtAuth {
+            config,
+            keys,
+            refresh_keys,
+            store,
+            passwords,
+            permissions,
+            externals,
+            failures,
+            jwks_fetches,
+        })
+    }
+
+    /// The public keys of this provider as a JWKS document (what
+    /// `/.well-known/jwks.json` serves). Empty for HMAC algorithms: a shared
+    /// secret is never published.
+    pub fn jwks(&self) -> Value {
+        serde_json::to_value(self.keys.jwks()).unwrap_or_else(|_| json!({ "keys": [] }))
+    }
+
+    /// Replaces a user's roles (an administrative call: not part of the
+    /// interface). An unknown user is `NotFound`.
+    pub async fn set_user_roles(&self, user_id: &str, roles: &[String]) -> AuthResult<()> {
+        for r in roles {
+            validate_role(r)?;
+        }
+        if self.store.user_by_id(user_id).await?.is_none()
+            || !self.store.set_roles(user_id, roles).await?
+        {
+            return Err(Error::not_found("no such user").with_operation("auth.set_user_roles"));
+        }
+        Ok(())
+    }
+
+    /// Counters of the work done so far.
+    pub fn stats(&self) -> AuthStats {
+        let c = &self.passwords.counters;
+        AuthStats {
+            password_hashes: c.hashes.load(Ordering::Relaxed),
+            password_verifications: c.verifications.load(Ordering::Relaxed),
+            dummy_verifications: c.dummy_verifications.load(Ordering::Relaxed),
+            jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &JwtAuthConfig {
+        &self.config
+    }
+
+    fn check_password_shape(&self, password: &Secret) -> AuthResult<()> {
+        let p = password.expose();
+        let policy = &self.config.password;
+        if p.len() > policy.max_bytes {
+            return Err(Error::invalid_input(format!(
+                "password is longer than {} bytes",
+                policy.max_bytes
+            )));
+        }
+        if p.chars().count() < policy.min_chars {
+            return Err(Error::invalid_input(format!(
+                "password must have at least {} characters",
+                policy.min_chars
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens a session for `user` and signs its first tokens.
+    async fn open_session(&self, user: &UserRow) -> AuthResult<Session> {
+        let now = Utc::now();
+        let session = SessionRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            created_at: now,
+            refreshed_at: None,
+            not_after: now + secs(self.config.session_ttl_secs),
+            revoked_at: None,
+            refresh_counter: 0,
+        };
+        let token = refresh::generate();
+        self.store
+            .insert_session(&session, &refresh::hash(&token))
+            .await?;
+        self.issue(user, &session, token)
+    }
+
+    /// Signs an access token for `session` and packs the session.
+    fn issue(&self, user: &UserRow, session: &SessionRow, refresh: String) -> AuthResult<Session> {
+        let now = Utc::now();
+        let expires_at = (now + secs(self.config.access_token_ttl_secs)).min(session.not_after);
+        let mut app_metadata = user.app_metadata.clone();
+        app_metadata.insert("roles".into(), json!(user.roles));
+        let claims = json!({
+            "iss": self.config.issuer,
+            "sub": user.id,
+            "aud": self.config.audience,
+            "exp": expires_at.timestamp(),
+            "iat": now.timestamp(),
+            "role": "authenticated",
+            "session_id": session.id,
+            "email": user.email,
+            "app_metadata": app_metadata,
+        });
+        let token = jsonwebtoken::encode(&self.keys.header, &claims, &self.keys.encoding)
+            .map_err(|e| Error::internal("signing the access token failed").with_source(e))?;
+        Ok(Session {
+            access_token: Secret::new(token),
+            refresh_token: Secret::new(refresh),
+            token_type: "bearer",
+            expires_at,
+            user: user.to_user(),
+        })
+    }
+
+    /// Verifies a token of this provider: signature, algorithm, `exp`,
+    /// `nbf`, `aud`, `iss`.
+    fn verify_own(&self, token: &str) -> AuthResult<Map<String, Value>> {
+        jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            &self.keys.decoding,
+            &self.keys.validation,
+        )
+        .map(|d| d.claims)
+        .map_err(verify_error)
+    }
+
+    fn is_own(&self, principal: &Principal) -> bool {
+        principal.session_id.is_some()
+            && principal.claims.get("iss").and_then(Value::as_str) == Some(&self.config.issuer)
+    }
+
+    /// The principal's own session, for calls that need one.
+    fn own_session_id<'p>(
+        &self,
+        principal: &'p Principal,
+        op: &'static str,
+    ) -> AuthResult<&'p str> {
+        match (&principal.session_id, self.is_own(principal)) {
+            (Some(id), true) => Ok(id),
+            _ => Err(Error::unsupported(
+                "this principal was issued by an external identity provider: its users and sessions are kept there",
+            )
+            .with_operation(op)),
+        }
+    }
+
+    fn record_failure(&self, email: &str) {
+        if self.config.sign_in_rate_limit.max_failures == 0 {
+            return;
+        }
+        self.failures
+            .get_with(email.to_string(), || Arc::new(AtomicU32::new(0)))
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn rate_limited(&self, email: &str) -> bool {
+        let max = self.config.sign_in_rate_limit.max_failures;
+        max > 0
+            && self
+                .failures
+                .get(email)
+                .is_some_and(|c| c.load(Ordering::Relaxed) >= max)
+    }
+
+    async fn load_active_session(&self, id: &str) -> AuthResult<SessionRow> {
+        match self.store.session(id).await? {
+            Some(s) if s.is_active(Utc::now()) => Ok(s),
+            _ => Err(Error::unauthenticated("the session has ended")),
+        }
+    }
+}
+
+fn secs(n: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000))
+}
+
+fn validate_role(r: &str) -> AuthResult<()> {
+    if r.is_empty()
+        || r.len() > 64
+        || !r
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(Error::invalid_input(format!(
+            "invalid role name {:?}: 1-64 ASCII letters, digits, _ - .",
+            r.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// Trims and lower-cases an email and checks its shape: `local@domain`,
+/// at most 254 bytes, a dotted domain of letters, digits and hyphens.
+fn normalize_email(raw: &str) -> AuthResult<String> {
+    let bad = || Error::invalid_input("email address is not valid");
+    let e = raw.trim().to_lowercase();
+    if e.len() > 254 {
+        return Err(bad());
+    }
+    let (local, domain) = e.rsplit_once('@').ok_or_else(bad)?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(
+                    c,
+                    '@' | '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | '\\' | ']'
+                )
+        });
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(e)
+    } else {
+        Err(bad())
+    }
+}
+
+/// The `iss` of a token, read without verifying it (only to choose the
+/// verifier, which then checks everything, `iss` included).
+fn unverified_issuer(token: &str) -> AuthResult<String> {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let malformed = || Error::unauthenticated("invalid access token");
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| malformed())?;
+    let iss: Iss = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    iss.iss
+        .ok_or_else(|| Error::unauthenticated("access token lacks a required claim"))
+}
+
+/// What a verified token says, as a [`Principal`].
+fn principal_from(claims: Map<String, Value>) -> AuthResult<Principal> {
+    let user_id = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::unauthenticated("access token lacks a subject"))?
+        .to_string();
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .and_then(|e| Utc.timestamp_opt(e, 0).single())
+        .ok_or_else(|| Error::unauthenticated("access token has an invalid expiry"))?;
+    let roles = match claims
+        .get("app_metadata")
+        .and_then(|m| m.get("roles"))
+        .and_then(Value::as_array)
+    {
+        Some(list) => list
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+        None => claims
+            .get("role")
+            .and_then(Value::as_str)
+            .map(|r| vec![r.to_string()])
+            .unwrap_or_default(),
+    };
+    Ok(Principal {
+        user_id,
+        email: claims
+            .get("email")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        roles,
+        session_id: claims
+            .get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        expires_at: exp,
+        claims,
+    })
+}
+
+#[async_trait]
+impl Auth for JwtAuth {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn capabilities(&self) -> AuthCapabilities {
+        let mut c = AuthCapabilities::none();
+        c.sign_up = true;
+        c.password_sign_in = true;
+        c.refresh = true;
+        c.external_tokens = !self.externals.is_empty();
+        c.revocation_checked = self.config.revocation == Revocation::Checked;
+        c
+    }
+
+    async fn health(&self) -> Health {
+        let start = Instant::now();
+        let db = self.store.db.health().await;
+        if db.is_healthy() {
+            Health::healthy(start.elapsed())
+        } else {
+            Health {
+                status: db.status,
+                latency: start.elapsed(),
+                message: Some(format!(
+                    "user database: {}",
+                    db.message.as_deref().unwrap_or("not healthy")
+                )),
+            }
+        }
+    }
+
+    async fn sign_up(&self, request: SignUp) -> AuthResult<Session> {
+        let email =
+            normalize_email(&request.email).map_err(|e| e.with_operation("auth.sign_up"))?;
+        self.check_password_shape(&request.password)
+            .map_err(|e| e.with_operation("auth.sign_up"))?;
+        let meta_len = serde_json::to_vec(&request.user_metadata)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if meta_len > MAX_USER_METADATA_BYTES {
+            return Err(Error::too_large(format!(
+                "user_metadata is larger than {MAX_USER_METADATA_BYTES} bytes"
+            ))
+            .with_operation("auth.sign_up"));
+        }
+        if self.store.user_by_email(&email).await?.is_some() {
+            return Err(email_taken());
+        }
+        let password_hash = self.passwords.hash(&request.password).await?;
+        let now = Utc::now();
+        let mut app_metadata = Map::new();
+        app_metadata.insert("provider".into(), json!("email"));
+        let user = UserRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            email,
+            password_hash,
+            roles: self.config.default_roles.clone(),
+            user_metadata: request.user_metadata,
+            app_metadata,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_user(&user).await?;
+        tracing::info!(user_id = %user.id, "user signed up");
+        self.open_session(&user).await
+    }
+
+    async fn sign_in(&self, request: SignIn) -> AuthResult<Session> {
+        let op = "auth.sign_in";
+        if request.password.expose().len() > self.config.password.max_bytes {
+            // Rejected before any hashing; says nothing about the account.
+            return Err(Error::invalid_input(format!(
+                "password is longer than {} bytes",
+                self.config.password.max_bytes
+            ))
+            .with_operation(op));
+        }
+        // A malformed email cannot belong to a user: it takes the unknown-
+        // user path, so its answer and cost are those of any failure.
+        let email =
+            normalize_email(&request.email).unwrap_or_else(|_| request.email.trim().to_lowercase());
+        if self.rate_limited(&email) {
+            tracing::warn!("sign-in refused: too many failed attempts for one account");
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                "too many failed sign-in attempts; try again later",
+            )
+            .with_operation(op));
+        }
+        let user = self.store.user_by_email(&email).await?;
+        let ok = self
+            .passwords
+            .verify(
+                &request.password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            )
+            .await?;
+        match user {
+            Some(user) if ok => {
+                self.failures.invalidate(&email);
+                tracing::info!(user_id = %user.id, "user signed in");
+                self.open_session(&user).await
+            }
+            _ => {
+                self.record_failure(&email);
+                tracing::info!("sign-in failed: invalid credentials");
+                Err(Error::unauthenticated(INVALID_CREDENTIALS).with_operation(op))
+            }
+        }
+    }
+
+    async fn sign_out(&self, principal: &Principal) -> AuthResult<()> {
+        let id = self.own_session_id(principal, "auth.sign_out")?;
+        self.store.revoke_session(id).await?;
+        tracing::info!(session_id = %id, "session signed out");
+        Ok(())
+    }
+
+    async fn sign_out_everywhere(&self, principal: &Principal) -> AuthResult<()> {
+        self.own_session_id(principal, "auth.sign_out_everywhere")?;
+        let n = self.store.revoke_user_sessions(&principal.user_id).await?;
+        tracing::info!(user_id = %principal.user_id, sessions = n, "user signed out everywhere");
+        Ok(())
+    }
+
+    async fn get_user(&self, principal: &Principal) -> AuthResult<User> {
+        self.own_session_id(principal, "auth.get_user")?;
+        match self.store.user_by_id(&principal.user_id).await? {
+            Some(u) => Ok(u.to_user()),
+            None => Err(Error::not_found("no such user").with_operation("auth.get_user")),
+        }
+    }
+
+    async fn get_session(&self, principal: &Principal) -> AuthResult<SessionInfo> {
+        let id = self.own_session_id(principal, "auth.get_session")?;
+        match self.store.session(id).await? {
+            Some(s) if s.user_id == principal.user_id => Ok(s.info()),
+            _ => Err(Error::not_found("no such session").with_operation("auth.get_session")),
+        }
+    }
+
+    async fn refresh_session(&self, refresh_token: &str) -> AuthResult<Session> {
+        let op = "auth.refresh_session";
+        let invalid = || Error::unauthenticated("invalid refresh token").with_operation(op);
+        if !refresh::well_formed(refresh_token) {
+            return Err(invalid());
+        }
+        let Some(row) = self
+            .store
+            .refresh_row(&refresh::hash(refresh_token))
+            .await?
+        else {
+            return Err(invalid());
+        };
+        let mut session = self
+            .load_active_session(&row.session_id)
+            .await
+            .map_err(|e| e.with_operation(op))?;
+        let Some(user) = self.store.user_by_id(&session.user_id).await? else {
+            return Err(invalid());
+        };
+        let child = self.refresh_keys.child(refresh_token)?;
+        if row.generation == session.refresh_counter {
+            let now = Utc::now();
+            match self
+                .store
+                .rotate(
+                    &session.id,
+                    session.refresh_counter,
+                    &refresh::hash(&child),
+                    now,
+                )
+                .await?
+            {
+                Rotation::Won => {
+                    session.refresh_counter += 1;
+                    session.refreshed_at = Some(now);
+                    return self.issue(&user, &session, child);
+                }
+                Rotation::Lost => {
+                    session = self
+                        .load_active_session(&row.session_id)
+                        .await
+                        .map_err(|e| e.with_operation(op))?;
+                }
+            }
+        }
+        // The token was already rotated. Within the reuse interval its child
+        // is the current token: answer with the current session.
+        let interval = chrono::Duration::milliseconds(
+            i64::try_from(self.config.refresh_reuse_interval_ms).unwrap_or(i64::MAX / 2),
+        );
+        let within = session
+            .refreshed_at
+            .is_some_and(|t| Utc::now() - t <= interval);
+        if row.generation + 1 == session.refresh_counter && within {
+            return self.issue(&user, &session, child);
+        }
+        self.store.revoke_session(&session.id).await?;
+        tracing::warn!(
+            session_id = %session.id,
+            user_id = %session.user_id,
+            "refresh token reused outside the reuse interval; session revoked"
+        );
+        Err(
+            Error::unauthenticated("refresh token already used; the session has been revoked")
+                .with_operation(op),
+        )
+    }
+
+    async fn validate_token(&self, access_token: &str) -> AuthResult<Principal> {
+        let op = "auth.validate_token";
+        if access_token.is_empty() || access_token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::unauthenticated("invalid access token").with_operation(op));
+        }
+        let (claims, own) = if self.externals.is_empty() {
+            (self.verify_own(access_token), true)
+        } else {
+            let iss = unverified_issuer(access_token).map_err(|e| e.with_operation(op))?;
+            if iss == self.config.issuer {
+                (self.verify_own(access_token), true)
+            } else if let Some(v) = self.externals.iter().find(|v| v.issuer == iss) {
+                (v.verify(access_token).await, false)
+            } else {
+                (
+                    Err(Error::unauthenticated("access token has the wrong issuer")),
+                    false,
+                )
+            }
+        };
+        let principal = principal_from(claims.map_err(|e| e.with_operation(op))?)
+            .map_err(|e| e.with_operation(op))?;
+        if own {
+            let Some(sid) = &principal.session_id else {
+                return Err(
+                    Error::unauthenticated("access token lacks a session").with_operation(op)
+                );
+            };
+            if self.config.revocation == Revocation::Checked {
+                match self.store.session(sid).await? {
+                    Some(s) if s.is_active(Utc::now()) && s.user_id == principal.user_id => {}
+                    _ => {
+                        return Err(
+                            Error::unauthenticated("the session has ended").with_operation(op)
+                        )
+                    }
+                }
+            }
+        }
+        Ok(principal)
+    }
+
+    async fn get_user_roles(&self, principal: &Principal) -> AuthResult<Vec<String>> {
+        if !self.is_own(principal) {
+            return Ok(principal.roles.clone());
+        }
+        match self.store.user_by_id(&principal.user_id).await? {
+            Some(u) => Ok(u.roles),
+            None => Err(Error::not_found("no such user").with_operation("auth.get_user_roles")),
+        }
+    }
+
+    async fn has_permission(&self, principal: &Principal, permission: &str) -> AuthResult<bool> {
+        Permission::parse(permission).map_err(|e| e.with_operation("auth.has_permission"))?;
+        let roles = self.get_user_roles(principal).await?;
+        self.permissions.allows(&roles, permission)
+    }
+}
+
+/// Adds the provider to `reg` under [`TYPE_NAME`]. It needs the configured
+/// database ([`AuthDeps::db`]), where it keeps its tables.
+pub fn register(reg: &mut AuthRegistry) {
+    reg.register(TYPE_NAME, |cfg, deps: AuthDeps| async move {
+        let cfg: JwtAuthConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
+        let Some(db) = deps.db else {
+            return Err(Error::invalid_input(
+                "the jwt auth provider keeps users in the configured database, and none was given",
+            ));
+        };
+        Ok(Arc::new(JwtAuth::new(cfg, db).await?) as Arc<dyn Auth>)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_shapes() {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@exa mple.com",
+            "ada@-example.com",
+            ".ada@example.com",
+            "a..da@example.com",
+            "ada@example..com",
+            "ada\n@example.com",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn unverified_issuer_rejects_garbage() {
+        for bad in ["", "a.b", "a.b.c.d", "a.!!!.c", "a.bm90IGpzb24.c"] {
+            assert_eq!(
+                unverified_issuer(bad).unwrap_err().kind(),
+                ErrorKind::Unauthenticated,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn roles_from_app_metadata_or_role() {
+        let p = principal_from(
+            json!({"sub": "u", "exp": 10, "app_metadata": {"roles": ["a", "b"]}, "role": "x"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.roles, ["a", "b"]);
+        let p = principal_from(
+            json!({"sub": "u", "exp": 10, "role": "authenticated", "email": ""})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.roles, ["authenticated"]);
+        assert_eq!(p.email, None);
+    }
+}

@@ -1,0 +1,345 @@
+//! Users, sessions and refresh tokens, kept in any `core-db` provider.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use truststream_core_auth::{AuthResult, Error, ErrorKind, SessionInfo, User};
+use truststream_core_db::{
+    and, col, ColumnDef, Database, DatabaseExt, IndexSpec, Operation, OperationOutput, Query,
+    TableSchema,
+};
+
+/// The three table names.
+#[derive(Debug, Clone)]
+pub(crate) struct Tables {
+    pub(crate) users: String,
+    pub(crate) sessions: String,
+    pub(crate) refresh_tokens: String,
+}
+
+impl Tables {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Tables {
+            users: format!("{prefix}users"),
+            sessions: format!("{prefix}sessions"),
+            refresh_tokens: format!("{prefix}refresh_tokens"),
+        }
+    }
+
+    fn schemas(&self) -> [TableSchema; 3] {
+        [
+            TableSchema::new(&self.users)
+                .column(ColumnDef::uuid("id").primary_key())
+                .column(ColumnDef::text("email").not_null().unique())
+                .column(ColumnDef::text("password_hash").not_null())
+                .column(ColumnDef::json("roles").not_null())
+                .column(ColumnDef::json("user_metadata").not_null())
+                .column(ColumnDef::json("app_metadata").not_null())
+                .column(ColumnDef::timestamp("created_at").not_null())
+                .column(ColumnDef::timestamp("updated_at").not_null())
+                .if_not_exists(),
+            TableSchema::new(&self.sessions)
+                .column(ColumnDef::uuid("id").primary_key())
+                .column(ColumnDef::uuid("user_id").not_null())
+                .column(ColumnDef::timestamp("created_at").not_null())
+                .column(ColumnDef::timestamp("refreshed_at"))
+                .column(ColumnDef::timestamp("not_after").not_null())
+                .column(ColumnDef::timestamp("revoked_at"))
+                .column(ColumnDef::integer("refresh_counter").not_null())
+                .if_not_exists(),
+            TableSchema::new(&self.refresh_tokens)
+                // SHA-256 of the token, hex: the token itself is never stored.
+                .column(ColumnDef::text("id").primary_key())
+                .column(ColumnDef::uuid("session_id").not_null())
+                .column(ColumnDef::integer("generation").not_null())
+                .column(ColumnDef::timestamp("created_at").not_null())
+                .if_not_exists(),
+        ]
+    }
+}
+
+/// A user row. No `Debug`: it holds the password hash.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct UserRow {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) password_hash: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) user_metadata: Map<String, Value>,
+    pub(crate) app_metadata: Map<String, Value>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub(crate) fn to_user(&self) -> User {
+        User {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            roles: self.roles.clone(),
+            user_metadata: self.user_metadata.clone(),
+            app_metadata: self.app_metadata.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// A session row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRow {
+    pub(crate) id: String,
+    pub(crate) user_id: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) refreshed_at: Option<DateTime<Utc>>,
+    pub(crate) not_after: DateTime<Utc>,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
+    pub(crate) refresh_counter: i64,
+}
+
+impl SessionRow {
+    pub(crate) fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.not_after > now
+    }
+
+    pub(crate) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            created_at: self.created_at,
+            refreshed_at: self.refreshed_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+}
+
+/// A refresh-token row (the hash, never the token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RefreshRow {
+    pub(crate) id: String,
+    pub(crate) session_id: String,
+    pub(crate) generation: i64,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// What a rotation attempt came to.
+pub(crate) enum Rotation {
+    /// This call rotated the token.
+    Won,
+    /// Another call rotated it first, or the session was revoked meanwhile.
+    Lost,
+}
+
+pub(crate) fn ts(t: DateTime<Utc>) -> Value {
+    Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// Database access of the provider. Database errors keep their kind
+/// (`Unavailable` stays retryable) with the operation named.
+pub(crate) struct Store {
+    pub(crate) db: Arc<dyn Database>,
+    pub(crate) tables: Tables,
+}
+
+impl Store {
+    /// Creates the tables and indexes when missing.
+    pub(crate) async fn ensure_schema(&self) -> AuthResult<()> {
+        let caps = self.db.capabilities();
+        if !caps.schema || !caps.transactions {
+            return Err(Error::unsupported(format!(
+                "auth-jwt needs a database provider with schema and transaction support; {} has schema = {}, transactions = {}",
+                self.db.info().name,
+                caps.schema,
+                caps.transactions
+            )));
+        }
+        for schema in self.tables.schemas() {
+            self.db
+                .create_table(&schema)
+                .await
+                .map_err(|e| e.with_operation("auth.create_tables"))?;
+        }
+        for index in [
+            IndexSpec::new(&self.tables.sessions, ["user_id"]).if_not_exists(),
+            IndexSpec::new(&self.tables.refresh_tokens, ["session_id"]).if_not_exists(),
+        ] {
+            self.db
+                .create_index(&index)
+                .await
+                .map_err(|e| e.with_operation("auth.create_tables"))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn user_by_email(&self, email: &str) -> AuthResult<Option<UserRow>> {
+        self.db
+            .read_one_as(&self.tables.users, &Query::new().where_eq("email", email))
+            .await
+            .map_err(|e| e.with_operation("auth.read_user"))
+    }
+
+    pub(crate) async fn user_by_id(&self, id: &str) -> AuthResult<Option<UserRow>> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        self.db
+            .get_as(&self.tables.users, &json!(id))
+            .await
+            .map_err(|e| e.with_operation("auth.read_user"))
+    }
+
+    /// Inserts a user; a taken email is `Conflict` with a message that says
+    /// no more than that.
+    pub(crate) async fn insert_user(&self, user: &UserRow) -> AuthResult<()> {
+        match self
+            .db
+            .create_as::<Value, _>(&self.tables.users, user)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Conflict => Err(email_taken()),
+            Err(e) => Err(e.with_operation("auth.sign_up")),
+        }
+    }
+
+    pub(crate) async fn set_roles(&self, user_id: &str, roles: &[String]) -> AuthResult<bool> {
+        let mut patch = Map::new();
+        patch.insert("roles".into(), json!(roles));
+        patch.insert("updated_at".into(), ts(Utc::now()));
+        let n = self
+            .db
+            .update_many(&self.tables.users, &col("id").eq(user_id), patch)
+            .await
+            .map_err(|e| e.with_operation("auth.set_user_roles"))?;
+        Ok(n > 0)
+    }
+
+    /// Opens a session and stores its first refresh token, in one transaction.
+    pub(crate) async fn insert_session(
+        &self,
+        session: &SessionRow,
+        token_hash: &str,
+    ) -> AuthResult<()> {
+        let session_row = truststream_core_db::to_row(session)?;
+        let token_row = truststream_core_db::to_row(&RefreshRow {
+            id: token_hash.to_string(),
+            session_id: session.id.clone(),
+            generation: 0,
+            created_at: session.created_at,
+        })?;
+        self.db
+            .transaction(vec![
+                Operation::Create {
+                    table: self.tables.sessions.clone(),
+                    data: session_row,
+                },
+                Operation::Create {
+                    table: self.tables.refresh_tokens.clone(),
+                    data: token_row,
+                },
+            ])
+            .await
+            .map_err(|e| e.with_operation("auth.open_session"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn session(&self, id: &str) -> AuthResult<Option<SessionRow>> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        self.db
+            .get_as(&self.tables.sessions, &json!(id))
+            .await
+            .map_err(|e| e.with_operation("auth.read_session"))
+    }
+
+    pub(crate) async fn refresh_row(&self, token_hash: &str) -> AuthResult<Option<RefreshRow>> {
+        self.db
+            .get_as(&self.tables.refresh_tokens, &json!(token_hash))
+            .await
+            .map_err(|e| e.with_operation("auth.read_refresh_token"))
+    }
+
+    /// Compare-and-set rotation: moves the session from `from_counter` to
+    /// `from_counter + 1` and stores the child token, all or nothing. The
+    /// update only matches while the counter is unchanged and the session
+    /// live, and the child token's id is derived from the parent, so two
+    /// rotations of one token can never both commit: on every provider the
+    /// loser sees zero rows updated or a duplicate key.
+    pub(crate) async fn rotate(
+        &self,
+        session_id: &str,
+        from_counter: i64,
+        child_hash: &str,
+        now: DateTime<Utc>,
+    ) -> AuthResult<Rotation> {
+        let mut patch = Map::new();
+        patch.insert("refresh_counter".into(), json!(from_counter + 1));
+        patch.insert("refreshed_at".into(), ts(now));
+        let child = truststream_core_db::to_row(&RefreshRow {
+            id: child_hash.to_string(),
+            session_id: session_id.to_string(),
+            generation: from_counter + 1,
+            created_at: now,
+        })?;
+        let ops = vec![
+            Operation::UpdateMany {
+                table: self.tables.sessions.clone(),
+                filter: and([
+                    col("id").eq(session_id),
+                    col("refresh_counter").eq(from_counter),
+                    col("revoked_at").is_null(),
+                ]),
+                data: patch,
+            },
+            Operation::Create {
+                table: self.tables.refresh_tokens.clone(),
+                data: child,
+            },
+        ];
+        match self.db.transaction(ops).await {
+            Ok(out) => match out.first() {
+                Some(OperationOutput::Affected(1)) => Ok(Rotation::Won),
+                _ => Ok(Rotation::Lost),
+            },
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(Rotation::Lost),
+            Err(e) => Err(e.with_operation("auth.refresh_session")),
+        }
+    }
+
+    /// Revokes one session (no-op when already revoked).
+    pub(crate) async fn revoke_session(&self, id: &str) -> AuthResult<()> {
+        let mut patch = Map::new();
+        patch.insert("revoked_at".into(), ts(Utc::now()));
+        self.db
+            .update_many(
+                &self.tables.sessions,
+                &and([col("id").eq(id), col("revoked_at").is_null()]),
+                patch,
+            )
+            .await
+            .map_err(|e| e.with_operation("auth.sign_out"))?;
+        Ok(())
+    }
+
+    /// Revokes every live session of a user; returns how many.
+    pub(crate) async fn revoke_user_sessions(&self, user_id: &str) -> AuthResult<u64> {
+        let mut patch = Map::new();
+        patch.insert("revoked_at".into(), ts(Utc::now()));
+        self.db
+            .update_many(
+                &self.tables.sessions,
+                &and([col("user_id").eq(user_id), col("revoked_at").is_null()]),
+                patch,
+            )
+            .await
+            .map_err(|e| e.with_operation("auth.sign_out_everywhere"))
+    }
+}
+
+/// The one error a taken email gives: the interface promises `Conflict`,
+/// and nothing about the existing account is added.
+pub(crate) fn email_taken() -> Error {
+    Error::conflict("an account with this email already exists").with_operation("auth.sign_up")
+}
