@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
@@ -272,34 +273,48 @@ impl PgDatabase {
         Ok(cat)
     }
 
-    /// Starts a write transaction. End it with [`PgDatabase::finish`].
-    async fn begin(&self, op: &'static str) -> DbResult<Writer<'_>> {
+    /// Starts a write. End it with [`PgDatabase::finish`].
+    ///
+    /// `Mode::Single` is for a write that is one statement (one `INSERT`,
+    /// `UPDATE` or `DELETE ... RETURNING`): PostgreSQL runs it atomically on
+    /// its own, so it needs no `BEGIN`/`COMMIT` round trips. Anything that
+    /// may run more than one statement is `Mode::Transaction`.
+    async fn begin(&self, op: &'static str, mode: Mode) -> DbResult<Writer<'_>> {
         let pool = self.pool_for(op)?;
-        let tx = pool
-            .begin()
-            .await
-            .map_err(|e| error::map(e).with_operation(op))?;
+        let exec = match mode {
+            Mode::Transaction => Exec::Tx(
+                pool.begin()
+                    .await
+                    .map_err(|e| error::map(e).with_operation(op))?,
+            ),
+            Mode::Single => Exec::Conn(
+                pool.acquire()
+                    .await
+                    .map_err(|e| error::map(e).with_operation(op))?,
+            ),
+        };
         // The change feed comes from the database's own triggers (it sees
         // every writer), so the write paths record nothing.
-        Ok(RowWriter::without_changes(PgTx { db: self, tx }))
+        Ok(RowWriter::without_changes(PgTx { db: self, exec }))
     }
 
     /// Commits when `result` is `Ok`, else rolls back.
     async fn finish<T>(&self, op: &'static str, w: Writer<'_>, result: DbResult<T>) -> DbResult<T> {
-        let (PgTx { tx, .. }, _) = w.into_parts();
-        match result {
-            Ok(v) => {
+        let (PgTx { exec, .. }, _) = w.into_parts();
+        match (exec, result) {
+            (Exec::Tx(tx), Ok(v)) => {
                 tx.commit()
                     .await
                     .map_err(|e| error::map(e).with_operation(op))?;
                 Ok(v)
             }
-            Err(e) => {
+            (Exec::Tx(tx), Err(e)) => {
                 // If the rollback fails too, the connection is dropped and
                 // the server rolls back.
                 let _ = tx.rollback().await;
                 Err(e.with_operation(op))
             }
+            (Exec::Conn(_), r) => r.map_err(|e| e.with_operation(op)),
         }
     }
 
@@ -312,14 +327,11 @@ impl PgDatabase {
         statements: Vec<String>,
         new_schema: Option<TableSchema>,
     ) -> DbResult<()> {
-        let mut w = self.begin(op).await?;
+        let mut w = self.begin(op, Mode::Transaction).await?;
         let r = async {
-            let tx = &mut w.tx().tx;
+            let tx = w.tx().conn();
             for s in &statements {
-                sqlx::query(s)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(error::map)?;
+                sqlx::query(s).execute(&mut *tx).await.map_err(error::map)?;
             }
             let meta = ident::quote(SCHEMA_TABLE);
             match &new_schema {
@@ -333,14 +345,14 @@ impl PgDatabase {
                     ))
                     .bind(table)
                     .bind(json)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await
                     .map_err(error::map)?;
                 }
                 None => {
                     sqlx::query(&format!("DELETE FROM {meta} WHERE name = $1"))
                         .bind(table)
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await
                         .map_err(error::map)?;
                 }
@@ -371,6 +383,24 @@ impl PgDatabase {
             .map(|r| decode_row(r, |i, _| hints.get(i).copied()))
             .collect()
     }
+}
+
+/// Whether a batch gives an auto-increment key for some rows and not others
+/// (the shared insert path then splits it into more than one statement).
+fn mixed_auto_keys(schema: &TableSchema, rows: &[Row]) -> bool {
+    schema
+        .columns
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.default,
+                Some(truststream_core_db::ColumnDefault::AutoIncrement)
+            )
+        })
+        .any(|c| {
+            let given = |r: &Row| r.get(&c.name).is_some_and(|v| !v.is_null());
+            rows.iter().any(given) && !rows.iter().all(given)
+        })
 }
 
 /// Removes anything that looks like a URL from an error message (sqlx's
@@ -404,10 +434,32 @@ where
     })
 }
 
-/// A write transaction in progress.
+/// How a write runs (see [`PgDatabase::begin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Single,
+    Transaction,
+}
+
+enum Exec {
+    Tx(Transaction<'static, Postgres>),
+    Conn(PoolConnection<Postgres>),
+}
+
+/// A write in progress: a transaction, or one connection for a
+/// single-statement write.
 struct PgTx<'a> {
     db: &'a PgDatabase,
-    tx: Transaction<'static, Postgres>,
+    exec: Exec,
+}
+
+impl PgTx<'_> {
+    fn conn(&mut self) -> &mut PgConnection {
+        match &mut self.exec {
+            Exec::Tx(tx) => tx,
+            Exec::Conn(c) => c,
+        }
+    }
 }
 
 type Writer<'a> = RowWriter<PgTx<'a>>;
@@ -423,7 +475,7 @@ impl SqlTransaction for PgTx<'_> {
         if let Some(s) = lock(&self.db.schemas).get(table) {
             return Ok(s.clone());
         }
-        let schema = load_schema(&mut *self.tx, table).await?;
+        let schema = load_schema(self.conn(), table).await?;
         lock(&self.db.schemas).insert(table.to_string(), schema.clone());
         Ok(schema)
     }
@@ -431,7 +483,7 @@ impl SqlTransaction for PgTx<'_> {
     async fn fetch(&mut self, stmt: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>> {
         let args = arguments(&stmt.binds)?;
         let rows = sqlx::query_with(&stmt.sql, args)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn())
             .await
             .map_err(error::map)?;
         rows.iter()
@@ -507,7 +559,7 @@ impl Database for PgDatabase {
     }
 
     async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
-        let mut w = self.begin("db.create").await?;
+        let mut w = self.begin("db.create", Mode::Single).await?;
         let r = match w.create_many(table, std::slice::from_ref(&row)).await {
             Ok(mut rows) => rows
                 .pop()
@@ -535,13 +587,13 @@ impl Database for PgDatabase {
     }
 
     async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row> {
-        let mut w = self.begin("db.update").await?;
+        let mut w = self.begin("db.update", Mode::Single).await?;
         let r = w.update(table, id, &patch).await;
         self.finish("db.update", w, r).await
     }
 
     async fn delete(&self, table: &str, id: &Value) -> DbResult<bool> {
-        let mut w = self.begin("db.delete").await?;
+        let mut w = self.begin("db.delete", Mode::Single).await?;
         let r = w.delete(table, id).await;
         self.finish("db.delete", w, r).await
     }
@@ -554,13 +606,24 @@ impl Database for PgDatabase {
                 .map_err(|e| e.with_operation("db.create_many"))?;
             return Ok(Vec::new());
         }
-        let mut w = self.begin("db.create_many").await?;
+        // One INSERT per chunk: more than one chunk needs a transaction.
+        let schema = self
+            .schema_of(table)
+            .await
+            .map_err(|e| e.with_operation("db.create_many"))?;
+        let per_chunk = DIALECT.max_binds() / schema.columns.len().max(1);
+        let mode = if rows.len() <= per_chunk && !mixed_auto_keys(&schema, &rows) {
+            Mode::Single
+        } else {
+            Mode::Transaction
+        };
+        let mut w = self.begin("db.create_many", mode).await?;
         let r = w.create_many(table, &rows).await;
         self.finish("db.create_many", w, r).await
     }
 
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
-        let mut w = self.begin("db.update_many").await?;
+        let mut w = self.begin("db.update_many", Mode::Single).await?;
         let r = w
             .update_where(table, filter, &patch)
             .await
@@ -569,7 +632,7 @@ impl Database for PgDatabase {
     }
 
     async fn delete_many(&self, table: &str, filter: &Filter) -> DbResult<u64> {
-        let mut w = self.begin("db.delete_many").await?;
+        let mut w = self.begin("db.delete_many", Mode::Single).await?;
         let r = w.delete_where(table, filter).await;
         self.finish("db.delete_many", w, r).await
     }
@@ -610,7 +673,7 @@ impl Database for PgDatabase {
     }
 
     async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
-        let mut w = self.begin("db.transaction").await?;
+        let mut w = self.begin("db.transaction", Mode::Transaction).await?;
         let r = w.apply_all(&operations).await;
         self.finish("db.transaction", w, r).await
     }
