@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use truststream_core::{Error, ErrorKind};
 use truststream_core_realtime::{
-    Channel, ChangeSpec, ChannelOptions, Handler, Message, PresenceDiff, PresenceEvent,
+    ChangeSpec, Channel, ChannelOptions, Handler, Message, PresenceDiff, PresenceEvent,
     PresenceState, RowChange, RtResult, Subscription, Value as JsonValue,
 };
 
@@ -87,7 +87,14 @@ impl Conn {
         self.next_ref.fetch_add(1, Ordering::Relaxed).to_string()
     }
 
-    fn frame(&self, join_ref: Option<&str>, reference: &str, topic: &str, event: &str, payload: &Value) -> WsMessage {
+    fn frame(
+        &self,
+        join_ref: Option<&str>,
+        reference: &str,
+        topic: &str,
+        event: &str,
+        payload: &Value,
+    ) -> WsMessage {
         protocol::encode(Vsn::V1, join_ref, Some(reference), topic, event, payload)
     }
 
@@ -95,11 +102,19 @@ impl Conn {
         let why = lock(&self.closed)
             .clone()
             .unwrap_or_else(|| "connection closed".into());
-        Error::unavailable(format!("the connection to the realtime hub was lost: {why}"))
+        Error::unavailable(format!(
+            "the connection to the realtime hub was lost: {why}"
+        ))
     }
 
     /// Sends a push and waits for its reply.
-    async fn request(&self, join_ref: Option<&str>, topic: &str, event: &str, payload: &Value) -> Reply {
+    async fn request(
+        &self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: &Value,
+    ) -> Reply {
         let reference = self.next_ref();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(reference.clone(), tx);
@@ -201,7 +216,9 @@ impl Conn {
                 let event = f.payload.get("event").and_then(Value::as_str).unwrap_or("");
                 let payload = f.payload.get("payload").cloned().unwrap_or(Value::Null);
                 let name = m.inbox.channel.clone();
-                offer(Delivery::Broadcast(Arc::new(Broadcast::new(&name, event, payload))));
+                offer(Delivery::Broadcast(Arc::new(Broadcast::new(
+                    &name, event, payload,
+                ))));
             }
             "presence_state" => {
                 let state = presence_from_wire(&f.payload);
@@ -217,14 +234,12 @@ impl Conn {
                 offer(Delivery::Diff(Arc::new(diff)));
             }
             "postgres_changes" => {
-                if let (Kind::Rows(handler), Some(change)) = (
-                    &m.kind,
-                    f.payload.get("data").and_then(change_from_wire),
-                ) {
+                if let (Kind::Rows(handler), Some(change)) =
+                    (&m.kind, f.payload.get("data").and_then(change_from_wire))
+                {
                     let handler = handler.clone();
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        handler(change)
-                    }));
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(change)));
                 }
             }
             "phx_close" | "phx_error" => {
@@ -235,15 +250,13 @@ impl Conn {
                     .unwrap_or("the hub closed the channel");
                 self.remove_member(join_ref, Some(&format!("removed by the hub: {why}")));
             }
-            "system" => {
-                if f.payload.get("status").and_then(Value::as_str) == Some("error") {
-                    let why = f
-                        .payload
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("system error");
-                    self.remove_member(join_ref, Some(&format!("removed by the hub: {why}")));
-                }
+            "system" if f.payload.get("status").and_then(Value::as_str) == Some("error") => {
+                let why = f
+                    .payload
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("system error");
+                self.remove_member(join_ref, Some(&format!("removed by the hub: {why}")));
             }
             _ => {}
         }
@@ -331,7 +344,9 @@ impl Client {
 
     pub(crate) async fn ping(&self) -> RtResult<()> {
         let conn = self.inner.connection().await?;
-        conn.request(None, "phoenix", "heartbeat", &json!({})).await.map(|_| ())
+        conn.request(None, "phoenix", "heartbeat", &json!({}))
+            .await
+            .map(|_| ())
     }
 
     pub(crate) fn channel(
@@ -402,7 +417,10 @@ impl Client {
             },
             "access_token": self.inner.config.api_key.as_ref().map(|k| k.expose().to_string()),
         });
-        if let Err(e) = conn.request(Some(&join_ref), &topic, "phx_join", &payload).await {
+        if let Err(e) = conn
+            .request(Some(&join_ref), &topic, "phx_join", &payload)
+            .await
+        {
             conn.remove_member(&join_ref, None);
             return Err(e);
         }
@@ -496,7 +514,9 @@ impl Inner {
                     }
                     Some(Ok(WsMessage::Close(frame))) => {
                         break frame
-                            .map(|f| format!("closed by the hub: {} ({})", f.reason, u16::from(f.code)))
+                            .map(|f| {
+                                format!("closed by the hub: {} ({})", f.reason, u16::from(f.code))
+                            })
                             .unwrap_or_else(|| "closed by the hub".into());
                     }
                     Some(Ok(_)) => {}
@@ -560,8 +580,10 @@ fn connect_error(url: &str, e: tokio_tungstenite::tungstenite::Error) -> Error {
                 format!("the realtime hub at {url} refused the connection ({status}): {body}"),
             )
         }
-        other => Error::unavailable(format!("cannot connect to the realtime hub at {url}: {other}"))
-            .with_source(other),
+        other => Error::unavailable(format!(
+            "cannot connect to the realtime hub at {url}: {other}"
+        ))
+        .with_source(other),
     }
 }
 
@@ -578,6 +600,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// A joined client handle's state.
+#[derive(Clone)]
 struct JoinedState {
     conn: Arc<Conn>,
     join_ref: String,
@@ -591,18 +614,13 @@ struct ClientChannel {
     options: ChannelOptions,
     key: String,
     inbox: Arc<Inbox>,
-    joined: Mutex<Option<(Arc<Conn>, String, Arc<ClientMember>)>>,
+    joined: Mutex<Option<JoinedState>>,
 }
 
 impl ClientChannel {
     fn current(&self) -> Option<JoinedState> {
-        let guard = lock(&self.joined);
-        let (conn, join_ref, member) = guard.as_ref()?;
-        conn.has_member(join_ref).then(|| JoinedState {
-            conn: conn.clone(),
-            join_ref: join_ref.clone(),
-            member: member.clone(),
-        })
+        let j = lock(&self.joined).clone()?;
+        j.conn.has_member(&j.join_ref).then_some(j)
     }
 
     fn not_joined(&self, op: &str) -> Error {
@@ -619,14 +637,9 @@ impl ClientChannel {
     }
 
     fn leave_now(&self) -> Option<JoinedState> {
-        let taken = lock(&self.joined).take();
-        let (conn, join_ref, member) = taken?;
-        conn.remove_member(&join_ref, None);
-        Some(JoinedState {
-            conn,
-            join_ref,
-            member,
-        })
+        let j = lock(&self.joined).take()?;
+        j.conn.remove_member(&j.join_ref, None);
+        Some(j)
     }
 }
 
@@ -651,7 +664,11 @@ impl Channel for ClientChannel {
             return Ok(());
         }
         self.leave_now();
-        let conn = self.inner.connection().await.map_err(|e| e.with_operation(op))?;
+        let conn = self
+            .inner
+            .connection()
+            .await
+            .map_err(|e| e.with_operation(op))?;
         let join_ref = conn.next_ref();
         let queue = Queue::start(
             &self.inbox,
@@ -686,7 +703,11 @@ impl Channel for ClientChannel {
             return Err(e.with_operation(op));
         }
         self.inbox.clear_removal();
-        *lock(&self.joined) = Some((conn, join_ref, member));
+        *lock(&self.joined) = Some(JoinedState {
+            conn,
+            join_ref,
+            member,
+        });
         Ok(())
     }
 
@@ -729,9 +750,13 @@ impl Channel for ClientChannel {
                 .map_err(|e| e.with_operation(op))
         } else {
             let reference = j.conn.next_ref();
-            let msg = j
-                .conn
-                .frame(Some(&j.join_ref), &reference, &self.topic, "broadcast", &body);
+            let msg = j.conn.frame(
+                Some(&j.join_ref),
+                &reference,
+                &self.topic,
+                "broadcast",
+                &body,
+            );
             j.conn
                 .out
                 .send(msg)

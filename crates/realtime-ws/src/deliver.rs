@@ -109,14 +109,18 @@ impl Inbox {
                     );
                 }
             }
-            Delivery::State(s) => self.presence_event(PresenceEvent::State(PresenceState::clone(&s))),
+            Delivery::State(s) => {
+                self.presence_event(PresenceEvent::State(PresenceState::clone(&s)))
+            }
             Delivery::Diff(d) => self.presence_event(PresenceEvent::Diff(PresenceDiff::clone(&d))),
         }
     }
 
     fn presence_event(&self, event: PresenceEvent) {
-        let handlers: Vec<Handler<PresenceEvent>> =
-            lock(&self.presence).iter().map(|(_, h)| h.clone()).collect();
+        let handlers: Vec<Handler<PresenceEvent>> = lock(&self.presence)
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
         for h in handlers {
             call(&h, event.clone());
         }
@@ -142,7 +146,11 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// A queue of `capacity` deliveries and its delivery task.
-    pub(crate) fn start(inbox: &Arc<Inbox>, capacity: usize, counters: &Arc<Counters>) -> Arc<Queue> {
+    pub(crate) fn start(
+        inbox: &Arc<Inbox>,
+        capacity: usize,
+        counters: &Arc<Counters>,
+    ) -> Arc<Queue> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let active = Arc::new(AtomicBool::new(true));
         tokio::spawn(run(

@@ -49,7 +49,9 @@ impl WireFilter {
         };
         let (column, rest) = s.split_once('=').ok_or_else(|| bad("no '='"))?;
         ident::validate(column).map_err(|_| bad("the column is not an identifier"))?;
-        let (op, value) = rest.split_once('.').ok_or_else(|| bad("no '.' after the operator"))?;
+        let (op, value) = rest
+            .split_once('.')
+            .ok_or_else(|| bad("no '.' after the operator"))?;
         let op = match op {
             "eq" => Op::Eq,
             "neq" => Op::Neq,

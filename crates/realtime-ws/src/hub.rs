@@ -477,7 +477,11 @@ impl Hub {
         event: &str,
         payload: Value,
     ) -> HubResult<()> {
-        check_size(&payload, self.config.max_payload_bytes, "the broadcast payload")?;
+        check_size(
+            &payload,
+            self.config.max_payload_bytes,
+            "the broadcast payload",
+        )?;
         let item = Push::Broadcast(Arc::new(Broadcast::new(topic, event, payload)));
         self.with_members(topic, from, |t, members| {
             let include_self = members.get(&from).is_some_and(|m| m.broadcast_self);
@@ -657,9 +661,7 @@ fn snapshot(members: &Members) -> BTreeMap<MemberId, bool> {
 }
 
 fn not_member(topic: &str) -> Error {
-    Error::invalid_input(format!(
-        "not a member of {topic:?}: join the channel first"
-    ))
+    Error::invalid_input(format!("not a member of {topic:?}: join the channel first"))
 }
 
 /// Starts the change feed reader when the database has a feed. Returns once

@@ -110,7 +110,10 @@ impl WsRealtimeConfig {
     pub fn validate(&self) -> RtResult<()> {
         let positive = [
             ("max_payload_bytes", self.max_payload_bytes),
-            ("max_channels_per_connection", self.max_channels_per_connection),
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection,
+            ),
             ("max_connections", self.max_connections),
             ("outgoing_queue", self.outgoing_queue),
             ("member_queue_capacity", self.member_queue_capacity),
@@ -262,7 +265,10 @@ impl std::fmt::Debug for WsRealtime {
                 .debug_struct("WsRealtime")
                 .field("mode", &"hub")
                 .field("addr", &h.addr)
-                .field("connections", &h.hub.counters.connections.load(Ordering::Relaxed))
+                .field(
+                    "connections",
+                    &h.hub.counters.connections.load(Ordering::Relaxed),
+                )
                 .finish(),
             Mode::Client(c) => f
                 .debug_struct("WsRealtime")

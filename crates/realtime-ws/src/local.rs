@@ -74,7 +74,9 @@ impl LocalChannel {
         f: impl FnOnce(MemberId) -> RtResult<T>,
     ) -> RtResult<T> {
         let Some(id) = self.joined_id() else {
-            return Err(self.not_joined(op.rsplit('.').next().unwrap_or(op)).with_operation(op));
+            return Err(self
+                .not_joined(op.rsplit('.').next().unwrap_or(op))
+                .with_operation(op));
         };
         f(id).map_err(|e| {
             if self.joined_id().is_none() {
@@ -163,7 +165,10 @@ impl Channel for LocalChannel {
             self.hub.config.max_payload_bytes,
             "the broadcast payload",
         )
-        .map_err(|e| e.with_operation(op).with_context("event", event.to_string()))?;
+        .map_err(|e| {
+            e.with_operation(op)
+                .with_context("event", event.to_string())
+        })?;
         // Queued for every member before returning: in process, this is
         // also the `ack` point.
         self.member_call(op, |id| self.hub.broadcast(&self.topic, id, event, payload))

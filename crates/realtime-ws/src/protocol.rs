@@ -136,18 +136,18 @@ pub(crate) fn decode_text(vsn: Vsn, text: &str) -> Result<Frame, DecodeError> {
         }
         (Vsn::V1, other) => {
             return Err(DecodeError::new(format!(
-                "vsn 1.0.0 frames are JSON objects {{topic, event, payload, ref, join_ref}}, got {}",
-                type_name(&other)
-            )))
+            "vsn 1.0.0 frames are JSON objects {{topic, event, payload, ref, join_ref}}, got {}",
+            type_name(&other)
+        )))
         }
         (Vsn::V2, other) => {
             return Err(DecodeError::new(format!(
-                "vsn 2.0.0 text frames are JSON arrays [join_ref, ref, topic, event, payload], got {}",
-                match &other {
-                    Value::Array(a) => format!("an array of {} elements", a.len()),
-                    v => type_name(v).to_string(),
-                }
-            )))
+            "vsn 2.0.0 text frames are JSON arrays [join_ref, ref, topic, event, payload], got {}",
+            match &other {
+                Value::Array(a) => format!("an array of {} elements", a.len()),
+                v => type_name(v).to_string(),
+            }
+        )))
         }
     };
     let reference = opt_string(reference.as_ref(), "ref")?;
@@ -223,8 +223,11 @@ pub(crate) fn decode_binary(bytes: &[u8]) -> Result<Frame, DecodeError> {
         message,
     };
     let user_payload = match encoding {
-        ENCODING_JSON => serde_json::from_slice::<Value>(payload_bytes)
-            .map_err(|e| err(format!("the JSON payload of a kind 3 frame is invalid: {e}")))?,
+        ENCODING_JSON => serde_json::from_slice::<Value>(payload_bytes).map_err(|e| {
+            err(format!(
+                "the JSON payload of a kind 3 frame is invalid: {e}"
+            ))
+        })?,
         ENCODING_BINARY => {
             return Err(err(
                 "binary broadcast payloads are not supported by this hub; send JSON".to_string(),
@@ -275,7 +278,11 @@ pub(crate) fn encode(
 
 /// Encodes a user broadcast as a kind 4 binary frame, or `None` when a
 /// string is too long for the u8 length fields.
-pub(crate) fn encode_user_broadcast(topic: &str, event: &str, payload: &Value) -> Option<WsMessage> {
+pub(crate) fn encode_user_broadcast(
+    topic: &str,
+    event: &str,
+    payload: &Value,
+) -> Option<WsMessage> {
     if topic.len() > 255 || event.len() > 255 {
         return None;
     }
@@ -385,8 +392,8 @@ mod tests {
 
     #[test]
     fn kind3_round_trip_and_bad_lengths() {
-        let bytes =
-            encode_user_broadcast_push("1", "3", "realtime:r", "ev", &json!({"x": [1, 2]})).unwrap();
+        let bytes = encode_user_broadcast_push("1", "3", "realtime:r", "ev", &json!({"x": [1, 2]}))
+            .unwrap();
         let f = decode_binary(&bytes).unwrap();
         assert_eq!(f.event, "broadcast");
         assert_eq!(f.reference.as_deref(), Some("3"));
@@ -419,7 +426,10 @@ mod tests {
         let msg = encode_user_broadcast("realtime:r", "ev", &json!({"n": 1})).unwrap();
         let data = msg.into_data();
         let (t, e, p) = decode_user_broadcast(&data).unwrap();
-        assert_eq!((t.as_str(), e.as_str(), p), ("realtime:r", "ev", json!({"n": 1})));
+        assert_eq!(
+            (t.as_str(), e.as_str(), p),
+            ("realtime:r", "ev", json!({"n": 1}))
+        );
         assert!(encode_user_broadcast(&"t".repeat(256), "e", &json!(1)).is_none());
     }
 

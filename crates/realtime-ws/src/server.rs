@@ -26,8 +26,8 @@ use truststream_core_realtime::validate_channel_name;
 
 use crate::filter::WireFilter;
 use crate::hub::{
-    change_to_wire, presence_to_wire, validate_event, validate_presence_key, Binding, Hub,
-    Member, MemberId, Push, Sink, TaskGuard,
+    change_to_wire, presence_to_wire, validate_event, validate_presence_key, Binding, Hub, Member,
+    MemberId, Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
 
@@ -164,7 +164,10 @@ async fn read_head(tcp: &mut TcpStream) -> Result<Vec<u8>, (u16, String)> {
             .await
             .map_err(|e| (400, format!("reading the request failed: {e}")))?;
         if n == 0 {
-            return Err((400, "the connection closed before the request head ended".into()));
+            return Err((
+                400,
+                "the connection closed before the request head ended".into(),
+            ));
         }
         head.extend_from_slice(&buf[..n]);
         if head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -190,7 +193,10 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
     if path.trim_end_matches('/') != hub.config.path.trim_end_matches('/') {
         return Err((
             404,
-            format!("no WebSocket endpoint at this path; connect to {}", hub.config.path),
+            format!(
+                "no WebSocket endpoint at this path; connect to {}",
+                hub.config.path
+            ),
         ));
     }
     let params: HashMap<String, String> = query
@@ -223,11 +229,19 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
     let mut expires_at = None;
     if let Some(auth) = &hub.auth {
         let Some(t) = &token else {
-            return Err((401, "an apikey (query parameter or x-api-key header) is required".into()));
+            return Err((
+                401,
+                "an apikey (query parameter or x-api-key header) is required".into(),
+            ));
         };
         match auth.validate_token(t).await {
             Ok(p) => expires_at = Some(p.expires_at),
-            Err(e) => return Err((http_status(e.kind()), format!("invalid apikey: {}", e.message()))),
+            Err(e) => {
+                return Err((
+                    http_status(e.kind()),
+                    format!("invalid apikey: {}", e.message()),
+                ))
+            }
         }
     }
     Ok(Handshake {
@@ -402,7 +416,14 @@ impl ConnOut {
         self.kill.borrow().is_some()
     }
 
-    fn frame(&self, join_ref: Option<&str>, reference: Option<&str>, topic: &str, event: &str, payload: &Value) -> WsMessage {
+    fn frame(
+        &self,
+        join_ref: Option<&str>,
+        reference: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: &Value,
+    ) -> WsMessage {
         protocol::encode(self.vsn, join_ref, reference, topic, event, payload)
     }
 }
@@ -528,7 +549,8 @@ impl Conn {
         let mut deadline = Instant::now() + idle;
         loop {
             if *shutdown.borrow() {
-                self.out.close(CloseCode::Away, "the realtime hub is shutting down");
+                self.out
+                    .close(CloseCode::Away, "the realtime hub is shutting down");
                 break;
             }
             let expiry = self.next_expiry();
@@ -573,7 +595,8 @@ impl Conn {
                             );
                         }
                         WsError::Utf8(_) => {
-                            self.out.close(CloseCode::Invalid, "text frame is not UTF-8");
+                            self.out
+                                .close(CloseCode::Invalid, "text frame is not UTF-8");
                         }
                         other => {
                             self.out
@@ -770,9 +793,10 @@ impl Conn {
         let body = f.payload.as_object().ok_or_else(|| {
             Error::invalid_input("a broadcast payload is {type: \"broadcast\", event, payload}")
         })?;
-        let event = body.get("event").and_then(Value::as_str).ok_or_else(|| {
-            Error::invalid_input("a broadcast payload needs a string \"event\"")
-        })?;
+        let event = body
+            .get("event")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::invalid_input("a broadcast payload needs a string \"event\""))?;
         validate_event(event)?;
         let payload = body.get("payload").cloned().unwrap_or(json!({}));
         self.hub.broadcast(&f.topic, id, event, payload)
@@ -798,7 +822,9 @@ impl Conn {
         let token = f.payload.get("access_token").and_then(Value::as_str);
         let result = match token {
             Some(t) => auth.validate_token(t).await.map(|p| p.expires_at),
-            None => Err(Error::invalid_input("access_token event without a string access_token")),
+            None => Err(Error::invalid_input(
+                "access_token event without a string access_token",
+            )),
         };
         match result {
             Ok(expires_at) => {
@@ -820,9 +846,9 @@ impl Conn {
 
     async fn join(&mut self, f: &Frame) -> Result<(), Error> {
         let topic = f.topic.as_str();
-        let name = topic.strip_prefix("realtime:").ok_or_else(|| {
-            Error::invalid_input("topics are \"realtime:<channel name>\"")
-        })?;
+        let name = topic
+            .strip_prefix("realtime:")
+            .ok_or_else(|| Error::invalid_input("topics are \"realtime:<channel name>\""))?;
         // The channel name (the topic after `realtime:`) is 1-255 bytes, as
         // everywhere in TrustStream.
         validate_channel_name(name)?;
@@ -859,7 +885,9 @@ impl Conn {
         let expires_at = self.check_join_token(&payload).await?;
         let broadcast = config.get("broadcast");
         let flag = |v: Option<&Value>, k: &str| {
-            v.and_then(|v| v.get(k)).and_then(Value::as_bool).unwrap_or(false)
+            v.and_then(|v| v.get(k))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
         };
         let broadcast_self = flag(broadcast, "self");
         let ack = flag(broadcast, "ack");
@@ -908,12 +936,15 @@ impl Conn {
                 &presence_to_wire(state),
             ))
         })?;
-        self.joined.entry(topic.to_string()).or_default().push(Joined {
-            id,
-            join_ref,
-            ack,
-            expires_at,
-        });
+        self.joined
+            .entry(topic.to_string())
+            .or_default()
+            .push(Joined {
+                id,
+                join_ref,
+                ack,
+                expires_at,
+            });
         Ok(())
     }
 
@@ -937,7 +968,9 @@ impl Conn {
             None => match (&self.token, self.token_expires_at) {
                 (Some(_), Some(exp)) if exp > Utc::now() => Ok(Some(exp)),
                 (Some(_), Some(_)) => Err(Error::unauthenticated("the apikey has expired")),
-                _ => Err(Error::unauthenticated("an access token is required to join")),
+                _ => Err(Error::unauthenticated(
+                    "an access token is required to join",
+                )),
             },
         }
     }
@@ -959,7 +992,9 @@ impl Conn {
             ));
         }
         if list.len() > 100 {
-            return Err(Error::invalid_input("at most 100 postgres_changes bindings per channel"));
+            return Err(Error::invalid_input(
+                "at most 100 postgres_changes bindings per channel",
+            ));
         }
         let mut bindings = Vec::with_capacity(list.len());
         let mut echo = Vec::with_capacity(list.len());

@@ -1,6 +1,7 @@
 //! The realtime conformance suite over the hub in-process, over the
 //! WebSocket client mode (two client connections to a hub on 127.0.0.1:0),
 //! and mixed (an in-process handle talking to a remote client).
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
 use std::sync::Arc;
 

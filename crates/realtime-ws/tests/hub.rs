@@ -1,5 +1,6 @@
 //! The hub's wire protocol, driven by a raw client: vsn 1.0.0 and 2.0.0,
 //! binary broadcasts, presence, postgres_changes, tokens, heartbeats.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
 mod common;
 
@@ -138,12 +139,19 @@ async fn postgres_changes_reach_bindings_with_ids_and_records() {
     assert_ne!(all, updates);
 
     let row = |v: Value| v.as_object().cloned().unwrap();
-    db.create("agents", row(json!({"id": "a7", "status": "idle", "score": 1})))
-        .await
-        .unwrap();
-    db.update("agents", &json!("a7"), row(json!({"status": "active", "score": 12})))
-        .await
-        .unwrap();
+    db.create(
+        "agents",
+        row(json!({"id": "a7", "status": "idle", "score": 1})),
+    )
+    .await
+    .unwrap();
+    db.update(
+        "agents",
+        &json!("a7"),
+        row(json!({"status": "active", "score": 12})),
+    )
+    .await
+    .unwrap();
     db.delete("agents", &json!("a7")).await.unwrap();
 
     let m = c.expect("postgres_changes").await.payload;
@@ -260,7 +268,11 @@ async fn tokens_are_checked_at_connect_and_join_and_expire() {
             json!({"type": "presence", "event": "track", "payload": {"still": "here"}}),
         )
         .await;
-    assert_eq!(c.reply(&r).await["status"], "ok", "still joined after refresh");
+    assert_eq!(
+        c.reply(&r).await["status"],
+        "ok",
+        "still joined after refresh"
+    );
 
     // An invalid refreshed token closes the channel at once.
     c.push(
@@ -279,7 +291,9 @@ async fn leave_replies_then_closes() {
     let (_hub, url) = start(None, false).await;
     let mut c = Client::connect(&url, Vsn::V2, None).await;
     let jr = c.join_ok("realtime:l", json!({})).await;
-    let r = c.push(Some(&jr), "realtime:l", "phx_leave", json!({})).await;
+    let r = c
+        .push(Some(&jr), "realtime:l", "phx_leave", json!({}))
+        .await;
     assert_eq!(c.reply(&r).await["status"], "ok");
     c.expect("phx_close").await;
     // After leaving, the topic is unmatched.

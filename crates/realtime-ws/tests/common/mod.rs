@@ -1,6 +1,6 @@
 //! Test helpers: a raw Phoenix-protocol WebSocket client and an HS256 JWT
 //! `Auth` test double (no auth provider crate is a dependency).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +168,9 @@ impl Client {
     ) -> String {
         let r = self.next_ref();
         let text = match self.vsn {
-            Vsn::V1 => json!({"topic": topic, "event": event, "payload": payload, "ref": r, "join_ref": join_ref}),
+            Vsn::V1 => {
+                json!({"topic": topic, "event": event, "payload": payload, "ref": r, "join_ref": join_ref})
+            }
             Vsn::V2 => json!([join_ref, r, topic, event, payload]),
         };
         self.send_raw(WsMessage::text(text.to_string())).await;
@@ -260,7 +262,9 @@ impl Client {
     pub async fn join(&mut self, topic: &str, payload: Value) -> (String, Value) {
         let r = self.next_ref();
         let text = match self.vsn {
-            Vsn::V1 => json!({"topic": topic, "event": "phx_join", "payload": payload, "ref": r, "join_ref": r}),
+            Vsn::V1 => {
+                json!({"topic": topic, "event": "phx_join", "payload": payload, "ref": r, "join_ref": r})
+            }
             Vsn::V2 => json!([r, r, topic, "phx_join", payload]),
         };
         self.send_raw(WsMessage::text(text.to_string())).await;
@@ -305,7 +309,10 @@ pub fn broadcast_config(self_: bool, ack: bool) -> Value {
 pub async fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
