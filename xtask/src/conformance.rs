@@ -55,6 +55,11 @@ fn providers() -> Vec<Entry> {
             suite: Suite::Storage(storage_memory),
         },
         Entry {
+            interface: "storage",
+            name: "fs",
+            suite: Suite::Storage(storage_fs),
+        },
+        Entry {
             interface: "realtime",
             name: "memory",
             suite: Suite::Realtime(realtime_memory),
@@ -90,6 +95,32 @@ fn storage_memory() -> storage::StorageFactory {
         Ok(
             storage::StorageFixture::new(store as Arc<dyn Storage>, BUCKET).with_url_client(
                 move |method, url, body| {
+                    let client = client.clone();
+                    async move { client.fetch_signed(method, &url, body).await }
+                },
+            ),
+        )
+    })
+}
+
+/// A fresh root directory per case (removed when the case's store is
+/// dropped), with the fixture bucket created through the configuration.
+fn storage_fs() -> storage::StorageFactory {
+    factory(|| async {
+        let dir = Arc::new(tempfile::tempdir().map_err(|e| e.to_string())?);
+        let mut cfg = truststream_storage_fs::FsStorageConfig::new(dir.path());
+        cfg.buckets = vec![BUCKET.to_string()];
+        let store = Arc::new(
+            truststream_storage_fs::FsStorage::with_config(cfg)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let client = store.clone();
+        Ok(
+            storage::StorageFixture::new(store as Arc<dyn Storage>, BUCKET).with_url_client(
+                move |method, url, body| {
+                    // The client holds the directory as long as the fixture lives.
+                    let _ = &dir;
                     let client = client.clone();
                     async move { client.fetch_signed(method, &url, body).await }
                 },
@@ -289,7 +320,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            e.contains("known providers: memory, sqlite, db-memory, db-sqlite"),
+            e.contains("known providers: memory, sqlite, fs, db-memory, db-sqlite"),
             "{e}"
         );
         let e = run(&Selection {
