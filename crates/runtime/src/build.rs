@@ -54,6 +54,8 @@ impl Registries {
         truststream_storage_fs::register(&mut r.storage);
         #[cfg(feature = "realtime-memory")]
         truststream_realtime_memory::register(&mut r.realtime);
+        #[cfg(feature = "auth-jwt")]
+        truststream_auth_jwt::register(&mut r.auth);
         r
     }
 
@@ -204,8 +206,8 @@ fn backticked_after(s: &str, prefix: &str) -> Option<String> {
 /// The four configured services, built from a [`Config`].
 ///
 /// `auth` is an `Option` because no auth provider is required: the default
-/// configuration has `auth.type = "none"`, and the issuing provider
-/// (`auth-jwt`) is not part of this release yet.
+/// configuration has `auth.type = "none"`; `auth.type = "jwt"` (feature
+/// `auth-jwt`) keeps its users in the configured database.
 #[derive(Clone)]
 pub struct Services {
     /// The database provider.
