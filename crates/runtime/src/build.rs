@@ -52,6 +52,8 @@ impl Registries {
         truststream_storage_memory::register(&mut r.storage);
         #[cfg(feature = "storage-fs")]
         truststream_storage_fs::register(&mut r.storage);
+        #[cfg(feature = "storage-s3")]
+        truststream_storage_s3::register(&mut r.storage);
         #[cfg(feature = "realtime-memory")]
         truststream_realtime_memory::register(&mut r.realtime);
         #[cfg(feature = "auth-jwt")]

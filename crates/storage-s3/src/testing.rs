@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use truststream_core_storage::Storage;
+use bytes::Bytes;
+use truststream_core_storage::{Error, SignedUrlMethod, Storage};
 
 use crate::{S3Storage, S3StorageConfig};
 
@@ -378,4 +379,56 @@ impl Drop for Garage {
             self.kill();
         }
     }
+}
+
+/// Performs a request on a presigned URL with a plain HTTP client (no S3
+/// credentials): `Some(body)` of a GET, `None` after a PUT.
+///
+/// A refusal is [`ErrorKind::PermissionDenied`](truststream_core_storage::ErrorKind):
+/// HTTP 401/403, and also the 400 "Date is too old" that Garage answers for
+/// an expired URL where Amazon S3 answers 403. Other 400s are
+/// `InvalidInput`, 404 is `NotFound`, the rest `Unavailable`.
+pub async fn fetch_presigned(
+    http: &reqwest::Client,
+    method: SignedUrlMethod,
+    url: &str,
+    body: Option<Bytes>,
+) -> Result<Option<Bytes>, Error> {
+    let req = match method {
+        SignedUrlMethod::Get => http.get(url),
+        SignedUrlMethod::Put => http.put(url).body(body.unwrap_or_default()),
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Error::unavailable("the presigned request failed").with_source(e))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Error::unavailable("the presigned response broke off").with_source(e))?;
+    let text = || String::from_utf8_lossy(&bytes).into_owned();
+    match status {
+        200..=299 => Ok(match method {
+            SignedUrlMethod::Get => Some(bytes),
+            SignedUrlMethod::Put => None,
+        }),
+        400 if is_expiry(&bytes) => Err(Error::permission_denied(format!(
+            "HTTP {status} (expired): {}",
+            text()
+        ))),
+        400 => Err(Error::invalid_input(format!("HTTP {status}: {}", text()))),
+        401 | 403 => Err(Error::permission_denied(format!(
+            "HTTP {status}: {}",
+            text()
+        ))),
+        404 => Err(Error::not_found(format!("HTTP {status}: {}", text()))),
+        _ => Err(Error::unavailable(format!("HTTP {status}: {}", text()))),
+    }
+}
+
+/// Whether an S3 error body says the request's date or expiry is past.
+fn is_expiry(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("date is too old") || text.contains("request has expired")
 }

@@ -53,59 +53,14 @@ pub async fn drop_bucket(store: &dyn Storage, bucket: &str) {
     let _ = store.delete_bucket(bucket).await;
 }
 
-/// Performs a request on a presigned URL with a plain HTTP client:
-/// `Some(body)` of a GET, `None` after a PUT. 401/403 are
-/// `PermissionDenied`, 404 `NotFound`.
+/// Performs a request on a presigned URL with a plain HTTP client.
 pub async fn fetch(
     http: &reqwest::Client,
     method: SignedUrlMethod,
     url: &str,
     body: Option<Bytes>,
 ) -> Result<Option<Bytes>, Error> {
-    let req = match method {
-        SignedUrlMethod::Get => http.get(url),
-        SignedUrlMethod::Put => http.put(url).body(body.unwrap_or_default()),
-    };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| Error::unavailable("request failed").with_source(e))?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| Error::unavailable("body failed").with_source(e))?;
-    match status {
-        200..=299 => Ok(match method {
-            SignedUrlMethod::Get => Some(bytes),
-            SignedUrlMethod::Put => None,
-        }),
-        // Garage answers an expired presigned URL with 400 "Date is too
-        // old" where Amazon S3 answers 403; both are a refusal.
-        400 if is_expiry(&bytes) => Err(Error::permission_denied(format!(
-            "HTTP {status} (expired): {}",
-            String::from_utf8_lossy(&bytes)
-        ))),
-        400 => Err(Error::invalid_input(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))),
-        401 | 403 => Err(Error::permission_denied(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))),
-        404 => Err(Error::not_found(format!("HTTP {status}"))),
-        _ => Err(Error::unavailable(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))),
-    }
-}
-
-/// Whether an S3 error body says the request's date or expiry is past.
-fn is_expiry(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    text.contains("date is too old") || text.contains("request has expired")
+    truststream_storage_s3::testing::fetch_presigned(http, method, url, body).await
 }
 
 /// The HTTP client for presigned URLs.
