@@ -1,0 +1,386 @@
+//! Bad input and faults: every case is answered with an error reply or a
+//! close with a reason, never a panic or unbounded memory; 1,000 clients
+//! that vanish abruptly leave no presence, connection or task behind.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, Client};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
+use truststream_core_realtime::{ChannelOptions, Realtime};
+use truststream_realtime_ws::{Vsn, WsRealtime, WsRealtimeConfig};
+
+async fn start_with(f: impl FnOnce(&mut WsRealtimeConfig)) -> (WsRealtime, String) {
+    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+    f(&mut config);
+    let rt = WsRealtime::start(config, None, None).await.unwrap();
+    let url = rt.url().unwrap();
+    (rt, url)
+}
+
+/// The next error reply; asserts the connection is still usable after.
+async fn error_reply(c: &mut Client) -> Value {
+    let m = c.expect("phx_reply").await;
+    assert_eq!(m.payload["status"], "error", "{}", m.payload);
+    assert!(m.payload["response"]["reason"].is_string(), "{}", m.payload);
+    m.payload
+}
+
+async fn still_alive(c: &mut Client) {
+    let r = c.push(None, "phoenix", "heartbeat", json!({})).await;
+    assert_eq!(c.reply(&r).await["status"], "ok");
+}
+
+/// The close frame the hub sends, as (code, reason).
+async fn close_frame(c: &mut Client) -> (CloseCode, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(WsMessage::Close(Some(f)))) => return (f.code, f.reason.to_string()),
+            Some(Ok(WsMessage::Close(None))) | None => panic!("closed without a reason"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("read error before the close frame: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_replies() {
+    let (_hub, url) = start_with(|_| {}).await;
+    for vsn in [Vsn::V1, Vsn::V2] {
+        let mut c = Client::connect(&url, vsn, None).await;
+        for text in [
+            "not json",
+            "{\"unterminated\": ",
+            "42",
+            "[1, 2, 3]",
+            "{\"topic\": 5, \"event\": \"x\", \"payload\": {}}",
+            "[null, \"9\", \"realtime:x\", 7, {}]",
+            "{\"topic\": \"realtime:x\", \"event\": \"x\", \"ref\": {\"nested\": 1}}",
+        ] {
+            c.send_raw(WsMessage::text(text)).await;
+            let reply = error_reply(&mut c).await;
+            assert!(
+                reply["response"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("malformed"),
+                "{text}: {reply}"
+            );
+        }
+        still_alive(&mut c).await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_events_and_unmatched_topics_get_error_replies() {
+    let (_hub, url) = start_with(|_| {}).await;
+    let mut c = Client::connect(&url, Vsn::V2, None).await;
+    c.push(None, "phoenix", "reboot", json!({})).await;
+    error_reply(&mut c).await;
+    c.push(None, "realtime:nowhere", "broadcast", json!({}))
+        .await;
+    let reply = error_reply(&mut c).await;
+    assert!(reply["response"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unmatched topic"));
+    let jr = c.join_ok("realtime:t", json!({})).await;
+    c.push(Some(&jr), "realtime:t", "explode", json!({})).await;
+    let reply = error_reply(&mut c).await;
+    assert!(reply["response"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unknown event"));
+    // Broadcasts and presence pushes of the wrong shape.
+    for (event, payload) in [
+        ("broadcast", json!("text")),
+        ("broadcast", json!({"type": "broadcast"})),
+        ("broadcast", json!({"type": "broadcast", "event": "*"})),
+        ("presence", json!({"type": "presence", "event": "dance"})),
+        (
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": [1]}),
+        ),
+    ] {
+        c.push(Some(&jr), "realtime:t", event, payload.clone())
+            .await;
+        let reply = error_reply(&mut c).await;
+        assert_eq!(reply["response"]["code"], "invalid_input", "{payload}");
+    }
+    still_alive(&mut c).await;
+}
+
+#[tokio::test]
+async fn bad_topics_are_refused() {
+    let (_hub, url) = start_with(|_| {}).await;
+    let mut c = Client::connect(&url, Vsn::V1, None).await;
+    let long = format!("realtime:{}", "n".repeat(256));
+    for topic in [
+        long.as_str(),
+        "room-without-prefix",
+        "realtime:",
+        "realtime:a\nb",
+    ] {
+        let (_, reply) = c.join(topic, json!({"config": {}})).await;
+        assert_eq!(reply["status"], "error", "{topic}");
+        assert_eq!(reply["response"]["code"], "invalid_input");
+    }
+    // 255 bytes of channel name is fine.
+    c.join_ok(&format!("realtime:{}", "n".repeat(255)), json!({}))
+        .await;
+}
+
+#[tokio::test]
+async fn binary_frames_with_wrong_lengths_get_error_replies() {
+    let (_hub, url) = start_with(|_| {}).await;
+    let mut c = Client::connect(&url, Vsn::V2, None).await;
+    let jr = c.join_ok("realtime:bin", json!({})).await;
+    let good = truststream_realtime_ws::protocol::encode_user_broadcast_push(
+        &jr,
+        "77",
+        "realtime:bin",
+        "ev",
+        &json!({"a": 1}),
+    )
+    .unwrap();
+    let mut wrong_topic_len = good.clone();
+    wrong_topic_len[3] = 250;
+    let mut bad_json = good.clone();
+    bad_json.truncate(good.len() - 2);
+    let mut bad_kind = good.clone();
+    bad_kind[0] = 1;
+    let mut binary_payload = good.clone();
+    binary_payload[6] = 0;
+    for (what, bytes) in [
+        ("empty", vec![]),
+        ("header only", good[..4].to_vec()),
+        ("lengths beyond the frame", wrong_topic_len),
+        ("truncated JSON", bad_json),
+        ("kind 1 from a client", bad_kind),
+        ("binary encoding", binary_payload),
+    ] {
+        c.send_raw(WsMessage::binary(bytes)).await;
+        let reply = error_reply(&mut c).await;
+        assert!(reply["response"]["reason"].is_string(), "{what}");
+    }
+    still_alive(&mut c).await;
+}
+
+#[tokio::test]
+async fn payload_limits() {
+    let (_hub, url) = start_with(|c| c.max_payload_bytes = 1024).await;
+    let mut c = Client::connect(&url, Vsn::V2, None).await;
+    let cfg = common::broadcast_config(false, true);
+    let jr = c.join_ok("realtime:big", cfg).await;
+    // Over max_payload_bytes: an error reply of kind too_large.
+    let r = c
+        .push_binary_broadcast(&jr, "realtime:big", "x", json!({"s": "x".repeat(2000)}))
+        .await;
+    let reply = c.reply(&r).await;
+    assert_eq!(reply["status"], "error");
+    assert_eq!(reply["response"]["code"], "too_large");
+    let r = c
+        .push(
+            Some(&jr),
+            "realtime:big",
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": {"s": "x".repeat(2000)}}),
+        )
+        .await;
+    assert_eq!(c.reply(&r).await["response"]["code"], "too_large");
+    still_alive(&mut c).await;
+    // A frame over the frame limit (payload limit + 64 KiB): closed with 1009.
+    c.send_raw(WsMessage::text(format!(
+        "[null, \"1\", \"phoenix\", \"heartbeat\", \"{}\"]",
+        "x".repeat(70 * 1024)
+    )))
+    .await;
+    let (code, reason) = close_frame(&mut c).await;
+    assert_eq!(code, CloseCode::Size);
+    assert!(reason.contains("over the limit"), "{reason}");
+}
+
+#[tokio::test]
+async fn connection_and_channel_limits() {
+    let (hub, url) = start_with(|c| {
+        c.max_connections = 3;
+        c.max_channels_per_connection = 2;
+    })
+    .await;
+    let mut a = Client::connect(&url, Vsn::V2, None).await;
+    a.join_ok("realtime:one", json!({})).await;
+    a.join_ok("realtime:two", json!({})).await;
+    let (_, reply) = a.join("realtime:three", json!({"config": {}})).await;
+    assert_eq!(reply["response"]["code"], "rate_limited", "{reply}");
+    let _b = Client::connect(&url, Vsn::V2, None).await;
+    let _c = Client::connect(&url, Vsn::V2, None).await;
+    match Client::try_connect(&url, Vsn::V2, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429)
+        }
+        Err(e) => panic!("expected 429, got {e}"),
+        Ok(_) => panic!("a fourth connection was accepted"),
+    }
+    // Wrong path and unknown vsn: plain HTTP refusals.
+    let base = url.trim_end_matches("/realtime/v1/websocket");
+    drop(_b);
+    let counters = hub.counters().unwrap();
+    eventually("a slot to free up", || {
+        counters.connections.load(Ordering::SeqCst) < 3
+    })
+    .await;
+    for (u, status) in [
+        (format!("{base}/elsewhere"), 404),
+        (format!("{url}?vsn=9.9.9"), 400),
+    ] {
+        match tokio_tungstenite::connect_async(u.as_str()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), status, "{u}")
+            }
+            Err(e) => panic!("{u}: expected {status}, got {e}"),
+            Ok(_) => panic!("{u}: accepted"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected_with_a_reason() {
+    let (hub, url) = start_with(|c| c.outgoing_queue = 16).await;
+    let counters = hub.counters().unwrap();
+    // The slow client joins, then never reads again.
+    let mut slow = Client::connect(&url, Vsn::V2, None).await;
+    slow.join_ok("realtime:flood", json!({})).await;
+    slow.expect("presence_state").await;
+    // A fast reader on the same topic keeps up.
+    let mut fast = Client::connect(&url, Vsn::V2, None).await;
+    fast.join_ok("realtime:flood", json!({})).await;
+    let sender = hub
+        .channel("flood", ChannelOptions::default())
+        .await
+        .unwrap();
+    truststream_core_realtime::Channel::join(sender.as_ref())
+        .await
+        .unwrap();
+    let payload = json!({"blob": "y".repeat(64 * 1024)});
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(m) = fast.recv().await {
+            if m.event == "broadcast" {
+                n += 1;
+                if n == 400 {
+                    break;
+                }
+            }
+        }
+        (n, fast)
+    });
+    for _ in 0..400 {
+        sender.send("blob", payload.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eventually("the slow client to be disconnected", || {
+        counters.slow_disconnects.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let (n, _fast) = reader.await.unwrap();
+    assert_eq!(n, 400, "the fast client got everything");
+    eventually("only the fast client to remain", || {
+        counters.connections.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The close frame (with the reason) is sent best-effort: the slow
+    // client's buffers were full. If it got through, it names the reason.
+    let mut reason = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), slow.ws.next()).await {
+        if let Ok(WsMessage::Close(Some(f))) = m {
+            reason = Some(f.reason.to_string());
+            break;
+        }
+    }
+    if let Some(reason) = reason {
+        assert!(reason.contains("queue full"), "{reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_vanish_and_nothing_is_left_behind() {
+    const CLIENTS: usize = 1000;
+    let (hub, url) = start_with(|_| {}).await;
+    let counters = hub.counters().unwrap();
+    let baseline_tasks = counters.tasks.load(Ordering::SeqCst);
+    let observer = hub
+        .channel("crowd", ChannelOptions::new().presence_key("observer"))
+        .await
+        .unwrap();
+    observer.join().await.unwrap();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = Client::connect(&url, if i % 2 == 0 { Vsn::V2 } else { Vsn::V1 }, None).await;
+        let jr = c
+            .join_ok(
+                "realtime:crowd",
+                json!({"presence": {"key": format!("user-{i}")}}),
+            )
+            .await;
+        c.push(
+            Some(&jr),
+            "realtime:crowd",
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": {"i": i}}),
+        )
+        .await;
+        clients.push(c);
+    }
+    let obs = observer.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = obs.presence_state().await.unwrap().len();
+        if n == CLIENTS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {n} of {CLIENTS} tracked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counters.connections.load(Ordering::SeqCst), CLIENTS);
+    // Abrupt: the sockets are dropped without a close handshake.
+    drop(clients);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = obs.presence_state().await.unwrap();
+        let conns = counters.connections.load(Ordering::SeqCst);
+        let tasks = counters.tasks.load(Ordering::SeqCst);
+        let members = counters.members.load(Ordering::SeqCst);
+        // Left: the observer's member and its delivery task.
+        if state.is_empty() && conns == 0 && members == 1 && tasks == baseline_tasks + 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind: presence {}, connections {conns}, members {members}, tasks {tasks} \
+             (baseline {baseline_tasks} + 1)",
+            state.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(observer);
+    drop(obs);
+    let counters = Arc::clone(&counters);
+    drop(hub);
+    eventually("every hub task to end after shutdown", || {
+        counters.tasks.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
