@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use truststream_conformance::{db, factory, realtime, storage, Report};
+use truststream_conformance::{auth, db, factory, realtime, storage, Report};
 use truststream_core_db::Database;
 use truststream_core_realtime::{Realtime, RealtimeDeps, RealtimeRegistry};
 use truststream_core_storage::Storage;
@@ -11,13 +11,21 @@ use truststream_db_memory::MemoryDatabase;
 use truststream_storage_memory::MemoryStorage;
 
 /// The interfaces that have a suite, as accepted by `--interface`.
-const INTERFACES: &[&str] = &["db", "storage", "realtime"];
+const INTERFACES: &[&str] = &["db", "storage", "realtime", "auth"];
 
 /// How one provider is put under its suite.
 enum Suite {
     Db(fn() -> db::DbFactory),
     Storage(fn() -> storage::StorageFactory),
     Realtime(fn() -> realtime::RealtimeFactory),
+    /// An auth provider over a database provider: `make` gets `over()`, the
+    /// database entry's factory (a fresh database per case). Reported as
+    /// `<name>/<db>`, e.g. `jwt/sqlite`.
+    Auth {
+        make: fn(db::DbFactory) -> auth::AuthFactory,
+        db: &'static str,
+        over: fn() -> db::DbFactory,
+    },
 }
 
 /// One row of the provider table.
@@ -63,6 +71,24 @@ fn providers() -> Vec<Entry> {
             interface: "realtime",
             name: "memory",
             suite: Suite::Realtime(realtime_memory),
+        },
+        Entry {
+            interface: "auth",
+            name: "jwt",
+            suite: Suite::Auth {
+                make: auth_jwt,
+                db: "memory",
+                over: db_memory,
+            },
+        },
+        Entry {
+            interface: "auth",
+            name: "jwt",
+            suite: Suite::Auth {
+                make: auth_jwt,
+                db: "sqlite",
+                over: db_sqlite,
+            },
         },
     ]
 }
@@ -152,6 +178,40 @@ fn realtime_memory() -> realtime::RealtimeFactory {
     })
 }
 
+/// The refresh-token reuse interval the auth fixtures configure (the suite
+/// waits it out once per provider).
+const AUTH_REUSE_INTERVAL_MS: u64 = 1_000;
+
+/// auth-jwt built through its registry as the runtime builds it, over a
+/// fresh database from `over`, configured as the auth suite requires.
+fn auth_jwt(over: db::DbFactory) -> auth::AuthFactory {
+    factory(move || {
+        let over = over.clone();
+        async move {
+            let db = over().await?;
+            let mut reg = truststream_core_auth::AuthRegistry::new("auth");
+            truststream_auth_jwt::register(&mut reg);
+            let settings = serde_json::json!({
+                "jwt_secret": "conformance secret, at least 32 bytes long",
+                // The cheapest argon2 cost: the suite tests behaviour, not cost.
+                "argon2": { "memory_kib": 8, "iterations": 1, "parallelism": 1 },
+                "refresh_reuse_interval_ms": AUTH_REUSE_INTERVAL_MS,
+                "default_roles": [auth::MEMBER_ROLE],
+                "roles": { auth::MEMBER_ROLE: auth::MEMBER_PERMISSIONS },
+            });
+            let deps = truststream_core_auth::AuthDeps { db: Some(db) };
+            let auth = reg
+                .build("jwt", settings, deps)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(auth::AuthFixture {
+                auth,
+                refresh_reuse_interval: std::time::Duration::from_millis(AUTH_REUSE_INTERVAL_MS),
+            })
+        }
+    })
+}
+
 /// What to run.
 #[derive(Debug, Default)]
 pub struct Selection {
@@ -208,16 +268,9 @@ fn normalize_interface(s: &str) -> String {
 pub fn run(selection: &Selection) -> Result<Report, String> {
     let all = providers();
     for i in &selection.interfaces {
-        if i == "auth" {
-            return Err(
-                "auth has no conformance suite yet: it arrives with the first auth provider \
-                 (auth-jwt). Suites exist for: db, storage, realtime"
-                    .to_string(),
-            );
-        }
         if !INTERFACES.contains(&i.as_str()) {
             return Err(format!(
-                "unknown interface {i:?}; known interfaces: {}, auth (no suite yet)",
+                "unknown interface {i:?}; known interfaces: {}",
                 INTERFACES.join(", ")
             ));
         }
@@ -273,6 +326,9 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
                 Suite::Db(f) => db::run(e.name, f(), only).await,
                 Suite::Storage(f) => storage::run(e.name, f(), only).await,
                 Suite::Realtime(f) => realtime::run(e.name, f(), only).await,
+                Suite::Auth { make, db, over } => {
+                    auth::run(&format!("{}/{db}", e.name), make(over()), only).await
+                }
             };
             report.merge(r);
         }
@@ -319,22 +375,44 @@ mod tests {
             ..Selection::default()
         })
         .unwrap_err();
-        assert!(
-            e.contains("known providers: memory, sqlite, fs, db-memory, db-sqlite"),
-            "{e}"
-        );
+        let known: Vec<&str> = e
+            .split_once("known providers: ")
+            .map(|(_, list)| list.split(", ").collect())
+            .unwrap_or_default();
+        for name in [
+            "memory",
+            "sqlite",
+            "fs",
+            "jwt",
+            "db-memory",
+            "db-sqlite",
+            "auth-jwt",
+        ] {
+            assert!(known.contains(&name), "{name} missing from: {e}");
+        }
         let e = run(&Selection {
             interfaces: vec!["queue".into()],
             ..Selection::default()
         })
         .unwrap_err();
-        assert!(e.contains("known interfaces: db, storage, realtime"), "{e}");
-        let e = run(&Selection {
+        assert!(
+            e.contains("known interfaces: db, storage, realtime, auth"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn auth_runs_jwt_over_each_database() {
+        let r = run(&Selection {
             interfaces: vec!["auth".into()],
+            case: Some("refresh.rotates".into()),
             ..Selection::default()
         })
-        .unwrap_err();
-        assert!(e.contains("auth has no conformance suite yet"), "{e}");
+        .unwrap();
+        assert_eq!(r.failed(), 0, "{}", r.summary());
+        let providers: Vec<&str> = r.cases.iter().map(|c| c.provider.as_str()).collect();
+        assert_eq!(providers, ["jwt/memory", "jwt/sqlite"]);
+        assert!(r.cases.iter().all(|c| c.interface == "auth"));
     }
 
     #[test]
