@@ -56,6 +56,8 @@ impl Registries {
         truststream_storage_s3::register(&mut r.storage);
         #[cfg(feature = "realtime-memory")]
         truststream_realtime_memory::register(&mut r.realtime);
+        #[cfg(feature = "realtime-ws")]
+        truststream_realtime_ws::register(&mut r.realtime);
         #[cfg(feature = "auth-jwt")]
         truststream_auth_jwt::register(&mut r.auth);
         r

@@ -56,6 +56,27 @@ fn check_on_the_embedded_default() {
     assert_eq!(out.matches("health: healthy (").count(), 3, "{out}");
 }
 
+/// `realtime.type = "ws"` starts the WebSocket hub, and `check` reports it.
+#[cfg(feature = "realtime-ws")]
+#[test]
+fn check_reports_the_websocket_hub() {
+    let dir = tmp();
+    let r = truststream(
+        dir.path(),
+        &[
+            ("TRUSTSTREAM_REALTIME__TYPE", "ws"),
+            ("TRUSTSTREAM_REALTIME__LISTEN", "127.0.0.1:0"),
+        ],
+        &["check"],
+    );
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let out = &r.stdout;
+    assert!(out.contains("realtime: ws 0.1.0"), "{out}");
+    assert!(out.contains("  remote: true"), "{out}");
+    assert!(out.contains("  row_changes: true"), "{out}");
+    assert_eq!(out.matches("health: healthy (").count(), 3, "{out}");
+}
+
 #[test]
 fn health_prints_one_line_per_service() {
     let dir = tmp();
