@@ -73,6 +73,16 @@ fn providers() -> Vec<Entry> {
             suite: Suite::Realtime(realtime_memory),
         },
         Entry {
+            interface: "realtime",
+            name: "ws",
+            suite: Suite::Realtime(realtime_ws_hub),
+        },
+        Entry {
+            interface: "realtime",
+            name: "ws-client",
+            suite: Suite::Realtime(realtime_ws_client),
+        },
+        Entry {
             interface: "auth",
             name: "jwt",
             suite: Suite::Auth {
@@ -175,6 +185,77 @@ fn realtime_memory() -> realtime::RealtimeFactory {
             peer: rt,
             db: Some(db),
         })
+    })
+}
+
+/// The WebSocket hub, in-process: built through the registry like the
+/// runtime builds it (listening on 127.0.0.1:0), calls go straight to it.
+fn realtime_ws_hub() -> realtime::RealtimeFactory {
+    factory(|| async {
+        let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+        let mut reg = RealtimeRegistry::new("realtime");
+        truststream_realtime_ws::register(&mut reg);
+        let deps = RealtimeDeps {
+            db: Some(db.clone()),
+            auth: None,
+        };
+        let rt: Arc<dyn Realtime> = reg
+            .build("ws", serde_json::json!({"listen": "127.0.0.1:0"}), deps)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(realtime::RealtimeFixture {
+            realtime: rt.clone(),
+            peer: rt,
+            db: Some(db),
+        })
+    })
+}
+
+/// The WebSocket client mode: one hub on 127.0.0.1:0 (started on first use)
+/// and two fresh client connections per case, built through the registry
+/// (`url` set).
+fn realtime_ws_client() -> realtime::RealtimeFactory {
+    use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
+    type Shared = (Arc<WsRealtime>, Arc<dyn Database>);
+    let shared: Arc<tokio::sync::OnceCell<Shared>> = Arc::default();
+    factory(move || {
+        let shared = shared.clone();
+        async move {
+            let (hub, db) = shared
+                .get_or_try_init(|| async {
+                    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+                    let hub = WsRealtime::start(
+                        WsRealtimeConfig::hub("127.0.0.1:0"),
+                        Some(db.clone()),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((Arc::new(hub), db))
+                })
+                .await?
+                .clone();
+            let url = hub.url().ok_or("the hub has no url")?;
+            let mut reg = RealtimeRegistry::new("realtime");
+            truststream_realtime_ws::register(&mut reg);
+            let mut clients = Vec::new();
+            for _ in 0..2 {
+                let deps = RealtimeDeps {
+                    db: None,
+                    auth: None,
+                };
+                let rt: Arc<dyn Realtime> = reg
+                    .build("ws", serde_json::json!({"url": url}), deps)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                clients.push(rt);
+            }
+            Ok(realtime::RealtimeFixture {
+                realtime: clients[0].clone(),
+                peer: clients[1].clone(),
+                db: Some(db),
+            })
+        }
     })
 }
 
