@@ -149,6 +149,46 @@ fn test_task(args: &[String]) -> ExitCode {
     }
 }
 
+/// The npm packages the realtime-js tests run (`tests/realtime-js`, pinned
+/// by its lockfile): installed with `npm ci` when missing. Without npm the
+/// step fails under `CI=true`; otherwise the tests that need the packages
+/// skip with a message saying so.
+fn node_packages(results: &mut Vec<StepResult>) -> Result<(), u8> {
+    let dir = root().join("tests/realtime-js");
+    let name = "npm packages".to_string();
+    if dir.join("node_modules/@supabase/realtime-js").is_dir() {
+        results.push(StepResult {
+            name,
+            outcome: "ok (installed)".into(),
+        });
+        return Ok(());
+    }
+    println!("\n==> npm packages: npm ci in {}", dir.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let outcome = match status {
+        Ok(s) if s.success() => "ok".to_string(),
+        Ok(s) => format!("FAILED (npm ci exited with {s})"),
+        Err(e) => format!("FAILED (could not run npm: {e})"),
+    };
+    let failed = outcome.starts_with("FAILED");
+    results.push(StepResult {
+        name,
+        outcome: if failed && !ci {
+            format!("{outcome}; the realtime-js tests will skip")
+        } else {
+            outcome
+        },
+    });
+    if failed && ci {
+        return Err(1);
+    }
+    Ok(())
+}
+
 fn test_steps(
     results: &mut Vec<StepResult>,
     conformance_line: &mut Option<String>,
@@ -166,6 +206,7 @@ fn test_steps(
         ],
         results,
     )?;
+    node_packages(results)?;
     if has_cargo_subcommand("nextest") {
         run_cargo("tests", &["nextest", "run", "--workspace"], results)?;
     } else {
