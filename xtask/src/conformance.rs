@@ -68,6 +68,11 @@ fn providers() -> Vec<Entry> {
             suite: Suite::Storage(storage_fs),
         },
         Entry {
+            interface: "storage",
+            name: "s3",
+            suite: Suite::Storage(storage_s3),
+        },
+        Entry {
             interface: "realtime",
             name: "memory",
             suite: Suite::Realtime(realtime_memory),
@@ -163,6 +168,98 @@ fn storage_fs() -> storage::StorageFactory {
             ),
         )
     })
+}
+
+/// Prefix of the buckets the S3 entry creates (one per case).
+const S3_BUCKET_PREFIX: &str = "ts-xtask-";
+
+/// The machine's shared Garage server (started on first use and left
+/// running for the next run; see `truststream_storage_s3::testing`), a fresh
+/// bucket per case, presigned URLs fetched with a plain HTTP client.
+fn storage_s3() -> storage::StorageFactory {
+    use truststream_storage_s3::{testing, S3Storage};
+    let shared: Arc<tokio::sync::OnceCell<Arc<S3Storage>>> = Arc::default();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    factory(move || {
+        let (shared, counter) = (shared.clone(), counter.clone());
+        async move {
+            let store = shared
+                .get_or_try_init(|| async {
+                    let garage = testing::Garage::shared().await?;
+                    let store = garage.storage().await.map_err(|e| e.to_string())?;
+                    remove_stale_buckets(&store).await;
+                    Ok::<_, String>(Arc::new(store))
+                })
+                .await?
+                .clone();
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let bucket = format!("{S3_BUCKET_PREFIX}{}-{n}-{nanos}", std::process::id());
+            store
+                .create_bucket(&bucket)
+                .await
+                .map_err(|e| e.to_string())?;
+            // capabilities() is exact from here on: Garage 2.5 ignores
+            // conditional PUTs, so the cases that need them are skipped.
+            store
+                .probe_conditional_writes(&bucket)
+                .await
+                .map_err(|e| e.to_string())?;
+            let http = testing::http_client();
+            Ok(
+                storage::StorageFixture::new(store as Arc<dyn Storage>, bucket).with_url_client(
+                    move |method, url, body| {
+                        let http = http.clone();
+                        async move { testing::fetch_presigned(&http, method, &url, body).await }
+                    },
+                ),
+            )
+        }
+    })
+}
+
+/// Deletes the case buckets of earlier runs (older than an hour, so a run in
+/// progress elsewhere keeps its own).
+async fn remove_stale_buckets(store: &truststream_storage_s3::S3Storage) {
+    use truststream_core_storage::ListOptions;
+    let Ok(buckets) = store.list_buckets().await else {
+        return;
+    };
+    let cutoff = chrono_hour_ago();
+    for b in buckets {
+        let stale = b.name.starts_with(S3_BUCKET_PREFIX)
+            && b.created_at.is_some_and(|t| t.timestamp() < cutoff);
+        if !stale {
+            continue;
+        }
+        while let Ok(page) = store.list(&b.name, &ListOptions::new()).await {
+            if page.objects.is_empty() {
+                break;
+            }
+            for o in page.objects {
+                let _ = store.delete(&b.name, &o.key).await;
+            }
+        }
+        let _ = store.delete_bucket(&b.name).await;
+    }
+}
+
+/// Unix seconds an hour ago.
+fn chrono_hour_ago() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64 - 3600)
+}
+
+/// Why the S3 entry cannot run here, outside CI (`None`: it can). Under
+/// `CI=true` a missing server is never a skip: the cases fail.
+fn s3_unavailable() -> Option<String> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return None;
+    }
+    truststream_storage_s3::testing::garage_binary().err()
 }
 
 fn realtime_memory() -> realtime::RealtimeFactory {
@@ -293,6 +390,24 @@ fn auth_jwt(over: db::DbFactory) -> auth::AuthFactory {
     })
 }
 
+/// Every storage case (or those matching `only`) reported as skipped.
+fn skipped_storage(provider: &str, only: Option<&str>, why: &str) -> Report {
+    let mut report = Report::default();
+    for c in storage::cases() {
+        if only.is_some_and(|o| !c.name.contains(o)) {
+            continue;
+        }
+        report.cases.push(truststream_conformance::CaseReport {
+            interface: "storage",
+            provider: provider.to_string(),
+            case: c.name,
+            outcome: truststream_conformance::CaseOutcome::Skipped(why.to_string()),
+            elapsed: std::time::Duration::ZERO,
+        });
+    }
+    report
+}
+
 /// What to run.
 #[derive(Debug, Default)]
 pub struct Selection {
@@ -403,6 +518,13 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
     let report = rt.block_on(async {
         let mut report = Report::default();
         for e in &chosen {
+            if e.interface == "storage" && e.name == "s3" {
+                if let Some(why) = s3_unavailable() {
+                    println!("storage s3: every case skipped: {why}");
+                    report.merge(skipped_storage(e.name, only, &why));
+                    continue;
+                }
+            }
             let r = match &e.suite {
                 Suite::Db(f) => db::run(e.name, f(), only).await,
                 Suite::Storage(f) => storage::run(e.name, f(), only).await,
@@ -464,10 +586,12 @@ mod tests {
             "memory",
             "sqlite",
             "fs",
+            "s3",
             "jwt",
             "db-memory",
             "db-sqlite",
             "auth-jwt",
+            "storage-s3",
         ] {
             assert!(known.contains(&name), "{name} missing from: {e}");
         }
