@@ -46,7 +46,12 @@ pub struct Garage {
 /// Where the binary is, or why it is missing.
 pub fn garage_binary() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("GARAGE_BIN") {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("GARAGE_BIN={} is not a file", p.display()))
+        };
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
@@ -379,6 +384,11 @@ impl Drop for Garage {
             self.kill();
         }
     }
+}
+
+/// A plain HTTP client for [`fetch_presigned`].
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::new()
 }
 
 /// Performs a request on a presigned URL with a plain HTTP client (no S3
