@@ -18,7 +18,7 @@ use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
 use truststream_core_db::sql::write::{
-    normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
+    is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
 use truststream_core_db::sql::{rewrite_named, Placeholder};
 use truststream_core_db::{
@@ -385,24 +385,6 @@ impl PgDatabase {
     }
 }
 
-/// Whether a batch gives an auto-increment key for some rows and not others
-/// (the shared insert path then splits it into more than one statement).
-fn mixed_auto_keys(schema: &TableSchema, rows: &[Row]) -> bool {
-    schema
-        .columns
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.default,
-                Some(truststream_core_db::ColumnDefault::AutoIncrement)
-            )
-        })
-        .any(|c| {
-            let given = |r: &Row| r.get(&c.name).is_some_and(|v| !v.is_null());
-            rows.iter().any(given) && !rows.iter().all(given)
-        })
-}
-
 /// Removes anything that looks like a URL from an error message (sqlx's
 /// configuration errors may quote the URL, password included).
 fn redact(e: &sqlx::Error) -> String {
@@ -611,8 +593,7 @@ impl Database for PgDatabase {
             .schema_of(table)
             .await
             .map_err(|e| e.with_operation("db.create_many"))?;
-        let per_chunk = DIALECT.max_binds() / schema.columns.len().max(1);
-        let mode = if rows.len() <= per_chunk && !mixed_auto_keys(&schema, &rows) {
+        let mode = if is_single_insert(DIALECT, &schema, &rows) {
             Mode::Single
         } else {
             Mode::Transaction

@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow,
 };
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{self, Bind, SqlDialect, Statement};
 use truststream_core_db::sql::write::{
-    normalize_defaults, plan_alter, reserved, AlterStep, RowWriter, SqlTransaction,
+    is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
+    SqlTransaction,
 };
 use truststream_core_db::sql::{rewrite_named, Placeholder};
 use truststream_core_db::{
@@ -252,43 +254,69 @@ impl SqliteDatabase {
         }));
     }
 
-    /// Starts a write transaction, serialized with this process's other
-    /// writes. End it with [`SqliteDatabase::finish`].
-    async fn begin(&self, op: &'static str) -> DbResult<Writer<'_>> {
+    /// Starts a write, serialized with this process's other writes (so
+    /// the change feed publishes in commit order). End it with
+    /// [`SqliteDatabase::finish`].
+    ///
+    /// Changes are recorded only while someone subscribes to the feed (a
+    /// subscription sees the changes committed after it starts). A write
+    /// that is one statement (`single`) and records nothing runs in
+    /// autocommit mode — atomic on its own, without `BEGIN`/`COMMIT`.
+    async fn begin(&self, op: &'static str, single: bool) -> DbResult<Writer<'_>> {
         let pool = self.pool(op)?;
         let guard = self.write_lock.lock().await;
-        // IMMEDIATE takes the write lock up front (waiting up to the busy
-        // timeout for other processes), so a transaction that reads before it
-        // writes never fails to upgrade its lock.
-        let tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| error::map(e).with_operation(op))?;
-        Ok(RowWriter::new(SqliteTx {
+        let record = self.changes.subscriber_count() > 0;
+        let exec = if single && !record {
+            Exec::Conn(
+                pool.acquire()
+                    .await
+                    .map_err(|e| error::map(e).with_operation(op))?,
+            )
+        } else {
+            // IMMEDIATE takes the write lock up front (waiting up to the
+            // busy timeout for other processes), so a transaction that
+            // reads before it writes never fails to upgrade its lock.
+            Exec::Tx(
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(|e| error::map(e).with_operation(op))?,
+            )
+        };
+        let tx = SqliteTx {
             db: self,
-            tx,
+            exec,
             _guard: guard,
-        }))
+        };
+        Ok(if record {
+            RowWriter::new(tx)
+        } else {
+            RowWriter::without_changes(tx)
+        })
     }
 
     /// Commits and publishes the changes when `result` is `Ok`, else rolls
     /// back (nothing is published).
     async fn finish<T>(&self, op: &'static str, w: Writer<'_>, result: DbResult<T>) -> DbResult<T> {
-        let (SqliteTx { tx, _guard, .. }, changes) = w.into_parts();
-        match result {
-            Ok(v) => {
+        let (SqliteTx { exec, _guard, .. }, changes) = w.into_parts();
+        match (exec, result) {
+            (Exec::Tx(tx), Ok(v)) => {
                 tx.commit()
                     .await
                     .map_err(|e| error::map(e).with_operation(op))?;
                 self.publish(changes);
                 Ok(v)
             }
-            Err(e) => {
+            (Exec::Tx(tx), Err(e)) => {
                 // If the rollback fails too, dropping the transaction rolls
                 // back when the connection is returned.
                 let _ = tx.rollback().await;
                 Err(e.with_operation(op))
             }
+            (Exec::Conn(_), Ok(v)) => {
+                self.publish(changes);
+                Ok(v)
+            }
+            (Exec::Conn(_), Err(e)) => Err(e.with_operation(op)),
         }
     }
 
@@ -300,11 +328,11 @@ impl SqliteDatabase {
         statements: Vec<String>,
         new_schema: Option<TableSchema>,
     ) -> DbResult<()> {
-        let mut w = self.begin(op).await?;
+        let mut w = self.begin(op, false).await?;
         let r = async {
             for s in &statements {
                 sqlx::query(s)
-                    .execute(&mut *w.tx().tx)
+                    .execute(w.tx().conn())
                     .await
                     .map_err(error::map)?;
             }
@@ -320,14 +348,14 @@ impl SqliteDatabase {
                     ))
                     .bind(table)
                     .bind(json)
-                    .execute(&mut *w.tx().tx)
+                    .execute(w.tx().conn())
                     .await
                     .map_err(error::map)?;
                 }
                 None => {
                     sqlx::query(&format!("DELETE FROM {meta} WHERE name = ?"))
                         .bind(table)
-                        .execute(&mut *w.tx().tx)
+                        .execute(w.tx().conn())
                         .await
                         .map_err(error::map)?;
                 }
@@ -429,8 +457,23 @@ fn schema_hint(schema: &TableSchema) -> impl Fn(usize, &str) -> Option<ColumnTyp
 /// writes by the guard.
 struct SqliteTx<'a> {
     db: &'a SqliteDatabase,
-    tx: Transaction<'static, Sqlite>,
+    exec: Exec,
     _guard: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// A transaction, or one connection for a single-statement write.
+enum Exec {
+    Tx(Transaction<'static, Sqlite>),
+    Conn(PoolConnection<Sqlite>),
+}
+
+impl SqliteTx<'_> {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        match &mut self.exec {
+            Exec::Tx(tx) => tx,
+            Exec::Conn(c) => c,
+        }
+    }
 }
 
 type Writer<'a> = RowWriter<SqliteTx<'a>>;
@@ -446,7 +489,7 @@ impl SqlTransaction for SqliteTx<'_> {
         if let Some(s) = lock(&self.db.schemas).get(table) {
             return Ok(s.clone());
         }
-        let schema = load_schema(&mut *self.tx, table).await?;
+        let schema = load_schema(self.conn(), table).await?;
         lock(&self.db.schemas).insert(table.to_string(), schema.clone());
         Ok(schema)
     }
@@ -454,7 +497,7 @@ impl SqlTransaction for SqliteTx<'_> {
     async fn fetch(&mut self, stmt: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>> {
         let args = arguments(&stmt.binds)?;
         let rows = sqlx::query_with(&stmt.sql, args)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn())
             .await
             .map_err(error::map)?;
         rows.iter()
@@ -523,7 +566,7 @@ impl Database for SqliteDatabase {
     }
 
     async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
-        let mut w = self.begin("db.create").await?;
+        let mut w = self.begin("db.create", true).await?;
         let r = match w.create_many(table, std::slice::from_ref(&row)).await {
             Ok(mut rows) => rows
                 .pop()
@@ -551,13 +594,13 @@ impl Database for SqliteDatabase {
     }
 
     async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row> {
-        let mut w = self.begin("db.update").await?;
+        let mut w = self.begin("db.update", true).await?;
         let r = w.update(table, id, &patch).await;
         self.finish("db.update", w, r).await
     }
 
     async fn delete(&self, table: &str, id: &Value) -> DbResult<bool> {
-        let mut w = self.begin("db.delete").await?;
+        let mut w = self.begin("db.delete", true).await?;
         let r = w.delete(table, id).await;
         self.finish("db.delete", w, r).await
     }
@@ -570,13 +613,19 @@ impl Database for SqliteDatabase {
                 .map_err(|e| e.with_operation("db.create_many"))?;
             return Ok(Vec::new());
         }
-        let mut w = self.begin("db.create_many").await?;
+        // One INSERT per chunk: more than one chunk needs a transaction.
+        let schema = self
+            .schema_of(table)
+            .await
+            .map_err(|e| e.with_operation("db.create_many"))?;
+        let single = is_single_insert(DIALECT, &schema, &rows);
+        let mut w = self.begin("db.create_many", single).await?;
         let r = w.create_many(table, &rows).await;
         self.finish("db.create_many", w, r).await
     }
 
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
-        let mut w = self.begin("db.update_many").await?;
+        let mut w = self.begin("db.update_many", true).await?;
         let r = w
             .update_where(table, filter, &patch)
             .await
@@ -585,7 +634,7 @@ impl Database for SqliteDatabase {
     }
 
     async fn delete_many(&self, table: &str, filter: &Filter) -> DbResult<u64> {
-        let mut w = self.begin("db.delete_many").await?;
+        let mut w = self.begin("db.delete_many", true).await?;
         let r = w.delete_where(table, filter).await;
         self.finish("db.delete_many", w, r).await
     }
@@ -617,7 +666,7 @@ impl Database for SqliteDatabase {
     }
 
     async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
-        let mut w = self.begin("db.transaction").await?;
+        let mut w = self.begin("db.transaction", false).await?;
         let r = w.apply_all(&operations).await;
         self.finish("db.transaction", w, r).await
     }

@@ -293,6 +293,21 @@ fn catalog(schema: &TableSchema) -> HashMap<String, TableSchema> {
         .collect()
 }
 
+/// Whether [`RowWriter::create_many`] inserts `rows` with one statement
+/// (they fit one chunk, and an auto-increment key is given for all rows or
+/// for none), so a provider can run it without an explicit transaction.
+pub fn is_single_insert(dialect: SqlDialect, schema: &TableSchema, rows: &[Row]) -> bool {
+    let fits = rows.len() <= (dialect.max_binds() / schema.columns.len().max(1)).max(1);
+    fits && !schema
+        .columns
+        .iter()
+        .filter(|c| matches!(c.default, Some(ColumnDefault::AutoIncrement)))
+        .any(|c| {
+            let given = |r: &Row| r.get(&c.name).is_some_and(|v| !v.is_null());
+            rows.iter().any(given) && !rows.iter().all(given)
+        })
+}
+
 fn same_columns(a: &Row, b: &Row) -> bool {
     a.len() == b.len() && a.keys().all(|k| b.contains_key(k))
 }

@@ -1,0 +1,672 @@
+//! TrustStream's SQL providers vs raw sqlx, same SQL, same server, one run.
+//!
+//! ```text
+//! cargo bench -p truststream-bench-db [-- --iters 2000 --only sqlite|postgres]
+//! ```
+//!
+//! For each backend (SQLite: a WAL file in a temporary directory; PostgreSQL:
+//! a scratch schema on `DATABASE_URL`, default 127.0.0.1:5432/test) the
+//! bench creates two identical tables, one written through the provider and
+//! one through a raw sqlx pool with the same settings, and times the same
+//! operations on both with the SQL text the provider's compiler produces:
+//! insert one row, select by primary key, update by key, a filtered and
+//! ordered read of 50 rows, a two-operation transaction, and createMany of
+//! 10,000 rows (also against inserting the same rows one by one through the
+//! provider). Rounds alternate between the two sides so drift (caches,
+//! checkpoints, other load) hits both alike. Output: ops/s per side and the
+//! ratio TrustStream / raw.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Row as _;
+use truststream_core_db::sql::compile::{self, SqlDialect};
+use truststream_core_db::{
+    col, ColumnDef, Database, Operation, Query, Row, SortDirection, TableSchema,
+};
+use truststream_db_postgres::{testing::Scratch, PgDatabase};
+use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
+
+const ROUNDS: usize = 5;
+const BATCH: usize = 10_000;
+
+fn row(v: Value) -> Row {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("rows are objects"),
+    }
+}
+
+fn schema(name: &str) -> TableSchema {
+    TableSchema::new(name)
+        .column(ColumnDef::integer("id").primary_key())
+        .column(ColumnDef::text("name").not_null())
+        .column(ColumnDef::float("score"))
+        .column(ColumnDef::text("status"))
+}
+
+fn input(id: i64) -> Row {
+    row(json!({
+        "id": id,
+        "name": format!("agent-{id}"),
+        "score": (id % 100) as f64 + 0.5,
+        "status": if id % 3 == 0 { "inactive" } else { "active" },
+    }))
+}
+
+/// The SQL the provider's compiler makes for each operation, for the raw
+/// side to run verbatim.
+struct Sql {
+    insert: String,
+    select: String,
+    update: String,
+    read50: String,
+}
+
+fn sql_for(dialect: SqlDialect, table: &str) -> Sql {
+    let cat: HashMap<String, TableSchema> = [(table.to_string(), schema(table))].into();
+    let one = input(1);
+    let insert = compile::insert(dialect, &cat, table, &[one]).unwrap().sql;
+    let select = compile::select(
+        dialect,
+        &cat,
+        table,
+        &Query::new().filter(col("id").eq(1)).limit(1),
+    )
+    .unwrap()
+    .statement
+    .sql;
+    let patch = row(json!({"score": 1.0}));
+    let update = compile::update(dialect, &cat, table, &patch, &col("id").eq(1))
+        .unwrap()
+        .sql;
+    let read50 = compile::select(dialect, &cat, table, &read50_query())
+        .unwrap()
+        .statement
+        .sql;
+    Sql {
+        insert,
+        select,
+        update,
+        read50,
+    }
+}
+
+fn read50_query() -> Query {
+    Query::new()
+        .filter(col("status").eq("active").and(col("score").gt(10.0)))
+        .order_by("score", SortDirection::Desc)
+        .order_by("id", SortDirection::Asc)
+        .limit(50)
+}
+
+/// Timings of one operation on both sides.
+#[derive(Default)]
+struct Pair {
+    ts: Duration,
+    raw: Duration,
+    n_ts: u64,
+    n_raw: u64,
+}
+
+impl Pair {
+    fn ops(d: Duration, n: u64) -> f64 {
+        n as f64 / d.as_secs_f64()
+    }
+    fn line(&self, backend: &str, op: &str) -> String {
+        let ts = Self::ops(self.ts, self.n_ts);
+        let raw = Self::ops(self.raw, self.n_raw);
+        format!(
+            "| {backend} | {op} | {ts:.0} | {raw:.0} | {:.2}x |",
+            ts / raw
+        )
+    }
+}
+
+macro_rules! timed {
+    ($acc:expr, $n:expr, $body:expr) => {{
+        let t = Instant::now();
+        $body;
+        $acc += t.elapsed();
+        $n
+    }};
+}
+
+/// Runs `iters` of each single-row operation, alternating sides by round.
+// One closure per raw operation keeps each side's code next to the other's.
+#[allow(clippy::too_many_arguments)]
+async fn single_row_ops<RawInsert, RawSelect, RawUpdate, RawRead, RawTx, F1, F2, F3, F4, F5>(
+    backend: &str,
+    db: &dyn Database,
+    iters: usize,
+    raw_insert: RawInsert,
+    raw_select: RawSelect,
+    raw_update: RawUpdate,
+    raw_read: RawRead,
+    raw_tx: RawTx,
+) -> Vec<String>
+where
+    RawInsert: Fn(i64) -> F1,
+    RawSelect: Fn(i64) -> F2,
+    RawUpdate: Fn(i64) -> F3,
+    RawRead: Fn() -> F4,
+    RawTx: Fn(i64) -> F5,
+    F1: std::future::Future<Output = ()>,
+    F2: std::future::Future<Output = ()>,
+    F3: std::future::Future<Output = ()>,
+    F4: std::future::Future<Output = ()>,
+    F5: std::future::Future<Output = ()>,
+{
+    let per_round = (iters / ROUNDS).max(1);
+    let mut insert = Pair::default();
+    let mut select = Pair::default();
+    let mut update = Pair::default();
+    let mut read = Pair::default();
+    let mut tx = Pair::default();
+    let mut next_ts = 1_000_000i64;
+    let mut next_raw = 1_000_000i64;
+    for round in 0..ROUNDS {
+        // Insert.
+        let ts_first = round % 2 == 0;
+        for side in [ts_first, !ts_first] {
+            if side {
+                insert.n_ts += timed!(insert.ts, per_round as u64, {
+                    for _ in 0..per_round {
+                        next_ts += 1;
+                        db.create("bench_ts", input(next_ts)).await.unwrap();
+                    }
+                });
+            } else {
+                insert.n_raw += timed!(insert.raw, per_round as u64, {
+                    for _ in 0..per_round {
+                        next_raw += 1;
+                        raw_insert(next_raw).await;
+                    }
+                });
+            }
+        }
+        // Select by key, update by key (keys that exist: 1..=seeded).
+        for side in [ts_first, !ts_first] {
+            if side {
+                select.n_ts += timed!(select.ts, per_round as u64, {
+                    for i in 0..per_round {
+                        let id = 1 + (i as i64 % 1000);
+                        db.get("bench_ts", &json!(id)).await.unwrap().unwrap();
+                    }
+                });
+                update.n_ts += timed!(update.ts, per_round as u64, {
+                    for i in 0..per_round {
+                        let id = 1 + (i as i64 % 1000);
+                        db.update("bench_ts", &json!(id), row(json!({"score": i as f64})))
+                            .await
+                            .unwrap();
+                    }
+                });
+            } else {
+                select.n_raw += timed!(select.raw, per_round as u64, {
+                    for i in 0..per_round {
+                        raw_select(1 + (i as i64 % 1000)).await;
+                    }
+                });
+                update.n_raw += timed!(update.raw, per_round as u64, {
+                    for i in 0..per_round {
+                        raw_update(1 + (i as i64 % 1000)).await;
+                    }
+                });
+            }
+        }
+        // Filtered, ordered read of 50 rows.
+        let reads = (per_round / 4).max(1);
+        let q = read50_query();
+        for side in [ts_first, !ts_first] {
+            if side {
+                read.n_ts += timed!(read.ts, reads as u64, {
+                    for _ in 0..reads {
+                        let rows = db.read("bench_ts", &q).await.unwrap();
+                        assert_eq!(rows.len(), 50);
+                    }
+                });
+            } else {
+                read.n_raw += timed!(read.raw, reads as u64, {
+                    for _ in 0..reads {
+                        raw_read().await;
+                    }
+                });
+            }
+        }
+        // Two-operation transaction: insert a row, update another.
+        let txs = (per_round / 2).max(1);
+        for side in [ts_first, !ts_first] {
+            if side {
+                tx.n_ts += timed!(tx.ts, txs as u64, {
+                    for i in 0..txs {
+                        next_ts += 1;
+                        db.transaction(vec![
+                            Operation::Create {
+                                table: "bench_ts".into(),
+                                data: input(next_ts),
+                            },
+                            Operation::Update {
+                                table: "bench_ts".into(),
+                                id: json!(1 + (i as i64 % 1000)),
+                                data: row(json!({"status": "active"})),
+                            },
+                        ])
+                        .await
+                        .unwrap();
+                    }
+                });
+            } else {
+                tx.n_raw += timed!(tx.raw, txs as u64, {
+                    for _ in 0..txs {
+                        next_raw += 1;
+                        raw_tx(next_raw).await;
+                    }
+                });
+            }
+        }
+    }
+    vec![
+        insert.line(backend, "insert one row"),
+        select.line(backend, "select by primary key"),
+        update.line(backend, "update by primary key"),
+        read.line(backend, "filtered + ordered read, 50 rows"),
+        tx.line(backend, "transaction: insert + update"),
+    ]
+}
+
+/// createMany of 10,000 rows through the provider vs the same rows one by
+/// one through the provider vs raw sqlx multi-row INSERTs in a transaction.
+async fn batch_ops<RawBatch, F>(
+    backend: &str,
+    db: &dyn Database,
+    raw_batch: RawBatch,
+) -> Vec<String>
+where
+    RawBatch: Fn(i64) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut many = Duration::ZERO;
+    let mut raw = Duration::ZERO;
+    let mut start = 10_000_000i64;
+    for _ in 0..3 {
+        let rows: Vec<Row> = (0..BATCH as i64).map(|i| input(start + i)).collect();
+        let t = Instant::now();
+        let created = db.create_many("bench_ts", rows).await.unwrap();
+        many += t.elapsed();
+        assert_eq!(created.len(), BATCH);
+        let t = Instant::now();
+        raw_batch(start).await;
+        raw += t.elapsed();
+        start += BATCH as i64;
+    }
+    // One by one: the same 10,000 rows, once (it is the slow side).
+    let t = Instant::now();
+    for i in 0..BATCH as i64 {
+        db.create("bench_ts", input(start + i)).await.unwrap();
+    }
+    let one_by_one = t.elapsed();
+    let rows_per_s = |d: Duration, n: usize| n as f64 / d.as_secs_f64();
+    let many_rps = rows_per_s(many, 3 * BATCH);
+    let raw_rps = rows_per_s(raw, 3 * BATCH);
+    let single_rps = rows_per_s(one_by_one, BATCH);
+    vec![
+        format!(
+            "| {backend} | createMany 10,000 rows (rows/s) | {many_rps:.0} | {raw_rps:.0} | {:.2}x |",
+            many_rps / raw_rps
+        ),
+        format!(
+            "| {backend} | createMany vs 10,000 single creates (rows/s) | {many_rps:.0} | {single_rps:.0} (one by one) | {:.1}x faster |",
+            many_rps / single_rps
+        ),
+    ]
+}
+
+async fn seed(db: &dyn Database, table: &str) {
+    db.create_table(&schema(table)).await.unwrap();
+    let rows: Vec<Row> = (1..=1000).map(input).collect();
+    db.create_many(table, rows).await.unwrap();
+}
+
+async fn bench_sqlite(iters: usize) -> Vec<String> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let db = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    seed(&db, "bench_ts").await;
+    seed(&db, "bench_raw").await;
+    // The raw pool: the same file and the same connection settings.
+    let opts = SqliteConnectOptions::new()
+        .filename(&path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let sql = Arc::new(sql_for(SqlDialect::Sqlite, "bench_raw"));
+    let batch_sql = Arc::new(batch_insert_sql(SqlDialect::Sqlite));
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_insert = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let r = input(id);
+            sqlx::query(&s.insert)
+                .bind(id)
+                .bind(r["name"].as_str().unwrap().to_string())
+                .bind(r["score"].as_f64())
+                .bind(r["status"].as_str().map(str::to_string))
+                .fetch_one(&p)
+                .await
+                .unwrap();
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_select = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let r = sqlx::query(&s.select).bind(id).fetch_one(&p).await.unwrap();
+            let _: (i64, String, Option<f64>, Option<String>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_update = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            sqlx::query(&s.update)
+                .bind(id as f64)
+                .bind(id)
+                .fetch_one(&p)
+                .await
+                .unwrap();
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_read = move || {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let rows = sqlx::query(&s.read50)
+                .bind("active")
+                .bind(10.0f64)
+                .fetch_all(&p)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 50);
+            for r in &rows {
+                let _: (i64, String, Option<f64>, Option<String>) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+            }
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_tx = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let r = input(id);
+            sqlx::query(&s.insert)
+                .bind(id)
+                .bind(r["name"].as_str().unwrap().to_string())
+                .bind(r["score"].as_f64())
+                .bind(r["status"].as_str().map(str::to_string))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(&s.update)
+                .bind(1.0f64)
+                .bind(1 + id % 1000)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let mut out = single_row_ops(
+        "SQLite (WAL file)",
+        &db,
+        iters,
+        raw_insert,
+        raw_select,
+        raw_update,
+        raw_read,
+        raw_tx,
+    )
+    .await;
+    let p = pool.clone();
+    let raw_batch = move |start: i64| {
+        let (p, b) = (p.clone(), batch_sql.clone());
+        async move {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            for chunk_start in (0..BATCH as i64).step_by(b.rows) {
+                let n = b.rows.min(BATCH - chunk_start as usize);
+                let sql = if n == b.rows {
+                    b.full.clone()
+                } else {
+                    b.sql(n)
+                };
+                let mut q = sqlx::query(&sql);
+                for i in 0..n as i64 {
+                    let id = start + chunk_start + i;
+                    let r = input(id);
+                    q = q
+                        .bind(id)
+                        .bind(r["name"].as_str().unwrap().to_string())
+                        .bind(r["score"].as_f64())
+                        .bind(r["status"].as_str().map(str::to_string));
+                }
+                q.fetch_all(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    };
+    out.extend(batch_ops("SQLite (WAL file)", &db, raw_batch).await);
+    out
+}
+
+/// Multi-row INSERT text as the provider chunks it.
+struct BatchSql {
+    dialect: SqlDialect,
+    rows: usize,
+    full: String,
+}
+
+impl BatchSql {
+    fn sql(&self, n: usize) -> String {
+        let cat: HashMap<String, TableSchema> =
+            [("bench_raw".to_string(), schema("bench_raw"))].into();
+        let rows: Vec<Row> = (0..n as i64).map(input).collect();
+        compile::insert(self.dialect, &cat, "bench_raw", &rows)
+            .unwrap()
+            .sql
+    }
+}
+
+fn batch_insert_sql(dialect: SqlDialect) -> BatchSql {
+    let rows = (dialect.max_binds() / 4).min(BATCH);
+    let mut b = BatchSql {
+        dialect,
+        rows,
+        full: String::new(),
+    };
+    b.full = b.sql(rows);
+    b
+}
+
+async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
+    let url = truststream_db_postgres::testing::server().await?;
+    let scratch = Scratch::new(url);
+    let config = scratch.config("bench");
+    let db = PgDatabase::open(config.clone()).await.unwrap();
+    seed(&db, "bench_ts").await;
+    seed(&db, "bench_raw").await;
+    // The raw pool: a second pool with the provider's settings (same
+    // schema, same pool options), so neither side waits for the other.
+    let pool = {
+        let mut conn_opts: sqlx::postgres::PgConnectOptions = config.url.expose().parse().unwrap();
+        conn_opts = conn_opts.options([(
+            "search_path",
+            truststream_core_db::ident::quote(config.schema.as_deref().unwrap()),
+        )]);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .connect_with(conn_opts)
+            .await
+            .unwrap()
+    };
+    let sql = Arc::new(sql_for(SqlDialect::Postgres, "bench_raw"));
+    let batch_sql = Arc::new(batch_insert_sql(SqlDialect::Postgres));
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_insert = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let r = input(id);
+            sqlx::query(&s.insert)
+                .bind(id)
+                .bind(r["name"].as_str().unwrap().to_string())
+                .bind(r["score"].as_f64())
+                .bind(r["status"].as_str().map(str::to_string))
+                .fetch_one(&p)
+                .await
+                .unwrap();
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_select = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let r = sqlx::query(&s.select).bind(id).fetch_one(&p).await.unwrap();
+            let _: (i64, String, Option<f64>, Option<String>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_update = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            sqlx::query(&s.update)
+                .bind(id as f64)
+                .bind(id)
+                .fetch_one(&p)
+                .await
+                .unwrap();
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_read = move || {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let rows = sqlx::query(&s.read50)
+                .bind("active")
+                .bind(10.0f64)
+                .fetch_all(&p)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 50);
+            for r in &rows {
+                let _: (i64, String, Option<f64>, Option<String>) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+            }
+        }
+    };
+    let (p, s) = (pool.clone(), sql.clone());
+    let raw_tx = move |id: i64| {
+        let (p, s) = (p.clone(), s.clone());
+        async move {
+            let mut tx = p.begin().await.unwrap();
+            let r = input(id);
+            sqlx::query(&s.insert)
+                .bind(id)
+                .bind(r["name"].as_str().unwrap().to_string())
+                .bind(r["score"].as_f64())
+                .bind(r["status"].as_str().map(str::to_string))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(&s.update)
+                .bind(1.0f64)
+                .bind(1 + id % 1000)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let mut out = single_row_ops(
+        "PostgreSQL 15 (loopback)",
+        &db,
+        iters,
+        raw_insert,
+        raw_select,
+        raw_update,
+        raw_read,
+        raw_tx,
+    )
+    .await;
+    let p = pool.clone();
+    let raw_batch = move |start: i64| {
+        let (p, b) = (p.clone(), batch_sql.clone());
+        async move {
+            let mut tx = p.begin().await.unwrap();
+            for chunk_start in (0..BATCH as i64).step_by(b.rows) {
+                let n = b.rows.min(BATCH - chunk_start as usize);
+                let sql = if n == b.rows {
+                    b.full.clone()
+                } else {
+                    b.sql(n)
+                };
+                let mut q = sqlx::query(&sql);
+                for i in 0..n as i64 {
+                    let id = start + chunk_start + i;
+                    let r = input(id);
+                    q = q
+                        .bind(id)
+                        .bind(r["name"].as_str().unwrap().to_string())
+                        .bind(r["score"].as_f64())
+                        .bind(r["status"].as_str().map(str::to_string));
+                }
+                q.fetch_all(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    };
+    out.extend(batch_ops("PostgreSQL 15 (loopback)", &db, raw_batch).await);
+    drop(db);
+    pool.close().await;
+    scratch.cleanup().await.unwrap();
+    Some(out)
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let iters: usize = arg("--iters").and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let only = arg("--only");
+    let mut lines = vec![
+        "| backend | operation | TrustStream ops/s | raw sqlx ops/s | TrustStream / raw |"
+            .to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    if only.as_deref().is_none_or(|o| o == "sqlite") {
+        lines.extend(bench_sqlite(iters).await);
+    }
+    if only.as_deref().is_none_or(|o| o == "postgres") {
+        match bench_postgres(iters).await {
+            Some(l) => lines.extend(l),
+            None => lines.push("| PostgreSQL | (server not reachable: skipped) | | | |".into()),
+        }
+    }
+    println!("{}", lines.join("\n"));
+}

@@ -1,0 +1,1 @@
+//! Benchmarks only: see `benches/db.rs` and docs/benchmarks.md.
