@@ -523,9 +523,21 @@ impl Auth for JwtAuth {
             .with_operation(op));
         }
         // A malformed email cannot belong to a user: it takes the unknown-
-        // user path, so its answer and cost are those of any failure.
-        let email =
-            normalize_email(&request.email).unwrap_or_else(|_| request.email.trim().to_lowercase());
+        // user path (no lookup, the dummy hash), so its answer and cost are
+        // those of any failure. Its limiter key is bounded in size.
+        let (email, well_formed) = match normalize_email(&request.email) {
+            Ok(e) => (e, true),
+            Err(_) => (
+                request
+                    .email
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .take(254)
+                    .collect(),
+                false,
+            ),
+        };
         if self.rate_limited(&email) {
             tracing::warn!("sign-in refused: too many failed attempts for one account");
             return Err(Error::new(
@@ -534,7 +546,11 @@ impl Auth for JwtAuth {
             )
             .with_operation(op));
         }
-        let user = self.store.user_by_email(&email).await?;
+        let user = if well_formed {
+            self.store.user_by_email(&email).await?
+        } else {
+            None
+        };
         let ok = self
             .passwords
             .verify(
