@@ -48,6 +48,8 @@ impl Registries {
         truststream_db_memory::register(&mut r.database);
         #[cfg(feature = "db-sqlite")]
         truststream_db_sqlite::register(&mut r.database);
+        #[cfg(feature = "db-postgres")]
+        truststream_db_postgres::register(&mut r.database);
         #[cfg(feature = "storage-memory")]
         truststream_storage_memory::register(&mut r.storage);
         #[cfg(feature = "storage-fs")]

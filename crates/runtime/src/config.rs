@@ -162,9 +162,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// The embedded default: database and realtime `memory`, storage `fs`
-    /// (root `./data/storage`; `memory` without the `storage-fs` feature),
-    /// auth `none`. Used when there is no file and no environment variable.
+    /// The embedded default: database `sqlite` (the file
+    /// `./data/truststream.db`; `memory` without the `db-sqlite` feature),
+    /// storage `fs` (root `./data/storage`; `memory` without the
+    /// `storage-fs` feature), realtime `memory`, auth `none`. Used when there is no file and no environment variable.
     pub fn embedded_default() -> Self {
         let mut sections = BTreeMap::new();
         for i in Interface::ALL {
@@ -257,6 +258,9 @@ impl fmt::Debug for Config {
 fn default_type(i: Interface) -> &'static str {
     match i {
         Interface::Auth => AUTH_NONE,
+        // A file under ./data (the provider's default path).
+        #[cfg(feature = "db-sqlite")]
+        Interface::Database => "sqlite",
         // Files under ./data/storage (the provider's default root).
         #[cfg(feature = "storage-fs")]
         Interface::Storage => "fs",

@@ -44,7 +44,8 @@ fn check_on_the_embedded_default() {
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let out = &r.stdout;
     assert!(out.contains("profile: default"), "{out}");
-    assert!(out.contains("database: memory 0.1.0"), "{out}");
+    assert!(out.contains("database: sqlite 0.1.0"), "{out}");
+    assert!(dir.path().join("data/truststream.db").exists());
     assert!(out.contains("storage: fs 0.1.0"), "{out}");
     assert!(out.contains("realtime: memory 0.1.0"), "{out}");
     assert!(out.contains("auth: none"), "{out}");
@@ -194,7 +195,7 @@ fn bad_setting_fails_check_but_reports_the_others() {
         &["check"],
     );
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("database: memory 0.1.0"), "{}", r.stdout);
+    assert!(r.stdout.contains("database: sqlite 0.1.0"), "{}", r.stdout);
     assert!(r.stdout.contains("storage: fs (not built)"), "{}", r.stdout);
     assert!(!format!("{}{}", r.stdout, r.stderr).contains("short-secret"));
 }

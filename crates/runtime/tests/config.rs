@@ -31,13 +31,20 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The embedded default database: a SQLite file when compiled in.
+const EMBEDDED_DB: &str = if cfg!(feature = "db-sqlite") {
+    "sqlite"
+} else {
+    "memory"
+};
+
 #[test]
 fn no_sources_is_the_embedded_default() {
     let cfg = ConfigSources::new().load().unwrap();
     assert_eq!(cfg.profile(), "default");
     assert_eq!(cfg.file(), None);
     for (i, t) in [
-        (Interface::Database, "memory"),
+        (Interface::Database, EMBEDDED_DB),
         (Interface::Auth, "none"),
         (Interface::Storage, "fs"),
         (Interface::Realtime, "memory"),
@@ -335,12 +342,16 @@ async fn unknown_type_names_key_value_and_known_types() {
         m.starts_with("database.type: unknown database provider type \"oracle\""),
         "{m}"
     );
-    let known = if cfg!(feature = "db-sqlite") {
-        "known types: memory, sqlite, vault"
-    } else {
-        "known types: memory, vault"
-    };
-    assert!(m.contains(known), "{m}");
+    let mut known = vec!["memory"];
+    if cfg!(feature = "db-postgres") {
+        known.push("postgres");
+    }
+    if cfg!(feature = "db-sqlite") {
+        known.push("sqlite");
+    }
+    known.push("vault");
+    let known = format!("known types: {}", known.join(", "));
+    assert!(m.contains(&known), "{m}");
 
     let cfg = ConfigSources::new()
         .env(env(&[("TRUSTSTREAM_AUTH__TYPE", "ldap")]))
@@ -375,17 +386,20 @@ async fn embedded_default_builds_every_service() {
     // temporary directory so the test leaves nothing behind.
     let root = tempfile::tempdir().unwrap();
     let cfg = ConfigSources::new()
-        .env(env(&[(
-            "TRUSTSTREAM_STORAGE__ROOT",
-            root.path().to_str().unwrap(),
-        )]))
+        .env(env(&[
+            ("TRUSTSTREAM_STORAGE__ROOT", root.path().to_str().unwrap()),
+            (
+                "TRUSTSTREAM_DATABASE__PATH",
+                root.path().join("truststream.db").to_str().unwrap(),
+            ),
+        ]))
         .load()
         .unwrap();
     assert_eq!(cfg.section(Interface::Storage).kind(), "fs");
     let s = Services::build(&Registries::compiled_in(), &cfg)
         .await
         .unwrap();
-    assert_eq!(s.db.info().name, "memory");
+    assert_eq!(s.db.info().name, EMBEDDED_DB);
     assert_eq!(s.storage.info().name, "fs");
     assert_eq!(s.realtime.info().name, "memory");
     assert!(s.auth.is_none());
