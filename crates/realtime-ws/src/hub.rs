@@ -171,6 +171,10 @@ type Members = BTreeMap<MemberId, Member>;
 pub(crate) struct Topic {
     name: String,
     members: Mutex<Members>,
+    /// Members removed by failed pushes since the hub last accounted for
+    /// them (see [`Hub::settle`]), and how many of those had row bindings.
+    evicted: AtomicUsize,
+    evicted_bound: AtomicUsize,
 }
 
 impl Topic {
@@ -196,6 +200,10 @@ impl Topic {
             let Some(m) = members.remove(&id) else {
                 continue;
             };
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            if !m.bindings.is_empty() {
+                self.evicted_bound.fetch_add(1, Ordering::Relaxed);
+            }
             m.sink.removed(&self.name, &m.join_ref, &reason);
             if let Some(meta) = m.meta {
                 let diff = leaves_diff(m.key, meta);
@@ -364,6 +372,8 @@ impl Hub {
                 Arc::new(Topic {
                     name: topic.to_string(),
                     members: Mutex::new(BTreeMap::new()),
+                    evicted: AtomicUsize::new(0),
+                    evicted_bound: AtomicUsize::new(0),
                 })
             })
             .clone();
@@ -394,13 +404,13 @@ impl Hub {
             if !members.contains_key(&id) {
                 return None;
             }
-            let before = snapshot(&members);
             let m = members.remove(&id)?;
+            self.forget(&t.name, 1, usize::from(!m.bindings.is_empty()));
             if let Some(meta) = &m.meta {
                 let diff = leaves_diff(m.key.clone(), meta.clone());
                 t.fan_out(&mut members, &diff, |_, _| true);
             }
-            self.settle(&t, &before, &members);
+            self.settle(&t);
             m
         };
         self.drop_topic_if_empty(topic);
@@ -416,23 +426,24 @@ impl Hub {
         }
     }
 
-    /// Members removed by a failed push are counted here (their sinks were
-    /// told). Called after every fan-out that may remove members.
-    fn settle(&self, topic: &Topic, before: &BTreeMap<MemberId, bool>, members: &Members) {
-        let gone = before.len().saturating_sub(members.len());
+    /// Accounts for members that fan-outs on `topic` removed.
+    fn settle(&self, topic: &Topic) {
+        let gone = topic.evicted.swap(0, Ordering::Relaxed);
+        let bound = topic.evicted_bound.swap(0, Ordering::Relaxed);
         if gone > 0 {
-            self.counters.members.fetch_sub(gone, Ordering::Relaxed);
-            let with_bindings = before
-                .iter()
-                .filter(|(id, has)| **has && !members.contains_key(id))
-                .count();
-            if with_bindings > 0 {
-                let mut pg = lock(&self.pg_topics);
-                if let Some(n) = pg.get_mut(&topic.name) {
-                    *n = n.saturating_sub(with_bindings);
-                    if *n == 0 {
-                        pg.remove(&topic.name);
-                    }
+            self.forget(&topic.name, gone, bound);
+        }
+    }
+
+    /// `gone` members left `topic`, `bound` of them with row bindings.
+    fn forget(&self, topic: &str, gone: usize, bound: usize) {
+        self.counters.members.fetch_sub(gone, Ordering::Relaxed);
+        if bound > 0 {
+            let mut pg = lock(&self.pg_topics);
+            if let Some(n) = pg.get_mut(topic) {
+                *n = n.saturating_sub(bound);
+                if *n == 0 {
+                    pg.remove(topic);
                 }
             }
         }
@@ -454,9 +465,8 @@ impl Hub {
             if !members.contains_key(&id) {
                 return Err(not_member(topic));
             }
-            let before = snapshot(&members);
             let r = f(&t, &mut members);
-            self.settle(&t, &before, &members);
+            self.settle(&t);
             r
         };
         self.drop_topic_if_empty(topic);
@@ -578,7 +588,6 @@ impl Hub {
                 continue;
             };
             let mut members = lock(&t.members);
-            let before = snapshot(&members);
             let mut failed = Vec::new();
             for (&id, m) in members.iter() {
                 let ids: Vec<u32> = m
@@ -599,7 +608,7 @@ impl Hub {
                 }
             }
             t.remove_members(&mut members, failed);
-            self.settle(&t, &before, &members);
+            self.settle(&t);
         }
         let subs: Vec<Arc<RowSub>> = lock(&self.row_subs)
             .values()
@@ -649,15 +658,6 @@ impl Hub {
         status.last_error = Some(message);
         status.disconnected = disconnected;
     }
-}
-
-/// Which members there are, and whether each has row bindings (for
-/// [`Hub::settle`]).
-fn snapshot(members: &Members) -> BTreeMap<MemberId, bool> {
-    members
-        .iter()
-        .map(|(id, m)| (*id, !m.bindings.is_empty()))
-        .collect()
 }
 
 fn not_member(topic: &str) -> Error {

@@ -147,10 +147,14 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
 pub(crate) fn ws_config(hub: &Hub) -> WebSocketConfig {
     // A text frame carries the payload plus the envelope; allow 64 KiB of it.
     let max = hub.config.max_payload_bytes.saturating_add(64 * 1024);
+    // Small buffers: tungstenite's default 128 KiB read buffer per
+    // connection would dominate an idle connection's memory. Reads grow the
+    // buffer as a frame needs; writes are batched up to 8 KiB, then flushed.
     WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .write_buffer_size(64 * 1024)
         .max_write_buffer_size(max.saturating_add(256 * 1024))
 }
 
