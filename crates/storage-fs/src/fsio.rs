@@ -14,8 +14,9 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use sha2::Digest;
 use truststream_core_storage::{Error, ObjectMeta, StorageResult};
@@ -116,6 +117,30 @@ pub(crate) fn open_dir(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> 
     openat(parent, name, dir_flags(), Mode::empty())
 }
 
+/// Whether `openat2(2)` is available (Linux 5.6+); cleared on `ENOSYS`.
+static OPENAT2: AtomicBool = AtomicBool::new(true);
+
+/// Opens the directory at `path` (mapped names joined by `/`) below `root`
+/// in one system call: `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+/// refuses `..`, absolute paths and every symbolic link on the way. `None`
+/// when it fails for any reason or is unavailable: callers then walk one
+/// component at a time, which creates missing directories and says what
+/// was wrong.
+pub(crate) fn open_dir_beneath(root: impl AsFd, path: &str) -> Option<OwnedFd> {
+    if !OPENAT2.load(Ordering::Relaxed) {
+        return None;
+    }
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(root, path, dir_flags(), Mode::empty(), resolve) {
+        Ok(fd) => Some(fd),
+        Err(Errno::NOSYS) => {
+            OPENAT2.store(false, Ordering::Relaxed);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// The type of `name` in `dir`, without following a link; `None` if absent.
 pub(crate) fn type_of(dir: impl AsFd, name: &str) -> Result<Option<FileType>, Errno> {
     match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -179,7 +204,7 @@ pub(crate) fn read_sidecar(dir: impl AsFd, name: &str) -> StorageResult<Option<S
         Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(errno(e, format!("open metadata {side:?}"))),
     };
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(4096);
     file.take(SIDECAR_MAX)
         .read_to_end(&mut buf)
         .map_err(|e| io_err(e, format!("read metadata {side:?}")))?;

@@ -463,11 +463,7 @@ impl Storage for FsStorage {
         let (b, k) = (bucket.to_string(), key.to_string());
         self.run("storage.download", move |s| {
             let (file, meta) = s.open_object(&b, &k)?;
-            let len = usize::try_from(meta.size)
-                .map_err(|_| Error::too_large("object is larger than this machine's memory"))?;
-            let buf = store::read_exact_at(&file, 0, len)?;
-            verify(&meta, &hex::encode(Sha256::digest(&buf)))?;
-            Ok(Bytes::from(buf))
+            Ok(Bytes::from(store::read_verified(&file, &meta)?))
         })
         .await
     }

@@ -307,9 +307,13 @@ impl Store {
     /// a missing directory is `NotFound`.
     fn object_dir(&self, bucket: &str, key: &str) -> StorageResult<(OwnedFd, String)> {
         validate_key(key)?;
-        let mut dir = self.bucket_dir(bucket)?;
         let segs: Vec<&str> = key.split('/').collect();
         let (leaf, parents) = segs.split_last().unwrap_or((&"", &[]));
+        validate_bucket(bucket)?;
+        if let Some(dir) = fsio::open_dir_beneath(&self.root, &dir_path(bucket, parents)) {
+            return Ok((dir, fsio::seg_name(leaf).into_owned()));
+        }
+        let mut dir = self.bucket_dir(bucket)?;
         for seg in parents {
             let name = fsio::seg_name(seg);
             dir = fsio::open_dir(&dir, &name).map_err(|e| match e {
@@ -327,9 +331,13 @@ impl Store {
     /// can prune the ones it empties.
     fn object_dir_create(&self, bucket: &str, key: &str) -> StorageResult<(OwnedFd, String)> {
         validate_key(key)?;
-        let mut dir = self.bucket_dir(bucket)?;
         let segs: Vec<&str> = key.split('/').collect();
         let (leaf, parents) = segs.split_last().unwrap_or((&"", &[]));
+        validate_bucket(bucket)?;
+        if let Some(dir) = fsio::open_dir_beneath(&self.root, &dir_path(bucket, parents)) {
+            return Ok((dir, fsio::seg_name(leaf).into_owned()));
+        }
+        let mut dir = self.bucket_dir(bucket)?;
         for seg in parents {
             let name = fsio::seg_name(seg);
             let on_file = || {
@@ -494,15 +502,24 @@ impl Store {
     }
 
     /// Writes `data` into a staged file, returning its size and checksum.
+    /// Large contents are hashed on a second thread while they are written.
     pub(crate) fn fill(&self, staged: &mut Staged, data: &[u8]) -> StorageResult<Content> {
         self.check_size(data.len() as u64)?;
-        staged
-            .file
-            .write_all(data)
-            .map_err(|e| io_err(e, "write object"))?;
+        let file = &mut staged.file;
+        let (written, sha256) = if data.len() >= PARALLEL_MIN {
+            std::thread::scope(|scope| {
+                let hasher = scope.spawn(|| hex::encode(Sha256::digest(data)));
+                let written = file.write_all(data);
+                (written, hasher.join())
+            })
+        } else {
+            (file.write_all(data), Ok(hex::encode(Sha256::digest(data))))
+        };
+        written.map_err(|e| io_err(e, "write object"))?;
+        let sha256 = sha256.map_err(|_| Error::internal("checksum thread panicked"))?;
         Ok(Content {
             size: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
+            sha256,
         })
     }
 
@@ -514,12 +531,6 @@ impl Store {
         options: &UploadOptions,
         copied_from: Option<&ObjectMeta>,
     ) -> StorageResult<ObjectMeta> {
-        if self.sync {
-            staged
-                .file
-                .sync_all()
-                .map_err(|e| io_err(e, "flush object"))?;
-        }
         let st = staged
             .file
             .metadata()
@@ -549,8 +560,30 @@ impl Store {
         };
         let dir = &staged.dir;
         let name = staged.name.clone();
-        let side_tmp =
-            fsio::write_temp_sidecar(dir, &Sidecar::new(st.ino(), meta.clone()), self.sync)?;
+        let sidecar = Sidecar::new(st.ino(), meta.clone());
+        let side_tmp = if self.sync {
+            // Flush the content and the metadata at the same time: the
+            // filesystem can commit both in one journal transaction.
+            let file = &staged.file;
+            std::thread::scope(|scope| {
+                let data_sync = scope.spawn(move || file.sync_all());
+                let side = fsio::write_temp_sidecar(dir, &sidecar, true);
+                let synced = match data_sync.join() {
+                    Ok(r) => r.map_err(|e| io_err(e, "flush object")),
+                    Err(_) => Err(Error::internal("flush thread panicked")),
+                };
+                match (side, synced) {
+                    (Ok(tmp), Ok(())) => Ok(tmp),
+                    (Ok(tmp), Err(e)) => {
+                        let _ = unlinkat(dir, &tmp, AtFlags::empty());
+                        Err(e)
+                    }
+                    (Err(e), _) => Err(e),
+                }
+            })?
+        } else {
+            fsio::write_temp_sidecar(dir, &sidecar, false)?
+        };
         let remove_side_tmp = || {
             let _ = unlinkat(dir, &side_tmp, AtFlags::empty());
         };
@@ -602,22 +635,47 @@ impl Store {
         key: &str,
         condition: &WriteCondition,
     ) -> StorageResult<()> {
-        match fsio::type_of(dir, name).map_err(|e| errno(e, "stat object"))? {
-            Some(FileType::Directory) => {
-                return Err(Error::conflict(format!(
-                    "key {key:?} cannot be stored: the filesystem provider keeps other keys \
-                     under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
-                )))
-            }
-            Some(FileType::Symlink) => {
-                return Err(Error::permission_denied(format!(
-                    "object {key:?} is a symbolic link; links are never followed inside the storage root"
-                )))
-            }
-            _ => {}
+        let prefix_conflict = || {
+            Error::conflict(format!(
+                "key {key:?} cannot be stored: the filesystem provider keeps other keys \
+                 under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
+            ))
+        };
+        let link = || {
+            Error::permission_denied(format!(
+                "object {key:?} is a symbolic link; links are never followed inside the storage root"
+            ))
+        };
+        if *condition == WriteCondition::None {
+            // Nothing to compare: only what is in the way matters. (A killed
+            // writer's half-done commit is replaced as a whole by this one.)
+            return match fsio::type_of(dir, name).map_err(|e| errno(e, "stat object"))? {
+                Some(FileType::Directory) => Err(prefix_conflict()),
+                Some(FileType::Symlink) => Err(link()),
+                _ => Ok(()),
+            };
         }
-        self.repair(dir, name, key)?;
-        let current = fsio::read_sidecar(dir, name)?.map(|s| s.meta);
+        let ino = match fsio::open_file_read(dir, name) {
+            Ok(f) => {
+                let m = f.metadata().map_err(|e| io_err(e, "stat object"))?;
+                if m.is_dir() {
+                    return Err(prefix_conflict());
+                }
+                Some(m.ino())
+            }
+            Err(Errno::NOENT) => None,
+            Err(Errno::LOOP) => return Err(link()),
+            Err(e) => return Err(errno(e, format!("open object {key:?}"))),
+        };
+        let mut side = fsio::read_sidecar(dir, name)?;
+        if ino.is_some() && side.as_ref().map(|s| s.ino) != ino {
+            self.repair(dir, name, key)?;
+            side = fsio::read_sidecar(dir, name)?;
+        }
+        let current = match (ino, side) {
+            (Some(_), Some(sc)) => Some(sc.meta),
+            _ => None,
+        };
         if let Some(m) = &current {
             if m.key != key {
                 return Err(Error::conflict(format!(
@@ -835,6 +893,16 @@ impl Store {
     }
 }
 
+/// `bucket/dir/dir` of mapped names, for [`fsio::open_dir_beneath`].
+fn dir_path(bucket: &str, parents: &[&str]) -> String {
+    let mut p = bucket.to_string();
+    for seg in parents {
+        p.push('/');
+        p.push_str(&fsio::seg_name(seg));
+    }
+    p
+}
+
 fn unquote(etag: &str) -> &str {
     etag.trim().trim_matches('"')
 }
@@ -952,10 +1020,61 @@ fn remove_leftovers(dir: &OwnedFd, bucket: &str) -> StorageResult<()> {
     Ok(())
 }
 
-/// Reads `len` bytes at `offset` (retrying a failed read at the same offset a
-/// few times), failing if the file ends early.
+/// Contents at least this large are hashed on a second thread while they
+/// are written or read.
+const PARALLEL_MIN: usize = 1024 * 1024;
+/// Piece size of the read-and-hash pipeline.
+const PIPE_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Reads a whole object and checks it against its recorded checksum (large
+/// objects: each piece is hashed while the next one is read).
+pub(crate) fn read_verified(file: &File, meta: &ObjectMeta) -> StorageResult<Vec<u8>> {
+    let len = usize::try_from(meta.size)
+        .map_err(|_| Error::too_large("object is larger than this machine's memory"))?;
+    let mut buf = vec![0u8; len];
+    let digest = if len >= PARALLEL_MIN {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<&[u8]>();
+            let hasher = scope.spawn(move || {
+                let mut h = Sha256::new();
+                for piece in rx {
+                    h.update(piece);
+                }
+                h.finalize()
+            });
+            let mut offset = 0u64;
+            for piece in buf.chunks_mut(PIPE_CHUNK) {
+                read_into(file, offset, piece)?;
+                offset += piece.len() as u64;
+                let piece: &[u8] = piece;
+                if tx.send(piece).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            hasher
+                .join()
+                .map_err(|_| Error::internal("checksum thread panicked"))
+        })?
+    } else {
+        read_into(file, 0, &mut buf)?;
+        Sha256::digest(&buf)
+    };
+    crate::verify(meta, &hex::encode(digest))?;
+    Ok(buf)
+}
+
+/// Reads `len` bytes at `offset`; see [`read_into`].
 pub(crate) fn read_exact_at(file: &File, offset: u64, len: usize) -> StorageResult<Vec<u8>> {
     let mut buf = vec![0u8; len];
+    read_into(file, offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// Fills `buf` from `offset` (retrying a failed read at the byte it reached
+/// a few times), failing if the file ends early.
+pub(crate) fn read_into(file: &File, offset: u64, buf: &mut [u8]) -> StorageResult<()> {
+    let len = buf.len();
     let mut done = 0;
     let mut retries = 0;
     while done < len {
@@ -970,13 +1089,12 @@ pub(crate) fn read_exact_at(file: &File, offset: u64, len: usize) -> StorageResu
             }
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if retries < 3 => {
+            Err(_) if retries < 3 => {
                 retries += 1;
-                let _ = e;
                 std::thread::sleep(Duration::from_millis(10 * retries));
             }
             Err(e) => return Err(io_err(e, "read object")),
         }
     }
-    Ok(buf)
+    Ok(())
 }
