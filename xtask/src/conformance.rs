@@ -58,6 +58,11 @@ fn providers() -> Vec<Entry> {
             suite: Suite::Db(db_sqlite),
         },
         Entry {
+            interface: "db",
+            name: "postgres",
+            suite: Suite::Db(db_postgres),
+        },
+        Entry {
             interface: "storage",
             name: "memory",
             suite: Suite::Storage(storage_memory),
@@ -105,6 +110,15 @@ fn providers() -> Vec<Entry> {
                 over: db_sqlite,
             },
         },
+        Entry {
+            interface: "auth",
+            name: "jwt",
+            suite: Suite::Auth {
+                make: auth_jwt,
+                db: "postgres",
+                over: db_postgres,
+            },
+        },
     ]
 }
 
@@ -120,6 +134,40 @@ fn db_sqlite() -> db::DbFactory {
             .map_err(|e| e.to_string())?;
         Ok(Arc::new(db) as Arc<dyn Database>)
     })
+}
+
+/// Scratch schemas of the PostgreSQL entries (one per case), dropped when
+/// the run ends.
+static PG_SCRATCH: std::sync::OnceLock<truststream_db_postgres::testing::Scratch> =
+    std::sync::OnceLock::new();
+
+fn pg_scratch() -> &'static truststream_db_postgres::testing::Scratch {
+    PG_SCRATCH.get_or_init(|| {
+        truststream_db_postgres::testing::Scratch::new(
+            truststream_db_postgres::testing::database_url(),
+        )
+    })
+}
+
+/// A fresh schema on the PostgreSQL server per case.
+fn db_postgres() -> db::DbFactory {
+    factory(|| async {
+        let db = pg_scratch()
+            .database("xtask")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(db) as Arc<dyn Database>)
+    })
+}
+
+/// Why the PostgreSQL entries cannot run (outside CI only: under CI a
+/// missing server fails every case).
+async fn postgres_unavailable() -> Option<String> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return None;
+    }
+    let url = truststream_db_postgres::testing::database_url();
+    truststream_db_postgres::testing::probe(&url).await.err()
 }
 
 /// Bucket created in every fresh memory store.
@@ -408,6 +456,46 @@ fn skipped_storage(provider: &str, only: Option<&str>, why: &str) -> Report {
     report
 }
 
+/// Every case of `e`'s suite reported as skipped with `why`.
+fn skipped(e: &Entry, only: Option<&str>, why: &str) -> Report {
+    let (interface, provider, names): (&'static str, String, Vec<&'static str>) = match &e.suite {
+        Suite::Db(_) => (
+            "database",
+            e.name.to_string(),
+            db::cases().iter().map(|c| c.name).collect(),
+        ),
+        Suite::Auth { db, .. } => (
+            "auth",
+            format!("{}/{db}", e.name),
+            auth::cases().iter().map(|c| c.name).collect(),
+        ),
+        Suite::Storage(_) => (
+            "storage",
+            e.name.to_string(),
+            storage::cases().iter().map(|c| c.name).collect(),
+        ),
+        Suite::Realtime(_) => (
+            "realtime",
+            e.name.to_string(),
+            realtime::cases().iter().map(|c| c.name).collect(),
+        ),
+    };
+    let mut report = Report::default();
+    for name in names {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        report.cases.push(truststream_conformance::CaseReport {
+            interface,
+            provider: provider.clone(),
+            case: name,
+            outcome: truststream_conformance::CaseOutcome::Skipped(why.to_string()),
+            elapsed: std::time::Duration::ZERO,
+        });
+    }
+    report
+}
+
 /// What to run.
 #[derive(Debug, Default)]
 pub struct Selection {
@@ -525,6 +613,19 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
                     continue;
                 }
             }
+            let uses_postgres =
+                e.name == "postgres" || matches!(&e.suite, Suite::Auth { db: "postgres", .. });
+            if uses_postgres {
+                if let Some(why) = postgres_unavailable().await {
+                    println!(
+                        "{} {}: every case skipped: {why}",
+                        e.interface,
+                        e.long_name()
+                    );
+                    report.merge(skipped(e, only, &why));
+                    continue;
+                }
+            }
             let r = match &e.suite {
                 Suite::Db(f) => db::run(e.name, f(), only).await,
                 Suite::Storage(f) => storage::run(e.name, f(), only).await,
@@ -534,6 +635,11 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
                 }
             };
             report.merge(r);
+        }
+        if let Some(s) = PG_SCRATCH.get() {
+            if let Err(e) = s.cleanup().await {
+                println!("could not drop the PostgreSQL scratch schemas: {e}");
+            }
         }
         report
     });

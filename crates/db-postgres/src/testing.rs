@@ -28,26 +28,30 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether a server answers at `url`: `Err` says why not.
+pub async fn probe(url: &str) -> Result<(), String> {
+    match sqlx::PgConnection::connect(url).await {
+        Ok(c) => {
+            let _ = c.close().await;
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "PostgreSQL is not reachable at DATABASE_URL or 127.0.0.1:5432 ({e}); start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+        )),
+    }
+}
+
 /// The URL of a reachable server; `None` (with a message on stderr) when
 /// there is none outside CI. Panics under CI when the server is missing:
 /// a test that needs PostgreSQL never passes without it.
 pub async fn server() -> Option<String> {
     let url = database_url();
-    match sqlx::PgConnection::connect(&url).await {
-        Ok(c) => {
-            let _ = c.close().await;
-            Some(url)
-        }
-        Err(e) if in_ci() => panic!(
-            "PostgreSQL is required under CI=true and is not reachable at DATABASE_URL or \
-             127.0.0.1:5432 ({e}); .ci/run starts it"
-        ),
-        Err(e) => {
-            eprintln!(
-                "skipping: PostgreSQL is not reachable ({e}); start it with \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-                 or set DATABASE_URL"
-            );
+    match probe(&url).await {
+        Ok(()) => Some(url),
+        Err(why) if in_ci() => panic!("PostgreSQL is required under CI=true: {why}"),
+        Err(why) => {
+            eprintln!("skipping: {why}");
             None
         }
     }
