@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
-use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -41,9 +40,9 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// A storage provider for Amazon S3 and S3-compatible servers (Garage, MinIO,
 /// Ceph, R2, ...), built on `aws-sdk-s3`.
 ///
-/// - Every object gets a SHA-256 checksum at upload: sent as
-///   `x-amz-checksum-sha256` (the server checks the bytes it received) and
-///   kept as metadata, so whole downloads are verified and corruption is an
+/// - Every object gets a SHA-256 checksum at upload: it signs the request
+///   payload (SigV4 `x-amz-content-sha256`, so the server checks the bytes it
+///   received) and is kept as metadata, so whole downloads are verified and corruption is an
 ///   [`ErrorKind::Internal`] error instead of data. Range reads are not
 ///   verified (that would need the whole object).
 /// - Uploads above [`S3StorageConfig::multipart_threshold`] use multipart
@@ -248,14 +247,18 @@ impl S3Storage {
             .key(key)
             .content_type(&content_type)
             .set_metadata(Some(metadata))
-            .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(sha256))
             .body(SdkBody::from(data));
         req = match &options.condition {
             WriteCondition::None => req,
             WriteCondition::IfNotExists => req.if_none_match("*"),
             WriteCondition::IfMatch(etag) => req.if_match(quoted(etag)),
         };
+        // The SigV4 payload hash is the SHA-256 computed above: the server
+        // checks the bytes it got against it, and the SDK does not hash the
+        // body a second time.
         let out = req
+            .customize()
+            .interceptor(transfer::SignedPayload(sha_hex.clone()))
             .send()
             .await
             .map_err(|e| condition_error(map_sdk(e, Target::Object(bucket, key)), options))?;

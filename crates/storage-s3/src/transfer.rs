@@ -3,6 +3,10 @@
 
 use std::collections::HashMap;
 
+use aws_runtime::auth::PayloadSigningOverride;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::{Bytes, BytesMut};
@@ -335,6 +339,28 @@ impl S3Storage {
             finished: false,
         };
         Ok((futures::stream::unfold(state, Download::step), len))
+    }
+}
+
+/// Signs a request's payload with a SHA-256 the provider already computed
+/// (lowercase hex), instead of letting the SDK hash the body again.
+#[derive(Debug)]
+pub(crate) struct SignedPayload(pub(crate) String);
+
+impl Intercept for SignedPayload {
+    fn name(&self) -> &'static str {
+        "TrustStreamSignedPayload"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(PayloadSigningOverride::Precomputed(self.0.clone()));
+        Ok(())
     }
 }
 

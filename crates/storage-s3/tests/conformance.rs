@@ -1,6 +1,8 @@
 //! The storage conformance suite against a real Garage server: a fresh bucket
 //! per case, presigned URLs fetched with a plain HTTP client.
 
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! proxy that drops the first response part-way), and the server killed
 //! mid-upload then restarted on the same data directory and port.
 
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+
 mod support;
 
 use std::net::SocketAddr;

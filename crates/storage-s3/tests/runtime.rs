@@ -1,6 +1,8 @@
 //! The provider as the runtime builds it: `storage.type = "s3"` from layered
 //! configuration (TOML + `TRUSTSTREAM_*` variables), keys redacted.
 
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+
 mod support;
 
 use bytes::Bytes;

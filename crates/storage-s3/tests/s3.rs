@@ -2,6 +2,8 @@
 //! a plain HTTP client, checksum verification, multipart uploads, resumed
 //! downloads, error kinds. Shared behaviour is in the conformance suite.
 
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,0 +1,405 @@
+//! storage-s3 vs raw aws-sdk-s3 vs object_store's AmazonS3, against the same
+//! Garage server, side by side in one run.
+//!
+//! ```text
+//! cargo bench -p truststream-bench-storage-s3 [-- --rounds 5 --quick]
+//! ```
+//!
+//! A private single-node Garage (the `testing` launcher, so nothing else
+//! loads it) and one bucket. Workloads, each on its own key prefix per side:
+//! put and get of 1,000 objects of 4 KiB (16 requests in flight), put and get
+//! of one 64 MiB object, and a listing of 1,000 keys. Rounds alternate the
+//! sides so drift hits all alike; the median round counts. Output: ops/s (or
+//! MiB/s) per side and the ratio storage-s3 / raw.
+//!
+//! The raw client is built like the provider's (same endpoint, path style,
+//! credentials, retries; checksum calculation `WhenRequired`), so the ratio
+//! is the provider's own cost: SHA-256 of every upload and download,
+//! metadata encoding, validation, multipart above 8 MiB (the raw side sends
+//! the 64 MiB object as one PUT, object_store as one PUT too).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use truststream_core_storage::{ListOptions, Storage, UploadOptions};
+use truststream_storage_s3::testing::{Garage, REGION};
+
+const SMALL: usize = 4 * 1024;
+const COUNT: usize = 1000;
+const LARGE: usize = 64 * 1024 * 1024;
+const IN_FLIGHT: usize = 16;
+const BUCKET: &str = "bench";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Ts,
+    Raw,
+    Os,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Ts => "storage-s3",
+            Side::Raw => "aws-sdk-s3",
+            Side::Os => "object_store",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            Side::Ts => "ts",
+            Side::Raw => "raw",
+            Side::Os => "os",
+        }
+    }
+}
+
+struct Clients {
+    ts: Arc<dyn Storage>,
+    raw: aws_sdk_s3::Client,
+    os: Arc<AmazonS3>,
+}
+
+fn raw_client(g: &Garage) -> aws_sdk_s3::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(http)
+        .endpoint_url(g.endpoint())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(
+            &g.access_key_id,
+            &g.secret_access_key,
+            None,
+            None,
+            "bench",
+        ))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+fn os_client(g: &Garage) -> Arc<AmazonS3> {
+    Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(g.endpoint())
+            .with_bucket_name(BUCKET)
+            .with_region(REGION)
+            .with_access_key_id(&g.access_key_id)
+            .with_secret_access_key(&g.secret_access_key)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("object_store client"),
+    )
+}
+
+fn payload(len: usize, seed: usize) -> Bytes {
+    (0..len)
+        .map(|i| ((i * 31 + seed) % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+async fn put_small(c: &Clients, side: Side, data: &Bytes) {
+    futures::stream::iter(0..COUNT)
+        .map(|i| {
+            let key = format!("{}/small/{i:04}", side.prefix());
+            let data = data.clone();
+            async move {
+                match side {
+                    Side::Ts => {
+                        c.ts.upload(BUCKET, &key, data, &UploadOptions::new())
+                            .await
+                            .expect("ts put");
+                    }
+                    Side::Raw => {
+                        c.raw
+                            .put_object()
+                            .bucket(BUCKET)
+                            .key(&key)
+                            .body(ByteStream::from(data))
+                            .send()
+                            .await
+                            .expect("raw put");
+                    }
+                    Side::Os => {
+                        c.os.put(&Path::from(key), PutPayload::from(data))
+                            .await
+                            .expect("os put");
+                    }
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn get_one(c: &Clients, side: Side, key: String) -> usize {
+    match side {
+        Side::Ts => c.ts.download(BUCKET, &key).await.expect("ts get").len(),
+        Side::Raw => c
+            .raw
+            .get_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .expect("raw get")
+            .body
+            .collect()
+            .await
+            .expect("raw body")
+            .into_bytes()
+            .len(),
+        Side::Os => {
+            c.os.get(&Path::from(key))
+                .await
+                .expect("os get")
+                .bytes()
+                .await
+                .expect("os body")
+                .len()
+        }
+    }
+}
+
+async fn get_small(c: &Clients, side: Side) {
+    let total: usize = futures::stream::iter(0..COUNT)
+        .map(|i| get_one(c, side, format!("{}/small/{i:04}", side.prefix())))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<usize>>()
+        .await
+        .into_iter()
+        .sum();
+    assert_eq!(total, COUNT * SMALL);
+}
+
+async fn put_large(c: &Clients, side: Side, data: &Bytes) {
+    let key = format!("{}/large", side.prefix());
+    match side {
+        Side::Ts => {
+            c.ts.upload(BUCKET, &key, data.clone(), &UploadOptions::new())
+                .await
+                .expect("ts put large");
+        }
+        Side::Raw => {
+            c.raw
+                .put_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .expect("raw put large");
+        }
+        Side::Os => {
+            c.os.put(&Path::from(key), PutPayload::from(data.clone()))
+                .await
+                .expect("os put large");
+        }
+    }
+}
+
+async fn list(c: &Clients, side: Side) {
+    let prefix = format!("{}/small/", side.prefix());
+    let n = match side {
+        Side::Ts => {
+            let mut n = 0;
+            let mut opts = ListOptions::new().prefix(prefix);
+            loop {
+                let page = c.ts.list(BUCKET, &opts).await.expect("ts list");
+                n += page.objects.len();
+                match page.next_cursor {
+                    Some(cur) => opts.cursor = Some(cur),
+                    None => break n,
+                }
+            }
+        }
+        Side::Raw => {
+            let mut n = 0;
+            let mut token = None;
+            loop {
+                let out = c
+                    .raw
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .prefix(&prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .expect("raw list");
+                n += out.contents().len();
+                match out.next_continuation_token() {
+                    Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => break n,
+                }
+            }
+        }
+        Side::Os => {
+            c.os.list(Some(&Path::from(prefix.trim_end_matches('/'))))
+                .try_collect::<Vec<_>>()
+                .await
+                .expect("os list")
+                .len()
+        }
+    };
+    assert_eq!(n, COUNT, "{side:?} listed {n}");
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+    /// Units of work per run (ops or MiB).
+    work: f64,
+    times: [Vec<Duration>; 3],
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(if args.iter().any(|a| a == "--quick") {
+            1
+        } else {
+            5
+        });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(rounds));
+}
+
+async fn run(rounds: usize) {
+    let garage = match Garage::start_private().await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("cannot start garage: {e}");
+            std::process::exit(2);
+        }
+    };
+    let ts = garage.storage().await.expect("storage-s3");
+    ts.create_bucket(BUCKET).await.expect("bucket");
+    let clients = Clients {
+        ts: Arc::new(ts),
+        raw: raw_client(&garage),
+        os: os_client(&garage),
+    };
+    let small = payload(SMALL, 1);
+    let large = payload(LARGE, 2);
+    let sides = [Side::Ts, Side::Raw, Side::Os];
+    let mut rows = vec![
+        Row {
+            name: "put 1,000 x 4 KiB",
+            unit: "ops/s",
+            work: COUNT as f64,
+            times: Default::default(),
+        },
+        Row {
+            name: "get 1,000 x 4 KiB",
+            unit: "ops/s",
+            work: COUNT as f64,
+            times: Default::default(),
+        },
+        Row {
+            name: "put 64 MiB",
+            unit: "MiB/s",
+            work: 64.0,
+            times: Default::default(),
+        },
+        Row {
+            name: "get 64 MiB",
+            unit: "MiB/s",
+            work: 64.0,
+            times: Default::default(),
+        },
+        Row {
+            name: "list 1,000 keys",
+            unit: "lists/s",
+            work: 1.0,
+            times: Default::default(),
+        },
+    ];
+    // Warm-up: connections, the first objects.
+    for side in sides {
+        put_small(&clients, side, &small).await;
+        put_large(&clients, side, &large).await;
+    }
+    for round in 0..rounds {
+        // Rotate the order each round.
+        for k in 0..3 {
+            let side = sides[(k + round) % 3];
+            let i = side as usize;
+            let t = Instant::now();
+            put_small(&clients, side, &small).await;
+            rows[0].times[i].push(t.elapsed());
+            let t = Instant::now();
+            get_small(&clients, side).await;
+            rows[1].times[i].push(t.elapsed());
+            let t = Instant::now();
+            put_large(&clients, side, &large).await;
+            rows[2].times[i].push(t.elapsed());
+            let t = Instant::now();
+            let n = get_one(&clients, side, format!("{}/large", side.prefix())).await;
+            rows[3].times[i].push(t.elapsed());
+            assert_eq!(n, LARGE);
+            let t = Instant::now();
+            for _ in 0..10 {
+                list(&clients, side).await;
+            }
+            rows[4].times[i].push(t.elapsed() / 10);
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    println!(
+        "\n{:<20} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        "workload", "storage-s3", "aws-sdk-s3", "object_store", "ts/raw", "ts/os"
+    );
+    for r in &rows {
+        let rate: Vec<f64> = r
+            .times
+            .iter()
+            .map(|t| r.work / median(t.clone()).as_secs_f64())
+            .collect();
+        println!(
+            "{:<20} {:>8.1} {:<5} {:>8.1} {:<5} {:>8.1} {:<5} {:>9.2}x {:>9.2}x",
+            r.name,
+            rate[0],
+            r.unit,
+            rate[1],
+            r.unit,
+            rate[2],
+            r.unit,
+            rate[0] / rate[1],
+            rate[0] / rate[2]
+        );
+    }
+    println!(
+        "\n(median of {rounds} round(s); {} sides: {})",
+        sides.len(),
+        sides.map(Side::name).join(", ")
+    );
+}
