@@ -1,0 +1,299 @@
+//! PostgreSQL-specific behaviour the shared conformance suite cannot see:
+//! the change feed's scope (writes by other connections), NOTIFY's payload
+//! limit, error kinds of server-side failures, and hostile input against a
+//! real server. Each test works in its own scratch schema.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Connection as _;
+use truststream_core_db::{
+    col, ChangeKind, ColumnDef, ColumnDefault, Database, ErrorKind, Params, Query, Row,
+    SortDirection, TableSchema,
+};
+use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_postgres::{PgConfig, PgDatabase};
+
+fn row(v: Value) -> Row {
+    v.as_object().cloned().expect("an object")
+}
+
+async fn scratch() -> Option<Scratch> {
+    testing::server().await.map(Scratch::new)
+}
+
+fn agents() -> TableSchema {
+    TableSchema::new("agents")
+        .column(
+            ColumnDef::integer("id")
+                .primary_key()
+                .default(ColumnDefault::AutoIncrement),
+        )
+        .column(ColumnDef::text("name").not_null())
+        .column(ColumnDef::text("notes"))
+}
+
+/// A raw connection to the provider's schema, as another process would
+/// have.
+async fn other_connection(config: &PgConfig) -> sqlx::PgConnection {
+    let mut c = sqlx::PgConnection::connect(config.url.expose())
+        .await
+        .expect("connect");
+    let schema = config.schema.clone().expect("scratch schema");
+    sqlx::query(&format!("SET search_path TO \"{schema}\""))
+        .execute(&mut c)
+        .await
+        .expect("search_path");
+    c
+}
+
+async fn next_change(
+    feed: &mut truststream_core_db::ChangeStream,
+) -> truststream_core_db::RowChange {
+    tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .expect("a change within 10 s")
+        .expect("feed open")
+        .expect("no gap")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn change_feed_sees_other_connections_and_large_rows_whole() {
+    let Some(s) = scratch().await else { return };
+    let config = s.config("feed");
+    let db = PgDatabase::open(config.clone()).await.unwrap();
+    db.create_table(&agents()).await.unwrap();
+    let mut feed = db.subscribe_changes(Some("agents")).await.unwrap();
+
+    // Through the provider.
+    let a = db
+        .create("agents", row(json!({"name": "a"})))
+        .await
+        .unwrap();
+    let c = next_change(&mut feed).await;
+    assert_eq!((c.kind, &c.key), (ChangeKind::Insert, &a["id"]));
+    assert_eq!(c.new.as_ref(), Some(&a));
+
+    // Through another connection (another process, psql): seen too.
+    let mut other = other_connection(&config).await;
+    sqlx::query("INSERT INTO agents (name) VALUES ('from psql')")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let c = next_change(&mut feed).await;
+    assert_eq!(c.kind, ChangeKind::Insert);
+    assert_eq!(c.new.as_ref().unwrap()["name"], "from psql");
+
+    // A row far over NOTIFY's 8000-byte payload limit arrives whole.
+    let big = "é".repeat(50_000);
+    let updated = db
+        .update("agents", &a["id"], row(json!({"notes": big})))
+        .await
+        .unwrap();
+    let c = next_change(&mut feed).await;
+    assert_eq!(c.kind, ChangeKind::Update);
+    assert_eq!(c.new.as_ref(), Some(&updated));
+    assert_eq!(
+        c.new.as_ref().unwrap()["notes"].as_str().unwrap().len(),
+        100_000
+    );
+    assert_eq!(c.old.as_ref().unwrap()["notes"], Value::Null);
+
+    // A rolled-back transaction sends nothing; the next commit arrives next.
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("INSERT INTO agents (name) VALUES ('rolled back')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    db.delete("agents", &a["id"]).await.unwrap();
+    let c = next_change(&mut feed).await;
+    assert_eq!((c.kind, &c.key), (ChangeKind::Delete, &a["id"]));
+    assert_eq!(
+        c.old.as_ref().unwrap()["notes"].as_str().unwrap().len(),
+        100_000
+    );
+    drop(feed);
+    drop(db);
+    s.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_failures_map_to_kinds() {
+    let Some(s) = scratch().await else { return };
+    // Statement timeout -> Timeout (retryable).
+    let mut config = s.config("errors");
+    config.statement_timeout_ms = Some(200);
+    config.max_connections = 1;
+    config.acquire_timeout_ms = 300;
+    let db = PgDatabase::open(config).await.unwrap();
+    let e = db
+        .raw_query("SELECT pg_sleep(5)", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_retryable());
+
+    // Pool exhausted -> Unavailable within the acquire timeout, not a hang.
+    db.create_table(&agents()).await.unwrap();
+    let pool = db.pool().unwrap();
+    let held = pool.acquire().await.unwrap();
+    let t = Instant::now();
+    let e = db.read("agents", &Query::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_retryable());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(held);
+    assert!(db.read("agents", &Query::new()).await.is_ok());
+
+    // Unique violation -> Conflict; unknown table -> NotFound; unknown
+    // column in raw SQL -> InvalidInput.
+    db.create("agents", row(json!({"id": 7, "name": "x"})))
+        .await
+        .unwrap();
+    let e = db
+        .create("agents", row(json!({"id": 7, "name": "y"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let e = db
+        .raw_query("SELECT * FROM nowhere", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = db
+        .raw_query("SELECT nope FROM agents", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    drop(db);
+
+    // Nothing listening -> Unavailable (retryable), and the URL (with its
+    // password) never appears in the error.
+    let mut dead = PgConfig::new("postgres://app:hunter2@127.0.0.1:1/test");
+    dead.acquire_timeout_ms = 500;
+    let e = PgDatabase::open(dead).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_retryable());
+    assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+    s.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_input_is_rejected_or_bound_and_nothing_else_runs() {
+    let Some(s) = scratch().await else { return };
+    let config = s.config("inject");
+    let db = PgDatabase::open(config.clone()).await.unwrap();
+    db.create_table(&agents()).await.unwrap();
+    db.create_table(&TableSchema::new("canary").column(ColumnDef::integer("id").primary_key()))
+        .await
+        .unwrap();
+    db.create("canary", row(json!({"id": 1}))).await.unwrap();
+    let evil = [
+        "agents; DROP TABLE canary; --",
+        "agents\"; DROP TABLE canary; --",
+        "x' OR '1'='1",
+        "agents/*",
+        "名前",
+        "",
+    ];
+    for name in evil {
+        // Table names, column names, order keys, filter columns, JSON keys.
+        let e = db.read(name, &Query::new()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "table {name:?}: {e}");
+        let e = db
+            .read("agents", &Query::new().order_by(name, SortDirection::Asc))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "order {name:?}: {e}");
+        let e = db
+            .read("agents", &Query::new().filter(col(name).eq(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::InvalidInput,
+            "filter column {name:?}: {e}"
+        );
+        let mut r = Row::new();
+        r.insert(name.to_string(), json!(1));
+        let e = db.create("agents", r).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "row key {name:?}: {e}");
+        // Values are bound: stored and read back verbatim.
+        let stored = db
+            .create(
+                "agents",
+                row(json!({"name": name, "notes": format!("{name}'--")})),
+            )
+            .await
+            .unwrap();
+        let found = db
+            .read("agents", &Query::new().filter(col("name").eq(name)))
+            .await
+            .unwrap();
+        assert_eq!(found, vec![stored], "value {name:?}");
+        // Raw-query parameters are bound too.
+        let mut p = Params::new();
+        p.insert("n".into(), json!(name));
+        let rows = db
+            .raw_query("SELECT count(*) AS n FROM agents WHERE name = :n", &p)
+            .await
+            .unwrap();
+        assert_eq!(rows[0]["n"], 1, "raw param {name:?}");
+    }
+    // The canary and everything else is intact: no other statement ran.
+    assert_eq!(db.read("canary", &Query::new()).await.unwrap().len(), 1);
+    assert_eq!(
+        db.read("agents", &Query::new()).await.unwrap().len(),
+        evil.len()
+    );
+    let mut other = other_connection(&config).await;
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_one(&mut other)
+    .await
+    .unwrap();
+    // agents, canary, and the provider's two bookkeeping tables.
+    assert_eq!(tables, 4);
+    drop(db);
+    s.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_queries_bind_parameters_as_the_inferred_types() {
+    let Some(s) = scratch().await else { return };
+    let db = s.database("raw").await.unwrap();
+    let mut p = Params::new();
+    p.insert("since".into(), json!("2024-05-01T12:00:00Z"));
+    p.insert("small".into(), json!(7));
+    p.insert("doc".into(), json!({"a": [1, 2]}));
+    p.insert("id".into(), json!("67e55044-10b1-426f-9247-bb680e5fe0c8"));
+    let rows = db
+        .raw_query(
+            "SELECT :since::timestamptz + interval '1 hour' AS later, \
+                    (:small::int4 + 1) AS n, \
+                    :doc::jsonb -> 'a' AS a, \
+                    :id::uuid AS id, \
+                    now() > :since AS after",
+            &p,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        Value::Object(rows[0].clone()),
+        json!({
+            "later": "2024-05-01T13:00:00.000000Z",
+            "n": 8,
+            "a": [1, 2],
+            "id": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+            "after": true,
+        })
+    );
+    let mut p = Params::new();
+    p.insert("n".into(), json!(5_000_000_000_i64));
+    let e = db.raw_query("SELECT :n::int4 AS n", &p).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    drop(db);
+    s.cleanup().await.unwrap();
+}
