@@ -12,13 +12,14 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use sha2::Digest;
+use sha2::{Digest, Sha256};
 use truststream_core_storage::{Error, ObjectMeta, StorageResult};
 
 /// Names starting with this are the provider's own (sidecars, temporary
@@ -29,8 +30,6 @@ pub(crate) const RESERVED: &str = ".~";
 pub(crate) const SIDECAR: &str = ".~m";
 /// Prefix of a temporary data file.
 pub(crate) const TEMP_DATA: &str = ".~t";
-/// Prefix of a temporary sidecar.
-pub(crate) const TEMP_SIDECAR: &str = ".~u";
 /// Prefix of a hashed name (a segment too long for the filesystem, or one that
 /// starts with [`RESERVED`]).
 pub(crate) const HASHED: &str = ".~h";
@@ -38,10 +37,13 @@ pub(crate) const HASHED: &str = ".~h";
 /// name; the sidecar adds a 3-byte prefix, and a margin keeps room for
 /// filesystems that count differently.
 pub(crate) const PLAIN_MAX: usize = 200;
-/// Largest sidecar read (user metadata is at most 2 KiB).
-const SIDECAR_MAX: u64 = 64 * 1024;
-/// Version of the sidecar format.
-const SIDECAR_FORMAT: u32 = 1;
+/// Size of one metadata slot; a sidecar holds two. Large enough for the
+/// biggest metadata the key and metadata limits allow, JSON-escaped.
+pub(crate) const SLOT_SIZE: usize = 8192;
+/// Marks (and versions) a slot.
+const SLOT_MAGIC: &[u8; 4] = b"TSm1";
+/// magic, sequence number, data inode, JSON length, SHA-256 of the JSON.
+const SLOT_HEADER: usize = 4 + 8 + 8 + 4 + 32;
 
 /// The file or directory name of one key segment: the segment itself, or a
 /// hash of it when it is longer than [`PLAIN_MAX`] bytes or starts with
@@ -65,26 +67,141 @@ pub(crate) fn temp_name(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
 }
 
-/// What a sidecar holds: the object's metadata and the inode number of the
-/// data file it describes (how a reader knows the two belong together).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Sidecar {
-    /// Format version.
-    pub(crate) format: u32,
-    /// Inode number of the data file this metadata belongs to.
+/// One metadata slot of a sidecar: the metadata of one version of the
+/// object, and the inode number of that version's data file.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    /// Which write came later (higher).
+    pub(crate) seq: u64,
+    /// Inode number of the data file this metadata describes.
     pub(crate) ino: u64,
     /// The metadata.
     pub(crate) meta: ObjectMeta,
 }
 
-impl Sidecar {
-    pub(crate) fn new(ino: u64, meta: ObjectMeta) -> Self {
-        Sidecar {
-            format: SIDECAR_FORMAT,
-            ino,
-            meta,
+/// The two slots of a sidecar; a torn, empty or foreign slot is `None`.
+pub(crate) type Slots = [Option<Slot>; 2];
+
+/// The slot describing the data file with inode `ino` (the later one if
+/// both do), and its index.
+pub(crate) fn pick(slots: &Slots, ino: u64) -> Option<(usize, &Slot)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+        .filter(|(_, s)| s.ino == ino)
+        .max_by_key(|(_, s)| s.seq)
+}
+
+fn encode_slot(seq: u64, ino: u64, meta: &ObjectMeta) -> StorageResult<Vec<u8>> {
+    let json = serde_json::to_vec(meta)
+        .map_err(|e| Error::internal(format!("cannot encode metadata: {e}")))?;
+    if SLOT_HEADER + json.len() > SLOT_SIZE {
+        return Err(Error::too_large(format!(
+            "the metadata of this object takes {} bytes, more than the {SLOT_SIZE} a sidecar slot holds",
+            json.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(SLOT_HEADER + json.len());
+    out.extend_from_slice(SLOT_MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&ino.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&Sha256::digest(&json));
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+fn decode_slot(buf: &[u8]) -> Option<Slot> {
+    let header = buf.get(..SLOT_HEADER)?;
+    if &header[..4] != SLOT_MAGIC {
+        return None;
+    }
+    let seq = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    let ino = u64::from_le_bytes(header[12..20].try_into().ok()?);
+    let len = u32::from_le_bytes(header[20..24].try_into().ok()?) as usize;
+    let json = buf.get(SLOT_HEADER..SLOT_HEADER + len)?;
+    // A slot torn by a killed writer fails here and is ignored.
+    if Sha256::digest(json).as_slice() != &header[24..56] {
+        return None;
+    }
+    let meta = serde_json::from_slice(json).ok()?;
+    Some(Slot { seq, ino, meta })
+}
+
+/// Opens `name`'s sidecar for reading; `Ok(None)` when there is none.
+pub(crate) fn open_sidecar(dir: impl AsFd, name: &str) -> StorageResult<Option<File>> {
+    let side = sidecar_name(name);
+    match open_file_read(dir, &side) {
+        Ok(f) => Ok(Some(f)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(errno(e, format!("open metadata {side:?}"))),
+    }
+}
+
+/// Opens (creating if needed) `name`'s sidecar for writing.
+pub(crate) fn open_sidecar_rw(dir: impl AsFd, name: &str) -> StorageResult<File> {
+    let side = sidecar_name(name);
+    let fd = openat(
+        dir,
+        &side,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| errno(e, format!("open metadata {side:?}")))?;
+    Ok(File::from(fd))
+}
+
+/// Reads both slots of a sidecar.
+pub(crate) fn read_slots(file: &File) -> StorageResult<Slots> {
+    let mut buf = vec![0u8; 2 * SLOT_SIZE];
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e, "read metadata")),
         }
     }
+    let buf = &buf[..done];
+    Ok([
+        decode_slot(buf.get(..SLOT_SIZE.min(buf.len())).unwrap_or_default()),
+        decode_slot(buf.get(SLOT_SIZE..).unwrap_or_default()),
+    ])
+}
+
+/// Writes slot `index` of a sidecar in place (flushed to disk when `sync`).
+pub(crate) fn write_slot(
+    file: &File,
+    index: usize,
+    seq: u64,
+    ino: u64,
+    meta: &ObjectMeta,
+    sync: bool,
+) -> StorageResult<()> {
+    let bytes = encode_slot(seq, ino, meta)?;
+    file.write_all_at(&bytes, (index * SLOT_SIZE) as u64)
+        .map_err(|e| io_err(e, "write metadata"))?;
+    if sync {
+        file.sync_data().map_err(|e| io_err(e, "flush metadata"))?;
+    }
+    Ok(())
+}
+
+/// Type and inode number of `name` in `dir`, without following a link;
+/// `None` if absent.
+pub(crate) fn stat_of(dir: impl AsFd, name: &str) -> Result<Option<(FileType, u64)>, Errno> {
+    match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some((FileType::from_raw_mode(st.st_mode), ino_of(&st)))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[allow(clippy::useless_conversion)] // `st_ino`'s type differs between targets
+fn ino_of(st: &rustix::fs::Stat) -> u64 {
+    u64::from(st.st_ino)
 }
 
 /// Maps an `io` error of `what` to a storage error, keeping it as `source()`.
@@ -196,56 +313,14 @@ pub(crate) fn create_file(dir: impl AsFd, name: &str) -> Result<File, Errno> {
     Ok(File::from(fd))
 }
 
-/// Reads and parses a sidecar; `Ok(None)` when there is none.
-pub(crate) fn read_sidecar(dir: impl AsFd, name: &str) -> StorageResult<Option<Sidecar>> {
-    let side = sidecar_name(name);
-    let file = match open_file_read(dir, &side) {
-        Ok(f) => f,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(errno(e, format!("open metadata {side:?}"))),
-    };
-    let mut buf = Vec::with_capacity(4096);
-    file.take(SIDECAR_MAX)
-        .read_to_end(&mut buf)
-        .map_err(|e| io_err(e, format!("read metadata {side:?}")))?;
-    let sc: Sidecar = serde_json::from_slice(&buf).map_err(|e| {
-        Error::internal(format!(
-            "metadata file {side:?} is damaged ({e}); delete the object or upload it again"
-        ))
-    })?;
-    Ok(Some(sc))
-}
-
-/// Writes `sidecar` to a new temporary file in `dir` (flushed to disk when
-/// `sync`) and returns the temporary name.
-pub(crate) fn write_temp_sidecar(
-    dir: impl AsFd,
-    sidecar: &Sidecar,
-    sync: bool,
-) -> StorageResult<String> {
-    let tmp = temp_name(TEMP_SIDECAR);
-    let body = serde_json::to_vec(sidecar)
-        .map_err(|e| Error::internal(format!("cannot encode metadata: {e}")))?;
-    let dir = dir.as_fd();
-    let mut f = create_file(dir, &tmp).map_err(|e| errno(e, "create metadata file"))?;
-    let res = f
-        .write_all(&body)
-        .and_then(|()| if sync { f.sync_all() } else { Ok(()) });
-    if let Err(e) = res {
-        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-        return Err(io_err(e, "write metadata file"));
-    }
-    Ok(tmp)
-}
-
 /// Flushes a directory's entries (after renames) to disk.
 pub(crate) fn sync_dir(dir: impl AsFd) -> StorageResult<()> {
     rustix::fs::fsync(dir).map_err(|e| errno(e, "flush directory"))
 }
 
-/// Names in a directory (without `.` and `..`), with their types where the
-/// filesystem reports them.
-pub(crate) fn read_dir(dir: impl AsFd) -> Result<Vec<(String, FileType)>, Errno> {
+/// Names in a directory (without `.` and `..`), with their types and inode
+/// numbers as the directory reports them.
+pub(crate) fn read_dir(dir: impl AsFd) -> Result<Vec<(String, FileType, u64)>, Errno> {
     let dir = dir.as_fd();
     let mut out = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
@@ -264,7 +339,7 @@ pub(crate) fn read_dir(dir: impl AsFd) -> Result<Vec<(String, FileType)>, Errno>
                 _ => continue,
             };
         }
-        out.push((name.to_string(), ft));
+        out.push((name.to_string(), ft, entry.ino()));
     }
     Ok(out)
 }

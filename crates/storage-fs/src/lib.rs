@@ -183,9 +183,8 @@ impl FsStorage {
         &self.store.root_path
     }
 
-    /// Removes temporary files older than `older_than` that killed writers
-    /// left behind (a killed writer's metadata whose data file is already in
-    /// place is rolled forward, not removed). Returns how many were removed.
+    /// Removes temporary data files older than `older_than` that killed
+    /// writers left behind. Returns how many were removed.
     ///
     /// Runs at open with `temp_max_age_secs`; call it yourself on a long-lived
     /// store. Do not pass an age shorter than your longest upload while other

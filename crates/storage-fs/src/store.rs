@@ -5,34 +5,41 @@
 //!
 //! ```text
 //! <root>/<bucket>/<seg>/<seg>/<name>        object content (plain bytes)
-//! <root>/<bucket>/<seg>/<seg>/.~m<name>     its sidecar: JSON metadata + data inode
+//! <root>/<bucket>/<seg>/<seg>/.~m<name>     its sidecar: two metadata slots
 //! <root>/<bucket>/.../.~t<random>           temporary data file of a write in progress
-//! <root>/<bucket>/.../.~u<random>           temporary sidecar of a write in progress
 //! <root>/.truststream/locks/<bucket>.lock   lock file; its first 8 bytes count commits
 //! ```
 //!
 //! # Commit protocol
 //!
+//! A sidecar holds two fixed-size slots; each is the JSON metadata of one
+//! version, the inode number of that version's data file, a sequence number
+//! and a SHA-256 of the slot (so a slot torn by a killed writer is ignored).
+//! **The metadata of an object is the slot naming its data file's inode.**
+//!
 //! A write streams into a temporary file in the object's own directory,
-//! flushes it (`fsync`), notes its inode number, writes a temporary sidecar
-//! naming that inode (flushed too), then takes the bucket lock (an in-process
-//! mutex plus `flock` on the bucket's lock file, so other processes are
-//! excluded as well), checks the write condition against the current
-//! sidecar, renames the data file over the object, renames the sidecar over
-//! the old one, flushes the directory, bumps the commit counter and unlocks.
+//! flushes it (`fsync`), then takes the bucket lock (an in-process mutex
+//! plus `flock` on the bucket's lock file, so other processes are excluded as
+//! well), checks the write condition against the current slot, writes the
+//! new metadata into the *other* slot (in place, flushed), renames the data
+//! file over the object, flushes the directory, bumps the commit counter and
+//! unlocks. One rename publishes data and metadata together: until it
+//! happens the old file and the old slot still match, after it the new file
+//! and the new slot. A writer killed at any point leaves the old or the new
+//! object, and at most a temporary file that listings never show and the
+//! sweep removes.
 //!
 //! A reader opens the data file (keeping the descriptor: later renames do not
-//! change what it reads), then reads the sidecar; if the sidecar names
-//! another inode, a write is between its two renames or a writer was killed
-//! there. The reader then takes the lock and, if the pair still disagrees,
-//! rolls the write forward: the killed writer's temporary sidecar naming the
-//! current data inode is renamed into place. If none exists (say the tree was
-//! restored from a backup, so inode numbers changed), the sidecar is adopted
-//! for the data file and the checksum check on download catches a mismatch.
+//! change what it reads), then reads the sidecar and takes the slot naming
+//! that inode. Only if two writes completed between those two reads does no
+//! slot match; it then reads again. If still nothing matches under the lock
+//! (the tree was copied or restored, so inode numbers changed), the latest
+//! slot with the file's size is adopted; the checksum check on download
+//! catches any other mismatch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -49,7 +56,7 @@ use truststream_core_storage::{
     WriteCondition,
 };
 
-use crate::fsio::{self, errno, io_err, Sidecar};
+use crate::fsio::{self, errno, io_err};
 use crate::list::Plan;
 
 /// Directory of the provider's own files under the root (bucket names cannot
@@ -151,6 +158,22 @@ impl Drop for Staged {
 pub(crate) struct Content {
     pub(crate) size: u64,
     pub(crate) sha256: String,
+}
+
+/// Where a write puts its metadata.
+struct SlotChoice {
+    index: usize,
+    seq: u64,
+}
+
+/// What one look at an object found.
+enum Pair {
+    /// Data and the metadata describing it.
+    Found(File, ObjectMeta),
+    /// No object at this key.
+    Missing,
+    /// A data file no metadata slot describes (yet).
+    Unmatched(File, Box<fsio::Slots>),
 }
 
 /// The provider's state shared by all operations.
@@ -263,8 +286,8 @@ impl Store {
         let entries = fsio::read_dir(&self.root).map_err(|e| errno(e, "list buckets"))?;
         let mut out: Vec<BucketInfo> = entries
             .into_iter()
-            .filter(|(name, ft)| *ft == FileType::Directory && validate_bucket(name).is_ok())
-            .map(|(name, _)| {
+            .filter(|(name, ft, _)| *ft == FileType::Directory && validate_bucket(name).is_ok())
+            .map(|(name, _, _)| {
                 let created_at = std::fs::symlink_metadata(self.root_path.join(&name))
                     .and_then(|m| m.created())
                     .ok()
@@ -378,91 +401,80 @@ impl Store {
     /// the metadata that belongs to it.
     pub(crate) fn open_object(&self, bucket: &str, key: &str) -> StorageResult<(File, ObjectMeta)> {
         let (dir, name) = self.object_dir(bucket, key)?;
-        for attempt in 0..2 {
-            let data = match fsio::open_file_read(&dir, &name) {
-                Ok(f) => f,
-                Err(Errno::NOENT) => return Err(no_object(bucket, key)),
-                Err(e) => return Err(errno(e, format!("open object {key:?}"))),
-            };
-            let st = data
-                .metadata()
-                .map_err(|e| io_err(e, format!("stat object {key:?}")))?;
-            if !st.is_file() {
-                // A directory (the key is only a prefix of other keys).
-                return Err(no_object(bucket, key));
+        // Lock-free: a writer fills the slot that does not describe the
+        // current file before renaming, so the pair read here agrees unless
+        // two writes finished in between; then try again.
+        for _ in 0..3 {
+            match self.read_pair(&dir, &name, bucket, key)? {
+                Pair::Found(data, meta) => return Ok((data, meta)),
+                Pair::Missing => return Err(no_object(bucket, key)),
+                Pair::Unmatched(..) => {}
             }
-            let side = fsio::read_sidecar(&dir, &name)?;
-            if let Some(sc) = &side {
-                if sc.meta.key != key {
-                    // Another key mapped to the same file (a case-insensitive
-                    // filesystem): this key does not exist.
-                    return Err(no_object(bucket, key));
-                }
-                if sc.ino == st.ino() {
-                    let mut meta = sc.meta.clone();
-                    meta.bucket = bucket.to_string();
-                    return Ok((data, meta));
-                }
-            }
-            if attempt == 1 {
-                break;
-            }
-            // A write is between its renames, or one was killed there.
-            let state = self.bucket_state(bucket)?;
-            let _lock = self.lock_bucket(&state)?;
-            self.repair(&dir, &name, key)?;
         }
-        Err(no_object(bucket, key))
+        let state = self.bucket_state(bucket)?;
+        let _lock = self.lock_bucket(&state)?;
+        match self.read_pair(&dir, &name, bucket, key)? {
+            Pair::Found(data, meta) => Ok((data, meta)),
+            Pair::Missing => Err(no_object(bucket, key)),
+            Pair::Unmatched(data, slots) => {
+                // No writer is active, yet no slot names this data file: the
+                // tree was copied or restored (new inode numbers), or the file
+                // was replaced by hand. Adopt the latest metadata of the same
+                // size; the checksum check on download catches other content.
+                let size = data.metadata().map_err(|e| io_err(e, "stat object"))?;
+                let best = slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+                    .filter(|(_, s)| s.meta.size == size.len() && s.meta.key == key)
+                    .max_by_key(|(_, s)| s.seq);
+                let Some((index, slot)) = best else {
+                    return Err(Error::internal(format!(
+                        "object {key:?} in bucket {bucket:?}: its data file was replaced outside \
+                         this provider and no metadata describes it; upload it again"
+                    )));
+                };
+                let side = fsio::open_sidecar_rw(&dir, &name)?;
+                fsio::write_slot(&side, index, slot.seq, size.ino(), &slot.meta, self.sync)?;
+                let mut meta = slot.meta.clone();
+                meta.bucket = bucket.to_string();
+                drop(side);
+                Ok((data, meta))
+            }
+        }
     }
 
-    /// Makes `name`'s data file and sidecar agree; the bucket lock is held.
-    fn repair(&self, dir: &OwnedFd, name: &str, key: &str) -> StorageResult<()> {
-        let ino = match fsio::open_file_read(dir, name) {
-            Ok(f) => f.metadata().map_err(|e| io_err(e, "stat object"))?.ino(),
-            Err(Errno::NOENT) => return Ok(()),
+    /// One attempt at reading a consistent (data file, metadata) pair.
+    fn read_pair(&self, dir: &OwnedFd, name: &str, bucket: &str, key: &str) -> StorageResult<Pair> {
+        let data = match fsio::open_file_read(dir, name) {
+            Ok(f) => f,
+            Err(Errno::NOENT) => return Ok(Pair::Missing),
             Err(e) => return Err(errno(e, format!("open object {key:?}"))),
         };
-        let side = fsio::read_sidecar(dir, name)?;
-        if side.as_ref().is_some_and(|s| s.ino == ino) {
-            return Ok(());
+        let st = data
+            .metadata()
+            .map_err(|e| io_err(e, format!("stat object {key:?}")))?;
+        if !st.is_file() {
+            // A directory (the key is only a prefix of other keys) or
+            // something that is not an object.
+            return Ok(Pair::Missing);
         }
-        // Roll a killed writer forward: its temporary sidecar names this inode.
-        let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
-        let side_name = fsio::sidecar_name(name);
-        for (tmp, ft) in entries {
-            if ft != FileType::RegularFile || !tmp.starts_with(fsio::TEMP_SIDECAR) {
-                continue;
+        let Some(side) = fsio::open_sidecar(dir, name)? else {
+            // A data file no write of this provider made.
+            return Ok(Pair::Missing);
+        };
+        let slots = fsio::read_slots(&side)?;
+        match fsio::pick(&slots, st.ino()) {
+            // Another key mapped to the same file (a case-insensitive
+            // filesystem): this key does not exist.
+            Some((_, slot)) if slot.meta.key != key => Ok(Pair::Missing),
+            Some((_, slot)) => {
+                let mut meta = slot.meta.clone();
+                meta.bucket = bucket.to_string();
+                Ok(Pair::Found(data, meta))
             }
-            let Ok(f) = fsio::open_file_read(dir, &tmp) else {
-                continue;
-            };
-            let mut buf = Vec::new();
-            if f.take(64 * 1024).read_to_end(&mut buf).is_err() {
-                continue;
-            }
-            let Ok(sc) = serde_json::from_slice::<Sidecar>(&buf) else {
-                continue;
-            };
-            if sc.ino == ino && sc.meta.key == key {
-                renameat(dir, &tmp, dir, &side_name)
-                    .map_err(|e| errno(e, "roll forward metadata"))?;
-                if self.sync {
-                    fsio::sync_dir(dir)?;
-                }
-                return Ok(());
-            }
+            None => Ok(Pair::Unmatched(data, Box::new(slots))),
         }
-        // No pending metadata: adopt the existing one for this data file (a
-        // restored copy of the tree has new inode numbers). The checksum
-        // check on download still catches content that does not match.
-        if let Some(sc) = side {
-            let tmp = fsio::write_temp_sidecar(dir, &Sidecar::new(ino, sc.meta), self.sync)?;
-            renameat(dir, &tmp, dir, &side_name).map_err(|e| errno(e, "rewrite metadata"))?;
-            if self.sync {
-                fsio::sync_dir(dir)?;
-            }
-        }
-        Ok(())
     }
 
     pub(crate) fn metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
@@ -558,64 +570,32 @@ impl Store {
             public: copied_from.map(|m| m.public).unwrap_or(options.public),
             checksum_sha256: Some(content.sha256),
         };
+        if self.sync {
+            // Outside the lock: other writers of the bucket go on meanwhile.
+            staged
+                .file
+                .sync_all()
+                .map_err(|e| io_err(e, "flush object"))?;
+        }
         let dir = &staged.dir;
         let name = staged.name.clone();
-        let sidecar = Sidecar::new(st.ino(), meta.clone());
-        let side_tmp = if self.sync {
-            // Flush the content and the metadata at the same time: the
-            // filesystem can commit both in one journal transaction.
-            let file = &staged.file;
-            std::thread::scope(|scope| {
-                let data_sync = scope.spawn(move || file.sync_all());
-                let side = fsio::write_temp_sidecar(dir, &sidecar, true);
-                let synced = match data_sync.join() {
-                    Ok(r) => r.map_err(|e| io_err(e, "flush object")),
-                    Err(_) => Err(Error::internal("flush thread panicked")),
-                };
-                match (side, synced) {
-                    (Ok(tmp), Ok(())) => Ok(tmp),
-                    (Ok(tmp), Err(e)) => {
-                        let _ = unlinkat(dir, &tmp, AtFlags::empty());
-                        Err(e)
-                    }
-                    (Err(e), _) => Err(e),
-                }
-            })?
-        } else {
-            fsio::write_temp_sidecar(dir, &sidecar, false)?
-        };
-        let remove_side_tmp = || {
-            let _ = unlinkat(dir, &side_tmp, AtFlags::empty());
-        };
-        let state = match self.bucket_state(&staged.bucket) {
-            Ok(s) => s,
-            Err(e) => {
-                remove_side_tmp();
-                return Err(e);
-            }
-        };
-        let lock = match self.lock_bucket(&state) {
-            Ok(l) => l,
-            Err(e) => {
-                remove_side_tmp();
-                return Err(e);
-            }
-        };
-        if let Err(e) =
-            self.check_condition(dir, &name, &staged.bucket, &staged.key, &options.condition)
-        {
-            remove_side_tmp();
-            return Err(e);
-        }
-        if let Err(e) = renameat(dir, &staged.temp, dir, &name) {
-            remove_side_tmp();
-            return Err(errno(e, format!("replace object {:?}", staged.key)));
-        }
+        let side = fsio::open_sidecar_rw(dir, &name)?;
+        let state = self.bucket_state(&staged.bucket)?;
+        let lock = self.lock_bucket(&state)?;
+        let target = self.check_condition(
+            dir,
+            &name,
+            &side,
+            &staged.bucket,
+            &staged.key,
+            &options.condition,
+        )?;
+        // The new metadata goes into the slot that does not describe the
+        // current file, so readers keep a consistent pair until the rename.
+        fsio::write_slot(&side, target.index, target.seq, st.ino(), &meta, self.sync)?;
+        renameat(dir, &staged.temp, dir, &name)
+            .map_err(|e| errno(e, format!("replace object {:?}", staged.key)))?;
         staged.committed = true;
-        // If this rename fails, the data file is already in place; the
-        // temporary sidecar stays for the next reader to roll forward.
-        renameat(dir, &side_tmp, dir, fsio::sidecar_name(&name))
-            .map_err(|e| errno(e, format!("replace metadata of {:?}", staged.key)))?;
         if self.sync {
             fsio::sync_dir(dir)?;
         }
@@ -625,58 +605,46 @@ impl Store {
         Ok(meta)
     }
 
-    /// Checks `condition` against what is stored (bucket lock held),
-    /// repairing a half-finished write first.
+    /// Checks `condition` against what is stored (bucket lock held) and
+    /// chooses the metadata slot to write.
     fn check_condition(
         &self,
         dir: &OwnedFd,
         name: &str,
+        side: &File,
         bucket: &str,
         key: &str,
         condition: &WriteCondition,
-    ) -> StorageResult<()> {
-        let prefix_conflict = || {
-            Error::conflict(format!(
-                "key {key:?} cannot be stored: the filesystem provider keeps other keys \
-                 under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
-            ))
-        };
-        let link = || {
-            Error::permission_denied(format!(
-                "object {key:?} is a symbolic link; links are never followed inside the storage root"
-            ))
-        };
-        if *condition == WriteCondition::None {
-            // Nothing to compare: only what is in the way matters. (A killed
-            // writer's half-done commit is replaced as a whole by this one.)
-            return match fsio::type_of(dir, name).map_err(|e| errno(e, "stat object"))? {
-                Some(FileType::Directory) => Err(prefix_conflict()),
-                Some(FileType::Symlink) => Err(link()),
-                _ => Ok(()),
-            };
-        }
-        let ino = match fsio::open_file_read(dir, name) {
-            Ok(f) => {
-                let m = f.metadata().map_err(|e| io_err(e, "stat object"))?;
-                if m.is_dir() {
-                    return Err(prefix_conflict());
-                }
-                Some(m.ino())
+    ) -> StorageResult<SlotChoice> {
+        let ino = match fsio::stat_of(dir, name).map_err(|e| errno(e, "stat object"))? {
+            Some((FileType::Directory, _)) => {
+                return Err(Error::conflict(format!(
+                    "key {key:?} cannot be stored: the filesystem provider keeps other keys \
+                     under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
+                )))
             }
-            Err(Errno::NOENT) => None,
-            Err(Errno::LOOP) => return Err(link()),
-            Err(e) => return Err(errno(e, format!("open object {key:?}"))),
+            Some((FileType::Symlink, _)) => {
+                return Err(Error::permission_denied(format!(
+                    "object {key:?} is a symbolic link; links are never followed inside the storage root"
+                )))
+            }
+            Some((_, ino)) => Some(ino),
+            None => None,
         };
-        let mut side = fsio::read_sidecar(dir, name)?;
-        if ino.is_some() && side.as_ref().map(|s| s.ino) != ino {
-            self.repair(dir, name, key)?;
-            side = fsio::read_sidecar(dir, name)?;
-        }
-        let current = match (ino, side) {
-            (Some(_), Some(sc)) => Some(sc.meta),
-            _ => None,
+        let slots = fsio::read_slots(side)?;
+        let current = ino.and_then(|ino| fsio::pick(&slots, ino));
+        let seq = slots.iter().flatten().map(|s| s.seq).max().unwrap_or(0) + 1;
+        let index = match current {
+            Some((i, _)) => 1 - i,
+            // No current version: overwrite the older slot.
+            None => match &slots {
+                [Some(a), Some(b)] if a.seq > b.seq => 1,
+                [Some(_), None] => 1,
+                _ => 0,
+            },
         };
-        if let Some(m) = &current {
+        let current = current.map(|(_, s)| &s.meta);
+        if let Some(m) = current {
             if m.key != key {
                 return Err(Error::conflict(format!(
                     "key {key:?} and existing key {:?} map to the same file on this filesystem \
@@ -686,25 +654,28 @@ impl Store {
             }
         }
         match (condition, current) {
-            (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
-            (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
-                "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
-            ))),
-            (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
-                "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
-            ))),
+            (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => {}
+            (WriteCondition::IfNotExists, Some(_)) => {
+                return Err(Error::conflict(format!(
+                    "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
+                )))
+            }
+            (WriteCondition::IfMatch(expected), None) => {
+                return Err(Error::conflict(format!(
+                    "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
+                )))
+            }
             (WriteCondition::IfMatch(expected), Some(m)) => {
-                if unquote(&m.etag) == unquote(expected) {
-                    Ok(())
-                } else {
-                    Err(Error::conflict(format!(
+                if unquote(&m.etag) != unquote(expected) {
+                    return Err(Error::conflict(format!(
                         "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
                          read it again and retry",
                         m.etag
-                    )))
+                    )));
                 }
             }
         }
+        Ok(SlotChoice { index, seq })
     }
 
     pub(crate) fn delete(&self, bucket: &str, key: &str) -> StorageResult<()> {
@@ -740,14 +711,19 @@ impl Store {
             dir = next;
         }
         let name = fsio::seg_name(leaf);
-        if let Some(sc) = fsio::read_sidecar(&dir, &name)? {
-            if sc.meta.key != key {
+        // On a filesystem that folds case, another key may own this file.
+        if let (Some((_, ino)), Some(side)) = (
+            fsio::stat_of(&dir, &name).map_err(|e| errno(e, "stat object"))?,
+            fsio::open_sidecar(&dir, &name)?,
+        ) {
+            let slots = fsio::read_slots(&side)?;
+            if fsio::pick(&slots, ino).is_some_and(|(_, s)| s.meta.key != key) {
                 return Ok(());
             }
         }
-        // Sidecar first: a crash in between leaves an invisible data file,
-        // never metadata without data.
-        for n in [fsio::sidecar_name(&name), name.to_string()] {
+        // Data first: a crash in between leaves metadata without data, which
+        // is not an object (and is removed with its bucket).
+        for n in [name.to_string(), fsio::sidecar_name(&name)] {
             match unlinkat(&dir, &n, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) | Err(Errno::ISDIR) => {}
                 Err(e) => return Err(errno(e, format!("delete object {key:?}"))),
@@ -833,8 +809,8 @@ impl Store {
 
     // -------------------------------------------------------------- sweep
 
-    /// Removes temporary files older than `age` in every bucket, rolling
-    /// forward a killed writer's metadata first. Returns how many were removed.
+    /// Removes temporary data files older than `age` in every bucket.
+    /// Returns how many were removed.
     pub(crate) fn sweep(&self, age: Duration) -> StorageResult<usize> {
         let mut removed = 0;
         for b in self.list_buckets()? {
@@ -850,15 +826,14 @@ impl Store {
         let mut removed = 0;
         let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
         let now = SystemTime::now();
-        for (name, ft) in &entries {
+        for (name, ft, _) in &entries {
             if *ft == FileType::Directory && is_key_dir(name) && depth < 1100 {
                 if let Ok(sub) = fsio::open_dir(dir, name) {
                     removed += self.sweep_dir(&sub, age, depth + 1)?;
                 }
                 continue;
             }
-            let temp = name.starts_with(fsio::TEMP_DATA) || name.starts_with(fsio::TEMP_SIDECAR);
-            if *ft != FileType::RegularFile || !temp {
+            if *ft != FileType::RegularFile || !name.starts_with(fsio::TEMP_DATA) {
                 continue;
             }
             let Ok(f) = fsio::open_file_read(dir, name) else {
@@ -872,16 +847,6 @@ impl Store {
                 .is_some_and(|d| d >= age);
             if !old {
                 continue;
-            }
-            if name.starts_with(fsio::TEMP_SIDECAR) {
-                // It may be the metadata of a data file already in place.
-                let mut buf = Vec::new();
-                if f.take(64 * 1024).read_to_end(&mut buf).is_ok() {
-                    if let Ok(sc) = serde_json::from_slice::<Sidecar>(&buf) {
-                        let leaf = sc.meta.key.rsplit('/').next().unwrap_or_default();
-                        self.repair(dir, &fsio::seg_name(leaf), &sc.meta.key)?;
-                    }
-                }
             }
             match unlinkat(dir, name.as_str(), AtFlags::empty()) {
                 Ok(()) => removed += 1,
@@ -942,12 +907,18 @@ fn scan(
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(errno(e, "read directory")),
     };
-    for (name, ft) in entries {
+    // Inode numbers of the data files, as the directory lists them.
+    let inodes: HashMap<&str, u64> = entries
+        .iter()
+        .filter(|(n, ft, _)| *ft == FileType::RegularFile && is_key_dir(n))
+        .map(|(n, _, ino)| (n.as_str(), *ino))
+        .collect();
+    for (name, ft, _) in &entries {
         match ft {
-            FileType::Directory if is_key_dir(&name) && path.len() < 1100 => {
-                match fsio::open_dir(dir, &name) {
+            FileType::Directory if is_key_dir(name) && path.len() < 1100 => {
+                match fsio::open_dir(dir, name) {
                     Ok(sub) => {
-                        path.push(name);
+                        path.push(name.clone());
                         let r = scan(&sub, bucket, out, path);
                         path.pop();
                         r?
@@ -960,14 +931,26 @@ fn scan(
                 let Some(object) = name.strip_prefix(fsio::SIDECAR) else {
                     continue;
                 };
-                match fsio::read_sidecar(dir, object) {
-                    Ok(Some(sc)) if at_its_place(&sc.meta.key, path, object) => {
-                        let mut meta = sc.meta;
-                        meta.bucket = bucket.to_string();
-                        out.insert(meta.key.clone(), meta);
+                let Some(&listed_ino) = inodes.get(object) else {
+                    // Metadata without data: not an object.
+                    continue;
+                };
+                let Some(side) = fsio::open_sidecar(dir, object)? else {
+                    continue;
+                };
+                let slots = fsio::read_slots(&side)?;
+                let mut found = fsio::pick(&slots, listed_ino).map(|(_, s)| s.clone());
+                if found.is_none() {
+                    // Some filesystems (overlayfs) list other inode numbers
+                    // than stat reports: ask stat.
+                    if let Ok(Some((_, ino))) = fsio::stat_of(dir, object) {
+                        found = fsio::pick(&slots, ino).map(|(_, s)| s.clone());
                     }
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
+                }
+                if let Some(slot) = found.filter(|s| at_its_place(&s.meta.key, path, object)) {
+                    let mut meta = slot.meta;
+                    meta.bucket = bucket.to_string();
+                    out.insert(meta.key.clone(), meta);
                 }
             }
             _ => {}
@@ -995,8 +978,10 @@ fn count_objects(dir: &OwnedFd) -> StorageResult<usize> {
 /// objects; anything else is reported instead of deleted.
 fn remove_leftovers(dir: &OwnedFd, bucket: &str) -> StorageResult<()> {
     let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
-    for (name, ft) in entries {
-        let ours = name.starts_with(fsio::TEMP_DATA) || name.starts_with(fsio::TEMP_SIDECAR);
+    for (name, ft, _) in entries {
+        // Temporary files, and metadata whose data is gone (the bucket has
+        // no objects, so every sidecar is such).
+        let ours = name.starts_with(fsio::TEMP_DATA) || name.starts_with(fsio::SIDECAR);
         match ft {
             FileType::Directory if is_key_dir(&name) => {
                 let sub = fsio::open_dir(dir, &name).map_err(|e| errno(e, "open directory"))?;

@@ -67,7 +67,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".~t") || n.starts_with(".~u"))
+        .filter(|n| n.starts_with(".~t"))
         .collect()
 }
 

@@ -368,7 +368,7 @@ async fn leftovers_are_ignored_and_swept() {
         .await
         .unwrap();
     std::fs::write(root.path().join("docs/dir/.~tdeadbeef"), b"half a write").unwrap();
-    std::fs::write(root.path().join("docs/.~u00"), b"{broken").unwrap();
+    std::fs::write(root.path().join("docs/.~t00"), b"another half").unwrap();
     let page = s.list("docs", &ListOptions::new()).await.unwrap();
     assert_eq!(page.objects.len(), 1);
     // Young files stay (a writer in another process may own them).
@@ -387,39 +387,51 @@ async fn leftovers_are_ignored_and_swept() {
 }
 
 #[tokio::test]
-async fn a_killed_writer_between_renames_is_rolled_forward() {
+async fn torn_metadata_slots_are_ignored_or_reported() {
     let root = tempfile::tempdir().unwrap();
     let s = store(root.path()).await;
-    let v1 = s
-        .upload("docs", "k", Bytes::from("version one"), &opts())
+    let side = root.path().join("docs/.~mk");
+    s.upload("docs", "k", Bytes::from("version one"), &opts())
         .await
         .unwrap();
-    // Simulate a writer killed after renaming its data file but before its
-    // sidecar: the new data is in place, its sidecar still temporary.
-    let side = root.path().join("docs/.~mk");
-    let mut sc: serde_json::Value = serde_json::from_slice(&std::fs::read(&side).unwrap()).unwrap();
-    std::fs::write(root.path().join("docs/.~tnew"), b"version two!").unwrap();
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(root.path().join("docs/.~tnew"))
-        .unwrap()
-        .ino();
-    let sha = truststream_core_storage::content_sha256(b"version two!");
-    sc["ino"] = ino.into();
-    sc["meta"]["size"] = 12.into();
-    sc["meta"]["etag"] = format!("\"{}\"", &sha[..32]).into();
-    sc["meta"]["checksum_sha256"] = sha.clone().into();
-    std::fs::write(
-        root.path().join("docs/.~upending"),
-        serde_json::to_vec(&sc).unwrap(),
-    )
-    .unwrap();
-    std::fs::rename(root.path().join("docs/.~tnew"), root.path().join("docs/k")).unwrap();
-
-    let meta = s.get_metadata("docs", "k").await.unwrap();
-    assert_eq!(meta.checksum_sha256.as_deref(), Some(sha.as_str()));
-    assert_ne!(meta.etag, v1.etag);
+    let v2 = s
+        .upload("docs", "k", Bytes::from("version two!"), &opts())
+        .await
+        .unwrap();
+    // A writer killed while filling the spare slot (the one of version one)
+    // leaves it torn: readers do not care.
+    let mut raw = std::fs::read(&side).unwrap();
+    let (first, second) = raw.split_at_mut(8192);
+    let v1_size: &[u8] = b"\"size\":11,";
+    let spare = if first.windows(v1_size.len()).any(|w| w == v1_size) {
+        first
+    } else {
+        second
+    };
+    spare[60..90].fill(b'#');
+    std::fs::write(&side, &raw).unwrap();
+    assert_eq!(s.get_metadata("docs", "k").await.unwrap().etag, v2.etag);
     assert_eq!(s.download("docs", "k").await.unwrap(), "version two!");
-    assert!(!root.path().join("docs/.~upending").exists());
+    // The next write reuses the spare slot.
+    let v3 = s
+        .upload("docs", "k", Bytes::from("version three"), &opts())
+        .await
+        .unwrap();
+    assert_eq!(s.get_metadata("docs", "k").await.unwrap().etag, v3.etag);
+    // Damage to the slot in use is an error, never wrong data.
+    let mut raw = std::fs::read(&side).unwrap();
+    for b in raw.iter_mut().take(2 * 8192).skip(60).step_by(97) {
+        *b ^= 0x55;
+    }
+    std::fs::write(&side, &raw).unwrap();
+    let e = s.download("docs", "k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(s
+        .list("docs", &ListOptions::new())
+        .await
+        .unwrap()
+        .objects
+        .is_empty());
 }
 
 #[tokio::test]
