@@ -683,13 +683,25 @@ impl Database for PgDatabase {
                     &self.config.change_channel,
                 ));
             }
-            self.ddl(
-                "db.create_table",
-                &schema.name,
-                statements,
-                Some(normalized),
-            )
-            .await
+            let created = self
+                .ddl(
+                    "db.create_table",
+                    &schema.name,
+                    statements,
+                    Some(normalized),
+                )
+                .await;
+            match created {
+                // Another process created it between the check and the DDL.
+                Err(e) if e.kind() == ErrorKind::Conflict && schema.if_not_exists => {
+                    lock(&self.schemas).remove(&schema.name);
+                    self.schema_of(&schema.name)
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| e)
+                }
+                r => r,
+            }
         };
         run.await
             .map_err(|e: Error| e.with_operation("db.create_table"))
