@@ -77,6 +77,11 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
         case!("crud.delete_by_primary_key", SCHEMA, crud_delete),
         case!("crud.typed_roundtrip", SCHEMA, crud_typed_roundtrip),
         case!("crud.auto_increment_keys", SCHEMA, crud_auto_increment),
+        case!(
+            "types.every_column_type_roundtrips",
+            SCHEMA,
+            types_every_column_type
+        ),
         case!("query.active_agents", SCHEMA, query_active_agents),
         case!("query.comparison_operators", SCHEMA, query_comparisons),
         case!("query.in_and_not_in", SCHEMA, query_in_not_in),
@@ -538,6 +543,125 @@ async fn crud_auto_increment(db: Db) -> CaseResult {
     );
     ensure!(ib > ia, "auto-increment ids grow: {ia} then {ib}");
     ensure!(db.get("agent_metrics", &json!(ib)).await?.is_some());
+    Ok(())
+}
+
+/// The documented mapping between JSON values and column types: what goes
+/// in comes back in one normalized form, from `create`, `get` and filters,
+/// on every provider.
+async fn types_every_column_type(db: Db) -> CaseResult {
+    db.create_table(
+        &TableSchema::new("typed")
+            .column(
+                ColumnDef::integer("id")
+                    .primary_key()
+                    .default(ColumnDefault::AutoIncrement),
+            )
+            .column(ColumnDef::text("t"))
+            .column(ColumnDef::integer("i"))
+            .column(ColumnDef::float("f"))
+            .column(ColumnDef::boolean("b"))
+            .column(ColumnDef::timestamp("ts"))
+            .column(ColumnDef::uuid("u").default(ColumnDefault::RandomUuid))
+            .column(ColumnDef::json("j"))
+            .column(ColumnDef::bytes("by"))
+            .column(ColumnDef::numeric("n"))
+            .column(ColumnDef::timestamp("created").default(ColumnDefault::Now)),
+    )
+    .await?;
+    let input = json!({
+        "t": "héllo 'quoted' \"x\" ; DROP TABLE typed; --",
+        "i": -9_007_199_254_740_993_i64,
+        "f": 1.5,
+        "b": true,
+        "ts": "2024-05-01T14:00:00.25+02:00",
+        "u": "67E55044-10B1-426F-9247-BB680E5FE0C8",
+        "j": {"a": [1, 2, {"b": null}], "s": "x"},
+        "by": "AAEC/w==",
+        "n": "12.5",
+    });
+    let created = db.create("typed", row(input)).await?;
+    let expected = json!({
+        "t": "héllo 'quoted' \"x\" ; DROP TABLE typed; --",
+        "i": -9_007_199_254_740_993_i64,
+        "f": 1.5,
+        "b": true,
+        "ts": "2024-05-01T12:00:00.250000Z",
+        "u": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        "j": {"a": [1, 2, {"b": null}], "s": "x"},
+        "by": "AAEC/w==",
+        "n": 12.5,
+    });
+    for (k, v) in expected.as_object().into_iter().flatten() {
+        ensure_eq!(created.get(k), Some(v), "column {k}");
+    }
+    let stamp = created
+        .get("created")
+        .and_then(Value::as_str)
+        .ok_or("created is not a string".to_string())?;
+    ensure!(
+        stamp.len() == "2024-05-01T12:00:00.000000Z".len() && stamp.ends_with('Z'),
+        "now default in the documented form: {stamp}"
+    );
+    let u = created
+        .get("u")
+        .and_then(Value::as_str)
+        .ok_or("u is not a string".to_string())?;
+    ensure!(u.len() == 36, "uuid in hyphenated form: {u}");
+    let id = created.get("id").cloned().unwrap_or(Value::Null);
+    let got = db.get("typed", &id).await?;
+    ensure_eq!(got.as_ref(), Some(&created));
+    // Filters on typed columns take the same (unnormalized) forms.
+    for f in [
+        col("b").eq(true),
+        col("ts").eq("2024-05-01T12:00:00.25Z"),
+        col("ts").gt("2024-05-01"),
+        col("u").eq("67E55044-10B1-426F-9247-BB680E5FE0C8"),
+        col("by").eq("AAEC/w=="),
+        col("f").gt(1),
+        col("i").lt(0),
+        col("n").eq(12.5),
+        col("j").eq(json!({"a": [1, 2, {"b": null}], "s": "x"})),
+    ] {
+        let rows = db.read("typed", &Query::new().filter(f.clone())).await?;
+        ensure_eq!(rows.len(), 1, "filter {f:?}");
+    }
+    // Null in every nullable column.
+    let nulls = db
+        .create(
+            "typed",
+            row(
+                json!({"t": null, "i": null, "f": null, "b": null, "ts": null,
+                       "u": null, "j": null, "by": null, "n": null}),
+            ),
+        )
+        .await?;
+    for k in ["t", "i", "f", "b", "ts", "u", "j", "by", "n"] {
+        ensure_eq!(nulls.get(k), Some(&Value::Null), "column {k}");
+    }
+    // Wrong types are InvalidInput naming the column.
+    for (k, v) in [
+        ("i", json!("five")),
+        ("i", json!(1.5)),
+        ("b", json!(1)),
+        ("ts", json!("yesterday")),
+        ("u", json!("not-a-uuid")),
+        ("by", json!("***")),
+        ("n", json!("1,5")),
+    ] {
+        let mut r = Row::new();
+        r.insert(k.to_string(), v.clone());
+        match db.create("typed", r).await {
+            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                ensure!(e.message().contains(k), "message names column {k}: {e}");
+            }
+            other => {
+                return Err(Failure::new(format!(
+                    "column {k} = {v}: expected InvalidInput, got {other:?}"
+                )))
+            }
+        }
+    }
     Ok(())
 }
 
