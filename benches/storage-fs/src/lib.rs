@@ -1,0 +1,1 @@
+//! Benchmarks only: see `benches/storage_fs.rs` and docs/benchmarks.md.
