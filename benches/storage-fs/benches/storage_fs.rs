@@ -331,18 +331,32 @@ async fn main() -> Res<()> {
         LARGE / (1024 * 1024)
     );
     let mut rows: Vec<(String, Vec<(&str, Duration)>)> = Vec::new();
-    for op in [
-        Op::PutSmall,
-        Op::GetSmall,
-        Op::PutLarge,
-        Op::GetLarge,
-        Op::List,
+    // BENCH_ROWS=put-large,get-large keeps some rows (profiling; gets and
+    // lists read what the puts wrote). `list` includes the cold listing.
+    let rows_wanted = std::env::var("BENCH_ROWS").ok();
+    let wanted = |name: &str| {
+        rows_wanted
+            .as_deref()
+            .is_none_or(|w| w.split(',').any(|x| x == name))
+    };
+    for (op, name) in [
+        (Op::PutSmall, "put-small"),
+        (Op::GetSmall, "get-small"),
+        (Op::PutLarge, "put-large"),
+        (Op::GetLarge, "get-large"),
+        (Op::List, "list"),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let n = match op {
             Op::PutLarge | Op::GetLarge => large_reps,
             _ => reps,
         };
         rows.push((op.label(), row(&contenders, op, n, &bodies, &large).await?));
+    }
+    if !wanted("list") {
+        return print_table(&rows);
     }
     let mut r = rows.pop().map(|(_, r)| r).unwrap_or_default();
     let reader = Imp::Fs(fs_plain);
@@ -367,12 +381,16 @@ async fn main() -> Res<()> {
     r.push(("storage-fs cold", median(cold)));
     rows.push((format!("list {COUNT}"), r));
 
-    // The table: storage-fs fsync is compared with the durable contenders,
-    // storage-fs with the rest.
+    print_table(&rows)
+}
+
+/// Prints the table: storage-fs with fsync is compared with the durable
+/// contenders, storage-fs without with the rest.
+fn print_table(rows: &[(String, Vec<(&str, Duration)>)]) -> Res<()> {
     println!();
     println!("| operation | contender | median | storage-fs is faster by |");
     println!("|---|---|---:|---:|");
-    for (op, r) in &rows {
+    for (op, r) in rows {
         let find = |n: &str| r.iter().find(|(name, _)| *name == n).map(|(_, d)| *d);
         for (name, d) in r {
             let reference = match *name {
