@@ -2,7 +2,7 @@
 //! Garage server, side by side in one run.
 //!
 //! ```text
-//! cargo bench -p truststream-bench-storage-s3 [-- --rounds 5 --quick]
+//! cargo bench -p truststream-bench-storage-s3 [-- --rounds 5 --quick --part-mib 8 --concurrency 4]
 //! ```
 //!
 //! A private single-node Garage (the `testing` launcher, so nothing else
@@ -290,10 +290,27 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(rounds));
+    let flag = |name: &str| -> Option<u64> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+    };
+    let tune = Tune {
+        part_mib: flag("--part-mib"),
+        concurrency: flag("--concurrency"),
+    };
+    rt.block_on(run(rounds, tune));
 }
 
-async fn run(rounds: usize) {
+/// Overrides of the provider's multipart settings (`--part-mib N`,
+/// `--concurrency N`); the defaults are the provider's.
+#[derive(Clone, Copy, Default)]
+struct Tune {
+    part_mib: Option<u64>,
+    concurrency: Option<u64>,
+}
+
+async fn run(rounds: usize, tune: Tune) {
     let garage = match Garage::start_private().await {
         Ok(g) => g,
         Err(e) => {
@@ -301,7 +318,16 @@ async fn run(rounds: usize) {
             std::process::exit(2);
         }
     };
-    let ts = garage.storage().await.expect("storage-s3");
+    let mut cfg = garage.config();
+    if let Some(p) = tune.part_mib {
+        cfg.part_size = p * 1024 * 1024;
+    }
+    if let Some(c) = tune.concurrency {
+        cfg.multipart_concurrency = usize::try_from(c).expect("concurrency");
+    }
+    let ts = truststream_storage_s3::S3Storage::connect(cfg)
+        .await
+        .expect("storage-s3");
     ts.create_bucket(BUCKET).await.expect("bucket");
     let clients = Clients {
         ts: Arc::new(ts),

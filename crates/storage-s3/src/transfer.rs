@@ -437,7 +437,7 @@ impl Download {
                     }
                     return Some((Ok(chunk), self));
                 }
-                Some(Err(e)) if self.next < self.end && self.resumes_left > 0 => {
+                Some(Err(e)) if self.can_resume() => {
                     tracing::debug!(key = %self.key, at = self.next, error = %e, "resuming download");
                     self.resumes_left -= 1;
                     if let Err(e) = self.reopen().await {
@@ -453,7 +453,7 @@ impl Download {
                     return self.fail(e);
                 }
                 None if self.next < self.end => {
-                    if self.resumes_left == 0 {
+                    if !self.can_resume() {
                         let e = Error::unavailable(format!(
                             "the download of object {:?} ended early, at byte {} of {}",
                             self.key, self.next, self.end
@@ -482,6 +482,13 @@ impl Download {
                 }
             }
         }
+    }
+
+    /// Whether a broken body may be resumed: bytes are missing, attempts are
+    /// left, and the version is known (without an ETag the rest could come
+    /// from another version, so the stream fails instead).
+    fn can_resume(&self) -> bool {
+        self.next < self.end && self.resumes_left > 0 && self.etag.is_some()
     }
 
     /// Asks for the rest, from the byte reached, of the same version.
