@@ -374,10 +374,13 @@ impl PgDatabase {
         let cat = self.catalog_for(table, query).await?;
         let s = compile::select(DIALECT, &cat, table, query)?;
         let args = arguments(&s.statement.binds)?;
-        let rows = sqlx::query_with(&s.statement.sql, args)
-            .fetch_all(&pool)
-            .await
-            .map_err(error::map)?;
+        let q = sqlx::query_with(&s.statement.sql, args);
+        // A one-row read skips the driver's row streaming.
+        let rows = if query.limit == Some(1) {
+            Vec::from_iter(q.fetch_optional(&pool).await.map_err(error::map)?)
+        } else {
+            q.fetch_all(&pool).await.map_err(error::map)?
+        };
         let hints: Vec<ColumnType> = s.columns.iter().map(|c| c.ty).collect();
         rows.iter()
             .map(|r| decode_row(r, |i, _| hints.get(i).copied()))
@@ -471,6 +474,21 @@ impl SqlTransaction for PgTx<'_> {
         rows.iter()
             .map(|r| decode_row(r, |_, name| schema.find(name).map(|c| c.ty)))
             .collect()
+    }
+
+    async fn fetch_optional(
+        &mut self,
+        stmt: &Statement,
+        schema: &TableSchema,
+    ) -> DbResult<Option<Row>> {
+        let args = arguments(&stmt.binds)?;
+        let row = sqlx::query_with(&stmt.sql, args)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(error::map)?;
+        row.as_ref()
+            .map(|r| decode_row(r, |_, name| schema.find(name).map(|c| c.ty)))
+            .transpose()
     }
 }
 

@@ -43,6 +43,18 @@ pub trait SqlTransaction: Send {
     /// Runs `statement` and returns the rows it returns, decoded to the
     /// documented JSON shapes of `schema`'s columns.
     async fn fetch(&mut self, statement: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>>;
+
+    /// Runs `statement`, which returns at most one row (an insert of one
+    /// row, an update or delete by primary key). Drivers answer this
+    /// without the streaming machinery of [`SqlTransaction::fetch`]; the
+    /// default calls `fetch`.
+    async fn fetch_optional(
+        &mut self,
+        statement: &Statement,
+        schema: &TableSchema,
+    ) -> DbResult<Option<Row>> {
+        Ok(self.fetch(statement, schema).await?.into_iter().next())
+    }
 }
 
 /// Runs row writes in a [`SqlTransaction`] and records the [`RowChange`]s
@@ -133,7 +145,12 @@ impl<T: SqlTransaction> RowWriter<T> {
                 end += 1;
             }
             let stmt = compile::insert(dialect, &cat, table, &prepared[start..end])?;
-            let stored = self.tx.fetch(&stmt, &schema).await?;
+            let stored = if end - start == 1 {
+                let one = self.tx.fetch_optional(&stmt, &schema).await?;
+                Vec::from_iter(one)
+            } else {
+                self.tx.fetch(&stmt, &schema).await?
+            };
             for r in &stored {
                 let key = r.get(&pk).cloned().unwrap_or(Value::Null);
                 self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
@@ -199,10 +216,22 @@ impl<T: SqlTransaction> RowWriter<T> {
         ident::table(table)?;
         check_row_keys(patch)?;
         let schema = self.tx.schema(table).await?;
-        prepare_patch(&schema, patch)?;
+        let prepared = prepare_patch(&schema, patch)?;
         let filter = compile::by_primary_key(&schema, id)?;
-        let mut rows = self.update_where(table, &filter, patch).await?;
-        rows.pop().ok_or_else(|| {
+        let updated = if self.record {
+            self.update_where(table, &filter, patch).await?.pop()
+        } else {
+            // One UPDATE ... RETURNING of at most one row.
+            let stmt = compile::update(
+                self.tx.dialect(),
+                &catalog(&schema),
+                table,
+                &prepared,
+                &filter,
+            )?;
+            self.tx.fetch_optional(&stmt, &schema).await?
+        };
+        updated.ok_or_else(|| {
             Error::not_found(format!(
                 "table {table} has no row with {} = {}",
                 schema.primary_key().map_or("id", |c| c.name.as_str()),
@@ -233,7 +262,11 @@ impl<T: SqlTransaction> RowWriter<T> {
         ident::table(table)?;
         let schema = self.tx.schema(table).await?;
         let filter = compile::by_primary_key(&schema, id)?;
-        Ok(self.delete_where(table, &filter).await? > 0)
+        if self.record {
+            return Ok(self.delete_where(table, &filter).await? > 0);
+        }
+        let stmt = compile::delete(self.tx.dialect(), &catalog(&schema), table, &filter)?;
+        Ok(self.tx.fetch_optional(&stmt, &schema).await?.is_some())
     }
 
     /// Runs one transaction operation.
