@@ -722,7 +722,13 @@ mod tests {
         .unwrap();
         assert_eq!(r.failed(), 0, "{}", r.summary());
         let providers: Vec<&str> = r.cases.iter().map(|c| c.provider.as_str()).collect();
-        assert_eq!(providers, ["jwt/memory", "jwt/sqlite"]);
+        // jwt over postgres runs when a server answers (always under CI).
+        let with_pg = ["jwt/memory", "jwt/sqlite", "jwt/postgres"];
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            assert_eq!(providers, with_pg);
+        } else {
+            assert!(providers == with_pg || providers == with_pg[..2], "{providers:?}");
+        }
         assert!(r.cases.iter().all(|c| c.interface == "auth"));
     }
 

@@ -18,7 +18,7 @@ use crate::report::{CompatibilityReport, InterfaceReport};
 /// Builds a [`Runtime`]: the registries (compiled-in providers plus your
 /// own) and the configuration.
 ///
-/// ```
+/// ```no_run
 /// # async fn run() -> truststream_core::Result<()> {
 /// use truststream_runtime::{ConfigSources, Runtime};
 /// let rt = Runtime::builder()

@@ -9,7 +9,6 @@
 ))]
 
 use truststream_core_auth::{SignIn, SignUp};
-use truststream_core_db::Database;
 use truststream_runtime::{ConfigSources, Interface, Registries, Services};
 
 const FILE: &str = r#"
@@ -65,10 +64,9 @@ async fn a_missing_secret_names_the_key_and_the_variable() {
         .toml_str("[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n[default.auth]\ntype = \"jwt\"\n")
         .load()
         .unwrap();
-    let e = Services::build(&Registries::compiled_in(), &cfg)
-        .await
-        .err()
-        .expect("no secret, no provider");
+    let Err(e) = Services::build(&Registries::compiled_in(), &cfg).await else {
+        panic!("no secret, no provider");
+    };
     let msg = e.to_string();
     assert!(msg.contains("auth.jwt_secret"), "{msg}");
     assert!(msg.contains("TRUSTSTREAM_AUTH__JWT_SECRET"), "{msg}");
@@ -80,10 +78,9 @@ async fn a_short_secret_is_refused_without_echoing_it() {
         .toml_str("[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n[default.auth]\ntype = \"jwt\"\njwt_secret = \"hunter2hunter2\"\n")
         .load()
         .unwrap();
-    let e = Services::build(&Registries::compiled_in(), &cfg)
-        .await
-        .err()
-        .expect("short secret refused");
+    let Err(e) = Services::build(&Registries::compiled_in(), &cfg).await else {
+        panic!("short secret refused");
+    };
     assert!(!e.to_string().contains("hunter2"), "{e}");
     assert!(e.to_string().contains("at least 32 bytes"), "{e}");
 }
