@@ -3,7 +3,9 @@
 // and passes:
 //   HUB_URL      ws://127.0.0.1:<port>/realtime/v1  (the client appends /websocket)
 //   TOKEN        a valid HS256 access token (1 h)
-//   SHORT_TOKEN  a valid token that expires in a few seconds
+// A token that expires in a few seconds is asked for when a step needs it
+// ({"need": "short_token"}; the answer line is the token), so a slow machine
+// cannot let it expire before the step starts.
 // The script asserts and prints one JSON line per step ({"step", "ok"}). When it
 // needs the Rust side to act it prints {"need": "..."} and waits for a line on
 // stdin. Any failure prints {"step", "ok": false, "error"} and exits 1.
@@ -16,7 +18,6 @@ const { RealtimeClient } = require('@supabase/realtime-js');
 
 const HUB_URL = process.env.HUB_URL;
 const TOKEN = process.env.TOKEN;
-const SHORT_TOKEN = process.env.SHORT_TOKEN;
 
 const lines = readline.createInterface({ input: process.stdin });
 const waiting = [];
@@ -207,7 +208,7 @@ async function main() {
 
   await step('token_expiry_closes_channel', async () => {
     const c = client();
-    await c.setAuth(SHORT_TOKEN);
+    await c.setAuth(await need('short_token'));
     const ch = c.channel('expiring');
     const systems = [];
     ch.on('system', {}, (m) => systems.push(m));
@@ -220,11 +221,11 @@ async function main() {
 
   await step('token_refresh_keeps_channel', async () => {
     const c = client();
-    await c.setAuth(SHORT_TOKEN);
+    await c.setAuth(await need('short_token'));
     const ch = c.channel('refreshed');
     await subscribe(ch);
     await c.setAuth(TOKEN); // pushes access_token to joined channels
-    await sleep(4500); // past SHORT_TOKEN's expiry
+    await sleep(4500); // past the short token's expiry
     assert.equal(ch.state, 'joined');
     c.disconnect();
   });

@@ -208,7 +208,7 @@ impl Sink for LocalSink {
     fn push(&self, _topic: &str, _join_ref: &str, push: &Push) -> Result<(), String> {
         let item = match push {
             Push::Broadcast(b) => Delivery::Broadcast(b.clone()),
-            Push::PresenceDiff(d) => Delivery::Diff(d.clone()),
+            Push::PresenceDiff(d) => Delivery::Diff(d.diff.clone()),
             // In-process handles have no postgres_changes bindings.
             Push::Change { .. } => return Ok(()),
         };

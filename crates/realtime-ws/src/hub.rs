@@ -86,10 +86,53 @@ impl Broadcast {
     }
 }
 
+/// A presence diff, encoded at most once for vsn 2.0.0 receivers (with a
+/// null join_ref, as Phoenix accepts) however many members get it.
+pub(crate) struct DiffPush {
+    pub diff: Arc<PresenceDiff>,
+    v2: OnceLock<WsMessage>,
+}
+
+impl DiffPush {
+    pub(crate) fn new(diff: PresenceDiff) -> Self {
+        DiffPush {
+            diff: Arc::new(diff),
+            v2: OnceLock::new(),
+        }
+    }
+
+    fn body(&self) -> Value {
+        json!({
+            "joins": presence_to_wire(&self.diff.joins),
+            "leaves": presence_to_wire(&self.diff.leaves),
+        })
+    }
+
+    /// The `presence_diff` frame for a member of `topic`.
+    pub(crate) fn encoded(&self, vsn: Vsn, topic: &str, join_ref: &str) -> WsMessage {
+        match vsn {
+            Vsn::V2 => self
+                .v2
+                .get_or_init(|| {
+                    protocol::encode(Vsn::V2, None, None, topic, "presence_diff", &self.body())
+                })
+                .clone(),
+            Vsn::V1 => protocol::encode(
+                Vsn::V1,
+                Some(join_ref),
+                None,
+                topic,
+                "presence_diff",
+                &self.body(),
+            ),
+        }
+    }
+}
+
 /// What the hub delivers to a member.
 pub(crate) enum Push {
     Broadcast(Arc<Broadcast>),
-    PresenceDiff(Arc<PresenceDiff>),
+    PresenceDiff(Arc<DiffPush>),
     /// A row change matching the member's bindings `ids`.
     Change {
         ids: Vec<u32>,
@@ -220,7 +263,7 @@ impl Topic {
 fn leaves_diff(key: String, meta: PresenceMeta) -> Push {
     let mut diff = PresenceDiff::default();
     diff.leaves.insert(key, vec![meta]);
-    Push::PresenceDiff(Arc::new(diff))
+    Push::PresenceDiff(Arc::new(DiffPush::new(diff)))
 }
 
 fn presence_of(members: &Members) -> PresenceState {
@@ -522,7 +565,8 @@ impl Hub {
             if let Some(old) = old {
                 diff.leaves.insert(m.key.clone(), vec![old]);
             }
-            t.fan_out(members, &Push::PresenceDiff(Arc::new(diff)), |_, _| true);
+            let item = Push::PresenceDiff(Arc::new(DiffPush::new(diff)));
+            t.fan_out(members, &item, |_, _| true);
             Ok(())
         })
     }

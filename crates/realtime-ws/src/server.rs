@@ -441,13 +441,7 @@ impl Sink for WsSink {
         let jr = Some(join_ref);
         let msg = match push {
             Push::Broadcast(b) => b.encoded(out.vsn, join_ref),
-            Push::PresenceDiff(d) => out.frame(
-                jr,
-                None,
-                topic,
-                "presence_diff",
-                &json!({"joins": presence_to_wire(&d.joins), "leaves": presence_to_wire(&d.leaves)}),
-            ),
+            Push::PresenceDiff(d) => d.encoded(out.vsn, topic, join_ref),
             Push::Change { ids, change } => out.frame(
                 jr,
                 None,

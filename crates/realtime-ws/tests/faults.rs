@@ -342,7 +342,9 @@ async fn a_thousand_clients_vanish_and_nothing_is_left_behind() {
         clients.push(c);
     }
     let obs = observer.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Generous: 1,000 tracks are 500,000 presence diffs, and debug builds
+    // under a parallel test run are slow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let n = obs.presence_state().await.unwrap().len();
         if n == CLIENTS {
@@ -357,7 +359,7 @@ async fn a_thousand_clients_vanish_and_nothing_is_left_behind() {
     assert_eq!(counters.connections.load(Ordering::SeqCst), CLIENTS);
     // Abrupt: the sockets are dropped without a close handshake.
     drop(clients);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let state = obs.presence_state().await.unwrap();
         let conns = counters.connections.load(Ordering::SeqCst);

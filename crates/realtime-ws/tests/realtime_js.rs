@@ -78,7 +78,6 @@ async fn supabase_realtime_js_drives_the_hub() {
         .current_dir(project_dir())
         .env("HUB_URL", format!("ws://{addr}/realtime/v1"))
         .env("TOKEN", common::token("user-1", 3600))
-        .env("SHORT_TOKEN", common::token("user-1", 3))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -134,6 +133,10 @@ async fn supabase_realtime_js_drives_the_hub() {
                 .unwrap();
                 db.delete("agents", &json!("a1")).await.unwrap();
                 stdin.write_all(b"go\n").await.unwrap();
+            }
+            Some("short_token") => {
+                let t = common::token("user-1", 3);
+                stdin.write_all(format!("{t}\n").as_bytes()).await.unwrap();
             }
             Some("restart") => {
                 let counters = hub.as_ref().unwrap().counters().unwrap();
