@@ -153,6 +153,11 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
             ["streaming"],
             download_stream_large
         ),
+        case!(
+            "download.stream_never_splices_versions",
+            ["streaming"],
+            download_stream_never_splices
+        ),
         case!("batch.upload_multiple", [], batch_upload_multiple),
         case!(
             "batch.bad_entry_fails_alone",
@@ -169,6 +174,11 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
             "cond.if_not_exists_race",
             ["conditional_writes"],
             cond_if_not_exists_race
+        ),
+        case!(
+            "cond.if_match_race",
+            ["conditional_writes"],
+            cond_if_match_race
         ),
         case!("list.prefix", [], list_prefix),
         case!("list.delimited", [], list_delimited),
@@ -187,6 +197,11 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
         ),
         case!("delete.idempotent", [], delete_idempotent),
         case!("edge.unicode_and_long_keys", [], edge_unicode_and_long_keys),
+        case!(
+            "edge.long_segments_and_dot_names",
+            [],
+            edge_long_segments_and_dot_names
+        ),
         case!(
             "edge.path_traversal_rejected",
             [],
@@ -594,6 +609,52 @@ async fn download_stream_large(fx: StorageFixture) -> CaseResult {
     Ok(())
 }
 
+async fn download_stream_never_splices(fx: StorageFixture) -> CaseResult {
+    // A stream that is overwritten while it is read yields the version it
+    // started with, or fails; never the start of one and the end of another.
+    let old = pattern(3 * 1024 * 1024);
+    let new: Bytes = old
+        .iter()
+        .map(|b| b.wrapping_add(1))
+        .collect::<Vec<u8>>()
+        .into();
+    put(&fx, "splice.bin", old.clone()).await?;
+    let mut stream = fx
+        .storage
+        .download_stream(&fx.bucket, "splice.bin", None)
+        .await?;
+    let mut got = Vec::with_capacity(old.len());
+    let mut failed = None;
+    match stream.next().await {
+        Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(Failure::new("the stream of a 3 MiB object was empty")),
+    }
+    put(&fx, "splice.bin", new.clone()).await?;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => got.extend_from_slice(&c),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if failed.is_none() {
+        ensure_eq!(got.len(), old.len(), "streamed length");
+        ensure!(
+            got == old,
+            "the stream mixed the old and the new version (first difference at byte {:?})",
+            got.iter().zip(old.iter()).position(|(a, b)| a != b)
+        );
+    }
+    ensure!(
+        get(&fx, "splice.bin").await? == new,
+        "the overwrite was not stored"
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------ batch
 
 async fn batch_upload_multiple(fx: StorageFixture) -> CaseResult {
@@ -750,6 +811,48 @@ async fn cond_if_not_exists_race(fx: StorageFixture) -> CaseResult {
     );
     ensure_eq!(
         get(&fx, "lock").await?,
+        Bytes::from(format!("writer {}", winners[0])),
+        "the winner's content"
+    );
+    Ok(())
+}
+
+async fn cond_if_match_race(fx: StorageFixture) -> CaseResult {
+    // Read-modify-write from many writers holding the same ETag: one wins.
+    let v1 = put(&fx, "counter", "0").await?;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let storage = fx.storage.clone();
+        let bucket = fx.bucket.clone();
+        let etag = v1.etag.clone();
+        tasks.push(tokio::spawn(async move {
+            let cond = UploadOptions::new().condition(WriteCondition::IfMatch(etag));
+            let body = Bytes::from(format!("writer {i}"));
+            (i, storage.upload(&bucket, "counter", body, &cond).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, result) = t
+            .await
+            .map_err(|e| Failure::new(format!("writer task failed: {e}")))?;
+        match result {
+            Ok(_) => winners.push(i),
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => {
+                return Err(Failure::new(format!(
+                    "writer {i}: expected success or conflict, got {e}"
+                )))
+            }
+        }
+    }
+    ensure_eq!(
+        winners.len(),
+        1,
+        "exactly one writer with the same ETag wins (winners: {winners:?})"
+    );
+    ensure_eq!(
+        get(&fx, "counter").await?,
         Bytes::from(format!("writer {}", winners[0])),
         "the winner's content"
     );
@@ -1070,6 +1173,44 @@ async fn edge_unicode_and_long_keys(fx: StorageFixture) -> CaseResult {
         ErrorKind::InvalidInput,
         "1025-byte key",
     )
+}
+
+async fn edge_long_segments_and_dot_names(fx: StorageFixture) -> CaseResult {
+    // Segments longer than a filesystem name (255 bytes), and names a
+    // provider might use for itself: all are ordinary keys.
+    let long = "é".repeat(150); // 300 bytes
+    let keys = [
+        format!("{long}/leaf.txt"),
+        format!("a/{long}/b/{long}"),
+        format!("top-{long}"),
+        ".hidden".to_string(),
+        ".well-known/acme".to_string(),
+        "dir/.~meta".to_string(),
+        "dir/.tmp".to_string(),
+        "dir/..name".to_string(),
+        "dir/name.".to_string(),
+    ];
+    for k in &keys {
+        let body = Bytes::from(format!("content of {k}"));
+        let meta = fx
+            .storage
+            .upload(&fx.bucket, k, body.clone(), &UploadOptions::new())
+            .await?;
+        ensure_eq!(&meta.key, k, "returned key");
+        ensure_eq!(get(&fx, k).await?, body, "content of {k:?}");
+    }
+    let (listed, _, _) = list_all(&fx, ListOptions::new()).await?;
+    let mut expected = keys.to_vec();
+    expected.sort();
+    ensure_eq!(listed, expected, "listed keys, in order");
+    let (under, _, _) = list_all(&fx, ListOptions::new().prefix(format!("a/{long}/"))).await?;
+    ensure_eq!(under, vec![keys[1].clone()], "listing under a long segment");
+    for k in &keys {
+        fx.storage.delete(&fx.bucket, k).await?;
+    }
+    let (left, _, _) = list_all(&fx, ListOptions::new()).await?;
+    ensure!(left.is_empty(), "objects left after delete: {left:?}");
+    Ok(())
 }
 
 async fn edge_path_traversal_rejected(fx: StorageFixture) -> CaseResult {

@@ -60,7 +60,8 @@ pub struct S3StorageConfig {
     /// Region; `None`: from the AWS environment, else `us-east-1`.
     pub region: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`) instead of virtual hosts
-    /// (`bucket.endpoint/key`). `None`: on when `endpoint` is set.
+    /// (`bucket.endpoint/key`). `None`: on when an endpoint is set (here or
+    /// as `AWS_ENDPOINT_URL`).
     pub force_path_style: Option<bool>,
     /// Access key id; with `secret_access_key`, static credentials. `None`:
     /// the standard AWS credential chain.
@@ -212,7 +213,10 @@ impl S3StorageConfig {
             .load()
             .await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(self.force_path_style.unwrap_or(self.endpoint.is_some()))
+            .force_path_style(
+                self.force_path_style
+                    .unwrap_or(shared.endpoint_url().is_some()),
+            )
             // The provider sends its own SHA-256 (x-amz-checksum-sha256) and
             // verifies downloads itself; the SDK's extra CRC32 pass would
             // only add work (and aws-chunked bodies some servers refuse).

@@ -367,3 +367,49 @@ async fn errors_have_the_right_kinds() {
     let e = store.create_bucket("Bad_Name").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delimited_pages_of_one_cross_prefixes_and_keys_once() {
+    let Some((store, bucket)) = setup(|_| {}).await else {
+        return;
+    };
+    let keys = [
+        "a.txt",
+        "b/1.txt",
+        "b/2.txt",
+        "c.txt",
+        "d/x/1.txt",
+        "d/y.txt",
+        "e.txt",
+    ];
+    for k in keys {
+        store
+            .upload(&bucket, k, Bytes::from("x"), &UploadOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut opts = truststream_core_storage::ListOptions::new()
+        .delimited()
+        .limit(1);
+    for _ in 0..20 {
+        let page = store.list(&bucket, &opts).await.unwrap();
+        assert!(page.objects.len() + page.common_prefixes.len() <= 1);
+        seen.extend(page.objects.into_iter().map(|o| o.key));
+        seen.extend(page.common_prefixes);
+        match page.next_cursor {
+            Some(c) => opts.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a.txt", "b/", "c.txt", "d/", "e.txt"]);
+    let e = store
+        .list(
+            &bucket,
+            &truststream_core_storage::ListOptions::new().cursor("garbage!"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    support::drop_bucket(&store, &bucket).await;
+}
