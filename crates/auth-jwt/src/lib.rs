@@ -118,6 +118,12 @@ impl JwtAuth {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
     /// ```
     pub async fn new(config: JwtAuthConfig, db: Arc<dyn Database>) -> AuthResult<Self> {
+        // jsonwebtoken picks its crypto backend from its cargo features and
+        // panics on the first signature when a build enables none or both
+        // (another crate may turn on `aws_lc_rs`). Installing the
+        // `rust_crypto` provider for the process first makes either case
+        // impossible; a provider the application installed earlier stays.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         config.validate()?;
         let keys = OwnKeys::from_config(&config)?;
         let refresh_keys = RefreshKeys::from_material(&keys.material)?;

@@ -1,0 +1,780 @@
+//! auth-jwt against the libraries underneath it, one run, ratios.
+//!
+//! ```text
+//! cargo bench -p truststream-bench-auth [-- --only validate|refresh|signin]
+//! ```
+//!
+//! - **validate**: `JwtAuth::validate_token` (stateless mode) against raw
+//!   `jsonwebtoken::decode` with the same key and the same `Validation`
+//!   (pinned algorithm, required exp/aud/iss/sub, nbf, leeway), for HS256,
+//!   RS256, ES256 and EdDSA; plus the default checked mode on SQLite (one
+//!   session read per validation) for scale.
+//! - **refresh**: `refresh_session` round trips (each refresh rotates the
+//!   token the previous one returned) on SQLite (a WAL file) and PostgreSQL
+//!   (a scratch schema on `DATABASE_URL`, default 127.0.0.1:5432/test;
+//!   skipped with a message when unreachable) against a hand-written sqlx
+//!   refresh doing the least the same storage design needs: three reads,
+//!   one compare-and-set update plus one insert in a transaction, one JWT.
+//! - **signin**: `sign_in` at the default argon2id cost (19 MiB, t=2, p=1)
+//!   on SQLite against a bare argon2 verification with the same parameters.
+//!
+//! Rounds alternate between the two sides so drift hits both alike; each
+//! line reports each side's best round as ops/s, the best-round ratio
+//! TrustStream / raw (1.0 = as fast as the raw library) and, in brackets,
+//! the ratio of the median rounds.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm as A, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use truststream_auth_jwt::{Algorithm, Argon2Cost, JwtAuth, JwtAuthConfig, Revocation};
+use truststream_core_auth::{Auth, SignIn, SignUp};
+use truststream_core_db::Database;
+
+/// Rounds of the token-validation comparisons: many short rounds, so that
+/// the best round of each side ran while the machine was quiet.
+const VALIDATE_ROUNDS: usize = 41;
+/// Rounds of the refresh and sign-in comparisons (short rounds too).
+const SHORT_ROUNDS: usize = 21;
+const SECRET: &str = "benchmark secret, at least 32 bytes long";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn keys_dir() -> String {
+    format!(
+        "{}/../../crates/auth-jwt/tests/keys",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn key(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/{name}", keys_dir())).expect("key file")
+}
+
+/// Round times of the two sides of a comparison.
+struct Pair {
+    ts: Vec<Duration>,
+    raw: Vec<Duration>,
+    n: u64,
+}
+
+fn best(v: &[Duration]) -> Duration {
+    v.iter().copied().min().unwrap_or_default()
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ops(d: Duration, n: u64) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn fmt_rate(ops: f64) -> String {
+    if ops >= 1000.0 {
+        format!("{:.0} op/s", ops)
+    } else {
+        format!("{:.1} op/s", ops)
+    }
+}
+
+impl Pair {
+    /// One line: each side's best round as ops/s, the best-round ratio
+    /// TrustStream / raw, and the median-round ratio.
+    fn print(&self, what: &str) {
+        print_ratio(what, "truststream", &self.ts, "raw", &self.raw, self.n);
+    }
+}
+
+fn print_ratio(what: &str, a: &str, ta: &[Duration], b: &str, tb: &[Duration], n: u64) {
+    let (best_a, best_b) = (ops(best(ta), n), ops(best(tb), n));
+    let med = ops(median(ta), n) / ops(median(tb), n);
+    println!(
+        "{what:<44} {a} {:>11} | {b} {:>11} | ratio {:.2} (median rounds {:.2})",
+        fmt_rate(best_a),
+        fmt_rate(best_b),
+        best_a / best_b,
+        med
+    );
+}
+
+type SideFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+type Side<'a> = Box<dyn FnMut() -> SideFuture<'a> + 'a>;
+
+/// A warm-up, then `count` rounds of `n` calls per side; the side that
+/// goes first rotates every round so drift hits all sides alike. Returns
+/// the round times per side.
+async fn rounds(n: u64, count: usize, sides: &mut [Side<'_>]) -> Vec<Vec<Duration>> {
+    let mut times = vec![Vec::new(); sides.len()];
+    for side in sides.iter_mut() {
+        for _ in 0..n.min(100) {
+            side().await;
+        }
+    }
+    for round in 0..count {
+        for k in 0..sides.len() {
+            let i = (round + k) % sides.len();
+            let t = Instant::now();
+            for _ in 0..n {
+                (sides[i])().await;
+            }
+            times[i].push(t.elapsed());
+        }
+    }
+    times
+}
+
+async fn alternate<'a, T, R, FT, FR>(n: u64, count: usize, mut ts: T, mut raw: R) -> Pair
+where
+    T: FnMut() -> FT + 'a,
+    FT: Future<Output = ()> + 'a,
+    R: FnMut() -> FR + 'a,
+    FR: Future<Output = ()> + 'a,
+{
+    let mut sides: Vec<Side<'a>> = vec![
+        Box::new(move || Box::pin(ts()) as SideFuture<'a>),
+        Box::new(move || Box::pin(raw()) as SideFuture<'a>),
+    ];
+    let mut t = rounds(n, count, &mut sides).await;
+    let raw = t.pop().unwrap_or_default();
+    let ts = t.pop().unwrap_or_default();
+    Pair { ts, raw, n }
+}
+
+fn base_config() -> JwtAuthConfig {
+    let mut c = JwtAuthConfig::with_secret(SECRET);
+    c.argon2 = Argon2Cost::minimal();
+    c.sign_in_rate_limit.max_failures = 0;
+    c
+}
+
+fn email() -> String {
+    format!("bench-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// The same validation auth-jwt builds for its own tokens.
+fn raw_validation(alg: A) -> Validation {
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.leeway = 5;
+    v.validate_nbf = true;
+    v.set_audience(&["authenticated"]);
+    v.set_issuer(&["truststream"]);
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    v
+}
+
+async fn validate() {
+    println!("== validate_token vs jsonwebtoken::decode (same key, same validation)");
+    for (alg, pem) in [
+        (Algorithm::HS256, None),
+        (Algorithm::RS256, Some("rsa_private.pem")),
+        (Algorithm::ES256, Some("ec_private.pem")),
+        (Algorithm::EdDSA, Some("ed_private.pem")),
+    ] {
+        let mut cfg = match pem {
+            None => base_config(),
+            Some(p) => {
+                let mut c = JwtAuthConfig::with_private_key(alg, key(p));
+                c.argon2 = Argon2Cost::minimal();
+                c
+            }
+        };
+        cfg.revocation = Revocation::Stateless;
+        let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+        let auth = JwtAuth::new(cfg, db).await.expect("provider");
+        let s = auth
+            .sign_up(SignUp::new(email(), PASSWORD))
+            .await
+            .expect("sign up");
+        let token = s.access_token.expose().to_string();
+        let (jalg, dkey) = match alg {
+            Algorithm::HS256 => (A::HS256, DecodingKey::from_secret(SECRET.as_bytes())),
+            _ => {
+                let jwk: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_value(auth.jwks()["keys"][0].clone()).expect("jwk");
+                let a = match alg {
+                    Algorithm::RS256 => A::RS256,
+                    Algorithm::ES256 => A::ES256,
+                    _ => A::EdDSA,
+                };
+                (a, DecodingKey::from_jwk(&jwk).expect("key"))
+            }
+        };
+        let v = raw_validation(jalg);
+        let n = if alg == Algorithm::HS256 { 5_000 } else { 300 };
+        let (auth, token, dkey, v) = (&auth, token.as_str(), &dkey, &v);
+        let pair = alternate(
+            n,
+            VALIDATE_ROUNDS,
+            move || async move {
+                black_box(auth.validate_token(black_box(token)).await.expect("valid"));
+            },
+            move || async move {
+                black_box(
+                    jsonwebtoken::decode::<Map<String, Value>>(black_box(token), dkey, v)
+                        .expect("valid"),
+                );
+            },
+        )
+        .await;
+        pair.print(&format!("validate {alg:?} (stateless)"));
+    }
+
+    // Checked mode: one session read from SQLite per validation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db: Arc<dyn Database> = Arc::new(
+        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
+            dir.path().join("auth.db"),
+        ))
+        .await
+        .expect("sqlite"),
+    );
+    let auth = JwtAuth::new(base_config(), db).await.expect("provider");
+    let s = auth
+        .sign_up(SignUp::new(email(), PASSWORD))
+        .await
+        .expect("sign up");
+    let token = s.access_token.expose().to_string();
+    let dkey = DecodingKey::from_secret(SECRET.as_bytes());
+    let v = raw_validation(A::HS256);
+    let (auth, token, dkey, v) = (&auth, token.as_str(), &dkey, &v);
+    let pair = alternate(
+        1_000,
+        VALIDATE_ROUNDS,
+        move || async move {
+            black_box(auth.validate_token(token).await.expect("valid"));
+        },
+        move || async move {
+            black_box(jsonwebtoken::decode::<Map<String, Value>>(token, dkey, v).expect("valid"));
+        },
+    )
+    .await;
+    pair.print("validate HS256 (checked, session on SQLite)");
+}
+
+// ------------------------------------------------------------- refresh
+
+/// The hand-written refresh: the same storage design with nothing but sqlx.
+trait RawStore {
+    async fn setup(&self) -> String;
+    async fn refresh(&self, token: &str) -> String;
+}
+
+fn sha_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn child_of(token: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).expect("hmac");
+    mac.update(token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn sign(user_id: &str, email: &str, session_id: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    jsonwebtoken::encode(
+        &Header::new(A::HS256),
+        &json!({"iss": "truststream", "sub": user_id, "aud": "authenticated", "exp": now + 900,
+                "iat": now, "role": "authenticated", "session_id": session_id, "email": email,
+                "app_metadata": {"provider": "email", "roles": []}}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+struct RawSqlite(sqlx::SqlitePool);
+
+impl RawStore for RawSqlite {
+    async fn setup(&self) -> String {
+        for ddl in [
+            "CREATE TABLE raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles TEXT NOT NULL, app_metadata TEXT NOT NULL)",
+            "CREATE TABLE raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, refreshed_at TEXT, not_after TEXT NOT NULL, revoked_at TEXT, refresh_counter INTEGER NOT NULL)",
+            "CREATE TABLE raw_refresh_tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, generation INTEGER NOT NULL, created_at TEXT NOT NULL)",
+        ] {
+            sqlx::query(ddl).execute(&self.0).await.expect("ddl");
+        }
+        sqlx::query("INSERT INTO raw_users VALUES ('u1', 'raw@example.com', '[]', '{}')")
+            .execute(&self.0)
+            .await
+            .expect("user");
+        sqlx::query("INSERT INTO raw_sessions VALUES ('s1', 'u1', NULL, '2999-01-01T00:00:00.000000Z', NULL, 0)")
+            .execute(&self.0)
+            .await
+            .expect("session");
+        let token = "raw-initial-token".to_string();
+        sqlx::query("INSERT INTO raw_refresh_tokens VALUES (?, 's1', 0, ?)")
+            .bind(sha_hex(&token))
+            .bind(now_text())
+            .execute(&self.0)
+            .await
+            .expect("token");
+        token
+    }
+
+    async fn refresh(&self, token: &str) -> String {
+        use sqlx::Row as _;
+        let p = &self.0;
+        let t = sqlx::query("SELECT session_id, generation FROM raw_refresh_tokens WHERE id = ?")
+            .bind(sha_hex(token))
+            .fetch_one(p)
+            .await
+            .expect("token row");
+        let sid: String = t.get(0);
+        let generation: i64 = t.get(1);
+        let s = sqlx::query(
+            "SELECT user_id, refresh_counter, revoked_at, not_after FROM raw_sessions WHERE id = ?",
+        )
+        .bind(&sid)
+        .fetch_one(p)
+        .await
+        .expect("session row");
+        let uid: String = s.get(0);
+        assert_eq!(s.get::<i64, _>(1), generation);
+        let u = sqlx::query("SELECT id, email, roles, app_metadata FROM raw_users WHERE id = ?")
+            .bind(&uid)
+            .fetch_one(p)
+            .await
+            .expect("user row");
+        let email: String = u.get(1);
+        let child = child_of(token);
+        let mut c = p.acquire().await.expect("conn");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *c)
+            .await
+            .expect("begin");
+        let n = sqlx::query("UPDATE raw_sessions SET refresh_counter = ?, refreshed_at = ? WHERE id = ? AND refresh_counter = ? AND revoked_at IS NULL")
+            .bind(generation + 1)
+            .bind(now_text())
+            .bind(&sid)
+            .bind(generation)
+            .execute(&mut *c)
+            .await
+            .expect("cas")
+            .rows_affected();
+        assert_eq!(n, 1);
+        sqlx::query("INSERT INTO raw_refresh_tokens VALUES (?, ?, ?, ?)")
+            .bind(sha_hex(&child))
+            .bind(&sid)
+            .bind(generation + 1)
+            .bind(now_text())
+            .execute(&mut *c)
+            .await
+            .expect("insert");
+        sqlx::query("COMMIT")
+            .execute(&mut *c)
+            .await
+            .expect("commit");
+        black_box(sign(&uid, &email, &sid));
+        child
+    }
+}
+
+struct RawPg {
+    pool: sqlx::PgPool,
+    schema: String,
+}
+
+impl RawStore for RawPg {
+    async fn setup(&self) -> String {
+        let s = &self.schema;
+        for ddl in [
+            format!("CREATE TABLE \"{s}\".raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles JSONB NOT NULL, app_metadata JSONB NOT NULL)"),
+            format!("CREATE TABLE \"{s}\".raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, refreshed_at TIMESTAMPTZ, not_after TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ, refresh_counter BIGINT NOT NULL)"),
+            format!("CREATE TABLE \"{s}\".raw_refresh_tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, generation BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"),
+            format!("INSERT INTO \"{s}\".raw_users VALUES ('u1', 'raw@example.com', '[]', '{{}}')"),
+            format!("INSERT INTO \"{s}\".raw_sessions VALUES ('s1', 'u1', NULL, '2999-01-01T00:00:00Z', NULL, 0)"),
+        ] {
+            sqlx::query(&ddl).execute(&self.pool).await.expect("ddl");
+        }
+        let token = "raw-initial-token".to_string();
+        sqlx::query(&format!(
+            "INSERT INTO \"{s}\".raw_refresh_tokens VALUES ($1, 's1', 0, now())"
+        ))
+        .bind(sha_hex(&token))
+        .execute(&self.pool)
+        .await
+        .expect("token");
+        token
+    }
+
+    async fn refresh(&self, token: &str) -> String {
+        use sqlx::Row as _;
+        let (p, s) = (&self.pool, &self.schema);
+        let t = sqlx::query(&format!(
+            "SELECT session_id, generation FROM \"{s}\".raw_refresh_tokens WHERE id = $1"
+        ))
+        .bind(sha_hex(token))
+        .fetch_one(p)
+        .await
+        .expect("token row");
+        let sid: String = t.get(0);
+        let generation: i64 = t.get(1);
+        let row = sqlx::query(&format!(
+            "SELECT user_id, refresh_counter, revoked_at, not_after FROM \"{s}\".raw_sessions WHERE id = $1"
+        ))
+        .bind(&sid)
+        .fetch_one(p)
+        .await
+        .expect("session row");
+        let uid: String = row.get(0);
+        assert_eq!(row.get::<i64, _>(1), generation);
+        let u = sqlx::query(&format!(
+            "SELECT id, email, roles, app_metadata FROM \"{s}\".raw_users WHERE id = $1"
+        ))
+        .bind(&uid)
+        .fetch_one(p)
+        .await
+        .expect("user row");
+        let email: String = u.get(1);
+        let child = child_of(token);
+        let mut tx = p.begin().await.expect("begin");
+        let n = sqlx::query(&format!(
+            "UPDATE \"{s}\".raw_sessions SET refresh_counter = $1, refreshed_at = now() WHERE id = $2 AND refresh_counter = $3 AND revoked_at IS NULL"
+        ))
+        .bind(generation + 1)
+        .bind(&sid)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await
+        .expect("cas")
+        .rows_affected();
+        assert_eq!(n, 1);
+        sqlx::query(&format!(
+            "INSERT INTO \"{s}\".raw_refresh_tokens VALUES ($1, $2, $3, now())"
+        ))
+        .bind(sha_hex(&child))
+        .bind(&sid)
+        .bind(generation + 1)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+        tx.commit().await.expect("commit");
+        black_box(sign(&uid, &email, &sid));
+        child
+    }
+}
+
+/// The same core-db calls auth-jwt makes for a refresh (three `get`s, one
+/// two-operation `transaction`, one JWT), made directly on the database
+/// provider: separates the auth logic's cost from the database provider's.
+struct DbOnly {
+    db: Arc<dyn Database>,
+}
+
+impl DbOnly {
+    async fn setup(&self) -> String {
+        use truststream_core_db::{ColumnDef, TableSchema};
+        let tables = [
+            TableSchema::new("dbo_users")
+                .column(ColumnDef::uuid("id").primary_key())
+                .column(ColumnDef::text("email").not_null().unique())
+                .column(ColumnDef::text("password_hash").not_null())
+                .column(ColumnDef::json("roles").not_null())
+                .column(ColumnDef::json("user_metadata").not_null())
+                .column(ColumnDef::json("app_metadata").not_null())
+                .column(ColumnDef::timestamp("created_at").not_null())
+                .column(ColumnDef::timestamp("updated_at").not_null()),
+            TableSchema::new("dbo_sessions")
+                .column(ColumnDef::uuid("id").primary_key())
+                .column(ColumnDef::uuid("user_id").not_null())
+                .column(ColumnDef::timestamp("created_at").not_null())
+                .column(ColumnDef::timestamp("refreshed_at"))
+                .column(ColumnDef::timestamp("not_after").not_null())
+                .column(ColumnDef::timestamp("revoked_at"))
+                .column(ColumnDef::integer("refresh_counter").not_null()),
+            TableSchema::new("dbo_refresh_tokens")
+                .column(ColumnDef::text("id").primary_key())
+                .column(ColumnDef::uuid("session_id").not_null())
+                .column(ColumnDef::integer("generation").not_null())
+                .column(ColumnDef::timestamp("created_at").not_null()),
+        ];
+        for t in &tables {
+            self.db.create_table(t).await.expect("table");
+        }
+        let (uid, sid) = (
+            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::new_v4().to_string(),
+        );
+        let row = |v: Value| v.as_object().cloned().expect("object");
+        self.db
+            .create("dbo_users", row(json!({"id": uid, "email": "dbo@example.com", "password_hash": "x",
+                "roles": [], "user_metadata": {}, "app_metadata": {}, "created_at": now_text(), "updated_at": now_text()})))
+            .await
+            .expect("user");
+        self.db
+            .create(
+                "dbo_sessions",
+                row(json!({"id": sid, "user_id": uid, "created_at": now_text(),
+                "not_after": "2999-01-01T00:00:00Z", "refresh_counter": 0})),
+            )
+            .await
+            .expect("session");
+        let token = "dbo-initial-token".to_string();
+        self.db
+            .create(
+                "dbo_refresh_tokens",
+                row(json!({"id": sha_hex(&token), "session_id": sid,
+                "generation": 0, "created_at": now_text()})),
+            )
+            .await
+            .expect("token");
+        token
+    }
+
+    async fn refresh(&self, token: &str) -> String {
+        use truststream_core_db::{and, col, Operation};
+        let t = self
+            .db
+            .get("dbo_refresh_tokens", &json!(sha_hex(token)))
+            .await
+            .expect("get")
+            .expect("token");
+        let sid = t["session_id"].clone();
+        let generation = t["generation"].as_i64().expect("generation");
+        let s = self
+            .db
+            .get("dbo_sessions", &sid)
+            .await
+            .expect("get")
+            .expect("session");
+        let u = self
+            .db
+            .get("dbo_users", &s["user_id"])
+            .await
+            .expect("get")
+            .expect("user");
+        let child = child_of(token);
+        let sid_s = sid.as_str().expect("id").to_string();
+        let patch = json!({"refresh_counter": generation + 1, "refreshed_at": now_text()});
+        let out = self
+            .db
+            .transaction(vec![
+                Operation::UpdateMany {
+                    table: "dbo_sessions".into(),
+                    filter: and([
+                        col("id").eq(sid_s.as_str()),
+                        col("refresh_counter").eq(generation),
+                        col("revoked_at").is_null(),
+                    ]),
+                    data: patch.as_object().cloned().expect("object"),
+                },
+                Operation::Create {
+                    table: "dbo_refresh_tokens".into(),
+                    data: json!({"id": sha_hex(&child), "session_id": sid_s, "generation": generation + 1,
+                        "created_at": now_text()}).as_object().cloned().expect("object"),
+                },
+            ])
+            .await
+            .expect("transaction");
+        assert_eq!(out[0], truststream_core_db::OperationOutput::Affected(1));
+        black_box(sign(
+            u["id"].as_str().expect("id"),
+            u["email"].as_str().expect("email"),
+            &sid_s,
+        ));
+        child
+    }
+}
+
+async fn refresh_pair(label: &str, db: Arc<dyn Database>, raw: &impl RawStore, n: u64) {
+    use std::cell::RefCell;
+    let auth = JwtAuth::new(base_config(), db.clone())
+        .await
+        .expect("provider");
+    let s = auth
+        .sign_up(SignUp::new(email(), PASSWORD))
+        .await
+        .expect("sign up");
+    let dbo = DbOnly { db };
+    let ts_token = RefCell::new(s.refresh_token.expose().to_string());
+    let dbo_token = RefCell::new(dbo.setup().await);
+    let raw_token = RefCell::new(raw.setup().await);
+    let (auth, dbo, ts_token, dbo_token, raw_token) =
+        (&auth, &dbo, &ts_token, &dbo_token, &raw_token);
+    let mut sides: Vec<Side<'_>> = vec![
+        Box::new(move || {
+            Box::pin(async move {
+                let t = ts_token.borrow().clone();
+                let next = auth.refresh_session(&t).await.expect("refresh");
+                *ts_token.borrow_mut() = next.refresh_token.expose().to_string();
+            })
+        }),
+        Box::new(move || {
+            Box::pin(async move {
+                let t = dbo_token.borrow().clone();
+                *dbo_token.borrow_mut() = dbo.refresh(&t).await;
+            })
+        }),
+        Box::new(move || {
+            Box::pin(async move {
+                let t = raw_token.borrow().clone();
+                *raw_token.borrow_mut() = raw.refresh(&t).await;
+            })
+        }),
+    ];
+    let t = rounds(n, SHORT_ROUNDS, &mut sides).await;
+    let what = format!("refresh round trip ({label})");
+    print_ratio(&what, "truststream", &t[0], "raw", &t[2], n);
+    print_ratio(
+        "  of which: same core-db calls alone",
+        "core-db",
+        &t[1],
+        "raw",
+        &t[2],
+        n,
+    );
+    print_ratio(
+        "  of which: auth logic over those calls",
+        "truststream",
+        &t[0],
+        "core-db",
+        &t[1],
+        n,
+    );
+}
+
+async fn refresh() {
+    println!(
+        "== refresh_session vs hand-written sqlx (same design: 3 reads, CAS update + insert, JWT)"
+    );
+    // SQLite: a WAL file; the raw pool opens the same file with the same pragmas.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("auth.db");
+    let db: Arc<dyn Database> = Arc::new(
+        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
+            &path,
+        ))
+        .await
+        .expect("sqlite"),
+    );
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(opts)
+        .await
+        .expect("raw pool");
+    refresh_pair("SQLite file, WAL", db, &RawSqlite(pool), 100).await;
+
+    // PostgreSQL, when a server is reachable.
+    let Some(url) = truststream_db_postgres::testing::server().await else {
+        println!("refresh round trip (PostgreSQL)              skipped: no server (see above)");
+        return;
+    };
+    let scratch = truststream_db_postgres::testing::Scratch::new(url.clone());
+    let cfg = scratch.config("authbench");
+    let schema = cfg.schema.clone().expect("scratch schema");
+    let db: Arc<dyn Database> = Arc::new(
+        truststream_db_postgres::PgDatabase::open(cfg)
+            .await
+            .expect("postgres"),
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .expect("raw pool");
+    refresh_pair("PostgreSQL", db, &RawPg { pool, schema }, 60).await;
+    scratch.cleanup().await.expect("cleanup");
+}
+
+// -------------------------------------------------------------- sign-in
+
+async fn signin() {
+    println!("== sign_in at the default argon2id cost vs bare argon2 verification");
+    let cost = Argon2Cost::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db: Arc<dyn Database> = Arc::new(
+        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
+            dir.path().join("auth.db"),
+        ))
+        .await
+        .expect("sqlite"),
+    );
+    let mut cfg = base_config();
+    cfg.argon2 = cost.clone();
+    let auth = JwtAuth::new(cfg, db).await.expect("provider");
+    let e = email();
+    auth.sign_up(SignUp::new(&e, PASSWORD))
+        .await
+        .expect("sign up");
+    let params = argon2::Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+        .expect("params");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    let hash = argon
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .expect("hash")
+        .to_string();
+    let (auth, e, hash) = (&auth, e.as_str(), hash.as_str());
+    let pair = alternate(
+        3,
+        SHORT_ROUNDS,
+        move || async move {
+            black_box(
+                auth.sign_in(SignIn::new(e, PASSWORD))
+                    .await
+                    .expect("sign in"),
+            );
+        },
+        move || async move {
+            let parsed = PasswordHash::new(hash).expect("parse");
+            argon2::Argon2::default()
+                .verify_password(PASSWORD.as_bytes(), &parsed)
+                .expect("verify");
+        },
+    )
+    .await;
+    println!(
+        "sign_in median {:.1} ms, argon2 verification median {:.1} ms (m={} KiB, t={}, p={})",
+        median(&pair.ts).as_secs_f64() * 1000.0 / pair.n as f64,
+        median(&pair.raw).as_secs_f64() * 1000.0 / pair.n as f64,
+        cost.memory_kib,
+        cost.iterations,
+        cost.parallelism
+    );
+    pair.print("sign_in (SQLite) vs argon2 verify");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if want("validate") {
+            validate().await;
+        }
+        if want("refresh") {
+            refresh().await;
+        }
+        if want("signin") {
+            signin().await;
+        }
+    });
+}

@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/auth.rs` (`cargo bench -p truststream-bench-auth`).
