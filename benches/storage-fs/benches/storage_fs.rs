@@ -15,9 +15,10 @@
 //! What each contender does per put (the work differs; that is the point of
 //! the comparison, so it is stated):
 //!
-//! - `storage-fs fsync`: SHA-256 of the content, temp file + fsync, sidecar
-//!   temp + fsync, bucket lock (mutex + flock), condition check, two renames,
-//!   directory fsync. Atomic and durable.
+//! - `storage-fs fsync`: SHA-256 of the content, temp file + fsync, bucket
+//!   lock (mutex + flock), condition check, metadata written into the
+//!   sidecar's spare slot + fsync, one rename, directory fsync. Atomic and
+//!   durable.
 //! - `storage-fs`: the same with `fsync = false`: atomic, not durable.
 //! - `tokio::fs durable`: temp file, `sync_all`, rename, directory fsync:
 //!   atomic and durable, no checksum, no metadata.
