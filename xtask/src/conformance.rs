@@ -218,12 +218,26 @@ fn storage_fs() -> storage::StorageFactory {
     })
 }
 
+/// Stops the shared Garage server the S3 tests and entry use, unless
+/// `TRUSTSTREAM_KEEP_GARAGE=1` (a developer iterating on storage-s3 keeps it
+/// warm between runs). The next run starts a fresh one in seconds.
+pub fn stop_garage() {
+    if std::env::var("TRUSTSTREAM_KEEP_GARAGE").is_ok_and(|v| v == "1") {
+        return;
+    }
+    if truststream_storage_s3::testing::Garage::stop_shared() {
+        println!("stopped the shared Garage server (TRUSTSTREAM_KEEP_GARAGE=1 keeps it)");
+    }
+}
+
 /// Prefix of the buckets the S3 entry creates (one per case).
 const S3_BUCKET_PREFIX: &str = "ts-xtask-";
 
-/// The machine's shared Garage server (started on first use and left
-/// running for the next run; see `truststream_storage_s3::testing`), a fresh
-/// bucket per case, presigned URLs fetched with a plain HTTP client.
+/// The machine's shared Garage server (started on first use, reused by the
+/// storage-s3 tests and this entry, stopped by [`stop_garage`] at the end of
+/// `cargo xtask test` or `cargo xtask conformance`; see
+/// `truststream_storage_s3::testing`), a fresh bucket per case, presigned
+/// URLs fetched with a plain HTTP client.
 fn storage_s3() -> storage::StorageFactory {
     use truststream_storage_s3::{testing, S3Storage};
     let shared: Arc<tokio::sync::OnceCell<Arc<S3Storage>>> = Arc::default();
@@ -727,7 +741,10 @@ mod tests {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             assert_eq!(providers, with_pg);
         } else {
-            assert!(providers == with_pg || providers == with_pg[..2], "{providers:?}");
+            assert!(
+                providers == with_pg || providers == with_pg[..2],
+                "{providers:?}"
+            );
         }
         assert!(r.cases.iter().all(|c| c.interface == "auth"));
     }

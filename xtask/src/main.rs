@@ -51,7 +51,9 @@ fn conformance_task(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match conformance::run(&selection) {
+    let result = conformance::run(&selection);
+    conformance::stop_garage();
+    match result {
         Ok(report) => {
             report.print_table();
             println!("{}", report.summary());
@@ -127,6 +129,9 @@ fn test_task(args: &[String]) -> ExitCode {
     let mut results = Vec::new();
     let mut conformance_line: Option<String> = None;
     let outcome = test_steps(&mut results, &mut conformance_line);
+    // The S3 tests and the conformance entry started (or reused) the shared
+    // Garage server; the run that needed it stops it.
+    conformance::stop_garage();
     println!("\n==> summary");
     for r in &results {
         println!("  {:<12} {}", r.name, r.outcome);
