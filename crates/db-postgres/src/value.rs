@@ -198,9 +198,9 @@ fn decode_column(row: &PgRow, i: usize) -> DbResult<Value> {
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    let ty = raw.type_info().name().to_string();
+    let ty = raw.type_info();
     let e = |e: sqlx::Error| error::map(e);
-    Ok(match ty.as_str() {
+    Ok(match ty.name() {
         "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(e)?),
         "INT2" => Value::from(row.try_get::<i16, _>(i).map_err(e)?),
         "INT4" => Value::from(row.try_get::<i32, _>(i).map_err(e)?),

@@ -432,19 +432,39 @@ fn arguments(binds: &[Bind]) -> DbResult<SqliteArguments<'static>> {
 
 /// Decodes a result row; `hint(index, name)` gives a column's type.
 fn decode_row(row: &SqliteRow, hint: impl Fn(usize, &str) -> Option<ColumnType>) -> DbResult<Row> {
+    enum Class {
+        Int,
+        Real,
+        Blob,
+        Text,
+    }
     let mut out = Row::new();
     for (i, c) in row.columns().iter().enumerate() {
         let raw = row.try_get_raw(i).map_err(error::map)?;
+        // Decoded straight from the value by its storage class: no second
+        // lookup and type check per column (`try_get`), no allocation for
+        // the class name.
         let sv = if raw.is_null() {
             Sv::Null
         } else {
-            let class = raw.type_info().name().to_string();
-            let get_err = |e: sqlx::Error| error::map(e);
-            match class.as_str() {
-                "INTEGER" => Sv::Int(row.try_get::<i64, _>(i).map_err(get_err)?),
-                "REAL" => Sv::Real(row.try_get::<f64, _>(i).map_err(get_err)?),
-                "BLOB" => Sv::Blob(row.try_get::<Vec<u8>, _>(i).map_err(get_err)?),
-                _ => Sv::Text(row.try_get::<String, _>(i).map_err(get_err)?),
+            let class = match raw.type_info().name() {
+                "INTEGER" => Class::Int,
+                "REAL" => Class::Real,
+                "BLOB" => Class::Blob,
+                _ => Class::Text,
+            };
+            let bad = |e: sqlx::error::BoxDynError| {
+                Error::internal(format!("cannot decode column {}: {e}", c.name()))
+            };
+            match class {
+                Class::Int => Sv::Int(<i64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+                Class::Real => Sv::Real(<f64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+                Class::Blob => {
+                    Sv::Blob(<Vec<u8> as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?)
+                }
+                Class::Text => {
+                    Sv::Text(<String as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?)
+                }
             }
         };
         out.insert(c.name().to_string(), decode(sv, hint(i, c.name())));
