@@ -373,7 +373,7 @@ impl PgDatabase {
         let pool = self.pool_for(op)?;
         let cat = self.catalog_for(table, query).await?;
         let s = compile::select(DIALECT, &cat, table, query)?;
-        let args = arguments(&s.statement.binds)?;
+        let args = arguments(s.statement.binds)?;
         let q = sqlx::query_with(&s.statement.sql, args);
         // A one-row read skips the driver's row streaming.
         let rows = if query.limit == Some(1) {
@@ -465,23 +465,30 @@ impl SqlTransaction for PgTx<'_> {
         Ok(schema)
     }
 
-    async fn fetch(&mut self, stmt: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>> {
-        let args = arguments(&stmt.binds)?;
+    async fn fetch(&mut self, stmt: Statement, schema: &TableSchema) -> DbResult<Vec<Row>> {
+        let args = arguments(stmt.binds)?;
         let rows = sqlx::query_with(&stmt.sql, args)
             .fetch_all(self.conn())
             .await
             .map_err(error::map)?;
+        // Column types by position, looked up once per statement.
+        let hints: Vec<Option<ColumnType>> = rows.first().map_or_else(Vec::new, |r| {
+            sqlx::Row::columns(r)
+                .iter()
+                .map(|c| schema.find(sqlx::Column::name(c)).map(|d| d.ty))
+                .collect()
+        });
         rows.iter()
-            .map(|r| decode_row(r, |_, name| schema.find(name).map(|c| c.ty)))
+            .map(|r| decode_row(r, |i, _| hints.get(i).copied().flatten()))
             .collect()
     }
 
     async fn fetch_optional(
         &mut self,
-        stmt: &Statement,
+        stmt: Statement,
         schema: &TableSchema,
     ) -> DbResult<Option<Row>> {
-        let args = arguments(&stmt.binds)?;
+        let args = arguments(stmt.binds)?;
         let row = sqlx::query_with(&stmt.sql, args)
             .fetch_optional(self.conn())
             .await

@@ -87,12 +87,17 @@ fn add_plain(args: &mut PgArguments, value: &Value) -> DbResult<()> {
 }
 
 /// Binds compiled values.
-pub(crate) fn arguments(binds: &[Bind]) -> DbResult<PgArguments> {
+pub(crate) fn arguments(binds: Vec<Bind>) -> DbResult<PgArguments> {
     let mut args = PgArguments::default();
     for b in binds {
-        match b.ty {
-            Some(ty) => add_typed(&mut args, &b.column, ty, &b.value)?,
-            None => add_plain(&mut args, &b.value)?,
+        match (b.ty, b.value) {
+            // Strings for text columns (and untyped ones) move into the
+            // arguments as they are.
+            (Some(ColumnType::Text) | None, Value::String(s)) => {
+                args.add(Some(s)).map_err(bind_err)?;
+            }
+            (Some(ty), v) => add_typed(&mut args, &b.column, ty, &v)?,
+            (None, v) => add_plain(&mut args, &v)?,
         }
     }
     Ok(args)

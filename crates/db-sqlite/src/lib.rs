@@ -376,7 +376,7 @@ impl SqliteDatabase {
         let pool = self.pool(op)?;
         let cat = self.catalog_for(table, query).await?;
         let s = compile::select(DIALECT, &cat, table, query)?;
-        let args = arguments(&s.statement.binds)?;
+        let args = arguments(s.statement.binds)?;
         let q = sqlx::query_with(&s.statement.sql, args);
         // A one-row read skips the driver's row streaming.
         let rows = if query.limit == Some(1) {
@@ -413,11 +413,11 @@ where
 }
 
 /// Binds compiled values (normalized to their column types) as sqlx arguments.
-fn arguments(binds: &[Bind]) -> DbResult<SqliteArguments<'static>> {
+fn arguments(binds: Vec<Bind>) -> DbResult<SqliteArguments<'static>> {
     use sqlx::Arguments as _;
     let mut args = SqliteArguments::default();
     for b in binds {
-        let sv = encode(&b.column, b.ty, &b.value)?;
+        let sv = encode(&b.column, b.ty, b.value)?;
         let r = match sv {
             Sv::Null => args.add(Option::<i64>::None),
             Sv::Int(i) => args.add(i),
@@ -438,7 +438,7 @@ fn decode_row(row: &SqliteRow, hint: impl Fn(usize, &str) -> Option<ColumnType>)
         Blob,
         Text,
     }
-    let mut out = Row::new();
+    let mut out = Row::with_capacity(row.columns().len());
     for (i, c) in row.columns().iter().enumerate() {
         let raw = row.try_get_raw(i).map_err(error::map)?;
         // Decoded straight from the value by its storage class: no second
@@ -517,23 +517,30 @@ impl SqlTransaction for SqliteTx<'_> {
         Ok(schema)
     }
 
-    async fn fetch(&mut self, stmt: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>> {
-        let args = arguments(&stmt.binds)?;
+    async fn fetch(&mut self, stmt: Statement, schema: &TableSchema) -> DbResult<Vec<Row>> {
+        let args = arguments(stmt.binds)?;
         let rows = sqlx::query_with(&stmt.sql, args)
             .fetch_all(self.conn())
             .await
             .map_err(error::map)?;
+        // Column types by position, looked up once per statement.
+        let hints: Vec<Option<ColumnType>> = rows.first().map_or_else(Vec::new, |r| {
+            r.columns()
+                .iter()
+                .map(|c| schema.find(c.name()).map(|d| d.ty))
+                .collect()
+        });
         rows.iter()
-            .map(|r| decode_row(r, schema_hint(schema)))
+            .map(|r| decode_row(r, |i, _| hints.get(i).copied().flatten()))
             .collect()
     }
 
     async fn fetch_optional(
         &mut self,
-        stmt: &Statement,
+        stmt: Statement,
         schema: &TableSchema,
     ) -> DbResult<Option<Row>> {
-        let args = arguments(&stmt.binds)?;
+        let args = arguments(stmt.binds)?;
         let row = sqlx::query_with(&stmt.sql, args)
             .fetch_optional(self.conn())
             .await
@@ -686,10 +693,10 @@ impl Database for SqliteDatabase {
                 .map(|value| Bind {
                     value,
                     ty: None,
-                    column: String::new(),
+                    column: "".into(),
                 })
                 .collect();
-            let args = arguments(&binds)?;
+            let args = arguments(binds)?;
             let _guard = self.write_lock.lock().await;
             let rows = sqlx::query_with(&sql, args)
                 .fetch_all(&pool)

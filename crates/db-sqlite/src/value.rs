@@ -20,15 +20,19 @@ pub(crate) enum Sv {
 /// Encodes a value for a column of type `ty` (normalizing it first, so a
 /// value of the wrong type is `InvalidInput` naming `column`), or by its JSON
 /// kind when there is no column (raw-query parameters).
-pub(crate) fn encode(column: &str, ty: Option<ColumnType>, value: &Value) -> Result<Sv, Error> {
+pub(crate) fn encode(column: &str, ty: Option<ColumnType>, value: Value) -> Result<Sv, Error> {
     if value.is_null() {
         return Ok(Sv::Null);
     }
     let Some(ty) = ty else {
         return Ok(encode_plain(value));
     };
-    let v = normalize(column, ty, value)?;
-    Ok(match (ty, &v) {
+    // Text is stored as given: the string moves into the argument.
+    if ty == ColumnType::Text && value.is_string() {
+        return Ok(encode_plain(value));
+    }
+    let v = normalize(column, ty, &value)?;
+    Ok(match (ty, v) {
         (ColumnType::Json, v) => Sv::Text(v.to_string()),
         (ColumnType::Bytes, Value::String(s)) => Sv::Blob(
             base64::engine::general_purpose::STANDARD
@@ -39,16 +43,16 @@ pub(crate) fn encode(column: &str, ty: Option<ColumnType>, value: &Value) -> Res
     })
 }
 
-fn encode_plain(v: &Value) -> Sv {
+fn encode_plain(v: Value) -> Sv {
     match v {
         Value::Null => Sv::Null,
-        Value::Bool(b) => Sv::Int(i64::from(*b)),
+        Value::Bool(b) => Sv::Int(i64::from(b)),
         Value::Number(n) => match n.as_i64() {
             Some(i) => Sv::Int(i),
             None => Sv::Real(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => Sv::Text(s.clone()),
-        Value::Array(_) | Value::Object(_) => Sv::Text(v.to_string()),
+        Value::String(s) => Sv::Text(s),
+        v @ (Value::Array(_) | Value::Object(_)) => Sv::Text(v.to_string()),
     }
 }
 
@@ -118,18 +122,18 @@ mod tests {
             (ColumnType::Numeric, json!("1.25"), json!(1.25)),
         ];
         for (ty, input, expected) in cases {
-            let sv = encode("c", Some(ty), &input).unwrap();
+            let sv = encode("c", Some(ty), input.clone()).unwrap();
             assert_eq!(decode(sv, Some(ty)), expected, "{ty:?}");
         }
         assert_eq!(
-            encode("c", Some(ColumnType::Bytes), &json!("aGk=")).unwrap(),
+            encode("c", Some(ColumnType::Bytes), json!("aGk=")).unwrap(),
             Sv::Blob(b"hi".to_vec())
         );
         assert_eq!(
-            encode("c", Some(ColumnType::Boolean), &json!(false)).unwrap(),
+            encode("c", Some(ColumnType::Boolean), json!(false)).unwrap(),
             Sv::Int(0)
         );
-        let e = encode("name", Some(ColumnType::Integer), &json!("x")).unwrap_err();
+        let e = encode("name", Some(ColumnType::Integer), json!("x")).unwrap_err();
         assert!(e.message().contains("name"), "{e}");
         assert_eq!(decode(Sv::Blob(vec![0, 255]), None), json!("AP8="));
         assert_eq!(decode(Sv::Real(75.25), None), json!(75.25));

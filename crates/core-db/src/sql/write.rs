@@ -42,7 +42,7 @@ pub trait SqlTransaction: Send {
 
     /// Runs `statement` and returns the rows it returns, decoded to the
     /// documented JSON shapes of `schema`'s columns.
-    async fn fetch(&mut self, statement: &Statement, schema: &TableSchema) -> DbResult<Vec<Row>>;
+    async fn fetch(&mut self, statement: Statement, schema: &TableSchema) -> DbResult<Vec<Row>>;
 
     /// Runs `statement`, which returns at most one row (an insert of one
     /// row, an update or delete by primary key). Drivers answer this
@@ -50,7 +50,7 @@ pub trait SqlTransaction: Send {
     /// default calls `fetch`.
     async fn fetch_optional(
         &mut self,
-        statement: &Statement,
+        statement: Statement,
         schema: &TableSchema,
     ) -> DbResult<Option<Row>> {
         Ok(self.fetch(statement, schema).await?.into_iter().next())
@@ -132,11 +132,12 @@ impl<T: SqlTransaction> RowWriter<T> {
         let cat = catalog(&schema);
         let per_chunk = (dialect.max_binds() / schema.columns.len().max(1)).max(1);
         let mut out = Vec::with_capacity(prepared.len());
+        // Chunks: consecutive rows giving the same columns (only an
+        // auto-increment key given for some rows and not others splits a
+        // batch), within the bind limit.
+        let mut bounds = Vec::new();
         let mut start = 0;
         while start < prepared.len() {
-            // A chunk: consecutive rows giving the same columns (only an
-            // auto-increment key given for some rows and not others splits
-            // a batch), within the bind limit.
             let mut end = start + 1;
             while end < prepared.len()
                 && end - start < per_chunk
@@ -144,19 +145,28 @@ impl<T: SqlTransaction> RowWriter<T> {
             {
                 end += 1;
             }
-            let stmt = compile::insert(dialect, &cat, table, &prepared[start..end])?;
-            let stored = if end - start == 1 {
-                let one = self.tx.fetch_optional(&stmt, &schema).await?;
+            bounds.push(end - start);
+            start = end;
+        }
+        // The rows move into the statements' binds, chunk by chunk.
+        let mut rows_left = prepared.into_iter();
+        for n in bounds {
+            let chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
+            let stmt = compile::insert_rows(dialect, &cat, table, chunk)?;
+            let stored = if n == 1 {
+                let one = self.tx.fetch_optional(stmt, &schema).await?;
                 Vec::from_iter(one)
             } else {
-                self.tx.fetch(&stmt, &schema).await?
+                self.tx.fetch(stmt, &schema).await?
             };
-            for r in &stored {
-                let key = r.get(&pk).cloned().unwrap_or(Value::Null);
-                self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
+            // Copies for the feed only while it records.
+            if self.record {
+                for r in &stored {
+                    let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+                    self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
+                }
             }
             out.extend(stored);
-            start = end;
         }
         Ok(out)
     }
@@ -185,7 +195,7 @@ impl<T: SqlTransaction> RowWriter<T> {
                 // ones it replaces.
                 old.sql.push_str(" FOR UPDATE");
             }
-            let rows = self.tx.fetch(&old, &schema).await?;
+            let rows = self.tx.fetch(old, &schema).await?;
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
@@ -194,7 +204,7 @@ impl<T: SqlTransaction> RowWriter<T> {
             Vec::new()
         };
         let stmt = compile::update(dialect, &cat, table, &patch, filter)?;
-        let new_rows = self.tx.fetch(&stmt, &schema).await?;
+        let new_rows = self.tx.fetch(stmt, &schema).await?;
         if self.record {
             let key_of = |r: &Row| r.get(&pk).map(Value::to_string);
             let mut old_by_key: HashMap<String, Row> = old_rows
@@ -229,7 +239,7 @@ impl<T: SqlTransaction> RowWriter<T> {
                 &prepared,
                 &filter,
             )?;
-            self.tx.fetch_optional(&stmt, &schema).await?
+            self.tx.fetch_optional(stmt, &schema).await?
         };
         updated.ok_or_else(|| {
             Error::not_found(format!(
@@ -248,7 +258,7 @@ impl<T: SqlTransaction> RowWriter<T> {
         let schema = self.tx.schema(table).await?;
         let pk = pk_name(&schema)?;
         let stmt = compile::delete(self.tx.dialect(), &catalog(&schema), table, filter)?;
-        let old = self.tx.fetch(&stmt, &schema).await?;
+        let old = self.tx.fetch(stmt, &schema).await?;
         let n = old.len() as u64;
         for r in old {
             let key = r.get(&pk).cloned().unwrap_or(Value::Null);
@@ -266,7 +276,7 @@ impl<T: SqlTransaction> RowWriter<T> {
             return Ok(self.delete_where(table, &filter).await? > 0);
         }
         let stmt = compile::delete(self.tx.dialect(), &catalog(&schema), table, &filter)?;
-        Ok(self.tx.fetch_optional(&stmt, &schema).await?.is_some())
+        Ok(self.tx.fetch_optional(stmt, &schema).await?.is_some())
     }
 
     /// Runs one transaction operation.
