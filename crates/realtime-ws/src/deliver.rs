@@ -93,6 +93,10 @@ impl Inbox {
     fn deliver(&self, item: Delivery) {
         match item {
             Delivery::Broadcast(b) => {
+                // Binary broadcasts never reach an inbox (see LocalSink).
+                let Some(payload) = b.json() else {
+                    return;
+                };
                 let handlers: Vec<Handler<Message>> = lock(&self.broadcast)
                     .iter()
                     .filter(|(_, e, _)| e == "*" || *e == b.event)
@@ -104,7 +108,7 @@ impl Inbox {
                         Message {
                             channel: self.channel.clone(),
                             event: b.event.clone(),
-                            payload: b.payload.clone(),
+                            payload: payload.clone(),
                         },
                     );
                 }
@@ -207,6 +211,9 @@ pub(crate) struct LocalSink(pub Arc<Queue>);
 impl Sink for LocalSink {
     fn push(&self, _topic: &str, _join_ref: &str, push: &Push) -> Result<(), String> {
         let item = match push {
+            // A handler's `Message.payload` is JSON: binary broadcasts are
+            // not delivered in process.
+            Push::Broadcast(b) if b.json().is_none() => return Ok(()),
             Push::Broadcast(b) => Delivery::Broadcast(b.clone()),
             Push::PresenceDiff(d) => Delivery::Diff(d.diff.clone()),
             // In-process handles have no postgres_changes bindings.

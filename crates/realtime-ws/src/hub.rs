@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Bytes;
 use truststream_core::Error;
 use truststream_core_auth::Auth;
 use truststream_core_db::{eval, ident, ChangeKind, ChangeStream, ColumnRef, Database, Filter};
@@ -29,59 +30,123 @@ use crate::WsHubConfig;
 /// A member's id, unique in the hub.
 pub(crate) type MemberId = u64;
 
-/// A user broadcast, encoded at most once per wire format however many
-/// members receive it.
+/// What a broadcast carries: a JSON value, or raw bytes (a kind 3 frame
+/// with encoding 0, as realtime-js sends an `ArrayBuffer` payload).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum BroadcastPayload {
+    Json(Value),
+    Binary(Bytes),
+}
+
+/// A user broadcast, encoded at most once for vsn 2.0.0 receivers however
+/// many members receive it.
+///
+/// A binary payload only reaches receivers that can represent bytes: vsn
+/// 2.0.0 WebSocket clients (a kind 4 frame with encoding 0). vsn 1.0.0
+/// clients (JSON text frames only) and in-process handles (whose
+/// `Message.payload` is JSON) do not receive it; the sender's `ack` does
+/// not depend on who received it.
 pub(crate) struct Broadcast {
     pub topic: String,
     pub event: String,
-    pub payload: Value,
-    v2: OnceLock<WsMessage>,
+    pub payload: BroadcastPayload,
+    /// The sender's metadata (kind 3 metadata, or `meta` of a JSON push),
+    /// forwarded as kind 4 metadata / the `meta` field.
+    pub meta: Option<Value>,
+    v2: OnceLock<Option<WsMessage>>,
 }
 
 impl Broadcast {
+    /// A JSON broadcast without metadata.
     pub(crate) fn new(topic: &str, event: &str, payload: Value) -> Self {
+        Self::with(topic, event, BroadcastPayload::Json(payload), None)
+    }
+
+    pub(crate) fn with(
+        topic: &str,
+        event: &str,
+        payload: BroadcastPayload,
+        meta: Option<Value>,
+    ) -> Self {
         Broadcast {
             topic: topic.to_string(),
             event: event.to_string(),
             payload,
+            meta,
             v2: OnceLock::new(),
         }
     }
 
-    /// The `{type, event, payload}` object of a `broadcast` message.
-    pub(crate) fn body(&self) -> Value {
-        json!({"type": "broadcast", "event": self.event, "payload": self.payload})
+    /// The JSON payload (`None` for a binary one).
+    pub(crate) fn json(&self) -> Option<&Value> {
+        match &self.payload {
+            BroadcastPayload::Json(v) => Some(v),
+            BroadcastPayload::Binary(_) => None,
+        }
+    }
+
+    /// The `{type, event, payload[, meta]}` object of a JSON `broadcast`
+    /// message (`None` for a binary payload).
+    pub(crate) fn body(&self) -> Option<Value> {
+        let mut body = json!({"type": "broadcast", "event": self.event, "payload": self.json()?});
+        if let (Some(meta), Some(o)) = (&self.meta, body.as_object_mut()) {
+            o.insert("meta".into(), meta.clone());
+        }
+        Some(body)
     }
 
     /// The frame for vsn 2.0.0 clients (kind 4 binary, shared by every
-    /// receiver), or a text frame for vsn 1.0.0 (it names the member's
-    /// join_ref).
-    pub(crate) fn encoded(&self, vsn: Vsn, join_ref: &str) -> WsMessage {
+    /// receiver; a JSON text frame when the topic, event or metadata is too
+    /// long for kind 4), or a text frame for vsn 1.0.0 (it names the
+    /// member's join_ref). `None`: this receiver does not get the broadcast
+    /// (a binary payload for vsn 1.0.0, or a binary payload whose topic or
+    /// event is too long for kind 4).
+    pub(crate) fn encoded(&self, vsn: Vsn, join_ref: &str) -> Option<WsMessage> {
         match vsn {
-            Vsn::V2 => self
-                .v2
-                .get_or_init(|| {
-                    protocol::encode_user_broadcast(&self.topic, &self.event, &self.payload)
-                        .unwrap_or_else(|| {
-                            protocol::encode(
-                                Vsn::V2,
-                                None,
-                                None,
-                                &self.topic,
-                                "broadcast",
-                                &self.body(),
-                            )
-                        })
-                })
-                .clone(),
-            Vsn::V1 => protocol::encode(
+            Vsn::V2 => self.v2.get_or_init(|| self.encode_v2()).clone(),
+            Vsn::V1 => Some(protocol::encode(
                 Vsn::V1,
                 Some(join_ref),
                 None,
                 &self.topic,
                 "broadcast",
-                &self.body(),
-            ),
+                &self.body()?,
+            )),
+        }
+    }
+
+    fn encode_v2(&self) -> Option<WsMessage> {
+        let metadata = self.meta.as_ref().map(Value::to_string).unwrap_or_default();
+        match &self.payload {
+            BroadcastPayload::Json(v) => serde_json::to_vec(v)
+                .ok()
+                .and_then(|json| {
+                    protocol::encode_user_broadcast(
+                        &self.topic,
+                        &self.event,
+                        &metadata,
+                        false,
+                        &json,
+                    )
+                })
+                .or_else(|| {
+                    Some(protocol::encode(
+                        Vsn::V2,
+                        None,
+                        None,
+                        &self.topic,
+                        "broadcast",
+                        &self.body()?,
+                    ))
+                }),
+            // Metadata over 255 bytes cannot travel in kind 4: the bytes go
+            // without it.
+            BroadcastPayload::Binary(b) => {
+                protocol::encode_user_broadcast(&self.topic, &self.event, &metadata, true, b)
+                    .or_else(|| {
+                        protocol::encode_user_broadcast(&self.topic, &self.event, "", true, b)
+                    })
+            }
         }
     }
 }
@@ -522,20 +587,29 @@ impl Hub {
             .is_some_and(|t| lock(&t.members).contains_key(&id))
     }
 
-    /// Broadcasts from member `from`.
+    /// Broadcasts from member `from` (a binary payload reaches only the
+    /// members whose sink can carry bytes; see [`Broadcast`]).
     pub(crate) fn broadcast(
         &self,
         topic: &str,
         from: MemberId,
         event: &str,
-        payload: Value,
+        payload: BroadcastPayload,
+        meta: Option<Value>,
     ) -> HubResult<()> {
-        check_size(
-            &payload,
-            self.config.max_payload_bytes,
-            "the broadcast payload",
-        )?;
-        let item = Push::Broadcast(Arc::new(Broadcast::new(topic, event, payload)));
+        let limit = self.config.max_payload_bytes;
+        match &payload {
+            BroadcastPayload::Json(v) => check_size(v, limit, "the broadcast payload")?,
+            BroadcastPayload::Binary(b) if b.len() > limit => {
+                return Err(Error::too_large(format!(
+                    "the binary broadcast payload of {} bytes is larger than the limit of \
+                     {limit} bytes (max_payload_bytes); send a reference to the data instead",
+                    b.len()
+                )))
+            }
+            BroadcastPayload::Binary(_) => {}
+        }
+        let item = Push::Broadcast(Arc::new(Broadcast::with(topic, event, payload, meta)));
         self.with_members(topic, from, |t, members| {
             let include_self = members.get(&from).is_some_and(|m| m.broadcast_self);
             t.fan_out(members, &item, |id, _| include_self || id != from);

@@ -47,8 +47,9 @@ pub struct WsRealtimeConfig {
     /// Hub: the WebSocket path (default `/realtime/v1/websocket`).
     pub path: String,
     /// Largest broadcast payload or presence state in bytes of serialized
-    /// JSON (default 262144, Supabase's free-tier limit). Frames larger than
-    /// this plus 64 KiB close the connection.
+    /// JSON, or in bytes for a binary broadcast payload (default 262144,
+    /// Supabase's free-tier limit). Frames larger than this plus 64 KiB
+    /// close the connection.
     pub max_payload_bytes: usize,
     /// Hub: channels one connection may join (default 100).
     pub max_channels_per_connection: usize,

@@ -12,7 +12,9 @@ use truststream_core_realtime::{
 };
 
 use crate::deliver::{Delivery, Inbox, LocalSink, Queue};
-use crate::hub::{lock, validate_event, validate_presence_key, Hub, Member, MemberId};
+use crate::hub::{
+    lock, validate_event, validate_presence_key, BroadcastPayload, Hub, Member, MemberId,
+};
 
 pub(crate) struct LocalChannel {
     hub: Arc<Hub>,
@@ -171,7 +173,15 @@ impl Channel for LocalChannel {
         })?;
         // Queued for every member before returning: in process, this is
         // also the `ack` point.
-        self.member_call(op, |id| self.hub.broadcast(&self.topic, id, event, payload))
+        self.member_call(op, |id| {
+            self.hub.broadcast(
+                &self.topic,
+                id,
+                event,
+                BroadcastPayload::Json(payload),
+                None,
+            )
+        })
     }
 
     async fn track(&self, state: Value) -> RtResult<()> {

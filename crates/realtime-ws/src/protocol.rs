@@ -7,12 +7,14 @@
 //!   kind 3 (client -> hub: u8 lengths of join_ref, ref, topic, event and
 //!   metadata, an encoding byte, the strings, the payload) and kind 4 (hub ->
 //!   client: u8 lengths of topic, event and metadata, an encoding byte, the
-//!   strings, the payload).
+//!   strings, the payload). The payload encoding is 0 (raw bytes) or 1
+//!   (JSON); the metadata is JSON text (length 0: none).
 //!
 //! Everything here is pure: decoding never panics, whatever the bytes.
 
 use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Bytes;
 
 /// Binary frame kind of a user broadcast sent by a client.
 pub(crate) const KIND_USER_BROADCAST_PUSH: u8 = 3;
@@ -57,6 +59,8 @@ pub(crate) struct Frame {
     pub topic: String,
     pub event: String,
     pub payload: Value,
+    /// The raw payload of a kind 3 frame with encoding 0 (binary).
+    pub binary: Option<Bytes>,
 }
 
 /// Why a frame could not be decoded. `reference` and `topic` are what could
@@ -168,13 +172,16 @@ pub(crate) fn decode_text(vsn: Vsn, text: &str) -> Result<Frame, DecodeError> {
         topic,
         event,
         payload,
+        binary: None,
     })
 }
 
 /// Decodes a binary frame: only kind 3 (a user broadcast push) is valid from
 /// a client. It becomes an ordinary `broadcast` frame whose payload is
-/// `{type: "broadcast", event, payload[, meta]}`.
-pub(crate) fn decode_binary(bytes: &[u8]) -> Result<Frame, DecodeError> {
+/// `{type: "broadcast", event, payload[, meta]}`; with encoding 0 (binary)
+/// the payload object has no `payload` and the bytes are in
+/// [`Frame::binary`] (a slice of `bytes`, not a copy).
+pub(crate) fn decode_binary(bytes: &Bytes) -> Result<Frame, DecodeError> {
     let Some((&kind, rest)) = bytes.split_first() else {
         return Err(DecodeError::new("empty binary frame"));
     };
@@ -211,7 +218,9 @@ pub(crate) fn decode_binary(bytes: &[u8]) -> Result<Frame, DecodeError> {
         strings.push(s.to_string());
         offset += len;
     }
-    let payload_bytes = &body[offset..];
+    // The payload starts after the 7-byte header and the strings.
+    let payload_start = 7 + offset;
+    let payload_bytes = &bytes[payload_start..];
     let [join_ref, reference, topic, event, metadata]: [String; 5] = strings
         .try_into()
         .map_err(|_| DecodeError::new("internal: kind 3 string count"))?;
@@ -222,23 +231,24 @@ pub(crate) fn decode_binary(bytes: &[u8]) -> Result<Frame, DecodeError> {
         topic: Some(topic.clone()),
         message,
     };
-    let user_payload = match encoding {
-        ENCODING_JSON => serde_json::from_slice::<Value>(payload_bytes).map_err(|e| {
-            err(format!(
-                "the JSON payload of a kind 3 frame is invalid: {e}"
-            ))
-        })?,
-        ENCODING_BINARY => {
-            return Err(err(
-                "binary broadcast payloads are not supported by this hub; send JSON".to_string(),
-            ))
+    let (user_payload, binary) = match encoding {
+        ENCODING_JSON => {
+            let v = serde_json::from_slice::<Value>(payload_bytes).map_err(|e| {
+                err(format!(
+                    "the JSON payload of a kind 3 frame is invalid: {e}"
+                ))
+            })?;
+            (Some(v), None)
         }
+        ENCODING_BINARY => (None, Some(bytes.slice(payload_start..))),
         other => return Err(err(format!("unknown payload encoding {other} (0 or 1)"))),
     };
     let mut payload = Map::new();
     payload.insert("type".into(), json!("broadcast"));
     payload.insert("event".into(), Value::String(event));
-    payload.insert("payload".into(), user_payload);
+    if let Some(p) = user_payload {
+        payload.insert("payload".into(), p);
+    }
     if !metadata.is_empty() {
         let meta: Value = serde_json::from_str(&metadata)
             .map_err(|e| err(format!("the metadata of a kind 3 frame is not JSON: {e}")))?;
@@ -250,6 +260,7 @@ pub(crate) fn decode_binary(bytes: &[u8]) -> Result<Frame, DecodeError> {
         topic,
         event: "broadcast".into(),
         payload: Value::Object(payload),
+        binary,
     })
 }
 
@@ -276,31 +287,39 @@ pub(crate) fn encode(
     WsMessage::text(text)
 }
 
-/// Encodes a user broadcast as a kind 4 binary frame, or `None` when a
-/// string is too long for the u8 length fields.
+/// Encodes a user broadcast as a kind 4 binary frame: `metadata` is JSON
+/// text (empty: none), `payload` JSON text when `binary` is false, raw bytes
+/// when it is true. `None` when a string is too long for the u8 length
+/// fields.
 pub(crate) fn encode_user_broadcast(
     topic: &str,
     event: &str,
-    payload: &Value,
+    metadata: &str,
+    binary: bool,
+    payload: &[u8],
 ) -> Option<WsMessage> {
-    if topic.len() > 255 || event.len() > 255 {
+    let lens = [topic, event, metadata].map(|s| u8::try_from(s.len()).ok());
+    let [Some(t), Some(e), Some(m)] = lens else {
         return None;
-    }
-    let json = serde_json::to_vec(payload).ok()?;
-    let mut out = Vec::with_capacity(5 + topic.len() + event.len() + json.len());
+    };
+    let mut out =
+        Vec::with_capacity(5 + topic.len() + event.len() + metadata.len() + payload.len());
     out.push(KIND_USER_BROADCAST);
-    out.push(u8::try_from(topic.len()).ok()?);
-    out.push(u8::try_from(event.len()).ok()?);
-    out.push(0);
-    out.push(ENCODING_JSON);
+    out.extend_from_slice(&[t, e, m]);
+    out.push(if binary {
+        ENCODING_BINARY
+    } else {
+        ENCODING_JSON
+    });
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(event.as_bytes());
-    out.extend_from_slice(&json);
+    out.extend_from_slice(metadata.as_bytes());
+    out.extend_from_slice(payload);
     Some(WsMessage::binary(out))
 }
 
-/// Encodes a kind 3 frame (what realtime-js sends for `channel.send`), for
-/// clients and tests.
+/// Encodes a kind 3 frame with a JSON payload (what realtime-js sends for
+/// `channel.send`), for clients and tests.
 pub fn encode_user_broadcast_push(
     join_ref: &str,
     reference: &str,
@@ -308,22 +327,69 @@ pub fn encode_user_broadcast_push(
     event: &str,
     payload: &Value,
 ) -> Option<Vec<u8>> {
-    let parts = [join_ref, reference, topic, event, ""];
+    let json = serde_json::to_vec(payload).ok()?;
+    encode_push(
+        [join_ref, reference, topic, event, ""],
+        ENCODING_JSON,
+        &json,
+    )
+}
+
+/// Encodes a kind 3 frame with a binary payload (what realtime-js sends for
+/// `channel.send` with an `ArrayBuffer` payload) and `metadata` (JSON text,
+/// empty for none), for clients and tests.
+pub fn encode_binary_user_broadcast_push(
+    join_ref: &str,
+    reference: &str,
+    topic: &str,
+    event: &str,
+    metadata: &str,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    encode_push(
+        [join_ref, reference, topic, event, metadata],
+        ENCODING_BINARY,
+        payload,
+    )
+}
+
+fn encode_push(parts: [&str; 5], encoding: u8, payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![KIND_USER_BROADCAST_PUSH];
     for p in parts {
         out.push(u8::try_from(p.len()).ok()?);
     }
-    out.push(ENCODING_JSON);
+    out.push(encoding);
     for p in parts {
         out.extend_from_slice(p.as_bytes());
     }
-    out.extend_from_slice(&serde_json::to_vec(payload).ok()?);
+    out.extend_from_slice(payload);
     Some(out)
 }
 
-/// Decodes a kind 4 frame into (topic, event, payload), for clients and
-/// tests.
-pub fn decode_user_broadcast(bytes: &[u8]) -> Option<(String, String, Value)> {
+/// The payload of a decoded kind 4 frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserPayload {
+    /// Encoding 1: JSON.
+    Json(Value),
+    /// Encoding 0: raw bytes.
+    Binary(Vec<u8>),
+}
+
+/// A decoded kind 4 frame (a user broadcast sent to a client).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserBroadcast {
+    /// The topic (`realtime:<name>`).
+    pub topic: String,
+    /// The user event.
+    pub event: String,
+    /// The metadata (JSON), when the frame has any.
+    pub meta: Option<Value>,
+    /// The payload.
+    pub payload: UserPayload,
+}
+
+/// Decodes a kind 4 frame, JSON or binary, for clients and tests.
+pub fn decode_user_broadcast_frame(bytes: &[u8]) -> Option<UserBroadcast> {
     let (&kind, rest) = bytes.split_first()?;
     if kind != KIND_USER_BROADCAST || rest.len() < 4 {
         return None;
@@ -335,13 +401,37 @@ pub fn decode_user_broadcast(bytes: &[u8]) -> Option<(String, String, Value)> {
         rest[3],
     );
     let body = &rest[4..];
-    if body.len() < t + e + m || enc != ENCODING_JSON {
+    if body.len() < t + e + m {
         return None;
     }
     let topic = std::str::from_utf8(&body[..t]).ok()?.to_string();
     let event = std::str::from_utf8(&body[t..t + e]).ok()?.to_string();
-    let payload = serde_json::from_slice(&body[t + e + m..]).ok()?;
-    Some((topic, event, payload))
+    let meta = match m {
+        0 => None,
+        _ => Some(serde_json::from_slice(&body[t + e..t + e + m]).ok()?),
+    };
+    let data = &body[t + e + m..];
+    let payload = match enc {
+        ENCODING_JSON => UserPayload::Json(serde_json::from_slice(data).ok()?),
+        ENCODING_BINARY => UserPayload::Binary(data.to_vec()),
+        _ => return None,
+    };
+    Some(UserBroadcast {
+        topic,
+        event,
+        meta,
+        payload,
+    })
+}
+
+/// Decodes a kind 4 frame with a JSON payload into (topic, event, payload),
+/// for clients and tests (`None` for a binary payload).
+pub fn decode_user_broadcast(bytes: &[u8]) -> Option<(String, String, Value)> {
+    let b = decode_user_broadcast_frame(bytes)?;
+    match b.payload {
+        UserPayload::Json(v) => Some((b.topic, b.event, v)),
+        UserPayload::Binary(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -394,7 +484,7 @@ mod tests {
     fn kind3_round_trip_and_bad_lengths() {
         let bytes = encode_user_broadcast_push("1", "3", "realtime:r", "ev", &json!({"x": [1, 2]}))
             .unwrap();
-        let f = decode_binary(&bytes).unwrap();
+        let f = decode_binary(&Bytes::from(bytes.clone())).unwrap();
         assert_eq!(f.event, "broadcast");
         assert_eq!(f.reference.as_deref(), Some("3"));
         assert_eq!(f.topic, "realtime:r");
@@ -402,35 +492,100 @@ mod tests {
             f.payload,
             json!({"type": "broadcast", "event": "ev", "payload": {"x": [1, 2]}})
         );
+        assert_eq!(f.binary, None);
+        let cut = |n: usize| Bytes::copy_from_slice(&bytes[..n]);
         // Truncated anywhere: an error, never a panic.
-        for cut in 0..bytes.len() - 1 {
-            let _ = decode_binary(&bytes[..cut]);
+        for n in 0..bytes.len() - 1 {
+            let _ = decode_binary(&cut(n));
         }
-        assert!(decode_binary(&bytes[..5]).is_err());
-        assert!(decode_binary(&bytes[..10]).is_err());
+        assert!(decode_binary(&cut(5)).is_err());
+        assert!(decode_binary(&cut(10)).is_err());
         let mut wrong = bytes.clone();
         wrong[3] = 200; // topic length beyond the frame
-        assert!(decode_binary(&wrong).is_err());
+        assert!(decode_binary(&Bytes::from(wrong)).is_err());
         let mut kind = bytes.clone();
         kind[0] = 4;
-        assert!(decode_binary(&kind).is_err());
+        assert!(decode_binary(&Bytes::from(kind)).is_err());
         let mut enc = bytes;
-        enc[6] = 0;
-        let e = decode_binary(&enc).unwrap_err();
-        assert!(e.message.contains("binary"), "{}", e.message);
+        enc[6] = 7;
+        let e = decode_binary(&Bytes::from(enc)).unwrap_err();
+        assert!(e.message.contains("encoding 7"), "{}", e.message);
         assert_eq!(e.reference.as_deref(), Some("3"));
     }
 
     #[test]
+    fn kind3_binary_payload_and_metadata() {
+        let data: Vec<u8> = (0..=255).collect();
+        let bytes =
+            encode_binary_user_broadcast_push("1", "4", "realtime:r", "bin", r#"{"id":7}"#, &data)
+                .unwrap();
+        assert_eq!(bytes[6], ENCODING_BINARY);
+        let f = decode_binary(&Bytes::from(bytes.clone())).unwrap();
+        assert_eq!(f.event, "broadcast");
+        assert_eq!(f.join_ref.as_deref(), Some("1"));
+        assert_eq!(f.reference.as_deref(), Some("4"));
+        assert_eq!(f.topic, "realtime:r");
+        assert_eq!(
+            f.payload,
+            json!({"type": "broadcast", "event": "bin", "meta": {"id": 7}})
+        );
+        assert_eq!(f.binary.as_deref(), Some(&data[..]));
+        // An empty binary payload is valid.
+        let empty =
+            encode_binary_user_broadcast_push("1", "5", "realtime:r", "bin", "", &[]).unwrap();
+        let f = decode_binary(&Bytes::from(empty)).unwrap();
+        assert_eq!(f.binary.as_deref(), Some(&[][..]));
+        assert_eq!(f.payload, json!({"type": "broadcast", "event": "bin"}));
+        // Lengths beyond the frame are still rejected with a binary payload.
+        let header = 7 + 1 + 1 + "realtime:r".len() + 3 + 8;
+        for n in 0..header {
+            assert!(
+                decode_binary(&Bytes::copy_from_slice(&bytes[..n])).is_err(),
+                "{n}"
+            );
+        }
+        let mut wrong = bytes.clone();
+        wrong[5] = 255; // metadata length beyond the frame
+        wrong.truncate(header + 10);
+        assert!(decode_binary(&Bytes::from(wrong)).is_err());
+        let mut bad_meta = bytes;
+        bad_meta[header - 1] = b'x'; // metadata no longer JSON
+        assert!(decode_binary(&Bytes::from(bad_meta)).is_err());
+    }
+
+    #[test]
     fn kind4_round_trip() {
-        let msg = encode_user_broadcast("realtime:r", "ev", &json!({"n": 1})).unwrap();
+        let msg = encode_user_broadcast("realtime:r", "ev", "", false, br#"{"n":1}"#).unwrap();
         let data = msg.into_data();
         let (t, e, p) = decode_user_broadcast(&data).unwrap();
         assert_eq!(
             (t.as_str(), e.as_str(), p),
             ("realtime:r", "ev", json!({"n": 1}))
         );
-        assert!(encode_user_broadcast(&"t".repeat(256), "e", &json!(1)).is_none());
+        assert!(encode_user_broadcast(&"t".repeat(256), "e", "", false, b"1").is_none());
+        assert!(encode_user_broadcast("t", "e", &"m".repeat(256), true, b"1").is_none());
+    }
+
+    #[test]
+    fn kind4_binary_round_trip() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let msg = encode_user_broadcast("realtime:r", "bin", r#"{"id":7}"#, true, &bytes).unwrap();
+        let data = msg.into_data();
+        assert_eq!(data[4], ENCODING_BINARY);
+        let b = decode_user_broadcast_frame(&data).unwrap();
+        assert_eq!(
+            b,
+            UserBroadcast {
+                topic: "realtime:r".into(),
+                event: "bin".into(),
+                meta: Some(json!({"id": 7})),
+                payload: UserPayload::Binary(bytes),
+            }
+        );
+        assert!(decode_user_broadcast(&data).is_none(), "not JSON");
+        for n in 0..5 + 10 + 3 + 8 {
+            assert!(decode_user_broadcast_frame(&data[..n]).is_none(), "{n}");
+        }
     }
 
     #[test]

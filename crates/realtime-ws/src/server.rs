@@ -26,8 +26,8 @@ use truststream_core_realtime::validate_channel_name;
 
 use crate::filter::WireFilter;
 use crate::hub::{
-    change_to_wire, presence_to_wire, validate_event, validate_presence_key, Binding, Hub, Member,
-    MemberId, Push, Sink, TaskGuard,
+    change_to_wire, presence_to_wire, validate_event, validate_presence_key, Binding,
+    BroadcastPayload, Hub, Member, MemberId, Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
 
@@ -440,7 +440,12 @@ impl Sink for WsSink {
         let out = &self.0;
         let jr = Some(join_ref);
         let msg = match push {
-            Push::Broadcast(b) => b.encoded(out.vsn, join_ref),
+            Push::Broadcast(b) => match b.encoded(out.vsn, join_ref) {
+                Some(msg) => msg,
+                // A binary payload this client cannot receive (vsn 1.0.0,
+                // or a topic too long for kind 4).
+                None => return Ok(()),
+            },
             Push::PresenceDiff(d) => d.encoded(out.vsn, topic, join_ref),
             Push::Change { ids, change } => out.frame(
                 jr,
@@ -796,8 +801,12 @@ impl Conn {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::invalid_input("a broadcast payload needs a string \"event\""))?;
         validate_event(event)?;
-        let payload = body.get("payload").cloned().unwrap_or(json!({}));
-        self.hub.broadcast(&f.topic, id, event, payload)
+        let payload = match &f.binary {
+            Some(bytes) => BroadcastPayload::Binary(bytes.clone()),
+            None => BroadcastPayload::Json(body.get("payload").cloned().unwrap_or(json!({}))),
+        };
+        let meta = body.get("meta").cloned();
+        self.hub.broadcast(&f.topic, id, event, payload, meta)
     }
 
     fn presence(&self, f: &Frame, id: MemberId) -> Result<(), Error> {

@@ -159,15 +159,15 @@ async fn binary_frames_with_wrong_lengths_get_error_replies() {
     bad_json.truncate(good.len() - 2);
     let mut bad_kind = good.clone();
     bad_kind[0] = 1;
-    let mut binary_payload = good.clone();
-    binary_payload[6] = 0;
+    let mut unknown_encoding = good.clone();
+    unknown_encoding[6] = 2;
     for (what, bytes) in [
         ("empty", vec![]),
         ("header only", good[..4].to_vec()),
         ("lengths beyond the frame", wrong_topic_len),
         ("truncated JSON", bad_json),
         ("kind 1 from a client", bad_kind),
-        ("binary encoding", binary_payload),
+        ("unknown payload encoding", unknown_encoding),
     ] {
         c.send_raw(WsMessage::binary(bytes)).await;
         let reply = error_reply(&mut c).await;

@@ -77,6 +77,101 @@ async fn broadcast_between_clients_v1_and_v2_with_self_and_ack() {
 }
 
 #[tokio::test]
+async fn binary_broadcasts_reach_v2_clients_only() {
+    use truststream_core_realtime::{handler, ChannelOptions, Message, Realtime};
+
+    let (hub, url) = start(None, false).await;
+    let topic = "realtime:bin-room";
+    let mut a = Client::connect(&url, Vsn::V2, None).await;
+    let mut b = Client::connect(&url, Vsn::V2, None).await;
+    let mut c = Client::connect(&url, Vsn::V1, None).await;
+    let ja = a.join_ok(topic, broadcast_config(true, true)).await;
+    let jb = b.join_ok(topic, broadcast_config(false, false)).await;
+    c.join_ok(topic, broadcast_config(false, false)).await;
+    for x in [&mut a, &mut b, &mut c] {
+        x.expect("presence_state").await;
+    }
+    // An in-process handle of the hub in the same channel.
+    let local = hub
+        .channel("bin-room", ChannelOptions::new())
+        .await
+        .unwrap();
+    let (tx, mut local_rx) = tokio::sync::mpsc::unbounded_channel();
+    let _on = local.on(
+        "*",
+        handler(move |m: Message| {
+            let _ = tx.send(m);
+        }),
+    );
+    local.join().await.unwrap();
+
+    // a (vsn 2, self + ack) sends bytes 0..=255 in a kind 3 frame with
+    // encoding 0 and metadata.
+    let data: Vec<u8> = (0..=255).collect();
+    let r = a
+        .push_bytes_broadcast(&ja, topic, "bin", r#"{"id":7}"#, &data)
+        .await;
+    let own = a.expect("broadcast").await;
+    assert!(own.binary);
+    assert_eq!(own.bytes.as_deref(), Some(&data[..]), "self: true");
+    assert_eq!(a.reply(&r).await["status"], "ok", "ack");
+    let got = b.expect("broadcast").await;
+    assert!(got.binary, "vsn 2 receivers get a kind 4 frame");
+    assert_eq!(got.topic, topic);
+    assert_eq!(got.bytes.as_deref(), Some(&data[..]), "identical bytes");
+    assert_eq!(
+        got.payload,
+        json!({"type": "broadcast", "event": "bin", "meta": {"id": 7}}),
+        "metadata forwarded"
+    );
+
+    // b (vsn 2, no self, no ack) sends bytes: a gets them, b does not.
+    b.push_bytes_broadcast(&jb, topic, "bin2", "", &[1, 2, 3])
+        .await;
+    let got = a.expect("broadcast").await;
+    assert_eq!(got.bytes.as_deref(), Some(&[1u8, 2, 3][..]));
+    assert_eq!(got.payload, json!({"type": "broadcast", "event": "bin2"}));
+
+    // A JSON broadcast with meta after them: it is the first broadcast the
+    // vsn 1 client and the in-process handle get (they skipped the binary
+    // ones), and b's first since its own (it skipped that: self false).
+    let r = a
+        .push(
+            Some(&ja),
+            topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "after", "payload": {"n": 1}, "meta": {"m": 1}}),
+        )
+        .await;
+    assert_eq!(a.reply(&r).await["status"], "ok");
+    let got = c.expect("broadcast").await;
+    assert_eq!(
+        got.payload,
+        json!({"type": "broadcast", "event": "after", "payload": {"n": 1}, "meta": {"m": 1}})
+    );
+    let got = b.expect("broadcast").await;
+    assert!(got.binary);
+    assert_eq!(
+        got.payload,
+        json!({"type": "broadcast", "event": "after", "payload": {"n": 1}, "meta": {"m": 1}})
+    );
+    let m = tokio::time::timeout(common::WAIT, local_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.event.as_str(), m.payload), ("after", json!({"n": 1})));
+
+    // Over max_payload_bytes: an error reply of kind too_large.
+    let big = vec![0u8; 262_145];
+    let r = a.push_bytes_broadcast(&ja, topic, "big", "", &big).await;
+    let reply = a.reply(&r).await;
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["response"]["code"], "too_large");
+    c.expect_quiet(&[]).await;
+    b.expect_quiet(&[]).await;
+}
+
+#[tokio::test]
 async fn presence_state_diffs_and_leave_on_disconnect() {
     let (_hub, url) = start(None, false).await;
     let topic = "realtime:doc-7";

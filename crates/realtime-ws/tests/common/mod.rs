@@ -15,7 +15,10 @@ use truststream_core::{Error, Health, ProviderInfo};
 use truststream_core_auth::{
     Auth, AuthCapabilities, AuthResult, Principal, Session, SessionInfo, SignIn, SignUp, User,
 };
-use truststream_realtime_ws::protocol::{decode_user_broadcast, encode_user_broadcast_push};
+use truststream_realtime_ws::protocol::{
+    decode_user_broadcast_frame, encode_binary_user_broadcast_push, encode_user_broadcast_push,
+    UserPayload,
+};
 use truststream_realtime_ws::Vsn;
 
 pub const SECRET: &[u8] = b"test-secret-of-at-least-32-bytes!!";
@@ -120,6 +123,9 @@ pub struct Msg {
     pub payload: Value,
     /// Whether it came as a kind 4 binary frame.
     pub binary: bool,
+    /// The raw payload of a kind 4 frame with encoding 0 (binary); its
+    /// `payload` then has no `payload` field.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// A raw protocol client.
@@ -191,6 +197,24 @@ impl Client {
         r
     }
 
+    /// A kind 3 broadcast with a binary payload (realtime-js 2.x sends
+    /// `channel.send` with an `ArrayBuffer` payload so).
+    pub async fn push_bytes_broadcast(
+        &mut self,
+        join_ref: &str,
+        topic: &str,
+        event: &str,
+        metadata: &str,
+        payload: &[u8],
+    ) -> String {
+        let r = self.next_ref();
+        let bytes =
+            encode_binary_user_broadcast_push(join_ref, &r, topic, event, metadata, payload)
+                .unwrap();
+        self.send_raw(WsMessage::binary(bytes)).await;
+        r
+    }
+
     /// The next message, or `None` when the connection closed.
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
@@ -208,6 +232,7 @@ impl Client {
                             event: v["event"].as_str().unwrap().to_string(),
                             payload: v["payload"].clone(),
                             binary: false,
+                            bytes: None,
                         },
                         Vsn::V2 => Msg {
                             join_ref: v[0].clone(),
@@ -216,18 +241,31 @@ impl Client {
                             event: v[3].as_str().unwrap().to_string(),
                             payload: v[4].clone(),
                             binary: false,
+                            bytes: None,
                         },
                     });
                 }
                 Ok(WsMessage::Binary(b)) => {
-                    let (topic, event, payload) = decode_user_broadcast(&b).unwrap();
+                    let u = decode_user_broadcast_frame(&b).unwrap();
+                    let mut payload = json!({"type": "broadcast", "event": u.event});
+                    let bytes = match u.payload {
+                        UserPayload::Json(v) => {
+                            payload["payload"] = v;
+                            None
+                        }
+                        UserPayload::Binary(b) => Some(b),
+                    };
+                    if let Some(meta) = u.meta {
+                        payload["meta"] = meta;
+                    }
                     return Some(Msg {
                         join_ref: Value::Null,
                         reference: Value::Null,
-                        topic,
+                        topic: u.topic,
                         event: "broadcast".into(),
-                        payload: json!({"type": "broadcast", "event": event, "payload": payload}),
+                        payload,
                         binary: true,
+                        bytes,
                     });
                 }
                 Ok(WsMessage::Close(_)) | Err(_) => return None,
