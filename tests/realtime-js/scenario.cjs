@@ -118,6 +118,41 @@ async function main() {
     assert.equal(gotB.length, 1, 'b must not receive its own broadcast (self: false)');
   });
 
+  await step('binary_broadcast', async () => {
+    // Two vsn 2.0.0 clients (a and c): an ArrayBuffer payload travels as a
+    // kind 3 frame with encoding 0 and arrives as a kind 4 frame, an
+    // ArrayBuffer again. b (vsn 1.0.0, JSON text frames only) does not get it.
+    const c = client();
+    const binA = a.channel('bin', { config: { broadcast: { ack: true } } });
+    const binB = b.channel('bin');
+    const binC = c.channel('bin');
+    const gotBinB = [];
+    const gotBinC = [];
+    binB.on('broadcast', { event: '*' }, (m) => gotBinB.push(m));
+    binC.on('broadcast', { event: '*' }, (m) => gotBinC.push(m));
+    await subscribe(binA);
+    await subscribe(binB);
+    await subscribe(binC);
+    const bytes = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const res = await binA.send({ type: 'broadcast', event: 'bin', payload: bytes.buffer });
+    assert.equal(res, 'ok', 'ack resolves ok');
+    await waitFor('c receives the bytes', () => gotBinC.length === 1);
+    const got = gotBinC[0];
+    assert.equal(got.event, 'bin');
+    assert.ok(got.payload instanceof ArrayBuffer, `payload is ${Object.prototype.toString.call(got.payload)}`);
+    assert.deepEqual(Array.from(new Uint8Array(got.payload)), Array.from(bytes));
+    // A JSON broadcast after it is the first one b gets.
+    assert.equal(await binA.send({ type: 'broadcast', event: 'after', payload: { n: 1 } }), 'ok');
+    await waitFor('b receives the JSON broadcast', () => gotBinB.length === 1);
+    await waitFor('c receives the JSON broadcast', () => gotBinC.length === 2);
+    assert.equal(gotBinB[0].event, 'after');
+    assert.deepEqual(gotBinC[1].payload, { n: 1 });
+    await binA.unsubscribe();
+    await binB.unsubscribe();
+    c.disconnect();
+    return { bytes: got.payload.byteLength };
+  });
+
   await step('ack_error_on_oversized_payload', async () => {
     const big = 'x'.repeat(300 * 1024);
     const res = await roomA.send({ type: 'broadcast', event: 'big', payload: { big } });

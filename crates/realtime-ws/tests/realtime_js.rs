@@ -170,6 +170,7 @@ async fn supabase_realtime_js_drives_the_hub() {
             "connect_and_join",
             "broadcast_self_and_ack",
             "broadcast_without_self",
+            "binary_broadcast",
             "ack_error_on_oversized_payload",
             "presence_sync_join_leave",
             "postgres_changes",
