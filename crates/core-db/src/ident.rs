@@ -53,12 +53,29 @@ pub(crate) fn truncate(name: &str) -> String {
 /// SQLite use double quotes; the identifier rules exclude `"`, so no escaping is
 /// needed, but it is done anyway so the function is safe on its own.
 pub fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for part in name.split_inclusive('"') {
+        out.push_str(part);
+        if part.ends_with('"') {
+            out.push('"');
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quote_doubles_embedded_quotes() {
+        assert_eq!(quote("agents"), "\"agents\"");
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote("\"\""), "\"\"\"\"\"\"");
+        assert_eq!(quote(""), "\"\"");
+    }
 
     #[test]
     fn accepts_and_rejects() {

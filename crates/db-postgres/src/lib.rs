@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
+use truststream_core_db::sql::keyed::KeySelects;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
@@ -127,6 +128,8 @@ pub struct PgDatabase {
     pool: Mutex<Option<PgPool>>,
     /// Table schemas by name (a cache of [`SCHEMA_TABLE`]).
     schemas: Mutex<HashMap<String, TableSchema>>,
+    /// Compiled `get` statements (reused while the table's schema stays).
+    key_selects: KeySelects,
     feed: feed::Feed,
 }
 
@@ -157,6 +160,7 @@ impl PgDatabase {
             config,
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
+            key_selects: KeySelects::new(DIALECT),
             feed,
         };
         db.connect().await?;
@@ -585,10 +589,16 @@ impl Database for PgDatabase {
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
         let run = async {
             let schema = self.schema_of(table).await?;
-            let q = Query::new()
-                .filter(compile::by_primary_key(&schema, id)?)
-                .limit(1);
-            Ok(self.read_rows("db.get", table, &q).await?.pop())
+            let pool = self.pool_for("db.get")?;
+            let (stmt, bind) = self.key_selects.get(&schema, id)?;
+            let args = arguments(vec![bind])?;
+            let row = sqlx::query_with(&stmt.sql, args)
+                .fetch_optional(&pool)
+                .await
+                .map_err(error::map)?;
+            row.as_ref()
+                .map(|r| decode_row(r, |i, _| stmt.column_types.get(i).copied()))
+                .transpose()
         };
         run.await.map_err(|e: Error| e.with_operation("db.get"))
     }

@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{self, Bind, SqlDialect, Statement};
+use truststream_core_db::sql::keyed::KeySelects;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
     SqlTransaction,
@@ -114,6 +115,8 @@ pub struct SqliteDatabase {
     pool: Mutex<Option<SqlitePool>>,
     /// Table schemas by name (a cache of [`SCHEMA_TABLE`]).
     schemas: Mutex<HashMap<String, TableSchema>>,
+    /// Compiled `get` statements (reused while the table's schema stays).
+    key_selects: KeySelects,
     /// Serializes this process's writes (SQLite has one writer at a time
     /// anyway), so the change feed publishes in commit order.
     write_lock: tokio::sync::Mutex<()>,
@@ -142,6 +145,7 @@ impl SqliteDatabase {
             config,
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
+            key_selects: KeySelects::new(DIALECT),
             write_lock: tokio::sync::Mutex::new(()),
             changes,
         };
@@ -630,10 +634,16 @@ impl Database for SqliteDatabase {
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
         let run = async {
             let schema = self.schema_of(table).await?;
-            let q = Query::new()
-                .filter(compile::by_primary_key(&schema, id)?)
-                .limit(1);
-            Ok(self.read_rows("db.get", table, &q).await?.pop())
+            let pool = self.pool("db.get")?;
+            let (stmt, bind) = self.key_selects.get(&schema, id)?;
+            let args = arguments(vec![bind])?;
+            let row = sqlx::query_with(&stmt.sql, args)
+                .fetch_optional(&pool)
+                .await
+                .map_err(error::map)?;
+            row.as_ref()
+                .map(|r| decode_row(r, |i, _| stmt.column_types.get(i).copied()))
+                .transpose()
         };
         run.await.map_err(|e: Error| e.with_operation("db.get"))
     }

@@ -4,6 +4,7 @@
 //! with every value bound.
 
 pub mod compile;
+pub mod keyed;
 pub mod write;
 
 pub use compile::{Bind, Catalog, OutputColumn, SelectStatement, SqlDialect, Statement};
