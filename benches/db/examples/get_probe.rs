@@ -69,6 +69,34 @@ async fn main() {
             assert!(r.is_some());
         }
         let raw_opt = t.elapsed();
+        let base = 1_000_000 * (round as i64 + 1);
+        let t = Instant::now();
+        for i in 0..n as i64 {
+            let r = json!({"id": base + i, "name": "x"});
+            db.create("t", r.as_object().unwrap().clone())
+                .await
+                .unwrap();
+        }
+        let ts_create = t.elapsed();
+        let insert = "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?, ?) RETURNING *";
+        let t = Instant::now();
+        for i in 0..n as i64 {
+            let r = json!({"id": base + 500_000 + i, "name": "x"});
+            let r = r.as_object().unwrap().clone();
+            let row = sqlx::query(insert)
+                .bind(r["id"].as_i64())
+                .bind(r["name"].as_str().map(str::to_string))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let _: (i64, String) = (row.get(0), row.get(1));
+        }
+        let raw_create = t.elapsed();
+        println!(
+            "round {round}: ts create {:.1} us, raw insert {:.1} us",
+            ts_create.as_secs_f64() * 1e6 / n as f64,
+            raw_create.as_secs_f64() * 1e6 / n as f64
+        );
         println!(
             "round {round}: ts get {:.1} us, raw fetch_one {:.1} us, raw fetch_optional {:.1} us",
             ts.as_secs_f64() * 1e6 / n as f64,

@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
-use truststream_core_db::sql::keyed::KeySelects;
+use truststream_core_db::sql::keyed::{InsertShapes, KeySelects};
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
@@ -130,6 +130,8 @@ pub struct PgDatabase {
     schemas: Mutex<HashMap<String, TableSchema>>,
     /// Compiled `get` statements (reused while the table's schema stays).
     key_selects: KeySelects,
+    /// Compiled INSERT statements by shape (the same rule).
+    insert_shapes: InsertShapes,
     feed: feed::Feed,
 }
 
@@ -161,6 +163,7 @@ impl PgDatabase {
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
             key_selects: KeySelects::new(DIALECT),
+            insert_shapes: InsertShapes::default(),
             feed,
         };
         db.connect().await?;
@@ -457,6 +460,10 @@ type Writer<'a> = RowWriter<PgTx<'a>>;
 impl SqlTransaction for PgTx<'_> {
     fn dialect(&self) -> SqlDialect {
         DIALECT
+    }
+
+    fn insert_shapes(&self) -> Option<&InsertShapes> {
+        Some(&self.db.insert_shapes)
     }
 
     async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {

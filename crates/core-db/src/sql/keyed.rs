@@ -143,3 +143,171 @@ mod tests {
         );
     }
 }
+
+/// INSERT statements by shape (table, columns given, number of rows), kept
+/// so that single creates and repeated `create_many` chunks do not run the
+/// compiler (and rebuild the SQL text) every time. Values are always bound
+/// per call; a shape is reused only while the table's schema is the one it
+/// was compiled from.
+#[derive(Debug, Default)]
+pub struct InsertShapes {
+    cache: Mutex<HashMap<String, Vec<Arc<InsertShape>>>>,
+}
+
+/// Shapes kept per table (oldest dropped first).
+const SHAPES_PER_TABLE: usize = 16;
+
+#[derive(Debug)]
+struct InsertShape {
+    dialect: SqlDialect,
+    schema: TableSchema,
+    rows: usize,
+    columns: Vec<(Arc<str>, Option<ColumnType>)>,
+    sql: String,
+}
+
+impl InsertShape {
+    fn fits(&self, dialect: SqlDialect, schema: &TableSchema, rows: &[crate::Row]) -> bool {
+        self.dialect == dialect
+            && self.rows == rows.len()
+            && self.schema == *schema
+            && rows.iter().all(|r| {
+                r.len() == self.columns.len()
+                    && self.columns.iter().all(|(c, _)| r.contains_key(&**c))
+            })
+    }
+}
+
+impl InsertShapes {
+    /// The INSERT of `rows` into `schema`'s table, as
+    /// [`compile::insert_rows`] makes it (same SQL, same binds, same
+    /// errors), from the cache when this shape was seen before.
+    pub fn insert(
+        &self,
+        dialect: SqlDialect,
+        schema: &TableSchema,
+        rows: Vec<crate::Row>,
+    ) -> DbResult<compile::Statement> {
+        let hit = {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.get(&schema.name).and_then(|shapes| {
+                shapes
+                    .iter()
+                    .find(|s| s.fits(dialect, schema, &rows))
+                    .cloned()
+            })
+        };
+        if let Some(shape) = hit {
+            let mut binds = Vec::with_capacity(rows.len() * shape.columns.len());
+            for mut row in rows {
+                for (name, ty) in &shape.columns {
+                    binds.push(Bind {
+                        value: row.remove(&**name).unwrap_or(Value::Null),
+                        ty: *ty,
+                        column: Arc::clone(name),
+                    });
+                }
+            }
+            return Ok(compile::Statement {
+                sql: shape.sql.clone(),
+                binds,
+            });
+        }
+        let n = rows.len();
+        let catalog: HashMap<String, TableSchema> = [(schema.name.clone(), schema.clone())].into();
+        let stmt = compile::insert_rows(dialect, &catalog, &schema.name, rows)?;
+        let per_row = stmt.binds.len().checked_div(n).unwrap_or(0);
+        if per_row > 0 && per_row * n == stmt.binds.len() {
+            let shape = Arc::new(InsertShape {
+                dialect,
+                schema: schema.clone(),
+                rows: n,
+                columns: stmt.binds[..per_row]
+                    .iter()
+                    .map(|b| (Arc::clone(&b.column), b.ty))
+                    .collect(),
+                sql: stmt.sql.clone(),
+            });
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let shapes = cache.entry(schema.name.clone()).or_default();
+            shapes.retain(|s| s.schema == *schema);
+            if shapes.len() >= SHAPES_PER_TABLE {
+                shapes.remove(0);
+            }
+            shapes.push(shape);
+        }
+        Ok(stmt)
+    }
+}
+
+#[cfg(test)]
+mod insert_tests {
+    use super::*;
+    use crate::{ColumnDef, ErrorKind, Row};
+    use serde_json::json;
+
+    fn row(v: Value) -> Row {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn agents() -> TableSchema {
+        TableSchema::new("agents")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::text("name"))
+            .column(ColumnDef::float("score"))
+    }
+
+    #[test]
+    fn cached_shapes_make_what_the_compiler_makes() {
+        let shapes = InsertShapes::default();
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), agents())].into();
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            for rows in [
+                vec![row(json!({"id": 1, "name": "a"}))],
+                vec![row(json!({"name": "b", "id": 2}))],
+                vec![
+                    row(json!({"id": 3, "name": "c", "score": 1.5})),
+                    row(json!({"score": 2.5, "id": 4, "name": "d"})),
+                ],
+                vec![row(json!({"id": 5, "name": "e"}))],
+            ] {
+                let expected = compile::insert(dialect, &cat, "agents", &rows).unwrap();
+                let got = shapes.insert(dialect, &agents(), rows).unwrap();
+                assert_eq!(got, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn errors_and_schema_changes_go_through_the_compiler() {
+        let shapes = InsertShapes::default();
+        let d = SqlDialect::Sqlite;
+        shapes
+            .insert(d, &agents(), vec![row(json!({"id": 1, "name": "a"}))])
+            .unwrap();
+        // Other columns than the first row: the compiler's error.
+        let e = shapes
+            .insert(
+                d,
+                &agents(),
+                vec![row(json!({"id": 1, "name": "a"})), row(json!({"id": 2}))],
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        // Unknown column: the compiler's error, not a cached shape.
+        let e = shapes
+            .insert(d, &agents(), vec![row(json!({"id": 1, "nope": "a"}))])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        // A changed schema compiles again (the new column is known).
+        let altered = agents().column(ColumnDef::text("status"));
+        let s = shapes
+            .insert(
+                d,
+                &altered,
+                vec![row(json!({"id": 1, "name": "a", "status": "x"}))],
+            )
+            .unwrap();
+        assert!(s.sql.contains("\"status\""), "{}", s.sql);
+    }
+}

@@ -35,6 +35,13 @@ pub trait SqlTransaction: Send {
     /// The dialect statements are compiled for.
     fn dialect(&self) -> SqlDialect;
 
+    /// The provider's cache of INSERT statements by shape, when it keeps
+    /// one (see [`super::keyed::InsertShapes`]); `None` compiles every
+    /// insert.
+    fn insert_shapes(&self) -> Option<&super::keyed::InsertShapes> {
+        None
+    }
+
     /// The schema of `table`, read through this transaction (the pool may
     /// have no other free connection); a missing table is
     /// [`crate::ErrorKind::NotFound`].
@@ -129,7 +136,6 @@ impl<T: SqlTransaction> RowWriter<T> {
         }
         let pk = pk_name(&schema)?;
         let dialect = self.tx.dialect();
-        let cat = catalog(&schema);
         let per_chunk = (dialect.max_binds() / schema.columns.len().max(1)).max(1);
         let mut out = Vec::with_capacity(prepared.len());
         // Chunks: consecutive rows giving the same columns (only an
@@ -152,7 +158,10 @@ impl<T: SqlTransaction> RowWriter<T> {
         let mut rows_left = prepared.into_iter();
         for n in bounds {
             let chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
-            let stmt = compile::insert_rows(dialect, &cat, table, chunk)?;
+            let stmt = match self.tx.insert_shapes() {
+                Some(shapes) => shapes.insert(dialect, &schema, chunk)?,
+                None => compile::insert_rows(dialect, &catalog(&schema), table, chunk)?,
+            };
             let stored = if n == 1 {
                 let one = self.tx.fetch_optional(stmt, &schema).await?;
                 Vec::from_iter(one)
