@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
-use truststream_core_db::sql::keyed::{InsertShapes, KeySelects};
+use truststream_core_db::sql::keyed::{KeySelects, WriteShapes};
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
@@ -131,7 +131,7 @@ pub struct PgDatabase {
     /// Compiled `get` statements (reused while the table's schema stays).
     key_selects: KeySelects,
     /// Compiled INSERT statements by shape (the same rule).
-    insert_shapes: InsertShapes,
+    write_shapes: WriteShapes,
     feed: feed::Feed,
 }
 
@@ -163,7 +163,7 @@ impl PgDatabase {
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
             key_selects: KeySelects::new(DIALECT),
-            insert_shapes: InsertShapes::default(),
+            write_shapes: WriteShapes::default(),
             feed,
         };
         db.connect().await?;
@@ -462,8 +462,8 @@ impl SqlTransaction for PgTx<'_> {
         DIALECT
     }
 
-    fn insert_shapes(&self) -> Option<&InsertShapes> {
-        Some(&self.db.insert_shapes)
+    fn write_shapes(&self) -> Option<&WriteShapes> {
+        Some(&self.db.write_shapes)
     }
 
     async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {

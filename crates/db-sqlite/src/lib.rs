@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{self, Bind, SqlDialect, Statement};
-use truststream_core_db::sql::keyed::{InsertShapes, KeySelects};
+use truststream_core_db::sql::keyed::{KeySelects, WriteShapes};
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
     SqlTransaction,
@@ -118,7 +118,7 @@ pub struct SqliteDatabase {
     /// Compiled `get` statements (reused while the table's schema stays).
     key_selects: KeySelects,
     /// Compiled INSERT statements by shape (the same rule).
-    insert_shapes: InsertShapes,
+    write_shapes: WriteShapes,
     /// Serializes this process's writes (SQLite has one writer at a time
     /// anyway), so the change feed publishes in commit order.
     write_lock: tokio::sync::Mutex<()>,
@@ -148,7 +148,7 @@ impl SqliteDatabase {
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
             key_selects: KeySelects::new(DIALECT),
-            insert_shapes: InsertShapes::default(),
+            write_shapes: WriteShapes::default(),
             write_lock: tokio::sync::Mutex::new(()),
             changes,
         };
@@ -514,8 +514,8 @@ impl SqlTransaction for SqliteTx<'_> {
         DIALECT
     }
 
-    fn insert_shapes(&self) -> Option<&InsertShapes> {
-        Some(&self.db.insert_shapes)
+    fn write_shapes(&self) -> Option<&WriteShapes> {
+        Some(&self.db.write_shapes)
     }
 
     async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {

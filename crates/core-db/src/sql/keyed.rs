@@ -150,8 +150,19 @@ mod tests {
 /// per call; a shape is reused only while the table's schema is the one it
 /// was compiled from.
 #[derive(Debug, Default)]
-pub struct InsertShapes {
+pub struct WriteShapes {
     cache: Mutex<HashMap<String, Vec<Arc<InsertShape>>>>,
+    updates: Mutex<HashMap<String, Vec<Arc<UpdateShape>>>>,
+}
+
+/// An `UPDATE ... SET <patch columns> WHERE <key> = ? RETURNING *`.
+#[derive(Debug)]
+struct UpdateShape {
+    dialect: SqlDialect,
+    schema: TableSchema,
+    columns: Vec<(Arc<str>, Option<ColumnType>)>,
+    key: Bind,
+    sql: String,
 }
 
 /// Shapes kept per table (oldest dropped first).
@@ -178,7 +189,7 @@ impl InsertShape {
     }
 }
 
-impl InsertShapes {
+impl WriteShapes {
     /// The INSERT of `rows` into `schema`'s table, as
     /// [`compile::insert_rows`] makes it (same SQL, same binds, same
     /// errors), from the cache when this shape was seen before.
@@ -240,6 +251,83 @@ impl InsertShapes {
     }
 }
 
+impl WriteShapes {
+    /// The update by primary key of `schema`'s table with `patch` (already
+    /// prepared), as [`compile::update`] makes it with
+    /// [`compile::by_primary_key`], from the cache when this shape (the
+    /// patch's columns, in order) was seen before.
+    pub fn update_by_key(
+        &self,
+        dialect: SqlDialect,
+        schema: &TableSchema,
+        patch: &crate::Row,
+        id: &Value,
+    ) -> DbResult<compile::Statement> {
+        let filter = compile::by_primary_key(schema, id)?;
+        let scalar = matches!(id, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        if scalar {
+            let hit = {
+                let cache = self.updates.lock().unwrap_or_else(PoisonError::into_inner);
+                cache.get(&schema.name).and_then(|shapes| {
+                    shapes
+                        .iter()
+                        .find(|s| {
+                            s.dialect == dialect
+                                && s.schema == *schema
+                                && s.columns.len() == patch.len()
+                                && s.columns
+                                    .iter()
+                                    .zip(patch.keys())
+                                    .all(|((c, _), k)| **c == **k)
+                        })
+                        .cloned()
+                })
+            };
+            if let Some(shape) = hit {
+                let mut binds: Vec<Bind> = shape
+                    .columns
+                    .iter()
+                    .zip(patch.values())
+                    .map(|((c, ty), v)| Bind {
+                        value: v.clone(),
+                        ty: *ty,
+                        column: Arc::clone(c),
+                    })
+                    .collect();
+                binds.push(Bind {
+                    value: id.clone(),
+                    ty: shape.key.ty,
+                    column: Arc::clone(&shape.key.column),
+                });
+                return Ok(compile::Statement {
+                    sql: shape.sql.clone(),
+                    binds,
+                });
+            }
+        }
+        let catalog: HashMap<String, TableSchema> = [(schema.name.clone(), schema.clone())].into();
+        let stmt = compile::update(dialect, &catalog, &schema.name, patch, &filter)?;
+        if scalar && stmt.binds.len() == patch.len() + 1 {
+            let (cols, key) = stmt.binds.split_at(patch.len());
+            let shape = Arc::new(UpdateShape {
+                dialect,
+                schema: schema.clone(),
+                columns: cols.iter().map(|b| (Arc::clone(&b.column), b.ty)).collect(),
+                key: key[0].clone(),
+                sql: stmt.sql.clone(),
+            });
+            let mut cache = self.updates.lock().unwrap_or_else(PoisonError::into_inner);
+            let shapes = cache.entry(schema.name.clone()).or_default();
+            shapes.retain(|s| s.schema == *schema);
+            if shapes.len() >= SHAPES_PER_TABLE {
+                shapes.remove(0);
+            }
+            shapes.push(shape);
+        }
+        Ok(stmt)
+    }
+}
+
 #[cfg(test)]
 mod insert_tests {
     use super::*;
@@ -259,7 +347,7 @@ mod insert_tests {
 
     #[test]
     fn cached_shapes_make_what_the_compiler_makes() {
-        let shapes = InsertShapes::default();
+        let shapes = WriteShapes::default();
         let cat: HashMap<String, TableSchema> = [("agents".to_string(), agents())].into();
         for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
             for rows in [
@@ -279,8 +367,48 @@ mod insert_tests {
     }
 
     #[test]
+    fn cached_updates_make_what_the_compiler_makes() {
+        let shapes = WriteShapes::default();
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), agents())].into();
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            for (patch, id) in [
+                (row(json!({"name": "a"})), json!(1)),
+                (row(json!({"name": "b"})), json!(2)),
+                (row(json!({"score": 1.5, "name": "c"})), json!(3)),
+                (row(json!({"name": "d", "score": 2.5})), json!(4)),
+                (row(json!({"score": 3.5, "name": "e"})), json!(5)),
+            ] {
+                let filter = compile::by_primary_key(&agents(), &id).unwrap();
+                let expected = compile::update(dialect, &cat, "agents", &patch, &filter).unwrap();
+                let got = shapes
+                    .update_by_key(dialect, &agents(), &patch, &id)
+                    .unwrap();
+                assert_eq!(got, expected);
+            }
+        }
+        let e = shapes
+            .update_by_key(
+                SqlDialect::Sqlite,
+                &agents(),
+                &row(json!({"nope": 1})),
+                &json!(1),
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let e = shapes
+            .update_by_key(
+                SqlDialect::Sqlite,
+                &agents(),
+                &row(json!({"name": "x"})),
+                &Value::Null,
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
     fn errors_and_schema_changes_go_through_the_compiler() {
-        let shapes = InsertShapes::default();
+        let shapes = WriteShapes::default();
         let d = SqlDialect::Sqlite;
         shapes
             .insert(d, &agents(), vec![row(json!({"id": 1, "name": "a"}))])

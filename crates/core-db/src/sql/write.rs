@@ -36,9 +36,9 @@ pub trait SqlTransaction: Send {
     fn dialect(&self) -> SqlDialect;
 
     /// The provider's cache of INSERT statements by shape, when it keeps
-    /// one (see [`super::keyed::InsertShapes`]); `None` compiles every
+    /// one (see [`super::keyed::WriteShapes`]); `None` compiles every
     /// insert.
-    fn insert_shapes(&self) -> Option<&super::keyed::InsertShapes> {
+    fn write_shapes(&self) -> Option<&super::keyed::WriteShapes> {
         None
     }
 
@@ -158,7 +158,7 @@ impl<T: SqlTransaction> RowWriter<T> {
         let mut rows_left = prepared.into_iter();
         for n in bounds {
             let chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
-            let stmt = match self.tx.insert_shapes() {
+            let stmt = match self.tx.write_shapes() {
                 Some(shapes) => shapes.insert(dialect, &schema, chunk)?,
                 None => compile::insert_rows(dialect, &catalog(&schema), table, chunk)?,
             };
@@ -241,13 +241,11 @@ impl<T: SqlTransaction> RowWriter<T> {
             self.update_where(table, &filter, patch).await?.pop()
         } else {
             // One UPDATE ... RETURNING of at most one row.
-            let stmt = compile::update(
-                self.tx.dialect(),
-                &catalog(&schema),
-                table,
-                &prepared,
-                &filter,
-            )?;
+            let dialect = self.tx.dialect();
+            let stmt = match self.tx.write_shapes() {
+                Some(shapes) => shapes.update_by_key(dialect, &schema, &prepared, id)?,
+                None => compile::update(dialect, &catalog(&schema), table, &prepared, &filter)?,
+            };
             self.tx.fetch_optional(stmt, &schema).await?
         };
         updated.ok_or_else(|| {
