@@ -168,6 +168,23 @@ struct UpdateShape {
 /// Shapes kept per table (oldest dropped first).
 const SHAPES_PER_TABLE: usize = 16;
 
+/// Adds `shape` to `schema`'s table, dropping shapes of older schemas and
+/// the oldest beyond [`SHAPES_PER_TABLE`].
+fn remember<T>(
+    cache: &Mutex<HashMap<String, Vec<Arc<T>>>>,
+    schema: &TableSchema,
+    shape: Arc<T>,
+    schema_of: fn(&T) -> &TableSchema,
+) {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let shapes = cache.entry(schema.name.clone()).or_default();
+    shapes.retain(|s| schema_of(s) == schema);
+    if shapes.len() >= SHAPES_PER_TABLE {
+        shapes.remove(0);
+    }
+    shapes.push(shape);
+}
+
 #[derive(Debug)]
 struct InsertShape {
     dialect: SqlDialect,
@@ -239,13 +256,7 @@ impl WriteShapes {
                     .collect(),
                 sql: stmt.sql.clone(),
             });
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            let shapes = cache.entry(schema.name.clone()).or_default();
-            shapes.retain(|s| s.schema == *schema);
-            if shapes.len() >= SHAPES_PER_TABLE {
-                shapes.remove(0);
-            }
-            shapes.push(shape);
+            remember(&self.cache, schema, shape, |s| &s.schema);
         }
         Ok(stmt)
     }
@@ -316,13 +327,7 @@ impl WriteShapes {
                 key: key[0].clone(),
                 sql: stmt.sql.clone(),
             });
-            let mut cache = self.updates.lock().unwrap_or_else(PoisonError::into_inner);
-            let shapes = cache.entry(schema.name.clone()).or_default();
-            shapes.retain(|s| s.schema == *schema);
-            if shapes.len() >= SHAPES_PER_TABLE {
-                shapes.remove(0);
-            }
-            shapes.push(shape);
+            remember(&self.updates, schema, shape, |s| &s.schema);
         }
         Ok(stmt)
     }
