@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
-use truststream_core_db::sql::keyed::{KeySelects, WriteShapes};
+use truststream_core_db::sql::keyed::StatementCache;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
@@ -128,10 +128,9 @@ pub struct PgDatabase {
     pool: Mutex<Option<PgPool>>,
     /// Table schemas by name (a cache of [`SCHEMA_TABLE`]).
     schemas: Mutex<HashMap<String, TableSchema>>,
-    /// Compiled `get` statements (reused while the table's schema stays).
-    key_selects: KeySelects,
-    /// Compiled INSERT statements by shape (the same rule).
-    write_shapes: WriteShapes,
+    /// Compiled `get`, insert and update-by-key statements by shape
+    /// (reused while the table's schema stays).
+    statements: StatementCache,
     feed: feed::Feed,
 }
 
@@ -162,8 +161,7 @@ impl PgDatabase {
             config,
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
-            key_selects: KeySelects::new(DIALECT),
-            write_shapes: WriteShapes::default(),
+            statements: StatementCache::new(DIALECT),
             feed,
         };
         db.connect().await?;
@@ -462,8 +460,8 @@ impl SqlTransaction for PgTx<'_> {
         DIALECT
     }
 
-    fn write_shapes(&self) -> Option<&WriteShapes> {
-        Some(&self.db.write_shapes)
+    fn statement_cache(&self) -> Option<&StatementCache> {
+        Some(&self.db.statements)
     }
 
     async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {
@@ -597,14 +595,14 @@ impl Database for PgDatabase {
         let run = async {
             let schema = self.schema_of(table).await?;
             let pool = self.pool_for("db.get")?;
-            let (stmt, bind) = self.key_selects.get(&schema, id)?;
-            let args = arguments(vec![bind])?;
-            let row = sqlx::query_with(&stmt.sql, args)
+            let select = self.statements.select_by_key(&schema, id)?;
+            let args = arguments(select.statement.binds)?;
+            let row = sqlx::query_with(&select.statement.sql, args)
                 .fetch_optional(&pool)
                 .await
                 .map_err(error::map)?;
             row.as_ref()
-                .map(|r| decode_row(r, |i, _| stmt.column_types.get(i).copied()))
+                .map(|r| decode_row(r, |i, _| select.column_types.get(i).copied()))
                 .transpose()
         };
         run.await.map_err(|e: Error| e.with_operation("db.get"))

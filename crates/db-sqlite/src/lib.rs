@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{self, Bind, SqlDialect, Statement};
-use truststream_core_db::sql::keyed::{KeySelects, WriteShapes};
+use truststream_core_db::sql::keyed::StatementCache;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
     SqlTransaction,
@@ -115,10 +115,9 @@ pub struct SqliteDatabase {
     pool: Mutex<Option<SqlitePool>>,
     /// Table schemas by name (a cache of [`SCHEMA_TABLE`]).
     schemas: Mutex<HashMap<String, TableSchema>>,
-    /// Compiled `get` statements (reused while the table's schema stays).
-    key_selects: KeySelects,
-    /// Compiled INSERT statements by shape (the same rule).
-    write_shapes: WriteShapes,
+    /// Compiled `get`, insert and update-by-key statements by shape
+    /// (reused while the table's schema stays).
+    statements: StatementCache,
     /// Serializes this process's writes (SQLite has one writer at a time
     /// anyway), so the change feed publishes in commit order.
     write_lock: tokio::sync::Mutex<()>,
@@ -147,8 +146,7 @@ impl SqliteDatabase {
             config,
             pool: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
-            key_selects: KeySelects::new(DIALECT),
-            write_shapes: WriteShapes::default(),
+            statements: StatementCache::new(DIALECT),
             write_lock: tokio::sync::Mutex::new(()),
             changes,
         };
@@ -514,8 +512,8 @@ impl SqlTransaction for SqliteTx<'_> {
         DIALECT
     }
 
-    fn write_shapes(&self) -> Option<&WriteShapes> {
-        Some(&self.db.write_shapes)
+    fn statement_cache(&self) -> Option<&StatementCache> {
+        Some(&self.db.statements)
     }
 
     async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {
@@ -642,14 +640,14 @@ impl Database for SqliteDatabase {
         let run = async {
             let schema = self.schema_of(table).await?;
             let pool = self.pool("db.get")?;
-            let (stmt, bind) = self.key_selects.get(&schema, id)?;
-            let args = arguments(vec![bind])?;
-            let row = sqlx::query_with(&stmt.sql, args)
+            let select = self.statements.select_by_key(&schema, id)?;
+            let args = arguments(select.statement.binds)?;
+            let row = sqlx::query_with(&select.statement.sql, args)
                 .fetch_optional(&pool)
                 .await
                 .map_err(error::map)?;
             row.as_ref()
-                .map(|r| decode_row(r, |i, _| stmt.column_types.get(i).copied()))
+                .map(|r| decode_row(r, |i, _| select.column_types.get(i).copied()))
                 .transpose()
         };
         run.await.map_err(|e: Error| e.with_operation("db.get"))

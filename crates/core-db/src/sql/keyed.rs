@@ -1,231 +1,187 @@
-//! Compiled `get` statements (select one row by primary key), kept per table
-//! so that a provider's `get` does not run the query compiler every time.
+//! Compiled statements for the hot single-row paths, kept by shape so that
+//! a provider's `get`, inserts and updates by key do not run the query
+//! compiler (and rebuild the SQL text) on every call.
 //!
-//! The SQL text of a by-key select depends only on the table's schema; each
-//! call binds its own id. An entry is reused only while the schema it was
-//! compiled from is still the table's schema, so `alter_table` (or a schema
-//! reloaded after another process changed it) can never leave a stale
-//! statement behind.
+//! A shape's SQL text depends only on the table's schema and on which
+//! columns are given (and, for inserts, how many rows); every call binds its
+//! own values. A shape is reused only while the schema it was compiled from
+//! is still the table's schema, so `alter_table` (or a schema reloaded after
+//! another process changed it) can never leave a stale statement behind.
+//! The statements are exactly what [`compile`] makes (tested), and anything
+//! unusual (a null or non-scalar id, an invalid row) goes through the
+//! compiler, so errors are the compiler's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::compile::{self, Bind, SqlDialect};
-use crate::{ColumnType, DbResult, Query, TableSchema, Value};
+use super::compile::{self, Bind, SqlDialect, Statement};
+use crate::{ColumnType, DbResult, Query, Row, TableSchema, Value};
 
-/// A by-key select compiled for one table.
-#[derive(Debug)]
-pub struct KeySelect {
-    schema: TableSchema,
-    /// The SQL text, with the id as its one placeholder.
-    pub sql: String,
-    /// The type of each result column, by position.
-    pub column_types: Vec<ColumnType>,
-    template: Bind,
-}
-
-impl KeySelect {
-    /// The one bind of this statement, for `id`.
-    pub fn bind(&self, id: &Value) -> Bind {
-        Bind {
-            value: id.clone(),
-            ty: self.template.ty,
-            column: self.template.column.clone(),
-        }
-    }
-}
-
-/// By-key selects per table (for one dialect).
-#[derive(Debug)]
-pub struct KeySelects {
-    dialect: SqlDialect,
-    cache: Mutex<HashMap<String, Arc<KeySelect>>>,
-}
-
-impl KeySelects {
-    /// An empty cache for `dialect`.
-    pub fn new(dialect: SqlDialect) -> Self {
-        KeySelects {
-            dialect,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The by-key select of `schema`'s table, compiled on first use (or
-    /// again after the schema changed), and the bind for `id`. A null id is
-    /// `InvalidInput`, as in [`compile::by_primary_key`].
-    pub fn get(&self, schema: &TableSchema, id: &Value) -> DbResult<(Arc<KeySelect>, Bind)> {
-        // Validates the id the way the compiler does, every time.
-        let filter = compile::by_primary_key(schema, id)?;
-        // Only scalar ids reuse a statement (the compiler may render other
-        // JSON values differently).
-        let scalar = matches!(id, Value::String(_) | Value::Number(_) | Value::Bool(_));
-        if scalar {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(hit) = cache.get(&schema.name).filter(|k| k.schema == *schema) {
-                let bind = hit.bind(id);
-                return Ok((Arc::clone(hit), bind));
-            }
-        }
-        let catalog: HashMap<String, TableSchema> = [(schema.name.clone(), schema.clone())].into();
-        let compiled = compile::select(
-            self.dialect,
-            &catalog,
-            &schema.name,
-            &Query::new().filter(filter).limit(1),
-        )?;
-        let mut binds = compiled.statement.binds;
-        let entry = Arc::new(KeySelect {
-            schema: schema.clone(),
-            sql: compiled.statement.sql,
-            column_types: compiled.columns.iter().map(|c| c.ty).collect(),
-            template: binds.first().cloned().unwrap_or(Bind {
-                value: Value::Null,
-                ty: None,
-                column: "".into(),
-            }),
-        });
-        if scalar && binds.len() == 1 {
-            self.cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(schema.name.clone(), Arc::clone(&entry));
-        }
-        let bind = binds.pop().unwrap_or_else(|| entry.bind(id));
-        Ok((entry, bind))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{ColumnDef, ErrorKind};
-    use serde_json::json;
-
-    fn agents() -> TableSchema {
-        TableSchema::new("agents")
-            .column(ColumnDef::text("id").primary_key())
-            .column(ColumnDef::text("name"))
-    }
-
-    #[test]
-    fn reused_while_the_schema_stays_and_recompiled_after_it_changes() {
-        let keyed = KeySelects::new(SqlDialect::Postgres);
-        let (a, bind_a) = keyed.get(&agents(), &json!("a1")).unwrap();
-        let (b, bind_b) = keyed.get(&agents(), &json!("b2")).unwrap();
-        assert!(Arc::ptr_eq(&a, &b), "the second get reuses the statement");
-        assert_eq!(bind_a.value, json!("a1"));
-        assert_eq!(bind_b.value, json!("b2"));
-        assert_eq!(&*bind_b.column, "id");
-        assert_eq!(a.column_types, [ColumnType::Text, ColumnType::Text]);
-        assert!(!a.sql.contains("b2"), "values are bound, never in the text");
-
-        let altered = agents().column(ColumnDef::integer("score"));
-        let (c, _) = keyed.get(&altered, &json!("a1")).unwrap();
-        assert!(!Arc::ptr_eq(&a, &c), "a changed schema compiles again");
-        assert!(c.sql.contains("\"score\""), "{}", c.sql);
-        assert_eq!(c.column_types.len(), 3);
-    }
-
-    #[test]
-    fn null_ids_are_refused_and_odd_ids_are_not_cached() {
-        let keyed = KeySelects::new(SqlDialect::Sqlite);
-        let e = keyed.get(&agents(), &Value::Null).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        let (a, _) = keyed.get(&agents(), &json!("a1")).unwrap();
-        let (b, bind) = keyed.get(&agents(), &json!(["x"])).unwrap();
-        assert!(!Arc::ptr_eq(&a, &b));
-        assert_eq!(bind.value, json!(["x"]));
-        let (c, _) = keyed.get(&agents(), &json!("a2")).unwrap();
-        assert!(
-            Arc::ptr_eq(&a, &c),
-            "the scalar entry is still the cached one"
-        );
-    }
-}
-
-/// INSERT statements by shape (table, columns given, number of rows), kept
-/// so that single creates and repeated `create_many` chunks do not run the
-/// compiler (and rebuild the SQL text) every time. Values are always bound
-/// per call; a shape is reused only while the table's schema is the one it
-/// was compiled from.
-#[derive(Debug, Default)]
-pub struct WriteShapes {
-    cache: Mutex<HashMap<String, Vec<Arc<InsertShape>>>>,
-    updates: Mutex<HashMap<String, Vec<Arc<UpdateShape>>>>,
-}
-
-/// An `UPDATE ... SET <patch columns> WHERE <key> = ? RETURNING *`.
-#[derive(Debug)]
-struct UpdateShape {
-    dialect: SqlDialect,
-    schema: TableSchema,
-    columns: Vec<(Arc<str>, Option<ColumnType>)>,
-    key: Bind,
-    sql: String,
-}
-
-/// Shapes kept per table (oldest dropped first).
+/// Shapes kept per table and kind (oldest dropped first).
 const SHAPES_PER_TABLE: usize = 16;
 
-/// Adds `shape` to `schema`'s table, dropping shapes of older schemas and
-/// the oldest beyond [`SHAPES_PER_TABLE`].
-fn remember<T>(
-    cache: &Mutex<HashMap<String, Vec<Arc<T>>>>,
-    schema: &TableSchema,
-    shape: Arc<T>,
-    schema_of: fn(&T) -> &TableSchema,
-) {
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let shapes = cache.entry(schema.name.clone()).or_default();
-    shapes.retain(|s| schema_of(s) == schema);
-    if shapes.len() >= SHAPES_PER_TABLE {
-        shapes.remove(0);
-    }
-    shapes.push(shape);
-}
-
+/// One compiled statement and what its binds are.
 #[derive(Debug)]
-struct InsertShape {
-    dialect: SqlDialect,
+struct Shape {
     schema: TableSchema,
+    /// Rows per statement (inserts; 1 otherwise).
     rows: usize,
+    /// The columns bound per row (inserts) or set (updates), in order.
     columns: Vec<(Arc<str>, Option<ColumnType>)>,
+    /// The primary-key bind that ends the statement (selects, updates).
+    key: Option<(Arc<str>, Option<ColumnType>)>,
     sql: String,
+    /// Result column types by position (selects).
+    output: Arc<[ColumnType]>,
 }
 
-impl InsertShape {
-    fn fits(&self, dialect: SqlDialect, schema: &TableSchema, rows: &[crate::Row]) -> bool {
-        self.dialect == dialect
-            && self.rows == rows.len()
-            && self.schema == *schema
-            && rows.iter().all(|r| {
-                r.len() == self.columns.len()
-                    && self.columns.iter().all(|(c, _)| r.contains_key(&**c))
-            })
+type Shapes = Mutex<HashMap<String, Vec<Arc<Shape>>>>;
+
+/// A `get` statement and its result column types.
+#[derive(Debug)]
+pub struct KeyedSelect {
+    /// `SELECT <every column> FROM <table> WHERE <key> = ? LIMIT 1`.
+    pub statement: Statement,
+    /// The type of each result column, by position.
+    pub column_types: Arc<[ColumnType]>,
+}
+
+/// The statement shapes of one provider (one dialect).
+#[derive(Debug)]
+pub struct StatementCache {
+    dialect: SqlDialect,
+    selects: Shapes,
+    inserts: Shapes,
+    updates: Shapes,
+    compiled: AtomicU64,
+}
+
+fn is_scalar(id: &Value) -> bool {
+    matches!(id, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+fn lock(shapes: &Shapes) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Shape>>>> {
+    shapes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn find(
+    shapes: &Shapes,
+    schema: &TableSchema,
+    fits: impl Fn(&Shape) -> bool,
+) -> Option<Arc<Shape>> {
+    lock(shapes)
+        .get(&schema.name)?
+        .iter()
+        .find(|s| s.schema == *schema && fits(s))
+        .cloned()
+}
+
+/// Adds `shape` to its table, dropping shapes of older schemas and the
+/// oldest beyond [`SHAPES_PER_TABLE`].
+fn remember(shapes: &Shapes, shape: Shape) {
+    let mut map = lock(shapes);
+    let list = map.entry(shape.schema.name.clone()).or_default();
+    list.retain(|s| s.schema == shape.schema);
+    if list.len() >= SHAPES_PER_TABLE {
+        list.remove(0);
+    }
+    list.push(Arc::new(shape));
+}
+
+fn bound(binds: &[Bind]) -> Vec<(Arc<str>, Option<ColumnType>)> {
+    binds
+        .iter()
+        .map(|b| (Arc::clone(&b.column), b.ty))
+        .collect()
+}
+
+fn key_bind(key: &(Arc<str>, Option<ColumnType>), id: &Value) -> Bind {
+    Bind {
+        value: id.clone(),
+        ty: key.1,
+        column: Arc::clone(&key.0),
     }
 }
 
-impl WriteShapes {
+impl StatementCache {
+    /// An empty cache for `dialect`.
+    pub fn new(dialect: SqlDialect) -> Self {
+        StatementCache {
+            dialect,
+            selects: Shapes::default(),
+            inserts: Shapes::default(),
+            updates: Shapes::default(),
+            compiled: AtomicU64::new(0),
+        }
+    }
+
+    /// How many statements the compiler made for this cache so far (the
+    /// calls that found no shape to reuse).
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    fn catalog(schema: &TableSchema) -> HashMap<String, TableSchema> {
+        [(schema.name.clone(), schema.clone())].into()
+    }
+
+    /// The `get` of `id` in `schema`'s table: the select of
+    /// [`compile::select`] over [`compile::by_primary_key`] with limit 1
+    /// (a null id is `InvalidInput`).
+    pub fn select_by_key(&self, schema: &TableSchema, id: &Value) -> DbResult<KeyedSelect> {
+        let scalar = is_scalar(id);
+        if scalar {
+            if let Some(shape) = find(&self.selects, schema, |_| true) {
+                if let Some(key) = &shape.key {
+                    return Ok(KeyedSelect {
+                        statement: Statement {
+                            sql: shape.sql.clone(),
+                            binds: vec![key_bind(key, id)],
+                        },
+                        column_types: Arc::clone(&shape.output),
+                    });
+                }
+            }
+        }
+        let query = Query::new()
+            .filter(compile::by_primary_key(schema, id)?)
+            .limit(1);
+        let compiled = compile::select(self.dialect, &Self::catalog(schema), &schema.name, &query)?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        let output: Arc<[ColumnType]> = compiled.columns.iter().map(|c| c.ty).collect();
+        let statement = compiled.statement;
+        if scalar && statement.binds.len() == 1 {
+            remember(
+                &self.selects,
+                Shape {
+                    schema: schema.clone(),
+                    rows: 1,
+                    columns: Vec::new(),
+                    key: bound(&statement.binds).pop(),
+                    sql: statement.sql.clone(),
+                    output: Arc::clone(&output),
+                },
+            );
+        }
+        Ok(KeyedSelect {
+            statement,
+            column_types: output,
+        })
+    }
+
     /// The INSERT of `rows` into `schema`'s table, as
     /// [`compile::insert_rows`] makes it (same SQL, same binds, same
-    /// errors), from the cache when this shape was seen before.
-    pub fn insert(
-        &self,
-        dialect: SqlDialect,
-        schema: &TableSchema,
-        rows: Vec<crate::Row>,
-    ) -> DbResult<compile::Statement> {
-        let hit = {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.get(&schema.name).and_then(|shapes| {
-                shapes
-                    .iter()
-                    .find(|s| s.fits(dialect, schema, &rows))
-                    .cloned()
-            })
+    /// errors); the values move into the binds.
+    pub fn insert(&self, schema: &TableSchema, rows: Vec<Row>) -> DbResult<Statement> {
+        let fits = |s: &Shape| {
+            s.rows == rows.len()
+                && rows.iter().all(|r| {
+                    r.len() == s.columns.len()
+                        && s.columns.iter().all(|(c, _)| r.contains_key(&**c))
+                })
         };
-        if let Some(shape) = hit {
+        if let Some(shape) = find(&self.inserts, schema, fits) {
             let mut binds = Vec::with_capacity(rows.len() * shape.columns.len());
             for mut row in rows {
                 for (name, ty) in &shape.columns {
@@ -236,107 +192,100 @@ impl WriteShapes {
                     });
                 }
             }
-            return Ok(compile::Statement {
+            return Ok(Statement {
                 sql: shape.sql.clone(),
                 binds,
             });
         }
         let n = rows.len();
-        let catalog: HashMap<String, TableSchema> = [(schema.name.clone(), schema.clone())].into();
-        let stmt = compile::insert_rows(dialect, &catalog, &schema.name, rows)?;
+        let stmt = compile::insert_rows(self.dialect, &Self::catalog(schema), &schema.name, rows)?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         let per_row = stmt.binds.len().checked_div(n).unwrap_or(0);
         if per_row > 0 && per_row * n == stmt.binds.len() {
-            let shape = Arc::new(InsertShape {
-                dialect,
-                schema: schema.clone(),
-                rows: n,
-                columns: stmt.binds[..per_row]
-                    .iter()
-                    .map(|b| (Arc::clone(&b.column), b.ty))
-                    .collect(),
-                sql: stmt.sql.clone(),
-            });
-            remember(&self.cache, schema, shape, |s| &s.schema);
+            remember(
+                &self.inserts,
+                Shape {
+                    schema: schema.clone(),
+                    rows: n,
+                    columns: bound(&stmt.binds[..per_row]),
+                    key: None,
+                    sql: stmt.sql.clone(),
+                    output: Arc::new([]),
+                },
+            );
         }
         Ok(stmt)
     }
-}
 
-impl WriteShapes {
     /// The update by primary key of `schema`'s table with `patch` (already
-    /// prepared), as [`compile::update`] makes it with
-    /// [`compile::by_primary_key`], from the cache when this shape (the
-    /// patch's columns, in order) was seen before.
+    /// prepared), as [`compile::update`] makes it over
+    /// [`compile::by_primary_key`] (a null id is `InvalidInput`).
     pub fn update_by_key(
         &self,
-        dialect: SqlDialect,
         schema: &TableSchema,
-        patch: &crate::Row,
+        patch: &Row,
         id: &Value,
-    ) -> DbResult<compile::Statement> {
-        let filter = compile::by_primary_key(schema, id)?;
-        let scalar = matches!(id, Value::String(_) | Value::Number(_) | Value::Bool(_));
-        if scalar {
-            let hit = {
-                let cache = self.updates.lock().unwrap_or_else(PoisonError::into_inner);
-                cache.get(&schema.name).and_then(|shapes| {
-                    shapes
-                        .iter()
-                        .find(|s| {
-                            s.dialect == dialect
-                                && s.schema == *schema
-                                && s.columns.len() == patch.len()
-                                && s.columns
-                                    .iter()
-                                    .zip(patch.keys())
-                                    .all(|((c, _), k)| **c == **k)
-                        })
-                        .cloned()
-                })
-            };
-            if let Some(shape) = hit {
-                let mut binds: Vec<Bind> = shape
-                    .columns
+    ) -> DbResult<Statement> {
+        let scalar = is_scalar(id);
+        let fits = |s: &Shape| {
+            s.columns.len() == patch.len()
+                && s.columns
                     .iter()
-                    .zip(patch.values())
-                    .map(|((c, ty), v)| Bind {
-                        value: v.clone(),
-                        ty: *ty,
-                        column: Arc::clone(c),
-                    })
-                    .collect();
-                binds.push(Bind {
-                    value: id.clone(),
-                    ty: shape.key.ty,
-                    column: Arc::clone(&shape.key.column),
-                });
-                return Ok(compile::Statement {
-                    sql: shape.sql.clone(),
-                    binds,
-                });
+                    .zip(patch.keys())
+                    .all(|((c, _), k)| **c == **k)
+        };
+        if scalar {
+            if let Some(shape) = find(&self.updates, schema, fits) {
+                if let Some(key) = &shape.key {
+                    let mut binds: Vec<Bind> = shape
+                        .columns
+                        .iter()
+                        .zip(patch.values())
+                        .map(|((c, ty), v)| Bind {
+                            value: v.clone(),
+                            ty: *ty,
+                            column: Arc::clone(c),
+                        })
+                        .collect();
+                    binds.push(key_bind(key, id));
+                    return Ok(Statement {
+                        sql: shape.sql.clone(),
+                        binds,
+                    });
+                }
             }
         }
-        let catalog: HashMap<String, TableSchema> = [(schema.name.clone(), schema.clone())].into();
-        let stmt = compile::update(dialect, &catalog, &schema.name, patch, &filter)?;
+        let filter = compile::by_primary_key(schema, id)?;
+        let stmt = compile::update(
+            self.dialect,
+            &Self::catalog(schema),
+            &schema.name,
+            patch,
+            &filter,
+        )?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         if scalar && stmt.binds.len() == patch.len() + 1 {
-            let (cols, key) = stmt.binds.split_at(patch.len());
-            let shape = Arc::new(UpdateShape {
-                dialect,
-                schema: schema.clone(),
-                columns: cols.iter().map(|b| (Arc::clone(&b.column), b.ty)).collect(),
-                key: key[0].clone(),
-                sql: stmt.sql.clone(),
-            });
-            remember(&self.updates, schema, shape, |s| &s.schema);
+            let (set, key) = stmt.binds.split_at(patch.len());
+            remember(
+                &self.updates,
+                Shape {
+                    schema: schema.clone(),
+                    rows: 1,
+                    columns: bound(set),
+                    key: bound(key).pop(),
+                    sql: stmt.sql.clone(),
+                    output: Arc::new([]),
+                },
+            );
         }
         Ok(stmt)
     }
 }
 
 #[cfg(test)]
-mod insert_tests {
+mod tests {
     use super::*;
-    use crate::{ColumnDef, ErrorKind, Row};
+    use crate::{ColumnDef, ErrorKind};
     use serde_json::json;
 
     fn row(v: Value) -> Row {
@@ -345,16 +294,79 @@ mod insert_tests {
 
     fn agents() -> TableSchema {
         TableSchema::new("agents")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("name"))
+    }
+
+    fn scored() -> TableSchema {
+        TableSchema::new("agents")
             .column(ColumnDef::integer("id").primary_key())
             .column(ColumnDef::text("name"))
             .column(ColumnDef::float("score"))
     }
 
     #[test]
-    fn cached_shapes_make_what_the_compiler_makes() {
-        let shapes = WriteShapes::default();
+    fn selects_reused_while_the_schema_stays_and_recompiled_after_it_changes() {
+        let cache = StatementCache::new(SqlDialect::Postgres);
+        let a = cache.select_by_key(&agents(), &json!("a1")).unwrap();
+        let b = cache.select_by_key(&agents(), &json!("b2")).unwrap();
+        assert_eq!(cache.compiled(), 1, "the second get reuses the statement");
+        assert_eq!(a.statement.binds[0].value, json!("a1"));
+        assert_eq!(b.statement.binds[0].value, json!("b2"));
+        assert_eq!(&*b.statement.binds[0].column, "id");
+        assert_eq!(&*a.column_types, [ColumnType::Text, ColumnType::Text]);
+        assert!(
+            !a.statement.sql.contains("b2"),
+            "values are bound, never in the text"
+        );
+        assert_eq!(a.statement.sql, b.statement.sql);
+
+        let altered = agents().column(ColumnDef::integer("score"));
+        let c = cache.select_by_key(&altered, &json!("a1")).unwrap();
+        assert_eq!(cache.compiled(), 2, "a changed schema compiles again");
+        assert!(c.statement.sql.contains("\"score\""), "{}", c.statement.sql);
+        assert_eq!(c.column_types.len(), 3);
+    }
+
+    #[test]
+    fn selects_match_the_compiler() {
         let cat: HashMap<String, TableSchema> = [("agents".to_string(), agents())].into();
         for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
+            for id in [json!("a1"), json!("a2"), json!(7), json!(["x"])] {
+                let q = Query::new()
+                    .filter(compile::by_primary_key(&agents(), &id).unwrap())
+                    .limit(1);
+                let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
+                let got = cache.select_by_key(&agents(), &id).unwrap();
+                assert_eq!(got.statement, expected.statement);
+            }
+        }
+    }
+
+    #[test]
+    fn null_ids_are_refused_and_odd_ids_are_not_cached() {
+        let cache = StatementCache::new(SqlDialect::Sqlite);
+        let e = cache.select_by_key(&agents(), &Value::Null).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        cache.select_by_key(&agents(), &json!("a1")).unwrap();
+        let before = cache.compiled();
+        let b = cache.select_by_key(&agents(), &json!(["x"])).unwrap();
+        assert_eq!(cache.compiled(), before + 1, "a non-scalar id is compiled");
+        assert_eq!(b.statement.binds[0].value, json!(["x"]));
+        cache.select_by_key(&agents(), &json!("a2")).unwrap();
+        assert_eq!(
+            cache.compiled(),
+            before + 1,
+            "the scalar entry is still the cached one"
+        );
+    }
+
+    #[test]
+    fn cached_inserts_make_what_the_compiler_makes() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), scored())].into();
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
             for rows in [
                 vec![row(json!({"id": 1, "name": "a"}))],
                 vec![row(json!({"name": "b", "id": 2}))],
@@ -365,17 +377,18 @@ mod insert_tests {
                 vec![row(json!({"id": 5, "name": "e"}))],
             ] {
                 let expected = compile::insert(dialect, &cat, "agents", &rows).unwrap();
-                let got = shapes.insert(dialect, &agents(), rows).unwrap();
+                let got = cache.insert(&scored(), rows).unwrap();
                 assert_eq!(got, expected);
             }
+            assert_eq!(cache.compiled(), 2, "two shapes, four inserts");
         }
     }
 
     #[test]
     fn cached_updates_make_what_the_compiler_makes() {
-        let shapes = WriteShapes::default();
-        let cat: HashMap<String, TableSchema> = [("agents".to_string(), agents())].into();
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), scored())].into();
         for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
             for (patch, id) in [
                 (row(json!({"name": "a"})), json!(1)),
                 (row(json!({"name": "b"})), json!(2)),
@@ -383,60 +396,47 @@ mod insert_tests {
                 (row(json!({"name": "d", "score": 2.5})), json!(4)),
                 (row(json!({"score": 3.5, "name": "e"})), json!(5)),
             ] {
-                let filter = compile::by_primary_key(&agents(), &id).unwrap();
+                let filter = compile::by_primary_key(&scored(), &id).unwrap();
                 let expected = compile::update(dialect, &cat, "agents", &patch, &filter).unwrap();
-                let got = shapes
-                    .update_by_key(dialect, &agents(), &patch, &id)
-                    .unwrap();
+                let got = cache.update_by_key(&scored(), &patch, &id).unwrap();
                 assert_eq!(got, expected);
             }
+            assert_eq!(cache.compiled(), 3, "three shapes, five updates");
         }
-        let e = shapes
-            .update_by_key(
-                SqlDialect::Sqlite,
-                &agents(),
-                &row(json!({"nope": 1})),
-                &json!(1),
-            )
+        let cache = StatementCache::new(SqlDialect::Sqlite);
+        let e = cache
+            .update_by_key(&scored(), &row(json!({"nope": 1})), &json!(1))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        let e = shapes
-            .update_by_key(
-                SqlDialect::Sqlite,
-                &agents(),
-                &row(json!({"name": "x"})),
-                &Value::Null,
-            )
+        let e = cache
+            .update_by_key(&scored(), &row(json!({"name": "x"})), &Value::Null)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
     #[test]
-    fn errors_and_schema_changes_go_through_the_compiler() {
-        let shapes = WriteShapes::default();
-        let d = SqlDialect::Sqlite;
-        shapes
-            .insert(d, &agents(), vec![row(json!({"id": 1, "name": "a"}))])
+    fn insert_errors_and_schema_changes_go_through_the_compiler() {
+        let cache = StatementCache::new(SqlDialect::Sqlite);
+        cache
+            .insert(&scored(), vec![row(json!({"id": 1, "name": "a"}))])
             .unwrap();
         // Other columns than the first row: the compiler's error.
-        let e = shapes
+        let e = cache
             .insert(
-                d,
-                &agents(),
+                &scored(),
                 vec![row(json!({"id": 1, "name": "a"})), row(json!({"id": 2}))],
             )
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         // Unknown column: the compiler's error, not a cached shape.
-        let e = shapes
-            .insert(d, &agents(), vec![row(json!({"id": 1, "nope": "a"}))])
+        let e = cache
+            .insert(&scored(), vec![row(json!({"id": 1, "nope": "a"}))])
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         // A changed schema compiles again (the new column is known).
-        let altered = agents().column(ColumnDef::text("status"));
-        let s = shapes
+        let altered = scored().column(ColumnDef::text("status"));
+        let s = cache
             .insert(
-                d,
                 &altered,
                 vec![row(json!({"id": 1, "name": "a", "status": "x"}))],
             )

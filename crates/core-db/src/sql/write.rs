@@ -35,10 +35,10 @@ pub trait SqlTransaction: Send {
     /// The dialect statements are compiled for.
     fn dialect(&self) -> SqlDialect;
 
-    /// The provider's cache of INSERT statements by shape, when it keeps
-    /// one (see [`super::keyed::WriteShapes`]); `None` compiles every
-    /// insert.
-    fn write_shapes(&self) -> Option<&super::keyed::WriteShapes> {
+    /// The provider's cache of compiled statements by shape, when it keeps
+    /// one (see [`super::keyed::StatementCache`]): inserts and updates by
+    /// key reuse them. `None` compiles every statement.
+    fn statement_cache(&self) -> Option<&super::keyed::StatementCache> {
         None
     }
 
@@ -158,8 +158,8 @@ impl<T: SqlTransaction> RowWriter<T> {
         let mut rows_left = prepared.into_iter();
         for n in bounds {
             let chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
-            let stmt = match self.tx.write_shapes() {
-                Some(shapes) => shapes.insert(dialect, &schema, chunk)?,
+            let stmt = match self.tx.statement_cache() {
+                Some(cache) => cache.insert(&schema, chunk)?,
                 None => compile::insert_rows(dialect, &catalog(&schema), table, chunk)?,
             };
             let stored = if n == 1 {
@@ -236,15 +236,23 @@ impl<T: SqlTransaction> RowWriter<T> {
         check_row_keys(patch)?;
         let schema = self.tx.schema(table).await?;
         let prepared = prepare_patch(&schema, patch)?;
-        let filter = compile::by_primary_key(&schema, id)?;
         let updated = if self.record {
+            let filter = compile::by_primary_key(&schema, id)?;
             self.update_where(table, &filter, patch).await?.pop()
         } else {
             // One UPDATE ... RETURNING of at most one row.
-            let dialect = self.tx.dialect();
-            let stmt = match self.tx.write_shapes() {
-                Some(shapes) => shapes.update_by_key(dialect, &schema, &prepared, id)?,
-                None => compile::update(dialect, &catalog(&schema), table, &prepared, &filter)?,
+            let stmt = match self.tx.statement_cache() {
+                Some(cache) => cache.update_by_key(&schema, &prepared, id)?,
+                None => {
+                    let filter = compile::by_primary_key(&schema, id)?;
+                    compile::update(
+                        self.tx.dialect(),
+                        &catalog(&schema),
+                        table,
+                        &prepared,
+                        &filter,
+                    )?
+                }
             };
             self.tx.fetch_optional(stmt, &schema).await?
         };
