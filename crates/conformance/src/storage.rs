@@ -778,15 +778,22 @@ async fn cond_if_match(fx: StorageFixture) -> CaseResult {
     Ok(())
 }
 
-async fn cond_if_not_exists_race(fx: StorageFixture) -> CaseResult {
+/// Eight writers upload `key` at once under `condition`; returns the
+/// indexes of those that succeeded (every other one must get Conflict).
+async fn conditional_race(
+    fx: &StorageFixture,
+    key: &str,
+    condition: WriteCondition,
+) -> Result<Vec<usize>, Failure> {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let storage = fx.storage.clone();
         let bucket = fx.bucket.clone();
+        let key = key.to_string();
+        let options = UploadOptions::new().condition(condition.clone());
         tasks.push(tokio::spawn(async move {
-            let create = UploadOptions::new().condition(WriteCondition::IfNotExists);
             let body = Bytes::from(format!("writer {i}"));
-            (i, storage.upload(&bucket, "lock", body, &create).await)
+            (i, storage.upload(&bucket, &key, body, &options).await)
         }));
     }
     let mut winners = Vec::new();
@@ -804,6 +811,11 @@ async fn cond_if_not_exists_race(fx: StorageFixture) -> CaseResult {
             }
         }
     }
+    Ok(winners)
+}
+
+async fn cond_if_not_exists_race(fx: StorageFixture) -> CaseResult {
+    let winners = conditional_race(&fx, "lock", WriteCondition::IfNotExists).await?;
     ensure_eq!(
         winners.len(),
         1,
@@ -820,32 +832,7 @@ async fn cond_if_not_exists_race(fx: StorageFixture) -> CaseResult {
 async fn cond_if_match_race(fx: StorageFixture) -> CaseResult {
     // Read-modify-write from many writers holding the same ETag: one wins.
     let v1 = put(&fx, "counter", "0").await?;
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let storage = fx.storage.clone();
-        let bucket = fx.bucket.clone();
-        let etag = v1.etag.clone();
-        tasks.push(tokio::spawn(async move {
-            let cond = UploadOptions::new().condition(WriteCondition::IfMatch(etag));
-            let body = Bytes::from(format!("writer {i}"));
-            (i, storage.upload(&bucket, "counter", body, &cond).await)
-        }));
-    }
-    let mut winners = Vec::new();
-    for t in tasks {
-        let (i, result) = t
-            .await
-            .map_err(|e| Failure::new(format!("writer task failed: {e}")))?;
-        match result {
-            Ok(_) => winners.push(i),
-            Err(e) if e.kind() == ErrorKind::Conflict => {}
-            Err(e) => {
-                return Err(Failure::new(format!(
-                    "writer {i}: expected success or conflict, got {e}"
-                )))
-            }
-        }
-    }
+    let winners = conditional_race(&fx, "counter", WriteCondition::IfMatch(v1.etag)).await?;
     ensure_eq!(
         winners.len(),
         1,

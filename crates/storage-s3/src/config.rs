@@ -217,9 +217,10 @@ impl S3StorageConfig {
                 self.force_path_style
                     .unwrap_or(shared.endpoint_url().is_some()),
             )
-            // The provider sends its own SHA-256 (x-amz-checksum-sha256) and
-            // verifies downloads itself; the SDK's extra CRC32 pass would
-            // only add work (and aws-chunked bodies some servers refuse).
+            // The provider signs each upload with its own SHA-256 (the
+            // server checks the bytes against it) and verifies downloads
+            // itself; the SDK's extra CRC32 pass would only add work (and
+            // aws-chunked bodies some servers refuse).
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if shared.region().is_none() {
