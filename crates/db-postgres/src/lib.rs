@@ -480,15 +480,8 @@ impl SqlTransaction for PgTx<'_> {
             .fetch_all(self.conn())
             .await
             .map_err(error::map)?;
-        // Column types by position, looked up once per statement.
-        let hints: Vec<Option<ColumnType>> = rows.first().map_or_else(Vec::new, |r| {
-            sqlx::Row::columns(r)
-                .iter()
-                .map(|c| schema.find(sqlx::Column::name(c)).map(|d| d.ty))
-                .collect()
-        });
         rows.iter()
-            .map(|r| decode_row(r, |i, _| hints.get(i).copied().flatten()))
+            .map(|r| decode_row(r, |_, name| schema.find(name).map(|c| c.ty)))
             .collect()
     }
 

@@ -532,15 +532,8 @@ impl SqlTransaction for SqliteTx<'_> {
             .fetch_all(self.conn())
             .await
             .map_err(error::map)?;
-        // Column types by position, looked up once per statement.
-        let hints: Vec<Option<ColumnType>> = rows.first().map_or_else(Vec::new, |r| {
-            r.columns()
-                .iter()
-                .map(|c| schema.find(c.name()).map(|d| d.ty))
-                .collect()
-        });
         rows.iter()
-            .map(|r| decode_row(r, |i, _| hints.get(i).copied().flatten()))
+            .map(|r| decode_row(r, schema_hint(schema)))
             .collect()
     }
 
