@@ -15,7 +15,7 @@
 //! What each contender does per put (the work differs; that is the point of
 //! the comparison, so it is stated):
 //!
-//! - `storage-fs fsync`: SHA-256 of the content, temp file + fsync, bucket
+//! - `storage-fs fsync`: CRC32C of the content, temp file + fsync, bucket
 //!   lock (mutex + flock), condition check, metadata written into the
 //!   sidecar's spare slot + fsync, one rename, directory fsync. Atomic and
 //!   durable.
@@ -30,7 +30,7 @@
 //!   dir (temp file + `sync_all` + rename, no directory fsync): atomic, the
 //!   content durable but not the rename.
 //!
-//! Gets read the whole object (storage-fs also verifies its SHA-256); lists
+//! Gets read the whole object (storage-fs also verifies its CRC32C); lists
 //! return 1,000 entries with size and modification time (storage-fs: from
 //! its index; `warm` after its own writes, `cold` right after another
 //! instance wrote, which forces a rebuild from the sidecars).
@@ -229,8 +229,10 @@ async fn run(imp: &Imp, op: Op, bodies: &[Bytes], large: &Bytes) -> Res<Duration
 }
 
 /// Runs `op` on every contender in turn, `reps` rounds after a warm-up
-/// round, so load changes on the machine hit every contender alike; the
-/// median per contender.
+/// round, so load changes on the machine hit every contender alike; each
+/// round starts with the next contender, so none always runs right after the
+/// same neighbour (whose dirty pages the kernel may still be writing back).
+/// The median per contender.
 async fn row<'a>(
     contenders: &'a [(&'a str, Imp)],
     op: Op,
@@ -239,9 +241,10 @@ async fn row<'a>(
     large: &Bytes,
 ) -> Res<Vec<(&'a str, Duration)>> {
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    let n = contenders.len();
     for round in 0..=reps {
-        for (i, (_, imp)) in contenders.iter().enumerate() {
-            let d = run(imp, op, bodies, large).await?;
+        for i in (0..n).map(|k| (k + round) % n) {
+            let d = run(&contenders[i].1, op, bodies, large).await?;
             if round > 0 {
                 times[i].push(d);
             }

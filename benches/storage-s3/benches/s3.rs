@@ -14,7 +14,7 @@
 //!
 //! The raw client is built like the provider's (same endpoint, path style,
 //! credentials, retries; checksum calculation `WhenRequired`), so the ratio
-//! is the provider's own cost: SHA-256 of every upload and download,
+//! is the provider's own cost: the CRC32C of every upload and download,
 //! metadata encoding, validation, multipart above 8 MiB (the raw side sends
 //! the 64 MiB object as one PUT, object_store as one PUT too).
 

@@ -37,8 +37,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use truststream_core::{BoxFuture, Error, ErrorKind};
 use truststream_core_storage::{
-    content_sha256, ByteRange, ListOptions, ObjectMeta, SignedUrlMethod, Storage,
-    StorageCapabilities, StorageExt, UploadOptions, UploadRequest, WriteCondition,
+    ByteRange, Checksum, ListOptions, ObjectMeta, SignedUrlMethod, Storage, StorageCapabilities,
+    StorageExt, UploadOptions, UploadRequest, WriteCondition,
 };
 
 use crate::harness::{run_cases, Case, Factory};
@@ -367,11 +367,7 @@ async fn upload_with_options_roundtrip(fx: StorageFixture) -> CaseResult {
         options.metadata,
         "user metadata (keys keep their case)"
     );
-    ensure_eq!(
-        meta.checksum_sha256,
-        up.checksum_sha256,
-        "metadata checksum"
-    );
+    ensure_eq!(meta.checksum, up.checksum, "metadata checksum");
     if caps(&fx).public_objects {
         ensure!(up.public && meta.public, "public flag was not kept");
     }
@@ -404,18 +400,17 @@ async fn upload_overwrite_changes_etag(fx: StorageFixture) -> CaseResult {
 async fn upload_checksum_recorded(fx: StorageFixture) -> CaseResult {
     let data = pattern(100_003);
     let up = put(&fx, "sum.bin", data.clone()).await?;
-    let expected = content_sha256(&data);
-    ensure_eq!(
-        up.checksum_sha256.as_deref(),
-        Some(expected.as_str()),
-        "upload checksum"
+    ensure!(
+        up.checksum.is_some(),
+        "the provider claims checksums but the upload recorded none"
+    );
+    let sum = up.checksum.unwrap_or(Checksum::Crc32c(0));
+    ensure!(
+        sum.matches(&data),
+        "upload checksum {sum} does not match the content"
     );
     let meta = fx.storage.get_metadata(&fx.bucket, "sum.bin").await?;
-    ensure_eq!(
-        meta.checksum_sha256.as_deref(),
-        Some(expected.as_str()),
-        "stored checksum"
-    );
+    ensure_eq!(meta.checksum, Some(sum), "stored checksum");
     ensure_eq!(get(&fx, "sum.bin").await?, data, "verified download");
     Ok(())
 }
@@ -441,10 +436,10 @@ async fn upload_stream(fx: StorageFixture) -> CaseResult {
     ensure_eq!(up.size, data.len() as u64, "streamed size");
     ensure_eq!(up.content_type.as_deref(), Some("application/octet-stream"));
     if caps(&fx).checksums {
-        ensure_eq!(
-            up.checksum_sha256,
-            Some(content_sha256(&data)),
-            "streamed checksum"
+        ensure!(
+            up.checksum.is_some_and(|sum| sum.matches(&data)),
+            "streamed checksum {:?} does not match the content",
+            up.checksum
         );
     }
     ensure!(
@@ -1033,7 +1028,7 @@ async fn copy_within_bucket(fx: StorageFixture) -> CaseResult {
         "copied content type"
     );
     ensure_eq!(meta.metadata, options.metadata, "copied metadata");
-    ensure_eq!(meta.checksum_sha256, src.checksum_sha256, "copied checksum");
+    ensure_eq!(meta.checksum, src.checksum, "copied checksum");
     ensure!(
         meta.last_modified >= src.last_modified,
         "copy is older than its source"
@@ -1265,10 +1260,10 @@ async fn edge_empty_object(fx: StorageFixture) -> CaseResult {
     );
     let c = caps(&fx);
     if c.checksums {
-        ensure_eq!(
-            meta.checksum_sha256,
-            Some(content_sha256(b"")),
-            "checksum of nothing"
+        ensure!(
+            meta.checksum.is_some_and(|sum| sum.matches(b"")),
+            "checksum of nothing: {:?}",
+            meta.checksum
         );
     }
     if c.streaming {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod capabilities;
+mod checksum;
 mod ext;
 pub mod keys;
 pub mod signing;
@@ -11,11 +12,12 @@ use bytes::Bytes;
 use std::time::Duration;
 
 pub use capabilities::StorageCapabilities;
+pub use checksum::{Checksum, ChecksumAlgorithm, ChecksumHasher};
 pub use ext::{StorageExt, UploadRequest};
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use types::{
-    content_sha256, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta,
-    SignedUrl, SignedUrlMethod, UploadOptions, WriteCondition,
+    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
+    SignedUrlMethod, UploadOptions, WriteCondition,
 };
 
 /// `Result` of storage operations.

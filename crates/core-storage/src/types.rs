@@ -3,21 +3,14 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
+use crate::{Checksum, Error, StorageResult};
 use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
-
-use crate::{Error, StorageResult};
 
 /// A stream of byte chunks (uploads and downloads of large objects). An `Err`
 /// item ends the transfer: a download never yields a silently short body.
 pub type ByteStream = Pin<Box<dyn Stream<Item = StorageResult<Bytes>> + Send>>;
-
-/// Lowercase hex SHA-256 of `data`: the checksum providers record.
-pub fn content_sha256(data: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(data))
-}
 
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +31,12 @@ pub struct ObjectMeta {
     pub metadata: BTreeMap<String, String>,
     /// Whether the object was uploaded as public.
     pub public: bool,
-    /// Lowercase hex SHA-256 of the content, where the provider records it.
-    pub checksum_sha256: Option<String>,
+    /// Checksum of the content recorded at upload, where the provider
+    /// records one (see [`Checksum`]); a whole download is checked against
+    /// it. Metadata serialized by earlier versions as `checksum_sha256` (a
+    /// hex SHA-256) still reads.
+    #[serde(default, alias = "checksum_sha256")]
+    pub checksum: Option<Checksum>,
 }
 
 /// When an upload may replace what is there.

@@ -40,10 +40,14 @@ pub(crate) const PLAIN_MAX: usize = 200;
 /// Size of one metadata slot; a sidecar holds two. Large enough for the
 /// biggest metadata the key and metadata limits allow, JSON-escaped.
 pub(crate) const SLOT_SIZE: usize = 8192;
-/// Marks (and versions) a slot.
-const SLOT_MAGIC: &[u8; 4] = b"TSm1";
-/// magic, sequence number, data inode, JSON length, SHA-256 of the JSON.
-const SLOT_HEADER: usize = 4 + 8 + 8 + 4 + 32;
+/// Marks (and versions) a slot: magic, sequence number, data inode, JSON
+/// length, CRC32C of the JSON, then the JSON.
+const SLOT_MAGIC: &[u8; 4] = b"TSm2";
+const SLOT_HEADER: usize = 4 + 8 + 8 + 4 + 4;
+/// The slot format of earlier versions, still read: its JSON is guarded by a
+/// SHA-256 instead of a CRC32C.
+const SLOT_MAGIC_V1: &[u8; 4] = b"TSm1";
+const SLOT_HEADER_V1: usize = 4 + 8 + 8 + 4 + 32;
 
 /// The file or directory name of one key segment: the segment itself, or a
 /// hash of it when it is longer than [`PLAIN_MAX`] bytes or starts with
@@ -107,22 +111,32 @@ fn encode_slot(seq: u64, ino: u64, meta: &ObjectMeta) -> StorageResult<Vec<u8>> 
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&ino.to_le_bytes());
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(&json));
+    out.extend_from_slice(&crc_fast::crc32_iscsi(&json).to_le_bytes());
     out.extend_from_slice(&json);
     Ok(out)
 }
 
 fn decode_slot(buf: &[u8]) -> Option<Slot> {
-    let header = buf.get(..SLOT_HEADER)?;
-    if &header[..4] != SLOT_MAGIC {
+    let magic = buf.get(..4)?;
+    let header_len = if magic == SLOT_MAGIC {
+        SLOT_HEADER
+    } else if magic == SLOT_MAGIC_V1 {
+        SLOT_HEADER_V1
+    } else {
         return None;
-    }
+    };
+    let header = buf.get(..header_len)?;
     let seq = u64::from_le_bytes(header[4..12].try_into().ok()?);
     let ino = u64::from_le_bytes(header[12..20].try_into().ok()?);
     let len = u32::from_le_bytes(header[20..24].try_into().ok()?) as usize;
-    let json = buf.get(SLOT_HEADER..SLOT_HEADER + len)?;
+    let json = buf.get(header_len..header_len.checked_add(len)?)?;
     // A slot torn by a killed writer fails here and is ignored.
-    if Sha256::digest(json).as_slice() != &header[24..56] {
+    let intact = if magic == SLOT_MAGIC {
+        crc_fast::crc32_iscsi(json).to_le_bytes() == header[24..28]
+    } else {
+        Sha256::digest(json).as_slice() == &header[24..56]
+    };
+    if !intact {
         return None;
     }
     let meta = serde_json::from_slice(json).ok()?;
@@ -342,4 +356,56 @@ pub(crate) fn read_dir(dir: impl AsFd) -> Result<Vec<(String, FileType, u64)>, E
         out.push((name.to_string(), ft, entry.ino()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_json(checksum_field: &str) -> Vec<u8> {
+        format!(
+            r#"{{"bucket":"b","key":"k","size":1,"content_type":null,"etag":"\"e\"",
+            "last_modified":"2026-01-01T00:00:00Z","metadata":{{}},"public":false,{checksum_field}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn slots_round_trip_and_a_torn_slot_is_ignored() {
+        let meta: ObjectMeta =
+            serde_json::from_slice(&meta_json(r#""checksum":"crc32c:e3069283""#)).unwrap();
+        let bytes = encode_slot(7, 42, &meta).unwrap();
+        let slot = decode_slot(&bytes).unwrap();
+        assert_eq!((slot.seq, slot.ino), (7, 42));
+        assert_eq!(slot.meta, meta);
+        let mut torn = bytes.clone();
+        let last = torn.len() - 2;
+        torn[last] ^= 1;
+        assert!(decode_slot(&torn).is_none());
+        assert!(decode_slot(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn slots_of_earlier_versions_still_read() {
+        // Format 1: a SHA-256 guards the JSON, which records the content's
+        // SHA-256 as `checksum_sha256`.
+        let sha = "ab".repeat(32);
+        let json = meta_json(&format!(r#""checksum_sha256":"{sha}""#));
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(SLOT_MAGIC_V1);
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        v1.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&Sha256::digest(&json));
+        v1.extend_from_slice(&json);
+        let slot = decode_slot(&v1).unwrap();
+        assert_eq!((slot.seq, slot.ino), (3, 9));
+        assert_eq!(
+            slot.meta.checksum,
+            Some(truststream_core_storage::Checksum::Sha256([0xab; 32]))
+        );
+        let last = v1.len() - 2;
+        v1[last] ^= 1;
+        assert!(decode_slot(&v1).is_none());
+    }
 }

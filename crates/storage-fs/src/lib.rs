@@ -12,14 +12,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Timelike, Utc};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use truststream_core::Secret;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::signing::{UrlSigner, VerifiedUrl};
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, Error, Health, ListOptions, ListPage, ObjectMeta,
-    ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
-    StorageResult, UploadOptions,
+    BucketInfo, ByteRange, ByteStream, ChecksumAlgorithm, ChecksumHasher, Error, Health,
+    ListOptions, ListPage, ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage,
+    StorageCapabilities, StorageRegistry, StorageResult, UploadOptions,
 };
 
 use store::{Content, Store};
@@ -266,17 +265,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::internal(format!("filesystem task failed: {e}")))?
 }
 
-fn verify(meta: &ObjectMeta, actual: &str) -> StorageResult<()> {
-    match &meta.checksum_sha256 {
-        Some(expected) if expected != actual => Err(Error::internal(format!(
-            "object {:?} in bucket {:?} is corrupt: its content does not match the SHA-256 \
-             checksum recorded at upload; upload it again",
-            meta.key, meta.bucket
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// Rounds up to the next whole second (signed URLs expire on second
 /// boundaries; rounding down would shorten a one-second URL to almost none).
 fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -292,8 +280,9 @@ struct StreamState {
     file: Arc<std::fs::File>,
     pos: u64,
     end: u64,
-    /// Hash of the whole object, checked at the end (whole-object streams).
-    hasher: Option<Sha256>,
+    /// Checksum of the whole object, checked at the end (whole-object
+    /// streams of objects that have one).
+    hasher: Option<ChecksumHasher>,
     meta: ObjectMeta,
     done: bool,
 }
@@ -313,7 +302,10 @@ fn file_stream(
         file: Arc::new(file),
         pos: range.start,
         end: range.end,
-        hasher: verify_whole.then(Sha256::new),
+        hasher: meta
+            .checksum
+            .filter(|_| verify_whole)
+            .map(|sum| ChecksumHasher::new(sum.algorithm())),
         meta,
         done: false,
     };
@@ -323,9 +315,9 @@ fn file_stream(
         }
         if st.pos >= st.end {
             st.done = true;
-            let hasher = st.hasher.take()?;
-            let actual = hex::encode(hasher.finalize());
-            return match verify(&st.meta, &actual) {
+            let actual = st.hasher.take()?.finish();
+            let expected = st.meta.checksum?;
+            return match expected.verify(&actual, &st.meta.bucket, &st.meta.key) {
                 Ok(()) => None,
                 Err(e) => Some((Err(e.with_operation("storage.download_stream")), st)),
             };
@@ -339,7 +331,7 @@ fn file_stream(
                     h.update(&buf);
                 }
                 st.pos += buf.len() as u64;
-                Some((Ok(Bytes::from(buf)), st))
+                Some((Ok(buf), st))
             }
             Err(e) => {
                 st.done = true;
@@ -427,7 +419,7 @@ impl Storage for FsStorage {
         let store = self.store.clone();
         // The staged file travels into each blocking write and back.
         let mut staged = blocking(move || store.stage(&b, &k)).await.map_err(op)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = ChecksumHasher::new(ChecksumAlgorithm::Crc32c);
         let mut size = 0u64;
         while let Some(chunk) = data.next().await {
             // An error item aborts the upload: dropping `staged` removes the
@@ -449,7 +441,7 @@ impl Storage for FsStorage {
         }
         let content = Content {
             size,
-            sha256: hex::encode(hasher.finalize()),
+            checksum: hasher.finish(),
         };
         let o = options.clone();
         self.run("storage.upload_stream", move |s| {
@@ -462,7 +454,7 @@ impl Storage for FsStorage {
         let (b, k) = (bucket.to_string(), key.to_string());
         self.run("storage.download", move |s| {
             let (file, meta) = s.open_object(&b, &k)?;
-            Ok(Bytes::from(store::read_verified(&file, &meta)?))
+            store::read_verified(&file, &meta)
         })
         .await
     }
@@ -479,7 +471,7 @@ impl Storage for FsStorage {
             let r = range.resolve(meta.size)?;
             let len = usize::try_from(r.end - r.start)
                 .map_err(|_| Error::too_large("range is larger than this machine's memory"))?;
-            Ok(Bytes::from(store::read_exact_at(&file, r.start, len)?))
+            store::read_exact_at(&file, r.start, len)
         })
         .await
     }

@@ -14,9 +14,9 @@ use truststream_core::Secret;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::signing::UrlSigner;
 use truststream_core_storage::{
-    content_sha256, BucketInfo, ByteRange, ByteStream, Error, Health, ListOptions, ListPage,
-    ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities,
-    StorageRegistry, StorageResult, UploadOptions, WriteCondition,
+    BucketInfo, ByteRange, ByteStream, Checksum, Error, Health, ListOptions, ListPage, ObjectMeta,
+    ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
+    StorageResult, UploadOptions, WriteCondition,
 };
 
 /// The registry type name of this provider.
@@ -263,13 +263,9 @@ impl MemoryStorage {
     /// A snapshot of one object whose content matches its checksum.
     fn verified_object(&self, bucket: &str, key: &str) -> StorageResult<Arc<StoredObject>> {
         let obj = self.object(bucket, key)?;
-        if let Some(expected) = &obj.meta.checksum_sha256 {
-            if content_sha256(&obj.data) != *expected {
-                return Err(Error::internal(format!(
-                    "object {key:?} in bucket {bucket:?} is corrupt: its content does not \
-                     match the SHA-256 checksum recorded at upload; upload it again"
-                )));
-            }
+        if let Some(expected) = &obj.meta.checksum {
+            let actual = Checksum::compute(expected.algorithm(), &obj.data);
+            expected.verify(&actual, bucket, key)?;
         }
         Ok(obj)
     }
@@ -283,8 +279,10 @@ impl MemoryStorage {
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         self.check_size(data.len() as u64)?;
-        let checksum = content_sha256(&data);
-        let etag = format!("\"{}\"", checksum.get(..32).unwrap_or(&checksum));
+        let checksum = Checksum::crc32c(&data);
+        // Unique per write (not derived from the content), so an IfMatch
+        // write can never be fooled by other content with an equal checksum.
+        let etag = format!("\"{:032x}\"", rand::random::<u128>());
         let mut meta = ObjectMeta {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -294,7 +292,7 @@ impl MemoryStorage {
             last_modified: Utc::now(),
             metadata: options.metadata.clone(),
             public: options.public,
-            checksum_sha256: Some(checksum),
+            checksum: Some(checksum),
         };
         // The condition is checked and the object replaced under one write
         // lock, so two conditional writers can never both succeed.

@@ -17,12 +17,11 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, Error, ErrorKind, Health, ListOptions, ListPage, ObjectMeta,
-    ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
-    StorageResult, UploadOptions, WriteCondition,
+    BucketInfo, ByteRange, ByteStream, Checksum, Error, ErrorKind, Health, ListOptions, ListPage,
+    ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities,
+    StorageRegistry, StorageResult, UploadOptions, WriteCondition,
 };
 
 pub use config::{ConditionalWrites, S3StorageConfig};
@@ -40,10 +39,11 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// A storage provider for Amazon S3 and S3-compatible servers (Garage, MinIO,
 /// Ceph, R2, ...), built on `aws-sdk-s3`.
 ///
-/// - Every object gets a SHA-256 checksum at upload: it signs the request
-///   payload (SigV4 `x-amz-content-sha256`, so the server checks the bytes it
-///   received) and is kept as metadata, so whole downloads are verified and corruption is an
-///   [`ErrorKind::Internal`] error instead of data. Range reads are not
+/// - Every object gets a CRC32C checksum at upload
+///   ([`truststream_core_storage::Checksum`]), kept as metadata, so whole
+///   downloads are verified and corruption is an [`ErrorKind::Internal`]
+///   error instead of data; request bodies are signed with their SHA-256
+///   (SigV4), so the server checks the bytes it received. Range reads are not
 ///   verified (that would need the whole object).
 /// - Uploads above [`S3StorageConfig::multipart_threshold`] use multipart
 ///   upload, parts sent concurrently (bounded) and the upload aborted on
@@ -234,10 +234,9 @@ impl S3Storage {
         key: &str,
         data: Bytes,
         options: &UploadOptions,
-        sha256: &[u8],
+        checksum: Checksum,
     ) -> StorageResult<ObjectMeta> {
-        let sha_hex = hex::encode(sha256);
-        let metadata = meta::encode(options, Some(&sha_hex))?;
+        let metadata = meta::encode(options, Some(checksum))?;
         let size = data.len() as u64;
         let content_type = content_type_of(options);
         let mut req = self
@@ -253,12 +252,9 @@ impl S3Storage {
             WriteCondition::IfNotExists => req.if_none_match("*"),
             WriteCondition::IfMatch(etag) => req.if_match(quoted(etag)),
         };
-        // The SigV4 payload hash is the SHA-256 computed above: the server
-        // checks the bytes it got against it, and the SDK does not hash the
-        // body a second time.
+        // SigV4 signs the body's SHA-256 (`x-amz-content-sha256`), so the
+        // server checks the bytes it got.
         let out = req
-            .customize()
-            .interceptor(transfer::SignedPayload(sha_hex.clone()))
             .send()
             .await
             .map_err(|e| condition_error(map_sdk(e, Target::Object(bucket, key)), options))?;
@@ -276,7 +272,7 @@ impl S3Storage {
             last_modified: now_seconds(),
             metadata: options.metadata.clone(),
             public: options.public,
-            checksum_sha256: Some(sha_hex),
+            checksum: Some(checksum),
         })
     }
 
@@ -306,7 +302,7 @@ impl S3Storage {
                 .unwrap_or_else(chrono::Utc::now),
             metadata: decoded.metadata,
             public: decoded.public,
-            checksum_sha256: decoded.sha256,
+            checksum: decoded.checksum,
         })
     }
 }
@@ -428,13 +424,13 @@ impl Storage for S3Storage {
             validate_key(key)?;
             options.validate()?;
             self.check_condition(bucket, &options.condition).await?;
-            let sha256 = Sha256::digest(&data);
+            let checksum = Checksum::crc32c(&data);
             if data.len() as u64 > self.inner.config.multipart_threshold {
                 let part = self.inner.config.part_size_for(Some(data.len() as u64));
-                self.multipart_bytes(bucket, key, data, options, &sha256, part)
+                self.multipart_bytes(bucket, key, data, options, checksum, part)
                     .await
             } else {
-                self.put_single(bucket, key, data, options, &sha256).await
+                self.put_single(bucket, key, data, options, checksum).await
             }
         };
         run.await

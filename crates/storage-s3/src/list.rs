@@ -106,7 +106,7 @@ pub(crate) async fn list_page(
                 .unwrap_or_else(chrono::Utc::now),
             metadata: Default::default(),
             public: false,
-            checksum_sha256: None,
+            checksum: None,
         });
     }
     page.common_prefixes = out

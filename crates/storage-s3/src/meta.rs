@@ -11,11 +11,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
-use truststream_core_storage::{Error, StorageResult, UploadOptions};
+use truststream_core_storage::{Checksum, Error, StorageResult, UploadOptions};
 
 /// Prefix of the provider's own metadata names.
 pub(crate) const RESERVED: &str = "truststream-";
-/// Lowercase hex SHA-256 of the content.
+/// The content's checksum, in [`Checksum`]'s text form (`crc32c:…`).
+pub(crate) const CHECKSUM: &str = "truststream-checksum";
+/// Lowercase hex SHA-256 of the content, as earlier versions recorded it
+/// (still read).
 pub(crate) const SHA256: &str = "truststream-sha256";
 /// `true` when uploaded as public.
 pub(crate) const PUBLIC: &str = "truststream-public";
@@ -37,7 +40,7 @@ fn plain(v: &str) -> bool {
 /// `options` must already be validated.
 pub(crate) fn encode(
     options: &UploadOptions,
-    sha256: Option<&str>,
+    checksum: Option<Checksum>,
 ) -> StorageResult<HashMap<String, String>> {
     let mut out = HashMap::with_capacity(options.metadata.len() + 3);
     let mut keys = Vec::with_capacity(options.metadata.len());
@@ -68,8 +71,8 @@ pub(crate) fn encode(
     if options.public {
         out.insert(PUBLIC.to_string(), "true".to_string());
     }
-    if let Some(sum) = sha256 {
-        out.insert(SHA256.to_string(), sum.to_string());
+    if let Some(sum) = checksum {
+        out.insert(CHECKSUM.to_string(), sum.to_string());
     }
     Ok(out)
 }
@@ -79,7 +82,7 @@ pub(crate) fn encode(
 pub(crate) struct Decoded {
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) public: bool,
-    pub(crate) sha256: Option<String>,
+    pub(crate) checksum: Option<Checksum>,
 }
 
 /// Reads back what [`encode`] wrote; metadata written by other tools comes
@@ -93,10 +96,17 @@ pub(crate) fn decode(raw: Option<&HashMap<String, String>>) -> Decoded {
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
     d.public = lower.get(PUBLIC).is_some_and(|v| v.as_str() == "true");
-    d.sha256 = lower
-        .get(SHA256)
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|v| v.to_ascii_lowercase());
+    // An unreadable value (written by another tool) is no checksum rather
+    // than an error: the object is then served unverified.
+    d.checksum = lower
+        .get(CHECKSUM)
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            lower
+                .get(SHA256)
+                .filter(|v| v.len() == 64)
+                .and_then(|v| v.parse().ok())
+        });
     let mut named = std::collections::HashSet::new();
     if let Some(list) = lower.get(KEYS) {
         for entry in list.split(',').filter(|e| !e.is_empty()) {
@@ -134,13 +144,27 @@ mod tests {
             .metadata("note", " ré sumé, 100% ")
             .metadata("empty", "")
             .public(true);
-        let enc = encode(&opts, Some(&"ab".repeat(32))).unwrap();
+        let sum = Checksum::crc32c(b"content");
+        let enc = encode(&opts, Some(sum)).unwrap();
         assert_eq!(enc["agentid"], "42");
         assert!(enc.values().all(|v| v.is_ascii()));
         let dec = decode(Some(&enc));
         assert_eq!(dec.metadata, opts.metadata);
         assert!(dec.public);
-        assert_eq!(dec.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(dec.checksum, Some(sum));
+    }
+
+    #[test]
+    fn checksums_of_earlier_versions_and_other_tools() {
+        let legacy: HashMap<String, String> = [(SHA256.to_string(), "AB".repeat(32))].into();
+        assert_eq!(
+            decode(Some(&legacy)).checksum,
+            Some(Checksum::Sha256([0xab; 32]))
+        );
+        for junk in ["", "crc32c:xyz", "md5:00", "sha256"] {
+            let raw: HashMap<String, String> = [(CHECKSUM.to_string(), junk.to_string())].into();
+            assert_eq!(decode(Some(&raw)).checksum, None, "{junk:?}");
+        }
     }
 
     #[test]
@@ -159,6 +183,6 @@ mod tests {
         let raw: HashMap<String, String> = [("owner".to_string(), "ops".to_string())].into();
         let d = decode(Some(&raw));
         assert_eq!(d.metadata["owner"], "ops");
-        assert!(!d.public && d.sha256.is_none());
+        assert!(!d.public && d.checksum.is_none());
     }
 }

@@ -3,19 +3,14 @@
 
 use std::collections::HashMap;
 
-use aws_runtime::auth::PayloadSigningOverride;
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use truststream_core_storage::{
-    ByteRange, ByteStream, Error, ErrorKind, ObjectMeta, StorageResult, UploadOptions,
-    WriteCondition,
+    ByteRange, ByteStream, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ErrorKind,
+    ObjectMeta, StorageResult, UploadOptions, WriteCondition,
 };
 
 use crate::error::{map_sdk, Target};
@@ -29,11 +24,10 @@ impl S3Storage {
         key: &str,
         data: Bytes,
         options: &UploadOptions,
-        sha256: &[u8],
+        checksum: Checksum,
         part_size: u64,
     ) -> StorageResult<ObjectMeta> {
-        let sha_hex = hex::encode(sha256);
-        let metadata = meta::encode(options, Some(&sha_hex))?;
+        let metadata = meta::encode(options, Some(checksum))?;
         let step = usize::try_from(part_size).unwrap_or(usize::MAX);
         let size = data.len();
         let parts = futures::stream::iter(
@@ -44,7 +38,7 @@ impl S3Storage {
         let etag = self
             .multipart(bucket, key, parts, options, metadata)
             .await?;
-        Ok(self.uploaded(bucket, key, size as u64, etag, options, Some(sha_hex)))
+        Ok(self.uploaded(bucket, key, size as u64, etag, options, Some(checksum)))
     }
 
     /// Streamed upload: a single PUT when the stream ends within the
@@ -71,15 +65,15 @@ impl S3Storage {
         }
         if ended {
             let head = head.freeze();
-            let sha256 = Sha256::digest(&head);
-            return self.put_single(bucket, key, head, options, &sha256).await;
+            let checksum = Checksum::crc32c(&head);
+            return self.put_single(bucket, key, head, options, checksum).await;
         }
 
         // Too large to hold: multipart, hashing the parts as they pass. The
         // checksum is only known at the end, so it is added to the object's
         // metadata afterwards by a server-side copy onto itself.
         let part_size = usize::try_from(self.config().part_size_for(None)).unwrap_or(usize::MAX);
-        let mut hasher = Sha256::new();
+        let mut hasher = ChecksumHasher::new(ChecksumAlgorithm::Crc32c);
         let mut size = 0u64;
         let parts = rechunk(data, head, part_size).map(|part| {
             if let Ok(p) = &part {
@@ -92,8 +86,8 @@ impl S3Storage {
         let etag = self
             .multipart(bucket, key, parts, options, metadata)
             .await?;
-        let sha_hex = hex::encode(hasher.finalize());
-        let metadata = meta::encode(options, Some(&sha_hex))?;
+        let checksum = hasher.finish();
+        let metadata = meta::encode(options, Some(checksum))?;
         let recorded = self
             .client()
             .copy_object()
@@ -113,7 +107,7 @@ impl S3Storage {
                     .and_then(|r| r.e_tag())
                     .map(str::to_string)
                     .unwrap_or(etag);
-                Ok(self.uploaded(bucket, key, size, etag, options, Some(sha_hex)))
+                Ok(self.uploaded(bucket, key, size, etag, options, Some(checksum)))
             }
             Err(e) => {
                 // The object is stored; only its checksum could not be
@@ -123,7 +117,7 @@ impl S3Storage {
                     bucket,
                     key,
                     error = %map_sdk(e, Target::Object(bucket, key)),
-                    "streamed multipart upload stored, but its SHA-256 could not be recorded"
+                    "streamed multipart upload stored, but its checksum could not be recorded"
                 );
                 Ok(self.uploaded(bucket, key, size, etag, options, None))
             }
@@ -137,7 +131,7 @@ impl S3Storage {
         size: u64,
         etag: String,
         options: &UploadOptions,
-        sha256: Option<String>,
+        checksum: Option<Checksum>,
     ) -> ObjectMeta {
         ObjectMeta {
             bucket: bucket.to_string(),
@@ -148,7 +142,7 @@ impl S3Storage {
             last_modified: crate::now_seconds(),
             metadata: options.metadata.clone(),
             public: options.public,
-            checksum_sha256: sha256,
+            checksum,
         }
     }
 
@@ -322,7 +316,7 @@ impl S3Storage {
         let etag = out.e_tag().map(str::to_string);
         // Only a whole object can be checked against its checksum.
         let expected = match range {
-            None => meta::decode(out.metadata()).sha256,
+            None => meta::decode(out.metadata()).checksum,
             Some(_) => None,
         };
         let state = Download {
@@ -334,33 +328,11 @@ impl S3Storage {
             end: start + len,
             body: Some(out.body),
             resumes_left: self.config().resume_attempts,
-            hasher: expected.as_ref().map(|_| Sha256::new()),
+            hasher: expected.map(|sum| ChecksumHasher::new(sum.algorithm())),
             expected,
             finished: false,
         };
         Ok((futures::stream::unfold(state, Download::step), len))
-    }
-}
-
-/// Signs a request's payload with a SHA-256 the provider already computed
-/// (lowercase hex), instead of letting the SDK hash the body again.
-#[derive(Debug)]
-pub(crate) struct SignedPayload(pub(crate) String);
-
-impl Intercept for SignedPayload {
-    fn name(&self) -> &'static str {
-        "TrustStreamSignedPayload"
-    }
-
-    fn modify_before_signing(
-        &self,
-        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        cfg.interceptor_state()
-            .store_put(PayloadSigningOverride::Precomputed(self.0.clone()));
-        Ok(())
     }
 }
 
@@ -403,8 +375,8 @@ struct Download {
     end: u64,
     body: Option<SdkBody>,
     resumes_left: u32,
-    hasher: Option<Sha256>,
-    expected: Option<String>,
+    hasher: Option<ChecksumHasher>,
+    expected: Option<Checksum>,
     finished: bool,
 }
 
@@ -467,14 +439,8 @@ impl Download {
                 }
                 None => {
                     self.finished = true;
-                    if let (Some(h), Some(expected)) = (self.hasher.take(), &self.expected) {
-                        let got = hex::encode(h.finalize());
-                        if got != *expected {
-                            let e = Error::internal(format!(
-                                "object {:?} in bucket {:?} is corrupt: its content does not match \
-                                 the SHA-256 checksum recorded at upload; upload it again",
-                                self.key, self.bucket
-                            ));
+                    if let (Some(h), Some(expected)) = (self.hasher.take(), self.expected) {
+                        if let Err(e) = expected.verify(&h.finish(), &self.bucket, &self.key) {
                             return Some((Err(e), self));
                         }
                     }

@@ -12,9 +12,10 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use bytes::Bytes;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use truststream_core_storage::{
-    content_sha256, ByteRange, Error, ErrorKind, SignedUrlMethod, Storage, StorageExt,
-    UploadOptions, WriteCondition,
+    ByteRange, Checksum, Error, ErrorKind, SignedUrlMethod, Storage, StorageExt, UploadOptions,
+    WriteCondition,
 };
 use truststream_storage_s3::{S3Storage, S3StorageConfig};
 
@@ -158,27 +159,39 @@ async fn corrupt_content_is_an_error_not_data() {
     };
     // An object whose bytes no longer match the checksum recorded for them
     // (what silent corruption on the server looks like to a client).
-    let recorded = content_sha256(b"the original bytes");
-    store
-        .sdk_client()
-        .put_object()
-        .bucket(&bucket)
-        .key("rotten.txt")
-        .set_metadata(Some(HashMap::from([(
-            "truststream-sha256".to_string(),
-            recorded.clone(),
-        )])))
-        .body(SdkBody::from(Bytes::from("the 0riginal bytes")))
-        .send()
-        .await
-        .unwrap();
-    let meta = store.get_metadata(&bucket, "rotten.txt").await.unwrap();
-    assert_eq!(meta.checksum_sha256.as_deref(), Some(recorded.as_str()));
-    let e = store.download(&bucket, "rotten.txt").await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
-    assert!(e.to_string().contains("corrupt"), "{e}");
-    let e = collect(&store, &bucket, "rotten.txt").await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    // Both the CRC32C this version records and the SHA-256 earlier
+    // versions recorded are checked.
+    let original = b"the original bytes";
+    for (name, value, recorded) in [
+        (
+            "truststream-checksum",
+            Checksum::crc32c(original).to_string(),
+            Checksum::crc32c(original),
+        ),
+        (
+            "truststream-sha256",
+            hex::encode(Sha256::digest(original)),
+            Checksum::sha256(original),
+        ),
+    ] {
+        store
+            .sdk_client()
+            .put_object()
+            .bucket(&bucket)
+            .key("rotten.txt")
+            .set_metadata(Some(HashMap::from([(name.to_string(), value)])))
+            .body(SdkBody::from(Bytes::from("the 0riginal bytes")))
+            .send()
+            .await
+            .unwrap();
+        let meta = store.get_metadata(&bucket, "rotten.txt").await.unwrap();
+        assert_eq!(meta.checksum, Some(recorded));
+        let e = store.download(&bucket, "rotten.txt").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        let e = collect(&store, &bucket, "rotten.txt").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    }
 
     // The provider's own uploads verify fine, including an empty object.
     for (k, data) in [("ok.txt", Bytes::from("fine")), ("empty", Bytes::new())] {
@@ -186,7 +199,7 @@ async fn corrupt_content_is_an_error_not_data() {
             .upload(&bucket, k, data.clone(), &UploadOptions::new())
             .await
             .unwrap();
-        assert_eq!(up.checksum_sha256, Some(content_sha256(&data)));
+        assert_eq!(up.checksum, Some(Checksum::crc32c(&data)));
         assert_eq!(store.download(&bucket, k).await.unwrap(), data);
     }
     support::drop_bucket(&store, &bucket).await;
@@ -212,7 +225,7 @@ async fn multipart_uploads_roundtrip_with_checksum_and_metadata() {
         .upload(&bucket, "big.bin", data.clone(), &options)
         .await
         .unwrap();
-    assert_eq!(up.checksum_sha256, Some(content_sha256(&data)));
+    assert_eq!(up.checksum, Some(Checksum::crc32c(&data)));
     // Multipart ETags end in "-<parts>".
     assert!(up.etag.trim_matches('"').ends_with("-4"), "{}", up.etag);
     let meta = store.get_metadata(&bucket, "big.bin").await.unwrap();
@@ -221,7 +234,7 @@ async fn multipart_uploads_roundtrip_with_checksum_and_metadata() {
     assert_eq!(meta.metadata, options.metadata);
     assert!(meta.public);
     assert_eq!(meta.content_type.as_deref(), Some("application/x-test"));
-    assert_eq!(meta.checksum_sha256, up.checksum_sha256);
+    assert_eq!(meta.checksum, up.checksum);
     assert!(store.download(&bucket, "big.bin").await.unwrap() == data);
     let mid = store
         .download_range(
@@ -248,9 +261,9 @@ async fn multipart_uploads_roundtrip_with_checksum_and_metadata() {
         .await
         .unwrap();
     assert_eq!(up.size, data.len() as u64);
-    assert_eq!(up.checksum_sha256, Some(content_sha256(&data)));
+    assert_eq!(up.checksum, Some(Checksum::crc32c(&data)));
     let meta = store.get_metadata(&bucket, "streamed.bin").await.unwrap();
-    assert_eq!(meta.checksum_sha256, up.checksum_sha256);
+    assert_eq!(meta.checksum, up.checksum);
     assert_eq!(meta.metadata, options.metadata);
     assert_eq!(meta.etag, up.etag);
     assert!(collect(&store, &bucket, "streamed.bin").await.unwrap() == data);
