@@ -52,8 +52,8 @@ use rustix::fs::{mkdirat, renameat, unlinkat, AtFlags, FileType, FlockOperation,
 use rustix::io::Errno;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::{
-    BucketInfo, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ListOptions, ListPage, ObjectMeta, StorageResult, UploadOptions,
-    WriteCondition,
+    BucketInfo, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ListOptions, ListPage,
+    ObjectMeta, StorageResult, UploadOptions, WriteCondition,
 };
 
 use crate::fsio::{self, errno, io_err};
