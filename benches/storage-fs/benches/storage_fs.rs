@@ -8,9 +8,10 @@
 //!
 //! Every contender gets its own fresh directory on the same filesystem (the
 //! system temp dir, or `BENCH_DIR`). Each row is run once to warm up, then
-//! `BENCH_REPS` times (default 7); the table shows the median and each
-//! contender's time relative to storage-fs with the same durability
-//! (`x` > 1: storage-fs is faster).
+//! `BENCH_REPS` times (default 7), each round starting with the next
+//! contender and each run after an untimed `sync(2)`; the table shows the
+//! median and each contender's time relative to storage-fs with the same
+//! durability (`x` > 1: storage-fs is faster).
 //!
 //! What each contender does per put (the work differs; that is the point of
 //! the comparison, so it is stated):
@@ -206,6 +207,10 @@ impl Op {
 
 /// One timed run of `op` on `imp`.
 async fn run(imp: &Imp, op: Op, bodies: &[Bytes], large: &Bytes) -> Res<Duration> {
+    // Untimed: write back what earlier runs left dirty, so the kernel's
+    // background writeback of one contender's pages does not land in another
+    // contender's timing.
+    tokio::task::spawn_blocking(rustix::fs::sync).await?;
     let start = Instant::now();
     match op {
         Op::PutSmall => {

@@ -118,18 +118,16 @@ fn encode_slot(seq: u64, ino: u64, meta: &ObjectMeta) -> StorageResult<Vec<u8>> 
 
 fn decode_slot(buf: &[u8]) -> Option<Slot> {
     let magic = buf.get(..4)?;
+    let end = slot_len(buf)?;
     let header_len = if magic == SLOT_MAGIC {
         SLOT_HEADER
-    } else if magic == SLOT_MAGIC_V1 {
-        SLOT_HEADER_V1
     } else {
-        return None;
+        SLOT_HEADER_V1
     };
     let header = buf.get(..header_len)?;
     let seq = u64::from_le_bytes(header[4..12].try_into().ok()?);
     let ino = u64::from_le_bytes(header[12..20].try_into().ok()?);
-    let len = u32::from_le_bytes(header[20..24].try_into().ok()?) as usize;
-    let json = buf.get(header_len..header_len.checked_add(len)?)?;
+    let json = buf.get(header_len..end)?;
     // A slot torn by a killed writer fails here and is ignored.
     let intact = if magic == SLOT_MAGIC {
         crc_fast::crc32_iscsi(json).to_le_bytes() == header[24..28]
@@ -166,23 +164,58 @@ pub(crate) fn open_sidecar_rw(dir: impl AsFd, name: &str) -> StorageResult<File>
     Ok(File::from(fd))
 }
 
-/// Reads both slots of a sidecar.
+/// Bytes of a slot read at first: the header and the JSON of typical
+/// metadata. Longer metadata takes a second read.
+const SLOT_PREFIX: usize = 1024;
+
+/// Reads both slots of a sidecar: the start of each (so a typical lookup
+/// copies 2 KiB, not the 16 KiB of both slots), then the rest of a slot whose
+/// header says its metadata is longer.
 pub(crate) fn read_slots(file: &File) -> StorageResult<Slots> {
-    let mut buf = vec![0u8; 2 * SLOT_SIZE];
+    let read_slot = |index: usize| -> StorageResult<Option<Slot>> {
+        let at = (index * SLOT_SIZE) as u64;
+        let mut buf = [0u8; SLOT_PREFIX];
+        let n = read_full_at(file, &mut buf, at)?;
+        let head = &buf[..n];
+        let needed = match slot_len(head) {
+            Some(len) if len > n && len <= SLOT_SIZE => len,
+            _ => return Ok(decode_slot(head)),
+        };
+        let mut whole = vec![0u8; needed];
+        let n = read_full_at(file, &mut whole, at)?;
+        Ok(decode_slot(&whole[..n]))
+    };
+    Ok([read_slot(0)?, read_slot(1)?])
+}
+
+/// The length of the slot starting at `buf` (header and JSON), from its
+/// header; `None` when `buf` does not start with one.
+fn slot_len(buf: &[u8]) -> Option<usize> {
+    let magic = buf.get(..4)?;
+    let header = if magic == SLOT_MAGIC {
+        SLOT_HEADER
+    } else if magic == SLOT_MAGIC_V1 {
+        SLOT_HEADER_V1
+    } else {
+        return None;
+    };
+    let len = u32::from_le_bytes(buf.get(20..24)?.try_into().ok()?) as usize;
+    header.checked_add(len)
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends;
+/// returns how many bytes were read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> StorageResult<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], done as u64) {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_err(e, "read metadata")),
         }
     }
-    let buf = &buf[..done];
-    Ok([
-        decode_slot(buf.get(..SLOT_SIZE.min(buf.len())).unwrap_or_default()),
-        decode_slot(buf.get(SLOT_SIZE..).unwrap_or_default()),
-    ])
+    Ok(done)
 }
 
 /// Writes slot `index` of a sidecar in place (flushed to disk when `sync`).
@@ -303,17 +336,25 @@ pub(crate) fn dir_open_error(
     errno(e, what)
 }
 
+/// Whether `O_NOATIME` may be used; cleared when the kernel refuses it
+/// (`EPERM`: the files belong to another user).
+static NOATIME: AtomicBool = AtomicBool::new(cfg!(any(target_os = "linux", target_os = "android")));
+
 /// Opens a regular file for reading without following a link. `O_NONBLOCK`
 /// keeps a FIFO planted at the path from blocking the open; it has no effect
-/// on regular files.
+/// on regular files. Where allowed, `O_NOATIME`: a read does not dirty the
+/// inode (with `relatime`, the first read after each write would).
 pub(crate) fn open_file_read(dir: impl AsFd, name: &str) -> Result<File, Errno> {
-    let fd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )?;
-    Ok(File::from(fd))
+    let dir = dir.as_fd();
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if NOATIME.load(Ordering::Relaxed) {
+        match openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(Errno::PERM) => NOATIME.store(false, Ordering::Relaxed),
+            other => return other.map(File::from),
+        }
+    }
+    Ok(File::from(openat(dir, name, flags, Mode::empty())?))
 }
 
 /// Creates a new file (failing if it exists) for writing.
@@ -383,6 +424,34 @@ mod tests {
         torn[last] ^= 1;
         assert!(decode_slot(&torn).is_none());
         assert!(decode_slot(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn long_metadata_is_read_whole_from_either_slot() {
+        let mut meta: ObjectMeta =
+            serde_json::from_slice(&meta_json(r#""checksum":"crc32c:e3069283""#)).unwrap();
+        meta.key = "k/".repeat(500);
+        meta.metadata.insert("note".into(), "é".repeat(400));
+        let short: ObjectMeta =
+            serde_json::from_slice(&meta_json(r#""checksum":"crc32c:00000001""#)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("side"))
+            .unwrap();
+        for (long_at, short_at) in [(0, 1), (1, 0)] {
+            write_slot(&file, long_at, 5, 50, &meta, false).unwrap();
+            write_slot(&file, short_at, 4, 40, &short, false).unwrap();
+            let slots = read_slots(&file).unwrap();
+            let long = slots[long_at].as_ref().unwrap();
+            assert!(serde_json::to_vec(&long.meta).unwrap().len() > SLOT_PREFIX);
+            assert_eq!((long.seq, long.ino, &long.meta), (5, 50, &meta));
+            let other = slots[short_at].as_ref().unwrap();
+            assert_eq!((other.seq, &other.meta), (4, &short));
+        }
     }
 
     #[test]
