@@ -375,28 +375,35 @@ async fn run(rounds: usize, tune: Tune) {
         put_large(&clients, side, &large).await;
     }
     for round in 0..rounds {
-        // Rotate the order each round.
-        for k in 0..3 {
-            let side = sides[(k + round) % 3];
-            let i = side as usize;
-            let t = Instant::now();
-            put_small(&clients, side, &small).await;
-            rows[0].times[i].push(t.elapsed());
-            let t = Instant::now();
-            get_small(&clients, side).await;
-            rows[1].times[i].push(t.elapsed());
-            let t = Instant::now();
-            put_large(&clients, side, &large).await;
-            rows[2].times[i].push(t.elapsed());
-            let t = Instant::now();
-            let n = get_one(&clients, side, format!("{}/large", side.prefix())).await;
-            rows[3].times[i].push(t.elapsed());
-            assert_eq!(n, LARGE);
-            let t = Instant::now();
-            for _ in 0..10 {
-                list(&clients, side).await;
+        // One workload at a time for every side, the order of the sides
+        // rotating each round, so no side's timing always follows its own
+        // heavy step (the server's background work after a 64 MiB upload
+        // would otherwise land on that side's listing).
+        for (row, workload) in rows.iter_mut().enumerate() {
+            for k in 0..3 {
+                let side = sides[(k + round) % 3];
+                let t = Instant::now();
+                match row {
+                    0 => put_small(&clients, side, &small).await,
+                    1 => get_small(&clients, side).await,
+                    2 => put_large(&clients, side, &large).await,
+                    3 => {
+                        let n = get_one(&clients, side, format!("{}/large", side.prefix())).await;
+                        assert_eq!(n, LARGE);
+                    }
+                    _ => {
+                        for _ in 0..10 {
+                            list(&clients, side).await;
+                        }
+                    }
+                }
+                let elapsed = if row == 4 {
+                    t.elapsed() / 10
+                } else {
+                    t.elapsed()
+                };
+                workload.times[side as usize].push(elapsed);
             }
-            rows[4].times[i].push(t.elapsed() / 10);
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }

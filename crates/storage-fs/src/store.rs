@@ -56,6 +56,7 @@ use truststream_core_storage::{
     ObjectMeta, StorageResult, UploadOptions, WriteCondition,
 };
 
+use crate::buffers::{BufferPool, ReadBuf};
 use crate::fsio::{self, errno, io_err};
 use crate::list::Plan;
 
@@ -183,12 +184,19 @@ pub(crate) struct Store {
     locks: OwnedFd,
     pub(crate) sync: bool,
     pub(crate) max_object_size: Option<u64>,
+    /// Large read buffers for reuse.
+    pub(crate) buffers: Arc<BufferPool>,
     buckets: Mutex<HashMap<String, Arc<BucketState>>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the root and the provider's own directory.
-    pub(crate) fn open(root_path: &Path, sync: bool, max: Option<u64>) -> StorageResult<Store> {
+    pub(crate) fn open(
+        root_path: &Path,
+        sync: bool,
+        max: Option<u64>,
+        buffer_pool_bytes: usize,
+    ) -> StorageResult<Store> {
         std::fs::create_dir_all(root_path).map_err(|e| {
             io_err(e, format!("create storage root {}", root_path.display()))
                 .with_context("root", root_path.display().to_string())
@@ -205,6 +213,7 @@ impl Store {
             locks,
             sync,
             max_object_size: max,
+            buffers: BufferPool::new(buffer_pool_bytes),
             buckets: Mutex::new(HashMap::new()),
         })
     }
@@ -1022,61 +1031,21 @@ fn remove_leftovers(dir: &OwnedFd, bucket: &str) -> StorageResult<()> {
 /// Contents at least this large are checksummed on a second thread while
 /// they are written.
 const PARALLEL_MIN: usize = 1024 * 1024;
-/// Reads at least this large go into memory mapped for transparent huge
-/// pages.
-const HUGE_MIN: usize = 4 * 1024 * 1024;
 /// Whole-object reads at least this large are split across two threads.
 const SPLIT_READ_MIN: usize = 8 * 1024 * 1024;
-
-/// Memory for a read, handed to the caller as `Bytes` without a copy.
-pub(crate) enum ReadBuf {
-    Heap(Vec<u8>),
-    /// Anonymous memory asked to be backed by transparent huge pages before
-    /// it is touched: filling 64 MiB then takes 32 page faults instead of
-    /// 16,384 (measured: a 64 MiB read from the page cache in ~15 ms instead
-    /// of 30-60 ms on the 2-core build machine).
-    Mapped(memmap2::MmapMut),
-}
-
-impl ReadBuf {
-    /// `len` zeroed bytes.
-    pub(crate) fn new(len: usize) -> ReadBuf {
-        if len >= HUGE_MIN {
-            if let Ok(map) = memmap2::MmapOptions::new().len(len).map_anon() {
-                // Advice only: where the kernel has no huge pages (or
-                // refuses), the mapping keeps normal pages.
-                #[cfg(target_os = "linux")]
-                let _ = map.advise(memmap2::Advice::HugePage);
-                return ReadBuf::Mapped(map);
-            }
-        }
-        ReadBuf::Heap(vec![0u8; len])
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            ReadBuf::Heap(v) => v,
-            ReadBuf::Mapped(m) => m,
-        }
-    }
-
-    /// The bytes, without copying them.
-    pub(crate) fn into_bytes(self) -> Bytes {
-        match self {
-            ReadBuf::Heap(v) => Bytes::from(v),
-            ReadBuf::Mapped(m) => Bytes::from_owner(m),
-        }
-    }
-}
 
 /// Reads a whole object and checks it against its recorded checksum. Large
 /// CRC32C objects are read as two halves on two threads, each checksummed
 /// while its bytes are still in the cache, and the two CRCs combined (a
 /// 64 MiB read from the page cache: ~10 ms instead of ~17 ms).
-pub(crate) fn read_verified(file: &File, meta: &ObjectMeta) -> StorageResult<Bytes> {
+pub(crate) fn read_verified(
+    file: &File,
+    meta: &ObjectMeta,
+    pool: &Arc<BufferPool>,
+) -> StorageResult<Bytes> {
     let len = usize::try_from(meta.size)
         .map_err(|_| Error::too_large("object is larger than this machine's memory"))?;
-    let mut buf = ReadBuf::new(len);
+    let mut buf = ReadBuf::new(len, Some(pool));
     let Some(expected) = meta.checksum else {
         read_into(file, 0, buf.as_mut())?;
         return Ok(buf.into_bytes());
@@ -1114,9 +1083,15 @@ fn read_checksummed(file: &File, offset: u64, buf: &mut [u8]) -> StorageResult<C
     Ok(h)
 }
 
-/// Reads `len` bytes at `offset`; see [`read_into`].
-pub(crate) fn read_exact_at(file: &File, offset: u64, len: usize) -> StorageResult<Bytes> {
-    let mut buf = ReadBuf::new(len);
+/// Reads `len` bytes at `offset` (into a pooled buffer when `pool` is given
+/// and the read is large); see [`read_into`].
+pub(crate) fn read_exact_at(
+    file: &File,
+    offset: u64,
+    len: usize,
+    pool: Option<&Arc<BufferPool>>,
+) -> StorageResult<Bytes> {
+    let mut buf = ReadBuf::new(len, pool);
     read_into(file, offset, buf.as_mut())?;
     Ok(buf.into_bytes())
 }
