@@ -331,6 +331,65 @@ async fn corruption_and_truncation_are_errors_not_data() {
     assert_eq!(s.download("docs", "c.bin").await.unwrap(), body);
 }
 
+/// A body of `len` bytes that differs for each `seed`.
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[tokio::test]
+async fn large_objects_are_checked_in_both_halves_and_reused_buffers_hold_only_their_own_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    // Whole reads of 8 MiB and more read and check two halves on two
+    // threads: damage in either half, or at the seam, is an error.
+    let big = pattern(9 * 1024 * 1024 + 3, 1);
+    let path = root.path().join("docs/big.bin");
+    for at in [10, big.len() / 2 - 1, big.len() / 2, big.len() - 1] {
+        s.upload("docs", "big.bin", big.clone(), &opts())
+            .await
+            .unwrap();
+        assert!(s.download("docs", "big.bin").await.unwrap() == big);
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[at] ^= 0x01;
+        std::fs::write(&path, &raw).unwrap();
+        let e = s.download("docs", "big.bin").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "byte {at}: {e}");
+        assert!(e.message().contains("corrupt"), "{e}");
+    }
+
+    // Downloads of 4 MiB and more reuse buffers earlier downloads gave back:
+    // each one still returns exactly its own object, whatever a buffer held
+    // before (a longer object of another content, then a shorter one).
+    let sizes = [7 * 1024 * 1024 + 5, 5 * 1024 * 1024, 4 * 1024 * 1024 + 1];
+    for (i, len) in sizes.into_iter().enumerate() {
+        let body = pattern(len, 10 + i as u8);
+        let key = format!("reuse-{i}.bin");
+        s.upload("docs", &key, body.clone(), &opts()).await.unwrap();
+        let got = s.download("docs", &key).await.unwrap();
+        assert_eq!(got.len(), len);
+        assert!(got == body, "download {i} differs from its object");
+        let range = s
+            .download_range(
+                "docs",
+                &key,
+                truststream_core_storage::ByteRange::new(1, len as u64),
+            )
+            .await
+            .unwrap();
+        assert!(range == body.slice(1..), "range {i} differs");
+        // A clone outlives the first handle: the buffer is not reused
+        // while any clone is alive.
+        let tail = got.slice(len - 10..);
+        drop(got);
+        let again = s.download("docs", &key).await.unwrap();
+        assert!(again == body);
+        assert!(tail == body.slice(len - 10..));
+    }
+}
+
 #[tokio::test]
 async fn a_stream_keeps_its_version_when_the_object_is_replaced() {
     let root = tempfile::tempdir().unwrap();
