@@ -1,34 +1,4 @@
-//! Content checksums: recorded when an object is written, checked when it is
-//! read back whole, so silent corruption is an error instead of data.
-//!
-//! Providers record CRC32C (Castagnoli, the checksum S3 calls `CRC32C`): it
-//! catches every burst error up to 32 bits and random corruption with
-//! probability 1 - 2^-32, and runs at memory speed on current CPUs (SSE4.2 /
-//! PCLMULQDQ / ARMv8 CRC instructions, picked at run time), so checking a
-//! 64 MiB object costs a few milliseconds instead of the ~30 ms SHA-256 takes.
-//! It detects accidents, not attacks: whoever can rewrite the stored bytes can
-//! rewrite the checksum beside them. Objects written with SHA-256 by earlier
-//! versions keep their SHA-256 and are still checked with it.
-//!
-//! The text form, used in serialized metadata and provider headers, is
-//! `crc32c:` + 8 lowercase hex digits, or `sha256:` + 64. A bare 64-digit hex
-//! string parses as SHA-256 (the form earlier versions stored).
-//!
-//! ```
-//! use truststream_core_storage::{Checksum, ChecksumHasher};
-//!
-//! let sum = Checksum::crc32c(b"123456789");
-//! assert_eq!(sum, Checksum::Crc32c(0xe306_9283));
-//! assert_eq!(sum.to_string(), "crc32c:e3069283");
-//! assert!(sum.matches(b"123456789"));
-//!
-//! // Incrementally, as a stream arrives:
-//! let mut h = ChecksumHasher::new(sum.algorithm());
-//! h.update(b"1234");
-//! h.update(b"56789");
-//! assert_eq!(h.finish(), sum);
-//! assert_eq!("crc32c:e3069283".parse::<Checksum>().unwrap(), sum);
-//! ```
+//! Content checksums (see [`Checksum`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -57,7 +27,37 @@ impl ChecksumAlgorithm {
     }
 }
 
-/// A content checksum (see the [module docs](self)).
+/// A content checksum: recorded when an object is written, checked when it is
+/// read back whole, so silent corruption is an error instead of data.
+///
+/// Providers record CRC32C (Castagnoli, the checksum S3 calls `CRC32C`): it
+/// catches every burst error up to 32 bits and random corruption with
+/// probability 1 - 2^-32, and runs at memory speed on current CPUs (SSE4.2 /
+/// PCLMULQDQ / ARMv8 CRC instructions, picked at run time), so checking a
+/// 64 MiB object costs a few milliseconds instead of the ~30 ms SHA-256 takes.
+/// It detects accidents, not attacks: whoever can rewrite the stored bytes can
+/// rewrite the checksum beside them. Objects written with SHA-256 by earlier
+/// versions keep their SHA-256 and are still checked with it.
+///
+/// The text form, used in serialized metadata and provider headers, is
+/// `crc32c:` + 8 lowercase hex digits, or `sha256:` + 64. A bare 64-digit hex
+/// string parses as SHA-256 (the form earlier versions stored).
+///
+/// ```
+/// use truststream_core_storage::{Checksum, ChecksumHasher};
+///
+/// let sum = Checksum::crc32c(b"123456789");
+/// assert_eq!(sum, Checksum::Crc32c(0xe306_9283));
+/// assert_eq!(sum.to_string(), "crc32c:e3069283");
+/// assert!(sum.matches(b"123456789"));
+///
+/// // Incrementally, as a stream arrives:
+/// let mut h = ChecksumHasher::new(sum.algorithm());
+/// h.update(b"1234");
+/// h.update(b"56789");
+/// assert_eq!(h.finish(), sum);
+/// assert_eq!("crc32c:e3069283".parse::<Checksum>().unwrap(), sum);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Checksum {
     /// CRC-32C of the content.
