@@ -1,7 +1,8 @@
 //! Workspace tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
 //! - `conformance [--provider NAME ...] [--interface db|storage|realtime|auth] [--case SUBSTR]`
-//! - `test`: the one test command (fmt, clippy, tests, doc tests, conformance, deny)
+//! - `test`: the one test command (fmt, clippy, tests, doc tests, rustdoc
+//!   warnings, conformance, deny)
 //! - `run`: `truststream check` and `truststream health` on the embedded default
 
 mod conformance;
@@ -17,7 +18,7 @@ tasks:
         run the behaviour suites in-process against every known provider
         (or the selected ones); prints a table, then `N passed, N failed, N skipped`
   test  fmt check, clippy -D warnings, tests (nextest when installed), doc tests,
-        conformance, cargo deny; stops at the first failing step
+        rustdoc -D warnings, conformance, cargo deny; stops at the first failing step
   run   `truststream check` then `truststream health` on the embedded default
 ";
 
@@ -100,8 +101,19 @@ struct StepResult {
 
 /// Runs `cargo args...`, printing it as it starts; `Err(exit code)` on failure.
 fn run_cargo(name: &str, args: &[&str], results: &mut Vec<StepResult>) -> Result<(), u8> {
-    println!("\n==> {name}: cargo {}", args.join(" "));
-    let status = cargo().args(args).status();
+    run_cargo_with(name, args, &[], results)
+}
+
+/// [`run_cargo`] with extra environment variables.
+fn run_cargo_with(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    results: &mut Vec<StepResult>,
+) -> Result<(), u8> {
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
+    println!("\n==> {name}: {}cargo {}", shown.concat(), args.join(" "));
+    let status = cargo().envs(env.iter().copied()).args(args).status();
     let (ok, code, outcome) = match status {
         Ok(s) if s.success() => (true, 0, "ok".to_string()),
         Ok(s) => {
@@ -219,6 +231,13 @@ fn test_steps(
         run_cargo("tests", &["test", "--workspace"], results)?;
     }
     run_cargo("doc tests", &["test", "--workspace", "--doc"], results)?;
+    // Broken or private intra-doc links fail here, not on docs.rs.
+    run_cargo_with(
+        "rustdoc",
+        &["doc", "--workspace", "--no-deps", "--quiet"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+        results,
+    )?;
 
     println!("\n==> conformance: every provider, in-process");
     match conformance::run(&conformance::Selection::default()) {

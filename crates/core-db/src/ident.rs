@@ -1,7 +1,7 @@
 //! Identifier rules shared by every provider.
 //!
 //! Table, column, index and alias names must match `[A-Za-z_][A-Za-z0-9_]*` and
-//! be at most [`MAX_LEN`] bytes. Anything else is [`ErrorKind::InvalidInput`]
+//! be at most [`MAX_LEN`] bytes. Anything else is [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)
 //! before it can reach a query. SQL providers still quote every identifier.
 
 use crate::{DbResult, Error};
