@@ -154,7 +154,7 @@ pub(crate) fn open_sidecar(dir: impl AsFd, name: &str) -> StorageResult<Option<F
 /// Opens (creating if needed) `name`'s sidecar for writing.
 pub(crate) fn open_sidecar_rw(dir: impl AsFd, name: &str) -> StorageResult<File> {
     let side = sidecar_name(name);
-    let fd = openat(
+    let fd = openat_noatime(
         dir,
         &side,
         OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
@@ -340,21 +340,33 @@ pub(crate) fn dir_open_error(
 /// (`EPERM`: the files belong to another user).
 static NOATIME: AtomicBool = AtomicBool::new(cfg!(any(target_os = "linux", target_os = "android")));
 
-/// Opens a regular file for reading without following a link. `O_NONBLOCK`
-/// keeps a FIFO planted at the path from blocking the open; it has no effect
-/// on regular files. Where allowed, `O_NOATIME`: a read does not dirty the
-/// inode (with `relatime`, the first read after each write would).
-pub(crate) fn open_file_read(dir: impl AsFd, name: &str) -> Result<File, Errno> {
+/// `openat` adding `O_NOATIME` where the kernel allows it, so reads do not
+/// dirty the inode: the provider reads its sidecars and lock files right
+/// after writing them, and with `relatime` each such read would update the
+/// access time (a journaled inode update on ext4).
+pub(crate) fn openat_noatime(
+    dir: impl AsFd,
+    name: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
     let dir = dir.as_fd();
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if NOATIME.load(Ordering::Relaxed) {
-        match openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        match openat(dir, name, flags | OFlags::NOATIME, mode) {
             Err(Errno::PERM) => NOATIME.store(false, Ordering::Relaxed),
-            other => return other.map(File::from),
+            other => return other,
         }
     }
-    Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+    openat(dir, name, flags, mode)
+}
+
+/// Opens a regular file for reading without following a link. `O_NONBLOCK`
+/// keeps a FIFO planted at the path from blocking the open; it has no effect
+/// on regular files.
+pub(crate) fn open_file_read(dir: impl AsFd, name: &str) -> Result<File, Errno> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    Ok(File::from(openat_noatime(dir, name, flags, Mode::empty())?))
 }
 
 /// Creates a new file (failing if it exists) for writing.

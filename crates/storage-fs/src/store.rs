@@ -247,9 +247,9 @@ impl Store {
         if let Some(s) = map.get(bucket) {
             return Ok(s.clone());
         }
-        let fd = rustix::fs::openat(
+        let fd = fsio::openat_noatime(
             &self.locks,
-            format!("{bucket}.lock"),
+            &format!("{bucket}.lock"),
             rustix::fs::OFlags::RDWR
                 | rustix::fs::OFlags::CREATE
                 | rustix::fs::OFlags::NOFOLLOW
