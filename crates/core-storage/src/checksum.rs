@@ -201,6 +201,7 @@ impl ChecksumHasher {
     /// Appends what `other` hashed (the bytes right after this hasher's) to
     /// this hasher, so pieces hashed on different threads make one checksum.
     /// CRC-32C only: for SHA-256 this returns `false` and changes nothing.
+    #[must_use = "`false` means nothing was combined"]
     pub fn combine(&mut self, other: &ChecksumHasher) -> bool {
         match (&mut self.0, &other.0) {
             (Inner::Crc32c(a), Inner::Crc32c(b)) => {

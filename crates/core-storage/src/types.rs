@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use crate::{Checksum, Error, StorageResult};
 use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+
+use crate::{Checksum, Error, StorageResult};
 
 /// A stream of byte chunks (uploads and downloads of large objects). An `Err`
 /// item ends the transfer: a download never yields a silently short body.

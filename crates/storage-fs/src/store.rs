@@ -1063,7 +1063,11 @@ pub(crate) fn read_verified(
                 (a, b)
             });
             let mut whole = a?;
-            whole.combine(&b?);
+            if !whole.combine(&b?) {
+                return Err(Error::internal(
+                    "the two halves' checksums could not be combined",
+                ));
+            }
             whole.finish()
         }
         alg => {
