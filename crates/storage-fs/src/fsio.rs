@@ -117,19 +117,13 @@ fn encode_slot(seq: u64, ino: u64, meta: &ObjectMeta) -> StorageResult<Vec<u8>> 
 }
 
 fn decode_slot(buf: &[u8]) -> Option<Slot> {
-    let magic = buf.get(..4)?;
-    let end = slot_len(buf)?;
-    let header_len = if magic == SLOT_MAGIC {
-        SLOT_HEADER
-    } else {
-        SLOT_HEADER_V1
-    };
+    let (header_len, end) = slot_bounds(buf)?;
     let header = buf.get(..header_len)?;
     let seq = u64::from_le_bytes(header[4..12].try_into().ok()?);
     let ino = u64::from_le_bytes(header[12..20].try_into().ok()?);
     let json = buf.get(header_len..end)?;
     // A slot torn by a killed writer fails here and is ignored.
-    let intact = if magic == SLOT_MAGIC {
+    let intact = if header_len == SLOT_HEADER {
         crc_fast::crc32_iscsi(json).to_le_bytes() == header[24..28]
     } else {
         Sha256::digest(json).as_slice() == &header[24..56]
@@ -177,8 +171,8 @@ pub(crate) fn read_slots(file: &File) -> StorageResult<Slots> {
         let mut buf = [0u8; SLOT_PREFIX];
         let n = read_full_at(file, &mut buf, at)?;
         let head = &buf[..n];
-        let needed = match slot_len(head) {
-            Some(len) if len > n && len <= SLOT_SIZE => len,
+        let needed = match slot_bounds(head) {
+            Some((_, len)) if len > n && len <= SLOT_SIZE => len,
             _ => return Ok(decode_slot(head)),
         };
         let mut whole = vec![0u8; needed];
@@ -188,9 +182,10 @@ pub(crate) fn read_slots(file: &File) -> StorageResult<Slots> {
     Ok([read_slot(0)?, read_slot(1)?])
 }
 
-/// The length of the slot starting at `buf` (header and JSON), from its
-/// header; `None` when `buf` does not start with one.
-fn slot_len(buf: &[u8]) -> Option<usize> {
+/// The header length and the total length (header and JSON) of the slot
+/// starting at `buf`, from its magic and header; `None` when `buf` does not
+/// start with one.
+fn slot_bounds(buf: &[u8]) -> Option<(usize, usize)> {
     let magic = buf.get(..4)?;
     let header = if magic == SLOT_MAGIC {
         SLOT_HEADER
@@ -200,7 +195,7 @@ fn slot_len(buf: &[u8]) -> Option<usize> {
         return None;
     };
     let len = u32::from_le_bytes(buf.get(20..24)?.try_into().ok()?) as usize;
-    header.checked_add(len)
+    Some((header, header.checked_add(len)?))
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends;
