@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,6 +48,17 @@ const SLOT_HEADER: usize = 4 + 8 + 8 + 4 + 4;
 /// SHA-256 instead of a CRC32C.
 const SLOT_MAGIC_V1: &[u8; 4] = b"TSm1";
 const SLOT_HEADER_V1: usize = 4 + 8 + 8 + 4 + 32;
+
+/// Name of the extended attribute holding an object's metadata on its data
+/// file (the `user.` namespace: any owner may set it, no privilege needed).
+pub(crate) const META_XATTR: &str = "user.truststream.meta";
+/// Marks (and versions) a metadata attribute: magic, CRC32C of the JSON,
+/// then the JSON.
+const XATTR_MAGIC: &[u8; 4] = b"TSx1";
+const XATTR_HEADER: usize = 4 + 4;
+/// Attributes up to this size are read in one call without allocating
+/// (ext4 holds at most one block, 4 KiB, of attributes per file).
+const XATTR_READ_BUF: usize = 4096;
 
 /// The file or directory name of one key segment: the segment itself, or a
 /// hash of it when it is longer than [`PLAIN_MAX`] bytes or starts with
@@ -133,6 +144,104 @@ fn decode_slot(buf: &[u8]) -> Option<Slot> {
     }
     let meta = serde_json::from_slice(json).ok()?;
     Some(Slot { seq, ino, meta })
+}
+
+/// Encodes `meta` as the value of [`META_XATTR`].
+pub(crate) fn encode_xattr(meta: &ObjectMeta) -> StorageResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(XATTR_HEADER + 256);
+    out.extend_from_slice(XATTR_MAGIC);
+    out.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut out, meta)
+        .map_err(|e| Error::internal(format!("cannot encode metadata: {e}")))?;
+    let crc = crc_fast::crc32_iscsi(&out[XATTR_HEADER..]);
+    out[4..XATTR_HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+fn decode_xattr(value: &[u8]) -> Option<ObjectMeta> {
+    let json = value.get(XATTR_HEADER..)?;
+    if value.get(..4)? != XATTR_MAGIC
+        || value.get(4..XATTR_HEADER)? != crc_fast::crc32_iscsi(json).to_le_bytes()
+    {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// What setting the metadata attribute on a data file did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XattrWrite {
+    /// The attribute holds the metadata.
+    Written,
+    /// Not for this value (too large for the filesystem's limit per file)
+    /// or this file: keep this version's metadata in the sidecar.
+    Refused,
+    /// The filesystem has no user extended attributes.
+    Unsupported,
+}
+
+/// Sets the metadata attribute of `file` to `value` (from [`encode_xattr`]).
+pub(crate) fn write_xattr(file: &File, value: &[u8]) -> StorageResult<XattrWrite> {
+    match rustix::fs::fsetxattr(file, META_XATTR, value, rustix::fs::XattrFlags::empty()) {
+        Ok(()) => Ok(XattrWrite::Written),
+        // ext4 and others: no room in the attribute block (ENOSPC), a value
+        // over the filesystem's limit (E2BIG, ERANGE); EPERM: attributes
+        // refused for this file (an immutable or append-only directory
+        // policy, a security module).
+        Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE | Errno::PERM) => Ok(XattrWrite::Refused),
+        Err(Errno::NOTSUP) => Ok(XattrWrite::Unsupported),
+        Err(e) => Err(errno(e, "write metadata attribute")),
+    }
+}
+
+/// What the metadata attribute of a data file holds.
+#[derive(Debug)]
+pub(crate) enum Attr {
+    /// This version's metadata.
+    Meta(ObjectMeta),
+    /// No attribute: a version whose metadata is in the sidecar, a file this
+    /// provider did not write, or a filesystem without user attributes.
+    Absent,
+    /// An attribute that fails its checksum or does not parse.
+    Damaged,
+}
+
+impl Attr {
+    /// The metadata, `None` when absent; a damaged attribute is
+    /// `ErrorKind::Internal` (the object's metadata cannot be trusted).
+    pub(crate) fn into_meta(self) -> StorageResult<Option<ObjectMeta>> {
+        match self {
+            Attr::Meta(m) => Ok(Some(m)),
+            Attr::Absent => Ok(None),
+            Attr::Damaged => Err(Error::internal(format!(
+                "the metadata attribute ({META_XATTR}) of this object is damaged: its checksum \
+                 or format is wrong; upload the object again"
+            ))),
+        }
+    }
+}
+
+/// Reads the metadata attribute of an open data file.
+pub(crate) fn read_xattr(file: &File) -> StorageResult<Attr> {
+    let mut buf = [0u8; XATTR_READ_BUF];
+    let big;
+    let value: &[u8] = match rustix::fs::fgetxattr(file, META_XATTR, &mut buf[..]) {
+        Ok(n) => buf.get(..n).unwrap_or_default(),
+        Err(Errno::RANGE) => {
+            // Larger than one ext4 block: other filesystems allow more.
+            let len = rustix::fs::fgetxattr(file, META_XATTR, &mut [0u8; 0][..])
+                .map_err(|e| errno(e, "read metadata attribute"))?;
+            let mut v = vec![0u8; len];
+            let n = rustix::fs::fgetxattr(file, META_XATTR, &mut v[..])
+                .map_err(|e| errno(e, "read metadata attribute"))?;
+            v.truncate(n);
+            big = v;
+            &big
+        }
+        Err(Errno::NODATA | Errno::NOTSUP) => return Ok(Attr::Absent),
+        Err(e) => return Err(errno(e, "read metadata attribute")),
+    };
+    Ok(decode_xattr(value).map_or(Attr::Damaged, Attr::Meta))
 }
 
 /// Opens `name`'s sidecar for reading; `Ok(None)` when there is none.
@@ -286,11 +395,27 @@ static OPENAT2: AtomicBool = AtomicBool::new(true);
 /// component at a time, which creates missing directories and says what
 /// was wrong.
 pub(crate) fn open_dir_beneath(root: impl AsFd, path: &str) -> Option<OwnedFd> {
+    open_beneath(root.as_fd(), path, dir_flags())
+}
+
+/// Opens the file at `path` below `root` for reading the way
+/// [`open_dir_beneath`] opens a directory (no link anywhere on the way,
+/// including the file itself), without updating its access time. `None`
+/// when that fails for any reason: callers walk to it instead.
+pub(crate) fn open_file_beneath(root: impl AsFd, path: &str) -> Option<File> {
+    let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    if NOATIME.load(Ordering::Relaxed) {
+        flags |= OFlags::NOATIME;
+    }
+    open_beneath(root.as_fd(), path, flags).map(File::from)
+}
+
+fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> Option<OwnedFd> {
     if !OPENAT2.load(Ordering::Relaxed) {
         return None;
     }
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    match rustix::fs::openat2(root, path, dir_flags(), Mode::empty(), resolve) {
+    match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {
         Ok(fd) => Some(fd),
         Err(Errno::NOSYS) => {
             OPENAT2.store(false, Ordering::Relaxed);

@@ -75,6 +75,21 @@ pub struct FsStorageConfig {
     /// instead of faulting in fresh pages (a 64 MiB download: ~10 ms instead
     /// of 30-60 ms). Default 128 MiB; 0 frees every buffer after use.
     pub read_buffer_pool_bytes: u64,
+    /// Keep each object's metadata in an extended attribute of its data
+    /// file (`user.truststream.meta`, default `true`): the rename that
+    /// publishes the data publishes the metadata with it, so a write or a
+    /// read takes fewer system calls than with a sidecar file (a 4 KiB put
+    /// ~25 % faster on ext4). Writes fall back to the sidecar on their own
+    /// when the filesystem has no user attributes or the metadata does not
+    /// fit in one (ext4: about 4 KiB). With `false`, every write uses the
+    /// sidecar. Either way, objects written the other way still read.
+    ///
+    /// Backups and copies of the root must keep extended attributes
+    /// (`cp -a`, `rsync -aX`, `tar --xattrs`): a copy without them loses
+    /// the metadata of every object stored in them, and those objects are
+    /// no longer found. Set `false` when the root is backed up by a tool that
+    /// drops them.
+    pub xattr_metadata: bool,
 }
 
 impl Default for FsStorageConfig {
@@ -88,6 +103,7 @@ impl Default for FsStorageConfig {
             fsync: true,
             temp_max_age_secs: 3600,
             read_buffer_pool_bytes: 128 * 1024 * 1024,
+            xattr_metadata: true,
         }
     }
 }
@@ -165,7 +181,13 @@ impl FsStorage {
         let cfg = config.clone();
         let store = blocking(move || {
             let pool = usize::try_from(cfg.read_buffer_pool_bytes).unwrap_or(usize::MAX);
-            let store = Store::open(&cfg.root, cfg.fsync, cfg.max_object_size, pool)?;
+            let store = Store::open(
+                &cfg.root,
+                cfg.fsync,
+                cfg.max_object_size,
+                pool,
+                cfg.xattr_metadata,
+            )?;
             for b in &cfg.buckets {
                 match store.create_bucket(b) {
                     Ok(()) => {}

@@ -37,12 +37,13 @@
 //! slot with the file's size is adopted; the checksum check on download
 //! catches any other mismatch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -57,7 +58,7 @@ use truststream_core_storage::{
 };
 
 use crate::buffers::{BufferPool, ReadBuf};
-use crate::fsio::{self, errno, io_err};
+use crate::fsio::{self, errno, io_err, Attr, XattrWrite};
 use crate::list::Plan;
 
 /// Directory of the provider's own files under the root (bucket names cannot
@@ -175,6 +176,36 @@ enum Pair {
     Missing,
     /// A data file no metadata slot describes (yet).
     Unmatched(File, Box<fsio::Slots>),
+    /// A data file without metadata that was replaced while it was read
+    /// (a write that also removed the sidecar): look again.
+    Replaced,
+}
+
+/// What a writer or a delete finds at an object's name (bucket lock held).
+enum Stored {
+    /// Nothing, or a file this provider did not write.
+    Absent,
+    /// A directory: the key is a prefix of other keys.
+    Directory,
+    /// A symbolic link (never followed).
+    Link,
+    /// A data file whose metadata attribute is damaged.
+    Damaged,
+    /// An object: its metadata, and the sidecar slot holding it when it is
+    /// not in the data file's attribute.
+    Object {
+        meta: ObjectMeta,
+        slot: Option<usize>,
+    },
+}
+
+impl Stored {
+    fn meta(&self) -> Option<&ObjectMeta> {
+        match self {
+            Stored::Object { meta, .. } => Some(meta),
+            _ => None,
+        }
+    }
 }
 
 /// The provider's state shared by all operations.
@@ -186,6 +217,9 @@ pub(crate) struct Store {
     pub(crate) max_object_size: Option<u64>,
     /// Large read buffers for reuse.
     pub(crate) buffers: Arc<BufferPool>,
+    /// Whether writes keep metadata in an extended attribute of the data
+    /// file (configured, and cleared when the filesystem refuses one).
+    xattr: AtomicBool,
     buckets: Mutex<HashMap<String, Arc<BucketState>>>,
 }
 
@@ -196,6 +230,7 @@ impl Store {
         sync: bool,
         max: Option<u64>,
         buffer_pool_bytes: usize,
+        xattr: bool,
     ) -> StorageResult<Store> {
         std::fs::create_dir_all(root_path).map_err(|e| {
             io_err(e, format!("create storage root {}", root_path.display()))
@@ -214,6 +249,7 @@ impl Store {
             sync,
             max_object_size: max,
             buffers: BufferPool::new(buffer_pool_bytes),
+            xattr: AtomicBool::new(xattr),
             buckets: Mutex::new(HashMap::new()),
         })
     }
@@ -409,6 +445,18 @@ impl Store {
     /// Opens an object: its data file (the descriptor pins this version) and
     /// the metadata that belongs to it.
     pub(crate) fn open_object(&self, bucket: &str, key: &str) -> StorageResult<(File, ObjectMeta)> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        // Fast path: the data file in one `openat2` from the root, and the
+        // metadata from its attribute, which belongs to exactly this version.
+        if let Some(data) = fsio::open_file_beneath(&self.root, &object_path(bucket, key)) {
+            if let Some(meta) = fsio::read_xattr(&data)?.into_meta()? {
+                return match found(data, meta, bucket, key) {
+                    Pair::Found(data, meta) => Ok((data, meta)),
+                    _ => Err(no_object(bucket, key)),
+                };
+            }
+        }
         let (dir, name) = self.object_dir(bucket, key)?;
         // Lock-free: a writer fills the slot that does not describe the
         // current file before renaming, so the pair read here agrees unless
@@ -417,14 +465,15 @@ impl Store {
             match self.read_pair(&dir, &name, bucket, key)? {
                 Pair::Found(data, meta) => return Ok((data, meta)),
                 Pair::Missing => return Err(no_object(bucket, key)),
-                Pair::Unmatched(..) => {}
+                Pair::Unmatched(..) | Pair::Replaced => {}
             }
         }
         let state = self.bucket_state(bucket)?;
         let _lock = self.lock_bucket(&state)?;
         match self.read_pair(&dir, &name, bucket, key)? {
             Pair::Found(data, meta) => Ok((data, meta)),
-            Pair::Missing => Err(no_object(bucket, key)),
+            // Writers are locked out, so a file without metadata stays so.
+            Pair::Missing | Pair::Replaced => Err(no_object(bucket, key)),
             Pair::Unmatched(data, slots) => {
                 // No writer is active, yet no slot names this data file: the
                 // tree was copied or restored (new inode numbers), or the file
@@ -460,6 +509,9 @@ impl Store {
             Err(Errno::NOENT) => return Ok(Pair::Missing),
             Err(e) => return Err(errno(e, format!("open object {key:?}"))),
         };
+        if let Some(meta) = fsio::read_xattr(&data)?.into_meta()? {
+            return Ok(found(data, meta, bucket, key));
+        }
         let st = data
             .metadata()
             .map_err(|e| io_err(e, format!("stat object {key:?}")))?;
@@ -469,19 +521,17 @@ impl Store {
             return Ok(Pair::Missing);
         }
         let Some(side) = fsio::open_sidecar(dir, name)? else {
-            // A data file no write of this provider made.
-            return Ok(Pair::Missing);
+            // A data file no write of this provider made, unless a write
+            // replaced it since it was opened (and removed the sidecar its
+            // metadata was in).
+            return Ok(match fsio::stat_of(dir, name) {
+                Ok(Some((_, ino))) if ino == st.ino() => Pair::Missing,
+                _ => Pair::Replaced,
+            });
         };
         let slots = fsio::read_slots(&side)?;
         match fsio::pick(&slots, st.ino()) {
-            // Another key mapped to the same file (a case-insensitive
-            // filesystem): this key does not exist.
-            Some((_, slot)) if slot.meta.key != key => Ok(Pair::Missing),
-            Some((_, slot)) => {
-                let mut meta = slot.meta.clone();
-                meta.bucket = bucket.to_string();
-                Ok(Pair::Found(data, meta))
-            }
+            Some((_, slot)) => Ok(found(data, slot.meta.clone(), bucket, key)),
             None => Ok(Pair::Unmatched(data, Box::new(slots))),
         }
     }
@@ -594,6 +644,18 @@ impl Store {
             public: copied_from.map(|m| m.public).unwrap_or(options.public),
             checksum: Some(content.checksum),
         };
+        // The metadata travels with the data file in an attribute, so the
+        // rename publishes both; a sidecar slot holds it when the
+        // filesystem refuses the attribute (or it is too large for one).
+        let in_xattr = self.xattr.load(Ordering::Relaxed)
+            && match fsio::write_xattr(&staged.file, &fsio::encode_xattr(&meta)?)? {
+                XattrWrite::Written => true,
+                XattrWrite::Refused => false,
+                XattrWrite::Unsupported => {
+                    self.xattr.store(false, Ordering::Relaxed);
+                    false
+                }
+            };
         if self.sync {
             // Outside the lock: other writers of the bucket go on meanwhile.
             staged
@@ -603,23 +665,37 @@ impl Store {
         }
         let dir = &staged.dir;
         let name = staged.name.clone();
-        let side = fsio::open_sidecar_rw(dir, &name)?;
+        let side = match in_xattr {
+            true => None,
+            false => Some(fsio::open_sidecar_rw(dir, &name)?),
+        };
         let state = self.bucket_state(&staged.bucket)?;
         let lock = self.lock_bucket(&state)?;
-        let target = self.check_condition(
-            dir,
-            &name,
-            &side,
-            &staged.bucket,
-            &staged.key,
-            &options.condition,
-        )?;
-        // The new metadata goes into the slot that does not describe the
-        // current file, so readers keep a consistent pair until the rename.
-        fsio::write_slot(&side, target.index, target.seq, st.ino(), &meta, self.sync)?;
+        let stored = self.stored(dir, &name)?;
+        check_condition(&stored, &staged.bucket, &staged.key, &options.condition)?;
+        if let Some(side) = &side {
+            // The new metadata goes into the slot that does not describe the
+            // current file, so readers keep a consistent pair until the rename.
+            let current = match &stored {
+                Stored::Object { slot, .. } => *slot,
+                _ => None,
+            };
+            let slots = fsio::read_slots(side)?;
+            let target = choose_slot(&slots, current);
+            fsio::write_slot(side, target.index, target.seq, st.ino(), &meta, self.sync)?;
+        }
         renameat(dir, &staged.temp, dir, &name)
             .map_err(|e| errno(e, format!("replace object {:?}", staged.key)))?;
         staged.committed = true;
+        if in_xattr && matches!(stored, Stored::Object { slot: Some(_), .. }) {
+            // The replaced version's metadata was in the sidecar, which no
+            // longer describes anything. (Readers that opened the old file
+            // and then miss the sidecar look again.)
+            match unlinkat(dir, fsio::sidecar_name(&name), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(errno(e, "remove replaced metadata")),
+            }
+        }
         if self.sync {
             fsio::sync_dir(dir)?;
         }
@@ -629,77 +705,40 @@ impl Store {
         Ok(meta)
     }
 
-    /// Checks `condition` against what is stored (bucket lock held) and
-    /// chooses the metadata slot to write.
-    fn check_condition(
-        &self,
-        dir: &OwnedFd,
-        name: &str,
-        side: &File,
-        bucket: &str,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> StorageResult<SlotChoice> {
-        let ino = match fsio::stat_of(dir, name).map_err(|e| errno(e, "stat object"))? {
-            Some((FileType::Directory, _)) => {
-                return Err(Error::conflict(format!(
-                    "key {key:?} cannot be stored: the filesystem provider keeps other keys \
-                     under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
-                )))
-            }
-            Some((FileType::Symlink, _)) => {
-                return Err(Error::permission_denied(format!(
-                    "object {key:?} is a symbolic link; links are never followed inside the storage root"
-                )))
-            }
-            Some((_, ino)) => Some(ino),
-            None => None,
+    /// What is at `name` in `dir` now (bucket lock held, so it stays so).
+    fn stored(&self, dir: &OwnedFd, name: &str) -> StorageResult<Stored> {
+        let data = match fsio::open_file_read(dir, name) {
+            Ok(f) => f,
+            Err(Errno::NOENT) => return Ok(Stored::Absent),
+            // `O_NOFOLLOW` on a link.
+            Err(Errno::LOOP) => return Ok(Stored::Link),
+            // A socket: not an object.
+            Err(Errno::NXIO) => return Ok(Stored::Absent),
+            Err(e) => return Err(errno(e, "open object")),
         };
-        let slots = fsio::read_slots(side)?;
-        let current = ino.and_then(|ino| fsio::pick(&slots, ino));
-        let seq = slots.iter().flatten().map(|s| s.seq).max().unwrap_or(0) + 1;
-        let index = match current {
-            Some((i, _)) => 1 - i,
-            // No current version: overwrite the older slot.
-            None => match &slots {
-                [Some(a), Some(b)] if a.seq > b.seq => 1,
-                [Some(_), None] => 1,
-                _ => 0,
+        match fsio::read_xattr(&data)? {
+            Attr::Meta(meta) => return Ok(Stored::Object { meta, slot: None }),
+            Attr::Damaged => return Ok(Stored::Damaged),
+            Attr::Absent => {}
+        }
+        let st = data.metadata().map_err(|e| io_err(e, "stat object"))?;
+        if st.is_dir() {
+            return Ok(Stored::Directory);
+        }
+        if !st.is_file() {
+            return Ok(Stored::Absent);
+        }
+        let Some(side) = fsio::open_sidecar(dir, name)? else {
+            return Ok(Stored::Absent);
+        };
+        let slots = fsio::read_slots(&side)?;
+        Ok(match fsio::pick(&slots, st.ino()) {
+            Some((i, s)) => Stored::Object {
+                meta: s.meta.clone(),
+                slot: Some(i),
             },
-        };
-        let current = current.map(|(_, s)| &s.meta);
-        if let Some(m) = current {
-            if m.key != key {
-                return Err(Error::conflict(format!(
-                    "key {key:?} and existing key {:?} map to the same file on this filesystem \
-                     (it ignores case or normalizes names)",
-                    m.key
-                )));
-            }
-        }
-        match (condition, current) {
-            (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => {}
-            (WriteCondition::IfNotExists, Some(_)) => {
-                return Err(Error::conflict(format!(
-                    "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
-                )))
-            }
-            (WriteCondition::IfMatch(expected), None) => {
-                return Err(Error::conflict(format!(
-                    "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
-                )))
-            }
-            (WriteCondition::IfMatch(expected), Some(m)) => {
-                if unquote(&m.etag) != unquote(expected) {
-                    return Err(Error::conflict(format!(
-                        "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
-                         read it again and retry",
-                        m.etag
-                    )));
-                }
-            }
-        }
-        Ok(SlotChoice { index, seq })
+            None => Stored::Absent,
+        })
     }
 
     pub(crate) fn delete(&self, bucket: &str, key: &str) -> StorageResult<()> {
@@ -736,14 +775,12 @@ impl Store {
         }
         let name = fsio::seg_name(leaf);
         // On a filesystem that folds case, another key may own this file.
-        if let (Some((_, ino)), Some(side)) = (
-            fsio::stat_of(&dir, &name).map_err(|e| errno(e, "stat object"))?,
-            fsio::open_sidecar(&dir, &name)?,
-        ) {
-            let slots = fsio::read_slots(&side)?;
-            if fsio::pick(&slots, ino).is_some_and(|(_, s)| s.meta.key != key) {
-                return Ok(());
-            }
+        if self
+            .stored(&dir, &name)?
+            .meta()
+            .is_some_and(|m| m.key != key)
+        {
+            return Ok(());
         }
         // Data first: a crash in between leaves metadata without data, which
         // is not an object (and is removed with its bucket).
@@ -891,6 +928,105 @@ fn dir_path(bucket: &str, parents: &[&str]) -> String {
     p
 }
 
+/// Checks a write's `condition` against what is stored at its key.
+fn check_condition(
+    stored: &Stored,
+    bucket: &str,
+    key: &str,
+    condition: &WriteCondition,
+) -> StorageResult<()> {
+    let current = match stored {
+        Stored::Directory => {
+            return Err(Error::conflict(format!(
+                "key {key:?} cannot be stored: the filesystem provider keeps other keys \
+                 under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
+            )))
+        }
+        Stored::Link => return Err(Error::permission_denied(format!(
+            "object {key:?} is a symbolic link; links are never followed inside the storage root"
+        ))),
+        Stored::Damaged => match condition {
+            // Replacing a damaged object is how it gets repaired.
+            WriteCondition::None => return Ok(()),
+            _ => {
+                return Err(Error::conflict(format!(
+                    "object {key:?} in bucket {bucket:?} exists but its metadata is damaged, \
+                     so the write condition cannot be checked; upload it without a condition"
+                )))
+            }
+        },
+        Stored::Absent => None,
+        Stored::Object { meta, .. } => Some(meta),
+    };
+    if let Some(m) = current {
+        if m.key != key {
+            return Err(Error::conflict(format!(
+                "key {key:?} and existing key {:?} map to the same file on this filesystem \
+                 (it ignores case or normalizes names)",
+                m.key
+            )));
+        }
+    }
+    match (condition, current) {
+        (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
+        (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
+            "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
+        ))),
+        (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
+            "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
+        ))),
+        (WriteCondition::IfMatch(expected), Some(m)) => {
+            if unquote(&m.etag) == unquote(expected) {
+                Ok(())
+            } else {
+                Err(Error::conflict(format!(
+                    "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
+                     read it again and retry",
+                    m.etag
+                )))
+            }
+        }
+    }
+}
+
+/// The sidecar slot a write fills: the one not describing the current
+/// version (`current`, when a slot does), else the older one.
+fn choose_slot(slots: &fsio::Slots, current: Option<usize>) -> SlotChoice {
+    let seq = slots.iter().flatten().map(|s| s.seq).max().unwrap_or(0) + 1;
+    let index = match current {
+        Some(i) => 1 - i,
+        None => match slots {
+            [Some(a), Some(b)] if a.seq > b.seq => 1,
+            [Some(_), None] => 1,
+            _ => 0,
+        },
+    };
+    SlotChoice { index, seq }
+}
+
+/// `bucket/dir/dir/name` of mapped names: where `key`'s data file is, for
+/// [`fsio::open_file_beneath`].
+fn object_path(bucket: &str, key: &str) -> String {
+    let mut p = bucket.to_string();
+    for seg in key.split('/') {
+        p.push('/');
+        p.push_str(&fsio::seg_name(seg));
+    }
+    p
+}
+
+/// The pair of a data file and the metadata found for it, unless that
+/// metadata is another key's: on a filesystem that ignores case or
+/// normalizes names two keys can map to one file, and then this key does
+/// not exist.
+fn found(data: File, mut meta: ObjectMeta, bucket: &str, key: &str) -> Pair {
+    if meta.key != key {
+        return Pair::Missing;
+    }
+    meta.bucket = bucket.to_string();
+    Pair::Found(data, meta)
+}
+
 fn unquote(etag: &str) -> &str {
     etag.trim().trim_matches('"')
 }
@@ -913,9 +1049,11 @@ fn ensure_dir(parent: &OwnedFd, name: &str) -> StorageResult<OwnedFd> {
     })
 }
 
-/// Reads every sidecar under `dir` into `out`. Links are skipped, never
-/// followed; temporary files are ignored.
-/// A sidecar counts only where its key puts it: one in a directory that was
+/// Reads the metadata of every object under `dir` into `out`: each data
+/// file's attribute, or its sidecar slot. Links are skipped, never
+/// followed; temporary files are ignored, and so are objects whose metadata
+/// is damaged (reading them says so).
+/// An object counts only where its key puts it: one in a directory that was
 /// moved or copied by hand elsewhere in the bucket is not listed (it could not
 /// be read under its key either).
 fn scan(
@@ -930,48 +1068,41 @@ fn scan(
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(errno(e, "read directory")),
     };
-    // Inode numbers of the data files, as the directory lists them.
-    let inodes: HashMap<&str, u64> = entries
+    let sidecars: HashSet<&str> = entries
         .iter()
-        .filter(|(n, ft, _)| *ft == FileType::RegularFile && is_key_dir(n))
-        .map(|(n, _, ino)| (n.as_str(), *ino))
+        .filter(|(_, ft, _)| *ft == FileType::RegularFile)
+        .filter_map(|(n, _, _)| n.strip_prefix(fsio::SIDECAR))
         .collect();
-    for (name, ft, _) in &entries {
+    for (name, ft, listed_ino) in &entries {
+        if !is_key_dir(name) {
+            continue;
+        }
         match ft {
-            FileType::Directory if is_key_dir(name) && path.len() < 1100 => {
-                match fsio::open_dir(dir, name) {
-                    Ok(sub) => {
-                        path.push(name.clone());
-                        let r = scan(&sub, bucket, out, path);
-                        path.pop();
-                        r?
-                    }
-                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
-                    Err(e) => return Err(errno(e, "open directory")),
+            FileType::Directory if path.len() < 1100 => match fsio::open_dir(dir, name) {
+                Ok(sub) => {
+                    path.push(name.clone());
+                    let r = scan(&sub, bucket, out, path);
+                    path.pop();
+                    r?
                 }
-            }
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
+                Err(e) => return Err(errno(e, "open directory")),
+            },
             FileType::RegularFile => {
-                let Some(object) = name.strip_prefix(fsio::SIDECAR) else {
-                    continue;
+                let meta = match fsio::open_file_read(dir, name) {
+                    Ok(data) => match fsio::read_xattr(&data)? {
+                        Attr::Meta(meta) => Some(meta),
+                        Attr::Damaged => None,
+                        Attr::Absent if sidecars.contains(name.as_str()) => {
+                            sidecar_meta(dir, name, *listed_ino)?
+                        }
+                        Attr::Absent => None,
+                    },
+                    // Replaced by a link or removed since the directory was read.
+                    Err(Errno::NOENT | Errno::LOOP) => None,
+                    Err(e) => return Err(errno(e, "open object")),
                 };
-                let Some(&listed_ino) = inodes.get(object) else {
-                    // Metadata without data: not an object.
-                    continue;
-                };
-                let Some(side) = fsio::open_sidecar(dir, object)? else {
-                    continue;
-                };
-                let slots = fsio::read_slots(&side)?;
-                let mut found = fsio::pick(&slots, listed_ino).map(|(_, s)| s.clone());
-                if found.is_none() {
-                    // Some filesystems (overlayfs) list other inode numbers
-                    // than stat reports: ask stat.
-                    if let Ok(Some((_, ino))) = fsio::stat_of(dir, object) {
-                        found = fsio::pick(&slots, ino).map(|(_, s)| s.clone());
-                    }
-                }
-                if let Some(slot) = found.filter(|s| at_its_place(&s.meta.key, path, object)) {
-                    let mut meta = slot.meta;
+                if let Some(mut meta) = meta.filter(|m| at_its_place(&m.key, path, name)) {
                     meta.bucket = bucket.to_string();
                     out.insert(meta.key.clone(), meta);
                 }
@@ -980,6 +1111,24 @@ fn scan(
         }
     }
     Ok(())
+}
+
+/// The metadata of the data file `name` (inode `listed_ino` as its
+/// directory lists it) from its sidecar.
+fn sidecar_meta(dir: &OwnedFd, name: &str, listed_ino: u64) -> StorageResult<Option<ObjectMeta>> {
+    let Some(side) = fsio::open_sidecar(dir, name)? else {
+        return Ok(None);
+    };
+    let slots = fsio::read_slots(&side)?;
+    if let Some((_, s)) = fsio::pick(&slots, listed_ino) {
+        return Ok(Some(s.meta.clone()));
+    }
+    // Some filesystems (overlayfs) list other inode numbers than stat
+    // reports: ask stat.
+    Ok(match fsio::stat_of(dir, name) {
+        Ok(Some((_, ino))) => fsio::pick(&slots, ino).map(|(_, s)| s.meta.clone()),
+        _ => None,
+    })
 }
 
 /// Whether `key` maps to the directory names `path` and file name `object`.

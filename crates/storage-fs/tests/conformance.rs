@@ -9,11 +9,12 @@ use truststream_storage_fs::{FsStorage, FsStorageConfig};
 
 const BUCKET: &str = "conformance";
 
-fn fs_factory(fsync: bool) -> storage::StorageFactory {
+fn fs_factory(fsync: bool, xattr_metadata: bool) -> storage::StorageFactory {
     factory(move || async move {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut cfg = FsStorageConfig::new(dir.path());
         cfg.fsync = fsync;
+        cfg.xattr_metadata = xattr_metadata;
         cfg.buckets = vec![BUCKET.into()];
         let store = Arc::new(
             FsStorage::with_config(cfg)
@@ -37,7 +38,7 @@ fn fs_factory(fsync: bool) -> storage::StorageFactory {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_suite_passes_with_fsync() {
-    let report = storage::run("fs", fs_factory(true), None).await;
+    let report = storage::run("fs", fs_factory(true, true), None).await;
     report.print_table();
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(report.skipped(), 0, "skipped: {:?}", report.skipped_cases());
@@ -46,7 +47,14 @@ async fn storage_suite_passes_with_fsync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_suite_passes_without_fsync() {
-    let report = storage::run("fs (fsync off)", fs_factory(false), None).await;
+    let report = storage::run("fs (fsync off)", fs_factory(false, true), None).await;
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert_eq!(report.skipped(), 0, "skipped: {:?}", report.skipped_cases());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_suite_passes_with_sidecar_metadata() {
+    let report = storage::run("fs (sidecar metadata)", fs_factory(true, false), None).await;
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(report.skipped(), 0, "skipped: {:?}", report.skipped_cases());
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use truststream_core_storage::{ListOptions, Storage, UploadOptions};
-use truststream_storage_fs::FsStorage;
+use truststream_storage_fs::{FsStorage, FsStorageConfig};
 
 const CHILD_ROOT: &str = "TS_STORAGE_FS_CRASH_WRITER_ROOT";
 const TEST_NAME: &str = "a_killed_writer_leaves_the_old_or_the_new_object";
@@ -27,15 +27,21 @@ fn version(i: usize) -> Bytes {
     Bytes::from(vec![b'a' + (i % 26) as u8; len])
 }
 
-/// The writer: uploads new versions (whole and streamed) until killed.
+/// The writer: uploads new versions (whole and streamed, with metadata in
+/// the data file's attribute and in the sidecar, so each kind replaces the
+/// other) until killed.
 fn writer(root: &Path) -> ! {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let s = FsStorage::open(root).await.unwrap();
+        let attr = FsStorage::open(root).await.unwrap();
+        let mut cfg = FsStorageConfig::new(root);
+        cfg.xattr_metadata = false;
+        let side = FsStorage::with_config(cfg).await.unwrap();
         for i in 1.. {
+            let s = if i % 4 < 2 { &attr } else { &side };
             let data = version(i);
             if i % 2 == 0 {
                 s.upload("crash", "obj", data, &UploadOptions::new())

@@ -8,6 +8,8 @@
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,10 +19,32 @@ use truststream_core_storage::{
 };
 use truststream_storage_fs::{FsStorage, FsStorageConfig};
 
+/// A store with the default settings (metadata in extended attributes).
 async fn store(root: &Path) -> FsStorage {
+    store_with(root, true).await
+}
+
+/// A store keeping metadata in sidecar files (`xattr_metadata = false`).
+async fn sidecar_store(root: &Path) -> FsStorage {
+    store_with(root, false).await
+}
+
+async fn store_with(root: &Path, xattr_metadata: bool) -> FsStorage {
     let mut cfg = FsStorageConfig::new(root);
     cfg.buckets = vec!["docs".into()];
+    cfg.xattr_metadata = xattr_metadata;
     FsStorage::with_config(cfg).await.unwrap()
+}
+
+/// The extended attribute holding an object's metadata.
+const META_XATTR: &str = "user.truststream.meta";
+
+fn xattr_of(path: &Path) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    match rustix::fs::lgetxattr(path, META_XATTR, &mut buf[..]) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
 }
 
 fn opts() -> UploadOptions {
@@ -144,7 +168,10 @@ async fn object_and_sidecar_swapped_for_links_are_refused() {
     assert_all_refused(&s, "docs", "secret.txt").await;
     assert_outside_untouched(out.path());
 
-    s.upload("docs", "other.txt", Bytes::from("inside"), &opts())
+    // An object whose metadata is in a sidecar, read by both kinds of store.
+    sidecar_store(root.path())
+        .await
+        .upload("docs", "other.txt", Bytes::from("inside"), &opts())
         .await
         .unwrap();
     let side = root.path().join("docs/.~mother.txt");
@@ -318,7 +345,9 @@ async fn corruption_and_truncation_are_errors_not_data() {
     let e = s.download("docs", "c.bin").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
     // A damaged sidecar is an error too.
-    s.upload("docs", "m.bin", Bytes::from("x"), &opts())
+    sidecar_store(root.path())
+        .await
+        .upload("docs", "m.bin", Bytes::from("x"), &opts())
         .await
         .unwrap();
     std::fs::write(root.path().join("docs/.~mm.bin"), b"{not json").unwrap();
@@ -448,7 +477,7 @@ async fn leftovers_are_ignored_and_swept() {
 #[tokio::test]
 async fn torn_metadata_slots_are_ignored_or_reported() {
     let root = tempfile::tempdir().unwrap();
-    let s = store(root.path()).await;
+    let s = sidecar_store(root.path()).await;
     let side = root.path().join("docs/.~mk");
     s.upload("docs", "k", Bytes::from("version one"), &opts())
         .await
@@ -496,7 +525,7 @@ async fn torn_metadata_slots_are_ignored_or_reported() {
 #[tokio::test]
 async fn a_restored_copy_with_new_inodes_still_reads() {
     let root = tempfile::tempdir().unwrap();
-    let s = store(root.path()).await;
+    let s = sidecar_store(root.path()).await;
     s.upload("docs", "a/b.txt", Bytes::from("payload"), &opts())
         .await
         .unwrap();
@@ -507,6 +536,257 @@ async fn a_restored_copy_with_new_inodes_still_reads() {
     std::fs::remove_file(&p).unwrap();
     std::fs::write(&p, &body).unwrap();
     assert_eq!(s.download("docs", "a/b.txt").await.unwrap(), "payload");
+}
+
+#[tokio::test]
+async fn a_restored_copy_keeps_attribute_metadata_only_with_its_attributes() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    let put = s
+        .upload(
+            "docs",
+            "a/b.txt",
+            Bytes::from("payload"),
+            &opts().content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+    let p = root.path().join("docs/a/b.txt");
+    let Some(attr) = xattr_of(&p) else {
+        // This filesystem has no user attributes: the sidecar holds it.
+        assert!(root.path().join("docs/a/.~mb.txt").exists());
+        return;
+    };
+    assert!(!root.path().join("docs/a/.~mb.txt").exists());
+    // `cp -a` / `rsync -aX`: a new inode with the attribute.
+    let body = std::fs::read(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, &body).unwrap();
+    rustix::fs::setxattr(&p, META_XATTR, &attr, rustix::fs::XattrFlags::empty()).unwrap();
+    let meta = s.get_metadata("docs", "a/b.txt").await.unwrap();
+    assert_eq!((meta.etag, meta.content_type), (put.etag, put.content_type));
+    assert_eq!(s.download("docs", "a/b.txt").await.unwrap(), "payload");
+    // A copy that dropped the attribute lost the metadata: the file is not
+    // an object any more (documented: backups must keep attributes).
+    rustix::fs::removexattr(&p, META_XATTR).unwrap();
+    let e = s.get_metadata("docs", "a/b.txt").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(s
+        .list("docs", &ListOptions::new())
+        .await
+        .unwrap()
+        .objects
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_metadata_attribute_is_an_error_and_a_new_upload_repairs_it() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    s.upload("docs", "x.bin", Bytes::from("data"), &opts())
+        .await
+        .unwrap();
+    s.upload("docs", "y.bin", Bytes::from("other"), &opts())
+        .await
+        .unwrap();
+    let p = root.path().join("docs/x.bin");
+    let Some(mut attr) = xattr_of(&p) else {
+        return; // no user attributes here: covered by the sidecar tests
+    };
+    // One flipped bit inside the JSON (a digit of the size, say).
+    let at = attr.len() / 2;
+    attr[at] ^= 0x01;
+    rustix::fs::setxattr(&p, META_XATTR, &attr, rustix::fs::XattrFlags::empty()).unwrap();
+    for e in [
+        s.get_metadata("docs", "x.bin").await.unwrap_err(),
+        s.download("docs", "x.bin").await.unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+        assert!(e.message().contains("damaged"), "{e}");
+    }
+    // Listings leave it out instead of failing for every object.
+    let page = s.list("docs", &ListOptions::new()).await.unwrap();
+    let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["y.bin"]);
+    // A conditional write cannot be checked against it; a plain one repairs it.
+    for condition in [
+        WriteCondition::IfNotExists,
+        WriteCondition::IfMatch("\"x\"".into()),
+    ] {
+        let e = s
+            .upload(
+                "docs",
+                "x.bin",
+                Bytes::from("new"),
+                &opts().condition(condition),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    }
+    s.upload("docs", "x.bin", Bytes::from("new"), &opts())
+        .await
+        .unwrap();
+    assert_eq!(s.download("docs", "x.bin").await.unwrap(), "new");
+    // Garbage that is not even of this format is reported the same way.
+    rustix::fs::setxattr(&p, META_XATTR, b"{}", rustix::fs::XattrFlags::empty()).unwrap();
+    let e = s.get_metadata("docs", "x.bin").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    s.delete("docs", "x.bin").await.unwrap();
+    assert!(!p.exists());
+}
+
+#[tokio::test]
+async fn sidecar_and_attribute_versions_replace_each_other() {
+    let root = tempfile::tempdir().unwrap();
+    let attr = store(root.path()).await;
+    let side = sidecar_store(root.path()).await;
+    let sidecar = root.path().join("docs/k/.~mv");
+    let opts = |n: &str| opts().metadata("n", n).content_type("text/plain");
+    // Written with a sidecar (as earlier versions did), read and listed by
+    // a store that writes attributes.
+    let v1 = side
+        .upload("docs", "k/v", Bytes::from("one"), &opts("1"))
+        .await
+        .unwrap();
+    assert!(sidecar.exists());
+    assert_eq!(
+        attr.get_metadata("docs", "k/v").await.unwrap().etag,
+        v1.etag
+    );
+    let listed = attr.list("docs", &ListOptions::new()).await.unwrap();
+    assert_eq!(listed.objects.len(), 1);
+    assert_eq!(listed.objects[0].metadata["n"], "1");
+    // Replaced with an attribute version: the sidecar goes (when the
+    // filesystem has attributes), and an IfMatch against the sidecar
+    // version's ETag works.
+    let v2 = attr
+        .upload(
+            "docs",
+            "k/v",
+            Bytes::from("two"),
+            &opts("2").condition(WriteCondition::IfMatch(v1.etag.clone())),
+        )
+        .await
+        .unwrap();
+    let has_attrs = xattr_of(&root.path().join("docs/k/v")).is_some();
+    assert_eq!(sidecar.exists(), !has_attrs);
+    for s in [&attr, &side] {
+        let m = s.get_metadata("docs", "k/v").await.unwrap();
+        assert_eq!(
+            (m.etag.as_str(), m.metadata["n"].as_str()),
+            (v2.etag.as_str(), "2")
+        );
+        assert_eq!(s.download("docs", "k/v").await.unwrap(), "two");
+    }
+    // And back: a sidecar version over an attribute version.
+    let v3 = side
+        .upload(
+            "docs",
+            "k/v",
+            Bytes::from("three"),
+            &opts("3").condition(WriteCondition::IfMatch(v2.etag.clone())),
+        )
+        .await
+        .unwrap();
+    for s in [&attr, &side] {
+        let m = s.get_metadata("docs", "k/v").await.unwrap();
+        assert_eq!(
+            (m.etag.as_str(), m.metadata["n"].as_str()),
+            (v3.etag.as_str(), "3")
+        );
+        assert_eq!(s.download("docs", "k/v").await.unwrap(), "three");
+        let listed = s.list("docs", &ListOptions::new()).await.unwrap();
+        assert_eq!(listed.objects.len(), 1);
+        assert_eq!(listed.objects[0].etag, v3.etag);
+    }
+    // Either store deletes either kind, sidecar included.
+    attr.delete("docs", "k/v").await.unwrap();
+    assert!(!root.path().join("docs/k").exists());
+    side.upload("docs", "x", Bytes::from("x"), &opts("x"))
+        .await
+        .unwrap();
+    attr.delete("docs", "x").await.unwrap();
+    attr.upload("docs", "y", Bytes::from("y"), &opts("y"))
+        .await
+        .unwrap();
+    side.delete("docs", "y").await.unwrap();
+    attr.delete_bucket("docs").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_miss_an_object_whose_metadata_moves_between_sidecar_and_attribute() {
+    let root = tempfile::tempdir().unwrap();
+    let attr = store(root.path()).await;
+    let side = sidecar_store(root.path()).await;
+    attr.upload("docs", "r", Bytes::from("v0"), &opts())
+        .await
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (attr, side, done) = (attr.clone(), side.clone(), done.clone());
+        tokio::spawn(async move {
+            for i in 1..400 {
+                // Each write replaces the other kind, so attribute writes
+                // remove the sidecar under the readers' feet.
+                let s = if i % 2 == 0 { &attr } else { &side };
+                s.upload("docs", "r", Bytes::from(format!("v{i}")), &opts())
+                    .await
+                    .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut reads = 0;
+    while !done.load(Ordering::SeqCst) {
+        for s in [&attr, &side] {
+            let body = s
+                .download("docs", "r")
+                .await
+                .unwrap_or_else(|e| panic!("read {reads} failed during the writes: {e}"));
+            assert!(body.starts_with(b"v"), "{body:?}");
+            s.get_metadata("docs", "r").await.unwrap();
+            reads += 1;
+        }
+    }
+    writer.await.unwrap();
+    assert!(reads > 10, "only {reads} reads overlapped the writes");
+}
+
+#[tokio::test]
+async fn metadata_too_large_for_an_attribute_goes_to_the_sidecar() {
+    let root = tempfile::tempdir().unwrap();
+    let s = store(root.path()).await;
+    // A 1,000-byte key and 2 KiB of quotes (4 KiB once JSON-escaped): more
+    // than ext4 keeps in one file's attributes.
+    let key = format!("big/{}", "k".repeat(150)).repeat(6);
+    let quotes = "\"".repeat(2040);
+    let o = opts().metadata("q", quotes.clone());
+    let put = s.upload("docs", &key, Bytes::from("v1"), &o).await.unwrap();
+    // Exactly one of the two holds it.
+    let file = root.path().join("docs").join(&key);
+    let sidecar = file
+        .parent()
+        .unwrap()
+        .join(format!(".~m{}", "k".repeat(150)));
+    assert_ne!(xattr_of(&file).is_some(), sidecar.exists());
+    let meta = s.get_metadata("docs", &key).await.unwrap();
+    assert_eq!((meta.etag, &meta.metadata["q"]), (put.etag, &quotes));
+    assert_eq!(s.download("docs", &key).await.unwrap(), "v1");
+    let listed = s.list("docs", &ListOptions::new()).await.unwrap();
+    assert_eq!(listed.objects.len(), 1);
+    assert_eq!(listed.objects[0].key, key);
+    // Small metadata again: back in the attribute.
+    let put = s
+        .upload("docs", &key, Bytes::from("v2"), &opts())
+        .await
+        .unwrap();
+    if xattr_of(&file).is_some() {
+        assert!(!sidecar.exists());
+    }
+    let meta = s.get_metadata("docs", &key).await.unwrap();
+    assert_eq!((meta.etag, meta.metadata.len()), (put.etag, 0));
+    assert_eq!(s.download("docs", &key).await.unwrap(), "v2");
 }
 
 #[tokio::test]
