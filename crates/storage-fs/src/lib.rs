@@ -119,7 +119,8 @@ impl FsStorageConfig {
 }
 
 /// A storage provider keeping each bucket as a directory and each object as a
-/// plain file, with its metadata in a sidecar file beside it.
+/// plain file, with its metadata in an extended attribute of that file (or a
+/// sidecar file beside it).
 ///
 /// See the crate documentation for the layout, the commit protocol and the
 /// guarantees. Cheap to clone (the state is shared).

@@ -4,38 +4,49 @@
 //! # Layout
 //!
 //! ```text
-//! <root>/<bucket>/<seg>/<seg>/<name>        object content (plain bytes)
-//! <root>/<bucket>/<seg>/<seg>/.~m<name>     its sidecar: two metadata slots
+//! <root>/<bucket>/<seg>/<seg>/<name>        object content (plain bytes); its metadata
+//!                                           in the attribute user.truststream.meta
+//! <root>/<bucket>/<seg>/<seg>/.~m<name>     sidecar: two metadata slots, for versions
+//!                                           whose metadata is not in the attribute
 //! <root>/<bucket>/.../.~t<random>           temporary data file of a write in progress
 //! <root>/.truststream/locks/<bucket>.lock   lock file; its first 8 bytes count commits
 //! ```
 //!
 //! # Commit protocol
 //!
-//! A sidecar holds two fixed-size slots; each is the JSON metadata of one
-//! version, the inode number of that version's data file, a sequence number
-//! and a CRC32C of the slot (so a slot torn by a killed writer is ignored).
-//! **The metadata of an object is the slot naming its data file's inode.**
-//!
 //! A write streams into a temporary file in the object's own directory,
-//! flushes it (`fsync`), then takes the bucket lock (an in-process mutex
-//! plus `flock` on the bucket's lock file, so other processes are excluded as
-//! well), checks the write condition against the current slot, writes the
-//! new metadata into the *other* slot (in place, flushed), renames the data
+//! sets the metadata attribute on it (JSON guarded by a CRC32C), flushes it
+//! (`fsync`), then takes the bucket lock (an in-process mutex plus `flock`
+//! on the bucket's lock file, so other processes are excluded as well),
+//! checks the write condition against the current version, renames the data
 //! file over the object, flushes the directory, bumps the commit counter and
-//! unlocks. One rename publishes data and metadata together: until it
-//! happens the old file and the old slot still match, after it the new file
-//! and the new slot. A writer killed at any point leaves the old or the new
-//! object, and at most a temporary file that listings never show and the
-//! sweep removes.
+//! unlocks. The attribute belongs to the inode, so the one rename publishes
+//! data and metadata together, and a reader that opened the data file reads
+//! the metadata of exactly that version from the same descriptor, lock-free.
+//! A writer killed at any point leaves the old or the new object, and at
+//! most a temporary file that listings never show and the sweep removes.
+//!
+//! # Sidecar fallback
+//!
+//! When the filesystem has no user attributes, refuses this one (too large:
+//! ext4 keeps about 4 KiB per file), or `xattr_metadata` is off, the version's
+//! metadata goes to the sidecar instead. A sidecar holds two fixed-size
+//! slots; each is the JSON metadata of one version, the inode number of that
+//! version's data file, a sequence number and a CRC32C of the slot (so a
+//! slot torn by a killed writer is ignored); such a version's metadata is
+//! the slot naming its data file's inode. The writer fills the slot that
+//! does *not* describe the current file (in place, flushed) under the lock,
+//! before the rename, so readers again see a consistent pair. An attribute
+//! version replacing a sidecar version removes the sidecar after the rename.
 //!
 //! A reader opens the data file (keeping the descriptor: later renames do not
-//! change what it reads), then reads the sidecar and takes the slot naming
-//! that inode. Only if two writes completed between those two reads does no
-//! slot match; it then reads again. If still nothing matches under the lock
-//! (the tree was copied or restored, so inode numbers changed), the latest
-//! slot with the file's size is adopted; the checksum check on download
-//! catches any other mismatch.
+//! change what it reads) and reads its attribute; without one, it reads the
+//! sidecar and takes the slot naming that inode. If no slot matches, two
+//! writes completed in between, or an attribute version replaced the file
+//! and removed the sidecar: it reads again. If still nothing matches under
+//! the lock (the tree was copied or restored, so inode numbers changed), the
+//! latest slot with the file's size is adopted; the checksum check on
+//! download catches any other mismatch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
