@@ -16,11 +16,14 @@
 //! What each contender does per put (the work differs; that is the point of
 //! the comparison, so it is stated):
 //!
-//! - `storage-fs fsync`: CRC32C of the content, temp file + fsync, bucket
-//!   lock (mutex + flock), condition check, metadata written into the
-//!   sidecar's spare slot + fsync, one rename, directory fsync. Atomic and
-//!   durable.
+//! - `storage-fs fsync`: CRC32C of the content, temp file with the metadata
+//!   in its extended attribute + fsync, bucket lock (mutex + flock),
+//!   condition check against the current version's attribute, one rename,
+//!   directory fsync, commit counter. Atomic and durable.
 //! - `storage-fs`: the same with `fsync = false`: atomic, not durable.
+//! - `storage-fs sidecar`: `fsync = false` with `xattr_metadata = false`:
+//!   the metadata goes into the spare slot of a sidecar file instead (the
+//!   layout of earlier versions, and the fallback).
 //! - `tokio::fs durable`: temp file, `sync_all`, rename, directory fsync:
 //!   atomic and durable, no checksum, no metadata.
 //! - `tokio::fs`: `tokio::fs::write` to the final path: neither atomic nor
@@ -34,7 +37,7 @@
 //! Gets read the whole object (storage-fs also verifies its CRC32C); lists
 //! return 1,000 entries with size and modification time (storage-fs: from
 //! its index; `warm` after its own writes, `cold` right after another
-//! instance wrote, which forces a rebuild from the sidecars).
+//! instance wrote, which forces a rebuild from the files' attributes).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -171,9 +174,10 @@ impl Imp {
     }
 }
 
-async fn fs_store(root: &Path, fsync: bool) -> Res<Arc<FsStorage>> {
+async fn fs_store(root: &Path, fsync: bool, xattr: bool) -> Res<Arc<FsStorage>> {
     let mut cfg = FsStorageConfig::new(root);
     cfg.fsync = fsync;
+    cfg.xattr_metadata = xattr;
     cfg.buckets = vec![BUCKET.into()];
     Ok(Arc::new(FsStorage::with_config(cfg).await?))
 }
@@ -287,10 +291,11 @@ async fn main() -> Res<()> {
         Ok(p)
     };
 
-    let fs_sync = fs_store(&dir("fs-sync")?, true).await?;
+    let fs_sync = fs_store(&dir("fs-sync")?, true, true).await?;
     let fs_plain_root = dir("fs")?;
-    let fs_plain = fs_store(&fs_plain_root, false).await?;
-    let fs_other = fs_store(&fs_plain_root, false).await?;
+    let fs_plain = fs_store(&fs_plain_root, false, true).await?;
+    let fs_other = fs_store(&fs_plain_root, false, true).await?;
+    let fs_sidecar = fs_store(&dir("fs-sidecar")?, false, false).await?;
     let os = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir(
         "object_store",
     )?)?);
@@ -312,6 +317,7 @@ async fn main() -> Res<()> {
         ),
         ("OpenDAL", Imp::OpenDal(odal)),
         ("storage-fs", Imp::Fs(fs_plain.clone())),
+        ("storage-fs sidecar", Imp::Fs(fs_sidecar)),
         (
             "tokio::fs",
             Imp::Raw {
@@ -404,7 +410,7 @@ fn print_table(rows: &[(String, Vec<(&str, Duration)>)]) -> Res<()> {
         for (name, d) in r {
             let reference = match *name {
                 "tokio::fs durable" | "OpenDAL" => find("storage-fs fsync"),
-                "tokio::fs" | "object_store" => find("storage-fs"),
+                "tokio::fs" | "object_store" | "storage-fs sidecar" => find("storage-fs"),
                 _ => None,
             };
             let ratio = reference

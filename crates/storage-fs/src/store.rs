@@ -953,9 +953,11 @@ fn check_condition(
                  under {key:?}/ as a directory (a key cannot also be a prefix of other keys)"
             )))
         }
-        Stored::Link => return Err(Error::permission_denied(format!(
+        Stored::Link => {
+            return Err(Error::permission_denied(format!(
             "object {key:?} is a symbolic link; links are never followed inside the storage root"
-        ))),
+        )))
+        }
         Stored::Damaged => match condition {
             // Replacing a damaged object is how it gets repaired.
             WriteCondition::None => return Ok(()),
