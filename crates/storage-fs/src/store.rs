@@ -701,19 +701,21 @@ impl Store {
         if in_xattr && matches!(stored, Stored::Object { slot: Some(_), .. }) {
             // The replaced version's metadata was in the sidecar, which no
             // longer describes anything. (Readers that opened the old file
-            // and then miss the sidecar look again.)
-            match unlinkat(dir, fsio::sidecar_name(&name), AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(errno(e, "remove replaced metadata")),
-            }
+            // and then miss the sidecar look again.) Best effort: a sidecar
+            // left behind is ignored, since the attribute wins.
+            let _ = unlinkat(dir, fsio::sidecar_name(&name), AtFlags::empty());
         }
-        if self.sync {
-            fsio::sync_dir(dir)?;
-        }
+        // The object is replaced: count the commit even if the flush fails,
+        // so no process keeps listing the old version.
+        let flushed = if self.sync {
+            fsio::sync_dir(dir)
+        } else {
+            Ok(())
+        };
         lock.committed(|m| {
             m.insert(meta.key.clone(), meta.clone());
         });
-        Ok(meta)
+        flushed.map(|()| meta)
     }
 
     /// What is at `name` in `dir` now (bucket lock held, so it stays so).
@@ -801,9 +803,12 @@ impl Store {
                 Err(e) => return Err(errno(e, format!("delete object {key:?}"))),
             }
         }
-        if self.sync {
-            fsio::sync_dir(&dir)?;
-        }
+        // The object is gone: count the commit even if the flush fails.
+        let flushed = if self.sync {
+            fsio::sync_dir(&dir)
+        } else {
+            Ok(())
+        };
         drop(dir);
         while let Some((parent, name)) = chain.pop() {
             if unlinkat(&parent, &name, AtFlags::REMOVEDIR).is_err() {
@@ -813,7 +818,7 @@ impl Store {
         lock.committed(|m| {
             m.remove(key);
         });
-        Ok(())
+        flushed
     }
 
     /// Copies `from_bucket/from_key` to `to_bucket/to_key` with its metadata
