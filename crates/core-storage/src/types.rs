@@ -53,6 +53,45 @@ pub enum WriteCondition {
     IfMatch(String),
 }
 
+impl WriteCondition {
+    /// Checks the condition against what is stored at `bucket`/`key`:
+    /// `current_etag` is the stored object's ETag, `None` when there is no
+    /// object. ETags compare without their surrounding quotes. A failed
+    /// condition is `ErrorKind::Conflict`, saying which; for providers that
+    /// check conditions themselves (under their own lock).
+    ///
+    /// ```
+    /// use truststream_core_storage::{ErrorKind, WriteCondition};
+    ///
+    /// let c = WriteCondition::IfMatch("\"abc\"".into());
+    /// assert!(c.check(Some("abc"), "b", "k").is_ok());
+    /// let e = c.check(Some("\"def\""), "b", "k").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Conflict);
+    /// assert!(WriteCondition::IfNotExists.check(None, "b", "k").is_ok());
+    /// ```
+    pub fn check(&self, current_etag: Option<&str>, bucket: &str, key: &str) -> StorageResult<()> {
+        fn unquote(etag: &str) -> &str {
+            etag.trim().trim_matches('"')
+        }
+        match (self, current_etag) {
+            (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
+            (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
+                "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
+            ))),
+            (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
+                "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
+            ))),
+            (WriteCondition::IfMatch(expected), Some(etag)) if unquote(etag) == unquote(expected) => {
+                Ok(())
+            }
+            (WriteCondition::IfMatch(expected), Some(etag)) => Err(Error::conflict(format!(
+                "object {key:?} in bucket {bucket:?} changed: its ETag is {etag}, not {expected}; \
+                 read it again and retry"
+            ))),
+        }
+    }
+}
+
 /// Options of an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]

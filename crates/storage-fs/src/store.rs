@@ -985,26 +985,7 @@ fn check_condition(
             )));
         }
     }
-    match (condition, current) {
-        (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
-        (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
-            "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
-        ))),
-        (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
-            "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
-        ))),
-        (WriteCondition::IfMatch(expected), Some(m)) => {
-            if unquote(&m.etag) == unquote(expected) {
-                Ok(())
-            } else {
-                Err(Error::conflict(format!(
-                    "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
-                     read it again and retry",
-                    m.etag
-                )))
-            }
-        }
-    }
+    condition.check(current.map(|m| m.etag.as_str()), bucket, key)
 }
 
 /// The sidecar slot a write fills: the one not describing the current
@@ -1043,10 +1024,6 @@ fn found(data: File, mut meta: ObjectMeta, bucket: &str, key: &str) -> Pair {
     }
     meta.bucket = bucket.to_string();
     Pair::Found(data, meta)
-}
-
-fn unquote(etag: &str) -> &str {
-    etag.trim().trim_matches('"')
 }
 
 /// Whether a directory entry is a key directory (a user segment or a hashed

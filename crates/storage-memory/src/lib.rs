@@ -16,7 +16,7 @@ use truststream_core_storage::signing::UrlSigner;
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, Checksum, Error, Health, ListOptions, ListPage, ObjectMeta,
     ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
-    StorageResult, UploadOptions, WriteCondition,
+    StorageResult, UploadOptions,
 };
 
 /// The registry type name of this provider.
@@ -298,7 +298,11 @@ impl MemoryStorage {
         // lock, so two conditional writers can never both succeed.
         let mut state = self.write();
         let b = state.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
-        check_condition(b.objects.get(key), &options.condition, bucket, key)?;
+        options.condition.check(
+            b.objects.get(key).map(|o| o.meta.etag.as_str()),
+            bucket,
+            key,
+        )?;
         meta.last_modified = Utc::now();
         b.objects.insert(
             key.to_string(),
@@ -319,38 +323,6 @@ fn no_object(bucket: &str, key: &str) -> Error {
     Error::not_found(format!(
         "object {key:?} does not exist in bucket {bucket:?}"
     ))
-}
-
-fn check_condition(
-    current: Option<&Arc<StoredObject>>,
-    condition: &WriteCondition,
-    bucket: &str,
-    key: &str,
-) -> StorageResult<()> {
-    match (condition, current) {
-        (WriteCondition::None, _) | (WriteCondition::IfNotExists, None) => Ok(()),
-        (WriteCondition::IfNotExists, Some(_)) => Err(Error::conflict(format!(
-            "object {key:?} already exists in bucket {bucket:?} (write condition: if not exists)"
-        ))),
-        (WriteCondition::IfMatch(expected), None) => Err(Error::conflict(format!(
-            "object {key:?} does not exist in bucket {bucket:?}, so it cannot match ETag {expected}"
-        ))),
-        (WriteCondition::IfMatch(expected), Some(obj)) => {
-            if unquote(&obj.meta.etag) == unquote(expected) {
-                Ok(())
-            } else {
-                Err(Error::conflict(format!(
-                    "object {key:?} in bucket {bucket:?} changed: its ETag is {}, not {expected}; \
-                     read it again and retry",
-                    obj.meta.etag
-                )))
-            }
-        }
-    }
-}
-
-fn unquote(etag: &str) -> &str {
-    etag.trim().trim_matches('"')
 }
 
 /// `start..end` of `data` as chunks of at most [`CHUNK_SIZE`] bytes.

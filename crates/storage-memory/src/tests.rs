@@ -2,7 +2,7 @@
 //! detection, size limits, cursors, configuration.
 
 use super::*;
-use truststream_core_storage::{ErrorKind, StorageExt};
+use truststream_core_storage::{ErrorKind, StorageExt, WriteCondition};
 
 fn data(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
