@@ -36,6 +36,20 @@ async fn store_with(root: &Path, xattr_metadata: bool) -> FsStorage {
     FsStorage::with_config(cfg).await.unwrap()
 }
 
+/// Replaces the file at `p` by a new inode with the same content (as a
+/// backup restore does), without its extended attributes.
+fn rewrite_as_new_inode(p: &Path) {
+    let body = std::fs::read(p).unwrap();
+    std::fs::remove_file(p).unwrap();
+    std::fs::write(p, &body).unwrap();
+}
+
+/// Asserts that the fixture bucket lists no object.
+async fn assert_no_objects(s: &FsStorage) {
+    let page = s.list("docs", &ListOptions::new()).await.unwrap();
+    assert!(page.objects.is_empty(), "{:?}", page.objects);
+}
+
 /// The extended attribute holding an object's metadata.
 const META_XATTR: &str = "user.truststream.meta";
 
@@ -514,12 +528,7 @@ async fn torn_metadata_slots_are_ignored_or_reported() {
     std::fs::write(&side, &raw).unwrap();
     let e = s.download("docs", "k").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
-    assert!(s
-        .list("docs", &ListOptions::new())
-        .await
-        .unwrap()
-        .objects
-        .is_empty());
+    assert_no_objects(&s).await;
 }
 
 #[tokio::test]
@@ -531,10 +540,7 @@ async fn a_restored_copy_with_new_inodes_still_reads() {
         .unwrap();
     // Rewrite the data file as a new inode with the same content (as a
     // backup restore would).
-    let p = root.path().join("docs/a/b.txt");
-    let body = std::fs::read(&p).unwrap();
-    std::fs::remove_file(&p).unwrap();
-    std::fs::write(&p, &body).unwrap();
+    rewrite_as_new_inode(&root.path().join("docs/a/b.txt"));
     assert_eq!(s.download("docs", "a/b.txt").await.unwrap(), "payload");
 }
 
@@ -559,9 +565,7 @@ async fn a_restored_copy_keeps_attribute_metadata_only_with_its_attributes() {
     };
     assert!(!root.path().join("docs/a/.~mb.txt").exists());
     // `cp -a` / `rsync -aX`: a new inode with the attribute.
-    let body = std::fs::read(&p).unwrap();
-    std::fs::remove_file(&p).unwrap();
-    std::fs::write(&p, &body).unwrap();
+    rewrite_as_new_inode(&p);
     rustix::fs::setxattr(&p, META_XATTR, &attr, rustix::fs::XattrFlags::empty()).unwrap();
     let meta = s.get_metadata("docs", "a/b.txt").await.unwrap();
     assert_eq!((meta.etag, meta.content_type), (put.etag, put.content_type));
@@ -571,12 +575,7 @@ async fn a_restored_copy_keeps_attribute_metadata_only_with_its_attributes() {
     rustix::fs::removexattr(&p, META_XATTR).unwrap();
     let e = s.get_metadata("docs", "a/b.txt").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-    assert!(s
-        .list("docs", &ListOptions::new())
-        .await
-        .unwrap()
-        .objects
-        .is_empty());
+    assert_no_objects(&s).await;
 }
 
 #[tokio::test]
