@@ -22,6 +22,8 @@ use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 use truststream_core_storage::{Error, ObjectMeta, StorageResult};
 
+use crate::attr::{self, AttrMeta};
+
 /// Names starting with this are the provider's own (sidecars, temporary
 /// files, hashed long names). A user key segment that starts with it is
 /// stored under a hashed name, so user keys can never produce one of ours.
@@ -52,10 +54,6 @@ const SLOT_HEADER_V1: usize = 4 + 8 + 8 + 4 + 32;
 /// Name of the extended attribute holding an object's metadata on its data
 /// file (the `user.` namespace: any owner may set it, no privilege needed).
 pub(crate) const META_XATTR: &str = "user.truststream.meta";
-/// Marks (and versions) a metadata attribute: magic, CRC32C of the JSON,
-/// then the JSON.
-const XATTR_MAGIC: &[u8; 4] = b"TSx1";
-const XATTR_HEADER: usize = 4 + 4;
 /// Attributes up to this size are read in one call without allocating
 /// (ext4 holds at most one block, 4 KiB, of attributes per file).
 const XATTR_READ_BUF: usize = 4096;
@@ -146,28 +144,6 @@ fn decode_slot(buf: &[u8]) -> Option<Slot> {
     Some(Slot { seq, ino, meta })
 }
 
-/// Encodes `meta` as the value of [`META_XATTR`].
-pub(crate) fn encode_xattr(meta: &ObjectMeta) -> StorageResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(XATTR_HEADER + 256);
-    out.extend_from_slice(XATTR_MAGIC);
-    out.extend_from_slice(&[0; 4]);
-    serde_json::to_writer(&mut out, meta)
-        .map_err(|e| Error::internal(format!("cannot encode metadata: {e}")))?;
-    let crc = crc_fast::crc32_iscsi(&out[XATTR_HEADER..]);
-    out[4..XATTR_HEADER].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
-}
-
-fn decode_xattr(value: &[u8]) -> Option<ObjectMeta> {
-    let json = value.get(XATTR_HEADER..)?;
-    if value.get(..4)? != XATTR_MAGIC
-        || value.get(4..XATTR_HEADER)? != crc_fast::crc32_iscsi(json).to_le_bytes()
-    {
-        return None;
-    }
-    serde_json::from_slice(json).ok()
-}
-
 /// What setting the metadata attribute on a data file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum XattrWrite {
@@ -180,7 +156,7 @@ pub(crate) enum XattrWrite {
     Unsupported,
 }
 
-/// Sets the metadata attribute of `file` to `value` (from [`encode_xattr`]).
+/// Sets the metadata attribute of `file` to `value` (from [`attr::encode`]).
 pub(crate) fn write_xattr(file: &File, value: &[u8]) -> StorageResult<XattrWrite> {
     match rustix::fs::fsetxattr(file, META_XATTR, value, rustix::fs::XattrFlags::empty()) {
         Ok(()) => Ok(XattrWrite::Written),
@@ -198,7 +174,7 @@ pub(crate) fn write_xattr(file: &File, value: &[u8]) -> StorageResult<XattrWrite
 #[derive(Debug)]
 pub(crate) enum Attr {
     /// This version's metadata.
-    Meta(ObjectMeta),
+    Meta(AttrMeta),
     /// No attribute: a version whose metadata is in the sidecar, a file this
     /// provider did not write, or a filesystem without user attributes.
     Absent,
@@ -209,7 +185,7 @@ pub(crate) enum Attr {
 impl Attr {
     /// The metadata, `None` when absent; a damaged attribute is
     /// `ErrorKind::Internal` (the object's metadata cannot be trusted).
-    pub(crate) fn into_meta(self) -> StorageResult<Option<ObjectMeta>> {
+    pub(crate) fn into_meta(self) -> StorageResult<Option<AttrMeta>> {
         match self {
             Attr::Meta(m) => Ok(Some(m)),
             Attr::Absent => Ok(None),
@@ -241,7 +217,7 @@ pub(crate) fn read_xattr(file: &File) -> StorageResult<Attr> {
         Err(Errno::NODATA | Errno::NOTSUP) => return Ok(Attr::Absent),
         Err(e) => return Err(errno(e, "read metadata attribute")),
     };
-    Ok(decode_xattr(value).map_or(Attr::Damaged, Attr::Meta))
+    Ok(attr::decode(value).map_or(Attr::Damaged, Attr::Meta))
 }
 
 /// Opens `name`'s sidecar for reading; `Ok(None)` when there is none.

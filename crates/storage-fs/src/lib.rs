@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod attr;
 mod buffers;
 mod fsio;
 mod list;

@@ -6,6 +6,7 @@
 //! ```text
 //! <root>/<bucket>/<seg>/<seg>/<name>        object content (plain bytes); its metadata
 //!                                           in the attribute user.truststream.meta
+//!                                           (compact or JSON: see the `attr` module)
 //! <root>/<bucket>/<seg>/<seg>/.~m<name>     sidecar: two metadata slots, for versions
 //!                                           whose metadata is not in the attribute
 //! <root>/<bucket>/.../.~t<random>           temporary data file of a write in progress
@@ -68,6 +69,7 @@ use truststream_core_storage::{
     ObjectMeta, StorageResult, UploadOptions, WriteCondition,
 };
 
+use crate::attr::{self, AttrMeta};
 use crate::buffers::{BufferPool, ReadBuf};
 use crate::fsio::{self, errno, io_err, Attr, XattrWrite};
 use crate::list::Plan;
@@ -202,21 +204,16 @@ enum Stored {
     Link,
     /// A data file whose metadata attribute is damaged.
     Damaged,
+    /// An object of another key (named when its metadata names it): on a
+    /// filesystem that ignores case or normalizes names, two keys can map
+    /// to one file.
+    Other(Option<String>),
     /// An object: its metadata, and the sidecar slot holding it when it is
     /// not in the data file's attribute.
     Object {
         meta: ObjectMeta,
         slot: Option<usize>,
     },
-}
-
-impl Stored {
-    fn meta(&self) -> Option<&ObjectMeta> {
-        match self {
-            Stored::Object { meta, .. } => Some(meta),
-            _ => None,
-        }
-    }
 }
 
 /// The provider's state shared by all operations.
@@ -542,7 +539,7 @@ impl Store {
         };
         let slots = fsio::read_slots(&side)?;
         match fsio::pick(&slots, st.ino()) {
-            Some((_, slot)) => Ok(found(data, slot.meta.clone(), bucket, key)),
+            Some((_, slot)) => Ok(found(data, AttrMeta::Full(slot.meta.clone()), bucket, key)),
             None => Ok(Pair::Unmatched(data, Box::new(slots))),
         }
     }
@@ -659,7 +656,7 @@ impl Store {
         // rename publishes both; a sidecar slot holds it when the
         // filesystem refuses the attribute (or it is too large for one).
         let in_xattr = self.xattr.load(Ordering::Relaxed)
-            && match fsio::write_xattr(&staged.file, &fsio::encode_xattr(&meta)?)? {
+            && match fsio::write_xattr(&staged.file, &attr::encode(&meta)?)? {
                 XattrWrite::Written => true,
                 XattrWrite::Refused => false,
                 XattrWrite::Unsupported => {
@@ -682,7 +679,7 @@ impl Store {
         };
         let state = self.bucket_state(&staged.bucket)?;
         let lock = self.lock_bucket(&state)?;
-        let stored = self.stored(dir, &name)?;
+        let stored = self.stored(dir, &name, &staged.bucket, &staged.key)?;
         check_condition(&stored, &staged.bucket, &staged.key, &options.condition)?;
         if let Some(side) = &side {
             // The new metadata goes into the slot that does not describe the
@@ -718,8 +715,9 @@ impl Store {
         flushed.map(|()| meta)
     }
 
-    /// What is at `name` in `dir` now (bucket lock held, so it stays so).
-    fn stored(&self, dir: &OwnedFd, name: &str) -> StorageResult<Stored> {
+    /// What is at `name` in `dir`, the file of `bucket/key`, now (bucket
+    /// lock held, so it stays so).
+    fn stored(&self, dir: &OwnedFd, name: &str, bucket: &str, key: &str) -> StorageResult<Stored> {
         let data = match fsio::open_file_read(dir, name) {
             Ok(f) => f,
             Err(Errno::NOENT) => return Ok(Stored::Absent),
@@ -730,7 +728,13 @@ impl Store {
             Err(e) => return Err(errno(e, "open object")),
         };
         match fsio::read_xattr(&data)? {
-            Attr::Meta(meta) => return Ok(Stored::Object { meta, slot: None }),
+            Attr::Meta(meta) => {
+                let other = meta.key().map(str::to_string);
+                return Ok(match meta.for_key(bucket, key) {
+                    Some(meta) => Stored::Object { meta, slot: None },
+                    None => Stored::Other(other),
+                });
+            }
             Attr::Damaged => return Ok(Stored::Damaged),
             Attr::Absent => {}
         }
@@ -746,6 +750,7 @@ impl Store {
         };
         let slots = fsio::read_slots(&side)?;
         Ok(match fsio::pick(&slots, st.ino()) {
+            Some((_, s)) if s.meta.key != key => Stored::Other(Some(s.meta.key.clone())),
             Some((i, s)) => Stored::Object {
                 meta: s.meta.clone(),
                 slot: Some(i),
@@ -788,11 +793,7 @@ impl Store {
         }
         let name = fsio::seg_name(leaf);
         // On a filesystem that folds case, another key may own this file.
-        if self
-            .stored(&dir, &name)?
-            .meta()
-            .is_some_and(|m| m.key != key)
-        {
+        if let Stored::Other(_) = self.stored(&dir, &name, bucket, key)? {
             return Ok(());
         }
         // Data first: a crash in between leaves metadata without data, which
@@ -973,18 +974,19 @@ fn check_condition(
                 )))
             }
         },
+        Stored::Other(other) => {
+            let other = match other {
+                Some(k) => format!("existing key {k:?}"),
+                None => "an existing key".to_string(),
+            };
+            return Err(Error::conflict(format!(
+                "key {key:?} and {other} map to the same file on this filesystem \
+                 (it ignores case or normalizes names)"
+            )));
+        }
         Stored::Absent => None,
         Stored::Object { meta, .. } => Some(meta),
     };
-    if let Some(m) = current {
-        if m.key != key {
-            return Err(Error::conflict(format!(
-                "key {key:?} and existing key {:?} map to the same file on this filesystem \
-                 (it ignores case or normalizes names)",
-                m.key
-            )));
-        }
-    }
     condition.check(current.map(|m| m.etag.as_str()), bucket, key)
 }
 
@@ -1018,12 +1020,11 @@ fn object_path(bucket: &str, key: &str) -> String {
 /// metadata is another key's: on a filesystem that ignores case or
 /// normalizes names two keys can map to one file, and then this key does
 /// not exist.
-fn found(data: File, mut meta: ObjectMeta, bucket: &str, key: &str) -> Pair {
-    if meta.key != key {
-        return Pair::Missing;
+fn found(data: File, meta: AttrMeta, bucket: &str, key: &str) -> Pair {
+    match meta.for_key(bucket, key) {
+        Some(meta) => Pair::Found(data, meta),
+        None => Pair::Missing,
     }
-    meta.bucket = bucket.to_string();
-    Pair::Found(data, meta)
 }
 
 /// Whether a directory entry is a key directory (a user segment or a hashed
@@ -1089,7 +1090,7 @@ fn scan(
                         Attr::Meta(meta) => Some(meta),
                         Attr::Damaged => None,
                         Attr::Absent if sidecars.contains(name.as_str()) => {
-                            sidecar_meta(dir, name, *listed_ino)?
+                            sidecar_meta(dir, name, *listed_ino)?.map(AttrMeta::Full)
                         }
                         Attr::Absent => None,
                     },
@@ -1097,8 +1098,15 @@ fn scan(
                     Err(Errno::NOENT | Errno::LOOP) => None,
                     Err(e) => return Err(errno(e, "open object")),
                 };
-                if let Some(mut meta) = meta.filter(|m| at_its_place(&m.key, path, name)) {
-                    meta.bucket = bucket.to_string();
+                let meta = meta.and_then(|m| {
+                    let key = match m.key() {
+                        Some(k) if at_its_place(k, path, name) => k.to_string(),
+                        Some(_) => return None,
+                        None => path_key(path, name)?,
+                    };
+                    m.for_key(bucket, &key)
+                });
+                if let Some(meta) = meta {
                     out.insert(meta.key.clone(), meta);
                 }
             }
@@ -1133,6 +1141,16 @@ fn at_its_place(key: &str, path: &[String], object: &str) -> bool {
         .all(|p| segs.next().is_some_and(|s| fsio::seg_name(s) == p.as_str()))
         && segs.next().is_some_and(|s| fsio::seg_name(s) == object)
         && segs.next().is_none()
+}
+
+/// The key stored at directory names `path` and file name `object` when
+/// every name is the segment itself (none hashed).
+fn path_key(path: &[String], object: &str) -> Option<String> {
+    let names = || path.iter().map(String::as_str).chain([object]);
+    if names().any(|n| n.starts_with(fsio::RESERVED)) {
+        return None;
+    }
+    Some(names().collect::<Vec<_>>().join("/"))
 }
 
 fn count_objects(dir: &OwnedFd) -> StorageResult<usize> {

@@ -788,6 +788,69 @@ async fn metadata_too_large_for_an_attribute_goes_to_the_sidecar() {
     assert_eq!(s.download("docs", &key).await.unwrap(), "v2");
 }
 
+/// What a filesystem that ignores case shows when keys `dir/a.txt` and
+/// `dir/A.txt` meet: the one file, holding the other key's object. Simulated
+/// by renaming the file (and its sidecar), which is also what a by-hand move
+/// looks like. For each way metadata is kept: the compact attribute (no user
+/// metadata), the JSON one (user metadata) and the sidecar.
+#[tokio::test]
+async fn a_file_under_another_keys_name_is_not_that_keys_object() {
+    for (xattr, user_meta) in [(true, false), (true, true), (false, false)] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("docs/dir");
+        let mut o = opts();
+        if user_meta {
+            o = o.metadata("owner", "lower");
+        }
+        let s = store_with(root.path(), xattr).await;
+        s.upload("docs", "dir/a.txt", Bytes::from("lower"), &o)
+            .await
+            .unwrap();
+        let swap = |from: &str, to: &str| {
+            std::fs::rename(dir.join(from), dir.join(to)).unwrap();
+            let side = dir.join(format!(".~m{from}"));
+            if side.exists() {
+                std::fs::rename(side, dir.join(format!(".~m{to}"))).unwrap();
+            }
+        };
+        swap("a.txt", "A.txt");
+        let case = format!("xattr {xattr}, user metadata {user_meta}");
+        // A fresh instance: its listing comes from the files.
+        let s = store_with(root.path(), xattr).await;
+        for r in [
+            s.download("docs", "dir/A.txt").await.map(|_| ()),
+            s.get_metadata("docs", "dir/A.txt").await.map(|_| ()),
+        ] {
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::NotFound, "{case}");
+        }
+        assert_no_objects(&s).await;
+        for cond in [WriteCondition::None, WriteCondition::IfNotExists] {
+            let err = s
+                .upload(
+                    "docs",
+                    "dir/A.txt",
+                    Bytes::from("upper"),
+                    &opts().condition(cond),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Conflict, "{case}: {err}");
+        }
+        s.delete("docs", "dir/A.txt").await.unwrap();
+        swap("A.txt", "a.txt");
+        assert_eq!(
+            s.download("docs", "dir/a.txt").await.unwrap(),
+            Bytes::from("lower"),
+            "{case}: the other key's object was changed"
+        );
+        // By-hand renames are not commits: a fresh instance lists them.
+        let s = store_with(root.path(), xattr).await;
+        let page = s.list("docs", &ListOptions::new()).await.unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(keys, ["dir/a.txt"], "{case}");
+    }
+}
+
 #[tokio::test]
 async fn two_instances_on_one_root_see_each_other() {
     // Separate instances share nothing in memory, like two processes.
