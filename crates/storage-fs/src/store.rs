@@ -55,7 +55,7 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -79,14 +79,58 @@ use crate::list::Plan;
 pub(crate) const SYS_DIR: &str = ".truststream";
 const LOCK_DIR: &str = "locks";
 
-/// A bucket's sorted metadata, as of a commit count.
+/// A bucket's sorted metadata, as of a [`Generation`].
 type Index = Arc<BTreeMap<String, ObjectMeta>>;
 
-/// Per-bucket state of this process: the lock and the listing index.
+/// How far a bucket's commits had got when an index was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Generation {
+    /// The shared commit counter (the lock file's first 8 bytes).
+    shared: u64,
+    /// This store's own commits.
+    local: u64,
+}
+
+/// Per-bucket state of this store: the lock and the listing index.
 pub(crate) struct BucketState {
     mutex: Mutex<()>,
     lock_file: File,
-    index: Mutex<Option<(u64, Index)>>,
+    /// `<bucket>.open` in the lock directory, on which every store with the
+    /// bucket open holds a shared `flock`. A commit bumps the shared counter
+    /// only when another store holds one: a process alone with its buckets
+    /// (the embedded case) never writes the counter, and its own commits
+    /// are counted in `local`.
+    presence: File,
+    /// Whether this store holds its shared lock on `presence`. Without it,
+    /// other stores may not bump the counter for it, so its index is never
+    /// reused.
+    present: AtomicBool,
+    /// Commits by this store (changed under the bucket lock).
+    local: AtomicU64,
+    index: Mutex<Option<(Generation, Index)>>,
+}
+
+impl BucketState {
+    /// The generation a listing built now would reflect.
+    fn generation(&self) -> Generation {
+        Generation {
+            shared: read_generation(&self.lock_file),
+            local: self.local.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether another store has the bucket open (bucket lock held, so no
+    /// other writer runs this test meanwhile). Converting this store's
+    /// shared lock to an exclusive one succeeds only if no other store
+    /// holds one; either way it is taken back as shared (a failed
+    /// conversion drops it). An error counts as "yes": bumping is safe.
+    fn others_present(&self) -> bool {
+        let alone =
+            rustix::fs::flock(&self.presence, FlockOperation::NonBlockingLockExclusive).is_ok();
+        let present = rustix::fs::flock(&self.presence, FlockOperation::LockShared).is_ok();
+        self.present.store(present, Ordering::Release);
+        !alone
+    }
 }
 
 /// The bucket lock: this process's mutex, then `flock` on the lock file.
@@ -104,22 +148,36 @@ impl Drop for BucketLock<'_> {
 }
 
 impl BucketLock<'_> {
-    /// The commit counter.
-    fn generation(&self) -> u64 {
-        read_generation(&self.state.lock_file)
-    }
-
-    /// Bumps the commit counter and lets `update` adjust this process's index
-    /// when it was current, so a process's own writes keep its index warm.
+    /// Counts a commit (after its rename): in this store, and in the shared
+    /// counter when another store has the bucket open. `update` adjusts
+    /// this store's index when it was current, so a store's own writes keep
+    /// its index warm.
     fn committed(&self, update: impl FnOnce(&mut BTreeMap<String, ObjectMeta>)) {
-        let old = self.generation();
-        let new = old.wrapping_add(1);
-        let written = self.state.lock_file.write_all_at(&new.to_le_bytes(), 0);
-        let mut index = lock(&self.state.index);
-        match (written, index.as_mut()) {
-            (Ok(()), Some((g, map))) if *g == old => {
+        let state = self.state;
+        let local = state.local.load(Ordering::Relaxed);
+        // `Some((old, new))` when bumped, `None` when bumping failed.
+        let shared = if state.others_present() {
+            let old = read_generation(&state.lock_file);
+            let new = old.wrapping_add(1);
+            state
+                .lock_file
+                .write_all_at(&new.to_le_bytes(), 0)
+                .ok()
+                .map(|()| Some((old, new)))
+        } else {
+            Some(None)
+        };
+        state.local.store(local.wrapping_add(1), Ordering::Release);
+        let mut index = lock(&state.index);
+        match (shared, index.as_mut()) {
+            (Some(bump), Some((g, map)))
+                if g.local == local && bump.is_none_or(|(old, _)| g.shared == old) =>
+            {
                 update(Arc::make_mut(map));
-                *g = new;
+                g.local = local.wrapping_add(1);
+                if let Some((_, new)) = bump {
+                    g.shared = new;
+                }
             }
             _ => *index = None,
         }
@@ -301,9 +359,25 @@ impl Store {
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| errno(e, format!("open lock file of bucket {bucket:?}")))?;
+        let presence = fsio::openat_noatime(
+            &self.locks,
+            &format!("{bucket}.open"),
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::CREATE
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| errno(e, format!("open presence file of bucket {bucket:?}")))?;
+        // Before this store reads the counter for an index: from here on,
+        // other stores' commits bump it.
+        let present = rustix::fs::flock(&presence, FlockOperation::LockShared).is_ok();
         let state = Arc::new(BucketState {
             mutex: Mutex::new(()),
             lock_file: File::from(fd),
+            presence: File::from(presence),
+            present: AtomicBool::new(present),
+            local: AtomicU64::new(0),
             index: Mutex::new(None),
         });
         map.insert(bucket.to_string(), state.clone());
@@ -864,23 +938,26 @@ impl Store {
         Ok(plan.page(&index))
     }
 
-    /// The bucket's sorted index: this process's copy when no commit happened
+    /// The bucket's sorted index: this store's copy when no commit happened
     /// since it was built (one read of the commit counter), else a fresh scan.
     fn index(&self, bucket: &str) -> StorageResult<Index> {
         let dir = self.bucket_dir(bucket)?;
         let state = self.bucket_state(bucket)?;
-        // Read the counter before scanning: a commit during the scan bumps it,
-        // so the next listing scans again.
-        let generation = read_generation(&state.lock_file);
+        let present = state.present.load(Ordering::Acquire);
+        // Read the counters before scanning: a commit during the scan changes
+        // them, so the next listing scans again.
+        let generation = state.generation();
         if let Some((g, idx)) = lock(&state.index).as_ref() {
-            if *g == generation {
+            if present && *g == generation {
                 return Ok(idx.clone());
             }
         }
         let mut map = BTreeMap::new();
         scan(&dir, bucket, &mut map, &mut Vec::new())?;
         let idx = Arc::new(map);
-        *lock(&state.index) = Some((generation, idx.clone()));
+        if present {
+            *lock(&state.index) = Some((generation, idx.clone()));
+        }
         Ok(idx)
     }
 
