@@ -19,11 +19,15 @@
 //! - `storage-fs fsync`: CRC32C of the content, temp file with the metadata
 //!   in its extended attribute + fsync, bucket lock (mutex + flock),
 //!   condition check against the current version's attribute, one rename,
-//!   directory fsync, commit counter. Atomic and durable.
+//!   directory fsync, the presence test (is another store open?). Atomic
+//!   and durable.
 //! - `storage-fs`: the same with `fsync = false`: atomic, not durable.
 //! - `storage-fs sidecar`: `fsync = false` with `xattr_metadata = false`:
 //!   the metadata goes into the spare slot of a sidecar file instead (the
 //!   layout of earlier versions, and the fallback).
+//! - `storage-fs shared`: `fsync = false` with a second store open on the
+//!   same root (as another process would have): every commit also bumps the
+//!   shared commit counter, which a store alone with its buckets skips.
 //! - `tokio::fs durable`: temp file, `sync_all`, rename, directory fsync:
 //!   atomic and durable, no checksum, no metadata.
 //! - `tokio::fs`: `tokio::fs::write` to the final path: neither atomic nor
@@ -294,7 +298,11 @@ async fn main() -> Res<()> {
     let fs_sync = fs_store(&dir("fs-sync")?, true, true).await?;
     let fs_plain_root = dir("fs")?;
     let fs_plain = fs_store(&fs_plain_root, false, true).await?;
-    let fs_other = fs_store(&fs_plain_root, false, true).await?;
+    // A store with a second store (as another process would) open on its
+    // root: its commits also bump the shared counter.
+    let fs_shared_root = dir("fs-shared")?;
+    let fs_shared = fs_store(&fs_shared_root, false, true).await?;
+    let _fs_shared_peer = fs_store(&fs_shared_root, false, true).await?;
     let fs_sidecar = fs_store(&dir("fs-sidecar")?, false, false).await?;
     let os = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir(
         "object_store",
@@ -318,6 +326,7 @@ async fn main() -> Res<()> {
         ("OpenDAL", Imp::OpenDal(odal)),
         ("storage-fs", Imp::Fs(fs_plain.clone())),
         ("storage-fs sidecar", Imp::Fs(fs_sidecar)),
+        ("storage-fs shared", Imp::Fs(fs_shared)),
         (
             "tokio::fs",
             Imp::Raw {
@@ -375,6 +384,8 @@ async fn main() -> Res<()> {
     }
     let mut r = rows.pop().map(|(_, r)| r).unwrap_or_default();
     let reader = Imp::Fs(fs_plain);
+    // Opened only now, so the rows above ran with the store alone.
+    let fs_other = fs_store(&fs_plain_root, false, true).await?;
     let mut cold = Vec::new();
     for _ in 0..=reps {
         // Another instance (as another process would) writes first, untimed:
@@ -410,7 +421,9 @@ fn print_table(rows: &[(String, Vec<(&str, Duration)>)]) -> Res<()> {
         for (name, d) in r {
             let reference = match *name {
                 "tokio::fs durable" | "OpenDAL" => find("storage-fs fsync"),
-                "tokio::fs" | "object_store" | "storage-fs sidecar" => find("storage-fs"),
+                "tokio::fs" | "object_store" | "storage-fs sidecar" | "storage-fs shared" => {
+                    find("storage-fs")
+                }
                 _ => None,
             };
             let ratio = reference

@@ -11,21 +11,39 @@
 //!                                           whose metadata is not in the attribute
 //! <root>/<bucket>/.../.~t<random>           temporary data file of a write in progress
 //! <root>/.truststream/locks/<bucket>.lock   lock file; its first 8 bytes count commits
+//! <root>/.truststream/locks/<bucket>.open   presence file: every store with the bucket
+//!                                           open holds a shared flock on it
 //! ```
 //!
 //! # Commit protocol
 //!
 //! A write streams into a temporary file in the object's own directory,
-//! sets the metadata attribute on it (JSON guarded by a CRC32C), flushes it
+//! sets the metadata attribute on it (guarded by a CRC32C), flushes it
 //! (`fsync`), then takes the bucket lock (an in-process mutex plus `flock`
 //! on the bucket's lock file, so other processes are excluded as well),
 //! checks the write condition against the current version, renames the data
-//! file over the object, flushes the directory, bumps the commit counter and
+//! file over the object, flushes the directory, counts the commit and
 //! unlocks. The attribute belongs to the inode, so the one rename publishes
 //! data and metadata together, and a reader that opened the data file reads
 //! the metadata of exactly that version from the same descriptor, lock-free.
 //! A writer killed at any point leaves the old or the new object, and at
 //! most a temporary file that listings never show and the sweep removes.
+//!
+//! # Listing index
+//!
+//! Each store keeps a sorted index of a bucket's metadata, valid while no
+//! commit happened since it was built. Its own commits are counted in
+//! memory (and applied to the index in place). Other stores' commits are
+//! counted in the lock file's first 8 bytes, but only when someone is there
+//! to read them: a store holds a shared `flock` on `<bucket>.open` from the
+//! moment it first uses the bucket, so before it ever reads the counter;
+//! a committing store (holding the bucket lock, after its rename) tries to
+//! turn its own shared lock into an exclusive one without waiting. That
+//! succeeds only when no other store holds one: then nobody can hold an
+//! index that misses this commit (a store arriving later scans after the
+//! rename), and the counter is left alone, which saves the two system calls
+//! and the journaled write of every commit of a process alone with its
+//! buckets. Otherwise it bumps the counter.
 //!
 //! # Sidecar fallback
 //!
