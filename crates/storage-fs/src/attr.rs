@@ -1,11 +1,12 @@
 //! The value of the metadata attribute (`user.truststream.meta`), in its two
 //! encodings.
 //!
-//! - **Compact** (magic `Tc`): binary, 45-55 bytes for an object without
-//!   user metadata and with a short or no content type, so that ext4 keeps
-//!   it inside the inode (room for a 56-byte value next to this name in a
-//!   256-byte inode) instead of allocating an attribute block for every
-//!   version, which costs a put about 15 us there. It names its key only by
+//! - **Compact** (magic `Tc`): binary, for an object without user metadata:
+//!   44 bytes, plus 1-9 for a size of 128 bytes or more, plus the content
+//!   type if any (45 bytes for 4 KiB without one). ext4 keeps a value of up
+//!   to 56 bytes next to this name inside a 256-byte inode (a content type
+//!   of up to 11 bytes under 16 KiB, 10 under 2 MiB) instead of allocating an
+//!   attribute block for every version, which costs a put 15-20 us there. It names its key only by
 //!   a hash: the key of a file is where it lies, so a reader checks the hash
 //!   against the key it asked for (a listing, against the key of the path it
 //!   found the file at). Only keys stored under their own names (no hashed

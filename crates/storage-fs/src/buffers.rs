@@ -1,4 +1,13 @@
-//! Reuse of large read buffers.
+//! Read buffers: aligned like the file, and large ones reused.
+//!
+//! The kernel copies a read from the page cache with `rep movsb`, which on
+//! some CPUs runs several times slower when the destination is not aligned
+//! like the source (measured on the 2-core AMD EPYC build machine, in one
+//! run: 4 KiB reads 1.7 us into a 64-byte-aligned buffer, 4.2 us 16 bytes
+//! off; 64 MiB 19 ms against 46-50 ms). The allocator only promises 16
+//! bytes, so every read buffer is placed at an address congruent to the
+//! file offset it is read from, modulo [`ALIGN`] (over-allocating by
+//! [`SLACK`] bytes to place it).
 //!
 //! Filling fresh memory costs a page fault per 4 KiB page: for a 64 MiB
 //! object that is 16,384 faults, about as long as copying the bytes from the
@@ -20,8 +29,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-/// Reads smaller than this get their own exactly sized buffer.
+/// Reads smaller than this get their own buffer.
 pub(crate) const POOL_MIN: usize = 4 * 1024 * 1024;
+/// Cache line: buffers start at the file offset's position within one.
+const ALIGN: usize = 64;
+/// What a buffer is over-allocated by to place its start.
+const SLACK: usize = 2 * ALIGN;
+
+/// Zeroed memory with room to place `len` bytes anywhere within a cache
+/// line (see [`start_in`]).
+fn placed(len: usize) -> Vec<u8> {
+    vec![0u8; len + SLACK]
+}
+
+/// Where a read at file offset `offset` starts in `buf` (from [`placed`]).
+fn start_in(buf: &[u8], offset: u64) -> usize {
+    // Both below ALIGN, so the start is below SLACK.
+    buf.as_ptr().align_offset(ALIGN) + (offset % ALIGN as u64) as usize
+}
 /// Idle buffers kept at most, whatever their size.
 const MAX_IDLE: usize = 8;
 
@@ -41,16 +66,17 @@ impl BufferPool {
         })
     }
 
-    /// A buffer of at least `len` bytes (its length is its power-of-two
-    /// size class): an idle one of that class, or a new one.
+    /// A buffer for at least `len` bytes, whatever their placement (its
+    /// size class is a power of two): an idle one of that class, or a new
+    /// one.
     fn take(&self, len: usize) -> Vec<u8> {
         let class = len.next_power_of_two().max(POOL_MIN);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        match idle.iter().position(|b| b.len() == class) {
+        match idle.iter().position(|b| class_of(b) == class) {
             Some(i) => idle.swap_remove(i),
             None => {
                 drop(idle);
-                vec![0u8; class]
+                placed(class)
             }
         }
     }
@@ -58,59 +84,75 @@ impl BufferPool {
     /// Keeps `buf` for reuse if the pool has room, else frees it.
     fn give_back(&self, buf: Vec<u8>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let held: usize = idle.iter().map(Vec::len).sum();
-        if idle.len() < MAX_IDLE && held + buf.len() <= self.max_bytes {
+        let held: usize = idle.iter().map(|b| class_of(b)).sum();
+        if idle.len() < MAX_IDLE && held + class_of(&buf) <= self.max_bytes {
             idle.push(buf);
         }
     }
 
-    /// Bytes held by idle buffers.
+    /// Bytes held by idle buffers (their size classes).
     #[cfg(test)]
     pub(crate) fn idle_bytes(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.iter().map(Vec::len).sum()
+        idle.iter().map(|b| class_of(b)).sum()
     }
 }
 
-/// Memory for one read, handed to the caller as `Bytes` without a copy.
-pub(crate) enum ReadBuf {
-    /// Exactly sized, freed with the `Bytes`.
-    Own(Vec<u8>),
-    /// From the pool; `len` bytes of it are the read's.
-    Pooled {
-        buf: Vec<u8>,
-        len: usize,
-        pool: Arc<BufferPool>,
-    },
+/// The size class of a pooled buffer.
+fn class_of(buf: &[u8]) -> usize {
+    buf.len() - SLACK
+}
+
+/// Memory for one read, handed to the caller as `Bytes` without a copy:
+/// `len` bytes from `start` of `buf`.
+pub(crate) struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+    /// Where `buf` goes back to, if it came from a pool.
+    pool: Option<Arc<BufferPool>>,
 }
 
 impl ReadBuf {
-    /// Room for `len` bytes: pooled from `pool` when the read is large
-    /// enough and a pool is given.
-    pub(crate) fn new(len: usize, pool: Option<&Arc<BufferPool>>) -> ReadBuf {
-        match pool {
-            Some(pool) if len >= POOL_MIN && pool.max_bytes > 0 => ReadBuf::Pooled {
-                buf: pool.take(len),
-                len,
-                pool: pool.clone(),
-            },
-            _ => ReadBuf::Own(vec![0u8; len]),
+    /// Room for `len` bytes to be read from file offset `offset`: pooled
+    /// from `pool` when the read is large enough and a pool is given.
+    pub(crate) fn new(len: usize, offset: u64, pool: Option<&Arc<BufferPool>>) -> ReadBuf {
+        let (buf, pool) = match pool {
+            Some(pool) if len >= POOL_MIN && pool.max_bytes > 0 => {
+                (pool.take(len), Some(pool.clone()))
+            }
+            _ => (placed(len), None),
+        };
+        ReadBuf {
+            start: start_in(&buf, offset),
+            buf,
+            len,
+            pool,
         }
+    }
+
+    /// Whether the memory came from a pool.
+    #[cfg(test)]
+    fn pooled(&self) -> bool {
+        self.pool.is_some()
     }
 
     /// The `len` bytes to fill.
     pub(crate) fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            ReadBuf::Own(v) => v,
-            ReadBuf::Pooled { buf, len, .. } => &mut buf[..*len],
-        }
+        &mut self.buf[self.start..self.start + self.len]
     }
 
     /// The filled bytes, without copying them.
     pub(crate) fn into_bytes(self) -> Bytes {
-        match self {
-            ReadBuf::Own(v) => Bytes::from(v),
-            ReadBuf::Pooled { buf, len, pool } => Bytes::from_owner(Lent { buf, len, pool }),
+        let range = self.start..self.start + self.len;
+        match self.pool {
+            None => Bytes::from(self.buf).slice(range),
+            Some(pool) => Bytes::from_owner(Lent {
+                buf: self.buf,
+                start: self.start,
+                len: self.len,
+                pool,
+            }),
         }
     }
 }
@@ -118,13 +160,14 @@ impl ReadBuf {
 /// Owner of a pooled buffer behind a `Bytes`: returns it when dropped.
 struct Lent {
     buf: Vec<u8>,
+    start: usize,
     len: usize,
     pool: Arc<BufferPool>,
 }
 
 impl AsRef<[u8]> for Lent {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf[self.start..self.start + self.len]
     }
 }
 
@@ -141,7 +184,7 @@ mod tests {
     #[test]
     fn large_buffers_come_back_and_are_reused_within_the_limit() {
         let pool = BufferPool::new(16 * 1024 * 1024);
-        let mut a = ReadBuf::new(5 * 1024 * 1024, Some(&pool));
+        let mut a = ReadBuf::new(5 * 1024 * 1024, 0, Some(&pool));
         a.as_mut().fill(7);
         let bytes = a.into_bytes();
         assert_eq!(bytes.len(), 5 * 1024 * 1024);
@@ -154,23 +197,49 @@ mod tests {
 
         // Reused for the same size class, whatever the exact length, and
         // the reader sees only the length it asked for.
-        let mut b = ReadBuf::new(6 * 1024 * 1024, Some(&pool));
+        let mut b = ReadBuf::new(6 * 1024 * 1024, 0, Some(&pool));
         assert_eq!(pool.idle_bytes(), 0);
         assert_eq!(b.as_mut().len(), 6 * 1024 * 1024);
         b.as_mut().fill(1);
         let b = b.into_bytes();
         // Past the limit: a second large buffer is freed, not kept.
-        let c = ReadBuf::new(16 * 1024 * 1024, Some(&pool)).into_bytes();
+        let c = ReadBuf::new(16 * 1024 * 1024, 0, Some(&pool)).into_bytes();
         drop(b);
         drop(c);
         assert_eq!(pool.idle_bytes(), 8 * 1024 * 1024);
 
         // Small reads and a disabled pool never go through it.
-        assert!(matches!(ReadBuf::new(1024, Some(&pool)), ReadBuf::Own(_)));
+        assert!(!ReadBuf::new(1024, 0, Some(&pool)).pooled());
         let off = BufferPool::new(0);
-        assert!(matches!(
-            ReadBuf::new(POOL_MIN, Some(&off)),
-            ReadBuf::Own(_)
-        ));
+        assert!(!ReadBuf::new(POOL_MIN, 0, Some(&off)).pooled());
+    }
+
+    #[test]
+    fn reads_land_where_the_file_offset_does_within_a_cache_line() {
+        let pool = BufferPool::new(64 * 1024 * 1024);
+        for offset in [0u64, 1, 63, 64, 4097, 1 << 40] {
+            for (len, pool) in [
+                (0, None),
+                (10, None),
+                (4096, None),
+                (POOL_MIN + 3, Some(&pool)),
+            ] {
+                let mut b = ReadBuf::new(len, offset, pool);
+                let p = b.as_mut();
+                assert_eq!(p.len(), len);
+                assert_eq!(
+                    p.as_ptr() as usize % ALIGN,
+                    (offset % ALIGN as u64) as usize
+                );
+                p.fill(3);
+                let bytes = b.into_bytes();
+                assert_eq!(bytes.len(), len);
+                assert_eq!(
+                    bytes.as_ptr() as usize % ALIGN,
+                    (offset % ALIGN as u64) as usize
+                );
+                assert!(bytes.iter().all(|&x| x == 3));
+            }
+        }
     }
 }

@@ -1302,7 +1302,7 @@ pub(crate) fn read_verified(
 ) -> StorageResult<Bytes> {
     let len = usize::try_from(meta.size)
         .map_err(|_| Error::too_large("object is larger than this machine's memory"))?;
-    let mut buf = ReadBuf::new(len, Some(pool));
+    let mut buf = ReadBuf::new(len, 0, Some(pool));
     let Some(expected) = meta.checksum else {
         read_into(file, 0, buf.as_mut())?;
         return Ok(buf.into_bytes());
@@ -1362,7 +1362,7 @@ pub(crate) fn read_exact_at(
     len: usize,
     pool: Option<&Arc<BufferPool>>,
 ) -> StorageResult<Bytes> {
-    let mut buf = ReadBuf::new(len, pool);
+    let mut buf = ReadBuf::new(len, offset, pool);
     read_into(file, offset, buf.as_mut())?;
     Ok(buf.into_bytes())
 }
