@@ -367,26 +367,21 @@ impl Store {
         if let Some(s) = map.get(bucket) {
             return Ok(s.clone());
         }
-        let fd = fsio::openat_noatime(
-            &self.locks,
-            &format!("{bucket}.lock"),
-            rustix::fs::OFlags::RDWR
-                | rustix::fs::OFlags::CREATE
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|e| errno(e, format!("open lock file of bucket {bucket:?}")))?;
-        let presence = fsio::openat_noatime(
-            &self.locks,
-            &format!("{bucket}.open"),
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::CREATE
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|e| errno(e, format!("open presence file of bucket {bucket:?}")))?;
+        // The bucket's files in the lock directory, created on first use.
+        let open = |suffix: &str, access: rustix::fs::OFlags| {
+            fsio::openat_noatime(
+                &self.locks,
+                &format!("{bucket}.{suffix}"),
+                access
+                    | rustix::fs::OFlags::CREATE
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(|e| errno(e, format!("open {bucket}.{suffix} in the lock directory")))
+        };
+        let fd = open("lock", rustix::fs::OFlags::RDWR)?;
+        let presence = open("open", rustix::fs::OFlags::RDONLY)?;
         // Before this store reads the counter for an index: from here on,
         // other stores' commits bump it.
         let present = rustix::fs::flock(&presence, FlockOperation::LockShared).is_ok();
