@@ -144,6 +144,18 @@ impl std::fmt::Debug for FsStorage {
     }
 }
 
+/// What [`FsStorage::recover_metadata`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Keys given fresh metadata, in the order they were found: they read,
+    /// list and download again.
+    pub recovered: Vec<String>,
+    /// Files (paths under the bucket) whose key their path does not tell,
+    /// left as they are.
+    pub unmapped: Vec<String>,
+}
+
 impl FsStorage {
     /// Opens (creating if needed) a store at `root` with the default
     /// settings: `fsync` on, no size limit, a random URL-signing secret.
@@ -226,6 +238,43 @@ impl FsStorage {
         blocking(move || store.sweep(older_than))
             .await
             .map_err(|e| e.with_operation("storage.sweep"))
+    }
+
+    /// Gives metadata back to objects that lost it: data files in `bucket`
+    /// with neither a metadata attribute nor a sidecar, as after a restore
+    /// by a backup tool that dropped extended attributes (such objects read
+    /// as `NotFound` and are not listed), or files copied into the bucket
+    /// by hand.
+    ///
+    /// Each such file gets fresh metadata: its size, a CRC32C of its
+    /// content as it is now (so later corruption is detected again, but
+    /// damage from before the recovery is not), a new ETag, its file's
+    /// modification time, no content type, no user metadata, not public.
+    /// Those were lost with the attribute; upload again what needs them.
+    /// Runs under the bucket lock; objects that have metadata, including
+    /// damaged metadata, are left alone. A file stored under a hashed name
+    /// (a key segment over 200 bytes or starting with `.~`) cannot be given
+    /// its key back: it is reported in [`Recovery::unmapped`] and left as
+    /// it is.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> truststream_core_storage::StorageResult<()> {
+    /// use truststream_storage_fs::FsStorage;
+    ///
+    /// let storage = FsStorage::open("./data/storage").await?;
+    /// let report = storage.recover_metadata("avatars").await?;
+    /// println!("recovered {} objects", report.recovered.len());
+    /// for path in &report.unmapped {
+    ///     eprintln!("cannot tell the key of {path}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn recover_metadata(&self, bucket: &str) -> StorageResult<Recovery> {
+        let (store, bucket) = (self.store.clone(), bucket.to_string());
+        blocking(move || store.recover_metadata(&bucket))
+            .await
+            .map_err(|e| e.with_operation("storage.recover_metadata"))
     }
 
     /// Checks a URL made by [`Storage::signed_url`] for a request with

@@ -91,6 +91,7 @@ use crate::attr::{self, AttrMeta};
 use crate::buffers::{BufferPool, ReadBuf};
 use crate::fsio::{self, errno, io_err, Attr, XattrWrite};
 use crate::list::Plan;
+use crate::Recovery;
 
 /// Directory of the provider's own files under the root (bucket names cannot
 /// start with `.`, so it never collides with a bucket).
@@ -721,9 +722,7 @@ impl Store {
         // New on every write (a copy keeps its source's): an ETag derived
         // from a 32-bit checksum could let an `IfMatch` write succeed over
         // other content with the same checksum.
-        let etag = copied_from
-            .map(|m| m.etag.clone())
-            .unwrap_or_else(|| format!("\"{:032x}\"", rand::random::<u128>()));
+        let etag = copied_from.map(|m| m.etag.clone()).unwrap_or_else(new_etag);
         let meta = ObjectMeta {
             bucket: staged.bucket.clone(),
             key: staged.key.clone(),
@@ -974,6 +973,81 @@ impl Store {
         Ok(idx)
     }
 
+    // ----------------------------------------------------------- recovery
+
+    /// Gives fresh metadata to every data file of `bucket` that has neither
+    /// a metadata attribute nor a sidecar (see
+    /// `FsStorage::recover_metadata`): its size, a CRC32C of its content as
+    /// it is now, a new ETag and its modification time. Returns the keys
+    /// recovered and the files whose key the path does not tell.
+    pub(crate) fn recover_metadata(&self, bucket: &str) -> StorageResult<Recovery> {
+        let dir = self.bucket_dir(bucket)?;
+        let state = self.bucket_state(bucket)?;
+        let lock = self.lock_bucket(&state)?;
+        let mut found = Vec::new();
+        let mut unmapped = Vec::new();
+        walk(&dir, &mut Vec::new(), &mut |f| {
+            if f.has_sidecar || !matches!(fsio::read_xattr(&f.data)?, Attr::Absent) {
+                return Ok(());
+            }
+            let Some(key) = path_key(f.path, f.name).filter(|k| validate_key(k).is_ok()) else {
+                let mut p = f.path.join("/");
+                if !p.is_empty() {
+                    p.push('/');
+                }
+                p.push_str(f.name);
+                unmapped.push(p);
+                return Ok(());
+            };
+            let st = f.data.metadata().map_err(|e| io_err(e, "stat object"))?;
+            let mut hasher = ChecksumHasher::new(ChecksumAlgorithm::Crc32c);
+            let mut chunk = vec![0u8; CHECK_CHUNK];
+            let mut at = 0;
+            while at < st.len() {
+                let n = usize::try_from(st.len() - at).map_or(CHECK_CHUNK, |r| r.min(CHECK_CHUNK));
+                read_into(&f.data, at, &mut chunk[..n])?;
+                hasher.update(&chunk[..n]);
+                at += n as u64;
+            }
+            let meta = ObjectMeta {
+                bucket: bucket.to_string(),
+                key,
+                size: st.len(),
+                content_type: None,
+                etag: new_etag(),
+                last_modified: st.modified().map_or_else(|_| Utc::now(), Into::into),
+                metadata: BTreeMap::new(),
+                public: false,
+                checksum: Some(hasher.finish()),
+            };
+            let in_xattr = self.xattr.load(Ordering::Relaxed)
+                && fsio::write_xattr(&f.data, &attr::encode(&meta)?)? == XattrWrite::Written;
+            if in_xattr {
+                if self.sync {
+                    f.data.sync_all().map_err(|e| io_err(e, "flush object"))?;
+                }
+            } else {
+                let side = fsio::open_sidecar_rw(f.dir, f.name)?;
+                fsio::write_slot(&side, 0, 1, st.ino(), &meta, self.sync)?;
+                if self.sync {
+                    fsio::sync_dir(f.dir)?;
+                }
+            }
+            found.push(meta);
+            Ok(())
+        })?;
+        let recovered = found.iter().map(|m| m.key.clone()).collect();
+        lock.committed(|m| {
+            for meta in found {
+                m.insert(meta.key.clone(), meta);
+            }
+        });
+        Ok(Recovery {
+            recovered,
+            unmapped,
+        })
+    }
+
     // -------------------------------------------------------------- sweep
 
     /// Removes temporary data files older than `age` in every bucket.
@@ -1033,6 +1107,11 @@ fn dir_path(bucket: &str, parents: &[&str]) -> String {
         p.push_str(&fsio::seg_name(seg));
     }
     p
+}
+
+/// A fresh ETag: 128 random bits.
+fn new_etag() -> String {
+    format!("\"{:032x}\"", rand::random::<u128>())
 }
 
 /// Checks a write's `condition` against what is stored at its key.
@@ -1135,18 +1214,26 @@ fn ensure_dir(parent: &OwnedFd, name: &str) -> StorageResult<OwnedFd> {
     })
 }
 
-/// Reads the metadata of every object under `dir` into `out`: each data
-/// file's attribute, or its sidecar slot. Links are skipped, never
-/// followed; temporary files are ignored, and so are objects whose metadata
-/// is damaged (reading them says so).
-/// An object counts only where its key puts it: one in a directory that was
-/// moved or copied by hand elsewhere in the bucket is not listed (it could not
-/// be read under its key either).
-fn scan(
+/// A regular file found by [`walk`], opened without following links.
+struct Found<'a> {
+    dir: &'a OwnedFd,
+    /// Directory names from the bucket down.
+    path: &'a [String],
+    name: &'a str,
+    data: File,
+    /// The inode number the directory lists for it.
+    listed_ino: u64,
+    /// Whether the directory lists a sidecar for it.
+    has_sidecar: bool,
+}
+
+/// Calls `visit` for every regular file of a key under `dir`. Links are
+/// skipped, never followed; provider files (sidecars, temporary files) are
+/// not visited.
+fn walk(
     dir: &OwnedFd,
-    bucket: &str,
-    out: &mut BTreeMap<String, ObjectMeta>,
     path: &mut Vec<String>,
+    visit: &mut dyn FnMut(Found<'_>) -> StorageResult<()>,
 ) -> StorageResult<()> {
     let entries = match fsio::read_dir(dir) {
         Ok(e) => e,
@@ -1167,43 +1254,66 @@ fn scan(
             FileType::Directory if path.len() < 1100 => match fsio::open_dir(dir, name) {
                 Ok(sub) => {
                     path.push(name.clone());
-                    let r = scan(&sub, bucket, out, path);
+                    let r = walk(&sub, path, visit);
                     path.pop();
                     r?
                 }
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
                 Err(e) => return Err(errno(e, "open directory")),
             },
-            FileType::RegularFile => {
-                let meta = match fsio::open_file_read(dir, name) {
-                    Ok(data) => match fsio::read_xattr(&data)? {
-                        Attr::Meta(meta) => Some(meta),
-                        Attr::Damaged => None,
-                        Attr::Absent if sidecars.contains(name.as_str()) => {
-                            sidecar_meta(dir, name, *listed_ino)?.map(AttrMeta::Full)
-                        }
-                        Attr::Absent => None,
-                    },
-                    // Replaced by a link or removed since the directory was read.
-                    Err(Errno::NOENT | Errno::LOOP) => None,
-                    Err(e) => return Err(errno(e, "open object")),
-                };
-                let meta = meta.and_then(|m| {
-                    let key = match m.key() {
-                        Some(k) if at_its_place(k, path, name) => k.to_string(),
-                        Some(_) => return None,
-                        None => path_key(path, name)?,
-                    };
-                    m.for_key(bucket, &key)
-                });
-                if let Some(meta) = meta {
-                    out.insert(meta.key.clone(), meta);
-                }
-            }
+            FileType::RegularFile => match fsio::open_file_read(dir, name) {
+                Ok(data) => visit(Found {
+                    dir,
+                    path,
+                    name,
+                    data,
+                    listed_ino: *listed_ino,
+                    has_sidecar: sidecars.contains(name.as_str()),
+                })?,
+                // Replaced by a link or removed since the directory was read.
+                Err(Errno::NOENT | Errno::LOOP) => {}
+                Err(e) => return Err(errno(e, "open object")),
+            },
             _ => {}
         }
     }
     Ok(())
+}
+
+/// Reads the metadata of every object under `dir` into `out`: each data
+/// file's attribute, or its sidecar slot. Objects whose metadata is damaged
+/// are left out (reading them says so).
+/// An object counts only where its key puts it: one in a directory that was
+/// moved or copied by hand elsewhere in the bucket is not listed (it could not
+/// be read under its key either).
+fn scan(
+    dir: &OwnedFd,
+    bucket: &str,
+    out: &mut BTreeMap<String, ObjectMeta>,
+    path: &mut Vec<String>,
+) -> StorageResult<()> {
+    walk(dir, path, &mut |f| {
+        let meta = match fsio::read_xattr(&f.data)? {
+            Attr::Meta(meta) => meta,
+            Attr::Absent if f.has_sidecar => match sidecar_meta(f.dir, f.name, f.listed_ino)? {
+                Some(m) => AttrMeta::Full(m),
+                None => return Ok(()),
+            },
+            Attr::Absent | Attr::Damaged => return Ok(()),
+        };
+        let key = match meta.key() {
+            Some(k) if at_its_place(k, f.path, f.name) => k.to_string(),
+            Some(_) => return Ok(()),
+            None => match path_key(f.path, f.name) {
+                Some(k) => k,
+                None => return Ok(()),
+            },
+        };
+        if let Some(meta) = meta.for_key(bucket, &key) {
+            out.insert(meta.key.clone(), meta);
+        }
+        Ok(())
+    })
 }
 
 /// The metadata of the data file `name` (inode `listed_ino` as its

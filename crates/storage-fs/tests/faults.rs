@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers, not library code
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, FileExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -848,6 +848,106 @@ async fn a_file_under_another_keys_name_is_not_that_keys_object() {
         let page = s.list("docs", &ListOptions::new()).await.unwrap();
         let keys: Vec<_> = page.objects.iter().map(|m| m.key.as_str()).collect();
         assert_eq!(keys, ["dir/a.txt"], "{case}");
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn metadata_lost_in_a_restore_is_recovered_from_the_files() {
+    let long = format!("{}/c", "x".repeat(250));
+    for xattr in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let s = store_with(root.path(), xattr).await;
+        let big = pattern(300_000, 9);
+        s.upload(
+            "docs",
+            "a.txt",
+            Bytes::from("alpha"),
+            &opts().content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+        s.upload("docs", "dir/b.bin", big.clone(), &opts().metadata("k", "v"))
+            .await
+            .unwrap();
+        s.upload("docs", &long, Bytes::from("gamma"), &opts())
+            .await
+            .unwrap();
+        let before = s.get_metadata("docs", "dir/b.bin").await.unwrap();
+
+        // A restore that kept the bytes but dropped attributes and sidecars.
+        for p in files_under(&root.path().join("docs")) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(".~m") {
+                std::fs::remove_file(&p).unwrap();
+            } else {
+                rewrite_as_new_inode(&p);
+            }
+        }
+        let s = store_with(root.path(), xattr).await;
+        let e = s.download("docs", "a.txt").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "xattr {xattr}: {e}");
+        assert_no_objects(&s).await;
+
+        let report = s.recover_metadata("docs").await.unwrap();
+        let mut keys = report.recovered.clone();
+        keys.sort();
+        assert_eq!(keys, ["a.txt", "dir/b.bin"], "xattr {xattr}");
+        assert_eq!(report.unmapped.len(), 1, "{:?}", report.unmapped);
+        assert!(
+            report.unmapped[0].starts_with(".~h"),
+            "{:?}",
+            report.unmapped
+        );
+
+        assert_eq!(
+            s.download("docs", "a.txt").await.unwrap(),
+            Bytes::from("alpha")
+        );
+        assert_eq!(s.download("docs", "dir/b.bin").await.unwrap(), big);
+        let after = s.get_metadata("docs", "dir/b.bin").await.unwrap();
+        assert_eq!(after.size, before.size);
+        assert_eq!(
+            after.checksum, before.checksum,
+            "the content's CRC32C again"
+        );
+        assert_ne!(after.etag, before.etag);
+        assert!(after.metadata.is_empty() && after.content_type.is_none());
+        let page = s.list("docs", &ListOptions::new()).await.unwrap();
+        let listed: Vec<_> = page.objects.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(listed, ["a.txt", "dir/b.bin"]);
+
+        // Recovered objects are checked again: damage after the recovery is an error.
+        let p = root.path().join("docs/a.txt");
+        let mut body = std::fs::read(&p).unwrap();
+        body[0] ^= 1;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .write_all_at(&body, 0)
+            .unwrap();
+        assert!(s.download("docs", "a.txt").await.is_err());
+
+        // Nothing left to recover; objects with metadata are left alone.
+        let again = s.recover_metadata("docs").await.unwrap();
+        assert!(again.recovered.is_empty(), "{:?}", again.recovered);
+        assert_eq!(s.get_metadata("docs", "dir/b.bin").await.unwrap(), after);
+        let e = s.recover_metadata("nope").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
     }
 }
 
