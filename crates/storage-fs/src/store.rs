@@ -741,15 +741,7 @@ impl Store {
         // The metadata travels with the data file in an attribute, so the
         // rename publishes both; a sidecar slot holds it when the
         // filesystem refuses the attribute (or it is too large for one).
-        let in_xattr = self.xattr.load(Ordering::Relaxed)
-            && match fsio::write_xattr(&staged.file, &attr::encode(&meta)?)? {
-                XattrWrite::Written => true,
-                XattrWrite::Refused => false,
-                XattrWrite::Unsupported => {
-                    self.xattr.store(false, Ordering::Relaxed);
-                    false
-                }
-            };
+        let in_xattr = self.set_attr(&staged.file, &meta)?;
         if self.sync {
             // Outside the lock: other writers of the bucket go on meanwhile.
             staged
@@ -799,6 +791,23 @@ impl Store {
             m.insert(meta.key.clone(), meta.clone());
         });
         flushed.map(|()| meta)
+    }
+
+    /// Puts `meta` in the attribute of `file`, unless attributes are off or
+    /// the filesystem refuses this one (then the caller uses the sidecar);
+    /// a filesystem without user attributes turns them off for the store.
+    fn set_attr(&self, file: &File, meta: &ObjectMeta) -> StorageResult<bool> {
+        if !self.xattr.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        Ok(match fsio::write_xattr(file, &attr::encode(meta)?)? {
+            XattrWrite::Written => true,
+            XattrWrite::Refused => false,
+            XattrWrite::Unsupported => {
+                self.xattr.store(false, Ordering::Relaxed);
+                false
+            }
+        })
     }
 
     /// What is at `name` in `dir`, the file of `bucket/key`, now (bucket
@@ -986,7 +995,7 @@ impl Store {
         let lock = self.lock_bucket(&state)?;
         let mut found = Vec::new();
         let mut unmapped = Vec::new();
-        walk(&dir, &mut Vec::new(), &mut |f| {
+        let walked = walk(&dir, &mut Vec::new(), &mut |f| {
             if f.has_sidecar || !matches!(fsio::read_xattr(&f.data)?, Attr::Absent) {
                 return Ok(());
             }
@@ -1020,8 +1029,7 @@ impl Store {
                 public: false,
                 checksum: Some(hasher.finish()),
             };
-            let in_xattr = self.xattr.load(Ordering::Relaxed)
-                && fsio::write_xattr(&f.data, &attr::encode(&meta)?)? == XattrWrite::Written;
+            let in_xattr = self.set_attr(&f.data, &meta)?;
             if in_xattr {
                 if self.sync {
                     f.data.sync_all().map_err(|e| io_err(e, "flush object"))?;
@@ -1035,13 +1043,17 @@ impl Store {
             }
             found.push(meta);
             Ok(())
-        })?;
-        let recovered = found.iter().map(|m| m.key.clone()).collect();
-        lock.committed(|m| {
-            for meta in found {
-                m.insert(meta.key.clone(), meta);
-            }
         });
+        // Objects recovered before an error are objects again: count them.
+        let recovered = found.iter().map(|m| m.key.clone()).collect();
+        if !found.is_empty() {
+            lock.committed(|m| {
+                for meta in found {
+                    m.insert(meta.key.clone(), meta);
+                }
+            });
+        }
+        walked?;
         Ok(Recovery {
             recovered,
             unmapped,
