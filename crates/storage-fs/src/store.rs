@@ -995,6 +995,8 @@ impl Store {
         let lock = self.lock_bucket(&state)?;
         let mut found = Vec::new();
         let mut unmapped = Vec::new();
+        // One read buffer for every file (chunk offsets keep its alignment).
+        let mut chunk = ReadBuf::new(CHECK_CHUNK, 0, None);
         let walked = walk(&dir, &mut Vec::new(), &mut |f| {
             if f.has_sidecar || !matches!(fsio::read_xattr(&f.data)?, Attr::Absent) {
                 return Ok(());
@@ -1010,12 +1012,12 @@ impl Store {
             };
             let st = f.data.metadata().map_err(|e| io_err(e, "stat object"))?;
             let mut hasher = ChecksumHasher::new(ChecksumAlgorithm::Crc32c);
-            let mut chunk = vec![0u8; CHECK_CHUNK];
             let mut at = 0;
             while at < st.len() {
                 let n = usize::try_from(st.len() - at).map_or(CHECK_CHUNK, |r| r.min(CHECK_CHUNK));
-                read_into(&f.data, at, &mut chunk[..n])?;
-                hasher.update(&chunk[..n]);
+                let part = &mut chunk.as_mut()[..n];
+                read_into(&f.data, at, part)?;
+                hasher.update(part);
                 at += n as u64;
             }
             let meta = ObjectMeta {

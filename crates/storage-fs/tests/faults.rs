@@ -571,7 +571,8 @@ async fn a_restored_copy_keeps_attribute_metadata_only_with_its_attributes() {
     assert_eq!((meta.etag, meta.content_type), (put.etag, put.content_type));
     assert_eq!(s.download("docs", "a/b.txt").await.unwrap(), "payload");
     // A copy that dropped the attribute lost the metadata: the file is not
-    // an object any more (documented: backups must keep attributes).
+    // an object any more (documented: backups must keep attributes), until
+    // `recover_metadata` gives it new metadata.
     rustix::fs::removexattr(&p, META_XATTR).unwrap();
     let e = s.get_metadata("docs", "a/b.txt").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
