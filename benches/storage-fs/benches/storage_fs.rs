@@ -28,6 +28,12 @@
 //! - `storage-fs shared`: `fsync = false` with a second store open on the
 //!   same root (as another process would have): every commit also bumps the
 //!   shared commit counter, which a store alone with its buckets skips.
+//! - `storage-fs fresh buffers`: `fsync = false` with
+//!   `read_buffer_pool_bytes = 0`. The default store hands large reads
+//!   buffers it pooled from earlier reads (no page faults, no zeroing);
+//!   every other contender allocates fresh memory per read. This row reads
+//!   under the same conditions as they do, so the 64 MiB get's gain from
+//!   the pool and from the rest of the read path can be told apart.
 //! - `tokio::fs durable`: temp file, `sync_all`, rename, directory fsync:
 //!   atomic and durable, no checksum, no metadata.
 //! - `tokio::fs`: `tokio::fs::write` to the final path: neither atomic nor
@@ -179,9 +185,24 @@ impl Imp {
 }
 
 async fn fs_store(root: &Path, fsync: bool, xattr: bool) -> Res<Arc<FsStorage>> {
+    fs_store_with(root, fsync, xattr, None).await
+}
+
+/// A store as [`fs_store`] makes, with `read_buffer_pool_bytes` set when
+/// given (0: every large read gets fresh memory, as the other contenders'
+/// reads do).
+async fn fs_store_with(
+    root: &Path,
+    fsync: bool,
+    xattr: bool,
+    pool_bytes: Option<u64>,
+) -> Res<Arc<FsStorage>> {
     let mut cfg = FsStorageConfig::new(root);
     cfg.fsync = fsync;
     cfg.xattr_metadata = xattr;
+    if let Some(b) = pool_bytes {
+        cfg.read_buffer_pool_bytes = b;
+    }
     cfg.buckets = vec![BUCKET.into()];
     Ok(Arc::new(FsStorage::with_config(cfg).await?))
 }
@@ -304,6 +325,10 @@ async fn main() -> Res<()> {
     let fs_shared = fs_store(&fs_shared_root, false, true).await?;
     let _fs_shared_peer = fs_store(&fs_shared_root, false, true).await?;
     let fs_sidecar = fs_store(&dir("fs-sidecar")?, false, false).await?;
+    // The default store reuses pooled read buffers between large gets; the
+    // other contenders fault fresh pages every time. This one gets fresh
+    // memory per read too, so its row compares the same buffer conditions.
+    let fs_fresh = fs_store_with(&dir("fs-fresh")?, false, true, Some(0)).await?;
     let os = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir(
         "object_store",
     )?)?);
@@ -327,6 +352,7 @@ async fn main() -> Res<()> {
         ("storage-fs", Imp::Fs(fs_plain.clone())),
         ("storage-fs sidecar", Imp::Fs(fs_sidecar)),
         ("storage-fs shared", Imp::Fs(fs_shared)),
+        ("storage-fs fresh buffers", Imp::Fs(fs_fresh)),
         (
             "tokio::fs",
             Imp::Raw {
