@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use truststream_core_auth::{AuthResult, Error, Secret};
 
 /// Signing algorithms this provider issues and verifies with.
@@ -171,6 +172,140 @@ pub struct ExternalIssuer {
     /// Timeout of one key-set fetch in milliseconds (default 5000).
     #[serde(default = "default_jwks_timeout_ms")]
     pub jwks_timeout_ms: u64,
+    /// Which of its claims mean roles and permissions here. Without one
+    /// (the default), a principal of this issuer is authenticated and has
+    /// no roles and no permissions, whatever its token claims.
+    #[serde(default)]
+    pub claim_mapping: ClaimMapping,
+}
+
+/// A claim's place in a token: a dotted path (`"app_metadata.roles"`), or a
+/// list of keys for claim names that contain dots themselves
+/// (`["https://example.com/roles"]`, Auth0's namespaced claims).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ClaimPathRepr", into = "Vec<String>")]
+pub struct ClaimPath(Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClaimPathRepr {
+    Dotted(String),
+    Keys(Vec<String>),
+}
+
+/// Most keys in a [`ClaimPath`].
+const MAX_CLAIM_PATH_KEYS: usize = 8;
+
+impl TryFrom<ClaimPathRepr> for ClaimPath {
+    type Error = String;
+
+    fn try_from(r: ClaimPathRepr) -> Result<Self, String> {
+        let keys: Vec<String> = match r {
+            ClaimPathRepr::Dotted(s) => s.split('.').map(str::to_string).collect(),
+            ClaimPathRepr::Keys(k) => k,
+        };
+        if keys.is_empty()
+            || keys.len() > MAX_CLAIM_PATH_KEYS
+            || keys.iter().any(|k| k.is_empty() || k.len() > 256)
+        {
+            return Err(format!(
+                "a claim path has 1 to {MAX_CLAIM_PATH_KEYS} non-empty keys of at most 256 bytes"
+            ));
+        }
+        Ok(ClaimPath(keys))
+    }
+}
+
+impl From<ClaimPath> for Vec<String> {
+    fn from(p: ClaimPath) -> Self {
+        p.0
+    }
+}
+
+impl ClaimPath {
+    /// A dotted path: `ClaimPath::dotted("app_metadata.roles")`.
+    pub fn dotted(path: &str) -> AuthResult<Self> {
+        ClaimPath::try_from(ClaimPathRepr::Dotted(path.to_string())).map_err(Error::invalid_input)
+    }
+
+    /// A path of keys taken as they are (a key may contain dots).
+    pub fn keys<I, S>(keys: I) -> AuthResult<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClaimPath::try_from(ClaimPathRepr::Keys(
+            keys.into_iter().map(Into::into).collect(),
+        ))
+        .map_err(Error::invalid_input)
+    }
+
+    /// The strings at this path of `claims`: a string gives one, an array
+    /// its string elements; anything else (or nothing) gives none.
+    pub(crate) fn strings<'c>(&self, claims: &'c Map<String, Value>) -> Vec<&'c str> {
+        let mut keys = self.0.iter();
+        let Some(first) = keys.next() else {
+            return Vec::new();
+        };
+        let mut at = claims.get(first);
+        for k in keys {
+            at = at.and_then(|v| v.get(k));
+        }
+        match at {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// How an external issuer's claims become roles and permissions here.
+/// Nothing is granted unless this says so: an empty mapping (the default)
+/// gives no roles and no permissions.
+///
+/// ```
+/// use truststream_auth_jwt::ClaimMapping;
+/// let m: ClaimMapping = serde_json::from_value(serde_json::json!({
+///     "roles": "app_metadata.roles",
+///     "role_map": { "admin": "admin", "staff": "member" },
+///     "permissions": ["https://example.com/permissions"],
+/// })).unwrap();
+/// assert!(m.roles.is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimMapping {
+    /// The claim listing the principal's roles (a string or an array of
+    /// strings), e.g. `"app_metadata.roles"`.
+    pub roles: Option<ClaimPath>,
+    /// External role -> local role. When not empty it is an allow-list:
+    /// only the roles it names are kept, under their local names. When
+    /// empty, the roles of the `roles` claim are local roles by name.
+    pub role_map: BTreeMap<String, String>,
+    /// The claim listing permissions (`action:resource`, e.g. Auth0's
+    /// `permissions`) granted to the principal as they are. Entries with a
+    /// wildcard (`*`) or of another shape are ignored: wildcards are granted
+    /// through local roles only.
+    pub permissions: Option<ClaimPath>,
+}
+
+impl ClaimMapping {
+    fn validate(&self, issuer: &str) -> AuthResult<()> {
+        if !self.role_map.is_empty() && self.roles.is_none() {
+            return Err(Error::invalid_input(format!(
+                "external issuer {issuer:?}: claim_mapping.role_map needs claim_mapping.roles"
+            )));
+        }
+        for (from, to) in &self.role_map {
+            if from.is_empty() {
+                return Err(Error::invalid_input(format!(
+                    "external issuer {issuer:?}: claim_mapping.role_map has an empty external role"
+                )));
+            }
+            crate::validate_role(to)?;
+        }
+        Ok(())
+    }
 }
 
 fn default_jwks_cache_secs() -> u64 {
@@ -199,6 +334,7 @@ impl ExternalIssuer {
             jwks_cache_secs: default_jwks_cache_secs(),
             jwks_min_refresh_secs: default_jwks_min_refresh_secs(),
             jwks_timeout_ms: default_jwks_timeout_ms(),
+            claim_mapping: ClaimMapping::default(),
         }
     }
 
@@ -266,7 +402,7 @@ impl ExternalIssuer {
                 )))
             }
         }
-        Ok(())
+        self.claim_mapping.validate(name)
     }
 }
 
@@ -281,6 +417,7 @@ impl std::fmt::Debug for ExternalIssuer {
             )
             .field("jwks_url", &self.jwks_url)
             .field("algorithms", &self.algorithms)
+            .field("claim_mapping", &self.claim_mapping)
             .finish_non_exhaustive()
     }
 }

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
 use truststream_core_auth::{AuthResult, Error};
 
-use crate::config::{Algorithm, ExternalIssuer};
+use truststream_core_auth::Permission;
+
+use crate::config::{Algorithm, ClaimMapping, ExternalIssuer};
 use crate::keys::verify_error;
 
 /// Largest key-set document accepted, in bytes.
@@ -26,6 +28,7 @@ pub(crate) struct ExternalVerifier {
     /// may hold RSA and EC keys side by side.
     validations: Vec<(jsonwebtoken::Algorithm, Validation)>,
     source: KeySource,
+    mapping: ClaimMapping,
 }
 
 enum KeySource {
@@ -91,7 +94,45 @@ impl ExternalVerifier {
             issuer: cfg.issuer.clone(),
             validations,
             source,
+            mapping: cfg.claim_mapping.clone(),
         })
+    }
+
+    /// The local roles the claim mapping gives a verified token's `claims`:
+    /// none without a `roles` claim path; with a `role_map`, only the roles
+    /// it names, under their local names.
+    pub(crate) fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
+        let Some(path) = &self.mapping.roles else {
+            return Vec::new();
+        };
+        let mut roles: Vec<String> = path
+            .strings(claims)
+            .into_iter()
+            .filter_map(|r| {
+                if self.mapping.role_map.is_empty() {
+                    crate::validate_role(r).ok().map(|()| r.to_string())
+                } else {
+                    self.mapping.role_map.get(r).cloned()
+                }
+            })
+            .collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+
+    /// Whether the mapping's `permissions` claim of `claims` grants
+    /// `wanted` (exact permissions only: wildcards are never taken from an
+    /// external token).
+    pub(crate) fn grants(&self, claims: &Map<String, Value>, wanted: &Permission) -> bool {
+        let Some(path) = &self.mapping.permissions else {
+            return false;
+        };
+        path.strings(claims)
+            .into_iter()
+            .filter(|p| !p.contains('*'))
+            .filter_map(|p| Permission::parse(p).ok())
+            .any(|p| p.covers(wanted))
     }
 
     /// Verifies `token` (whose unverified `iss` named this issuer).

@@ -22,8 +22,8 @@ use truststream_core_auth::{
 use truststream_core_db::Database;
 
 pub use config::{
-    Algorithm, Argon2Cost, ExternalIssuer, JwtAuthConfig, PasswordPolicy, Revocation,
-    SignInRateLimit, MIN_SECRET_BYTES,
+    Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, JwtAuthConfig, PasswordPolicy,
+    Revocation, SignInRateLimit, MIN_SECRET_BYTES,
 };
 
 use crate::external::ExternalVerifier;
@@ -278,6 +278,12 @@ impl JwtAuth {
     fn is_own(&self, principal: &Principal) -> bool {
         principal.session_id.is_some()
             && principal.claims.get("iss").and_then(Value::as_str) == Some(&self.config.issuer)
+    }
+
+    /// The configured external issuer of `principal`, if any.
+    fn external_of(&self, principal: &Principal) -> Option<&ExternalVerifier> {
+        let iss = principal.claims.get("iss").and_then(Value::as_str)?;
+        self.externals.iter().find(|v| v.issuer == iss)
     }
 
     /// The principal's own session, for calls that need one.
@@ -682,24 +688,27 @@ impl Auth for JwtAuth {
         if access_token.is_empty() || access_token.len() > MAX_TOKEN_BYTES {
             return Err(Error::unauthenticated("invalid access token").with_operation(op));
         }
-        let (claims, own) = if self.externals.is_empty() {
-            (self.verify_own(access_token), true)
+        let (claims, external) = if self.externals.is_empty() {
+            (self.verify_own(access_token), None)
         } else {
             let iss = unverified_issuer(access_token).map_err(|e| e.with_operation(op))?;
             if iss == self.config.issuer {
-                (self.verify_own(access_token), true)
+                (self.verify_own(access_token), None)
             } else if let Some(v) = self.externals.iter().find(|v| v.issuer == iss) {
-                (v.verify(access_token).await, false)
+                (v.verify(access_token).await, Some(v))
             } else {
-                (
-                    Err(Error::unauthenticated("access token has the wrong issuer")),
-                    false,
-                )
+                return Err(
+                    Error::unauthenticated("access token has the wrong issuer").with_operation(op)
+                );
             }
         };
-        let principal = principal_from(claims.map_err(|e| e.with_operation(op))?)
+        let mut principal = principal_from(claims.map_err(|e| e.with_operation(op))?)
             .map_err(|e| e.with_operation(op))?;
-        if own {
+        if let Some(v) = external {
+            // An external token's claims grant nothing by themselves: its
+            // roles are what the issuer's claim mapping makes of them.
+            principal.roles = v.roles(&principal.claims);
+        } else {
             let Some(sid) = &principal.session_id else {
                 return Err(
                     Error::unauthenticated("access token lacks a session").with_operation(op)
@@ -730,9 +739,16 @@ impl Auth for JwtAuth {
     }
 
     async fn has_permission(&self, principal: &Principal, permission: &str) -> AuthResult<bool> {
-        Permission::parse(permission).map_err(|e| e.with_operation("auth.has_permission"))?;
+        let wanted =
+            Permission::parse(permission).map_err(|e| e.with_operation("auth.has_permission"))?;
         let roles = self.get_user_roles(principal).await?;
-        self.permissions.allows(&roles, permission)
+        if self.permissions.allows(&roles, permission)? {
+            return Ok(true);
+        }
+        Ok(!self.is_own(principal)
+            && self
+                .external_of(principal)
+                .is_some_and(|v| v.grants(&principal.claims, &wanted)))
     }
 }
 

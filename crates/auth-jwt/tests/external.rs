@@ -47,7 +47,8 @@ async fn shared_secret_issuer_is_accepted_next_to_own_tokens() {
         .unwrap();
     assert_eq!(p.user_id, "ext-user");
     assert_eq!(p.email.as_deref(), Some("ext@example.com"));
-    assert_eq!(p.roles, ["authenticated"]);
+    // No claim mapping: its `role` claim is no local role.
+    assert!(p.roles.is_empty(), "{:?}", p.roles);
     // Users and sessions of an external provider are not kept here.
     assert_eq!(
         auth.get_user(&p).await.unwrap_err().kind(),
@@ -57,7 +58,7 @@ async fn shared_secret_issuer_is_accepted_next_to_own_tokens() {
         auth.sign_out(&p).await.unwrap_err().kind(),
         ErrorKind::Unsupported
     );
-    assert_eq!(auth.get_user_roles(&p).await.unwrap(), ["authenticated"]);
+    assert!(auth.get_user_roles(&p).await.unwrap().is_empty());
 
     // Own tokens still work.
     let s = auth
@@ -91,6 +92,104 @@ async fn shared_secret_issuer_is_accepted_next_to_own_tokens() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+}
+
+/// The attack of issue 13: an external token that claims a local role name.
+fn admin_claims(sub: &str) -> Value {
+    let mut c = idp_claims(sub);
+    c["app_metadata"] = json!({"roles": ["admin"], "provider": "email"});
+    c["permissions"] = json!(["delete:agents", "*", "write:*"]);
+    c["role"] = json!("admin");
+    c
+}
+
+fn secret_issuer(mapping: Value) -> ExternalIssuer {
+    serde_json::from_value(json!({
+        "issuer": IDP,
+        "audience": "authenticated",
+        "jwt_secret": IDP_SECRET,
+        "claim_mapping": mapping,
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn external_roles_grant_nothing_without_a_claim_mapping() {
+    let mut c = config();
+    c.external_issuers = vec![ExternalIssuer::with_secret(
+        IDP,
+        "authenticated",
+        IDP_SECRET,
+    )];
+    let auth = provider(c).await;
+    let p = auth
+        .validate_token(&sign_hs256(&admin_claims("ext"), IDP_SECRET.as_bytes()))
+        .await
+        .unwrap();
+    // Authenticated, but `app_metadata.roles: ["admin"]`, `role: admin` and
+    // `permissions` of a foreign token mean nothing here.
+    assert_eq!(p.user_id, "ext");
+    assert!(p.roles.is_empty(), "{:?}", p.roles);
+    assert!(auth.get_user_roles(&p).await.unwrap().is_empty());
+    for perm in ["delete:agents", "read:agents", "write:agents"] {
+        assert!(!auth.has_permission(&p, perm).await.unwrap(), "{perm}");
+    }
+}
+
+#[tokio::test]
+async fn a_claim_mapping_says_which_claims_are_roles_and_permissions() {
+    // Roles by name from `app_metadata.roles`.
+    let mut c = config();
+    c.external_issuers = vec![secret_issuer(json!({"roles": "app_metadata.roles"}))];
+    let auth = provider(c).await;
+    let p = auth
+        .validate_token(&sign_hs256(&admin_claims("ext"), IDP_SECRET.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(p.roles, ["admin"]);
+    assert!(auth.has_permission(&p, "delete:agents").await.unwrap());
+
+    // A role map is an allow-list: `admin` is not in it, `staff` becomes
+    // the local `member`; a single string claim works too.
+    let mut c = config();
+    c.external_issuers = vec![secret_issuer(json!({
+        "roles": "app_metadata.roles",
+        "role_map": {"staff": "member"},
+    }))];
+    let auth = provider(c).await;
+    let p = auth
+        .validate_token(&sign_hs256(&admin_claims("ext"), IDP_SECRET.as_bytes()))
+        .await
+        .unwrap();
+    assert!(p.roles.is_empty(), "{:?}", p.roles);
+    assert!(!auth.has_permission(&p, "delete:agents").await.unwrap());
+    let mut staff = idp_claims("ext");
+    staff["app_metadata"] = json!({"roles": "staff"});
+    let p = auth
+        .validate_token(&sign_hs256(&staff, IDP_SECRET.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(p.roles, ["member"]);
+    assert!(auth.has_permission(&p, "write:agents").await.unwrap());
+    assert!(!auth.has_permission(&p, "delete:agents").await.unwrap());
+
+    // Permissions from a namespaced claim (a key with dots, as a list of
+    // keys): exact ones are granted, wildcards never.
+    let mut c = config();
+    c.external_issuers = vec![secret_issuer(json!({
+        "permissions": ["https://example.com/claims", "permissions"],
+    }))];
+    let auth = provider(c).await;
+    let mut t = idp_claims("ext");
+    t["https://example.com/claims"] = json!({"permissions": ["delete:agents", "*", "write:*"]});
+    let p = auth
+        .validate_token(&sign_hs256(&t, IDP_SECRET.as_bytes()))
+        .await
+        .unwrap();
+    assert!(p.roles.is_empty());
+    assert!(auth.has_permission(&p, "delete:agents").await.unwrap());
+    assert!(!auth.has_permission(&p, "delete:users").await.unwrap());
+    assert!(!auth.has_permission(&p, "write:agents").await.unwrap());
 }
 
 /// A JWKS endpoint on 127.0.0.1 whose document the test can swap, counting
@@ -269,11 +368,24 @@ async fn external_issuer_configuration_is_checked() {
         json!({"issuer": IDP, "audience": "a", "jwks_url": "https://x/jwks.json", "algorithms": ["HS256"]}),
         json!({"issuer": IDP, "audience": "a", "jwks_url": "file:///etc/passwd"}),
         json!({"issuer": "truststream", "audience": "a", "jwt_secret": IDP_SECRET}),
+        json!({"issuer": IDP, "audience": "a", "jwt_secret": IDP_SECRET,
+               "claim_mapping": {"role_map": {"admin": "admin"}}}),
+        json!({"issuer": IDP, "audience": "a", "jwt_secret": IDP_SECRET,
+               "claim_mapping": {"roles": "r", "role_map": {"admin": "not a role!"}}}),
     ] {
         let mut c = config();
         c.external_issuers = vec![serde_json::from_value(bad.clone()).unwrap()];
         let e = JwtAuth::new(c, memory_db()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
         assert!(!e.to_string().contains(IDP_SECRET), "{e}");
+    }
+    // Claim paths are checked when the configuration is read.
+    for bad in [json!(""), json!("a..b"), json!([]), json!(["a", ""])] {
+        let doc = json!({"issuer": IDP, "audience": "a", "jwt_secret": IDP_SECRET,
+                         "claim_mapping": {"roles": bad}});
+        assert!(
+            serde_json::from_value::<ExternalIssuer>(doc).is_err(),
+            "{bad}"
+        );
     }
 }
