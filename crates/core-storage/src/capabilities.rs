@@ -10,7 +10,9 @@ pub struct StorageCapabilities {
     pub streaming: bool,
     /// `WriteCondition::IfNotExists` and `WriteCondition::IfMatch`.
     pub conditional_writes: bool,
-    /// A SHA-256 checksum is recorded at upload and verified on download.
+    /// A CRC32C checksum of the content is recorded at upload and verified
+    /// on whole downloads (objects earlier versions wrote keep their SHA-256
+    /// and are checked with it).
     pub checksums: bool,
     /// `copy`.
     pub copy: bool,

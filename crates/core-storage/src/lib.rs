@@ -49,7 +49,8 @@ pub trait Storage: Send + Sync + 'static {
     /// `options.condition` says otherwise (a failed condition is
     /// [`ErrorKind::Conflict`]). Readers see the old object or the new one,
     /// never a mix. Returns the stored object's metadata, with its ETag and
-    /// SHA-256 checksum.
+    /// the CRC32C checksum of `data` where the provider records checksums
+    /// ([`StorageCapabilities::checksums`]; see [`Checksum`]).
     async fn upload(
         &self,
         bucket: &str,
