@@ -93,15 +93,11 @@ impl UrlSigner {
                 .finalize()
                 .into_bytes(),
         );
-        let path: Vec<String> = key
-            .split('/')
-            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-            .collect();
         Ok(SignedUrl {
             url: format!(
                 "{}/{bucket}/{}?method={}&expires={expires}&signature={sig}",
                 self.base_url,
-                path.join("/"),
+                encode_key(key),
                 method.as_str()
             ),
             method,
@@ -113,6 +109,14 @@ impl UrlSigner {
     /// and query) for a request with `method` at time `now`. A tampered,
     /// foreign or malformed URL is [`crate::ErrorKind::PermissionDenied`]; an
     /// expired one too, with a message saying so.
+    ///
+    /// Only the exact form [`UrlSigner::sign`] writes verifies: the key
+    /// percent-encoded as `sign` encodes it (no other escapes of the same
+    /// characters), `method`, `expires` and `signature` once each and in that
+    /// order, the expiry as a plain decimal (no sign, no leading zero), the
+    /// signature as 64 lowercase hex digits. A duplicated or unknown query
+    /// parameter is refused, so no two spellings of one URL ever both verify
+    /// and a proxy or cache in front reads the same URL this check did.
     pub fn verify(
         &self,
         method: SignedUrlMethod,
@@ -122,7 +126,7 @@ impl UrlSigner {
         let denied = |why: &str| Error::permission_denied(format!("signed URL rejected: {why}"));
         let rest = url.strip_prefix(self.base_url.as_str()).unwrap_or(url);
         let (path, query) = rest.split_once('?').ok_or_else(|| denied("no query"))?;
-        let path = path.trim_start_matches('/');
+        let path = path.strip_prefix('/').unwrap_or(path);
         let (bucket, enc_key) = path.split_once('/').ok_or_else(|| denied("no key"))?;
         let key = enc_key
             .split('/')
@@ -130,26 +134,25 @@ impl UrlSigner {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| denied("key is not UTF-8"))?
             .join("/");
-        let (mut m, mut exp, mut sig) = (None, None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("method", v)) => m = Some(v),
-                Some(("expires", v)) => exp = Some(v),
-                Some(("signature", v)) => sig = Some(v),
-                _ => {}
-            }
-        }
-        let (m, exp, sig) = match (m, exp, sig) {
-            (Some(m), Some(e), Some(s)) => (m, e, s),
-            _ => return Err(denied("missing method, expires or signature")),
-        };
-        if m != method.as_str() {
+        let params = Params::parse(query).map_err(|why| denied(&why))?;
+        if params.method != method.as_str() {
             return Err(denied("signed for another method"));
         }
-        let expires: i64 = exp.parse().map_err(|_| denied("bad expiry"))?;
-        let sig = hex::decode(sig).map_err(|_| denied("bad signature encoding"))?;
+        let expires: i64 = params.expires.parse().map_err(|_| denied("bad expiry"))?;
+        let sig = hex::decode(params.signature).map_err(|_| denied("bad signature encoding"))?;
         validate_bucket(bucket).map_err(|_| denied("bad bucket"))?;
         validate_key(&key).map_err(|_| denied("bad key"))?;
+        if encode_key(&key) != enc_key {
+            return Err(denied(
+                "the key is not percent-encoded in the form the signer writes",
+            ));
+        }
+        if expires.to_string() != params.expires {
+            return Err(denied("the expiry is not a plain decimal number"));
+        }
+        if hex::encode(&sig) != params.signature {
+            return Err(denied("the signature is not lowercase hex"));
+        }
         self.mac(method, bucket, &key, expires)
             .verify_slice(&sig)
             .map_err(|_| denied("signature mismatch"))?;
@@ -161,6 +164,62 @@ impl UrlSigner {
             bucket: bucket.to_string(),
             key,
         })
+    }
+}
+
+/// `key` as it stands in a signed URL's path: each segment percent-encoded
+/// (all but RFC 3986 unreserved characters), segments joined by `/`.
+fn encode_key(key: &str) -> String {
+    let segments: Vec<String> = key
+        .split('/')
+        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    segments.join("/")
+}
+
+/// The query of a signed URL, in its one accepted form.
+struct Params<'a> {
+    method: &'a str,
+    expires: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Params<'a> {
+    /// The names the query holds, in the order [`UrlSigner::sign`] writes
+    /// them.
+    const NAMES: [&'static str; 3] = ["method", "expires", "signature"];
+
+    /// Splits `query` into its three parameters, refusing an unknown, a
+    /// duplicated or a missing one and any other order. The reason never
+    /// repeats the caller's text.
+    fn parse(query: &'a str) -> Result<Self, String> {
+        let mut values: [Option<&'a str>; 3] = [None; 3];
+        for (at, pair) in query.split('&').enumerate() {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let Some(slot) = Self::NAMES.iter().position(|n| *n == name) else {
+                return Err(format!(
+                    "unknown query parameter (only {} are allowed)",
+                    Self::NAMES.join(", ")
+                ));
+            };
+            if values[slot].replace(value).is_some() {
+                return Err(format!("duplicated query parameter {name:?}"));
+            }
+            if slot != at {
+                return Err(format!(
+                    "query parameters out of order (expected {})",
+                    Self::NAMES.join(", ")
+                ));
+            }
+        }
+        match values {
+            [Some(method), Some(expires), Some(signature)] => Ok(Params {
+                method,
+                expires,
+                signature,
+            }),
+            _ => Err("missing method, expires or signature".to_string()),
+        }
     }
 }
 
@@ -204,6 +263,104 @@ mod tests {
         assert!(e.to_string().contains("expired"));
         let other = UrlSigner::new(&[8u8; 32], "http://localhost:8080/storage").unwrap();
         assert!(other.verify(SignedUrlMethod::Get, &url.url, now).is_err());
+    }
+
+    /// A URL for `key` valid for a minute, and the time to verify it at.
+    fn signed(key: &str) -> (String, chrono::DateTime<Utc>) {
+        let now = Utc::now();
+        let url = signer()
+            .sign(
+                SignedUrlMethod::Get,
+                "docs",
+                key,
+                now + Duration::seconds(60),
+            )
+            .unwrap();
+        (url.url, now)
+    }
+
+    /// Asserts `url` is refused with a reason containing `why`.
+    fn refused(url: &str, now: chrono::DateTime<Utc>, why: &str) {
+        let e = signer()
+            .verify(SignedUrlMethod::Get, url, now)
+            .expect_err(url);
+        assert_eq!(e.kind(), crate::ErrorKind::PermissionDenied, "{url}");
+        assert!(e.to_string().contains(why), "{url}: {e}");
+    }
+
+    #[test]
+    fn the_canonical_form_still_verifies() {
+        for key in ["a", "a b/ünï?&.txt", "x/y-z_1.~t", "%41/+"] {
+            let (url, now) = signed(key);
+            let v = signer().verify(SignedUrlMethod::Get, &url, now).unwrap();
+            assert_eq!(v.key, key);
+            assert_eq!(v.bucket, "docs");
+            // Also given as its path and query only.
+            let path = url.strip_prefix("http://localhost:8080/storage").unwrap();
+            assert_eq!(signer().verify(SignedUrlMethod::Get, path, now).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn percent_encoded_path_characters_are_refused() {
+        let (url, now) = signed("report/a.txt");
+        // `a` escaped, `.` escaped, `/` between segments escaped.
+        for forged in [
+            url.replace("/report/a.txt", "/report/%61.txt"),
+            url.replace("/report/a.txt", "/report/a%2Etxt"),
+            url.replace("/report/a.txt", "/report%2Fa.txt"),
+        ] {
+            refused(&forged, now, "percent-encoded");
+        }
+        // Escapes the signer writes in upper case, written in lower case.
+        let (url, now) = signed("ü");
+        assert!(url.contains("/%C3%BC?"), "{url}");
+        refused(&url.replace("%C3%BC", "%c3%bc"), now, "percent-encoded");
+    }
+
+    #[test]
+    fn non_canonical_expiries_are_refused() {
+        let (url, now) = signed("a");
+        for (from, to) in [("expires=", "expires=+"), ("expires=", "expires=0")] {
+            refused(&url.replacen(from, to, 1), now, "plain decimal");
+        }
+    }
+
+    #[test]
+    fn duplicated_unknown_and_reordered_parameters_are_refused() {
+        let (url, now) = signed("a");
+        let (head, sig) = url.split_once("&signature=").unwrap();
+        let bogus = "0".repeat(64);
+        // The valid signature second, and first.
+        refused(
+            &format!("{head}&signature={bogus}&signature={sig}"),
+            now,
+            "duplicated query parameter \"signature\"",
+        );
+        refused(&format!("{url}&signature={bogus}"), now, "duplicated");
+        refused(&format!("{url}&expires=1"), now, "duplicated");
+        refused(&format!("{url}&x-note=1"), now, "unknown query parameter");
+        refused(&format!("{url}&"), now, "unknown query parameter");
+        let (base, query) = url.split_once('?').unwrap();
+        let mut parts: Vec<&str> = query.split('&').collect();
+        parts.swap(0, 1);
+        refused(&format!("{base}?{}", parts.join("&")), now, "out of order");
+        // Upper-case hex is another spelling of the same signature.
+        refused(
+            &format!("{head}&signature={}", sig.to_uppercase()),
+            now,
+            "lowercase hex",
+        );
+    }
+
+    #[test]
+    fn a_long_unknown_parameter_is_not_echoed() {
+        let (url, now) = signed("a");
+        let long = "n".repeat(10_000);
+        let e = signer()
+            .verify(SignedUrlMethod::Get, &format!("{url}&{long}=1"), now)
+            .unwrap_err();
+        assert!(!e.to_string().contains("nnnn"), "{e}");
     }
 
     #[test]
