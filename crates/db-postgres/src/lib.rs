@@ -195,16 +195,19 @@ impl PgDatabase {
             // The URL may hold a password: say what is wrong, not what it is.
             Error::invalid_input(format!("the PostgreSQL url is invalid: {}", redact(&e)))
         })?;
-        let mut options: Vec<(&str, String)> = Vec::new();
+        // Backslashes are ordinary characters in '...' literals on every
+        // connection, whatever a role, database or server setting says (the
+        // DDL literals are escape strings that read the same either way:
+        // this is the second belt).
+        let mut options: Vec<(&str, String)> =
+            vec![("standard_conforming_strings", "on".to_string())];
         if let Some(s) = &self.config.schema {
             options.push(("search_path", ident::quote(s)));
         }
         if let Some(ms) = self.config.statement_timeout_ms.filter(|ms| *ms > 0) {
             options.push(("statement_timeout", ms.to_string()));
         }
-        if !options.is_empty() {
-            opts = opts.options(options);
-        }
+        opts = opts.options(options);
         Ok(opts.application_name("truststream"))
     }
 

@@ -297,3 +297,103 @@ async fn raw_queries_bind_parameters_as_the_inferred_types() {
     drop(db);
     s.cleanup().await.unwrap();
 }
+
+/// A default that breaks out of a plain `'...'` literal when backslashes
+/// are escapes (`standard_conforming_strings = off`).
+const HOSTILE_DEFAULT: &str = "\\' || current_user) --";
+
+/// A table whose text, JSON and bytes defaults hold backslashes and quotes.
+fn hostile_defaults() -> TableSchema {
+    TableSchema::new("defaults")
+        .column(ColumnDef::integer("id").primary_key())
+        .column(ColumnDef::text("t").default_value(HOSTILE_DEFAULT))
+        .column(ColumnDef::json("j").default_value(json!({"k": HOSTILE_DEFAULT})))
+        // `\x00\\'` as base64: a NUL, a backslash and a quote.
+        .column(ColumnDef::bytes("b").default_value("AFwn"))
+}
+
+/// Stores row `id` with every default and checks each came back verbatim,
+/// also the column `c` added later.
+fn assert_hostile_defaults(row: &Row) {
+    assert_eq!(row["t"], HOSTILE_DEFAULT, "{row:?}");
+    assert_eq!(row["j"], json!({"k": HOSTILE_DEFAULT}), "{row:?}");
+    assert_eq!(row["b"], "AFwn", "{row:?}");
+    assert_eq!(row["c"], HOSTILE_DEFAULT, "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ddl_defaults_are_verbatim_whatever_standard_conforming_strings_says() {
+    let Some(s) = scratch().await else { return };
+
+    // 1. The provider under a session default of `off` (as a role or
+    // server setting would give it): every connection it opens turns it
+    // back on, and the defaults are stored verbatim.
+    let mut config = s.config("scs");
+    let url = config.url.expose().to_string();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    config.url = format!("{url}{sep}options=-c%20standard_conforming_strings%3Doff").into();
+    let db = PgDatabase::open(config.clone()).await.unwrap();
+    let rows = db
+        .raw_query(
+            "SELECT current_setting('standard_conforming_strings') AS scs",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["scs"], "on");
+    db.create_table(&hostile_defaults()).await.unwrap();
+    db.alter_table(
+        "defaults",
+        &[truststream_core_db::AlterTable::AddColumn(
+            ColumnDef::text("c").default_value(HOSTILE_DEFAULT),
+        )],
+    )
+    .await
+    .unwrap();
+    let stored = db.create("defaults", row(json!({"id": 1}))).await.unwrap();
+    assert_hostile_defaults(&stored);
+    assert_eq!(db.get("defaults", &json!(1)).await.unwrap(), Some(stored));
+    drop(db);
+
+    // 2. The compiled DDL alone, run on a connection where the setting is
+    // off: the literals are safe under either setting.
+    use truststream_core_db::sql::compile::{self, SqlDialect};
+    let plain = s.config("scs_raw");
+    let mut conn = sqlx::PgConnection::connect(plain.url.expose())
+        .await
+        .unwrap();
+    let schema = plain.schema.clone().unwrap();
+    for stmt in [
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!("SET search_path TO \"{schema}\""),
+        "SET standard_conforming_strings = off".to_string(),
+        "SET escape_string_warning = off".to_string(),
+    ] {
+        sqlx::query(&stmt).execute(&mut conn).await.unwrap();
+    }
+    let mut ddl = compile::create_table(SqlDialect::Postgres, &hostile_defaults()).unwrap();
+    ddl.extend(
+        compile::alter_table(
+            SqlDialect::Postgres,
+            "defaults",
+            &truststream_core_db::AlterTable::AddColumn(
+                ColumnDef::text("c").default_value(HOSTILE_DEFAULT),
+            ),
+        )
+        .unwrap(),
+    );
+    for stmt in &ddl {
+        sqlx::raw_sql(stmt).execute(&mut conn).await.unwrap();
+    }
+    let (t, j, b, c): (String, Value, Vec<u8>, String) =
+        sqlx::query_as("INSERT INTO defaults (id) VALUES (1) RETURNING t, j, b, c")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(t, HOSTILE_DEFAULT, "{ddl:?}");
+    assert_eq!(j, json!({"k": HOSTILE_DEFAULT}), "{ddl:?}");
+    assert_eq!(b, b"\0\\'", "{ddl:?}");
+    assert_eq!(c, HOSTILE_DEFAULT, "{ddl:?}");
+    let _ = conn.close().await;
+    s.cleanup().await.unwrap();
+}

@@ -884,17 +884,29 @@ pub fn by_primary_key(schema: &TableSchema, id: &Value) -> DbResult<Filter> {
 }
 
 /// Renders a constant for DDL (defaults cannot be bound). The value must be
-/// normalized to the column type already; strings are escaped (`'` doubled,
-/// NUL rejected).
+/// normalized to the column type already; strings are escaped (NUL
+/// rejected).
+///
+/// PostgreSQL string literals are escape strings (`E'...'`, backslash and
+/// quote both escaped): a plain `'...'` literal reads backslashes as escapes
+/// when the session has `standard_conforming_strings = off` (a role or
+/// server setting), so `\'` would end the literal and let the rest run as
+/// SQL. An escape string reads the same under either setting. SQLite has no
+/// backslash escapes: there `'` doubled is the whole story.
 fn literal(dialect: SqlDialect, ty: ColumnType, v: &Value) -> DbResult<String> {
-    fn text(s: &str) -> DbResult<String> {
+    let text = |s: &str| -> DbResult<String> {
         if s.contains('\0') {
             return Err(Error::invalid_input(
                 "a column default cannot contain a NUL character",
             ));
         }
-        Ok(format!("'{}'", s.replace('\'', "''")))
-    }
+        Ok(match dialect {
+            SqlDialect::Sqlite => format!("'{}'", s.replace('\'', "''")),
+            SqlDialect::Postgres => {
+                format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+            }
+        })
+    };
     Ok(match (ty, v) {
         (_, Value::Null) => "NULL".to_string(),
         (ColumnType::Json, v) => {
@@ -911,7 +923,7 @@ fn literal(dialect: SqlDialect, ty: ColumnType, v: &Value) -> DbResult<String> {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             match dialect {
                 SqlDialect::Sqlite => format!("X'{hex}'"),
-                SqlDialect::Postgres => format!("'\\x{hex}'::bytea"),
+                SqlDialect::Postgres => format!("E'\\\\x{hex}'::bytea"),
             }
         }
         (_, Value::Bool(b)) => match dialect {

@@ -421,7 +421,8 @@ fn ddl_per_dialect() {
     );
     let s = create_table(SqlDialect::Postgres, &uniq).unwrap();
     assert!(s[0].contains("\"f\" BOOLEAN DEFAULT (TRUE)"));
-    assert!(s[0].contains("DEFAULT ('\\x6869'::bytea)"));
+    assert!(s[0].contains("DEFAULT (E'\\\\x6869'::bytea)"), "{}", s[0]);
+    assert!(s[0].contains("DEFAULT (E'it''s')"), "{}", s[0]);
     assert_eq!(drop_table("r", true).unwrap(), "DROP TABLE IF EXISTS \"r\"");
     assert_eq!(
         create_index(&IndexSpec::new("r", ["k", "id"]).unique()).unwrap(),
@@ -468,4 +469,40 @@ fn alter_table_statements() {
     )
     .unwrap();
     assert_eq!(s, ["ALTER TABLE \"agents\" RENAME COLUMN \"a\" TO \"b\""]);
+}
+
+/// A default ending a plain literal where backslashes are escapes
+/// (PostgreSQL with `standard_conforming_strings = off`).
+#[test]
+fn ddl_literals_are_safe_whatever_the_backslash_rules() {
+    let evil = "\\' || current_user) --";
+    let add = |d| {
+        alter_table(
+            d,
+            "t",
+            &AlterTable::AddColumn(ColumnDef::text("c").default_value(evil)),
+        )
+        .unwrap()
+    };
+    // PostgreSQL: an escape string, backslash and quote escaped, read the
+    // same under either setting.
+    assert_eq!(
+        add(SqlDialect::Postgres),
+        ["ALTER TABLE \"t\" ADD COLUMN \"c\" TEXT DEFAULT (E'\\\\'' || current_user) --')"]
+    );
+    // SQLite has no backslash escapes: a doubled quote is enough, the
+    // backslash is an ordinary character.
+    assert_eq!(
+        add(SqlDialect::Sqlite),
+        ["ALTER TABLE \"t\" ADD COLUMN \"c\" TEXT DEFAULT ('\\'' || current_user) --')"]
+    );
+    let json = TableSchema::new("j")
+        .column(ColumnDef::integer("id").primary_key())
+        .column(ColumnDef::json("j").default_value(json!({"k": evil})));
+    let s = create_table(SqlDialect::Postgres, &json).unwrap();
+    assert!(
+        s[0].contains("DEFAULT (E'{\"k\":\"\\\\\\\\'' || current_user) --\"}'::jsonb)"),
+        "{}",
+        s[0]
+    );
 }
