@@ -4,7 +4,13 @@
 //! `memory::creates_agent`, `sqlite::creates_agent`, ...
 //!
 //! Adding a provider is one line in the `agent_service_tests!` call at the
-//! bottom: `name => async factory returning a fresh, empty Arc<dyn Database>`.
+//! bottom: `name => async factory returning a fresh, empty database` (a
+//! [`Fixture`], or `None` to skip when the provider's server is absent).
+//!
+//! PostgreSQL runs on the server at `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), one scratch schema per case,
+//! dropped afterwards. Under `CI=true` a missing server fails every
+//! PostgreSQL case; elsewhere they say so on stderr and pass without running.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use std::time::Duration;
 
 use truststream_core::ErrorKind;
 use truststream_core_db::Database;
+use truststream_db_postgres::testing::{self, Scratch};
 use truststream_tests::{AgentService, AgentStatus, NewAgent, ACTIVE_LIMIT};
 
 /// The cases: each takes a service over a fresh database with the schema in place.
@@ -241,10 +248,15 @@ macro_rules! cases_for {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let db: Arc<dyn Database> = $factory().await;
-                let service = AgentService::new(db);
+                let Some(fixture): Option<Fixture> = $factory().await else {
+                    return;
+                };
+                let service = AgentService::new(fixture.db);
                 service.ensure_schema().await.expect("schema");
                 super::cases::$case(service).await;
+                if let Some(scratch) = fixture.scratch {
+                    scratch.cleanup().await.expect("drop the scratch schema");
+                }
             }
         )+
     };
@@ -272,19 +284,50 @@ macro_rules! agent_service_tests {
     };
 }
 
-async fn memory() -> Arc<dyn Database> {
-    Arc::new(truststream_db_memory::MemoryDatabase::new())
+/// A fresh, empty database for one case, and the scratch schema to drop
+/// after it (PostgreSQL).
+struct Fixture {
+    db: Arc<dyn Database>,
+    scratch: Option<Scratch>,
 }
 
-async fn sqlite() -> Arc<dyn Database> {
-    Arc::new(
+impl Fixture {
+    fn new(db: impl Database + 'static) -> Option<Self> {
+        Some(Fixture {
+            db: Arc::new(db),
+            scratch: None,
+        })
+    }
+}
+
+async fn memory() -> Option<Fixture> {
+    Fixture::new(truststream_db_memory::MemoryDatabase::new())
+}
+
+async fn sqlite() -> Option<Fixture> {
+    Fixture::new(
         truststream_db_sqlite::SqliteDatabase::in_memory()
             .await
             .expect("in-memory SQLite database"),
     )
 }
 
+/// A fresh schema on the test server; `None` (skip, with a message) when
+/// there is no server outside CI, a panic under `CI=true`.
+async fn postgres() -> Option<Fixture> {
+    let scratch = Scratch::new(testing::server().await?);
+    let db = scratch
+        .database("agents")
+        .await
+        .expect("a PostgreSQL scratch schema");
+    Some(Fixture {
+        db: Arc::new(db),
+        scratch: Some(scratch),
+    })
+}
+
 agent_service_tests! {
     memory => super::memory,
     sqlite => super::sqlite,
+    postgres => super::postgres,
 }
