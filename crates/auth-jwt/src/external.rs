@@ -15,7 +15,7 @@ use truststream_core_auth::{AuthResult, Error};
 use truststream_core_auth::Permission;
 
 use crate::config::{Algorithm, ClaimMapping, ExternalIssuer};
-use crate::keys::verify_error;
+use crate::keys::{checked_header, unknown_key, verify_error};
 
 /// Largest key-set document accepted, in bytes.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -137,7 +137,7 @@ impl ExternalVerifier {
 
     /// Verifies `token` (whose unverified `iss` named this issuer).
     pub(crate) async fn verify(&self, token: &str) -> AuthResult<Map<String, Value>> {
-        let header = jsonwebtoken::decode_header(token).map_err(verify_error)?;
+        let header = checked_header(token)?;
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Err(Error::unauthenticated(
                 "access token uses an algorithm that is not accepted",
@@ -319,8 +319,4 @@ fn key_algorithm(a: KeyAlgorithm) -> Option<jsonwebtoken::Algorithm> {
         KeyAlgorithm::EdDSA => A::EdDSA,
         _ => return None,
     })
-}
-
-fn unknown_key() -> Error {
-    Error::unauthenticated("access token is signed by an unknown key")
 }

@@ -6,6 +6,7 @@ use jsonwebtoken::jwk::{
     OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash,
 };
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
 use truststream_core_auth::{AuthResult, Error};
 
 use crate::config::{Algorithm, JwtAuthConfig, MIN_SECRET_BYTES};
@@ -164,6 +165,44 @@ fn public_jwk(key: &EncodingKey, alg: Algorithm) -> AuthResult<Jwk> {
         }
     });
     Ok(jwk)
+}
+
+/// The protected header of `token`, checked for what this server must
+/// refuse before any key is chosen: a `crit` member (RFC 7515 §4.1.11: the
+/// token may only be accepted by a recipient that understands the named
+/// extensions, and this server supports none, so any `crit` — even empty or
+/// `null` — is refused). `jku`, `x5u`, `jwk` and `x5c` are parsed but never
+/// used: keys come from the configuration only, and nothing is fetched from
+/// a URL a token names.
+pub(crate) fn checked_header(token: &str) -> AuthResult<Header> {
+    use base64::Engine;
+    let malformed = || Error::unauthenticated("invalid access token");
+    let segment = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| malformed())?;
+    let members: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if members.contains_key("crit") {
+        return Err(Error::unauthenticated(
+            "access token requires header extensions (crit) this server does not support",
+        ));
+    }
+    serde_json::from_value(Value::Object(members)).map_err(|_| malformed())
+}
+
+/// Refuses a `kid` that names no key of ours: a token may leave `kid` out,
+/// but when it names one it must be `ours` (`None` for an HMAC secret
+/// configured without `key_id`).
+pub(crate) fn check_kid(header: &Header, ours: Option<&str>) -> AuthResult<()> {
+    match header.kid.as_deref() {
+        Some(kid) if Some(kid) != ours => Err(unknown_key()),
+        _ => Ok(()),
+    }
+}
+
+/// The answer to a token whose key is not configured.
+pub(crate) fn unknown_key() -> Error {
+    Error::unauthenticated("access token is signed by an unknown key")
 }
 
 /// Maps a jsonwebtoken verification error to `Unauthenticated`, naming

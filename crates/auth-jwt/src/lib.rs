@@ -27,7 +27,7 @@ pub use config::{
 };
 
 use crate::external::ExternalVerifier;
-use crate::keys::{verify_error, OwnKeys};
+use crate::keys::{check_kid, checked_header, verify_error, OwnKeys};
 use crate::password::Passwords;
 use crate::refresh::RefreshKeys;
 use crate::store::{email_taken, Rotation, SessionRow, Store, Tables, UserRow};
@@ -263,9 +263,11 @@ impl JwtAuth {
         })
     }
 
-    /// Verifies a token of this provider: signature, algorithm, `exp`,
-    /// `nbf`, `aud`, `iss`.
+    /// Verifies a token of this provider: header (no `crit`, no `kid` but
+    /// ours), signature, algorithm, `exp`, `nbf`, `aud`, `iss`.
     fn verify_own(&self, token: &str) -> AuthResult<Map<String, Value>> {
+        let header = checked_header(token)?;
+        check_kid(&header, self.keys.header.kid.as_deref())?;
         jsonwebtoken::decode::<Map<String, Value>>(
             token,
             &self.keys.decoding,

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 
 use common::*;
-use jsonwebtoken::{jwk::Jwk, Algorithm as A, EncodingKey, Header};
+use jsonwebtoken::{Algorithm as A, EncodingKey, Header};
 use serde_json::{json, Value};
 use truststream_auth_jwt::{ExternalIssuer, JwtAuth};
 use truststream_core_auth::{Auth, ErrorKind, SignUp};
@@ -190,54 +188,6 @@ async fn a_claim_mapping_says_which_claims_are_roles_and_permissions() {
     assert!(auth.has_permission(&p, "delete:agents").await.unwrap());
     assert!(!auth.has_permission(&p, "delete:users").await.unwrap());
     assert!(!auth.has_permission(&p, "write:agents").await.unwrap());
-}
-
-/// A JWKS endpoint on 127.0.0.1 whose document the test can swap, counting
-/// requests.
-struct JwksServer {
-    url: String,
-    doc: Arc<Mutex<Value>>,
-    hits: Arc<AtomicUsize>,
-}
-
-async fn jwks_server(doc: Value) -> JwksServer {
-    let doc = Arc::new(Mutex::new(doc));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (d, h) = (doc.clone(), hits.clone());
-    let app = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get(move || {
-            let (d, h) = (d.clone(), h.clone());
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                axum::Json(d.lock().unwrap().clone())
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    JwksServer {
-        url: format!("http://{addr}/.well-known/jwks.json"),
-        doc,
-        hits,
-    }
-}
-
-fn rsa_key(file: &str) -> EncodingKey {
-    EncodingKey::from_rsa_pem(key(file).as_bytes()).unwrap()
-}
-
-fn jwk(file: &str, kid: &str) -> Value {
-    let mut j = Jwk::from_encoding_key(&rsa_key(file), A::RS256).unwrap();
-    j.common.key_id = Some(kid.to_string());
-    serde_json::to_value(j).unwrap()
-}
-
-fn sign_rs256(claims: &Value, file: &str, kid: Option<&str>) -> String {
-    let mut h = Header::new(A::RS256);
-    h.kid = kid.map(str::to_string);
-    jsonwebtoken::encode(&h, claims, &rsa_key(file)).unwrap()
 }
 
 async fn jwks_provider(url: &str, min_refresh_secs: u64) -> JwtAuth {

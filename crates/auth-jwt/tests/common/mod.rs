@@ -2,8 +2,11 @@
 //! cost, and a signer for hand-made tokens.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use jsonwebtoken::{jwk::Jwk, Algorithm as A, EncodingKey, Header};
 use serde_json::{json, Value};
 use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
 use truststream_core_db::Database;
@@ -74,4 +77,70 @@ pub fn sign_hs256(claims: &Value, secret: &[u8]) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret),
     )
     .expect("sign")
+}
+
+/// A JWKS endpoint on 127.0.0.1 whose document the test can swap, counting
+/// requests.
+pub struct JwksServer {
+    pub url: String,
+    pub doc: Arc<Mutex<Value>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+pub async fn jwks_server(doc: Value) -> JwksServer {
+    let doc = Arc::new(Mutex::new(doc));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (d, h) = (doc.clone(), hits.clone());
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let (d, h) = (d.clone(), h.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                axum::Json(d.lock().expect("jwks document").clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    JwksServer {
+        url: format!("http://{addr}/.well-known/jwks.json"),
+        doc,
+        hits,
+    }
+}
+
+pub fn rsa_key(file: &str) -> EncodingKey {
+    EncodingKey::from_rsa_pem(key(file).as_bytes()).expect("rsa test key")
+}
+
+pub fn jwk(file: &str, kid: &str) -> Value {
+    let mut j = Jwk::from_encoding_key(&rsa_key(file), A::RS256).expect("jwk");
+    j.common.key_id = Some(kid.to_string());
+    serde_json::to_value(j).expect("jwk json")
+}
+
+pub fn sign_rs256(claims: &Value, file: &str, kid: Option<&str>) -> String {
+    let mut h = Header::new(A::RS256);
+    h.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&h, claims, &rsa_key(file)).expect("sign")
+}
+
+/// Signs `claims` with HS256 and `secret` under a header given as JSON, as
+/// an attacker would write it (members jsonwebtoken's `Header` cannot hold).
+pub fn sign_raw_hs256(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(v).expect("json"))
+    };
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("hmac key");
+    mac.update(input.as_bytes());
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{input}.{sig}")
 }
