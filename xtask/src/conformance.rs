@@ -163,7 +163,7 @@ fn db_postgres() -> db::DbFactory {
 /// Why the PostgreSQL entries cannot run (outside CI only: under CI a
 /// missing server fails every case).
 async fn postgres_unavailable() -> Option<String> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if truststream_core::in_ci() {
         return None;
     }
     let url = truststream_db_postgres::testing::database_url();
@@ -318,7 +318,7 @@ fn chrono_hour_ago() -> i64 {
 /// Why the S3 entry cannot run here, outside CI (`None`: it can). Under
 /// `CI=true` a missing server is never a skip: the cases fail.
 fn s3_unavailable() -> Option<String> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if truststream_core::in_ci() {
         return None;
     }
     truststream_storage_s3::testing::garage_binary().err()
@@ -738,7 +738,7 @@ mod tests {
         let providers: Vec<&str> = r.cases.iter().map(|c| c.provider.as_str()).collect();
         // jwt over postgres runs when a server answers (always under CI).
         let with_pg = ["jwt/memory", "jwt/sqlite", "jwt/postgres"];
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if truststream_core::in_ci() {
             assert_eq!(providers, with_pg);
         } else {
             assert!(

@@ -185,7 +185,7 @@ fn node_packages(results: &mut Vec<StepResult>) -> Result<(), u8> {
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(&dir)
         .status();
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let ci = truststream_core::in_ci();
     let outcome = match status {
         Ok(s) if s.success() => "ok".to_string(),
         Ok(s) => format!("FAILED (npm ci exited with {s})"),
@@ -275,7 +275,7 @@ fn test_steps(
             &["deny", "check", "bans", "licenses", "sources"],
             results,
         )?;
-    } else if std::env::var("CI").is_ok_and(|v| v == "true") {
+    } else if truststream_core::in_ci() {
         eprintln!("error: cargo-deny is not installed; install it with `cargo install cargo-deny --locked`");
         results.push(StepResult {
             name: "deny".into(),

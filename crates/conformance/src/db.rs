@@ -176,6 +176,11 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
             &[],
             edge_raw_query_capability
         ),
+        case!(
+            "raw.one_statement_per_call",
+            &["schema", "raw_sql"],
+            raw_one_statement_per_call
+        ),
         case!("schema.create_table_twice", SCHEMA, schema_create_twice),
         case!("schema.drop_table", SCHEMA, schema_drop_table),
         case!("schema.alter_table", SCHEMA, schema_alter_table),
@@ -1790,6 +1795,22 @@ async fn page_invalid_cursor(db: Db) -> CaseResult {
         ErrorKind::InvalidInput,
         "page size 0",
     )?;
+    for absurd in [u64::MAX, truststream_core_db::MAX_PAGE_SIZE + 1] {
+        expect_kind(
+            db.read_page("agents", &page_query(), absurd, None).await,
+            ErrorKind::InvalidInput,
+            &format!("page size {absurd}"),
+        )?;
+    }
+    let most = db
+        .read_page(
+            "agents",
+            &page_query(),
+            truststream_core_db::MAX_PAGE_SIZE,
+            None,
+        )
+        .await?;
+    ensure_eq!(most.items.len(), 3, "the largest page size is accepted");
     expect_kind(
         db.read_page("agents", &Query::new(), 2, None).await,
         ErrorKind::InvalidInput,
@@ -2328,6 +2349,45 @@ async fn edge_raw_query_capability(db: Db) -> CaseResult {
     } else {
         expect_kind(r, ErrorKind::Unsupported, "raw_query without raw_sql")?;
         ensure!(caps.sql_dialect.is_none(), "no dialect without raw_sql");
+    }
+    Ok(())
+}
+
+/// Every provider refuses a second statement in `raw_query` (SQLite would
+/// run it, PostgreSQL refuses it): `InvalidInput`, and nothing it says is
+/// done. A trailing `;`, whitespace or comment is still one statement.
+async fn raw_one_statement_per_call(db: Db) -> CaseResult {
+    agents(&db).await?;
+    add(&db, json!({"name": "survivor"})).await?;
+    let none = Params::new();
+    for sql in [
+        "SELECT 1 AS one; DROP TABLE agents",
+        "SELECT 1 AS one;DELETE FROM agents;",
+        "SELECT ';' AS semi; DELETE FROM agents",
+        "SELECT 1 AS one; -- two\nDELETE FROM agents",
+    ] {
+        expect_kind(
+            db.raw_query(sql, &none).await,
+            ErrorKind::InvalidInput,
+            &format!("raw_query({sql:?})"),
+        )?;
+    }
+    let rows = db.read("agents", &Query::new()).await?;
+    ensure_eq!(rows.len(), 1, "the table and its row survive");
+    ensure_eq!(s(&rows[0], "name"), "survivor");
+    for sql in [
+        "SELECT COUNT(*) AS n FROM agents;",
+        "SELECT COUNT(*) AS n FROM agents ; \n",
+        "SELECT COUNT(*) AS n FROM agents; -- counted",
+        "SELECT COUNT(*) AS n FROM agents /* ; */",
+    ] {
+        let rows = db.raw_query(sql, &none).await?;
+        ensure_eq!(rows.len(), 1, "{sql:?} is one statement");
+        let n = rows[0].get("n").and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
+        ensure_eq!(n, Some(1), "{sql:?}");
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! What a database provider can do, as data.
 
+use crate::sql::SqlDialect;
+
 /// Capabilities of a database provider. Conformance cases declare the flags
 /// they need and are skipped (by name) when a flag is `false`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -9,8 +11,9 @@ pub struct DbCapabilities {
     pub transactions: bool,
     /// [`crate::Database::raw_query`] runs SQL.
     pub raw_sql: bool,
-    /// The SQL dialect of `raw_query` (`"postgres"`, `"sqlite"`), if any.
-    pub sql_dialect: Option<&'static str>,
+    /// The SQL dialect of `raw_query` (serialized as `"postgres"`,
+    /// `"sqlite"`); `None` without `raw_sql`.
+    pub sql_dialect: Option<SqlDialect>,
     /// Queries may join other tables.
     pub joins: bool,
     /// Aggregates and `group_by` in [`crate::Query`].
@@ -19,13 +22,15 @@ pub struct DbCapabilities {
     pub schema: bool,
     /// [`crate::Database::subscribe_changes`] delivers row changes.
     pub change_feed: bool,
-    /// Which writes the change feed sees: `"process"` (only writes made through
-    /// this provider instance) or `"database"` (every write to the database).
-    pub change_feed_scope: Option<&'static str>,
+    /// Which writes the change feed sees; `None` without `change_feed`.
+    pub change_feed_scope: Option<ChangeFeedScope>,
     /// Unique constraints are enforced (duplicate keys are `Conflict`).
     pub unique_constraints: bool,
-    /// Largest number of rows `create_many` sends in one statement, if limited.
-    pub max_batch_rows: Option<usize>,
+    /// Most values one SQL statement may bind (the dialect's limit), if
+    /// limited. It bounds statements, not calls: `create_many` of any
+    /// number of rows sends `max_bind_params / columns` rows per `INSERT`,
+    /// all in one transaction.
+    pub max_bind_params: Option<usize>,
 }
 
 impl DbCapabilities {
@@ -42,7 +47,7 @@ impl DbCapabilities {
             change_feed: false,
             change_feed_scope: None,
             unique_constraints: false,
-            max_batch_rows: None,
+            max_bind_params: None,
         }
     }
 }
@@ -50,5 +55,37 @@ impl DbCapabilities {
 impl Default for DbCapabilities {
     fn default() -> Self {
         Self::none()
+    }
+}
+
+/// Which writes a provider's change feed sees
+/// ([`DbCapabilities::change_feed_scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChangeFeedScope {
+    /// Only writes made through this provider instance: another instance
+    /// (in this process or another) on the same database is not seen.
+    Instance,
+    /// Every committed write to the database, whoever made it.
+    Database,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_sets_serialize_as_names() {
+        let mut c = DbCapabilities::none();
+        c.sql_dialect = Some(SqlDialect::Postgres);
+        c.change_feed_scope = Some(ChangeFeedScope::Instance);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["sql_dialect"], "postgres");
+        assert_eq!(v["change_feed_scope"], "instance");
+        assert!(v.get("max_bind_params").is_some());
+        let v = serde_json::to_value(ChangeFeedScope::Database).unwrap();
+        assert_eq!(v, "database");
+        assert_eq!(serde_json::to_value(SqlDialect::Sqlite).unwrap(), "sqlite");
     }
 }

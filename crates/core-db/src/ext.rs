@@ -41,6 +41,10 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// Largest `page_size` [`DatabaseExt::read_page`] accepts (a page is read
+/// into memory whole).
+pub const MAX_PAGE_SIZE: u64 = 100_000;
+
 /// One page of a keyset-paginated read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page<T> {
@@ -152,6 +156,8 @@ pub trait DatabaseExt: Database {
     /// (end with the primary key), and must select them. `cursor` is the
     /// previous page's `next_cursor`. Rows inserted or deleted between pages
     /// never cause skipped or repeated rows, unlike offset paging.
+    /// `page_size` is 1 to [`MAX_PAGE_SIZE`]; anything else is
+    /// [`crate::ErrorKind::InvalidInput`].
     async fn read_page(
         &self,
         table: &str,
@@ -159,8 +165,10 @@ pub trait DatabaseExt: Database {
         page_size: u64,
         cursor: Option<&str>,
     ) -> DbResult<Page<Row>> {
-        if page_size == 0 {
-            return Err(Error::invalid_input("page_size must be at least 1"));
+        if page_size == 0 || page_size > MAX_PAGE_SIZE {
+            return Err(Error::invalid_input(format!(
+                "page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"
+            )));
         }
         if query.order_by.is_empty() {
             return Err(Error::invalid_input(

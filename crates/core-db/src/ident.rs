@@ -23,7 +23,7 @@ pub fn validate(name: &str) -> DbResult<()> {
     if !ok_first || !ok_rest || name.len() > MAX_LEN {
         return Err(Error::invalid_input(format!(
             "invalid identifier {:?}: use letters, digits and '_' (not first), at most {MAX_LEN} bytes",
-            truncate(name)
+            truststream_core::echo(name).to_string()
         )));
     }
     Ok(())
@@ -31,22 +31,8 @@ pub fn validate(name: &str) -> DbResult<()> {
 
 /// Checks a table name and returns it, so calls can be chained.
 pub fn table(name: &str) -> DbResult<&str> {
-    validate(name).map_err(|e| e.with_context("table", truncate(name)))?;
+    validate(name).map_err(|e| e.with_context("table", name))?;
     Ok(name)
-}
-
-/// Shortens a rejected name for error messages, so a hostile multi-megabyte
-/// name does not end up in logs whole.
-pub(crate) fn truncate(name: &str) -> String {
-    const KEEP: usize = 80;
-    if name.len() <= KEEP {
-        return name.to_string();
-    }
-    let mut end = KEEP;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &name[..end])
 }
 
 /// Quotes a validated identifier for SQL (`"name"`). Both PostgreSQL and

@@ -13,9 +13,9 @@ pub mod value;
 
 use async_trait::async_trait;
 
-pub use capabilities::DbCapabilities;
+pub use capabilities::{ChangeFeedScope, DbCapabilities};
 pub use changes::{ChangeFeed, ChangeKind, ChangeStream, RowChange};
-pub use ext::{to_row, DatabaseExt, Page};
+pub use ext::{to_row, DatabaseExt, Page, MAX_PAGE_SIZE};
 pub use operation::{Operation, OperationOutput};
 pub use query::{
     and, col, not, or, AggFunc, CmpOp, ColumnRef, Cursor, Filter, Join, JoinKind, NullsOrder,

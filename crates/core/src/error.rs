@@ -72,6 +72,63 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Longest message an [`Error`] keeps, in bytes; a longer one is cut at a
+/// character boundary and says how long it was.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// Most characters of a caller's value that [`echo`] (and
+/// [`Error::with_context`]) repeat back.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+fn bound_message(message: Cow<'static, str>) -> Cow<'static, str> {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}... (message cut, {} bytes in all)",
+        &message[..end],
+        message.len()
+    ))
+}
+
+/// A caller's value as an error message may repeat it: at most
+/// [`ECHO_MAX_CHARS`] characters, then `...` and the value's full length,
+/// so a hostile 10 KB name does not come back (or reach the logs) whole.
+///
+/// Use it for every value an error message quotes that the caller chose
+/// (identifiers, parameter names, keys, paths). It does not escape: wrap it
+/// in quotes with `{:?}` on the result of `to_string()` if the value may
+/// hold control characters.
+///
+/// ```
+/// use truststream_core::echo;
+/// assert_eq!(echo("agents").to_string(), "agents");
+/// let long = "x".repeat(10_000);
+/// let shown = echo(&long).to_string();
+/// assert!(shown.len() < 100);
+/// assert!(shown.ends_with("... (10000 bytes)"));
+/// ```
+pub fn echo(value: &str) -> Echo<'_> {
+    Echo(value)
+}
+
+/// The bounded form of a caller's value; see [`echo`].
+#[derive(Debug, Clone, Copy)]
+pub struct Echo<'a>(&'a str);
+
+impl fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(ECHO_MAX_CHARS) {
+            None => f.write_str(self.0),
+            Some((end, _)) => write!(f, "{}... ({} bytes)", &self.0[..end], self.0.len()),
+        }
+    }
+}
+
 /// Error returned by every TrustStream interface.
 ///
 /// It carries a [`ErrorKind`], a message meant for people, the operation that
@@ -94,10 +151,13 @@ pub struct Error {
 impl Error {
     /// A new error of `kind`; retryable when the kind is
     /// ([`ErrorKind::is_retryable_by_default`]).
+    ///
+    /// A message longer than [`MAX_MESSAGE_BYTES`] is cut there (values a
+    /// message quotes should be cut much shorter, with [`echo`]).
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         Error {
             kind,
-            message: message.into(),
+            message: bound_message(message.into()),
             operation: None,
             context: Vec::new(),
             retryable: kind.is_retryable_by_default(),
@@ -151,9 +211,17 @@ impl Error {
         self
     }
 
-    /// Adds a context pair shown in the message (`table = agents`).
+    /// Adds a context pair shown in the message (`table = agents`). The
+    /// value is usually the caller's (a table name, a key): it is cut to
+    /// [`ECHO_MAX_CHARS`] characters as [`echo`] does.
     pub fn with_context(mut self, key: &'static str, value: impl Into<String>) -> Self {
-        self.context.push((key, value.into()));
+        let value = value.into();
+        let value = if value.chars().count() > ECHO_MAX_CHARS {
+            echo(&value).to_string()
+        } else {
+            value
+        };
+        self.context.push((key, value));
         self
     }
 
@@ -199,6 +267,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
+
+    /// The error and its `source()` chain on one line
+    /// (`internal: read failed (operation: storage.download): boom`), for
+    /// programs that print an error themselves rather than through a
+    /// reporter that walks the chain. `Display` alone prints only this
+    /// error, so that reporters show each source once.
+    pub fn display_chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
 }
 
 impl fmt::Display for Error {
@@ -220,8 +297,25 @@ impl fmt::Display for Error {
             }
             f.write_str(")")?;
         }
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        // The source is not printed here: it is `source()`, and reporters
+        // that walk the chain (anyhow, eyre, tracing) would print it twice.
+        // `display_chain` prints both.
+        Ok(())
+    }
+}
+
+/// An [`Error`] followed by every error in its `source()` chain, each
+/// after `": "`; see [`Error::display_chain`].
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(&'a Error);
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = std::error::Error::source(self.0);
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
         }
         Ok(())
     }
@@ -252,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn display_lists_operation_context_and_source() {
+    fn display_lists_operation_and_context_and_the_chain_adds_the_source() {
         let io = std::io::Error::other("boom");
         let e = Error::internal("read failed")
             .with_operation("storage.download")
@@ -261,8 +355,59 @@ mod tests {
             .with_source(io);
         assert_eq!(
             e.to_string(),
+            "internal: read failed (operation: storage.download, bucket: b)"
+        );
+        assert_eq!(
+            e.display_chain().to_string(),
             "internal: read failed (operation: storage.download, bucket: b): boom"
         );
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    /// What anyhow / eyre / tracing do: print the error, then walk
+    /// `source()`. Each source must appear exactly once.
+    #[test]
+    fn a_chain_reporter_prints_the_source_once() {
+        let inner = Error::unavailable("pool timed out").with_source(std::io::Error::other("boom"));
+        let outer = Error::internal("read failed").with_source(inner);
+        let mut lines = vec![outer.to_string()];
+        let mut next = std::error::Error::source(&outer);
+        while let Some(e) = next {
+            lines.push(e.to_string());
+            next = e.source();
+        }
+        let all = lines.join("\n");
+        assert_eq!(all.matches("boom").count(), 1, "{all}");
+        assert_eq!(all.matches("pool timed out").count(), 1, "{all}");
+        assert_eq!(
+            outer.display_chain().to_string(),
+            "internal: read failed: unavailable: pool timed out: boom"
+        );
+    }
+
+    #[test]
+    fn echo_bounds_values_and_context() {
+        assert_eq!(echo("").to_string(), "");
+        let exact = "é".repeat(ECHO_MAX_CHARS);
+        assert_eq!(echo(&exact).to_string(), exact);
+        let long = "é".repeat(10_000);
+        let shown = echo(&long).to_string();
+        assert!(shown.starts_with(&"é".repeat(ECHO_MAX_CHARS)));
+        assert!(shown.ends_with("... (20000 bytes)"), "{shown}");
+        let e = Error::invalid_input("bad").with_context("table", "t".repeat(10_000));
+        assert!(e.to_string().len() < 200, "{e}");
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let e = Error::invalid_input(format!("no parameter {}", "p".repeat(10_000)));
+        assert!(
+            e.message().len() < MAX_MESSAGE_BYTES + 64,
+            "{}",
+            e.message().len()
+        );
+        assert!(e.message().ends_with("(message cut, 10013 bytes in all)"));
+        let short = Error::invalid_input("short");
+        assert_eq!(short.message(), "short");
     }
 }

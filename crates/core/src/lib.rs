@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 
+mod ci;
 mod error;
 mod health;
 mod registry;
 mod secret;
 
-pub use error::{Error, ErrorKind, Result};
+pub use ci::{in_ci, is_ci_value, CI_VAR};
+pub use error::{
+    echo, Echo, Error, ErrorChain, ErrorKind, Result, ECHO_MAX_CHARS, MAX_MESSAGE_BYTES,
+};
 pub use health::{Health, HealthStatus, ProviderInfo};
 pub use registry::{parse_config, BoxFuture, Factory, Registry};
 pub use secret::Secret;

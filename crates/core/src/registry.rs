@@ -62,7 +62,7 @@ impl<T: ?Sized, C> Registry<T, C> {
             return Err(Error::invalid_input(format!(
                 "unknown {} provider type {:?}; known types: {}",
                 self.interface,
-                name,
+                crate::echo(name).to_string(),
                 self.names().join(", ")
             )));
         };

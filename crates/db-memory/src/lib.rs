@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use truststream_core_db::{
-    ident, AlterTable, ChangeFeed, ChangeKind, ChangeStream, Database, DbCapabilities, DbRegistry,
-    DbResult, Error, Filter, Health, IndexSpec, Operation, OperationOutput, Params, ProviderInfo,
-    Query, Row, RowChange, TableSchema, Value,
+    ident, AlterTable, ChangeFeed, ChangeFeedScope, ChangeKind, ChangeStream, Database,
+    DbCapabilities, DbRegistry, DbResult, Error, Filter, Health, IndexSpec, Operation,
+    OperationOutput, Params, ProviderInfo, Query, Row, RowChange, TableSchema, Value,
 };
 
 use crate::query::{Bound, Source};
@@ -429,9 +429,9 @@ impl Database for MemoryDatabase {
         c.aggregates = true;
         c.schema = true;
         c.change_feed = true;
-        c.change_feed_scope = Some("process");
+        c.change_feed_scope = Some(ChangeFeedScope::Instance);
         c.unique_constraints = true;
-        c.max_batch_rows = None;
+        c.max_bind_params = None;
         c
     }
 

@@ -147,7 +147,10 @@ async fn registry_builds_fresh_databases_and_rejects_bad_config() {
     let caps = a.capabilities();
     assert!(caps.transactions && caps.joins && caps.aggregates && caps.schema);
     assert!(caps.change_feed && caps.unique_constraints && !caps.raw_sql);
-    assert_eq!(caps.change_feed_scope, Some("process"));
+    assert_eq!(
+        caps.change_feed_scope,
+        Some(truststream_core_db::ChangeFeedScope::Instance)
+    );
     assert_eq!(a.info().name, "memory");
 }
 

@@ -32,6 +32,9 @@ async fn memory_skips_exactly_the_raw_sql_cases() {
     let report = db::run("memory", memory_factory(), None).await;
     assert_eq!(
         report.skipped_cases(),
-        vec!["aggregate.raw_query_guide_sql"]
+        vec![
+            "aggregate.raw_query_guide_sql",
+            "raw.one_statement_per_call"
+        ]
     );
 }

@@ -21,7 +21,7 @@ use truststream_core_db::sql::keyed::StatementCache;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
-use truststream_core_db::sql::{rewrite_named, Placeholder};
+use truststream_core_db::sql::rewrite_named;
 use truststream_core_db::{
     ident, AlterTable, ChangeFeed, ChangeStream, ColumnType, Database, DbCapabilities, DbRegistry,
     DbResult, Error, ErrorKind, Filter, Health, IndexSpec, Operation, OperationOutput, Params,
@@ -517,14 +517,14 @@ impl Database for PgDatabase {
         let mut c = DbCapabilities::none();
         c.transactions = true;
         c.raw_sql = true;
-        c.sql_dialect = Some("postgres");
+        c.sql_dialect = Some(DIALECT);
         c.joins = true;
         c.aggregates = true;
         c.schema = true;
         c.change_feed = true;
-        c.change_feed_scope = Some("database");
+        c.change_feed_scope = Some(truststream_core_db::ChangeFeedScope::Database);
         c.unique_constraints = true;
-        c.max_batch_rows = Some(DIALECT.max_binds());
+        c.max_bind_params = Some(DIALECT.max_binds());
         c
     }
 
@@ -657,7 +657,7 @@ impl Database for PgDatabase {
     async fn raw_query(&self, sql: &str, params: &Params) -> DbResult<Vec<Row>> {
         let run = async {
             let pool = self.pool_for("db.raw_query")?;
-            let (sql, values) = rewrite_named(sql, params, Placeholder::Dollar)?;
+            let (sql, values) = rewrite_named(sql, params, DIALECT)?;
             let mut conn = pool.acquire().await.map_err(error::map)?;
             // Prepare first (cached per connection) so each parameter is
             // bound as the type PostgreSQL inferred for it.

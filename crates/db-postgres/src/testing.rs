@@ -23,9 +23,10 @@ pub fn database_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
-/// Whether tests run under CI (`CI=true`), where a missing server fails.
+/// Whether tests run under CI, where a missing server fails: the
+/// workspace's one rule, [`truststream_core::in_ci`].
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    truststream_core::in_ci()
 }
 
 /// Whether a server answers at `url`: `Err` says why not.

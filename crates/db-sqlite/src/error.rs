@@ -5,7 +5,8 @@ use truststream_core_db::{Error, ErrorKind};
 
 /// Maps a sqlx error to the TrustStream error of the right kind.
 ///
-/// - UNIQUE / PRIMARY KEY / FOREIGN KEY constraint, "already exists": `Conflict`
+/// - UNIQUE / PRIMARY KEY / FOREIGN KEY constraint, "already exists", "there is
+///   already a table named ..." (an index named like a table): `Conflict`
 /// - NOT NULL / CHECK constraint, "no such column", syntax errors: `InvalidInput`
 /// - "no such table": `NotFound`
 /// - SQLITE_BUSY / SQLITE_LOCKED, pool timeout or closed, I/O: `Unavailable`
@@ -51,6 +52,7 @@ pub(crate) fn classify(code: i32, msg: &str) -> ErrorKind {
     if m.contains("unique constraint failed")
         || m.contains("foreign key constraint failed")
         || m.contains("already exists")
+        || m.contains("there is already")
         || code == 1555
         || code == 2067
         || code == 787
@@ -110,6 +112,10 @@ mod tests {
         );
         assert_eq!(
             classify(1, "index agents_uq already exists"),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            classify(1, "there is already a table named agents"),
             ErrorKind::Conflict
         );
         assert_eq!(

@@ -18,15 +18,15 @@ use sqlx::sqlite::{
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{self, Bind, SqlDialect, Statement};
 use truststream_core_db::sql::keyed::StatementCache;
+use truststream_core_db::sql::rewrite_named;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
     SqlTransaction,
 };
-use truststream_core_db::sql::{rewrite_named, Placeholder};
 use truststream_core_db::{
-    ident, AlterTable, ChangeFeed, ChangeStream, ColumnType, Database, DbCapabilities, DbRegistry,
-    DbResult, Error, Filter, Health, IndexSpec, Operation, OperationOutput, Params, ProviderInfo,
-    Query, Row, RowChange, TableSchema, Value,
+    ident, AlterTable, ChangeFeed, ChangeFeedScope, ChangeStream, ColumnType, Database,
+    DbCapabilities, DbRegistry, DbResult, Error, Filter, Health, IndexSpec, Operation,
+    OperationOutput, Params, ProviderInfo, Query, Row, RowChange, TableSchema, Value,
 };
 
 use crate::value::{decode, encode, Sv};
@@ -566,14 +566,14 @@ impl Database for SqliteDatabase {
         let mut c = DbCapabilities::none();
         c.transactions = true;
         c.raw_sql = true;
-        c.sql_dialect = Some("sqlite");
+        c.sql_dialect = Some(DIALECT);
         c.joins = true;
         c.aggregates = true;
         c.schema = true;
         c.change_feed = true;
-        c.change_feed_scope = Some("process");
+        c.change_feed_scope = Some(ChangeFeedScope::Instance);
         c.unique_constraints = true;
-        c.max_batch_rows = Some(DIALECT.max_binds());
+        c.max_bind_params = Some(DIALECT.max_binds());
         c
     }
 
@@ -695,7 +695,7 @@ impl Database for SqliteDatabase {
     async fn raw_query(&self, sql: &str, params: &Params) -> DbResult<Vec<Row>> {
         let run = async {
             let pool = self.pool("db.raw_query")?;
-            let (sql, values) = rewrite_named(sql, params, Placeholder::QuestionNumbered)?;
+            let (sql, values) = rewrite_named(sql, params, DIALECT)?;
             let binds: Vec<Bind> = values
                 .into_iter()
                 .map(|value| Bind {

@@ -72,6 +72,41 @@ async fn wrong_types_unknown_names_and_constraints_map_to_kinds() {
     assert_eq!(e.kind(), ErrorKind::Conflict);
 }
 
+/// Issue 13: `@v` in raw SQL and an index named like a table were
+/// `Internal`; a 10 KB parameter name came back whole.
+#[tokio::test]
+async fn raw_placeholders_index_clashes_and_long_names_have_the_right_kinds() {
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    typed_table(&db).await;
+    for sql in [
+        "SELECT * FROM typed WHERE id = @v",
+        "SELECT * FROM typed WHERE id = ?",
+        "SELECT * FROM typed WHERE id = $v",
+    ] {
+        let e = db.raw_query(sql, &Params::new()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{sql}: {e}");
+        assert!(e.message().contains(":name"), "{e}");
+    }
+    let e = db
+        .create_index(&IndexSpec::new("typed", ["t"]).named("typed"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let long = "p".repeat(10_000);
+    let params: Params = [(long.clone(), json!(1))].into_iter().collect();
+    let e = db.raw_query("SELECT 1", &params).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.display_chain().to_string().len() < 400, "{e}");
+    // SQLite's own message quotes the name: the message is bounded (the
+    // driver's error stays whole as the source).
+    let e = db
+        .raw_query(&format!("SELECT {long} FROM typed"), &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().len() < 2_200, "{} bytes", e.to_string().len());
+}
+
 const HOSTILE: &str = "x'); DROP TABLE victims; --\" ` \\ \0 ; SELECT 1";
 
 #[tokio::test]
@@ -248,7 +283,7 @@ async fn registry_builds_from_config() {
         )
         .await
         .unwrap();
-    assert_eq!(db.capabilities().sql_dialect, Some("sqlite"));
+    assert_eq!(db.capabilities().sql_dialect, Some(SqlDialect::Sqlite));
     let Err(e) = reg.build("sqlite", json!({"nope": 1}), ()).await else {
         panic!("an unknown config key must be rejected");
     };

@@ -41,7 +41,7 @@ fn node_ready() -> bool {
     } else {
         "Node.js 20 (`node` on PATH)".to_string()
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if truststream_core::in_ci() {
         panic!("CI=true and the realtime-js test needs {what}");
     }
     eprintln!("SKIPPED realtime-js test: it needs {what}");
@@ -51,6 +51,7 @@ fn node_ready() -> bool {
 async fn start(addr: &str, db: Arc<dyn Database>) -> WsRealtime {
     let mut config = WsRealtimeConfig::hub(addr);
     config.path = "/realtime/v1/websocket".into();
+    config.publish = vec!["agents".into()];
     WsRealtime::start(config, Some(db), Some(common::auth()))
         .await
         .unwrap()

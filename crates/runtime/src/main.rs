@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     let config = match sources.load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.display_chain());
             return ExitCode::FAILURE;
         }
     };

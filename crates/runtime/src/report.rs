@@ -138,7 +138,7 @@ impl CompatibilityReport {
             Err(e) => InterfaceReport::failed(
                 Interface::Database,
                 &section(Interface::Database),
-                e.to_string(),
+                e.display_chain().to_string(),
             ),
         });
 
@@ -152,9 +152,11 @@ impl CompatibilityReport {
                 a.health().await,
             ),
             Ok(None) => InterfaceReport::not_configured(Interface::Auth),
-            Err(e) => {
-                InterfaceReport::failed(Interface::Auth, &section(Interface::Auth), e.to_string())
-            }
+            Err(e) => InterfaceReport::failed(
+                Interface::Auth,
+                &section(Interface::Auth),
+                e.display_chain().to_string(),
+            ),
         });
 
         interfaces.push(match registries.build_storage(config).await {
@@ -167,7 +169,7 @@ impl CompatibilityReport {
             Err(e) => InterfaceReport::failed(
                 Interface::Storage,
                 &section(Interface::Storage),
-                e.to_string(),
+                e.display_chain().to_string(),
             ),
         });
 
@@ -185,7 +187,7 @@ impl CompatibilityReport {
             Err(e) => InterfaceReport::failed(
                 Interface::Realtime,
                 &section(Interface::Realtime),
-                e.to_string(),
+                e.display_chain().to_string(),
             ),
         });
 

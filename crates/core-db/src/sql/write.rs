@@ -25,6 +25,7 @@ use crate::{
     ident, value, AlterTable, ChangeKind, ColumnDef, ColumnDefault, DbResult, Error, Filter,
     Operation, OperationOutput, Query, Row, RowChange, TableSchema, Value,
 };
+use truststream_core::echo;
 
 /// Table names starting with this are the providers' own bookkeeping.
 pub const RESERVED_PREFIX: &str = "_truststream";
@@ -396,8 +397,9 @@ pub fn prepare_insert(schema: &TableSchema, input: &Row) -> DbResult<Row> {
     for key in input.keys() {
         if schema.find(key).is_none() {
             return Err(Error::invalid_input(format!(
-                "table {} has no column {key}",
-                schema.name
+                "table {} has no column {}",
+                schema.name,
+                echo(key)
             )));
         }
     }
@@ -438,7 +440,7 @@ pub fn prepare_patch(schema: &TableSchema, patch: &Row) -> DbResult<Row> {
     let mut out = Row::new();
     for (k, v) in patch {
         let c = schema.find(k).ok_or_else(|| {
-            Error::invalid_input(format!("table {} has no column {k}", schema.name))
+            Error::invalid_input(format!("table {} has no column {}", schema.name, echo(k)))
         })?;
         let v = if v.is_null() {
             if !c.nullable {

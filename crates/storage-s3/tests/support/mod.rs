@@ -16,7 +16,7 @@ use truststream_storage_s3::S3Storage;
 pub async fn garage() -> Option<Garage> {
     match Garage::shared().await {
         Ok(g) => Some(g),
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        Err(e) if truststream_core::in_ci() => {
             panic!("CI=true and no S3 server: {e}")
         }
         Err(e) => {
