@@ -470,6 +470,7 @@ impl Auth for JwtAuth {
         c.refresh = true;
         c.external_tokens = !self.externals.is_empty();
         c.revocation_checked = self.config.revocation == Revocation::Checked;
+        c.private_tables = self.store.tables.names();
         c
     }
 

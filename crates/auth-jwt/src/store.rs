@@ -28,6 +28,15 @@ impl Tables {
         }
     }
 
+    /// The three table names (what `capabilities().private_tables` reports).
+    pub(crate) fn names(&self) -> Vec<String> {
+        vec![
+            self.users.clone(),
+            self.sessions.clone(),
+            self.refresh_tokens.clone(),
+        ]
+    }
+
     fn schemas(&self) -> [TableSchema; 3] {
         [
             TableSchema::new(&self.users)

@@ -135,6 +135,10 @@ pub struct AuthCapabilities {
     pub external_tokens: bool,
     /// Revoked sessions stop validating before their tokens expire.
     pub revocation_checked: bool,
+    /// Tables the provider keeps in the application's database (users,
+    /// sessions, refresh-token hashes). They hold credentials: other layers
+    /// must never expose them (realtime-ws refuses to publish them).
+    pub private_tables: Vec<String>,
 }
 
 impl AuthCapabilities {
@@ -146,6 +150,7 @@ impl AuthCapabilities {
             refresh: false,
             external_tokens: false,
             revocation_checked: false,
+            private_tables: Vec::new(),
         }
     }
 }

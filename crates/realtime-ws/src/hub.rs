@@ -25,6 +25,7 @@ use truststream_core_realtime::{
 
 use crate::filter::WireFilter;
 use crate::protocol::{self, Vsn};
+use crate::publication::{Publication, Viewer, Visibility};
 use crate::WsHubConfig;
 
 /// A member's id, unique in the hub.
@@ -219,7 +220,8 @@ pub(crate) trait Sink: Send + Sync {
 pub(crate) struct Binding {
     pub id: u32,
     pub event: Option<ChangeKind>,
-    pub table: Option<String>,
+    /// A published table (a binding always names one).
+    pub table: String,
     pub filter: Option<WireFilter>,
     /// TrustStream extension: only the row with this primary key.
     pub key: Option<Value>,
@@ -230,7 +232,7 @@ pub(crate) struct Binding {
 impl Binding {
     fn matches(&self, change: &RowChange) -> bool {
         self.event.is_none_or(|e| e == change.kind)
-            && self.table.as_ref().is_none_or(|t| *t == change.table)
+            && self.table == change.table
             && self.key.as_ref().is_none_or(|k| *k == change.key)
             && self
                 .filter
@@ -271,6 +273,11 @@ pub(crate) struct Member {
     pub key: String,
     pub meta: Option<PresenceMeta>,
     pub bindings: Vec<Binding>,
+    /// Who the member is, for the per-row check of its bindings' changes.
+    pub viewer: Viewer,
+    /// The database feeds of its bindings' tables, held while it is a
+    /// member.
+    pub _feeds: Vec<FeedLease>,
 }
 
 type Members = BTreeMap<MemberId, Member>;
@@ -346,6 +353,8 @@ fn presence_of(members: &Members) -> PresenceState {
 pub(crate) struct RowSub {
     pub spec: ChangeSpec,
     pub handler: Handler<RowChange>,
+    /// The database feed of the table, held while subscribed.
+    pub _feed: FeedLease,
 }
 
 /// What `health()` reports about the change feed.
@@ -368,6 +377,10 @@ pub struct Counters {
     pub tasks: AtomicUsize,
     /// Joined members over all topics.
     pub members: AtomicUsize,
+    /// Tables whose database change feed the hub subscribes to (one per
+    /// table some binding or row subscription names; dropped with the
+    /// last of them).
+    pub table_feeds: AtomicUsize,
     /// Connections closed because their outgoing queue was full.
     pub slow_disconnects: AtomicU64,
 }
@@ -388,11 +401,41 @@ impl Drop for TaskGuard {
     }
 }
 
+/// The hub's subscription to one table's change feed.
+struct TableFeed {
+    /// Leases held (bindings and row subscriptions of the table).
+    leases: usize,
+    /// The task reading the table's change stream.
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// A hold on a table's change feed: the hub subscribes to the table while
+/// one lease lives, and drops the subscription with the last.
+pub(crate) struct FeedLease {
+    hub: Weak<Hub>,
+    table: String,
+}
+
+impl Drop for FeedLease {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.release_table(&self.table);
+        }
+    }
+}
+
 /// The engine shared by the server, its connections and in-process handles.
 pub(crate) struct Hub {
     pub config: WsHubConfig,
     pub db: Option<Arc<dyn Database>>,
     pub auth: Option<Arc<dyn Auth>>,
+    /// The tables clients may bind and their rules.
+    pub publication: Publication,
+    /// Table -> the hub's subscription to its change feed.
+    feeds: Mutex<HashMap<String, TableFeed>>,
+    /// Serializes subscribing to tables' feeds (so one table is subscribed
+    /// once).
+    feed_gate: tokio::sync::Mutex<()>,
     pub counters: Arc<Counters>,
     next_id: AtomicU64,
     next_binding: AtomicU32,
@@ -414,11 +457,15 @@ impl Hub {
         config: WsHubConfig,
         db: Option<Arc<dyn Database>>,
         auth: Option<Arc<dyn Auth>>,
+        publication: Publication,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             config,
             db,
             auth,
+            publication,
+            feeds: Mutex::new(HashMap::new()),
+            feed_gate: tokio::sync::Mutex::new(()),
             counters: Arc::new(Counters::default()),
             next_id: AtomicU64::new(1),
             next_binding: AtomicU32::new(1),
@@ -694,13 +741,112 @@ impl Hub {
         lock(&self.pg_topics).clear();
         let subs = std::mem::take(&mut *lock(&self.row_subs));
         drop(subs);
+        let feeds: Vec<TableFeed> = lock(&self.feeds).drain().map(|(_, f)| f).collect();
+        for f in feeds {
+            f.reader.abort();
+            self.counters.table_feeds.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Subscribes to `table`'s change feed unless the hub already does;
+    /// the subscription lasts while the returned lease (or another) lives.
+    pub(crate) async fn watch_table(self: &Arc<Self>, table: &str) -> RtResult<FeedLease> {
+        let Some(db) = self.db.clone().filter(|db| db.capabilities().change_feed) else {
+            return Err(Error::unsupported(
+                "postgres_changes need a database with a change feed, and this hub has none",
+            ));
+        };
+        let lease = FeedLease {
+            hub: Arc::downgrade(self),
+            table: table.to_string(),
+        };
+        let _gate = self.feed_gate.lock().await;
+        self.check_open()?;
+        if let Some(f) = lock(&self.feeds).get_mut(table) {
+            f.leases += 1;
+            return Ok(lease);
+        }
+        let stream = db.subscribe_changes(Some(table)).await.map_err(|e| {
+            e.with_context("while", "subscribing to the table's change feed")
+                .with_context("table", table)
+        })?;
+        let reader = tokio::spawn(read_feed(
+            Arc::downgrade(self),
+            db,
+            table.to_string(),
+            stream,
+            self.shutdown.subscribe(),
+            TaskGuard::new(&self.counters),
+        ));
+        let mut feeds = lock(&self.feeds);
+        if self.is_shut_down() {
+            reader.abort();
+            return Err(Error::unavailable("the realtime hub was shut down").permanent());
+        }
+        feeds.insert(table.to_string(), TableFeed { leases: 1, reader });
+        self.counters.table_feeds.fetch_add(1, Ordering::Relaxed);
+        Ok(lease)
+    }
+
+    /// A lease of `table` ended: the last one stops the table's feed
+    /// (dropping its stream unsubscribes from the database).
+    fn release_table(&self, table: &str) {
+        let mut feeds = lock(&self.feeds);
+        let Some(f) = feeds.get_mut(table) else {
+            return;
+        };
+        f.leases = f.leases.saturating_sub(1);
+        if f.leases == 0 {
+            if let Some(f) = feeds.remove(table) {
+                f.reader.abort();
+                self.counters.table_feeds.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The tables member `id` of `topic` has bindings on.
+    pub(crate) fn bound_tables(&self, topic: &str, id: MemberId) -> Vec<String> {
+        let Some(t) = self.topic(topic) else {
+            return Vec::new();
+        };
+        let members = lock(&t.members);
+        let mut tables: Vec<String> = members
+            .get(&id)
+            .map(|m| m.bindings.iter().map(|b| b.table.clone()).collect())
+            .unwrap_or_default();
+        tables.sort();
+        tables.dedup();
+        tables
+    }
+
+    /// Sets who member `id` of `topic` is (a new access token).
+    pub(crate) fn set_viewer(&self, topic: &str, id: MemberId, viewer: Viewer) {
+        if let Some(t) = self.topic(topic) {
+            if let Some(m) = lock(&t.members).get_mut(&id) {
+                m.viewer = viewer;
+            }
+        }
     }
 
     /// Delivers a committed change to every member binding and in-process
     /// subscription it matches.
+    ///
+    /// A member receives it only as far as the table's rule lets its viewer
+    /// read it (see [`crate::publication`]), without hidden columns.
     pub(crate) fn dispatch(&self, change: RowChange) {
         let change = Arc::new(change);
-        let topics: Vec<String> = lock(&self.pg_topics).keys().cloned().collect();
+        let rule = self.publication.rule_for_change(&change.table);
+        // What members may get: the change without hidden columns, and
+        // (made when first needed) the same without its old row.
+        let full = rule
+            .and_then(|r| r.strip(&change))
+            .map_or_else(|| change.clone(), Arc::new);
+        let new_only: OnceLock<Arc<RowChange>> = OnceLock::new();
+        let topics: Vec<String> = match rule {
+            Some(_) => lock(&self.pg_topics).keys().cloned().collect(),
+            // Not published: no client binding can name the table.
+            None => Vec::new(),
+        };
         for name in topics {
             let Some(t) = self.topic(&name) else {
                 continue;
@@ -717,9 +863,21 @@ impl Hub {
                 if ids.is_empty() {
                     continue;
                 }
+                let visible = match rule.map(|r| r.visibility(&m.viewer, &change)) {
+                    Some(Visibility::Full) => full.clone(),
+                    Some(Visibility::NewOnly) => new_only
+                        .get_or_init(|| {
+                            Arc::new(RowChange {
+                                old: None,
+                                ..RowChange::clone(&full)
+                            })
+                        })
+                        .clone(),
+                    Some(Visibility::None) | None => continue,
+                };
                 let item = Push::Change {
                     ids,
-                    change: change.clone(),
+                    change: visible,
                 };
                 if let Err(r) = m.sink.push(&t.name, &m.join_ref, &item) {
                     failed.push((id, r));
@@ -782,32 +940,13 @@ fn not_member(topic: &str) -> Error {
     Error::invalid_input(format!("not a member of {topic:?}: join the channel first"))
 }
 
-/// Starts the change feed reader when the database has a feed. Returns once
-/// the database accepted the subscription.
-pub(crate) async fn start_feed(hub: &Arc<Hub>) -> RtResult<()> {
-    let Some(db) = hub.db.clone() else {
-        return Ok(());
-    };
-    if !db.capabilities().change_feed {
-        return Ok(());
-    }
-    let stream = db
-        .subscribe_changes(None)
-        .await
-        .map_err(|e| e.with_context("while", "subscribing to the database change feed"))?;
-    tokio::spawn(read_feed(
-        Arc::downgrade(hub),
-        db,
-        stream,
-        hub.shutdown.subscribe(),
-        TaskGuard::new(&hub.counters),
-    ));
-    Ok(())
-}
-
+/// Reads one table's change stream into [`Hub::dispatch`] until the hub
+/// shuts down or the table's last lease ends (the task is aborted); a feed
+/// that ends is subscribed again with a backoff.
 async fn read_feed(
     hub: Weak<Hub>,
     db: Arc<dyn Database>,
+    table: String,
     mut stream: ChangeStream,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     _guard: TaskGuard,
@@ -836,7 +975,7 @@ async fn read_feed(
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    let result = db.subscribe_changes(None).await;
+                    let result = db.subscribe_changes(Some(&table)).await;
                     let Some(h) = hub.upgrade() else {
                         return;
                     };

@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 
+mod bindings;
 mod client;
 mod deliver;
 mod filter;
 mod hub;
 mod local;
 pub mod protocol;
+mod publication;
 mod server;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,8 +27,10 @@ use truststream_core_realtime::{
 
 pub use hub::Counters;
 pub use protocol::Vsn;
+pub use publication::TableRule;
 
 use crate::hub::{lock, Hub, RowSub, TaskGuard};
+use crate::publication::Publication;
 
 /// The type name the provider registers under.
 pub const TYPE_NAME: &str = "ws";
@@ -64,6 +69,18 @@ pub struct WsRealtimeConfig {
     /// Hub: a connection that sends nothing (not even a heartbeat) for this
     /// long is closed (default 60 s; clients send one every 25 s).
     pub heartbeat_timeout_secs: u64,
+    /// Hub: the tables WebSocket clients may bind `postgres_changes` to:
+    /// names, or `prefix*` patterns (default none). The auth provider's
+    /// tables, every `auth_*` table and TrustStream's own `_truststream*`
+    /// tables can never be published: a configuration naming one is
+    /// refused. (In-process row subscriptions of this process are not
+    /// limited by it.)
+    pub publish: Vec<String>,
+    /// Hub: how subscribers may read each published table, keyed by its
+    /// `publish` entry: owner column, required permission, hidden columns,
+    /// anonymous access. A published table without a rule is readable by
+    /// every authenticated subscriber.
+    pub tables: BTreeMap<String, TableRule>,
     /// Client mode: the hub's URL, e.g.
     /// `ws://127.0.0.1:4000/realtime/v1/websocket`.
     pub url: Option<String>,
@@ -83,6 +100,8 @@ impl Default for WsRealtimeConfig {
             outgoing_queue: 1024,
             member_queue_capacity: 1024,
             heartbeat_timeout_secs: 60,
+            publish: Vec::new(),
+            tables: BTreeMap::new(),
             url: None,
             api_key: None,
         }
@@ -131,6 +150,7 @@ impl WsRealtimeConfig {
                 "realtime ws: heartbeat_timeout_secs must be at least 1",
             ));
         }
+        Publication::check_config(&self.publish, &self.tables)?;
         if !self.path.starts_with('/') {
             return Err(Error::invalid_input(format!(
                 "realtime ws: path must start with '/', got {:?}",
@@ -182,6 +202,8 @@ impl WsRealtime {
         auth: Option<Arc<dyn Auth>>,
     ) -> RtResult<Self> {
         config.validate()?;
+        let publication = Publication::check_config(&config.publish, &config.tables)?
+            .with_private_tables(auth.as_ref())?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| {
@@ -194,8 +216,7 @@ impl WsRealtime {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(format!("realtime ws: local address: {e}")))?;
-        let hub = Hub::new(config, db, auth);
-        hub::start_feed(&hub).await?;
+        let hub = Hub::new(config, db, auth, publication);
         tokio::spawn(server::accept_loop(
             hub.clone(),
             listener,
@@ -367,8 +388,19 @@ impl Realtime for WsRealtime {
                     .with_operation(op));
                 }
                 hub::validate_spec(&spec).map_err(|e| e.with_operation(op))?;
+                let feed = hub
+                    .watch_table(&spec.table)
+                    .await
+                    .map_err(|e| e.with_operation(op))?;
                 let id = hub.next_id();
-                lock(&hub.row_subs).insert(id, Arc::new(RowSub { spec, handler }));
+                lock(&hub.row_subs).insert(
+                    id,
+                    Arc::new(RowSub {
+                        spec,
+                        handler,
+                        _feed: feed,
+                    }),
+                );
                 let weak = Arc::downgrade(hub);
                 Ok(Subscription::new(move || {
                     if let Some(hub) = weak.upgrade() {

@@ -15,6 +15,7 @@ use crate::deliver::{Delivery, Inbox, LocalSink, Queue};
 use crate::hub::{
     lock, validate_event, validate_presence_key, BroadcastPayload, Hub, Member, MemberId,
 };
+use crate::publication::Viewer;
 
 pub(crate) struct LocalChannel {
     hub: Arc<Hub>,
@@ -130,6 +131,8 @@ impl Channel for LocalChannel {
             key: self.key.clone(),
             meta: None,
             bindings: Vec::new(),
+            viewer: Viewer::Anonymous,
+            _feeds: Vec::new(),
         };
         let q = queue.clone();
         let id = self

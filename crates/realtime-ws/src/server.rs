@@ -21,15 +21,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message as WsMessage, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use truststream_core::{Error, ErrorKind};
-use truststream_core_db::ChangeKind;
+use truststream_core_auth::Principal;
 use truststream_core_realtime::validate_channel_name;
 
-use crate::filter::WireFilter;
+use crate::bindings;
 use crate::hub::{
-    change_to_wire, presence_to_wire, validate_event, validate_presence_key, Binding,
-    BroadcastPayload, Hub, Member, MemberId, Push, Sink, TaskGuard,
+    change_to_wire, presence_to_wire, validate_event, validate_presence_key, BroadcastPayload, Hub,
+    Member, MemberId, Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
+use crate::publication::Viewer;
 
 /// Longest HTTP request head accepted at the handshake.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -75,8 +76,8 @@ impl Drop for ConnGuard {
 /// What the handshake learned.
 struct Handshake {
     vsn: Vsn,
-    token: Option<String>,
-    expires_at: Option<DateTime<Utc>>,
+    /// Whom the apikey names (with an auth provider).
+    principal: Option<Arc<Principal>>,
 }
 
 async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: TaskGuard) {
@@ -136,8 +137,7 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
         hub: hub.clone(),
         out: out.clone(),
         vsn: handshake.vsn,
-        token: handshake.token,
-        token_expires_at: handshake.expires_at,
+        principal: handshake.principal,
         joined: HashMap::new(),
     };
     conn.run(stream).await;
@@ -230,7 +230,7 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
         .or_else(|| header("x-api-key"))
         .or_else(|| header("apikey"))
         .filter(|t| !t.is_empty());
-    let mut expires_at = None;
+    let mut principal = None;
     if let Some(auth) = &hub.auth {
         let Some(t) = &token else {
             return Err((
@@ -239,7 +239,7 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
             ));
         };
         match auth.validate_token(t).await {
-            Ok(p) => expires_at = Some(p.expires_at),
+            Ok(p) => principal = Some(Arc::new(p)),
             Err(e) => {
                 return Err((
                     http_status(e.kind()),
@@ -248,11 +248,7 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
             }
         }
     }
-    Ok(Handshake {
-        vsn,
-        token,
-        expires_at,
-    })
+    Ok(Handshake { vsn, principal })
 }
 
 fn http_status(kind: ErrorKind) -> u16 {
@@ -533,8 +529,8 @@ struct Conn {
     hub: Arc<Hub>,
     out: Arc<ConnOut>,
     vsn: Vsn,
-    token: Option<String>,
-    token_expires_at: Option<DateTime<Utc>>,
+    /// Whom the apikey names (with an auth provider).
+    principal: Option<Arc<Principal>>,
     /// Topic -> members joined through this connection.
     joined: HashMap<String, Vec<Joined>>,
 }
@@ -828,13 +824,25 @@ impl Conn {
         };
         let token = f.payload.get("access_token").and_then(Value::as_str);
         let result = match token {
-            Some(t) => auth.validate_token(t).await.map(|p| p.expires_at),
+            Some(t) => auth.validate_token(t).await.map_err(|e| {
+                Error::unauthenticated(format!("invalid access token: {}", e.message()))
+            }),
             None => Err(Error::invalid_input(
                 "access_token event without a string access_token",
             )),
         };
+        // The new token's user must still be allowed to read the bound
+        // tables (it may be another user, or have lost a permission).
+        let result = match result {
+            Ok(p) => bindings::reauthorize(&self.hub, &f.topic, id, &p)
+                .await
+                .map(|()| p),
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(expires_at) => {
+            Ok(p) => {
+                let expires_at = p.expires_at;
+                self.hub.set_viewer(&f.topic, id, Viewer::of(Some(&p)));
                 if let Some(j) = self
                     .joined
                     .get_mut(&f.topic)
@@ -845,8 +853,7 @@ impl Conn {
             }
             Err(e) => {
                 self.forget(&f.topic, id);
-                let why = format!("invalid access token: {}", e.message());
-                self.close_channel(&f.topic, id, join_ref, &why);
+                self.close_channel(&f.topic, id, join_ref, e.message());
             }
         }
     }
@@ -889,7 +896,7 @@ impl Conn {
                 ),
             ));
         }
-        let expires_at = self.check_join_token(&payload).await?;
+        let principal = self.check_join_token(&payload).await?;
         let broadcast = config.get("broadcast");
         let flag = |v: Option<&Value>, k: &str| {
             v.and_then(|v| v.get(k))
@@ -909,7 +916,12 @@ impl Conn {
             }
             _ => uuid::Uuid::new_v4().to_string(),
         };
-        let (bindings, echo) = self.parse_bindings(config.get("postgres_changes"))?;
+        let bound = bindings::bind(
+            &self.hub,
+            config.get("postgres_changes"),
+            principal.as_deref(),
+        )
+        .await?;
         let join_ref = f
             .join_ref
             .clone()
@@ -922,7 +934,9 @@ impl Conn {
             broadcast_self,
             key,
             meta: None,
-            bindings,
+            bindings: bound.bindings,
+            viewer: Viewer::of(principal.as_deref()),
+            _feeds: bound.feeds,
         };
         let out = self.out.clone();
         let reply = out.frame(
@@ -930,7 +944,7 @@ impl Conn {
             f.reference.as_deref(),
             topic,
             "phx_reply",
-            &json!({"status": "ok", "response": {"postgres_changes": echo}}),
+            &json!({"status": "ok", "response": {"postgres_changes": bound.echo}}),
         );
         let jr = join_ref.clone();
         let id = self.hub.join(topic, member, |_, state| {
@@ -950,17 +964,18 @@ impl Conn {
                 id,
                 join_ref,
                 ack,
-                expires_at,
+                expires_at: principal.as_ref().map(|p| p.expires_at),
             });
         Ok(())
     }
 
     /// The join's token (its `access_token`, else the connection's apikey),
-    /// checked when the hub has an auth provider; returns its expiry.
+    /// checked when the hub has an auth provider; returns whom it names
+    /// (`None` without an auth provider).
     async fn check_join_token(
         &self,
         payload: &serde_json::Map<String, Value>,
-    ) -> Result<Option<DateTime<Utc>>, Error> {
+    ) -> Result<Option<Arc<Principal>>, Error> {
         let Some(auth) = &self.hub.auth else {
             return Ok(None);
         };
@@ -968,100 +983,18 @@ impl Conn {
             Some(t) => auth
                 .validate_token(t)
                 .await
-                .map(|p| Some(p.expires_at))
+                .map(|p| Some(Arc::new(p)))
                 .map_err(|e| {
                     Error::unauthenticated(format!("invalid access token: {}", e.message()))
                 }),
-            None => match (&self.token, self.token_expires_at) {
-                (Some(_), Some(exp)) if exp > Utc::now() => Ok(Some(exp)),
-                (Some(_), Some(_)) => Err(Error::unauthenticated("the apikey has expired")),
+            None => match &self.principal {
+                Some(p) if p.expires_at > Utc::now() => Ok(Some(p.clone())),
+                Some(_) => Err(Error::unauthenticated("the apikey has expired")),
                 _ => Err(Error::unauthenticated(
                     "an access token is required to join",
                 )),
             },
         }
-    }
-
-    /// Parses `postgres_changes` bindings; returns them and the reply's
-    /// echo (each binding as sent, plus its id).
-    fn parse_bindings(&self, v: Option<&Value>) -> Result<(Vec<Binding>, Vec<Value>), Error> {
-        let list = match v {
-            None | Some(Value::Null) => return Ok((Vec::new(), Vec::new())),
-            Some(Value::Array(a)) => a,
-            Some(_) => return Err(Error::invalid_input("postgres_changes must be a list")),
-        };
-        if list.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        if !self.hub.row_changes_available() {
-            return Err(Error::unsupported(
-                "postgres_changes need a database with a change feed, and this hub has none",
-            ));
-        }
-        if list.len() > 100 {
-            return Err(Error::invalid_input(
-                "at most 100 postgres_changes bindings per channel",
-            ));
-        }
-        let mut bindings = Vec::with_capacity(list.len());
-        let mut echo = Vec::with_capacity(list.len());
-        for b in list {
-            let o = b
-                .as_object()
-                .ok_or_else(|| Error::invalid_input("a postgres_changes binding is an object"))?;
-            let event = match o.get("event").and_then(Value::as_str).unwrap_or("*") {
-                "*" => None,
-                e if e.eq_ignore_ascii_case("insert") => Some(ChangeKind::Insert),
-                e if e.eq_ignore_ascii_case("update") => Some(ChangeKind::Update),
-                e if e.eq_ignore_ascii_case("delete") => Some(ChangeKind::Delete),
-                other => {
-                    return Err(Error::invalid_input(format!(
-                        "unknown postgres_changes event {:?} (*, INSERT, UPDATE, DELETE)",
-                        truncate(other)
-                    )))
-                }
-            };
-            match o.get("schema").and_then(Value::as_str) {
-                Some("public") | Some("*") | None => {}
-                Some(other) => {
-                    return Err(Error::invalid_input(format!(
-                        "unknown schema {:?}: this hub's tables are in \"public\"",
-                        truncate(other)
-                    )))
-                }
-            }
-            let table = match o.get("table").and_then(Value::as_str) {
-                None | Some("*") => None,
-                Some(t) => Some(truststream_core_db::ident::table(t)?.to_string()),
-            };
-            let filter = match o.get("filter").and_then(Value::as_str) {
-                None | Some("") => None,
-                Some(s) => Some(WireFilter::parse(s)?),
-            };
-            let key = o.get("key").cloned().filter(|k| !k.is_null());
-            let filter_tree = match o.get("where") {
-                None | Some(Value::Null) => None,
-                Some(w) => {
-                    let f: truststream_core_db::Filter = serde_json::from_value(w.clone())
-                        .map_err(|e| Error::invalid_input(format!("invalid where filter: {e}")))?;
-                    f.validate()?;
-                    Some(f)
-                }
-            };
-            let id = self.hub.next_binding_id();
-            let mut echoed = o.clone();
-            echoed.insert("id".into(), json!(id));
-            echo.push(Value::Object(echoed));
-            bindings.push(Binding {
-                id,
-                event,
-                table,
-                filter,
-                key,
-                filter_tree,
-            });
-        }
-        Ok((bindings, echo))
     }
 }
 

@@ -9,10 +9,19 @@ use truststream_conformance::{factory, realtime};
 use truststream_core_db::Database;
 use truststream_core_realtime::Realtime;
 use truststream_db_memory::MemoryDatabase;
-use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
+use truststream_realtime_ws::{TableRule, WsRealtime, WsRealtimeConfig};
 
+/// A hub without auth that publishes the suite's tables (`rt_items_*`) to
+/// its (anonymous) clients.
 async fn hub(db: Arc<dyn Database>) -> Result<Arc<WsRealtime>, String> {
-    WsRealtime::start(WsRealtimeConfig::hub("127.0.0.1:0"), Some(db), None)
+    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+    config.publish = vec!["rt_items_*".into()];
+    let rule = TableRule {
+        anon: true,
+        ..TableRule::default()
+    };
+    config.tables.insert("rt_items_*".into(), rule);
+    WsRealtime::start(config, Some(db), None)
         .await
         .map(Arc::new)
         .map_err(|e| e.to_string())

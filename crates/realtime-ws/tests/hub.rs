@@ -10,16 +10,21 @@ use common::{auth, broadcast_config, token, Client};
 use serde_json::{json, Value};
 use truststream_core_db::{ColumnDef, Database, TableSchema};
 use truststream_db_memory::MemoryDatabase;
-use truststream_realtime_ws::{Vsn, WsRealtime, WsRealtimeConfig};
+use truststream_realtime_ws::{TableRule, Vsn, WsRealtime, WsRealtimeConfig};
 
+/// A hub publishing `agents` (readable by anonymous subscribers when there
+/// is no auth provider).
 async fn start(db: Option<Arc<dyn Database>>, with_auth: bool) -> (WsRealtime, String) {
-    let rt = WsRealtime::start(
-        WsRealtimeConfig::hub("127.0.0.1:0"),
-        db,
-        with_auth.then(auth),
-    )
-    .await
-    .unwrap();
+    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+    config.publish = vec!["agents".into()];
+    let rule = TableRule {
+        anon: !with_auth,
+        ..TableRule::default()
+    };
+    config.tables.insert("agents".into(), rule);
+    let rt = WsRealtime::start(config, db, with_auth.then(auth))
+        .await
+        .unwrap();
     let url = rt.url().unwrap();
     (rt, url)
 }
@@ -266,10 +271,10 @@ async fn postgres_changes_reach_bindings_with_ids_and_records() {
 
     // Bad bindings are refused with a reason.
     for bad in [
-        json!([{"event": "TRUNCATE", "schema": "public"}]),
+        json!([{"event": "TRUNCATE", "schema": "public", "table": "agents"}]),
         json!([{"event": "*", "schema": "public", "table": "bad name"}]),
         json!([{"event": "*", "schema": "public", "table": "agents", "filter": "score=like.1"}]),
-        json!([{"event": "*", "schema": "private"}]),
+        json!([{"event": "*", "schema": "private", "table": "agents"}]),
     ] {
         let (_, reply) = c
             .join(

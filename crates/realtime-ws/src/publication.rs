@@ -1,0 +1,506 @@
+//! Which tables WebSocket clients may bind `postgres_changes` to, and what
+//! each subscriber may read of a change.
+//!
+//! A table is bound only when the configuration publishes it
+//! (`publish`: names, or `prefix*` patterns). Some names can never be
+//! published: the auth provider's tables (its
+//! [`AuthCapabilities::private_tables`], and every `auth_*` table, auth-jwt's
+//! default prefix) and the providers' own `_truststream*` tables. Each
+//! published table has a [`TableRule`] (the default one when `tables` names
+//! none): an owner column, a required permission, hidden columns, and
+//! whether anonymous subscribers may read it.
+//!
+//! The check runs per subscriber and per change: a change whose rows the
+//! subscriber may not read is never sent, and hidden columns are removed
+//! from every payload.
+//!
+//! [`AuthCapabilities::private_tables`]: truststream_core_auth::AuthCapabilities::private_tables
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use truststream_core::{Error, ErrorKind};
+use truststream_core_auth::{Auth, Permission, Principal};
+use truststream_core_db::{ident, ChangeKind, RowChange};
+use truststream_core_realtime::RtResult;
+
+/// Prefixes of tables that are never published, whatever the
+/// configuration says: auth-jwt's default table prefix, and the providers'
+/// own tables (`_truststream_schema`, `_truststream_changes`, ...).
+pub(crate) const RESERVED_PREFIXES: [&str; 2] = ["auth_", "_truststream"];
+
+/// The role that marks a token as anonymous (Supabase's anon key carries
+/// `role: "anon"`).
+const ANON_ROLE: &str = "anon";
+
+/// How subscribers may read one published table (`[realtime.tables.<name>]`).
+///
+/// A table without `owner_column` and without `permission` is readable by
+/// every authenticated subscriber.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TableRule {
+    /// A subscriber receives a change only when this column of the row
+    /// holds its user id (the token's `sub`). An update is sent when the
+    /// new row is the subscriber's; its old row only when that was theirs
+    /// too. A delete is sent when the old row was theirs.
+    pub owner_column: Option<String>,
+    /// A core-auth permission (`action:resource`, e.g. `read:agents`) the
+    /// subscriber must hold to bind the table; checked at the join and
+    /// again when the client sends a new access token.
+    pub permission: Option<String>,
+    /// Columns removed from every `record` and `old_record` (and from
+    /// `columns`); bindings may not filter on them.
+    pub hidden: Vec<String>,
+    /// Whether anonymous subscribers (no auth provider, or a token whose
+    /// role is `anon`) may bind the table (default `false`). A table with
+    /// an owner column or a permission is never readable anonymously.
+    pub anon: bool,
+}
+
+/// Who a subscriber is, for the per-row check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Viewer {
+    /// No auth provider, or an `anon` token.
+    Anonymous,
+    /// An authenticated user, by id.
+    User(String),
+}
+
+impl Viewer {
+    /// The viewer of a join checked with `principal` (`None`: the hub has
+    /// no auth provider).
+    pub(crate) fn of(principal: Option<&Principal>) -> Viewer {
+        match principal {
+            Some(p) if !is_anonymous(p) => Viewer::User(p.user_id.clone()),
+            _ => Viewer::Anonymous,
+        }
+    }
+}
+
+fn is_anonymous(p: &Principal) -> bool {
+    p.user_id.is_empty()
+        || p.roles.iter().any(|r| r == ANON_ROLE)
+        || p.claims.get("role").and_then(Value::as_str) == Some(ANON_ROLE)
+}
+
+/// What a subscriber gets of one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Visibility {
+    /// Nothing: the change is not sent.
+    None,
+    /// The change with its new row only (an update of a row that was not
+    /// the subscriber's before).
+    NewOnly,
+    /// The whole change (hidden columns removed).
+    Full,
+}
+
+/// One `publish` entry: a table name, or a `prefix*` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Name(String),
+    Prefix(String),
+}
+
+impl Entry {
+    fn parse(s: &str) -> RtResult<Entry> {
+        let bad = |why: &str| {
+            Error::invalid_input(format!("realtime.publish contains {}: {why}", shown(s)))
+        };
+        match s.strip_suffix('*') {
+            Some("") => Err(bad(
+                "\"*\" would publish every table, the auth provider's included; list the tables \
+                 (or prefix* patterns)",
+            )),
+            Some(prefix) => {
+                // The prefix of a valid name is a valid name itself.
+                ident::validate(prefix)
+                    .map_err(|_| bad("a pattern is a table-name prefix followed by '*'"))?;
+                Ok(Entry::Prefix(prefix.to_string()))
+            }
+            None => {
+                ident::validate(s).map_err(|_| bad("not a table name"))?;
+                Ok(Entry::Name(s.to_string()))
+            }
+        }
+    }
+
+    fn matches(&self, table: &str) -> bool {
+        match self {
+            Entry::Name(n) => n == table,
+            Entry::Prefix(p) => table.starts_with(p.as_str()),
+        }
+    }
+
+    /// Whether some table starting with `reserved` would match.
+    fn covers_prefix(&self, reserved: &str) -> bool {
+        match self {
+            Entry::Name(n) => n.starts_with(reserved),
+            Entry::Prefix(p) => p.starts_with(reserved) || reserved.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A caller's value as shown in an error: quoted, at most 60 characters.
+pub(crate) fn shown(s: &str) -> String {
+    format!("{:?}", cut(s))
+}
+
+/// At most 60 characters of `s`.
+fn cut(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+fn reserved(table: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| table.starts_with(p))
+}
+
+/// The published tables and their rules, checked once when the hub starts.
+#[derive(Debug, Default)]
+pub(crate) struct Publication {
+    /// Entries and their rules, in configuration order.
+    entries: Vec<(Entry, TableRule)>,
+    /// The auth provider's own tables.
+    private: Vec<String>,
+}
+
+impl Publication {
+    /// Checks `publish` and `tables` of the configuration (identifiers,
+    /// reserved names, every rule naming a published entry).
+    pub(crate) fn check_config(
+        publish: &[String],
+        tables: &BTreeMap<String, TableRule>,
+    ) -> RtResult<Publication> {
+        let mut entries = Vec::with_capacity(publish.len());
+        for s in publish {
+            let entry = Entry::parse(s)?;
+            if let Some(p) = RESERVED_PREFIXES.iter().find(|p| entry.covers_prefix(p)) {
+                return Err(Error::invalid_input(format!(
+                    "realtime.publish contains {}: tables starting with {p:?} (the auth \
+                     provider's and TrustStream's own) can never be published",
+                    shown(s)
+                )));
+            }
+            let rule = tables.get(s).cloned().unwrap_or_default();
+            check_rule(s, &rule)?;
+            entries.push((entry, rule));
+        }
+        if let Some(key) = tables.keys().find(|k| !publish.contains(k)) {
+            return Err(Error::invalid_input(format!(
+                "realtime.tables.{} names no entry of realtime.publish (a rule applies to a \
+                 published table or pattern, written as in publish)",
+                cut(key)
+            )));
+        }
+        Ok(Publication {
+            entries,
+            private: Vec::new(),
+        })
+    }
+
+    /// Adds the auth provider's tables; refuses a configuration that
+    /// publishes one of them.
+    pub(crate) fn with_private_tables(
+        mut self,
+        auth: Option<&Arc<dyn Auth>>,
+    ) -> RtResult<Publication> {
+        let Some(auth) = auth else {
+            return Ok(self);
+        };
+        self.private = auth.capabilities().private_tables;
+        for table in &self.private {
+            if let Some((entry, _)) = self.entries.iter().find(|(e, _)| e.matches(table)) {
+                let written = match entry {
+                    Entry::Name(n) => n.clone(),
+                    Entry::Prefix(p) => format!("{p}*"),
+                };
+                return Err(Error::invalid_input(format!(
+                    "realtime.publish contains {}: it covers {}, a table of the auth provider \
+                     ({}), which holds credentials and can never be published",
+                    shown(&written),
+                    shown(table),
+                    auth.info().name
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The rule of `table` when a client may bind it; a
+    /// [`ErrorKind::PermissionDenied`] error saying why not otherwise.
+    pub(crate) fn rule(&self, table: &str) -> RtResult<&TableRule> {
+        if reserved(table) || self.private.iter().any(|t| t == table) {
+            return Err(denied(format!(
+                "table {} belongs to the auth provider or to TrustStream itself and is never \
+                 published for realtime",
+                shown(table)
+            )));
+        }
+        // A name beats a pattern; a longer pattern beats a shorter one.
+        let best = self
+            .entries
+            .iter()
+            .filter(|(e, _)| e.matches(table))
+            .max_by_key(|(e, _)| match e {
+                Entry::Name(_) => usize::MAX,
+                Entry::Prefix(p) => p.len(),
+            });
+        match best {
+            Some((_, rule)) => Ok(rule),
+            None => Err(denied(format!(
+                "table {} is not published for realtime (realtime.publish)",
+                shown(table)
+            ))),
+        }
+    }
+
+    /// The rule of a table whose change is being dispatched (`None`: not
+    /// published, so no client binding can match it).
+    pub(crate) fn rule_for_change(&self, table: &str) -> Option<&TableRule> {
+        self.rule(table).ok()
+    }
+
+    /// Checks that a subscriber (`principal`, `None` without an auth
+    /// provider) may bind `table`, and that `columns` (the binding's filter
+    /// columns) name no hidden column.
+    pub(crate) async fn authorize(
+        &self,
+        auth: Option<&Arc<dyn Auth>>,
+        principal: Option<&Principal>,
+        table: &str,
+        columns: &[&str],
+    ) -> RtResult<()> {
+        let rule = self.rule(table)?;
+        if let Some(c) = columns.iter().find(|c| rule.hidden.iter().any(|h| h == *c)) {
+            return Err(denied(format!(
+                "column {} of table {table} is hidden (realtime.tables.{table}.hidden): a \
+                 binding cannot filter on it",
+                shown(c)
+            )));
+        }
+        let anonymous = Viewer::of(principal) == Viewer::Anonymous;
+        let guarded = rule.owner_column.is_some() || rule.permission.is_some();
+        if anonymous && (guarded || !rule.anon) {
+            return Err(denied(format!(
+                "table {table} is not readable by anonymous subscribers: join with a user's \
+                 access token"
+            )));
+        }
+        if let (Some(permission), Some(auth), Some(p)) = (&rule.permission, auth, principal) {
+            let allowed = auth.has_permission(p, permission).await.map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("checking permission {permission} failed: {}", e.message()),
+                )
+            })?;
+            if !allowed {
+                return Err(denied(format!(
+                    "reading table {table} needs the permission {permission}, which this user \
+                     does not hold"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn denied(message: String) -> Error {
+    Error::new(ErrorKind::PermissionDenied, message)
+}
+
+fn check_rule(key: &str, rule: &TableRule) -> RtResult<()> {
+    let bad = |field: &str, why: String| {
+        Error::invalid_input(format!("realtime.tables.{}.{field}: {why}", cut(key)))
+    };
+    if let Some(c) = &rule.owner_column {
+        ident::validate(c).map_err(|e| bad("owner_column", e.message().to_string()))?;
+    }
+    for c in &rule.hidden {
+        ident::validate(c).map_err(|e| bad("hidden", e.message().to_string()))?;
+    }
+    if let Some(c) = rule
+        .owner_column
+        .as_ref()
+        .filter(|c| rule.hidden.contains(c))
+    {
+        return Err(bad(
+            "hidden",
+            format!("the owner column {c} cannot be hidden (the check reads it)"),
+        ));
+    }
+    if let Some(p) = &rule.permission {
+        Permission::parse(p).map_err(|e| bad("permission", e.message().to_string()))?;
+    }
+    if rule.anon && (rule.owner_column.is_some() || rule.permission.is_some()) {
+        return Err(bad(
+            "anon",
+            "a table with an owner column or a permission is never readable anonymously".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl TableRule {
+    /// What `viewer` may see of `change`.
+    pub(crate) fn visibility(&self, viewer: &Viewer, change: &RowChange) -> Visibility {
+        if *viewer == Viewer::Anonymous
+            && (!self.anon || self.owner_column.is_some() || self.permission.is_some())
+        {
+            return Visibility::None;
+        }
+        let Some(column) = &self.owner_column else {
+            return Visibility::Full;
+        };
+        let owns = |row: Option<&truststream_core_db::Row>| {
+            let Viewer::User(id) = viewer else {
+                return false;
+            };
+            row.and_then(|r| r.get(column))
+                .is_some_and(|v| owner_matches(v, id))
+        };
+        match change.kind {
+            ChangeKind::Insert => {
+                if owns(change.new.as_ref()) {
+                    Visibility::Full
+                } else {
+                    Visibility::None
+                }
+            }
+            ChangeKind::Update => {
+                if !owns(change.new.as_ref()) {
+                    Visibility::None
+                } else if change.old.is_none() || owns(change.old.as_ref()) {
+                    Visibility::Full
+                } else {
+                    Visibility::NewOnly
+                }
+            }
+            ChangeKind::Delete => {
+                if owns(change.old.as_ref()) {
+                    Visibility::Full
+                } else {
+                    Visibility::None
+                }
+            }
+        }
+    }
+
+    /// `change` without the hidden columns (`None`: nothing is hidden, send
+    /// it as it is).
+    pub(crate) fn strip(&self, change: &RowChange) -> Option<RowChange> {
+        if self.hidden.is_empty() {
+            return None;
+        }
+        let mut c = change.clone();
+        for row in [c.old.as_mut(), c.new.as_mut()].into_iter().flatten() {
+            for h in &self.hidden {
+                row.remove(h);
+            }
+        }
+        Some(c)
+    }
+}
+
+/// Whether an owner column's value is the user id (text, or a number
+/// written as the id).
+fn owner_matches(v: &Value, user_id: &str) -> bool {
+    match v {
+        Value::String(s) => s == user_id,
+        Value::Number(n) => n.to_string() == user_id,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(kind: ChangeKind, old: Option<Value>, new: Option<Value>) -> RowChange {
+        let row = |v: Value| v.as_object().cloned().unwrap_or_default();
+        RowChange {
+            table: "agents".into(),
+            kind,
+            key: json!("a"),
+            old: old.map(row),
+            new: new.map(row),
+            committed_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn publish_entries_and_reserved_names() {
+        let none = BTreeMap::new();
+        for bad in [
+            "*",
+            "auth_users",
+            "auth*",
+            "a*",
+            "_truststream_schema",
+            "_*",
+            "x y",
+        ] {
+            let e = Publication::check_config(&[bad.to_string()], &none).unwrap_err();
+            assert!(e.message().contains("realtime.publish"), "{bad}: {e}");
+        }
+        let p = Publication::check_config(&["agents".into(), "rt_*".into()], &none).unwrap();
+        assert!(p.rule("agents").is_ok());
+        assert!(p.rule("rt_items_1").is_ok());
+        assert!(p.rule("agent").is_err());
+        assert!(p.rule("auth_users").is_err());
+        let mut rules = BTreeMap::new();
+        rules.insert("payments".to_string(), TableRule::default());
+        let e = Publication::check_config(&["agents".into()], &rules).unwrap_err();
+        assert!(e.message().contains("realtime.tables.payments"), "{e}");
+    }
+
+    #[test]
+    fn owner_rule_per_change_kind() {
+        let rule = TableRule {
+            owner_column: Some("user_id".into()),
+            ..TableRule::default()
+        };
+        let me = Viewer::User("u1".into());
+        let mine = json!({"user_id": "u1"});
+        let theirs = json!({"user_id": "u2"});
+        let v = |c: RowChange| rule.visibility(&me, &c);
+        assert_eq!(
+            v(change(ChangeKind::Insert, None, Some(mine.clone()))),
+            Visibility::Full
+        );
+        assert_eq!(
+            v(change(ChangeKind::Insert, None, Some(theirs.clone()))),
+            Visibility::None
+        );
+        assert_eq!(
+            v(change(
+                ChangeKind::Update,
+                Some(mine.clone()),
+                Some(theirs.clone())
+            )),
+            Visibility::None
+        );
+        assert_eq!(
+            v(change(
+                ChangeKind::Update,
+                Some(theirs.clone()),
+                Some(mine.clone())
+            )),
+            Visibility::NewOnly
+        );
+        assert_eq!(
+            v(change(ChangeKind::Delete, Some(mine), None)),
+            Visibility::Full
+        );
+        assert_eq!(
+            v(change(ChangeKind::Delete, Some(theirs), None)),
+            Visibility::None
+        );
+        let anyone = TableRule::default();
+        let c = change(ChangeKind::Insert, None, Some(json!({})));
+        assert_eq!(anyone.visibility(&me, &c), Visibility::Full);
+        assert_eq!(anyone.visibility(&Viewer::Anonymous, &c), Visibility::None);
+    }
+}
