@@ -140,6 +140,44 @@ impl Default for SignInRateLimit {
     }
 }
 
+/// Bound on password hashing (argon2id, `argon2.memory_kib` of memory
+/// each): sign-ups and sign-ins share one gate, so a burst of sign-ins
+/// cannot exhaust memory or CPU. A request that finds no free slot waits in
+/// a bounded queue for at most `queue_timeout_ms`; beyond either bound it is
+/// answered `RateLimited` at once, before any lookup shows in the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordHashing {
+    /// Hashes computed at once; 0 (the default) means the number of CPU
+    /// cores. Peak hashing memory is this times `argon2.memory_kib`.
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot (default 256); more are `RateLimited`.
+    pub max_queued: usize,
+    /// Longest wait for a slot, in milliseconds (default 2000); then
+    /// `RateLimited`.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for PasswordHashing {
+    fn default() -> Self {
+        PasswordHashing {
+            max_concurrent: 0,
+            max_queued: 256,
+            queue_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl PasswordHashing {
+    /// Hashes computed at once: `max_concurrent`, or the number of cores.
+    pub fn effective_max_concurrent(&self) -> usize {
+        if self.max_concurrent > 0 {
+            return self.max_concurrent;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
+}
+
 /// An external identity provider whose access tokens are accepted
 /// (Supabase, Auth0, Cognito, ...): exactly one of `jwt_secret` and
 /// `jwks_url`.
@@ -482,6 +520,8 @@ pub struct JwtAuthConfig {
     pub argon2: Argon2Cost,
     /// Failed sign-in limit.
     pub sign_in_rate_limit: SignInRateLimit,
+    /// Bound on concurrent password hashing (sign-ups and sign-ins).
+    pub password_hashing: PasswordHashing,
     /// Role -> permissions (`action:resource`, `*` wildcards).
     pub roles: BTreeMap<String, Vec<String>>,
     /// Roles given to every new user (default none).
@@ -508,6 +548,7 @@ impl Default for JwtAuthConfig {
             password: PasswordPolicy::default(),
             argon2: Argon2Cost::default(),
             sign_in_rate_limit: SignInRateLimit::default(),
+            password_hashing: PasswordHashing::default(),
             roles: BTreeMap::new(),
             default_roles: Vec::new(),
             external_issuers: Vec::new(),
@@ -557,6 +598,12 @@ impl JwtAuthConfig {
                 "`password.max_bytes` must be at most 4096",
             ));
         }
+        if self.password_hashing.max_concurrent > 4096 || self.password_hashing.max_queued > 1 << 20
+        {
+            return Err(Error::invalid_input(
+                "`password_hashing.max_concurrent` must be at most 4096 and `password_hashing.max_queued` at most 1048576",
+            ));
+        }
         if self.sign_in_rate_limit.max_failures > 0 && self.sign_in_rate_limit.window_secs == 0 {
             return Err(Error::invalid_input(
                 "`sign_in_rate_limit.window_secs` must be positive",
@@ -594,6 +641,7 @@ impl std::fmt::Debug for JwtAuthConfig {
             .field("password", &self.password)
             .field("argon2", &self.argon2)
             .field("sign_in_rate_limit", &self.sign_in_rate_limit)
+            .field("password_hashing", &self.password_hashing)
             .field("roles", &self.roles)
             .field("default_roles", &self.default_roles)
             .field("external_issuers", &self.external_issuers)

@@ -22,8 +22,8 @@ use truststream_core_auth::{
 use truststream_core_db::Database;
 
 pub use config::{
-    Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, JwtAuthConfig, PasswordPolicy,
-    Revocation, SignInRateLimit, MIN_SECRET_BYTES,
+    Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, JwtAuthConfig, PasswordHashing,
+    PasswordPolicy, Revocation, SignInRateLimit, MIN_SECRET_BYTES,
 };
 
 use crate::external::ExternalVerifier;
@@ -57,6 +57,14 @@ pub struct AuthStats {
     pub dummy_verifications: u64,
     /// Key-set documents fetched from external identity providers.
     pub jwks_fetches: u64,
+    /// Password hashes (sign-ups and sign-in verifications) running now.
+    pub hashes_running: u64,
+    /// Most password hashes (sign-ups and sign-in verifications) that ran
+    /// at once: at most `password_hashing.max_concurrent`.
+    pub peak_concurrent_hashes: u64,
+    /// Sign-ups and sign-ins answered `RateLimited` because the hashing
+    /// queue was full or its deadline passed.
+    pub hashing_refused: u64,
 }
 
 /// The JWT auth provider: issues sessions for users kept in any
@@ -137,7 +145,7 @@ impl JwtAuth {
             .iter()
             .map(|e| ExternalVerifier::new(e, config.leeway_secs, jwks_fetches.clone()))
             .collect::<AuthResult<Vec<_>>>()?;
-        let passwords = Passwords::new(&config.argon2)?;
+        let passwords = Passwords::new(&config.argon2, &config.password_hashing)?;
         let rl = &config.sign_in_rate_limit;
         let failures = moka::sync::Cache::builder()
             .max_capacity(rl.max_tracked.max(1))
@@ -190,6 +198,9 @@ impl JwtAuth {
             password_verifications: c.verifications.load(Ordering::Relaxed),
             dummy_verifications: c.dummy_verifications.load(Ordering::Relaxed),
             jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
+            hashes_running: c.running.load(Ordering::Relaxed),
+            peak_concurrent_hashes: c.peak_running.load(Ordering::Relaxed),
+            hashing_refused: c.refused.load(Ordering::Relaxed),
         }
     }
 
