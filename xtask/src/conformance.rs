@@ -374,7 +374,7 @@ fn realtime_ws_hub() -> realtime::RealtimeFactory {
 /// and two fresh client connections per case, built through the registry
 /// (`url` set).
 fn realtime_ws_client() -> realtime::RealtimeFactory {
-    use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
+    use truststream_realtime_ws::{TableRule, WsRealtime, WsRealtimeConfig};
     type Shared = (Arc<WsRealtime>, Arc<dyn Database>);
     let shared: Arc<tokio::sync::OnceCell<Shared>> = Arc::default();
     factory(move || {
@@ -383,13 +383,18 @@ fn realtime_ws_client() -> realtime::RealtimeFactory {
             let (hub, db) = shared
                 .get_or_try_init(|| async {
                     let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
-                    let hub = WsRealtime::start(
-                        WsRealtimeConfig::hub("127.0.0.1:0"),
-                        Some(db.clone()),
-                        None,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    // The suite's tables (`rt_items_*`), published to the
+                    // hub's anonymous clients (it has no auth provider).
+                    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+                    config.publish = vec!["rt_items_*".into()];
+                    let rule = TableRule {
+                        anon: true,
+                        ..TableRule::default()
+                    };
+                    config.tables.insert("rt_items_*".into(), rule);
+                    let hub = WsRealtime::start(config, Some(db.clone()), None)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     Ok::<_, String>((Arc::new(hub), db))
                 })
                 .await?
