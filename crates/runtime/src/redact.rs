@@ -5,44 +5,69 @@ use serde_json::Value;
 /// What replaces a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// Key words that mark a setting as secret, matched against the words of a
-/// key (`api_key` -> `api`, `key`; `serviceRoleKey` -> `service`, `role`, `key`).
-const SECRET_WORDS: &[&str] = &[
+/// Words that mark a setting as secret wherever they occur in its name, even
+/// inside a longer word (`db_password`, `secretKey`, `service_credentials`).
+const SECRET_PARTS: &[&str] = &[
     "password",
     "passwd",
-    "pwd",
     "passphrase",
     "secret",
-    "token",
-    "key",
-    "apikey",
     "credential",
-    "credentials",
     "private",
-    "privatekey",
-    "dsn",
     "cookie",
-    "signature",
+    "apikey",
 ];
 
-/// Whether a setting named `key` holds a secret. `type` never does.
+/// Short words that mark a setting as secret when they are a whole word.
+const SECRET_WORDS: &[&str] = &["pwd", "dsn"];
+
+/// Nouns that name a secret when the setting's name ends with them
+/// (`api_key`, `signing_key`, `session_token`, `token`, `authToken`); a name
+/// that goes on after them names something else (`access_key_id`,
+/// `token_ttl_secs`, `key_id`).
+const SECRET_NOUNS: &[&str] = &["key", "keys", "token", "tokens", "signature"];
+
+/// Words that make a secret noun a count, a limit or a public value
+/// (`max_tokens`, `public_key`).
+const NOT_SECRET_QUALIFIERS: &[&str] = &["public", "max", "min", "num", "count", "limit"];
+
+/// Whether a setting named `key` holds a secret: a name containing
+/// `password`, `secret`, `credential`, `private`, ... or ending with the
+/// noun of a secret (`api_key`, `session_token`); not a name that only
+/// mentions a key or a token (`access_key_id`, `token_ttl_secs`,
+/// `max_tokens`, `public_key`). `type` never does.
 ///
 /// ```
 /// use truststream_runtime::redact::is_secret_key;
 /// assert!(is_secret_key("api_key"));
 /// assert!(is_secret_key("serviceRoleKey"));
 /// assert!(is_secret_key("SIGNING_SECRET"));
+/// assert!(is_secret_key("secret_access_key"));
+/// assert!(is_secret_key("session_token"));
+/// assert!(!is_secret_key("access_key_id"));
+/// assert!(!is_secret_key("token_ttl_secs"));
+/// assert!(!is_secret_key("max_tokens"));
 /// assert!(!is_secret_key("type"));
 /// assert!(!is_secret_key("max_object_size"));
-/// assert!(!is_secret_key("buckets"));
 /// ```
 pub fn is_secret_key(key: &str) -> bool {
     if key.eq_ignore_ascii_case("type") {
         return false;
     }
-    words(key)
+    let words = words(key);
+    if words
         .iter()
-        .any(|w| SECRET_WORDS.contains(&w.as_str()))
+        .any(|w| SECRET_PARTS.iter().any(|p| w.contains(p)) || SECRET_WORDS.contains(&w.as_str()))
+    {
+        return true;
+    }
+    let ends_with_noun = words
+        .last()
+        .is_some_and(|last| SECRET_NOUNS.iter().any(|n| last.ends_with(n)));
+    ends_with_noun
+        && !words
+            .iter()
+            .any(|w| NOT_SECRET_QUALIFIERS.contains(&w.as_str()))
 }
 
 /// Splits `api_key`, `api-key`, `apiKey`, `APIKey` into lowercase words.
@@ -69,11 +94,6 @@ fn words(key: &str) -> Vec<String> {
     }
     if !cur.is_empty() {
         out.push(cur);
-    }
-    // Also the whole key without separators, so `apiKey` matches `apikey`.
-    let joined: String = out.concat();
-    if out.len() > 1 {
-        out.push(joined);
     }
     out
 }
@@ -109,20 +129,58 @@ pub fn mask_url_userinfo(s: &str) -> String {
     format!("{}{}{}", &s[..auth_start], masked, &s[auth_start + at..])
 }
 
-/// Redacts `value` in place: values under secret keys become `"<redacted>"`
-/// (whatever their type), URL passwords anywhere are masked.
+/// Where a value sits, for redaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Under ordinary keys.
+    Plain,
+    /// The value of a secret key (or an element of an array that is).
+    SecretValue,
+    /// Inside a table under a secret key, under an ordinary key of its own.
+    InSecretTable,
+}
+
+impl Place {
+    /// The place of the value of `key` in a table at `self`.
+    fn child(self, key: &str) -> Place {
+        if is_secret_key(key) {
+            Place::SecretValue
+        } else if self == Place::Plain {
+            Place::Plain
+        } else {
+            Place::InSecretTable
+        }
+    }
+
+    /// Whether a scalar here is hidden: every value of a secret key, and
+    /// every string inside a table under one (`private = { pem = "..." }`);
+    /// numbers and booleans of a table's ordinary keys stay visible
+    /// (`password = { min_chars = 8 }` is a policy, not a password).
+    fn hides(self, value: &Value) -> bool {
+        match self {
+            Place::Plain => false,
+            Place::SecretValue => !value.is_null(),
+            Place::InSecretTable => value.is_string(),
+        }
+    }
+}
+
+/// Redacts `value` in place: the values of secret keys (see
+/// [`is_secret_key`]) become `"<redacted>"` (tables under them keep their
+/// shape, their strings hidden), URL passwords anywhere are masked.
 pub fn redact_in_place(value: &mut Value) {
+    redact_at(value, Place::Plain);
+}
+
+fn redact_at(value: &mut Value, place: Place) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if is_secret_key(k) && !v.is_null() {
-                    *v = Value::String(REDACTED.into());
-                } else {
-                    redact_in_place(v);
-                }
+                redact_at(v, place.child(k));
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_in_place),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_at(v, place)),
+        v if place.hides(v) => *v = Value::String(REDACTED.into()),
         Value::String(s) => {
             let masked = mask_url_userinfo(s);
             if masked != *s {
@@ -133,33 +191,29 @@ pub fn redact_in_place(value: &mut Value) {
     }
 }
 
-/// The secret values found in `value` (under secret keys, URL passwords),
-/// as they could appear in a message. Used to scrub provider errors.
+/// The secret values found in `value` (what [`redact_in_place`] hides, and
+/// URL passwords), as they could appear in a message. Used to scrub
+/// provider errors.
 pub(crate) fn secret_values(value: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    collect(value, false, &mut out);
+    collect(value, Place::Plain, &mut out);
     out.retain(|s| s.len() >= 3);
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out.dedup();
     out
 }
 
-fn collect(value: &Value, secret: bool, out: &mut Vec<String>) {
+fn collect(value: &Value, place: Place, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                collect(v, secret || is_secret_key(k), out);
+                collect(v, place.child(k), out);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| collect(v, secret, out)),
-        Value::String(s) => {
-            if secret {
-                out.push(s.clone());
-            } else if let Some(pw) = url_password(s) {
-                out.push(pw);
-            }
-        }
-        Value::Number(n) if secret => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| collect(v, place, out)),
+        Value::String(s) if place.hides(value) => out.push(s.clone()),
+        Value::String(s) => out.extend(url_password(s)),
+        Value::Number(n) if place.hides(value) => out.push(n.to_string()),
         Value::Bool(_) | Value::Number(_) | Value::Null => {}
     }
 }
@@ -204,6 +258,7 @@ mod tests {
                 "type": "s3",
                 "access_key_id": "AKIA1",
                 "secret_access_key": "abc",
+                "session_token": "sess-tok",
                 "bucket": "media",
                 "endpoint": "http://localhost:9000"
             },
@@ -211,8 +266,10 @@ mod tests {
                 "type": "jwt",
                 "jwt_secret": 12345,
                 "serviceRoleKey": "srk",
-                "private": { "pem": "-----BEGIN" },
-                "token_ttl_secs": 900
+                "private_key": "-----BEGIN PRIVATE KEY-----",
+                "private": { "pem": "-----BEGIN", "bits": 2048 },
+                "access_token_ttl_secs": 900,
+                "key_id": "k1"
             }
         });
         redact_in_place(&mut v);
@@ -221,17 +278,69 @@ mod tests {
         assert_eq!(v["database"]["url"], "postgres://app:<redacted>@db/app");
         assert_eq!(v["database"]["pool"]["max"], 5);
         assert_eq!(v["database"]["schema"], "public");
-        assert_eq!(v["storage"]["access_key_id"], REDACTED);
         assert_eq!(v["storage"]["secret_access_key"], REDACTED);
+        assert_eq!(v["storage"]["session_token"], REDACTED);
         assert_eq!(v["storage"]["bucket"], "media");
         assert_eq!(v["storage"]["endpoint"], "http://localhost:9000");
         assert_eq!(v["auth"]["jwt_secret"], REDACTED);
         assert_eq!(v["auth"]["serviceRoleKey"], REDACTED);
-        assert_eq!(v["auth"]["private"], REDACTED);
-        // "token" is a word of the key: erring on the side of hiding.
-        assert_eq!(v["auth"]["token_ttl_secs"], REDACTED);
+        assert_eq!(v["auth"]["private_key"], REDACTED);
+        assert_eq!(v["auth"]["private"]["pem"], REDACTED);
         let text = v.to_string();
         assert!(!text.contains("hunter2") && !text.contains("12345") && !text.contains("srk"));
+        assert!(
+            !text.contains("sess-tok") && !text.contains("BEGIN"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn names_that_only_mention_a_key_or_a_token_are_shown() {
+        let mut v = json!({
+            "storage": { "access_key_id": "AKIA1", "max_keys": 1000 },
+            "auth": {
+                "token_ttl_secs": 900,
+                "access_token_ttl_secs": 900,
+                "key_id": "k1",
+                "public_key": "-----BEGIN PUBLIC KEY-----",
+                "password": { "min_chars": 8, "max_bytes": 72 }
+            },
+            "llm": { "max_tokens": 4096 }
+        });
+        let before = v.clone();
+        redact_in_place(&mut v);
+        assert_eq!(v, before, "nothing here is a secret");
+        assert!(secret_values(&before).is_empty());
+        for k in [
+            "access_key_id",
+            "token_ttl_secs",
+            "max_tokens",
+            "key_id",
+            "public_key",
+        ] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+        for k in [
+            "password",
+            "db_password",
+            "secret",
+            "jwt_secret",
+            "secret_access_key",
+            "private_key",
+            "privateKey",
+            "api_key",
+            "apiKey",
+            "APIKey",
+            "service_role_key",
+            "token",
+            "access_token",
+            "refresh_token",
+            "authToken",
+            "credentials",
+            "dsn",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
     }
 
     #[test]
