@@ -412,17 +412,23 @@ impl ConfigSources {
 
     /// The layered figment (defaults < file < environment) with the active
     /// profile selected, and the name of the file layer, if any.
+    ///
+    /// A layer that changes a section's `type` starts that section afresh:
+    /// the settings of the layers below it (meant for the other provider)
+    /// are dropped, see [`restart_changed_types`].
     pub fn figment(&self) -> Result<(Figment, Option<String>)> {
         let profile = self.active_profile();
-        let mut fig = Figment::from(Named {
+        let defaults = Serialized::defaults(embedded_defaults_json())
+            .data()
+            .map_err(|e| Error::internal(format!("built-in defaults: {e}")))?;
+        let mut layers = vec![Layer {
             name: DEFAULTS_SOURCE.into(),
-            inner: Serialized::defaults(embedded_defaults_json()),
-        });
+            data: defaults,
+        }];
         let toml = self.read_toml()?;
         let mut file_profiles: Vec<String> = Vec::new();
         if let Some((name, content)) = &toml {
-            let provider = Toml::string(content).nested();
-            let data = provider.data().map_err(|e| {
+            let data = Toml::string(content).nested().data().map_err(|e| {
                 Error::invalid_input(format!(
                     "malformed configuration file {name}: {}",
                     one_line(&e.to_string())
@@ -438,9 +444,9 @@ impl ConfigSources {
                 }
                 file_profiles.push(p);
             }
-            fig = fig.merge(Named {
+            layers.push(Layer {
                 name: name.clone(),
-                inner: provider,
+                data,
             });
         }
         let builtin = BUILTIN_PROFILES.contains(&profile.as_str());
@@ -457,8 +463,20 @@ impl ConfigSources {
                 known.join(", ")
             )));
         }
-        fig = fig
-            .merge(EnvPairs(self.env.clone()))
+        let env = EnvPairs(self.env.clone()).data().map_err(|e| {
+            Error::invalid_input(format!(
+                "invalid configuration (from {ENV_SOURCE}): {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        layers.push(Layer {
+            name: ENV_SOURCE.into(),
+            data: env,
+        });
+        restart_changed_types(&mut layers, &Profile::new(&profile));
+        let fig = layers
+            .into_iter()
+            .fold(Figment::new(), Figment::merge)
             .select(profile.as_str());
         Ok((fig, toml.map(|(n, _)| n)))
     }
@@ -567,18 +585,63 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// A provider with a chosen metadata name (so messages name the file).
-struct Named<P> {
+/// One configuration source, already read: its name (so messages name the
+/// file) and its values by profile.
+struct Layer {
     name: String,
-    inner: P,
+    data: Map<Profile, Dict>,
 }
 
-impl<P: Provider> Provider for Named<P> {
+impl Provider for Layer {
     fn metadata(&self) -> Metadata {
         Metadata::named(self.name.clone())
     }
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {
-        self.inner.data()
+        Ok(self.data.clone())
+    }
+}
+
+/// Where a section changes provider, starts it afresh: for each section,
+/// the tables of `layers` (in precedence order: each layer's `default`
+/// profile, then the `selected` one, then `global`, as figment merges them)
+/// that sit below the last table changing the section's `type` are removed,
+/// so that the settings of one provider (`[default.storage] root = ...` for
+/// `fs`) never reach another (`[production.storage] type = "s3"`, or
+/// `TRUSTSTREAM_STORAGE__TYPE=memory`).
+fn restart_changed_types(layers: &mut [Layer], selected: &Profile) {
+    let mut profiles = vec![Profile::Default];
+    if *selected != Profile::Default && *selected != Profile::Global {
+        profiles.push(selected.clone());
+    }
+    profiles.push(Profile::Global);
+    let order: Vec<(usize, &Profile)> = (0..layers.len())
+        .flat_map(|l| profiles.iter().map(move |p| (l, p)))
+        .collect();
+    for interface in Interface::ALL {
+        let key = interface.key();
+        let type_at = |&(l, p): &(usize, &Profile)| -> Option<String> {
+            let section = layers[l].data.get(p)?.get(key)?.as_dict()?;
+            let t = section.get("type")?;
+            Some(
+                t.as_str()
+                    .map_or_else(|| format!("{t:?}"), |s| s.trim().to_string()),
+            )
+        };
+        let mut current: Option<String> = None;
+        let mut restart = 0;
+        for (pos, at) in order.iter().enumerate() {
+            if let Some(t) = type_at(at) {
+                if current.as_ref().is_some_and(|c| *c != t) {
+                    restart = pos;
+                }
+                current = Some(t);
+            }
+        }
+        for &(l, p) in &order[..restart] {
+            if let Some(dict) = layers[l].data.get_mut(p) {
+                dict.remove(key);
+            }
+        }
     }
 }
 

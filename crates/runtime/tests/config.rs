@@ -435,3 +435,101 @@ async fn settings_reach_the_provider() {
     assert_eq!(names, ["avatars", "docs"]);
     assert_eq!(s.storage.capabilities().max_object_size, Some(100));
 }
+
+/// `[default.storage]` configures files; the tests below switch the type.
+const FS_DEFAULT: &str = r#"
+[default.storage]
+type = "fs"
+root = "/nonexistent/truststream-test"
+max_object_size = 1000
+
+[production.storage]
+type = "memory"
+buckets = ["avatars"]
+
+[staging.storage]
+max_object_size = 2000
+"#;
+
+#[tokio::test]
+async fn a_profile_that_changes_the_type_starts_the_section_afresh() {
+    let cfg = ConfigSources::new()
+        .toml_str(FS_DEFAULT)
+        .profile("production")
+        .load()
+        .unwrap();
+    let storage = cfg.section(Interface::Storage);
+    assert_eq!(storage.kind(), "memory");
+    // `root` and `max_object_size` were for the fs provider.
+    assert_eq!(storage.settings().keys().collect::<Vec<_>>(), ["buckets"]);
+    let built = Registries::compiled_in().build_storage(&cfg).await.unwrap();
+    assert_eq!(built.list_buckets().await.unwrap()[0].name, "avatars");
+
+    // A profile that keeps the type still merges over [default.storage].
+    let staging = ConfigSources::new()
+        .toml_str(FS_DEFAULT)
+        .profile("staging")
+        .load()
+        .unwrap();
+    let storage = staging.section(Interface::Storage);
+    assert_eq!(storage.kind(), "fs");
+    assert_eq!(storage.settings()["root"], "/nonexistent/truststream-test");
+    assert_eq!(storage.settings()["max_object_size"], 2000);
+}
+
+#[tokio::test]
+async fn an_environment_variable_that_changes_the_type_starts_the_section_afresh() {
+    let cfg = ConfigSources::new()
+        .toml_str(FS_DEFAULT)
+        .env(env(&[
+            ("TRUSTSTREAM_STORAGE__TYPE", "memory"),
+            ("TRUSTSTREAM_STORAGE__MAX_OBJECT_SIZE", "10"),
+        ]))
+        .load()
+        .unwrap();
+    let storage = cfg.section(Interface::Storage);
+    assert_eq!(storage.kind(), "memory");
+    // Only the environment's own settings: none from the file's fs section.
+    assert_eq!(
+        storage.settings().keys().collect::<Vec<_>>(),
+        ["max_object_size"]
+    );
+    assert_eq!(storage.settings()["max_object_size"], 10);
+    assert_eq!(
+        cfg.origin("storage.type"),
+        Some("the environment (TRUSTSTREAM_* variables)")
+    );
+    let built = Registries::compiled_in().build_storage(&cfg).await.unwrap();
+    assert_eq!(built.info().name, "memory");
+
+    // Under production the file already says memory: the variable changes
+    // nothing, so [production.storage] still applies.
+    let prod = ConfigSources::new()
+        .toml_str(FS_DEFAULT)
+        .env(env(&[
+            ("TRUSTSTREAM_PROFILE", "production"),
+            ("TRUSTSTREAM_STORAGE__TYPE", "memory"),
+        ]))
+        .load()
+        .unwrap();
+    assert_eq!(
+        prod.section(Interface::Storage).settings()["buckets"],
+        json!(["avatars"])
+    );
+    assert!(prod
+        .section(Interface::Storage)
+        .settings()
+        .get("root")
+        .is_none());
+
+    // The same type from the environment keeps the file's settings.
+    let same = ConfigSources::new()
+        .toml_str(FS_DEFAULT)
+        .env(env(&[("TRUSTSTREAM_STORAGE__TYPE", "fs")]))
+        .load()
+        .unwrap();
+    assert_eq!(
+        same.section(Interface::Storage).settings()["max_object_size"],
+        1000
+    );
+}
