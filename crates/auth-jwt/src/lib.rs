@@ -59,6 +59,8 @@ pub struct AuthStats {
     pub jwks_fetches: u64,
     /// Password hashes (sign-ups and sign-in verifications) running now.
     pub hashes_running: u64,
+    /// Sign-ups and sign-ins waiting for a hashing slot now.
+    pub hashes_waiting: u64,
     /// Most password hashes (sign-ups and sign-in verifications) that ran
     /// at once: at most `password_hashing.max_concurrent`.
     pub peak_concurrent_hashes: u64,
@@ -199,6 +201,7 @@ impl JwtAuth {
             dummy_verifications: c.dummy_verifications.load(Ordering::Relaxed),
             jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
             hashes_running: c.running.load(Ordering::Relaxed),
+            hashes_waiting: self.passwords.waiting(),
             peak_concurrent_hashes: c.peak_running.load(Ordering::Relaxed),
             hashing_refused: c.refused.load(Ordering::Relaxed),
         }

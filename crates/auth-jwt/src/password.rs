@@ -90,6 +90,11 @@ impl Passwords {
         })
     }
 
+    /// Requests waiting for a hashing slot now.
+    pub(crate) fn waiting(&self) -> u64 {
+        self.gate.queued.load(Ordering::SeqCst) as u64
+    }
+
     /// A hashing slot: at once if one is free, else after waiting in the
     /// bounded queue; `RateLimited` when the queue is full or the wait
     /// exceeds the deadline.

@@ -120,9 +120,15 @@ async fn the_queue_waits_for_a_slot_until_its_deadline() {
         let (auth, email) = (auth.clone(), email.clone());
         tokio::spawn(async move { auth.sign_in(SignIn::new(&email, PASSWORD)).await })
     };
+    let start = Instant::now();
+    while auth.stats().hashes_waiting == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "nothing queued");
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     release(busy).await;
     waiting.await.unwrap().unwrap();
-    assert_eq!(auth.stats().hashing_refused, 0);
+    let stats = auth.stats();
+    assert_eq!((stats.hashing_refused, stats.hashes_waiting), (0, 0));
 
     // A deadline of 1 ms: the wait ends long before the running hash does.
     let auth = Arc::new(provider(gated(1, 4, 1)).await);
