@@ -222,6 +222,28 @@ async function main() {
     await db.unsubscribe();
   });
 
+  await step('postgres_changes_refused_off_publication', async () => {
+    // Only published tables can be bound: no table (every table), and the
+    // auth provider's users table, are refused with the hub's reason.
+    const refused = async (name, binding) => {
+      const ch = b.channel(name).on('postgres_changes', binding, () => {});
+      const err = await new Promise((resolve) => {
+        ch.subscribe((status, e) => {
+          if (status === 'CHANNEL_ERROR') resolve(e);
+        });
+      });
+      await b.removeChannel(ch);
+      return String(err && err.message);
+    };
+    const all = await refused('db-all', { event: '*', schema: 'public' });
+    assert.match(all, /must name a published table/);
+    const users = await refused('db-users', { event: '*', schema: 'public', table: 'auth_users' });
+    assert.match(users, /never published/);
+    const other = await refused('db-other', { event: '*', schema: 'public', table: 'payments' });
+    assert.match(other, /not published/);
+    return { all, users, other };
+  });
+
   await step('heartbeats_answered', async () => {
     await waitFor('two answered heartbeats', () => heartbeats.filter((s) => s === 'ok').length >= 2, 5000);
     assert.ok(!heartbeats.includes('timeout'), `statuses: ${heartbeats}`);

@@ -175,6 +175,7 @@ async fn supabase_realtime_js_drives_the_hub() {
             "ack_error_on_oversized_payload",
             "presence_sync_join_leave",
             "postgres_changes",
+            "postgres_changes_refused_off_publication",
             "heartbeats_answered",
             "join_refused_with_bad_token",
             "token_expiry_closes_channel",
