@@ -156,7 +156,10 @@ impl PgDatabase {
         config
             .validate()
             .map_err(|e| e.with_operation("db.connect"))?;
-        let feed = feed::Feed::new(ChangeFeed::new(config.change_feed_capacity));
+        let feed = feed::Feed::new(
+            ChangeFeed::new(config.change_feed_capacity),
+            config.change_channel.clone(),
+        );
         let db = PgDatabase {
             config,
             pool: Mutex::new(None),
@@ -736,6 +739,11 @@ impl Database for PgDatabase {
                         .map(|_| ())
                         .map_err(|_| e)
                 }
+                Ok(()) if self.feed.watches_all() => {
+                    // Its trigger went in with it: hold it like the others.
+                    let pool = self.pool_for("db.create_table")?;
+                    self.feed.created(&pool, &schema.name).await
+                }
                 r => r,
             }
         };
@@ -831,20 +839,9 @@ impl Database for PgDatabase {
                     names.into_iter().map(|(n,)| n).collect()
                 }
             };
-            // Listen first, then install the triggers: no change between the
-            // two is missed.
-            let stream = self
-                .feed
-                .subscribe(self, &pool, table.map(str::to_string))
-                .await?;
-            for t in &tables {
-                let ddl = feed::trigger_ddl(self.feed.schema()?, t, &self.config.change_channel);
-                sqlx::raw_sql(&ddl)
-                    .execute(&pool)
-                    .await
-                    .map_err(error::map)?;
-            }
-            Ok(stream)
+            self.feed
+                .subscribe(&pool, table.map(str::to_string), tables)
+                .await
         };
         run.await
             .map_err(|e: Error| e.with_operation("db.subscribe_changes"))

@@ -397,3 +397,208 @@ async fn ddl_defaults_are_verbatim_whatever_standard_conforming_strings_says() {
     let _ = conn.close().await;
     s.cleanup().await.unwrap();
 }
+
+/// The `xmin` of `table`'s change-feed trigger row (it changes whenever the
+/// trigger is created or replaced); `None` without a trigger.
+async fn trigger_version(c: &mut sqlx::PgConnection, table: &str) -> Option<String> {
+    sqlx::query_as::<_, (String,)>(
+        "SELECT xmin::text FROM pg_trigger \
+         WHERE tgrelid = to_regclass($1) AND tgname = '_truststream_notify'",
+    )
+    .bind(table)
+    .fetch_optional(c)
+    .await
+    .expect("read pg_trigger")
+    .map(|(x,)| x)
+}
+
+/// Waits (up to 10 s) until `table` has a trigger or not, as `present`.
+async fn wait_for_trigger(c: &mut sqlx::PgConnection, table: &str, present: bool) {
+    let t = Instant::now();
+    while trigger_version(c, table).await.is_some() != present {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{table}: trigger present should be {present}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triggers_are_installed_once_and_leave_with_the_last_subscriber_of_any_process() {
+    let Some(s) = scratch().await else { return };
+    let config = s.config("trig");
+    // Two providers on one schema: two processes, as far as the server
+    // can tell (each has its own connections).
+    let a = PgDatabase::open(config.clone()).await.unwrap();
+    let b = PgDatabase::open(config.clone()).await.unwrap();
+    let mut other = other_connection(&config).await;
+    a.create_table(&agents()).await.unwrap();
+    assert_eq!(trigger_version(&mut other, "agents").await, None);
+
+    // Installed by the first subscriber; later ones run no DDL.
+    let a1 = a.subscribe_changes(Some("agents")).await.unwrap();
+    let installed = trigger_version(&mut other, "agents").await;
+    assert!(installed.is_some());
+    let a2 = a.subscribe_changes(Some("agents")).await.unwrap();
+    let mut b1 = b.subscribe_changes(Some("agents")).await.unwrap();
+    assert_eq!(trigger_version(&mut other, "agents").await, installed);
+
+    // Every subscriber of A gone: B still watches, the trigger stays and
+    // B still gets changes.
+    drop(a1);
+    drop(a2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(trigger_version(&mut other, "agents").await, installed);
+    let made = a.create("agents", row(json!({"name": "x"}))).await.unwrap();
+    assert_eq!(next_change(&mut b1).await.key, made["id"]);
+
+    // The last subscriber anywhere leaves: the trigger goes.
+    drop(b1);
+    wait_for_trigger(&mut other, "agents", false).await;
+
+    // A subscriber of every table holds every table's trigger, also of
+    // tables created meanwhile, and takes them all away when it leaves.
+    let mut all = a.subscribe_changes(None).await.unwrap();
+    wait_for_trigger(&mut other, "agents", true).await;
+    a.create_table(&TableSchema::new("later").column(ColumnDef::integer("id").primary_key()))
+        .await
+        .unwrap();
+    assert!(trigger_version(&mut other, "later").await.is_some());
+    b.create("later", row(json!({"id": 1}))).await.unwrap();
+    assert_eq!(next_change(&mut all).await.table, "later");
+    let one = b.subscribe_changes(Some("later")).await.unwrap();
+    drop(all);
+    wait_for_trigger(&mut other, "agents", false).await;
+    // B still watches `later`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(trigger_version(&mut other, "later").await.is_some());
+    drop(one);
+    wait_for_trigger(&mut other, "later", false).await;
+
+    // A process that goes away without unsubscribing (its connections
+    // closed) holds nothing: the next subscriber to leave takes the
+    // trigger away.
+    let gone = a.subscribe_changes(Some("agents")).await.unwrap();
+    a.disconnect().await.unwrap();
+    let b2 = b.subscribe_changes(Some("agents")).await.unwrap();
+    drop(b2);
+    wait_for_trigger(&mut other, "agents", false).await;
+    drop(gone);
+    drop((a, b));
+    s.cleanup().await.unwrap();
+}
+
+async fn overflow_rows(c: &mut sqlx::PgConnection) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM _truststream_changes")
+        .fetch_one(c)
+        .await
+        .expect("count the overflow rows");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overflow_table_stays_bounded_without_a_listener() {
+    let Some(s) = scratch().await else { return };
+    let config = s.config("overflow");
+    let db = PgDatabase::open(config.clone()).await.unwrap();
+    db.create_table(&agents()).await.unwrap();
+    // A subscriber whose process stops listening (here: disconnects)
+    // leaves the trigger in place with nobody reading its changes.
+    let _feed = db.subscribe_changes(Some("agents")).await.unwrap();
+    db.disconnect().await.unwrap();
+    let mut other = other_connection(&config).await;
+    assert!(trigger_version(&mut other, "agents").await.is_some());
+    // Count bound: 1300 changes too large for NOTIFY, at most 1024 + 64
+    // kept.
+    sqlx::query(
+        "INSERT INTO agents (name, notes) SELECT 'n', repeat('x', 8000) FROM generate_series(1, 1300)",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let n = overflow_rows(&mut other).await;
+    assert!((1024..=1088).contains(&n), "{n} overflow rows");
+    // Age bound: rows older than ten minutes go at the next prune.
+    sqlx::query("UPDATE _truststream_changes SET created_at = now() - interval '1 hour'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE agents SET notes = repeat('y', 8000) WHERE id <= 64")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let n = overflow_rows(&mut other).await;
+    assert!(n <= 64, "{n} overflow rows");
+    s.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequence_gaps_are_reported_and_committed_at_is_commit_time() {
+    let Some(s) = scratch().await else { return };
+    let config = s.config("seq");
+    let db = PgDatabase::open(config.clone()).await.unwrap();
+    db.create_table(&agents()).await.unwrap();
+    let mut feed = db.subscribe_changes(Some("agents")).await.unwrap();
+    let mut other = other_connection(&config).await;
+    let insert = |name: &'static str| format!("INSERT INTO agents (name) VALUES ('{name}')");
+
+    sqlx::query(&insert("first"))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut feed).await.new.unwrap()["name"], "first");
+    // A rolled back transaction leaves no gap.
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query(&insert("rolled back"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    sqlx::query(&insert("second"))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut feed).await.new.unwrap()["name"], "second");
+
+    // Three numbered changes that never reached the listener: reported
+    // as one Unavailable item before the next change.
+    sqlx::query("SELECT nextval('_truststream_change_seq') FROM generate_series(1, 3)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query(&insert("third"))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let gap = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(gap.kind(), ErrorKind::Unavailable, "{gap}");
+    assert!(gap.message().starts_with("3 row change(s)"), "{gap}");
+    assert_eq!(next_change(&mut feed).await.new.unwrap()["name"], "third");
+
+    // committed_at is read at COMMIT, not when the row was written.
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query(&insert("slow"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_sleep(0.5)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let before_commit = chrono::Utc::now();
+    tx.commit().await.unwrap();
+    let c = next_change(&mut feed).await;
+    assert!(
+        c.committed_at >= before_commit,
+        "committed_at {} is before the COMMIT at {before_commit}",
+        c.committed_at
+    );
+    drop(feed);
+    drop(db);
+    s.cleanup().await.unwrap();
+}
