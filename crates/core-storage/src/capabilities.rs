@@ -46,6 +46,27 @@ impl StorageCapabilities {
     }
 }
 
+impl StorageCapabilities {
+    /// Every feature on, objects limited to `max_object_size`: for providers
+    /// that implement the whole interface themselves (memory, filesystem).
+    /// Such a provider claims each flag added later as well, and the
+    /// conformance suite holds it to every claim.
+    pub const fn all(max_object_size: Option<u64>) -> Self {
+        StorageCapabilities {
+            range_reads: true,
+            streaming: true,
+            conditional_writes: true,
+            checksums: true,
+            copy: true,
+            signed_urls: true,
+            signed_upload_urls: true,
+            manage_buckets: true,
+            public_objects: true,
+            max_object_size,
+        }
+    }
+}
+
 impl Default for StorageCapabilities {
     fn default() -> Self {
         Self::none()

@@ -4,6 +4,7 @@ mod capabilities;
 mod checksum;
 mod ext;
 pub mod keys;
+pub mod list;
 pub mod signing;
 mod types;
 

@@ -5,13 +5,49 @@
 //! with the key percent-encoded per segment. The signature covers a version
 //! tag, the method, the bucket, the key and the expiry, so changing any of them
 //! invalidates it. Verification compares in constant time.
+//!
+//! Beside signing and verifying, [`UrlSigner`] holds what such providers
+//! share around it: the configuration checks ([`UrlSigner::configured`]), the
+//! lifetime rule ([`check_lifetime`], also used by S3), signing for a lifetime
+//! ([`UrlSigner::sign_for`]) and serving a signed request against a store
+//! ([`UrlSigner::fetch`]).
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Timelike, Utc};
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
 
 use crate::keys::{validate_bucket, validate_key};
-use crate::{Error, SignedUrl, SignedUrlMethod, StorageResult};
+use crate::{Error, SignedUrl, SignedUrlMethod, Storage, StorageResult, UploadOptions};
+
+/// Longest lifetime of a signed URL: the S3 limit, so code that works on one
+/// provider works on all.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Checks a signed URL lifetime: more than zero and at most [`MAX_LIFETIME`],
+/// else `ErrorKind::InvalidInput`.
+pub fn check_lifetime(expires_in: Duration) -> StorageResult<()> {
+    if expires_in.is_zero() || expires_in > MAX_LIFETIME {
+        return Err(Error::invalid_input(format!(
+            "signed URL lifetime of {expires_in:?} is out of range: \
+             use more than zero and at most 7 days"
+        )));
+    }
+    Ok(())
+}
+
+/// Rounds up to the next whole second (signed URLs expire on second
+/// boundaries; rounding down would shorten a one-second URL to almost none).
+fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.nanosecond() == 0 {
+        t
+    } else {
+        t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)
+    }
+}
 
 /// Characters left unencoded in a key segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -60,6 +96,95 @@ impl UrlSigner {
             key: secret.to_vec(),
             base_url: base_url.trim_end_matches('/').to_string(),
         })
+    }
+
+    /// A signer for the configuration of provider `provider` (its registry
+    /// type name, used in messages): `base_url` without its trailing `/`s
+    /// must be non-empty and carry no query, `secret` must be at least 32
+    /// bytes. Either failure is `ErrorKind::InvalidInput` naming the option
+    /// (never the secret).
+    pub fn configured(provider: &str, secret: &[u8], base_url: &str) -> StorageResult<Self> {
+        let base = base_url.trim_end_matches('/');
+        if base.is_empty() || base.contains('?') {
+            return Err(Error::invalid_input(format!(
+                "invalid base_url {base:?} for the {provider} storage provider: use a non-empty \
+                 URL without a query, like \"http://localhost:8080/storage\""
+            )));
+        }
+        Self::new(secret, base).map_err(|e| {
+            Error::invalid_input(format!("signing_secret: {}", e.message()))
+                .with_context("provider", provider.to_string())
+        })
+    }
+
+    /// The base URL signed URLs start with (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Signs a URL allowing `method` on `bucket/key` for `expires_in` from
+    /// now, rounded up to a whole second. The names must be valid
+    /// ([`crate::keys`]) and the lifetime pass [`check_lifetime`], else
+    /// `ErrorKind::InvalidInput`.
+    pub fn sign_for(
+        &self,
+        method: SignedUrlMethod,
+        bucket: &str,
+        key: &str,
+        expires_in: Duration,
+    ) -> StorageResult<SignedUrl> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        check_lifetime(expires_in)?;
+        let lifetime = chrono::Duration::from_std(expires_in)
+            .map_err(|_| Error::invalid_input("signed URL lifetime is too long"))?;
+        self.sign(method, bucket, key, ceil_to_second(Utc::now() + lifetime))
+    }
+
+    /// Verifies, as of now, a full URL that must start with this signer's
+    /// base URL and `/`; otherwise as [`UrlSigner::verify`]. A URL under
+    /// another base is `ErrorKind::PermissionDenied` as well.
+    pub fn verify_issued(&self, method: SignedUrlMethod, url: &str) -> StorageResult<VerifiedUrl> {
+        let issued_here = url
+            .strip_prefix(self.base_url.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        if !issued_here {
+            return Err(Error::permission_denied(
+                "signed URL rejected: it was not issued under this store's base URL",
+            ));
+        }
+        self.verify(method, url, Utc::now())
+    }
+
+    /// Performs on `storage` the request a signed URL allows, the way an HTTP
+    /// layer in front of the store would: a GET returns the object's bytes,
+    /// a PUT stores `body` (empty when `None`) and returns `None`. The URL is
+    /// checked by [`UrlSigner::verify_issued`]; a GET with a body is
+    /// `ErrorKind::InvalidInput`.
+    pub async fn fetch<S: Storage + ?Sized>(
+        &self,
+        storage: &S,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> StorageResult<Option<Bytes>> {
+        let op = |e: Error| e.with_operation("storage.fetch_signed");
+        let granted = self.verify_issued(method, url).map_err(op)?;
+        match method {
+            SignedUrlMethod::Get => {
+                if body.is_some() {
+                    return Err(op(Error::invalid_input("a GET request carries no body")));
+                }
+                Ok(Some(storage.download(&granted.bucket, &granted.key).await?))
+            }
+            SignedUrlMethod::Put => {
+                let data = body.unwrap_or_default();
+                storage
+                    .upload(&granted.bucket, &granted.key, data, &UploadOptions::new())
+                    .await?;
+                Ok(None)
+            }
+        }
     }
 
     fn mac(&self, method: SignedUrlMethod, bucket: &str, key: &str, expires: i64) -> Hmac<Sha256> {
@@ -361,6 +486,63 @@ mod tests {
             .verify(SignedUrlMethod::Get, &format!("{url}&{long}=1"), now)
             .unwrap_err();
         assert!(!e.to_string().contains("nnnn"), "{e}");
+    }
+
+    #[test]
+    fn sign_for_checks_the_lifetime_and_rounds_up() {
+        let s = signer();
+        for bad in [
+            std::time::Duration::ZERO,
+            MAX_LIFETIME + std::time::Duration::from_secs(1),
+        ] {
+            let e = s
+                .sign_for(SignedUrlMethod::Get, "docs", "a", bad)
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        }
+        let before = Utc::now();
+        let url = s
+            .sign_for(
+                SignedUrlMethod::Get,
+                "docs",
+                "a",
+                std::time::Duration::from_millis(1),
+            )
+            .unwrap();
+        assert!(
+            url.expires_at > before,
+            "a 1 ms URL lives to the next second"
+        );
+        assert_eq!(url.expires_at.timestamp_subsec_nanos(), 0);
+        assert!(s.verify_issued(SignedUrlMethod::Get, &url.url).is_ok());
+    }
+
+    #[test]
+    fn configured_checks_base_url_and_secret() {
+        for base in ["", "/", "http://h/s?x=1"] {
+            let e = UrlSigner::configured("fs", &[1; 32], base).unwrap_err();
+            assert!(e.message().contains("base_url"), "{e}");
+        }
+        let e = UrlSigner::configured("fs", b"0123456789", "http://h").unwrap_err();
+        assert!(e.message().contains("signing_secret"), "{e}");
+        assert!(!e.to_string().contains("0123456789"), "{e}");
+        let s = UrlSigner::configured("fs", &[1; 32], "http://h/s//").unwrap();
+        assert_eq!(s.base_url(), "http://h/s");
+    }
+
+    #[test]
+    fn verify_issued_refuses_urls_under_another_base() {
+        let (url, _) = signed("a");
+        let moved = url.replace("http://localhost:8080/storage", "http://other/storage");
+        let e = signer()
+            .verify_issued(SignedUrlMethod::Get, &moved)
+            .unwrap_err();
+        assert!(e.message().contains("not issued"), "{e}");
+        // The base followed by anything but `/` is another base.
+        let joined = url.replace("/storage/docs", "/storagedocs");
+        assert!(signer()
+            .verify_issued(SignedUrlMethod::Get, &joined)
+            .is_err());
     }
 
     #[test]

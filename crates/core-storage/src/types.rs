@@ -131,6 +131,15 @@ impl UploadOptions {
         self.condition = condition;
         self
     }
+    /// Checks an upload of these options to `bucket/key`: the bucket name and
+    /// the key ([`crate::keys`]), then the options ([`UploadOptions::validate`]),
+    /// as every provider does before it stores anything.
+    pub fn validate_upload(&self, bucket: &str, key: &str) -> StorageResult<()> {
+        crate::keys::validate_bucket(bucket)?;
+        crate::keys::validate_key(key)?;
+        self.validate()
+    }
+
     /// Checks metadata keys and sizes (limits of S3: 2 KiB of metadata in all).
     pub fn validate(&self) -> StorageResult<()> {
         let mut total = 0;

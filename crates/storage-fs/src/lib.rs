@@ -3,7 +3,6 @@
 mod attr;
 mod buffers;
 mod fsio;
-mod list;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -12,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Timelike, Utc};
 use futures::StreamExt;
 use truststream_core::Secret;
-use truststream_core_storage::keys::{validate_bucket, validate_key};
+use truststream_core_storage::keys::validate_bucket;
 use truststream_core_storage::signing::{UrlSigner, VerifiedUrl};
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, ChecksumAlgorithm, ChecksumHasher, Error, Health,
@@ -29,9 +27,6 @@ use store::{Content, Store};
 const TYPE_NAME: &str = "fs";
 /// Size of the chunks `download_stream` yields.
 const CHUNK_SIZE: usize = 256 * 1024;
-/// Longest lifetime of a signed URL (the S3 limit, so code that works here
-/// works there).
-const MAX_SIGNED_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default root directory.
 const DEFAULT_ROOT: &str = "./data/storage";
 /// Default base of signed URLs.
@@ -130,14 +125,13 @@ impl FsStorageConfig {
 pub struct FsStorage {
     store: Arc<Store>,
     signer: UrlSigner,
-    base_url: String,
 }
 
 impl std::fmt::Debug for FsStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FsStorage")
             .field("root", &self.store.root_path)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.signer.base_url())
             .field("fsync", &self.store.sync)
             .field("max_object_size", &self.store.max_object_size)
             .finish_non_exhaustive()
@@ -170,26 +164,12 @@ impl FsStorage {
     /// signing secret shorter than 32 bytes or a bad base URL, and with the
     /// error of the filesystem when the root cannot be created or opened.
     pub async fn with_config(config: FsStorageConfig) -> StorageResult<Self> {
-        let base_url = config
-            .base_url
-            .as_deref()
-            .unwrap_or(DEFAULT_BASE_URL)
-            .trim_end_matches('/')
-            .to_string();
-        if base_url.is_empty() || base_url.contains('?') {
-            return Err(Error::invalid_input(format!(
-                "invalid base_url {base_url:?} for the fs storage provider: use a non-empty URL \
-                 without a query, like \"http://localhost:8080/storage\""
-            )));
-        }
         let secret = match &config.signing_secret {
             Some(s) => s.expose().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
-        let signer = UrlSigner::new(&secret, &base_url).map_err(|e| {
-            Error::invalid_input(format!("signing_secret: {}", e.message()))
-                .with_context("provider", TYPE_NAME)
-        })?;
+        let base_url = config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let signer = UrlSigner::configured(TYPE_NAME, &secret, base_url)?;
         for b in &config.buckets {
             validate_bucket(b).map_err(|e| e.with_context("option", "buckets"))?;
         }
@@ -218,7 +198,6 @@ impl FsStorage {
         Ok(FsStorage {
             store: Arc::new(store),
             signer,
-            base_url,
         })
     }
 
@@ -288,15 +267,7 @@ impl FsStorage {
         method: SignedUrlMethod,
         url: &str,
     ) -> StorageResult<VerifiedUrl> {
-        let issued_here = url
-            .strip_prefix(self.base_url.as_str())
-            .is_some_and(|rest| rest.starts_with('/'));
-        if !issued_here {
-            return Err(Error::permission_denied(
-                "signed URL rejected: it was not issued under this store's base URL",
-            ));
-        }
-        self.signer.verify(method, url, Utc::now())
+        self.signer.verify_issued(method, url)
     }
 
     /// Performs a request on a signed URL, as the HTTP layer would: a GET
@@ -308,22 +279,7 @@ impl FsStorage {
         url: &str,
         body: Option<Bytes>,
     ) -> StorageResult<Option<Bytes>> {
-        let op = |e: Error| e.with_operation("storage.fetch_signed");
-        let granted = self.verify_signed_url(method, url).map_err(op)?;
-        match method {
-            SignedUrlMethod::Get => {
-                if body.is_some() {
-                    return Err(op(Error::invalid_input("a GET request carries no body")));
-                }
-                Ok(Some(self.download(&granted.bucket, &granted.key).await?))
-            }
-            SignedUrlMethod::Put => {
-                let data = body.unwrap_or_default();
-                self.upload(&granted.bucket, &granted.key, data, &UploadOptions::new())
-                    .await?;
-                Ok(None)
-            }
-        }
+        self.signer.fetch(self, method, url, body).await
     }
 
     async fn run<T: Send + 'static>(
@@ -345,16 +301,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::internal(format!("filesystem task failed: {e}")))?
-}
-
-/// Rounds up to the next whole second (signed URLs expire on second
-/// boundaries; rounding down would shorten a one-second URL to almost none).
-fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    if t.nanosecond() == 0 {
-        t
-    } else {
-        t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)
-    }
 }
 
 /// State of a streaming download.
@@ -433,18 +379,7 @@ impl Storage for FsStorage {
     }
 
     fn capabilities(&self) -> StorageCapabilities {
-        let mut caps = StorageCapabilities::none();
-        caps.range_reads = true;
-        caps.streaming = true;
-        caps.conditional_writes = true;
-        caps.checksums = true;
-        caps.copy = true;
-        caps.signed_urls = true;
-        caps.signed_upload_urls = true;
-        caps.manage_buckets = true;
-        caps.public_objects = true;
-        caps.max_object_size = self.store.max_object_size;
-        caps
+        StorageCapabilities::all(self.store.max_object_size)
     }
 
     async fn health(&self) -> Health {
@@ -474,9 +409,7 @@ impl Storage for FsStorage {
     ) -> StorageResult<ObjectMeta> {
         let (b, k, o) = (bucket.to_string(), key.to_string(), options.clone());
         self.run("storage.upload", move |s| {
-            validate_bucket(&b)?;
-            validate_key(&k)?;
-            o.validate()?;
+            o.validate_upload(&b, &k)?;
             s.check_size(data.len() as u64)?;
             let mut staged = s.stage(&b, &k)?;
             let content = s.fill(&mut staged, &data)?;
@@ -493,10 +426,7 @@ impl Storage for FsStorage {
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         let op = |e: Error| e.with_operation("storage.upload_stream");
-        validate_bucket(bucket)
-            .and_then(|()| validate_key(key))
-            .and_then(|()| options.validate())
-            .map_err(op)?;
+        options.validate_upload(bucket, key).map_err(op)?;
         let (b, k) = (bucket.to_string(), key.to_string());
         let store = self.store.clone();
         // The staged file travels into each blocking write and back.
@@ -620,21 +550,9 @@ impl Storage for FsStorage {
         method: SignedUrlMethod,
         expires_in: Duration,
     ) -> StorageResult<SignedUrl> {
-        let run = || {
-            validate_bucket(bucket)?;
-            validate_key(key)?;
-            if expires_in.is_zero() || expires_in > MAX_SIGNED_URL_LIFETIME {
-                return Err(Error::invalid_input(format!(
-                    "signed URL lifetime of {expires_in:?} is out of range: \
-                     use more than zero and at most 7 days"
-                )));
-            }
-            let lifetime = chrono::Duration::from_std(expires_in)
-                .map_err(|_| Error::invalid_input("signed URL lifetime is too long"))?;
-            let expires_at = ceil_to_second(Utc::now() + lifetime);
-            self.signer.sign(method, bucket, key, expires_at)
-        };
-        run().map_err(|e: Error| e.with_operation("storage.signed_url"))
+        self.signer
+            .sign_for(method, bucket, key, expires_in)
+            .map_err(|e| e.with_operation("storage.signed_url"))
     }
 
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {

@@ -82,6 +82,7 @@ use chrono::Utc;
 use rustix::fs::{mkdirat, renameat, unlinkat, AtFlags, FileType, FlockOperation, Mode};
 use rustix::io::Errno;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
+use truststream_core_storage::list::ListPlan;
 use truststream_core_storage::{
     BucketInfo, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ListOptions, ListPage,
     ObjectMeta, StorageResult, UploadOptions, WriteCondition,
@@ -90,7 +91,6 @@ use truststream_core_storage::{
 use crate::attr::{self, AttrMeta};
 use crate::buffers::{BufferPool, ReadBuf};
 use crate::fsio::{self, errno, io_err, Attr, XattrWrite};
-use crate::list::Plan;
 use crate::Recovery;
 
 /// Directory of the provider's own files under the root (bucket names cannot
@@ -954,9 +954,9 @@ impl Store {
     // ------------------------------------------------------------ listing
 
     pub(crate) fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage> {
-        let plan = Plan::new(options)?;
+        let plan = ListPlan::new(options)?;
         let index = self.index(bucket)?;
-        Ok(plan.page(&index))
+        Ok(plan.page(&index, ObjectMeta::clone))
     }
 
     /// The bucket's sorted index: this store's copy when no commit happened

@@ -1,18 +1,17 @@
 #![doc = include_str!("../README.md")]
 
-mod list;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use truststream_core::Secret;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
-use truststream_core_storage::signing::UrlSigner;
+use truststream_core_storage::list::ListPlan;
+use truststream_core_storage::signing::{check_lifetime, UrlSigner};
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, Checksum, Error, Health, ListOptions, ListPage, ObjectMeta,
     ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
@@ -23,9 +22,6 @@ use truststream_core_storage::{
 const TYPE_NAME: &str = "memory";
 /// Size of the chunks `download_stream` yields.
 const CHUNK_SIZE: usize = 64 * 1024;
-/// Longest lifetime of a signed URL (the S3 limit, so code that works here
-/// works there).
-const MAX_SIGNED_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Configuration of the memory provider (the `storage` section of the
 /// TrustStream configuration when `type = "memory"`). Every field is optional.
@@ -48,9 +44,9 @@ pub struct MemoryStorageConfig {
 
 /// An object as stored: its bytes and metadata, replaced as a whole on write
 /// so readers holding the `Arc` keep a consistent snapshot.
-pub(crate) struct StoredObject {
+struct StoredObject {
     data: Bytes,
-    pub(crate) meta: ObjectMeta,
+    meta: ObjectMeta,
 }
 
 struct BucketState {
@@ -80,7 +76,6 @@ pub struct MemoryStorage {
     state: RwLock<BTreeMap<String, BucketState>>,
     max_object_size: Option<u64>,
     signer: UrlSigner,
-    base_url: String,
     instance_id: String,
 }
 
@@ -88,7 +83,7 @@ impl std::fmt::Debug for MemoryStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStorage")
             .field("instance_id", &self.instance_id)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.signer.base_url())
             .field("max_object_size", &self.max_object_size)
             .field("buckets", &self.read().len())
             .finish_non_exhaustive()
@@ -113,7 +108,6 @@ impl MemoryStorage {
             state: RwLock::new(BTreeMap::new()),
             max_object_size: None,
             signer,
-            base_url,
             instance_id,
         }
     }
@@ -125,24 +119,13 @@ impl MemoryStorage {
     pub fn with_config(config: MemoryStorageConfig) -> StorageResult<Self> {
         let mut store = Self::new();
         store.max_object_size = config.max_object_size;
-        if let Some(base) = &config.base_url {
-            let base = base.trim_end_matches('/');
-            if base.is_empty() || base.contains('?') {
-                return Err(Error::invalid_input(format!(
-                    "invalid base_url {base:?} for the memory storage provider: \
-                     use a non-empty URL without a query, like \"http://localhost:8080/storage\""
-                )));
-            }
-            store.base_url = base.to_string();
-        }
         let secret = match &config.signing_secret {
             Some(s) => s.expose().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
-        store.signer = UrlSigner::new(&secret, &store.base_url).map_err(|e| {
-            Error::invalid_input(format!("signing_secret: {}", e.message()))
-                .with_context("provider", TYPE_NAME)
-        })?;
+        let base_url = config.base_url.as_deref();
+        let base_url = base_url.unwrap_or(store.signer.base_url()).to_string();
+        store.signer = UrlSigner::configured(TYPE_NAME, &secret, &base_url)?;
         {
             let mut state = store.write();
             for name in &config.buckets {
@@ -165,39 +148,7 @@ impl MemoryStorage {
         url: &str,
         body: Option<Bytes>,
     ) -> StorageResult<Option<Bytes>> {
-        let issued_here = url
-            .strip_prefix(self.base_url.as_str())
-            .is_some_and(|rest| rest.starts_with('/'));
-        if !issued_here {
-            return Err(Error::permission_denied(
-                "signed URL rejected: it was not issued by this store",
-            )
-            .with_operation("storage.fetch_signed"));
-        }
-        let granted = self
-            .signer
-            .verify(method, url, Utc::now())
-            .map_err(|e| e.with_operation("storage.fetch_signed"))?;
-        match method {
-            SignedUrlMethod::Get => {
-                if body.is_some() {
-                    return Err(Error::invalid_input("a GET request carries no body")
-                        .with_operation("storage.fetch_signed"));
-                }
-                let data = self.download(&granted.bucket, &granted.key).await?;
-                Ok(Some(data))
-            }
-            SignedUrlMethod::Put => {
-                self.upload(
-                    &granted.bucket,
-                    &granted.key,
-                    body.unwrap_or_default(),
-                    &UploadOptions::new(),
-                )
-                .await?;
-                Ok(None)
-            }
-        }
+        self.signer.fetch(self, method, url, body).await
     }
 
     /// Damages the stored bytes of an object without touching its recorded
@@ -341,16 +292,6 @@ fn slice(data: &Bytes, range: ByteRange) -> StorageResult<Bytes> {
     Ok(data.slice(r.start as usize..r.end as usize))
 }
 
-/// Rounds up to the next whole second (signed URLs expire on second
-/// boundaries; rounding down would shorten a one-second URL to almost none).
-fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    if t.nanosecond() == 0 {
-        t
-    } else {
-        t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)
-    }
-}
-
 #[async_trait]
 impl Storage for MemoryStorage {
     fn info(&self) -> ProviderInfo {
@@ -361,18 +302,7 @@ impl Storage for MemoryStorage {
     }
 
     fn capabilities(&self) -> StorageCapabilities {
-        let mut caps = StorageCapabilities::none();
-        caps.range_reads = true;
-        caps.streaming = true;
-        caps.conditional_writes = true;
-        caps.checksums = true;
-        caps.copy = true;
-        caps.signed_urls = true;
-        caps.signed_upload_urls = true;
-        caps.manage_buckets = true;
-        caps.public_objects = true;
-        caps.max_object_size = self.max_object_size;
-        caps
+        StorageCapabilities::all(self.max_object_size)
     }
 
     async fn health(&self) -> Health {
@@ -390,9 +320,8 @@ impl Storage for MemoryStorage {
         data: Bytes,
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
-        validate_bucket(bucket)
-            .and_then(|()| validate_key(key))
-            .and_then(|()| options.validate())
+        options
+            .validate_upload(bucket, key)
             .and_then(|()| self.put(bucket, key, data, options))
             .map_err(|e| e.with_operation("storage.upload"))
     }
@@ -405,9 +334,8 @@ impl Storage for MemoryStorage {
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         let op = |e: Error| e.with_operation("storage.upload_stream");
-        validate_bucket(bucket)
-            .and_then(|()| validate_key(key))
-            .and_then(|()| options.validate())
+        options
+            .validate_upload(bucket, key)
             .and_then(|()| self.require_bucket(bucket))
             .map_err(op)?;
         let mut buf = BytesMut::new();
@@ -476,10 +404,10 @@ impl Storage for MemoryStorage {
     async fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage> {
         let run = || {
             validate_bucket(bucket)?;
-            let plan = list::Plan::new(options)?;
+            let plan = ListPlan::new(options)?;
             let state = self.read();
             let b = state.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-            Ok(plan.page(&b.objects))
+            Ok(plan.page(&b.objects, |o| o.meta.clone()))
         };
         run().map_err(|e: Error| e.with_operation("storage.list"))
     }
@@ -531,19 +459,12 @@ impl Storage for MemoryStorage {
         expires_in: Duration,
     ) -> StorageResult<SignedUrl> {
         let run = || {
+            // Names and lifetime are checked before the bucket is looked up.
+            check_lifetime(expires_in)?;
             validate_bucket(bucket)?;
             validate_key(key)?;
-            if expires_in.is_zero() || expires_in > MAX_SIGNED_URL_LIFETIME {
-                return Err(Error::invalid_input(format!(
-                    "signed URL lifetime of {expires_in:?} is out of range: \
-                     use more than zero and at most 7 days"
-                )));
-            }
             self.require_bucket(bucket)?;
-            let lifetime = chrono::Duration::from_std(expires_in)
-                .map_err(|_| Error::invalid_input("signed URL lifetime is too long"))?;
-            let expires_at = ceil_to_second(Utc::now() + lifetime);
-            self.signer.sign(method, bucket, key, expires_at)
+            self.signer.sign_for(method, bucket, key, expires_in)
         };
         run().map_err(|e: Error| e.with_operation("storage.signed_url"))
     }

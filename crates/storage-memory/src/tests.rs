@@ -304,7 +304,7 @@ async fn urls_of_another_instance_are_rejected() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     // Same path under b's own base URL: the signature still does not match.
-    let forged = url.url.replace(&a.base_url, &b.base_url);
+    let forged = url.url.replace(a.signer.base_url(), b.signer.base_url());
     let e = b
         .fetch_signed(SignedUrlMethod::Get, &forged, None)
         .await
