@@ -209,6 +209,12 @@ fn backticked_after(s: &str, prefix: &str) -> Option<String> {
     Some(s[start..start + len].to_string())
 }
 
+/// What the realtime provider is built with: the database (its row change
+/// feed) and the auth provider (token checks).
+pub(crate) fn realtime_deps(db: Arc<dyn Database>, auth: Option<Arc<dyn Auth>>) -> RealtimeDeps {
+    RealtimeDeps { db: Some(db), auth }
+}
+
 /// The four configured services, built from a [`Config`].
 ///
 /// `auth` is an `Option` because no auth provider is required: the default
@@ -234,13 +240,7 @@ impl Services {
         let auth = registries.build_auth(config, Some(db.clone())).await?;
         let storage = registries.build_storage(config).await?;
         let realtime = registries
-            .build_realtime(
-                config,
-                RealtimeDeps {
-                    db: Some(db.clone()),
-                    auth: auth.clone(),
-                },
-            )
+            .build_realtime(config, realtime_deps(db.clone(), auth.clone()))
             .await?;
         Ok(Services {
             db,

@@ -5,6 +5,7 @@ mod config;
 pub mod redact;
 mod report;
 mod runtime;
+mod tracked;
 
 pub use build::{Registries, Services};
 pub use config::{
@@ -12,4 +13,4 @@ pub use config::{
     DEFAULT_CONFIG_FILE, ENV_CONFIG_FILE, ENV_PREFIX, ENV_PROFILE,
 };
 pub use report::{CompatibilityReport, InterfaceReport};
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{Retired, Runtime, RuntimeBuilder, Switch};

@@ -1,19 +1,21 @@
-//! The live set of providers, with atomic switching.
+//! The live set of providers, with atomic switching and draining.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use serde_json::Value;
-use truststream_core::{Error, Health, Result};
+use truststream_core::{Error, ErrorKind, Result};
 use truststream_core_auth::{Auth, AuthDeps};
 use truststream_core_db::Database;
 use truststream_core_realtime::{Realtime, RealtimeDeps};
 use truststream_core_storage::Storage;
 
-use crate::build::{build, Registries, Services};
+use crate::build::{realtime_deps, Registries, Services};
 use crate::config::{Config, ConfigSources, Interface, ProviderSection};
 use crate::report::{CompatibilityReport, InterfaceReport};
+use crate::tracked::{InFlight, Tracked};
 
 /// Builds a [`Runtime`]: the registries (compiled-in providers plus your
 /// own) and the configuration.
@@ -108,14 +110,11 @@ impl RuntimeBuilder {
             Some(c) => c,
             None => ConfigSources::from_process().load()?,
         };
-        let services = Services::build(&self.registries, &config).await?;
+        let live = Live::build(&self.registries, config).await?;
         Ok(Runtime {
             registries: self.registries,
-            config: Mutex::new(config),
-            db: ArcSwap::from_pointee(services.db),
-            storage: ArcSwap::from_pointee(services.storage),
-            realtime: ArcSwap::from_pointee(services.realtime),
-            auth: ArcSwapOption::new(services.auth.map(Arc::new)),
+            live: ArcSwap::from_pointee(live),
+            switching: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -126,22 +125,29 @@ impl Default for RuntimeBuilder {
     }
 }
 
-/// The configured providers, each in an atomic slot so it can be switched
-/// while the service runs (the guide's `ProviderManager`).
+/// The configured providers and the configuration they were built from, held
+/// together in one atomic slot so that a provider can be switched while the
+/// service runs (the guide's `ProviderManager`).
 ///
 /// [`Runtime::db`] (and friends) return the current provider. A caller
-/// holding it keeps using it until done, even after a switch: in-flight calls
-/// finish on the old provider, new calls go to the new one.
+/// holding it keeps using it until done, even after a switch: calls in
+/// flight finish on the old provider, new `rt.db()` calls get the new one.
+/// Each provider handed out counts its calls in flight, so the [`Switch`] a
+/// switch returns can wait for them ([`Switch::drain`]) before closing the
+/// old provider ([`Switch::close`]).
 ///
-/// Switching the database does not rewire realtime's row change feed: call
-/// [`Runtime::switch_realtime`] afterwards to follow the new database.
+/// A switch replaces the interface's provider and rebuilds, in the same
+/// step, the providers built on it: switching the database rebuilds auth
+/// (its user store) and realtime (its row change feed) on the new database;
+/// switching auth rebuilds realtime (which checks tokens with it). If a
+/// dependent cannot be rebuilt the switch is refused with an error naming
+/// it, and nothing changes. Providers and configuration change together,
+/// atomically; concurrent switches run one after the other.
 pub struct Runtime {
     registries: Registries,
-    config: Mutex<Config>,
-    db: ArcSwap<Arc<dyn Database>>,
-    storage: ArcSwap<Arc<dyn Storage>>,
-    realtime: ArcSwap<Arc<dyn Realtime>>,
-    auth: ArcSwapOption<Arc<dyn Auth>>,
+    live: ArcSwap<Live>,
+    /// Held for a whole switch (build, health checks, swap).
+    switching: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -152,37 +158,43 @@ impl Runtime {
 
     /// The current database provider.
     pub fn db(&self) -> Arc<dyn Database> {
-        Arc::clone(&self.db.load())
+        Arc::clone(&self.live.load().db.provider)
     }
 
     /// The current storage provider.
     pub fn storage(&self) -> Arc<dyn Storage> {
-        Arc::clone(&self.storage.load())
+        Arc::clone(&self.live.load().storage.provider)
     }
 
     /// The current realtime provider.
     pub fn realtime(&self) -> Arc<dyn Realtime> {
-        Arc::clone(&self.realtime.load())
+        Arc::clone(&self.live.load().realtime.provider)
     }
 
     /// The current auth provider (`None` with `auth.type = "none"`).
     pub fn auth(&self) -> Option<Arc<dyn Auth>> {
-        self.auth.load().as_deref().cloned()
+        self.live
+            .load()
+            .auth
+            .as_ref()
+            .map(|a| Arc::clone(&a.provider))
     }
 
     /// A snapshot of the current providers.
     pub fn services(&self) -> Services {
-        Services {
-            db: self.db(),
-            storage: self.storage(),
-            realtime: self.realtime(),
-            auth: self.auth(),
-        }
+        self.live.load().services()
     }
 
     /// The configuration in effect (switches included).
     pub fn config(&self) -> Config {
-        self.lock_config().clone()
+        self.live.load().config.clone()
+    }
+
+    /// The current providers and the configuration they were built from,
+    /// read together (a switch never shows one without the other).
+    pub fn snapshot(&self) -> (Services, Config) {
+        let live = self.live.load();
+        (live.services(), live.config.clone())
     }
 
     /// The registries the runtime builds from.
@@ -190,91 +202,78 @@ impl Runtime {
         &self.registries
     }
 
-    fn lock_config(&self) -> std::sync::MutexGuard<'_, Config> {
-        self.config.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Builds a database provider of type `kind` from `settings` (a JSON
-    /// object), requires its `health()` to be healthy, then swaps it in
-    /// atomically and returns the previous provider (to disconnect it once
-    /// its in-flight calls are done). On any failure the current provider
-    /// stays.
+    /// Switches the database: builds a provider of type `kind` from
+    /// `settings` (a JSON object) and requires its `health()` to be healthy,
+    /// rebuilds auth and realtime on it (each must build and be healthy
+    /// too), then swaps all of them and the configuration in one step. On
+    /// any failure nothing changes; a dependent that cannot be rebuilt is
+    /// named in the error.
+    ///
+    /// The returned [`Switch`] holds the providers taken out of service:
+    /// [`Switch::close`] waits for their calls in flight, then disconnects
+    /// the old database. Subscriptions made on the old realtime provider
+    /// stay there: subscribe again on [`Runtime::realtime`].
     ///
     /// `health()` is awaited without a deadline: wrap the call in a timeout
-    /// if the candidate may hang.
-    pub async fn switch_database(&self, kind: &str, settings: Value) -> Result<Arc<dyn Database>> {
-        let (section, cfg) = self.candidate(Interface::Database, kind, settings)?;
-        let new = build(
-            &self.registries.database,
-            &self.registries,
-            &cfg,
-            Interface::Database,
-            &section,
-            (),
-        )
-        .await?;
-        require_healthy(Interface::Database, kind, new.health().await)?;
-        let old = self.db.swap(Arc::new(new));
-        self.lock_config().set_section(Interface::Database, section);
-        Ok(Arc::clone(&old))
+    /// if the candidate may hang. Other switches wait for this one.
+    pub async fn switch_database(&self, kind: &str, settings: Value) -> Result<Switch> {
+        self.switch(Interface::Database, kind, settings).await
     }
 
-    /// [`Runtime::switch_database`] for storage.
-    pub async fn switch_storage(&self, kind: &str, settings: Value) -> Result<Arc<dyn Storage>> {
-        let (section, cfg) = self.candidate(Interface::Storage, kind, settings)?;
-        let new = build(
-            &self.registries.storage,
-            &self.registries,
-            &cfg,
-            Interface::Storage,
-            &section,
-            (),
-        )
-        .await?;
-        require_healthy(Interface::Storage, kind, new.health().await)?;
-        let old = self.storage.swap(Arc::new(new));
-        self.lock_config().set_section(Interface::Storage, section);
-        Ok(Arc::clone(&old))
+    /// [`Runtime::switch_database`] for auth (`kind = "none"` removes the
+    /// auth provider); the new provider is built on the current database,
+    /// and realtime is rebuilt with it.
+    pub async fn switch_auth(&self, kind: &str, settings: Value) -> Result<Switch> {
+        self.switch(Interface::Auth, kind, settings).await
+    }
+
+    /// [`Runtime::switch_database`] for storage (nothing depends on it).
+    pub async fn switch_storage(&self, kind: &str, settings: Value) -> Result<Switch> {
+        self.switch(Interface::Storage, kind, settings).await
     }
 
     /// [`Runtime::switch_database`] for realtime; the new provider is wired
     /// to the current database and auth providers.
-    pub async fn switch_realtime(&self, kind: &str, settings: Value) -> Result<Arc<dyn Realtime>> {
-        let (section, cfg) = self.candidate(Interface::Realtime, kind, settings)?;
-        let deps = RealtimeDeps {
-            db: Some(self.db()),
-            auth: self.auth(),
-        };
-        let new = build(
-            &self.registries.realtime,
-            &self.registries,
-            &cfg,
-            Interface::Realtime,
-            &section,
-            deps,
-        )
-        .await?;
-        require_healthy(Interface::Realtime, kind, new.health().await)?;
-        let old = self.realtime.swap(Arc::new(new));
-        self.lock_config().set_section(Interface::Realtime, section);
-        Ok(Arc::clone(&old))
+    pub async fn switch_realtime(&self, kind: &str, settings: Value) -> Result<Switch> {
+        self.switch(Interface::Realtime, kind, settings).await
     }
 
-    fn candidate(
+    /// Switches `interface` to provider `kind` with `settings` (a JSON
+    /// object); the typed `switch_*` methods call this.
+    pub async fn switch(
         &self,
         interface: Interface,
         kind: &str,
         settings: Value,
-    ) -> Result<(ProviderSection, Config)> {
+    ) -> Result<Switch> {
         let section = ProviderSection::from_json(kind, settings)?;
-        let mut cfg = self.config();
-        cfg.set_section(interface, section.clone());
-        Ok((section, cfg))
+        let _one_at_a_time = self.switching.lock().await;
+        let current = self.live.load_full();
+        let mut next = (*current).clone();
+        next.config.set_section(interface, section);
+        let affected = interface.with_dependents();
+        for &i in affected {
+            let failed = match next.rebuild(&self.registries, i).await {
+                Err(e) => Some(e),
+                Ok(()) => next.health_problem(i).await,
+            };
+            if let Some(e) = failed {
+                return Err(refused(
+                    interface,
+                    kind,
+                    i,
+                    next.config.section(i).kind(),
+                    e,
+                ));
+            }
+        }
+        self.live.store(Arc::new(next));
+        Ok(Switch::retire(&current, affected))
     }
 
     /// The compatibility report of the current providers.
     pub async fn check(&self) -> CompatibilityReport {
-        let s = self.services();
+        let (s, config) = self.snapshot();
         let mut interfaces = vec![InterfaceReport::built(
             Interface::Database,
             s.db.info(),
@@ -303,7 +302,7 @@ impl Runtime {
             s.realtime.health().await,
         ));
         CompatibilityReport {
-            profile: self.lock_config().profile().to_string(),
+            profile: config.profile().to_string(),
             interfaces,
         }
     }
@@ -311,22 +310,376 @@ impl Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (services, config) = self.snapshot();
         f.debug_struct("Runtime")
-            .field("services", &self.services())
-            .field("config", &*self.lock_config())
+            .field("services", &services)
+            .field("config", &config)
             .finish()
     }
 }
 
-fn require_healthy(interface: Interface, kind: &str, health: Health) -> Result<()> {
-    if health.is_healthy() {
-        return Ok(());
+impl Interface {
+    /// This interface, then the interfaces whose providers are built on it,
+    /// in build order: the database feeds auth (its store) and realtime (its
+    /// change feed); auth feeds realtime (token checks).
+    fn with_dependents(self) -> &'static [Interface] {
+        match self {
+            Interface::Database => &[Interface::Database, Interface::Auth, Interface::Realtime],
+            Interface::Auth => &[Interface::Auth, Interface::Realtime],
+            Interface::Storage => &[Interface::Storage],
+            Interface::Realtime => &[Interface::Realtime],
+        }
     }
-    let why = health.message.as_deref().unwrap_or("no reason given");
-    Err(Error::unavailable(format!(
-        "refusing to switch {interface} to provider {kind:?}: its health check reports {} ({why}); \
-         the current provider stays in place",
-        health.status
+}
+
+/// One live provider: the counting handle given out, and its counter.
+struct Slot<T: ?Sized> {
+    provider: Arc<T>,
+    calls: Arc<InFlight>,
+}
+
+impl<T: ?Sized> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        Slot {
+            provider: Arc::clone(&self.provider),
+            calls: Arc::clone(&self.calls),
+        }
+    }
+}
+
+/// Wraps a freshly built provider in its counting handle.
+macro_rules! slot {
+    ($interface:ty, $built:expr) => {{
+        let (tracked, calls) = Tracked::wrap($built);
+        Slot::<$interface> {
+            provider: Arc::new(tracked),
+            calls,
+        }
+    }};
+}
+
+/// Everything a switch replaces at once: the providers and the
+/// configuration they were built from.
+#[derive(Clone)]
+struct Live {
+    config: Config,
+    db: Slot<dyn Database>,
+    auth: Option<Slot<dyn Auth>>,
+    storage: Slot<dyn Storage>,
+    realtime: Slot<dyn Realtime>,
+}
+
+impl Live {
+    /// Builds every configured provider, each on the ones it depends on.
+    async fn build(registries: &Registries, config: Config) -> Result<Self> {
+        let db = slot!(dyn Database, registries.build_database(&config).await?);
+        let auth = build_auth(registries, &config, &db).await?;
+        let storage = slot!(dyn Storage, registries.build_storage(&config).await?);
+        let realtime = build_realtime(registries, &config, &db, &auth).await?;
+        Ok(Live {
+            config,
+            db,
+            auth,
+            storage,
+            realtime,
+        })
+    }
+
+    /// Rebuilds the provider of `interface` from the configuration, on the
+    /// current providers it depends on.
+    async fn rebuild(&mut self, registries: &Registries, interface: Interface) -> Result<()> {
+        let config = &self.config;
+        match interface {
+            Interface::Database => {
+                self.db = slot!(dyn Database, registries.build_database(config).await?)
+            }
+            Interface::Auth => self.auth = build_auth(registries, config, &self.db).await?,
+            Interface::Storage => {
+                self.storage = slot!(dyn Storage, registries.build_storage(config).await?)
+            }
+            Interface::Realtime => {
+                self.realtime = build_realtime(registries, config, &self.db, &self.auth).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Why the provider of `interface` cannot be switched to: its health
+    /// check does not report healthy. `None` when it does (or there is no
+    /// provider: `auth.type = "none"`).
+    async fn health_problem(&self, interface: Interface) -> Option<Error> {
+        let health = match interface {
+            Interface::Database => self.db.provider.health().await,
+            Interface::Auth => self.auth.as_ref()?.provider.health().await,
+            Interface::Storage => self.storage.provider.health().await,
+            Interface::Realtime => self.realtime.provider.health().await,
+        };
+        if health.is_healthy() {
+            return None;
+        }
+        let why = health.message.as_deref().unwrap_or("no reason given");
+        Some(Error::unavailable(format!(
+            "its health check reports {} ({why})",
+            health.status
+        )))
+    }
+
+    fn services(&self) -> Services {
+        Services {
+            db: Arc::clone(&self.db.provider),
+            storage: Arc::clone(&self.storage.provider),
+            realtime: Arc::clone(&self.realtime.provider),
+            auth: self.auth.as_ref().map(|a| Arc::clone(&a.provider)),
+        }
+    }
+}
+
+async fn build_auth(
+    registries: &Registries,
+    config: &Config,
+    db: &Slot<dyn Database>,
+) -> Result<Option<Slot<dyn Auth>>> {
+    let auth = registries
+        .build_auth(config, Some(Arc::clone(&db.provider)))
+        .await?;
+    Ok(auth.map(|a| slot!(dyn Auth, a)))
+}
+
+async fn build_realtime(
+    registries: &Registries,
+    config: &Config,
+    db: &Slot<dyn Database>,
+    auth: &Option<Slot<dyn Auth>>,
+) -> Result<Slot<dyn Realtime>> {
+    let deps = realtime_deps(
+        Arc::clone(&db.provider),
+        auth.as_ref().map(|a| Arc::clone(&a.provider)),
+    );
+    Ok(slot!(
+        dyn Realtime,
+        registries.build_realtime(config, deps).await?
     ))
-    .with_context("section", interface.key()))
+}
+
+/// A provider a switch took out of service, with the count of calls still
+/// running on it.
+pub struct Retired<T: ?Sized> {
+    interface: Interface,
+    kind: String,
+    slot: Slot<T>,
+}
+
+impl<T: ?Sized> Retired<T> {
+    /// The old provider (calls on it still work until it is closed).
+    pub fn provider(&self) -> &Arc<T> {
+        &self.slot.provider
+    }
+
+    /// Its provider type name (`memory`, `postgres`, ...).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The calls running on it now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.slot.calls.count()
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Retired<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retired")
+            .field("interface", &self.interface)
+            .field("kind", &self.kind)
+            .field("calls_in_flight", &self.calls_in_flight())
+            .finish()
+    }
+}
+
+/// What a switch took out of service: the previous provider of the switched
+/// interface and of each dependent rebuilt with it (a database switch
+/// retires the old database, auth and realtime providers).
+///
+/// Drop it to let the old providers go when their last user does, or call
+/// [`Switch::close`] to wait (with a deadline) for the calls still running
+/// on them and then disconnect the old database.
+#[derive(Debug)]
+#[must_use = "close the switch to drain and disconnect the old providers"]
+pub struct Switch {
+    database: Option<Retired<dyn Database>>,
+    auth: Option<Retired<dyn Auth>>,
+    storage: Option<Retired<dyn Storage>>,
+    realtime: Option<Retired<dyn Realtime>>,
+    replaced: &'static [Interface],
+}
+
+impl Switch {
+    fn retire(old: &Live, replaced: &'static [Interface]) -> Self {
+        let retire = |i: Interface| replaced.contains(&i);
+        let kind = |i: Interface| old.config.section(i).kind().to_string();
+        Switch {
+            database: retire(Interface::Database).then(|| Retired {
+                interface: Interface::Database,
+                kind: kind(Interface::Database),
+                slot: old.db.clone(),
+            }),
+            auth: old
+                .auth
+                .as_ref()
+                .filter(|_| retire(Interface::Auth))
+                .map(|a| Retired {
+                    interface: Interface::Auth,
+                    kind: kind(Interface::Auth),
+                    slot: a.clone(),
+                }),
+            storage: retire(Interface::Storage).then(|| Retired {
+                interface: Interface::Storage,
+                kind: kind(Interface::Storage),
+                slot: old.storage.clone(),
+            }),
+            realtime: retire(Interface::Realtime).then(|| Retired {
+                interface: Interface::Realtime,
+                kind: kind(Interface::Realtime),
+                slot: old.realtime.clone(),
+            }),
+            replaced,
+        }
+    }
+
+    /// The interfaces whose providers were replaced: the switched one first,
+    /// then the dependents rebuilt with it.
+    pub fn replaced(&self) -> &[Interface] {
+        self.replaced
+    }
+
+    /// The old database provider, when the database was replaced.
+    pub fn database(&self) -> Option<&Retired<dyn Database>> {
+        self.database.as_ref()
+    }
+
+    /// The old auth provider, when auth was replaced and there was one.
+    pub fn auth(&self) -> Option<&Retired<dyn Auth>> {
+        self.auth.as_ref()
+    }
+
+    /// The old storage provider, when storage was replaced.
+    pub fn storage(&self) -> Option<&Retired<dyn Storage>> {
+        self.storage.as_ref()
+    }
+
+    /// The old realtime provider, when realtime was replaced.
+    pub fn realtime(&self) -> Option<&Retired<dyn Realtime>> {
+        self.realtime.as_ref()
+    }
+
+    /// Each retired provider: interface, type name, calls running now.
+    fn in_flight(&self) -> Vec<(Interface, &str, usize)> {
+        let mut v = Vec::new();
+        if let Some(r) = &self.database {
+            v.push((r.interface, r.kind(), r.calls_in_flight()));
+        }
+        if let Some(r) = &self.auth {
+            v.push((r.interface, r.kind(), r.calls_in_flight()));
+        }
+        if let Some(r) = &self.storage {
+            v.push((r.interface, r.kind(), r.calls_in_flight()));
+        }
+        if let Some(r) = &self.realtime {
+            v.push((r.interface, r.kind(), r.calls_in_flight()));
+        }
+        v
+    }
+
+    /// The calls still running on the retired providers, all together.
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight().iter().map(|(_, _, n)| n).sum()
+    }
+
+    /// Waits until no call is running on any retired provider, at most
+    /// `deadline`. Calls started through an old handle after the drain began
+    /// are waited for too; streams and channels opened before are not calls.
+    ///
+    /// Past the deadline: [`ErrorKind::Timeout`], naming how many calls were
+    /// still running on which provider.
+    pub async fn drain(&self, deadline: Duration) -> Result<()> {
+        let end = Instant::now() + deadline;
+        let counters = [
+            self.auth.as_ref().map(|r| &r.slot.calls),
+            self.realtime.as_ref().map(|r| &r.slot.calls),
+            self.storage.as_ref().map(|r| &r.slot.calls),
+            // Last: auth and realtime calls may be calling the database.
+            self.database.as_ref().map(|r| &r.slot.calls),
+        ];
+        for calls in counters.into_iter().flatten() {
+            let left = end.saturating_duration_since(Instant::now());
+            if calls.idle(left).await.is_err() {
+                return Err(self.still_running(deadline));
+            }
+        }
+        // A call on the database may have been made by a dependent call that
+        // finished meanwhile: check everything once more.
+        if self.calls_in_flight() > 0 {
+            return Err(self.still_running(deadline));
+        }
+        Ok(())
+    }
+
+    fn still_running(&self, deadline: Duration) -> Error {
+        let running: Vec<String> = self
+            .in_flight()
+            .into_iter()
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(i, kind, n)| format!("{n} on the old {i} provider {kind:?}"))
+            .collect();
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "drain: calls still running after {deadline:?}: {}; the old providers stay open",
+                running.join(", ")
+            ),
+        )
+        .with_retryable(true)
+    }
+
+    /// [`Switch::drain`], then disconnects the old database (when the
+    /// database was replaced). Past the deadline nothing is disconnected
+    /// and the error says what is still running: close again, or disconnect
+    /// [`Switch::database`] yourself to cut those calls short.
+    pub async fn close(&self, deadline: Duration) -> Result<()> {
+        self.drain(deadline).await?;
+        if let Some(db) = &self.database {
+            db.provider().disconnect().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The switch of `switched` to `kind` is refused because the provider of
+/// `failed` (the switched interface itself, or a dependent rebuilt with it)
+/// could not be built or is unhealthy: `e` says why.
+fn refused(
+    switched: Interface,
+    kind: &str,
+    failed: Interface,
+    failed_kind: &str,
+    e: Error,
+) -> Error {
+    let message = if failed == switched {
+        format!(
+            "refusing to switch {switched} to provider {kind:?}: {}; the current provider stays \
+             in place",
+            e.message()
+        )
+    } else {
+        format!(
+            "refusing to switch {switched} to provider {kind:?}: the {failed} provider \
+             {failed_kind:?} is built on the {switched} provider and could not be rebuilt on the \
+             new one: {}; the current providers stay in place",
+            e.message()
+        )
+    };
+    Error::new(e.kind(), message)
+        .with_retryable(e.is_retryable())
+        .with_context("section", switched.key())
+        .with_context("failed", failed.key())
 }

@@ -1,5 +1,8 @@
 //! Run-time switching: in-flight calls finish on the old provider, new calls
-//! go to the new one, unhealthy or unbuildable candidates are refused.
+//! go to the new one, unhealthy or unbuildable candidates are refused, the
+//! providers built on a switched one are rebuilt with it, concurrent switches
+//! keep providers and configuration agreeing, and a drain waits for the
+//! calls still running on the old providers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,27 +11,46 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::Notify;
 use truststream_core::{ErrorKind, Health, ProviderInfo};
+#[cfg(feature = "auth-jwt")]
+use truststream_core_auth::SignUp;
 use truststream_core_db::{
     AlterTable, ChangeStream, ColumnDef, Database, DbCapabilities, DbResult, Filter, IndexSpec,
     Operation, OperationOutput, Params, Query, Row, TableSchema, Value,
 };
+use truststream_core_realtime::{handler, ChangeSpec, Realtime, RowChange, Subscription};
 use truststream_db_memory::MemoryDatabase;
 use truststream_runtime::{ConfigSources, Interface, Runtime};
 
-/// A memory database whose reads wait `delay` (announcing their start) and
-/// whose health is whatever the configuration says.
+/// A memory database whose reads wait `delay` (announcing their start),
+/// whose health is whatever the configuration says (and, when `gated`,
+/// waits for the test to open the gate), and whose `get("tag", ..)` returns
+/// the configured `tag`.
 struct Slow {
     inner: MemoryDatabase,
     delay: Duration,
     healthy: bool,
+    tag: u64,
+    gate: Option<Arc<Gate>>,
     started: Arc<Notify>,
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SlowConfig {
     delay_ms: u64,
     #[serde(default = "yes")]
     healthy: bool,
+    #[serde(default)]
+    tag: u64,
+    #[serde(default)]
+    gated: bool,
+}
+
+/// Holds a gated provider's health check until the test opens it.
+#[derive(Default)]
+struct Gate {
+    entered: Notify,
+    open: Notify,
 }
 
 fn yes() -> bool {
@@ -47,6 +69,10 @@ impl Database for Slow {
         self.inner.capabilities()
     }
     async fn health(&self) -> Health {
+        if let Some(gate) = &self.gate {
+            gate.entered.notify_one();
+            gate.open.notified().await;
+        }
         if self.healthy {
             Health::healthy(Duration::from_micros(5))
         } else {
@@ -68,6 +94,9 @@ impl Database for Slow {
         self.inner.read(table, query).await
     }
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
+        if table == "tag" {
+            return Ok(Some(row(json!({ "tag": self.tag }))));
+        }
         self.inner.get(table, id).await
     }
     async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row> {
@@ -109,7 +138,14 @@ impl Database for Slow {
 }
 
 async fn runtime_on_slow(started: Arc<Notify>) -> Runtime {
+    runtime_with(started, Arc::new(Gate::default()), "").await
+}
+
+/// A runtime on the `slow` database (400 ms reads), storage in memory, and
+/// `toml` on top; gated `slow` providers wait on `gate`.
+async fn runtime_with(started: Arc<Notify>, gate: Arc<Gate>, toml: &str) -> Runtime {
     let config = ConfigSources::new()
+        .toml_str(toml)
         .env([
             ("TRUSTSTREAM_DATABASE__TYPE", "slow"),
             ("TRUSTSTREAM_DATABASE__DELAY_MS", "400"),
@@ -121,12 +157,15 @@ async fn runtime_on_slow(started: Arc<Notify>) -> Runtime {
     Runtime::builder()
         .register_database("slow", move |cfg, ()| {
             let started = started.clone();
+            let gate = gate.clone();
             async move {
                 let c: SlowConfig = truststream_core::parse_config("slow", cfg)?;
                 Ok(Arc::new(Slow {
                     inner: MemoryDatabase::new(),
                     delay: Duration::from_millis(c.delay_ms),
                     healthy: c.healthy,
+                    tag: c.tag,
+                    gate: c.gated.then_some(gate),
                     started,
                 }) as Arc<dyn Database>)
             }
@@ -167,7 +206,10 @@ async fn in_flight_call_finishes_on_old_provider_new_calls_use_new_one() {
     started.notified().await;
 
     let old = rt.switch_database("memory", json!({})).await.unwrap();
-    assert_eq!(old.info().name, "slow");
+    let old_db = old.database().expect("the database was replaced");
+    assert_eq!(old_db.provider().info().name, "slow");
+    assert_eq!(old_db.kind(), "slow");
+    assert_eq!(old_db.calls_in_flight(), 1, "the slow read");
     assert_eq!(rt.db().info().name, "memory");
     assert_eq!(rt.config().section(Interface::Database).kind(), "memory");
 
@@ -246,6 +288,8 @@ async fn storage_and_realtime_switch_too() {
         )
         .await
         .unwrap();
+    assert_eq!(old.replaced(), [Interface::Storage]);
+    let old = old.storage().expect("storage was replaced").provider();
     assert_eq!(old.list_buckets().await.unwrap()[0].name, "before");
     let now = rt.storage().list_buckets().await.unwrap();
     assert_eq!(now.len(), 1);
@@ -265,11 +309,314 @@ async fn storage_and_realtime_switch_too() {
     assert_eq!(rt.storage().list_buckets().await.unwrap()[0].name, "after");
 
     let old_rt = rt.switch_realtime("memory", json!({})).await.unwrap();
-    assert!(!Arc::ptr_eq(&old_rt, &rt.realtime()));
+    assert_eq!(old_rt.replaced(), [Interface::Realtime]);
+    let old_rt = old_rt.realtime().expect("realtime was replaced").provider();
+    assert!(!Arc::ptr_eq(old_rt, &rt.realtime()));
     let report = rt.check().await;
     assert!(report.is_ok(), "{report}");
     let text = report.to_string();
     assert!(text.contains("database: memory 0.1.0"), "{text}");
     assert!(text.contains("auth: none"), "{text}");
     assert!(text.contains("  max_object_size: 10"), "{text}");
+}
+
+/// An auth section for `jwt` with cheap hashing (tests only).
+const JWT_AUTH: &str = r#"
+[default.auth]
+type = "jwt"
+jwt_secret = "switching test secret of at least 32 bytes"
+argon2 = { memory_kib = 8, iterations = 1, parallelism = 1 }
+"#;
+
+/// Rows changed on `table`, as the realtime provider reports them.
+async fn watch(
+    realtime: &dyn Realtime,
+    table: &str,
+) -> (
+    Subscription,
+    tokio::sync::mpsc::UnboundedReceiver<RowChange>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = realtime
+        .subscribe_changes(
+            ChangeSpec::table(table),
+            handler(move |c: RowChange| {
+                let _ = tx.send(c);
+            }),
+        )
+        .await
+        .expect("subscribe to row changes");
+    (sub, rx)
+}
+
+async fn agents_table(db: &dyn Database) {
+    db.create_table(
+        &TableSchema::new("agents")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("name")),
+    )
+    .await
+    .expect("create agents");
+}
+
+/// Creates `agents/id` in the current database and requires the current
+/// realtime provider to report it: the change feed follows the database.
+async fn realtime_follows_database(rt: &Runtime, id: &str) {
+    let (_sub, mut rx) = watch(rt.realtime().as_ref(), "agents").await;
+    rt.db()
+        .create("agents", row(json!({"id": id, "name": "x"})))
+        .await
+        .expect("create an agent");
+    let change = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no change for {id}: realtime is not on the current database"))
+        .expect("feed open");
+    assert_eq!(
+        change.new.as_ref().map(|r| r["id"].clone()),
+        Some(json!(id))
+    );
+}
+
+#[cfg(feature = "auth-jwt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_switch_rewires_auth_and_realtime() {
+    let rt = runtime_with(Arc::new(Notify::new()), Arc::default(), JWT_AUTH).await;
+    let auth = rt.auth().expect("jwt configured");
+    auth.sign_up(SignUp::new("ada@example.com", "correct horse battery"))
+        .await
+        .unwrap();
+    let realtime_before = rt.realtime();
+
+    let old = rt.switch_database("memory", json!({})).await.unwrap();
+    assert_eq!(
+        old.replaced(),
+        [Interface::Database, Interface::Auth, Interface::Realtime]
+    );
+    assert!(Arc::ptr_eq(
+        old.realtime().expect("realtime retired").provider(),
+        &realtime_before
+    ));
+    assert!(old.auth().is_some());
+
+    // Auth keeps its users in the new database: the address is free there,
+    // and the new user's row is in the new database.
+    let auth = rt.auth().expect("still jwt");
+    auth.sign_up(SignUp::new("ada@example.com", "correct horse battery"))
+        .await
+        .expect("auth is on the new (empty) database");
+    let users = rt.db().read("auth_users", &Query::new()).await.unwrap();
+    assert_eq!(users.len(), 1);
+    // Realtime's row change feed follows the new database.
+    assert!(!Arc::ptr_eq(&realtime_before, &rt.realtime()));
+    agents_table(rt.db().as_ref()).await;
+    realtime_follows_database(&rt, "a1").await;
+    assert_eq!(rt.config().section(Interface::Auth).kind(), "jwt");
+}
+
+#[cfg(feature = "realtime-ws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_that_cannot_be_rebuilt_refuses_the_switch_naming_it() {
+    // A hub on a fixed port cannot be rebuilt while the old one listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = format!("[default.realtime]\ntype = \"ws\"\nlisten = \"127.0.0.1:{port}\"\n");
+    let rt = runtime_with(Arc::new(Notify::new()), Arc::default(), &toml).await;
+    let (db, realtime) = (rt.db(), rt.realtime());
+
+    let e = rt
+        .switch_database("memory", json!({}))
+        .await
+        .expect_err("the hub cannot be rebuilt: the switch is refused");
+    let msg = e.message();
+    assert!(msg.contains("refusing to switch database"), "{msg}");
+    assert!(msg.contains("the realtime provider \"ws\""), "{msg}");
+    assert!(msg.contains("the current providers stay in place"), "{msg}");
+    // Nothing changed.
+    assert!(Arc::ptr_eq(&db, &rt.db()));
+    assert!(Arc::ptr_eq(&realtime, &rt.realtime()));
+    assert_eq!(rt.config().section(Interface::Database).kind(), "slow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_waits_for_a_concurrent_one_and_builds_on_its_result() {
+    let gate = Arc::new(Gate::default());
+    let rt = Arc::new(runtime_with(Arc::new(Notify::new()), gate.clone(), "").await);
+
+    // A database switch, held in the new provider's health check...
+    let rt1 = rt.clone();
+    let db_switch = tokio::spawn(async move {
+        rt1.switch_database("slow", json!({"delay_ms": 1, "tag": 7, "gated": true}))
+            .await
+            .map(drop)
+    });
+    gate.entered.notified().await;
+    // ...while realtime is switched: it must end up on the new database.
+    let rt2 = rt.clone();
+    let rt_switch =
+        tokio::spawn(async move { rt2.switch_realtime("memory", json!({})).await.map(drop) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.open.notify_one();
+    db_switch.await.unwrap().unwrap();
+    rt_switch.await.unwrap().unwrap();
+
+    assert_eq!(
+        rt.db().get("tag", &json!(0)).await.unwrap().unwrap()["tag"],
+        7
+    );
+    assert_eq!(
+        rt.config().section(Interface::Database).settings()["tag"],
+        7
+    );
+    agents_table(rt.db().as_ref()).await;
+    realtime_follows_database(&rt, "a1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_switches_leave_provider_and_config_agreeing() {
+    let rt = Arc::new(runtime_on_slow(Arc::new(Notify::new())).await);
+    // A reader never sees a provider with another provider's configuration.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (rt, done) = (rt.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (services, config) = rt.snapshot();
+                let live = services.db.get("tag", &json!(0)).await.unwrap().unwrap()["tag"].clone();
+                // No `tag` configured is the provider's default, 0.
+                let configured = config.section(Interface::Database).settings().get("tag");
+                assert_eq!(live, *configured.unwrap_or(&json!(0)));
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            reads
+        })
+    };
+    for round in 0..200u64 {
+        let switch = |tag: u64| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                rt.switch_database("slow", json!({"delay_ms": 1, "tag": tag}))
+                    .await
+                    .map(drop)
+            })
+        };
+        let (a, b) = (switch(2 * round), switch(2 * round + 1));
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        let live = rt.db().get("tag", &json!(0)).await.unwrap().unwrap()["tag"].clone();
+        let configured = rt.config().section(Interface::Database).settings()["tag"].clone();
+        assert_eq!(live, configured, "round {round}");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_calls_in_flight_then_disconnects_the_old_database() {
+    let started = Arc::new(Notify::new());
+    let rt = Arc::new(runtime_on_slow(started.clone()).await);
+    agents_table(rt.db().as_ref()).await;
+    let rt2 = rt.clone();
+    let in_flight = tokio::spawn(async move { rt2.db().read("agents", &Query::new()).await });
+    started.notified().await;
+    let old_db = rt.db();
+
+    let switch = rt.switch_database("memory", json!({})).await.unwrap();
+    assert_eq!(switch.calls_in_flight(), 1);
+    // A deadline too short for the 400 ms read: Timeout, saying what runs.
+    let e = switch.close(Duration::from_millis(20)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        e.message()
+            .contains("1 on the old database provider \"slow\""),
+        "{e}"
+    );
+    // Nothing was closed: the old database still answers.
+    assert!(old_db.health().await.is_healthy());
+
+    switch.close(Duration::from_secs(30)).await.unwrap();
+    // The read finished (on the old database, with its answer) before the
+    // old database was disconnected.
+    assert_eq!(switch.calls_in_flight(), 0);
+    let rows = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight read succeeded");
+    assert!(rows.is_empty());
+    let e = old_db.read("agents", &Query::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "closed: {e}");
+    // The new database is untouched.
+    assert!(rt.db().health().await.is_healthy());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_with_nothing_in_flight_returns_at_once() {
+    let rt = runtime_on_slow(Arc::new(Notify::new())).await;
+    let switch = rt.switch_storage("memory", json!({})).await.unwrap();
+    assert_eq!(switch.calls_in_flight(), 0);
+    switch.drain(Duration::ZERO).await.unwrap();
+    switch.close(Duration::ZERO).await.unwrap();
+}
+
+#[cfg(feature = "auth-jwt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_switches_and_realtime_is_rebuilt_with_it() {
+    let rt = runtime_with(Arc::new(Notify::new()), Arc::default(), JWT_AUTH).await;
+    let session = rt
+        .auth()
+        .unwrap()
+        .sign_up(SignUp::new("ada@example.com", "correct horse battery"))
+        .await
+        .unwrap();
+    let realtime_before = rt.realtime();
+
+    // Another secret: tokens of the old provider are not valid any more.
+    let switch = rt
+        .switch_auth(
+            "jwt",
+            json!({
+                "jwt_secret": "another switching secret of 32 bytes",
+                "argon2": {"memory_kib": 8, "iterations": 1, "parallelism": 1}
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(switch.replaced(), [Interface::Auth, Interface::Realtime]);
+    assert!(switch.database().is_none());
+    let old = switch.auth().expect("the old auth provider");
+    old.provider()
+        .validate_token(session.access_token.expose())
+        .await
+        .expect("valid on the old provider");
+    let e = rt
+        .auth()
+        .unwrap()
+        .validate_token(session.access_token.expose())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert!(!Arc::ptr_eq(&realtime_before, &rt.realtime()));
+    assert_eq!(
+        rt.config().section(Interface::Auth).settings()["jwt_secret"],
+        "another switching secret of 32 bytes"
+    );
+
+    // `none` removes auth; realtime is rebuilt without it.
+    let switch = rt.switch_auth("none", json!({})).await.unwrap();
+    assert!(switch.auth().is_some());
+    assert!(rt.auth().is_none());
+    assert_eq!(rt.config().section(Interface::Auth).kind(), "none");
+    assert!(rt.check().await.to_string().contains("auth: none"));
+
+    // An auth provider that cannot be built leaves everything in place.
+    let realtime = rt.realtime();
+    let e = rt.switch_auth("jwt", json!({})).await.unwrap_err();
+    assert!(e.message().contains("refusing to switch auth"), "{e}");
+    assert!(e.message().contains("auth.jwt_secret"), "{e}");
+    assert!(rt.auth().is_none());
+    assert!(Arc::ptr_eq(&realtime, &rt.realtime()));
 }
