@@ -610,18 +610,19 @@ impl Switch {
             // Last: auth and realtime calls may be calling the database.
             self.database.as_ref().map(|r| &r.slot.calls),
         ];
-        for calls in counters.into_iter().flatten() {
-            let left = end.saturating_duration_since(Instant::now());
-            if calls.idle(left).await.is_err() {
-                return Err(self.still_running(deadline));
+        // Until one pass finds every provider idle: a call may start on one
+        // while waiting for another (through an old handle).
+        loop {
+            for calls in counters.iter().flatten() {
+                let left = end.saturating_duration_since(Instant::now());
+                if calls.idle(left).await.is_err() {
+                    return Err(self.still_running(deadline));
+                }
+            }
+            if self.calls_in_flight() == 0 {
+                return Ok(());
             }
         }
-        // A call on the database may have been made by a dependent call that
-        // finished meanwhile: check everything once more.
-        if self.calls_in_flight() > 0 {
-            return Err(self.still_running(deadline));
-        }
-        Ok(())
     }
 
     fn still_running(&self, deadline: Duration) -> Error {
