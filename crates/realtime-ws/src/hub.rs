@@ -381,8 +381,12 @@ pub struct Counters {
     /// table some binding or row subscription names; dropped with the
     /// last of them).
     pub table_feeds: AtomicUsize,
-    /// Connections closed because their outgoing queue was full.
+    /// Connections closed because their outgoing queue went over its byte
+    /// budget (`outgoing_queue_bytes`).
     pub slow_disconnects: AtomicU64,
+    /// Bytes of frames waiting in the outgoing queues of all connections
+    /// (each connection's share is bounded by `outgoing_queue_bytes`).
+    pub queued_bytes: AtomicUsize,
 }
 
 /// Counts a background task while it lives.

@@ -60,9 +60,13 @@ pub struct WsRealtimeConfig {
     pub max_channels_per_connection: usize,
     /// Hub: connections at once (default 10000); more are refused with 429.
     pub max_connections: usize,
-    /// Hub: frames waiting to be written to one connection (default 1024).
-    /// A client that falls this far behind is disconnected with a reason.
-    pub outgoing_queue: usize,
+    /// Hub: bytes of frames that may wait to be written to one connection
+    /// (default 4194304, 4 MiB; at least `max_payload_bytes` + 64 KiB, the
+    /// largest frame). Fan-out never waits for a client: one whose queue
+    /// would go over this is disconnected with close code 1008 and the
+    /// reason. A single frame larger than the budget is still queued when
+    /// nothing else waits (a large `presence_state`).
+    pub outgoing_queue_bytes: usize,
     /// Deliveries waiting for one in-process handle's handlers (default
     /// 1024). A handle this far behind is removed from its channel.
     pub member_queue_capacity: usize,
@@ -97,7 +101,7 @@ impl Default for WsRealtimeConfig {
             max_payload_bytes: 256 * 1024,
             max_channels_per_connection: 100,
             max_connections: 10_000,
-            outgoing_queue: 1024,
+            outgoing_queue_bytes: 4 * 1024 * 1024,
             member_queue_capacity: 1024,
             heartbeat_timeout_secs: 60,
             publish: Vec::new(),
@@ -126,7 +130,8 @@ impl WsRealtimeConfig {
         }
     }
 
-    /// Checks the limits (each at least 1) and the path.
+    /// Checks the limits (each at least 1; the outgoing queue holds at least
+    /// one largest frame) and the path.
     pub fn validate(&self) -> RtResult<()> {
         let positive = [
             ("max_payload_bytes", self.max_payload_bytes),
@@ -135,7 +140,6 @@ impl WsRealtimeConfig {
                 self.max_channels_per_connection,
             ),
             ("max_connections", self.max_connections),
-            ("outgoing_queue", self.outgoing_queue),
             ("member_queue_capacity", self.member_queue_capacity),
         ];
         for (name, v) in positive {
@@ -144,6 +148,14 @@ impl WsRealtimeConfig {
                     "realtime ws: {name} must be at least 1"
                 )));
             }
+        }
+        let largest_frame = self.max_frame_bytes();
+        if self.outgoing_queue_bytes < largest_frame {
+            return Err(Error::invalid_input(format!(
+                "realtime ws: outgoing_queue_bytes ({}) must be at least max_payload_bytes + \
+                 65536 ({largest_frame}), the largest frame",
+                self.outgoing_queue_bytes
+            )));
         }
         if self.heartbeat_timeout_secs == 0 {
             return Err(Error::invalid_input(
@@ -158,6 +170,12 @@ impl WsRealtimeConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The largest frame a connection accepts: a payload plus 64 KiB of
+    /// envelope.
+    pub(crate) fn max_frame_bytes(&self) -> usize {
+        self.max_payload_bytes.saturating_add(64 * 1024)
     }
 
     pub(crate) fn heartbeat_timeout(&self) -> Duration {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,8 +26,8 @@ use truststream_core_realtime::validate_channel_name;
 
 use crate::bindings;
 use crate::hub::{
-    change_to_wire, presence_to_wire, validate_event, validate_presence_key, BroadcastPayload, Hub,
-    Member, MemberId, Push, Sink, TaskGuard,
+    change_to_wire, check_size, presence_to_wire, validate_event, validate_presence_key,
+    BroadcastPayload, Counters, Hub, Member, MemberId, Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
 use crate::publication::Viewer;
@@ -36,8 +36,14 @@ use crate::publication::Viewer;
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the writer tries to deliver a close frame to a client.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a refused handshake's HTTP response may take to send.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a closing connection waits for its close handshake: the writer
+/// to deliver the close frame (after what was already written: a client
+/// disconnected for reading too slowly gets this long to read its backlog
+/// and learn why), the reader for the client's close reply. Only then is
+/// the socket dropped.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// How many queued frames the writer sends before flushing.
 const WRITE_BATCH: usize = 64;
 
@@ -123,15 +129,26 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
         }
     };
     let (sink, stream) = ws.split();
-    let (tx, rx) = mpsc::channel(hub.config.outgoing_queue);
+    let (tx, rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = watch::channel(None);
+    let backlog = Arc::new(Backlog {
+        bytes: AtomicUsize::new(0),
+        counters: hub.counters.clone(),
+    });
     let out = Arc::new(ConnOut {
         tx,
+        backlog: backlog.clone(),
         kill: kill_tx,
         vsn: handshake.vsn,
         hub: hub.clone(),
     });
-    tokio::spawn(write_loop(sink, rx, kill_rx, TaskGuard::new(&hub.counters)));
+    tokio::spawn(write_loop(
+        sink,
+        rx,
+        backlog,
+        kill_rx,
+        TaskGuard::new(&hub.counters),
+    ));
     let conn = Conn {
         id: hub.next_id(),
         hub: hub.clone(),
@@ -145,8 +162,8 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
 }
 
 pub(crate) fn ws_config(hub: &Hub) -> WebSocketConfig {
-    // A text frame carries the payload plus the envelope; allow 64 KiB of it.
-    let max = hub.config.max_payload_bytes.saturating_add(64 * 1024);
+    // A text frame carries the payload plus the envelope.
+    let max = hub.config.max_frame_bytes();
     // Small buffers: tungstenite's default 128 KiB read buffer per
     // connection would dominate an idle connection's memory. Reads grow the
     // buffer as a frame needs; writes are batched up to 8 KiB, then flushed.
@@ -303,7 +320,7 @@ async fn refuse(tcp: &mut TcpStream, (status, message): (u16, String)) {
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         let _ = tcp.write_all(response.as_bytes()).await;
         let _ = tcp.shutdown().await;
     })
@@ -357,34 +374,70 @@ impl AsyncWrite for Prefixed {
 
 type Ws = WebSocketStream<Prefixed>;
 
-/// A connection's outgoing side: its bounded queue and its kill switch.
+/// The bytes waiting in one connection's outgoing queue (mirrored in the
+/// hub's [`Counters::queued_bytes`](crate::Counters::queued_bytes)).
+struct Backlog {
+    bytes: AtomicUsize,
+    counters: Arc<Counters>,
+}
+
+impl Backlog {
+    /// Counts `len` more bytes unless that takes the queue over `budget`.
+    /// An empty queue takes one frame of any size.
+    fn reserve(&self, len: usize, budget: usize) -> bool {
+        let admitted = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                let total = queued.saturating_add(len);
+                (queued == 0 || total <= budget).then_some(total)
+            })
+            .is_ok();
+        if admitted {
+            self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// `len` bytes left the queue.
+    fn release(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+        self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
+/// A connection's outgoing side: its queue, bounded in bytes (the
+/// `outgoing_queue_bytes` budget), and its kill switch.
 pub(crate) struct ConnOut {
-    tx: mpsc::Sender<WsMessage>,
+    tx: mpsc::UnboundedSender<WsMessage>,
+    backlog: Arc<Backlog>,
     kill: watch::Sender<Option<CloseFrame>>,
     vsn: Vsn,
     hub: Arc<Hub>,
 }
 
 impl ConnOut {
-    /// Queues `msg`; a full queue closes the connection with a reason.
+    /// Queues `msg` without waiting. A message that would take the queue
+    /// over its byte budget closes the connection (1008, with the reason).
     fn send(&self, msg: WsMessage) -> Result<(), String> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let reason = format!(
-                    "outgoing queue full ({} messages): the client does not read fast enough",
-                    self.hub.config.outgoing_queue
-                );
-                if self.close(CloseCode::Policy, &reason) {
-                    self.hub
-                        .counters
-                        .slow_disconnects
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Err(reason)
+        let len = msg.len();
+        let budget = self.hub.config.outgoing_queue_bytes;
+        if !self.backlog.reserve(len, budget) {
+            let reason = format!(
+                "outgoing queue over {budget} bytes (outgoing_queue_bytes): \
+                 the client does not read fast enough"
+            );
+            if self.close(CloseCode::Policy, &reason) {
+                self.hub
+                    .counters
+                    .slow_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err("the connection is closed".into()),
+            return Err(reason);
         }
+        self.tx.send(msg).map_err(|_| {
+            self.backlog.release(len);
+            "the connection is closed".to_string()
+        })
     }
 
     /// Closes the connection with `code` and `reason` (the first reason
@@ -470,19 +523,26 @@ impl Sink for WsSink {
 }
 
 /// The writer task: sends queued frames, batching flushes, until the queue
-/// closes or the connection is killed (then it sends the close frame).
+/// closes or the connection is killed; then it sends the close frame, with
+/// a deadline ([`CLOSE_DEADLINE`]).
 async fn write_loop(
     mut sink: SplitSink<Ws, WsMessage>,
-    mut rx: mpsc::Receiver<WsMessage>,
+    mut rx: mpsc::UnboundedReceiver<WsMessage>,
+    backlog: Arc<Backlog>,
     mut kill: watch::Receiver<Option<CloseFrame>>,
     _guard: TaskGuard,
 ) {
+    // A frame leaves the byte count when the writer takes it.
+    let taken = |m: WsMessage| {
+        backlog.release(m.len());
+        m
+    };
     loop {
         let first = tokio::select! {
             biased;
             _ = kill.changed() => break,
             m = rx.recv() => match m {
-                Some(m) => m,
+                Some(m) => taken(m),
                 None => break,
             },
         };
@@ -490,7 +550,7 @@ async fn write_loop(
             sink.feed(first).await?;
             for _ in 0..WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(m) => sink.feed(m).await?,
+                    Ok(m) => sink.feed(taken(m)).await?,
                     Err(_) => break,
                 }
             }
@@ -505,10 +565,15 @@ async fn write_loop(
             break;
         }
     }
-    // Whatever is still queued is dropped with the receiver.
+    // Whatever is still queued is dropped: the client is not going to get
+    // it. What tungstenite already holds (at most one flush batch) goes out
+    // before the close frame, as the protocol needs whole frames.
     rx.close();
+    while let Ok(m) = rx.try_recv() {
+        backlog.release(m.len());
+    }
     let frame = kill.borrow().clone();
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
         let _ = sink.send(WsMessage::Close(frame)).await;
         let _ = sink.close().await;
     })
@@ -610,6 +675,15 @@ impl Conn {
             }
         }
         self.teardown();
+        // The close handshake, bounded: the writer sends the close frame
+        // while this side reads (and drops) whatever the client still sends
+        // until its close reply. Dropping a socket with unread input makes
+        // the kernel answer with a reset, and the client would never see
+        // the close frame and its reason.
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
     }
 
     fn teardown(&mut self) {
@@ -801,7 +875,12 @@ impl Conn {
             Some(bytes) => BroadcastPayload::Binary(bytes.clone()),
             None => BroadcastPayload::Json(body.get("payload").cloned().unwrap_or(json!({}))),
         };
+        // A kind 3 frame's metadata is at most 255 bytes; a text frame's
+        // `meta` is bounded like the payload.
         let meta = body.get("meta").cloned();
+        if let Some(m) = &meta {
+            check_size(m, self.hub.config.max_payload_bytes, "the broadcast's meta")?;
+        }
         self.hub.broadcast(&f.topic, id, event, payload, meta)
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, Client};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
@@ -255,7 +255,7 @@ async fn connection_and_channel_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_disconnected_with_a_reason() {
-    let (hub, url) = start_with(|c| c.outgoing_queue = 16).await;
+    let (hub, url) = start_with(|c| c.outgoing_queue_bytes = 1024 * 1024).await;
     let counters = hub.counters().unwrap();
     // The slow client joins, then never reads again.
     let mut slow = Client::connect(&url, Vsn::V2, None).await;
@@ -308,8 +308,190 @@ async fn a_client_that_never_reads_is_disconnected_with_a_reason() {
         }
     }
     if let Some(reason) = reason {
-        assert!(reason.contains("queue full"), "{reason}");
+        assert!(reason.contains("outgoing_queue_bytes"), "{reason}");
     }
+}
+
+/// Sends broadcasts of `bytes` bytes on `channel` until the hub's outgoing
+/// queues hold bytes that stay queued (the slow client's socket buffers are
+/// full, its writer waits).
+async fn fill_socket_buffers(
+    sender: &dyn truststream_core_realtime::Channel,
+    counters: &truststream_realtime_ws::Counters,
+    bytes: usize,
+) {
+    let payload = json!({"blob": "f".repeat(bytes)});
+    for _ in 0..10_000 {
+        sender.send("fill", payload.clone()).await.unwrap();
+        let mut stalled = 0;
+        while counters.queued_bytes.load(Ordering::SeqCst) > 0 && stalled < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stalled += 1;
+        }
+        if stalled == 3 {
+            return;
+        }
+    }
+    panic!("the socket buffers never filled up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_disconnected_by_queued_bytes_not_frames() {
+    const BUDGET: usize = 1024 * 1024;
+    let (hub, url) = start_with(|c| c.outgoing_queue_bytes = BUDGET).await;
+    let counters = hub.counters().unwrap();
+    let mut slow = Client::connect(&url, Vsn::V2, None).await;
+    slow.join_ok("realtime:bytes", json!({})).await;
+    slow.expect("presence_state").await;
+    // From here on the client reads nothing.
+    let sender = hub
+        .channel("bytes", ChannelOptions::default())
+        .await
+        .unwrap();
+    sender.join().await.unwrap();
+    fill_socket_buffers(sender.as_ref(), &counters, 32 * 1024).await;
+    let before = counters.queued_bytes.load(Ordering::SeqCst);
+    assert!(before < BUDGET / 4, "{before} bytes queued after filling");
+
+    // 5,000 tiny frames (far more than the 1,024 frames the queue used to
+    // hold) fit in the byte budget: the client stays connected.
+    for i in 0..5_000 {
+        sender.send("t", json!({ "i": i })).await.unwrap();
+    }
+    let queued = counters.queued_bytes.load(Ordering::SeqCst);
+    assert_eq!(
+        counters.slow_disconnects.load(Ordering::SeqCst),
+        0,
+        "disconnected by tiny frames ({queued} bytes queued)"
+    );
+    assert!(
+        queued >= before + 5_000 * 20 && queued <= BUDGET,
+        "{queued} bytes queued (before the tiny frames: {before})"
+    );
+
+    // A few large frames go over the budget: disconnected after at most as
+    // many as fit in what was left of it, plus one.
+    let big = json!({"blob": "B".repeat(200 * 1024)});
+    let mut large = 0;
+    while counters.slow_disconnects.load(Ordering::SeqCst) == 0 {
+        assert!(large < 10, "still connected after {large} large frames");
+        // The sender is not the slow member: its send succeeds.
+        sender.send("big", big.clone()).await.unwrap();
+        large += 1;
+    }
+    let room = (BUDGET - queued) / (200 * 1024);
+    assert!(large <= room + 1, "{large} large frames for room of {room}");
+    // The slow client's queue is released: nothing stays counted.
+    eventually("the queued bytes to be released", || {
+        counters.queued_bytes.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_disconnected_for_reading_slowly_reads_the_close_frame_and_its_reason() {
+    let (hub, url) = start_with(|c| {
+        c.max_payload_bytes = 64 * 1024;
+        c.outgoing_queue_bytes = 256 * 1024;
+    })
+    .await;
+    let counters = hub.counters().unwrap();
+    // A raw tokio-tungstenite client: it joins, then stops reading.
+    let mut slow = Client::connect(&url, Vsn::V2, None).await;
+    slow.join_ok("realtime:backlog", json!({})).await;
+    slow.expect("presence_state").await;
+    let sender = hub
+        .channel("backlog", ChannelOptions::default())
+        .await
+        .unwrap();
+    sender.join().await.unwrap();
+    let payload = json!({"blob": "z".repeat(32 * 1024)});
+    let mut sent = 0;
+    while counters.slow_disconnects.load(Ordering::SeqCst) == 0 {
+        assert!(sent < 10_000, "never disconnected after {sent} broadcasts");
+        sender.send("blob", payload.clone()).await.unwrap();
+        sent += 1;
+        if sent % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    // Still not reading for a while (longer than the hub used to wait
+    // before dropping the socket), but sending heartbeats as realtime-js
+    // does.
+    for i in 0..6 {
+        let heartbeat = json!([null, format!("hb{i}"), "phoenix", "heartbeat", {}]);
+        if let Err(e) = slow.ws.send(WsMessage::text(heartbeat.to_string())).await {
+            panic!("the hub dropped the connection instead of closing it: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Reading again: the backlog, then the close frame with the reason.
+    let mut frames = 0;
+    let (code, reason) = loop {
+        let m = tokio::time::timeout(common::WAIT, slow.ws.next())
+            .await
+            .expect("the close frame in time");
+        match m {
+            Some(Ok(WsMessage::Close(Some(f)))) => break (f.code, f.reason.to_string()),
+            Some(Ok(WsMessage::Close(None))) => panic!("a close frame without a reason"),
+            Some(Ok(_)) => frames += 1,
+            Some(Err(e)) => panic!("after {frames} frames, {e} instead of a close frame"),
+            None => panic!("after {frames} frames, the connection ended without a close frame"),
+        }
+    };
+    assert_eq!(code, CloseCode::Policy, "{reason}");
+    assert!(
+        reason.contains("outgoing_queue_bytes") && reason.contains("read fast enough"),
+        "{reason}"
+    );
+    // The client's close reply completes the handshake: a clean end.
+    match tokio::time::timeout(common::WAIT, slow.ws.next()).await {
+        Ok(None) => {}
+        Ok(Some(other)) => panic!("after the close frame: {other:?}"),
+        Err(_) => panic!("the connection did not end after the close handshake"),
+    }
+    eventually("the connection to be gone", || {
+        counters.connections.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_text_broadcast_meta_over_the_payload_limit_is_refused() {
+    let (_hub, url) = start_with(|c| c.max_payload_bytes = 1024).await;
+    let mut c = Client::connect(&url, Vsn::V2, None).await;
+    let jr = c
+        .join_ok("realtime:meta", common::broadcast_config(false, true))
+        .await;
+    let small = json!({"type": "broadcast", "event": "x", "payload": {}, "meta": {"id": 7}});
+    let r = c.push(Some(&jr), "realtime:meta", "broadcast", small).await;
+    assert_eq!(c.reply(&r).await["status"], "ok");
+    let big = json!({
+        "type": "broadcast", "event": "x", "payload": {},
+        "meta": {"s": "m".repeat(2000)},
+    });
+    let r = c.push(Some(&jr), "realtime:meta", "broadcast", big).await;
+    let reply = c.reply(&r).await;
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["response"]["code"], "too_large", "{reply}");
+    let reason = reply["response"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("meta") && reason.contains("max_payload_bytes"),
+        "{reason}"
+    );
+    still_alive(&mut c).await;
+}
+
+#[test]
+fn the_outgoing_queue_holds_at_least_one_largest_frame() {
+    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+    config.max_payload_bytes = 256 * 1024;
+    config.outgoing_queue_bytes = 256 * 1024;
+    let e = config.validate().unwrap_err();
+    assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
+    assert!(e.message().contains("outgoing_queue_bytes"), "{e}");
+    config.outgoing_queue_bytes = 256 * 1024 + 64 * 1024;
+    config.validate().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +504,6 @@ async fn a_thousand_clients_vanish_and_nothing_is_left_behind() {
     // 1,000 presence diffs; the queues hold them all.
     let (hub, url) = start_with(|c| {
         c.heartbeat_timeout_secs = 3600;
-        c.outgoing_queue = 4096;
         c.member_queue_capacity = 4096;
     })
     .await;
