@@ -423,3 +423,82 @@ async fn the_hub_subscribes_only_to_bound_tables_while_they_are_bound() {
     a.reply(&r).await;
     common::eventually("the agents feed to be dropped", || feeds() == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_access_token_is_checked_again() {
+    let mut cfg = auth_config();
+    cfg.roles
+        .insert("analyst".into(), vec!["read:agents".into()]);
+    let (db, auth) = setup(cfg).await;
+    let (_hub, url) = hub(owned_config(), &db, &auth).await;
+    let (alice, alice_token) = user(&auth, "alice@example.com").await;
+    let (bob, bob_token) = user(&auth, "bob@example.com").await;
+    let mut c = Client::connect(&url, Vsn::V2, Some(&alice_token)).await;
+    let jr = c
+        .join_ok(
+            "realtime:agents",
+            json!({"postgres_changes": [binding(Some("agents"))]}),
+        )
+        .await;
+    // The channel now reads as bob: his rows, not alice's.
+    c.push(
+        Some(&jr),
+        "realtime:agents",
+        "access_token",
+        json!({"access_token": bob_token}),
+    )
+    .await;
+    // The reader handles a connection's frames in order: once a later
+    // heartbeat is answered, the new token is in force.
+    let r = c.push(None, "phoenix", "heartbeat", json!({})).await;
+    c.reply(&r).await;
+    let agent = |id: &str, owner: &str| row(json!({"id": id, "user_id": owner}));
+    db.create("agents", agent("a1", &alice)).await.unwrap();
+    db.create("agents", agent("b1", &bob)).await.unwrap();
+    let d = change(&mut c).await;
+    assert_eq!(d["record"]["id"], "b1", "{d}");
+    c.expect_quiet(&[]).await;
+
+    // A table that needs a permission: a token without it closes the
+    // channel.
+    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+    config.publish = vec!["agents".into()];
+    config.tables.insert(
+        "agents".into(),
+        TableRule {
+            permission: Some("read:agents".into()),
+            ..TableRule::default()
+        },
+    );
+    let (_hub2, url) = hub(config, &db, &auth).await;
+    let (id, _) = user(&auth, "analyst@example.com").await;
+    db.update("auth_users", &json!(id), row(json!({"roles": ["analyst"]})))
+        .await
+        .unwrap();
+    let s = auth
+        .sign_in(truststream_core_auth::SignIn::new(
+            "analyst@example.com",
+            "correct horse battery staple",
+        ))
+        .await
+        .unwrap();
+    let mut c = Client::connect(&url, Vsn::V2, Some(s.access_token.expose())).await;
+    let jr = c
+        .join_ok(
+            "realtime:agents",
+            json!({"postgres_changes": [binding(Some("agents"))]}),
+        )
+        .await;
+    c.push(
+        Some(&jr),
+        "realtime:agents",
+        "access_token",
+        json!({"access_token": alice_token}),
+    )
+    .await;
+    let m = c.expect("system").await;
+    assert_eq!(m.payload["status"], "error");
+    let message = m.payload["message"].as_str().unwrap_or_default();
+    assert!(message.contains("read:agents"), "{message}");
+    c.expect("phx_close").await;
+}
