@@ -354,7 +354,11 @@ async fn unknown_type_names_key_value_and_known_types() {
     assert!(m.contains(&known), "{m}");
 
     let cfg = ConfigSources::new()
-        .env(env(&[("TRUSTSTREAM_AUTH__TYPE", "ldap")]))
+        // Memory: the default SQLite file would land in the crate's ./data.
+        .env(env(&[
+            ("TRUSTSTREAM_AUTH__TYPE", "ldap"),
+            ("TRUSTSTREAM_DATABASE__TYPE", "memory"),
+        ]))
         .load()
         .unwrap();
     let e = build_err(&regs, &cfg).await;
@@ -370,7 +374,11 @@ async fn unknown_type_names_key_value_and_known_types() {
 #[tokio::test]
 async fn unknown_setting_names_the_key() {
     let cfg = ConfigSources::new()
-        .env(env(&[("TRUSTSTREAM_STORAGE__BUCKETZ", "[\"a\"]")]))
+        .env(env(&[
+            ("TRUSTSTREAM_STORAGE__BUCKETZ", "[\"a\"]"),
+            // Memory: the default SQLite file would land in the crate's ./data.
+            ("TRUSTSTREAM_DATABASE__TYPE", "memory"),
+        ]))
         .load()
         .unwrap();
     let e = build_err(&Registries::compiled_in(), &cfg).await;
@@ -418,6 +426,8 @@ async fn settings_reach_the_provider() {
         .env(env(&[
             ("TRUSTSTREAM_STORAGE__MAX_OBJECT_SIZE", "100"),
             ("TRUSTSTREAM_STORAGE__ROOT", root.path().to_str().unwrap()),
+            // Memory: the default SQLite file would land in the crate's ./data.
+            ("TRUSTSTREAM_DATABASE__TYPE", "memory"),
         ]))
         .load()
         .unwrap();
