@@ -20,10 +20,12 @@ pub(crate) const MAX_PARTS: u64 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionalWrites {
-    /// Probe the server once (in `probe_bucket` at connect, else before the
-    /// first conditional write): servers that accept `If-None-Match` and
-    /// `If-Match` on PUT but ignore them are detected, and conditional writes
-    /// are then refused as `Unsupported` instead of silently overwriting.
+    /// Probe the server once at connect (in `probe_bucket`, else in the first
+    /// bucket listed; failing that, before the first conditional write):
+    /// servers that accept `If-None-Match` and `If-Match` on PUT but ignore
+    /// them are detected, and conditional writes are then refused as
+    /// `Unsupported` instead of silently overwriting. Until a probe has run,
+    /// the capability reads `false`.
     #[default]
     Auto,
     /// The server supports them (Amazon S3 since 2024, Garage 2.x): send them.
@@ -93,9 +95,10 @@ pub struct S3StorageConfig {
     pub conditional_writes: ConditionalWrites,
     /// Whether `create_bucket`/`delete_bucket` are offered (default true).
     pub manage_buckets: bool,
-    /// With `conditional_writes = "auto"`: a bucket in which `connect` probes
-    /// the server right away, so `capabilities()` is exact from the start.
-    /// Without it the probe runs before the first conditional write.
+    /// With `conditional_writes = "auto"`: the bucket in which `connect`
+    /// probes the server (a probe that fails otherwise than with an
+    /// unreachable server fails the connect). Without it `connect` probes in
+    /// the first bucket the credentials list.
     pub probe_bucket: Option<String>,
 }
 

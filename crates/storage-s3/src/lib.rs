@@ -18,6 +18,7 @@ use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use bytes::Bytes;
 use futures::StreamExt;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
+use truststream_core_storage::signing;
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, Checksum, Error, ErrorKind, Health, ListOptions, ListPage,
     ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities,
@@ -29,8 +30,6 @@ use error::{map_sdk, Target};
 
 /// The registry type name of this provider.
 const TYPE_NAME: &str = "s3";
-/// Longest lifetime of a presigned URL (SigV4's limit).
-const MAX_SIGNED_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Largest object S3 stores.
 const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// Content type stored when the upload names none (what S3 would pick).
@@ -67,7 +66,7 @@ struct Inner {
     client: aws_sdk_s3::Client,
     config: S3StorageConfig,
     /// With `ConditionalWrites::Auto`: whether the server honours
-    /// conditional PUTs, once probed.
+    /// conditional PUTs, once probed (empty: not known yet).
     conditional_probe: tokio::sync::OnceCell<bool>,
 }
 
@@ -81,12 +80,23 @@ impl std::fmt::Debug for S3Storage {
 
 impl S3Storage {
     /// Builds the provider from `config` (credentials and region from the
-    /// AWS environment where the config leaves them out). Makes no request:
-    /// an unreachable server shows in [`Storage::health`] and in the calls.
+    /// AWS environment where the config leaves them out).
+    ///
+    /// With `conditional_writes = "auto"` (the default) it probes the server
+    /// before returning, so [`Storage::capabilities`] is exact from the
+    /// start: in `probe_bucket` when set (a probe failing otherwise than
+    /// with an unreachable server fails the connect: a missing bucket, no
+    /// permission), else in the first bucket the credentials list. When no
+    /// probe can run (server unreachable, no bucket, no permission) the
+    /// connect still succeeds, an unreachable server shows in
+    /// [`Storage::health`] and in the calls, and `conditional_writes` reads
+    /// `false` (not known to hold) until a probe has run: the first
+    /// conditional write runs one.
     ///
     /// Fails with [`ErrorKind::InvalidInput`] for an invalid configuration.
     pub async fn connect(config: S3StorageConfig) -> StorageResult<Self> {
         let client = config.client().await?;
+        let probe = config.conditional_writes == ConditionalWrites::Auto;
         let probe_bucket = config.probe_bucket.clone();
         let store = S3Storage {
             inner: Arc::new(Inner {
@@ -95,10 +105,40 @@ impl S3Storage {
                 conditional_probe: tokio::sync::OnceCell::new(),
             }),
         };
-        if let Some(bucket) = probe_bucket {
-            store.probe_conditional_writes(&bucket).await?;
+        match probe_bucket {
+            Some(bucket) => match store.probe_conditional_writes(&bucket).await {
+                Ok(_) => {}
+                // Unreachable now: not a configuration error.
+                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                    tracing::info!(bucket, error = %e, "conditional-write probe failed at connect");
+                }
+                Err(e) => return Err(e),
+            },
+            None if probe => store.probe_in_a_listed_bucket().await,
+            None => {}
         }
         Ok(store)
+    }
+
+    /// Probes in the first bucket the credentials list, if any; a failure
+    /// leaves the answer unknown (logged, not an error: the provider may
+    /// still be used for what needs no condition).
+    async fn probe_in_a_listed_bucket(&self) {
+        let listed = match self.client().list_buckets().max_buckets(1).send().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                let e = map_sdk(e, Target::Service);
+                tracing::info!(error = %e, "conditional-write probe skipped at connect");
+                return;
+            }
+        };
+        let Some(bucket) = listed.buckets().iter().find_map(|b| b.name()) else {
+            tracing::info!("conditional-write probe skipped at connect: no bucket to probe in");
+            return;
+        };
+        if let Err(e) = self.probe_conditional_writes(bucket).await {
+            tracing::info!(bucket, error = %e, "conditional-write probe failed at connect");
+        }
     }
 
     /// Finds out whether the server honours conditional PUTs
@@ -111,8 +151,8 @@ impl S3Storage {
     ///
     /// Runs once per provider instance (later calls return the first
     /// answer); with `conditional_writes = "on"` or `"off"` it only reports
-    /// the configured answer. Also runs before the first conditional write in
-    /// `"auto"` mode.
+    /// the configured answer. In `"auto"` mode [`S3Storage::connect`] runs
+    /// it, and so does the first conditional write if it has not run yet.
     pub async fn probe_conditional_writes(&self, bucket: &str) -> StorageResult<bool> {
         match self.inner.config.conditional_writes {
             ConditionalWrites::On => return Ok(true),
@@ -196,13 +236,14 @@ impl S3Storage {
         &self.inner.client
     }
 
-    /// What the capabilities say: off when configured off or when the probe
-    /// found the server ignores conditions; on otherwise.
+    /// What the capabilities say: on when configured on or when a probe
+    /// saw the server honour conditions; off when configured off, when the
+    /// probe found the server ignores them, and while no probe has run.
     fn conditional_writes(&self) -> bool {
         match self.inner.config.conditional_writes {
             ConditionalWrites::On => true,
             ConditionalWrites::Off => false,
-            ConditionalWrites::Auto => self.inner.conditional_probe.get() != Some(&false),
+            ConditionalWrites::Auto => self.inner.conditional_probe.get() == Some(&true),
         }
     }
 
@@ -420,9 +461,7 @@ impl Storage for S3Storage {
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         let run = async {
-            validate_bucket(bucket)?;
-            validate_key(key)?;
-            options.validate()?;
+            options.validate_upload(bucket, key)?;
             self.check_condition(bucket, &options.condition).await?;
             let checksum = Checksum::crc32c(&data);
             if data.len() as u64 > self.inner.config.multipart_threshold {
@@ -445,9 +484,7 @@ impl Storage for S3Storage {
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         let run = async {
-            validate_bucket(bucket)?;
-            validate_key(key)?;
-            options.validate()?;
+            options.validate_upload(bucket, key)?;
             self.check_condition(bucket, &options.condition).await?;
             self.upload_from_stream(bucket, key, data, options).await
         };
@@ -609,12 +646,7 @@ impl Storage for S3Storage {
         let run = async {
             validate_bucket(bucket)?;
             validate_key(key)?;
-            if expires_in.is_zero() || expires_in > MAX_SIGNED_URL_LIFETIME {
-                return Err(Error::invalid_input(format!(
-                    "signed URL lifetime of {expires_in:?} is out of range: \
-                     use more than zero and at most 7 days"
-                )));
-            }
+            signing::check_lifetime(expires_in)?;
             let lifetime = whole_seconds(expires_in);
             let start = std::time::SystemTime::now();
             let presign = PresigningConfig::builder()

@@ -27,6 +27,12 @@ use crate::{S3Storage, S3StorageConfig};
 /// Region the servers are configured with.
 pub const REGION: &str = "garage";
 
+/// The bucket [`Garage::config`] names as `probe_bucket`, created by
+/// [`Garage::ready`]: providers probe conditional writes there at connect,
+/// never in a bucket a test is using (a probe object would show in its
+/// listings).
+pub const PROBE_BUCKET: &str = "truststream-probe";
+
 /// A running Garage server and the key to use it.
 #[derive(Debug)]
 pub struct Garage {
@@ -310,14 +316,23 @@ impl Garage {
         Ok(())
     }
 
-    /// Waits until the S3 API answers with this key.
+    /// Waits until the S3 API answers with this key, then makes sure
+    /// [`PROBE_BUCKET`] exists.
     pub async fn ready(&self, timeout: Duration) -> Result<(), String> {
-        let store = self.storage().await.map_err(|e| e.to_string())?;
+        // No probe: the probe bucket may not exist yet.
+        let mut cfg = self.config();
+        cfg.conditional_writes = crate::ConditionalWrites::Off;
+        cfg.probe_bucket = None;
+        let store = S3Storage::connect(cfg).await.map_err(|e| e.to_string())?;
         let start = Instant::now();
         loop {
             let h = store.health().await;
             if h.is_healthy() {
-                return Ok(());
+                return match store.create_bucket(PROBE_BUCKET).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == truststream_core_storage::ErrorKind::Conflict => Ok(()),
+                    Err(e) => Err(format!("cannot create the bucket {PROBE_BUCKET}: {e}")),
+                };
             }
             if start.elapsed() > timeout {
                 return Err(format!(
@@ -336,14 +351,17 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
-    /// A provider configuration for this server.
+    /// A provider configuration for this server, probing conditional
+    /// writes in [`PROBE_BUCKET`].
     pub fn config(&self) -> S3StorageConfig {
-        S3StorageConfig::for_endpoint(
+        let mut cfg = S3StorageConfig::for_endpoint(
             self.endpoint(),
             REGION,
             &self.access_key_id,
             &self.secret_access_key,
-        )
+        );
+        cfg.probe_bucket = Some(PROBE_BUCKET.to_string());
+        cfg
     }
 
     /// A provider connected to this server.

@@ -22,9 +22,12 @@ async fn credentials_region_and_endpoint_come_from_the_aws_environment() {
     std::env::set_var("AWS_ENDPOINT_URL", garage.endpoint());
     std::env::set_var("AWS_CONFIG_FILE", "/nonexistent");
     std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-    let store = S3Storage::connect(S3StorageConfig::default())
-        .await
-        .unwrap();
+    let store = S3Storage::connect(S3StorageConfig {
+        probe_bucket: Some(truststream_storage_s3::testing::PROBE_BUCKET.into()),
+        ..S3StorageConfig::default()
+    })
+    .await
+    .unwrap();
     let bucket = support::fresh_bucket(&store).await.unwrap();
     store
         .upload(

@@ -16,8 +16,9 @@ async fn runtime_builds_s3_from_configuration() {
     };
     let toml = format!(
         "[default.storage]\ntype = \"s3\"\nendpoint = \"{}\"\nregion = \"garage\"\n\
-         multipart_threshold = 10485760\n",
-        garage.endpoint()
+         multipart_threshold = 10485760\nprobe_bucket = \"{}\"\n",
+        garage.endpoint(),
+        truststream_storage_s3::testing::PROBE_BUCKET
     );
     let config = ConfigSources::new()
         .toml_str(toml)

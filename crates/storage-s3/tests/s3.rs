@@ -344,6 +344,60 @@ async fn garage_ignores_conditional_puts_so_they_are_unsupported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_report_the_probed_answer_from_connect() {
+    // A bucket to probe in exists before the provider connects.
+    let Some((first, bucket)) = setup(|_| {}).await else {
+        return;
+    };
+    let garage = support::garage().await.unwrap();
+    // No probe bucket named: the connect probes in a bucket it lists.
+    let mut cfg = garage.config();
+    cfg.probe_bucket = None;
+    let store = S3Storage::connect(cfg).await.unwrap();
+    let reported = store.capabilities().conditional_writes;
+    // The answer a probe gives now is the one reported before any call.
+    let probed = store.probe_conditional_writes(&bucket).await.unwrap();
+    assert_eq!(reported, probed, "capabilities before the probe answered");
+    // Garage 2.5 ignores conditional PUTs.
+    assert!(!reported, "Garage 2.5 reported conditional writes");
+    // A provider told where to probe is exact too.
+    let mut cfg = garage.config();
+    cfg.probe_bucket = Some(bucket.clone());
+    let told = S3Storage::connect(cfg).await.unwrap();
+    assert_eq!(told.capabilities().conditional_writes, probed);
+    // The probes leave nothing behind.
+    let page = first.list(&bucket, &Default::default()).await.unwrap();
+    assert!(page.objects.is_empty(), "{:?}", page.objects);
+    support::drop_bucket(&first, &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_read_false_until_a_probe_could_run() {
+    let Some(garage) = support::garage().await else {
+        return;
+    };
+    // Nothing listens: the connect cannot probe (in a named bucket or in
+    // one it lists), and does not fail.
+    let mut cfg = garage.config();
+    cfg.endpoint = Some("http://127.0.0.1:9".into());
+    cfg.max_attempts = 1;
+    let down = S3Storage::connect(cfg.clone()).await.unwrap();
+    assert!(!down.capabilities().conditional_writes);
+    cfg.probe_bucket = None;
+    let down = S3Storage::connect(cfg.clone()).await.unwrap();
+    assert!(!down.capabilities().conditional_writes);
+    // A named bucket that does not exist is a configuration error.
+    let mut missing = garage.config();
+    missing.probe_bucket = Some("no-such-probe-bucket".into());
+    let e = S3Storage::connect(missing).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // Configured on, no probe: reported as configured.
+    cfg.conditional_writes = truststream_storage_s3::ConditionalWrites::On;
+    let on = S3Storage::connect(cfg).await.unwrap();
+    assert!(on.capabilities().conditional_writes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_the_right_kinds() {
     let Some(garage) = support::garage().await else {
         return;
@@ -359,8 +413,10 @@ async fn errors_have_the_right_kinds() {
     assert!(!down.health().await.is_healthy());
 
     // Unknown key id / wrong secret: refused with a kind, never a panic.
+    // (No probe bucket named: a refused probe in it would fail the connect.)
     let mut cfg = garage.config();
     cfg.secret_access_key = Some("0".repeat(64).into());
+    cfg.probe_bucket = None;
     let wrong = S3Storage::connect(cfg).await.unwrap();
     let e = wrong.list_buckets().await.unwrap_err();
     assert!(
