@@ -51,6 +51,8 @@ use truststream_core::{BoxFuture, ErrorKind};
 use truststream_core_auth::{Auth, Principal, Session, SignIn, SignUp};
 
 use crate::harness::{run_cases, Case, Factory};
+
+mod capability;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// The password the cases sign up with.
@@ -92,7 +94,7 @@ pub async fn run(provider: &str, factory: AuthFactory, only: Option<&str>) -> Re
 }
 
 macro_rules! case {
-    ($name:literal, [$($need:literal),*], $body:ident) => {
+    ($name:literal, [$($need:literal),*], $body:path) => {
         Case {
             name: $name,
             needs: &[$($need),*],
@@ -208,6 +210,13 @@ pub fn cases() -> Vec<Case<AuthFixture>> {
             ["sign_up"],
             malformed_permission
         ),
+        case!("capability.sign_up", [], capability::sign_up_flag),
+        case!(
+            "capability.password_sign_in",
+            [],
+            capability::password_sign_in
+        ),
+        case!("capability.refresh", [], capability::refresh),
     ]
 }
 

@@ -25,6 +25,8 @@ use truststream_core_db::{
 };
 
 use crate::harness::{run_cases, Case, Factory};
+
+mod capability;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// Builds a fresh database per case.
@@ -53,7 +55,7 @@ const SCHEMA_AGG: &[&str] = &["schema", "aggregates"];
 const SCHEMA_FEED: &[&str] = &["schema", "change_feed"];
 
 macro_rules! case {
-    ($name:literal, $needs:expr, $f:ident) => {
+    ($name:literal, $needs:expr, $f:path) => {
         Case {
             name: $name,
             needs: $needs,
@@ -172,11 +174,6 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
         case!("edge.concurrent_creates", SCHEMA, edge_concurrent_creates),
         case!("edge.concurrent_updates", SCHEMA, edge_concurrent_updates),
         case!(
-            "edge.raw_query_matches_capability",
-            &[],
-            edge_raw_query_capability
-        ),
-        case!(
             "raw.one_statement_per_call",
             &["schema", "raw_sql"],
             raw_one_statement_per_call
@@ -200,6 +197,17 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
             "changes.nothing_on_rollback",
             &["schema", "change_feed", "transactions"],
             changes_rollback
+        ),
+        case!("capability.transactions", SCHEMA, capability::transactions),
+        case!("capability.raw_sql", SCHEMA, capability::raw_sql),
+        case!("capability.joins", SCHEMA, capability::joins),
+        case!("capability.aggregates", SCHEMA, capability::aggregates),
+        case!("capability.schema", &[], capability::schema),
+        case!("capability.change_feed", SCHEMA, capability::change_feed),
+        case!(
+            "capability.unique_constraints",
+            SCHEMA,
+            capability::unique_constraints
         ),
     ]
 }
@@ -2329,27 +2337,6 @@ async fn edge_concurrent_updates(db: Db) -> CaseResult {
         "final score {score} is some writer's last write"
     );
     ensure_eq!(s(&rows[0], "name"), "contended");
-    Ok(())
-}
-
-async fn edge_raw_query_capability(db: Db) -> CaseResult {
-    let caps = db.capabilities();
-    let r = db.raw_query("SELECT 1 AS one", &Params::new()).await;
-    if caps.raw_sql {
-        let rows = r?;
-        ensure_eq!(rows.len(), 1);
-        ensure!(
-            rows[0].get("one").and_then(Value::as_i64) == Some(1),
-            "SELECT 1 AS one: {rows:?}"
-        );
-        ensure!(
-            caps.sql_dialect.is_some(),
-            "raw_sql providers name their dialect"
-        );
-    } else {
-        expect_kind(r, ErrorKind::Unsupported, "raw_query without raw_sql")?;
-        ensure!(caps.sql_dialect.is_none(), "no dialect without raw_sql");
-    }
     Ok(())
 }
 

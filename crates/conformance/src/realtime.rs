@@ -45,6 +45,8 @@ use truststream_core_realtime::{
 };
 
 use crate::harness::{run_cases, Case, Factory};
+
+mod capability;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// What a realtime case gets.
@@ -85,7 +87,7 @@ pub async fn run(provider: &str, factory: RealtimeFactory, only: Option<&str>) -
 }
 
 macro_rules! case {
-    ($name:literal, [$($need:literal),*], $body:ident) => {
+    ($name:literal, [$($need:literal),*], $body:path) => {
         Case {
             name: $name,
             needs: &[$($need),*],
@@ -222,6 +224,10 @@ pub fn cases() -> Vec<Case<RealtimeFixture>> {
             many_members_receive_broadcast
         ),
         case!("health.healthy", [], health_healthy),
+        case!("capability.broadcast", [], capability::broadcast),
+        case!("capability.ack", [], capability::ack),
+        case!("capability.presence", [], capability::presence),
+        case!("capability.row_changes", [], capability::row_changes),
     ]
 }
 

@@ -42,6 +42,8 @@ use truststream_core_storage::{
 };
 
 use crate::harness::{run_cases, Case, Factory};
+
+mod capability;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// Performs one request on a signed URL: `(method, url, body)` to the body of
@@ -108,7 +110,7 @@ pub async fn run(provider: &str, factory: StorageFactory, only: Option<&str>) ->
 }
 
 macro_rules! case {
-    ($name:literal, [$($need:literal),*], $body:ident) => {
+    ($name:literal, [$($need:literal),*], $body:path) => {
         Case {
             name: $name,
             needs: &[$($need),*],
@@ -256,6 +258,18 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
             ["signed_upload_urls"],
             signed_put_stores_body
         ),
+        case!("capability.range_reads", [], capability::range_reads),
+        case!("capability.streaming", [], capability::streaming),
+        case!(
+            "capability.conditional_writes",
+            [],
+            capability::conditional_writes
+        ),
+        case!("capability.checksums", [], capability::checksums),
+        case!("capability.copy", [], capability::copy),
+        case!("capability.signed_urls", [], capability::signed_urls),
+        case!("capability.manage_buckets", [], capability::manage_buckets),
+        case!("capability.public_objects", [], capability::public_objects),
     ]
 }
 
