@@ -48,6 +48,19 @@ impl Drop for Queued<'_> {
     }
 }
 
+/// A hash in progress: holds its slot (given back when dropped), and
+/// counts itself out when dropped.
+struct Running {
+    counters: Arc<Counters>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.counters.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The answer beyond the gate's bounds. It says nothing about the account:
 /// it depends on the load only, and comes before any password is checked.
 fn busy() -> Error {
@@ -130,10 +143,13 @@ impl Passwords {
         tokio::task::spawn_blocking(move || {
             let now = counters.running.fetch_add(1, Ordering::SeqCst) + 1;
             counters.peak_running.fetch_max(now, Ordering::SeqCst);
-            let out = work();
-            counters.running.fetch_sub(1, Ordering::SeqCst);
-            drop(slot);
-            out
+            // Counted out and the slot given back when the work is done,
+            // even if it panicked.
+            let _running = Running {
+                counters,
+                _slot: slot,
+            };
+            work()
         })
         .await
         .map_err(|_| Error::internal("password hashing task failed"))
