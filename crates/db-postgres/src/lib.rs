@@ -715,8 +715,7 @@ impl Database for PgDatabase {
                 Err(e) => return Err(e),
             }
             let mut statements = compile::create_table(DIALECT, &normalized)?;
-            let watched = self.feed.watches(&schema.name).await;
-            if watched {
+            if self.feed.watches_all() {
                 statements.push(feed::trigger_ddl(
                     self.feed.schema()?,
                     &schema.name,
@@ -740,7 +739,7 @@ impl Database for PgDatabase {
                         .map(|_| ())
                         .map_err(|_| e)
                 }
-                Ok(()) if watched => {
+                Ok(()) if self.feed.watches_all() => {
                     // Its trigger went in with it: hold it like the others.
                     let pool = self.pool_for("db.create_table")?;
                     self.feed.created(&pool, &schema.name).await

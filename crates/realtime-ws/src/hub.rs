@@ -760,15 +760,24 @@ impl Hub {
                 "postgres_changes need a database with a change feed, and this hub has none",
             ));
         };
-        let lease = FeedLease {
+        let lease = || FeedLease {
             hub: Arc::downgrade(self),
             table: table.to_string(),
         };
+        let held = |hub: &Hub| {
+            let mut feeds = lock(&hub.feeds);
+            let f = feeds.get_mut(table)?;
+            f.leases += 1;
+            Some(lease())
+        };
+        // Watched already: no need to wait for another table's subscription.
+        if let Some(l) = held(self) {
+            return Ok(l);
+        }
         let _gate = self.feed_gate.lock().await;
         self.check_open()?;
-        if let Some(f) = lock(&self.feeds).get_mut(table) {
-            f.leases += 1;
-            return Ok(lease);
+        if let Some(l) = held(self) {
+            return Ok(l);
         }
         let stream = db.subscribe_changes(Some(table)).await.map_err(|e| {
             e.with_context("while", "subscribing to the table's change feed")
@@ -789,7 +798,7 @@ impl Hub {
         }
         feeds.insert(table.to_string(), TableFeed { leases: 1, reader });
         self.counters.table_feeds.fetch_add(1, Ordering::Relaxed);
-        Ok(lease)
+        Ok(lease())
     }
 
     /// A lease of `table` ended: the last one stops the table's feed

@@ -238,28 +238,34 @@ impl Publication {
                 shown(table)
             )));
         }
-        // A name beats a pattern; a longer pattern beats a shorter one.
-        let best = self
-            .entries
+        self.published(table).ok_or_else(|| {
+            denied(format!(
+                "table {} is not published for realtime (realtime.publish)",
+                shown(table)
+            ))
+        })
+    }
+
+    /// The rule of the `publish` entry that covers `table`: a name beats a
+    /// pattern, a longer pattern a shorter one.
+    fn published(&self, table: &str) -> Option<&TableRule> {
+        self.entries
             .iter()
             .filter(|(e, _)| e.matches(table))
             .max_by_key(|(e, _)| match e {
                 Entry::Name(_) => usize::MAX,
                 Entry::Prefix(p) => p.len(),
-            });
-        match best {
-            Some((_, rule)) => Ok(rule),
-            None => Err(denied(format!(
-                "table {} is not published for realtime (realtime.publish)",
-                shown(table)
-            ))),
-        }
+            })
+            .map(|(_, rule)| rule)
     }
 
     /// The rule of a table whose change is being dispatched (`None`: not
     /// published, so no client binding can match it).
     pub(crate) fn rule_for_change(&self, table: &str) -> Option<&TableRule> {
-        self.rule(table).ok()
+        if reserved(table) || self.private.iter().any(|t| t == table) {
+            return None;
+        }
+        self.published(table)
     }
 
     /// Checks that a subscriber (`principal`, `None` without an auth
