@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use truststream_conformance::{auth, db, factory, realtime, storage, Report};
+use truststream_conformance::{auth, db, factory, realtime, storage, CaseOutcome, Report};
 use truststream_core_db::Database;
 use truststream_core_realtime::{Realtime, RealtimeDeps, RealtimeRegistry};
 use truststream_core_storage::Storage;
@@ -35,6 +35,9 @@ struct Entry {
     /// Provider type name.
     name: &'static str,
     suite: Suite,
+    /// The cases this provider is expected to skip, exactly: any other skip
+    /// fails the run, and so does a listed case that ran (the list is stale).
+    expected_skips: fn() -> Vec<&'static str>,
 }
 
 impl Entry {
@@ -44,6 +47,30 @@ impl Entry {
     }
 }
 
+/// No case may be skipped.
+fn no_skips() -> Vec<&'static str> {
+    Vec::new()
+}
+
+/// db-memory has no raw SQL.
+fn memory_db_skips() -> Vec<&'static str> {
+    vec![
+        "aggregate.raw_query_guide_sql",
+        "raw.one_statement_per_call",
+    ]
+}
+
+/// The Garage version `truststream_storage_s3::testing` starts (2.5)
+/// accepts `If-None-Match` / `If-Match` on PUT and ignores them: the probe
+/// turns conditional writes off, so the cases that need them are skipped.
+fn s3_skips() -> Vec<&'static str> {
+    storage::cases()
+        .iter()
+        .filter(|c| c.needs.contains(&"conditional_writes"))
+        .map(|c| c.name)
+        .collect()
+}
+
 /// Every provider with a suite. Adding one is one line here.
 fn providers() -> Vec<Entry> {
     vec![
@@ -51,46 +78,55 @@ fn providers() -> Vec<Entry> {
             interface: "db",
             name: "memory",
             suite: Suite::Db(db_memory),
+            expected_skips: memory_db_skips,
         },
         Entry {
             interface: "db",
             name: "sqlite",
             suite: Suite::Db(db_sqlite),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "db",
             name: "postgres",
             suite: Suite::Db(db_postgres),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "storage",
             name: "memory",
             suite: Suite::Storage(storage_memory),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "storage",
             name: "fs",
             suite: Suite::Storage(storage_fs),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "storage",
             name: "s3",
             suite: Suite::Storage(storage_s3),
+            expected_skips: s3_skips,
         },
         Entry {
             interface: "realtime",
             name: "memory",
             suite: Suite::Realtime(realtime_memory),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "realtime",
             name: "ws",
             suite: Suite::Realtime(realtime_ws_hub),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "realtime",
             name: "ws-client",
             suite: Suite::Realtime(realtime_ws_client),
+            expected_skips: no_skips,
         },
         Entry {
             interface: "auth",
@@ -100,6 +136,7 @@ fn providers() -> Vec<Entry> {
                 db: "memory",
                 over: db_memory,
             },
+            expected_skips: no_skips,
         },
         Entry {
             interface: "auth",
@@ -109,6 +146,7 @@ fn providers() -> Vec<Entry> {
                 db: "sqlite",
                 over: db_sqlite,
             },
+            expected_skips: no_skips,
         },
         Entry {
             interface: "auth",
@@ -118,6 +156,7 @@ fn providers() -> Vec<Entry> {
                 db: "postgres",
                 over: db_postgres,
             },
+            expected_skips: no_skips,
         },
     ]
 }
@@ -566,9 +605,136 @@ fn normalize_interface(s: &str) -> String {
     }
 }
 
-/// Runs the selected suites and returns the merged report, or an error for
-/// a selection that names nothing runnable.
-pub fn run(selection: &Selection) -> Result<Report, String> {
+/// A case whose skip does not match its provider's pinned list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipProblem {
+    /// Skipped, and not in the provider's expected skip list: fails the run
+    /// like a failure does.
+    Unexpected {
+        /// `database`, `storage`, ...
+        interface: &'static str,
+        /// Provider label (`memory`, `jwt/sqlite`).
+        provider: String,
+        /// Case name.
+        case: &'static str,
+        /// Why it was skipped.
+        reason: String,
+    },
+    /// In the expected skip list, but it ran: the list is stale (the
+    /// provider gained what the case needs); fails the run until the list
+    /// is updated, so the pins stay exact.
+    NoLongerSkipped {
+        /// `database`, `storage`, ...
+        interface: &'static str,
+        /// Provider label.
+        provider: String,
+        /// Case name.
+        case: &'static str,
+    },
+}
+
+impl std::fmt::Display for SkipProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipProblem::Unexpected {
+                interface,
+                provider,
+                case,
+                reason,
+            } => write!(
+                f,
+                "UNEXPECTED SKIP {interface}/{provider}/{case}: {reason} \
+                 (not in the provider's expected skip list in xtask/src/conformance.rs)"
+            ),
+            SkipProblem::NoLongerSkipped {
+                interface,
+                provider,
+                case,
+            } => write!(
+                f,
+                "NO LONGER SKIPPED {interface}/{provider}/{case}: it ran, but the provider's \
+                 expected skip list in xtask/src/conformance.rs still names it; remove it there"
+            ),
+        }
+    }
+}
+
+/// Compares the skips of one provider's report with its pinned list.
+/// Cases outside the report (not selected by `--case`) are not compared.
+pub fn skip_problems(report: &Report, expected: &[&'static str]) -> Vec<SkipProblem> {
+    let mut problems = Vec::new();
+    for c in &report.cases {
+        let listed = expected.contains(&c.case);
+        match &c.outcome {
+            CaseOutcome::Skipped(reason) if !listed => problems.push(SkipProblem::Unexpected {
+                interface: c.interface,
+                provider: c.provider.clone(),
+                case: c.case,
+                reason: reason.clone(),
+            }),
+            CaseOutcome::Passed | CaseOutcome::Failed(_) if listed => {
+                problems.push(SkipProblem::NoLongerSkipped {
+                    interface: c.interface,
+                    provider: c.provider.clone(),
+                    case: c.case,
+                })
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// What a conformance run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Every case of every selected provider.
+    pub report: Report,
+    /// Skips that do not match the pinned lists.
+    pub skip_problems: Vec<SkipProblem>,
+}
+
+impl Outcome {
+    /// No failure and every skip as pinned.
+    pub fn is_ok(&self) -> bool {
+        self.report.failed() == 0 && self.skip_problems.is_empty()
+    }
+
+    /// The table, the skip problems, and the summary line (returned).
+    pub fn print(&self) -> String {
+        self.report.print_table();
+        for p in &self.skip_problems {
+            println!("{p}");
+        }
+        let line = self.summary();
+        println!("{line}");
+        line
+    }
+
+    /// `N passed, N failed, N skipped` plus the skip problems, if any.
+    pub fn summary(&self) -> String {
+        let mut line = self.report.summary();
+        if !self.skip_problems.is_empty() {
+            let unexpected = self
+                .skip_problems
+                .iter()
+                .filter(|p| matches!(p, SkipProblem::Unexpected { .. }))
+                .count();
+            let stale = self.skip_problems.len() - unexpected;
+            line.push_str(&format!(
+                " ({unexpected} unexpected skip(s), {stale} expected skip(s) that ran)"
+            ));
+        }
+        line
+    }
+}
+
+/// Runs the selected suites and returns the merged report with the skips
+/// that do not match the pinned lists, or an error for a selection that
+/// names nothing runnable. A provider whose server is missing outside CI
+/// (PostgreSQL, Garage) has every case skipped with the reason; that is not
+/// compared with its list (under CI the server is required).
+pub fn run(selection: &Selection) -> Result<Outcome, String> {
     let all = providers();
     for i in &selection.interfaces {
         if !INTERFACES.contains(&i.as_str()) {
@@ -622,8 +788,9 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let only = selection.case.as_deref();
-    let report = rt.block_on(async {
+    let outcome = rt.block_on(async {
         let mut report = Report::default();
+        let mut skip_problems = Vec::new();
         for e in &chosen {
             if e.interface == "storage" && e.name == "s3" {
                 if let Some(why) = s3_unavailable() {
@@ -653,6 +820,7 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
                     auth::run(&format!("{}/{db}", e.name), make(over()), only).await
                 }
             };
+            skip_problems.extend(self::skip_problems(&r, &(e.expected_skips)()));
             report.merge(r);
         }
         if let Some(s) = PG_SCRATCH.get() {
@@ -660,15 +828,18 @@ pub fn run(selection: &Selection) -> Result<Report, String> {
                 println!("could not drop the PostgreSQL scratch schemas: {e}");
             }
         }
-        report
+        Outcome {
+            report,
+            skip_problems,
+        }
     });
-    if report.cases.is_empty() {
+    if outcome.report.cases.is_empty() {
         return Err(format!(
             "no case name contains {:?} in the selected suites",
             selection.case.as_deref().unwrap_or("")
         ));
     }
-    Ok(report)
+    Ok(outcome)
 }
 
 #[cfg(test)]
@@ -733,12 +904,13 @@ mod tests {
 
     #[test]
     fn auth_runs_jwt_over_each_database() {
-        let r = run(&Selection {
+        let outcome = run(&Selection {
             interfaces: vec!["auth".into()],
             case: Some("refresh.rotates".into()),
             ..Selection::default()
         })
         .unwrap();
+        let r = &outcome.report;
         assert_eq!(r.failed(), 0, "{}", r.summary());
         let providers: Vec<&str> = r.cases.iter().map(|c| c.provider.as_str()).collect();
         // jwt over postgres runs when a server answers (always under CI).
@@ -756,12 +928,14 @@ mod tests {
 
     #[test]
     fn selected_cases_run_and_an_empty_selection_is_an_error() {
-        let r = run(&Selection {
+        let outcome = run(&Selection {
             providers: vec!["db-memory".into()],
             case: Some("crud.".into()),
             ..Selection::default()
         })
         .unwrap();
+        assert!(outcome.is_ok(), "{}", outcome.summary());
+        let r = &outcome.report;
         assert!(r.passed() > 0, "{}", r.summary());
         assert_eq!(r.failed(), 0, "{}", r.summary());
         assert!(r.cases.iter().all(|c| c.interface == "database"));
@@ -771,5 +945,77 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("no case name contains"), "{e}");
+    }
+
+    fn report(outcomes: &[(&'static str, CaseOutcome)]) -> Report {
+        let mut r = Report::default();
+        for (case, outcome) in outcomes {
+            r.cases.push(truststream_conformance::CaseReport {
+                interface: "database",
+                provider: "p".into(),
+                case,
+                outcome: outcome.clone(),
+                elapsed: std::time::Duration::ZERO,
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn an_unexpected_skip_and_a_stale_pin_are_problems() {
+        let skipped = CaseOutcome::Skipped("provider lacks capability joins".into());
+        let r = report(&[
+            ("a", CaseOutcome::Passed),
+            ("b", skipped.clone()),
+            ("c", skipped.clone()),
+            ("d", CaseOutcome::Passed),
+        ]);
+        assert_eq!(skip_problems(&r, &["b", "c"]), []);
+        let problems = skip_problems(&r, &["b", "d", "not-selected"]);
+        assert_eq!(
+            problems,
+            [
+                SkipProblem::Unexpected {
+                    interface: "database",
+                    provider: "p".into(),
+                    case: "c",
+                    reason: "provider lacks capability joins".into(),
+                },
+                SkipProblem::NoLongerSkipped {
+                    interface: "database",
+                    provider: "p".into(),
+                    case: "d",
+                },
+            ]
+        );
+        let outcome = Outcome {
+            report: r,
+            skip_problems: problems,
+        };
+        assert!(!outcome.is_ok(), "a skip problem fails the run");
+        assert!(
+            outcome
+                .summary()
+                .ends_with("(1 unexpected skip(s), 1 expected skip(s) that ran)"),
+            "{}",
+            outcome.summary()
+        );
+    }
+
+    /// The pinned lists of the in-process providers are exact.
+    #[test]
+    fn in_process_providers_skip_exactly_their_pinned_cases() {
+        let outcome = run(&Selection {
+            providers: vec!["memory".into(), "sqlite".into(), "fs".into()],
+            ..Selection::default()
+        })
+        .unwrap();
+        assert!(outcome.is_ok(), "{:?}", outcome.skip_problems);
+        assert_eq!(
+            outcome.report.skipped_cases(),
+            memory_db_skips(),
+            "{}",
+            outcome.summary()
+        );
     }
 }
