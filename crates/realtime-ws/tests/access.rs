@@ -502,3 +502,26 @@ async fn a_new_access_token_is_checked_again() {
     assert!(message.contains("read:agents"), "{message}");
     c.expect("phx_close").await;
 }
+
+#[test]
+fn publish_and_table_rules_read_from_configuration() {
+    let config: WsRealtimeConfig = serde_json::from_value(json!({
+        "publish": ["agents", "rt_*"],
+        "tables": {"agents": {"owner_column": "user_id", "hidden": ["secret"],
+                              "permission": "read:agents"}},
+    }))
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.publish, ["agents", "rt_*"]);
+    let rule = &config.tables["agents"];
+    assert_eq!(rule.owner_column.as_deref(), Some("user_id"));
+    assert_eq!(rule.hidden, ["secret"]);
+    assert!(!rule.anon);
+    // A misspelt rule key is refused, not ignored.
+    let typo = serde_json::from_value::<WsRealtimeConfig>(json!({
+        "publish": ["agents"], "tables": {"agents": {"owner": "user_id"}},
+    }));
+    assert!(typo.is_err());
+    // The default publishes nothing.
+    assert!(WsRealtimeConfig::default().publish.is_empty());
+}
