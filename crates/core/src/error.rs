@@ -269,7 +269,8 @@ impl Error {
     }
 
     /// The error and its `source()` chain on one line
-    /// (`internal: read failed (operation: storage.download): boom`), for
+    /// (`internal: read failed (operation: storage.download): boom`; a
+    /// source the message already quotes is not repeated), for
     /// programs that print an error themselves rather than through a
     /// reporter that walks the chain. `Display` alone prints only this
     /// error, so that reporters show each source once.
@@ -304,20 +305,25 @@ impl fmt::Display for Error {
     }
 }
 
-/// An [`Error`] followed by every error in its `source()` chain, each
-/// after `": "`; see [`Error::display_chain`].
+/// An [`Error`] followed by the errors of its `source()` chain, each after
+/// `": "`, leaving out a source whose text the line already holds (messages
+/// often quote their cause); see [`Error::display_chain`].
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorChain<'a>(&'a Error);
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut line = self.0.to_string();
         let mut next = std::error::Error::source(self.0);
         while let Some(e) = next {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if !text.is_empty() && !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
             next = e.source();
         }
-        Ok(())
+        f.write_str(&line)
     }
 }
 
@@ -382,6 +388,13 @@ mod tests {
         assert_eq!(
             outer.display_chain().to_string(),
             "internal: read failed: unavailable: pool timed out: boom"
+        );
+        // A message that already quotes its cause is not followed by it again.
+        let io = std::io::Error::other("address in use");
+        let e = Error::unavailable(format!("cannot listen: {io}")).with_source(io);
+        assert_eq!(
+            e.display_chain().to_string(),
+            "unavailable: cannot listen: address in use"
         );
     }
 

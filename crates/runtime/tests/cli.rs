@@ -78,6 +78,34 @@ fn check_reports_the_websocket_hub() {
     assert_eq!(out.matches("health: healthy (").count(), 3, "{out}");
 }
 
+/// A provider that fails to build shows its cause, once: `Error`'s
+/// `Display` no longer appends the source (issue 13), and the CLI still
+/// names what went wrong.
+#[cfg(feature = "realtime-ws")]
+#[test]
+fn a_failed_provider_shows_its_cause_once() {
+    let dir = tmp();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let r = truststream(
+        dir.path(),
+        &[
+            ("TRUSTSTREAM_REALTIME__TYPE", "ws"),
+            ("TRUSTSTREAM_REALTIME__LISTEN", &addr),
+        ],
+        &["check"],
+    );
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: realtime:"))
+        .unwrap_or_else(|| panic!("no realtime error line: {}", r.stderr));
+    assert!(line.contains(&addr), "{line}");
+    // The bind error ("Address already in use (os error 98)" on Linux).
+    assert_eq!(line.matches("(os error ").count(), 1, "{line}");
+}
+
 #[test]
 fn health_prints_one_line_per_service() {
     let dir = tmp();
