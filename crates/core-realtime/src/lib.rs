@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod feed;
 mod subscription;
 mod types;
+mod validate;
 
 use std::sync::Arc;
 
@@ -11,8 +13,12 @@ pub use subscription::Subscription;
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use truststream_core_db::{ChangeKind, RowChange, Value};
 pub use types::{
-    ChangeSpec, ChannelOptions, Message, PresenceDiff, PresenceEvent, PresenceMeta, PresenceState,
-    RealtimeCapabilities,
+    presence_state_of, ChangeSpec, ChannelOptions, Message, PresenceDiff, PresenceEvent,
+    PresenceMeta, PresenceState, RealtimeCapabilities,
+};
+pub use validate::{
+    check_json_size, not_joined, presence_key, validate_broadcast, validate_channel_name,
+    validate_event, validate_presence_key, MAX_NAME_BYTES,
 };
 
 /// `Result` of realtime operations.
@@ -136,14 +142,3 @@ pub trait RealtimeExt: Realtime {
 }
 
 impl<R: Realtime + ?Sized> RealtimeExt for R {}
-
-/// Checks a channel name: 1 to 255 bytes, no control characters.
-pub fn validate_channel_name(name: &str) -> RtResult<()> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        let shown: String = name.chars().take(40).collect();
-        return Err(Error::invalid_input(format!(
-            "invalid channel name {shown:?}: 1-255 bytes without control characters"
-        )));
-    }
-    Ok(())
-}

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use truststream_core_db::{ChangeKind, Filter, RowChange, Value};
+use truststream_core::Error;
+use truststream_core_db::{eval, ident, ChangeKind, Filter, RowChange, Value};
+
+use crate::RtResult;
 
 /// A broadcast as delivered to handlers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,27 @@ pub struct PresenceDiff {
     pub leaves: PresenceState,
 }
 
+impl PresenceDiff {
+    /// The diff of one entry leaving: `meta` of `key`.
+    pub fn leave(key: String, meta: PresenceMeta) -> Self {
+        let mut diff = PresenceDiff::default();
+        diff.leaves.insert(key, vec![meta]);
+        diff
+    }
+}
+
+/// A channel's presence state from its members' `(key, entry)` pairs, in
+/// member order (members that track nothing are left out by the caller).
+pub fn presence_state_of<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a PresenceMeta)>,
+) -> PresenceState {
+    let mut state = PresenceState::new();
+    for (key, meta) in entries {
+        state.entry(key.to_string()).or_default().push(meta.clone());
+    }
+    state
+}
+
 /// What presence handlers receive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,12 +146,53 @@ impl ChangeSpec {
         self.filter = Some(filter);
         self
     }
-    /// Whether `change` passes the table, event and key parts of the spec (the
-    /// filter is evaluated by the provider, which knows the row semantics).
+    /// Whether `change` passes the table, event and key parts of the spec
+    /// (not the filter; see [`ChangeSpec::matches`]).
     pub fn matches_head(&self, change: &RowChange) -> bool {
         change.table == self.table
             && self.event.is_none_or(|e| e == change.kind)
             && self.key.as_ref().is_none_or(|k| *k == change.key)
+    }
+
+    /// Whether `change` passes the whole spec: table, event, key, and the
+    /// filter on the new row (the old row for deletes; see
+    /// [`crate::feed::filter_matches`]).
+    pub fn matches(&self, change: &RowChange) -> bool {
+        self.matches_head(change)
+            && self
+                .filter
+                .as_ref()
+                .is_none_or(|f| crate::feed::filter_matches(f, change))
+    }
+
+    /// Checks the spec: a valid table name, a key that is a primary-key
+    /// value (string, number or bool), a valid filter that names no other
+    /// table. [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)
+    /// otherwise.
+    pub fn validate(&self) -> RtResult<()> {
+        ident::table(&self.table)?;
+        if let Some(key) = &self.key {
+            if key.is_null() || key.is_array() || key.is_object() {
+                return Err(Error::invalid_input(format!(
+                    "a row subscription's key must be a primary-key value (string, number or bool), got {key}"
+                ))
+                .with_context("table", self.table.clone()));
+            }
+        }
+        if let Some(filter) = &self.filter {
+            filter
+                .validate()
+                .map_err(|e| e.with_context("table", self.table.clone()))?;
+            for column in eval::filter_columns(filter) {
+                if column.table.as_ref().is_some_and(|t| *t != self.table) {
+                    return Err(Error::invalid_input(format!(
+                        "the filter of a subscription to table {} refers to column {column} of another table",
+                        self.table
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +215,16 @@ pub struct RealtimeCapabilities {
 }
 
 impl RealtimeCapabilities {
+    /// What every provider with channels offers: broadcast, `ack` and
+    /// presence (the rest off).
+    pub const fn channels() -> Self {
+        let mut caps = Self::none();
+        caps.broadcast = true;
+        caps.ack = true;
+        caps.presence = true;
+        caps
+    }
+
     /// Everything off.
     pub const fn none() -> Self {
         RealtimeCapabilities {
@@ -166,5 +241,72 @@ impl RealtimeCapabilities {
 impl Default for RealtimeCapabilities {
     fn default() -> Self {
         Self::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use truststream_core_db::col;
+
+    #[test]
+    fn presence_state_groups_entries_by_key() {
+        let meta = |r: &str| PresenceMeta {
+            presence_ref: r.into(),
+            state: json!({}),
+        };
+        let (a1, b, a2) = (meta("a1"), meta("b"), meta("a2"));
+        let state = presence_state_of([("a", &a1), ("b", &b), ("a", &a2)]);
+        assert_eq!(state.len(), 2);
+        assert_eq!(state["a"], vec![a1.clone(), a2]);
+        let diff = PresenceDiff::leave("a".into(), a1.clone());
+        assert!(diff.joins.is_empty());
+        assert_eq!(diff.leaves["a"], vec![a1]);
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        let bad = [
+            ChangeSpec::table("bad name"),
+            ChangeSpec::table("items").key(Value::Null),
+            ChangeSpec::table("items").key(json!([1])),
+            ChangeSpec::table("items").filter(col("x;y").eq(1)),
+            ChangeSpec::table("items").filter(col("other.x").eq(1)),
+        ];
+        for spec in bad {
+            let e = spec.validate().expect_err("must be rejected");
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{spec:?}");
+        }
+        ChangeSpec::table("items")
+            .key("a")
+            .filter(col("items.status").eq("x"))
+            .validate()
+            .expect("valid spec");
+    }
+
+    #[test]
+    fn matches_applies_head_and_filter() {
+        let change = |table: &str, status: &str| RowChange {
+            table: table.into(),
+            kind: ChangeKind::Update,
+            key: json!("a"),
+            old: None,
+            new: json!({"id": "a", "status": status}).as_object().cloned(),
+            committed_at: chrono::Utc::now(),
+        };
+        let spec = ChangeSpec::table("items")
+            .event(ChangeKind::Update)
+            .key("a")
+            .filter(col("status").eq("on"));
+        assert!(spec.matches(&change("items", "on")));
+        assert!(!spec.matches(&change("items", "off")));
+        assert!(!spec.matches(&change("other", "on")));
+        assert!(spec.matches_head(&change("items", "off")));
+        assert!(!spec
+            .clone()
+            .event(ChangeKind::Insert)
+            .matches(&change("items", "on")));
+        assert!(!spec.key("b").matches(&change("items", "on")));
     }
 }

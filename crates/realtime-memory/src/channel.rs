@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use truststream_core::Error;
 use truststream_core_realtime::{
-    Channel, ChannelOptions, Handler, Message, PresenceDiff, PresenceEvent, PresenceMeta,
-    PresenceState, RtResult, Subscription, Value,
+    check_json_size, not_joined, presence_key, presence_state_of, validate_broadcast, Channel,
+    ChannelOptions, Handler, Message, PresenceDiff, PresenceEvent, PresenceMeta, PresenceState,
+    RtResult, Subscription, Value,
 };
 
 use crate::hub::{lock, runtime, Hub, TaskGuard};
@@ -149,19 +150,21 @@ impl Drop for ChannelState {
 }
 
 fn leaves_diff(key: String, meta: PresenceMeta) -> Delivery {
-    let mut diff = PresenceDiff::default();
-    diff.leaves.insert(key, vec![meta]);
+    let diff = PresenceDiff::leave(key, meta);
     Delivery::Presence(Arc::new(PresenceEvent::Diff(diff)))
 }
 
 fn presence_of(members: &Members) -> PresenceState {
-    let mut state = PresenceState::new();
-    for m in members.values() {
-        if let Some(meta) = &m.meta {
-            state.entry(m.key.clone()).or_default().push(meta.clone());
-        }
-    }
-    state
+    presence_state_of(
+        members
+            .values()
+            .filter_map(|m| Some((m.key.as_str(), m.meta.as_ref()?))),
+    )
+}
+
+/// A new presence key: a UUID.
+fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// The handlers of one handle.
@@ -224,63 +227,6 @@ async fn deliver(
     }
 }
 
-/// Counts serialized JSON bytes and stops the serializer once over `limit`.
-struct SizeLimit {
-    written: usize,
-    limit: usize,
-}
-
-impl std::io::Write for SizeLimit {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.written = self.written.saturating_add(buf.len());
-        if self.written > self.limit {
-            return Err(std::io::Error::other("over the limit"));
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `TooLarge` when `value` serializes to more than `limit` bytes. Stops
-/// serializing at the limit, so a huge value costs no more than the limit.
-fn check_size(value: &Value, limit: usize, what: &str) -> RtResult<()> {
-    let mut w = SizeLimit { written: 0, limit };
-    if serde_json::to_writer(&mut w, value).is_err() {
-        return Err(Error::too_large(format!(
-            "{what} is larger than the limit of {limit} bytes of serialized JSON \
-             (max_payload_bytes); send a reference to the data instead"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_event(event: &str) -> RtResult<()> {
-    if event.is_empty() || event.len() > 255 || event.chars().any(char::is_control) {
-        let shown: String = event.chars().take(40).collect();
-        return Err(Error::invalid_input(format!(
-            "invalid event name {shown:?}: 1-255 bytes without control characters"
-        )));
-    }
-    if event == "*" {
-        return Err(Error::invalid_input(
-            "\"*\" is the wildcard of on(); a broadcast needs a concrete event name",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_presence_key(key: &str) -> RtResult<()> {
-    if key.len() > 255 || key.chars().any(char::is_control) {
-        let shown: String = key.chars().take(40).collect();
-        return Err(Error::invalid_input(format!(
-            "invalid presence key {shown:?}: at most 255 bytes without control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// One member's handle on a channel (what [`crate::MemoryRealtime`]'s
 /// `channel` returns). Dropping it leaves the channel.
 pub(crate) struct MemoryChannel {
@@ -297,13 +243,7 @@ pub(crate) struct MemoryChannel {
 impl MemoryChannel {
     pub(crate) fn new(hub: &Arc<Hub>, name: &str, options: ChannelOptions) -> RtResult<Self> {
         hub.check_open()?;
-        let key = match options.presence_key.as_deref() {
-            Some(k) if !k.is_empty() => {
-                validate_presence_key(k)?;
-                k.to_string()
-            }
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
+        let key = presence_key(options.presence_key.as_deref(), new_key)?;
         Ok(MemoryChannel {
             hub: hub.clone(),
             state: hub.channel(name),
@@ -320,16 +260,7 @@ impl MemoryChannel {
         if let Err(e) = self.hub.check_open() {
             return e;
         }
-        let name = &self.state.name;
-        match self.removal.get() {
-            Some(reason) => Error::invalid_input(format!(
-                "{op} needs a joined handle, and this handle was {reason}; join again"
-            )),
-            None => Error::invalid_input(format!(
-                "join channel {name:?} first: {op} needs a joined handle"
-            )),
-        }
-        .with_context("channel", name.clone())
+        not_joined(&self.state.name, op, self.removal.get().as_deref())
     }
 
     /// The member id, if still a member.
@@ -444,16 +375,8 @@ impl Channel for MemoryChannel {
 
     async fn send(&self, event: &str, payload: Value) -> RtResult<()> {
         let op = "channel.send";
-        validate_event(event).map_err(|e| e.with_operation(op))?;
-        check_size(
-            &payload,
-            self.hub.config.max_payload_bytes,
-            "the broadcast payload",
-        )
-        .map_err(|e| {
-            e.with_operation(op)
-                .with_context("event", event.to_string())
-        })?;
+        validate_broadcast(event, &payload, self.hub.config.max_payload_bytes)
+            .map_err(|e| e.with_operation(op))?;
         let msg = Delivery::Broadcast(Arc::new(Message {
             channel: self.state.name.clone(),
             event: event.to_string(),
@@ -474,7 +397,7 @@ impl Channel for MemoryChannel {
 
     async fn track(&self, state: Value) -> RtResult<()> {
         let op = "channel.track";
-        check_size(
+        check_json_size(
             &state,
             self.hub.config.max_payload_bytes,
             "the presence state",

@@ -1,21 +1,17 @@
 //! The shared state behind a [`crate::MemoryRealtime`]: channels by name, row
 //! subscriptions, the change feed's status, and the task gauge.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
 
 use truststream_core::Error;
 use truststream_core_db::Database;
+use truststream_core_realtime::feed::{self, FeedHealth, RowSubscriptions};
 use truststream_core_realtime::RtResult;
 
 use crate::channel::ChannelState;
-use crate::feed::{FeedStatus, RowSub};
 use crate::MemoryRealtimeConfig;
-
-/// How long a change feed lag or loss keeps `health()` degraded.
-pub(crate) const DEGRADED_FOR: Duration = Duration::from_secs(60);
 
 pub(crate) struct Hub {
     pub(crate) config: MemoryRealtimeConfig,
@@ -27,15 +23,15 @@ pub(crate) struct Hub {
     /// Channels by name. Entries are weak: a channel lives while a handle on
     /// it does, and its `Drop` removes the entry.
     channels: Mutex<HashMap<String, Weak<ChannelState>>>,
-    /// Row subscriptions by id.
-    pub(crate) row_subs: Mutex<BTreeMap<u64, Arc<RowSub>>>,
+    /// Row subscriptions.
+    pub(crate) row_subs: Arc<RowSubscriptions>,
     /// Whether the change feed reader runs: started by the first row
     /// subscription (the async lock makes concurrent first subscriptions
     /// start one reader).
     pub(crate) feed_started: tokio::sync::Mutex<bool>,
     /// Set to `true` on shutdown; background tasks watch it.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
-    pub(crate) feed_status: Mutex<FeedStatus>,
+    pub(crate) feed_health: FeedHealth,
 }
 
 impl Hub {
@@ -47,10 +43,10 @@ impl Hub {
             next_id: AtomicU64::new(1),
             tasks: Arc::new(AtomicUsize::new(0)),
             channels: Mutex::new(HashMap::new()),
-            row_subs: Mutex::new(BTreeMap::new()),
+            row_subs: RowSubscriptions::new(),
             feed_started: tokio::sync::Mutex::new(false),
             shutdown: tokio::sync::watch::Sender::new(false),
-            feed_status: Mutex::new(FeedStatus::default()),
+            feed_health: FeedHealth::default(),
         })
     }
 
@@ -74,9 +70,7 @@ impl Hub {
     }
 
     pub(crate) fn row_changes_available(&self) -> bool {
-        self.db
-            .as_ref()
-            .is_some_and(|db| db.capabilities().change_feed)
+        feed::row_changes_available(self.db.as_ref())
     }
 
     /// The channel `name`, created if no handle holds it.
@@ -125,42 +119,7 @@ impl Hub {
         }
         drop(live);
         self.shutdown.send_replace(true);
-        // Handlers are dropped outside the lock: they may own subscriptions.
-        let subs = std::mem::take(&mut *lock(&self.row_subs));
-        drop(subs);
-    }
-
-    /// Why `health()` is degraded, if it is.
-    pub(crate) fn feed_problem(&self) -> Option<String> {
-        let status = lock(&self.feed_status);
-        if status.disconnected {
-            return Some(format!(
-                "change feed disconnected, reconnecting: {}",
-                status.last_error.as_deref().unwrap_or("feed ended")
-            ));
-        }
-        match status.last_problem_at {
-            Some(at) if at.elapsed() < DEGRADED_FOR => Some(format!(
-                "the change feed lost changes or its connection {} time(s) so far, the last {}s ago \
-                 (row subscribers may have missed changes): {}",
-                status.problems,
-                at.elapsed().as_secs(),
-                status.last_error.as_deref().unwrap_or("unknown")
-            )),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn record_feed_problem(&self, message: String, disconnected: bool) {
-        let mut status = lock(&self.feed_status);
-        status.problems += 1;
-        status.last_problem_at = Some(Instant::now());
-        status.last_error = Some(message);
-        status.disconnected = disconnected;
-    }
-
-    pub(crate) fn record_feed_connected(&self) {
-        lock(&self.feed_status).disconnected = false;
+        self.row_subs.clear();
     }
 }
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use truststream_core::{Error, Health, HealthStatus, ProviderInfo};
+use truststream_core::{Error, Health, ProviderInfo};
 use truststream_core_db::Database;
+use truststream_core_realtime::feed::health_report;
 use truststream_core_realtime::{
     validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
     RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
@@ -154,10 +155,7 @@ impl Realtime for MemoryRealtime {
     }
 
     fn capabilities(&self) -> RealtimeCapabilities {
-        let mut caps = RealtimeCapabilities::none();
-        caps.broadcast = true;
-        caps.ack = true;
-        caps.presence = true;
+        let mut caps = RealtimeCapabilities::channels();
         caps.row_changes = self.hub.row_changes_available();
         caps.remote = false;
         caps.max_payload_bytes = Some(self.hub.config.max_payload_bytes);
@@ -166,16 +164,7 @@ impl Realtime for MemoryRealtime {
 
     async fn health(&self) -> Health {
         let start = Instant::now();
-        let problem = self.hub.feed_problem();
-        let latency = start.elapsed();
-        match problem {
-            None => Health::healthy(latency),
-            Some(message) => Health {
-                status: HealthStatus::Degraded,
-                latency,
-                message: Some(message),
-            },
-        }
+        health_report(start, self.hub.feed_health.problem())
     }
 
     async fn channel(&self, name: &str, options: ChannelOptions) -> RtResult<Arc<dyn Channel>> {

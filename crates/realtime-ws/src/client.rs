@@ -18,15 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use truststream_core::{Error, ErrorKind};
 use truststream_core_realtime::{
-    ChangeSpec, Channel, ChannelOptions, Handler, Message, PresenceDiff, PresenceEvent,
-    PresenceState, RowChange, RtResult, Subscription, Value as JsonValue,
+    not_joined, presence_key, validate_broadcast, ChangeSpec, Channel, ChannelOptions, Handler,
+    Message, PresenceDiff, PresenceEvent, PresenceState, RowChange, RtResult, Subscription,
+    Value as JsonValue,
 };
 
 use crate::deliver::{Delivery, Inbox, Queue};
-use crate::hub::{
-    change_from_wire, check_size, lock, presence_from_wire, validate_event, validate_presence_key,
-    validate_spec, Broadcast, Counters,
-};
+use crate::hub::{change_from_wire, lock, new_key, presence_from_wire, Broadcast, Counters};
 use crate::protocol::{self, Vsn};
 use crate::WsRealtimeConfig;
 
@@ -354,13 +352,7 @@ impl Client {
         name: &str,
         options: ChannelOptions,
     ) -> RtResult<Arc<dyn Channel>> {
-        let key = match options.presence_key.as_deref() {
-            Some(k) if !k.is_empty() => {
-                validate_presence_key(k)?;
-                k.to_string()
-            }
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
+        let key = presence_key(options.presence_key.as_deref(), new_key)?;
         Ok(Arc::new(ClientChannel {
             inner: self.inner.clone(),
             topic: format!("realtime:{name}"),
@@ -381,7 +373,7 @@ impl Client {
                 "the realtime hub has no database change feed, so row subscriptions are unsupported",
             ));
         }
-        validate_spec(&spec)?;
+        spec.validate()?;
         let conn = self.inner.connection().await?;
         let name = format!("truststream-rows:{}", uuid::Uuid::new_v4().simple());
         let topic = format!("realtime:{name}");
@@ -624,16 +616,7 @@ impl ClientChannel {
     }
 
     fn not_joined(&self, op: &str) -> Error {
-        let name = &self.inbox.channel;
-        match self.inbox.removal() {
-            Some(reason) => Error::invalid_input(format!(
-                "{op} needs a joined handle, and this handle was {reason}; join again"
-            )),
-            None => Error::invalid_input(format!(
-                "join channel {name:?} first: {op} needs a joined handle"
-            )),
-        }
-        .with_context("channel", name.clone())
+        not_joined(&self.inbox.channel, op, self.inbox.removal().as_deref())
     }
 
     fn leave_now(&self) -> Option<JoinedState> {
@@ -732,12 +715,8 @@ impl Channel for ClientChannel {
 
     async fn send(&self, event: &str, payload: JsonValue) -> RtResult<()> {
         let op = "channel.send";
-        validate_event(event).map_err(|e| e.with_operation(op))?;
         let limit = lock(&self.inner.info).max_payload_bytes;
-        check_size(&payload, limit, "the broadcast payload").map_err(|e| {
-            e.with_operation(op)
-                .with_context("event", event.to_string())
-        })?;
+        validate_broadcast(event, &payload, limit).map_err(|e| e.with_operation(op))?;
         let Some(j) = self.current() else {
             return Err(self.not_joined("send").with_operation(op));
         };

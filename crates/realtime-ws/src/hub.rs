@@ -11,16 +11,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use tokio_tungstenite::tungstenite::Bytes;
 use truststream_core::Error;
 use truststream_core_auth::Auth;
-use truststream_core_db::{eval, ident, ChangeKind, ChangeStream, ColumnRef, Database, Filter};
+use truststream_core_db::{ChangeKind, ChangeStream, Database, Filter};
+use truststream_core_realtime::feed::{
+    self, filter_matches, filter_row, follow_change_feed, DatabaseFeed, FeedHealth, FeedTarget,
+    RowSubscriptions,
+};
 use truststream_core_realtime::{
-    ChangeSpec, Handler, PresenceDiff, PresenceMeta, PresenceState, RowChange, RtResult,
+    check_json_size, presence_state_of, PresenceDiff, PresenceMeta, PresenceState, RowChange,
+    RtResult,
 };
 
 use crate::filter::WireFilter;
@@ -237,30 +241,12 @@ impl Binding {
             && self
                 .filter
                 .as_ref()
-                .is_none_or(|f| change_row(change).is_some_and(|r| f.matches(r)))
+                .is_none_or(|f| filter_row(change).is_some_and(|r| f.matches(r)))
             && self
                 .filter_tree
                 .as_ref()
-                .is_none_or(|f| tree_matches(f, change))
+                .is_none_or(|f| filter_matches(f, change))
     }
-}
-
-/// The row a filter looks at: the new row, the old row for deletes.
-fn change_row(change: &RowChange) -> Option<&Map<String, Value>> {
-    match change.kind {
-        ChangeKind::Delete => change.old.as_ref().or(change.new.as_ref()),
-        ChangeKind::Insert | ChangeKind::Update => change.new.as_ref().or(change.old.as_ref()),
-    }
-}
-
-/// Whether the change's row matches a core-db filter (a missing column is
-/// NULL, so comparisons with it are unknown and do not match).
-pub(crate) fn tree_matches(filter: &Filter, change: &RowChange) -> bool {
-    let Some(row) = change_row(change) else {
-        return false;
-    };
-    let lookup = |c: &ColumnRef| -> Result<Option<&Value>, Error> { Ok(row.get(&c.column)) };
-    eval::matches(filter, &lookup).unwrap_or(false)
 }
 
 /// A joined member of a topic.
@@ -333,37 +319,20 @@ impl Topic {
 }
 
 fn leaves_diff(key: String, meta: PresenceMeta) -> Push {
-    let mut diff = PresenceDiff::default();
-    diff.leaves.insert(key, vec![meta]);
-    Push::PresenceDiff(Arc::new(DiffPush::new(diff)))
+    Push::PresenceDiff(Arc::new(DiffPush::new(PresenceDiff::leave(key, meta))))
 }
 
 fn presence_of(members: &Members) -> PresenceState {
-    let mut state = PresenceState::new();
-    for m in members.values() {
-        if let Some(meta) = &m.meta {
-            state.entry(m.key.clone()).or_default().push(meta.clone());
-        }
-    }
-    state
+    presence_state_of(
+        members
+            .values()
+            .filter_map(|m| Some((m.key.as_str(), m.meta.as_ref()?))),
+    )
 }
 
-/// A row subscription of an in-process caller (`Realtime::subscribe_changes`
-/// on a hub-mode provider).
-pub(crate) struct RowSub {
-    pub spec: ChangeSpec,
-    pub handler: Handler<RowChange>,
-    /// The database feed of the table, held while subscribed.
-    pub _feed: FeedLease,
-}
-
-/// What `health()` reports about the change feed.
-#[derive(Debug, Default)]
-pub(crate) struct FeedStatus {
-    pub problems: u64,
-    pub last_problem_at: Option<Instant>,
-    pub last_error: Option<String>,
-    pub disconnected: bool,
+/// A new presence key: a UUID.
+pub(crate) fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Live counters, readable without locks (tests and benches assert on them).
@@ -447,8 +416,10 @@ pub(crate) struct Hub {
     /// Topics with at least one `postgres_changes` binding, and how many
     /// members there have one.
     pg_topics: Mutex<HashMap<String, usize>>,
-    pub row_subs: Mutex<BTreeMap<u64, Arc<RowSub>>>,
-    pub feed_status: Mutex<FeedStatus>,
+    /// Row subscriptions of in-process callers (`Realtime::subscribe_changes`
+    /// on a hub-mode provider); each keeps its table's [`FeedLease`].
+    pub row_subs: Arc<RowSubscriptions>,
+    pub feed_health: FeedHealth,
     /// `true` once the hub shuts down; background tasks watch it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -475,8 +446,8 @@ impl Hub {
             next_binding: AtomicU32::new(1),
             topics: Mutex::new(HashMap::new()),
             pg_topics: Mutex::new(HashMap::new()),
-            row_subs: Mutex::new(BTreeMap::new()),
-            feed_status: Mutex::new(FeedStatus::default()),
+            row_subs: RowSubscriptions::new(),
+            feed_health: FeedHealth::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -504,9 +475,7 @@ impl Hub {
     }
 
     pub(crate) fn row_changes_available(&self) -> bool {
-        self.db
-            .as_ref()
-            .is_some_and(|db| db.capabilities().change_feed)
+        feed::row_changes_available(self.db.as_ref())
     }
 
     fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -650,7 +619,7 @@ impl Hub {
     ) -> HubResult<()> {
         let limit = self.config.max_payload_bytes;
         match &payload {
-            BroadcastPayload::Json(v) => check_size(v, limit, "the broadcast payload")?,
+            BroadcastPayload::Json(v) => check_json_size(v, limit, "the broadcast payload")?,
             BroadcastPayload::Binary(b) if b.len() > limit => {
                 return Err(Error::too_large(format!(
                     "the binary broadcast payload of {} bytes is larger than the limit of \
@@ -675,7 +644,7 @@ impl Hub {
                 "a presence state must be a JSON object (its fields become the presence meta)",
             ));
         }
-        check_size(&state, self.config.max_payload_bytes, "the presence state")?;
+        check_json_size(&state, self.config.max_payload_bytes, "the presence state")?;
         self.with_members(topic, id, |t, members| {
             let meta = PresenceMeta {
                 presence_ref: uuid::Uuid::new_v4().simple().to_string(),
@@ -743,8 +712,7 @@ impl Hub {
                 .fetch_sub(removed.len(), Ordering::Relaxed);
         }
         lock(&self.pg_topics).clear();
-        let subs = std::mem::take(&mut *lock(&self.row_subs));
-        drop(subs);
+        self.row_subs.clear();
         let feeds: Vec<TableFeed> = lock(&self.feeds).drain().map(|(_, f)| f).collect();
         for f in feeds {
             f.reader.abort();
@@ -783,10 +751,13 @@ impl Hub {
             e.with_context("while", "subscribing to the table's change feed")
                 .with_context("table", table)
         })?;
+        let source = DatabaseFeed {
+            db,
+            table: Some(table.to_string()),
+        };
         let reader = tokio::spawn(read_feed(
             Arc::downgrade(self),
-            db,
-            table.to_string(),
+            source,
             stream,
             self.shutdown.subscribe(),
             TaskGuard::new(&self.counters),
@@ -899,53 +870,17 @@ impl Hub {
             t.remove_members(&mut members, failed);
             self.settle(&t);
         }
-        let subs: Vec<Arc<RowSub>> = lock(&self.row_subs)
-            .values()
-            .filter(|s| s.spec.matches_head(&change))
-            .cloned()
-            .collect();
-        for sub in subs {
-            let wanted = sub
-                .spec
-                .filter
-                .as_ref()
-                .is_none_or(|f| tree_matches(f, &change));
-            if wanted {
-                let handler = &sub.handler;
-                let c = RowChange::clone(&change);
-                // A panicking handler is reported by the panic hook and does
-                // not stop the feed.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(c)));
-            }
-        }
+        self.row_subs.dispatch(&change);
+    }
+}
+
+impl FeedTarget for Hub {
+    fn deliver(&self, change: RowChange) {
+        self.dispatch(change);
     }
 
-    /// Why `health()` is degraded, if it is.
-    pub(crate) fn feed_problem(&self) -> Option<String> {
-        let status = lock(&self.feed_status);
-        if status.disconnected {
-            return Some(format!(
-                "change feed disconnected, reconnecting: {}",
-                status.last_error.as_deref().unwrap_or("feed ended")
-            ));
-        }
-        match status.last_problem_at {
-            Some(at) if at.elapsed() < Duration::from_secs(60) => Some(format!(
-                "the change feed lost changes {} time(s), the last {}s ago: {}",
-                status.problems,
-                at.elapsed().as_secs(),
-                status.last_error.as_deref().unwrap_or("unknown")
-            )),
-            _ => None,
-        }
-    }
-
-    fn record_feed_problem(&self, message: String, disconnected: bool) {
-        let mut status = lock(&self.feed_status);
-        status.problems += 1;
-        status.last_problem_at = Some(Instant::now());
-        status.last_error = Some(message);
-        status.disconnected = disconnected;
+    fn feed_health(&self) -> &FeedHealth {
+        &self.feed_health
     }
 }
 
@@ -955,142 +890,19 @@ fn not_member(topic: &str) -> Error {
 
 /// Reads one table's change stream into [`Hub::dispatch`] until the hub
 /// shuts down or the table's last lease ends (the task is aborted); a feed
-/// that ends is subscribed again with a backoff.
+/// that ends is subscribed again with a backoff (see
+/// [`follow_change_feed`]).
 async fn read_feed(
     hub: Weak<Hub>,
-    db: Arc<dyn Database>,
-    table: String,
-    mut stream: ChangeStream,
+    source: DatabaseFeed,
+    stream: ChangeStream,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     _guard: TaskGuard,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let item = tokio::select! {
-            _ = shutdown.changed() => return,
-            item = stream.recv() => item,
-        };
-        let Some(h) = hub.upgrade() else {
-            return;
-        };
-        match item {
-            Some(Ok(change)) => h.dispatch(change),
-            Some(Err(e)) => h.record_feed_problem(format!("{e}"), false),
-            None => {
-                h.record_feed_problem("the database change feed ended".into(), true);
-                drop(h);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    let result = db.subscribe_changes(Some(&table)).await;
-                    let Some(h) = hub.upgrade() else {
-                        return;
-                    };
-                    match result {
-                        Ok(s) => {
-                            lock(&h.feed_status).disconnected = false;
-                            stream = s;
-                            break;
-                        }
-                        Err(e) => h.record_feed_problem(
-                            format!("re-subscribing to the change feed failed: {e}"),
-                            true,
-                        ),
-                    }
-                }
-            }
-        }
+    tokio::select! {
+        _ = shutdown.wait_for(|down| *down) => {}
+        () = follow_change_feed(hub, &source, stream, tokio::time::sleep) => {}
     }
-}
-
-/// Validates an in-process row subscription's spec.
-pub(crate) fn validate_spec(spec: &ChangeSpec) -> RtResult<()> {
-    ident::table(&spec.table)?;
-    if let Some(key) = &spec.key {
-        if key.is_null() || key.is_array() || key.is_object() {
-            return Err(Error::invalid_input(format!(
-                "a row subscription's key must be a primary-key value (string, number or bool), got {key}"
-            )));
-        }
-    }
-    if let Some(filter) = &spec.filter {
-        filter.validate()?;
-        for column in eval::filter_columns(filter) {
-            if column.table.as_ref().is_some_and(|t| *t != spec.table) {
-                return Err(Error::invalid_input(format!(
-                    "the filter of a subscription to table {} refers to column {column} of another table",
-                    spec.table
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Counts serialized JSON bytes and stops the serializer once over `limit`.
-struct SizeLimit {
-    written: usize,
-    limit: usize,
-}
-
-impl std::io::Write for SizeLimit {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.written = self.written.saturating_add(buf.len());
-        if self.written > self.limit {
-            return Err(std::io::Error::other("over the limit"));
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `TooLarge` when `value` serializes to more than `limit` bytes (stops
-/// serializing at the limit).
-pub(crate) fn check_size(value: &Value, limit: usize, what: &str) -> RtResult<()> {
-    let mut w = SizeLimit { written: 0, limit };
-    if serde_json::to_writer(&mut w, value).is_err() {
-        return Err(Error::too_large(format!(
-            "{what} is larger than the limit of {limit} bytes of serialized JSON \
-             (max_payload_bytes); send a reference to the data instead"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a broadcast event name: 1-255 bytes, no control characters, not
-/// the wildcard.
-pub(crate) fn validate_event(event: &str) -> RtResult<()> {
-    if event.is_empty() || event.len() > 255 || event.chars().any(char::is_control) {
-        let shown: String = event.chars().take(40).collect();
-        return Err(Error::invalid_input(format!(
-            "invalid event name {shown:?}: 1-255 bytes without control characters"
-        )));
-    }
-    if event == "*" {
-        return Err(Error::invalid_input(
-            "\"*\" is the wildcard of on(); a broadcast needs a concrete event name",
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a presence key: at most 255 bytes, no control characters.
-pub(crate) fn validate_presence_key(key: &str) -> RtResult<()> {
-    if key.len() > 255 || key.chars().any(char::is_control) {
-        let shown: String = key.chars().take(40).collect();
-        return Err(Error::invalid_input(format!(
-            "invalid presence key {shown:?}: at most 255 bytes without control characters"
-        )));
-    }
-    Ok(())
 }
 
 /// The wire form of presence: `{key: {metas: [{phx_ref, ...state}]}}`.

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use truststream_core::{Error, Health, HealthStatus, ProviderInfo, Secret};
+use truststream_core::{Error, Health, ProviderInfo, Secret};
 use truststream_core_auth::Auth;
 use truststream_core_db::Database;
+use truststream_core_realtime::feed::health_report;
 use truststream_core_realtime::{
     validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
     RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
@@ -29,7 +30,7 @@ pub use hub::Counters;
 pub use protocol::Vsn;
 pub use publication::TableRule;
 
-use crate::hub::{lock, Hub, RowSub, TaskGuard};
+use crate::hub::{Hub, TaskGuard};
 use crate::publication::Publication;
 
 /// The type name the provider registers under.
@@ -329,10 +330,7 @@ impl Realtime for WsRealtime {
     }
 
     fn capabilities(&self) -> RealtimeCapabilities {
-        let mut caps = RealtimeCapabilities::none();
-        caps.broadcast = true;
-        caps.ack = true;
-        caps.presence = true;
+        let mut caps = RealtimeCapabilities::channels();
         caps.remote = true;
         match &self.mode {
             Mode::Hub(h) => {
@@ -355,17 +353,9 @@ impl Realtime for WsRealtime {
                 let problem = if h.hub.is_shut_down() {
                     Some("the hub was shut down".to_string())
                 } else {
-                    h.hub.feed_problem()
+                    h.hub.feed_health.problem()
                 };
-                let latency = start.elapsed();
-                match problem {
-                    None => Health::healthy(latency),
-                    Some(message) => Health {
-                        status: HealthStatus::Degraded,
-                        latency,
-                        message: Some(message),
-                    },
-                }
+                health_report(start, problem)
             }
             Mode::Client(c) => match c.ping().await {
                 Ok(()) => Health::healthy(start.elapsed()),
@@ -405,29 +395,15 @@ impl Realtime for WsRealtime {
                     )
                     .with_operation(op));
                 }
-                hub::validate_spec(&spec).map_err(|e| e.with_operation(op))?;
+                spec.validate().map_err(|e| e.with_operation(op))?;
+                // The subscription keeps the table's feed while it lives.
                 let feed = hub
                     .watch_table(&spec.table)
                     .await
                     .map_err(|e| e.with_operation(op))?;
-                let id = hub.next_id();
-                lock(&hub.row_subs).insert(
-                    id,
-                    Arc::new(RowSub {
-                        spec,
-                        handler,
-                        _feed: feed,
-                    }),
-                );
-                let weak = Arc::downgrade(hub);
-                Ok(Subscription::new(move || {
-                    if let Some(hub) = weak.upgrade() {
-                        let removed = lock(&hub.row_subs).remove(&id);
-                        // Dropped outside the lock: the handler may own
-                        // subscriptions.
-                        drop(removed);
-                    }
-                }))
+                hub.row_subs
+                    .add(spec, handler, feed)
+                    .map_err(|e| e.with_operation(op))
             }
             Mode::Client(c) => c
                 .subscribe_changes(spec, handler)

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use truststream_core::Error;
 use truststream_core_realtime::{
-    Channel, ChannelOptions, Handler, Message, PresenceEvent, PresenceState, RtResult,
-    Subscription, Value,
+    not_joined, presence_key, validate_broadcast, Channel, ChannelOptions, Handler, Message,
+    PresenceEvent, PresenceState, RtResult, Subscription, Value,
 };
 
 use crate::deliver::{Delivery, Inbox, LocalSink, Queue};
-use crate::hub::{
-    lock, validate_event, validate_presence_key, BroadcastPayload, Hub, Member, MemberId,
-};
+use crate::hub::{lock, new_key, BroadcastPayload, Hub, Member, MemberId};
 use crate::publication::Viewer;
 
 pub(crate) struct LocalChannel {
@@ -29,13 +27,7 @@ pub(crate) struct LocalChannel {
 impl LocalChannel {
     pub(crate) fn new(hub: &Arc<Hub>, name: &str, options: ChannelOptions) -> RtResult<Self> {
         hub.check_open()?;
-        let key = match options.presence_key.as_deref() {
-            Some(k) if !k.is_empty() => {
-                validate_presence_key(k)?;
-                k.to_string()
-            }
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
+        let key = presence_key(options.presence_key.as_deref(), new_key)?;
         Ok(LocalChannel {
             hub: hub.clone(),
             topic: format!("realtime:{name}"),
@@ -57,16 +49,7 @@ impl LocalChannel {
         if let Err(e) = self.hub.check_open() {
             return e;
         }
-        let name = &self.inbox.channel;
-        match self.inbox.removal() {
-            Some(reason) => Error::invalid_input(format!(
-                "{op} needs a joined handle, and this handle was {reason}; join again"
-            )),
-            None => Error::invalid_input(format!(
-                "join channel {name:?} first: {op} needs a joined handle"
-            )),
-        }
-        .with_context("channel", name.clone())
+        not_joined(&self.inbox.channel, op, self.inbox.removal().as_deref())
     }
 
     /// Runs a hub call that needs membership; "not a member" becomes the
@@ -164,16 +147,8 @@ impl Channel for LocalChannel {
 
     async fn send(&self, event: &str, payload: Value) -> RtResult<()> {
         let op = "channel.send";
-        validate_event(event).map_err(|e| e.with_operation(op))?;
-        crate::hub::check_size(
-            &payload,
-            self.hub.config.max_payload_bytes,
-            "the broadcast payload",
-        )
-        .map_err(|e| {
-            e.with_operation(op)
-                .with_context("event", event.to_string())
-        })?;
+        validate_broadcast(event, &payload, self.hub.config.max_payload_bytes)
+            .map_err(|e| e.with_operation(op))?;
         // Queued for every member before returning: in process, this is
         // also the `ack` point.
         self.member_call(op, |id| {

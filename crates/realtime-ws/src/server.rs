@@ -22,12 +22,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message as WsMessage,
 use tokio_tungstenite::WebSocketStream;
 use truststream_core::{Error, ErrorKind};
 use truststream_core_auth::Principal;
-use truststream_core_realtime::validate_channel_name;
+use truststream_core_realtime::{
+    check_json_size, presence_key, validate_channel_name, validate_event,
+};
 
 use crate::bindings;
 use crate::hub::{
-    change_to_wire, check_size, presence_to_wire, validate_event, validate_presence_key,
-    BroadcastPayload, Counters, Hub, Member, MemberId, Push, Sink, TaskGuard,
+    change_to_wire, new_key, presence_to_wire, BroadcastPayload, Counters, Hub, Member, MemberId,
+    Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
 use crate::publication::Viewer;
@@ -879,7 +881,7 @@ impl Conn {
         // `meta` is bounded like the payload.
         let meta = body.get("meta").cloned();
         if let Some(m) = &meta {
-            check_size(m, self.hub.config.max_payload_bytes, "the broadcast's meta")?;
+            check_json_size(m, self.hub.config.max_payload_bytes, "the broadcast's meta")?;
         }
         self.hub.broadcast(&f.topic, id, event, payload, meta)
     }
@@ -984,17 +986,11 @@ impl Conn {
         };
         let broadcast_self = flag(broadcast, "self");
         let ack = flag(broadcast, "ack");
-        let key = match config
+        let requested_key = config
             .get("presence")
             .and_then(|p| p.get("key"))
-            .and_then(Value::as_str)
-        {
-            Some(k) if !k.is_empty() => {
-                validate_presence_key(k)?;
-                k.to_string()
-            }
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
+            .and_then(Value::as_str);
+        let key = presence_key(requested_key, new_key)?;
         let bound = bindings::bind(
             &self.hub,
             config.get("postgres_changes"),
