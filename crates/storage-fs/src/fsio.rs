@@ -75,11 +75,6 @@ pub(crate) fn sidecar_name(name: &str) -> String {
     format!("{SIDECAR}{name}")
 }
 
-/// A fresh temporary name with `prefix`.
-pub(crate) fn temp_name(prefix: &str) -> String {
-    format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
-}
-
 /// One metadata slot of a sidecar: the metadata of one version of the
 /// object, and the inode number of that version's data file.
 #[derive(Debug, Clone)]

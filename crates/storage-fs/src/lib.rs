@@ -4,6 +4,7 @@ mod attr;
 mod buffers;
 mod fsio;
 mod store;
+mod writers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,9 +63,11 @@ pub struct FsStorageConfig {
     /// (a reader or a killed process never sees a torn object) but the last
     /// writes may be lost if the machine loses power.
     pub fsync: bool,
-    /// Temporary files older than this (seconds) are removed when the store
-    /// is opened: they were left by a writer that was killed. Default 3600;
-    /// writes still in progress in other processes are younger than that.
+    /// Age (seconds) from which temporary files written by earlier versions
+    /// of this provider, which do not name their writer, are removed when
+    /// the store is opened. Default 3600. Temporary files of this version
+    /// name their writer: they are removed at open as soon as their writer
+    /// is gone (killed), whatever their age, and never while it lives.
     pub temp_max_age_secs: u64,
     /// Bytes of idle large read buffers (downloads of 4 MiB and more) kept
     /// for reuse, so a large download fills memory that is already mapped
@@ -158,7 +161,9 @@ impl FsStorage {
     }
 
     /// Opens a store from `config`: creates the root and the listed buckets,
-    /// and removes temporary files older than `temp_max_age_secs`.
+    /// and removes the temporary files no live writer owns (left by killed
+    /// writers, in any process) and those of earlier versions older than
+    /// `temp_max_age_secs`.
     ///
     /// Fails with `ErrorKind::InvalidInput` for an invalid bucket name, a
     /// signing secret shorter than 32 bytes or a bad base URL, and with the
@@ -206,12 +211,14 @@ impl FsStorage {
         &self.store.root_path
     }
 
-    /// Removes temporary data files older than `older_than` that killed
-    /// writers left behind. Returns how many were removed.
+    /// Removes the temporary data files that killed writers left behind:
+    /// those whose writer (a store, in this process or another) is gone,
+    /// whatever their age, and those of earlier versions (which do not name
+    /// their writer) older than `older_than`. A temporary file whose writer
+    /// lives is never removed. Returns how many were removed.
     ///
-    /// Runs at open with `temp_max_age_secs`; call it yourself on a long-lived
-    /// store. Do not pass an age shorter than your longest upload while other
-    /// processes write to the same root: their temporary files would go.
+    /// Runs at open (with `temp_max_age_secs`); call it yourself on a
+    /// long-lived store to clear up after writers that died since.
     pub async fn sweep_temp_files(&self, older_than: Duration) -> StorageResult<usize> {
         let store = self.store.clone();
         blocking(move || store.sweep(older_than))

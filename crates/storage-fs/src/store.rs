@@ -9,10 +9,13 @@
 //!                                           (compact or JSON: see the `attr` module)
 //! <root>/<bucket>/<seg>/<seg>/.~m<name>     sidecar: two metadata slots, for versions
 //!                                           whose metadata is not in the attribute
-//! <root>/<bucket>/.../.~t<random>           temporary data file of a write in progress
+//! <root>/<bucket>/.../.~t<writer>-<random>  temporary data file of a write in progress
 //! <root>/.truststream/locks/<bucket>.lock   lock file; its first 8 bytes count commits
 //! <root>/.truststream/locks/<bucket>.open   presence file: every store with the bucket
 //!                                           open holds a shared flock on it
+//! <root>/.truststream/writers/<writer>.lock each live store holds a flock on its own:
+//!                                           the sweep removes temporary files only of
+//!                                           writers whose lock is free (`writers` module)
 //! ```
 //!
 //! # Commit protocol
@@ -27,7 +30,8 @@
 //! data and metadata together, and a reader that opened the data file reads
 //! the metadata of exactly that version from the same descriptor, lock-free.
 //! A writer killed at any point leaves the old or the new object, and at
-//! most a temporary file that listings never show and the sweep removes.
+//! most a temporary file that listings never show and the next store to
+//! open the root removes (its writer's lock is free).
 //!
 //! # Listing index
 //!
@@ -91,6 +95,7 @@ use truststream_core_storage::{
 use crate::attr::{self, AttrMeta};
 use crate::buffers::{BufferPool, ReadBuf};
 use crate::fsio::{self, errno, io_err, Attr, XattrWrite};
+use crate::writers::{self, Owners, WriterLock};
 use crate::Recovery;
 
 /// Directory of the provider's own files under the root (bucket names cannot
@@ -236,6 +241,8 @@ pub(crate) struct Staged {
     temp: String,
     pub(crate) file: File,
     committed: bool,
+    /// The writer lock naming this file's owner, held while it exists.
+    _writer: Arc<WriterLock>,
 }
 
 impl Drop for Staged {
@@ -306,6 +313,8 @@ pub(crate) struct Store {
     /// file (configured, and cleared when the filesystem refuses one).
     xattr: AtomicBool,
     buckets: Mutex<HashMap<String, Arc<BucketState>>>,
+    /// This store's writer lock: its temporary files carry its id.
+    writer: Arc<WriterLock>,
 }
 
 impl Store {
@@ -327,6 +336,7 @@ impl Store {
         let root = OwnedFd::from(root);
         let sys = ensure_dir(&root, SYS_DIR)?;
         let locks = ensure_dir(&sys, LOCK_DIR)?;
+        let writer = WriterLock::acquire(ensure_dir(&sys, writers::WRITERS_DIR)?)?;
         Ok(Store {
             root_path: root_path.to_path_buf(),
             root,
@@ -336,6 +346,7 @@ impl Store {
             buffers: BufferPool::new(buffer_pool_bytes),
             xattr: AtomicBool::new(xattr),
             buckets: Mutex::new(HashMap::new()),
+            writer,
         })
     }
 
@@ -645,7 +656,7 @@ impl Store {
         let mut last = None;
         for _ in 0..5 {
             let (dir, name) = self.object_dir_create(bucket, key)?;
-            let temp = fsio::temp_name(fsio::TEMP_DATA);
+            let temp = self.writer.temp_name();
             match fsio::create_file(&dir, &temp) {
                 Ok(file) => {
                     return Ok(Staged {
@@ -656,6 +667,7 @@ impl Store {
                         temp,
                         file,
                         committed: false,
+                        _writer: self.writer.clone(),
                     })
                 }
                 Err(Errno::NOENT) => last = Some(Errno::NOENT),
@@ -1064,53 +1076,62 @@ impl Store {
 
     // -------------------------------------------------------------- sweep
 
-    /// Removes temporary data files older than `age` in every bucket.
-    /// Returns how many were removed.
-    pub(crate) fn sweep(&self, age: Duration) -> StorageResult<usize> {
+    /// Removes, in every bucket, the temporary data files no live writer
+    /// owns (see the `writers` module), and those of earlier versions (no
+    /// owner in their name) older than `legacy_age`; then the lock files of
+    /// writers that are gone. Returns how many temporary files were removed.
+    pub(crate) fn sweep(&self, legacy_age: Duration) -> StorageResult<usize> {
+        let mut owners = Owners::new(&self.writer);
         let mut removed = 0;
         for b in self.list_buckets()? {
             let dir = self.bucket_dir(&b.name)?;
             let state = self.bucket_state(&b.name)?;
             let _lock = self.lock_bucket(&state)?;
-            removed += self.sweep_dir(&dir, age, 0)?;
+            removed += sweep_dir(&dir, legacy_age, &mut owners, 0)?;
         }
+        owners.remove_gone_locks();
         Ok(removed)
     }
+}
 
-    fn sweep_dir(&self, dir: &OwnedFd, age: Duration, depth: usize) -> StorageResult<usize> {
-        let mut removed = 0;
-        let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
-        let now = SystemTime::now();
-        for (name, ft, _) in &entries {
-            if *ft == FileType::Directory && is_key_dir(name) && depth < 1100 {
-                if let Ok(sub) = fsio::open_dir(dir, name) {
-                    removed += self.sweep_dir(&sub, age, depth + 1)?;
-                }
-                continue;
+fn sweep_dir(
+    dir: &OwnedFd,
+    legacy_age: Duration,
+    owners: &mut Owners<'_>,
+    depth: usize,
+) -> StorageResult<usize> {
+    let mut removed = 0;
+    let entries = fsio::read_dir(dir).map_err(|e| errno(e, "read directory"))?;
+    let now = SystemTime::now();
+    for (name, ft, _) in &entries {
+        if *ft == FileType::Directory && is_key_dir(name) && depth < 1100 {
+            if let Ok(sub) = fsio::open_dir(dir, name) {
+                removed += sweep_dir(&sub, legacy_age, owners, depth + 1)?;
             }
-            if *ft != FileType::RegularFile || !name.starts_with(fsio::TEMP_DATA) {
-                continue;
-            }
-            let Ok(f) = fsio::open_file_read(dir, name) else {
-                continue;
-            };
-            let old = f
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|d| d >= age);
-            if !old {
-                continue;
-            }
-            match unlinkat(dir, name.as_str(), AtFlags::empty()) {
-                Ok(()) => removed += 1,
-                Err(Errno::NOENT) => {}
-                Err(e) => return Err(errno(e, "remove temporary file")),
-            }
+            continue;
         }
-        Ok(removed)
+        if *ft != FileType::RegularFile || !name.starts_with(fsio::TEMP_DATA) {
+            continue;
+        }
+        let orphan = match writers::owner_of(name) {
+            Some(writer) => !owners.is_alive(writer),
+            None => fsio::open_file_read(dir, name)
+                .ok()
+                .and_then(|f| f.metadata().ok())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d >= legacy_age),
+        };
+        if !orphan {
+            continue;
+        }
+        match unlinkat(dir, name.as_str(), AtFlags::empty()) {
+            Ok(()) => removed += 1,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(errno(e, "remove temporary file")),
+        }
     }
+    Ok(removed)
 }
 
 /// `bucket/dir/dir` of mapped names, for [`fsio::open_dir_beneath`].

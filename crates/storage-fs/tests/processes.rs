@@ -7,11 +7,13 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use bytes::Bytes;
+use support::Peer;
 use truststream_core_storage::{ListOptions, Storage, UploadOptions};
 use truststream_storage_fs::FsStorage;
 
@@ -33,7 +35,6 @@ fn peer(root: &Path) -> ! {
         .unwrap();
     rt.block_on(async {
         let s = FsStorage::open(root).await.unwrap();
-        let mut out = std::io::stdout().lock();
         for line in std::io::stdin().lock().lines() {
             let line = line.unwrap();
             let answer = match line.split_once(' ') {
@@ -46,62 +47,16 @@ fn peer(root: &Path) -> ! {
                 _ if line == "list" => keys(&s).await,
                 _ => break,
             };
-            writeln!(out, "peer> {answer}").unwrap();
-            out.flush().unwrap();
+            support::say(&answer);
         }
     });
     std::process::exit(0)
 }
 
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn start(root: &Path) -> Peer {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(PEER_ROOT, root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Peer {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    /// Sends one command and returns the peer's answer (the test harness
-    /// prints text of its own; answers are marked).
-    fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                self.stdout.read_line(&mut line).unwrap() > 0,
-                "the peer exited"
-            );
-            // The harness may have printed the start of a line of its own.
-            if let Some((_, answer)) = line.trim_end().split_once("peer> ") {
-                return answer.to_string();
-            }
-        }
-    }
-
-    fn exit(mut self) {
-        writeln!(self.stdin, "exit").unwrap();
-        drop(self.stdin);
-        assert!(self.child.wait().unwrap().success());
-    }
+/// Sends one command and returns the peer's answer.
+fn ask(peer: &mut Peer, command: &str) -> String {
+    peer.send(command);
+    peer.next()
 }
 
 /// The shared commit counter of the bucket.
@@ -137,15 +92,15 @@ fn listings_follow_another_processs_writes_and_a_lone_process_skips_the_counter(
 
         // A second process: its first listing scans; after that, each side's
         // warm index must follow the other's writes.
-        let mut peer = Peer::start(root);
-        assert_eq!(peer.ask("list"), "p1,p2");
+        let mut peer = Peer::start(TEST_NAME, PEER_ROOT, root);
+        assert_eq!(ask(&mut peer, "list"), "p1,p2");
         put("p3").await.unwrap();
-        assert_eq!(peer.ask("list"), "p1,p2,p3");
-        assert_eq!(peer.ask("put c1"), "ok");
+        assert_eq!(ask(&mut peer, "list"), "p1,p2,p3");
+        assert_eq!(ask(&mut peer, "put c1"), "ok");
         assert_eq!(keys(&s).await, "c1,p1,p2,p3");
         s.delete("docs", "p1").await.unwrap();
-        assert_eq!(peer.ask("list"), "c1,p2,p3");
-        assert_eq!(peer.ask("put c2"), "ok");
+        assert_eq!(ask(&mut peer, "list"), "c1,p2,p3");
+        assert_eq!(ask(&mut peer, "put c2"), "ok");
         assert_eq!(keys(&s).await, "c1,c2,p2,p3");
         let bumped = counter(root);
         assert!(
