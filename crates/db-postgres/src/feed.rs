@@ -350,9 +350,6 @@ struct Shared {
     /// The schema the provider's tables live in (`current_schema()`).
     schema: OnceLock<String>,
     watch: tokio::sync::Mutex<Watch>,
-    /// Whether some subscriber watches every table (read without waiting
-    /// by `create_table`).
-    watch_all: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -379,7 +376,6 @@ impl Feed {
                 channel,
                 schema: OnceLock::new(),
                 watch: tokio::sync::Mutex::new(Watch::default()),
-                watch_all: std::sync::atomic::AtomicUsize::new(0),
             }),
             start: tokio::sync::Mutex::new(()),
             task: Mutex::new(None),
@@ -394,21 +390,19 @@ impl Feed {
         self.shared.schema()
     }
 
-    /// Whether some subscriber watches every table (new tables then get a
-    /// trigger as they are created).
-    pub(crate) fn watches_all(&self) -> bool {
-        self.shared
-            .watch_all
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
+    /// Whether some subscriber here watches `table` (or every table): a
+    /// table created under that name gets its trigger as it is created
+    /// (also one dropped and made again while watched).
+    pub(crate) async fn watches(&self, table: &str) -> bool {
+        self.shared.watch.lock().await.wanted(table)
     }
 
-    /// A table was created while someone watches every table: its trigger
-    /// went in with it; take its watch lock.
+    /// A watched table was created, its trigger with it: take its watch
+    /// lock.
     pub(crate) async fn created(&self, pool: &PgPool, table: &str) -> DbResult<()> {
         let schema = self.schema()?;
         let mut w = self.shared.watch.lock().await;
-        if w.all > 0 {
+        if w.wanted(table) {
             w.hold(pool, schema, table, &self.shared.channel).await?;
         }
         Ok(())
@@ -434,12 +428,7 @@ impl Feed {
             let mut w = shared.watch.lock().await;
             match &table {
                 Some(t) => *w.tables.entry(t.clone()).or_default() += 1,
-                None => {
-                    w.all += 1;
-                    shared
-                        .watch_all
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
+                None => w.all += 1,
             }
             // From here on the drop guard undoes the count, also when
             // installing fails.
@@ -541,9 +530,6 @@ impl Drop for Subscription {
                 }
                 None => {
                     w.all = w.all.saturating_sub(1);
-                    shared
-                        .watch_all
-                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     w.held.iter().cloned().collect()
                 }
             };

@@ -715,7 +715,8 @@ impl Database for PgDatabase {
                 Err(e) => return Err(e),
             }
             let mut statements = compile::create_table(DIALECT, &normalized)?;
-            if self.feed.watches_all() {
+            let watched = self.feed.watches(&schema.name).await;
+            if watched {
                 statements.push(feed::trigger_ddl(
                     self.feed.schema()?,
                     &schema.name,
@@ -739,7 +740,7 @@ impl Database for PgDatabase {
                         .map(|_| ())
                         .map_err(|_| e)
                 }
-                Ok(()) if self.feed.watches_all() => {
+                Ok(()) if watched => {
                     // Its trigger went in with it: hold it like the others.
                     let pool = self.pool_for("db.create_table")?;
                     self.feed.created(&pool, &schema.name).await

@@ -452,6 +452,14 @@ async fn triggers_are_installed_once_and_leave_with_the_last_subscriber_of_any_p
     assert_eq!(trigger_version(&mut other, "agents").await, installed);
     let made = a.create("agents", row(json!({"name": "x"}))).await.unwrap();
     assert_eq!(next_change(&mut b1).await.key, made["id"]);
+    // Dropped and made again while watched: the new table has the trigger.
+    b.drop_table("agents", false).await.unwrap();
+    b.create_table(&agents()).await.unwrap();
+    let made = a
+        .create("agents", row(json!({"name": "again"})))
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut b1).await.new.unwrap(), made);
 
     // The last subscriber anywhere leaves: the trigger goes.
     drop(b1);
