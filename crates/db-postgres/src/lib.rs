@@ -18,10 +18,10 @@ use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
 use truststream_core::Secret;
 use truststream_core_db::sql::compile::{self, SqlDialect, Statement};
 use truststream_core_db::sql::keyed::StatementCache;
+use truststream_core_db::sql::rewrite_named;
 use truststream_core_db::sql::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, RowWriter, SqlTransaction,
 };
-use truststream_core_db::sql::rewrite_named;
 use truststream_core_db::{
     ident, AlterTable, ChangeFeed, ChangeStream, ColumnType, Database, DbCapabilities, DbRegistry,
     DbResult, Error, ErrorKind, Filter, Health, IndexSpec, Operation, OperationOutput, Params,
