@@ -15,7 +15,8 @@ async fn runtime_builds_s3_from_configuration() {
         return;
     };
     let toml = format!(
-        "[default.storage]\ntype = \"s3\"\nendpoint = \"{}\"\nregion = \"garage\"\n\
+        "[default.database]\ntype = \"memory\"\n\
+         [default.storage]\ntype = \"s3\"\nendpoint = \"{}\"\nregion = \"garage\"\n\
          multipart_threshold = 10485760\nprobe_bucket = \"{}\"\n",
         garage.endpoint(),
         truststream_storage_s3::testing::PROBE_BUCKET
@@ -65,7 +66,7 @@ async fn runtime_builds_s3_from_configuration() {
 
     // A bad setting fails the build with the option's name, no secret shown.
     let bad = ConfigSources::new()
-        .toml_str("[default.storage]\ntype = \"s3\"\npart_size = 1024\nsecret_access_key = \"hunter2\"\naccess_key_id = \"x\"\n")
+        .toml_str("[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"s3\"\npart_size = 1024\nsecret_access_key = \"hunter2\"\naccess_key_id = \"x\"\n")
         .load()
         .unwrap();
     let e = match Runtime::builder().config(bad).build().await {
