@@ -1,8 +1,13 @@
+use std::time::Duration;
+
 use serde_json::json;
-use truststream_core_db::{col, ColumnDef, ColumnDefault, ErrorKind};
+use truststream_core_db::sql::compile::SqlDialect;
+use truststream_core_db::{
+    col, ChangeKind, ColumnDef, ColumnDefault, Error, ErrorKind, IndexSpec, Params, Query, Row,
+    TableSchema, Value,
+};
 
 use super::*;
-use truststream_core_db::ChangeKind;
 
 fn row(v: Value) -> Row {
     v.as_object().cloned().expect("object")

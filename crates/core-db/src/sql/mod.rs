@@ -1,9 +1,13 @@
 //! Helpers shared by the SQL providers (no I/O): rewriting `:name` parameters
-//! into a dialect's placeholders (and refusing more than one statement), and
-//! the query compiler ([`compile`]) that turns [`crate::Query`], row writes
-//! and [`crate::TableSchema`] into SQL text with every value bound.
+//! into a dialect's placeholders (and refusing more than one statement), the
+//! query compiler ([`compile`]) that turns [`crate::Query`], row writes and
+//! [`crate::TableSchema`] into SQL text with every value bound, the write
+//! paths ([`write`](mod@write)), the statement cache ([`keyed`]), and the engine
+//! ([`engine`]): the whole [`crate::Database`] implementation over a
+//! provider's [`engine::SqlProvider`].
 
 pub mod compile;
+pub mod engine;
 pub mod keyed;
 pub mod write;
 

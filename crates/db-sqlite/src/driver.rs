@@ -1,0 +1,359 @@
+//! The provider's side of core-db's shared SQL engine
+//! (`truststream_core_db::sql::engine`): connections and their write lock,
+//! binding compiled values and decoding rows, the change feed's publishing
+//! after commit, raw SQL, and SQLite's `alter_table` checks.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
+use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
+use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
+use truststream_core_db::sql::write::AlterStep;
+use truststream_core_db::{
+    ident, ChangeFeedScope, ChangeStream, DbResult, Error, ProviderInfo, Row, RowChange, Value,
+};
+
+use crate::value::{decode, encode, Sv};
+use crate::{error, SqliteDatabase, SCHEMA_TABLE, TYPE_NAME};
+
+/// Binds compiled values (normalized to their column types) as sqlx arguments.
+fn arguments(binds: Vec<Bind>) -> DbResult<SqliteArguments<'static>> {
+    use sqlx::Arguments as _;
+    let mut args = SqliteArguments::default();
+    for b in binds {
+        let sv = encode(&b.column, b.ty, b.value)?;
+        let r = match sv {
+            Sv::Null => args.add(Option::<i64>::None),
+            Sv::Int(i) => args.add(i),
+            Sv::Real(f) => args.add(f),
+            Sv::Text(s) => args.add(s),
+            Sv::Blob(v) => args.add(v),
+        };
+        r.map_err(|e| Error::internal(format!("cannot bind a value: {e}")))?;
+    }
+    Ok(args)
+}
+
+/// Decodes a result row; `hints` give the columns' types.
+fn decode_row(row: &SqliteRow, hints: ColumnHints<'_>) -> DbResult<Row> {
+    enum Class {
+        Int,
+        Real,
+        Blob,
+        Text,
+    }
+    let mut out = Row::with_capacity(row.columns().len());
+    for (i, c) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i).map_err(error::map)?;
+        // Decoded straight from the value by its storage class: no second
+        // lookup and type check per column (`try_get`), no allocation for
+        // the class name.
+        let sv = if raw.is_null() {
+            Sv::Null
+        } else {
+            let class = match raw.type_info().name() {
+                "INTEGER" => Class::Int,
+                "REAL" => Class::Real,
+                "BLOB" => Class::Blob,
+                _ => Class::Text,
+            };
+            let bad = |e: sqlx::error::BoxDynError| {
+                Error::internal(format!("cannot decode column {}: {e}", c.name()))
+            };
+            match class {
+                Class::Int => Sv::Int(<i64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+                Class::Real => Sv::Real(<f64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+                Class::Blob => {
+                    Sv::Blob(<Vec<u8> as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?)
+                }
+                Class::Text => {
+                    Sv::Text(<String as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?)
+                }
+            }
+        };
+        out.insert(c.name().to_string(), decode(sv, hints.get(i, c.name())));
+    }
+    Ok(out)
+}
+
+/// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
+pub(crate) const INFO: ProviderInfo = ProviderInfo {
+    name: TYPE_NAME,
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+pub(crate) const DIALECT: SqlDialect = SqlDialect::Sqlite;
+
+/// A connection of the shared engine: in a transaction or not, and for a
+/// write, holding this process's write lock until it is committed or
+/// rolled back.
+pub struct SqliteConn {
+    exec: Exec,
+    _write: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// A transaction, or one connection (reads, single-statement writes).
+enum Exec {
+    Tx(Transaction<'static, Sqlite>),
+    Conn(PoolConnection<Sqlite>),
+}
+
+impl SqliteConn {
+    fn raw(&mut self) -> &mut SqliteConnection {
+        match &mut self.exec {
+            Exec::Tx(tx) => tx,
+            Exec::Conn(c) => c,
+        }
+    }
+}
+
+impl SqlProvider for SqliteDatabase {
+    /// Changes are published after commit from this instance's own write
+    /// paths.
+    const CHANGE_FEED_SCOPE: ChangeFeedScope = ChangeFeedScope::Instance;
+
+    type Pool = SqlitePool;
+    type Conn = SqliteConn;
+
+    fn sql_state(&self) -> &SqlState<SqlitePool> {
+        &self.sql
+    }
+
+    async fn open_pool(&self) -> DbResult<SqlitePool> {
+        let c = &self.config;
+        let busy = Duration::from_millis(c.busy_timeout_ms);
+        let mut opts = if c.is_memory() {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(error::map)?
+        } else {
+            let path = Path::new(&c.path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::unavailable(format!(
+                        "cannot create the directory {} for the SQLite database: {e}",
+                        parent.display()
+                    ))
+                    .with_source(e)
+                })?;
+            }
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+        };
+        opts = opts
+            .foreign_keys(true)
+            .busy_timeout(busy)
+            .pragma("case_sensitive_like", "ON");
+        let mut pool = SqlitePoolOptions::new()
+            .acquire_timeout(Duration::from_millis(c.acquire_timeout_ms.max(1)));
+        pool = if c.is_memory() {
+            // One connection that lives as long as the pool: the database.
+            pool.max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            pool.max_connections(c.max_connections.max(1))
+                .min_connections(c.min_connections.min(c.max_connections.max(1)))
+                .idle_timeout(c.idle_timeout_ms.map(Duration::from_millis))
+        };
+        let pool = pool.connect_with(opts).await.map_err(error::map)?;
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY NOT NULL, schema TEXT NOT NULL)",
+            ident::quote(SCHEMA_TABLE)
+        ))
+        .execute(&pool)
+        .await
+        .map_err(error::map)?;
+        Ok(pool)
+    }
+
+    async fn close_pool(&self, pool: Option<SqlitePool>) {
+        if let Some(p) = pool {
+            p.close().await;
+        }
+    }
+
+    async fn ping(&self, pool: &SqlitePool) -> Result<(), String> {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(error::map(e).message().to_string()),
+        }
+    }
+
+    async fn acquire(pool: &SqlitePool) -> DbResult<SqliteConn> {
+        let conn = pool.acquire().await.map_err(error::map)?;
+        Ok(SqliteConn {
+            exec: Exec::Conn(conn),
+            _write: None,
+        })
+    }
+
+    /// Serialized with this process's other writes (so the change feed
+    /// publishes in commit order).
+    ///
+    /// Changes are recorded only while someone subscribes to the feed (a
+    /// subscription sees the changes committed after it starts). A write
+    /// that is one statement (`single`) and records nothing runs in
+    /// autocommit mode — atomic on its own, without `BEGIN`/`COMMIT`.
+    async fn begin(&self, pool: &SqlitePool, single: bool) -> DbResult<(SqliteConn, bool)> {
+        let guard = Arc::clone(&self.write_lock).lock_owned().await;
+        let record = self.changes.subscriber_count() > 0;
+        let exec = if single && !record {
+            Exec::Conn(pool.acquire().await.map_err(error::map)?)
+        } else {
+            // IMMEDIATE takes the write lock up front (waiting up to the
+            // busy timeout for other processes), so a transaction that
+            // reads before it writes never fails to upgrade its lock.
+            Exec::Tx(
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(error::map)?,
+            )
+        };
+        let conn = SqliteConn {
+            exec,
+            _write: Some(guard),
+        };
+        Ok((conn, record))
+    }
+
+    /// Commits, then publishes the changes (still under the write lock).
+    async fn commit(&self, conn: SqliteConn, changes: Vec<RowChange>) -> DbResult<()> {
+        if let Exec::Tx(tx) = conn.exec {
+            tx.commit().await.map_err(error::map)?;
+        }
+        let now = chrono::Utc::now();
+        self.changes.publish(changes.into_iter().map(|mut c| {
+            c.committed_at = now;
+            c
+        }));
+        Ok(())
+    }
+
+    async fn rollback(conn: Self::Conn) {
+        // If the rollback fails too, dropping the transaction rolls back
+        // when the connection is returned.
+        if let Exec::Tx(tx) = conn.exec {
+            let _ = tx.rollback().await;
+        }
+    }
+
+    async fn fetch_all(
+        conn: &mut Self::Conn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+    ) -> DbResult<Vec<Row>> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        let rows = query.fetch_all(conn.raw()).await.map_err(error::map)?;
+        rows.iter().map(|r| decode_row(r, hints)).collect()
+    }
+
+    async fn fetch_optional(
+        conn: &mut Self::Conn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+    ) -> DbResult<Option<Row>> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        let row = query.fetch_optional(conn.raw()).await.map_err(error::map)?;
+        row.as_ref().map(|r| decode_row(r, hints)).transpose()
+    }
+
+    async fn execute(conn: &mut Self::Conn, stmt: Statement) -> DbResult<()> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        query.execute(conn.raw()).await.map_err(error::map)?;
+        Ok(())
+    }
+
+    /// Parameters bind by their JSON kinds; the statement runs under the
+    /// write lock (it may write).
+    async fn query_raw(
+        &self,
+        pool: &SqlitePool,
+        sql: String,
+        values: Vec<Value>,
+    ) -> DbResult<Vec<Row>> {
+        let binds: Vec<Bind> = values
+            .into_iter()
+            .map(|value| Bind {
+                value,
+                ty: None,
+                column: "".into(),
+            })
+            .collect();
+        let args = arguments(binds)?;
+        let _guard = self.write_lock.lock().await;
+        let rows = sqlx::query_with(&sql, args)
+            .fetch_all(pool)
+            .await
+            .map_err(error::map)?;
+        rows.iter()
+            .map(|r| decode_row(r, ColumnHints::Position(&[])))
+            .collect()
+    }
+
+    async fn subscribe(&self, table: Option<&str>) -> DbResult<ChangeStream> {
+        match table {
+            Some(t) => {
+                schema_of(self, t).await?;
+            }
+            None => {
+                self.sql.pool_for("db.subscribe_changes")?;
+            }
+        }
+        Ok(self.changes.subscribe(table.map(str::to_string)))
+    }
+
+    /// A NOT NULL column without a default needs an empty table; a dropped
+    /// column's indexes go first (SQLite refuses to drop an indexed column;
+    /// the memory provider drops them too).
+    async fn prepare_alter_step(
+        &self,
+        pool: &SqlitePool,
+        table: &str,
+        step: &AlterStep,
+        statements: &mut Vec<String>,
+    ) -> DbResult<()> {
+        match step {
+            AlterStep::Add(def) if !def.nullable && def.default.is_none() => {
+                let (has_rows,): (i64,) = sqlx::query_as(&format!(
+                    "SELECT EXISTS (SELECT 1 FROM {})",
+                    ident::quote(table)
+                ))
+                .fetch_one(pool)
+                .await
+                .map_err(error::map)?;
+                if has_rows != 0 {
+                    return Err(Error::invalid_input(format!(
+                        "cannot add NOT NULL column {} without a default to table {table}, which has rows",
+                        def.name
+                    )));
+                }
+            }
+            AlterStep::Drop(c) => {
+                let indexes: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT il.name FROM pragma_index_list(?1) AS il \
+                     JOIN pragma_index_info(il.name) AS ii WHERE ii.name = ?2",
+                )
+                .bind(table)
+                .bind(c)
+                .fetch_all(pool)
+                .await
+                .map_err(error::map)?;
+                for (name,) in indexes {
+                    statements.push(format!("DROP INDEX {}", ident::quote(&name)));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
