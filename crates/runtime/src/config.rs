@@ -415,7 +415,7 @@ impl ConfigSources {
     ///
     /// A layer that changes a section's `type` starts that section afresh:
     /// the settings of the layers below it (meant for the other provider)
-    /// are dropped, see [`restart_changed_types`].
+    /// are dropped.
     pub fn figment(&self) -> Result<(Figment, Option<String>)> {
         let profile = self.active_profile();
         let defaults = Serialized::defaults(embedded_defaults_json())
