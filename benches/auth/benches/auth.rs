@@ -9,8 +9,10 @@
 //!   (pinned algorithm, required exp/aud/iss/sub, nbf, leeway), for HS256,
 //!   RS256, ES256 and EdDSA, each in two rows: first the default
 //!   revocation mode (`checked`: one session read per validation, the
-//!   sessions in a SQLite WAL file as in the embedded default), then the
-//!   `stateless` mode (signature and claims only), labelled as such.
+//!   sessions in a SQLite WAL file as in the embedded default; the raw side
+//!   then also reads the same session row through its own sqlx pool and
+//!   checks it), then the `stateless` mode (signature and claims only),
+//!   labelled as such.
 //! - **refresh**: `refresh_session` round trips (each refresh rotates the
 //!   token the previous one returned) on SQLite (a WAL file) and PostgreSQL
 //!   (a scratch schema on `DATABASE_URL`, default 127.0.0.1:5432/test;
@@ -185,13 +187,27 @@ async fn validate() {
     // The default mode keeps sessions in the configured database: a SQLite
     // WAL file here, as in the embedded default.
     let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("auth.db");
     let sqlite: Arc<dyn Database> = Arc::new(
         truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
-            dir.path().join("auth.db"),
+            &path,
         ))
         .await
         .expect("sqlite"),
     );
+    // The raw side of the checked rows reads the same session row from the
+    // same file through its own pool, with the same pragmas.
+    let raw_pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("raw pool");
+    let raw_pool = &raw_pool;
     for (alg, pem) in [
         (Algorithm::HS256, None),
         (Algorithm::RS256, Some("rsa_private.pem")),
@@ -241,10 +257,14 @@ async fn validate() {
                     black_box(auth.validate_token(black_box(token)).await.expect("valid"));
                 },
                 move || async move {
-                    black_box(
+                    let claims =
                         jsonwebtoken::decode::<Map<String, Value>>(black_box(token), dkey, v)
-                            .expect("valid"),
-                    );
+                            .expect("valid")
+                            .claims;
+                    if mode == Revocation::Checked {
+                        raw_session_check(raw_pool, &claims).await;
+                    }
+                    black_box(claims);
                 },
             )
             .await;
@@ -255,6 +275,21 @@ async fn validate() {
             pair.print(&format!("validate {alg:?}, {label}"));
         }
     }
+}
+
+/// What the checked mode adds, written by hand: read the token's session
+/// row and check it is neither revoked nor past its end.
+async fn raw_session_check(pool: &sqlx::SqlitePool, claims: &Map<String, Value>) {
+    let sid = claims["session_id"].as_str().expect("session_id claim");
+    let (revoked_at, not_after): (Option<String>, String) =
+        sqlx::query_as("SELECT revoked_at, not_after FROM auth_sessions WHERE id = ?")
+            .bind(sid)
+            .fetch_one(pool)
+            .await
+            .expect("session row");
+    assert!(revoked_at.is_none(), "session revoked");
+    let end = chrono::DateTime::parse_from_rfc3339(&not_after).expect("not_after");
+    assert!(end > chrono::Utc::now(), "session ended");
 }
 
 // ------------------------------------------------------------- refresh
