@@ -11,7 +11,7 @@ use futures::StreamExt;
 use truststream_core::Secret;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::list::ListPlan;
-use truststream_core_storage::signing::{check_lifetime, UrlSigner};
+use truststream_core_storage::signing::UrlSigner;
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, Checksum, Error, Health, ListOptions, ListPage, ObjectMeta,
     ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
@@ -459,12 +459,11 @@ impl Storage for MemoryStorage {
         expires_in: Duration,
     ) -> StorageResult<SignedUrl> {
         let run = || {
-            // Names and lifetime are checked before the bucket is looked up.
-            check_lifetime(expires_in)?;
-            validate_bucket(bucket)?;
-            validate_key(key)?;
+            // `sign_for` checks the names and the lifetime, before the
+            // bucket is looked up.
+            let url = self.signer.sign_for(method, bucket, key, expires_in)?;
             self.require_bucket(bucket)?;
-            self.signer.sign_for(method, bucket, key, expires_in)
+            Ok(url)
         };
         run().map_err(|e: Error| e.with_operation("storage.signed_url"))
     }
