@@ -607,17 +607,14 @@ impl<P: SqlProvider> Database for P {
 
     async fn create_many(&self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>> {
         let op = "db.create_many";
-        if rows.is_empty() {
-            ident::table(table).map_err(|e| e.with_operation(op))?;
-            schema_of(self, table)
-                .await
-                .map_err(|e| e.with_operation(op))?;
-            return Ok(Vec::new());
-        }
-        // One INSERT per chunk: more than one chunk needs a transaction.
+        // Checks the name and that the table exists, also for no rows.
         let schema = schema_of(self, table)
             .await
             .map_err(|e| e.with_operation(op))?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One INSERT per chunk: more than one chunk needs a transaction.
         let single = is_single_insert(self.sql_state().dialect(), &schema, &rows);
         let mut w = begin(self, op, single).await?;
         let r = w.create_many(table, &rows).await;
