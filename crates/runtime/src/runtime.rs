@@ -14,6 +14,7 @@ use truststream_core_storage::Storage;
 
 use crate::build::{realtime_deps, Registries, Services};
 use crate::config::{Config, ConfigSources, Interface, ProviderSection};
+use crate::redact;
 use crate::report::{CompatibilityReport, InterfaceReport};
 use crate::tracked::{InFlight, Tracked};
 
@@ -405,7 +406,8 @@ impl Live {
     }
 
     /// Why the provider of `interface` cannot be switched to: its health
-    /// check does not report healthy. `None` when it does (or there is no
+    /// check does not report healthy (its message scrubbed of the
+    /// section's secret values). `None` when it does (or there is no
     /// provider: `auth.type = "none"`).
     async fn health_problem(&self, interface: Interface) -> Option<Error> {
         let health = match interface {
@@ -418,6 +420,10 @@ impl Live {
             return None;
         }
         let why = health.message.as_deref().unwrap_or("no reason given");
+        // Scrubbed like a build error: the candidate's message may quote
+        // its settings (a connection URL, a password).
+        let secrets = redact::secret_values(&self.config.section(interface).settings_json());
+        let why = redact::scrub(why, &secrets);
         Some(Error::unavailable(format!(
             "its health check reports {} ({why})",
             health.status

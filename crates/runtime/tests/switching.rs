@@ -30,6 +30,7 @@ struct Slow {
     delay: Duration,
     healthy: bool,
     tag: u64,
+    password: Option<String>,
     gate: Option<Arc<Gate>>,
     started: Arc<Notify>,
 }
@@ -44,6 +45,9 @@ struct SlowConfig {
     tag: u64,
     #[serde(default)]
     gated: bool,
+    /// Echoed by an unhealthy health check (as a careless driver might).
+    #[serde(default)]
+    password: Option<String>,
 }
 
 /// Holds a gated provider's health check until the test opens it.
@@ -75,6 +79,11 @@ impl Database for Slow {
         }
         if self.healthy {
             Health::healthy(Duration::from_micros(5))
+        } else if let Some(pw) = &self.password {
+            Health::unhealthy(
+                Duration::from_micros(5),
+                format!("disk on fire (connected as app:{pw})"),
+            )
         } else {
             Health::unhealthy(Duration::from_micros(5), "disk on fire")
         }
@@ -165,6 +174,7 @@ async fn runtime_with(started: Arc<Notify>, gate: Arc<Gate>, toml: &str) -> Runt
                     delay: Duration::from_millis(c.delay_ms),
                     healthy: c.healthy,
                     tag: c.tag,
+                    password: c.password,
                     gate: c.gated.then_some(gate),
                     started,
                 }) as Arc<dyn Database>)
@@ -414,6 +424,21 @@ async fn a_database_switch_rewires_auth_and_realtime() {
 }
 
 #[cfg(feature = "realtime-ws")]
+#[tokio::test]
+async fn a_refused_switch_does_not_repeat_a_secret_the_health_check_echoes() {
+    let rt = runtime_on_slow(Arc::new(Notify::new())).await;
+    let e = rt
+        .switch_database(
+            "slow",
+            json!({"delay_ms": 1, "healthy": false, "password": "hunter2-pw"}),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert!(e.message().contains("disk on fire"), "{e}");
+    assert!(!e.display_chain().to_string().contains("hunter2-pw"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependent_that_cannot_be_rebuilt_refuses_the_switch_naming_it() {
     // A hub on a fixed port cannot be rebuilt while the old one listens.
