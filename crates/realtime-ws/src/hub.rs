@@ -841,7 +841,9 @@ impl Hub {
                 let ids: Vec<u32> = m
                     .bindings
                     .iter()
-                    .filter(|b| b.matches(&change))
+                    // Matched on what members may get: a binding's `key`
+                    // cannot probe a hidden primary key.
+                    .filter(|b| b.matches(&full))
                     .map(|b| b.id)
                     .collect();
                 if ids.is_empty() {

@@ -394,12 +394,29 @@ impl TableRule {
     }
 
     /// `change` without the hidden columns (`None`: nothing is hidden, send
-    /// it as it is).
+    /// it as it is). When the primary key is (part of) a hidden column, the
+    /// change's `key` is removed too (null), so neither the payload's `key`
+    /// nor a binding's `key` reveals it.
     pub(crate) fn strip(&self, change: &RowChange) -> Option<RowChange> {
         if self.hidden.is_empty() {
             return None;
         }
         let mut c = change.clone();
+        let key_is_hidden = |v: &Value| match &c.key {
+            Value::Array(parts) => parts.contains(v),
+            k => k == v,
+        };
+        let hides_key = [c.old.as_ref(), c.new.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|row| {
+                self.hidden
+                    .iter()
+                    .any(|h| row.get(h).is_some_and(key_is_hidden))
+            });
+        if hides_key {
+            c.key = Value::Null;
+        }
         for row in [c.old.as_mut(), c.new.as_mut()].into_iter().flatten() {
             for h in &self.hidden {
                 row.remove(h);
@@ -508,5 +525,27 @@ mod tests {
         let c = change(ChangeKind::Insert, None, Some(json!({})));
         assert_eq!(anyone.visibility(&me, &c), Visibility::Full);
         assert_eq!(anyone.visibility(&Viewer::Anonymous, &c), Visibility::None);
+    }
+
+    #[test]
+    fn a_hidden_primary_key_is_not_sent_as_the_key() {
+        let rule = TableRule {
+            hidden: vec!["id".into()],
+            ..TableRule::default()
+        };
+        let c = change(
+            ChangeKind::Update,
+            Some(json!({"id": "a", "name": "x"})),
+            Some(json!({"id": "a", "name": "y"})),
+        );
+        let s = rule.strip(&c).unwrap();
+        assert_eq!(s.key, Value::Null);
+        assert!(s.new.unwrap().get("id").is_none());
+        // A visible key stays.
+        let rule = TableRule {
+            hidden: vec!["name".into()],
+            ..TableRule::default()
+        };
+        assert_eq!(rule.strip(&c).unwrap().key, json!("a"));
     }
 }
