@@ -424,6 +424,24 @@ async fn the_hub_subscribes_only_to_bound_tables_while_they_are_bound() {
     common::eventually("the agents feed to be dropped", || feeds() == 0).await;
 }
 
+/// Joins `realtime:agents` bound to `agents` (asserting the join is
+/// accepted), then sends `token` as the channel's new access token.
+async fn join_agents_then_send_token(c: &mut Client, token: &str) {
+    let jr = c
+        .join_ok(
+            "realtime:agents",
+            json!({"postgres_changes": [binding(Some("agents"))]}),
+        )
+        .await;
+    c.push(
+        Some(&jr),
+        "realtime:agents",
+        "access_token",
+        json!({"access_token": token}),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_access_token_is_checked_again() {
     let mut cfg = auth_config();
@@ -434,20 +452,8 @@ async fn a_new_access_token_is_checked_again() {
     let (alice, alice_token) = user(&auth, "alice@example.com").await;
     let (bob, bob_token) = user(&auth, "bob@example.com").await;
     let mut c = Client::connect(&url, Vsn::V2, Some(&alice_token)).await;
-    let jr = c
-        .join_ok(
-            "realtime:agents",
-            json!({"postgres_changes": [binding(Some("agents"))]}),
-        )
-        .await;
     // The channel now reads as bob: his rows, not alice's.
-    c.push(
-        Some(&jr),
-        "realtime:agents",
-        "access_token",
-        json!({"access_token": bob_token}),
-    )
-    .await;
+    join_agents_then_send_token(&mut c, &bob_token).await;
     // The reader handles a connection's frames in order: once a later
     // heartbeat is answered, the new token is in force.
     let r = c.push(None, "phoenix", "heartbeat", json!({})).await;
@@ -483,19 +489,7 @@ async fn a_new_access_token_is_checked_again() {
         .await
         .unwrap();
     let mut c = Client::connect(&url, Vsn::V2, Some(s.access_token.expose())).await;
-    let jr = c
-        .join_ok(
-            "realtime:agents",
-            json!({"postgres_changes": [binding(Some("agents"))]}),
-        )
-        .await;
-    c.push(
-        Some(&jr),
-        "realtime:agents",
-        "access_token",
-        json!({"access_token": alice_token}),
-    )
-    .await;
+    join_agents_then_send_token(&mut c, &alice_token).await;
     let m = c.expect("system").await;
     assert_eq!(m.payload["status"], "error");
     let message = m.payload["message"].as_str().unwrap_or_default();
