@@ -259,6 +259,12 @@ impl Runtime {
                 Ok(()) => next.health_problem(i).await,
             };
             if let Some(e) = failed {
+                // A candidate database built for this switch goes out of
+                // service unused: disconnect it (never the current one,
+                // still in `next` when the candidate itself failed to build).
+                if !Arc::ptr_eq(&next.db.provider, &current.db.provider) {
+                    let _ = next.db.provider.disconnect().await;
+                }
                 return Err(refused(
                     interface,
                     kind,

@@ -50,6 +50,10 @@ struct SlowConfig {
     password: Option<String>,
 }
 
+/// Every `slow` database built in this test process (nextest runs each
+/// test in its own process).
+static BUILT: std::sync::Mutex<Vec<Arc<dyn Database>>> = std::sync::Mutex::new(Vec::new());
+
 /// Holds a gated provider's health check until the test opens it.
 #[derive(Default)]
 struct Gate {
@@ -169,7 +173,7 @@ async fn runtime_with(started: Arc<Notify>, gate: Arc<Gate>, toml: &str) -> Runt
             let gate = gate.clone();
             async move {
                 let c: SlowConfig = truststream_core::parse_config("slow", cfg)?;
-                Ok(Arc::new(Slow {
+                let built: Arc<dyn Database> = Arc::new(Slow {
                     inner: MemoryDatabase::new(),
                     delay: Duration::from_millis(c.delay_ms),
                     healthy: c.healthy,
@@ -177,7 +181,9 @@ async fn runtime_with(started: Arc<Notify>, gate: Arc<Gate>, toml: &str) -> Runt
                     password: c.password,
                     gate: c.gated.then_some(gate),
                     started,
-                }) as Arc<dyn Database>)
+                });
+                BUILT.lock().unwrap().push(built.clone());
+                Ok(built)
             }
         })
         .config(config)
@@ -424,6 +430,23 @@ async fn a_database_switch_rewires_auth_and_realtime() {
 }
 
 #[cfg(feature = "realtime-ws")]
+#[tokio::test]
+async fn a_refused_candidate_database_is_disconnected_and_the_current_one_is_not() {
+    let rt = runtime_on_slow(Arc::new(Notify::new())).await;
+    rt.switch_database("slow", json!({"delay_ms": 1, "healthy": false}))
+        .await
+        .err()
+        .unwrap();
+    let candidate = BUILT.lock().unwrap().last().cloned().unwrap();
+    let e = candidate.read("agents", &Query::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "disconnected: {e}");
+    // A candidate that could not be built leaves the current one connected.
+    rt.switch_database("slow", json!({})).await.err().unwrap();
+    assert!(rt.db().health().await.is_healthy());
+    agents_table(rt.db().as_ref()).await;
+    assert!(rt.db().read("agents", &Query::new()).await.is_ok());
+}
+
 #[tokio::test]
 async fn a_refused_switch_does_not_repeat_a_secret_the_health_check_echoes() {
     let rt = runtime_on_slow(Arc::new(Notify::new())).await;
