@@ -182,7 +182,10 @@ async fn runtime_with(started: Arc<Notify>, gate: Arc<Gate>, toml: &str) -> Runt
                     gate: c.gated.then_some(gate),
                     started,
                 });
-                BUILT.lock().unwrap().push(built.clone());
+                BUILT
+                    .lock()
+                    .expect("the list of built databases")
+                    .push(built.clone());
                 Ok(built)
             }
         })
@@ -437,7 +440,12 @@ async fn a_refused_candidate_database_is_disconnected_and_the_current_one_is_not
         .await
         .err()
         .unwrap();
-    let candidate = BUILT.lock().unwrap().last().cloned().unwrap();
+    let candidate = BUILT
+        .lock()
+        .expect("the list of built databases")
+        .last()
+        .cloned()
+        .unwrap();
     let e = candidate.read("agents", &Query::new()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "disconnected: {e}");
     // A candidate that could not be built leaves the current one connected.
