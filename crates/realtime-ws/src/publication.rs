@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
-use truststream_core::{Error, ErrorKind};
+use truststream_core::{echo, Error, ErrorKind};
 use truststream_core_auth::{Auth, Permission, Principal};
 use truststream_core_db::{ident, ChangeKind, RowChange};
 use truststream_core_realtime::RtResult;
@@ -143,14 +143,10 @@ impl Entry {
     }
 }
 
-/// A caller's value as shown in an error: quoted, at most 60 characters.
+/// A caller's value as shown in an error: quoted, bounded by
+/// [`echo`].
 pub(crate) fn shown(s: &str) -> String {
-    format!("{:?}", cut(s))
-}
-
-/// At most 60 characters of `s`.
-fn cut(s: &str) -> String {
-    s.chars().take(60).collect()
+    format!("{:?}", echo(s).to_string())
 }
 
 fn reserved(table: &str) -> bool {
@@ -191,7 +187,7 @@ impl Publication {
             return Err(Error::invalid_input(format!(
                 "realtime.tables.{} names no entry of realtime.publish (a rule applies to a \
                  published table or pattern, written as in publish)",
-                cut(key)
+                echo(key)
             )));
         }
         Ok(Publication {
@@ -318,7 +314,7 @@ fn denied(message: String) -> Error {
 
 fn check_rule(key: &str, rule: &TableRule) -> RtResult<()> {
     let bad = |field: &str, why: String| {
-        Error::invalid_input(format!("realtime.tables.{}.{field}: {why}", cut(key)))
+        Error::invalid_input(format!("realtime.tables.{}.{field}: {why}", echo(key)))
     };
     if let Some(c) = &rule.owner_column {
         ident::validate(c).map_err(|e| bad("owner_column", e.message().to_string()))?;
