@@ -2,7 +2,7 @@
 //! the error for a call that needs a joined handle.
 
 use serde_json::Value;
-use truststream_core::Error;
+use truststream_core::{echo, Error};
 
 use crate::RtResult;
 
@@ -69,9 +69,9 @@ fn is_short_and_printable(s: &str) -> bool {
     s.len() <= MAX_NAME_BYTES && !s.chars().any(char::is_control)
 }
 
-/// The start of a refused name, for an error message.
+/// A refused name, bounded for an error message (see [`echo`]).
 fn shown(s: &str) -> String {
-    s.chars().take(40).collect()
+    echo(s).to_string()
 }
 
 /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when `value`
