@@ -291,10 +291,14 @@ impl Publication {
             )));
         }
         if let (Some(permission), Some(auth), Some(p)) = (&rule.permission, auth, principal) {
+            // The auth provider's own error (possibly its database's) stays
+            // in the server's log; the client learns only that the check
+            // could not run.
             let allowed = auth.has_permission(p, permission).await.map_err(|e| {
+                tracing::warn!(error = %e.display_chain(), %table, %permission, "permission check failed");
                 Error::new(
                     e.kind(),
-                    format!("checking permission {permission} failed: {}", e.message()),
+                    format!("checking permission {permission} failed; try again later"),
                 )
             })?;
             if !allowed {
@@ -447,6 +451,116 @@ mod tests {
             new: new.map(row),
             committed_at: chrono::Utc::now(),
         }
+    }
+
+    /// An auth provider whose every call fails with its database's words.
+    struct BrokenAuth;
+
+    const INTERNAL: &str = "connection to postgres://app:hunter2@db.internal failed";
+
+    fn broken<T>() -> truststream_core_auth::AuthResult<T> {
+        Err(Error::new(ErrorKind::Unavailable, INTERNAL))
+    }
+
+    #[async_trait::async_trait]
+    impl Auth for BrokenAuth {
+        fn info(&self) -> truststream_core::ProviderInfo {
+            truststream_core::ProviderInfo {
+                name: "broken",
+                version: "0",
+            }
+        }
+        fn capabilities(&self) -> truststream_core_auth::AuthCapabilities {
+            truststream_core_auth::AuthCapabilities::none()
+        }
+        async fn health(&self) -> truststream_core::Health {
+            truststream_core::Health::unhealthy(std::time::Duration::ZERO, INTERNAL)
+        }
+        async fn sign_up(
+            &self,
+            _: truststream_core_auth::SignUp,
+        ) -> truststream_core_auth::AuthResult<truststream_core_auth::Session> {
+            broken()
+        }
+        async fn sign_in(
+            &self,
+            _: truststream_core_auth::SignIn,
+        ) -> truststream_core_auth::AuthResult<truststream_core_auth::Session> {
+            broken()
+        }
+        async fn sign_out(&self, _: &Principal) -> truststream_core_auth::AuthResult<()> {
+            broken()
+        }
+        async fn sign_out_everywhere(
+            &self,
+            _: &Principal,
+        ) -> truststream_core_auth::AuthResult<()> {
+            broken()
+        }
+        async fn get_user(
+            &self,
+            _: &Principal,
+        ) -> truststream_core_auth::AuthResult<truststream_core_auth::User> {
+            broken()
+        }
+        async fn get_session(
+            &self,
+            _: &Principal,
+        ) -> truststream_core_auth::AuthResult<truststream_core_auth::SessionInfo> {
+            broken()
+        }
+        async fn refresh_session(
+            &self,
+            _: &str,
+        ) -> truststream_core_auth::AuthResult<truststream_core_auth::Session> {
+            broken()
+        }
+        async fn validate_token(&self, _: &str) -> truststream_core_auth::AuthResult<Principal> {
+            broken()
+        }
+        async fn get_user_roles(
+            &self,
+            _: &Principal,
+        ) -> truststream_core_auth::AuthResult<Vec<String>> {
+            broken()
+        }
+        async fn has_permission(
+            &self,
+            _: &Principal,
+            _: &str,
+        ) -> truststream_core_auth::AuthResult<bool> {
+            broken()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_permission_check_keeps_the_providers_words_from_the_client() {
+        let mut rules = BTreeMap::new();
+        rules.insert(
+            "agents".to_string(),
+            TableRule {
+                permission: Some("read:agents".into()),
+                ..TableRule::default()
+            },
+        );
+        let p = Publication::check_config(&["agents".into()], &rules).unwrap();
+        let auth: Arc<dyn Auth> = Arc::new(BrokenAuth);
+        let principal = Principal {
+            user_id: "u1".into(),
+            email: None,
+            roles: vec![],
+            session_id: None,
+            expires_at: chrono::Utc::now(),
+            claims: serde_json::Map::new(),
+        };
+        let e = p
+            .authorize(Some(&auth), Some(&principal), "agents", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.message().contains("read:agents"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(!e.to_string().contains("postgres://"), "{e}");
     }
 
     #[test]
