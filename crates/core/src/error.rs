@@ -144,6 +144,7 @@ pub struct Error {
     operation: Option<&'static str>,
     context: Vec<(&'static str, String)>,
     retryable: bool,
+    unapplied: bool,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -161,6 +162,7 @@ impl Error {
             operation: None,
             context: Vec::new(),
             retryable: kind.is_retryable_by_default(),
+            unapplied: false,
             source: None,
         }
     }
@@ -241,6 +243,23 @@ impl Error {
     /// that an outer retry layer does not retry again.
     pub fn permanent(self) -> Self {
         self.with_retryable(false)
+    }
+
+    /// Marks the error as certain not to have changed anything: the call
+    /// never reached the backing service (no connection could be had, a
+    /// circuit breaker or a concurrency limit refused it). A retry layer may
+    /// repeat such a call even when it is not idempotent; a call whose
+    /// outcome is unknown (the connection dropped after the request was
+    /// sent, a timeout) is never marked.
+    pub fn unapplied(mut self) -> Self {
+        self.unapplied = true;
+        self
+    }
+
+    /// Whether the failed call certainly changed nothing (see
+    /// [`Error::unapplied`]). `false` means "unknown", not "applied".
+    pub fn is_unapplied(&self) -> bool {
+        self.unapplied
     }
 
     /// The kind of failure.
@@ -335,6 +354,7 @@ impl fmt::Debug for Error {
             .field("operation", &self.operation)
             .field("context", &self.context)
             .field("retryable", &self.retryable)
+            .field("unapplied", &self.unapplied)
             .field("source", &self.source)
             .finish()
     }

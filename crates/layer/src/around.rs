@@ -1,0 +1,249 @@
+//! The generic hook: every call described by an [`Op`], run through
+//! [`Around::around`] with a [`Next`] that runs the rest of the stack.
+
+use std::sync::Mutex;
+
+use truststream_core::{BoxFuture, Error, Result};
+
+/// The interface a call belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Interface {
+    /// [`truststream_core_db::Database`].
+    Database,
+    /// [`truststream_core_auth::Auth`].
+    Auth,
+    /// [`truststream_core_storage::Storage`].
+    Storage,
+    /// [`truststream_core_realtime::Realtime`].
+    Realtime,
+}
+
+impl Interface {
+    /// Every interface, in a stable order.
+    pub const ALL: [Interface; 4] = [
+        Interface::Database,
+        Interface::Auth,
+        Interface::Storage,
+        Interface::Realtime,
+    ];
+
+    /// `"database"`, `"auth"`, `"storage"`, `"realtime"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Database => "database",
+            Interface::Auth => "auth",
+            Interface::Storage => "storage",
+            Interface::Realtime => "realtime",
+        }
+    }
+}
+
+impl std::fmt::Display for Interface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a call does, for layers that treat kinds differently (a timeout per
+/// kind, a cache that serves reads and is invalidated by writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Reads data (`get`, `read`, `download`, `validate_token`).
+    Read,
+    /// Changes data (`create`, `upload`, `sign_in`, raw SQL).
+    Write,
+    /// Changes structure (tables, indexes, buckets).
+    Schema,
+    /// Sets up a stream or a subscription (`subscribe_changes`,
+    /// `download_stream`, `channel`); the call covers the setup only.
+    Stream,
+    /// Probes or manages the provider itself (`health`, `connect`).
+    Admin,
+}
+
+impl Access {
+    /// `"read"`, `"write"`, `"schema"`, `"stream"`, `"admin"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Schema => "schema",
+            Access::Stream => "stream",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// One call through a layer: which interface, provider and method, what it
+/// touches, and whether repeating it is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Op<'a> {
+    /// The interface.
+    pub interface: Interface,
+    /// The provider's registry type name (`ProviderInfo::name` of the
+    /// provider under the layer).
+    pub provider: &'static str,
+    /// The method, as named on the interface trait (`"get"`, `"upload"`).
+    pub method: &'static str,
+    /// What the call does.
+    pub access: Access,
+    /// The table, bucket or channel it touches, when it names one.
+    pub target: Option<&'a str>,
+    /// Whether running the call twice has the same effect as running it once
+    /// (reads; `update` by key; `delete`; an unconditional `upload`).
+    /// `create`, `create_many`, raw SQL, conditional uploads and sign-ins are
+    /// not.
+    pub idempotent: bool,
+    /// Whether the call can be run again at all: `false` when an argument is
+    /// consumed by the first attempt (a streamed upload's body).
+    pub replayable: bool,
+}
+
+impl Op<'_> {
+    /// Whether a call that failed with `error` may be run again: the error is
+    /// retryable, the arguments can be replayed, and either the call is
+    /// idempotent or the error says it changed nothing
+    /// ([`Error::is_unapplied`]). A non-idempotent write whose outcome is
+    /// unknown is never repeated.
+    pub fn may_repeat(&self, error: &Error) -> bool {
+        error.is_retryable() && self.replayable && (self.idempotent || error.is_unapplied())
+    }
+}
+
+type RunFn<'a> = dyn Fn(bool) -> BoxFuture<'a, Result<()>> + Send + Sync + 'a;
+
+/// The rest of the stack below a layer: the next layer, or the provider.
+///
+/// Its result carries only success or the error; the call's value goes
+/// straight to the caller. A layer may run it more than once (a retry) with
+/// [`Next::run_again_later`], and once more, or only once, with
+/// [`Next::run`].
+#[derive(Clone, Copy)]
+pub struct Next<'a> {
+    run: &'a RunFn<'a>,
+}
+
+impl<'a> Next<'a> {
+    /// Runs the rest of the stack, handing it the call's arguments: the last
+    /// attempt a layer makes.
+    pub fn run(&self) -> BoxFuture<'a, Result<()>> {
+        (self.run)(false)
+    }
+
+    /// Runs the rest of the stack with a copy of the arguments, so that the
+    /// layer can run it again (a retry). For a call that is not
+    /// [`Op::replayable`] this is [`Next::run`].
+    pub fn run_again_later(&self) -> BoxFuture<'a, Result<()>> {
+        (self.run)(true)
+    }
+}
+
+impl std::fmt::Debug for Next<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Next")
+    }
+}
+
+/// A layer that applies the same behaviour to every method of every
+/// interface (timeout, retry, circuit breaker, concurrency limit, metrics,
+/// tracing): it sees each call as an [`Op`] and decides whether, when and
+/// how often to run the rest of the stack.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use truststream_core::{BoxFuture, Result};
+/// use truststream_layer::{Around, Next, Op};
+///
+/// /// Counts the failed calls.
+/// #[derive(Default)]
+/// struct CountFailures(AtomicU64);
+///
+/// impl Around for CountFailures {
+///     fn around<'a>(&'a self, _op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+///         Box::pin(async move {
+///             let result = next.run().await;
+///             if result.is_err() {
+///                 self.0.fetch_add(1, Ordering::Relaxed);
+///             }
+///             result
+///         })
+///     }
+/// }
+/// ```
+pub trait Around: Send + Sync + 'static {
+    /// Runs one call: usually `next.run().await` with something before and
+    /// after it. Returning `Ok` without running `next` is a bug the caller
+    /// reports as [`truststream_core::ErrorKind::Internal`].
+    fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>>;
+}
+
+impl<A: Around + ?Sized> Around for std::sync::Arc<A> {
+    fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        (**self).around(op, next)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `call(args)` through `layer` as `op`: keeps the arguments for
+/// repeats (`copy` makes one; `None` when they cannot be copied) and hands
+/// the value of the attempt that succeeded back to the caller.
+pub(crate) async fn through<'a, L, S, T, F>(
+    layer: &'a L,
+    op: Op<'a>,
+    args: S,
+    copy: fn(&S) -> Option<S>,
+    call: F,
+) -> Result<T>
+where
+    L: Around + ?Sized,
+    S: Send + 'a,
+    T: Send + 'a,
+    F: Fn(S) -> BoxFuture<'a, Result<T>> + Send + Sync + 'a,
+{
+    let args = Mutex::new(Some(args));
+    let out: Mutex<Option<T>> = Mutex::new(None);
+    let run = |again: bool| -> BoxFuture<'_, Result<()>> {
+        let taken = {
+            let mut slot = lock(&args);
+            match (again, slot.as_ref().and_then(copy)) {
+                (true, Some(copied)) => Some(copied),
+                _ => slot.take(),
+            }
+        };
+        let Some(taken) = taken else {
+            return Box::pin(async {
+                Err(Error::internal(
+                    "a layer ran a call again after its last attempt",
+                ))
+            });
+        };
+        let fut = call(taken);
+        let out = &out;
+        Box::pin(async move {
+            let value = fut.await?;
+            *lock(out) = Some(value);
+            Ok(())
+        })
+    };
+    layer.around(op, Next { run: &run }).await?;
+    let value = lock(&out).take();
+    value.ok_or_else(|| Error::internal("a layer answered Ok without running the call"))
+}
+
+/// `copy` for arguments that are references or nothing.
+pub(crate) fn copy_unit(_: &()) -> Option<()> {
+    Some(())
+}
+
+/// `copy` for owned arguments that can be cloned.
+pub(crate) fn copy_clone<S: Clone>(s: &S) -> Option<S> {
+    Some(s.clone())
+}
+
+/// `copy` for arguments the first attempt consumes.
+pub(crate) fn copy_none<S>(_: &S) -> Option<S> {
+    None
+}

@@ -1,0 +1,385 @@
+//! Layers over [`Database`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use truststream_core::{Health, ProviderInfo, Result};
+use truststream_core_db::{
+    AlterTable, ChangeStream, Database, DbCapabilities, Filter, IndexSpec, Operation,
+    OperationOutput, Params, Query, Row, TableSchema, Value,
+};
+
+use crate::around::{copy_clone, copy_unit, through, Access, Around, Interface, Op};
+use crate::Generic;
+
+/// A layer over [`Database`]: every method has a default that calls the
+/// same method of `next` (the layer or provider below), so a layer overrides
+/// only the methods it changes. Wrap a provider with [`LayeredDatabase`].
+///
+/// Generic layers ([`Around`]) get this through [`Generic`].
+#[allow(missing_docs)] // each method is the `Database` method of that name
+#[async_trait]
+pub trait DatabaseLayer: Send + Sync + 'static {
+    fn info(&self, next: &dyn Database) -> ProviderInfo {
+        next.info()
+    }
+    fn capabilities(&self, next: &dyn Database) -> DbCapabilities {
+        next.capabilities()
+    }
+    async fn health(&self, next: &dyn Database) -> Health {
+        next.health().await
+    }
+    async fn connect(&self, next: &dyn Database) -> Result<()> {
+        next.connect().await
+    }
+    async fn disconnect(&self, next: &dyn Database) -> Result<()> {
+        next.disconnect().await
+    }
+    async fn create(&self, next: &dyn Database, table: &str, row: Row) -> Result<Row> {
+        next.create(table, row).await
+    }
+    async fn read(&self, next: &dyn Database, table: &str, query: &Query) -> Result<Vec<Row>> {
+        next.read(table, query).await
+    }
+    async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> Result<Option<Row>> {
+        next.get(table, id).await
+    }
+    async fn update(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        id: &Value,
+        patch: Row,
+    ) -> Result<Row> {
+        next.update(table, id, patch).await
+    }
+    async fn delete(&self, next: &dyn Database, table: &str, id: &Value) -> Result<bool> {
+        next.delete(table, id).await
+    }
+    async fn create_many(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Row>> {
+        next.create_many(table, rows).await
+    }
+    async fn update_many(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        filter: &Filter,
+        patch: Row,
+    ) -> Result<u64> {
+        next.update_many(table, filter, patch).await
+    }
+    async fn delete_many(&self, next: &dyn Database, table: &str, filter: &Filter) -> Result<u64> {
+        next.delete_many(table, filter).await
+    }
+    async fn raw_query(&self, next: &dyn Database, sql: &str, params: &Params) -> Result<Vec<Row>> {
+        next.raw_query(sql, params).await
+    }
+    async fn transaction(
+        &self,
+        next: &dyn Database,
+        operations: Vec<Operation>,
+    ) -> Result<Vec<OperationOutput>> {
+        next.transaction(operations).await
+    }
+    async fn create_table(&self, next: &dyn Database, schema: &TableSchema) -> Result<()> {
+        next.create_table(schema).await
+    }
+    async fn drop_table(&self, next: &dyn Database, table: &str, if_exists: bool) -> Result<()> {
+        next.drop_table(table, if_exists).await
+    }
+    async fn alter_table(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        changes: &[AlterTable],
+    ) -> Result<()> {
+        next.alter_table(table, changes).await
+    }
+    async fn create_index(&self, next: &dyn Database, index: &IndexSpec) -> Result<()> {
+        next.create_index(index).await
+    }
+    async fn subscribe_changes(
+        &self,
+        next: &dyn Database,
+        table: Option<&str>,
+    ) -> Result<ChangeStream> {
+        next.subscribe_changes(table).await
+    }
+}
+
+/// A [`Database`] provider with a layer over it. Itself a `Database`, so
+/// layers stack by wrapping again (the last one wrapped is the outermost).
+pub struct LayeredDatabase<L: ?Sized> {
+    inner: Arc<dyn Database>,
+    layer: Arc<L>,
+}
+
+impl<L: DatabaseLayer + ?Sized> LayeredDatabase<L> {
+    /// `layer` over `inner`.
+    pub fn new(inner: Arc<dyn Database>, layer: Arc<L>) -> Self {
+        LayeredDatabase { inner, layer }
+    }
+
+    /// The provider (or layer) below.
+    pub fn inner(&self) -> &Arc<dyn Database> {
+        &self.inner
+    }
+
+    /// The layer.
+    pub fn layer(&self) -> &Arc<L> {
+        &self.layer
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<L: DatabaseLayer + ?Sized> Database for LayeredDatabase<L> {
+    fn info(&self) -> ProviderInfo {
+        self.layer.info(&*self.inner)
+    }
+    fn capabilities(&self) -> DbCapabilities {
+        self.layer.capabilities(&*self.inner)
+    }
+    async fn health(&self) -> Health {
+        self.layer.health(&*self.inner).await
+    }
+    async fn connect(&self) -> Result<()> {
+        self.layer.connect(&*self.inner).await
+    }
+    async fn disconnect(&self) -> Result<()> {
+        self.layer.disconnect(&*self.inner).await
+    }
+    async fn create(&self, table: &str, row: Row) -> Result<Row> {
+        self.layer.create(&*self.inner, table, row).await
+    }
+    async fn read(&self, table: &str, query: &Query) -> Result<Vec<Row>> {
+        self.layer.read(&*self.inner, table, query).await
+    }
+    async fn get(&self, table: &str, id: &Value) -> Result<Option<Row>> {
+        self.layer.get(&*self.inner, table, id).await
+    }
+    async fn update(&self, table: &str, id: &Value, patch: Row) -> Result<Row> {
+        self.layer.update(&*self.inner, table, id, patch).await
+    }
+    async fn delete(&self, table: &str, id: &Value) -> Result<bool> {
+        self.layer.delete(&*self.inner, table, id).await
+    }
+    async fn create_many(&self, table: &str, rows: Vec<Row>) -> Result<Vec<Row>> {
+        self.layer.create_many(&*self.inner, table, rows).await
+    }
+    async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> Result<u64> {
+        self.layer
+            .update_many(&*self.inner, table, filter, patch)
+            .await
+    }
+    async fn delete_many(&self, table: &str, filter: &Filter) -> Result<u64> {
+        self.layer.delete_many(&*self.inner, table, filter).await
+    }
+    async fn raw_query(&self, sql: &str, params: &Params) -> Result<Vec<Row>> {
+        self.layer.raw_query(&*self.inner, sql, params).await
+    }
+    async fn transaction(&self, operations: Vec<Operation>) -> Result<Vec<OperationOutput>> {
+        self.layer.transaction(&*self.inner, operations).await
+    }
+    async fn create_table(&self, schema: &TableSchema) -> Result<()> {
+        self.layer.create_table(&*self.inner, schema).await
+    }
+    async fn drop_table(&self, table: &str, if_exists: bool) -> Result<()> {
+        self.layer.drop_table(&*self.inner, table, if_exists).await
+    }
+    async fn alter_table(&self, table: &str, changes: &[AlterTable]) -> Result<()> {
+        self.layer.alter_table(&*self.inner, table, changes).await
+    }
+    async fn create_index(&self, index: &IndexSpec) -> Result<()> {
+        self.layer.create_index(&*self.inner, index).await
+    }
+    async fn subscribe_changes(&self, table: Option<&str>) -> Result<ChangeStream> {
+        self.layer.subscribe_changes(&*self.inner, table).await
+    }
+}
+
+fn op<'a>(
+    next: &dyn Database,
+    method: &'static str,
+    access: Access,
+    target: Option<&'a str>,
+    idempotent: bool,
+) -> Op<'a> {
+    Op {
+        interface: Interface::Database,
+        provider: next.info().name,
+        method,
+        access,
+        target,
+        idempotent,
+        replayable: true,
+    }
+}
+
+/// Whether every operation of a transaction may run twice.
+fn idempotent_operations(operations: &[Operation]) -> bool {
+    operations.iter().all(|o| {
+        matches!(
+            o,
+            Operation::Update { .. }
+                | Operation::UpdateMany { .. }
+                | Operation::Delete { .. }
+                | Operation::DeleteMany { .. }
+        )
+    })
+}
+
+#[async_trait]
+impl<A: Around + ?Sized> DatabaseLayer for Generic<A> {
+    async fn health(&self, next: &dyn Database) -> Health {
+        // Health never fails and is never retried or cut short by a layer
+        // in a way that would hide the provider's own report.
+        next.health().await
+    }
+    async fn connect(&self, next: &dyn Database) -> Result<()> {
+        let op = op(next, "connect", Access::Admin, None, true);
+        through(&*self.0, op, (), copy_unit, |()| next.connect()).await
+    }
+    async fn disconnect(&self, next: &dyn Database) -> Result<()> {
+        let op = op(next, "disconnect", Access::Admin, None, true);
+        through(&*self.0, op, (), copy_unit, |()| next.disconnect()).await
+    }
+    async fn create(&self, next: &dyn Database, table: &str, row: Row) -> Result<Row> {
+        let op = op(next, "create", Access::Write, Some(table), false);
+        through(&*self.0, op, row, copy_clone, |row| next.create(table, row)).await
+    }
+    async fn read(&self, next: &dyn Database, table: &str, query: &Query) -> Result<Vec<Row>> {
+        let op = op(next, "read", Access::Read, Some(table), true);
+        through(&*self.0, op, (), copy_unit, |()| next.read(table, query)).await
+    }
+    async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> Result<Option<Row>> {
+        let op = op(next, "get", Access::Read, Some(table), true);
+        through(&*self.0, op, (), copy_unit, |()| next.get(table, id)).await
+    }
+    async fn update(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        id: &Value,
+        patch: Row,
+    ) -> Result<Row> {
+        let op = op(next, "update", Access::Write, Some(table), true);
+        through(&*self.0, op, patch, copy_clone, |patch| {
+            next.update(table, id, patch)
+        })
+        .await
+    }
+    async fn delete(&self, next: &dyn Database, table: &str, id: &Value) -> Result<bool> {
+        // Idempotent in effect; a repeat after a lost answer reports
+        // `false` for a row the first attempt deleted.
+        let op = op(next, "delete", Access::Write, Some(table), true);
+        through(&*self.0, op, (), copy_unit, |()| next.delete(table, id)).await
+    }
+    async fn create_many(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Row>> {
+        let op = op(next, "create_many", Access::Write, Some(table), false);
+        through(&*self.0, op, rows, copy_clone, |rows| {
+            next.create_many(table, rows)
+        })
+        .await
+    }
+    async fn update_many(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        filter: &Filter,
+        patch: Row,
+    ) -> Result<u64> {
+        let op = op(next, "update_many", Access::Write, Some(table), true);
+        through(&*self.0, op, patch, copy_clone, |patch| {
+            next.update_many(table, filter, patch)
+        })
+        .await
+    }
+    async fn delete_many(&self, next: &dyn Database, table: &str, filter: &Filter) -> Result<u64> {
+        let op = op(next, "delete_many", Access::Write, Some(table), true);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.delete_many(table, filter)
+        })
+        .await
+    }
+    async fn raw_query(&self, next: &dyn Database, sql: &str, params: &Params) -> Result<Vec<Row>> {
+        // Raw SQL may write anything: never repeated unless unapplied.
+        let op = op(next, "raw_query", Access::Write, None, false);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.raw_query(sql, params)
+        })
+        .await
+    }
+    async fn transaction(
+        &self,
+        next: &dyn Database,
+        operations: Vec<Operation>,
+    ) -> Result<Vec<OperationOutput>> {
+        let idempotent = idempotent_operations(&operations);
+        let op = op(next, "transaction", Access::Write, None, idempotent);
+        through(&*self.0, op, operations, copy_clone, |operations| {
+            next.transaction(operations)
+        })
+        .await
+    }
+    async fn create_table(&self, next: &dyn Database, schema: &TableSchema) -> Result<()> {
+        let op = op(
+            next,
+            "create_table",
+            Access::Schema,
+            Some(&schema.name),
+            schema.if_not_exists,
+        );
+        through(&*self.0, op, (), copy_unit, |()| next.create_table(schema)).await
+    }
+    async fn drop_table(&self, next: &dyn Database, table: &str, if_exists: bool) -> Result<()> {
+        let op = op(next, "drop_table", Access::Schema, Some(table), if_exists);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.drop_table(table, if_exists)
+        })
+        .await
+    }
+    async fn alter_table(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        changes: &[AlterTable],
+    ) -> Result<()> {
+        let op = op(next, "alter_table", Access::Schema, Some(table), false);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.alter_table(table, changes)
+        })
+        .await
+    }
+    async fn create_index(&self, next: &dyn Database, index: &IndexSpec) -> Result<()> {
+        let op = op(
+            next,
+            "create_index",
+            Access::Schema,
+            Some(&index.table),
+            index.if_not_exists,
+        );
+        through(&*self.0, op, (), copy_unit, |()| next.create_index(index)).await
+    }
+    async fn subscribe_changes(
+        &self,
+        next: &dyn Database,
+        table: Option<&str>,
+    ) -> Result<ChangeStream> {
+        let op = op(next, "subscribe_changes", Access::Stream, table, true);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.subscribe_changes(table)
+        })
+        .await
+    }
+}
