@@ -4,16 +4,16 @@
 //! honest provider without the capability passes the whole suite.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use truststream_conformance::{factory, storage, CaseOutcome, Report};
-use truststream_core::{Error, Health, ProviderInfo};
+use truststream_core::Error;
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
-    SignedUrlMethod, Storage, StorageCapabilities, StorageResult, UploadOptions, WriteCondition,
+    ByteStream, ObjectMeta, Storage, StorageCapabilities, StorageResult, UploadOptions,
+    WriteCondition,
 };
+use truststream_layer::{LayeredStorage, StorageLayer};
 use truststream_storage_memory::MemoryStorage;
 
 /// What the wrapper does with a conditional upload.
@@ -25,9 +25,9 @@ enum Conditions {
     Refuse,
 }
 
-/// storage-memory, reporting `conditional_writes = false`.
+/// A layer over storage-memory that reports `conditional_writes = false`;
+/// it overrides the three methods it changes and forwards the rest.
 struct NoConditions {
-    inner: Arc<MemoryStorage>,
     conditions: Conditions,
 }
 
@@ -47,111 +47,36 @@ impl NoConditions {
     }
 }
 
-#[deny(clippy::missing_trait_methods)]
 #[async_trait]
-impl Storage for NoConditions {
-    fn info(&self) -> ProviderInfo {
-        self.inner.info()
-    }
-
-    fn capabilities(&self) -> StorageCapabilities {
-        let mut caps = self.inner.capabilities();
+impl StorageLayer for NoConditions {
+    fn capabilities(&self, next: &dyn Storage) -> StorageCapabilities {
+        let mut caps = next.capabilities();
         caps.conditional_writes = false;
         caps
     }
 
-    async fn health(&self) -> Health {
-        self.inner.health().await
-    }
-
     async fn upload(
         &self,
+        next: &dyn Storage,
         bucket: &str,
         key: &str,
         data: Bytes,
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         let options = self.unconditional(options)?;
-        self.inner.upload(bucket, key, data, &options).await
+        next.upload(bucket, key, data, &options).await
     }
 
     async fn upload_stream(
         &self,
+        next: &dyn Storage,
         bucket: &str,
         key: &str,
         data: ByteStream,
         options: &UploadOptions,
     ) -> StorageResult<ObjectMeta> {
         let options = self.unconditional(options)?;
-        self.inner.upload_stream(bucket, key, data, &options).await
-    }
-
-    async fn download(&self, bucket: &str, key: &str) -> StorageResult<Bytes> {
-        self.inner.download(bucket, key).await
-    }
-
-    async fn download_range(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: ByteRange,
-    ) -> StorageResult<Bytes> {
-        self.inner.download_range(bucket, key, range).await
-    }
-
-    async fn download_stream(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: Option<ByteRange>,
-    ) -> StorageResult<ByteStream> {
-        self.inner.download_stream(bucket, key, range).await
-    }
-
-    async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
-        self.inner.get_metadata(bucket, key).await
-    }
-
-    async fn delete(&self, bucket: &str, key: &str) -> StorageResult<()> {
-        self.inner.delete(bucket, key).await
-    }
-
-    async fn list(&self, bucket: &str, options: &ListOptions) -> StorageResult<ListPage> {
-        self.inner.list(bucket, options).await
-    }
-
-    async fn copy(
-        &self,
-        from_bucket: &str,
-        from_key: &str,
-        to_bucket: &str,
-        to_key: &str,
-    ) -> StorageResult<ObjectMeta> {
-        self.inner
-            .copy(from_bucket, from_key, to_bucket, to_key)
-            .await
-    }
-
-    async fn signed_url(
-        &self,
-        bucket: &str,
-        key: &str,
-        method: SignedUrlMethod,
-        expires_in: Duration,
-    ) -> StorageResult<SignedUrl> {
-        self.inner.signed_url(bucket, key, method, expires_in).await
-    }
-
-    async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {
-        self.inner.list_buckets().await
-    }
-
-    async fn create_bucket(&self, name: &str) -> StorageResult<()> {
-        self.inner.create_bucket(name).await
-    }
-
-    async fn delete_bucket(&self, name: &str) -> StorageResult<()> {
-        self.inner.delete_bucket(name).await
+        next.upload_stream(bucket, key, data, &options).await
     }
 }
 
@@ -165,13 +90,17 @@ async fn run(conditions: Conditions) -> Report {
                 .await
                 .map_err(|e| e.to_string())?;
             let client = inner.clone();
-            let store = Arc::new(NoConditions { inner, conditions });
+            let store: Arc<dyn Storage> = Arc::new(LayeredStorage::new(
+                inner,
+                Arc::new(NoConditions { conditions }),
+            ));
             Ok(
-                storage::StorageFixture::new(store as Arc<dyn Storage>, "conformance")
-                    .with_url_client(move |method, url, body| {
+                storage::StorageFixture::new(store, "conformance").with_url_client(
+                    move |method, url, body| {
                         let client = client.clone();
                         async move { client.fetch_signed(method, &url, body).await }
-                    }),
+                    },
+                ),
             )
         }),
         None,
