@@ -1,0 +1,1 @@
+//! Benchmarks only: see `benches/layers.rs` and docs/benchmarks.md ("Layers").
