@@ -5,6 +5,13 @@
 //! Under `CI=true` a server that cannot be reached is an error (the run
 //! fails); elsewhere [`server`] returns `None` after printing what to start,
 //! and the caller skips.
+//!
+//! Tests that stop, crash or restart the server use a [`PrivateCluster`]
+//! of their own instead of the shared server.
+
+mod cluster;
+
+pub use cluster::PrivateCluster;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -1,8 +1,7 @@
 //! A PostgreSQL server stopped and started again under a running writer.
 //!
-//! The test makes its own throw-away cluster (`initdb` + `pg_ctl` on a free
-//! port, as the `postgres` user when run as root) so restarting it cannot
-//! disturb other tests sharing the machine's server. What it proves:
+//! The test makes its own throw-away cluster ([`PrivateCluster`]) so
+//! restarting it cannot disturb other tests sharing the machine's server. What it proves:
 //! - writes while the server is down fail with `Unavailable` (retryable)
 //!   within the acquire timeout, none hangs;
 //! - the pool recovers by itself once the server is back (same process,
@@ -11,159 +10,18 @@
 //! - a change-feed subscriber is told that changes may have been lost, and
 //!   receives changes again after the restart.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use truststream_core_db::{ColumnDef, Database, ErrorKind, Query, TableSchema};
-use truststream_db_postgres::testing::in_ci;
+use truststream_db_postgres::testing::PrivateCluster;
 use truststream_db_postgres::{PgConfig, PgDatabase};
-
-/// A private cluster, stopped on drop.
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-    as_postgres: bool,
-}
-
-fn bin_dir() -> Option<PathBuf> {
-    let out = Command::new("pg_config").arg("--bindir").output().ok()?;
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if p.join("initdb").exists() {
-        return Some(p);
-    }
-    // Debian's pg_config may come from a client package: look beside it.
-    std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin"))
-        .find(|p| p.join("initdb").exists())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Cluster {
-    fn run(&self, tool: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
-        let exe = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        cmd.args(args).output()
-    }
-
-    fn must(&self, tool: &str, args: &[&str]) {
-        let out = self.run(tool, args).expect(tool);
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let data = self.data.to_string_lossy().to_string();
-        let sock = self
-            .data
-            .parent()
-            .expect("parent")
-            .to_string_lossy()
-            .to_string();
-        let opts = format!(
-            "-p {} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port
-        );
-        let log = format!("{sock}/server.log");
-        self.must(
-            "pg_ctl",
-            &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"],
-        );
-    }
-
-    fn stop(&self) {
-        let data = self.data.to_string_lossy().to_string();
-        self.must("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
-    }
-
-    /// `None` (skip) when the PostgreSQL server binaries are not installed,
-    /// outside CI; under CI that is a failure.
-    fn create() -> Option<Cluster> {
-        let Some(bin) = bin_dir() else {
-            assert!(!in_ci(), "initdb/pg_ctl are required under CI=true");
-            eprintln!("skipping: no initdb/pg_ctl (install postgresql)");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        let as_postgres = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        if as_postgres {
-            // initdb refuses to run as root: the cluster belongs to postgres.
-            let ok = Command::new("chown")
-                .args(["postgres:postgres", &dir.path().to_string_lossy()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "chown of the cluster directory to postgres");
-        }
-        let c = Cluster {
-            bin,
-            data,
-            port: free_port(),
-            _dir: dir,
-            as_postgres,
-        };
-        let data = c.data.to_string_lossy().to_string();
-        c.must(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
-        c.start();
-        Some(c)
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.data.to_string_lossy().to_string();
-        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_recovers_from_a_server_restart_and_keeps_every_acknowledged_write() {
-    let Some(cluster) = Cluster::create() else {
+    let Some(cluster) = PrivateCluster::create() else {
         return;
     };
     let mut config = PgConfig::new(cluster.url());
