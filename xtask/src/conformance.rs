@@ -1,6 +1,8 @@
 //! `cargo xtask conformance`: the behaviour suites against every known
 //! provider, in-process.
 
+mod layers;
+
 use std::sync::Arc;
 
 use truststream_conformance::{auth, db, factory, realtime, storage, CaseOutcome, Report};
@@ -32,7 +34,8 @@ enum Suite {
 struct Entry {
     /// `db`, `storage`, `realtime`.
     interface: &'static str,
-    /// Provider type name.
+    /// Provider type name; `<name>+layers` for the provider through a
+    /// stack of layers (see `layers`).
     name: &'static str,
     suite: Suite,
     /// The cases this provider is expected to skip, exactly: any other skip
@@ -93,9 +96,27 @@ fn providers() -> Vec<Entry> {
             expected_skips: no_skips,
         },
         Entry {
+            interface: "db",
+            name: "memory+layers",
+            suite: Suite::Db(db_memory_layered),
+            expected_skips: memory_db_skips,
+        },
+        Entry {
+            interface: "db",
+            name: "sqlite+layers",
+            suite: Suite::Db(db_sqlite_layered),
+            expected_skips: no_skips,
+        },
+        Entry {
             interface: "storage",
             name: "memory",
             suite: Suite::Storage(storage_memory),
+            expected_skips: no_skips,
+        },
+        Entry {
+            interface: "storage",
+            name: "memory+layers",
+            suite: Suite::Storage(storage_memory_layered),
             expected_skips: no_skips,
         },
         Entry {
@@ -175,6 +196,16 @@ fn db_sqlite() -> db::DbFactory {
     })
 }
 
+/// db-memory through every database layer (`layers::DB_LAYERS`).
+fn db_memory_layered() -> db::DbFactory {
+    layers::db(db_memory())
+}
+
+/// In-memory db-sqlite through every database layer.
+fn db_sqlite_layered() -> db::DbFactory {
+    layers::db(db_sqlite())
+}
+
 /// Scratch schemas of the PostgreSQL entries (one per case), dropped when
 /// the run ends.
 static PG_SCRATCH: std::sync::OnceLock<truststream_db_postgres::testing::Scratch> =
@@ -229,6 +260,11 @@ fn storage_memory() -> storage::StorageFactory {
             ),
         )
     })
+}
+
+/// storage-memory through the generic layers (`layers::STORAGE_LAYERS`).
+fn storage_memory_layered() -> storage::StorageFactory {
+    layers::storage(storage_memory())
 }
 
 /// A fresh root directory per case (removed when the case's store is

@@ -107,8 +107,6 @@ impl Around for Failing {
 fn registry() -> LayerRegistry {
     let mut reg = LayerRegistry::new();
     truststream_layer_resilience::register(&mut reg);
-    truststream_layer_metrics::register(&mut reg);
-    truststream_layer_cache::register(&mut reg);
     reg
 }
 
