@@ -1,0 +1,127 @@
+//! The `metrics` layer's settings.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use truststream_core::{Error, Result};
+
+/// Settings of the `metrics` layer.
+///
+/// ```toml
+/// [production.database.layers]
+/// metrics = true                                 # the defaults
+/// # metrics = { tracing = false, max_targets = 200 }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Open a `tracing` span per call (`truststream.call`, at info level,
+    /// with the interface, provider, operation and target, and the error
+    /// kind when the call fails). Default `true`.
+    pub tracing: bool,
+    /// The most distinct targets (tables, buckets, channels) the registry
+    /// gives series of their own; calls on targets seen after that are
+    /// counted under `"other"`. Shared by every layer recording into the
+    /// same registry. Default 1000, at most 100000.
+    pub max_targets: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            tracing: true,
+            max_targets: 1000,
+        }
+    }
+}
+
+/// The largest `max_targets`: beyond it the series would cost more memory
+/// than a label is worth (each holds a latency histogram of a few KiB).
+const MAX_TARGETS: usize = 100_000;
+
+impl MetricsConfig {
+    /// Checks the values: `InvalidInput` naming the key of one out of range.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_targets > MAX_TARGETS {
+            return Err(Error::invalid_input(format!(
+                "max_targets must be at most {MAX_TARGETS}, not {}",
+                self.max_targets
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parses and checks settings from configuration (`{}` or null for the
+    /// defaults): `InvalidInput` naming the key of a bad value.
+    pub fn from_settings(settings: serde_json::Value) -> Result<Self> {
+        let config: MetricsConfig = parse(settings)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Deserializes settings, naming the key a bad value sits at (without
+/// quoting the value).
+fn parse<T: DeserializeOwned>(settings: serde_json::Value) -> Result<T> {
+    let settings = if settings.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        settings
+    };
+    serde_path_to_error::deserialize(settings).map_err(|e| {
+        let path = e.path().to_string();
+        let message = without_values(&e.inner().to_string());
+        if path == "." || path == "?" || message.starts_with("unknown field") {
+            Error::invalid_input(message)
+        } else {
+            Error::invalid_input(format!("{path}: {message}"))
+        }
+    })
+}
+
+/// `invalid type: string "x", expected u64` -> `invalid type: expected u64`.
+fn without_values(msg: &str) -> String {
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if let Some(rest) = msg.strip_prefix(kind) {
+            return match rest.rfind(", expected ") {
+                Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
+                None => kind.to_string(),
+            };
+        }
+    }
+    msg.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn defaults_bad_values_and_unknown_keys() {
+        assert_eq!(
+            MetricsConfig::from_settings(json!({})).unwrap(),
+            MetricsConfig::default()
+        );
+        assert_eq!(
+            MetricsConfig::from_settings(json!({"tracing": false, "max_targets": 3})).unwrap(),
+            MetricsConfig {
+                tracing: false,
+                max_targets: 3
+            }
+        );
+        let e = MetricsConfig::from_settings(json!({"max_targets": "many"})).unwrap_err();
+        assert_eq!(e.message(), "max_targets: invalid type: expected usize");
+        let e = MetricsConfig::from_settings(json!({"max_targets": 100_001})).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "max_targets must be at most 100000, not 100001"
+        );
+        let e = MetricsConfig::from_settings(json!({"tracnig": true})).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "unknown field `tracnig`, expected `tracing` or `max_targets`"
+        );
+        assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
+    }
+}
