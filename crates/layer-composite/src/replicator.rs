@@ -1,0 +1,420 @@
+//! The replicator: takes outbox entries in id order, applies them to the
+//! secondary idempotently, then removes them from the outbox.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use truststream_core::{Error, ErrorKind, Result};
+use truststream_core_db::{
+    col, AggFunc, AlterTable, ColumnRef, Database, Filter, Operation, Query, Row, SelectItem,
+    TableSchema, Value,
+};
+
+use crate::layer::{ReplicationLag, Shared};
+use crate::outbox::{self, Entry, Stored};
+
+/// Keys read or synced per statement.
+const CHUNK: usize = 200;
+
+/// The replicator's own state.
+#[derive(Default)]
+pub(crate) struct Replicator {
+    /// Serializes passes (the background task and explicit calls).
+    pass: tokio::sync::Mutex<()>,
+    failing: AtomicBool,
+    pub applied: AtomicU64,
+    pub failed_passes: AtomicU64,
+}
+
+/// The background task: a pass every `interval` (straight away again while
+/// passes come back full), until `stopped` fires (the layer was dropped).
+pub(crate) async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    let interval = shared.config.interval;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            match pass(&shared).await {
+                Ok(n) if n as u64 >= shared.config.batch => {
+                    if stopped.try_recv() != Err(tokio::sync::oneshot::error::TryRecvError::Empty) {
+                        return;
+                    }
+                }
+                _ => break,
+            }
+        }
+        // Keeps the gauges current; an error is already logged by the pass.
+        let _ = lag(&shared).await;
+    }
+}
+
+/// One pass: at most `batch` entries, in id order. Entries applied before a
+/// failure are removed; the failing one and those after it stay.
+pub(crate) async fn pass(shared: &Shared) -> Result<usize> {
+    let r = &shared.replicator;
+    let _guard = r.pass.lock().await;
+    let result = pass_locked(shared).await;
+    match &result {
+        Ok(_) => {
+            if r.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    secondary = shared.labels[1].1,
+                    "composite: replication to the secondary works again"
+                );
+            }
+        }
+        Err(e) => {
+            r.failed_passes.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("truststream_composite_failed_passes_total", &shared.labels)
+                .increment(1);
+            if !r.failing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    secondary = shared.labels[1].1,
+                    error = %e,
+                    "composite: replication stopped on an error; retrying every interval"
+                );
+            }
+        }
+    }
+    result
+}
+
+async fn pass_locked(shared: &Shared) -> Result<usize> {
+    let outbox_table = &shared.config.outbox_table;
+    let query = Query::new().order_by_asc("id").limit(shared.config.batch);
+    let rows = shared.primary.read(outbox_table, &query).await?;
+    let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+    let mut pending: Vec<(i64, RowKey)> = Vec::new();
+    let mut failure = None;
+    for row in &rows {
+        let stored = match Stored::from_row(row) {
+            Ok(s) => s,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        if let Entry::Row {
+            table,
+            key_column,
+            key,
+        } = stored.entry
+        {
+            pending.push((
+                stored.id,
+                RowKey {
+                    table,
+                    key_column,
+                    key,
+                },
+            ));
+            continue;
+        }
+        // Other entries are barriers: the rows before them go first.
+        if let Err(e) = flush(shared, &mut pending, &mut done).await {
+            failure = Some(e);
+            break;
+        }
+        match apply(shared, &stored.entry).await {
+            Ok(()) => done.push(stored.id),
+            Err(e) => {
+                failure = Some(e.with_context("outbox_id", stored.id.to_string()));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        if let Err(e) = flush(shared, &mut pending, &mut done).await {
+            failure = Some(e);
+        }
+    }
+    let applied = done.len();
+    for ids in done.chunks(CHUNK) {
+        shared
+            .primary
+            .delete_many(outbox_table, &col("id").is_in(ids.iter().copied()))
+            .await?;
+    }
+    shared
+        .replicator
+        .applied
+        .fetch_add(applied as u64, Ordering::Relaxed);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(applied),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RowKey {
+    table: String,
+    key_column: String,
+    key: Value,
+}
+
+async fn flush(
+    shared: &Shared,
+    pending: &mut Vec<(i64, RowKey)>,
+    done: &mut Vec<i64>,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<RowKey> = pending.iter().map(|(_, k)| k.clone()).collect();
+    sync_rows(shared, keys).await?;
+    done.extend(pending.drain(..).map(|(id, _)| id));
+    Ok(())
+}
+
+fn key_text(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Makes each keyed row on the secondary what it is on the primary now:
+/// deleted when the primary has none, else replaced by the primary's row.
+async fn sync_rows(shared: &Shared, mut keys: Vec<RowKey>) -> Result<()> {
+    // One sync per row however often it appears.
+    let mut seen = HashSet::new();
+    keys.retain(|k| seen.insert((k.table.clone(), key_text(&k.key))));
+    // Group by table, keeping first-seen order.
+    let mut tables: Vec<(String, String, Vec<Value>)> = Vec::new();
+    for k in keys {
+        match tables.iter_mut().find(|(t, _, _)| *t == k.table) {
+            Some((_, _, v)) => v.push(k.key),
+            None => tables.push((k.table, k.key_column, vec![k.key])),
+        }
+    }
+    for (table, key_column, keys) in tables {
+        for chunk in keys.chunks(CHUNK) {
+            let rows = shared
+                .primary
+                .read(
+                    &table,
+                    &Query::new().filter(col(&key_column).is_in(chunk.iter().cloned())),
+                )
+                .await?;
+            let mut ops = Vec::with_capacity(chunk.len() * 2);
+            let mut found = HashSet::new();
+            for row in rows {
+                if let Some(k) = row.get(&key_column) {
+                    found.insert(key_text(k));
+                    ops.push(Operation::Delete {
+                        table: table.clone(),
+                        id: k.clone(),
+                    });
+                    ops.push(Operation::Create {
+                        table: table.clone(),
+                        data: row,
+                    });
+                }
+            }
+            for key in chunk {
+                if found.contains(&key_text(key)) {
+                    continue;
+                }
+                // Not found by value: ask by key, in case the provider
+                // spells the key differently (case of a UUID).
+                match shared.primary.get(&table, key).await? {
+                    Some(row) => {
+                        let k = row.get(&key_column).cloned().unwrap_or_else(|| key.clone());
+                        if !found.insert(key_text(&k)) {
+                            continue;
+                        }
+                        ops.push(Operation::Delete {
+                            table: table.clone(),
+                            id: k,
+                        });
+                        ops.push(Operation::Create {
+                            table: table.clone(),
+                            data: row,
+                        });
+                    }
+                    None => ops.push(Operation::Delete {
+                        table: table.clone(),
+                        id: key.clone(),
+                    }),
+                }
+            }
+            apply_ops(shared, &table, ops).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `ops` on the secondary, in one transaction when it has them. A
+/// missing table is created from the catalog once (a crash between a
+/// `create_table` and its outbox entry).
+async fn apply_ops(shared: &Shared, table: &str, ops: Vec<Operation>) -> Result<()> {
+    let secondary = &shared.secondary;
+    let run = |ops: Vec<Operation>| async move {
+        if secondary.capabilities().transactions {
+            secondary.transaction(ops).await.map(|_| ())
+        } else {
+            for op in ops {
+                match op {
+                    Operation::Delete { table, id } => {
+                        secondary.delete(&table, &id).await?;
+                    }
+                    Operation::Create { table, data } => {
+                        secondary.create(&table, data).await?;
+                    }
+                    _ => return Err(Error::internal("composite: unexpected operation")),
+                }
+            }
+            Ok(())
+        }
+    };
+    match run(ops.clone()).await {
+        Err(e) if e.kind() == ErrorKind::NotFound => match shared.schema(table) {
+            Some(schema) => {
+                secondary.create_table(&replica_schema(&schema)).await?;
+                run(ops).await
+            }
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// The secondary's copy of a table: the same columns and key, without
+/// unique constraints (the primary enforces them; rows copied in any order
+/// must never conflict on the replica), created if it does not exist.
+fn replica_schema(schema: &TableSchema) -> TableSchema {
+    let mut s = schema.clone();
+    for c in &mut s.columns {
+        if !c.primary_key {
+            c.unique = false;
+        }
+    }
+    s.if_not_exists = true;
+    s
+}
+
+async fn keys_matching(
+    db: &dyn Database,
+    table: &str,
+    key_column: &str,
+    filter: &Option<Filter>,
+) -> Result<Vec<Value>> {
+    let mut query = Query::new().select([key_column]);
+    query.filter = filter.clone();
+    let rows = db.read(table, &query).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|mut r| r.remove(key_column))
+        .collect())
+}
+
+/// Applies one non-row entry.
+async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
+    let secondary = &*shared.secondary;
+    match entry {
+        Entry::Row { .. } => Err(Error::internal("composite: row entries go through flush")),
+        Entry::Rows {
+            table,
+            key_column,
+            filter,
+        } => {
+            // Rows matching now on the primary, and rows matching on the
+            // secondary (what the change may have moved out of the filter).
+            let mut keys = keys_matching(&*shared.primary, table, key_column, filter).await?;
+            match keys_matching(secondary, table, key_column, filter).await {
+                Ok(more) => keys.extend(more),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let keys = keys
+                .into_iter()
+                .map(|key| RowKey {
+                    table: table.clone(),
+                    key_column: key_column.clone(),
+                    key,
+                })
+                .collect();
+            sync_rows(shared, keys).await
+        }
+        Entry::CreateTable(schema) => {
+            secondary.create_table(&replica_schema(schema)).await?;
+            // The table may have been adopted with rows in it.
+            let key_column = schema
+                .primary_key()
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| "id".to_string());
+            Box::pin(apply(
+                shared,
+                &Entry::Rows {
+                    table: schema.name.clone(),
+                    key_column,
+                    filter: None,
+                },
+            ))
+            .await
+        }
+        Entry::AlterTable { table, changes } => {
+            // One change at a time, so that a pass repeated after a crash
+            // skips the changes already made (a column that exists, or is
+            // already gone).
+            for change in changes {
+                let change = match change {
+                    AlterTable::AddColumn(c) => {
+                        let mut c = c.clone();
+                        c.unique = false;
+                        AlterTable::AddColumn(c)
+                    }
+                    other => other.clone(),
+                };
+                match secondary
+                    .alter_table(table, std::slice::from_ref(&change))
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
+                        tracing::debug!(table, error = %e, "composite: alter_table change already on the secondary");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Entry::DropTable { table } => secondary.drop_table(table, true).await,
+        Entry::CreateIndex(index) => {
+            let mut index = index.clone();
+            index.unique = false;
+            index.if_not_exists = true;
+            secondary.create_index(&index).await
+        }
+    }
+}
+
+/// The outbox's size and the age of its oldest entry; updates the gauges.
+pub(crate) async fn lag(shared: &Shared) -> Result<ReplicationLag> {
+    let query = Query::new()
+        .select_item(SelectItem::aggregate(AggFunc::Count, None, "n"))
+        .select_item(SelectItem::Aggregate {
+            func: AggFunc::Min,
+            column: Some(ColumnRef::parse("created_ms")),
+            filter: None,
+            alias: "oldest".to_string(),
+        });
+    let rows = shared
+        .primary
+        .read(&shared.config.outbox_table, &query)
+        .await?;
+    let row: Option<&Row> = rows.first();
+    let entries = row
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let oldest = row
+        .and_then(|r| r.get("oldest"))
+        .and_then(Value::as_i64)
+        .map(outbox::age)
+        .unwrap_or_default();
+    let lag = ReplicationLag { entries, oldest };
+    metrics::gauge!("truststream_composite_outbox_entries", &shared.labels).set(entries as f64);
+    metrics::gauge!("truststream_composite_lag_seconds", &shared.labels).set(oldest.as_secs_f64());
+    Ok(lag)
+}
