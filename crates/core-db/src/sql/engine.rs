@@ -87,7 +87,8 @@ impl<Pool: Clone> SqlState<Pool> {
         lock(&self.pool).clone()
     }
 
-    /// The pool, or `Unavailable` naming `op` when disconnected.
+    /// The pool, or `Unavailable` naming `op` when disconnected (marked
+    /// [`Error::unapplied`]: nothing was sent).
     pub fn pool_for(&self, op: &'static str) -> DbResult<Pool> {
         self.pool().ok_or_else(|| {
             let product = match self.dialect {
@@ -98,6 +99,7 @@ impl<Pool: Clone> SqlState<Pool> {
                 "the {product} database is disconnected; call connect() first"
             ))
             .with_operation(op)
+            .unapplied()
         })
     }
 
@@ -171,6 +173,9 @@ pub trait SqlProvider: Send + Sync + 'static {
     fn ping(&self, pool: &Self::Pool) -> impl Future<Output = Result<(), String>> + Send;
 
     /// A connection for reads.
+    ///
+    /// It must not change data: the engine marks its errors
+    /// [`Error::unapplied`] when a write needed it (a schema read).
     fn acquire(pool: &Self::Pool) -> impl Future<Output = DbResult<Self::Conn>> + Send;
 
     /// A connection for a write (serialized as the provider needs), and
@@ -178,6 +183,10 @@ pub trait SqlProvider: Send + Sync + 'static {
     /// to [`SqlProvider::commit`]). `single`: the write is one statement,
     /// atomic on its own, so it may run without `BEGIN`/`COMMIT`; otherwise
     /// it must run in a transaction.
+    ///
+    /// It must not change data (at most `BEGIN`): the engine marks its
+    /// errors [`Error::unapplied`], so that a retry layer may repeat a
+    /// write that failed here (no connection, the server down).
     fn begin(
         &self,
         pool: &Self::Pool,
@@ -293,7 +302,8 @@ pub async fn load_schema<P: SqlProvider>(
     pool: &P::Pool,
     table: &str,
 ) -> DbResult<TableSchema> {
-    let mut conn = P::acquire(pool).await?;
+    // Before any statement of a write that needs the schema.
+    let mut conn = P::acquire(pool).await.map_err(Error::unapplied)?;
     read_schema::<P>(dialect, &mut conn, table).await
 }
 
@@ -419,7 +429,7 @@ async fn begin<'a, P: SqlProvider>(
     let (conn, record) = db
         .begin(&pool, single)
         .await
-        .map_err(|e| e.with_operation(op))?;
+        .map_err(|e| e.with_operation(op).unapplied())?;
     let tx = SqlTx { db, conn };
     Ok(if record {
         RowWriter::new(tx)
