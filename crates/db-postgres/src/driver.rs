@@ -219,11 +219,15 @@ impl SqlProvider for PgDatabase {
         sql: String,
         values: Vec<Value>,
     ) -> DbResult<Vec<Row>> {
-        let mut conn = pool.acquire().await.map_err(error::map)?;
+        // Taking a connection and preparing change nothing.
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| error::map(e).unapplied())?;
         let stmt = (&mut *conn)
             .prepare_with(&sql, &[])
             .await
-            .map_err(error::map)?;
+            .map_err(|e| error::map(e).unapplied())?;
         let types = match stmt.parameters() {
             Some(Either::Left(types)) => types.to_vec(),
             _ => Vec::new(),

@@ -15,6 +15,11 @@ use truststream_core_db::{Error, ErrorKind};
 /// | `08xxx` connection, `57P01`–`57P03` shutdown, `53xxx` resources, I/O, TLS, pool timeout, pool closed | `Unavailable` (retryable) |
 /// | `42501` insufficient privilege | `PermissionDenied` |
 /// | anything else | `Internal` |
+///
+/// A pool timeout or a closed pool is also [`Error::unapplied`]: no
+/// statement was sent. So are errors taking a connection for a write (the
+/// shared engine marks what `SqlProvider::begin` returns). An I/O error
+/// once a statement is on its way is not: its outcome is unknown.
 pub(crate) fn map(e: sqlx::Error) -> Error {
     let (kind, message) = match &e {
         sqlx::Error::Database(db) => {
@@ -52,10 +57,17 @@ pub(crate) fn map(e: sqlx::Error) -> Error {
         ),
         other => (ErrorKind::Internal, format!("PostgreSQL error: {other}")),
     };
+    // Both come from taking a connection from the pool: nothing was sent.
+    let unsent = matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed);
     let retryable = matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout);
-    Error::new(kind, message)
+    let error = Error::new(kind, message)
         .with_retryable(retryable)
-        .with_source(e)
+        .with_source(e);
+    if unsent {
+        error.unapplied()
+    } else {
+        error
+    }
 }
 
 /// The kind for a SQLSTATE code.
@@ -94,5 +106,18 @@ mod tests {
         let e = map(sqlx::Error::PoolTimedOut);
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn only_pool_errors_are_unapplied_by_themselves() {
+        assert!(map(sqlx::Error::PoolTimedOut).is_unapplied());
+        assert!(map(sqlx::Error::PoolClosed).is_unapplied());
+        // A broken connection mid-statement: the outcome is unknown.
+        let io = map(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(io.kind(), ErrorKind::Unavailable);
+        assert!(io.is_retryable());
+        assert!(!io.is_unapplied());
+        let proto = map(sqlx::Error::Protocol("unexpected end".into()));
+        assert!(!proto.is_unapplied());
     }
 }

@@ -12,6 +12,12 @@ use truststream_core_db::{Error, ErrorKind};
 /// - SQLITE_BUSY / SQLITE_LOCKED, pool timeout or closed, I/O: `Unavailable`
 ///   (retryable)
 /// - anything else: `Internal`
+///
+/// A pool timeout or a closed pool is also [`Error::unapplied`]: no
+/// statement was sent. So are errors taking a connection for a write (the
+/// shared engine marks what `SqlProvider::begin` returns, `BEGIN IMMEDIATE`
+/// refused as busy included). Other I/O errors are not: the outcome is
+/// unknown.
 pub(crate) fn map(e: sqlx::Error) -> Error {
     let (kind, message) = match &e {
         sqlx::Error::Database(db) => {
@@ -35,10 +41,17 @@ pub(crate) fn map(e: sqlx::Error) -> Error {
         ),
         other => (ErrorKind::Internal, format!("SQLite error: {other}")),
     };
+    // Both come from taking a connection from the pool: nothing was sent.
+    let unsent = matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed);
     let retryable = kind == ErrorKind::Unavailable;
-    Error::new(kind, message)
+    let error = Error::new(kind, message)
         .with_retryable(retryable)
-        .with_source(e)
+        .with_source(e);
+    if unsent {
+        error.unapplied()
+    } else {
+        error
+    }
 }
 
 /// The kind for a SQLite (extended) result code and message.
@@ -130,5 +143,10 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_retryable());
         assert!(std::error::Error::source(&e).is_some());
+        assert!(e.is_unapplied(), "no connection, nothing sent");
+        assert!(map(sqlx::Error::PoolClosed).is_unapplied());
+        let io = map(sqlx::Error::Io(std::io::ErrorKind::Other.into()));
+        assert_eq!(io.kind(), ErrorKind::Unavailable);
+        assert!(!io.is_unapplied(), "an I/O error's outcome is unknown");
     }
 }
