@@ -1,22 +1,29 @@
-//! Provider registries and building the configured providers.
+//! Provider registries and building the configured providers, each wrapped
+//! in its section's layers.
 
 use std::sync::Arc;
 
-use truststream_core::{Error, Registry, Result};
+use serde_json::Value;
+use truststream_core::{BoxFuture, Error, Registry, Result};
 use truststream_core_auth::{Auth, AuthDeps, AuthRegistry};
 use truststream_core_db::{Database, DbRegistry};
 use truststream_core_realtime::{Realtime, RealtimeDeps, RealtimeRegistry};
 use truststream_core_storage::{Storage, StorageRegistry};
+use truststream_layer::{LayerDeps, LayerRegistry, ProviderBuilder, Stack};
 
-use crate::config::{Config, Interface, ProviderSection, AUTH_NONE};
+use crate::config::{Config, Interface, ProviderSection, AUTH_NONE, LAYERS_KEY};
 use crate::redact;
 
-/// One provider registry per interface.
+/// One provider registry per interface, and the layers.
 ///
-/// [`Registries::compiled_in`] holds the providers enabled as cargo features
-/// of this crate; add your own with the `register` methods of each field
-/// (see [`truststream_core::Registry::register`]) or through
-/// [`crate::RuntimeBuilder`].
+/// [`Registries::compiled_in`] holds the providers and layers enabled as
+/// cargo features of this crate; add your own with the `register` methods
+/// of each field (see [`truststream_core::Registry::register`] and
+/// [`LayerRegistry::register`]) or through [`crate::RuntimeBuilder`].
+///
+/// Building takes the registries in an [`Arc`] (`self: &Arc<Self>`): a
+/// layer that needs a second provider (the composite's secondary) builds
+/// it from these registries, through [`Registries::layer_deps`].
 pub struct Registries {
     /// Database providers.
     pub database: DbRegistry,
@@ -26,6 +33,14 @@ pub struct Registries {
     pub storage: StorageRegistry,
     /// Realtime providers (built with the database and auth providers).
     pub realtime: RealtimeRegistry,
+    /// Layers, by their name in a section's `layers` table.
+    pub layers: LayerRegistry,
+}
+
+/// A provider wrapped in its section's layers, and those layers.
+pub(crate) struct Layered<T: ?Sized> {
+    pub(crate) provider: Arc<T>,
+    pub(crate) stack: Stack,
 }
 
 impl Registries {
@@ -36,11 +51,14 @@ impl Registries {
             auth: Registry::new("auth"),
             storage: Registry::new("storage"),
             realtime: Registry::new("realtime"),
+            layers: LayerRegistry::new(),
         }
     }
 
     /// The providers compiled in (cargo features `db-memory`, `db-sqlite`,
-    /// `storage-memory`, `realtime-memory`, ...).
+    /// `storage-memory`, `realtime-memory`, ...) and the layers compiled in
+    /// (`layer-resilience`, `layer-metrics`, `layer-cache`,
+    /// `layer-composite`).
     pub fn compiled_in() -> Self {
         #[allow(unused_mut)]
         let mut r = Self::empty();
@@ -62,6 +80,14 @@ impl Registries {
         truststream_realtime_ws::register(&mut r.realtime);
         #[cfg(feature = "auth-jwt")]
         truststream_auth_jwt::register(&mut r.auth);
+        #[cfg(feature = "layer-resilience")]
+        truststream_layer_resilience::register(&mut r.layers);
+        #[cfg(feature = "layer-metrics")]
+        truststream_layer_metrics::register(&mut r.layers);
+        #[cfg(feature = "layer-cache")]
+        truststream_layer_cache::register(&mut r.layers);
+        #[cfg(feature = "layer-composite")]
+        truststream_layer_composite::register(&mut r.layers);
         r
     }
 
@@ -79,48 +105,136 @@ impl Registries {
         }
     }
 
-    /// Builds the database provider of `config`.
-    pub async fn build_database(&self, config: &Config) -> Result<Arc<dyn Database>> {
-        let s = config.section(Interface::Database);
-        build(&self.database, self, config, Interface::Database, s, ()).await
+    /// What layers are built with: builders of database and storage
+    /// providers from these registries (plain providers, without layers),
+    /// for layers that need a second provider.
+    pub fn layer_deps(self: &Arc<Self>) -> LayerDeps {
+        let registries = Arc::clone(self);
+        let database: ProviderBuilder<dyn Database> =
+            Arc::new(move |kind: String, settings: Value| {
+                let registries = Arc::clone(&registries);
+                Box::pin(async move { registries.database.build(&kind, settings, ()).await })
+                    as BoxFuture<'static, Result<Arc<dyn Database>>>
+            });
+        let registries = Arc::clone(self);
+        let storage: ProviderBuilder<dyn Storage> =
+            Arc::new(move |kind: String, settings: Value| {
+                let registries = Arc::clone(&registries);
+                Box::pin(async move { registries.storage.build(&kind, settings, ()).await })
+                    as BoxFuture<'static, Result<Arc<dyn Storage>>>
+            });
+        LayerDeps {
+            database: Some(database),
+            storage: Some(storage),
+        }
     }
 
-    /// Builds the auth provider of `config`; `None` when `auth.type = "none"`.
+    /// The layers of `interface` in `config`, outermost first. An unknown
+    /// layer name or a bad value is `InvalidInput` naming the key
+    /// (`database.layers.retry`) and where it was set.
+    pub fn stack(self: &Arc<Self>, config: &Config, interface: Interface) -> Result<Stack> {
+        let section = config.section(interface);
+        self.layers
+            .stack(interface.into(), section.layers(), &self.layer_deps())
+            .map_err(|e| layer_error(e, config, interface, section))
+    }
+
+    /// Builds the database provider of `config`, in its layers.
+    pub async fn build_database(self: &Arc<Self>, config: &Config) -> Result<Arc<dyn Database>> {
+        Ok(self.database_layered(config).await?.provider)
+    }
+
+    pub(crate) async fn database_layered(
+        self: &Arc<Self>,
+        config: &Config,
+    ) -> Result<Layered<dyn Database>> {
+        let i = Interface::Database;
+        let stack = self.stack(config, i)?;
+        let s = config.section(i);
+        let db = build(&self.database, self, config, i, s, ()).await?;
+        match stack.wrap_database(Arc::clone(&db)).await {
+            Ok(provider) => Ok(Layered { provider, stack }),
+            Err(e) => {
+                // Built for nothing: let it go before its owner learns why.
+                let _ = db.disconnect().await;
+                Err(layer_error(e, config, i, s))
+            }
+        }
+    }
+
+    /// Builds the auth provider of `config`, in its layers, on `db`;
+    /// `None` when `auth.type = "none"`.
     pub async fn build_auth(
-        &self,
+        self: &Arc<Self>,
         config: &Config,
         db: Option<Arc<dyn Database>>,
     ) -> Result<Option<Arc<dyn Auth>>> {
-        let s = config.section(Interface::Auth);
+        Ok(self.auth_layered(config, db).await?.map(|a| a.provider))
+    }
+
+    pub(crate) async fn auth_layered(
+        self: &Arc<Self>,
+        config: &Config,
+        db: Option<Arc<dyn Database>>,
+    ) -> Result<Option<Layered<dyn Auth>>> {
+        let i = Interface::Auth;
+        let s = config.section(i);
         if s.kind() == AUTH_NONE {
             return Ok(None);
         }
-        build(
-            &self.auth,
-            self,
-            config,
-            Interface::Auth,
-            s,
-            AuthDeps { db },
-        )
-        .await
-        .map(Some)
+        let stack = self.stack(config, i)?;
+        let auth = build(&self.auth, self, config, i, s, AuthDeps { db }).await?;
+        let provider = stack
+            .wrap_auth(auth)
+            .await
+            .map_err(|e| layer_error(e, config, i, s))?;
+        Ok(Some(Layered { provider, stack }))
     }
 
-    /// Builds the storage provider of `config`.
-    pub async fn build_storage(&self, config: &Config) -> Result<Arc<dyn Storage>> {
-        let s = config.section(Interface::Storage);
-        build(&self.storage, self, config, Interface::Storage, s, ()).await
+    /// Builds the storage provider of `config`, in its layers.
+    pub async fn build_storage(self: &Arc<Self>, config: &Config) -> Result<Arc<dyn Storage>> {
+        Ok(self.storage_layered(config).await?.provider)
     }
 
-    /// Builds the realtime provider of `config`, wired to `deps`.
+    pub(crate) async fn storage_layered(
+        self: &Arc<Self>,
+        config: &Config,
+    ) -> Result<Layered<dyn Storage>> {
+        let i = Interface::Storage;
+        let s = config.section(i);
+        let stack = self.stack(config, i)?;
+        let storage = build(&self.storage, self, config, i, s, ()).await?;
+        let provider = stack
+            .wrap_storage(storage)
+            .await
+            .map_err(|e| layer_error(e, config, i, s))?;
+        Ok(Layered { provider, stack })
+    }
+
+    /// Builds the realtime provider of `config`, in its layers, wired to
+    /// `deps`.
     pub async fn build_realtime(
-        &self,
+        self: &Arc<Self>,
         config: &Config,
         deps: RealtimeDeps,
     ) -> Result<Arc<dyn Realtime>> {
-        let s = config.section(Interface::Realtime);
-        build(&self.realtime, self, config, Interface::Realtime, s, deps).await
+        Ok(self.realtime_layered(config, deps).await?.provider)
+    }
+
+    pub(crate) async fn realtime_layered(
+        self: &Arc<Self>,
+        config: &Config,
+        deps: RealtimeDeps,
+    ) -> Result<Layered<dyn Realtime>> {
+        let i = Interface::Realtime;
+        let s = config.section(i);
+        let stack = self.stack(config, i)?;
+        let realtime = build(&self.realtime, self, config, i, s, deps).await?;
+        let provider = stack
+            .wrap_realtime(realtime)
+            .await
+            .map_err(|e| layer_error(e, config, i, s))?;
+        Ok(Layered { provider, stack })
     }
 }
 
@@ -137,8 +251,39 @@ impl std::fmt::Debug for Registries {
             .field("auth", &self.names(Interface::Auth))
             .field("storage", &self.storage.names())
             .field("realtime", &self.realtime.names())
+            .field("layers", &self.layers.names())
             .finish()
     }
+}
+
+/// A layer's error (a bad setting, a second provider that could not be
+/// built): scrubbed of the section's secrets (provider and layer settings),
+/// named by its key (`database.layers...`), and told where the layer was
+/// set.
+fn layer_error(
+    e: Error,
+    config: &Config,
+    interface: Interface,
+    section: &ProviderSection,
+) -> Error {
+    let raw = redact::scrub(e.message(), &section.secrets());
+    let prefix = format!("{interface}.{LAYERS_KEY}");
+    let mut message = if raw.contains(&prefix) {
+        raw
+    } else {
+        format!("{prefix}: {raw}")
+    };
+    let set_in = section.layers().keys().find_map(|name| {
+        let key = format!("{prefix}.{name}");
+        let named = message.match_indices(&key).any(|(at, _)| {
+            !message[at + key.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        });
+        named.then(|| config.origin(&key)).flatten()
+    });
+    if let Some(origin) = set_in {
+        message = format!("{message} (set in {origin})");
+    }
+    Error::new(e.kind(), message).with_retryable(e.is_retryable())
 }
 
 /// Builds `section` from `registry`, turning the failures a person can fix
@@ -164,7 +309,7 @@ pub(crate) async fn build<T: ?Sized, C>(
             config.where_to_set(interface, "type")
         )));
     }
-    let secrets = redact::secret_values(&section.settings_json());
+    let secrets = section.secrets();
     registry
         .build(kind, section.settings_json(), deps)
         .await
@@ -233,9 +378,10 @@ pub struct Services {
 }
 
 impl Services {
-    /// Builds every configured provider: database, then auth (given the
-    /// database), storage, and realtime (given database and auth).
-    pub async fn build(registries: &Registries, config: &Config) -> Result<Self> {
+    /// Builds every configured provider, each in its section's layers:
+    /// database, then auth (given the layered database), storage, and
+    /// realtime (given the layered database and auth).
+    pub async fn build(registries: &Arc<Registries>, config: &Config) -> Result<Self> {
         let db = registries.build_database(config).await?;
         let auth = registries.build_auth(config, Some(db.clone())).await?;
         let storage = registries.build_storage(config).await?;

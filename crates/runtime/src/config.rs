@@ -80,42 +80,97 @@ impl Interface {
     }
 }
 
+impl From<Interface> for truststream_layer::Interface {
+    fn from(i: Interface) -> Self {
+        match i {
+            Interface::Database => truststream_layer::Interface::Database,
+            Interface::Auth => truststream_layer::Interface::Auth,
+            Interface::Storage => truststream_layer::Interface::Storage,
+            Interface::Realtime => truststream_layer::Interface::Realtime,
+        }
+    }
+}
+
 impl fmt::Display for Interface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.key())
     }
 }
 
-/// The configuration of one interface: the provider `type` and that
-/// provider's own settings (handed to its factory as a JSON object).
+/// The key of a section's layer table (`[production.database.layers]`).
+pub const LAYERS_KEY: &str = "layers";
+
+/// The configuration of one interface: the provider `type`, that provider's
+/// own settings (handed to its factory as a JSON object), and the `layers`
+/// table (layer name -> settings; never handed to the factory).
 #[derive(Clone, PartialEq)]
 pub struct ProviderSection {
     kind: String,
     settings: serde_json::Map<String, Value>,
+    layers: serde_json::Map<String, Value>,
 }
 
 impl ProviderSection {
     /// A section for provider type `kind` with `settings` (without `type`).
+    /// A `layers` table in `settings` becomes the section's
+    /// [layers](ProviderSection::layers).
     pub fn new(kind: impl Into<String>, settings: serde_json::Map<String, Value>) -> Self {
         let mut settings = settings;
         settings.remove("type");
+        let layers = match settings.remove(LAYERS_KEY) {
+            Some(Value::Object(layers)) => layers,
+            // Not a table: left for the factory to refuse by name
+            // (`from_json` and loading refuse it first).
+            Some(other) => {
+                settings.insert(LAYERS_KEY.into(), other);
+                serde_json::Map::new()
+            }
+            None => serde_json::Map::new(),
+        };
         ProviderSection {
             kind: kind.into(),
             settings,
+            layers,
         }
     }
 
     /// A section from a provider type and a JSON value that must be an
-    /// object or null (no settings).
+    /// object or null (no settings); its `layers`, when present, must be a
+    /// table.
     pub fn from_json(kind: &str, settings: Value) -> Result<Self> {
         match settings {
             Value::Null => Ok(Self::new(kind, serde_json::Map::new())),
-            Value::Object(m) => Ok(Self::new(kind, m)),
+            Value::Object(m) => {
+                if let Some(layers) = m.get(LAYERS_KEY).filter(|l| !l.is_object()) {
+                    return Err(not_a_layer_table(None, layers));
+                }
+                Ok(Self::new(kind, m))
+            }
             other => Err(Error::invalid_input(format!(
                 "provider settings must be a JSON object, got {}",
                 json_type(&other)
             ))),
         }
+    }
+
+    /// This section with `layers` as its layer table (layer name ->
+    /// settings: a table, `true` for the defaults, `false` to leave the
+    /// layer out).
+    pub fn with_layers(mut self, layers: serde_json::Map<String, Value>) -> Self {
+        self.layers = layers;
+        self
+    }
+
+    /// The layer table: layer name -> settings, as configured (checked when
+    /// the provider is built).
+    pub fn layers(&self) -> &serde_json::Map<String, Value> {
+        &self.layers
+    }
+
+    /// The secret values of the section (provider settings and layer
+    /// settings), to scrub from messages.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        redact::secret_values(&self.to_json())
     }
 
     /// The provider type name (`memory`, `postgres`, ...).
@@ -133,11 +188,15 @@ impl ProviderSection {
         Value::Object(self.settings.clone())
     }
 
-    /// The section as JSON (`type` first, then the settings), secrets intact.
+    /// The section as JSON (`type` first, then the settings, then `layers`
+    /// when there are any), secrets intact.
     fn to_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         m.insert("type".into(), Value::String(self.kind.clone()));
         m.extend(self.settings.clone());
+        if !self.layers.is_empty() {
+            m.insert(LAYERS_KEY.into(), Value::Object(self.layers.clone()));
+        }
         Value::Object(m)
     }
 }
@@ -528,8 +587,23 @@ impl ConfigSources {
                 )))
                 }
             };
-            for field in std::iter::once("type").chain(settings.keys().map(String::as_str)) {
-                let k = format!("{key}.{field}");
+            let mut fields: Vec<String> = std::iter::once("type")
+                .chain(settings.keys().map(String::as_str))
+                .map(|f| format!("{key}.{f}"))
+                .collect();
+            match settings.get(LAYERS_KEY) {
+                None => {}
+                Some(Value::Object(layers)) => {
+                    fields.extend(layers.keys().map(|l| format!("{key}.{LAYERS_KEY}.{l}")));
+                }
+                Some(other) => {
+                    let from = fig
+                        .find_metadata(&format!("{key}.{LAYERS_KEY}"))
+                        .map(|m| m.name.to_string());
+                    return Err(not_a_layer_table(Some((interface, from.as_deref())), other));
+                }
+            }
+            for k in fields {
                 if let Some(m) = fig.find_metadata(&k) {
                     origins.insert(k, m.name.to_string());
                 }
@@ -548,6 +622,21 @@ impl ConfigSources {
             origins,
         })
     }
+}
+
+/// `layers` of `interface` (set in `from`) is not a table.
+fn not_a_layer_table(at: Option<(Interface, Option<&str>)>, got: &Value) -> Error {
+    let (key, from) = match at {
+        Some((i, from)) => (
+            format!("{i}.{LAYERS_KEY}"),
+            from.map(|f| format!(" (set in {f})")).unwrap_or_default(),
+        ),
+        None => (LAYERS_KEY.to_string(), String::new()),
+    };
+    Error::invalid_input(format!(
+        "`{key}`{from} must be a table of layers (name = settings, true or false), got {}",
+        json_type(got)
+    ))
 }
 
 /// "set `field` under [profile.section] in FILE, or the environment variable ...".
@@ -604,10 +693,14 @@ impl Provider for Layer {
 /// Where a section changes provider, starts it afresh: for each section,
 /// the tables of `layers` (in precedence order: each layer's `default`
 /// profile, then the `selected` one, then `global`, as figment merges them)
-/// that sit below the last table changing the section's `type` are removed,
-/// so that the settings of one provider (`[default.storage] root = ...` for
-/// `fs`) never reach another (`[production.storage] type = "s3"`, or
-/// `TRUSTSTREAM_STORAGE__TYPE=memory`).
+/// that sit below the last table changing the section's `type` lose their
+/// provider settings, so that the settings of one provider
+/// (`[default.storage] root = ...` for `fs`) never reach another
+/// (`[production.storage] type = "s3"`, or `TRUSTSTREAM_STORAGE__TYPE=memory`).
+///
+/// Their `layers` tables stay: layers wrap whatever provider the section
+/// has (metrics, retry, a cache are the interface's policy, not a
+/// provider's settings); a higher layer turns one off with `name = false`.
 fn restart_changed_types(layers: &mut [Layer], selected: &Profile) {
     let mut profiles = vec![Profile::Default];
     if *selected != Profile::Default && *selected != Profile::Global {
@@ -639,7 +732,21 @@ fn restart_changed_types(layers: &mut [Layer], selected: &Profile) {
         }
         for &(l, p) in &order[..restart] {
             if let Some(dict) = layers[l].data.get_mut(p) {
-                dict.remove(key);
+                let kept = dict
+                    .get(key)
+                    .and_then(FigValue::as_dict)
+                    .and_then(|section| section.get(LAYERS_KEY))
+                    .cloned();
+                match kept {
+                    Some(layer_table) => {
+                        let mut only_layers = Dict::new();
+                        only_layers.insert(LAYERS_KEY.into(), layer_table);
+                        dict.insert(key.into(), FigValue::from(only_layers));
+                    }
+                    None => {
+                        dict.remove(key);
+                    }
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod build;
 mod config;
+mod health;
 pub mod redact;
 mod report;
 mod runtime;
@@ -10,7 +11,11 @@ mod tracked;
 pub use build::{Registries, Services};
 pub use config::{
     Config, ConfigSources, Interface, ProviderSection, AUTH_NONE, BUILTIN_PROFILES,
-    DEFAULT_CONFIG_FILE, ENV_CONFIG_FILE, ENV_PREFIX, ENV_PROFILE,
+    DEFAULT_CONFIG_FILE, ENV_CONFIG_FILE, ENV_PREFIX, ENV_PROFILE, LAYERS_KEY,
 };
+pub use health::{HealthReport, ServiceHealth, DEFAULT_HEALTH_DEADLINE};
 pub use report::{CompatibilityReport, InterfaceReport};
 pub use runtime::{Retired, Runtime, RuntimeBuilder, Switch};
+/// The layer mechanism (write your own layers with it; register them with
+/// [`RuntimeBuilder::register_layer`] or [`Registries::layers`]).
+pub use truststream_layer as layer;

@@ -2,9 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use truststream_runtime::{CompatibilityReport, Config, ConfigSources, Registries};
+use truststream_runtime::{
+    CompatibilityReport, Config, ConfigSources, HealthReport, Registries, DEFAULT_HEALTH_DEADLINE,
+};
 
 /// TrustStream: report on the providers chosen by configuration.
 ///
@@ -26,11 +30,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Per interface: provider and version, capabilities, health. Exit 1 if
-    /// a provider fails to build or is unhealthy.
+    /// Per interface: provider and version, its layers (outermost first),
+    /// capabilities, health. Exit 1 if a provider or a layer fails to build
+    /// (an unknown layer or a bad value names its key) or a provider is
+    /// unhealthy.
     Check,
-    /// One health line per service. Exit 1 if any is unhealthy.
-    Health,
+    /// Every configured service checked in parallel, each within the
+    /// deadline: status, response time and message per service, and the
+    /// overall status (healthy when all are, unhealthy when none serves,
+    /// degraded otherwise). Exit 1 if any service is unhealthy.
+    Health {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How long each service has to answer (a service that does not is
+        /// unhealthy: "no answer within N ms").
+        #[arg(long, value_name = "MS", default_value_t = DEFAULT_HEALTH_DEADLINE.as_millis() as u64)]
+        deadline_ms: u64,
+    },
     /// The resolved configuration (JSON), secrets redacted.
     Config,
 }
@@ -53,35 +70,59 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config => print_config(&config),
-        Command::Check | Command::Health => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
+        Command::Check => run(|| async {
+            let report = CompatibilityReport::check(&registries(), &config).await;
+            print!("{report}");
+            if report.is_ok() {
+                return ExitCode::SUCCESS;
+            }
+            for i in report.interfaces.iter().filter(|i| !i.is_ok()) {
+                eprintln!("error: {}: {}", i.interface, i.health_line());
+            }
+            ExitCode::FAILURE
+        }),
+        Command::Health { json, deadline_ms } => run(|| async {
+            let deadline = Duration::from_millis(deadline_ms);
+            let report = HealthReport::check(&registries(), &config, deadline).await;
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: cannot render the report: {e}");
+                        return ExitCode::FAILURE;
+                    }
                 }
-            };
-            let report = rt.block_on(CompatibilityReport::check(
-                &Registries::compiled_in(),
-                &config,
-            ));
-            if matches!(cli.command, Command::Check) {
-                print!("{report}");
             } else {
-                print!("{}", report.health_lines());
+                print!("{}", report.table());
             }
             if report.is_ok() {
                 ExitCode::SUCCESS
             } else {
-                for i in report.interfaces.iter().filter(|i| !i.is_ok()) {
-                    eprintln!("error: {}: {}", i.interface, i.health_line());
-                }
                 ExitCode::FAILURE
             }
+        }),
+    }
+}
+
+fn registries() -> Arc<Registries> {
+    Arc::new(Registries::compiled_in())
+}
+
+/// Runs `main` on a multi-threaded async runtime.
+fn run<F, Fut>(main: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(main()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
         }
     }
 }

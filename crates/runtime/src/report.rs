@@ -4,12 +4,19 @@
 use std::fmt;
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::Value;
 use truststream_core::{Health, HealthStatus, ProviderInfo};
-use truststream_core_realtime::RealtimeDeps;
+use truststream_core_auth::Auth;
+use truststream_core_db::Database;
+use truststream_core_realtime::{Realtime, RealtimeDeps};
+use truststream_core_storage::Storage;
 
-use crate::build::Registries;
-use crate::config::{Config, Interface, AUTH_NONE};
+use crate::build::{Layered, Registries};
+use crate::config::{Config, Interface, ProviderSection, AUTH_NONE};
+use crate::redact;
 
 /// The report of one interface.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -21,6 +28,9 @@ pub struct InterfaceReport {
     /// The provider's name and version; `None` when none is configured
     /// (`auth.type = "none"`) or it failed to build.
     pub provider: Option<ProviderInfo>,
+    /// The provider's layers, outermost first, as `name(settings)`
+    /// (`retry(attempts=4, ...)`).
+    pub layers: Vec<String>,
     /// Each field of the provider's capability struct, in declaration order.
     pub capabilities: Vec<(String, Value)>,
     /// The provider's health; `None` when there is no provider.
@@ -30,17 +40,25 @@ pub struct InterfaceReport {
 }
 
 impl InterfaceReport {
-    /// A report for a provider that was built.
+    /// A report for a provider that was built from `section`, in `layers`
+    /// (outermost first). The health message is scrubbed of the section's
+    /// secret values (a driver may quote its connection URL).
     pub fn built(
         interface: Interface,
         info: ProviderInfo,
         capabilities: Value,
-        health: Health,
+        mut health: Health,
+        section: &ProviderSection,
+        layers: Vec<String>,
     ) -> Self {
+        if let Some(m) = &health.message {
+            health.message = Some(redact::scrub(m, &section.secrets()));
+        }
         InterfaceReport {
             interface,
-            configured_type: info.name.to_string(),
+            configured_type: section.kind().to_string(),
             provider: Some(info),
+            layers,
             capabilities: capability_lines(capabilities),
             health: Some(health),
             error: None,
@@ -53,6 +71,7 @@ impl InterfaceReport {
             interface,
             configured_type: configured_type.to_string(),
             provider: None,
+            layers: Vec::new(),
             capabilities: Vec::new(),
             health: None,
             error: Some(error),
@@ -65,6 +84,7 @@ impl InterfaceReport {
             interface,
             configured_type: AUTH_NONE.to_string(),
             provider: None,
+            layers: Vec::new(),
             capabilities: Vec::new(),
             health: None,
             error: None,
@@ -119,78 +139,18 @@ impl CompatibilityReport {
         self.interfaces.iter().all(InterfaceReport::is_ok)
     }
 
-    /// Builds each configured provider on its own (so one failure does not
-    /// hide the others) and reports it. Realtime is wired to the database
-    /// when that one was built.
-    pub async fn check(registries: &Registries, config: &Config) -> Self {
-        let mut interfaces = Vec::with_capacity(4);
-        let section = |i: Interface| config.section(i).kind().to_string();
-
-        let db = registries.build_database(config).await;
-        let db_arc = db.as_ref().ok().cloned();
-        interfaces.push(match db {
-            Ok(db) => InterfaceReport::built(
-                Interface::Database,
-                db.info(),
-                serde_json::to_value(db.capabilities()).unwrap_or_default(),
-                db.health().await,
-            ),
-            Err(e) => InterfaceReport::failed(
-                Interface::Database,
-                &section(Interface::Database),
-                e.display_chain().to_string(),
-            ),
-        });
-
-        let auth = registries.build_auth(config, db_arc.clone()).await;
-        let auth_arc = auth.as_ref().ok().cloned().flatten();
-        interfaces.push(match auth {
-            Ok(Some(a)) => InterfaceReport::built(
-                Interface::Auth,
-                a.info(),
-                serde_json::to_value(a.capabilities()).unwrap_or_default(),
-                a.health().await,
-            ),
-            Ok(None) => InterfaceReport::not_configured(Interface::Auth),
-            Err(e) => InterfaceReport::failed(
-                Interface::Auth,
-                &section(Interface::Auth),
-                e.display_chain().to_string(),
-            ),
-        });
-
-        interfaces.push(match registries.build_storage(config).await {
-            Ok(s) => InterfaceReport::built(
-                Interface::Storage,
-                s.info(),
-                serde_json::to_value(s.capabilities()).unwrap_or_default(),
-                s.health().await,
-            ),
-            Err(e) => InterfaceReport::failed(
-                Interface::Storage,
-                &section(Interface::Storage),
-                e.display_chain().to_string(),
-            ),
-        });
-
-        let deps = RealtimeDeps {
-            db: db_arc,
-            auth: auth_arc,
-        };
-        interfaces.push(match registries.build_realtime(config, deps).await {
-            Ok(r) => InterfaceReport::built(
-                Interface::Realtime,
-                r.info(),
-                serde_json::to_value(r.capabilities()).unwrap_or_default(),
-                r.health().await,
-            ),
-            Err(e) => InterfaceReport::failed(
-                Interface::Realtime,
-                &section(Interface::Realtime),
-                e.display_chain().to_string(),
-            ),
-        });
-
+    /// Builds each configured provider in its layers, on its own (so one
+    /// failure does not hide the others), and reports it. Auth and realtime
+    /// are wired to the database (and realtime to auth) when those were
+    /// built.
+    pub async fn check(registries: &Arc<Registries>, config: &Config) -> Self {
+        let built = Built::each(registries, config, None).await;
+        let interfaces = vec![
+            report(Interface::Database, config, &built.database).await,
+            report(Interface::Auth, config, &built.auth).await,
+            report(Interface::Storage, config, &built.storage).await,
+            report(Interface::Realtime, config, &built.realtime).await,
+        ];
         CompatibilityReport {
             profile: config.profile().to_string(),
             interfaces,
@@ -214,7 +174,17 @@ impl fmt::Display for CompatibilityReport {
         writeln!(f, "profile: {}", self.profile)?;
         for i in &self.interfaces {
             match (&i.provider, &i.error) {
-                (Some(p), _) => writeln!(f, "{}: {} {}", i.interface, p.name, p.version)?,
+                (Some(p), _) if i.layers.is_empty() => {
+                    writeln!(f, "{}: {} {}", i.interface, p.name, p.version)?
+                }
+                (Some(p), _) => writeln!(
+                    f,
+                    "{}: {} {}, layers: {}",
+                    i.interface,
+                    p.name,
+                    p.version,
+                    i.layers.join(" > ")
+                )?,
                 (None, Some(_)) => {
                     writeln!(f, "{}: {} (not built)", i.interface, i.configured_type)?
                 }
@@ -242,5 +212,117 @@ fn show(v: &Value) -> String {
         Value::Null => "none".to_string(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// A provider interface the reports can ask for info, capabilities and
+/// health.
+pub(crate) trait Probe: Send + Sync {
+    fn info(&self) -> ProviderInfo;
+    fn capabilities_json(&self) -> Value;
+    fn health(&self) -> truststream_core::BoxFuture<'_, Health>;
+}
+
+macro_rules! probe {
+    ($interface:ident) => {
+        impl Probe for Arc<dyn $interface> {
+            fn info(&self) -> ProviderInfo {
+                $interface::info(&**self)
+            }
+            fn capabilities_json(&self) -> Value {
+                serde_json::to_value($interface::capabilities(&**self)).unwrap_or_default()
+            }
+            fn health(&self) -> truststream_core::BoxFuture<'_, Health> {
+                $interface::health(&**self)
+            }
+        }
+    };
+}
+
+probe!(Database);
+probe!(Auth);
+probe!(Storage);
+probe!(Realtime);
+
+/// One interface built on its own: the layered provider, `None` when none
+/// is configured (auth `none`), or why it could not be built.
+pub(crate) type BuiltOne<T> = std::result::Result<Option<Layered<T>>, String>;
+
+/// Each configured provider built on its own, in its layers.
+pub(crate) struct Built {
+    pub(crate) database: BuiltOne<dyn Database>,
+    pub(crate) auth: BuiltOne<dyn Auth>,
+    pub(crate) storage: BuiltOne<dyn Storage>,
+    pub(crate) realtime: BuiltOne<dyn Realtime>,
+}
+
+impl Built {
+    /// Builds each provider, so that one failure does not hide the others;
+    /// with a `limit`, a build that takes longer fails ("not built within
+    /// N ms").
+    pub(crate) async fn each(
+        registries: &Arc<Registries>,
+        config: &Config,
+        limit: Option<Duration>,
+    ) -> Self {
+        let database = within(limit, registries.database_layered(config)).await;
+        let database = database.map(Some);
+        let db = match &database {
+            Ok(Some(d)) => Some(Arc::clone(&d.provider)),
+            _ => None,
+        };
+        let auth = within(limit, registries.auth_layered(config, db.clone())).await;
+        let auth_arc = match &auth {
+            Ok(Some(a)) => Some(Arc::clone(&a.provider)),
+            _ => None,
+        };
+        let storage = within(limit, registries.storage_layered(config)).await;
+        let deps = RealtimeDeps { db, auth: auth_arc };
+        let realtime = within(limit, registries.realtime_layered(config, deps)).await;
+        Built {
+            database,
+            auth,
+            storage: storage.map(Some),
+            realtime: realtime.map(Some),
+        }
+    }
+}
+
+/// `build`, failing with why (its error, or the `limit` it did not finish
+/// within).
+async fn within<T>(
+    limit: Option<Duration>,
+    build: impl std::future::Future<Output = truststream_core::Result<T>>,
+) -> std::result::Result<T, String> {
+    let result = match limit {
+        None => build.await,
+        Some(limit) => match tokio::time::timeout(limit, build).await {
+            Ok(result) => result,
+            Err(_) => return Err(format!("not built within {} ms", limit.as_millis())),
+        },
+    };
+    result.map_err(|e| e.display_chain().to_string())
+}
+
+async fn report<T: ?Sized>(
+    interface: Interface,
+    config: &Config,
+    built: &BuiltOne<T>,
+) -> InterfaceReport
+where
+    Arc<T>: Probe,
+{
+    let section = config.section(interface);
+    match built {
+        Ok(Some(b)) => InterfaceReport::built(
+            interface,
+            b.provider.info(),
+            b.provider.capabilities_json(),
+            b.provider.health().await,
+            section,
+            b.stack.describe(),
+        ),
+        Ok(None) => InterfaceReport::not_configured(interface),
+        Err(e) => InterfaceReport::failed(interface, section.kind(), e.clone()),
     }
 }

@@ -12,11 +12,14 @@ use truststream_core_db::Database;
 use truststream_core_realtime::{Realtime, RealtimeDeps};
 use truststream_core_storage::Storage;
 
-use crate::build::{realtime_deps, Registries, Services};
-use crate::config::{Config, ConfigSources, Interface, ProviderSection};
+use truststream_layer::{LayerDeps, LayerSpec};
+
+use crate::build::{realtime_deps, Layered, Registries, Services};
+use crate::config::{Config, ConfigSources, Interface, ProviderSection, LAYERS_KEY};
+use crate::health::HealthReport;
 use crate::redact;
 use crate::report::{CompatibilityReport, InterfaceReport};
-use crate::tracked::{InFlight, Tracked};
+use crate::tracked::{InFlight, Track};
 
 /// Builds a [`Runtime`]: the registries (compiled-in providers plus your
 /// own) and the configuration.
@@ -94,6 +97,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Registers a layer under `name` (its key in a section's `layers`
+    /// table) at `rank` (its place in the stack, lower is outer: see
+    /// [`truststream_layer::rank`]). `parse` turns its settings (a table;
+    /// `{}` for `name = true`) into a [`LayerSpec`] and fails with
+    /// `InvalidInput` on a bad value.
+    pub fn register_layer<F>(mut self, name: &'static str, rank: u16, parse: F) -> Self
+    where
+        F: Fn(Value, &LayerDeps) -> Result<Arc<dyn LayerSpec>> + Send + Sync + 'static,
+    {
+        self.registries.layers.register(name, rank, parse);
+        self
+    }
+
     /// Registers an auth provider factory under `name`.
     pub fn register_auth<F, Fut>(mut self, name: &'static str, factory: F) -> Self
     where
@@ -111,9 +127,10 @@ impl RuntimeBuilder {
             Some(c) => c,
             None => ConfigSources::from_process().load()?,
         };
-        let live = Live::build(&self.registries, config).await?;
+        let registries = Arc::new(self.registries);
+        let live = Live::build(&registries, config).await?;
         Ok(Runtime {
-            registries: self.registries,
+            registries,
             live: ArcSwap::from_pointee(live),
             switching: tokio::sync::Mutex::new(()),
         })
@@ -145,7 +162,7 @@ impl Default for RuntimeBuilder {
 /// it, and nothing changes. Providers and configuration change together,
 /// atomically; concurrent switches run one after the other.
 pub struct Runtime {
-    registries: Registries,
+    registries: Arc<Registries>,
     live: ArcSwap<Live>,
     /// Held for a whole switch (build, health checks, swap).
     switching: tokio::sync::Mutex<()>,
@@ -199,7 +216,7 @@ impl Runtime {
     }
 
     /// The registries the runtime builds from.
-    pub fn registries(&self) -> &Registries {
+    pub fn registries(&self) -> &Arc<Registries> {
         &self.registries
     }
 
@@ -214,6 +231,10 @@ impl Runtime {
     /// [`Switch::close`] waits for their calls in flight, then disconnects
     /// the old database. Subscriptions made on the old realtime provider
     /// stay there: subscribe again on [`Runtime::realtime`].
+    ///
+    /// The new provider is wrapped in the section's layers: those of
+    /// `settings["layers"]` when given (a table, as in the configuration
+    /// file; `{}` for none), else the ones the section has now.
     ///
     /// `health()` is awaited without a deadline: wrap the call in a timeout
     /// if the candidate may hang. Other switches wait for this one.
@@ -247,9 +268,14 @@ impl Runtime {
         kind: &str,
         settings: Value,
     ) -> Result<Switch> {
-        let section = ProviderSection::from_json(kind, settings)?;
+        let new_layers = settings.get(LAYERS_KEY).is_some();
+        let mut section = ProviderSection::from_json(kind, settings)?;
         let _one_at_a_time = self.switching.lock().await;
         let current = self.live.load_full();
+        if !new_layers {
+            let layers = current.config.section(interface).layers().clone();
+            section = section.with_layers(layers);
+        }
         let mut next = (*current).clone();
         next.config.set_section(interface, section);
         let affected = interface.with_dependents();
@@ -278,40 +304,30 @@ impl Runtime {
         Ok(Switch::retire(&current, affected))
     }
 
-    /// The compatibility report of the current providers.
+    /// The compatibility report of the current providers: per interface
+    /// the provider, its layers (outermost first), capabilities and health
+    /// (health messages scrubbed of the section's secret values).
     pub async fn check(&self) -> CompatibilityReport {
-        let (s, config) = self.snapshot();
-        let mut interfaces = vec![InterfaceReport::built(
-            Interface::Database,
-            s.db.info(),
-            serde_json::to_value(s.db.capabilities()).unwrap_or_default(),
-            s.db.health().await,
-        )];
-        interfaces.push(match &s.auth {
-            Some(a) => InterfaceReport::built(
-                Interface::Auth,
-                a.info(),
-                serde_json::to_value(a.capabilities()).unwrap_or_default(),
-                a.health().await,
-            ),
+        let live = self.live.load_full();
+        let config = &live.config;
+        let mut interfaces = vec![live.db.report(Interface::Database, config).await];
+        interfaces.push(match &live.auth {
+            Some(a) => a.report(Interface::Auth, config).await,
             None => InterfaceReport::not_configured(Interface::Auth),
         });
-        interfaces.push(InterfaceReport::built(
-            Interface::Storage,
-            s.storage.info(),
-            serde_json::to_value(s.storage.capabilities()).unwrap_or_default(),
-            s.storage.health().await,
-        ));
-        interfaces.push(InterfaceReport::built(
-            Interface::Realtime,
-            s.realtime.info(),
-            serde_json::to_value(s.realtime.capabilities()).unwrap_or_default(),
-            s.realtime.health().await,
-        ));
+        interfaces.push(live.storage.report(Interface::Storage, config).await);
+        interfaces.push(live.realtime.report(Interface::Realtime, config).await);
         CompatibilityReport {
             profile: config.profile().to_string(),
             interfaces,
         }
+    }
+
+    /// The health of every current provider, checked in parallel, each
+    /// within `deadline` (see [`HealthReport`]).
+    pub async fn health(&self, deadline: Duration) -> HealthReport {
+        let (services, config) = self.snapshot();
+        HealthReport::of(&services, &config, deadline).await
     }
 }
 
@@ -339,10 +355,12 @@ impl Interface {
     }
 }
 
-/// One live provider: the counting handle given out, and its counter.
+/// One live provider: the handle given out (the provider in its layers,
+/// in the counting layer), its counter, and its layers.
 struct Slot<T: ?Sized> {
     provider: Arc<T>,
     calls: Arc<InFlight>,
+    layers: Vec<String>,
 }
 
 impl<T: ?Sized> Clone for Slot<T> {
@@ -350,20 +368,45 @@ impl<T: ?Sized> Clone for Slot<T> {
         Slot {
             provider: Arc::clone(&self.provider),
             calls: Arc::clone(&self.calls),
+            layers: self.layers.clone(),
         }
     }
 }
 
-/// Wraps a freshly built provider in its counting handle.
-macro_rules! slot {
-    ($interface:ty, $built:expr) => {{
-        let (tracked, calls) = Tracked::wrap($built);
-        Slot::<$interface> {
-            provider: Arc::new(tracked),
+impl<T: ?Sized + Track> Slot<T> {
+    /// Wraps a freshly built, layered provider in its counting handle.
+    fn new(built: Layered<T>) -> Self {
+        let (provider, calls) = T::track(built.provider);
+        Slot {
+            provider,
             calls,
+            layers: built.stack.describe(),
         }
-    }};
+    }
 }
+
+/// The report of one live provider.
+macro_rules! slot_report {
+    ($interface:ident) => {
+        impl Slot<dyn $interface> {
+            async fn report(&self, interface: Interface, config: &Config) -> InterfaceReport {
+                InterfaceReport::built(
+                    interface,
+                    self.provider.info(),
+                    serde_json::to_value(self.provider.capabilities()).unwrap_or_default(),
+                    self.provider.health().await,
+                    config.section(interface),
+                    self.layers.clone(),
+                )
+            }
+        }
+    };
+}
+
+slot_report!(Database);
+slot_report!(Auth);
+slot_report!(Storage);
+slot_report!(Realtime);
 
 /// Everything a switch replaces at once: the providers and the
 /// configuration they were built from.
@@ -377,11 +420,12 @@ struct Live {
 }
 
 impl Live {
-    /// Builds every configured provider, each on the ones it depends on.
-    async fn build(registries: &Registries, config: Config) -> Result<Self> {
-        let db = slot!(dyn Database, registries.build_database(&config).await?);
+    /// Builds every configured provider, each in its layers and on the
+    /// (layered, counted) ones it depends on.
+    async fn build(registries: &Arc<Registries>, config: Config) -> Result<Self> {
+        let db = Slot::new(registries.database_layered(&config).await?);
         let auth = build_auth(registries, &config, &db).await?;
-        let storage = slot!(dyn Storage, registries.build_storage(&config).await?);
+        let storage = Slot::new(registries.storage_layered(&config).await?);
         let realtime = build_realtime(registries, &config, &db, &auth).await?;
         Ok(Live {
             config,
@@ -392,17 +436,15 @@ impl Live {
         })
     }
 
-    /// Rebuilds the provider of `interface` from the configuration, on the
-    /// current providers it depends on.
-    async fn rebuild(&mut self, registries: &Registries, interface: Interface) -> Result<()> {
+    /// Rebuilds the provider of `interface` from the configuration, in its
+    /// layers, on the current providers it depends on.
+    async fn rebuild(&mut self, registries: &Arc<Registries>, interface: Interface) -> Result<()> {
         let config = &self.config;
         match interface {
-            Interface::Database => {
-                self.db = slot!(dyn Database, registries.build_database(config).await?)
-            }
+            Interface::Database => self.db = Slot::new(registries.database_layered(config).await?),
             Interface::Auth => self.auth = build_auth(registries, config, &self.db).await?,
             Interface::Storage => {
-                self.storage = slot!(dyn Storage, registries.build_storage(config).await?)
+                self.storage = Slot::new(registries.storage_layered(config).await?)
             }
             Interface::Realtime => {
                 self.realtime = build_realtime(registries, config, &self.db, &self.auth).await?
@@ -428,8 +470,7 @@ impl Live {
         let why = health.message.as_deref().unwrap_or("no reason given");
         // Scrubbed like a build error: the candidate's message may quote
         // its settings (a connection URL, a password).
-        let secrets = redact::secret_values(&self.config.section(interface).settings_json());
-        let why = redact::scrub(why, &secrets);
+        let why = redact::scrub(why, &self.config.section(interface).secrets());
         Some(Error::unavailable(format!(
             "its health check reports {} ({why})",
             health.status
@@ -446,19 +487,25 @@ impl Live {
     }
 }
 
+/// Auth on the live database: the layered, counted handle, so that auth's
+/// own database calls go through the database's layers (retry, metrics; a
+/// cache invalidates on every write path, so a refresh token's
+/// compare-and-set stays correct) and count for the database's drain.
 async fn build_auth(
-    registries: &Registries,
+    registries: &Arc<Registries>,
     config: &Config,
     db: &Slot<dyn Database>,
 ) -> Result<Option<Slot<dyn Auth>>> {
     let auth = registries
-        .build_auth(config, Some(Arc::clone(&db.provider)))
+        .auth_layered(config, Some(Arc::clone(&db.provider)))
         .await?;
-    Ok(auth.map(|a| slot!(dyn Auth, a)))
+    Ok(auth.map(Slot::new))
 }
 
+/// Realtime on the live database and auth handles (the row change feed is
+/// set up through the database's layers).
 async fn build_realtime(
-    registries: &Registries,
+    registries: &Arc<Registries>,
     config: &Config,
     db: &Slot<dyn Database>,
     auth: &Option<Slot<dyn Auth>>,
@@ -467,10 +514,7 @@ async fn build_realtime(
         Arc::clone(&db.provider),
         auth.as_ref().map(|a| Arc::clone(&a.provider)),
     );
-    Ok(slot!(
-        dyn Realtime,
-        registries.build_realtime(config, deps).await?
-    ))
+    Ok(Slot::new(registries.realtime_layered(config, deps).await?))
 }
 
 /// A provider a switch took out of service, with the count of calls still
@@ -495,6 +539,11 @@ impl<T: ?Sized> Retired<T> {
     /// The calls running on it now.
     pub fn calls_in_flight(&self) -> usize {
         self.slot.calls.count()
+    }
+
+    /// Its layers, outermost first (`retry(attempts=4, ...)`).
+    pub fn layers(&self) -> &[String] {
+        &self.slot.layers
     }
 }
 

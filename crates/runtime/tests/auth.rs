@@ -8,6 +8,8 @@
     feature = "realtime-memory"
 ))]
 
+use std::sync::Arc;
+
 use truststream_core_auth::{SignIn, SignUp};
 use truststream_runtime::{ConfigSources, Interface, Registries, Services};
 
@@ -35,7 +37,7 @@ async fn jwt_auth_is_built_over_the_configured_database() {
         .contains(&"jwt"));
     let cfg = ConfigSources::new().toml_str(FILE).load().unwrap();
     assert!(!format!("{cfg:?}").contains("runtime test secret"));
-    let services = Services::build(&Registries::compiled_in(), &cfg)
+    let services = Services::build(&Arc::new(Registries::compiled_in()), &cfg)
         .await
         .unwrap();
     let auth = services.auth.clone().expect("auth configured");
@@ -64,7 +66,7 @@ async fn a_missing_secret_names_the_key_and_the_variable() {
         .toml_str("[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n[default.auth]\ntype = \"jwt\"\n")
         .load()
         .unwrap();
-    let Err(e) = Services::build(&Registries::compiled_in(), &cfg).await else {
+    let Err(e) = Services::build(&Arc::new(Registries::compiled_in()), &cfg).await else {
         panic!("no secret, no provider");
     };
     let msg = e.to_string();
@@ -78,7 +80,7 @@ async fn a_short_secret_is_refused_without_echoing_it() {
         .toml_str("[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n[default.auth]\ntype = \"jwt\"\njwt_secret = \"hunter2hunter2\"\n")
         .load()
         .unwrap();
-    let Err(e) = Services::build(&Registries::compiled_in(), &cfg).await else {
+    let Err(e) = Services::build(&Arc::new(Registries::compiled_in()), &cfg).await else {
         panic!("short secret refused");
     };
     assert!(!e.to_string().contains("hunter2"), "{e}");

@@ -107,17 +107,93 @@ fn a_failed_provider_shows_its_cause_once() {
 }
 
 #[test]
-fn health_prints_one_line_per_service() {
+fn health_prints_a_row_per_configured_service_and_the_overall_status() {
     let dir = tmp();
     let r = truststream(dir.path(), &[], &["health"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", r.stdout);
-    assert!(lines[0].starts_with("database: healthy ("), "{}", lines[0]);
-    assert!(lines[0].ends_with(" ms)"), "{}", lines[0]);
-    assert!(lines[1].starts_with("auth: not configured"), "{}", lines[1]);
-    assert!(lines[2].starts_with("storage: healthy ("), "{}", lines[2]);
-    assert!(lines[3].starts_with("realtime: healthy ("), "{}", lines[3]);
+    assert_eq!(lines.len(), 6, "{}", r.stdout);
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        words(lines[0]),
+        ["service", "provider", "status", "time", "message"]
+    );
+    for (line, service, provider) in [
+        (lines[1], "database", "sqlite"),
+        (lines[2], "storage", "fs"),
+        (lines[3], "realtime", "memory"),
+    ] {
+        let w = words(line);
+        assert_eq!(w[..3], [service, provider, "healthy"], "{line}");
+        assert_eq!(w[4], "ms", "{line}");
+        assert!(w[3].parse::<f64>().is_ok(), "{line}");
+    }
+    assert_eq!(lines[4], "auth: not configured (not checked)");
+    assert_eq!(lines[5], "overall: healthy (deadline 5000 ms)");
+}
+
+#[test]
+fn health_json_has_the_overall_status_and_one_entry_per_configured_service() {
+    let dir = tmp();
+    let r = truststream(dir.path(), &[], &["health", "--json"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["status"], "healthy", "{v}");
+    assert_eq!(v["deadline_ms"], 5000, "{v}");
+    assert!(
+        v["checked_at_unix_ms"].as_u64().is_some_and(|t| t > 0),
+        "{v}"
+    );
+    assert_eq!(v["not_configured"], serde_json::json!(["auth"]), "{v}");
+    let services = v["services"].as_array().expect("services");
+    let names: Vec<&str> = services
+        .iter()
+        .map(|s| s["service"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["database", "storage", "realtime"], "{v}");
+    for s in services {
+        assert_eq!(s["status"], "healthy", "{s}");
+        assert!(s["response_time_ms"].as_f64().is_some(), "{s}");
+        assert!(s["provider"].is_string(), "{s}");
+        assert!(s.get("message").is_some(), "{s}");
+    }
+}
+
+/// A database server that accepts connections and never answers: the
+/// check gives up at the deadline, says so, and the exit status is 1;
+/// the other services are still checked (overall degraded).
+#[cfg(feature = "db-postgres")]
+#[test]
+fn health_gives_up_on_a_service_at_the_deadline() {
+    let dir = tmp();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let url = format!(
+        "postgres://app:hunter2@{}/app",
+        silent.local_addr().expect("its address")
+    );
+    let started = std::time::Instant::now();
+    let r = truststream(
+        dir.path(),
+        &[
+            ("TRUSTSTREAM_DATABASE__TYPE", "postgres"),
+            ("TRUSTSTREAM_DATABASE__URL", &url),
+        ],
+        &["health", "--json", "--deadline-ms", "300"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("hunter2"), "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["deadline_ms"], 300, "{v}");
+    let db = &v["services"][0];
+    assert_eq!(db["service"], "database", "{v}");
+    assert_eq!(db["provider"], "postgres", "{v}");
+    assert_eq!(db["status"], "unhealthy", "{v}");
+    let message = db["message"].as_str().expect("a message");
+    assert!(message.contains("within 300 ms"), "{message}");
+    assert_eq!(v["services"][1]["status"], "healthy", "{v}");
+    drop(silent);
 }
 
 #[test]

@@ -261,16 +261,16 @@ struct VaultConfig {
     region: Option<String>,
 }
 
-fn vault_registries() -> Registries {
+fn vault_registries() -> Arc<Registries> {
     let mut r = Registries::compiled_in();
     r.database.register("vault", |cfg, ()| async move {
         let _cfg: VaultConfig = truststream_core::parse_config("vault", cfg)?;
         Err::<Arc<dyn Database>, _>(Error::unavailable("vault is not reachable in tests"))
     });
-    r
+    Arc::new(r)
 }
 
-async fn build_err(regs: &Registries, cfg: &Config) -> Error {
+async fn build_err(regs: &Arc<Registries>, cfg: &Config) -> Error {
     match Services::build(regs, cfg).await {
         Ok(_) => panic!("building services must fail for {cfg:?}"),
         Err(e) => e,
@@ -381,7 +381,7 @@ async fn unknown_setting_names_the_key() {
         ]))
         .load()
         .unwrap();
-    let e = build_err(&Registries::compiled_in(), &cfg).await;
+    let e = build_err(&Arc::new(Registries::compiled_in()), &cfg).await;
     assert!(
         e.message().contains("unknown setting `storage.bucketz`"),
         "{e}"
@@ -404,7 +404,7 @@ async fn embedded_default_builds_every_service() {
         .load()
         .unwrap();
     assert_eq!(cfg.section(Interface::Storage).kind(), "fs");
-    let s = Services::build(&Registries::compiled_in(), &cfg)
+    let s = Services::build(&Arc::new(Registries::compiled_in()), &cfg)
         .await
         .unwrap();
     assert_eq!(s.db.info().name, EMBEDDED_DB);
@@ -431,7 +431,7 @@ async fn settings_reach_the_provider() {
         ]))
         .load()
         .unwrap();
-    let s = Services::build(&Registries::compiled_in(), &cfg)
+    let s = Services::build(&Arc::new(Registries::compiled_in()), &cfg)
         .await
         .unwrap();
     let names: Vec<String> = s
@@ -472,7 +472,10 @@ async fn a_profile_that_changes_the_type_starts_the_section_afresh() {
     assert_eq!(storage.kind(), "memory");
     // `root` and `max_object_size` were for the fs provider.
     assert_eq!(storage.settings().keys().collect::<Vec<_>>(), ["buckets"]);
-    let built = Registries::compiled_in().build_storage(&cfg).await.unwrap();
+    let built = Arc::new(Registries::compiled_in())
+        .build_storage(&cfg)
+        .await
+        .unwrap();
     assert_eq!(built.list_buckets().await.unwrap()[0].name, "avatars");
 
     // A profile that keeps the type still merges over [default.storage].
@@ -509,7 +512,10 @@ async fn an_environment_variable_that_changes_the_type_starts_the_section_afresh
         cfg.origin("storage.type"),
         Some("the environment (TRUSTSTREAM_* variables)")
     );
-    let built = Registries::compiled_in().build_storage(&cfg).await.unwrap();
+    let built = Arc::new(Registries::compiled_in())
+        .build_storage(&cfg)
+        .await
+        .unwrap();
     assert_eq!(built.info().name, "memory");
 
     // Under production the file already says memory: the variable changes

@@ -1,0 +1,245 @@
+//! The guide's `HealthCheckService`: every configured service checked in
+//! parallel under one deadline, with an overall status.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use truststream_core::{Health, HealthStatus};
+
+use crate::build::{Registries, Services};
+use crate::config::{Config, Interface};
+use crate::redact;
+use crate::report::{Built, BuiltOne, Probe};
+
+/// The deadline `truststream health` uses unless `--deadline-ms` says
+/// otherwise.
+pub const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_millis(5000);
+
+/// The health of one configured service.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceHealth {
+    /// Which service.
+    pub service: Interface,
+    /// The configured provider type (`postgres`, `fs`, ...).
+    pub provider: String,
+    /// `healthy`, `degraded` or `unhealthy`. A service that could not be
+    /// built, or did not answer within the deadline, is `unhealthy`.
+    pub status: HealthStatus,
+    /// How long the check took, measured around the call (the deadline
+    /// when it did not answer).
+    pub response_time_ms: f64,
+    /// Why it is degraded or unhealthy, or the provider's note; scrubbed of
+    /// the section's secret values.
+    pub message: Option<String>,
+}
+
+/// Every configured service's health and the overall status (the guide's
+/// `HealthCheckService.checkSystemHealth`).
+///
+/// Overall: `healthy` when every configured service is healthy;
+/// `unhealthy` when none is serving (every one unhealthy); `degraded`
+/// otherwise — some serve, some do not, or some report degraded (the guide
+/// calls anything short of all-healthy degraded; a system where nothing
+/// answers is unhealthy).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HealthReport {
+    /// The overall status.
+    pub status: HealthStatus,
+    /// When the check started, in milliseconds since the Unix epoch.
+    pub checked_at_unix_ms: u64,
+    /// The deadline each service had to answer within.
+    pub deadline_ms: u64,
+    /// The configured services, in order database, auth, storage,
+    /// realtime.
+    pub services: Vec<ServiceHealth>,
+    /// Interfaces with no provider configured (`auth.type = "none"`): not
+    /// checked, not counted.
+    pub not_configured: Vec<Interface>,
+}
+
+impl HealthReport {
+    /// Checks `services` (built from `config`) in parallel, each within
+    /// `deadline`.
+    pub async fn of(services: &Services, config: &Config, deadline: Duration) -> Self {
+        let started = now_ms();
+        let (database, auth, storage, realtime) = tokio::join!(
+            probe(Interface::Database, config, Some(&services.db), deadline),
+            probe(Interface::Auth, config, services.auth.as_ref(), deadline),
+            probe(
+                Interface::Storage,
+                config,
+                Some(&services.storage),
+                deadline
+            ),
+            probe(
+                Interface::Realtime,
+                config,
+                Some(&services.realtime),
+                deadline
+            ),
+        );
+        Self::from_parts(started, deadline, [database, auth, storage, realtime])
+    }
+
+    /// Builds each configured provider (in its layers) on its own, then
+    /// checks them in parallel, each within `deadline`. A provider that
+    /// fails to build is unhealthy, with the reason; so is one whose build
+    /// does not finish within `deadline` (each build has the deadline to
+    /// itself: the whole check takes at most five deadlines).
+    pub async fn check(registries: &Arc<Registries>, config: &Config, deadline: Duration) -> Self {
+        let started = now_ms();
+        let built = Built::each(registries, config, Some(deadline)).await;
+        let (database, auth, storage, realtime) = tokio::join!(
+            probe_built(Interface::Database, config, &built.database, deadline),
+            probe_built(Interface::Auth, config, &built.auth, deadline),
+            probe_built(Interface::Storage, config, &built.storage, deadline),
+            probe_built(Interface::Realtime, config, &built.realtime, deadline),
+        );
+        Self::from_parts(started, deadline, [database, auth, storage, realtime])
+    }
+
+    fn from_parts(
+        started: u64,
+        deadline: Duration,
+        parts: [std::result::Result<ServiceHealth, Interface>; 4],
+    ) -> Self {
+        let mut services = Vec::new();
+        let mut not_configured = Vec::new();
+        for p in parts {
+            match p {
+                Ok(s) => services.push(s),
+                Err(i) => not_configured.push(i),
+            }
+        }
+        HealthReport {
+            status: overall(&services),
+            checked_at_unix_ms: started,
+            deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            services,
+            not_configured,
+        }
+    }
+
+    /// Whether no configured service is unhealthy (the exit status of
+    /// `truststream health`): a degraded provider still serves.
+    pub fn is_ok(&self) -> bool {
+        self.services
+            .iter()
+            .all(|s| s.status != HealthStatus::Unhealthy)
+    }
+
+    /// The report as a table: one row per configured service, then the
+    /// overall status.
+    pub fn table(&self) -> String {
+        let mut rows = vec![[
+            "service".to_string(),
+            "provider".to_string(),
+            "status".to_string(),
+            "time".to_string(),
+            "message".to_string(),
+        ]];
+        for s in &self.services {
+            rows.push([
+                s.service.to_string(),
+                s.provider.clone(),
+                s.status.to_string(),
+                format!("{:.1} ms", s.response_time_ms),
+                s.message.clone().unwrap_or_default(),
+            ]);
+        }
+        let widths: Vec<usize> = (0..5)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for r in &rows {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        for i in &self.not_configured {
+            let _ = writeln!(out, "{i}: not configured (not checked)");
+        }
+        let _ = writeln!(
+            out,
+            "overall: {} (deadline {} ms)",
+            self.status, self.deadline_ms
+        );
+        out
+    }
+}
+
+/// healthy when all are; unhealthy when none serves; degraded otherwise.
+fn overall(services: &[ServiceHealth]) -> HealthStatus {
+    if services.iter().all(|s| s.status == HealthStatus::Healthy) {
+        HealthStatus::Healthy
+    } else if services.iter().all(|s| s.status == HealthStatus::Unhealthy) {
+        HealthStatus::Unhealthy
+    } else {
+        HealthStatus::Degraded
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Checks one provider within `deadline`; `Err(interface)` when none is
+/// configured.
+async fn probe<P: Probe>(
+    interface: Interface,
+    config: &Config,
+    provider: Option<&P>,
+    deadline: Duration,
+) -> std::result::Result<ServiceHealth, Interface> {
+    let provider = provider.ok_or(interface)?;
+    let section = config.section(interface);
+    let start = Instant::now();
+    let answer = tokio::time::timeout(deadline, provider.health()).await;
+    let elapsed = start.elapsed();
+    let (status, message) = match answer {
+        Ok(Health {
+            status, message, ..
+        }) => (status, message),
+        Err(_) => (
+            HealthStatus::Unhealthy,
+            Some(format!("no answer within {} ms", deadline.as_millis())),
+        ),
+    };
+    Ok(ServiceHealth {
+        service: interface,
+        provider: section.kind().to_string(),
+        status,
+        response_time_ms: elapsed.as_secs_f64() * 1000.0,
+        message: message.map(|m| redact::scrub(&m, &section.secrets())),
+    })
+}
+
+async fn probe_built<T: ?Sized>(
+    interface: Interface,
+    config: &Config,
+    built: &BuiltOne<T>,
+    deadline: Duration,
+) -> std::result::Result<ServiceHealth, Interface>
+where
+    Arc<T>: Probe,
+{
+    match built {
+        Ok(Some(b)) => probe(interface, config, Some(&b.provider), deadline).await,
+        Ok(None) => Err(interface),
+        Err(why) => {
+            let section = config.section(interface);
+            Ok(ServiceHealth {
+                service: interface,
+                provider: section.kind().to_string(),
+                status: HealthStatus::Unhealthy,
+                response_time_ms: 0.0,
+                message: Some(format!("failed to build: {why}")),
+            })
+        }
+    }
+}
