@@ -1,0 +1,220 @@
+//! The cache's settings: `[<env>.database.layers] cache = { ... }`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Deserialize;
+use truststream_core::{echo, Error, Result};
+use truststream_core_db::ident;
+
+/// The longest time to live accepted, in seconds (one year).
+pub const MAX_TTL_S: u64 = 365 * 24 * 3600;
+
+/// Settings of the [`Cache`](crate::Cache) layer.
+///
+/// ```toml
+/// [production.database.layers]
+/// cache = { default_ttl_s = 300, tables = { trust_scores = 60, system_config = 3600 }, max_entries = 100000 }
+/// ```
+///
+/// Unknown keys are refused; a bad value is `InvalidInput` naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long a cached result of a table not listed in `tables` is
+    /// served, in seconds (default 300). `0`: tables not listed are never
+    /// cached.
+    pub default_ttl_s: u64,
+    /// Time to live per table, in seconds; `0` means "never cache this
+    /// table". Table names are matched ignoring ASCII case (SQLite's table
+    /// names are case-insensitive). Default: none.
+    pub tables: BTreeMap<String, u64>,
+    /// Most results kept (default 100 000; at least 1).
+    pub max_entries: u64,
+    /// Most bytes kept, as estimated from the results' JSON size; no bound
+    /// when absent (the default). With both bounds, each entry counts for
+    /// at least `max_bytes / max_entries` bytes, so neither is exceeded.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            default_ttl_s: 300,
+            tables: BTreeMap::new(),
+            max_entries: 100_000,
+            max_bytes: None,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Parses the layer's settings (an object; `null` for the defaults),
+    /// then [`CacheConfig::validate`]s them. Every error is `InvalidInput`
+    /// naming the key (`tables.trust_scores: invalid type: expected u64`);
+    /// serde's quote of a bad value is left out.
+    pub fn from_settings(settings: serde_json::Value) -> Result<Self> {
+        let settings = if settings.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            settings
+        };
+        let config: CacheConfig = serde_path_to_error::deserialize(settings).map_err(|e| {
+            let path = e.path().to_string();
+            let message = without_values(&e.inner().to_string());
+            if path == "." || path == "?" || message.starts_with("unknown field") {
+                Error::invalid_input(message)
+            } else {
+                Error::invalid_input(format!("{}: {message}", echo(&path)))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and table names; `InvalidInput` naming the key.
+    pub fn validate(&self) -> Result<()> {
+        at_most("default_ttl_s", self.default_ttl_s, MAX_TTL_S)?;
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for (table, ttl) in &self.tables {
+            let key = format!("tables.{}", echo(table));
+            if ident::validate(table).is_err() {
+                return Err(Error::invalid_input(format!(
+                    "{key}: not a table name (letters, digits and '_', not first; at most {} bytes)",
+                    ident::MAX_LEN
+                )));
+            }
+            at_most(&key, *ttl, MAX_TTL_S)?;
+            if let Some(other) = seen.insert(table.to_ascii_lowercase(), table) {
+                return Err(Error::invalid_input(format!(
+                    "{key}: the same table as tables.{other} (names are matched ignoring case)"
+                )));
+            }
+        }
+        if self.max_entries == 0 {
+            return Err(Error::invalid_input(
+                "max_entries must be at least 1 (leave the layer out to cache nothing)",
+            ));
+        }
+        if let Some(bytes) = self.max_bytes {
+            if bytes < self.max_entries.min(1024) {
+                return Err(Error::invalid_input(format!(
+                    "max_bytes must be at least {} (max_entries, up to 1024), not {bytes}",
+                    self.max_entries.min(1024)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings in one line, for `truststream check`.
+    pub fn describe(&self) -> String {
+        let tables: Vec<String> = self
+            .tables
+            .iter()
+            .map(|(t, s)| format!("{t}={s}s"))
+            .collect();
+        let mut out = format!(
+            "default_ttl={}s, max_entries={}",
+            self.default_ttl_s, self.max_entries
+        );
+        if let Some(b) = self.max_bytes {
+            out.push_str(&format!(", max_bytes={b}"));
+        }
+        if !tables.is_empty() {
+            out.push_str(&format!(", tables: {}", tables.join(" ")));
+        }
+        out
+    }
+
+    /// Time to live per table (lowercased name; `None`: never cached) and
+    /// for the others.
+    pub(crate) fn ttls(&self) -> (HashMap<Box<str>, Option<Duration>>, Option<Duration>) {
+        let ttl = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let tables = self
+            .tables
+            .iter()
+            .map(|(t, s)| (t.to_ascii_lowercase().into_boxed_str(), ttl(*s)))
+            .collect();
+        (tables, ttl(self.default_ttl_s))
+    }
+}
+
+fn at_most(key: &str, value: u64, max: u64) -> Result<()> {
+    if value > max {
+        return Err(Error::invalid_input(format!(
+            "{key} must be at most {max} (one year), not {value}"
+        )));
+    }
+    Ok(())
+}
+
+/// `invalid type: string "x", expected u64` -> `invalid type: expected u64`.
+fn without_values(msg: &str) -> String {
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if let Some(rest) = msg.strip_prefix(kind) {
+            return match rest.rfind(", expected ") {
+                Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
+                None => kind.to_string(),
+            };
+        }
+    }
+    msg.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: serde_json::Value) -> String {
+        let e = CacheConfig::from_settings(v).unwrap_err();
+        assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
+        e.message().to_string()
+    }
+
+    #[test]
+    fn defaults_and_the_guide_example() {
+        let c = CacheConfig::from_settings(serde_json::Value::Null).unwrap();
+        assert_eq!(c, CacheConfig::default());
+        assert_eq!(c.default_ttl_s, 300);
+        assert_eq!(c.max_entries, 100_000);
+        let c = CacheConfig::from_settings(json!({
+            "default_ttl_s": 300,
+            "tables": { "trust_scores": 60, "system_config": 3600, "audit": 0 },
+            "max_entries": 100000,
+            "max_bytes": 67108864u64,
+        }))
+        .unwrap();
+        let (tables, default) = c.ttls();
+        assert_eq!(default, Some(Duration::from_secs(300)));
+        assert_eq!(tables["trust_scores"], Some(Duration::from_secs(60)));
+        assert_eq!(tables["audit"], None);
+        assert_eq!(
+            c.describe(),
+            "default_ttl=300s, max_entries=100000, max_bytes=67108864, \
+             tables: audit=0s system_config=3600s trust_scores=60s"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(
+            err(json!({"tables": {"trust_scores": "sixty"}})),
+            "tables.trust_scores: invalid type: expected u64"
+        );
+        assert_eq!(
+            err(json!({"default_ttl_s": -1})),
+            "default_ttl_s: invalid value: expected u64"
+        );
+        assert!(err(json!({"ttl": 3})).starts_with("unknown field `ttl`"));
+        assert!(err(json!({"tables": {"bad name": 3}})).starts_with("tables.bad name: not a table"));
+        assert!(err(json!({"tables": {"a": 1, "A": 2}})).contains("the same table"));
+        assert!(err(json!({"tables": {"a": MAX_TTL_S + 1}})).starts_with("tables.a must be"));
+        assert!(err(json!({"max_entries": 0})).starts_with("max_entries must be"));
+        assert!(err(json!({"max_bytes": 10})).starts_with("max_bytes must be"));
+        assert!(err(json!(7)).starts_with("invalid type: expected"));
+    }
+}
