@@ -14,9 +14,10 @@ use truststream_core::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Open a `tracing` span per call (`truststream.call`, at info level,
-    /// with the interface, provider, operation and target, and the error
-    /// kind when the call fails). Default `true`.
+    /// Open a `tracing` span per call (`truststream.call`, at debug level:
+    /// shown with `RUST_LOG=truststream_layer_metrics=debug`; with the
+    /// interface, provider, operation and target, and the error kind when
+    /// the call fails). Free while debug is filtered out. Default `true`.
     pub tracing: bool,
     /// The most distinct targets (tables, buckets, channels) the registry
     /// gives series of their own; calls on targets seen after that are

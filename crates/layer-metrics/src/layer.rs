@@ -13,9 +13,9 @@ use crate::{MetricsConfig, MetricsRegistry, NO_TARGET};
 /// every call through it is counted, timed and, on failure, counted by
 /// error kind in a [`MetricsRegistry`] and in the `metrics` facade
 /// ([`crate::CALLS_TOTAL`], [`crate::CALL_DURATION_SECONDS`]), and runs
-/// inside a `tracing` span `truststream.call` with fields `interface`,
-/// `provider`, `operation`, `target` and, when it fails, `error` (the
-/// kind). Neither the numbers nor the span hold arguments, row data or
+/// inside a `tracing` span `truststream.call` (debug level, target
+/// `truststream_layer_metrics`) with fields `interface`, `provider`,
+/// `operation`, `target` and, when it fails, `error` (the kind). Neither the numbers nor the span hold arguments, row data or
 /// error messages.
 ///
 /// Time is read from tokio's clock, so a test with paused time sees exact
@@ -66,7 +66,7 @@ impl Around for Metrics {
         Box::pin(async move {
             let start = Instant::now();
             let result = if self.config.tracing {
-                let span = tracing::info_span!(
+                let span = tracing::debug_span!(
                     "truststream.call",
                     interface = op.interface.as_str(),
                     provider = op.provider,

@@ -141,8 +141,18 @@ impl MetricsRegistry {
         let key = (op.interface, op.provider, op.method);
         {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(label) = state.label(op.target, max_targets) {
-                if let Some(series) = state.series.get(&key).and_then(|t| t.get(label)) {
+            if let Some(targets) = state.series.get(&key) {
+                // The common case: an admitted target (or none) whose series
+                // exists. Then a folded one, whose "other" series exists.
+                let own = op.target.unwrap_or(NO_TARGET);
+                let found = match targets.get(own) {
+                    Some(series) => Some((own, series)),
+                    None => match state.label(op.target, max_targets) {
+                        Some(OTHER_TARGET) => targets.get(OTHER_TARGET).map(|s| (OTHER_TARGET, s)),
+                        _ => None,
+                    },
+                };
+                if let Some((label, series)) = found {
                     record_into(&mut lock(series), key, label, elapsed, error);
                     return;
                 }
