@@ -275,8 +275,36 @@ async fn apply_ops(shared: &Shared, table: &str, ops: Vec<Operation>) -> Result<
             }
             None => Err(e),
         },
+        // Rows are copied as the primary has them now, which may be after
+        // an `alter_table` still waiting in the outbox: apply the table's
+        // waiting changes early (they are skipped when their turn comes),
+        // then copy again.
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {
+            if alter_early(shared, table).await? == 0 {
+                return Err(e);
+            }
+            run(ops).await
+        }
         other => other,
     }
+}
+
+/// Applies the `alter_table` entries of `table` waiting in the outbox, in
+/// order, leaving them there; returns how many there were.
+async fn alter_early(shared: &Shared, table: &str) -> Result<usize> {
+    let query = Query::new()
+        .filter(col("kind").eq("alter_table"))
+        .filter(col("target").eq(table))
+        .order_by_asc("id");
+    let rows = shared
+        .primary
+        .read(&shared.config.outbox_table, &query)
+        .await?;
+    for row in &rows {
+        let stored = Stored::from_row(row)?;
+        Box::pin(apply(shared, &stored.entry)).await?;
+    }
+    Ok(rows.len())
 }
 
 /// The secondary's copy of a table: the same columns and key, without
@@ -337,6 +365,11 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
             sync_rows(shared, keys).await
         }
         Entry::CreateTable(schema) => {
+            // With the table's current columns when the layer knows them:
+            // the rows copied next are the primary's current rows (the
+            // `alter_table` entries after this one are then skipped).
+            let current = shared.schema(&schema.name);
+            let schema = current.as_ref().unwrap_or(schema);
             secondary.create_table(&replica_schema(schema)).await?;
             // The table may have been adopted with rows in it.
             let key_column = schema
