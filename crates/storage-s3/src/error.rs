@@ -83,8 +83,29 @@ pub(crate) fn kind_of(code: Option<&str>, status: Option<u16>) -> ErrorKind {
     }
 }
 
+/// Whether `err`'s chain holds an I/O error of kind `ConnectionRefused`:
+/// the connection was refused, so no request went out (the only dispatch
+/// failure certain of that; a reset or a timeout may come after the
+/// request was sent).
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Maps an SDK error about `target` to a TrustStream error, keeping the SDK
 /// error as `source()`.
+///
+/// A dispatch failure whose cause is a refused connection is
+/// [`Error::unapplied`] (the request never left); any other connection
+/// failure, a timeout or a cut response is not (its outcome is unknown).
 pub(crate) fn map_sdk<E>(err: SdkError<E, HttpResponse>, target: Target<'_>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -102,7 +123,14 @@ where
                 )
             } else if d.is_user() {
                 Error::invalid_input(format!("request for {what} could not be sent"))
+            } else if refused(&err) {
+                // The TCP connection was never made: nothing was sent.
+                Error::unavailable(format!(
+                    "cannot reach the S3 server for {what} (connection refused)"
+                ))
+                .unapplied()
             } else {
+                // A reset may come after the request was sent: unknown.
                 Error::unavailable(format!(
                     "cannot reach the S3 server for {what} (connection failed or was reset)"
                 ))
@@ -179,5 +207,65 @@ mod tests {
         );
         assert!(kind_of(None, Some(502)).is_retryable_by_default());
         assert!(!kind_of(Some("NoSuchBucket"), Some(404)).is_retryable_by_default());
+    }
+
+    /// A provider for an endpoint on `port` of 127.0.0.1: one attempt, no
+    /// probe.
+    async fn storage_at(port: u16) -> crate::S3Storage {
+        let mut config = crate::S3StorageConfig::for_endpoint(
+            format!("http://127.0.0.1:{port}"),
+            "garage",
+            "GK0000",
+            "secret",
+        );
+        config.max_attempts = 1;
+        config.attempt_timeout_ms = Some(500);
+        config.probe_bucket = None;
+        crate::S3Storage::connect(config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_refused_connection_is_unapplied() {
+        use truststream_core_storage::Storage as _;
+
+        // Nothing listens: the connection is refused, nothing was sent.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = storage_at(port).await.delete("bucket", "k").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.is_unapplied(), "refused: {e:?}");
+
+        // A server that takes the request and never answers: a timeout,
+        // outcome unknown.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        let e = storage_at(port).await.delete("bucket", "k").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(!e.is_unapplied(), "no answer: {e:?}");
+        held.abort();
+
+        // A server that reads the request and closes: outcome unknown.
+        let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = rude.local_addr().unwrap().port();
+        let closer = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            while let Ok((mut conn, _)) = rude.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                drop(conn);
+            }
+        });
+        let e = storage_at(port).await.delete("bucket", "k").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(!e.is_unapplied(), "closed after the request: {e:?}");
+        closer.abort();
     }
 }
