@@ -20,7 +20,8 @@
 //! - Each call runs in a `tracing` span `truststream.call`.
 //!
 //! Label cardinality is bounded: after [`MetricsConfig::max_targets`]
-//! distinct targets, calls on new ones are counted under [`OTHER_TARGET`].
+//! distinct targets, calls on new ones are counted under [`OTHER_TARGET`],
+//! as are calls on targets longer than [`MAX_TARGET_LEN`].
 //!
 //! ```
 //! use serde_json::json;
@@ -59,7 +60,9 @@ pub use facade::{
     CALL_DURATION_SECONDS,
 };
 pub use layer::Metrics;
-pub use registry::{MetricsRegistry, SeriesStats, HISTOGRAM_MAX, NO_TARGET, OTHER_TARGET};
+pub use registry::{
+    MetricsRegistry, SeriesStats, HISTOGRAM_MAX, MAX_TARGET_LEN, NO_TARGET, OTHER_TARGET,
+};
 pub use table::{format_duration, render_table};
 
 /// The layer's name in configuration.

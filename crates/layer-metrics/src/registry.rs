@@ -20,6 +20,12 @@ pub const NO_TARGET: &str = "-";
 /// into (see [`crate::MetricsConfig::max_targets`]).
 pub const OTHER_TARGET: &str = "other";
 
+/// The longest target name that gets a label of its own, in bytes (table
+/// and bucket names are at most 63 in PostgreSQL and S3): a longer one is
+/// not a name any provider accepts, and is counted under [`OTHER_TARGET`]
+/// so that hostile names cannot fill the labels.
+pub const MAX_TARGET_LEN: usize = 128;
+
 /// The longest latency the histograms tell apart: 60 s. Longer calls are
 /// recorded as 60 s in the percentiles; [`SeriesStats::max`] keeps the
 /// exact value.
@@ -78,6 +84,7 @@ impl State {
     fn label<'t>(&self, target: Option<&'t str>, max_targets: usize) -> Option<&'t str> {
         match target {
             None => Some(NO_TARGET),
+            Some(t) if t.len() > MAX_TARGET_LEN => Some(OTHER_TARGET),
             Some(t) if self.targets.contains(t) => Some(t),
             Some(_) if self.targets.len() >= max_targets => Some(OTHER_TARGET),
             Some(_) => None,

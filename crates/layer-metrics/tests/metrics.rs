@@ -17,7 +17,7 @@ use truststream_db_memory::MemoryDatabase;
 use truststream_layer::{around_database, Around, Interface, LayerDeps, LayerRegistry, Next, Op};
 use truststream_layer_metrics::{
     prometheus_recorder, render_table, Metrics, MetricsConfig, MetricsRegistry, SeriesStats,
-    NO_TARGET, OTHER_TARGET,
+    MAX_TARGET_LEN, NO_TARGET, OTHER_TARGET,
 };
 use truststream_storage_memory::MemoryStorage;
 
@@ -240,6 +240,18 @@ async fn targets_beyond_the_limit_are_folded_into_other() {
     }
     // Calls that name no target take no place.
     s.db.raw_query("SELECT 1", &Default::default()).await.ok();
+    // A name no provider would accept is folded even while there is room.
+    let s2 = setup(MetricsConfig::default());
+    let long = "x".repeat(MAX_TARGET_LEN + 1);
+    s2.db.get(&long, &json!("x")).await.unwrap_err();
+    s2.db.get(&long[1..], &json!("x")).await.unwrap_err();
+    let folded: Vec<_> = s2
+        .registry
+        .snapshot()
+        .iter()
+        .map(|s| (s.target.len(), s.count))
+        .collect();
+    assert_eq!(folded, [(OTHER_TARGET.len(), 1), (MAX_TARGET_LEN, 1)]);
 
     let stats = s.registry.snapshot();
     let targets: Vec<_> = stats
