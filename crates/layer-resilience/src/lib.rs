@@ -334,7 +334,7 @@ fn layer_error(e: Error, op: &Op<'_>) -> Error {
                 Interface::Database => "table",
                 Interface::Storage => "bucket",
                 Interface::Realtime => "channel",
-                _ => "target",
+                Interface::Auth => "target",
             };
             e.with_context(key, target)
         }
