@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use truststream_core::{Health, HealthStatus};
 
@@ -198,7 +198,7 @@ async fn probe<P: Probe>(
 ) -> std::result::Result<ServiceHealth, Interface> {
     let provider = provider.ok_or(interface)?;
     let section = config.section(interface);
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let answer = tokio::time::timeout(deadline, provider.health()).await;
     let elapsed = start.elapsed();
     let (status, message) = match answer {
