@@ -244,7 +244,8 @@ async fn writes_survive_postgres_restarts_through_retry_breaker_and_timeout() {
         // Steady load again on the restarted server.
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
-    let last_restart = Instant::now() - Duration::from_millis(1_000);
+    // The last outage's recovery: just before the last second of load.
+    let last_recovery = Instant::now() - Duration::from_millis(1_000);
     stop.store(true, Ordering::SeqCst);
     let mut tallies = Vec::new();
     for t in tasks {
@@ -288,7 +289,7 @@ async fn writes_survive_postgres_restarts_through_retry_breaker_and_timeout() {
     assert!(duplicated.is_empty(), "duplicated rows: {duplicated:?}");
 
     let mut acked = 0usize;
-    let mut acked_after_last_restart = 0usize;
+    let mut acked_after_last_recovery = 0usize;
     let mut calls = 0u64;
     let mut slowest = Duration::ZERO;
     let mut lost = Vec::new();
@@ -309,8 +310,8 @@ async fn writes_survive_postgres_restarts_through_retry_breaker_and_timeout() {
         for (key, id, at) in &t.created {
             acked += 1;
             known.insert(key);
-            if *at > last_restart {
-                acked_after_last_restart += 1;
+            if *at > last_recovery {
+                acked_after_last_recovery += 1;
             }
             match by_key.get(key).map(Vec::as_slice) {
                 Some([(stored_id, _)]) if stored_id == id => {}
@@ -362,7 +363,7 @@ async fn writes_survive_postgres_restarts_through_retry_breaker_and_timeout() {
     kinds.sort();
     eprintln!(
         "pg_restart: {acked} creates and {updates_acked} updates acknowledged \
-         ({acked_after_last_restart} after the last restart), {failed} failed [{}], \
+         ({acked_after_last_recovery} after the last recovery), {failed} failed [{}], \
          {failed_present} failed creates applied anyway (unknown outcome), \
          {} retries and {} give-ups over {} calls, breaker opened {} / half-opened {} / closed {} \
          (per outage {per_outage:?}), downtime {downtime:?}, recovered {recovery:?} after start, \
@@ -404,7 +405,7 @@ async fn writes_survive_postgres_restarts_through_retry_breaker_and_timeout() {
     );
     assert!(counts.opened >= 2 && counts.closed >= 2, "{counts:?}");
     assert_eq!(breaker.state(), BreakerState::Closed);
-    assert!(acked_after_last_restart > 0, "writes resumed");
+    assert!(acked_after_last_recovery > 0, "writes resumed");
     // Timeout 3 s per attempt, retry budget 2 s: a call is bounded.
     assert!(slowest < Duration::from_secs(8), "a call took {slowest:?}");
 
