@@ -9,7 +9,7 @@ use truststream_core_db::ident;
 ///
 /// ```toml
 /// [production.database.layers]
-/// composite = { secondary = { type = "sqlite", path = "./data/replica.db" }, outbox_table = "_truststream_outbox", interval_ms = 200, batch = 500, lag_degraded_s = 30 }
+/// composite = { secondary = { type = "sqlite", path = "./data/replica.db" }, outbox_table = "truststream_outbox", interval_ms = 200, batch = 500, lag_degraded_s = 30 }
 /// ```
 ///
 /// Every key but `secondary` has a default; unknown keys are refused.
@@ -18,7 +18,8 @@ pub struct CompositeConfig {
     /// The secondary database: its provider type name (`type`) and that
     /// provider's own settings (every other key of the table). Required.
     pub secondary: SecondaryConfig,
-    /// The outbox table on the primary (default `_truststream_outbox`). The
+    /// The outbox table on the primary (default `truststream_outbox`; names
+    /// starting with `_truststream` are the SQL providers' own). The
     /// layer's table catalog lives next to it, in `<outbox_table>_tables`.
     pub outbox_table: String,
     /// Pause between replication passes when the outbox is drained
@@ -62,7 +63,7 @@ impl std::fmt::Debug for CompositeConfig {
 }
 
 /// Default outbox table name.
-pub const DEFAULT_OUTBOX_TABLE: &str = "_truststream_outbox";
+pub const DEFAULT_OUTBOX_TABLE: &str = "truststream_outbox";
 
 impl CompositeConfig {
     /// Settings with the defaults and the given secondary.
@@ -111,6 +112,12 @@ impl CompositeConfig {
                                 ),
                             )
                         })?;
+                    if name.starts_with("_truststream") {
+                        return Err(bad(
+                            "outbox_table",
+                            "names starting with _truststream are reserved by the SQL providers",
+                        ));
+                    }
                     config.outbox_table = name.to_string();
                 }
                 "interval_ms" => {
@@ -200,8 +207,8 @@ mod tests {
             .expect("parses");
         assert_eq!(c.secondary.provider, "sqlite");
         assert_eq!(c.secondary.settings, json!({"path": "r.db"}));
-        assert_eq!(c.outbox_table, "_truststream_outbox");
-        assert_eq!(c.catalog_table(), "_truststream_outbox_tables");
+        assert_eq!(c.outbox_table, "truststream_outbox");
+        assert_eq!(c.catalog_table(), "truststream_outbox_tables");
         assert_eq!(c.interval, Duration::from_millis(200));
         assert_eq!(c.batch, 500);
         assert_eq!(c.lag_degraded, Duration::from_secs(30));
@@ -231,6 +238,10 @@ mod tests {
             .contains("composite.lag_degraded_s"));
         assert!(err(json!({"secondary": s, "outbox_table": "no-dash"}))
             .contains("composite.outbox_table"));
+        assert!(
+            err(json!({"secondary": s, "outbox_table": "_truststream_outbox"}))
+                .contains("reserved")
+        );
         assert!(err(json!({"secondary": s, "outbox_table": "x".repeat(60)}))
             .contains("composite.outbox_table"));
         let e = err(json!({"secondary": s, "intervall_ms": 1}));

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [production.database.layers]
-//! composite = { secondary = { type = "sqlite", path = "./data/replica.db" }, outbox_table = "_truststream_outbox", interval_ms = 200, batch = 500, lag_degraded_s = 30 }
+//! composite = { secondary = { type = "sqlite", path = "./data/replica.db" }, outbox_table = "truststream_outbox", interval_ms = 200, batch = 500, lag_degraded_s = 30 }
 //! ```
 //!
 //! # Writes

@@ -127,7 +127,7 @@ async fn all(db: &dyn Database, table: &str) -> Vec<Row> {
 
 async fn outbox_len(primary: &dyn Database) -> usize {
     primary
-        .read("_truststream_outbox", &Query::new())
+        .read("truststream_outbox", &Query::new())
         .await
         .unwrap()
         .len()
@@ -283,7 +283,7 @@ async fn entries_applied_twice_or_late_give_the_same_secondary() {
     // entries come again.
     let pending = s
         .primary
-        .read("_truststream_outbox", &Query::new().order_by_asc("id"))
+        .read("truststream_outbox", &Query::new().order_by_asc("id"))
         .await
         .unwrap();
     assert!(pending.len() > 40);
@@ -298,7 +298,7 @@ async fn entries_applied_twice_or_late_give_the_same_secondary() {
         })
         .collect();
     s.primary
-        .create_many("_truststream_outbox", again)
+        .create_many("truststream_outbox", again)
         .await
         .unwrap();
     s.layer().catch_up().await.unwrap();
@@ -374,14 +374,14 @@ async fn lag_and_an_unreachable_secondary_show_in_health() {
     // An entry a minute old: past lag_degraded_s.
     let mut old = s
         .primary
-        .read("_truststream_outbox", &Query::new())
+        .read("truststream_outbox", &Query::new())
         .await
         .unwrap()
         .remove(0);
     old.remove("id");
     let minute_ago = old["created_ms"].as_i64().unwrap() - 60_000;
     old.insert("created_ms".into(), json!(minute_ago));
-    s.primary.create("_truststream_outbox", old).await.unwrap();
+    s.primary.create("truststream_outbox", old).await.unwrap();
     let lag = s.layer().lag().await.unwrap();
     assert_eq!(lag.entries, 2);
     assert!(lag.oldest >= Duration::from_secs(60));
@@ -481,14 +481,11 @@ async fn raw_sql_unknown_tables_and_the_layers_own_tables_are_refused() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.message().contains("not replicated"));
     let e = db
-        .create("_truststream_outbox", row(json!({"kind": "x"})))
+        .create("truststream_outbox", row(json!({"kind": "x"})))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    let e = db
-        .drop_table("_truststream_outbox", true)
-        .await
-        .unwrap_err();
+    let e = db.drop_table("truststream_outbox", true).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 
     // Adopting an existing table copies its rows.
@@ -576,7 +573,7 @@ async fn built_from_config_through_the_registry() {
     assert_eq!(
         stack.describe(),
         vec![
-            "composite(secondary=memory, outbox_table=_truststream_outbox, interval_ms=200, batch=3, lag_degraded_s=30)"
+            "composite(secondary=memory, outbox_table=truststream_outbox, interval_ms=200, batch=3, lag_degraded_s=30)"
         ]
     );
     let db = stack
