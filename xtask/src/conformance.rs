@@ -198,12 +198,12 @@ fn db_sqlite() -> db::DbFactory {
 
 /// db-memory through every database layer (`layers::DB_LAYERS`).
 fn db_memory_layered() -> db::DbFactory {
-    layers::db(db_memory())
+    layers::db(db_memory(), layers::db_layers)
 }
 
 /// In-memory db-sqlite through every database layer.
 fn db_sqlite_layered() -> db::DbFactory {
-    layers::db(db_sqlite())
+    layers::db(db_sqlite(), layers::db_layers)
 }
 
 /// Scratch schemas of the PostgreSQL entries (one per case), dropped when
