@@ -73,7 +73,8 @@ impl LimitConfig {
 /// the provider, so a retry layer may repeat even a `create`).
 ///
 /// One limit per provider instance: each stack built from configuration
-/// has its own.
+/// has its own. Refusals are counted ([`Limit::shed`], and through the
+/// `metrics` facade as `truststream_limit_shed_total{interface, provider}`).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -128,6 +129,12 @@ impl Limit {
 
     fn refuse(&self, op: &Op<'_>, why: &str) -> Error {
         self.shed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            "truststream_limit_shed_total",
+            "interface" => op.interface.as_str(),
+            "provider" => op.provider
+        )
+        .increment(1);
         let e = Error::new(
             ErrorKind::RateLimited,
             format!(

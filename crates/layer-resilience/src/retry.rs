@@ -109,7 +109,10 @@ impl RetryStats {
 /// - An error it gives up on is returned [`Error::permanent`], so an outer
 ///   retry layer does not repeat it again (stacked retries never multiply).
 /// - Retries are logged at `debug`, give-ups at `warn` (interface, provider,
-///   method, target and error kind; never the call's values).
+///   method, target and error kind; never the call's values), and counted
+///   ([`Retry::stats`], and through the `metrics` facade as
+///   `truststream_retries_total` and `truststream_retry_give_ups_total`
+///   `{interface, provider, method}`).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -173,6 +176,13 @@ impl Retry {
 
     fn give_up(&self, op: &Op<'_>, e: Error, attempts: u32, started: Instant, why: &str) -> Error {
         self.give_ups.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            "truststream_retry_give_ups_total",
+            "interface" => op.interface.as_str(),
+            "provider" => op.provider,
+            "method" => op.method
+        )
+        .increment(1);
         tracing::warn!(
             interface = %op.interface,
             provider = op.provider,
@@ -224,6 +234,13 @@ impl Around for Retry {
                 );
                 tokio::time::sleep(delay).await;
                 self.retries.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(
+                    "truststream_retries_total",
+                    "interface" => op.interface.as_str(),
+                    "provider" => op.provider,
+                    "method" => op.method
+                )
+                .increment(1);
                 attempt += 1;
             }
         })

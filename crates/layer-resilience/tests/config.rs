@@ -10,9 +10,11 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use support::{agent, memory_db};
 use truststream_core::{Error, ErrorKind};
+use truststream_core_realtime::{ChannelOptions, Realtime};
 use truststream_core_storage::{Storage, UploadOptions};
 use truststream_layer::{Interface, LayerDeps, LayerRegistry, Stack};
 use truststream_layer_resilience::{register, register_with_handles, BreakerState, Handles};
+use truststream_realtime_memory::MemoryRealtime;
 use truststream_storage_memory::MemoryStorage;
 
 fn registry() -> LayerRegistry {
@@ -207,4 +209,31 @@ async fn a_whole_stack_from_config_over_db_memory() {
     assert_eq!(handles.breakers().len(), 1);
     drop(db);
     assert!(handles.breakers().is_empty());
+}
+
+#[tokio::test]
+async fn a_realtime_provider_gets_the_same_layers() {
+    let mut registry = LayerRegistry::new();
+    let handles = Handles::new();
+    register_with_handles(&mut registry, &handles);
+    let s = stack(
+        &registry,
+        Interface::Realtime,
+        json!({"timeout": true, "retry": true, "circuit_breaker": true, "limit": true}),
+    )
+    .unwrap();
+    let realtime = s
+        .wrap_realtime(Arc::new(MemoryRealtime::new()) as Arc<dyn Realtime>)
+        .await
+        .unwrap();
+    let channel = realtime
+        .channel("room", ChannelOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(channel.name(), "room");
+    let breakers = handles.breakers();
+    assert_eq!(breakers.len(), 1);
+    assert_eq!(breakers[0].interface, Interface::Realtime);
+    assert_eq!(breakers[0].layer.window(), (1, 0));
+    assert_eq!(handles.retries()[0].layer.stats().calls, 1);
 }
