@@ -2,7 +2,7 @@
 //! operation and target, each with a count, errors by kind and an HDR
 //! latency histogram, read back as [`SeriesStats`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -67,14 +67,19 @@ impl SeriesData {
     }
 }
 
+/// A fast hasher for the short keys of the hot path (SipHash would cost
+/// more than the rest of the look-up); keys are not attacker-chosen beyond
+/// the bounded targets.
+type Hasher = foldhash::fast::RandomState;
+
 /// Series of one interface, provider and operation, by target label.
-type Targets = HashMap<Box<str>, Mutex<SeriesData>>;
+type Targets = HashMap<Box<str>, Mutex<SeriesData>, Hasher>;
 
 #[derive(Default)]
 struct State {
     /// The target names admitted as labels of their own.
-    targets: std::collections::HashSet<Box<str>>,
-    series: HashMap<(Interface, &'static str, &'static str), Targets>,
+    targets: HashSet<Box<str>, Hasher>,
+    series: HashMap<(Interface, &'static str, &'static str), Targets, Hasher>,
 }
 
 impl State {
