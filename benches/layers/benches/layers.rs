@@ -7,8 +7,8 @@
 //!
 //! Two providers: db-memory, and db-sqlite on a file in a temporary
 //! directory with its default configuration (WAL, 8 connections). Every row
-//! reads the same warm row by key (`get("bench", 1)`) through one provider
-//! instance, bare or wrapped:
+//! of the first table reads the same 1,000 warm rows by key, in turn
+//! (`get("bench", id)`), through one provider instance, bare or wrapped:
 //!
 //! - the bare provider;
 //! - the mechanism alone: a pass-through generic layer (`Around` via
@@ -16,14 +16,19 @@
 //!   `LayeredDatabase`), six pass-through generic layers;
 //! - each configured layer alone, built from its configuration name with
 //!   default settings through the `LayerRegistry` (as the runtime builds
-//!   it): timeout, retry, circuit_breaker (closed), limit, metrics, and the
-//!   cache on its miss path (see [`CACHE_MISS`]);
+//!   it): timeout, retry, circuit_breaker (closed), limit, metrics (no
+//!   `metrics` recorder installed: see the third table), and the cache
+//!   twice: on its miss path ([`CACHE_MISS`]) and on a table it does not
+//!   cache (TTL 0: the look-up is skipped);
 //! - the whole default stack (metrics, cache, retry, circuit_breaker,
 //!   limit, timeout), the cache missing.
 //!
-//! Then a cache hit against the bare provider's `get`, and the answer time
-//! of an open circuit breaker (opened by a layer below it that fails every
-//! call).
+//! Then (second table) a cache hit — one key, read again and again —
+//! against the bare provider's `get` of that key, and the answer time of an
+//! open circuit breaker (opened by a layer below it that fails every call).
+//! Last (third table), metrics alone and the whole stack again after a
+//! Prometheus recorder is installed as the process's `metrics` recorder (as
+//! a process serving `/metrics` has).
 //!
 //! Method: all rows of a provider run in the same process, in rounds. A
 //! round times a batch of `get`s of the bare provider, then of each other
@@ -34,14 +39,13 @@
 //! the bare provider, and the ratio to it with the interquartile range of
 //! the per-round ratios as the spread. Each batch's figure is its fastest
 //! of 8 sub-batches: on a shared machine another process taking the core
-//! only ever adds time. A layer not registered by its crate (yet) is
-//! listed as such.
+//! only ever adds time.
 //!
 //! `cargo bench` passes `--bench`; without it (`cargo test --benches`) the
 //! bench makes a quick smoke run (3 short rounds).
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +58,7 @@ use truststream_layer::{
     around_database, Around, DatabaseLayer, Interface, LayerDeps, LayerRegistry, LayeredDatabase,
     Next, Op,
 };
+use truststream_layer_cache::CacheHandles;
 
 /// The table every row reads.
 const TABLE: &str = "bench";
@@ -61,13 +66,20 @@ const TABLE: &str = "bench";
 /// Rows seeded in [`TABLE`].
 const SEEDED: i64 = 1_000;
 
-/// How the cache layer is made to miss on every `get`: the bench table's
-/// TTL is 0 (the entry expires at once), so each `get` looks the key up,
-/// misses, reads the provider and stores the answer — the whole miss path.
-const CACHE_MISS: &str = "tables = { bench = 0 } (TTL 0: every get misses)";
+/// How the cache layer is made to miss on (almost) every `get`: it may
+/// keep 16 results, and the rows read 1,000 keys in turn, so a key is gone
+/// long before it is read again. Each look-up misses, the provider answers,
+/// the result is stored (evicting another, or refused by moka's admission
+/// policy): the whole miss path. The table prints the hits measured.
+const CACHE_MISS: &str = "max_entries = 16 over 1,000 keys read in turn";
 
 /// The cache settings of the miss rows.
 fn cache_miss_settings() -> Value {
+    json!({ "max_entries": 16 })
+}
+
+/// The cache settings of the row on a table the cache does not cache.
+fn cache_off_settings() -> Value {
     json!({ "tables": { TABLE: 0 } })
 }
 
@@ -108,42 +120,55 @@ impl Around for Failing {
     }
 }
 
-fn registry() -> LayerRegistry {
+/// Every layer that applies to a database but the composite, registered
+/// as the runtime registers them; the caches' stats go to `caches`.
+fn registry(caches: &CacheHandles) -> LayerRegistry {
     let mut reg = LayerRegistry::new();
     truststream_layer_resilience::register(&mut reg);
+    truststream_layer_metrics::register(&mut reg);
+    truststream_layer_cache::register_with_handles(&mut reg, caches);
     reg
 }
 
 /// A row's database, or why it cannot run.
 type Built = std::result::Result<Arc<dyn Database>, String>;
 
-/// `inner` wrapped in the layers of `layers` (`name -> settings`), built
-/// through the registry; `Err(names)` when some are not registered.
-async fn stacked(
-    reg: &LayerRegistry,
-    layers: &[(&str, Value)],
-    inner: &Arc<dyn Database>,
-) -> Built {
-    let known = reg.names();
-    let missing: Vec<&str> = layers
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !known.contains(n))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("not registered yet: {}", missing.join(", ")));
-    }
+/// `inner` wrapped in `layers` (`name -> settings`) built through a fresh
+/// registry (as the runtime builds a stack), with the handles of the
+/// caches it made.
+async fn stacked(layers: &[(&str, Value)], inner: &Arc<dyn Database>) -> (Built, CacheHandles) {
+    let caches = CacheHandles::new();
     let config: serde_json::Map<String, Value> = layers
         .iter()
         .map(|(n, v)| (n.to_string(), v.clone()))
         .collect();
-    let stack = reg
-        .stack(Interface::Database, &config, &LayerDeps::default())
-        .map_err(|e| format!("bad bench configuration: {e}"))?;
-    stack
-        .wrap_database(Arc::clone(inner))
-        .await
-        .map_err(|e| format!("cannot wrap: {e}"))
+    let built = match registry(&caches).stack(Interface::Database, &config, &LayerDeps::default()) {
+        Ok(stack) => stack
+            .wrap_database(Arc::clone(inner))
+            .await
+            .map_err(|e| format!("cannot wrap: {e}")),
+        Err(e) => Err(format!("bad bench configuration: {e}")),
+    };
+    (built, caches)
+}
+
+/// Hits and misses of the caches in `caches`, for the row's label.
+fn cache_note(caches: &CacheHandles) -> String {
+    let (mut hits, mut misses, mut bypassed) = (0, 0, 0);
+    for c in caches.caches() {
+        let s = c.stats();
+        hits += s.hits;
+        misses += s.misses;
+        bypassed += s.bypassed;
+    }
+    if hits + misses == 0 {
+        return format!("{bypassed} gets passed through, no look-up");
+    }
+    format!(
+        "{:.1} % hits of {} look-ups",
+        100.0 * hits as f64 / (hits + misses) as f64,
+        hits + misses
+    )
 }
 
 /// Which target a row is held to.
@@ -163,14 +188,53 @@ struct Contender {
     label: String,
     db: Built,
     target: Target,
+    /// The row's caches, for their hit rate.
+    caches: Option<CacheHandles>,
 }
 
-/// Times `n` gets of the warm row.
-async fn time_gets(db: &dyn Database, n: usize) -> Duration {
-    let id = json!(1);
+impl Contender {
+    fn new(label: impl Into<String>, db: Built, target: Target) -> Self {
+        Contender {
+            label: label.into(),
+            db,
+            target,
+            caches: None,
+        }
+    }
+
+    /// A row built through the registry.
+    async fn stacked(
+        label: impl Into<String>,
+        layers: &[(&str, Value)],
+        bare: &Arc<dyn Database>,
+        target: Target,
+    ) -> Self {
+        let (db, caches) = stacked(layers, bare).await;
+        Contender {
+            label: label.into(),
+            db,
+            target,
+            caches: Some(caches),
+        }
+    }
+}
+
+/// The keys the rows read: `1..=SEEDED`.
+fn all_keys() -> Vec<Value> {
+    (1..=SEEDED).map(|id| json!(id)).collect()
+}
+
+/// Where the next `get` of [`time_gets`] starts in its keys: one cursor for
+/// every row, so a batch never starts over at the first key.
+static CURSOR: AtomicUsize = AtomicUsize::new(0);
+
+/// Times `n` gets of `keys`, in turn (every key is a row that exists).
+async fn time_gets(db: &dyn Database, keys: &[Value], n: usize) -> Duration {
+    let start = CURSOR.fetch_add(n, Ordering::Relaxed);
     let t = Instant::now();
-    for _ in 0..n {
-        let row = db.get(TABLE, black_box(&id)).await;
+    for i in 0..n {
+        let id = &keys[(start + i) % keys.len()];
+        let row = db.get(TABLE, black_box(id)).await;
         black_box(row.expect("get").expect("the warm row exists"));
     }
     t.elapsed()
@@ -182,11 +246,11 @@ const SUB_BATCHES: usize = 8;
 /// ns per `get` over a batch of `batch` gets: the fastest of
 /// [`SUB_BATCHES`] sub-batches (another process taking the core only ever
 /// adds time, and on a shared 2-core machine it does so often).
-async fn per_get(db: &dyn Database, batch: usize) -> f64 {
+async fn per_get(db: &dyn Database, keys: &[Value], batch: usize) -> f64 {
     let n = (batch / SUB_BATCHES).max(1);
     let mut best = f64::INFINITY;
     for _ in 0..SUB_BATCHES {
-        let d = time_gets(db, n).await;
+        let d = time_gets(db, keys, n).await;
         best = best.min(d.as_nanos() as f64 / n as f64);
     }
     best
@@ -238,10 +302,11 @@ async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: 
         .skip(1)
         .filter_map(|(i, c)| c.db.as_ref().ok().map(|db| (i, db)))
         .collect();
+    let keys = all_keys();
     // Warm-up: every row once (connections, statement caches, allocator).
-    time_gets(&**bare, batch).await;
+    time_gets(&**bare, &keys, batch).await;
     for (_, db) in &others {
-        time_gets(&***db, batch / 4 + 1).await;
+        time_gets(&***db, &keys, batch / 4 + 1).await;
     }
     let n = contenders.len();
     let (mut ns, mut extra, mut ratio) = (
@@ -250,12 +315,12 @@ async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: 
         vec![Vec::new(); n],
     );
     for round in 0..rounds {
-        let mut before = per_get(&**bare, batch).await;
+        let mut before = per_get(&**bare, &keys, batch).await;
         ns[0].push(before);
         for k in 0..others.len() {
             let (i, db) = others[(round + k) % others.len()];
-            let x = per_get(&**db, batch).await;
-            let after = per_get(&**bare, batch).await;
+            let x = per_get(&**db, &keys, batch).await;
+            let after = per_get(&**bare, &keys, batch).await;
             ns[0].push(after);
             let b = (before + after) / 2.0;
             ns[i].push(x);
@@ -297,9 +362,14 @@ async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: 
             }
         };
         let sign = if more < 0.0 { "-" } else { "+" };
+        let label = match &c.caches {
+            Some(caches) if !caches.caches().is_empty() => {
+                format!("{} ({})", c.label, cache_note(caches))
+            }
+            _ => c.label.clone(),
+        };
         println!(
-            "| {backend} | {} | {} | {sign}{} | {r:.3} ({lo:.3}-{hi:.3}) | {verdict} |",
-            c.label,
+            "| {backend} | {label} | {} | {sign}{} | {r:.3} ({lo:.3}-{hi:.3}) | {verdict} |",
             fmt_ns(median(&ns[i])),
             fmt_ns(more.abs()),
         );
@@ -307,33 +377,28 @@ async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: 
 }
 
 /// The contenders over `bare`: the mechanism, each layer alone, the stack.
-async fn contenders(reg: &LayerRegistry, bare: &Arc<dyn Database>) -> Vec<Contender> {
+async fn contenders(bare: &Arc<dyn Database>) -> Vec<Contender> {
+    let pass_generic = around_database(Arc::clone(bare), Arc::new(PassAround));
+    let pass_interface: Arc<dyn Database> = Arc::new(LayeredDatabase::new(
+        Arc::clone(bare),
+        Arc::new(PassDatabase),
+    ));
+    let six = (0..6).fold(Arc::clone(bare), |db, _| {
+        around_database(db, Arc::new(PassAround))
+    });
     let mut out = vec![
-        Contender {
-            label: "bare provider".into(),
-            db: Ok(Arc::clone(bare)),
-            target: Target::Bare,
-        },
-        Contender {
-            label: "+ pass-through generic layer (Around)".into(),
-            db: Ok(around_database(Arc::clone(bare), Arc::new(PassAround))),
-            target: Target::Layer,
-        },
-        Contender {
-            label: "+ pass-through interface layer (DatabaseLayer)".into(),
-            db: Ok(Arc::new(LayeredDatabase::new(
-                Arc::clone(bare),
-                Arc::new(PassDatabase),
-            ))),
-            target: Target::Layer,
-        },
-        Contender {
-            label: "+ 6 pass-through generic layers".into(),
-            db: Ok((0..6).fold(Arc::clone(bare), |db, _| {
-                around_database(db, Arc::new(PassAround))
-            })),
-            target: Target::Info,
-        },
+        Contender::new("bare provider", Ok(Arc::clone(bare)), Target::Bare),
+        Contender::new(
+            "+ pass-through generic layer (Around)",
+            Ok(pass_generic),
+            Target::Layer,
+        ),
+        Contender::new(
+            "+ pass-through interface layer (DatabaseLayer)",
+            Ok(pass_interface),
+            Target::Layer,
+        ),
+        Contender::new("+ 6 pass-through generic layers", Ok(six), Target::Info),
     ];
     for name in ["timeout", "retry", "circuit_breaker", "limit", "metrics"] {
         let label = if name == "circuit_breaker" {
@@ -341,22 +406,35 @@ async fn contenders(reg: &LayerRegistry, bare: &Arc<dyn Database>) -> Vec<Conten
         } else {
             format!("+ {name}")
         };
-        out.push(Contender {
-            label,
-            db: stacked(reg, &[(name, json!(true))], bare).await,
-            target: Target::Layer,
-        });
+        out.push(Contender::stacked(label, &[(name, json!(true))], bare, Target::Layer).await);
     }
-    out.push(Contender {
-        label: "+ cache, missing".into(),
-        db: stacked(reg, &[("cache", cache_miss_settings())], bare).await,
-        target: Target::Layer,
-    });
-    out.push(Contender {
-        label: "+ whole default stack, cache missing".into(),
-        db: stacked(reg, &default_stack(cache_miss_settings()), bare).await,
-        target: Target::Stack,
-    });
+    out.push(
+        Contender::stacked(
+            "+ cache, missing",
+            &[("cache", cache_miss_settings())],
+            bare,
+            Target::Layer,
+        )
+        .await,
+    );
+    out.push(
+        Contender::stacked(
+            "+ cache, table not cached (TTL 0)",
+            &[("cache", cache_off_settings())],
+            bare,
+            Target::Layer,
+        )
+        .await,
+    );
+    out.push(
+        Contender::stacked(
+            "+ whole default stack, cache missing",
+            &default_stack(cache_miss_settings()),
+            bare,
+            Target::Stack,
+        )
+        .await,
+    );
     out
 }
 
@@ -377,19 +455,20 @@ fn default_stack(cache: Value) -> Vec<(&'static str, Value)> {
         .collect()
 }
 
-/// A cache hit (the warm row read once, then served by the cache) against
-/// the bare provider's `get`, in rotating rounds.
-async fn cache_hit(backend: &str, reg: &LayerRegistry, bare: &Arc<dyn Database>, plan: &Plan) {
+/// A cache hit (one row read once, then served by the cache) against the
+/// bare provider's `get` of the same row, in alternating rounds.
+async fn cache_hit(backend: &str, bare: &Arc<dyn Database>, plan: &Plan) {
     let rows: Vec<(&str, Built)> = vec![
         (
             "cache alone (defaults)",
-            stacked(reg, &[("cache", json!(true))], bare).await,
+            stacked(&[("cache", json!(true))], bare).await.0,
         ),
         (
             "whole default stack",
-            stacked(reg, &default_stack(json!(true)), bare).await,
+            stacked(&default_stack(json!(true)), bare).await.0,
         ),
     ];
+    let one = [json!(1)];
     for (label, db) in rows {
         let db = match db {
             Ok(db) => db,
@@ -398,7 +477,7 @@ async fn cache_hit(backend: &str, reg: &LayerRegistry, bare: &Arc<dyn Database>,
                 continue;
             }
         };
-        time_gets(&*db, 10).await;
+        time_gets(&*db, &one, 10).await;
         let batch = plan.memory_batch;
         let slow_batch = if backend.starts_with("db-sqlite") {
             plan.sqlite_batch
@@ -409,9 +488,9 @@ async fn cache_hit(backend: &str, reg: &LayerRegistry, bare: &Arc<dyn Database>,
         for round in 0..plan.rounds {
             for side in [round % 2 == 0, round % 2 != 0] {
                 if side {
-                    hit.push(per_get(&*db, batch).await);
+                    hit.push(per_get(&*db, &one, batch).await);
                 } else {
-                    raw.push(per_get(&**bare, slow_batch).await);
+                    raw.push(per_get(&**bare, &one, slow_batch).await);
                 }
             }
         }
@@ -435,7 +514,7 @@ async fn cache_hit(backend: &str, reg: &LayerRegistry, bare: &Arc<dyn Database>,
 /// The answer time of an open breaker: a breaker over a layer that fails
 /// every call, driven open, then timed; no call may reach the failing layer
 /// while it is open.
-async fn open_breaker(reg: &LayerRegistry, bare: &Arc<dyn Database>, plan: &Plan) {
+async fn open_breaker(bare: &Arc<dyn Database>, plan: &Plan) {
     let failing = Arc::new(Failing::default());
     let below = around_database(Arc::clone(bare), Arc::clone(&failing));
     let settings = json!({
@@ -444,7 +523,7 @@ async fn open_breaker(reg: &LayerRegistry, bare: &Arc<dyn Database>, plan: &Plan
         "window_s": 60,
         "open_s": 3600,
     });
-    let db = match stacked(reg, &[("circuit_breaker", settings)], &below).await {
+    let db = match stacked(&[("circuit_breaker", settings)], &below).await.0 {
         Ok(db) => db,
         Err(why) => {
             println!("| db-memory | open circuit_breaker: answer | ({why}) | | | |");
@@ -553,22 +632,13 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let reg = registry();
         println!(
-            "layers registered: {}; cache miss rows: {CACHE_MISS}; {} rounds{}",
-            reg.names().join(", "),
+            "cache miss rows: {CACHE_MISS}; {} rounds{}",
             plan.rounds,
             if smoke { " (smoke run)" } else { "" }
         );
-        println!();
-        println!("| provider | row | ns per get (median) | extra per get | ratio to bare (IQR of rounds) | target |");
-        println!("|---|---|---|---|---|---|");
         let memory: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
         seed(&*memory).await;
-        if only.as_deref().is_none_or(|o| o == "memory") {
-            let c = contenders(&reg, &memory).await;
-            compare("db-memory", &c, plan.memory_batch, plan.rounds).await;
-        }
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite: Arc<dyn Database> = Arc::new(
             SqliteDatabase::open(SqliteConfig::file(dir.path().join("bench.db")))
@@ -576,19 +646,53 @@ fn main() {
                 .expect("open sqlite"),
         );
         seed(&*sqlite).await;
-        if only.as_deref().is_none_or(|o| o == "sqlite") {
-            let c = contenders(&reg, &sqlite).await;
-            compare("db-sqlite (file)", &c, plan.sqlite_batch, plan.rounds).await;
+        let backends = [
+            ("memory", "db-memory", &memory, plan.memory_batch),
+            ("sqlite", "db-sqlite (file)", &sqlite, plan.sqlite_batch),
+        ];
+        let chosen = || {
+            backends
+                .iter()
+                .filter(|(key, ..)| only.as_deref().is_none_or(|o| o == *key))
+        };
+
+        println!();
+        println!("| provider | row | ns per get (median) | extra per get | ratio to bare (IQR of rounds) | target |");
+        println!("|---|---|---|---|---|---|");
+        for (_, name, db, batch) in chosen() {
+            let c = contenders(db).await;
+            compare(name, &c, *batch, plan.rounds).await;
         }
+
         println!();
         println!("| provider | row | ns per get (median) | reference | speed-up (IQR of rounds) | target |");
         println!("|---|---|---|---|---|---|");
-        if only.as_deref().is_none_or(|o| o == "sqlite") {
-            cache_hit("db-sqlite (file)", &reg, &sqlite, &plan).await;
+        for (_, name, db, _) in chosen() {
+            cache_hit(name, db, &plan).await;
         }
-        if only.as_deref().is_none_or(|o| o == "memory") {
-            cache_hit("db-memory", &reg, &memory, &plan).await;
+        open_breaker(&memory, &plan).await;
+
+        // Last: a recorder is process-wide and cannot be removed.
+        truststream_layer_metrics::install_prometheus().expect("install the Prometheus recorder");
+        println!();
+        println!("With a Prometheus recorder installed:");
+        println!();
+        println!("| provider | row | ns per get (median) | extra per get | ratio to bare (IQR of rounds) | target |");
+        println!("|---|---|---|---|---|---|");
+        for (_, name, db, batch) in chosen() {
+            let c = vec![
+                Contender::new("bare provider", Ok(Arc::clone(db)), Target::Bare),
+                Contender::stacked("+ metrics", &[("metrics", json!(true))], db, Target::Layer)
+                    .await,
+                Contender::stacked(
+                    "+ whole default stack, cache missing",
+                    &default_stack(cache_miss_settings()),
+                    db,
+                    Target::Stack,
+                )
+                .await,
+            ];
+            compare(name, &c, *batch, plan.rounds).await;
         }
-        open_breaker(&reg, &memory, &plan).await;
     });
 }
