@@ -181,7 +181,8 @@ fn outcome(result: &Result<()>) -> Outcome {
 ///   concurrent calls are refused as while open): an answer closes the
 ///   breaker with an empty window, a failure opens it for `open_s` again. A
 ///   probe abandoned by its caller (or shed by a limit below) lets the next
-///   call probe at once.
+///   call probe at once. A probe that never answers keeps the breaker
+///   half-open: keep a timeout below it (a configured stack does).
 /// - Transitions are logged (`warn` on opening, `info` otherwise), counted
 ///   ([`CircuitBreaker::transitions`]) and reported to the `metrics` facade
 ///   as `truststream_breaker_transitions_total{interface, provider, to}`.

@@ -21,6 +21,10 @@
 //! a retry's give-ups are [`Error::permanent`] (an outer retry does not
 //! repeat them).
 //!
+//! A stack built through [`register_with_handles`] keeps a [`Handle`] on
+//! each layer it makes ([`Handles::breakers`] for a breaker's state and
+//! transitions, [`Handles::retries`] for retry counts).
+//!
 //! ```
 //! use serde_json::json;
 //! use truststream_layer::{Interface, LayerDeps, LayerRegistry};
