@@ -273,6 +273,7 @@ fn layer_error(
     } else {
         format!("{prefix}: {raw}")
     };
+    message = joined_key(&message, &prefix);
     let set_in = section.layers().keys().find_map(|name| {
         let key = format!("{prefix}.{name}");
         let named = message.match_indices(&key).any(|(at, _)| {
@@ -284,6 +285,38 @@ fn layer_error(
         message = format!("{message} (set in {origin})");
     }
     Error::new(e.kind(), message).with_retryable(e.is_retryable())
+}
+
+/// `database.layers.retry: attempts: expected ...` (the registry names the
+/// layer, the layer names its setting) -> `database.layers.retry.attempts:
+/// expected ...`: one key, as in the file.
+fn joined_key(message: &str, prefix: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+    else {
+        return message.to_string();
+    };
+    let Some((layer, after)) = rest.split_once(": ") else {
+        return message.to_string();
+    };
+    let Some((field, reason)) = after.split_once(": ") else {
+        return message.to_string();
+    };
+    let is_key = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+    };
+    if is_key(layer) && is_key(field) {
+        format!("{prefix}.{layer}.{field}: {reason}")
+    } else {
+        message.to_string()
+    }
 }
 
 /// Builds `section` from `registry`, turning the failures a person can fix
@@ -405,5 +438,31 @@ impl std::fmt::Debug for Services {
             .field("realtime", &self.realtime.info())
             .field("auth", &self.auth.as_ref().map(|a| a.info()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joined_key;
+
+    #[test]
+    fn a_layer_setting_is_named_by_its_whole_key() {
+        let p = "database.layers";
+        assert_eq!(
+            joined_key("database.layers.retry: attempts: invalid type", p),
+            "database.layers.retry.attempts: invalid type"
+        );
+        assert_eq!(
+            joined_key("database.layers.composite: secondary.url: missing", p),
+            "database.layers.composite.secondary.url: missing"
+        );
+        for unchanged in [
+            "database.layers.retry: attempts must be at least 1",
+            "database.layers.retry: the budget: is short",
+            "unknown layer database.layers.retyr; known layers: retry",
+            "database.layers: cannot build the secondary: refused",
+        ] {
+            assert_eq!(joined_key(unchanged, p), unchanged);
+        }
     }
 }

@@ -6,6 +6,8 @@ mod health;
 pub mod redact;
 mod report;
 mod runtime;
+#[cfg(feature = "layer-metrics")]
+pub mod stats;
 mod tracked;
 
 pub use build::{Registries, Services};

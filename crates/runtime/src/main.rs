@@ -48,6 +48,22 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = DEFAULT_HEALTH_DEADLINE.as_millis() as u64)]
         deadline_ms: u64,
     },
+    /// The metrics of a short self-test run: builds the configured database
+    /// and storage with the `metrics` layer on, writes, reads, updates and
+    /// deletes a few rows in a scratch table (created and dropped) and a
+    /// few objects under a scratch key (removed), and prints per operation
+    /// the calls, errors and latency p50/p95/p99/max. Exit 1 if a provider
+    /// cannot be built or the run fails. The stats of a running process
+    /// will be served by the gateway at /metrics (a separate issue).
+    #[cfg(feature = "layer-metrics")]
+    Stats {
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Rows (and objects) the run writes.
+        #[arg(long, value_name = "N", default_value_t = truststream_runtime::stats::DEFAULT_STATS_ROWS)]
+        rows: usize,
+    },
     /// The resolved configuration (JSON), secrets redacted.
     Config,
 }
@@ -99,6 +115,40 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            }
+        }),
+        #[cfg(feature = "layer-metrics")]
+        Command::Stats { json, rows } => run(|| async {
+            let run = match truststream_runtime::stats::self_test(
+                Registries::compiled_in(),
+                &config,
+                rows,
+            )
+            .await
+            {
+                Ok(run) => run,
+                Err(e) => {
+                    eprintln!("error: {}", e.display_chain());
+                    return ExitCode::FAILURE;
+                }
+            };
+            if json {
+                match serde_json::to_string_pretty(&run) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: cannot render the stats: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", run.table());
+            }
+            match &run.failure {
+                None => ExitCode::SUCCESS,
+                Some(f) => {
+                    eprintln!("error: the self-test run failed: {f}");
+                    ExitCode::FAILURE
+                }
             }
         }),
     }

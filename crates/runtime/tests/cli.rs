@@ -315,3 +315,117 @@ fn unknown_profile_is_an_error() {
         r.stderr
     );
 }
+
+/// `check` lists each interface's layers outermost first (by rank, not by
+/// the order they are set in), and names a bad layer key.
+#[cfg(all(feature = "layer-metrics", feature = "layer-resilience"))]
+#[test]
+fn check_lists_the_layers_and_names_bad_layer_keys() {
+    let dir = tmp();
+    let file = dir.path().join("truststream.toml");
+    std::fs::write(
+        &file,
+        "[default.database.layers]\nretry = { attempts = 4 }\nmetrics = true\n",
+    )
+    .expect("write the file");
+    let r = truststream(dir.path(), &[], &["check"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("database: "))
+        .expect("a database line");
+    assert!(
+        line.starts_with("database: sqlite 0.1.0, layers: metrics("),
+        "{line}"
+    );
+    assert!(line.contains(") > retry("), "{line}");
+    assert!(line.contains("attempts=4"), "{line}");
+    assert!(
+        r.stdout.contains("\nstorage: fs 0.1.0\n"),
+        "no layers: {}",
+        r.stdout
+    );
+
+    // An unknown layer, and a bad value, from the environment.
+    for (var, value, key) in [
+        (
+            "TRUSTSTREAM_DATABASE__LAYERS__RETYR",
+            "true",
+            "unknown layer database.layers.retyr; known layers: ",
+        ),
+        (
+            "TRUSTSTREAM_DATABASE__LAYERS__RETRY__ATTEMPTS",
+            "lots",
+            "database.layers.retry.attempts: ",
+        ),
+    ] {
+        let r = truststream(dir.path(), &[(var, value)], &["check"]);
+        assert_eq!(r.code, Some(1), "{var}: {}{}", r.stdout, r.stderr);
+        let error = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: database: failed to build: "))
+            .unwrap_or_else(|| panic!("no database error line: {}", r.stderr));
+        assert!(error.contains(key), "{error}");
+        assert!(
+            error.ends_with("(set in the environment (TRUSTSTREAM_* variables))"),
+            "{error}"
+        );
+        // The other interfaces are still checked.
+        assert!(r.stdout.contains("\nstorage: fs 0.1.0\n"), "{}", r.stdout);
+    }
+}
+
+/// `stats` runs its self-test on the configured (embedded default)
+/// database and storage and prints the metrics, as a table or as JSON.
+#[cfg(feature = "layer-metrics")]
+#[test]
+fn stats_prints_the_metrics_of_a_self_test_run() {
+    let dir = tmp();
+    let r = truststream(dir.path(), &[], &["stats", "--json", "--rows", "3"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["database"], "sqlite", "{v}");
+    assert_eq!(v["storage"], "fs", "{v}");
+    assert_eq!(v["failure"], serde_json::Value::Null, "{v}");
+    let series = v["series"].as_array().expect("series");
+    let calls = |interface: &str, op: &str| -> u64 {
+        series
+            .iter()
+            .filter(|s| s["interface"] == interface && s["operation"] == op)
+            .map(|s| s["count"].as_u64().expect("a count"))
+            .sum()
+    };
+    assert_eq!(calls("database", "create"), 3, "{v}");
+    assert_eq!(calls("database", "get"), 3, "{v}");
+    assert_eq!(calls("storage", "upload"), 3, "{v}");
+    assert_eq!(calls("storage", "download"), 3, "{v}");
+    for s in series {
+        assert!(s["p50_us"].as_u64().is_some(), "{s}");
+        assert!(s["p99_us"].as_u64() >= s["p50_us"].as_u64(), "{s}");
+    }
+
+    let r = truststream(dir.path(), &[], &["stats", "--rows", "2"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let mut lines = r.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("self-test: 2 rows on database \"sqlite\", 2 objects on storage \"fs\"")
+    );
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(
+        header[..4],
+        ["interface", "provider", "operation", "target"]
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("database") && l.contains(" create ")),
+        "{}",
+        r.stdout
+    );
+    // The help says where a running process's stats will be.
+    let r = truststream(dir.path(), &[], &["stats", "--help"]);
+    assert!(r.stdout.contains("/metrics"), "{}", r.stdout);
+}

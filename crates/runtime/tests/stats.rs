@@ -1,0 +1,108 @@
+//! `truststream stats`' self-test run through the library: the metrics
+//! layer is forced on, sees every call of the workload, and the scratch
+//! table and objects are gone afterwards.
+
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+use std::sync::Arc;
+
+use truststream_core::ErrorKind;
+use truststream_core_db::{Database, Query};
+use truststream_core_storage::{ListOptions, Storage};
+use truststream_db_memory::MemoryDatabase;
+use truststream_runtime::layer::Interface as LayerInterface;
+use truststream_runtime::stats::self_test;
+use truststream_runtime::{ConfigSources, Registries};
+use truststream_storage_memory::MemoryStorage;
+
+#[tokio::test]
+async fn the_self_test_records_every_call_and_leaves_nothing_behind() {
+    // Shared providers, so that the test can look at them afterwards.
+    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let mut registries = Registries::compiled_in();
+    let shared = Arc::clone(&db);
+    registries.database.register("shared", move |_, ()| {
+        let db = Arc::clone(&shared);
+        async move { Ok(db) }
+    });
+    let shared = Arc::clone(&storage);
+    registries.storage.register("shared", move |_, ()| {
+        let s = Arc::clone(&shared);
+        async move { Ok(s) }
+    });
+    storage.create_bucket("media").await.unwrap();
+    let config = ConfigSources::new()
+        .toml_str(
+            // metrics = false is overridden for the run; its settings are
+            // kept when given.
+            "[default.database]\ntype = \"shared\"\n[default.database.layers]\nmetrics = false\n\
+             [default.storage]\ntype = \"shared\"\n\
+             [default.storage.layers]\nmetrics = { max_targets = 10 }\n",
+        )
+        .load()
+        .unwrap();
+
+    let run = self_test(registries, &config, 3).await.unwrap();
+    assert_eq!(run.failure, None);
+    assert_eq!(
+        (run.database.as_str(), run.storage.as_str()),
+        ("shared", "shared")
+    );
+    let count = |interface: LayerInterface, op: &str| {
+        run.series
+            .iter()
+            .filter(|s| s.interface == interface && s.operation == op)
+            .map(|s| s.count)
+            .sum::<u64>()
+    };
+    for op in ["create", "get", "update", "delete"] {
+        assert_eq!(count(LayerInterface::Database, op), 3, "database {op}");
+    }
+    assert_eq!(count(LayerInterface::Database, "create_table"), 1);
+    assert_eq!(count(LayerInterface::Database, "drop_table"), 1);
+    for op in ["upload", "download", "get_metadata", "delete"] {
+        assert_eq!(count(LayerInterface::Storage, op), 3, "storage {op}");
+    }
+    // The existing bucket was used: none made, none deleted.
+    assert_eq!(count(LayerInterface::Storage, "create_bucket"), 0);
+    assert!(run.series.iter().all(|s| s.error_count() == 0));
+    let table = run.table();
+    assert!(
+        table.starts_with("self-test: 3 rows on database \"shared\""),
+        "{table}"
+    );
+    assert!(table.contains("\ninterface "), "{table}");
+    let json = serde_json::to_value(&run).unwrap();
+    assert_eq!(json["rows"], 3);
+    assert!(json["series"][0]["p99_us"].is_u64(), "{json}");
+
+    // Nothing left: the scratch table is dropped, the objects deleted.
+    let table_name = &run
+        .series
+        .iter()
+        .find(|s| s.operation == "create_table")
+        .unwrap()
+        .target;
+    // (The run disconnects the database when done.)
+    db.connect().await.unwrap();
+    let e = db.read(table_name, &Query::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let page = storage
+        .list("media", &ListOptions::default())
+        .await
+        .unwrap();
+    assert!(page.objects.is_empty(), "{:?}", page.objects);
+    assert_eq!(storage.list_buckets().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_provider_that_cannot_be_built_fails_the_run() {
+    let config = ConfigSources::new()
+        .env([("TRUSTSTREAM_DATABASE__TYPE", "nope")])
+        .load()
+        .unwrap();
+    let e = self_test(Registries::compiled_in(), &config, 3)
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("database.type"), "{e}");
+}
