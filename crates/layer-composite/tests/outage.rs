@@ -166,7 +166,7 @@ async fn reads_survive_a_stopped_primary_and_the_secondary_catches_up() {
     }
     db.layer().catch_up().await.unwrap();
 
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     for (kind, msg) in &t.refused {
         assert_eq!(*kind, ErrorKind::Unavailable, "{msg}");
     }
@@ -187,7 +187,6 @@ async fn reads_survive_a_stopped_primary_and_the_secondary_catches_up() {
         catching.elapsed(),
         p.len()
     );
-    drop(t);
     drop(db);
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
