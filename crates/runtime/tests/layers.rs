@@ -707,3 +707,92 @@ async fn overall_status_is_unhealthy_only_when_nothing_serves() {
         assert!(m.contains(&format!("{}.type", s.service)), "{m}");
     }
 }
+
+// ---- the compiled-in layers through the runtime ----
+
+/// The `metrics` layer built from configuration records into the global
+/// registry (what a running process will serve): the calls made through
+/// `rt.db()` are there.
+#[cfg(feature = "layer-metrics")]
+#[tokio::test]
+async fn the_metrics_layer_through_the_runtime_sees_the_calls() {
+    use truststream_layer_metrics::MetricsRegistry;
+    let cfg = load("[default.database.layers]\nmetrics = true\n", &[]).unwrap();
+    let rt = Runtime::builder().config(cfg).build().await.unwrap();
+    let db = rt.db();
+    agents(&*db).await;
+    for id in ["a", "b"] {
+        assert!(db.get("agents", &json!(id)).await.unwrap().is_none());
+    }
+    let e = db.get("missing", &json!("a")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let snapshot = MetricsRegistry::global().snapshot();
+    let series = |target: &str| {
+        snapshot
+            .iter()
+            .find(|s| s.operation == "get" && s.target == target)
+            .unwrap_or_else(|| panic!("no get on {target}: {snapshot:?}"))
+    };
+    assert_eq!(series("agents").count, 2);
+    assert_eq!(series("agents").provider, "memory");
+    assert_eq!(series("missing").errors_of(ErrorKind::NotFound), 1);
+    assert!(rt.check().await.interfaces[0].layers[0].starts_with("metrics("));
+}
+
+/// The composite's secondary is built from the runtime's registries (a
+/// provider registered on the builder included); an unknown secondary type
+/// names the key.
+#[cfg(feature = "layer-composite")]
+#[tokio::test]
+async fn the_composite_secondary_is_built_from_the_runtimes_registries() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let built = Arc::new(AtomicUsize::new(0));
+    let replica = |built: &Arc<AtomicUsize>| {
+        let built = Arc::clone(built);
+        move |v: serde_json::Value, ()| {
+            let built = Arc::clone(&built);
+            async move {
+                assert_eq!(v["name"], "r1");
+                built.fetch_add(1, Ordering::SeqCst);
+                Ok(Arc::new(MemoryDatabase::new()) as Arc<dyn Database>)
+            }
+        }
+    };
+    let cfg = load(
+        "[default.database.layers.composite.secondary]\ntype = \"replica\"\nname = \"r1\"\n",
+        &[],
+    )
+    .unwrap();
+    let rt = Runtime::builder()
+        .register_database("replica", replica(&built))
+        .config(cfg)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(built.load(Ordering::SeqCst), 1);
+    let layers = &rt.check().await.interfaces[0].layers;
+    assert!(
+        layers[0].starts_with("composite(secondary=replica"),
+        "{layers:?}"
+    );
+
+    let cfg = load(
+        "[default.database.layers.composite.secondary]\ntype = \"nope\"\n",
+        &[],
+    )
+    .unwrap();
+    let Err(e) = Runtime::builder()
+        .register_database("replica", replica(&built))
+        .config(cfg)
+        .build()
+        .await
+    else {
+        panic!("an unknown secondary type must fail the build");
+    };
+    let m = e.message();
+    assert!(
+        m.starts_with("database.layers.composite.secondary: "),
+        "{m}"
+    );
+    assert!(m.contains("\"nope\"") && m.contains("replica"), "{m}");
+}
