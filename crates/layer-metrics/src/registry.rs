@@ -194,8 +194,8 @@ impl MetricsRegistry {
         );
     }
 
-    /// Every series so far, sorted by interface, provider, operation and
-    /// target.
+    /// Every series so far, sorted by interface (in [`Interface::ALL`]
+    /// order), provider, operation and target.
     pub fn snapshot(&self) -> Vec<SeriesStats> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();

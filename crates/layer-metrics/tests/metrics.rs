@@ -1,7 +1,7 @@
 //! The metrics layer over real in-memory providers, with a scripted layer
 //! below it that delays or fails calls: counts, errors by kind, exact
 //! latencies (tokio's paused clock), folding of targets, the Prometheus
-//! text, the tracing span, and stacks built from configuration.
+//! text, and stacks built from configuration (the span: `tracing.rs`).
 
 #![allow(clippy::unwrap_used)] // test helpers, not library code
 use std::collections::VecDeque;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::json;
 use truststream_core::{BoxFuture, Error, ErrorKind, Result};
 use truststream_core_db::{ColumnDef, Database, Row, TableSchema, Value};
+use truststream_core_realtime::ChannelOptions;
 use truststream_core_storage::UploadOptions;
 use truststream_db_memory::MemoryDatabase;
 use truststream_layer::{around_database, Around, Interface, LayerDeps, LayerRegistry, Next, Op};
@@ -19,6 +20,7 @@ use truststream_layer_metrics::{
     prometheus_recorder, render_table, Metrics, MetricsConfig, MetricsRegistry, SeriesStats,
     MAX_TARGET_LEN, NO_TARGET, OTHER_TARGET,
 };
+use truststream_realtime_memory::MemoryRealtime;
 use truststream_storage_memory::MemoryStorage;
 
 /// What the scripted layer does with one call.
@@ -349,6 +351,16 @@ async fn a_stack_from_configuration_records_into_its_registry() {
     let e = store.download("docs", "missing").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
+    let stack = layers
+        .stack(Interface::Realtime, &table(json!({"metrics": {}})), &deps)
+        .unwrap();
+    let rt = stack
+        .wrap_realtime(Arc::new(MemoryRealtime::new()))
+        .await
+        .unwrap();
+    let room = rt.channel("room", ChannelOptions::default()).await.unwrap();
+    assert_eq!(room.name(), "room");
+
     let lines: Vec<_> = metrics
         .snapshot()
         .iter()
@@ -372,6 +384,7 @@ async fn a_stack_from_configuration_records_into_its_registry() {
             "storage memory create_bucket docs 1 0",
             "storage memory download docs 2 1",
             "storage memory upload docs 1 0",
+            "realtime memory channel room 1 0",
         ]
     );
 
@@ -399,87 +412,4 @@ async fn a_stack_from_configuration_records_into_its_registry() {
             .starts_with("database.layers.metrics: unknown field `buckets`"),
         "{e}"
     );
-}
-
-/// Captures spans (name and fields) and fields recorded later.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={value:?}", field.name()));
-    }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.push_str(&format!(" {}={value}", field.name()));
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _id: &tracing::span::Id,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut fields = Fields(format!("span {}", attrs.metadata().name()));
-        attrs.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn on_record(
-        &self,
-        _id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut fields = Fields("record".to_string());
-        values.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-}
-
-#[tokio::test]
-async fn a_span_per_call_names_the_call_and_the_error_kind_never_the_data() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let capture = Capture::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
-
-    let s = setup(MetricsConfig::default());
-    s.db.create_table(&schema("agents")).await.unwrap();
-    let secret = row(json!({"id": "s1", "name": "hunter2-secret"}));
-    s.db.create("agents", secret.clone()).await.unwrap();
-    s.db.create("agents", secret).await.unwrap_err();
-    s.db.raw_query("SELECT 'hunter2-secret'", &Default::default())
-        .await
-        .ok();
-    let captured = capture.0.lock().unwrap().clone();
-    let call = |op: &str, target: &str| {
-        format!(
-            "span truststream.call interface=database provider=memory operation={op} target={target}"
-        )
-    };
-    assert_eq!(
-        captured,
-        [
-            call("create_table", "agents"),
-            call("create", "agents"),
-            call("create", "agents"),
-            "record error=conflict".to_string(),
-            call("raw_query", NO_TARGET),
-            "record error=unsupported".to_string(), // db-memory has no SQL
-        ]
-    );
-    assert!(!captured.iter().any(|c| c.contains("hunter2")));
-
-    // Without tracing, no span.
-    capture.0.lock().unwrap().clear();
-    let s = setup(MetricsConfig {
-        tracing: false,
-        ..MetricsConfig::default()
-    });
-    s.db.create_table(&schema("agents")).await.unwrap();
-    assert!(capture.0.lock().unwrap().is_empty());
-    assert_eq!(s.registry.snapshot()[0].count, 1);
 }
