@@ -387,10 +387,22 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
             .await
         }
         Entry::AlterTable { table, changes } => {
-            // One change at a time, so that a pass repeated after a crash
-            // skips the changes already made (a column that exists, or is
-            // already gone).
+            // One change at a time, each only when the secondary's columns
+            // say it is not made yet: the entry may come again after a
+            // crash, and a table created (or changed early) from the
+            // current catalog already has it.
             for change in changes {
+                let due = match change {
+                    AlterTable::AddColumn(c) => !has_column(secondary, table, &c.name).await?,
+                    AlterTable::DropColumn(name) => has_column(secondary, table, name).await?,
+                    AlterTable::RenameColumn { from, to } => {
+                        has_column(secondary, table, from).await?
+                            && !has_column(secondary, table, to).await?
+                    }
+                };
+                if !due {
+                    continue;
+                }
                 let change = match change {
                     AlterTable::AddColumn(c) => {
                         let mut c = c.clone();
@@ -399,16 +411,9 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
                     }
                     other => other.clone(),
                 };
-                match secondary
+                secondary
                     .alter_table(table, std::slice::from_ref(&change))
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
-                        tracing::debug!(table, error = %e, "composite: alter_table change already on the secondary");
-                    }
-                    Err(e) => return Err(e),
-                }
+                    .await?;
             }
             Ok(())
         }
@@ -419,6 +424,19 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
             index.if_not_exists = true;
             secondary.create_index(&index).await
         }
+    }
+}
+
+/// Whether `table` on `db` has `column` (asked by selecting it: an unknown
+/// column is `InvalidInput`).
+async fn has_column(db: &dyn Database, table: &str, column: &str) -> Result<bool> {
+    match db
+        .read(table, &Query::new().select([column]).limit(1))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

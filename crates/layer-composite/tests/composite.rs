@@ -621,3 +621,70 @@ async fn built_from_config_through_the_registry() {
         .unwrap();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 }
+
+#[tokio::test]
+async fn schema_changes_behind_waiting_rows_replicate_in_any_pass_layout() {
+    for (batch, sqlite) in [(1, true), (3, true), (500, true), (1, false), (500, false)] {
+        let mut config = idle();
+        config.batch = batch;
+        let secondary: Arc<dyn Database> = if sqlite {
+            Arc::new(SqliteDatabase::in_memory().await.unwrap())
+        } else {
+            Arc::new(MemoryDatabase::new())
+        };
+        let s = setup_with(secondary, config).await;
+        let db = &s.db;
+        db.create_table(&agents()).await.unwrap();
+        db.create("agents", row(json!({"id": "a1", "name": "Ada", "n": 1})))
+            .await
+            .unwrap();
+        db.alter_table(
+            "agents",
+            &[
+                AlterTable::RenameColumn {
+                    from: "n".into(),
+                    to: "score".into(),
+                },
+                AlterTable::DropColumn("status".into()),
+                AlterTable::AddColumn(ColumnDef::text("team").default_value("core")),
+            ],
+        )
+        .await
+        .unwrap();
+        db.create(
+            "agents",
+            row(json!({"id": "a2", "name": "Bob", "score": 2})),
+        )
+        .await
+        .unwrap();
+        // Dropped and made again with other columns.
+        db.create_table(
+            &TableSchema::new("events")
+                .column(ColumnDef::text("id").primary_key())
+                .column(ColumnDef::text("old")),
+        )
+        .await
+        .unwrap();
+        db.create("events", row(json!({"id": "e1", "old": "x"})))
+            .await
+            .unwrap();
+        db.drop_table("events", false).await.unwrap();
+        db.create_table(
+            &TableSchema::new("events")
+                .column(ColumnDef::text("id").primary_key())
+                .column(ColumnDef::integer("new").not_null().default_value(0)),
+        )
+        .await
+        .unwrap();
+        db.create("events", row(json!({"id": "e2", "new": 5})))
+            .await
+            .unwrap();
+        s.layer().catch_up().await.unwrap();
+        for t in ["agents", "events"] {
+            let primary = all(&*s.primary, t).await;
+            assert_eq!(all(&*s.secondary, t).await, primary, "batch {batch}, {t}");
+        }
+        assert_eq!(all(&*s.secondary, "agents").await.len(), 2);
+        assert_eq!(all(&*s.secondary, "events").await.len(), 1);
+    }
+}
