@@ -31,6 +31,9 @@ pub const MAX_TARGET_LEN: usize = 128;
 /// exact value.
 pub const HISTOGRAM_MAX: Duration = Duration::from_secs(60);
 
+/// [`HISTOGRAM_MAX`] in microseconds.
+const HISTOGRAM_MAX_US: u64 = 60_000_000;
+
 /// Significant decimal digits the histograms keep: percentiles are within
 /// 1 % of the recorded latency (at microsecond resolution).
 const SIGNIFICANT_DIGITS: u8 = 2;
@@ -44,8 +47,11 @@ struct SeriesData {
     count: u64,
     /// Failed calls by kind, in the order the kinds were first seen.
     errors: Vec<(ErrorKind, u64)>,
-    /// Latencies in microseconds, saturated at [`HISTOGRAM_MAX`].
-    latency: Histogram<u64>,
+    /// Latencies in microseconds, saturated at [`HISTOGRAM_MAX`]. It grows
+    /// with the longest latency recorded (about 2 KiB for 1 ms, 6 KiB for
+    /// 100 ms, 10 KiB for 60 s), and its counts saturate at `u32::MAX`
+    /// per bucket.
+    latency: Histogram<u32>,
     /// The exact longest latency, in microseconds.
     max_us: u64,
     /// The same series in the `metrics` facade's current recorder.
@@ -54,9 +60,8 @@ struct SeriesData {
 
 impl SeriesData {
     fn new() -> Self {
-        let max = u64::try_from(HISTOGRAM_MAX.as_micros()).unwrap_or(u64::MAX);
-        let latency = Histogram::new_with_bounds(1, max, SIGNIFICANT_DIGITS)
-            .expect("constant bounds hdrhistogram accepts: 1 <= low, 2 * low <= high, digits <= 5");
+        let latency = Histogram::new(SIGNIFICANT_DIGITS)
+            .expect("a constant precision hdrhistogram accepts (at most 5 digits)");
         SeriesData {
             count: 0,
             errors: Vec::new(),
@@ -249,7 +254,12 @@ fn record_into(
 ) {
     let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     data.count += 1;
-    data.latency.saturating_record(us);
+    // Grows the histogram when needed (rarely: each growth doubles its
+    // range); only a failed growth, which 60 s cannot cause, saturates.
+    let bounded = us.min(HISTOGRAM_MAX_US);
+    if data.latency.record(bounded).is_err() {
+        data.latency.saturating_record(bounded);
+    }
     data.max_us = data.max_us.max(us);
     if let Some(kind) = error {
         match data.errors.iter_mut().find(|(k, _)| *k == kind) {
@@ -386,6 +396,23 @@ mod tests {
             idempotent: true,
             replayable: true,
         }
+    }
+
+    #[test]
+    fn histograms_grow_with_the_latencies_they_hold() {
+        let mut data = SeriesData::new();
+        let key = (Interface::Database, "memory", "get");
+        record_into(&mut data, key, "t", Duration::from_millis(100), None);
+        let at_100ms = data.latency.len();
+        record_into(&mut data, key, "t", Duration::from_secs(3600), None);
+        let at_max = data.latency.len();
+        assert!(at_100ms * 4 <= 6 * 1024, "{at_100ms} counts");
+        assert!(at_max * 4 <= 10 * 1024, "{at_max} counts");
+        assert_eq!(
+            Duration::from_micros(HISTOGRAM_MAX_US),
+            HISTOGRAM_MAX,
+            "the two spellings of the bound agree"
+        );
     }
 
     #[test]
