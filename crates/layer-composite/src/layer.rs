@@ -116,18 +116,7 @@ impl CompositeLayer {
             .await?;
         let mut catalog = HashMap::new();
         for row in primary.read(&catalog_table, &Query::new()).await? {
-            let schema = row.get("schema").cloned().unwrap_or(Value::Null);
-            let schema = match schema {
-                Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-                other => other,
-            };
-            let schema: TableSchema = serde_json::from_value(schema).map_err(|e| {
-                Error::internal(format!(
-                    "composite: a schema in {} cannot be read",
-                    catalog_table
-                ))
-                .with_source(e)
-            })?;
+            let schema = parse_schema(&catalog_table, &row)?;
             catalog.insert(schema.name.clone(), schema);
         }
         let labels = [
@@ -191,6 +180,7 @@ impl CompositeLayer {
     /// Queues a full resync of `table` (every row compared and copied),
     /// e.g. after writing to the primary without the layer.
     pub async fn resync_table(&self, table: &str) -> Result<()> {
+        self.learn(table, false).await?;
         let key_column = self.key_column(table)?;
         self.record(vec![Entry::Rows {
             table: table.to_string(),
@@ -224,6 +214,25 @@ impl CompositeLayer {
             return Err(Error::invalid_input(format!(
                 "composite: table {table} is the layer's own and cannot be changed through it"
             )));
+        }
+        Ok(())
+    }
+
+    /// Reads `table`'s entry of the catalog table into the layer's copy
+    /// (another process may have created or changed the table); `fresh`
+    /// reads it even when the copy has the table.
+    async fn learn(&self, table: &str, fresh: bool) -> Result<()> {
+        let s = &self.shared;
+        if (!fresh && s.schema(table).is_some()) || self.reserved(table).is_err() {
+            return Ok(());
+        }
+        if let Some(row) = s
+            .primary
+            .get(&s.catalog_table, &Value::String(table.to_string()))
+            .await?
+        {
+            let schema = parse_schema(&s.catalog_table, &row)?;
+            write_lock(&s.catalog).insert(table.to_string(), schema);
         }
         Ok(())
     }
@@ -324,6 +333,9 @@ impl CompositeLayer {
         next: &dyn Database,
         mut operations: Vec<Operation>,
     ) -> Result<Vec<OperationOutput>> {
+        for op in &operations {
+            self.learn(op.table(), false).await?;
+        }
         let mut entries = Vec::with_capacity(operations.len());
         for op in operations.iter_mut() {
             self.entries_for(op, &mut entries)?;
@@ -409,6 +421,20 @@ impl CompositeLayer {
             Err(_) => false,
         }
     }
+}
+
+fn parse_schema(catalog_table: &str, row: &Row) -> Result<TableSchema> {
+    let schema = row.get("schema").cloned().unwrap_or(Value::Null);
+    let schema = match schema {
+        Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        other => other,
+    };
+    serde_json::from_value(schema).map_err(|e| {
+        Error::internal(format!(
+            "composite: a schema in {catalog_table} cannot be read"
+        ))
+        .with_source(e)
+    })
 }
 
 fn primary_key(schema: &TableSchema) -> Result<&truststream_core_db::ColumnDef> {
@@ -688,6 +714,7 @@ impl DatabaseLayer for CompositeLayer {
         table: &str,
         changes: &[AlterTable],
     ) -> Result<()> {
+        self.learn(table, true).await?;
         let schema = self.table_schema(table)?;
         next.alter_table(table, changes).await?;
         let schema = altered(schema, changes);
@@ -703,6 +730,7 @@ impl DatabaseLayer for CompositeLayer {
     }
 
     async fn create_index(&self, next: &dyn Database, index: &IndexSpec) -> Result<()> {
+        self.learn(&index.table, false).await?;
         self.table_schema(&index.table)?;
         next.create_index(index).await?;
         self.record(vec![Entry::CreateIndex(index.clone())]).await

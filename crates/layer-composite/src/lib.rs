@@ -9,6 +9,39 @@
 //! composite = { secondary = { type = "sqlite", path = "./data/replica.db" }, outbox_table = "truststream_outbox", interval_ms = 200, batch = 500, lag_degraded_s = 30 }
 //! ```
 //!
+//! In code (the runtime does the same from configuration, through
+//! [`register`]):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> truststream_core::Result<()> {
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use truststream_core_db::{ColumnDef, Database, TableSchema};
+//! use truststream_db_memory::MemoryDatabase;
+//! use truststream_layer_composite::{CompositeConfig, CompositeLayer};
+//!
+//! let config = CompositeConfig::new("memory", json!({}));
+//! let db = CompositeLayer::wrap(
+//!     Arc::new(MemoryDatabase::new()), // primary
+//!     Arc::new(MemoryDatabase::new()), // secondary
+//!     &config,
+//! )
+//! .await?;
+//! db.create_table(
+//!     &TableSchema::new("agents")
+//!         .column(ColumnDef::uuid("id").primary_key())
+//!         .column(ColumnDef::text("name")),
+//! )
+//! .await?;
+//! let ada = db.create("agents", json!({"name": "Ada"}).as_object().unwrap().clone()).await?;
+//! db.layer().catch_up().await?; // normally the background replicator's job
+//! assert_eq!(db.layer().secondary().get("agents", &ada["id"]).await?, Some(ada));
+//! assert_eq!(db.layer().lag().await?.entries, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Writes
 //! Every write through the layer runs as one primary transaction: the
 //! write's [`Operation`](truststream_core_db::Operation)s, then the outbox
@@ -49,13 +82,27 @@
 //! when the layer is dropped.
 //!
 //! Schema calls run on the primary first (the secondary never gets a change
-//! the primary refused) and reach the secondary through the outbox, in order
-//! with the rows: tables are created there without unique constraints (the
-//! primary enforces them; rows copied in any order must not conflict on the
-//! replica) and indexes as non-unique. A crash between a primary schema
-//! change and its outbox entry leaves the secondary without it: a missing
-//! table is created from the catalog when rows reach it; repeat an
-//! `alter_table` by hand.
+//! the primary refused), then the catalog and an outbox entry are written
+//! in one transaction, so schema changes reach the secondary in order with
+//! the rows. On the secondary, tables are created from the catalog's current
+//! schema, without unique constraints (the primary enforces them; rows
+//! copied in any order must not conflict on the replica), indexes as
+//! non-unique, and each `alter_table` change only when the secondary's
+//! columns say it is not made yet (so entries repeated after a crash, or
+//! made early, are skipped). Rows are copied as the primary has them now,
+//! which can be ahead of an `alter_table` still waiting in the outbox: the
+//! copy then brings that table's waiting changes forward. A crash between a
+//! primary schema change and its outbox entry leaves the secondary without
+//! it: a missing table is created from the catalog when rows reach it;
+//! repeat a lost `alter_table` by hand. The layer's copy of the catalog is
+//! refreshed from the primary for a table it does not know, so layers in
+//! several processes share one catalog.
+//!
+//! Reads fall back only on `Unavailable` / `Timeout`, so each fallback
+//! first waits for the primary to give up (a pool's acquire timeout, say).
+//! A circuit breaker in the same stack sits below this layer (by rank): once
+//! open it answers `Unavailable` at once, and reads fall back without the
+//! wait.
 //!
 //! # Lag and health
 //! [`CompositeLayer::lag`] reads the outbox's size and the age of its

@@ -508,12 +508,17 @@ async fn the_catalog_survives_a_new_layer_and_the_replicator_resumes() {
     let first = CompositeLayer::wrap(Arc::clone(&primary), Arc::clone(&secondary), &idle())
         .await
         .unwrap();
+    // Another layer on the same primary (another process, say), built
+    // before the table existed, learns it from the catalog table.
+    let other = CompositeLayer::wrap(Arc::clone(&primary), Arc::clone(&secondary), &idle())
+        .await
+        .unwrap();
     first.create_table(&agents()).await.unwrap();
-    first
+    other
         .create("agents", row(json!({"id": "a1", "name": "Ada"})))
         .await
         .unwrap();
-    drop(first);
+    drop((first, other));
 
     // A new layer knows the table and replicates what the first left, in
     // the background.
@@ -537,6 +542,7 @@ async fn the_catalog_survives_a_new_layer_and_the_replicator_resumes() {
     );
     assert_eq!(all(&*secondary, "agents").await.len(), 2);
     assert!(second.layer().stats().applied >= 3);
+    assert_eq!(all(&*secondary, "agents").await[0]["name"], "Ada");
 
     // Dropped, its replicator lets go of the secondary.
     drop(second);
