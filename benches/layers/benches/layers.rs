@@ -44,8 +44,9 @@
 //! `cargo bench` passes `--bench`; without it (`cargo test --benches`) the
 //! bench makes a quick smoke run (3 short rounds).
 
+use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,18 +64,23 @@ use truststream_layer_cache::CacheHandles;
 /// The table every row reads.
 const TABLE: &str = "bench";
 
-/// Rows seeded in [`TABLE`].
-const SEEDED: i64 = 1_000;
+/// How the cache layer is made to miss on every `get`: each row reads
+/// its own run through the seeded keys, never the same key twice in a run
+/// (there are more keys than a row reads), and the cache has room for all
+/// of them. Each look-up misses, the provider answers, the result is stored:
+/// the whole miss path, without eviction. A second row gives the cache 16
+/// entries, so that every store also evicts. The table prints the hits
+/// measured.
+const CACHE_MISS: &str =
+    "every get reads a key not read before; max_entries = 1,000,000 (and 16 for the \"full\" row)";
 
-/// How the cache layer is made to miss on (almost) every `get`: it may
-/// keep 16 results, and the rows read 1,000 keys in turn, so a key is gone
-/// long before it is read again. Each look-up misses, the provider answers,
-/// the result is stored (evicting another, or refused by moka's admission
-/// policy): the whole miss path. The table prints the hits measured.
-const CACHE_MISS: &str = "max_entries = 16 over 1,000 keys read in turn";
-
-/// The cache settings of the miss rows.
+/// The cache settings of the miss rows: room for every key.
 fn cache_miss_settings() -> Value {
+    json!({ "max_entries": 1_000_000 })
+}
+
+/// The cache settings of the full-cache row: every store evicts.
+fn cache_full_settings() -> Value {
     json!({ "max_entries": 16 })
 }
 
@@ -219,21 +225,31 @@ impl Contender {
     }
 }
 
-/// The keys the rows read: `1..=SEEDED`.
-fn all_keys() -> Vec<Value> {
-    (1..=SEEDED).map(|id| json!(id)).collect()
+/// The keys one row reads, in turn, from where it left off: each row has
+/// its own, so a row never reads a key twice until it went through all of
+/// them.
+struct Keys {
+    ids: Arc<Vec<Value>>,
+    next: Cell<usize>,
 }
 
-/// Where the next `get` of [`time_gets`] starts in its keys: one cursor for
-/// every row, so a batch never starts over at the first key.
-static CURSOR: AtomicUsize = AtomicUsize::new(0);
+impl Keys {
+    fn new(ids: &Arc<Vec<Value>>) -> Self {
+        Keys {
+            ids: Arc::clone(ids),
+            next: Cell::new(0),
+        }
+    }
+}
 
-/// Times `n` gets of `keys`, in turn (every key is a row that exists).
-async fn time_gets(db: &dyn Database, keys: &[Value], n: usize) -> Duration {
-    let start = CURSOR.fetch_add(n, Ordering::Relaxed);
+/// Times `n` gets of the next `n` keys (every key is a row that exists).
+async fn time_gets(db: &dyn Database, keys: &Keys, n: usize) -> Duration {
+    let start = keys.next.get();
+    keys.next.set(start + n);
+    let ids = &keys.ids;
     let t = Instant::now();
     for i in 0..n {
-        let id = &keys[(start + i) % keys.len()];
+        let id = &ids[(start + i) % ids.len()];
         let row = db.get(TABLE, black_box(id)).await;
         black_box(row.expect("get").expect("the warm row exists"));
     }
@@ -246,7 +262,7 @@ const SUB_BATCHES: usize = 8;
 /// ns per `get` over a batch of `batch` gets: the fastest of
 /// [`SUB_BATCHES`] sub-batches (another process taking the core only ever
 /// adds time, and on a shared 2-core machine it does so often).
-async fn per_get(db: &dyn Database, keys: &[Value], batch: usize) -> f64 {
+async fn per_get(db: &dyn Database, keys: &Keys, batch: usize) -> f64 {
     let n = (batch / SUB_BATCHES).max(1);
     let mut best = f64::INFINITY;
     for _ in 0..SUB_BATCHES {
@@ -285,6 +301,9 @@ struct Plan {
     /// Gets per round and row on db-memory / db-sqlite.
     memory_batch: usize,
     sqlite_batch: usize,
+    /// Rows seeded: more than a row reads in a run (rounds, warm-up), so
+    /// that no row reads a key twice.
+    keys: usize,
 }
 
 /// Runs every contender in rounds and prints the table rows of `backend`.
@@ -294,7 +313,13 @@ struct Plan {
 /// order rotating from round to round): each row is compared with the mean
 /// of the two bare batches around it, so drift on a shared machine hits
 /// both sides of every comparison alike.
-async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: usize) {
+async fn compare(
+    backend: &str,
+    contenders: &[Contender],
+    ids: &Arc<Vec<Value>>,
+    batch: usize,
+    rounds: usize,
+) {
     let bare = contenders[0].db.as_ref().expect("the bare provider");
     let others: Vec<(usize, &Arc<dyn Database>)> = contenders
         .iter()
@@ -302,11 +327,12 @@ async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: 
         .skip(1)
         .filter_map(|(i, c)| c.db.as_ref().ok().map(|db| (i, db)))
         .collect();
-    let keys = all_keys();
+    let bare_keys = Keys::new(ids);
+    let keys: Vec<Keys> = contenders.iter().map(|_| Keys::new(ids)).collect();
     // Warm-up: every row once (connections, statement caches, allocator).
-    time_gets(&**bare, &keys, batch).await;
-    for (_, db) in &others {
-        time_gets(&***db, &keys, batch / 4 + 1).await;
+    time_gets(&**bare, &bare_keys, batch).await;
+    for (i, db) in &others {
+        time_gets(&***db, &keys[*i], batch / 4 + 1).await;
     }
     let n = contenders.len();
     let (mut ns, mut extra, mut ratio) = (
@@ -315,12 +341,12 @@ async fn compare(backend: &str, contenders: &[Contender], batch: usize, rounds: 
         vec![Vec::new(); n],
     );
     for round in 0..rounds {
-        let mut before = per_get(&**bare, &keys, batch).await;
+        let mut before = per_get(&**bare, &bare_keys, batch).await;
         ns[0].push(before);
         for k in 0..others.len() {
             let (i, db) = others[(round + k) % others.len()];
-            let x = per_get(&**db, &keys, batch).await;
-            let after = per_get(&**bare, &keys, batch).await;
+            let x = per_get(&**db, &keys[i], batch).await;
+            let after = per_get(&**bare, &bare_keys, batch).await;
             ns[0].push(after);
             let b = (before + after) / 2.0;
             ns[i].push(x);
@@ -419,6 +445,15 @@ async fn contenders(bare: &Arc<dyn Database>) -> Vec<Contender> {
     );
     out.push(
         Contender::stacked(
+            "+ cache, missing, full (16 entries)",
+            &[("cache", cache_full_settings())],
+            bare,
+            Target::Layer,
+        )
+        .await,
+    );
+    out.push(
+        Contender::stacked(
             "+ cache, table not cached (TTL 0)",
             &[("cache", cache_off_settings())],
             bare,
@@ -468,7 +503,8 @@ async fn cache_hit(backend: &str, bare: &Arc<dyn Database>, plan: &Plan) {
             stacked(&default_stack(json!(true)), bare).await.0,
         ),
     ];
-    let one = [json!(1)];
+    let one = Arc::new(vec![json!(1)]);
+    let (hit_key, bare_key) = (Keys::new(&one), Keys::new(&one));
     for (label, db) in rows {
         let db = match db {
             Ok(db) => db,
@@ -477,7 +513,7 @@ async fn cache_hit(backend: &str, bare: &Arc<dyn Database>, plan: &Plan) {
                 continue;
             }
         };
-        time_gets(&*db, &one, 10).await;
+        time_gets(&*db, &hit_key, 10).await;
         let batch = plan.memory_batch;
         let slow_batch = if backend.starts_with("db-sqlite") {
             plan.sqlite_batch
@@ -488,9 +524,9 @@ async fn cache_hit(backend: &str, bare: &Arc<dyn Database>, plan: &Plan) {
         for round in 0..plan.rounds {
             for side in [round % 2 == 0, round % 2 != 0] {
                 if side {
-                    hit.push(per_get(&*db, &one, batch).await);
+                    hit.push(per_get(&*db, &hit_key, batch).await);
                 } else {
-                    raw.push(per_get(&**bare, &one, slow_batch).await);
+                    raw.push(per_get(&**bare, &bare_key, slow_batch).await);
                 }
             }
         }
@@ -582,9 +618,10 @@ fn schema() -> TableSchema {
         .column(ColumnDef::text("status"))
 }
 
-async fn seed(db: &dyn Database) {
+/// Creates [`TABLE`] with rows `1..=n`.
+async fn seed(db: &dyn Database, n: usize) {
     db.create_table(&schema()).await.expect("create table");
-    let rows: Vec<Row> = (1..=SEEDED)
+    let rows: Vec<Row> = (1..=n as i64)
         .map(|id| {
             let v = json!({
                 "id": id,
@@ -613,18 +650,12 @@ fn main() {
     let rounds = arg("--rounds")
         .and_then(|s| s.parse().ok())
         .unwrap_or(if smoke { 3 } else { 41 });
-    let plan = if smoke {
-        Plan {
-            rounds,
-            memory_batch: 200,
-            sqlite_batch: 20,
-        }
-    } else {
-        Plan {
-            rounds,
-            memory_batch: 5_000,
-            sqlite_batch: 200,
-        }
+    let (memory_batch, sqlite_batch) = if smoke { (200, 20) } else { (5_000, 200) };
+    let plan = Plan {
+        rounds,
+        memory_batch,
+        sqlite_batch,
+        keys: (rounds + 2) * memory_batch,
     };
     let only = arg("--only");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -633,19 +664,21 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         println!(
-            "cache miss rows: {CACHE_MISS}; {} rounds{}",
+            "cache miss rows: {CACHE_MISS}; {} rows seeded; {} rounds{}",
+            plan.keys,
             plan.rounds,
             if smoke { " (smoke run)" } else { "" }
         );
         let memory: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
-        seed(&*memory).await;
+        seed(&*memory, plan.keys).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite: Arc<dyn Database> = Arc::new(
             SqliteDatabase::open(SqliteConfig::file(dir.path().join("bench.db")))
                 .await
                 .expect("open sqlite"),
         );
-        seed(&*sqlite).await;
+        seed(&*sqlite, plan.keys).await;
+        let ids: Arc<Vec<Value>> = Arc::new((1..=plan.keys as i64).map(|id| json!(id)).collect());
         let backends = [
             ("memory", "db-memory", &memory, plan.memory_batch),
             ("sqlite", "db-sqlite (file)", &sqlite, plan.sqlite_batch),
@@ -661,7 +694,7 @@ fn main() {
         println!("|---|---|---|---|---|---|");
         for (_, name, db, batch) in chosen() {
             let c = contenders(db).await;
-            compare(name, &c, *batch, plan.rounds).await;
+            compare(name, &c, &ids, *batch, plan.rounds).await;
         }
 
         println!();
@@ -692,7 +725,7 @@ fn main() {
                 )
                 .await,
             ];
-            compare(name, &c, *batch, plan.rounds).await;
+            compare(name, &c, &ids, *batch, plan.rounds).await;
         }
     });
 }
