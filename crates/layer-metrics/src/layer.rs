@@ -65,22 +65,27 @@ impl Around for Metrics {
     fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let start = Instant::now();
-            let result = if self.config.tracing {
-                let span = tracing::debug_span!(
+            let span = if self.config.tracing {
+                tracing::debug_span!(
                     "truststream.call",
                     interface = op.interface.as_str(),
                     provider = op.provider,
                     operation = op.method,
                     target = %echo(op.target.unwrap_or(NO_TARGET)),
                     error = tracing::field::Empty,
-                );
+                )
+            } else {
+                tracing::Span::none()
+            };
+            // A disabled span (no subscriber wants it) costs nothing more.
+            let result = if span.is_disabled() {
+                next.run().await
+            } else {
                 let result = next.run().instrument(span.clone()).await;
                 if let Err(e) = &result {
                     span.record("error", e.kind().as_str());
                 }
                 result
-            } else {
-                next.run().await
             };
             let error = result.as_ref().err().map(|e| e.kind());
             self.registry
