@@ -1,0 +1,123 @@
+//! Replication lag and read fallbacks reach the `metrics` facade.
+
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
+    Unit,
+};
+use serde_json::json;
+use truststream_core::{BoxFuture, Error, ErrorKind, Result};
+use truststream_core_db::{ColumnDef, Database, TableSchema};
+use truststream_db_memory::MemoryDatabase;
+use truststream_layer::{around_database, Around, Next, Op};
+use truststream_layer_composite::{CompositeConfig, CompositeLayer};
+
+type Values = Arc<Mutex<BTreeMap<String, f64>>>;
+
+/// Keeps the last value of each gauge and the total of each counter, by
+/// `name{labels}`.
+#[derive(Default)]
+struct Capture(Values);
+
+struct Slot(String, Values);
+
+impl GaugeFn for Slot {
+    fn increment(&self, value: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += value;
+    }
+    fn decrement(&self, value: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() -= value;
+    }
+    fn set(&self, value: f64) {
+        self.1.lock().unwrap().insert(self.0.clone(), value);
+    }
+}
+
+impl CounterFn for Slot {
+    fn increment(&self, value: u64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += value as f64;
+    }
+    fn absolute(&self, value: u64) {
+        self.1.lock().unwrap().insert(self.0.clone(), value as f64);
+    }
+}
+
+fn name(key: &Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl Recorder for Capture {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(Slot(name(key), Arc::clone(&self.0))))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(Slot(name(key), Arc::clone(&self.0))))
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[derive(Default)]
+struct Switch(AtomicBool);
+
+impl Around for Switch {
+    fn around<'a>(&'a self, _op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        if self.0.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(Error::new(ErrorKind::Timeout, "switched off")) });
+        }
+        next.run()
+    }
+}
+
+// A current-thread runtime: the local recorder sees every call of the test.
+#[tokio::test]
+async fn lag_and_fallbacks_are_published() {
+    let capture = Capture::default();
+    let values = Arc::clone(&capture.0);
+    let _guard = metrics::set_default_local_recorder(&capture);
+
+    let switch = Arc::new(Switch::default());
+    let primary = around_database(Arc::new(MemoryDatabase::new()), Arc::clone(&switch));
+    let mut config = CompositeConfig::new("memory", json!({}));
+    config.interval = Duration::from_secs(3600);
+    let db = CompositeLayer::wrap(primary, Arc::new(MemoryDatabase::new()), &config)
+        .await
+        .unwrap();
+    db.create_table(&TableSchema::new("t").column(ColumnDef::text("id").primary_key()))
+        .await
+        .unwrap();
+    db.create("t", json!({"id": "a"}).as_object().unwrap().clone())
+        .await
+        .unwrap();
+    let lag = db.layer().lag().await.unwrap();
+    assert_eq!(lag.entries, 2);
+    let labels = "{primary=memory,secondary=memory}";
+    let get = |n: &str| values.lock().unwrap().get(&format!("{n}{labels}")).copied();
+    assert_eq!(get("truststream_composite_outbox_entries"), Some(2.0));
+    let seconds = get("truststream_composite_lag_seconds").unwrap();
+    assert!((0.0..60.0).contains(&seconds), "{seconds}");
+
+    db.layer().catch_up().await.unwrap();
+    db.layer().lag().await.unwrap();
+    assert_eq!(get("truststream_composite_outbox_entries"), Some(0.0));
+    assert_eq!(get("truststream_composite_lag_seconds"), Some(0.0));
+
+    switch.0.store(true, Ordering::SeqCst);
+    assert!(db.get("t", &json!("a")).await.unwrap().is_some());
+    assert!(db.get("t", &json!("a")).await.unwrap().is_some());
+    assert_eq!(get("truststream_composite_read_fallbacks_total"), Some(2.0));
+    assert_eq!(db.layer().stats().read_fallbacks, 2);
+}
