@@ -179,10 +179,11 @@ impl Registries {
     ) -> Result<Option<Layered<dyn Auth>>> {
         let i = Interface::Auth;
         let s = config.section(i);
+        // Checked even with no provider: a misspelt layer is an error.
+        let stack = self.stack(config, i)?;
         if s.kind() == AUTH_NONE {
             return Ok(None);
         }
-        let stack = self.stack(config, i)?;
         let auth = build(&self.auth, self, config, i, s, AuthDeps { db }).await?;
         let provider = stack
             .wrap_auth(auth)

@@ -156,6 +156,65 @@ track!(Realtime, around_realtime, LayeredRealtime);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use truststream_db_memory::MemoryDatabase;
+
+    /// Holds health checks and reads until the test lets them go (one
+    /// permit each).
+    struct Held(tokio::sync::Semaphore);
+
+    #[async_trait]
+    impl DatabaseLayer for Held {
+        async fn health(&self, next: &dyn Database) -> Health {
+            self.0.acquire().await.map(|p| p.forget()).ok();
+            next.health().await
+        }
+        async fn read(
+            &self,
+            next: &dyn Database,
+            table: &str,
+            query: &truststream_core_db::Query,
+        ) -> Result<Vec<truststream_core_db::Row>> {
+            self.0.acquire().await.map(|p| p.forget()).ok();
+            next.read(table, query).await
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_and_health_checks_are_counted_while_they_run() {
+        let held = Arc::new(Held(tokio::sync::Semaphore::new(0)));
+        let inner: Arc<dyn Database> = Arc::new(LayeredDatabase::new(
+            Arc::new(MemoryDatabase::new()),
+            Arc::clone(&held),
+        ));
+        let (db, calls) = <dyn Database>::track(inner);
+        assert_eq!(db.info().name, "memory");
+        let (health, read) = {
+            let (a, b) = (Arc::clone(&db), Arc::clone(&db));
+            (
+                tokio::spawn(async move { a.health().await }),
+                tokio::spawn(async move { b.read("t", &Default::default()).await }),
+            )
+        };
+        let both = async {
+            while calls.count() < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the health check and the read are both counted");
+        assert_eq!(calls.idle(Duration::from_millis(10)).await, Err(2));
+        held.0.add_permits(2);
+        assert!(health.await.unwrap().is_healthy());
+        assert!(read.await.unwrap().is_err(), "no such table");
+        assert_eq!(calls.idle(Duration::from_secs(5)).await, Ok(()));
+        // A call whose future is dropped mid-way is no longer counted.
+        let query = truststream_core_db::Query::new();
+        let pending = db.read("t", &query);
+        let dropped = tokio::time::timeout(Duration::from_millis(10), pending).await;
+        assert!(dropped.is_err());
+        assert_eq!(calls.count(), 0);
+    }
 
     #[tokio::test]
     async fn idle_waits_for_the_last_call_and_reports_what_is_left() {

@@ -305,6 +305,16 @@ async fn an_unknown_layer_fails_the_build_naming_the_key_and_the_known_layers() 
     assert!(m.starts_with("unknown layer database.layers.cuont"), "{m}");
     assert!(m.contains("known layers: ") && m.contains("count"), "{m}");
     assert!(m.ends_with("(set in inline TOML)"), "{m}");
+
+    // Checked even where no provider is configured (auth `none`).
+    let cfg = load("[default.auth.layers]\ncuont = true\n", &[]).unwrap();
+    let Err(e) = builder(&calls, cfg).build().await else {
+        panic!("an unknown auth layer must fail the build");
+    };
+    assert!(
+        e.message().starts_with("unknown layer auth.layers.cuont"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
