@@ -57,7 +57,8 @@
 //!   generate (an auto-increment integer) without the key given is refused
 //!   with `InvalidInput`.
 //! - `update_many` / `delete_many` record the filter: the replicator syncs
-//!   every row matching it on the primary or on the secondary.
+//!   every row matching it on the primary or on the secondary (every row of
+//!   the table when the filter names a column renamed or dropped since).
 //! - `transaction` records the entries of each of its operations, in the
 //!   same transaction.
 //! - `raw_query` is refused (`Unsupported`; `capabilities().raw_sql` is
@@ -91,7 +92,8 @@
 //! columns say it is not made yet (so entries repeated after a crash, or
 //! made early, are skipped). Rows are copied as the primary has them now,
 //! which can be ahead of an `alter_table` still waiting in the outbox: the
-//! copy then brings that table's waiting changes forward. A crash between a
+//! copy then brings that table's waiting changes forward. Entries of a table
+//! dropped since are skipped (its `drop_table` entry follows). A crash between a
 //! primary schema change and its outbox entry leaves the secondary without
 //! it: a missing table is created from the catalog when rows reach it;
 //! repeat a lost `alter_table` by hand. The layer's copy of the catalog is

@@ -189,13 +189,20 @@ async fn sync_rows(shared: &Shared, mut keys: Vec<RowKey>) -> Result<()> {
     }
     for (table, key_column, keys) in tables {
         for chunk in keys.chunks(CHUNK) {
-            let rows = shared
+            let rows = match shared
                 .primary
                 .read(
                     &table,
                     &Query::new().filter(col(&key_column).is_in(chunk.iter().cloned())),
                 )
-                .await?;
+                .await
+            {
+                Ok(rows) => rows,
+                // Dropped on the primary since: its `drop_table` entry
+                // follows and removes the secondary's copy.
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            };
             let mut ops = Vec::with_capacity(chunk.len() * 2);
             let mut found = HashSet::new();
             for row in rows {
@@ -348,10 +355,32 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
         } => {
             // Rows matching now on the primary, and rows matching on the
             // secondary (what the change may have moved out of the filter).
-            let mut keys = keys_matching(&*shared.primary, table, key_column, filter).await?;
+            let mut keys = match keys_matching(&*shared.primary, table, key_column, filter).await {
+                Ok(keys) => keys,
+                // Dropped since (its `drop_table` entry follows).
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                // The filter names a column renamed or dropped since:
+                // every row of the table instead.
+                Err(e) if e.kind() == ErrorKind::InvalidInput && filter.is_some() => {
+                    return Box::pin(apply(
+                        shared,
+                        &Entry::Rows {
+                            table: table.clone(),
+                            key_column: key_column.clone(),
+                            filter: None,
+                        },
+                    ))
+                    .await
+                }
+                Err(e) => return Err(e),
+            };
             match keys_matching(secondary, table, key_column, filter).await {
                 Ok(more) => keys.extend(more),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
+                // The secondary is behind on columns: compare all its rows.
+                Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                    keys.extend(keys_matching(secondary, table, key_column, &None).await?)
+                }
                 Err(e) => return Err(e),
             }
             let keys = keys
