@@ -13,20 +13,18 @@ use tokio::sync::Notify;
 use truststream_core::{ErrorKind, Health, ProviderInfo};
 #[cfg(feature = "auth-jwt")]
 use truststream_core_auth::SignUp;
-use truststream_core_db::{
-    AlterTable, ChangeStream, ColumnDef, Database, DbCapabilities, DbResult, Filter, IndexSpec,
-    Operation, OperationOutput, Params, Query, Row, TableSchema, Value,
-};
+use truststream_core_db::{ColumnDef, Database, DbResult, Query, Row, TableSchema, Value};
 use truststream_core_realtime::{handler, ChangeSpec, Realtime, RowChange, Subscription};
 use truststream_db_memory::MemoryDatabase;
+use truststream_runtime::layer::{DatabaseLayer, LayeredDatabase};
 use truststream_runtime::{ConfigSources, Interface, Runtime};
 
-/// A memory database whose reads wait `delay` (announcing their start),
-/// whose health is whatever the configuration says (and, when `gated`,
-/// waits for the test to open the gate), and whose `get("tag", ..)` returns
-/// the configured `tag`.
+/// Over a memory database: reads wait `delay` (announcing their start),
+/// health is whatever the configuration says (and, when `gated`, waits for
+/// the test to open the gate), `get("tag", ..)` returns the configured
+/// `tag`, and the provider is named `slow`. Every other method is the
+/// memory database's (the layer mechanism forwards them).
 struct Slow {
-    inner: MemoryDatabase,
     delay: Duration,
     healthy: bool,
     tag: u64,
@@ -66,17 +64,14 @@ fn yes() -> bool {
 }
 
 #[async_trait]
-impl Database for Slow {
-    fn info(&self) -> ProviderInfo {
+impl DatabaseLayer for Slow {
+    fn info(&self, _next: &dyn Database) -> ProviderInfo {
         ProviderInfo {
             name: "slow",
             version: "0.0.0",
         }
     }
-    fn capabilities(&self) -> DbCapabilities {
-        self.inner.capabilities()
-    }
-    async fn health(&self) -> Health {
+    async fn health(&self, _next: &dyn Database) -> Health {
         if let Some(gate) = &self.gate {
             gate.entered.notify_one();
             gate.open.notified().await;
@@ -92,61 +87,16 @@ impl Database for Slow {
             Health::unhealthy(Duration::from_micros(5), "disk on fire")
         }
     }
-    async fn connect(&self) -> DbResult<()> {
-        self.inner.connect().await
-    }
-    async fn disconnect(&self) -> DbResult<()> {
-        self.inner.disconnect().await
-    }
-    async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
-        self.inner.create(table, row).await
-    }
-    async fn read(&self, table: &str, query: &Query) -> DbResult<Vec<Row>> {
+    async fn read(&self, next: &dyn Database, table: &str, query: &Query) -> DbResult<Vec<Row>> {
         self.started.notify_one();
         tokio::time::sleep(self.delay).await;
-        self.inner.read(table, query).await
+        next.read(table, query).await
     }
-    async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
+    async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> DbResult<Option<Row>> {
         if table == "tag" {
             return Ok(Some(row(json!({ "tag": self.tag }))));
         }
-        self.inner.get(table, id).await
-    }
-    async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row> {
-        self.inner.update(table, id, patch).await
-    }
-    async fn delete(&self, table: &str, id: &Value) -> DbResult<bool> {
-        self.inner.delete(table, id).await
-    }
-    async fn create_many(&self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>> {
-        self.inner.create_many(table, rows).await
-    }
-    async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
-        self.inner.update_many(table, filter, patch).await
-    }
-    async fn delete_many(&self, table: &str, filter: &Filter) -> DbResult<u64> {
-        self.inner.delete_many(table, filter).await
-    }
-    async fn raw_query(&self, sql: &str, params: &Params) -> DbResult<Vec<Row>> {
-        self.inner.raw_query(sql, params).await
-    }
-    async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
-        self.inner.transaction(operations).await
-    }
-    async fn create_table(&self, schema: &TableSchema) -> DbResult<()> {
-        self.inner.create_table(schema).await
-    }
-    async fn drop_table(&self, table: &str, if_exists: bool) -> DbResult<()> {
-        self.inner.drop_table(table, if_exists).await
-    }
-    async fn alter_table(&self, table: &str, changes: &[AlterTable]) -> DbResult<()> {
-        self.inner.alter_table(table, changes).await
-    }
-    async fn create_index(&self, index: &IndexSpec) -> DbResult<()> {
-        self.inner.create_index(index).await
-    }
-    async fn subscribe_changes(&self, table: Option<&str>) -> DbResult<ChangeStream> {
-        self.inner.subscribe_changes(table).await
+        next.get(table, id).await
     }
 }
 
@@ -173,15 +123,18 @@ async fn runtime_with(started: Arc<Notify>, gate: Arc<Gate>, toml: &str) -> Runt
             let gate = gate.clone();
             async move {
                 let c: SlowConfig = truststream_core::parse_config("slow", cfg)?;
-                let built: Arc<dyn Database> = Arc::new(Slow {
-                    inner: MemoryDatabase::new(),
+                let slow = Slow {
                     delay: Duration::from_millis(c.delay_ms),
                     healthy: c.healthy,
                     tag: c.tag,
                     password: c.password,
                     gate: c.gated.then_some(gate),
                     started,
-                });
+                };
+                let built: Arc<dyn Database> = Arc::new(LayeredDatabase::new(
+                    Arc::new(MemoryDatabase::new()),
+                    Arc::new(slow),
+                ));
                 BUILT
                     .lock()
                     .expect("the list of built databases")
