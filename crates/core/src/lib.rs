@@ -11,5 +11,5 @@ pub use error::{
     echo, Echo, Error, ErrorChain, ErrorKind, Result, ECHO_MAX_CHARS, MAX_MESSAGE_BYTES,
 };
 pub use health::{Health, HealthStatus, ProviderInfo};
-pub use registry::{parse_config, BoxFuture, Factory, Registry};
+pub use registry::{parse_config, without_values, BoxFuture, Factory, Registry};
 pub use secret::Secret;

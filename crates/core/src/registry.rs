@@ -103,7 +103,15 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
 /// serde's messages quote the offending value (`invalid type: string "hunter2",
 /// expected ...`), and that value may be a secret: keep only what was expected.
 /// Field names (`missing field `x``, `unknown field `x``) are kept.
-fn without_values(msg: &str) -> String {
+///
+/// ```
+/// use truststream_core::without_values;
+/// assert_eq!(
+///     without_values("invalid type: string \"hunter2\", expected u16"),
+///     "invalid type: expected u16"
+/// );
+/// ```
+pub fn without_values(msg: &str) -> String {
     for kind in ["invalid type", "invalid value", "invalid length"] {
         if let Some(rest) = msg.strip_prefix(kind) {
             return match rest.rfind(", expected ") {

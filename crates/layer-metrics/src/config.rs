@@ -1,6 +1,5 @@
 //! The `metrics` layer's settings.
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use truststream_core::{Error, Result};
 
@@ -60,37 +59,7 @@ impl MetricsConfig {
     }
 }
 
-/// Deserializes settings, naming the key a bad value sits at (without
-/// quoting the value).
-fn parse<T: DeserializeOwned>(settings: serde_json::Value) -> Result<T> {
-    let settings = if settings.is_null() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        settings
-    };
-    serde_path_to_error::deserialize(settings).map_err(|e| {
-        let path = e.path().to_string();
-        let message = without_values(&e.inner().to_string());
-        if path == "." || path == "?" || message.starts_with("unknown field") {
-            Error::invalid_input(message)
-        } else {
-            Error::invalid_input(format!("{path}: {message}"))
-        }
-    })
-}
-
-/// `invalid type: string "x", expected u64` -> `invalid type: expected u64`.
-fn without_values(msg: &str) -> String {
-    for kind in ["invalid type", "invalid value", "invalid length"] {
-        if let Some(rest) = msg.strip_prefix(kind) {
-            return match rest.rfind(", expected ") {
-                Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
-                None => kind.to_string(),
-            };
-        }
-    }
-    msg.to_string()
-}
+use truststream_layer::parse_settings as parse;
 
 #[cfg(test)]
 mod tests {

@@ -1,43 +1,9 @@
 //! Settings parsing shared by the four layers: serde with the offending key
 //! named, and range checks that name theirs.
 
-use serde::de::DeserializeOwned;
 use truststream_core::{Error, Result};
 
-/// Deserializes a layer's settings (`{}` for `name = true`), naming the key
-/// a bad value sits at. serde's quote of the value itself is dropped (the
-/// message keeps what was expected), as the providers' config errors do.
-pub(crate) fn parse<T: DeserializeOwned>(settings: serde_json::Value) -> Result<T> {
-    let settings = if settings.is_null() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        settings
-    };
-    serde_path_to_error::deserialize(settings).map_err(|e| {
-        let path = e.path().to_string();
-        let message = without_values(&e.inner().to_string());
-        // An unknown field's path is the field itself, which serde's
-        // message already names.
-        if path == "." || path == "?" || message.starts_with("unknown field") {
-            Error::invalid_input(message)
-        } else {
-            Error::invalid_input(format!("{path}: {message}"))
-        }
-    })
-}
-
-/// `invalid type: string "x", expected u64` -> `invalid type: expected u64`.
-fn without_values(msg: &str) -> String {
-    for kind in ["invalid type", "invalid value", "invalid length"] {
-        if let Some(rest) = msg.strip_prefix(kind) {
-            return match rest.rfind(", expected ") {
-                Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
-                None => kind.to_string(),
-            };
-        }
-    }
-    msg.to_string()
-}
+pub(crate) use truststream_layer::parse_settings as parse;
 
 /// `InvalidInput` unless `value >= min`.
 pub(crate) fn at_least(key: &str, value: u64, min: u64) -> Result<()> {

@@ -59,7 +59,7 @@ pub use around::{Access, Around, Interface, Next, Op};
 pub use auth::{AuthLayer, LayeredAuth};
 pub use database::{DatabaseLayer, LayeredDatabase};
 pub use realtime::{LayeredRealtime, RealtimeLayer};
-pub use spec::{rank, LayerDeps, LayerRegistry, LayerSpec, ProviderBuilder, Stack};
+pub use spec::{parse_settings, rank, LayerDeps, LayerRegistry, LayerSpec, ProviderBuilder, Stack};
 pub use storage::{LayeredStorage, StorageLayer};
 
 use truststream_core_auth::Auth;

@@ -202,6 +202,40 @@ impl LayerRegistry {
     }
 }
 
+/// Deserializes a layer's settings (`{}` for `name = true` or a missing
+/// value) into its config type: a bad value is `InvalidInput` naming the
+/// path inside the settings (`retry.attempts` becomes `attempts: ...`;
+/// [`LayerRegistry::stack`] prefixes `database.layers.<name>`), without
+/// quoting the value itself (it may be a secret).
+///
+/// ```
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct RetryConfig { attempts: u32 }
+///
+/// let e = truststream_layer::parse_settings::<RetryConfig>(serde_json::json!({"attempts": "x"}))
+///     .unwrap_err();
+/// assert_eq!(e.message(), "attempts: invalid type: expected u32");
+/// ```
+pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: serde_json::Value) -> Result<T> {
+    let settings = if settings.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        settings
+    };
+    serde_path_to_error::deserialize(settings).map_err(|e| {
+        let path = e.path().to_string();
+        let message = truststream_core::without_values(&e.inner().to_string());
+        // An unknown field's path is the field itself, which serde's
+        // message already names.
+        if path == "." || path == "?" || message.starts_with("unknown field") {
+            Error::invalid_input(message)
+        } else {
+            Error::invalid_input(format!("{path}: {message}"))
+        }
+    })
+}
+
 fn keyed(e: Error, key: &str) -> Error {
     if e.message().contains(key) {
         return e;
