@@ -98,12 +98,14 @@ pub async fn self_test(
     if let Err(e) = storage_workload(&*storage, &scratch, rows).await {
         failure.get_or_insert(e);
     }
+    // Taken before the disconnect: the workload's calls only.
+    let series = metrics.snapshot();
     let _ = db.disconnect().await;
     Ok(StatsRun {
         database: config.section(Interface::Database).kind().to_string(),
         storage: config.section(Interface::Storage).kind().to_string(),
         rows,
-        series: metrics.snapshot(),
+        series,
         failure: failure.map(|e| e.display_chain().to_string()),
     })
 }

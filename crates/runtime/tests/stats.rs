@@ -63,6 +63,11 @@ async fn the_self_test_records_every_call_and_leaves_nothing_behind() {
     for op in ["upload", "download", "get_metadata", "delete"] {
         assert_eq!(count(LayerInterface::Storage, op), 3, "storage {op}");
     }
+    assert_eq!(
+        count(LayerInterface::Database, "disconnect"),
+        0,
+        "not part of the run"
+    );
     // The existing bucket was used: none made, none deleted.
     assert_eq!(count(LayerInterface::Storage, "create_bucket"), 0);
     assert!(run.series.iter().all(|s| s.error_count() == 0));
