@@ -591,14 +591,17 @@ async fn built_from_config_through_the_registry() {
     assert_eq!(db.health().await.status, HealthStatus::Healthy);
 
     for (bad, key) in [
-        (json!({"composite": {}}), "database.layers.composite"),
+        (
+            json!({"composite": {}}),
+            "database.layers.composite: secondary: required",
+        ),
         (
             json!({"composite": {"secondary": {"type": "memory"}, "batch": 0}}),
-            "composite.batch",
+            "database.layers.composite: batch: must be above 0",
         ),
         (
             json!({"composite": {"secondary": {"type": "memory"}, "bogus": 1}}),
-            "composite.bogus",
+            "bogus",
         ),
     ] {
         let e = registry
