@@ -1,4 +1,5 @@
-//! Replication lag and read fallbacks reach the `metrics` facade.
+//! Replication lag and read fallbacks reach the `metrics` facade; fallbacks
+//! are logged at warn once per outage.
 
 #![allow(clippy::unwrap_used)] // test helpers, not library code
 use std::collections::BTreeMap;
@@ -88,6 +89,14 @@ async fn lag_and_fallbacks_are_published() {
     let capture = Capture::default();
     let values = Arc::clone(&capture.0);
     let _guard = metrics::set_default_local_recorder(&capture);
+    let logs = Logs::default();
+    let _log_guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    );
 
     let switch = Arc::new(Switch::default());
     let primary = around_database(Arc::new(MemoryDatabase::new()), Arc::clone(&switch));
@@ -120,4 +129,47 @@ async fn lag_and_fallbacks_are_published() {
     assert!(db.get("t", &json!("a")).await.unwrap().is_some());
     assert_eq!(get("truststream_composite_read_fallbacks_total"), Some(2.0));
     assert_eq!(db.layer().stats().read_fallbacks, 2);
+
+    // One warning for the outage, one note when the primary is back, and
+    // again for the next outage.
+    switch.0.store(false, Ordering::SeqCst);
+    db.get("t", &json!("a")).await.unwrap();
+    db.get("t", &json!("a")).await.unwrap();
+    switch.0.store(true, Ordering::SeqCst);
+    db.get("t", &json!("a")).await.unwrap();
+    let text = logs.text();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("does not answer reads"))
+        .collect();
+    assert_eq!(warns.len(), 2, "{text}");
+    assert!(warns.iter().all(|l| l.contains("WARN")), "{text}");
+    assert_eq!(text.matches("answers reads again").count(), 1, "{text}");
+}
+
+/// Log lines, for a test subscriber.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
