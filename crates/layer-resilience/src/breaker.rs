@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 use truststream_core::{BoxFuture, Error, ErrorKind, Result};
-use truststream_layer::{Around, Next, Op};
+use truststream_layer::{Access, Around, Next, Op};
 
 use crate::config::{at_least, at_most};
 use crate::layer_error;
@@ -450,6 +450,11 @@ impl Drop for Probe<'_> {
 
 impl Around for CircuitBreaker {
     fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        if op.access == Access::Admin && op.method == "health" {
+            // A health check always answers (its report is the provider's
+            // own), so it is neither counted nor ever the half-open probe.
+            return next.run();
+        }
         let current = self.state.load(Ordering::Acquire);
         if current & STATE_BITS == CLOSED {
             let call = next.run();

@@ -299,3 +299,33 @@ async fn each_breaker_has_its_own_state() {
     assert_eq!(b.breaker.state(), BreakerState::Closed);
     calls(&b.db, 3).await.into_iter().for_each(|r| r.unwrap());
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_checks_pass_an_open_breaker_and_are_never_the_probe() {
+    let r = rig(config()).await;
+    // Health answers do not count: twenty of them leave the window empty.
+    for _ in 0..20 {
+        assert!(r.db.health().await.is_healthy());
+    }
+    assert_eq!(r.breaker.window(), (0, 0));
+    open(&r).await;
+    // Open: the provider's own report still comes through, failing while
+    // the fault layer below says it is down (and reaching it: one attempt).
+    let attempts = r.fault.attempts();
+    let health = r.db.health().await;
+    assert!(!health.is_healthy());
+    assert!(health
+        .message
+        .unwrap_or_default()
+        .contains("connection refused"));
+    assert_eq!(r.fault.attempts(), attempts + 1);
+    r.switch.set(PASS);
+    assert!(r.db.health().await.is_healthy());
+    assert_eq!(r.breaker.state(), BreakerState::Open);
+    // Due for a probe: a health check is not it, the next call is.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(r.db.health().await.is_healthy());
+    assert_eq!(r.breaker.state(), BreakerState::Open);
+    calls(&r.db, 1).await.remove(0).unwrap();
+    assert_eq!(r.breaker.state(), BreakerState::Closed);
+}

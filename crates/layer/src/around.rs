@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use truststream_core::{BoxFuture, Error, Result};
+use truststream_core::{BoxFuture, Error, Health, Result};
 
 /// The interface a call belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -231,6 +231,27 @@ where
     layer.around(op, Next { run: &run }).await?;
     let value = lock(&out).take();
     value.ok_or_else(|| Error::internal("a layer answered Ok without running the call"))
+}
+
+/// Runs a provider's `health()` through `layer` as `op` (`Access::Admin`,
+/// method `health`): health never fails, so an error from the layers (an
+/// open breaker, a timeout, a full queue) becomes an unhealthy report that
+/// says why, timed from the start of the call.
+pub(crate) async fn health_through<'a, L, F>(layer: &'a L, op: Op<'a>, health: F) -> Health
+where
+    L: Around + ?Sized,
+    F: Fn() -> BoxFuture<'a, Health> + Send + Sync + 'a,
+{
+    let started = std::time::Instant::now();
+    let result = through(layer, op, (), copy_unit, |()| {
+        let fut = health();
+        Box::pin(async move { Ok(fut.await) })
+    })
+    .await;
+    match result {
+        Ok(health) => health,
+        Err(e) => Health::unhealthy(started.elapsed(), e.to_string()),
+    }
 }
 
 /// `copy` for arguments that are references or nothing.

@@ -8,7 +8,9 @@ use truststream_core_auth::{
     Auth, AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User,
 };
 
-use crate::around::{copy_clone, copy_unit, through, Access, Around, Interface, Op};
+use crate::around::{
+    copy_clone, copy_unit, health_through, through, Access, Around, Interface, Op,
+};
 use crate::Generic;
 
 /// A layer over [`Auth`]: every method defaults to the same method of
@@ -150,6 +152,18 @@ fn op(next: &dyn Auth, method: &'static str, access: Access, idempotent: bool) -
 
 #[async_trait]
 impl<A: Around + ?Sized> AuthLayer for Generic<A> {
+    async fn health(&self, next: &dyn Auth) -> Health {
+        let op = Op {
+            interface: Interface::Auth,
+            provider: next.info().name,
+            method: "health",
+            access: Access::Admin,
+            target: None,
+            idempotent: true,
+            replayable: true,
+        };
+        health_through(&*self.0, op, || next.health()).await
+    }
     async fn sign_up(&self, next: &dyn Auth, request: SignUp) -> Result<Session> {
         let op = op(next, "sign_up", Access::Write, false);
         through(&*self.0, op, request, copy_clone, |r| next.sign_up(r)).await

@@ -9,7 +9,9 @@ use truststream_core_db::{
     OperationOutput, Params, Query, Row, TableSchema, Value,
 };
 
-use crate::around::{copy_clone, copy_unit, through, Access, Around, Interface, Op};
+use crate::around::{
+    copy_clone, copy_unit, health_through, through, Access, Around, Interface, Op,
+};
 use crate::Generic;
 
 /// A layer over [`Database`]: every method has a default that calls the
@@ -237,9 +239,16 @@ fn idempotent_operations(operations: &[Operation]) -> bool {
 #[async_trait]
 impl<A: Around + ?Sized> DatabaseLayer for Generic<A> {
     async fn health(&self, next: &dyn Database) -> Health {
-        // Health never fails and is never retried or cut short by a layer
-        // in a way that would hide the provider's own report.
-        next.health().await
+        let op = Op {
+            interface: Interface::Database,
+            provider: next.info().name,
+            method: "health",
+            access: Access::Admin,
+            target: None,
+            idempotent: true,
+            replayable: true,
+        };
+        health_through(&*self.0, op, || next.health()).await
     }
     async fn connect(&self, next: &dyn Database) -> Result<()> {
         let op = op(next, "connect", Access::Admin, None, true);

@@ -13,7 +13,7 @@ use truststream_core_realtime::{
     Subscription,
 };
 
-use crate::around::{copy_clone, through, Access, Around, Interface, Op};
+use crate::around::{copy_clone, health_through, through, Access, Around, Interface, Op};
 use crate::Generic;
 
 /// A layer over [`Realtime`]: every method defaults to the same method of
@@ -100,6 +100,18 @@ impl<L: RealtimeLayer + ?Sized> Realtime for LayeredRealtime<L> {
 
 #[async_trait]
 impl<A: Around + ?Sized> RealtimeLayer for Generic<A> {
+    async fn health(&self, next: &dyn Realtime) -> Health {
+        let op = Op {
+            interface: Interface::Realtime,
+            provider: next.info().name,
+            method: "health",
+            access: Access::Admin,
+            target: None,
+            idempotent: true,
+            replayable: true,
+        };
+        health_through(&*self.0, op, || next.health()).await
+    }
     async fn channel(
         &self,
         next: &dyn Realtime,

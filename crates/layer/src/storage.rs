@@ -11,7 +11,9 @@ use truststream_core_storage::{
     SignedUrlMethod, Storage, StorageCapabilities, UploadOptions, WriteCondition,
 };
 
-use crate::around::{copy_clone, copy_none, copy_unit, through, Access, Around, Interface, Op};
+use crate::around::{
+    copy_clone, copy_none, copy_unit, health_through, through, Access, Around, Interface, Op,
+};
 use crate::Generic;
 
 /// A layer over [`Storage`]: every method defaults to the same method of
@@ -257,6 +259,18 @@ fn op<'a>(
 
 #[async_trait]
 impl<A: Around + ?Sized> StorageLayer for Generic<A> {
+    async fn health(&self, next: &dyn Storage) -> Health {
+        let op = Op {
+            interface: Interface::Storage,
+            provider: next.info().name,
+            method: "health",
+            access: Access::Admin,
+            target: None,
+            idempotent: true,
+            replayable: true,
+        };
+        health_through(&*self.0, op, || next.health()).await
+    }
     async fn upload(
         &self,
         next: &dyn Storage,

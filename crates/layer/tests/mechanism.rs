@@ -365,3 +365,32 @@ fn stacks_follow_rank_and_bad_keys_are_named() {
     );
     let _ = Access::Read;
 }
+
+/// Refuses every call, as an open breaker or a full queue would.
+struct Refuse;
+
+impl Around for Refuse {
+    fn around<'a>(&'a self, op: Op<'a>, _next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { Err(Error::unavailable(format!("refused {}", op.method))) })
+    }
+}
+
+#[tokio::test]
+async fn health_goes_through_generic_layers_and_a_refusal_reads_unhealthy() {
+    let record = Arc::new(Record::default());
+    let db = around_database(Arc::new(MemoryDatabase::new()), Arc::clone(&record));
+    assert!(db.health().await.is_healthy());
+    assert_eq!(
+        *record.0.lock().unwrap(),
+        vec!["database.health - admin true"]
+    );
+    let db = around_database(Arc::new(MemoryDatabase::new()), Arc::new(Refuse));
+    let health = db.health().await;
+    assert_eq!(health.status, truststream_core::HealthStatus::Unhealthy);
+    assert_eq!(
+        health.message.as_deref(),
+        Some("unavailable: refused health")
+    );
+    let store = around_storage(Arc::new(MemoryStorage::new()), Arc::new(Refuse));
+    assert!(!store.health().await.is_healthy());
+}

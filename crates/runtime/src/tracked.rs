@@ -4,26 +4,21 @@
 //! The runtime hands out every provider (in its configured layers) wrapped
 //! in one more layer, outermost: [`Count`], an [`Around`] layer that holds a
 //! [`CallGuard`] while each call runs (until it finishes or its future is
-//! dropped), so that [`InFlight::idle`] can wait until none is left. The
-//! generic hook passes `health` straight through, so [`CountHealth`] (an
-//! interface layer overriding that one method) counts health checks too.
-//! Sync methods (`info`, `capabilities`) return at once and are not counted.
+//! dropped), so that [`InFlight::idle`] can wait until none is left;
+//! health checks included. Sync methods (`info`, `capabilities`) return at once and are not counted.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::Notify;
-use truststream_core::{BoxFuture, Health, Result};
+use truststream_core::{BoxFuture, Result};
 use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_realtime::Realtime;
 use truststream_core_storage::Storage;
 use truststream_layer::{
-    around_auth, around_database, around_realtime, around_storage, Around, AuthLayer,
-    DatabaseLayer, LayeredAuth, LayeredDatabase, LayeredRealtime, LayeredStorage, Next, Op,
-    RealtimeLayer, StorageLayer,
+    around_auth, around_database, around_realtime, around_storage, Around, Next, Op,
 };
 
 /// The number of calls running on one provider.
@@ -91,72 +86,37 @@ impl Around for Count {
     }
 }
 
-/// Health checks, counted while they run (the one method [`Count`] does
-/// not see).
-struct CountHealth(Arc<InFlight>);
-
-#[async_trait]
-impl DatabaseLayer for CountHealth {
-    async fn health(&self, next: &dyn Database) -> Health {
-        let _call = self.0.enter();
-        next.health().await
-    }
-}
-
-#[async_trait]
-impl StorageLayer for CountHealth {
-    async fn health(&self, next: &dyn Storage) -> Health {
-        let _call = self.0.enter();
-        next.health().await
-    }
-}
-
-#[async_trait]
-impl AuthLayer for CountHealth {
-    async fn health(&self, next: &dyn Auth) -> Health {
-        let _call = self.0.enter();
-        next.health().await
-    }
-}
-
-#[async_trait]
-impl RealtimeLayer for CountHealth {
-    async fn health(&self, next: &dyn Realtime) -> Health {
-        let _call = self.0.enter();
-        next.health().await
-    }
-}
-
 /// A provider of one interface wrapped in the counting layers.
 pub(crate) trait Track {
     /// Wraps `inner`; returns the wrapper and its counter.
     fn track(inner: Arc<Self>) -> (Arc<Self>, Arc<InFlight>);
 }
 
-/// `Track` for one interface: the generic hook around every method, the
-/// health layer over it.
+/// `Track` for one interface: the generic hook around every method.
 macro_rules! track {
-    ($interface:ident, $around:ident, $layered:ident) => {
+    ($interface:ident, $around:ident) => {
         impl Track for dyn $interface {
             fn track(inner: Arc<Self>) -> (Arc<Self>, Arc<InFlight>) {
                 let calls = Arc::new(InFlight::default());
                 let counted = $around(inner, Arc::new(Count(Arc::clone(&calls))));
-                let health = Arc::new(CountHealth(Arc::clone(&calls)));
-                (Arc::new($layered::new(counted, health)), calls)
+                (counted, calls)
             }
         }
     };
 }
 
-track!(Database, around_database, LayeredDatabase);
-track!(Storage, around_storage, LayeredStorage);
-track!(Auth, around_auth, LayeredAuth);
-track!(Realtime, around_realtime, LayeredRealtime);
+track!(Database, around_database);
+track!(Storage, around_storage);
+track!(Auth, around_auth);
+track!(Realtime, around_realtime);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_trait::async_trait;
+    use truststream_core::Health;
     use truststream_db_memory::MemoryDatabase;
+    use truststream_layer::{DatabaseLayer, LayeredDatabase};
 
     /// Holds health checks and reads until the test lets them go (one
     /// permit each).
