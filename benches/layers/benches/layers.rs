@@ -25,7 +25,8 @@
 //!   key, on its miss path when full (every store evicts), and on a table
 //!   it does not cache (TTL 0: the look-up is skipped);
 //! - the whole default stack (metrics, cache, retry, circuit_breaker,
-//!   limit, timeout), the cache missing.
+//!   limit, timeout), the cache missing, and again on a table the cache
+//!   does not cache.
 //!
 //! Then (second table) a cache hit — one key, read again and again —
 //! against the bare provider's `get` of that key, and the answer time of an
@@ -472,6 +473,15 @@ async fn contenders(bare: &Arc<dyn Database>) -> Vec<Contender> {
         Contender::stacked(
             "+ whole default stack, cache missing",
             &default_stack(cache_miss_settings()),
+            bare,
+            Target::Stack,
+        )
+        .await,
+    );
+    out.push(
+        Contender::stacked(
+            "+ whole default stack, table not cached (TTL 0)",
+            &default_stack(cache_off_settings()),
             bare,
             Target::Stack,
         )
