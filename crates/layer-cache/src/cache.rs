@@ -69,6 +69,15 @@ const STRIPES: usize = 1024;
 /// with backoff) reads bypass the cache, and everything is invalidated
 /// once it is back. The task stops when the layer is dropped.
 ///
+/// On PostgreSQL, following every table means a change trigger on every
+/// table of the schema while the layer lives (the provider's feed
+/// installs them on the tables that exist when it subscribes, and on
+/// tables created later through the same provider instance), with the
+/// feed's costs: commits to watched tables are numbered one at a time. A
+/// table another process creates afterwards is not watched until the
+/// feed is subscribed again; its foreign writes are bounded by the time
+/// to live only.
+///
 /// With a feed of scope [`ChangeFeedScope::Instance`] (db-memory,
 /// db-sqlite) or no feed, writes that do not go through this layer (another
 /// process on the same SQLite file, another provider instance) are not

@@ -54,20 +54,7 @@ impl CacheConfig {
     /// naming the key (`tables.trust_scores: invalid type: expected u64`);
     /// serde's quote of a bad value is left out.
     pub fn from_settings(settings: serde_json::Value) -> Result<Self> {
-        let settings = if settings.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            settings
-        };
-        let config: CacheConfig = serde_path_to_error::deserialize(settings).map_err(|e| {
-            let path = e.path().to_string();
-            let message = without_values(&e.inner().to_string());
-            if path == "." || path == "?" || message.starts_with("unknown field") {
-                Error::invalid_input(message)
-            } else {
-                Error::invalid_input(format!("{}: {message}", echo(&path)))
-            }
-        })?;
+        let config: CacheConfig = truststream_layer::parse_settings(settings)?;
         config.validate()?;
         Ok(config)
     }
@@ -147,19 +134,6 @@ fn at_most(key: &str, value: u64, max: u64) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// `invalid type: string "x", expected u64` -> `invalid type: expected u64`.
-fn without_values(msg: &str) -> String {
-    for kind in ["invalid type", "invalid value", "invalid length"] {
-        if let Some(rest) = msg.strip_prefix(kind) {
-            return match rest.rfind(", expected ") {
-                Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
-                None => kind.to_string(),
-            };
-        }
-    }
-    msg.to_string()
 }
 
 #[cfg(test)]
