@@ -5,8 +5,9 @@ use std::sync::Mutex;
 
 use truststream_core::{BoxFuture, Error, Health, Result};
 
-/// The interface a call belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The interface a call belongs to (and a configuration section's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Interface {
     /// [`truststream_core_db::Database`].
     Database,
@@ -35,6 +36,11 @@ impl Interface {
             Interface::Storage => "storage",
             Interface::Realtime => "realtime",
         }
+    }
+
+    /// The interface named `name` (`"database"`, ...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.as_str() == name)
     }
 }
 

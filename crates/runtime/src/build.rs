@@ -135,7 +135,7 @@ impl Registries {
     pub fn stack(self: &Arc<Self>, config: &Config, interface: Interface) -> Result<Stack> {
         let section = config.section(interface);
         self.layers
-            .stack(interface.into(), section.layers(), &self.layer_deps())
+            .stack(interface, section.layers(), &self.layer_deps())
             .map_err(|e| layer_error(e, config, interface, section))
     }
 

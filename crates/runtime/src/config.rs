@@ -31,70 +31,17 @@ const DEFAULTS_SOURCE: &str = "built-in defaults";
 /// Metadata name of the environment layer.
 const ENV_SOURCE: &str = "the environment (TRUSTSTREAM_* variables)";
 
-/// One of the four interfaces, as named in configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Interface {
-    /// `[database]`
-    Database,
-    /// `[auth]`
-    Auth,
-    /// `[storage]`
-    Storage,
-    /// `[realtime]`
-    Realtime,
-}
+/// One of the four interfaces, as named in configuration (`database`, ...).
+pub use truststream_layer::Interface;
 
-impl Interface {
-    /// Every interface, in report order.
-    pub const ALL: [Interface; 4] = [
-        Interface::Database,
-        Interface::Auth,
-        Interface::Storage,
-        Interface::Realtime,
-    ];
-
-    /// The configuration section name (`database`, `auth`, ...).
-    pub fn key(self) -> &'static str {
-        match self {
-            Interface::Database => "database",
-            Interface::Auth => "auth",
-            Interface::Storage => "storage",
-            Interface::Realtime => "realtime",
-        }
-    }
-
-    /// Parses a section name.
-    pub fn from_key(key: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|i| i.key() == key)
-    }
-
-    /// The environment variable that sets `field` of this section
-    /// (`TRUSTSTREAM_DATABASE__API_KEY`).
-    pub fn env_var(self, field: &str) -> String {
-        format!(
-            "{ENV_PREFIX}{}__{}",
-            self.key().to_ascii_uppercase(),
-            field.to_ascii_uppercase().replace('.', "__")
-        )
-    }
-}
-
-impl From<Interface> for truststream_layer::Interface {
-    fn from(i: Interface) -> Self {
-        match i {
-            Interface::Database => truststream_layer::Interface::Database,
-            Interface::Auth => truststream_layer::Interface::Auth,
-            Interface::Storage => truststream_layer::Interface::Storage,
-            Interface::Realtime => truststream_layer::Interface::Realtime,
-        }
-    }
-}
-
-impl fmt::Display for Interface {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.key())
-    }
+/// The environment variable that sets `field` of `interface`'s section
+/// (`TRUSTSTREAM_DATABASE__API_KEY`).
+pub fn env_var(interface: Interface, field: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}__{}",
+        interface.as_str().to_ascii_uppercase(),
+        field.to_ascii_uppercase().replace('.', "__")
+    )
 }
 
 /// The key of a section's layer table (`[production.database.layers]`).
@@ -265,8 +212,8 @@ impl Config {
     /// switching a provider).
     pub fn set_section(&mut self, interface: Interface, section: ProviderSection) {
         self.origins.retain(|k, _| {
-            !k.starts_with(interface.key())
-                || k.as_bytes().get(interface.key().len()) != Some(&b'.')
+            !k.starts_with(interface.as_str())
+                || k.as_bytes().get(interface.as_str().len()) != Some(&b'.')
         });
         self.sections.insert(interface, section);
     }
@@ -282,7 +229,7 @@ impl Config {
     pub fn to_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         for (i, s) in &self.sections {
-            m.insert(i.key().into(), s.to_json());
+            m.insert(i.as_str().into(), s.to_json());
         }
         Value::Object(m)
     }
@@ -495,7 +442,7 @@ impl ConfigSources {
             })?;
             for p in data.keys() {
                 let p = p.as_str().to_string();
-                if Interface::from_key(&p).is_some() {
+                if Interface::from_name(&p).is_some() {
                     return Err(Error::invalid_input(format!(
                         "configuration file {name}: section [{p}] must sit inside a profile, \
                          like [default.{p}] (applies to every profile) or [production.{p}]"
@@ -563,7 +510,7 @@ impl ConfigSources {
         let mut sections = BTreeMap::new();
         let mut origins = BTreeMap::new();
         for (key, value) in root {
-            let Some(interface) = Interface::from_key(&key) else {
+            let Some(interface) = Interface::from_name(&key) else {
                 let from = fig
                     .find_metadata(&key)
                     .map(|m| format!(" (set in {})", m.name))
@@ -641,11 +588,11 @@ fn not_a_layer_table(at: Option<(Interface, Option<&str>)>, got: &Value) -> Erro
 
 /// "set `field` under [profile.section] in FILE, or the environment variable ...".
 fn where_to_set(profile: &str, file: Option<&str>, interface: Interface, field: &str) -> String {
-    let table = format!("[{profile}.{}]", interface.key());
+    let table = format!("[{profile}.{}]", interface.as_str());
     let file = file.unwrap_or(DEFAULT_CONFIG_FILE);
     format!(
         "set `{field}` under {table} in {file}, or the environment variable {} (active profile: {profile:?})",
-        interface.env_var(field)
+        env_var(interface, field)
     )
 }
 
@@ -711,7 +658,7 @@ fn restart_changed_types(layers: &mut [Layer], selected: &Profile) {
         .flat_map(|l| profiles.iter().map(move |p| (l, p)))
         .collect();
     for interface in Interface::ALL {
-        let key = interface.key();
+        let key = interface.as_str();
         let type_at = |&(l, p): &(usize, &Profile)| -> Option<String> {
             let section = layers[l].data.get(p)?.get(key)?.as_dict()?;
             let t = section.get("type")?;

@@ -278,7 +278,7 @@ impl Runtime {
         }
         let mut next = (*current).clone();
         next.config.set_section(interface, section);
-        let affected = interface.with_dependents();
+        let affected = with_dependents(interface);
         for &i in affected {
             let failed = match next.rebuild(&self.registries, i).await {
                 Err(e) => Some(e),
@@ -341,17 +341,15 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-impl Interface {
-    /// This interface, then the interfaces whose providers are built on it,
-    /// in build order: the database feeds auth (its store) and realtime (its
-    /// change feed); auth feeds realtime (token checks).
-    fn with_dependents(self) -> &'static [Interface] {
-        match self {
-            Interface::Database => &[Interface::Database, Interface::Auth, Interface::Realtime],
-            Interface::Auth => &[Interface::Auth, Interface::Realtime],
-            Interface::Storage => &[Interface::Storage],
-            Interface::Realtime => &[Interface::Realtime],
-        }
+/// `interface`, then the interfaces whose providers are built on it, in
+/// build order: the database feeds auth (its store) and realtime (its
+/// change feed); auth feeds realtime (token checks).
+fn with_dependents(interface: Interface) -> &'static [Interface] {
+    match interface {
+        Interface::Database => &[Interface::Database, Interface::Auth, Interface::Realtime],
+        Interface::Auth => &[Interface::Auth, Interface::Realtime],
+        Interface::Storage => &[Interface::Storage],
+        Interface::Realtime => &[Interface::Realtime],
     }
 }
 
@@ -742,6 +740,6 @@ fn refused(
     };
     Error::new(e.kind(), message)
         .with_retryable(e.is_retryable())
-        .with_context("section", switched.key())
-        .with_context("failed", failed.key())
+        .with_context("section", switched.as_str())
+        .with_context("failed", failed.as_str())
 }
