@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::json;
-use truststream_core::{BoxFuture, Error, ErrorKind, Health, HealthStatus, Result};
+use truststream_core::{BoxFuture, Error, ErrorKind, HealthStatus, Result};
 use truststream_core_db::{
     col, AlterTable, ColumnDef, ColumnDefault, Database, Operation, Params, Query, Row,
     TableSchema, Value,
@@ -17,13 +16,12 @@ use truststream_core_db::{
 use truststream_db_memory::MemoryDatabase;
 use truststream_db_sqlite::SqliteDatabase;
 use truststream_layer::{
-    around_database, Around, DatabaseLayer, Interface, LayerDeps, LayerRegistry, LayeredDatabase,
-    Next, Op,
+    around_database, Around, Interface, LayerDeps, LayerRegistry, LayeredDatabase, Next, Op,
 };
 use truststream_layer_composite::{CompositeConfig, CompositeLayer};
 
-/// Answers `Unavailable` to every call (and an unhealthy `health()`) while
-/// off.
+/// Answers `Unavailable` to every call while off (`health()` included,
+/// which then reads unhealthy).
 #[derive(Default)]
 struct Switch {
     off: AtomicBool,
@@ -44,27 +42,10 @@ impl Around for Switch {
     }
 }
 
-struct SwitchHealth(Arc<Switch>);
-
-#[async_trait]
-impl DatabaseLayer for SwitchHealth {
-    async fn health(&self, next: &dyn Database) -> Health {
-        if self.0.off.load(Ordering::SeqCst) {
-            return Health::unhealthy(Duration::ZERO, "switched off");
-        }
-        next.health().await
-    }
-}
-
 /// `db` behind a switch.
 fn switched(db: Arc<dyn Database>) -> (Arc<dyn Database>, Arc<Switch>) {
     let switch = Arc::new(Switch::default());
-    let db = around_database(db, Arc::clone(&switch));
-    let db: Arc<dyn Database> = Arc::new(LayeredDatabase::new(
-        db,
-        Arc::new(SwitchHealth(Arc::clone(&switch))),
-    ));
-    (db, switch)
+    (around_database(db, Arc::clone(&switch)), switch)
 }
 
 /// Settings whose replicator stays idle during a test (the tests run passes
