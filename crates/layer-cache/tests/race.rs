@@ -275,6 +275,8 @@ async fn eight_writers_and_eight_readers_on_db_memory_never_read_the_past() {
         s.hits > 0 && s.misses > 0,
         "the cache served and missed: {s:?}"
     );
+    // Reads that overlapped a write happened, and were not stored.
+    assert!(s.stale > 0, "the race was hit: {s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
