@@ -450,7 +450,8 @@ impl Cache {
     /// `inner` with a read cache over it. When `inner`'s change feed sees
     /// every writer of its database ([`ChangeFeedScope::Database`]), the
     /// layer subscribes to it first (a failure there is retried in the
-    /// background; reads bypass the cache meanwhile).
+    /// background; reads bypass the cache meanwhile), unless
+    /// [`CacheConfig::follow_changes`] is `false`.
     ///
     /// `config` is [`CacheConfig::validate`]d. Needs a tokio runtime (the
     /// feed task).
@@ -480,7 +481,9 @@ impl Cache {
         config.validate()?;
         let shared = Arc::new(Shared::new(&config));
         let caps = inner.capabilities();
-        let feed = if caps.change_feed && caps.change_feed_scope == Some(ChangeFeedScope::Database)
+        let feed = if config.follow_changes
+            && caps.change_feed
+            && caps.change_feed_scope == Some(ChangeFeedScope::Database)
         {
             shared.set_follows_feed();
             Some(feed::follow(&shared, Arc::clone(&inner)).await)

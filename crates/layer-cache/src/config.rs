@@ -35,6 +35,12 @@ pub struct CacheConfig {
     /// when absent (the default). With both bounds, each entry counts for
     /// at least `max_bytes / max_entries` bytes, so neither is exceeded.
     pub max_bytes: Option<u64>,
+    /// Whether to follow the provider's change feed when it sees every
+    /// writer of the database (PostgreSQL), so that other processes'
+    /// writes invalidate the cache (default `true`). `false` trades that
+    /// for no change triggers on the tables: other processes' writes are
+    /// then seen only when an entry's TTL ends.
+    pub follow_changes: bool,
 }
 
 impl Default for CacheConfig {
@@ -44,6 +50,7 @@ impl Default for CacheConfig {
             tables: BTreeMap::new(),
             max_entries: 100_000,
             max_bytes: None,
+            follow_changes: true,
         }
     }
 }

@@ -261,6 +261,41 @@ async fn a_feed_that_cannot_be_followed_at_first_is_followed_later() {
     assert_eq!(cache.stats().hits, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_changes_false_never_subscribes_and_ttl_bounds_foreign_writes() {
+    let raw: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    raw.create_table(
+        &TableSchema::new("agents")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("name")),
+    )
+    .await
+    .unwrap();
+    raw.create("agents", row(json!({"id": "a1", "name": "Ada"})))
+        .await
+        .unwrap();
+    let feed = Arc::new(Scripted::default());
+    let under: Arc<dyn Database> =
+        Arc::new(LayeredDatabase::new(Arc::clone(&raw), Arc::clone(&feed)));
+    let config = CacheConfig {
+        follow_changes: false,
+        ..CacheConfig::default()
+    };
+    let db = Cache::wrap(under, config).await.unwrap();
+    let cache = Arc::clone(db.layer());
+    assert!(!cache.stats().follows_feed);
+    assert_eq!(feed.subscriptions.load(Ordering::SeqCst), 0);
+    // Cached, and a foreign write is not seen (the TTL bounds it).
+    assert_eq!(name(&*db).await, "Ada");
+    foreign(&*raw, "Foreign").await;
+    assert_eq!(name(&*db).await, "Ada");
+    assert_eq!(cache.stats().hits, 1);
+    // The settings key parses.
+    let parsed =
+        CacheConfig::from_settings(json!({"follow_changes": false, "default_ttl_s": 5})).unwrap();
+    assert!(!parsed.follow_changes);
+}
+
 // ---- PostgreSQL -----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
