@@ -14,8 +14,7 @@
 //! first table reads in a run (db-memory 215,000, db-sqlite 8,600 with the
 //! defaults: the whole file fits SQLite's page cache). Every row of the
 //! first table reads its own run of keys from 1 up (`get("bench", id)`,
-//! each key once), through
-//! one provider instance, bare or wrapped:
+//! each key once), through one provider instance, bare or wrapped:
 //!
 //! - the bare provider;
 //! - the mechanism alone: a pass-through generic layer (`Around` via
