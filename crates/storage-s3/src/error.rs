@@ -232,7 +232,11 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        let e = storage_at(port).await.delete("bucket", "k").await.unwrap_err();
+        let e = storage_at(port)
+            .await
+            .delete("bucket", "k")
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
         assert!(e.is_retryable(), "{e}");
         assert!(e.is_unapplied(), "refused: {e:?}");
@@ -247,7 +251,11 @@ mod tests {
                 held.push(conn);
             }
         });
-        let e = storage_at(port).await.delete("bucket", "k").await.unwrap_err();
+        let e = storage_at(port)
+            .await
+            .delete("bucket", "k")
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
         assert!(!e.is_unapplied(), "no answer: {e:?}");
         held.abort();
@@ -263,7 +271,11 @@ mod tests {
                 drop(conn);
             }
         });
-        let e = storage_at(port).await.delete("bucket", "k").await.unwrap_err();
+        let e = storage_at(port)
+            .await
+            .delete("bucket", "k")
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
         assert!(!e.is_unapplied(), "closed after the request: {e:?}");
         closer.abort();
