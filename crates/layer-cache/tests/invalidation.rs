@@ -562,7 +562,7 @@ fn configuration_errors_name_the_key() {
     assert_eq!(
         stack_err(Interface::Database, json!({"cache": {"default_ttl": 60}})),
         "database.layers.cache: unknown field `default_ttl`, expected one of \
-         `default_ttl_s`, `tables`, `max_entries`, `max_bytes`"
+         `default_ttl_s`, `tables`, `max_entries`, `max_bytes`, `follow_changes`"
     );
     assert_eq!(
         stack_err(Interface::Database, json!({"cache": {"max_entries": 0}})),
