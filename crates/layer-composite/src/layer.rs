@@ -233,6 +233,14 @@ impl CompositeLayer {
         {
             let schema = parse_schema(&s.catalog_table, &row)?;
             write_lock(&s.catalog).insert(table.to_string(), schema);
+        } else if s.schema(table).is_none() {
+            // Not replicated: a table the primary does not have either is
+            // `NotFound`, as the primary itself would answer.
+            if let Err(e) = s.primary.read(table, &Query::default().limit(1)).await {
+                if e.kind() == ErrorKind::NotFound {
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }

@@ -12,9 +12,9 @@ use truststream_layer::{Interface, LayerDeps, LayerRegistry, Stack};
 /// database, with its defaults (the registry orders them by rank), but the
 /// composite. The composite does not pass the db suite by design: it
 /// refuses a `create` without the key when the key is an integer the
-/// database would generate (12 cases use such tables), and answers
-/// `InvalidInput` where the suite expects `NotFound` for a table that does
-/// not exist (`edge.unknown_table_and_columns`, `schema.alter_table`).
+/// database would generate (12 cases use such tables); its own test
+/// (`crates/layer-composite/tests/conformance.rs`) runs the suite and pins
+/// exactly those cases.
 pub const DB_LAYERS: &[&str] = &[
     "metrics",
     "cache",
