@@ -106,17 +106,20 @@ impl CacheConfig {
         let tables: Vec<String> = self
             .tables
             .iter()
-            .map(|(t, s)| format!("{t}={s}s"))
+            .map(|(t, s)| format!("{t}={s}"))
             .collect();
         let mut out = format!(
-            "default_ttl={}s, max_entries={}",
+            "default_ttl_s={}, max_entries={}",
             self.default_ttl_s, self.max_entries
         );
         if let Some(b) = self.max_bytes {
             out.push_str(&format!(", max_bytes={b}"));
         }
         if !tables.is_empty() {
-            out.push_str(&format!(", tables: {}", tables.join(" ")));
+            out.push_str(&format!(", tables={{{}}}", tables.join(", ")));
+        }
+        if !self.follow_changes {
+            out.push_str(", follow_changes=false");
         }
         out
     }
@@ -175,8 +178,8 @@ mod tests {
         assert_eq!(tables["audit"], None);
         assert_eq!(
             c.describe(),
-            "default_ttl=300s, max_entries=100000, max_bytes=67108864, \
-             tables: audit=0s system_config=3600s trust_scores=60s"
+            "default_ttl_s=300, max_entries=100000, max_bytes=67108864, \
+             tables={audit=0, system_config=3600, trust_scores=60}"
         );
     }
 

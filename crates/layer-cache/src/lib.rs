@@ -27,7 +27,7 @@
 //!     .unwrap();
 //! assert_eq!(
 //!     stack.describe(),
-//!     ["cache(default_ttl=60s, max_entries=100000, tables: audit_log=0s)"]
+//!     ["cache(default_ttl_s=60, max_entries=100000, tables={audit_log=0})"]
 //! );
 //! ```
 

@@ -599,7 +599,7 @@ async fn a_configured_stack_wraps_the_database_and_hands_out_the_cache() {
         .unwrap();
     assert_eq!(
         stack.describe(),
-        ["cache(default_ttl=300s, max_entries=100000, tables: teams=0s)"]
+        ["cache(default_ttl_s=300, max_entries=100000, tables={teams=0})"]
     );
     let raw: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
     raw.create_table(&agents()).await.unwrap();

@@ -33,7 +33,7 @@
 //! let stack = registry
 //!     .stack(Interface::Storage, layers.as_object().unwrap(), &LayerDeps::default())
 //!     .unwrap();
-//! assert_eq!(stack.describe(), ["metrics(tracing, max_targets 200)"]);
+//! assert_eq!(stack.describe(), ["metrics(tracing=true, max_targets=200)"]);
 //! ```
 
 mod config;
@@ -107,12 +107,10 @@ impl LayerSpec for Spec {
     }
 
     fn describe(&self) -> String {
-        let tracing = if self.config.tracing {
-            "tracing"
-        } else {
-            "no tracing"
-        };
-        format!("{tracing}, max_targets {}", self.config.max_targets)
+        format!(
+            "tracing={}, max_targets={}",
+            self.config.tracing, self.config.max_targets
+        )
     }
 
     async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {

@@ -318,7 +318,7 @@ async fn a_stack_from_configuration_records_into_its_registry() {
             &deps,
         )
         .unwrap();
-    assert_eq!(stack.describe(), ["metrics(no tracing, max_targets 5)"]);
+    assert_eq!(stack.describe(), ["metrics(tracing=false, max_targets=5)"]);
     let db = stack
         .wrap_database(Arc::new(MemoryDatabase::new()))
         .await
@@ -332,7 +332,10 @@ async fn a_stack_from_configuration_records_into_its_registry() {
     let stack = layers
         .stack(Interface::Storage, &table(json!({"metrics": true})), &deps)
         .unwrap();
-    assert_eq!(stack.describe(), ["metrics(tracing, max_targets 1000)"]);
+    assert_eq!(
+        stack.describe(),
+        ["metrics(tracing=true, max_targets=1000)"]
+    );
     let store = stack
         .wrap_storage(Arc::new(MemoryStorage::new()))
         .await
