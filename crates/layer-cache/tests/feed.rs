@@ -130,6 +130,18 @@ async fn scripted(
     Arc<Scripted>,
     Arc<LayeredDatabase<Cache>>,
 ) {
+    scripted_with(refuse, CacheConfig::default()).await
+}
+
+/// [`scripted`] with the cache configured by `config`.
+async fn scripted_with(
+    refuse: bool,
+    config: CacheConfig,
+) -> (
+    Arc<dyn Database>,
+    Arc<Scripted>,
+    Arc<LayeredDatabase<Cache>>,
+) {
     let raw: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
     raw.create_table(
         &TableSchema::new("agents")
@@ -145,7 +157,7 @@ async fn scripted(
     feed.refuse.store(refuse, Ordering::SeqCst);
     let under: Arc<dyn Database> =
         Arc::new(LayeredDatabase::new(Arc::clone(&raw), Arc::clone(&feed)));
-    let db = Cache::wrap(under, CacheConfig::default()).await.unwrap();
+    let db = Cache::wrap(under, config).await.unwrap();
     (raw, feed, db)
 }
 
@@ -263,25 +275,11 @@ async fn a_feed_that_cannot_be_followed_at_first_is_followed_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_changes_false_never_subscribes_and_ttl_bounds_foreign_writes() {
-    let raw: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
-    raw.create_table(
-        &TableSchema::new("agents")
-            .column(ColumnDef::text("id").primary_key())
-            .column(ColumnDef::text("name")),
-    )
-    .await
-    .unwrap();
-    raw.create("agents", row(json!({"id": "a1", "name": "Ada"})))
-        .await
-        .unwrap();
-    let feed = Arc::new(Scripted::default());
-    let under: Arc<dyn Database> =
-        Arc::new(LayeredDatabase::new(Arc::clone(&raw), Arc::clone(&feed)));
     let config = CacheConfig {
         follow_changes: false,
         ..CacheConfig::default()
     };
-    let db = Cache::wrap(under, config).await.unwrap();
+    let (raw, feed, db) = scripted_with(false, config).await;
     let cache = Arc::clone(db.layer());
     assert!(!cache.stats().follows_feed);
     assert_eq!(feed.subscriptions.load(Ordering::SeqCst), 0);
