@@ -13,6 +13,7 @@ use truststream_layer_metrics::{MetricsRegistry, SeriesStats};
 
 use crate::build::Registries;
 use crate::config::{Config, Interface};
+use crate::redact;
 
 /// The rows `truststream stats` writes unless `--rows` says otherwise.
 pub const DEFAULT_STATS_ROWS: usize = 20;
@@ -101,12 +102,18 @@ pub async fn self_test(
     // Taken before the disconnect: the workload's calls only.
     let series = metrics.snapshot();
     let _ = db.disconnect().await;
+    // Scrubbed like a build error: a provider's message may quote its
+    // settings (a connection URL, a password).
+    let secrets: Vec<String> = [Interface::Database, Interface::Storage]
+        .iter()
+        .flat_map(|&i| config.section(i).secrets())
+        .collect();
     Ok(StatsRun {
         database: config.section(Interface::Database).kind().to_string(),
         storage: config.section(Interface::Storage).kind().to_string(),
         rows,
         series,
-        failure: failure.map(|e| e.display_chain().to_string()),
+        failure: failure.map(|e| redact::scrub(&e.display_chain().to_string(), &secrets)),
     })
 }
 

@@ -111,3 +111,59 @@ async fn a_provider_that_cannot_be_built_fails_the_run() {
         .unwrap_err();
     assert!(e.message().contains("database.type"), "{e}");
 }
+
+/// A database layer that fails every call, quoting its `password` setting.
+struct Leaky(String);
+
+impl truststream_runtime::layer::Around for Leaky {
+    fn around<'a>(
+        &'a self,
+        _op: truststream_runtime::layer::Op<'a>,
+        _next: truststream_runtime::layer::Next<'a>,
+    ) -> truststream_core::BoxFuture<'a, truststream_core::Result<()>> {
+        let message = format!("refused for password {}", self.0);
+        Box::pin(async move { Err(truststream_core::Error::unavailable(message)) })
+    }
+}
+
+struct LeakySpec(String);
+
+#[async_trait::async_trait]
+impl truststream_runtime::layer::LayerSpec for LeakySpec {
+    fn name(&self) -> &'static str {
+        "leaky"
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    async fn wrap_database(
+        &self,
+        inner: Arc<dyn Database>,
+    ) -> truststream_core::Result<Arc<dyn Database>> {
+        Ok(truststream_runtime::layer::around_database(
+            inner,
+            Arc::new(Leaky(self.0.clone())),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_failure_of_the_run_is_scrubbed_of_the_sections_secrets() {
+    let mut registries = Registries::compiled_in();
+    registries.layers.register("leaky", 100, |v, _| {
+        let password = v["password"].as_str().unwrap_or_default().to_string();
+        Ok(Arc::new(LeakySpec(password)) as Arc<dyn truststream_runtime::layer::LayerSpec>)
+    });
+    let config = ConfigSources::new()
+        .toml_str(
+            "[default.database]\ntype = \"memory\"\n\
+             [default.database.layers.leaky]\npassword = \"leaked-pw\"\n\
+             [default.storage]\ntype = \"memory\"\n",
+        )
+        .load()
+        .unwrap();
+    let run = self_test(registries, &config, 1).await.unwrap();
+    let failure = run.failure.unwrap();
+    assert!(failure.contains("refused for password"), "{failure}");
+    assert!(!failure.contains("leaked-pw"), "{failure}");
+}
