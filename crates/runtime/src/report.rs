@@ -41,8 +41,9 @@ pub struct InterfaceReport {
 
 impl InterfaceReport {
     /// A report for a provider that was built from `section`, in `layers`
-    /// (outermost first). The health message is scrubbed of the section's
-    /// secret values (a driver may quote its connection URL).
+    /// (outermost first). The health message and the layers' descriptions
+    /// are scrubbed of the section's secret values (a driver may quote its
+    /// connection URL, a layer its settings).
     pub fn built(
         interface: Interface,
         info: ProviderInfo,
@@ -51,14 +52,15 @@ impl InterfaceReport {
         section: &ProviderSection,
         layers: Vec<String>,
     ) -> Self {
+        let secrets = section.secrets();
         if let Some(m) = &health.message {
-            health.message = Some(redact::scrub(m, &section.secrets()));
+            health.message = Some(redact::scrub(m, &secrets));
         }
         InterfaceReport {
             interface,
             configured_type: section.kind().to_string(),
             provider: Some(info),
-            layers,
+            layers: layers.iter().map(|l| redact::scrub(l, &secrets)).collect(),
             capabilities: capability_lines(capabilities),
             health: Some(health),
             error: None,

@@ -404,6 +404,17 @@ count = true
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["interfaces"][0]["layers"][0], "outer({})");
 
+    // A layer's description that quotes a secret setting is scrubbed.
+    let leaky = load(
+        "[default.database.layers]\nouter = { api_key = \"leaked-key\" }\n",
+        &[],
+    )
+    .unwrap();
+    let report = CompatibilityReport::check(&registries(&calls), &leaky).await;
+    let layers = &report.interfaces[0].layers;
+    assert!(layers[0].starts_with("outer("), "{layers:?}");
+    assert!(!layers[0].contains("leaked-key"), "{layers:?}");
+
     // A failing layer fails the check of its interface only.
     let bad = load("[default.database.layers]\nretyr = {}\n", &[]).unwrap();
     let report = CompatibilityReport::check(&registries(&calls), &bad).await;
