@@ -21,7 +21,8 @@
 //!
 //! Label cardinality is bounded: after [`MetricsConfig::max_targets`]
 //! distinct targets, calls on new ones are counted under [`OTHER_TARGET`],
-//! as are calls on targets longer than [`MAX_TARGET_LEN`].
+//! as are calls on targets longer than [`MAX_TARGET_LEN`] or holding a
+//! control character.
 //!
 //! ```
 //! use serde_json::json;

@@ -23,8 +23,17 @@ pub const OTHER_TARGET: &str = "other";
 /// The longest target name that gets a label of its own, in bytes (table
 /// and bucket names are at most 63 in PostgreSQL and S3): a longer one is
 /// not a name any provider accepts, and is counted under [`OTHER_TARGET`]
-/// so that hostile names cannot fill the labels.
+/// so that hostile names cannot fill the labels (as is a name holding a
+/// control character).
 pub const MAX_TARGET_LEN: usize = 128;
+
+/// Whether `target` may be a label of its own: at most [`MAX_TARGET_LEN`]
+/// bytes and no control characters (a caller's name must not carry line
+/// breaks or terminal escapes into `truststream stats` and the exported
+/// labels).
+fn fits_a_label(target: &str) -> bool {
+    target.len() <= MAX_TARGET_LEN && !target.chars().any(char::is_control)
+}
 
 /// The longest latency the histograms tell apart: 60 s. Longer calls are
 /// recorded as 60 s in the percentiles; [`SeriesStats::max`] keeps the
@@ -94,7 +103,7 @@ impl State {
     fn label<'t>(&self, target: Option<&'t str>, max_targets: usize) -> Option<&'t str> {
         match target {
             None => Some(NO_TARGET),
-            Some(t) if t.len() > MAX_TARGET_LEN => Some(OTHER_TARGET),
+            Some(t) if !fits_a_label(t) => Some(OTHER_TARGET),
             Some(t) if self.targets.contains(t) => Some(t),
             Some(_) if self.targets.len() >= max_targets => Some(OTHER_TARGET),
             Some(_) => None,
@@ -426,6 +435,15 @@ mod tests {
         let p99 = s.p99.as_secs_f64();
         assert!((59.0..=61.0).contains(&p99), "{p99}");
         assert!(s.p50 <= Duration::from_micros(1010), "{:?}", s.p50);
+    }
+
+    #[test]
+    fn targets_with_control_characters_are_folded() {
+        let reg = MetricsRegistry::new();
+        reg.record(&op(Some("t\n\x1b[31m")), Duration::from_micros(5), None, 10);
+        reg.record(&op(Some("t")), Duration::from_micros(5), None, 10);
+        let targets: Vec<_> = reg.snapshot().into_iter().map(|s| s.target).collect();
+        assert_eq!(targets, [OTHER_TARGET, "t"]);
     }
 
     #[test]
