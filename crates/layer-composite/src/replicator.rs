@@ -131,12 +131,20 @@ async fn pass_locked(shared: &Shared) -> Result<usize> {
             failure = Some(e);
         }
     }
-    let applied = done.len();
+    // Removes the applied entries. A failed removal leaves them to be
+    // applied again (harmless); the pass reports its first failure, and
+    // counts only the entries removed.
+    let mut applied = 0;
     for ids in done.chunks(CHUNK) {
-        shared
+        if let Err(e) = shared
             .primary
             .delete_many(outbox_table, &col("id").is_in(ids.iter().copied()))
-            .await?;
+            .await
+        {
+            failure.get_or_insert(e);
+            break;
+        }
+        applied += ids.len();
     }
     shared
         .replicator

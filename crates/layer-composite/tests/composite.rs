@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use truststream_core::{BoxFuture, Error, ErrorKind, HealthStatus, Result};
 use truststream_core_db::{
-    col, AlterTable, ColumnDef, ColumnDefault, Database, Operation, Params, Query, Row,
+    col, AlterTable, ColumnDef, ColumnDefault, Database, IndexSpec, Operation, Params, Query, Row,
     TableSchema, Value,
 };
 use truststream_db_memory::MemoryDatabase;
@@ -701,4 +701,79 @@ async fn schema_changes_behind_waiting_rows_replicate_in_any_pass_layout() {
         assert_eq!(all(&*s.secondary, "agents").await.len(), 2);
         assert_eq!(all(&*s.secondary, "events").await.len(), 1);
     }
+}
+
+/// Refuses `method` while on (`Unavailable`, with `message`).
+struct Refuse {
+    on: AtomicBool,
+    method: &'static str,
+    message: &'static str,
+}
+
+impl Refuse {
+    fn new(method: &'static str, message: &'static str) -> Arc<Refuse> {
+        Arc::new(Refuse {
+            on: AtomicBool::new(false),
+            method,
+            message,
+        })
+    }
+}
+
+impl Around for Refuse {
+    fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        if self.on.load(Ordering::SeqCst) && op.method == self.method {
+            let e = Error::unavailable(self.message).unapplied();
+            return Box::pin(async { Err(e) });
+        }
+        next.run()
+    }
+}
+
+#[tokio::test]
+async fn a_pass_reports_its_first_failure_and_counts_only_removed_entries() {
+    let memory: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    // On the primary the layer only deletes many for outbox entries.
+    let removal = Refuse::new("delete_many", "no removal");
+    let primary = around_database(Arc::clone(&memory), Arc::clone(&removal));
+    let no_index = Refuse::new("create_index", "no index");
+    let secondary = around_database(Arc::new(MemoryDatabase::new()), Arc::clone(&no_index));
+    let db = CompositeLayer::wrap(primary, secondary, &idle())
+        .await
+        .unwrap();
+    db.create_table(&agents()).await.unwrap();
+    db.layer().catch_up().await.unwrap();
+    let applied = db.layer().stats().applied;
+
+    // The row entry is applied, the index entry after it fails, and the
+    // applied entry cannot be removed: the pass reports the index failure
+    // (the first), counts nothing, and both entries stay.
+    removal.on.store(true, Ordering::SeqCst);
+    no_index.on.store(true, Ordering::SeqCst);
+    db.create("agents", row(json!({"id": "a1", "name": "Ada"})))
+        .await
+        .unwrap();
+    db.create_index(&IndexSpec::new("agents", ["status"]))
+        .await
+        .unwrap();
+    let e = db.layer().replicate_once().await.unwrap_err();
+    assert_eq!(e.message(), "no index");
+    assert_eq!(db.layer().stats().applied, applied);
+    assert_eq!(outbox_len(&*memory).await, 2);
+
+    // Only the removal fails: its error.
+    no_index.on.store(false, Ordering::SeqCst);
+    let e = db.layer().replicate_once().await.unwrap_err();
+    assert_eq!(e.message(), "no removal");
+    assert_eq!(db.layer().stats().applied, applied);
+    assert_eq!(outbox_len(&*memory).await, 2);
+
+    removal.on.store(false, Ordering::SeqCst);
+    db.layer().catch_up().await.unwrap();
+    assert_eq!(db.layer().stats().applied, applied + 2);
+    assert_eq!(outbox_len(&*memory).await, 0);
+    assert_eq!(
+        all(&**db.layer().secondary(), "agents").await,
+        all(&*memory, "agents").await
+    );
 }
