@@ -23,6 +23,8 @@ pub(crate) struct Replicator {
     /// Serializes passes (the background task and explicit calls).
     pass: tokio::sync::Mutex<()>,
     failing: AtomicBool,
+    /// The lag gauges last showed an empty outbox.
+    shown_empty: AtomicBool,
     pub applied: AtomicU64,
     pub failed_passes: AtomicU64,
 }
@@ -36,18 +38,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::
             _ = &mut stopped => return,
             _ = tokio::time::sleep(interval) => {}
         }
+        let mut idle = true;
         loop {
             match pass(&shared).await {
-                Ok(n) if n as u64 >= shared.config.batch => {
+                Ok(0) => break,
+                Ok(n) => {
+                    idle = false;
+                    if (n as u64) < shared.config.batch {
+                        break;
+                    }
                     if stopped.try_recv() != Err(tokio::sync::oneshot::error::TryRecvError::Empty) {
                         return;
                     }
                 }
-                _ => break,
+                Err(_) => {
+                    idle = false;
+                    break;
+                }
             }
         }
-        // Keeps the gauges current; an error is already logged by the pass.
-        let _ = lag(&shared).await;
+        // Keeps the gauges current (an error is already logged by the
+        // pass); not read again while the outbox stays empty.
+        if !(idle && shared.replicator.shown_empty.load(Ordering::Relaxed)) {
+            let _ = lag(&shared).await;
+        }
     }
 }
 
@@ -502,6 +516,10 @@ pub(crate) async fn lag(shared: &Shared) -> Result<ReplicationLag> {
         .map(outbox::age)
         .unwrap_or_default();
     let lag = ReplicationLag { entries, oldest };
+    shared
+        .replicator
+        .shown_empty
+        .store(entries == 0, Ordering::Relaxed);
     metrics::gauge!("truststream_composite_outbox_entries", &shared.labels).set(entries as f64);
     metrics::gauge!("truststream_composite_lag_seconds", &shared.labels).set(oldest.as_secs_f64());
     Ok(lag)
