@@ -414,20 +414,31 @@ pub struct Services {
 impl Services {
     /// Builds every configured provider, each in its section's layers:
     /// database, then auth (given the layered database), storage, and
-    /// realtime (given the layered database and auth).
+    /// realtime (given the layered database and auth). When a later
+    /// provider fails, the database built for nothing is disconnected
+    /// before the error is returned.
     pub async fn build(registries: &Arc<Registries>, config: &Config) -> Result<Self> {
         let db = registries.build_database(config).await?;
-        let auth = registries.build_auth(config, Some(db.clone())).await?;
-        let storage = registries.build_storage(config).await?;
-        let realtime = registries
-            .build_realtime(config, realtime_deps(db.clone(), auth.clone()))
-            .await?;
-        Ok(Services {
-            db,
-            storage,
-            realtime,
-            auth,
-        })
+        let rest = async {
+            let auth = registries.build_auth(config, Some(db.clone())).await?;
+            let storage = registries.build_storage(config).await?;
+            let realtime = registries
+                .build_realtime(config, realtime_deps(db.clone(), auth.clone()))
+                .await?;
+            Ok((auth, storage, realtime))
+        };
+        match rest.await {
+            Ok((auth, storage, realtime)) => Ok(Services {
+                db,
+                storage,
+                realtime,
+                auth,
+            }),
+            Err(e) => {
+                let _ = db.disconnect().await;
+                Err(e)
+            }
+        }
     }
 }
 

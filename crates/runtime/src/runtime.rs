@@ -420,18 +420,29 @@ struct Live {
 impl Live {
     /// Builds every configured provider, each in its layers and on the
     /// (layered, counted) ones it depends on.
+    /// When a later provider fails, the database built for nothing is
+    /// disconnected before the error is returned.
     async fn build(registries: &Arc<Registries>, config: Config) -> Result<Self> {
         let db = Slot::new(registries.database_layered(&config).await?);
-        let auth = build_auth(registries, &config, &db).await?;
-        let storage = Slot::new(registries.storage_layered(&config).await?);
-        let realtime = build_realtime(registries, &config, &db, &auth).await?;
-        Ok(Live {
-            config,
-            db,
-            auth,
-            storage,
-            realtime,
-        })
+        let rest = async {
+            let auth = build_auth(registries, &config, &db).await?;
+            let storage = Slot::new(registries.storage_layered(&config).await?);
+            let realtime = build_realtime(registries, &config, &db, &auth).await?;
+            Ok((auth, storage, realtime))
+        };
+        match rest.await {
+            Ok((auth, storage, realtime)) => Ok(Live {
+                config,
+                db,
+                auth,
+                storage,
+                realtime,
+            }),
+            Err(e) => {
+                let _ = db.provider.disconnect().await;
+                Err(e)
+            }
+        }
     }
 
     /// Rebuilds the provider of `interface` from the configuration, in its

@@ -817,3 +817,40 @@ async fn the_composite_secondary_is_built_from_the_runtimes_registries() {
     );
     assert!(m.contains("\"nope\"") && m.contains("replica"), "{m}");
 }
+
+#[tokio::test]
+async fn a_failed_build_disconnects_the_database_built_for_nothing() {
+    let db = Arc::new(MemoryDatabase::new());
+    let registries = || {
+        let shared = Arc::clone(&db);
+        let mut r = Registries::compiled_in();
+        r.database.register("shared", move |_, ()| {
+            let db: Arc<dyn Database> = shared.clone();
+            async move { Ok(db) }
+        });
+        r
+    };
+    // The storage's misspelt layer fails the build after the database.
+    let cfg = load(
+        "[default.storage.layers]\nretyr = true\n",
+        &[("TRUSTSTREAM_DATABASE__TYPE", "shared")],
+    )
+    .unwrap();
+    for runtime in [false, true] {
+        db.connect().await.unwrap();
+        let e = if runtime {
+            RuntimeBuilder::new()
+                .registries(registries())
+                .config(cfg.clone())
+                .build()
+                .await
+                .unwrap_err()
+        } else {
+            Services::build(&Arc::new(registries()), &cfg)
+                .await
+                .unwrap_err()
+        };
+        assert!(e.message().contains("storage.layers.retyr"), "{e}");
+        assert!(!db.health().await.is_healthy(), "runtime: {runtime}");
+    }
+}
