@@ -23,6 +23,12 @@ pub struct MetricsConfig {
     /// counted under `"other"`. Shared by every layer recording into the
     /// same registry. Default 1000, at most 100000.
     pub max_targets: usize,
+    /// Record realtime channel names as targets (default `false`: realtime
+    /// calls are counted under `"-"`). Channel names are chosen at run time
+    /// and often carry user identifiers (`user:123`), and whoever reads
+    /// `/metrics` or `truststream stats` would see them; tables and buckets
+    /// are named by the schema and are always recorded.
+    pub channel_names: bool,
 }
 
 impl Default for MetricsConfig {
@@ -30,6 +36,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             tracing: true,
             max_targets: 1000,
+            channel_names: false,
         }
     }
 }
@@ -77,7 +84,8 @@ mod tests {
             MetricsConfig::from_settings(json!({"tracing": false, "max_targets": 3})).unwrap(),
             MetricsConfig {
                 tracing: false,
-                max_targets: 3
+                max_targets: 3,
+                channel_names: false,
             }
         );
         let e = MetricsConfig::from_settings(json!({"max_targets": "many"})).unwrap_err();
@@ -90,7 +98,7 @@ mod tests {
         let e = MetricsConfig::from_settings(json!({"tracnig": true})).unwrap_err();
         assert_eq!(
             e.message(),
-            "unknown field `tracnig`, expected `tracing` or `max_targets`"
+            "unknown field `tracnig`, expected one of `tracing`, `max_targets`, `channel_names`"
         );
         assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
     }

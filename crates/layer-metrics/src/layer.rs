@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::Instrument;
 use truststream_core::{echo, BoxFuture, Result};
-use truststream_layer::{Around, Next, Op};
+use truststream_layer::{Around, Interface, Next, Op};
 
 use crate::{MetricsConfig, MetricsRegistry, NO_TARGET};
 
@@ -63,6 +63,12 @@ impl Metrics {
 
 impl Around for Metrics {
     fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        // Channel names may name users: left out unless configured.
+        let op = if op.interface == Interface::Realtime && !self.config.channel_names {
+            Op { target: None, ..op }
+        } else {
+            op
+        };
         Box::pin(async move {
             let start = Instant::now();
             let span = if self.config.tracing {

@@ -108,10 +108,14 @@ impl LayerSpec for Spec {
     }
 
     fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "tracing={}, max_targets={}",
             self.config.tracing, self.config.max_targets
-        )
+        );
+        if self.config.channel_names {
+            out.push_str(", channel_names=true");
+        }
+        out
     }
 
     async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {

@@ -233,6 +233,7 @@ async fn targets_beyond_the_limit_are_folded_into_other() {
     let s = setup(MetricsConfig {
         tracing: false,
         max_targets: 3,
+        ..MetricsConfig::default()
     });
     for t in ["t0", "t1", "t2", "t3", "t4"] {
         s.db.create_table(&schema(t)).await.unwrap();
@@ -355,7 +356,11 @@ async fn a_stack_from_configuration_records_into_its_registry() {
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
     let stack = layers
-        .stack(Interface::Realtime, &table(json!({"metrics": {}})), &deps)
+        .stack(
+            Interface::Realtime,
+            &table(json!({"metrics": {"channel_names": true}})),
+            &deps,
+        )
         .unwrap();
     let rt = stack
         .wrap_realtime(Arc::new(MemoryRealtime::new()))
@@ -415,4 +420,22 @@ async fn a_stack_from_configuration_records_into_its_registry() {
             .starts_with("database.layers.metrics: unknown field `buckets`"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn realtime_channel_names_are_left_out_unless_configured() {
+    let registry = Arc::new(MetricsRegistry::new());
+    let rt = truststream_layer::around_realtime(
+        Arc::new(MemoryRealtime::new()),
+        Arc::new(Metrics::new(Arc::clone(&registry))),
+    );
+    rt.channel("user:123", ChannelOptions::default())
+        .await
+        .unwrap();
+    let targets: Vec<_> = registry
+        .snapshot()
+        .iter()
+        .map(|s| format!("{} {}", s.operation, s.target))
+        .collect();
+    assert_eq!(targets, ["channel -"]);
 }
