@@ -194,7 +194,14 @@ impl LayerSpec for CompositeSpec {
                 format!("database.layers.composite.secondary: {}", e.message()),
             )
         })?;
-        let layered = CompositeLayer::wrap(inner, secondary, &self.config).await?;
-        Ok(layered)
+        match CompositeLayer::wrap(inner, Arc::clone(&secondary), &self.config).await {
+            Ok(layered) => Ok(layered),
+            Err(e) => {
+                // Built for nothing: let it go before the caller learns why
+                // (as the runtime does with the primary).
+                let _ = secondary.disconnect().await;
+                Err(e)
+            }
+        }
     }
 }

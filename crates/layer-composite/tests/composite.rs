@@ -777,3 +777,38 @@ async fn a_pass_reports_its_first_failure_and_counts_only_removed_entries() {
         all(&*memory, "agents").await
     );
 }
+
+#[tokio::test]
+async fn a_secondary_built_for_a_layer_that_fails_is_disconnected() {
+    let mut registry = LayerRegistry::new();
+    truststream_layer_composite::register(&mut registry);
+    let built = Arc::new(MemoryDatabase::new());
+    let handed = Arc::clone(&built);
+    let build: truststream_layer::ProviderBuilder<dyn Database> =
+        Arc::new(move |_: String, _: serde_json::Value| {
+            let db = Arc::clone(&handed);
+            Box::pin(async move { Ok(db as Arc<dyn Database>) })
+                as BoxFuture<'static, Result<Arc<dyn Database>>>
+        });
+    let deps = LayerDeps {
+        database: Some(build),
+        storage: None,
+    };
+    let layers = json!({"composite": {"secondary": {"type": "memory"}}});
+    let stack = registry
+        .stack(Interface::Database, layers.as_object().unwrap(), &deps)
+        .unwrap();
+    // The primary is down: the outbox cannot be created.
+    let (primary, switch) = switched(Arc::new(MemoryDatabase::new()));
+    switch.set_off(true);
+    let e = stack.wrap_database(primary).await.err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        built
+            .read("anything", &Query::new())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Unavailable
+    );
+}
