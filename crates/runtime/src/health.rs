@@ -96,6 +96,7 @@ impl HealthReport {
             probe_built(Interface::Storage, config, &built.storage, deadline),
             probe_built(Interface::Realtime, config, &built.realtime, deadline),
         );
+        built.close().await;
         Self::from_parts(started, deadline, [database, auth, storage, realtime])
     }
 

@@ -153,6 +153,7 @@ impl CompatibilityReport {
             report(Interface::Storage, config, &built.storage).await,
             report(Interface::Realtime, config, &built.realtime).await,
         ];
+        built.close().await;
         CompatibilityReport {
             profile: config.profile().to_string(),
             interfaces,
@@ -286,6 +287,13 @@ impl Built {
             auth,
             storage: storage.map(Some),
             realtime: realtime.map(Some),
+        }
+    }
+
+    /// Done with: the database built for the report is disconnected.
+    pub(crate) async fn close(self) {
+        if let Ok(Some(db)) = &self.database {
+            let _ = db.provider.disconnect().await;
         }
     }
 }

@@ -854,3 +854,24 @@ async fn a_failed_build_disconnects_the_database_built_for_nothing() {
         assert!(!db.health().await.is_healthy(), "runtime: {runtime}");
     }
 }
+
+#[tokio::test]
+async fn check_and_health_disconnect_the_database_they_built() {
+    let db = Arc::new(MemoryDatabase::new());
+    let shared = Arc::clone(&db);
+    let mut r = Registries::compiled_in();
+    r.database.register("shared", move |_, ()| {
+        let db: Arc<dyn Database> = shared.clone();
+        async move { Ok(db) }
+    });
+    let r = Arc::new(r);
+    let cfg = load("", &[("TRUSTSTREAM_DATABASE__TYPE", "shared")]).unwrap();
+    db.connect().await.unwrap();
+    let report = CompatibilityReport::check(&r, &cfg).await;
+    assert!(report.is_ok(), "{report}");
+    assert!(!db.health().await.is_healthy(), "check disconnects it");
+    db.connect().await.unwrap();
+    let health = HealthReport::check(&r, &cfg, Duration::from_secs(5)).await;
+    assert!(health.is_ok(), "{}", health.table());
+    assert!(!db.health().await.is_healthy(), "health disconnects it");
+}
