@@ -431,7 +431,7 @@ impl CompositeLayer {
     }
 }
 
-fn parse_schema(catalog_table: &str, row: &Row) -> Result<TableSchema> {
+pub(crate) fn parse_schema(catalog_table: &str, row: &Row) -> Result<TableSchema> {
     let schema = row.get("schema").cloned().unwrap_or(Value::Null);
     let schema = match schema {
         Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),

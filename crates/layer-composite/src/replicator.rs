@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use truststream_core::{Error, ErrorKind, Result};
 use truststream_core_db::{
-    col, AggFunc, AlterTable, ColumnRef, Database, Filter, Operation, Query, Row, SelectItem,
-    TableSchema, Value,
+    col, AggFunc, AlterTable, ColumnRef, Database, Filter, IndexSpec, Operation, Query, Row,
+    SelectItem, TableSchema, Value,
 };
 
-use crate::layer::{ReplicationLag, Shared};
+use crate::layer::{parse_schema, ReplicationLag, Shared};
 use crate::outbox::{self, Entry, Stored};
 
 /// Keys read or synced per statement.
@@ -473,9 +473,42 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
             let mut index = index.clone();
             index.unique = false;
             index.if_not_exists = true;
-            secondary.create_index(&index).await
+            match secondary.create_index(&index).await {
+                // A column renamed or dropped since, or the table dropped
+                // (and maybe created again): the secondary's table was
+                // made from the current catalog, so the index can never
+                // apply there. Skipped rather than stopping replication.
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound)
+                        && !index_applies(shared, &index).await? =>
+                {
+                    tracing::warn!(
+                        secondary = shared.labels[1].1,
+                        table = index.table,
+                        error = %e,
+                        "composite: an index on columns the table no longer has is not \
+                         made on the secondary"
+                    );
+                    Ok(())
+                }
+                other => other,
+            }
         }
     }
+}
+
+/// Whether the table of `index` has all its columns now, by the primary's
+/// catalog (read afresh: another process may have changed the table).
+async fn index_applies(shared: &Shared, index: &IndexSpec) -> Result<bool> {
+    let Some(row) = shared
+        .primary
+        .get(&shared.catalog_table, &Value::String(index.table.clone()))
+        .await?
+    else {
+        return Ok(false);
+    };
+    let schema = parse_schema(&shared.catalog_table, &row)?;
+    Ok(index.columns.iter().all(|c| schema.find(c).is_some()))
 }
 
 /// Whether `table` on `db` has `column` (asked by selecting it: an unknown

@@ -812,3 +812,63 @@ async fn a_secondary_built_for_a_layer_that_fails_is_disconnected() {
         ErrorKind::Unavailable
     );
 }
+
+#[tokio::test]
+async fn an_index_on_columns_gone_since_does_not_stop_replication() {
+    for sqlite in [false, true] {
+        let secondary: Arc<dyn Database> = if sqlite {
+            Arc::new(SqliteDatabase::in_memory().await.unwrap())
+        } else {
+            Arc::new(MemoryDatabase::new())
+        };
+        let s = setup_with(secondary, idle()).await;
+        // Indexed, then the column renamed, before a pass.
+        s.db.create_table(&agents()).await.unwrap();
+        s.db.create_index(&IndexSpec::new("agents", ["status"]))
+            .await
+            .unwrap();
+        s.db.alter_table(
+            "agents",
+            &[AlterTable::RenameColumn {
+                from: "status".into(),
+                to: "state".into(),
+            }],
+        )
+        .await
+        .unwrap();
+        // Indexed, then dropped and made again without the column.
+        let t = TableSchema::new("t")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("a"));
+        s.db.create_table(&t).await.unwrap();
+        s.db.create_index(&IndexSpec::new("t", ["a"]))
+            .await
+            .unwrap();
+        s.db.drop_table("t", false).await.unwrap();
+        s.db.create_table(
+            &TableSchema::new("t")
+                .column(ColumnDef::text("id").primary_key())
+                .column(ColumnDef::text("b")),
+        )
+        .await
+        .unwrap();
+        s.db.create(
+            "agents",
+            row(json!({"id": "a1", "name": "Ada", "state": "on"})),
+        )
+        .await
+        .unwrap();
+        s.db.create("t", row(json!({"id": "t1", "b": "x"})))
+            .await
+            .unwrap();
+
+        s.layer().catch_up().await.unwrap();
+        assert_eq!(outbox_len(&*s.primary).await, 0);
+        for table in ["agents", "t"] {
+            assert_eq!(
+                all(&*s.secondary, table).await,
+                all(&*s.primary, table).await
+            );
+        }
+    }
+}
