@@ -89,8 +89,9 @@
 //! schema, without unique constraints (the primary enforces them; rows
 //! copied in any order must not conflict on the replica), indexes as
 //! non-unique (skipped when the catalog's table no longer has their columns:
-//! renamed or dropped since, or the table made again), and each `alter_table` change only when the secondary's
-//! columns say it is not made yet (so entries repeated after a crash, or
+//! renamed or dropped since, or the table made again), and each
+//! `alter_table` change only when the secondary's columns say it is not
+//! made yet (so entries repeated after a crash, or
 //! made early, are skipped). Rows are copied as the primary has them now,
 //! which can be ahead of an `alter_table` still waiting in the outbox: the
 //! copy then brings that table's waiting changes forward. Entries of a table
