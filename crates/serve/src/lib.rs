@@ -1,0 +1,300 @@
+#![doc = include_str!("../README.md")]
+
+pub mod caller;
+pub mod config;
+pub mod keys;
+
+mod auth;
+mod realtime;
+mod rest;
+mod storage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use truststream_core::{Error, HealthStatus};
+use truststream_core_auth::Auth;
+use truststream_core_db::Database;
+use truststream_core_storage::Storage;
+use truststream_realtime_ws::WsRealtime;
+
+pub use caller::{Caller, CallerError, Role};
+pub use config::{RealtimeSettings, ServeConfig, TableAction, TablePolicy};
+pub use keys::ApiKeys;
+
+/// Renders the process's metrics as Prometheus text (`/metrics`).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the server serves: the configured providers (already in their
+/// layers), the keys, and the configuration.
+#[derive(Clone)]
+pub struct Providers {
+    /// The database behind `/rest/v1` and realtime's `postgres_changes`.
+    pub db: Arc<dyn Database>,
+    /// The auth provider behind `/auth/v1` and every token check.
+    pub auth: Arc<dyn Auth>,
+    /// The storage behind `/storage/v1`.
+    pub storage: Arc<dyn Storage>,
+    /// `/metrics` (404 without it).
+    pub metrics: Option<MetricsRenderer>,
+}
+
+/// Shared by every handler.
+pub struct ServeState {
+    /// The database.
+    pub db: Arc<dyn Database>,
+    /// The auth provider.
+    pub auth: Arc<dyn Auth>,
+    /// The storage.
+    pub storage: Arc<dyn Storage>,
+    /// The anon and service-role keys and the signing secret.
+    pub keys: ApiKeys,
+    /// The configuration.
+    pub config: ServeConfig,
+    /// The URL clients reach the server at.
+    pub public_url: String,
+    /// The realtime hub mounted at `/realtime/v1/websocket`.
+    pub hub: Option<WsRealtime>,
+    metrics: Option<MetricsRenderer>,
+}
+
+/// A built server: the router over the providers, ready to run on a
+/// listener.
+pub struct Server {
+    state: Arc<ServeState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Server {
+    /// Binds `config.bind`, starts the realtime hub over `providers.db` and
+    /// `providers.auth`, and builds the routes.
+    pub async fn bind(
+        providers: Providers,
+        keys: ApiKeys,
+        config: ServeConfig,
+    ) -> Result<Server, Error> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(&config.bind)
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!("serve: cannot listen on {}: {e}", config.bind))
+                    .with_source(e)
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("serve: local address: {e}")))?;
+        let public_url = config.public_url(addr);
+        let hub = realtime::start_hub(&config, &providers, &keys).await?;
+        let state = Arc::new(ServeState {
+            db: providers.db,
+            auth: providers.auth,
+            storage: providers.storage,
+            keys,
+            config,
+            public_url,
+            hub,
+            metrics: providers.metrics,
+        });
+        Ok(Server { state, listener })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The URL clients reach the server at.
+    pub fn url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// The keys clients use.
+    pub fn keys(&self) -> &ApiKeys {
+        &self.state.keys
+    }
+
+    /// The routes, for embedding in another axum application.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Runs the server on a background task until the returned handle is
+    /// dropped or [`Running::stop`]ped (tests, embedding).
+    pub fn spawn(self) -> Running {
+        let url = self.state.public_url.clone();
+        let keys = self.state.keys.clone();
+        let addr = self.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        Running {
+            url,
+            addr,
+            keys,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, closes
+    /// WebSockets (code 1001, with a reason) and lets in-flight requests
+    /// finish for up to `shutdown_grace_s`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_s);
+        let state = self.state.clone();
+        let app = router(self.state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("serve: shutting down");
+            realtime::close_hub(&state);
+            let _ = stop_tx.send(true);
+        };
+        let server = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let mut stopped = stop_rx.clone();
+        let deadline = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = server => r.map_err(|e| Error::unavailable(format!("serve: {e}")).with_source(e)),
+            () = deadline => {
+                tracing::warn!("serve: requests still running after the {}s grace period; exiting", grace.as_secs());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A server running on a background task (see [`Server::spawn`]); dropping
+/// it stops the server.
+pub struct Running {
+    /// The server's URL (`http://127.0.0.1:<port>`).
+    pub url: String,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its keys.
+    pub keys: ApiKeys,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+}
+
+impl Running {
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::internal(format!("serve task: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Every route, over `state`.
+pub fn router(state: Arc<ServeState>) -> Router {
+    let cors = cors(&state.config);
+    Router::new()
+        .nest("/rest/v1", rest::router(state.clone()))
+        .nest("/auth/v1", auth::router(state.clone()))
+        .nest("/storage/v1", storage::router(state.clone()))
+        .merge(realtime::router(state.clone()))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+fn cors(config: &ServeConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            axum::http::header::CONTENT_RANGE,
+            axum::http::HeaderName::from_static("x-supabase-api-version"),
+            axum::http::HeaderName::from_static("x-sb-error-code"),
+        ])
+        .max_age(Duration::from_secs(3600));
+    if config.cors_allowed_origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let origins: Vec<_> = config
+            .cors_allowed_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        layer.allow_origin(AllowOrigin::list(origins))
+    }
+}
+
+async fn health(State(state): State<Arc<ServeState>>) -> Response {
+    let (db, auth, storage) = tokio::join!(
+        state.db.health(),
+        state.auth.health(),
+        state.storage.health()
+    );
+    let services = [("database", db), ("auth", auth), ("storage", storage)];
+    let healthy = services
+        .iter()
+        .all(|(_, h)| h.status == HealthStatus::Healthy);
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "services": services.iter().map(|(name, h)| json!({
+            "service": name,
+            "status": h.status,
+            "latency_ms": h.latency.as_secs_f64() * 1000.0,
+        })).collect::<Vec<_>>(),
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "metrics are not enabled: add the metrics layer ([<profile>.database.layers] metrics = true)"})),
+        )
+            .into_response(),
+    }
+}

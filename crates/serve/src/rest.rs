@@ -1,0 +1,12 @@
+//! `/rest/v1`.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::ServeState;
+
+/// The routes under `/rest/v1`.
+pub(crate) fn router(_state: Arc<ServeState>) -> Router<Arc<ServeState>> {
+    Router::new()
+}
