@@ -44,6 +44,12 @@ pub struct ServeConfig {
     /// (keyed by table name). A table without an entry is reachable by the
     /// service role only.
     pub tables: BTreeMap<String, TablePolicy>,
+    /// Who may touch the objects of each bucket (keyed by bucket id). A
+    /// bucket without an entry: public buckets are readable by anyone,
+    /// everything else is the service role's only.
+    pub buckets: BTreeMap<String, BucketPolicy>,
+    /// `/auth/v1` settings.
+    pub auth: AuthSettings,
     /// Tables realtime clients may bind `postgres_changes` to, and how each
     /// subscriber may read them (the realtime-ws hub's `publish` and
     /// `tables`).
@@ -64,6 +70,8 @@ impl Default for ServeConfig {
             shutdown_grace_s: 10,
             cors_allowed_origins: vec!["*".into()],
             tables: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            auth: AuthSettings::default(),
             realtime: RealtimeSettings::default(),
         }
     }
@@ -194,6 +202,37 @@ impl TablePolicy {
         }
         Ok(())
     }
+}
+
+/// Access to the objects of one bucket for requests that are not the
+/// service role's. Bucket creation, update, emptying and deletion are the
+/// service role's only.
+///
+/// ```toml
+/// [default.serve.buckets.avatars]
+/// anon = ["select"]                                  # download, list, info
+/// authenticated = ["select", "insert", "update", "delete"]
+/// owner_folder = true      # signed-in users: only keys under "<user id>/"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketPolicy {
+    /// Actions requests with the anon key may take (`select` = download,
+    /// info, list, sign; `insert` = upload a new object; `update` =
+    /// overwrite (upsert) or be a move/copy destination; `delete`).
+    pub anon: Vec<TableAction>,
+    /// Actions signed-in users may take.
+    pub authenticated: Vec<TableAction>,
+    /// A signed-in user may touch only keys under `<user id>/`.
+    pub owner_folder: bool,
+}
+
+/// `/auth/v1` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Refuse `POST /auth/v1/signup` (users are made by the service role).
+    pub disable_signup: bool,
 }
 
 /// Realtime settings of the mounted hub.

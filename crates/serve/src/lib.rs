@@ -27,7 +27,9 @@ use truststream_core_storage::Storage;
 use truststream_realtime_ws::WsRealtime;
 
 pub use caller::{Caller, CallerError, Role};
-pub use config::{RealtimeSettings, ServeConfig, TableAction, TablePolicy};
+pub use config::{
+    AuthSettings, BucketPolicy, RealtimeSettings, ServeConfig, TableAction, TablePolicy,
+};
 pub use keys::ApiKeys;
 
 /// Renders the process's metrics as Prometheus text (`/metrics`).
