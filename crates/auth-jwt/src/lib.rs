@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use truststream_core_auth::{
     Auth, AuthCapabilities, AuthDeps, AuthRegistry, AuthResult, Error, ErrorKind, Health,
     Permission, Principal, ProviderInfo, RolePermissions, Secret, Session, SessionInfo, SignIn,
-    SignUp, User,
+    SignUp, User, UserUpdate,
 };
 use truststream_core_db::Database;
 
@@ -255,16 +255,24 @@ impl JwtAuth {
         let expires_at = (now + secs(self.config.access_token_ttl_secs)).min(session.not_after);
         let mut app_metadata = user.app_metadata.clone();
         app_metadata.insert("roles".into(), json!(user.roles));
+        // The claims Supabase Auth puts in its access tokens, so clients and
+        // policies written for it read the same ones. `amr` names how the
+        // session was opened (always a password here) and when.
         let claims = json!({
             "iss": self.config.issuer,
             "sub": user.id,
             "aud": self.config.audience,
             "exp": expires_at.timestamp(),
             "iat": now.timestamp(),
-            "role": "authenticated",
-            "session_id": session.id,
             "email": user.email,
+            "phone": "",
             "app_metadata": app_metadata,
+            "user_metadata": user.user_metadata,
+            "role": "authenticated",
+            "aal": "aal1",
+            "amr": [{"method": "password", "timestamp": session.created_at.timestamp()}],
+            "session_id": session.id,
+            "is_anonymous": false,
         });
         let token = jsonwebtoken::encode(&self.keys.header, &claims, &self.keys.encoding)
             .map_err(|e| Error::internal("signing the access token failed").with_source(e))?;
@@ -766,6 +774,63 @@ impl Auth for JwtAuth {
             && self
                 .external_of(principal)
                 .is_some_and(|v| v.grants(&principal.claims, &wanted)))
+    }
+
+    async fn update_user(&self, principal: &Principal, update: UserUpdate) -> AuthResult<User> {
+        let op = "auth.update_user";
+        self.own_session_id(principal, op)?;
+        let email = match &update.email {
+            Some(e) => Some(normalize_email(e).map_err(|e| e.with_operation(op))?),
+            None => None,
+        };
+        if let Some(p) = &update.password {
+            self.check_password_shape(p)
+                .map_err(|e| e.with_operation(op))?;
+        }
+        let Some(mut user) = self.store.user_by_id(&principal.user_id).await? else {
+            return Err(Error::not_found("no such user").with_operation(op));
+        };
+        if let Some(meta) = update.user_metadata {
+            for (k, v) in meta {
+                if v.is_null() {
+                    user.user_metadata.remove(&k);
+                } else {
+                    user.user_metadata.insert(k, v);
+                }
+            }
+            let meta_len = serde_json::to_vec(&user.user_metadata)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if meta_len > MAX_USER_METADATA_BYTES {
+                return Err(Error::too_large(format!(
+                    "user_metadata is larger than {MAX_USER_METADATA_BYTES} bytes"
+                ))
+                .with_operation(op));
+            }
+        }
+        if let Some(email) = email {
+            if email != user.email {
+                if self.store.user_by_email(&email).await?.is_some() {
+                    return Err(Error::conflict("an account with this email already exists")
+                        .with_operation(op));
+                }
+                user.email = email;
+            }
+        }
+        if let Some(p) = &update.password {
+            // Through the hashing gate, like sign-ups: bounded concurrency.
+            user.password_hash = self.passwords.hash(p).await?;
+        }
+        user.updated_at = Utc::now();
+        if !self.store.update_user(&user).await? {
+            return Err(Error::not_found("no such user").with_operation(op));
+        }
+        tracing::info!(user_id = %user.id, "user updated");
+        Ok(user.to_user())
+    }
+
+    fn public_keys(&self) -> Value {
+        self.jwks()
     }
 }
 

@@ -224,6 +224,32 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Writes a user's changed email, password hash and metadata (the whole
+    /// row but its id, roles and creation time); a taken email is
+    /// `Conflict`. Returns whether the user still exists.
+    pub(crate) async fn update_user(&self, user: &UserRow) -> AuthResult<bool> {
+        let mut patch = Map::new();
+        patch.insert("email".into(), json!(user.email));
+        patch.insert("password_hash".into(), json!(user.password_hash));
+        patch.insert(
+            "user_metadata".into(),
+            Value::Object(user.user_metadata.clone()),
+        );
+        patch.insert("updated_at".into(), ts(user.updated_at));
+        match self
+            .db
+            .update_many(&self.tables.users, &col("id").eq(user.id.as_str()), patch)
+            .await
+        {
+            Ok(n) => Ok(n > 0),
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                Err(Error::conflict("an account with this email already exists")
+                    .with_operation("auth.update_user"))
+            }
+            Err(e) => Err(e.with_operation("auth.update_user")),
+        }
+    }
+
     /// Opens a session and stores its first refresh token, in one transaction.
     pub(crate) async fn insert_session(
         &self,

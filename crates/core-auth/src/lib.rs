@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 pub use permission::{Permission, RolePermissions};
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo, Secret};
-pub use types::{AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User};
+pub use types::{
+    AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User, UserUpdate,
+};
 
 /// `Result` of auth operations.
 pub type AuthResult<T> = Result<T, Error>;
@@ -76,4 +78,28 @@ pub trait Auth: Send + Sync + 'static {
     /// Whether the principal holds `permission` (`action:resource`). A
     /// malformed permission is [`ErrorKind::InvalidInput`].
     async fn has_permission(&self, principal: &Principal, permission: &str) -> AuthResult<bool>;
+
+    /// Changes the principal's own user: email, password, `user_metadata`
+    /// (see [`UserUpdate`]), and returns the user as it now is. A malformed
+    /// email or a password outside the configured bounds is
+    /// [`ErrorKind::InvalidInput`]; an email another user has is
+    /// [`ErrorKind::Conflict`]. Sessions stay open.
+    ///
+    /// The default is [`ErrorKind::Unsupported`], for providers whose users
+    /// are kept elsewhere.
+    async fn update_user(&self, principal: &Principal, update: UserUpdate) -> AuthResult<User> {
+        let _ = (principal, update);
+        Err(Error::unsupported(format!(
+            "auth provider {} does not update users",
+            self.info().name
+        ))
+        .with_operation("auth.update_user"))
+    }
+
+    /// The provider's public signing keys as a JWKS document
+    /// (`{"keys": [...]}`), what `/.well-known/jwks.json` serves. The
+    /// default, and every provider signing with a shared secret, has none.
+    fn public_keys(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [] })
+    }
 }

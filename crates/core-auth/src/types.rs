@@ -46,6 +46,31 @@ impl SignIn {
     }
 }
 
+/// Changes the signed-in user makes to their own account (GoTrue's
+/// `PUT /user`). `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserUpdate {
+    /// A new email address: malformed is [`crate::ErrorKind::InvalidInput`],
+    /// another user's is [`crate::ErrorKind::Conflict`].
+    #[serde(default)]
+    pub email: Option<String>,
+    /// A new password (never logged), held to the provider's password
+    /// policy.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Merged into the user's `user_metadata` as GoTrue does: each key is
+    /// set to its value, and a key whose value is `null` is removed.
+    #[serde(default)]
+    pub user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl UserUpdate {
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none() && self.password.is_none() && self.user_metadata.is_none()
+    }
+}
+
 /// A user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use truststream_core::{Health, ProviderInfo, Result};
 use truststream_core_auth::{
-    Auth, AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User,
+    Auth, AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User, UserUpdate,
 };
 
 use crate::around::{
@@ -62,6 +62,17 @@ pub trait AuthLayer: Send + Sync + 'static {
         permission: &str,
     ) -> Result<bool> {
         next.has_permission(principal, permission).await
+    }
+    async fn update_user(
+        &self,
+        next: &dyn Auth,
+        principal: &Principal,
+        update: UserUpdate,
+    ) -> Result<User> {
+        next.update_user(principal, update).await
+    }
+    fn public_keys(&self, next: &dyn Auth) -> serde_json::Value {
+        next.public_keys()
     }
 }
 
@@ -135,6 +146,14 @@ impl<L: AuthLayer + ?Sized> Auth for LayeredAuth<L> {
         self.layer
             .has_permission(&*self.inner, principal, permission)
             .await
+    }
+    async fn update_user(&self, principal: &Principal, update: UserUpdate) -> Result<User> {
+        self.layer
+            .update_user(&*self.inner, principal, update)
+            .await
+    }
+    fn public_keys(&self) -> serde_json::Value {
+        self.layer.public_keys(&*self.inner)
     }
 }
 
@@ -226,6 +245,20 @@ impl<A: Around + ?Sized> AuthLayer for Generic<A> {
         let op = op(next, "has_permission", Access::Read, true);
         through(&*self.0, op, (), copy_unit, |()| {
             next.has_permission(principal, permission)
+        })
+        .await
+    }
+    async fn update_user(
+        &self,
+        next: &dyn Auth,
+        principal: &Principal,
+        update: UserUpdate,
+    ) -> Result<User> {
+        // Setting the same email, password and metadata again leaves the
+        // same user: a retry after a lost answer is harmless.
+        let op = op(next, "update_user", Access::Write, true);
+        through(&*self.0, op, update, copy_clone, |u| {
+            next.update_user(principal, u)
         })
         .await
     }
