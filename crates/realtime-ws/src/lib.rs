@@ -29,6 +29,7 @@ use truststream_core_realtime::{
 pub use hub::Counters;
 pub use protocol::Vsn;
 pub use publication::TableRule;
+pub use server::{accept_key, Upgrade};
 
 use crate::hub::{Hub, TaskGuard};
 use crate::publication::Publication;
@@ -194,7 +195,8 @@ enum Mode {
 
 struct HubMode {
     hub: Arc<Hub>,
-    addr: SocketAddr,
+    /// `None` for an embedded hub (no listener of its own).
+    addr: Option<SocketAddr>,
 }
 
 /// The WebSocket realtime provider.
@@ -242,8 +244,55 @@ impl WsRealtime {
             TaskGuard::new(&hub.counters),
         ));
         Ok(WsRealtime {
-            mode: Mode::Hub(HubMode { hub, addr }),
+            mode: Mode::Hub(HubMode {
+                hub,
+                addr: Some(addr),
+            }),
         })
+    }
+
+    /// Starts a hub without a listener of its own, for an HTTP server that
+    /// mounts it (`truststream serve`): the server hands each upgrade
+    /// request to [`WsRealtime::check_upgrade`]. `config.listen` is
+    /// ignored; everything else applies as for [`WsRealtime::start`].
+    pub async fn embedded(
+        config: WsRealtimeConfig,
+        db: Option<Arc<dyn Database>>,
+        auth: Option<Arc<dyn Auth>>,
+    ) -> RtResult<Self> {
+        config.validate()?;
+        let publication = Publication::check_config(&config.publish, &config.tables)?
+            .with_private_tables(auth.as_ref())?;
+        let hub = Hub::new(config, db, auth, publication);
+        Ok(WsRealtime {
+            mode: Mode::Hub(HubMode { hub, addr: None }),
+        })
+    }
+
+    /// Hub mode: checks an upgrade request another HTTP server received
+    /// (`target` = path and query, `header` looks a request header up by
+    /// name): the connection limit, path, vsn and apikey. On `Ok` the
+    /// server answers `101 Switching Protocols` (with
+    /// [`accept_key`] of the client's `Sec-WebSocket-Key`) and hands the
+    /// upgraded connection to [`Upgrade::run`]; on `Err` it answers the
+    /// status with the message. Client mode: 404.
+    pub async fn check_upgrade(
+        &self,
+        target: &str,
+        header: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+    ) -> Result<Upgrade, (u16, String)> {
+        match &self.mode {
+            Mode::Hub(h) => server::check_upgrade(&h.hub, target, header).await,
+            Mode::Client(_) => Err((404, "this realtime provider is a client, not a hub".into())),
+        }
+    }
+
+    /// Hub mode: closes every connection (code 1001, "the realtime hub was
+    /// shut down") and ends the hub's tasks, as dropping it does.
+    pub fn shutdown(&self) {
+        if let Mode::Hub(h) = &self.mode {
+            h.hub.shutdown();
+        }
     }
 
     /// Connects to the hub at `config.url` (client mode).
@@ -258,7 +307,7 @@ impl WsRealtime {
     /// Hub mode: the address the hub listens on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.mode {
-            Mode::Hub(h) => Some(h.addr),
+            Mode::Hub(h) => h.addr,
             Mode::Client(_) => None,
         }
     }
@@ -267,7 +316,9 @@ impl WsRealtime {
     /// (`ws://<addr><path>`).
     pub fn url(&self) -> Option<String> {
         match &self.mode {
-            Mode::Hub(h) => Some(format!("ws://{}{}", h.addr, h.hub.config.path)),
+            Mode::Hub(h) => h
+                .addr
+                .map(|addr| format!("ws://{}{}", addr, h.hub.config.path)),
             Mode::Client(c) => Some(c.url().to_string()),
         }
     }

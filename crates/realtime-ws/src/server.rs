@@ -117,11 +117,11 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
             return;
         }
     };
-    let stream = Prefixed {
+    let stream: Box<dyn Io> = Box::new(Prefixed {
         prefix: head,
         pos: 0,
         inner: tcp,
-    };
+    });
     let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&hub))).await
     {
         Ok(ws) => ws,
@@ -130,6 +130,12 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
             return;
         }
     };
+    run_connection(hub, ws, handshake).await;
+    drop(conn_guard);
+}
+
+/// Runs one accepted WebSocket connection until it ends.
+async fn run_connection(hub: Arc<Hub>, ws: Ws, handshake: Handshake) {
     let (sink, stream) = ws.split();
     let (tx, rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = watch::channel(None);
@@ -160,7 +166,72 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
         joined: HashMap::new(),
     };
     conn.run(stream).await;
-    drop(conn_guard);
+}
+
+/// An upgrade request another HTTP server accepted on the hub's behalf
+/// (see [`crate::WsRealtime::check_upgrade`]): once the server has sent
+/// `101 Switching Protocols` and has the upgraded connection, [`Upgrade::run`]
+/// serves it. Counts as a connection from the check on.
+pub struct Upgrade {
+    hub: Arc<Hub>,
+    handshake: Handshake,
+    _conn: ConnGuard,
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("vsn", &self.handshake.vsn)
+            .finish()
+    }
+}
+
+impl Upgrade {
+    /// Serves the upgraded connection until it ends (run it on a task of
+    /// its own).
+    pub async fn run<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(self, io: S) {
+        let _guard = TaskGuard::new(&self.hub.counters);
+        let io: Box<dyn Io> = Box::new(io);
+        let ws = WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            Some(ws_config(&self.hub)),
+        )
+        .await;
+        run_connection(self.hub.clone(), ws, self.handshake).await;
+    }
+}
+
+/// Checks an upgrade request another HTTP server received: connection
+/// limit, path, vsn, apikey. `target` is the request's path and query,
+/// `header` looks a request header up by name (any case).
+pub(crate) async fn check_upgrade(
+    hub: &Arc<Hub>,
+    target: &str,
+    header: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+) -> Result<Upgrade, (u16, String)> {
+    let live = hub.counters.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    let conn = ConnGuard(hub.clone());
+    if live > hub.config.max_connections {
+        return Err((
+            429,
+            format!(
+                "too many connections: this hub accepts {} (max_connections)",
+                hub.config.max_connections
+            ),
+        ));
+    }
+    let handshake = check_target(hub, target, header).await?;
+    Ok(Upgrade {
+        hub: hub.clone(),
+        handshake,
+        _conn: conn,
+    })
+}
+
+/// The `Sec-WebSocket-Accept` value answering a `Sec-WebSocket-Key`.
+pub fn accept_key(key: &str) -> String {
+    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
 }
 
 pub(crate) fn ws_config(hub: &Hub) -> WebSocketConfig {
@@ -212,6 +283,22 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
         Err(e) => return Err((400, format!("malformed request: {e}"))),
     }
     let target = req.path.unwrap_or("/");
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::to_string)
+    };
+    check_target(hub, target, &header).await
+}
+
+/// Checks the path, vsn and apikey of an upgrade request.
+async fn check_target(
+    hub: &Hub,
+    target: &str,
+    header: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+) -> Result<Handshake, (u16, String)> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path.trim_end_matches('/') != hub.config.path.trim_end_matches('/') {
         return Err((
@@ -236,13 +323,6 @@ async fn check_request(hub: &Hub, head: &[u8]) -> Result<Handshake, (u16, String
             "unsupported vsn: this hub speaks 1.0.0 and 2.0.0".to_string(),
         )
     })?;
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .map(str::to_string)
-    };
     let token = params
         .get("apikey")
         .cloned()
@@ -374,7 +454,13 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-type Ws = WebSocketStream<Prefixed>;
+/// Any byte stream a WebSocket runs over: the hub's own TCP connections
+/// (with the replayed request head), or a connection another HTTP server
+/// upgraded ([`crate::Upgrade::run`]).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// The bytes waiting in one connection's outgoing queue (mirrored in the
 /// hub's [`Counters::queued_bytes`](crate::Counters::queued_bytes)).

@@ -164,6 +164,8 @@ pub struct Config {
     profile: String,
     file: Option<String>,
     sections: BTreeMap<Interface, ProviderSection>,
+    /// The `[serve]` table (`truststream serve`), as given.
+    serve: serde_json::Map<String, Value>,
     origins: BTreeMap<String, String>,
 }
 
@@ -181,6 +183,7 @@ impl Config {
             profile: "default".into(),
             file: None,
             sections,
+            serve: serde_json::Map::new(),
             origins: BTreeMap::new(),
         }
     }
@@ -218,6 +221,17 @@ impl Config {
         self.sections.insert(interface, section);
     }
 
+    /// The `[serve]` table as given (parsed by `truststream serve`, which
+    /// names unknown keys); empty when absent.
+    pub fn serve_settings(&self) -> &serde_json::Map<String, Value> {
+        &self.serve
+    }
+
+    /// Replaces the `[serve]` table.
+    pub fn set_serve_settings(&mut self, settings: serde_json::Map<String, Value>) {
+        self.serve = settings;
+    }
+
     /// Where the value of `key` (`database.type`) came from: a file name, the
     /// environment or the built-in defaults. `None` when unknown.
     pub fn origin(&self, key: &str) -> Option<&str> {
@@ -230,6 +244,9 @@ impl Config {
         let mut m = serde_json::Map::new();
         for (i, s) in &self.sections {
             m.insert(i.as_str().into(), s.to_json());
+        }
+        if !self.serve.is_empty() {
+            m.insert(SERVE_SECTION.into(), Value::Object(self.serve.clone()));
         }
         Value::Object(m)
     }
@@ -260,6 +277,9 @@ impl fmt::Debug for Config {
             .finish()
     }
 }
+
+/// The table of `truststream serve`'s settings.
+const SERVE_SECTION: &str = "serve";
 
 fn default_type(i: Interface) -> &'static str {
     match i {
@@ -509,14 +529,24 @@ impl ConfigSources {
         };
         let mut sections = BTreeMap::new();
         let mut origins = BTreeMap::new();
+        let mut serve = serde_json::Map::new();
         for (key, value) in root {
+            if key == SERVE_SECTION {
+                let Value::Object(settings) = value else {
+                    return Err(Error::invalid_input(format!(
+                        "configuration key `{SERVE_SECTION}` must be a table, like [{profile}.{SERVE_SECTION}] bind = \"127.0.0.1:54321\""
+                    )));
+                };
+                serve = settings;
+                continue;
+            }
             let Some(interface) = Interface::from_name(&key) else {
                 let from = fig
                     .find_metadata(&key)
                     .map(|m| format!(" (set in {})", m.name))
                     .unwrap_or_default();
                 return Err(Error::invalid_input(format!(
-                    "unknown configuration section `{key}`{from}; known sections: database, auth, storage, realtime"
+                    "unknown configuration section `{key}`{from}; known sections: database, auth, storage, realtime, serve"
                 )));
             };
             let Value::Object(mut settings) = value else {
@@ -566,6 +596,7 @@ impl ConfigSources {
             profile,
             file,
             sections,
+            serve,
             origins,
         })
     }

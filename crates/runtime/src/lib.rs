@@ -6,6 +6,8 @@ mod health;
 pub mod redact;
 mod report;
 mod runtime;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "layer-metrics")]
 pub mod stats;
 mod tracked;

@@ -66,6 +66,18 @@ enum Command {
     },
     /// The resolved configuration (JSON), secrets redacted.
     Config,
+    /// Serves Supabase's HTTP and WebSocket APIs over the configured
+    /// providers: /rest/v1, /auth/v1, /storage/v1, /realtime/v1/websocket,
+    /// /health and /metrics, so @supabase/supabase-js works against it
+    /// unchanged. Prints the URL and the anon and service-role keys
+    /// (generated once and kept in the data directory, or taken from
+    /// [serve] in the configuration). Stops gracefully on SIGTERM/SIGINT.
+    #[cfg(feature = "serve")]
+    Serve {
+        /// Address to listen on (overrides serve.bind; default 127.0.0.1:54321).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +98,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config => print_config(&config),
+        #[cfg(feature = "serve")]
+        Command::Serve { bind } => run(|| async move { serve(&config, bind.as_deref()).await }),
         Command::Check => run(|| async {
             let report = CompatibilityReport::check(&registries(), &config).await;
             print!("{report}");
@@ -151,6 +165,81 @@ fn main() -> ExitCode {
                 }
             }
         }),
+    }
+}
+
+#[cfg(feature = "serve")]
+async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
+    use truststream_runtime::serve;
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .try_init();
+    let prepared = match serve::prepare(config, bind) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}", e.display_chain());
+            return ExitCode::FAILURE;
+        }
+    };
+    let embedded_auth = prepared.embedded_auth;
+    let (server, services) = match serve::bind(&registries(), prepared).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}", e.display_chain());
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = server.url().to_string();
+    let ws = url.replacen("http", "ws", 1);
+    println!("TrustStream serve (profile {})", config.profile());
+    println!("         API URL: {url}");
+    println!("        REST URL: {url}/rest/v1");
+    println!("    Realtime URL: {ws}/realtime/v1/websocket");
+    println!("        anon key: {}", server.keys().anon());
+    println!("service_role key: {}", server.keys().service_role());
+    println!(
+        "        database: {}   storage: {}   auth: {}{}",
+        services.db.info().name,
+        services.storage.info().name,
+        services.auth.as_ref().map_or("none", |a| a.info().name),
+        if embedded_auth {
+            " (embedded: auth.type was \"none\")"
+        } else {
+            ""
+        }
+    );
+    let result = server.run(shutdown_signal()).await;
+    let _ = services.db.disconnect().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.display_chain());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+#[cfg(feature = "serve")]
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 
