@@ -27,6 +27,7 @@ use truststream_core_db::{
 use crate::harness::{run_cases, Case, Factory};
 
 mod capability;
+mod describe;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// Builds a fresh database per case.
@@ -182,6 +183,7 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
         case!("schema.drop_table", SCHEMA, schema_drop_table),
         case!("schema.alter_table", SCHEMA, schema_alter_table),
         case!("schema.unique_index", SCHEMA, schema_unique_index),
+        case!("schema.describe_table", SCHEMA, describe::describe_table),
         case!(
             "changes.insert_update_delete",
             SCHEMA_FEED,

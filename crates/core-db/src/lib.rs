@@ -119,6 +119,20 @@ pub trait Database: Send + Sync + 'static {
     /// Creates an index. Requires [`DbCapabilities::schema`].
     async fn create_index(&self, index: &IndexSpec) -> DbResult<()>;
 
+    /// The schema of `table` (columns in order, types, primary key) as the
+    /// provider knows it, or `Ok(None)` when there is no such table. Used by
+    /// front ends (the REST API) to type filter values and name unknown
+    /// columns. The default answers [`ErrorKind::Unsupported`], so providers
+    /// written before this method keep compiling.
+    async fn describe_table(&self, table: &str) -> DbResult<Option<TableSchema>> {
+        let _ = table;
+        Err(Error::unsupported(format!(
+            "the {} database provider cannot describe tables",
+            self.info().name
+        ))
+        .with_operation("db.describe_table"))
+    }
+
     /// Subscribes to committed row changes of one table (`Some`) or all tables.
     /// Requires [`DbCapabilities::change_feed`]; which writes are seen is
     /// [`DbCapabilities::change_feed_scope`].

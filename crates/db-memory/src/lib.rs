@@ -522,6 +522,17 @@ impl Database for MemoryDatabase {
         })
     }
 
+    async fn describe_table(&self, table: &str) -> DbResult<Option<TableSchema>> {
+        self.ensure_connected("db.describe_table")?;
+        ident::table(table).map_err(|e| e.with_operation("db.describe_table"))?;
+        let state = self.read_state();
+        Ok(state.tables.get(table).map(|t| {
+            let mut schema = t.schema.clone();
+            schema.if_not_exists = false;
+            schema
+        }))
+    }
+
     async fn create_table(&self, schema: &TableSchema) -> DbResult<()> {
         self.ensure_connected("db.create_table")?;
         let run = || {

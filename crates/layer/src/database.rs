@@ -105,6 +105,13 @@ pub trait DatabaseLayer: Send + Sync + 'static {
     async fn create_index(&self, next: &dyn Database, index: &IndexSpec) -> Result<()> {
         next.create_index(index).await
     }
+    async fn describe_table(
+        &self,
+        next: &dyn Database,
+        table: &str,
+    ) -> Result<Option<TableSchema>> {
+        next.describe_table(table).await
+    }
     async fn subscribe_changes(
         &self,
         next: &dyn Database,
@@ -199,6 +206,9 @@ impl<L: DatabaseLayer + ?Sized> Database for LayeredDatabase<L> {
     }
     async fn create_index(&self, index: &IndexSpec) -> Result<()> {
         self.layer.create_index(&*self.inner, index).await
+    }
+    async fn describe_table(&self, table: &str) -> Result<Option<TableSchema>> {
+        self.layer.describe_table(&*self.inner, table).await
     }
     async fn subscribe_changes(&self, table: Option<&str>) -> Result<ChangeStream> {
         self.layer.subscribe_changes(&*self.inner, table).await
@@ -379,6 +389,15 @@ impl<A: Around + ?Sized> DatabaseLayer for Generic<A> {
             index.if_not_exists,
         );
         through(&*self.0, op, (), copy_unit, |()| next.create_index(index)).await
+    }
+    async fn describe_table(
+        &self,
+        next: &dyn Database,
+        table: &str,
+    ) -> Result<Option<TableSchema>> {
+        // Reads metadata only: a read, safe to repeat.
+        let op = op(next, "describe_table", Access::Read, Some(table), true);
+        through(&*self.0, op, (), copy_unit, |()| next.describe_table(table)).await
     }
     async fn subscribe_changes(
         &self,

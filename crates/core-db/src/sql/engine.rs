@@ -777,6 +777,22 @@ impl<P: SqlProvider> Database for P {
             .map_err(|e: Error| e.with_operation("db.create_index"))
     }
 
+    async fn describe_table(&self, table: &str) -> DbResult<Option<TableSchema>> {
+        let run = async {
+            ident::table(table)?;
+            match schema_of(self, table).await {
+                Ok(mut schema) => {
+                    schema.if_not_exists = false;
+                    Ok(Some(schema))
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        run.await
+            .map_err(|e: Error| e.with_operation("db.describe_table"))
+    }
+
     async fn subscribe_changes(&self, table: Option<&str>) -> DbResult<ChangeStream> {
         self.subscribe(table)
             .await
