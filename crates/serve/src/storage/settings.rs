@@ -1,0 +1,174 @@
+//! Bucket settings (public, size limit, allowed MIME types), which the core
+//! `Storage` interface has no place for: they are kept as a small JSON
+//! object inside the bucket itself, under a reserved key that no request
+//! can read, write, list or delete ([`super::access::check_key`]), so they
+//! live wherever the bucket lives and survive restarts on every provider.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use truststream_core::{Error, ErrorKind};
+use truststream_core_storage::{Storage, UploadOptions};
+
+/// Keys starting with this belong to the server.
+pub(crate) const RESERVED_PREFIX: &str = ".truststream-";
+
+/// The key of a bucket's settings.
+pub(crate) const SETTINGS_KEY: &str = ".truststream-bucket.json";
+
+/// Largest settings object read back (guards against a tampered file).
+const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// A bucket's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct BucketSettings {
+    /// Objects may be downloaded by anyone (`/object/public/...`).
+    pub public: bool,
+    /// Largest object in bytes (the server's `max_upload_bytes` caps it).
+    pub file_size_limit: Option<u64>,
+    /// MIME types uploads may have (`image/*` wildcards); `None` = any.
+    pub allowed_mime_types: Option<Vec<String>>,
+    /// When the bucket was created through the API.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the settings last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl BucketSettings {
+    /// Whether `mime` (parameters ignored, case-insensitive) is allowed.
+    pub(crate) fn allows_mime(&self, mime: &str) -> bool {
+        let Some(allowed) = &self.allowed_mime_types else {
+            return true;
+        };
+        if allowed.is_empty() {
+            return true;
+        }
+        let mime = base_mime(mime);
+        allowed.iter().any(|pattern| {
+            let pattern = pattern.trim().to_ascii_lowercase();
+            match pattern.strip_suffix("/*") {
+                Some(top) => mime
+                    .split_once('/')
+                    .is_some_and(|(t, _)| t == top || top == "*"),
+                None => pattern == "*" || pattern == "*/*" || pattern == mime,
+            }
+        })
+    }
+}
+
+/// `type/subtype` of a content type, lower-case, without parameters.
+pub(crate) fn base_mime(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The settings of `bucket`: the defaults (private, no limits) when none
+/// were written, or when the bucket does not exist (callers find that out
+/// from the operation itself).
+pub(crate) async fn load(storage: &dyn Storage, bucket: &str) -> Result<BucketSettings, Error> {
+    match storage.download(bucket, SETTINGS_KEY).await {
+        Ok(bytes) if bytes.len() <= MAX_SETTINGS_BYTES => {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                Error::internal(format!(
+                    "the settings of bucket {bucket:?} are not readable: {e}"
+                ))
+            })
+        }
+        Ok(_) => Err(Error::internal(format!(
+            "the settings of bucket {bucket:?} are too large"
+        ))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(BucketSettings::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the settings of `bucket`.
+pub(crate) async fn store(
+    storage: &dyn Storage,
+    bucket: &str,
+    settings: &BucketSettings,
+) -> Result<(), Error> {
+    let body = serde_json::to_vec(settings)
+        .map_err(|e| Error::internal(format!("bucket settings: {e}")))?;
+    storage
+        .upload(
+            bucket,
+            SETTINGS_KEY,
+            Bytes::from(body),
+            &UploadOptions::new().content_type("application/json"),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Parses a `file_size_limit`: a number of bytes, or a string such as
+/// `"20MB"`, `"512KB"`, `"1GB"` or `"100"` (units of 1024, as Supabase
+/// reads them). `null` or `0` mean no limit of the bucket's own.
+pub(crate) fn parse_size_limit(value: &serde_json::Value) -> Result<Option<u64>, String> {
+    let n = match value {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .ok_or_else(|| "file_size_limit must be a positive number".to_string())?,
+        serde_json::Value::String(s) => {
+            let s = s.trim().to_ascii_uppercase();
+            let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+                Some(i) => (&s[..i], s[i..].trim()),
+                None => (s.as_str(), ""),
+            };
+            let factor: u64 = match unit {
+                "" | "B" => 1,
+                "K" | "KB" => 1024,
+                "M" | "MB" => 1024 * 1024,
+                "G" | "GB" => 1024 * 1024 * 1024,
+                _ => {
+                    return Err(format!(
+                        "file_size_limit {s:?}: use bytes or a size like \"20MB\""
+                    ))
+                }
+            };
+            let number: f64 = digits
+                .parse()
+                .map_err(|_| format!("file_size_limit {s:?}: use bytes or a size like \"20MB\""))?;
+            (number * factor as f64) as u64
+        }
+        _ => return Err("file_size_limit must be a number or a string like \"20MB\"".into()),
+    };
+    Ok((n > 0).then_some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mime_patterns() {
+        let s = BucketSettings {
+            allowed_mime_types: Some(vec!["image/*".into(), "application/pdf".into()]),
+            ..Default::default()
+        };
+        assert!(s.allows_mime("image/png"));
+        assert!(s.allows_mime("IMAGE/JPEG; q=1"));
+        assert!(s.allows_mime("application/pdf"));
+        assert!(!s.allows_mime("text/plain"));
+        assert!(!s.allows_mime("imagex/png"));
+        assert!(BucketSettings::default().allows_mime("text/plain"));
+    }
+
+    #[test]
+    fn size_limits() {
+        use serde_json::json;
+        assert_eq!(parse_size_limit(&json!(100)), Ok(Some(100)));
+        assert_eq!(parse_size_limit(&json!("1MB")), Ok(Some(1024 * 1024)));
+        assert_eq!(parse_size_limit(&json!("512kb")), Ok(Some(512 * 1024)));
+        assert_eq!(parse_size_limit(&json!(null)), Ok(None));
+        assert!(parse_size_limit(&json!("lots")).is_err());
+        assert!(parse_size_limit(&json!(-1)).is_err());
+    }
+}
