@@ -225,16 +225,63 @@ impl Drop for Running {
 /// Every route, over `state`.
 pub fn router(state: Arc<ServeState>) -> Router {
     let cors = cors(&state.config);
+    let timeout = Duration::from_secs(state.config.request_timeout_s);
+    let bounded = move |r: Router<Arc<ServeState>>| {
+        r.layer(axum::middleware::from_fn(move |req, next| {
+            deadline(timeout, req, next)
+        }))
+    };
     Router::new()
-        .nest("/rest/v1", rest::router(state.clone()))
-        .nest("/auth/v1", auth::router(state.clone()))
+        .nest("/rest/v1", bounded(rest::router(state.clone())))
+        .nest("/auth/v1", bounded(auth::router(state.clone())))
+        // Uploads and downloads stream for as long as they take; the
+        // storage routes bound their own metadata calls.
         .nest("/storage/v1", storage::router(state.clone()))
         .merge(realtime::router(state.clone()))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
         .layer(cors)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(access_log))
+}
+
+/// Answers 504 when the request takes longer than `limit`. The request's
+/// work is dropped at that point; a write may or may not have been applied,
+/// which the message says.
+async fn deadline(limit: Duration, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({
+                "code": "timeout",
+                "message": format!(
+                    "the request took longer than {} s and was abandoned; a write may or may not have been applied",
+                    limit.as_secs()
+                ),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// One structured `tracing` event per request (target `truststream::access`):
+/// method, path (never the query string, which carries tokens and filter
+/// values), status and duration.
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::info!(
+        target: "truststream::access",
+        method = %method,
+        path = %truststream_core::echo(&path),
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
 }
 
 fn cors(config: &ServeConfig) -> tower_http::cors::CorsLayer {
