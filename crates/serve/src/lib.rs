@@ -248,7 +248,11 @@ pub fn router(state: Arc<ServeState>) -> Router {
 /// Answers 504 when the request takes longer than `limit`. The request's
 /// work is dropped at that point; a write may or may not have been applied,
 /// which the message says.
-async fn deadline(limit: Duration, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn deadline(
+    limit: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => (
