@@ -180,14 +180,17 @@ async fn dispatch(
             objects::serve(state, &bucket, &key, headers, download, head).await
         }
         ("sign", &Method::POST) => {
-            let caller = caller(state, headers).await?;
-            let body = json_body(state, body).await?;
             let t = tail.trim_end_matches('/');
             if !t.contains('/') {
                 let bucket = access::decode(t)?;
+                check_bucket(&bucket)?;
+                let caller = caller(state, headers).await?;
+                let body = json_body(state, body).await?;
                 return signed::sign_many(state, &caller, &bucket, body).await;
             }
             let (bucket, key) = split_object_path(tail)?;
+            let caller = caller(state, headers).await?;
+            let body = json_body(state, body).await?;
             signed::sign_one(state, &caller, &bucket, &key, body).await
         }
         ("sign", &Method::GET | &Method::HEAD) => {
