@@ -171,9 +171,28 @@ fn test_task(args: &[String]) -> ExitCode {
 /// step fails under `CI=true`; otherwise the tests that need the packages
 /// skip with a message saying so.
 fn node_packages(results: &mut Vec<StepResult>) -> Result<(), u8> {
-    let dir = root().join("tests/realtime-js");
-    let name = "npm packages".to_string();
-    if dir.join("node_modules/@supabase/realtime-js").is_dir() {
+    // Each project: its directory, a package `npm ci` installs, and the
+    // tests that skip without it.
+    let projects = [
+        ("tests/realtime-js", "@supabase/realtime-js", "realtime-js"),
+        ("tests/supabase-js", "@supabase/supabase-js", "supabase-js"),
+    ];
+    for (path, package, tests) in projects {
+        node_project(results, path, package, tests)?;
+    }
+    Ok(())
+}
+
+/// `npm ci` in `path` when its `node_modules` lacks `package`.
+fn node_project(
+    results: &mut Vec<StepResult>,
+    path: &str,
+    package: &str,
+    tests: &str,
+) -> Result<(), u8> {
+    let dir = root().join(path);
+    let name = format!("npm packages ({path})");
+    if dir.join("node_modules").join(package).is_dir() {
         results.push(StepResult {
             name,
             outcome: "ok (installed)".into(),
@@ -195,7 +214,7 @@ fn node_packages(results: &mut Vec<StepResult>) -> Result<(), u8> {
     results.push(StepResult {
         name,
         outcome: if failed && !ci {
-            format!("{outcome}; the realtime-js tests will skip")
+            format!("{outcome}; the {tests} tests will skip")
         } else {
             outcome
         },

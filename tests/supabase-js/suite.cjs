@@ -1,0 +1,521 @@
+// Drives `truststream serve` with the published @supabase/supabase-js client,
+// exactly as an application would: auth, REST, storage and realtime. Run by
+// crates/runtime/tests/supabase_js.rs, which starts the server and passes:
+//   SUPABASE_URL               http://127.0.0.1:<port>
+//   SUPABASE_ANON_KEY          the anon key
+//   SUPABASE_SERVICE_ROLE_KEY  the service-role key
+//   DB_KIND                    sqlite | postgres (for messages only)
+//   BUCKET                     the bucket to create and use (default `files`)
+// The server is configured with the table `todos` (id uuid, user_id text,
+// title text, done boolean, created_at timestamp), signed-in users owning
+// their rows (owner column `user_id`), the bucket's objects under
+// `<user id>/` owned by that user, and `todos` published to realtime.
+//
+// Each step prints one JSON line {"step", "ok": true} or
+// {"step", "ok": false, "error"}; the first failure exits 1 (later steps
+// depend on earlier ones). The client is the authority: every check is what
+// the same code gets from a real Supabase project.
+'use strict';
+
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const WebSocket = require('ws');
+const { createClient } = require('@supabase/supabase-js');
+
+const URL_ = need('SUPABASE_URL');
+const ANON = need('SUPABASE_ANON_KEY');
+const SERVICE = need('SUPABASE_SERVICE_ROLE_KEY');
+const DB_KIND = process.env.DB_KIND || 'sqlite';
+const BUCKET = process.env.BUCKET || 'files';
+const STEP_TIMEOUT_MS = 15000;
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) {
+    console.log(JSON.stringify({ step: 'env', ok: false, error: `${name} is not set` }));
+    process.exit(1);
+  }
+  return v;
+}
+
+function client(key) {
+  return createClient(URL_, key, {
+    realtime: { transport: WebSocket, heartbeatIntervalMs: 5000 },
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function withTimeout(what, promise, ms) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function waitFor(what, pred, ms = 5000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (pred()) return;
+    await sleep(20);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+function describe(err) {
+  if (!err) return String(err);
+  if (err instanceof Error && err.stack) {
+    const extra = {};
+    for (const k of ['code', 'status', 'statusCode', 'details', 'hint', 'name']) {
+      if (err[k] !== undefined) extra[k] = err[k];
+    }
+    return `${err.stack}${Object.keys(extra).length ? ` ${JSON.stringify(extra)}` : ''}`;
+  }
+  try {
+    return JSON.stringify(err);
+  } catch {
+    return String(err);
+  }
+}
+
+/** The data of a supabase-js result, failing with its error. */
+function ok(what, res) {
+  if (res.error) {
+    throw new Error(`${what}: unexpected error ${describe(res.error)}`);
+  }
+  return res.data;
+}
+
+/** A supabase-js result that must be an error; returns it. */
+function refused(what, res) {
+  if (!res.error) {
+    throw new Error(`${what}: expected an error, got data ${JSON.stringify(res.data)}`);
+  }
+  return res.error;
+}
+
+const passed = [];
+async function step(name, f) {
+  try {
+    const detail = await withTimeout(name, Promise.resolve().then(f), STEP_TIMEOUT_MS);
+    console.log(JSON.stringify({ step: name, ok: true, detail: detail ?? null }));
+    passed.push(name);
+  } catch (e) {
+    console.log(JSON.stringify({ step: name, ok: false, db: DB_KIND, error: describe(e) }));
+    process.exit(1);
+  }
+}
+
+function subscribe(channel, what) {
+  return withTimeout(
+    `${what}: subscribe`,
+    new Promise((resolve, reject) => {
+      channel.subscribe((status, err) => {
+        if (status === 'SUBSCRIBED') resolve();
+        else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT' || status === 'CLOSED') {
+          reject(new Error(`${what}: subscribe ${status} ${err ? describe(err) : ''}`));
+        }
+      });
+    }),
+    8000,
+  );
+}
+
+async function main() {
+  const rand = crypto.randomBytes(6).toString('hex');
+  const password = `Pw-${rand}-Correct-horse-9`;
+  const emailA = `user-a-${rand}@example.com`;
+  const emailB = `user-b-${rand}@example.com`;
+
+  const a = client(ANON);
+  const b = client(ANON);
+  const anon = client(ANON);
+  const service = client(SERVICE);
+  let userA;
+  let userB;
+
+  // ---------------------------------------------------------------- auth
+  await step('auth_sign_up', async () => {
+    const ra = ok('signUp A', await a.auth.signUp({ email: emailA, password, options: { data: { name: 'A' } } }));
+    assert.ok(ra.user, 'signUp A returns the user');
+    assert.equal(ra.user.email, emailA);
+    assert.match(ra.user.id, /^[0-9a-f-]{36}$/, 'user ids are UUIDs');
+    assert.equal(ra.user.user_metadata.name, 'A', 'signUp keeps options.data as user_metadata');
+    const rb = ok('signUp B', await b.auth.signUp({ email: emailB, password }));
+    assert.ok(rb.user && rb.user.id !== ra.user.id, 'B is another user');
+    const again = await anon.auth.signUp({ email: emailA, password });
+    // GoTrue: a taken, confirmed email is an error (422 user_already_exists)
+    // when autoconfirm is on.
+    const e = refused('signUp with a taken email', again);
+    assert.equal(e.code, 'user_already_exists', `code ${e.code}`);
+  });
+
+  await step('auth_sign_in_with_password', async () => {
+    const wrong = refused('wrong password', await a.auth.signInWithPassword({ email: emailA, password: 'nope-nope-nope' }));
+    assert.equal(wrong.code, 'invalid_credentials', `code ${wrong.code} (${wrong.message})`);
+    assert.equal(wrong.status, 400);
+    const ra = ok('signIn A', await a.auth.signInWithPassword({ email: emailA, password }));
+    assert.ok(ra.session && ra.session.access_token && ra.session.refresh_token, 'a session');
+    assert.equal(ra.session.token_type, 'bearer');
+    assert.ok(ra.session.expires_in > 0 && ra.session.expires_at > Date.now() / 1000, 'expiry');
+    assert.equal(ra.user.email, emailA);
+    userA = ra.user;
+    const rb = ok('signIn B', await b.auth.signInWithPassword({ email: emailB, password }));
+    userB = rb.user;
+    const { data } = await a.auth.getSession();
+    assert.equal(data.session.user.id, userA.id, 'getSession holds the signed-in user');
+  });
+
+  await step('auth_refresh_session', async () => {
+    const before = (await a.auth.getSession()).data.session;
+    const r = ok('refreshSession', await a.auth.refreshSession());
+    assert.ok(r.session && r.session.access_token, 'a refreshed session');
+    assert.notEqual(r.session.refresh_token, before.refresh_token, 'refresh tokens rotate');
+    assert.equal(r.user.id, userA.id);
+    // A used refresh token cannot be used again (outside GoTrue's reuse
+    // interval, 10 s by default, it revokes the family; inside it returns
+    // the current session: either way not an error-free new family).
+    const reuse = await anon.auth.refreshSession({ refresh_token: 'not-a-refresh-token' });
+    refused('refreshSession with a made-up token', reuse);
+  });
+
+  await step('auth_get_user', async () => {
+    const r = ok('getUser', await a.auth.getUser());
+    assert.equal(r.user.id, userA.id);
+    assert.equal(r.user.email, emailA);
+    assert.equal(r.user.aud, 'authenticated');
+    assert.equal(r.user.role, 'authenticated');
+    const bad = await anon.auth.getUser('not-a-jwt');
+    refused('getUser with a bad token', bad);
+  });
+
+  await step('auth_update_user', async () => {
+    const r = ok('updateUser', await a.auth.updateUser({ data: { nick: 'ay', n: 2 } }));
+    assert.equal(r.user.user_metadata.nick, 'ay');
+    assert.equal(r.user.user_metadata.n, 2);
+    assert.equal(r.user.user_metadata.name, 'A', 'user_metadata is merged, not replaced');
+    const g = ok('getUser after update', await a.auth.getUser());
+    assert.equal(g.user.user_metadata.nick, 'ay');
+  });
+
+  await step('auth_sign_out', async () => {
+    const refresh = (await a.auth.getSession()).data.session.refresh_token;
+    const r = await a.auth.signOut();
+    assert.equal(r.error, null, `signOut: ${describe(r.error)}`);
+    assert.equal((await a.auth.getSession()).data.session, null, 'no session after signOut');
+    // signOut (scope global) revokes the user's refresh tokens.
+    refused('refresh with a signed-out refresh token', await anon.auth.refreshSession({ refresh_token: refresh }));
+    // Sign in again for what follows.
+    const again = ok('signIn A again', await a.auth.signInWithPassword({ email: emailA, password }));
+    userA = again.user;
+  });
+
+  // ---------------------------------------------------------------- rest
+  const rows = {};
+  await step('rest_insert_select', async () => {
+    const data = ok(
+      'insert',
+      await a
+        .from('todos')
+        .insert([
+          { user_id: userA.id, title: 'alpha', done: false },
+          { user_id: userA.id, title: 'beta', done: false },
+          { user_id: userA.id, title: 'gamma', done: true },
+          { user_id: userA.id, title: 'delta', done: null },
+        ])
+        .select(),
+    );
+    assert.equal(data.length, 4, 'insert().select() returns the inserted rows');
+    for (const r of data) {
+      assert.match(String(r.id), /^[0-9a-f-]{36}$/, 'id defaulted to a random uuid');
+      assert.equal(r.user_id, userA.id);
+      assert.ok(r.created_at, 'created_at defaulted');
+      rows[r.title] = r;
+    }
+    assert.equal(rows.alpha.done, false);
+    assert.equal(rows.gamma.done, true);
+    assert.equal(rows.delta.done, null);
+    // No .select(): Prefer return=minimal, no body. One object: the column
+    // left out takes its default.
+    const minimal = await a.from('todos').insert({ user_id: userA.id, title: 'epsilon' });
+    assert.equal(minimal.error, null, `insert without select: ${describe(minimal.error)}`);
+    assert.equal(minimal.data, null);
+    assert.equal(minimal.status, 201);
+    const eps = ok('epsilon', await a.from('todos').select('done').eq('title', 'epsilon'));
+    assert.deepEqual(eps, [{ done: false }], 'a column left out of one object takes its default');
+  });
+
+  await step('rest_filters', async () => {
+    const titles = (d) => d.map((r) => r.title).sort();
+    assert.deepEqual(titles(ok('eq', await a.from('todos').select('*').eq('title', 'alpha'))), ['alpha']);
+    assert.deepEqual(titles(ok('gt', await a.from('todos').select('title').gt('title', 'delta'))), ['epsilon', 'gamma']);
+    assert.deepEqual(titles(ok('in', await a.from('todos').select('id,title').in('title', ['alpha', 'beta', 'zeta']))), ['alpha', 'beta']);
+    assert.deepEqual(titles(ok('like', await a.from('todos').select().like('title', '%lta'))), ['delta']);
+    assert.deepEqual(titles(ok('is null', await a.from('todos').select().is('done', null))), ['delta']);
+    assert.deepEqual(titles(ok('is true', await a.from('todos').select().is('done', true))), ['gamma']);
+    assert.deepEqual(
+      titles(ok('or', await a.from('todos').select().or('title.eq.alpha,done.eq.true'))),
+      ['alpha', 'gamma'],
+    );
+    assert.deepEqual(
+      titles(ok('neq + ilike', await a.from('todos').select().neq('title', 'beta').ilike('title', '%A%'))),
+      ['alpha', 'delta', 'gamma'],
+    );
+    const cols = ok('select columns', await a.from('todos').select('title,done').eq('title', 'gamma'));
+    assert.deepEqual(cols, [{ title: 'gamma', done: true }], 'only the selected columns');
+  });
+
+  await step('rest_order_range_count', async () => {
+    const desc = ok('order desc', await a.from('todos').select('title').order('title', { ascending: false }));
+    assert.deepEqual(desc.map((r) => r.title), ['gamma', 'epsilon', 'delta', 'beta', 'alpha']);
+    const page = await a.from('todos').select('title', { count: 'exact' }).order('title').range(1, 2);
+    ok('range with count', page);
+    assert.deepEqual(page.data.map((r) => r.title), ['beta', 'delta'], 'range(1, 2)');
+    assert.equal(page.count, 5, 'count: exact counts every visible row');
+    assert.equal(page.status, 206, 'a partial page with a known count is 206');
+    const head = await a.from('todos').select('*', { count: 'exact', head: true }).eq('done', false);
+    ok('head count', head);
+    assert.equal(head.count, 3, 'head: true returns the count only (alpha, beta, epsilon)');
+    assert.equal(head.data, null);
+    const limited = ok('limit', await a.from('todos').select('title').order('title').limit(2));
+    assert.deepEqual(limited.map((r) => r.title), ['alpha', 'beta']);
+  });
+
+  await step('rest_single_maybe_single', async () => {
+    const one = ok('single', await a.from('todos').select('*').eq('title', 'alpha').single());
+    assert.ok(!Array.isArray(one), 'single() returns an object');
+    assert.equal(one.id, rows.alpha.id);
+    const none = await a.from('todos').select('*').eq('title', 'no-such-title').maybeSingle();
+    assert.equal(none.error, null, `maybeSingle on no rows is no error: ${describe(none.error)}`);
+    assert.equal(none.data, null);
+    const many = await a.from('todos').select('*').single();
+    const e = refused('single() on many rows', many);
+    assert.equal(e.code, 'PGRST116', `code ${e.code}`);
+    assert.equal(many.status, 406);
+  });
+
+  await step('rest_update_upsert_delete', async () => {
+    const upd = ok('update', await a.from('todos').update({ done: true }).eq('title', 'beta').select());
+    assert.equal(upd.length, 1);
+    assert.equal(upd[0].done, true);
+    assert.equal(upd[0].id, rows.beta.id);
+
+    const up1 = ok(
+      'upsert existing',
+      await a.from('todos').upsert({ id: rows.alpha.id, user_id: userA.id, title: 'alpha2', done: true }).select(),
+    );
+    assert.equal(up1.length, 1);
+    assert.equal(up1[0].title, 'alpha2');
+    const newId = crypto.randomUUID();
+    const up2 = ok('upsert new', await a.from('todos').upsert({ id: newId, user_id: userA.id, title: 'zeta' }).select());
+    assert.equal(up2[0].id, newId);
+    assert.equal(up2[0].done, false, 'defaults apply to an upserted new row');
+
+    const del = ok('delete', await a.from('todos').delete().eq('title', 'gamma').select());
+    assert.equal(del.length, 1, 'delete().select() returns the deleted row');
+    const gone = ok('after delete', await a.from('todos').select('id').eq('title', 'gamma'));
+    assert.equal(gone.length, 0, 'the row is gone');
+    const minimal = await a.from('todos').delete().eq('title', 'epsilon');
+    assert.equal(minimal.error, null, `delete without select: ${describe(minimal.error)}`);
+    assert.equal(minimal.status, 204);
+    const { count } = await a.from('todos').select('*', { count: 'exact', head: true });
+    assert.equal(count, 4, 'alpha2, beta, delta, zeta remain');
+  });
+
+  await step('rest_bulk_insert_missing_columns', async () => {
+    // An array insert sends ?columns= (the union of the keys): a key missing
+    // from one object is NULL (PostgREST), unless defaultToNull: false
+    // (Prefer: missing=default) asks for the column's default.
+    const nulls = ok(
+      'bulk insert, defaultToNull (default)',
+      await a
+        .from('todos')
+        .insert([{ user_id: userA.id, title: 'iota' }, { user_id: userA.id, title: 'kappa', done: true }])
+        .select('title,done'),
+    );
+    assert.deepEqual(
+      nulls.sort((x, y) => x.title.localeCompare(y.title)),
+      [{ title: 'iota', done: null }, { title: 'kappa', done: true }],
+    );
+    const defaults = ok(
+      'bulk insert, defaultToNull: false',
+      await a
+        .from('todos')
+        .insert([{ user_id: userA.id, title: 'lambda' }, { user_id: userA.id, title: 'mu', done: true }], { defaultToNull: false })
+        .select('title,done'),
+    );
+    assert.deepEqual(
+      defaults.sort((x, y) => x.title.localeCompare(y.title)),
+      [{ title: 'lambda', done: false }, { title: 'mu', done: true }],
+    );
+    const del = ok('cleanup', await a.from('todos').delete().in('title', ['iota', 'kappa', 'lambda', 'mu']).select('id'));
+    assert.equal(del.length, 4);
+  });
+
+  await step('rest_other_user_isolated', async () => {
+    const seen = ok('B select', await b.from('todos').select('*'));
+    assert.equal(seen.length, 0, `B sees none of A's rows (got ${JSON.stringify(seen)})`);
+    const byId = ok('B select by id', await b.from('todos').select('*').eq('id', rows.beta.id));
+    assert.equal(byId.length, 0);
+    const upd = ok('B update of A row', await b.from('todos').update({ title: 'hacked' }).eq('id', rows.beta.id).select());
+    assert.equal(upd.length, 0, 'B updates none of A rows');
+    const del = ok('B delete of A row', await b.from('todos').delete().eq('id', rows.beta.id).select());
+    assert.equal(del.length, 0, 'B deletes none of A rows');
+    const still = ok('A still has beta', await a.from('todos').select('title').eq('id', rows.beta.id).single());
+    assert.equal(still.title, 'beta');
+    // A row claiming to be A's, inserted by B: RLS violation (42501, 403).
+    const forged = await b.from('todos').insert({ user_id: userA.id, title: 'forged' }).select();
+    refused("B inserting a row owned by A", forged);
+    assert.equal(forged.status, 403, `status ${forged.status}`);
+    const mine = ok('B insert own', await b.from('todos').insert({ user_id: userB.id, title: 'b-own' }).select());
+    assert.equal(mine.length, 1);
+    const aView = ok('A select', await a.from('todos').select('title'));
+    assert.ok(!aView.some((r) => r.title === 'b-own' || r.title === 'forged'), "A does not see B's rows");
+  });
+
+  await step('rest_anon_refused', async () => {
+    const r = await anon.from('todos').select('*');
+    assert.ok(r.error, `anon select must be refused, got status ${r.status} data ${JSON.stringify(r.data)}`);
+    assert.ok(r.data === null || (Array.isArray(r.data) && r.data.length === 0), 'no rows leak');
+    assert.ok([401, 403].includes(r.status), `status ${r.status}`);
+    const ins = await anon.from('todos').insert({ user_id: userA.id, title: 'anon' }).select();
+    refused('anon insert', ins);
+    const noKey = await fetch(`${URL_}/rest/v1/todos?select=*`);
+    assert.equal(noKey.status, 401, 'no apikey: 401');
+    // The service role sees every row.
+    const all = ok('service select', await service.from('todos').select('title,user_id'));
+    assert.ok(all.some((r) => r.user_id === userA.id) && all.some((r) => r.user_id === userB.id), 'service role sees all');
+  });
+
+  // ------------------------------------------------------------- storage
+  const text = Buffer.from(`hello from ${DB_KIND} ${rand}\n`);
+  const path = () => `${userA.id}/hello.txt`;
+  const moved = () => `${userA.id}/moved.txt`;
+  const bytesOf = async (blob) => Buffer.from(await blob.arrayBuffer());
+
+  await step('storage_create_bucket', async () => {
+    const anonTry = await anon.storage.createBucket(`${BUCKET}-anon`, { public: false });
+    refused('anon createBucket', anonTry);
+    const r = ok('service createBucket', await service.storage.createBucket(BUCKET, { public: false }));
+    assert.equal(r.name, BUCKET);
+    const info = ok('getBucket', await service.storage.getBucket(BUCKET));
+    assert.equal(info.id, BUCKET);
+    assert.equal(info.public, false);
+  });
+
+  await step('storage_upload_download', async () => {
+    const up = ok('upload', await a.storage.from(BUCKET).upload(path(), text, { contentType: 'text/plain' }));
+    assert.equal(up.path, path());
+    assert.equal(up.fullPath, `${BUCKET}/${path()}`);
+    const again = await a.storage.from(BUCKET).upload(path(), text, { contentType: 'text/plain' });
+    refused('upload over an existing object without upsert', again);
+    const down = ok('download', await a.storage.from(BUCKET).download(path()));
+    assert.deepEqual(await bytesOf(down), text, 'downloaded bytes equal the uploaded ones');
+    const missing = await a.storage.from(BUCKET).download(`${userA.id}/nope.txt`);
+    refused('download of a missing object', missing);
+  });
+
+  await step('storage_list', async () => {
+    const list = ok('list', await a.storage.from(BUCKET).list(userA.id));
+    const names = list.map((o) => o.name);
+    assert.deepEqual(names, ['hello.txt'], `list of the folder: ${JSON.stringify(list)}`);
+    assert.equal(list[0].metadata.size, text.length, 'metadata.size');
+    assert.equal(list[0].metadata.mimetype, 'text/plain', 'metadata.mimetype');
+  });
+
+  await step('storage_signed_url', async () => {
+    const s = ok('createSignedUrl', await a.storage.from(BUCKET).createSignedUrl(path(), 60));
+    assert.ok(s.signedUrl.startsWith(`${URL_}/storage/v1/object/sign/${BUCKET}/`), s.signedUrl);
+    const res = await fetch(s.signedUrl);
+    assert.equal(res.status, 200, `GET signed URL: ${res.status}`);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), text, 'signed URL bytes');
+    const tampered = await fetch(s.signedUrl.replace(/token=([^&]*)/, (_, t) => `token=${t.slice(0, -2)}xx`));
+    assert.ok(tampered.status >= 400 && tampered.status < 500, `tampered token: ${tampered.status}`);
+  });
+
+  await step('storage_other_user_refused', async () => {
+    refused("B downloading A's object", await b.storage.from(BUCKET).download(path()));
+    refused("B uploading into A's folder", await b.storage.from(BUCKET).upload(`${userA.id}/evil.txt`, Buffer.from('x')));
+    refused("B signing A's object", await b.storage.from(BUCKET).createSignedUrl(path(), 60));
+    refused("anon downloading A's object", await anon.storage.from(BUCKET).download(path()));
+    const bl = await b.storage.from(BUCKET).list(userA.id);
+    assert.ok(bl.error || bl.data.length === 0, `B lists none of A's objects: ${JSON.stringify(bl.data)}`);
+  });
+
+  await step('storage_move_remove', async () => {
+    ok('move', await a.storage.from(BUCKET).move(path(), moved()));
+    refused('download of the moved-away key', await a.storage.from(BUCKET).download(path()));
+    const down = ok('download moved', await a.storage.from(BUCKET).download(moved()));
+    assert.deepEqual(await bytesOf(down), text);
+    const removed = ok('remove', await a.storage.from(BUCKET).remove([moved()]));
+    assert.equal(removed.length, 1, `remove returns the removed objects: ${JSON.stringify(removed)}`);
+    refused('download after remove', await a.storage.from(BUCKET).download(moved()));
+    const list = ok('list after remove', await a.storage.from(BUCKET).list(userA.id));
+    assert.equal(list.length, 0);
+  });
+
+  // ------------------------------------------------------------ realtime
+  await step('realtime_broadcast_self', async () => {
+    const ch = a.channel(`room-${rand}`, { config: { broadcast: { self: true, ack: true } } });
+    const got = [];
+    ch.on('broadcast', { event: 'ping' }, (m) => got.push(m));
+    await subscribe(ch, 'broadcast');
+    const status = await ch.send({ type: 'broadcast', event: 'ping', payload: { n: 1 } });
+    assert.equal(status, 'ok', `send acknowledged: ${status}`);
+    await waitFor('the broadcast to come back (self: true)', () => got.length > 0);
+    assert.deepEqual(got[0].payload, { n: 1 });
+    await a.removeChannel(ch);
+  });
+
+  await step('realtime_presence', async () => {
+    const key = `a-${rand}`;
+    const ch = a.channel(`presence-${rand}`, { config: { presence: { key } } });
+    let synced = 0;
+    ch.on('presence', { event: 'sync' }, () => {
+      synced += 1;
+    });
+    await subscribe(ch, 'presence');
+    const t = await ch.track({ who: 'A' });
+    assert.equal(t, 'ok', `track: ${t}`);
+    await waitFor('presence sync with the tracked key', () => synced > 0 && ch.presenceState()[key]);
+    assert.equal(ch.presenceState()[key][0].who, 'A');
+    await a.removeChannel(ch);
+  });
+
+  await step('realtime_postgres_changes', async () => {
+    const got = [];
+    const ch = a
+      .channel(`db-${rand}`)
+      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos' }, (p) => got.push(p));
+    await subscribe(ch, 'postgres_changes');
+    // B's row is B's: A's subscription must not receive it.
+    ok('B insert', await b.from('todos').insert({ user_id: userB.id, title: `b-rt-${rand}` }));
+    const title = `rt-${rand}`;
+    ok('A insert', await a.from('todos').insert({ user_id: userA.id, title }));
+    await waitFor('the INSERT of A row to arrive', () => got.some((p) => p.new && p.new.title === title), 5000);
+    const p = got.find((x) => x.new.title === title);
+    assert.equal(p.eventType, 'INSERT');
+    assert.equal(p.table, 'todos');
+    assert.equal(p.new.user_id, userA.id);
+    assert.ok(!got.some((x) => x.new && x.new.user_id === userB.id), "A received B's row");
+    await a.removeChannel(ch);
+  });
+
+  // ------------------------------------------------------------- cleanup
+  await step('storage_delete_bucket', async () => {
+    refused('A deleting the bucket', await a.storage.deleteBucket(BUCKET));
+    ok('emptyBucket', await service.storage.emptyBucket(BUCKET));
+    ok('deleteBucket', await service.storage.deleteBucket(BUCKET));
+  });
+
+  console.log(JSON.stringify({ done: true, steps: passed }));
+  for (const c of [a, b, anon, service]) await c.removeAllChannels();
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.log(JSON.stringify({ step: 'main', ok: false, error: describe(e) }));
+  process.exit(1);
+});
