@@ -1,5 +1,6 @@
 //! `/auth/v1` over the JWT auth provider, driven over HTTP as auth-js
 //! drives it.
+#![allow(clippy::unwrap_used)] // test helpers, not library code
 
 use std::sync::Arc;
 
