@@ -1,0 +1,352 @@
+//! From parsed query-string parts to core-db values: filter values typed by
+//! the column's [`ColumnType`], names checked against the table's schema,
+//! and the `select=` projection applied to rows after the read.
+
+use serde_json::{Map, Number, Value};
+use truststream_core_db::{
+    value::normalize, CmpOp, ColumnRef, ColumnType, Filter, Row, TableSchema,
+};
+
+use super::error::{ApiError, ApiResult};
+use super::parse::{Cast, Cond, LeafOp, PathStep, SelectField};
+
+/// The PostgreSQL name of a column type, for error messages.
+pub(crate) fn pg_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Text => "text",
+        ColumnType::Integer => "bigint",
+        ColumnType::Float => "double precision",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Timestamp => "timestamp with time zone",
+        ColumnType::Uuid => "uuid",
+        ColumnType::Json => "jsonb",
+        ColumnType::Bytes => "bytea",
+        ColumnType::Numeric => "numeric",
+    }
+}
+
+/// A query-string value as the JSON value of a column of type `ty`.
+pub(crate) fn typed(schema: &TableSchema, column: &str, raw: &str) -> ApiResult<Value> {
+    let def = schema
+        .find(column)
+        .ok_or_else(|| ApiError::unknown_column_read(&schema.name, column))?;
+    let bad = || ApiError::bad_value(pg_type(def.ty), raw);
+    let candidate = match def.ty {
+        ColumnType::Integer => Value::from(raw.trim().parse::<i64>().map_err(|_| bad())?),
+        ColumnType::Float => {
+            let f = raw.trim().parse::<f64>().map_err(|_| bad())?;
+            Value::Number(Number::from_f64(f).ok_or_else(bad)?)
+        }
+        ColumnType::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "on" | "1" => Value::Bool(true),
+            "false" | "f" | "no" | "n" | "off" | "0" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        ColumnType::Json => serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw)),
+        _ => Value::from(raw),
+    };
+    normalize(column, def.ty, &candidate).map_err(|_| bad())
+}
+
+fn check_column(schema: &TableSchema, column: &str) -> ApiResult<ColumnRef> {
+    if schema.find(column).is_none() {
+        return Err(ApiError::unknown_column_read(&schema.name, column));
+    }
+    Ok(ColumnRef {
+        table: None,
+        column: column.to_string(),
+    })
+}
+
+/// `*` in PostgREST patterns is `%`.
+fn pattern(p: &str) -> String {
+    p.replace('*', "%")
+}
+
+/// Turns a parsed condition into a core-db [`Filter`].
+pub(crate) fn to_filter(schema: &TableSchema, cond: &Cond) -> ApiResult<Filter> {
+    match cond {
+        Cond::Logic { or, negate, items } => {
+            let parts = items
+                .iter()
+                .map(|c| to_filter(schema, c))
+                .collect::<ApiResult<Vec<_>>>()?;
+            let f = if *or {
+                Filter::Or(parts)
+            } else {
+                Filter::And(parts)
+            };
+            Ok(if *negate { Filter::Not(Box::new(f)) } else { f })
+        }
+        Cond::Leaf {
+            column,
+            path,
+            negate,
+            op,
+        } => {
+            if !path.is_empty() {
+                check_column(schema, column)?;
+                return Err(ApiError::unsupported(
+                    "filtering on a JSON path (col->key) is not supported by this database provider",
+                ));
+            }
+            let f = leaf(schema, column, op)?;
+            Ok(if *negate { Filter::Not(Box::new(f)) } else { f })
+        }
+    }
+}
+
+fn leaf(schema: &TableSchema, column: &str, op: &LeafOp) -> ApiResult<Filter> {
+    let c = check_column(schema, column)?;
+    let cmp = |op: CmpOp, raw: &str| -> ApiResult<Filter> {
+        Ok(Filter::Cmp {
+            column: c.clone(),
+            op,
+            value: typed(schema, column, raw)?,
+        })
+    };
+    let like = |ci: bool, p: &str| Filter::Cmp {
+        column: c.clone(),
+        op: if ci { CmpOp::ILike } else { CmpOp::Like },
+        value: Value::String(pattern(p)),
+    };
+    Ok(match op {
+        LeafOp::Eq(v) => cmp(CmpOp::Eq, v)?,
+        LeafOp::Neq(v) => cmp(CmpOp::Ne, v)?,
+        LeafOp::Gt(v) => cmp(CmpOp::Gt, v)?,
+        LeafOp::Gte(v) => cmp(CmpOp::Gte, v)?,
+        LeafOp::Lt(v) => cmp(CmpOp::Lt, v)?,
+        LeafOp::Lte(v) => cmp(CmpOp::Lte, v)?,
+        LeafOp::Like(p) => like(false, p),
+        LeafOp::ILike(p) => like(true, p),
+        LeafOp::LikeMany { ci, all, patterns } => {
+            let parts: Vec<Filter> = patterns.iter().map(|p| like(*ci, p)).collect();
+            if *all {
+                Filter::And(parts)
+            } else {
+                Filter::Or(parts)
+            }
+        }
+        LeafOp::In(values) => Filter::In {
+            column: c.clone(),
+            values: values
+                .iter()
+                .map(|v| typed(schema, column, v))
+                .collect::<ApiResult<_>>()?,
+        },
+        LeafOp::Is(v) => {
+            let is_bool = |b: bool| {
+                // `IS TRUE` is two-valued: false (not unknown) for NULL.
+                Filter::And(vec![
+                    Filter::IsNotNull { column: c.clone() },
+                    Filter::Cmp {
+                        column: c.clone(),
+                        op: CmpOp::Eq,
+                        value: Value::Bool(b),
+                    },
+                ])
+            };
+            match v.as_str() {
+                "null" | "unknown" => Filter::IsNull { column: c.clone() },
+                "not_null" => Filter::IsNotNull { column: c.clone() },
+                "true" | "false" => {
+                    let def = schema.find(column).map(|d| d.ty);
+                    if def != Some(ColumnType::Boolean) {
+                        return Err(ApiError::bad_value(
+                            pg_type(def.unwrap_or(ColumnType::Text)),
+                            v,
+                        )
+                        .hint("is.true and is.false apply to boolean columns"));
+                    }
+                    is_bool(v == "true")
+                }
+                _ => {
+                    return Err(ApiError::bad_query(format!(
+                        "is.{} is not one of is.null, is.not_null, is.true, is.false, is.unknown",
+                        truststream_core::echo(v)
+                    )))
+                }
+            }
+        }
+        LeafOp::IsDistinct(v) if v.eq_ignore_ascii_case("null") => {
+            Filter::IsNotNull { column: c.clone() }
+        }
+        LeafOp::IsDistinct(v) => Filter::Or(vec![
+            Filter::IsNull { column: c.clone() },
+            cmp(CmpOp::Ne, v)?,
+        ]),
+        LeafOp::Unsupported(op) => {
+            return Err(ApiError::unsupported(format!(
+                "the operator {op} is not supported by this database provider (no array, range, full-text or regular-expression operators)"
+            ))
+            .hint("filter with eq, neq, gt, gte, lt, lte, like, ilike, in, is or isdistinct"))
+        }
+    })
+}
+
+/// Checks every name of `select=` against the schema.
+pub(crate) fn check_select(schema: &TableSchema, fields: &[SelectField]) -> ApiResult<()> {
+    for f in fields {
+        if let SelectField::Column { column, .. } = f {
+            check_column(schema, column)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `select=` to rows read with every column.
+pub(crate) fn project(schema: &TableSchema, fields: &[SelectField], rows: Vec<Row>) -> Vec<Row> {
+    if fields.iter().all(|f| *f == SelectField::All) {
+        return rows;
+    }
+    rows.into_iter()
+        .map(|row| {
+            let mut out = Map::new();
+            for f in fields {
+                match f {
+                    SelectField::All => {
+                        for c in &schema.columns {
+                            if let Some(v) = row.get(&c.name) {
+                                out.insert(c.name.clone(), v.clone());
+                            }
+                        }
+                    }
+                    SelectField::Column {
+                        column,
+                        path,
+                        cast,
+                        alias,
+                    } => {
+                        let mut v = row.get(column).cloned().unwrap_or(Value::Null);
+                        v = follow(v, path);
+                        if let Some(c) = cast {
+                            v = apply_cast(v, *c);
+                        }
+                        let name = alias
+                            .clone()
+                            .or_else(|| path.last().map(|p| p.key.clone()))
+                            .unwrap_or_else(|| column.clone());
+                        out.insert(name, v);
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn follow(mut v: Value, path: &[PathStep]) -> Value {
+    for step in path {
+        v = match v {
+            Value::Object(mut m) => m.remove(&step.key).unwrap_or(Value::Null),
+            Value::Array(mut a) => match step.key.parse::<i64>() {
+                Ok(i) => {
+                    let idx = if i < 0 { a.len() as i64 + i } else { i };
+                    if idx >= 0 && (idx as usize) < a.len() {
+                        a.swap_remove(idx as usize)
+                    } else {
+                        Value::Null
+                    }
+                }
+                Err(_) => Value::Null,
+            },
+            _ => Value::Null,
+        };
+        if step.as_text {
+            v = as_text(v);
+        }
+    }
+    v
+}
+
+fn as_text(v: Value) -> Value {
+    match v {
+        Value::Null => Value::Null,
+        Value::String(s) => Value::String(s),
+        other => Value::String(other.to_string()),
+    }
+}
+
+fn apply_cast(v: Value, cast: Cast) -> Value {
+    match (cast, v) {
+        (_, Value::Null) => Value::Null,
+        (Cast::Text, v) => as_text(v),
+        (Cast::Json, Value::String(s)) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        (Cast::Json, v) => v,
+        (Cast::Int, Value::Number(n)) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => n
+                .as_f64()
+                .map(|f| Value::from(f.round() as i64))
+                .unwrap_or(Value::Null),
+        },
+        (Cast::Int, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| {
+                s.trim()
+                    .parse::<f64>()
+                    .map(|f| Value::from(f.round() as i64))
+            })
+            .unwrap_or(Value::Null),
+        (Cast::Int, Value::Bool(b)) => Value::from(i64::from(b)),
+        (Cast::Float, Value::Number(n)) => n
+            .as_f64()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        (Cast::Float, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        (Cast::Bool, Value::Bool(b)) => Value::Bool(b),
+        (Cast::Bool, Value::Number(n)) => Value::Bool(n.as_f64().is_some_and(|f| f != 0.0)),
+        (Cast::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "on" | "1" => Value::Bool(true),
+            "false" | "f" | "no" | "off" | "0" => Value::Bool(false),
+            _ => Value::Null,
+        },
+        (_, _) => Value::Null,
+    }
+}
+
+/// Rows as CSV with a header row (PostgREST's `text/csv`).
+pub(crate) fn csv(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let Some(first) = rows.first() else {
+        return out;
+    };
+    let header: Vec<&String> = first.keys().collect();
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    out.push_str(
+        &header
+            .iter()
+            .map(|h| field(h))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    out.push('\n');
+    for r in rows {
+        let line: Vec<String> = header
+            .iter()
+            .map(|h| match r.get(*h) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => field(s),
+                Some(v) => field(&v.to_string()),
+            })
+            .collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
