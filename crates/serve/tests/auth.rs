@@ -24,15 +24,28 @@ struct Env {
     _dir: Option<tempfile::TempDir>,
 }
 
+async fn jwt_auth(db: Arc<dyn Database>) -> Arc<dyn Auth> {
+    let mut cfg = JwtAuthConfig::with_secret(SECRET);
+    cfg.argon2 = Argon2Cost::minimal();
+    cfg.refresh_reuse_interval_ms = 0;
+    Arc::new(JwtAuth::new(cfg, db).await.unwrap())
+}
+
 async fn start_over(
     db: Arc<dyn Database>,
     config: ServeConfig,
     dir: Option<tempfile::TempDir>,
 ) -> Env {
-    let mut cfg = JwtAuthConfig::with_secret(SECRET);
-    cfg.argon2 = Argon2Cost::minimal();
-    cfg.refresh_reuse_interval_ms = 0;
-    let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let auth = jwt_auth(db.clone()).await;
+    start_with_auth(db, auth, config, dir).await
+}
+
+async fn start_with_auth(
+    db: Arc<dyn Database>,
+    auth: Arc<dyn Auth>,
+    config: ServeConfig,
+    dir: Option<tempfile::TempDir>,
+) -> Env {
     let providers = Providers {
         db,
         auth,
@@ -787,4 +800,50 @@ async fn chunked_status(env: &Env, n: usize) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// Records the auth calls that pass through a generic layer.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, truststream_layer::Access)>>);
+
+impl truststream_layer::Around for Recorder {
+    fn around<'a>(
+        &'a self,
+        op: truststream_layer::Op<'a>,
+        next: truststream_layer::Next<'a>,
+    ) -> futures::future::BoxFuture<'a, truststream_core::Result<()>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((op.method.to_string(), op.access));
+        next.run()
+    }
+}
+
+#[tokio::test]
+async fn update_user_passes_through_layers() {
+    use truststream_layer::{Access, Generic, LayeredAuth};
+    let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    let recorder = Arc::new(Recorder::default());
+    let layered: Arc<dyn Auth> = Arc::new(LayeredAuth::new(
+        jwt_auth(db.clone()).await,
+        Arc::new(Generic(recorder.clone())),
+    ));
+    let env = start_with_auth(db, layered, ServeConfig::default(), None).await;
+    let s = env.session("ada@example.com").await;
+    let res = env
+        .user_req(reqwest::Method::PUT, s["access_token"].as_str().unwrap())
+        .json(&json!({"data": {"name": "Ada"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let u: Value = res.json().await.unwrap();
+    assert_eq!(u["user_metadata"], json!({"name": "Ada"}));
+    let seen = recorder.0.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(m, a)| m == "update_user" && *a == Access::Write),
+        "{seen:?}"
+    );
 }
