@@ -940,6 +940,9 @@ async fn deny_by_default_and_public_buckets(kind: Kind) {
         env.expect_err(r, 403).await;
         let r = env.upload(who, "private/y.txt", "y", "text/plain").await;
         env.expect_err(r, 403).await;
+        // Not 409 for an existing object: no hint that it exists.
+        let r = env.upload(who, "private/x.txt", "y", "text/plain").await;
+        env.expect_err(r, 403).await;
         let r = env
             .req(who, Method::POST, "/object/list/private")
             .json(&json!({"prefix": ""}))
@@ -1708,6 +1711,20 @@ async fn streaming_and_disconnects(kind: Kind) {
             .unwrap();
         env.expect_err(r, 404).await;
         assert!(env.storage.get_metadata("big", k).await.is_err());
+    }
+    // Nor any temporary file of the aborted writes.
+    let mut pending = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            assert!(!name.contains("cut"), "left behind: {}", e.path().display());
+            if e.file_type().unwrap().is_dir() && name != ".truststream" {
+                pending.push(e.path());
+            } else {
+                assert!(!name.starts_with(".~t"), "temporary file left: {name}");
+            }
+        }
     }
     // The server still serves.
     let r = env

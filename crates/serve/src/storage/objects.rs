@@ -150,6 +150,7 @@ pub(crate) enum WriteMode {
 }
 
 /// Who authorized an upload.
+#[derive(Clone, Copy)]
 pub(crate) enum Grant<'a> {
     /// A caller, checked against the bucket policy.
     Caller(&'a Caller),
@@ -288,6 +289,15 @@ pub(crate) async fn upload(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    if let Grant::Caller(c) = grant {
+        // Nothing about the object (not even whether it exists) for a
+        // caller who may neither create nor replace it.
+        if !super::access::allowed(state, c, bucket, Some(key), TableAction::Insert)
+            && !super::access::allowed(state, c, bucket, Some(key), TableAction::Update)
+        {
+            return Err(ApiError::denied());
+        }
+    }
     let settings = bucket_settings(state, bucket).await?;
     let storage = state.storage.as_ref();
     let existing = storage
@@ -871,6 +881,21 @@ pub(crate) async fn move_or_copy(
         .await
         .map_err(bucket_err)?
         .ok_or_else(ApiError::object_not_found)?;
+    if !super::access::allowed(
+        state,
+        caller,
+        &dst_bucket,
+        Some(&dst_key),
+        TableAction::Insert,
+    ) && !super::access::allowed(
+        state,
+        caller,
+        &dst_bucket,
+        Some(&dst_key),
+        TableAction::Update,
+    ) {
+        return Err(ApiError::denied());
+    }
     let dst_settings = bucket_settings(state, &dst_bucket).await?;
     let existing = storage
         .metadata_opt(&dst_bucket, &dst_key)
