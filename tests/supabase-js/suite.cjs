@@ -28,6 +28,10 @@ const SERVICE = need('SUPABASE_SERVICE_ROLE_KEY');
 const DB_KIND = process.env.DB_KIND || 'sqlite';
 const BUCKET = process.env.BUCKET || 'files';
 const STEP_TIMEOUT_MS = 15000;
+// SUITE_KEEP_GOING=1 (diagnosis only): report every failing step instead of
+// stopping at the first; later steps may then fail for an earlier one's sake.
+const KEEP_GOING = process.env.SUITE_KEEP_GOING === '1';
+let failures = 0;
 
 function need(name) {
   const v = process.env[name];
@@ -104,7 +108,8 @@ async function step(name, f) {
     passed.push(name);
   } catch (e) {
     console.log(JSON.stringify({ step: name, ok: false, db: DB_KIND, error: describe(e) }));
-    process.exit(1);
+    failures += 1;
+    if (!KEEP_GOING) process.exit(1);
   }
 }
 
@@ -150,6 +155,16 @@ async function main() {
     // when autoconfirm is on.
     const e = refused('signUp with a taken email', again);
     assert.equal(e.code, 'user_already_exists', `code ${e.code}`);
+  });
+
+  await step('auth_sign_up_validation', async () => {
+    // GoTrue: passwords shorter than 6 characters are weak (422 weak_password).
+    const weak = refused('signUp with a 3-character password', await anon.auth.signUp({ email: `weak-${rand}@example.com`, password: 'abc' }));
+    assert.equal(weak.code, 'weak_password', `code ${weak.code} (${weak.message})`);
+    refused('signUp with an invalid email', await anon.auth.signUp({ email: 'not-an-email', password }));
+    // Neither made a user: signing in as the weak one fails.
+    const si = refused('signIn of the refused signUp', await anon.auth.signInWithPassword({ email: `weak-${rand}@example.com`, password: 'abc' }));
+    assert.equal(si.code, 'invalid_credentials', `code ${si.code}`);
   });
 
   await step('auth_sign_in_with_password', async () => {
@@ -200,8 +215,10 @@ async function main() {
     assert.equal(g.user.user_metadata.nick, 'ay');
   });
 
+  let revokedAccess;
   await step('auth_sign_out', async () => {
     const refresh = (await a.auth.getSession()).data.session.refresh_token;
+    revokedAccess = (await a.auth.getSession()).data.session.access_token;
     const r = await a.auth.signOut();
     assert.equal(r.error, null, `signOut: ${describe(r.error)}`);
     assert.equal((await a.auth.getSession()).data.session, null, 'no session after signOut');
@@ -210,6 +227,16 @@ async function main() {
     // Sign in again for what follows.
     const again = ok('signIn A again', await a.auth.signInWithPassword({ email: emailA, password }));
     userA = again.user;
+  });
+
+  await step('auth_signed_out_session_revoked', async () => {
+    // GoTrue checks the access token's session_id on /user: the signed-out
+    // session is gone (403 session_not_found) though the JWT is unexpired,
+    // which auth-js turns into AuthSessionMissingError (and so clears its
+    // session); any other error (403 bad_jwt) it keeps as an AuthApiError.
+    const r = await anon.auth.getUser(revokedAccess);
+    const e = refused('getUser with a signed-out access token', r);
+    assert.equal(e.name, 'AuthSessionMissingError', `${e.name} code ${e.code} status ${e.status} (${e.message}): the server should answer 403 session_not_found`);
   });
 
   // ---------------------------------------------------------------- rest
@@ -267,6 +294,54 @@ async function main() {
     assert.deepEqual(cols, [{ title: 'gamma', done: true }], 'only the selected columns');
   });
 
+  await step('rest_more_filters', async () => {
+    const titles = (d) => d.map((r) => r.title).sort();
+    assert.deepEqual(titles(ok('not is null', await a.from('todos').select('title').not('done', 'is', null))), ['alpha', 'beta', 'epsilon', 'gamma']);
+    assert.deepEqual(titles(ok('match', await a.from('todos').select('title').match({ title: 'alpha', done: false }))), ['alpha']);
+    assert.deepEqual(titles(ok('filter in', await a.from('todos').select('title').filter('title', 'in', '(alpha,beta)'))), ['alpha', 'beta']);
+    assert.deepEqual(titles(ok('gte lte', await a.from('todos').select('title').gte('title', 'beta').lte('title', 'epsilon'))), ['beta', 'delta', 'epsilon']);
+    assert.deepEqual(titles(ok('not in', await a.from('todos').select('title').not('title', 'in', '(alpha,beta,gamma)'))), ['delta', 'epsilon']);
+    assert.deepEqual(
+      titles(ok('or with and', await a.from('todos').select('title').or('title.eq.alpha,and(done.eq.true,title.like.g*)'))),
+      ['alpha', 'gamma'],
+    );
+    const nf = ok('order nullsFirst', await a.from('todos').select('title').order('done', { ascending: true, nullsFirst: true }).order('title'));
+    assert.deepEqual(nf.map((r) => r.title), ['delta', 'alpha', 'beta', 'epsilon', 'gamma']);
+    const nl = ok('order desc (nulls first by default)', await a.from('todos').select('title').order('done', { ascending: false }).order('title'));
+    assert.deepEqual(nl.map((r) => r.title), ['delta', 'gamma', 'alpha', 'beta', 'epsilon']);
+  });
+
+  await step('rest_errors', async () => {
+    // A missing table is 404 PGRST205 (42P01 before PostgREST 13) for a
+    // caller that may see tables; a user may instead be refused outright.
+    const t = await service.from('no_such_table').select();
+    refused('unknown table', t);
+    assert.equal(t.status, 404, `status ${t.status}`);
+    assert.ok(['PGRST205', '42P01'].includes(t.error.code), `code ${t.error.code}`);
+    const tu = await a.from('no_such_table').select();
+    refused('unknown table as a user', tu);
+    assert.ok([401, 403, 404].includes(tu.status), `status ${tu.status}`);
+    const c = await a.from('todos').select('no_such_column');
+    refused('unknown column in select', c);
+    assert.equal(c.status, 400, `status ${c.status}`);
+    assert.equal(c.error.code, '42703');
+    const f = await a.from('todos').select().eq('no_such_column', 1);
+    refused('unknown column in a filter', f);
+    assert.equal(f.status, 400, `status ${f.status}`);
+    const op = await a.from('todos').select().filter('title', 'bogus', 'x');
+    refused('unknown operator', op);
+    assert.equal(op.status, 400, `status ${op.status}`);
+    assert.equal(op.error.code, 'PGRST100');
+    const ins = await a.from('todos').insert({ user_id: userA.id, title: 'x', no_such_column: 1 });
+    refused('insert with an unknown column', ins);
+    assert.equal(ins.status, 400, `status ${ins.status}`);
+    assert.ok(['PGRST204', '42703'].includes(ins.error.code), `code ${ins.error.code}`);
+    const badUuid = await a.from('todos').select().eq('id', 'not-a-uuid');
+    refused('a malformed uuid', badUuid);
+    assert.equal(badUuid.status, 400, `status ${badUuid.status}`);
+    assert.equal(badUuid.error.code, '22P02');
+  });
+
   await step('rest_order_range_count', async () => {
     const desc = ok('order desc', await a.from('todos').select('title').order('title', { ascending: false }));
     assert.deepEqual(desc.map((r) => r.title), ['gamma', 'epsilon', 'delta', 'beta', 'alpha']);
@@ -322,6 +397,16 @@ async function main() {
     assert.equal(minimal.status, 204);
     const { count } = await a.from('todos').select('*', { count: 'exact', head: true });
     assert.equal(count, 4, 'alpha2, beta, delta, zeta remain');
+  });
+
+  await step('rest_upsert_ignore_duplicates', async () => {
+    const r = ok(
+      'upsert ignoreDuplicates',
+      await a.from('todos').upsert({ id: rows.beta.id, user_id: userA.id, title: 'beta-ignored' }, { ignoreDuplicates: true }).select(),
+    );
+    assert.deepEqual(r, [], 'an ignored duplicate returns no row');
+    const beta = ok('beta unchanged', await a.from('todos').select('title').eq('id', rows.beta.id).single());
+    assert.equal(beta.title, 'beta');
   });
 
   await step('rest_bulk_insert_missing_columns', async () => {
@@ -435,6 +520,74 @@ async function main() {
     assert.ok(tampered.status >= 400 && tampered.status < 500, `tampered token: ${tampered.status}`);
   });
 
+  await step('storage_more_object_ops', async () => {
+    const f = a.storage.from(BUCKET);
+    const second = `${userA.id}/second.txt`;
+    const copy = `${userA.id}/copy.txt`;
+    const signedUp = `${userA.id}/signed-upload.txt`;
+    const v1 = Buffer.from('version one');
+    const v2 = Buffer.from('version two, longer');
+    const v3 = Buffer.from('version three');
+    ok('upload', await f.upload(second, v1, { contentType: 'text/plain' }));
+    ok('upload with upsert', await f.upload(second, v2, { contentType: 'text/plain', upsert: true }));
+    assert.deepEqual(await bytesOf(ok('download after upsert', await f.download(second))), v2);
+    ok('update', await f.update(second, v3, { contentType: 'text/plain' }));
+    assert.deepEqual(await bytesOf(ok('download after update', await f.download(second))), v3);
+    assert.equal((await f.exists(second)).data, true, 'exists');
+    const missing = await f.exists(`${userA.id}/missing.txt`);
+    assert.equal(missing.data, false, 'exists of a missing object is false (not thrown)');
+    const info = ok('info', await f.info(second));
+    assert.equal(info.size, v3.length, `info: ${JSON.stringify(info)}`);
+    ok('copy', await f.copy(second, copy));
+    assert.deepEqual(await bytesOf(ok('download the copy', await f.download(copy))), v3);
+    const urls = ok('createSignedUrls', await f.createSignedUrls([second, copy], 60));
+    assert.equal(urls.length, 2);
+    for (const u of urls) {
+      assert.equal(u.error, null, `signed ${u.path}: ${u.error}`);
+      const res = await fetch(u.signedUrl);
+      assert.equal(res.status, 200, `GET ${u.path}: ${res.status}`);
+    }
+    const up = ok('createSignedUploadUrl', await f.createSignedUploadUrl(signedUp));
+    assert.ok(up.token && up.signedUrl, JSON.stringify(up));
+    ok('uploadToSignedUrl', await f.uploadToSignedUrl(signedUp, up.token, v1, { contentType: 'text/plain' }));
+    assert.deepEqual(await bytesOf(ok('download the signed upload', await f.download(signedUp))), v1);
+    const removed = ok('remove three', await f.remove([second, copy, signedUp]));
+    assert.equal(removed.length, 3);
+  });
+
+  await step('storage_public_bucket', async () => {
+    const pub = `${BUCKET}-pub`;
+    ok('create a public bucket', await service.storage.createBucket(pub, { public: true }));
+    const body = Buffer.from(`public ${rand}`);
+    ok('service upload', await service.storage.from(pub).upload('docs/pub.txt', body, { contentType: 'text/plain' }));
+    const { data } = anon.storage.from(pub).getPublicUrl('docs/pub.txt');
+    assert.equal(data.publicUrl, `${URL_}/storage/v1/object/public/${pub}/docs/pub.txt`);
+    const res = await fetch(data.publicUrl);
+    assert.equal(res.status, 200, `GET public URL: ${res.status}`);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+    assert.deepEqual(await bytesOf(ok('anon download from a public bucket', await anon.storage.from(pub).download('docs/pub.txt'))), body);
+    refused('A uploading into a public bucket without a policy', await a.storage.from(pub).upload(`${userA.id}/x.txt`, body));
+    refused('anon uploading into a public bucket', await anon.storage.from(pub).upload('docs/anon.txt', body));
+    const buckets = ok('listBuckets', await service.storage.listBuckets());
+    assert.ok(buckets.some((x) => x.id === pub && x.public === true), 'the public bucket is listed');
+    refused('deleting a non-empty bucket', await service.storage.deleteBucket(pub));
+    ok('emptyBucket', await service.storage.emptyBucket(pub));
+    ok('deleteBucket', await service.storage.deleteBucket(pub));
+  });
+
+  await step('storage_bucket_limits', async () => {
+    const lim = `${BUCKET}-lim`;
+    ok('create a limited bucket', await service.storage.createBucket(lim, { public: false, fileSizeLimit: 10, allowedMimeTypes: ['image/png'] }));
+    const info = ok('getBucket', await service.storage.getBucket(lim));
+    assert.equal(info.file_size_limit, 10, JSON.stringify(info));
+    assert.deepEqual(info.allowed_mime_types, ['image/png']);
+    refused('an upload over file_size_limit', await service.storage.from(lim).upload('big.png', Buffer.alloc(11), { contentType: 'image/png' }));
+    refused('an upload of a MIME type not allowed', await service.storage.from(lim).upload('a.txt', Buffer.from('x'), { contentType: 'text/plain' }));
+    ok('an allowed upload', await service.storage.from(lim).upload('ok.png', Buffer.alloc(5), { contentType: 'image/png' }));
+    ok('emptyBucket', await service.storage.emptyBucket(lim));
+    ok('deleteBucket', await service.storage.deleteBucket(lim));
+  });
+
   await step('storage_other_user_refused', async () => {
     refused("B downloading A's object", await b.storage.from(BUCKET).download(path()));
     refused("B uploading into A's folder", await b.storage.from(BUCKET).upload(`${userA.id}/evil.txt`, Buffer.from('x')));
@@ -503,6 +656,26 @@ async function main() {
     await a.removeChannel(ch);
   });
 
+  await step('realtime_postgres_changes_update_delete', async () => {
+    const row = ok('insert', await a.from('todos').insert({ user_id: userA.id, title: `ud-${rand}` }).select().single());
+    const got = [];
+    const ch = a
+      .channel(`db-ud-${rand}`)
+      .on('postgres_changes', { event: '*', schema: 'public', table: 'todos', filter: `id=eq.${row.id}` }, (p) => got.push(p));
+    await subscribe(ch, 'postgres_changes update/delete');
+    ok('update', await a.from('todos').update({ title: `ud2-${rand}` }).eq('id', row.id));
+    await waitFor('the UPDATE to arrive', () => got.some((p) => p.eventType === 'UPDATE'), 5000);
+    const u = got.find((p) => p.eventType === 'UPDATE');
+    assert.equal(u.new.title, `ud2-${rand}`);
+    assert.equal(u.new.id, row.id);
+    ok('delete', await a.from('todos').delete().eq('id', row.id));
+    await waitFor('the DELETE to arrive', () => got.some((p) => p.eventType === 'DELETE'), 5000);
+    const d = got.find((p) => p.eventType === 'DELETE');
+    assert.equal(d.old.id, row.id, 'a DELETE carries the primary key of the old row');
+    assert.deepEqual(d.new, {});
+    await a.removeChannel(ch);
+  });
+
   // ------------------------------------------------------------- cleanup
   await step('storage_delete_bucket', async () => {
     refused('A deleting the bucket', await a.storage.deleteBucket(BUCKET));
@@ -510,8 +683,9 @@ async function main() {
     ok('deleteBucket', await service.storage.deleteBucket(BUCKET));
   });
 
-  console.log(JSON.stringify({ done: true, steps: passed }));
   for (const c of [a, b, anon, service]) await c.removeAllChannels();
+  if (failures > 0) process.exit(1);
+  console.log(JSON.stringify({ done: true, steps: passed }));
   process.exit(0);
 }
 
