@@ -614,13 +614,13 @@ async fn logout(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
+        let principal = require_user(&state, &headers).await?;
         let scope = query.get("scope").map(String::as_str).unwrap_or("global");
         if !matches!(scope, "global" | "local" | "others") {
             return Err(ApiError::validation(
                 "Parameter scope must be one of global, local, others",
             ));
         }
-        let principal = require_user(&state, &headers).await?;
         let done =
             match scope {
                 "local" => state.auth.sign_out(&principal).await,
