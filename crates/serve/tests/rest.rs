@@ -357,6 +357,45 @@ async fn values_are_typed_by_column_on_sqlite() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v.as_array().unwrap().len(), 2);
+    // tx=rollback on the SQL engine: run, then nothing kept.
+    for (method, path, body) in [
+        (Method::POST, "todos", Some(json!({"title": "ghost"}))),
+        (Method::PATCH, "todos", Some(json!({"title": "ghost"}))),
+        (Method::DELETE, "todos", None),
+    ] {
+        let mut r = e
+            .service(method.clone(), path)
+            .header("Prefer", "tx=rollback");
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let (s, v) = json(r).await;
+        assert!(s == 201 || s == 204, "{method} {s} {v}");
+    }
+    assert_eq!(get_titles(&e, "order=id").await.len(), 5);
+    assert!(get_titles(&e, "title=eq.ghost").await.is_empty());
+    // A rolled-back insert still reports a real failure.
+    let (s, v) = json(
+        e.service(Method::POST, "todos")
+            .header("Prefer", "tx=rollback")
+            .json(&json!({"title": "dup", "slug": "a"})),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("23505")));
+    // Upsert and a delete without filters on SQLite.
+    let (s, v) = json(
+        e.service(Method::POST, "todos?on_conflict=slug&select=title")
+            .header(
+                "Prefer",
+                "resolution=merge-duplicates,return=representation",
+            )
+            .json(&json!([{"title": "A", "slug": "a"}, {"title": "Z", "slug": "z"}])),
+    )
+    .await;
+    assert_eq!((s, v), (201, json!([{"title": "A"}, {"title": "Z"}])));
+    let (s, _) = json(e.service(Method::DELETE, "todos")).await;
+    assert_eq!(s, 204);
+    assert!(get_titles(&e, "").await.is_empty());
 }
 
 #[tokio::test]
