@@ -910,12 +910,17 @@ async fn deny_by_default_and_public_buckets(kind: Kind) {
         "shared".to_string(),
         policy(&[TableAction::Select], &ALL, false),
     );
+    buckets.insert(
+        "edit".to_string(),
+        policy(&[], &[TableAction::Select, TableAction::Update], false),
+    );
     let env = start(kind, buckets, 50 << 20).await;
     env.create_bucket(json!({"id": "private"})).await;
     env.create_bucket(json!({"id": "shared"})).await;
     env.create_bucket(json!({"id": "open", "public": true}))
         .await;
-    for b in ["private", "shared", "open"] {
+    env.create_bucket(json!({"id": "edit"})).await;
+    for b in ["private", "shared", "open", "edit"] {
         let r = env
             .upload(Who::Service, &format!("{b}/x.txt"), "secret", "text/plain")
             .await;
@@ -1039,6 +1044,36 @@ async fn deny_by_default_and_public_buckets(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Update without insert: replace existing objects, create none.
+    let r = env
+        .req(Who::User(&token), Method::PUT, "/object/edit/x.txt")
+        .header("content-type", "text/plain")
+        .body("edited")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = env
+        .req(Who::User(&token), Method::GET, "/object/edit/x.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "edited");
+    for (method, upsert) in [
+        (Method::PUT, "false"),
+        (Method::POST, "true"),
+        (Method::POST, "false"),
+    ] {
+        let r = env
+            .req(Who::User(&token), method, "/object/edit/new.txt")
+            .header("content-type", "text/plain")
+            .header("x-upsert", upsert)
+            .body("new")
+            .send()
+            .await
+            .unwrap();
+        env.expect_err(r, 403).await;
+    }
     // A forged bearer token is 401, not anon.
     let r = env
         .req(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,12 @@ fn bucket_json(info: &BucketInfo, s: &BucketSettings) -> Value {
         "updated_at": updated,
         "type": "STANDARD",
     })
+}
+
+/// The `{id}` of a bucket route, as storage's error shape when unreadable.
+fn bucket_id(id: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    id.map(|Path(id)| id)
+        .map_err(|_| ApiError::bad_request("the bucket id in the path is not valid"))
 }
 
 fn require_service(caller: &Caller) -> ApiResult<()> {
@@ -125,8 +132,9 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
+    let id = bucket_id(id)?;
     let caller = caller(&state, &headers).await?;
     let info = find_bucket(state.storage.as_ref(), &id).await?;
     let s = settings::load(state.storage.as_ref(), &id)
@@ -219,9 +227,10 @@ pub(crate) async fn create(
 pub(crate) async fn update(
     State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> ApiResult<Response> {
+    let id = bucket_id(id)?;
     let caller = caller(&state, &headers).await?;
     require_service(&caller)?;
     let body: BucketBody = json_body(&state, body).await?;
@@ -281,8 +290,9 @@ async fn empty_bucket(
 pub(crate) async fn empty(
     State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
+    let id = bucket_id(id)?;
     let caller = caller(&state, &headers).await?;
     require_service(&caller)?;
     find_bucket(state.storage.as_ref(), &id).await?;
@@ -297,8 +307,9 @@ pub(crate) async fn empty(
 pub(crate) async fn delete(
     State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
+    let id = bucket_id(id)?;
     let caller = caller(&state, &headers).await?;
     require_service(&caller)?;
     let storage = state.storage.as_ref();
