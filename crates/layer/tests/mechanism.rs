@@ -136,6 +136,31 @@ async fn a_generic_layer_sees_every_call_and_values_pass_through() {
 }
 
 #[tokio::test]
+async fn describe_table_goes_through_generic_and_interface_layers() {
+    let record = Arc::new(Record::default());
+    let db = around_database(Arc::new(MemoryDatabase::new()), Arc::clone(&record));
+    agents(&*db).await;
+    let schema = db.describe_table("agents").await.unwrap().unwrap();
+    assert_eq!(schema.primary_key().unwrap().name, "id");
+    assert!(db.describe_table("nope").await.unwrap().is_none());
+    assert_eq!(
+        record.0.lock().unwrap()[1..],
+        [
+            "database.describe_table agents read true",
+            "database.describe_table nope read true",
+        ]
+    );
+    // An interface layer that overrides nothing forwards it.
+    struct Nothing;
+    impl DatabaseLayer for Nothing {}
+    let layered = LayeredDatabase::new(db, Arc::new(Nothing));
+    assert_eq!(
+        layered.describe_table("agents").await.unwrap().unwrap(),
+        schema
+    );
+}
+
+#[tokio::test]
 async fn idempotent_calls_are_repeated_and_unknown_outcomes_are_not() {
     let inner: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
     agents(&*inner).await;
