@@ -129,10 +129,9 @@ async fn the_handshake_refuses_bad_keys_and_plain_requests() {
     assert_eq!(plain.status(), 400);
     // The anon key and the service-role key both open a socket.
     for key in [server.keys.anon(), server.keys.service_role()] {
-        let (ws, resp) =
-            tokio_tungstenite::connect_async(format!("{url}?apikey={key}&vsn=1.0.0"))
-                .await
-                .unwrap();
+        let (ws, resp) = tokio_tungstenite::connect_async(format!("{url}?apikey={key}&vsn=1.0.0"))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 101);
         drop(ws);
     }
@@ -141,7 +140,11 @@ async fn the_handshake_refuses_bad_keys_and_plain_requests() {
 #[tokio::test]
 async fn a_graceful_stop_closes_sockets_with_a_reason() {
     let server = serve(Arc::new(MemoryDatabase::new())).await;
-    let url = format!("{}?apikey={}&vsn=1.0.0", ws_url(&server), server.keys.anon());
+    let url = format!(
+        "{}?apikey={}&vsn=1.0.0",
+        ws_url(&server),
+        server.keys.anon()
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let stopped = tokio::spawn(server.stop());
     let frame = tokio::time::timeout(Duration::from_secs(10), async {
