@@ -1862,3 +1862,187 @@ async fn bucket_settings_survive_a_restart() {
         running.stop().await.unwrap();
     }
 }
+
+// ------------------------------------------------- provider failures
+
+/// A provider whose every call fails with `kind`, its message naming a
+/// file path that must never reach a client.
+struct Failing(truststream_core::ErrorKind);
+
+impl Failing {
+    fn err<T>(&self) -> truststream_core_storage::StorageResult<T> {
+        Err(truststream_core::Error::new(
+            self.0,
+            "cannot open /var/lib/secret-root/objects/x: input/output error",
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for Failing {
+    fn info(&self) -> truststream_core::ProviderInfo {
+        truststream_core::ProviderInfo {
+            name: "failing",
+            version: "0",
+        }
+    }
+    fn capabilities(&self) -> truststream_core_storage::StorageCapabilities {
+        truststream_core_storage::StorageCapabilities::all(None)
+    }
+    async fn health(&self) -> truststream_core::Health {
+        truststream_core::Health::healthy(Duration::ZERO)
+    }
+    async fn upload(
+        &self,
+        _: &str,
+        _: &str,
+        _: bytes::Bytes,
+        _: &truststream_core_storage::UploadOptions,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::ObjectMeta> {
+        self.err()
+    }
+    async fn upload_stream(
+        &self,
+        _: &str,
+        _: &str,
+        _: truststream_core_storage::ByteStream,
+        _: &truststream_core_storage::UploadOptions,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::ObjectMeta> {
+        self.err()
+    }
+    async fn download(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> truststream_core_storage::StorageResult<bytes::Bytes> {
+        self.err()
+    }
+    async fn download_range(
+        &self,
+        _: &str,
+        _: &str,
+        _: truststream_core_storage::ByteRange,
+    ) -> truststream_core_storage::StorageResult<bytes::Bytes> {
+        self.err()
+    }
+    async fn download_stream(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<truststream_core_storage::ByteRange>,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::ByteStream> {
+        self.err()
+    }
+    async fn get_metadata(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::ObjectMeta> {
+        self.err()
+    }
+    async fn delete(&self, _: &str, _: &str) -> truststream_core_storage::StorageResult<()> {
+        self.err()
+    }
+    async fn list(
+        &self,
+        _: &str,
+        _: &truststream_core_storage::ListOptions,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::ListPage> {
+        self.err()
+    }
+    async fn copy(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::ObjectMeta> {
+        self.err()
+    }
+    async fn signed_url(
+        &self,
+        _: &str,
+        _: &str,
+        _: truststream_core_storage::SignedUrlMethod,
+        _: Duration,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::SignedUrl> {
+        self.err()
+    }
+    async fn list_buckets(
+        &self,
+    ) -> truststream_core_storage::StorageResult<Vec<truststream_core_storage::BucketInfo>> {
+        self.err()
+    }
+    async fn create_bucket(&self, _: &str) -> truststream_core_storage::StorageResult<()> {
+        self.err()
+    }
+    async fn delete_bucket(&self, _: &str) -> truststream_core_storage::StorageResult<()> {
+        self.err()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_get_fixed_messages() {
+    use truststream_core::ErrorKind;
+    for (kind, status) in [
+        (ErrorKind::Unavailable, 503),
+        (ErrorKind::Timeout, 503),
+        (ErrorKind::Internal, 500),
+    ] {
+        let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+        let auth = Arc::new(
+            JwtAuth::new(
+                JwtAuthConfig::with_secret("storage test secret, at least 32 bytes long"),
+                db.clone(),
+            )
+            .await
+            .unwrap(),
+        );
+        let config = ServeConfig {
+            bind: "127.0.0.1:0".into(),
+            data_dir: tempfile::tempdir().unwrap().path().to_string_lossy().into(),
+            ..ServeConfig::default()
+        };
+        let running = Server::bind(
+            Providers {
+                db,
+                auth,
+                storage: Arc::new(Failing(kind)),
+                metrics: None,
+            },
+            ApiKeys::generate(),
+            config,
+        )
+        .await
+        .unwrap()
+        .spawn();
+        let base = format!("{}/storage/v1", running.url);
+        let key = running.keys.service_role().to_string();
+        let http = reqwest::Client::new();
+        let requests = [
+            http.get(format!("{base}/bucket")),
+            http.post(format!("{base}/bucket"))
+                .json(&json!({"id": "docs"})),
+            http.get(format!("{base}/object/docs/a.txt")),
+            http.get(format!("{base}/object/info/docs/a.txt")),
+            http.post(format!("{base}/object/docs/a.txt")).body("x"),
+            http.post(format!("{base}/object/list/docs"))
+                .json(&json!({"prefix": ""})),
+            http.delete(format!("{base}/object/docs"))
+                .json(&json!({"prefixes": ["a.txt"]})),
+            http.post(format!("{base}/object/sign/docs/a.txt"))
+                .json(&json!({"expiresIn": 60})),
+        ];
+        for r in requests {
+            let r = r.header("apikey", &key).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{kind:?}");
+            let text = r.text().await.unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["statusCode"], json!(status.to_string()));
+            assert!(
+                !text.contains("/var/lib") && !text.contains("input/output"),
+                "leaks: {text}"
+            );
+        }
+    }
+}
