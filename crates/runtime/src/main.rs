@@ -190,6 +190,7 @@ async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = shutdown_signal();
     let url = server.url().to_string();
     let ws = url.replacen("http", "ws", 1);
     println!("TrustStream serve (profile {})", config.profile());
@@ -209,7 +210,7 @@ async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
             ""
         }
     );
-    let result = server.run(shutdown_signal()).await;
+    let result = server.run(shutdown).await;
     let _ = services.db.disconnect().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,26 +221,34 @@ async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM.
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives right after the
+/// server printed its URL stops it gracefully instead of killing it.
 #[cfg(feature = "serve")]
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn recv(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                () = recv(term) => {}
+                () = recv(int) => {}
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
