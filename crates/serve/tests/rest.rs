@@ -438,6 +438,12 @@ async fn unsupported_features_say_so() {
         .unwrap()
         .contains("functions are not supported"));
     let (s, v) = json(
+        e.service(Method::PUT, "todos?id=eq.1")
+            .json(&json!({"id": 1})),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (405, Some("PGRST117")));
+    let (s, v) = json(
         e.service(Method::GET, "todos")
             .header("Accept-Profile", "private"),
     )
@@ -650,6 +656,13 @@ async fn upserts() {
     )
     .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("42703")));
+    let (s, v) = json(
+        e.service(Method::POST, "todos?on_conflict=title")
+            .header("Prefer", "resolution=merge-duplicates")
+            .json(&json!({"title": "alpha"})),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("42P10")));
 }
 
 #[tokio::test]

@@ -44,7 +44,8 @@ pub(crate) fn router(_state: Arc<ServeState>) -> Router<Arc<ServeState>> {
             .head(read_rows)
             .post(write::insert)
             .patch(write::update)
-            .delete(write::delete),
+            .delete(write::delete)
+            .put(put),
     )
 }
 
@@ -394,5 +395,17 @@ async fn rpc(
     )
     .details("functions are not supported by this database provider")
     .hint("core-db has no stored functions; call the table endpoints instead")
+    .into_response()
+}
+
+/// `PUT` (PostgREST's single-row upsert by primary-key filter) is not served:
+/// use `POST` with `Prefer: resolution=merge-duplicates`.
+async fn put() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "PGRST117",
+        "Unsupported HTTP method: PUT",
+    )
+    .hint("upsert with POST and Prefer: resolution=merge-duplicates")
     .into_response()
 }

@@ -379,6 +379,26 @@ async fn upsert(
         .map(|c| c.name.clone())
         .ok_or_else(|| ApiError::unsupported("the table has no primary key"))?;
     let conflict = p.on_conflict.clone().unwrap_or_else(|| vec![pk.clone()]);
+    // One column must be the key or unique, as PostgreSQL requires (a
+    // unique index over several columns is not in the table's schema, so
+    // several columns are taken as given).
+    if let [only] = conflict.as_slice() {
+        let unique = access
+            .schema
+            .find(only)
+            .is_some_and(|c| c.primary_key || c.unique);
+        if !unique {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "42P10",
+                "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+            )
+            .details(format!(
+                "on_conflict={} is not the primary key nor a unique column",
+                truststream_core::echo(only)
+            )));
+        }
+    }
     let mut ops = Vec::new();
     let mut slots = Vec::new();
     for row in rows {
