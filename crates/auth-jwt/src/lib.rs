@@ -743,9 +743,12 @@ impl Auth for JwtAuth {
                 match self.store.session(sid).await? {
                     Some(s) if s.is_active(Utc::now()) && s.user_id == principal.user_id => {}
                     _ => {
-                        return Err(
-                            Error::unauthenticated("the session has ended").with_operation(op)
-                        )
+                        return Err(Error::unauthenticated("the session has ended")
+                            .with_context(
+                                truststream_core_auth::REASON,
+                                truststream_core_auth::SESSION_ENDED,
+                            )
+                            .with_operation(op))
                     }
                 }
             }

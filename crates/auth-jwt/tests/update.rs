@@ -159,3 +159,26 @@ async fn public_keys_through_the_interface() {
     assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
     assert_eq!(keys["keys"][0]["kty"], "RSA");
 }
+
+#[tokio::test]
+async fn an_ended_session_is_told_apart_from_a_bad_token() {
+    use truststream_core_auth::{REASON, SESSION_ENDED};
+    let auth = provider(config()).await;
+    let s = auth
+        .sign_up(SignUp::new(unique_email(), PASSWORD))
+        .await
+        .unwrap();
+    let token = s.access_token.expose();
+    let p = auth.validate_token(token).await.unwrap();
+    let ended = |e: &truststream_core_auth::Error| {
+        e.context()
+            .iter()
+            .any(|(k, v)| *k == REASON && v == SESSION_ENDED)
+    };
+    let e = auth.validate_token("not.a.token").await.unwrap_err();
+    assert!(!ended(&e), "{e}");
+    auth.sign_out(&p).await.unwrap();
+    let e = auth.validate_token(token).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    assert!(ended(&e), "{e}");
+}

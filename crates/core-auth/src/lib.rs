@@ -11,6 +11,16 @@ pub use types::{
     AuthCapabilities, Principal, Session, SessionInfo, SignIn, SignUp, User, UserUpdate,
 };
 
+/// The [`Error::context`] key under which [`Auth::validate_token`] may say
+/// why a token was refused (see [`SESSION_ENDED`]).
+pub const REASON: &str = "reason";
+
+/// The [`REASON`] of a token whose signature and claims are good but whose
+/// session has ended (signed out, revoked, expired): Supabase Auth answers
+/// such a token with `session_not_found`, which clients take as "signed
+/// out" rather than as a bad token.
+pub const SESSION_ENDED: &str = "session_ended";
+
 /// `Result` of auth operations.
 pub type AuthResult<T> = Result<T, Error>;
 /// The auth error type (the shared TrustStream [`Error`]).
@@ -69,7 +79,9 @@ pub trait Auth: Send + Sync + 'static {
     /// token). Requires [`AuthCapabilities::refresh`].
     async fn refresh_session(&self, refresh_token: &str) -> AuthResult<Session>;
 
-    /// Verifies an access token and returns who it belongs to.
+    /// Verifies an access token and returns who it belongs to. A provider
+    /// that checks sessions marks a good token of an ended session with the
+    /// context pair ([`REASON`], [`SESSION_ENDED`]).
     async fn validate_token(&self, access_token: &str) -> AuthResult<Principal>;
 
     /// The principal's roles.

@@ -22,7 +22,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use truststream_core::{Error, ErrorKind, Secret};
-use truststream_core_auth::{Principal, Session, SignIn, SignUp, User, UserUpdate};
+use truststream_core_auth::{
+    Principal, Session, SignIn, SignUp, User, UserUpdate, REASON, SESSION_ENDED,
+};
 
 use crate::caller::{api_key, bearer};
 use crate::keys::KeyRole;
@@ -128,7 +130,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
             "bad_jwt",
-            "invalid JWT: unable to parse or verify signature, token is expired, or its session has ended",
+            "invalid JWT: unable to parse or verify signature, or the token is expired",
         )
     }
 
@@ -288,8 +290,19 @@ async fn require_user(state: &ServeState, headers: &HeaderMap) -> ApiResult<Prin
         ));
     }
     state.auth.validate_token(token).await.map_err(|e| {
+        let ended = e
+            .context()
+            .iter()
+            .any(|(k, v)| *k == REASON && v == SESSION_ENDED);
         if ApiError::is_service_error(&e) {
             ApiError::from_provider(&e)
+        } else if ended {
+            // auth-js takes this one as "signed out" and clears its session.
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "session_not_found",
+                "Session from session_id claim in JWT does not exist",
+            )
         } else {
             ApiError::bad_jwt()
         }

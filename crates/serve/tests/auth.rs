@@ -621,9 +621,20 @@ async fn logout_local_and_global() {
     assert_eq!(user_status(tok(&b)).await, StatusCode::OK);
     let res = env.refresh(a["refresh_token"].as_str().unwrap()).await;
     assert_legacy_error(res, StatusCode::BAD_REQUEST, "refresh_token_not_found").await;
-    // A second sign-out with the ended session's token.
+    // The ended session's token: `session_not_found` (auth-js then clears
+    // its session), on /user and on a second sign-out.
+    let res = env
+        .user_req(reqwest::Method::GET, &tok(&a))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_legacy_error(res, StatusCode::FORBIDDEN, "session_not_found").await;
+    assert_eq!(
+        body["msg"],
+        "Session from session_id claim in JWT does not exist"
+    );
     let res = logout(tok(&a), "local").await;
-    assert_legacy_error(res, StatusCode::FORBIDDEN, "bad_jwt").await;
+    assert_legacy_error(res, StatusCode::FORBIDDEN, "session_not_found").await;
 
     let res = logout(tok(&b), "global").await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
