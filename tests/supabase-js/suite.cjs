@@ -215,6 +215,18 @@ async function main() {
     assert.equal(g.user.user_metadata.nick, 'ay');
   });
 
+  await step('auth_update_password', async () => {
+    const newPassword = `${password}-new`;
+    const u = ok('updateUser password', await a.auth.updateUser({ password: newPassword }));
+    assert.equal(u.user.id, userA.id);
+    const probe = client(ANON);
+    const old = refused('signIn with the old password', await probe.auth.signInWithPassword({ email: emailA, password }));
+    assert.equal(old.code, 'invalid_credentials', `code ${old.code}`);
+    ok('signIn with the new password', await probe.auth.signInWithPassword({ email: emailA, password: newPassword }));
+    ok('updateUser password back', await a.auth.updateUser({ password }));
+    ok('signIn with the first password again', await probe.auth.signInWithPassword({ email: emailA, password }));
+  });
+
   let revokedAccess;
   await step('auth_sign_out', async () => {
     const refresh = (await a.auth.getSession()).data.session.refresh_token;
@@ -439,6 +451,23 @@ async function main() {
     assert.equal(del.length, 4);
   });
 
+  await step('rest_extras', async () => {
+    const one = ok('created_at', await a.from('todos').select('created_at').eq('title', 'beta').single());
+    assert.ok(!Number.isNaN(Date.parse(one.created_at)), `created_at parses as a date: ${one.created_at}`);
+    const upd = await a.from('todos').update({ done: true }, { count: 'exact' }).in('title', ['beta', 'delta']);
+    assert.equal(upd.error, null, `update with count: ${describe(upd.error)}`);
+    assert.equal(upd.count, 2, 'count: exact on an update counts the updated rows');
+    const csv = await a.from('todos').select('title,done').eq('title', 'beta').csv();
+    assert.equal(csv.error, null, `csv: ${describe(csv.error)}`);
+    // PostgREST writes each row's text form: a boolean is `t` (accept `true`).
+    const lines = String(csv.data).trim().split('\n');
+    assert.equal(lines[0], 'title,done', `csv header: ${csv.data}`);
+    assert.ok(['beta,t', 'beta,true'].includes(lines[1]) && lines.length === 2, `csv rows: ${csv.data}`);
+    const rpc = await a.rpc('no_such_function', { x: 1 });
+    refused('an unknown function', rpc);
+    assert.equal(rpc.status, 404, `rpc status ${rpc.status}`);
+  });
+
   await step('rest_other_user_isolated', async () => {
     const seen = ok('B select', await b.from('todos').select('*'));
     assert.equal(seen.length, 0, `B sees none of A's rows (got ${JSON.stringify(seen)})`);
@@ -508,6 +537,17 @@ async function main() {
     assert.deepEqual(names, ['hello.txt'], `list of the folder: ${JSON.stringify(list)}`);
     assert.equal(list[0].metadata.size, text.length, 'metadata.size');
     assert.equal(list[0].metadata.mimetype, 'text/plain', 'metadata.mimetype');
+  });
+
+  await step('storage_list_folders_and_search', async () => {
+    const root = ok('service list of the root', await service.storage.from(BUCKET).list(''));
+    const folder = root.find((o) => o.name === userA.id);
+    assert.ok(folder, `the root lists the folder ${userA.id}: ${JSON.stringify(root)}`);
+    assert.equal(folder.id, null, 'a folder entry has id null');
+    const found = ok('list with search', await a.storage.from(BUCKET).list(userA.id, { search: 'hel' }));
+    assert.deepEqual(found.map((o) => o.name), ['hello.txt']);
+    const none = ok('list with a search that matches nothing', await a.storage.from(BUCKET).list(userA.id, { search: 'zzz' }));
+    assert.deepEqual(none, []);
   });
 
   await step('storage_signed_url', async () => {
@@ -673,6 +713,37 @@ async function main() {
     const d = got.find((p) => p.eventType === 'DELETE');
     assert.equal(d.old.id, row.id, 'a DELETE carries the primary key of the old row');
     assert.deepEqual(d.new, {});
+    await a.removeChannel(ch);
+  });
+
+  await step('realtime_unpublished_table_refused', async () => {
+    const ch = a
+      .channel(`db-unpub-${rand}`)
+      .on('postgres_changes', { event: '*', schema: 'public', table: 'not_published' }, () => {});
+    let failed = null;
+    try {
+      await subscribe(ch, 'postgres_changes on an unpublished table');
+    } catch (e) {
+      failed = e;
+    }
+    assert.ok(failed && /CHANNEL_ERROR/.test(failed.message), `the join is refused: ${failed && failed.message}`);
+    await a.removeChannel(ch);
+  });
+
+  await step('realtime_token_refresh', async () => {
+    const got = [];
+    const ch = a
+      .channel(`db-refresh-${rand}`)
+      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos' }, (p) => got.push(p));
+    await subscribe(ch, 'postgres_changes before a token refresh');
+    // refreshSession fires TOKEN_REFRESHED: supabase-js sends the new access
+    // token to every channel (access_token); the channel stays joined.
+    ok('refreshSession', await a.auth.refreshSession());
+    await sleep(300);
+    assert.equal(ch.state, 'joined', `channel state ${ch.state}`);
+    const title = `after-refresh-${rand}`;
+    ok('insert', await a.from('todos').insert({ user_id: userA.id, title }));
+    await waitFor('the INSERT after the refresh', () => got.some((p) => p.new.title === title), 5000);
     await a.removeChannel(ch);
   });
 
