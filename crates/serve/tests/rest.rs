@@ -985,6 +985,44 @@ async fn owner_rule_keeps_users_apart() {
     assert_eq!(s, 401);
 }
 
+/// Anonymous callers with a grant on an owned table own no row: they read
+/// nothing and cannot insert.
+#[tokio::test]
+async fn anonymous_callers_own_nothing() {
+    let mut policy = owner_policy();
+    policy.anon = vec![
+        TableAction::Select,
+        TableAction::Insert,
+        TableAction::Delete,
+    ];
+    let e = start(
+        Backend::Memory,
+        vec![notes()],
+        vec![("notes", policy)],
+        |_| {},
+    )
+    .await;
+    let (_, a) = e.sign_up("own@example.com").await;
+    let (s, _) = json(
+        e.user(&a, Method::POST, "notes")
+            .json(&json!({"body": "x"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, v) = json(e.anon(Method::GET, "notes")).await;
+    assert_eq!((s, v), (200, json!([])));
+    let (s, v) = json(e.anon(Method::POST, "notes").json(&json!({"body": "anon"}))).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("42501")));
+    let (s, _) = json(e.anon(Method::DELETE, "notes")).await;
+    assert_eq!(s, 204);
+    let (_, v) = json(e.service(Method::GET, "notes?select=body")).await;
+    assert_eq!(
+        v,
+        json!([{"body": "x"}]),
+        "the anonymous delete removed nothing"
+    );
+}
+
 #[tokio::test]
 async fn per_action_permissions() {
     let mut policy = owner_policy();

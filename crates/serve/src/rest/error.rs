@@ -187,3 +187,41 @@ impl IntoResponse for ApiError {
 
 /// `Result` of the REST handlers.
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_details_never_reach_the_client() {
+        for e in [
+            Error::unavailable("connection to host=db.internal password=hunter2 refused"),
+            Error::new(ErrorKind::Timeout, "SELECT * FROM secret_table timed out"),
+            Error::internal("panic at /home/app/src/db.rs:12"),
+        ] {
+            let body = ApiError::from_db(&e).body().to_string();
+            for leak in ["hunter2", "db.internal", "secret_table", "/home/app"] {
+                assert!(!body.contains(leak), "{body}");
+            }
+        }
+        assert_eq!(
+            ApiError::from_db(&Error::unavailable("x")).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from_db(&Error::internal("x")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let conflict = ApiError::from_db(&Error::conflict("duplicate key"));
+        assert_eq!(
+            (conflict.status, conflict.code),
+            (StatusCode::CONFLICT, "23505")
+        );
+        let missing =
+            ApiError::from_db(&Error::not_found("no table").with_context("table", "gone"));
+        assert_eq!(
+            (missing.status, missing.code),
+            (StatusCode::NOT_FOUND, "PGRST205")
+        );
+    }
+}
