@@ -656,6 +656,31 @@ async fn upserts() {
     )
     .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("42703")));
+    // A bulk upsert over more rows than one lookup read takes.
+    let first: Vec<Value> = (0..600)
+        .map(|i| json!({"title": format!("old{i}"), "slug": format!("k{i}")}))
+        .collect();
+    let (s, _) = json(e.service(Method::POST, "todos").json(&first)).await;
+    assert_eq!(s, 201);
+    let before = count(&e).await;
+    let second: Vec<Value> = (300..1200)
+        .map(|i| json!({"title": format!("new{i}"), "slug": format!("k{i}")}))
+        .collect();
+    let (s, v) = json(
+        e.service(Method::POST, "todos?on_conflict=slug&select=title")
+            .header(
+                "Prefer",
+                "resolution=merge-duplicates,return=representation",
+            )
+            .json(&second),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 900);
+    assert_eq!(count(&e).await, before + 600, "300 updated, 600 created");
+    assert_eq!(get_titles(&e, "slug=eq.k299").await, ["old299"]);
+    assert_eq!(get_titles(&e, "slug=eq.k300").await, ["new300"]);
+    assert_eq!(get_titles(&e, "slug=eq.k1199").await, ["new1199"]);
     let (s, v) = json(
         e.service(Method::POST, "todos?on_conflict=title")
             .header("Prefer", "resolution=merge-duplicates")

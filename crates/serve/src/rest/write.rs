@@ -401,7 +401,49 @@ async fn upsert(
     }
     let mut ops = Vec::new();
     let mut slots = Vec::new();
+    // One conflict column: look every row up in a few `in` reads rather
+    // than one read per row.
+    let single = match conflict.as_slice() {
+        [only] if rows.len() > 1 => access.schema.find(only).map(|c| (only.clone(), c.ty)),
+        _ => None,
+    };
+    let stored_key = |row: &Row, column: &str, ty| {
+        row.get(column)
+            .filter(|v| !v.is_null())
+            .and_then(|v| truststream_core_db::value::normalize(column, ty, v).ok())
+            .map(|v| v.to_string())
+    };
+    let mut prefetched = std::collections::HashMap::new();
+    if let Some((column, ty)) = &single {
+        let keys: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| r.get(column.as_str()).filter(|v| !v.is_null()))
+            .filter_map(|v| truststream_core_db::value::normalize(column, *ty, v).ok())
+            .collect();
+        for chunk in keys.chunks(500) {
+            let q = Query {
+                filter: Some(Filter::In {
+                    column: ColumnRef {
+                        table: None,
+                        column: column.clone(),
+                    },
+                    values: chunk.to_vec(),
+                }),
+                ..Query::default()
+            };
+            for r in state.db.read(table, &q).await? {
+                if let Some(k) = stored_key(&r, column, *ty) {
+                    prefetched.insert(k, r);
+                }
+            }
+        }
+    }
     for row in rows {
+        if let Some((column, ty)) = &single {
+            let existing = stored_key(&row, column, *ty).and_then(|k| prefetched.get(&k).cloned());
+            plan_upsert_row(access, &pk, merge, row, existing, &mut ops, &mut slots)?;
+            continue;
+        }
         let key: Option<Vec<Filter>> = conflict
             .iter()
             .map(|c| match row.get(c) {
@@ -427,38 +469,7 @@ async fn upsert(
             }
             None => None,
         };
-        match existing {
-            None => {
-                slots.push(Slot::Op(ops.len()));
-                ops.push(Operation::Create {
-                    table: table.to_string(),
-                    data: row,
-                });
-            }
-            Some(_) if !merge => {}
-            Some(old) => {
-                if let Owner::User { column, user_id } = &access.owner {
-                    if !old.get(column).is_some_and(|v| is_owner(v, user_id)) {
-                        return Err(denied_row(access));
-                    }
-                }
-                let id = old.get(&pk).cloned().unwrap_or(Value::Null);
-                let mut patch = row;
-                if patch.get(&pk) == Some(&id) {
-                    patch.remove(&pk);
-                }
-                if patch.is_empty() {
-                    slots.push(Slot::Row(Box::new(old)));
-                } else {
-                    slots.push(Slot::Op(ops.len()));
-                    ops.push(Operation::Update {
-                        table: table.to_string(),
-                        id,
-                        data: patch,
-                    });
-                }
-            }
-        }
+        plan_upsert_row(access, &pk, merge, row, existing, &mut ops, &mut slots)?;
     }
     let Some(outputs) = run_tx(state, table, ops, prefer.rollback).await? else {
         return Ok(Vec::new());
@@ -474,6 +485,52 @@ async fn upsert(
                 .and_then(OperationOutput::into_row),
         })
         .collect())
+}
+
+/// Plans one upsert row given the row its conflict key found (if any).
+fn plan_upsert_row(
+    access: &Access,
+    pk: &str,
+    merge: bool,
+    row: Row,
+    existing: Option<Row>,
+    ops: &mut Vec<Operation>,
+    slots: &mut Vec<Slot>,
+) -> ApiResult<()> {
+    let table = access.table();
+    match existing {
+        None => {
+            slots.push(Slot::Op(ops.len()));
+            ops.push(Operation::Create {
+                table: table.to_string(),
+                data: row,
+            });
+        }
+        Some(_) if !merge => {}
+        Some(old) => {
+            if let Owner::User { column, user_id } = &access.owner {
+                if !old.get(column).is_some_and(|v| is_owner(v, user_id)) {
+                    return Err(denied_row(access));
+                }
+            }
+            let id = old.get(pk).cloned().unwrap_or(Value::Null);
+            let mut patch = row;
+            if patch.get(pk) == Some(&id) {
+                patch.remove(pk);
+            }
+            if patch.is_empty() {
+                slots.push(Slot::Row(Box::new(old)));
+            } else {
+                slots.push(Slot::Op(ops.len()));
+                ops.push(Operation::Update {
+                    table: table.to_string(),
+                    id,
+                    data: patch,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `max-affected` with `handling=strict`: 400 PGRST124 when more rows
