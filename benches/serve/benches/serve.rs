@@ -234,6 +234,9 @@ struct Sample {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Every answer with the expected status, warm-up included (for the
+    /// insert case: rows that must be in the table afterwards).
+    answered: u64,
 }
 
 /// `conns` keep-alive connections, each sending its next request as soon as
@@ -254,6 +257,7 @@ async fn load(t: &Target, case: Case, conns: usize, warmup: f64, secs: f64) -> R
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
             let mut bad: Option<String> = None;
+            let mut answered = 0u64;
             loop {
                 let began = Instant::now();
                 if began >= end {
@@ -270,16 +274,19 @@ async fn load(t: &Target, case: Case, conns: usize, warmup: f64, secs: f64) -> R
                     });
                     break;
                 }
+                answered += 1;
                 if began >= measure_from {
                     hist.record(us.max(1))?;
                 }
             }
-            Ok::<_, BoxError>((hist, bad))
+            Ok::<_, BoxError>((hist, bad, answered))
         }));
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut answered = 0;
     for task in tasks {
-        let (hist, bad) = task.await??;
+        let (hist, bad, n) = task.await??;
+        answered += n;
         if let Some(why) = bad {
             return Err(format!("{}: unexpected answer {why}", t.name).into());
         }
@@ -289,6 +296,7 @@ async fn load(t: &Target, case: Case, conns: usize, warmup: f64, secs: f64) -> R
         rps: all.len() as f64 / secs,
         p50_ms: all.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
+        answered,
     })
 }
 
@@ -399,6 +407,8 @@ async fn start_postrust(bin: &std::path::Path, url: &str, schema: &str, role: &s
     let log_dir = tempfile::tempdir()?;
     let log = std::fs::File::create(log_dir.path().join("postrust.log"))?;
     let child = Command::new(bin)
+        // Its default log level, whatever this shell exports.
+        .env_remove("RUST_LOG")
         .env("DATABASE_URL", url)
         .env("PGRST_DB_SCHEMAS", schema)
         .env("PGRST_DB_ANON_ROLE", role)
@@ -481,6 +491,16 @@ async fn seed(pool: &PgPool) -> R<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Rows the insert case has written so far.
+async fn writer_rows(pool: &PgPool) -> R<i64> {
+    let (n,): (i64,) = sqlx::query_as(&format!(
+        "SELECT count(*) FROM {TABLE} WHERE owner = 'writer'"
+    ))
+    .fetch_one(pool)
+    .await?;
+    Ok(n)
 }
 
 /// The ids a read answer lists, in order (the answers are compared across
@@ -986,8 +1006,20 @@ fn run_with(
                 for case in [Case::Read, Case::Insert] {
                     for i in 0..ok.len() {
                         let t = &ok[(i + round) % ok.len()];
+                        let before = server_rt.block_on(writer_rows(&raw))?;
                         let s =
                             load_rt.block_on(load(t, case, opts.conns, opts.warmup, opts.secs))?;
+                        if case == Case::Insert {
+                            // Every 201 is a row in the table.
+                            let added = server_rt.block_on(writer_rows(&raw))? - before;
+                            if added != s.answered as i64 {
+                                return Err(format!(
+                                    "{}: {} inserts answered 201 but {added} rows were added",
+                                    t.name, s.answered
+                                )
+                                .into());
+                            }
+                        }
                         eprintln!(
                             "round {} {:?} {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
                             round + 1,
