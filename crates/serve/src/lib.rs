@@ -166,8 +166,12 @@ impl Server {
             realtime::close_hub(&state);
             let _ = stop_tx.send(true);
         };
+        // Small responses go out at once (axum leaves Nagle's algorithm on).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(signal);
