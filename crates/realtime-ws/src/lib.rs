@@ -213,6 +213,18 @@ pub struct WsRealtime {
     mode: Mode,
 }
 
+/// A hub of a checked configuration (limits, publication).
+fn new_hub(
+    config: WsRealtimeConfig,
+    db: Option<Arc<dyn Database>>,
+    auth: Option<Arc<dyn Auth>>,
+) -> RtResult<Arc<Hub>> {
+    config.validate()?;
+    let publication = Publication::check_config(&config.publish, &config.tables)?
+        .with_private_tables(auth.as_ref())?;
+    Ok(Hub::new(config, db, auth, publication))
+}
+
 impl WsRealtime {
     /// Starts a hub on `config.listen`, with `db`'s change feed feeding
     /// `postgres_changes` and row subscriptions, and `auth` checking tokens
@@ -222,22 +234,19 @@ impl WsRealtime {
         db: Option<Arc<dyn Database>>,
         auth: Option<Arc<dyn Auth>>,
     ) -> RtResult<Self> {
-        config.validate()?;
-        let publication = Publication::check_config(&config.publish, &config.tables)?
-            .with_private_tables(auth.as_ref())?;
-        let listener = tokio::net::TcpListener::bind(&config.listen)
+        let hub = new_hub(config, db, auth)?;
+        let listener = tokio::net::TcpListener::bind(&hub.config.listen)
             .await
             .map_err(|e| {
                 Error::unavailable(format!(
                     "realtime ws: cannot listen on {}: {e}",
-                    config.listen
+                    hub.config.listen
                 ))
                 .with_source(e)
             })?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(format!("realtime ws: local address: {e}")))?;
-        let hub = Hub::new(config, db, auth, publication);
         tokio::spawn(server::accept_loop(
             hub.clone(),
             listener,
@@ -260,10 +269,7 @@ impl WsRealtime {
         db: Option<Arc<dyn Database>>,
         auth: Option<Arc<dyn Auth>>,
     ) -> RtResult<Self> {
-        config.validate()?;
-        let publication = Publication::check_config(&config.publish, &config.tables)?
-            .with_private_tables(auth.as_ref())?;
-        let hub = Hub::new(config, db, auth, publication);
+        let hub = new_hub(config, db, auth)?;
         Ok(WsRealtime {
             mode: Mode::Hub(HubMode { hub, addr: None }),
         })
