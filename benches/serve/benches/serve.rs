@@ -89,8 +89,6 @@ struct Opts {
     warmup: f64,
     conns: usize,
     only: Option<String>,
-    /// Adds the TCP_NODELAY listener's row to the /rest/v1 table.
-    nodelay_rest: bool,
 }
 
 fn opts() -> R<Opts> {
@@ -100,7 +98,6 @@ fn opts() -> R<Opts> {
         warmup: 1.0,
         conns: 32,
         only: None,
-        nodelay_rest: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -115,11 +112,6 @@ fn opts() -> R<Opts> {
             "--warmup" => o.warmup = value()?.parse()?,
             "--conns" => o.conns = value()?.parse()?,
             "--only" => o.only = Some(value()?.clone()),
-            "--nodelay" => {
-                o.nodelay_rest = true;
-                i += 1;
-                continue;
-            }
             // `cargo bench` passes `--bench`; anything else is ignored too.
             _ => {
                 i += 1;
@@ -363,6 +355,10 @@ async fn start_floor(pool: PgPool) -> R<(SocketAddr, tokio::task::JoinHandle<()>
         .with_state(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // TCP_NODELAY, as serve's listener sets it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -843,7 +839,7 @@ fn run_with(
     // serve.
     let storage_dir = tempfile::tempdir()?;
     let direct_dir = tempfile::tempdir()?;
-    let (running, direct, nodelay_addr, nodelay_task) = server_rt.block_on(async {
+    let (running, direct) = server_rt.block_on(async {
         let auth: Arc<dyn Auth> = Arc::new(
             JwtAuth::new(
                 JwtAuthConfig::with_secret("a signing secret for the serve benchmark, 32+ bytes"),
@@ -876,22 +872,7 @@ fn run_with(
         let running = Server::bind(providers.clone(), keys.clone(), config.clone())
             .await?
             .spawn();
-        // The same router on a listener that sets TCP_NODELAY on each
-        // connection (axum::serve does not), for the labelled second rows.
-        let app = Server::bind(providers, keys, config).await?.router();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let nodelay_addr = listener.local_addr()?;
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let nodelay_task = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
-        });
-        Ok::<_, BoxError>((running, direct, nodelay_addr, nodelay_task))
+        Ok::<_, BoxError>((running, direct))
     })?;
     let (floor_addr, floor_task) = server_rt.block_on(start_floor(raw.clone()))?;
 
@@ -922,14 +903,6 @@ fn run_with(
             headers: with_key(running.keys.anon())?,
         },
     ];
-    if opts.nodelay_rest {
-        targets.push(Target {
-            name: "serve, TCP_NODELAY listener (service-role key)".into(),
-            addr: nodelay_addr,
-            table_path: format!("/rest/v1/{TABLE}"),
-            headers: with_key(&service)?,
-        });
-    }
     targets.extend([Target {
         name: "floor (axum + sqlx)".into(),
         addr: floor_addr,
@@ -1036,14 +1009,7 @@ fn run_with(
             rest_table(&names, &samples, &skipped, opts);
         }
         if do_storage {
-            storage(
-                opts,
-                server_rt,
-                load_rt,
-                [running.addr, nodelay_addr],
-                &service,
-                &direct,
-            )?;
+            storage(opts, server_rt, load_rt, running.addr, &service, &direct)?;
         }
         Ok(())
     })();
@@ -1051,7 +1017,6 @@ fn run_with(
     drop(postrust);
     drop(running);
     floor_task.abort();
-    nodelay_task.abort();
     server_rt.block_on(async {
         raw.close().await;
         db.disconnect().await
@@ -1077,7 +1042,7 @@ fn storage(
     opts: &Opts,
     server_rt: &tokio::runtime::Runtime,
     load_rt: &tokio::runtime::Runtime,
-    [addr, nodelay_addr]: [SocketAddr; 2],
+    addr: SocketAddr,
     service: &str,
     direct: &FsStorage,
 ) -> R<()> {
@@ -1138,10 +1103,9 @@ fn storage(
     })?;
 
     const HTTP: &str = "serve /storage/v1";
-    const HTTP_NODELAY: &str = "serve /storage/v1, TCP_NODELAY listener";
     const DIRECT_STREAM: &str = "storage-fs direct (streams)";
     const DIRECT: &str = "storage-fs direct";
-    let sides = [HTTP, HTTP_NODELAY, DIRECT_STREAM, DIRECT];
+    let sides = [HTTP, DIRECT_STREAM, DIRECT];
     let mut times: StorageTimes = HashMap::new();
     let mut seq = 0usize;
     for round in 0..opts.rounds {
@@ -1159,7 +1123,6 @@ fn storage(
                         .collect();
                     let http = match side {
                         HTTP => Some(addr),
-                        HTTP_NODELAY => Some(nodelay_addr),
                         _ => None,
                     };
                     let elapsed = match http {
