@@ -705,10 +705,11 @@ pub(crate) async fn list(
     }
     let offset = body.offset.unwrap_or(0);
     let limit = body.limit.unwrap_or(100).clamp(1, 10_000);
-    let out: Vec<Value> = entries
+    let page: Vec<(String, Option<ObjectMeta>)> =
+        entries.into_iter().skip(offset).take(limit).collect();
+    let page = complete_metadata(storage, bucket, &folder, page).await;
+    let out: Vec<Value> = page
         .into_iter()
-        .skip(offset)
-        .take(limit)
         .map(|(name, meta)| match meta {
             None => json!({
                 "name": name,
@@ -729,6 +730,32 @@ pub(crate) async fn list(
         })
         .collect();
     Ok(Json(out).into_response())
+}
+
+/// Listings of some providers (S3) carry no content type or user metadata:
+/// the page's objects that lack a content type get their whole metadata
+/// (a few requests at a time), so `mimetype` and `cacheControl` are what
+/// the upload set. An object gone meanwhile keeps what the listing said.
+async fn complete_metadata(
+    storage: &dyn truststream_core_storage::Storage,
+    bucket: &str,
+    folder: &str,
+    page: Vec<(String, Option<ObjectMeta>)>,
+) -> Vec<(String, Option<ObjectMeta>)> {
+    futures::stream::iter(page)
+        .map(|(name, meta)| async move {
+            match meta {
+                Some(m) if m.content_type.is_none() => {
+                    let key = format!("{folder}{name}");
+                    let full = storage.get_metadata(bucket, &key).await.ok();
+                    (name, Some(full.unwrap_or(m)))
+                }
+                other => (name, other),
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await
 }
 
 // --------------------------------------------------------------- removing
