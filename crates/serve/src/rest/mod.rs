@@ -319,6 +319,7 @@ async fn read_inner(
     let p = params(&access.schema, raw)?;
     let filter = access.restrict(p.filter.clone());
     let query = Query {
+        select: plan::base_columns(p.fields()),
         filter: filter.clone(),
         order_by: p.order.clone(),
         limit: p.limit,

@@ -194,7 +194,28 @@ pub(crate) fn check_select(schema: &TableSchema, fields: &[SelectField]) -> ApiR
     Ok(())
 }
 
-/// Applies `select=` to rows read with every column.
+/// The columns a read needs for `select=` (empty: every column, for `*`
+/// or no `select=`), so the provider reads and decodes only those.
+pub(crate) fn base_columns(fields: &[SelectField]) -> Vec<truststream_core_db::SelectItem> {
+    if fields.is_empty() || fields.iter().any(|f| *f == SelectField::All) {
+        return Vec::new();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    fields
+        .iter()
+        .filter_map(|f| match f {
+            SelectField::Column { column, .. } if seen.insert(column.as_str()) => {
+                Some(truststream_core_db::SelectItem::Column {
+                    column: ColumnRef::parse(column),
+                    alias: None,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Applies `select=` to rows read with (at least) the columns it names.
 pub(crate) fn project(schema: &TableSchema, fields: &[SelectField], rows: Vec<Row>) -> Vec<Row> {
     if fields.iter().all(|f| *f == SelectField::All) {
         return rows;
