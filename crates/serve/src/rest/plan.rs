@@ -197,7 +197,7 @@ pub(crate) fn check_select(schema: &TableSchema, fields: &[SelectField]) -> ApiR
 /// The columns a read needs for `select=` (empty: every column, for `*`
 /// or no `select=`), so the provider reads and decodes only those.
 pub(crate) fn base_columns(fields: &[SelectField]) -> Vec<truststream_core_db::SelectItem> {
-    if fields.is_empty() || fields.iter().any(|f| *f == SelectField::All) {
+    if fields.is_empty() || fields.contains(&SelectField::All) {
         return Vec::new();
     }
     let mut seen = std::collections::BTreeSet::new();
