@@ -74,6 +74,19 @@ fn require_service(caller: &Caller) -> ApiResult<()> {
     }
 }
 
+/// The common start of `PUT`, `empty` and `DELETE` on `/bucket/{id}`: the
+/// id, a service-role caller, and the bucket (404 when missing).
+async fn service_bucket(
+    state: &ServeState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<BucketInfo> {
+    let id = bucket_id(id)?;
+    let caller = caller(state, headers).await?;
+    require_service(&caller)?;
+    find_bucket(state.storage.as_ref(), &id).await
+}
+
 fn storage_err(e: truststream_core::Error) -> ApiError {
     ApiError::storage(e, ApiError::bucket_not_found)
 }
@@ -230,18 +243,16 @@ pub(crate) async fn update(
     id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> ApiResult<Response> {
-    let id = bucket_id(id)?;
-    let caller = caller(&state, &headers).await?;
-    require_service(&caller)?;
+    let info = service_bucket(&state, &headers, id).await?;
+    let id = info.name.as_str();
     let body: BucketBody = json_body(&state, body).await?;
-    let info = find_bucket(state.storage.as_ref(), &id).await?;
-    let mut s = settings::load(state.storage.as_ref(), &id)
+    let mut s = settings::load(state.storage.as_ref(), id)
         .await
         .map_err(storage_err)?;
     apply(&body, &mut s)?;
     s.created_at = s.created_at.or(info.created_at);
     s.updated_at = Some(chrono::Utc::now());
-    settings::store(state.storage.as_ref(), &id, &s)
+    settings::store(state.storage.as_ref(), id, &s)
         .await
         .map_err(storage_err)?;
     Ok(Json(json!({ "message": "Successfully updated" })).into_response())
@@ -292,11 +303,8 @@ pub(crate) async fn empty(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    let id = bucket_id(id)?;
-    let caller = caller(&state, &headers).await?;
-    require_service(&caller)?;
-    find_bucket(state.storage.as_ref(), &id).await?;
-    empty_bucket(state.storage.as_ref(), &id)
+    let info = service_bucket(&state, &headers, id).await?;
+    empty_bucket(state.storage.as_ref(), &info.name)
         .await
         .map_err(storage_err)?;
     Ok(Json(json!({ "message": "Successfully emptied" })).into_response())
@@ -309,11 +317,9 @@ pub(crate) async fn delete(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    let id = bucket_id(id)?;
-    let caller = caller(&state, &headers).await?;
-    require_service(&caller)?;
+    let info = service_bucket(&state, &headers, id).await?;
+    let id = info.name.as_str();
     let storage = state.storage.as_ref();
-    find_bucket(storage, &id).await?;
     let not_empty = || {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -322,21 +328,21 @@ pub(crate) async fn delete(
         )
     };
     let page = storage
-        .list(&id, &ListOptions::new().limit(2))
+        .list(id, &ListOptions::new().limit(2))
         .await
         .map_err(storage_err)?;
     if page.objects.iter().any(|o| !is_reserved(&o.key)) {
         return Err(not_empty());
     }
-    let saved = settings::load(storage, &id).await.ok();
+    let saved = settings::load(storage, id).await.ok();
     storage
-        .delete(&id, SETTINGS_KEY)
+        .delete(id, SETTINGS_KEY)
         .await
         .map_err(storage_err)?;
-    if let Err(e) = storage.delete_bucket(&id).await {
+    if let Err(e) = storage.delete_bucket(id).await {
         // Put the settings back: the bucket stays as it was.
         if let Some(s) = saved {
-            let _ = settings::store(storage, &id, &s).await;
+            let _ = settings::store(storage, id, &s).await;
         }
         return Err(match e.kind() {
             ErrorKind::Conflict => not_empty(),
