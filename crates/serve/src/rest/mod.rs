@@ -202,7 +202,9 @@ pub(crate) fn content_range(offset: u64, n: usize, total: Option<u64>) -> String
     if n == 0 {
         format!("*/{total}")
     } else {
-        format!("{offset}-{}/{total}", offset + n as u64 - 1)
+        // Saturating: `offset` is the client's number (a provider may
+        // clamp a huge one and still return rows).
+        format!("{offset}-{}/{total}", offset.saturating_add(n as u64 - 1))
     }
 }
 
@@ -409,4 +411,19 @@ async fn put() -> Response {
     )
     .hint("upsert with POST and Prefer: resolution=merge-duplicates")
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_range;
+
+    #[test]
+    fn content_range_of_a_huge_offset_does_not_overflow() {
+        assert_eq!(content_range(5, 0, Some(5)), "*/5");
+        assert_eq!(content_range(2, 3, None), "2-4/*");
+        assert_eq!(
+            content_range(u64::MAX, 2, None),
+            format!("{m}-{m}/*", m = u64::MAX)
+        );
+    }
 }
