@@ -318,19 +318,19 @@ async fn read_inner(
     }
     let access = admit(state, headers, method, table, &[TableAction::Select]).await?;
     let prefer = prefer_of(headers)?;
-    let p = params(&access.schema, raw)?;
-    let filter = access.restrict(p.filter.clone());
-    let query = Query {
+    let mut p = params(&access.schema, raw)?;
+    let filter = access.restrict(p.filter.take());
+    let mut query = Query {
         select: plan::base_columns(p.fields()),
-        filter: filter.clone(),
-        order_by: p.order.clone(),
+        filter,
+        order_by: std::mem::take(&mut p.order),
         limit: p.limit,
         offset: p.offset,
         ..Query::default()
     };
     let rows = state.db.read(table, &query).await?;
     let total = if prefer.count {
-        Some(count(state, table, filter).await?)
+        Some(count(state, table, query.filter.take()).await?)
     } else {
         None
     };
