@@ -299,6 +299,20 @@ async fn buckets(kind: Kind) {
         .await
         .unwrap();
     env.expect_err(r, 404).await;
+    // Update, empty and delete of a missing bucket are 404 too.
+    for (method, path) in [
+        (Method::PUT, "/bucket/nope"),
+        (Method::POST, "/bucket/nope/empty"),
+        (Method::DELETE, "/bucket/nope"),
+    ] {
+        let r = env
+            .req(Who::Service, method, path)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        env.expect_err(r, 404).await;
+    }
 
     // Update (service role only); the settings survive.
     let r = env
