@@ -125,8 +125,8 @@ pub(crate) async fn list(
         }
     }
     let column = q.sort_column.as_deref().unwrap_or("name");
-    let key = |v: &Value| v.get(column).map(|c| c.to_string()).unwrap_or_default();
-    out.sort_by_key(key);
+    // One key per bucket, not two strings per comparison.
+    out.sort_by_cached_key(|v| v.get(column).map(|c| c.to_string()).unwrap_or_default());
     if q.sort_order
         .as_deref()
         .is_some_and(|o| o.eq_ignore_ascii_case("desc"))
