@@ -11,6 +11,10 @@ use truststream_serve::{ApiKeys, Providers, ServeConfig, Server};
 use crate::config::{Config, Interface, ProviderSection, AUTH_NONE};
 use crate::{Registries, Services};
 
+/// The label of the embedded auth provider's signing secret (derived from
+/// the server secret, so its tokens and the API keys never share a key).
+const EMBEDDED_AUTH_LABEL: &str = "truststream serve: embedded auth-jwt access tokens v1";
+
 /// What [`prepare`] made of the configuration.
 pub struct Prepared {
     /// The configuration the providers are built from (auth filled in when
@@ -40,7 +44,11 @@ pub fn prepare(config: &Config, bind: Option<&str>) -> Result<Prepared> {
         let mut settings = serde_json::Map::new();
         settings.insert(
             "jwt_secret".into(),
-            Value::String(keys.secret().expose().to_string()),
+            Value::String(
+                keys.derived_secret(EMBEDDED_AUTH_LABEL)
+                    .expose()
+                    .to_string(),
+            ),
         );
         config.set_section(Interface::Auth, ProviderSection::new("jwt", settings));
     }

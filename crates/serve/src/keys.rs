@@ -75,11 +75,12 @@ impl ApiKeys {
 
     /// Fresh random keys, kept nowhere (tests).
     pub fn generate() -> Self {
-        let secret = random_secret();
+        let secret = Secret::new(random_secret());
+        let signing = derive(&secret, KEY_SIGNING_LABEL);
         ApiKeys {
-            anon: Secret::new(sign_key(&secret, "anon")),
-            service_role: Secret::new(sign_key(&secret, "service_role")),
-            secret: Secret::new(secret),
+            anon: Secret::new(sign_key(&signing, "anon")),
+            service_role: Secret::new(sign_key(&signing, "service_role")),
+            secret,
         }
     }
 
@@ -135,9 +136,17 @@ impl ApiKeys {
         self.service_role.expose()
     }
 
-    /// The server's signing secret.
-    pub fn secret(&self) -> &Secret {
-        &self.secret
+    /// A secret of its own for one use, derived from the server's secret
+    /// (HMAC-SHA256 of `label`, base64): each use (the API keys, storage's
+    /// signed URLs, the embedded auth provider's access tokens) signs with a
+    /// different key, so a token of one can never pass as another's.
+    pub fn derived_secret(&self, label: &str) -> Secret {
+        Secret::new(STANDARD.encode(self.derived_key(label)))
+    }
+
+    /// [`ApiKeys::derived_secret`] as raw key bytes.
+    pub(crate) fn derived_key(&self, label: &str) -> DerivedKey {
+        derive(&self.secret, label)
     }
 
     /// Which key `presented` is, compared in constant time.
@@ -167,23 +176,42 @@ fn random_secret() -> String {
     STANDARD.encode(bytes)
 }
 
-/// An HS256 JWT of `{"iss": "truststream", "role": role, "iat", "exp"}`
-/// (ten years) signed with `secret`.
-fn sign_key(secret: &str, role: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
+/// A 32-byte key derived from the server secret.
+pub(crate) type DerivedKey = [u8; 32];
+
+/// What the API keys are signed with (derived from the server secret).
+const KEY_SIGNING_LABEL: &str = "truststream serve: API keys v1";
+
+/// HMAC-SHA256 of `label` under `secret`.
+fn derive(secret: &Secret, label: &str) -> DerivedKey {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A compact HS256 JWT of `claims` signed with `key`.
+pub(crate) fn hs256_jwt(key: &[u8], claims: &impl Serialize) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(signing_input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+/// An API key: `{"iss": "truststream", "role": role, "iat", "exp"}` (ten
+/// years) signed with `key`.
+fn sign_key(key: &[u8], role: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({
         "iss": "truststream",
         "role": role,
         "iat": now,
         "exp": now + 10 * 365 * 24 * 3600,
     });
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(signing_input.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    hs256_jwt(key, &claims)
 }
 
 fn write_keys(path: &Path, keys: &ApiKeys) -> Result<(), Error> {
@@ -243,6 +271,11 @@ mod tests {
         assert_eq!(a.role_of(a.service_role()), Some(KeyRole::ServiceRole));
         assert_eq!(a.role_of("nope"), None);
         assert_eq!(a.anon().split('.').count(), 3);
+        // Each use signs with a key of its own, none of them the secret.
+        let (x, y) = (a.derived_secret("one"), a.derived_secret("two"));
+        assert_ne!(x.expose(), y.expose());
+        assert_ne!(x.expose(), a.secret.expose());
+        assert_eq!(x.expose(), b.derived_secret("one").expose());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

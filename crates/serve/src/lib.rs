@@ -315,11 +315,25 @@ fn cors(config: &ServeConfig) -> tower_http::cors::CorsLayer {
     }
 }
 
+/// How long each provider's probe may take at `/health`: one that does
+/// not answer in time is unhealthy, not a hung health check.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(5);
+
+async fn bounded_health(
+    probe: impl Future<Output = truststream_core::Health>,
+) -> truststream_core::Health {
+    tokio::time::timeout(HEALTH_DEADLINE, probe)
+        .await
+        .unwrap_or_else(|_| {
+            truststream_core::Health::unhealthy(HEALTH_DEADLINE, "no answer in time")
+        })
+}
+
 async fn health(State(state): State<Arc<ServeState>>) -> Response {
     let (db, auth, storage) = tokio::join!(
-        state.db.health(),
-        state.auth.health(),
-        state.storage.health()
+        bounded_health(state.db.health()),
+        bounded_health(state.auth.health()),
+        bounded_health(state.storage.health())
     );
     let services = [("database", db), ("auth", auth), ("storage", storage)];
     let healthy = services

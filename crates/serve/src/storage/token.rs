@@ -53,13 +53,17 @@ pub(crate) struct Claims {
     pub jti: Option<String>,
 }
 
+/// The label of the signed-URL key (derived from the server secret, never
+/// the secret itself, so these tokens can never pass as API keys or access
+/// tokens).
+const SIGNING_LABEL: &str = "truststream serve: storage signed URLs v1";
+
+fn signing_key(state: &ServeState) -> crate::keys::DerivedKey {
+    state.keys.derived_key(SIGNING_LABEL)
+}
+
 fn mac(state: &ServeState) -> Hmac<Sha256> {
-    // The signing key: HMAC(secret, label), never the secret itself.
-    let mut derive = Hmac::<Sha256>::new_from_slice(state.keys.secret().expose().as_bytes())
-        .expect("HMAC takes any key length");
-    derive.update(b"truststream serve: storage signed URLs v1");
-    let key = derive.finalize().into_bytes();
-    Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length")
+    Hmac::<Sha256>::new_from_slice(&signing_key(state)).expect("HMAC takes any key length")
 }
 
 /// Signs a token for `purpose` on `bucket/key` for `expires_in` seconds.
@@ -85,13 +89,7 @@ pub(crate) fn sign(
         upsert,
         jti,
     };
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
-    let input = format!("{header}.{payload}");
-    let mut m = mac(state);
-    m.update(input.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
-    format!("{input}.{sig}")
+    crate::keys::hs256_jwt(&signing_key(state), &claims)
 }
 
 /// Checks a token: signature, purpose, expiry, and that it was issued for
