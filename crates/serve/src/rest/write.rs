@@ -105,12 +105,15 @@ fn insert_rows(access: &Access, p: &Params, prefer: &Prefer, body: Value) -> Api
     let mut rows = Vec::with_capacity(objects.len());
     match &p.columns {
         Some(cols) => {
-            for o in objects {
+            for mut o in objects {
                 let mut r = Row::new();
                 for c in cols {
-                    match o.get(c) {
+                    if r.contains_key(c) {
+                        continue; // `columns=a,a`: the value moved already
+                    }
+                    match o.remove(c) {
                         Some(v) => {
-                            r.insert(c.clone(), v.clone());
+                            r.insert(c.clone(), v);
                         }
                         None if prefer.missing_default => {}
                         None => {
