@@ -106,6 +106,15 @@ pub(crate) async fn store(
         .map(|_| ())
 }
 
+/// The error for an unreadable `file_size_limit` string (the caller's
+/// value echoed bounded).
+fn size_limit_unreadable(s: &str) -> String {
+    format!(
+        "file_size_limit \"{}\": use bytes or a size like \"20MB\"",
+        truststream_core::echo(s)
+    )
+}
+
 /// Parses a `file_size_limit`: a number of bytes, or a string such as
 /// `"20MB"`, `"512KB"`, `"1GB"` or `"100"` (units of 1024, as Supabase
 /// reads them). `null` or `0` mean no limit of the bucket's own.
@@ -127,15 +136,9 @@ pub(crate) fn parse_size_limit(value: &serde_json::Value) -> Result<Option<u64>,
                 "K" | "KB" => 1024,
                 "M" | "MB" => 1024 * 1024,
                 "G" | "GB" => 1024 * 1024 * 1024,
-                _ => {
-                    return Err(format!(
-                        "file_size_limit {s:?}: use bytes or a size like \"20MB\""
-                    ))
-                }
+                _ => return Err(size_limit_unreadable(&s)),
             };
-            let number: f64 = digits
-                .parse()
-                .map_err(|_| format!("file_size_limit {s:?}: use bytes or a size like \"20MB\""))?;
+            let number: f64 = digits.parse().map_err(|_| size_limit_unreadable(&s))?;
             (number * factor as f64) as u64
         }
         _ => return Err("file_size_limit must be a number or a string like \"20MB\"".into()),
@@ -170,5 +173,8 @@ mod tests {
         assert_eq!(parse_size_limit(&json!(null)), Ok(None));
         assert!(parse_size_limit(&json!("lots")).is_err());
         assert!(parse_size_limit(&json!(-1)).is_err());
+        // The caller's value comes back bounded.
+        let e = parse_size_limit(&json!("9".repeat(10_000) + "XB")).unwrap_err();
+        assert!(e.len() < 200, "{e}");
     }
 }
