@@ -685,7 +685,9 @@ pub(crate) async fn list(
             break;
         }
     }
-    entries.retain(|(name, _)| !name.is_empty() && name.to_lowercase().starts_with(&search));
+    entries.retain(|(name, _)| {
+        !name.is_empty() && (search.is_empty() || name.to_lowercase().starts_with(&search))
+    });
     let sort = body.sort_by.unwrap_or_default();
     let column = sort.column.as_deref().unwrap_or("name");
     let desc = sort
