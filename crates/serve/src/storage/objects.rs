@@ -978,7 +978,13 @@ pub(crate) async fn move_or_copy(
             content_type: source.content_type.clone(),
             metadata: source.metadata.clone(),
             public: dst_settings.public,
-            condition: WriteCondition::None,
+            // A destination created meanwhile was not checked against the
+            // caller's rights (nor `x-upsert`): it stays a conflict.
+            condition: if existing.is_none() && caps.conditional_writes {
+                WriteCondition::IfNotExists
+            } else {
+                WriteCondition::None
+            },
         };
         if caps.streaming {
             let data = storage
