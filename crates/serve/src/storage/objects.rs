@@ -665,7 +665,9 @@ pub(crate) async fn list(
         }
         let page = storage.list(bucket, &options).await.map_err(bucket_err)?;
         for p in page.common_prefixes {
-            let name = p[folder.len().min(p.len())..]
+            let name = p
+                .strip_prefix(folder.as_str())
+                .unwrap_or(&p)
                 .trim_end_matches('/')
                 .to_string();
             if folder.is_empty() && is_reserved(&name) {
@@ -677,7 +679,11 @@ pub(crate) async fn list(
             if is_reserved(&o.key) {
                 continue;
             }
-            let name = o.key[folder.len().min(o.key.len())..].to_string();
+            let name = o
+                .key
+                .strip_prefix(folder.as_str())
+                .unwrap_or(&o.key)
+                .to_string();
             entries.push((name, Some(o)));
         }
         cursor = page.next_cursor;
