@@ -126,8 +126,16 @@ impl ApiError {
                 }
             }
             ErrorKind::InvalidInput => ApiError::new(StatusCode::BAD_REQUEST, "22000", e.message()),
+            // The provider's text can tell the table's size and the
+            // server's limits (`table t would hold N rows, more than
+            // max_rows_per_table = M`), which are not the caller's to see.
             ErrorKind::TooLarge => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST413", e.message())
+                tracing::warn!(error = %e, "rest: the database refused the write as too large");
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PGRST413",
+                    "The write is larger than the database accepts",
+                )
             }
             ErrorKind::Unsupported => ApiError::unsupported(e.message()),
             ErrorKind::Unauthenticated => ApiError::new(
@@ -217,6 +225,11 @@ mod tests {
             (conflict.status, conflict.code),
             (StatusCode::CONFLICT, "23505")
         );
+        let big = ApiError::from_db(&Error::too_large(
+            "table t would hold 91234 rows, more than max_rows_per_table = 90000",
+        ));
+        assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!big.body().to_string().contains("9123"), "{}", big.body());
         let missing =
             ApiError::from_db(&Error::not_found("no table").with_context("table", "gone"));
         assert_eq!(
