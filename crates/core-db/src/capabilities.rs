@@ -31,6 +31,9 @@ pub struct DbCapabilities {
     /// number of rows sends `max_bind_params / columns` rows per `INSERT`,
     /// all in one transaction.
     pub max_bind_params: Option<usize>,
+    /// [`crate::Database::scoped`] runs calls as a request's role with its
+    /// claims, and the database's row-level security policies apply.
+    pub row_security: bool,
 }
 
 impl DbCapabilities {
@@ -48,6 +51,7 @@ impl DbCapabilities {
             change_feed_scope: None,
             unique_constraints: false,
             max_bind_params: None,
+            row_security: false,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod ident;
 mod operation;
 mod query;
 mod schema;
+mod scope;
 pub mod sql;
 pub mod value;
 
@@ -22,6 +23,7 @@ pub use query::{
     OrderBy, Query, SelectItem, SortDirection,
 };
 pub use schema::{AlterTable, ColumnDef, ColumnDefault, ColumnType, IndexSpec, TableSchema};
+pub use scope::RequestScope;
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 
 /// A row: column name -> JSON value, in column order.
@@ -131,6 +133,27 @@ pub trait Database: Send + Sync + 'static {
             self.info().name
         ))
         .with_operation("db.describe_table"))
+    }
+
+    /// A handle on the same database whose every call runs as `scope` (a
+    /// database role and the caller's verified claims), so the database's
+    /// row-level security policies decide what the caller may read and
+    /// change. Requires [`DbCapabilities::row_security`]; the default
+    /// answers [`ErrorKind::Unsupported`].
+    ///
+    /// Handles are cheap (no connection is held between calls). Never cache
+    /// a scoped call's result where an unscoped or differently scoped call
+    /// could read it.
+    fn scoped(
+        self: std::sync::Arc<Self>,
+        scope: RequestScope,
+    ) -> DbResult<std::sync::Arc<dyn Database>> {
+        let _ = scope;
+        Err(Error::unsupported(format!(
+            "the {} database provider does not run calls as a request's role (no row-level security)",
+            self.info().name
+        ))
+        .with_operation("db.scoped"))
     }
 
     /// Subscribes to committed row changes of one table (`Some`) or all tables.
