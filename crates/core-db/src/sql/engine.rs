@@ -279,6 +279,27 @@ pub trait SqlProvider: Send + Sync + 'static {
         let _ = table;
         error
     }
+
+    /// The schema of `table` when [`SCHEMA_TABLE`] has no row for it (a
+    /// table made by migrations or other tools, not by `create_table`),
+    /// read from the database's own catalog through `conn`; `None` when
+    /// there is no such table either. The engine calls it only then, and
+    /// caches what it returns like a stored schema. `None` by default: such
+    /// a table is `NotFound`.
+    fn describe_unregistered(
+        conn: &mut Self::Conn,
+        table: &str,
+    ) -> impl Future<Output = DbResult<Option<TableSchema>>> + Send {
+        let _ = (conn, table);
+        async { Ok(None) }
+    }
+
+    /// Corrects the capabilities the engine reports for what this
+    /// provider's configuration cannot do (for example no change feed
+    /// through a transaction-mode pooler). Nothing by default.
+    fn adjust_capabilities(&self, capabilities: &mut DbCapabilities) {
+        let _ = capabilities;
+    }
 }
 
 /// The schema of `table`, from the cache or else [`SCHEMA_TABLE`]; a
@@ -322,7 +343,9 @@ async fn read_schema<P: SqlProvider>(
     };
     let found = P::fetch_optional(conn, select, ColumnHints::Position(&[ColumnType::Text])).await?;
     let Some(row) = found else {
-        return Err(compile::missing_table(table));
+        return P::describe_unregistered(conn, table)
+            .await?
+            .ok_or_else(|| compile::missing_table(table));
     };
     let unreadable =
         || Error::internal(format!("the stored schema of table {table} is unreadable"));
@@ -522,6 +545,7 @@ impl<P: SqlProvider> Database for P {
         c.change_feed_scope = Some(P::CHANGE_FEED_SCOPE);
         c.unique_constraints = true;
         c.max_bind_params = Some(dialect.max_binds());
+        self.adjust_capabilities(&mut c);
         c
     }
 
