@@ -235,6 +235,27 @@ pub trait SqlProvider: Send + Sync + 'static {
         values: Vec<Value>,
     ) -> impl Future<Output = DbResult<Vec<Row>>> + Send;
 
+    /// Runs a raw query (as [`SqlProvider::query_raw`]) on `conn`, an open
+    /// transaction: the `raw_query` of a request-scoped handle
+    /// ([`super::scoped`]). By default each value is bound by its JSON type
+    /// (strings as text, integers as 64-bit, ...), so the SQL casts where
+    /// the database needs another type (`:id::uuid`).
+    fn query_raw_in(
+        conn: &mut Self::Conn,
+        sql: String,
+        values: Vec<Value>,
+    ) -> impl Future<Output = DbResult<Vec<Row>>> + Send {
+        let binds = values
+            .into_iter()
+            .map(|value| Bind {
+                value,
+                ty: None,
+                column: "parameter".into(),
+            })
+            .collect();
+        Self::fetch_all(conn, Statement { sql, binds }, ColumnHints::Position(&[]))
+    }
+
     /// [`Database::subscribe_changes`].
     fn subscribe(&self, table: Option<&str>)
         -> impl Future<Output = DbResult<ChangeStream>> + Send;
@@ -545,8 +566,20 @@ impl<P: SqlProvider> Database for P {
         c.change_feed_scope = Some(P::CHANGE_FEED_SCOPE);
         c.unique_constraints = true;
         c.max_bind_params = Some(dialect.max_binds());
+        // `scoped` (row-level security): PostgreSQL only.
+        c.row_security = dialect == SqlDialect::Postgres;
         self.adjust_capabilities(&mut c);
         c
+    }
+
+    /// On PostgreSQL, a [`super::scoped::Scoped`] handle (one transaction
+    /// per call, switched to the scope's role and claims); `Unsupported`
+    /// on other dialects.
+    fn scoped(
+        self: std::sync::Arc<Self>,
+        scope: crate::RequestScope,
+    ) -> DbResult<std::sync::Arc<dyn Database>> {
+        super::scoped::scoped(self, scope)
     }
 
     async fn health(&self) -> Health {

@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod engine;
 pub mod keyed;
+pub mod scoped;
 pub mod write;
 
 pub use compile::{Bind, Catalog, OutputColumn, SelectStatement, SqlDialect, Statement};
