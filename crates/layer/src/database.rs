@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use truststream_core::{Health, ProviderInfo, Result};
 use truststream_core_db::{
     AlterTable, ChangeStream, Database, DbCapabilities, Filter, IndexSpec, Operation,
-    OperationOutput, Params, Query, Row, TableSchema, Value,
+    OperationOutput, Params, Query, RequestScope, Row, TableSchema, Value,
 };
 
 use crate::around::{
@@ -119,6 +119,17 @@ pub trait DatabaseLayer: Send + Sync + 'static {
     ) -> Result<ChangeStream> {
         next.subscribe_changes(table).await
     }
+    /// The layer over a request-scoped handle of the provider below
+    /// ([`Database::scoped`] of a [`LayeredDatabase`]). `Ok(None)`, the
+    /// default: this same layer (metrics, retries, breaker, timeouts and
+    /// limits apply to scoped calls as to the others). A layer whose state
+    /// must not mix scoped and unscoped calls returns another layer for
+    /// the scoped handle (a cache: one that never serves or stores), or
+    /// refuses (`Err`).
+    fn scoped_layer(&self, scope: &RequestScope) -> Result<Option<Arc<dyn DatabaseLayer>>> {
+        let _ = scope;
+        Ok(None)
+    }
 }
 
 /// A [`Database`] provider with a layer over it. Itself a `Database`, so
@@ -212,6 +223,16 @@ impl<L: DatabaseLayer + ?Sized> Database for LayeredDatabase<L> {
     }
     async fn subscribe_changes(&self, table: Option<&str>) -> Result<ChangeStream> {
         self.layer.subscribe_changes(&*self.inner, table).await
+    }
+    /// The provider's scoped handle with this layer over it again
+    /// ([`DatabaseLayer::scoped_layer`] says which layer, or refuses).
+    fn scoped(self: Arc<Self>, scope: RequestScope) -> Result<Arc<dyn Database>> {
+        let replacement = self.layer.scoped_layer(&scope)?;
+        let inner = Arc::clone(&self.inner).scoped(scope)?;
+        Ok(match replacement {
+            None => Arc::new(LayeredDatabase::new(inner, Arc::clone(&self.layer))),
+            Some(layer) => Arc::new(LayeredDatabase::<dyn DatabaseLayer>::new(inner, layer)),
+        })
     }
 }
 
