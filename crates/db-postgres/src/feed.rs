@@ -84,11 +84,16 @@ fn qualified(schema: &str, name: &str) -> String {
 }
 
 /// The trigger function. Every name in it is schema-qualified: a trigger
-/// runs with the search path of whoever writes.
+/// runs with the search path of whoever writes. `SECURITY DEFINER` (with a
+/// fixed search path): a write made as another role (a request-scoped
+/// handle under row-level security, `Database::scoped`) still numbers and
+/// records its change with the provider's own rights on the sequence and
+/// the overflow table.
 fn function_ddl(schema: &str) -> String {
     let seq = qualified(schema, SEQUENCE);
     format!(
-        "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql \
+         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   body text;
   ref bigint;

@@ -387,3 +387,26 @@ async fn unknown_roles_ddl_and_the_change_feed_are_refused() {
     assert!(!d.contains("aud"), "{d}");
     s.cleanup().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scoped_writes_on_a_watched_table_reach_the_change_feed() {
+    let Some(s) = scratch().await else { return };
+    let config = s.config("rls_feed");
+    let db = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
+    notes(&config, &db).await;
+    // The feed's trigger runs as the writer: as the scoped role here.
+    let mut feed = db.subscribe_changes(Some("notes")).await.unwrap();
+    let a = db.clone().scoped(user(A)).unwrap();
+    let made = a
+        .create("notes", row(json!({"id": "a9", "owner": A})))
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+        .await
+        .expect("a change within 10 s")
+        .expect("feed open")
+        .expect("no gap");
+    assert_eq!(change.key, json!("a9"));
+    assert_eq!(change.new.as_ref(), Some(&made));
+    s.cleanup().await.unwrap();
+}

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use truststream_core::Result;
 use truststream_core_db::{
     ident, AlterTable, ChangeFeedScope, Database, Filter, IndexSpec, Operation, OperationOutput,
-    Params, Query, Row, TableSchema, Value,
+    Params, Query, RequestScope, Row, TableSchema, Value,
 };
 use truststream_core_realtime::feed::FeedHealth;
 use truststream_layer::{DatabaseLayer, LayeredDatabase};
@@ -82,10 +82,18 @@ const STRIPES: usize = 1024;
 /// db-sqlite) or no feed, writes that do not go through this layer (another
 /// process on the same SQLite file, another provider instance) are not
 /// seen: the time to live bounds how stale a result may be.
+///
+/// A request-scoped handle ([`Database::scoped`], row-level security)
+/// gets a cache layer of its own that never serves nor stores (what a
+/// scoped read returns depends on who asks): its reads go to the provider
+/// (counted as [`CacheStats::bypassed`]), and its writes still invalidate
+/// the shared entries of the tables they touch.
 pub struct Cache {
     shared: Arc<Shared>,
     /// The change-feed task, aborted on drop.
     feed: Option<tokio::task::AbortHandle>,
+    /// The layer of a request-scoped handle: reads bypass the cache.
+    scoped: bool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -490,7 +498,11 @@ impl Cache {
         } else {
             None
         };
-        let cache = Arc::new(Cache { shared, feed });
+        let cache = Arc::new(Cache {
+            shared,
+            feed,
+            scoped: false,
+        });
         Ok(Arc::new(LayeredDatabase::new(inner, cache)))
     }
 
@@ -523,7 +535,7 @@ impl DatabaseLayer for Cache {
     async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> Result<Option<Row>> {
         let s = &*self.shared;
         let tables = || std::iter::once(table);
-        let Some(ttl) = s.ttl(table).filter(|_| !s.feed_down()) else {
+        let Some(ttl) = s.ttl(table).filter(|_| !s.feed_down() && !self.scoped) else {
             inc(&s.counters.bypassed);
             return next.get(table, id).await;
         };
@@ -547,7 +559,10 @@ impl DatabaseLayer for Cache {
     async fn read(&self, next: &dyn Database, table: &str, query: &Query) -> Result<Vec<Row>> {
         let s = &*self.shared;
         let tables = read_tables(table, query);
-        let Some(ttl) = s.ttl_of(tables.clone()).filter(|_| !s.feed_down()) else {
+        let Some(ttl) = s
+            .ttl_of(tables.clone())
+            .filter(|_| !s.feed_down() && !self.scoped)
+        else {
             inc(&s.counters.bypassed);
             return next.read(table, query).await;
         };
@@ -566,6 +581,16 @@ impl DatabaseLayer for Cache {
         let rows = next.read(table, query).await?;
         s.store(key, generation, tables, ttl, Cached::Rows(rows.clone()));
         Ok(rows)
+    }
+
+    /// A scoped handle's cache layer: shares the generations (its writes
+    /// invalidate), never serves nor stores.
+    fn scoped_layer(&self, _scope: &RequestScope) -> Result<Option<Arc<dyn DatabaseLayer>>> {
+        Ok(Some(Arc::new(Cache {
+            shared: Arc::clone(&self.shared),
+            feed: None,
+            scoped: true,
+        })))
     }
 
     async fn disconnect(&self, next: &dyn Database) -> Result<()> {
