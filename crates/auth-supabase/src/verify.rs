@@ -228,11 +228,13 @@ impl JwksCache {
                 }
             }
         }
-        let stale = current
-            .as_ref()
-            .is_some_and(|s| s.fetched_at.elapsed() >= self.ttl);
         let recently = last_attempt.is_some_and(|t| t.elapsed() < self.min_refresh);
-        if recently && !stale {
+        if recently {
+            // No fetch within `min_refresh` of the last attempt. A stale set
+            // is here only when that attempt failed: it still serves.
+            if let Some(k) = current.as_ref().and_then(|s| s.find(kid, alg)) {
+                return Ok(k);
+            }
             return Err(match current {
                 Some(_) => unknown_key(),
                 None => Error::unavailable(format!(

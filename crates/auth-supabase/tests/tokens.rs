@@ -254,6 +254,11 @@ async fn jwks_is_cached_and_fetched_again_on_an_unknown_kid() {
     let url = start_jwks(s.clone()).await;
     let auth = provider(&url, false, true);
     let c = claims(&url);
+    // Signed up front: RSA signing in a debug build is slow enough to
+    // outlast the refresh interval.
+    let flood: Vec<String> = (0..20)
+        .map(|i| sign(Algorithm::RS256, Some(&format!("made-up-{i}")), &rsa(), &c))
+        .collect();
 
     // First RS256 token: one fetch; the next ones use the cache.
     let t1 = sign(Algorithm::RS256, Some("k1"), &rsa(), &c);
@@ -280,9 +285,8 @@ async fn jwks_is_cached_and_fetched_again_on_an_unknown_kid() {
     assert_eq!(s.fetches.load(Ordering::SeqCst), 2);
 
     // A flood of made-up kids within jwks_min_refresh_secs fetches nothing.
-    for i in 0..20 {
-        let t = sign(Algorithm::RS256, Some(&format!("made-up-{i}")), &rsa(), &c);
-        assert!(refused(&auth, &t, "unknown kid")
+    for t in &flood {
+        assert!(refused(&auth, t, "unknown kid")
             .await
             .contains("unknown key"));
     }
@@ -386,4 +390,26 @@ async fn an_unreachable_jwks_is_unavailable_and_a_cached_set_outlives_it() {
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     accepted(&auth, &t).await;
     assert_eq!(s.fetches.load(Ordering::SeqCst), 2);
+
+    // A set gone stale is fetched again; when that fails, the stale set is
+    // used rather than refusing every token while the project is down.
+    let mut cfg = SupabaseAuthConfig::new(&url, "anon");
+    cfg.jwks_cache_secs = 1;
+    cfg.jwks_min_refresh_secs = 1;
+    let auth = SupabaseAuth::new(cfg).unwrap();
+    accepted(&auth, &t).await;
+    assert_eq!(s.fetches.load(Ordering::SeqCst), 3);
+    s.status.store(503, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    accepted(&auth, &t).await;
+    assert_eq!(
+        s.fetches.load(Ordering::SeqCst),
+        4,
+        "the stale set was fetched again"
+    );
+    // A kid the stale set lacks is still unknown (and fetches nothing more
+    // within the interval).
+    let other = sign(Algorithm::RS256, Some("k9"), &rsa(), &claims(&url));
+    refused(&auth, &other, "unknown kid while the project is down").await;
+    assert_eq!(s.fetches.load(Ordering::SeqCst), 4);
 }
