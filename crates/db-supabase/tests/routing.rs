@@ -118,9 +118,11 @@ async fn with_sql_the_capabilities_are_the_backends_and_prefer_sql_routes_everyt
         calls: calls.clone(),
         server: None,
     });
-    let mut cfg = SupabaseDbConfig::default();
-    cfg.prefer = Prefer::Sql;
-    cfg.pooler_url = Some(truststream_core::Secret::new("postgres://unused"));
+    let cfg = SupabaseDbConfig {
+        prefer: Prefer::Sql,
+        pooler_url: Some(truststream_core::Secret::new("postgres://unused")),
+        ..SupabaseDbConfig::default()
+    };
     let db = SupabaseDb::new(cfg).expect("prefer sql").with_sql(backend);
     assert_eq!(db.capabilities(), mem.capabilities());
     db.create_table(&table()).await.expect("create_table");
@@ -133,8 +135,10 @@ async fn with_sql_the_capabilities_are_the_backends_and_prefer_sql_routes_everyt
     assert_eq!(calls.all(), ["create_table", "create", "read"]);
 
     // prefer = "sql" without a backend: every call names the setting.
-    let mut cfg = SupabaseDbConfig::default();
-    cfg.prefer = Prefer::Sql;
+    let cfg = SupabaseDbConfig {
+        prefer: Prefer::Sql,
+        ..SupabaseDbConfig::default()
+    };
     let db = SupabaseDb::new(cfg).expect("config");
     let e = db.read("t", &Query::new()).await.expect_err("no backend");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
