@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use truststream_core::{echo, Error, ErrorKind, Health, HealthStatus, Result};
 use truststream_core_db::{
     AlterTable, ColumnType, Database, DbCapabilities, Filter, IndexSpec, Operation,
-    OperationOutput, Params, Query, Row, TableSchema, Value,
+    OperationOutput, Params, Query, RequestScope, Row, TableSchema, Value,
 };
 use truststream_layer::{DatabaseLayer, LayeredDatabase};
 
@@ -486,7 +486,22 @@ impl DatabaseLayer for CompositeLayer {
         // transaction: refused (see the crate documentation).
         caps.raw_sql = false;
         caps.sql_dialect = None;
+        // Request-scoped handles are refused (see `scoped_layer`).
+        caps.row_security = false;
         caps
+    }
+
+    /// Refused: a scoped write's outbox entry would be written as the
+    /// request's role (which row-level security may hide it from, or
+    /// refuse), the replicator copies rows whatever their policies, and a
+    /// read falling back to the secondary would not be filtered by the
+    /// primary's policies.
+    fn scoped_layer(&self, _scope: &RequestScope) -> Result<Option<Arc<dyn DatabaseLayer>>> {
+        Err(Error::unsupported(
+            "the composite layer cannot run calls as a request's role: its outbox, replication \
+             and secondary reads are not covered by the primary's row-level security",
+        )
+        .with_operation("db.scoped"))
     }
 
     async fn health(&self, next: &dyn Database) -> Health {
