@@ -67,6 +67,13 @@ pub struct SupabaseAuthConfig {
     /// Timeout of one whole request, in milliseconds (default 10000).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Whether `validate_token`, after verifying a token locally, also
+    /// asks the project whether its session and user still exist
+    /// (`GET /auth/v1/user` with the token, what auth-js's `getUser` does):
+    /// a signed-out session's tokens then stop validating at once, at the
+    /// cost of one request per validation. Default `false` (local only).
+    #[serde(default)]
+    pub check_session: bool,
     /// Access tokens remembered per session (default 10000), so that
     /// `sign_out`, `get_user` and `update_user`, which GoTrue serves only
     /// with the user's own token, can be called with a [`Principal`]. A
@@ -122,6 +129,7 @@ impl SupabaseAuthConfig {
             leeway_secs: default_leeway_secs(),
             connect_timeout_ms: default_connect_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
+            check_session: false,
             token_cache_capacity: default_token_cache_capacity(),
             roles: BTreeMap::new(),
         }
@@ -227,6 +235,7 @@ impl std::fmt::Debug for SupabaseAuthConfig {
             .field("leeway_secs", &self.leeway_secs)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("check_session", &self.check_session)
             .field("token_cache_capacity", &self.token_cache_capacity)
             .field("roles", &self.roles)
             .finish()

@@ -25,6 +25,7 @@ pub(crate) enum Op {
     SignOut,
     GetUser,
     UpdateUser,
+    ValidateToken,
     Health,
 }
 
@@ -37,6 +38,7 @@ impl Op {
             Op::SignOut => "auth.sign_out",
             Op::GetUser => "auth.get_user",
             Op::UpdateUser => "auth.update_user",
+            Op::ValidateToken => "auth.validate_token",
             Op::Health => "auth.health",
         }
     }
@@ -258,7 +260,7 @@ pub(crate) fn error_kind(op: Op, status: u16, code: Option<&str>, html: bool) ->
         (Op::Refresh, K::InvalidInput | K::NotFound | K::PermissionDenied | K::Conflict) => {
             K::Unauthenticated
         }
-        (Op::SignIn, K::NotFound) => K::Unauthenticated,
+        (Op::SignIn | Op::ValidateToken, K::NotFound) => K::Unauthenticated,
         _ => kind,
     }
 }

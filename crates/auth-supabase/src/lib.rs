@@ -160,6 +160,48 @@ impl SupabaseAuth {
     async fn verify_and_hold(&self, token: &str) -> AuthResult<Principal> {
         let claims = self.verifier.verify(token).await?;
         let principal = principal_from(claims)?;
+        self.hold(token, &principal);
+        Ok(principal)
+    }
+
+    /// Asks the project whether the (locally verified) `token`'s session
+    /// and user still exist: `GET /user` with it, as auth-js's `getUser`.
+    async fn check_session(&self, token: &str) -> AuthResult<()> {
+        let op = Op::ValidateToken;
+        let bearer = Secret::new(token);
+        match self
+            .api
+            .call(op, Method::GET, "/user", Some(&bearer), None, &[token])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let code = e
+                    .context()
+                    .iter()
+                    .find(|(k, _)| *k == "error_code")
+                    .map(|(_, v)| v.as_str());
+                if matches!(code, Some("session_not_found" | "session_expired")) {
+                    Err(Error::unauthenticated("the session has ended")
+                        .with_context(
+                            truststream_core_auth::REASON,
+                            truststream_core_auth::SESSION_ENDED,
+                        )
+                        .with_operation(op.name()))
+                } else if e.kind() == truststream_core_auth::ErrorKind::Unauthenticated {
+                    Err(Error::unauthenticated(
+                        "the project refused the access token (its user or session no longer exists)",
+                    )
+                    .with_operation(op.name()))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Remembers `token` for its session (the newest one wins).
+    fn hold(&self, token: &str, principal: &Principal) {
         if let Some(sid) = &principal.session_id {
             let exp = principal.expires_at.timestamp();
             let newer = self.tokens.get(sid).is_none_or(|held| held.exp <= exp);
@@ -174,7 +216,6 @@ impl SupabaseAuth {
                 );
             }
         }
-        Ok(principal)
     }
 
     /// The held access token of `principal`'s session.
@@ -431,9 +472,9 @@ impl Auth for SupabaseAuth {
         caps.sign_up = true;
         caps.password_sign_in = true;
         caps.refresh = true;
-        // Tokens are checked locally: a signed-out session's access token
-        // validates until it expires.
-        caps.revocation_checked = false;
+        // Tokens are checked locally; with `check_session` the project is
+        // also asked whether the token's session still exists.
+        caps.revocation_checked = self.config.check_session;
         caps.external_tokens = false;
         caps
     }
@@ -573,9 +614,18 @@ impl Auth for SupabaseAuth {
     }
 
     async fn validate_token(&self, access_token: &str) -> AuthResult<Principal> {
-        self.verify_and_hold(access_token)
+        let op = "auth.validate_token";
+        let claims = self
+            .verifier
+            .verify(access_token)
             .await
-            .map_err(|e| e.with_operation("auth.validate_token"))
+            .map_err(|e| e.with_operation(op))?;
+        let principal = principal_from(claims).map_err(|e| e.with_operation(op))?;
+        if self.config.check_session {
+            self.check_session(access_token).await?;
+        }
+        self.hold(access_token, &principal);
+        Ok(principal)
     }
 
     async fn get_user_roles(&self, principal: &Principal) -> AuthResult<Vec<String>> {

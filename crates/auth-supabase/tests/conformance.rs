@@ -39,44 +39,67 @@ fn fixture(settings: serde_json::Value) -> auth::AuthFactory {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_against_truststream_serve() {
-    let gw = common::Gateway::start().await;
-    let f = fixture(gw.settings());
-
+/// Runs every case but the get_session ones against `settings` and
+/// asserts no failure and exactly `skipped`; then runs the get_session
+/// cases and asserts they fail on get_session's `Unsupported` only.
+async fn run_suite(label: &str, settings: serde_json::Value, skipped: &[(&str, &str)]) {
+    let f = fixture(settings);
     let mut report = Report::default();
     for case in auth::cases() {
         if NEED_GET_SESSION.contains(&case.name) {
             continue;
         }
         // Case names are unique and none is a substring of another run here.
-        let r = auth::run("supabase/serve", f.clone(), Some(case.name)).await;
+        let r = auth::run(label, f.clone(), Some(case.name)).await;
         report.merge(r);
     }
     report.print_table();
-    assert_eq!(report.failed(), 0, "{}", report.summary());
-    let skipped: Vec<&str> = report.skipped_cases();
-    let expected: Vec<&str> = SKIPPED.iter().map(|(n, _)| *n).collect();
-    assert_eq!(skipped, expected, "skips changed: {}", report.summary());
+    assert_eq!(report.failed(), 0, "{label}: {}", report.summary());
+    let expected: Vec<&str> = skipped.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        report.skipped_cases(),
+        expected,
+        "{label}: skips changed: {}",
+        report.summary()
+    );
     assert_eq!(
         report.passed(),
-        auth::cases().len() - SKIPPED.len() - NEED_GET_SESSION.len()
+        auth::cases().len() - skipped.len() - NEED_GET_SESSION.len()
     );
 
     // The get_session cases: everything before the get_session call passes,
     // and the call answers Unsupported, saying why.
     for name in NEED_GET_SESSION {
-        let r = auth::run("supabase/serve", f.clone(), Some(name)).await;
+        let r = auth::run(label, f.clone(), Some(name)).await;
         let rows: Vec<_> = r.cases.iter().filter(|c| c.case == *name).collect();
         assert_eq!(rows.len(), 1, "{name}");
         match &rows[0].outcome {
             CaseOutcome::Failed(why) => assert!(
                 why.contains("unsupported")
                     && why.contains("GoTrue has no endpoint that reads a session"),
-                "{name} failed for another reason: {why}"
+                "{label}: {name} failed for another reason: {why}"
             ),
-            other => panic!("{name}: expected the get_session Unsupported failure, got {other:?}"),
+            other => panic!(
+                "{label}: {name}: expected the get_session Unsupported failure, got {other:?}"
+            ),
         }
     }
+}
+
+/// Tokens verified locally only (the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_against_truststream_serve() {
+    let gw = common::Gateway::start().await;
+    run_suite("supabase/serve", gw.settings(), SKIPPED).await;
+    gw.server.stop().await.unwrap();
+}
+
+/// With `check_session`: revocation is checked, nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_against_truststream_serve_with_check_session() {
+    let gw = common::Gateway::start().await;
+    let mut settings = gw.settings();
+    settings["check_session"] = serde_json::json!(true);
+    run_suite("supabase/serve+check_session", settings, &[]).await;
     gw.server.stop().await.unwrap();
 }

@@ -279,3 +279,59 @@ async fn a_misconfigured_provider_says_what_is_wrong() {
     assert!(auth.health().await.is_healthy(), "/health needs no key");
     gw.server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_session_ends_tokens_at_sign_out() {
+    let gw = Gateway::start().await;
+    let local = gw.client();
+    let mut cfg = gw.config();
+    cfg.check_session = true;
+    let checked = SupabaseAuth::new(cfg).unwrap();
+    assert!(!local.capabilities().revocation_checked);
+    assert!(checked.capabilities().revocation_checked);
+
+    let s = checked
+        .sign_up(SignUp::new(unique_email(), PASSWORD))
+        .await
+        .unwrap();
+    let p = checked
+        .validate_token(s.access_token.expose())
+        .await
+        .unwrap();
+    local.validate_token(s.access_token.expose()).await.unwrap();
+    checked.sign_out(&p).await.unwrap();
+
+    // Local verification cannot know: the token validates until it expires.
+    local.validate_token(s.access_token.expose()).await.unwrap();
+    // Asking the project: the session has ended, marked as such.
+    let e = checked
+        .validate_token(s.access_token.expose())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert!(
+        e.context()
+            .iter()
+            .any(|(k, v)| *k == truststream_core_auth::REASON
+                && v == truststream_core_auth::SESSION_ENDED),
+        "{e:?}"
+    );
+    // The project down: Unavailable, not a verdict on the token.
+    let s2 = checked
+        .sign_up(SignUp::new(unique_email(), PASSWORD))
+        .await
+        .unwrap();
+    gw.server.stop().await.unwrap();
+    let e = checked
+        .validate_token(s2.access_token.expose())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    // A forged token is refused locally, before any request: the
+    // project is down, yet the answer is Unauthenticated, not Unavailable.
+    let forged = format!("{}x", s.access_token.expose());
+    assert_eq!(
+        checked.validate_token(&forged).await.unwrap_err().kind(),
+        ErrorKind::Unauthenticated
+    );
+}
