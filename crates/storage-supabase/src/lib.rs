@@ -226,12 +226,36 @@ impl SupabaseStorage {
     /// Sends a request without a body to transfer (bounded by
     /// `request_timeout_ms`) and returns the successful response.
     async fn send(&self, rb: RequestBuilder, target: Target<'_>) -> StorageResult<Response> {
-        let resp = rb
-            .timeout(self.inner.config.request_timeout())
-            .send()
-            .await
-            .map_err(|e| from_transport(e, target))?;
+        let rb = rb.timeout(self.inner.config.request_timeout());
+        let resp = self.execute(rb, target).await?;
         check(resp, target).await
+    }
+
+    /// Sends a request. A request that may safely run twice (reads, deletes,
+    /// listing, signing, copies and uploads that replace, with a body that
+    /// can be sent again) is sent once more when it failed on a pooled
+    /// connection the server had already closed (a broken pipe while
+    /// writing: the server never read it), so one aborted exchange does not
+    /// fail the next call.
+    async fn execute(&self, rb: RequestBuilder, target: Target<'_>) -> StorageResult<Response> {
+        let req = rb.build().map_err(|e| from_transport(e, target))?;
+        let again = retry_safe(&req).then(|| req.try_clone()).flatten();
+        match self.inner.http.execute(req).await {
+            Ok(resp) => Ok(resp),
+            Err(e) if stale_connection(&e) && again.is_some() => {
+                tracing::debug!("storage-supabase: retrying on a fresh connection");
+                match again {
+                    Some(req) => self
+                        .inner
+                        .http
+                        .execute(req)
+                        .await
+                        .map_err(|e| from_transport(e, target)),
+                    None => Err(from_transport(e, target)),
+                }
+            }
+            Err(e) => Err(from_transport(e, target)),
+        }
     }
 
     /// Like [`Self::send`], and decodes the JSON answer.
@@ -358,10 +382,12 @@ impl SupabaseStorage {
         let headers = self.upload_headers(options, upsert)?;
         let path = format!("/object/{}", object_path(bucket, key));
         let sent = self
-            .request(Method::POST, &path)
-            .headers(headers)
-            .body(body)
-            .send()
+            .execute(
+                self.request(Method::POST, &path)
+                    .headers(headers)
+                    .body(body),
+                target,
+            )
             .await;
         // An error of the body stream itself (the caller's, or max_upload_bytes)
         // is what the caller should see, not the aborted request.
@@ -369,8 +395,7 @@ impl SupabaseStorage {
         if let Some(e) = taken {
             return Err(e);
         }
-        let resp = sent.map_err(|e| from_transport(e, target))?;
-        check(resp, target).await?;
+        check(sent?, target).await?;
         self.info(bucket, key).await
     }
 
@@ -519,7 +544,7 @@ impl SupabaseStorage {
         if let Some(r) = range {
             rb = rb.header("range", range_header(r));
         }
-        let resp = rb.send().await.map_err(|e| from_transport(e, target))?;
+        let resp = self.execute(rb, target).await?;
         let status = resp.status();
         if status == StatusCode::RANGE_NOT_SATISFIABLE {
             let start = range.map(|r| r.start).unwrap_or_default();
@@ -566,6 +591,59 @@ fn target_text(target: Target<'_>) -> String {
             truststream_core::echo(k).to_string()
         ),
     }
+}
+
+/// Whether `req` may be sent twice: reads, deletes, listing, signing,
+/// copies (they replace) and uploads that replace (`x-upsert: true`); not
+/// bucket creation, moves or create-only uploads.
+fn retry_safe(req: &reqwest::Request) -> bool {
+    let path = req.url().path();
+    match *req.method() {
+        Method::GET | Method::HEAD | Method::DELETE => true,
+        Method::POST => {
+            [
+                "/object/list/",
+                "/object/sign/",
+                "/object/upload/sign/",
+                "/object/copy",
+            ]
+            .iter()
+            .any(|p| path.contains(p))
+                || (path.contains("/object/")
+                    && !path.contains("/object/move")
+                    && req
+                        .headers()
+                        .get("x-upsert")
+                        .is_some_and(|v| v.as_bytes() == b"true"))
+        }
+        _ => false,
+    }
+}
+
+/// A send that failed because the pooled connection was already closed by
+/// the server (the request was not read), as opposed to a timeout, a
+/// refused connection, or a failure after the answer began.
+fn stale_connection(e: &reqwest::Error) -> bool {
+    if e.is_timeout() || e.is_connect() || !e.is_request() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        let text = s.to_string();
+        if text.contains("connection closed before message completed") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A missing bucket in a two-bucket call (copy, move) names both.
