@@ -1,24 +1,52 @@
 //! The provider's side of core-db's shared SQL engine
 //! (`truststream_core_db::sql::engine`): connections, typed binds and
 //! decoding, raw SQL bound by the types PostgreSQL infers, the change
-//! feed's triggers with new tables, and PostgreSQL's own `alter_table`
-//! message.
+//! feed's triggers with new tables, PostgreSQL's own `alter_table`
+//! message, and the schema of tables made outside TrustStream (from the
+//! catalog).
+//!
+//! **Transaction-mode pooler** (`pooler = "transaction"`: pgbouncer,
+//! Supavisor). A server connection belongs to a client only for one
+//! transaction, so nothing may outlive one. What a direct connection keeps
+//! per session, and what this mode does instead:
+//! - named prepared statements (sqlx's statement cache, `prepare_with` for
+//!   raw queries): the cache is off, every query runs as the unnamed
+//!   statement (`persistent(false)`), and a raw query learns its parameter
+//!   types from an SQL-level `PREPARE` that it deallocates in the same
+//!   transaction;
+//! - the startup `options` (`search_path`, `statement_timeout`,
+//!   `standard_conforming_strings`): not sent (pgbouncer refuses or drops
+//!   them); each transaction starts with `SET LOCAL` of each instead, in
+//!   the same round trip as its `BEGIN`;
+//! - the `extra_float_digits` startup parameter: not sent (pgbouncer
+//!   refuses unknown startup parameters);
+//! - every operation, reads and single-statement writes included, runs in
+//!   an explicit transaction (an unnamed statement is parsed and executed
+//!   in two round trips; outside a transaction the pooler may send them to
+//!   two different server connections);
+//! - the change feed (`LISTEN` on a long-lived connection, session-level
+//!   shared advisory locks per watched table): refused — capability
+//!   `change_feed` is false and `subscribe_changes` is `Unsupported`. The
+//!   triggers' commit-order lock (`pg_advisory_xact_lock`) is
+//!   transaction-scoped and stays valid.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgTypeInfo;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Either, Executor as _, Postgres, Statement as _, Transaction};
+use sqlx::{Either, Executor as _, Postgres, Row as _, Statement as _, Transaction};
 use truststream_core_db::sql::compile::{SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
 use truststream_core_db::{
-    ident, ChangeFeedScope, ChangeStream, DbResult, Error, ErrorKind, ProviderInfo, Row, RowChange,
-    Value,
+    ident, ChangeFeedScope, ChangeStream, ColumnDef, ColumnDefault, ColumnType, DbCapabilities,
+    DbResult, Error, ErrorKind, ProviderInfo, Row, RowChange, TableSchema, Value,
 };
 
 use crate::value::{self, arguments, decode_row};
-use crate::{error, feed, PgDatabase, SCHEMA_TABLE, TYPE_NAME};
+use crate::{error, feed, PgDatabase, Pooler, SCHEMA_TABLE, TYPE_NAME};
 
 /// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
 pub(crate) const INFO: ProviderInfo = ProviderInfo {
@@ -28,6 +56,32 @@ pub(crate) const INFO: ProviderInfo = ProviderInfo {
 
 pub(crate) const DIALECT: SqlDialect = SqlDialect::Postgres;
 
+/// The provider's pool as the shared engine holds it: sqlx's pool, and how
+/// a transaction starts when connections go through a transaction-mode
+/// pooler.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pub(crate) pg: PgPool,
+    /// `Some` through a transaction-mode pooler: `BEGIN` and the
+    /// `SET LOCAL`s of the session settings, sent as one simple query.
+    pooled: Option<Arc<str>>,
+}
+
+impl Pool {
+    /// A direct pool (no pooler).
+    pub(crate) fn direct(pg: PgPool) -> Self {
+        Pool { pg, pooled: None }
+    }
+
+    /// A transaction through the pooler, its settings applied.
+    async fn begin_pooled(&self, begin: &str) -> DbResult<Transaction<'static, Postgres>> {
+        self.pg
+            .begin_with(begin.to_string())
+            .await
+            .map_err(error::map)
+    }
+}
+
 /// A connection of the shared engine: a transaction, or one connection
 /// (reads, and single-statement writes, which PostgreSQL runs atomically on
 /// their own without `BEGIN`/`COMMIT` round trips).
@@ -36,23 +90,60 @@ pub enum PgConn {
     Tx(Transaction<'static, Postgres>),
     /// A connection in autocommit.
     Single(PoolConnection<Postgres>),
+    /// A transaction through a transaction-mode pooler (every operation):
+    /// its statements are never named.
+    Pooled(Transaction<'static, Postgres>),
 }
 
 impl PgConn {
     fn raw(&mut self) -> &mut PgConnection {
         match self {
-            PgConn::Tx(tx) => tx,
+            PgConn::Tx(tx) | PgConn::Pooled(tx) => tx,
             PgConn::Single(c) => c,
         }
+    }
+
+    /// Whether its statements may be named and cached on the server.
+    fn persistent(&self) -> bool {
+        !matches!(self, PgConn::Pooled(_))
     }
 }
 
 impl PgDatabase {
+    fn pooled(&self) -> bool {
+        self.config.pooler == Pooler::Transaction
+    }
+
+    /// Through a transaction-mode pooler: the statement that starts each
+    /// transaction (`BEGIN` and the session settings as `SET LOCAL`).
+    fn pooled_begin(&self) -> Option<Arc<str>> {
+        if !self.pooled() {
+            return None;
+        }
+        let mut sql = "BEGIN; SET LOCAL standard_conforming_strings = on".to_string();
+        if let Some(s) = &self.config.schema {
+            // A validated identifier, quoted.
+            sql.push_str(&format!("; SET LOCAL search_path TO {}", ident::quote(s)));
+        }
+        if let Some(ms) = self.config.statement_timeout_ms.filter(|ms| *ms > 0) {
+            sql.push_str(&format!("; SET LOCAL statement_timeout = {ms}"));
+        }
+        Some(sql.into())
+    }
+
     fn connect_options(&self) -> DbResult<PgConnectOptions> {
         let mut opts = PgConnectOptions::from_str(self.config.url.expose()).map_err(|e| {
             // The URL may hold a password: say what is wrong, not what it is.
             Error::invalid_input(format!("the PostgreSQL url is invalid: {}", redact(&e)))
         })?;
+        if self.pooled() {
+            // No named statements, no startup options a pooler refuses or
+            // drops: the settings go with each transaction (`pooled_begin`).
+            return Ok(opts
+                .statement_cache_capacity(0)
+                .extra_float_digits(None)
+                .application_name("truststream"));
+        }
         // Backslashes are ordinary characters in '...' literals on every
         // connection, whatever a role, database or server setting says (the
         // DDL literals are escape strings that read the same either way:
@@ -74,17 +165,17 @@ impl SqlProvider for PgDatabase {
     /// The triggers see every committed write, from any process.
     const CHANGE_FEED_SCOPE: ChangeFeedScope = ChangeFeedScope::Database;
 
-    type Pool = PgPool;
+    type Pool = Pool;
     type Conn = PgConn;
 
-    fn sql_state(&self) -> &SqlState<PgPool> {
+    fn sql_state(&self) -> &SqlState<Pool> {
         &self.sql
     }
 
-    async fn open_pool(&self) -> DbResult<PgPool> {
+    async fn open_pool(&self) -> DbResult<Pool> {
         let opts = self.connect_options()?;
         let c = &self.config;
-        let pool = PgPoolOptions::new()
+        let pg = PgPoolOptions::new()
             .max_connections(c.max_connections.max(1))
             .min_connections(c.min_connections.min(c.max_connections.max(1)))
             .acquire_timeout(Duration::from_millis(c.acquire_timeout_ms.max(1)))
@@ -95,46 +186,43 @@ impl SqlProvider for PgDatabase {
             .connect_with(opts)
             .await
             .map_err(error::map)?;
+        let pool = Pool {
+            pg,
+            pooled: self.pooled_begin(),
+        };
+        let mut setup = Vec::new();
         if let Some(s) = &c.schema {
-            // Concurrent first starts may race on CREATE SCHEMA: a conflict
-            // means another one made it.
-            match sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident::quote(s)))
-                .execute(&pool)
-                .await
-                .map_err(error::map)
-            {
+            setup.push(format!("CREATE SCHEMA IF NOT EXISTS {}", ident::quote(s)));
+        }
+        setup.extend(feed::bookkeeping_ddl());
+        for ddl in setup {
+            // Concurrent first starts may race on CREATE SCHEMA / TABLE: a
+            // conflict means another one made it.
+            match setup_statement(&pool, &ddl).await {
                 Err(e) if e.kind() != ErrorKind::Conflict => return Err(e),
                 _ => {}
             }
         }
-        for ddl in feed::bookkeeping_ddl() {
-            match sqlx::query(&ddl).execute(&pool).await.map_err(error::map) {
-                Err(e) if e.kind() != ErrorKind::Conflict => return Err(e),
-                _ => {}
-            }
-        }
-        let (current,): (Option<String>,) = sqlx::query_as("SELECT current_schema()")
-            .fetch_one(&pool)
-            .await
-            .map_err(error::map)?;
-        let current = current.ok_or_else(|| {
+        let current = current_schema(&pool).await?.ok_or_else(|| {
             Error::invalid_input("the connection's search_path names no existing schema")
         })?;
         self.feed.set_schema(current);
         Ok(pool)
     }
 
-    async fn close_pool(&self, pool: Option<PgPool>) {
+    async fn close_pool(&self, pool: Option<Pool>) {
         self.feed.stop();
         if let Some(p) = pool {
-            p.close().await;
+            p.pg.close().await;
         }
     }
 
-    async fn ping(&self, pool: &PgPool) -> Result<(), String> {
+    async fn ping(&self, pool: &Pool) -> Result<(), String> {
         let probe = tokio::time::timeout(
             Duration::from_millis(self.config.acquire_timeout_ms.max(1)),
-            sqlx::query("SELECT 1").execute(pool),
+            // A simple query: nothing named, one round trip, through a
+            // pooler too.
+            sqlx::raw_sql("SELECT 1").execute(&pool.pg),
         )
         .await;
         match probe {
@@ -144,24 +232,30 @@ impl SqlProvider for PgDatabase {
         }
     }
 
-    async fn acquire(pool: &PgPool) -> DbResult<PgConn> {
-        Ok(PgConn::Single(pool.acquire().await.map_err(error::map)?))
+    /// Through a pooler, a transaction (rolled back when the engine drops
+    /// it after reading).
+    async fn acquire(pool: &Pool) -> DbResult<PgConn> {
+        Ok(match &pool.pooled {
+            Some(begin) => PgConn::Pooled(pool.begin_pooled(begin).await?),
+            None => PgConn::Single(pool.pg.acquire().await.map_err(error::map)?),
+        })
     }
 
     /// The change feed comes from the database's own triggers (it sees
-    /// every writer), so the write paths record nothing.
-    async fn begin(&self, pool: &PgPool, single: bool) -> DbResult<(PgConn, bool)> {
-        let conn = if single {
-            PgConn::Single(pool.acquire().await.map_err(error::map)?)
-        } else {
-            PgConn::Tx(pool.begin().await.map_err(error::map)?)
+    /// every writer), so the write paths record nothing. Through a pooler
+    /// every write is a transaction, also a single statement.
+    async fn begin(&self, pool: &Pool, single: bool) -> DbResult<(PgConn, bool)> {
+        let conn = match &pool.pooled {
+            Some(begin) => PgConn::Pooled(pool.begin_pooled(begin).await?),
+            None if single => PgConn::Single(pool.pg.acquire().await.map_err(error::map)?),
+            None => PgConn::Tx(pool.pg.begin().await.map_err(error::map)?),
         };
         Ok((conn, false))
     }
 
     async fn commit(&self, conn: PgConn, _changes: Vec<RowChange>) -> DbResult<()> {
         match conn {
-            PgConn::Tx(tx) => tx.commit().await.map_err(error::map),
+            PgConn::Tx(tx) | PgConn::Pooled(tx) => tx.commit().await.map_err(error::map),
             PgConn::Single(_) => Ok(()),
         }
     }
@@ -169,7 +263,7 @@ impl SqlProvider for PgDatabase {
     async fn rollback(conn: PgConn) {
         // If the rollback fails too, the connection is dropped and the
         // server rolls back.
-        if let PgConn::Tx(tx) = conn {
+        if let PgConn::Tx(tx) | PgConn::Pooled(tx) = conn {
             let _ = tx.rollback().await;
         }
     }
@@ -180,7 +274,9 @@ impl SqlProvider for PgDatabase {
         hints: ColumnHints<'_>,
     ) -> DbResult<Vec<Row>> {
         let args = arguments(stmt.binds)?;
+        let persistent = conn.persistent();
         sqlx::query_with(&stmt.sql, args)
+            .persistent(persistent)
             .fetch_all(conn.raw())
             .await
             .map_err(error::map)?
@@ -195,7 +291,9 @@ impl SqlProvider for PgDatabase {
         hints: ColumnHints<'_>,
     ) -> DbResult<Option<Row>> {
         let args = arguments(stmt.binds)?;
+        let persistent = conn.persistent();
         let Some(row) = sqlx::query_with(&stmt.sql, args)
+            .persistent(persistent)
             .fetch_optional(conn.raw())
             .await
             .map_err(error::map)?
@@ -207,20 +305,25 @@ impl SqlProvider for PgDatabase {
 
     async fn execute(conn: &mut PgConn, stmt: Statement) -> DbResult<()> {
         let args = arguments(stmt.binds)?;
-        let done = sqlx::query_with(&stmt.sql, args).execute(conn.raw()).await;
+        let persistent = conn.persistent();
+        let done = sqlx::query_with(&stmt.sql, args)
+            .persistent(persistent)
+            .execute(conn.raw())
+            .await;
         done.map(drop).map_err(error::map)
     }
 
     /// Prepared first (cached per connection) so each parameter is bound
-    /// as the type PostgreSQL inferred for it.
-    async fn query_raw(
-        &self,
-        pool: &PgPool,
-        sql: String,
-        values: Vec<Value>,
-    ) -> DbResult<Vec<Row>> {
+    /// as the type PostgreSQL inferred for it. Through a pooler: in one
+    /// transaction, the types from an SQL-level `PREPARE` deallocated
+    /// before the query runs unnamed.
+    async fn query_raw(&self, pool: &Pool, sql: String, values: Vec<Value>) -> DbResult<Vec<Row>> {
+        if let Some(begin) = &pool.pooled {
+            return query_raw_pooled(pool, begin, sql, values).await;
+        }
         // Taking a connection and preparing change nothing.
         let mut conn = pool
+            .pg
             .acquire()
             .await
             .map_err(|e| error::map(e).unapplied())?;
@@ -232,13 +335,7 @@ impl SqlProvider for PgDatabase {
             Some(Either::Left(types)) => types.to_vec(),
             _ => Vec::new(),
         };
-        if types.len() != values.len() {
-            return Err(Error::invalid_input(format!(
-                "the statement takes {} parameters, {} were given",
-                types.len(),
-                values.len()
-            )));
-        }
+        check_parameter_count(types.len(), values.len())?;
         let args = value::raw_arguments(&values, &types)?;
         let rows = sqlx::query_with(&sql, args)
             .fetch_all(&mut *conn)
@@ -250,7 +347,15 @@ impl SqlProvider for PgDatabase {
     }
 
     async fn subscribe(&self, table: Option<&str>) -> DbResult<ChangeStream> {
-        let pool = self.sql.pool_for("db.subscribe_changes")?;
+        if self.pooled() {
+            return Err(Error::unsupported(
+                "the change feed needs LISTEN/NOTIFY and session-level locks on a long-lived \
+                 connection, which a transaction-mode pooler cannot carry (pooler = \
+                 \"transaction\"); subscribe through a provider configured with a direct \
+                 connection to the same database",
+            ));
+        }
+        let pool = self.sql.pool_for("db.subscribe_changes")?.pg;
         let tables = match table {
             Some(t) => {
                 schema_of(self, t).await?;
@@ -290,7 +395,7 @@ impl SqlProvider for PgDatabase {
 
     /// Its trigger went in with it: hold it like the others.
     async fn table_created(&self, table: &str) -> DbResult<()> {
-        let pool = self.sql.pool_for("db.create_table")?;
+        let pool = self.sql.pool_for("db.create_table")?.pg;
         self.feed.created(&pool, table).await
     }
 
@@ -308,6 +413,295 @@ impl SqlProvider for PgDatabase {
             e
         }
     }
+
+    /// A table made outside TrustStream (migrations, `psql`), from the
+    /// catalog (the mapping is in the crate documentation).
+    async fn describe_unregistered(
+        conn: &mut PgConn,
+        table: &str,
+    ) -> DbResult<Option<TableSchema>> {
+        describe_from_catalog(conn, table).await
+    }
+
+    /// No change feed through a transaction-mode pooler.
+    fn adjust_capabilities(&self, capabilities: &mut DbCapabilities) {
+        if self.pooled() {
+            capabilities.change_feed = false;
+            capabilities.change_feed_scope = None;
+        }
+    }
+}
+
+/// One statement of the provider's setup (schema, metadata tables): in
+/// autocommit, or through a pooler in a transaction with the session
+/// settings.
+async fn setup_statement(pool: &Pool, sql: &str) -> DbResult<()> {
+    match &pool.pooled {
+        Some(begin) => {
+            let mut tx = pool.begin_pooled(begin).await?;
+            // A `&str` without arguments is a simple query.
+            (&mut *tx).execute(sql).await.map_err(error::map)?;
+            tx.commit().await.map_err(error::map)
+        }
+        None => sqlx::query(sql)
+            .execute(&pool.pg)
+            .await
+            .map(drop)
+            .map_err(error::map),
+    }
+}
+
+/// The schema the connections' `search_path` names first.
+async fn current_schema(pool: &Pool) -> DbResult<Option<String>> {
+    let q = "SELECT current_schema()";
+    match &pool.pooled {
+        Some(begin) => {
+            let mut tx = pool.begin_pooled(begin).await?;
+            let (current,): (Option<String>,) = sqlx::query_as(q)
+                .persistent(false)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(error::map)?;
+            tx.commit().await.map_err(error::map)?;
+            Ok(current)
+        }
+        None => {
+            let (current,): (Option<String>,) = sqlx::query_as(q)
+                .fetch_one(&pool.pg)
+                .await
+                .map_err(error::map)?;
+            Ok(current)
+        }
+    }
+}
+
+fn check_parameter_count(types: usize, values: usize) -> DbResult<()> {
+    if types != values {
+        return Err(Error::invalid_input(format!(
+            "the statement takes {types} parameters, {values} were given"
+        )));
+    }
+    Ok(())
+}
+
+/// Numbers the SQL-level prepared statements of raw queries through a
+/// pooler (unique per process; each is deallocated in its transaction).
+static RAW_STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`SqlProvider::query_raw`] through a transaction-mode pooler: one
+/// transaction; the parameter types from `PREPARE` and
+/// `pg_prepared_statements` (then `DEALLOCATE`, so nothing named outlives
+/// the transaction), the query itself as the unnamed statement.
+async fn query_raw_pooled(
+    pool: &Pool,
+    begin: &str,
+    sql: String,
+    values: Vec<Value>,
+) -> DbResult<Vec<Row>> {
+    let mut tx = pool.begin_pooled(begin).await.map_err(Error::unapplied)?;
+    let mut types = Vec::new();
+    if !values.is_empty() {
+        // Without parameters there is nothing to infer (and utility
+        // statements, which PREPARE refuses, take none).
+        let n = RAW_STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("_truststream_raw_{}_{n}", std::process::id());
+        // The newline ends a trailing `--` comment of the query.
+        let prepare = format!("PREPARE {name} AS {sql}\n");
+        // A `&str` without arguments is a simple query.
+        (&mut *tx)
+            .execute(prepare.as_str())
+            .await
+            .map_err(|e| error::map(e).unapplied())?;
+        let lookup = format!(
+            "SELECT upper(t.typname::text) FROM pg_prepared_statements p \
+             CROSS JOIN LATERAL unnest(p.parameter_types) WITH ORDINALITY AS u(ty, n) \
+             JOIN pg_type t ON t.oid = u.ty WHERE p.name = '{name}' ORDER BY u.n; \
+             DEALLOCATE {name}"
+        );
+        let rows = (&mut *tx)
+            .fetch_all(lookup.as_str())
+            .await
+            .map_err(|e| error::map(e).unapplied())?;
+        for (i, r) in rows.iter().enumerate() {
+            let ty: String = r.try_get(0).map_err(|e| error::map(e).unapplied())?;
+            types.push(builtin_type(&ty).ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "parameter {} has PostgreSQL type {}, which raw_query cannot bind from \
+                     JSON; cast it in the SQL (for example `:value::text`)",
+                    i + 1,
+                    ty.to_lowercase()
+                ))
+            })?);
+        }
+    }
+    check_parameter_count(types.len(), values.len())?;
+    let args = value::raw_arguments(&values, &types)?;
+    let rows = sqlx::query_with(&sql, args)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(error::map)?;
+    tx.commit().await.map_err(error::map)?;
+    rows.iter()
+        .map(|r| decode_row(r, |_, _| None))
+        .collect::<DbResult<Vec<Row>>>()
+}
+
+/// The types raw queries bind (as `value::raw_arguments` knows them), by
+/// their upper-case `pg_type` name.
+fn builtin_type(name: &str) -> Option<PgTypeInfo> {
+    const KNOWN: [&str; 20] = [
+        "TEXT",
+        "VARCHAR",
+        "BPCHAR",
+        "NAME",
+        "CHAR",
+        "CITEXT",
+        "INT8",
+        "INT4",
+        "INT2",
+        "FLOAT8",
+        "FLOAT4",
+        "BOOL",
+        "TIMESTAMPTZ",
+        "TIMESTAMP",
+        "DATE",
+        "UUID",
+        "JSONB",
+        "JSON",
+        "BYTEA",
+        "NUMERIC",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == name)
+        .map(|k| PgTypeInfo::with_name(k))
+}
+
+/// The catalog query of [`describe_from_catalog`]: the columns of relation
+/// `$1` in the current schema, in order, with their base types, defaults
+/// and keys.
+const DESCRIBE_SQL: &str = "SELECT a.attname::text AS name,
+       (CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END)::text AS ty,
+       a.attnotnull AS not_null,
+       pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+       (a.attidentity <> '' OR a.attgenerated <> '') AS generated,
+       COALESCE(a.attnum = ANY (pk.indkey::int2[]), false) AS in_pk,
+       COALESCE(pk.indnkeyatts, 0)::int8 AS pk_width,
+       EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND u.indisunique
+               AND NOT u.indisprimary AND u.indnkeyatts = 1 AND u.indkey[0] = a.attnum
+               AND u.indpred IS NULL AND u.indexprs IS NULL) AS uniq
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+  LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+ WHERE n.nspname = current_schema() AND c.relname = $1
+   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+ ORDER BY a.attnum";
+
+/// The schema of `table`, a table (or view) of the current schema that
+/// TrustStream did not create, from `pg_catalog`; `None` when there is
+/// none. Names starting with `_truststream` are the provider's own and
+/// never described.
+///
+/// - Types: by the column's base type (a domain's underlying type):
+///   `text`/`varchar`/`char`/`name`/`citext` → `Text`, `int2`/`int4`/`int8`
+///   → `Integer`, `float4`/`float8` → `Float`, `bool` → `Boolean`,
+///   `timestamptz`/`timestamp`/`date` → `Timestamp`, `uuid` → `Uuid`,
+///   `json`/`jsonb` → `Json`, `bytea` → `Bytes`, `numeric` → `Numeric`;
+///   arrays → `Json`; anything else (enums, composite types, `interval`,
+///   `inet`, ...) → `Text`.
+/// - The primary key: a single-column primary key. A table without one,
+///   or with a composite one, has no primary-key column: reads, inserts
+///   and filtered updates/deletes work, by-id calls are `InvalidInput`.
+/// - Defaults: identity, generated and `nextval(...)` columns, and every
+///   other server-side default expression, are left to the server when an
+///   insert does not give them (`ColumnDefault::AutoIncrement`); `now()` /
+///   `CURRENT_TIMESTAMP` are `Now`, `gen_random_uuid()` is `RandomUuid`.
+/// - A single-column unique index (not partial, not on an expression)
+///   marks its column unique.
+pub(crate) async fn describe_from_catalog(
+    conn: &mut PgConn,
+    table: &str,
+) -> DbResult<Option<TableSchema>> {
+    if table.starts_with("_truststream") {
+        return Ok(None);
+    }
+    let persistent = conn.persistent();
+    let rows = sqlx::query(DESCRIBE_SQL)
+        .bind(table)
+        .persistent(persistent)
+        .fetch_all(conn.raw())
+        .await
+        .map_err(error::map)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut schema = TableSchema::new(table);
+    for r in &rows {
+        let get = |e: sqlx::Error| {
+            Error::internal(format!("cannot read the catalog entry of table {table}"))
+                .with_source(error::map(e))
+        };
+        let name: String = r.try_get("name").map_err(get)?;
+        let ty: String = r.try_get("ty").map_err(get)?;
+        let not_null: bool = r.try_get("not_null").map_err(get)?;
+        let default_expr: Option<String> = r.try_get("default_expr").map_err(get)?;
+        let generated: bool = r.try_get("generated").map_err(get)?;
+        let in_pk: bool = r.try_get("in_pk").map_err(get)?;
+        let pk_width: i64 = r.try_get("pk_width").map_err(get)?;
+        let unique: bool = r.try_get("uniq").map_err(get)?;
+        let ty = catalog_type(&ty);
+        let primary_key = in_pk && pk_width == 1;
+        let default = if generated {
+            Some(ColumnDefault::AutoIncrement)
+        } else {
+            default_expr.as_deref().map(|e| catalog_default(ty, e))
+        };
+        schema = schema.column(ColumnDef {
+            name,
+            ty,
+            nullable: !not_null && !primary_key,
+            unique: unique && !primary_key,
+            primary_key,
+            default,
+        });
+    }
+    Ok(Some(schema))
+}
+
+/// The `ColumnType` of a `pg_type` name (see [`describe_from_catalog`]).
+pub(crate) fn catalog_type(typname: &str) -> ColumnType {
+    match typname {
+        "text" | "varchar" | "bpchar" | "name" | "char" | "citext" => ColumnType::Text,
+        "int8" | "int4" | "int2" => ColumnType::Integer,
+        "float8" | "float4" => ColumnType::Float,
+        "bool" => ColumnType::Boolean,
+        "timestamptz" | "timestamp" | "date" => ColumnType::Timestamp,
+        "uuid" => ColumnType::Uuid,
+        "json" | "jsonb" => ColumnType::Json,
+        "bytea" => ColumnType::Bytes,
+        "numeric" => ColumnType::Numeric,
+        // Arrays are `_elem`.
+        t if t.starts_with('_') => ColumnType::Json,
+        _ => ColumnType::Text,
+    }
+}
+
+/// A server-side default as a `ColumnDefault` (see [`describe_from_catalog`]).
+fn catalog_default(ty: ColumnType, expr: &str) -> ColumnDefault {
+    let e = expr.trim().to_ascii_lowercase();
+    match (ty, e.as_str()) {
+        (ColumnType::Timestamp, "now()" | "current_timestamp" | "transaction_timestamp()") => {
+            ColumnDefault::Now
+        }
+        (ColumnType::Uuid, "gen_random_uuid()" | "uuid_generate_v4()") => ColumnDefault::RandomUuid,
+        // Left to the server (sequences and any other expression).
+        _ => ColumnDefault::AutoIncrement,
+    }
 }
 
 /// Removes anything that looks like a URL from an error message (sqlx's
@@ -317,5 +711,64 @@ fn redact(e: &sqlx::Error) -> String {
     match s.find("://") {
         Some(_) => "check its syntax (postgres://user:password@host:port/database)".to_string(),
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_types_and_defaults() {
+        assert_eq!(catalog_type("varchar"), ColumnType::Text);
+        assert_eq!(catalog_type("int4"), ColumnType::Integer);
+        assert_eq!(catalog_type("timestamp"), ColumnType::Timestamp);
+        assert_eq!(catalog_type("_int4"), ColumnType::Json);
+        assert_eq!(catalog_type("mood"), ColumnType::Text);
+        assert_eq!(
+            catalog_default(ColumnType::Timestamp, "now()"),
+            ColumnDefault::Now
+        );
+        assert_eq!(
+            catalog_default(ColumnType::Uuid, "gen_random_uuid()"),
+            ColumnDefault::RandomUuid
+        );
+        assert_eq!(
+            catalog_default(ColumnType::Integer, "nextval('t_id_seq'::regclass)"),
+            ColumnDefault::AutoIncrement
+        );
+        assert_eq!(
+            catalog_default(ColumnType::Text, "'active'::text"),
+            ColumnDefault::AutoIncrement
+        );
+    }
+
+    #[test]
+    fn pooled_transactions_carry_the_session_settings() {
+        let mut cfg = crate::PgConfig::new("postgres://u@h/d").with_schema("a\"b");
+        cfg.statement_timeout_ms = Some(1500);
+        let provider = |config: crate::PgConfig| PgDatabase {
+            config,
+            sql: SqlState::new(INFO, DIALECT),
+            feed: feed::Feed::new(truststream_core_db::ChangeFeed::new(1), "c".into()),
+        };
+        assert_eq!(provider(cfg.clone()).pooled_begin(), None);
+        let pooled = provider(cfg.with_pooler(Pooler::Transaction));
+        assert_eq!(
+            pooled.pooled_begin().as_deref(),
+            Some(
+                "BEGIN; SET LOCAL standard_conforming_strings = on; \
+                 SET LOCAL search_path TO \"a\"\"b\"; SET LOCAL statement_timeout = 1500"
+            )
+        );
+        let mut caps = DbCapabilities::none();
+        caps.change_feed = true;
+        pooled.adjust_capabilities(&mut caps);
+        assert!(!caps.change_feed);
+        let json = serde_json::json!({"pooler": "transaction"});
+        let parsed: crate::PgConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(parsed.pooler, Pooler::Transaction);
+        let bad = serde_json::json!({"pooler": "session"});
+        assert!(serde_json::from_value::<crate::PgConfig>(bad).is_err());
     }
 }

@@ -63,6 +63,27 @@ pub struct PgConfig {
     /// The NOTIFY channel the change-feed triggers use (default
     /// `truststream_changes`).
     pub change_channel: String,
+    /// What `url` points at: the server itself (`"none"`, the default), or
+    /// a transaction-mode pooler (`"transaction"`: pgbouncer with
+    /// `pool_mode = transaction`, Supabase's Supavisor on port 6543). With
+    /// a pooler, nothing outlives a transaction: no named prepared
+    /// statements, every operation in an explicit transaction, the session
+    /// settings (`schema`, `statement_timeout_ms`) applied with `SET LOCAL`
+    /// in each; and no change feed (`LISTEN` needs a session of its own).
+    pub pooler: Pooler,
+}
+
+/// What a [`PgConfig::url`] points at (`pooler` in the configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// The PostgreSQL server, or a pooler in session mode: connections are
+    /// sessions of their own.
+    #[default]
+    None,
+    /// A pooler in transaction mode: a server connection is the client's
+    /// for one transaction only.
+    Transaction,
 }
 
 impl Default for PgConfig {
@@ -77,6 +98,7 @@ impl Default for PgConfig {
             statement_timeout_ms: Some(30_000),
             change_feed_capacity: 1024,
             change_channel: "truststream_changes".to_string(),
+            pooler: Pooler::None,
         }
     }
 }
@@ -93,6 +115,12 @@ impl PgConfig {
     /// The same configuration with tables in `schema`.
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
+        self
+    }
+
+    /// The same configuration for a URL that points at `pooler`.
+    pub fn with_pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
         self
     }
 
@@ -114,7 +142,7 @@ impl PgConfig {
 pub struct PgDatabase {
     config: PgConfig,
     /// The pool, the schema cache and the statement cache.
-    sql: SqlState<PgPool>,
+    sql: SqlState<driver::Pool>,
     feed: feed::Feed,
 }
 
@@ -162,13 +190,13 @@ impl PgDatabase {
     /// The pool, for running SQL of your own beside the provider (for
     /// example in benchmarks or migrations). `None` when disconnected.
     pub fn pool(&self) -> Option<PgPool> {
-        self.sql.pool()
+        self.sql.pool().map(|p| p.pg)
     }
 }
 
 /// Reads a table's schema from [`SCHEMA_TABLE`]; `NotFound` when there is none.
 pub(crate) async fn load_schema(pool: &PgPool, table: &str) -> DbResult<TableSchema> {
-    engine::load_schema::<PgDatabase>(DIALECT, pool, table).await
+    engine::load_schema::<PgDatabase>(DIALECT, &driver::Pool::direct(pool.clone()), table).await
 }
 
 impl Drop for PgDatabase {

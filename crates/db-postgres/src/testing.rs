@@ -7,11 +7,15 @@
 //! and the caller skips.
 //!
 //! Tests that stop, crash or restart the server use a [`PrivateCluster`]
-//! of their own instead of the shared server.
+//! of their own instead of the shared server; tests of the
+//! transaction-mode pooler mode (`pooler = "transaction"`) put a private
+//! [`PgBouncer`] in front of the server.
 
 mod cluster;
+mod pgbouncer;
 
 pub use cluster::PrivateCluster;
+pub use pgbouncer::PgBouncer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

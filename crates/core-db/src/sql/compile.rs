@@ -865,7 +865,11 @@ pub fn delete(
 /// The filter selecting one row by primary key (`pk = id`).
 pub fn by_primary_key(schema: &TableSchema, id: &Value) -> DbResult<Filter> {
     let pk = schema.primary_key().ok_or_else(|| {
-        Error::internal(format!("table {} has no primary-key column", schema.name))
+        Error::invalid_input(format!(
+            "table {} has no single-column primary key, which calls by id need; \
+             use read, update_many or delete_many with a filter",
+            schema.name
+        ))
     })?;
     if id.is_null() {
         return Err(Error::invalid_input(format!(
