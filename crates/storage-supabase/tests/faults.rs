@@ -545,3 +545,127 @@ async fn registry_builds_the_provider_by_type_name() {
     let e = reg.build("supabase", both, ()).await.err().unwrap();
     assert!(!e.to_string().contains("topsecret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_token_sees_only_what_the_bucket_policy_allows() {
+    use truststream_core_auth::{Auth, SignUp};
+    use truststream_serve::{BucketPolicy, TableAction};
+    let mut buckets = std::collections::BTreeMap::new();
+    buckets.insert(
+        "homes".to_string(),
+        BucketPolicy {
+            anon: vec![],
+            authenticated: TableAction::ALL.to_vec(),
+            owner_folder: true,
+        },
+    );
+    let served = common::serve_with(1024 * 1024, buckets).await;
+    served
+        .service_client()
+        .create_bucket("homes")
+        .await
+        .unwrap();
+    let anon =
+        SupabaseStorage::new(SupabaseStorageConfig::anon(&served.url, &served.anon)).unwrap();
+    let mut users = Vec::new();
+    for email in ["a@example.com", "b@example.com"] {
+        let s = served
+            .auth
+            .sign_up(SignUp::new(email, "correct horse battery staple 42"))
+            .await
+            .unwrap();
+        let handle = anon
+            .with_access_token(s.access_token.expose().to_string())
+            .unwrap();
+        users.push((s.user.id.clone(), handle));
+    }
+    let (a_id, a) = &users[0];
+    let (b_id, b) = &users[1];
+    let a_key = format!("{a_id}/notes.txt");
+    a.upload("homes", &a_key, Bytes::from("mine"), &UploadOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.download("homes", &a_key).await.unwrap(),
+        Bytes::from("mine")
+    );
+    // B can neither read nor overwrite A's object, nor write into A's folder.
+    let e = b.download("homes", &a_key).await.unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound),
+        "{e}"
+    );
+    let e = b
+        .upload(
+            "homes",
+            &a_key,
+            Bytes::from("theirs"),
+            &UploadOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = b
+        .list("homes", &ListOptions::new().prefix(format!("{a_id}/")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // B's own folder works.
+    let b_key = format!("{b_id}/x.txt");
+    b.upload("homes", &b_key, Bytes::from("b"), &UploadOptions::new())
+        .await
+        .unwrap();
+    let page = b
+        .list("homes", &ListOptions::new().prefix(format!("{b_id}/")))
+        .await
+        .unwrap();
+    assert_eq!(page.objects.len(), 1);
+    assert_eq!(
+        a.download("homes", &a_key).await.unwrap(),
+        Bytes::from("mine")
+    );
+    served.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_longer_than_one_list_request_are_paged() {
+    let served = common::serve(1024 * 1024).await;
+    let s = served.service_client();
+    s.create_bucket("wide").await.unwrap();
+    let requests: Vec<truststream_core_storage::UploadRequest> = (0..1010)
+        .map(|i| truststream_core_storage::UploadRequest {
+            bucket: "wide".into(),
+            key: format!("k-{i:04}"),
+            data: Bytes::from_static(b"x"),
+            options: UploadOptions::new(),
+        })
+        .collect();
+    for r in s.upload_multiple(requests, 16).await {
+        r.unwrap();
+    }
+    s.upload("wide", "sub/inner", Bytes::from("y"), &UploadOptions::new())
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    let mut pages = 0;
+    let mut options = ListOptions::new().limit(400);
+    loop {
+        let page = s.list("wide", &options).await.unwrap();
+        pages += 1;
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next_cursor {
+            Some(c) => options = options.cursor(c),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..1010).map(|i| format!("k-{i:04}")).collect();
+    expected.push("sub/inner".into());
+    assert_eq!(keys, expected);
+    assert_eq!(pages, 3);
+    let page = s
+        .list("wide", &ListOptions::new().delimited().prefix("k-100"))
+        .await
+        .unwrap();
+    assert_eq!(page.objects.len(), 10);
+    served.running.stop().await.unwrap();
+}

@@ -2,13 +2,14 @@
 //! Storage API server these tests talk to.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
 use truststream_core_db::Database;
 use truststream_core_storage::Storage;
 use truststream_db_memory::MemoryDatabase;
-use truststream_serve::{ApiKeys, Providers, Running, ServeConfig, Server};
+use truststream_serve::{ApiKeys, BucketPolicy, Providers, Running, ServeConfig, Server};
 use truststream_storage_supabase::{SupabaseStorage, SupabaseStorageConfig};
 
 /// A running server and what a client needs to reach it.
@@ -19,6 +20,8 @@ pub struct Served {
     pub anon: String,
     pub running: Running,
     pub dir: tempfile::TempDir,
+    /// The auth provider behind `/auth/v1` (to sign users up).
+    pub auth: Arc<JwtAuth>,
 }
 
 impl Served {
@@ -35,6 +38,11 @@ impl Served {
 /// Starts `truststream serve` (storage-fs, db-memory, auth-jwt) on a free
 /// port, uploads limited to `max_upload_bytes`.
 pub async fn serve(max_upload_bytes: u64) -> Served {
+    serve_with(max_upload_bytes, BTreeMap::new()).await
+}
+
+/// Like [`serve`], with bucket policies.
+pub async fn serve_with(max_upload_bytes: u64, buckets: BTreeMap<String, BucketPolicy>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
     let mut cfg = JwtAuthConfig::with_secret("storage-supabase test secret, 32+ bytes long");
@@ -49,11 +57,12 @@ pub async fn serve(max_upload_bytes: u64) -> Served {
         bind: "127.0.0.1:0".into(),
         data_dir: dir.path().join("data").to_string_lossy().into(),
         max_upload_bytes,
+        buckets,
         ..ServeConfig::default()
     };
     let providers = Providers {
         db,
-        auth,
+        auth: auth.clone(),
         storage,
         metrics: None,
     };
@@ -67,5 +76,6 @@ pub async fn serve(max_upload_bytes: u64) -> Served {
         anon: running.keys.anon().to_string(),
         running,
         dir,
+        auth,
     }
 }
