@@ -334,11 +334,12 @@ impl SupabaseAuth {
             .await;
         match r {
             Ok(_) => Ok(()),
+            // Only GoTrue's own word counts: a bare 404 may be a wrong URL.
             Err(e)
-                if e.kind() == truststream_core_auth::ErrorKind::NotFound
-                    || e.context().iter().any(|(k, v)| {
-                        *k == "error_code" && matches!(v.as_str(), "session_not_found")
-                    }) =>
+                if e.context().iter().any(|(k, v)| {
+                    *k == "error_code"
+                        && matches!(v.as_str(), "session_not_found" | "user_not_found")
+                }) =>
             {
                 Ok(())
             }

@@ -103,3 +103,13 @@ async fn conformance_against_truststream_serve_with_check_session() {
     run_suite("supabase/serve+check_session", settings, &[]).await;
     gw.server.stop().await.unwrap();
 }
+
+/// serve signing ES256: tokens verified against its JWKS, no shared secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_against_truststream_serve_es256_jwks() {
+    let gw = common::Gateway::start_es256().await;
+    let mut settings = gw.settings();
+    settings.as_object_mut().unwrap().remove("jwt_secret");
+    run_suite("supabase/serve-es256-jwks", settings, SKIPPED).await;
+    gw.server.stop().await.unwrap();
+}

@@ -25,9 +25,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// serve signing HS256 with [`SECRET`].
     pub async fn start() -> Gateway {
+        Gateway::start_with(JwtAuthConfig::with_secret(SECRET)).await
+    }
+
+    /// serve signing ES256 with a test key, publishing its public key at
+    /// `/auth/v1/.well-known/jwks.json`.
+    pub async fn start_es256() -> Gateway {
+        Gateway::start_with(JwtAuthConfig::with_private_key(
+            truststream_auth_jwt::Algorithm::ES256,
+            include_str!("../keys/ec_private.pem"),
+        ))
+        .await
+    }
+
+    async fn start_with(mut cfg: JwtAuthConfig) -> Gateway {
         let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
-        let mut cfg = JwtAuthConfig::with_secret(SECRET);
         cfg.issuer = ISSUER.into();
         cfg.argon2 = Argon2Cost::minimal();
         cfg.refresh_reuse_interval_ms = REUSE_INTERVAL_MS;
