@@ -13,6 +13,9 @@
 //! - pgbouncer killed (`SIGKILL`) in the middle of a transaction: the call
 //!   fails with `Unavailable`, nothing of it is applied, and the provider
 //!   works again once pgbouncer is back;
+//! - row-level security through `scoped` handles: user A never reads or
+//!   changes user B's rows, and no role or claim outlives its transaction
+//!   on the shared server connections;
 //! - tables made with plain SQL (migrations) are described from the
 //!   catalog and work through the provider, directly and through the
 //!   pooler; by-id calls on a table without a primary key are
@@ -29,7 +32,8 @@ use sqlx::Connection as _;
 use truststream_conformance::{db, factory};
 use truststream_core::Secret;
 use truststream_core_db::{
-    col, ColumnType, Database, DbResult, ErrorKind, Operation, Params, Query, Row,
+    col, ColumnDef, ColumnType, Database, DbResult, ErrorKind, Operation, Params, Query,
+    RequestScope, Row, TableSchema,
 };
 use truststream_db_postgres::testing::{self, PgBouncer, PrivateCluster, Scratch};
 use truststream_db_postgres::{PgConfig, PgDatabase, Pooler};
@@ -674,5 +678,128 @@ async fn pooler_mode_refuses_the_change_feed_and_keeps_settings_per_transaction(
         assert_eq!(r[0]["t"], json!("0"));
     }
     drop((db, plain));
+    scratch.cleanup().await.unwrap();
+}
+
+const A: &str = "00000000-0000-4000-8000-00000000000a";
+const B: &str = "00000000-0000-4000-8000-00000000000b";
+
+fn user(sub: &str) -> RequestScope {
+    let claims = json!({"sub": sub, "role": "authenticated", "aud": "authenticated"});
+    RequestScope::new("authenticated", row(claims)).expect("a scope")
+}
+
+/// `CREATE ROLE name NOLOGIN` unless it exists (concurrent tests race on it).
+fn ensure_role(name: &str) -> String {
+    format!(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN \
+             CREATE ROLE {name} NOLOGIN; \
+           END IF; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn row_level_security_holds_through_pgbouncer() {
+    let Some((url, b)) = bouncer(2).await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let cfg = pooled(&scratch, &b, "rls");
+    let schema = cfg.schema.clone().unwrap();
+    let db = Arc::new(PgDatabase::open(cfg).await.unwrap());
+    assert!(db.capabilities().row_security);
+    db.create_table(
+        &TableSchema::new("notes")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("owner").not_null())
+            .column(ColumnDef::text("body")),
+    )
+    .await
+    .unwrap();
+    let t = format!("\"{schema}\".notes");
+    let sub = "current_setting('request.jwt.claim.sub', true)";
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    for s in [
+        ensure_role("anon"),
+        ensure_role("authenticated"),
+        format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO authenticated"),
+        format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
+        format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
+        format!(
+            "CREATE POLICY own ON {t} FOR ALL TO authenticated \
+             USING (owner = {sub}) WITH CHECK (owner = {sub})"
+        ),
+    ] {
+        sqlx::raw_sql(&s).execute(&mut admin).await.unwrap();
+    }
+    let _ = admin.close().await;
+    let a = db.clone().scoped(user(A)).unwrap();
+    let bb = db.clone().scoped(user(B)).unwrap();
+    a.create("notes", row(json!({"id": "a1", "owner": A})))
+        .await
+        .unwrap();
+    bb.create("notes", row(json!({"id": "b1", "owner": B})))
+        .await
+        .unwrap();
+    let e = a
+        .create("notes", row(json!({"id": "a2", "owner": B})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+
+    // Interleaved from many tasks over two server connections: every
+    // scoped call sees and changes its own rows only, and unscoped calls
+    // on the same server connections never run with a role or claim left
+    // over from a scoped transaction.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (db, a, bb) = (db.clone(), a.clone(), bb.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..15 {
+                let (h, me, other) = if i % 2 == 0 {
+                    (&a, A, "b1")
+                } else {
+                    (&bb, B, "a1")
+                };
+                let rows = h.read("notes", &Query::new()).await.unwrap();
+                assert!(!rows.is_empty() && rows.iter().all(|r| r["owner"] == me));
+                assert!(h.get("notes", &json!(other)).await.unwrap().is_none());
+                let e = h
+                    .update("notes", &json!(other), row(json!({"body": "pwned"})))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                let r = db
+                    .raw_query(
+                        "SELECT current_user::text AS who, \
+                         coalesce(current_setting('request.jwt.claim.sub', true), '') AS sub",
+                        &Params::new(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r[0]["sub"], json!(""), "a claim leaked: {r:?}");
+                assert_eq!(r[0]["who"], json!("postgres"), "a role leaked: {r:?}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let bodies: Vec<Value> = db
+        .raw_query("SELECT body FROM notes ORDER BY id", &Params::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r["body"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![Value::Null, Value::Null],
+        "nothing was changed"
+    );
+    drop((a, bb, db));
     scratch.cleanup().await.unwrap();
 }
