@@ -135,8 +135,17 @@ impl GoTrue {
             .request(method, format!("{}{path}", self.base))
             .header("apikey", self.anon_key.expose())
             .header("x-supabase-api-version", API_VERSION)
-            .header("accept", "application/json")
-            .bearer_auth(bearer.unwrap_or(&self.anon_key).expose());
+            .header("accept", "application/json");
+        // `Authorization` carries JWTs only: the user's token, or a legacy
+        // (JWT) anon key. The new non-JWT keys (`sb_publishable_...`) are
+        // refused there by the platform; `apikey` alone authorizes them.
+        match bearer {
+            Some(t) => req = req.bearer_auth(t.expose()),
+            None if is_jwt(self.anon_key.expose()) => {
+                req = req.bearer_auth(self.anon_key.expose());
+            }
+            None => {}
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -181,6 +190,17 @@ impl GoTrue {
             .with_operation(op.name())),
         }
     }
+}
+
+/// Whether `key` has the shape of a JWT (three base64url parts).
+fn is_jwt(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// GoTrue's error code -> kind, for the codes whose meaning does not
@@ -336,6 +356,15 @@ pub(crate) fn api_error(
 mod tests {
     use super::*;
     use ErrorKind as K;
+
+    #[test]
+    fn only_jwts_are_bearers() {
+        assert!(is_jwt("eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2ln"));
+        assert!(!is_jwt("sb_publishable_abc123"));
+        assert!(!is_jwt("a.b"));
+        assert!(!is_jwt("a..c"));
+        assert!(!is_jwt("a.b c.d"));
+    }
 
     #[test]
     fn the_three_shapes() {
