@@ -803,3 +803,85 @@ async fn row_level_security_holds_through_pgbouncer() {
     drop((a, bb, db));
     scratch.cleanup().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_queries_through_pgbouncer_leave_no_named_statement_and_refuse_bad_input() {
+    let Some((url, b)) = bouncer(2).await else {
+        return;
+    };
+    let scratch = Scratch::new(url);
+    let db = Arc::new(PgDatabase::open(pooled(&scratch, &b, "raw")).await.unwrap());
+    db.raw_query(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, at TIMESTAMPTZ, v TEXT)",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    // Parameters bound as the types PostgreSQL infers (a string as a
+    // timestamp, an integer as int4), also with a trailing comment.
+    for i in 0..20i64 {
+        let r = db
+            .raw_query(
+                "INSERT INTO t (id, at, v) VALUES (:id, :at, :v) RETURNING id, v -- done",
+                &params(json!({"id": i, "at": "2024-05-01T12:00:00Z", "v": "it's ; -- \" x"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r[0]["v"], json!("it's ; -- \" x"));
+    }
+    let r = db
+        .raw_query(
+            "SELECT count(*) AS n FROM t WHERE at >= :since AND id < :lim::int4",
+            &params(json!({"since": "2024-01-01T00:00:00Z", "lim": 10})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0]["n"], json!(10));
+    // Bad input: the right kind, and the next call works.
+    let e = db
+        .raw_query("SELECT 1; DROP TABLE t", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = db
+        .raw_query("SELEC :v", &params(json!({"v": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = db
+        .raw_query("SELECT :v::interval AS i", &params(json!({"v": "1 day"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.message().contains("cast"), "{e}");
+    let e = db
+        .raw_query("SELECT :n::int2 AS n", &params(json!({"n": 70000})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = db
+        .raw_query(
+            "SELECT * FROM missing_table WHERE id = :id",
+            &params(json!({"id": 1})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // Nothing named is left on any server connection.
+    for _ in 0..10 {
+        let r = db
+            .raw_query(
+                "SELECT count(*) AS n FROM pg_prepared_statements",
+                &Params::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r[0]["n"],
+            json!(0),
+            "a named statement outlived its transaction"
+        );
+    }
+    drop(db);
+    scratch.cleanup().await.unwrap();
+}
