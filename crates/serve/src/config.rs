@@ -40,10 +40,27 @@ pub struct ServeConfig {
     pub shutdown_grace_s: u64,
     /// CORS: allowed origins (default `["*"]`, like Supabase's API gateway).
     pub cors_allowed_origins: Vec<String>,
-    /// Who may touch each table on providers without row-level security
-    /// (keyed by table name). A table without an entry is reachable by the
-    /// service role only.
+    /// Who may touch each table (keyed by table name). A table without an
+    /// entry is reachable by the service role only. With `row_security`
+    /// these policies still apply, before the database's own (defense in
+    /// depth): leave `owner_column` out to leave the rows to the
+    /// database's row-level security policies alone.
     pub tables: BTreeMap<String, TablePolicy>,
+    /// Run every `/rest/v1` request of an anon or signed-in caller as the
+    /// PostgreSQL role `anon` or `authenticated` with the caller's
+    /// verified JWT claims (`request.jwt.claims`, `auth.uid()`,
+    /// `auth.role()`, `auth.jwt()`), so the database's row-level security
+    /// policies decide which rows they see and change; the service role
+    /// stays unscoped (default `false`). Needs a database with row-level
+    /// security (PostgreSQL): any other fails the start naming this key.
+    /// At start the server makes the roles `anon`, `authenticated` and
+    /// `service_role` (NOLOGIN, `service_role` BYPASSRLS) when missing,
+    /// grants them to its own user, creates the schema `auth` with
+    /// `auth.uid()`, `auth.role()` and `auth.jwt()`, and grants the roles
+    /// USAGE on `public`, `auth` and the provider's schema. Table
+    /// privileges (`GRANT SELECT ... TO authenticated`), `ENABLE ROW LEVEL
+    /// SECURITY` and the policies are the application's.
+    pub row_security: bool,
     /// Who may touch the objects of each bucket (keyed by bucket id). A
     /// bucket without an entry: public buckets are readable by anyone,
     /// everything else is the service role's only.
@@ -70,6 +87,7 @@ impl Default for ServeConfig {
             shutdown_grace_s: 10,
             cors_allowed_origins: vec!["*".into()],
             tables: BTreeMap::new(),
+            row_security: false,
             buckets: BTreeMap::new(),
             auth: AuthSettings::default(),
             realtime: RealtimeSettings::default(),
@@ -158,9 +176,10 @@ impl TableAction {
     }
 }
 
-/// Access to one table for requests that are not the service role's, on
-/// database providers without row-level security (on PostgreSQL the
-/// database's own policies decide).
+/// Access to one table for requests that are not the service role's.
+/// With [`ServeConfig::row_security`] the database's own row-level
+/// security policies apply too, after these: a table may then leave out
+/// `owner_column` and leave the rows to the database.
 ///
 /// ```toml
 /// [default.serve.tables.todos]
@@ -179,6 +198,8 @@ pub struct TablePolicy {
     /// A signed-in user reads, updates and deletes only rows whose
     /// `owner_column` is their user id, and inserts only rows that carry it
     /// (set when left out). Anonymous requests never match an owner.
+    /// Optional: without it the granted actions reach every row (with
+    /// `row_security`, every row the database's policies let through).
     pub owner_column: Option<String>,
     /// Per action, a permission (`action:resource`) the signed-in user must
     /// also hold (core-auth's role permissions).

@@ -7,6 +7,7 @@ pub mod keys;
 mod auth;
 mod realtime;
 mod rest;
+mod rls;
 mod storage;
 
 use std::future::Future;
@@ -94,6 +95,9 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::internal(format!("serve: local address: {e}")))?;
         let public_url = config.public_url(addr);
+        if config.row_security {
+            rls::setup(&*providers.db).await?;
+        }
         let hub = realtime::start_hub(&config, &providers, &keys).await?;
         let state = Arc::new(ServeState {
             db: providers.db,

@@ -1,9 +1,11 @@
 //! Who may touch a table: the caller, hidden tables, the table's policy
 //! (`[serve.tables]`), its permissions and the owner rule.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
-use truststream_core_db::{ColumnRef, Filter, TableSchema};
+use truststream_core_db::{ColumnRef, Database, Filter, RequestScope, TableSchema};
 
 use super::error::{ApiError, ApiResult};
 use crate::caller::{identify, Caller, CallerError, Role};
@@ -47,6 +49,10 @@ pub(crate) struct Access {
     pub caller: Caller,
     pub schema: TableSchema,
     pub owner: Owner,
+    /// The database the request's calls go to: with `serve.row_security`,
+    /// a handle scoped to an anon or authenticated caller (the database's
+    /// row-level security policies apply); else the server's.
+    pub db: Arc<dyn Database>,
 }
 
 impl Access {
@@ -177,9 +183,26 @@ pub(crate) async fn authorize(
             }
         }
     };
+    let db = database_for(state, &caller).map_err(|e| ApiError::from_db(&e))?;
     Ok(Access {
         caller,
         schema,
         owner,
+        db,
     })
+}
+
+/// The database handle of `caller`'s calls: with `serve.row_security`,
+/// anon and authenticated callers run as their PostgreSQL role with their
+/// verified claims (the service role stays unscoped); without it, the
+/// server's handle.
+pub(crate) fn database_for(
+    state: &ServeState,
+    caller: &Caller,
+) -> truststream_core::Result<Arc<dyn Database>> {
+    if !state.config.row_security || caller.role == Role::ServiceRole {
+        return Ok(Arc::clone(&state.db));
+    }
+    let scope = RequestScope::new(caller.role.name(), caller.claims())?;
+    Arc::clone(&state.db).scoped(scope)
 }

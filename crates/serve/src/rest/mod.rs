@@ -238,17 +238,17 @@ pub(crate) fn rows_body(shape: Shape, rows: &[Row]) -> ApiResult<(HeaderValue, S
 
 /// Rows matching `filter` (COUNT(*) where the provider aggregates).
 pub(crate) async fn count(
-    state: &ServeState,
+    db: &dyn truststream_core_db::Database,
     table: &str,
     filter: Option<Filter>,
 ) -> ApiResult<u64> {
-    if state.db.capabilities().aggregates {
+    if db.capabilities().aggregates {
         let q = Query {
             select: vec![SelectItem::aggregate(AggFunc::Count, None, "count")],
             filter,
             ..Query::default()
         };
-        let rows = state.db.read(table, &q).await?;
+        let rows = db.read(table, &q).await?;
         Ok(rows
             .first()
             .and_then(|r| r.get("count"))
@@ -259,7 +259,7 @@ pub(crate) async fn count(
             filter,
             ..Query::default()
         };
-        Ok(state.db.read(table, &q).await?.len() as u64)
+        Ok(db.read(table, &q).await?.len() as u64)
     }
 }
 
@@ -328,9 +328,9 @@ async fn read_inner(
         offset: p.offset,
         ..Query::default()
     };
-    let rows = state.db.read(table, &query).await?;
+    let rows = access.db.read(table, &query).await?;
     let total = if prefer.count {
-        Some(count(state, table, query.filter.take()).await?)
+        Some(count(&*access.db, table, query.filter.take()).await?)
     } else {
         None
     };

@@ -159,7 +159,7 @@ fn sentinel(table: &str) -> Operation {
 /// Runs `ops` as one transaction; with `rollback`, runs them and applies
 /// nothing (the outputs are then unknown: `None`).
 async fn run_tx(
-    state: &ServeState,
+    db: &dyn truststream_core_db::Database,
     table: &str,
     mut ops: Vec<Operation>,
     rollback: bool,
@@ -175,31 +175,26 @@ async fn run_tx(
                     table,
                     filter,
                     data,
-                } => OperationOutput::Affected(state.db.update_many(&table, &filter, data).await?),
+                } => OperationOutput::Affected(db.update_many(&table, &filter, data).await?),
                 Operation::DeleteMany { table, filter } => {
-                    OperationOutput::Affected(state.db.delete_many(&table, &filter).await?)
+                    OperationOutput::Affected(db.delete_many(&table, &filter).await?)
                 }
                 Operation::Create { table, data } => {
-                    OperationOutput::Row(state.db.create(&table, data).await?)
+                    OperationOutput::Row(db.create(&table, data).await?)
                 }
-                other => state
-                    .db
-                    .transaction(vec![other])
-                    .await?
-                    .pop()
-                    .ok_or_else(|| {
-                        ApiError::from_db(&truststream_core::Error::internal(
-                            "empty transaction output",
-                        ))
-                    })?,
+                other => db.transaction(vec![other]).await?.pop().ok_or_else(|| {
+                    ApiError::from_db(&truststream_core::Error::internal(
+                        "empty transaction output",
+                    ))
+                })?,
             };
             return Ok(Some(vec![out]));
         }
-        return Ok(Some(state.db.transaction(ops).await?));
+        return Ok(Some(db.transaction(ops).await?));
     }
     let n = ops.len();
     ops.push(sentinel(table));
-    match state.db.transaction(ops).await {
+    match db.transaction(ops).await {
         Ok(_) => Err(ApiError::from_db(&truststream_core::Error::internal(
             "the rollback transaction committed",
         ))),
@@ -321,12 +316,12 @@ async fn insert_inner(
     let body = read_json(state, body).await?;
     let rows = insert_rows(&access, &p, &prefer, body)?;
     let stored = match prefer.resolution.as_deref() {
-        Some(_) => upsert(state, &access, &p, &prefer, rows, merge).await?,
+        Some(_) => upsert(&access, &p, &prefer, rows, merge).await?,
         None if rows.is_empty() => Vec::new(),
         None if prefer.rollback => {
             let n = rows.len();
             run_tx(
-                state,
+                &*access.db,
                 table,
                 vec![Operation::CreateMany {
                     table: table.to_string(),
@@ -345,7 +340,7 @@ async fn insert_inner(
                 n,
             );
         }
-        None => state.db.create_many(table, rows).await?,
+        None => access.db.create_many(table, rows).await?,
     };
     let n = stored.len();
     respond(
@@ -368,7 +363,6 @@ enum Slot {
 /// columns (default: the primary key), then created or updated (merge) or
 /// skipped (ignore), all in one transaction.
 async fn upsert(
-    state: &ServeState,
     access: &Access,
     p: &Params,
     prefer: &Prefer,
@@ -434,7 +428,7 @@ async fn upsert(
                 }),
                 ..Query::default()
             };
-            for r in state.db.read(table, &q).await? {
+            for r in access.db.read(table, &q).await? {
                 if let Some(k) = stored_key(&r, column, *ty) {
                     prefetched.insert(k, r);
                 }
@@ -468,13 +462,13 @@ async fn upsert(
                     limit: Some(1),
                     ..Query::default()
                 };
-                state.db.read(table, &q).await?.into_iter().next()
+                access.db.read(table, &q).await?.into_iter().next()
             }
             None => None,
         };
         plan_upsert_row(access, &pk, merge, row, existing, &mut ops, &mut slots)?;
     }
-    let Some(outputs) = run_tx(state, table, ops, prefer.rollback).await? else {
+    let Some(outputs) = run_tx(&*access.db, table, ops, prefer.rollback).await? else {
         return Ok(Vec::new());
     };
     let mut outputs: Vec<Option<OperationOutput>> = outputs.into_iter().map(Some).collect();
@@ -539,13 +533,13 @@ fn plan_upsert_row(
 /// `max-affected` with `handling=strict`: 400 PGRST124 when more rows
 /// would change.
 async fn check_max_affected(
-    state: &ServeState,
+    db: &dyn truststream_core_db::Database,
     table: &str,
     prefer: &Prefer,
     filter: &Option<Filter>,
 ) -> ApiResult<()> {
     if let Some(max) = prefer.max_affected {
-        let n = count(state, table, filter.clone()).await?;
+        let n = count(db, table, filter.clone()).await?;
         if n > max {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -561,7 +555,6 @@ async fn check_max_affected(
 /// The primary-key values of the rows `filter` selects (with `order`,
 /// `limit`, `offset`), and the key filter that pins a write to exactly them.
 async fn key_set(
-    state: &ServeState,
     access: &Access,
     p: &Params,
     filter: &Option<Filter>,
@@ -590,7 +583,7 @@ async fn key_set(
         offset: p.offset,
         ..Query::default()
     };
-    let rows = state.db.read(access.table(), &q).await?;
+    let rows = access.db.read(access.table(), &q).await?;
     let keys: Vec<Value> = rows.iter().filter_map(|r| r.get(&pk).cloned()).collect();
     let pin = Filter::In {
         column: ColumnRef {
@@ -660,7 +653,7 @@ async fn update_inner(
         _ => {}
     }
     let filter = access.restrict(p.filter.clone());
-    check_max_affected(state, table, &prefer, &filter).await?;
+    check_max_affected(&*access.db, table, &prefer, &filter).await?;
     let representation = prefer.ret.as_deref() == Some("representation");
     let limited = p.limit.is_some() || p.offset.is_some();
     if patch.is_empty() {
@@ -680,7 +673,7 @@ async fn update_inner(
             filter: filter.clone().unwrap_or(Filter::And(Vec::new())),
             data: patch,
         };
-        let n = match run_tx(state, table, vec![op], prefer.rollback).await? {
+        let n = match run_tx(&*access.db, table, vec![op], prefer.rollback).await? {
             Some(out) => match out.first() {
                 Some(OperationOutput::Affected(n)) => *n as usize,
                 _ => 0,
@@ -697,7 +690,7 @@ async fn update_inner(
             n,
         );
     }
-    let (keys, pin, pk) = key_set(state, &access, &p, &filter, false).await?;
+    let (keys, pin, pk) = key_set(&access, &p, &filter, false).await?;
     if keys.is_empty() {
         return respond(
             &access,
@@ -715,7 +708,7 @@ async fn update_inner(
         filter: pin.clone(),
         data: patch,
     };
-    let Some(out) = run_tx(state, table, vec![op], prefer.rollback).await? else {
+    let Some(out) = run_tx(&*access.db, table, vec![op], prefer.rollback).await? else {
         return respond(
             &access,
             &p,
@@ -755,7 +748,7 @@ async fn update_inner(
             order_by: p.order.clone(),
             ..Query::default()
         };
-        state.db.read(table, &q).await?
+        access.db.read(table, &q).await?
     } else {
         Vec::new()
     };
@@ -794,11 +787,11 @@ async fn delete_inner(
     let access = admit(state, headers, method, table, &[TableAction::Delete]).await?;
     let p = params(&access.schema, raw)?;
     let filter = access.restrict(p.filter.clone());
-    check_max_affected(state, table, &prefer, &filter).await?;
+    check_max_affected(&*access.db, table, &prefer, &filter).await?;
     let representation = prefer.ret.as_deref() == Some("representation");
     let limited = p.limit.is_some() || p.offset.is_some();
     let (rows, target) = if representation || limited {
-        let (rows, pin, _) = key_set(state, &access, &p, &filter, representation).await?;
+        let (rows, pin, _) = key_set(&access, &p, &filter, representation).await?;
         if rows.is_empty() {
             return respond(
                 &access,
@@ -818,7 +811,7 @@ async fn delete_inner(
         table: table.to_string(),
         filter: target,
     };
-    let n = match run_tx(state, table, vec![op], prefer.rollback).await? {
+    let n = match run_tx(&*access.db, table, vec![op], prefer.rollback).await? {
         Some(out) => match out.first() {
             Some(OperationOutput::Affected(n)) => *n as usize,
             _ => 0,

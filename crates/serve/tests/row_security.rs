@@ -1,0 +1,265 @@
+//! `serve.row_security` over PostgreSQL: `/rest/v1` requests of anon and
+//! signed-in callers run as the roles `anon` / `authenticated` with their
+//! verified claims, so the table's row-level security policies (written
+//! with `auth.uid()`, which the server's start-up setup creates) decide
+//! what each caller sees and changes; the service role sees everything.
+//! Needs the PostgreSQL server of `truststream_db_postgres::testing`
+//! (skipped with a message outside CI when it is missing).
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+mod common {
+    pub mod rest_util;
+}
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::rest_util::{json, Env};
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
+use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
+use truststream_core_auth::{Auth, SignUp};
+use truststream_core_db::{ColumnDef, ColumnDefault, Database, Params, TableSchema};
+use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_postgres::PgDatabase;
+use truststream_serve::{ApiKeys, Providers, ServeConfig, Server, TableAction, TablePolicy};
+
+const SECRET: &str = "an HS256 secret for the row security tests, 32+ bytes";
+
+fn todos() -> TableSchema {
+    TableSchema::new("todos")
+        .column(
+            ColumnDef::uuid("id")
+                .primary_key()
+                .default(ColumnDefault::RandomUuid),
+        )
+        .column(ColumnDef::uuid("owner").not_null())
+        .column(ColumnDef::text("title").not_null())
+        .column(ColumnDef::boolean("public").not_null().default_value(false))
+}
+
+/// `[serve.tables]`: actions granted, rows left to the database (no
+/// `owner_column`).
+fn policy() -> TablePolicy {
+    TablePolicy {
+        anon: vec![TableAction::Select, TableAction::Insert],
+        authenticated: TableAction::ALL.to_vec(),
+        ..TablePolicy::default()
+    }
+}
+
+/// A server over a scratch schema with `serve.row_security = true`, and
+/// `todos` under RLS: users own their rows (`owner = auth.uid()`), anon
+/// reads public rows.
+async fn start(s: &Scratch) -> Env {
+    let config = s.config("serve_rls");
+    let schema = config.schema.clone().unwrap();
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config).await.unwrap());
+    db.create_table(&todos()).await.unwrap();
+    let mut cfg = JwtAuthConfig::with_secret(SECRET);
+    cfg.argon2 = Argon2Cost::minimal();
+    let auth = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let providers = Providers {
+        db: db.clone(),
+        auth: auth.clone() as Arc<dyn Auth>,
+        storage: Arc::new(truststream_storage_memory::MemoryStorage::new()),
+        metrics: None,
+    };
+    let config = ServeConfig {
+        bind: "127.0.0.1:0".into(),
+        row_security: true,
+        tables: BTreeMap::from([("todos".to_string(), policy())]),
+        ..ServeConfig::default()
+    };
+    let server = Server::bind(providers, ApiKeys::generate(), config)
+        .await
+        .unwrap()
+        .spawn();
+    // The application's part: privileges, RLS and policies (the roles
+    // and auth.uid() come from the server's setup).
+    let t = format!("\"{schema}\".todos");
+    for sql in [
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO authenticated"),
+        format!("GRANT SELECT, INSERT ON {t} TO anon"),
+        format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
+        format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
+        format!(
+            "CREATE POLICY own ON {t} FOR ALL TO authenticated \
+             USING (owner = auth.uid()) WITH CHECK (owner = auth.uid())"
+        ),
+        format!("CREATE POLICY public_read ON {t} FOR SELECT TO anon USING (public)"),
+    ] {
+        db.raw_query(&sql, &Params::new()).await.unwrap();
+    }
+    Env {
+        server,
+        http: Client::new(),
+        db,
+        auth,
+        _dir: None,
+    }
+}
+
+fn titles(v: &Value) -> Vec<String> {
+    let mut t: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|r| r["title"].as_str().unwrap().to_string())
+        .collect();
+    t.sort();
+    t
+}
+
+async fn insert(e: &Env, token: &str, row: Value) -> (u16, Value) {
+    json(
+        e.user(token, Method::POST, "todos")
+            .header("prefer", "return=representation")
+            .json(&row),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_never_reach_each_others_rows_and_anon_sees_what_its_policy_allows() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+    let (a, ta) = e.sign_up("a@example.com").await;
+    let (b, tb) = e.sign_up("b@example.com").await;
+
+    // Each inserts their own rows; a row for someone else is refused by
+    // the policy's WITH CHECK.
+    let (st, body) = insert(&e, &ta, json!({"owner": a, "title": "a-1"})).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, _) = insert(
+        &e,
+        &ta,
+        json!({"owner": a, "title": "a-pub", "public": true}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, body) = insert(&e, &tb, json!({"owner": b, "title": "b-1"})).await;
+    assert_eq!(st, 201, "{body}");
+    let b1 = body[0]["id"].as_str().unwrap().to_string();
+    let (st, body) = insert(&e, &ta, json!({"owner": b, "title": "forged"})).await;
+    assert_eq!(st, 403, "{body}");
+
+    // Reads: own rows only, whatever the filter asks for.
+    let (st, body) = json(e.user(&ta, Method::GET, "todos?select=*")).await;
+    assert_eq!(st, 200);
+    assert_eq!(titles(&body), ["a-1", "a-pub"]);
+    let (_, body) = json(e.user(&ta, Method::GET, &format!("todos?owner=eq.{b}"))).await;
+    assert_eq!(titles(&body), Vec::<String>::new());
+    let (_, body) = json(e.user(&tb, Method::GET, "todos")).await;
+    assert_eq!(titles(&body), ["b-1"]);
+
+    // Updates and deletes of B's row by A change nothing.
+    let (st, body) = json(
+        e.user(&ta, Method::PATCH, &format!("todos?id=eq.{b1}"))
+            .header("prefer", "return=representation")
+            .json(&json!({"title": "pwned"})),
+    )
+    .await;
+    assert!(st == 200 || st == 204 || st == 404, "{st} {body}");
+    assert!(body.as_array().is_none_or(|a| a.is_empty()), "{body}");
+    let (st, _) = json(e.user(&ta, Method::DELETE, &format!("todos?id=eq.{b1}"))).await;
+    assert!(st < 300 || st == 404, "{st}");
+    let (st, _) = json(e.user(&ta, Method::DELETE, "todos?title=like.*")).await;
+    assert!(st < 300, "{st}");
+
+    // The service role sees everything: B's row intact, A's gone.
+    let (st, body) = json(e.service(Method::GET, "todos")).await;
+    assert_eq!(st, 200);
+    assert_eq!(titles(&body), ["b-1"]);
+
+    // Anon: only what the anon policy allows, and no write passes RLS.
+    let (st, _) = insert(
+        &e,
+        &tb,
+        json!({"owner": b, "title": "b-pub", "public": true}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, body) = json(e.anon(Method::GET, "todos")).await;
+    assert_eq!(st, 200);
+    assert_eq!(titles(&body), ["b-pub"]);
+    let (st, body) = json(
+        e.anon(Method::POST, "todos")
+            .json(&json!({"owner": b, "title": "anon", "public": true})),
+    )
+    .await;
+    assert!(st == 401 || st == 403, "{st} {body}");
+    let (_, body) = json(e.service(Method::GET, "todos")).await;
+    assert_eq!(titles(&body), ["b-1", "b-pub"]);
+    s.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_claims_are_bound_values() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+    let hostile = json!({
+        "note": "'); drop table todos; --",
+        "role": "service_role\"; reset role; --",
+        "q": "$$ $ts$ \\' \"",
+    });
+    let mut up = SignUp::new("o'neil@example.com", "correct horse battery staple");
+    up.user_metadata = hostile.as_object().unwrap().clone();
+    let session = e.auth.sign_up(up).await.unwrap();
+    let (id, token) = (
+        session.user.id.clone(),
+        session.access_token.expose().to_string(),
+    );
+    let (st, body) = insert(&e, &token, json!({"owner": id, "title": "mine"})).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = json(e.user(&token, Method::GET, "todos")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(titles(&body), ["mine"]);
+    // Still there, and still guarded.
+    let (_, other) = e.sign_up("x@example.com").await;
+    let (_, body) = json(e.user(&other, Method::GET, "todos")).await;
+    assert_eq!(titles(&body), Vec::<String>::new());
+    let (_, body) = json(e.service(Method::GET, "todos")).await;
+    assert_eq!(titles(&body), ["mine"]);
+    s.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn row_security_without_a_database_that_has_it_fails_the_start() {
+    let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    let mut cfg = JwtAuthConfig::with_secret(SECRET);
+    cfg.argon2 = Argon2Cost::minimal();
+    let auth = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = truststream_db_sqlite::SqliteDatabase::open(
+        truststream_db_sqlite::SqliteConfig::file(dir.path().join("rls.db")),
+    )
+    .await
+    .unwrap();
+    for db in [db, Arc::new(sqlite) as Arc<dyn Database>] {
+        let providers = Providers {
+            db,
+            auth: auth.clone() as Arc<dyn Auth>,
+            storage: Arc::new(truststream_storage_memory::MemoryStorage::new()),
+            metrics: None,
+        };
+        let config = ServeConfig {
+            bind: "127.0.0.1:0".into(),
+            row_security: true,
+            ..ServeConfig::default()
+        };
+        let e = Server::bind(providers, ApiKeys::generate(), config)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
+        assert!(e.message().contains("serve.row_security"), "{e}");
+    }
+}
