@@ -254,3 +254,57 @@ async fn hostile_input_is_refused_before_any_request() {
         ErrorKind::TooLarge
     );
 }
+
+#[tokio::test]
+async fn the_registry_builds_it_and_refuses_bad_configs_without_echoing_secrets() {
+    use truststream_core_auth::{AuthDeps, AuthRegistry};
+    let mut reg = AuthRegistry::new("auth");
+    truststream_auth_supabase::register(&mut reg);
+    let ok = reg
+        .build(
+            "supabase",
+            serde_json::json!({"url": "http://127.0.0.1:54321", "anon_key": ANON}),
+            AuthDeps { db: None },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.info().name, "supabase");
+    let caps = ok.capabilities();
+    assert!(caps.sign_up && caps.password_sign_in && caps.refresh);
+    assert!(!caps.revocation_checked && !caps.external_tokens);
+    assert!(caps.private_tables.is_empty());
+
+    for (what, cfg) in [
+        (
+            "missing anon_key",
+            serde_json::json!({"url": "http://x.example"}),
+        ),
+        (
+            "unknown field",
+            serde_json::json!({"url": "http://x.example", "anon_key": ANON, "service_key": PASSWORD}),
+        ),
+        (
+            "short secret",
+            serde_json::json!({"url": "http://x.example", "anon_key": ANON, "jwt_secret": PASSWORD}),
+        ),
+        (
+            "secret of the wrong type",
+            serde_json::json!({"url": "http://x.example", "anon_key": ANON, "jwt_secret": [PASSWORD]}),
+        ),
+        (
+            "credentials in the url",
+            serde_json::json!({"url": format!("https://user:{PASSWORD}@x.example"), "anon_key": ANON}),
+        ),
+    ] {
+        let e = match reg.build("supabase", cfg, AuthDeps { db: None }).await {
+            Err(e) => e,
+            Ok(_) => panic!("{what}: built"),
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        let shown = format!("{e} {e:?}");
+        assert!(
+            !shown.contains(PASSWORD) && !shown.contains(ANON),
+            "{what}: a secret leaked: {shown}"
+        );
+    }
+}
