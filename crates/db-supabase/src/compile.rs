@@ -460,12 +460,14 @@ pub(crate) fn query_string(params: &[(String, String)]) -> String {
         .join("&")
 }
 
-/// `columns="a","b"` for a bulk insert (the union of the rows' keys, in
-/// first-seen order).
+/// `columns=a,b` for a bulk insert (the union of the rows' keys, in
+/// first-seen order). The names are validated identifiers, so they go
+/// unquoted: PostgREST and serve accept both forms, postrust-server only
+/// this one.
 pub(crate) fn columns_param<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
     names
         .into_iter()
-        .map(|n| quote(n))
+        .map(String::as_str)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -692,6 +694,6 @@ mod tests {
     #[test]
     fn columns_are_quoted() {
         let cols = ["a".to_string(), "b".to_string()];
-        assert_eq!(columns_param(&cols), "\"a\",\"b\"");
+        assert_eq!(columns_param(&cols), "a,b");
     }
 }

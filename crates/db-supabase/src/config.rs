@@ -37,6 +37,9 @@ pub struct SupabaseDbConfig {
     /// The project URL (`https://<ref>.supabase.co`, or a `truststream
     /// serve` address); `/rest/v1` is appended.
     pub url: String,
+    /// The path of the REST API under `url` (default `/rest/v1`, as on
+    /// Supabase and `truststream serve`; `""` for a bare PostgREST server).
+    pub rest_path: String,
     /// The anon (publishable) key: calls run as `anon` unless a scoped
     /// handle carries a user's token. Set this or `service_role_key`.
     pub anon_key: Option<Secret>,
@@ -69,6 +72,7 @@ impl Default for SupabaseDbConfig {
     fn default() -> Self {
         SupabaseDbConfig {
             url: String::new(),
+            rest_path: "/rest/v1".to_string(),
             anon_key: None,
             service_role_key: None,
             schema: None,
@@ -169,6 +173,17 @@ impl SupabaseDbConfig {
                 ));
             }
         }
+        if !self
+            .rest_path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+            || self.rest_path.contains("..")
+        {
+            return Err(bad(
+                "rest_path",
+                "rest_path must be a plain path like /rest/v1".into(),
+            ));
+        }
         if let Some(s) = &self.schema {
             ident::validate(s).map_err(|e| e.with_context("setting", "schema"))?;
         }
@@ -186,9 +201,15 @@ impl SupabaseDbConfig {
         self.schema.as_deref().filter(|s| *s != "public")
     }
 
-    /// `<url>/rest/v1`.
+    /// `<url><rest_path>`.
     pub(crate) fn rest_base(&self) -> String {
-        format!("{}/rest/v1", self.url.trim_end_matches('/'))
+        format!(
+            "{}/{}",
+            self.url.trim_end_matches('/'),
+            self.rest_path.trim_matches('/')
+        )
+        .trim_end_matches('/')
+        .to_string()
     }
 }
 
@@ -207,6 +228,9 @@ mod tests {
         let c = parse(json!({"url": "http://127.0.0.1:54321/", "anon_key": "k"}));
         c.validate().unwrap();
         assert_eq!(c.rest_base(), "http://127.0.0.1:54321/rest/v1");
+        let bare = parse(json!({"url": "http://h:3000", "anon_key": "k", "rest_path": ""}));
+        bare.validate().unwrap();
+        assert_eq!(bare.rest_base(), "http://h:3000");
         assert_eq!(c.prefer, Prefer::Rest);
         assert_eq!(c.request_timeout_ms, 30_000);
         for bad in [
@@ -218,6 +242,7 @@ mod tests {
             json!({"url": "http://h", "anon_key": "a b"}),
             json!({"url": "http://h", "anon_key": "a", "schema": "x;y"}),
             json!({"url": "http://h", "anon_key": "a", "request_timeout_ms": 0}),
+            json!({"url": "http://h", "anon_key": "a", "rest_path": "/x?y"}),
         ] {
             let e = parse(bad.clone()).validate().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");

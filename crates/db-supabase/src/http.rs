@@ -358,6 +358,17 @@ pub(crate) fn total(content_range: Option<&str>) -> Option<u64> {
     content_range?.rsplit_once('/')?.1.trim().parse().ok()
 }
 
+/// The number of rows `first-last/...` covers; `*/...` is none.
+pub(crate) fn range_len(content_range: Option<&str>) -> Option<u64> {
+    let range = content_range?.split_once('/')?.0.trim();
+    if range == "*" {
+        return Some(0);
+    }
+    let (a, b) = range.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (b >= a).then(|| b - a + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,5 +526,9 @@ mod tests {
         assert_eq!(total(Some("*/3")), Some(3));
         assert_eq!(total(Some("0-4/*")), None);
         assert_eq!(total(None), None);
+        assert_eq!(range_len(Some("0-4/*")), Some(5));
+        assert_eq!(range_len(Some("*/*")), Some(0));
+        assert_eq!(range_len(Some("3-1/*")), None);
+        assert_eq!(range_len(Some("garbage")), None);
     }
 }

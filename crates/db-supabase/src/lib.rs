@@ -221,13 +221,28 @@ impl SupabaseDb {
             .map_err(|e| Error::invalid_input(format!("the row is not encodable as JSON: {e}")))
     }
 
-    /// Affected rows from `Content-Range` (the request asked `count=exact`).
-    fn affected(a: &http::Answer) -> DbResult<u64> {
-        http::total(a.content_range.as_deref()).ok_or_else(|| {
-            Error::unavailable(
-                "the Supabase REST API did not report how many rows changed (Content-Range)",
-            )
-        })
+    /// Rows an update changed, from `Content-Range` (the request asked
+    /// `count=exact`): the total after `/` (PostgREST, serve), else the
+    /// length of the range (`0-4/*`: postrust-server reports no total for
+    /// mutations), `*/*` being none.
+    fn updated(a: &http::Answer) -> DbResult<u64> {
+        let range = a.content_range.as_deref();
+        http::total(range)
+            .or_else(|| http::range_len(range))
+            .ok_or_else(|| {
+                Error::unavailable(
+                    "the Supabase REST API did not report how many rows changed (Content-Range)",
+                )
+            })
+    }
+
+    /// `select=<key>` for a delete's representation when the key is known
+    /// (from the SQL backend); else whole rows.
+    async fn key_select(&self, table: &str) -> DbResult<Option<(String, String)>> {
+        if self.sql.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(("select".to_string(), self.key_of(table).await?)))
     }
 
     async fn write_many(
@@ -256,6 +271,27 @@ impl SupabaseDb {
             }
         };
         let body = patch.as_ref().map(Self::body).transpose()?;
+        if method == Method::DELETE {
+            // Deleted rows are counted from the representation: servers
+            // disagree on what `Content-Range` says for a DELETE
+            // (postrust-server reports `*/*` whatever was deleted).
+            let mut params = params;
+            if let Some(sel) = self.key_select(table).await? {
+                params.insert(0, sel);
+            }
+            let a = self
+                .send(Call {
+                    op,
+                    method,
+                    table,
+                    params: &params,
+                    prefer: &["return=representation"],
+                    body,
+                    bearer: None,
+                })
+                .await?;
+            return Ok(http::rows(&a)?.len() as u64);
+        }
         let a = self
             .send(Call {
                 op,
@@ -267,7 +303,7 @@ impl SupabaseDb {
                 bearer: None,
             })
             .await?;
-        Self::affected(&a)
+        Self::updated(&a)
     }
 }
 
@@ -468,19 +504,22 @@ impl Database for SupabaseDb {
         if let Some(sql) = self.preferred()? {
             return sql.delete(table, id).await;
         }
-        let params = self.by_key(table, id).await?;
+        let mut params = self.by_key(table, id).await?;
+        if let Some(sel) = self.key_select(table).await? {
+            params.insert(0, sel);
+        }
         let a = self
             .send(Call {
                 op: "db.delete",
                 method: Method::DELETE,
                 table,
                 params: &params,
-                prefer: &["return=minimal", "count=exact"],
+                prefer: &["return=representation"],
                 body: None,
                 bearer: None,
             })
             .await?;
-        Ok(Self::affected(&a)? > 0)
+        Ok(!http::rows(&a)?.is_empty())
     }
 
     async fn create_many(&self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>> {
