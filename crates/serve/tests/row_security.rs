@@ -243,7 +243,16 @@ async fn row_security_without_a_database_that_has_it_fails_the_start() {
     )
     .await
     .unwrap();
-    for db in [db, Arc::new(sqlite) as Arc<dyn Database>] {
+    let sqlite: Arc<dyn Database> = Arc::new(sqlite);
+    // Neither provider runs calls as a role.
+    for db in [&db, &sqlite] {
+        assert!(!db.capabilities().row_security);
+        let scope =
+            truststream_core_db::RequestScope::new("authenticated", Default::default()).unwrap();
+        let e = Arc::clone(db).scoped(scope).err().unwrap();
+        assert_eq!(e.kind(), truststream_core::ErrorKind::Unsupported);
+    }
+    for db in [db, sqlite] {
         let providers = Providers {
             db,
             auth: auth.clone() as Arc<dyn Auth>,
