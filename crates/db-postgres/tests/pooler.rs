@@ -885,3 +885,40 @@ async fn raw_queries_through_pgbouncer_leave_no_named_statement_and_refuse_bad_i
     drop(db);
     scratch.cleanup().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooler_mode_needs_no_ignored_startup_parameters() {
+    // pgbouncer's defaults: no startup parameter ignored.
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let target = url.clone();
+    let Some(b) = tokio::task::spawn_blocking(move || PgBouncer::start_strict(&target, 2))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let scratch = Scratch::new(url);
+    let db = PgDatabase::open(pooled(&scratch, &b, "strict"))
+        .await
+        .expect("pooler mode sends nothing pgbouncer refuses");
+    db.raw_query("CREATE TABLE t (id INT PRIMARY KEY)", &Params::new())
+        .await
+        .unwrap();
+    db.create("t", row(json!({"id": 1}))).await.unwrap();
+    assert!(db.get("t", &json!(1)).await.unwrap().is_some());
+    // With the mode off sqlx sends `extra_float_digits` and the provider
+    // `options` (search_path, statement_timeout): refused at connect.
+    let mut off = scratch.config("strict_off");
+    off.url = Secret::new(b.url());
+    off.acquire_timeout_ms = 2_000;
+    let e = PgDatabase::open(off).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        e.to_string().contains("unsupported startup parameter"),
+        "{e}"
+    );
+    drop(db);
+    scratch.cleanup().await.unwrap();
+}

@@ -78,7 +78,27 @@ impl PgBouncer {
     /// outside CI: the caller skips. Under `CI=true` ([`in_ci`]) that
     /// panics, so a test needing it never passes without it. Panics when
     /// it does not start.
+    ///
+    /// pgbouncer refuses startup parameters it does not know; this one
+    /// ignores `extra_float_digits`, `options` and `search_path` (what sqlx
+    /// sends for a provider with the pooler mode off), see
+    /// [`PgBouncer::start_strict`].
     pub fn start(server_url: &str, pool_size: u32) -> Option<PgBouncer> {
+        Self::start_with(
+            server_url,
+            pool_size,
+            "extra_float_digits,options,search_path",
+        )
+    }
+
+    /// [`PgBouncer::start`] without ignoring any startup parameter
+    /// (pgbouncer's default): a client sending `options` or
+    /// `extra_float_digits` is refused.
+    pub fn start_strict(server_url: &str, pool_size: u32) -> Option<PgBouncer> {
+        Self::start_with(server_url, pool_size, "")
+    }
+
+    fn start_with(server_url: &str, pool_size: u32, ignore: &str) -> Option<PgBouncer> {
         let Some(bin) = binary() else {
             assert!(
                 !in_ci(),
@@ -111,7 +131,7 @@ impl PgBouncer {
              reserve_pool_size = 0\n\
              max_client_conn = 500\n\
              max_db_connections = {pool_size}\n\
-             ignore_startup_parameters = extra_float_digits,options,search_path,statement_timeout\n\
+             ignore_startup_parameters = {ignore}\n\
              server_check_delay = 0\n\
              logfile = {dir}/pgbouncer.log\n\
              admin_users = {user}\n",
