@@ -189,9 +189,10 @@ impl SupabaseAuth {
                         )
                         .with_operation(op.name()))
                 } else if e.kind() == truststream_core_auth::ErrorKind::Unauthenticated {
-                    Err(Error::unauthenticated(
-                        "the project refused the access token (its user or session no longer exists)",
-                    )
+                    Err(Error::unauthenticated(format!(
+                        "the project refused the access token: {}",
+                        e.message()
+                    ))
                     .with_operation(op.name()))
                 } else {
                     Err(e)
