@@ -9,7 +9,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use support::{with_sql_backend, Calls};
+use support::{with_sql_backend, with_sql_backend_and_feed, Calls};
 use truststream_conformance::{db, factory};
 use truststream_core_db::Database;
 
@@ -103,5 +103,51 @@ async fn serve_over_sqlite_passes_the_database_suite() {
     });
     let report = db::run("supabase(serve+sqlite)", f, None).await;
     check(&report, &[]);
+    assert_rest_carried_crud(&calls);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_over_memory_with_a_realtime_change_feed_passes_the_database_suite() {
+    let calls = Arc::new(Calls::default());
+    let c = calls.clone();
+    let f = factory(move || {
+        let calls = c.clone();
+        async move {
+            let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+            with_sql_backend_and_feed(db, calls).await
+        }
+    });
+    let report = db::run("supabase(serve+memory+realtime)", f, None).await;
+    report.print_table();
+    // The realtime feed is per table (Supabase Realtime's postgres_changes;
+    // core-realtime's ChangeSpec names one table): these cases subscribe
+    // to every table at once and get Unsupported.
+    let all_tables = [
+        "changes.table_filter",
+        "changes.batch_and_transaction",
+        "changes.nothing_on_rollback",
+    ];
+    let failed: Vec<&str> = report
+        .cases
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            truststream_conformance::CaseOutcome::Failed(why) => {
+                assert!(
+                    why.contains("unsupported") && why.contains("name the table"),
+                    "{}: {why}",
+                    c.case
+                );
+                Some(c.case)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, all_tables, "{}", report.summary());
+    assert_eq!(
+        report.passed(),
+        db::cases().len() - all_tables.len() - SKIPPED_MEMORY.len()
+    );
+    let want: Vec<&str> = SKIPPED_MEMORY.iter().map(|(n, _)| *n).collect();
+    assert_eq!(report.skipped_cases(), want);
     assert_rest_carried_crud(&calls);
 }

@@ -204,3 +204,23 @@ pub async fn with_sql_backend(
     };
     Ok(Arc::new(rest_only(&served).with_sql(Arc::new(backend))) as Arc<dyn Database>)
 }
+
+/// As [`with_sql_backend`], with realtime-memory over `db` as the change
+/// feed (the way serve's realtime hub is fed by the database it serves).
+pub async fn with_sql_backend_and_feed(
+    db: Arc<dyn Database>,
+    calls: Arc<Calls>,
+) -> Result<Arc<dyn Database>, String> {
+    let served = serve(db.clone(), vec![]).await?;
+    let rt = Arc::new(truststream_realtime_memory::MemoryRealtime::with_change_feed(db.clone()));
+    let backend = Recording {
+        inner: db,
+        calls,
+        server: Some(served.server.clone()),
+    };
+    Ok(Arc::new(
+        rest_only(&served)
+            .with_sql(Arc::new(backend))
+            .with_change_feed(rt),
+    ) as Arc<dyn Database>)
+}
