@@ -27,29 +27,68 @@ fn role(name: &str) -> String {
     ))
 }
 
-/// Reads a claim like Supabase's `auth.uid()` / `auth.role()`: the single
-/// setting, else the claim in `request.jwt.claims`.
-fn claim_function(name: &str, claim: &str, ty: &str) -> String {
+/// `CREATE OR REPLACE FUNCTION auth.<name>()` when it is missing or the
+/// server's database user owns it (so a setup made once by an
+/// administrator, or Supabase's own functions, are left as they are).
+fn function(name: &str, create: &str) -> String {
     locked(&format!(
-        "CREATE OR REPLACE FUNCTION auth.{name}() RETURNS {ty} LANGUAGE sql STABLE AS $fn$ \
-           SELECT coalesce( \
-             nullif(current_setting('request.jwt.claim.{claim}', true), ''), \
-             (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> '{claim}') \
-           )::{ty} \
-         $fn$;"
+        "IF pg_catalog.to_regprocedure('auth.{name}()') IS NULL \
+            OR (SELECT pg_catalog.pg_get_userbyid(proowner) FROM pg_catalog.pg_proc \
+                 WHERE oid = pg_catalog.to_regprocedure('auth.{name}()')) = current_user THEN \
+           {create} \
+         END IF;"
     ))
 }
 
-/// The setup statements, in order (each one statement, idempotent).
+/// Reads a claim like Supabase's `auth.uid()` / `auth.role()`: the single
+/// setting, else the claim in `request.jwt.claims`.
+fn claim_function(name: &str, claim: &str, ty: &str) -> String {
+    function(
+        name,
+        &format!(
+            "CREATE OR REPLACE FUNCTION auth.{name}() RETURNS {ty} LANGUAGE sql STABLE AS $fn$ \
+               SELECT coalesce( \
+                 nullif(current_setting('request.jwt.claim.{claim}', true), ''), \
+                 (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> '{claim}') \
+               )::{ty} \
+             $fn$;"
+        ),
+    )
+}
+
+/// USAGE on the schema `schema` (an SQL expression) for the three roles,
+/// each unless it has it (a user that may not grant, with the grants made
+/// once by an administrator, passes).
+fn usage(schema: &str) -> String {
+    locked(&format!(
+        "DECLARE s text := {schema}; r text; BEGIN \
+           IF s IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = s) THEN \
+             FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP \
+               IF NOT pg_catalog.has_schema_privilege(r, s, 'USAGE') THEN \
+                 EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', s, r); \
+               END IF; \
+             END LOOP; \
+           END IF; \
+         END;"
+    ))
+}
+
+/// The setup statements, in order (each one statement, idempotent, and
+/// each step skipped when already done, so that a database user without
+/// CREATEROLE passes once an administrator ran it).
 pub(crate) fn statements() -> Vec<String> {
-    let roles = "anon, authenticated, service_role";
     vec![
         role("anon"),
         role("authenticated"),
         role("service_role"),
+        // Only a superuser may give BYPASSRLS: without it, say so and go
+        // on (the server runs the service role unscoped anyway).
         locked(
             "IF NOT (SELECT rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = 'service_role') \
-             THEN ALTER ROLE service_role BYPASSRLS; END IF;",
+             THEN BEGIN ALTER ROLE service_role BYPASSRLS; \
+               EXCEPTION WHEN insufficient_privilege THEN \
+                 RAISE WARNING 'service_role lacks BYPASSRLS (only a superuser can give it)'; \
+             END; END IF;",
         ),
         // The provider's user runs requests as these roles (SET ROLE needs
         // membership; a superuser has it already).
@@ -61,10 +100,14 @@ pub(crate) fn statements() -> Vec<String> {
              IF NOT pg_catalog.pg_has_role(current_user, 'service_role', 'MEMBER') THEN \
                GRANT service_role TO CURRENT_USER; END IF;",
         ),
-        locked("CREATE SCHEMA IF NOT EXISTS auth;"),
+        locked(
+            "IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'auth') THEN \
+               CREATE SCHEMA auth; END IF;",
+        ),
         claim_function("uid", "sub", "uuid"),
         claim_function("role", "role", "text"),
-        locked(
+        function(
+            "jwt",
             "CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $fn$ \
                SELECT coalesce( \
                  nullif(current_setting('request.jwt.claim', true), ''), \
@@ -72,17 +115,10 @@ pub(crate) fn statements() -> Vec<String> {
                )::jsonb \
              $fn$;",
         ),
-        locked(&format!("GRANT USAGE ON SCHEMA auth TO {roles};")),
-        locked(&format!(
-            "IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'public') THEN \
-               GRANT USAGE ON SCHEMA public TO {roles}; END IF;"
-        )),
+        usage("'auth'"),
+        usage("'public'"),
         // The provider's schema (its connections' search path).
-        locked(&format!(
-            "IF current_schema() IS NOT NULL THEN \
-               EXECUTE format('GRANT USAGE ON SCHEMA %I TO {roles}', current_schema()); \
-             END IF;"
-        )),
+        usage("current_schema()"),
     ]
 }
 

@@ -56,6 +56,12 @@ async fn start(s: &Scratch) -> Env {
     let config = s.config("serve_rls");
     let schema = config.schema.clone().unwrap();
     let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config).await.unwrap());
+    start_on(db, &schema, true).await
+}
+
+/// [`start`] over `db` (tables in `schema`); `force`: FORCE ROW LEVEL
+/// SECURITY (the table's owner is subject to the policies too).
+async fn start_on(db: Arc<dyn Database>, schema: &str, force: bool) -> Env {
     db.create_table(&todos()).await.unwrap();
     let mut cfg = JwtAuthConfig::with_secret(SECRET);
     cfg.argon2 = Argon2Cost::minimal();
@@ -79,11 +85,12 @@ async fn start(s: &Scratch) -> Env {
     // The application's part: privileges, RLS and policies (the roles
     // and auth.uid() come from the server's setup).
     let t = format!("\"{schema}\".todos");
+    let forced = if force { "FORCE" } else { "NO FORCE" };
     for sql in [
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO authenticated"),
         format!("GRANT SELECT, INSERT ON {t} TO anon"),
         format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
-        format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
+        format!("ALTER TABLE {t} {forced} ROW LEVEL SECURITY"),
         format!(
             "CREATE POLICY own ON {t} FOR ALL TO authenticated \
              USING (owner = auth.uid()) WITH CHECK (owner = auth.uid())"
@@ -228,6 +235,82 @@ async fn hostile_claims_are_bound_values() {
     assert_eq!(titles(&body), Vec::<String>::new());
     let (_, body) = json(e.service(Method::GET, "todos")).await;
     assert_eq!(titles(&body), ["mine"]);
+    s.cleanup().await.unwrap();
+}
+
+/// `url` with `user` instead of its user (and no password).
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}@{host}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_user_that_is_not_a_superuser_runs_requests_as_the_roles() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url.clone());
+    // An administrator's run of the setup (a superuser server), and the
+    // application's login role: no superuser, no CREATEROLE, granted the
+    // three roles, owning its schema.
+    let admin = start(&s).await;
+    let app = "ts_rls_app_user";
+    let config = s.config("serve_rls_app");
+    let schema = config.schema.clone().unwrap();
+    for sql in [
+        format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{app}') THEN \
+               CREATE ROLE {app} LOGIN NOSUPERUSER NOCREATEROLE NOBYPASSRLS; END IF; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ),
+        format!("GRANT anon, authenticated, service_role TO {app}"),
+        format!(
+            "DO $$ BEGIN EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO {app}', \
+             current_database()); END $$"
+        ),
+        format!("CREATE SCHEMA \"{schema}\" AUTHORIZATION {app}"),
+    ] {
+        admin.db.raw_query(&sql, &Params::new()).await.unwrap();
+    }
+    let mut app_config = truststream_db_postgres::PgConfig::new(as_user(&url, app));
+    app_config.schema = Some(schema.clone());
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(app_config).await.unwrap());
+    let who = db
+        .raw_query(
+            "select current_user::text as u, usesuper from pg_user where usename = current_user",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(who[0]["u"], app);
+    assert_eq!(who[0]["usesuper"], false);
+    // The server's setup passes as this user (every step already done
+    // or allowed), and the policies apply to its requests.
+    let e = start_on(db, &schema, false).await;
+    let (a, ta) = e.sign_up("a@example.com").await;
+    let (b, tb) = e.sign_up("b@example.com").await;
+    assert_eq!(
+        insert(&e, &ta, json!({"owner": a, "title": "a-1"})).await.0,
+        201
+    );
+    assert_eq!(
+        insert(&e, &tb, json!({"owner": b, "title": "b-1"})).await.0,
+        201
+    );
+    assert_eq!(
+        insert(&e, &ta, json!({"owner": b, "title": "forged"}))
+            .await
+            .0,
+        403
+    );
+    let (_, body) = json(e.user(&ta, Method::GET, "todos")).await;
+    assert_eq!(titles(&body), ["a-1"]);
+    let (_, body) = json(e.user(&tb, Method::GET, "todos")).await;
+    assert_eq!(titles(&body), ["b-1"]);
+    // The service role runs as the table's owner (no FORCE): every row.
+    let (_, body) = json(e.service(Method::GET, "todos")).await;
+    assert_eq!(titles(&body), ["a-1", "b-1"]);
     s.cleanup().await.unwrap();
 }
 
