@@ -369,29 +369,66 @@ impl SupabaseStorage {
     }
 
     /// Sends an upload body and fetches the stored object's metadata.
+    ///
+    /// Bodies larger than one chunk are sent as a stream, watched: when the
+    /// server takes nothing for `transfer_idle_timeout_ms` (it stopped
+    /// reading) the upload ends as [`ErrorKind::Timeout`].
     async fn put(
         &self,
         bucket: &str,
         key: &str,
-        body: reqwest::Body,
+        data: UploadBody,
         options: &UploadOptions,
         upsert: bool,
-        stream_error: Option<&Mutex<Option<Error>>>,
     ) -> StorageResult<ObjectMeta> {
         let target = Target::Object(bucket, key);
         let headers = self.upload_headers(options, upsert)?;
         let path = format!("/object/{}", object_path(bucket, key));
-        let sent = self
-            .execute(
-                self.request(Method::POST, &path)
-                    .headers(headers)
-                    .body(body),
-                target,
-            )
-            .await;
+        let mut rb = self.request(Method::POST, &path).headers(headers);
+        let slot: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let progress = Arc::new(Progress::new());
+        let watched = match data {
+            UploadBody::Bytes(b) if b.len() <= UPLOAD_CHUNK => {
+                rb = rb.body(b);
+                false
+            }
+            UploadBody::Bytes(b) => {
+                let len = b.len();
+                let chunks = futures::stream::iter(
+                    (0..len)
+                        .step_by(UPLOAD_CHUNK)
+                        .map(move |i| Ok(b.slice(i..(i + UPLOAD_CHUNK).min(len)))),
+                );
+                rb = rb.header(reqwest::header::CONTENT_LENGTH, len).body(
+                    reqwest::Body::wrap_stream(tracked(chunks, progress.clone())),
+                );
+                true
+            }
+            UploadBody::Stream(stream) => {
+                let body = guarded(stream, self.inner.config.max_upload_bytes, slot.clone());
+                rb = rb.body(reqwest::Body::wrap_stream(tracked(body, progress.clone())));
+                true
+            }
+        };
+        let idle = self.inner.config.idle_timeout();
+        let sent = if watched {
+            tokio::select! {
+                r = self.execute(rb, target) => r,
+                () = stalled(&progress, idle) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the Storage API took none of the upload of {} for {} ms",
+                        target_text(target),
+                        idle.as_millis()
+                    ),
+                )),
+            }
+        } else {
+            self.execute(rb, target).await
+        };
         // An error of the body stream itself (the caller's, or max_upload_bytes)
         // is what the caller should see, not the aborted request.
-        let taken = stream_error.and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()));
+        let taken = slot.lock().ok().and_then(|mut s| s.take());
         if let Some(e) = taken {
             return Err(e);
         }
@@ -418,7 +455,7 @@ impl SupabaseStorage {
                 ));
             }
             self.check_size(data.len() as u64)?;
-            self.put(bucket, key, data.into(), options, false, None)
+            self.put(bucket, key, UploadBody::Bytes(data), options, false)
                 .await
                 .map_err(|e| {
                     if e.kind() == ErrorKind::Conflict {
@@ -814,6 +851,60 @@ fn token_expiry(token: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp(v.get("exp")?.as_i64()?, 0)
 }
 
+/// Chunk size of uploads sent as streams (and the largest body sent whole).
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// An upload's content.
+enum UploadBody {
+    Bytes(Bytes),
+    Stream(ByteStream),
+}
+
+/// When an upload body last gave the HTTP client a chunk, and whether it
+/// has given all of them.
+struct Progress {
+    last: Mutex<Instant>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            last: Mutex::new(Instant::now()),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+/// `body`, recording its progress in `p`.
+fn tracked<S>(body: S, p: Arc<Progress>) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    let end = p.clone();
+    body.inspect(move |_| {
+        if let Ok(mut last) = p.last.lock() {
+            *last = Instant::now();
+        }
+    })
+    .chain(futures::stream::poll_fn(move |_| {
+        end.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(None)
+    }))
+}
+
+/// Returns once the body has been stuck (not finished, no chunk taken) for
+/// longer than `idle`.
+async fn stalled(p: &Progress, idle: Duration) {
+    loop {
+        tokio::time::sleep(idle / 4).await;
+        let stuck = p.last.lock().map(|l| l.elapsed() > idle).unwrap_or(false);
+        if stuck && !p.done.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
 /// A stream that counts bytes against `max` and parks its first error in
 /// `slot` (so the caller sees it instead of the aborted request).
 fn guarded(
@@ -900,7 +991,7 @@ impl Storage for SupabaseStorage {
             options.validate_upload(bucket, key)?;
             Self::check_condition(options)?;
             self.check_size(data.len() as u64)?;
-            self.put(bucket, key, data.into(), options, true, None)
+            self.put(bucket, key, UploadBody::Bytes(data), options, true)
                 .await
         };
         run.await
@@ -917,13 +1008,7 @@ impl Storage for SupabaseStorage {
         let run = async {
             options.validate_upload(bucket, key)?;
             Self::check_condition(options)?;
-            let slot = Arc::new(Mutex::new(None));
-            let body = reqwest::Body::wrap_stream(guarded(
-                data,
-                self.inner.config.max_upload_bytes,
-                slot.clone(),
-            ));
-            self.put(bucket, key, body, options, true, Some(&slot))
+            self.put(bucket, key, UploadBody::Stream(data), options, true)
                 .await
         };
         run.await

@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +32,14 @@ enum Then {
 
 /// A TCP server answering every connection with `then`; counts connections.
 async fn fake(then: Then) -> (String, Arc<AtomicUsize>) {
+    let (url, count, _) = fake_recording(then).await;
+    (url, count)
+}
+
+/// Like [`fake`], also keeping each request head.
+async fn fake_recording(then: Then) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -39,6 +47,7 @@ async fn fake(then: Then) -> (String, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             seen.fetch_add(1, Ordering::SeqCst);
+            let kept = kept.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut head = Vec::new();
@@ -48,6 +57,9 @@ async fn fake(then: Then) -> (String, Arc<AtomicUsize>) {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                kept.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_string());
                 match then {
                     Then::Answer(bytes) => {
                         let _ = sock.write_all(bytes).await;
@@ -61,7 +73,7 @@ async fn fake(then: Then) -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (format!("http://{addr}"), count)
+    (format!("http://{addr}"), count, heads)
 }
 
 fn client(url: &str) -> SupabaseStorage {
@@ -668,4 +680,39 @@ async fn folders_longer_than_one_list_request_are_paged() {
         .unwrap();
     assert_eq!(page.objects.len(), 10);
     served.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_an_upload_is_a_timeout() {
+    let (url, _, heads) = fake_recording(Then::Hang).await;
+    let s = client(&url);
+    let started = std::time::Instant::now();
+    // Far more than the socket buffers hold: the send blocks once they fill.
+    let big = Bytes::from(vec![1u8; 64 * 1024 * 1024]);
+    let e = s
+        .upload("b-1", "big.bin", big.clone(), &UploadOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    let chunks =
+        futures::stream::iter((0..1024).map(move |i| Ok(big.slice(i * 65536..(i + 1) * 65536))));
+    let e = s
+        .upload_stream("b-1", "big.bin", Box::pin(chunks), &UploadOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // A whole upload declares its length (the server can refuse it early).
+    let heads = heads.lock().unwrap().clone();
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("content-length: 67108864"),
+        "{}",
+        heads[0]
+    );
 }
