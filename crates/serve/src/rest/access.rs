@@ -112,6 +112,7 @@ fn denied(caller: &Caller, table: &str) -> ApiError {
 pub(crate) async fn authorize(
     state: &ServeState,
     caller: Caller,
+    token: Option<&str>,
     table: &str,
     actions: &[TableAction],
 ) -> ApiResult<Access> {
@@ -183,7 +184,7 @@ pub(crate) async fn authorize(
             }
         }
     };
-    let db = database_for(state, &caller).map_err(|e| ApiError::from_db(&e))?;
+    let db = database_for(state, &caller, token).map_err(|e| ApiError::from_db(&e))?;
     Ok(Access {
         caller,
         schema,
@@ -195,14 +196,20 @@ pub(crate) async fn authorize(
 /// The database handle of `caller`'s calls: with `serve.row_security`,
 /// anon and authenticated callers run as their PostgreSQL role with their
 /// verified claims (the service role stays unscoped); without it, the
-/// server's handle.
+/// server's handle. `token`: the request's bearer token, passed on for a
+/// signed-in user (providers that forward it to a server verifying it
+/// themselves, such as a Supabase REST API, need it).
 pub(crate) fn database_for(
     state: &ServeState,
     caller: &Caller,
+    token: Option<&str>,
 ) -> truststream_core::Result<Arc<dyn Database>> {
     if !state.config.row_security || caller.role == Role::ServiceRole {
         return Ok(Arc::clone(&state.db));
     }
-    let scope = RequestScope::new(caller.role.name(), caller.claims())?;
+    let mut scope = RequestScope::new(caller.role.name(), caller.claims())?;
+    if let (Role::Authenticated, Some(t)) = (caller.role, token) {
+        scope = scope.with_token(t);
+    }
     Arc::clone(&state.db).scoped(scope)
 }

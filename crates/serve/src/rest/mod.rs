@@ -290,7 +290,8 @@ pub(crate) async fn admit(
 ) -> ApiResult<Access> {
     check_profile(headers, method)?;
     let caller = access::caller(state, headers).await?;
-    access::authorize(state, caller, table, actions).await
+    let token = crate::caller::bearer(headers);
+    access::authorize(state, caller, token, table, actions).await
 }
 
 async fn read_rows(
