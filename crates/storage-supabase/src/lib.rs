@@ -216,10 +216,14 @@ impl SupabaseStorage {
             .or(cfg.access_token.as_ref())
             .map(Secret::expose)
             .unwrap_or(key);
+        // Checked by `validate` (keys) and `with_access_token` (tokens).
+        let mut apikey = reqwest::header::HeaderValue::from_str(key)
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+        apikey.set_sensitive(true);
         self.inner
             .http
             .request(method, format!("{}{path}", self.inner.base))
-            .header("apikey", key)
+            .header("apikey", apikey)
             .bearer_auth(bearer)
     }
 
