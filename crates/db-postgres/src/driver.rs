@@ -59,7 +59,9 @@ pub(crate) const DIALECT: SqlDialect = SqlDialect::Postgres;
 /// The provider's pool as the shared engine holds it: sqlx's pool, and how
 /// a transaction starts when connections go through a transaction-mode
 /// pooler.
-#[derive(Clone, Debug)]
+// No Debug: nothing here is worth printing, and the pool's options hold
+// the URL's parts.
+#[derive(Clone)]
 pub struct Pool {
     pub(crate) pg: PgPool,
     /// `Some` through a transaction-mode pooler: `BEGIN` and the
