@@ -16,6 +16,8 @@
 //! - row-level security through `scoped` handles: user A never reads or
 //!   changes user B's rows, and no role or claim outlives its transaction
 //!   on the shared server connections;
+//! - a provider on a direct connection to the same schema feeds the
+//!   changes written through the pooler;
 //! - tables made with plain SQL (migrations) are described from the
 //!   catalog and work through the provider, directly and through the
 //!   pooler; by-id calls on a table without a primary key are
@@ -920,5 +922,61 @@ async fn pooler_mode_needs_no_ignored_startup_parameters() {
         "{e}"
     );
     drop(db);
+    scratch.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_direct_provider_feeds_changes_written_through_the_pooler() {
+    let Some((url, b)) = bouncer(2).await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let pooled_cfg = pooled(&scratch, &b, "feed");
+    // The same schema, over a direct connection: the change feed's side.
+    let mut direct_cfg = pooled_cfg.clone().with_pooler(Pooler::None);
+    direct_cfg.url = Secret::new(url);
+    let writer = PgDatabase::open(pooled_cfg).await.unwrap();
+    let watcher = PgDatabase::open(direct_cfg).await.unwrap();
+    writer
+        .create_table(
+            &TableSchema::new("jobs")
+                .column(ColumnDef::integer("id").primary_key())
+                .column(ColumnDef::text("state")),
+        )
+        .await
+        .unwrap();
+    let mut feed = watcher.subscribe_changes(Some("jobs")).await.unwrap();
+    writer
+        .create("jobs", row(json!({"id": 1, "state": "new"})))
+        .await
+        .unwrap();
+    writer
+        .update("jobs", &json!(1), row(json!({"state": "done"})))
+        .await
+        .unwrap();
+    writer.delete("jobs", &json!(1)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let c = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+            .await
+            .expect("a change within 10 s")
+            .expect("feed open")
+            .expect("no gap");
+        seen.push((
+            format!("{:?}", c.kind),
+            c.key.clone(),
+            c.new.and_then(|r| r.get("state").cloned()),
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("Insert".to_string(), json!(1), Some(json!("new"))),
+            ("Update".to_string(), json!(1), Some(json!("done"))),
+            ("Delete".to_string(), json!(1), None),
+        ]
+    );
+    drop(feed);
+    drop((writer, watcher));
     scratch.cleanup().await.unwrap();
 }
