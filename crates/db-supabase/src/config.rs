@@ -17,6 +17,19 @@ pub enum Prefer {
     Sql,
 }
 
+/// How `bytes` values travel over REST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BytesFormat {
+    /// PostgreSQL's `bytea` text form, `\x` and hex: what PostgREST over
+    /// PostgreSQL (Supabase) takes and answers (the default).
+    #[default]
+    Postgres,
+    /// Standard base64 (core-db's own form): what `truststream serve`
+    /// takes and answers.
+    Base64,
+}
+
 /// Configuration of the Supabase database provider.
 ///
 /// ```
@@ -55,6 +68,9 @@ pub struct SupabaseDbConfig {
     /// [`crate::SupabaseDb::with_sql`]. Raw SQL, transactions and schema
     /// changes need it.
     pub pooler_url: Option<Secret>,
+    /// How `bytes` columns travel when the schema is known (from the SQL
+    /// backend): `postgres` (default) or `base64` (`truststream serve`).
+    pub bytes_format: BytesFormat,
     /// Longest a REST call may take, connect to last byte (default 30000 ms).
     pub request_timeout_ms: u64,
     /// Longest a TCP (and TLS) connect may take (default 5000 ms).
@@ -78,6 +94,7 @@ impl Default for SupabaseDbConfig {
             schema: None,
             prefer: Prefer::Rest,
             pooler_url: None,
+            bytes_format: BytesFormat::Postgres,
             request_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             pool_max_idle_per_host: 32,

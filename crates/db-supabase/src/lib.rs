@@ -5,6 +5,7 @@ mod compile;
 mod config;
 mod feed;
 mod http;
+mod types;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use truststream_core_db::{
 };
 use truststream_core_realtime::Realtime;
 
-pub use config::{Prefer, SupabaseDbConfig};
+pub use config::{BytesFormat, Prefer, SupabaseDbConfig};
 
 use compile::{Compiled, NeedsSql};
 use http::{Call, Rest};
@@ -34,8 +35,9 @@ struct Shared {
     config: SupabaseDbConfig,
     rest: Rest,
     closed: AtomicBool,
-    /// Primary-key column per table, learned from the SQL backend.
-    keys: Mutex<HashMap<String, String>>,
+    /// Table schemas learned from the SQL backend (primary keys, column
+    /// types and order).
+    schemas: Mutex<HashMap<String, TableSchema>>,
 }
 
 /// The Supabase database provider: a client of a PostgREST-compatible
@@ -87,7 +89,7 @@ impl SupabaseDb {
                 config,
                 rest,
                 closed: AtomicBool::new(false),
-                keys: Mutex::new(HashMap::new()),
+                schemas: Mutex::new(HashMap::new()),
             }),
             sql: None,
             feed: None,
@@ -113,6 +115,10 @@ impl SupabaseDb {
     /// The configuration.
     pub fn config(&self) -> &SupabaseDbConfig {
         &self.shared.config
+    }
+
+    fn pg_bytes(&self) -> bool {
+        self.shared.config.bytes_format == BytesFormat::Postgres
     }
 
     fn prefer_sql(&self) -> bool {
@@ -152,35 +158,89 @@ impl SupabaseDb {
         self.shared.rest.send(call).await
     }
 
-    /// The primary-key column of `table`: from the SQL backend when there
-    /// is one, else `id` (as core-db documents).
-    async fn key_of(&self, table: &str) -> DbResult<String> {
+    /// The schema of `table` from the SQL backend (cached); `None` without
+    /// a backend. A table the backend does not know is `NotFound`.
+    async fn schema_of(&self, table: &str) -> DbResult<Option<TableSchema>> {
         let Some(sql) = &self.sql else {
-            return Ok("id".to_string());
+            return Ok(None);
         };
-        if let Some(k) = self.lock_keys().get(table) {
-            return Ok(k.clone());
+        if let Some(s) = self.lock_schemas().get(table) {
+            return Ok(Some(s.clone()));
         }
         let schema = sql.describe_table(table).await?.ok_or_else(|| {
             Error::not_found(format!("table {table} does not exist")).with_context("table", table)
         })?;
-        let key = schema
-            .primary_key()
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| "id".to_string());
-        self.lock_keys().insert(table.to_string(), key.clone());
-        Ok(key)
+        self.lock_schemas()
+            .insert(table.to_string(), schema.clone());
+        Ok(Some(schema))
     }
 
-    fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    /// The primary-key column of `table`: from the SQL backend when there
+    /// is one, else `id` (as core-db documents).
+    async fn key_of(&self, table: &str) -> DbResult<String> {
+        Ok(self
+            .schema_of(table)
+            .await?
+            .and_then(|s| s.primary_key().map(|c| c.name.clone()))
+            .unwrap_or_else(|| "id".to_string()))
+    }
+
+    fn lock_schemas(&self) -> std::sync::MutexGuard<'_, HashMap<String, TableSchema>> {
         self.shared
-            .keys
+            .schemas
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn forget_key(&self, table: &str) {
-        self.lock_keys().remove(table);
+        self.lock_schemas().remove(table);
+    }
+
+    /// A row to write, checked and converted when the schema is known.
+    async fn encode(&self, table: &str, row: Row) -> DbResult<Row> {
+        match self.schema_of(table).await? {
+            Some(s) => types::encode(&s, row, self.pg_bytes()),
+            None => Ok(row),
+        }
+    }
+
+    /// Rows read back, in core-db's forms when the schema is known.
+    async fn decode(
+        &self,
+        table: &str,
+        rows: Vec<Row>,
+        query: Option<&Query>,
+    ) -> DbResult<Vec<Row>> {
+        let Some(schema) = self.schema_of(table).await? else {
+            return Ok(rows);
+        };
+        let select = query.map(|q| q.select.as_slice()).unwrap_or(&[]);
+        let all = select.is_empty()
+            || select
+                .iter()
+                .any(|s| matches!(s, truststream_core_db::SelectItem::All { .. }));
+        let order: Vec<String> = select
+            .iter()
+            .filter_map(|s| match s {
+                truststream_core_db::SelectItem::Column { column, alias } => {
+                    Some(alias.clone().unwrap_or_else(|| column.column.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let alias = |name: &str| {
+            select.iter().find_map(|s| match s {
+                truststream_core_db::SelectItem::Column {
+                    column,
+                    alias: Some(a),
+                } if a == name => Some(column.column.clone()),
+                _ => None,
+            })
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| types::decode(&schema, r, all, &order, &alias))
+            .collect())
     }
 
     /// Parameters selecting the row with primary key `id`.
@@ -253,13 +313,22 @@ impl SupabaseDb {
         filter: &Filter,
         patch: Option<Row>,
     ) -> DbResult<u64> {
+        let original = filter;
+        let encoded = match self.pg_bytes() {
+            true => self
+                .schema_of(table)
+                .await?
+                .map(|s| types::encode_filter(&s, filter)),
+            false => None,
+        };
+        let filter = encoded.as_ref().unwrap_or(filter);
         let compiled = match compile::filter(table, Some(filter)) {
             Ok(c) => c.map_err(|e| e.with_operation(op).with_context("table", table))?,
             Err(NeedsSql(reason)) => {
                 let sql = self.sql_for(&format!("a filter with {reason}"))?;
                 return match patch {
-                    Some(p) => sql.update_many(table, filter, p).await,
-                    None => sql.delete_many(table, filter).await,
+                    Some(p) => sql.update_many(table, original, p).await,
+                    None => sql.delete_many(table, original).await,
                 };
             }
         };
@@ -398,11 +467,12 @@ impl Database for SupabaseDb {
                 table,
                 params: &[],
                 prefer: &["return=representation"],
-                body: Some(Self::body(&row)?),
+                body: Some(Self::body(&self.encode(table, row).await?)?),
                 bearer: None,
             })
             .await?;
-        http::rows(&a)?.into_iter().next().ok_or_else(|| {
+        let rows = self.decode(table, http::rows(&a)?, None).await?;
+        rows.into_iter().next().ok_or_else(|| {
             Error::permission_denied(
                 "the row was inserted but the server returned none (a row-level security policy may hide it)",
             )
@@ -416,6 +486,16 @@ impl Database for SupabaseDb {
         if let Some(sql) = self.preferred()? {
             return sql.read(table, query).await;
         }
+        let encoded;
+        let query = match self.schema_of(table).await? {
+            Some(s) if query.filter.is_some() && self.pg_bytes() => {
+                let mut q = query.clone();
+                q.filter = q.filter.as_ref().map(|f| types::encode_filter(&s, f));
+                encoded = q;
+                &encoded
+            }
+            _ => query,
+        };
         let compiled = match compile::read(table, query) {
             Ok(c) => c.map_err(|e| e.with_operation("db.read").with_context("table", table))?,
             Err(NeedsSql(reason)) => {
@@ -443,7 +523,7 @@ impl Database for SupabaseDb {
                 bearer: None,
             })
             .await?;
-        http::rows(&a)
+        self.decode(table, http::rows(&a)?, Some(query)).await
     }
 
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
@@ -464,7 +544,11 @@ impl Database for SupabaseDb {
                 bearer: None,
             })
             .await?;
-        Ok(http::rows(&a)?.into_iter().next())
+        Ok(self
+            .decode(table, http::rows(&a)?, None)
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row> {
@@ -485,11 +569,12 @@ impl Database for SupabaseDb {
                 table,
                 params: &params,
                 prefer: &["return=representation"],
-                body: Some(Self::body(&patch)?),
+                body: Some(Self::body(&self.encode(table, patch).await?)?),
                 bearer: None,
             })
             .await?;
-        http::rows(&a)?.into_iter().next().ok_or_else(|| {
+        let rows = self.decode(table, http::rows(&a)?, None).await?;
+        rows.into_iter().next().ok_or_else(|| {
             Error::not_found(format!(
                 "no row of table {table} has the key {}",
                 truststream_core_db::value::describe(id)
@@ -531,6 +616,13 @@ impl Database for SupabaseDb {
             self.touch(table, "db.create_many").await?;
             return Ok(Vec::new());
         }
+        let rows = match self.schema_of(table).await? {
+            Some(s) => rows
+                .into_iter()
+                .map(|r| types::encode(&s, r, self.pg_bytes()))
+                .collect::<DbResult<Vec<_>>>()?,
+            None => rows,
+        };
         let mut columns: Vec<&String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
@@ -558,7 +650,7 @@ impl Database for SupabaseDb {
                 bearer: None,
             })
             .await?;
-        let out = http::rows(&a)?;
+        let out = self.decode(table, http::rows(&a)?, None).await?;
         if out.len() != n {
             return Err(Error::permission_denied(format!(
                 "{n} rows were inserted but the server returned {} (a row-level security policy may hide them)",
@@ -580,6 +672,7 @@ impl Database for SupabaseDb {
                 "an update of table {table} needs at least one column to set"
             )));
         }
+        let patch = self.encode(table, patch).await?;
         self.write_many("db.update_many", Method::PATCH, table, filter, Some(patch))
             .await
     }

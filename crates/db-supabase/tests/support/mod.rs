@@ -15,7 +15,7 @@ use truststream_core_db::{
     AlterTable, ChangeStream, Database, DbCapabilities, DbResult, Filter, Health, IndexSpec,
     Operation, OperationOutput, Params, ProviderInfo, Query, RequestScope, Row, TableSchema, Value,
 };
-use truststream_db_supabase::{SupabaseDb, SupabaseDbConfig};
+use truststream_db_supabase::{BytesFormat, SupabaseDb, SupabaseDbConfig};
 use truststream_serve::{ApiKeys, Providers, Running, ServeConfig, Server, TablePolicy};
 
 pub const SECRET: &str = "an HS256 secret for the db-supabase tests, 32+ bytes";
@@ -183,11 +183,13 @@ pub async fn serve(
 
 /// A service-role SupabaseDb against `served`, REST only.
 pub fn rest_only(served: &Served) -> SupabaseDb {
-    SupabaseDb::new(SupabaseDbConfig::service_role(
+    let mut cfg = SupabaseDbConfig::service_role(
         served.server.url.clone(),
         served.server.keys.service_role().to_string(),
-    ))
-    .unwrap()
+    );
+    // serve takes and answers bytes as base64 (core-db's form).
+    cfg.bytes_format = BytesFormat::Base64;
+    SupabaseDb::new(cfg).unwrap()
 }
 
 /// A service-role SupabaseDb against a server over `db`, with `db` (recorded
