@@ -718,3 +718,137 @@ async fn database_suite_against_postrust() {
         ]
     );
 }
+
+/// Real row-level security: a policy `using (owner = <the token's sub>)`
+/// (Supabase's `auth.uid()`), enforced by PostgreSQL for requests postrust
+/// runs as the token's role. User A never reads or changes user B's rows
+/// through a scoped handle.
+#[tokio::test(flavor = "multi_thread")]
+async fn row_level_security_through_scoped_handles() {
+    let Some(bin) = binary() else {
+        assert!(
+            !truststream_core::in_ci(),
+            "postrust (postrust-server 3.1.0) is required under CI=true; .ci/run installs it"
+        );
+        eprintln!("skipping: postrust not found (cargo install postrust-server --version 3.1.0)");
+        return;
+    };
+    let Some(db_url) = testing::server().await else {
+        return;
+    };
+    let scratch = testing::Scratch::new(db_url.clone());
+    let pg = Arc::new(scratch.database("supa_rls").await.unwrap());
+    let schema = pg.config().schema.clone().unwrap();
+    let q = truststream_core_db::ident::quote(&schema);
+    for sql in [
+        "DO $$ BEGIN CREATE ROLE ts_dbsupa_anon NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_string(),
+        "DO $$ BEGIN CREATE ROLE ts_dbsupa_user NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_string(),
+        format!("CREATE TABLE {q}.notes (id bigserial PRIMARY KEY, body text, owner text NOT NULL DEFAULT (current_setting('request.jwt.claims', true)::json->>'sub'))"),
+        format!("GRANT USAGE ON SCHEMA {q} TO ts_dbsupa_user"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {q}.notes TO ts_dbsupa_user"),
+        format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {q} TO ts_dbsupa_user"),
+        format!("ALTER TABLE {q}.notes ENABLE ROW LEVEL SECURITY"),
+        format!("CREATE POLICY own ON {q}.notes USING (owner = current_setting('request.jwt.claims', true)::json->>'sub') WITH CHECK (owner = current_setting('request.jwt.claims', true)::json->>'sub')"),
+    ] {
+        pg.raw_query(&sql, &Params::new()).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let server = start(&bin, &db_url, &schema).await;
+    let mut cfg = SupabaseDbConfig::anon(server.url.clone(), token("ts_dbsupa_anon"));
+    cfg.schema = Some(schema.clone());
+    cfg.rest_path = String::new();
+    let db = Arc::new(SupabaseDb::new(cfg).unwrap());
+    let user_token = |sub: &str| {
+        let exp = chrono::Utc::now().timestamp() + 3600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"role": "ts_dbsupa_user", "sub": sub, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let scoped = |sub: &str| {
+        let scope = RequestScope::new("ts_dbsupa_user", row(json!({"sub": sub})))
+            .unwrap()
+            .with_token(user_token(sub));
+        db.clone().scoped(scope).unwrap()
+    };
+    let (a, b) = (scoped("user-a"), scoped("user-b"));
+    let na = a
+        .create("notes", row(json!({"body": "a's"})))
+        .await
+        .unwrap();
+    assert_eq!(na["owner"], json!("user-a"));
+    let nb = b
+        .create("notes", row(json!({"body": "b's"})))
+        .await
+        .unwrap();
+    let rows = a.read("notes", &Query::new()).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["body"], json!("a's"));
+    assert_eq!(a.get("notes", &nb["id"]).await.unwrap(), None);
+    let e = a
+        .update("notes", &nb["id"], row(json!({"body": "hacked"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(!a.delete("notes", &nb["id"]).await.unwrap());
+    assert_eq!(
+        a.update_many(
+            "notes",
+            &col("owner").eq("user-b"),
+            row(json!({"body": "x"}))
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.delete_many("notes", &and([])).await.unwrap(),
+        1,
+        "only a's own row"
+    );
+    let e = a
+        .create("notes", row(json!({"body": "forged", "owner": "user-b"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated
+        ),
+        "{e}"
+    );
+    let rows = b.read("notes", &Query::new()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["body"], json!("b's"), "b's row is untouched");
+    // The anon role has no grant on the table.
+    let e = db.read("notes", &Query::new()).await.unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated
+        ),
+        "{e}"
+    );
+    // An expired token is Unauthenticated.
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"role": "ts_dbsupa_user", "sub": "user-a", "exp": 1}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let scope = RequestScope::new("ts_dbsupa_user", row(json!({"sub": "user-a"})))
+        .unwrap()
+        .with_token(expired.clone());
+    let e = db
+        .clone()
+        .scoped(scope)
+        .unwrap()
+        .read("notes", &Query::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert!(!e.to_string().contains(&expired));
+    drop(server);
+    scratch.cleanup().await.unwrap();
+}
