@@ -91,7 +91,17 @@ pub struct SupabaseAuth {
     /// Access token per session id, for `sign_out`, `get_user` and
     /// `update_user` (GoTrue serves them only with the user's token).
     tokens: moka::sync::Cache<String, Arc<HeldToken>>,
+    /// What this instance saw happen to sessions (by session id), for
+    /// `get_session`: GoTrue has no endpoint that reads a session.
+    seen: moka::sync::Cache<String, Seen>,
     jwks_fetches: Arc<AtomicU64>,
+}
+
+/// A session's refresh and sign-out, as this instance saw them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    refreshed_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for SupabaseAuth {
@@ -132,12 +142,20 @@ impl SupabaseAuth {
             .max_capacity(config.token_cache_capacity.max(1))
             .expire_after(UntilExp)
             .build();
+        // A session's record outlives its access token only as long as
+        // GoTrue's longest default token life (1 h) matters; bounded like
+        // the token cache.
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(config.token_cache_capacity.max(1))
+            .time_to_live(Duration::from_secs(24 * 60 * 60))
+            .build();
         Ok(SupabaseAuth {
             config,
             api,
             verifier,
             permissions,
             tokens,
+            seen,
             jwks_fetches,
         })
     }
@@ -235,10 +253,17 @@ impl SupabaseAuth {
         Ok(held.token.clone())
     }
 
+    /// Records what happened to `session_id` (a refresh or a sign-out).
+    fn note(&self, session_id: &str, change: impl FnOnce(&mut Seen)) {
+        let mut seen = self.seen.get(session_id).unwrap_or_default();
+        change(&mut seen);
+        self.seen.insert(session_id.to_string(), seen);
+    }
+
     /// A session answer (`/signup`, `/token`) as a [`Session`]. Its access
     /// token is verified (a token this provider would refuse is a
     /// misconfiguration worth a clear error) and held.
-    async fn session_from(&self, op: Op, body: Option<Value>) -> AuthResult<Session> {
+    async fn session_from(&self, op: Op, body: Option<Value>) -> AuthResult<(Session, Principal)> {
         let not_session = |what: &str| {
             Error::unavailable(format!(
                 "supabase auth: the project's answer is not a session ({what})"
@@ -279,13 +304,14 @@ impl SupabaseAuth {
             Some(Value::Object(u)) => user_from(&u).map_err(|e| e.with_operation(op.name()))?,
             _ => return Err(not_session("user missing")),
         };
-        Ok(Session {
+        let session = Session {
             access_token: Secret::new(access),
             refresh_token: Secret::new(refresh),
             token_type: "bearer",
             expires_at: principal.expires_at,
             user,
-        })
+        };
+        Ok((session, principal))
     }
 
     fn check_password(password: &Secret, op: Op) -> AuthResult<()> {
@@ -333,8 +359,19 @@ impl SupabaseAuth {
                 &[token.expose()],
             )
             .await;
+        let ended = |this: &Self| {
+            if let Some(sid) = &principal.session_id {
+                let now = Utc::now();
+                this.note(sid, |s| {
+                    s.revoked_at.get_or_insert(now);
+                });
+            }
+        };
         match r {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                ended(self);
+                Ok(())
+            }
             // Only GoTrue's own word counts: a bare 404 may be a wrong URL.
             Err(e)
                 if e.context().iter().any(|(k, v)| {
@@ -342,6 +379,7 @@ impl SupabaseAuth {
                         && matches!(v.as_str(), "session_not_found" | "user_not_found")
                 }) =>
             {
+                ended(self);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -526,7 +564,7 @@ impl Auth for SupabaseAuth {
                 &[request.password.expose()],
             )
             .await?;
-        self.session_from(op, answer.body).await
+        Ok(self.session_from(op, answer.body).await?.0)
     }
 
     async fn sign_in(&self, request: SignIn) -> AuthResult<Session> {
@@ -548,7 +586,7 @@ impl Auth for SupabaseAuth {
                 &[request.password.expose()],
             )
             .await?;
-        self.session_from(op, answer.body).await
+        Ok(self.session_from(op, answer.body).await?.0)
     }
 
     // The held token stays after a sign-out: signing out again is then
@@ -585,11 +623,67 @@ impl Auth for SupabaseAuth {
         }
     }
 
-    async fn get_session(&self, _principal: &Principal) -> AuthResult<SessionInfo> {
-        Err(Error::unsupported(
-            "supabase auth: GoTrue has no endpoint that reads a session (created, refreshed, revoked); the principal's session_id and token claims are all that is known",
-        )
-        .with_operation("auth.get_session"))
+    /// GoTrue has no endpoint that reads a session, so the answer is built
+    /// from what is known for sure: the verified token's claims (`session_id`,
+    /// `sub`; `created_at` is the sign-in time of its `amr` entries, else its
+    /// `iat`; `refreshed_at` its `iat` when that is later than the sign-in),
+    /// this instance's own refreshes and sign-outs of the session, and, when
+    /// this instance holds the session's access token, the project's answer
+    /// to `GET /user` with it (a session ended elsewhere reads as revoked at
+    /// the time it was found ended).
+    async fn get_session(&self, principal: &Principal) -> AuthResult<SessionInfo> {
+        let op = "auth.get_session";
+        let id = principal.session_id.clone().ok_or_else(|| {
+            Error::invalid_input("the principal's token carries no session_id").with_operation(op)
+        })?;
+        let at = |v: Option<i64>| v.and_then(|t| Utc.timestamp_opt(t, 0).single());
+        let iat = at(principal.claims.get("iat").and_then(Value::as_i64));
+        let signed_in = at(principal
+            .claims
+            .get("amr")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("timestamp").and_then(Value::as_i64))
+                    .min()
+            }));
+        let created_at = signed_in.or(iat).ok_or_else(|| {
+            Error::invalid_input("the principal's token has neither amr timestamps nor iat")
+                .with_operation(op)
+        })?;
+        let mut seen = self.seen.get(&id).unwrap_or_default();
+        if seen.revoked_at.is_none() {
+            let held = self
+                .tokens
+                .get(&id)
+                .filter(|h| h.user_id == principal.user_id);
+            if let Some(held) = held {
+                match self.check_session(held.token.expose()).await {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.context().iter().any(|(k, v)| {
+                            *k == truststream_core_auth::REASON
+                                && v == truststream_core_auth::SESSION_ENDED
+                        }) =>
+                    {
+                        let now = Utc::now();
+                        self.note(&id, |s| {
+                            s.revoked_at.get_or_insert(now);
+                        });
+                        seen.revoked_at = Some(now);
+                    }
+                    Err(e) => return Err(e.with_operation(op)),
+                }
+            }
+        }
+        let by_claims = iat.filter(|t| *t > created_at);
+        Ok(SessionInfo {
+            id,
+            user_id: principal.user_id.clone(),
+            created_at,
+            refreshed_at: seen.refreshed_at.max(by_claims),
+            revoked_at: seen.revoked_at,
+        })
     }
 
     async fn refresh_session(&self, refresh_token: &str) -> AuthResult<Session> {
@@ -612,7 +706,12 @@ impl Auth for SupabaseAuth {
                 &[refresh_token],
             )
             .await?;
-        self.session_from(op, answer.body).await
+        let (session, principal) = self.session_from(op, answer.body).await?;
+        if let Some(sid) = &principal.session_id {
+            let now = Utc::now();
+            self.note(sid, |s| s.refreshed_at = Some(now));
+        }
+        Ok(session)
     }
 
     async fn validate_token(&self, access_token: &str) -> AuthResult<Principal> {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use truststream_conformance::{auth, factory, CaseOutcome, Report};
+use truststream_conformance::{auth, factory};
 use truststream_core_auth::{AuthDeps, AuthRegistry};
 
 /// Cases skipped, by name, with why.
@@ -15,11 +15,6 @@ const SKIPPED: &[(&str, &str)] = &[(
     "signout.access_token_stops_validating",
     "capability revocation_checked is false: tokens are verified locally, so a signed-out session's access token validates until it expires",
 )];
-
-/// Cases that call `get_session`, which GoTrue cannot serve (no endpoint
-/// reads a session): they are run on their own below and must fail with
-/// exactly that `Unsupported` answer and nothing else.
-const NEED_GET_SESSION: &[&str] = &["refresh.rotates", "session.get_user_and_session"];
 
 fn fixture(settings: serde_json::Value) -> auth::AuthFactory {
     factory(move || {
@@ -39,20 +34,10 @@ fn fixture(settings: serde_json::Value) -> auth::AuthFactory {
     })
 }
 
-/// Runs every case but the get_session ones against `settings` and
-/// asserts no failure and exactly `skipped`; then runs the get_session
-/// cases and asserts they fail on get_session's `Unsupported` only.
+/// Runs the whole suite against `settings` and asserts no failure and
+/// exactly `skipped`.
 async fn run_suite(label: &str, settings: serde_json::Value, skipped: &[(&str, &str)]) {
-    let f = fixture(settings);
-    let mut report = Report::default();
-    for case in auth::cases() {
-        if NEED_GET_SESSION.contains(&case.name) {
-            continue;
-        }
-        // Case names are unique and none is a substring of another run here.
-        let r = auth::run(label, f.clone(), Some(case.name)).await;
-        report.merge(r);
-    }
+    let report = auth::run(label, fixture(settings), None).await;
     report.print_table();
     assert_eq!(report.failed(), 0, "{label}: {}", report.summary());
     let expected: Vec<&str> = skipped.iter().map(|(n, _)| *n).collect();
@@ -62,28 +47,7 @@ async fn run_suite(label: &str, settings: serde_json::Value, skipped: &[(&str, &
         "{label}: skips changed: {}",
         report.summary()
     );
-    assert_eq!(
-        report.passed(),
-        auth::cases().len() - skipped.len() - NEED_GET_SESSION.len()
-    );
-
-    // The get_session cases: everything before the get_session call passes,
-    // and the call answers Unsupported, saying why.
-    for name in NEED_GET_SESSION {
-        let r = auth::run(label, f.clone(), Some(name)).await;
-        let rows: Vec<_> = r.cases.iter().filter(|c| c.case == *name).collect();
-        assert_eq!(rows.len(), 1, "{name}");
-        match &rows[0].outcome {
-            CaseOutcome::Failed(why) => assert!(
-                why.contains("unsupported")
-                    && why.contains("GoTrue has no endpoint that reads a session"),
-                "{label}: {name} failed for another reason: {why}"
-            ),
-            other => panic!(
-                "{label}: {name}: expected the get_session Unsupported failure, got {other:?}"
-            ),
-        }
-    }
+    assert_eq!(report.passed(), auth::cases().len() - skipped.len());
 }
 
 /// Tokens verified locally only (the default).

@@ -106,10 +106,21 @@ async fn sign_up_in_user_and_update() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(!format!("{e} {e:?}").contains("tiny1"));
 
-    // get_session: GoTrue cannot, and says so.
-    let e = auth.get_session(&p).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.to_string().contains("GoTrue has no endpoint"), "{e}");
+    // get_session: built from the verified claims and what was seen.
+    let info = auth.get_session(&p).await.unwrap();
+    assert_eq!(Some(info.id.clone()), p.session_id);
+    assert_eq!(info.user_id, p.user_id);
+    assert!(info.revoked_at.is_none());
+    // Another instance signs the session out: this one, holding the
+    // session's token, learns it from the project.
+    let other = gw.client();
+    let p_other = other.validate_token(s.access_token.expose()).await.unwrap();
+    other.sign_out(&p_other).await.unwrap();
+    let info = auth.get_session(&p).await.unwrap();
+    assert!(
+        info.revoked_at.is_some(),
+        "a session ended elsewhere reads as live"
+    );
     gw.server.stop().await.unwrap();
 }
 
