@@ -281,7 +281,17 @@ pub(crate) fn map_error(status: StatusCode, is_json: bool, body: &[u8], secrets:
         );
     };
     let code = text_of(&pe.code).unwrap_or_default();
-    let kind = kind_of(status, &code);
+    let mut kind = kind_of(status, &code);
+    // 42883 is PostgREST's "function not found" (404), but on a table an
+    // undefined operator means a value of the wrong type.
+    if code == "42883"
+        && pe
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("operator does not exist"))
+    {
+        kind = ErrorKind::InvalidInput;
+    }
     let mut msg = format!("Supabase REST: HTTP {}", status.as_u16());
     if !code.is_empty() {
         msg.push_str(&format!(" {}", scrub(&code, secrets)));
@@ -483,6 +493,16 @@ mod tests {
                 ErrorKind::Timeout,
             ),
             (429, r#"{"message":"slow down"}"#, ErrorKind::RateLimited),
+            (
+                404,
+                r#"{"code":"42883","message":"function f() does not exist"}"#,
+                ErrorKind::NotFound,
+            ),
+            (
+                404,
+                r#"{"code":"42883","message":"operator does not exist: double precision < text"}"#,
+                ErrorKind::InvalidInput,
+            ),
         ];
         for (status, body, want) in cases {
             assert_eq!(kind(status, body), want, "{status} {body}");

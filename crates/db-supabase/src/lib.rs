@@ -46,6 +46,9 @@ struct Shared {
 pub struct SupabaseDb {
     shared: Arc<Shared>,
     sql: Option<Arc<dyn Database>>,
+    /// The unscoped SQL backend, for table schemas only (a scoped handle's
+    /// `sql` is the backend's scoped handle, or none).
+    catalog: Option<Arc<dyn Database>>,
     feed: Option<Arc<dyn Realtime>>,
     /// The caller's token on a scoped handle.
     bearer: Option<Secret>,
@@ -92,6 +95,7 @@ impl SupabaseDb {
                 schemas: Mutex::new(HashMap::new()),
             }),
             sql: None,
+            catalog: None,
             feed: None,
             bearer: None,
         })
@@ -101,6 +105,7 @@ impl SupabaseDb {
     /// changes, joins, aggregates and `describe_table` (and everything with
     /// `prefer = "sql"`).
     pub fn with_sql(mut self, db: Arc<dyn Database>) -> Self {
+        self.catalog = Some(db.clone());
         self.sql = Some(db);
         self
     }
@@ -161,7 +166,7 @@ impl SupabaseDb {
     /// The schema of `table` from the SQL backend (cached); `None` without
     /// a backend. A table the backend does not know is `NotFound`.
     async fn schema_of(&self, table: &str) -> DbResult<Option<TableSchema>> {
-        let Some(sql) = &self.sql else {
+        let Some(sql) = &self.catalog else {
             return Ok(None);
         };
         if let Some(s) = self.lock_schemas().get(table) {
@@ -299,7 +304,7 @@ impl SupabaseDb {
     /// `select=<key>` for a delete's representation when the key is known
     /// (from the SQL backend); else whole rows.
     async fn key_select(&self, table: &str) -> DbResult<Option<(String, String)>> {
-        if self.sql.is_none() {
+        if self.catalog.is_none() {
             return Ok(None);
         }
         Ok(Some(("select".to_string(), self.key_of(table).await?)))
@@ -772,6 +777,7 @@ impl Database for SupabaseDb {
         Ok(Arc::new(SupabaseDb {
             shared: self.shared.clone(),
             sql,
+            catalog: self.catalog.clone(),
             feed: self.feed.clone(),
             bearer: Some(Secret::new(token)),
         }))

@@ -52,6 +52,7 @@ async fn users_see_and_change_only_their_rows() {
     )
     .await
     .expect("notes");
+    let served_db = mem.clone();
     let served = support::serve(
         mem,
         vec![(
@@ -126,6 +127,39 @@ async fn users_see_and_change_only_their_rows() {
     let b_rows = b.read("notes", &Query::new()).await.expect("b reads");
     assert_eq!(b_rows.len(), 1);
     assert_eq!(b_rows[0]["body"], json!("b's"), "B's row is untouched");
+
+    // With a SQL backend that cannot run as the caller (db-memory has no
+    // row-level security), the scoped handle has no SQL path at all: no
+    // transaction or raw SQL may bypass the policy. CRUD still goes over
+    // REST, with the table's schema known.
+    let mem = served_db.clone();
+    let with_sql = Arc::new(
+        SupabaseDb::new(SupabaseDbConfig::anon(
+            served.server.url.clone(),
+            served.server.keys.anon().to_string(),
+        ))
+        .expect("db")
+        .with_sql(mem),
+    );
+    assert!(with_sql.capabilities().transactions);
+    let a2 = with_sql
+        .clone()
+        .scoped(scope(&a_id, &a_token))
+        .expect("scoped");
+    assert!(!a2.capabilities().transactions && !a2.capabilities().schema);
+    let e = a2
+        .transaction(vec![truststream_core_db::Operation::Delete {
+            table: "notes".into(),
+            id: note_b["id"].clone(),
+        }])
+        .await
+        .expect_err("no unscoped transaction");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_eq!(
+        a2.read("notes", &Query::new()).await.expect("read").len(),
+        1
+    );
+    assert_eq!(a2.get("notes", &note_b["id"]).await.expect("get"), None);
 
     // The anon key alone may not read the table at all.
     let e = anon.read("notes", &Query::new()).await.expect_err("anon");
