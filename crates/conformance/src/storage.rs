@@ -1471,6 +1471,9 @@ async fn bucket_delete_non_empty(fx: StorageFixture) -> CaseResult {
 // ----------------------------------------------------------------- signed
 
 async fn signed_expires_at(fx: StorageFixture) -> CaseResult {
+    // The object exists: some services (Supabase Storage) sign only
+    // existing objects, and this case is about the expiry.
+    put(&fx, "agent-exports/1/data.json", "{}").await?;
     let expires_in = Duration::from_secs(24 * 60 * 60);
     let before = chrono::Utc::now();
     let url = fx

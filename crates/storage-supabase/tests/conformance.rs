@@ -43,14 +43,6 @@ const EXPECTED_SKIPS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Cases that fail because the Storage API differs from what the case
-/// assumes (each also pinned by a test of its own below).
-const EXPECTED_FAILURES: &[(&str, &str)] = &[(
-    "signed.expires_at",
-    "the case signs a URL for a key that does not exist; the Storage API signs only \
-     existing objects (404 Object not found), see signing_a_missing_object_is_not_found",
-)];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_serve_over_fs() {
     let served = common::serve(50 * 1024 * 1024).await;
@@ -96,7 +88,6 @@ async fn conformance_against_serve_over_fs() {
     }
     let mut expected_skips: Vec<&str> = EXPECTED_SKIPS.iter().map(|(n, _, _)| *n).collect();
     expected_skips.sort();
-    let expected_failures: Vec<&str> = EXPECTED_FAILURES.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         skipped.keys().copied().collect::<Vec<_>>(),
         expected_skips,
@@ -109,27 +100,17 @@ async fn conformance_against_serve_over_fs() {
             skipped[name]
         );
     }
-    assert_eq!(
-        failed.keys().copied().collect::<Vec<_>>(),
-        expected_failures,
-        "failures other than the pinned deviations: {failed:#?}"
-    );
-    assert!(
-        failed["signed.expires_at"].contains("not_found")
-            || failed["signed.expires_at"].contains("does not exist"),
-        "signed.expires_at must fail for the pinned reason only: {}",
-        failed["signed.expires_at"]
-    );
+    assert!(failed.is_empty(), "failures: {failed:#?}");
     assert_eq!(
         report.passed(),
-        storage::cases().len() - EXPECTED_SKIPS.len() - EXPECTED_FAILURES.len(),
+        storage::cases().len() - EXPECTED_SKIPS.len(),
         "{}",
         report.summary()
     );
     served.running.stop().await.unwrap();
 }
 
-/// The pinned deviation of `signed.expires_at`: signing a missing object is
+/// The Storage API signs only existing objects: signing a missing one is
 /// `NotFound` (and signing an existing one works, expiring when asked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_a_missing_object_is_not_found() {
