@@ -71,6 +71,11 @@ pub struct SupabaseDbConfig {
     /// How `bytes` columns travel when the schema is known (from the SQL
     /// backend): `postgres` (default) or `base64` (`truststream serve`).
     pub bytes_format: BytesFormat,
+    /// The server's row cap (PostgREST `db-max-rows`; a Supabase project's
+    /// "Max rows", 1000 by default). When set, reads that may return more
+    /// are made in pages of this size, so none is silently cut. `None`
+    /// (default): the server has no cap (`truststream serve`).
+    pub max_rows: Option<u64>,
     /// Longest a REST call may take, connect to last byte (default 30000 ms).
     pub request_timeout_ms: u64,
     /// Longest a TCP (and TLS) connect may take (default 5000 ms).
@@ -95,6 +100,7 @@ impl Default for SupabaseDbConfig {
             prefer: Prefer::Rest,
             pooler_url: None,
             bytes_format: BytesFormat::Postgres,
+            max_rows: None,
             request_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             pool_max_idle_per_host: 32,
@@ -203,6 +209,9 @@ impl SupabaseDbConfig {
         }
         if let Some(s) = &self.schema {
             ident::validate(s).map_err(|e| e.with_context("setting", "schema"))?;
+        }
+        if self.max_rows == Some(0) {
+            return Err(bad("max_rows", "max_rows must be positive".into()));
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(bad(

@@ -286,6 +286,73 @@ impl SupabaseDb {
             .map_err(|e| Error::invalid_input(format!("the row is not encodable as JSON: {e}")))
     }
 
+    async fn get_rows(
+        &self,
+        op: &'static str,
+        table: &str,
+        params: &[(String, String)],
+    ) -> DbResult<Vec<Row>> {
+        let a = self
+            .send(Call {
+                op,
+                method: Method::GET,
+                table,
+                params,
+                prefer: &[],
+                body: None,
+                bearer: None,
+            })
+            .await?;
+        http::rows(&a)
+    }
+
+    /// A read the server would cut at `max_rows` rows, in pages of at most
+    /// that many. Pages are ordered by the query's keys and then the
+    /// primary key (when known), so no row is seen twice or skipped unless
+    /// rows change between pages.
+    async fn read_pages(&self, table: &str, query: &Query, max_rows: u64) -> DbResult<Vec<Row>> {
+        let mut q = query.clone();
+        if q.after.is_none() && self.catalog.is_some() {
+            let pk = self.key_of(table).await?;
+            if !q.order_by.iter().any(|o| o.column.column == pk) {
+                q.order_by.push(truststream_core_db::OrderBy {
+                    column: truststream_core_db::ColumnRef {
+                        table: None,
+                        column: pk,
+                    },
+                    direction: truststream_core_db::SortDirection::Asc,
+                    nulls: None,
+                });
+            }
+        }
+        let start = query.offset.unwrap_or(0);
+        let mut out: Vec<Row> = Vec::new();
+        loop {
+            let seen = out.len() as u64;
+            let want = query
+                .limit
+                .map_or(max_rows, |l| l.saturating_sub(seen))
+                .min(max_rows.max(1));
+            if want == 0 {
+                return Ok(out);
+            }
+            q.limit = Some(want);
+            q.offset = Some(start.saturating_add(seen));
+            let params = match compile::read(table, &q) {
+                Ok(Ok(Compiled::Params(p))) => p,
+                Ok(Ok(Compiled::Nothing)) => return Ok(out),
+                Ok(Err(e)) => return Err(e.with_context("table", table)),
+                Err(NeedsSql(r)) => return Err(Error::internal(r)),
+            };
+            let page = self.get_rows("db.read", table, &params).await?;
+            let n = page.len() as u64;
+            out.extend(page);
+            if n < want {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Rows an update changed, from `Content-Range` (the request asked
     /// `count=exact`): the total after `/` (PostgREST, serve), else the
     /// length of the range (`0-4/*`: postrust-server reports no total for
@@ -491,6 +558,7 @@ impl Database for SupabaseDb {
         if let Some(sql) = self.preferred()? {
             return sql.read(table, query).await;
         }
+        let original = query;
         let encoded;
         let query = match self.schema_of(table).await? {
             Some(s) if query.filter.is_some() && self.pg_bytes() => {
@@ -506,7 +574,7 @@ impl Database for SupabaseDb {
             Err(NeedsSql(reason)) => {
                 return self
                     .sql_for(&format!("a query with {reason}"))?
-                    .read(table, query)
+                    .read(table, original)
                     .await
             }
         };
@@ -517,18 +585,13 @@ impl Database for SupabaseDb {
                 return Ok(Vec::new());
             }
         };
-        let a = self
-            .send(Call {
-                op: "db.read",
-                method: Method::GET,
-                table,
-                params: &params,
-                prefer: &[],
-                body: None,
-                bearer: None,
-            })
-            .await?;
-        self.decode(table, http::rows(&a)?, Some(query)).await
+        let rows = match self.shared.config.max_rows {
+            Some(m) if query.limit.is_none_or(|l| l > m) => {
+                self.read_pages(table, query, m).await?
+            }
+            _ => self.get_rows("db.read", table, &params).await?,
+        };
+        self.decode(table, rows, Some(query)).await
     }
 
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {

@@ -71,8 +71,13 @@ fn free_port() -> u16 {
 }
 
 async fn start(bin: &PathBuf, db_url: &str, schema: &str) -> Postrust {
+    start_with(bin, db_url, schema, &[]).await
+}
+
+async fn start_with(bin: &PathBuf, db_url: &str, schema: &str, env: &[(&str, &str)]) -> Postrust {
     let port = free_port();
     let child = Command::new(bin)
+        .envs(env.iter().copied())
         .env("PGRST_DB_CHANNEL_ENABLED", "true")
         .env("PGRST_DB_CHANNEL", schema)
         .env("DATABASE_URL", db_url)
@@ -849,6 +854,70 @@ async fn row_level_security_through_scoped_handles() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
     assert!(!e.to_string().contains(&expired));
+    drop(server);
+    scratch.cleanup().await.unwrap();
+}
+
+/// A server that cuts every answer at 3 rows (PostgREST `db-max-rows`):
+/// with `max_rows = 3` reads come back whole, in pages; without it the
+/// cut shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_are_paged_under_a_server_row_cap() {
+    let Some(bin) = binary() else {
+        assert!(
+            !truststream_core::in_ci(),
+            "postrust is required under CI=true"
+        );
+        eprintln!("skipping: postrust not found");
+        return;
+    };
+    let Some(db_url) = testing::server().await else {
+        return;
+    };
+    let scratch = testing::Scratch::new(db_url.clone());
+    let pg = Arc::new(scratch.database("supa_rows").await.unwrap());
+    let schema = pg.config().schema.clone().unwrap();
+    pg.raw_query(
+        "DO $$ BEGIN CREATE ROLE ts_dbsupa_anon NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    pg.create_table(
+        &TableSchema::new("items")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::integer("n")),
+    )
+    .await
+    .unwrap();
+    let rows: Vec<Row> = (0..10).map(|i| row(json!({"id": i, "n": i % 4}))).collect();
+    pg.create_many("items", rows).await.unwrap();
+    let server = start_with(&bin, &db_url, &schema, &[("PGRST_DB_MAX_ROWS", "3")]).await;
+    let config = |max_rows: Option<u64>| {
+        let mut cfg = SupabaseDbConfig::service_role(server.url.clone(), token("postgres"));
+        cfg.schema = Some(schema.clone());
+        cfg.rest_path = String::new();
+        cfg.max_rows = max_rows;
+        cfg
+    };
+    let paged = SupabaseDb::new(config(Some(3)))
+        .unwrap()
+        .with_sql(pg.clone());
+    let all = paged.read("items", &Query::new()).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>(), "every row once");
+    let some = paged
+        .read("items", &Query::new().order_by_desc("n").limit(7).offset(1))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = some.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [7, 2, 6, 1, 5, 9, 0], "order by n desc, then the key");
+    let cut = SupabaseDb::new(config(None)).unwrap().with_sql(pg.clone());
+    assert_eq!(
+        cut.read("items", &Query::new()).await.unwrap().len(),
+        3,
+        "the server cuts"
+    );
     drop(server);
     scratch.cleanup().await.unwrap();
 }
