@@ -250,7 +250,77 @@ pub fn router(state: Arc<ServeState>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .layer(cors)
+        .layer(axum::middleware::from_fn(close_unread))
         .layer(axum::middleware::from_fn(access_log))
+}
+
+/// Answers with `Connection: close` when the handler answered without
+/// reading the request's body to its end (a 413 for an upload over the
+/// limit, a 401 before an upload is read). The unread rest of the body
+/// would otherwise sit in the connection ahead of the client's next
+/// request, and hyper closes such a connection anyway: the header tells the
+/// client before it sends another request on a dead connection.
+async fn close_unread(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if !has_body {
+        return next.run(req).await;
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let req = req.map(|body| {
+        axum::body::Body::new(ReadToEnd {
+            inner: body,
+            done: done.clone(),
+        })
+    });
+    let mut response = next.run(req).await;
+    if !done.load(Ordering::Acquire) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A request body that records whether it was read to its end.
+struct ReadToEnd {
+    inner: axum::body::Body,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for ReadToEnd {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => hyper::body::Body::is_end_stream(&self.inner),
+            _ => false,
+        };
+        if ended {
+            self.done.store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Answers 504 when the request takes longer than `limit`. The request's

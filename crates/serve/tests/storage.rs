@@ -1230,6 +1230,50 @@ async fn size_and_mime_limits(kind: Kind) {
     )
     .await;
     env.create_bucket(json!({"id": "big"})).await;
+    // An upload refused before its body is read says the connection
+    // closes (its unread rest would be read as the next request); one read
+    // to its end keeps the connection.
+    for (request, closes) in [
+        (
+            format!(
+                "POST /storage/v1/object/big/over.bin HTTP/1.1\r\nhost: x\r\napikey: {k}\r\nauthorization: Bearer {k}\r\ncontent-type: application/octet-stream\r\ncontent-length: 204800\r\n\r\n{}",
+                "a".repeat(1000),
+                k = env.service
+            ),
+            true,
+        ),
+        (
+            "POST /storage/v1/object/big/nokey.bin HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 5000\r\n\r\n".to_string(),
+            true,
+        ),
+        (
+            format!(
+                "POST /storage/v1/object/big/fits.bin HTTP/1.1\r\nhost: x\r\napikey: {k}\r\nauthorization: Bearer {k}\r\ncontent-type: application/octet-stream\r\ncontent-length: 10\r\n\r\n0123456789",
+                k = env.service
+            ),
+            false,
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before a response");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert_eq!(
+            head.contains("connection: close"),
+            closes,
+            "{kind:?}: {}",
+            head.lines().next().unwrap_or("")
+        );
+    }
 
     let r = env
         .upload(

@@ -490,8 +490,26 @@ fn logic_item(part: &str, depth: usize) -> ApiResult<Cond> {
         column,
         path,
         negate: negate ^ neg2,
-        op: leaf_op(rest)?,
+        op: unquote_scalar(leaf_op(rest)?),
     })
+}
+
+/// Inside `or=(...)`/`and=(...)` a scalar value may be double-quoted (to
+/// carry `,`, `(`, `)` or edge spaces), as PostgREST reads it; at the top
+/// level a value is taken literally.
+fn unquote_scalar(op: LeafOp) -> LeafOp {
+    match op {
+        LeafOp::Eq(v) => LeafOp::Eq(unquote(&v)),
+        LeafOp::Neq(v) => LeafOp::Neq(unquote(&v)),
+        LeafOp::Gt(v) => LeafOp::Gt(unquote(&v)),
+        LeafOp::Gte(v) => LeafOp::Gte(unquote(&v)),
+        LeafOp::Lt(v) => LeafOp::Lt(unquote(&v)),
+        LeafOp::Lte(v) => LeafOp::Lte(unquote(&v)),
+        LeafOp::Like(v) => LeafOp::Like(unquote(&v)),
+        LeafOp::ILike(v) => LeafOp::ILike(unquote(&v)),
+        LeafOp::IsDistinct(v) => LeafOp::IsDistinct(unquote(&v)),
+        other => other,
+    }
 }
 
 /// One `order=` key.
@@ -672,6 +690,28 @@ mod tests {
         assert_eq!(logic("or", &deep).unwrap_err().code, "PGRST100");
         assert!(logic("or", "(a.eq.1").is_err());
         assert!(logic("or", "a.eq.1").is_err());
+    }
+
+    #[test]
+    fn logic_values_unquote() {
+        let c = logic(
+            "or",
+            r#"(name.eq."a,b",name.eq."  (x) ",name.eq."q\"d",name.eq.plain)"#,
+        )
+        .unwrap();
+        let Cond::Logic { items, .. } = c else {
+            panic!("{c:?}")
+        };
+        let values: Vec<_> = items
+            .iter()
+            .map(|i| match i {
+                Cond::Leaf {
+                    op: LeafOp::Eq(v), ..
+                } => v.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(values, ["a,b", "  (x) ", "q\"d", "plain"]);
     }
 
     #[test]
