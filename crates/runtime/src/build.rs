@@ -80,6 +80,12 @@ impl Registries {
         truststream_realtime_ws::register(&mut r.realtime);
         #[cfg(feature = "auth-jwt")]
         truststream_auth_jwt::register(&mut r.auth);
+        #[cfg(feature = "db-supabase")]
+        register_db_supabase(&mut r.database);
+        #[cfg(feature = "auth-supabase")]
+        truststream_auth_supabase::register(&mut r.auth);
+        #[cfg(feature = "storage-supabase")]
+        truststream_storage_supabase::register(&mut r.storage);
         #[cfg(feature = "layer-resilience")]
         truststream_layer_resilience::register(&mut r.layers);
         #[cfg(feature = "layer-metrics")]
@@ -451,6 +457,35 @@ impl std::fmt::Debug for Services {
             .field("auth", &self.auth.as_ref().map(|a| a.info()))
             .finish()
     }
+}
+
+/// `database.type = "supabase"`: the REST client, and, when `pooler_url`
+/// is set, db-postgres through that transaction-mode pooler (Supavisor) as
+/// its SQL backend (raw SQL, transactions, schema changes, joins,
+/// aggregates; everything with `prefer = "sql"`). The providers stay
+/// independent: the runtime joins them.
+#[cfg(feature = "db-supabase")]
+fn register_db_supabase(reg: &mut DbRegistry) {
+    use truststream_db_postgres::{PgConfig, PgDatabase, Pooler};
+    use truststream_db_supabase::{SupabaseDb, SupabaseDbConfig};
+    reg.register("supabase", |cfg, ()| async move {
+        let cfg: SupabaseDbConfig = truststream_core::parse_config("supabase", cfg)?;
+        let pooler = cfg.pooler_url.clone();
+        let schema = cfg.schema.clone().filter(|s| s != "public");
+        let db = SupabaseDb::new(cfg)?;
+        let db = match pooler {
+            None => db,
+            Some(url) => {
+                let mut pg = PgConfig::new(url.expose()).with_pooler(Pooler::Transaction);
+                pg.schema = schema;
+                let pg = PgDatabase::open(pg)
+                    .await
+                    .map_err(|e| e.with_context("setting", "database.pooler_url"))?;
+                db.with_sql(Arc::new(pg))
+            }
+        };
+        Ok(Arc::new(db) as Arc<dyn Database>)
+    });
 }
 
 #[cfg(test)]
