@@ -7,6 +7,9 @@
 //! bottom: `name => async factory returning a fresh, empty database` (a
 //! [`Fixture`], or `None` to skip when the provider's server is absent).
 //!
+//! `supabase` is db-supabase over `/rest/v1` of `truststream serve` (in
+//! process, SQLite underneath).
+//!
 //! PostgreSQL runs on the server at `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), one scratch schema per case,
 //! dropped afterwards. Under `CI=true` a missing server fails every
@@ -285,10 +288,11 @@ macro_rules! agent_service_tests {
 }
 
 /// A fresh, empty database for one case, and the scratch schema to drop
-/// after it (PostgreSQL).
+/// after it (PostgreSQL) or the server to keep running (Supabase).
 struct Fixture {
     db: Arc<dyn Database>,
     scratch: Option<Scratch>,
+    _server: Option<truststream_serve::Running>,
 }
 
 impl Fixture {
@@ -296,6 +300,7 @@ impl Fixture {
         Some(Fixture {
             db: Arc::new(db),
             scratch: None,
+            _server: None,
         })
     }
 }
@@ -323,6 +328,53 @@ async fn postgres() -> Option<Fixture> {
     Some(Fixture {
         db: Arc::new(db),
         scratch: Some(scratch),
+        _server: None,
+    })
+}
+
+/// db-supabase, the guide's production database, against a Supabase-
+/// compatible API: `truststream serve` in process over a fresh in-memory
+/// SQLite database. Rows travel over `/rest/v1` with the service-role key;
+/// the SQL backend (the same SQLite database, standing in for the pooler)
+/// serves the schema changes and the statistics' aggregates.
+async fn supabase() -> Option<Fixture> {
+    use truststream_db_supabase::{BytesFormat, SupabaseDb, SupabaseDbConfig};
+    use truststream_serve::{ApiKeys, Providers, ServeConfig, Server};
+    let sqlite: Arc<dyn Database> = Arc::new(
+        truststream_db_sqlite::SqliteDatabase::in_memory()
+            .await
+            .expect("in-memory SQLite database"),
+    );
+    let users: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    let auth = truststream_auth_jwt::JwtAuth::new(
+        truststream_auth_jwt::JwtAuthConfig::with_secret(
+            "agent service tests: a secret of at least 32 bytes",
+        ),
+        users,
+    )
+    .await
+    .expect("auth-jwt");
+    let providers = Providers {
+        db: sqlite.clone(),
+        auth: Arc::new(auth),
+        storage: Arc::new(truststream_storage_memory::MemoryStorage::new()),
+        metrics: None,
+    };
+    let config = ServeConfig {
+        bind: "127.0.0.1:0".into(),
+        ..ServeConfig::default()
+    };
+    let running = Server::bind(providers, ApiKeys::generate(), config)
+        .await
+        .expect("serve binds")
+        .spawn();
+    let mut cfg = SupabaseDbConfig::service_role(&running.url, running.keys.service_role());
+    cfg.bytes_format = BytesFormat::Base64;
+    let db = SupabaseDb::new(cfg).expect("db-supabase").with_sql(sqlite);
+    Some(Fixture {
+        db: Arc::new(db),
+        scratch: None,
+        _server: Some(running),
     })
 }
 
@@ -330,4 +382,5 @@ agent_service_tests! {
     memory => super::memory,
     sqlite => super::sqlite,
     postgres => super::postgres,
+    supabase => super::supabase,
 }
