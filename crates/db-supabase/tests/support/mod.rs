@@ -147,6 +147,16 @@ pub async fn serve(
     db: Arc<dyn Database>,
     policies: Vec<(&str, TablePolicy)>,
 ) -> Result<Served, String> {
+    serve_with(db, policies, false).await
+}
+
+/// [`serve`], with `serve.row_security` set as given (PostgreSQL: anon
+/// and signed-in requests run as their role with their claims).
+pub async fn serve_with(
+    db: Arc<dyn Database>,
+    policies: Vec<(&str, TablePolicy)>,
+    row_security: bool,
+) -> Result<Served, String> {
     let auth_db = Arc::new(truststream_db_memory::MemoryDatabase::new());
     let mut cfg = JwtAuthConfig::with_secret(SECRET);
     cfg.argon2 = Argon2Cost::minimal();
@@ -165,6 +175,7 @@ pub async fn serve(
         bind: "127.0.0.1:0".into(),
         // The suite stores a 1 MiB value; the default limit is 1 MiB of JSON.
         max_json_body_bytes: 8 * 1024 * 1024,
+        row_security,
         tables: policies
             .into_iter()
             .map(|(t, p)| (t.to_string(), p))
