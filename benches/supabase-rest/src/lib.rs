@@ -1,0 +1,1 @@
+//! Benchmark crate: see `benches/supabase_rest.rs` and docs/benchmarks.md.
