@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use serde_json::{json, Map, Value};
 use truststream_core_auth::{
     Auth, AuthCapabilities, AuthDeps, AuthRegistry, AuthResult, Error, ErrorKind, Health,
@@ -431,51 +431,6 @@ fn unverified_issuer(token: &str) -> AuthResult<String> {
         .ok_or_else(|| Error::unauthenticated("access token lacks a required claim"))
 }
 
-/// What a verified token says, as a [`Principal`].
-fn principal_from(claims: Map<String, Value>) -> AuthResult<Principal> {
-    let user_id = claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::unauthenticated("access token lacks a subject"))?
-        .to_string();
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .and_then(|e| Utc.timestamp_opt(e, 0).single())
-        .ok_or_else(|| Error::unauthenticated("access token has an invalid expiry"))?;
-    let roles = match claims
-        .get("app_metadata")
-        .and_then(|m| m.get("roles"))
-        .and_then(Value::as_array)
-    {
-        Some(list) => list
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect(),
-        None => claims
-            .get("role")
-            .and_then(Value::as_str)
-            .map(|r| vec![r.to_string()])
-            .unwrap_or_default(),
-    };
-    Ok(Principal {
-        user_id,
-        email: claims
-            .get("email")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        roles,
-        session_id: claims
-            .get("session_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        expires_at: exp,
-        claims,
-    })
-}
-
 #[async_trait]
 impl Auth for JwtAuth {
     fn info(&self) -> ProviderInfo {
@@ -727,7 +682,7 @@ impl Auth for JwtAuth {
                 );
             }
         };
-        let mut principal = principal_from(claims.map_err(|e| e.with_operation(op))?)
+        let mut principal = Principal::from_claims(claims.map_err(|e| e.with_operation(op))?)
             .map_err(|e| e.with_operation(op))?;
         if let Some(v) = external {
             // An external token's claims grant nothing by themselves: its
@@ -894,7 +849,7 @@ mod tests {
 
     #[test]
     fn roles_from_app_metadata_or_role() {
-        let p = principal_from(
+        let p = Principal::from_claims(
             json!({"sub": "u", "exp": 10, "app_metadata": {"roles": ["a", "b"]}, "role": "x"})
                 .as_object()
                 .cloned()
@@ -902,7 +857,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.roles, ["a", "b"]);
-        let p = principal_from(
+        let p = Principal::from_claims(
             json!({"sub": "u", "exp": 10, "role": "authenticated", "email": ""})
                 .as_object()
                 .cloned()

@@ -177,7 +177,7 @@ impl SupabaseAuth {
     /// Verifies `token` and remembers it for its session.
     async fn verify_and_hold(&self, token: &str) -> AuthResult<Principal> {
         let claims = self.verifier.verify(token).await?;
-        let principal = principal_from(claims)?;
+        let principal = Principal::from_claims(claims)?;
         self.hold(token, &principal);
         Ok(principal)
     }
@@ -387,58 +387,6 @@ impl SupabaseAuth {
     }
 }
 
-/// The roles a token's claims name: `app_metadata.roles` (strings), or
-/// else its `role`.
-fn roles_of(claims: &Map<String, Value>) -> Vec<String> {
-    match claims
-        .get("app_metadata")
-        .and_then(|m| m.get("roles"))
-        .and_then(Value::as_array)
-    {
-        Some(list) => list
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect(),
-        None => claims
-            .get("role")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty())
-            .map(|r| vec![r.to_string()])
-            .unwrap_or_default(),
-    }
-}
-
-/// What a verified token says, as a [`Principal`].
-fn principal_from(claims: Map<String, Value>) -> AuthResult<Principal> {
-    let user_id = claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::unauthenticated("access token lacks a subject"))?
-        .to_string();
-    let expires_at = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .and_then(|e| Utc.timestamp_opt(e, 0).single())
-        .ok_or_else(|| Error::unauthenticated("access token has an invalid expiry"))?;
-    Ok(Principal {
-        user_id,
-        email: claims
-            .get("email")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        roles: roles_of(&claims),
-        session_id: claims
-            .get("session_id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        expires_at,
-        claims,
-    })
-}
-
 /// A GoTrue user object as a [`User`].
 fn user_from(u: &Map<String, Value>) -> AuthResult<User> {
     let bad = |what: &str| {
@@ -475,7 +423,7 @@ fn user_from(u: &Map<String, Value>) -> AuthResult<User> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        roles: roles_of(&as_claims),
+        roles: Principal::roles_in(&as_claims),
         user_metadata: obj("user_metadata"),
         app_metadata,
         created_at,
@@ -721,7 +669,7 @@ impl Auth for SupabaseAuth {
             .verify(access_token)
             .await
             .map_err(|e| e.with_operation(op))?;
-        let principal = principal_from(claims).map_err(|e| e.with_operation(op))?;
+        let principal = Principal::from_claims(claims).map_err(|e| e.with_operation(op))?;
         if self.config.check_session {
             self.check_session(access_token).await?;
         }
@@ -800,7 +748,7 @@ mod tests {
 
     #[test]
     fn principal_roles_and_email() {
-        let p = principal_from(claims(json!({
+        let p = Principal::from_claims(claims(json!({
             "sub": "u1", "exp": 2_000_000_000_i64, "email": "a@b.co",
             "role": "authenticated", "session_id": "s1",
             "app_metadata": {"roles": ["member", 5, "admin"]},
@@ -809,14 +757,14 @@ mod tests {
         assert_eq!(p.roles, ["member", "admin"]);
         assert_eq!(p.email.as_deref(), Some("a@b.co"));
         assert_eq!(p.session_id.as_deref(), Some("s1"));
-        let p = principal_from(claims(
+        let p = Principal::from_claims(claims(
             json!({"sub": "u1", "exp": 10, "role": "authenticated", "email": ""}),
         ))
         .unwrap();
         assert_eq!(p.roles, ["authenticated"]);
         assert_eq!(p.email, None);
-        assert!(principal_from(claims(json!({"exp": 10}))).is_err());
-        assert!(principal_from(claims(json!({"sub": "u", "exp": "10"}))).is_err());
+        assert!(Principal::from_claims(claims(json!({"exp": 10}))).is_err());
+        assert!(Principal::from_claims(claims(json!({"sub": "u", "exp": "10"}))).is_err());
     }
 
     #[test]

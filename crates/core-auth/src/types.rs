@@ -146,6 +146,71 @@ pub struct Principal {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
+impl Principal {
+    /// The principal a **verified** token's `claims` describe: `sub` (the
+    /// user id, required), `exp` (required, seconds), `email`, `session_id`,
+    /// and the roles [`Principal::roles_in`] reads. Empty strings count as
+    /// absent. A missing `sub` or `exp` is
+    /// [`crate::ErrorKind::Unauthenticated`]. The one reading every
+    /// provider shares: verify the signature first, then call this.
+    ///
+    /// ```
+    /// use truststream_core_auth::Principal;
+    /// let claims = serde_json::json!({"sub": "u1", "exp": 4102444800_i64,
+    ///     "role": "authenticated", "app_metadata": {"roles": ["admin"]}});
+    /// let p = Principal::from_claims(claims.as_object().unwrap().clone()).unwrap();
+    /// assert_eq!((p.user_id.as_str(), p.roles), ("u1", vec!["admin".to_string()]));
+    /// ```
+    pub fn from_claims(
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> crate::AuthResult<Principal> {
+        use chrono::TimeZone as _;
+        let text = |k: &str| {
+            claims
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let user_id = text("sub")
+            .ok_or_else(|| crate::Error::unauthenticated("access token lacks a subject"))?;
+        let expires_at = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|e| chrono::Utc.timestamp_opt(e, 0).single())
+            .ok_or_else(|| crate::Error::unauthenticated("access token has an invalid expiry"))?;
+        Ok(Principal {
+            user_id,
+            email: text("email"),
+            roles: Principal::roles_in(&claims),
+            session_id: text("session_id"),
+            expires_at,
+            claims,
+        })
+    }
+
+    /// The roles claims name: the strings of `app_metadata.roles` when it
+    /// is a list, else `role` (when not empty).
+    pub fn roles_in(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+        match claims
+            .get("app_metadata")
+            .and_then(|m| m.get("roles"))
+            .and_then(serde_json::Value::as_array)
+        {
+            Some(list) => list
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect(),
+            None => claims
+                .get("role")
+                .and_then(serde_json::Value::as_str)
+                .filter(|r| !r.is_empty())
+                .map(|r| vec![r.to_string()])
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Capabilities of an auth provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
