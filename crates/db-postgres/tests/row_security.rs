@@ -4,6 +4,7 @@
 //! must never read or change each other's rows. Each test works in its own
 //! scratch schema; the roles (`anon`, `authenticated`) are cluster-wide and
 //! created idempotently.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
 use serde_json::{json, Value};
 use sqlx::Connection as _;

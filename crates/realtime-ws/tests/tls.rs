@@ -26,13 +26,20 @@ async fn wss_urls_open_a_tls_handshake() {
         first[0]
     });
     let url = format!("wss://127.0.0.1:{}/realtime/v1/websocket", addr.port());
-    let e = WsRealtime::connect(WsRealtimeConfig::client(&url, Some("key-not-echoed")))
-        .await
-        .err()
-        .expect("a plain-HTTP server cannot complete a TLS handshake");
+    let Err(e) = WsRealtime::connect(WsRealtimeConfig::client(&url, Some("key-not-echoed"))).await
+    else {
+        panic!("a plain-HTTP server cannot complete a TLS handshake");
+    };
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     let text = e.to_string();
     assert!(text.contains("127.0.0.1"), "{text}");
-    assert!(!text.contains("key-not-echoed"), "the api key leaked: {text}");
-    assert_eq!(server.await.unwrap(), 0x16, "the client did not start with a TLS ClientHello");
+    assert!(
+        !text.contains("key-not-echoed"),
+        "the api key leaked: {text}"
+    );
+    assert_eq!(
+        server.await.unwrap(),
+        0x16,
+        "the client did not start with a TLS ClientHello"
+    );
 }
