@@ -21,6 +21,10 @@ pub(crate) struct Rest {
     base: String,
     key: Secret,
     profile: Option<String>,
+    /// `apikey` and `authorization: Bearer <key>`, built once (marked
+    /// sensitive); `None` when the key is not a valid header value, which
+    /// each request then reports.
+    key_headers: Option<(HeaderValue, HeaderValue)>,
 }
 
 /// One request.
@@ -55,11 +59,21 @@ impl Rest {
             .map_err(|e| {
                 Error::internal(format!("cannot build the HTTP client: {}", e.without_url()))
             })?;
+        let key = cfg.key().cloned().unwrap_or_default();
+        let key_headers = HeaderValue::from_str(key.expose())
+            .ok()
+            .zip(HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok())
+            .map(|(mut k, mut a)| {
+                k.set_sensitive(true);
+                a.set_sensitive(true);
+                (k, a)
+            });
         Ok(Rest {
             client,
             base: cfg.rest_base(),
-            key: cfg.key().cloned().unwrap_or_default(),
+            key,
             profile: cfg.profile().map(str::to_string),
+            key_headers,
         })
     }
 
@@ -70,13 +84,21 @@ impl Rest {
                 Error::invalid_input("a key or token contains characters not allowed in a header")
             })
         };
-        let mut key = value(self.key.expose())?;
-        key.set_sensitive(true);
-        h.insert("apikey", key);
-        let bearer = call.bearer.unwrap_or(&self.key);
-        let mut auth = value(&format!("Bearer {}", bearer.expose()))?;
-        auth.set_sensitive(true);
-        h.insert(AUTHORIZATION, auth);
+        match (&self.key_headers, call.bearer) {
+            (Some((key, auth)), None) => {
+                h.insert("apikey", key.clone());
+                h.insert(AUTHORIZATION, auth.clone());
+            }
+            _ => {
+                let mut key = value(self.key.expose())?;
+                key.set_sensitive(true);
+                h.insert("apikey", key);
+                let bearer = call.bearer.unwrap_or(&self.key);
+                let mut auth = value(&format!("Bearer {}", bearer.expose()))?;
+                auth.set_sensitive(true);
+                h.insert(AUTHORIZATION, auth);
+            }
+        }
         h.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(p) = &self.profile {
             let name = if matches!(call.method, Method::GET | Method::HEAD) {

@@ -37,7 +37,7 @@ struct Shared {
     closed: AtomicBool,
     /// Table schemas learned from the SQL backend (primary keys, column
     /// types and order).
-    schemas: Mutex<HashMap<String, TableSchema>>,
+    schemas: Mutex<HashMap<String, Arc<TableSchema>>>,
 }
 
 /// The Supabase database provider: a client of a PostgREST-compatible
@@ -165,16 +165,17 @@ impl SupabaseDb {
 
     /// The schema of `table` from the SQL backend (cached); `None` without
     /// a backend. A table the backend does not know is `NotFound`.
-    async fn schema_of(&self, table: &str) -> DbResult<Option<TableSchema>> {
+    /// Shared, not cloned: every call of a known table asks for it.
+    async fn schema_of(&self, table: &str) -> DbResult<Option<Arc<TableSchema>>> {
         let Some(sql) = &self.catalog else {
             return Ok(None);
         };
         if let Some(s) = self.lock_schemas().get(table) {
             return Ok(Some(s.clone()));
         }
-        let schema = sql.describe_table(table).await?.ok_or_else(|| {
+        let schema = Arc::new(sql.describe_table(table).await?.ok_or_else(|| {
             Error::not_found(format!("table {table} does not exist")).with_context("table", table)
-        })?;
+        })?);
         self.lock_schemas()
             .insert(table.to_string(), schema.clone());
         Ok(Some(schema))
@@ -190,7 +191,7 @@ impl SupabaseDb {
             .unwrap_or_else(|| "id".to_string()))
     }
 
-    fn lock_schemas(&self) -> std::sync::MutexGuard<'_, HashMap<String, TableSchema>> {
+    fn lock_schemas(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TableSchema>>> {
         self.shared
             .schemas
             .lock()
