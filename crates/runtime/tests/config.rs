@@ -349,6 +349,9 @@ async fn unknown_type_names_key_value_and_known_types() {
     if cfg!(feature = "db-sqlite") {
         known.push("sqlite");
     }
+    if cfg!(feature = "db-supabase") {
+        known.push("supabase");
+    }
     known.push("vault");
     let known = format!("known types: {}", known.join(", "));
     assert!(m.contains(&known), "{m}");
