@@ -142,9 +142,10 @@ impl SupabaseAuth {
             .max_capacity(config.token_cache_capacity.max(1))
             .expire_after(UntilExp)
             .build();
-        // A session's record outlives its access token only as long as
-        // GoTrue's longest default token life (1 h) matters; bounded like
-        // the token cache.
+        // What this instance saw of a session (a refresh, a sign-out) is
+        // kept 24 h: longer than GoTrue's default access-token life (1 h),
+        // so every token of the session that still verifies finds it.
+        // Bounded like the token cache.
         let seen = moka::sync::Cache::builder()
             .max_capacity(config.token_cache_capacity.max(1))
             .time_to_live(Duration::from_secs(24 * 60 * 60))
