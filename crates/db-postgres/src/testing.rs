@@ -26,6 +26,38 @@ use truststream_core_db::{DbResult, Error};
 
 use crate::{PgConfig, PgDatabase};
 
+/// Runs `statements` in order on a connection of their own to the server
+/// of `config` (as the URL's user, normally the superuser): setup that a
+/// provider does not do itself, such as roles, grants and policies.
+///
+/// # Panics
+/// When the connection or a statement fails (test setup).
+pub async fn admin(config: &PgConfig, statements: &[String]) {
+    let mut c = match sqlx::PgConnection::connect(config.url.expose()).await {
+        Ok(c) => c,
+        Err(e) => panic!("connecting for test setup: {e}"),
+    };
+    for s in statements {
+        if let Err(e) = sqlx::query(s).execute(&mut c).await {
+            panic!("{s}: {e}");
+        }
+    }
+    let _ = c.close().await;
+}
+
+/// `CREATE ROLE name NOLOGIN` unless the role exists, as a statement for
+/// [`admin`]. Roles are cluster-wide: concurrent tests making the same role
+/// do not fail. `name` must be a plain identifier (it is not quoted).
+pub fn ensure_role(name: &str) -> String {
+    format!(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN \
+             CREATE ROLE {name} NOLOGIN; \
+           END IF; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    )
+}
+
 /// The server URL tests use: `DATABASE_URL`, else the local default.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use tokio_tungstenite::tungstenite::Bytes;
 use truststream_core::Error;
 use truststream_core_auth::Auth;
-use truststream_core_db::{ChangeKind, ChangeStream, Database, Filter};
+use truststream_core_db::{ChangeKind, ChangeStream, Database, Filter, RequestScope};
 use truststream_core_realtime::feed::{
     self, filter_matches, filter_row, follow_change_feed, DatabaseFeed, FeedHealth, FeedTarget,
     RowSubscriptions,
@@ -30,6 +30,7 @@ use truststream_core_realtime::{
 use crate::filter::WireFilter;
 use crate::protocol::{self, Vsn};
 use crate::publication::{Publication, Viewer, Visibility};
+use crate::rls;
 use crate::WsHubConfig;
 
 /// A member's id, unique in the hub.
@@ -261,6 +262,9 @@ pub(crate) struct Member {
     pub bindings: Vec<Binding>,
     /// Who the member is, for the per-row check of its bindings' changes.
     pub viewer: Viewer,
+    /// Who the member is to the database, for tables checked with
+    /// row-level security ([`crate::publication::scope_of`]).
+    pub scope: Option<Arc<RequestScope>>,
     /// The database feeds of its bindings' tables, held while it is a
     /// member.
     pub _feeds: Vec<FeedLease>,
@@ -422,6 +426,9 @@ pub(crate) struct Hub {
     pub feed_health: FeedHealth,
     /// `true` once the hub shuts down; background tasks watch it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Changes of tables checked with row-level security, on their way to
+    /// the checking task (`None`: no published table asks for it).
+    rls: Option<rls::Queue>,
 }
 
 /// A failed hub operation, answered to WebSocket clients as an error reply.
@@ -434,7 +441,9 @@ impl Hub {
         auth: Option<Arc<dyn Auth>>,
         publication: Publication,
     ) -> Arc<Hub> {
-        Arc::new(Hub {
+        let checked = !publication.row_security_entries().is_empty();
+        Arc::new_cyclic(|me| Hub {
+            rls: checked.then(|| rls::start(me.clone())),
             config,
             db,
             auth,
@@ -804,12 +813,43 @@ impl Hub {
     }
 
     /// Sets who member `id` of `topic` is (a new access token).
-    pub(crate) fn set_viewer(&self, topic: &str, id: MemberId, viewer: Viewer) {
+    pub(crate) fn set_viewer(
+        &self,
+        topic: &str,
+        id: MemberId,
+        viewer: Viewer,
+        scope: Option<Arc<RequestScope>>,
+    ) {
         if let Some(t) = self.topic(topic) {
             if let Some(m) = lock(&t.members).get_mut(&id) {
                 m.viewer = viewer;
+                m.scope = scope;
             }
         }
+    }
+
+    /// Sends a checked change to member `id` of `topic`, if it is still
+    /// there (see [`crate::rls`]).
+    pub(crate) fn deliver_to(
+        &self,
+        topic: &str,
+        id: MemberId,
+        ids: Vec<u32>,
+        change: Arc<RowChange>,
+    ) {
+        let Some(t) = self.topic(topic) else {
+            return;
+        };
+        let mut members = lock(&t.members);
+        let Some(m) = members.get(&id) else {
+            return;
+        };
+        let item = Push::Change { ids, change };
+        if let Err(reason) = m.sink.push(&t.name, &m.join_ref, &item) {
+            t.remove_members(&mut members, vec![(id, reason)]);
+        }
+        drop(members);
+        self.settle(&t);
     }
 
     /// Delivers a committed change to every member binding and in-process
@@ -831,6 +871,8 @@ impl Hub {
             // Not published: no client binding can name the table.
             None => Vec::new(),
         };
+        let checked = rule.is_some_and(|r| r.row_security);
+        let mut pending: Vec<rls::Pending> = Vec::new();
         for name in topics {
             let Some(t) = self.topic(&name) else {
                 continue;
@@ -849,9 +891,17 @@ impl Hub {
                 if ids.is_empty() {
                     continue;
                 }
-                let visible = match rule.map(|r| r.visibility(&m.viewer, &change)) {
-                    Some(Visibility::Full) => full.clone(),
-                    Some(Visibility::NewOnly) => new_only
+                let Some(rule) = rule else {
+                    continue;
+                };
+                let mut seen = rule.visibility(&m.viewer, &change);
+                let mut check = false;
+                if checked {
+                    (seen, check) = rule.under_row_security(seen, &change);
+                }
+                let visible = match seen {
+                    Visibility::Full => full.clone(),
+                    Visibility::NewOnly => new_only
                         .get_or_init(|| {
                             Arc::new(RowChange {
                                 old: None,
@@ -859,8 +909,20 @@ impl Hub {
                             })
                         })
                         .clone(),
-                    Some(Visibility::None) | None => continue,
+                    Visibility::None => continue,
                 };
+                if checked {
+                    // In the checking queue's order, deletes included.
+                    pending.push(rls::Pending {
+                        topic: name.clone(),
+                        id,
+                        ids,
+                        change: visible,
+                        scope: m.scope.clone(),
+                        check,
+                    });
+                    continue;
+                }
                 let item = Push::Change {
                     ids,
                     change: visible,
@@ -870,9 +932,45 @@ impl Hub {
                 }
             }
             t.remove_members(&mut members, failed);
+            drop(members);
             self.settle(&t);
         }
+        if !pending.is_empty() {
+            self.queue_checks(&change, pending);
+        }
         self.row_subs.dispatch(&change);
+    }
+}
+
+impl Hub {
+    /// Hands a change of a table checked with row-level security to the
+    /// checking task; a full queue loses it (recorded like a lost change).
+    fn queue_checks(&self, change: &RowChange, pending: Vec<rls::Pending>) {
+        let Some(queue) = &self.rls else {
+            // Unreachable: the queue exists whenever a rule asks for checks.
+            return;
+        };
+        let batch = rls::Batch {
+            table: change.table.clone(),
+            key: change.key.clone(),
+            pending,
+        };
+        if let Err(e) = queue.try_send(batch) {
+            let why = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => format!(
+                    "row-level security checks fell {} changes behind",
+                    rls::QUEUE
+                ),
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                    "the row-level security checking task has ended".to_string()
+                }
+            };
+            tracing::warn!(table = %change.table, "realtime: {why}; a change was not sent");
+            self.feed_health.record_problem(
+                format!("{why}; a change of table {} was not sent", change.table),
+                false,
+            );
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod hub;
 mod local;
 pub mod protocol;
 mod publication;
+mod rls;
 mod server;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use truststream_core::{Error, Health, ProviderInfo, Secret};
+use truststream_core::{echo, Error, Health, ProviderInfo, Secret};
 use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_realtime::feed::health_report;
@@ -222,6 +223,21 @@ fn new_hub(
     config.validate()?;
     let publication = Publication::check_config(&config.publish, &config.tables)?
         .with_private_tables(auth.as_ref())?;
+    if let Some(entry) = publication.row_security_entries().first() {
+        let enforced = db.as_ref().is_some_and(|db| db.capabilities().row_security);
+        if !enforced {
+            let which = db.as_ref().map_or_else(
+                || "the hub has no database".to_string(),
+                |db| format!("database provider {:?} does not", db.info().name),
+            );
+            return Err(Error::invalid_input(format!(
+                "realtime.tables.{}.row_security needs a database that enforces row-level \
+                 security (PostgreSQL), and {which}: turn it off and use owner_column / \
+                 permission, or configure PostgreSQL",
+                echo(entry)
+            )));
+        }
+    }
     Ok(Hub::new(config, db, auth, publication))
 }
 

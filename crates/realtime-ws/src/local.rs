@@ -115,6 +115,7 @@ impl Channel for LocalChannel {
             meta: None,
             bindings: Vec::new(),
             viewer: Viewer::Anonymous,
+            scope: crate::publication::scope_of(None),
             _feeds: Vec::new(),
         };
         let q = queue.clone();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use truststream_core::{echo, Error, ErrorKind};
 use truststream_core_auth::{Auth, Permission, Principal};
-use truststream_core_db::{ident, ChangeKind, RowChange};
+use truststream_core_db::{ident, ChangeKind, RequestScope, RowChange};
 use truststream_core_realtime::RtResult;
 
 /// Prefixes of tables that are never published, whatever the
@@ -57,6 +57,35 @@ pub struct TableRule {
     /// role is `anon`) may bind the table (default `false`). A table with
     /// an owner column or a permission is never readable anonymously.
     pub anon: bool,
+    /// Check every change against the database's row-level security, as
+    /// the subscriber (default `false`; needs a database whose capabilities
+    /// report `row_security`, i.e. PostgreSQL — the hub refuses to start
+    /// otherwise).
+    ///
+    /// Before an insert or update is sent, the hub reads the row by its
+    /// primary key through [`Database::scoped`], running as the subscriber's
+    /// role (`authenticated`, or `anon` for anonymous subscribers) with its
+    /// verified token claims, so policies such as
+    /// `USING (owner = auth.uid())` decide; the change is sent only when
+    /// that read returns the row. The other rules still apply first.
+    ///
+    /// Deny by default where a policy cannot be evaluated:
+    /// - an update is sent without its old row (the old row's visibility
+    ///   cannot be read any more) unless `owner_column` shows it was the
+    ///   subscriber's;
+    /// - a delete (the row is gone) is sent only when `owner_column` shows
+    ///   the old row was the subscriber's, so a table without an owner
+    ///   column sends no deletes;
+    /// - a table without a primary key, a failed or timed-out check, or a
+    ///   checking queue that fell behind sends nothing (recorded in the
+    ///   provider's health).
+    ///
+    /// Changes stay in order per table: checks run before the next change
+    /// of the hub's checking queue is sent. Cost: one scoped read per
+    /// distinct subscriber identity and change.
+    ///
+    /// [`Database::scoped`]: truststream_core_db::Database::scoped
+    pub row_security: bool,
 }
 
 /// Who a subscriber is, for the per-row check.
@@ -83,6 +112,26 @@ fn is_anonymous(p: &Principal) -> bool {
     p.user_id.is_empty()
         || p.roles.iter().any(|r| r == ANON_ROLE)
         || p.claims.get("role").and_then(Value::as_str) == Some(ANON_ROLE)
+}
+
+/// The database identity of a subscriber, for tables with
+/// [`TableRule::row_security`]: role `authenticated` with the token's
+/// verified claims (`sub` and `role` set), or role `anon` for anonymous
+/// subscribers. The token's own `role` claim is not trusted as a database
+/// role: a subscriber never runs as anything else (the service role
+/// included, which joins as anonymous here).
+pub(crate) fn scope_of(principal: Option<&Principal>) -> Option<Arc<RequestScope>> {
+    let viewer = Viewer::of(principal);
+    let mut claims = principal.map(|p| p.claims.clone()).unwrap_or_default();
+    let role = match &viewer {
+        Viewer::Anonymous => ANON_ROLE,
+        Viewer::User(id) => {
+            claims.insert("sub".into(), Value::String(id.clone()));
+            "authenticated"
+        }
+    };
+    claims.insert("role".into(), Value::String(role.into()));
+    RequestScope::new(role, claims).ok().map(Arc::new)
 }
 
 /// What a subscriber gets of one change.
@@ -244,6 +293,19 @@ impl Publication {
 
     /// The rule of the `publish` entry that covers `table`: a name beats a
     /// pattern, a longer pattern a shorter one.
+    /// The publish entries (as written in the configuration) whose rule
+    /// sets [`TableRule::row_security`].
+    pub(crate) fn row_security_entries(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, rule)| rule.row_security)
+            .map(|(e, _)| match e {
+                Entry::Name(n) => n.clone(),
+                Entry::Prefix(p) => format!("{p}*"),
+            })
+            .collect()
+    }
+
     fn published(&self, table: &str) -> Option<&TableRule> {
         self.entries
             .iter()
@@ -349,6 +411,27 @@ fn check_rule(key: &str, rule: &TableRule) -> RtResult<()> {
 }
 
 impl TableRule {
+    /// What a subscriber who may see `seen` of `change` by the other rules
+    /// may see under [`TableRule::row_security`], and whether the database
+    /// must still confirm it (a read of the row as the subscriber).
+    pub(crate) fn under_row_security(
+        &self,
+        seen: Visibility,
+        change: &RowChange,
+    ) -> (Visibility, bool) {
+        // Only the owner column can speak for a row that is gone or changed.
+        let vouched = self.owner_column.is_some();
+        match change.kind {
+            ChangeKind::Insert => (seen, true),
+            ChangeKind::Update if seen == Visibility::Full && !vouched => {
+                (Visibility::NewOnly, true)
+            }
+            ChangeKind::Update => (seen, true),
+            ChangeKind::Delete if vouched => (seen, false),
+            ChangeKind::Delete => (Visibility::None, false),
+        }
+    }
+
     /// What `viewer` may see of `change`.
     pub(crate) fn visibility(&self, viewer: &Viewer, change: &RowChange) -> Visibility {
         if *viewer == Viewer::Anonymous
@@ -451,6 +534,65 @@ mod tests {
             new: new.map(row),
             committed_at: chrono::Utc::now(),
         }
+    }
+
+    #[test]
+    fn row_security_checks_inserts_and_updates_and_sends_deletes_only_when_an_owner_vouches() {
+        let plain = TableRule {
+            row_security: true,
+            ..TableRule::default()
+        };
+        let owned = TableRule {
+            row_security: true,
+            owner_column: Some("user_id".into()),
+            ..TableRule::default()
+        };
+        let ins = change(ChangeKind::Insert, None, Some(json!({"user_id": "u"})));
+        let upd = change(
+            ChangeKind::Update,
+            Some(json!({"user_id": "u"})),
+            Some(json!({"user_id": "u"})),
+        );
+        let del = change(ChangeKind::Delete, Some(json!({"user_id": "u"})), None);
+        let full = Visibility::Full;
+        assert_eq!(plain.under_row_security(full, &ins), (full, true));
+        // Nothing speaks for the old row: it is not sent.
+        assert_eq!(
+            plain.under_row_security(full, &upd),
+            (Visibility::NewOnly, true)
+        );
+        assert_eq!(owned.under_row_security(full, &upd), (full, true));
+        assert_eq!(
+            plain.under_row_security(full, &del),
+            (Visibility::None, false)
+        );
+        assert_eq!(owned.under_row_security(full, &del), (full, false));
+        assert_eq!(
+            owned.under_row_security(Visibility::None, &del),
+            (Visibility::None, false)
+        );
+    }
+
+    #[test]
+    fn a_subscriber_runs_as_authenticated_or_anon_whatever_its_role_claim_says() {
+        let mut claims = serde_json::Map::new();
+        claims.insert("role".into(), json!("postgres"));
+        claims.insert("sub".into(), json!("forged"));
+        let user = Principal {
+            user_id: "u1".into(),
+            email: None,
+            roles: Vec::new(),
+            session_id: None,
+            expires_at: chrono::Utc::now(),
+            claims,
+        };
+        let scope = scope_of(Some(&user)).expect("a scope");
+        assert_eq!(scope.role, "authenticated");
+        assert_eq!(scope.claims["role"], "authenticated");
+        assert_eq!(scope.subject(), Some("u1"));
+        let anon = scope_of(None).expect("a scope");
+        assert_eq!(anon.role, "anon");
+        assert_eq!(anon.subject(), None);
     }
 
     /// An auth provider whose every call fails with its database's words.

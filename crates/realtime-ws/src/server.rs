@@ -32,7 +32,7 @@ use crate::hub::{
     Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
-use crate::publication::Viewer;
+use crate::publication::{scope_of, Viewer};
 
 /// Longest HTTP request head accepted at the handshake.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -1009,7 +1009,8 @@ impl Conn {
         match result {
             Ok(p) => {
                 let expires_at = p.expires_at;
-                self.hub.set_viewer(&f.topic, id, Viewer::of(Some(&p)));
+                self.hub
+                    .set_viewer(&f.topic, id, Viewer::of(Some(&p)), scope_of(Some(&p)));
                 if let Some(j) = self
                     .joined
                     .get_mut(&f.topic)
@@ -1097,6 +1098,7 @@ impl Conn {
             meta: None,
             bindings: bound.bindings,
             viewer: Viewer::of(principal.as_deref()),
+            scope: scope_of(principal.as_deref()),
             _feeds: bound.feeds,
         };
         let out = self.out.clone();

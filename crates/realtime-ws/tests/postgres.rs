@@ -16,6 +16,7 @@ use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
 use truststream_core_auth::{Auth, SignUp};
 use truststream_core_db::{ColumnDef, Database, Row, TableSchema};
 use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_postgres::PgDatabase;
 use truststream_realtime_ws::{TableRule, Vsn, WsRealtime, WsRealtimeConfig};
 
 fn row(v: Value) -> Row {
@@ -129,4 +130,185 @@ async fn on_postgres_the_auth_tables_are_never_watched_and_rows_stay_with_their_
     drop(c);
     drop(hub);
     scratch.cleanup().await.unwrap();
+}
+
+/// `row_security = true`: each change is read back as the subscriber
+/// (role `authenticated` with the token's claims) before it is sent, so the
+/// table's PostgreSQL policies decide who gets it. Changes stay in order,
+/// which lets each "next message" below prove that nothing came before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_policies_decide_which_changes_each_subscriber_gets() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url);
+    let config = scratch.config("rtrls");
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
+    for table in ["notes", "ungranted"] {
+        db.create_table(
+            &TableSchema::new(table)
+                .column(ColumnDef::text("id").primary_key())
+                .column(ColumnDef::text("owner").not_null())
+                .column(ColumnDef::text("body"))
+                .column(ColumnDef::text("secret")),
+        )
+        .await
+        .unwrap();
+    }
+    let schema = config.schema.clone().unwrap();
+    let notes = format!("\"{schema}\".notes");
+    let ungranted = format!("\"{schema}\".ungranted");
+    let sub = "current_setting('request.jwt.claim.sub', true)";
+    testing::admin(
+        &config,
+        &[
+            testing::ensure_role("anon"),
+            testing::ensure_role("authenticated"),
+            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+            format!("GRANT SELECT ON {notes} TO authenticated"),
+            format!("ALTER TABLE {notes} ENABLE ROW LEVEL SECURITY"),
+            format!("CREATE POLICY own ON {notes} FOR SELECT TO authenticated USING (owner = {sub})"),
+            // RLS on, but no SELECT grant: every check fails.
+            format!("ALTER TABLE {ungranted} ENABLE ROW LEVEL SECURITY"),
+            format!("CREATE POLICY own ON {ungranted} FOR SELECT TO authenticated USING (owner = {sub})"),
+        ],
+    )
+    .await;
+    let mut cfg = JwtAuthConfig::with_secret("realtime-postgres-rls-secret-0123456789");
+    cfg.argon2 = Argon2Cost::minimal();
+    let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let mut hub_config = WsRealtimeConfig::hub("127.0.0.1:0");
+    hub_config.publish = vec!["notes".into(), "ungranted".into()];
+    for table in ["notes", "ungranted"] {
+        hub_config.tables.insert(
+            table.into(),
+            TableRule {
+                row_security: true,
+                hidden: vec!["secret".into()],
+                ..TableRule::default()
+            },
+        );
+    }
+    let hub = WsRealtime::start(hub_config, Some(db.clone()), Some(auth.clone()))
+        .await
+        .unwrap();
+    let url = hub.url().unwrap();
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for email in ["alice@example.com", "bob@example.com"] {
+        let s = auth
+            .sign_up(SignUp::new(email, "correct horse battery staple"))
+            .await
+            .unwrap();
+        let mut c = Client::connect(&url, Vsn::V2, Some(s.access_token.expose())).await;
+        for table in ["notes", "ungranted"] {
+            let bindings = json!([{"event": "*", "schema": "public", "table": table}]);
+            let (_, reply) = c
+                .join(
+                    &format!("realtime:{table}"),
+                    json!({"config": {"postgres_changes": bindings}}),
+                )
+                .await;
+            assert_eq!(reply["status"], "ok", "{reply}");
+        }
+        ids.push(s.user.id.clone());
+        clients.push(c);
+    }
+    let (alice, bob) = (ids[0].clone(), ids[1].clone());
+    let (mut a, mut b) = {
+        let mut it = clients.into_iter();
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let note = |id: &str, owner: &str| {
+        row(json!({"id": id, "owner": owner, "body": format!("{id} body"), "secret": "s3cr3t"}))
+    };
+    let next = |m: &common::Msg| {
+        let d = &m.payload["data"];
+        let text = m.payload.to_string();
+        assert!(!text.contains("s3cr3t"), "a hidden column was sent: {text}");
+        (
+            d["type"].as_str().unwrap_or_default().to_string(),
+            d["record"]["id"].as_str().unwrap_or_default().to_string(),
+            d["old_record"].clone(),
+        )
+    };
+
+    // Inserts: each user gets only the rows the policy lets them read.
+    db.create("notes", note("b1", &bob)).await.unwrap();
+    db.create("notes", note("a1", &alice)).await.unwrap();
+    let m = a.expect("postgres_changes").await;
+    assert_eq!(next(&m).0, "INSERT");
+    assert_eq!(next(&m).1, "a1", "alice's first change must be her own row");
+    let m = b.expect("postgres_changes").await;
+    assert_eq!(next(&m).1, "b1", "bob's first change must be his own row");
+
+    // A row moved from alice to bob: alice is not told (she cannot read it
+    // any more); bob gets the new row but not the old one (whose policy
+    // can no longer be evaluated).
+    db.update("notes", &json!("a1"), row(json!({"owner": bob})))
+        .await
+        .unwrap();
+    let m = b.expect("postgres_changes").await;
+    let (kind, id, old) = next(&m);
+    assert_eq!((kind.as_str(), id.as_str()), ("UPDATE", "a1"));
+    assert!(
+        !old.to_string().contains(&alice),
+        "the old row (alice's) reached bob: {old}"
+    );
+    // Deletes cannot be checked (the row is gone) and the table has no
+    // owner column to vouch for them: nobody gets them.
+    db.delete("notes", &json!("b1")).await.unwrap();
+    // A table whose checks fail (no SELECT grant) sends nothing.
+    db.create("ungranted", note("u1", &alice)).await.unwrap();
+    db.create("notes", note("a2", &alice)).await.unwrap();
+    db.create("notes", note("b2", &bob)).await.unwrap();
+    let m = a.expect("postgres_changes").await;
+    assert_eq!(
+        (next(&m).0.as_str(), next(&m).1.as_str()),
+        ("INSERT", "a2"),
+        "alice's next change after a1 is a2: {}",
+        m.payload
+    );
+    let m = b.expect("postgres_changes").await;
+    assert_eq!(
+        (next(&m).0.as_str(), next(&m).1.as_str()),
+        ("INSERT", "b2"),
+        "bob's next change after the a1 update is b2 (no delete, no u1): {}",
+        m.payload
+    );
+    a.expect_quiet(&[]).await;
+    b.expect_quiet(&[]).await;
+    let health = truststream_core_realtime::Realtime::health(&hub).await;
+    assert!(
+        format!("{health:?}").contains("row-level security check"),
+        "the failed checks show in the provider's health: {health:?}"
+    );
+
+    drop((a, b));
+    drop(hub);
+    scratch.cleanup().await.unwrap();
+}
+
+/// A hub configured with `row_security` on a database that cannot enforce
+/// it does not start, and says which setting is wrong.
+#[tokio::test]
+async fn row_security_on_a_database_without_it_refuses_to_start() {
+    let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    let mut config = WsRealtimeConfig::hub("127.0.0.1:0");
+    config.publish = vec!["notes".into()];
+    config.tables.insert(
+        "notes".into(),
+        TableRule {
+            row_security: true,
+            ..TableRule::default()
+        },
+    );
+    let Err(e) = WsRealtime::start(config, Some(db), None).await else {
+        panic!("a hub with row_security on db-memory started");
+    };
+    assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
+    assert!(
+        e.to_string().contains("realtime.tables.notes.row_security"),
+        "{e}"
+    );
 }

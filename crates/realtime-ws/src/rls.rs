@@ -1,0 +1,176 @@
+//! Row-level security per subscriber ([`TableRule::row_security`]): a change
+//! of such a table reaches a member only after the database, read as that
+//! member, returns the changed row.
+//!
+//! [`Hub::dispatch`] runs the table rules synchronously and hands what is
+//! left to one checking task through a bounded queue. The task takes the
+//! changes in order; for each it reads the row by its primary key through
+//! [`Database::scoped`] once per distinct subscriber identity (several
+//! members with the same claims share one read), then sends the change to
+//! the members whose read returned the row, before taking the next change.
+//! A member's changes therefore stay in order.
+//!
+//! Everything that cannot be checked is not sent: a change without a
+//! primary key, a read that fails or times out, a queue that is full. Each
+//! such loss is recorded in the hub's feed health, like a lost change.
+//!
+//! [`TableRule::row_security`]: crate::TableRule::row_security
+//! [`Hub::dispatch`]: crate::hub::Hub
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use truststream_core_db::{Database, RequestScope, RowChange};
+
+use crate::hub::{Hub, MemberId};
+
+/// Changes waiting for their checks; beyond it a change is not sent (and
+/// the loss recorded).
+pub(crate) const QUEUE: usize = 4096;
+
+/// Reads of one change run at most this many at a time.
+const CONCURRENT_READS: usize = 16;
+
+/// A read that takes longer counts as a refusal.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One member's copy of a change, waiting for its check.
+pub(crate) struct Pending {
+    /// The topic the member joined.
+    pub topic: String,
+    pub id: MemberId,
+    /// Its bindings the change matched.
+    pub ids: Vec<u32>,
+    /// What the member may get of the change (hidden columns removed).
+    pub change: Arc<RowChange>,
+    /// Who the member is to the database; `None` (never checkable) is
+    /// refused.
+    pub scope: Option<Arc<RequestScope>>,
+    /// `false`: the table's rules already decided (a delete the owner
+    /// column vouched for); the change only keeps its place in the queue.
+    pub check: bool,
+}
+
+/// One change and its members.
+pub(crate) struct Batch {
+    pub table: String,
+    /// The row's primary key (as committed, hidden or not).
+    pub key: Value,
+    pub pending: Vec<Pending>,
+}
+
+/// The sending half, kept by the hub.
+pub(crate) type Queue = mpsc::Sender<Batch>;
+
+/// A queue and the task that empties it into `hub`'s members.
+pub(crate) fn start(hub: Weak<Hub>) -> Queue {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(run(hub, rx));
+    tx
+}
+
+async fn run(hub: Weak<Hub>, mut rx: mpsc::Receiver<Batch>) {
+    while let Some(batch) = rx.recv().await {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        if hub.is_shut_down() {
+            return;
+        }
+        let Some(db) = hub.db.clone() else {
+            continue;
+        };
+        let allowed = verdicts(&hub, &db, &batch).await;
+        for (p, ok) in batch.pending.into_iter().zip(allowed) {
+            if ok {
+                hub.deliver_to(&p.topic, p.id, p.ids, p.change);
+            }
+        }
+    }
+}
+
+/// For each pending member, whether it may have the change.
+async fn verdicts(hub: &Hub, db: &Arc<dyn Database>, batch: &Batch) -> Vec<bool> {
+    // The distinct identities to check, and which one each member is.
+    let mut scopes: Vec<Arc<RequestScope>> = Vec::new();
+    let which: Vec<Option<usize>> = batch
+        .pending
+        .iter()
+        .map(|p| {
+            let scope = p.scope.as_ref().filter(|_| p.check)?;
+            Some(match scopes.iter().position(|s| s == scope) {
+                Some(i) => i,
+                None => {
+                    scopes.push(Arc::clone(scope));
+                    scopes.len() - 1
+                }
+            })
+        })
+        .collect();
+    let results: Vec<bool> = if scopes.is_empty() {
+        Vec::new()
+    } else if batch.key.is_null() {
+        hub.feed_health.record_problem(
+            format!(
+                "a change of table {} has no primary key, so row-level security cannot be \
+                 checked: it was not sent",
+                batch.table
+            ),
+            false,
+        );
+        vec![false; scopes.len()]
+    } else {
+        futures::stream::iter(scopes)
+            .map(|scope| readable(hub, db, scope, &batch.table, &batch.key))
+            .buffered(CONCURRENT_READS)
+            .collect()
+            .await
+    };
+    batch
+        .pending
+        .iter()
+        .zip(which)
+        .map(|(p, w)| match w {
+            Some(i) => results[i],
+            // Nothing to check: the rules decided (or no identity: refused).
+            None => !p.check,
+        })
+        .collect()
+}
+
+/// Whether `scope` can read the row `key` of `table`.
+async fn readable(
+    hub: &Hub,
+    db: &Arc<dyn Database>,
+    scope: Arc<RequestScope>,
+    table: &str,
+    key: &Value,
+) -> bool {
+    let read = async {
+        Arc::clone(db)
+            .scoped(RequestScope::clone(&scope))?
+            .get(table, key)
+            .await
+    };
+    let failure = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(row)) => return row.is_some(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {READ_TIMEOUT:?}"),
+    };
+    // The database's words stay in the operator's log and health report;
+    // the subscriber only misses the change.
+    tracing::warn!(
+        table,
+        role = %scope.role,
+        error = %failure,
+        "realtime: a row-level security check failed; the change was not sent"
+    );
+    hub.feed_health.record_problem(
+        format!("a row-level security check on table {table} failed: {failure}"),
+        false,
+    );
+    false
+}
