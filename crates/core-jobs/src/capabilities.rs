@@ -1,0 +1,47 @@
+//! What a jobs provider can do, as data.
+
+/// Capabilities of a jobs provider. Conformance cases declare the flags they
+/// need and are skipped (by name) when a flag is `false`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct JobsCapabilities {
+    /// [`crate::Jobs::enqueue_operation`] gives an operation for
+    /// `Database::transaction`, so a job exists if and only if the
+    /// transaction commits.
+    pub transactional_enqueue: bool,
+    /// Unique keys de-duplicate even when two processes enqueue at once
+    /// (the store enforces them). Without it a unique key is still checked,
+    /// but two racing enqueues may both succeed.
+    pub unique_keys: bool,
+    /// Several processes (or machines) may share the queue; without it the
+    /// queue lives in one process.
+    pub shared: bool,
+    /// Jobs survive a restart of the process.
+    pub durable: bool,
+    /// [`crate::Jobs::wait_for_work`] wakes as soon as another process
+    /// enqueues; without it only enqueues through this instance wake it
+    /// early, and other processes' jobs are seen at the next poll.
+    pub cross_process_wakeups: bool,
+    /// Most jobs one claim returns, if limited.
+    pub max_claim_batch: Option<usize>,
+}
+
+impl JobsCapabilities {
+    /// Everything off.
+    pub const fn none() -> Self {
+        JobsCapabilities {
+            transactional_enqueue: false,
+            unique_keys: false,
+            shared: false,
+            durable: false,
+            cross_process_wakeups: false,
+            max_claim_batch: None,
+        }
+    }
+}
+
+impl Default for JobsCapabilities {
+    fn default() -> Self {
+        Self::none()
+    }
+}

@@ -1,0 +1,543 @@
+//! The worker runtime: typed handlers by job type, N jobs at a time, leases
+//! kept alive while a job runs, panics and timeouts as failures, and a
+//! graceful stop.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use truststream_core_jobs::{JobContext, JobError, Jobs, Worker};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct ScoreUpdate { agent_id: String }
+//!
+//! # async fn run(jobs: Arc<dyn Jobs>) -> Result<(), truststream_core_jobs::Error> {
+//! let worker = Worker::builder(jobs)
+//!     .concurrency(8)
+//!     .register("trust_score_update", |ctx: JobContext, p: ScoreUpdate| async move {
+//!         println!("attempt {} for {}", ctx.attempt(), p.agent_id);
+//!         Ok::<(), JobError>(())
+//!     })?
+//!     .start()?;
+//! // ... on shutdown: stop claiming, give running jobs 10 s, release the rest.
+//! let report = worker.stop(Duration::from_secs(10)).await;
+//! println!("{report:?}");
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use truststream_core::{BoxFuture, Error, ErrorKind};
+
+use crate::types::{validate_job_type, ClaimRequest, ClaimedJob, Job, JobError, Lease};
+use crate::{Jobs, JobsResult};
+
+/// What a handler is given besides its payload.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    job: Job,
+    worker_id: Arc<str>,
+}
+
+impl JobContext {
+    /// The job as claimed (state `running`).
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+    /// The job's id.
+    pub fn id(&self) -> crate::JobId {
+        self.job.id
+    }
+    /// This run's number, 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.job.attempts
+    }
+    /// The worker running it.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+}
+
+/// A registered handler: the job's context in, success or a [`JobError`] out.
+pub type Handler =
+    Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync>;
+
+/// Counts of what a worker did, from [`WorkerHandle::report`] and
+/// [`WorkerHandle::stop`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Jobs claimed.
+    pub claimed: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts that failed (errors, panics, timeouts), retried or dead.
+    pub failed: u64,
+    /// Of those, handlers that panicked.
+    pub panicked: u64,
+    /// Of those, attempts that ran past the job's timeout.
+    pub timed_out: u64,
+    /// Jobs whose lease was lost while running (not completed here).
+    pub lost_leases: u64,
+    /// Jobs released at a stop because they did not finish by the deadline.
+    pub released: u64,
+    /// Calls to the store that failed (claims, completions, extensions).
+    pub store_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    timed_out: AtomicU64,
+    lost_leases: AtomicU64,
+    released: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> WorkerReport {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerReport {
+            claimed: g(&self.claimed),
+            completed: g(&self.completed),
+            failed: g(&self.failed),
+            panicked: g(&self.panicked),
+            timed_out: g(&self.timed_out),
+            lost_leases: g(&self.lost_leases),
+            released: g(&self.released),
+            store_errors: g(&self.store_errors),
+        }
+    }
+}
+
+/// Configures a [`Worker`]; from [`Worker::builder`].
+pub struct WorkerBuilder {
+    jobs: Arc<dyn Jobs>,
+    handlers: BTreeMap<String, Handler>,
+    concurrency: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    worker_id: String,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("provider", &self.jobs.info().name)
+            .field("job_types", &self.handlers.keys().collect::<Vec<_>>())
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("poll_interval", &self.poll_interval)
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
+}
+
+/// Runs jobs from a [`Jobs`] provider; see the [module docs](self).
+#[derive(Debug)]
+pub struct Worker;
+
+impl Worker {
+    /// A worker on `jobs` with defaults: 4 jobs at a time, 30 s leases
+    /// (extended every 10 s while a job runs), polling every second when
+    /// idle and not woken earlier, a random worker id.
+    pub fn builder(jobs: Arc<dyn Jobs>) -> WorkerBuilder {
+        WorkerBuilder {
+            jobs,
+            handlers: BTreeMap::new(),
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            worker_id: format!(
+                "{}-{}-{:04x}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+                std::process::id(),
+                rand::random::<u16>()
+            ),
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// Runs jobs of `job_type` with `handler`, their payload decoded into
+    /// `P`. A payload that does not decode fails the job permanently (a
+    /// retry cannot fix it). An invalid type name is
+    /// [`ErrorKind::InvalidInput`]; registering a type twice replaces the
+    /// handler.
+    pub fn register<P, F, Fut>(mut self, job_type: &str, handler: F) -> JobsResult<Self>
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        validate_job_type(job_type)?;
+        let handler = Arc::new(handler);
+        let h: Handler = Arc::new(move |ctx: JobContext| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let payload: P = ctx
+                    .job
+                    .payload_as()
+                    .map_err(|e| JobError::permanent(e.display_chain().to_string()))?;
+                handler(ctx, payload).await
+            })
+        });
+        self.handlers.insert(job_type.to_string(), h);
+        Ok(self)
+    }
+
+    /// Runs jobs of `job_type` with a handler that takes the raw context.
+    pub fn register_raw(mut self, job_type: &str, handler: Handler) -> JobsResult<Self> {
+        validate_job_type(job_type)?;
+        self.handlers.insert(job_type.to_string(), handler);
+        Ok(self)
+    }
+
+    /// How many jobs run at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long a claim's lease lasts; a running job's lease is extended
+    /// every third of it. A worker killed outright loses its jobs to other
+    /// workers this long after its last extension.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Longest idle wait between claims when the provider does not wake the
+    /// worker earlier ([`Jobs::wait_for_work`]).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Sets the worker id shown on claimed jobs and in their history.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = id.into();
+        self
+    }
+
+    /// Starts claiming and running jobs on the current tokio runtime. No
+    /// handler, a concurrency of 0, a lease under 30 ms or a zero poll
+    /// interval is [`ErrorKind::InvalidInput`].
+    pub fn start(self) -> JobsResult<WorkerHandle> {
+        if self.handlers.is_empty() {
+            return Err(Error::invalid_input(
+                "a worker needs at least one registered job type",
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::invalid_input(
+                "worker concurrency must be at least 1",
+            ));
+        }
+        if self.lease < Duration::from_millis(30) {
+            return Err(Error::invalid_input(
+                "a worker lease must be at least 30 ms",
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::invalid_input(
+                "a worker poll interval must be longer than zero",
+            ));
+        }
+        let request = ClaimRequest {
+            job_types: self.handlers.keys().cloned().collect(),
+            batch: self.concurrency,
+            lease: self.lease,
+            worker_id: self.worker_id.clone(),
+        };
+        request.validate()?;
+        let counters = Arc::new(Counters::default());
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let state = Loop {
+            jobs: self.jobs,
+            handlers: Arc::new(self.handlers),
+            concurrency: self.concurrency,
+            lease: self.lease,
+            poll_interval: self.poll_interval,
+            request,
+            counters: counters.clone(),
+        };
+        let task = tokio::spawn(state.run(stop_rx));
+        Ok(WorkerHandle {
+            stop_tx,
+            task,
+            counters,
+        })
+    }
+}
+
+/// A running worker. Dropping it without [`WorkerHandle::stop`] leaves the
+/// worker running until the runtime shuts down.
+pub struct WorkerHandle {
+    stop_tx: watch::Sender<Option<Duration>>,
+    task: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("report", &self.report())
+            .finish()
+    }
+}
+
+impl WorkerHandle {
+    /// What the worker did so far.
+    pub fn report(&self) -> WorkerReport {
+        self.counters.snapshot()
+    }
+
+    /// Stops claiming, lets running jobs finish for up to `deadline`, then
+    /// aborts the rest and releases their jobs (claimable at once elsewhere,
+    /// the attempt not counted). Returns the final counts.
+    pub async fn stop(self, deadline: Duration) -> WorkerReport {
+        let _ = self.stop_tx.send(Some(deadline));
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the job worker loop ended abnormally");
+        }
+        self.counters.snapshot()
+    }
+}
+
+struct Loop {
+    jobs: Arc<dyn Jobs>,
+    handlers: Arc<BTreeMap<String, Handler>>,
+    concurrency: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    request: ClaimRequest,
+    counters: Arc<Counters>,
+}
+
+impl Loop {
+    async fn run(self, mut stop_rx: watch::Receiver<Option<Duration>>) {
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut leases: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        let deadline = loop {
+            if let Some(d) = *stop_rx.borrow() {
+                break d;
+            }
+            let free = self.concurrency.saturating_sub(running.len());
+            let mut claimed_full = false;
+            if free > 0 {
+                let mut request = self.request.clone();
+                request.batch = free;
+                match self.jobs.claim(&request).await {
+                    Ok(claimed) => {
+                        claimed_full = claimed.len() == free;
+                        for c in claimed {
+                            Counters::bump(&self.counters.claimed);
+                            let lease = c.lease.clone();
+                            let handle = running.spawn(self.run_job(c));
+                            leases.insert(handle.id(), lease);
+                        }
+                    }
+                    Err(e) => {
+                        Counters::bump(&self.counters.store_errors);
+                        tracing::warn!(error = %e.display_chain(), "claiming jobs failed; retrying after the poll interval");
+                        tokio::select! {
+                            _ = stop_rx.changed() => {}
+                            _ = tokio::time::sleep(self.poll_interval) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if claimed_full && running.len() < self.concurrency {
+                continue;
+            }
+            let idle = running.len() < self.concurrency;
+            tokio::select! {
+                _ = stop_rx.changed() => {}
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    finished(&mut leases, done);
+                }
+                _ = self.jobs.wait_for_work(self.poll_interval), if idle => {}
+            }
+        };
+        let until = tokio::time::Instant::now() + deadline;
+        while !running.is_empty() {
+            tokio::select! {
+                Some(done) = running.join_next_with_id() => finished(&mut leases, done),
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        running.abort_all();
+        while let Some(done) = running.join_next_with_id().await {
+            finished(&mut leases, done);
+        }
+        for (_, lease) in leases {
+            match self.jobs.release(&lease).await {
+                Ok(()) => Counters::bump(&self.counters.released),
+                Err(e) => {
+                    Counters::bump(&self.counters.store_errors);
+                    tracing::warn!(job = %lease.job_id, error = %e.display_chain(), "could not release a job at stop; it runs again when its lease expires");
+                }
+            }
+        }
+    }
+
+    fn run_job(&self, claimed: ClaimedJob) -> impl Future<Output = ()> + Send + 'static {
+        let jobs = self.jobs.clone();
+        let handler = self.handlers.get(&claimed.job.job_type).cloned();
+        let counters = self.counters.clone();
+        let lease_len = self.lease;
+        let worker_id: Arc<str> = Arc::from(self.request.worker_id.as_str());
+        async move {
+            let ClaimedJob { job, lease } = claimed;
+            let timeout = job.timeout;
+            let job_type = job.job_type.clone();
+            let Some(handler) = handler else {
+                // Claims name only registered types, so this is a provider bug.
+                let err = JobError::retry(format!("no handler for job type {job_type}"));
+                finish(&*jobs, &lease, Err(err), &counters).await;
+                return;
+            };
+            let ctx = JobContext { job, worker_id };
+            let task = AbortOnDrop(tokio::spawn(handler(ctx)));
+            let outcome = supervise(&*jobs, &lease, lease_len, timeout, task, &counters).await;
+            if let Some(result) = outcome {
+                finish(&*jobs, &lease, result, &counters).await;
+            }
+        }
+    }
+}
+
+fn finished(
+    leases: &mut HashMap<tokio::task::Id, Lease>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => e.id(),
+    };
+    leases.remove(&id);
+}
+
+/// Aborts the handler's task when the job's task is dropped or aborted (a
+/// stop past its deadline), so no handler runs on unsupervised.
+struct AbortOnDrop(JoinHandle<Result<(), JobError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for the handler while extending the lease. `None`: the lease was
+/// lost, so the outcome must not be recorded here.
+async fn supervise(
+    jobs: &dyn Jobs,
+    lease: &Lease,
+    lease_len: Duration,
+    timeout: Option<Duration>,
+    mut task: AbortOnDrop,
+    counters: &Counters,
+) -> Option<Result<(), JobError>> {
+    let every = lease_len / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let time_limit = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(time_limit);
+    loop {
+        tokio::select! {
+            joined = &mut task.0 => {
+                return Some(match joined {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => {
+                        Counters::bump(&counters.panicked);
+                        Err(JobError::retry(format!("the handler panicked: {}", panic_text(e.into_panic()))))
+                    }
+                    Err(e) => Err(JobError::retry(format!("the handler task was cancelled: {e}"))),
+                });
+            }
+            _ = &mut time_limit => {
+                Counters::bump(&counters.timed_out);
+                let t = timeout.unwrap_or_default();
+                return Some(Err(JobError::retry(format!("timed out after {t:?}"))));
+            }
+            _ = tick.tick() => {
+                match jobs.extend_lease(lease, lease_len).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::Conflict || e.kind() == ErrorKind::NotFound => {
+                        Counters::bump(&counters.lost_leases);
+                        tracing::warn!(job = %lease.job_id, error = %e, "lost the lease on a running job; abandoning it");
+                        return None;
+                    }
+                    Err(e) => {
+                        Counters::bump(&counters.store_errors);
+                        tracing::warn!(job = %lease.job_id, error = %e.display_chain(), "extending a lease failed; trying again at the next tick");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records the outcome, retrying a few times on errors a retry may cure.
+async fn finish(jobs: &dyn Jobs, lease: &Lease, result: Result<(), JobError>, counters: &Counters) {
+    if result.is_err() {
+        Counters::bump(&counters.failed);
+    }
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=5 {
+        let r = match &result {
+            Ok(()) => jobs.complete(lease).await,
+            Err(e) => jobs.fail(lease, e).await.map(|_| ()),
+        };
+        match r {
+            Ok(()) => {
+                if result.is_ok() {
+                    Counters::bump(&counters.completed);
+                }
+                return;
+            }
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                Counters::bump(&counters.lost_leases);
+                tracing::warn!(job = %lease.job_id, error = %e, "the lease ran out before the outcome was recorded; the job runs again");
+                return;
+            }
+            Err(e) => {
+                Counters::bump(&counters.store_errors);
+                if !e.is_retryable() || attempt == 5 {
+                    tracing::error!(job = %lease.job_id, error = %e.display_chain(), "could not record a job's outcome; it runs again when its lease expires");
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-text panic payload)".to_string()
+    }
+}
