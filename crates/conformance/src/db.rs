@@ -28,6 +28,7 @@ use crate::harness::{run_cases, Case, Factory};
 
 mod capability;
 mod describe;
+mod foreign;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// Builds a fresh database per case.
@@ -184,6 +185,7 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
         case!("schema.alter_table", SCHEMA, schema_alter_table),
         case!("schema.unique_index", SCHEMA, schema_unique_index),
         case!("schema.describe_table", SCHEMA, describe::describe_table),
+        case!("schema.foreign_keys", SCHEMA, foreign::foreign_keys),
         case!(
             "changes.insert_update_delete",
             SCHEMA_FEED,

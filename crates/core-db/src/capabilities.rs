@@ -34,6 +34,13 @@ pub struct DbCapabilities {
     /// [`crate::Database::scoped`] runs calls as a request's role with its
     /// claims, and the database's row-level security policies apply.
     pub row_security: bool,
+    /// Foreign keys declared in [`crate::TableSchema::foreign_keys`] are
+    /// enforced: a value with no referenced row, and deleting or re-keying
+    /// a referenced row still referenced, are [`crate::ErrorKind::Conflict`].
+    /// `false`: the provider refuses to declare one
+    /// ([`crate::ErrorKind::Unsupported`]), or keeps it as metadata only
+    /// (reported by `describe_table`) and promises nothing about it.
+    pub foreign_keys: bool,
 }
 
 impl DbCapabilities {
@@ -52,6 +59,7 @@ impl DbCapabilities {
             unique_constraints: false,
             max_bind_params: None,
             row_security: false,
+            foreign_keys: false,
         }
     }
 }

@@ -22,7 +22,9 @@ pub use query::{
     and, col, not, or, AggFunc, CmpOp, ColumnRef, Cursor, Filter, Join, JoinKind, NullsOrder,
     OrderBy, Query, SelectItem, SortDirection,
 };
-pub use schema::{AlterTable, ColumnDef, ColumnDefault, ColumnType, IndexSpec, TableSchema};
+pub use schema::{
+    AlterTable, ColumnDef, ColumnDefault, ColumnType, ForeignKey, IndexSpec, TableSchema,
+};
 pub use scope::RequestScope;
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 

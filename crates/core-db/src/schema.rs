@@ -189,6 +189,101 @@ pub struct TableSchema {
     /// Do nothing if the table exists.
     #[serde(default)]
     pub if_not_exists: bool,
+    /// References to other tables (or this one). Enforced where
+    /// [`crate::DbCapabilities::foreign_keys`] is `true`; reported by
+    /// [`crate::Database::describe_table`], so front ends (the REST API's
+    /// embedded resources) can follow them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+/// A foreign key: `columns` of the declaring table hold the values of
+/// `referenced_columns` (the primary key or a unique column) of
+/// `referenced_table`. Deleting or re-keying a referenced row that is still
+/// referenced is refused (`NO ACTION`), as is a value with no referenced
+/// row; a NULL in any of `columns` references nothing.
+///
+/// ```
+/// use truststream_core_db::{ColumnDef, ForeignKey, TableSchema};
+/// let posts = TableSchema::new("posts")
+///     .column(ColumnDef::integer("id").primary_key())
+///     .column(ColumnDef::integer("author_id"))
+///     .references("author_id", "users", "id");
+/// posts.validate().unwrap();
+/// assert_eq!(posts.foreign_keys[0].resolved_name("posts"), "posts_author_id_fkey");
+/// assert_eq!(posts.foreign_keys[0], ForeignKey::new(["author_id"], "users", ["id"]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// The constraint name; default `<table>_<col1>_<col2>_fkey`
+    /// (PostgreSQL's own default), see [`ForeignKey::resolved_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The referencing columns of the declaring table, in order.
+    pub columns: Vec<String>,
+    /// The referenced table.
+    pub referenced_table: String,
+    /// The referenced columns, one per referencing column.
+    pub referenced_columns: Vec<String>,
+}
+
+impl ForeignKey {
+    /// `columns` referencing `referenced_columns` of `referenced_table`.
+    pub fn new<A: AsRef<str>, B: AsRef<str>>(
+        columns: impl IntoIterator<Item = A>,
+        referenced_table: &str,
+        referenced_columns: impl IntoIterator<Item = B>,
+    ) -> Self {
+        ForeignKey {
+            name: None,
+            columns: columns
+                .into_iter()
+                .map(|c| c.as_ref().to_string())
+                .collect(),
+            referenced_table: referenced_table.to_string(),
+            referenced_columns: referenced_columns
+                .into_iter()
+                .map(|c| c.as_ref().to_string())
+                .collect(),
+        }
+    }
+
+    /// Names the constraint.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// The constraint name on table `table`: given, or
+    /// `<table>_<col1>_<col2>_fkey` truncated to [`ident::MAX_LEN`].
+    pub fn resolved_name(&self, table: &str) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let mut n = format!("{table}_{}_fkey", self.columns.join("_"));
+        n.truncate(ident::MAX_LEN);
+        n
+    }
+
+    /// Checks identifiers and that both sides have the same (non-zero)
+    /// number of columns.
+    pub fn validate(&self, table: &str) -> DbResult<()> {
+        ident::table(&self.referenced_table)?;
+        self.columns.iter().try_for_each(|c| ident::validate(c))?;
+        self.referenced_columns
+            .iter()
+            .try_for_each(|c| ident::validate(c))?;
+        ident::validate(&self.resolved_name(table))?;
+        if self.columns.is_empty() || self.columns.len() != self.referenced_columns.len() {
+            return Err(Error::invalid_input(format!(
+                "foreign key {} of table {table} needs as many referenced columns as columns (at least one), has {} and {}",
+                self.resolved_name(table),
+                self.columns.len(),
+                self.referenced_columns.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl TableSchema {
@@ -198,12 +293,76 @@ impl TableSchema {
             name: name.to_string(),
             columns: Vec::new(),
             if_not_exists: false,
+            foreign_keys: Vec::new(),
         }
     }
     /// Adds a column.
     pub fn column(mut self, column: ColumnDef) -> Self {
         self.columns.push(column);
         self
+    }
+    /// Declares that `column` references `referenced_column` (the primary
+    /// key or a unique column) of `referenced_table`.
+    pub fn references(self, column: &str, referenced_table: &str, referenced_column: &str) -> Self {
+        self.foreign_key(ForeignKey::new(
+            [column],
+            referenced_table,
+            [referenced_column],
+        ))
+    }
+    /// Declares a foreign key.
+    pub fn foreign_key(mut self, foreign_key: ForeignKey) -> Self {
+        self.foreign_keys.push(foreign_key);
+        self
+    }
+    /// The foreign keys of this table that use `column`.
+    pub fn foreign_keys_using<'a>(
+        &'a self,
+        column: &'a str,
+    ) -> impl Iterator<Item = &'a ForeignKey> + 'a {
+        self.foreign_keys
+            .iter()
+            .filter(move |fk| fk.columns.iter().any(|c| c == column))
+    }
+    /// Renames a column, in the column list and in the foreign keys that
+    /// use it (this table's, and its own references to itself).
+    pub fn rename_column(&mut self, from: &str, to: &str) {
+        let self_name = self.name.clone();
+        for c in &mut self.columns {
+            if c.name == from {
+                c.name = to.to_string();
+            }
+        }
+        for fk in &mut self.foreign_keys {
+            // A renamed foreign key keeps the name it was created with.
+            if fk.name.is_none() {
+                fk.name = Some(fk.resolved_name(&self_name));
+            }
+            for c in &mut fk.columns {
+                if c == from {
+                    *c = to.to_string();
+                }
+            }
+            if fk.referenced_table == self_name {
+                for c in &mut fk.referenced_columns {
+                    if c == from {
+                        *c = to.to_string();
+                    }
+                }
+            }
+        }
+    }
+    /// `InvalidInput` when `column` is part of a foreign key of this table
+    /// (drop the table's reference first: `alter_table` cannot drop it).
+    pub fn check_droppable(&self, column: &str) -> DbResult<()> {
+        match self.foreign_keys_using(column).next() {
+            Some(fk) => Err(Error::invalid_input(format!(
+                "cannot drop column {column} of table {}: it is part of foreign key {}",
+                self.name,
+                fk.resolved_name(&self.name)
+            ))),
+            None => Ok(()),
+        }
     }
     /// Makes `create_table` a no-op when the table exists.
     pub fn if_not_exists(mut self) -> Self {
@@ -239,13 +398,50 @@ impl TableSchema {
                 )));
             }
         }
-        match self.columns.iter().filter(|c| c.primary_key).count() {
-            1 => Ok(()),
-            n => Err(Error::invalid_input(format!(
+        if let n @ (0 | 2..) = self.columns.iter().filter(|c| c.primary_key).count() {
+            return Err(Error::invalid_input(format!(
                 "table {} must have exactly one primary-key column, has {n}",
                 self.name
-            ))),
+            )));
         }
+        let mut names = std::collections::HashSet::new();
+        for fk in &self.foreign_keys {
+            fk.validate(&self.name)?;
+            let name = fk.resolved_name(&self.name);
+            if !names.insert(name.clone()) {
+                return Err(Error::invalid_input(format!(
+                    "foreign key {name} appears twice in table {}",
+                    self.name
+                )));
+            }
+            let mut cols = std::collections::HashSet::new();
+            for c in &fk.columns {
+                if self.find(c).is_none() {
+                    return Err(Error::invalid_input(format!(
+                        "foreign key {name}: table {} has no column {c}",
+                        self.name
+                    )));
+                }
+                if !cols.insert(c.as_str()) {
+                    return Err(Error::invalid_input(format!(
+                        "foreign key {name} names column {c} twice"
+                    )));
+                }
+            }
+            if fk.referenced_table == self.name {
+                if let Some(c) = fk
+                    .referenced_columns
+                    .iter()
+                    .find(|c| self.find(c).is_none())
+                {
+                    return Err(Error::invalid_input(format!(
+                        "foreign key {name}: table {} has no column {c}",
+                        self.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod foreign;
 mod query;
 mod table;
 mod value;
@@ -19,6 +20,7 @@ use truststream_core_db::{
     OperationOutput, Params, ProviderInfo, Query, Row, RowChange, TableSchema, Value,
 };
 
+use crate::foreign::Pending;
 use crate::query::{Bound, Source};
 use crate::table::Table;
 
@@ -156,13 +158,19 @@ impl MemoryDatabase {
     ) -> DbResult<T> {
         self.ensure_connected(op)?;
         let mut state = self.write_state();
+        let foreign_keys = state
+            .tables
+            .values()
+            .any(|t| !t.schema.foreign_keys.is_empty());
         let mut w = Writer {
             state: &mut state,
             max_rows: self.config.max_rows_per_table,
             undo: Vec::new(),
             changes: Vec::new(),
+            foreign_keys,
+            pending: Vec::new(),
         };
-        match f(&mut w) {
+        match f(&mut w).and_then(|v| w.end_statement().map(|()| v)) {
             Ok(v) => {
                 let now = chrono::Utc::now();
                 self.changes
@@ -195,9 +203,26 @@ struct Writer<'a> {
     max_rows: Option<usize>,
     undo: Vec<Undo>,
     changes: Vec<RowChange>,
+    /// Whether any table has a foreign key (else nothing is recorded in
+    /// `pending`).
+    foreign_keys: bool,
+    /// Rows to check against foreign keys when the statement ends.
+    pending: Vec<Pending>,
 }
 
 impl Writer<'_> {
+    fn pend(&mut self, p: impl FnOnce() -> Pending) {
+        if self.foreign_keys {
+            self.pending.push(p());
+        }
+    }
+
+    /// Checks the foreign keys of what the statement wrote.
+    fn end_statement(&mut self) -> DbResult<()> {
+        let pending = std::mem::take(&mut self.pending);
+        foreign::check(self.state, &pending)
+    }
+
     fn rollback(&mut self) {
         while let Some(u) = self.undo.pop() {
             match u {
@@ -281,6 +306,10 @@ impl Writer<'_> {
                 seq,
             });
             self.change(table, ChangeKind::Insert, key, None, Some(row.clone()));
+            self.pend(|| Pending::Written {
+                table: table.to_string(),
+                row: row.clone(),
+            });
             out.push(row);
         }
         Ok(out)
@@ -300,6 +329,14 @@ impl Writer<'_> {
             table: table.to_string(),
             seq,
             old: old.clone(),
+        });
+        self.pend(|| Pending::Gone {
+            table: table.to_string(),
+            row: old.clone(),
+        });
+        self.pend(|| Pending::Written {
+            table: table.to_string(),
+            row: new.clone(),
         });
         self.change(table, ChangeKind::Update, key, Some(old), Some(new.clone()));
         Ok(new)
@@ -330,6 +367,10 @@ impl Writer<'_> {
         self.undo.push(Undo::Removed {
             table: table.to_string(),
             seq,
+            row: row.clone(),
+        });
+        self.pend(|| Pending::Gone {
+            table: table.to_string(),
             row: row.clone(),
         });
         self.change(table, ChangeKind::Delete, key, Some(row), None);
@@ -384,6 +425,12 @@ impl Writer<'_> {
     }
 
     fn apply(&mut self, op: &Operation) -> DbResult<OperationOutput> {
+        let out = self.apply_one(op)?;
+        self.end_statement()?;
+        Ok(out)
+    }
+
+    fn apply_one(&mut self, op: &Operation) -> DbResult<OperationOutput> {
         Ok(match op {
             Operation::Create { table, data } => {
                 let mut rows = self.create_many(table, std::slice::from_ref(data))?;
@@ -431,6 +478,7 @@ impl Database for MemoryDatabase {
         c.change_feed = true;
         c.change_feed_scope = Some(ChangeFeedScope::Instance);
         c.unique_constraints = true;
+        c.foreign_keys = true;
         c.max_bind_params = None;
         c
     }
@@ -547,6 +595,36 @@ impl Database for MemoryDatabase {
                         .with_context("table", schema.name.clone()),
                 );
             }
+            for fk in &schema.foreign_keys {
+                let target = if fk.referenced_table == schema.name {
+                    schema
+                } else {
+                    &state
+                        .tables
+                        .get(&fk.referenced_table)
+                        .ok_or_else(|| {
+                            Error::invalid_input(format!(
+                                "foreign key {} of table {} references table {}, which does not exist",
+                                fk.resolved_name(&schema.name),
+                                schema.name,
+                                fk.referenced_table
+                            ))
+                        })?
+                        .schema
+                };
+                if let Some(c) = fk
+                    .referenced_columns
+                    .iter()
+                    .find(|c| target.find(c).is_none())
+                {
+                    return Err(Error::invalid_input(format!(
+                        "foreign key {} of table {} references column {c}, which table {} does not have",
+                        fk.resolved_name(&schema.name),
+                        schema.name,
+                        fk.referenced_table
+                    )));
+                }
+            }
             let table = Table::new(schema.clone())?;
             for idx in &table.indexes {
                 if let Some(other) = state.index_names.get(&idx.name) {
@@ -594,7 +672,29 @@ impl Database for MemoryDatabase {
             let mut t = state.table(table)?.clone();
             let mut dropped_indexes = Vec::new();
             for change in changes {
+                if let AlterTable::DropColumn(c) = change {
+                    referenced_elsewhere(&state, table, c)?;
+                }
                 alter(&mut t, change, &mut dropped_indexes)?;
+            }
+            // Other tables' references follow a renamed column.
+            for change in changes {
+                if let AlterTable::RenameColumn { from, to } = change {
+                    for (name, other) in state.tables.iter_mut() {
+                        if name == table {
+                            continue;
+                        }
+                        for fk in &mut other.schema.foreign_keys {
+                            if fk.referenced_table == table {
+                                for c in &mut fk.referenced_columns {
+                                    if c == from {
+                                        *c = to.clone();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
             for name in dropped_indexes {
                 state.index_names.remove(&name);
@@ -718,6 +818,7 @@ fn alter(t: &mut Table, change: &AlterTable, dropped_indexes: &mut Vec<String>) 
                     "cannot drop column {c}: it is the primary key of table {table}"
                 )));
             }
+            t.schema.check_droppable(c)?;
             dropped_indexes.extend(t.drop_column(c));
             Ok(())
         }
@@ -739,6 +840,24 @@ fn alter(t: &mut Table, change: &AlterTable, dropped_indexes: &mut Vec<String>) 
             Ok(())
         }
     }
+}
+
+/// `InvalidInput` when a foreign key of another table references column
+/// `column` of `table`.
+fn referenced_elsewhere(state: &State, table: &str, column: &str) -> DbResult<()> {
+    for (name, other) in &state.tables {
+        if let Some(fk) = other.schema.foreign_keys.iter().find(|fk| {
+            name != table
+                && fk.referenced_table == table
+                && fk.referenced_columns.iter().any(|c| c == column)
+        }) {
+            return Err(Error::invalid_input(format!(
+                "cannot drop column {column} of table {table}: foreign key {} of table {name} references it",
+                fk.resolved_name(name)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Registers the provider under [`TYPE_NAME`] (`"memory"`). Each build returns

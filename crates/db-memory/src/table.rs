@@ -365,11 +365,7 @@ impl Table {
                 })
                 .collect();
         }
-        for c in &mut self.schema.columns {
-            if c.name == from {
-                c.name = to.to_string();
-            }
-        }
+        self.schema.rename_column(from, to);
         for idx in &mut self.indexes {
             for c in &mut idx.columns {
                 if c == from {

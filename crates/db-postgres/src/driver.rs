@@ -604,6 +604,26 @@ const DESCRIBE_SQL: &str = "SELECT a.attname::text AS name,
    AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
  ORDER BY a.attnum";
 
+/// The foreign keys of relation `$1` in the current schema that reference
+/// a table of the same schema: constraint name, referenced table, and both
+/// column lists in key order.
+const FOREIGN_KEYS_SQL: &str = "SELECT con.conname::text AS name,
+       ft.relname::text AS referenced_table,
+       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, i)
+               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num
+              ORDER BY k.i) AS columns,
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, i)
+               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num
+              ORDER BY k.i) AS referenced_columns
+  FROM pg_constraint con
+  JOIN pg_class c ON c.oid = con.conrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_class ft ON ft.oid = con.confrelid
+  JOIN pg_namespace fn ON fn.oid = ft.relnamespace
+ WHERE con.contype = 'f' AND n.nspname = current_schema() AND c.relname = $1
+   AND fn.nspname = current_schema()
+ ORDER BY con.conname";
+
 /// The schema of `table`, a table (or view) of the current schema that
 /// TrustStream did not create, from `pg_catalog`; `None` when there is
 /// none. Names starting with `_truststream` are the provider's own and
@@ -625,6 +645,8 @@ const DESCRIBE_SQL: &str = "SELECT a.attname::text AS name,
 ///   `CURRENT_TIMESTAMP` are `Now`, `gen_random_uuid()` is `RandomUuid`.
 /// - A single-column unique index (not partial, not on an expression)
 ///   marks its column unique.
+/// - Foreign keys to tables of the same schema are reported (by constraint
+///   name) when every name in them is an identifier core-db accepts.
 pub(crate) async fn describe_from_catalog(
     conn: &mut PgConn,
     table: &str,
@@ -671,6 +693,30 @@ pub(crate) async fn describe_from_catalog(
             primary_key,
             default,
         });
+    }
+    let fks = sqlx::query(FOREIGN_KEYS_SQL)
+        .bind(table)
+        .persistent(persistent)
+        .fetch_all(conn.raw())
+        .await
+        .map_err(error::map)?;
+    for r in &fks {
+        let get = |e: sqlx::Error| {
+            Error::internal(format!(
+                "cannot read the foreign keys of table {table} from the catalog"
+            ))
+            .with_source(error::map(e))
+        };
+        let name: String = r.try_get("name").map_err(get)?;
+        let referenced_table: String = r.try_get("referenced_table").map_err(get)?;
+        let columns: Vec<String> = r.try_get("columns").map_err(get)?;
+        let referenced_columns: Vec<String> = r.try_get("referenced_columns").map_err(get)?;
+        let fk =
+            truststream_core_db::ForeignKey::new(columns, &referenced_table, referenced_columns)
+                .named(&name);
+        if fk.validate(table).is_ok() {
+            schema = schema.foreign_key(fk);
+        }
     }
     Ok(Some(schema))
 }

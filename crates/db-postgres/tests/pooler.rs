@@ -591,6 +591,58 @@ async fn migration_tables_work(db: &PgDatabase) {
             .unwrap(),
         1
     );
+    // Foreign keys made by migrations are described from the catalog (by
+    // constraint name, columns in key order).
+    for sql in [
+        "CREATE TABLE accounts_int (id BIGSERIAL PRIMARY KEY)",
+        "CREATE TABLE mig_pairs (a INT, b INT, PRIMARY KEY (a, b))",
+        "CREATE TABLE mig_posts (id BIGSERIAL PRIMARY KEY, \
+           author BIGINT REFERENCES accounts_int (id), \
+           editor BIGINT, ref_a INT, ref_b INT, \
+           CONSTRAINT mig_posts_editor_is_user FOREIGN KEY (editor) REFERENCES accounts_int (id), \
+           CONSTRAINT mig_pair FOREIGN KEY (ref_b, ref_a) REFERENCES mig_pairs (b, a))",
+    ] {
+        db.raw_query(sql, &Params::new()).await.unwrap();
+    }
+    let posts = db.describe_table("mig_posts").await.unwrap().unwrap();
+    let fks: Vec<_> = posts
+        .foreign_keys
+        .iter()
+        .map(|fk| {
+            (
+                fk.name.clone().unwrap_or_default(),
+                fk.columns.join(","),
+                fk.referenced_table.clone(),
+                fk.referenced_columns.join(","),
+            )
+        })
+        .collect();
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        fks,
+        vec![
+            (s("mig_pair"), s("ref_b,ref_a"), s("mig_pairs"), s("b,a")),
+            (
+                s("mig_posts_author_fkey"),
+                s("author"),
+                s("accounts_int"),
+                s("id")
+            ),
+            (
+                s("mig_posts_editor_is_user"),
+                s("editor"),
+                s("accounts_int"),
+                s("id")
+            ),
+        ]
+    );
+    assert!(db
+        .describe_table("accounts_int")
+        .await
+        .unwrap()
+        .unwrap()
+        .foreign_keys
+        .is_empty());
     // A name that is neither registered nor in the catalog is NotFound.
     assert!(db.describe_table("nothing_here").await.unwrap().is_none());
     let e = db.get("nothing_here", &json!(1)).await.unwrap_err();

@@ -337,6 +337,43 @@ pub async fn schema_of<P: SqlProvider>(db: &P, table: &str) -> DbResult<TableSch
     Ok(schema)
 }
 
+/// Checks that every table and column a new table's foreign keys reference
+/// exists (SQLite would only notice at the first write), so a bad
+/// reference is `InvalidInput` on every dialect.
+async fn check_references<P: SqlProvider>(db: &P, schema: &TableSchema) -> DbResult<()> {
+    for fk in &schema.foreign_keys {
+        let target = if fk.referenced_table == schema.name {
+            schema.clone()
+        } else {
+            match schema_of(db, &fk.referenced_table).await {
+                Ok(t) => t,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Error::invalid_input(format!(
+                        "foreign key {} of table {} references table {}, which does not exist",
+                        fk.resolved_name(&schema.name),
+                        schema.name,
+                        fk.referenced_table
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(c) = fk
+            .referenced_columns
+            .iter()
+            .find(|c| target.find(c).is_none())
+        {
+            return Err(Error::invalid_input(format!(
+                "foreign key {} of table {} references column {c}, which table {} does not have",
+                fk.resolved_name(&schema.name),
+                schema.name,
+                fk.referenced_table
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a table's schema from [`SCHEMA_TABLE`] (no cache); `NotFound` when
 /// there is none.
 pub async fn load_schema<P: SqlProvider>(
@@ -565,6 +602,9 @@ impl<P: SqlProvider> Database for P {
         c.change_feed = true;
         c.change_feed_scope = Some(P::CHANGE_FEED_SCOPE);
         c.unique_constraints = true;
+        // Declared as constraints in the DDL (SQLite providers turn
+        // `foreign_keys` on for every connection).
+        c.foreign_keys = true;
         c.max_bind_params = Some(dialect.max_binds());
         // `scoped` (row-level security): PostgreSQL only.
         c.row_security = dialect == SqlDialect::Postgres;
@@ -735,6 +775,7 @@ impl<P: SqlProvider> Database for P {
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+            check_references(self, schema).await?;
             let dialect = self.sql_state().dialect();
             let mut statements = compile::create_table(dialect, &normalized)?;
             let follow_up = self

@@ -561,6 +561,7 @@ pub fn plan_alter(
                         "cannot drop column {c}: it is the primary key of table {table}"
                     )));
                 }
+                schema.check_droppable(c)?;
                 schema.columns.retain(|d| d.name != *c);
                 steps.push(AlterStep::Drop(c.clone()));
             }
@@ -578,11 +579,7 @@ pub fn plan_alter(
                         "table {table} already has a column {to}"
                     )));
                 }
-                for d in &mut schema.columns {
-                    if d.name == *from {
-                        d.name = to.clone();
-                    }
-                }
+                schema.rename_column(from, to);
                 steps.push(AlterStep::Rename {
                     from: from.clone(),
                     to: to.clone(),
