@@ -60,6 +60,11 @@ pub struct ServeConfig {
     /// USAGE on `public`, `auth` and the provider's schema. Table
     /// privileges (`GRANT SELECT ... TO authenticated`), `ENABLE ROW LEVEL
     /// SECURITY` and the policies are the application's.
+    ///
+    /// Realtime follows the same policies: every table of
+    /// `realtime.publish` is checked per subscriber (the realtime-ws rule
+    /// `row_security`), so a `postgres_changes` subscriber gets a change
+    /// only when its own read of the row returns it.
     pub row_security: bool,
     /// Who may touch the objects of each bucket (keyed by bucket id). A
     /// bucket without an entry: public buckets are readable by anyone,

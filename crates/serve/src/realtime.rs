@@ -28,9 +28,17 @@ pub(crate) async fn start_hub(
     providers: &Providers,
     keys: &ApiKeys,
 ) -> Result<Option<WsRealtime>, Error> {
+    let mut tables = config.realtime.tables.clone();
+    if config.row_security {
+        // The database's policies decide for realtime as for /rest/v1:
+        // every published table's changes are checked per subscriber.
+        for entry in &config.realtime.publish {
+            tables.entry(entry.clone()).or_default().row_security = true;
+        }
+    }
     let mut hub = WsRealtimeConfig {
         publish: config.realtime.publish.clone(),
-        tables: config.realtime.tables.clone(),
+        tables,
         ..WsRealtimeConfig::default()
     };
     if let Some(max) = config.realtime.max_payload_bytes {

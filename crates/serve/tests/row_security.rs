@@ -21,8 +21,10 @@ use serde_json::{json, Value};
 use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
 use truststream_core_auth::{Auth, SignUp};
 use truststream_core_db::{ColumnDef, ColumnDefault, Database, Params, TableSchema};
+use truststream_core_realtime::{handler, ChangeSpec, Realtime, RowChange};
 use truststream_db_postgres::testing::{self, Scratch};
 use truststream_db_postgres::PgDatabase;
+use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
 use truststream_serve::{ApiKeys, Providers, ServeConfig, Server, TableAction, TablePolicy};
 
 const SECRET: &str = "an HS256 secret for the row security tests, 32+ bytes";
@@ -72,12 +74,15 @@ async fn start_on(db: Arc<dyn Database>, schema: &str, force: bool) -> Env {
         storage: Arc::new(truststream_storage_memory::MemoryStorage::new()),
         metrics: None,
     };
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         bind: "127.0.0.1:0".into(),
         row_security: true,
         tables: BTreeMap::from([("todos".to_string(), policy())]),
         ..ServeConfig::default()
     };
+    // Realtime too: with row_security, the policies decide who gets a
+    // change (no `[serve.realtime.tables]` rule needed).
+    config.realtime.publish = vec!["todos".into()];
     let server = Server::bind(providers, ApiKeys::generate(), config)
         .await
         .unwrap()
@@ -354,4 +359,56 @@ async fn row_security_without_a_database_that_has_it_fails_the_start() {
         assert_eq!(e.kind(), truststream_core::ErrorKind::InvalidInput);
         assert!(e.message().contains("serve.row_security"), "{e}");
     }
+}
+
+/// `/realtime/v1` follows the same policies: a change reaches a subscriber
+/// only when the subscriber's own read of the row (as `authenticated`, with
+/// their claims) returns it.
+#[tokio::test(flavor = "multi_thread")]
+async fn realtime_changes_reach_only_the_users_the_policies_let_read_them() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+    let (a, ta) = e.sign_up("a@example.com").await;
+    let (b, tb) = e.sign_up("b@example.com").await;
+    let ws = format!("ws://{}/realtime/v1/websocket", e.server.addr);
+    let mut feeds = Vec::new();
+    for token in [&ta, &tb] {
+        let rt = WsRealtime::connect(WsRealtimeConfig::client(&ws, Some(token)))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sub = rt
+            .subscribe_changes(
+                ChangeSpec::table("todos"),
+                handler(move |c: RowChange| {
+                    let title = c.new.as_ref().and_then(|r| r.get("title")).cloned();
+                    let _ = tx.send(title.unwrap_or(Value::Null));
+                }),
+            )
+            .await
+            .unwrap();
+        feeds.push((rt, sub, rx));
+    }
+    // B writes first, then A: each one's first change must be their own.
+    for (token, owner, title) in [(&tb, &b, "b-1"), (&ta, &a, "a-1")] {
+        let (st, body) = insert(&e, token, json!({"owner": owner, "title": title})).await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let wait = std::time::Duration::from_secs(30);
+    for (i, own) in ["a-1", "b-1"].into_iter().enumerate() {
+        let got = tokio::time::timeout(wait, feeds[i].2.recv())
+            .await
+            .expect("a change in time")
+            .expect("the feed is open");
+        assert_eq!(got, json!(own), "subscriber {own} got another user's row");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (_, _, rx) in &mut feeds {
+        assert!(rx.try_recv().is_err(), "a change beyond the user's own row");
+    }
+    drop(feeds);
+    s.cleanup().await.unwrap();
 }
