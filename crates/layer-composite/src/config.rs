@@ -88,12 +88,11 @@ impl CompositeConfig {
     pub fn parse(settings: &serde_json::Value) -> Result<Self> {
         let raw: Raw = truststream_layer::parse_settings(settings.clone())?;
         let mut config = CompositeConfig::new("", serde_json::Value::Null);
-        config.secondary = parse_secondary(raw.secondary.ok_or_else(|| {
-            bad(
-                "secondary",
-                "required: the secondary database, e.g. { type = \"sqlite\", path = \"./data/replica.db\" }",
-            )
-        })?)?;
+        config.secondary = parse_provider(
+            "secondary",
+            raw.secondary,
+            "the secondary database, e.g. { type = \"sqlite\", path = \"./data/replica.db\" }",
+        )?;
         if let Some(name) = raw.outbox_table {
             // The catalog table's name adds `_tables`.
             let catalog = format!("{name}_tables");
@@ -152,23 +151,30 @@ fn bad(key: &str, why: &str) -> Error {
     Error::invalid_input(format!("{key}: {why}"))
 }
 
-fn positive(n: u64, key: &str) -> Result<u64> {
+/// `n`, or `InvalidInput` naming `key` when it is 0.
+pub(crate) fn positive(n: u64, key: &str) -> Result<u64> {
     if n == 0 {
         return Err(bad(key, "must be above 0"));
     }
     Ok(n)
 }
 
-fn parse_secondary(
-    mut settings: serde_json::Map<String, serde_json::Value>,
+/// A provider table (`{ type = "...", ...its settings }`) at `key`;
+/// `InvalidInput` naming the key when it is missing (`example` says what
+/// is expected) or has no `type`.
+pub(crate) fn parse_provider(
+    key: &str,
+    settings: Option<serde_json::Map<String, serde_json::Value>>,
+    example: &str,
 ) -> Result<SecondaryConfig> {
+    let mut settings = settings.ok_or_else(|| bad(key, &format!("required: {example}")))?;
     let provider = match settings.remove("type") {
         Some(serde_json::Value::String(t)) if !t.is_empty() => t,
-        Some(_) => return Err(bad("secondary.type", "expected a provider type name")),
+        Some(_) => return Err(bad(&format!("{key}.type"), "expected a provider type name")),
         None => {
             return Err(bad(
-                "secondary.type",
-                "required: the secondary's provider type (\"sqlite\", \"postgres\", ...)",
+                &format!("{key}.type"),
+                "required: the provider's type name (\"sqlite\", \"fs\", ...)",
             ))
         }
     };

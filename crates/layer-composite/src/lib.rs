@@ -118,30 +118,96 @@
 //! unreachable. Read fallbacks are counted
 //! (`truststream_composite_read_fallbacks_total`) and logged at warn once
 //! per transition.
+//!
+//! # Storage
+//! The same layer over a storage provider (`[<profile>.storage.layers]`),
+//! told apart by its `journal` key:
+//!
+//! ```toml
+//! [production.storage.layers]
+//! composite = { secondary = { type = "fs", root = "./data/replica" }, journal = { type = "sqlite", path = "./data/storage-journal.db" }, interval_ms = 200, batch = 200, lag_degraded_s = 30 }
+//! ```
+//!
+//! Storage has no transactions, so a write cannot carry its own outbox
+//! row. Instead each write (`upload`, `upload_stream`, `delete`, `copy` —
+//! its target —, `create_bucket`, `delete_bucket`) first records a journal
+//! entry naming the object or bucket, durably, in a database table
+//! (`journal_table` in the `journal` database), and only then runs on the
+//! primary; a journal that does not answer fails the write before the
+//! primary sees it. Entries name objects, not changes: the replicator
+//! copies the object's current state from the primary (content, content
+//! type, user metadata, public flag) to the secondary, or deletes it there
+//! when the primary has none; buckets are created or deleted to match. So
+//! an entry applied twice, late, or for a write that failed on the primary
+//! does no harm, and per-object order is right by construction. A crash
+//! after the entry and before (or during) the primary write leaves an entry
+//! that replicates whatever the primary holds; a crash between a copy and
+//! the entry's removal copies again. While a write runs, its object's
+//! entries are left alone (the replicator would otherwise copy the state
+//! from before the write and remove the entry); the write runs in a task of
+//! its own, so a caller that stops waiting does not end it half-way.
+//!
+//! The journal in a database, not in the primary storage: a database
+//! gives ordered, atomic inserts and deletes, a cheap count and age for the
+//! lag, and keeps the journal out of the primary's listings (a reserved
+//! prefix or bucket would show in `list` / `list_buckets`, or need
+//! filtering that breaks page sizes and cursors). The cost: a database
+//! insert per write (a local SQLite file: one fsync), and the journal is a
+//! second thing that must be up for writes. It must be durable (`sqlite`
+//! on a file, `postgres`): a `memory` journal loses the entries of a
+//! crash. One composite (one process) per journal: the replicator skips
+//! only the writes under way in its own process.
+//!
+//! Reads (`download`, `download_range`, `download_stream`,
+//! `get_metadata`, `list`, `list_buckets`, GET `signed_url`) fall back to
+//! the secondary on `Unavailable` / `Timeout`. A PUT `signed_url` allows a
+//! write the layer does not see: its object is journaled as due when the
+//! URL expires, and replicated then. Objects the primary held before the
+//! layer are replicated after [`StorageCompositeLayer::resync_bucket`].
+//! A target the secondary refuses (too large for it, say) stays in the
+//! journal, counted in the lag, while the others go on; `Unavailable` /
+//! `Timeout` ends the pass. Lag: `truststream_composite_storage_journal_entries`
+//! and `truststream_composite_storage_lag_seconds`; fallbacks:
+//! `truststream_composite_storage_read_fallbacks_total`; `health()` as for
+//! the database, plus degraded when the journal is unreachable.
 
 mod config;
 mod layer;
 mod outbox;
 mod replicator;
+mod storage;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use truststream_core::{Error, Result};
 use truststream_core_db::Database;
+use truststream_core_storage::Storage;
 use truststream_layer::{rank, Interface, LayerDeps, LayerRegistry, LayerSpec, ProviderBuilder};
 
 pub use config::{CompositeConfig, SecondaryConfig, DEFAULT_OUTBOX_TABLE};
 pub use layer::{CompositeLayer, CompositeStats, ReplicationLag};
+pub use storage::{
+    StorageCompositeConfig, StorageCompositeLayer, StorageCompositeStats, DEFAULT_JOURNAL_TABLE,
+};
 
 /// The layer's name in configuration.
 pub const NAME: &str = "composite";
 
-/// Registers the `composite` layer (database interface, rank
-/// [`rank::COMPOSITE`]). The secondary is built through
-/// [`LayerDeps::database`].
+/// Registers the `composite` layer (rank [`rank::COMPOSITE`]): over a
+/// database, or over a storage provider when its settings have a `journal`
+/// (see [Storage](crate#storage)). Secondaries and the journal are built
+/// through [`LayerDeps`].
 pub fn register(registry: &mut LayerRegistry) {
     registry.register(NAME, rank::COMPOSITE, |settings, deps: &LayerDeps| {
+        if settings.get("journal").is_some() {
+            let config = StorageCompositeConfig::parse(&settings)?;
+            return Ok(Arc::new(StorageCompositeSpec {
+                config,
+                storage: deps.storage.clone(),
+                database: deps.database.clone(),
+            }) as Arc<dyn LayerSpec>);
+        }
         let config = CompositeConfig::parse(&settings)?;
         Ok(Arc::new(CompositeSpec {
             config,
@@ -174,8 +240,17 @@ impl LayerSpec for CompositeSpec {
         )
     }
 
+    /// Storage too, to say what is missing there (rather than that the
+    /// layer does not apply).
     fn interfaces(&self) -> &'static [Interface] {
-        &[Interface::Database]
+        &[Interface::Database, Interface::Storage]
+    }
+
+    async fn wrap_storage(&self, _inner: Arc<dyn Storage>) -> Result<Arc<dyn Storage>> {
+        Err(Error::invalid_input(
+            "storage.layers.composite: journal: required over storage: the database of the \
+             replication journal, e.g. { type = \"sqlite\", path = \"./data/storage-journal.db\" }",
+        ))
     }
 
     async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {
@@ -202,6 +277,70 @@ impl LayerSpec for CompositeSpec {
                 // Built for nothing: let it go before the caller learns why
                 // (as the runtime does with the primary).
                 let _ = secondary.disconnect().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The configured storage layer: builds the secondary storage and the
+/// journal's database, and wraps the primary.
+struct StorageCompositeSpec {
+    config: StorageCompositeConfig,
+    storage: Option<ProviderBuilder<dyn Storage>>,
+    database: Option<ProviderBuilder<dyn Database>>,
+}
+
+#[async_trait]
+impl LayerSpec for StorageCompositeSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "secondary={}, journal={}, journal_table={}, interval_ms={}, batch={}, lag_degraded_s={}",
+            c.secondary.provider,
+            c.journal.provider,
+            c.journal_table,
+            c.interval.as_millis(),
+            c.batch,
+            c.lag_degraded.as_secs()
+        )
+    }
+
+    fn interfaces(&self) -> &'static [Interface] {
+        &[Interface::Storage]
+    }
+
+    async fn wrap_storage(&self, inner: Arc<dyn Storage>) -> Result<Arc<dyn Storage>> {
+        let missing = |what: &str| {
+            Error::unsupported(format!(
+                "composite: no {what} builder was given to the layer (LayerDeps::{what})"
+            ))
+        };
+        let build_storage = self.storage.as_ref().ok_or_else(|| missing("storage"))?;
+        let build_database = self.database.as_ref().ok_or_else(|| missing("database"))?;
+        let c = &self.config;
+        let keyed = |key: &'static str| {
+            move |e: Error| {
+                Error::new(
+                    e.kind(),
+                    format!("storage.layers.composite.{key}: {}", e.message()),
+                )
+            }
+        };
+        let secondary = build_storage(c.secondary.provider.clone(), c.secondary.settings.clone())
+            .await
+            .map_err(keyed("secondary"))?;
+        let journal = build_database(c.journal.provider.clone(), c.journal.settings.clone())
+            .await
+            .map_err(keyed("journal"))?;
+        match StorageCompositeLayer::wrap(inner, secondary, Arc::clone(&journal), c).await {
+            Ok(layered) => Ok(layered),
+            Err(e) => {
+                let _ = journal.disconnect().await;
                 Err(e)
             }
         }
