@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod db;
 mod harness;
+pub mod jobs;
 pub mod realtime;
 pub mod storage;
 

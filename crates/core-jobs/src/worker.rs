@@ -420,15 +420,23 @@ impl Loop {
     }
 }
 
+/// Forgets the lease of a job task that ran to its end (it recorded the
+/// outcome, or found the lease lost). A task that was aborted (a stop past
+/// its deadline) keeps its lease in the map, to be released.
 fn finished(
     leases: &mut HashMap<tokio::task::Id, Lease>,
     done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
 ) {
-    let id = match done {
-        Ok((id, ())) => id,
-        Err(e) => e.id(),
-    };
-    leases.remove(&id);
+    match done {
+        Ok((id, ())) => {
+            leases.remove(&id);
+        }
+        Err(e) if e.is_panic() => {
+            tracing::error!(error = %e, "a job task panicked outside its handler");
+            leases.remove(&e.id());
+        }
+        Err(_) => {}
+    }
 }
 
 /// Aborts the handler's task when the job's task is dropped or aborted (a
