@@ -24,7 +24,7 @@ use truststream_core_storage::{ListOptions, SignedUrlMethod, Storage, StorageExt
 use truststream_db_memory::MemoryDatabase;
 use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_layer::{
-    around_storage, Around, Interface, LayerDeps, LayerRegistry, LayeredStorage, Next, Op,
+    around_storage, Access, Around, Interface, LayerDeps, LayerRegistry, LayeredStorage, Next, Op,
     ProviderBuilder,
 };
 use truststream_layer_composite::{StorageCompositeConfig, StorageCompositeLayer};
@@ -393,6 +393,24 @@ impl Around for Switch {
     }
 }
 
+/// Refuses writes (`Unavailable`) while `down` is set; reads and health
+/// answer: a secondary that takes no copies but looks healthy.
+#[derive(Default)]
+struct RefuseWrites {
+    down: AtomicBool,
+}
+
+impl Around for RefuseWrites {
+    fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if op.access == Access::Write && self.down.load(Ordering::SeqCst) {
+                return Err(Error::unavailable("secondary refuses writes (test)"));
+            }
+            next.run().await
+        })
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     acked: Vec<String>,
@@ -647,5 +665,97 @@ async fn built_from_configuration_over_storage() {
     assert!(
         e.message().contains("storage.layers.composite") && e.message().contains("batchh"),
         "{e}"
+    );
+}
+
+/// A journal that does not answer fails the write before the primary sees
+/// it; a secondary that does not answer leaves the entries waiting, and
+/// once the oldest is older than `lag_degraded_s` health is degraded and
+/// says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_down_fails_writes_and_lag_degrades_health() {
+    let primary = Arc::new(MemoryStorage::new());
+    let secondary = Arc::new(MemoryStorage::new());
+    let secondary_switch = Arc::new(RefuseWrites::default());
+    let journal_switch = Arc::new(Switch::default());
+    let journal =
+        truststream_layer::around_database(Arc::new(MemoryDatabase::new()), journal_switch.clone());
+    let mut c = config();
+    c.lag_degraded = Duration::from_secs(1);
+    let store = StorageCompositeLayer::wrap(
+        primary.clone(),
+        around_storage(secondary.clone(), secondary_switch.clone()),
+        journal,
+        &c,
+    )
+    .await
+    .unwrap();
+    store.create_bucket("bbb").await.unwrap();
+
+    journal_switch.down.store(true, Ordering::SeqCst);
+    let e = store
+        .upload("bbb", "k", Bytes::from_static(b"v"), &UploadOptions::new())
+        .await
+        .expect_err("no journal, no write");
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("journal"), "{e}");
+    assert!(!primary.exists("bbb", "k").await.unwrap());
+    let health = store.health().await;
+    assert_eq!(health.status, HealthStatus::Degraded, "{health:?}");
+    journal_switch.down.store(false, Ordering::SeqCst);
+
+    secondary_switch.down.store(true, Ordering::SeqCst);
+    store
+        .upload("bbb", "k", Bytes::from_static(b"v"), &UploadOptions::new())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = store.health().await;
+        let message = health.message.unwrap_or_default();
+        if health.status == HealthStatus::Degraded {
+            assert!(message.contains("replication lag"), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never degraded: {message}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.layer().stats().failed_passes > 0);
+    secondary_switch.down.store(false, Ordering::SeqCst);
+    wait_for_lag_zero(&store).await;
+    assert_eq!(snapshot(&*secondary).await, snapshot(&*primary).await);
+    assert_eq!(store.health().await.status, HealthStatus::Healthy);
+}
+
+/// A signed upload URL allows a write the layer does not see: the object
+/// is journaled as due when the URL expires, and replicated then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_upload_is_replicated_after_its_url_expires() {
+    let (store, primary, secondary) = memory_composite().await;
+    store.create_bucket("bbb").await.unwrap();
+    let url = store
+        .signed_url("bbb", "up", SignedUrlMethod::Put, Duration::from_secs(1))
+        .await
+        .unwrap();
+    primary
+        .fetch_signed(
+            SignedUrlMethod::Put,
+            &url.url,
+            Some(Bytes::from_static(b"direct")),
+        )
+        .await
+        .unwrap();
+    // Not due yet: the bucket is replicated, the object waits.
+    store.layer().catch_up().await.unwrap();
+    assert!(!secondary.exists("bbb", "up").await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !secondary.exists("bbb", "up").await.unwrap() {
+        assert!(Instant::now() < deadline, "never replicated");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        store.layer().catch_up().await.unwrap();
+    }
+    assert_eq!(
+        &secondary.download("bbb", "up").await.unwrap()[..],
+        b"direct"
     );
 }
