@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use truststream_core::Secret;
 use truststream_core_db::{ident, DbResult, Error};
 
+/// A Supabase project's default "Max rows" (PostgREST `db-max-rows`), the
+/// default of [`SupabaseDbConfig::max_rows`].
+pub const DEFAULT_MAX_ROWS: u64 = 1000;
+
 /// Which path serves the calls both paths can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,9 +76,12 @@ pub struct SupabaseDbConfig {
     /// backend): `postgres` (default) or `base64` (`truststream serve`).
     pub bytes_format: BytesFormat,
     /// The server's row cap (PostgREST `db-max-rows`; a Supabase project's
-    /// "Max rows", 1000 by default). When set, reads that may return more
-    /// are made in pages of this size, so none is silently cut. `None`
-    /// (default): the server has no cap (`truststream serve`).
+    /// "Max rows"). Default `Some(1000)`, Supabase's default: reads that
+    /// may return more are made in pages of this size (ordered by the
+    /// query's keys then the primary key, each page after the last row
+    /// seen), so none is silently cut. Set the project's value when it was
+    /// changed; `0` (or `None`) turns paging off, only right for a server
+    /// without a cap (`truststream serve`).
     pub max_rows: Option<u64>,
     /// Longest a REST call may take, connect to last byte (default 30000 ms).
     pub request_timeout_ms: u64,
@@ -100,7 +107,7 @@ impl Default for SupabaseDbConfig {
             prefer: Prefer::Rest,
             pooler_url: None,
             bytes_format: BytesFormat::Postgres,
-            max_rows: None,
+            max_rows: Some(DEFAULT_MAX_ROWS),
             request_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             pool_max_idle_per_host: 32,
@@ -210,9 +217,6 @@ impl SupabaseDbConfig {
         if let Some(s) = &self.schema {
             ident::validate(s).map_err(|e| e.with_context("setting", "schema"))?;
         }
-        if self.max_rows == Some(0) {
-            return Err(bad("max_rows", "max_rows must be positive".into()));
-        }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(bad(
                 "request_timeout_ms",
@@ -259,6 +263,10 @@ mod tests {
         assert_eq!(bare.rest_base(), "http://h:3000");
         assert_eq!(c.prefer, Prefer::Rest);
         assert_eq!(c.request_timeout_ms, 30_000);
+        assert_eq!(c.max_rows, Some(1000), "Supabase's default row cap");
+        let off = parse(json!({"url": "http://h", "anon_key": "k", "max_rows": 0}));
+        off.validate().unwrap();
+        assert_eq!(off.max_rows, Some(0), "0 turns paging off");
         for bad in [
             json!({"url": "http://h", "anon_key": "a", "service_role_key": "b"}),
             json!({"url": "http://h"}),

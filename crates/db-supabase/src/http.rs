@@ -39,6 +39,21 @@ pub(crate) struct Call<'a> {
     pub bearer: Option<&'a Secret>,
 }
 
+impl Call<'static> {
+    /// A `GET` of the API's root (`<rest_base>/`) with the API key.
+    fn root(op: &'static str) -> Self {
+        Call {
+            op,
+            method: Method::GET,
+            table: "",
+            params: &[],
+            prefer: &[],
+            body: None,
+            bearer: None,
+        }
+    }
+}
+
 /// A successful answer.
 pub(crate) struct Answer {
     pub status: StatusCode,
@@ -169,16 +184,7 @@ impl Rest {
 
     /// A probe of the API: any answer but 401/403 and 5xx means it is up.
     pub(crate) async fn probe(&self) -> DbResult<()> {
-        let call = Call {
-            op: "db.health",
-            method: Method::GET,
-            table: "",
-            params: &[],
-            prefer: &[],
-            body: None,
-            bearer: None,
-        };
-        match self.send(call).await {
+        match self.send(Call::root("db.health")).await {
             Ok(_) => Ok(()),
             // No OpenAPI root (`truststream serve`) or a 4xx about the
             // request itself: the API answered, and the key was accepted.
@@ -191,6 +197,33 @@ impl Rest {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The server's OpenAPI description (PostgREST serves it at the API's
+    /// root): `None` when the server was not reached or answered 5xx,
+    /// `Some(None)` when it answered without one (`truststream serve`: 404;
+    /// a key not allowed to read it: 401/403).
+    pub(crate) async fn openapi(&self) -> Option<Option<serde_json::Value>> {
+        let mut headers = self.headers(&Call::root("db.read")).ok()?;
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/openapi+json, application/json;q=0.9"),
+        );
+        let resp = self
+            .client
+            .get(format!("{}/", self.base))
+            .headers(headers)
+            .send()
+            .await
+            .ok()?;
+        if resp.status().is_server_error() {
+            return None;
+        }
+        if !resp.status().is_success() {
+            return Some(None);
+        }
+        let body = read_body(resp).await.ok()?;
+        Some(serde_json::from_slice(&body).ok())
     }
 }
 

@@ -5,6 +5,7 @@ mod compile;
 mod config;
 mod feed;
 mod http;
+mod paging;
 mod types;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use truststream_core_db::{
 };
 use truststream_core_realtime::Realtime;
 
-pub use config::{BytesFormat, Prefer, SupabaseDbConfig};
+pub use config::{BytesFormat, Prefer, SupabaseDbConfig, DEFAULT_MAX_ROWS};
 
 use compile::{Compiled, NeedsSql};
 use http::{Call, Rest};
@@ -38,6 +39,9 @@ struct Shared {
     /// Table schemas learned from the SQL backend (primary keys, column
     /// types and order).
     schemas: Mutex<HashMap<String, Arc<TableSchema>>>,
+    /// REST only: the primary keys the server's OpenAPI description
+    /// states, fetched once (empty when it serves none).
+    rest_keys: Mutex<Option<Arc<HashMap<String, String>>>>,
 }
 
 /// The Supabase database provider: a client of a PostgREST-compatible
@@ -93,6 +97,7 @@ impl SupabaseDb {
                 rest,
                 closed: AtomicBool::new(false),
                 schemas: Mutex::new(HashMap::new()),
+                rest_keys: Mutex::new(None),
             }),
             sql: None,
             catalog: None,
@@ -191,6 +196,44 @@ impl SupabaseDb {
             .unwrap_or_else(|| "id".to_string()))
     }
 
+    /// The primary-key column of `table` when it is known: from the SQL
+    /// backend's schema, or (REST only) the server's OpenAPI description
+    /// (PostgREST marks key columns `<pk/>`; fetched once per client).
+    async fn primary_key(&self, table: &str) -> DbResult<Option<String>> {
+        if self.catalog.is_some() {
+            return Ok(self
+                .schema_of(table)
+                .await?
+                .and_then(|s| s.primary_key().map(|c| c.name.clone())));
+        }
+        let cached = self.lock_rest_keys().clone();
+        let keys = match cached {
+            Some(k) => k,
+            None => {
+                self.check_open()?;
+                let Some(doc) = self.shared.rest.openapi().await else {
+                    // Not reached (or a 5xx): try again on the next call.
+                    return Ok(None);
+                };
+                let k = Arc::new(
+                    doc.as_ref()
+                        .map(paging::openapi_primary_keys)
+                        .unwrap_or_default(),
+                );
+                *self.lock_rest_keys() = Some(k.clone());
+                k
+            }
+        };
+        Ok(keys.get(table).cloned())
+    }
+
+    fn lock_rest_keys(&self) -> std::sync::MutexGuard<'_, Option<Arc<HashMap<String, String>>>> {
+        self.shared
+            .rest_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_schemas(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TableSchema>>> {
         self.shared
             .schemas
@@ -200,6 +243,7 @@ impl SupabaseDb {
 
     fn forget_key(&self, table: &str) {
         self.lock_schemas().remove(table);
+        *self.lock_rest_keys() = None;
     }
 
     /// A row to write, checked and converted when the schema is known.
@@ -309,36 +353,40 @@ impl SupabaseDb {
 
     /// A read the server would cut at `max_rows` rows, in pages of at most
     /// that many. Pages are ordered by the query's keys and then the
-    /// primary key (when known), so no row is seen twice or skipped unless
-    /// rows change between pages.
+    /// primary key; with the key known, each page after the first is read
+    /// as "the rows after the last one seen" (keyset), so rows written or
+    /// deleted between pages neither repeat nor hide others. Without a
+    /// known key (or when the select list hides a key) pages fall back to
+    /// an ordered offset.
     async fn read_pages(&self, table: &str, query: &Query, max_rows: u64) -> DbResult<Vec<Row>> {
+        // The caller's filter with the caller's cursor folded in.
+        let base = query
+            .effective_filter()
+            .map_err(|e| e.with_operation("db.read").with_context("table", table))?;
+        let mut pk = self.primary_key(table).await?;
+        let (order, mut total) = paging::total_order(&query.order_by, pk.as_deref());
         let mut q = query.clone();
-        if q.after.is_none() && self.catalog.is_some() {
-            let pk = self.key_of(table).await?;
-            if !q.order_by.iter().any(|o| o.column.column == pk) {
-                q.order_by.push(truststream_core_db::OrderBy {
-                    column: truststream_core_db::ColumnRef {
-                        table: None,
-                        column: pk,
-                    },
-                    direction: truststream_core_db::SortDirection::Asc,
-                    nulls: None,
-                });
-            }
-        }
+        q.order_by = order;
+        q.after = None;
         let start = query.offset.unwrap_or(0);
+        let mut offset = start;
+        let mut after: Option<Filter> = None;
         let mut out: Vec<Row> = Vec::new();
         loop {
             let seen = out.len() as u64;
             let want = query
                 .limit
                 .map_or(max_rows, |l| l.saturating_sub(seen))
-                .min(max_rows.max(1));
+                .min(max_rows);
             if want == 0 {
                 return Ok(out);
             }
             q.limit = Some(want);
-            q.offset = Some(start.saturating_add(seen));
+            q.offset = (offset > 0).then_some(offset);
+            q.filter = match (&base, after.take()) {
+                (Some(b), Some(a)) => Some(Filter::And(vec![b.clone(), a])),
+                (b, a) => a.or_else(|| b.clone()),
+            };
             let params = match compile::read(table, &q) {
                 Ok(Ok(Compiled::Params(p))) => p,
                 Ok(Ok(Compiled::Nothing)) => return Ok(out),
@@ -347,10 +395,35 @@ impl SupabaseDb {
             };
             let page = self.get_rows("db.read", table, &params).await?;
             let n = page.len() as u64;
+            if n == want && pk.is_none() && out.is_empty() {
+                // More pages follow and no key is known (no SQL backend, no
+                // OpenAPI description): the rows show an `id`, the key
+                // core-db assumes then, so start over with it as the last
+                // ordering key (one page read twice, instead of pages whose
+                // ties the server may order differently each time).
+                if page
+                    .first()
+                    .is_some_and(|r| paging::shows(r, "id", &query.select))
+                {
+                    pk = Some("id".to_string());
+                    (q.order_by, total) = paging::total_order(&query.order_by, pk.as_deref());
+                    continue;
+                }
+            }
+            after = if total {
+                page.last()
+                    .and_then(|r| paging::after_row(r, &q.order_by, &query.select))
+            } else {
+                None
+            };
             out.extend(page);
             if n < want {
                 return Ok(out);
             }
+            offset = match after {
+                Some(_) => 0,
+                None => start.saturating_add(out.len() as u64),
+            };
         }
     }
 
@@ -587,7 +660,7 @@ impl Database for SupabaseDb {
             }
         };
         let rows = match self.shared.config.max_rows {
-            Some(m) if query.limit.is_none_or(|l| l > m) => {
+            Some(m) if m > 0 && query.limit.is_none_or(|l| l > m) => {
                 self.read_pages(table, query, m).await?
             }
             _ => self.get_rows("db.read", table, &params).await?,

@@ -6,46 +6,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use support::{row, HOSTILE};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use truststream_core::ErrorKind;
 use truststream_core_db::{
     and, col, not, or, ColumnDef, ColumnDefault, Database, Filter, Query, Row, TableSchema,
 };
-
-/// Values that mean something to PostgREST's grammar, to URLs, to SQL.
-const HOSTILE: &[&str] = &[
-    "a,b",
-    "(x)",
-    "x)",
-    "\"q\"",
-    "back\\slash",
-    "plus+sign",
-    "100%",
-    "amp&x=1",
-    "hash#frag",
-    "é漢字🤖",
-    " lead",
-    "trail ",
-    "or=(id.eq.1)",
-    "not.eq.x",
-    "in.(1,2)",
-    "a.b",
-    "{}",
-    "{a,b}",
-    "*",
-    "null",
-    "",
-    "'; drop table items; --",
-    "%2C",
-    "+",
-    "a:b",
-    "x\ny",
-];
-
-fn row(v: Value) -> Row {
-    v.as_object().cloned().expect("an object")
-}
 
 async fn setup() -> (support::Served, Arc<dyn Database>) {
     let mem: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());

@@ -2,151 +2,31 @@
 //! PostgREST-compatible server) over the machine's PostgreSQL: CRUD,
 //! filters and hostile values. Tables are made through the SQL backend
 //! (db-postgres on a scratch schema), which also tells the provider each
-//! table's primary key.
-//!
-//! Needs PostgreSQL (`DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/test`) and the `postrust` binary
-//! (`POSTRUST_BIN`, `PATH`, or `~/.cargo/bin`). Under `CI=true` either
-//! missing fails the test; elsewhere it is skipped with a message.
+//! table's primary key. The server and what it needs: `support::postrust`.
 
 #![allow(clippy::unwrap_used)] // test helpers
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::{postrust, row, HOSTILE};
 use truststream_core::ErrorKind;
 use truststream_core_db::{
     and, col, not, or, AlterTable, ChangeStream, ColumnDef, ColumnDefault, Database,
     DbCapabilities, DbResult, Filter, Health, IndexSpec, NullsOrder, Operation, OperationOutput,
     Params, ProviderInfo, Query, RequestScope, Row, TableSchema, Value as DbValue,
 };
-use truststream_db_postgres::testing;
 use truststream_db_supabase::{SupabaseDb, SupabaseDbConfig};
-
-const JWT_SECRET: &str = "a postrust jwt secret for the db-supabase tests, 32+ bytes";
 
 /// Where postrust-server deviates from PostgREST in a way these tests
 /// see, by check name. Empty: none seen. (Its documented deviation, `+`
 /// not decoded as a space, never shows: the provider percent-encodes `+`
 /// and spaces.)
 const DEVIATIONS: &[(&str, &str)] = &[];
-
-fn binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("POSTRUST_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cargo/bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("postrust"))
-        .find(|p| p.is_file())
-}
-
-struct Postrust {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Postrust {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(bin: &PathBuf, db_url: &str, schema: &str) -> Postrust {
-    start_with(bin, db_url, schema, &[]).await
-}
-
-async fn start_with(bin: &PathBuf, db_url: &str, schema: &str, env: &[(&str, &str)]) -> Postrust {
-    let port = free_port();
-    let child = Command::new(bin)
-        .envs(env.iter().copied())
-        .env("PGRST_DB_CHANNEL_ENABLED", "true")
-        .env("PGRST_DB_CHANNEL", schema)
-        .env("DATABASE_URL", db_url)
-        .env("PGRST_DB_SCHEMAS", schema)
-        .env("PGRST_DB_ANON_ROLE", "ts_dbsupa_anon")
-        .env("PGRST_COMPAT_MODE", "true")
-        .env("PGRST_SERVER_PORT", port.to_string())
-        .env("PGRST_SERVER_HOST", "127.0.0.1")
-        .env("PGRST_JWT_SECRET", JWT_SECRET)
-        .env("PGRST_LOG_LEVEL", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if http.get(format!("{url}/")).send().await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "postrust did not start on {url}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Postrust { child, url }
-}
-
-fn token(role: &str) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"role": role, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn row(v: Value) -> Row {
-    v.as_object().cloned().unwrap()
-}
-
-const HOSTILE: &[&str] = &[
-    "a,b",
-    "(x)",
-    "x)",
-    "\"q\"",
-    "back\\slash",
-    "plus+sign",
-    "100%",
-    "amp&x=1",
-    "hash#frag",
-    "é漢字🤖",
-    " lead",
-    "trail ",
-    "or=(id.eq.1)",
-    "not.eq.x",
-    "in.(1,2)",
-    "a.b",
-    "{}",
-    "{a,b}",
-    "*",
-    "null",
-    "",
-    "'; drop table items; --",
-    "%2C",
-    "+",
-    "a:b",
-    "x\ny",
-];
 
 /// The outcome of each named check; deviations are compared at the end.
 #[derive(Default)]
@@ -183,26 +63,12 @@ fn set<'a>(vs: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rest_mode_against_postrust() {
-    let Some(bin) = binary() else {
-        assert!(
-            !truststream_core::in_ci(),
-            "postrust (postrust-server 3.1.0) is required under CI=true; .ci/run installs it"
-        );
-        eprintln!("skipping: postrust not found (cargo install postrust-server --version 3.1.0)");
+    let Some(fx) = postrust::fixture().await else {
         return;
     };
-    let Some(db_url) = testing::server().await else {
-        return;
-    };
-    let scratch = testing::Scratch::new(db_url.clone());
+    let scratch = fx.scratch.clone();
     let pg = Arc::new(scratch.database("supa").await.unwrap());
     let schema = pg.config().schema.clone().unwrap();
-    pg.raw_query(
-        "DO $$ BEGIN CREATE ROLE ts_dbsupa_anon NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        &Default::default(),
-    )
-    .await
-    .unwrap();
     pg.create_table(
         &TableSchema::new("items")
             .column(
@@ -223,8 +89,8 @@ async fn rest_mode_against_postrust() {
     )
     .await
     .unwrap();
-    let server = start(&bin, &db_url, &schema).await;
-    let mut cfg = SupabaseDbConfig::service_role(server.url.clone(), token("postgres"));
+    let server = fx.start(&schema).await;
+    let mut cfg = SupabaseDbConfig::service_role(server.url.clone(), postrust::token("postgres"));
     cfg.schema = Some(schema.clone());
     cfg.rest_path = String::new();
     let db = SupabaseDb::new(cfg).unwrap().with_sql(pg.clone());
@@ -503,7 +369,7 @@ async fn rest_mode_against_postrust() {
 /// the REST API sees the change. Owns the postrust process of its case.
 struct Reloading {
     pg: Arc<truststream_db_postgres::PgDatabase>,
-    server: Postrust,
+    server: postrust::Postrust,
     http: reqwest::Client,
     token: String,
     schema: String,
@@ -659,35 +525,19 @@ const SUITE_DEVIATIONS: &[(&str, &str)] = &[(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn database_suite_against_postrust() {
-    let Some(bin) = binary() else {
-        assert!(
-            !truststream_core::in_ci(),
-            "postrust (postrust-server 3.1.0) is required under CI=true; .ci/run installs it"
-        );
-        eprintln!("skipping: postrust not found (cargo install postrust-server --version 3.1.0)");
+    let Some(fx) = postrust::fixture().await else {
         return;
     };
-    let Some(db_url) = testing::server().await else {
-        return;
-    };
-    let scratch = Arc::new(testing::Scratch::new(db_url.clone()));
-    {
-        let pg = scratch.database("supa_role").await.unwrap();
-        pg.raw_query(
-            "DO $$ BEGIN CREATE ROLE ts_dbsupa_anon NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-    }
-    let (s2, url2) = (scratch.clone(), db_url.clone());
+    let scratch = fx.scratch.clone();
+    let fx = Arc::new(fx);
     let f = truststream_conformance::factory(move || {
-        let (scratch, db_url, bin) = (s2.clone(), url2.clone(), bin.clone());
+        let fx = fx.clone();
         async move {
+            let scratch = &fx.scratch;
             let pg = Arc::new(scratch.database("supa").await.map_err(|e| e.to_string())?);
             let schema = pg.config().schema.clone().unwrap_or_default();
-            let server = start(&bin, &db_url, &schema).await;
-            let token = token("postgres");
+            let server = fx.start(&schema).await;
+            let token = postrust::token("postgres");
             let mut cfg = SupabaseDbConfig::service_role(server.url.clone(), token.clone());
             cfg.schema = Some(schema.clone());
             cfg.rest_path = String::new();
@@ -730,24 +580,15 @@ async fn database_suite_against_postrust() {
 /// through a scoped handle.
 #[tokio::test(flavor = "multi_thread")]
 async fn row_level_security_through_scoped_handles() {
-    let Some(bin) = binary() else {
-        assert!(
-            !truststream_core::in_ci(),
-            "postrust (postrust-server 3.1.0) is required under CI=true; .ci/run installs it"
-        );
-        eprintln!("skipping: postrust not found (cargo install postrust-server --version 3.1.0)");
+    let Some(fx) = postrust::fixture().await else {
         return;
     };
-    let Some(db_url) = testing::server().await else {
-        return;
-    };
-    let scratch = testing::Scratch::new(db_url.clone());
+    let scratch = fx.scratch.clone();
     let pg = Arc::new(scratch.database("supa_rls").await.unwrap());
     let schema = pg.config().schema.clone().unwrap();
+    postrust::ensure_role(&pg, "ts_dbsupa_user").await;
     let q = truststream_core_db::ident::quote(&schema);
     for sql in [
-        "DO $$ BEGIN CREATE ROLE ts_dbsupa_anon NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_string(),
-        "DO $$ BEGIN CREATE ROLE ts_dbsupa_user NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_string(),
         format!("CREATE TABLE {q}.notes (id bigserial PRIMARY KEY, body text, owner text NOT NULL DEFAULT (current_setting('request.jwt.claims', true)::json->>'sub'))"),
         format!("GRANT USAGE ON SCHEMA {q} TO ts_dbsupa_user"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {q}.notes TO ts_dbsupa_user"),
@@ -757,20 +598,12 @@ async fn row_level_security_through_scoped_handles() {
     ] {
         pg.raw_query(&sql, &Params::new()).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let server = start(&bin, &db_url, &schema).await;
-    let mut cfg = SupabaseDbConfig::anon(server.url.clone(), token("ts_dbsupa_anon"));
+    let server = fx.start(&schema).await;
+    let mut cfg = SupabaseDbConfig::anon(server.url.clone(), postrust::token(postrust::ANON_ROLE));
     cfg.schema = Some(schema.clone());
     cfg.rest_path = String::new();
     let db = Arc::new(SupabaseDb::new(cfg).unwrap());
-    let user_token = |sub: &str| {
-        let exp = chrono::Utc::now().timestamp() + 3600;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &json!({"role": "ts_dbsupa_user", "sub": sub, "exp": exp}),
-            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-        )
-        .unwrap()
-    };
+    let user_token = |sub: &str| postrust::token_with("ts_dbsupa_user", json!({"sub": sub}));
     let scoped = |sub: &str| {
         let scope = RequestScope::new("ts_dbsupa_user", row(json!({"sub": sub})))
             .unwrap()
@@ -836,12 +669,7 @@ async fn row_level_security_through_scoped_handles() {
         "{e}"
     );
     // An expired token is Unauthenticated.
-    let expired = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"role": "ts_dbsupa_user", "sub": "user-a", "exp": 1}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let expired = postrust::token_with("ts_dbsupa_user", json!({"sub": "user-a", "exp": 1}));
     let scope = RequestScope::new("ts_dbsupa_user", row(json!({"sub": "user-a"})))
         .unwrap()
         .with_token(expired.clone());
@@ -863,26 +691,12 @@ async fn row_level_security_through_scoped_handles() {
 /// cut shows.
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_are_paged_under_a_server_row_cap() {
-    let Some(bin) = binary() else {
-        assert!(
-            !truststream_core::in_ci(),
-            "postrust is required under CI=true"
-        );
-        eprintln!("skipping: postrust not found");
+    let Some(fx) = postrust::fixture().await else {
         return;
     };
-    let Some(db_url) = testing::server().await else {
-        return;
-    };
-    let scratch = testing::Scratch::new(db_url.clone());
+    let scratch = fx.scratch.clone();
     let pg = Arc::new(scratch.database("supa_rows").await.unwrap());
     let schema = pg.config().schema.clone().unwrap();
-    pg.raw_query(
-        "DO $$ BEGIN CREATE ROLE ts_dbsupa_anon NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        &Params::new(),
-    )
-    .await
-    .unwrap();
     pg.create_table(
         &TableSchema::new("items")
             .column(ColumnDef::integer("id").primary_key())
@@ -892,9 +706,10 @@ async fn reads_are_paged_under_a_server_row_cap() {
     .unwrap();
     let rows: Vec<Row> = (0..10).map(|i| row(json!({"id": i, "n": i % 4}))).collect();
     pg.create_many("items", rows).await.unwrap();
-    let server = start_with(&bin, &db_url, &schema, &[("PGRST_DB_MAX_ROWS", "3")]).await;
+    let server = fx.start_with(&schema, &[("PGRST_DB_MAX_ROWS", "3")]).await;
     let config = |max_rows: Option<u64>| {
-        let mut cfg = SupabaseDbConfig::service_role(server.url.clone(), token("postgres"));
+        let mut cfg =
+            SupabaseDbConfig::service_role(server.url.clone(), postrust::token("postgres"));
         cfg.schema = Some(schema.clone());
         cfg.rest_path = String::new();
         cfg.max_rows = max_rows;
@@ -917,6 +732,68 @@ async fn reads_are_paged_under_a_server_row_cap() {
         cut.read("items", &Query::new()).await.unwrap().len(),
         3,
         "the server cuts"
+    );
+    let off = SupabaseDb::new(config(Some(0)))
+        .unwrap()
+        .with_sql(pg.clone());
+    assert_eq!(
+        off.read("items", &Query::new()).await.unwrap().len(),
+        3,
+        "max_rows = 0 turns paging off"
+    );
+    // REST only, and postrust serves no OpenAPI description: no primary
+    // key is known, so once a read needs a second page it starts over with
+    // `id` (core-db's key then) as the last ordering key. Rows go in
+    // against key order, all with the same n: only the key as the last
+    // ordering key gives `a..g` (PostgreSQL's top-N sort orders ties as it
+    // likes, page by page).
+    pg.create_table(
+        &TableSchema::new("tags")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::integer("n")),
+    )
+    .await
+    .unwrap();
+    let keys = ["g", "c", "e", "a", "f", "b", "d"];
+    for k in keys {
+        pg.create("tags", row(json!({"id": k, "n": 1})))
+            .await
+            .unwrap();
+    }
+    pg.raw_query(
+        &format!(
+            "NOTIFY {}, 'reload schema'",
+            truststream_core_db::ident::quote(&schema)
+        ),
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    let rest_only = SupabaseDb::new(SupabaseDbConfig {
+        max_rows: Some(3),
+        ..config(None)
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match rest_only
+            .read("tags", &Query::new().order_by_asc("n"))
+            .await
+        {
+            Ok(rows) => break rows,
+            // The schema cache has not seen the table yet.
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for postrust's schema cache: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("tags: {e}"),
+        }
+    };
+    let got: Vec<&str> = got.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        got,
+        ["a", "b", "c", "d", "e", "f", "g"],
+        "ordered by n, then the key"
     );
     drop(server);
     scratch.cleanup().await.unwrap();

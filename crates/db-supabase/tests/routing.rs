@@ -117,6 +117,7 @@ async fn with_sql_the_capabilities_are_the_backends_and_prefer_sql_routes_everyt
         inner: mem.clone(),
         calls: calls.clone(),
         server: None,
+        after_read: None,
     });
     let cfg = SupabaseDbConfig {
         prefer: Prefer::Sql,

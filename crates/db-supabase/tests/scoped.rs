@@ -6,19 +6,16 @@
 mod support;
 
 use std::sync::Arc;
+use support::row;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use truststream_core::ErrorKind;
 use truststream_core_auth::{Auth, SignUp};
 use truststream_core_db::{
-    col, ColumnDef, ColumnDefault, Database, Query, RequestScope, Row, TableSchema,
+    col, ColumnDef, ColumnDefault, Database, Query, RequestScope, TableSchema,
 };
 use truststream_db_supabase::{SupabaseDb, SupabaseDbConfig};
 use truststream_serve::{TableAction, TablePolicy};
-
-fn row(v: Value) -> Row {
-    v.as_object().cloned().expect("object")
-}
 
 async fn user(auth: &truststream_auth_jwt::JwtAuth, email: &str) -> (String, String) {
     let s = auth

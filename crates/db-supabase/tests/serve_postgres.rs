@@ -10,20 +10,17 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use support::row;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use truststream_conformance::{db, factory};
 use truststream_core::ErrorKind;
 use truststream_core_auth::{Auth, SignUp};
 use truststream_core_db::{
-    col, ColumnDef, ColumnDefault, Database, Params, Query, RequestScope, Row, TableSchema,
+    col, ColumnDef, ColumnDefault, Database, Params, Query, RequestScope, TableSchema,
 };
 use truststream_db_postgres::testing::{self, Scratch};
 use truststream_serve::{TableAction, TablePolicy};
-
-fn row(v: Value) -> Row {
-    v.as_object().cloned().expect("object")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_over_postgres_with_row_security_passes_the_database_suite() {
@@ -51,6 +48,7 @@ async fn serve_over_postgres_with_row_security_passes_the_database_suite() {
                 inner: pg,
                 calls: Arc::new(support::Calls::default()),
                 server: Some(served.server.clone()),
+                after_read: None,
             };
             let db = support::rest_only(&served).with_sql(Arc::new(backend));
             Ok(Arc::new(db) as Arc<dyn Database>)

@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test binary uses part of it
 #![allow(clippy::unwrap_used)] // test helpers
 
+pub mod postrust;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,41 @@ use truststream_core_db::{
 };
 use truststream_db_supabase::{BytesFormat, SupabaseDb, SupabaseDbConfig};
 use truststream_serve::{ApiKeys, Providers, Running, ServeConfig, Server, TablePolicy};
+
+/// Values that mean something to PostgREST's grammar, to URLs, to SQL.
+pub const HOSTILE: &[&str] = &[
+    "a,b",
+    "(x)",
+    "x)",
+    "\"q\"",
+    "back\\slash",
+    "plus+sign",
+    "100%",
+    "amp&x=1",
+    "hash#frag",
+    "é漢字🤖",
+    " lead",
+    "trail ",
+    "or=(id.eq.1)",
+    "not.eq.x",
+    "in.(1,2)",
+    "a.b",
+    "{}",
+    "{a,b}",
+    "*",
+    "null",
+    "",
+    "'; drop table items; --",
+    "%2C",
+    "+",
+    "a:b",
+    "x\ny",
+];
+
+/// `v` (a JSON object) as a row.
+pub fn row(v: serde_json::Value) -> Row {
+    v.as_object().cloned().expect("a JSON object")
+}
 
 pub const SECRET: &str = "an HS256 secret for the db-supabase tests, 32+ bytes";
 
@@ -34,12 +71,18 @@ impl Calls {
     }
 }
 
+/// Runs after the `n`th read (1-based) has been answered: a write made
+/// "between" two pages of a paged read.
+pub type AfterRead = Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// Forwards every call to `inner` and records its name; keeps the server
 /// alive as long as the provider using it.
 pub struct Recording {
     pub inner: Arc<dyn Database>,
     pub calls: Arc<Calls>,
     pub server: Option<Arc<Running>>,
+    /// Run after each read (given the count of reads so far).
+    pub after_read: Option<AfterRead>,
 }
 
 #[async_trait]
@@ -72,7 +115,17 @@ impl Database for Recording {
                 .any(|s| matches!(s, truststream_core_db::SelectItem::Aggregate { .. }));
         self.calls
             .push(if needs_sql { "read(sql-only)" } else { "read" });
-        self.inner.read(table, query).await
+        let rows = self.inner.read(table, query).await;
+        if let Some(hook) = &self.after_read {
+            let n = self
+                .calls
+                .all()
+                .iter()
+                .filter(|c| c.starts_with("read"))
+                .count();
+            hook(n).await;
+        }
+        rows
     }
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
         self.calls.push("get");
@@ -214,6 +267,7 @@ pub async fn with_sql_backend(
         inner: db,
         calls,
         server: Some(served.server.clone()),
+        after_read: None,
     };
     Ok(Arc::new(rest_only(&served).with_sql(Arc::new(backend))) as Arc<dyn Database>)
 }
@@ -230,6 +284,7 @@ pub async fn with_sql_backend_and_feed(
         inner: db,
         calls,
         server: Some(served.server.clone()),
+        after_read: None,
     };
     Ok(Arc::new(
         rest_only(&served)
