@@ -1,0 +1,595 @@
+#![doc = include_str!("../README.md")]
+
+mod row;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use truststream_core::{Error, ErrorKind, Health, ProviderInfo};
+use truststream_core_db::{
+    and, col, or, value::format_timestamp, AggFunc, ChangeFeedScope, ChangeKind, Database, Filter,
+    IndexSpec, Operation, Query, SelectItem,
+};
+use truststream_core_jobs::lifecycle::{self, Start};
+use truststream_core_jobs::{
+    ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
+    JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
+    StateCount,
+};
+
+use row::{job_to_row, row_to_job, Stored};
+
+/// The type name the provider registers under.
+pub const TYPE_NAME: &str = "database";
+
+/// The default jobs table.
+pub const DEFAULT_TABLE: &str = "truststream_jobs";
+
+/// How many compare-and-set rounds one claim makes before it answers with
+/// what it has (each round reads a fresh page of candidates).
+const CLAIM_ROUNDS: usize = 4;
+
+/// Configuration of the database jobs provider.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbJobsConfig {
+    /// The jobs table (created if missing when the database can create
+    /// tables).
+    pub table: String,
+    /// Create the table and its indexes when missing (default true).
+    pub create_table: bool,
+}
+
+impl Default for DbJobsConfig {
+    fn default() -> Self {
+        DbJobsConfig {
+            table: DEFAULT_TABLE.to_string(),
+            create_table: true,
+        }
+    }
+}
+
+/// Jobs kept in a table of any [`Database`]. See the crate docs.
+pub struct DbJobs {
+    db: Arc<dyn Database>,
+    table: String,
+    wake: Arc<Notify>,
+    feed: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DbJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbJobs")
+            .field("database", &self.db.info().name)
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+impl Drop for DbJobs {
+    fn drop(&mut self) {
+        if let Some(feed) = &self.feed {
+            feed.abort();
+        }
+    }
+}
+
+fn at(t: DateTime<Utc>) -> Value {
+    Value::String(format_timestamp(t))
+}
+
+fn claimable_filter(types: &[String], now: DateTime<Utc>) -> Filter {
+    and([
+        col("job_type").is_in(types.iter().cloned()),
+        or([
+            and([
+                col("state").eq(JobState::Queued.as_str()),
+                col("run_at").lte(at(now)),
+            ]),
+            and([
+                col("state").eq(JobState::Running.as_str()),
+                col("lease_expires_at").lte(at(now)),
+            ]),
+        ]),
+    ])
+}
+
+impl DbJobs {
+    /// Jobs in `config.table` of `db`, creating the table and its indexes
+    /// when missing (and `config.create_table`), and listening to the
+    /// database's change feed for new jobs when it has one.
+    pub async fn open(db: Arc<dyn Database>, config: DbJobsConfig) -> JobsResult<Self> {
+        truststream_core_db::ident::validate(&config.table)?;
+        let caps = db.capabilities();
+        if config.create_table && caps.schema {
+            let mut schema = row::schema(&config.table);
+            schema.if_not_exists = true;
+            db.create_table(&schema).await?;
+            for cols in [
+                vec!["state", "job_type", "run_at"],
+                vec!["state", "lease_expires_at"],
+                vec!["created_at"],
+            ] {
+                let mut idx = IndexSpec::new(&config.table, cols);
+                idx.if_not_exists = true;
+                db.create_index(&idx).await?;
+            }
+        } else {
+            // The table must exist already (made by a migration).
+            db.read(&config.table, &Query::new().limit(1))
+                .await
+                .map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "the jobs table {} cannot be read; create it or enable create_table",
+                            config.table
+                        ),
+                    )
+                    .with_source(e)
+                })?;
+        }
+        let wake = Arc::new(Notify::new());
+        let feed = if caps.change_feed {
+            Self::listen(db.clone(), &config.table, wake.clone()).await
+        } else {
+            None
+        };
+        Ok(DbJobs {
+            db,
+            table: config.table,
+            wake,
+            feed,
+        })
+    }
+
+    /// Wakes waiting workers on inserted jobs and on jobs queued again, as
+    /// the database's change feed reports them. A feed that cannot start or
+    /// that ends leaves polling in charge.
+    async fn listen(
+        db: Arc<dyn Database>,
+        table: &str,
+        wake: Arc<Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let mut stream = match db.subscribe_changes(Some(table)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "jobs-db: no change feed; idle workers poll");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while let Some(change) = stream.recv().await {
+                let Ok(change) = change else { continue };
+                let queued = change.new.as_ref().and_then(|r| r.get("state"))
+                    == Some(&json!(JobState::Queued.as_str()));
+                if change.kind == ChangeKind::Insert || queued {
+                    wake.notify_waiters();
+                }
+            }
+        }))
+    }
+
+    /// The database the jobs live in (run transactions with
+    /// [`Jobs::enqueue_operation`] on it).
+    pub fn database(&self) -> &Arc<dyn Database> {
+        &self.db
+    }
+
+    /// The jobs table.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn load(&self, id: JobId) -> JobsResult<Option<Stored>> {
+        self.db
+            .get(&self.table, &json!(id.to_string()))
+            .await?
+            .map(row_to_job)
+            .transpose()
+    }
+
+    /// Writes `job` over the row if its version is still `version`; `true`
+    /// when it did.
+    async fn cas(&self, job: &Job, token: Option<&str>, version: i64) -> JobsResult<bool> {
+        let filter = and([col("id").eq(job.id.to_string()), col("version").eq(version)]);
+        let n = self
+            .db
+            .update_many(&self.table, &filter, job_to_row(job, token, version + 1))
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Applies `change` to the running job `lease` holds, by compare-and-set.
+    async fn with_lease<T>(
+        &self,
+        lease: &Lease,
+        operation: &'static str,
+        change: impl Fn(&mut Job, DateTime<Utc>) -> T,
+    ) -> JobsResult<T> {
+        for _ in 0..CLAIM_ROUNDS {
+            let Some(mut s) = self.load(lease.job_id).await? else {
+                return Err(lifecycle::not_found(&lease.job_id, operation));
+            };
+            if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str())
+            {
+                return Err(lifecycle::lease_lost(&lease.job_id, operation));
+            }
+            let out = change(&mut s.job, lifecycle::now());
+            let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
+            if self.cas(&s.job, token, s.version).await? {
+                return Ok(out);
+            }
+        }
+        Err(lifecycle::lease_lost(&lease.job_id, operation))
+    }
+
+    /// Applies a state change that needs no lease (cancel, retry-dead).
+    async fn change(
+        &self,
+        id: JobId,
+        operation: &'static str,
+        change: impl Fn(&mut Job, DateTime<Utc>) -> JobsResult<()>,
+    ) -> JobsResult<Job> {
+        for _ in 0..CLAIM_ROUNDS {
+            let Some(mut s) = self.load(id).await? else {
+                return Err(lifecycle::not_found(&id, operation));
+            };
+            change(&mut s.job, lifecycle::now())?;
+            match self.cas(&s.job, None, s.version).await {
+                Ok(true) => return Ok(s.job),
+                Ok(false) => continue,
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    return Err(Error::conflict(format!(
+                        "job {id} cannot be queued again: another queued or running job holds its unique key"
+                    ))
+                    .with_operation(operation)
+                    .with_source(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(format!("job {id} kept changing; try again")).with_operation(operation))
+    }
+
+    async fn insert_one(&self, job: NewJob) -> JobsResult<Enqueued> {
+        let id = job.id;
+        let key = job.unique_key.clone();
+        let unique_enforced = self.db.capabilities().unique_constraints;
+        for _ in 0..CLAIM_ROUNDS {
+            if let (Some(k), false) = (&key, unique_enforced) {
+                if let Some(holder) = self.holder(k).await? {
+                    return Ok(Enqueued::Duplicate(holder));
+                }
+            }
+            let row = job_to_row(&job.clone().into_job(lifecycle::now()), None, 0);
+            match self.db.create(&self.table, row).await {
+                Ok(_) => return Ok(Enqueued::Created(id)),
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    if self.load(id).await?.is_some() {
+                        return Err(Error::conflict(format!("a job with id {id} exists"))
+                            .with_operation("jobs.enqueue")
+                            .with_source(e));
+                    }
+                    let Some(k) = &key else { return Err(e) };
+                    if let Some(holder) = self.holder(k).await? {
+                        return Ok(Enqueued::Duplicate(holder));
+                    }
+                    // The holder finished between the insert and the look-up: try again.
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(
+            Error::conflict("the unique key kept changing hands; try again")
+                .with_operation("jobs.enqueue"),
+        )
+    }
+
+    /// The queued or running job holding unique key `key`.
+    async fn holder(&self, key: &str) -> JobsResult<Option<JobId>> {
+        let rows = self
+            .db
+            .read(
+                &self.table,
+                &Query::new()
+                    .select(["id"])
+                    .filter(col("unique_slot").eq(key))
+                    .limit(1),
+            )
+            .await?;
+        rows.into_iter().next().map(|r| row::id_of(&r)).transpose()
+    }
+}
+
+#[async_trait]
+impl Jobs for DbJobs {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn capabilities(&self) -> JobsCapabilities {
+        let db = self.db.capabilities();
+        let durable = self.db.info().name != "memory";
+        let mut c = JobsCapabilities::none();
+        c.transactional_enqueue = db.transactions;
+        c.unique_keys = db.unique_constraints;
+        c.shared = durable;
+        c.durable = durable;
+        c.cross_process_wakeups =
+            self.feed.is_some() && db.change_feed_scope == Some(ChangeFeedScope::Database);
+        c
+    }
+
+    async fn health(&self) -> Health {
+        let start = Instant::now();
+        match self
+            .db
+            .read(&self.table, &Query::new().select(["id"]).limit(1))
+            .await
+        {
+            Ok(_) => Health::healthy(start.elapsed()),
+            Err(e) => Health::unhealthy(start.elapsed(), e.to_string()),
+        }
+    }
+
+    async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
+        job.validate()?;
+        let out = self.insert_one(job).await?;
+        self.wake.notify_waiters();
+        Ok(out)
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> JobsResult<Vec<Enqueued>> {
+        for j in &jobs {
+            j.validate()?;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = if jobs.iter().all(|j| j.unique_key.is_none()) {
+            let now = lifecycle::now();
+            let ids: Vec<Enqueued> = jobs.iter().map(|j| Enqueued::Created(j.id)).collect();
+            let rows = jobs
+                .into_iter()
+                .map(|j| job_to_row(&j.into_job(now), None, 0))
+                .collect();
+            self.db.create_many(&self.table, rows).await?;
+            ids
+        } else {
+            let mut out = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                out.push(self.insert_one(j).await?);
+            }
+            out
+        };
+        self.wake.notify_waiters();
+        Ok(out)
+    }
+
+    fn enqueue_operation(&self, job: &NewJob) -> JobsResult<EnqueueOperation> {
+        if !self.db.capabilities().transactions {
+            return Err(Error::unsupported(format!(
+                "the {} database has no transactions to enqueue a job in",
+                self.db.info().name
+            ))
+            .with_operation("jobs.enqueue_operation"));
+        }
+        job.validate()?;
+        Ok(EnqueueOperation {
+            id: job.id,
+            operation: Operation::Create {
+                table: self.table.clone(),
+                data: job_to_row(&job.clone().into_job(lifecycle::now()), None, 0),
+            },
+        })
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> JobsResult<Vec<ClaimedJob>> {
+        request.validate()?;
+        let mut out = Vec::new();
+        for _ in 0..CLAIM_ROUNDS {
+            let want = request.batch - out.len();
+            let now = lifecycle::now();
+            let query = Query::new()
+                .filter(claimable_filter(&request.job_types, now))
+                .order_by_desc("priority")
+                .order_by_asc("run_at")
+                .order_by_asc("created_at")
+                .order_by_asc("id")
+                .limit((want * 2 + 8) as u64);
+            let rows = self.db.read(&self.table, &query).await?;
+            let found = rows.len();
+            let mut lost = 0;
+            for r in rows {
+                if out.len() >= request.batch {
+                    break;
+                }
+                let mut s = row_to_job(r)?;
+                if !s.job.is_claimable(now) {
+                    continue;
+                }
+                let started = s.job.start(now, request.lease, &request.worker_id);
+                let token = lifecycle::new_token();
+                let token_ref = (started == Start::Started).then_some(token.as_str());
+                if !self.cas(&s.job, token_ref, s.version).await? {
+                    lost += 1;
+                    continue;
+                }
+                if started == Start::Started {
+                    let expires_at = s.job.lease_expires_at.unwrap_or(now);
+                    out.push(ClaimedJob {
+                        lease: Lease {
+                            job_id: s.job.id,
+                            token,
+                            expires_at,
+                        },
+                        job: s.job,
+                    });
+                }
+            }
+            // Done when full, or when the read found every claimable job
+            // and no compare-and-set was lost to another claimer.
+            if out.len() >= request.batch || (found < want * 2 + 8 && lost == 0) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn extend_lease(&self, lease: &Lease, by: Duration) -> JobsResult<DateTime<Utc>> {
+        self.with_lease(lease, "jobs.extend_lease", |job, now| job.extend(now, by))
+            .await
+    }
+
+    async fn complete(&self, lease: &Lease) -> JobsResult<()> {
+        self.with_lease(lease, "jobs.complete", |job, now| job.complete(now))
+            .await
+    }
+
+    async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
+        let out = self
+            .with_lease(lease, "jobs.fail", |job, now| {
+                job.fail(now, error, rand::random::<f64>())
+            })
+            .await?;
+        self.wake.notify_waiters();
+        Ok(out)
+    }
+
+    async fn release(&self, lease: &Lease) -> JobsResult<()> {
+        self.with_lease(lease, "jobs.release", |job, now| job.release(now))
+            .await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn cancel(&self, id: JobId) -> JobsResult<Job> {
+        self.change(id, "jobs.cancel", |job, now| job.cancel(now))
+            .await
+    }
+
+    async fn retry_dead(&self, id: JobId) -> JobsResult<Job> {
+        let job = self
+            .change(id, "jobs.retry_dead", |job, now| job.requeue_dead(now))
+            .await?;
+        self.wake.notify_waiters();
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> JobsResult<Option<Job>> {
+        Ok(self.load(id).await?.map(|s| s.job))
+    }
+
+    async fn list(&self, query: &JobQuery) -> JobsResult<Vec<Job>> {
+        query.validate()?;
+        let mut filters = Vec::new();
+        if let Some(s) = query.state {
+            filters.push(col("state").eq(s.as_str()));
+        }
+        if let Some(t) = &query.job_type {
+            filters.push(col("job_type").eq(t.as_str()));
+        }
+        let mut q = Query::new()
+            .order_by_desc("created_at")
+            .order_by_desc("id")
+            .limit(u64::from(query.effective_limit()?))
+            .offset(query.offset);
+        if !filters.is_empty() {
+            q = q.filter(and(filters));
+        }
+        self.db
+            .read(&self.table, &q)
+            .await?
+            .into_iter()
+            .map(|r| row_to_job(r).map(|s| s.job))
+            .collect()
+    }
+
+    async fn stats(&self) -> JobsResult<JobStats> {
+        let now = lifecycle::now();
+        let mut counts: std::collections::BTreeMap<(String, JobState), u64> = Default::default();
+        if self.db.capabilities().aggregates {
+            let q = Query::new()
+                .select(["job_type", "state"])
+                .select_item(SelectItem::aggregate(AggFunc::Count, None, "n"))
+                .group_by("job_type")
+                .group_by("state");
+            for r in self.db.read(&self.table, &q).await? {
+                let (t, s) = row::type_and_state(&r)?;
+                *counts.entry((t, s)).or_default() += row::count_of(&r)?;
+            }
+        } else {
+            // Without aggregates every row's type and state is read: fine
+            // for small queues only (see the README).
+            let q = Query::new().select(["job_type", "state"]);
+            for r in self.db.read(&self.table, &q).await? {
+                *counts.entry(row::type_and_state(&r)?).or_default() += 1;
+            }
+        }
+        let oldest = self
+            .db
+            .read(
+                &self.table,
+                &Query::new()
+                    .select(["run_at"])
+                    .filter(and([
+                        col("state").eq(JobState::Queued.as_str()),
+                        col("run_at").lte(at(now)),
+                    ]))
+                    .order_by_asc("run_at")
+                    .limit(1),
+            )
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| row::time_of(&r, "run_at"))
+            .transpose()?;
+        Ok(JobStats {
+            counts: counts
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|((job_type, state), count)| StateCount {
+                    job_type,
+                    state,
+                    count,
+                })
+                .collect(),
+            oldest_queued_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+        })
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> JobsResult<u64> {
+        let filter = and([
+            col("state").is_in([JobState::Completed.as_str(), JobState::Cancelled.as_str()]),
+            col("finished_at").lt(at(before)),
+        ]);
+        self.db.delete_many(&self.table, &filter).await
+    }
+
+    async fn wait_for_work(&self, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.wake.notified()).await;
+    }
+}
+
+/// Registers the provider as `"database"`: it keeps jobs in the configured
+/// database (the registry's dependency), which must be given.
+pub fn register(reg: &mut JobsRegistry) {
+    reg.register(TYPE_NAME, |cfg, db| async move {
+        let cfg: DbJobsConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
+        let Some(db) = db else {
+            return Err(Error::invalid_input(
+                "the database jobs provider needs a configured database",
+            ));
+        };
+        Ok(Arc::new(DbJobs::open(db, cfg).await?) as Arc<dyn Jobs>)
+    });
+}

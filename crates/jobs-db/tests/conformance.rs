@@ -1,0 +1,81 @@
+//! The jobs conformance suite over the generic database provider, on
+//! db-memory, SQLite (in memory and files) and PostgreSQL (a scratch schema
+//! per case on the server at `DATABASE_URL`, all dropped afterwards).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use truststream_conformance::{factory, jobs, Report};
+use truststream_core_db::Database;
+use truststream_core_jobs::Jobs;
+use truststream_db_memory::MemoryDatabase;
+use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
+use truststream_jobs_db::{DbJobs, DbJobsConfig};
+
+async fn fixture(db: Arc<dyn Database>) -> Result<jobs::JobsFixture, String> {
+    let j = DbJobs::open(db.clone(), DbJobsConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(jobs::JobsFixture::new(Arc::new(j) as Arc<dyn Jobs>).with_database(db))
+}
+
+fn check(report: &Report) {
+    report.print_table();
+    assert_eq!(report.failed(), 0, "failures: {}", report.summary());
+    assert_eq!(report.skipped_cases(), Vec::<&str>::new());
+    assert_eq!(report.passed(), jobs::cases().len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_db_memory() {
+    let f = factory(|| async { fixture(Arc::new(MemoryDatabase::new())).await });
+    check(&jobs::run("database/memory", f, None).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_sqlite_in_memory() {
+    let f = factory(|| async {
+        let db = SqliteDatabase::in_memory()
+            .await
+            .map_err(|e| e.to_string())?;
+        fixture(Arc::new(db)).await
+    });
+    check(&jobs::run("database/sqlite", f, None).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_sqlite_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_path_buf();
+    let n = Arc::new(AtomicUsize::new(0));
+    let f = factory(move || {
+        let path = root.join(format!("case-{}.db", n.fetch_add(1, Ordering::SeqCst)));
+        async move {
+            let db = SqliteDatabase::open(SqliteConfig::file(path))
+                .await
+                .map_err(|e| e.to_string())?;
+            fixture(Arc::new(db)).await
+        }
+    });
+    check(&jobs::run("database/sqlite-file", f, None).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_postgres() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Arc::new(Scratch::new(url));
+    let s = scratch.clone();
+    let f = factory(move || {
+        let s = s.clone();
+        async move {
+            let db = s.database("jobs").await.map_err(|e| e.to_string())?;
+            fixture(Arc::new(db)).await
+        }
+    });
+    let report = jobs::run("database/postgres", f, None).await;
+    scratch.cleanup().await.expect("drop scratch schemas");
+    check(&report);
+}
