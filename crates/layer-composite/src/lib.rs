@@ -2,7 +2,9 @@
 //! made safe. Writes go to the primary; a durable outbox on the primary,
 //! written in the same transaction as each write, drives replication to the
 //! secondary; reads fall back to the secondary when the primary answers
-//! `Unavailable` or `Timeout`.
+//! `Unavailable` or `Timeout`. Over storage, a durable journal written
+//! before each primary write takes the outbox's place (see
+//! [Storage](#storage)).
 //!
 //! ```toml
 //! [production.database.layers]
@@ -126,6 +128,33 @@
 //! ```toml
 //! [production.storage.layers]
 //! composite = { secondary = { type = "fs", root = "./data/replica" }, journal = { type = "sqlite", path = "./data/storage-journal.db" }, interval_ms = 200, batch = 200, lag_degraded_s = 30 }
+//! ```
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> truststream_core::Result<()> {
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use truststream_core_storage::{Storage, UploadOptions};
+//! use truststream_db_memory::MemoryDatabase;
+//! use truststream_layer_composite::{StorageCompositeConfig, StorageCompositeLayer};
+//! use truststream_storage_memory::MemoryStorage;
+//!
+//! let secondary = Arc::new(MemoryStorage::new());
+//! let store = StorageCompositeLayer::wrap(
+//!     Arc::new(MemoryStorage::new()), // primary
+//!     secondary.clone(),
+//!     Arc::new(MemoryDatabase::new()), // the journal (give a durable one)
+//!     &StorageCompositeConfig::new("memory", "memory"),
+//! )
+//! .await?;
+//! store.create_bucket("avatars").await?;
+//! let png = Bytes::from_static(b"png");
+//! store.upload("avatars", "ada.png", png.clone(), &UploadOptions::new()).await?;
+//! store.layer().catch_up().await?; // normally the background replicator's job
+//! assert_eq!(secondary.download("avatars", "ada.png").await?, png);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Storage has no transactions, so a write cannot carry its own outbox
