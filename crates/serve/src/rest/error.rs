@@ -13,7 +13,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub details: Option<String>,
+    /// A string, or (PGRST201) the candidate relationships.
+    pub details: Option<Box<Value>>,
     pub hint: Option<String>,
 }
 
@@ -29,7 +30,7 @@ impl ApiError {
     }
 
     pub fn details(mut self, details: impl Into<String>) -> Self {
-        self.details = Some(details.into());
+        self.details = Some(Box::new(Value::String(details.into())));
         self
     }
 

@@ -8,9 +8,11 @@
 //! - `plan`: names checked against the schema, values typed, `select=`
 //!   applied to rows after the read.
 //! - `access`: caller, hidden tables, `[serve.tables]` policies, owner rule.
+//! - `embed`: embedded resources over foreign keys (`select=*,users(*)`).
 //! - `write`: `POST` (insert, upsert), `PATCH`, `DELETE`.
 
 mod access;
+mod embed;
 mod error;
 mod parse;
 mod plan;
@@ -25,10 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use serde_json::Value;
-use truststream_core_db::{
-    AggFunc, ColumnRef, Filter, NullsOrder, OrderBy, Query, Row, SelectItem, SortDirection,
-    TableSchema,
-};
+use truststream_core_db::{AggFunc, Filter, OrderBy, Query, Row, SelectItem, TableSchema};
 
 use self::access::Access;
 use self::error::{ApiError, ApiResult};
@@ -100,6 +99,8 @@ pub(crate) struct Params {
     pub offset: Option<u64>,
     pub columns: Option<Vec<String>>,
     pub on_conflict: Option<Vec<String>>,
+    /// `<embed>.<param>` parameters, typed when the embeds are planned.
+    pub embed_params: Vec<embed::EmbedParam>,
 }
 
 impl Params {
@@ -112,36 +113,24 @@ impl Params {
 pub(crate) fn params(schema: &TableSchema, raw: Option<&str>) -> ApiResult<Params> {
     let mut p = Params::default();
     let mut conds = Vec::new();
-    for (k, v) in parse::pairs(raw.unwrap_or(""))? {
+    let pairs = parse::pairs(raw.unwrap_or(""))?;
+    // `select=` first: `<embed>.<param>` keys are read against it.
+    for (k, v) in &pairs {
+        if k == "select" {
+            let fields = parse::select(v)?;
+            plan::check_select(schema, &fields)?;
+            p.select = Some(fields);
+        }
+    }
+    for (k, v) in pairs {
         match k.as_str() {
-            "select" => {
-                let fields = parse::select(&schema.name, &v)?;
-                plan::check_select(schema, &fields)?;
-                p.select = Some(fields);
-            }
+            "select" => {}
             "order" => {
                 for key in parse::order(&v)? {
                     if schema.find(&key.column).is_none() {
                         return Err(ApiError::unknown_column_read(&schema.name, &key.column));
                     }
-                    p.order.push(OrderBy {
-                        column: ColumnRef {
-                            table: None,
-                            column: key.column,
-                        },
-                        direction: if key.desc {
-                            SortDirection::Desc
-                        } else {
-                            SortDirection::Asc
-                        },
-                        nulls: key.nulls_first.map(|f| {
-                            if f {
-                                NullsOrder::First
-                            } else {
-                                NullsOrder::Last
-                            }
-                        }),
-                    });
+                    p.order.push(embed::order_by(key));
                 }
             }
             "limit" => p.limit = Some(parse::number("limit", &v)?),
@@ -167,20 +156,18 @@ pub(crate) fn params(schema: &TableSchema, raw: Option<&str>) -> ApiResult<Param
             "or" | "and" | "not.or" | "not.and" => {
                 conds.push(plan::to_filter(schema, &parse::logic(&k, &v)?)?);
             }
-            _ if k.contains('.') && !k.contains("->") => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "PGRST200",
-                    format!(
-                        "Could not find a relationship for the filter \"{}\" in the schema cache",
-                        truststream_core::echo(&k)
-                    ),
-                )
-                .hint("embedded resources need foreign-key metadata, which this database provider does not have"));
+            _ if k.contains('.') && !k.split('.').next().unwrap_or("").contains("->") => {
+                let (path, key) =
+                    embed::route(p.fields(), &k).ok_or_else(|| embed::not_embedded(&k))?;
+                p.embed_params.push(embed::EmbedParam {
+                    path,
+                    key,
+                    value: v,
+                });
             }
             _ => conds.push(plan::to_filter(schema, &parse::filter(&k, &v)?)?),
         }
-        if conds.len() > parse::MAX_ITEMS {
+        if conds.len() + p.embed_params.len() > parse::MAX_ITEMS {
             return Err(ApiError::bad_query(format!(
                 "more than {} filters",
                 parse::MAX_ITEMS
@@ -320,16 +307,32 @@ async fn read_inner(
     let access = admit(state, headers, method, table, &[TableAction::Select]).await?;
     let prefer = prefer_of(headers)?;
     let mut p = params(&access.schema, raw)?;
-    let filter = access.restrict(p.filter.take());
+    let embeds = embed::plan(
+        state,
+        &access.caller,
+        crate::caller::bearer(headers),
+        &access.schema,
+        p.fields(),
+        &p.embed_params,
+    )
+    .await?;
+    let mut filter = access.restrict(p.filter.take());
+    if let Some(inner) = embed::inner_filter(&embeds).await? {
+        filter = Some(match filter {
+            Some(f) => Filter::And(vec![f, inner]),
+            None => inner,
+        });
+    }
     let mut query = Query {
-        select: plan::base_columns(p.fields()),
+        select: embed::columns_with(p.fields(), &embed::parent_columns(&embeds)),
         filter,
         order_by: std::mem::take(&mut p.order),
         limit: p.limit,
         offset: p.offset,
         ..Query::default()
     };
-    let rows = access.db.read(table, &query).await?;
+    let mut rows = access.db.read(table, &query).await?;
+    embed::attach(&embeds, &mut rows).await?;
     let total = if prefer.count {
         Some(count(&*access.db, table, query.filter.take()).await?)
     } else {

@@ -135,36 +135,85 @@ pub(crate) enum SelectField {
         cast: Option<Cast>,
         alias: Option<String>,
     },
+    /// `alias:table!hint!inner(fields)`: an embedded resource.
+    Embed(Embed),
 }
 
-/// Parses `select=`; embedded resources and aggregates are refused with
-/// PostgREST's codes (core-db has no foreign-key metadata).
-pub(crate) fn select(table: &str, raw: &str) -> ApiResult<Vec<SelectField>> {
+/// An embedded resource of `select=`: rows of another table related by a
+/// foreign key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Embed {
+    /// `alias:` before the name.
+    pub alias: Option<String>,
+    /// The table embedded.
+    pub table: String,
+    /// `!hint`: a foreign-key constraint name or column that picks one of
+    /// several relationships.
+    pub hint: Option<String>,
+    /// `!inner`: parents without a related row are left out.
+    pub inner: bool,
+    /// `...table(...)`: the embedded columns are spread into the parent.
+    pub spread: bool,
+    /// What to select of the embedded rows; empty (`table()`): nothing,
+    /// and the embed is left out of the answer.
+    pub fields: Vec<SelectField>,
+}
+
+impl Embed {
+    /// The key of the embed in the parent row (and in `<name>.filter`
+    /// parameters): the alias, else the table name.
+    pub fn name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.table)
+    }
+}
+
+/// Deepest nesting of embedded resources accepted.
+pub(crate) const MAX_EMBED_DEPTH: usize = 4;
+
+/// Parses `select=`; aggregates are refused with PostgREST's code.
+pub(crate) fn select(raw: &str) -> ApiResult<Vec<SelectField>> {
     let s = strip_ws(raw);
     if s.is_empty() {
         return Ok(vec![SelectField::All]);
     }
+    select_list(raw, &s, 0)
+}
+
+fn select_list(raw: &str, s: &str, depth: usize) -> ApiResult<Vec<SelectField>> {
+    if depth > MAX_EMBED_DEPTH {
+        return Err(ApiError::bad_query(format!(
+            "embedded resources nested deeper than {MAX_EMBED_DEPTH} levels"
+        )));
+    }
     let mut out = Vec::new();
-    for item in split_top(&s, ',')? {
+    for item in split_top(s, ',')? {
         if item.is_empty() {
             return Err(ApiError::bad_query(format!(
                 "empty item in select=\"{}\"",
                 truststream_core::echo(raw)
             )));
         }
-        out.push(select_item(table, &item)?);
+        out.push(select_item(raw, &item, depth)?);
     }
     Ok(out)
 }
 
-fn select_item(table: &str, item: &str) -> ApiResult<SelectField> {
+fn select_item(raw: &str, item: &str, depth: usize) -> ApiResult<SelectField> {
     if item == "*" {
         return Ok(SelectField::All);
     }
     if let Some(open) = item.find('(') {
-        let name = item[..open].trim_start_matches("...");
-        let name = name.rsplit(':').next().unwrap_or(name);
-        let name = name.split('!').next().unwrap_or(name);
+        let head = &item[..open];
+        let (spread, head) = match head.strip_prefix("...") {
+            Some(h) => (true, h),
+            None => (false, head),
+        };
+        let (alias, target) = match head.split_once(':') {
+            Some((a, t)) => (Some(a), t),
+            None => (None, head),
+        };
+        let mut parts = target.split('!');
+        let name = parts.next().unwrap_or_default();
         if matches!(name, "count" | "sum" | "avg" | "min" | "max")
             || item.contains(".count(")
             || item.ends_with(")::int")
@@ -176,15 +225,46 @@ fn select_item(table: &str, item: &str) -> ApiResult<SelectField> {
             )
             .hint("aggregates in select= are not served by this server; count rows with Prefer: count=exact"));
         }
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "PGRST200",
-            format!(
-                "Could not find a relationship between '{table}' and '{}' in the schema cache",
-                truststream_core::echo(name)
-            ),
-        )
-        .hint("embedded resources need foreign-key metadata, which this database provider does not have; query each table separately"));
+        let inside = item[open + 1..].strip_suffix(')').ok_or_else(|| {
+            ApiError::bad_query(format!(
+                "\"{}\" is not an embedded resource like table(columns)",
+                truststream_core::echo(item)
+            ))
+        })?;
+        check_name(name, "table")?;
+        let mut embed = Embed {
+            alias: alias.map(str::to_string),
+            table: name.to_string(),
+            hint: None,
+            inner: false,
+            spread,
+            fields: Vec::new(),
+        };
+        if let Some(a) = alias {
+            check_name(a, "alias")?;
+        }
+        for m in parts {
+            match m {
+                "inner" => embed.inner = true,
+                "left" => embed.inner = false,
+                hint if embed.hint.is_none() => {
+                    check_name(hint, "relationship hint")?;
+                    embed.hint = Some(hint.to_string());
+                }
+                other => {
+                    return Err(ApiError::bad_query(format!(
+                        "\"{}\": one hint per embedded resource (then !inner or !left)",
+                        truststream_core::echo(other)
+                    )))
+                }
+            }
+        }
+        // `table()` (an empty embed) filters with `!inner` and is left
+        // out of the answer.
+        if !inside.is_empty() {
+            embed.fields = select_list(raw, inside, depth + 1)?;
+        }
+        return Ok(SelectField::Embed(embed));
     }
     let (alias, rest) = match item.split_once(':') {
         // `a::int` has no alias; `al:a::int` has one.
@@ -650,7 +730,7 @@ mod tests {
 
     #[test]
     fn select_items() {
-        let s = select("t", " id, n:name , data->a->>b, price::text ").unwrap();
+        let s = select(" id, n:name , data->a->>b, price::text ").unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!(
             s[1],
@@ -672,8 +752,37 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(select("t", "other(id)").unwrap_err().code, "PGRST200");
-        assert_eq!(select("t", "id;drop table x").unwrap_err().code, "PGRST100");
+        assert_eq!(select("id;drop table x").unwrap_err().code, "PGRST100");
+        assert_eq!(select("count()").unwrap_err().code, "PGRST123");
+    }
+
+    #[test]
+    fn embeds() {
+        let s = select("id, author:users!author_id!inner(name, org:orgs(*)), comments()").unwrap();
+        let SelectField::Embed(a) = &s[1] else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (a.name(), a.table.as_str(), a.hint.as_deref(), a.inner),
+            ("author", "users", Some("author_id"), true)
+        );
+        assert!(matches!(&a.fields[1], SelectField::Embed(o) if o.name() == "org"));
+        let SelectField::Embed(c) = &s[2] else {
+            panic!("{s:?}")
+        };
+        assert_eq!((c.name(), c.inner, c.fields.len()), ("comments", false, 0));
+        assert!(matches!(&select("...users(name)").unwrap()[0], SelectField::Embed(e) if e.spread));
+        for bad in [
+            "users(name",
+            "users(x)y",
+            "us-ers(*)",
+            "users!a!b(*)",
+            "a:b:c(*)",
+        ] {
+            assert_eq!(select(bad).unwrap_err().code, "PGRST100", "{bad}");
+        }
+        let deep = format!("{}id{}", "t(".repeat(8), ")".repeat(8));
+        assert_eq!(select(&deep).unwrap_err().code, "PGRST100");
     }
 
     #[test]

@@ -221,9 +221,9 @@ pub(crate) fn project(schema: &TableSchema, fields: &[SelectField], rows: Vec<Ro
         return rows;
     }
     rows.into_iter()
-        .map(|row| {
+        .map(|mut row| {
             let mut out = Map::new();
-            for f in fields {
+            for (i, f) in fields.iter().enumerate() {
                 match f {
                     SelectField::All => {
                         for c in &schema.columns {
@@ -248,6 +248,20 @@ pub(crate) fn project(schema: &TableSchema, fields: &[SelectField], rows: Vec<Ro
                             .or_else(|| path.last().map(|p| p.key.clone()))
                             .unwrap_or_else(|| column.clone());
                         out.insert(name, v);
+                    }
+                    SelectField::Embed(e) => {
+                        let v = row
+                            .remove(&super::embed::slot_key(i))
+                            .unwrap_or(Value::Null);
+                        if e.fields.is_empty() {
+                            // `table()`: filters only.
+                        } else if e.spread {
+                            if let Value::Object(m) = v {
+                                out.extend(m);
+                            }
+                        } else {
+                            out.insert(e.name().to_string(), v);
+                        }
                     }
                 }
             }

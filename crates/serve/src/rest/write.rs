@@ -230,7 +230,9 @@ fn with_common(mut resp: Response, prefer: &Prefer) -> Response {
 
 /// The answer of a write: `representation` rows (projected by `select=`),
 /// `headers-only` (a `Location`), or nothing.
-fn respond(
+#[allow(clippy::too_many_arguments)] // one answer shape for every write path
+async fn respond(
+    state: &ServeState,
     access: &Access,
     p: &Params,
     prefer: &Prefer,
@@ -243,6 +245,8 @@ fn respond(
     let range = content_range(0, affected, total);
     let mut resp = match prefer.ret.as_deref() {
         Some("representation") => {
+            let mut rows = rows;
+            super::embed::for_rows(state, headers, access, p, &mut rows).await?;
             let rows = plan::project(&access.schema, p.fields(), rows);
             let (ct, body) = rows_body(shape(headers), &rows)?;
             let mut r = (status_body, body).into_response();
@@ -331,6 +335,7 @@ async fn insert_inner(
             )
             .await?;
             return respond(
+                state,
                 &access,
                 &p,
                 &prefer,
@@ -338,12 +343,14 @@ async fn insert_inner(
                 (StatusCode::CREATED, StatusCode::CREATED),
                 Vec::new(),
                 n,
-            );
+            )
+            .await;
         }
         None => access.db.create_many(table, rows).await?,
     };
     let n = stored.len();
     respond(
+        state,
         &access,
         &p,
         &prefer,
@@ -352,6 +359,7 @@ async fn insert_inner(
         stored,
         n,
     )
+    .await
 }
 
 enum Slot {
@@ -658,6 +666,7 @@ async fn update_inner(
     let limited = p.limit.is_some() || p.offset.is_some();
     if patch.is_empty() {
         return respond(
+            state,
             &access,
             &p,
             &prefer,
@@ -665,7 +674,8 @@ async fn update_inner(
             (StatusCode::OK, StatusCode::NO_CONTENT),
             Vec::new(),
             0,
-        );
+        )
+        .await;
     }
     if !(representation || limited) {
         let op = Operation::UpdateMany {
@@ -681,6 +691,7 @@ async fn update_inner(
             None => 0,
         };
         return respond(
+            state,
             &access,
             &p,
             &prefer,
@@ -688,11 +699,13 @@ async fn update_inner(
             (StatusCode::OK, StatusCode::NO_CONTENT),
             Vec::new(),
             n,
-        );
+        )
+        .await;
     }
     let (keys, pin, pk) = key_set(&access, &p, &filter, false).await?;
     if keys.is_empty() {
         return respond(
+            state,
             &access,
             &p,
             &prefer,
@@ -700,7 +713,8 @@ async fn update_inner(
             (StatusCode::OK, StatusCode::NO_CONTENT),
             Vec::new(),
             0,
-        );
+        )
+        .await;
     }
     let new_key = patch.get(&pk).cloned();
     let op = Operation::UpdateMany {
@@ -710,6 +724,7 @@ async fn update_inner(
     };
     let Some(out) = run_tx(&*access.db, table, vec![op], prefer.rollback).await? else {
         return respond(
+            state,
             &access,
             &p,
             &prefer,
@@ -717,7 +732,8 @@ async fn update_inner(
             (StatusCode::OK, StatusCode::NO_CONTENT),
             Vec::new(),
             keys.len(),
-        );
+        )
+        .await;
     };
     let n = match out.first() {
         Some(OperationOutput::Affected(n)) => *n as usize,
@@ -753,6 +769,7 @@ async fn update_inner(
         Vec::new()
     };
     respond(
+        state,
         &access,
         &p,
         &prefer,
@@ -761,6 +778,7 @@ async fn update_inner(
         rows,
         n,
     )
+    .await
 }
 
 /// `DELETE /rest/v1/<table>?<filters>`.
@@ -794,6 +812,7 @@ async fn delete_inner(
         let (rows, pin, _) = key_set(&access, &p, &filter, representation).await?;
         if rows.is_empty() {
             return respond(
+                state,
                 &access,
                 &p,
                 &prefer,
@@ -801,7 +820,8 @@ async fn delete_inner(
                 (StatusCode::OK, StatusCode::NO_CONTENT),
                 Vec::new(),
                 0,
-            );
+            )
+            .await;
         }
         (rows, pin)
     } else {
@@ -820,6 +840,7 @@ async fn delete_inner(
     };
     let rows = if representation { rows } else { Vec::new() };
     respond(
+        state,
         &access,
         &p,
         &prefer,
@@ -828,4 +849,5 @@ async fn delete_inner(
         rows,
         n,
     )
+    .await
 }

@@ -51,6 +51,18 @@ pub async fn start(
             (Arc::new(db), Some(dir))
         }
     };
+    start_on(db, dir, tables, policies, tweak).await
+}
+
+/// [`start`] over a database opened by the caller (`dir`: kept alive with
+/// the server).
+pub async fn start_on(
+    db: Arc<dyn Database>,
+    dir: Option<tempfile::TempDir>,
+    tables: Vec<TableSchema>,
+    policies: Vec<(&str, TablePolicy)>,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> Env {
     for t in &tables {
         db.create_table(t).await.unwrap();
     }
