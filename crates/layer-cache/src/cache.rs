@@ -2,7 +2,8 @@
 //! generations.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use truststream_core_db::{
 use truststream_core_realtime::feed::FeedHealth;
 use truststream_layer::{DatabaseLayer, LayeredDatabase};
 
-use crate::config::CacheConfig;
+use crate::config::{Admission, CacheConfig};
 use crate::feed;
 
 /// Generation counters per table are striped: a table's writes bump the
@@ -39,6 +40,18 @@ const STRIPES: usize = 1024;
 ///   keyed under every table it reads: a write to any of them invalidates
 ///   it, and its time to live is the shortest of theirs.
 /// - Errors are never cached; `raw_query` results are never cached.
+/// - By default a result is stored on its key's second miss, not its
+///   first ([`Admission`]): a doorkeeper remembers a fingerprint of the
+///   keys missed recently (one slot per entry the cache may hold), and a
+///   key read only once costs a hash and a slot, not a copy of its rows
+///   and a moka insert.
+///
+/// The key's JSON is streamed into a keyed hash, never built, on every
+/// read; moka's key is that hash mixed with the generation. An entry
+/// holds the key's JSON (written when it is stored) and its generation,
+/// and a hit is compared with them: two keys sharing a hash only miss.
+/// A key whose doorkeeper slot another key took since it was stored is
+/// not looked up: it is read from the provider once more.
 ///
 /// # Invalidation
 /// Each table has a generation counter, and there is one for everything
@@ -123,6 +136,9 @@ pub struct CacheStats {
     /// Reads passed through without a look at the cache: a table with a
     /// time to live of 0, or the change feed down.
     pub bypassed: u64,
+    /// Misses whose result was not stored: the key's first miss
+    /// remembered by the doorkeeper ([`Admission::SecondMiss`]).
+    pub not_admitted: u64,
     /// Results stored.
     pub inserts: u64,
     /// Results not stored because a write (or a change) touched their
@@ -154,6 +170,7 @@ pub(crate) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     bypassed: AtomicU64,
+    not_admitted: AtomicU64,
     inserts: AtomicU64,
     stale: AtomicU64,
     invalidations: AtomicU64,
@@ -167,10 +184,146 @@ fn inc(c: &AtomicU64) {
 
 /// One cached result.
 struct Entry {
+    /// The generation it was stored under.
+    generation: u64,
+    /// What it answers: the table, a NUL, the kind (`g`et or `r`ead) and
+    /// the JSON of the id or query. The moka key is only a hash of it and
+    /// the generation; a hit is checked against it.
+    ident: Box<[u8]>,
     value: Cached,
     expires_at: Instant,
     ttl: Duration,
     weight: u32,
+}
+
+impl Entry {
+    /// Whether this entry answers `what` of kind `kind` on `table` at
+    /// `generation` (a moka key shared by two idents is only a miss).
+    fn answers<W: serde::Serialize + ?Sized>(
+        &self,
+        generation: u64,
+        table: &str,
+        kind: u8,
+        what: &W,
+    ) -> bool {
+        let head = table.len() + 2;
+        if self.generation != generation
+            || self.ident.len() < head
+            || &self.ident[..table.len()] != table.as_bytes()
+            || self.ident[table.len()..head] != [0, kind]
+        {
+            return false;
+        }
+        let mut rest = Matching(&self.ident[head..]);
+        serde_json::to_writer(&mut rest, what).is_ok() && rest.0.is_empty()
+    }
+}
+
+/// Compares what is written with the bytes it holds, consuming them; an
+/// error at the first difference.
+struct Matching<'a>(&'a [u8]);
+
+impl std::io::Write for Matching<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.strip_prefix(buf) {
+            Some(rest) => {
+                self.0 = rest;
+                Ok(buf.len())
+            }
+            None => Err(std::io::ErrorKind::InvalidData.into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Feeds what is written to a hasher: a key's JSON hashed without being
+/// built.
+struct Hashing<'a, H>(&'a mut H);
+
+impl<H: Hasher> std::io::Write for Hashing<'_, H> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// moka's hasher for keys that are hashes already (the layer's keyed
+/// SipHash, mixed with the generation): passes a `u64` through.
+#[derive(Clone, Default)]
+struct PreHashed;
+
+impl BuildHasher for PreHashed {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// See [`PreHashed`]; other writes than a `u64` are folded in (FNV-1a),
+/// though moka only hashes the `u64` keys.
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// The moka key of an ident's hash at `generation`: both mixed (the
+/// SplitMix64 finalizer), so that every bit depends on both.
+fn moka_key(hash: u64, generation: u64) -> u64 {
+    let mut z = hash ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The doorkeeper's slot states, in the low bit of a slot; the other bits
+/// are the key's fingerprint.
+const SEEN: u32 = 0;
+const STORED: u32 = 1;
+
+/// A cacheable read under way: what the store after the provider's
+/// answer needs.
+struct Probe<'q, W: ?Sized> {
+    table: &'q str,
+    kind: u8,
+    what: &'q W,
+    hash: u64,
+    generation: u64,
+    ttl: Duration,
+    /// Store the provider's answer (the key missed before, or
+    /// [`Admission::FirstMiss`]).
+    admit: bool,
+}
+
+/// What a cacheable read does.
+enum Lookup<'q, W: ?Sized> {
+    /// Ask the provider; store nothing (TTL 0, feed down, scoped handle,
+    /// a key that does not serialize).
+    Bypass,
+    /// Served from the cache.
+    Hit(Arc<Entry>),
+    /// Ask the provider, then [`Shared::store`] if admitted.
+    Miss(Probe<'q, W>),
 }
 
 enum Cached {
@@ -180,13 +333,14 @@ enum Cached {
 
 /// Expires each entry after its table's time to live (moka's clock; the
 /// layer also checks `expires_at` on the tokio clock, so tests can pause
-/// time).
+/// time). Used when tables have different times to live; with one for
+/// every cached table, moka's cheaper `time_to_live` does the same.
 struct ByTable;
 
-impl moka::Expiry<Vec<u8>, Arc<Entry>> for ByTable {
+impl moka::Expiry<u64, Arc<Entry>> for ByTable {
     fn expire_after_create(
         &self,
-        _key: &Vec<u8>,
+        _key: &u64,
         value: &Arc<Entry>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
@@ -196,7 +350,16 @@ impl moka::Expiry<Vec<u8>, Arc<Entry>> for ByTable {
 
 /// The state shared by the layer and its change-feed task.
 pub(crate) struct Shared {
-    cache: moka::sync::Cache<Vec<u8>, Arc<Entry>>,
+    /// Keyed by [`moka_key`]; each entry holds what it answers.
+    cache: moka::sync::Cache<u64, Arc<Entry>, PreHashed>,
+    /// Keys the idents' hashes (random per cache: nobody outside can aim
+    /// keys at one moka key or doorkeeper slot).
+    hasher: RandomState,
+    /// The doorkeeper: per slot, the fingerprint of the last key hashed to
+    /// it and whether its result was stored ([`SEEN`], [`STORED`]).
+    /// Relaxed and racy on purpose: a lost update costs one more miss.
+    doorkeeper: Box<[AtomicU32]>,
+    admission: Admission,
     /// Time to live by lowercased table name (`None`: never cached).
     table_ttls: HashMap<Box<str>, Option<Duration>>,
     default_ttl: Option<Duration>,
@@ -215,12 +378,25 @@ pub(crate) struct Shared {
 impl Shared {
     fn new(config: &CacheConfig) -> Shared {
         let (table_ttls, default_ttl) = config.ttls();
-        let mut builder = moka::sync::Cache::builder().expire_after(ByTable);
+        let mut ttls: Vec<Duration> = table_ttls
+            .values()
+            .chain([&default_ttl])
+            .flatten()
+            .copied()
+            .collect();
+        ttls.sort_unstable();
+        ttls.dedup();
+        let mut builder = moka::sync::Cache::builder();
+        builder = match ttls.as_slice() {
+            [] => builder,
+            [one] => builder.time_to_live(*one),
+            _ => builder.expire_after(ByTable),
+        };
         let min_weight = match config.max_bytes {
             Some(bytes) => {
                 builder = builder
                     .max_capacity(bytes)
-                    .weigher(|_k: &Vec<u8>, v: &Arc<Entry>| v.weight);
+                    .weigher(|_k: &u64, v: &Arc<Entry>| v.weight);
                 Some((bytes / config.max_entries).max(1))
             }
             None => {
@@ -228,8 +404,18 @@ impl Shared {
                 None
             }
         };
+        // As many slots as entries (a power of two), within bounds: a key
+        // is remembered over about as many other keys' misses as the
+        // cache holds entries.
+        let slots = usize::try_from(config.max_entries)
+            .unwrap_or(usize::MAX)
+            .clamp(1 << 10, 1 << 20)
+            .next_power_of_two();
         Shared {
-            cache: builder.build(),
+            cache: builder.build_with_hasher(PreHashed),
+            hasher: RandomState::new(),
+            doorkeeper: (0..slots).map(|_| AtomicU32::new(u32::MAX)).collect(),
+            admission: config.admission,
             table_ttls,
             default_ttl,
             min_weight,
@@ -318,43 +504,131 @@ impl Shared {
         self.feed_down.load(Ordering::SeqCst)
     }
 
-    /// A live entry under `key`.
-    fn lookup(&self, key: &[u8]) -> Option<Arc<Entry>> {
-        let entry = self.cache.get(key)?;
-        (Instant::now() < entry.expires_at).then_some(entry)
+    /// The hash of what `kind` on `table` with `what` answers (the
+    /// table, a NUL, the kind, the JSON of `what`, streamed into the
+    /// hasher); `None` if `what` does not serialize.
+    fn ident_hash<W: serde::Serialize + ?Sized>(
+        &self,
+        table: &str,
+        kind: u8,
+        what: &W,
+    ) -> Option<u64> {
+        let mut h = self.hasher.build_hasher();
+        h.write(table.as_bytes());
+        // Table names never hold a NUL byte.
+        h.write(&[0, kind]);
+        serde_json::to_writer(Hashing(&mut h), what).ok()?;
+        Some(h.finish())
     }
 
-    /// Stores `value` under `key` if the generation of `tables` is still
-    /// `generation` (no write or change touched them since the provider
-    /// was asked) and the feed is up.
-    fn store<'t>(
+    /// The doorkeeper slot of `hash` and the fingerprint it holds for it
+    /// (state bit clear).
+    fn slot(&self, hash: u64) -> (&AtomicU32, u32) {
+        let i = (hash as usize) & (self.doorkeeper.len() - 1);
+        (&self.doorkeeper[i], ((hash >> 32) as u32) & !STORED)
+    }
+
+    /// How a read of `what` (kind `kind`) on `table`, reading `tables`,
+    /// goes: bypassed, served, or a miss to store after the provider
+    /// answered (if admitted). Counts it.
+    ///
+    /// A key the doorkeeper does not remember as stored is not looked up
+    /// (unless [`Admission::FirstMiss`]): its result cannot be in the
+    /// cache, or was stored before its slot was taken by another key, and
+    /// is then read from the provider once more.
+    fn begin<'q, 't, W: serde::Serialize + ?Sized>(
         &self,
-        key: Vec<u8>,
-        generation: u64,
+        scoped: bool,
+        table: &'q str,
+        kind: u8,
+        what: &'q W,
+        tables: impl Iterator<Item = &'t str> + Clone,
+    ) -> Lookup<'q, W> {
+        let Some(ttl) = self
+            .ttl_of(tables.clone())
+            .filter(|_| !self.feed_down() && !scoped)
+        else {
+            inc(&self.counters.bypassed);
+            return Lookup::Bypass;
+        };
+        let generation = self.generation(tables);
+        let Some(hash) = self.ident_hash(table, kind, what) else {
+            inc(&self.counters.bypassed);
+            return Lookup::Bypass;
+        };
+        let (slot, tag) = self.slot(hash);
+        let held = slot.load(Ordering::Relaxed);
+        let first_miss = self.admission == Admission::FirstMiss;
+        if held == tag | STORED || first_miss {
+            if let Some(entry) = self.cache.get(&moka_key(hash, generation)) {
+                if Instant::now() < entry.expires_at && entry.answers(generation, table, kind, what)
+                {
+                    inc(&self.counters.hits);
+                    return Lookup::Hit(entry);
+                }
+            }
+        }
+        inc(&self.counters.misses);
+        let admit = held == tag | STORED || held == tag | SEEN || first_miss;
+        if !admit {
+            // Remembered: stored if it misses again.
+            slot.store(tag | SEEN, Ordering::Relaxed);
+            inc(&self.counters.not_admitted);
+        }
+        Lookup::Miss(Probe {
+            table,
+            kind,
+            what,
+            hash,
+            generation,
+            ttl,
+            admit,
+        })
+    }
+
+    /// Stores the provider's answer to `probe` if admitted, and if the
+    /// generation of `tables` is still the probe's (no write or change
+    /// touched them since the provider was asked) and the feed is up.
+    fn store<'t, W: serde::Serialize + ?Sized>(
+        &self,
+        probe: &Probe<'_, W>,
         tables: impl Iterator<Item = &'t str>,
-        ttl: Duration,
-        value: Cached,
+        value: impl FnOnce() -> Cached,
     ) {
-        if self.generation(tables) != generation || self.feed_down() {
+        if !probe.admit {
+            return;
+        }
+        if self.generation(tables) != probe.generation || self.feed_down() {
             inc(&self.counters.stale);
             return;
         }
+        let mut ident = Vec::with_capacity(probe.table.len() + 2 + 32);
+        ident.extend_from_slice(probe.table.as_bytes());
+        ident.extend_from_slice(&[0, probe.kind]);
+        if serde_json::to_writer(&mut ident, probe.what).is_err() {
+            return;
+        }
+        let value = value();
         let weight = match self.min_weight {
             Some(min) => {
-                let size = key.len() as u64 + 64 + value.approx_size();
+                let size = ident.len() as u64 + 64 + value.approx_size();
                 u32::try_from(size.max(min)).unwrap_or(u32::MAX)
             }
             None => 1,
         };
         self.cache.insert(
-            key,
+            moka_key(probe.hash, probe.generation),
             Arc::new(Entry {
+                generation: probe.generation,
+                ident: ident.into_boxed_slice(),
                 value,
-                expires_at: Instant::now() + ttl,
-                ttl,
+                expires_at: Instant::now() + probe.ttl,
+                ttl: probe.ttl,
                 weight,
             }),
         );
+        let (slot, tag) = self.slot(probe.hash);
+        slot.store(tag | STORED, Ordering::Relaxed);
         inc(&self.counters.inserts);
     }
 
@@ -365,6 +639,7 @@ impl Shared {
             hits: get(&c.hits),
             misses: get(&c.misses),
             bypassed: get(&c.bypassed),
+            not_admitted: get(&c.not_admitted),
             inserts: get(&c.inserts),
             stale: get(&c.stale),
             invalidations: get(&c.invalidations),
@@ -403,23 +678,6 @@ fn value_size(v: &Value) -> u64 {
         Value::Array(a) => a.iter().map(value_size).sum::<u64>() + 24,
         Value::Object(o) => row_size(o),
     }
-}
-
-/// `generation`, table, kind and the JSON of what identifies the result.
-fn key<T: serde::Serialize + ?Sized>(
-    generation: u64,
-    table: &str,
-    kind: u8,
-    what: &T,
-) -> Option<Vec<u8>> {
-    let mut key = Vec::with_capacity(8 + table.len() + 2 + 32);
-    key.extend_from_slice(&generation.to_le_bytes());
-    key.extend_from_slice(table.as_bytes());
-    // Table names never hold a NUL byte.
-    key.push(0);
-    key.push(kind);
-    serde_json::to_writer(&mut key, what).ok()?;
-    Some(key)
 }
 
 /// The tables a query reads: its own, then each joined one.
@@ -476,7 +734,8 @@ impl Cache {
     /// db.create_table(&TableSchema::new("agents").column(ColumnDef::text("id").primary_key()))
     ///     .await?;
     /// db.create("agents", json!({"id": "a1"}).as_object().unwrap().clone()).await?;
-    /// db.get("agents", &json!("a1")).await?; // from the provider
+    /// db.get("agents", &json!("a1")).await?; // from the provider (remembered)
+    /// db.get("agents", &json!("a1")).await?; // from the provider, stored
     /// db.get("agents", &json!("a1")).await?; // from the cache
     /// assert_eq!(db.layer().stats().hits, 1);
     /// # Ok::<(), truststream_core::Error>(())
@@ -535,52 +794,37 @@ impl DatabaseLayer for Cache {
     async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> Result<Option<Row>> {
         let s = &*self.shared;
         let tables = || std::iter::once(table);
-        let Some(ttl) = s.ttl(table).filter(|_| !s.feed_down() && !self.scoped) else {
-            inc(&s.counters.bypassed);
-            return next.get(table, id).await;
-        };
-        let generation = s.generation(tables());
-        let Some(key) = key(generation, table, b'g', id) else {
-            inc(&s.counters.bypassed);
-            return next.get(table, id).await;
-        };
-        if let Some(entry) = s.lookup(&key) {
-            if let Cached::Row(row) = &entry.value {
-                inc(&s.counters.hits);
-                return Ok(row.clone());
+        match s.begin(self.scoped, table, b'g', id, tables()) {
+            Lookup::Hit(entry) => match &entry.value {
+                Cached::Row(row) => Ok(row.clone()),
+                // Never: the kind is part of what an entry answers.
+                Cached::Rows(_) => next.get(table, id).await,
+            },
+            Lookup::Miss(probe) => {
+                let row = next.get(table, id).await?;
+                s.store(&probe, tables(), || Cached::Row(row.clone()));
+                Ok(row)
             }
+            Lookup::Bypass => next.get(table, id).await,
         }
-        inc(&s.counters.misses);
-        let row = next.get(table, id).await?;
-        s.store(key, generation, tables(), ttl, Cached::Row(row.clone()));
-        Ok(row)
     }
 
     async fn read(&self, next: &dyn Database, table: &str, query: &Query) -> Result<Vec<Row>> {
         let s = &*self.shared;
         let tables = read_tables(table, query);
-        let Some(ttl) = s
-            .ttl_of(tables.clone())
-            .filter(|_| !s.feed_down() && !self.scoped)
-        else {
-            inc(&s.counters.bypassed);
-            return next.read(table, query).await;
-        };
-        let generation = s.generation(tables.clone());
-        let Some(key) = key(generation, table, b'r', query) else {
-            inc(&s.counters.bypassed);
-            return next.read(table, query).await;
-        };
-        if let Some(entry) = s.lookup(&key) {
-            if let Cached::Rows(rows) = &entry.value {
-                inc(&s.counters.hits);
-                return Ok(rows.clone());
+        match s.begin(self.scoped, table, b'r', query, tables.clone()) {
+            Lookup::Hit(entry) => match &entry.value {
+                Cached::Rows(rows) => Ok(rows.clone()),
+                // Never: the kind is part of what an entry answers.
+                Cached::Row(_) => next.read(table, query).await,
+            },
+            Lookup::Miss(probe) => {
+                let rows = next.read(table, query).await?;
+                s.store(&probe, tables, || Cached::Rows(rows.clone()));
+                Ok(rows)
             }
+            Lookup::Bypass => next.read(table, query).await,
         }
-        inc(&s.counters.misses);
-        let rows = next.read(table, query).await?;
-        s.store(key, generation, tables, ttl, Cached::Rows(rows.clone()));
-        Ok(rows)
     }
 
     /// A scoped handle's cache layer: shares the generations (its writes
@@ -704,6 +948,47 @@ mod tests {
         s.bump_all();
         assert!(s.generation(["a"].into_iter()) > g0);
         assert!(s.generation(["a", "b"].into_iter()) > g1);
+    }
+
+    #[test]
+    fn an_entry_answers_only_its_own_key_at_its_own_generation() {
+        let entry = Entry {
+            generation: 7,
+            ident: b"agents\0g\"a1\"".to_vec().into_boxed_slice(),
+            value: Cached::Row(None),
+            expires_at: Instant::now(),
+            ttl: Duration::from_secs(1),
+            weight: 1,
+        };
+        let a1 = serde_json::json!("a1");
+        assert!(entry.answers(7, "agents", b'g', &a1));
+        assert!(!entry.answers(8, "agents", b'g', &a1), "another generation");
+        assert!(!entry.answers(7, "agent", b'g', &a1), "another table");
+        assert!(!entry.answers(7, "agentsx", b'g', &a1), "another table");
+        assert!(!entry.answers(7, "agents", b'r', &a1), "another kind");
+        for other in [
+            serde_json::json!("a"),
+            serde_json::json!("a10"),
+            serde_json::json!(1),
+        ] {
+            assert!(!entry.answers(7, "agents", b'g', &other), "{other}");
+        }
+    }
+
+    #[test]
+    fn equal_keys_hash_alike_and_share_a_doorkeeper_slot() {
+        let s = Shared::new(&CacheConfig::default());
+        let h = |t: &str, k: u8, v: serde_json::Value| s.ident_hash(t, k, &v).unwrap();
+        let a1 = h("agents", b'g', serde_json::json!("a1"));
+        assert_eq!(a1, h("agents", b'g', serde_json::json!("a1")));
+        assert_ne!(a1, h("agents", b'r', serde_json::json!("a1")));
+        assert_ne!(a1, h("agent", b'g', serde_json::json!("sa1")));
+        assert_ne!(moka_key(a1, 1), moka_key(a1, 2));
+        let (slot, tag) = s.slot(a1);
+        assert_eq!(tag & STORED, 0);
+        assert!(std::ptr::eq(slot, s.slot(a1).0));
+        // 100,000 entries: 131,072 slots.
+        assert_eq!(s.doorkeeper.len(), 1 << 17);
     }
 
     #[test]

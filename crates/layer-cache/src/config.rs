@@ -41,6 +41,33 @@ pub struct CacheConfig {
     /// for no change triggers on the tables: other processes' writes are
     /// then seen only when an entry's TTL ends.
     pub follow_changes: bool,
+    /// When a result is stored: on its key's second miss (the default) or
+    /// on the first. See [`Admission`].
+    pub admission: Admission,
+}
+
+/// When a miss's result is stored (`admission = "second_miss"` or
+/// `"first_miss"`).
+///
+/// Storing a result is most of what a miss costs the cache (a copy of
+/// the rows, moka's insert and its bookkeeping), and a result read once
+/// is never served: with [`Admission::SecondMiss`] the layer remembers a
+/// fingerprint of each key it missed recently (a doorkeeper, as TinyLFU
+/// has) and stores a result only when its key misses again while still
+/// remembered. A key read once costs a hash and one table slot; a key
+/// read twice is served from its third read on. [`Admission::FirstMiss`]
+/// stores every miss (served from the second read on) at the full cost
+/// on every miss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Admission {
+    /// Store a result when its key misses a second time within the
+    /// doorkeeper's memory (about `max_entries` other keys' misses).
+    #[default]
+    SecondMiss,
+    /// Store every miss's result.
+    FirstMiss,
 }
 
 impl Default for CacheConfig {
@@ -51,6 +78,7 @@ impl Default for CacheConfig {
             max_entries: 100_000,
             max_bytes: None,
             follow_changes: true,
+            admission: Admission::SecondMiss,
         }
     }
 }
@@ -121,6 +149,9 @@ impl CacheConfig {
         if !self.follow_changes {
             out.push_str(", follow_changes=false");
         }
+        if self.admission == Admission::FirstMiss {
+            out.push_str(", admission=first_miss");
+        }
         out
     }
 
@@ -184,6 +215,19 @@ mod tests {
     }
 
     #[test]
+    fn admission_is_second_miss_unless_told() {
+        assert_eq!(CacheConfig::default().admission, Admission::SecondMiss);
+        let c = CacheConfig::from_settings(json!({"admission": "first_miss"})).unwrap();
+        assert_eq!(c.admission, Admission::FirstMiss);
+        assert_eq!(
+            c.describe(),
+            "default_ttl_s=300, max_entries=100000, admission=first_miss"
+        );
+        let c = CacheConfig::from_settings(json!({"admission": "second_miss"})).unwrap();
+        assert_eq!(c, CacheConfig::default());
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         assert_eq!(
             err(json!({"tables": {"trust_scores": "sixty"}})),
@@ -200,5 +244,6 @@ mod tests {
         assert!(err(json!({"max_entries": 0})).starts_with("max_entries must be"));
         assert!(err(json!({"max_bytes": 10})).starts_with("max_bytes must be"));
         assert!(err(json!(7)).starts_with("invalid type: expected"));
+        assert!(err(json!({"admission": "always"})).starts_with("admission: unknown variant"));
     }
 }

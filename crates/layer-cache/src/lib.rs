@@ -43,7 +43,7 @@ use truststream_core_db::Database;
 use truststream_layer::{rank, Interface, LayerRegistry, LayerSpec};
 
 pub use cache::{Cache, CacheStats};
-pub use config::{CacheConfig, MAX_TTL_S};
+pub use config::{Admission, CacheConfig, MAX_TTL_S};
 
 /// The layer's name in configuration.
 pub const NAME: &str = "cache";

@@ -30,7 +30,16 @@ use truststream_db_memory::MemoryDatabase;
 use truststream_db_postgres::testing::{self, Scratch};
 use truststream_db_postgres::PgDatabase;
 use truststream_layer::{DatabaseLayer, LayeredDatabase};
-use truststream_layer_cache::{Cache, CacheConfig};
+use truststream_layer_cache::{Admission, Cache, CacheConfig};
+
+/// The cache's defaults, but storing every miss ([`Admission::FirstMiss`]):
+/// these tests are about serving and invalidation, from the second read on.
+fn first_miss() -> CacheConfig {
+    CacheConfig {
+        admission: Admission::FirstMiss,
+        ..CacheConfig::default()
+    }
+}
 
 fn row(v: Value) -> Row {
     v.as_object().unwrap().clone()
@@ -130,7 +139,7 @@ async fn scripted(
     Arc<Scripted>,
     Arc<LayeredDatabase<Cache>>,
 ) {
-    scripted_with(refuse, CacheConfig::default()).await
+    scripted_with(refuse, first_miss()).await
 }
 
 /// [`scripted`] with the cache configured by `config`.
@@ -277,7 +286,7 @@ async fn a_feed_that_cannot_be_followed_at_first_is_followed_later() {
 async fn follow_changes_false_never_subscribes_and_ttl_bounds_foreign_writes() {
     let config = CacheConfig {
         follow_changes: false,
-        ..CacheConfig::default()
+        ..first_miss()
     };
     let (raw, feed, db) = scripted_with(false, config).await;
     let cache = Arc::clone(db.layer());
@@ -315,9 +324,7 @@ async fn postgres_writes_of_another_instance_reach_the_cache_through_the_feed() 
     a.create("scores", row(json!({"id": "s1", "score": 1})))
         .await
         .unwrap();
-    let db = Cache::wrap(Arc::new(a), CacheConfig::default())
-        .await
-        .unwrap();
+    let db = Cache::wrap(Arc::new(a), first_miss()).await.unwrap();
     let cache = Arc::clone(db.layer());
     let st = cache.stats();
     assert!(st.follows_feed && !st.feed_down, "{st:?}");

@@ -24,9 +24,18 @@ use truststream_core_db::{
 use truststream_db_memory::MemoryDatabase;
 use truststream_db_sqlite::SqliteDatabase;
 use truststream_layer::{DatabaseLayer, Interface, LayerDeps, LayerRegistry, LayeredDatabase};
-use truststream_layer_cache::{Cache, CacheConfig, CacheHandles};
+use truststream_layer_cache::{Admission, Cache, CacheConfig, CacheHandles};
 
 type Cached = Arc<LayeredDatabase<Cache>>;
+
+/// The cache's defaults, but storing every miss ([`Admission::FirstMiss`]):
+/// these tests are about serving and invalidation, from the second read on.
+fn first_miss() -> CacheConfig {
+    CacheConfig {
+        admission: Admission::FirstMiss,
+        ..CacheConfig::default()
+    }
+}
 
 fn row(v: Value) -> Row {
     v.as_object().unwrap().clone()
@@ -66,7 +75,7 @@ async fn setup_on(raw: Arc<dyn Database>, config: CacheConfig) -> (Arc<dyn Datab
 }
 
 async fn setup() -> (Arc<dyn Database>, Cached) {
-    setup_on(Arc::new(MemoryDatabase::new()), CacheConfig::default()).await
+    setup_on(Arc::new(MemoryDatabase::new()), first_miss()).await
 }
 
 async fn name_of(db: &dyn Database, id: &str) -> Value {
@@ -288,7 +297,7 @@ async fn raw_query_invalidates_every_table_even_when_it_fails() {
 #[tokio::test]
 async fn raw_sql_that_writes_one_table_invalidates_every_table() {
     let sqlite = Arc::new(SqliteDatabase::in_memory().await.unwrap());
-    let (raw, db) = setup_on(sqlite, CacheConfig::default()).await;
+    let (raw, db) = setup_on(sqlite, first_miss()).await;
     prime_and_sneak(&*raw, &db).await;
     assert_eq!(title(&*db).await, "Blue");
     raw.update("teams", &json!("t1"), row(json!({"title": "Sneaky"})))
@@ -389,8 +398,8 @@ async fn setup_on_prepared(
     raw: Arc<dyn Database>,
     under: Arc<dyn Database>,
 ) -> (Arc<dyn Database>, Cached) {
-    let (raw, _unused) = setup_on(raw, CacheConfig::default()).await;
-    let db = Cache::wrap(under, CacheConfig::default()).await.unwrap();
+    let (raw, _unused) = setup_on(raw, first_miss()).await;
+    let db = Cache::wrap(under, first_miss()).await.unwrap();
     (raw, db)
 }
 
@@ -422,7 +431,7 @@ async fn a_missing_row_is_cached_until_a_write() {
 
 #[tokio::test(start_paused = true)]
 async fn each_table_keeps_results_for_its_own_time_to_live() {
-    let config = CacheConfig::from_settings(json!({
+    let config = CacheConfig::from_settings(json!({"admission": "first_miss",
         "default_ttl_s": 300,
         "tables": { "teams": 60, "never": 0 },
     }))
@@ -470,7 +479,9 @@ async fn each_table_keeps_results_for_its_own_time_to_live() {
 
 #[tokio::test(start_paused = true)]
 async fn a_join_lives_as_long_as_its_shortest_lived_table() {
-    let config = CacheConfig::from_settings(json!({"tables": { "teams": 10 }})).unwrap();
+    let config =
+        CacheConfig::from_settings(json!({"admission": "first_miss", "tables": { "teams": 10 }}))
+            .unwrap();
     let (raw, db) = setup_on(Arc::new(MemoryDatabase::new()), config).await;
     let q = Query::new()
         .select(["agents.id", "teams.title"])
@@ -486,7 +497,9 @@ async fn a_join_lives_as_long_as_its_shortest_lived_table() {
     assert_eq!(first(db.read("agents", &q).await.unwrap()), "New");
 
     // A join with a table that is never cached is never cached.
-    let config = CacheConfig::from_settings(json!({"tables": { "teams": 0 }})).unwrap();
+    let config =
+        CacheConfig::from_settings(json!({"admission": "first_miss", "tables": { "teams": 0 }}))
+            .unwrap();
     let (raw, db) = setup_on(Arc::new(MemoryDatabase::new()), config).await;
     assert_eq!(first(db.read("agents", &q).await.unwrap()), "Blue");
     raw.update("teams", &json!("t1"), row(json!({"title": "New"})))
@@ -498,8 +511,10 @@ async fn a_join_lives_as_long_as_its_shortest_lived_table() {
 
 #[tokio::test]
 async fn max_bytes_bounds_the_weight_and_max_entries_the_count() {
-    let config =
-        CacheConfig::from_settings(json!({"max_entries": 50, "max_bytes": 20000})).unwrap();
+    let config = CacheConfig::from_settings(
+        json!({"admission": "first_miss", "max_entries": 50, "max_bytes": 20000}),
+    )
+    .unwrap();
     let (raw, db) = setup_on(Arc::new(MemoryDatabase::new()), config).await;
     let big = "x".repeat(2000);
     for i in 0..40 {
@@ -562,7 +577,7 @@ fn configuration_errors_name_the_key() {
     assert_eq!(
         stack_err(Interface::Database, json!({"cache": {"default_ttl": 60}})),
         "database.layers.cache: unknown field `default_ttl`, expected one of \
-         `default_ttl_s`, `tables`, `max_entries`, `max_bytes`, `follow_changes`"
+         `default_ttl_s`, `tables`, `max_entries`, `max_bytes`, `follow_changes`, `admission`"
     );
     assert_eq!(
         stack_err(Interface::Database, json!({"cache": {"max_entries": 0}})),
@@ -608,15 +623,86 @@ async fn a_configured_stack_wraps_the_database_and_hands_out_the_cache() {
         .unwrap();
     let db = stack.wrap_database(raw).await.unwrap();
     assert_eq!(db.info().name, "memory");
-    assert_eq!(name_of(&*db, "a1").await, "Ada");
-    assert_eq!(name_of(&*db, "a1").await, "Ada");
+    // The defaults store a result on its key's second miss.
+    for _ in 0..3 {
+        assert_eq!(name_of(&*db, "a1").await, "Ada");
+    }
     let caches = handles.caches();
     assert_eq!(caches.len(), 1);
-    assert_eq!(caches[0].stats().hits, 1);
+    let s = caches[0].stats();
+    assert_eq!(
+        (s.misses, s.not_admitted, s.inserts, s.hits),
+        (2, 1, 1, 1),
+        "{s:?}"
+    );
     assert!(
         !caches[0].stats().follows_feed,
         "db-memory's feed is per instance"
     );
     drop((db, caches));
     assert!(handles.caches().is_empty());
+}
+
+// ---- admission on the second miss (the default) ----------------------------
+
+#[tokio::test]
+async fn the_defaults_store_a_result_on_its_second_miss_and_invalidate_it_as_ever() {
+    let (raw, db) = setup_on(Arc::new(MemoryDatabase::new()), CacheConfig::default()).await;
+    let stats = || db.layer().stats();
+    // First miss: remembered, not stored.
+    assert_eq!(name_of(&*db, "a1").await, "Ada");
+    let s = stats();
+    assert_eq!((s.misses, s.not_admitted, s.inserts), (1, 1, 0), "{s:?}");
+    // Second miss: stored; third read: served, even past a write under
+    // the layer (which the layer cannot see).
+    assert_eq!(name_of(&*db, "a1").await, "Ada");
+    assert_eq!(names(&*db).await, ["Ada", "Ada"]);
+    assert_eq!(names(&*db).await, ["Ada", "Ada"]);
+    raw.update("agents", &json!("a1"), row(json!({"name": "Sneaky"})))
+        .await
+        .unwrap();
+    assert_eq!(name_of(&*db, "a1").await, "Ada", "served");
+    assert_eq!(names(&*db).await, ["Ada", "Ada"], "served");
+    let s = stats();
+    assert_eq!((s.not_admitted, s.inserts, s.hits), (2, 2, 2), "{s:?}");
+    // A write through the layer: the next reads see it, and a key the
+    // doorkeeper remembers is stored again on its first miss after it.
+    db.update("agents", &json!("a2"), row(json!({"name": "Bo"})))
+        .await
+        .unwrap();
+    assert_eq!(name_of(&*db, "a1").await, "Sneaky");
+    assert_eq!(names(&*db).await, ["Sneaky", "Bo"]);
+    assert_eq!(name_of(&*db, "a1").await, "Sneaky");
+    assert_eq!(names(&*db).await, ["Sneaky", "Bo"]);
+    let s = stats();
+    assert_eq!((s.not_admitted, s.inserts, s.hits), (2, 4, 4), "{s:?}");
+}
+
+#[tokio::test]
+async fn keys_the_doorkeeper_forgot_are_read_again_never_stale() {
+    // 16 entries: the doorkeeper has its least size (1,024 slots), so
+    // 5,000 other keys take every slot, the stored key's included.
+    let config = CacheConfig::from_settings(json!({"max_entries": 16})).unwrap();
+    let (raw, db) = setup_on(Arc::new(MemoryDatabase::new()), config).await;
+    for _ in 0..3 {
+        assert_eq!(name_of(&*db, "a1").await, "Ada");
+    }
+    assert_eq!(db.layer().stats().hits, 1);
+    for i in 0..5000 {
+        assert_eq!(
+            db.get("agents", &json!(format!("x{i}"))).await.unwrap(),
+            None
+        );
+    }
+    db.update("agents", &json!("a1"), row(json!({"name": "New"})))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(name_of(&*db, "a1").await, "New");
+    }
+    raw.update("agents", &json!("a1"), row(json!({"name": "Sneaky"})))
+        .await
+        .unwrap();
+    // Stored again (second miss since the write), then served.
+    assert_eq!(name_of(&*db, "a1").await, "New");
 }

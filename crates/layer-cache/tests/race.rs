@@ -19,7 +19,16 @@ use truststream_core_db::{col, ColumnDef, Database, Operation, Query, Row, Table
 use truststream_db_memory::MemoryDatabase;
 use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_layer::{DatabaseLayer, LayeredDatabase};
-use truststream_layer_cache::{Cache, CacheConfig};
+use truststream_layer_cache::{Admission, Cache, CacheConfig};
+
+/// The cache's defaults, but storing every miss ([`Admission::FirstMiss`]):
+/// these tests are about serving and invalidation, from the second read on.
+fn first_miss() -> CacheConfig {
+    CacheConfig {
+        admission: Admission::FirstMiss,
+        ..CacheConfig::default()
+    }
+}
 
 fn row(v: Value) -> Row {
     v.as_object().unwrap().clone()
@@ -62,7 +71,7 @@ async fn a_read_that_overlaps_a_write_stores_nothing() {
         .unwrap();
     let gate = Arc::new(Gate::default());
     let gated: Arc<dyn Database> = Arc::new(LayeredDatabase::new(raw, Arc::clone(&gate)));
-    let db = Cache::wrap(gated, CacheConfig::default()).await.unwrap();
+    let db = Cache::wrap(gated, first_miss()).await.unwrap();
 
     // The read starts (a miss), reads v = 1 from the provider, and waits.
     gate.armed.store(true, Ordering::SeqCst);
@@ -261,7 +270,16 @@ async fn hammer(db: Arc<LayeredDatabase<Cache>>, writes_per_writer: u64) -> u64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_and_eight_readers_on_db_memory_never_read_the_past() {
-    let db = Cache::wrap(Arc::new(MemoryDatabase::new()), CacheConfig::default())
+    hammer_db_memory(CacheConfig::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_storing_every_miss() {
+    hammer_db_memory(first_miss()).await;
+}
+
+async fn hammer_db_memory(config: CacheConfig) {
+    let db = Cache::wrap(Arc::new(MemoryDatabase::new()), config)
         .await
         .unwrap();
     let reads = hammer(Arc::clone(&db), 2000).await;
@@ -308,7 +326,7 @@ async fn eight_writers_and_eight_readers_on_a_sqlite_file_never_read_the_past() 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_database_suite_passes_through_the_cache_on_db_memory() {
     let f = factory(|| async {
-        let db = Cache::wrap(Arc::new(MemoryDatabase::new()), CacheConfig::default())
+        let db = Cache::wrap(Arc::new(MemoryDatabase::new()), first_miss())
             .await
             .map_err(|e| e.to_string())?;
         Ok(db as Arc<dyn Database>)

@@ -14,10 +14,19 @@ use truststream_core_db::{
 };
 use truststream_db_postgres::testing::{self, Scratch};
 use truststream_db_postgres::{PgConfig, PgDatabase};
-use truststream_layer_cache::{Cache, CacheConfig};
+use truststream_layer_cache::{Admission, Cache, CacheConfig};
 
 const A: &str = "user-a";
 const B: &str = "user-b";
+
+/// The cache's defaults, but storing every miss ([`Admission::FirstMiss`]):
+/// these tests are about serving and invalidation, from the second read on.
+fn first_miss() -> CacheConfig {
+    CacheConfig {
+        admission: Admission::FirstMiss,
+        ..CacheConfig::default()
+    }
+}
 
 fn row(v: Value) -> Row {
     v.as_object().unwrap().clone()
@@ -91,7 +100,7 @@ async fn scoped_reads_bypass_and_scoped_writes_invalidate(follow_changes: bool) 
     let raw = notes(&config).await;
     let cache_config = CacheConfig {
         follow_changes,
-        ..CacheConfig::default()
+        ..first_miss()
     };
     let db = Cache::wrap(raw, cache_config).await.unwrap();
     let q = Query::new().filter(col("body").ne(Value::Null));
