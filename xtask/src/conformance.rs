@@ -294,14 +294,14 @@ fn storage_fs() -> storage::StorageFactory {
 }
 
 /// Stops the shared Garage server the S3 tests and entry use, unless
-/// `TRUSTSTREAM_KEEP_GARAGE=1` (a developer iterating on storage-s3 keeps it
+/// `TS_KEEP_GARAGE=1` (a developer iterating on storage-s3 keeps it
 /// warm between runs). The next run starts a fresh one in seconds.
 pub fn stop_garage() {
-    if std::env::var("TRUSTSTREAM_KEEP_GARAGE").is_ok_and(|v| v == "1") {
+    if std::env::var("TS_KEEP_GARAGE").is_ok_and(|v| v == "1") {
         return;
     }
     if truststream_storage_s3::testing::Garage::stop_shared() {
-        println!("stopped the shared Garage server (TRUSTSTREAM_KEEP_GARAGE=1 keeps it)");
+        println!("stopped the shared Garage server (TS_KEEP_GARAGE=1 keeps it)");
     }
 }
 

@@ -2,7 +2,8 @@
 //! for tests, the xtask and benchmarks (feature `testing`).
 //!
 //! [`Garage::shared`] reuses one server per machine: its state (ports, key,
-//! pid) lives in `$TRUSTSTREAM_GARAGE_DIR` (default
+//! pid) lives in `$TS_GARAGE_DIR` (not `TRUSTSTREAM_*`: that prefix is the
+//! runtime configuration's, where an unknown name is an error; default
 //! `~/.cache/truststream/garage`), guarded by a file lock, and the server
 //! keeps running after the process that started it exits, so the next test
 //! process or `cargo xtask test` run reuses it in milliseconds.
@@ -107,7 +108,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn shared_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("TRUSTSTREAM_GARAGE_DIR") {
+    if let Some(d) = std::env::var_os("TS_GARAGE_DIR") {
         return PathBuf::from(d);
     }
     let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
