@@ -79,3 +79,40 @@ async fn over_postgres() {
     scratch.cleanup().await.expect("drop scratch schemas");
     check(&report);
 }
+
+#[tokio::test]
+async fn registers_as_database_and_needs_one() {
+    let mut reg = truststream_core_jobs::JobsRegistry::new("jobs");
+    truststream_jobs_db::register(&mut reg);
+    let err = reg
+        .build("database", serde_json::Value::Null, None)
+        .await
+        .err()
+        .expect("no database is an error");
+    assert_eq!(err.kind(), truststream_core::ErrorKind::InvalidInput);
+    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    let jobs = reg
+        .build(
+            "database",
+            serde_json::json!({"table": "my_jobs"}),
+            Some(db.clone()),
+        )
+        .await
+        .expect("builds over db-memory");
+    assert_eq!(jobs.info().name, "database");
+    assert!(db
+        .describe_table("my_jobs")
+        .await
+        .expect("describe")
+        .is_some());
+    let err = reg
+        .build(
+            "database",
+            serde_json::json!({"table": "bad name;"}),
+            Some(db),
+        )
+        .await
+        .err()
+        .expect("a bad table name is refused");
+    assert_eq!(err.kind(), truststream_core::ErrorKind::InvalidInput);
+}

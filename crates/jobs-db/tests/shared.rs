@@ -1,0 +1,127 @@
+//! Several provider instances, each with its own connection pool and its
+//! own worker, share one queue: every job runs exactly once (all handlers
+//! succeed, so nothing is retried), and jobs one instance enqueues are
+//! worked by the others.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use truststream_core_db::Database;
+use truststream_core_jobs::{JobContext, JobError, JobState, Jobs, NewJob, Worker};
+use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
+use truststream_jobs_db::{DbJobs, DbJobsConfig};
+
+const JOBS: u64 = 300;
+
+#[derive(serde::Deserialize)]
+struct Payload {
+    n: u64,
+}
+
+async fn run_shared(databases: Vec<Arc<dyn Database>>) {
+    let mut providers = Vec::new();
+    for db in databases {
+        let j = DbJobs::open(db, DbJobsConfig::default())
+            .await
+            .expect("open the jobs table");
+        providers.push(Arc::new(j) as Arc<dyn Jobs>);
+    }
+    let seen: Arc<Mutex<BTreeMap<u64, Vec<String>>>> = Arc::default();
+    let mut workers = Vec::new();
+    for (i, jobs) in providers.iter().enumerate() {
+        let seen = seen.clone();
+        let w = Worker::builder(jobs.clone())
+            .concurrency(4)
+            .poll_interval(Duration::from_millis(100))
+            .worker_id(format!("worker-{i}"))
+            .register("shared", move |ctx: JobContext, p: Payload| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(p.n)
+                        .or_default()
+                        .push(ctx.worker_id().to_string());
+                    Ok::<(), JobError>(())
+                }
+            })
+            .expect("register")
+            .start()
+            .expect("start");
+        workers.push(w);
+    }
+    // The first instance enqueues in batches; all of them work.
+    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(50) {
+        let batch = chunk
+            .iter()
+            .map(|n| NewJob::new("shared", &serde_json::json!({ "n": n })).expect("job"))
+            .collect();
+        providers[0].enqueue_many(batch).await.expect("enqueue");
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = providers[1]
+            .stats()
+            .await
+            .expect("stats")
+            .count("shared", JobState::Completed);
+        if done == JOBS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "only {done} of {JOBS} jobs completed in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut reports = Vec::new();
+    for w in workers {
+        reports.push(w.stop(Duration::from_secs(20)).await);
+    }
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen.len() as u64, JOBS, "every job ran");
+    let twice: Vec<_> = seen.iter().filter(|(_, w)| w.len() != 1).collect();
+    assert!(twice.is_empty(), "jobs run more than once: {twice:?}");
+    let completed: u64 = reports.iter().map(|r| r.completed).sum();
+    assert_eq!(completed, JOBS, "{reports:?}");
+    let busy = reports.iter().filter(|r| r.completed > 0).count();
+    eprintln!(
+        "per-worker completions: {:?}",
+        reports.iter().map(|r| r.completed).collect::<Vec<_>>()
+    );
+    assert!(busy >= 2, "the queue was shared: {reports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_a_sqlite_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jobs.db");
+    let mut dbs: Vec<Arc<dyn Database>> = Vec::new();
+    for _ in 0..3 {
+        let db = SqliteDatabase::open(SqliteConfig::file(&path))
+            .await
+            .expect("open sqlite file");
+        dbs.push(Arc::new(db));
+    }
+    run_shared(dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_a_postgres_schema() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let config = scratch.config("jobs_shared");
+    let mut dbs: Vec<Arc<dyn Database>> = Vec::new();
+    for _ in 0..3 {
+        let db = truststream_db_postgres::PgDatabase::open(config.clone())
+            .await
+            .expect("open postgres");
+        dbs.push(Arc::new(db));
+    }
+    run_shared(dbs).await;
+    scratch.cleanup().await.expect("drop the scratch schema");
+}
