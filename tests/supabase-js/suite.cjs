@@ -503,6 +503,64 @@ async function main() {
     assert.ok(all.some((r) => r.user_id === userA.id) && all.some((r) => r.user_id === userB.id), 'service role sees all');
   });
 
+  await step('rest_embedded_resources', async () => {
+    // The application's data, written by its backend (service role).
+    const people = ok('seed users', await service.from('users')
+      .insert([{ name: `ada-${rand}` }, { name: `bob-${rand}` }]).select('id, name'));
+    const ada = people.find((u) => u.name === `ada-${rand}`);
+    const bob = people.find((u) => u.name === `bob-${rand}`);
+    const posts = ok('seed posts', await service.from('posts').insert([
+      { author_id: ada.id, title: `hello-${rand}` },
+      { author_id: bob.id, title: `second-${rand}` },
+      { author_id: null, title: `orphan-${rand}` },
+    ]).select('id, title'));
+    const byTitle = (t) => posts.find((p) => p.title === `${t}-${rand}`);
+    const hello = byTitle('hello');
+    const ids = posts.map((p) => p.id);
+    // Comments written by each user (the owner rule: their own only).
+    ok('A comments', await a.from('comments').insert([
+      { post_id: hello.id, user_id: userA.id, body: 'nice' },
+      { post_id: hello.id, user_id: userA.id, body: 'again' },
+    ]).select());
+    ok('B comments', await b.from('comments')
+      .insert({ post_id: hello.id, user_id: userB.id, body: 'from b' }).select());
+
+    // As an application reads a feed: many-to-one and one-to-many.
+    const feed = ok('A feed', await a.from('posts')
+      .select('id, author:users(name), comments(*)').in('id', ids).order('id'));
+    assert.deepEqual(feed.map((p) => p.author && p.author.name), [ada.name, bob.name, null]);
+    const helloComments = feed.find((p) => p.id === hello.id).comments;
+    assert.deepEqual(helloComments.map((c) => c.body).sort(), ['again', 'nice'],
+      `A sees only A's comments embedded (got ${JSON.stringify(helloComments)})`);
+    assert.deepEqual(Object.keys(helloComments[0]).sort(), ['body', 'id', 'post_id', 'user_id']);
+    assert.deepEqual(feed.find((p) => p.id !== hello.id).comments, []);
+
+    // !inner with a filter on an embedded column; order and limit per parent.
+    const inner = ok('inner', await a.from('posts').select('title, comments!inner(body)')
+      .in('id', ids).eq('comments.body', 'again'));
+    assert.deepEqual(inner, [{ title: hello.title, comments: [{ body: 'again' }] }]);
+    const top = ok('referenced order/limit', await a.from('posts').select('title, comments(body)')
+      .eq('id', hello.id)
+      .order('body', { referencedTable: 'comments', ascending: false })
+      .limit(1, { referencedTable: 'comments' }));
+    assert.deepEqual(top, [{ title: hello.title, comments: [{ body: 'nice' }] }]);
+    const nested = ok('nested', await service.from('comments')
+      .select('body, post:posts(title, author:users(name))').eq('post_id', hello.id).order('body'));
+    assert.deepEqual(nested.map((c) => [c.body, c.post.title, c.post.author.name]), [
+      ['again', hello.title, ada.name], ['from b', hello.title, ada.name], ['nice', hello.title, ada.name],
+    ]);
+    // single() with an embed, as anon (users and posts are public).
+    const one = ok('single', await anon.from('posts').select('title, author:users(name)')
+      .eq('id', hello.id).single());
+    assert.deepEqual(one, { title: hello.title, author: { name: ada.name } });
+    // Anon may not read comments, embedded or not.
+    const denied = await anon.from('posts').select('id, comments(body)').eq('id', hello.id);
+    refused('anon embedding comments', denied);
+    assert.equal(denied.status, 401, `status ${denied.status}`);
+    const unknown = await a.from('posts').select('id, nope(*)');
+    assert.equal(refused('unknown relationship', unknown).code, 'PGRST200');
+  });
+
   // ------------------------------------------------------------- storage
   const text = Buffer.from(`hello from ${DB_KIND} ${rand}\n`);
   const path = () => `${userA.id}/hello.txt`;

@@ -44,6 +44,7 @@ const STEPS: &[&str] = &[
     "rest_extras",
     "rest_other_user_isolated",
     "rest_anon_refused",
+    "rest_embedded_resources",
     "storage_create_bucket",
     "storage_upload_download",
     "storage_list",
@@ -114,6 +115,30 @@ fn todos() -> TableSchema {
         )
 }
 
+/// The tables of the embedded-resources step: posts reference users,
+/// comments reference posts.
+fn blog() -> Vec<TableSchema> {
+    let auto_id = |name: &str| {
+        TableSchema::new(name).column(
+            ColumnDef::integer("id")
+                .primary_key()
+                .default(ColumnDefault::AutoIncrement),
+        )
+    };
+    vec![
+        auto_id("users").column(ColumnDef::text("name").not_null()),
+        auto_id("posts")
+            .column(ColumnDef::integer("author_id"))
+            .column(ColumnDef::text("title").not_null())
+            .references("author_id", "users", "id"),
+        auto_id("comments")
+            .column(ColumnDef::integer("post_id").not_null())
+            .column(ColumnDef::text("user_id").not_null())
+            .column(ColumnDef::text("body").not_null())
+            .references("post_id", "posts", "id"),
+    ]
+}
+
 /// A TOML string literal.
 fn lit(s: &str) -> String {
     Value::String(s.to_string()).to_string()
@@ -128,6 +153,18 @@ data_dir = {data_dir}
 
 [default.serve.tables.todos]
 authenticated = ["select", "insert", "update", "delete"]
+owner_column = "user_id"
+
+[default.serve.tables.users]
+anon = ["select"]
+authenticated = ["select"]
+
+[default.serve.tables.posts]
+anon = ["select"]
+authenticated = ["select"]
+
+[default.serve.tables.comments]
+authenticated = ["select", "insert"]
 owner_column = "user_id"
 
 [default.serve.buckets.{bucket}]
@@ -158,6 +195,9 @@ async fn run_suite(registries: Registries, toml: &str, db_kind: &str, bucket: &s
     let prepared = serve::prepare(&config, Some("127.0.0.1:0")).unwrap();
     let (server, services) = serve::bind(&Arc::new(registries), prepared).await.unwrap();
     services.db.create_table(&todos()).await.unwrap();
+    for t in blog() {
+        services.db.create_table(&t).await.unwrap();
+    }
     let running = server.spawn();
     println!(
         "serving {} over {} / {}",
