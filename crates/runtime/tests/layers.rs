@@ -818,6 +818,70 @@ async fn the_composite_secondary_is_built_from_the_runtimes_registries() {
     assert!(m.contains("\"nope\"") && m.contains("replica"), "{m}");
 }
 
+/// The storage composite (`storage.layers.composite` with a `journal`):
+/// its secondary storage and journal database are built from the runtime's
+/// registries, `check` lists it, writes reach the secondary; a journal of
+/// an unknown type names the key.
+#[cfg(feature = "layer-composite")]
+#[tokio::test]
+async fn the_storage_composite_is_built_and_listed() {
+    use truststream_core_storage::{StorageExt, UploadOptions};
+    let secondary = Arc::new(truststream_storage_memory::MemoryStorage::new());
+    let registered = Arc::clone(&secondary);
+    let cfg = load(
+        "[default.storage.layers.composite]\nsecondary = { type = \"replica\" }\n\
+         journal = { type = \"memory\" }\ninterval_ms = 10\n",
+        &[],
+    )
+    .unwrap();
+    let rt = Runtime::builder()
+        .register_storage("replica", move |_, ()| {
+            let s = Arc::clone(&registered);
+            async move { Ok(s as Arc<dyn Storage>) }
+        })
+        .config(cfg)
+        .build()
+        .await
+        .unwrap();
+    let report = rt.check().await;
+    let storage = report
+        .interfaces
+        .iter()
+        .find(|i| i.interface == Interface::Storage)
+        .unwrap();
+    assert!(
+        storage.layers[0].starts_with("composite(secondary=replica, journal=memory"),
+        "{:?}",
+        storage.layers
+    );
+    let store = rt.storage();
+    store.create_bucket("files").await.unwrap();
+    store
+        .upload("files", "a.txt", "a".into(), &UploadOptions::new())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !secondary.exists("files", "a.txt").await.unwrap_or(false) {
+        assert!(std::time::Instant::now() < deadline, "never replicated");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let cfg = load(
+        "[default.storage.layers.composite]\nsecondary = { type = \"memory\" }\n\
+         journal = { type = \"nope\" }\n",
+        &[],
+    )
+    .unwrap();
+    let Err(e) = Runtime::builder().config(cfg).build().await else {
+        panic!("an unknown journal type must fail the build");
+    };
+    assert!(
+        e.message()
+            .starts_with("storage.layers.composite.journal: "),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_build_disconnects_the_database_built_for_nothing() {
     let db = Arc::new(MemoryDatabase::new());
