@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Arguments: the provider (`memory` or `sqlite`), the row (`bare`,
-//! `cache` — the cache's defaults, every key read once —, `cache-twice` —
-//! every key read twice, counted as two gets —, `cache-off` — a table
+//! `cache` — the cache's defaults, every key read once —, `cache-store`
+//! — the same storing every miss (`admission = "first_miss"`) —,
+//! `cache-twice` — the defaults, every key read twice, counted as two
+//! gets —, `cache-off` — a table
 //! the cache does not cache —, `stack` — the whole default stack, every
 //! key read once —, `hit` — one key read again and again through the
 //! cache), and the number of gets. The provider is seeded with
@@ -85,7 +87,9 @@ async fn stacked(layers: &[(&str, Value)], inner: Arc<dyn Database>) -> Arc<dyn 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [provider, row, n] = args.as_slice() else {
-        eprintln!("usage: gets memory|sqlite bare|cache|cache-twice|cache-off|stack|hit N");
+        eprintln!(
+            "usage: gets memory|sqlite bare|cache|cache-store|cache-twice|cache-off|stack|hit N"
+        );
         std::process::exit(2);
     };
     let n: i64 = n.parse().expect("N: a number of gets");
@@ -123,6 +127,7 @@ fn main() {
         let db = match row.as_str() {
             "bare" => bare,
             "cache" | "cache-twice" | "hit" => stacked(&[("cache", json!(true))], bare).await,
+            "cache-store" => stacked(&[("cache", json!({"admission": "first_miss"}))], bare).await,
             "cache-off" => stacked(&[("cache", json!({"tables": {TABLE: 0}}))], bare).await,
             "stack" => stacked(&stack, bare).await,
             other => panic!("unknown row {other}"),

@@ -533,9 +533,9 @@ impl Shared {
     /// answered (if admitted). Counts it.
     ///
     /// A key the doorkeeper does not remember as stored is not looked up
-    /// (unless [`Admission::FirstMiss`]): its result cannot be in the
-    /// cache, or was stored before its slot was taken by another key, and
-    /// is then read from the provider once more.
+    /// (with either [`Admission`]): its result cannot be in the cache, or
+    /// was stored before its slot was taken by another key, and is then
+    /// read from the provider once more.
     fn begin<'q, 't, W: serde::Serialize + ?Sized>(
         &self,
         scoped: bool,
@@ -559,7 +559,7 @@ impl Shared {
         let (slot, tag) = self.slot(hash);
         let held = slot.load(Ordering::Relaxed);
         let first_miss = self.admission == Admission::FirstMiss;
-        if held == tag | STORED || first_miss {
+        if held == tag | STORED {
             if let Some(entry) = self.cache.get(&moka_key(hash, generation)) {
                 if Instant::now() < entry.expires_at && entry.answers(generation, table, kind, what)
                 {
