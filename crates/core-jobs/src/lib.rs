@@ -39,8 +39,9 @@ pub type JobsRegistry =
 /// [`complete`](Jobs::complete) or [`fail`](Jobs::fail) them with the
 /// lease. A worker that dies stops extending its leases, and its jobs become
 /// claimable again when the leases run out, so every job runs **at least
-/// once**; a handler that writes its effects in the same database
-/// transaction as the completion gets exactly-once effects.
+/// once**: make handlers idempotent (completing a job in the same database
+/// transaction as the handler's own writes is not part of this interface
+/// yet).
 ///
 /// The state machine (attempt counting, backoff, history, dead jobs) is
 /// [`lifecycle`], shared by every provider. A method the provider cannot

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use truststream_core::BoxFuture;
-use truststream_core_jobs::{Backoff, JobContext, JobError, JobState, Worker, WorkerHandle};
+use truststream_core_jobs::{
+    Backoff, JobContext, JobError, JobState, Worker, WorkerBuilder, WorkerHandle,
+};
 
 use super::{case, enqueue, get, job, request, wait_for, JobsFixture};
 use crate::harness::Case;
@@ -48,6 +50,11 @@ async fn wait_state(fx: &JobsFixture, job_type: &str, state: JobState, n: u64) -
     .await
 }
 
+/// A worker on the fixture's provider that polls every 50 ms when idle.
+fn builder(fx: &JobsFixture) -> WorkerBuilder {
+    Worker::builder(fx.jobs.clone()).poll_interval(Duration::from_millis(50))
+}
+
 async fn stop(worker: WorkerHandle) -> truststream_core_jobs::WorkerReport {
     worker.stop(Duration::from_secs(20)).await
 }
@@ -55,9 +62,8 @@ async fn stop(worker: WorkerHandle) -> truststream_core_jobs::WorkerReport {
 async fn runs_handlers(fx: JobsFixture) -> CaseResult {
     let s = seen();
     let s2 = s.clone();
-    let worker = Worker::builder(fx.jobs.clone())
+    let worker = builder(&fx)
         .concurrency(4)
-        .poll_interval(Duration::from_millis(100))
         .register("w_typed", move |ctx: JobContext, p: Payload| {
             let s = s2.clone();
             async move {
@@ -102,9 +108,8 @@ async fn panic_is_failure(fx: JobsFixture) -> CaseResult {
             .backoff(Backoff::fixed(Duration::from_millis(20))),
     )
     .await?;
-    let worker = Worker::builder(fx.jobs.clone())
+    let worker = builder(&fx)
         .concurrency(2)
-        .poll_interval(Duration::from_millis(50))
         .register("w_panic", |ctx: JobContext, _p: Payload| async move {
             if ctx.attempt() == 1 {
                 panic!("handler bug on the first attempt");
@@ -136,9 +141,8 @@ async fn poison_job(fx: JobsFixture) -> CaseResult {
             .backoff(Backoff::fixed(Duration::from_millis(20))),
     )
     .await?;
-    let worker = Worker::builder(fx.jobs.clone())
+    let worker = builder(&fx)
         .concurrency(2)
-        .poll_interval(Duration::from_millis(50))
         .register("w_poison", |_ctx: JobContext, p: Payload| async move {
             if p.n == 0 {
                 Err(JobError::retry("always fails"))
@@ -176,8 +180,7 @@ async fn timeout_is_failure(fx: JobsFixture) -> CaseResult {
             .timeout(Duration::from_millis(100)),
     )
     .await?;
-    let worker = Worker::builder(fx.jobs.clone())
-        .poll_interval(Duration::from_millis(50))
+    let worker = builder(&fx)
         .register("w_slow", |_ctx: JobContext, _p: Payload| async move {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
@@ -199,9 +202,8 @@ async fn timeout_is_failure(fx: JobsFixture) -> CaseResult {
 
 async fn extends_leases(fx: JobsFixture) -> CaseResult {
     let id = enqueue(&fx, job("w_long", 1)).await?;
-    let worker = Worker::builder(fx.jobs.clone())
+    let worker = builder(&fx)
         .lease(Duration::from_secs(2))
-        .poll_interval(Duration::from_millis(50))
         .register("w_long", |_ctx: JobContext, _p: Payload| async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok(())
@@ -245,9 +247,8 @@ async fn graceful_stop(fx: JobsFixture) -> CaseResult {
             Ok(())
         })
     };
-    let worker = Worker::builder(fx.jobs.clone())
+    let worker = builder(&fx)
         .concurrency(2)
-        .poll_interval(Duration::from_millis(50))
         .register("w_stuck", handler.clone())?
         .register("w_quick", handler)?
         .start()?;
