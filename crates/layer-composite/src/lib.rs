@@ -187,9 +187,14 @@
 //! crash. One composite (one process) per journal: the replicator skips
 //! only the writes under way in its own process.
 //!
+//! Bucket names and keys are checked (core-storage's `keys` rules) before
+//! anything is journaled.
+//!
 //! Reads (`download`, `download_range`, `download_stream`,
 //! `get_metadata`, `list`, `list_buckets`, GET `signed_url`) fall back to
-//! the secondary on `Unavailable` / `Timeout`. A PUT `signed_url` allows a
+//! the secondary on `Unavailable` / `Timeout` (what the secondary answers
+//! carries its own ETags: an `IfMatch` write with one fails on the primary
+//! with `Conflict`). A PUT `signed_url` allows a
 //! write the layer does not see: its object is journaled as due when the
 //! URL expires, and replicated then. Objects the primary held before the
 //! layer are replicated after [`StorageCompositeLayer::resync_bucket`].

@@ -759,3 +759,25 @@ async fn a_signed_upload_is_replicated_after_its_url_expires() {
         b"direct"
     );
 }
+
+/// A bucket name or key every provider refuses is refused before it is
+/// journaled: nothing waits in the journal for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_names_are_refused_before_the_journal() {
+    let (store, _primary, _secondary) = memory_composite().await;
+    store.create_bucket("bbb").await.unwrap();
+    store.layer().catch_up().await.unwrap();
+    let bad = [
+        store.create_bucket("NO").await,
+        store
+            .upload("bbb", "", Bytes::from_static(b"x"), &UploadOptions::new())
+            .await
+            .map(|_| ()),
+        store.delete("x", "k").await,
+        store.copy("bbb", "k", "bbb", "../up").await.map(|_| ()),
+    ];
+    for r in bad {
+        assert_eq!(r.expect_err("refused").kind(), ErrorKind::InvalidInput);
+    }
+    assert_eq!(store.layer().lag().await.unwrap().entries, 0);
+}

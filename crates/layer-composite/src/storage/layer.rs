@@ -12,7 +12,7 @@ use bytes::Bytes;
 use truststream_core::{Error, ErrorKind, Health, HealthStatus, Result};
 use truststream_core_db::Database;
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
+    keys, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
     SignedUrlMethod, Storage, UploadOptions,
 };
 use truststream_layer::{LayeredStorage, StorageLayer};
@@ -270,6 +270,15 @@ impl StorageCompositeLayer {
         F: FnOnce(Arc<dyn Storage>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
+        // A name every provider refuses is refused here, before it is
+        // journaled (the replicator could never apply its entry).
+        match &target {
+            Target::Object { bucket, key } => {
+                keys::validate_bucket(bucket)?;
+                keys::validate_key(key)?;
+            }
+            Target::Bucket(bucket) => keys::validate_bucket(bucket)?,
+        }
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
             let _in_flight = InFlight::enter(&shared, target.clone());
