@@ -591,11 +591,17 @@ async fn built_from_config_through_the_registry() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.message().contains(key), "{e}");
     }
-    // Not a storage layer.
+    // Over storage the same settings lack the storage composite's journal:
+    // wrapping says so.
     let e = registry
         .stack(Interface::Storage, layers.as_object().unwrap(), &deps)
-        .unwrap_err();
+        .unwrap()
+        .wrap_storage(Arc::new(truststream_storage_memory::MemoryStorage::new()))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("journal: required"), "{e}");
     // No builder: wrapping says so.
     let stack = registry
         .stack(
