@@ -18,6 +18,10 @@ pub struct JobsCapabilities {
     pub shared: bool,
     /// Jobs survive a restart of the process.
     pub durable: bool,
+    /// [`crate::Jobs::wait_for_work`] wakes as soon as a job is enqueued,
+    /// retried or released through this instance (without it, idle workers
+    /// see new jobs at their next poll).
+    pub local_wakeups: bool,
     /// [`crate::Jobs::wait_for_work`] wakes as soon as another process
     /// enqueues; without it only enqueues through this instance wake it
     /// early, and other processes' jobs are seen at the next poll.
@@ -34,6 +38,7 @@ impl JobsCapabilities {
             unique_keys: false,
             shared: false,
             durable: false,
+            local_wakeups: false,
             cross_process_wakeups: false,
             max_claim_batch: None,
         }

@@ -79,6 +79,13 @@ impl Drop for DbJobs {
     }
 }
 
+/// Wakes every idle waiter, and leaves one wake-up for a worker between an
+/// empty claim and its wait (so that one is not lost).
+fn wake(notify: &Notify) {
+    notify.notify_waiters();
+    notify.notify_one();
+}
+
 fn at(t: DateTime<Utc>) -> Value {
     Value::String(format_timestamp(t))
 }
@@ -169,7 +176,7 @@ impl DbJobs {
                 let queued = change.new.as_ref().and_then(|r| r.get("state"))
                     == Some(&json!(JobState::Queued.as_str()));
                 if change.kind == ChangeKind::Insert || queued {
-                    wake.notify_waiters();
+                    self::wake(&wake);
                 }
             }
         }))
@@ -324,6 +331,7 @@ impl Jobs for DbJobs {
         c.unique_keys = db.unique_constraints;
         c.shared = durable;
         c.durable = durable;
+        c.local_wakeups = true;
         c.cross_process_wakeups =
             self.feed.is_some() && db.change_feed_scope == Some(ChangeFeedScope::Database);
         c
@@ -344,7 +352,7 @@ impl Jobs for DbJobs {
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
         job.validate()?;
         let out = self.insert_one(job).await?;
-        self.wake.notify_waiters();
+        wake(&self.wake);
         Ok(out)
     }
 
@@ -371,7 +379,7 @@ impl Jobs for DbJobs {
             }
             out
         };
-        self.wake.notify_waiters();
+        wake(&self.wake);
         Ok(out)
     }
 
@@ -461,14 +469,14 @@ impl Jobs for DbJobs {
                 job.fail(now, error, rand::random::<f64>())
             })
             .await?;
-        self.wake.notify_waiters();
+        wake(&self.wake);
         Ok(out)
     }
 
     async fn release(&self, lease: &Lease) -> JobsResult<()> {
         self.with_lease(lease, "jobs.release", |job, now| job.release(now))
             .await?;
-        self.wake.notify_waiters();
+        wake(&self.wake);
         Ok(())
     }
 
@@ -481,7 +489,7 @@ impl Jobs for DbJobs {
         let job = self
             .change(id, "jobs.retry_dead", |job, now| job.requeue_dead(now))
             .await?;
-        self.wake.notify_waiters();
+        wake(&self.wake);
         Ok(job)
     }
 

@@ -125,3 +125,54 @@ async fn three_instances_share_a_postgres_schema() {
     run_shared(dbs).await;
     scratch.cleanup().await.expect("drop the scratch schema");
 }
+
+/// On PostgreSQL the change feed reaches every instance: a worker that
+/// polls once an hour on instance B runs a job instance A enqueued at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_wakes_idle_workers_of_other_instances() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let config = scratch.config("jobs_wake");
+    let mut providers = Vec::new();
+    for _ in 0..2 {
+        let db = truststream_db_postgres::PgDatabase::open(config.clone())
+            .await
+            .expect("open postgres");
+        let j = DbJobs::open(Arc::new(db), DbJobsConfig::default())
+            .await
+            .expect("open the jobs table");
+        providers.push(Arc::new(j) as Arc<dyn Jobs>);
+    }
+    assert!(providers[1].capabilities().cross_process_wakeups);
+    let worker = Worker::builder(providers[1].clone())
+        .poll_interval(Duration::from_secs(3600))
+        .register("wake", |_ctx: JobContext, _p: Payload| async move {
+            Ok::<(), JobError>(())
+        })
+        .expect("register")
+        .start()
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = providers[0]
+        .enqueue(NewJob::new("wake", &serde_json::json!({"n": 1})).expect("job"))
+        .await
+        .expect("enqueue")
+        .id();
+    let until = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let j = providers[0].get(id).await.expect("get").expect("the job");
+        if j.state == JobState::Completed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the idle worker on the other instance was not woken (job {:?})",
+            j.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop(Duration::from_secs(20)).await;
+    scratch.cleanup().await.expect("drop the scratch schema");
+}

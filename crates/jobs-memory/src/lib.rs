@@ -98,6 +98,13 @@ impl MemoryJobs {
         Self::default()
     }
 
+    /// Wakes every idle waiter, and leaves one wake-up for a worker between
+    /// an empty claim and its wait (so that one is not lost).
+    fn wake(&self) {
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied
         // transition: each one is computed on a copy or is a single field
@@ -118,6 +125,7 @@ impl Jobs for MemoryJobs {
     fn capabilities(&self) -> JobsCapabilities {
         let mut c = JobsCapabilities::none();
         c.unique_keys = true;
+        c.local_wakeups = true;
         c
     }
 
@@ -130,7 +138,7 @@ impl Jobs for MemoryJobs {
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
         job.validate()?;
         let r = self.lock().insert(job, lifecycle::now())?;
-        self.wake.notify_waiters();
+        self.wake();
         Ok(r)
     }
 
@@ -153,7 +161,7 @@ impl Jobs for MemoryJobs {
                 .map(|j| st.insert(j, now))
                 .collect::<JobsResult<Vec<_>>>()?
         };
-        self.wake.notify_waiters();
+        self.wake();
         Ok(out)
     }
 
@@ -234,7 +242,7 @@ impl Jobs for MemoryJobs {
             st.sync_unique(lease.job_id);
             out
         };
-        self.wake.notify_waiters();
+        self.wake();
         Ok(out)
     }
 
@@ -242,7 +250,7 @@ impl Jobs for MemoryJobs {
         self.lock()
             .held(lease, "jobs.release")?
             .release(lifecycle::now());
-        self.wake.notify_waiters();
+        self.wake();
         Ok(())
     }
 
@@ -282,7 +290,7 @@ impl Jobs for MemoryJobs {
             }
             job
         };
-        self.wake.notify_waiters();
+        self.wake();
         Ok(job)
     }
 

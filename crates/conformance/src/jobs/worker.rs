@@ -23,6 +23,11 @@ pub fn cases() -> Vec<Case<JobsFixture>> {
         case!("worker.timeout_is_a_failure", [], timeout_is_failure),
         case!("worker.extends_running_leases", [], extends_leases),
         case!("worker.graceful_stop_releases", [], graceful_stop),
+        case!(
+            "worker.idle_wakes_on_enqueue",
+            ["local_wakeups"],
+            wakes_on_enqueue
+        ),
     ]
 }
 
@@ -273,5 +278,25 @@ async fn graceful_stop(fx: JobsFixture) -> CaseResult {
         1,
         "a stopped worker claims nothing"
     );
+    Ok(())
+}
+
+/// An idle worker polling once an hour still runs a job enqueued through
+/// the same provider instance at once: `wait_for_work` wakes it.
+async fn wakes_on_enqueue(fx: JobsFixture) -> CaseResult {
+    let worker = Worker::builder(fx.jobs.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .register("w_wake", |_ctx: JobContext, _p: Payload| async move {
+            Ok::<(), JobError>(())
+        })?
+        .start()?;
+    // Let the worker make its first (empty) claim and go idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = enqueue(&fx, job("w_wake", 1)).await?;
+    wait_for("the woken worker to complete the job", || async {
+        Ok((get(&fx, id).await?.state == JobState::Completed).then_some(()))
+    })
+    .await?;
+    stop(worker).await;
     Ok(())
 }
