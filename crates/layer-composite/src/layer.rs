@@ -2,7 +2,7 @@
 //! schema calls, reads with fallback, health.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use truststream_layer::{DatabaseLayer, LayeredDatabase};
 use crate::config::CompositeConfig;
 use crate::outbox::{self, Entry};
 use crate::replicator::{self, Replicator};
+use crate::watch::{Fallbacks, Labels};
 
 /// How far the secondary is behind: the entries waiting in the outbox and
 /// the age of the oldest.
@@ -49,9 +50,8 @@ pub(crate) struct Shared {
     /// Replicated tables by name (a copy of the catalog table).
     pub catalog: RwLock<HashMap<String, TableSchema>>,
     pub replicator: Replicator,
-    fallback_active: AtomicBool,
-    pub read_fallbacks: AtomicU64,
-    pub labels: [(&'static str, String); 2],
+    fallbacks: Fallbacks,
+    pub labels: Labels,
 }
 
 impl Shared {
@@ -130,8 +130,7 @@ impl CompositeLayer {
             catalog_table,
             catalog: RwLock::new(catalog),
             replicator: Replicator::default(),
-            fallback_active: AtomicBool::new(false),
-            read_fallbacks: AtomicU64::new(0),
+            fallbacks: Fallbacks::new("truststream_composite_read_fallbacks_total", "database"),
             labels,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -193,9 +192,14 @@ impl CompositeLayer {
     /// Counters since the layer was built.
     pub fn stats(&self) -> CompositeStats {
         CompositeStats {
-            read_fallbacks: self.shared.read_fallbacks.load(Ordering::Relaxed),
-            applied: self.shared.replicator.applied.load(Ordering::Relaxed),
-            failed_passes: self.shared.replicator.failed_passes.load(Ordering::Relaxed),
+            read_fallbacks: self.shared.fallbacks.count(),
+            applied: self
+                .shared
+                .replicator
+                .passes
+                .applied
+                .load(Ordering::Relaxed),
+            failed_passes: self.shared.replicator.passes.failed(),
         }
     }
 
@@ -401,33 +405,7 @@ impl CompositeLayer {
     }
 
     fn note_primary_read(&self, result: &Result<impl Sized>) -> bool {
-        let s = &self.shared;
-        match result {
-            Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) => {
-                s.read_fallbacks.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("truststream_composite_read_fallbacks_total", &s.labels)
-                    .increment(1);
-                if !s.fallback_active.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        primary = s.labels[0].1,
-                        secondary = s.labels[1].1,
-                        error = %e,
-                        "composite: the primary does not answer reads; reading from the secondary"
-                    );
-                }
-                true
-            }
-            Ok(_) => {
-                if s.fallback_active.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        primary = s.labels[0].1,
-                        "composite: the primary answers reads again"
-                    );
-                }
-                false
-            }
-            Err(_) => false,
-        }
+        self.shared.fallbacks.note(result, &self.shared.labels)
     }
 }
 

@@ -210,6 +210,7 @@ mod layer;
 mod outbox;
 mod replicator;
 mod storage;
+mod watch;
 
 use std::sync::Arc;
 

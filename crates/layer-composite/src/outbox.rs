@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use truststream_core::{echo, Error, Result};
 use truststream_core_db::{
-    AlterTable, ColumnDef, ColumnDefault, Filter, IndexSpec, Operation, Row, TableSchema, Value,
+    AggFunc, AlterTable, ColumnDef, ColumnDefault, ColumnRef, Database, Filter, IndexSpec,
+    Operation, Query, Row, SelectItem, TableSchema, Value,
 };
 
 /// One outbox entry. Row entries name rows, not changes: the replicator
@@ -153,4 +154,36 @@ pub(crate) fn now_ms() -> i64 {
 /// The age of an entry written at `created_ms`.
 pub(crate) fn age(created_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(now_ms().saturating_sub(created_ms)).unwrap_or(0))
+}
+
+/// How many rows of `table` match `filter`, and the age of the smallest
+/// `column` (milliseconds since the epoch) among them: an outbox's or a
+/// journal's size and lag. Zero for no rows.
+pub(crate) async fn count_and_age(
+    db: &dyn Database,
+    table: &str,
+    filter: Option<Filter>,
+    column: &str,
+) -> Result<(u64, Duration)> {
+    let mut query = Query::new()
+        .select_item(SelectItem::aggregate(AggFunc::Count, None, "n"))
+        .select_item(SelectItem::Aggregate {
+            func: AggFunc::Min,
+            column: Some(ColumnRef::parse(column)),
+            filter: None,
+            alias: "oldest".to_string(),
+        });
+    query.filter = filter;
+    let rows = db.read(table, &query).await?;
+    let row = rows.first();
+    let count = row
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let oldest = row
+        .and_then(|r| r.get("oldest"))
+        .and_then(Value::as_i64)
+        .map(age)
+        .unwrap_or_default();
+    Ok((count, oldest))
 }

@@ -2,31 +2,38 @@
 //! secondary idempotently, then removes them from the outbox.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use truststream_core::{Error, ErrorKind, Result};
 use truststream_core_db::{
-    col, AggFunc, AlterTable, ColumnRef, Database, Filter, IndexSpec, Operation, Query, Row,
-    SelectItem, TableSchema, Value,
+    col, AlterTable, Database, Filter, IndexSpec, Operation, Query, TableSchema, Value,
 };
 
 use crate::layer::{parse_schema, ReplicationLag, Shared};
 use crate::outbox::{self, Entry, Stored};
+use crate::watch::Passes;
 
 /// Keys read or synced per statement.
 const CHUNK: usize = 200;
 
 /// The replicator's own state.
-#[derive(Default)]
 pub(crate) struct Replicator {
     /// Serializes passes (the background task and explicit calls).
     pass: tokio::sync::Mutex<()>,
-    failing: AtomicBool,
     /// The lag gauges last showed an empty outbox.
     shown_empty: AtomicBool,
-    pub applied: AtomicU64,
-    pub failed_passes: AtomicU64,
+    pub passes: Passes,
+}
+
+impl Default for Replicator {
+    fn default() -> Self {
+        Replicator {
+            pass: tokio::sync::Mutex::new(()),
+            shown_empty: AtomicBool::new(false),
+            passes: Passes::new("truststream_composite_failed_passes_total", "database"),
+        }
+    }
 }
 
 /// The background task: a pass every `interval` (straight away again while
@@ -71,28 +78,7 @@ pub(crate) async fn pass(shared: &Shared) -> Result<usize> {
     let r = &shared.replicator;
     let _guard = r.pass.lock().await;
     let result = pass_locked(shared).await;
-    match &result {
-        Ok(_) => {
-            if r.failing.swap(false, Ordering::Relaxed) {
-                tracing::info!(
-                    secondary = shared.labels[1].1,
-                    "composite: replication to the secondary works again"
-                );
-            }
-        }
-        Err(e) => {
-            r.failed_passes.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("truststream_composite_failed_passes_total", &shared.labels)
-                .increment(1);
-            if !r.failing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    secondary = shared.labels[1].1,
-                    error = %e,
-                    "composite: replication stopped on an error; retrying every interval"
-                );
-            }
-        }
-    }
+    r.passes.note(&result, &shared.labels);
     result
 }
 
@@ -162,6 +148,7 @@ async fn pass_locked(shared: &Shared) -> Result<usize> {
     }
     shared
         .replicator
+        .passes
         .applied
         .fetch_add(applied as u64, Ordering::Relaxed);
     match failure {
@@ -526,28 +513,13 @@ async fn has_column(db: &dyn Database, table: &str, column: &str) -> Result<bool
 
 /// The outbox's size and the age of its oldest entry; updates the gauges.
 pub(crate) async fn lag(shared: &Shared) -> Result<ReplicationLag> {
-    let query = Query::new()
-        .select_item(SelectItem::aggregate(AggFunc::Count, None, "n"))
-        .select_item(SelectItem::Aggregate {
-            func: AggFunc::Min,
-            column: Some(ColumnRef::parse("created_ms")),
-            filter: None,
-            alias: "oldest".to_string(),
-        });
-    let rows = shared
-        .primary
-        .read(&shared.config.outbox_table, &query)
-        .await?;
-    let row: Option<&Row> = rows.first();
-    let entries = row
-        .and_then(|r| r.get("n"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let oldest = row
-        .and_then(|r| r.get("oldest"))
-        .and_then(Value::as_i64)
-        .map(outbox::age)
-        .unwrap_or_default();
+    let (entries, oldest) = outbox::count_and_age(
+        &*shared.primary,
+        &shared.config.outbox_table,
+        None,
+        "created_ms",
+    )
+    .await?;
     let lag = ReplicationLag { entries, oldest };
     shared
         .replicator

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use truststream_core::{Error, Result};
 use truststream_core_db::{
-    col, AggFunc, ColumnDef, ColumnDefault, ColumnRef, Database, Query, Row, SelectItem,
-    TableSchema, Value,
+    col, ColumnDef, ColumnDefault, Database, Query, Row, TableSchema, Value,
 };
 
-use crate::outbox::now_ms;
+use crate::outbox::{self, now_ms};
 
 /// What a journal entry names: the replicator makes it on the secondary
 /// what it is on the primary when the entry is applied.
@@ -128,26 +127,6 @@ pub(crate) async fn remove(journal: &dyn Database, table: &str, ids: &[i64]) -> 
 /// The number of entries due and the age of the oldest (since it became
 /// due).
 pub(crate) async fn lag(journal: &dyn Database, table: &str) -> Result<(u64, Duration)> {
-    let now = now_ms();
-    let query = Query::new()
-        .filter(col("due_ms").lte(now))
-        .select_item(SelectItem::aggregate(AggFunc::Count, None, "n"))
-        .select_item(SelectItem::Aggregate {
-            func: AggFunc::Min,
-            column: Some(ColumnRef::parse("due_ms")),
-            filter: None,
-            alias: "oldest".to_string(),
-        });
-    let rows = journal.read(table, &query).await?;
-    let row = rows.first();
-    let entries = row
-        .and_then(|r| r.get("n"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let oldest = row
-        .and_then(|r| r.get("oldest"))
-        .and_then(Value::as_i64)
-        .map(|due| Duration::from_millis(u64::try_from(now.saturating_sub(due)).unwrap_or(0)))
-        .unwrap_or_default();
-    Ok((entries, oldest))
+    let due = col("due_ms").lte(now_ms());
+    outbox::count_and_age(journal, table, Some(due), "due_ms").await
 }

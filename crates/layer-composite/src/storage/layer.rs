@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use truststream_core::{Error, ErrorKind, Health, HealthStatus, Result};
+use truststream_core::{Error, Health, HealthStatus, Result};
 use truststream_core_db::Database;
 use truststream_core_storage::{
     keys, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
@@ -22,6 +22,7 @@ use super::journal::{self, Target};
 use super::replicator;
 use crate::layer::ReplicationLag;
 use crate::outbox::now_ms;
+use crate::watch::{Fallbacks, Labels, Passes};
 
 /// What the storage composite has done since it was built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,51 +49,14 @@ pub(crate) struct Shared {
     pub in_flight: Mutex<HashMap<Target, usize>>,
     /// Serializes passes (the background task and explicit calls).
     pub pass: tokio::sync::Mutex<()>,
-    pub failing: AtomicBool,
-    pub applied: AtomicU64,
-    pub failed_passes: AtomicU64,
-    fallback_active: AtomicBool,
-    read_fallbacks: AtomicU64,
-    pub labels: [(&'static str, String); 2],
+    pub passes: Passes,
+    fallbacks: Fallbacks,
+    pub labels: Labels,
 }
 
 impl Shared {
     pub(crate) fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Target, usize>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether a primary read failed so that the secondary should answer
-    /// (`Unavailable` / `Timeout`), counting and logging the fallback.
-    fn falls_back<T>(&self, result: &Result<T>) -> bool {
-        match result {
-            Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) => {
-                self.read_fallbacks.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(
-                    "truststream_composite_storage_read_fallbacks_total",
-                    &self.labels
-                )
-                .increment(1);
-                if !self.fallback_active.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        primary = self.labels[0].1,
-                        secondary = self.labels[1].1,
-                        error = %e,
-                        "composite: the primary storage does not answer reads; reading from the secondary"
-                    );
-                }
-                true
-            }
-            Ok(_) => {
-                if self.fallback_active.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        primary = self.labels[0].1,
-                        "composite: the primary storage answers reads again"
-                    );
-                }
-                false
-            }
-            Err(_) => false,
-        }
     }
 }
 
@@ -174,11 +138,14 @@ impl StorageCompositeLayer {
             config: config.clone(),
             in_flight: Mutex::new(HashMap::new()),
             pass: tokio::sync::Mutex::new(()),
-            failing: AtomicBool::new(false),
-            applied: AtomicU64::new(0),
-            failed_passes: AtomicU64::new(0),
-            fallback_active: AtomicBool::new(false),
-            read_fallbacks: AtomicU64::new(0),
+            passes: Passes::new(
+                "truststream_composite_storage_failed_passes_total",
+                "storage",
+            ),
+            fallbacks: Fallbacks::new(
+                "truststream_composite_storage_read_fallbacks_total",
+                "storage",
+            ),
             labels,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -253,9 +220,9 @@ impl StorageCompositeLayer {
     pub fn stats(&self) -> StorageCompositeStats {
         let s = &self.shared;
         StorageCompositeStats {
-            read_fallbacks: s.read_fallbacks.load(Ordering::Relaxed),
-            applied: s.applied.load(Ordering::Relaxed),
-            failed_passes: s.failed_passes.load(Ordering::Relaxed),
+            read_fallbacks: s.fallbacks.count(),
+            applied: s.passes.applied.load(Ordering::Relaxed),
+            failed_passes: s.passes.failed(),
         }
     }
 
@@ -314,7 +281,7 @@ impl StorageCompositeLayer {
         Fut: Future<Output = Result<T>> + 'a,
     {
         let result = read(next).await;
-        if self.shared.falls_back(&result) {
+        if self.shared.fallbacks.note(&result, &self.shared.labels) {
             if let Ok(answer) = read(&*self.shared.secondary).await {
                 return Ok(answer);
             }

@@ -48,31 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::
 pub(crate) async fn pass(shared: &Shared) -> Result<usize> {
     let _guard = shared.pass.lock().await;
     let result = pass_locked(shared).await;
-    match &result {
-        Ok(_) => {
-            if shared.failing.swap(false, Ordering::Relaxed) {
-                tracing::info!(
-                    secondary = shared.labels[1].1,
-                    "composite: storage replication works again"
-                );
-            }
-        }
-        Err(e) => {
-            shared.failed_passes.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(
-                "truststream_composite_storage_failed_passes_total",
-                &shared.labels
-            )
-            .increment(1);
-            if !shared.failing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    secondary = shared.labels[1].1,
-                    error = %e,
-                    "composite: storage replication failed; retrying every interval"
-                );
-            }
-        }
-    }
+    shared.passes.note(&result, &shared.labels);
     result
 }
 
@@ -115,6 +91,7 @@ async fn pass_locked(shared: &Shared) -> Result<usize> {
     let removed = journal::remove(&*shared.journal, table, &done).await;
     if removed.is_ok() {
         shared
+            .passes
             .applied
             .fetch_add(done.len() as u64, Ordering::Relaxed);
     }
