@@ -1,8 +1,9 @@
 //! A worker process killed (SIGKILL) while it runs 100 jobs: nothing is
 //! lost. Its leases run out, another worker runs each job once more, and
 //! each job's effect is applied exactly once (the killed handlers never got
-//! to theirs). The child is this test binary run again with `TS_JOBS_CHILD`
-//! set (the ignored `child` test below is the worker).
+//! to theirs). On a SQLite file and on a PostgreSQL scratch schema. The
+//! child is this test binary run again with `TS_JOBS_CHILD` set (the
+//! ignored `child` test below is the worker).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 use truststream_core_db::{ColumnDef, Database, Query, TableSchema};
 use truststream_core_jobs::{JobContext, JobError, JobQuery, JobState, Jobs, NewJob, Worker};
+use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_postgres::{PgConfig, PgDatabase};
 use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_jobs_db::{DbJobs, DbJobsConfig};
 
@@ -22,12 +25,23 @@ struct Payload {
     n: u64,
 }
 
-async fn open(path: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
-    let db: Arc<dyn Database> = Arc::new(
-        SqliteDatabase::open(SqliteConfig::file(path))
-            .await
-            .expect("open the sqlite file"),
-    );
+/// Where the queue lives, as the child is told in `TS_JOBS_CHILD`:
+/// `sqlite<TAB>path` or `postgres<TAB>url<TAB>schema`.
+async fn open(spec: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
+    let parts: Vec<&str> = spec.split('\t').collect();
+    let db: Arc<dyn Database> = match parts.as_slice() {
+        ["sqlite", path] => Arc::new(
+            SqliteDatabase::open(SqliteConfig::file(path))
+                .await
+                .expect("open the sqlite file"),
+        ),
+        ["postgres", url, schema] => Arc::new(
+            PgDatabase::open(PgConfig::new(url.to_string()).with_schema(schema.to_string()))
+                .await
+                .expect("open the postgres schema"),
+        ),
+        _ => panic!("bad {CHILD} value"),
+    };
     let jobs = DbJobs::open(db.clone(), DbJobsConfig::default())
         .await
         .expect("open the jobs table");
@@ -38,8 +52,8 @@ async fn open(path: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the child process of the test below, not a test of its own"]
 async fn child() {
-    let path = std::env::var(CHILD).expect("run by the test below with TS_JOBS_CHILD set");
-    let (_db, jobs) = open(&path).await;
+    let spec = std::env::var(CHILD).expect("run by the tests below with TS_JOBS_CHILD set");
+    let (_db, jobs) = open(&spec).await;
     let _worker = Worker::builder(jobs)
         .concurrency(JOBS as usize)
         .lease(Duration::from_secs(2))
@@ -71,10 +85,28 @@ async fn wait_for(jobs: &dyn Jobs, what: &str, state: JobState, n: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_worker_loses_no_job() {
+async fn a_killed_worker_loses_no_job_on_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jobs.db").display().to_string();
-    let (db, jobs) = open(&path).await;
+    killed_worker(&format!("sqlite\t{path}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_loses_no_job_on_postgres() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let schema = scratch
+        .config("jobs_kill")
+        .schema
+        .expect("a scratch schema name");
+    killed_worker(&format!("postgres\t{url}\t{schema}")).await;
+    scratch.cleanup().await.expect("drop the scratch schema");
+}
+
+async fn killed_worker(spec: &str) {
+    let (db, jobs) = open(spec).await;
     db.create_table(
         &TableSchema::new("effects")
             .if_not_exists()
@@ -96,7 +128,7 @@ async fn a_killed_worker_loses_no_job() {
 
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["child", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD, &path)
+        .env(CHILD, spec)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
