@@ -193,20 +193,21 @@ async fn stacked(layers: &[(&str, Value)], inner: &Arc<dyn Database>) -> (Built,
     (built, caches)
 }
 
-/// Hits and misses of the caches in `caches`, for the row's label.
+/// Hits, misses and stores of the caches in `caches`, for the row's label.
 fn cache_note(caches: &CacheHandles) -> String {
-    let (mut hits, mut misses, mut bypassed) = (0, 0, 0);
+    let (mut hits, mut misses, mut bypassed, mut inserts) = (0, 0, 0, 0);
     for c in caches.caches() {
         let s = c.stats();
         hits += s.hits;
         misses += s.misses;
         bypassed += s.bypassed;
+        inserts += s.inserts;
     }
     if hits + misses == 0 {
         return format!("{bypassed} gets passed through, no look-up");
     }
     format!(
-        "{:.1} % hits of {} look-ups",
+        "{:.1} % hits of {} cacheable gets, {inserts} results stored",
         100.0 * hits as f64 / (hits + misses) as f64,
         hits + misses
     )

@@ -58,6 +58,11 @@ pub struct CacheConfig {
 /// read twice is served from its third read on. [`Admission::FirstMiss`]
 /// stores every miss (served from the second read on) at the full cost
 /// on every miss.
+///
+/// The doorkeeper holds one 4-byte slot per entry of `max_entries`,
+/// rounded up to a power of two between 1,024 and 1,048,576 (512 KiB
+/// with the defaults), with either admission: a key is looked up in moka
+/// only while its slot says it was stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
