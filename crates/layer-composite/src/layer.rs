@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use truststream_core::{echo, Error, ErrorKind, Health, HealthStatus, Result};
+use truststream_core::{echo, Error, ErrorKind, Health, Result};
 use truststream_core_db::{
     AlterTable, ColumnType, Database, DbCapabilities, Filter, IndexSpec, Operation,
     OperationOutput, Params, Query, RequestScope, Row, TableSchema, Value,
@@ -17,7 +17,7 @@ use truststream_layer::{DatabaseLayer, LayeredDatabase};
 use crate::config::CompositeConfig;
 use crate::outbox::{self, Entry};
 use crate::replicator::{self, Replicator};
-use crate::watch::{Fallbacks, Labels};
+use crate::watch::{Fallbacks, Labels, Verdict};
 
 /// How far the secondary is behind: the entries waiting in the outbox and
 /// the age of the oldest.
@@ -448,14 +448,6 @@ fn altered(mut schema: TableSchema, changes: &[AlterTable]) -> TableSchema {
     schema
 }
 
-fn lag_message(lag: &ReplicationLag) -> String {
-    format!(
-        "replication lag {:.1} s ({} outbox entries)",
-        lag.oldest.as_secs_f64(),
-        lag.entries
-    )
-}
-
 #[async_trait]
 impl DatabaseLayer for CompositeLayer {
     fn capabilities(&self, next: &dyn Database) -> DbCapabilities {
@@ -486,61 +478,15 @@ impl DatabaseLayer for CompositeLayer {
         let started = Instant::now();
         let s = &self.shared;
         let (primary, secondary) = tokio::join!(next.health(), s.secondary.health());
-        let mut status = HealthStatus::Healthy;
-        let mut notes = Vec::new();
-        let mut degrade = |why: String, status: &mut HealthStatus| {
-            if *status == HealthStatus::Healthy {
-                *status = HealthStatus::Degraded;
-            }
-            notes.push(why);
-        };
-        if primary.status == HealthStatus::Unhealthy {
-            if secondary.status == HealthStatus::Unhealthy {
-                status = HealthStatus::Unhealthy;
-                notes.push("primary and secondary unreachable".to_string());
-            } else {
-                degrade(
-                    format!(
-                        "primary unreachable ({}): reads served by the secondary, writes fail",
-                        primary.message.as_deref().unwrap_or("no detail")
-                    ),
-                    &mut status,
-                );
-            }
-        } else {
-            if primary.status == HealthStatus::Degraded {
-                degrade(
-                    format!(
-                        "primary degraded: {}",
-                        primary.message.as_deref().unwrap_or("no detail")
-                    ),
-                    &mut status,
-                );
-            }
-            if secondary.status != HealthStatus::Healthy {
-                degrade(
-                    format!(
-                        "secondary {}: {}",
-                        secondary.status,
-                        secondary.message.as_deref().unwrap_or("no detail")
-                    ),
-                    &mut status,
-                );
-            }
-            match replicator::lag(s).await {
-                Ok(lag) if lag.oldest > s.config.lag_degraded => {
-                    degrade(lag_message(&lag), &mut status)
-                }
-                Ok(lag) if lag.entries > 0 => notes.push(lag_message(&lag)),
-                Ok(_) => {}
-                Err(e) => degrade(format!("replication lag unknown: {e}"), &mut status),
-            }
+        let mut verdict = Verdict::of_sides(started, &primary, &secondary);
+        if verdict.primary_answers() {
+            verdict.lag(
+                replicator::lag(s).await,
+                s.config.lag_degraded,
+                "outbox entries",
+            );
         }
-        Health {
-            status,
-            latency: started.elapsed(),
-            message: (!notes.is_empty()).then(|| notes.join("; ")),
-        }
+        verdict.into_health()
     }
 
     async fn connect(&self, next: &dyn Database) -> Result<()> {

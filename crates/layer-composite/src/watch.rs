@@ -3,8 +3,11 @@
 //! Each is counted every time and logged once per transition.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use truststream_core::{ErrorKind, Result};
+use truststream_core::{ErrorKind, Health, HealthStatus, Result};
+
+use crate::layer::ReplicationLag;
 
 /// The provider labels of the metrics: `primary` and `secondary` names.
 pub(crate) type Labels = [(&'static str, String); 2];
@@ -117,6 +120,96 @@ impl Passes {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A composite's health, built from its sides' and its replication's.
+pub(crate) struct Verdict {
+    started: Instant,
+    status: HealthStatus,
+    notes: Vec<String>,
+    primary_answers: bool,
+}
+
+impl Verdict {
+    /// From the primary's and the secondary's health: unhealthy when both
+    /// are unreachable; degraded when the primary is unreachable (reads
+    /// served by the secondary) or degraded, or the secondary is not
+    /// healthy.
+    pub(crate) fn of_sides(started: Instant, primary: &Health, secondary: &Health) -> Self {
+        let mut v = Verdict {
+            started,
+            status: HealthStatus::Healthy,
+            notes: Vec::new(),
+            primary_answers: primary.status != HealthStatus::Unhealthy,
+        };
+        let detail = |h: &Health| h.message.clone().unwrap_or_else(|| "no detail".into());
+        if primary.status == HealthStatus::Unhealthy {
+            if secondary.status == HealthStatus::Unhealthy {
+                v.status = HealthStatus::Unhealthy;
+                v.notes
+                    .push("primary and secondary unreachable".to_string());
+            } else {
+                v.degrade(format!(
+                    "primary unreachable ({}): reads served by the secondary, writes fail",
+                    detail(primary)
+                ));
+            }
+            return v;
+        }
+        if primary.status == HealthStatus::Degraded {
+            v.degrade(format!("primary degraded: {}", detail(primary)));
+        }
+        if secondary.status != HealthStatus::Healthy {
+            v.degrade(format!(
+                "secondary {}: {}",
+                secondary.status,
+                detail(secondary)
+            ));
+        }
+        v
+    }
+
+    /// Whether the primary answers (the replication checks read it).
+    pub(crate) fn primary_answers(&self) -> bool {
+        self.primary_answers
+    }
+
+    /// Degraded (unless worse already), saying why.
+    pub(crate) fn degrade(&mut self, why: String) {
+        if self.status == HealthStatus::Healthy {
+            self.status = HealthStatus::Degraded;
+        }
+        self.notes.push(why);
+    }
+
+    /// The replication lag: a note while entries wait, degraded past
+    /// `limit` or when it cannot be read. `what` names the entries
+    /// (`"outbox entries"`).
+    pub(crate) fn lag(&mut self, lag: Result<ReplicationLag>, limit: Duration, what: &str) {
+        match lag {
+            Ok(lag) => {
+                let note = format!(
+                    "replication lag {:.1} s ({} {what})",
+                    lag.oldest.as_secs_f64(),
+                    lag.entries
+                );
+                if lag.oldest > limit {
+                    self.degrade(note);
+                } else if lag.entries > 0 {
+                    self.notes.push(note);
+                }
+            }
+            Err(e) => self.degrade(format!("replication lag unknown: {e}")),
+        }
+    }
+
+    pub(crate) fn into_health(self) -> Health {
+        Health {
+            status: self.status,
+            latency: self.started.elapsed(),
+            message: (!self.notes.is_empty()).then(|| self.notes.join("; ")),
         }
     }
 }

@@ -22,7 +22,7 @@ use super::journal::{self, Target};
 use super::replicator;
 use crate::layer::ReplicationLag;
 use crate::outbox::now_ms;
-use crate::watch::{Fallbacks, Labels, Passes};
+use crate::watch::{Fallbacks, Labels, Passes, Verdict};
 
 /// What the storage composite has done since it was built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -290,10 +290,6 @@ impl StorageCompositeLayer {
     }
 }
 
-fn note(message: &Option<String>) -> &str {
-    message.as_deref().unwrap_or("no detail")
-}
-
 #[async_trait]
 impl StorageLayer for StorageCompositeLayer {
     async fn health(&self, next: &dyn Storage) -> Health {
@@ -301,69 +297,22 @@ impl StorageLayer for StorageCompositeLayer {
         let s = &self.shared;
         let (primary, secondary, journal) =
             tokio::join!(next.health(), s.secondary.health(), s.journal.health());
-        let mut notes = Vec::new();
-        let status = if primary.status == HealthStatus::Unhealthy {
-            if secondary.status == HealthStatus::Unhealthy {
-                notes.push("primary and secondary unreachable".to_string());
-                HealthStatus::Unhealthy
-            } else {
-                notes.push(format!(
-                    "primary unreachable ({}): reads served by the secondary, writes fail",
-                    note(&primary.message)
-                ));
-                HealthStatus::Degraded
-            }
-        } else {
-            let mut degraded = false;
-            if primary.status == HealthStatus::Degraded {
-                degraded = true;
-                notes.push(format!("primary degraded: {}", note(&primary.message)));
-            }
-            if secondary.status != HealthStatus::Healthy {
-                degraded = true;
-                notes.push(format!(
-                    "secondary {}: {}",
-                    secondary.status,
-                    note(&secondary.message)
-                ));
-            }
+        let mut verdict = Verdict::of_sides(started, &primary, &secondary);
+        if verdict.primary_answers() {
             if journal.status == HealthStatus::Unhealthy {
-                degraded = true;
-                notes.push(format!(
+                verdict.degrade(format!(
                     "replication journal unreachable ({}): writes fail",
-                    note(&journal.message)
+                    journal.message.as_deref().unwrap_or("no detail")
                 ));
             } else {
-                match replicator::lag(s).await {
-                    Ok(lag) => {
-                        if lag.oldest > s.config.lag_degraded {
-                            degraded = true;
-                        }
-                        if lag.entries > 0 {
-                            notes.push(format!(
-                                "replication lag {:.1} s ({} journal entries)",
-                                lag.oldest.as_secs_f64(),
-                                lag.entries
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        degraded = true;
-                        notes.push(format!("replication lag unknown: {e}"));
-                    }
-                }
+                verdict.lag(
+                    replicator::lag(s).await,
+                    s.config.lag_degraded,
+                    "journal entries",
+                );
             }
-            if degraded {
-                HealthStatus::Degraded
-            } else {
-                HealthStatus::Healthy
-            }
-        };
-        Health {
-            status,
-            latency: started.elapsed(),
-            message: (!notes.is_empty()).then(|| notes.join("; ")),
         }
+        verdict.into_health()
     }
 
     async fn upload(
