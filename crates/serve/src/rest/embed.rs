@@ -103,6 +103,8 @@ struct Rel {
     /// At most one embedded row per parent (many-to-one, one-to-one): an
     /// object or `null`; else an array.
     to_one: bool,
+    /// The parent holds the foreign key (many-to-one).
+    parent_holds_key: bool,
     parent_cols: Vec<String>,
     child_cols: Vec<String>,
 }
@@ -120,6 +122,10 @@ pub(crate) struct Node {
     limit: Option<u64>,
     offset: Option<u64>,
     children: Vec<Node>,
+    /// Every row of the embedded table is visible to the caller and the
+    /// database enforces the foreign key: `!inner` on a many-to-one embed
+    /// without filters then only needs the key to be set.
+    all_visible: bool,
 }
 
 /// The key under which an embed's value waits in a row until `select=`
@@ -218,6 +224,9 @@ fn plan_level<'a>(
                 limit: None,
                 offset: None,
                 children: Vec::new(),
+                all_visible: access.owner.filter().is_none()
+                    && std::sync::Arc::ptr_eq(&access.db, &state.db)
+                    && state.db.capabilities().foreign_keys,
                 access,
             };
             apply_params(&mut node, &my_path, params)?;
@@ -321,6 +330,7 @@ fn resolve(parent: &TableSchema, child: &TableSchema, e: &Embed) -> ApiResult<Re
         [one] => Ok(if one.parent_side {
             Rel {
                 to_one: true,
+                parent_holds_key: true,
                 parent_cols: one.fk.columns.clone(),
                 child_cols: one.fk.referenced_columns.clone(),
             }
@@ -332,6 +342,7 @@ fn resolve(parent: &TableSchema, child: &TableSchema, e: &Embed) -> ApiResult<Re
             };
             Rel {
                 to_one: unique,
+                parent_holds_key: false,
                 parent_cols: one.fk.referenced_columns.clone(),
                 child_cols: one.fk.columns.clone(),
             }
@@ -547,7 +558,16 @@ async fn node_filter(node: &Node) -> ApiResult<Option<Filter>> {
 
 /// The parent-side filter of one `!inner` embed.
 async fn semi_join(node: &Node) -> ApiResult<Filter> {
+    let not_null = node
+        .rel
+        .parent_cols
+        .iter()
+        .map(|c| Filter::IsNotNull { column: column(c) });
     let filter = node_filter(node).await?;
+    if filter.is_none() && node.all_visible && node.rel.parent_holds_key {
+        // A set key always has its (visible) row.
+        return Ok(Filter::And(not_null.collect()));
+    }
     let key = &node.rel.child_cols;
     let q = Query {
         select: key
@@ -575,11 +595,7 @@ async fn semi_join(node: &Node) -> ApiResult<Filter> {
         .filter_map(|r| tuple(r, key))
         .filter(|t| seen.insert(tuple_key(t)))
         .collect();
-    let parts: Vec<Filter> = node
-        .rel
-        .parent_cols
-        .iter()
-        .map(|c| Filter::IsNotNull { column: column(c) })
+    let parts: Vec<Filter> = not_null
         .chain(std::iter::once(tuple_in(&node.rel.parent_cols, tuples)))
         .collect();
     Ok(Filter::And(parts))
@@ -776,4 +792,46 @@ pub(crate) async fn for_rows(
     )
     .await?;
     attach(&nodes, rows).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embed_parameters_route_by_name_or_alias() {
+        let fields = parse::select("id,author:users(name,org:orgs(*)),comments(*)").unwrap();
+        let r = |k: &str| route(&fields, k);
+        assert_eq!(
+            r("comments.order"),
+            Some((vec!["comments".into()], "order".into()))
+        );
+        assert_eq!(
+            r("author.org.name"),
+            Some((vec!["author".into(), "org".into()], "name".into()))
+        );
+        assert_eq!(
+            r("author.not.or"),
+            Some((vec!["author".into()], "not.or".into()))
+        );
+        // The table name of an aliased embed is not its name.
+        assert_eq!(r("users.name"), None);
+        assert_eq!(r("comments"), None);
+        assert_eq!(not_embedded("users.name").code, "PGRST108");
+    }
+
+    #[test]
+    fn tuple_filters() {
+        let one = tuple_in(&["a".into()], vec![vec![json!(1)], vec![json!(2)]]);
+        assert!(matches!(one, Filter::In { ref values, .. } if values.len() == 2));
+        let two = tuple_in(&["a".into(), "b".into()], vec![vec![json!(1), json!("x")]]);
+        assert!(
+            matches!(two, Filter::Or(ref v) if matches!(&v[0], Filter::And(p) if p.len() == 2))
+        );
+        let mut row = Row::new();
+        row.insert("a".into(), json!(1));
+        row.insert("b".into(), Value::Null);
+        assert_eq!(tuple(&row, &["a".into()]), Some(vec![json!(1)]));
+        assert_eq!(tuple(&row, &["a".into(), "b".into()]), None);
+    }
 }
