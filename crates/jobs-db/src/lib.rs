@@ -79,6 +79,13 @@ impl Drop for DbJobs {
     }
 }
 
+fn tolerate_conflict(r: JobsResult<()>) -> JobsResult<()> {
+    match r {
+        Err(e) if e.kind() == ErrorKind::Conflict => Ok(()),
+        other => other,
+    }
+}
+
 /// Wakes every idle waiter, and leaves one wake-up for a worker between an
 /// empty claim and its wait (so that one is not lost).
 fn wake(notify: &Notify) {
@@ -116,7 +123,9 @@ impl DbJobs {
         if config.create_table && caps.schema {
             let mut schema = row::schema(&config.table);
             schema.if_not_exists = true;
-            db.create_table(&schema).await?;
+            // Processes starting together may race to create the table:
+            // the loser's `Conflict` means it exists now.
+            tolerate_conflict(db.create_table(&schema).await)?;
             for cols in [
                 vec!["state", "job_type", "run_at"],
                 vec!["state", "lease_expires_at"],
@@ -124,7 +133,7 @@ impl DbJobs {
             ] {
                 let mut idx = IndexSpec::new(&config.table, cols);
                 idx.if_not_exists = true;
-                db.create_index(&idx).await?;
+                tolerate_conflict(db.create_index(&idx).await)?;
             }
         } else {
             // The table must exist already (made by a migration).

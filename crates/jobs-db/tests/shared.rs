@@ -176,3 +176,28 @@ async fn postgres_wakes_idle_workers_of_other_instances() {
     worker.stop(Duration::from_secs(20)).await;
     scratch.cleanup().await.expect("drop the scratch schema");
 }
+
+/// Processes starting together race to create the jobs table and its
+/// indexes on an empty schema: every one of them opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_all_open_on_postgres() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let config = scratch.config("jobs_race");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move {
+            let db = truststream_db_postgres::PgDatabase::open(config).await?;
+            DbJobs::open(Arc::new(db), DbJobsConfig::default())
+                .await
+                .map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("every instance opens");
+    }
+    scratch.cleanup().await.expect("drop the scratch schema");
+}
