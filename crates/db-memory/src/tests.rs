@@ -297,3 +297,103 @@ async fn change_feed_ends_when_database_is_dropped() {
         .unwrap();
     assert!(next.is_none());
 }
+
+/// Foreign keys are checked when each statement ends (`NO ACTION`): one
+/// `delete_many` may remove a parent and its child together; a violation
+/// undoes the whole call, and in a transaction the whole transaction; a
+/// renamed referenced column carries the other table's reference along;
+/// a referenced column cannot be dropped.
+#[tokio::test]
+async fn foreign_keys_are_checked_per_statement() {
+    let db = MemoryDatabase::new();
+    db.create_table(
+        &TableSchema::new("nodes")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::integer("parent"))
+            .references("parent", "nodes", "id"),
+    )
+    .await
+    .unwrap();
+    db.create_many(
+        "nodes",
+        vec![
+            row(json!({"id": 2, "parent": 1})),
+            row(json!({"id": 1, "parent": null})),
+        ],
+    )
+    .await
+    .expect("a child inserted before its parent in one statement");
+    let e = db.delete("nodes", &json!(1)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.message().contains("nodes_parent_fkey"), "{e}");
+    let tx = db
+        .transaction(vec![
+            Operation::Create {
+                table: "nodes".into(),
+                data: row(json!({"id": 3, "parent": 2})),
+            },
+            Operation::Create {
+                table: "nodes".into(),
+                data: row(json!({"id": 4, "parent": 99})),
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(tx.kind(), ErrorKind::Conflict, "{tx}");
+    assert!(
+        db.get("nodes", &json!(3)).await.unwrap().is_none(),
+        "rolled back"
+    );
+    assert_eq!(
+        db.delete_many("nodes", &col("id").gt(0)).await.unwrap(),
+        2,
+        "parent and child together"
+    );
+
+    db.create_table(&TableSchema::new("users").column(ColumnDef::integer("id").primary_key()))
+        .await
+        .unwrap();
+    db.create_table(
+        &TableSchema::new("posts")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::integer("author"))
+            .references("author", "users", "id"),
+    )
+    .await
+    .unwrap();
+    db.alter_table(
+        "users",
+        &[AlterTable::RenameColumn {
+            from: "id".into(),
+            to: "uid".into(),
+        }],
+    )
+    .await
+    .unwrap();
+    let posts = db.describe_table("posts").await.unwrap().unwrap();
+    assert_eq!(posts.foreign_keys[0].referenced_columns, ["uid"]);
+    db.create("users", row(json!({"uid": 7}))).await.unwrap();
+    db.create("posts", row(json!({"id": 1, "author": 7})))
+        .await
+        .unwrap();
+    db.alter_table(
+        "users",
+        &[AlterTable::AddColumn(ColumnDef::integer("code").unique())],
+    )
+    .await
+    .unwrap();
+    db.create_table(
+        &TableSchema::new("badges")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::integer("code"))
+            .references("code", "users", "code"),
+    )
+    .await
+    .unwrap();
+    let e = db
+        .alter_table("users", &[AlterTable::DropColumn("code".into())])
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("badges_code_fkey"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}

@@ -367,6 +367,20 @@ async fn scenario(e: &Env) {
         (s, v),
         (201, json!([{"title": "p4", "author": {"name": "cy"}}]))
     );
+    // A bad embed is refused before anything is written.
+    let (s, v) = json(
+        e.service(Method::POST, "posts?select=title,nope(*)")
+            .header("prefer", "return=representation")
+            .json(&json!({"title": "never"})),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("PGRST200")), "{v}");
+    let (s, v) = json(e.service(Method::DELETE, "posts?title=eq.p4&select=id,nope(*)")).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("PGRST200")), "{v}");
+    assert_eq!(
+        get(e, "posts?select=title&or=(title.eq.never,title.eq.p4)").await,
+        json!([{"title": "p4"}])
+    );
     // The owner rule applies to embedded rows: a signed-in user reads only
     // their own notes through an embed, anon none.
     let (uid, token) = e.sign_up("embed-owner@example.com").await;

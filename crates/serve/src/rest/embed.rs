@@ -766,6 +766,17 @@ fn output_names(schema: &TableSchema, fields: &[SelectField]) -> Vec<String> {
     out
 }
 
+/// Plans (resolves and authorizes) the embeds of a write's `select=`
+/// without reading rows, so a bad one is refused before the write.
+pub(crate) async fn check(
+    state: &ServeState,
+    headers: &axum::http::HeaderMap,
+    access: &Access,
+    p: &super::Params,
+) -> ApiResult<()> {
+    for_rows(state, headers, access, p, &mut Vec::new()).await
+}
+
 /// Embeds the resources `select=` names into rows a write returned
 /// (`return=representation`); nothing to do without embeds.
 pub(crate) async fn for_rows(

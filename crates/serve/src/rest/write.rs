@@ -316,6 +316,8 @@ async fn insert_inner(
     };
     let access = admit(state, headers, method, table, actions).await?;
     let p = params(&access.schema, raw)?;
+    // A bad embed in `select=` is refused before anything is written.
+    super::embed::check(state, headers, &access, &p).await?;
     refuse_rollback_representation(&prefer)?;
     let body = read_json(state, body).await?;
     let rows = insert_rows(&access, &p, &prefer, body)?;
@@ -632,6 +634,8 @@ async fn update_inner(
     let prefer = prefer_of(headers)?;
     let access = admit(state, headers, method, table, &[TableAction::Update]).await?;
     let p = params(&access.schema, raw)?;
+    // A bad embed in `select=` is refused before anything is written.
+    super::embed::check(state, headers, &access, &p).await?;
     refuse_rollback_representation(&prefer)?;
     let patch = match read_json(state, body).await? {
         Value::Object(o) => o,
@@ -804,6 +808,8 @@ async fn delete_inner(
     let prefer = prefer_of(headers)?;
     let access = admit(state, headers, method, table, &[TableAction::Delete]).await?;
     let p = params(&access.schema, raw)?;
+    // A bad embed in `select=` is refused before anything is written.
+    super::embed::check(state, headers, &access, &p).await?;
     let filter = access.restrict(p.filter.clone());
     check_max_affected(&*access.db, table, &prefer, &filter).await?;
     let representation = prefer.ret.as_deref() == Some("representation");
