@@ -157,6 +157,14 @@ impl Registries {
         let i = Interface::Database;
         let stack = self.stack(config, i)?;
         let s = config.section(i);
+        #[cfg(feature = "db-supabase")]
+        let db = {
+            let feed = self.supabase_change_feed(config).await?;
+            SUPABASE_FEED
+                .scope(feed, build(&self.database, self, config, i, s, ()))
+                .await?
+        };
+        #[cfg(not(feature = "db-supabase"))]
         let db = build(&self.database, self, config, i, s, ()).await?;
         match stack.wrap_database(Arc::clone(&db)).await {
             Ok(provider) => Ok(Layered { provider, stack }),
@@ -166,6 +174,31 @@ impl Registries {
                 Err(layer_error(e, config, i, s))
             }
         }
+    }
+
+    /// `database.type = "supabase"` with a realtime section that is a
+    /// client of a remote server (`type = "ws"` with `url`, e.g. the
+    /// project's `/realtime/v1/websocket`): a realtime client of its own
+    /// (in the realtime section's layers) for the database's change feed,
+    /// built before the database (a client needs neither database nor
+    /// auth). Any other realtime section feeds on the database, so it
+    /// cannot also feed it: `None`.
+    #[cfg(feature = "db-supabase")]
+    async fn supabase_change_feed(
+        self: &Arc<Self>,
+        config: &Config,
+    ) -> Result<Option<Arc<dyn Realtime>>> {
+        let rt = config.section(Interface::Realtime);
+        let client =
+            rt.kind() == "ws" && rt.settings_json().get("url").is_some_and(|u| !u.is_null());
+        if config.section(Interface::Database).kind() != "supabase" || !client {
+            return Ok(None);
+        }
+        let deps = RealtimeDeps {
+            db: None,
+            auth: None,
+        };
+        Ok(Some(self.realtime_layered(config, deps).await?.provider))
     }
 
     /// Builds the auth provider of `config`, in its layers, on `db`;
@@ -459,10 +492,20 @@ impl std::fmt::Debug for Services {
     }
 }
 
+#[cfg(feature = "db-supabase")]
+tokio::task_local! {
+    /// The realtime client a `type = "supabase"` database being built
+    /// takes its change feed from (set by `database_layered` around the
+    /// factory call; unset when the factory is called another way).
+    static SUPABASE_FEED: Option<Arc<dyn Realtime>>;
+}
+
 /// `database.type = "supabase"`: the REST client, and, when `pooler_url`
 /// is set, db-postgres through that transaction-mode pooler (Supavisor) as
 /// its SQL backend (raw SQL, transactions, schema changes, joins,
-/// aggregates; everything with `prefer = "sql"`). The providers stay
+/// aggregates; everything with `prefer = "sql"`); when the realtime
+/// section is a client of the project (`Registries::supabase_change_feed`),
+/// a realtime client of its own as its change feed. The providers stay
 /// independent: the runtime joins them.
 #[cfg(feature = "db-supabase")]
 fn register_db_supabase(reg: &mut DbRegistry) {
@@ -483,6 +526,10 @@ fn register_db_supabase(reg: &mut DbRegistry) {
                     .map_err(|e| e.with_context("setting", "database.pooler_url"))?;
                 db.with_sql(Arc::new(pg))
             }
+        };
+        let db = match SUPABASE_FEED.try_with(Clone::clone).ok().flatten() {
+            Some(rt) => db.with_change_feed(rt),
+            None => db,
         };
         Ok(Arc::new(db) as Arc<dyn Database>)
     });

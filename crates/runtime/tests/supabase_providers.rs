@@ -31,8 +31,9 @@ fn agents() -> TableSchema {
         .column(ColumnDef::text("status").default_value("active"))
 }
 
-/// The client side's configuration: every section a Supabase client.
-fn client_toml(url: &str, anon: &str, service: &str, extra_db: &str) -> String {
+/// The client side's configuration: every section a Supabase client
+/// (realtime: `realtime`, the body of its section).
+fn client_toml(url: &str, anon: &str, service: &str, extra_db: &str, realtime: &str) -> String {
     format!(
         r#"
 [default.database]
@@ -55,7 +56,7 @@ url = {url}
 service_role_key = {service}
 
 [default.realtime]
-type = "memory"
+{realtime}
 "#,
         url = lit(url),
         anon = lit(anon),
@@ -64,8 +65,10 @@ type = "memory"
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supabase_providers_by_configuration() {
+/// `truststream serve` (SQLite + files, auth-jwt) in this process, with
+/// `agents` made and published to realtime's `postgres_changes` (anonymous
+/// subscribers included).
+async fn serve_project() -> (tempfile::TempDir, Services, truststream_serve::Running) {
     let dir = tempfile::tempdir().unwrap();
     let server_toml = format!(
         r#"
@@ -83,6 +86,13 @@ jwt_secret = {secret}
 
 [default.serve]
 data_dir = {data}
+
+[default.serve.realtime]
+publish = ["agents"]
+
+# The hub joins the service-role key as an anonymous subscriber.
+[default.serve.realtime.tables.agents]
+anon = true
 "#,
         db = lit(&dir.path().join("app.db").display().to_string()),
         files = lit(&dir.path().join("files").display().to_string()),
@@ -94,13 +104,20 @@ data_dir = {data}
     let prepared = serve::prepare(&config, Some("127.0.0.1:0")).unwrap();
     let (server, served) = serve::bind(&registries, prepared).await.unwrap();
     served.db.create_table(&agents()).await.unwrap();
-    let running = server.spawn();
+    (dir, served, server.spawn())
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_providers_by_configuration() {
+    let (_dir, served, running) = serve_project().await;
+
+    let registries = Arc::new(Registries::compiled_in());
     let toml = client_toml(
         &running.url,
         running.keys.anon(),
         running.keys.service_role(),
         "",
+        r#"type = "memory""#,
     );
     let config = ConfigSources::new().toml_str(toml).load().unwrap();
     let client = Services::build(&registries, &config).await.unwrap();
@@ -181,6 +198,7 @@ async fn pooler_url_attaches_the_sql_backend() {
         "anon",
         "service",
         &format!("pooler_url = {}", lit(&url)),
+        r#"type = "memory""#,
     );
     let config = ConfigSources::new().toml_str(toml).load().unwrap();
     let registries = Arc::new(Registries::compiled_in());
@@ -193,4 +211,69 @@ async fn pooler_url_attaches_the_sql_backend() {
         .await
         .unwrap();
     assert_eq!(rows[0]["answer"], 42);
+}
+
+/// `[database] type = "supabase"` with realtime-ws in client mode pointed
+/// at the project's `/realtime/v1/websocket`: the runtime gives the
+/// database its change feed, and a row inserted through the project's
+/// REST API reaches `subscribe_changes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_comes_from_realtime_ws_client_mode() {
+    let (_dir, _served, running) = serve_project().await;
+    let service = running.keys.service_role().to_string();
+    let ws = running.url.replacen("http", "ws", 1);
+    let realtime = format!(
+        "type = \"ws\"\nurl = {}\napi_key = {}",
+        lit(&format!("{ws}/realtime/v1/websocket")),
+        lit(&service)
+    );
+    let toml = client_toml(&running.url, running.keys.anon(), &service, "", &realtime);
+    let config = ConfigSources::new().toml_str(toml).load().unwrap();
+    let registries = Arc::new(Registries::compiled_in());
+    let client = Services::build(&registries, &config).await.unwrap();
+    let caps = client.db.capabilities();
+    assert!(caps.change_feed, "{caps:?}");
+    let mut feed = client.db.subscribe_changes(Some("agents")).await.unwrap();
+
+    // Insert through serve's REST API (not through this client), again
+    // every 2 s until a change arrives: the first may land before the
+    // hub has joined the subscription.
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut sent = Vec::new();
+    let change = loop {
+        let name = format!("via-rest-{}", sent.len());
+        let status = http
+            .post(format!("{}/rest/v1/agents", running.url))
+            .header("apikey", &service)
+            .header("authorization", format!("Bearer {service}"))
+            .header("prefer", "return=minimal")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "insert through /rest/v1: {status}");
+        sent.push(name);
+        let wait = tokio::time::sleep(std::time::Duration::from_secs(2));
+        tokio::select! {
+            item = feed.recv() => break item.expect("the feed is open").expect("a change"),
+            _ = wait => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no change arrived within 30 s ({} rows inserted)",
+            sent.len()
+        );
+    };
+    assert_eq!(change.table, "agents");
+    assert_eq!(change.kind, truststream_core_db::ChangeKind::Insert);
+    let name = change
+        .new
+        .as_ref()
+        .and_then(|r| r.get("name"))
+        .and_then(Value::as_str)
+        .expect("the inserted row");
+    assert!(sent.iter().any(|s| s == name), "{name} not in {sent:?}");
+    running.stop().await.unwrap();
 }
