@@ -781,3 +781,73 @@ async fn invalid_names_are_refused_before_the_journal() {
     }
     assert_eq!(store.layer().lag().await.unwrap().entries, 0);
 }
+
+/// An object the secondary refuses (too large for it) stays in the journal
+/// and fails each pass that meets it, but never holds back the entries
+/// after it: passes go round the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_the_secondary_refuses_does_not_hold_back_the_rest() {
+    let primary = Arc::new(MemoryStorage::new());
+    let secondary = Arc::new(
+        MemoryStorage::with_config(truststream_storage_memory::MemoryStorageConfig {
+            max_object_size: Some(100),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let mut c = config();
+    c.interval = Duration::from_secs(3600);
+    c.batch = 2;
+    let store = StorageCompositeLayer::wrap(
+        primary.clone(),
+        secondary.clone(),
+        Arc::new(MemoryDatabase::new()),
+        &c,
+    )
+    .await
+    .unwrap();
+    store.create_bucket("bbb").await.unwrap();
+    for i in 0..3 {
+        let key = format!("huge{i}");
+        store
+            .upload(
+                "bbb",
+                &key,
+                Bytes::from(vec![0; 1000]),
+                &UploadOptions::new(),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..9 {
+        let key = format!("small{i}");
+        store
+            .upload("bbb", &key, Bytes::from(vec![1; 10]), &UploadOptions::new())
+            .await
+            .unwrap();
+    }
+    let e = store
+        .layer()
+        .catch_up()
+        .await
+        .expect_err("the huge ones fail");
+    assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
+    // Background-like passes until the small ones are all over.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = store.layer().replicate_once().await;
+        let mut all = true;
+        for i in 0..9 {
+            all &= secondary.exists("bbb", &format!("small{i}")).await.unwrap();
+        }
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the small objects were held back"
+        );
+    }
+    assert_eq!(store.layer().lag().await.unwrap().entries, 3);
+    assert!(store.layer().stats().failed_passes > 0);
+}

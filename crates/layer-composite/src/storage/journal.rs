@@ -96,14 +96,17 @@ pub(crate) async fn record(
     }
 }
 
-/// The entries due now, at most `limit`, in id order.
+/// The entries due now with an id above `after`, at most `limit`, in id
+/// order.
 pub(crate) async fn due(
     journal: &dyn Database,
     table: &str,
+    after: i64,
     limit: u64,
 ) -> Result<Vec<(i64, Target)>> {
     let query = Query::new()
         .filter(col("due_ms").lte(now_ms()))
+        .filter(col("id").gt(after))
         .order_by_asc("id")
         .limit(limit);
     journal

@@ -47,8 +47,12 @@ pub(crate) struct Shared {
     /// it never copies the state from before the write and then removes
     /// the entry.
     pub in_flight: Mutex<HashMap<Target, usize>>,
-    /// Serializes passes (the background task and explicit calls).
-    pub pass: tokio::sync::Mutex<()>,
+    /// Serializes passes (the background task and explicit calls), and
+    /// holds where the next one starts: after the last entry the previous
+    /// pass read when it read a full batch, else at the start. Passes go
+    /// round the journal, so entries that keep failing (an object the
+    /// secondary refuses) never hold back those after them.
+    pub pass: tokio::sync::Mutex<i64>,
     pub passes: Passes,
     fallbacks: Fallbacks,
     pub labels: Labels,
@@ -137,7 +141,7 @@ impl StorageCompositeLayer {
             journal,
             config: config.clone(),
             in_flight: Mutex::new(HashMap::new()),
-            pass: tokio::sync::Mutex::new(()),
+            pass: tokio::sync::Mutex::new(0),
             passes: Passes::new(
                 "truststream_composite_storage_failed_passes_total",
                 "storage",
@@ -187,13 +191,20 @@ impl StorageCompositeLayer {
         replicator::pass(&self.shared).await
     }
 
-    /// Runs passes until no entry is due; fails with the first pass that
-    /// fails. Entries of writes still under way, or of signed upload URLs
-    /// not yet expired, are not waited for.
+    /// Runs passes until one round of the journal applies nothing; fails
+    /// with the first pass that fails. Entries of writes still under way,
+    /// or of signed upload URLs not yet expired, are not waited for.
     pub async fn catch_up(&self) -> Result<()> {
+        let mut applied_this_round = 0;
         loop {
-            if replicator::pass(&self.shared).await? == 0 {
-                return Ok(());
+            let n = replicator::pass(&self.shared).await?;
+            applied_this_round += n;
+            if *self.shared.pass.lock().await == 0 {
+                // The pass reached the end of the journal.
+                if applied_this_round == 0 {
+                    return Ok(());
+                }
+                applied_this_round = 0;
             }
         }
     }

@@ -24,7 +24,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::
         }
         loop {
             match pass(&shared).await {
-                Ok(n) if (n as u64) >= shared.config.batch => {
+                // A full batch read and some of it applied: more may be
+                // due, straight on from where the pass stopped.
+                Ok(n) if n > 0 && *shared.pass.lock().await != 0 => {
                     if stopped.try_recv() != Err(tokio::sync::oneshot::error::TryRecvError::Empty) {
                         return;
                     }
@@ -38,7 +40,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::
     }
 }
 
-/// One pass: at most `batch` due entries. Entries are grouped by target
+/// One pass: at most `batch` due entries, after where the previous pass
+/// stopped when it read a full batch (so passes go round the journal).
+/// Entries are grouped by target
 /// (each object or bucket is synced once, whatever the number of its
 /// entries); entries of targets with a write under way are left for a
 /// later pass. A target that fails is left in the journal and the others
@@ -46,15 +50,27 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::
 /// the pass stops). Returns the number of entries removed; an error when a
 /// target failed (after removing what was applied).
 pub(crate) async fn pass(shared: &Shared) -> Result<usize> {
-    let _guard = shared.pass.lock().await;
-    let result = pass_locked(shared).await;
+    let mut cursor = shared.pass.lock().await;
+    let result = pass_locked(shared, &mut cursor).await;
     shared.passes.note(&result, &shared.labels);
     result
 }
 
-async fn pass_locked(shared: &Shared) -> Result<usize> {
+async fn pass_locked(shared: &Shared, cursor: &mut i64) -> Result<usize> {
     let table = &shared.config.journal_table;
-    let entries = journal::due(&*shared.journal, table, shared.config.batch).await?;
+    let batch = shared.config.batch;
+    let entries = match journal::due(&*shared.journal, table, *cursor, batch).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            *cursor = 0;
+            return Err(e);
+        }
+    };
+    // A full batch: the next pass goes on after it; else from the start.
+    *cursor = match entries.last() {
+        Some((id, _)) if entries.len() as u64 >= batch => *id,
+        _ => 0,
+    };
     // Read after the entries: a write whose entry is among them either is
     // still in flight here, or has ended (its state is on the primary).
     let in_flight: HashSet<Target> = shared.in_flight().keys().cloned().collect();
