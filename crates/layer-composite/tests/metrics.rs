@@ -173,3 +173,70 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
         self.clone()
     }
 }
+
+// The storage composite's own series, on a current-thread runtime as above
+// (its write tasks run on the test's thread).
+#[tokio::test]
+async fn storage_lag_and_fallbacks_are_published() {
+    use bytes::Bytes;
+    use truststream_core_storage::{Storage, UploadOptions};
+    use truststream_layer_composite::{StorageCompositeConfig, StorageCompositeLayer};
+    use truststream_storage_memory::MemoryStorage;
+
+    let capture = Capture::default();
+    let values = Arc::clone(&capture.0);
+    let _guard = metrics::set_default_local_recorder(&capture);
+
+    let switch = Arc::new(Switch::default());
+    let primary =
+        truststream_layer::around_storage(Arc::new(MemoryStorage::new()), Arc::clone(&switch));
+    let mut config = StorageCompositeConfig::new("memory", "memory");
+    config.interval = Duration::from_secs(3600);
+    let store = StorageCompositeLayer::wrap(
+        primary,
+        Arc::new(MemoryStorage::new()),
+        Arc::new(MemoryDatabase::new()),
+        &config,
+    )
+    .await
+    .unwrap();
+    store.create_bucket("bbb").await.unwrap();
+    store
+        .upload("bbb", "k", Bytes::from_static(b"v"), &UploadOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(store.layer().lag().await.unwrap().entries, 2);
+    let labels = "{primary=memory,secondary=memory}";
+    let get = |n: &str| values.lock().unwrap().get(&format!("{n}{labels}")).copied();
+    assert_eq!(
+        get("truststream_composite_storage_journal_entries"),
+        Some(2.0)
+    );
+    let seconds = get("truststream_composite_storage_lag_seconds").unwrap();
+    assert!((0.0..60.0).contains(&seconds), "{seconds}");
+
+    store.layer().catch_up().await.unwrap();
+    store.layer().lag().await.unwrap();
+    assert_eq!(
+        get("truststream_composite_storage_journal_entries"),
+        Some(0.0)
+    );
+
+    switch.0.store(true, Ordering::SeqCst);
+    assert_eq!(&store.download("bbb", "k").await.unwrap()[..], b"v");
+    assert!(store.get_metadata("bbb", "k").await.is_ok());
+    assert_eq!(
+        get("truststream_composite_storage_read_fallbacks_total"),
+        Some(2.0)
+    );
+    // A pass with the primary down fails and is counted.
+    assert!(store
+        .upload("bbb", "k2", Bytes::from_static(b"v"), &UploadOptions::new())
+        .await
+        .is_err());
+    assert!(store.layer().replicate_once().await.is_err());
+    assert_eq!(
+        get("truststream_composite_storage_failed_passes_total"),
+        Some(1.0)
+    );
+}
