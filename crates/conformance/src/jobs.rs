@@ -102,6 +102,7 @@ pub(crate) use case;
 /// Every case of the suite, in run order.
 pub fn cases() -> Vec<Case<JobsFixture>> {
     let mut all = vec![
+        case!("health.healthy_with_info", [], health_healthy),
         case!("enqueue.claim_complete", [], enqueue_claim_complete),
         case!("enqueue.many", [], enqueue_many),
         case!("enqueue.invalid_input", [], enqueue_invalid_input),
@@ -235,6 +236,17 @@ pub(crate) async fn claim_eventually(
         }
     })
     .await
+}
+
+async fn health_healthy(fx: JobsFixture) -> CaseResult {
+    let h = fx.jobs.health().await;
+    ensure!(h.is_healthy(), "a fresh provider is healthy: {h:?}");
+    let info = fx.jobs.info();
+    ensure!(
+        !info.name.is_empty() && !info.version.is_empty(),
+        "{info:?}"
+    );
+    Ok(())
 }
 
 async fn enqueue_claim_complete(fx: JobsFixture) -> CaseResult {
