@@ -7,7 +7,7 @@ use truststream_core_db::{Error, ErrorKind};
 ///
 /// | SQLSTATE / sqlx error | kind |
 /// |---|---|
-/// | `23505` unique, `23503` foreign key, `23P01` exclusion, `42P07`/`42710` already exists | `Conflict` |
+/// | `23505` unique, `23503` foreign key, `23P01` exclusion, `42P07`/`42710` already exists, `2BP01` still referenced | `Conflict` |
 /// | `23502` not null, `23514` check, `22xxx` data exceptions, `42601` syntax, `42703` undefined column, `42883` undefined function, `42804` datatype mismatch, `42P18`, `42702` ambiguous column | `InvalidInput` |
 /// | `42P01` undefined table | `NotFound` |
 /// | `57014` statement timeout / cancelled | `Timeout` (retryable) |
@@ -73,7 +73,9 @@ pub(crate) fn map(e: sqlx::Error) -> Error {
 /// The kind for a SQLSTATE code.
 pub(crate) fn classify(code: &str) -> ErrorKind {
     match code {
-        "23505" | "23503" | "23P01" | "42P07" | "42710" | "42P06" => ErrorKind::Conflict,
+        // 2BP01: dropping a table or column another table's foreign key
+        // still references.
+        "23505" | "23503" | "23P01" | "42P07" | "42710" | "42P06" | "2BP01" => ErrorKind::Conflict,
         "42P01" => ErrorKind::NotFound,
         "57014" => ErrorKind::Timeout,
         "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" => ErrorKind::Unavailable,
@@ -94,6 +96,7 @@ mod tests {
     fn sqlstates_map_to_kinds() {
         assert_eq!(classify("23505"), ErrorKind::Conflict);
         assert_eq!(classify("23503"), ErrorKind::Conflict);
+        assert_eq!(classify("2BP01"), ErrorKind::Conflict);
         assert_eq!(classify("23502"), ErrorKind::InvalidInput);
         assert_eq!(classify("22P02"), ErrorKind::InvalidInput);
         assert_eq!(classify("42P01"), ErrorKind::NotFound);
