@@ -62,7 +62,18 @@ pub fn prepare(config: &Config, bind: Option<&str>) -> Result<Prepared> {
 
 /// Builds the providers of `prepared` and binds the server (not yet
 /// serving: see [`Server::run`]).
-pub async fn bind(registries: &Arc<Registries>, prepared: Prepared) -> Result<(Server, Services)> {
+///
+/// A `jwt` auth provider without an `issuer` setting (the embedded one
+/// included) issues tokens as GoTrue does, `iss = "<public url>/auth/v1"`,
+/// so a Supabase client's default issuer check (auth-supabase) accepts
+/// them; a bind to port 0 is resolved to a free port first, since the
+/// URL is needed before the providers are built.
+pub async fn bind(
+    registries: &Arc<Registries>,
+    mut prepared: Prepared,
+) -> Result<(Server, Services)> {
+    let public = public_url_before_bind(&mut prepared.serve).await?;
+    gotrue_issuer(&mut prepared.config, &public);
     let services = Services::build(registries, &prepared.config).await?;
     let Some(auth) = services.auth.clone() else {
         return Err(Error::invalid_input(
@@ -77,6 +88,47 @@ pub async fn bind(registries: &Arc<Registries>, prepared: Prepared) -> Result<(S
     };
     let server = Server::bind(providers, prepared.keys, prepared.serve).await?;
     Ok((server, services))
+}
+
+/// The URL clients will reach the server at (`public_url`, else
+/// `http://<bound address>`), known before the server binds: a bind to
+/// port 0 is given a free port now.
+async fn public_url_before_bind(serve: &mut ServeConfig) -> Result<String> {
+    let cannot = |e: std::io::Error| {
+        Error::unavailable(format!("serve: cannot listen on {}: {e}", serve.bind))
+    };
+    let addr = tokio::net::lookup_host(&serve.bind)
+        .await
+        .map_err(cannot)?
+        .next()
+        .ok_or_else(|| {
+            Error::invalid_input(format!("serve: bind {} names no address", serve.bind))
+        })?;
+    let addr = if addr.port() == 0 {
+        let probe = std::net::TcpListener::bind(addr).map_err(cannot)?;
+        let addr = probe.local_addr().map_err(cannot)?;
+        serve.bind = addr.to_string();
+        addr
+    } else {
+        addr
+    };
+    Ok(serve.public_url(addr))
+}
+
+/// Sets the `jwt` auth provider's `issuer` to `<public>/auth/v1` (GoTrue's
+/// `iss`) unless the configuration sets one.
+fn gotrue_issuer(config: &mut Config, public: &str) {
+    let auth = config.section(Interface::Auth);
+    if auth.kind() != "jwt" || auth.settings().contains_key("issuer") {
+        return;
+    }
+    let mut settings = auth.settings().clone();
+    settings.insert(
+        "issuer".into(),
+        Value::String(format!("{}/auth/v1", public.trim_end_matches('/'))),
+    );
+    let section = ProviderSection::new("jwt", settings).with_layers(auth.layers().clone());
+    config.set_section(Interface::Auth, section);
 }
 
 /// `/metrics` when some section has the metrics layer.
@@ -102,5 +154,39 @@ fn metrics_renderer(config: &Config) -> Option<truststream_serve::MetricsRendere
     {
         let _ = config;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConfigSources;
+
+    fn auth_of(toml: &str) -> ProviderSection {
+        let mut config = ConfigSources::new()
+            .toml_str(toml.to_string())
+            .load()
+            .expect("config");
+        gotrue_issuer(&mut config, "http://127.0.0.1:54321/");
+        config.section(Interface::Auth).clone()
+    }
+
+    #[test]
+    fn jwt_auth_issues_as_gotrue_unless_an_issuer_is_set() {
+        let s = auth_of(
+            "[default.auth]\ntype = \"jwt\"\njwt_secret = \"a secret of 32 bytes or more, really\"\n\
+             [default.auth.layers.timeout]\nms = 5000\n",
+        );
+        assert_eq!(
+            s.settings()["issuer"],
+            "http://127.0.0.1:54321/auth/v1",
+            "GoTrue's iss"
+        );
+        assert!(s.layers().contains_key("timeout"), "layers kept");
+        let s = auth_of(
+            "[default.auth]\ntype = \"jwt\"\njwt_secret = \"a secret of 32 bytes or more, really\"\n\
+             issuer = \"mine\"\n",
+        );
+        assert_eq!(s.settings()["issuer"], "mine", "a configured issuer stays");
     }
 }

@@ -48,7 +48,6 @@ type = "supabase"
 url = {url}
 anon_key = {anon}
 jwt_secret = {secret}
-issuer = "truststream"
 
 [default.storage]
 type = "supabase"
