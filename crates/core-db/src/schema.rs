@@ -265,6 +265,30 @@ impl ForeignKey {
         n
     }
 
+    /// Checks that `target` (the referenced table's schema, `None` when it
+    /// does not exist) has the referenced columns; `InvalidInput` naming
+    /// what is missing. `table`: the declaring table.
+    pub fn check_target(&self, table: &str, target: Option<&TableSchema>) -> DbResult<()> {
+        let name = self.resolved_name(table);
+        let Some(target) = target else {
+            return Err(Error::invalid_input(format!(
+                "foreign key {name} of table {table} references table {}, which does not exist",
+                self.referenced_table
+            )));
+        };
+        match self
+            .referenced_columns
+            .iter()
+            .find(|c| target.find(c).is_none())
+        {
+            Some(c) => Err(Error::invalid_input(format!(
+                "foreign key {name} of table {table} references column {c}, which table {} does not have",
+                self.referenced_table
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks identifiers and that both sides have the same (non-zero)
     /// number of columns.
     pub fn validate(&self, table: &str) -> DbResult<()> {

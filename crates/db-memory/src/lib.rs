@@ -597,33 +597,11 @@ impl Database for MemoryDatabase {
             }
             for fk in &schema.foreign_keys {
                 let target = if fk.referenced_table == schema.name {
-                    schema
+                    Some(schema)
                 } else {
-                    &state
-                        .tables
-                        .get(&fk.referenced_table)
-                        .ok_or_else(|| {
-                            Error::invalid_input(format!(
-                                "foreign key {} of table {} references table {}, which does not exist",
-                                fk.resolved_name(&schema.name),
-                                schema.name,
-                                fk.referenced_table
-                            ))
-                        })?
-                        .schema
+                    state.tables.get(&fk.referenced_table).map(|t| &t.schema)
                 };
-                if let Some(c) = fk
-                    .referenced_columns
-                    .iter()
-                    .find(|c| target.find(c).is_none())
-                {
-                    return Err(Error::invalid_input(format!(
-                        "foreign key {} of table {} references column {c}, which table {} does not have",
-                        fk.resolved_name(&schema.name),
-                        schema.name,
-                        fk.referenced_table
-                    )));
-                }
+                fk.check_target(&schema.name, target)?;
             }
             let table = Table::new(schema.clone())?;
             for idx in &table.indexes {

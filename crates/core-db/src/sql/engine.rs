@@ -343,33 +343,15 @@ pub async fn schema_of<P: SqlProvider>(db: &P, table: &str) -> DbResult<TableSch
 async fn check_references<P: SqlProvider>(db: &P, schema: &TableSchema) -> DbResult<()> {
     for fk in &schema.foreign_keys {
         let target = if fk.referenced_table == schema.name {
-            schema.clone()
+            Some(schema.clone())
         } else {
             match schema_of(db, &fk.referenced_table).await {
-                Ok(t) => t,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(Error::invalid_input(format!(
-                        "foreign key {} of table {} references table {}, which does not exist",
-                        fk.resolved_name(&schema.name),
-                        schema.name,
-                        fk.referenced_table
-                    )))
-                }
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             }
         };
-        if let Some(c) = fk
-            .referenced_columns
-            .iter()
-            .find(|c| target.find(c).is_none())
-        {
-            return Err(Error::invalid_input(format!(
-                "foreign key {} of table {} references column {c}, which table {} does not have",
-                fk.resolved_name(&schema.name),
-                schema.name,
-                fk.referenced_table
-            )));
-        }
+        fk.check_target(&schema.name, target.as_ref())?;
     }
     Ok(())
 }

@@ -793,7 +793,18 @@ pub(crate) async fn for_rows(
     {
         return Ok(());
     }
-    let nodes = plan(
+    let nodes = plan_request(state, headers, access, p).await?;
+    attach(&nodes, rows).await
+}
+
+/// [`plan`] for the request's caller, table and parameters.
+pub(crate) async fn plan_request(
+    state: &ServeState,
+    headers: &axum::http::HeaderMap,
+    access: &Access,
+    p: &super::Params,
+) -> ApiResult<Vec<Node>> {
+    plan(
         state,
         &access.caller,
         crate::caller::bearer(headers),
@@ -801,8 +812,7 @@ pub(crate) async fn for_rows(
         p.fields(),
         &p.embed_params,
     )
-    .await?;
-    attach(&nodes, rows).await
+    .await
 }
 
 #[cfg(test)]

@@ -307,15 +307,7 @@ async fn read_inner(
     let access = admit(state, headers, method, table, &[TableAction::Select]).await?;
     let prefer = prefer_of(headers)?;
     let mut p = params(&access.schema, raw)?;
-    let embeds = embed::plan(
-        state,
-        &access.caller,
-        crate::caller::bearer(headers),
-        &access.schema,
-        p.fields(),
-        &p.embed_params,
-    )
-    .await?;
+    let embeds = embed::plan_request(state, headers, &access, &p).await?;
     let mut filter = access.restrict(p.filter.take());
     if let Some(inner) = embed::inner_filter(&embeds).await? {
         filter = Some(match filter {
