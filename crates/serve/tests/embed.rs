@@ -420,6 +420,22 @@ async fn scenario(e: &Env) {
     assert_eq!(v[1202], json!({"id": 1203, "posts": [{"title": "late"}]}));
     assert_eq!(v[0]["posts"], json!([{"title": "p1"}]));
     assert_eq!(v[600]["posts"], json!([]));
+    // `<ref>.limit` over more parents than are read one by one: paged in
+    // the server, per parent, all the same.
+    let (s, _) = json(
+        e.service(Method::POST, "posts")
+            .json(&json!([{"author_id": 1203, "title": "later"}])),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let v = get(
+        e,
+        "users?select=id,posts!author_id(title)&order=id&posts.order=title&posts.limit=1&posts.offset=1",
+    )
+    .await;
+    let v = v.as_array().unwrap();
+    assert_eq!(v[1202], json!({"id": 1203, "posts": [{"title": "later"}]}));
+    assert_eq!(v[0]["posts"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

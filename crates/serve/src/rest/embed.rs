@@ -36,6 +36,9 @@ use crate::ServeState;
 pub(crate) const MAX_EMBEDS: usize = 16;
 /// Most keys in one `in` filter of an embed read.
 pub(crate) const IN_CHUNK: usize = 500;
+/// Up to this many parents, a to-many embed with `<ref>.limit` is read
+/// with one paged read per parent (else in chunks, paged in the server).
+pub(crate) const PER_PARENT_READS: usize = 100;
 /// Most embedded rows read for one embedded resource of one request.
 pub(crate) const MAX_EMBED_ROWS: usize = 20_000;
 /// Most key rows an `!inner` embed may match (its keys become one `in`
@@ -643,6 +646,7 @@ async fn attach_one(node: &Node, rows: &mut [Row]) -> ApiResult<()> {
         .filter(|t| seen.insert(tuple_key(t)))
         .collect();
     let mut children: Vec<Row> = Vec::new();
+    let paged_per_parent = !rel.to_one && node.limit.is_some() && keys.len() <= PER_PARENT_READS;
     if !keys.is_empty() {
         let base = node_filter(node).await?;
         let mut extra: Vec<&String> = rel.child_cols.iter().collect();
@@ -658,14 +662,23 @@ async fn attach_one(node: &Node, rows: &mut [Row]) -> ApiResult<()> {
                 });
             }
         }
-        for chunk in keys.chunks(IN_CHUNK) {
+        // With `<ref>.limit` and few parents: one read per parent, paged
+        // by the database, so no parent's rows are read beyond those kept.
+        let groups_of = if paged_per_parent { 1 } else { IN_CHUNK };
+        for chunk in keys.chunks(groups_of) {
             let mut parts = vec![tuple_in(&rel.child_cols, chunk.to_vec())];
             parts.extend(base.clone());
+            let room = (MAX_EMBED_ROWS - children.len()) as u64 + 1;
             let q = Query {
                 select: select.clone(),
                 filter: and_all(parts),
                 order_by: order.clone(),
-                limit: Some((MAX_EMBED_ROWS - children.len()) as u64 + 1),
+                limit: Some(if paged_per_parent {
+                    node.limit.unwrap_or(room).min(room)
+                } else {
+                    room
+                }),
+                offset: if paged_per_parent { node.offset } else { None },
                 ..Query::default()
             };
             children.extend(node.access.db.read(node.access.table(), &q).await?);
@@ -686,10 +699,15 @@ async fn attach_one(node: &Node, rows: &mut [Row]) -> ApiResult<()> {
     }
     let schema = &node.access.schema;
     let fields = &node.embed.fields;
-    let offset = usize::try_from(node.offset.unwrap_or(0)).unwrap_or(usize::MAX);
-    let limit = node
-        .limit
-        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let (offset, limit) = if paged_per_parent {
+        (0, usize::MAX)
+    } else {
+        (
+            usize::try_from(node.offset.unwrap_or(0)).unwrap_or(usize::MAX),
+            node.limit
+                .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)),
+        )
+    };
     // Rows sharing a key get the same embedded rows.
     let mut done: HashMap<String, Value> = HashMap::new();
     for row in rows.iter_mut() {
