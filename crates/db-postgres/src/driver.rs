@@ -329,14 +329,7 @@ impl SqlProvider for PgDatabase {
             .acquire()
             .await
             .map_err(|e| error::map(e).unapplied())?;
-        let stmt = (&mut *conn)
-            .prepare_with(&sql, &[])
-            .await
-            .map_err(|e| error::map(e).unapplied())?;
-        let types = match stmt.parameters() {
-            Some(Either::Left(types)) => types.to_vec(),
-            _ => Vec::new(),
-        };
+        let types = prepared_parameter_types(&mut conn, &sql).await?;
         check_parameter_count(types.len(), values.len())?;
         let args = value::raw_arguments(&values, &types)?;
         let rows = sqlx::query_with(&sql, args)
@@ -346,6 +339,35 @@ impl SqlProvider for PgDatabase {
         rows.iter()
             .map(|r| decode_row(r, |_, _| None))
             .collect::<DbResult<Vec<Row>>>()
+    }
+
+    /// A scoped handle's raw query, in its transaction: each parameter is
+    /// bound as the type PostgreSQL infers for it, as [`Self::query_raw`]
+    /// binds (prepared on the connection; through a pooler, from an
+    /// SQL-level `PREPARE` deallocated in the same transaction), so
+    /// scoped and unscoped raw queries take the same SQL (no `:id::uuid`
+    /// casts needed).
+    async fn query_raw_in(
+        conn: &mut PgConn,
+        sql: String,
+        values: Vec<Value>,
+    ) -> DbResult<Vec<Row>> {
+        let persistent = conn.persistent();
+        let types = if persistent {
+            prepared_parameter_types(conn.raw(), &sql).await?
+        } else {
+            named_parameter_types(conn.raw(), &sql, values.len()).await?
+        };
+        check_parameter_count(types.len(), values.len())?;
+        let args = value::raw_arguments(&values, &types)?;
+        sqlx::query_with(&sql, args)
+            .persistent(persistent)
+            .fetch_all(conn.raw())
+            .await
+            .map_err(error::map)?
+            .iter()
+            .map(|r| decode_row(r, |_, _| None))
+            .collect()
     }
 
     async fn subscribe(&self, table: Option<&str>) -> DbResult<ChangeStream> {
@@ -501,8 +523,32 @@ async fn query_raw_pooled(
     values: Vec<Value>,
 ) -> DbResult<Vec<Row>> {
     let mut tx = pool.begin_pooled(begin).await.map_err(Error::unapplied)?;
+    let types = named_parameter_types(&mut tx, &sql, values.len()).await?;
+    check_parameter_count(types.len(), values.len())?;
+    let args = value::raw_arguments(&values, &types)?;
+    let rows = sqlx::query_with(&sql, args)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(error::map)?;
+    tx.commit().await.map_err(error::map)?;
+    rows.iter()
+        .map(|r| decode_row(r, |_, _| None))
+        .collect::<DbResult<Vec<Row>>>()
+}
+
+/// The parameter types PostgreSQL infers for `sql`, through an SQL-level
+/// `PREPARE` in the open transaction on `conn` and
+/// `pg_prepared_statements` (then `DEALLOCATE`, so nothing named outlives
+/// the transaction): what works through a transaction-mode pooler.
+/// `values`: how many are given (none: nothing to infer).
+async fn named_parameter_types(
+    conn: &mut PgConnection,
+    sql: &str,
+    values: usize,
+) -> DbResult<Vec<PgTypeInfo>> {
     let mut types = Vec::new();
-    if !values.is_empty() {
+    if values > 0 {
         // Without parameters there is nothing to infer (and utility
         // statements, which PREPARE refuses, take none).
         let n = RAW_STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -510,7 +556,7 @@ async fn query_raw_pooled(
         // The newline ends a trailing `--` comment of the query.
         let prepare = format!("PREPARE {name} AS {sql}\n");
         // A `&str` without arguments is a simple query.
-        (&mut *tx)
+        (&mut *conn)
             .execute(prepare.as_str())
             .await
             .map_err(|e| error::map(e).unapplied())?;
@@ -520,7 +566,7 @@ async fn query_raw_pooled(
              JOIN pg_type t ON t.oid = u.ty WHERE p.name = '{name}' ORDER BY u.n; \
              DEALLOCATE {name}"
         );
-        let rows = (&mut *tx)
+        let rows = (&mut *conn)
             .fetch_all(lookup.as_str())
             .await
             .map_err(|e| error::map(e).unapplied())?;
@@ -536,17 +582,20 @@ async fn query_raw_pooled(
             })?);
         }
     }
-    check_parameter_count(types.len(), values.len())?;
-    let args = value::raw_arguments(&values, &types)?;
-    let rows = sqlx::query_with(&sql, args)
-        .persistent(false)
-        .fetch_all(&mut *tx)
+    Ok(types)
+}
+
+/// The parameter types PostgreSQL infers for `sql`, by preparing it on
+/// `conn` (the protocol-level statement, cached per connection).
+async fn prepared_parameter_types(conn: &mut PgConnection, sql: &str) -> DbResult<Vec<PgTypeInfo>> {
+    let stmt = conn
+        .prepare_with(sql, &[])
         .await
-        .map_err(error::map)?;
-    tx.commit().await.map_err(error::map)?;
-    rows.iter()
-        .map(|r| decode_row(r, |_, _| None))
-        .collect::<DbResult<Vec<Row>>>()
+        .map_err(|e| error::map(e).unapplied())?;
+    Ok(match stmt.parameters() {
+        Some(Either::Left(types)) => types.to_vec(),
+        _ => Vec::new(),
+    })
 }
 
 /// The types raw queries bind (as `value::raw_arguments` knows them), by

@@ -411,3 +411,55 @@ async fn scoped_writes_on_a_watched_table_reach_the_change_feed() {
     assert_eq!(change.new.as_ref(), Some(&made));
     s.cleanup().await.unwrap();
 }
+
+/// A scoped handle's raw query binds each parameter as the type
+/// PostgreSQL infers for it, as the unscoped one does: the same SQL (no
+/// `:owner::uuid` cast) runs both ways, directly and through a
+/// transaction-mode pooler.
+#[tokio::test(flavor = "multi_thread")]
+async fn scoped_and_unscoped_raw_queries_bind_alike() {
+    let Some(s) = scratch().await else { return };
+    for (tag, pooler) in [
+        ("rls_raw", truststream_db_postgres::Pooler::None),
+        ("rls_raw_pool", truststream_db_postgres::Pooler::Transaction),
+    ] {
+        let mut config = s.config(tag);
+        config.pooler = pooler;
+        let db = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
+        notes(&config, &db).await;
+        let sql = "select id from notes where owner::uuid = :owner \
+                   and :since < now() and length(body) > :n order by id";
+        let mut p = Params::new();
+        p.insert("owner".into(), json!(A));
+        p.insert("since".into(), json!("2020-01-01T00:00:00Z"));
+        p.insert("n".into(), json!(1));
+        let unscoped = db.raw_query(sql, &p).await.unwrap();
+        assert_eq!(ids(&unscoped), ["a1", "a2"], "{tag}");
+        let a = db.clone().scoped(user(A)).unwrap();
+        let scoped = a.raw_query(sql, &p).await.unwrap();
+        assert_eq!(
+            ids(&scoped),
+            ["a1", "a2"],
+            "{tag}: typed like the unscoped query"
+        );
+        let b = db.clone().scoped(user(B)).unwrap();
+        assert!(
+            b.raw_query(sql, &p).await.unwrap().is_empty(),
+            "{tag}: B sees none of A's rows"
+        );
+        // A value that is not of the inferred type is refused, not coerced.
+        p.insert("owner".into(), json!(42));
+        let e = a.raw_query(sql, &p).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{tag}: {e}");
+        // A wrong count of parameters is InvalidInput too.
+        let e = a
+            .raw_query(
+                "select id from notes where owner::uuid = :owner",
+                &Params::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{tag}: {e}");
+    }
+    s.cleanup().await.unwrap();
+}
