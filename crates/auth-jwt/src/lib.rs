@@ -447,6 +447,7 @@ impl Auth for JwtAuth {
         c.refresh = true;
         c.external_tokens = !self.externals.is_empty();
         c.revocation_checked = self.config.revocation == Revocation::Checked;
+        c.sign_out_others = true;
         c.private_tables = self.store.tables.names();
         c
     }
@@ -575,6 +576,27 @@ impl Auth for JwtAuth {
         self.own_session_id(principal, "auth.sign_out_everywhere")?;
         let n = self.store.revoke_user_sessions(&principal.user_id).await?;
         tracing::info!(user_id = %principal.user_id, sessions = n, "user signed out everywhere");
+        Ok(())
+    }
+
+    async fn sign_out_others(&self, principal: &Principal) -> AuthResult<()> {
+        let op = "auth.sign_out_others";
+        let id = self.own_session_id(principal, op)?;
+        // Only a live session may end the others: a token of an ended
+        // session (valid until it expires where revocation is unchecked)
+        // must not sign its user out of the sessions they opened since.
+        let current = self
+            .load_active_session(id)
+            .await
+            .map_err(|e| e.with_operation(op))?;
+        if current.user_id != principal.user_id {
+            return Err(Error::unauthenticated("the session has ended").with_operation(op));
+        }
+        let n = self
+            .store
+            .revoke_other_sessions(&principal.user_id, id)
+            .await?;
+        tracing::info!(user_id = %principal.user_id, session_id = %id, sessions = n, "user's other sessions signed out");
         Ok(())
     }
 

@@ -345,8 +345,25 @@ impl SupabaseAuth {
         Ok(())
     }
 
-    /// `POST /logout?scope=...` with the principal's token. An answer that
-    /// the session is already gone counts as done (auth-js does the same).
+    /// Records as ended the sessions of `principal`'s user, other than
+    /// its own, whose tokens this instance holds.
+    fn others_ended(&self, principal: &Principal) {
+        let now = Utc::now();
+        for (sid, held) in &self.tokens {
+            if held.user_id == principal.user_id
+                && principal.session_id.as_deref() != Some(sid.as_str())
+            {
+                self.note(&sid, |s| {
+                    s.revoked_at.get_or_insert(now);
+                });
+            }
+        }
+    }
+
+    /// `POST /logout?scope=...` with the principal's token. For `local`
+    /// and `global`, an answer that the session is already gone counts as
+    /// done (auth-js does the same); for `others` it is an error, since
+    /// the other sessions were not ended.
     async fn logout(&self, principal: &Principal, scope: &str, op: Op) -> AuthResult<()> {
         let token = self.token_of(principal, op.name())?;
         let r = self
@@ -360,6 +377,11 @@ impl SupabaseAuth {
                 &[token.expose()],
             )
             .await;
+        if scope == "others" {
+            r?;
+            self.others_ended(principal);
+            return Ok(());
+        }
         let ended = |this: &Self| {
             if let Some(sid) = &principal.session_id {
                 let now = Utc::now();
@@ -465,6 +487,7 @@ impl Auth for SupabaseAuth {
         // also asked whether the token's session still exists.
         caps.revocation_checked = self.config.check_session;
         caps.external_tokens = false;
+        caps.sign_out_others = true;
         caps
     }
 
@@ -547,6 +570,10 @@ impl Auth for SupabaseAuth {
 
     async fn sign_out_everywhere(&self, principal: &Principal) -> AuthResult<()> {
         self.logout(principal, "global", Op::SignOut).await
+    }
+
+    async fn sign_out_others(&self, principal: &Principal) -> AuthResult<()> {
+        self.logout(principal, "others", Op::SignOutOthers).await
     }
 
     async fn get_user(&self, principal: &Principal) -> AuthResult<User> {

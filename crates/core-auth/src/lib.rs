@@ -108,6 +108,24 @@ pub trait Auth: Send + Sync + 'static {
         .with_operation("auth.update_user"))
     }
 
+    /// Revokes every session of the principal's user except the
+    /// principal's own (GoTrue's `POST /logout?scope=others`): the other
+    /// sessions' refresh tokens stop working (and, where
+    /// [`AuthCapabilities::revocation_checked`], their access tokens stop
+    /// validating), while the principal's session stays valid and
+    /// refreshable. Sessions of other users are untouched.
+    /// Requires [`AuthCapabilities::sign_out_others`].
+    ///
+    /// The default is [`ErrorKind::Unsupported`] and changes nothing.
+    async fn sign_out_others(&self, principal: &Principal) -> AuthResult<()> {
+        let _ = principal;
+        Err(Error::unsupported(format!(
+            "auth provider {} cannot end a user's other sessions while keeping the current one",
+            self.info().name
+        ))
+        .with_operation("auth.sign_out_others"))
+    }
+
     /// The provider's public signing keys as a JWKS document
     /// (`{"keys": [...]}`), what `/.well-known/jwks.json` serves. The
     /// default, and every provider signing with a shared secret, has none.

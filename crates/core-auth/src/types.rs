@@ -225,6 +225,9 @@ pub struct AuthCapabilities {
     pub external_tokens: bool,
     /// Revoked sessions stop validating before their tokens expire.
     pub revocation_checked: bool,
+    /// `sign_out_others`: every session of a user but the current one
+    /// can be revoked.
+    pub sign_out_others: bool,
     /// Tables the provider keeps in the application's database (users,
     /// sessions, refresh-token hashes). They hold credentials: other layers
     /// must never expose them (realtime-ws refuses to publish them).
@@ -240,6 +243,7 @@ impl AuthCapabilities {
             refresh: false,
             external_tokens: false,
             revocation_checked: false,
+            sign_out_others: false,
             private_tables: Vec::new(),
         }
     }

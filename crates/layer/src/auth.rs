@@ -40,6 +40,9 @@ pub trait AuthLayer: Send + Sync + 'static {
     async fn sign_out_everywhere(&self, next: &dyn Auth, principal: &Principal) -> Result<()> {
         next.sign_out_everywhere(principal).await
     }
+    async fn sign_out_others(&self, next: &dyn Auth, principal: &Principal) -> Result<()> {
+        next.sign_out_others(principal).await
+    }
     async fn get_user(&self, next: &dyn Auth, principal: &Principal) -> Result<User> {
         next.get_user(principal).await
     }
@@ -125,6 +128,9 @@ impl<L: AuthLayer + ?Sized> Auth for LayeredAuth<L> {
             .sign_out_everywhere(&*self.inner, principal)
             .await
     }
+    async fn sign_out_others(&self, principal: &Principal) -> Result<()> {
+        self.layer.sign_out_others(&*self.inner, principal).await
+    }
     async fn get_user(&self, principal: &Principal) -> Result<User> {
         self.layer.get_user(&*self.inner, principal).await
     }
@@ -201,6 +207,14 @@ impl<A: Around + ?Sized> AuthLayer for Generic<A> {
         let op = op(next, "sign_out_everywhere", Access::Write, true);
         through(&*self.0, op, (), copy_unit, |()| {
             next.sign_out_everywhere(principal)
+        })
+        .await
+    }
+    async fn sign_out_others(&self, next: &dyn Auth, principal: &Principal) -> Result<()> {
+        // Ending the same other sessions again changes nothing more.
+        let op = op(next, "sign_out_others", Access::Write, true);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.sign_out_others(principal)
         })
         .await
     }

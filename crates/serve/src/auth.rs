@@ -616,11 +616,9 @@ async fn put_user(
 
 /// `POST /logout?scope=global|local|others` (204).
 ///
-/// `local` ends this session, `global` every session of the user. `others`
-/// (every session but this one) is refused with 422 `not_supported`: the
-/// interface can end one session or all of them, and ending all and then
-/// keeping this one is impossible (a revoked session stays revoked), while
-/// answering 204 having ended none, or all, would misreport what happened.
+/// `local` ends this session, `global` every session of the user, `others`
+/// every session of the user but this one (a provider that cannot is
+/// answered as `Unsupported` errors are, in GoTrue's error shape).
 async fn logout(
     State(state): State<Arc<ServeState>>,
     Query(query): Query<HashMap<String, String>>,
@@ -629,21 +627,16 @@ async fn logout(
     let result = async {
         let principal = require_user(&state, &headers).await?;
         let scope = query.get("scope").map(String::as_str).unwrap_or("global");
-        if !matches!(scope, "global" | "local" | "others") {
-            return Err(ApiError::validation(
-                "Parameter scope must be one of global, local, others",
-            ));
-        }
-        let done =
-            match scope {
-                "local" => state.auth.sign_out(&principal).await,
-                "global" => state.auth.sign_out_everywhere(&principal).await,
-                _ => return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "not_supported",
-                    "scope=others is not supported by this server: use scope=local or scope=global",
-                )),
-            };
+        let done = match scope {
+            "local" => state.auth.sign_out(&principal).await,
+            "global" => state.auth.sign_out_everywhere(&principal).await,
+            "others" => state.auth.sign_out_others(&principal).await,
+            _ => {
+                return Err(ApiError::validation(
+                    "Parameter scope must be one of global, local, others",
+                ))
+            }
+        };
         done.map_err(|e| ApiError::from_provider(&e))?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }

@@ -609,8 +609,6 @@ async fn logout_local_and_global() {
             .bearer_auth(t);
         async move { req.send().await.unwrap() }
     };
-    let res = logout(tok(&a), "others").await;
-    assert_legacy_error(res, StatusCode::UNPROCESSABLE_ENTITY, "not_supported").await;
     let res = logout(tok(&a), "nonsense").await;
     assert_legacy_error(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     assert_eq!(user_status(tok(&a)).await, StatusCode::OK);
@@ -647,6 +645,126 @@ async fn logout_local_and_global() {
         env.sign_in("ada@example.com", PASSWORD).await.status(),
         StatusCode::OK
     );
+}
+
+/// `POST /logout?scope=others` with `token`.
+async fn logout_others(env: &Env, token: &str) -> Response {
+    env.req(reqwest::Method::POST, "/logout?scope=others")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn logout_others_keeps_this_session_and_ends_the_rest() {
+    let env = start().await;
+    let a = env.session("ada@example.com").await;
+    let env = &env;
+    let signed_in = |email: &'static str| async move {
+        let res = env.sign_in(email, PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json::<Value>().await.unwrap()
+    };
+    let b = signed_in("ada@example.com").await;
+    let c = signed_in("ada@example.com").await;
+    let bob = env.session("bob@example.com").await;
+    let tok = |s: &Value| s["access_token"].as_str().unwrap().to_string();
+    let refresh_token = |s: &Value| s["refresh_token"].as_str().unwrap().to_string();
+    let user_status = |t: String| {
+        let req = env.user_req(reqwest::Method::GET, &t);
+        async move { req.send().await.unwrap().status() }
+    };
+
+    let res = logout_others(env, &tok(&b)).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(res.bytes().await.unwrap().is_empty());
+    // This session stays: its token works and its refresh token rotates.
+    assert_eq!(user_status(tok(&b)).await, StatusCode::OK);
+    let res = env.refresh(&refresh_token(&b)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let b2: Value = res.json().await.unwrap();
+    assert_eq!(user_status(tok(&b2)).await, StatusCode::OK);
+    // The user's other sessions are ended (auth-jwt checks revocation by
+    // default), their refresh tokens too.
+    for other in [&a, &c] {
+        let res = env
+            .user_req(reqwest::Method::GET, &tok(other))
+            .send()
+            .await
+            .unwrap();
+        assert_legacy_error(res, StatusCode::FORBIDDEN, "session_not_found").await;
+        let res = env.refresh(&refresh_token(other)).await;
+        assert_legacy_error(res, StatusCode::BAD_REQUEST, "refresh_token_not_found").await;
+    }
+    // Another user's session is untouched.
+    assert_eq!(user_status(tok(&bob)).await, StatusCode::OK);
+    let res = env.refresh(&refresh_token(&bob)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Again, with no other session left: still 204, this session still on.
+    let res = logout_others(env, &tok(&b2)).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(user_status(tok(&b2)).await, StatusCode::OK);
+    // An ended session cannot end the others.
+    let res = logout_others(env, &tok(&a)).await;
+    assert_legacy_error(res, StatusCode::FORBIDDEN, "session_not_found").await;
+    // Without a user token: refused like the other scopes.
+    let res = env
+        .req(reqwest::Method::POST, "/logout?scope=others")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// An auth layer that takes `sign_out_others` away, as a provider without
+/// it would be.
+struct NoSignOutOthers;
+
+#[async_trait::async_trait]
+impl truststream_layer::AuthLayer for NoSignOutOthers {
+    fn capabilities(&self, next: &dyn Auth) -> truststream_core_auth::AuthCapabilities {
+        let mut caps = next.capabilities();
+        caps.sign_out_others = false;
+        caps
+    }
+    async fn sign_out_others(
+        &self,
+        _next: &dyn Auth,
+        _principal: &truststream_core_auth::Principal,
+    ) -> truststream_core::Result<()> {
+        Err(truststream_core::Error::unsupported(
+            "test: no sign_out_others",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn logout_others_on_a_provider_without_it_is_not_supported() {
+    let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    let auth: Arc<dyn Auth> = Arc::new(truststream_layer::LayeredAuth::new(
+        jwt_auth(db.clone()).await,
+        Arc::new(NoSignOutOthers),
+    ));
+    let env = start_with_auth(db, auth, ServeConfig::default(), None).await;
+    let a = env.session("ada@example.com").await;
+    let b: Value = env
+        .sign_in("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = logout_others(&env, a["access_token"].as_str().unwrap()).await;
+    assert_legacy_error(res, StatusCode::UNPROCESSABLE_ENTITY, "not_supported").await;
+    // Nothing was ended.
+    for s in [&a, &b] {
+        let res = env
+            .user_req(reqwest::Method::GET, s["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }
 
 #[tokio::test]
@@ -832,7 +950,7 @@ impl truststream_layer::Around for Recorder {
 }
 
 #[tokio::test]
-async fn update_user_passes_through_layers() {
+async fn update_user_and_logout_others_pass_through_layers() {
     use truststream_layer::{Access, Generic, LayeredAuth};
     let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
     let recorder = Arc::new(Recorder::default());
@@ -851,10 +969,13 @@ async fn update_user_passes_through_layers() {
     assert_eq!(res.status(), StatusCode::OK);
     let u: Value = res.json().await.unwrap();
     assert_eq!(u["user_metadata"], json!({"name": "Ada"}));
+    let res = logout_others(&env, s["access_token"].as_str().unwrap()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let seen = recorder.0.lock().unwrap().clone();
-    assert!(
-        seen.iter()
-            .any(|(m, a)| m == "update_user" && *a == Access::Write),
-        "{seen:?}"
-    );
+    for method in ["update_user", "sign_out_others"] {
+        assert!(
+            seen.iter().any(|(m, a)| m == method && *a == Access::Write),
+            "{method}: {seen:?}"
+        );
+    }
 }
