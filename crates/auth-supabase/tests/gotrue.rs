@@ -265,9 +265,9 @@ async fn a_misconfigured_provider_says_what_is_wrong() {
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
     assert!(e.to_string().contains("check jwt_secret"), "{e}");
 
-    // The wrong issuer.
+    // The wrong issuer (the one serve used before it issued GoTrue's).
     let mut cfg = gw.config();
-    cfg.issuer = None;
+    cfg.issuer = Some("truststream".into());
     let e = SupabaseAuth::new(cfg)
         .unwrap()
         .sign_in(SignIn::new(&email, PASSWORD))

@@ -12,8 +12,6 @@ use truststream_serve::{ApiKeys, Providers, Running, ServeConfig, Server};
 
 /// The HS256 secret serve's auth-jwt signs with.
 pub const SECRET: &str = "auth-supabase test secret, at least 32 bytes";
-/// The `iss` serve's auth-jwt puts in its tokens.
-pub const ISSUER: &str = "http://truststream.test/auth/v1";
 /// serve's refresh-token reuse interval.
 pub const REUSE_INTERVAL_MS: u64 = 1_000;
 /// The role new users get and what it grants (the conformance suite's).
@@ -42,7 +40,14 @@ impl Gateway {
 
     async fn start_with(mut cfg: JwtAuthConfig) -> Gateway {
         let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
-        cfg.issuer = ISSUER.into();
+        // GoTrue's `iss`, `<url>/auth/v1`, as `truststream serve` gives a
+        // jwt provider without an issuer: the port is picked first so the
+        // URL is known before the provider is made.
+        let bind = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        cfg.issuer = format!("http://{bind}/auth/v1");
         cfg.argon2 = Argon2Cost::minimal();
         cfg.refresh_reuse_interval_ms = REUSE_INTERVAL_MS;
         cfg.default_roles = vec![MEMBER_ROLE.into()];
@@ -54,7 +59,7 @@ impl Gateway {
             metrics: None,
         };
         let config = ServeConfig {
-            bind: "127.0.0.1:0".into(),
+            bind: bind.to_string(),
             ..ServeConfig::default()
         };
         let server = Server::bind(providers, ApiKeys::generate(), config)
@@ -65,13 +70,12 @@ impl Gateway {
     }
 
     /// auth-supabase's settings for this server (as the runtime passes
-    /// them).
+    /// them): the issuer is the default, `<url>/auth/v1`.
     pub fn settings(&self) -> serde_json::Value {
         serde_json::json!({
             "url": self.server.url,
             "anon_key": self.server.keys.anon(),
             "jwt_secret": SECRET,
-            "issuer": ISSUER,
             "request_timeout_ms": 20_000,
             "roles": { MEMBER_ROLE: truststream_conformance::auth::MEMBER_PERMISSIONS },
         })
