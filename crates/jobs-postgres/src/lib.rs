@@ -1,0 +1,739 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod row;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder, Row as _, Transaction};
+use tokio::sync::Notify;
+use truststream_core::{Error, ErrorKind, Health, ProviderInfo, Secret};
+use truststream_core_db::{ident, Operation};
+use truststream_core_jobs::lifecycle::{self, Start};
+use truststream_core_jobs::{
+    ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
+    JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
+    StateCount,
+};
+
+use error::map;
+use row::{decode, Stored, COLUMNS};
+
+/// The type name the provider registers under.
+pub const TYPE_NAME: &str = "postgres";
+
+/// The default jobs table (the same as jobs-db's).
+pub const DEFAULT_TABLE: &str = "truststream_jobs";
+
+/// Rows one `purge_finished` statement deletes.
+const PURGE_BATCH: i64 = 1000;
+
+/// Rows one insert statement carries (22 parameters each, under
+/// PostgreSQL's 65,535).
+const INSERT_BATCH: usize = 1000;
+
+/// Configuration of the PostgreSQL jobs provider.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgJobsConfig {
+    /// Connection URL (`postgres://user:password@host:port/database`). A
+    /// secret: never printed. Default `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: Secret,
+    /// The schema the jobs table lives in (created when missing). `None`:
+    /// the connection's default (`public`). Use the schema of the
+    /// db-postgres database that runs transactional enqueues.
+    pub schema: Option<String>,
+    /// The jobs table (default `truststream_jobs`).
+    pub table: String,
+    /// Create the table, its indexes and its wake-up trigger when missing
+    /// (default true); when false they must exist.
+    pub create_table: bool,
+    /// Largest number of pooled connections (default 10; one more is held
+    /// by the `LISTEN` connection).
+    pub max_connections: u32,
+    /// How long a call waits for a connection before failing with
+    /// `Unavailable` (default 5000 ms).
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PgJobsConfig {
+    fn default() -> Self {
+        PgJobsConfig {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/postgres"),
+            schema: None,
+            table: DEFAULT_TABLE.to_string(),
+            create_table: true,
+            max_connections: 10,
+            acquire_timeout_ms: 5000,
+        }
+    }
+}
+
+impl PgJobsConfig {
+    /// The default configuration for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgJobsConfig {
+            url: Secret::new(url.into()),
+            ..PgJobsConfig::default()
+        }
+    }
+
+    /// Sets the schema.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+}
+
+/// Jobs in a PostgreSQL table, claimed with `FOR UPDATE SKIP LOCKED`,
+/// idle workers woken by `LISTEN/NOTIFY`. See the crate docs.
+pub struct PgJobs {
+    pool: PgPool,
+    /// Quoted and qualified, for this provider's statements.
+    qt: String,
+    /// Bare, for `enqueue_operation` (resolved by the database's schema).
+    table: String,
+    wake: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PgJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJobs").field("table", &self.qt).finish()
+    }
+}
+
+impl Drop for PgJobs {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Wakes every idle waiter, and leaves one wake-up for a worker between an
+/// empty claim and its wait (so that one is not lost).
+fn wake(notify: &Notify) {
+    notify.notify_waiters();
+    notify.notify_one();
+}
+
+/// The NOTIFY channel of a table: one per schema and table, cut to 63
+/// bytes (identifiers are ASCII once validated).
+fn channel(schema: Option<&str>, table: &str) -> String {
+    let mut c = format!("tsjobs_{}_{table}", schema.unwrap_or("public"));
+    c.truncate(63);
+    c
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgJobs {
+    /// Connects, creates the schema, table, indexes and wake-up trigger when
+    /// missing (and `config.create_table`), and starts listening for new
+    /// jobs.
+    pub async fn open(config: PgJobsConfig) -> JobsResult<Self> {
+        ident::validate(&config.table)?;
+        if let Some(s) = &config.schema {
+            ident::validate(s)?;
+        }
+        let options: PgConnectOptions = config.url.expose().parse().map_err(|e| {
+            Error::invalid_input("invalid PostgreSQL URL for the jobs provider").with_source(e)
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            .connect_lazy_with(options);
+        let qt = match &config.schema {
+            Some(s) => format!("{}.{}", ident::quote(s), ident::quote(&config.table)),
+            None => ident::quote(&config.table),
+        };
+        let channel = channel(config.schema.as_deref(), &config.table);
+        if config.create_table {
+            Self::create(&pool, &config, &qt, &channel).await?;
+        } else {
+            sqlx::query(&format!("SELECT id FROM {qt} LIMIT 1"))
+                .execute(&pool)
+                .await
+                .map_err(|e| {
+                    let e = map(e);
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "the jobs table {} cannot be read; create it or enable create_table",
+                            config.table
+                        ),
+                    )
+                    .with_source(e)
+                })?;
+        }
+        let wake = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(&pool).await.map_err(map)?;
+        listener.listen(&channel).await.map_err(map)?;
+        let listener = tokio::spawn(Self::listen(listener, wake.clone()));
+        Ok(PgJobs {
+            pool,
+            qt,
+            table: config.table,
+            wake,
+            listener,
+        })
+    }
+
+    /// The DDL, under a transaction-scoped advisory lock so processes
+    /// starting together do not race on the catalog.
+    async fn create(
+        pool: &PgPool,
+        config: &PgJobsConfig,
+        qt: &str,
+        channel: &str,
+    ) -> JobsResult<()> {
+        let func = match &config.schema {
+            Some(s) => format!("{}.truststream_jobs_notify", ident::quote(s)),
+            None => "truststream_jobs_notify".to_string(),
+        };
+        let trigger = row::index_name(&config.table, "notify");
+        let mut tx = pool.begin().await.map_err(map)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("truststream-jobs-ddl {qt}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        if let Some(s) = &config.schema {
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident::quote(s)))
+                .execute(&mut *tx)
+                .await
+                .map_err(map)?;
+        }
+        for statement in row::ddl(qt, &config.table, &func) {
+            sqlx::query(&statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(map)?;
+        }
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)",
+        )
+        .bind(qt)
+        .bind(&trigger)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map)?;
+        if !exists {
+            // Inserted jobs and jobs queued again (retried, released) wake
+            // listeners; PostgreSQL folds a transaction's identical
+            // notifications into one.
+            sqlx::query(&format!(
+                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OF state ON {qt} FOR EACH ROW \
+                 WHEN (NEW.state = 'queued') EXECUTE FUNCTION {func}('{channel}')",
+                ident::quote(&trigger)
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        }
+        tx.commit().await.map_err(map)
+    }
+
+    /// Wakes waiting workers on every notification. A lost connection is
+    /// re-established (and re-`LISTEN`ed) by the listener; notifications
+    /// sent meanwhile are lost, so every reconnect wakes the workers too.
+    async fn listen(mut listener: PgListener, wake: Arc<Notify>) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => self::wake(&wake),
+                Ok(None) => self::wake(&wake),
+                Err(e) => {
+                    tracing::warn!(error = %e, "jobs-postgres: LISTEN connection failed; retrying");
+                    self::wake(&wake);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The bare jobs table name (as `enqueue_operation` names it).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Loads one job and locks its row until the transaction ends.
+    async fn lock(
+        tx: &mut Transaction<'_, Postgres>,
+        qt: &str,
+        id: JobId,
+    ) -> JobsResult<Option<Stored>> {
+        let r = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {qt} WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map)?;
+        r.as_ref().map(decode).transpose()
+    }
+
+    /// Writes the changeable columns of `job` back, with lease `token`.
+    async fn write(
+        tx: &mut Transaction<'_, Postgres>,
+        qt: &str,
+        job: &Job,
+        token: Option<&str>,
+    ) -> JobsResult<()> {
+        sqlx::query(&format!(
+            "UPDATE {qt} SET state = $2, run_at = $3, attempts = $4, unique_slot = $5, \
+             worker_id = $6, lease_token = $7, lease_expires_at = $8, started_at = $9, \
+             last_error = $10, history = $11, updated_at = $12, finished_at = $13, \
+             version = version + 1 WHERE id = $1"
+        ))
+        .bind(job.id.0)
+        .bind(job.state.as_str())
+        .bind(job.run_at)
+        .bind(i64::from(job.attempts))
+        .bind(row::slot(job))
+        .bind(job.worker_id.as_deref())
+        .bind(token)
+        .bind(job.lease_expires_at)
+        .bind(job.started_at)
+        .bind(job.last_error.as_deref())
+        .bind(row::history(job))
+        .bind(job.updated_at)
+        .bind(job.finished_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?;
+        Ok(())
+    }
+
+    /// Applies `change` to the running job `lease` holds, its row locked.
+    async fn with_lease<T>(
+        &self,
+        lease: &Lease,
+        operation: &'static str,
+        change: impl FnOnce(&mut Job, DateTime<Utc>) -> T,
+    ) -> JobsResult<T> {
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        let Some(mut s) = Self::lock(&mut tx, &self.qt, lease.job_id).await? else {
+            return Err(lifecycle::not_found(&lease.job_id, operation));
+        };
+        if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str()) {
+            return Err(lifecycle::lease_lost(&lease.job_id, operation));
+        }
+        let out = change(&mut s.job, lifecycle::now());
+        let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
+        Self::write(&mut tx, &self.qt, &s.job, token).await?;
+        tx.commit().await.map_err(map)?;
+        Ok(out)
+    }
+
+    /// Applies a state change that needs no lease (cancel, retry-dead).
+    async fn change(
+        &self,
+        id: JobId,
+        operation: &'static str,
+        change: impl FnOnce(&mut Job, DateTime<Utc>) -> JobsResult<()>,
+    ) -> JobsResult<Job> {
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        let Some(mut s) = Self::lock(&mut tx, &self.qt, id).await? else {
+            return Err(lifecycle::not_found(&id, operation));
+        };
+        change(&mut s.job, lifecycle::now())?;
+        match Self::write(&mut tx, &self.qt, &s.job, None).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                return Err(Error::conflict(format!(
+                    "job {id} cannot be queued again: another queued or running job holds its unique key"
+                ))
+                .with_operation(operation)
+                .with_source(e))
+            }
+            Err(e) => return Err(e),
+        }
+        tx.commit().await.map_err(map)?;
+        Ok(s.job)
+    }
+
+    /// Inserts jobs in one statement (all or none).
+    async fn insert<'a, E>(&self, executor: E, jobs: &[Job], on_conflict: &str) -> JobsResult<u64>
+    where
+        E: sqlx::Executor<'a, Database = Postgres>,
+    {
+        let mut qb = QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({COLUMNS}) ", self.qt));
+        qb.push_values(jobs, |mut b, j| {
+            b.push_bind(j.id.0)
+                .push_bind(j.job_type.clone())
+                .push_bind(j.payload.clone())
+                .push_bind(j.state.as_str())
+                .push_bind(i64::from(j.priority))
+                .push_bind(j.run_at)
+                .push_bind(i64::from(j.attempts))
+                .push_bind(i64::from(j.max_attempts))
+                .push_bind(row::backoff(j))
+                .push_bind(row::timeout_ms(j))
+                .push_bind(j.unique_key.clone())
+                .push_bind(row::slot(j))
+                .push_bind(j.worker_id.clone())
+                .push_bind(None::<String>)
+                .push_bind(j.lease_expires_at)
+                .push_bind(j.started_at)
+                .push_bind(j.last_error.clone())
+                .push_bind(row::history(j))
+                .push_bind(j.created_at)
+                .push_bind(j.updated_at)
+                .push_bind(j.finished_at)
+                .push_bind(0_i64);
+        });
+        qb.push(on_conflict);
+        let done = qb.build().execute(executor).await.map_err(map)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_one(&self, job: NewJob) -> JobsResult<Enqueued> {
+        let id = job.id;
+        let Some(key) = job.unique_key.clone() else {
+            self.insert(&self.pool, &[job.into_job(lifecycle::now())], "")
+                .await
+                .map_err(|e| id_taken(e, id))?;
+            return Ok(Enqueued::Created(id));
+        };
+        let job = job.into_job(lifecycle::now());
+        // A key held by a job that finishes between the insert and the
+        // look-up is free again: try a few times.
+        for _ in 0..4 {
+            let n = self
+                .insert(
+                    &self.pool,
+                    std::slice::from_ref(&job),
+                    " ON CONFLICT (unique_slot) DO NOTHING",
+                )
+                .await
+                .map_err(|e| id_taken(e, id))?;
+            if n == 1 {
+                return Ok(Enqueued::Created(id));
+            }
+            let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
+                "SELECT id FROM {} WHERE unique_slot = $1",
+                self.qt
+            ))
+            .bind(&key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map)?;
+            if let Some(h) = holder {
+                return Ok(Enqueued::Duplicate(JobId(h)));
+            }
+        }
+        Err(
+            Error::conflict("the unique key kept changing hands; try again")
+                .with_operation("jobs.enqueue"),
+        )
+    }
+}
+
+fn id_taken(e: Error, id: JobId) -> Error {
+    if e.kind() == ErrorKind::Conflict {
+        Error::conflict(format!("a job with id {id} exists"))
+            .with_operation("jobs.enqueue")
+            .with_source(e)
+    } else {
+        e
+    }
+}
+
+#[async_trait]
+impl Jobs for PgJobs {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn capabilities(&self) -> JobsCapabilities {
+        let mut c = JobsCapabilities::none();
+        c.transactional_enqueue = true;
+        c.unique_keys = true;
+        c.shared = true;
+        c.durable = true;
+        c.local_wakeups = true;
+        c.cross_process_wakeups = true;
+        c
+    }
+
+    async fn health(&self) -> Health {
+        let start = Instant::now();
+        match sqlx::query(&format!("SELECT id FROM {} LIMIT 1", self.qt))
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => Health::healthy(start.elapsed()),
+            Err(e) => Health::unhealthy(start.elapsed(), map(e).to_string()),
+        }
+    }
+
+    async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
+        job.validate()?;
+        let out = self.insert_one(job).await?;
+        wake(&self.wake);
+        Ok(out)
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> JobsResult<Vec<Enqueued>> {
+        for j in &jobs {
+            j.validate()?;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = if jobs.iter().all(|j| j.unique_key.is_none()) {
+            let now = lifecycle::now();
+            let out: Vec<Enqueued> = jobs.iter().map(|j| Enqueued::Created(j.id)).collect();
+            let jobs: Vec<Job> = jobs.into_iter().map(|j| j.into_job(now)).collect();
+            let mut tx = self.pool.begin().await.map_err(map)?;
+            for chunk in jobs.chunks(INSERT_BATCH) {
+                self.insert(&mut *tx, chunk, "").await.map_err(|e| {
+                    if e.kind() == ErrorKind::Conflict {
+                        Error::conflict("a job id in the batch exists already; nothing was stored")
+                            .with_operation("jobs.enqueue_many")
+                            .with_source(e)
+                    } else {
+                        e
+                    }
+                })?;
+            }
+            tx.commit().await.map_err(map)?;
+            out
+        } else {
+            let mut out = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                out.push(self.insert_one(j).await?);
+            }
+            out
+        };
+        wake(&self.wake);
+        Ok(out)
+    }
+
+    fn enqueue_operation(&self, job: &NewJob) -> JobsResult<EnqueueOperation> {
+        job.validate()?;
+        Ok(EnqueueOperation {
+            id: job.id,
+            operation: Operation::Create {
+                table: self.table.clone(),
+                data: row::to_db_row(&job.clone().into_job(lifecycle::now())),
+            },
+        })
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> JobsResult<Vec<ClaimedJob>> {
+        request.validate()?;
+        let now = lifecycle::now();
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        // Claimable rows in claim order; rows another claimer holds locked
+        // are skipped, not waited for.
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {qt} \
+             WHERE state IN ('queued', 'running') AND job_type = ANY($1) \
+               AND ((state = 'queued' AND run_at <= $2) \
+                 OR (state = 'running' AND lease_expires_at <= $2)) \
+             ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            qt = self.qt
+        ))
+        .bind(&request.job_types)
+        .bind(now)
+        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut s = decode(r)?;
+            let token = lifecycle::new_token();
+            let started = s.job.start(now, request.lease, &request.worker_id);
+            let token_ref = (started == Start::Started).then_some(token.as_str());
+            Self::write(&mut tx, &self.qt, &s.job, token_ref).await?;
+            if started == Start::Started {
+                let expires_at = s.job.lease_expires_at.unwrap_or(now);
+                out.push(ClaimedJob {
+                    lease: Lease {
+                        job_id: s.job.id,
+                        token,
+                        expires_at,
+                    },
+                    job: s.job,
+                });
+            }
+        }
+        tx.commit().await.map_err(map)?;
+        Ok(out)
+    }
+
+    async fn extend_lease(&self, lease: &Lease, by: Duration) -> JobsResult<DateTime<Utc>> {
+        self.with_lease(lease, "jobs.extend_lease", |job, now| job.extend(now, by))
+            .await
+    }
+
+    async fn complete(&self, lease: &Lease) -> JobsResult<()> {
+        self.with_lease(lease, "jobs.complete", |job, now| job.complete(now))
+            .await
+    }
+
+    async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
+        let random = rand::random::<f64>();
+        let out = self
+            .with_lease(lease, "jobs.fail", |job, now| job.fail(now, error, random))
+            .await?;
+        wake(&self.wake);
+        Ok(out)
+    }
+
+    async fn release(&self, lease: &Lease) -> JobsResult<()> {
+        self.with_lease(lease, "jobs.release", |job, now| job.release(now))
+            .await?;
+        wake(&self.wake);
+        Ok(())
+    }
+
+    async fn cancel(&self, id: JobId) -> JobsResult<Job> {
+        self.change(id, "jobs.cancel", |job, now| job.cancel(now))
+            .await
+    }
+
+    async fn retry_dead(&self, id: JobId) -> JobsResult<Job> {
+        let job = self
+            .change(id, "jobs.retry_dead", |job, now| job.requeue_dead(now))
+            .await?;
+        wake(&self.wake);
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> JobsResult<Option<Job>> {
+        let r = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = $1", self.qt))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map)?;
+        Ok(r.as_ref().map(decode).transpose()?.map(|s| s.job))
+    }
+
+    async fn list(&self, query: &JobQuery) -> JobsResult<Vec<Job>> {
+        query.validate()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {} \
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR job_type = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+            self.qt
+        ))
+        .bind(query.state.map(JobState::as_str))
+        .bind(query.job_type.as_deref())
+        .bind(i64::from(query.effective_limit()?))
+        .bind(i64_of(query.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?;
+        rows.iter().map(|r| decode(r).map(|s| s.job)).collect()
+    }
+
+    async fn stats(&self) -> JobsResult<JobStats> {
+        let now = lifecycle::now();
+        let rows = sqlx::query(&format!(
+            "SELECT job_type, state, count(*) AS n FROM {} GROUP BY job_type, state \
+             ORDER BY job_type, state",
+            self.qt
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let state: String = r.try_get("state").map_err(map)?;
+            counts.push(StateCount {
+                job_type: r.try_get("job_type").map_err(map)?,
+                state: state.parse().map_err(|_| {
+                    Error::internal(format!("the jobs table holds an unknown state {state:?}"))
+                })?,
+                count: u64::try_from(r.try_get::<i64, _>("n").map_err(map)?).unwrap_or(0),
+            });
+        }
+        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
+            "SELECT min(run_at) FROM {} WHERE state = 'queued' AND run_at <= $1",
+            self.qt
+        ))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map)?;
+        Ok(JobStats {
+            counts,
+            oldest_queued_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+        })
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> JobsResult<u64> {
+        // In batches, so a large purge holds no long lock and bloats no
+        // single transaction.
+        let statement = format!(
+            "DELETE FROM {qt} WHERE id IN (SELECT id FROM {qt} \
+             WHERE state IN ('completed', 'cancelled') AND finished_at < $1 LIMIT $2)",
+            qt = self.qt
+        );
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(&statement)
+                .bind(before)
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+                .await
+                .map_err(map)?
+                .rows_affected();
+            total += n;
+            if n < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn wait_for_work(&self, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.wake.notified()).await;
+    }
+}
+
+/// Registers the provider as `"postgres"`. It connects with its own
+/// `url` (the registry's database dependency is not used); give it the
+/// `schema` of the db-postgres database that runs transactional enqueues.
+pub fn register(reg: &mut JobsRegistry) {
+    reg.register(TYPE_NAME, |cfg, _db| async move {
+        let cfg: PgJobsConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
+        Ok(Arc::new(PgJobs::open(cfg).await?) as Arc<dyn Jobs>)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_and_index_names_fit_identifiers() {
+        let long = "t".repeat(63);
+        assert!(channel(Some(&long), &long).len() <= 63);
+        assert_eq!(channel(None, "jobs"), "tsjobs_public_jobs");
+        assert_eq!(row::index_name(&long, "claim").len(), 63);
+        assert_eq!(row::index_name("jobs", "claim"), "jobs_claim");
+    }
+
+    #[test]
+    fn config_debug_hides_the_url() {
+        let c = PgJobsConfig::new("postgres://u:hunter2@h/db");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The jobs table: its DDL, and jobs to rows and back (sqlx rows for the
+//! provider's own statements, core-db rows for `enqueue_operation`).
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
+use sqlx::Row as _;
+use truststream_core::Error;
+use truststream_core_db::{value::format_timestamp, Row};
+use truststream_core_jobs::{Job, JobId, JobsResult};
+
+/// Every column, in the order [`decode`] reads and inserts write them.
+pub(crate) const COLUMNS: &str = "id, job_type, payload, state, priority, run_at, attempts, \
+     max_attempts, backoff, timeout_ms, unique_key, unique_slot, worker_id, lease_token, \
+     lease_expires_at, started_at, last_error, history, created_at, updated_at, finished_at, \
+     version";
+
+/// The statements that create the table, its indexes and its wake-up
+/// trigger when missing. `qt` is the quoted, qualified table name; `name`
+/// the bare table name (index names are made from it); `func` the quoted,
+/// qualified notify function; `channel` the NOTIFY channel.
+///
+/// The layout is jobs-db's (`truststream_jobs`), so either provider can
+/// read the other's table. `unique_slot` holds the unique key while the job
+/// is queued or running and is NULL otherwise: the unique constraint
+/// (NULLs never collide) de-duplicates live jobs only.
+pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
+    let idx = |suffix: &str| truststream_core_db::ident::quote(&index_name(name, suffix));
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {qt} (
+                id UUID PRIMARY KEY,
+                job_type TEXT NOT NULL,
+                payload JSONB,
+                state TEXT NOT NULL,
+                priority BIGINT NOT NULL,
+                run_at TIMESTAMPTZ NOT NULL,
+                attempts BIGINT NOT NULL,
+                max_attempts BIGINT NOT NULL,
+                backoff JSONB NOT NULL,
+                timeout_ms BIGINT,
+                unique_key TEXT,
+                unique_slot TEXT UNIQUE,
+                worker_id TEXT,
+                lease_token TEXT,
+                lease_expires_at TIMESTAMPTZ,
+                started_at TIMESTAMPTZ,
+                last_error TEXT,
+                history JSONB NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL,
+                finished_at TIMESTAMPTZ,
+                version BIGINT NOT NULL
+            )"
+        ),
+        // The claimable rows only (queued, and running ones whose lease may
+        // expire), in claim order: finished jobs never enter the index.
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {qt} (priority DESC, run_at, id) \
+             WHERE state IN ('queued', 'running')",
+            idx("claim")
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {qt} (finished_at) \
+             WHERE state IN ('completed', 'cancelled')",
+            idx("finished")
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {qt} (created_at, id)",
+            idx("created")
+        ),
+        format!(
+            "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_notify(TG_ARGV[0], ''); RETURN NULL; END $$"
+        ),
+    ]
+}
+
+/// `<table>_<suffix>`, cut to PostgreSQL's 63-byte identifiers.
+pub(crate) fn index_name(table: &str, suffix: &str) -> String {
+    let mut base = table.to_string();
+    let room = 63 - suffix.len() - 1;
+    while base.len() > room {
+        base.pop();
+    }
+    format!("{base}_{suffix}")
+}
+
+fn bad(column: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::internal(format!(
+        "the jobs table holds an unexpected value in column {column}"
+    ))
+    .with_source(e)
+}
+
+fn small(r: &PgRow, c: &str) -> JobsResult<u32> {
+    let v: i64 = r.try_get(c).map_err(|e| bad(c, e))?;
+    u32::try_from(v).map_err(|e| bad(c, e))
+}
+
+/// A job as stored, with its lease token.
+pub(crate) struct Stored {
+    pub(crate) job: Job,
+    pub(crate) token: Option<String>,
+}
+
+/// Reads a row selected with [`COLUMNS`].
+pub(crate) fn decode(r: &PgRow) -> JobsResult<Stored> {
+    fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+        r: &'r PgRow,
+        c: &str,
+    ) -> JobsResult<T> {
+        r.try_get(c).map_err(|e| bad(c, e))
+    }
+    let state: String = get(r, "state")?;
+    let timeout: Option<i64> = get(r, "timeout_ms")?;
+    let job = Job {
+        id: JobId(get(r, "id")?),
+        job_type: get(r, "job_type")?,
+        payload: get::<Option<Value>>(r, "payload")?.unwrap_or(Value::Null),
+        state: state.parse().map_err(|_| {
+            Error::internal(format!("the jobs table holds an unknown state {state:?}"))
+        })?,
+        priority: i32::try_from(get::<i64>(r, "priority")?).map_err(|e| bad("priority", e))?,
+        run_at: get(r, "run_at")?,
+        attempts: small(r, "attempts")?,
+        max_attempts: small(r, "max_attempts")?,
+        backoff: serde_json::from_value(get(r, "backoff")?).map_err(|e| bad("backoff", e))?,
+        timeout: timeout
+            .map(|t| u64::try_from(t).map(std::time::Duration::from_millis))
+            .transpose()
+            .map_err(|e| bad("timeout_ms", e))?,
+        unique_key: get(r, "unique_key")?,
+        worker_id: get(r, "worker_id")?,
+        lease_expires_at: get(r, "lease_expires_at")?,
+        started_at: get(r, "started_at")?,
+        last_error: get(r, "last_error")?,
+        history: serde_json::from_value(get(r, "history")?).map_err(|e| bad("history", e))?,
+        created_at: get(r, "created_at")?,
+        updated_at: get(r, "updated_at")?,
+        finished_at: get(r, "finished_at")?,
+    };
+    Ok(Stored {
+        token: get(r, "lease_token")?,
+        job,
+    })
+}
+
+/// The key column while the job holds its unique key, else NULL.
+pub(crate) fn slot(job: &Job) -> Option<String> {
+    job.unique_key
+        .clone()
+        .filter(|_| job.state.holds_unique_key())
+}
+
+pub(crate) fn timeout_ms(job: &Job) -> Option<i64> {
+    job.timeout
+        .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn backoff(job: &Job) -> Value {
+    serde_json::to_value(job.backoff).unwrap_or(Value::Null)
+}
+
+pub(crate) fn history(job: &Job) -> Value {
+    serde_json::to_value(&job.history).unwrap_or_else(|_| json!([]))
+}
+
+fn time(t: DateTime<Utc>) -> Value {
+    Value::String(format_timestamp(t))
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Value {
+    t.map(time).unwrap_or(Value::Null)
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map(|s| Value::String(s.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// A new job as a core-db row of the jobs table (for
+/// `Operation::Create`): every column, version 0, no lease.
+pub(crate) fn to_db_row(job: &Job) -> Row {
+    let mut r = Row::new();
+    r.insert("id".into(), json!(job.id.to_string()));
+    r.insert("job_type".into(), json!(job.job_type));
+    r.insert("payload".into(), job.payload.clone());
+    r.insert("state".into(), json!(job.state.as_str()));
+    r.insert("priority".into(), json!(job.priority));
+    r.insert("run_at".into(), time(job.run_at));
+    r.insert("attempts".into(), json!(job.attempts));
+    r.insert("max_attempts".into(), json!(job.max_attempts));
+    r.insert("backoff".into(), backoff(job));
+    r.insert(
+        "timeout_ms".into(),
+        timeout_ms(job).map(Value::from).unwrap_or(Value::Null),
+    );
+    r.insert("unique_key".into(), opt_text(job.unique_key.as_deref()));
+    r.insert("unique_slot".into(), opt_text(slot(job).as_deref()));
+    r.insert("worker_id".into(), opt_text(job.worker_id.as_deref()));
+    r.insert("lease_token".into(), Value::Null);
+    r.insert("lease_expires_at".into(), opt_time(job.lease_expires_at));
+    r.insert("started_at".into(), opt_time(job.started_at));
+    r.insert("last_error".into(), opt_text(job.last_error.as_deref()));
+    r.insert("history".into(), history(job));
+    r.insert("created_at".into(), time(job.created_at));
+    r.insert("updated_at".into(), time(job.updated_at));
+    r.insert("finished_at".into(), opt_time(job.finished_at));
+    r.insert("version".into(), json!(0));
+    r
+}
