@@ -196,6 +196,11 @@ pub fn cases() -> Vec<Case<AuthFixture>> {
             sign_out_everywhere
         ),
         case!(
+            "signout.others_keeps_this_session_and_ends_the_rest",
+            ["sign_up", "password_sign_in", "refresh", "sign_out_others"],
+            sign_out_others
+        ),
+        case!(
             "session.get_user_and_session",
             ["sign_up"],
             get_user_and_session
@@ -217,6 +222,11 @@ pub fn cases() -> Vec<Case<AuthFixture>> {
             capability::password_sign_in
         ),
         case!("capability.refresh", [], capability::refresh),
+        case!(
+            "capability.sign_out_others",
+            [],
+            capability::sign_out_others
+        ),
     ]
 }
 
@@ -774,6 +784,68 @@ async fn sign_out_everywhere(fx: AuthFixture) -> CaseResult {
         .map_err(|f| Failure::new(format!("another user's session ended: {}", f.0)))?;
     let s3 = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await?;
     validate(&fx, &s3).await?;
+    Ok(())
+}
+
+/// Sessions A1, A2, A3 of one user and B1 of another; `sign_out_others`
+/// from A1 ends A2 and A3 (refresh tokens, and access tokens where
+/// revocation is checked) and leaves A1 and B1 as they were.
+async fn sign_out_others(fx: AuthFixture) -> CaseResult {
+    let (email, a1, p1) = new_user(&fx).await?;
+    let a2 = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await?;
+    let a3 = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await?;
+    let (_, b1, _) = new_user(&fx).await?;
+    fx.auth.sign_out_others(&p1).await?;
+    for (s, what) in [(&a2, "second"), (&a3, "third")] {
+        expect_refresh_rejected(
+            &fx,
+            s.refresh_token.expose(),
+            &format!("{what} session's refresh after sign_out_others"),
+        )
+        .await?;
+        if fx.auth.capabilities().revocation_checked {
+            expect_token_rejected(
+                &fx,
+                s.access_token.expose(),
+                &format!("{what} session's access token after sign_out_others"),
+            )
+            .await?;
+        }
+    }
+    // This session is untouched: it validates, reads as live, refreshes.
+    let still = validate(&fx, &a1)
+        .await
+        .map_err(|f| Failure::new(format!("sign_out_others ended its own session: {}", f.0)))?;
+    ensure_eq!(still.session_id, p1.session_id, "session id");
+    let info = fx.auth.get_session(&p1).await?;
+    ensure!(
+        info.revoked_at.is_none(),
+        "the session that called sign_out_others reads as revoked"
+    );
+    let a1r = fx
+        .auth
+        .refresh_session(a1.refresh_token.expose())
+        .await
+        .map_err(|e| Failure::new(format!("the remaining session did not refresh: {e}")))?;
+    let p1r = validate(&fx, &a1r).await?;
+    // Another user's session is untouched.
+    validate(&fx, &b1)
+        .await
+        .map_err(|f| Failure::new(format!("another user's session ended: {}", f.0)))?;
+    let b1r = fx
+        .auth
+        .refresh_session(b1.refresh_token.expose())
+        .await
+        .map_err(|e| Failure::new(format!("another user's session did not refresh: {e}")))?;
+    validate(&fx, &b1r).await?;
+    // With no other session left it is still done, and ends nothing more.
+    fx.auth.sign_out_others(&p1r).await?;
+    validate(&fx, &a1r).await.map_err(|f| {
+        Failure::new(format!(
+            "a second sign_out_others ended its own session: {}",
+            f.0
+        ))
+    })?;
     Ok(())
 }
 

@@ -717,26 +717,111 @@ async fn logout_others_keeps_this_session_and_ends_the_rest() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// An auth layer that takes `sign_out_others` away, as a provider without
-/// it would be.
-struct NoSignOutOthers;
+/// What a layer over auth-jwt makes of `sign_out_others`.
+#[derive(Clone, Copy)]
+enum Others {
+    /// Reports it absent and answers `Unsupported`: an honest provider
+    /// without it.
+    Refuse,
+    /// Reports it absent and does it anyway: a lie.
+    ReportAbsentButDo,
+    /// Reports it present and answers `Unsupported`: a lie.
+    ReportPresentButRefuse,
+}
 
 #[async_trait::async_trait]
-impl truststream_layer::AuthLayer for NoSignOutOthers {
+impl truststream_layer::AuthLayer for Others {
     fn capabilities(&self, next: &dyn Auth) -> truststream_core_auth::AuthCapabilities {
         let mut caps = next.capabilities();
-        caps.sign_out_others = false;
+        caps.sign_out_others = matches!(self, Others::ReportPresentButRefuse);
         caps
     }
     async fn sign_out_others(
         &self,
-        _next: &dyn Auth,
-        _principal: &truststream_core_auth::Principal,
+        next: &dyn Auth,
+        principal: &truststream_core_auth::Principal,
     ) -> truststream_core::Result<()> {
-        Err(truststream_core::Error::unsupported(
-            "test: no sign_out_others",
-        ))
+        match self {
+            Others::ReportAbsentButDo => next.sign_out_others(principal).await,
+            Others::Refuse | Others::ReportPresentButRefuse => Err(
+                truststream_core::Error::unsupported("test: no sign_out_others"),
+            ),
+        }
     }
+}
+
+async fn jwt_auth_with(others: Others) -> Arc<dyn Auth> {
+    let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+    Arc::new(truststream_layer::LayeredAuth::new(
+        jwt_auth(db).await,
+        Arc::new(others),
+    ))
+}
+
+/// The auth suite's `sign_out_others` cases over auth-jwt behind `others`:
+/// which failed and which were skipped.
+async fn others_cases(others: Others) -> (Vec<&'static str>, Vec<&'static str>) {
+    use truststream_conformance::{auth, factory, CaseOutcome};
+    let report = auth::run(
+        "jwt+others-layer",
+        factory(move || async move {
+            Ok(auth::AuthFixture {
+                auth: jwt_auth_with(others).await,
+                refresh_reuse_interval: std::time::Duration::ZERO,
+            })
+        }),
+        Some("others"),
+    )
+    .await;
+    report.print_table();
+    assert_eq!(report.cases.len(), 2, "{}", report.summary());
+    let failed = report
+        .cases
+        .iter()
+        .filter(|c| matches!(c.outcome, CaseOutcome::Failed(_)))
+        .map(|c| c.case)
+        .collect();
+    (failed, report.skipped_cases())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sign_out_others_follows_the_capability() {
+    let (failed, skipped) = others_cases(Others::Refuse).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        skipped,
+        ["signout.others_keeps_this_session_and_ends_the_rest"]
+    );
+    for lie in [Others::ReportAbsentButDo, Others::ReportPresentButRefuse] {
+        let (failed, _) = others_cases(lie).await;
+        assert!(failed.contains(&"capability.sign_out_others"), "{failed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_layer_that_overrides_nothing_forwards_sign_out_others() {
+    use truststream_conformance::{auth, factory};
+    struct Nothing;
+    impl truststream_layer::AuthLayer for Nothing {}
+    let report = auth::run(
+        "jwt+empty-layer",
+        factory(|| async {
+            let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
+            let auth: Arc<dyn Auth> = Arc::new(truststream_layer::LayeredAuth::new(
+                jwt_auth(db).await,
+                Arc::new(Nothing),
+            ));
+            Ok(auth::AuthFixture {
+                auth,
+                refresh_reuse_interval: std::time::Duration::ZERO,
+            })
+        }),
+        Some("others"),
+    )
+    .await;
+    report.print_table();
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert_eq!(report.passed(), 2, "{}", report.summary());
 }
 
 #[tokio::test]
@@ -744,7 +829,7 @@ async fn logout_others_on_a_provider_without_it_is_not_supported() {
     let db: Arc<dyn Database> = Arc::new(truststream_db_memory::MemoryDatabase::new());
     let auth: Arc<dyn Auth> = Arc::new(truststream_layer::LayeredAuth::new(
         jwt_auth(db.clone()).await,
-        Arc::new(NoSignOutOthers),
+        Arc::new(Others::Refuse),
     ));
     let env = start_with_auth(db, auth, ServeConfig::default(), None).await;
     let a = env.session("ada@example.com").await;

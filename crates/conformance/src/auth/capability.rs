@@ -8,10 +8,13 @@
 //! tokens validate, and the cases that need them check that.
 
 use truststream_core::ErrorKind;
-use truststream_core_auth::{SignIn, SignUp};
+use truststream_core_auth::{Principal, SignIn, SignUp};
 
-use super::{sign_up, unique_email, validate, AuthFixture, PASSWORD};
-use crate::{ensure, expect_kind, CaseResult};
+use super::{
+    expect_refresh_rejected, expect_token_rejected, sign_up, unique_email, validate, AuthFixture,
+    PASSWORD,
+};
+use crate::{ensure, expect_kind, CaseResult, Failure};
 
 /// `sign_up` creates the user, or is `Unsupported` and creates nobody.
 pub(super) async fn sign_up_flag(fx: AuthFixture) -> CaseResult {
@@ -85,6 +88,82 @@ pub(super) async fn refresh(fx: AuthFixture) -> CaseResult {
     } else {
         expect_kind(r, ErrorKind::Unsupported, "refresh_session without refresh")?;
         validate(&fx, &s).await?;
+    }
+    Ok(())
+}
+
+/// `sign_out_others` ends the user's other sessions and keeps the caller's,
+/// or is `Unsupported` and ends none.
+pub(super) async fn sign_out_others(fx: AuthFixture) -> CaseResult {
+    let caps = fx.auth.capabilities();
+    if !(caps.sign_up && caps.password_sign_in) {
+        if caps.sign_out_others {
+            return Err(Failure::skip(
+                "sign_out_others is reported, but without sign_up and password_sign_in the case cannot open the sessions it would end",
+            ));
+        }
+        // No sessions to open: a made-up principal must still be refused
+        // as unsupported, not as a bad token.
+        let claims = serde_json::json!({
+            "sub": uuid::Uuid::new_v4().to_string(),
+            "session_id": uuid::Uuid::new_v4().to_string(),
+            "exp": chrono::Utc::now().timestamp() + 3600,
+        });
+        let serde_json::Value::Object(claims) = claims else {
+            return Err(Failure::new("claims are an object"));
+        };
+        let p = Principal::from_claims(claims)?;
+        return expect_kind(
+            fx.auth.sign_out_others(&p).await,
+            ErrorKind::Unsupported,
+            "sign_out_others without sign_out_others",
+        );
+    }
+    let email = unique_email();
+    let s1 = sign_up(&fx, &email).await?;
+    let p1 = validate(&fx, &s1).await?;
+    let s2 = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await?;
+    let r = fx.auth.sign_out_others(&p1).await;
+    if caps.sign_out_others {
+        r?;
+        validate(&fx, &s1).await?;
+        if caps.refresh {
+            expect_refresh_rejected(
+                &fx,
+                s2.refresh_token.expose(),
+                "the other session's refresh",
+            )
+            .await?;
+        }
+        if caps.revocation_checked {
+            expect_token_rejected(
+                &fx,
+                s2.access_token.expose(),
+                "the other session's access token",
+            )
+            .await?;
+        }
+    } else {
+        expect_kind(
+            r,
+            ErrorKind::Unsupported,
+            "sign_out_others without sign_out_others",
+        )?;
+        // Nothing was ended.
+        validate(&fx, &s1).await?;
+        validate(&fx, &s2).await?;
+        if caps.refresh {
+            let next = fx
+                .auth
+                .refresh_session(s2.refresh_token.expose())
+                .await
+                .map_err(|e| {
+                    Failure::new(format!(
+                        "a refused sign_out_others ended the other session: {e}"
+                    ))
+                })?;
+            validate(&fx, &next).await?;
+        }
     }
     Ok(())
 }
