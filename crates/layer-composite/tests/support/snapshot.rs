@@ -37,6 +37,12 @@ pub async fn snapshot(storage: &dyn Storage) -> Snapshot {
             let page = storage.list(bucket, &options).await.expect("list");
             for meta in page.objects {
                 let data = storage.download(bucket, &meta.key).await.expect("download");
+                // What a listing carries differs by provider (S3 lists no
+                // content type): the object's own metadata.
+                let meta = storage
+                    .get_metadata(bucket, &meta.key)
+                    .await
+                    .expect("get_metadata");
                 snap.objects.insert(
                     (bucket.clone(), meta.key.clone()),
                     Object {
