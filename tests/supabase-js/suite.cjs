@@ -229,6 +229,18 @@ async function main() {
 
   let revokedAccess;
   await step('auth_sign_out', async () => {
+    // scope 'others': A's other sessions end, this one stays (GoTrue: 204).
+    const other = client(ANON);
+    const o = ok('signIn A in a second client', await other.auth.signInWithPassword({ email: emailA, password }));
+    const ro = await a.auth.signOut({ scope: 'others' });
+    assert.equal(ro.error, null, `signOut others: ${describe(ro.error)}`);
+    assert.ok((await a.auth.getSession()).data.session, 'signOut others keeps this session');
+    ok('getUser after signOut others', await a.auth.getUser());
+    ok('refreshSession after signOut others', await a.auth.refreshSession());
+    refused('refresh of the other session after signOut others', await anon.auth.refreshSession({ refresh_token: o.session.refresh_token }));
+    const oe = refused('getUser with the other session\'s access token', await anon.auth.getUser(o.session.access_token));
+    assert.equal(oe.name, 'AuthSessionMissingError', `${oe.name} code ${oe.code} status ${oe.status} (${oe.message}): the server should answer 403 session_not_found`);
+    ok('getUser B after A signs out others', await b.auth.getUser());
     const refresh = (await a.auth.getSession()).data.session.refresh_token;
     revokedAccess = (await a.auth.getSession()).data.session.access_token;
     const r = await a.auth.signOut();
