@@ -324,8 +324,10 @@ async fn alter_early(shared: &Shared, table: &str) -> Result<usize> {
 }
 
 /// The secondary's copy of a table: the same columns and key, without
-/// unique constraints (the primary enforces them; rows copied in any order
-/// must never conflict on the replica), created if it does not exist.
+/// unique constraints or foreign keys (the primary enforces them; rows
+/// copied in any order — a child before its parent, a parent's delete
+/// before its children's — must never be refused by the replica), created
+/// if it does not exist.
 fn replica_schema(schema: &TableSchema) -> TableSchema {
     let mut s = schema.clone();
     for c in &mut s.columns {
@@ -333,6 +335,7 @@ fn replica_schema(schema: &TableSchema) -> TableSchema {
             c.unique = false;
         }
     }
+    s.foreign_keys.clear();
     s.if_not_exists = true;
     s
 }
@@ -528,4 +531,29 @@ pub(crate) async fn lag(shared: &Shared) -> Result<ReplicationLag> {
     metrics::gauge!("truststream_composite_outbox_entries", &shared.labels).set(entries as f64);
     metrics::gauge!("truststream_composite_lag_seconds", &shared.labels).set(oldest.as_secs_f64());
     Ok(lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use truststream_core_db::ColumnDef;
+
+    #[test]
+    fn the_replica_keeps_columns_and_key_but_no_constraint_the_primary_enforces() {
+        let schema = TableSchema::new("comments")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("post_id"))
+            .column(ColumnDef::text("slug").unique())
+            .references("post_id", "posts", "id");
+        let replica = replica_schema(&schema);
+        assert!(
+            replica.foreign_keys.is_empty(),
+            "{:?}",
+            replica.foreign_keys
+        );
+        assert!(replica.columns.iter().all(|c| c.primary_key || !c.unique));
+        assert_eq!(replica.columns.len(), 3);
+        assert!(replica.columns[0].primary_key);
+        assert!(replica.if_not_exists);
+    }
 }
