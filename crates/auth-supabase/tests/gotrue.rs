@@ -292,6 +292,52 @@ async fn a_misconfigured_provider_says_what_is_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_others_keeps_this_session() {
+    let gw = Gateway::start().await;
+    let auth = gw.client();
+    assert!(auth.capabilities().sign_out_others);
+    let email = unique_email();
+    let a1 = auth.sign_up(SignUp::new(&email, PASSWORD)).await.unwrap();
+    let a2 = auth.sign_in(SignIn::new(&email, PASSWORD)).await.unwrap();
+    let b1 = auth
+        .sign_up(SignUp::new(unique_email(), PASSWORD))
+        .await
+        .unwrap();
+    let p1 = auth.validate_token(a1.access_token.expose()).await.unwrap();
+    let p2 = auth.validate_token(a2.access_token.expose()).await.unwrap();
+    let pb = auth.validate_token(b1.access_token.expose()).await.unwrap();
+    auth.sign_out_others(&p1).await.unwrap();
+
+    // What this instance saw: the other held session of the user ended.
+    assert!(auth.get_session(&p2).await.unwrap().revoked_at.is_some());
+    assert!(auth.get_session(&p1).await.unwrap().revoked_at.is_none());
+    assert!(auth.get_session(&pb).await.unwrap().revoked_at.is_none());
+    // What the server says.
+    assert_eq!(
+        auth.get_user(&p2).await.unwrap_err().kind(),
+        ErrorKind::Unauthenticated
+    );
+    assert_eq!(
+        auth.refresh_session(a2.refresh_token.expose())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Unauthenticated
+    );
+    auth.get_user(&p1).await.unwrap();
+    auth.get_user(&pb).await.unwrap();
+    auth.refresh_session(a1.refresh_token.expose())
+        .await
+        .unwrap();
+    // From the ended session it is an error, not done: the server did
+    // not end anything.
+    let e = auth.sign_out_others(&p2).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert_eq!(e.operation(), Some("auth.sign_out_others"), "{e:?}");
+    gw.server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_session_ends_tokens_at_sign_out() {
     let gw = Gateway::start().await;
     let local = gw.client();
