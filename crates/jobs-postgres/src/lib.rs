@@ -290,25 +290,59 @@ impl PgJobs {
         job: &Job,
         token: Option<&str>,
     ) -> JobsResult<()> {
+        Self::write_many(tx, qt, &[(job, token)]).await
+    }
+
+    /// Writes the changeable columns of many jobs back (with their lease
+    /// tokens) in one statement, and bumps each row's version.
+    async fn write_many(
+        tx: &mut Transaction<'_, Postgres>,
+        qt: &str,
+        jobs: &[(&Job, Option<&str>)],
+    ) -> JobsResult<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let column = |f: &dyn Fn(&Job, Option<&str>) -> Option<String>| -> Vec<Option<String>> {
+            jobs.iter().map(|(j, t)| f(j, *t)).collect()
+        };
+        let time = |f: &dyn Fn(&Job) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+            jobs.iter().map(|(j, _)| f(j)).collect()
+        };
         sqlx::query(&format!(
-            "UPDATE {qt} SET state = $2, run_at = $3, attempts = $4, unique_slot = $5, \
-             worker_id = $6, lease_token = $7, lease_expires_at = $8, started_at = $9, \
-             last_error = $10, history = $11, updated_at = $12, finished_at = $13, \
-             version = version + 1 WHERE id = $1"
+            "UPDATE {qt} AS t SET state = u.state, run_at = u.run_at, attempts = u.attempts, \
+             unique_slot = u.unique_slot, worker_id = u.worker_id, lease_token = u.lease_token, \
+             lease_expires_at = u.lease_expires_at, started_at = u.started_at, \
+             last_error = u.last_error, history = u.history, updated_at = u.updated_at, \
+             finished_at = u.finished_at, version = t.version + 1 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int8[], $5::text[], \
+               $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::text[], \
+               $11::jsonb[], $12::timestamptz[], $13::timestamptz[]) \
+             AS u(id, state, run_at, attempts, unique_slot, worker_id, lease_token, \
+               lease_expires_at, started_at, last_error, history, updated_at, finished_at) \
+             WHERE t.id = u.id"
         ))
-        .bind(job.id.0)
-        .bind(job.state.as_str())
-        .bind(job.run_at)
-        .bind(i64::from(job.attempts))
-        .bind(row::slot(job))
-        .bind(job.worker_id.as_deref())
-        .bind(token)
-        .bind(job.lease_expires_at)
-        .bind(job.started_at)
-        .bind(job.last_error.as_deref())
-        .bind(row::history(job))
-        .bind(job.updated_at)
-        .bind(job.finished_at)
+        .bind(jobs.iter().map(|(j, _)| j.id.0).collect::<Vec<_>>())
+        .bind(column(&|j, _| Some(j.state.as_str().to_string())))
+        .bind(time(&|j| Some(j.run_at)))
+        .bind(
+            jobs.iter()
+                .map(|(j, _)| i64::from(j.attempts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|j, _| row::slot(j)))
+        .bind(column(&|j, _| j.worker_id.clone()))
+        .bind(column(&|_, t| t.map(str::to_string)))
+        .bind(time(&|j| j.lease_expires_at))
+        .bind(time(&|j| j.started_at))
+        .bind(column(&|j, _| j.last_error.clone()))
+        .bind(
+            jobs.iter()
+                .map(|(j, _)| row::history(j))
+                .collect::<Vec<_>>(),
+        )
+        .bind(time(&|j| Some(j.updated_at)))
+        .bind(time(&|j| j.finished_at))
         .execute(&mut **tx)
         .await
         .map_err(map)?;
@@ -323,17 +357,21 @@ impl PgJobs {
         change: impl FnOnce(&mut Job, DateTime<Utc>) -> T,
     ) -> JobsResult<T> {
         let mut tx = self.pool.begin().await.map_err(map)?;
-        let Some(mut s) = Self::lock(&mut tx, &self.qt, lease.job_id).await? else {
-            return Err(lifecycle::not_found(&lease.job_id, operation));
-        };
-        if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str()) {
-            return Err(lifecycle::lease_lost(&lease.job_id, operation));
+        let r = async {
+            let Some(mut s) = Self::lock(&mut tx, &self.qt, lease.job_id).await? else {
+                return Err(lifecycle::not_found(&lease.job_id, operation));
+            };
+            if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str())
+            {
+                return Err(lifecycle::lease_lost(&lease.job_id, operation));
+            }
+            let out = change(&mut s.job, lifecycle::now());
+            let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
+            Self::write(&mut tx, &self.qt, &s.job, token).await?;
+            Ok(out)
         }
-        let out = change(&mut s.job, lifecycle::now());
-        let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
-        Self::write(&mut tx, &self.qt, &s.job, token).await?;
-        tx.commit().await.map_err(map)?;
-        Ok(out)
+        .await;
+        finish(tx, r).await
     }
 
     /// Applies a state change that needs no lease (cancel, retry-dead).
@@ -344,23 +382,23 @@ impl PgJobs {
         change: impl FnOnce(&mut Job, DateTime<Utc>) -> JobsResult<()>,
     ) -> JobsResult<Job> {
         let mut tx = self.pool.begin().await.map_err(map)?;
-        let Some(mut s) = Self::lock(&mut tx, &self.qt, id).await? else {
-            return Err(lifecycle::not_found(&id, operation));
-        };
-        change(&mut s.job, lifecycle::now())?;
-        match Self::write(&mut tx, &self.qt, &s.job, None).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Conflict => {
-                return Err(Error::conflict(format!(
+        let r = async {
+            let Some(mut s) = Self::lock(&mut tx, &self.qt, id).await? else {
+                return Err(lifecycle::not_found(&id, operation));
+            };
+            change(&mut s.job, lifecycle::now())?;
+            match Self::write(&mut tx, &self.qt, &s.job, None).await {
+                Ok(()) => Ok(s.job),
+                Err(e) if e.kind() == ErrorKind::Conflict => Err(Error::conflict(format!(
                     "job {id} cannot be queued again: another queued or running job holds its unique key"
                 ))
                 .with_operation(operation)
-                .with_source(e))
+                .with_source(e)),
+                Err(e) => Err(e),
             }
-            Err(e) => return Err(e),
         }
-        tx.commit().await.map_err(map)?;
-        Ok(s.job)
+        .await;
+        finish(tx, r).await
     }
 
     /// Inserts jobs in one statement (all or none).
@@ -440,6 +478,22 @@ impl PgJobs {
     }
 }
 
+/// Commits on success; on failure rolls back at once (a dropped sqlx
+/// transaction rolls back only when its connection is next used, and keeps
+/// its row locks until then, hiding the rows from `SKIP LOCKED` claims).
+async fn finish<T>(tx: Transaction<'_, Postgres>, r: JobsResult<T>) -> JobsResult<T> {
+    match r {
+        Ok(v) => {
+            tx.commit().await.map_err(map)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 fn id_taken(e: Error, id: JobId) -> Error {
     if e.kind() == ErrorKind::Conflict {
         Error::conflict(format!("a job with id {id} exists"))
@@ -500,18 +554,24 @@ impl Jobs for PgJobs {
             let out: Vec<Enqueued> = jobs.iter().map(|j| Enqueued::Created(j.id)).collect();
             let jobs: Vec<Job> = jobs.into_iter().map(|j| j.into_job(now)).collect();
             let mut tx = self.pool.begin().await.map_err(map)?;
-            for chunk in jobs.chunks(INSERT_BATCH) {
-                self.insert(&mut *tx, chunk, "").await.map_err(|e| {
-                    if e.kind() == ErrorKind::Conflict {
-                        Error::conflict("a job id in the batch exists already; nothing was stored")
+            let r = async {
+                for chunk in jobs.chunks(INSERT_BATCH) {
+                    self.insert(&mut *tx, chunk, "").await.map_err(|e| {
+                        if e.kind() == ErrorKind::Conflict {
+                            Error::conflict(
+                                "a job id in the batch exists already; nothing was stored",
+                            )
                             .with_operation("jobs.enqueue_many")
                             .with_source(e)
-                    } else {
-                        e
-                    }
-                })?;
+                        } else {
+                            e
+                        }
+                    })?;
+                }
+                Ok(())
             }
-            tx.commit().await.map_err(map)?;
+            .await;
+            finish(tx, r).await?;
             out
         } else {
             let mut out = Vec::with_capacity(jobs.len());
@@ -539,43 +599,51 @@ impl Jobs for PgJobs {
         request.validate()?;
         let now = lifecycle::now();
         let mut tx = self.pool.begin().await.map_err(map)?;
-        // Claimable rows in claim order; rows another claimer holds locked
-        // are skipped, not waited for.
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {qt} \
-             WHERE state IN ('queued', 'running') AND job_type = ANY($1) \
-               AND ((state = 'queued' AND run_at <= $2) \
-                 OR (state = 'running' AND lease_expires_at <= $2)) \
-             ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-            qt = self.qt
-        ))
-        .bind(&request.job_types)
-        .bind(now)
-        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut s = decode(r)?;
-            let token = lifecycle::new_token();
-            let started = s.job.start(now, request.lease, &request.worker_id);
-            let token_ref = (started == Start::Started).then_some(token.as_str());
-            Self::write(&mut tx, &self.qt, &s.job, token_ref).await?;
-            if started == Start::Started {
-                let expires_at = s.job.lease_expires_at.unwrap_or(now);
-                out.push(ClaimedJob {
-                    lease: Lease {
-                        job_id: s.job.id,
-                        token,
-                        expires_at,
-                    },
-                    job: s.job,
-                });
+        let r = async {
+            // Claimable rows in claim order; rows another claimer holds locked
+            // are skipped, not waited for.
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM {qt} \
+                 WHERE state IN ('queued', 'running') AND job_type = ANY($1) \
+                   AND ((state = 'queued' AND run_at <= $2) \
+                     OR (state = 'running' AND lease_expires_at <= $2)) \
+                 ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+                qt = self.qt
+            ))
+            .bind(&request.job_types)
+            .bind(now)
+            .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+            let mut started = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let mut s = decode(r)?;
+                let token = lifecycle::new_token();
+                let outcome = s.job.start(now, request.lease, &request.worker_id);
+                started.push((s.job, (outcome == Start::Started).then_some(token)));
             }
+            let writes: Vec<(&Job, Option<&str>)> =
+                started.iter().map(|(j, t)| (j, t.as_deref())).collect();
+            Self::write_many(&mut tx, &self.qt, &writes).await?;
+            let out = started
+                .into_iter()
+                .filter_map(|(job, token)| {
+                    let token = token?;
+                    Some(ClaimedJob {
+                        lease: Lease {
+                            job_id: job.id,
+                            token,
+                            expires_at: job.lease_expires_at.unwrap_or(now),
+                        },
+                        job,
+                    })
+                })
+                .collect();
+            Ok(out)
         }
-        tx.commit().await.map_err(map)?;
-        Ok(out)
+        .await;
+        finish(tx, r).await
     }
 
     async fn extend_lease(&self, lease: &Lease, by: Duration) -> JobsResult<DateTime<Utc>> {
