@@ -28,10 +28,12 @@
 //! (the change feed is not filtered by row-level security), `disconnect`
 //! (the pool is shared) and scoping a scoped handle again.
 //!
-//! `raw_query` runs the caller's SQL in the scoped transaction: parameters
-//! are bound by their JSON types (strings as `text`, integers as `bigint`,
-//! ...; see [`SqlProvider::query_raw_in`]), so cast where PostgreSQL needs
-//! another type (`:id::uuid`). Raw SQL must be the application's own: SQL
+//! `raw_query` runs the caller's SQL in the scoped transaction through
+//! [`SqlProvider::query_raw_in`]. db-postgres binds parameters as the types
+//! PostgreSQL infers for them, as its unscoped `raw_query` does; a provider
+//! that keeps the default binds them by their JSON types (strings as
+//! `text`, integers as `bigint`, ...), and SQL run there must cast where
+//! another type is needed (`:id::uuid`). Raw SQL must be the application's own: SQL
 //! can leave the role (`RESET ROLE`), so never run an end user's SQL, scoped
 //! or not.
 
