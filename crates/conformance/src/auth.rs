@@ -273,6 +273,24 @@ async fn expect_refresh_rejected(fx: &AuthFixture, token: &str, what: &str) -> C
     )
 }
 
+/// `s` has ended: its refresh token is refused (where the provider
+/// refreshes) and, where revocation is checked, its access token too.
+async fn expect_session_ended(fx: &AuthFixture, s: &Session, what: &str) -> CaseResult {
+    let caps = fx.auth.capabilities();
+    if caps.refresh {
+        expect_refresh_rejected(fx, s.refresh_token.expose(), &format!("{what}: refresh")).await?;
+    }
+    if caps.revocation_checked {
+        expect_token_rejected(
+            fx,
+            s.access_token.expose(),
+            &format!("{what}: access token"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The three dot-separated parts of a JWT.
 fn jwt_parts(token: &str) -> Result<(String, String, String), Failure> {
     let parts: Vec<&str> = token.split('.').collect();
@@ -764,20 +782,7 @@ async fn sign_out_everywhere(fx: AuthFixture) -> CaseResult {
     let (_, other, _) = new_user(&fx).await?;
     fx.auth.sign_out_everywhere(&p1).await?;
     for (s, what) in [(&s1, "first"), (&s2, "second")] {
-        expect_refresh_rejected(
-            &fx,
-            s.refresh_token.expose(),
-            &format!("{what} session refresh"),
-        )
-        .await?;
-        if fx.auth.capabilities().revocation_checked {
-            expect_token_rejected(
-                &fx,
-                s.access_token.expose(),
-                &format!("{what} access token"),
-            )
-            .await?;
-        }
+        expect_session_ended(&fx, s, &format!("{what} session")).await?;
     }
     validate(&fx, &other)
         .await
@@ -797,20 +802,7 @@ async fn sign_out_others(fx: AuthFixture) -> CaseResult {
     let (_, b1, _) = new_user(&fx).await?;
     fx.auth.sign_out_others(&p1).await?;
     for (s, what) in [(&a2, "second"), (&a3, "third")] {
-        expect_refresh_rejected(
-            &fx,
-            s.refresh_token.expose(),
-            &format!("{what} session's refresh after sign_out_others"),
-        )
-        .await?;
-        if fx.auth.capabilities().revocation_checked {
-            expect_token_rejected(
-                &fx,
-                s.access_token.expose(),
-                &format!("{what} session's access token after sign_out_others"),
-            )
-            .await?;
-        }
+        expect_session_ended(&fx, s, &format!("{what} session after sign_out_others")).await?;
     }
     // This session is untouched: it validates, reads as live, refreshes.
     let still = validate(&fx, &a1)
