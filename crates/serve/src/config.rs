@@ -76,6 +76,11 @@ pub struct ServeConfig {
     /// subscriber may read them (the realtime-ws hub's `publish` and
     /// `tables`).
     pub realtime: RealtimeSettings,
+    /// Database functions callable through `/rest/v1/rpc/<fn>` (keyed by
+    /// function name). Deny by default: a function without an entry is not
+    /// callable, whoever asks; the service role may call every listed one.
+    /// Needs a database with functions (PostgreSQL).
+    pub rpc: BTreeMap<String, RpcPolicy>,
 }
 
 impl Default for ServeConfig {
@@ -96,6 +101,7 @@ impl Default for ServeConfig {
             buckets: BTreeMap::new(),
             auth: AuthSettings::default(),
             realtime: RealtimeSettings::default(),
+            rpc: BTreeMap::new(),
         }
     }
 }
@@ -134,6 +140,14 @@ impl ServeConfig {
                 ))
             })?;
             policy.validate(table)?;
+        }
+        for function in self.rpc.keys() {
+            truststream_core_db::ident::validate(function).map_err(|e| {
+                Error::invalid_input(format!(
+                    "serve.rpc.{}: {e}",
+                    truststream_core::echo(function)
+                ))
+            })?;
         }
         Ok(())
     }
@@ -271,4 +285,15 @@ pub struct RealtimeSettings {
     pub tables: BTreeMap<String, truststream_realtime_ws::TableRule>,
     /// Largest broadcast payload in bytes (default: the hub's, 256 KiB).
     pub max_payload_bytes: Option<usize>,
+}
+
+/// Who may call one database function through `/rest/v1/rpc/<fn>` (the
+/// service role always may).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcPolicy {
+    /// Anonymous callers (the anon key) may call it.
+    pub anon: bool,
+    /// Signed-in users may call it.
+    pub authenticated: bool,
 }

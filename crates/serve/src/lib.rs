@@ -29,7 +29,7 @@ use truststream_realtime_ws::WsRealtime;
 
 pub use caller::{Caller, CallerError, Role};
 pub use config::{
-    AuthSettings, BucketPolicy, RealtimeSettings, ServeConfig, TableAction, TablePolicy,
+    AuthSettings, BucketPolicy, RealtimeSettings, RpcPolicy, ServeConfig, TableAction, TablePolicy,
 };
 pub use keys::ApiKeys;
 

@@ -10,12 +10,14 @@
 //! - `access`: caller, hidden tables, `[serve.tables]` policies, owner rule.
 //! - `embed`: embedded resources over foreign keys (`select=*,users(*)`).
 //! - `write`: `POST` (insert, upsert), `PATCH`, `DELETE`.
+//! - `rpc`: `/rpc/<fn>`, the functions listed in `[serve.rpc]`.
 
 mod access;
 mod embed;
 mod error;
 mod parse;
 mod plan;
+mod rpc;
 mod write;
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use crate::ServeState;
 
 /// The routes under `/rest/v1`.
 pub(crate) fn router(_state: Arc<ServeState>) -> Router<Arc<ServeState>> {
-    Router::new().route("/rpc/{function}", any(rpc)).route(
+    Router::new().route("/rpc/{function}", any(rpc::rpc)).route(
         "/{table}",
         get(read_rows)
             .head(read_rows)
@@ -374,27 +376,6 @@ async fn read_inner(
         h,
     );
     Ok(resp)
-}
-
-async fn rpc(
-    State(state): State<Arc<ServeState>>,
-    Path(function): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(e) = access::caller(&state, &headers).await {
-        return e.into_response();
-    }
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "PGRST202",
-        format!(
-            "Could not find the function public.{} in the schema cache",
-            truststream_core::echo(&function)
-        ),
-    )
-    .details("functions are not supported by this database provider")
-    .hint("core-db has no stored functions; call the table endpoints instead")
-    .into_response()
 }
 
 /// `PUT` (PostgREST's single-row upsert by primary-key filter) is not served:

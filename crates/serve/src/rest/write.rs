@@ -17,7 +17,7 @@ use crate::config::TableAction;
 use crate::ServeState;
 
 /// Reads the body up to `max_json_body_bytes` (413 beyond) and parses it.
-async fn read_json(state: &ServeState, body: Body) -> ApiResult<Value> {
+pub(super) async fn read_json(state: &ServeState, body: Body) -> ApiResult<Value> {
     let limit = state.config.max_json_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(

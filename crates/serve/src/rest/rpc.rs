@@ -1,0 +1,296 @@
+//! `/rest/v1/rpc/<fn>`: calls a database function with named arguments,
+//! where the provider has functions (PostgreSQL, `raw_query` in the
+//! PostgreSQL dialect).
+//!
+//! Deny by default: only functions listed in `[serve.rpc]` are callable
+//! (`anon` / `authenticated` flags; the service role may call every listed
+//! one). The function name and every argument name are checked as core-db
+//! identifiers and quoted; every argument value is a bound parameter
+//! (`SELECT * FROM "fn"("a" => :p0)`): no request text is SQL. With
+//! `serve.row_security` the call runs through the caller's scoped handle.
+//!
+//! The result as PostgREST answers it: a set-returning function gives an
+//! array, a scalar function the value, a function returning a row the
+//! object, a `void` function 204.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use truststream_core_db::sql::SqlDialect;
+use truststream_core_db::{ident, Params};
+
+use super::error::{ApiError, ApiResult};
+use super::{access, check_profile, parse, rows_body, shape, write};
+use crate::caller::Role;
+use crate::ServeState;
+
+/// How the function's result comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Returns {
+    /// A row type (`RETURNS t`, `RETURNS TABLE`, `RETURNS record`).
+    Rows { set: bool },
+    /// A scalar (`RETURNS int`, `RETURNS SETOF text`).
+    Scalar { set: bool },
+    /// `RETURNS void`.
+    Void,
+}
+
+/// The function's return shape from the catalog, looked up by name in the
+/// server's search path (`None`: no such function).
+const LOOKUP: &str = "SELECT p.proretset AS set, t.typtype::text AS kind, t.typname::text AS type \
+     FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_type t ON t.oid = p.prorettype \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE p.proname = :name AND p.prokind = 'f' AND n.nspname = ANY (current_schemas(false)) \
+     ORDER BY array_position(current_schemas(false), n.nspname) LIMIT 1";
+
+fn not_found(function: &str, details: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "PGRST202",
+        format!(
+            "Could not find the function public.{} in the schema cache",
+            truststream_core::echo(function)
+        ),
+    )
+    .details(details.to_string())
+}
+
+/// `GET`/`HEAD`/`POST /rest/v1/rpc/<fn>`.
+pub(crate) async fn rpc(
+    State(state): State<Arc<ServeState>>,
+    Path(function): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
+    call(&state, &function, &method, &headers, raw.as_deref(), body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn call(
+    state: &ServeState,
+    function: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: Body,
+) -> ApiResult<Response> {
+    check_profile(headers, method)?;
+    let caller = access::caller(state, headers).await?;
+    if state.db.capabilities().sql_dialect != Some(SqlDialect::Postgres) {
+        return Err(not_found(
+            function,
+            "functions are not supported by this database provider",
+        )
+        .hint("core-db has stored functions on PostgreSQL only; call the table endpoints instead"));
+    }
+    // Unlisted and listed-but-not-granted answer alike for anon/users, so
+    // the list of functions is not probed through the status.
+    let listed = ident::validate(function)
+        .ok()
+        .and_then(|()| state.config.rpc.get(function));
+    let allowed = match (listed, caller.role) {
+        (None, _) => false,
+        (Some(_), Role::ServiceRole) => true,
+        (Some(p), Role::Anon) => p.anon,
+        (Some(p), _) => p.authenticated,
+    };
+    if listed.is_none() {
+        return Err(not_found(function, "the function is not listed in [serve.rpc]"));
+    }
+    if !allowed {
+        return Err(ApiError::permission_denied(
+            caller.role == Role::Anon,
+            format!("permission denied for function {function}"),
+        ));
+    }
+    let single_object = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == "params=single-object");
+    let args = match *method {
+        Method::GET | Method::HEAD => query_args(raw)?,
+        Method::POST => {
+            let bytes_empty = body_is_empty(headers);
+            let value = if bytes_empty {
+                Value::Object(Map::new())
+            } else {
+                write::read_json(state, body).await?
+            };
+            if single_object {
+                Args::Single(value)
+            } else {
+                match value {
+                    Value::Object(m) => Args::Named(m.into_iter().collect()),
+                    _ => {
+                        return Err(ApiError::bad_body(
+                            "the arguments must be a JSON object of named arguments",
+                        )
+                        .hint("send Prefer: params=single-object to pass the body as one argument"))
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PGRST101",
+                "Only GET, HEAD and POST are allowed for functions",
+            ))
+        }
+    };
+    let returns = returns(state, function).await?;
+    let (sql, params) = statement(function, returns, args)?;
+    let db = access::database_for(state, &caller, crate::caller::bearer(headers))
+        .map_err(|e| ApiError::from_db(&e))?;
+    let rows = db.raw_query(&sql, &params).await?;
+    let (status, content_type, text) = match returns {
+        Returns::Void => return Ok(StatusCode::NO_CONTENT.into_response()),
+        Returns::Rows { set: true } => {
+            let (ct, text) = rows_body(shape(headers), &rows)?;
+            (StatusCode::OK, ct, text)
+        }
+        Returns::Rows { set: false } => {
+            let value = rows.into_iter().next().map_or(Value::Null, Value::Object);
+            (StatusCode::OK, json_type(), value.to_string())
+        }
+        Returns::Scalar { set } => {
+            let mut values = rows
+                .into_iter()
+                .map(|mut r| r.remove("value").unwrap_or(Value::Null));
+            let value = if set {
+                Value::Array(values.collect())
+            } else {
+                values.next().unwrap_or(Value::Null)
+            };
+            (StatusCode::OK, json_type(), value.to_string())
+        }
+    };
+    let mut resp = if *method == Method::HEAD {
+        (status, Body::empty()).into_response()
+    } else {
+        (status, text).into_response()
+    };
+    resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    Ok(resp)
+}
+
+fn json_type() -> HeaderValue {
+    HeaderValue::from_static("application/json; charset=utf-8")
+}
+
+/// A request without a body (`Content-Length: 0` or none and no chunked
+/// transfer) calls the function without arguments.
+fn body_is_empty(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) == Some(0),
+        None => headers.get(header::TRANSFER_ENCODING).is_none(),
+    }
+}
+
+/// The arguments of one call.
+#[derive(Debug)]
+enum Args {
+    /// `name => value` pairs.
+    Named(Vec<(String, Value)>),
+    /// `Prefer: params=single-object`: the whole body as the one argument.
+    Single(Value),
+}
+
+/// `GET ?a=1&b=x`: every pair an argument (a text value; PostgreSQL's
+/// inferred parameter type decides how it is bound).
+fn query_args(raw: Option<&str>) -> ApiResult<Args> {
+    let pairs = parse::pairs(raw.unwrap_or(""))?;
+    Ok(Args::Named(
+        pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+    ))
+}
+
+async fn returns(state: &ServeState, function: &str) -> ApiResult<Returns> {
+    let params = Params::from([("name".to_string(), Value::String(function.to_string()))]);
+    let rows = state.db.raw_query(LOOKUP, &params).await?;
+    let Some(row) = rows.first() else {
+        return Err(not_found(function, "no such function in the database"));
+    };
+    let set = row.get("set").and_then(Value::as_bool).unwrap_or(false);
+    let kind = row.get("kind").and_then(Value::as_str).unwrap_or("");
+    let type_name = row.get("type").and_then(Value::as_str).unwrap_or("");
+    Ok(match (kind, type_name) {
+        (_, "void") => Returns::Void,
+        ("c", _) | (_, "record") => Returns::Rows { set },
+        _ => Returns::Scalar { set },
+    })
+}
+
+/// The call's SQL (quoted, checked identifiers and `:pN` placeholders
+/// only) and its bound values.
+fn statement(function: &str, returns: Returns, args: Args) -> ApiResult<(String, Params)> {
+    let mut params = Params::new();
+    let mut list = Vec::new();
+    match args {
+        Args::Single(v) => {
+            params.insert("p0".into(), v);
+            list.push(":p0".to_string());
+        }
+        Args::Named(pairs) => {
+            if pairs.len() > parse::MAX_ITEMS {
+                return Err(ApiError::bad_query(format!(
+                    "more than {} arguments",
+                    parse::MAX_ITEMS
+                )));
+            }
+            for (i, (name, value)) in pairs.into_iter().enumerate() {
+                ident::validate(&name).map_err(|_| {
+                    ApiError::bad_query(format!(
+                        "invalid argument name {:?}",
+                        truststream_core::echo(&name).to_string()
+                    ))
+                })?;
+                list.push(format!("{} => :p{i}", ident::quote(&name)));
+                params.insert(format!("p{i}"), value);
+            }
+        }
+    }
+    let call = format!("{}({})", ident::quote(function), list.join(", "));
+    let sql = match returns {
+        Returns::Rows { .. } => format!("SELECT * FROM {call}"),
+        Returns::Scalar { .. } | Returns::Void => format!("SELECT {call} AS \"value\""),
+    };
+    Ok((sql, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_quote_names_and_bind_every_value() {
+        let (sql, params) = statement(
+            "add",
+            Returns::Scalar { set: false },
+            Args::Named(vec![("a".into(), Value::from(1)), ("b".into(), Value::from(2))]),
+        )
+        .expect("valid names");
+        assert_eq!(sql, r#"SELECT "add"("a" => :p0, "b" => :p1) AS "value""#);
+        assert_eq!(params.len(), 2);
+        let e = statement(
+            "add",
+            Returns::Rows { set: true },
+            Args::Named(vec![("a); drop table x; --".into(), Value::from(1))]),
+        )
+        .expect_err("bad argument name");
+        assert_eq!(e.code, "PGRST100");
+        let (sql, _) = statement("f", Returns::Rows { set: true }, Args::Single(Value::Null))
+            .expect("single object");
+        assert_eq!(sql, r#"SELECT * FROM "f"(:p0)"#);
+    }
+}

@@ -1,0 +1,162 @@
+//! `/rest/v1/rpc/<fn>` over PostgreSQL: functions listed in `[serve.rpc]`
+//! called with named arguments (POST body, GET query), results shaped as
+//! PostgREST shapes them, deny by default, and (with `row_security`) the
+//! call running as the caller's role with their claims. Needs the
+//! PostgreSQL server of `truststream_db_postgres::testing` (skipped with a
+//! message outside CI when it is missing). The `PGRST202` answer of
+//! providers without functions is in `rest.rs`.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+mod common {
+    pub mod rest_util;
+}
+
+use std::sync::Arc;
+
+use common::rest_util::{json, start_on, Env};
+use reqwest::Method;
+use serde_json::{json, Value};
+use truststream_core_db::{Database, Params};
+use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_postgres::PgDatabase;
+use truststream_serve::RpcPolicy;
+
+/// A server over a scratch schema with `row_security` and the test
+/// functions created in the schema.
+async fn start(s: &Scratch) -> Env {
+    let config = s.config("serve_rpc");
+    let schema = config.schema.clone().unwrap();
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config).await.unwrap());
+    let open = RpcPolicy {
+        anon: true,
+        authenticated: true,
+    };
+    let e = start_on(db.clone(), None, vec![], vec![], |c| {
+        c.row_security = true;
+        for f in ["add", "series", "pairs", "info", "noop", "echo_json"] {
+            c.rpc.insert(f.into(), open.clone());
+        }
+        c.rpc.insert(
+            "whoami".into(),
+            RpcPolicy {
+                anon: false,
+                authenticated: true,
+            },
+        );
+    })
+    .await;
+    let s = format!("\"{schema}\"");
+    for sql in [
+        format!("CREATE FUNCTION {s}.add(a int, b int) RETURNS int LANGUAGE sql AS $$ SELECT a + b $$"),
+        format!("CREATE FUNCTION {s}.series(n int) RETURNS SETOF int LANGUAGE sql AS $$ SELECT generate_series(1, n) $$"),
+        format!(
+            "CREATE FUNCTION {s}.pairs(x text) RETURNS TABLE(k text, n int) LANGUAGE sql AS \
+             $$ SELECT x, length(x) UNION ALL SELECT x || x, 2 * length(x) $$"
+        ),
+        format!("CREATE FUNCTION {s}.info(x text, OUT k text, OUT n int) LANGUAGE sql AS $$ SELECT upper(x), length(x) $$"),
+        format!("CREATE FUNCTION {s}.noop() RETURNS void LANGUAGE sql AS $$ SELECT $$"),
+        format!("CREATE FUNCTION {s}.echo_json(body jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT body $$"),
+        format!("CREATE FUNCTION {s}.secret() RETURNS int LANGUAGE sql AS $$ SELECT 42 $$"),
+        format!(
+            "CREATE FUNCTION {s}.whoami() RETURNS text LANGUAGE sql STABLE AS \
+             $$ SELECT coalesce(auth.uid()::text, 'none') || ':' || current_user $$"
+        ),
+    ] {
+        db.raw_query(&sql, &Params::new()).await.unwrap();
+    }
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listed_functions_answer_in_postgrest_shapes() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+
+    let (st, v) = json(e.anon(Method::POST, "rpc/add").json(&json!({"a": 1, "b": 2}))).await;
+    assert_eq!((st, v.clone()), (200, json!(3)), "{v}");
+    // GET: query arguments, bound as the function's parameter types.
+    let (st, v) = json(e.anon(Method::GET, "rpc/add?a=2&b=5")).await;
+    assert_eq!((st, v.clone()), (200, json!(7)), "{v}");
+    let (st, v) = json(e.anon(Method::POST, "rpc/series").json(&json!({"n": 3}))).await;
+    assert_eq!((st, v.clone()), (200, json!([1, 2, 3])), "{v}");
+    let (st, v) = json(e.anon(Method::POST, "rpc/pairs").json(&json!({"x": "ab"}))).await;
+    assert_eq!(
+        (st, v.clone()),
+        (200, json!([{"k": "ab", "n": 2}, {"k": "abab", "n": 4}])),
+        "{v}"
+    );
+    let (st, v) = json(e.anon(Method::POST, "rpc/info").json(&json!({"x": "abc"}))).await;
+    assert_eq!((st, v.clone()), (200, json!({"k": "ABC", "n": 3})), "{v}");
+    let (st, v) = json(e.anon(Method::POST, "rpc/noop")).await;
+    assert_eq!((st, v.clone()), (204, Value::Null), "{v}");
+    let body = json!({"nested": {"list": [1, "two"]}, "quote": "'); DROP TABLE x; --"});
+    let (st, v) = json(
+        e.anon(Method::POST, "rpc/echo_json")
+            .header("prefer", "params=single-object")
+            .json(&body),
+    )
+    .await;
+    assert_eq!((st, v.clone()), (200, body), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unlisted_ungranted_and_malformed_calls_are_refused() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+
+    // Not listed: 404 for everyone, the service role included.
+    for r in [
+        e.service(Method::POST, "rpc/secret"),
+        e.anon(Method::POST, "rpc/secret"),
+        e.service(Method::POST, "rpc/missing_fn"),
+        e.service(Method::POST, "rpc/add%22()%3B%20drop"),
+    ] {
+        let (st, v) = json(r.json(&json!({}))).await;
+        assert_eq!((st, v["code"].as_str()), (404, Some("PGRST202")), "{v}");
+    }
+    // Listed for users only: anon gets 401.
+    let (st, v) = json(e.anon(Method::POST, "rpc/whoami")).await;
+    assert_eq!((st, v["code"].as_str()), (401, Some("42501")), "{v}");
+    // A bad argument name, an unknown argument, a body not an object.
+    let (st, v) = json(
+        e.anon(Method::POST, "rpc/add")
+            .json(&json!({"a) + (select 1": 1, "b": 2})),
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("PGRST100")), "{v}");
+    let (st, v) = json(e.anon(Method::POST, "rpc/add").json(&json!({"a": 1, "c": 2}))).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = json(e.anon(Method::POST, "rpc/add").json(&json!([1, 2]))).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("PGRST102")), "{v}");
+    let (st, v) = json(e.anon(Method::PATCH, "rpc/add").json(&json!({}))).await;
+    assert_eq!((st, v["code"].as_str()), (405, Some("PGRST101")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_row_security_the_call_runs_as_the_caller() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+    let (uid, token) = e.sign_up("rpc@example.com").await;
+    let (st, v) = json(e.user(&token, Method::POST, "rpc/whoami")).await;
+    assert_eq!(
+        (st, v.clone()),
+        (200, json!(format!("{uid}:authenticated"))),
+        "{v}"
+    );
+    // The service role is not scoped: no claims, the server's own user.
+    let (st, v) = json(e.service(Method::POST, "rpc/whoami")).await;
+    assert_eq!(st, 200, "{v}");
+    let who = v.as_str().unwrap();
+    assert!(who.starts_with("none:"), "{who}");
+    assert!(!who.ends_with(":authenticated"), "{who}");
+}
