@@ -76,7 +76,11 @@ async fn listed_functions_answer_in_postgrest_shapes() {
     let s = Scratch::new(url);
     let e = start(&s).await;
 
-    let (st, v) = json(e.anon(Method::POST, "rpc/add").json(&json!({"a": 1, "b": 2}))).await;
+    let (st, v) = json(
+        e.anon(Method::POST, "rpc/add")
+            .json(&json!({"a": 1, "b": 2})),
+    )
+    .await;
     assert_eq!((st, v.clone()), (200, json!(3)), "{v}");
     // GET: query arguments, bound as the function's parameter types.
     let (st, v) = json(e.anon(Method::GET, "rpc/add?a=2&b=5")).await;
@@ -131,7 +135,11 @@ async fn unlisted_ungranted_and_malformed_calls_are_refused() {
     )
     .await;
     assert_eq!((st, v["code"].as_str()), (400, Some("PGRST100")), "{v}");
-    let (st, v) = json(e.anon(Method::POST, "rpc/add").json(&json!({"a": 1, "c": 2}))).await;
+    let (st, v) = json(
+        e.anon(Method::POST, "rpc/add")
+            .json(&json!({"a": 1, "c": 2})),
+    )
+    .await;
     assert_eq!(st, 400, "{v}");
     let (st, v) = json(e.anon(Method::POST, "rpc/add").json(&json!([1, 2]))).await;
     assert_eq!((st, v["code"].as_str()), (400, Some("PGRST102")), "{v}");

@@ -39,9 +39,14 @@ enum Returns {
     Void,
 }
 
-/// The function's return shape from the catalog, looked up by name in the
-/// server's search path (`None`: no such function).
-const LOOKUP: &str = "SELECT p.proretset AS set, t.typtype::text AS kind, t.typname::text AS type \
+/// The function's return shape and its arguments' type categories
+/// (`{"a": "N"}`) from the catalog, looked up by name in the server's
+/// search path (no row: no such function).
+const LOOKUP: &str =
+    "SELECT p.proretset AS set, t.typtype::text AS kind, t.typname::text AS type, \
+     (SELECT jsonb_object_agg(a.name, at.typcategory::text) \
+      FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]), p.proargnames) AS a(ty, name) \
+      JOIN pg_catalog.pg_type at ON at.oid = a.ty WHERE coalesce(a.name, '') <> '') AS args \
      FROM pg_catalog.pg_proc p \
      JOIN pg_catalog.pg_type t ON t.oid = p.prorettype \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -89,7 +94,9 @@ async fn call(
             function,
             "functions are not supported by this database provider",
         )
-        .hint("core-db has stored functions on PostgreSQL only; call the table endpoints instead"));
+        .hint(
+            "core-db has stored functions on PostgreSQL only; call the table endpoints instead",
+        ));
     }
     // Unlisted and listed-but-not-granted answer alike for anon/users, so
     // the list of functions is not probed through the status.
@@ -103,7 +110,10 @@ async fn call(
         (Some(p), _) => p.authenticated,
     };
     if listed.is_none() {
-        return Err(not_found(function, "the function is not listed in [serve.rpc]"));
+        return Err(not_found(
+            function,
+            "the function is not listed in [serve.rpc]",
+        ));
     }
     if !allowed {
         return Err(ApiError::permission_denied(
@@ -117,38 +127,45 @@ async fn call(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == "params=single-object");
-    let args = match *method {
-        Method::GET | Method::HEAD => query_args(raw)?,
-        Method::POST => {
-            let bytes_empty = body_is_empty(headers);
-            let value = if bytes_empty {
-                Value::Object(Map::new())
-            } else {
-                write::read_json(state, body).await?
-            };
-            if single_object {
-                Args::Single(value)
-            } else {
-                match value {
-                    Value::Object(m) => Args::Named(m.into_iter().collect()),
-                    _ => {
-                        return Err(ApiError::bad_body(
+    let args =
+        match *method {
+            Method::GET | Method::HEAD => query_args(raw)?,
+            Method::POST => {
+                let bytes_empty = body_is_empty(headers);
+                let value = if bytes_empty {
+                    Value::Object(Map::new())
+                } else {
+                    write::read_json(state, body).await?
+                };
+                if single_object {
+                    Args::Single(value)
+                } else {
+                    match value {
+                        Value::Object(m) => Args::Named(m.into_iter().collect()),
+                        _ => return Err(ApiError::bad_body(
                             "the arguments must be a JSON object of named arguments",
                         )
-                        .hint("send Prefer: params=single-object to pass the body as one argument"))
+                        .hint(
+                            "send Prefer: params=single-object to pass the body as one argument",
+                        )),
                     }
                 }
             }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "PGRST101",
+                    "Only GET, HEAD and POST are allowed for functions",
+                ))
+            }
+        };
+    let (returns, categories) = returns(state, function).await?;
+    let args = match args {
+        Args::Named(pairs) if matches!(*method, Method::GET | Method::HEAD) => {
+            Args::Named(typed_query_args(pairs, &categories))
         }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "PGRST101",
-                "Only GET, HEAD and POST are allowed for functions",
-            ))
-        }
+        a => a,
     };
-    let returns = returns(state, function).await?;
     let (sql, params) = statement(function, returns, args)?;
     let db = access::database_for(state, &caller, crate::caller::bearer(headers))
         .map_err(|e| ApiError::from_db(&e))?;
@@ -180,7 +197,8 @@ async fn call(
     } else {
         (status, text).into_response()
     };
-    resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
     Ok(resp)
 }
 
@@ -206,16 +224,39 @@ enum Args {
     Single(Value),
 }
 
-/// `GET ?a=1&b=x`: every pair an argument (a text value; PostgreSQL's
-/// inferred parameter type decides how it is bound).
+/// `GET ?a=1&b=x`: every pair an argument (text until typed by
+/// [`typed_query_args`]).
 fn query_args(raw: Option<&str>) -> ApiResult<Args> {
     let pairs = parse::pairs(raw.unwrap_or(""))?;
     Ok(Args::Named(
-        pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
     ))
 }
 
-async fn returns(state: &ServeState, function: &str) -> ApiResult<Returns> {
+/// GET arguments are text: numbers and booleans for parameters of those
+/// type categories (PostgreSQL's `typcategory` `N`, `B`); a value that does
+/// not parse stays text, and the database refuses it for the parameter.
+fn typed_query_args(pairs: Vec<(String, Value)>, categories: &Value) -> Vec<(String, Value)> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let text = value.as_str().unwrap_or("");
+            let typed = match categories.get(&name).and_then(Value::as_str) {
+                Some("N") => serde_json::from_str::<serde_json::Number>(text)
+                    .ok()
+                    .map(Value::Number),
+                Some("B") => text.parse::<bool>().ok().map(Value::Bool),
+                _ => None,
+            };
+            (name, typed.unwrap_or(value))
+        })
+        .collect()
+}
+
+async fn returns(state: &ServeState, function: &str) -> ApiResult<(Returns, Value)> {
     let params = Params::from([("name".to_string(), Value::String(function.to_string()))]);
     let rows = state.db.raw_query(LOOKUP, &params).await?;
     let Some(row) = rows.first() else {
@@ -224,11 +265,12 @@ async fn returns(state: &ServeState, function: &str) -> ApiResult<Returns> {
     let set = row.get("set").and_then(Value::as_bool).unwrap_or(false);
     let kind = row.get("kind").and_then(Value::as_str).unwrap_or("");
     let type_name = row.get("type").and_then(Value::as_str).unwrap_or("");
-    Ok(match (kind, type_name) {
+    let returns = match (kind, type_name) {
         (_, "void") => Returns::Void,
         ("c", _) | (_, "record") => Returns::Rows { set },
         _ => Returns::Scalar { set },
-    })
+    };
+    Ok((returns, row.get("args").cloned().unwrap_or(Value::Null)))
 }
 
 /// The call's SQL (quoted, checked identifiers and `:pN` placeholders
@@ -277,7 +319,10 @@ mod tests {
         let (sql, params) = statement(
             "add",
             Returns::Scalar { set: false },
-            Args::Named(vec![("a".into(), Value::from(1)), ("b".into(), Value::from(2))]),
+            Args::Named(vec![
+                ("a".into(), Value::from(1)),
+                ("b".into(), Value::from(2)),
+            ]),
         )
         .expect("valid names");
         assert_eq!(sql, r#"SELECT "add"("a" => :p0, "b" => :p1) AS "value""#);
