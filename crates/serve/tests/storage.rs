@@ -51,6 +51,16 @@ enum Who<'a> {
 }
 
 async fn start(kind: Kind, buckets: BTreeMap<String, BucketPolicy>, max_upload: u64) -> Env {
+    start_wrapped(kind, buckets, max_upload, |s| s).await
+}
+
+/// Like [`start`], the server's storage being `wrap(provider)`.
+async fn start_wrapped(
+    kind: Kind,
+    buckets: BTreeMap<String, BucketPolicy>,
+    max_upload: u64,
+    wrap: impl FnOnce(Arc<dyn Storage>) -> Arc<dyn Storage>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
     let mut cfg = JwtAuthConfig::with_secret("storage test secret, at least 32 bytes long");
@@ -64,6 +74,7 @@ async fn start(kind: Kind, buckets: BTreeMap<String, BucketPolicy>, max_upload: 
                 .unwrap(),
         ),
     };
+    let storage = wrap(storage);
     let config = ServeConfig {
         bind: "127.0.0.1:0".into(),
         data_dir: dir.path().join("data").to_string_lossy().into(),
@@ -2104,3 +2115,159 @@ async fn provider_failures_get_fixed_messages() {
         }
     }
 }
+
+// ---------------------------------------------------------- provider calls
+
+/// Records the storage methods called through it, in order.
+#[derive(Default)]
+struct Calls(std::sync::Mutex<Vec<&'static str>>);
+
+impl truststream_layer::Around for Calls {
+    fn around<'a>(
+        &'a self,
+        op: truststream_layer::Op<'a>,
+        next: truststream_layer::Next<'a>,
+    ) -> truststream_core::BoxFuture<'a, truststream_core::Result<()>> {
+        self.0.lock().unwrap().push(op.method);
+        next.run()
+    }
+}
+
+impl Calls {
+    /// The calls since the last `take`.
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// What each request costs in provider calls once the bucket's settings
+/// are cached: a download is the metadata and one read, a create is one
+/// write, a replace looks at the object first; bucket lookups never list
+/// every bucket; serve's own bucket update is seen at once.
+async fn provider_calls(kind: Kind) {
+    let calls = Arc::new(Calls::default());
+    let layer = calls.clone();
+    let env = start_wrapped(kind, BTreeMap::new(), 50 << 20, move |s| {
+        truststream_layer::around_storage(s, layer)
+    })
+    .await;
+    env.create_bucket(json!({"name": "pub", "public": true}))
+        .await;
+    let small = vec![7u8; 4096];
+    let r = env
+        .upload(
+            Who::Service,
+            "pub/a.bin",
+            small.clone(),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    calls.take();
+
+    // A create: one write (the settings are cached, the provider's
+    // if-not-exists condition answers a duplicate).
+    let r = env
+        .upload(
+            Who::Service,
+            "pub/b.bin",
+            small.clone(),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(calls.take(), ["upload_stream"]);
+    let r = env
+        .upload(
+            Who::Service,
+            "pub/b.bin",
+            small.clone(),
+            "application/octet-stream",
+        )
+        .await;
+    env.expect_err(r, 409).await;
+    assert_eq!(calls.take(), ["upload_stream"]);
+
+    // A replace keeps the object's id: it reads the metadata first.
+    let r = env
+        .req(Who::Service, Method::PUT, "/object/pub/a.bin")
+        .header("content-type", "application/octet-stream")
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(calls.take(), ["get_metadata", "upload_stream"]);
+
+    // Downloads: the metadata (headers) and one read; small objects in one
+    // call, large ones streamed.
+    for path in [
+        "/object/public/pub/a.bin",
+        "/object/authenticated/pub/a.bin",
+    ] {
+        let r = env
+            .req(Who::Service, Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.content_length(), Some(4096));
+        assert_eq!(r.bytes().await.unwrap().as_ref(), small.as_slice());
+        assert_eq!(calls.take(), ["get_metadata", "download"], "{path}");
+    }
+    let large: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let r = env
+        .upload(
+            Who::Service,
+            "pub/large.bin",
+            large.clone(),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    calls.take();
+    let r = env
+        .req(Who::NoKey, Method::GET, "/object/public/pub/large.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(1 << 20));
+    assert!(r.bytes().await.unwrap() == large, "the large body differs");
+    assert_eq!(calls.take(), ["get_metadata", "download_stream"]);
+
+    // One bucket is found without listing them all.
+    let r = env
+        .req(Who::Service, Method::GET, "/bucket/pub")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!calls.take().contains(&"list_buckets"));
+    let r = env
+        .req(Who::Service, Method::GET, "/bucket/nope")
+        .send()
+        .await
+        .unwrap();
+    env.expect_err(r, 404).await;
+    // (A bucket without settings may have been made by another tool: only
+    // then are the buckets listed.)
+    assert_eq!(calls.take(), ["download", "list_buckets"]);
+
+    // Serve's own update is seen by the next request.
+    let r = env
+        .req(Who::Service, Method::PUT, "/bucket/pub")
+        .json(&json!({"public": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!calls.take().contains(&"list_buckets"));
+    let r = env
+        .req(Who::NoKey, Method::GET, "/object/public/pub/a.bin")
+        .send()
+        .await
+        .unwrap();
+    env.expect_err(r, 404).await;
+}
+both!(provider_calls);

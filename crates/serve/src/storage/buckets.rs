@@ -17,8 +17,8 @@ use super::access::{caller, check_bucket, is_reserved, sees_bucket};
 use super::error::{ApiError, ApiResult};
 use super::json_body;
 use super::settings::{self, parse_size_limit, BucketSettings, SETTINGS_KEY};
+use super::StorageState;
 use crate::caller::{Caller, Role};
-use crate::ServeState;
 
 /// Query of `GET /bucket`.
 #[derive(Debug, Default, Deserialize)]
@@ -75,23 +75,42 @@ fn require_service(caller: &Caller) -> ApiResult<()> {
 }
 
 /// The common start of `PUT`, `empty` and `DELETE` on `/bucket/{id}`: the
-/// id, a service-role caller, and the bucket (404 when missing).
+/// id, a service-role caller, the bucket (404 when missing) and its
+/// settings, read fresh (not from the cache: the request changes them).
 async fn service_bucket(
-    state: &ServeState,
+    state: &StorageState,
     headers: &HeaderMap,
     id: Result<Path<String>, PathRejection>,
-) -> ApiResult<BucketInfo> {
+) -> ApiResult<(BucketInfo, BucketSettings)> {
     let id = bucket_id(id)?;
     let caller = caller(state, headers).await?;
     require_service(&caller)?;
-    find_bucket(state.storage.as_ref(), &id).await
+    check_bucket(&id).map_err(|_| ApiError::bucket_not_found())?;
+    let s = settings::read(state.storage.as_ref(), &id)
+        .await
+        .map_err(storage_err)?;
+    let info = find_bucket(state.storage.as_ref(), &id, s.as_ref()).await?;
+    Ok((info, s.unwrap_or_default()))
 }
 
 fn storage_err(e: truststream_core::Error) -> ApiError {
     ApiError::storage(e, ApiError::bucket_not_found)
 }
 
-async fn find_bucket(storage: &dyn Storage, id: &str) -> ApiResult<BucketInfo> {
+/// The bucket `id`. A bucket with a settings object exists (`settings`,
+/// read before): no listing of every bucket. Buckets made by other tools
+/// have none and are looked up in the list of buckets.
+async fn find_bucket(
+    storage: &dyn Storage,
+    id: &str,
+    settings: Option<&BucketSettings>,
+) -> ApiResult<BucketInfo> {
+    if let Some(s) = settings {
+        return Ok(BucketInfo {
+            name: id.to_string(),
+            created_at: s.created_at,
+        });
+    }
     storage
         .list_buckets()
         .await
@@ -105,7 +124,7 @@ async fn find_bucket(storage: &dyn Storage, id: &str) -> ApiResult<BucketInfo> {
 /// role; public ones and those whose policy grants the caller's role
 /// something, for others).
 pub(crate) async fn list(
-    State(state): State<Arc<ServeState>>,
+    State(state): State<Arc<StorageState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
@@ -117,7 +136,9 @@ pub(crate) async fn list(
                 continue;
             }
         }
-        let s = settings::load(state.storage.as_ref(), &info.name)
+        let s = state
+            .settings
+            .load(state.storage.as_ref(), &info.name)
             .await
             .map_err(storage_err)?;
         if s.public || sees_bucket(&state, &caller, &info.name) {
@@ -143,16 +164,20 @@ pub(crate) async fn list(
 
 /// `GET /bucket/{id}`.
 pub(crate) async fn get(
-    State(state): State<Arc<ServeState>>,
+    State(state): State<Arc<StorageState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = bucket_id(id)?;
     let caller = caller(&state, &headers).await?;
-    let info = find_bucket(state.storage.as_ref(), &id).await?;
-    let s = settings::load(state.storage.as_ref(), &id)
+    check_bucket(&id).map_err(|_| ApiError::bucket_not_found())?;
+    let saved = state
+        .settings
+        .read(state.storage.as_ref(), &id)
         .await
         .map_err(storage_err)?;
+    let info = find_bucket(state.storage.as_ref(), &id, saved.as_ref()).await?;
+    let s = saved.unwrap_or_default();
     if !(s.public || sees_bucket(&state, &caller, &id)) {
         return Err(ApiError::bucket_not_found());
     }
@@ -199,7 +224,7 @@ fn apply(body: &BucketBody, s: &mut BucketSettings) -> ApiResult<()> {
 /// `POST /bucket` `{id|name, public, file_size_limit, allowed_mime_types}`
 /// → `{name}` (service role only).
 pub(crate) async fn create(
-    State(state): State<Arc<ServeState>>,
+    State(state): State<Arc<StorageState>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -227,7 +252,9 @@ pub(crate) async fn create(
             ErrorKind::Conflict => ApiError::duplicate(),
             _ => storage_err(e),
         })?;
-    if let Err(e) = settings::store(storage, &id, &s).await {
+    let stored = settings::store(storage, &id, &s).await;
+    state.settings.invalidate(&id);
+    if let Err(e) = stored {
         // Leave no bucket without its settings (it would come back private
         // and unlimited).
         let _ = storage.delete_bucket(&id).await;
@@ -238,23 +265,20 @@ pub(crate) async fn create(
 
 /// `PUT /bucket/{id}` (service role only).
 pub(crate) async fn update(
-    State(state): State<Arc<ServeState>>,
+    State(state): State<Arc<StorageState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> ApiResult<Response> {
-    let info = service_bucket(&state, &headers, id).await?;
+    let (info, mut s) = service_bucket(&state, &headers, id).await?;
     let id = info.name.as_str();
     let body: BucketBody = json_body(&state, body).await?;
-    let mut s = settings::load(state.storage.as_ref(), id)
-        .await
-        .map_err(storage_err)?;
     apply(&body, &mut s)?;
     s.created_at = s.created_at.or(info.created_at);
     s.updated_at = Some(chrono::Utc::now());
-    settings::store(state.storage.as_ref(), id, &s)
-        .await
-        .map_err(storage_err)?;
+    let stored = settings::store(state.storage.as_ref(), id, &s).await;
+    state.settings.invalidate(id);
+    stored.map_err(storage_err)?;
     Ok(Json(json!({ "message": "Successfully updated" })).into_response())
 }
 
@@ -299,11 +323,11 @@ async fn empty_bucket(
 
 /// `POST /bucket/{id}/empty` (service role only).
 pub(crate) async fn empty(
-    State(state): State<Arc<ServeState>>,
+    State(state): State<Arc<StorageState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    let info = service_bucket(&state, &headers, id).await?;
+    let (info, _) = service_bucket(&state, &headers, id).await?;
     empty_bucket(state.storage.as_ref(), &info.name)
         .await
         .map_err(storage_err)?;
@@ -313,11 +337,11 @@ pub(crate) async fn empty(
 /// `DELETE /bucket/{id}` (service role only): a bucket that still holds
 /// objects is 409, as Supabase answers.
 pub(crate) async fn delete(
-    State(state): State<Arc<ServeState>>,
+    State(state): State<Arc<StorageState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
-    let info = service_bucket(&state, &headers, id).await?;
+    let (info, saved) = service_bucket(&state, &headers, id).await?;
     let id = info.name.as_str();
     let storage = state.storage.as_ref();
     let not_empty = || {
@@ -334,16 +358,13 @@ pub(crate) async fn delete(
     if page.objects.iter().any(|o| !is_reserved(&o.key)) {
         return Err(not_empty());
     }
-    let saved = settings::load(storage, id).await.ok();
-    storage
-        .delete(id, SETTINGS_KEY)
-        .await
-        .map_err(storage_err)?;
+    let deleted = storage.delete(id, SETTINGS_KEY).await;
+    state.settings.invalidate(id);
+    deleted.map_err(storage_err)?;
     if let Err(e) = storage.delete_bucket(id).await {
         // Put the settings back: the bucket stays as it was.
-        if let Some(s) = saved {
-            let _ = settings::store(storage, id, &s).await;
-        }
+        let _ = settings::store(storage, id, &saved).await;
+        state.settings.invalidate(id);
         return Err(match e.kind() {
             ErrorKind::Conflict => not_empty(),
             _ => storage_err(e),

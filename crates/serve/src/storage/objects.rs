@@ -21,10 +21,10 @@ use truststream_core_storage::{
 use super::access::{check_bucket, check_key, is_reserved, may_list, require};
 use super::error::{ApiError, ApiResult};
 use super::multipart;
-use super::settings::{self, base_mime, BucketSettings};
+use super::settings::{base_mime, BucketSettings};
+use super::StorageState;
 use crate::caller::{Caller, Role};
 use crate::config::TableAction;
-use crate::ServeState;
 
 /// Metadata entries the server keeps beside user metadata.
 const META_ID: &str = "id";
@@ -39,9 +39,15 @@ fn bucket_err(e: Error) -> ApiError {
     ApiError::storage(e, ApiError::bucket_not_found)
 }
 
-/// The settings of `bucket`, as an API error on failure.
-pub(crate) async fn bucket_settings(state: &ServeState, bucket: &str) -> ApiResult<BucketSettings> {
-    settings::load(state.storage.as_ref(), bucket)
+/// The settings of `bucket` (cached for [`super::settings::SETTINGS_TTL`]), as
+/// an API error on failure.
+pub(crate) async fn bucket_settings(
+    state: &StorageState,
+    bucket: &str,
+) -> ApiResult<BucketSettings> {
+    state
+        .settings
+        .load(state.storage.as_ref(), bucket)
         .await
         .map_err(bucket_err)
 }
@@ -281,7 +287,7 @@ fn normalize_cache(v: &str) -> String {
 /// a new object, update to replace one), the bucket's MIME types and size
 /// limit (while streaming), and answers `{Id, Key, id, path, fullPath}`.
 pub(crate) async fn upload(
-    state: &ServeState,
+    state: &StorageState,
     grant: Grant<'_>,
     bucket: &str,
     key: &str,
@@ -300,10 +306,26 @@ pub(crate) async fn upload(
     }
     let settings = bucket_settings(state, bucket).await?;
     let storage = state.storage.as_ref();
-    let existing = storage
-        .metadata_opt(bucket, key)
-        .await
-        .map_err(bucket_err)?;
+    let caps = storage.capabilities();
+    // A create by someone who may insert needs nothing of an existing
+    // object: the provider's if-not-exists condition answers the conflict,
+    // and the id is new. Everything else looks at the object first.
+    let blind_create = mode == WriteMode::Create
+        && caps.conditional_writes
+        && match grant {
+            Grant::Caller(c) => {
+                super::access::allowed(state, c, bucket, Some(key), TableAction::Insert)
+            }
+            Grant::Token => true,
+        };
+    let existing = if blind_create {
+        None
+    } else {
+        storage
+            .metadata_opt(bucket, key)
+            .await
+            .map_err(bucket_err)?
+    };
     if existing.is_some() && mode == WriteMode::Create {
         return Err(ApiError::duplicate());
     }
@@ -319,7 +341,6 @@ pub(crate) async fn upload(
         }
         Grant::Token => true,
     };
-    let caps = storage.capabilities();
     let condition = if !caps.conditional_writes {
         WriteCondition::None
     } else {
@@ -480,11 +501,14 @@ fn content_disposition(name: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
+/// Largest body read in one provider call rather than streamed.
+const SMALL_BODY: u64 = 256 * 1024;
+
 /// Serves `bucket/key` (the access check is the caller's): headers from
 /// the metadata, a single `Range`, `?download=` as `Content-Disposition`,
 /// `If-None-Match`, and the body streamed from the provider.
 pub(crate) async fn serve(
-    state: &ServeState,
+    state: &StorageState,
     bucket: &str,
     key: &str,
     headers: &HeaderMap,
@@ -556,7 +580,10 @@ pub(crate) async fn serve(
     }
     let byte_range = range.map(|(s, e)| ByteRange::new(s, e));
     let caps = storage.capabilities();
-    let body = if caps.streaming {
+    // Small bodies come in one read and go out as one frame; larger ones
+    // stream in the provider's chunks (no copies: each chunk's `Bytes` is
+    // the frame), with `Content-Length` set so hyper does not chunk.
+    let body = if caps.streaming && length > SMALL_BODY {
         let stream = storage
             .download_stream(bucket, key, byte_range)
             .await
@@ -578,6 +605,9 @@ pub(crate) async fn serve(
             None => storage.download(bucket, key).await,
         }
         .map_err(object_err)?;
+        // The object may have changed since its metadata was read: the
+        // length is what is sent.
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         Body::from(bytes)
     };
     Ok((status, out, body).into_response())
@@ -586,7 +616,7 @@ pub(crate) async fn serve(
 /// Whether `caller` may read `bucket/key`: public buckets are readable
 /// with any valid key; otherwise the policy's `select`.
 pub(crate) async fn may_read(
-    state: &ServeState,
+    state: &StorageState,
     caller: &Caller,
     bucket: &str,
     key: &str,
@@ -601,7 +631,7 @@ pub(crate) async fn may_read(
 }
 
 /// `GET /object/info/...`.
-pub(crate) async fn info(state: &ServeState, bucket: &str, key: &str) -> ApiResult<Response> {
+pub(crate) async fn info(state: &StorageState, bucket: &str, key: &str) -> ApiResult<Response> {
     let meta = state
         .storage
         .get_metadata(bucket, key)
@@ -636,7 +666,7 @@ const MAX_LIST_SCAN: usize = 100_000;
 /// `POST /object/list/{bucket}`: the folders and files directly under
 /// `prefix`, Supabase's shape, names relative to the prefix.
 pub(crate) async fn list(
-    state: &ServeState,
+    state: &StorageState,
     caller: &Caller,
     bucket: &str,
     body: ListBody,
@@ -781,7 +811,7 @@ const MAX_REMOVE: usize = 1000;
 /// `DELETE /object/{bucket}` `{prefixes}`: deletes each named object the
 /// caller may delete; answers the removed objects.
 pub(crate) async fn remove(
-    state: &ServeState,
+    state: &StorageState,
     caller: &Caller,
     bucket: &str,
     body: RemoveBody,
@@ -835,7 +865,7 @@ pub(crate) async fn remove(
 
 /// `DELETE /object/{bucket}/{key}`: one object.
 pub(crate) async fn delete_one(
-    state: &ServeState,
+    state: &StorageState,
     caller: &Caller,
     bucket: &str,
     key: &str,
@@ -870,7 +900,7 @@ pub(crate) struct MoveBody {
 /// insert (or update, to replace with `x-upsert: true`) on the destination,
 /// and for a move delete on the source.
 pub(crate) async fn move_or_copy(
-    state: &ServeState,
+    state: &StorageState,
     caller: &Caller,
     headers: &HeaderMap,
     body: MoveBody,

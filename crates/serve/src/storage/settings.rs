@@ -3,6 +3,15 @@
 //! object inside the bucket itself, under a reserved key that no request
 //! can read, write, list or delete ([`super::access::check_key`]), so they
 //! live wherever the bucket lives and survive restarts on every provider.
+//!
+//! Reading them costs a provider call, so [`SettingsCache`] keeps them for
+//! [`SETTINGS_TTL`]: this server's own bucket updates and deletes drop the
+//! entry at once; a change made by another process (another server over the
+//! same storage, a tool writing the settings object) is seen within the TTL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -67,13 +76,15 @@ pub(crate) fn base_mime(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// The settings of `bucket`: the defaults (private, no limits) when none
-/// were written, or when the bucket does not exist (callers find that out
-/// from the operation itself).
-pub(crate) async fn load(storage: &dyn Storage, bucket: &str) -> Result<BucketSettings, Error> {
+/// The settings object of `bucket`, `None` when there is none (the bucket
+/// was made by another tool, or does not exist). One provider call.
+pub(crate) async fn read(
+    storage: &dyn Storage,
+    bucket: &str,
+) -> Result<Option<BucketSettings>, Error> {
     match storage.download(bucket, SETTINGS_KEY).await {
         Ok(bytes) if bytes.len() <= MAX_SETTINGS_BYTES => {
-            serde_json::from_slice(&bytes).map_err(|e| {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Error::internal(format!(
                     "the settings of bucket {bucket:?} are not readable: {e}"
                 ))
@@ -82,8 +93,109 @@ pub(crate) async fn load(storage: &dyn Storage, bucket: &str) -> Result<BucketSe
         Ok(_) => Err(Error::internal(format!(
             "the settings of bucket {bucket:?} are too large"
         ))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(BucketSettings::default()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// How long a cached settings object is trusted: the longest a change made
+/// by another process (not through this server) goes unseen.
+pub(crate) const SETTINGS_TTL: Duration = Duration::from_secs(2);
+
+/// Most buckets whose settings are cached at once.
+const MAX_CACHED_BUCKETS: usize = 1024;
+
+/// Bucket settings as last read, per bucket, for [`SETTINGS_TTL`].
+///
+/// A read that started before an [`SettingsCache::invalidate`] does not
+/// put its (possibly older) result back: every invalidation moves a
+/// generation counter, and a result is kept only if the counter did not
+/// move while it was read. Failed reads are not cached.
+#[derive(Debug)]
+pub(crate) struct SettingsCache {
+    inner: Mutex<CacheInner>,
+    ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    generation: u64,
+    entries: HashMap<String, (Instant, Option<BucketSettings>)>,
+}
+
+impl Default for SettingsCache {
+    fn default() -> Self {
+        SettingsCache::new(SETTINGS_TTL)
+    }
+}
+
+impl SettingsCache {
+    /// An empty cache whose entries live `ttl`.
+    pub(crate) fn new(ttl: Duration) -> Self {
+        SettingsCache {
+            inner: Mutex::new(CacheInner::default()),
+            ttl,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Like [`read`], from the cache when the entry is younger than the TTL.
+    pub(crate) async fn read(
+        &self,
+        storage: &dyn Storage,
+        bucket: &str,
+    ) -> Result<Option<BucketSettings>, Error> {
+        let generation = {
+            let inner = self.lock();
+            if let Some((at, s)) = inner.entries.get(bucket) {
+                if at.elapsed() < self.ttl {
+                    return Ok(s.clone());
+                }
+            }
+            inner.generation
+        };
+        let fresh = read(storage, bucket).await?;
+        let mut inner = self.lock();
+        if inner.generation == generation {
+            if inner.entries.len() >= MAX_CACHED_BUCKETS {
+                let ttl = self.ttl;
+                inner.entries.retain(|_, (at, _)| at.elapsed() < ttl);
+                if inner.entries.len() >= MAX_CACHED_BUCKETS {
+                    inner.entries.clear();
+                }
+            }
+            inner
+                .entries
+                .insert(bucket.to_string(), (Instant::now(), fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// The settings of `bucket`: the defaults (private, no limits) when
+    /// none were written, or when the bucket does not exist (callers find
+    /// that out from the operation itself).
+    pub(crate) async fn load(
+        &self,
+        storage: &dyn Storage,
+        bucket: &str,
+    ) -> Result<BucketSettings, Error> {
+        Ok(self.read(storage, bucket).await?.unwrap_or_default())
+    }
+
+    /// Forgets `bucket` (its settings were written or the bucket deleted).
+    pub(crate) fn invalidate(&self, bucket: &str) {
+        let mut inner = self.lock();
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.entries.remove(bucket);
+    }
+
+    /// How many buckets are cached.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
     }
 }
 
@@ -149,6 +261,31 @@ pub(crate) fn parse_size_limit(value: &serde_json::Value) -> Result<Option<u64>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn cache_reads_once_and_forgets_on_invalidate() {
+        let storage = truststream_storage_memory::MemoryStorage::new();
+        storage.create_bucket("b").await.expect("bucket");
+        let cache = SettingsCache::new(Duration::from_secs(3600));
+        assert_eq!(cache.read(&storage, "b").await.expect("read"), None);
+        let public = BucketSettings {
+            public: true,
+            ..Default::default()
+        };
+        store(&storage, "b", &public).await.expect("store");
+        // Still the cached answer until invalidated.
+        assert_eq!(cache.read(&storage, "b").await.expect("read"), None);
+        cache.invalidate("b");
+        assert_eq!(cache.load(&storage, "b").await.expect("load"), public);
+        assert_eq!(cache.len(), 1);
+        // A zero TTL reads every time.
+        let uncached = SettingsCache::new(Duration::ZERO);
+        assert!(uncached.load(&storage, "b").await.expect("load").public);
+        store(&storage, "b", &BucketSettings::default())
+            .await
+            .expect("store");
+        assert!(!uncached.load(&storage, "b").await.expect("load").public);
+    }
 
     #[test]
     fn mime_patterns() {
