@@ -338,4 +338,50 @@ mod tests {
             .expect("single object");
         assert_eq!(sql, r#"SELECT * FROM "f"(:p0)"#);
     }
+
+    #[test]
+    fn query_arguments_take_the_parameters_numeric_and_boolean_types() {
+        let categories = serde_json::json!({"n": "N", "b": "B", "t": "S"});
+        let typed = typed_query_args(
+            vec![
+                ("n".into(), Value::from("2.5")),
+                ("b".into(), Value::from("true")),
+                ("t".into(), Value::from("12")),
+                ("n2".into(), Value::from("7")),
+            ],
+            &categories,
+        );
+        assert_eq!(
+            typed,
+            vec![
+                ("n".into(), serde_json::json!(2.5)),
+                ("b".into(), Value::Bool(true)),
+                ("t".into(), Value::from("12")),
+                ("n2".into(), Value::from("7")),
+            ]
+        );
+        // Not a number: left as text for the database to refuse.
+        let typed = typed_query_args(vec![("n".into(), Value::from("x"))], &categories);
+        assert_eq!(typed[0].1, Value::from("x"));
+    }
+
+    #[test]
+    fn rpc_names_in_config_must_be_identifiers() {
+        let bad = crate::ServeConfig::from_json(serde_json::json!({
+            "rpc": {"f(); drop": {"anon": true}}
+        }))
+        .expect_err("not an identifier");
+        assert!(bad.message().contains("serve.rpc."), "{bad}");
+        let good = crate::ServeConfig::from_json(serde_json::json!({
+            "rpc": {"add": {"authenticated": true}}
+        }))
+        .expect("an identifier");
+        assert_eq!(
+            good.rpc.get("add"),
+            Some(&crate::RpcPolicy {
+                anon: false,
+                authenticated: true
+            })
+        );
+    }
 }
