@@ -131,11 +131,12 @@ async fn call(
         match *method {
             Method::GET | Method::HEAD => query_args(raw)?,
             Method::POST => {
-                let bytes_empty = body_is_empty(headers);
-                let value = if bytes_empty {
+                // No body: a call without arguments.
+                let bytes = write::read_body(state, body).await?;
+                let value = if bytes.is_empty() {
                     Value::Object(Map::new())
                 } else {
-                    write::read_json(state, body).await?
+                    write::parse_json(&bytes)?
                 };
                 if single_object {
                     Args::Single(value)
@@ -204,15 +205,6 @@ async fn call(
 
 fn json_type() -> HeaderValue {
     HeaderValue::from_static("application/json; charset=utf-8")
-}
-
-/// A request without a body (`Content-Length: 0` or none and no chunked
-/// transfer) calls the function without arguments.
-fn body_is_empty(headers: &HeaderMap) -> bool {
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(v) => v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) == Some(0),
-        None => headers.get(header::TRANSFER_ENCODING).is_none(),
-    }
 }
 
 /// The arguments of one call.

@@ -18,18 +18,27 @@ use crate::ServeState;
 
 /// Reads the body up to `max_json_body_bytes` (413 beyond) and parses it.
 pub(super) async fn read_json(state: &ServeState, body: Body) -> ApiResult<Value> {
+    parse_json(&read_body(state, body).await?)
+}
+
+/// The body's bytes, at most `max_json_body_bytes` (413 beyond).
+pub(super) async fn read_body(state: &ServeState, body: Body) -> ApiResult<bytes::Bytes> {
     let limit = state.config.max_json_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PGRST413",
             format!("The request body is larger than {limit} bytes"),
         )
-    })?;
+    })
+}
+
+/// The body as JSON (PGRST102 when empty or invalid).
+pub(super) fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
     if bytes.is_empty() {
         return Err(ApiError::bad_body("Empty or invalid json"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_body("Empty or invalid json").details(format!(
             "the body is not valid JSON (line {}, column {})",
             e.line(),
