@@ -7,11 +7,14 @@ use serde_json::Value;
 use truststream_core::{BoxFuture, Error, Registry, Result};
 use truststream_core_auth::{Auth, AuthDeps, AuthRegistry};
 use truststream_core_db::{Database, DbRegistry};
+use truststream_core_jobs::{Jobs, JobsRegistry};
 use truststream_core_realtime::{Realtime, RealtimeDeps, RealtimeRegistry};
 use truststream_core_storage::{Storage, StorageRegistry};
 use truststream_layer::{LayerDeps, LayerRegistry, ProviderBuilder, Stack};
 
-use crate::config::{Config, Interface, ProviderSection, AUTH_NONE, LAYERS_KEY};
+use crate::config::{
+    Config, Interface, ProviderSection, AUTH_NONE, JOBS_NONE, JOBS_SECTION, LAYERS_KEY,
+};
 use crate::redact;
 
 /// One provider registry per interface, and the layers.
@@ -33,6 +36,9 @@ pub struct Registries {
     pub storage: StorageRegistry,
     /// Realtime providers (built with the database and auth providers).
     pub realtime: RealtimeRegistry,
+    /// Background jobs providers, built with the configured (layered)
+    /// database (`jobs.type = "none"` needs no entry).
+    pub jobs: JobsRegistry,
     /// Layers, by their name in a section's `layers` table.
     pub layers: LayerRegistry,
 }
@@ -51,6 +57,7 @@ impl Registries {
             auth: Registry::new("auth"),
             storage: Registry::new("storage"),
             realtime: Registry::new("realtime"),
+            jobs: Registry::new(JOBS_SECTION),
             layers: LayerRegistry::new(),
         }
     }
@@ -86,6 +93,12 @@ impl Registries {
         truststream_auth_supabase::register(&mut r.auth);
         #[cfg(feature = "storage-supabase")]
         truststream_storage_supabase::register(&mut r.storage);
+        #[cfg(feature = "jobs-memory")]
+        truststream_jobs_memory::register(&mut r.jobs);
+        #[cfg(feature = "jobs-db")]
+        truststream_jobs_db::register(&mut r.jobs);
+        #[cfg(feature = "jobs-postgres")]
+        truststream_jobs_postgres::register(&mut r.jobs);
         #[cfg(feature = "layer-resilience")]
         truststream_layer_resilience::register(&mut r.layers);
         #[cfg(feature = "layer-metrics")]
@@ -109,6 +122,59 @@ impl Registries {
                 n
             }
         }
+    }
+
+    /// The known jobs provider types (`none` first).
+    pub fn jobs_names(&self) -> Vec<&'static str> {
+        let mut n = vec![JOBS_NONE];
+        n.extend(self.jobs.names());
+        n
+    }
+
+    /// Builds the jobs provider of `config` (the `[jobs]` section) with
+    /// `db`, the configured database in its layers (`jobs.type =
+    /// "database"` keeps its jobs there, so its `enqueue_operation` runs in
+    /// that database's `transaction`); `None` when `jobs.type = "none"`.
+    /// The jobs provider takes no layers.
+    pub async fn build_jobs(
+        &self,
+        config: &Config,
+        db: Option<Arc<dyn Database>>,
+    ) -> Result<Option<Arc<dyn Jobs>>> {
+        let s = config.jobs_section();
+        let kind = s.kind();
+        if kind == JOBS_NONE {
+            return Ok(None);
+        }
+        let profile = config.profile();
+        if !self.jobs.contains(kind) {
+            let from = config
+                .origin(&format!("{JOBS_SECTION}.type"))
+                .map(|o| format!(" (set in {o})"))
+                .unwrap_or_default();
+            return Err(Error::invalid_input(format!(
+                "{JOBS_SECTION}.type: unknown jobs provider type {kind:?}{from}; known types: {}. \
+                 Providers are compiled in as cargo features of truststream-runtime; \
+                 set `type` under [{profile}.{JOBS_SECTION}]",
+                self.jobs_names().join(", ")
+            )));
+        }
+        let secrets = s.secrets();
+        let jobs = self
+            .jobs
+            .build(kind, s.settings_json(), db)
+            .await
+            .map_err(|e| {
+                let raw = redact::scrub(e.message(), &secrets);
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "the {JOBS_SECTION} provider {kind:?} could not be built (profile {profile:?}): {raw}"
+                    ),
+                )
+                .with_retryable(e.is_retryable())
+            })?;
+        Ok(Some(jobs))
     }
 
     /// What layers are built with: builders of database and storage
@@ -291,6 +357,7 @@ impl std::fmt::Debug for Registries {
             .field("auth", &self.names(Interface::Auth))
             .field("storage", &self.storage.names())
             .field("realtime", &self.realtime.names())
+            .field("jobs", &self.jobs_names())
             .field("layers", &self.layers.names())
             .finish()
     }
@@ -448,6 +515,9 @@ pub struct Services {
     pub realtime: Arc<dyn Realtime>,
     /// The auth provider; `None` when `auth.type = "none"`.
     pub auth: Option<Arc<dyn Auth>>,
+    /// The background jobs provider (on `db` for `jobs.type =
+    /// "database"`); `None` when `jobs.type = "none"` (the default).
+    pub jobs: Option<Arc<dyn Jobs>>,
 }
 
 impl Services {
@@ -464,14 +534,16 @@ impl Services {
             let realtime = registries
                 .build_realtime(config, realtime_deps(db.clone(), auth.clone()))
                 .await?;
-            Ok((auth, storage, realtime))
+            let jobs = registries.build_jobs(config, Some(db.clone())).await?;
+            Ok((auth, storage, realtime, jobs))
         };
         match rest.await {
-            Ok((auth, storage, realtime)) => Ok(Services {
+            Ok((auth, storage, realtime, jobs)) => Ok(Services {
                 db,
                 storage,
                 realtime,
                 auth,
+                jobs,
             }),
             Err(e) => {
                 let _ = db.disconnect().await;
@@ -488,6 +560,7 @@ impl std::fmt::Debug for Services {
             .field("storage", &self.storage.info())
             .field("realtime", &self.realtime.info())
             .field("auth", &self.auth.as_ref().map(|a| a.info()))
+            .field("jobs", &self.jobs.as_ref().map(|j| j.info()))
             .finish()
     }
 }

@@ -166,6 +166,8 @@ pub struct Config {
     sections: BTreeMap<Interface, ProviderSection>,
     /// The `[serve]` table (`truststream serve`), as given.
     serve: serde_json::Map<String, Value>,
+    /// The `[jobs]` section (`type = "none"` when absent).
+    jobs: ProviderSection,
     origins: BTreeMap<String, String>,
 }
 
@@ -184,6 +186,7 @@ impl Config {
             file: None,
             sections,
             serve: serde_json::Map::new(),
+            jobs: ProviderSection::new(JOBS_NONE, Default::default()),
             origins: BTreeMap::new(),
         }
     }
@@ -232,6 +235,17 @@ impl Config {
         self.serve = settings;
     }
 
+    /// The `[jobs]` section: the background jobs provider (`type = "none"`,
+    /// the default, for none).
+    pub fn jobs_section(&self) -> &ProviderSection {
+        &self.jobs
+    }
+
+    /// Replaces the `[jobs]` section.
+    pub fn set_jobs_section(&mut self, section: ProviderSection) {
+        self.jobs = section;
+    }
+
     /// Where the value of `key` (`database.type`) came from: a file name, the
     /// environment or the built-in defaults. `None` when unknown.
     pub fn origin(&self, key: &str) -> Option<&str> {
@@ -247,6 +261,9 @@ impl Config {
         }
         if !self.serve.is_empty() {
             m.insert(SERVE_SECTION.into(), Value::Object(self.serve.clone()));
+        }
+        if self.jobs.kind() != JOBS_NONE {
+            m.insert(JOBS_SECTION.into(), self.jobs.to_json());
         }
         Value::Object(m)
     }
@@ -280,6 +297,12 @@ impl fmt::Debug for Config {
 
 /// The table of `truststream serve`'s settings.
 const SERVE_SECTION: &str = "serve";
+
+/// The section of the background jobs provider.
+pub const JOBS_SECTION: &str = "jobs";
+
+/// `jobs.type` when no jobs provider is configured (the default).
+pub const JOBS_NONE: &str = "none";
 
 fn default_type(i: Interface) -> &'static str {
     match i {
@@ -530,7 +553,12 @@ impl ConfigSources {
         let mut sections = BTreeMap::new();
         let mut origins = BTreeMap::new();
         let mut serve = serde_json::Map::new();
+        let mut jobs = ProviderSection::new(JOBS_NONE, Default::default());
         for (key, value) in root {
+            if key == JOBS_SECTION {
+                jobs = jobs_section(&profile, value, &fig, &mut origins)?;
+                continue;
+            }
             if key == SERVE_SECTION {
                 let Value::Object(settings) = value else {
                     return Err(Error::invalid_input(format!(
@@ -546,7 +574,7 @@ impl ConfigSources {
                     .map(|m| format!(" (set in {})", m.name))
                     .unwrap_or_default();
                 return Err(Error::invalid_input(format!(
-                    "unknown configuration section `{key}`{from}; known sections: database, auth, storage, realtime, serve"
+                    "unknown configuration section `{key}`{from}; known sections: database, auth, storage, realtime, jobs, serve"
                 )));
             };
             let Value::Object(mut settings) = value else {
@@ -597,9 +625,51 @@ impl ConfigSources {
             file,
             sections,
             serve,
+            jobs,
             origins,
         })
     }
+}
+
+/// The `[jobs]` section: a table with a non-empty `type`. The jobs provider
+/// is not wrapped in layers, so a `layers` key is refused.
+fn jobs_section(
+    profile: &str,
+    value: Value,
+    fig: &Figment,
+    origins: &mut BTreeMap<String, String>,
+) -> Result<ProviderSection> {
+    let Value::Object(mut settings) = value else {
+        return Err(Error::invalid_input(format!(
+            "configuration key `{JOBS_SECTION}` must be a table with a `type`, like [{profile}.{JOBS_SECTION}] type = \"memory\""
+        )));
+    };
+    let origin = |k: &str| fig.find_metadata(k).map(|m| m.name.to_string());
+    if settings.contains_key(LAYERS_KEY) {
+        let from = origin(&format!("{JOBS_SECTION}.{LAYERS_KEY}"))
+            .map(|f| format!(" (set in {f})"))
+            .unwrap_or_default();
+        return Err(Error::invalid_input(format!(
+            "`{JOBS_SECTION}.{LAYERS_KEY}`{from}: the jobs provider takes no layers; remove the key"
+        )));
+    }
+    let kind = match settings.remove("type") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        other => {
+            return Err(Error::invalid_input(format!(
+                "`{JOBS_SECTION}.type` must be a provider type name (a non-empty string), got {}; \
+                 set `type` under [{profile}.{JOBS_SECTION}]",
+                other.as_ref().map_or("nothing", json_type)
+            )))
+        }
+    };
+    for k in std::iter::once("type").chain(settings.keys().map(String::as_str)) {
+        let key = format!("{JOBS_SECTION}.{k}");
+        if let Some(o) = origin(&key) {
+            origins.insert(key, o);
+        }
+    }
+    Ok(ProviderSection::new(kind, settings))
 }
 
 /// `layers` of `interface` (set in `from`) is not a table.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use truststream_core::{Health, HealthStatus};
+use truststream_core_jobs::Jobs;
 
 use crate::build::{Registries, Services};
 use crate::config::{Config, Interface};
@@ -34,6 +35,20 @@ pub struct ServiceHealth {
     pub message: Option<String>,
 }
 
+/// The health of the background jobs provider (the `[jobs]` section), when
+/// one is configured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobsHealth {
+    /// The configured provider type (`memory`, `database`, `postgres`).
+    pub provider: String,
+    /// As [`ServiceHealth::status`].
+    pub status: HealthStatus,
+    /// As [`ServiceHealth::response_time_ms`].
+    pub response_time_ms: f64,
+    /// As [`ServiceHealth::message`].
+    pub message: Option<String>,
+}
+
 /// Every configured service's health and the overall status (the guide's
 /// `HealthCheckService.checkSystemHealth`).
 ///
@@ -56,6 +71,9 @@ pub struct HealthReport {
     /// Interfaces with no provider configured (`auth.type = "none"`): not
     /// checked, not counted.
     pub not_configured: Vec<Interface>,
+    /// The background jobs provider; `None` when `jobs.type = "none"`
+    /// (counted in the overall status like the other services).
+    pub jobs: Option<JobsHealth>,
 }
 
 impl HealthReport {
@@ -63,7 +81,8 @@ impl HealthReport {
     /// `deadline`.
     pub async fn of(services: &Services, config: &Config, deadline: Duration) -> Self {
         let started = now_ms();
-        let (database, auth, storage, realtime) = tokio::join!(
+        let jobs = Ok(services.jobs.clone());
+        let (database, auth, storage, realtime, jobs) = tokio::join!(
             probe(Interface::Database, config, Some(&services.db), deadline),
             probe(Interface::Auth, config, services.auth.as_ref(), deadline),
             probe(
@@ -78,8 +97,9 @@ impl HealthReport {
                 Some(&services.realtime),
                 deadline
             ),
+            probe_jobs(config, &jobs, deadline),
         );
-        Self::from_parts(started, deadline, [database, auth, storage, realtime])
+        Self::from_parts(started, deadline, [database, auth, storage, realtime], jobs)
     }
 
     /// Builds each configured provider (in its layers) on its own, then
@@ -90,20 +110,22 @@ impl HealthReport {
     pub async fn check(registries: &Arc<Registries>, config: &Config, deadline: Duration) -> Self {
         let started = now_ms();
         let built = Built::each(registries, config, Some(deadline)).await;
-        let (database, auth, storage, realtime) = tokio::join!(
+        let (database, auth, storage, realtime, jobs) = tokio::join!(
             probe_built(Interface::Database, config, &built.database, deadline),
             probe_built(Interface::Auth, config, &built.auth, deadline),
             probe_built(Interface::Storage, config, &built.storage, deadline),
             probe_built(Interface::Realtime, config, &built.realtime, deadline),
+            probe_jobs(config, &built.jobs, deadline),
         );
         built.close().await;
-        Self::from_parts(started, deadline, [database, auth, storage, realtime])
+        Self::from_parts(started, deadline, [database, auth, storage, realtime], jobs)
     }
 
     fn from_parts(
         started: u64,
         deadline: Duration,
         parts: [std::result::Result<ServiceHealth, Interface>; 4],
+        jobs: Option<JobsHealth>,
     ) -> Self {
         let mut services = Vec::new();
         let mut not_configured = Vec::new();
@@ -113,12 +135,15 @@ impl HealthReport {
                 Err(i) => not_configured.push(i),
             }
         }
+        let mut statuses: Vec<HealthStatus> = services.iter().map(|s| s.status).collect();
+        statuses.extend(jobs.as_ref().map(|j| j.status));
         HealthReport {
-            status: overall(&services),
+            status: overall(&statuses),
             checked_at_unix_ms: started,
             deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
             services,
             not_configured,
+            jobs,
         }
     }
 
@@ -128,6 +153,10 @@ impl HealthReport {
         self.services
             .iter()
             .all(|s| s.status != HealthStatus::Unhealthy)
+            && self
+                .jobs
+                .as_ref()
+                .is_none_or(|j| j.status != HealthStatus::Unhealthy)
     }
 
     /// The report as a table: one row per configured service, then the
@@ -147,6 +176,15 @@ impl HealthReport {
                 s.status.to_string(),
                 format!("{:.1} ms", s.response_time_ms),
                 s.message.clone().unwrap_or_default(),
+            ]);
+        }
+        if let Some(j) = &self.jobs {
+            rows.push([
+                "jobs".to_string(),
+                j.provider.clone(),
+                j.status.to_string(),
+                format!("{:.1} ms", j.response_time_ms),
+                j.message.clone().unwrap_or_default(),
             ]);
         }
         let widths: Vec<usize> = (0..5)
@@ -173,10 +211,10 @@ impl HealthReport {
 }
 
 /// healthy when all are; unhealthy when none serves; degraded otherwise.
-fn overall(services: &[ServiceHealth]) -> HealthStatus {
-    if services.iter().all(|s| s.status == HealthStatus::Healthy) {
+fn overall(statuses: &[HealthStatus]) -> HealthStatus {
+    if statuses.iter().all(|s| *s == HealthStatus::Healthy) {
         HealthStatus::Healthy
-    } else if services.iter().all(|s| s.status == HealthStatus::Unhealthy) {
+    } else if statuses.iter().all(|s| *s == HealthStatus::Unhealthy) {
         HealthStatus::Unhealthy
     } else {
         HealthStatus::Degraded
@@ -243,4 +281,43 @@ where
             })
         }
     }
+}
+
+/// Checks the jobs provider within `deadline`; `None` when none is
+/// configured. One that failed to build is unhealthy, with the reason.
+async fn probe_jobs(
+    config: &Config,
+    built: &std::result::Result<Option<Arc<dyn Jobs>>, String>,
+    deadline: Duration,
+) -> Option<JobsHealth> {
+    let section = config.jobs_section();
+    let provider = section.kind().to_string();
+    let jobs = match built {
+        Ok(None) => return None,
+        Ok(Some(j)) => j,
+        Err(why) => {
+            return Some(JobsHealth {
+                provider,
+                status: HealthStatus::Unhealthy,
+                response_time_ms: 0.0,
+                message: Some(format!("failed to build: {why}")),
+            })
+        }
+    };
+    let start = tokio::time::Instant::now();
+    let (status, message) = match tokio::time::timeout(deadline, jobs.health()).await {
+        Ok(Health {
+            status, message, ..
+        }) => (status, message),
+        Err(_) => (
+            HealthStatus::Unhealthy,
+            Some(format!("no answer within {} ms", deadline.as_millis())),
+        ),
+    };
+    Some(JobsHealth {
+        provider,
+        status,
+        response_time_ms: start.elapsed().as_secs_f64() * 1000.0,
+        message: message.map(|m| redact::scrub(&m, &section.secrets())),
+    })
 }

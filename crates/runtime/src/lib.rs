@@ -15,10 +15,11 @@ mod tracked;
 pub use build::{Registries, Services};
 pub use config::{
     Config, ConfigSources, Interface, ProviderSection, AUTH_NONE, BUILTIN_PROFILES,
-    DEFAULT_CONFIG_FILE, ENV_CONFIG_FILE, ENV_PREFIX, ENV_PROFILE, LAYERS_KEY,
+    DEFAULT_CONFIG_FILE, ENV_CONFIG_FILE, ENV_PREFIX, ENV_PROFILE, JOBS_NONE, JOBS_SECTION,
+    LAYERS_KEY,
 };
-pub use health::{HealthReport, ServiceHealth, DEFAULT_HEALTH_DEADLINE};
-pub use report::{CompatibilityReport, InterfaceReport};
+pub use health::{HealthReport, JobsHealth, ServiceHealth, DEFAULT_HEALTH_DEADLINE};
+pub use report::{CompatibilityReport, InterfaceReport, JobsReport};
 pub use runtime::{Retired, Runtime, RuntimeBuilder, Switch};
 /// The layer mechanism (write your own layers with it; register them with
 /// [`RuntimeBuilder::register_layer`] or [`Registries::layers`]).

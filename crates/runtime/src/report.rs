@@ -11,11 +11,12 @@ use serde_json::Value;
 use truststream_core::{Health, HealthStatus, ProviderInfo};
 use truststream_core_auth::Auth;
 use truststream_core_db::Database;
+use truststream_core_jobs::Jobs;
 use truststream_core_realtime::{Realtime, RealtimeDeps};
 use truststream_core_storage::Storage;
 
 use crate::build::{Layered, Registries};
-use crate::config::{Config, Interface, ProviderSection, AUTH_NONE};
+use crate::config::{Config, Interface, ProviderSection, AUTH_NONE, JOBS_NONE};
 use crate::redact;
 
 /// The report of one interface.
@@ -126,6 +127,82 @@ impl InterfaceReport {
     }
 }
 
+/// The report of the background jobs provider (the `[jobs]` section).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobsReport {
+    /// The configured provider type (`none`, `memory`, `database`, ...).
+    pub configured_type: String,
+    /// The provider's name and version; `None` when none is configured or
+    /// it failed to build.
+    pub provider: Option<ProviderInfo>,
+    /// Each field of the provider's capability struct, in declaration order.
+    pub capabilities: Vec<(String, Value)>,
+    /// The provider's health; `None` when there is no provider.
+    pub health: Option<Health>,
+    /// Why the provider could not be built.
+    pub error: Option<String>,
+}
+
+impl JobsReport {
+    /// Reports `built` (the provider of `config`'s `[jobs]` section, `None`
+    /// for `type = "none"`, or why it failed to build).
+    pub(crate) async fn of(
+        config: &Config,
+        built: &std::result::Result<Option<Arc<dyn Jobs>>, String>,
+    ) -> Self {
+        let section = config.jobs_section();
+        let mut r = JobsReport {
+            configured_type: section.kind().to_string(),
+            provider: None,
+            capabilities: Vec::new(),
+            health: None,
+            error: None,
+        };
+        match built {
+            Ok(Some(j)) => {
+                let mut health = j.health().await;
+                if let Some(m) = &health.message {
+                    health.message = Some(redact::scrub(m, &section.secrets()));
+                }
+                r.provider = Some(j.info());
+                r.capabilities =
+                    capability_lines(serde_json::to_value(j.capabilities()).unwrap_or_default());
+                r.health = Some(health);
+            }
+            Ok(None) => {}
+            Err(e) => r.error = Some(e.clone()),
+        }
+        r
+    }
+
+    /// Built and not unhealthy, or not configured.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+            && self
+                .health
+                .as_ref()
+                .is_none_or(|h| h.status != HealthStatus::Unhealthy)
+    }
+
+    /// As [`InterfaceReport::health_line`].
+    pub fn health_line(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("failed to build: {e}");
+        }
+        match &self.health {
+            None => format!("not configured (jobs.type = \"{JOBS_NONE}\")"),
+            Some(h) => {
+                let ms = h.latency.as_secs_f64() * 1000.0;
+                let mut s = format!("{} ({:.1} ms)", h.status, ms);
+                if let Some(m) = &h.message {
+                    let _ = write!(s, ": {m}");
+                }
+                s
+            }
+        }
+    }
+}
+
 /// The report of every interface.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CompatibilityReport {
@@ -133,12 +210,14 @@ pub struct CompatibilityReport {
     pub profile: String,
     /// Database, auth, storage, realtime.
     pub interfaces: Vec<InterfaceReport>,
+    /// The background jobs provider.
+    pub jobs: JobsReport,
 }
 
 impl CompatibilityReport {
     /// Whether every provider was built and none is unhealthy.
     pub fn is_ok(&self) -> bool {
-        self.interfaces.iter().all(InterfaceReport::is_ok)
+        self.interfaces.iter().all(InterfaceReport::is_ok) && self.jobs.is_ok()
     }
 
     /// Builds each configured provider in its layers, on its own (so one
@@ -153,10 +232,12 @@ impl CompatibilityReport {
             report(Interface::Storage, config, &built.storage).await,
             report(Interface::Realtime, config, &built.realtime).await,
         ];
+        let jobs = JobsReport::of(config, &built.jobs).await;
         built.close().await;
         CompatibilityReport {
             profile: config.profile().to_string(),
             interfaces,
+            jobs,
         }
     }
 
@@ -165,6 +246,9 @@ impl CompatibilityReport {
         let mut s = String::new();
         for i in &self.interfaces {
             let _ = writeln!(s, "{}: {}", i.interface, i.health_line());
+        }
+        if self.jobs.configured_type != JOBS_NONE {
+            let _ = writeln!(s, "jobs: {}", self.jobs.health_line());
         }
         s
     }
@@ -198,6 +282,18 @@ impl fmt::Display for CompatibilityReport {
             }
             writeln!(f, "  health: {}", i.health_line())?;
         }
+        let j = &self.jobs;
+        if j.configured_type == JOBS_NONE {
+            return writeln!(f, "jobs: {JOBS_NONE}");
+        }
+        match &j.provider {
+            Some(p) => writeln!(f, "jobs: {} {}", p.name, p.version)?,
+            None => writeln!(f, "jobs: {} (not built)", j.configured_type)?,
+        }
+        for (name, value) in &j.capabilities {
+            writeln!(f, "  {name}: {}", show(value))?;
+        }
+        writeln!(f, "  health: {}", j.health_line())?;
         Ok(())
     }
 }
@@ -257,6 +353,8 @@ pub(crate) struct Built {
     pub(crate) auth: BuiltOne<dyn Auth>,
     pub(crate) storage: BuiltOne<dyn Storage>,
     pub(crate) realtime: BuiltOne<dyn Realtime>,
+    /// The jobs provider (on the layered database); `None` for `none`.
+    pub(crate) jobs: std::result::Result<Option<Arc<dyn Jobs>>, String>,
 }
 
 impl Built {
@@ -280,13 +378,18 @@ impl Built {
             _ => None,
         };
         let storage = within(limit, registries.storage_layered(config)).await;
-        let deps = RealtimeDeps { db, auth: auth_arc };
+        let deps = RealtimeDeps {
+            db: db.clone(),
+            auth: auth_arc,
+        };
         let realtime = within(limit, registries.realtime_layered(config, deps)).await;
+        let jobs = within(limit, registries.build_jobs(config, db)).await;
         Built {
             database,
             auth,
             storage: storage.map(Some),
             realtime: realtime.map(Some),
+            jobs,
         }
     }
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 use truststream_core::{Error, ErrorKind, Result};
 use truststream_core_auth::{Auth, AuthDeps};
 use truststream_core_db::Database;
+use truststream_core_jobs::Jobs;
 use truststream_core_realtime::{Realtime, RealtimeDeps};
 use truststream_core_storage::Storage;
 
@@ -18,7 +19,7 @@ use crate::build::{realtime_deps, Layered, Registries, Services};
 use crate::config::{Config, ConfigSources, Interface, ProviderSection, LAYERS_KEY};
 use crate::health::HealthReport;
 use crate::redact;
-use crate::report::{CompatibilityReport, InterfaceReport};
+use crate::report::{CompatibilityReport, InterfaceReport, JobsReport};
 use crate::tracked::{InFlight, Track};
 
 /// Builds a [`Runtime`]: the registries (compiled-in providers plus your
@@ -198,6 +199,14 @@ impl Runtime {
             .map(|a| Arc::clone(&a.provider))
     }
 
+    /// The current background jobs provider (`None` with `jobs.type =
+    /// "none"`, the default). `jobs.type = "database"` keeps its jobs in
+    /// the current database (through its layers): run its
+    /// `enqueue_operation` in [`Runtime::db`]'s `transaction`.
+    pub fn jobs(&self) -> Option<Arc<dyn Jobs>> {
+        self.live.load().jobs.clone()
+    }
+
     /// A snapshot of the current providers.
     pub fn services(&self) -> Services {
         self.live.load().services()
@@ -317,9 +326,11 @@ impl Runtime {
         });
         interfaces.push(live.storage.report(Interface::Storage, config).await);
         interfaces.push(live.realtime.report(Interface::Realtime, config).await);
+        let jobs = JobsReport::of(config, &Ok(live.jobs.clone())).await;
         CompatibilityReport {
             profile: config.profile().to_string(),
             interfaces,
+            jobs,
         }
     }
 
@@ -415,6 +426,8 @@ struct Live {
     auth: Option<Slot<dyn Auth>>,
     storage: Slot<dyn Storage>,
     realtime: Slot<dyn Realtime>,
+    /// Built on `db` (rebuilt when the database is switched).
+    jobs: Option<Arc<dyn Jobs>>,
 }
 
 impl Live {
@@ -428,15 +441,17 @@ impl Live {
             let auth = build_auth(registries, &config, &db).await?;
             let storage = Slot::new(registries.storage_layered(&config).await?);
             let realtime = build_realtime(registries, &config, &db, &auth).await?;
-            Ok((auth, storage, realtime))
+            let jobs = build_jobs(registries, &config, &db).await?;
+            Ok((auth, storage, realtime, jobs))
         };
         match rest.await {
-            Ok((auth, storage, realtime)) => Ok(Live {
+            Ok((auth, storage, realtime, jobs)) => Ok(Live {
                 config,
                 db,
                 auth,
                 storage,
                 realtime,
+                jobs,
             }),
             Err(e) => {
                 let _ = db.provider.disconnect().await;
@@ -450,7 +465,11 @@ impl Live {
     async fn rebuild(&mut self, registries: &Arc<Registries>, interface: Interface) -> Result<()> {
         let config = &self.config;
         match interface {
-            Interface::Database => self.db = Slot::new(registries.database_layered(config).await?),
+            Interface::Database => {
+                self.db = Slot::new(registries.database_layered(config).await?);
+                // Jobs kept in the database follow it.
+                self.jobs = build_jobs(registries, config, &self.db).await?;
+            }
             Interface::Auth => self.auth = build_auth(registries, config, &self.db).await?,
             Interface::Storage => {
                 self.storage = Slot::new(registries.storage_layered(config).await?)
@@ -492,8 +511,21 @@ impl Live {
             storage: Arc::clone(&self.storage.provider),
             realtime: Arc::clone(&self.realtime.provider),
             auth: self.auth.as_ref().map(|a| Arc::clone(&a.provider)),
+            jobs: self.jobs.clone(),
         }
     }
+}
+
+/// The jobs provider on the live database handle (its layers, its count of
+/// calls in flight).
+async fn build_jobs(
+    registries: &Arc<Registries>,
+    config: &Config,
+    db: &Slot<dyn Database>,
+) -> Result<Option<Arc<dyn Jobs>>> {
+    registries
+        .build_jobs(config, Some(Arc::clone(&db.provider)))
+        .await
 }
 
 /// Auth on the live database: the layered, counted handle, so that auth's
