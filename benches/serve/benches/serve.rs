@@ -1,7 +1,8 @@
 //! `truststream serve` under HTTP load on PostgreSQL, against postrust-server
 //! (a third-party PostgREST-compatible server in Rust) and a hand-written
 //! axum + sqlx handler running the same SQL (the floor); and `/storage/v1`
-//! uploads and downloads against storage-fs called in-process.
+//! uploads and downloads against storage-fs called in-process and against
+//! a bare axum handler over the same storage-fs (the storage floor).
 //!
 //! ```text
 //! cargo bench -p truststream-bench-serve [-- --rounds 3 --secs 5 --warmup 1 --conns 32 --only rest|storage]
@@ -27,6 +28,21 @@
 //!   anonymous role allowed to select and insert. Skipped, saying so, when
 //!   it is not installed.
 //!
+//! Storage (one connection, operations one after another) compares
+//! `serve /storage/v1` with:
+//!
+//! - **floor (axum + storage-fs)**: a bare axum handler in this binary on
+//!   the same storage-fs instance as serve, reached by the same HTTP client
+//!   on the same kind of connection (keep-alive HTTP/1.1, `TCP_NODELAY`).
+//!   An upload is one `upload_stream` of the request body (if-not-exists,
+//!   as serve's create); a download is the one read serve makes for the
+//!   body (`download` up to 256 KiB, else `download_stream`, chunked),
+//!   without serve's metadata call, keys, policies or headers. What serve
+//!   costs above it is serve's own work; what it costs above storage-fs
+//!   in-process is HTTP's.
+//! - **storage-fs direct**: the provider called in-process, plain or
+//!   streaming.
+//!
 //! The in-process servers run on a tokio runtime of their own (2 workers,
 //! like a separate process's default on this machine); the load generator
 //! runs on another: N keep-alive HTTP/1.1 connections (hyper), each sending
@@ -43,7 +59,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -60,7 +76,7 @@ use sqlx::PgPool;
 use truststream_auth_jwt::{JwtAuth, JwtAuthConfig};
 use truststream_core_auth::Auth;
 use truststream_core_db::{ColumnDef, ColumnDefault, Database, TableSchema};
-use truststream_core_storage::{Storage, UploadOptions};
+use truststream_core_storage::{Storage, UploadOptions, WriteCondition};
 use truststream_db_postgres::testing::Scratch;
 use truststream_db_postgres::PgDatabase;
 use truststream_serve::{ApiKeys, Providers, ServeConfig, Server, TableAction, TablePolicy};
@@ -356,6 +372,76 @@ async fn start_floor(pool: PgPool) -> R<(SocketAddr, tokio::task::JoinHandle<()>
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     // TCP_NODELAY, as serve's listener sets it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}
+
+/// Largest download the storage floor reads in one call (serve's choice).
+const FLOOR_SMALL_BODY: u64 = 256 * 1024;
+
+/// The storage floor's `GET`: the object's bytes, from one provider read.
+async fn floor_download(
+    State(storage): State<Arc<dyn Storage>>,
+    Path(key): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // The bench says how large the object is; serve reads its metadata.
+    let size: u64 = headers
+        .get("x-bench-size")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if size <= FLOOR_SMALL_BODY {
+        match storage.download("bench", &key).await {
+            Ok(bytes) => bytes.into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    } else {
+        match storage.download_stream("bench", &key, None).await {
+            Ok(stream) => Body::from_stream(stream).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
+}
+
+/// The storage floor's `POST`: the request body streamed into the object.
+async fn floor_upload(
+    State(storage): State<Arc<dyn Storage>>,
+    Path(key): Path<String>,
+    body: Body,
+) -> Response {
+    let data = Box::pin(
+        body.into_data_stream()
+            .map(|r| r.map_err(|e| truststream_core_storage::Error::invalid_input(e.to_string()))),
+    );
+    let options = UploadOptions {
+        condition: WriteCondition::IfNotExists,
+        ..upload_options()
+    };
+    match storage.upload_stream("bench", &key, data, &options).await {
+        Ok(_) => Json(serde_json::json!({ "Key": format!("bench/{key}") })).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The storage floor: the bench's storage paths, bare, over `storage`.
+async fn start_storage_floor(
+    storage: Arc<dyn Storage>,
+) -> R<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = Router::new()
+        .route(
+            "/storage/v1/object/bench/{*key}",
+            get(floor_download).post(floor_upload),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(storage);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -674,7 +760,9 @@ async fn http_download(
     size: usize,
 ) -> R<()> {
     let mut b = Request::get(format!("/storage/v1/object/bench/{key}"))
-        .header(header::HOST, addr.to_string());
+        .header(header::HOST, addr.to_string())
+        // For the floor (serve ignores it).
+        .header("x-bench-size", size);
     for (k, v) in headers {
         b = b.header(k, v);
     }
@@ -713,21 +801,16 @@ fn ops_per_round(size: usize) -> usize {
 
 fn storage_table(times: &StorageTimes, sizes: &[usize], sides: &[&'static str], rounds: usize) {
     println!(
-        "\n### /storage/v1 vs storage-fs in-process: one connection, operations one after another, {rounds} rounds (median, min–max)\n"
+        "\n### /storage/v1 vs a bare axum handler and storage-fs in-process: one connection, operations one after another, {rounds} rounds (median, min–max)\n"
     );
     println!(
-        "| object | operation | side | per operation | MiB/s | vs {} | vs {} |",
-        sides[sides.len() - 1],
-        sides[sides.len() - 2]
+        "| object | operation | side | per operation | MiB/s | vs {DIRECT} | vs {DIRECT_STREAM} | vs {FLOOR} |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &size in sizes {
         for op in [Op::Upload, Op::Download] {
             let base_of = |side: &'static str| times.get(&(size, side, op)).map(|v| stat(v).median);
-            let (plain, streams) = (
-                base_of(sides[sides.len() - 1]),
-                base_of(sides[sides.len() - 2]),
-            );
+            let (plain, streams, floor) = (base_of(DIRECT), base_of(DIRECT_STREAM), base_of(FLOOR));
             for &side in sides {
                 let Some(v) = times.get(&(size, side, op)) else {
                     continue;
@@ -754,7 +837,7 @@ fn storage_table(times: &StorageTimes, sizes: &[usize], sides: &[&'static str], 
                     base.map_or("–".to_string(), |b| format!("{:.2}x", b / s.median))
                 };
                 println!(
-                    "| {} | {op:?} | {side} | {per} | {mib_s:.1} | {} | {} |",
+                    "| {} | {op:?} | {side} | {per} | {mib_s:.1} | {} | {} | {} |",
                     if size >= 1024 * 1024 {
                         format!("{} MiB", size / (1024 * 1024))
                     } else {
@@ -762,6 +845,7 @@ fn storage_table(times: &StorageTimes, sizes: &[usize], sides: &[&'static str], 
                     },
                     ratio(plain),
                     ratio(streams),
+                    ratio(floor),
                 );
             }
         }
@@ -839,7 +923,7 @@ fn run_with(
     // serve.
     let storage_dir = tempfile::tempdir()?;
     let direct_dir = tempfile::tempdir()?;
-    let (running, direct) = server_rt.block_on(async {
+    let (running, direct, floor_storage) = server_rt.block_on(async {
         let auth: Arc<dyn Auth> = Arc::new(
             JwtAuth::new(
                 JwtAuthConfig::with_secret("a signing secret for the serve benchmark, 32+ bytes"),
@@ -848,6 +932,7 @@ fn run_with(
             .await?,
         );
         let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(storage_dir.path()).await?);
+        let floor_storage = storage.clone();
         let direct = FsStorage::open(direct_dir.path()).await?;
         let mut config = ServeConfig {
             bind: "127.0.0.1:0".into(),
@@ -872,9 +957,11 @@ fn run_with(
         let running = Server::bind(providers.clone(), keys.clone(), config.clone())
             .await?
             .spawn();
-        Ok::<_, BoxError>((running, direct))
+        Ok::<_, BoxError>((running, direct, floor_storage))
     })?;
     let (floor_addr, floor_task) = server_rt.block_on(start_floor(raw.clone()))?;
+    let (storage_floor_addr, storage_floor_task) =
+        server_rt.block_on(start_storage_floor(floor_storage))?;
 
     let with_key = |key: &str| -> R<Vec<(HeaderName, HeaderValue)>> {
         Ok(vec![
@@ -1009,7 +1096,14 @@ fn run_with(
             rest_table(&names, &samples, &skipped, opts);
         }
         if do_storage {
-            storage(opts, server_rt, load_rt, running.addr, &service, &direct)?;
+            storage(
+                opts,
+                server_rt,
+                load_rt,
+                [running.addr, storage_floor_addr],
+                &service,
+                &direct,
+            )?;
         }
         Ok(())
     })();
@@ -1017,6 +1111,7 @@ fn run_with(
     drop(postrust);
     drop(running);
     floor_task.abort();
+    storage_floor_task.abort();
     server_rt.block_on(async {
         raw.close().await;
         db.disconnect().await
@@ -1038,14 +1133,23 @@ fn run_with(
     result
 }
 
+/// The storage sides: serve, the floor, storage-fs in-process (streaming
+/// and plain).
+const HTTP: &str = "serve /storage/v1";
+const FLOOR: &str = "floor (axum + storage-fs)";
+const DIRECT_STREAM: &str = "storage-fs direct (streams)";
+const DIRECT: &str = "storage-fs direct";
+
+/// `addrs`: serve's and the storage floor's.
 fn storage(
     opts: &Opts,
     server_rt: &tokio::runtime::Runtime,
     load_rt: &tokio::runtime::Runtime,
-    addr: SocketAddr,
+    addrs: [SocketAddr; 2],
     service: &str,
     direct: &FsStorage,
 ) -> R<()> {
+    let [addr, floor_addr] = addrs;
     let headers = storage_headers(service);
     // The bucket on both sides; the objects downloads read.
     let sizes = [4 * 1024, 64 * 1024 * 1024];
@@ -1102,10 +1206,7 @@ fn storage(
         Ok::<_, BoxError>(())
     })?;
 
-    const HTTP: &str = "serve /storage/v1";
-    const DIRECT_STREAM: &str = "storage-fs direct (streams)";
-    const DIRECT: &str = "storage-fs direct";
-    let sides = [HTTP, DIRECT_STREAM, DIRECT];
+    let sides = [HTTP, FLOOR, DIRECT_STREAM, DIRECT];
     let mut times: StorageTimes = HashMap::new();
     let mut seq = 0usize;
     for round in 0..opts.rounds {
@@ -1123,6 +1224,7 @@ fn storage(
                         .collect();
                     let http = match side {
                         HTTP => Some(addr),
+                        FLOOR => Some(floor_addr),
                         _ => None,
                     };
                     let elapsed = match http {
@@ -1166,7 +1268,10 @@ fn storage(
                                     let _ = direct.delete("bench", k).await;
                                 }
                             }),
-                            Some(to) => load_rt.block_on(async {
+                            // The floor writes into serve's storage: serve
+                            // removes both sides' objects.
+                            Some(_) => load_rt.block_on(async {
+                                let to = addr;
                                 let mut b = Request::delete("/storage/v1/object/bench")
                                     .header(header::HOST, to.to_string())
                                     .header(header::CONTENT_TYPE, "application/json");
