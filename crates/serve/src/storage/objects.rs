@@ -190,13 +190,62 @@ fn parse_user_metadata(json_text: &str) -> ApiResult<String> {
     Ok(v.to_string())
 }
 
+/// The request body as the provider gets it: hyper's frames (often a few
+/// KiB each) joined into chunks of about [`UPLOAD_CHUNK`], so that a
+/// provider that writes each chunk in a call of its own (storage-fs: one
+/// blocking-pool hop per chunk) makes few calls.
 fn body_stream(body: Body) -> ByteStream {
-    Box::pin(body.into_data_stream().map(|r| {
-        r.map_err(|e| {
-            Error::invalid_input("the upload body ended early (the client disconnected)")
-                .with_source(e)
-        })
-    }))
+    coalesce(
+        Box::pin(body.into_data_stream().map(|r| {
+            r.map_err(|e| {
+                Error::invalid_input("the upload body ended early (the client disconnected)")
+                    .with_source(e)
+            })
+        })),
+        UPLOAD_CHUNK,
+    )
+}
+
+/// Size the upload body's frames are joined up to.
+const UPLOAD_CHUNK: usize = 1024 * 1024;
+
+/// Joins the chunks of `data` until they reach `target` bytes (a chunk
+/// that large on its own passes through without a copy). An error is
+/// passed on at once and ends the stream.
+fn coalesce(data: ByteStream, target: usize) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        Some(data),
+        move |data| async move {
+            let mut data = data?;
+            let mut first: Option<Bytes> = None;
+            let mut joined = BytesMut::new();
+            loop {
+                match data.next().await {
+                    Some(Ok(chunk)) => {
+                        match first.take() {
+                            None if joined.is_empty() => first = Some(chunk),
+                            None => joined.extend_from_slice(&chunk),
+                            Some(f) => {
+                                joined.reserve(target.max(f.len() + chunk.len()));
+                                joined.extend_from_slice(&f);
+                                joined.extend_from_slice(&chunk);
+                            }
+                        }
+                        let len = first.as_ref().map_or(joined.len(), Bytes::len);
+                        if len >= target {
+                            let out = first.take().unwrap_or_else(|| joined.split().freeze());
+                            return Some((Ok(out), Some(data)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => {
+                        let out = first.take().unwrap_or_else(|| joined.split().freeze());
+                        return (!out.is_empty()).then_some((Ok(out), None));
+                    }
+                }
+            }
+        },
+    ))
 }
 
 /// Cuts a stream off with `TooLarge` once it passes `limit` bytes.
@@ -1056,6 +1105,35 @@ pub(crate) async fn move_or_copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn coalesce_joins_small_chunks_and_passes_errors() {
+        let chunks = |sizes: &[usize]| -> ByteStream {
+            let items: Vec<Result<Bytes, Error>> = sizes
+                .iter()
+                .map(|&n| Ok(Bytes::from(vec![1u8; n])))
+                .collect();
+            Box::pin(futures::stream::iter(items))
+        };
+        let lens = |s: ByteStream| async move {
+            s.map(|c| c.expect("chunk").len()).collect::<Vec<_>>().await
+        };
+        assert_eq!(lens(coalesce(chunks(&[3, 4, 5, 1]), 8)).await, [12, 1]);
+        assert_eq!(lens(coalesce(chunks(&[20, 2]), 8)).await, [20, 2]);
+        assert_eq!(lens(coalesce(chunks(&[]), 8)).await, Vec::<usize>::new());
+        assert_eq!(
+            lens(coalesce(chunks(&[0, 0]), 8)).await,
+            Vec::<usize>::new()
+        );
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(Error::invalid_input("gone")),
+            Ok(Bytes::from_static(b"cd")),
+        ]));
+        let out: Vec<_> = coalesce(failing, 8).collect().await;
+        assert_eq!(out.len(), 1);
+        assert!(out[0].is_err());
+    }
 
     #[test]
     fn ranges() {

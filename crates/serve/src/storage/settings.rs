@@ -265,26 +265,26 @@ mod tests {
     #[tokio::test]
     async fn cache_reads_once_and_forgets_on_invalidate() {
         let storage = truststream_storage_memory::MemoryStorage::new();
-        storage.create_bucket("b").await.expect("bucket");
+        storage.create_bucket("bkt").await.expect("bucket");
         let cache = SettingsCache::new(Duration::from_secs(3600));
-        assert_eq!(cache.read(&storage, "b").await.expect("read"), None);
+        assert_eq!(cache.read(&storage, "bkt").await.expect("read"), None);
         let public = BucketSettings {
             public: true,
             ..Default::default()
         };
-        store(&storage, "b", &public).await.expect("store");
+        store(&storage, "bkt", &public).await.expect("store");
         // Still the cached answer until invalidated.
-        assert_eq!(cache.read(&storage, "b").await.expect("read"), None);
-        cache.invalidate("b");
-        assert_eq!(cache.load(&storage, "b").await.expect("load"), public);
+        assert_eq!(cache.read(&storage, "bkt").await.expect("read"), None);
+        cache.invalidate("bkt");
+        assert_eq!(cache.load(&storage, "bkt").await.expect("load"), public);
         assert_eq!(cache.len(), 1);
         // A zero TTL reads every time.
         let uncached = SettingsCache::new(Duration::ZERO);
-        assert!(uncached.load(&storage, "b").await.expect("load").public);
-        store(&storage, "b", &BucketSettings::default())
+        assert!(uncached.load(&storage, "bkt").await.expect("load").public);
+        store(&storage, "bkt", &BucketSettings::default())
             .await
             .expect("store");
-        assert!(!uncached.load(&storage, "b").await.expect("load").public);
+        assert!(!uncached.load(&storage, "bkt").await.expect("load").public);
     }
 
     #[test]
