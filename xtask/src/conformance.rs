@@ -5,15 +5,16 @@ mod layers;
 
 use std::sync::Arc;
 
-use truststream_conformance::{auth, db, factory, realtime, storage, CaseOutcome, Report};
+use truststream_conformance::{auth, db, factory, jobs, realtime, storage, CaseOutcome, Report};
 use truststream_core_db::Database;
+use truststream_core_jobs::{Jobs, JobsRegistry};
 use truststream_core_realtime::{Realtime, RealtimeDeps, RealtimeRegistry};
 use truststream_core_storage::Storage;
 use truststream_db_memory::MemoryDatabase;
 use truststream_storage_memory::MemoryStorage;
 
 /// The interfaces that have a suite, as accepted by `--interface`.
-const INTERFACES: &[&str] = &["db", "storage", "realtime", "auth"];
+const INTERFACES: &[&str] = &["db", "storage", "realtime", "auth", "jobs"];
 
 /// How one provider is put under its suite.
 enum Suite {
@@ -28,6 +29,7 @@ enum Suite {
         db: &'static str,
         over: fn() -> db::DbFactory,
     },
+    Jobs(fn() -> jobs::JobsFactory),
 }
 
 /// One row of the provider table.
@@ -61,6 +63,12 @@ fn memory_db_skips() -> Vec<&'static str> {
         "aggregate.raw_query_guide_sql",
         "raw.one_statement_per_call",
     ]
+}
+
+/// jobs-memory keeps no database, so the transactional-enqueue cases
+/// (which need one) are skipped.
+fn memory_jobs_skips() -> Vec<&'static str> {
+    vec!["tx.rollback_never_runs", "tx.commit_runs_once"]
 }
 
 /// The Garage version `truststream_storage_s3::testing` starts (2.5)
@@ -179,7 +187,105 @@ fn providers() -> Vec<Entry> {
             },
             expected_skips: no_skips,
         },
+        Entry {
+            interface: "jobs",
+            name: "memory",
+            suite: Suite::Jobs(jobs_memory),
+            expected_skips: memory_jobs_skips,
+        },
+        Entry {
+            interface: "jobs",
+            name: "database/sqlite",
+            suite: Suite::Jobs(jobs_db_sqlite),
+            expected_skips: no_skips,
+        },
+        Entry {
+            interface: "jobs",
+            name: "database/postgres",
+            suite: Suite::Jobs(jobs_db_postgres),
+            expected_skips: no_skips,
+        },
+        Entry {
+            interface: "jobs",
+            name: "postgres",
+            suite: Suite::Jobs(jobs_postgres),
+            expected_skips: no_skips,
+        },
     ]
+}
+
+/// The jobs providers, as the runtime registers them.
+fn jobs_registry() -> JobsRegistry {
+    let mut reg = JobsRegistry::new("jobs");
+    truststream_jobs_memory::register(&mut reg);
+    truststream_jobs_db::register(&mut reg);
+    truststream_jobs_postgres::register(&mut reg);
+    reg
+}
+
+/// Builds jobs provider `kind` through the registry, the way the runtime
+/// does (`db` is the configured database), with `db` as the fixture's
+/// database for the transactional-enqueue cases.
+async fn jobs_fixture(
+    kind: &str,
+    settings: serde_json::Value,
+    db: Option<Arc<dyn Database>>,
+) -> Result<jobs::JobsFixture, String> {
+    let j: Arc<dyn Jobs> = jobs_registry()
+        .build(kind, settings, db.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let fx = jobs::JobsFixture::new(j);
+    Ok(match db {
+        Some(db) => fx.with_database(db),
+        None => fx,
+    })
+}
+
+fn jobs_memory() -> jobs::JobsFactory {
+    factory(|| jobs_fixture("memory", serde_json::json!({}), None))
+}
+
+/// jobs-db over a fresh in-memory SQLite database per case.
+fn jobs_db_sqlite() -> jobs::JobsFactory {
+    let dbs = db_sqlite();
+    factory(move || {
+        let dbs = dbs.clone();
+        async move {
+            let db = dbs().await?;
+            jobs_fixture("database", serde_json::json!({}), Some(db)).await
+        }
+    })
+}
+
+/// jobs-db over a fresh PostgreSQL schema per case.
+fn jobs_db_postgres() -> jobs::JobsFactory {
+    let dbs = db_postgres();
+    factory(move || {
+        let dbs = dbs.clone();
+        async move {
+            let db = dbs().await?;
+            jobs_fixture("database", serde_json::json!({}), Some(db)).await
+        }
+    })
+}
+
+/// jobs-postgres on a fresh scratch schema per case, with a db-postgres
+/// database on the same schema for the transactional-enqueue cases.
+fn jobs_postgres() -> jobs::JobsFactory {
+    factory(|| async {
+        let config = pg_scratch().config("xtask_jobs");
+        let schema = config.schema.clone().ok_or("no scratch schema")?;
+        let db = truststream_db_postgres::PgDatabase::open(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let settings = serde_json::json!({
+            "url": truststream_db_postgres::testing::database_url(),
+            "schema": schema,
+        });
+        let fx = jobs_fixture("postgres", settings, None).await?;
+        Ok(fx.with_database(Arc::new(db) as Arc<dyn Database>))
+    })
 }
 
 fn db_memory() -> db::DbFactory {
@@ -573,6 +679,11 @@ fn skipped(e: &Entry, only: Option<&str>, why: &str) -> Report {
             e.name.to_string(),
             realtime::cases().iter().map(|c| c.name).collect(),
         ),
+        Suite::Jobs(_) => (
+            "jobs",
+            e.name.to_string(),
+            jobs::cases().iter().map(|c| c.name).collect(),
+        ),
     };
     let mut report = Report::default();
     for name in names {
@@ -625,7 +736,7 @@ impl Selection {
                 other => {
                     return Err(format!(
                         "unknown argument {other:?}; usage: cargo xtask conformance \
-                         [--provider NAME ...] [--interface db|storage|realtime|auth] [--case SUBSTR]"
+                         [--provider NAME ...] [--interface db|storage|realtime|auth|jobs] [--case SUBSTR]"
                     ))
                 }
             }
@@ -835,8 +946,9 @@ pub fn run(selection: &Selection) -> Result<Outcome, String> {
                     continue;
                 }
             }
-            let uses_postgres =
-                e.name == "postgres" || matches!(&e.suite, Suite::Auth { db: "postgres", .. });
+            let uses_postgres = e.name == "postgres"
+                || e.name.ends_with("/postgres")
+                || matches!(&e.suite, Suite::Auth { db: "postgres", .. });
             if uses_postgres {
                 if let Some(why) = postgres_unavailable().await {
                     println!(
@@ -852,6 +964,7 @@ pub fn run(selection: &Selection) -> Result<Outcome, String> {
                 Suite::Db(f) => db::run(e.name, f(), only).await,
                 Suite::Storage(f) => storage::run(e.name, f(), only).await,
                 Suite::Realtime(f) => realtime::run(e.name, f(), only).await,
+                Suite::Jobs(f) => jobs::run(e.name, f(), only).await,
                 Suite::Auth { make, db, over } => {
                     auth::run(&format!("{}/{db}", e.name), make(over()), only).await
                 }
