@@ -34,8 +34,9 @@
 //! - **floor (axum + storage-fs)**: a bare axum handler in this binary on
 //!   the same storage-fs instance as serve, reached by the same HTTP client
 //!   on the same kind of connection (keep-alive HTTP/1.1, `TCP_NODELAY`).
-//!   An upload is one `upload_stream` of the request body (if-not-exists,
-//!   as serve's create); a download is the one read serve makes for the
+//!   An upload is one `upload_stream` of the request body as hyper's frames
+//!   come (if-not-exists, as serve's create; serve joins the frames into
+//!   1 MiB chunks first); a download is the one read serve makes for the
 //!   body (`download` up to 256 KiB, else `download_stream`, chunked),
 //!   without serve's metadata call, keys, policies or headers. What serve
 //!   costs above it is serve's own work; what it costs above storage-fs
