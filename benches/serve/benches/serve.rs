@@ -370,9 +370,14 @@ async fn start_floor(pool: PgPool) -> R<(SocketAddr, tokio::task::JoinHandle<()>
     let app = Router::new()
         .route("/rest/v1/bench_items", get(floor_read).post(floor_insert))
         .with_state(pool);
+    serve_app(app).await
+}
+
+/// Serves `app` on a free local port, with `TCP_NODELAY` as serve's
+/// listener sets it.
+async fn serve_app(app: Router) -> R<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    // TCP_NODELAY, as serve's listener sets it.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -441,15 +446,7 @@ async fn start_storage_floor(
         )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(storage);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((addr, task))
+    serve_app(app).await
 }
 
 // ---------------------------------------------------------------- postrust
