@@ -758,8 +758,8 @@ fn restart_changed_types(layers: &mut [Layer], selected: &Profile) {
     let order: Vec<(usize, &Profile)> = (0..layers.len())
         .flat_map(|l| profiles.iter().map(move |p| (l, p)))
         .collect();
-    for interface in Interface::ALL {
-        let key = interface.as_str();
+    let sections = Interface::ALL.map(Interface::as_str);
+    for key in sections.into_iter().chain([JOBS_SECTION]) {
         let type_at = |&(l, p): &(usize, &Profile)| -> Option<String> {
             let section = layers[l].data.get(p)?.get(key)?.as_dict()?;
             let t = section.get("type")?;

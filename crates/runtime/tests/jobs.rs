@@ -224,3 +224,25 @@ fn check_and_health_list_the_jobs_provider() {
     assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
     assert!(out.contains("jobs"), "{out}");
 }
+
+#[test]
+fn jobs_from_the_environment_and_a_type_change_starts_afresh() -> Result<()> {
+    let toml = "[default.jobs]\ntype = \"postgres\"\nurl = \"postgres://127.0.0.1/x\"\n\n\
+                [production.jobs]\ntype = \"memory\"\n";
+    let cfg = ConfigSources::new()
+        .toml_str(toml)
+        .env([("TRUSTSTREAM_PROFILE", "production")])
+        .load()?;
+    assert_eq!(cfg.jobs_section().kind(), "memory");
+    assert!(
+        cfg.jobs_section().settings().is_empty(),
+        "the postgres url is dropped"
+    );
+    let cfg = ConfigSources::new()
+        .toml_str(toml)
+        .env([("TRUSTSTREAM_JOBS__TYPE", "database")])
+        .load()?;
+    assert_eq!(cfg.jobs_section().kind(), "database");
+    assert!(cfg.jobs_section().settings().is_empty());
+    Ok(())
+}
