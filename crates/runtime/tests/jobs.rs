@@ -246,3 +246,36 @@ fn jobs_from_the_environment_and_a_type_change_starts_afresh() -> Result<()> {
     assert!(cfg.jobs_section().settings().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn switching_the_database_moves_database_jobs_to_it() -> Result<()> {
+    let rt = runtime(
+        "[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n\
+         [default.jobs]\ntype = \"database\"\n",
+    )
+    .await?;
+    let before = rt.jobs().expect("database jobs");
+    let id = before
+        .enqueue(NewJob::new("ship", &json!({"order": "o1"}))?)
+        .await?
+        .id();
+    let switch = rt.switch_database("memory", json!({})).await?;
+    let after = rt.jobs().expect("database jobs after the switch");
+    assert!(
+        after.get(id).await?.is_none(),
+        "the new database has its own (empty) jobs table"
+    );
+    let id2 = after
+        .enqueue(NewJob::new("ship", &json!({"order": "o2"}))?)
+        .await?
+        .id();
+    assert!(
+        rt.db()
+            .get("truststream_jobs", &json!(id2.to_string()))
+            .await?
+            .is_some(),
+        "the job is a row of the new database"
+    );
+    switch.close(Duration::from_secs(20)).await?;
+    Ok(())
+}
