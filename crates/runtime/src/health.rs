@@ -237,23 +237,12 @@ async fn probe<P: Probe>(
 ) -> std::result::Result<ServiceHealth, Interface> {
     let provider = provider.ok_or(interface)?;
     let section = config.section(interface);
-    let start = tokio::time::Instant::now();
-    let answer = tokio::time::timeout(deadline, provider.health()).await;
-    let elapsed = start.elapsed();
-    let (status, message) = match answer {
-        Ok(Health {
-            status, message, ..
-        }) => (status, message),
-        Err(_) => (
-            HealthStatus::Unhealthy,
-            Some(format!("no answer within {} ms", deadline.as_millis())),
-        ),
-    };
+    let (status, message, response_time_ms) = timed(provider.health(), deadline).await;
     Ok(ServiceHealth {
         service: interface,
         provider: section.kind().to_string(),
         status,
-        response_time_ms: elapsed.as_secs_f64() * 1000.0,
+        response_time_ms,
         message: message.map(|m| redact::scrub(&m, &section.secrets())),
     })
 }
@@ -304,8 +293,23 @@ async fn probe_jobs(
             })
         }
     };
+    let (status, message, response_time_ms) = timed(jobs.health(), deadline).await;
+    Some(JobsHealth {
+        provider,
+        status,
+        response_time_ms,
+        message: message.map(|m| redact::scrub(&m, &section.secrets())),
+    })
+}
+
+/// Awaits a health check within `deadline`: its status and message (or
+/// unhealthy, "no answer within N ms"), and how long it took in ms.
+async fn timed(
+    check: impl std::future::Future<Output = Health>,
+    deadline: Duration,
+) -> (HealthStatus, Option<String>, f64) {
     let start = tokio::time::Instant::now();
-    let (status, message) = match tokio::time::timeout(deadline, jobs.health()).await {
+    let (status, message) = match tokio::time::timeout(deadline, check).await {
         Ok(Health {
             status, message, ..
         }) => (status, message),
@@ -314,10 +318,5 @@ async fn probe_jobs(
             Some(format!("no answer within {} ms", deadline.as_millis())),
         ),
     };
-    Some(JobsHealth {
-        provider,
-        status,
-        response_time_ms: start.elapsed().as_secs_f64() * 1000.0,
-        message: message.map(|m| redact::scrub(&m, &section.secrets())),
-    })
+    (status, message, start.elapsed().as_secs_f64() * 1000.0)
 }

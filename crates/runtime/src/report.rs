@@ -96,34 +96,17 @@ impl InterfaceReport {
 
     /// Built and not unhealthy (degraded counts as serving), or not configured.
     pub fn is_ok(&self) -> bool {
-        self.error.is_none()
-            && self
-                .health
-                .as_ref()
-                .is_none_or(|h| h.status != HealthStatus::Unhealthy)
+        serving(self.error.as_deref(), self.health.as_ref())
     }
 
     /// `healthy (0.1 ms)`, `unhealthy (3.0 ms): connection refused`,
     /// `not configured`, `failed to build: ...`.
     pub fn health_line(&self) -> String {
-        if let Some(e) = &self.error {
-            return format!("failed to build: {e}");
-        }
-        match &self.health {
-            None => "not configured (auth.type = \"none\")".to_string(),
-            Some(h) => {
-                let ms = h.latency.as_secs_f64() * 1000.0;
-                let mut s = if ms < 0.1 {
-                    format!("{} ({:.3} ms)", h.status, ms)
-                } else {
-                    format!("{} ({:.1} ms)", h.status, ms)
-                };
-                if let Some(m) = &h.message {
-                    let _ = write!(s, ": {m}");
-                }
-                s
-            }
-        }
+        health_text(
+            self.error.as_deref(),
+            self.health.as_ref(),
+            "not configured (auth.type = \"none\")",
+        )
     }
 }
 
@@ -177,29 +160,16 @@ impl JobsReport {
 
     /// Built and not unhealthy, or not configured.
     pub fn is_ok(&self) -> bool {
-        self.error.is_none()
-            && self
-                .health
-                .as_ref()
-                .is_none_or(|h| h.status != HealthStatus::Unhealthy)
+        serving(self.error.as_deref(), self.health.as_ref())
     }
 
     /// As [`InterfaceReport::health_line`].
     pub fn health_line(&self) -> String {
-        if let Some(e) = &self.error {
-            return format!("failed to build: {e}");
-        }
-        match &self.health {
-            None => format!("not configured (jobs.type = \"{JOBS_NONE}\")"),
-            Some(h) => {
-                let ms = h.latency.as_secs_f64() * 1000.0;
-                let mut s = format!("{} ({:.1} ms)", h.status, ms);
-                if let Some(m) = &h.message {
-                    let _ = write!(s, ": {m}");
-                }
-                s
-            }
-        }
+        health_text(
+            self.error.as_deref(),
+            self.health.as_ref(),
+            &format!("not configured (jobs.type = \"{JOBS_NONE}\")"),
+        )
     }
 }
 
@@ -296,6 +266,32 @@ impl fmt::Display for CompatibilityReport {
         writeln!(f, "  health: {}", j.health_line())?;
         Ok(())
     }
+}
+
+/// Built and not unhealthy (degraded counts as serving), or not configured.
+fn serving(error: Option<&str>, health: Option<&Health>) -> bool {
+    error.is_none() && health.is_none_or(|h| h.status != HealthStatus::Unhealthy)
+}
+
+/// `healthy (0.1 ms)`, `unhealthy (3.0 ms): connection refused`,
+/// `not_configured` when there is no health, `failed to build: ...`.
+fn health_text(error: Option<&str>, health: Option<&Health>, not_configured: &str) -> String {
+    if let Some(e) = error {
+        return format!("failed to build: {e}");
+    }
+    let Some(h) = health else {
+        return not_configured.to_string();
+    };
+    let ms = h.latency.as_secs_f64() * 1000.0;
+    let mut s = if ms < 0.1 {
+        format!("{} ({:.3} ms)", h.status, ms)
+    } else {
+        format!("{} ({:.1} ms)", h.status, ms)
+    };
+    if let Some(m) = &h.message {
+        let _ = write!(s, ": {m}");
+    }
+    s
 }
 
 fn capability_lines(v: Value) -> Vec<(String, Value)> {
