@@ -522,8 +522,9 @@ pub struct Services {
 
 impl Services {
     /// Builds every configured provider, each in its section's layers:
-    /// database, then auth (given the layered database), storage, and
-    /// realtime (given the layered database and auth). When a later
+    /// database, then auth (given the layered database), storage,
+    /// realtime (given the layered database and auth), and jobs (given
+    /// the layered database; none unless `[jobs]` names a type). When a later
     /// provider fails, the database built for nothing is disconnected
     /// before the error is returned.
     pub async fn build(registries: &Arc<Registries>, config: &Config) -> Result<Self> {
