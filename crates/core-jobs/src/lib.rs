@@ -3,6 +3,7 @@
 mod backoff;
 mod capabilities;
 pub mod lifecycle;
+pub mod schedule;
 mod serde_ms;
 mod types;
 pub mod worker;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
 pub use capabilities::JobsCapabilities;
+pub use schedule::{CatchUp, Schedule, Scheduler, SchedulerHandle, SchedulerReport};
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use types::{
     validate_job_type, Attempt, ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome,
