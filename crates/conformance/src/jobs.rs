@@ -42,6 +42,7 @@ use truststream_core_jobs::{
 use crate::harness::{run_cases, Case, Factory};
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
+pub mod cron;
 pub mod worker;
 
 /// What a jobs case gets: the provider, and the database it keeps its jobs
@@ -143,6 +144,7 @@ pub fn cases() -> Vec<Case<JobsFixture>> {
         case!("tx.commit_runs_once", ["transactional_enqueue"], tx_commit),
     ];
     all.extend(worker::cases());
+    all.extend(cron::cases());
     all
 }
 
