@@ -3,10 +3,11 @@
 //! occurrence once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use truststream_core::BoxFuture;
-use truststream_core_jobs::{CatchUp, JobQuery, NewJob, Schedule, Scheduler};
+use truststream_core_jobs::{CatchUp, JobQuery, Jobs, NewJob, Schedule, Scheduler};
 
 use super::{case, request, wait_for, JobsFixture};
 use crate::harness::Case;
@@ -28,20 +29,28 @@ fn schedule(catch_up: CatchUp) -> Result<Schedule, Failure> {
     .catch_up(catch_up))
 }
 
-/// Three schedulers with one per-second schedule, while a claimer
+async fn each_occurrence_once(fx: JobsFixture) -> CaseResult {
+    each_occurrence_once_across(&[fx.jobs.clone(), fx.jobs.clone(), fx.jobs]).await
+}
+
+/// Three schedulers with one per-second schedule, one on each of
+/// `instances` (at least one; they share one queue, e.g. provider
+/// instances in separate "processes" on one database), while a claimer
 /// completes the jobs as they come due; the third starts late with
 /// [`CatchUp::LastMissed`], so it offers an occurrence that may already be
 /// completed. Every occurrence must exist exactly once.
-async fn each_occurrence_once(fx: JobsFixture) -> CaseResult {
-    let start = |catch_up| -> Result<_, Failure> {
-        Ok(Scheduler::new(fx.jobs.clone())
+pub async fn each_occurrence_once_across(instances: &[Arc<dyn Jobs>]) -> CaseResult {
+    ensure!(!instances.is_empty(), "no provider instances");
+    let on = |i: usize| instances[i % instances.len()].clone();
+    let start = |i: usize, catch_up| -> Result<_, Failure> {
+        Ok(Scheduler::new(on(i))
             .schedule(schedule(catch_up)?)?
             .look_ahead(Duration::from_secs(1))?
             .start()?)
     };
-    let first = start(CatchUp::Skip)?;
-    let second = start(CatchUp::Skip)?;
-    let jobs = fx.jobs.clone();
+    let first = start(0, CatchUp::Skip)?;
+    let second = start(1, CatchUp::Skip)?;
+    let jobs = on(1);
     let completer = tokio::spawn(async move {
         let mut completed = 0u64;
         loop {
@@ -63,10 +72,9 @@ async fn each_occurrence_once(fx: JobsFixture) -> CaseResult {
         .await
         .map_err(|_| Failure::new("no scheduled job became claimable"))?
         .map_err(|e| Failure::new(format!("completer task: {e}")))??;
-    let third = start(CatchUp::LastMissed)?;
+    let third = start(2, CatchUp::LastMissed)?;
     let listed = wait_for("five occurrences to be enqueued", || async {
-        let all = fx
-            .jobs
+        let all = on(0)
             .list(&JobQuery::new().job_type(TYPE).limit(10_000))
             .await?;
         Ok((all.len() >= 5).then_some(()))
@@ -74,8 +82,7 @@ async fn each_occurrence_once(fx: JobsFixture) -> CaseResult {
     .await;
     let reports = [first.stop().await, second.stop().await, third.stop().await];
     listed?;
-    let all = fx
-        .jobs
+    let all = on(2)
         .list(&JobQuery::new().job_type(TYPE).limit(10_000))
         .await?;
     let sched = schedule(CatchUp::Skip)?;
