@@ -398,6 +398,17 @@ mod tests {
     }
 
     #[test]
+    fn sub_second_cursors_never_go_back() {
+        let s = Schedule::new("tick", "* * * * * *", template()).expect("valid");
+        let half = at(0, 0, 0) + chrono::Duration::milliseconds(500);
+        assert_eq!(s.next_after(half), Some(at(0, 0, 1)));
+        // The catch-up cursor: just before the last missed occurrence.
+        let before = at(0, 0, 0) - chrono::Duration::nanoseconds(1);
+        assert_eq!(s.next_after(before), Some(at(0, 0, 0)));
+        assert_eq!(s.last_at_or_before(half), Some(at(0, 0, 0)));
+    }
+
+    #[test]
     fn six_field_expression_has_seconds() {
         let s = Schedule::new("tick", "* * * * * *", template()).expect("valid");
         assert_eq!(
