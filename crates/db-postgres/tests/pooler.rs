@@ -743,17 +743,6 @@ fn user(sub: &str) -> RequestScope {
     RequestScope::new("authenticated", row(claims)).expect("a scope")
 }
 
-/// `CREATE ROLE name NOLOGIN` unless it exists (concurrent tests race on it).
-fn ensure_role(name: &str) -> String {
-    format!(
-        "DO $$ BEGIN \
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN \
-             CREATE ROLE {name} NOLOGIN; \
-           END IF; \
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn row_level_security_holds_through_pgbouncer() {
     let Some((url, b)) = bouncer(2).await else {
@@ -776,8 +765,8 @@ async fn row_level_security_holds_through_pgbouncer() {
     let sub = "current_setting('request.jwt.claim.sub', true)";
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     for s in [
-        ensure_role("anon"),
-        ensure_role("authenticated"),
+        testing::ensure_role("anon"),
+        testing::ensure_role("authenticated"),
         format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO authenticated"),
         format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),

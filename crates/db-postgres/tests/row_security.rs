@@ -7,12 +7,11 @@
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
 use serde_json::{json, Value};
-use sqlx::Connection as _;
 use truststream_core_db::{
     col, ColumnDef, Database, ErrorKind, Filter, Operation, Params, Query, RequestScope, Row,
     TableSchema,
 };
-use truststream_db_postgres::testing::{self, Scratch};
+use truststream_db_postgres::testing::{self, admin, ensure_role, Scratch};
 use truststream_db_postgres::{PgConfig, PgDatabase};
 
 use std::sync::Arc;
@@ -40,31 +39,6 @@ fn user(sub: &str) -> RequestScope {
 
 fn anon() -> RequestScope {
     RequestScope::new("anon", row(json!({"role": "anon"}))).unwrap()
-}
-
-/// Runs `sql` as the server's superuser (another connection).
-async fn admin(config: &PgConfig, statements: &[String]) {
-    let mut c = sqlx::PgConnection::connect(config.url.expose())
-        .await
-        .expect("connect");
-    for s in statements {
-        sqlx::query(s)
-            .execute(&mut c)
-            .await
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
-    let _ = c.close().await;
-}
-
-/// `CREATE ROLE name NOLOGIN` unless it exists (concurrent tests race on it).
-fn ensure_role(name: &str) -> String {
-    format!(
-        "DO $$ BEGIN \
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN \
-             CREATE ROLE {name} NOLOGIN; \
-           END IF; \
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-    )
 }
 
 /// A `notes` table with RLS enabled and forced: `authenticated` sees and
