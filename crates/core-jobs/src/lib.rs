@@ -3,9 +3,11 @@
 mod backoff;
 mod capabilities;
 pub mod lifecycle;
+pub mod row;
 pub mod schedule;
 mod serde_ms;
 mod types;
+mod wake;
 pub mod worker;
 
 use std::time::Duration;
@@ -23,6 +25,7 @@ pub use types::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_ERROR_BYTES, MAX_HISTORY, MAX_JOB_TYPE_BYTES,
     MAX_UNIQUE_KEY_BYTES,
 };
+pub use wake::Wake;
 pub use worker::{Handler, JobContext, Worker, WorkerBuilder, WorkerHandle, WorkerReport};
 
 /// `Result` of jobs operations.

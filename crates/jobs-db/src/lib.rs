@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 use truststream_core::{Error, ErrorKind, Health, ProviderInfo};
 use truststream_core_db::{
     and, col, or, value::format_timestamp, AggFunc, ChangeFeedScope, ChangeKind, Database, Filter,
@@ -19,10 +18,10 @@ use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
     JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
-    StateCount,
+    StateCount, Wake,
 };
 
-use row::{job_to_row, row_to_job, Stored};
+use row::Stored;
 
 /// The type name the provider registers under.
 pub const TYPE_NAME: &str = "database";
@@ -58,7 +57,7 @@ impl Default for DbJobsConfig {
 pub struct DbJobs {
     db: Arc<dyn Database>,
     table: String,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     feed: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -84,13 +83,6 @@ fn tolerate_conflict(r: JobsResult<()>) -> JobsResult<()> {
         Err(e) if e.kind() == ErrorKind::Conflict => Ok(()),
         other => other,
     }
-}
-
-/// Wakes every idle waiter, and leaves one wake-up for a worker between an
-/// empty claim and its wait (so that one is not lost).
-fn wake(notify: &Notify) {
-    notify.notify_waiters();
-    notify.notify_one();
 }
 
 fn at(t: DateTime<Utc>) -> Value {
@@ -150,7 +142,7 @@ impl DbJobs {
                     .with_source(e)
                 })?;
         }
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::new());
         let feed = if caps.change_feed {
             Self::listen(db.clone(), &config.table, wake.clone()).await
         } else {
@@ -170,7 +162,7 @@ impl DbJobs {
     async fn listen(
         db: Arc<dyn Database>,
         table: &str,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let mut stream = match db.subscribe_changes(Some(table)).await {
             Ok(s) => s,
@@ -185,7 +177,7 @@ impl DbJobs {
                 let queued = change.new.as_ref().and_then(|r| r.get("state"))
                     == Some(&json!(JobState::Queued.as_str()));
                 if change.kind == ChangeKind::Insert || queued {
-                    self::wake(&wake);
+                    wake.wake();
                 }
             }
         }))
@@ -206,7 +198,7 @@ impl DbJobs {
         self.db
             .get(&self.table, &json!(id.to_string()))
             .await?
-            .map(row_to_job)
+            .map(|r| Stored::from_row(&r))
             .transpose()
     }
 
@@ -216,7 +208,7 @@ impl DbJobs {
         let filter = and([col("id").eq(job.id.to_string()), col("version").eq(version)]);
         let n = self
             .db
-            .update_many(&self.table, &filter, job_to_row(job, token, version + 1))
+            .update_many(&self.table, &filter, job.to_row(token, version + 1))
             .await?;
         Ok(n == 1)
     }
@@ -232,7 +224,8 @@ impl DbJobs {
             let Some(mut s) = self.load(lease.job_id).await? else {
                 return Err(lifecycle::not_found(&lease.job_id, operation));
             };
-            if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str())
+            if s.job.state != JobState::Running
+                || s.lease_token.as_deref() != Some(lease.token.as_str())
             {
                 return Err(lifecycle::lease_lost(&lease.job_id, operation));
             }
@@ -283,7 +276,7 @@ impl DbJobs {
                     return Ok(Enqueued::Duplicate(holder));
                 }
             }
-            let row = job_to_row(&job.clone().into_job(lifecycle::now()), None, 0);
+            let row = job.clone().into_job(lifecycle::now()).to_row(None, 0);
             match self.db.create(&self.table, row).await {
                 Ok(_) => return Ok(Enqueued::Created(id)),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
@@ -361,7 +354,7 @@ impl Jobs for DbJobs {
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
         job.validate()?;
         let out = self.insert_one(job).await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(out)
     }
 
@@ -377,7 +370,7 @@ impl Jobs for DbJobs {
             let ids: Vec<Enqueued> = jobs.iter().map(|j| Enqueued::Created(j.id)).collect();
             let rows = jobs
                 .into_iter()
-                .map(|j| job_to_row(&j.into_job(now), None, 0))
+                .map(|j| j.into_job(now).to_row(None, 0))
                 .collect();
             self.db.create_many(&self.table, rows).await?;
             ids
@@ -388,7 +381,7 @@ impl Jobs for DbJobs {
             }
             out
         };
-        wake(&self.wake);
+        self.wake.wake();
         Ok(out)
     }
 
@@ -405,7 +398,7 @@ impl Jobs for DbJobs {
             id: job.id,
             operation: Operation::Create {
                 table: self.table.clone(),
-                data: job_to_row(&job.clone().into_job(lifecycle::now()), None, 0),
+                data: job.clone().into_job(lifecycle::now()).to_row(None, 0),
             },
         })
     }
@@ -430,7 +423,7 @@ impl Jobs for DbJobs {
                 if out.len() >= request.batch {
                     break;
                 }
-                let mut s = row_to_job(r)?;
+                let mut s = Stored::from_row(&r)?;
                 if !s.job.is_claimable(now) {
                     continue;
                 }
@@ -478,14 +471,14 @@ impl Jobs for DbJobs {
                 job.fail(now, error, rand::random::<f64>())
             })
             .await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(out)
     }
 
     async fn release(&self, lease: &Lease) -> JobsResult<()> {
         self.with_lease(lease, "jobs.release", |job, now| job.release(now))
             .await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(())
     }
 
@@ -498,7 +491,7 @@ impl Jobs for DbJobs {
         let job = self
             .change(id, "jobs.retry_dead", |job, now| job.requeue_dead(now))
             .await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(job)
     }
 
@@ -527,7 +520,7 @@ impl Jobs for DbJobs {
             .read(&self.table, &q)
             .await?
             .into_iter()
-            .map(|r| row_to_job(r).map(|s| s.job))
+            .map(|r| Stored::from_row(&r).map(|s| s.job))
             .collect()
     }
 
@@ -593,7 +586,7 @@ impl Jobs for DbJobs {
     }
 
     async fn wait_for_work(&self, max_wait: Duration) {
-        let _ = tokio::time::timeout(max_wait, self.wake.notified()).await;
+        self.wake.wait(max_wait).await;
     }
 }
 

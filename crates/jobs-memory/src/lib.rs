@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::sync::Notify;
 use truststream_core::{Error, Health, ProviderInfo};
 use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
     JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
-    StateCount,
+    StateCount, Wake,
 };
 
 /// The type name the provider registers under.
@@ -81,7 +80,7 @@ impl State {
 #[derive(Clone, Default)]
 pub struct MemoryJobs {
     state: Arc<Mutex<State>>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 impl std::fmt::Debug for MemoryJobs {
@@ -96,13 +95,6 @@ impl MemoryJobs {
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Wakes every idle waiter, and leaves one wake-up for a worker between
-    /// an empty claim and its wait (so that one is not lost).
-    fn wake(&self) {
-        self.wake.notify_waiters();
-        self.wake.notify_one();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -138,7 +130,7 @@ impl Jobs for MemoryJobs {
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
         job.validate()?;
         let r = self.lock().insert(job, lifecycle::now())?;
-        self.wake();
+        self.wake.wake();
         Ok(r)
     }
 
@@ -161,7 +153,7 @@ impl Jobs for MemoryJobs {
                 .map(|j| st.insert(j, now))
                 .collect::<JobsResult<Vec<_>>>()?
         };
-        self.wake();
+        self.wake.wake();
         Ok(out)
     }
 
@@ -242,7 +234,7 @@ impl Jobs for MemoryJobs {
             st.sync_unique(lease.job_id);
             out
         };
-        self.wake();
+        self.wake.wake();
         Ok(out)
     }
 
@@ -250,7 +242,7 @@ impl Jobs for MemoryJobs {
         self.lock()
             .held(lease, "jobs.release")?
             .release(lifecycle::now());
-        self.wake();
+        self.wake.wake();
         Ok(())
     }
 
@@ -290,7 +282,7 @@ impl Jobs for MemoryJobs {
             }
             job
         };
-        self.wake();
+        self.wake.wake();
         Ok(job)
     }
 
@@ -350,7 +342,7 @@ impl Jobs for MemoryJobs {
     }
 
     async fn wait_for_work(&self, max_wait: Duration) {
-        let _ = tokio::time::timeout(max_wait, self.wake.notified()).await;
+        self.wake.wait(max_wait).await;
     }
 }
 

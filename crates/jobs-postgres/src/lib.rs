@@ -11,14 +11,13 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row as _, Transaction};
-use tokio::sync::Notify;
 use truststream_core::{Error, ErrorKind, Health, ProviderInfo, Secret};
 use truststream_core_db::{ident, Operation};
 use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
     JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
-    StateCount,
+    StateCount, Wake,
 };
 
 use error::map;
@@ -98,7 +97,7 @@ pub struct PgJobs {
     qt: String,
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
     table: String,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -112,13 +111,6 @@ impl Drop for PgJobs {
     fn drop(&mut self) {
         self.listener.abort();
     }
-}
-
-/// Wakes every idle waiter, and leaves one wake-up for a worker between an
-/// empty claim and its wait (so that one is not lost).
-fn wake(notify: &Notify) {
-    notify.notify_waiters();
-    notify.notify_one();
 }
 
 /// The NOTIFY channel of a table: one per schema and table, cut to 63
@@ -172,7 +164,7 @@ impl PgJobs {
                     .with_source(e)
                 })?;
         }
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::new());
         let mut listener = PgListener::connect_with(&pool).await.map_err(map)?;
         listener.listen(&channel).await.map_err(map)?;
         let listener = tokio::spawn(Self::listen(listener, wake.clone()));
@@ -243,14 +235,14 @@ impl PgJobs {
     /// Wakes waiting workers on every notification. A lost connection is
     /// re-established (and re-`LISTEN`ed) by the listener; notifications
     /// sent meanwhile are lost, so every reconnect wakes the workers too.
-    async fn listen(mut listener: PgListener, wake: Arc<Notify>) {
+    async fn listen(mut listener: PgListener, wake: Arc<Wake>) {
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => self::wake(&wake),
-                Ok(None) => self::wake(&wake),
+                Ok(Some(_)) => wake.wake(),
+                Ok(None) => wake.wake(),
                 Err(e) => {
                     tracing::warn!(error = %e, "jobs-postgres: LISTEN connection failed; retrying");
-                    self::wake(&wake);
+                    wake.wake();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -538,7 +530,7 @@ impl Jobs for PgJobs {
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
         job.validate()?;
         let out = self.insert_one(job).await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(out)
     }
 
@@ -580,7 +572,7 @@ impl Jobs for PgJobs {
             }
             out
         };
-        wake(&self.wake);
+        self.wake.wake();
         Ok(out)
     }
 
@@ -590,7 +582,7 @@ impl Jobs for PgJobs {
             id: job.id,
             operation: Operation::Create {
                 table: self.table.clone(),
-                data: row::to_db_row(&job.clone().into_job(lifecycle::now())),
+                data: job.clone().into_job(lifecycle::now()).to_row(None, 0),
             },
         })
     }
@@ -661,14 +653,14 @@ impl Jobs for PgJobs {
         let out = self
             .with_lease(lease, "jobs.fail", |job, now| job.fail(now, error, random))
             .await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(out)
     }
 
     async fn release(&self, lease: &Lease) -> JobsResult<()> {
         self.with_lease(lease, "jobs.release", |job, now| job.release(now))
             .await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(())
     }
 
@@ -681,7 +673,7 @@ impl Jobs for PgJobs {
         let job = self
             .change(id, "jobs.retry_dead", |job, now| job.requeue_dead(now))
             .await?;
-        wake(&self.wake);
+        self.wake.wake();
         Ok(job)
     }
 
@@ -772,7 +764,7 @@ impl Jobs for PgJobs {
     }
 
     async fn wait_for_work(&self, max_wait: Duration) {
-        let _ = tokio::time::timeout(max_wait, self.wake.notified()).await;
+        self.wake.wait(max_wait).await;
     }
 }
 

@@ -1,12 +1,10 @@
-//! The jobs table: its DDL, and jobs to rows and back (sqlx rows for the
-//! provider's own statements, core-db rows for `enqueue_operation`).
+//! The jobs table: its DDL, and sqlx rows to jobs (the core-db row for
+//! `enqueue_operation` is `Job::to_row`, shared with jobs-db).
 
-use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row as _;
 use truststream_core::Error;
-use truststream_core_db::{value::format_timestamp, Row};
 use truststream_core_jobs::{Job, JobId, JobsResult};
 
 /// Every column, in the order [`decode`] reads and inserts write them.
@@ -148,65 +146,7 @@ pub(crate) fn decode(r: &PgRow) -> JobsResult<Stored> {
 
 /// The key column while the job holds its unique key, else NULL.
 pub(crate) fn slot(job: &Job) -> Option<String> {
-    job.unique_key
-        .clone()
-        .filter(|_| job.state.holds_unique_key())
+    truststream_core_jobs::row::unique_slot(job).map(str::to_string)
 }
 
-pub(crate) fn timeout_ms(job: &Job) -> Option<i64> {
-    job.timeout
-        .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
-}
-
-pub(crate) fn backoff(job: &Job) -> Value {
-    serde_json::to_value(job.backoff).unwrap_or(Value::Null)
-}
-
-pub(crate) fn history(job: &Job) -> Value {
-    serde_json::to_value(&job.history).unwrap_or_else(|_| json!([]))
-}
-
-fn time(t: DateTime<Utc>) -> Value {
-    Value::String(format_timestamp(t))
-}
-
-fn opt_time(t: Option<DateTime<Utc>>) -> Value {
-    t.map(time).unwrap_or(Value::Null)
-}
-
-fn opt_text(s: Option<&str>) -> Value {
-    s.map(|s| Value::String(s.to_string()))
-        .unwrap_or(Value::Null)
-}
-
-/// A new job as a core-db row of the jobs table (for
-/// `Operation::Create`): every column, version 0, no lease.
-pub(crate) fn to_db_row(job: &Job) -> Row {
-    let mut r = Row::new();
-    r.insert("id".into(), json!(job.id.to_string()));
-    r.insert("job_type".into(), json!(job.job_type));
-    r.insert("payload".into(), job.payload.clone());
-    r.insert("state".into(), json!(job.state.as_str()));
-    r.insert("priority".into(), json!(job.priority));
-    r.insert("run_at".into(), time(job.run_at));
-    r.insert("attempts".into(), json!(job.attempts));
-    r.insert("max_attempts".into(), json!(job.max_attempts));
-    r.insert("backoff".into(), backoff(job));
-    r.insert(
-        "timeout_ms".into(),
-        timeout_ms(job).map(Value::from).unwrap_or(Value::Null),
-    );
-    r.insert("unique_key".into(), opt_text(job.unique_key.as_deref()));
-    r.insert("unique_slot".into(), opt_text(slot(job).as_deref()));
-    r.insert("worker_id".into(), opt_text(job.worker_id.as_deref()));
-    r.insert("lease_token".into(), Value::Null);
-    r.insert("lease_expires_at".into(), opt_time(job.lease_expires_at));
-    r.insert("started_at".into(), opt_time(job.started_at));
-    r.insert("last_error".into(), opt_text(job.last_error.as_deref()));
-    r.insert("history".into(), history(job));
-    r.insert("created_at".into(), time(job.created_at));
-    r.insert("updated_at".into(), time(job.updated_at));
-    r.insert("finished_at".into(), opt_time(job.finished_at));
-    r.insert("version".into(), json!(0));
-    r
-}
+pub(crate) use truststream_core_jobs::row::{backoff, history, timeout_ms};
