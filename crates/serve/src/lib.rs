@@ -67,6 +67,10 @@ pub struct ServeState {
     /// The realtime hub mounted at `/realtime/v1/websocket`.
     pub hub: Option<WsRealtime>,
     metrics: Option<MetricsRenderer>,
+    /// Bucket settings as last read, shared by every router built over
+    /// this state, so this server's own bucket changes are seen at once
+    /// by all of them ([`storage::settings::SettingsCache`]).
+    settings: storage::settings::SettingsCache,
 }
 
 /// A built server: the router over the providers, ready to run on a
@@ -108,6 +112,7 @@ impl Server {
             public_url,
             hub,
             metrics: providers.metrics,
+            settings: storage::settings::SettingsCache::default(),
         });
         Ok(Server { state, listener })
     }

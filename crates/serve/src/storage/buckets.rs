@@ -17,8 +17,8 @@ use super::access::{caller, check_bucket, is_reserved, sees_bucket};
 use super::error::{ApiError, ApiResult};
 use super::json_body;
 use super::settings::{self, parse_size_limit, BucketSettings, SETTINGS_KEY};
-use super::StorageState;
 use crate::caller::{Caller, Role};
+use crate::ServeState;
 
 /// Query of `GET /bucket`.
 #[derive(Debug, Default, Deserialize)]
@@ -78,7 +78,7 @@ fn require_service(caller: &Caller) -> ApiResult<()> {
 /// id, a service-role caller, the bucket (404 when missing) and its
 /// settings, read fresh (not from the cache: the request changes them).
 async fn service_bucket(
-    state: &StorageState,
+    state: &ServeState,
     headers: &HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(BucketInfo, BucketSettings)> {
@@ -124,7 +124,7 @@ async fn find_bucket(
 /// role; public ones and those whose policy grants the caller's role
 /// something, for others).
 pub(crate) async fn list(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
@@ -164,7 +164,7 @@ pub(crate) async fn list(
 
 /// `GET /bucket/{id}`.
 pub(crate) async fn get(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
@@ -224,7 +224,7 @@ fn apply(body: &BucketBody, s: &mut BucketSettings) -> ApiResult<()> {
 /// `POST /bucket` `{id|name, public, file_size_limit, allowed_mime_types}`
 /// → `{name}` (service role only).
 pub(crate) async fn create(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -265,7 +265,7 @@ pub(crate) async fn create(
 
 /// `PUT /bucket/{id}` (service role only).
 pub(crate) async fn update(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -323,7 +323,7 @@ async fn empty_bucket(
 
 /// `POST /bucket/{id}/empty` (service role only).
 pub(crate) async fn empty(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
@@ -337,7 +337,7 @@ pub(crate) async fn empty(
 /// `DELETE /bucket/{id}` (service role only): a bucket that still holds
 /// objects is 409, as Supabase answers.
 pub(crate) async fn delete(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {

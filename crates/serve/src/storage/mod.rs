@@ -17,12 +17,11 @@ mod buckets;
 mod error;
 mod multipart;
 mod objects;
-mod settings;
+pub(crate) mod settings;
 mod signed;
 mod token;
 
 use std::collections::HashMap;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -38,28 +37,8 @@ use access::{caller, check_bucket, split_object_path};
 use error::{ApiError, ApiResult};
 use objects::{Grant, WriteMode};
 
-/// What the storage routes share: the server's state and the bucket
-/// settings cache (derefs to [`ServeState`]).
-pub(crate) struct StorageState {
-    serve: Arc<ServeState>,
-    /// Bucket settings as last read ([`settings::SettingsCache`]).
-    settings: settings::SettingsCache,
-}
-
-impl Deref for StorageState {
-    type Target = ServeState;
-
-    fn deref(&self) -> &ServeState {
-        &self.serve
-    }
-}
-
 /// The routes under `/storage/v1`.
-pub(crate) fn router(state: Arc<ServeState>) -> Router<Arc<ServeState>> {
-    let state = Arc::new(StorageState {
-        serve: state,
-        settings: settings::SettingsCache::default(),
-    });
+pub(crate) fn router(_state: Arc<ServeState>) -> Router<Arc<ServeState>> {
     Router::new()
         .route("/bucket", get(buckets::list).post(buckets::create))
         .route("/bucket/", get(buckets::list).post(buckets::create))
@@ -72,7 +51,6 @@ pub(crate) fn router(state: Arc<ServeState>) -> Router<Arc<ServeState>> {
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/{*rest}", any(object))
         .fallback(not_found)
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -117,7 +95,7 @@ fn object_rest(uri: &Uri) -> &str {
 }
 
 async fn object(
-    State(state): State<Arc<StorageState>>,
+    State(state): State<Arc<ServeState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -145,7 +123,7 @@ fn method_not_allowed() -> ApiError {
 }
 
 async fn dispatch(
-    state: &StorageState,
+    state: &ServeState,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,

@@ -22,9 +22,9 @@ use super::access::{check_bucket, check_key, is_reserved, may_list, require};
 use super::error::{ApiError, ApiResult};
 use super::multipart;
 use super::settings::{base_mime, BucketSettings};
-use super::StorageState;
 use crate::caller::{Caller, Role};
 use crate::config::TableAction;
+use crate::ServeState;
 
 /// Metadata entries the server keeps beside user metadata.
 const META_ID: &str = "id";
@@ -41,10 +41,7 @@ fn bucket_err(e: Error) -> ApiError {
 
 /// The settings of `bucket` (cached for [`super::settings::SETTINGS_TTL`]), as
 /// an API error on failure.
-pub(crate) async fn bucket_settings(
-    state: &StorageState,
-    bucket: &str,
-) -> ApiResult<BucketSettings> {
+pub(crate) async fn bucket_settings(state: &ServeState, bucket: &str) -> ApiResult<BucketSettings> {
     state
         .settings
         .load(state.storage.as_ref(), bucket)
@@ -336,7 +333,7 @@ fn normalize_cache(v: &str) -> String {
 /// a new object, update to replace one), the bucket's MIME types and size
 /// limit (while streaming), and answers `{Id, Key, id, path, fullPath}`.
 pub(crate) async fn upload(
-    state: &StorageState,
+    state: &ServeState,
     grant: Grant<'_>,
     bucket: &str,
     key: &str,
@@ -557,7 +554,7 @@ const SMALL_BODY: u64 = 256 * 1024;
 /// the metadata, a single `Range`, `?download=` as `Content-Disposition`,
 /// `If-None-Match`, and the body streamed from the provider.
 pub(crate) async fn serve(
-    state: &StorageState,
+    state: &ServeState,
     bucket: &str,
     key: &str,
     headers: &HeaderMap,
@@ -665,7 +662,7 @@ pub(crate) async fn serve(
 /// Whether `caller` may read `bucket/key`: public buckets are readable
 /// with any valid key; otherwise the policy's `select`.
 pub(crate) async fn may_read(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     key: &str,
@@ -680,7 +677,7 @@ pub(crate) async fn may_read(
 }
 
 /// `GET /object/info/...`.
-pub(crate) async fn info(state: &StorageState, bucket: &str, key: &str) -> ApiResult<Response> {
+pub(crate) async fn info(state: &ServeState, bucket: &str, key: &str) -> ApiResult<Response> {
     let meta = state
         .storage
         .get_metadata(bucket, key)
@@ -715,7 +712,7 @@ const MAX_LIST_SCAN: usize = 100_000;
 /// `POST /object/list/{bucket}`: the folders and files directly under
 /// `prefix`, Supabase's shape, names relative to the prefix.
 pub(crate) async fn list(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     body: ListBody,
@@ -860,7 +857,7 @@ const MAX_REMOVE: usize = 1000;
 /// `DELETE /object/{bucket}` `{prefixes}`: deletes each named object the
 /// caller may delete; answers the removed objects.
 pub(crate) async fn remove(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     body: RemoveBody,
@@ -914,7 +911,7 @@ pub(crate) async fn remove(
 
 /// `DELETE /object/{bucket}/{key}`: one object.
 pub(crate) async fn delete_one(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     key: &str,
@@ -949,7 +946,7 @@ pub(crate) struct MoveBody {
 /// insert (or update, to replace with `x-upsert: true`) on the destination,
 /// and for a move delete on the source.
 pub(crate) async fn move_or_copy(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     headers: &HeaderMap,
     body: MoveBody,

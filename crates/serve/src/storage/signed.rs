@@ -14,9 +14,9 @@ use super::access::{allowed, check_key, require};
 use super::error::{ApiError, ApiResult};
 use super::objects::{self, upsert_header, Grant, WriteMode};
 use super::token::{self, Purpose};
-use super::StorageState;
 use crate::caller::Caller;
 use crate::config::TableAction;
+use crate::ServeState;
 
 /// Body of `POST /object/sign/...`.
 #[derive(Debug, Default, Deserialize)]
@@ -52,7 +52,7 @@ fn signed_url(bucket: &str, key: &str, token: &str) -> String {
 
 /// `POST /object/sign/{bucket}/{key}` `{expiresIn}` → `{signedURL}`.
 pub(crate) async fn sign_one(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     key: &str,
@@ -75,7 +75,7 @@ pub(crate) async fn sign_one(
 /// `POST /object/sign/{bucket}` `{expiresIn, paths}` →
 /// `[{error, path, signedURL}]`, one per path.
 pub(crate) async fn sign_many(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     body: SignBody,
@@ -111,7 +111,7 @@ pub(crate) async fn sign_many(
 
 /// `GET|HEAD /object/sign/{bucket}/{key}?token=`: no API key needed.
 pub(crate) async fn fetch(
-    state: &StorageState,
+    state: &ServeState,
     bucket: &str,
     key: &str,
     token: Option<&str>,
@@ -127,7 +127,7 @@ pub(crate) async fn fetch(
 /// that may replace) → `{url, token}`. Needs insert (and update for
 /// upsert) on the key.
 pub(crate) async fn create_upload(
-    state: &StorageState,
+    state: &ServeState,
     caller: &Caller,
     bucket: &str,
     key: &str,
@@ -155,7 +155,7 @@ pub(crate) async fn create_upload(
 
 /// `PUT /object/upload/sign/{bucket}/{key}?token=`: one upload per token.
 pub(crate) async fn upload(
-    state: &StorageState,
+    state: &ServeState,
     bucket: &str,
     key: &str,
     token: Option<&str>,
