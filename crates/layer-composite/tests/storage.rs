@@ -727,6 +727,72 @@ async fn journal_down_fails_writes_and_lag_degrades_health() {
     assert_eq!(store.health().await.status, HealthStatus::Healthy);
 }
 
+/// Answers every write with an error of kind `kind` (reads pass): a
+/// journal database that refuses its inserts for a reason of its own.
+struct RefuseWritesWith {
+    kind: ErrorKind,
+}
+
+impl Around for RefuseWritesWith {
+    fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if op.access == Access::Write {
+                return Err(Error::new(
+                    self.kind,
+                    "journal table /srv/secret/journal.db refused (test)",
+                ));
+            }
+            next.run().await
+        })
+    }
+}
+
+/// A journal that refuses a write's entry for a reason that is not
+/// transient fails the write as `Internal`: its `InvalidInput`,
+/// `NotFound` or `Conflict` is about the server's journal, not the
+/// caller's upload (serve would answer 400, 404 or 409 and show a 400's
+/// message to the client). A transient refusal keeps its kind (the write
+/// may be retried). Either way the primary never sees the write, and the
+/// journal's error is kept as the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_refusal_that_is_not_transient_fails_the_write_as_internal() {
+    let cases = [
+        (ErrorKind::InvalidInput, ErrorKind::Internal),
+        (ErrorKind::NotFound, ErrorKind::Internal),
+        (ErrorKind::Conflict, ErrorKind::Internal),
+        (ErrorKind::PermissionDenied, ErrorKind::Internal),
+        (ErrorKind::Timeout, ErrorKind::Timeout),
+        (ErrorKind::RateLimited, ErrorKind::RateLimited),
+    ];
+    for (refused, expected) in cases {
+        let primary = Arc::new(MemoryStorage::new());
+        primary.create_bucket("bbb").await.expect("bucket");
+        let journal = truststream_layer::around_database(
+            Arc::new(MemoryDatabase::new()),
+            Arc::new(RefuseWritesWith { kind: refused }),
+        );
+        let store = StorageCompositeLayer::wrap(
+            primary.clone(),
+            Arc::new(MemoryStorage::new()),
+            journal,
+            &config(),
+        )
+        .await
+        .expect("wrap: creating the table is not refused");
+        let e = store
+            .upload("bbb", "k", Bytes::from_static(b"v"), &UploadOptions::new())
+            .await
+            .expect_err("no journal entry, no write");
+        assert_eq!(e.kind(), expected, "journal refused with {refused}: {e}");
+        assert!(e.message().contains("journal"), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the journal's error is kept as the source: {e:?}"
+        );
+        assert!(!primary.exists("bbb", "k").await.expect("exists"));
+    }
+}
+
 /// A signed upload URL allows a write the layer does not see: the object
 /// is journaled as due when the URL expires, and replicated then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

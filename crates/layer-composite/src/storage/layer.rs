@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use truststream_core::{Error, Health, HealthStatus, Result};
+use truststream_core::{Error, ErrorKind, Health, HealthStatus, Result};
 use truststream_core_db::Database;
 use truststream_core_storage::{
     keys, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
@@ -267,16 +267,7 @@ impl StorageCompositeLayer {
                 now_ms(),
             )
             .await
-            .map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "composite: the replication journal refused the write's entry, so the \
-                         write was not made: {}",
-                        e.message()
-                    ),
-                )
-            })?;
+            .map_err(journal_refused)?;
             write(Arc::clone(&shared.primary)).await
         });
         task.await
@@ -299,6 +290,27 @@ impl StorageCompositeLayer {
         }
         result
     }
+}
+
+/// The error of a write whose journal entry could not be recorded. The
+/// journal's own kind is kept only when it is transient (`Unavailable`,
+/// `Timeout`, `RateLimited`: the write may be retried). Any other kind is
+/// about the server's journal, not the caller's request, so it becomes
+/// `Internal`; passing `InvalidInput`, `NotFound` or `Conflict` on would
+/// tell the client that its upload was bad, missing or a duplicate, and
+/// put the journal database's message in front of it.
+fn journal_refused(e: Error) -> Error {
+    let kind = if e.kind().is_retryable_by_default() {
+        e.kind()
+    } else {
+        ErrorKind::Internal
+    };
+    let message = format!(
+        "composite: the replication journal refused the write's entry, so the write was not \
+         made: {}",
+        e.message()
+    );
+    Error::new(kind, message).with_source(e)
 }
 
 #[async_trait]
