@@ -291,8 +291,6 @@ impl Publication {
         })
     }
 
-    /// The rule of the `publish` entry that covers `table`: a name beats a
-    /// pattern, a longer pattern a shorter one.
     /// The publish entries (as written in the configuration) whose rule
     /// sets [`TableRule::row_security`].
     pub(crate) fn row_security_entries(&self) -> Vec<String> {
@@ -306,6 +304,8 @@ impl Publication {
             .collect()
     }
 
+    /// The rule of the `publish` entry that covers `table`: a name beats a
+    /// pattern, a longer pattern a shorter one.
     fn published(&self, table: &str) -> Option<&TableRule> {
         self.entries
             .iter()
