@@ -67,7 +67,9 @@ pub struct TableRule {
     /// role (`authenticated`, or `anon` for anonymous subscribers) with its
     /// verified token claims, so policies such as
     /// `USING (owner = auth.uid())` decide; the change is sent only when
-    /// that read returns the row. The other rules still apply first.
+    /// that read returns the row, still as the change carries it (a row
+    /// written again since is no evidence for the older values; its later
+    /// change is checked in turn). The other rules still apply first.
     ///
     /// Deny by default where a policy cannot be evaluated:
     /// - an update is sent without its old row (the old row's visibility

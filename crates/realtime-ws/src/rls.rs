@@ -8,7 +8,9 @@
 //! [`Database::scoped`] once per distinct subscriber identity (several
 //! members with the same claims share one read), then sends the change to
 //! the members whose read returned the row, before taking the next change.
-//! A member's changes therefore stay in order.
+//! A member's changes therefore stay in order. The row read must still be
+//! the version the change carries: a row written again since is not
+//! evidence for the older values (its later change is checked in turn).
 //!
 //! Everything that cannot be checked is not sent: a change without a
 //! primary key, a read that fails or times out, a queue that is full. Each
@@ -23,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use truststream_core_db::{Database, RequestScope, RowChange};
+use truststream_core_db::{Database, RequestScope, Row, RowChange};
 
 use crate::hub::{Hub, MemberId};
 
@@ -110,7 +112,7 @@ async fn verdicts(hub: &Hub, db: &Arc<dyn Database>, batch: &Batch) -> Vec<bool>
             })
         })
         .collect();
-    let results: Vec<bool> = if scopes.is_empty() {
+    let results: Vec<Option<Row>> = if scopes.is_empty() {
         Vec::new()
     } else if batch.key.is_null() {
         hub.feed_health.record_problem(
@@ -121,7 +123,7 @@ async fn verdicts(hub: &Hub, db: &Arc<dyn Database>, batch: &Batch) -> Vec<bool>
             ),
             false,
         );
-        vec![false; scopes.len()]
+        vec![None; scopes.len()]
     } else {
         futures::stream::iter(scopes)
             .map(|scope| readable(hub, db, scope, &batch.table, &batch.key))
@@ -134,21 +136,36 @@ async fn verdicts(hub: &Hub, db: &Arc<dyn Database>, batch: &Batch) -> Vec<bool>
         .iter()
         .zip(which)
         .map(|(p, w)| match w {
-            Some(i) => results[i],
+            Some(i) => results[i]
+                .as_ref()
+                .is_some_and(|row| is_version_of(row, &p.change)),
             // Nothing to check: the rules decided (or no identity: refused).
             None => !p.check,
         })
         .collect()
 }
 
-/// Whether `scope` can read the row `key` of `table`.
+/// Whether `row`, read back as the subscriber, is still the version
+/// `change` carries (on every column the change shows). The read tells
+/// whether the subscriber may see the row *now*: a row written again since
+/// the change (moved to the subscriber, say) says nothing about the values
+/// the change carries, so that change is not sent; the later change is
+/// checked on its own turn.
+fn is_version_of(row: &Row, change: &RowChange) -> bool {
+    change.new.as_ref().is_some_and(|new| {
+        new.iter()
+            .all(|(column, value)| row.get(column).is_none_or(|now| now == value))
+    })
+}
+
+/// The row `key` of `table` as `scope` reads it (`None`: it cannot).
 async fn readable(
     hub: &Hub,
     db: &Arc<dyn Database>,
     scope: Arc<RequestScope>,
     table: &str,
     key: &Value,
-) -> bool {
+) -> Option<Row> {
     let read = async {
         Arc::clone(db)
             .scoped(RequestScope::clone(&scope))?
@@ -156,7 +173,7 @@ async fn readable(
             .await
     };
     let failure = match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(Ok(row)) => return row.is_some(),
+        Ok(Ok(row)) => return row,
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no answer within {READ_TIMEOUT:?}"),
     };
@@ -172,5 +189,5 @@ async fn readable(
         format!("a row-level security check on table {table} failed: {failure}"),
         false,
     );
-    false
+    None
 }

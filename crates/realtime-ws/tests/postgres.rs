@@ -289,6 +289,152 @@ async fn row_level_security_policies_decide_which_changes_each_subscriber_gets()
     scratch.cleanup().await.unwrap();
 }
 
+/// A change is checked against its own version of the row: a row
+/// inserted as bob's and then given to alice must not reach alice as the
+/// insert (which carries bob's values), though alice can read the row by
+/// the time the insert's check runs. Alice gets the update (her version).
+/// A slow policy on another table holds the checking queue while the row
+/// is written twice, so the insert is checked after the update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_checked_against_its_own_version_not_a_later_one() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url);
+    let config = scratch.config("rtrlsver");
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
+    db.create_table(
+        &TableSchema::new("notes")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("owner").not_null())
+            .column(ColumnDef::text("body"))
+            .column(ColumnDef::float("n"))
+            .column(ColumnDef::json("meta"))
+            .column(ColumnDef::timestamp("at")),
+    )
+    .await
+    .unwrap();
+    db.create_table(
+        &TableSchema::new("slow")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("owner").not_null()),
+    )
+    .await
+    .unwrap();
+    let schema = config.schema.clone().unwrap();
+    let notes = format!("\"{schema}\".notes");
+    let slow = format!("\"{schema}\".slow");
+    let sub = "current_setting('request.jwt.claim.sub', true)";
+    testing::admin(
+        &config,
+        &[
+            testing::ensure_role("anon"),
+            testing::ensure_role("authenticated"),
+            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+            format!("GRANT SELECT ON {notes}, {slow} TO authenticated"),
+            format!("ALTER TABLE {notes} ENABLE ROW LEVEL SECURITY"),
+            format!(
+                "CREATE POLICY own ON {notes} FOR SELECT TO authenticated USING (owner = {sub})"
+            ),
+            format!("ALTER TABLE {slow} ENABLE ROW LEVEL SECURITY"),
+            format!(
+                "CREATE POLICY own ON {slow} FOR SELECT TO authenticated \
+                 USING (owner = {sub} AND (SELECT true FROM pg_sleep(3)))"
+            ),
+        ],
+    )
+    .await;
+    let mut cfg = JwtAuthConfig::with_secret("realtime-postgres-rls-version-0123456789");
+    cfg.argon2 = Argon2Cost::minimal();
+    let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let mut hub_config = WsRealtimeConfig::hub("127.0.0.1:0");
+    hub_config.publish = vec!["notes".into(), "slow".into()];
+    for table in ["notes", "slow"] {
+        hub_config.tables.insert(
+            table.into(),
+            TableRule {
+                row_security: true,
+                ..TableRule::default()
+            },
+        );
+    }
+    let hub = WsRealtime::start(hub_config, Some(db.clone()), Some(auth.clone()))
+        .await
+        .unwrap();
+    let url = hub.url().unwrap();
+    let alice = auth
+        .sign_up(SignUp::new(
+            "alice@example.com",
+            "correct horse battery staple",
+        ))
+        .await
+        .unwrap();
+    let bob = auth
+        .sign_up(SignUp::new(
+            "bob@example.com",
+            "correct horse battery staple",
+        ))
+        .await
+        .unwrap();
+    let mut a = Client::connect(&url, Vsn::V2, Some(alice.access_token.expose())).await;
+    for table in ["notes", "slow"] {
+        let bindings = json!([{"event": "*", "schema": "public", "table": table}]);
+        let (_, reply) = a
+            .join(
+                &format!("realtime:{table}"),
+                json!({"config": {"postgres_changes": bindings}}),
+            )
+            .await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+    }
+    let (alice, bob) = (alice.user.id, bob.user.id);
+
+    db.create("slow", row(json!({"id": "s1", "owner": alice})))
+        .await
+        .unwrap();
+    // The slow check has started (or is queued first); the row is written
+    // twice while it runs.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    db.create(
+        "notes",
+        row(
+            json!({"id": "n1", "owner": bob, "body": "bob-private", "n": 0.1,
+                   "meta": {"k": [1, "x"]}, "at": "2026-01-02T03:04:05.123456Z"}),
+        ),
+    )
+    .await
+    .unwrap();
+    db.update(
+        "notes",
+        &json!("n1"),
+        row(json!({"owner": alice, "body": "now alice's"})),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = a.expect("postgres_changes").await;
+        let text = m.payload.to_string();
+        assert!(
+            !text.contains("bob-private"),
+            "bob's version of the row reached alice: {text}"
+        );
+        let d = &m.payload["data"];
+        got.push(format!(
+            "{} {} {}",
+            d["table"].as_str().unwrap_or_default(),
+            d["type"].as_str().unwrap_or_default(),
+            d["record"]["id"].as_str().unwrap_or_default()
+        ));
+    }
+    assert_eq!(got, ["slow INSERT s1", "notes UPDATE n1"]);
+    a.expect_quiet(&[]).await;
+
+    drop(a);
+    drop(hub);
+    scratch.cleanup().await.unwrap();
+}
+
 /// A hub configured with `row_security` on a database that cannot enforce
 /// it does not start, and says which setting is wrong.
 #[tokio::test]
