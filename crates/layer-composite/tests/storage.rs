@@ -61,6 +61,20 @@ async fn memory_composite() -> (Composite, Arc<MemoryStorage>, Arc<MemoryStorage
     (store, primary, secondary)
 }
 
+/// Prints `report` and asserts that every case of the storage suite ran
+/// and passed (none failed, none skipped).
+fn assert_whole_suite_passed(report: &truststream_conformance::Report) {
+    report.print_table();
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert_eq!(report.skipped_cases(), Vec::<&str>::new());
+    assert_eq!(
+        report.passed(),
+        storage::cases().len(),
+        "{}",
+        report.summary()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_storage_suite_passes_through_the_composite_over_memory() {
     let report = storage::run(
@@ -89,15 +103,7 @@ async fn the_storage_suite_passes_through_the_composite_over_memory() {
         None,
     )
     .await;
-    report.print_table();
-    assert_eq!(report.failed(), 0, "{}", report.summary());
-    assert_eq!(report.skipped_cases(), Vec::<&str>::new());
-    assert_eq!(
-        report.passed(),
-        storage::cases().len(),
-        "{}",
-        report.summary()
-    );
+    assert_whole_suite_passed(&report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,15 +143,7 @@ async fn the_storage_suite_passes_through_the_composite_over_fs() {
         None,
     )
     .await;
-    report.print_table();
-    assert_eq!(report.failed(), 0, "{}", report.summary());
-    assert_eq!(report.skipped_cases(), Vec::<&str>::new());
-    assert_eq!(
-        report.passed(),
-        storage::cases().len(),
-        "{}",
-        report.summary()
-    );
+    assert_whole_suite_passed(&report);
 }
 
 fn opts(ct: &str, tag: &str) -> UploadOptions {
