@@ -34,7 +34,15 @@ async fn start(s: &Scratch) -> Env {
     };
     let e = start_on(db.clone(), None, vec![], vec![], |c| {
         c.row_security = true;
-        for f in ["add", "series", "pairs", "info", "noop", "echo_json"] {
+        for f in [
+            "add",
+            "series",
+            "pairs",
+            "info",
+            "noop",
+            "echo_json",
+            "copy_vault",
+        ] {
             c.rpc.insert(f.into(), open.clone());
         }
         c.rpc.insert(
@@ -58,6 +66,14 @@ async fn start(s: &Scratch) -> Env {
         format!("CREATE FUNCTION {s}.noop() RETURNS void LANGUAGE sql AS $$ SELECT $$"),
         format!("CREATE FUNCTION {s}.echo_json(body jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT body $$"),
         format!("CREATE FUNCTION {s}.secret() RETURNS int LANGUAGE sql AS $$ SELECT 42 $$"),
+        // A table no policy exposes, and a function that fails on it with
+        // a message naming the table, its constraint and a stored value.
+        format!("CREATE TABLE {s}.vault_internal (v text NOT NULL UNIQUE)"),
+        format!("INSERT INTO {s}.vault_internal VALUES ('hunter2-topsecret')"),
+        format!(
+            "CREATE FUNCTION {s}.copy_vault() RETURNS void LANGUAGE sql AS \
+             $$ INSERT INTO vault_internal SELECT v FROM vault_internal $$"
+        ),
         format!(
             "CREATE FUNCTION {s}.whoami() RETURNS text LANGUAGE sql STABLE AS \
              $$ SELECT coalesce(auth.uid()::text, 'none') || ':' || current_user $$"
@@ -145,6 +161,23 @@ async fn unlisted_ungranted_and_malformed_calls_are_refused() {
     assert_eq!((st, v["code"].as_str()), (400, Some("PGRST102")), "{v}");
     let (st, v) = json(e.anon(Method::PATCH, "rpc/add").json(&json!({}))).await;
     assert_eq!((st, v["code"].as_str()), (405, Some("PGRST101")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_function_does_not_show_the_database_message() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+    // The function's unique violation would name the table, the
+    // constraint and the stored value the caller cannot read.
+    let (st, v) = json(e.service(Method::POST, "rpc/copy_vault")).await;
+    assert_eq!((st, v["code"].as_str()), (409, Some("23505")), "{v}");
+    let text = v.to_string();
+    for leak in ["hunter2-topsecret", "vault_internal", "_key"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

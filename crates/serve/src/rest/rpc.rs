@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use truststream_core_db::sql::SqlDialect;
-use truststream_core_db::{ident, Params};
+use truststream_core_db::{ident, Error as DbError, ErrorKind, Params};
 
 use super::error::{ApiError, ApiResult};
 use super::{access, check_profile, parse, rows_body, shape, write};
@@ -98,8 +98,9 @@ async fn call(
             "core-db has stored functions on PostgreSQL only; call the table endpoints instead",
         ));
     }
-    // Unlisted and listed-but-not-granted answer alike for anon/users, so
-    // the list of functions is not probed through the status.
+    // Unlisted: 404 for every role. Listed but not granted to the
+    // caller's role: 401/403 with 42501, as PostgREST answers a function
+    // the role may not execute.
     let listed = ident::validate(function)
         .ok()
         .and_then(|()| state.config.rpc.get(function));
@@ -170,7 +171,10 @@ async fn call(
     let (sql, params) = statement(function, returns, args)?;
     let db = access::database_for(state, &caller, crate::caller::bearer(headers))
         .map_err(|e| ApiError::from_db(&e))?;
-    let rows = db.raw_query(&sql, &params).await?;
+    let rows = db
+        .raw_query(&sql, &params)
+        .await
+        .map_err(|e| call_failed(function, &e))?;
     let (status, content_type, text) = match returns {
         Returns::Void => return Ok(StatusCode::NO_CONTENT.into_response()),
         Returns::Rows { set: true } => {
@@ -201,6 +205,29 @@ async fn call(
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, content_type);
     Ok(resp)
+}
+
+/// An error of the call itself: the status and code of its kind, without
+/// the database's message. A function's body touches tables the caller
+/// may not read, and PostgreSQL's text names them, their constraints and
+/// stored values (`Key (v)=(...) already exists`); the server's log has it.
+fn call_failed(function: &str, e: &DbError) -> ApiError {
+    let mut api = ApiError::from_db(e);
+    if matches!(
+        e.kind(),
+        ErrorKind::Conflict
+            | ErrorKind::InvalidInput
+            | ErrorKind::NotFound
+            | ErrorKind::Unsupported
+    ) {
+        tracing::warn!(function, error = %e, "rest: the database refused a function call");
+        api.message = format!(
+            "The call of {function} was refused by the database (its arguments or the function's own work)"
+        );
+        api.details = None;
+        api.hint = Some("the server's log has the database's message".into());
+    }
+    api
 }
 
 fn json_type() -> HeaderValue {
