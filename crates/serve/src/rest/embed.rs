@@ -785,34 +785,23 @@ fn output_names(schema: &TableSchema, fields: &[SelectField]) -> Vec<String> {
 }
 
 /// Plans (resolves and authorizes) the embeds of a write's `select=`
-/// without reading rows, so a bad one is refused before the write.
-pub(crate) async fn check(
+/// before the write, so a bad one is refused before anything is written;
+/// the rows the write returns get them through [`attach`]. Nothing to do
+/// without embeds.
+pub(crate) async fn plan_write(
     state: &ServeState,
     headers: &axum::http::HeaderMap,
     access: &Access,
     p: &super::Params,
-) -> ApiResult<()> {
-    for_rows(state, headers, access, p, &mut Vec::new()).await
-}
-
-/// Embeds the resources `select=` names into rows a write returned
-/// (`return=representation`); nothing to do without embeds.
-pub(crate) async fn for_rows(
-    state: &ServeState,
-    headers: &axum::http::HeaderMap,
-    access: &Access,
-    p: &super::Params,
-    rows: &mut Vec<Row>,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<Node>> {
     if !p
         .fields()
         .iter()
         .any(|f| matches!(f, SelectField::Embed(_)))
     {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let nodes = plan_request(state, headers, access, p).await?;
-    attach(&nodes, rows).await
+    plan_request(state, headers, access, p).await
 }
 
 /// [`plan`] for the request's caller, table and parameters.

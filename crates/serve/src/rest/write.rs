@@ -10,6 +10,7 @@ use serde_json::Value;
 use truststream_core_db::{ColumnRef, Filter, Operation, OperationOutput, Query, Row};
 
 use super::access::{Access, Owner};
+use super::embed::Node;
 use super::error::{ApiError, ApiResult};
 use super::parse::Prefer;
 use super::{admit, content_range, count, params, plan, prefer_of, rows_body, shape, Params};
@@ -241,7 +242,7 @@ fn with_common(mut resp: Response, prefer: &Prefer) -> Response {
 /// `headers-only` (a `Location`), or nothing.
 #[allow(clippy::too_many_arguments)] // one answer shape for every write path
 async fn respond(
-    state: &ServeState,
+    embeds: &[Node],
     access: &Access,
     p: &Params,
     prefer: &Prefer,
@@ -255,7 +256,7 @@ async fn respond(
     let mut resp = match prefer.ret.as_deref() {
         Some("representation") => {
             let mut rows = rows;
-            super::embed::for_rows(state, headers, access, p, &mut rows).await?;
+            super::embed::attach(embeds, &mut rows).await?;
             let rows = plan::project(&access.schema, p.fields(), rows);
             let (ct, body) = rows_body(shape(headers), &rows)?;
             let mut r = (status_body, body).into_response();
@@ -326,7 +327,7 @@ async fn insert_inner(
     let access = admit(state, headers, method, table, actions).await?;
     let p = params(&access.schema, raw)?;
     // A bad embed in `select=` is refused before anything is written.
-    super::embed::check(state, headers, &access, &p).await?;
+    let embeds = super::embed::plan_write(state, headers, &access, &p).await?;
     refuse_rollback_representation(&prefer)?;
     let body = read_json(state, body).await?;
     let rows = insert_rows(&access, &p, &prefer, body)?;
@@ -346,7 +347,7 @@ async fn insert_inner(
             )
             .await?;
             return respond(
-                state,
+                &embeds,
                 &access,
                 &p,
                 &prefer,
@@ -361,7 +362,7 @@ async fn insert_inner(
     };
     let n = stored.len();
     respond(
-        state,
+        &embeds,
         &access,
         &p,
         &prefer,
@@ -644,7 +645,7 @@ async fn update_inner(
     let access = admit(state, headers, method, table, &[TableAction::Update]).await?;
     let p = params(&access.schema, raw)?;
     // A bad embed in `select=` is refused before anything is written.
-    super::embed::check(state, headers, &access, &p).await?;
+    let embeds = super::embed::plan_write(state, headers, &access, &p).await?;
     refuse_rollback_representation(&prefer)?;
     let patch = match read_json(state, body).await? {
         Value::Object(o) => o,
@@ -679,7 +680,7 @@ async fn update_inner(
     let limited = p.limit.is_some() || p.offset.is_some();
     if patch.is_empty() {
         return respond(
-            state,
+            &embeds,
             &access,
             &p,
             &prefer,
@@ -704,7 +705,7 @@ async fn update_inner(
             None => 0,
         };
         return respond(
-            state,
+            &embeds,
             &access,
             &p,
             &prefer,
@@ -718,7 +719,7 @@ async fn update_inner(
     let (keys, pin, pk) = key_set(&access, &p, &filter, false).await?;
     if keys.is_empty() {
         return respond(
-            state,
+            &embeds,
             &access,
             &p,
             &prefer,
@@ -737,7 +738,7 @@ async fn update_inner(
     };
     let Some(out) = run_tx(&*access.db, table, vec![op], prefer.rollback).await? else {
         return respond(
-            state,
+            &embeds,
             &access,
             &p,
             &prefer,
@@ -782,7 +783,7 @@ async fn update_inner(
         Vec::new()
     };
     respond(
-        state,
+        &embeds,
         &access,
         &p,
         &prefer,
@@ -818,7 +819,7 @@ async fn delete_inner(
     let access = admit(state, headers, method, table, &[TableAction::Delete]).await?;
     let p = params(&access.schema, raw)?;
     // A bad embed in `select=` is refused before anything is written.
-    super::embed::check(state, headers, &access, &p).await?;
+    let embeds = super::embed::plan_write(state, headers, &access, &p).await?;
     let filter = access.restrict(p.filter.clone());
     check_max_affected(&*access.db, table, &prefer, &filter).await?;
     let representation = prefer.ret.as_deref() == Some("representation");
@@ -827,7 +828,7 @@ async fn delete_inner(
         let (rows, pin, _) = key_set(&access, &p, &filter, representation).await?;
         if rows.is_empty() {
             return respond(
-                state,
+                &embeds,
                 &access,
                 &p,
                 &prefer,
@@ -855,7 +856,7 @@ async fn delete_inner(
     };
     let rows = if representation { rows } else { Vec::new() };
     respond(
-        state,
+        &embeds,
         &access,
         &p,
         &prefer,
