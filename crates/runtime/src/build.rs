@@ -146,34 +146,8 @@ impl Registries {
         if kind == JOBS_NONE {
             return Ok(None);
         }
-        let profile = config.profile();
-        if !self.jobs.contains(kind) {
-            let from = config
-                .origin(&format!("{JOBS_SECTION}.type"))
-                .map(|o| format!(" (set in {o})"))
-                .unwrap_or_default();
-            return Err(Error::invalid_input(format!(
-                "{JOBS_SECTION}.type: unknown jobs provider type {kind:?}{from}; known types: {}. \
-                 Providers are compiled in as cargo features of truststream-runtime; \
-                 set `type` under [{profile}.{JOBS_SECTION}]",
-                self.jobs_names().join(", ")
-            )));
-        }
-        let secrets = s.secrets();
-        let jobs = self
-            .jobs
-            .build(kind, s.settings_json(), db)
-            .await
-            .map_err(|e| {
-                let raw = redact::scrub(e.message(), &secrets);
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "the {JOBS_SECTION} provider {kind:?} could not be built (profile {profile:?}): {raw}"
-                    ),
-                )
-                .with_retryable(e.is_retryable())
-            })?;
+        let jobs =
+            build_section(&self.jobs, config, JOBS_SECTION, &self.jobs_names(), s, db).await?;
         Ok(Some(jobs))
     }
 
@@ -426,8 +400,8 @@ fn joined_key(message: &str, prefix: &str) -> String {
     }
 }
 
-/// Builds `section` from `registry`, turning the failures a person can fix
-/// into messages naming the configuration key and environment variable.
+/// Builds the section of `interface` from `registry` (see
+/// [`build_section`]).
 pub(crate) async fn build<T: ?Sized, C>(
     registry: &Registry<T, C>,
     all: &Registries,
@@ -436,36 +410,45 @@ pub(crate) async fn build<T: ?Sized, C>(
     section: &ProviderSection,
     deps: C,
 ) -> Result<Arc<T>> {
+    let known = all.names(interface);
+    build_section(registry, config, interface.as_str(), &known, section, deps).await
+}
+
+/// Builds `section` (the one named `name`, whose known provider types are
+/// `known`) from `registry`, turning the failures a person can fix into
+/// messages naming the configuration key and environment variable.
+async fn build_section<T: ?Sized, C>(
+    registry: &Registry<T, C>,
+    config: &Config,
+    name: &str,
+    known: &[&str],
+    section: &ProviderSection,
+    deps: C,
+) -> Result<Arc<T>> {
     let kind = section.kind();
     if !registry.contains(kind) {
         let from = config
-            .origin(&format!("{interface}.type"))
+            .origin(&format!("{name}.type"))
             .map(|o| format!(" (set in {o})"))
             .unwrap_or_default();
         return Err(Error::invalid_input(format!(
-            "{interface}.type: unknown {interface} provider type {kind:?}{from}; known types: {}. \
+            "{name}.type: unknown {name} provider type {kind:?}{from}; known types: {}. \
              Providers are compiled in as cargo features of truststream-runtime; {}",
-            all.names(interface).join(", "),
-            config.where_to_set(interface, "type")
+            known.join(", "),
+            config.where_to_set(name, "type")
         )));
     }
     let secrets = section.secrets();
     registry
         .build(kind, section.settings_json(), deps)
         .await
-        .map_err(|e| explain(e, config, interface, kind, &secrets))
+        .map_err(|e| explain(e, config, name, kind, &secrets))
 }
 
 /// Rewrites a provider's build error: a missing or unknown setting names the
 /// full key, the environment variable and the profile; every message is
 /// scrubbed of the section's secret values.
-fn explain(
-    e: Error,
-    config: &Config,
-    interface: Interface,
-    kind: &str,
-    secrets: &[String],
-) -> Error {
+fn explain(e: Error, config: &Config, interface: &str, kind: &str, secrets: &[String]) -> Error {
     let raw = redact::scrub(e.message(), secrets);
     let message = if let Some(field) = backticked_after(&raw, "missing field `") {
         format!(

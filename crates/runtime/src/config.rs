@@ -34,12 +34,13 @@ const ENV_SOURCE: &str = "the environment (TRUSTSTREAM_* variables)";
 /// One of the four interfaces, as named in configuration (`database`, ...).
 pub use truststream_layer::Interface;
 
-/// The environment variable that sets `field` of `interface`'s section
-/// (`TRUSTSTREAM_DATABASE__API_KEY`).
-pub fn env_var(interface: Interface, field: &str) -> String {
+/// The environment variable that sets `field` of the section named
+/// `section` (`TRUSTSTREAM_DATABASE__API_KEY`; `jobs` too, which is not an
+/// [`Interface`]).
+fn env_var(section: &str, field: &str) -> String {
     format!(
         "{ENV_PREFIX}{}__{}",
-        interface.as_str().to_ascii_uppercase(),
+        section.to_ascii_uppercase(),
         field.to_ascii_uppercase().replace('.', "__")
     )
 }
@@ -280,8 +281,8 @@ impl Config {
 
     /// A hint telling where `section.field` is set: the file section and the
     /// environment variable.
-    pub(crate) fn where_to_set(&self, interface: Interface, field: &str) -> String {
-        where_to_set(&self.profile, self.file.as_deref(), interface, field)
+    pub(crate) fn where_to_set(&self, section: &str, field: &str) -> String {
+        where_to_set(&self.profile, self.file.as_deref(), section, field)
     }
 }
 
@@ -588,7 +589,7 @@ impl ConfigSources {
                     return Err(Error::invalid_input(format!(
                     "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
                     other.as_ref().map_or("nothing", json_type),
-                    where_to_set(&profile, file.as_deref(), interface, "type")
+                    where_to_set(&profile, file.as_deref(), &key, "type")
                 )))
                 }
             };
@@ -688,12 +689,12 @@ fn not_a_layer_table(at: Option<(Interface, Option<&str>)>, got: &Value) -> Erro
 }
 
 /// "set `field` under [profile.section] in FILE, or the environment variable ...".
-fn where_to_set(profile: &str, file: Option<&str>, interface: Interface, field: &str) -> String {
-    let table = format!("[{profile}.{}]", interface.as_str());
+fn where_to_set(profile: &str, file: Option<&str>, section: &str, field: &str) -> String {
+    let table = format!("[{profile}.{section}]");
     let file = file.unwrap_or(DEFAULT_CONFIG_FILE);
     format!(
         "set `{field}` under {table} in {file}, or the environment variable {} (active profile: {profile:?})",
-        env_var(interface, field)
+        env_var(section, field)
     )
 }
 

@@ -188,6 +188,33 @@ async fn an_unknown_jobs_setting_is_refused() {
     assert!(e.message().contains("bogus"), "{}", e.message());
 }
 
+/// The jobs section's build errors read like every other section's: an
+/// unknown setting is named by its full key, and an unknown type says
+/// where to set it (file table and environment variable).
+#[tokio::test]
+async fn jobs_build_errors_name_the_full_key_and_where_to_set_it() {
+    let e = runtime(
+        "[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n\
+         [default.jobs]\ntype = \"memory\"\nbogus = 1\n",
+    )
+    .await
+    .expect_err("an unknown setting is refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("`jobs.bogus`"), "{}", e.message());
+
+    let e = runtime(
+        "[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n\
+         [default.jobs]\ntype = \"redis\"\n",
+    )
+    .await
+    .expect_err("an unknown jobs type is refused");
+    assert!(
+        e.message().contains("TRUSTSTREAM_JOBS__TYPE"),
+        "{}",
+        e.message()
+    );
+}
+
 fn truststream(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_truststream"));
     cmd.current_dir(cwd).args(args);
