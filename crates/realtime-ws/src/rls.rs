@@ -85,7 +85,13 @@ async fn run(hub: Weak<Hub>, mut rx: mpsc::Receiver<Batch>) {
         let Some(db) = hub.db.clone() else {
             continue;
         };
-        let allowed = verdicts(&hub, &db, &batch).await;
+        // A hub shut down mid-check lets go at once (of itself and its
+        // database) instead of when the reads end, up to READ_TIMEOUT later.
+        let mut down = hub.shutdown.subscribe();
+        let allowed = tokio::select! {
+            allowed = verdicts(&hub, &db, &batch) => allowed,
+            _ = down.wait_for(|down| *down) => return,
+        };
         for (p, ok) in batch.pending.into_iter().zip(allowed) {
             if ok {
                 hub.deliver_to(&p.topic, p.id, p.ids, p.change);

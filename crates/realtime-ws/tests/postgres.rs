@@ -435,6 +435,117 @@ async fn a_change_is_checked_against_its_own_version_not_a_later_one() {
     scratch.cleanup().await.unwrap();
 }
 
+/// A hub shut down while a row-level security check is running lets go of
+/// itself and its database at once: the check (here a policy that sleeps
+/// far longer than the 10 s check limit) does not keep them alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_shut_down_mid_check_lets_go_of_its_database_at_once() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url);
+    let config = scratch.config("rtrlsdown");
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
+    db.create_table(
+        &TableSchema::new("stalled")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("owner").not_null()),
+    )
+    .await
+    .unwrap();
+    let schema = config.schema.clone().unwrap();
+    let stalled = format!("\"{schema}\".stalled");
+    testing::admin(
+        &config,
+        &[
+            testing::ensure_role("anon"),
+            testing::ensure_role("authenticated"),
+            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+            format!("GRANT SELECT ON {stalled} TO authenticated"),
+            format!("ALTER TABLE {stalled} ENABLE ROW LEVEL SECURITY"),
+            format!(
+                "CREATE POLICY own ON {stalled} FOR SELECT TO authenticated \
+                 USING ((SELECT true FROM pg_sleep(60)))"
+            ),
+        ],
+    )
+    .await;
+    let mut cfg = JwtAuthConfig::with_secret("realtime-postgres-rls-shutdown-0123456789");
+    cfg.argon2 = Argon2Cost::minimal();
+    let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let alone = Arc::strong_count(&db);
+    let mut hub_config = WsRealtimeConfig::hub("127.0.0.1:0");
+    hub_config.publish = vec!["stalled".into()];
+    hub_config.tables.insert(
+        "stalled".into(),
+        TableRule {
+            row_security: true,
+            ..TableRule::default()
+        },
+    );
+    let hub = WsRealtime::start(hub_config, Some(db.clone()), Some(auth.clone()))
+        .await
+        .unwrap();
+    let s = auth
+        .sign_up(SignUp::new(
+            "alice@example.com",
+            "correct horse battery staple",
+        ))
+        .await
+        .unwrap();
+    let mut a = Client::connect(&hub.url().unwrap(), Vsn::V2, Some(s.access_token.expose())).await;
+    let bindings = json!([{"event": "*", "schema": "public", "table": "stalled"}]);
+    let (_, reply) = a
+        .join(
+            "realtime:stalled",
+            json!({"config": {"postgres_changes": bindings}}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    db.create("stalled", row(json!({"id": "s1", "owner": s.user.id})))
+        .await
+        .unwrap();
+    // Wait for the check's read to be running on the server.
+    let running = "SELECT count(*)::int AS n FROM pg_stat_activity \
+                   WHERE state = 'active' AND query LIKE '%stalled%' \
+                   AND pid <> pg_backend_pid()";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows = db.raw_query(running, &BTreeMap::new()).await.unwrap();
+        if rows[0]["n"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the check never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(a);
+    drop(hub);
+    // Well under the 10 s a check may take.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(6);
+    while Arc::strong_count(&db) > alone {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a shut-down hub still holds the database ({} handles, {alone} without the hub)",
+            Arc::strong_count(&db)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The server-side sleep outlives its client: end it before dropping
+    // the schema (which would wait for it).
+    db.raw_query(
+        "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity \
+         WHERE query LIKE '%stalled%' AND pid <> pg_backend_pid()",
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    drop(auth);
+    scratch.cleanup().await.unwrap();
+}
+
 /// A hub configured with `row_security` on a database that cannot enforce
 /// it does not start, and says which setting is wrong.
 #[tokio::test]
