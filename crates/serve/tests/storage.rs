@@ -153,6 +153,17 @@ impl Env {
             .unwrap()
     }
 
+    /// The service role's upload of `body` as `application/octet-stream`.
+    async fn upload_bin(&self, bucket_key: &str, body: Vec<u8>) -> Response {
+        self.upload(Who::Service, bucket_key, body, "application/octet-stream")
+            .await
+    }
+
+    /// A `GET` of `path` (under `/storage/v1`).
+    async fn get(&self, who: Who<'_>, path: &str) -> Response {
+        self.req(who, Method::GET, path).send().await.unwrap()
+    }
+
     async fn sign_up(&self, email: &str) -> (String, String) {
         let s = self
             .auth
@@ -2238,37 +2249,16 @@ async fn provider_calls(kind: Kind) {
     env.create_bucket(json!({"name": "pub", "public": true}))
         .await;
     let small = vec![7u8; 4096];
-    let r = env
-        .upload(
-            Who::Service,
-            "pub/a.bin",
-            small.clone(),
-            "application/octet-stream",
-        )
-        .await;
+    let r = env.upload_bin("pub/a.bin", small.clone()).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     calls.take();
 
     // A create: one write (the settings are cached, the provider's
     // if-not-exists condition answers a duplicate).
-    let r = env
-        .upload(
-            Who::Service,
-            "pub/b.bin",
-            small.clone(),
-            "application/octet-stream",
-        )
-        .await;
+    let r = env.upload_bin("pub/b.bin", small.clone()).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(calls.take(), ["upload_stream"]);
-    let r = env
-        .upload(
-            Who::Service,
-            "pub/b.bin",
-            small.clone(),
-            "application/octet-stream",
-        )
-        .await;
+    let r = env.upload_bin("pub/b.bin", small.clone()).await;
     env.expect_err(r, 409).await;
     assert_eq!(calls.take(), ["upload_stream"]);
 
@@ -2289,50 +2279,27 @@ async fn provider_calls(kind: Kind) {
         "/object/public/pub/a.bin",
         "/object/authenticated/pub/a.bin",
     ] {
-        let r = env
-            .req(Who::Service, Method::GET, path)
-            .send()
-            .await
-            .unwrap();
+        let r = env.get(Who::Service, path).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.content_length(), Some(4096));
         assert_eq!(r.bytes().await.unwrap().as_ref(), small.as_slice());
         assert_eq!(calls.take(), ["get_metadata", "download"], "{path}");
     }
     let large: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-    let r = env
-        .upload(
-            Who::Service,
-            "pub/large.bin",
-            large.clone(),
-            "application/octet-stream",
-        )
-        .await;
+    let r = env.upload_bin("pub/large.bin", large.clone()).await;
     assert_eq!(r.status(), 200);
     calls.take();
-    let r = env
-        .req(Who::NoKey, Method::GET, "/object/public/pub/large.bin")
-        .send()
-        .await
-        .unwrap();
+    let r = env.get(Who::NoKey, "/object/public/pub/large.bin").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.content_length(), Some(1 << 20));
     assert!(r.bytes().await.unwrap() == large, "the large body differs");
     assert_eq!(calls.take(), ["get_metadata", "download_stream"]);
 
     // One bucket is found without listing them all.
-    let r = env
-        .req(Who::Service, Method::GET, "/bucket/pub")
-        .send()
-        .await
-        .unwrap();
+    let r = env.get(Who::Service, "/bucket/pub").await;
     assert_eq!(r.status(), 200);
     assert!(!calls.take().contains(&"list_buckets"));
-    let r = env
-        .req(Who::Service, Method::GET, "/bucket/nope")
-        .send()
-        .await
-        .unwrap();
+    let r = env.get(Who::Service, "/bucket/nope").await;
     env.expect_err(r, 404).await;
     // (A bucket without settings may have been made by another tool: only
     // then are the buckets listed.)
@@ -2347,11 +2314,7 @@ async fn provider_calls(kind: Kind) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(!calls.take().contains(&"list_buckets"));
-    let r = env
-        .req(Who::NoKey, Method::GET, "/object/public/pub/a.bin")
-        .send()
-        .await
-        .unwrap();
+    let r = env.get(Who::NoKey, "/object/public/pub/a.bin").await;
     env.expect_err(r, 404).await;
 }
 both!(provider_calls);
