@@ -403,10 +403,6 @@ impl CompositeLayer {
         };
         Ok(())
     }
-
-    fn note_primary_read(&self, result: &Result<impl Sized>) -> bool {
-        self.shared.fallbacks.note(result, &self.shared.labels)
-    }
 }
 
 pub(crate) fn parse_schema(catalog_table: &str, row: &Row) -> Result<TableSchema> {
@@ -515,23 +511,21 @@ impl DatabaseLayer for CompositeLayer {
     }
 
     async fn read(&self, next: &dyn Database, table: &str, query: &Query) -> Result<Vec<Row>> {
-        let result = next.read(table, query).await;
-        if self.note_primary_read(&result) {
-            if let Ok(rows) = self.shared.secondary.read(table, query).await {
-                return Ok(rows);
-            }
-        }
-        result
+        let s = &self.shared;
+        s.fallbacks
+            .read(&s.labels, next.read(table, query), || {
+                s.secondary.read(table, query)
+            })
+            .await
     }
 
     async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> Result<Option<Row>> {
-        let result = next.get(table, id).await;
-        if self.note_primary_read(&result) {
-            if let Ok(row) = self.shared.secondary.get(table, id).await {
-                return Ok(row);
-            }
-        }
-        result
+        let s = &self.shared;
+        s.fallbacks
+            .read(&s.labels, next.get(table, id), || {
+                s.secondary.get(table, id)
+            })
+            .await
     }
 
     async fn update(

@@ -2,6 +2,7 @@
 //! way: reads answered by the secondary, and replication passes that fail.
 //! Each is counted every time and logged once per transition.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ impl Fallbacks {
 
     /// Whether the primary's answer to a read calls for the secondary
     /// (`Unavailable` / `Timeout`), counting it.
-    pub(crate) fn note<T>(&self, result: &Result<T>, labels: &Labels) -> bool {
+    fn note<T>(&self, result: &Result<T>, labels: &Labels) -> bool {
         match result {
             Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
@@ -67,6 +68,30 @@ impl Fallbacks {
             }
             Err(_) => false,
         }
+    }
+}
+
+impl Fallbacks {
+    /// What `primary` answers, or what `secondary()` answers when the
+    /// primary's answer calls for it ([`Fallbacks::note`]: `Unavailable` /
+    /// `Timeout`, counted); the primary's error when the secondary fails
+    /// too. The read-fallback of both composites.
+    pub(crate) async fn read<T, S>(
+        &self,
+        labels: &Labels,
+        primary: impl Future<Output = Result<T>>,
+        secondary: impl FnOnce() -> S,
+    ) -> Result<T>
+    where
+        S: Future<Output = Result<T>>,
+    {
+        let result = primary.await;
+        if self.note(&result, labels) {
+            if let Ok(answer) = secondary().await {
+                return Ok(answer);
+            }
+        }
+        result
     }
 }
 

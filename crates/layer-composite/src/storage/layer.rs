@@ -282,13 +282,10 @@ impl StorageCompositeLayer {
         F: Fn(&'a dyn Storage) -> Fut,
         Fut: Future<Output = Result<T>> + 'a,
     {
-        let result = read(next).await;
-        if self.shared.fallbacks.note(&result, &self.shared.labels) {
-            if let Ok(answer) = read(&*self.shared.secondary).await {
-                return Ok(answer);
-            }
-        }
-        result
+        let s = &self.shared;
+        s.fallbacks
+            .read(&s.labels, read(next), || read(&*s.secondary))
+            .await
     }
 }
 
