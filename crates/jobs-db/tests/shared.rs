@@ -3,15 +3,18 @@
 //! succeed, so nothing is retried), and jobs one instance enqueues are
 //! worked by the others.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use truststream_core_db::Database;
-use truststream_core_jobs::{JobContext, JobError, JobState, Jobs, NewJob, Worker};
+use truststream_core_jobs::{JobContext, JobError, JobState, NewJob, Worker};
 use truststream_db_postgres::testing::{self, Scratch};
-use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_jobs_db::{DbJobs, DbJobsConfig};
+
+use support::{postgres, providers, sqlite_file};
 
 const JOBS: u64 = 300;
 
@@ -21,13 +24,7 @@ struct Payload {
 }
 
 async fn run_shared(databases: Vec<Arc<dyn Database>>) {
-    let mut providers = Vec::new();
-    for db in databases {
-        let j = DbJobs::open(db, DbJobsConfig::default())
-            .await
-            .expect("open the jobs table");
-        providers.push(Arc::new(j) as Arc<dyn Jobs>);
-    }
+    let providers = providers(databases).await;
     let seen: Arc<Mutex<BTreeMap<u64, Vec<String>>>> = Arc::default();
     let mut workers = Vec::new();
     for (i, jobs) in providers.iter().enumerate() {
@@ -98,14 +95,7 @@ async fn run_shared(databases: Vec<Arc<dyn Database>>) {
 async fn three_instances_share_a_sqlite_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jobs.db");
-    let mut dbs: Vec<Arc<dyn Database>> = Vec::new();
-    for _ in 0..3 {
-        let db = SqliteDatabase::open(SqliteConfig::file(&path))
-            .await
-            .expect("open sqlite file");
-        dbs.push(Arc::new(db));
-    }
-    run_shared(dbs).await;
+    run_shared(sqlite_file(&path, 3).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -115,14 +105,7 @@ async fn three_instances_share_a_postgres_schema() {
     };
     let scratch = Scratch::new(url.clone());
     let config = scratch.config("jobs_shared");
-    let mut dbs: Vec<Arc<dyn Database>> = Vec::new();
-    for _ in 0..3 {
-        let db = truststream_db_postgres::PgDatabase::open(config.clone())
-            .await
-            .expect("open postgres");
-        dbs.push(Arc::new(db));
-    }
-    run_shared(dbs).await;
+    run_shared(postgres(&config, 3).await).await;
     scratch.cleanup().await.expect("drop the scratch schema");
 }
 
@@ -135,16 +118,7 @@ async fn postgres_wakes_idle_workers_of_other_instances() {
     };
     let scratch = Scratch::new(url.clone());
     let config = scratch.config("jobs_wake");
-    let mut providers = Vec::new();
-    for _ in 0..2 {
-        let db = truststream_db_postgres::PgDatabase::open(config.clone())
-            .await
-            .expect("open postgres");
-        let j = DbJobs::open(Arc::new(db), DbJobsConfig::default())
-            .await
-            .expect("open the jobs table");
-        providers.push(Arc::new(j) as Arc<dyn Jobs>);
-    }
+    let providers = providers(postgres(&config, 2).await).await;
     assert!(providers[1].capabilities().cross_process_wakeups);
     let worker = Worker::builder(providers[1].clone())
         .poll_interval(Duration::from_secs(3600))
