@@ -19,6 +19,7 @@
 //! [`TableRule::row_security`]: crate::TableRule::row_security
 //! [`Hub::dispatch`]: crate::hub::Hub
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -103,16 +104,23 @@ async fn run(hub: Weak<Hub>, mut rx: mpsc::Receiver<Batch>) {
 /// For each pending member, whether it may have the change.
 async fn verdicts(hub: &Hub, db: &Arc<dyn Database>, batch: &Batch) -> Vec<bool> {
     // The distinct identities to check, and which one each member is.
+    // Claims are compared only within a (role, subject) group, so many
+    // members of many users cost one lookup each, not one per identity.
     let mut scopes: Vec<Arc<RequestScope>> = Vec::new();
+    let mut groups: HashMap<(&str, Option<&str>), Vec<usize>> = HashMap::new();
     let which: Vec<Option<usize>> = batch
         .pending
         .iter()
         .map(|p| {
             let scope = p.scope.as_ref().filter(|_| p.check)?;
-            Some(match scopes.iter().position(|s| s == scope) {
-                Some(i) => i,
+            let group = groups
+                .entry((scope.role.as_str(), scope.subject()))
+                .or_default();
+            Some(match group.iter().find(|&&i| scopes[i] == *scope) {
+                Some(&i) => i,
                 None => {
                     scopes.push(Arc::clone(scope));
+                    group.push(scopes.len() - 1);
                     scopes.len() - 1
                 }
             })
