@@ -101,6 +101,59 @@ async fn a_read_that_overlaps_a_write_stores_nothing() {
     assert_eq!((s.inserts, s.hits), (1, 2), "{s:?}");
 }
 
+/// The same with the cache's defaults ([`Admission::SecondMiss`]): the key
+/// is read once (remembered by the doorkeeper), so the gated read is the
+/// admitted second miss; a write acknowledged while it waits keeps its
+/// older answer out of the cache, and every read after the write sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_miss_that_overlaps_a_write_stores_nothing_with_the_defaults() {
+    let raw: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    raw.create_table(
+        &TableSchema::new("t")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::integer("v")),
+    )
+    .await
+    .unwrap();
+    raw.create("t", row(json!({"id": "r", "v": 1})))
+        .await
+        .unwrap();
+    let gate = Arc::new(Gate::default());
+    let gated: Arc<dyn Database> = Arc::new(LayeredDatabase::new(raw, Arc::clone(&gate)));
+    let db = Cache::wrap(gated, CacheConfig::default()).await.unwrap();
+    let v = |row: Option<Row>| row.expect("the row exists")["v"].clone();
+
+    // First miss: remembered, not stored.
+    assert_eq!(v(db.get("t", &json!("r")).await.unwrap()), 1);
+    let s = db.layer().stats();
+    assert_eq!((s.not_admitted, s.inserts), (1, 0), "{s:?}");
+
+    // The second miss (admitted) reads v = 1 from the provider and waits.
+    gate.armed.store(true, Ordering::SeqCst);
+    let reader = {
+        let db = Arc::clone(&db);
+        tokio::spawn(async move { db.get("t", &json!("r")).await.unwrap() })
+    };
+    gate.reached.notified().await;
+    db.update("t", &json!("r"), row(json!({"v": 2})))
+        .await
+        .unwrap();
+    gate.release.notify_one();
+    assert_eq!(v(reader.await.unwrap()), 1);
+    let s = db.layer().stats();
+    assert_eq!((s.stale, s.inserts), (1, 0), "{s:?}");
+    for _ in 0..3 {
+        assert_eq!(
+            v(db.get("t", &json!("r")).await.unwrap()),
+            2,
+            "read after the acknowledged write"
+        );
+    }
+    // Still remembered: stored by its next miss, then served.
+    let s = db.layer().stats();
+    assert_eq!((s.inserts, s.hits), (1, 2), "{s:?}");
+}
+
 const ROWS: usize = 4;
 const WRITERS: usize = 8;
 const READERS: usize = 8;
