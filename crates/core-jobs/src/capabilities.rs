@@ -28,6 +28,12 @@ pub struct JobsCapabilities {
     pub cross_process_wakeups: bool,
     /// Most jobs one claim returns, if limited.
     pub max_claim_batch: Option<usize>,
+    /// The jobs live in the `Database` the provider was built with (the
+    /// registry's dependency), so a provider on another database is
+    /// needed when that database is replaced. Without it the jobs live
+    /// elsewhere, and replacing the database must keep the provider (a
+    /// new one would start without the queued jobs of an in-memory queue).
+    pub in_database: bool,
 }
 
 impl JobsCapabilities {
@@ -41,6 +47,7 @@ impl JobsCapabilities {
             local_wakeups: false,
             cross_process_wakeups: false,
             max_claim_batch: None,
+            in_database: false,
         }
     }
 }

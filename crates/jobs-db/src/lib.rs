@@ -334,6 +334,7 @@ impl Jobs for DbJobs {
         c.shared = durable;
         c.durable = durable;
         c.local_wakeups = true;
+        c.in_database = true;
         c.cross_process_wakeups =
             self.feed.is_some() && db.change_feed_scope == Some(ChangeFeedScope::Database);
         c

@@ -468,8 +468,15 @@ impl Live {
         match interface {
             Interface::Database => {
                 self.db = Slot::new(registries.database_layered(config).await?);
-                // Jobs kept in the database follow it.
-                self.jobs = build_jobs(registries, config, &self.db).await?;
+                // Jobs kept in the database follow it; jobs kept elsewhere
+                // stay with the provider that holds them.
+                if self
+                    .jobs
+                    .as_ref()
+                    .is_some_and(|j| j.capabilities().in_database)
+                {
+                    self.jobs = build_jobs(registries, config, &self.db).await?;
+                }
             }
             Interface::Auth => self.auth = build_auth(registries, config, &self.db).await?,
             Interface::Storage => {

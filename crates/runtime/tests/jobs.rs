@@ -306,3 +306,28 @@ async fn switching_the_database_moves_database_jobs_to_it() -> Result<()> {
     switch.close(Duration::from_secs(20)).await?;
     Ok(())
 }
+
+/// A jobs provider that does not keep its jobs in the database is not
+/// rebuilt by a database switch: its queued jobs stay.
+#[tokio::test]
+async fn switching_the_database_keeps_jobs_kept_elsewhere() -> Result<()> {
+    let rt = runtime(
+        "[default.database]\ntype = \"memory\"\n[default.storage]\ntype = \"memory\"\n\
+         [default.jobs]\ntype = \"memory\"\n",
+    )
+    .await?;
+    let before = rt.jobs().expect("memory jobs");
+    let id = before
+        .enqueue(NewJob::new("ship", &json!({"order": "o1"}))?)
+        .await?
+        .id();
+    let switch = rt.switch_database("memory", json!({})).await?;
+    let after = rt.jobs().expect("memory jobs after the switch");
+    assert!(
+        after.get(id).await?.is_some(),
+        "the queued job survives a database switch"
+    );
+    assert!(Arc::ptr_eq(&before, &after), "the same provider");
+    switch.close(Duration::from_secs(20)).await?;
+    Ok(())
+}
