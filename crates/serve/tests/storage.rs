@@ -38,6 +38,9 @@ struct Env {
     auth: Arc<JwtAuth>,
     storage: Arc<dyn Storage>,
     dir: tempfile::TempDir,
+    /// The server's routes, for mounting them a second time
+    /// ([`Server::router`]).
+    router: axum::Router,
     _running: Running,
 }
 
@@ -88,10 +91,11 @@ async fn start_wrapped(
         storage: storage.clone(),
         metrics: None,
     };
-    let running = Server::bind(providers, ApiKeys::generate(), config)
+    let server = Server::bind(providers, ApiKeys::generate(), config)
         .await
-        .unwrap()
-        .spawn();
+        .unwrap();
+    let router = server.router();
+    let running = server.spawn();
     Env {
         base: format!("{}/storage/v1", running.url),
         addr: running.addr,
@@ -101,6 +105,7 @@ async fn start_wrapped(
         auth,
         storage,
         dir,
+        router,
         _running: running,
     }
 }
@@ -1949,82 +1954,37 @@ async fn bucket_settings_survive_a_restart() {
 /// server, not to one router.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_made_private_is_private_at_once_on_every_router() {
-    let dir = tempfile::tempdir().unwrap();
-    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
-    let auth = Arc::new(
-        JwtAuth::new(
-            JwtAuthConfig::with_secret("storage test secret, at least 32 bytes long"),
-            db.clone(),
-        )
-        .await
-        .unwrap(),
-    );
-    let server = Server::bind(
-        Providers {
-            db,
-            auth,
-            storage: Arc::new(truststream_storage_memory::MemoryStorage::new()),
-            metrics: None,
-        },
-        ApiKeys::generate(),
-        ServeConfig {
-            bind: "127.0.0.1:0".into(),
-            data_dir: dir.path().join("data").to_string_lossy().into(),
-            ..ServeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    // A second router over the same server, as an embedding application
-    // would mount it.
+    let env = start(Kind::Memory, BTreeMap::new(), 1 << 20).await;
+    // The same server's routes mounted a second time, as an embedding
+    // application would.
     let embedded = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let embedded_base = format!("http://{}/storage/v1", embedded.local_addr().unwrap());
-    let app = server.router();
-    tokio::spawn(async move { axum::serve(embedded, app).await });
-    let service = server.keys().service_role().to_string();
-    let running = server.spawn();
-    let base = format!("{}/storage/v1", running.url);
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/bucket"))
-        .header("apikey", &service)
-        .json(&json!({"id": "flip", "public": true}))
-        .send()
-        .await
-        .unwrap();
+    let router = env.router.clone();
+    tokio::spawn(async move { axum::serve(embedded, router).await });
+    let public_get = || {
+        env.http
+            .get(format!("{embedded_base}/object/public/flip/a.txt"))
+            .send()
+    };
+    env.create_bucket(json!({"id": "flip", "public": true}))
+        .await;
+    let r = env
+        .upload(Who::Service, "flip/a.txt", "secret", "text/plain")
+        .await;
     assert_eq!(r.status(), 200);
-    let r = http
-        .post(format!("{base}/object/flip/a.txt"))
-        .header("apikey", &service)
-        .header("content-type", "text/plain")
-        .body("secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    // The embedded router reads (and caches) the bucket as public.
-    let r = http
-        .get(format!("{embedded_base}/object/public/flip/a.txt"))
-        .send()
-        .await
-        .unwrap();
+    // The embedded routes read (and cache) the bucket as public.
+    let r = public_get().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "secret");
-    let r = http
-        .put(format!("{base}/bucket/flip"))
-        .header("apikey", &service)
+    let r = env
+        .req(Who::Service, Method::PUT, "/bucket/flip")
         .json(&json!({"public": false}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{embedded_base}/object/public/flip/a.txt"))
-        .send()
-        .await
-        .unwrap();
+    let r = public_get().await.unwrap();
     assert_ne!(r.status(), 200, "a private bucket's object was served");
     assert!(!r.text().await.unwrap().contains("secret"));
-    running.stop().await.unwrap();
 }
 
 // ------------------------------------------------- provider failures
