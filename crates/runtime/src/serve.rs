@@ -72,8 +72,7 @@ pub async fn bind(
     registries: &Arc<Registries>,
     mut prepared: Prepared,
 ) -> Result<(Server, Services)> {
-    let public = public_url_before_bind(&mut prepared.serve).await?;
-    gotrue_issuer(&mut prepared.config, &public);
+    gotrue_issuer_before_bind(&mut prepared.config, &mut prepared.serve).await?;
     let services = Services::build(registries, &prepared.config).await?;
     let Some(auth) = services.auth.clone() else {
         return Err(Error::invalid_input(
@@ -88,6 +87,28 @@ pub async fn bind(
     };
     let server = Server::bind(providers, prepared.keys, prepared.serve).await?;
     Ok((server, services))
+}
+
+/// [`gotrue_issuer`] when the auth section needs an issuer, with the URL
+/// clients will reach the server at. Nothing else is resolved early: a
+/// configured `public_url` needs no address, and a bind to port 0 stays
+/// with the server when no issuer is made from it.
+async fn gotrue_issuer_before_bind(config: &mut Config, serve: &mut ServeConfig) -> Result<()> {
+    if !needs_gotrue_issuer(config) {
+        return Ok(());
+    }
+    let public = match &serve.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => public_url_before_bind(serve).await?,
+    };
+    gotrue_issuer(config, &public);
+    Ok(())
+}
+
+/// Whether the auth section is `jwt` without an `issuer` setting.
+fn needs_gotrue_issuer(config: &Config) -> bool {
+    let auth = config.section(Interface::Auth);
+    auth.kind() == "jwt" && !auth.settings().contains_key("issuer")
 }
 
 /// The URL clients will reach the server at (`public_url`, else
@@ -118,10 +139,10 @@ async fn public_url_before_bind(serve: &mut ServeConfig) -> Result<String> {
 /// Sets the `jwt` auth provider's `issuer` to `<public>/auth/v1` (GoTrue's
 /// `iss`) unless the configuration sets one.
 fn gotrue_issuer(config: &mut Config, public: &str) {
-    let auth = config.section(Interface::Auth);
-    if auth.kind() != "jwt" || auth.settings().contains_key("issuer") {
+    if !needs_gotrue_issuer(config) {
         return;
     }
+    let auth = config.section(Interface::Auth);
     let mut settings = auth.settings().clone();
     settings.insert(
         "issuer".into(),
@@ -188,5 +209,50 @@ mod tests {
              issuer = \"mine\"\n",
         );
         assert_eq!(s.settings()["issuer"], "mine", "a configured issuer stays");
+    }
+
+    fn loaded(toml: &str) -> Config {
+        ConfigSources::new()
+            .toml_str(toml.to_string())
+            .load()
+            .expect("config")
+    }
+
+    /// A port-0 bind is resolved early only when an issuer is made from
+    /// the bound address: not with a configured `public_url` or `issuer`,
+    /// nor for another auth type.
+    #[tokio::test]
+    async fn a_port_0_bind_is_resolved_early_only_for_an_issuer_made_from_it() {
+        let jwt = "[default.auth]\ntype = \"jwt\"\njwt_secret = \"a secret of 32 bytes or more, really\"\n";
+        let cases = [
+            (format!("{jwt}issuer = \"mine\"\n"), None, "mine"),
+            (
+                jwt.to_string(),
+                Some("https://api.example.com/"),
+                "https://api.example.com/auth/v1",
+            ),
+        ];
+        for (toml, public, issuer) in cases {
+            let mut config = loaded(&toml);
+            let mut serve = ServeConfig::from_json(serde_json::json!({})).expect("serve");
+            serve.bind = "127.0.0.1:0".into();
+            serve.public_url = public.map(str::to_string);
+            gotrue_issuer_before_bind(&mut config, &mut serve)
+                .await
+                .expect("issuer");
+            assert_eq!(serve.bind, "127.0.0.1:0", "{toml}");
+            assert_eq!(config.section(Interface::Auth).settings()["issuer"], issuer);
+        }
+        let mut config = loaded(jwt);
+        let mut serve = ServeConfig::from_json(serde_json::json!({})).expect("serve");
+        serve.bind = "127.0.0.1:0".into();
+        gotrue_issuer_before_bind(&mut config, &mut serve)
+            .await
+            .expect("issuer");
+        assert_ne!(serve.bind, "127.0.0.1:0", "resolved for the issuer");
+        assert_eq!(
+            config.section(Interface::Auth).settings()["issuer"],
+            format!("http://{}/auth/v1", serve.bind)
+        );
     }
 }
