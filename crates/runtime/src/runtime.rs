@@ -157,8 +157,9 @@ impl Default for RuntimeBuilder {
 ///
 /// A switch replaces the interface's provider and rebuilds, in the same
 /// step, the providers built on it: switching the database rebuilds auth
-/// (its user store), realtime (its row change feed) and the jobs provider
-/// (`[jobs]`, which may keep its jobs there) on the new database;
+/// (its user store), realtime (its row change feed) and a jobs provider
+/// that keeps its jobs there (`JobsCapabilities::in_database`, e.g.
+/// `jobs.type = "database"`) on the new database;
 /// switching auth rebuilds realtime (which checks tokens with it). If a
 /// dependent cannot be rebuilt the switch is refused with an error naming
 /// it, and nothing changes. Providers and configuration change together,
