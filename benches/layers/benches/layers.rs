@@ -63,8 +63,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use truststream_bench_layers::{seed, DEFAULT_STACK, TABLE};
 use truststream_core::{BoxFuture, Error, ErrorKind, Result};
-use truststream_core_db::{ColumnDef, Database, Row, TableSchema};
+use truststream_core_db::Database;
 use truststream_db_memory::MemoryDatabase;
 use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_layer::{
@@ -72,9 +73,6 @@ use truststream_layer::{
     Next, Op,
 };
 use truststream_layer_cache::CacheHandles;
-
-/// The table every row reads.
-const TABLE: &str = "bench";
 
 /// How the cache layer is made to miss on every `get`: each row reads
 /// its own run through the seeded keys, never the same key twice in a run
@@ -119,17 +117,6 @@ fn cache_full_settings() -> Value {
 fn cache_off_settings() -> Value {
     json!({ "tables": { TABLE: 0 } })
 }
-
-/// The layers of the default stack, outermost first (the registry orders
-/// them by rank whatever the order here).
-const DEFAULT_STACK: [&str; 6] = [
-    "metrics",
-    "cache",
-    "retry",
-    "circuit_breaker",
-    "limit",
-    "timeout",
-];
 
 /// A generic layer that only runs the call: the mechanism's own cost.
 struct PassAround;
@@ -736,34 +723,6 @@ async fn open_breaker(bare: &Arc<dyn Database>, plan: &Plan) {
         fmt_ns(quantile(&ns, 0.75)),
         if m < 2000.0 { "met" } else { "**not met**" }
     );
-}
-
-fn schema() -> TableSchema {
-    TableSchema::new(TABLE)
-        .column(ColumnDef::integer("id").primary_key())
-        .column(ColumnDef::text("name").not_null())
-        .column(ColumnDef::float("score"))
-        .column(ColumnDef::text("status"))
-}
-
-/// Creates [`TABLE`] with rows `1..=n`.
-async fn seed(db: &dyn Database, n: usize) {
-    db.create_table(&schema()).await.expect("create table");
-    let rows: Vec<Row> = (1..=n as i64)
-        .map(|id| {
-            let v = json!({
-                "id": id,
-                "name": format!("agent-{id}"),
-                "score": (id % 100) as f64 + 0.5,
-                "status": if id % 3 == 0 { "inactive" } else { "active" },
-            });
-            match v {
-                Value::Object(m) => m,
-                _ => unreachable!("rows are objects"),
-            }
-        })
-        .collect();
-    db.create_many(TABLE, rows).await.expect("seed");
 }
 
 fn arg(name: &str) -> Option<String> {

@@ -23,13 +23,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use truststream_core_db::{ColumnDef, Database, Row, TableSchema};
+use truststream_bench_layers::{seed, DEFAULT_STACK, TABLE};
+use truststream_core_db::Database;
 use truststream_db_memory::MemoryDatabase;
 use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_layer::{Interface, LayerDeps, LayerRegistry};
-
-/// The table every get reads.
-const TABLE: &str = "bench";
 
 /// Rows seeded in db-memory, whatever the number of gets.
 const ROWS: i64 = 50_000;
@@ -38,34 +36,6 @@ const ROWS: i64 = 50_000;
 /// cache; a smaller seed also leaves less of the setup's variation in the
 /// counts).
 const SQLITE_ROWS: i64 = 10_000;
-
-fn schema() -> TableSchema {
-    TableSchema::new(TABLE)
-        .column(ColumnDef::integer("id").primary_key())
-        .column(ColumnDef::text("name").not_null())
-        .column(ColumnDef::float("score"))
-        .column(ColumnDef::text("status"))
-}
-
-/// The bench's rows (as `benches/layers.rs` seeds them).
-async fn seed(db: &dyn Database, n: i64) {
-    db.create_table(&schema()).await.expect("create table");
-    let rows: Vec<Row> = (1..=n)
-        .map(|id| {
-            let v = json!({
-                "id": id,
-                "name": format!("agent-{id}"),
-                "score": (id % 100) as f64 + 0.5,
-                "status": if id % 3 == 0 { "inactive" } else { "active" },
-            });
-            match v {
-                Value::Object(m) => m,
-                _ => unreachable!("rows are objects"),
-            }
-        })
-        .collect();
-    db.create_many(TABLE, rows).await.expect("seed");
-}
 
 /// `inner` under `layers`, built through the registry as the runtime does.
 async fn stacked(layers: &[(&str, Value)], inner: Arc<dyn Database>) -> Arc<dyn Database> {
@@ -114,16 +84,8 @@ fn main() {
             ),
             other => panic!("unknown provider {other}"),
         };
-        seed(&*bare, rows).await;
-        let stack = [
-            "metrics",
-            "cache",
-            "retry",
-            "circuit_breaker",
-            "limit",
-            "timeout",
-        ]
-        .map(|l| (l, json!(true)));
+        seed(&*bare, rows as usize).await;
+        let stack = DEFAULT_STACK.map(|l| (l, json!(true)));
         let db = match row.as_str() {
             "bare" => bare,
             "cache" | "cache-twice" | "hit" => stacked(&[("cache", json!(true))], bare).await,
