@@ -36,11 +36,12 @@
 //!   on the same kind of connection (keep-alive HTTP/1.1, `TCP_NODELAY`).
 //!   An upload is one `upload_stream` of the request body as hyper's frames
 //!   come (if-not-exists, as serve's create; serve joins the frames into
-//!   1 MiB chunks first); a download is the one read serve makes for the
-//!   body (`download` up to 256 KiB, else `download_stream`, chunked),
-//!   without serve's metadata call, keys, policies or headers. What serve
-//!   costs above it is serve's own work; what it costs above storage-fs
-//!   in-process is HTTP's.
+//!   1 MiB chunks first); a download is the two provider calls any handler
+//!   over core-storage makes (the metadata for `Content-Type` and
+//!   `Content-Length`, then the body: `download` up to 256 KiB, else
+//!   `download_stream`, chunked, as serve chooses), without serve's keys,
+//!   policies or other headers. What serve costs above it is serve's own
+//!   work; what it costs above storage-fs in-process is HTTP's.
 //! - **storage-fs direct**: the provider called in-process, plain or
 //!   streaming.
 //!
@@ -390,29 +391,38 @@ async fn serve_app(app: Router) -> R<(SocketAddr, tokio::task::JoinHandle<()>)> 
 /// Largest download the storage floor reads in one call (serve's choice).
 const FLOOR_SMALL_BODY: u64 = 256 * 1024;
 
-/// The storage floor's `GET`: the object's bytes, from one provider read.
+/// The storage floor's `GET`: what any handler over core-storage needs to
+/// answer a download with its `Content-Type` and `Content-Length` — the
+/// object's metadata, then its bytes in one read (streamed when large) —
+/// and nothing else.
 async fn floor_download(
     State(storage): State<Arc<dyn Storage>>,
     Path(key): Path<String>,
-    headers: axum::http::HeaderMap,
 ) -> Response {
-    // The bench says how large the object is; serve reads its metadata.
-    let size: u64 = headers
-        .get("x-bench-size")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if size <= FLOOR_SMALL_BODY {
+    let Ok(meta) = storage.get_metadata("bench", &key).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut resp = if meta.size <= FLOOR_SMALL_BODY {
         match storage.download("bench", &key).await {
             Ok(bytes) => bytes.into_response(),
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     } else {
         match storage.download_stream("bench", &key, None).await {
             Ok(stream) => Body::from_stream(stream).into_response(),
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
+    };
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    if let Some(ct) = meta
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        headers.insert(header::CONTENT_TYPE, ct);
     }
+    resp
 }
 
 /// The storage floor's `POST`: the request body streamed into the object.
@@ -758,9 +768,7 @@ async fn http_download(
     size: usize,
 ) -> R<()> {
     let mut b = Request::get(format!("/storage/v1/object/bench/{key}"))
-        .header(header::HOST, addr.to_string())
-        // For the floor (serve ignores it).
-        .header("x-bench-size", size);
+        .header(header::HOST, addr.to_string());
     for (k, v) in headers {
         b = b.header(k, v);
     }
