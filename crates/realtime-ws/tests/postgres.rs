@@ -132,59 +132,54 @@ async fn on_postgres_the_auth_tables_are_never_watched_and_rows_stay_with_their_
     scratch.cleanup().await.unwrap();
 }
 
-/// `row_security = true`: each change is read back as the subscriber
-/// (role `authenticated` with the token's claims) before it is sent, so the
-/// table's PostgreSQL policies decide who gets it. Changes stay in order,
-/// which lets each "next message" below prove that nothing came before it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_level_security_policies_decide_which_changes_each_subscriber_gets() {
-    let Some(url) = testing::server().await else {
-        return;
-    };
-    let scratch = Scratch::new(url);
-    let config = scratch.config("rtrls");
+/// The subject claim, as a policy reads it (`auth.uid()` without the cast).
+const SUB: &str = "current_setting('request.jwt.claim.sub', true)";
+
+/// A hub on PostgreSQL with auth-jwt, for the row-security tests.
+struct RlsHub {
+    scratch: Scratch,
+    db: Arc<dyn Database>,
+    auth: Arc<dyn Auth>,
+    /// Handles on `db` before the hub started.
+    alone: usize,
+    hub: WsRealtime,
+}
+
+/// `tables` made in a scratch schema; the roles, the schema grant, then
+/// `setup(schema)` run as the superuser; each table published with
+/// `row_security` and `hidden`. `None` without a server.
+async fn rls_hub(
+    tag: &str,
+    tables: &[TableSchema],
+    hidden: &[&str],
+    setup: impl FnOnce(&str) -> Vec<String>,
+) -> Option<RlsHub> {
+    let scratch = Scratch::new(testing::server().await?);
+    let config = scratch.config(tag);
     let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
-    for table in ["notes", "ungranted"] {
-        db.create_table(
-            &TableSchema::new(table)
-                .column(ColumnDef::text("id").primary_key())
-                .column(ColumnDef::text("owner").not_null())
-                .column(ColumnDef::text("body"))
-                .column(ColumnDef::text("secret")),
-        )
-        .await
-        .unwrap();
+    for t in tables {
+        db.create_table(t).await.unwrap();
     }
     let schema = config.schema.clone().unwrap();
-    let notes = format!("\"{schema}\".notes");
-    let ungranted = format!("\"{schema}\".ungranted");
-    let sub = "current_setting('request.jwt.claim.sub', true)";
-    testing::admin(
-        &config,
-        &[
-            testing::ensure_role("anon"),
-            testing::ensure_role("authenticated"),
-            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
-            format!("GRANT SELECT ON {notes} TO authenticated"),
-            format!("ALTER TABLE {notes} ENABLE ROW LEVEL SECURITY"),
-            format!("CREATE POLICY own ON {notes} FOR SELECT TO authenticated USING (owner = {sub})"),
-            // RLS on, but no SELECT grant: every check fails.
-            format!("ALTER TABLE {ungranted} ENABLE ROW LEVEL SECURITY"),
-            format!("CREATE POLICY own ON {ungranted} FOR SELECT TO authenticated USING (owner = {sub})"),
-        ],
-    )
-    .await;
+    let mut statements = vec![
+        testing::ensure_role("anon"),
+        testing::ensure_role("authenticated"),
+        format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+    ];
+    statements.extend(setup(&schema));
+    testing::admin(&config, &statements).await;
     let mut cfg = JwtAuthConfig::with_secret("realtime-postgres-rls-secret-0123456789");
     cfg.argon2 = Argon2Cost::minimal();
     let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
+    let alone = Arc::strong_count(&db);
     let mut hub_config = WsRealtimeConfig::hub("127.0.0.1:0");
-    hub_config.publish = vec!["notes".into(), "ungranted".into()];
-    for table in ["notes", "ungranted"] {
+    for t in tables {
+        hub_config.publish.push(t.name.clone());
         hub_config.tables.insert(
-            table.into(),
+            t.name.clone(),
             TableRule {
                 row_security: true,
-                hidden: vec!["secret".into()],
+                hidden: hidden.iter().map(|h| h.to_string()).collect(),
                 ..TableRule::default()
             },
         );
@@ -192,16 +187,27 @@ async fn row_level_security_policies_decide_which_changes_each_subscriber_gets()
     let hub = WsRealtime::start(hub_config, Some(db.clone()), Some(auth.clone()))
         .await
         .unwrap();
-    let url = hub.url().unwrap();
-    let mut clients = Vec::new();
-    let mut ids = Vec::new();
-    for email in ["alice@example.com", "bob@example.com"] {
-        let s = auth
+    Some(RlsHub {
+        scratch,
+        db,
+        auth,
+        alone,
+        hub,
+    })
+}
+
+impl RlsHub {
+    /// Signs `email` up and, as that user, joins each of `tables`'
+    /// changes; the client and the user's id.
+    async fn subscriber(&self, email: &str, tables: &[&str]) -> (Client, String) {
+        let s = self
+            .auth
             .sign_up(SignUp::new(email, "correct horse battery staple"))
             .await
             .unwrap();
+        let url = self.hub.url().unwrap();
         let mut c = Client::connect(&url, Vsn::V2, Some(s.access_token.expose())).await;
-        for table in ["notes", "ungranted"] {
+        for table in tables {
             let bindings = json!([{"event": "*", "schema": "public", "table": table}]);
             let (_, reply) = c
                 .join(
@@ -211,14 +217,51 @@ async fn row_level_security_policies_decide_which_changes_each_subscriber_gets()
                 .await;
             assert_eq!(reply["status"], "ok", "{reply}");
         }
-        ids.push(s.user.id.clone());
-        clients.push(c);
+        (c, s.user.id)
     }
-    let (alice, bob) = (ids[0].clone(), ids[1].clone());
-    let (mut a, mut b) = {
-        let mut it = clients.into_iter();
-        (it.next().unwrap(), it.next().unwrap())
+}
+
+/// `row_security = true`: each change is read back as the subscriber
+/// (role `authenticated` with the token's claims) before it is sent, so the
+/// table's PostgreSQL policies decide who gets it. Changes stay in order,
+/// which lets each "next message" below prove that nothing came before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_policies_decide_which_changes_each_subscriber_gets() {
+    let table = |name: &str| {
+        TableSchema::new(name)
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("owner").not_null())
+            .column(ColumnDef::text("body"))
+            .column(ColumnDef::text("secret"))
     };
+    let Some(h) = rls_hub(
+        "rtrls",
+        &[table("notes"), table("ungranted")],
+        &["secret"],
+        |schema| {
+            let notes = format!("\"{schema}\".notes");
+            let ungranted = format!("\"{schema}\".ungranted");
+            vec![
+                format!("GRANT SELECT ON {notes} TO authenticated"),
+                format!("ALTER TABLE {notes} ENABLE ROW LEVEL SECURITY"),
+                format!("CREATE POLICY own ON {notes} FOR SELECT TO authenticated USING (owner = {SUB})"),
+                // RLS on, but no SELECT grant: every check fails.
+                format!("ALTER TABLE {ungranted} ENABLE ROW LEVEL SECURITY"),
+                format!("CREATE POLICY own ON {ungranted} FOR SELECT TO authenticated USING (owner = {SUB})"),
+            ]
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let db = h.db.clone();
+    let (mut a, alice) = h
+        .subscriber("alice@example.com", &["notes", "ungranted"])
+        .await;
+    let (mut b, bob) = h
+        .subscriber("bob@example.com", &["notes", "ungranted"])
+        .await;
     let note = |id: &str, owner: &str| {
         row(json!({"id": id, "owner": owner, "body": format!("{id} body"), "secret": "s3cr3t"}))
     };
@@ -278,15 +321,15 @@ async fn row_level_security_policies_decide_which_changes_each_subscriber_gets()
     );
     a.expect_quiet(&[]).await;
     b.expect_quiet(&[]).await;
-    let health = truststream_core_realtime::Realtime::health(&hub).await;
+    let health = truststream_core_realtime::Realtime::health(&h.hub).await;
     assert!(
         format!("{health:?}").contains("row-level security check"),
         "the failed checks show in the provider's health: {health:?}"
     );
 
     drop((a, b));
-    drop(hub);
-    scratch.cleanup().await.unwrap();
+    drop(h.hub);
+    h.scratch.cleanup().await.unwrap();
 }
 
 /// A change is checked against its own version of the row: a row
@@ -297,97 +340,48 @@ async fn row_level_security_policies_decide_which_changes_each_subscriber_gets()
 /// is written twice, so the insert is checked after the update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_is_checked_against_its_own_version_not_a_later_one() {
-    let Some(url) = testing::server().await else {
-        return;
-    };
-    let scratch = Scratch::new(url);
-    let config = scratch.config("rtrlsver");
-    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
-    db.create_table(
-        &TableSchema::new("notes")
-            .column(ColumnDef::text("id").primary_key())
-            .column(ColumnDef::text("owner").not_null())
-            .column(ColumnDef::text("body"))
-            .column(ColumnDef::float("n"))
-            .column(ColumnDef::json("meta"))
-            .column(ColumnDef::timestamp("at")),
-    )
-    .await
-    .unwrap();
-    db.create_table(
-        &TableSchema::new("slow")
-            .column(ColumnDef::text("id").primary_key())
-            .column(ColumnDef::text("owner").not_null()),
-    )
-    .await
-    .unwrap();
-    let schema = config.schema.clone().unwrap();
-    let notes = format!("\"{schema}\".notes");
-    let slow = format!("\"{schema}\".slow");
-    let sub = "current_setting('request.jwt.claim.sub', true)";
-    testing::admin(
-        &config,
-        &[
-            testing::ensure_role("anon"),
-            testing::ensure_role("authenticated"),
-            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+    let notes = TableSchema::new("notes")
+        .column(ColumnDef::text("id").primary_key())
+        .column(ColumnDef::text("owner").not_null())
+        .column(ColumnDef::text("body"))
+        .column(ColumnDef::float("n"))
+        .column(ColumnDef::json("meta"))
+        .column(ColumnDef::timestamp("at"));
+    let slow = TableSchema::new("slow")
+        .column(ColumnDef::text("id").primary_key())
+        .column(ColumnDef::text("owner").not_null());
+    let Some(h) = rls_hub("rtrlsver", &[notes, slow], &[], |schema| {
+        let notes = format!("\"{schema}\".notes");
+        let slow = format!("\"{schema}\".slow");
+        vec![
             format!("GRANT SELECT ON {notes}, {slow} TO authenticated"),
             format!("ALTER TABLE {notes} ENABLE ROW LEVEL SECURITY"),
             format!(
-                "CREATE POLICY own ON {notes} FOR SELECT TO authenticated USING (owner = {sub})"
+                "CREATE POLICY own ON {notes} FOR SELECT TO authenticated USING (owner = {SUB})"
             ),
             format!("ALTER TABLE {slow} ENABLE ROW LEVEL SECURITY"),
             format!(
                 "CREATE POLICY own ON {slow} FOR SELECT TO authenticated \
-                 USING (owner = {sub} AND (SELECT true FROM pg_sleep(3)))"
+                 USING (owner = {SUB} AND (SELECT true FROM pg_sleep(3)))"
             ),
-        ],
-    )
-    .await;
-    let mut cfg = JwtAuthConfig::with_secret("realtime-postgres-rls-version-0123456789");
-    cfg.argon2 = Argon2Cost::minimal();
-    let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
-    let mut hub_config = WsRealtimeConfig::hub("127.0.0.1:0");
-    hub_config.publish = vec!["notes".into(), "slow".into()];
-    for table in ["notes", "slow"] {
-        hub_config.tables.insert(
-            table.into(),
-            TableRule {
-                row_security: true,
-                ..TableRule::default()
-            },
-        );
-    }
-    let hub = WsRealtime::start(hub_config, Some(db.clone()), Some(auth.clone()))
-        .await
-        .unwrap();
-    let url = hub.url().unwrap();
-    let alice = auth
-        .sign_up(SignUp::new(
-            "alice@example.com",
-            "correct horse battery staple",
-        ))
-        .await
-        .unwrap();
-    let bob = auth
+        ]
+    })
+    .await
+    else {
+        return;
+    };
+    let db = h.db.clone();
+    let (mut a, alice) = h.subscriber("alice@example.com", &["notes", "slow"]).await;
+    let bob = h
+        .auth
         .sign_up(SignUp::new(
             "bob@example.com",
             "correct horse battery staple",
         ))
         .await
-        .unwrap();
-    let mut a = Client::connect(&url, Vsn::V2, Some(alice.access_token.expose())).await;
-    for table in ["notes", "slow"] {
-        let bindings = json!([{"event": "*", "schema": "public", "table": table}]);
-        let (_, reply) = a
-            .join(
-                &format!("realtime:{table}"),
-                json!({"config": {"postgres_changes": bindings}}),
-            )
-            .await;
-        assert_eq!(reply["status"], "ok", "{reply}");
-    }
-    let (alice, bob) = (alice.user.id, bob.user.id);
+        .unwrap()
+        .user
+        .id;
 
     db.create("slow", row(json!({"id": "s1", "owner": alice})))
         .await
@@ -431,8 +425,8 @@ async fn a_change_is_checked_against_its_own_version_not_a_later_one() {
     a.expect_quiet(&[]).await;
 
     drop(a);
-    drop(hub);
-    scratch.cleanup().await.unwrap();
+    drop(h.hub);
+    h.scratch.cleanup().await.unwrap();
 }
 
 /// A hub shut down while a row-level security check is running lets go of
@@ -440,69 +434,33 @@ async fn a_change_is_checked_against_its_own_version_not_a_later_one() {
 /// far longer than the 10 s check limit) does not keep them alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_shut_down_mid_check_lets_go_of_its_database_at_once() {
-    let Some(url) = testing::server().await else {
-        return;
-    };
-    let scratch = Scratch::new(url);
-    let config = scratch.config("rtrlsdown");
-    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(config.clone()).await.unwrap());
-    db.create_table(
-        &TableSchema::new("stalled")
-            .column(ColumnDef::text("id").primary_key())
-            .column(ColumnDef::text("owner").not_null()),
-    )
-    .await
-    .unwrap();
-    let schema = config.schema.clone().unwrap();
-    let stalled = format!("\"{schema}\".stalled");
-    testing::admin(
-        &config,
-        &[
-            testing::ensure_role("anon"),
-            testing::ensure_role("authenticated"),
-            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO anon, authenticated"),
+    let stalled = TableSchema::new("stalled")
+        .column(ColumnDef::text("id").primary_key())
+        .column(ColumnDef::text("owner").not_null());
+    let Some(h) = rls_hub("rtrlsdown", &[stalled], &[], |schema| {
+        let stalled = format!("\"{schema}\".stalled");
+        vec![
             format!("GRANT SELECT ON {stalled} TO authenticated"),
             format!("ALTER TABLE {stalled} ENABLE ROW LEVEL SECURITY"),
             format!(
                 "CREATE POLICY own ON {stalled} FOR SELECT TO authenticated \
                  USING ((SELECT true FROM pg_sleep(60)))"
             ),
-        ],
-    )
-    .await;
-    let mut cfg = JwtAuthConfig::with_secret("realtime-postgres-rls-shutdown-0123456789");
-    cfg.argon2 = Argon2Cost::minimal();
-    let auth: Arc<dyn Auth> = Arc::new(JwtAuth::new(cfg, db.clone()).await.unwrap());
-    let alone = Arc::strong_count(&db);
-    let mut hub_config = WsRealtimeConfig::hub("127.0.0.1:0");
-    hub_config.publish = vec!["stalled".into()];
-    hub_config.tables.insert(
-        "stalled".into(),
-        TableRule {
-            row_security: true,
-            ..TableRule::default()
-        },
-    );
-    let hub = WsRealtime::start(hub_config, Some(db.clone()), Some(auth.clone()))
-        .await
-        .unwrap();
-    let s = auth
-        .sign_up(SignUp::new(
-            "alice@example.com",
-            "correct horse battery staple",
-        ))
-        .await
-        .unwrap();
-    let mut a = Client::connect(&hub.url().unwrap(), Vsn::V2, Some(s.access_token.expose())).await;
-    let bindings = json!([{"event": "*", "schema": "public", "table": "stalled"}]);
-    let (_, reply) = a
-        .join(
-            "realtime:stalled",
-            json!({"config": {"postgres_changes": bindings}}),
-        )
-        .await;
-    assert_eq!(reply["status"], "ok", "{reply}");
-    db.create("stalled", row(json!({"id": "s1", "owner": s.user.id})))
+        ]
+    })
+    .await
+    else {
+        return;
+    };
+    let (a, user) = h.subscriber("alice@example.com", &["stalled"]).await;
+    let RlsHub {
+        scratch,
+        db,
+        auth,
+        alone,
+        hub,
+    } = h;
+    db.create("stalled", row(json!({"id": "s1", "owner": user})))
         .await
         .unwrap();
     // Wait for the check's read to be running on the server.
