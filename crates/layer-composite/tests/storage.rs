@@ -846,6 +846,34 @@ async fn invalid_names_are_refused_before_the_journal() {
     assert_eq!(store.layer().lag().await.unwrap().entries, 0);
 }
 
+/// A signed upload URL for a name every provider refuses is refused before
+/// its object is journaled: its entry (due when the URL expires) could
+/// never be applied, and would fail every pass from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_upload_url_for_an_invalid_name_journals_nothing() {
+    let (store, _primary, _secondary) = memory_composite().await;
+    store.create_bucket("bbb").await.expect("bucket");
+    store.layer().catch_up().await.expect("catch up");
+    for (bucket, key) in [("bbb", "../up"), ("bbb", ""), ("NO", "k")] {
+        let e = store
+            .signed_url(bucket, key, SignedUrlMethod::Put, Duration::from_secs(60))
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bucket}/{key}: {e}");
+    }
+    // Not due yet, so the lag would not show them: the table must be empty.
+    let entries = store
+        .layer()
+        .journal()
+        .read(
+            truststream_layer_composite::DEFAULT_JOURNAL_TABLE,
+            &truststream_core_db::Query::new(),
+        )
+        .await
+        .expect("read the journal");
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
 /// An object the secondary refuses (too large for it) stays in the journal
 /// and fails each pass that meets it, but never holds back the entries
 /// after it: passes go round the journal.

@@ -248,15 +248,7 @@ impl StorageCompositeLayer {
         F: FnOnce(Arc<dyn Storage>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        // A name every provider refuses is refused here, before it is
-        // journaled (the replicator could never apply its entry).
-        match &target {
-            Target::Object { bucket, key } => {
-                keys::validate_bucket(bucket)?;
-                keys::validate_key(key)?;
-            }
-            Target::Bucket(bucket) => keys::validate_bucket(bucket)?,
-        }
+        check_names(&target)?;
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
             let _in_flight = InFlight::enter(&shared, target.clone());
@@ -286,6 +278,19 @@ impl StorageCompositeLayer {
         s.fallbacks
             .read(&s.labels, read(next), || read(&*s.secondary))
             .await
+    }
+}
+
+/// Refuses a bucket name or key every provider refuses, before it is
+/// journaled: the replicator could never apply its entry, which would
+/// stay in the journal, fail every pass that meets it and hold the lag up.
+fn check_names(target: &Target) -> Result<()> {
+    match target {
+        Target::Object { bucket, key } => {
+            keys::validate_bucket(bucket)?;
+            keys::validate_key(key)
+        }
+        Target::Bucket(bucket) => keys::validate_bucket(bucket),
     }
 }
 
@@ -453,6 +458,8 @@ impl StorageLayer for StorageCompositeLayer {
                     .await
             }
             SignedUrlMethod::Put => {
+                let target = Target::object(bucket, key);
+                check_names(&target)?;
                 let s = &self.shared;
                 let after = i64::try_from(expires_in.as_millis())
                     .unwrap_or(i64::MAX)
@@ -460,7 +467,7 @@ impl StorageLayer for StorageCompositeLayer {
                 journal::record(
                     &*s.journal,
                     &s.config.journal_table,
-                    &[Target::object(bucket, key)],
+                    &[target],
                     now_ms().saturating_add(after),
                 )
                 .await?;
