@@ -28,11 +28,10 @@ fn tuple(row: &Row, columns: &[String]) -> Option<Vec<Value>> {
 }
 
 fn has_tuple(state: &State, table: &str, columns: &[String], values: &[Value]) -> bool {
-    state.tables.get(table).is_some_and(|t| {
-        t.rows
-            .values()
-            .any(|r| tuple(r, columns).as_deref() == Some(values))
-    })
+    state
+        .tables
+        .get(table)
+        .is_some_and(|t| t.has_tuple(columns, values))
 }
 
 fn show(values: &[Value]) -> String {
@@ -62,7 +61,7 @@ pub(crate) fn check(state: &State, pending: &[Pending]) -> Result<(), Error> {
                 };
                 // The row may have been changed or removed later in the
                 // statement; only a row still stored counts.
-                if !t.rows.values().any(|r| r == row) {
+                if !t.holds(row) {
                     continue;
                 }
                 for fk in &t.schema.foreign_keys {

@@ -120,6 +120,36 @@ impl Table {
         Ok(Self::pk_key(&id).and_then(|k| self.by_pk.get(&k).copied()))
     }
 
+    /// Whether a row holds `values` (none null) in `columns`: through the
+    /// primary key or a unique index over exactly `columns` (what a
+    /// foreign key references), else by a scan.
+    pub fn has_tuple(&self, columns: &[String], values: &[Value]) -> bool {
+        if let Some(k) = key_of(values.iter().map(Some)) {
+            if matches!(columns, [c] if *c == self.pk) {
+                return self.by_pk.contains_key(&k);
+            }
+            if let Some(idx) = self
+                .indexes
+                .iter()
+                .find(|i| i.unique && i.columns == columns)
+            {
+                return idx.entries.contains_key(&k);
+            }
+        }
+        self.rows
+            .values()
+            .any(|r| columns.iter().zip(values).all(|(c, v)| r.get(c) == Some(v)))
+    }
+
+    /// Whether `row` is stored, unchanged (found by its primary key).
+    pub fn holds(&self, row: &Row) -> bool {
+        row.get(&self.pk)
+            .and_then(Self::pk_key)
+            .and_then(|k| self.by_pk.get(&k))
+            .and_then(|seq| self.rows.get(seq))
+            .is_some_and(|r| r == row)
+    }
+
     /// Fails with `Conflict` if `row` would duplicate the primary key or a
     /// unique index of another row than `ignore`.
     fn check_conflicts(&self, row: &Row, ignore: Option<u64>) -> Result<(), Error> {
