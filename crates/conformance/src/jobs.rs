@@ -43,6 +43,7 @@ use crate::harness::{run_cases, Case, Factory};
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 pub mod cron;
+pub mod shared;
 pub mod worker;
 
 /// What a jobs case gets: the provider, and the database it keeps its jobs

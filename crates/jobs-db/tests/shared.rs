@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use truststream_core_db::Database;
@@ -16,79 +15,19 @@ use truststream_jobs_db::{DbJobs, DbJobsConfig};
 
 use support::{postgres, providers, sqlite_file};
 
-const JOBS: u64 = 300;
-
 #[derive(serde::Deserialize)]
-struct Payload {
-    n: u64,
-}
+struct Payload {}
 
+/// 3 × 100 jobs, each instance enqueueing its share: each runs once.
 async fn run_shared(databases: Vec<Arc<dyn Database>>) {
-    let providers = providers(databases).await;
-    let seen: Arc<Mutex<BTreeMap<u64, Vec<String>>>> = Arc::default();
-    let mut workers = Vec::new();
-    for (i, jobs) in providers.iter().enumerate() {
-        let seen = seen.clone();
-        let w = Worker::builder(jobs.clone())
-            .concurrency(4)
-            .poll_interval(Duration::from_millis(100))
-            .worker_id(format!("worker-{i}"))
-            .register("shared", move |ctx: JobContext, p: Payload| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(p.n)
-                        .or_default()
-                        .push(ctx.worker_id().to_string());
-                    Ok::<(), JobError>(())
-                }
-            })
-            .expect("register")
-            .start()
-            .expect("start");
-        workers.push(w);
-    }
-    // The first instance enqueues in batches; all of them work.
-    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(50) {
-        let batch = chunk
-            .iter()
-            .map(|n| NewJob::new("shared", &serde_json::json!({ "n": n })).expect("job"))
-            .collect();
-        providers[0].enqueue_many(batch).await.expect("enqueue");
-    }
-    let until = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = providers[1]
-            .stats()
-            .await
-            .expect("stats")
-            .count("shared", JobState::Completed);
-        if done == JOBS {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "only {done} of {JOBS} jobs completed in 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut reports = Vec::new();
-    for w in workers {
-        reports.push(w.stop(Duration::from_secs(20)).await);
-    }
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert_eq!(seen.len() as u64, JOBS, "every job ran");
-    let twice: Vec<_> = seen.iter().filter(|(_, w)| w.len() != 1).collect();
-    assert!(twice.is_empty(), "jobs run more than once: {twice:?}");
-    let completed: u64 = reports.iter().map(|r| r.completed).sum();
-    assert_eq!(completed, JOBS, "{reports:?}");
-    let busy = reports.iter().filter(|r| r.completed > 0).count();
-    eprintln!(
-        "per-worker completions: {:?}",
-        reports.iter().map(|r| r.completed).collect::<Vec<_>>()
-    );
-    assert!(busy >= 2, "the queue was shared: {reports:?}");
+    let instances = providers(databases).await;
+    truststream_conformance::jobs::shared::each_job_once_across(
+        &instances,
+        100,
+        Duration::from_millis(100),
+    )
+    .await
+    .expect("every job runs exactly once, on several instances");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

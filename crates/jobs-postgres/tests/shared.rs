@@ -81,51 +81,14 @@ async fn three_instances_share_a_schema_and_run_each_job_once() {
             .expect("open the jobs table");
         providers.push(Arc::new(j) as Arc<dyn Jobs>);
     }
-    let seen: Seen = Arc::default();
-    let workers: Vec<WorkerHandle> = providers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            worker(
-                p.clone(),
-                "shared",
-                format!("worker-{i}"),
-                Duration::from_millis(200),
-                seen.clone(),
-            )
-        })
-        .collect();
-    // Each instance enqueues its share in batches; all of them work.
-    for (i, p) in providers.iter().enumerate() {
-        let first = i as u64 * JOBS;
-        for chunk in (first..first + JOBS).collect::<Vec<_>>().chunks(50) {
-            let batch = chunk
-                .iter()
-                .map(|n| NewJob::new("shared", &json!({ "n": n })).expect("job"))
-                .collect();
-            p.enqueue_many(batch).await.expect("enqueue");
-        }
-    }
+    truststream_conformance::jobs::shared::each_job_once_across(
+        &providers,
+        JOBS,
+        Duration::from_millis(200),
+    )
+    .await
+    .expect("every job runs exactly once, on several instances");
     let total = 3 * JOBS;
-    wait_completed(providers[2].as_ref(), "shared", total).await;
-    let mut reports = Vec::new();
-    for w in workers {
-        reports.push(w.stop(Duration::from_secs(20)).await);
-    }
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert_eq!(seen.len() as u64, total, "every job ran");
-    let twice: Vec<_> = seen.iter().filter(|(_, w)| w.len() != 1).collect();
-    assert!(twice.is_empty(), "jobs run more than once: {twice:?}");
-    let completed: u64 = reports.iter().map(|r| r.completed).sum();
-    assert_eq!(completed, total, "{reports:?}");
-    eprintln!(
-        "per-worker completions: {:?}",
-        reports.iter().map(|r| r.completed).collect::<Vec<_>>()
-    );
-    assert!(
-        reports.iter().filter(|r| r.completed > 0).count() >= 2,
-        "the queue was shared: {reports:?}"
-    );
     assert_eq!(
         providers[0]
             .purge_finished(truststream_core_jobs::lifecycle::now())
