@@ -46,6 +46,7 @@
 pub use truststream_core as core;
 pub use truststream_core_auth as auth;
 pub use truststream_core_db as db;
+pub use truststream_core_jobs as jobs;
 pub use truststream_core_realtime as realtime;
 pub use truststream_core_storage as storage;
 pub use truststream_runtime as runtime;
@@ -53,7 +54,8 @@ pub use truststream_runtime as runtime;
 pub use truststream_runtime::{Config, ConfigSources, Runtime, RuntimeBuilder};
 
 /// What application code needs most: the four interfaces and their
-/// extension traits, queries, operations, errors and the runtime.
+/// extension traits, queries, operations, errors, background jobs
+/// ([`Runtime::jobs`](truststream_runtime::Runtime::jobs)) and the runtime.
 pub mod prelude {
     pub use bytes::Bytes;
     pub use truststream_core::{Error, ErrorKind, Result};
@@ -62,6 +64,7 @@ pub mod prelude {
         col, ColumnDef, Database, DatabaseExt, Filter, Operation, Page, Query, Row, TableSchema,
         Value,
     };
+    pub use truststream_core_jobs::{Jobs, NewJob};
     pub use truststream_core_realtime::{handler, Channel, ChannelOptions, Realtime, RealtimeExt};
     pub use truststream_core_storage::{Storage, StorageExt, UploadOptions};
     pub use truststream_runtime::{Config, Runtime};

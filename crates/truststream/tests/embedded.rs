@@ -39,3 +39,31 @@ async fn an_application_needs_only_the_prelude() -> Result<()> {
     assert_eq!(storage.download("docs", "hello.txt").await?, "hello");
     Ok(())
 }
+
+/// Background jobs through the prelude: the runtime's jobs provider
+/// (`jobs.type = "database"`, kept in the configured database) takes a job.
+#[cfg(feature = "jobs-db")]
+#[tokio::test]
+async fn jobs_need_only_the_prelude_too() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+    let toml = format!(
+        "[default.database]\ntype = \"sqlite\"\npath = {:?}\n\
+         [default.jobs]\ntype = \"database\"\n",
+        dir.path().join("app.db"),
+    );
+    let config = ConfigSources::new().toml_str(&toml).load()?;
+    let runtime = Runtime::builder().config(config).build().await?;
+    let jobs: std::sync::Arc<dyn Jobs> = runtime
+        .jobs()
+        .ok_or_else(|| Error::internal("jobs.type = \"database\" gave no jobs provider"))?;
+    let job = NewJob::new("email", &serde_json::json!({"to": "a@example.com"}))?;
+    let first = jobs.enqueue(job).await?;
+    let again = jobs
+        .enqueue(NewJob::new(
+            "email",
+            &serde_json::json!({"to": "b@example.com"}),
+        )?)
+        .await?;
+    assert_ne!(format!("{first:?}"), format!("{again:?}"), "two jobs");
+    Ok(())
+}
