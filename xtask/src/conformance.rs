@@ -246,9 +246,8 @@ fn jobs_memory() -> jobs::JobsFactory {
     factory(|| jobs_fixture("memory", serde_json::json!({}), None))
 }
 
-/// jobs-db over a fresh in-memory SQLite database per case.
-fn jobs_db_sqlite() -> jobs::JobsFactory {
-    let dbs = db_sqlite();
+/// jobs-db over a fresh database from `dbs` per case.
+fn jobs_db_on(dbs: db::DbFactory) -> jobs::JobsFactory {
     factory(move || {
         let dbs = dbs.clone();
         async move {
@@ -258,16 +257,14 @@ fn jobs_db_sqlite() -> jobs::JobsFactory {
     })
 }
 
+/// jobs-db over a fresh in-memory SQLite database per case.
+fn jobs_db_sqlite() -> jobs::JobsFactory {
+    jobs_db_on(db_sqlite())
+}
+
 /// jobs-db over a fresh PostgreSQL schema per case.
 fn jobs_db_postgres() -> jobs::JobsFactory {
-    let dbs = db_postgres();
-    factory(move || {
-        let dbs = dbs.clone();
-        async move {
-            let db = dbs().await?;
-            jobs_fixture("database", serde_json::json!({}), Some(db)).await
-        }
-    })
+    jobs_db_on(db_postgres())
 }
 
 /// jobs-postgres on a fresh scratch schema per case, with a db-postgres
