@@ -348,6 +348,10 @@ async fn scenario(e: &Env) {
     // service role may.
     let (s, v) = error(e, "posts?select=id,secrets(body)").await;
     assert_eq!((s, v["code"].as_str()), (401, Some("42501")), "{v}");
+    // Refused before its relationships are looked at: no PGRST200/201
+    // naming the foreign keys of a table the caller may not read.
+    let (s, v) = error(e, "posts?select=id,secrets!nope(body)").await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("42501")), "{v}");
     let (s, v) = json(e.service(Method::GET, "posts?select=id,secrets(body)&id=eq.1")).await;
     assert_eq!(
         (s, v),

@@ -192,6 +192,16 @@ fn plan_level<'a>(
                 )));
             }
             let child = describe(state, &parent.name, e).await?;
+            // Authorized before the relationship is resolved: its errors
+            // (PGRST200/201/119) name the table's foreign keys and columns.
+            let access = access::authorize(
+                state,
+                caller.clone(),
+                token,
+                &e.table,
+                &[TableAction::Select],
+            )
+            .await?;
             let rel = resolve(parent, &child, e)?;
             if e.spread && !rel.to_one {
                 return Err(ApiError::new(
@@ -207,14 +217,6 @@ fn plan_level<'a>(
                     parent.name, e.table
                 )));
             }
-            let access = access::authorize(
-                state,
-                caller.clone(),
-                token,
-                &e.table,
-                &[TableAction::Select],
-            )
-            .await?;
             plan::check_select(&access.schema, &e.fields)?;
             let mut my_path = path.clone();
             my_path.push(e.name().to_string());
