@@ -557,7 +557,7 @@ impl ConfigSources {
         let mut jobs = ProviderSection::new(JOBS_NONE, Default::default());
         for (key, value) in root {
             if key == JOBS_SECTION {
-                jobs = jobs_section(&profile, value, &fig, &mut origins)?;
+                jobs = jobs_section(&profile, file.as_deref(), value, &fig, &mut origins)?;
                 continue;
             }
             if key == SERVE_SECTION {
@@ -578,21 +578,7 @@ impl ConfigSources {
                     "unknown configuration section `{key}`{from}; known sections: database, auth, storage, realtime, jobs, serve"
                 )));
             };
-            let Value::Object(mut settings) = value else {
-                return Err(Error::invalid_input(format!(
-                    "configuration key `{key}` must be a table with a `type`, like [{profile}.{key}] type = \"memory\""
-                )));
-            };
-            let kind = match settings.remove("type") {
-                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-                other => {
-                    return Err(Error::invalid_input(format!(
-                    "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
-                    other.as_ref().map_or("nothing", json_type),
-                    where_to_set(&profile, file.as_deref(), &key, "type")
-                )))
-                }
-            };
+            let (kind, settings) = typed_table(&key, value, &profile, file.as_deref())?;
             let mut fields: Vec<String> = std::iter::once("type")
                 .chain(settings.keys().map(String::as_str))
                 .map(|f| format!("{key}.{f}"))
@@ -636,15 +622,12 @@ impl ConfigSources {
 /// is not wrapped in layers, so a `layers` key is refused.
 fn jobs_section(
     profile: &str,
+    file: Option<&str>,
     value: Value,
     fig: &Figment,
     origins: &mut BTreeMap<String, String>,
 ) -> Result<ProviderSection> {
-    let Value::Object(mut settings) = value else {
-        return Err(Error::invalid_input(format!(
-            "configuration key `{JOBS_SECTION}` must be a table with a `type`, like [{profile}.{JOBS_SECTION}] type = \"memory\""
-        )));
-    };
+    let (kind, settings) = typed_table(JOBS_SECTION, value, profile, file)?;
     let origin = |k: &str| fig.find_metadata(k).map(|m| m.name.to_string());
     if settings.contains_key(LAYERS_KEY) {
         let from = origin(&format!("{JOBS_SECTION}.{LAYERS_KEY}"))
@@ -654,16 +637,6 @@ fn jobs_section(
             "`{JOBS_SECTION}.{LAYERS_KEY}`{from}: the jobs provider takes no layers; remove the key"
         )));
     }
-    let kind = match settings.remove("type") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        other => {
-            return Err(Error::invalid_input(format!(
-                "`{JOBS_SECTION}.type` must be a provider type name (a non-empty string), got {}; \
-                 set `type` under [{profile}.{JOBS_SECTION}]",
-                other.as_ref().map_or("nothing", json_type)
-            )))
-        }
-    };
     for k in std::iter::once("type").chain(settings.keys().map(String::as_str)) {
         let key = format!("{JOBS_SECTION}.{k}");
         if let Some(o) = origin(&key) {
@@ -671,6 +644,29 @@ fn jobs_section(
         }
     }
     Ok(ProviderSection::new(kind, settings))
+}
+
+/// A provider section `key`: a table with a non-empty `type`. Its type,
+/// and its other settings.
+fn typed_table(
+    key: &str,
+    value: Value,
+    profile: &str,
+    file: Option<&str>,
+) -> Result<(String, serde_json::Map<String, Value>)> {
+    let Value::Object(mut settings) = value else {
+        return Err(Error::invalid_input(format!(
+            "configuration key `{key}` must be a table with a `type`, like [{profile}.{key}] type = \"memory\""
+        )));
+    };
+    match settings.remove("type") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok((s.trim().to_string(), settings)),
+        other => Err(Error::invalid_input(format!(
+            "`{key}.type` must be a provider type name (a non-empty string), got {}; {}",
+            other.as_ref().map_or("nothing", json_type),
+            where_to_set(profile, file, key, "type")
+        ))),
+    }
 }
 
 /// `layers` of `interface` (set in `from`) is not a table.

@@ -331,3 +331,17 @@ async fn switching_the_database_keeps_jobs_kept_elsewhere() -> Result<()> {
     switch.close(Duration::from_secs(20)).await?;
     Ok(())
 }
+
+/// A jobs section without a usable `type` says where to set it, like the
+/// other sections (file table and environment variable).
+#[tokio::test]
+async fn a_jobs_section_without_a_type_says_where_to_set_it() {
+    let e = load("[default.jobs]\ntype = \"\"\n").expect_err("an empty type is refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("`jobs.type`"), "{}", e.message());
+    assert!(
+        e.message().contains("TRUSTSTREAM_JOBS__TYPE"),
+        "{}",
+        e.message()
+    );
+}
