@@ -157,6 +157,9 @@ impl SettingsCache {
             }
             inner.generation
         };
+        // The entry ages from when the read started: the object may have
+        // changed at any moment of a slow read.
+        let started = Instant::now();
         let fresh = read(storage, bucket).await?;
         let mut inner = self.lock();
         if inner.generation == generation {
@@ -169,7 +172,7 @@ impl SettingsCache {
             }
             inner
                 .entries
-                .insert(bucket.to_string(), (Instant::now(), fresh.clone()));
+                .insert(bucket.to_string(), (started, fresh.clone()));
         }
         Ok(fresh)
     }
@@ -285,6 +288,45 @@ mod tests {
             .await
             .expect("store");
         assert!(!uncached.load(&storage, "bkt").await.expect("load").public);
+    }
+
+    /// Sleeps before every `download`.
+    struct SlowDownload(Duration);
+
+    impl truststream_layer::Around for SlowDownload {
+        fn around<'a>(
+            &'a self,
+            op: truststream_layer::Op<'a>,
+            next: truststream_layer::Next<'a>,
+        ) -> truststream_core::BoxFuture<'a, truststream_core::Result<()>> {
+            Box::pin(async move {
+                if op.method == "download" {
+                    tokio::time::sleep(self.0).await;
+                }
+                next.run().await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_read_ages_from_when_it_started() {
+        let inner: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(truststream_storage_memory::MemoryStorage::new());
+        inner.create_bucket("bkt").await.expect("bucket");
+        let slow = truststream_layer::around_storage(
+            inner.clone(),
+            std::sync::Arc::new(SlowDownload(Duration::from_millis(1500))),
+        );
+        let cache = SettingsCache::new(Duration::from_secs(1));
+        // The read takes longer than the TTL: what it found may already be
+        // older than the TTL when it comes back.
+        assert_eq!(cache.read(&*slow, "bkt").await.expect("read"), None);
+        let public = BucketSettings {
+            public: true,
+            ..Default::default()
+        };
+        store(&*inner, "bkt", &public).await.expect("store");
+        assert_eq!(cache.load(&*slow, "bkt").await.expect("load"), public);
     }
 
     #[test]
