@@ -355,9 +355,10 @@ impl SupabaseDb {
     /// that many. Pages are ordered by the query's keys and then the
     /// primary key; with the key known, each page after the first is read
     /// as "the rows after the last one seen" (keyset), so rows written or
-    /// deleted between pages neither repeat nor hide others. Without a
-    /// known key (or when the select list hides a key) pages fall back to
-    /// an ordered offset.
+    /// deleted between pages neither repeat nor hide others; key columns
+    /// the select list leaves out are read too and removed from the rows
+    /// ([`paging::missing_keys`]). Without a known key (or where such a
+    /// column cannot be added) pages fall back to an ordered offset.
     async fn read_pages(&self, table: &str, query: &Query, max_rows: u64) -> DbResult<Vec<Row>> {
         // The caller's filter with the caller's cursor folded in.
         let base = query
@@ -368,6 +369,24 @@ impl SupabaseDb {
         let mut q = query.clone();
         q.order_by = order;
         q.after = None;
+        // Keys the select list leaves out are read too (then dropped), so
+        // pages go by keyset rather than by offset.
+        let mut extra = paging::missing_keys(&q.order_by, &query.select);
+        let with_extra = |q: &mut Query, extra: &[String]| {
+            q.select = query.select.clone();
+            q.select.extend(
+                extra
+                    .iter()
+                    .map(|c| truststream_core_db::SelectItem::Column {
+                        column: truststream_core_db::ColumnRef {
+                            table: None,
+                            column: c.clone(),
+                        },
+                        alias: None,
+                    }),
+            );
+        };
+        with_extra(&mut q, &extra);
         let start = query.offset.unwrap_or(0);
         let mut offset = start;
         let mut after: Option<Filter> = None;
@@ -393,7 +412,7 @@ impl SupabaseDb {
                 Ok(Err(e)) => return Err(e.with_context("table", table)),
                 Err(NeedsSql(r)) => return Err(Error::internal(r)),
             };
-            let page = self.get_rows("db.read", table, &params).await?;
+            let mut page = self.get_rows("db.read", table, &params).await?;
             let n = page.len() as u64;
             if n == want && pk.is_none() && out.is_empty() {
                 // More pages follow and no key is known (no SQL backend, no
@@ -407,15 +426,24 @@ impl SupabaseDb {
                 {
                     pk = Some("id".to_string());
                     (q.order_by, total) = paging::total_order(&query.order_by, pk.as_deref());
+                    extra = paging::missing_keys(&q.order_by, &query.select);
+                    with_extra(&mut q, &extra);
                     continue;
                 }
             }
             after = if total {
                 page.last()
-                    .and_then(|r| paging::after_row(r, &q.order_by, &query.select))
+                    .and_then(|r| paging::after_row(r, &q.order_by, &q.select))
             } else {
                 None
             };
+            if !extra.is_empty() {
+                for r in &mut page {
+                    for c in &extra {
+                        r.shift_remove(c);
+                    }
+                }
+            }
             out.extend(page);
             if n < want {
                 return Ok(out);

@@ -87,6 +87,42 @@ fn after_value(o: &OrderBy, v: &Value) -> Option<Filter> {
     })
 }
 
+/// The order's key columns a select list leaves out, to be read as well
+/// (and removed from each row after): with them every page can be read
+/// after the last row seen, where an offset would repeat or skip rows
+/// written between pages. Empty when nothing is missing, or when adding
+/// columns would change the answer or clash: aggregates (grouping), an
+/// output name already taken by a key's name, a key of another table.
+pub(crate) fn missing_keys(order: &[OrderBy], select: &[SelectItem]) -> Vec<String> {
+    if select.is_empty()
+        || select
+            .iter()
+            .any(|s| matches!(s, SelectItem::Aggregate { .. }))
+    {
+        return Vec::new();
+    }
+    let taken = |name: &str| {
+        select.iter().any(|s| match s {
+            SelectItem::Column { column, alias } => {
+                alias.as_deref().unwrap_or(column.column.as_str()) == name
+            }
+            _ => false,
+        })
+    };
+    let mut out = Vec::new();
+    for o in order {
+        let name = o.column.column.as_str();
+        if o.column.table.is_some() || shown_as_itself(select, name) {
+            continue;
+        }
+        if taken(name) {
+            return Vec::new();
+        }
+        out.push(name.to_string());
+    }
+    out
+}
+
 /// Whether `row`, read with `select`, holds column `name`'s value.
 pub(crate) fn shows(row: &Row, name: &str, select: &[SelectItem]) -> bool {
     row.contains_key(name) && shown_as_itself(select, name)
@@ -143,6 +179,36 @@ mod tests {
 
     fn row(v: Value) -> Row {
         v.as_object().cloned().expect("an object")
+    }
+
+    #[test]
+    fn keys_left_out_of_a_select_list_are_added_unless_that_changes_the_answer() {
+        let (o, _) = total_order(&Query::new().order_by_asc("n").order_by, Some("id"));
+        let sel = |q: Query| q.select;
+        assert_eq!(missing_keys(&o, &sel(Query::new().select(["n"]))), ["id"]);
+        assert_eq!(
+            missing_keys(&o, &sel(Query::new().select(["x"]))),
+            ["n", "id"]
+        );
+        assert!(missing_keys(&o, &[]).is_empty(), "every column is read");
+        assert!(missing_keys(&o, &sel(Query::new().select(["id", "n"]))).is_empty());
+        // An output named like a key: adding the key would clash.
+        let clash = vec![SelectItem::Column {
+            column: ColumnRef {
+                table: None,
+                column: "x".into(),
+            },
+            alias: Some("id".into()),
+        }];
+        assert!(missing_keys(&o, &clash).is_empty());
+        // An aggregate: another column would change the grouping.
+        let agg = vec![SelectItem::Aggregate {
+            func: truststream_core_db::AggFunc::Count,
+            column: None,
+            filter: None,
+            alias: "c".into(),
+        }];
+        assert!(missing_keys(&o, &agg).is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{row, Calls, Recording};
 use truststream_core_db::{ColumnDef, Database, NullsOrder, Query, Row, TableSchema};
 use truststream_db_supabase::{BytesFormat, SupabaseDb, SupabaseDbConfig};
@@ -112,6 +112,51 @@ async fn rows_written_between_pages_are_neither_repeated_nor_skipped() {
     assert_eq!(reads, 4, "four pages of at most 3 rows");
 }
 
+/// A select list without the key: the key is read as well (and left out of
+/// the rows), so pages still go by keyset and writes between pages neither
+/// repeat nor skip a row, as in the test above.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_left_out_of_the_select_list_still_pages_by_keyset() {
+    let mem = items().await;
+    let writer = mem.clone();
+    let hook: support::AfterRead = Arc::new(move |n| {
+        let db = writer.clone();
+        async move {
+            match n {
+                1 => {
+                    db.delete("items", &json!(1)).await.expect("delete 1");
+                    db.create("items", row(json!({"id": 100, "n": 0})))
+                        .await
+                        .expect("insert 100");
+                }
+                2 => {
+                    db.create("items", row(json!({"id": -1, "n": 0})))
+                        .await
+                        .expect("insert -1");
+                }
+                _ => {}
+            }
+        }
+        .boxed()
+    });
+    let (served, _calls) = serve_recorded(mem.clone(), Some(hook)).await;
+    let db = client(&served, Some(mem.clone()));
+    let rows = db
+        .read("items", &Query::new().select(["n"]))
+        .await
+        .expect("read");
+    // The n of ids 0..=9 then 100 (the rows of the test above), in id order.
+    let expected =
+        [0, 1, 2, -1, 1, 2, 0, -1, 2, 0, 0]
+            .map(|n: i64| if n < 0 { json!(null) } else { json!(n) });
+    let got: Vec<Value> = rows.iter().map(|r| r["n"].clone()).collect();
+    assert_eq!(got, expected);
+    assert!(
+        rows.iter().all(|r| r.len() == 1 && r.contains_key("n")),
+        "only the selected column is returned: {rows:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_follow_descending_and_nullable_keys() {
     let mem = items().await;
@@ -124,7 +169,7 @@ async fn pages_follow_descending_and_nullable_keys() {
         Query::new().order_by_desc("n").nulls(NullsOrder::Last),
         Query::new().order_by_desc("n").offset(2).limit(7),
         Query::new().select(["id", "n"]).order_by_asc("n").limit(8),
-        // The key is not in the answer: an ordered offset instead.
+        // The key is not in the select list: read as well, then dropped.
         Query::new().select(["n"]).order_by_asc("n"),
     ];
     for q in queries {
