@@ -108,13 +108,15 @@ fn denied(caller: &Caller, table: &str) -> ApiError {
 
 /// Checks that `caller` may take every one of `actions` on `table` and
 /// returns the table's schema and owner rule. Deny by default: a table
-/// without a policy is the service role's only.
+/// without a policy is the service role's only. `described`: the table's
+/// schema when the caller has read it already (else it is read here).
 pub(crate) async fn authorize(
     state: &ServeState,
     caller: Caller,
     token: Option<&str>,
     table: &str,
     actions: &[TableAction],
+    described: Option<TableSchema>,
 ) -> ApiResult<Access> {
     if truststream_core_db::ident::validate(table).is_err() || hidden(state, table) {
         return Err(ApiError::unknown_table(table));
@@ -159,10 +161,13 @@ pub(crate) async fn authorize(
         }
         owner_column = policy.owner_column.clone();
     }
-    let schema = match state.db.describe_table(table).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(ApiError::unknown_table(table)),
-        Err(e) => return Err(ApiError::from_db(&e)),
+    let schema = match described {
+        Some(s) => s,
+        None => match state.db.describe_table(table).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(ApiError::unknown_table(table)),
+            Err(e) => return Err(ApiError::from_db(&e)),
+        },
     };
     let owner = match (owner_column, caller.user_id()) {
         (None, _) => Owner::Any,

@@ -200,9 +200,10 @@ fn plan_level<'a>(
                 token,
                 &e.table,
                 &[TableAction::Select],
+                Some(child),
             )
             .await?;
-            let rel = resolve(parent, &child, e)?;
+            let rel = resolve(parent, &access.schema, e)?;
             if e.spread && !rel.to_one {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,

@@ -280,7 +280,7 @@ pub(crate) async fn admit(
     check_profile(headers, method)?;
     let caller = access::caller(state, headers).await?;
     let token = crate::caller::bearer(headers);
-    access::authorize(state, caller, token, table, actions).await
+    access::authorize(state, caller, token, table, actions, None).await
 }
 
 async fn read_rows(
