@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::*;
-use crate::{and, col, not, or, Cursor, ErrorKind, NullsOrder};
+use crate::{and, col, not, or, Cursor, ErrorKind, ForeignKey, NullsOrder};
 
 fn catalog() -> HashMap<String, TableSchema> {
     let agents = TableSchema::new("agents")
@@ -505,4 +505,83 @@ fn ddl_literals_are_safe_whatever_the_backslash_rules() {
         "{}",
         s[0]
     );
+}
+
+#[test]
+fn foreign_keys_are_named_constraints_in_both_dialects() {
+    let t = TableSchema::new("posts")
+        .column(ColumnDef::integer("id").primary_key())
+        .column(ColumnDef::integer("author_id"))
+        .column(ColumnDef::integer("a"))
+        .column(ColumnDef::integer("b"))
+        .references("author_id", "users", "id")
+        .foreign_key(ForeignKey::new(["a", "b"], "pairs", ["x", "y"]).named("pair_ref"));
+    for dialect in [SqlDialect::Postgres, SqlDialect::Sqlite] {
+        let ddl = create_table(dialect, &t).unwrap();
+        assert!(
+            ddl[0].ends_with(
+                ", CONSTRAINT \"posts_author_id_fkey\" FOREIGN KEY (\"author_id\") REFERENCES \"users\" (\"id\"), \
+                 CONSTRAINT \"pair_ref\" FOREIGN KEY (\"a\", \"b\") REFERENCES \"pairs\" (\"x\", \"y\"))"
+            ),
+            "{}",
+            ddl[0]
+        );
+    }
+}
+
+#[test]
+fn bad_foreign_keys_are_invalid_input() {
+    let base = || {
+        TableSchema::new("posts")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::integer("author_id"))
+    };
+    let bad = [
+        base().references("nope", "users", "id"),
+        base().references("author_id", "users", "bad name"),
+        base().references("author_id", "users; drop", "id"),
+        base().foreign_key(ForeignKey::new(["author_id"], "users", ["id", "x"])),
+        base().foreign_key(ForeignKey::new(
+            Vec::<String>::new(),
+            "users",
+            Vec::<String>::new(),
+        )),
+        base()
+            .references("author_id", "users", "id")
+            .references("author_id", "users", "id"),
+        base().references("author_id", "posts", "missing"),
+    ];
+    for t in bad {
+        let e = create_table(SqlDialect::Postgres, &t).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{t:?}: {e}");
+    }
+    base()
+        .references("author_id", "posts", "id")
+        .validate()
+        .expect("a reference to the table itself");
+}
+
+#[test]
+fn renamed_columns_keep_their_references_and_stored_json_is_unchanged_without_any() {
+    let mut t = TableSchema::new("nodes")
+        .column(ColumnDef::integer("id").primary_key())
+        .column(ColumnDef::integer("parent"))
+        .references("parent", "nodes", "id");
+    t.rename_column("id", "node_id");
+    assert_eq!(t.foreign_keys[0].referenced_columns, ["node_id"]);
+    t.rename_column("parent", "up");
+    assert_eq!(t.foreign_keys[0].columns, ["up"]);
+    assert_eq!(
+        t.foreign_keys[0].resolved_name("nodes"),
+        "nodes_parent_fkey"
+    );
+    assert_eq!(
+        t.check_droppable("up").unwrap_err().kind(),
+        crate::ErrorKind::InvalidInput
+    );
+    let plain = TableSchema::new("t").column(ColumnDef::integer("id").primary_key());
+    let json = serde_json::to_string(&plain).unwrap();
+    assert!(!json.contains("foreign_keys"), "{json}");
+    let back: TableSchema = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plain);
 }
