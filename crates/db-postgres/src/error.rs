@@ -8,7 +8,7 @@ use truststream_core_db::{Error, ErrorKind};
 /// | SQLSTATE / sqlx error | kind |
 /// |---|---|
 /// | `23505` unique, `23503` foreign key, `23P01` exclusion, `42P07`/`42710` already exists, `2BP01` still referenced | `Conflict` |
-/// | `23502` not null, `23514` check, `22xxx` data exceptions, `42601` syntax, `42703` undefined column, `42883` undefined function, `42804` datatype mismatch, `42P18`, `42702` ambiguous column | `InvalidInput` |
+/// | `23502` not null, `23514` check, `22xxx` data exceptions, `42601` syntax, `42703` undefined column, `42883` undefined function, `42804` datatype mismatch, `42P18`, `42702` ambiguous column, `42830` foreign key without a unique target | `InvalidInput` |
 /// | `42P01` undefined table | `NotFound` |
 /// | `57014` statement timeout / cancelled | `Timeout` (retryable) |
 /// | `40001` serialization failure, `40P01` deadlock, `55P03` lock not available | `Unavailable` (retryable) |
@@ -82,8 +82,10 @@ pub(crate) fn classify(code: &str) -> ErrorKind {
         "42501" => ErrorKind::PermissionDenied,
         c if c.starts_with("08") || c.starts_with("53") => ErrorKind::Unavailable,
         c if c.starts_with("22") || c.starts_with("23") => ErrorKind::InvalidInput,
+        // 42830: a foreign key whose referenced columns have no unique
+        // constraint (the table's own definition is at fault).
         "42601" | "42703" | "42883" | "42804" | "42P18" | "42702" | "42803" | "42P02" | "42846"
-        | "42725" | "42P08" => ErrorKind::InvalidInput,
+        | "42725" | "42P08" | "42830" => ErrorKind::InvalidInput,
         _ => ErrorKind::Internal,
     }
 }
@@ -97,6 +99,7 @@ mod tests {
         assert_eq!(classify("23505"), ErrorKind::Conflict);
         assert_eq!(classify("23503"), ErrorKind::Conflict);
         assert_eq!(classify("2BP01"), ErrorKind::Conflict);
+        assert_eq!(classify("42830"), ErrorKind::InvalidInput);
         assert_eq!(classify("23502"), ErrorKind::InvalidInput);
         assert_eq!(classify("22P02"), ErrorKind::InvalidInput);
         assert_eq!(classify("42P01"), ErrorKind::NotFound);
