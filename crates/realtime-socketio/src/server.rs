@@ -1,0 +1,345 @@
+//! The Socket.IO endpoint: socketioxide on axum, the handshake's token
+//! check, and each connection's commands.
+//!
+//! socketioxide runs every event handler in a task of its own, so two
+//! events of one client could be handled out of order. The handlers here
+//! only queue the event (synchronously, in arrival order) into the
+//! connection's bounded command queue; one task per connection handles
+//! them in order.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::SocketIo;
+use tokio::sync::mpsc;
+use truststream_core::{Error, ErrorKind};
+use truststream_core_auth::Principal;
+use truststream_core_realtime::{
+    handler, validate_channel_name, RowChange, RtResult, Subscription,
+};
+
+use crate::hub::{lock, Frame, Hub, Sink};
+use crate::outbox::{self, Outbox};
+use crate::wire::{self, Target};
+
+/// Builds the socketioxide layer and its `/` namespace for `hub`.
+pub(crate) fn build(hub: &Arc<Hub>) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
+    let c = &hub.config;
+    let (layer, io) = SocketIo::builder()
+        .req_path(c.path.clone())
+        .max_payload(c.max_frame_bytes() as u64)
+        .ws_max_message_size(c.max_frame_bytes())
+        .max_buffer_size(c.engine_buffer_packets)
+        .ping_interval(std::time::Duration::from_secs(c.ping_interval_secs))
+        .ping_timeout(std::time::Duration::from_secs(c.ping_timeout_secs))
+        .build_layer();
+    let weak = Arc::downgrade(hub);
+    let check = {
+        let weak = weak.clone();
+        move |s: SocketRef, TryData(auth): TryData<Value>| {
+            let weak = weak.clone();
+            async move { authenticate(weak, s, auth.ok()).await }
+        }
+    };
+    let on_connect = move |s: SocketRef| {
+        let weak = weak.clone();
+        async move { connected(weak, s) }
+    };
+    io.ns("/", on_connect.with(check));
+    (layer, io)
+}
+
+/// Why a handshake was refused: the `message` socket.io-client's
+/// `connect_error` carries.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The connect middleware: the `auth` payload's `token` is checked by the
+/// auth provider (deny by default: a server without one accepts clients
+/// only with `allow_anonymous`).
+async fn authenticate(hub: Weak<Hub>, s: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
+    let Some(hub) = hub.upgrade() else {
+        return Err(Refused("the realtime server was shut down".into()));
+    };
+    if hub.is_shut_down() {
+        return Err(Refused("the realtime server was shut down".into()));
+    }
+    let refuse = |msg: &str| {
+        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+        Err(Refused(msg.to_string()))
+    };
+    if hub.counters.connections.load(Ordering::Relaxed) >= hub.config.max_connections {
+        return refuse("too many connections (max_connections); try again later");
+    }
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty());
+    match (&hub.auth, token) {
+        (Some(auth), Some(token)) => match auth.validate_token(token).await {
+            Ok(principal) => {
+                s.extensions.insert(Arc::new(principal));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(kind = %e.kind(), "realtime socketio: a handshake token was refused");
+                refuse("unauthenticated: the access token is invalid or expired")
+            }
+        },
+        (Some(_), None) => {
+            refuse("unauthenticated: connect with auth: { token: <access token> }")
+        }
+        (None, _) if hub.config.allow_anonymous => Ok(()),
+        (None, _) => refuse("unauthenticated: this server has no auth provider and does not allow anonymous clients"),
+    }
+}
+
+/// One command of a connection, queued in arrival order.
+struct Command {
+    event: &'static str,
+    data: Value,
+    ack: AckSender,
+}
+
+/// A connection's memberships and row subscriptions.
+struct Conn {
+    hub: Weak<Hub>,
+    outbox: Arc<Outbox>,
+    /// (channel, handle) -> member id.
+    members: Mutex<HashMap<(String, String), u64>>,
+    rows: Mutex<HashMap<u64, Subscription>>,
+    principal: Option<Arc<Principal>>,
+}
+
+fn connected(hub: Weak<Hub>, s: SocketRef) {
+    let Some(h) = hub.upgrade() else {
+        let _ = s.disconnect();
+        return;
+    };
+    h.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let outbox = Outbox::new(h.config.outgoing_queue_bytes, h.counters.clone());
+    let conn = Arc::new(Conn {
+        hub: hub.clone(),
+        outbox: outbox.clone(),
+        members: Mutex::new(HashMap::new()),
+        rows: Mutex::new(HashMap::new()),
+        principal: s.extensions.get::<Arc<Principal>>(),
+    });
+    let (tx, rx) = mpsc::channel::<Command>(h.config.command_queue_capacity);
+    for event in wire::CLIENT_EVENTS {
+        let tx = tx.clone();
+        s.on(
+            event,
+            move |sock: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+                let data = data.unwrap_or(Value::Null);
+                if tx.try_send(Command { event, data, ack }).is_err() {
+                    tracing::info!(sid = %sock.id, "realtime socketio: a client sent commands faster than they were handled; disconnecting it");
+                    let _ = sock.emit(
+                        wire::ERROR,
+                        &json!({"code": "rate_limited", "message": "too many commands waiting (command_queue_capacity)"}),
+                    );
+                    let _ = sock.disconnect();
+                }
+                std::future::ready(())
+            },
+        );
+    }
+    let on_close = conn.clone();
+    s.on_disconnect(move || {
+        let conn = on_close.clone();
+        async move { conn.close() }
+    });
+    tokio::spawn(outbox::writer(outbox, s.clone()));
+    tokio::spawn(run(conn, rx));
+    drop(tx);
+}
+
+impl Conn {
+    fn close(&self) {
+        self.outbox.close();
+        let members = std::mem::take(&mut *lock(&self.members));
+        let rows = std::mem::take(&mut *lock(&self.rows));
+        drop(rows);
+        if let Some(hub) = self.hub.upgrade() {
+            for ((channel, _), id) in members {
+                hub.leave(&channel, id);
+            }
+            hub.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn member(&self, target: &Target) -> Option<u64> {
+        lock(&self.members)
+            .get(&(target.channel.clone(), target.handle.clone()))
+            .copied()
+    }
+
+    fn joined(&self, target: &Target, op: &str) -> RtResult<u64> {
+        self.member(target)
+            .ok_or_else(|| truststream_core_realtime::not_joined(&target.channel, op, None))
+    }
+
+    async fn handle(self: &Arc<Self>, hub: &Arc<Hub>, event: &str, data: Value) -> RtResult<Value> {
+        match event {
+            wire::HELLO => Ok(json!({
+                "protocol": wire::PROTOCOL_VERSION,
+                "max_payload_bytes": hub.config.max_payload_bytes,
+                "row_changes": hub.row_changes_available(),
+            })),
+            wire::JOIN => {
+                let req: wire::JoinRequest = parse(data)?;
+                validate_channel_name(&req.target.channel)?;
+                check_handle(&req.target.handle)?;
+                if self.member(&req.target).is_some() {
+                    return Ok(json!({"joined": true}));
+                }
+                let per_conn = lock(&self.members).len();
+                if per_conn >= hub.config.max_channels_per_connection {
+                    return Err(Error::new(
+                        ErrorKind::RateLimited,
+                        format!(
+                            "a connection may be a member of at most {} channels \
+                         (max_channels_per_connection)",
+                            hub.config.max_channels_per_connection
+                        ),
+                    ));
+                }
+                let id = hub.next_id();
+                lock(&self.members)
+                    .insert((req.target.channel.clone(), req.target.handle.clone()), id);
+                let sink = Sink::Socket {
+                    outbox: self.outbox.clone(),
+                    handle: req.target.handle.clone(),
+                };
+                match hub.join(
+                    &req.target.channel,
+                    id,
+                    sink,
+                    req.broadcast_self,
+                    req.presence_key.as_deref(),
+                ) {
+                    Ok(key) => Ok(json!({"presence_key": key})),
+                    Err(e) => {
+                        lock(&self.members).remove(&(req.target.channel, req.target.handle));
+                        Err(e)
+                    }
+                }
+            }
+            wire::LEAVE => {
+                let t: Target = parse(data)?;
+                let id = lock(&self.members).remove(&(t.channel.clone(), t.handle.clone()));
+                if let Some(id) = id {
+                    hub.leave(&t.channel, id);
+                }
+                Ok(json!({}))
+            }
+            wire::SEND => {
+                let req: wire::SendRequest = parse(data)?;
+                let id = self.joined(&req.target, "send")?;
+                hub.broadcast(&req.target.channel, id, &req.event, req.payload)?;
+                Ok(json!({}))
+            }
+            wire::TRACK => {
+                let req: wire::TrackRequest = parse(data)?;
+                let id = self.joined(&req.target, "track")?;
+                truststream_core_realtime::check_json_size(
+                    &req.state,
+                    hub.config.max_payload_bytes,
+                    "the presence state",
+                )?;
+                hub.set_presence(&req.target.channel, id, Some(req.state), "track")?;
+                Ok(json!({}))
+            }
+            wire::UNTRACK => {
+                let t: Target = parse(data)?;
+                let id = self.joined(&t, "untrack")?;
+                hub.set_presence(&t.channel, id, None, "untrack")?;
+                Ok(json!({}))
+            }
+            wire::PRESENCE => {
+                let t: Target = parse(data)?;
+                self.joined(&t, "presence")?;
+                Ok(json!({"state": hub.presence_state(&t.channel)}))
+            }
+            wire::SUBSCRIBE_ROWS => {
+                let req: wire::SubscribeRows = parse(data)?;
+                req.spec.validate()?;
+                hub.check_publication(&req.spec.table, self.principal.as_deref())?;
+                let id = match req.id {
+                    Some(id) if lock(&self.rows).contains_key(&id) => {
+                        return Err(Error::invalid_input(format!(
+                            "row subscription id {id} is in use on this connection"
+                        )))
+                    }
+                    Some(id) => id,
+                    None => loop {
+                        let id = hub.next_id();
+                        if !lock(&self.rows).contains_key(&id) {
+                            break id;
+                        }
+                    },
+                };
+                let outbox = self.outbox.clone();
+                let h = handler(move |change: RowChange| {
+                    outbox.push(Frame::new(
+                        wire::ROW_CHANGE,
+                        &wire::RowChangeOut { id, change },
+                    ));
+                });
+                let sub = hub.subscribe_rows(req.spec, h).await?;
+                lock(&self.rows).insert(id, sub);
+                Ok(json!({"id": id}))
+            }
+            wire::UNSUBSCRIBE_ROWS => {
+                let req: wire::UnsubscribeRows = parse(data)?;
+                let sub = lock(&self.rows).remove(&req.id);
+                drop(sub);
+                Ok(json!({}))
+            }
+            other => Err(Error::invalid_input(format!("unknown event {other:?}"))),
+        }
+    }
+}
+
+/// Handles a connection's commands in order until it disconnects.
+async fn run(conn: Arc<Conn>, mut rx: mpsc::Receiver<Command>) {
+    while let Some(Command { event, data, ack }) = rx.recv().await {
+        let Some(hub) = conn.hub.upgrade() else {
+            return;
+        };
+        let reply = match conn.handle(&hub, event, data).await {
+            Ok(v) => wire::ok_reply(v),
+            Err(e) => wire::error_reply(&e),
+        };
+        drop(hub);
+        // A client that asked for no acknowledgement gets none.
+        let _ = ack.send(&reply);
+    }
+}
+
+fn parse<T: DeserializeOwned>(data: Value) -> RtResult<T> {
+    serde_json::from_value(data)
+        .map_err(|e| Error::invalid_input(format!("malformed request: {e}")))
+}
+
+/// A handle id is up to 64 printable bytes.
+fn check_handle(handle: &str) -> RtResult<()> {
+    if handle.len() > 64 || handle.chars().any(char::is_control) {
+        return Err(Error::invalid_input(
+            "a handle id is at most 64 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
