@@ -27,6 +27,7 @@ use truststream_core_realtime::{
     RtResult,
 };
 
+use crate::cluster::{wire::SnapshotEntry, Cluster};
 use crate::filter::WireFilter;
 use crate::protocol::{self, Vsn};
 use crate::publication::{Publication, Viewer, Visibility};
@@ -52,6 +53,7 @@ pub(crate) enum BroadcastPayload {
 /// clients (JSON text frames only) and in-process handles (whose
 /// `Message.payload` is JSON) do not receive it; the sender's `ack` does
 /// not depend on who received it.
+#[derive(Debug)]
 pub(crate) struct Broadcast {
     pub topic: String,
     pub event: String,
@@ -280,6 +282,9 @@ pub(crate) struct Topic {
     /// them (see [`Hub::settle`]), and how many of those had row bindings.
     evicted: AtomicUsize,
     evicted_bound: AtomicUsize,
+    /// The hub's cluster link (cluster mode), told about evicted members'
+    /// presence.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Topic {
@@ -310,6 +315,9 @@ impl Topic {
                 self.evicted_bound.fetch_add(1, Ordering::Relaxed);
             }
             m.sink.removed(&self.name, &m.join_ref, &reason);
+            if let (Some(c), Some(_)) = (&self.cluster, &m.meta) {
+                c.publish_presence(&self.name, id, &m.key, None);
+            }
             if let Some(meta) = m.meta {
                 let diff = leaves_diff(m.key, meta);
                 for (&other, om) in members.iter() {
@@ -429,6 +437,9 @@ pub(crate) struct Hub {
     /// Changes of tables checked with row-level security, on their way to
     /// the checking task (`None`: no published table asks for it).
     rls: Option<rls::Queue>,
+    /// Cluster mode: the link to the other nodes (`None`: a single hub, and
+    /// no path of it does cluster work).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A failed hub operation, answered to WebSocket clients as an error reply.
@@ -440,6 +451,7 @@ impl Hub {
         db: Option<Arc<dyn Database>>,
         auth: Option<Arc<dyn Auth>>,
         publication: Publication,
+        cluster: Option<Arc<Cluster>>,
     ) -> Arc<Hub> {
         let checked = !publication.row_security_entries().is_empty();
         Arc::new_cyclic(|me| Hub {
@@ -458,6 +470,7 @@ impl Hub {
             row_subs: RowSubscriptions::new(),
             feed_health: FeedHealth::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            cluster,
         })
     }
 
@@ -511,12 +524,13 @@ impl Hub {
                     members: Mutex::new(BTreeMap::new()),
                     evicted: AtomicUsize::new(0),
                     evicted_bound: AtomicUsize::new(0),
+                    cluster: self.cluster.clone(),
                 })
             })
             .clone();
         let mut members = lock(&t.members);
         let id = self.next_id();
-        let state = presence_of(&members);
+        let state = self.presence_state(topic, &members);
         if let Err(reason) = first(id, &state) {
             drop(members);
             if lock(&t.members).is_empty() {
@@ -543,6 +557,9 @@ impl Hub {
             }
             let m = members.remove(&id)?;
             self.forget(&t.name, 1, usize::from(!m.bindings.is_empty()));
+            if let (Some(c), Some(_)) = (&self.cluster, &m.meta) {
+                c.publish_presence(&t.name, id, &m.key, None);
+            }
             if let Some(meta) = &m.meta {
                 let diff = leaves_diff(m.key.clone(), meta.clone());
                 t.fan_out(&mut members, &diff, |_, _| true);
@@ -638,12 +655,17 @@ impl Hub {
             }
             BroadcastPayload::Binary(_) => {}
         }
-        let item = Push::Broadcast(Arc::new(Broadcast::with(topic, event, payload, meta)));
+        let broadcast = Arc::new(Broadcast::with(topic, event, payload, meta));
+        let item = Push::Broadcast(broadcast.clone());
         self.with_members(topic, from, |t, members| {
             let include_self = members.get(&from).is_some_and(|m| m.broadcast_self);
             t.fan_out(members, &item, |id, _| include_self || id != from);
             Ok(())
-        })
+        })?;
+        if let Some(c) = &self.cluster {
+            c.publish_broadcast(&broadcast);
+        }
+        Ok(())
     }
 
     /// Publishes (or replaces) member `id`'s presence state.
@@ -663,6 +685,9 @@ impl Hub {
                 return Err(not_member(topic));
             };
             let old = m.meta.replace(meta.clone());
+            if let Some(c) = &self.cluster {
+                c.publish_presence(&t.name, id, &m.key, Some(&meta));
+            }
             let mut diff = PresenceDiff::default();
             diff.joins.insert(m.key.clone(), vec![meta]);
             if let Some(old) = old {
@@ -682,6 +707,9 @@ impl Hub {
                 m.meta.take().map(|meta| (key, meta))
             });
             if let Some((key, meta)) = old {
+                if let Some(c) = &self.cluster {
+                    c.publish_presence(&t.name, id, &key, None);
+                }
                 t.fan_out(members, &leaves_diff(key, meta), |_, _| true);
             }
             Ok(())
@@ -690,7 +718,87 @@ impl Hub {
 
     /// The topic's presence state, as member `id` sees it.
     pub(crate) fn presence(&self, topic: &str, id: MemberId) -> HubResult<PresenceState> {
-        self.with_members(topic, id, |_, members| Ok(presence_of(members)))
+        self.with_members(topic, id, |_, members| {
+            Ok(self.presence_state(topic, members))
+        })
+    }
+
+    /// The presence state members of `topic` see: its members', and in
+    /// cluster mode the other nodes' too.
+    fn presence_state(&self, topic: &str, members: &Members) -> PresenceState {
+        match &self.cluster {
+            None => presence_of(members),
+            Some(c) => c.merged_presence(
+                topic,
+                members
+                    .values()
+                    .filter_map(|m| Some((m.key.as_str(), m.meta.as_ref()?))),
+            ),
+        }
+    }
+
+    /// Cluster mode: fans a broadcast of another node out to this node's
+    /// members of its topic (none: dropped). Only joined members get it,
+    /// so topic authorization holds as for local broadcasts.
+    pub(crate) fn remote_broadcast(&self, broadcast: Broadcast) {
+        let Some(t) = self.topic(&broadcast.topic) else {
+            return;
+        };
+        let item = Push::Broadcast(Arc::new(broadcast));
+        {
+            let mut members = lock(&t.members);
+            t.fan_out(&mut members, &item, |_, _| true);
+        }
+        self.settle(&t);
+        self.drop_topic_if_empty(&t.name);
+    }
+
+    /// Cluster mode: runs `change` (which changes the other nodes' presence
+    /// in `topic` and returns the diff) so that no join of the topic
+    /// interleaves with it, and sends the diff to the topic's members.
+    pub(crate) fn change_remote_presence(
+        &self,
+        topic: &str,
+        change: impl FnOnce() -> PresenceDiff,
+    ) {
+        let topics = lock(&self.topics);
+        let Some(t) = topics.get(topic).cloned() else {
+            // No member here: a join waits on the topics lock meanwhile.
+            let _ = change();
+            return;
+        };
+        let mut members = lock(&t.members);
+        drop(topics);
+        let diff = change();
+        if !diff.joins.is_empty() || !diff.leaves.is_empty() {
+            let item = Push::PresenceDiff(Arc::new(DiffPush::new(diff)));
+            t.fan_out(&mut members, &item, |_, _| true);
+        }
+        drop(members);
+        self.settle(&t);
+        self.drop_topic_if_empty(topic);
+    }
+
+    /// Cluster mode: calls `f` with each topic's tracked members, under
+    /// the topic's lock (so the snapshot is ordered with presence events).
+    pub(crate) fn snapshot_presence(&self, f: impl Fn(&str, Vec<SnapshotEntry>)) {
+        let topics: Vec<Arc<Topic>> = lock(&self.topics).values().cloned().collect();
+        for t in topics {
+            let members = lock(&t.members);
+            let entries: Vec<SnapshotEntry> = members
+                .iter()
+                .filter_map(|(&id, m)| {
+                    Some(SnapshotEntry {
+                        id,
+                        key: m.key.clone(),
+                        meta: m.meta.clone()?,
+                    })
+                })
+                .collect();
+            if !entries.is_empty() {
+                f(&t.name, entries);
+            }
+        }
     }
 
     /// Removes every member of connection `owner` (the connection closed).
@@ -708,6 +816,11 @@ impl Hub {
     /// Ends everything: every member is removed (told why), row
     /// subscriptions are dropped, background tasks see the shutdown flag.
     pub(crate) fn shutdown(&self) {
+        if !self.is_shut_down() {
+            if let Some(c) = &self.cluster {
+                c.bye();
+            }
+        }
         self.shutdown.send_replace(true);
         let topics: Vec<Arc<Topic>> = lock(&self.topics).drain().map(|(_, t)| t).collect();
         for t in topics {

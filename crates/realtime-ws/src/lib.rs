@@ -2,6 +2,7 @@
 
 mod bindings;
 mod client;
+mod cluster;
 mod deliver;
 mod filter;
 mod hub;
@@ -27,6 +28,7 @@ use truststream_core_realtime::{
     RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
 };
 
+pub use cluster::{ClusterConfig, ClusterStats, BROKERS};
 pub use hub::Counters;
 pub use protocol::Vsn;
 pub use publication::TableRule;
@@ -94,6 +96,10 @@ pub struct WsRealtimeConfig {
     /// Client mode: the apikey / access token sent to the hub.
     #[serde(skip_serializing)]
     pub api_key: Option<Secret>,
+    /// Hub: cluster mode, hubs joined through a broker
+    /// (`cluster = { broker = "nats", url = "nats://...", node_id = "a" }`).
+    /// `None` (the default): a single hub.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for WsRealtimeConfig {
@@ -111,6 +117,7 @@ impl Default for WsRealtimeConfig {
             tables: BTreeMap::new(),
             url: None,
             api_key: None,
+            cluster: None,
         }
     }
 }
@@ -166,6 +173,9 @@ impl WsRealtimeConfig {
             ));
         }
         Publication::check_config(&self.publish, &self.tables)?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         if !self.path.starts_with('/') {
             return Err(Error::invalid_input(format!(
                 "realtime ws: path must start with '/', got {:?}",
@@ -238,7 +248,20 @@ fn new_hub(
             )));
         }
     }
-    Ok(Hub::new(config, db, auth, publication))
+    let cluster = config.cluster.clone().map(cluster::Cluster::new);
+    Ok(Hub::new(config, db, auth, publication, cluster))
+}
+
+/// Cluster mode: connects the hub to its broker and starts the link's
+/// tasks (the hub serves local members even while the broker is down).
+async fn join_cluster(hub: &Arc<Hub>) -> RtResult<()> {
+    if let Some(c) = &hub.cluster {
+        if let Err(e) = cluster::start(c, hub).await {
+            hub.shutdown();
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 impl WsRealtime {
@@ -251,6 +274,7 @@ impl WsRealtime {
         auth: Option<Arc<dyn Auth>>,
     ) -> RtResult<Self> {
         let hub = new_hub(config, db, auth)?;
+        join_cluster(&hub).await?;
         let listener = tokio::net::TcpListener::bind(&hub.config.listen)
             .await
             .map_err(|e| {
@@ -286,6 +310,7 @@ impl WsRealtime {
         auth: Option<Arc<dyn Auth>>,
     ) -> RtResult<Self> {
         let hub = new_hub(config, db, auth)?;
+        join_cluster(&hub).await?;
         Ok(WsRealtime {
             mode: Mode::Hub(HubMode { hub, addr: None }),
         })
@@ -351,6 +376,15 @@ impl WsRealtime {
     pub fn counters(&self) -> Option<Arc<Counters>> {
         match &self.mode {
             Mode::Hub(h) => Some(h.hub.counters.clone()),
+            Mode::Client(_) => None,
+        }
+    }
+
+    /// Hub in cluster mode: the broker link's traffic counters (`None`
+    /// for a single hub or a client).
+    pub fn cluster_stats(&self) -> Option<Arc<ClusterStats>> {
+        match &self.mode {
+            Mode::Hub(h) => h.hub.cluster.as_ref().map(|c| c.stats.clone()),
             Mode::Client(_) => None,
         }
     }
@@ -426,7 +460,11 @@ impl Realtime for WsRealtime {
                 let problem = if h.hub.is_shut_down() {
                     Some("the hub was shut down".to_string())
                 } else {
-                    h.hub.feed_health.problem()
+                    let cluster = h.hub.cluster.as_ref().and_then(|c| c.problem());
+                    match (h.hub.feed_health.problem(), cluster) {
+                        (Some(f), Some(c)) => Some(format!("{f}; {c}")),
+                        (f, c) => f.or(c),
+                    }
                 };
                 health_report(start, problem)
             }
