@@ -120,7 +120,10 @@ async fn missing_on_target(
     let n = present.len();
     let rows = rows
         .into_iter()
-        .filter(|r| r.get(&key).is_none_or(|k| !present.contains(&key_text(schema, k))))
+        .filter(|r| {
+            r.get(&key)
+                .is_none_or(|k| !present.contains(&key_text(schema, k)))
+        })
         .collect();
     Ok((rows, n))
 }
@@ -200,13 +203,7 @@ pub(crate) async fn copy_rows(
     result?;
     finish_table(target.as_ref(), plan).await?;
     state
-        .set_table(
-            &schema.name,
-            TableState {
-                done: true,
-                ..st
-            },
-        )
+        .set_table(&schema.name, TableState { done: true, ..st })
         .await?;
     Ok(copied)
 }

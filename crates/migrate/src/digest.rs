@@ -68,9 +68,7 @@ fn sorted(v: Value) -> Value {
 /// The canonical text of a primary-key value (to match rows across
 /// providers and to print them).
 pub fn key_text(schema: &TableSchema, key: &Value) -> String {
-    let ty = schema
-        .primary_key()
-        .map_or(ColumnType::Text, |c| c.ty);
+    let ty = schema.primary_key().map_or(ColumnType::Text, |c| c.ty);
     match canonical(ty, key) {
         Value::String(s) => s,
         other => other.to_string(),
@@ -133,10 +131,16 @@ mod tests {
     #[test]
     fn provider_forms_of_one_value_hash_alike() {
         let s = schema();
-        let a = row(json!({"id": 1, "at": "2024-05-01T12:00:00Z", "doc": {"b": 1, "a": [1, {"y": 2, "x": 1}]}, "f": 2, "n": "1.50"}));
-        let b = row(json!({"n": 1.5, "f": 2.0, "doc": {"a": [1, {"x": 1, "y": 2}], "b": 1}, "at": "2024-05-01T12:00:00.000000Z", "id": 1.0}));
+        let a = row(
+            json!({"id": 1, "at": "2024-05-01T12:00:00Z", "doc": {"b": 1, "a": [1, {"y": 2, "x": 1}]}, "f": 2, "n": "1.50"}),
+        );
+        let b = row(
+            json!({"n": 1.5, "f": 2.0, "doc": {"a": [1, {"x": 1, "y": 2}], "b": 1}, "at": "2024-05-01T12:00:00.000000Z", "id": 1.0}),
+        );
         assert_eq!(row_hash(&s, &a), row_hash(&s, &b));
-        let c = row(json!({"id": 1, "at": "2024-05-01T12:00:01Z", "doc": {"b": 1, "a": [1, {"y": 2, "x": 1}]}, "f": 2, "n": "1.50"}));
+        let c = row(
+            json!({"id": 1, "at": "2024-05-01T12:00:01Z", "doc": {"b": 1, "a": [1, {"y": 2, "x": 1}]}, "f": 2, "n": "1.50"}),
+        );
         assert_ne!(row_hash(&s, &a), row_hash(&s, &c));
         assert_eq!(differing_columns(&s, &a, &c), vec!["at".to_string()]);
         // A missing column is NULL.
@@ -156,7 +160,9 @@ mod tests {
         assert_eq!(fwd, rev);
         assert_eq!(fwd.rows, 5);
         let mut dup = TableDigest::default();
-        rows.iter().chain(rows.iter().take(1)).for_each(|r| dup.add(row_hash(&s, r)));
+        rows.iter()
+            .chain(rows.iter().take(1))
+            .for_each(|r| dup.add(row_hash(&s, r)));
         assert_ne!(dup, fwd);
     }
 }

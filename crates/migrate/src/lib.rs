@@ -251,7 +251,11 @@ impl fmt::Display for Summary {
         }
         let diffs: Vec<_> = self.differences().collect();
         if !diffs.is_empty() {
-            writeln!(f, "differences (first {} per table or bucket):", diffs.len())?;
+            writeln!(
+                f,
+                "differences (first {} per table or bucket):",
+                diffs.len()
+            )?;
             for d in diffs {
                 writeln!(f, "  {d}")?;
             }
@@ -286,7 +290,9 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
         wrote_nothing: options.dry_run || options.verify_only,
         ..Summary::default()
     };
-    let batch = options.batch.clamp(1, truststream_core_db::MAX_PAGE_SIZE as usize);
+    let batch = options
+        .batch
+        .clamp(1, truststream_core_db::MAX_PAGE_SIZE as usize);
     let dbs = match (&from.db, &to.db, options.only) {
         (Some(s), Some(t), None | Some(Only::Database)) => Some((Arc::clone(s), Arc::clone(t))),
         _ => None,
@@ -348,7 +354,17 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
         return Ok(summary);
     }
     let progress = progress::Progress::new(options.progress);
-    let result = copy_and_verify(&dbs, &stores, &plan, &buckets, options, batch, &progress, &mut summary).await;
+    let result = copy_and_verify(
+        &dbs,
+        &stores,
+        &plan,
+        &buckets,
+        options,
+        batch,
+        &progress,
+        &mut summary,
+    )
+    .await;
     progress.close();
     result?;
     summary.elapsed = started.elapsed();
@@ -389,8 +405,9 @@ async fn copy_and_verify(
                         let task = progress.task(table.name(), "rows", total);
                         let (s, t, state) = (Arc::clone(s), Arc::clone(t), &state);
                         async move {
-                            let n = copy::copy_rows(s, t, table, state, batch, options.resume, &task)
-                                .await?;
+                            let n =
+                                copy::copy_rows(s, t, table, state, batch, options.resume, &task)
+                                    .await?;
                             task.finish("copied");
                             Ok((table.name().to_string(), n))
                         }

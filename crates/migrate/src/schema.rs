@@ -7,7 +7,9 @@ use std::fmt;
 
 use truststream_core::{Error, Result};
 use truststream_core_db::sql::SqlDialect;
-use truststream_core_db::{ident, ColumnType, Database, IndexSpec, Params, Query, TableSchema, Value};
+use truststream_core_db::{
+    ident, ColumnType, Database, IndexSpec, Params, Query, TableSchema, Value,
+};
 
 /// Something about a table or bucket the migration has to tell before it
 /// writes.
@@ -294,7 +296,9 @@ fn compare_columns(source: &TableSchema, target: &TableSchema, issues: &mut Vec<
             Some(t) if t.primary_key != c.primary_key => issues.push(Issue {
                 subject: format!("table {}", source.name),
                 column: Some(c.name.clone()),
-                message: "the primary key differs between the source and the target's existing table".into(),
+                message:
+                    "the primary key differs between the source and the target's existing table"
+                        .into(),
                 blocking: true,
             }),
             Some(_) => {}
@@ -358,7 +362,9 @@ fn fk_levels(schemas: &[TableSchema], issues: &mut Vec<Issue>) -> BTreeMap<Strin
                 issues.push(Issue {
                     subject: format!("table {t}"),
                     column: None,
-                    message: "is part of a foreign-key cycle between tables; the copy cannot order it".into(),
+                    message:
+                        "is part of a foreign-key cycle between tables; the copy cannot order it"
+                            .into(),
                     blocking: true,
                 });
             }
@@ -480,8 +486,7 @@ mod tests {
     use truststream_core_db::ColumnDef;
 
     fn t(name: &str, refs: &[&str]) -> TableSchema {
-        let mut s = TableSchema::new(name)
-            .column(ColumnDef::integer("id").primary_key());
+        let mut s = TableSchema::new(name).column(ColumnDef::integer("id").primary_key());
         for r in refs {
             let c = format!("{r}_id");
             s = s.column(ColumnDef::integer(&c)).references(&c, r, "id");
@@ -493,7 +498,12 @@ mod tests {
     fn levels_follow_foreign_keys_and_cycles_block() {
         let mut issues = Vec::new();
         let l = fk_levels(
-            &[t("c", &["b", "a"]), t("b", &["a"]), t("a", &[]), t("d", &["d"])],
+            &[
+                t("c", &["b", "a"]),
+                t("b", &["a"]),
+                t("a", &[]),
+                t("d", &["d"]),
+            ],
             &mut issues,
         );
         assert_eq!(l["a"], 0);
