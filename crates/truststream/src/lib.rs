@@ -43,6 +43,10 @@
 //! # }
 //! ```
 
+/// The guide's `requireAuth` for axum and any tower stack
+/// (`truststream-auth-http`; feature `auth-http`, on by default).
+#[cfg(feature = "auth-http")]
+pub use truststream_auth_http as http;
 pub use truststream_core as core;
 pub use truststream_core_auth as auth;
 pub use truststream_core_db as db;
