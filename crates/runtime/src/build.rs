@@ -85,6 +85,8 @@ impl Registries {
         truststream_realtime_memory::register(&mut r.realtime);
         #[cfg(feature = "realtime-ws")]
         truststream_realtime_ws::register(&mut r.realtime);
+        #[cfg(feature = "realtime-socketio")]
+        truststream_realtime_socketio::register(&mut r.realtime);
         #[cfg(feature = "auth-jwt")]
         truststream_auth_jwt::register(&mut r.auth);
         #[cfg(feature = "db-supabase")]
