@@ -134,6 +134,7 @@ pub fn cases() -> Vec<Case<JobsFixture>> {
         ),
         case!("release.attempt_not_counted", [], release_not_counted),
         case!("stats.counts_and_oldest_age", [], stats_counts),
+        case!("stats.run_time_percentiles", [], stats_run_times),
         case!("list.filters_and_pages", [], list_filters),
         case!("purge.finished_only", [], purge_finished),
         case!("tx.capability", [], tx_capability),
@@ -926,6 +927,45 @@ async fn stats_counts(fx: JobsFixture) -> CaseResult {
     ensure!(
         age >= Duration::from_secs(119) && age < Duration::from_secs(3600),
         "oldest age {age:?}"
+    );
+    Ok(())
+}
+
+/// Three `rt` jobs claimed together: two completed after at least 30 ms,
+/// the third at least 60 ms later. Only completed jobs are sampled (a dead
+/// `rt_dead` job has no entry); percentiles are ordered, and the slowest
+/// run is the p99 of three. Lower bounds only: a loaded machine makes runs
+/// slower, never faster.
+async fn stats_run_times(fx: JobsFixture) -> CaseResult {
+    ensure!(fx.jobs.stats().await?.run_times.is_empty());
+    for n in 0..3 {
+        enqueue(&fx, job("rt", n)).await?;
+    }
+    enqueue(&fx, job("rt_dead", 9).max_attempts(1)).await?;
+    let claimed = claim(&fx, &["rt"], 3).await?;
+    ensure_eq!(claimed.len(), 3);
+    let dead = claim(&fx, &["rt_dead"], 1).await?;
+    ensure_eq!(dead.len(), 1);
+    fx.jobs
+        .fail(&dead[0].lease, &JobError::retry("boom"))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    fx.jobs.complete(&claimed[0].lease).await?;
+    fx.jobs.complete(&claimed[1].lease).await?;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    fx.jobs.complete(&claimed[2].lease).await?;
+    let s = fx.jobs.stats().await?;
+    ensure_eq!(s.run_times.len(), 1, "only completed types: {s:?}");
+    let r = s
+        .run_times_of("rt")
+        .ok_or_else(|| Failure::new(format!("no run times for rt: {s:?}")))?;
+    ensure_eq!(r.sampled, 3);
+    ensure!(r.p50 >= Duration::from_millis(30), "{r:?}");
+    ensure!(r.p50 <= r.p95 && r.p95 <= r.p99 && r.p99 <= r.max, "{r:?}");
+    ensure_eq!(r.p99, r.max, "the p99 of three runs is the slowest");
+    ensure!(
+        r.max >= r.p50 + Duration::from_millis(60),
+        "the third run ended at least 60 ms after the others: {r:?}"
     );
     Ok(())
 }

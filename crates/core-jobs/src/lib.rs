@@ -4,6 +4,7 @@ mod backoff;
 mod capabilities;
 pub mod lifecycle;
 pub mod row;
+mod run_times;
 pub mod schedule;
 mod serde_ms;
 mod types;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
 pub use capabilities::JobsCapabilities;
+pub use run_times::{RunTimes, RUN_TIME_SAMPLE};
 pub use schedule::{CatchUp, Schedule, Scheduler, SchedulerHandle, SchedulerReport};
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use types::{
@@ -130,7 +132,9 @@ pub trait Jobs: Send + Sync + 'static {
     /// Jobs matching `query`, newest first.
     async fn list(&self, query: &JobQuery) -> JobsResult<Vec<Job>>;
 
-    /// Counts by type and state, and the age of the oldest waiting job.
+    /// Counts by type and state, the age of the oldest waiting job, and
+    /// run-time percentiles per type over the most recently completed jobs
+    /// (at most [`RUN_TIME_SAMPLE`] per type).
     async fn stats(&self) -> JobsResult<JobStats>;
 
     /// Deletes completed and cancelled jobs that finished before `before`;

@@ -638,6 +638,10 @@ pub struct JobStats {
     /// has waited since its `run_at`; `None` when none is waiting.
     #[serde(with = "crate::serde_ms::option")]
     pub oldest_queued_age: Option<Duration>,
+    /// Run-time percentiles per job type (sorted by type) over the most
+    /// recently completed jobs still kept; types with none are left out.
+    #[serde(default)]
+    pub run_times: Vec<crate::RunTimes>,
 }
 
 impl JobStats {
@@ -656,6 +660,10 @@ impl JobStats {
             .filter(|c| c.state == state && c.job_type == job_type)
             .map(|c| c.count)
             .sum()
+    }
+    /// The run times of `job_type`, if any of its jobs completed.
+    pub fn run_times_of(&self, job_type: &str) -> Option<&crate::RunTimes> {
+        self.run_times.iter().find(|r| r.job_type == job_type)
     }
 }
 

@@ -70,7 +70,7 @@ pub type Handler =
 
 /// Counts of what a worker did, from [`WorkerHandle::report`] and
 /// [`WorkerHandle::stop`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerReport {
     /// Jobs claimed.
     pub claimed: u64,

@@ -18,7 +18,7 @@ use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
     JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
-    StateCount, Wake,
+    RunTimes, StateCount, Wake, RUN_TIME_SAMPLE,
 };
 
 use row::Stored;
@@ -59,6 +59,8 @@ pub struct DbJobs {
     table: String,
     wake: Arc<Wake>,
     feed: Option<tokio::task::JoinHandle<()>>,
+    /// The jobs outlive this process (not db-memory, not SQLite `:memory:`).
+    durable: bool,
 }
 
 impl std::fmt::Debug for DbJobs {
@@ -142,6 +144,7 @@ impl DbJobs {
                     .with_source(e)
                 })?;
         }
+        let durable = is_durable(&*db).await;
         let wake = Arc::new(Wake::new());
         let feed = if caps.change_feed {
             Self::listen(db.clone(), &config.table, wake.clone()).await
@@ -153,6 +156,7 @@ impl DbJobs {
             table: config.table,
             wake,
             feed,
+            durable,
         })
     }
 
@@ -300,6 +304,32 @@ impl DbJobs {
         )
     }
 
+    /// Run-time percentiles of the most recently completed jobs of `job_type`.
+    async fn run_times(&self, job_type: &str) -> JobsResult<Option<RunTimes>> {
+        let rows = self
+            .db
+            .read(
+                &self.table,
+                &Query::new()
+                    .select(["started_at", "finished_at"])
+                    .filter(and([
+                        col("state").eq(JobState::Completed.as_str()),
+                        col("job_type").eq(job_type),
+                    ]))
+                    .order_by_desc("finished_at")
+                    .limit(RUN_TIME_SAMPLE as u64),
+            )
+            .await?;
+        let mut samples = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.get("started_at").is_some_and(|v| !v.is_null()) {
+                let d = row::time_of(r, "finished_at")? - row::time_of(r, "started_at")?;
+                samples.push(d.to_std().unwrap_or_default());
+            }
+        }
+        Ok(RunTimes::from_samples(job_type, samples))
+    }
+
     /// The queued or running job holding unique key `key`.
     async fn holder(&self, key: &str) -> JobsResult<Option<JobId>> {
         let rows = self
@@ -327,7 +357,7 @@ impl Jobs for DbJobs {
 
     fn capabilities(&self) -> JobsCapabilities {
         let db = self.db.capabilities();
-        let durable = self.db.info().name != "memory";
+        let durable = self.durable;
         let mut c = JobsCapabilities::none();
         c.transactional_enqueue = db.transactions;
         c.unique_keys = db.unique_constraints;
@@ -546,6 +576,17 @@ impl Jobs for DbJobs {
                 *counts.entry(row::type_and_state(&r)?).or_default() += 1;
             }
         }
+        let completed_types: Vec<String> = counts
+            .iter()
+            .filter(|((_, s), n)| *s == JobState::Completed && **n > 0)
+            .map(|((t, _), _)| t.clone())
+            .collect();
+        let mut run_times = Vec::new();
+        for t in completed_types {
+            if let Some(r) = self.run_times(&t).await? {
+                run_times.push(r);
+            }
+        }
         let oldest = self
             .db
             .read(
@@ -575,6 +616,7 @@ impl Jobs for DbJobs {
                 })
                 .collect(),
             oldest_queued_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+            run_times,
         })
     }
 
@@ -588,6 +630,31 @@ impl Jobs for DbJobs {
 
     async fn wait_for_work(&self, max_wait: Duration) {
         self.wake.wait(max_wait).await;
+    }
+}
+
+/// Whether jobs in `db` outlive the process: not for db-memory, nor for a
+/// SQLite database whose main file is in memory (`:memory:`, asked of
+/// SQLite itself when raw SQL is available; assumed durable otherwise).
+async fn is_durable(db: &dyn Database) -> bool {
+    if db.info().name == "memory" {
+        return false;
+    }
+    let caps = db.capabilities();
+    if !(caps.raw_sql && caps.sql_dialect == Some(truststream_core_db::sql::SqlDialect::Sqlite)) {
+        return true;
+    }
+    let sql = "SELECT file FROM pragma_database_list WHERE name = 'main'";
+    match db.raw_query(sql, &Default::default()).await {
+        Ok(rows) => rows
+            .first()
+            .and_then(|r| r.get("file"))
+            .and_then(Value::as_str)
+            .is_some_and(|f| !f.is_empty()),
+        Err(e) => {
+            tracing::warn!(error = %e, "jobs-db: cannot tell whether the SQLite database is a file; assuming it is");
+            true
+        }
     }
 }
 

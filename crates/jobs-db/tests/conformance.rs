@@ -116,3 +116,28 @@ async fn registers_as_database_and_needs_one() {
         .expect("a bad table name is refused");
     assert_eq!(err.kind(), truststream_core::ErrorKind::InvalidInput);
 }
+
+/// Jobs in SQLite's `:memory:` (or db-memory) die with the process: not
+/// durable, not shared; jobs in a SQLite file are both.
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_only_on_a_file() {
+    let mem = fixture(Arc::new(SqliteDatabase::in_memory().await.expect("sqlite")))
+        .await
+        .expect("fixture");
+    let caps = mem.jobs.capabilities();
+    assert!(!caps.durable && !caps.shared, "{caps:?}");
+    let dbm = fixture(Arc::new(MemoryDatabase::new()))
+        .await
+        .expect("fixture");
+    assert!(!dbm.jobs.capabilities().durable);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = SqliteDatabase::open(SqliteConfig::file(dir.path().join("j.db")))
+        .await
+        .expect("sqlite file");
+    let caps = fixture(Arc::new(file))
+        .await
+        .expect("fixture")
+        .jobs
+        .capabilities();
+    assert!(caps.durable && caps.shared, "{caps:?}");
+}

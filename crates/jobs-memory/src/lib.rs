@@ -12,7 +12,7 @@ use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
     JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
-    StateCount, Wake,
+    RunTimes, StateCount, Wake,
 };
 
 /// The type name the provider registers under.
@@ -311,7 +311,13 @@ impl Jobs for MemoryJobs {
         let st = self.lock();
         let mut counts: std::collections::BTreeMap<(String, JobState), u64> = Default::default();
         let mut oldest: Option<DateTime<Utc>> = None;
+        let mut runs: Vec<(DateTime<Utc>, &str, Duration)> = Vec::new();
         for e in st.jobs.values() {
+            if let (JobState::Completed, Some(s), Some(f)) =
+                (e.job.state, e.job.started_at, e.job.finished_at)
+            {
+                runs.push((f, &e.job.job_type, (f - s).to_std().unwrap_or_default()));
+            }
             *counts
                 .entry((e.job.job_type.clone(), e.job.state))
                 .or_default() += 1;
@@ -329,6 +335,10 @@ impl Jobs for MemoryJobs {
                 })
                 .collect(),
             oldest_queued_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+            run_times: {
+                runs.sort_by_key(|r| std::cmp::Reverse(r.0));
+                RunTimes::by_type(runs.into_iter().map(|(_, t, d)| (t.to_string(), d)))
+            },
         })
     }
 

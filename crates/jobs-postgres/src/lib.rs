@@ -17,7 +17,7 @@ use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
     JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsRegistry, JobsResult, Lease, NewJob,
-    StateCount, Wake,
+    RunTimes, StateCount, Wake, RUN_TIME_SAMPLE,
 };
 
 use error::map;
@@ -733,9 +733,31 @@ impl Jobs for PgJobs {
         .fetch_one(&self.pool)
         .await
         .map_err(map)?;
+        // The most recently completed jobs of each type, newest first.
+        let runs = sqlx::query(&format!(
+            "SELECT job_type, (EXTRACT(EPOCH FROM finished_at - started_at) * 1000000)::bigint AS us \
+             FROM (SELECT job_type, started_at, finished_at, row_number() OVER \
+                   (PARTITION BY job_type ORDER BY finished_at DESC) AS rn \
+                   FROM {} WHERE state = 'completed' AND started_at IS NOT NULL) recent \
+             WHERE rn <= $1 ORDER BY job_type, finished_at DESC",
+            self.qt
+        ))
+        .bind(RUN_TIME_SAMPLE as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?;
+        let mut samples = Vec::with_capacity(runs.len());
+        for r in &runs {
+            let us: i64 = r.try_get("us").map_err(map)?;
+            samples.push((
+                r.try_get::<String, _>("job_type").map_err(map)?,
+                Duration::from_micros(u64::try_from(us).unwrap_or(0)),
+            ));
+        }
         Ok(JobStats {
             counts,
             oldest_queued_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+            run_times: RunTimes::by_type(samples),
         })
     }
 

@@ -3,10 +3,14 @@
 //! the work. Run by each provider's own multi-instance tests.
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use truststream_core_jobs::{JobContext, JobError, JobState, Jobs, NewJob, Worker};
+use truststream_core_db::{ColumnDef, ColumnDefault, Database, Query, Row, TableSchema};
+use truststream_core_jobs::{
+    JobContext, JobError, JobState, Jobs, JobsResult, NewJob, Worker, WorkerHandle, WorkerReport,
+};
 
 use crate::{ensure, ensure_eq, CaseResult, Failure};
 
@@ -94,5 +98,249 @@ pub async fn each_job_once_across(
         reports.iter().filter(|r| r.completed > 0).count() >= 2,
         "the queue was shared: {reports:?}"
     );
+    Ok(())
+}
+
+/// The job type of the effect runs ([`effect_worker`]).
+pub const EFFECT_TYPE: &str = "effect";
+
+/// The table effect handlers write to: one row per run of a job (an
+/// integer key from a sequence, the job's number `n`, the worker), with
+/// nothing unique about `n`, so a job run twice leaves two rows.
+pub const EFFECTS_TABLE: &str = "job_effects";
+
+/// The [`EFFECTS_TABLE`] schema (created if missing).
+pub fn effects_schema() -> TableSchema {
+    TableSchema::new(EFFECTS_TABLE)
+        .if_not_exists()
+        .column(
+            ColumnDef::integer("id")
+                .primary_key()
+                .default(ColumnDefault::AutoIncrement),
+        )
+        .column(ColumnDef::integer("n"))
+        .column(ColumnDef::text("worker"))
+}
+
+/// Enqueues jobs `0..total` of type [`EFFECT_TYPE`] (payload `{"n": n}`)
+/// in batches of `batch`.
+pub async fn enqueue_numbered(jobs: &dyn Jobs, total: u64, batch: usize) -> CaseResult {
+    let all: Vec<u64> = (0..total).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let jobs_batch = chunk
+            .iter()
+            .map(|n| NewJob::new(EFFECT_TYPE, &serde_json::json!({ "n": n })))
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.enqueue_many(jobs_batch).await?;
+    }
+    Ok(())
+}
+
+/// A worker on `jobs` whose handler for [`EFFECT_TYPE`] writes one row to
+/// [`EFFECTS_TABLE`] of `db` per run (a failed write fails the attempt).
+pub fn effect_worker(
+    jobs: Arc<dyn Jobs>,
+    db: Arc<dyn Database>,
+    worker_id: &str,
+    concurrency: usize,
+    lease: Duration,
+    poll: Duration,
+) -> JobsResult<WorkerHandle> {
+    let id = worker_id.to_string();
+    Worker::builder(jobs)
+        .concurrency(concurrency)
+        .lease(lease)
+        .poll_interval(poll)
+        .worker_id(worker_id)
+        .register(EFFECT_TYPE, move |_ctx: JobContext, p: Payload| {
+            let db = db.clone();
+            let id = id.clone();
+            async move {
+                let mut row = Row::new();
+                row.insert("n".into(), serde_json::json!(p.n));
+                row.insert("worker".into(), serde_json::json!(id));
+                db.create(EFFECTS_TABLE, row)
+                    .await
+                    .map(|_| ())
+                    .map_err(JobError::from)
+            }
+        })?
+        .start()
+}
+
+/// Waits (polling `jobs.stats()` every 500 ms, a failed read retried) until
+/// `total` jobs of `job_type` are completed, for at most `deadline`.
+pub async fn wait_completed(
+    jobs: &dyn Jobs,
+    job_type: &str,
+    total: u64,
+    deadline: Duration,
+) -> CaseResult {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut done = 0;
+    loop {
+        if let Ok(s) = jobs.stats().await {
+            done = s.count(job_type, JobState::Completed);
+            if done >= total {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(Failure::new(format!(
+                "only {done} of {total} {job_type} jobs completed in {deadline:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How many times each job's effect was applied, from [`EFFECTS_TABLE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectCounts {
+    /// Jobs `0..total` with no effect.
+    pub missing: Vec<u64>,
+    /// Jobs with more than one effect, and how many.
+    pub repeated: BTreeMap<u64, u64>,
+    /// Rows in the table.
+    pub rows: u64,
+}
+
+/// Reads [`EFFECTS_TABLE`] of `db` and counts each job's effects.
+pub async fn count_effects(db: &dyn Database, total: u64) -> Result<EffectCounts, Failure> {
+    let mut per: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut rows = 0;
+    let page = 5_000;
+    let mut offset = 0;
+    loop {
+        let got = db
+            .read(
+                EFFECTS_TABLE,
+                &Query::new()
+                    .select(["id", "n"])
+                    .order_by_asc("id")
+                    .limit(page)
+                    .offset(offset),
+            )
+            .await?;
+        for r in &got {
+            let n = r
+                .get("n")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| Failure::new(format!("an effect row without n: {r:?}")))?;
+            *per.entry(n).or_default() += 1;
+            rows += 1;
+        }
+        if (got.len() as u64) < page {
+            break;
+        }
+        offset += page;
+    }
+    Ok(EffectCounts {
+        missing: (0..total).filter(|n| !per.contains_key(n)).collect(),
+        repeated: per.into_iter().filter(|(_, c)| *c > 1).collect(),
+        rows,
+    })
+}
+
+/// The body of a worker process of a multi-process run: an
+/// [`effect_worker`] (8 at a time, 30 s leases) named `name` works until
+/// `total` effect jobs are completed, stops gracefully, and prints its
+/// report as one `REPORT <json>` line on stdout for [`wait_workers`].
+pub async fn worker_process(
+    jobs: Arc<dyn Jobs>,
+    db: Arc<dyn Database>,
+    name: &str,
+    total: u64,
+) -> CaseResult {
+    let worker = effect_worker(
+        jobs.clone(),
+        db,
+        name,
+        8,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    )?;
+    let drained = wait_completed(&*jobs, EFFECT_TYPE, total, Duration::from_secs(900)).await;
+    let report = worker.stop(Duration::from_secs(30)).await;
+    drained?;
+    let line = serde_json::to_string(&report)
+        .map_err(|e| Failure::new(format!("cannot render the report: {e}")))?;
+    println!("REPORT {line}");
+    Ok(())
+}
+
+/// Runs the current test binary again as a worker process: only the
+/// (ignored) test `test`, with `env` set to `spec`.
+pub fn spawn_worker_process(test: &str, env: &str, spec: &str) -> std::io::Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args([test, "--exact", "--ignored", "--nocapture", "--quiet"])
+        .env(env, spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+}
+
+/// Waits for worker processes (blocking: call it in
+/// `tokio::task::spawn_blocking`) and reads each one's report; a process
+/// that failed or printed no report is a failure.
+pub fn wait_workers(children: Vec<Child>) -> Result<Vec<WorkerReport>, Failure> {
+    let mut reports = Vec::new();
+    for c in children {
+        let out = c
+            .wait_with_output()
+            .map_err(|e| Failure::new(format!("waiting for a worker process: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "a worker process failed: {:?}: {text}",
+            out.status
+        );
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("REPORT "))
+            .ok_or_else(|| Failure::new(format!("a worker process printed no report: {text}")))?;
+        reports.push(
+            serde_json::from_str(line)
+                .map_err(|e| Failure::new(format!("a bad worker report {line:?}: {e}")))?,
+        );
+    }
+    Ok(reports)
+}
+
+/// After a run with no failure injected: the workers completed `total`
+/// jobs between them, every worker some, none failed or lost a lease, and
+/// [`EFFECTS_TABLE`] holds each job's effect exactly once.
+pub async fn check_exactly_once(
+    db: &dyn Database,
+    jobs: &dyn Jobs,
+    total: u64,
+    reports: &[WorkerReport],
+) -> CaseResult {
+    let completed: u64 = reports.iter().map(|r| r.completed).sum();
+    ensure_eq!(completed, total, "{reports:?}");
+    ensure!(
+        reports.iter().all(|r| r.completed > 0),
+        "every worker worked: {reports:?}"
+    );
+    ensure!(
+        reports
+            .iter()
+            .all(|r| r.failed == 0 && r.lost_leases == 0 && r.released == 0),
+        "no failure, no lost lease: {reports:?}"
+    );
+    let effects = count_effects(db, total).await?;
+    ensure!(effects.missing.is_empty(), "lost: {:?}", effects.missing);
+    ensure!(
+        effects.repeated.is_empty(),
+        "run more than once: {:?}",
+        effects.repeated
+    );
+    ensure_eq!(effects.rows, total);
+    let stats = jobs.stats().await?;
+    ensure_eq!(stats.count(EFFECT_TYPE, JobState::Completed), total);
+    let runs = stats
+        .run_times_of(EFFECT_TYPE)
+        .ok_or_else(|| Failure::new("no run times after the run"))?;
+    ensure!(runs.sampled > 0 && runs.p50 <= runs.p99, "{runs:?}");
     Ok(())
 }
