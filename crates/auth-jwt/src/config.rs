@@ -125,9 +125,13 @@ pub struct SignInRateLimit {
     pub max_failures: u32,
     /// Window length in seconds, from the first failure (default 300).
     pub window_secs: u64,
-    /// Accounts tracked at once (default 100000); the least recently used
-    /// are forgotten first.
+    /// Accounts tracked at once by the `process` store (default 100000);
+    /// the least recently used are forgotten first.
     pub max_tracked: u64,
+    /// Where failures are counted: `process` (the default: this provider
+    /// instance's memory) or `database` (a table in the configured
+    /// database, so every process sharing it shares the limit).
+    pub store: FailureStore,
 }
 
 impl Default for SignInRateLimit {
@@ -136,8 +140,23 @@ impl Default for SignInRateLimit {
             max_failures: 5,
             window_secs: 300,
             max_tracked: 100_000,
+            store: FailureStore::Process,
         }
     }
+}
+
+/// Where failed sign-ins are counted ([`SignInRateLimit::store`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureStore {
+    /// In this provider instance's memory: each process has its own limit.
+    #[default]
+    Process,
+    /// In the table `<table_prefix>sign_in_failures` of the configured
+    /// database (one row per account being limited, keyed by a hash of the
+    /// email, incremented by compare-and-set): the limit holds across every
+    /// process that uses the database.
+    Database,
 }
 
 /// Bound on password hashing (argon2id, `argon2.memory_kib` of memory
@@ -179,23 +198,75 @@ impl PasswordHashing {
 }
 
 /// An external identity provider whose access tokens are accepted
-/// (Supabase, Auth0, Cognito, ...): exactly one of `jwt_secret` and
-/// `jwks_url`.
+/// (Supabase, Auth0, Cognito, ...).
+///
+/// Either generic — `issuer`, `audience` and exactly one of `jwt_secret`
+/// and `jwks_url` — or a named [`Preset`] that knows its vendor's claim
+/// shapes and derives the issuer, the key URL and the claim mapping from a
+/// few fields: `tenant` + `audience` (Auth0), `region` + `user_pool_id` +
+/// `client_ids` + `token_use` (Cognito), `project_url` + optional
+/// `jwt_secret` (Supabase). See the crate README.
+///
+/// ```
+/// use truststream_auth_jwt::{ExternalIssuer, Preset};
+/// let i: ExternalIssuer = serde_json::from_value(serde_json::json!({
+///     "preset": "auth0",
+///     "tenant": "example.us.auth0.com",
+///     "audience": "https://api.example.com",
+/// })).unwrap();
+/// assert_eq!(i.preset, Some(Preset::Auth0));
+/// assert_eq!(i.effective_issuer().unwrap(), "https://example.us.auth0.com/");
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalIssuer {
-    /// The `iss` its tokens carry (exact match).
+    /// A vendor whose token shapes are known (`auth0`, `cognito`,
+    /// `supabase`); none for a generic issuer.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// The `iss` its tokens carry (exact match). Derived, and not to be
+    /// set, with a preset.
+    #[serde(default)]
     pub issuer: String,
-    /// The `aud` required in its tokens.
+    /// The `aud` required in its tokens: required for generic issuers and
+    /// Auth0 (the API identifier); `authenticated` by default for Supabase;
+    /// not used by Cognito (see `client_ids`).
+    #[serde(default)]
     pub audience: String,
+    /// Auth0: the tenant's domain (`example.us.auth0.com`, or a custom
+    /// domain), without scheme: tokens carry `iss = "https://<tenant>/"`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Cognito: the user pool's AWS region (`eu-west-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Cognito: the user pool id (`eu-west-1_AbCdEf123`).
+    #[serde(default)]
+    pub user_pool_id: Option<String>,
+    /// Cognito: the app client ids whose tokens are accepted (`client_id`
+    /// of access tokens, `aud` of id tokens). At least one.
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    /// Cognito: which token is accepted, `access` (the default) or `id`;
+    /// the other is refused.
+    #[serde(default)]
+    pub token_use: Option<TokenUse>,
+    /// Supabase: the project URL (`https://<ref>.supabase.co`): tokens carry
+    /// `iss = "<project_url>/auth/v1"`; without `jwt_secret` the keys are
+    /// read from `<project_url>/auth/v1/.well-known/jwks.json`.
+    #[serde(default)]
+    pub project_url: Option<String>,
     /// Shared HMAC secret (for example a Supabase project's JWT secret).
     #[serde(default)]
     pub jwt_secret: Option<Secret>,
     /// Where its public keys are published (`.../.well-known/jwks.json`).
+    /// With a preset it is derived; setting it overrides the derived URL
+    /// (a proxy, a test server).
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// Accepted algorithms; default `HS256` with a secret, `RS256` and
-    /// `ES256` with a JWKS URL. Symmetric and asymmetric ones cannot mix.
+    /// `ES256` with a JWKS URL (`RS256` only for Auth0 and Cognito).
+    /// Symmetric and asymmetric ones cannot mix.
     #[serde(default)]
     pub algorithms: Vec<Algorithm>,
     /// How long a fetched key set is used before it is fetched again
@@ -210,11 +281,92 @@ pub struct ExternalIssuer {
     /// Timeout of one key-set fetch in milliseconds (default 5000).
     #[serde(default = "default_jwks_timeout_ms")]
     pub jwks_timeout_ms: u64,
-    /// Which of its claims mean roles and permissions here. Without one
-    /// (the default), a principal of this issuer is authenticated and has
-    /// no roles and no permissions, whatever its token claims.
+    /// How long a key that disappeared from the key set (rotated out) still
+    /// verifies tokens, in seconds (default 0: a key the provider stopped
+    /// publishing is refused at the next fetch). Tokens are still refused
+    /// after their own `exp`.
     #[serde(default)]
-    pub claim_mapping: ClaimMapping,
+    pub jwks_keep_removed_secs: u64,
+    /// Which of its claims mean roles and permissions here. Without one,
+    /// a preset's defaults apply (see [`Preset::default_mapping`]); a
+    /// generic issuer's principal is authenticated and has no roles and no
+    /// permissions, whatever its token claims. When set, it replaces the
+    /// preset's defaults entirely.
+    #[serde(default)]
+    pub claim_mapping: Option<ClaimMapping>,
+}
+
+/// A named identity provider whose token shapes auth-jwt knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Auth0: RS256 access tokens for an API (`aud`), RBAC `permissions`,
+    /// `scope`, namespaced custom claims.
+    Auth0,
+    /// Amazon Cognito user pools: access or id tokens (`token_use`),
+    /// `client_id`, `cognito:groups`, `scope`, `username`.
+    Cognito,
+    /// Supabase Auth: HS256 project secret or the project's JWKS,
+    /// `aud = "authenticated"`, `role`, `app_metadata`, `user_metadata`,
+    /// `session_id`, `aal`, `amr`, `is_anonymous`.
+    Supabase,
+}
+
+impl Preset {
+    /// The names accepted for `preset`.
+    pub const NAMES: [&'static str; 3] = ["auth0", "cognito", "supabase"];
+
+    /// The preset named `name` (as in configuration).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auth0" => Some(Preset::Auth0),
+            "cognito" => Some(Preset::Cognito),
+            "supabase" => Some(Preset::Supabase),
+            _ => None,
+        }
+    }
+
+    /// Its name in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Auth0 => "auth0",
+            Preset::Cognito => "cognito",
+            Preset::Supabase => "supabase",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Preset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Preset::from_name(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown `preset` {:?}: expected one of {}",
+                s.chars().take(40).collect::<String>(),
+                Preset::NAMES.join(", ")
+            ))
+        })
+    }
+}
+
+/// Which Cognito token an issuer accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUse {
+    /// Access tokens (`token_use = "access"`, `client_id`, `scope`).
+    Access,
+    /// Id tokens (`token_use = "id"`, `aud` = the app client id).
+    Id,
+}
+
+impl TokenUse {
+    /// The `token_use` claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenUse::Access => "access",
+            TokenUse::Id => "id",
+        }
+    }
 }
 
 /// A claim's place in a token: a dotted path (`"app_metadata.roles"`), or a
@@ -325,10 +477,16 @@ pub struct ClaimMapping {
     /// wildcard (`*`) or of another shape are ignored: wildcards are granted
     /// through local roles only.
     pub permissions: Option<ClaimPath>,
+    /// The claim holding OAuth 2 scopes as one space-separated string
+    /// (`scope`, as Auth0 and Cognito issue it), each granted as a
+    /// permission under the same rules as `permissions`; scopes that are
+    /// not `action:resource` (`openid`, `aws.cognito.signin.user.admin`)
+    /// grant nothing.
+    pub scopes: Option<ClaimPath>,
 }
 
 impl ClaimMapping {
-    fn validate(&self, issuer: &str) -> AuthResult<()> {
+    pub(crate) fn validate(&self, issuer: &str) -> AuthResult<()> {
         if !self.role_map.is_empty() && self.roles.is_none() {
             return Err(Error::invalid_input(format!(
                 "external issuer {issuer:?}: claim_mapping.role_map needs claim_mapping.roles"
@@ -364,15 +522,23 @@ impl ExternalIssuer {
         secret: impl Into<Secret>,
     ) -> Self {
         ExternalIssuer {
+            preset: None,
             issuer: issuer.into(),
             audience: audience.into(),
+            tenant: None,
+            region: None,
+            user_pool_id: None,
+            client_ids: Vec::new(),
+            token_use: None,
+            project_url: None,
             jwt_secret: Some(secret.into()),
             jwks_url: None,
             algorithms: Vec::new(),
             jwks_cache_secs: default_jwks_cache_secs(),
             jwks_min_refresh_secs: default_jwks_min_refresh_secs(),
             jwks_timeout_ms: default_jwks_timeout_ms(),
-            claim_mapping: ClaimMapping::default(),
+            jwks_keep_removed_secs: 0,
+            claim_mapping: None,
         }
     }
 
@@ -389,72 +555,38 @@ impl ExternalIssuer {
         }
     }
 
-    /// The algorithms in effect (the configured ones or the defaults).
-    pub(crate) fn effective_algorithms(&self) -> Vec<Algorithm> {
-        if !self.algorithms.is_empty() {
-            return self.algorithms.clone();
-        }
-        if self.jwt_secret.is_some() {
-            vec![Algorithm::HS256]
-        } else {
-            vec![Algorithm::RS256, Algorithm::ES256]
-        }
+    /// The `iss` its tokens must carry: `issuer`, or the one its preset
+    /// derives. An incomplete preset configuration is `InvalidInput`
+    /// naming the missing key.
+    pub fn effective_issuer(&self) -> AuthResult<String> {
+        Ok(self.resolve()?.issuer)
     }
 
-    pub(crate) fn validate(&self) -> AuthResult<()> {
-        let name = &self.issuer;
-        if self.issuer.is_empty() || self.audience.is_empty() {
-            return Err(Error::invalid_input(
-                "external issuer: `issuer` and `audience` must not be empty",
-            ));
-        }
-        let algs = self.effective_algorithms();
-        match (&self.jwt_secret, &self.jwks_url) {
-            (Some(s), None) => {
-                if s.expose().len() < MIN_SECRET_BYTES {
-                    return Err(Error::invalid_input(format!(
-                        "external issuer {name:?}: jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
-                    )));
-                }
-                if !algs.iter().all(|a| a.is_symmetric()) {
-                    return Err(Error::invalid_input(format!(
-                        "external issuer {name:?}: a jwt_secret verifies HS256/HS384/HS512 only"
-                    )));
-                }
-            }
-            (None, Some(url)) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(Error::invalid_input(format!(
-                        "external issuer {name:?}: jwks_url must be an http(s) URL"
-                    )));
-                }
-                if algs.iter().any(|a| a.is_symmetric()) {
-                    return Err(Error::invalid_input(format!(
-                        "external issuer {name:?}: keys from a JWKS URL verify asymmetric algorithms only"
-                    )));
-                }
-            }
-            _ => {
-                return Err(Error::invalid_input(format!(
-                    "external issuer {name:?}: set exactly one of jwt_secret and jwks_url"
-                )))
-            }
-        }
-        self.claim_mapping.validate(name)
+    /// The settings in effect, the preset's derivations applied, checked.
+    pub(crate) fn resolve(&self) -> AuthResult<crate::preset::Resolved> {
+        crate::preset::resolve(self)
     }
 }
 
 impl std::fmt::Debug for ExternalIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExternalIssuer")
+            .field("preset", &self.preset)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("tenant", &self.tenant)
+            .field("region", &self.region)
+            .field("user_pool_id", &self.user_pool_id)
+            .field("client_ids", &self.client_ids)
+            .field("token_use", &self.token_use)
+            .field("project_url", &self.project_url)
             .field(
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwks_url", &self.jwks_url)
             .field("algorithms", &self.algorithms)
+            .field("jwks_keep_removed_secs", &self.jwks_keep_removed_secs)
             .field("claim_mapping", &self.claim_mapping)
             .finish_non_exhaustive()
     }
@@ -609,12 +741,17 @@ impl JwtAuthConfig {
                 "`sign_in_rate_limit.window_secs` must be positive",
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
         for i in &self.external_issuers {
-            i.validate()?;
-            if i.issuer == self.issuer {
+            let iss = i.effective_issuer()?;
+            if iss == self.issuer {
                 return Err(Error::invalid_input(format!(
-                    "external issuer {:?} is this provider's own issuer",
-                    i.issuer
+                    "external issuer {iss:?} is this provider's own issuer"
+                )));
+            }
+            if !seen.insert(iss.clone()) {
+                return Err(Error::invalid_input(format!(
+                    "external issuer {iss:?} is configured twice: one entry per `iss`"
                 )));
             }
         }

@@ -14,8 +14,9 @@ use truststream_core_auth::{AuthResult, Error};
 
 use truststream_core_auth::Permission;
 
-use crate::config::{Algorithm, ClaimMapping, ExternalIssuer};
+use crate::config::{Algorithm, ClaimMapping, ExternalIssuer, TokenUse};
 use crate::keys::{checked_header, unknown_key, verify_error};
+use crate::preset::KeyConfig;
 
 /// Largest key-set document accepted, in bytes.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -29,6 +30,11 @@ pub(crate) struct ExternalVerifier {
     validations: Vec<(jsonwebtoken::Algorithm, Validation)>,
     source: KeySource,
     mapping: ClaimMapping,
+    /// Accepted `client_id` claims (Cognito access tokens); empty: not
+    /// checked.
+    client_ids: Vec<String>,
+    /// The `token_use` claim required (Cognito).
+    token_use: Option<TokenUse>,
 }
 
 enum KeySource {
@@ -42,10 +48,11 @@ impl ExternalVerifier {
         leeway_secs: u64,
         fetches: Arc<AtomicU64>,
     ) -> AuthResult<Self> {
-        cfg.validate()?;
-        let algs: Vec<jsonwebtoken::Algorithm> = cfg
-            .effective_algorithms()
-            .into_iter()
+        let r = cfg.resolve()?;
+        let algs: Vec<jsonwebtoken::Algorithm> = r
+            .algorithms
+            .iter()
+            .copied()
             .map(Algorithm::to_jwt)
             .collect();
         let validations = algs
@@ -55,17 +62,24 @@ impl ExternalVerifier {
                 v.algorithms = vec![alg];
                 v.leeway = leeway_secs;
                 v.validate_nbf = true;
-                v.set_audience(&[cfg.audience.as_str()]);
-                v.set_issuer(&[cfg.issuer.as_str()]);
-                v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+                v.set_issuer(&[r.issuer.as_str()]);
+                if r.audiences.is_empty() {
+                    // Cognito access tokens carry `client_id`, not `aud`
+                    // (checked after the signature).
+                    v.validate_aud = false;
+                    v.set_required_spec_claims(&["exp", "iss", "sub"]);
+                } else {
+                    v.set_audience(&r.audiences);
+                    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+                }
                 (alg, v)
             })
             .collect();
-        let source = match (&cfg.jwt_secret, &cfg.jwks_url) {
-            (Some(secret), _) => {
+        let source = match r.key {
+            KeyConfig::Secret(secret) => {
                 KeySource::Secret(DecodingKey::from_secret(secret.expose().as_bytes()))
             }
-            (None, Some(url)) => {
+            KeyConfig::Jwks(url) => {
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_millis(cfg.jwks_timeout_ms))
                     .redirect(reqwest::redirect::Policy::limited(3))
@@ -74,27 +88,25 @@ impl ExternalVerifier {
                         Error::internal("cannot build the HTTP client for JWKS").with_source(e)
                     })?;
                 KeySource::Jwks(Box::new(JwksCache {
-                    url: url.clone(),
+                    url,
                     client,
                     algorithms: algs,
                     ttl: Duration::from_secs(cfg.jwks_cache_secs),
                     min_refresh: Duration::from_secs(cfg.jwks_min_refresh_secs),
+                    keep_removed: Duration::from_secs(cfg.jwks_keep_removed_secs),
                     state: RwLock::new(None),
                     fetch_lock: Mutex::new(None),
                     fetches,
                 }))
             }
-            (None, None) => {
-                return Err(Error::invalid_input(
-                    "external issuer needs jwt_secret or jwks_url",
-                ))
-            }
         };
         Ok(ExternalVerifier {
-            issuer: cfg.issuer.clone(),
+            issuer: r.issuer,
             validations,
             source,
-            mapping: cfg.claim_mapping.clone(),
+            mapping: r.mapping,
+            client_ids: r.client_ids,
+            token_use: r.token_use,
         })
     }
 
@@ -121,15 +133,23 @@ impl ExternalVerifier {
         roles
     }
 
-    /// Whether the mapping's `permissions` claim of `claims` grants
-    /// `wanted` (exact permissions only: wildcards are never taken from an
-    /// external token).
+    /// Whether the mapping's `permissions` or `scopes` claim of `claims`
+    /// grants `wanted` (exact permissions only: wildcards are never taken
+    /// from an external token).
     pub(crate) fn grants(&self, claims: &Map<String, Value>, wanted: &Permission) -> bool {
-        let Some(path) = &self.mapping.permissions else {
-            return false;
-        };
-        path.strings(claims)
-            .into_iter()
+        let listed = self
+            .mapping
+            .permissions
+            .iter()
+            .flat_map(|p| p.strings(claims));
+        let scoped = self
+            .mapping
+            .scopes
+            .iter()
+            .flat_map(|p| p.strings(claims))
+            .flat_map(str::split_whitespace);
+        listed
+            .chain(scoped)
             .filter(|p| !p.contains('*'))
             .filter_map(|p| Permission::parse(p).ok())
             .any(|p| p.covers(wanted))
@@ -147,9 +167,26 @@ impl ExternalVerifier {
             KeySource::Secret(k) => k.clone(),
             KeySource::Jwks(cache) => cache.key(header.kid.as_deref()).await?,
         };
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key, validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, validation)
             .map(|d| d.claims)
-            .map_err(verify_error)
+            .map_err(verify_error)?;
+        if let Some(usage) = self.token_use {
+            if claims.get("token_use").and_then(Value::as_str) != Some(usage.as_str()) {
+                return Err(Error::unauthenticated(format!(
+                    "access token is not a Cognito {} token",
+                    usage.as_str()
+                )));
+            }
+        }
+        if !self.client_ids.is_empty() {
+            let client = claims.get("client_id").and_then(Value::as_str);
+            if !client.is_some_and(|c| self.client_ids.iter().any(|k| k == c)) {
+                return Err(Error::unauthenticated(
+                    "access token was issued to another client",
+                ));
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -163,6 +200,8 @@ struct JwksCache {
     algorithms: Vec<jsonwebtoken::Algorithm>,
     ttl: Duration,
     min_refresh: Duration,
+    /// How long a key that left the published set still verifies.
+    keep_removed: Duration,
     state: RwLock<Option<Arc<KeySet>>>,
     /// Held while fetching (one fetch at a time); holds the last attempt.
     fetch_lock: Mutex<Option<Instant>>,
@@ -173,13 +212,21 @@ struct KeySet {
     by_kid: HashMap<String, DecodingKey>,
     /// Usable keys without a `kid`.
     unnamed: Vec<DecodingKey>,
+    /// Keys no longer published, by `kid`, with when they were first seen
+    /// missing: usable for `keep_removed` after that (rotation grace).
+    retired: HashMap<String, (DecodingKey, Instant)>,
     fetched_at: Instant,
 }
 
 impl KeySet {
-    fn find(&self, kid: Option<&str>) -> Option<DecodingKey> {
+    fn find(&self, kid: Option<&str>, keep_removed: Duration) -> Option<DecodingKey> {
         match kid {
-            Some(k) => self.by_kid.get(k).cloned(),
+            Some(k) => self.by_kid.get(k).cloned().or_else(|| {
+                self.retired
+                    .get(k)
+                    .filter(|(_, removed)| removed.elapsed() < keep_removed)
+                    .map(|(key, _)| key.clone())
+            }),
             None => {
                 let mut all = self.by_kid.values().chain(self.unnamed.iter());
                 match (all.next(), all.next()) {
@@ -196,7 +243,7 @@ impl JwksCache {
         let current = self.state.read().await.clone();
         if let Some(set) = &current {
             if set.fetched_at.elapsed() < self.ttl {
-                if let Some(k) = set.find(kid) {
+                if let Some(k) = set.find(kid, self.keep_removed) {
                     return Ok(k);
                 }
             }
@@ -207,7 +254,7 @@ impl JwksCache {
         if let Some(set) = &current {
             // Someone else fetched while we waited.
             if set.fetched_at.elapsed() < self.ttl {
-                if let Some(k) = set.find(kid) {
+                if let Some(k) = set.find(kid, self.keep_removed) {
                     return Ok(k);
                 }
             }
@@ -221,21 +268,49 @@ impl JwksCache {
         }
         *last_attempt = Some(Instant::now());
         match self.fetch().await {
-            Ok(set) => {
-                let found = set.find(kid);
+            Ok(mut set) => {
+                if let Some(old) = &current {
+                    self.retire(old, &mut set);
+                }
+                let found = set.find(kid, self.keep_removed);
                 *self.state.write().await = Some(Arc::new(set));
                 found.ok_or_else(unknown_key)
             }
             Err(e) => {
                 // Serve the stale set rather than fail every request while
                 // the identity provider is down.
-                if let Some(k) = current.as_ref().and_then(|s| s.find(kid)) {
+                if let Some(k) = current
+                    .as_ref()
+                    .and_then(|s| s.find(kid, self.keep_removed))
+                {
                     tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; using the cached key set");
                     return Ok(k);
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Carries the keys of `old` that `new` no longer lists into `new`'s
+    /// retired keys, while `keep_removed` allows (none when it is zero).
+    fn retire(&self, old: &KeySet, new: &mut KeySet) {
+        if self.keep_removed.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let dropped = old
+            .by_kid
+            .iter()
+            .filter(|(kid, _)| !new.by_kid.contains_key(*kid))
+            .map(|(kid, key)| (kid.clone(), (key.clone(), now)));
+        let still = old
+            .retired
+            .iter()
+            .filter(|(kid, (_, removed))| {
+                !new.by_kid.contains_key(*kid) && removed.elapsed() < self.keep_removed
+            })
+            .map(|(kid, v)| (kid.clone(), v.clone()));
+        new.retired = dropped.chain(still).collect();
     }
 
     async fn fetch(&self) -> AuthResult<KeySet> {
@@ -300,6 +375,7 @@ impl JwksCache {
         Ok(KeySet {
             by_kid,
             unnamed,
+            retired: HashMap::new(),
             fetched_at: Instant::now(),
         })
     }

@@ -3,13 +3,15 @@
 mod config;
 mod external;
 mod keys;
+mod limiter;
 mod password;
+mod preset;
 mod refresh;
 mod store;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -22,12 +24,14 @@ use truststream_core_auth::{
 use truststream_core_db::Database;
 
 pub use config::{
-    Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, JwtAuthConfig, PasswordHashing,
-    PasswordPolicy, Revocation, SignInRateLimit, MIN_SECRET_BYTES,
+    Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, FailureStore, JwtAuthConfig,
+    PasswordHashing, PasswordPolicy, Preset, Revocation, SignInRateLimit, TokenUse,
+    MIN_SECRET_BYTES,
 };
 
 use crate::external::ExternalVerifier;
 use crate::keys::{check_kid, checked_header, verify_error, OwnKeys};
+use crate::limiter::Limiter;
 use crate::password::Passwords;
 use crate::refresh::RefreshKeys;
 use crate::store::{email_taken, Rotation, SessionRow, Store, Tables, UserRow};
@@ -81,7 +85,7 @@ pub struct JwtAuth {
     permissions: RolePermissions,
     externals: Vec<ExternalVerifier>,
     /// Failed sign-ins per email within the window.
-    failures: moka::sync::Cache<String, Arc<AtomicU32>>,
+    limiter: Limiter,
     jwks_fetches: Arc<AtomicU64>,
 }
 
@@ -95,6 +99,7 @@ impl std::fmt::Debug for JwtAuth {
             .field("revocation", &self.config.revocation)
             .field("tables", &self.store.tables)
             .field("database", &self.store.db.info())
+            .field("sign_in_failures", &self.config.sign_in_rate_limit.store)
             .field(
                 "external_issuers",
                 &self.externals.iter().map(|e| &e.issuer).collect::<Vec<_>>(),
@@ -148,16 +153,13 @@ impl JwtAuth {
             .map(|e| ExternalVerifier::new(e, config.leeway_secs, jwks_fetches.clone()))
             .collect::<AuthResult<Vec<_>>>()?;
         let passwords = Passwords::new(&config.argon2, &config.password_hashing)?;
-        let rl = &config.sign_in_rate_limit;
-        let failures = moka::sync::Cache::builder()
-            .max_capacity(rl.max_tracked.max(1))
-            .time_to_live(Duration::from_secs(rl.window_secs.max(1)))
-            .build();
         let store = Store {
             db,
             tables: Tables::new(&config.table_prefix),
         };
         store.ensure_schema().await?;
+        let limiter =
+            Limiter::new(&config.sign_in_rate_limit, &store.db, &config.table_prefix).await?;
         Ok(JwtAuth {
             config,
             keys,
@@ -166,7 +168,7 @@ impl JwtAuth {
             passwords,
             permissions,
             externals,
-            failures,
+            limiter,
             jwks_fetches,
         })
     }
@@ -325,24 +327,6 @@ impl JwtAuth {
         }
     }
 
-    fn record_failure(&self, email: &str) {
-        if self.config.sign_in_rate_limit.max_failures == 0 {
-            return;
-        }
-        self.failures
-            .get_with(email.to_string(), || Arc::new(AtomicU32::new(0)))
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn rate_limited(&self, email: &str) -> bool {
-        let max = self.config.sign_in_rate_limit.max_failures;
-        max > 0
-            && self
-                .failures
-                .get(email)
-                .is_some_and(|c| c.load(Ordering::Relaxed) >= max)
-    }
-
     async fn load_active_session(&self, id: &str) -> AuthResult<SessionRow> {
         match self.store.session(id).await? {
             Some(s) if s.is_active(Utc::now()) => Ok(s),
@@ -449,6 +433,8 @@ impl Auth for JwtAuth {
         c.revocation_checked = self.config.revocation == Revocation::Checked;
         c.sign_out_others = true;
         c.private_tables = self.store.tables.names();
+        c.private_tables
+            .extend(self.limiter.table().map(str::to_string));
         c
     }
 
@@ -531,7 +517,12 @@ impl Auth for JwtAuth {
                 false,
             ),
         };
-        if self.rate_limited(&email) {
+        if self
+            .limiter
+            .limited(&email)
+            .await
+            .map_err(|e| e.with_operation(op))?
+        {
             tracing::warn!("sign-in refused: too many failed attempts for one account");
             return Err(Error::new(
                 ErrorKind::RateLimited,
@@ -553,12 +544,18 @@ impl Auth for JwtAuth {
             .await?;
         match user {
             Some(user) if ok => {
-                self.failures.invalidate(&email);
+                self.limiter
+                    .clear(&email)
+                    .await
+                    .map_err(|e| e.with_operation(op))?;
                 tracing::info!(user_id = %user.id, "user signed in");
                 self.open_session(&user).await
             }
             _ => {
-                self.record_failure(&email);
+                self.limiter
+                    .record_failure(&email)
+                    .await
+                    .map_err(|e| e.with_operation(op))?;
                 tracing::info!("sign-in failed: invalid credentials");
                 Err(Error::unauthenticated(INVALID_CREDENTIALS).with_operation(op))
             }

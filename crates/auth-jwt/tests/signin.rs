@@ -106,6 +106,7 @@ async fn repeated_failures_for_one_account_are_rate_limited() {
         max_failures: 3,
         window_secs: 60,
         max_tracked: 1000,
+        ..SignInRateLimit::default()
     };
     let auth = provider(c).await;
     let email = unique_email();
