@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod jobs_cli;
 use truststream_runtime::{
     CompatibilityReport, Config, ConfigSources, HealthReport, Registries, DEFAULT_HEALTH_DEADLINE,
 };
@@ -66,6 +68,14 @@ enum Command {
     },
     /// The resolved configuration (JSON), secrets redacted.
     Config,
+    /// The configured job queue ([<profile>.jobs]): list, inspect, retry a
+    /// dead job, cancel a queued one, stats. Exit 0 done, 1 the provider or
+    /// the store failed, 2 bad arguments, 3 no such job, 4 the job's state
+    /// does not allow the action.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs_cli::JobsCommand,
+    },
     /// Serves Supabase's HTTP and WebSocket APIs over the configured
     /// providers: /rest/v1, /auth/v1, /storage/v1, /realtime/v1/websocket,
     /// /health and /metrics, so @supabase/supabase-js works against it
@@ -98,6 +108,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config => print_config(&config),
+        Command::Jobs { command } => run(|| jobs_cli::run(&config, command)),
         #[cfg(feature = "serve")]
         Command::Serve { bind } => run(|| async move { serve(&config, bind.as_deref()).await }),
         Command::Check => run(|| async {
