@@ -68,6 +68,14 @@ enum Command {
     },
     /// The resolved configuration (JSON), secrets redacted.
     Config,
+    /// Copies the database and the storage of one profile to another
+    /// (`--from`, `--to`): schema first (what the target cannot hold is
+    /// reported before anything is written), rows in primary-key batches,
+    /// objects streamed, then both sides verified (counts, digests, object
+    /// lists). Checkpoints go to a state file, so `--resume` continues an
+    /// interrupted run. Exit 1 on any difference or blocking issue.
+    #[cfg(feature = "migrate")]
+    Migrate(migrate_cli::MigrateArgs),
     /// The configured job queue ([<profile>.jobs]): list, inspect, retry a
     /// dead job, cancel a queued one, stats. Exit 0 done, 1 the provider or
     /// the store failed, 2 bad arguments, 3 no such job, 4 the job's state
@@ -108,6 +116,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config => print_config(&config),
+        #[cfg(feature = "migrate")]
+        Command::Migrate(args) => run(|| migrate_cli::run(sources.clone(), args)),
         Command::Jobs { command } => run(|| jobs_cli::run(&config, command)),
         #[cfg(feature = "serve")]
         Command::Serve { bind } => run(|| async move { serve(&config, bind.as_deref()).await }),
@@ -262,6 +272,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(feature = "migrate")]
+mod migrate_cli;
 
 fn registries() -> Arc<Registries> {
     Arc::new(Registries::compiled_in())
