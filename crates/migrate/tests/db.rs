@@ -1,6 +1,8 @@
 //! Database migrations: SQLite -> PostgreSQL (scratch schema per test),
 //! verification, resume after a lost checkpoint, what the target cannot hold.
 
+#![allow(clippy::unwrap_used)] // a failed setup step or assertion panics: this is a test
+
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! content types and metadata carried, verification naming what differs,
 //! resume from a bucket checkpoint.
 
+#![allow(clippy::unwrap_used)] // a failed setup step or assertion panics: this is a test
+
 use std::sync::Arc;
 
 use bytes::Bytes;

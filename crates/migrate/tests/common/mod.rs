@@ -1,6 +1,7 @@
 //! Shared fixtures: a five-table SQLite source with foreign keys, JSON,
 //! timestamps, NULLs, unicode and binary values.
 
+#![allow(clippy::unwrap_used)] // a failed setup step or assertion panics: this is a test
 #![allow(dead_code)]
 
 use std::sync::Arc;
