@@ -819,3 +819,121 @@ fn preset_names_round_trip() {
         json!(["cognito:groups"])
     );
 }
+
+// ---------------------------------------------------------------- layer
+
+/// The three presets side by side behind the require-auth layer
+/// (`require_auth(auth, Some("read:reports"))`): each vendor's token is
+/// admitted by what its claims map to, and refused alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_require_auth_layer_treats_every_preset_alike() {
+    const PROJECT_SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
+    let server = jwks_server(json!({"keys": [jwk("rsa_private.pem", "k1")]})).await;
+    let auth: Arc<dyn Auth> = Arc::new(
+        provider_with(vec![
+            auth0_issuer(&server.url),
+            cognito_issuer(&server.url, "access"),
+            preset(json!({
+                "preset": "supabase",
+                "project_url": SUPABASE_PROJECT,
+                "jwt_secret": PROJECT_SECRET,
+            })),
+        ])
+        .await,
+    );
+    let app = axum::Router::new().route(
+        "/reports",
+        axum::routing::get(|| async { "ok" }).layer(
+            truststream_auth_http::require_auth(auth.clone(), Some("read:reports")).unwrap(),
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/reports", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let status = |token: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let rs = |c: &Value| sign_rs256(c, "rsa_private.pem", Some("k1"));
+
+    // Auth0: the RBAC permission admits, its absence is 403.
+    let mut a0 = auth0_claims();
+    a0["permissions"] = json!(["read:reports"]);
+    assert_eq!(status(rs(&a0)).await, 200);
+    assert_eq!(status(rs(&auth0_claims())).await, 403);
+    // Cognito: the `member` group (read:*) admits; the id token is 401.
+    assert_eq!(status(rs(&cognito_access_claims())).await, 200);
+    assert_eq!(status(rs(&cognito_id_claims())).await, 401);
+    let mut no_group = cognito_access_claims();
+    no_group["cognito:groups"] = json!(["test-group-a"]);
+    assert_eq!(status(rs(&no_group)).await, 403);
+    // Supabase: app_metadata.roles admits; user_metadata does not.
+    assert_eq!(
+        status(sign_hs256(&supabase_claims(), PROJECT_SECRET.as_bytes())).await,
+        200
+    );
+    let mut self_made = supabase_claims();
+    self_made["app_metadata"] = json!({"provider": "email", "providers": ["email"]});
+    self_made["user_metadata"] = json!({"roles": ["member", "admin"]});
+    assert_eq!(
+        status(sign_hs256(&self_made, PROJECT_SECRET.as_bytes())).await,
+        403
+    );
+    // Expired tokens of each are 401.
+    for (mut c, sign) in [
+        (a0.clone(), true),
+        (cognito_access_claims(), true),
+        (supabase_claims(), false),
+    ] {
+        c["exp"] = json!(now() - 60);
+        let t = if sign {
+            rs(&c)
+        } else {
+            sign_hs256(&c, PROJECT_SECRET.as_bytes())
+        };
+        assert_eq!(status(t).await, 401);
+    }
+    // One fetch per JWKS issuer (each keeps its own key set; here both
+    // point at one loopback server).
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+}
+
+/// The provider built as the runtime builds it: the registry's `jwt`
+/// factory with the configuration as JSON.
+#[tokio::test]
+async fn presets_build_through_the_registry() {
+    let mut reg = truststream_core_auth::AuthRegistry::new("auth");
+    truststream_auth_jwt::register(&mut reg);
+    let cfg = json!({
+        "jwt_secret": SECRET,
+        "external_issuers": [
+            {"preset": "auth0", "tenant": AUTH0_TENANT, "audience": AUTH0_API},
+            {"preset": "cognito", "region": COGNITO_REGION, "user_pool_id": COGNITO_POOL,
+             "client_ids": [COGNITO_CLIENT]},
+        ],
+    });
+    let deps = || truststream_core_auth::AuthDeps {
+        db: Some(memory_db()),
+    };
+    let auth = reg.build("jwt", cfg.clone(), deps()).await.unwrap();
+    assert!(auth.capabilities().external_tokens);
+    // A missing tenant names the key through the same path.
+    let mut bad = cfg;
+    bad["external_issuers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("tenant");
+    let e = reg.build("jwt", bad, deps()).await.err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("missing `tenant`"), "{e}");
+}
