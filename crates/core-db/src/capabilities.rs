@@ -41,6 +41,15 @@ pub struct DbCapabilities {
     /// ([`crate::ErrorKind::Unsupported`]), or keeps it as metadata only
     /// (reported by `describe_table`) and promises nothing about it.
     pub foreign_keys: bool,
+    /// The JSON document operators [`crate::CmpOp::Contains`] (`cs`),
+    /// [`crate::CmpOp::ContainedBy`] (`cd`) and [`crate::CmpOp::Overlaps`]
+    /// (`ov`) work on JSON columns. `false`: they are
+    /// [`crate::ErrorKind::Unsupported`].
+    pub json_containment: bool,
+    /// [`crate::Filter::TextSearch`] (`fts`, `plfts`, `phfts`, `wfts`) works
+    /// with PostgreSQL's text-search semantics (stemming, stop words,
+    /// configurations). `false`: it is [`crate::ErrorKind::Unsupported`].
+    pub full_text_search: bool,
 }
 
 impl DbCapabilities {
@@ -60,6 +69,8 @@ impl DbCapabilities {
             max_bind_params: None,
             row_security: false,
             foreign_keys: false,
+            json_containment: false,
+            full_text_search: false,
         }
     }
 }

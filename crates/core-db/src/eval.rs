@@ -173,6 +173,13 @@ pub fn eval<'v>(
             result
         }
         Filter::Not(inner) => eval(inner, lookup)?.map(|b| !b),
+        Filter::TextSearch { column, kind, .. } => {
+            return Err(Error::unsupported(format!(
+                "full-text search ({} on {column}) needs a database with text search \
+                 (PostgreSQL); it is not evaluated in process",
+                kind.name()
+            )))
+        }
     })
 }
 
@@ -189,6 +196,12 @@ fn non_null(v: Option<&Value>) -> Option<&Value> {
 }
 
 fn eval_cmp(v: &Value, op: CmpOp, literal: &Value) -> Option<bool> {
+    match op {
+        CmpOp::Contains => return Some(json_contains(v, literal)),
+        CmpOp::ContainedBy => return Some(json_contains(literal, v)),
+        CmpOp::Overlaps => return Some(json_overlaps(v, literal)),
+        _ => {}
+    }
     match op {
         CmpOp::Like | CmpOp::ILike => match (v, literal) {
             (Value::String(s), Value::String(p)) => Some(like(s, p, op == CmpOp::ILike)),
@@ -210,9 +223,64 @@ fn eval_cmp(v: &Value, op: CmpOp, literal: &Value) -> Option<bool> {
                 CmpOp::Gte => ord != Ordering::Less,
                 CmpOp::Lt => ord == Ordering::Less,
                 CmpOp::Lte => ord != Ordering::Greater,
-                CmpOp::Like | CmpOp::ILike => return None,
+                _ => return None,
             })
         }
+    }
+}
+
+/// Whether the JSON document `a` contains `b`, as PostgreSQL's `jsonb @>`
+/// decides it (see [`CmpOp`]): scalars are equal (numbers numerically),
+/// objects contain each key of `b` with a containing value, arrays contain
+/// each element of `b` in some element; at the top level an array also
+/// contains a scalar it has as an element.
+///
+/// ```
+/// use serde_json::json;
+/// use truststream_core_db::eval::json_contains;
+/// assert!(json_contains(&json!({"a": [1, 2], "b": 3}), &json!({"a": [2.0]})));
+/// assert!(json_contains(&json!(["x", "y"]), &json!("x")));
+/// assert!(!json_contains(&json!([["x"]]), &json!(["x"])));
+/// ```
+pub fn json_contains(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(items), scalar) if !is_container(scalar) => {
+            items.iter().any(|i| json_scalar_eq(i, scalar))
+        }
+        _ => contains_nested(a, b),
+    }
+}
+
+fn contains_nested(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => b
+            .iter()
+            .all(|(k, bv)| a.get(k).is_some_and(|av| contains_nested(av, bv))),
+        (Value::Array(a), Value::Array(b)) => b
+            .iter()
+            .all(|bv| a.iter().any(|av| contains_nested(av, bv))),
+        (a, b) if !is_container(a) && !is_container(b) => json_scalar_eq(a, b),
+        _ => false,
+    }
+}
+
+/// Whether two JSON scalars are the same value (numbers numerically,
+/// `null` equals `null`).
+fn json_scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        _ => compare(a, b) == Some(Ordering::Equal),
+    }
+}
+
+/// Whether the JSON array `a` shares an element with the array `b` (scalars
+/// equal as in [`json_contains`]); false when either is not an array.
+pub fn json_overlaps(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(a), Value::Array(b)) => a
+            .iter()
+            .any(|x| !is_container(x) && b.iter().any(|y| json_scalar_eq(x, y))),
+        _ => false,
     }
 }
 
@@ -244,7 +312,8 @@ pub fn filter_columns(filter: &Filter) -> Vec<&ColumnRef> {
             | Filter::In { column, .. }
             | Filter::NotIn { column, .. }
             | Filter::IsNull { column }
-            | Filter::IsNotNull { column } => out.push(column),
+            | Filter::IsNotNull { column }
+            | Filter::TextSearch { column, .. } => out.push(column),
             Filter::And(parts) | Filter::Or(parts) => parts.iter().for_each(|p| walk(p, out)),
             Filter::Not(inner) => walk(inner, out),
         }
@@ -458,5 +527,59 @@ mod tests {
             mixed,
             [json!(true), json!(1), json!("a"), json!([1]), json!({})]
         );
+    }
+
+    #[test]
+    fn json_containment_follows_jsonb() {
+        let yes = [
+            (
+                json!({"a": 1, "b": [1, 2, {"c": "x"}]}),
+                json!({"b": [{"c": "x"}, 2.0]}),
+            ),
+            (json!([1, 2, [1, 3]]), json!([[1, 3]])),
+            (json!([1, 2, [1, 3]]), json!([2, 1])),
+            (json!(["a", "b"]), json!("a")),
+            (json!("a"), json!("a")),
+            (json!([]), json!([])),
+            (json!({"a": null}), json!({"a": null})),
+            (json!({"a": 1}), json!({})),
+        ];
+        for (a, b) in yes {
+            assert!(json_contains(&a, &b), "{a} @> {b}");
+        }
+        let no = [
+            (json!([["a"]]), json!(["a"])),
+            (json!({"a": ["x"]}), json!({"a": "x"})),
+            (json!("a"), json!(["a"])),
+            (json!([1]), json!({})),
+            (json!({"a": 1}), json!({"a": "1"})),
+            (json!([1, 2]), json!([1, 3])),
+            (json!([1, 2, [1, 3]]), json!([1, 3])),
+        ];
+        for (a, b) in no {
+            assert!(!json_contains(&a, &b), "{a} @> {b}");
+        }
+        assert!(json_overlaps(&json!(["a", 1]), &json!([1.0])));
+        assert!(!json_overlaps(&json!(["a"]), &json!(["b"])));
+        assert!(!json_overlaps(&json!({"a": 1}), &json!(["a"])));
+    }
+
+    #[test]
+    fn json_operators_in_filters_keep_three_valued_logic() {
+        let r = row(json!({"tags": ["a", "b"], "none": null}));
+        assert_eq!(ev(&col("tags").contains(json!(["b"])), &r), Some(true));
+        assert_eq!(
+            ev(&col("tags").contained_by(json!(["a", "b", "c"])), &r),
+            Some(true)
+        );
+        assert_eq!(ev(&col("tags").contained_by(json!(["a"])), &r), Some(false));
+        assert_eq!(ev(&col("tags").overlaps(["z", "a"]), &r), Some(true));
+        assert_eq!(ev(&col("none").contains(json!(["a"])), &r), None);
+        assert_eq!(ev(&not(col("none").overlaps(["a"])), &r), None);
+        let lookup = |c: &ColumnRef| Ok(r.get(&c.column).filter(|v| !v.is_null()));
+        let fts = col("tags").text_search("a", crate::TextSearchKind::Plain, None);
+        let e = eval(&fts, &lookup).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("plfts"), "{e}");
     }
 }

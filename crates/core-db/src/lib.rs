@@ -19,8 +19,8 @@ pub use changes::{ChangeFeed, ChangeKind, ChangeStream, RowChange};
 pub use ext::{to_row, DatabaseExt, Page, MAX_PAGE_SIZE};
 pub use operation::{Operation, OperationOutput};
 pub use query::{
-    and, col, not, or, AggFunc, CmpOp, ColumnRef, Cursor, Filter, Join, JoinKind, NullsOrder,
-    OrderBy, Query, SelectItem, SortDirection,
+    and, col, not, or, validate_text_search_config, AggFunc, CmpOp, ColumnRef, Cursor, Filter,
+    Join, JoinKind, NullsOrder, OrderBy, Query, SelectItem, SortDirection, TextSearchKind,
 };
 pub use schema::{
     AlterTable, ColumnDef, ColumnDefault, ColumnType, ForeignKey, IndexSpec, TableSchema,

@@ -101,6 +101,41 @@ impl ColumnRef {
     pub fn ilike(self, pattern: impl Into<String>) -> Filter {
         self.cmp(CmpOp::ILike, Value::String(pattern.into()))
     }
+    /// `column @> value` (PostgREST `cs`): the JSON (or array) column
+    /// contains the JSON document `value`, as PostgreSQL's `jsonb @>` means
+    /// it. See [`CmpOp::Contains`].
+    pub fn contains(self, value: impl Into<Value>) -> Filter {
+        self.cmp(CmpOp::Contains, value)
+    }
+    /// `column <@ value` (PostgREST `cd`): the JSON (or array) column is
+    /// contained by the JSON document `value`. See [`CmpOp::ContainedBy`].
+    pub fn contained_by(self, value: impl Into<Value>) -> Filter {
+        self.cmp(CmpOp::ContainedBy, value)
+    }
+    /// `column && values` (PostgREST `ov`): the array column shares at
+    /// least one element with `values`. See [`CmpOp::Overlaps`].
+    pub fn overlaps<V: Into<Value>>(self, values: impl IntoIterator<Item = V>) -> Filter {
+        self.cmp(
+            CmpOp::Overlaps,
+            Value::Array(values.into_iter().map(Into::into).collect()),
+        )
+    }
+    /// Full-text search of a text column (PostgREST `fts`, `plfts`, `phfts`,
+    /// `wfts`), with the text-search configuration `config` (`"english"`)
+    /// or the database's default. See [`Filter::TextSearch`].
+    pub fn text_search(
+        self,
+        query: impl Into<String>,
+        kind: TextSearchKind,
+        config: Option<&str>,
+    ) -> Filter {
+        Filter::TextSearch {
+            column: self,
+            query: query.into(),
+            kind,
+            config: config.map(str::to_string),
+        }
+    }
     /// `column IN (values)`.
     pub fn is_in<V: Into<Value>>(self, values: impl IntoIterator<Item = V>) -> Filter {
         Filter::In {
@@ -156,8 +191,29 @@ pub fn not(filter: Filter) -> Filter {
 }
 
 /// A comparison operator.
+///
+/// Non-exhaustive: operators are added without a breaking change, so a
+/// provider matching on it answers an operator it does not know with
+/// [`crate::ErrorKind::Unsupported`] naming it ([`CmpOp::name`]).
+///
+/// The JSON operators ([`CmpOp::Contains`], [`CmpOp::ContainedBy`],
+/// [`CmpOp::Overlaps`]) apply to JSON columns (which on PostgreSQL include
+/// array columns, read as JSON arrays) and follow PostgreSQL's `jsonb`
+/// document semantics in every provider that supports them
+/// ([`crate::DbCapabilities::json_containment`]):
+/// - a scalar contains an equal scalar (numbers compare numerically);
+/// - an object contains an object when each of the latter's keys is in the
+///   former with a value that contains the latter's value;
+/// - an array contains an array when each element of the latter is
+///   contained by some element of the former (order and duplicates do not
+///   matter);
+/// - at the top level only, an array contains a scalar it has as an element
+///   (`["a","b"]` contains `"a"`);
+/// - `a` is contained by `b` exactly when `b` contains `a`;
+/// - a NULL column is unknown (neither matches nor matches the negation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CmpOp {
     /// `=`
     Eq,
@@ -176,11 +232,114 @@ pub enum CmpOp {
     /// `ILIKE`
     #[serde(rename = "ilike")]
     ILike,
+    /// `@>`: the JSON column contains the value (PostgREST `cs`).
+    Contains,
+    /// `<@`: the JSON column is contained by the value (PostgREST `cd`).
+    ContainedBy,
+    /// `&&`: the JSON array column and the value (an array of strings,
+    /// numbers or booleans) share an element; numbers compare numerically
+    /// (PostgREST `ov`). A column holding a non-array is false.
+    Overlaps,
+}
+
+impl CmpOp {
+    /// The operator's PostgREST name (`eq`, `neq`, `gt`, `gte`, `lt`, `lte`,
+    /// `like`, `ilike`, `cs`, `cd`, `ov`), used in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "eq",
+            CmpOp::Ne => "neq",
+            CmpOp::Gt => "gt",
+            CmpOp::Gte => "gte",
+            CmpOp::Lt => "lt",
+            CmpOp::Lte => "lte",
+            CmpOp::Like => "like",
+            CmpOp::ILike => "ilike",
+            CmpOp::Contains => "cs",
+            CmpOp::ContainedBy => "cd",
+            CmpOp::Overlaps => "ov",
+        }
+    }
+
+    /// Whether this is one of the JSON document operators (`cs`, `cd`,
+    /// `ov`), which take a JSON column and a JSON value as is (not
+    /// normalized to the column's type) and need
+    /// [`crate::DbCapabilities::json_containment`].
+    pub fn is_json(self) -> bool {
+        matches!(self, CmpOp::Contains | CmpOp::ContainedBy | CmpOp::Overlaps)
+    }
+}
+
+/// How a full-text search query is read ([`Filter::TextSearch`]); the
+/// PostgreSQL function each maps to names the syntax.
+///
+/// Non-exhaustive, like [`CmpOp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TextSearchKind {
+    /// `to_tsquery`: the query is tsquery syntax (`fat & (rat | cat)`,
+    /// `!dog`, `sup:*`, `a <-> b`). PostgREST `fts`.
+    Tsquery,
+    /// `plainto_tsquery`: every word must occur. PostgREST `plfts`.
+    Plain,
+    /// `phraseto_tsquery`: the words must occur in this order, adjacent.
+    /// PostgREST `phfts`.
+    Phrase,
+    /// `websearch_to_tsquery`: web-search syntax (`"quoted phrase"`, `or`,
+    /// `-word`). PostgREST `wfts`.
+    Websearch,
+}
+
+impl TextSearchKind {
+    /// The operator's PostgREST name (`fts`, `plfts`, `phfts`, `wfts`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TextSearchKind::Tsquery => "fts",
+            TextSearchKind::Plain => "plfts",
+            TextSearchKind::Phrase => "phfts",
+            TextSearchKind::Websearch => "wfts",
+        }
+    }
+}
+
+/// Checks a text-search configuration name (`english`,
+/// `pg_catalog.english`): one or two identifiers of ASCII letters, digits and
+/// `_`, not starting with a digit, at most 63 bytes each. Providers bind it
+/// as a value as well; the check keeps anything else out of every query
+/// language.
+pub fn validate_text_search_config(config: &str) -> DbResult<()> {
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut parts = config.split('.');
+    let valid = match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), None, None) => ok_part(a),
+        (Some(a), Some(b), None) => ok_part(a) && ok_part(b),
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{:?} is not a text search configuration name (letters, digits and _, \
+             optionally schema-qualified, such as english or pg_catalog.english)",
+            config.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 /// A condition on rows.
+///
+/// Non-exhaustive: conditions are added without a breaking change; a
+/// provider answers one it does not know with
+/// [`crate::ErrorKind::Unsupported`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Filter {
     /// `column op value`.
     Cmp {
@@ -221,6 +380,22 @@ pub enum Filter {
     Or(Vec<Filter>),
     /// Not.
     Not(Box<Filter>),
+    /// Full-text search of a text column, as PostgreSQL means it:
+    /// `to_tsvector(config, column) @@ <kind>(config, query)` (without a
+    /// config, the database's default configuration). Needs
+    /// [`crate::DbCapabilities::full_text_search`]; a NULL column is
+    /// unknown.
+    TextSearch {
+        /// The column (a text column).
+        column: ColumnRef,
+        /// The search text, always bound.
+        query: String,
+        /// How the query is read.
+        kind: TextSearchKind,
+        /// The text-search configuration (`english`); checked by
+        /// [`validate_text_search_config`] and bound, never spliced.
+        config: Option<String>,
+    },
 }
 
 impl Filter {
@@ -269,6 +444,35 @@ impl Filter {
                 if matches!(op, CmpOp::Like | CmpOp::ILike) && !value.is_string() {
                     return Err(Error::invalid_input(format!(
                         "like/ilike on {column} needs a string pattern"
+                    )));
+                }
+                if *op == CmpOp::Overlaps {
+                    let scalars = value.as_array().is_some_and(|a| {
+                        a.iter()
+                            .all(|v| v.is_string() || v.is_number() || v.is_boolean())
+                    });
+                    if !scalars {
+                        return Err(Error::invalid_input(format!(
+                            "ov (overlaps) on {column} needs an array of strings, numbers or booleans"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Filter::TextSearch {
+                column,
+                query,
+                kind,
+                config,
+            } => {
+                column.validate()?;
+                if let Some(c) = config {
+                    validate_text_search_config(c)?;
+                }
+                if query.contains('\0') {
+                    return Err(Error::invalid_input(format!(
+                        "{} on {column}: the search text contains a NUL character",
+                        kind.name()
                     )));
                 }
                 Ok(())

@@ -479,6 +479,7 @@ impl Database for MemoryDatabase {
         c.change_feed_scope = Some(ChangeFeedScope::Instance);
         c.unique_constraints = true;
         c.foreign_keys = true;
+        c.json_containment = true;
         c.max_bind_params = None;
         c
     }

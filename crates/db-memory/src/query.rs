@@ -139,6 +139,16 @@ fn bind_literals(sources: &[Source<'_>], f: &Filter) -> Result<Filter, Error> {
                     }
                     value.clone()
                 }
+                op if op.is_json() => {
+                    if t != ColumnType::Json {
+                        return Err(Error::invalid_input(format!(
+                            "{} needs a json or array column; {column} has type {}",
+                            op.name(),
+                            type_name(t)
+                        )));
+                    }
+                    value.clone()
+                }
                 _ => normalize(&name, t, value)?,
             };
             Filter::Cmp {
@@ -179,6 +189,18 @@ fn bind_literals(sources: &[Source<'_>], f: &Filter) -> Result<Filter, Error> {
                 .collect::<Result<_, _>>()?,
         ),
         Filter::Not(inner) => Filter::Not(Box::new(bind_literals(sources, inner)?)),
+        Filter::TextSearch { column, kind, .. } => {
+            ty(column)?;
+            return Err(Error::unsupported(format!(
+                "full-text search ({} on {column}) needs PostgreSQL; the memory provider has none",
+                kind.name()
+            )));
+        }
+        _ => {
+            return Err(Error::unsupported(
+                "the memory provider does not support this kind of filter",
+            ))
+        }
     })
 }
 

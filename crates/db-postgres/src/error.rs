@@ -85,7 +85,7 @@ pub(crate) fn classify(code: &str) -> ErrorKind {
         // 42830: a foreign key whose referenced columns have no unique
         // constraint (the table's own definition is at fault).
         "42601" | "42703" | "42883" | "42804" | "42P18" | "42702" | "42803" | "42P02" | "42846"
-        | "42725" | "42P08" | "42830" => ErrorKind::InvalidInput,
+        | "42725" | "42P08" | "42830" | "42704" => ErrorKind::InvalidInput,
         _ => ErrorKind::Internal,
     }
 }
@@ -100,6 +100,8 @@ mod tests {
         assert_eq!(classify("23503"), ErrorKind::Conflict);
         assert_eq!(classify("2BP01"), ErrorKind::Conflict);
         assert_eq!(classify("42830"), ErrorKind::InvalidInput);
+        // An unknown text-search configuration (`fts(nosuch)`).
+        assert_eq!(classify("42704"), ErrorKind::InvalidInput);
         assert_eq!(classify("23502"), ErrorKind::InvalidInput);
         assert_eq!(classify("22P02"), ErrorKind::InvalidInput);
         assert_eq!(classify("42P01"), ErrorKind::NotFound);

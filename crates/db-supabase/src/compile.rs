@@ -80,6 +80,8 @@ struct Leaf {
 #[derive(Debug, Clone, PartialEq)]
 enum LeafOp {
     Cmp(CmpOp, String),
+    /// `fts|plfts|phfts|wfts[(config)].query`.
+    TextSearch(&'static str, Option<String>, String),
     In(Vec<String>),
     IsNull,
 }
@@ -137,7 +139,17 @@ fn nnf(table: &str, f: &Filter, negated: bool) -> Step<Node> {
             let column = column_of(table, column)?;
             let text = match op {
                 CmpOp::Like | CmpOp::ILike => like_pattern(value),
-                _ => value_text(value),
+                CmpOp::Contains | CmpOp::ContainedBy => json_text(value),
+                CmpOp::Overlaps => array_literal(value),
+                CmpOp::Eq | CmpOp::Ne | CmpOp::Gt | CmpOp::Gte | CmpOp::Lt | CmpOp::Lte => {
+                    value_text(value)
+                }
+                other => {
+                    return Err(NeedsSql(format!(
+                        "the operator {} has no PostgREST form here",
+                        other.name()
+                    )))
+                }
             };
             let text = match text {
                 Ok(t) => t,
@@ -206,6 +218,24 @@ fn nnf(table: &str, f: &Filter, negated: bool) -> Step<Node> {
             fold(is_and, items)
         }
         Filter::Not(inner) => return nnf(table, inner, !negated),
+        Filter::TextSearch {
+            column,
+            query,
+            kind,
+            config,
+        } => {
+            if query.contains('\0') {
+                return Ok(Err(Error::invalid_input(
+                    "a search text contains a NUL character, which PostgreSQL text cannot hold",
+                )));
+            }
+            Node::Leaf(Leaf {
+                column: column_of(table, column)?,
+                negate: negated,
+                op: LeafOp::TextSearch(kind.name(), config.clone(), query.clone()),
+            })
+        }
+        _ => return Err(NeedsSql("a filter with no PostgREST form".into())),
     }))
 }
 
@@ -248,7 +278,34 @@ fn op_name(op: CmpOp) -> &'static str {
         CmpOp::Lte => "lte",
         CmpOp::Like => "like",
         CmpOp::ILike => "ilike",
+        other => other.name(),
     }
+}
+
+/// The JSON text of a `cs`/`cd` value (a jsonb document for PostgREST).
+fn json_text(v: &Value) -> DbResult<String> {
+    let s = serde_json::to_string(v)
+        .map_err(|e| Error::invalid_input(format!("value not encodable: {e}")))?;
+    if s.contains("\\u0000") {
+        return Err(Error::invalid_input(
+            "a filter value contains a NUL character, which PostgreSQL text cannot hold",
+        ));
+    }
+    Ok(s)
+}
+
+/// An `ov` value (an array of scalars, validated) as a PostgreSQL array
+/// literal `{"a","b",1}`: strings double-quoted with `\` escapes.
+fn array_literal(v: &Value) -> DbResult<String> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| Error::invalid_input("ov (overlaps) needs an array"))?;
+    let mut parts = Vec::with_capacity(items.len());
+    for item in items {
+        let t = value_text(item)?;
+        parts.push(if item.is_string() { quote(&t) } else { t });
+    }
+    Ok(format!("{{{}}}", parts.join(",")))
 }
 
 /// Double-quotes `s` with `\` before `"` and `\`.
@@ -296,6 +353,20 @@ fn leaf_op(leaf: &Leaf, in_logic: bool) -> String {
             s.push(')');
         }
         LeafOp::IsNull => s.push_str("is.null"),
+        LeafOp::TextSearch(op, config, q) => {
+            s.push_str(op);
+            if let Some(c) = config {
+                s.push('(');
+                s.push_str(c);
+                s.push(')');
+            }
+            s.push('.');
+            if in_logic && needs_quote(q) {
+                s.push_str(&quote(q));
+            } else {
+                s.push_str(q);
+            }
+        }
     }
     s
 }
@@ -505,6 +576,44 @@ mod tests {
         assert_eq!(
             params(col("a").eq(json!({"k": [1, 2]}))),
             [p("a", "eq.{\"k\":[1,2]}")]
+        );
+    }
+
+    #[test]
+    fn json_operators_and_text_search_pass_through() {
+        use serde_json::json;
+        use truststream_core_db::TextSearchKind;
+        assert_eq!(
+            params(col("tags").contains(json!(["a", "b,c"]))),
+            [p("tags", "cs.[\"a\",\"b,c\"]")]
+        );
+        assert_eq!(
+            params(col("meta").contained_by(json!({"k": 1}))),
+            [p("meta", "cd.{\"k\":1}")]
+        );
+        assert_eq!(
+            params(col("tags").contains("a")),
+            [p("tags", "cs.\"a\"")],
+            "a scalar document is JSON text"
+        );
+        assert_eq!(
+            params(col("tags").overlaps(["a", "b\"c"])),
+            [p("tags", "ov.{\"a\",\"b\\\"c\"}")]
+        );
+        assert_eq!(
+            params(not(col("body").text_search(
+                "fat cats",
+                TextSearchKind::Websearch,
+                Some("english")
+            ))),
+            [p("body", "not.wfts(english).fat cats")]
+        );
+        assert_eq!(
+            params(or([
+                col("body").text_search("a,b", TextSearchKind::Plain, None),
+                col("tags").contains(json!(["x"])),
+            ])),
+            [p("or", "(body.plfts.\"a,b\",tags.cs.\"[\\\"x\\\"]\")")]
         );
     }
 

@@ -580,6 +580,10 @@ impl Database for SupabaseDb {
         }
         c.unique_constraints = true;
         c.row_security = true;
+        // PostgREST's `cs`/`cd` (jsonb) and `fts`/`plfts`/`phfts`/`wfts`;
+        // `ov` is PostgREST's array overlap (native array columns).
+        c.json_containment = true;
+        c.full_text_search = true;
         if self.feed.is_some() {
             c.change_feed = true;
             c.change_feed_scope = Some(ChangeFeedScope::Database);

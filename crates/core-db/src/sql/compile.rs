@@ -57,7 +57,8 @@ use base64::Engine as _;
 use crate::ident::{self, quote};
 use crate::{
     AggFunc, AlterTable, CmpOp, ColumnDef, ColumnDefault, ColumnRef, ColumnType, DbResult, Error,
-    Filter, IndexSpec, JoinKind, Query, Row, SelectItem, SortDirection, TableSchema, Value,
+    Filter, IndexSpec, JoinKind, Query, Row, SelectItem, SortDirection, TableSchema,
+    TextSearchKind, Value,
 };
 
 /// The SQL dialect to generate.
@@ -332,7 +333,17 @@ fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
                         }
                     }
                 }
-                _ => {
+                CmpOp::Contains | CmpOp::ContainedBy | CmpOp::Overlaps => {
+                    if r.def.ty != ColumnType::Json {
+                        return Err(Error::invalid_input(format!(
+                            "{} needs a json or array column; {column} has type {}",
+                            op.name(),
+                            type_name(r.def.ty)
+                        )));
+                    }
+                    json_op(w, &expr, *op, value, &r.def.name);
+                }
+                CmpOp::Eq | CmpOp::Ne | CmpOp::Gt | CmpOp::Gte | CmpOp::Lt | CmpOp::Lte => {
                     let sym = match op {
                         CmpOp::Eq => "=",
                         CmpOp::Ne => "<>",
@@ -345,6 +356,60 @@ fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
                     w.bind(value.clone(), Some(r.def.ty), &r.def.name);
                 }
             }
+        }
+        Filter::TextSearch {
+            column,
+            query,
+            kind,
+            config,
+        } => {
+            let r = resolve(sources, sources.len(), column)?;
+            let expr = column_expr(sources, &r);
+            if w.dialect != SqlDialect::Postgres {
+                return Err(Error::unsupported(format!(
+                    "full-text search ({} on {column}) needs PostgreSQL; the {} provider has none",
+                    kind.name(),
+                    w.dialect.name()
+                )));
+            }
+            if r.def.ty != ColumnType::Text {
+                return Err(Error::invalid_input(format!(
+                    "{} needs a text column; {column} has type {}",
+                    kind.name(),
+                    type_name(r.def.ty)
+                )));
+            }
+            let func = match kind {
+                TextSearchKind::Plain => "plainto_tsquery",
+                TextSearchKind::Phrase => "phraseto_tsquery",
+                TextSearchKind::Websearch => "websearch_to_tsquery",
+                _ => "to_tsquery",
+            };
+            match config {
+                Some(c) => {
+                    crate::validate_text_search_config(c)?;
+                    w.push("to_tsvector(");
+                    w.bind(
+                        Value::String(c.clone()),
+                        Some(ColumnType::Text),
+                        &r.def.name,
+                    );
+                    w.push(&format!("::regconfig, {expr}) @@ {func}("));
+                    w.bind(
+                        Value::String(c.clone()),
+                        Some(ColumnType::Text),
+                        &r.def.name,
+                    );
+                    w.push("::regconfig, ");
+                }
+                None => w.push(&format!("to_tsvector({expr}) @@ {func}(")),
+            }
+            w.bind(
+                Value::String(query.clone()),
+                Some(ColumnType::Text),
+                &r.def.name,
+            );
+            w.push(")");
         }
         Filter::In { column, values } | Filter::NotIn { column, values } => {
             let negated = matches!(f, Filter::NotIn { .. });
@@ -400,6 +465,245 @@ fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
         }
     }
     Ok(())
+}
+
+/// Compiles `expr cs|cd|ov value` on a JSON column (`value` validated: not
+/// null, for `ov` an array of scalars). A NULL column is unknown in both
+/// dialects.
+///
+/// PostgreSQL: the column is read through `to_jsonb` (so `json`, `jsonb`
+/// and array columns all work) and compared with the value bound as
+/// `jsonb`. SQLite (JSON kept as text): the value's structure is known at
+/// compile time, so the containment test is unrolled over it into
+/// `json_each` subqueries; only the value's scalars and object keys are
+/// bound.
+fn json_op(w: &mut Writer, expr: &str, op: CmpOp, value: &Value, column: &str) {
+    match w.dialect {
+        SqlDialect::Postgres => {
+            let doc = format!("to_jsonb({expr})");
+            match op {
+                CmpOp::Overlaps => {
+                    w.push(&format!(
+                        "(CASE WHEN jsonb_typeof({doc}) = 'array' THEN EXISTS (SELECT 1 FROM \
+                         jsonb_array_elements({doc}) AS \"_ts_l\"(v) JOIN jsonb_array_elements("
+                    ));
+                    w.bind(value.clone(), Some(ColumnType::Json), column);
+                    w.push(&format!(
+                        ") AS \"_ts_r\"(v) ON \"_ts_l\".v = \"_ts_r\".v) \
+                         WHEN {expr} IS NOT NULL THEN false END)"
+                    ));
+                }
+                _ => {
+                    let sym = if op == CmpOp::ContainedBy { "<@" } else { "@>" };
+                    w.push(&format!("{doc} {sym} "));
+                    w.bind(value.clone(), Some(ColumnType::Json), column);
+                }
+            }
+        }
+        SqlDialect::Sqlite => {
+            let mut j = SqliteJson {
+                column: std::sync::Arc::from(column),
+                next_alias: 0,
+            };
+            let root = JsonNode::Root(expr.to_string());
+            w.push(&format!(
+                "(CASE WHEN {expr} IS NULL THEN NULL WHEN NOT json_valid({expr}) THEN 0 ELSE "
+            ));
+            match op {
+                CmpOp::Contains => j.contains(w, &root, value, true),
+                CmpOp::ContainedBy => j.contained(w, &root, value, true),
+                _ => j.overlaps(w, &root, value),
+            }
+            w.push(" END)");
+        }
+    }
+}
+
+/// A JSON value inside a SQLite expression: the column itself, or a row of a
+/// `json_each` subquery (by its alias).
+enum JsonNode {
+    Root(String),
+    Each(String),
+}
+
+impl JsonNode {
+    /// Its `json_type` (`null`, `true`, `false`, `integer`, `real`, `text`,
+    /// `array`, `object`).
+    fn ty(&self) -> String {
+        match self {
+            JsonNode::Root(e) => format!("json_type({e})"),
+            JsonNode::Each(a) => format!("{a}.type"),
+        }
+    }
+    /// Its SQL value when a scalar.
+    fn atom(&self) -> String {
+        match self {
+            JsonNode::Root(e) => format!("json_extract({e}, '$')"),
+            JsonNode::Each(a) => format!("{a}.value"),
+        }
+    }
+    /// Its JSON text when an array or object.
+    fn doc(&self) -> String {
+        match self {
+            JsonNode::Root(e) => e.clone(),
+            JsonNode::Each(a) => format!("{a}.value"),
+        }
+    }
+}
+
+/// Unrolls JSON containment over a known value into SQLite SQL.
+struct SqliteJson {
+    column: std::sync::Arc<str>,
+    next_alias: usize,
+}
+
+impl SqliteJson {
+    fn alias(&mut self) -> String {
+        self.next_alias += 1;
+        format!("\"_ts_j{}\"", self.next_alias)
+    }
+
+    /// `node` is the scalar `v` (numbers numerically).
+    fn scalar_eq(&self, w: &mut Writer, node: &JsonNode, v: &Value) {
+        let t = node.ty();
+        match v {
+            Value::Null => w.push(&format!("({t} = 'null')")),
+            Value::Bool(true) => w.push(&format!("({t} = 'true')")),
+            Value::Bool(false) => w.push(&format!("({t} = 'false')")),
+            Value::String(_) => {
+                w.push(&format!("({t} = 'text' AND {} = ", node.atom()));
+                w.bind_shared(v.clone(), None, self.column.clone());
+                w.push(")");
+            }
+            _ => {
+                w.push(&format!(
+                    "({t} IN ('integer', 'real') AND {} = ",
+                    node.atom()
+                ));
+                w.bind_shared(v.clone(), None, self.column.clone());
+                w.push(")");
+            }
+        }
+    }
+
+    /// `node @> v`. Every `json_each` over a node is behind a `CASE` on the
+    /// node's type, so a string is never parsed as JSON (SQLite may
+    /// reorder `AND` terms, `CASE` is evaluated in order).
+    fn contains(&mut self, w: &mut Writer, node: &JsonNode, v: &Value, top: bool) {
+        match v {
+            Value::Object(map) => {
+                w.push(&format!("(CASE WHEN {} = 'object' THEN (1", node.ty()));
+                for (k, item) in map {
+                    let a = self.alias();
+                    w.push(&format!(
+                        " AND EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE {a}.key = ",
+                        node.doc()
+                    ));
+                    w.bind_shared(Value::String(k.clone()), None, self.column.clone());
+                    w.push(" AND ");
+                    self.contains(w, &JsonNode::Each(a), item, false);
+                    w.push(")");
+                }
+                w.push(") ELSE 0 END)");
+            }
+            Value::Array(items) => {
+                w.push(&format!("(CASE WHEN {} = 'array' THEN (1", node.ty()));
+                for item in items {
+                    let a = self.alias();
+                    w.push(&format!(
+                        " AND EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE ",
+                        node.doc()
+                    ));
+                    self.contains(w, &JsonNode::Each(a), item, false);
+                    w.push(")");
+                }
+                w.push(") ELSE 0 END)");
+            }
+            scalar => {
+                if top {
+                    // At the top level an array contains a scalar element.
+                    let a = self.alias();
+                    w.push(&format!(
+                        "(CASE WHEN {} = 'array' THEN EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE ",
+                        node.ty(),
+                        node.doc()
+                    ));
+                    self.scalar_eq(w, &JsonNode::Each(a), scalar);
+                    w.push(") ELSE ");
+                    self.scalar_eq(w, node, scalar);
+                    w.push(" END)");
+                } else {
+                    self.scalar_eq(w, node, scalar);
+                }
+            }
+        }
+    }
+
+    /// `node <@ v`.
+    fn contained(&mut self, w: &mut Writer, node: &JsonNode, v: &Value, top: bool) {
+        match v {
+            Value::Object(map) => {
+                let a = self.alias();
+                w.push(&format!(
+                    "(CASE WHEN {} = 'object' THEN NOT EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE NOT (0",
+                    node.ty(),
+                    node.doc()
+                ));
+                for (k, item) in map {
+                    w.push(&format!(" OR ({a}.key = "));
+                    w.bind_shared(Value::String(k.clone()), None, self.column.clone());
+                    w.push(" AND ");
+                    self.contained(w, &JsonNode::Each(a.clone()), item, false);
+                    w.push(")");
+                }
+                w.push(")) ELSE 0 END)");
+            }
+            Value::Array(items) => {
+                let a = self.alias();
+                w.push(&format!(
+                    "(CASE WHEN {} = 'array' THEN NOT EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE NOT (0",
+                    node.ty(),
+                    node.doc()
+                ));
+                for item in items {
+                    w.push(" OR ");
+                    self.contained(w, &JsonNode::Each(a.clone()), item, false);
+                }
+                w.push(")) ELSE ");
+                // At the top level a scalar is contained by an array having it.
+                let scalars: Vec<&Value> = if top {
+                    items
+                        .iter()
+                        .filter(|i| !i.is_array() && !i.is_object())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                w.push("(0");
+                for item in scalars {
+                    w.push(" OR ");
+                    self.scalar_eq(w, node, item);
+                }
+                w.push(") END)");
+            }
+            scalar => self.scalar_eq(w, node, scalar),
+        }
+    }
+
+    /// `node` is an array sharing a scalar with `v` (an array of scalars).
+    fn overlaps(&mut self, w: &mut Writer, node: &JsonNode, v: &Value) {
+        let a = self.alias();
+        w.push(&format!(
+            "(CASE WHEN {} = 'array' THEN EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE 0",
+            node.ty(),
+            node.doc()
+        ));
+        for item in v.as_array().into_iter().flatten() {
+            w.push(" OR ");
+            self.scalar_eq(w, &JsonNode::Each(a.clone()), item);
+        }
+        w.push(") ELSE 0 END)");
+    }
 }
 
 fn check_unique_outputs<'s>(names: impl IntoIterator<Item = &'s str>) -> DbResult<()> {

@@ -590,6 +590,10 @@ impl<P: SqlProvider> Database for P {
         c.max_bind_params = Some(dialect.max_binds());
         // `scoped` (row-level security): PostgreSQL only.
         c.row_security = dialect == SqlDialect::Postgres;
+        // `cs`/`cd`/`ov`: `@>`/`<@` on PostgreSQL, unrolled `json_each`
+        // on SQLite. Text search: PostgreSQL only.
+        c.json_containment = true;
+        c.full_text_search = dialect == SqlDialect::Postgres;
         self.adjust_capabilities(&mut c);
         c
     }

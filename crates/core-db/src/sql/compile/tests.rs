@@ -585,3 +585,96 @@ fn renamed_columns_keep_their_references_and_stored_json_is_unchanged_without_an
     let back: TableSchema = serde_json::from_str(&json).unwrap();
     assert_eq!(back, plain);
 }
+
+fn docs_catalog() -> HashMap<String, TableSchema> {
+    let docs = TableSchema::new("docs")
+        .column(ColumnDef::integer("id").primary_key())
+        .column(ColumnDef::text("body"))
+        .column(ColumnDef::json("tags"));
+    [(docs.name.clone(), docs)].into_iter().collect()
+}
+
+fn docs_where(d: SqlDialect, f: Filter) -> DbResult<Statement> {
+    select(d, &docs_catalog(), "docs", &Query::new().filter(f)).map(|s| s.statement)
+}
+
+#[test]
+fn json_operators_bind_every_value_and_key() {
+    let value = json!({ HOSTILE: [HOSTILE, 1, true, null, {"k": 2.5}] });
+    for d in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+        for f in [
+            col("tags").contains(value.clone()),
+            col("tags").contained_by(value.clone()),
+            col("tags").overlaps([json!(HOSTILE), json!(3)]),
+        ] {
+            let s = docs_where(d, f).unwrap();
+            assert!(!s.sql.contains("DROP"), "{d:?}: {}", s.sql);
+            assert!(!s.binds.is_empty());
+        }
+    }
+    let s = docs_where(SqlDialect::Postgres, col("tags").contains(json!(["a"]))).unwrap();
+    assert!(
+        s.sql.ends_with("WHERE to_jsonb(\"docs\".\"tags\") @> $1"),
+        "{}",
+        s.sql
+    );
+    assert_eq!(s.binds[0].ty, Some(ColumnType::Json));
+    let s = docs_where(SqlDialect::Postgres, col("tags").contained_by(json!(["a"]))).unwrap();
+    assert!(s.sql.contains("<@ $1"), "{}", s.sql);
+}
+
+#[test]
+fn json_operators_need_a_json_column_and_valid_values() {
+    for d in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+        let e = docs_where(d, col("body").contains(json!(["a"]))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("cs needs a json"), "{e}");
+        let e = docs_where(d, col("tags").overlaps([json!({"a": 1})])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let e = docs_where(d, col("tags").contains(Value::Null)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+}
+
+#[test]
+fn text_search_binds_config_and_query_on_postgres_only() {
+    let f = col("body").text_search(HOSTILE, TextSearchKind::Websearch, Some("english"));
+    let s = docs_where(SqlDialect::Postgres, f.clone()).unwrap();
+    assert_eq!(
+        s.sql.split(" WHERE ").nth(1).unwrap(),
+        "to_tsvector($1::regconfig, \"docs\".\"body\") @@ websearch_to_tsquery($2::regconfig, $3)"
+    );
+    assert_eq!(
+        s.values(),
+        vec![json!("english"), json!("english"), json!(HOSTILE)]
+    );
+    let s = docs_where(
+        SqlDialect::Postgres,
+        col("body").text_search("fat & rat", TextSearchKind::Tsquery, None),
+    )
+    .unwrap();
+    assert!(s
+        .sql
+        .ends_with("to_tsvector(\"docs\".\"body\") @@ to_tsquery($1)"));
+    for kind in [TextSearchKind::Plain, TextSearchKind::Phrase] {
+        let s = docs_where(
+            SqlDialect::Postgres,
+            col("body").text_search("a", kind, None),
+        )
+        .unwrap();
+        assert!(s.sql.contains("to_tsquery($1)"), "{}", s.sql);
+    }
+    let e = docs_where(SqlDialect::Sqlite, f).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("wfts"), "{e}");
+    for bad in [HOSTILE, "english'", "a.b.c", "", "1abc", "eng lish"] {
+        let f = col("body").text_search("x", TextSearchKind::Plain, Some(bad));
+        let e = docs_where(SqlDialect::Postgres, f).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
+    }
+    let f = col("body").text_search("x", TextSearchKind::Plain, Some("pg_catalog.english"));
+    assert!(docs_where(SqlDialect::Postgres, f).is_ok());
+    let f = col("tags").text_search("x", TextSearchKind::Plain, None);
+    let e = docs_where(SqlDialect::Postgres, f).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
