@@ -43,13 +43,18 @@ pub(crate) fn build(hub: &Arc<Hub>) -> (socketioxide::layer::SocketIoLayer, Sock
         let weak = weak.clone();
         move |s: SocketRef, TryData(auth): TryData<Value>| {
             let weak = weak.clone();
-            async move { authenticate(weak, s, auth.ok()).await }
+            async move {
+                authenticate(&weak, &s, auth.ok()).await?;
+                connected(weak, s);
+                Ok::<(), Refused>(())
+            }
         }
     };
-    let on_connect = move |s: SocketRef| {
-        let weak = weak.clone();
-        async move { connected(weak, s) }
-    };
+    // The connection is set up in the middleware, once the token passed:
+    // socketioxide sends the connect packet before it calls the connect
+    // handler, in a task of its own, so an event the client sends right
+    // after connecting could find no handler registered yet.
+    let on_connect = async |_: SocketRef| {};
     io.ns("/", on_connect.with(check));
     (layer, io)
 }
@@ -68,7 +73,7 @@ impl std::fmt::Display for Refused {
 /// The connect middleware: the `auth` payload's `token` is checked by the
 /// auth provider (deny by default: a server without one accepts clients
 /// only with `allow_anonymous`).
-async fn authenticate(hub: Weak<Hub>, s: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
+async fn authenticate(hub: &Weak<Hub>, s: &SocketRef, auth: Option<Value>) -> Result<(), Refused> {
     let Some(hub) = hub.upgrade() else {
         return Err(Refused("the realtime server was shut down".into()));
     };
@@ -98,11 +103,11 @@ async fn authenticate(hub: Weak<Hub>, s: SocketRef, auth: Option<Value>) -> Resu
                 refuse("unauthenticated: the access token is invalid or expired")
             }
         },
-        (Some(_), None) => {
-            refuse("unauthenticated: connect with auth: { token: <access token> }")
-        }
+        (Some(_), None) => refuse("unauthenticated: connect with auth: { token: <access token> }"),
         (None, _) if hub.config.allow_anonymous => Ok(()),
-        (None, _) => refuse("unauthenticated: this server has no auth provider and does not allow anonymous clients"),
+        (None, _) => {
+            refuse("unauthenticated: no anonymous clients (the server has no auth provider)")
+        }
     }
 }
 
