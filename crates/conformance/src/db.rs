@@ -29,6 +29,7 @@ use crate::harness::{run_cases, Case, Factory};
 mod capability;
 mod describe;
 mod foreign;
+mod operators;
 use crate::{ensure, ensure_eq, expect_kind, CaseResult, Failure, Report};
 
 /// Builds a fresh database per case.
@@ -212,6 +213,26 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
             "capability.unique_constraints",
             SCHEMA,
             capability::unique_constraints
+        ),
+        case!(
+            "query.json_containment",
+            &["schema", "json_containment"],
+            operators::json_containment
+        ),
+        case!(
+            "query.full_text_search",
+            &["schema", "full_text_search"],
+            operators::full_text_search
+        ),
+        case!(
+            "capability.json_containment",
+            SCHEMA,
+            operators::json_containment_flag
+        ),
+        case!(
+            "capability.full_text_search",
+            SCHEMA,
+            operators::full_text_search_flag
         ),
     ]
 }

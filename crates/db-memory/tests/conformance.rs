@@ -28,13 +28,14 @@ async fn memory_passes_the_database_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn memory_skips_exactly_the_raw_sql_cases() {
+async fn memory_skips_exactly_the_raw_sql_and_text_search_cases() {
     let report = db::run("memory", memory_factory(), None).await;
     assert_eq!(
         report.skipped_cases(),
         vec![
             "aggregate.raw_query_guide_sql",
-            "raw.one_statement_per_call"
+            "raw.one_statement_per_call",
+            "query.full_text_search"
         ]
     );
 }
