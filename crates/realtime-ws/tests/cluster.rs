@@ -759,3 +759,47 @@ fn heard(rt: &WsRealtime) -> bool {
     rt.cluster_stats()
         .is_some_and(|s| s.received.load(Ordering::Relaxed) > 0)
 }
+
+/// A hub whose broker is unreachable starts all the same (serving its own
+/// members) and reports the cluster degraded, with either broker; the
+/// broker URL (which may hold credentials) is not in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_its_broker_serves_locally_and_reports_degraded() {
+    for (broker, scheme) in [("nats", "nats"), ("redis", "redis")] {
+        let url = format!("{scheme}://user:s3cret@127.0.0.1:{}", free_port());
+        let hub = tokio::time::timeout(
+            Duration::from_secs(10),
+            WsRealtime::start(
+                hub_config(broker, &url, &prefix("down"), "lonely"),
+                None,
+                None,
+            ),
+        )
+        .await
+        .expect("the hub starts without waiting for its broker")
+        .unwrap();
+        let ch = hub
+            .channel("room", ChannelOptions::new().broadcast_self(true))
+            .await
+            .unwrap();
+        let got = Arc::new(AtomicUsize::new(0));
+        let g = got.clone();
+        let _sub = ch.on(
+            "e",
+            handler(move |_| {
+                g.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        ch.join().await.unwrap();
+        ch.send("e", json!({})).await.unwrap();
+        wait_until("the local delivery", Duration::from_secs(5), async || {
+            got.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let health = hub.health().await;
+        assert!(!health.is_healthy(), "{broker}: {health:?}");
+        let message = health.message.unwrap_or_default();
+        assert!(message.contains("cluster degraded"), "{broker}: {message}");
+        assert!(!message.contains("s3cret"), "{broker}: {message}");
+    }
+}

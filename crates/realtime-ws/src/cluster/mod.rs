@@ -853,6 +853,22 @@ mod tests {
     }
 
     #[test]
+    fn the_hub_config_carries_the_cluster_table() {
+        let c: crate::WsRealtimeConfig = serde_json::from_value(json!({
+            "cluster": {"broker": "redis", "url": "redis://127.0.0.1:6379", "node_id": "a"}
+        }))
+        .unwrap();
+        let cluster = c.cluster.clone().unwrap();
+        assert_eq!(cluster.broker, "redis");
+        assert_eq!(cluster.node_timeout_ms, 3000);
+        c.validate().unwrap();
+        let bad: Result<crate::WsRealtimeConfig, _> = serde_json::from_value(json!({
+            "cluster": {"broker": "redis", "url": "redis://x", "node_id": "a", "nodes": 3}
+        }));
+        assert!(bad.is_err(), "unknown cluster keys are refused");
+    }
+
+    #[test]
     fn config_is_checked_and_never_shows_the_url() {
         let mut c = ClusterConfig::new("nats", "nats://user:hunter2@127.0.0.1:4222", "node-1");
         assert!(!format!("{c:?}").contains("hunter2"));
