@@ -3,6 +3,8 @@
 //! `on_conflict`, and the `Prefer` header. Parsing only: names are checked
 //! against the table's schema and values typed in `plan`.
 
+use truststream_core_db::TextSearchKind;
+
 use super::error::{ApiError, ApiResult};
 
 /// Longest query string accepted (bytes, still URL-encoded).
@@ -372,7 +374,19 @@ pub(crate) enum LeafOp {
         all: bool,
         patterns: Vec<String>,
     },
-    /// An operator core-db cannot express (`cs`, `fts`, `match`, ...).
+    /// `cs.<json or {a,b}>`: the raw value (read in `plan`).
+    Contains(String),
+    /// `cd.<json or {a,b}>`.
+    ContainedBy(String),
+    /// `ov.{a,b}` (or a JSON array).
+    Overlaps(String),
+    /// `fts|plfts|phfts|wfts[(config)].query`.
+    TextSearch {
+        kind: TextSearchKind,
+        config: Option<String>,
+        query: String,
+    },
+    /// An operator core-db cannot express (ranges, `match`, ...).
     Unsupported(String),
 }
 
@@ -409,7 +423,15 @@ pub(crate) fn filter(column_expr: &str, value: &str) -> ApiResult<Cond> {
 }
 
 fn leaf_op(s: &str) -> ApiResult<LeafOp> {
-    let (op, v) = s.split_once('.').ok_or_else(|| {
+    // A modifier in parentheses may hold a dot (`fts(pg_catalog.english)`):
+    // the operator ends after its closing parenthesis.
+    let split = match (s.find('('), s.find('.')) {
+        (Some(open), Some(dot)) if open < dot => s[open..]
+            .find(").")
+            .map(|close| (&s[..open + close + 1], &s[open + close + 2..])),
+        _ => s.split_once('.'),
+    };
+    let (op, v) = split.ok_or_else(|| {
         ApiError::bad_query(format!(
             "\"{}\" is not an operator and value (like eq.5)",
             truststream_core::echo(s)
@@ -463,8 +485,49 @@ fn leaf_op(s: &str) -> ApiResult<LeafOp> {
         }
         "is" => LeafOp::Is(v.to_ascii_lowercase()),
         "isdistinct" => LeafOp::IsDistinct(v),
-        "cs" | "cd" | "ov" | "sl" | "sr" | "nxl" | "nxr" | "adj" | "fts" | "plfts" | "phfts"
-        | "wfts" | "match" | "imatch" => LeafOp::Unsupported(base.to_string()),
+        "cs" | "cd" | "ov" if op == base => match base {
+            "cs" => LeafOp::Contains(v),
+            "cd" => LeafOp::ContainedBy(v),
+            _ => LeafOp::Overlaps(v),
+        },
+        "fts" | "plfts" | "phfts" | "wfts" => {
+            let kind = match base {
+                "fts" => TextSearchKind::Tsquery,
+                "plfts" => TextSearchKind::Plain,
+                "phfts" => TextSearchKind::Phrase,
+                _ => TextSearchKind::Websearch,
+            };
+            let config = match &op[base.len()..] {
+                "" => None,
+                m => {
+                    let name = m
+                        .strip_prefix('(')
+                        .and_then(|x| x.strip_suffix(')'))
+                        .ok_or_else(|| {
+                            ApiError::bad_query(format!(
+                                "\"{}\" is not {base} or {base}(config)",
+                                truststream_core::echo(op)
+                            ))
+                        })?;
+                    truststream_core_db::validate_text_search_config(name).map_err(|_| {
+                        ApiError::bad_query(format!(
+                            "\"{}\" is not a text search configuration name",
+                            truststream_core::echo(name)
+                        ))
+                        .hint("use a name such as english or simple")
+                    })?;
+                    Some(name.to_string())
+                }
+            };
+            LeafOp::TextSearch {
+                kind,
+                config,
+                query: v,
+            }
+        }
+        "sl" | "sr" | "nxl" | "nxr" | "adj" | "match" | "imatch" if op == base => {
+            LeafOp::Unsupported(base.to_string())
+        }
         _ => {
             return Err(ApiError::bad_query(format!(
                 "unknown operator \"{}\"",
@@ -472,6 +535,40 @@ fn leaf_op(s: &str) -> ApiResult<LeafOp> {
             )))
         }
     })
+}
+
+/// A PostgreSQL array literal's inside (`a,"b,c",3,{x,y}`) as JSON array
+/// elements: a double-quoted element is a string (with `\` escapes); an
+/// unquoted one is a number when it reads as a JSON number, `true`/`false`
+/// a boolean, `{...}` a nested array, anything else a string. `NULL`
+/// elements are refused (`None`), as are empty unquoted ones.
+pub(crate) fn pg_array_items(inner: &str) -> Option<Vec<serde_json::Value>> {
+    use serde_json::Value;
+    if inner.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let parts = split_top(inner, ',').ok()?;
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let t = p.trim();
+        if t.starts_with('"') {
+            if t.len() < 2 || !t.ends_with('"') {
+                return None;
+            }
+            out.push(Value::String(unquote(t)));
+        } else if let Some(nested) = t.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+            out.push(Value::Array(pg_array_items(nested)?));
+        } else if t.is_empty() || t.eq_ignore_ascii_case("null") || t.contains(['"', '{', '}']) {
+            return None;
+        } else if t == "true" || t == "false" {
+            out.push(Value::Bool(t == "true"));
+        } else if let Ok(n @ Value::Number(_)) = serde_json::from_str::<Value>(t) {
+            out.push(n);
+        } else {
+            out.push(Value::String(t.to_string()));
+        }
+    }
+    Some(out)
 }
 
 /// `a,"b,c",d` -> values (quotes removed, `\"` and `\\` unescaped).
@@ -588,6 +685,18 @@ fn unquote_scalar(op: LeafOp) -> LeafOp {
         LeafOp::Like(v) => LeafOp::Like(unquote(&v)),
         LeafOp::ILike(v) => LeafOp::ILike(unquote(&v)),
         LeafOp::IsDistinct(v) => LeafOp::IsDistinct(unquote(&v)),
+        LeafOp::Contains(v) => LeafOp::Contains(unquote(&v)),
+        LeafOp::ContainedBy(v) => LeafOp::ContainedBy(unquote(&v)),
+        LeafOp::Overlaps(v) => LeafOp::Overlaps(unquote(&v)),
+        LeafOp::TextSearch {
+            kind,
+            config,
+            query,
+        } => LeafOp::TextSearch {
+            kind,
+            config,
+            query: unquote(&query),
+        },
         other => other,
     }
 }
@@ -727,6 +836,60 @@ pub(crate) fn prefer<'a>(values: impl Iterator<Item = &'a str>) -> ApiResult<Pre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_and_text_search_operators() {
+        use serde_json::json;
+        assert_eq!(
+            leaf_op("cs.{a,b}").unwrap(),
+            LeafOp::Contains("{a,b}".into())
+        );
+        assert_eq!(
+            leaf_op("cd.[1]").unwrap(),
+            LeafOp::ContainedBy("[1]".into())
+        );
+        assert_eq!(leaf_op("ov.{x}").unwrap(), LeafOp::Overlaps("{x}".into()));
+        assert_eq!(
+            leaf_op("fts(pg_catalog.english).fat & rat").unwrap(),
+            LeafOp::TextSearch {
+                kind: TextSearchKind::Tsquery,
+                config: Some("pg_catalog.english".into()),
+                query: "fat & rat".into()
+            }
+        );
+        assert_eq!(
+            leaf_op("wfts.a.b").unwrap(),
+            LeafOp::TextSearch {
+                kind: TextSearchKind::Websearch,
+                config: None,
+                query: "a.b".into()
+            }
+        );
+        for bad in [
+            "fts(x'y).a",
+            "fts(.a",
+            "plfts().a",
+            "cs(x).a",
+            "phfts(a)b.c",
+        ] {
+            assert!(leaf_op(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            pg_array_items(r#"a, "b,c" ,3,true,{x,"y"},-1.5e2"#).unwrap(),
+            vec![
+                json!("a"),
+                json!("b,c"),
+                json!(3),
+                json!(true),
+                json!(["x", "y"]),
+                json!(-150.0)
+            ]
+        );
+        assert_eq!(pg_array_items("").unwrap(), Vec::<serde_json::Value>::new());
+        for bad in ["a,,b", "NULL", "\"a", "a\"b", "{a"] {
+            assert!(pg_array_items(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn select_items() {

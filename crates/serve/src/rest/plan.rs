@@ -8,7 +8,8 @@ use truststream_core_db::{
 };
 
 use super::error::{ApiError, ApiResult};
-use super::parse::{Cast, Cond, LeafOp, PathStep, SelectField};
+use super::parse::{self, Cast, Cond, LeafOp, PathStep, SelectField};
+use axum::http::StatusCode;
 
 /// The PostgreSQL name of a column type, for error messages.
 pub(crate) fn pg_type(ty: ColumnType) -> &'static str {
@@ -175,13 +176,95 @@ fn leaf(schema: &TableSchema, column: &str, op: &LeafOp) -> ApiResult<Filter> {
             Filter::IsNull { column: c.clone() },
             cmp(CmpOp::Ne, v)?,
         ]),
+        LeafOp::Contains(v) | LeafOp::ContainedBy(v) | LeafOp::Overlaps(v) => {
+            let op = match op {
+                LeafOp::Contains(_) => CmpOp::Contains,
+                LeafOp::ContainedBy(_) => CmpOp::ContainedBy,
+                _ => CmpOp::Overlaps,
+            };
+            json_filter(schema, c, op, v)?
+        }
+        LeafOp::TextSearch {
+            kind,
+            config,
+            query,
+        } => {
+            let ty = schema.find(column).map_or(ColumnType::Text, |d| d.ty);
+            if ty != ColumnType::Text {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "42883",
+                    format!(
+                        "{} needs a text column; {column} has type {}",
+                        kind.name(),
+                        pg_type(ty)
+                    ),
+                ));
+            }
+            c.text_search(query.clone(), *kind, config.as_deref())
+        }
         LeafOp::Unsupported(op) => {
             return Err(ApiError::unsupported(format!(
-                "the operator {op} is not supported by this database provider (no array, range, full-text or regular-expression operators)"
+                "the operator {op} is not supported by this database provider (no range or regular-expression operators)"
             ))
-            .hint("filter with eq, neq, gt, gte, lt, lte, like, ilike, in, is or isdistinct"))
+            .hint("filter with eq, neq, gt, gte, lt, lte, like, ilike, in, is, isdistinct, cs, cd, ov or fts"))
         }
     })
+}
+
+/// `cs`/`cd`/`ov` on a JSON (or array) column. The value is JSON
+/// (`["a"]`, `{"k":1}`) or a PostgreSQL array literal (`{a,b}`, what
+/// postgrest-js sends for an array); `{}` is the empty object, except for
+/// `ov`, which takes an array of strings, numbers or booleans.
+fn json_filter(schema: &TableSchema, c: ColumnRef, op: CmpOp, raw: &str) -> ApiResult<Filter> {
+    let ty = schema.find(&c.column).map_or(ColumnType::Text, |d| d.ty);
+    if ty != ColumnType::Json {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "42883",
+            format!(
+                "operator does not exist: {} {} ({}): {} is not a json or array column",
+                pg_type(ty),
+                match op {
+                    CmpOp::Contains => "@>",
+                    CmpOp::ContainedBy => "<@",
+                    _ => "&&",
+                },
+                op.name(),
+                c.column
+            ),
+        )
+        .hint("cs, cd and ov apply to json and array columns"));
+    }
+    let t = raw.trim();
+    let array = |t: &str| {
+        t.strip_prefix('{')
+            .and_then(|x| x.strip_suffix('}'))
+            .and_then(parse::pg_array_items)
+            .map(Value::Array)
+    };
+    let value = if op == CmpOp::Overlaps {
+        array(t).or_else(|| {
+            serde_json::from_str::<Value>(t)
+                .ok()
+                .filter(Value::is_array)
+        })
+    } else {
+        serde_json::from_str::<Value>(t).ok().or_else(|| array(t))
+    };
+    let value = value.ok_or_else(|| {
+        ApiError::bad_value("json", raw).hint(
+            "cs and cd take JSON ({\"a\":1}, [\"a\"]) or an array literal ({a,b}); ov an array ({a,b})",
+        )
+    })?;
+    let f = Filter::Cmp {
+        column: c,
+        op,
+        value,
+    };
+    f.validate()
+        .map_err(|e| ApiError::bad_query(e.message().to_string()))?;
+    Ok(f)
 }
 
 /// Checks every name of `select=` against the schema.
