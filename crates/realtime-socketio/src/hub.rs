@@ -83,9 +83,20 @@ pub(crate) struct Hub {
     pub(crate) auth: Option<Arc<dyn Auth>>,
     pub(crate) row_subs: Arc<RowSubscriptions>,
     pub(crate) feed_health: FeedHealth,
-    feed: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Each watched table's feed reader, alive while a subscription holds it.
+    feeds: tokio::sync::Mutex<HashMap<String, std::sync::Weak<TableFeed>>>,
     pub(crate) counters: Arc<Counters>,
     shut_down: AtomicBool,
+}
+
+/// One table's feed reader; dropping the last hold stops it (and drops
+/// the database subscription).
+pub(crate) struct TableFeed(tokio::task::JoinHandle<()>);
+
+impl Drop for TableFeed {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A member removed because its queue was full, to be told why.
@@ -108,7 +119,7 @@ impl Hub {
             auth,
             row_subs: RowSubscriptions::new(),
             feed_health: FeedHealth::default(),
-            feed: tokio::sync::Mutex::new(None),
+            feeds: tokio::sync::Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             shut_down: AtomicBool::new(false),
         })
@@ -339,8 +350,11 @@ impl Hub {
         }
     }
 
-    /// Subscribes `handler` to row changes, starting the feed reader on
-    /// the first subscription.
+    /// Subscribes `handler` to row changes. Each table has one feed
+    /// reader (`Database::subscribe_changes(Some(table))`), started by its
+    /// first subscription and stopped with its last, so only watched tables
+    /// are fed (on PostgreSQL, only they carry the change trigger: never
+    /// the auth tables unless the application itself subscribes to them).
     pub(crate) async fn subscribe_rows(
         self: &Arc<Self>,
         spec: ChangeSpec,
@@ -354,23 +368,35 @@ impl Hub {
             ));
         };
         spec.validate()?;
-        {
-            let mut feed = self.feed.lock().await;
-            if feed.is_none() {
-                let stream = db.subscribe_changes(None).await.map_err(|e| {
-                    e.with_context("while", "subscribing to the database change feed")
-                })?;
-                let source = DatabaseFeed { db, table: None };
-                let weak = Arc::downgrade(self);
-                *feed = Some(tokio::spawn(async move {
-                    follow_change_feed(weak, &source, stream, tokio::time::sleep).await;
-                }));
+        let feed = {
+            let mut feeds = self.feeds.lock().await;
+            match feeds.get(&spec.table).and_then(std::sync::Weak::upgrade) {
+                Some(feed) => feed,
+                None => {
+                    let table = spec.table.clone();
+                    let stream = db.subscribe_changes(Some(&table)).await.map_err(|e| {
+                        e.with_context("while", "subscribing to the database change feed")
+                    })?;
+                    let source = DatabaseFeed {
+                        db,
+                        table: Some(table.clone()),
+                    };
+                    let weak = Arc::downgrade(self);
+                    let task = tokio::spawn(async move {
+                        follow_change_feed(weak, &source, stream, tokio::time::sleep).await;
+                    });
+                    let feed = Arc::new(TableFeed(task));
+                    feeds.retain(|_, f| f.strong_count() > 0);
+                    feeds.insert(table, Arc::downgrade(&feed));
+                    feed
+                }
             }
-        }
-        self.row_subs.add(spec, handler, ())
+        };
+        // The subscription keeps its table's feed while it lives.
+        self.row_subs.add(spec, handler, feed)
     }
 
-    /// Ends every membership and the feed reader.
+    /// Ends every membership and the feed readers.
     pub(crate) fn shutdown(&self) {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return;
@@ -379,12 +405,8 @@ impl Hub {
         let n: usize = rooms.values().map(|r| r.members.len()).sum();
         self.counters.members.fetch_sub(n, Ordering::Relaxed);
         drop(rooms);
+        // Dropping the subscriptions drops their tables' feed readers.
         self.row_subs.clear();
-        if let Ok(mut feed) = self.feed.try_lock() {
-            if let Some(task) = feed.take() {
-                task.abort();
-            }
-        }
     }
 }
 
