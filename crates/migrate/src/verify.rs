@@ -326,6 +326,32 @@ pub(crate) fn object_fields(a: &ObjectMeta, b: &ObjectMeta) -> Vec<&'static str>
     f
 }
 
+/// Both sides' metadata with content type and checksum: a provider whose
+/// listing leaves them out (S3's ListObjectsV2 carries neither) is asked
+/// for the object's metadata.
+async fn complete(
+    source: &dyn Storage,
+    target: &dyn Storage,
+    a: ObjectMeta,
+    b: ObjectMeta,
+) -> Result<(ObjectMeta, ObjectMeta)> {
+    let partial = |m: &ObjectMeta| m.content_type.is_none() || m.checksum.is_none();
+    if !partial(&a) && !partial(&b) {
+        return Ok((a, b));
+    }
+    let a = if partial(&a) {
+        source.get_metadata(&a.bucket, &a.key).await?
+    } else {
+        a
+    };
+    let b = if partial(&b) {
+        target.get_metadata(&b.bucket, &b.key).await?
+    } else {
+        b
+    };
+    Ok((a, b))
+}
+
 /// Verifies one bucket: both listings merged in key order.
 pub async fn verify_bucket(
     source: &dyn Storage,
@@ -390,6 +416,7 @@ pub async fn verify_bucket(
                 check.source_bytes += a.size;
                 check.target_objects += 1;
                 check.target_bytes += b.size;
+                let (a, b) = complete(source, target, a, b).await?;
                 let fields = object_fields(&a, &b);
                 if !fields.is_empty() {
                     note(

@@ -178,3 +178,60 @@ async fn buckets_filter_and_resume_from_a_checkpoint() {
     assert!(!s.is_ok() && s.wrote_nothing);
     assert!(s.to_string().contains("bucket nope"), "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_to_s3_on_garage_when_installed() {
+    use truststream_storage_s3::testing::{garage_binary, Garage};
+    if let Err(why) = garage_binary() {
+        // Garage is optional on this machine kind (the S3 case runs
+        // where it is installed); say so rather than pass silently.
+        eprintln!("skipping fs -> s3: {why}");
+        return;
+    }
+    let garage = Garage::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path().join("src")).await.unwrap());
+    let bucket = format!("migrate-{}-{}", std::process::id(), body(7).len());
+    src.create_bucket(&bucket).await.unwrap();
+    for i in 0..60 {
+        let opts = UploadOptions::new()
+            .content_type("text/plain; charset=utf-8")
+            .metadata("owner", format!("user-{i}"));
+        src.upload(&bucket, &key(i), body(i), &opts).await.unwrap();
+    }
+    let s3: Arc<dyn Storage> = Arc::new(garage.storage().await.unwrap());
+    let opts = Options {
+        buckets: Some(vec![bucket.clone()]),
+        ..options()
+    };
+    let s = run(&side(&src), &side(&s3), &opts).await.unwrap();
+    assert!(s.is_ok(), "{s}");
+    assert_eq!(s.buckets[0].objects, 60);
+    for i in [0, 1, 2, 3, 50] {
+        let m = s3.get_metadata(&bucket, &key(i)).await.unwrap();
+        assert_eq!(m.content_type.as_deref(), Some("text/plain; charset=utf-8"));
+        assert_eq!(m.metadata["owner"], format!("user-{i}"));
+        assert_eq!(s3.download(&bucket, &key(i)).await.unwrap(), body(i));
+    }
+    // A changed object on S3 is named by verify.
+    s3.upload(
+        &bucket,
+        &key(2),
+        Bytes::from_static(b"x"),
+        &UploadOptions::new(),
+    )
+    .await
+    .unwrap();
+    let check = Options {
+        verify_only: true,
+        ..opts
+    };
+    let s = run(&side(&src), &side(&s3), &check).await.unwrap();
+    let d: Vec<String> = s.differences().map(|d| d.to_string()).collect();
+    assert_eq!(d.len(), 1, "{s}");
+    assert!(d[0].contains(&key(2)), "{s}");
+    for i in 0..60 {
+        s3.delete(&bucket, &key(i)).await.unwrap();
+    }
+    let _ = s3.delete_bucket(&bucket).await;
+}

@@ -1,0 +1,365 @@
+//! `truststream migrate` against the tools a user would pick instead, on
+//! the same data and the same servers, one after the other in one run:
+//!
+//! - sqlite -> postgres, `MIGRATE_BENCH_ROWS` rows (default 1,000,000) over
+//!   two tables with a foreign key, JSON, timestamps and bytes: rows/s of
+//!   `truststream_migrate::run` (copy + verify: the tool always verifies)
+//!   against `pgloader` (Debian package, no verification) loading the same
+//!   SQLite file into another scratch schema.
+//! - fs -> S3 on Garage (when the `garage` binary is installed), or fs ->
+//!   fs otherwise (labelled): `MIGRATE_BENCH_OBJECTS` small objects
+//!   (default 10,000) and 2 of `MIGRATE_BENCH_LARGE_MIB` MiB (default 100)
+//!   against `rclone copy` of the same tree to the same kind of target
+//!   (on Garage every round writes the same bucket again, overwriting).
+//! - Peak memory: the process's VmHWM, reset (`/proc/self/clear_refs`)
+//!   right before each TrustStream run.
+//!
+//! A contender that is not installed is reported as such, never as a pass.
+//! `MIGRATE_BENCH_ROUNDS` (default 3) rounds each; medians and spread.
+
+#![allow(clippy::unwrap_used)] // a bench binary: a failed setup step panics
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use truststream_core_db::{ColumnDef, Database, Row, TableSchema};
+use truststream_core_storage::{Storage, UploadOptions};
+use truststream_db_postgres::testing::{server, Scratch};
+use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
+use truststream_migrate::{Options, ProgressMode, Side};
+use truststream_storage_fs::FsStorage;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_reset() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+async fn fill_sqlite(path: &Path, rows: usize) {
+    let db = SqliteDatabase::open(SqliteConfig::file(path))
+        .await
+        .unwrap();
+    db.create_table(
+        &TableSchema::new("accounts")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::text("name").not_null()),
+    )
+    .await
+    .unwrap();
+    db.create_table(
+        &TableSchema::new("events")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::integer("account_id").not_null())
+            .column(ColumnDef::text("kind").not_null())
+            .column(ColumnDef::json("payload"))
+            .column(ColumnDef::timestamp("at").not_null())
+            .column(ColumnDef::bytes("raw"))
+            .references("account_id", "accounts", "id"),
+    )
+    .await
+    .unwrap();
+    let accounts: Vec<Row> = (0..1000)
+        .map(|i| obj(json!({"id": i, "name": format!("account {i} ✓")})))
+        .collect();
+    db.create_many("accounts", accounts).await.unwrap();
+    let mut i = 0;
+    while i < rows {
+        let end = (i + 10_000).min(rows);
+        let batch: Vec<Row> = (i..end)
+            .map(|k| {
+                let kind = ["open", "close", "move"][k % 3];
+                obj(json!({
+                    "id": k, "account_id": k % 1000, "kind": kind,
+                    "payload": if k % 4 == 0 { serde_json::Value::Null } else { json!({"k": k, "s": "données"}) },
+                    "at": format!("2025-03-{:02}T12:{:02}:{:02}.000001Z", k % 28 + 1, k % 60, (k / 60) % 60),
+                    "raw": "AAECAwQFBgc=",
+                }))
+            })
+            .collect();
+        db.create_many("events", batch).await.unwrap();
+        i = end;
+    }
+    db.disconnect().await.unwrap();
+}
+
+fn obj(v: serde_json::Value) -> Row {
+    v.as_object().cloned().unwrap()
+}
+
+async fn bench_db(rounds: usize) {
+    let rows = env_usize("MIGRATE_BENCH_ROWS", 1_000_000);
+    let Some(url) = server().await else {
+        println!("db: PostgreSQL not reachable; skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.db");
+    fill_sqlite(&file, rows).await;
+    let total = (rows + 1000) as f64;
+    let scratch = Scratch::new(url.clone());
+    let mut ours = Vec::new();
+    let mut peaks = Vec::new();
+    for _ in 0..rounds {
+        let src: Arc<dyn Database> = Arc::new(
+            SqliteDatabase::open(SqliteConfig::file(&file))
+                .await
+                .unwrap(),
+        );
+        let dst: Arc<dyn Database> = Arc::new(scratch.database("bench_migrate").await.unwrap());
+        peak_reset();
+        let t = Instant::now();
+        let summary = truststream_migrate::run(
+            &Side {
+                db: Some(src),
+                storage: None,
+            },
+            &Side {
+                db: Some(dst),
+                storage: None,
+            },
+            &Options {
+                progress: ProgressMode::Off,
+                ..Options::default()
+            },
+        )
+        .await
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(summary.is_ok(), "{summary}");
+        ours.push(total / secs);
+        peaks.push(peak_mib());
+    }
+    let (m, lo, hi) = median(&mut ours);
+    let (pm, _, pmax) = median(&mut peaks);
+    println!(
+        "db sqlite -> postgres, {rows} rows: truststream migrate (copy + verify) median {m:.0} rows/s [{lo:.0}..{hi:.0}], peak RSS median {pm:.0} MiB (max {pmax:.0})"
+    );
+    if !installed("pgloader") {
+        println!("db: pgloader is not installed (apt-get install pgloader): its row is missing");
+    } else {
+        let mut theirs = Vec::new();
+        for _ in 0..rounds {
+            let cfg = scratch.config("bench_pgloader");
+            let schema = cfg.schema.clone().unwrap();
+            truststream_db_postgres::testing::admin(&cfg, &[format!("CREATE SCHEMA {schema}")])
+                .await;
+            let load = dir.path().join("load.pgl");
+            std::fs::write(
+                &load,
+                format!(
+                    "LOAD DATABASE FROM sqlite://{} INTO {url}\n\
+                     WITH include drop, create tables, create indexes, reset sequences\n\
+                     SET search_path TO '{schema}';\n",
+                    file.display()
+                ),
+            )
+            .unwrap();
+            let t = Instant::now();
+            let out = Command::new("pgloader").arg(&load).output().unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            assert!(
+                out.status.success(),
+                "pgloader failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            theirs.push(total / secs);
+        }
+        let (t, lo, hi) = median(&mut theirs);
+        println!(
+            "db sqlite -> postgres, {rows} rows: pgloader median {t:.0} rows/s [{lo:.0}..{hi:.0}]; ratio truststream/pgloader {:.2}x",
+            m / t
+        );
+    }
+    scratch.cleanup().await.unwrap();
+}
+
+async fn fill_tree(root: &Path, small: usize, large_mib: usize) -> u64 {
+    let fs = FsStorage::open(root).await.unwrap();
+    fs.create_bucket("bench").await.unwrap();
+    let mut bytes = 0u64;
+    for i in 0..small {
+        let body = bytes::Bytes::from(vec![(i % 251) as u8; 1024 + i % 4096]);
+        bytes += body.len() as u64;
+        let key = format!("d{}/sub {}/é{}/obj-{i}.bin", i % 10, i % 7, i % 3);
+        fs.upload(
+            "bench",
+            &key,
+            body,
+            &UploadOptions::new().content_type("application/octet-stream"),
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..2 {
+        let body = bytes::Bytes::from(vec![i as u8 + 1; large_mib << 20]);
+        bytes += body.len() as u64;
+        fs.upload(
+            "bench",
+            &format!("large/{i}.bin"),
+            body,
+            &UploadOptions::new(),
+        )
+        .await
+        .unwrap();
+    }
+    bytes
+}
+
+async fn bench_storage(rounds: usize) {
+    let small = env_usize("MIGRATE_BENCH_OBJECTS", 10_000);
+    let large = env_usize("MIGRATE_BENCH_LARGE_MIB", 100);
+    let dir = tempfile::tempdir().unwrap();
+    let src_root = dir.path().join("src");
+    let bytes = fill_tree(&src_root, small, large).await;
+    let garage = match truststream_storage_s3::testing::garage_binary() {
+        Ok(_) => Some(
+            truststream_storage_s3::testing::Garage::shared()
+                .await
+                .unwrap(),
+        ),
+        Err(why) => {
+            println!("storage: no Garage ({why}); fs -> fs instead, labelled");
+            None
+        }
+    };
+    let label = if garage.is_some() {
+        "fs -> s3 (garage)"
+    } else {
+        "fs -> fs"
+    };
+    let mut ours = Vec::new();
+    let mut peaks = Vec::new();
+    for r in 0..rounds {
+        let src: Arc<dyn Storage> = Arc::new(FsStorage::open(&src_root).await.unwrap());
+        let dst: Arc<dyn Storage> = match &garage {
+            Some(g) => Arc::new(g.storage().await.unwrap()),
+            None => Arc::new(
+                FsStorage::open(dir.path().join(format!("dst{r}")))
+                    .await
+                    .unwrap(),
+            ),
+        };
+        peak_reset();
+        let t = Instant::now();
+        let summary = truststream_migrate::run(
+            &Side {
+                db: None,
+                storage: Some(src),
+            },
+            &Side {
+                db: None,
+                storage: Some(dst),
+            },
+            &Options {
+                progress: ProgressMode::Off,
+                ..Options::default()
+            },
+        )
+        .await
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(summary.is_ok(), "{summary}");
+        ours.push(bytes as f64 / secs / 1e6);
+        peaks.push(peak_mib());
+    }
+    let (m, lo, hi) = median(&mut ours);
+    let (pm, _, pmax) = median(&mut peaks);
+    println!(
+        "storage {label}, {small} small + 2 x {large} MiB: truststream migrate (copy + verify) median {m:.1} MB/s [{lo:.1}..{hi:.1}], peak RSS median {pm:.0} MiB (max {pmax:.0})"
+    );
+    if !installed("rclone") {
+        println!("storage: rclone is not installed (apt-get install rclone): its row is missing");
+        return;
+    }
+    let mut theirs = Vec::new();
+    for r in 0..rounds {
+        let mut cmd = Command::new("rclone");
+        cmd.arg("copy").arg(src_root.join("bench"));
+        match &garage {
+            Some(g) => {
+                let c = g.config();
+                cmd.arg("garage:rclone-bench")
+                    .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
+                    .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
+                    .env("RCLONE_CONFIG_GARAGE_ENDPOINT", g.endpoint())
+                    .env(
+                        "RCLONE_CONFIG_GARAGE_REGION",
+                        c.region.clone().unwrap_or_default(),
+                    )
+                    .env(
+                        "RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID",
+                        c.access_key_id
+                            .as_ref()
+                            .map(|s| s.expose().to_string())
+                            .unwrap_or_default(),
+                    )
+                    .env(
+                        "RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY",
+                        c.secret_access_key
+                            .as_ref()
+                            .map(|s| s.expose().to_string())
+                            .unwrap_or_default(),
+                    );
+            }
+            None => {
+                cmd.arg(dir.path().join(format!("rclone{r}")));
+            }
+        }
+        let t = Instant::now();
+        let out = cmd.output().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "rclone failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        theirs.push(bytes as f64 / secs / 1e6);
+    }
+    let (t, lo, hi) = median(&mut theirs);
+    println!(
+        "storage {label}: rclone copy median {t:.1} MB/s [{lo:.1}..{hi:.1}]; ratio truststream/rclone {:.2}x (truststream also verifies)",
+        m / t
+    );
+}
+
+fn main() {
+    let rounds = env_usize("MIGRATE_BENCH_ROUNDS", 3).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        bench_db(rounds).await;
+        bench_storage(rounds).await;
+    });
+}

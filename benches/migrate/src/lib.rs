@@ -1,0 +1,1 @@
+//! `truststream migrate` benchmarks: see `benches/migrate.rs`.
