@@ -8,7 +8,9 @@
 //   BUCKET                     the bucket to create and use (default `files`)
 // The server is configured with the table `todos` (id uuid, user_id text,
 // title text, done boolean, created_at timestamp), signed-in users owning
-// their rows (owner column `user_id`), the bucket's objects under
+// their rows (owner column `user_id`), `articles` (tags/meta json, body
+// text; anon may read) for the JSON and text-search operators, the
+// bucket's objects under
 // `<user id>/` owned by that user, and `todos` published to realtime.
 //
 // Each step prints one JSON line {"step", "ok": true} or
@@ -571,6 +573,56 @@ async function main() {
     assert.equal(denied.status, 401, `status ${denied.status}`);
     const unknown = await a.from('posts').select('id, nope(*)');
     assert.equal(refused('unknown relationship', unknown).code, 'PGRST200');
+  });
+
+  await step('rest_json_and_text_search', async () => {
+    // The application's data, written by its backend (service role).
+    const rows = ok('seed articles', await service.from('articles').insert([
+      { tags: ['rust', 'db'], meta: { lang: 'en', v: 1 }, body: `The lazy dog sleeps ${rand}` },
+      { tags: ['js', 'db'], meta: { lang: 'de' }, body: `Cats are jumping ${rand}` },
+      { tags: ['go'], meta: {}, body: `a quick fox ${rand}` },
+    ]).select('id').order('id'));
+    const all = rows.map((r) => r.id);
+    // Which of the three rows (0, 1, 2) a filtered read returns.
+    const which = async (what, build, client_ = anon) => {
+      const data = ok(what, await build(client_.from('articles').select('id').in('id', all)).order('id'));
+      return data.map((r) => all.indexOf(r.id));
+    };
+    assert.deepEqual(await which('contains', (q) => q.contains('tags', ['db'])), [0, 1]);
+    assert.deepEqual(await which('contains two', (q) => q.contains('tags', ['db', 'rust'])), [0]);
+    assert.deepEqual(await which('contains object', (q) => q.contains('meta', { lang: 'en' })), [0]);
+    assert.deepEqual(
+      await which('containedBy', (q) => q.containedBy('tags', ['js', 'db', 'go'])), [1, 2]);
+    assert.deepEqual(await which('overlaps', (q) => q.overlaps('tags', ['go', 'rust'])), [0, 2]);
+    assert.deepEqual(await which('not cs', (q) => q.not('tags', 'cs', '{db}')), [2]);
+    assert.deepEqual(await which('or cs', (q) => q.or('tags.cs.{go},meta.cs.{"lang":"de"}')), [1, 2]);
+    const wrongType = await anon.from('articles').select('id').contains('body', ['x']);
+    assert.equal(wrongType.status, 400);
+    assert.equal(refused('cs on a text column', wrongType).code, '42883');
+
+    const hostile = await anon.from('articles').select('id')
+      .textSearch('body', 'x', { config: "english');drop table articles;--" });
+    assert.equal(hostile.status, 400);
+    assert.equal(refused('hostile text-search config', hostile).code, 'PGRST100');
+    if (DB_KIND === 'postgres') {
+      assert.deepEqual(
+        await which('textSearch', (q) => q.textSearch('body', 'jumping & cat', { config: 'english' })), [1]);
+      assert.deepEqual(await which('phrase', (q) =>
+        q.textSearch('body', 'lazy dog', { type: 'phrase', config: 'english' })), [0]);
+      assert.deepEqual(await which('websearch', (q) =>
+        q.textSearch('body', 'fox or sleeping', { type: 'websearch', config: 'english' })), [0, 2]);
+      assert.deepEqual(await which('plain', (q) =>
+        q.textSearch('body', 'quick fox', { type: 'plain' })), [2]);
+    } else {
+      // No text search on this database: PostgREST's shape, naming it.
+      const res = await anon.from('articles').select('id')
+        .textSearch('body', 'lazy', { type: 'plain', config: 'english' });
+      assert.equal(res.status, 400);
+      const err = refused('textSearch without text search', res);
+      assert.equal(err.code, '0A000');
+      assert.match(err.message, /plfts/);
+    }
+    assert.equal(ok('intact', await service.from('articles').select('id').in('id', all)).length, 3);
   });
 
   // ------------------------------------------------------------- storage

@@ -45,6 +45,7 @@ const STEPS: &[&str] = &[
     "rest_other_user_isolated",
     "rest_anon_refused",
     "rest_embedded_resources",
+    "rest_json_and_text_search",
     "storage_create_bucket",
     "storage_upload_download",
     "storage_list",
@@ -136,6 +137,11 @@ fn blog() -> Vec<TableSchema> {
             .column(ColumnDef::text("user_id").not_null())
             .column(ColumnDef::text("body").not_null())
             .references("post_id", "posts", "id"),
+        // The JSON (cs/cd/ov) and text-search step.
+        auto_id("articles")
+            .column(ColumnDef::json("tags"))
+            .column(ColumnDef::json("meta"))
+            .column(ColumnDef::text("body")),
     ]
 }
 
@@ -162,6 +168,9 @@ authenticated = ["select"]
 [default.serve.tables.posts]
 anon = ["select"]
 authenticated = ["select"]
+
+[default.serve.tables.articles]
+anon = ["select"]
 
 [default.serve.tables.comments]
 authenticated = ["select", "insert"]
