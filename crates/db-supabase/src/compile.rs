@@ -268,20 +268,6 @@ fn fold(is_and: bool, items: Vec<Node>) -> Node {
     }
 }
 
-fn op_name(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "eq",
-        CmpOp::Ne => "neq",
-        CmpOp::Gt => "gt",
-        CmpOp::Gte => "gte",
-        CmpOp::Lt => "lt",
-        CmpOp::Lte => "lte",
-        CmpOp::Like => "like",
-        CmpOp::ILike => "ilike",
-        other => other.name(),
-    }
-}
-
 /// The JSON text of a `cs`/`cd` value (a jsonb document for PostgREST).
 fn json_text(v: &Value) -> DbResult<String> {
     let s = serde_json::to_string(v)
@@ -338,7 +324,7 @@ fn leaf_op(leaf: &Leaf, in_logic: bool) -> String {
     }
     match &leaf.op {
         LeafOp::Cmp(op, v) => {
-            s.push_str(op_name(*op));
+            s.push_str(op.name());
             s.push('.');
             if in_logic && needs_quote(v) {
                 s.push_str(&quote(v));
