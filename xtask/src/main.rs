@@ -2,10 +2,11 @@
 //!
 //! - `conformance [--provider NAME ...] [--interface db|storage|realtime|auth] [--case SUBSTR]`
 //! - `test`: the one test command (fmt, clippy, tests, doc tests, rustdoc
-//!   warnings, conformance, deny)
+//!   warnings, package lists, conformance, deny)
 //! - `run`: `truststream check` and `truststream health` on the embedded default
 
 mod conformance;
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,7 +20,8 @@ tasks:
         (or the selected ones); prints a table, then `N passed, N failed, N skipped`;
         fails on a failed case and on a skip off the provider's pinned list
   test  fmt check, clippy -D warnings, tests (nextest when installed), doc tests,
-        rustdoc -D warnings, conformance, cargo deny; stops at the first failing step
+        rustdoc -D warnings, package lists (README, licences, no leftovers per crate),
+        conformance, cargo deny (output in $CARGO_TARGET_DIR/deny.log); stops at the first failing step
   run   `truststream check` then `truststream health` on the embedded default
 ";
 
@@ -258,6 +260,24 @@ fn test_steps(
         results,
     )?;
 
+    println!("\n==> package lists: cargo package --list, per publishable crate");
+    match package::check(cargo) {
+        Ok(n) => results.push(StepResult {
+            name: "package lists".into(),
+            outcome: format!("ok ({n} crates: README, licences, no leftovers)"),
+        }),
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            results.push(StepResult {
+                name: "package lists".into(),
+                outcome: format!("FAILED ({} problem(s))", problems.len()),
+            });
+            return Err(1);
+        }
+    }
+
     println!("\n==> conformance: every provider, in-process");
     match conformance::run(&conformance::Selection::default()) {
         Ok(outcome) => {
@@ -288,11 +308,7 @@ fn test_steps(
     }
 
     if has_cargo_subcommand("deny") {
-        run_cargo(
-            "deny",
-            &["deny", "check", "bans", "licenses", "sources"],
-            results,
-        )?;
+        run_deny(results)?;
     } else if truststream_core::in_ci() {
         eprintln!("error: cargo-deny is not installed; install it with `cargo install cargo-deny --locked`");
         results.push(StepResult {
@@ -308,6 +324,83 @@ fn test_steps(
         });
     }
     Ok(())
+}
+
+/// `cargo deny check bans licenses sources`, its output kept in a file.
+///
+/// A passing run prints thousands of duplicate-version warnings; the log
+/// gets the counts, the file path and, when the check fails, the errors.
+fn run_deny(results: &mut Vec<StepResult>) -> Result<(), u8> {
+    let args = [
+        "deny", "--color", "never", "check", "bans", "licenses", "sources",
+    ];
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let log = dir.join("deny.log");
+    println!(
+        "\n==> deny: cargo {} (full output in {})",
+        args.join(" "),
+        log.display()
+    );
+    let output = match cargo().args(args).output() {
+        Ok(o) => o,
+        Err(e) => {
+            results.push(StepResult {
+                name: "deny".into(),
+                outcome: format!("FAILED (could not start cargo: {e})"),
+            });
+            return Err(1);
+        }
+    };
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&log, &text)) {
+        eprintln!("warning: cannot write {}: {e}", log.display());
+    }
+    let (warnings, errors) = deny_counts(&text);
+    if output.status.success() {
+        println!("{warnings} warning(s), {errors} error(s)");
+        results.push(StepResult {
+            name: "deny".into(),
+            outcome: format!("ok ({warnings} warning(s), in {})", log.display()),
+        });
+        return Ok(());
+    }
+    // The errors in full (each block runs to the next diagnostic), then
+    // cargo-deny's closing per-check lines.
+    let mut in_error = false;
+    for line in text.lines() {
+        if line.starts_with("error") {
+            in_error = true;
+        } else if line.starts_with("warning") {
+            in_error = false;
+        }
+        let closing = ["advisories", "bans", "licenses", "sources"]
+            .iter()
+            .any(|c| line.trim_start().starts_with(&format!("{c} ")));
+        if in_error || closing {
+            eprintln!("{line}");
+        }
+    }
+    eprintln!(
+        "{warnings} warning(s), {errors} error(s); full output in {}",
+        log.display()
+    );
+    results.push(StepResult {
+        name: "deny".into(),
+        outcome: format!("FAILED ({errors} error(s))"),
+    });
+    Err(output
+        .status
+        .code()
+        .map_or(1, |c| u8::try_from(c).unwrap_or(1).max(1)))
+}
+
+/// The warnings and errors in cargo-deny's output (diagnostic headers only).
+fn deny_counts(text: &str) -> (usize, usize) {
+    let count = |p: &str| text.lines().filter(|l| l.starts_with(p)).count();
+    (count("warning["), count("error["))
 }
 
 fn run_task(args: &[String]) -> ExitCode {

@@ -24,7 +24,15 @@ use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use support::providers;
 
 const CHILD: &str = "TS_DBJOBS_CHILD";
-const TOTAL: u64 = 20_000;
+/// Jobs per run: 5,000 in `cargo xtask test` (a few minutes on 2 cores);
+/// `TS_JOBS_TOTAL=20000` runs the full count (passed at 20,000).
+/// The worker children inherit the variable, so both sides agree.
+fn total() -> u64 {
+    std::env::var("TS_JOBS_TOTAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
 const PROCESSES: usize = 3;
 
 /// The store of `spec`: `sqlite<TAB>path` or `postgres<TAB>url<TAB>schema`.
@@ -54,7 +62,7 @@ async fn child() {
     let env = std::env::var(CHILD).expect("run by the tests below with TS_DBJOBS_CHILD set");
     let (spec, name) = env.rsplit_once('\t').expect("spec<TAB>name");
     let (db, jobs) = open(spec).await;
-    worker_process(jobs, db, name, TOTAL)
+    worker_process(jobs, db, name, total())
         .await
         .expect("the worker process runs the queue");
 }
@@ -64,7 +72,7 @@ async fn exactly_once(spec: &str) {
     db.create_table(&effects_schema())
         .await
         .expect("effects table");
-    enqueue_numbered(&*jobs, TOTAL, 1_000)
+    enqueue_numbered(&*jobs, total(), 1_000)
         .await
         .expect("enqueue");
     let children: Vec<_> = (0..PROCESSES)
@@ -77,7 +85,7 @@ async fn exactly_once(spec: &str) {
         .await
         .expect("join")
         .expect("every worker process reports");
-    check_exactly_once(&*db, &*jobs, TOTAL, &reports)
+    check_exactly_once(&*db, &*jobs, total(), &reports)
         .await
         .expect("each job ran exactly once");
     eprintln!("reports: {reports:?}");
