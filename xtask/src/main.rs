@@ -178,6 +178,7 @@ fn node_packages(results: &mut Vec<StepResult>) -> Result<(), u8> {
     let projects = [
         ("tests/realtime-js", "@supabase/realtime-js", "realtime-js"),
         ("tests/supabase-js", "@supabase/supabase-js", "supabase-js"),
+        ("tests/socketio-js", "socket.io-client", "realtime-socketio"),
     ];
     for (path, package, tests) in projects {
         node_project(results, path, package, tests)?;
