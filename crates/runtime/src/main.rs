@@ -76,7 +76,7 @@ enum Command {
     /// interrupted run. Exit 1 on any difference or blocking issue.
     #[cfg(feature = "migrate")]
     Migrate(migrate_cli::MigrateArgs),
-    /// The configured job queue ([<profile>.jobs]): list, inspect, retry a
+    /// The configured job queue (`[<profile>.jobs]`): list, inspect, retry a
     /// dead job, cancel a queued one, stats. Exit 0 done, 1 the provider or
     /// the store failed, 2 bad arguments, 3 no such job, 4 the job's state
     /// does not allow the action.
