@@ -204,7 +204,9 @@ impl WorkerBuilder {
         Ok(self)
     }
 
-    /// How many jobs run at once (at least 1).
+    /// How many jobs run at once (at least 1). A busy worker claims again
+    /// once a quarter of these slots are free (or when woken or its poll
+    /// interval passes), in one batch, rather than once per finished job.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self
@@ -268,6 +270,7 @@ impl WorkerBuilder {
             jobs: self.jobs,
             handlers: Arc::new(self.handlers),
             concurrency: self.concurrency,
+            refill_at: self.concurrency.div_ceil(4),
             lease: self.lease,
             poll_interval: self.poll_interval,
             request,
@@ -320,6 +323,10 @@ struct Loop {
     jobs: Arc<dyn Jobs>,
     handlers: Arc<BTreeMap<String, Handler>>,
     concurrency: usize,
+    /// Free slots that make a busy worker claim again (a quarter of
+    /// `concurrency`, at least 1), so a full worker refills in batches
+    /// instead of claiming one job per finished job.
+    refill_at: usize,
     lease: Duration,
     poll_interval: Duration,
     request: ClaimRequest,
@@ -330,18 +337,20 @@ impl Loop {
     async fn run(self, mut stop_rx: watch::Receiver<Option<Duration>>) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut leases: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        // Claim on the first pass, after a wake-up or an idle poll, and once
+        // `refill_at` slots are free; a job finishing with fewer free slots
+        // only frees its slot.
+        let mut woken = true;
         let deadline = loop {
             if let Some(d) = *stop_rx.borrow() {
                 break d;
             }
             let free = self.concurrency.saturating_sub(running.len());
-            let mut claimed_full = false;
-            if free > 0 {
+            if free > 0 && (woken || free >= self.refill_at) {
                 let mut request = self.request.clone();
                 request.batch = free;
                 match self.jobs.claim(&request).await {
                     Ok(claimed) => {
-                        claimed_full = claimed.len() == free;
                         for c in claimed {
                             Counters::bump(&self.counters.claimed);
                             let lease = c.lease.clone();
@@ -360,16 +369,14 @@ impl Loop {
                     }
                 }
             }
-            if claimed_full && running.len() < self.concurrency {
-                continue;
-            }
+            woken = false;
             let idle = running.len() < self.concurrency;
             tokio::select! {
                 _ = stop_rx.changed() => {}
                 Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                     finished(&mut leases, done);
                 }
-                _ = self.jobs.wait_for_work(self.poll_interval), if idle => {}
+                _ = self.jobs.wait_for_work(self.poll_interval), if idle => woken = true,
             }
         };
         let until = tokio::time::Instant::now() + deadline;
