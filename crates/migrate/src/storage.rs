@@ -20,7 +20,7 @@ use truststream_core_storage::{
 
 use crate::progress::Task;
 use crate::state::{BucketState, StateFile};
-use crate::verify::object_fields;
+use crate::verify::{full_meta, object_fields};
 
 /// Objects listed (and checkpointed) per page.
 const PAGE: usize = 500;
@@ -150,16 +150,22 @@ pub(crate) async fn copy_bucket(
             .map(|m| {
                 let (source, target) = (Arc::clone(&source), Arc::clone(&target));
                 async move {
+                    let named =
+                        |e: Error| e.with_context("object", format!("{}/{}", m.bucket, m.key));
+                    // The listing may lack the content type, user metadata
+                    // and public flag (S3, Supabase): copy what get_metadata
+                    // reports, or they would be lost on the target.
+                    let m = full_meta(source.as_ref(), m.clone()).await.map_err(named)?;
                     if check_existing {
                         if let Ok(t) = target.get_metadata(&m.bucket, &m.key).await {
-                            if object_fields(m, &t).is_empty() {
+                            if object_fields(&m, &t).is_empty() {
                                 return Ok(m.size);
                             }
                         }
                     }
-                    copy_object(source.as_ref(), target.as_ref(), m)
+                    copy_object(source.as_ref(), target.as_ref(), &m)
                         .await
-                        .map_err(|e| e.with_context("object", format!("{}/{}", m.bucket, m.key)))?;
+                        .map_err(named)?;
                     Ok(m.size)
                 }
             })

@@ -326,30 +326,15 @@ pub(crate) fn object_fields(a: &ObjectMeta, b: &ObjectMeta) -> Vec<&'static str>
     f
 }
 
-/// Both sides' metadata with content type and checksum: a provider whose
-/// listing leaves them out (S3's ListObjectsV2 carries neither) is asked
-/// for the object's metadata.
-async fn complete(
-    source: &dyn Storage,
-    target: &dyn Storage,
-    a: ObjectMeta,
-    b: ObjectMeta,
-) -> Result<(ObjectMeta, ObjectMeta)> {
-    let partial = |m: &ObjectMeta| m.content_type.is_none() || m.checksum.is_none();
-    if !partial(&a) && !partial(&b) {
-        return Ok((a, b));
+/// The object's whole metadata. A listing entry without a checksum or a
+/// content type is partial: S3's ListObjectsV2 and Supabase's list carry
+/// neither the user metadata nor the public flag either, so such an entry
+/// is completed with `get_metadata` (one request per object).
+pub(crate) async fn full_meta(storage: &dyn Storage, m: ObjectMeta) -> Result<ObjectMeta> {
+    if m.content_type.is_some() && m.checksum.is_some() {
+        return Ok(m);
     }
-    let a = if partial(&a) {
-        source.get_metadata(&a.bucket, &a.key).await?
-    } else {
-        a
-    };
-    let b = if partial(&b) {
-        target.get_metadata(&b.bucket, &b.key).await?
-    } else {
-        b
-    };
-    Ok((a, b))
+    storage.get_metadata(&m.bucket, &m.key).await
 }
 
 /// Verifies one bucket: both listings merged in key order.
@@ -416,7 +401,7 @@ pub async fn verify_bucket(
                 check.source_bytes += a.size;
                 check.target_objects += 1;
                 check.target_bytes += b.size;
-                let (a, b) = complete(source, target, a, b).await?;
+                let (a, b) = tokio::try_join!(full_meta(source, a), full_meta(target, b))?;
                 let fields = object_fields(&a, &b);
                 if !fields.is_empty() {
                     note(
