@@ -460,6 +460,8 @@ async fn redis_killed_node_members_leave_within_the_bound() {
 struct PrivateNats {
     child: Option<std::process::Child>,
     port: u16,
+    /// Further nats-server arguments (e.g. `--user`, `--pass`).
+    args: Vec<String>,
 }
 
 impl PrivateNats {
@@ -476,7 +478,15 @@ impl PrivateNats {
     }
 
     fn start(port: u16) -> PrivateNats {
-        let mut n = PrivateNats { child: None, port };
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> PrivateNats {
+        let mut n = PrivateNats {
+            child: None,
+            port,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
         n.restart();
         n
     }
@@ -484,6 +494,7 @@ impl PrivateNats {
     fn restart(&mut self) {
         let child = std::process::Command::new(Self::binary().unwrap())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -683,6 +694,62 @@ async fn nats_restart_under_load_keeps_local_delivery_and_converges() {
         local_got.load(Ordering::Relaxed) == sent
     })
     .await;
+}
+
+/// A NATS server that requires a user and password: the credentials
+/// written in the cluster url are used (async-nats alone ignores them), so
+/// two hubs connect, hear each other and carry a broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_in_the_url_are_used() {
+    if PrivateNats::binary().is_none() {
+        return;
+    }
+    let port = free_port();
+    let _nats = PrivateNats::start_with(port, &["--user", "alice", "--pass", "p@ss w0rd"]);
+    let url = format!("nats://alice:p%40ss%20w0rd@127.0.0.1:{port}");
+    let p = prefix("auth");
+    let a = WsRealtime::start(hub_config("nats", &url, &p, "a"), None, None)
+        .await
+        .unwrap();
+    let b = WsRealtime::start(hub_config("nats", &url, &p, "b"), None, None)
+        .await
+        .unwrap();
+    wait_until("both hubs connected", Duration::from_secs(10), async || {
+        a.health().await.is_healthy() && b.health().await.is_healthy()
+    })
+    .await;
+    wait_until(
+        "the hubs to hear each other",
+        Duration::from_secs(10),
+        async || heard(&a) && heard(&b),
+    )
+    .await;
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    let receiver = b.channel("room", ChannelOptions::new()).await.unwrap();
+    let _sub = receiver.on(
+        "e",
+        handler(move |_| {
+            g.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    receiver.join().await.unwrap();
+    let sender = a.channel("room", ChannelOptions::new()).await.unwrap();
+    sender.join().await.unwrap();
+    sender.send("e", json!({})).await.unwrap();
+    wait_until("the broadcast on b", Duration::from_secs(10), async || {
+        got.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // A wrong password is refused by the server: degraded, never shown.
+    let wrong = format!("nats://alice:hunter2@127.0.0.1:{port}");
+    let c = WsRealtime::start(hub_config("nats", &wrong, &p, "c"), None, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health = c.health().await;
+    assert!(!health.is_healthy(), "{health:?}");
+    assert!(!format!("{health:?}").contains("hunter2"), "{health:?}");
 }
 
 /// The realtime conformance suite over a two-node cluster on NATS: the

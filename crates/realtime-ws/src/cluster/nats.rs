@@ -30,10 +30,55 @@ impl Broker for Nats {
     }
 }
 
+/// Credentials written in the broker URL.
+#[derive(Debug, PartialEq)]
+enum Credentials {
+    /// `nats://user:password@host`
+    UserPassword(String, String),
+    /// `nats://token@host`
+    Token(String),
+}
+
+/// Takes the credentials out of the broker URL. async-nats ignores a URL's
+/// user and password (nats-io/nats.rs#1623: it would connect without them)
+/// and logs the address it dials at debug level: it gets them through its
+/// options instead, and an address without them. As other NATS clients do,
+/// `user:password@` is a user and password and a bare `user@` a token.
+fn split_credentials(url: &str) -> RtResult<(async_nats::ServerAddr, Option<Credentials>)> {
+    // Neither error repeats the URL (it may hold credentials).
+    let unusable = || Error::invalid_input("realtime.cluster: the NATS url is not a valid URL");
+    let addr: async_nats::ServerAddr = url.parse().map_err(|_| unusable())?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| unusable())
+    };
+    let credentials = match (addr.username(), addr.password()) {
+        (None, None) => return Ok((addr, None)),
+        (Some(user), Some(password)) => Credentials::UserPassword(decode(user)?, decode(password)?),
+        (Some(token), None) => Credentials::Token(decode(token)?),
+        (None, Some(password)) => Credentials::UserPassword(String::new(), decode(password)?),
+    };
+    let mut bare = addr.into_inner();
+    bare.set_username("").map_err(|()| unusable())?;
+    bare.set_password(None).map_err(|()| unusable())?;
+    let addr = async_nats::ServerAddr::from_url(bare).map_err(|_| unusable())?;
+    Ok((addr, Some(credentials)))
+}
+
 pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Box<dyn Broker>> {
+    let (addr, credentials) = split_credentials(config.url.expose())?;
     let links = std::sync::Arc::new(links);
     let events = links.clone();
-    let client = async_nats::ConnectOptions::new()
+    let options = match credentials {
+        None => async_nats::ConnectOptions::new(),
+        Some(Credentials::UserPassword(user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        Some(Credentials::Token(token)) => async_nats::ConnectOptions::with_token(token),
+    };
+    let client = options
         .name(format!("truststream-realtime {}", config.node_id))
         .no_echo()
         .retry_on_initial_connect()
@@ -54,9 +99,9 @@ pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Bo
                 }
             }
         })
-        .connect(config.url.expose())
+        .connect(addr)
         .await
-        // The error may repeat the URL (and its credentials): not shown.
+        // The error may repeat the URL: not shown.
         .map_err(|e| {
             Error::invalid_input(format!(
                 "realtime.cluster: cannot use the NATS url ({:?})",
@@ -78,4 +123,27 @@ pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Bo
         client,
         subject: config.prefix.clone(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_the_options() {
+        let (addr, c) = split_credentials("nats://alice:p%40ss@127.0.0.1:4222").unwrap();
+        assert_eq!(addr.as_url_str(), "nats://127.0.0.1:4222");
+        assert_eq!(
+            c,
+            Some(Credentials::UserPassword("alice".into(), "p@ss".into()))
+        );
+        let (addr, c) = split_credentials("nats://s3cr3t@10.0.0.5:4222").unwrap();
+        assert_eq!(addr.as_url_str(), "nats://10.0.0.5:4222");
+        assert_eq!(c, Some(Credentials::Token("s3cr3t".into())));
+        let (addr, c) = split_credentials("127.0.0.1:4222").unwrap();
+        assert_eq!(addr.as_url_str(), "nats://127.0.0.1:4222");
+        assert_eq!(c, None);
+        let e = split_credentials("http://alice:hunter2@x").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 }
