@@ -655,15 +655,14 @@ impl Hub {
             }
             BroadcastPayload::Binary(_) => {}
         }
-        let broadcast = Arc::new(Broadcast::with(topic, event, payload, meta));
-        let item = Push::Broadcast(broadcast.clone());
+        let item = Push::Broadcast(Arc::new(Broadcast::with(topic, event, payload, meta)));
         self.with_members(topic, from, |t, members| {
             let include_self = members.get(&from).is_some_and(|m| m.broadcast_self);
             t.fan_out(members, &item, |id, _| include_self || id != from);
             Ok(())
         })?;
-        if let Some(c) = &self.cluster {
-            c.publish_broadcast(&broadcast);
+        if let (Some(c), Push::Broadcast(b)) = (&self.cluster, &item) {
+            c.publish_broadcast(b);
         }
         Ok(())
     }
