@@ -21,6 +21,7 @@ pub use operation::{Operation, OperationOutput};
 pub use query::{
     and, col, not, or, validate_text_search_config, AggFunc, CmpOp, ColumnRef, Cursor, Filter,
     Join, JoinKind, NullsOrder, OrderBy, Query, SelectItem, SortDirection, TextSearchKind,
+    MAX_JSON_OPERAND_DEPTH, MAX_JSON_OPERAND_NODES,
 };
 pub use schema::{
     AlterTable, ColumnDef, ColumnDefault, ColumnType, ForeignKey, IndexSpec, TableSchema,

@@ -332,6 +332,43 @@ pub fn validate_text_search_config(config: &str) -> DbResult<()> {
     }
 }
 
+/// Deepest nesting of arrays and objects in a `cs`/`cd`/`ov` value (`[[1]]`
+/// is 2 deep).
+pub const MAX_JSON_OPERAND_DEPTH: usize = 16;
+/// Most values, object keys included, in a `cs`/`cd`/`ov` value.
+pub const MAX_JSON_OPERAND_NODES: usize = 1_000;
+
+/// Bounds a JSON operator's value: every provider can answer one this size
+/// (SQLite unrolls it into SQL, whose expression depth and bind count are
+/// limited), and a hostile one costs no deep recursion.
+fn check_json_operand(column: &ColumnRef, op: CmpOp, value: &Value) -> DbResult<()> {
+    fn walk(v: &Value, depth: usize, nodes: &mut usize) -> bool {
+        *nodes += 1;
+        let container = v.is_array() || v.is_object();
+        if (container && depth > MAX_JSON_OPERAND_DEPTH) || *nodes > MAX_JSON_OPERAND_NODES {
+            return false;
+        }
+        match v {
+            Value::Array(items) => items.iter().all(|i| walk(i, depth + 1, nodes)),
+            Value::Object(map) => map.values().all(|i| {
+                *nodes += 1;
+                walk(i, depth + 1, nodes)
+            }),
+            _ => true,
+        }
+    }
+    let mut nodes = 0;
+    if walk(value, 1, &mut nodes) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "the {} value for {column} is too large: at most {MAX_JSON_OPERAND_DEPTH} levels \
+             deep and {MAX_JSON_OPERAND_NODES} values and keys",
+            op.name()
+        )))
+    }
+}
+
 /// A condition on rows.
 ///
 /// Non-exhaustive: conditions are added without a breaking change; a
@@ -445,6 +482,9 @@ impl Filter {
                     return Err(Error::invalid_input(format!(
                         "like/ilike on {column} needs a string pattern"
                     )));
+                }
+                if op.is_json() {
+                    check_json_operand(column, *op, value)?;
                 }
                 if *op == CmpOp::Overlaps {
                     let scalars = value.as_array().is_some_and(|a| {

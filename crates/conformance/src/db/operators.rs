@@ -130,6 +130,53 @@ pub(super) async fn json_containment(db: Db) -> CaseResult {
         .await?,
         [1]
     );
+    // Values as wide as core-db accepts work everywhere (SQLite unrolls
+    // them into SQL, whose expression depth is limited); wider or deeper
+    // ones are refused as bad input, never a database failure.
+    let wide = |first: &[&str]| -> Vec<Value> {
+        let mut v: Vec<Value> = first.iter().map(|s| json!(s)).collect();
+        let n = truststream_core_db::MAX_JSON_OPERAND_NODES - 1 - v.len();
+        v.extend((0..n).map(|i| json!(1000 + i)));
+        v
+    };
+    ensure_eq!(
+        ids(&db, t().overlaps(wide(&["a"]))).await?,
+        [1, 5],
+        "ov with a list as long as allowed"
+    );
+    ensure_eq!(
+        ids(&db, t().contained_by(Value::Array(wide(&["a", "b", "c"])))).await?,
+        [1, 2, 3, 6],
+        "cd with an array as long as allowed"
+    );
+    ensure_eq!(
+        ids(&db, t().contains(Value::Array(wide(&["a"])))).await?,
+        Vec::<i64>::new(),
+        "cs with an array as long as allowed"
+    );
+    let mut deep = json!(["n"]);
+    for _ in 1..truststream_core_db::MAX_JSON_OPERAND_DEPTH {
+        deep = json!([deep]);
+    }
+    ensure_eq!(
+        ids(&db, t().contains(deep.clone())).await?,
+        Vec::<i64>::new(),
+        "cs with a value as deep as allowed"
+    );
+    expect_kind(
+        db.read("docs", &Query::new().filter(t().contains(json!([deep]))))
+            .await,
+        ErrorKind::InvalidInput,
+        "cs with a value nested too deep",
+    )?;
+    let mut too_wide = wide(&["a"]);
+    too_wide.push(json!("z"));
+    expect_kind(
+        db.read("docs", &Query::new().filter(t().overlaps(too_wide)))
+            .await,
+        ErrorKind::InvalidInput,
+        "ov with a list longer than allowed",
+    )?;
     let changed = db
         .update_many(
             "docs",

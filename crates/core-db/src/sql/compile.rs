@@ -586,38 +586,67 @@ impl SqliteJson {
         }
     }
 
+    /// Writes the terms `0..n` (written by `term`) joined by `op` (`AND`,
+    /// `OR`) as a balanced tree, or `empty` when there are none. SQLite
+    /// limits an expression tree's depth (1,000 by default); a flat chain
+    /// over a 500-element value would exceed it, a balanced one has depth
+    /// `log2(n)`.
+    fn join(
+        &mut self,
+        w: &mut Writer,
+        range: std::ops::Range<usize>,
+        op: &str,
+        empty: &str,
+        term: &mut dyn FnMut(&mut Self, &mut Writer, usize),
+    ) {
+        match range.len() {
+            0 => w.push(empty),
+            1 => term(self, w, range.start),
+            n => {
+                let mid = range.start + n / 2;
+                w.push("(");
+                self.join(w, range.start..mid, op, empty, term);
+                w.push(&format!(" {op} "));
+                self.join(w, mid..range.end, op, empty, term);
+                w.push(")");
+            }
+        }
+    }
+
     /// `node @> v`. Every `json_each` over a node is behind a `CASE` on the
     /// node's type, so a string is never parsed as JSON (SQLite may
     /// reorder `AND` terms, `CASE` is evaluated in order).
     fn contains(&mut self, w: &mut Writer, node: &JsonNode, v: &Value, top: bool) {
         match v {
             Value::Object(map) => {
-                w.push(&format!("(CASE WHEN {} = 'object' THEN (1", node.ty()));
-                for (k, item) in map {
-                    let a = self.alias();
+                let entries: Vec<(&String, &Value)> = map.iter().collect();
+                w.push(&format!("(CASE WHEN {} = 'object' THEN ", node.ty()));
+                self.join(w, 0..entries.len(), "AND", "1", &mut |j, w, i| {
+                    let (k, item) = entries[i];
+                    let a = j.alias();
                     w.push(&format!(
-                        " AND EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE {a}.key = ",
+                        "EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE {a}.key = ",
                         node.doc()
                     ));
-                    w.bind_shared(Value::String(k.clone()), None, self.column.clone());
+                    w.bind_shared(Value::String(k.clone()), None, j.column.clone());
                     w.push(" AND ");
-                    self.contains(w, &JsonNode::Each(a), item, false);
+                    j.contains(w, &JsonNode::Each(a), item, false);
                     w.push(")");
-                }
-                w.push(") ELSE 0 END)");
+                });
+                w.push(" ELSE 0 END)");
             }
             Value::Array(items) => {
-                w.push(&format!("(CASE WHEN {} = 'array' THEN (1", node.ty()));
-                for item in items {
-                    let a = self.alias();
+                w.push(&format!("(CASE WHEN {} = 'array' THEN ", node.ty()));
+                self.join(w, 0..items.len(), "AND", "1", &mut |j, w, i| {
+                    let a = j.alias();
                     w.push(&format!(
-                        " AND EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE ",
+                        "EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE ",
                         node.doc()
                     ));
-                    self.contains(w, &JsonNode::Each(a), item, false);
+                    j.contains(w, &JsonNode::Each(a), &items[i], false);
                     w.push(")");
-                }
-                w.push(") ELSE 0 END)");
+                });
+                w.push(" ELSE 0 END)");
             }
             scalar => {
                 if top {
@@ -643,33 +672,34 @@ impl SqliteJson {
     fn contained(&mut self, w: &mut Writer, node: &JsonNode, v: &Value, top: bool) {
         match v {
             Value::Object(map) => {
+                let entries: Vec<(&String, &Value)> = map.iter().collect();
                 let a = self.alias();
                 w.push(&format!(
-                    "(CASE WHEN {} = 'object' THEN NOT EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE NOT (0",
+                    "(CASE WHEN {} = 'object' THEN NOT EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE NOT ",
                     node.ty(),
                     node.doc()
                 ));
-                for (k, item) in map {
-                    w.push(&format!(" OR ({a}.key = "));
-                    w.bind_shared(Value::String(k.clone()), None, self.column.clone());
+                self.join(w, 0..entries.len(), "OR", "0", &mut |j, w, i| {
+                    let (k, item) = entries[i];
+                    w.push(&format!("({a}.key = "));
+                    w.bind_shared(Value::String(k.clone()), None, j.column.clone());
                     w.push(" AND ");
-                    self.contained(w, &JsonNode::Each(a.clone()), item, false);
+                    j.contained(w, &JsonNode::Each(a.clone()), item, false);
                     w.push(")");
-                }
-                w.push(")) ELSE 0 END)");
+                });
+                w.push(") ELSE 0 END)");
             }
             Value::Array(items) => {
                 let a = self.alias();
                 w.push(&format!(
-                    "(CASE WHEN {} = 'array' THEN NOT EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE NOT (0",
+                    "(CASE WHEN {} = 'array' THEN NOT EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE NOT ",
                     node.ty(),
                     node.doc()
                 ));
-                for item in items {
-                    w.push(" OR ");
-                    self.contained(w, &JsonNode::Each(a.clone()), item, false);
-                }
-                w.push(")) ELSE ");
+                self.join(w, 0..items.len(), "OR", "0", &mut |j, w, i| {
+                    j.contained(w, &JsonNode::Each(a.clone()), &items[i], false);
+                });
+                w.push(") ELSE ");
                 // At the top level a scalar is contained by an array having it.
                 let scalars: Vec<&Value> = if top {
                     items
@@ -679,12 +709,10 @@ impl SqliteJson {
                 } else {
                     Vec::new()
                 };
-                w.push("(0");
-                for item in scalars {
-                    w.push(" OR ");
-                    self.scalar_eq(w, node, item);
-                }
-                w.push(") END)");
+                self.join(w, 0..scalars.len(), "OR", "0", &mut |j, w, i| {
+                    j.scalar_eq(w, node, scalars[i]);
+                });
+                w.push(" END)");
             }
             scalar => self.scalar_eq(w, node, scalar),
         }
@@ -692,16 +720,16 @@ impl SqliteJson {
 
     /// `node` is an array sharing a scalar with `v` (an array of scalars).
     fn overlaps(&mut self, w: &mut Writer, node: &JsonNode, v: &Value) {
+        let items = v.as_array().map(Vec::as_slice).unwrap_or_default();
         let a = self.alias();
         w.push(&format!(
-            "(CASE WHEN {} = 'array' THEN EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE 0",
+            "(CASE WHEN {} = 'array' THEN EXISTS (SELECT 1 FROM json_each({}) AS {a} WHERE ",
             node.ty(),
             node.doc()
         ));
-        for item in v.as_array().into_iter().flatten() {
-            w.push(" OR ");
-            self.scalar_eq(w, &JsonNode::Each(a.clone()), item);
-        }
+        self.join(w, 0..items.len(), "OR", "0", &mut |j, w, i| {
+            j.scalar_eq(w, &JsonNode::Each(a.clone()), &items[i]);
+        });
         w.push(") ELSE 0 END)");
     }
 }

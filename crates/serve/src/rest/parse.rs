@@ -541,9 +541,17 @@ fn leaf_op(s: &str) -> ApiResult<LeafOp> {
 /// elements: a double-quoted element is a string (with `\` escapes); an
 /// unquoted one is a number when it reads as a JSON number, `true`/`false`
 /// a boolean, `{...}` a nested array, anything else a string. `NULL`
-/// elements are refused (`None`), as are empty unquoted ones.
+/// elements are refused (`None`), as are empty unquoted ones and arrays
+/// nested deeper than core-db accepts for a JSON operator.
 pub(crate) fn pg_array_items(inner: &str) -> Option<Vec<serde_json::Value>> {
+    pg_array_level(inner, 1)
+}
+
+fn pg_array_level(inner: &str, depth: usize) -> Option<Vec<serde_json::Value>> {
     use serde_json::Value;
+    if depth > truststream_core_db::MAX_JSON_OPERAND_DEPTH {
+        return None;
+    }
     if inner.trim().is_empty() {
         return Some(Vec::new());
     }
@@ -557,7 +565,7 @@ pub(crate) fn pg_array_items(inner: &str) -> Option<Vec<serde_json::Value>> {
             }
             out.push(Value::String(unquote(t)));
         } else if let Some(nested) = t.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
-            out.push(Value::Array(pg_array_items(nested)?));
+            out.push(Value::Array(pg_array_level(nested, depth + 1)?));
         } else if t.is_empty() || t.eq_ignore_ascii_case("null") || t.contains(['"', '{', '}']) {
             return None;
         } else if t == "true" || t == "false" {
@@ -889,6 +897,11 @@ mod tests {
         for bad in ["a,,b", "NULL", "\"a", "a\"b", "{a"] {
             assert!(pg_array_items(bad).is_none(), "{bad}");
         }
+        // Nesting is bounded before any recursion gets deep.
+        let deep = |n: usize| format!("{}x{}", "{".repeat(n), "}".repeat(n));
+        assert!(pg_array_items(&deep(truststream_core_db::MAX_JSON_OPERAND_DEPTH - 1)).is_some());
+        assert!(pg_array_items(&deep(truststream_core_db::MAX_JSON_OPERAND_DEPTH)).is_none());
+        assert!(pg_array_items(&deep(16_000)).is_none());
     }
 
     #[test]

@@ -678,3 +678,43 @@ fn text_search_binds_config_and_query_on_postgres_only() {
     let e = docs_where(SqlDialect::Postgres, f).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
+
+#[test]
+fn wide_json_values_compile_to_balanced_sql() {
+    // A flat `AND`/`OR` chain over 999 elements would be 999 levels deep,
+    // past SQLite's expression-depth limit (1,000); a balanced one is ~10.
+    let many: Vec<Value> = (0..crate::MAX_JSON_OPERAND_NODES - 1)
+        .map(|i| json!(i))
+        .collect();
+    for f in [
+        col("tags").contains(Value::Array(many.clone())),
+        col("tags").contained_by(Value::Array(many.clone())),
+        col("tags").overlaps(many.clone()),
+    ] {
+        let s = docs_where(SqlDialect::Sqlite, f).unwrap();
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for c in s.sql.chars() {
+            match c {
+                '(' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' => depth -= 1,
+                _ => {}
+            }
+        }
+        assert!(deepest < 40, "nesting {deepest}");
+        assert!(!s.sql.contains("(1 AND") && !s.sql.contains("(0 OR"));
+    }
+    let mut more = many;
+    more.push(json!("x"));
+    let e = docs_where(SqlDialect::Sqlite, col("tags").overlaps(more)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let mut deep = json!(1);
+    for _ in 0..=crate::MAX_JSON_OPERAND_DEPTH {
+        deep = json!([deep]);
+    }
+    let e = docs_where(SqlDialect::Postgres, col("tags").contains(deep)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("too large"), "{e}");
+}
