@@ -5,17 +5,18 @@
 //! child is this test binary run again with `TS_JOBS_CHILD` set (the
 //! ignored `child` test below is the worker).
 
+mod support;
+
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use truststream_core_db::{ColumnDef, Database, Query, TableSchema};
-use truststream_core_jobs::{JobContext, JobError, JobQuery, JobState, Jobs, NewJob, Worker};
+use truststream_conformance::jobs::shared::{check_ran_again_after_kill, doomed_worker};
+use truststream_core_db::{ColumnDef, Query, TableSchema};
+use truststream_core_jobs::{JobContext, JobError, JobState, Jobs, NewJob, Worker};
 use truststream_db_postgres::testing::{self, Scratch};
-use truststream_db_postgres::{PgConfig, PgDatabase};
-use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
-use truststream_jobs_db::{DbJobs, DbJobsConfig};
+
+use support::open;
 
 const CHILD: &str = "TS_JOBS_CHILD";
 const JOBS: u64 = 100;
@@ -25,47 +26,13 @@ struct Payload {
     n: u64,
 }
 
-/// Where the queue lives, as the child is told in `TS_JOBS_CHILD`:
-/// `sqlite<TAB>path` or `postgres<TAB>url<TAB>schema`.
-async fn open(spec: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
-    let parts: Vec<&str> = spec.split('\t').collect();
-    let db: Arc<dyn Database> = match parts.as_slice() {
-        ["sqlite", path] => Arc::new(
-            SqliteDatabase::open(SqliteConfig::file(path))
-                .await
-                .expect("open the sqlite file"),
-        ),
-        ["postgres", url, schema] => Arc::new(
-            PgDatabase::open(PgConfig::new(url.to_string()).with_schema(schema.to_string()))
-                .await
-                .expect("open the postgres schema"),
-        ),
-        _ => panic!("bad {CHILD} value"),
-    };
-    let jobs = DbJobs::open(db.clone(), DbJobsConfig::default())
-        .await
-        .expect("open the jobs table");
-    (db, Arc::new(jobs))
-}
-
 /// The child: claims every job with 2 s leases and never finishes one.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the child process of the test below, not a test of its own"]
 async fn child() {
     let spec = std::env::var(CHILD).expect("run by the tests below with TS_JOBS_CHILD set");
     let (_db, jobs) = open(&spec).await;
-    let _worker = Worker::builder(jobs)
-        .concurrency(JOBS as usize)
-        .lease(Duration::from_secs(2))
-        .poll_interval(Duration::from_millis(100))
-        .worker_id("doomed-child")
-        .register("kill_me", |_ctx: JobContext, _p: Payload| async move {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok::<(), JobError>(())
-        })
-        .expect("register")
-        .start()
-        .expect("start");
+    let _worker = doomed_worker(jobs, "kill_me", JOBS as usize).expect("start");
     tokio::time::sleep(Duration::from_secs(3600)).await;
 }
 
@@ -181,24 +148,7 @@ async fn killed_worker(spec: &str) {
 
     let applied = db.read("effects", &Query::new()).await.expect("effects");
     assert_eq!(applied.len() as u64, JOBS, "each effect once");
-    let all = jobs
-        .list(&JobQuery::new().job_type("kill_me").limit(1000))
+    check_ran_again_after_kill(&*jobs, "kill_me", JOBS, "survivor")
         .await
-        .expect("list");
-    assert_eq!(all.len() as u64, JOBS);
-    for j in all {
-        assert_eq!(j.state, JobState::Completed, "{j:?}");
-        assert_eq!(j.attempts, 2, "the killed attempt counts: {j:?}");
-        assert_eq!(j.history.len(), 2, "{:?}", j.history);
-        assert_eq!(j.history[0].worker_id, "doomed-child");
-        assert!(
-            j.history[0]
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("lease expired")),
-            "{:?}",
-            j.history[0]
-        );
-        assert_eq!(j.history[1].worker_id, "survivor");
-    }
+        .expect("each job ran once more, after its lease");
 }

@@ -4,31 +4,22 @@
 //! handlers never got to theirs). The child is this test binary run again
 //! with `TS_PGJOBS_KILL` set (the ignored `doomed` test below).
 
+mod support;
+
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use truststream_conformance::jobs::shared::{
-    count_effects, effect_worker, effects_schema, enqueue_numbered, wait_completed, EFFECT_TYPE,
+    check_ran_again_after_kill, count_effects, doomed_worker, effect_worker, effects_schema,
+    enqueue_numbered, wait_completed, EFFECT_TYPE,
 };
-use truststream_core_db::Database;
-use truststream_core_jobs::{JobContext, JobError, JobQuery, JobState, Jobs, Worker};
+use truststream_core_jobs::JobState;
 use truststream_db_postgres::testing::{self, Scratch};
-use truststream_db_postgres::{PgConfig, PgDatabase};
-use truststream_jobs_postgres::{PgJobs, PgJobsConfig};
+
+use support::open;
 
 const CHILD: &str = "TS_PGJOBS_KILL";
 const JOBS: u64 = 100;
-
-async fn open(url: &str, schema: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
-    let db = PgDatabase::open(PgConfig::new(url.to_string()).with_schema(schema.to_string()))
-        .await
-        .expect("open db-postgres");
-    let jobs = PgJobs::open(PgJobsConfig::new(url.to_string()).with_schema(schema.to_string()))
-        .await
-        .expect("open the jobs table");
-    (Arc::new(db), Arc::new(jobs))
-}
 
 /// The child: claims every job with 2 s leases and never finishes one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,20 +28,7 @@ async fn doomed() {
     let spec = std::env::var(CHILD).expect("run by the test below with TS_PGJOBS_KILL set");
     let (url, schema) = spec.split_once('\t').expect("url<TAB>schema");
     let (_db, jobs) = open(url, schema).await;
-    let _worker = Worker::builder(jobs)
-        .concurrency(JOBS as usize)
-        .lease(Duration::from_secs(2))
-        .worker_id("doomed-child")
-        .register(
-            EFFECT_TYPE,
-            |_ctx: JobContext, _p: serde_json::Value| async move {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok::<(), JobError>(())
-            },
-        )
-        .expect("register")
-        .start()
-        .expect("start");
+    let _worker = doomed_worker(jobs, EFFECT_TYPE, JOBS as usize).expect("start");
     tokio::time::sleep(Duration::from_secs(3600)).await;
 }
 
@@ -115,25 +93,8 @@ async fn a_killed_worker_process_loses_no_job() {
     let effects = count_effects(&*db, JOBS).await.expect("effects");
     assert!(effects.missing.is_empty(), "lost: {:?}", effects.missing);
     assert!(effects.repeated.is_empty(), "twice: {:?}", effects.repeated);
-    let all = jobs
-        .list(&JobQuery::new().job_type(EFFECT_TYPE).limit(1000))
+    check_ran_again_after_kill(&*jobs, EFFECT_TYPE, JOBS, "survivor")
         .await
-        .expect("list");
-    assert_eq!(all.len() as u64, JOBS);
-    for j in all {
-        assert_eq!(j.state, JobState::Completed, "{j:?}");
-        assert_eq!(j.attempts, 2, "the killed attempt counts: {j:?}");
-        assert_eq!(j.history.len(), 2, "{:?}", j.history);
-        assert_eq!(j.history[0].worker_id, "doomed-child");
-        assert!(
-            j.history[0]
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("lease expired")),
-            "{:?}",
-            j.history[0]
-        );
-        assert_eq!(j.history[1].worker_id, "survivor");
-    }
+        .expect("each job ran once more, after its lease");
     scratch.cleanup().await.expect("drop the scratch schema");
 }

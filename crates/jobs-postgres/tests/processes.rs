@@ -1,6 +1,6 @@
 //! Real processes and a real server.
 //!
-//! - 20,000 jobs worked by 3 worker **processes** (this test binary run
+//! - 5,000 jobs (`TS_JOBS_TOTAL`; passed at 20,000) worked by 3 worker **processes** (this test binary run
 //!   again with `TS_PGJOBS_CHILD` set; the ignored `child` test is the
 //!   worker), each with its own pool and `LISTEN` connection, each handler
 //!   writing one row per run to a table through db-postgres: with no
@@ -14,41 +14,20 @@
 //!   at-least-once contract allows — a run whose outcome could not be
 //!   recorded (a store error or a lost lease) runs again after its lease.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use truststream_conformance::jobs::shared::{
-    check_exactly_once, count_effects, effect_worker, effects_schema, enqueue_numbered,
-    spawn_worker_process, wait_completed, wait_workers, worker_process, EFFECT_TYPE,
+    count_effects, effect_worker, effects_schema, enqueue_numbered, exactly_once_across_processes,
+    processes_total, wait_completed, worker_process, EFFECT_TYPE,
 };
-use truststream_core_db::Database;
 use truststream_core_jobs::{JobState, Jobs};
 use truststream_db_postgres::testing::{self, PrivateCluster, Scratch};
-use truststream_db_postgres::{PgConfig, PgDatabase};
-use truststream_jobs_postgres::{PgJobs, PgJobsConfig};
+
+use support::open;
 
 const CHILD: &str = "TS_PGJOBS_CHILD";
-/// Jobs per run: 5,000 in `cargo xtask test` (a few minutes on 2 cores);
-/// `TS_JOBS_TOTAL=20000` runs the full count (passed at 20,000).
-/// The worker children inherit the variable, so both sides agree.
-fn total() -> u64 {
-    std::env::var("TS_JOBS_TOTAL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000)
-}
-const PROCESSES: usize = 3;
-
-/// The queue and the effects table in `schema` of the server at `url`.
-async fn open(url: &str, schema: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
-    let db = PgDatabase::open(PgConfig::new(url.to_string()).with_schema(schema.to_string()))
-        .await
-        .expect("open db-postgres");
-    let jobs = PgJobs::open(PgJobsConfig::new(url.to_string()).with_schema(schema.to_string()))
-        .await
-        .expect("open the jobs table");
-    (Arc::new(db), Arc::new(jobs))
-}
 
 /// The child: works effect jobs until all `total()` are completed, then
 /// prints its report.
@@ -59,7 +38,7 @@ async fn child() {
     let (url, rest) = spec.split_once('\t').expect("url<TAB>schema<TAB>name");
     let (schema, name) = rest.split_once('\t').expect("schema<TAB>name");
     let (db, jobs) = open(url, schema).await;
-    worker_process(jobs, db, name, total())
+    worker_process(jobs, db, name, processes_total())
         .await
         .expect("the worker process runs the queue");
 }
@@ -75,26 +54,11 @@ async fn three_processes_run_20000_jobs_each_exactly_once() {
         .schema
         .expect("scratch schema");
     let (db, jobs) = open(&url, &schema).await;
-    db.create_table(&effects_schema())
-        .await
-        .expect("effects table");
-    enqueue_numbered(&*jobs, total(), 1_000)
-        .await
-        .expect("enqueue");
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|i| {
-            spawn_worker_process("child", CHILD, &format!("{url}\t{schema}\tproc-{i}"))
-                .expect("spawn a worker process")
-        })
-        .collect();
-    let reports = tokio::task::spawn_blocking(move || wait_workers(children))
-        .await
-        .expect("join")
-        .expect("every worker process reports");
-    check_exactly_once(&*db, &*jobs, total(), &reports)
-        .await
-        .expect("each job ran exactly once");
-    eprintln!("reports: {reports:?}");
+    exactly_once_across_processes(&*db, &*jobs, "child", CHILD, |i| {
+        format!("{url}\t{schema}\tproc-{i}")
+    })
+    .await
+    .expect("each job ran exactly once");
     scratch.cleanup().await.expect("drop the scratch schema");
 }
 

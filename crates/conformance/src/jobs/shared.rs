@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use truststream_core_db::{ColumnDef, ColumnDefault, Database, Query, Row, TableSchema};
 use truststream_core_jobs::{
-    JobContext, JobError, JobState, Jobs, JobsResult, NewJob, Worker, WorkerHandle, WorkerReport,
+    JobContext, JobError, JobQuery, JobState, Jobs, JobsResult, NewJob, Worker, WorkerHandle,
+    WorkerReport,
 };
 
 use crate::{ensure, ensure_eq, CaseResult, Failure};
@@ -342,5 +343,101 @@ pub async fn check_exactly_once(
         .run_times_of(EFFECT_TYPE)
         .ok_or_else(|| Failure::new("no run times after the run"))?;
     ensure!(runs.sampled > 0 && runs.p50 <= runs.p99, "{runs:?}");
+    Ok(())
+}
+
+/// Worker processes in a multi-process run.
+pub const PROCESSES: usize = 3;
+
+/// Jobs per multi-process run: `TS_JOBS_TOTAL`, else 5,000 (a few minutes
+/// on 2 cores; `TS_JOBS_TOTAL=20000` runs the full count). Worker processes
+/// inherit the variable, so both sides agree.
+pub fn processes_total() -> u64 {
+    std::env::var("TS_JOBS_TOTAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
+
+/// The multi-process exactly-once run: creates [`EFFECTS_TABLE`] in `db`,
+/// enqueues [`processes_total`] effect jobs on `jobs`, runs [`PROCESSES`]
+/// worker processes (the current test binary's ignored test `test`, with
+/// `env` set to `spec(i)` for process `i`; each runs [`worker_process`])
+/// and checks the outcome with [`check_exactly_once`].
+pub async fn exactly_once_across_processes(
+    db: &dyn Database,
+    jobs: &dyn Jobs,
+    test: &str,
+    env: &str,
+    spec: impl Fn(usize) -> String,
+) -> CaseResult {
+    let total = processes_total();
+    db.create_table(&effects_schema()).await?;
+    enqueue_numbered(jobs, total, 1_000).await?;
+    let children = (0..PROCESSES)
+        .map(|i| {
+            spawn_worker_process(test, env, &spec(i))
+                .map_err(|e| Failure::new(format!("spawning a worker process: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let reports = tokio::task::spawn_blocking(move || wait_workers(children))
+        .await
+        .map_err(|e| Failure::new(format!("waiting for the worker processes: {e}")))??;
+    check_exactly_once(db, jobs, total, &reports).await?;
+    eprintln!("reports: {reports:?}");
+    Ok(())
+}
+
+/// The worker id of [`doomed_worker`].
+pub const DOOMED: &str = "doomed-child";
+
+/// The worker of a process about to be killed: claims up to `n` jobs of
+/// `job_type` with 2 s leases (polling every 100 ms) and never finishes
+/// one.
+pub fn doomed_worker(jobs: Arc<dyn Jobs>, job_type: &str, n: usize) -> JobsResult<WorkerHandle> {
+    Worker::builder(jobs)
+        .concurrency(n)
+        .lease(Duration::from_secs(2))
+        .poll_interval(Duration::from_millis(100))
+        .worker_id(DOOMED)
+        .register(
+            job_type,
+            |_ctx: JobContext, _p: serde_json::Value| async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<(), JobError>(())
+            },
+        )?
+        .start()
+}
+
+/// After a [`doomed_worker`]'s process was killed holding all `total` jobs
+/// of `job_type` and worker `survivor` ran them: each job is completed on
+/// its second attempt, the first one the killed worker's, ended by its
+/// lease.
+pub async fn check_ran_again_after_kill(
+    jobs: &dyn Jobs,
+    job_type: &str,
+    total: u64,
+    survivor: &str,
+) -> CaseResult {
+    let all = jobs
+        .list(&JobQuery::new().job_type(job_type).limit(1000))
+        .await?;
+    ensure_eq!(all.len() as u64, total);
+    for j in all {
+        ensure_eq!(j.state, JobState::Completed, "{j:?}");
+        ensure_eq!(j.attempts, 2, "the killed attempt counts: {j:?}");
+        ensure_eq!(j.history.len(), 2, "{:?}", j.history);
+        ensure_eq!(j.history[0].worker_id, DOOMED);
+        ensure!(
+            j.history[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("lease expired")),
+            "{:?}",
+            j.history[0]
+        );
+        ensure_eq!(j.history[1].worker_id, survivor);
+    }
     Ok(())
 }

@@ -48,3 +48,25 @@ pub async fn providers(databases: Vec<Arc<dyn Database>>) -> Vec<Arc<dyn Jobs>> 
     }
     out
 }
+
+/// The database and a jobs-db provider (default settings) of `spec`, as a
+/// child process is told it: `sqlite<TAB>path` or
+/// `postgres<TAB>url<TAB>schema`.
+pub async fn open(spec: &str) -> (Arc<dyn Database>, Arc<dyn Jobs>) {
+    let parts: Vec<&str> = spec.split('\t').collect();
+    let db: Arc<dyn Database> = match parts.as_slice() {
+        ["sqlite", path] => Arc::new(
+            SqliteDatabase::open(SqliteConfig::file(path))
+                .await
+                .expect("open the sqlite file"),
+        ),
+        ["postgres", url, schema] => Arc::new(
+            PgDatabase::open(PgConfig::new(url.to_string()).with_schema(schema.to_string()))
+                .await
+                .expect("open the postgres schema"),
+        ),
+        _ => panic!("bad store spec {spec:?}"),
+    };
+    let jobs = providers(vec![db.clone()]).await.remove(0);
+    (db, jobs)
+}
