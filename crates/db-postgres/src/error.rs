@@ -8,7 +8,7 @@ use truststream_core_db::{Error, ErrorKind};
 /// | SQLSTATE / sqlx error | kind |
 /// |---|---|
 /// | `23505` unique, `23503` foreign key, `23P01` exclusion, `42P07`/`42710` already exists, `2BP01` still referenced | `Conflict` |
-/// | `23502` not null, `23514` check, `22xxx` data exceptions, `42601` syntax, `42703` undefined column, `42883` undefined function, `42804` datatype mismatch, `42P18`, `42702` ambiguous column, `42830` foreign key without a unique target | `InvalidInput` |
+/// | `23502` not null, `23514` check, `22xxx` data exceptions, `42601` syntax, `42703` undefined column, `42883` undefined function, `42804` datatype mismatch, `42P18`, `42702` ambiguous column, `42830` foreign key without a unique target, `42704` undefined object (an unknown text-search configuration) | `InvalidInput` |
 /// | `42P01` undefined table | `NotFound` |
 /// | `57014` statement timeout / cancelled | `Timeout` (retryable) |
 /// | `40001` serialization failure, `40P01` deadlock, `55P03` lock not available | `Unavailable` (retryable) |
