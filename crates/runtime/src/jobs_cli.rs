@@ -220,12 +220,17 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
         .map_err(|e| Error::internal("cannot render the answer as JSON").with_source(e))
 }
 
+/// `s` safe to print on a terminal: control characters (newlines, escape
+/// sequences a job's error or payload may carry) shown as spaces.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// One line of at most `max` characters (newlines shown as spaces).
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = printable(s);
     if flat.chars().count() <= max {
         flat
     } else {
@@ -266,7 +271,7 @@ fn inspect_text(j: &Job) -> String {
         let _ = writeln!(out, "{k:>13}: {v}");
     };
     field("id", j.id.to_string());
-    field("type", j.job_type.clone());
+    field("type", printable(&j.job_type));
     field("state", j.state.to_string());
     field("attempts", format!("{} of {}", j.attempts, j.max_attempts));
     field("priority", j.priority.to_string());
@@ -275,7 +280,7 @@ fn inspect_text(j: &Job) -> String {
     field("updated", j.updated_at.to_rfc3339());
     field("started", or_dash(j.started_at.map(|t| t.to_rfc3339())));
     field("finished", or_dash(j.finished_at.map(|t| t.to_rfc3339())));
-    field("worker", or_dash(j.worker_id.clone()));
+    field("worker", or_dash(j.worker_id.as_deref().map(printable)));
     field(
         "lease until",
         or_dash(j.lease_expires_at.map(|t| t.to_rfc3339())),
@@ -285,9 +290,15 @@ fn inspect_text(j: &Job) -> String {
         j.timeout
             .map_or("-".into(), |t| format!("{} ms", t.as_millis())),
     );
-    field("unique key", or_dash(j.unique_key.clone()));
-    field("last error", or_dash(j.last_error.clone()));
-    field("payload", j.payload.to_string());
+    field(
+        "unique key",
+        or_dash(j.unique_key.as_deref().map(printable)),
+    );
+    field(
+        "last error",
+        or_dash(j.last_error.as_deref().map(printable)),
+    );
+    field("payload", printable(&j.payload.to_string()));
     let _ = writeln!(out, "history ({} attempt(s)):", j.history.len());
     for a in &j.history {
         let took = (a.finished_at - a.started_at).to_std().unwrap_or_default();
@@ -357,4 +368,27 @@ fn stats_text(s: &JobStats) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_prints_no_control_characters() {
+        let mut job =
+            truststream_core_jobs::NewJob::new("mail", &serde_json::json!({"s": "\u{9b}2J"}))
+                .expect("a valid job")
+                .unique_key("k\u{1b}[2J")
+                .into_job(truststream_core_jobs::lifecycle::now());
+        job.last_error = Some("smtp said no\n\u{1b}]0;owned\u{7}second line".into());
+        job.worker_id = Some("w\u{1b}[31m".into());
+        let text = inspect_text(&job);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("smtp said no"), "{text}");
+        assert!(text.contains("second line"), "{text}");
+    }
 }
