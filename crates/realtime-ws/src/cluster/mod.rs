@@ -249,6 +249,10 @@ pub(crate) struct Cluster {
     up: AtomicBool,
     /// The last publish failure (for health; cleared by a later success).
     publish_error: Mutex<Option<String>>,
+    /// Set when messages were dropped (queue full, publish failed): the
+    /// others' view of this node's presence may be wrong, so the next
+    /// heartbeat sends a snapshot, which replaces it.
+    resync: AtomicBool,
     pub stats: Arc<ClusterStats>,
     /// Set up by [`Cluster::new`], taken by [`start`].
     pending: Mutex<Option<mpsc::Receiver<Bytes>>>,
@@ -267,6 +271,7 @@ impl Cluster {
             remote: Mutex::new(Remote::default()),
             up: AtomicBool::new(false),
             publish_error: Mutex::new(None),
+            resync: AtomicBool::new(false),
             stats: Arc::new(ClusterStats::default()),
             pending: Mutex::new(Some(rx)),
         })
@@ -289,6 +294,7 @@ impl Cluster {
     fn send(&self, msg: Bytes) {
         if self.out.try_send(msg).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.resync.store(true, Ordering::Relaxed);
             *lock(&self.publish_error) = Some(format!(
                 "over {QUEUE} messages waited for the broker; some were dropped"
             ));
@@ -476,6 +482,7 @@ async fn flush(cluster: &Cluster, broker: &dyn Broker, batch: &mut Vec<Bytes>) {
             cluster.stats.dropped.fetch_add(n, Ordering::Relaxed);
             tracing::warn!(node = %cluster.node, "realtime cluster: publishing failed: {e}");
             *lock(&cluster.publish_error) = Some(format!("publishing to the broker failed: {e}"));
+            cluster.resync.store(true, Ordering::Relaxed);
         }
     }
     batch.clear();
@@ -524,7 +531,21 @@ async fn receiver(
                     tracing::warn!(node = %cluster.node, "realtime cluster: lost the broker; serving local members only");
                 }
             }
-            _ = beat.tick() => cluster.send_empty(Kind::Heartbeat),
+            _ = beat.tick() => {
+                cluster.send_empty(Kind::Heartbeat);
+                // Messages were lost (a presence change among them,
+                // perhaps): once the broker is up and the queue has room
+                // again, a snapshot puts the others right (if it is cut
+                // short too, the flag is set again and the next heartbeat
+                // retries). A reconnection sends one anyway.
+                if cluster.up.load(Ordering::Relaxed)
+                    && cluster.out.capacity() > QUEUE / 2
+                    && cluster.resync.swap(false, Ordering::Relaxed)
+                {
+                    let Some(hub) = hub.upgrade() else { return };
+                    send_snapshot(&cluster, &hub);
+                }
+            }
             _ = expiry.tick() => {
                 let Some(hub) = hub.upgrade() else { return };
                 let now = Instant::now();
@@ -850,6 +871,22 @@ mod tests {
         let d = remove_entries(&mut r, "t", |(n, _)| n == "a");
         assert_eq!(d.leaves.len(), 2);
         assert_eq!(r.topics["t"].len(), 1, "node b's member stays");
+    }
+
+    #[test]
+    fn a_dropped_message_asks_for_a_snapshot() {
+        let c = Cluster::new(ClusterConfig::new("nats", "nats://127.0.0.1:4222", "n"));
+        for _ in 0..QUEUE {
+            c.send_empty(Kind::Heartbeat);
+        }
+        assert!(!c.resync.load(Ordering::Relaxed), "nothing dropped yet");
+        c.send_empty(Kind::Heartbeat);
+        assert_eq!(c.stats.dropped.load(Ordering::Relaxed), 1);
+        assert!(
+            c.resync.load(Ordering::Relaxed),
+            "a drop asks for a snapshot"
+        );
+        assert!(c.problem().is_some(), "and health says so");
     }
 
     #[test]
