@@ -87,6 +87,9 @@ pub struct Options {
     pub resume: bool,
     /// Compare only, copy nothing (`--verify-only`).
     pub verify_only: bool,
+    /// Verify after the copy (default `true`; the CLI always does). `false`
+    /// times the copy alone, as benchmarks against copy-only tools need.
+    pub verify: bool,
     /// The checkpoint file (`--state`); `None` keeps checkpoints in memory
     /// (no resume).
     pub state_path: Option<PathBuf>,
@@ -109,6 +112,7 @@ impl Default for Options {
             dry_run: false,
             resume: false,
             verify_only: false,
+            verify: true,
             state_path: None,
             batch: DEFAULT_BATCH,
             parallel: 2,
@@ -280,7 +284,8 @@ async fn count_rows(db: &dyn Database, table: &str) -> Option<u64> {
 
 /// Runs a migration from `from` to `to`: plan (reads only; a blocking
 /// issue ends the run here, before anything is written), copy (unless
-/// `dry_run` or `verify_only`), verify (unless `dry_run`).
+/// `dry_run` or `verify_only`), verify (unless `dry_run`, or `verify` is
+/// off without `verify_only`).
 ///
 /// Errors are failures to read, write or record progress; differences
 /// found by verification are in the [`Summary`] (see [`Summary::is_ok`]).
@@ -446,6 +451,9 @@ async fn copy_and_verify(
         if let Some(p) = state.path() {
             progress.message(&format!("migrate: checkpoints in {}", p.display()));
         }
+    }
+    if !options.verify && !options.verify_only {
+        return Ok(());
     }
     // Verify.
     if let Some((s, t)) = dbs {

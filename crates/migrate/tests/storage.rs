@@ -180,6 +180,29 @@ async fn buckets_filter_and_resume_from_a_checkpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_verify_the_copy_runs_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let src: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path().join("src")).await.unwrap());
+    fill(src.as_ref(), 20).await;
+    let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let copy = Options {
+        verify: false,
+        ..options()
+    };
+    let s = run(&side(&src), &side(&mem), &copy).await.unwrap();
+    assert!(s.buckets.iter().all(|b| b.check.is_none()), "{s}");
+    assert_eq!(s.buckets.iter().map(|b| b.objects).sum::<u64>(), 20);
+    // verify_only still verifies whatever `verify` says.
+    let check = Options {
+        verify_only: true,
+        ..copy
+    };
+    let s = run(&side(&src), &side(&mem), &check).await.unwrap();
+    assert!(s.buckets.iter().all(|b| b.check.is_some()), "{s}");
+    assert!(s.is_ok(), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_to_s3_on_garage_when_installed() {
     use truststream_storage_s3::testing::{garage_binary, Garage};
     if let Err(why) = garage_binary() {

@@ -130,6 +130,7 @@ async fn run_inner(
         dry_run: args.dry_run,
         resume: args.resume,
         verify_only: args.verify_only,
+        verify: true,
         state_path: Some(state),
         batch: args.batch,
         parallel: args.parallel,
