@@ -119,8 +119,8 @@ impl ClusterConfig {
         if !compiled(&self.broker) {
             return bad(format!(
                 "broker {:?} is not in this build: build truststream-realtime-ws with feature \
-                 \"{}\"",
-                self.broker, self.broker
+                 \"{}\" (the truststream runtime and CLI: feature \"realtime-ws-{}\")",
+                self.broker, self.broker, self.broker
             ));
         }
         if self.url.is_empty() {
