@@ -15,6 +15,34 @@ pub fn in_ci() -> bool {
     std::env::var(CI_VAR).is_ok_and(|v| is_ci_value(&v))
 }
 
+/// Whether a test that drives published npm packages can run: `node` is on
+/// `PATH` and `dir/node_modules` holds every one of `packages`. When not, it
+/// panics under CI ([`in_ci`]) and otherwise prints `SKIPPED <test>: ...`
+/// with what to install, and answers `false`.
+///
+/// `test` names the test in those messages (`"the socket.io test"`).
+pub fn node_packages_ready(test: &str, dir: &std::path::Path, packages: &[&str]) -> bool {
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let modules = dir.join("node_modules");
+    let installed = packages.iter().all(|p| modules.join(p).is_dir());
+    if node && installed {
+        return true;
+    }
+    let what = if node {
+        format!("the npm packages: run `npm ci` in {}", dir.display())
+    } else {
+        "Node.js 20 (`node` on PATH)".to_string()
+    };
+    if in_ci() {
+        panic!("CI=true and {test} needs {what}");
+    }
+    eprintln!("SKIPPED {test}: it needs {what}");
+    false
+}
+
 /// The rule of [`in_ci`] for one value of `CI`.
 ///
 /// ```

@@ -6,7 +6,7 @@ mod health;
 mod registry;
 mod secret;
 
-pub use ci::{in_ci, is_ci_value, CI_VAR};
+pub use ci::{in_ci, is_ci_value, node_packages_ready, CI_VAR};
 pub use error::{
     echo, Echo, Error, ErrorChain, ErrorKind, Result, ECHO_MAX_CHARS, MAX_MESSAGE_BYTES,
 };

@@ -28,26 +28,11 @@ fn project_dir() -> PathBuf {
 
 /// Whether node and the npm packages are there; panics under CI when not.
 fn node_ready() -> bool {
-    let dir = project_dir();
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let packages = dir.join("node_modules/socket.io").is_dir()
-        && dir.join("node_modules/socket.io-client").is_dir();
-    if node && packages {
-        return true;
-    }
-    let what = if node {
-        "the npm packages: run `cd tests/socketio-js && npm ci`".to_string()
-    } else {
-        "Node.js 20 (`node` on PATH)".to_string()
-    };
-    if truststream_core::in_ci() {
-        panic!("CI=true and the socket.io tests need {what}");
-    }
-    eprintln!("SKIPPED socket.io test: it needs {what}");
-    false
+    truststream_core::node_packages_ready(
+        "the socket.io test",
+        &project_dir(),
+        &["socket.io", "socket.io-client"],
+    )
 }
 
 async fn auth(db: Arc<dyn Database>) -> Arc<JwtAuth> {
