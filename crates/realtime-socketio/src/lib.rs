@@ -48,7 +48,8 @@ pub struct SocketIoConfig {
     pub max_payload_bytes: usize,
     /// Server: connections at once; more are refused at the handshake.
     pub max_connections: usize,
-    /// Server: channels one connection may be a member of.
+    /// Server: channels one connection may be a member of, and row
+    /// subscriptions it may hold (each counted on its own).
     pub max_channels_per_connection: usize,
     /// Server: bytes queued per connection before it is disconnected as a
     /// slow client (at least `max_payload_bytes` + 64 KiB).

@@ -282,6 +282,19 @@ impl Conn {
                 let req: wire::SubscribeRows = parse(data)?;
                 req.spec.validate()?;
                 hub.check_publication(&req.spec.table, self.principal.as_deref())?;
+                // Each subscription holds a handler and its table's feed:
+                // bounded per connection like memberships.
+                let held = lock(&self.rows).len();
+                if held >= hub.config.max_channels_per_connection {
+                    return Err(Error::new(
+                        ErrorKind::RateLimited,
+                        format!(
+                            "a connection may hold at most {} row subscriptions \
+                             (max_channels_per_connection)",
+                            hub.config.max_channels_per_connection
+                        ),
+                    ));
+                }
                 let id = match req.id {
                     Some(id) if lock(&self.rows).contains_key(&id) => {
                         return Err(Error::invalid_input(format!(

@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
 use truststream_core::ErrorKind;
 use truststream_core_auth::{Auth, SignUp};
-use truststream_core_db::Database;
-use truststream_core_realtime::{ChannelOptions, Realtime};
+use truststream_core_db::{ColumnDef, Database, TableSchema};
+use truststream_core_realtime::{handler, ChangeSpec, ChannelOptions, Realtime, RowChange};
 use truststream_db_memory::MemoryDatabase;
 use truststream_realtime_socketio::{SocketIoConfig, SocketIoRealtime};
 
@@ -98,6 +98,45 @@ async fn private_tables_cannot_be_published_and_limits_are_checked() {
     // The token never shows in Debug.
     let config = SocketIoConfig::client("http://127.0.0.1:1", Some("hunter2-secret"));
     assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_subscriptions_per_connection_are_bounded() {
+    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    db.create_table(&TableSchema::new("items").column(ColumnDef::text("id").primary_key()))
+        .await
+        .unwrap();
+    let mut config = SocketIoConfig::server("127.0.0.1:0");
+    config.allow_anonymous = true;
+    config.max_channels_per_connection = 2;
+    config.publish = vec!["items".into()];
+    let server = SocketIoRealtime::start(config, Some(db), None)
+        .await
+        .unwrap();
+    let client = SocketIoRealtime::connect(SocketIoConfig::client(server.url().unwrap(), None))
+        .await
+        .unwrap();
+    let spec = || ChangeSpec::table("items");
+    let first = client
+        .subscribe_changes(spec(), handler(|_: RowChange| {}))
+        .await
+        .unwrap();
+    let _second = client
+        .subscribe_changes(spec(), handler(|_: RowChange| {}))
+        .await
+        .unwrap();
+    let e = client
+        .subscribe_changes(spec(), handler(|_: RowChange| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    assert!(e.message().contains("max_channels_per_connection"), "{e}");
+    // Ending one makes room (the unsubscribe goes ahead on the connection).
+    drop(first);
+    let _third = client
+        .subscribe_changes(spec(), handler(|_: RowChange| {}))
+        .await
+        .unwrap();
 }
 
 /// A raw engine.io client that joins `bench` and then stops reading.
