@@ -339,11 +339,29 @@ async fn run(conn: Arc<Conn>, mut rx: mpsc::Receiver<Command>) {
         };
         let reply = match conn.handle(&hub, event, data).await {
             Ok(v) => wire::ok_reply(v),
-            Err(e) => wire::error_reply(&e),
+            Err(e) => wire::error_reply(&for_client(e)),
         };
         drop(hub);
         // A client that asked for no acknowledgement gets none.
         let _ = ack.send(&reply);
+    }
+}
+
+/// What a client is told of a failed command: the kind always, the message
+/// when the client caused it (bad input, limits, permissions, membership).
+/// A failure of the server or its database (`internal`, `unavailable`,
+/// `timeout`) is logged here and told in general terms: the database's
+/// error text (tables, hosts, SQL) stays on the server.
+fn for_client(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::Timeout => {
+            tracing::warn!(error = %e.display_chain(), "realtime socketio: a client's command failed");
+            Error::new(
+                e.kind(),
+                "the realtime server could not do this now; the server's log has the cause",
+            )
+        }
+        _ => e,
     }
 }
 
@@ -360,4 +378,26 @@ fn check_handle(handle: &str) -> RtResult<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_get_their_own_mistakes_but_not_the_servers_internals() {
+        for e in [
+            Error::internal("pool for postgres://app@db.internal:5432 poisoned"),
+            Error::unavailable("relation \"secret_audit\" is locked at db.internal"),
+            Error::new(ErrorKind::Timeout, "db.internal did not answer"),
+        ] {
+            let kind = e.kind();
+            let told = for_client(e);
+            assert_eq!(told.kind(), kind);
+            assert!(!told.message().contains("db.internal"), "{told}");
+        }
+        let mine = for_client(Error::invalid_input("a handle id is at most 64 bytes"));
+        assert_eq!(mine.kind(), ErrorKind::InvalidInput);
+        assert!(mine.message().contains("64 bytes"), "{mine}");
+    }
 }
