@@ -259,12 +259,18 @@ impl JwksCache {
                 }
             }
         }
-        let stale = current
-            .as_ref()
-            .is_some_and(|s| s.fetched_at.elapsed() >= self.ttl);
-        let recently = last_attempt.is_some_and(|t| t.elapsed() < self.min_refresh);
-        if recently && !stale {
-            return Err(unknown_key());
+        if last_attempt.is_some_and(|t| t.elapsed() < self.min_refresh) {
+            // A fetch was tried moments ago: at most one per
+            // `min_refresh`, also while the identity provider is down (the
+            // set may then be stale: it is served, as after a failure).
+            return match &current {
+                Some(set) => set.find(kid, self.keep_removed).ok_or_else(unknown_key),
+                None => Err(Error::unavailable(format!(
+                    "the key set could not be fetched yet; the next try is at most {}s away ({})",
+                    self.min_refresh.as_secs(),
+                    self.url
+                ))),
+            };
         }
         *last_attempt = Some(Instant::now());
         match self.fetch().await {

@@ -306,6 +306,14 @@ async fn an_unreachable_jwks_is_unavailable_not_unauthenticated() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.is_retryable());
+    // Within the minimum refetch interval the next request fetches nothing
+    // and is still Unavailable (not an unknown key).
+    let e = auth
+        .validate_token(&sign_rs256(&idp_claims("u"), "rsa_private.pem", Some("k1")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(auth.stats().jwks_fetches, 1);
 }
 
 #[tokio::test]
