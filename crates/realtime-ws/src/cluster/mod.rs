@@ -572,6 +572,15 @@ fn send_snapshot(cluster: &Cluster, hub: &Hub) {
 }
 
 fn handle(cluster: &Cluster, hub: &Hub, msg: &Bytes) {
+    // Its own messages (Redis echoes them) are dropped before decoding.
+    if let Ok((node, incarnation)) = wire::sender(msg) {
+        if node == cluster.node {
+            if incarnation != cluster.incarnation {
+                tracing::error!(node = %cluster.node, "realtime cluster: another process uses this node_id; give every node its own");
+            }
+            return;
+        }
+    }
     let env = match wire::decode(msg) {
         Ok(env) => env,
         Err(e) => {
@@ -580,12 +589,6 @@ fn handle(cluster: &Cluster, hub: &Hub, msg: &Bytes) {
             return;
         }
     };
-    if env.node == cluster.node {
-        if env.incarnation != cluster.incarnation {
-            tracing::error!(node = %cluster.node, "realtime cluster: another process uses this node_id; give every node its own");
-        }
-        return;
-    }
     cluster.stats.received.fetch_add(1, Ordering::Relaxed);
     let Envelope {
         node,

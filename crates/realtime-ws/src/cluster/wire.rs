@@ -210,6 +210,16 @@ fn json<'a, T: Deserialize<'a>>(kind: Kind, bytes: &'a [u8]) -> Result<T, String
     serde_json::from_slice(bytes).map_err(|e| format!("malformed {kind:?} message: {e}"))
 }
 
+/// The sending node's id and incarnation, read from the header alone (a
+/// node drops its own messages, which Redis echoes, without decoding them).
+pub(crate) fn sender(msg: &[u8]) -> Result<(&str, u64), String> {
+    let mut r = Reader(msg);
+    r.take(4)?;
+    let node_len = usize::from(r.u8()?);
+    let node = r.str(node_len)?;
+    Ok((node, r.u64()?))
+}
+
 /// Decodes a message (`msg` is the whole broker payload; a binary
 /// broadcast's bytes are sliced out of it without a copy).
 pub(crate) fn decode(msg: &Bytes) -> Result<Envelope, String> {
@@ -321,6 +331,8 @@ mod tests {
         }
         let bye = encode_empty(Kind::Bye, "n", 2);
         assert!(matches!(decode(&bye).unwrap().body, Body::Bye));
+        assert_eq!(sender(&bytes).unwrap(), ("n", 2));
+        assert!(sender(&bytes[..6]).is_err());
     }
 
     #[test]
