@@ -207,7 +207,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    // The file holds primary-key values (an email can be a key): readable
+    // by its owner only.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
@@ -241,6 +250,12 @@ mod tests {
         )
         .await
         .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "state file mode {mode:o}");
+        }
         let e = StateFile::open(&path, false).unwrap_err();
         assert_eq!(e.kind(), truststream_core::ErrorKind::Conflict);
         let s = StateFile::open(&path, true).unwrap();
