@@ -218,23 +218,11 @@ fn js_dir() -> PathBuf {
 
 /// Whether node and the npm packages are there; panics under CI when not.
 fn node_ready() -> bool {
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let packages = js_dir().join("node_modules/@supabase/realtime-js").is_dir();
-    if node && packages {
-        return true;
-    }
-    let what = format!(
-        "Node.js 20 and the npm packages (`npm ci` in {})",
-        js_dir().display()
-    );
-    if truststream_core::in_ci() {
-        panic!("CI=true and the cluster realtime-js test needs {what}");
-    }
-    eprintln!("SKIPPED cluster realtime-js test: it needs {what}");
-    false
+    truststream_core::node_packages_ready(
+        "the cluster realtime-js test",
+        &js_dir(),
+        &["@supabase/realtime-js"],
+    )
 }
 
 /// Runs the realtime-js scenario; `on_need` answers its requests (the

@@ -26,26 +26,11 @@ fn project_dir() -> PathBuf {
 
 /// Whether node and the npm packages are there; panics under CI when not.
 fn node_ready() -> bool {
-    let dir = project_dir();
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let packages = dir.join("node_modules/@supabase/realtime-js").is_dir()
-        && dir.join("node_modules/ws").is_dir();
-    if node && packages {
-        return true;
-    }
-    let what = if node {
-        format!("the npm packages: run `npm ci` in {}", dir.display())
-    } else {
-        "Node.js 20 (`node` on PATH)".to_string()
-    };
-    if truststream_core::in_ci() {
-        panic!("CI=true and the realtime-js test needs {what}");
-    }
-    eprintln!("SKIPPED realtime-js test: it needs {what}");
-    false
+    truststream_core::node_packages_ready(
+        "the realtime-js test",
+        &project_dir(),
+        &["@supabase/realtime-js", "ws"],
+    )
 }
 
 async fn start(addr: &str, db: Arc<dyn Database>) -> WsRealtime {
