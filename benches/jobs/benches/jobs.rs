@@ -1,7 +1,7 @@
 //! jobs-postgres against apalis-postgres on one PostgreSQL server.
 //!
 //! ```text
-//! cargo bench -p truststream-bench-jobs [-- --smoke]
+//! cargo bench -p truststream-bench-jobs --bench jobs [-- --smoke]
 //! ```
 //!
 //! The bench makes a database of its own on the server at `DATABASE_URL`
@@ -10,10 +10,14 @@
 //! claim and completion committed), and drops it at the end.
 //!
 //! - **no-op jobs/s**: `JOBS` jobs enqueued first, then one worker with
-//!   `CONCURRENCY` jobs at a time (TrustStream: `Worker`, claims in batches
-//!   of the free slots; apalis: `WorkerBuilder` with `concurrency` and the
-//!   same batch size) works them; the time from the worker's start to the
-//!   last handler's end. Rounds alternate between the sides.
+//!   `CONCURRENCY` jobs at a time (TrustStream: `Worker` as configured by
+//!   default, claiming the free slots once a quarter of them are free;
+//!   apalis: `WorkerBuilder` with `concurrency` and its default
+//!   `batch_size` of 10) works them; the time from the worker's start to the
+//!   last handler's start, the same on both sides. Each round starts on an
+//!   empty table on both sides. Rounds alternate between the sides. A
+//!   second, labelled apalis row sets `batch_size` to `CONCURRENCY` (a
+//!   tuned configuration, not the default).
 //! - **enqueue-to-start on an idle queue**: a running, idle worker (woken
 //!   by `LISTEN/NOTIFY` on both sides, polling once a second otherwise);
 //!   `PINGS` single jobs enqueued 20 ms apart; each handler measures the
@@ -51,8 +55,8 @@ fn since_epoch() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
-/// Counts handled jobs and records enqueue-to-start times; `done` is
-/// notified when `target` jobs were handled.
+/// Counts handled jobs and records enqueue-to-start times;
+/// [`Tally::wait_done`] returns once `target` jobs were handled.
 #[derive(Default)]
 struct Tally {
     handled: AtomicU64,
@@ -77,9 +81,23 @@ impl Tally {
         let n = self.handled.fetch_add(1, Ordering::SeqCst) + 1;
         let last = n == self.target.load(Ordering::SeqCst);
         if last {
-            self.done.notify_one();
+            // Wakes the waiter of this round only: no wake-up is kept for a
+            // later round (a kept one ended the next round at once).
+            self.done.notify_waiters();
         }
         last
+    }
+    /// Waits until `target` jobs were handled in this round.
+    async fn wait_done(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.handled.load(Ordering::SeqCst) >= self.target.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
     }
     fn percentile(&self, p: f64) -> Duration {
         let mut w = self.waits.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -126,7 +144,7 @@ async fn ts_throughput(jobs: &Arc<PgJobs>, tally: &Arc<Tally>, n: u64) -> f64 {
     }
     let start = Instant::now();
     let worker = ts_worker(jobs, tally);
-    tally.done.notified().await;
+    tally.wait_done().await;
     let secs = start.elapsed().as_secs_f64();
     worker.stop(Duration::from_secs(10)).await;
     jobs.purge_finished(truststream_core_jobs::lifecycle::now())
@@ -161,7 +179,7 @@ async fn ts_latency(jobs: &Arc<PgJobs>, tally: &Arc<Tally>, pings: u64) -> (Dura
             .expect("enqueue");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tally.done.notified().await;
+    tally.wait_done().await;
     worker.stop(Duration::from_secs(10)).await;
     (tally.percentile(0.50), tally.percentile(0.99))
 }
@@ -175,24 +193,32 @@ async fn noop(p: Ping, tally: Data<Arc<Tally>>, wrk: WorkerContext) -> Result<()
     Ok(())
 }
 
-/// The queue: one name, claims in batches of [`CONCURRENCY`].
-fn apalis_storage(pool: &apalis_postgres::PgPool) -> PostgresStorage<Ping> {
-    let config = ApalisConfig::default()
-        .queue("noop")
-        .batch_size(CONCURRENCY);
+/// The queue: one name, claims in batches of `batch` (apalis' default is
+/// [`APALIS_DEFAULT_BATCH`]).
+fn apalis_storage(pool: &apalis_postgres::PgPool, batch: usize) -> PostgresStorage<Ping> {
+    let config = ApalisConfig::default().queue("noop").batch_size(batch);
     PostgresStorage::new(pool).with_config(config)
 }
+
+/// apalis-postgres' default `batch_size` (`Config::default()`).
+const APALIS_DEFAULT_BATCH: usize = 10;
 
 /// The worker's side of the queue: woken by `LISTEN/NOTIFY`.
 fn apalis_listening(
     pool: &apalis_postgres::PgPool,
+    batch: usize,
 ) -> PollWith<PostgresStorage<Ping>, StreamStrategy<Pubsub>> {
-    apalis_storage(pool).with_pubsub()
+    apalis_storage(pool, batch).with_pubsub()
 }
 
-async fn apalis_run(pool: &apalis_postgres::PgPool, tally: &Arc<Tally>) {
-    let worker = WorkerBuilder::new("apalis-bench")
-        .backend(apalis_listening(pool))
+async fn apalis_run(pool: &apalis_postgres::PgPool, tally: &Arc<Tally>, batch: usize) {
+    // A name per run: apalis holds each worker name with an advisory lock
+    // on the pool connection that registered it, so a name is not reusable
+    // from another connection of the pool.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let name = format!("apalis-bench-{}", RUNS.fetch_add(1, Ordering::SeqCst));
+    let worker = WorkerBuilder::new(name)
+        .backend(apalis_listening(pool, batch))
         .data(tally.clone())
         .concurrency(CONCURRENCY)
         .parallelize(tokio::spawn)
@@ -200,15 +226,33 @@ async fn apalis_run(pool: &apalis_postgres::PgPool, tally: &Arc<Tally>) {
     worker.run().await.expect("the apalis worker runs");
 }
 
-async fn apalis_throughput(pool: &apalis_postgres::PgPool, tally: &Arc<Tally>, n: u64) -> f64 {
+/// `cleaner` (a connection to the bench database with the bench's sqlx;
+/// apalis brings another) empties apalis' table after the round.
+async fn apalis_throughput(
+    pool: &apalis_postgres::PgPool,
+    cleaner: &mut sqlx::PgConnection,
+    tally: &Arc<Tally>,
+    n: u64,
+    batch: usize,
+) -> f64 {
     tally.reset(n);
-    let mut storage = apalis_storage(pool);
+    let mut storage = apalis_storage(pool, batch);
     let mut tasks =
         futures::stream::iter((0..n).map(|_| TaskBuilder::new(Ping { t: since_epoch() }).build()));
     storage.push_all(&mut tasks).await.expect("apalis push");
     let start = Instant::now();
-    apalis_run(pool, tally).await;
-    let secs = start.elapsed().as_secs_f64();
+    // Timed like the TrustStream side: from the worker's start to the last
+    // handler's start (the worker's shutdown is not counted).
+    let timed = async {
+        tally.wait_done().await;
+        start.elapsed().as_secs_f64()
+    };
+    let ((), secs) = tokio::join!(apalis_run(pool, tally, batch), timed);
+    // Like the TrustStream side's purge: every round starts on an empty table.
+    sqlx::query("DELETE FROM apalis.jobs")
+        .execute(cleaner)
+        .await
+        .expect("clear the apalis jobs");
     n as f64 / secs
 }
 
@@ -220,7 +264,7 @@ async fn apalis_latency(
     tally.reset(pings);
     let push = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut storage = apalis_storage(pool);
+        let mut storage = apalis_storage(pool, APALIS_DEFAULT_BATCH);
         for _ in 0..pings {
             storage
                 .push(Ping { t: since_epoch() })
@@ -230,7 +274,7 @@ async fn apalis_latency(
         }
     };
     // The worker (idle at first) and the producer, side by side.
-    tokio::join!(apalis_run(pool, tally), push);
+    tokio::join!(apalis_run(pool, tally, APALIS_DEFAULT_BATCH), push);
     (tally.percentile(0.50), tally.percentile(0.99))
 }
 
@@ -280,17 +324,35 @@ async fn main() {
         .await
         .expect("apalis pool");
     PostgresStorage::setup(&pool).await.expect("apalis setup");
+    let mut cleaner = sqlx::PgConnection::connect(&bench_url)
+        .await
+        .expect("connect to the bench database");
     let tally = Arc::new(Tally::default());
 
-    let (mut ts_rates, mut ap_rates) = (Vec::new(), Vec::new());
+    let (mut ts_rates, mut ap_rates, mut ap16_rates) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..settings.rounds {
         ts_rates.push(ts_throughput(&ts, &tally, settings.jobs).await);
-        ap_rates.push(apalis_throughput(&pool, &tally, settings.jobs).await);
+        ap_rates.push(
+            apalis_throughput(
+                &pool,
+                &mut cleaner,
+                &tally,
+                settings.jobs,
+                APALIS_DEFAULT_BATCH,
+            )
+            .await,
+        );
+        ap16_rates
+            .push(apalis_throughput(&pool, &mut cleaner, &tally, settings.jobs, CONCURRENCY).await);
     }
     let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
     let (ap_p50, ap_p99) = apalis_latency(&pool, &tally, settings.pings).await;
 
-    let (ts_rate, ap_rate) = (median(ts_rates.clone()), median(ap_rates.clone()));
+    let (ts_rate, ap_rate, ap16_rate) = (
+        median(ts_rates.clone()),
+        median(ap_rates.clone()),
+        median(ap16_rates.clone()),
+    );
     println!(
         "no-op jobs/s ({} jobs, {CONCURRENCY} at a time, median of {} rounds)",
         settings.jobs, settings.rounds
@@ -298,6 +360,9 @@ async fn main() {
     println!("  truststream jobs-postgres  {ts_rate:>10.0}  rounds {ts_rates:.0?}");
     println!("  apalis-postgres            {ap_rate:>10.0}  rounds {ap_rates:.0?}");
     println!("  ratio                      {:>10.2}x", ts_rate / ap_rate);
+    println!(
+        "  apalis-postgres, batch_size {CONCURRENCY} (tuned, not the default)  {ap16_rate:>10.0}  rounds {ap16_rates:.0?}"
+    );
     println!(
         "enqueue-to-start on an idle queue ({} jobs)",
         settings.pings
@@ -317,6 +382,7 @@ async fn main() {
     }
 
     drop(ts);
+    drop(cleaner);
     pool.close().await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
