@@ -570,7 +570,7 @@ impl Database for SupabaseDb {
             return c;
         }
         let mut c = DbCapabilities::none();
-        if let Some(s) = sql {
+        if let Some(s) = &sql {
             c.transactions = s.transactions;
             c.raw_sql = s.raw_sql;
             c.sql_dialect = s.sql_dialect;
@@ -581,9 +581,12 @@ impl Database for SupabaseDb {
         c.unique_constraints = true;
         c.row_security = true;
         // PostgREST's `cs`/`cd` (jsonb) and `fts`/`plfts`/`phfts`/`wfts`;
-        // `ov` is PostgREST's array overlap (native array columns).
-        c.json_containment = true;
-        c.full_text_search = true;
+        // `ov` is PostgREST's array overlap (native array columns). Supabase
+        // is PostgreSQL; with a SQL backend (the database the server
+        // serves) the backend says, so a `truststream serve` over SQLite or
+        // memory is not promised text search it answers `Unsupported`.
+        c.json_containment = sql.as_ref().is_none_or(|s| s.json_containment);
+        c.full_text_search = sql.as_ref().is_none_or(|s| s.full_text_search);
         if self.feed.is_some() {
             c.change_feed = true;
             c.change_feed_scope = Some(ChangeFeedScope::Database);
