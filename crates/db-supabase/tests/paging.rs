@@ -71,15 +71,13 @@ fn client(served: &support::Served, sql: Option<Arc<dyn Database>>) -> SupabaseD
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rows_written_between_pages_are_neither_repeated_nor_skipped() {
-    let mem = items().await;
+/// Writes serve's database runs after answering the first and second page:
+/// an already-read row is deleted (an offset would now skip one), a row
+/// sorting before the cursor and one after it are inserted (an offset
+/// would repeat one).
+fn writes_between_pages(mem: &Arc<dyn Database>) -> support::AfterRead {
     let writer = mem.clone();
-    // Serve's database runs these writes after answering the first and
-    // second page: an already-read row is deleted (an offset would now
-    // skip one), a row sorting before the cursor and one after it are
-    // inserted (an offset would repeat one).
-    let hook: support::AfterRead = Arc::new(move |n| {
+    Arc::new(move |n| {
         let db = writer.clone();
         async move {
             match n {
@@ -98,8 +96,13 @@ async fn rows_written_between_pages_are_neither_repeated_nor_skipped() {
             }
         }
         .boxed()
-    });
-    let (served, calls) = serve_recorded(mem.clone(), Some(hook)).await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_written_between_pages_are_neither_repeated_nor_skipped() {
+    let mem = items().await;
+    let (served, calls) = serve_recorded(mem.clone(), Some(writes_between_pages(&mem))).await;
     let db = client(&served, Some(mem.clone()));
     let rows = db.read("items", &Query::new()).await.expect("read");
     assert_eq!(
@@ -118,28 +121,7 @@ async fn rows_written_between_pages_are_neither_repeated_nor_skipped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_left_out_of_the_select_list_still_pages_by_keyset() {
     let mem = items().await;
-    let writer = mem.clone();
-    let hook: support::AfterRead = Arc::new(move |n| {
-        let db = writer.clone();
-        async move {
-            match n {
-                1 => {
-                    db.delete("items", &json!(1)).await.expect("delete 1");
-                    db.create("items", row(json!({"id": 100, "n": 0})))
-                        .await
-                        .expect("insert 100");
-                }
-                2 => {
-                    db.create("items", row(json!({"id": -1, "n": 0})))
-                        .await
-                        .expect("insert -1");
-                }
-                _ => {}
-            }
-        }
-        .boxed()
-    });
-    let (served, _calls) = serve_recorded(mem.clone(), Some(hook)).await;
+    let (served, _calls) = serve_recorded(mem.clone(), Some(writes_between_pages(&mem))).await;
     let db = client(&served, Some(mem.clone()));
     let rows = db
         .read("items", &Query::new().select(["n"]))
