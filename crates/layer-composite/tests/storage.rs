@@ -788,6 +788,17 @@ async fn a_journal_refusal_that_is_not_transient_fails_the_write_as_internal() {
             "the journal's error is kept as the source: {e:?}"
         );
         assert!(!primary.exists("bbb", "k").await.expect("exists"));
+        // A signed upload URL is journaled the same way, and refused alike.
+        let e = store
+            .signed_url("bbb", "k", SignedUrlMethod::Put, Duration::from_secs(60))
+            .await
+            .expect_err("no journal entry, no signed upload URL");
+        assert_eq!(
+            e.kind(),
+            expected,
+            "signed upload, journal refused with {refused}: {e}"
+        );
+        assert!(e.message().contains("journal"), "{e}");
     }
 }
 

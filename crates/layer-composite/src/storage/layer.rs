@@ -470,7 +470,8 @@ impl StorageLayer for StorageCompositeLayer {
                     &[target],
                     now_ms().saturating_add(after),
                 )
-                .await?;
+                .await
+                .map_err(journal_refused)?;
                 next.signed_url(bucket, key, method, expires_in).await
             }
         }
