@@ -249,7 +249,7 @@ pub fn router(state: Arc<ServeState>) -> Router {
         .nest("/auth/v1", bounded(auth::router(state.clone())))
         // Uploads and downloads stream for as long as they take; the
         // storage routes bound their own metadata calls.
-        .nest("/storage/v1", storage::router(state.clone()))
+        .nest("/storage/v1", storage::router())
         .merge(realtime::router(state.clone()))
         .route("/health", get(health))
         .route("/metrics", get(metrics))

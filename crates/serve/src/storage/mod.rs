@@ -38,7 +38,7 @@ use error::{ApiError, ApiResult};
 use objects::{Grant, WriteMode};
 
 /// The routes under `/storage/v1`.
-pub(crate) fn router(_state: Arc<ServeState>) -> Router<Arc<ServeState>> {
+pub(crate) fn router() -> Router<Arc<ServeState>> {
     Router::new()
         .route("/bucket", get(buckets::list).post(buckets::create))
         .route("/bucket/", get(buckets::list).post(buckets::create))
