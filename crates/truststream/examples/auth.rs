@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::{routing::get, Router};
-use truststream::auth::SignIn;
 use truststream::http::{require_auth, Authenticated};
 use truststream::prelude::*;
 use truststream::ConfigSources;

@@ -63,7 +63,7 @@ pub use truststream_runtime::{Config, ConfigSources, Runtime, RuntimeBuilder};
 pub mod prelude {
     pub use bytes::Bytes;
     pub use truststream_core::{Error, ErrorKind, Result};
-    pub use truststream_core_auth::{Auth, Principal, SignUp};
+    pub use truststream_core_auth::{Auth, Principal, SignIn, SignUp};
     pub use truststream_core_db::{
         col, ColumnDef, Database, DatabaseExt, Filter, Operation, Page, Query, Row, TableSchema,
         Value,
