@@ -57,12 +57,18 @@ fn no_skips() -> Vec<&'static str> {
     Vec::new()
 }
 
-/// db-memory has no raw SQL.
+/// db-memory has no raw SQL and no full-text search.
 fn memory_db_skips() -> Vec<&'static str> {
     vec![
         "aggregate.raw_query_guide_sql",
         "raw.one_statement_per_call",
+        "query.full_text_search",
     ]
+}
+
+/// Full-text search is PostgreSQL's only (SQLite answers `Unsupported`).
+fn sqlite_db_skips() -> Vec<&'static str> {
+    vec!["query.full_text_search"]
 }
 
 /// jobs-memory keeps no database, so the transactional-enqueue cases
@@ -95,7 +101,7 @@ fn providers() -> Vec<Entry> {
             interface: "db",
             name: "sqlite",
             suite: Suite::Db(db_sqlite),
-            expected_skips: no_skips,
+            expected_skips: sqlite_db_skips,
         },
         Entry {
             interface: "db",
@@ -113,7 +119,7 @@ fn providers() -> Vec<Entry> {
             interface: "db",
             name: "sqlite+layers",
             suite: Suite::Db(db_sqlite_layered),
-            expected_skips: no_skips,
+            expected_skips: sqlite_db_skips,
         },
         Entry {
             interface: "storage",
@@ -1157,8 +1163,10 @@ mod tests {
         })
         .unwrap();
         assert!(outcome.is_ok(), "{:?}", outcome.skip_problems);
-        // `memory` names db-memory and jobs-memory (the jobs entries come last).
+        // In entry order: db-memory, db-sqlite, then jobs-memory (the jobs
+        // entries come last).
         let mut expected = memory_db_skips();
+        expected.extend(sqlite_db_skips());
         expected.extend(memory_jobs_skips());
         assert_eq!(
             outcome.report.skipped_cases(),
