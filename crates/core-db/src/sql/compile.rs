@@ -285,6 +285,37 @@ fn column_expr(sources: &[Source<'_>], r: &Resolved<'_>) -> String {
     )
 }
 
+/// Filters joined by `op`: a flat chain up to [`FLAT_LIST`] terms (the
+/// SQL of ordinary queries), beyond that halves in parentheses. SQLite
+/// limits an expression tree's depth (1,000 by default), and a flat chain
+/// of 1,000 `OR` terms (a long `or` from a client, an `ov` that a REST
+/// client sends as "contains one of") would exceed it; halving keeps the
+/// depth near `log2(n)`.
+fn filter_list(w: &mut Writer, sources: &[Source<'_>], parts: &[Filter], op: &str) -> DbResult<()> {
+    if parts.len() <= FLAT_LIST {
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                w.push(op);
+            }
+            filter(w, sources, p)?;
+        }
+        return Ok(());
+    }
+    let (left, right) = parts.split_at(parts.len() / 2);
+    for (i, half) in [left, right].into_iter().enumerate() {
+        if i > 0 {
+            w.push(op);
+        }
+        w.push("(");
+        filter_list(w, sources, half, op)?;
+        w.push(")");
+    }
+    Ok(())
+}
+
+/// The longest `AND`/`OR` chain [`filter_list`] writes flat.
+const FLAT_LIST: usize = 16;
+
 /// Compiles a filter (validated already) into `w`.
 fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
     match f {
@@ -449,13 +480,9 @@ fn filter(w: &mut Writer, sources: &[Source<'_>], f: &Filter) -> DbResult<()> {
                 w.push(if is_and { "(1=1)" } else { "(1=0)" });
                 return Ok(());
             }
+            let op = if is_and { " AND " } else { " OR " };
             w.push("(");
-            for (i, p) in parts.iter().enumerate() {
-                if i > 0 {
-                    w.push(if is_and { " AND " } else { " OR " });
-                }
-                filter(w, sources, p)?;
-            }
+            filter_list(w, sources, parts, op)?;
             w.push(")");
         }
         Filter::Not(inner) => {

@@ -718,3 +718,36 @@ fn wide_json_values_compile_to_balanced_sql() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.to_string().contains("too large"), "{e}");
 }
+
+/// A long `or` (1,000 terms) compiles to a tree SQLite accepts: halves in
+/// parentheses, not a flat chain deeper than SQLite's expression limit.
+#[test]
+fn a_long_or_is_written_in_halves() {
+    let q = Query::new().filter(or((0..1000).map(|i| col("score").eq(i))));
+    let s = sel(SqlDialect::Sqlite, &q);
+    assert_eq!(s.statement.sql.matches('?').count(), 1000);
+    // Parenthesized halves; the deepest flat run is at most 16 terms.
+    let longest_run = s
+        .statement
+        .sql
+        .split(['(', ')'])
+        .map(|run| run.matches(" OR ").count())
+        .max()
+        .unwrap_or(0);
+    assert!(longest_run < 16, "{longest_run}: {}", s.statement.sql);
+    let short = sel(
+        SqlDialect::Sqlite,
+        &Query::new().filter(or([
+            col("score").eq(1),
+            col("score").eq(2),
+            col("score").eq(3),
+        ])),
+    );
+    assert!(
+        short.statement.sql.contains(
+            "(\"agents\".\"score\" = ? OR \"agents\".\"score\" = ? OR \"agents\".\"score\" = ?)"
+        ),
+        "{}",
+        short.statement.sql
+    );
+}
