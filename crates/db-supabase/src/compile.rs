@@ -23,7 +23,8 @@
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use truststream_core_db::{
-    CmpOp, ColumnRef, DbResult, Error, Filter, OrderBy, Query, SelectItem, SortDirection, Value,
+    CmpOp, ColumnRef, ColumnType, DbResult, Error, Filter, OrderBy, Query, SelectItem,
+    SortDirection, TableSchema, Value,
 };
 
 /// Percent-encode everything except RFC 3986 unreserved characters.
@@ -131,10 +132,74 @@ fn like_pattern(v: &Value) -> DbResult<String> {
     Ok(s)
 }
 
+/// Full-text search only of text columns, as the SQL engine and the
+/// conformance suite mean it: PostgREST would also search a JSON column
+/// (`to_tsvector(jsonb)`), so with the table's schema known the provider
+/// refuses that itself. `Ok` when `filter` has no such search.
+pub(crate) fn check_text_search(schema: &TableSchema, filter: &Filter) -> DbResult<()> {
+    match filter {
+        Filter::TextSearch { column, kind, .. } => match schema.find(&column.column) {
+            Some(d) if d.ty != ColumnType::Text => Err(Error::invalid_input(format!(
+                "{} needs a text column; {column} has type {}",
+                kind.name(),
+                truststream_core_db::sql::compile::type_name(d.ty)
+            ))),
+            _ => Ok(()),
+        },
+        Filter::And(fs) | Filter::Or(fs) => {
+            fs.iter().try_for_each(|f| check_text_search(schema, f))
+        }
+        Filter::Not(f) => check_text_search(schema, f),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `filter` searches text anywhere.
+pub(crate) fn has_text_search(filter: &Filter) -> bool {
+    match filter {
+        Filter::TextSearch { .. } => true,
+        Filter::And(fs) | Filter::Or(fs) => fs.iter().any(has_text_search),
+        Filter::Not(f) => has_text_search(f),
+        _ => false,
+    }
+}
+
 type Step<T> = Result<DbResult<T>, NeedsSql>;
 
 fn nnf(table: &str, f: &Filter, negated: bool) -> Step<Node> {
     Ok(Ok(match f {
+        Filter::Cmp {
+            column,
+            op: CmpOp::Overlaps,
+            value: Value::Array(items),
+        } => {
+            // PostgREST's `ov` is PostgreSQL's `&&`, which exists for native
+            // arrays only, not for the JSON columns TrustStream creates. An
+            // overlap of scalars is "contains one of them", which PostgREST
+            // runs on jsonb: `or=(c.cs.[a],c.cs.[b])`. Nothing overlaps an
+            // empty list (a null column stays unknown, as with `in ()`).
+            if items.is_empty() {
+                return nnf(
+                    table,
+                    &Filter::In {
+                        column: column.clone(),
+                        values: Vec::new(),
+                    },
+                    negated,
+                );
+            }
+            let any = Filter::Or(
+                items
+                    .iter()
+                    .map(|v| Filter::Cmp {
+                        column: column.clone(),
+                        op: CmpOp::Contains,
+                        value: Value::Array(vec![v.clone()]),
+                    })
+                    .collect(),
+            );
+            return nnf(table, &any, negated);
+        }
         Filter::Cmp { column, op, value } => {
             let column = column_of(table, column)?;
             let text = match op {
@@ -582,9 +647,26 @@ mod tests {
             [p("tags", "cs.\"a\"")],
             "a scalar document is JSON text"
         );
+        // `ov` goes as "contains one of them" (PostgREST's `ov` is for
+        // native arrays only); each element is a JSON array of one.
         assert_eq!(
             params(col("tags").overlaps(["a", "b\"c"])),
-            [p("tags", "ov.{\"a\",\"b\\\"c\"}")]
+            [p(
+                "or",
+                "(tags.cs.\"[\\\"a\\\"]\",tags.cs.\"[\\\"b\\\\\\\"c\\\"]\")"
+            )]
+        );
+        assert_eq!(
+            params(not(col("tags").overlaps(["a"]))),
+            [p("tags", "not.cs.[\"a\"]")],
+            "a negated overlap is contains none"
+        );
+        assert!(
+            matches!(
+                filter("t", Some(&col("tags").overlaps(Vec::<&str>::new()))),
+                Ok(Ok(Compiled::Nothing))
+            ),
+            "nothing overlaps an empty list"
         );
         assert_eq!(
             params(not(col("body").text_search(

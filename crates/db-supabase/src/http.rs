@@ -336,17 +336,7 @@ pub(crate) fn map_error(status: StatusCode, is_json: bool, body: &[u8], secrets:
         );
     };
     let code = text_of(&pe.code).unwrap_or_default();
-    let mut kind = kind_of(status, &code);
-    // 42883 is PostgREST's "function not found" (404), but on a table an
-    // undefined operator means a value of the wrong type.
-    if code == "42883"
-        && pe
-            .message
-            .as_deref()
-            .is_some_and(|m| m.starts_with("operator does not exist"))
-    {
-        kind = ErrorKind::InvalidInput;
-    }
+    let kind = kind_of(status, &code);
     let mut msg = format!("Supabase REST: HTTP {}", status.as_u16());
     if !code.is_empty() {
         msg.push_str(&format!(" {}", scrub(&code, secrets)));
@@ -371,7 +361,11 @@ pub(crate) fn map_error(status: StatusCode, is_json: bool, body: &[u8], secrets:
 pub(crate) fn kind_of(status: StatusCode, code: &str) -> ErrorKind {
     match code {
         "23505" | "23503" => return ErrorKind::Conflict,
-        "42P01" | "PGRST205" | "42883" | "PGRST202" | "PGRST116" => return ErrorKind::NotFound,
+        "42P01" | "PGRST205" | "PGRST202" | "PGRST116" => return ErrorKind::NotFound,
+        // An undefined operator or function. This client calls no RPC
+        // functions, so it is always one applied to a column of the wrong
+        // type (`double precision < text`, `to_tsvector(regconfig, integer)`).
+        "42883" => return ErrorKind::InvalidInput,
         "42501" => return ErrorKind::PermissionDenied,
         "PGRST301" | "PGRST302" | "PGRST303" => return ErrorKind::Unauthenticated,
         "57014" => return ErrorKind::Timeout,
@@ -550,8 +544,8 @@ mod tests {
             (429, r#"{"message":"slow down"}"#, ErrorKind::RateLimited),
             (
                 404,
-                r#"{"code":"42883","message":"function f() does not exist"}"#,
-                ErrorKind::NotFound,
+                r#"{"code":"42883","message":"function to_tsvector(regconfig, integer) does not exist"}"#,
+                ErrorKind::InvalidInput,
             ),
             (
                 404,

@@ -162,6 +162,19 @@ impl SupabaseDb {
         Ok(None)
     }
 
+    /// [`compile::check_text_search`] when the table's schema is known (a
+    /// SQL backend is attached); the schema is only read for a filter that
+    /// searches text.
+    async fn check_text_search(&self, table: &str, filter: &Filter) -> DbResult<()> {
+        if !compile::has_text_search(filter) {
+            return Ok(());
+        }
+        match self.schema_of(table).await? {
+            Some(s) => compile::check_text_search(&s, filter),
+            None => Ok(()),
+        }
+    }
+
     async fn send(&self, mut call: Call<'_>) -> DbResult<http::Answer> {
         self.check_open()?;
         call.bearer = self.bearer.as_ref();
@@ -488,6 +501,7 @@ impl SupabaseDb {
         patch: Option<Row>,
     ) -> DbResult<u64> {
         let original = filter;
+        self.check_text_search(table, filter).await?;
         let encoded = match self.pg_bytes() {
             true => self
                 .schema_of(table)
@@ -581,7 +595,8 @@ impl Database for SupabaseDb {
         c.unique_constraints = true;
         c.row_security = true;
         // PostgREST's `cs`/`cd` (jsonb) and `fts`/`plfts`/`phfts`/`wfts`;
-        // `ov` is PostgREST's array overlap (native array columns). Supabase
+        // `ov` goes as an `or` of `cs` (PostgREST's own `ov` is for native
+        // arrays only, see `compile`). Supabase
         // is PostgreSQL; with a SQL backend (the database the server
         // serves) the backend says, so a `truststream serve` over SQLite or
         // memory is not promised text search it answers `Unsupported`.
@@ -668,6 +683,9 @@ impl Database for SupabaseDb {
             return sql.read(table, query).await;
         }
         let original = query;
+        if let Some(f) = &query.filter {
+            self.check_text_search(table, f).await?;
+        }
         let encoded;
         let query = match self.schema_of(table).await? {
             Some(s) if query.filter.is_some() && self.pg_bytes() => {
