@@ -398,10 +398,15 @@ fn run_deny(results: &mut Vec<StepResult>) -> Result<(), u8> {
         .map_or(1, |c| u8::try_from(c).unwrap_or(1).max(1)))
 }
 
-/// The warnings and errors in cargo-deny's output (diagnostic headers only).
+/// The warnings and errors in cargo-deny's output (diagnostic headers,
+/// with a code, `error[banned]:`, or without one, `error: ...`).
 fn deny_counts(text: &str) -> (usize, usize) {
-    let count = |p: &str| text.lines().filter(|l| l.starts_with(p)).count();
-    (count("warning["), count("error["))
+    let count = |p: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{p}[")) || l.starts_with(&format!("{p}:")))
+            .count()
+    };
+    (count("warning"), count("error"))
 }
 
 fn run_task(args: &[String]) -> ExitCode {
