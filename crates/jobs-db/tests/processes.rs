@@ -1,7 +1,7 @@
-//! 5,000 jobs (`TS_JOBS_TOTAL`; passed at 20,000) worked by 3 worker
-//! **processes** (this test binary run again
-//! with `TS_DBJOBS_CHILD` set; the ignored `child` test is the worker), each
-//! with its own connection pool, on one SQLite file and on one PostgreSQL
+//! `TS_JOBS_TOTAL` jobs (5,000 by default; passed at 20,000) worked by 3
+//! worker **processes** (this test binary run again with `TS_DBJOBS_CHILD`
+//! set; the ignored `child` test is the worker), each with its own
+//! connection pool, on one SQLite file and on one PostgreSQL
 //! schema through the generic provider: every handler writes one row per
 //! run to a table in the same database, and with no failure injected every
 //! job's effect is there exactly once (the compare-and-set claim hands a
@@ -41,14 +41,14 @@ async fn exactly_once(spec: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_on_a_sqlite_file_run_20000_jobs_each_exactly_once() {
+async fn three_processes_on_a_sqlite_file_run_each_job_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jobs.db").display().to_string();
     exactly_once(&format!("sqlite\t{path}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_on_postgres_run_20000_jobs_each_exactly_once() {
+async fn three_processes_on_postgres_run_each_job_exactly_once() {
     let Some(url) = testing::server().await else {
         return;
     };

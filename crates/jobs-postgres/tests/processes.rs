@@ -1,11 +1,11 @@
 //! Real processes and a real server.
 //!
-//! - 5,000 jobs (`TS_JOBS_TOTAL`; passed at 20,000) worked by 3 worker **processes** (this test binary run
-//!   again with `TS_PGJOBS_CHILD` set; the ignored `child` test is the
-//!   worker), each with its own pool and `LISTEN` connection, each handler
-//!   writing one row per run to a table through db-postgres: with no
-//!   failure injected, every job's effect is there exactly once, and all
-//!   three processes worked.
+//! - `TS_JOBS_TOTAL` jobs (5,000 by default; passed at 20,000) worked by 3
+//!   worker **processes** (this test binary run again with `TS_PGJOBS_CHILD`
+//!   set; the ignored `child` test is the worker), each with its own pool
+//!   and `LISTEN` connection, each handler writing one row per run to a
+//!   table through db-postgres: with no failure injected, every job's
+//!   effect is there exactly once, and all three processes worked.
 //! - PostgreSQL restarted (a fast stop, then an immediate stop — a crash)
 //!   while two worker runtimes on separate pools work 3,000 jobs, on a
 //!   private cluster of the test's own (never the shared server): the
@@ -44,7 +44,7 @@ async fn child() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_run_20000_jobs_each_exactly_once() {
+async fn three_processes_run_each_job_exactly_once() {
     let Some(url) = testing::server().await else {
         return;
     };
