@@ -11,5 +11,7 @@ pub use error::{
     echo, Echo, Error, ErrorChain, ErrorKind, Result, ECHO_MAX_CHARS, MAX_MESSAGE_BYTES,
 };
 pub use health::{Health, HealthStatus, ProviderInfo};
-pub use registry::{parse_config, without_values, BoxFuture, Factory, Registry};
+pub use registry::{
+    parse_config, parse_settings, without_values, BoxFuture, Factory, Registry, SETTING_PATH,
+};
 pub use secret::Secret;

@@ -82,21 +82,81 @@ impl<T: ?Sized, C> std::fmt::Debug for Registry<T, C> {
 }
 
 /// Deserializes a provider's configuration section, turning serde's error into
-/// an [`crate::ErrorKind::InvalidInput`] that names the provider.
+/// an [`crate::ErrorKind::InvalidInput`] that names the provider and the
+/// setting's path inside the section (see [`parse_settings`]), so that the
+/// runtime can name the whole key (`database.max_connections`) and where it
+/// was set.
+///
+/// ```
+/// #[derive(Debug, serde::Deserialize)]
+/// struct PoolConfig { max_connections: u32 }
+///
+/// let e = truststream_core::parse_config::<PoolConfig>(
+///     "postgres",
+///     serde_json::json!({"max_connections": "many"}),
+/// )
+/// .unwrap_err();
+/// assert_eq!(
+///     e.message(),
+///     "invalid configuration for provider \"postgres\": max_connections: invalid type: expected u32"
+/// );
+/// assert_eq!(e.context(), [(truststream_core::SETTING_PATH, "max_connections".to_string())]);
+/// ```
 pub fn parse_config<T: serde::de::DeserializeOwned>(
     provider: &str,
     config: serde_json::Value,
 ) -> Result<T> {
-    let config = if config.is_null() {
+    parse_settings(config).map_err(|e| {
+        let message = format!("invalid configuration for provider {provider:?}: {}", e.message());
+        let mut out = Error::invalid_input(message);
+        for (k, v) in e.context() {
+            out = out.with_context(k, v.clone());
+        }
+        out
+    })
+}
+
+/// The context key under which [`parse_settings`] and [`parse_config`] put
+/// the path of the setting that failed, inside the section they were given
+/// (`max_connections`, `pool.idle_timeout_secs`, `roles[0]`).
+pub const SETTING_PATH: &str = "setting_path";
+
+/// Deserializes a table of settings (`{}` for null) into `T`: a bad value
+/// is `InvalidInput` whose message starts with the path of the setting
+/// inside the table (`attempts: invalid type: expected u32`), with that
+/// path also as the [`SETTING_PATH`] context, and without quoting the value
+/// itself (it may be a secret; see [`without_values`]).
+///
+/// ```
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct RetryConfig { attempts: u32 }
+///
+/// let e = truststream_core::parse_settings::<RetryConfig>(serde_json::json!({"attempts": "x"}))
+///     .unwrap_err();
+/// assert_eq!(e.message(), "attempts: invalid type: expected u32");
+/// ```
+pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: serde_json::Value) -> Result<T> {
+    let settings = if settings.is_null() {
         serde_json::Value::Object(Default::default())
     } else {
-        config
+        settings
     };
-    serde_json::from_value(config).map_err(|e| {
-        Error::invalid_input(format!(
-            "invalid configuration for provider {provider:?}: {}",
-            without_values(&e.to_string())
-        ))
+    serde_path_to_error::deserialize(settings).map_err(|e| {
+        let path = e.path().to_string();
+        let message = without_values(&e.inner().to_string());
+        // No path (the table itself), or one serde could not follow.
+        if path == "." || path == "?" || path.is_empty() {
+            return Error::invalid_input(message);
+        }
+        // An unknown field's path is the field itself, which serde's
+        // message already names; a missing field's path is its table.
+        let error = if message.starts_with("unknown field") {
+            Error::invalid_input(message)
+        } else {
+            Error::invalid_input(format!("{path}: {message}"))
+        };
+        error.with_context(SETTING_PATH, path)
     })
 }
 

@@ -218,22 +218,7 @@ impl LayerRegistry {
 /// assert_eq!(e.message(), "attempts: invalid type: expected u32");
 /// ```
 pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: serde_json::Value) -> Result<T> {
-    let settings = if settings.is_null() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        settings
-    };
-    serde_path_to_error::deserialize(settings).map_err(|e| {
-        let path = e.path().to_string();
-        let message = truststream_core::without_values(&e.inner().to_string());
-        // An unknown field's path is the field itself, which serde's
-        // message already names.
-        if path == "." || path == "?" || message.starts_with("unknown field") {
-            Error::invalid_input(message)
-        } else {
-            Error::invalid_input(format!("{path}: {message}"))
-        }
-    })
+    truststream_core::parse_settings(settings)
 }
 
 fn keyed(e: Error, key: &str) -> Error {
