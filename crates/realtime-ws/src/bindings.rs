@@ -1,6 +1,6 @@
 //! The `postgres_changes` bindings of a WebSocket join: parsed from the
 //! join's config, checked against the publication and the subscriber (see
-//! [`crate::publication`]), and the table feeds they need.
+//! [`truststream_core_realtime::access`]), and the table feeds they need.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use truststream_core_realtime::RtResult;
 
 use crate::filter::WireFilter;
 use crate::hub::{Binding, FeedLease, Hub, MemberId};
-use crate::publication::shown;
+use truststream_core_realtime::access::shown;
 
 /// Most bindings one channel may have.
 const MAX_BINDINGS: usize = 100;

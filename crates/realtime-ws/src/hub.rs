@@ -30,9 +30,9 @@ use truststream_core_realtime::{
 use crate::cluster::{wire::SnapshotEntry, Cluster};
 use crate::filter::WireFilter;
 use crate::protocol::{self, Vsn};
-use crate::publication::{Publication, Viewer, Visibility};
 use crate::rls;
 use crate::WsHubConfig;
+use truststream_core_realtime::access::{Publication, Viewer, Visibility};
 
 /// A member's id, unique in the hub.
 pub(crate) type MemberId = u64;
@@ -265,7 +265,7 @@ pub(crate) struct Member {
     /// Who the member is, for the per-row check of its bindings' changes.
     pub viewer: Viewer,
     /// Who the member is to the database, for tables checked with
-    /// row-level security ([`crate::publication::scope_of`]).
+    /// row-level security ([`truststream_core_realtime::access::scope_of`]).
     pub scope: Option<Arc<RequestScope>>,
     /// The database feeds of its bindings' tables, held while it is a
     /// member.
@@ -968,7 +968,7 @@ impl Hub {
     /// subscription it matches.
     ///
     /// A member receives it only as far as the table's rule lets its viewer
-    /// read it (see [`crate::publication`]), without hidden columns.
+    /// read it (see [`truststream_core_realtime::access`]), without hidden columns.
     pub(crate) fn dispatch(&self, change: RowChange) {
         let change = Arc::new(change);
         let rule = self.publication.rule_for_change(&change.table);

@@ -8,7 +8,6 @@ mod filter;
 mod hub;
 mod local;
 pub mod protocol;
-mod publication;
 mod rls;
 mod server;
 
@@ -31,11 +30,11 @@ use truststream_core_realtime::{
 pub use cluster::{ClusterConfig, ClusterStats, BROKERS};
 pub use hub::Counters;
 pub use protocol::Vsn;
-pub use publication::TableRule;
 pub use server::{accept_key, Upgrade};
+pub use truststream_core_realtime::access::TableRule;
 
 use crate::hub::{Hub, TaskGuard};
-use crate::publication::Publication;
+use truststream_core_realtime::access::Publication;
 
 /// The type name the provider registers under.
 pub const TYPE_NAME: &str = "ws";

@@ -13,7 +13,7 @@ use truststream_core_realtime::{
 
 use crate::deliver::{Delivery, Inbox, LocalSink, Queue};
 use crate::hub::{lock, new_key, BroadcastPayload, Hub, Member, MemberId};
-use crate::publication::Viewer;
+use truststream_core_realtime::access::Viewer;
 
 pub(crate) struct LocalChannel {
     hub: Arc<Hub>,
@@ -115,7 +115,7 @@ impl Channel for LocalChannel {
             meta: None,
             bindings: Vec::new(),
             viewer: Viewer::Anonymous,
-            scope: crate::publication::scope_of(None),
+            scope: truststream_core_realtime::access::scope_of(None),
             _feeds: Vec::new(),
         };
         let q = queue.clone();

@@ -32,7 +32,7 @@ use crate::hub::{
     Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
-use crate::publication::{scope_of, Viewer};
+use truststream_core_realtime::access::{scope_of, Viewer};
 
 /// Longest HTTP request head accepted at the handshake.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;

@@ -1,5 +1,10 @@
-//! Which tables WebSocket clients may bind `postgres_changes` to, and what
-//! each subscriber may read of a change.
+//! Who may do what over a realtime provider's own client protocol: which
+//! channels a remote client may join ([`ChannelAccess`], [`ChannelRule`]),
+//! which tables it may subscribe to and what each subscriber may read of a
+//! change ([`Publication`], [`TableRule`]). Every server-side provider
+//! (realtime-ws, realtime-socketio) checks its clients with these, so the
+//! rules mean the same whatever the wire. In-process calls are application
+//! code and are not checked.
 //!
 //! A table is bound only when the configuration publishes it
 //! (`publish`: names, or `prefix*` patterns). Some names can never be
@@ -19,16 +24,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::RtResult;
 use serde_json::Value;
 use truststream_core::{echo, Error, ErrorKind};
 use truststream_core_auth::{Auth, Permission, Principal};
 use truststream_core_db::{ident, ChangeKind, RequestScope, RowChange};
-use truststream_core_realtime::RtResult;
 
 /// Prefixes of tables that are never published, whatever the
 /// configuration says: auth-jwt's default table prefix, and the providers'
 /// own tables (`_truststream_schema`, `_truststream_changes`, ...).
-pub(crate) const RESERVED_PREFIXES: [&str; 2] = ["auth_", "_truststream"];
+pub const RESERVED_PREFIXES: [&str; 2] = ["auth_", "_truststream"];
 
 /// The role that marks a token as anonymous (Supabase's anon key carries
 /// `role: "anon"`).
@@ -59,10 +64,11 @@ pub struct TableRule {
     pub anon: bool,
     /// Check every change against the database's row-level security, as
     /// the subscriber (default `false`; needs a database whose capabilities
-    /// report `row_security`, i.e. PostgreSQL — the hub refuses to start
-    /// otherwise).
+    /// report `row_security`, i.e. PostgreSQL — a server refuses to start
+    /// otherwise; realtime-ws checks it, realtime-socketio refuses the rule
+    /// as unsupported).
     ///
-    /// Before an insert or update is sent, the hub reads the row by its
+    /// Before an insert or update is sent, the server reads the row by its
     /// primary key through [`Database::scoped`], running as the subscriber's
     /// role (`authenticated`, or `anon` for anonymous subscribers) with its
     /// verified token claims, so policies such as
@@ -92,7 +98,7 @@ pub struct TableRule {
 
 /// Who a subscriber is, for the per-row check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Viewer {
+pub enum Viewer {
     /// No auth provider, or an `anon` token.
     Anonymous,
     /// An authenticated user, by id.
@@ -102,7 +108,7 @@ pub(crate) enum Viewer {
 impl Viewer {
     /// The viewer of a join checked with `principal` (`None`: the hub has
     /// no auth provider).
-    pub(crate) fn of(principal: Option<&Principal>) -> Viewer {
+    pub fn of(principal: Option<&Principal>) -> Viewer {
         match principal {
             Some(p) if !is_anonymous(p) => Viewer::User(p.user_id.clone()),
             _ => Viewer::Anonymous,
@@ -122,7 +128,7 @@ fn is_anonymous(p: &Principal) -> bool {
 /// subscribers. The token's own `role` claim is not trusted as a database
 /// role: a subscriber never runs as anything else (the service role
 /// included, which joins as anonymous here).
-pub(crate) fn scope_of(principal: Option<&Principal>) -> Option<Arc<RequestScope>> {
+pub fn scope_of(principal: Option<&Principal>) -> Option<Arc<RequestScope>> {
     let viewer = Viewer::of(principal);
     let mut claims = principal.map(|p| p.claims.clone()).unwrap_or_default();
     let role = match &viewer {
@@ -138,7 +144,7 @@ pub(crate) fn scope_of(principal: Option<&Principal>) -> Option<Arc<RequestScope
 
 /// What a subscriber gets of one change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Visibility {
+pub enum Visibility {
     /// Nothing: the change is not sent.
     None,
     /// The change with its new row only (an update of a row that was not
@@ -194,9 +200,22 @@ impl Entry {
     }
 }
 
+/// The rule of the entry that covers `name`: a name beats a pattern, a
+/// longer pattern a shorter one.
+fn most_specific<'a, T>(entries: &'a [(Entry, T)], name: &str) -> Option<&'a T> {
+    entries
+        .iter()
+        .filter(|(e, _)| e.matches(name))
+        .max_by_key(|(e, _)| match e {
+            Entry::Name(_) => usize::MAX,
+            Entry::Prefix(p) => p.len(),
+        })
+        .map(|(_, rule)| rule)
+}
+
 /// A caller's value as shown in an error: quoted, bounded by
 /// [`echo`].
-pub(crate) fn shown(s: &str) -> String {
+pub fn shown(s: &str) -> String {
     format!("{:?}", echo(s).to_string())
 }
 
@@ -206,7 +225,7 @@ fn reserved(table: &str) -> bool {
 
 /// The published tables and their rules, checked once when the hub starts.
 #[derive(Debug, Default)]
-pub(crate) struct Publication {
+pub struct Publication {
     /// Entries and their rules, in configuration order.
     entries: Vec<(Entry, TableRule)>,
     /// The auth provider's own tables.
@@ -216,7 +235,7 @@ pub(crate) struct Publication {
 impl Publication {
     /// Checks `publish` and `tables` of the configuration (identifiers,
     /// reserved names, every rule naming a published entry).
-    pub(crate) fn check_config(
+    pub fn check_config(
         publish: &[String],
         tables: &BTreeMap<String, TableRule>,
     ) -> RtResult<Publication> {
@@ -249,10 +268,7 @@ impl Publication {
 
     /// Adds the auth provider's tables; refuses a configuration that
     /// publishes one of them.
-    pub(crate) fn with_private_tables(
-        mut self,
-        auth: Option<&Arc<dyn Auth>>,
-    ) -> RtResult<Publication> {
+    pub fn with_private_tables(mut self, auth: Option<&Arc<dyn Auth>>) -> RtResult<Publication> {
         let Some(auth) = auth else {
             return Ok(self);
         };
@@ -277,7 +293,7 @@ impl Publication {
 
     /// The rule of `table` when a client may bind it; a
     /// [`ErrorKind::PermissionDenied`] error saying why not otherwise.
-    pub(crate) fn rule(&self, table: &str) -> RtResult<&TableRule> {
+    pub fn rule(&self, table: &str) -> RtResult<&TableRule> {
         if reserved(table) || self.private.iter().any(|t| t == table) {
             return Err(denied(format!(
                 "table {} belongs to the auth provider or to TrustStream itself and is never \
@@ -295,7 +311,7 @@ impl Publication {
 
     /// The publish entries (as written in the configuration) whose rule
     /// sets [`TableRule::row_security`].
-    pub(crate) fn row_security_entries(&self) -> Vec<String> {
+    pub fn row_security_entries(&self) -> Vec<String> {
         self.entries
             .iter()
             .filter(|(_, rule)| rule.row_security)
@@ -309,19 +325,12 @@ impl Publication {
     /// The rule of the `publish` entry that covers `table`: a name beats a
     /// pattern, a longer pattern a shorter one.
     fn published(&self, table: &str) -> Option<&TableRule> {
-        self.entries
-            .iter()
-            .filter(|(e, _)| e.matches(table))
-            .max_by_key(|(e, _)| match e {
-                Entry::Name(_) => usize::MAX,
-                Entry::Prefix(p) => p.len(),
-            })
-            .map(|(_, rule)| rule)
+        most_specific(&self.entries, table)
     }
 
     /// The rule of a table whose change is being dispatched (`None`: not
     /// published, so no client binding can match it).
-    pub(crate) fn rule_for_change(&self, table: &str) -> Option<&TableRule> {
+    pub fn rule_for_change(&self, table: &str) -> Option<&TableRule> {
         if reserved(table) || self.private.iter().any(|t| t == table) {
             return None;
         }
@@ -331,7 +340,7 @@ impl Publication {
     /// Checks that a subscriber (`principal`, `None` without an auth
     /// provider) may bind `table`, and that `columns` (the binding's filter
     /// columns) name no hidden column.
-    pub(crate) async fn authorize(
+    pub async fn authorize(
         &self,
         auth: Option<&Arc<dyn Auth>>,
         principal: Option<&Principal>,
@@ -355,17 +364,7 @@ impl Publication {
             )));
         }
         if let (Some(permission), Some(auth), Some(p)) = (&rule.permission, auth, principal) {
-            // The auth provider's own error (possibly its database's) stays
-            // in the server's log; the client learns only that the check
-            // could not run.
-            let allowed = auth.has_permission(p, permission).await.map_err(|e| {
-                tracing::warn!(error = %e.display_chain(), %table, %permission, "permission check failed");
-                Error::new(
-                    e.kind(),
-                    format!("checking permission {permission} failed; try again later"),
-                )
-            })?;
-            if !allowed {
+            if !holds(auth, p, permission).await? {
                 return Err(denied(format!(
                     "reading table {table} needs the permission {permission}, which this user \
                      does not hold"
@@ -374,6 +373,19 @@ impl Publication {
         }
         Ok(())
     }
+}
+
+/// Whether `p` holds `permission`. The auth provider's own error
+/// (possibly its database's) stays in the server's log; the caller learns
+/// only that the check could not run, with the error's kind.
+async fn holds(auth: &Arc<dyn Auth>, p: &Principal, permission: &str) -> RtResult<bool> {
+    auth.has_permission(p, permission).await.map_err(|e| {
+        tracing::warn!(error = %e.display_chain(), %permission, "realtime: permission check failed");
+        Error::new(
+            e.kind(),
+            format!("checking permission {permission} failed; try again later"),
+        )
+    })
 }
 
 fn denied(message: String) -> Error {
@@ -416,11 +428,7 @@ impl TableRule {
     /// What a subscriber who may see `seen` of `change` by the other rules
     /// may see under [`TableRule::row_security`], and whether the database
     /// must still confirm it (a read of the row as the subscriber).
-    pub(crate) fn under_row_security(
-        &self,
-        seen: Visibility,
-        change: &RowChange,
-    ) -> (Visibility, bool) {
+    pub fn under_row_security(&self, seen: Visibility, change: &RowChange) -> (Visibility, bool) {
         // Only the owner column can speak for a row that is gone or changed.
         let vouched = self.owner_column.is_some();
         match change.kind {
@@ -435,7 +443,7 @@ impl TableRule {
     }
 
     /// What `viewer` may see of `change`.
-    pub(crate) fn visibility(&self, viewer: &Viewer, change: &RowChange) -> Visibility {
+    pub fn visibility(&self, viewer: &Viewer, change: &RowChange) -> Visibility {
         if *viewer == Viewer::Anonymous
             && (!self.anon || self.owner_column.is_some() || self.permission.is_some())
         {
@@ -482,7 +490,7 @@ impl TableRule {
     /// it as it is). When the primary key is (part of) a hidden column, the
     /// change's `key` is removed too (null), so neither the payload's `key`
     /// nor a binding's `key` reveals it.
-    pub(crate) fn strip(&self, change: &RowChange) -> Option<RowChange> {
+    pub fn strip(&self, change: &RowChange) -> Option<RowChange> {
         if self.hidden.is_empty() {
             return None;
         }
@@ -518,6 +526,116 @@ fn owner_matches(v: &Value, user_id: &str) -> bool {
         Value::String(s) => s == user_id,
         Value::Number(n) => n.to_string() == user_id,
         _ => false,
+    }
+}
+
+/// Who may join the channels one `channels` entry covers
+/// (`[realtime.channels."<name or prefix*>"]`): a **private** channel.
+///
+/// A channel that no entry covers is public: every client the server let
+/// in may join it. A private channel is never joined anonymously (no auth
+/// provider, or a token whose role is `anon`); the user must also hold one
+/// of `roles` (when any are listed; the token's roles as the auth provider
+/// reads them, [`Principal::roles`]) and `permission` (when set; checked by
+/// [`Auth::has_permission`]). An entry with neither admits every
+/// authenticated user. The check runs at the join and again when the
+/// client sends a new token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelRule {
+    /// Roles of which the user must hold at least one (empty: no role
+    /// needed).
+    pub roles: Vec<String>,
+    /// A core-auth permission (`action:resource`, e.g. `join:rooms`) the
+    /// user must hold.
+    pub permission: Option<String>,
+}
+
+/// The private channels of a configuration (its `channels` entries),
+/// checked once when the server starts.
+#[derive(Debug, Default)]
+pub struct ChannelAccess {
+    entries: Vec<(Entry, ChannelRule)>,
+}
+
+impl ChannelAccess {
+    /// Checks the `channels` entries: keys are channel names or `prefix*`
+    /// patterns (`"*"` makes every channel private), rules name valid
+    /// permissions and non-empty roles.
+    pub fn check_config(channels: &BTreeMap<String, ChannelRule>) -> RtResult<ChannelAccess> {
+        let mut entries = Vec::with_capacity(channels.len());
+        for (key, rule) in channels {
+            let bad = |why: String| {
+                Error::invalid_input(format!("realtime.channels.{}: {why}", shown(key)))
+            };
+            let entry = match key.strip_suffix('*') {
+                Some("") => Entry::Prefix(String::new()),
+                Some(prefix) => {
+                    crate::validate_channel_name(prefix)
+                        .map_err(|e| bad(format!("not a channel name prefix: {}", e.message())))?;
+                    Entry::Prefix(prefix.to_string())
+                }
+                None => {
+                    crate::validate_channel_name(key)
+                        .map_err(|e| bad(format!("not a channel name: {}", e.message())))?;
+                    Entry::Name(key.clone())
+                }
+            };
+            if rule.roles.iter().any(|r| r.trim().is_empty()) {
+                return Err(bad("roles: a role name cannot be empty".into()));
+            }
+            if let Some(p) = &rule.permission {
+                Permission::parse(p).map_err(|e| bad(format!("permission: {}", e.message())))?;
+            }
+            entries.push((entry, rule.clone()));
+        }
+        Ok(ChannelAccess { entries })
+    }
+
+    /// The rule of `channel` (`None`: a public channel).
+    pub fn rule(&self, channel: &str) -> Option<&ChannelRule> {
+        most_specific(&self.entries, channel)
+    }
+
+    /// Checks that a client (`principal`, `None` without an auth provider)
+    /// may join `channel`; a [`ErrorKind::PermissionDenied`] error saying
+    /// what it lacks otherwise (a missing permission is named, as for
+    /// tables; the roles a channel accepts are not).
+    pub async fn authorize(
+        &self,
+        auth: Option<&Arc<dyn Auth>>,
+        principal: Option<&Principal>,
+        channel: &str,
+    ) -> RtResult<()> {
+        let Some(rule) = self.rule(channel) else {
+            return Ok(());
+        };
+        let shown_channel = shown(channel);
+        let (Some(auth), Some(p)) = (auth, principal) else {
+            return Err(denied(format!(
+                "channel {shown_channel} is private: join with a user's access token"
+            )));
+        };
+        if Viewer::of(Some(p)) == Viewer::Anonymous {
+            return Err(denied(format!(
+                "channel {shown_channel} is private: join with a user's access token"
+            )));
+        }
+        if !rule.roles.is_empty() && !rule.roles.iter().any(|r| p.roles.contains(r)) {
+            return Err(denied(format!(
+                "channel {shown_channel} is private: joining it needs a role this user does \
+                 not hold"
+            )));
+        }
+        if let Some(permission) = &rule.permission {
+            if !holds(auth, p, permission).await? {
+                return Err(denied(format!(
+                    "channel {shown_channel} is private: joining it needs the permission \
+                     {permission}, which this user does not hold"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -801,5 +919,105 @@ mod tests {
             ..TableRule::default()
         };
         assert_eq!(rule.strip(&c).unwrap().key, json!("a"));
+    }
+    fn user(id: &str, roles: &[&str]) -> Principal {
+        Principal {
+            user_id: id.into(),
+            email: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            session_id: None,
+            expires_at: chrono::Utc::now(),
+            claims: serde_json::Map::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn private_channels_need_a_user_with_the_role() {
+        let mut channels = BTreeMap::new();
+        channels.insert(
+            "admin:*".to_string(),
+            ChannelRule {
+                roles: vec!["admin".into()],
+                permission: None,
+            },
+        );
+        channels.insert("admin:lobby".to_string(), ChannelRule::default());
+        let access = ChannelAccess::check_config(&channels).unwrap();
+        let auth: Arc<dyn Auth> = Arc::new(BrokenAuth);
+        let admin = user("u1", &["admin"]);
+        let plain = user("u2", &["authenticated"]);
+        let anon = user("u3", &["anon"]);
+        let ok = |r: RtResult<()>| r.is_ok();
+        // A public channel: anyone the server let in.
+        assert!(ok(access.authorize(None, None, "room:1").await));
+        assert!(ok(access
+            .authorize(Some(&auth), Some(&admin), "admin:ops")
+            .await));
+        let e = access
+            .authorize(Some(&auth), Some(&plain), "admin:ops")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(e.message().contains("needs a role"), "{e}");
+        assert!(
+            !e.message().contains("admin\""),
+            "the accepted roles stay private: {e}"
+        );
+        // The longer entry wins: any signed-in user, never anonymous.
+        assert!(ok(access
+            .authorize(Some(&auth), Some(&plain), "admin:lobby")
+            .await));
+        for (a, p) in [(Some(&auth), Some(&anon)), (None, None)] {
+            let e = access.authorize(a, p, "admin:lobby").await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+            assert!(e.message().contains("access token"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_channel_permission_is_checked_and_its_failure_kept_from_the_client() {
+        let mut channels = BTreeMap::new();
+        channels.insert(
+            "*".to_string(),
+            ChannelRule {
+                roles: Vec::new(),
+                permission: Some("join:rooms".into()),
+            },
+        );
+        let access = ChannelAccess::check_config(&channels).unwrap();
+        let auth: Arc<dyn Auth> = Arc::new(BrokenAuth);
+        let e = access
+            .authorize(Some(&auth), Some(&user("u1", &[])), "anything")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn channel_rules_are_checked_at_start() {
+        for (key, rule) in [
+            ("bad\u{7}name", ChannelRule::default()),
+            (
+                "ok",
+                ChannelRule {
+                    roles: vec![" ".into()],
+                    permission: None,
+                },
+            ),
+            (
+                "ok",
+                ChannelRule {
+                    roles: Vec::new(),
+                    permission: Some("no-colon".into()),
+                },
+            ),
+        ] {
+            let mut channels = BTreeMap::new();
+            channels.insert(key.to_string(), rule);
+            let e = ChannelAccess::check_config(&channels).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert!(e.message().starts_with("realtime.channels."), "{e}");
+        }
     }
 }
