@@ -184,6 +184,11 @@ pub struct ClusterStats {
     pub dropped: AtomicU64,
     /// Received messages that were not understood (logged and dropped).
     pub malformed: AtomicU64,
+    /// Other nodes' messages this node's broker client dropped because the
+    /// node took them too slowly (NATS: async-nats's slow-consumer events;
+    /// a lower bound, since async-nats reports them on a bounded channel).
+    /// The node asks the others for a snapshot at its next heartbeat.
+    pub missed: AtomicU64,
 }
 
 /// The broker's side: ordered publishing. Incoming messages and the
@@ -202,6 +207,8 @@ pub(crate) struct Links {
     /// Connection state: `(up, times connected)`; a reconnection shows as
     /// a new count even if the node never saw it down.
     pub state: watch::Sender<(bool, u64)>,
+    /// The node's counters (`missed`: messages the broker client dropped).
+    pub stats: Arc<ClusterStats>,
 }
 
 #[cfg_attr(not(any(feature = "nats", feature = "redis")), allow(dead_code))]
@@ -215,6 +222,13 @@ impl Links {
 
     pub(crate) fn disconnected(&self) {
         self.state.send_modify(|(up, _)| *up = false);
+    }
+
+    /// The broker client dropped a message from the subject because this
+    /// node read too slowly; the receiver resynchronises at its next
+    /// heartbeat.
+    pub(crate) fn missed(&self) {
+        self.stats.missed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -249,6 +263,9 @@ pub(crate) struct Cluster {
     up: AtomicBool,
     /// The last publish failure (for health; cleared by a later success).
     publish_error: Mutex<Option<String>>,
+    /// Set at a heartbeat after the broker client dropped incoming
+    /// messages (for health; cleared at a heartbeat with no new drops).
+    receive_error: Mutex<Option<String>>,
     /// Set when messages were dropped (queue full, publish failed): the
     /// others' view of this node's presence may be wrong, so the next
     /// heartbeat sends a snapshot, which replaces it.
@@ -271,6 +288,7 @@ impl Cluster {
             remote: Mutex::new(Remote::default()),
             up: AtomicBool::new(false),
             publish_error: Mutex::new(None),
+            receive_error: Mutex::new(None),
             resync: AtomicBool::new(false),
             stats: Arc::new(ClusterStats::default()),
             pending: Mutex::new(Some(rx)),
@@ -287,8 +305,37 @@ impl Cluster {
             ));
         }
         lock(&self.publish_error)
-            .as_ref()
+            .clone()
+            .or_else(|| lock(&self.receive_error).clone())
             .map(|e| format!("cluster degraded: node {}: {e}", self.node))
+    }
+
+    /// At a heartbeat: if the broker client dropped messages from other
+    /// nodes since `seen` (they may have held presence changes), say so
+    /// (one log line per heartbeat at most, and health until a heartbeat
+    /// passes without drops) and ask every node for a snapshot (`Hello`),
+    /// which replaces what this node holds of theirs. Returns whether it
+    /// asked.
+    fn recover_missed(&self, seen: &mut u64) -> bool {
+        let missed = self.stats.missed.load(Ordering::Relaxed);
+        let new = missed.saturating_sub(*seen);
+        if new == 0 {
+            *lock(&self.receive_error) = None;
+            return false;
+        }
+        *seen = missed;
+        tracing::warn!(
+            node = %self.node,
+            dropped = new,
+            "realtime cluster: the broker client dropped messages from other nodes (this node \
+             read them too slowly); asking the others for their presence again"
+        );
+        *lock(&self.receive_error) = Some(format!(
+            "at least {new} messages from other nodes were dropped (this node read them too \
+             slowly); presence is being resynchronised"
+        ));
+        self.send_empty(Kind::Hello);
+        true
     }
 
     fn send(&self, msg: Bytes) {
@@ -391,7 +438,11 @@ pub(crate) async fn start(cluster: &Arc<Cluster>, hub: &Arc<Hub>) -> RtResult<()
     };
     let (incoming, in_rx) = mpsc::channel(4096);
     let (state, state_rx) = watch::channel((false, 0));
-    let links = Links { incoming, state };
+    let links = Links {
+        incoming,
+        state,
+        stats: cluster.stats.clone(),
+    };
     let broker = connect(&cluster.config, links).await?;
     tokio::spawn(publisher(
         cluster.clone(),
@@ -506,6 +557,7 @@ async fn receiver(
     let mut expiry = tokio::time::interval(Duration::from_millis(250));
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen_connections = 0;
+    let mut seen_missed = 0;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|down| *down) => return,
@@ -544,6 +596,12 @@ async fn receiver(
                 {
                     let Some(hub) = hub.upgrade() else { return };
                     send_snapshot(&cluster, &hub);
+                }
+                // Messages from the others were lost on the way in: ask
+                // them for their state (once the broker is up; a
+                // reconnection asks anyway).
+                if cluster.up.load(Ordering::Relaxed) {
+                    cluster.recover_missed(&mut seen_missed);
                 }
             }
             _ = expiry.tick() => {
@@ -890,6 +948,29 @@ mod tests {
             "a drop asks for a snapshot"
         );
         assert!(c.problem().is_some(), "and health says so");
+    }
+
+    #[test]
+    fn messages_missed_on_the_way_in_ask_the_others_for_a_snapshot() {
+        let c = Cluster::new(ClusterConfig::new("nats", "nats://127.0.0.1:4222", "n"));
+        let mut out = lock(&c.pending).take().unwrap();
+        c.up.store(true, Ordering::Relaxed);
+        let mut seen = 0;
+        assert!(!c.recover_missed(&mut seen), "nothing missed yet");
+        assert!(out.try_recv().is_err());
+        c.stats.missed.fetch_add(3, Ordering::Relaxed);
+        assert!(c.recover_missed(&mut seen));
+        let hello = wire::decode(&out.try_recv().unwrap()).unwrap();
+        assert!(
+            matches!(hello.body, Body::Hello),
+            "a Hello asks for snapshots"
+        );
+        let problem = c.problem().unwrap();
+        assert!(problem.contains("at least 3 messages"), "{problem}");
+        // The next heartbeat with no new drops: no second Hello, healthy.
+        assert!(!c.recover_missed(&mut seen));
+        assert!(out.try_recv().is_err());
+        assert_eq!(c.problem(), None);
     }
 
     #[test]

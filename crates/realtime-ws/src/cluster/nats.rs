@@ -1,6 +1,8 @@
 //! The NATS broker: one connection per node (core pub/sub, `no_echo` so a
 //! node never receives its own publishes), reconnecting forever with a
-//! delay of at most one second.
+//! delay of at most one second. Messages async-nats drops because the node
+//! reads too slowly (its slow-consumer events) are counted as `missed`, and
+//! the node resynchronises.
 
 use std::time::Duration;
 
@@ -11,6 +13,10 @@ use truststream_core::Error;
 use truststream_core_realtime::RtResult;
 
 use super::{Broker, ClusterConfig, Links};
+
+/// Messages async-nats holds for the node's subscription before it drops
+/// new ones (async-nats's default, stated here).
+const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 
 struct Nats {
     client: async_nats::Client,
@@ -68,6 +74,14 @@ fn split_credentials(url: &str) -> RtResult<(async_nats::ServerAddr, Option<Cred
 }
 
 pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Box<dyn Broker>> {
+    connect_with(config, links, SUBSCRIPTION_CAPACITY).await
+}
+
+async fn connect_with(
+    config: &ClusterConfig,
+    links: Links,
+    subscription_capacity: usize,
+) -> RtResult<Box<dyn Broker>> {
     let (addr, credentials) = split_credentials(config.url.expose())?;
     let links = std::sync::Arc::new(links);
     let events = links.clone();
@@ -81,6 +95,7 @@ pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Bo
     let client = options
         .name(format!("truststream-realtime {}", config.node_id))
         .no_echo()
+        .subscription_capacity(subscription_capacity)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
@@ -95,6 +110,9 @@ pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Bo
                     async_nats::Event::Disconnected | async_nats::Event::Closed => {
                         links.disconnected()
                     }
+                    // One per message dropped (as far as async-nats's own
+                    // bounded event queue lets them through).
+                    async_nats::Event::SlowConsumer(_) => links.missed(),
                     _ => {}
                 }
             }
@@ -127,7 +145,65 @@ pub(super) async fn connect(config: &ClusterConfig, links: Links) -> RtResult<Bo
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use tokio::sync::{mpsc, watch};
+
+    use super::super::ClusterStats;
     use super::*;
+
+    /// A node that does not keep up: async-nats drops what its
+    /// subscription cannot hold, and the node counts it (on the machine's
+    /// NATS, on a subject of the test's own).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_a_slow_node_misses_are_counted() {
+        const NATS: &str = "nats://127.0.0.1:4222";
+        let up = std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:4222".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .is_ok();
+        if !up {
+            assert!(
+                !truststream_core::in_ci(),
+                "CI=true and this test needs NATS on 127.0.0.1:4222"
+            );
+            eprintln!("SKIPPED: NATS is not answering on 127.0.0.1:4222");
+            return;
+        }
+        let stats = Arc::new(ClusterStats::default());
+        // The node never reads: one message waits in this queue, one in the
+        // forwarding task, 4 in the subscription; async-nats drops the rest.
+        let (incoming, _never_read) = mpsc::channel(1);
+        let (state, mut state_rx) = watch::channel((false, 0));
+        let mut config = ClusterConfig::new("nats", NATS, "slow");
+        config.prefix = format!("test.slow.{}", uuid::Uuid::new_v4().simple());
+        let links = Links {
+            incoming,
+            state,
+            stats: stats.clone(),
+        };
+        let _broker = connect_with(&config, links, 4).await.unwrap();
+        state_rx.wait_for(|(up, _)| *up).await.unwrap();
+        let other = async_nats::connect(NATS).await.unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while stats.missed.load(Ordering::Relaxed) == 0 {
+            assert!(
+                Instant::now() < end,
+                "no dropped message was counted in 10 s"
+            );
+            for _ in 0..50 {
+                other
+                    .publish(config.prefix.clone(), Bytes::from_static(b"x"))
+                    .await
+                    .unwrap();
+            }
+            other.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn credentials_leave_the_url_for_the_options() {
