@@ -141,8 +141,9 @@ async fn the_queue_waits_for_a_slot_until_its_deadline() {
     assert_eq!(auth.stats().hashing_refused, 1);
 }
 
-/// Set in the child process that runs the burst.
-const BURST_CHILD: &str = "TRUSTSTREAM_AUTH_JWT_BURST_CHILD";
+/// Set in the child process that runs the burst (`TS_`, not `TRUSTSTREAM_`:
+/// that prefix is the configuration's, and a loader would refuse the name).
+const BURST_CHILD: &str = "TS_AUTH_JWT_BURST_CHILD";
 const BURST_TEST: &str = "a_burst_of_500_sign_ins_stays_within_a_memory_bound";
 const BURST: usize = 500;
 /// Slots of the gate in the burst (fixed, so the bound does not depend on
