@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 mod backoff;
+pub mod batch;
 mod capabilities;
 pub mod lifecycle;
+pub mod metrics;
 pub mod row;
 mod run_times;
 pub mod schedule;
@@ -17,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
+pub use batch::{BatchStats, Batcher};
 pub use capabilities::JobsCapabilities;
 pub use run_times::{RunTimes, RUN_TIME_SAMPLE};
 pub use schedule::{CatchUp, Schedule, Scheduler, SchedulerHandle, SchedulerReport};
@@ -133,8 +136,10 @@ pub trait Jobs: Send + Sync + 'static {
     async fn list(&self, query: &JobQuery) -> JobsResult<Vec<Job>>;
 
     /// Counts by type and state, the age of the oldest waiting job, and
-    /// run-time percentiles per type over the most recently completed jobs
-    /// (at most [`RUN_TIME_SAMPLE`] per type).
+    /// run-time percentiles per type over recently completed jobs (at most
+    /// [`RUN_TIME_SAMPLE`] per type; which ones is the provider's to say).
+    /// Meant to be cheap enough to poll: a provider keeps its run-time
+    /// sample bounded rather than reading every completed job.
     async fn stats(&self) -> JobsResult<JobStats>;
 
     /// Deletes completed and cancelled jobs that finished before `before`;

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use truststream_core::{BoxFuture, Error, ErrorKind};
 
+use crate::metrics::{self as observe, outcome};
 use crate::types::{validate_job_type, ClaimRequest, ClaimedJob, Job, JobError, Lease};
 use crate::{Jobs, JobsResult};
 
@@ -411,18 +412,31 @@ impl Loop {
             let ClaimedJob { job, lease } = claimed;
             let timeout = job.timeout;
             let job_type = job.job_type.clone();
+            if let Some(claimed_at) = job.started_at {
+                observe::queue_wait(
+                    &job_type,
+                    (claimed_at - job.run_at).to_std().unwrap_or_default(),
+                );
+            }
             let Some(handler) = handler else {
                 // Claims name only registered types, so this is a provider bug.
                 let err = JobError::retry(format!("no handler for job type {job_type}"));
-                finish(&*jobs, &lease, Err(err), &counters).await;
+                let recorded = finish(&*jobs, &lease, Err(err), outcome::FAILED, &counters).await;
+                observe::finished(&job_type, recorded);
                 return;
             };
             let ctx = JobContext { job, worker_id };
+            let started = tokio::time::Instant::now();
             let task = AbortOnDrop(tokio::spawn(handler(ctx)));
-            let outcome = supervise(&*jobs, &lease, lease_len, timeout, task, &counters).await;
-            if let Some(result) = outcome {
-                finish(&*jobs, &lease, result, &counters).await;
-            }
+            let supervised = supervise(&*jobs, &lease, lease_len, timeout, task, &counters).await;
+            let recorded = match supervised {
+                Some((result, kind)) => {
+                    observe::run_time(&job_type, started.elapsed());
+                    finish(&*jobs, &lease, result, kind, &counters).await
+                }
+                None => outcome::LOST_LEASE,
+            };
+            observe::finished(&job_type, recorded);
         }
     }
 }
@@ -456,8 +470,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Waits for the handler while extending the lease. `None`: the lease was
-/// lost, so the outcome must not be recorded here.
+/// Waits for the handler while extending the lease: its result and what
+/// kind of end it was ([`outcome`]: completed, failed, panicked, timed
+/// out). `None`: the lease was lost, so the outcome must not be recorded
+/// here.
 async fn supervise(
     jobs: &dyn Jobs,
     lease: &Lease,
@@ -465,7 +481,7 @@ async fn supervise(
     timeout: Option<Duration>,
     mut task: AbortOnDrop,
     counters: &Counters,
-) -> Option<Result<(), JobError>> {
+) -> Option<(Result<(), JobError>, &'static str)> {
     let every = lease_len / 3;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -480,18 +496,23 @@ async fn supervise(
         tokio::select! {
             joined = &mut task.0 => {
                 return Some(match joined {
-                    Ok(result) => result,
+                    Ok(Ok(())) => (Ok(()), outcome::COMPLETED),
+                    Ok(Err(e)) => (Err(e), outcome::FAILED),
                     Err(e) if e.is_panic() => {
                         Counters::bump(&counters.panicked);
-                        Err(JobError::retry(format!("the handler panicked: {}", panic_text(e.into_panic()))))
+                        let text = format!("the handler panicked: {}", panic_text(e.into_panic()));
+                        (Err(JobError::retry(text)), outcome::PANICKED)
                     }
-                    Err(e) => Err(JobError::retry(format!("the handler task was cancelled: {e}"))),
+                    Err(e) => (
+                        Err(JobError::retry(format!("the handler task was cancelled: {e}"))),
+                        outcome::FAILED,
+                    ),
                 });
             }
             _ = &mut time_limit => {
                 Counters::bump(&counters.timed_out);
                 let t = timeout.unwrap_or_default();
-                return Some(Err(JobError::retry(format!("timed out after {t:?}"))));
+                return Some((Err(JobError::retry(format!("timed out after {t:?}"))), outcome::TIMED_OUT));
             }
             _ = tick.tick() => {
                 match jobs.extend_lease(lease, lease_len).await {
@@ -512,7 +533,15 @@ async fn supervise(
 }
 
 /// Records the outcome, retrying a few times on errors a retry may cure.
-async fn finish(jobs: &dyn Jobs, lease: &Lease, result: Result<(), JobError>, counters: &Counters) {
+/// Returns the [`outcome`] label of the run: `kind` when it was recorded,
+/// lost lease or unrecorded otherwise.
+async fn finish(
+    jobs: &dyn Jobs,
+    lease: &Lease,
+    result: Result<(), JobError>,
+    kind: &'static str,
+    counters: &Counters,
+) -> &'static str {
     if result.is_err() {
         Counters::bump(&counters.failed);
     }
@@ -527,24 +556,25 @@ async fn finish(jobs: &dyn Jobs, lease: &Lease, result: Result<(), JobError>, co
                 if result.is_ok() {
                     Counters::bump(&counters.completed);
                 }
-                return;
+                return kind;
             }
             Err(e) if e.kind() == ErrorKind::Conflict => {
                 Counters::bump(&counters.lost_leases);
                 tracing::warn!(job = %lease.job_id, error = %e, "the lease ran out before the outcome was recorded; the job runs again");
-                return;
+                return outcome::LOST_LEASE;
             }
             Err(e) => {
                 Counters::bump(&counters.store_errors);
                 if !e.is_retryable() || attempt == 5 {
                     tracing::error!(job = %lease.job_id, error = %e.display_chain(), "could not record a job's outcome; it runs again when its lease expires");
-                    return;
+                    return outcome::UNRECORDED;
                 }
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
         }
     }
+    outcome::UNRECORDED
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -3,6 +3,7 @@
 mod error;
 mod row;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row as _, Transaction};
 use truststream_core::{Error, ErrorKind, Health, ProviderInfo, Secret};
 use truststream_core_db::{ident, Operation};
+use truststream_core_jobs::batch::{fan_out, BatchStats, Batcher, Flush};
 use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
@@ -31,6 +33,12 @@ pub const DEFAULT_TABLE: &str = "truststream_jobs";
 
 /// Rows one `purge_finished` statement deletes.
 const PURGE_BATCH: i64 = 1000;
+
+/// Default most completions written in one batch.
+pub const DEFAULT_COMPLETE_BATCH: usize = 256;
+
+/// Default longest wait for more completions before a batch is written.
+pub const DEFAULT_COMPLETE_LINGER_MS: u64 = 2;
 
 /// Rows one insert statement carries (22 parameters each, under
 /// PostgreSQL's 65,535).
@@ -58,6 +66,17 @@ pub struct PgJobsConfig {
     /// How long a call waits for a connection before failing with
     /// `Unavailable` (default 5000 ms).
     pub acquire_timeout_ms: u64,
+    /// Most completions written in one transaction (default
+    /// [`DEFAULT_COMPLETE_BATCH`], 1 to 1,000): concurrent
+    /// [`Jobs::complete`] calls of this instance (all its workers) are
+    /// collected and written together; each call still returns once its
+    /// job's completion is committed.
+    pub complete_batch: usize,
+    /// Longest wait, in milliseconds, for more completions once one is
+    /// waiting (default [`DEFAULT_COMPLETE_LINGER_MS`]; 0: write whatever
+    /// is waiting at once). Completions arriving while a batch is written
+    /// go into the next one whatever this is.
+    pub complete_linger_ms: u64,
 }
 
 impl Default for PgJobsConfig {
@@ -69,6 +88,8 @@ impl Default for PgJobsConfig {
             create_table: true,
             max_connections: 10,
             acquire_timeout_ms: 5000,
+            complete_batch: DEFAULT_COMPLETE_BATCH,
+            complete_linger_ms: DEFAULT_COMPLETE_LINGER_MS,
         }
     }
 }
@@ -95,6 +116,10 @@ pub struct PgJobs {
     pool: PgPool,
     /// Quoted and qualified, for this provider's statements.
     qt: String,
+    /// The run-time sample table, quoted and qualified.
+    qs: String,
+    /// Completions of every worker on this instance, written in batches.
+    completions: Batcher<Lease, ()>,
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
     table: String,
     wake: Arc<Wake>,
@@ -141,36 +166,70 @@ impl PgJobs {
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_lazy_with(options);
-        let qt = match &config.schema {
-            Some(s) => format!("{}.{}", ident::quote(s), ident::quote(&config.table)),
-            None => ident::quote(&config.table),
+        if !(1..=RUN_TIME_SAMPLE).contains(&config.complete_batch) {
+            return Err(Error::invalid_input(format!(
+                "complete_batch must be between 1 and {RUN_TIME_SAMPLE}, got {}",
+                config.complete_batch
+            )));
+        }
+        let qualified = |name: &str| match &config.schema {
+            Some(s) => format!("{}.{}", ident::quote(s), ident::quote(name)),
+            None => ident::quote(name),
         };
+        let qt = qualified(&config.table);
+        let names = Arc::new(Tables {
+            qs: qualified(&row::index_name(&config.table, "run_samples")),
+            seq: qualified(&row::index_name(&config.table, "run_slot")),
+            qt: qt.clone(),
+        });
         let channel = channel(config.schema.as_deref(), &config.table);
         if config.create_table {
-            Self::create(&pool, &config, &qt, &channel).await?;
+            Self::create(&pool, &config, &names, &channel).await?;
         } else {
-            sqlx::query(&format!("SELECT id FROM {qt} LIMIT 1"))
-                .execute(&pool)
-                .await
-                .map_err(|e| {
-                    let e = map(e);
-                    Error::new(
-                        e.kind(),
-                        format!(
-                            "the jobs table {} cannot be read; create it or enable create_table",
-                            config.table
-                        ),
-                    )
-                    .with_source(e)
-                })?;
+            for (what, table) in [
+                ("jobs table", &names.qt),
+                ("run-time sample table", &names.qs),
+            ] {
+                sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1"))
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| {
+                        let e = map(e);
+                        Error::new(
+                            e.kind(),
+                            format!(
+                                "the {what} of {} cannot be read; create it or enable create_table",
+                                config.table
+                            ),
+                        )
+                        .with_source(e)
+                    })?;
+            }
         }
         let wake = Arc::new(Wake::new());
         let mut listener = PgListener::connect_with(&pool).await.map_err(map)?;
         listener.listen(&channel).await.map_err(map)?;
         let listener = tokio::spawn(Self::listen(listener, wake.clone()));
+        let flush: Flush<Lease, ()> = {
+            let pool = pool.clone();
+            let names = names.clone();
+            Arc::new(move |leases: Vec<Lease>| {
+                let pool = pool.clone();
+                let names = names.clone();
+                Box::pin(async move { complete_many(&pool, &names, leases).await })
+            })
+        };
+        let completions = Batcher::start(
+            "jobs.complete",
+            config.complete_batch,
+            Duration::from_millis(config.complete_linger_ms),
+            flush,
+        );
         Ok(PgJobs {
             pool,
             qt,
+            qs: names.qs.clone(),
+            completions,
             table: config.table,
             wake,
             listener,
@@ -182,9 +241,10 @@ impl PgJobs {
     async fn create(
         pool: &PgPool,
         config: &PgJobsConfig,
-        qt: &str,
+        names: &Tables,
         channel: &str,
     ) -> JobsResult<()> {
+        let qt = names.qt.as_str();
         let func = match &config.schema {
             Some(s) => format!("{}.truststream_jobs_notify", ident::quote(s)),
             None => "truststream_jobs_notify".to_string(),
@@ -202,7 +262,10 @@ impl PgJobs {
                 .await
                 .map_err(map)?;
         }
-        for statement in row::ddl(qt, &config.table, &func) {
+        let statements = row::ddl(qt, &config.table, &func)
+            .into_iter()
+            .chain(row::run_samples_ddl(&names.qs, &names.seq));
+        for statement in statements {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
@@ -257,6 +320,12 @@ impl PgJobs {
     /// The bare jobs table name (as `enqueue_operation` names it).
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// How many completion batches this instance wrote, and how many
+    /// completions they held (see [`PgJobsConfig::complete_batch`]).
+    pub fn completion_batches(&self) -> BatchStats {
+        self.completions.stats()
     }
 
     /// Loads one job and locks its row until the transaction ends.
@@ -486,6 +555,117 @@ async fn finish<T>(tx: Transaction<'_, Postgres>, r: JobsResult<T>) -> JobsResul
     }
 }
 
+/// The provider's quoted, qualified names.
+struct Tables {
+    /// The jobs table.
+    qt: String,
+    /// The run-time sample table.
+    qs: String,
+    /// The sequence that picks sample slots.
+    seq: String,
+}
+
+/// Completes a batch of jobs in one transaction: the rows locked in id
+/// order (one statement), the shared lifecycle applied to each in Rust, the
+/// completed ones written back (one statement) and their run times
+/// sampled (one statement). Each lease gets its own answer, as
+/// [`Jobs::complete`] would have given it alone: a lease no longer held is
+/// `Conflict` and changes nothing, a missing job `NotFound`; a failed
+/// transaction fails every call of the batch with its error's kind.
+async fn complete_many(pool: &PgPool, t: &Tables, leases: Vec<Lease>) -> Vec<JobsResult<()>> {
+    const OPERATION: &str = "jobs.complete";
+    let n = leases.len();
+    let written = async {
+        let mut tx = pool.begin().await.map_err(map)?;
+        let r = async {
+            let ids: Vec<uuid::Uuid> = leases.iter().map(|l| l.job_id.0).collect();
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM {} WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                t.qt
+            ))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+            let mut found: HashMap<JobId, Stored> = HashMap::with_capacity(rows.len());
+            for r in &rows {
+                let s = decode(r)?;
+                found.insert(s.job.id, s);
+            }
+            let now = lifecycle::now();
+            let mut answers = Vec::with_capacity(n);
+            let mut done = Vec::with_capacity(n);
+            for lease in &leases {
+                answers.push(match found.get_mut(&lease.job_id) {
+                    None => Err(lifecycle::not_found(&lease.job_id, OPERATION)),
+                    Some(s)
+                        if s.job.state != JobState::Running
+                            || s.token.as_deref() != Some(lease.token.as_str()) =>
+                    {
+                        Err(lifecycle::lease_lost(&lease.job_id, OPERATION))
+                    }
+                    Some(s) => {
+                        s.job.complete(now);
+                        done.push(lease.job_id);
+                        Ok(())
+                    }
+                });
+            }
+            let completed: Vec<&Job> = done
+                .iter()
+                .filter_map(|id| found.get(id).map(|s| &s.job))
+                .collect();
+            let writes: Vec<(&Job, Option<&str>)> = completed.iter().map(|j| (*j, None)).collect();
+            PgJobs::write_many(&mut tx, &t.qt, &writes).await?;
+            sample_run_times(&mut tx, t, &completed).await?;
+            Ok(answers)
+        }
+        .await;
+        finish(tx, r).await
+    }
+    .await;
+    written.unwrap_or_else(|e| fan_out(&e, n, OPERATION))
+}
+
+/// Writes the run times of just-completed jobs into the sample table: each
+/// takes the next slot of the cycling sequence, replacing that slot's
+/// older sample of the same type.
+async fn sample_run_times(
+    tx: &mut Transaction<'_, Postgres>,
+    t: &Tables,
+    completed: &[&Job],
+) -> JobsResult<()> {
+    let mut types = Vec::with_capacity(completed.len());
+    let mut run_us = Vec::with_capacity(completed.len());
+    let mut finished = Vec::with_capacity(completed.len());
+    for j in completed {
+        if let (Some(start), Some(end)) = (j.started_at, j.finished_at) {
+            types.push(j.job_type.clone());
+            run_us.push((end - start).num_microseconds().unwrap_or(i64::MAX).max(0));
+            finished.push(end);
+        }
+    }
+    if types.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {} (job_type, slot, run_us, finished_at) \
+         SELECT u.job_type, nextval($4::text::regclass), u.run_us, u.finished_at \
+         FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(job_type, run_us, finished_at) \
+         ON CONFLICT (job_type, slot) DO UPDATE \
+         SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at",
+        t.qs
+    ))
+    .bind(types)
+    .bind(run_us)
+    .bind(finished)
+    .bind(&t.seq)
+    .execute(&mut **tx)
+    .await
+    .map_err(map)?;
+    Ok(())
+}
+
 fn id_taken(e: Error, id: JobId) -> Error {
     if e.kind() == ErrorKind::Conflict {
         Error::conflict(format!("a job with id {id} exists"))
@@ -644,8 +824,7 @@ impl Jobs for PgJobs {
     }
 
     async fn complete(&self, lease: &Lease) -> JobsResult<()> {
-        self.with_lease(lease, "jobs.complete", |job, now| job.complete(now))
-            .await
+        self.completions.submit(lease.clone()).await
     }
 
     async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
@@ -733,31 +912,41 @@ impl Jobs for PgJobs {
         .fetch_one(&self.pool)
         .await
         .map_err(map)?;
-        // The most recently completed jobs of each type, newest first.
+        // Percentiles over the bounded sample table (at most
+        // RUN_TIME_SAMPLE rows per type): nearest rank, as RunTimes computes
+        // them (percentile_disc answers the first sample whose cumulative
+        // share reaches p).
         let runs = sqlx::query(&format!(
-            "SELECT job_type, (EXTRACT(EPOCH FROM finished_at - started_at) * 1000000)::bigint AS us \
-             FROM (SELECT job_type, started_at, finished_at, row_number() OVER \
-                   (PARTITION BY job_type ORDER BY finished_at DESC) AS rn \
-                   FROM {} WHERE state = 'completed' AND started_at IS NOT NULL) recent \
-             WHERE rn <= $1 ORDER BY job_type, finished_at DESC",
-            self.qt
+            "SELECT job_type, count(*) AS n, \
+               percentile_disc(0.5) WITHIN GROUP (ORDER BY run_us) AS p50, \
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY run_us) AS p95, \
+               percentile_disc(0.99) WITHIN GROUP (ORDER BY run_us) AS p99, \
+               max(run_us) AS mx \
+             FROM {} GROUP BY job_type ORDER BY job_type",
+            self.qs
         ))
-        .bind(RUN_TIME_SAMPLE as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(map)?;
-        let mut samples = Vec::with_capacity(runs.len());
+        let mut run_times = Vec::with_capacity(runs.len());
         for r in &runs {
-            let us: i64 = r.try_get("us").map_err(map)?;
-            samples.push((
-                r.try_get::<String, _>("job_type").map_err(map)?,
-                Duration::from_micros(u64::try_from(us).unwrap_or(0)),
-            ));
+            let us = |c: &str| -> JobsResult<Duration> {
+                let v: i64 = r.try_get(c).map_err(map)?;
+                Ok(Duration::from_micros(u64::try_from(v).unwrap_or(0)))
+            };
+            run_times.push(RunTimes {
+                job_type: r.try_get("job_type").map_err(map)?,
+                sampled: u64::try_from(r.try_get::<i64, _>("n").map_err(map)?).unwrap_or(0),
+                p50: us("p50")?,
+                p95: us("p95")?,
+                p99: us("p99")?,
+                max: us("mx")?,
+            });
         }
         Ok(JobStats {
             counts,
             oldest_queued_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
-            run_times: RunTimes::by_type(samples),
+            run_times,
         })
     }
 
@@ -780,9 +969,16 @@ impl Jobs for PgJobs {
                 .rows_affected();
             total += n;
             if n < PURGE_BATCH as u64 {
-                return Ok(total);
+                break;
             }
         }
+        // Run times of purged jobs go with them.
+        sqlx::query(&format!("DELETE FROM {} WHERE finished_at < $1", self.qs))
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(map)?;
+        Ok(total)
     }
 
     async fn wait_for_work(&self, max_wait: Duration) {

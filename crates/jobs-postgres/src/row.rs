@@ -74,6 +74,29 @@ pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
     ]
 }
 
+/// The run-time sample table and its slot sequence: at most
+/// [`truststream_core_jobs::RUN_TIME_SAMPLE`] rows per job type (the slot
+/// is the primary key with the type; the sequence cycles through the
+/// slots), so reading run times costs the same however many completed jobs
+/// the jobs table keeps. `qs` and `qseq` are quoted and qualified.
+pub(crate) fn run_samples_ddl(qs: &str, qseq: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {qs} (
+                job_type TEXT NOT NULL,
+                slot INTEGER NOT NULL,
+                run_us BIGINT NOT NULL,
+                finished_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (job_type, slot)
+            )"
+        ),
+        format!(
+            "CREATE SEQUENCE IF NOT EXISTS {qseq} AS INTEGER MINVALUE 0 MAXVALUE {} START 0 CYCLE",
+            truststream_core_jobs::RUN_TIME_SAMPLE - 1
+        ),
+    ]
+}
+
 /// `<table>_<suffix>`, cut to PostgreSQL's 63-byte identifiers.
 pub(crate) fn index_name(table: &str, suffix: &str) -> String {
     let mut base = table.to_string();

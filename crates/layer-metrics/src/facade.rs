@@ -92,9 +92,12 @@ impl Facade {
 }
 
 /// Describes the layer's metrics (help text and units) to the current
-/// recorder. [`install_prometheus`] and [`prometheus_recorder`] do this for
-/// theirs; call it once after installing another recorder.
+/// recorder, and those job workers record
+/// (`truststream_core_jobs::metrics`: runs by type and outcome, run times,
+/// queue waits). [`install_prometheus`] and [`prometheus_recorder`] do this
+/// for theirs; call it once after installing another recorder.
 pub fn describe_metrics() {
+    truststream_core_jobs::metrics::describe();
     metrics::describe_counter!(
         CALLS_TOTAL,
         Unit::Count,

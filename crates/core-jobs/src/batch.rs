@@ -1,0 +1,237 @@
+//! Group commit: many concurrent calls written in one store round trip.
+//!
+//! A provider whose [`crate::Jobs::complete`] costs a round trip per job
+//! puts the completions of all its workers through a [`Batcher`]: each
+//! call hands its item to one background task and waits for its own
+//! answer; the task takes the first waiting item, lingers a little for
+//! more (at most `linger`, at most `max` items), writes them with one
+//! `flush` call, and answers each caller. Items that arrive while a flush
+//! runs wait for the next one, so a busy store gets bigger batches and an
+//! idle one answers after at most `linger`.
+//!
+//! A call returns only after its batch was written (or failed), so the
+//! caller's contract is the same as without batching: an `Ok` is durable,
+//! and a process that dies before the write loses only calls that had not
+//! returned yet (for completions: those jobs run again after their lease,
+//! as any job whose completion was not recorded). Dropping the batcher
+//! closes its queue; the task writes what is still queued, then ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use truststream_core::{BoxFuture, Error};
+
+use crate::JobsResult;
+
+/// Writes a batch: one answer per item, in the items' order.
+pub type Flush<T, R> = Arc<dyn Fn(Vec<T>) -> BoxFuture<'static, Vec<JobsResult<R>>> + Send + Sync>;
+
+/// What a [`Batcher`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Flushes (store writes) so far.
+    pub batches: u64,
+    /// Items written in them.
+    pub items: u64,
+    /// The largest batch.
+    pub largest: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    items: AtomicU64,
+    largest: AtomicU64,
+}
+
+type Pending<T, R> = (T, oneshot::Sender<JobsResult<R>>);
+
+/// Collects concurrent calls into batches; see the [module docs](self).
+pub struct Batcher<T, R> {
+    tx: mpsc::UnboundedSender<Pending<T, R>>,
+    counters: Arc<Counters>,
+    operation: &'static str,
+}
+
+impl<T, R> std::fmt::Debug for Batcher<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("operation", &self.operation)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the batching task on the current tokio runtime: batches of at
+    /// most `max` items (at least 1), each flushed at most `linger` after
+    /// its first item arrived (zero: whatever is queued at once).
+    /// `operation` names the call in errors (`"jobs.complete"`).
+    pub fn start(
+        operation: &'static str,
+        max: usize,
+        linger: Duration,
+        flush: Flush<T, R>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(rx, max.max(1), linger, flush, counters.clone()));
+        Batcher {
+            tx,
+            counters,
+            operation,
+        }
+    }
+
+    /// Queues `item` for the next batch and waits for its answer. When the
+    /// batching task is gone (its runtime shut down) the answer is
+    /// `Unavailable`, and nothing was written.
+    pub async fn submit(&self, item: T) -> JobsResult<R> {
+        let (answer, wait) = oneshot::channel();
+        let gone = || {
+            Error::unavailable("the batching task has stopped; nothing was written")
+                .with_operation(self.operation)
+        };
+        self.tx.send((item, answer)).map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+}
+
+impl<T, R> Batcher<T, R> {
+    /// Batches and items written so far.
+    pub fn stats(&self) -> BatchStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BatchStats {
+            batches: g(&self.counters.batches),
+            items: g(&self.counters.items),
+            largest: g(&self.counters.largest),
+        }
+    }
+}
+
+async fn run<T, R>(
+    mut rx: mpsc::UnboundedReceiver<Pending<T, R>>,
+    max: usize,
+    linger: Duration,
+    flush: Flush<T, R>,
+    counters: Arc<Counters>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if linger.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(p)) => batch.push(p),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        let n = batch.len();
+        let (items, answers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+        let mut results = flush(items).await;
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.items.fetch_add(n as u64, Ordering::Relaxed);
+        counters.largest.fetch_max(n as u64, Ordering::Relaxed);
+        if results.len() != n {
+            results = (0..n)
+                .map(|_| {
+                    Err(Error::internal(
+                        "a batch write answered for a different number of items",
+                    ))
+                })
+                .collect();
+        }
+        for (answer, result) in answers.into_iter().zip(results) {
+            // A caller that stopped waiting (its task aborted) needs no answer.
+            let _ = answer.send(result);
+        }
+    }
+}
+
+/// One error for every item of a failed batch, keeping the kind, the
+/// retry status and the message of `e` (which is not `Clone`).
+pub fn fan_out<R>(e: &Error, n: usize, operation: &'static str) -> Vec<JobsResult<R>> {
+    (0..n)
+        .map(|_| {
+            Err(Error::new(e.kind(), format!("{}", e.display_chain()))
+                .with_retryable(e.is_retryable())
+                .with_operation(operation))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doubler(delay: Duration) -> Flush<u64, u64> {
+        Arc::new(move |items: Vec<u64>| {
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                items.into_iter().map(|i| Ok(i * 2)).collect()
+            })
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_share_batches_and_get_their_own_answers() {
+        let b = Arc::new(Batcher::start(
+            "test",
+            16,
+            Duration::from_millis(5),
+            doubler(Duration::from_millis(5)),
+        ));
+        let mut tasks = Vec::new();
+        for i in 0..100u64 {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move { (i, b.submit(i).await) }));
+        }
+        for t in tasks {
+            let (i, r) = t.await.expect("join");
+            assert_eq!(r.expect("answer"), i * 2);
+        }
+        let s = b.stats();
+        assert_eq!(s.items, 100);
+        assert!(s.largest <= 16, "{s:?}");
+        assert!(s.batches <= 50, "calls were batched: {s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lone_call_waits_at_most_the_linger() {
+        let b = Batcher::start(
+            "test",
+            100,
+            Duration::from_millis(20),
+            doubler(Duration::ZERO),
+        );
+        let start = tokio::time::Instant::now();
+        assert_eq!(b.submit(21).await.expect("answer"), 42);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(b.stats().batches, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_call_with_its_kind() {
+        let failing: Flush<u64, u64> = Arc::new(|items: Vec<u64>| {
+            Box::pin(async move {
+                let e = Error::unavailable("the store is down");
+                fan_out(&e, items.len(), "test")
+            })
+        });
+        let b = Batcher::start("test", 4, Duration::ZERO, failing);
+        let e = b.submit(1).await.expect_err("the batch failed");
+        assert_eq!(e.kind(), truststream_core::ErrorKind::Unavailable);
+        assert!(e.is_retryable());
+        assert!(e.message().contains("the store is down"), "{e}");
+    }
+}
