@@ -53,8 +53,11 @@ impl Algorithm {
 #[serde(rename_all = "snake_case")]
 pub enum Revocation {
     /// Every access token of this provider is checked against its session:
-    /// a signed-out or revoked session stops validating at once (one
-    /// database read per validation). The default.
+    /// a session signed out or revoked through this provider instance
+    /// stops validating at once; one revoked by another process within
+    /// [`JwtAuthConfig::revocation_staleness_ms`] (a session read as live
+    /// is trusted that long, so most validations read nothing). The
+    /// default.
     Checked,
     /// Signature and claims only: a revoked session's access tokens stay
     /// valid until they expire (no database read).
@@ -595,6 +598,12 @@ impl std::fmt::Debug for ExternalIssuer {
 /// Shortest accepted HMAC secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Default of [`JwtAuthConfig::revocation_staleness_ms`].
+pub const DEFAULT_REVOCATION_STALENESS_MS: u64 = 1_000;
+
+/// Largest accepted [`JwtAuthConfig::revocation_staleness_ms`].
+pub const MAX_REVOCATION_STALENESS_MS: u64 = 60_000;
+
 /// Configuration of the JWT auth provider (`auth.type = "jwt"`).
 ///
 /// Only the key material is required: `jwt_secret` for the default HS256,
@@ -643,6 +652,22 @@ pub struct JwtAuthConfig {
     pub refresh_reuse_interval_ms: u64,
     /// Whether `validate_token` checks the session store (default `checked`).
     pub revocation: Revocation,
+    /// With `revocation = "checked"`: how long a session read as live is
+    /// trusted without reading it again (default 1000 ms, at most 60000;
+    /// 0 reads the session on every validation). A revocation made through
+    /// this provider instance is seen by it at once whatever the value;
+    /// one made by another process is seen within this bound (on
+    /// PostgreSQL, whose change feed sees every writer, usually as soon as
+    /// its change arrives).
+    pub revocation_staleness_ms: u64,
+    /// With `revocation = "checked"` on a database whose change feed sees
+    /// every writer (PostgreSQL): follow the sessions table's changes, so
+    /// another process's revocation is seen here as soon as its change
+    /// arrives (default `true`). The feed's trigger orders the commits of
+    /// watched tables one at a time (sign-ins, refreshes and sign-outs
+    /// included); `false` leaves `revocation_staleness_ms` as the only
+    /// bound. Ignored elsewhere.
+    pub revocation_feed: bool,
     /// Prefix of the three tables (`<prefix>users`, `<prefix>sessions`,
     /// `<prefix>refresh_tokens`); default `auth_`.
     pub table_prefix: String,
@@ -676,6 +701,8 @@ impl Default for JwtAuthConfig {
             leeway_secs: 5,
             refresh_reuse_interval_ms: 10_000,
             revocation: Revocation::Checked,
+            revocation_staleness_ms: DEFAULT_REVOCATION_STALENESS_MS,
+            revocation_feed: true,
             table_prefix: "auth_".into(),
             password: PasswordPolicy::default(),
             argon2: Argon2Cost::default(),
@@ -716,6 +743,11 @@ impl JwtAuthConfig {
             return Err(Error::invalid_input(
                 "`access_token_ttl_secs` and `session_ttl_secs` must be positive",
             ));
+        }
+        if self.revocation_staleness_ms > MAX_REVOCATION_STALENESS_MS {
+            return Err(Error::invalid_input(format!(
+                "`revocation_staleness_ms` must be at most {MAX_REVOCATION_STALENESS_MS}"
+            )));
         }
         if self.leeway_secs > 300 {
             return Err(Error::invalid_input("`leeway_secs` must be at most 300"));
@@ -774,6 +806,8 @@ impl std::fmt::Debug for JwtAuthConfig {
             .field("leeway_secs", &self.leeway_secs)
             .field("refresh_reuse_interval_ms", &self.refresh_reuse_interval_ms)
             .field("revocation", &self.revocation)
+            .field("revocation_staleness_ms", &self.revocation_staleness_ms)
+            .field("revocation_feed", &self.revocation_feed)
             .field("table_prefix", &self.table_prefix)
             .field("password", &self.password)
             .field("argon2", &self.argon2)

@@ -7,11 +7,12 @@ mod limiter;
 mod password;
 mod preset;
 mod refresh;
+mod revocation;
 mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -26,7 +27,7 @@ use truststream_core_db::Database;
 pub use config::{
     Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, FailureStore, JwtAuthConfig,
     PasswordHashing, PasswordPolicy, Preset, Revocation, SignInRateLimit, TokenUse,
-    MIN_SECRET_BYTES,
+    DEFAULT_REVOCATION_STALENESS_MS, MAX_REVOCATION_STALENESS_MS, MIN_SECRET_BYTES,
 };
 
 use crate::external::ExternalVerifier;
@@ -34,6 +35,7 @@ use crate::keys::{check_kid, checked_header, verify_error, OwnKeys};
 use crate::limiter::Limiter;
 use crate::password::Passwords;
 use crate::refresh::RefreshKeys;
+use crate::revocation::{RevocationView, Verdict};
 use crate::store::{email_taken, Rotation, SessionRow, Store, Tables, UserRow};
 
 /// Type name under which [`register`] adds the provider.
@@ -87,6 +89,17 @@ pub struct JwtAuth {
     /// Failed sign-ins per email within the window.
     limiter: Limiter,
     jwks_fetches: Arc<AtomicU64>,
+    /// The task following the database's change feed into the revocation
+    /// view, when the feed sees every writer; aborted on drop.
+    revocation_feed: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for JwtAuth {
+    fn drop(&mut self) {
+        if let Some(task) = &self.revocation_feed {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -153,11 +166,22 @@ impl JwtAuth {
             .map(|e| ExternalVerifier::new(e, config.leeway_secs, jwks_fetches.clone()))
             .collect::<AuthResult<Vec<_>>>()?;
         let passwords = Passwords::new(&config.argon2, &config.password_hashing)?;
+        let tables = Tables::new(&config.table_prefix);
+        let staleness = match config.revocation {
+            Revocation::Checked => Duration::from_millis(config.revocation_staleness_ms),
+            Revocation::Stateless => Duration::ZERO,
+        };
         let store = Store {
             db,
-            tables: Tables::new(&config.table_prefix),
+            revocations: Arc::new(RevocationView::new(staleness, &tables.sessions)),
+            tables,
         };
         store.ensure_schema().await?;
+        let revocation_feed = if config.revocation_feed {
+            store.follow_revocations().await
+        } else {
+            None
+        };
         let limiter =
             Limiter::new(&config.sign_in_rate_limit, &store.db, &config.table_prefix).await?;
         Ok(JwtAuth {
@@ -170,6 +194,7 @@ impl JwtAuth {
             externals,
             limiter,
             jwks_fetches,
+            revocation_feed,
         })
     }
 
@@ -325,6 +350,30 @@ impl JwtAuth {
             )
             .with_operation(op)),
         }
+    }
+
+    /// Whether session `sid` is live and `user_id`'s: from the revocation
+    /// view when it knows, else from the database (and remembered).
+    async fn session_is_live(&self, sid: &str, user_id: &str) -> AuthResult<bool> {
+        let view = &self.store.revocations;
+        match view.check(sid, user_id) {
+            Verdict::Live => return Ok(true),
+            Verdict::Ended => return Ok(false),
+            Verdict::Unknown => {}
+        }
+        // Taken before the read: a revocation marked after this moment
+        // overrides what the read finds.
+        let read_at = Instant::now();
+        let Some(s) = self.store.session(sid).await? else {
+            return Ok(false);
+        };
+        let active = s.is_active(Utc::now());
+        view.remember(
+            sid,
+            read_at,
+            active.then_some((s.user_id.as_str(), s.not_after)),
+        );
+        Ok(active && s.user_id == user_id)
     }
 
     async fn load_active_session(&self, id: &str) -> AuthResult<SessionRow> {
@@ -713,18 +762,15 @@ impl Auth for JwtAuth {
                     Error::unauthenticated("access token lacks a session").with_operation(op)
                 );
             };
-            if self.config.revocation == Revocation::Checked {
-                match self.store.session(sid).await? {
-                    Some(s) if s.is_active(Utc::now()) && s.user_id == principal.user_id => {}
-                    _ => {
-                        return Err(Error::unauthenticated("the session has ended")
-                            .with_context(
-                                truststream_core_auth::REASON,
-                                truststream_core_auth::SESSION_ENDED,
-                            )
-                            .with_operation(op))
-                    }
-                }
+            if self.config.revocation == Revocation::Checked
+                && !self.session_is_live(sid, &principal.user_id).await?
+            {
+                return Err(Error::unauthenticated("the session has ended")
+                    .with_context(
+                        truststream_core_auth::REASON,
+                        truststream_core_auth::SESSION_ENDED,
+                    )
+                    .with_operation(op));
             }
         }
         Ok(principal)

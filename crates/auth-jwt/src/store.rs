@@ -7,9 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use truststream_core_auth::{AuthResult, Error, ErrorKind, SessionInfo, User};
 use truststream_core_db::{
-    and, col, ColumnDef, Database, DatabaseExt, IndexSpec, Operation, OperationOutput, Query,
-    TableSchema,
+    and, col, ChangeFeedScope, ChangeStream, ColumnDef, Database, DatabaseExt, IndexSpec,
+    Operation, OperationOutput, Query, TableSchema,
 };
+use truststream_core_realtime::feed::{follow_change_feed, DatabaseFeed, FeedSource, FeedTarget};
+
+use crate::revocation::RevocationView;
 
 /// The three table names.
 #[derive(Debug, Clone)]
@@ -146,9 +149,15 @@ pub(crate) fn ts(t: DateTime<Utc>) -> Value {
 
 /// Database access of the provider. Database errors keep their kind
 /// (`Unavailable` stays retryable) with the operation named.
+///
+/// Every revocation goes through here and tells [`Store::revocations`]
+/// once the database has answered (committed or not: marking a session
+/// that was not revoked only costs a read).
 pub(crate) struct Store {
     pub(crate) db: Arc<dyn Database>,
     pub(crate) tables: Tables,
+    /// What `revocation = "checked"` validates against.
+    pub(crate) revocations: Arc<RevocationView>,
 }
 
 impl Store {
@@ -179,6 +188,50 @@ impl Store {
                 .map_err(|e| e.with_operation("auth.create_tables"))?;
         }
         Ok(())
+    }
+
+    /// Follows the sessions table's changes into the revocation view, when
+    /// revocations are remembered and the database's change feed sees
+    /// every writer (PostgreSQL): a session revoked by another process is
+    /// then ended here as soon as its change arrives, rather than when
+    /// what this process remembers of it ages out. Returns the following
+    /// task (it re-subscribes with backoff when the feed ends; a first
+    /// subscription that fails is retried the same way, with only the
+    /// staleness bound meanwhile).
+    pub(crate) async fn follow_revocations(&self) -> Option<tokio::task::AbortHandle> {
+        let caps = self.db.capabilities();
+        if !self.revocations.enabled()
+            || !caps.change_feed
+            || caps.change_feed_scope != Some(ChangeFeedScope::Database)
+        {
+            return None;
+        }
+        let source = DatabaseFeed {
+            db: Arc::clone(&self.db),
+            table: Some(self.tables.sessions.clone()),
+        };
+        let first = match source.subscribe().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "auth: cannot follow the sessions' change feed yet; other processes' revocations are seen within revocation_staleness_ms until it can"
+                );
+                self.revocations.feed_health().record_problem(
+                    format!("subscribing to the sessions' change feed failed: {e}"),
+                    true,
+                );
+                // An ended stream: the reader subscribes again with backoff.
+                ChangeStream::new(futures::stream::empty())
+            }
+        };
+        let target = Arc::downgrade(&self.revocations);
+        Some(
+            tokio::spawn(async move {
+                follow_change_feed(target, &source, first, tokio::time::sleep).await;
+            })
+            .abort_handle(),
+        )
     }
 
     pub(crate) async fn user_by_email(&self, email: &str) -> AuthResult<Option<UserRow>> {
@@ -347,14 +400,16 @@ impl Store {
     pub(crate) async fn revoke_session(&self, id: &str) -> AuthResult<()> {
         let mut patch = Map::new();
         patch.insert("revoked_at".into(), ts(Utc::now()));
-        self.db
+        let out = self
+            .db
             .update_many(
                 &self.tables.sessions,
                 &and([col("id").eq(id), col("revoked_at").is_null()]),
                 patch,
             )
-            .await
-            .map_err(|e| e.with_operation("auth.sign_out"))?;
+            .await;
+        self.revocations.revoked_session(id);
+        out.map_err(|e| e.with_operation("auth.sign_out"))?;
         Ok(())
     }
 
@@ -362,14 +417,16 @@ impl Store {
     pub(crate) async fn revoke_user_sessions(&self, user_id: &str) -> AuthResult<u64> {
         let mut patch = Map::new();
         patch.insert("revoked_at".into(), ts(Utc::now()));
-        self.db
+        let out = self
+            .db
             .update_many(
                 &self.tables.sessions,
                 &and([col("user_id").eq(user_id), col("revoked_at").is_null()]),
                 patch,
             )
-            .await
-            .map_err(|e| e.with_operation("auth.sign_out_everywhere"))
+            .await;
+        self.revocations.revoked_user_sessions(user_id);
+        out.map_err(|e| e.with_operation("auth.sign_out_everywhere"))
     }
 
     /// Revokes every live session of `user_id` but `keep`, and deletes
@@ -410,11 +467,9 @@ impl Store {
                 filter: col("session_id").is_in(ids),
             });
         }
-        let out = self
-            .db
-            .transaction(ops)
-            .await
-            .map_err(|e| e.with_operation(op))?;
+        let out = self.db.transaction(ops).await;
+        self.revocations.revoked_user_sessions(user_id);
+        let out = out.map_err(|e| e.with_operation(op))?;
         Ok(match out.first() {
             Some(OperationOutput::Affected(n)) => *n,
             _ => 0,
