@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! cargo bench -p truststream-bench-auth [-- --only validate|refresh|signin]
+//! cargo bench -p truststream-bench-auth --bench auth -- --count <case> <n>
 //! ```
 //!
 //! - **validate**: `JwtAuth::validate_token` against raw
 //!   `jsonwebtoken::decode` with the same key and the same `Validation`
 //!   (pinned algorithm, required exp/aud/iss/sub, nbf, leeway), for HS256,
-//!   RS256, ES256 and EdDSA, each in two rows: first the default
-//!   revocation mode (`checked`: one session read per validation, the
-//!   sessions in a SQLite WAL file as in the embedded default; the raw side
-//!   then also reads the same session row through its own sqlx pool and
-//!   checks it), then the `stateless` mode (signature and claims only),
-//!   labelled as such.
+//!   RS256, ES256 and EdDSA, each in three rows: first the default
+//!   configuration (`checked` revocation through the in-process view,
+//!   `revocation_staleness_ms` = 1000, sessions in a SQLite WAL file as in
+//!   the embedded default) against a bare decode; then `checked` with
+//!   `revocation_staleness_ms = 0` (one session read per validation)
+//!   against a decode plus a read of the same session row through a sqlx
+//!   pool of its own; then `stateless` (signature and claims only) against
+//!   a bare decode. The second and third are labelled.
 //! - **refresh**: `refresh_session` round trips (each refresh rotates the
 //!   token the previous one returned) on SQLite (a WAL file) and PostgreSQL
 //!   (a scratch schema on `DATABASE_URL`, default 127.0.0.1:5432/test;
@@ -21,6 +24,13 @@
 //!   one compare-and-set update plus one insert in a transaction, one JWT.
 //! - **signin**: `sign_in` at the default argon2id cost (19 MiB, t=2, p=1)
 //!   on SQLite against a bare argon2 verification with the same parameters.
+//!
+//! - **--count** runs one side alone, `n` times, on a current-thread
+//!   runtime, for `valgrind --tool=callgrind` instruction counts (count at
+//!   2n minus count at n, divided by n: setup cancels). Cases:
+//!   `validate-checked`, `validate-read-always`, `validate-stateless`,
+//!   `validate-raw` (HS256, SQLite file), `refresh`, `refresh-dbonly`,
+//!   `refresh-raw` (SQLite file).
 //!
 //! Rounds alternate between the sides so drift hits them alike. Each line
 //! reports each side's median round as ops/s, the ratio of the median
@@ -214,7 +224,11 @@ async fn validate() {
         (Algorithm::ES256, Some("ec_private.pem")),
         (Algorithm::EdDSA, Some("ed_private.pem")),
     ] {
-        for mode in [Revocation::Checked, Revocation::Stateless] {
+        for (mode, staleness) in [
+            (Revocation::Checked, None),
+            (Revocation::Checked, Some(0)),
+            (Revocation::Stateless, None),
+        ] {
             let mut cfg = match pem {
                 None => base_config(),
                 Some(p) => {
@@ -224,6 +238,10 @@ async fn validate() {
                 }
             };
             cfg.revocation = mode;
+            if let Some(ms) = staleness {
+                cfg.revocation_staleness_ms = ms;
+            }
+            let reads = staleness == Some(0);
             let auth = JwtAuth::new(cfg, sqlite.clone()).await.expect("provider");
             let s = auth
                 .sign_up(SignUp::new(email(), PASSWORD))
@@ -244,9 +262,9 @@ async fn validate() {
                 }
             };
             let v = raw_validation(jalg);
-            let n = match (alg, mode) {
-                (Algorithm::HS256, Revocation::Stateless) => 5_000,
-                (Algorithm::HS256, _) => 1_000,
+            let n = match (alg, reads) {
+                (Algorithm::HS256, false) => 5_000,
+                (Algorithm::HS256, true) => 1_000,
                 _ => 300,
             };
             let (auth, token, dkey, v) = (&auth, token.as_str(), &dkey, &v);
@@ -261,16 +279,17 @@ async fn validate() {
                         jsonwebtoken::decode::<Map<String, Value>>(black_box(token), dkey, v)
                             .expect("valid")
                             .claims;
-                    if mode == Revocation::Checked {
+                    if reads {
                         raw_session_check(raw_pool, &claims).await;
                     }
                     black_box(claims);
                 },
             )
             .await;
-            let label = match mode {
-                Revocation::Checked => "checked (default), sessions on SQLite",
-                Revocation::Stateless => "stateless",
+            let label = match (mode, reads) {
+                (Revocation::Checked, false) => "default (checked, view), vs decode",
+                (Revocation::Checked, true) => "checked, staleness 0, vs decode+read",
+                (Revocation::Stateless, _) => "stateless, vs decode",
             };
             pair.print(&format!("validate {alg:?}, {label}"));
         }
@@ -782,8 +801,103 @@ async fn signin() {
     pair.print("sign_in (SQLite) vs argon2 verify");
 }
 
+/// What `--count` runs: one side of one comparison, `n` times.
+async fn count(case: &str, n: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("auth.db");
+    let db: Arc<dyn Database> = Arc::new(
+        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
+            &path,
+        ))
+        .await
+        .expect("sqlite"),
+    );
+    let mut cfg = base_config();
+    match case {
+        "validate-read-always" => cfg.revocation_staleness_ms = 0,
+        "validate-stateless" => cfg.revocation = Revocation::Stateless,
+        _ => {}
+    }
+    let auth = JwtAuth::new(cfg, db.clone()).await.expect("provider");
+    let s = auth
+        .sign_up(SignUp::new(email(), PASSWORD))
+        .await
+        .expect("sign up");
+    let token = s.access_token.expose().to_string();
+    match case {
+        "validate-checked" | "validate-read-always" | "validate-stateless" => {
+            for _ in 0..n {
+                black_box(auth.validate_token(black_box(&token)).await.expect("valid"));
+            }
+        }
+        "validate-raw" => {
+            let key = DecodingKey::from_secret(SECRET.as_bytes());
+            let v = raw_validation(A::HS256);
+            for _ in 0..n {
+                black_box(
+                    jsonwebtoken::decode::<Map<String, Value>>(black_box(&token), &key, &v)
+                        .expect("valid"),
+                );
+            }
+        }
+        "refresh" => {
+            let mut t = s.refresh_token.expose().to_string();
+            for _ in 0..n {
+                t = auth
+                    .refresh_session(&t)
+                    .await
+                    .expect("refresh")
+                    .refresh_token
+                    .expose()
+                    .to_string();
+            }
+        }
+        "refresh-dbonly" => {
+            let dbo = DbOnly { db };
+            let mut t = dbo.setup().await;
+            for _ in 0..n {
+                t = dbo.refresh(&t).await;
+            }
+        }
+        "refresh-raw" => {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(&path)
+                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .busy_timeout(Duration::from_secs(5)),
+                )
+                .await
+                .expect("raw pool");
+            let raw = RawSqlite(pool);
+            let mut t = raw.setup().await;
+            for _ in 0..n {
+                t = raw.refresh(&t).await;
+            }
+        }
+        other => panic!(
+            "unknown --count case {other:?}: validate-checked, validate-read-always, validate-stateless, validate-raw, refresh, refresh-dbonly, refresh-raw"
+        ),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--count") {
+        let case = args.get(i + 1).expect("--count <case> <n>");
+        let n: u64 = args
+            .get(i + 2)
+            .and_then(|n| n.parse().ok())
+            .expect("--count <case> <n>");
+        // One thread: instruction counts of one side, no scheduler noise.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(count(case, n));
+        return;
+    }
     let only = args
         .iter()
         .position(|a| a == "--only")
