@@ -793,7 +793,8 @@ async fn two_node_nats_cluster_passes_the_realtime_suite() {
     // the other may reach the joiner as a `presence_diff` right after its
     // (still empty) `presence_state` instead of inside it. That one case
     // asserts the state itself, so it may fail (it passes when the track
-    // arrived first); every other case must pass.
+    // arrived first); every other case must pass. The crate README
+    // (cluster mode, Presence) says why and what a fix would cost.
     let racy = ["presence.state_on_join"];
     let unexpected: Vec<&str> = failed
         .iter()
