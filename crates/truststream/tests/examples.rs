@@ -19,6 +19,9 @@ mod storage;
 #[cfg(all(feature = "db-memory", feature = "db-sqlite"))]
 #[path = "../examples/switching.rs"]
 mod switching;
+#[cfg(feature = "db-memory")]
+#[path = "../examples/third_party.rs"]
+mod third_party;
 
 use truststream::prelude::*;
 
@@ -107,5 +110,30 @@ async fn the_switching_example_runs() -> Result<()> {
     assert_eq!(r.rows_after_switch, 1, "a switch moves no data");
     assert!(r.refused.contains("refusing to switch"), "{}", r.refused);
     assert_eq!(r.still, "sqlite");
+    Ok(())
+}
+
+/// A provider written outside the workspace passes the storage conformance
+/// suite, with exactly the cases of the capabilities it lacks skipped, and
+/// the runtime builds it from configuration by its type name.
+#[cfg(feature = "db-memory")]
+#[tokio::test]
+async fn the_third_party_provider_example_runs() -> Result<()> {
+    let r = third_party::run().await?;
+    assert!(r.failed.is_empty(), "{}: {:#?}", r.summary, r.failed);
+    assert!(r.passed >= 20, "{}", r.summary);
+    // Each skip is a capability the provider does not declare.
+    for skipped in &r.skipped {
+        assert!(
+            ["copy", "signed", "checksum"]
+                .iter()
+                .any(|cap| skipped.contains(cap)),
+            "{skipped} was skipped: {}",
+            r.summary
+        );
+    }
+    assert!(!r.skipped.is_empty(), "{}", r.summary);
+    assert_eq!(r.runtime_provider, third_party::TYPE_NAME);
+    assert_eq!(&r.downloaded[..], b"hello");
     Ok(())
 }
