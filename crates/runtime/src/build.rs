@@ -433,6 +433,14 @@ async fn build_section<T: ?Sized, C>(
             .origin(&format!("{name}.type"))
             .map(|o| format!(" (set in {o})"))
             .unwrap_or_default();
+        if let Some(feature) = feature_of(name, kind) {
+            return Err(Error::invalid_input(format!(
+                "{name}.type: the {name} provider {kind:?}{from} is not compiled in: enable \
+                 the cargo feature `{feature}` of truststream-runtime (or of the truststream \
+                 crate); compiled in: {}",
+                known.join(", ")
+            )));
+        }
         return Err(Error::invalid_input(format!(
             "{name}.type: unknown {name} provider type {kind:?}{from}; known types: {}. \
              Providers are compiled in as cargo features of truststream-runtime; {}",
@@ -445,6 +453,30 @@ async fn build_section<T: ?Sized, C>(
         .build(kind, section.settings_json(), deps)
         .await
         .map_err(|e| explain(e, config, name, kind, &secrets))
+}
+
+/// The cargo feature of truststream-runtime that compiles in the provider
+/// `kind` of section `section`, for the providers this workspace ships.
+fn feature_of(section: &str, kind: &str) -> Option<&'static str> {
+    Some(match (section, kind) {
+        ("database", "memory") => "db-memory",
+        ("database", "sqlite") => "db-sqlite",
+        ("database", "postgres") => "db-postgres",
+        ("database", "supabase") => "db-supabase",
+        ("storage", "memory") => "storage-memory",
+        ("storage", "fs") => "storage-fs",
+        ("storage", "s3") => "storage-s3",
+        ("storage", "supabase") => "storage-supabase",
+        ("realtime", "memory") => "realtime-memory",
+        ("realtime", "ws") => "realtime-ws",
+        ("realtime", "socketio" | "socket-io") => "realtime-socketio",
+        ("auth", "jwt") => "auth-jwt",
+        ("auth", "supabase") => "auth-supabase",
+        (JOBS_SECTION, "memory") => "jobs-memory",
+        (JOBS_SECTION, "database") => "jobs-db",
+        (JOBS_SECTION, "postgres") => "jobs-postgres",
+        _ => return None,
+    })
 }
 
 /// Rewrites a provider's build error: a missing or unknown setting names the

@@ -374,6 +374,55 @@ async fn unknown_type_names_key_value_and_known_types() {
     assert!(e.message().contains(known), "{e}");
 }
 
+/// A provider this workspace ships but this build leaves out names the cargo
+/// feature that compiles it in (storage-s3 and realtime-socketio are off by
+/// default).
+#[tokio::test]
+async fn a_provider_not_compiled_in_names_its_cargo_feature() {
+    let regs = Arc::new(Registries::compiled_in());
+    let mut cases = Vec::new();
+    if !cfg!(feature = "storage-s3") {
+        cases.push((
+            "TRUSTSTREAM_STORAGE__TYPE",
+            "s3",
+            "storage.type",
+            "`storage-s3`",
+        ));
+    }
+    if !cfg!(feature = "realtime-socketio") {
+        cases.push((
+            "TRUSTSTREAM_REALTIME__TYPE",
+            "socketio",
+            "realtime.type",
+            "`realtime-socketio`",
+        ));
+    }
+    if !cfg!(feature = "db-postgres") {
+        cases.push((
+            "TRUSTSTREAM_DATABASE__TYPE",
+            "postgres",
+            "database.type",
+            "`db-postgres`",
+        ));
+    }
+    assert!(!cases.is_empty(), "this build compiles every provider in");
+    for (var, kind, key, feature) in cases {
+        let mut vars = vec![(var, kind)];
+        if var != "TRUSTSTREAM_DATABASE__TYPE" {
+            // Memory: the default SQLite file would land in the crate's ./data.
+            vars.push(("TRUSTSTREAM_DATABASE__TYPE", "memory"));
+        }
+        let cfg = ConfigSources::new().env(env(&vars)).load().unwrap();
+        let e = build_err(&regs, &cfg).await;
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let m = e.message();
+        assert!(m.starts_with(key), "{m}");
+        assert!(m.contains("is not compiled in"), "{m}");
+        assert!(m.contains(&format!("the cargo feature {feature}")), "{m}");
+        assert!(m.contains("TRUSTSTREAM_"), "where it was set: {m}");
+    }
+}
+
 #[tokio::test]
 async fn unknown_setting_names_the_key() {
     let cfg = ConfigSources::new()
