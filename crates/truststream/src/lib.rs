@@ -43,6 +43,24 @@
 //! # }
 //! ```
 
+// The Rust snippets of the documents outside any crate's rustdoc (this
+// crate's README, the workspace README, docs/*.md) are compiled and run as
+// this crate's doc tests, so they cannot drift from the code. The other
+// crates' READMEs are their crate docs (`#![doc = include_str!(...)]`).
+// Only under `cfg(doctest)`: a packaged crate has no workspace files.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct FacadeReadme;
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/architecture.md")]
+pub struct ArchitectureDoc;
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/benchmarks.md")]
+pub struct BenchmarksDoc;
+
 /// The guide's `requireAuth` for axum and any tower stack
 /// (`truststream-auth-http`; feature `auth-http`, on by default).
 #[cfg(feature = "auth-http")]
@@ -53,6 +71,10 @@ pub use truststream_core_db as db;
 pub use truststream_core_jobs as jobs;
 pub use truststream_core_realtime as realtime;
 pub use truststream_core_storage as storage;
+/// Copy and verify a database and a storage between two configured
+/// providers (`truststream-migrate`; feature `migrate`, on by default).
+#[cfg(feature = "migrate")]
+pub use truststream_migrate as migrate;
 pub use truststream_runtime as runtime;
 
 pub use truststream_runtime::{Config, ConfigSources, Runtime, RuntimeBuilder};
@@ -65,8 +87,8 @@ pub mod prelude {
     pub use truststream_core::{Error, ErrorKind, Result};
     pub use truststream_core_auth::{Auth, Principal, SignIn, SignUp};
     pub use truststream_core_db::{
-        col, ColumnDef, Database, DatabaseExt, Filter, Operation, Page, Query, Row, TableSchema,
-        Value,
+        col, ColumnDef, ColumnDefault, Database, DatabaseExt, Filter, Operation, Page, Query, Row,
+        TableSchema, Value,
     };
     pub use truststream_core_jobs::{Jobs, NewJob};
     pub use truststream_core_realtime::{handler, Channel, ChannelOptions, Realtime, RealtimeExt};
