@@ -22,7 +22,13 @@ fn documents() -> Vec<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("reading {dir}/: {e}"))
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .map(|p| if dir == "crates" { p.join("README.md") } else { p })
+            .map(|p| {
+                if dir == "crates" {
+                    p.join("README.md")
+                } else {
+                    p
+                }
+            })
             .filter(|p| p.extension().is_some_and(|x| x == "md") && p.is_file())
             .collect();
         found.sort();
@@ -72,7 +78,10 @@ fn toml_snippets(doc: &Path) -> Vec<Snippet> {
 fn is_cargo_manifest(text: &str) -> bool {
     text.lines().any(|l| {
         let l = l.trim();
-        l == "[dependencies]" || l == "[package]" || l == "[features]" || l.starts_with("[workspace")
+        l == "[dependencies]"
+            || l == "[package]"
+            || l == "[features]"
+            || l.starts_with("[workspace")
     })
 }
 
@@ -169,7 +178,10 @@ fn a_section_outside_a_profile_is_caught() {
         text: "[database]\ntype = \"memory\"\n".into(),
     };
     let loaded = ConfigSources::new().toml_str(snippet.text.clone()).load();
-    assert!(loaded.is_err(), "[database] outside a profile must not load");
+    assert!(
+        loaded.is_err(),
+        "[database] outside a profile must not load"
+    );
     assert_eq!(
         sections("[production.database]\ntype = \"postgres\" # x\n[[default.auth.external_issuers]]\ntype = \"no\"\n"),
         vec![
