@@ -484,10 +484,34 @@ fn feature_of(section: &str, kind: &str) -> Option<&'static str> {
 /// scrubbed of the section's secret values.
 fn explain(e: Error, config: &Config, interface: &str, kind: &str, secrets: &[String]) -> Error {
     let raw = redact::scrub(e.message(), secrets);
+    // The setting's path inside the section, when the provider's config
+    // type said which one failed (truststream_core::parse_config).
+    let path = e
+        .context()
+        .iter()
+        .find(|(k, _)| *k == truststream_core::SETTING_PATH)
+        .map(|(_, p)| p.as_str());
     let message = if let Some(field) = backticked_after(&raw, "missing field `") {
+        let field = match path {
+            Some(table) => format!("{table}.{field}"),
+            None => field,
+        };
         format!(
             "missing required setting `{interface}.{field}` for the {interface} provider {kind:?}: {}",
             config.where_to_set(interface, &field)
+        )
+    } else if let Some(path) = path.filter(|_| !raw.contains("unknown field `")) {
+        let key = format!("{interface}.{path}");
+        let reason = raw
+            .split_once(&format!("{path}: "))
+            .map_or(raw.as_str(), |(_, reason)| reason);
+        let set_in = match config.origin_detail(&key) {
+            Some(origin) => format!("set in {origin}"),
+            None => config.where_to_set(interface, path),
+        };
+        format!(
+            "`{key}`: {reason}; {set_in} (the {interface} provider {kind:?}, profile {:?})",
+            config.profile()
         )
     } else if let Some(field) = backticked_after(&raw, "unknown field `") {
         format!(

@@ -170,6 +170,12 @@ pub struct Config {
     /// The `[jobs]` section (`type = "none"` when absent).
     jobs: ProviderSection,
     origins: BTreeMap<String, String>,
+    /// For keys set in the file: the table that set them
+    /// (`[production.database]`).
+    file_tables: BTreeMap<String, String>,
+    /// What loading noticed but did not refuse (a profile no environment
+    /// uses, a profile without a section).
+    warnings: Vec<String>,
 }
 
 impl Config {
@@ -189,6 +195,8 @@ impl Config {
             serve: serde_json::Map::new(),
             jobs: ProviderSection::new(JOBS_NONE, Default::default()),
             origins: BTreeMap::new(),
+            file_tables: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -218,10 +226,12 @@ impl Config {
     /// Replaces the section of `interface` (the runtime does this after
     /// switching a provider).
     pub fn set_section(&mut self, interface: Interface, section: ProviderSection) {
-        self.origins.retain(|k, _| {
+        let other = |k: &String| {
             !k.starts_with(interface.as_str())
                 || k.as_bytes().get(interface.as_str().len()) != Some(&b'.')
-        });
+        };
+        self.origins.retain(|k, _| other(k));
+        self.file_tables.retain(|k, _| other(k));
         self.sections.insert(interface, section);
     }
 
@@ -253,6 +263,35 @@ impl Config {
         self.origins.get(key).map(String::as_str)
     }
 
+    /// Where `key` (`database.max_connections`, `database.pool.max`,
+    /// `auth.roles[0]`) was set, as a person would go and change it: the
+    /// file and its table (`truststream.toml, table [production.database]`),
+    /// the environment variable (`the environment variable
+    /// TRUSTSTREAM_DATABASE__MAX_CONNECTIONS`), or the built-in defaults.
+    /// A key without an origin of its own is looked up by its parents.
+    /// `None` when unknown.
+    pub fn origin_detail(&self, key: &str) -> Option<String> {
+        let key = key.split('[').next().unwrap_or(key);
+        let mut at = key;
+        let origin = loop {
+            if let Some(o) = self.origins.get(at) {
+                break o;
+            }
+            at = &at[..at.rfind('.')?];
+        };
+        if origin == ENV_SOURCE {
+            let (section, field) = at.split_once('.')?;
+            return Some(format!(
+                "the environment variable {}",
+                env_var(section, field)
+            ));
+        }
+        Some(match self.file_tables.get(at) {
+            Some(table) => format!("{origin}, table {table}"),
+            None => origin.clone(),
+        })
+    }
+
     /// The resolved configuration as JSON, secrets intact. Never print this:
     /// use [`Config::redacted`].
     pub fn to_json(&self) -> Value {
@@ -267,6 +306,40 @@ impl Config {
             m.insert(JOBS_SECTION.into(), self.jobs.to_json());
         }
         Value::Object(m)
+    }
+
+    /// What loading noticed but did not refuse, one sentence each: a
+    /// profile of the file that no known environment uses and that is not
+    /// active (a typo like `[prodution.database]`), or a selected profile
+    /// the file has no table for. The CLI prints them on stderr.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// [`Config::redacted`] with each provider's own defaults filled in
+    /// for the settings the configuration does not give (the SQLite path,
+    /// pool sizes), for the providers of this workspace that are compiled
+    /// in; secrets redacted.
+    pub fn resolved_redacted(&self) -> Value {
+        let mut v = self.to_json();
+        if let Value::Object(root) = &mut v {
+            let sections = Interface::ALL
+                .iter()
+                .map(|i| (i.as_str(), self.section(*i)))
+                .chain(std::iter::once((JOBS_SECTION, &self.jobs)));
+            for (name, section) in sections {
+                let Some(Value::Object(out)) = root.get_mut(name) else {
+                    continue;
+                };
+                if let Some(all) =
+                    crate::defaults::effective(name, section.kind(), &section.settings_json())
+                {
+                    crate::defaults::fill(out, all);
+                }
+            }
+        }
+        redact::redact_in_place(&mut v);
+        v
     }
 
     /// The resolved configuration as JSON with every value whose key looks
@@ -467,6 +540,12 @@ impl ConfigSources {
     /// the settings of the layers below it (meant for the other provider)
     /// are dropped.
     pub fn figment(&self) -> Result<(Figment, Option<String>)> {
+        self.figment_and_file().map(|(fig, file, _)| (fig, file))
+    }
+
+    /// [`ConfigSources::figment`], and the file layer's tables by profile
+    /// (after [`restart_changed_types`]).
+    fn figment_and_file(&self) -> Result<(Figment, Option<String>, Map<Profile, Dict>)> {
         let profile = self.active_profile();
         let defaults = Serialized::defaults(embedded_defaults_json())
             .data()
@@ -479,9 +558,11 @@ impl ConfigSources {
         let mut file_profiles: Vec<String> = Vec::new();
         if let Some((name, content)) = &toml {
             let data = Toml::string(content).nested().data().map_err(|e| {
+                // figment's TOML error is a caret diagram over several
+                // lines: kept as it is.
                 Error::invalid_input(format!(
-                    "malformed configuration file {name}: {}",
-                    one_line(&e.to_string())
+                    "malformed configuration file {name}:\n{}",
+                    e.to_string().trim_end()
                 ))
             })?;
             for p in data.keys() {
@@ -524,16 +605,24 @@ impl ConfigSources {
             data: env,
         });
         restart_changed_types(&mut layers, &Profile::new(&profile));
+        let file_data = match &toml {
+            Some((name, _)) => layers
+                .iter()
+                .find(|l| l.name == *name)
+                .map(|l| l.data.clone())
+                .unwrap_or_default(),
+            None => Map::new(),
+        };
         let fig = layers
             .into_iter()
             .fold(Figment::new(), Figment::merge)
             .select(profile.as_str());
-        Ok((fig, toml.map(|(n, _)| n)))
+        Ok((fig, toml.map(|(n, _)| n), file_data))
     }
 
     /// Resolves the configuration.
     pub fn load(&self) -> Result<Config> {
-        let (fig, file) = self.figment()?;
+        let (fig, file, file_data) = self.figment_and_file()?;
         let profile = self.active_profile();
         let source_of = |e: &figment::Error| {
             e.metadata
@@ -607,6 +696,15 @@ impl ConfigSources {
                 .entry(i)
                 .or_insert_with(|| ProviderSection::new(default_type(i), Default::default()));
         }
+        let warnings = profile_warnings(&profile, file.as_deref(), &file_data);
+        let file_tables = origins
+            .iter()
+            .filter(|(_, origin)| file.as_deref() == Some(origin.as_str()))
+            .filter_map(|(key, _)| {
+                let table = file_table(&file_data, &profile, key)?;
+                Some((key.clone(), table))
+            })
+            .collect();
         Ok(Config {
             profile,
             file,
@@ -614,6 +712,8 @@ impl ConfigSources {
             serve,
             jobs,
             origins,
+            file_tables,
+            warnings,
         })
     }
 }
@@ -667,6 +767,89 @@ fn typed_table(
             where_to_set(profile, file, key, "type")
         ))),
     }
+}
+
+/// Warnings about the file's profiles: one that no known environment uses
+/// and that is not active (`[prodution.database]`, a typo, is otherwise
+/// silently a profile of its own), and an active profile with no table in
+/// the file (only `[default.*]` applies).
+fn profile_warnings(profile: &str, file: Option<&str>, data: &Map<Profile, Dict>) -> Vec<String> {
+    let Some(file) = file else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut names: Vec<String> = data
+        .keys()
+        .map(|p| p.as_str().as_str().to_ascii_lowercase())
+        .collect();
+    names.sort();
+    for p in &names {
+        if BUILTIN_PROFILES.contains(&p.as_str()) || p == "global" || p == profile {
+            continue;
+        }
+        let near = BUILTIN_PROFILES
+            .iter()
+            .find(|b| edit_distance(b, p) <= 2)
+            .map(|b| format!(" (did you mean [{b}.*]?)"))
+            .unwrap_or_default();
+        out.push(format!(
+            "configuration file {file}: profile [{p}.*] is not one of the known environments \
+             ({}) and is not the active profile ({profile:?}), so nothing uses it{near}; \
+             select it with --profile {p} or {ENV_PROFILE}={p}",
+            BUILTIN_PROFILES.join(", ")
+        ));
+    }
+    if profile != "default" && !names.iter().any(|p| p == profile) {
+        out.push(format!(
+            "configuration file {file} has no [{profile}.*] table for the active profile \
+             {profile:?} (from --profile or {ENV_PROFILE}): only [default.*] and the \
+             environment apply"
+        ));
+    }
+    out
+}
+
+/// The number of single-character edits between `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The table of the file that sets `key` (`database.max_connections` ->
+/// `[production.database]`) for the active `profile`: the first of
+/// `global`, the profile, `default` (figment's precedence) that has it.
+fn file_table(data: &Map<Profile, Dict>, profile: &str, key: &str) -> Option<String> {
+    let path: Vec<&str> = key.split('.').collect();
+    let selected = Profile::new(profile);
+    [Profile::Global, selected, Profile::Default]
+        .into_iter()
+        .find(|p| {
+            let Some(mut dict) = data.get(p) else {
+                return false;
+            };
+            for (n, part) in path.iter().enumerate() {
+                match dict.get(*part) {
+                    Some(v) if n + 1 == path.len() => return !matches!(v, FigValue::Empty(..)),
+                    Some(v) => match v.as_dict() {
+                        Some(d) => dict = d,
+                        None => return false,
+                    },
+                    None => return false,
+                }
+            }
+            false
+        })
+        .map(|p| format!("[{}.{}]", p.as_str().as_str().to_ascii_lowercase(), path[0]))
 }
 
 /// `layers` of `interface` (set in `from`) is not a table.

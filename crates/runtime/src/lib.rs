@@ -2,6 +2,7 @@
 
 mod build;
 mod config;
+mod defaults;
 mod health;
 pub mod redact;
 mod report;

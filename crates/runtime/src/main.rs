@@ -26,8 +26,21 @@ struct Cli {
     /// Configuration file (overrides TRUSTSTREAM_CONFIG and ./truststream.toml).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Format of the log lines written to stderr (which lines: RUST_LOG,
+    /// default `warn`, `info` for `serve`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields, spans).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,7 +49,13 @@ enum Command {
     /// capabilities, health. Exit 1 if a provider or a layer fails to build
     /// (an unknown layer or a bad value names its key) or a provider is
     /// unhealthy.
-    Check,
+    Check {
+        /// Print the report as JSON: profile, ok, and per interface (then
+        /// jobs) type, provider, layers (outermost first), capabilities,
+        /// health and error.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every configured service checked in parallel, each within the
     /// deadline: status, response time and message per service, and the
     /// overall status (healthy when all are, unhealthy when none serves,
@@ -66,7 +85,8 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = truststream_runtime::stats::DEFAULT_STATS_ROWS)]
         rows: usize,
     },
-    /// The resolved configuration (JSON), secrets redacted.
+    /// The resolved configuration (JSON), each provider's defaults filled
+    /// in (the SQLite path, pool sizes), secrets redacted.
     Config,
     /// Copies the database and the storage of one profile to another
     /// (`--from`, `--to`): schema first (what the target cannot hold is
@@ -100,6 +120,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "serve")]
+    let serving = matches!(cli.command, Command::Serve { .. });
+    #[cfg(not(feature = "serve"))]
+    let serving = false;
+    init_tracing(cli.log_format, serving);
     let mut sources = ConfigSources::from_process();
     if let Some(p) = &cli.profile {
         sources = sources.profile(p.clone());
@@ -114,6 +139,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     match cli.command {
         Command::Config => print_config(&config),
         #[cfg(feature = "migrate")]
@@ -121,14 +149,33 @@ fn main() -> ExitCode {
         Command::Jobs { command } => run(|| jobs_cli::run(&config, command)),
         #[cfg(feature = "serve")]
         Command::Serve { bind } => run(|| async move { serve(&config, bind.as_deref()).await }),
-        Command::Check => run(|| async {
+        Command::Check { json } => run(|| async move {
             let report = CompatibilityReport::check(&registries(), &config).await;
-            print!("{report}");
+            if json {
+                match serde_json::to_string_pretty(&report.to_json()) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: cannot render the report: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                return if report.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+            // Each failure is printed once: on stderr, not also in the
+            // report on stdout.
+            print!("{}", report.render(false));
             if report.is_ok() {
                 return ExitCode::SUCCESS;
             }
             for i in report.interfaces.iter().filter(|i| !i.is_ok()) {
                 eprintln!("error: {}: {}", i.interface, i.health_line());
+            }
+            if !report.jobs.is_ok() {
+                eprintln!("error: jobs: {}", report.jobs.health_line());
             }
             ExitCode::FAILURE
         }),
@@ -192,10 +239,6 @@ fn main() -> ExitCode {
 #[cfg(feature = "serve")]
 async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
     use truststream_runtime::serve;
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_target(false)
-        .try_init();
     let prepared = match serve::prepare(config, bind) {
         Ok(p) => p,
         Err(e) => {
@@ -299,6 +342,35 @@ where
     }
 }
 
+/// Installs the log subscriber: events at the level RUST_LOG selects
+/// (default `warn`, `info` for `serve`), as text or JSON lines, on stderr
+/// (stdout is for the command's output).
+fn init_tracing(format: LogFormat, serve: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serve { "info" } else { "warn" };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!(
+                "warning: RUST_LOG {:?} is not a valid filter ({e}); using {default:?}",
+                truststream_core::echo(&v).to_string()
+            );
+            EnvFilter::new(default)
+        }),
+        _ => EnvFilter::new(default),
+    };
+    // A span's close is an event too: the providers' and layers' spans
+    // (`truststream.call` of the metrics layer, at debug) show up with
+    // their fields and timings.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
 fn print_config(config: &Config) -> ExitCode {
     let mut out = serde_json::Map::new();
     out.insert("profile".into(), config.profile().into());
@@ -306,7 +378,7 @@ fn print_config(config: &Config) -> ExitCode {
         "file".into(),
         config.file().map_or(serde_json::Value::Null, Into::into),
     );
-    if let serde_json::Value::Object(sections) = config.redacted() {
+    if let serde_json::Value::Object(sections) = config.resolved_redacted() {
         out.extend(sections);
     }
     match serde_json::to_string_pretty(&serde_json::Value::Object(out)) {

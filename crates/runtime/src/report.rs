@@ -228,6 +228,87 @@ impl CompatibilityReport {
 /// capability lines, then its health line.
 impl fmt::Display for CompatibilityReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(true))
+    }
+}
+
+impl CompatibilityReport {
+    /// The report as [`fmt::Display`] renders it; with `with_errors` false,
+    /// a provider that failed to build says `failed to build (error on
+    /// stderr)` instead of repeating the error (the CLI prints each error
+    /// once, on stderr).
+    pub fn render(&self, with_errors: bool) -> String {
+        let mut s = String::new();
+        let _ = self.render_into(&mut s, with_errors);
+        s
+    }
+
+    /// The report as a JSON document for scripts (`truststream check
+    /// --json`): `profile`, `ok`, `interfaces` (in order database, auth,
+    /// storage, realtime: `interface`, `type`, `provider` {`name`,
+    /// `version`} or null, `layers` outermost first, `capabilities` as an
+    /// object, `health` {`status`, `latency_ms`, `message`} or null,
+    /// `error`, `ok`) and `jobs` (the same fields without `interface` and
+    /// `layers`).
+    pub fn to_json(&self) -> Value {
+        fn health_json(h: Option<&Health>) -> Value {
+            h.map_or(Value::Null, |h| {
+                serde_json::json!({
+                    "status": h.status,
+                    "latency_ms": h.latency.as_secs_f64() * 1000.0,
+                    "message": h.message,
+                })
+            })
+        }
+        fn provider_json(p: Option<&ProviderInfo>) -> Value {
+            p.map_or(
+                Value::Null,
+                |p| serde_json::json!({ "name": p.name, "version": p.version }),
+            )
+        }
+        fn caps(c: &[(String, Value)]) -> Value {
+            Value::Object(c.iter().cloned().collect())
+        }
+        let interfaces: Vec<Value> = self
+            .interfaces
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "interface": i.interface,
+                    "type": i.configured_type,
+                    "provider": provider_json(i.provider.as_ref()),
+                    "layers": i.layers,
+                    "capabilities": caps(&i.capabilities),
+                    "health": health_json(i.health.as_ref()),
+                    "error": i.error,
+                    "ok": i.is_ok(),
+                })
+            })
+            .collect();
+        let j = &self.jobs;
+        serde_json::json!({
+            "profile": self.profile,
+            "ok": self.is_ok(),
+            "interfaces": interfaces,
+            "jobs": {
+                "type": j.configured_type,
+                "provider": provider_json(j.provider.as_ref()),
+                "capabilities": caps(&j.capabilities),
+                "health": health_json(j.health.as_ref()),
+                "error": j.error,
+                "ok": j.is_ok(),
+            },
+        })
+    }
+
+    fn render_into(&self, f: &mut String, with_errors: bool) -> fmt::Result {
+        let line = |error: Option<&str>, text: String| {
+            if error.is_some() && !with_errors {
+                "failed to build (error on stderr)".to_string()
+            } else {
+                text
+            }
+        };
         writeln!(f, "profile: {}", self.profile)?;
         for i in &self.interfaces {
             match (&i.provider, &i.error) {
@@ -250,7 +331,7 @@ impl fmt::Display for CompatibilityReport {
             for (name, value) in &i.capabilities {
                 writeln!(f, "  {name}: {}", show(value))?;
             }
-            writeln!(f, "  health: {}", i.health_line())?;
+            writeln!(f, "  health: {}", line(i.error.as_deref(), i.health_line()))?;
         }
         let j = &self.jobs;
         if j.configured_type == JOBS_NONE {
@@ -263,7 +344,7 @@ impl fmt::Display for CompatibilityReport {
         for (name, value) in &j.capabilities {
             writeln!(f, "  {name}: {}", show(value))?;
         }
-        writeln!(f, "  health: {}", j.health_line())?;
+        writeln!(f, "  health: {}", line(j.error.as_deref(), j.health_line()))?;
         Ok(())
     }
 }
