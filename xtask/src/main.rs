@@ -19,7 +19,8 @@ tasks:
         run the behaviour suites in-process against every known provider
         (or the selected ones); prints a table, then `N passed, N failed, N skipped`;
         fails on a failed case and on a skip off the provider's pinned list
-  test  fmt check, clippy -D warnings, tests (nextest when installed), doc tests,
+  test  fmt check, clippy -D warnings, tests (nextest when installed), doc tests
+        (READMEs and docs/*.md included), the facade on its `embedded` features alone,
         rustdoc -D warnings, package lists (README, licences, no leftovers per crate),
         conformance, cargo deny (output in $CARGO_TARGET_DIR/deny.log); stops at the first failing step
   run   `truststream check` then `truststream health` on the embedded default
@@ -253,6 +254,22 @@ fn test_steps(
         run_cargo("tests", &["test", "--workspace"], results)?;
     }
     run_cargo("doc tests", &["test", "--workspace", "--doc"], results)?;
+    // The README's "build only what you use" line: the facade with exactly
+    // the embedded default's features must build a runtime that starts.
+    run_cargo(
+        "embedded feature set",
+        &[
+            "test",
+            "-p",
+            "truststream",
+            "--no-default-features",
+            "--features",
+            "embedded",
+            "--test",
+            "embedded",
+        ],
+        results,
+    )?;
     // Broken or private intra-doc links fail here, not on docs.rs.
     run_cargo_with(
         "rustdoc",
