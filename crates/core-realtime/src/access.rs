@@ -486,6 +486,22 @@ impl TableRule {
         }
     }
 
+    /// What `viewer` gets of `change` under this rule, owner column and
+    /// hidden columns applied (`None`: nothing). For a provider that
+    /// delivers per subscriber; [`TableRule::row_security`] is not applied
+    /// here (it needs a read of the database).
+    pub fn visible_to(&self, viewer: &Viewer, change: &RowChange) -> Option<RowChange> {
+        let seen = self.visibility(viewer, change);
+        if seen == Visibility::None {
+            return None;
+        }
+        let mut c = self.strip(change).unwrap_or_else(|| change.clone());
+        if seen == Visibility::NewOnly {
+            c.old = None;
+        }
+        Some(c)
+    }
+
     /// `change` without the hidden columns (`None`: nothing is hidden, send
     /// it as it is). When the primary key is (part of) a hidden column, the
     /// change's `key` is removed too (null), so neither the payload's `key`

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use truststream_core::Error;
 use truststream_core_auth::Auth;
 use truststream_core_db::Database;
+use truststream_core_realtime::access::{ChannelAccess, Publication};
 use truststream_core_realtime::feed::{
     follow_change_feed, row_changes_available, DatabaseFeed, FeedHealth, FeedTarget,
     RowSubscriptions,
@@ -81,6 +82,10 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     pub(crate) db: Option<Arc<dyn Database>>,
     pub(crate) auth: Option<Arc<dyn Auth>>,
+    /// Which tables clients may subscribe to, and what each may read.
+    pub(crate) publication: Publication,
+    /// Which channels are private, and who may join them.
+    pub(crate) channels: ChannelAccess,
     pub(crate) row_subs: Arc<RowSubscriptions>,
     pub(crate) feed_health: FeedHealth,
     /// Each watched table's feed reader, alive while a subscription holds it.
@@ -110,6 +115,8 @@ impl Hub {
         config: SocketIoConfig,
         db: Option<Arc<dyn Database>>,
         auth: Option<Arc<dyn Auth>>,
+        publication: Publication,
+        channels: ChannelAccess,
     ) -> Arc<Self> {
         Arc::new(Hub {
             config,
@@ -117,6 +124,8 @@ impl Hub {
             next_id: AtomicU64::new(1),
             db,
             auth,
+            publication,
+            channels,
             row_subs: RowSubscriptions::new(),
             feed_health: FeedHealth::default(),
             feeds: tokio::sync::Mutex::new(HashMap::new()),
@@ -533,69 +542,4 @@ fn json_len(v: &Value) -> usize {
 /// the data consistent, and no handler runs under a lock.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Hub {
-    /// Whether a Socket.IO client may subscribe to `table`'s row changes:
-    /// only tables in `publish` (checked at start against private tables),
-    /// and only authenticated clients unless `allow_anonymous`.
-    pub(crate) fn check_publication(
-        &self,
-        table: &str,
-        principal: Option<&truststream_core_auth::Principal>,
-    ) -> RtResult<()> {
-        if !self
-            .config
-            .publish
-            .iter()
-            .any(|entry| publishes(entry, table))
-        {
-            return Err(Error::permission_denied(format!(
-                "table {:?} is not published to realtime clients (realtime.publish)",
-                truststream_core::echo(table)
-            )));
-        }
-        if principal.is_none() && self.auth.is_some() {
-            return Err(Error::unauthenticated("row subscriptions need a token"));
-        }
-        Ok(())
-    }
-}
-
-/// Whether `publish` entry `entry` (a table name, or a prefix ending in
-/// `*`) covers `table`.
-fn publishes(entry: &str, table: &str) -> bool {
-    match entry.strip_suffix('*') {
-        Some(prefix) => table.starts_with(prefix),
-        None => entry == table,
-    }
-}
-
-/// Checks `publish`: table names or prefixes (`rt_items_*`), none of them
-/// covering a private table (the auth provider's, `auth_*`,
-/// `_truststream*`).
-pub(crate) fn check_publish(publish: &[String], auth: Option<&Arc<dyn Auth>>) -> RtResult<()> {
-    let private: Vec<String> = auth
-        .map(|a| a.capabilities().private_tables)
-        .unwrap_or_default();
-    for t in publish {
-        let name = t.strip_suffix('*').unwrap_or(t);
-        if !name.is_empty() {
-            truststream_core_db::ident::table(name)
-                .map_err(|e| e.with_context("key", "realtime.publish".to_string()))?;
-        }
-        let covers = |private: &str| match t.strip_suffix('*') {
-            Some(prefix) => private.starts_with(prefix) || prefix.starts_with(private),
-            None => t.starts_with(private),
-        };
-        let private_prefix = covers("auth_") || covers("_truststream");
-        if private_prefix || private.iter().any(|p| publishes(t, p)) {
-            return Err(Error::invalid_input(format!(
-                "realtime.publish names {:?}, a private table (the auth provider's, auth_* or \
-                 _truststream*): it can never be published",
-                truststream_core::echo(t)
-            )));
-        }
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@ mod outbox;
 mod server;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ use truststream_core_realtime::{
 
 pub use hub::Counters;
 pub use outbox::SLOW_CLIENT_GRACE;
+use truststream_core_realtime::access::{ChannelAccess, Publication};
+pub use truststream_core_realtime::access::{ChannelRule, TableRule};
 
 /// The provider's type name in configuration (`type = "socketio"`).
 pub const TYPE_NAME: &str = "socketio";
@@ -69,9 +72,21 @@ pub struct SocketIoConfig {
     /// plus this is disconnected.
     pub ping_timeout_secs: u64,
     /// Server: tables Socket.IO clients may subscribe to
-    /// (`rt:subscribe_rows`); empty by default. Private tables (the auth
-    /// provider's, `auth_*`, `_truststream*`) are refused.
+    /// (`rt:subscribe_rows`): names or `prefix*` patterns; empty by
+    /// default. Private tables (the auth provider's, `auth_*`,
+    /// `_truststream*`) are refused.
     pub publish: Vec<String>,
+    /// Server: how clients may read each published table, keyed by its
+    /// `publish` entry (owner column, permission, hidden columns,
+    /// anonymous readers; the same rules as realtime-ws). A published table
+    /// without a rule is readable by every authenticated client, never
+    /// anonymously. `row_security` is not supported here (refused).
+    pub tables: BTreeMap<String, TableRule>,
+    /// Server: private channels, keyed by channel name or `prefix*`
+    /// pattern (`"*"`: every channel): the roles or permission a client
+    /// needs to join. A channel no entry covers is open to every client
+    /// the server let in.
+    pub channels: BTreeMap<String, ChannelRule>,
     /// Client mode: the Socket.IO server, e.g. `http://127.0.0.1:3000`.
     pub url: Option<String>,
     /// Client mode: the token sent in the handshake's `auth` payload.
@@ -97,6 +112,8 @@ impl Default for SocketIoConfig {
             ping_interval_secs: 25,
             ping_timeout_secs: 20,
             publish: Vec::new(),
+            tables: BTreeMap::new(),
+            channels: BTreeMap::new(),
             url: None,
             token: None,
             request_timeout_secs: 10,
@@ -122,8 +139,8 @@ impl SocketIoConfig {
         }
     }
 
-    /// Checks limits (each at least 1; the queue holds a largest frame)
-    /// and the path.
+    /// Checks limits (each at least 1; the queue holds a largest frame),
+    /// the path, the publication and the channel rules.
     pub fn validate(&self) -> RtResult<()> {
         let positive = [
             ("max_payload_bytes", self.max_payload_bytes),
@@ -160,7 +177,23 @@ impl SocketIoConfig {
                 truststream_core::echo(&self.path)
             )));
         }
+        self.publication()?;
+        ChannelAccess::check_config(&self.channels)?;
         Ok(())
+    }
+
+    /// The checked publication; `row_security` is refused: this server
+    /// cannot read rows as each subscriber.
+    pub(crate) fn publication(&self) -> RtResult<Publication> {
+        let publication = Publication::check_config(&self.publish, &self.tables)?;
+        if let Some(entry) = publication.row_security_entries().first() {
+            return Err(Error::unsupported(format!(
+                "realtime.tables.{}.row_security: the Socket.IO server does not check row-level \
+                 security; use an owner_column or a permission, or realtime-ws",
+                truststream_core::echo(entry)
+            )));
+        }
+        Ok(publication)
     }
 
     /// The largest message a connection accepts: a payload plus 64 KiB.
@@ -209,8 +242,9 @@ impl SocketIoRealtime {
         auth: Option<Arc<dyn Auth>>,
     ) -> RtResult<Self> {
         config.validate()?;
-        hub::check_publish(&config.publish, auth.as_ref())?;
-        let hub = hub::Hub::new(config, db, auth);
+        let publication = config.publication()?.with_private_tables(auth.as_ref())?;
+        let channels = ChannelAccess::check_config(&config.channels)?;
+        let hub = hub::Hub::new(config, db, auth, publication, channels);
         let (layer, io) = server::build(&hub);
         Ok(SocketIoRealtime {
             mode: Mode::Server(ServerMode {

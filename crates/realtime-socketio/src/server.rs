@@ -16,9 +16,11 @@ use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use truststream_core::{Error, ErrorKind};
 use truststream_core_auth::Principal;
+use truststream_core_db::eval::filter_columns;
+use truststream_core_realtime::access::Viewer;
 use truststream_core_realtime::{
     handler, validate_channel_name, RowChange, RtResult, Subscription,
 };
@@ -124,8 +126,23 @@ struct Conn {
     outbox: Arc<Outbox>,
     /// (channel, handle) -> member id.
     members: Mutex<HashMap<(String, String), u64>>,
-    rows: Mutex<HashMap<u64, Subscription>>,
-    principal: Option<Arc<Principal>>,
+    rows: Mutex<HashMap<u64, RowSub>>,
+    /// Whom the token names (`None` without an auth provider); replaced by
+    /// `rt:access_token`.
+    principal: Mutex<Option<Arc<Principal>>>,
+    /// Who the client is to the table rules; fixed for the connection (a
+    /// new token must name the same user).
+    viewer: Viewer,
+    /// `true` once the connection is closed.
+    closed: watch::Sender<bool>,
+}
+
+/// A client's row subscription and what it was authorized for.
+struct RowSub {
+    table: String,
+    /// The spec's filter columns (checked against hidden columns).
+    columns: Vec<String>,
+    _sub: Subscription,
 }
 
 fn connected(hub: Weak<Hub>, s: SocketRef) {
@@ -135,12 +152,15 @@ fn connected(hub: Weak<Hub>, s: SocketRef) {
     };
     h.counters.connections.fetch_add(1, Ordering::Relaxed);
     let outbox = Outbox::new(h.config.outgoing_queue_bytes, h.counters.clone());
+    let principal = s.extensions.get::<Arc<Principal>>();
     let conn = Arc::new(Conn {
         hub: hub.clone(),
         outbox: outbox.clone(),
         members: Mutex::new(HashMap::new()),
         rows: Mutex::new(HashMap::new()),
-        principal: s.extensions.get::<Arc<Principal>>(),
+        viewer: Viewer::of(principal.as_deref()),
+        principal: Mutex::new(principal),
+        closed: watch::channel(false).0,
     });
     let (tx, rx) = mpsc::channel::<Command>(h.config.command_queue_capacity);
     for event in wire::CLIENT_EVENTS {
@@ -167,12 +187,14 @@ fn connected(hub: Weak<Hub>, s: SocketRef) {
         async move { conn.close() }
     });
     tokio::spawn(outbox::writer(outbox, s.clone()));
+    tokio::spawn(expire_at_token_expiry(conn.clone(), s.clone()));
     tokio::spawn(run(conn, rx));
     drop(tx);
 }
 
 impl Conn {
     fn close(&self) {
+        self.closed.send_replace(true);
         self.outbox.close();
         let members = std::mem::take(&mut *lock(&self.members));
         let rows = std::mem::take(&mut *lock(&self.rows));
@@ -210,6 +232,10 @@ impl Conn {
                 if self.member(&req.target).is_some() {
                     return Ok(json!({"joined": true}));
                 }
+                let principal = self.principal();
+                hub.channels
+                    .authorize(hub.auth.as_ref(), principal.as_deref(), &req.target.channel)
+                    .await?;
                 let per_conn = lock(&self.members).len();
                 if per_conn >= hub.config.max_channels_per_connection {
                     return Err(Error::new(
@@ -281,7 +307,24 @@ impl Conn {
             wire::SUBSCRIBE_ROWS => {
                 let req: wire::SubscribeRows = parse(data)?;
                 req.spec.validate()?;
-                hub.check_publication(&req.spec.table, self.principal.as_deref())?;
+                let columns: Vec<String> = req
+                    .spec
+                    .filter
+                    .as_ref()
+                    .map(|f| {
+                        filter_columns(f)
+                            .into_iter()
+                            .map(|c| c.column.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let principal = self.principal();
+                let table = req.spec.table.clone();
+                let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+                hub.publication
+                    .authorize(hub.auth.as_ref(), principal.as_deref(), &table, &names)
+                    .await?;
+                let rule = hub.publication.rule(&table)?.clone();
                 // Each subscription holds a handler and its table's feed:
                 // bounded per connection like memberships.
                 let held = lock(&self.rows).len();
@@ -310,14 +353,31 @@ impl Conn {
                     },
                 };
                 let outbox = self.outbox.clone();
+                let viewer = self.viewer.clone();
+                let spec = req.spec.clone();
                 let h = handler(move |change: RowChange| {
-                    outbox.push(Frame::new(
-                        wire::ROW_CHANGE,
-                        &wire::RowChangeOut { id, change },
-                    ));
+                    // Only what the table's rule lets this client read; a
+                    // key filter matches the change as the client gets it,
+                    // so it cannot probe a hidden primary key.
+                    let Some(change) = rule.visible_to(&viewer, &change) else {
+                        return;
+                    };
+                    if rule.hidden.is_empty() || spec.matches_head(&change) {
+                        outbox.push(Frame::new(
+                            wire::ROW_CHANGE,
+                            &wire::RowChangeOut { id, change },
+                        ));
+                    }
                 });
                 let sub = hub.subscribe_rows(req.spec, h).await?;
-                lock(&self.rows).insert(id, sub);
+                lock(&self.rows).insert(
+                    id,
+                    RowSub {
+                        table,
+                        columns,
+                        _sub: sub,
+                    },
+                );
                 Ok(json!({"id": id}))
             }
             wire::UNSUBSCRIBE_ROWS => {
@@ -326,7 +386,125 @@ impl Conn {
                 drop(sub);
                 Ok(json!({}))
             }
+            wire::ACCESS_TOKEN => {
+                let req: wire::AccessToken = parse(data)?;
+                self.refresh(hub, &req.token).await?;
+                Ok(json!({}))
+            }
             other => Err(Error::invalid_input(format!("unknown event {other:?}"))),
+        }
+    }
+
+    fn principal(&self) -> Option<Arc<Principal>> {
+        lock(&self.principal).clone()
+    }
+
+    /// Whether the connection's token has expired.
+    fn expired(&self) -> bool {
+        self.principal()
+            .is_some_and(|p| p.expires_at <= chrono::Utc::now())
+    }
+
+    /// `rt:access_token`: a new token of the same user replaces the
+    /// connection's (and its expiry). Its roles and permissions are checked
+    /// again: a membership or row subscription it no longer allows ends
+    /// (`rt:closed`, `rt:rows_closed`).
+    async fn refresh(&self, hub: &Arc<Hub>, token: &str) -> RtResult<()> {
+        let Some(auth) = &hub.auth else {
+            return Err(Error::invalid_input(
+                "this server has no auth provider: there is no token to refresh",
+            ));
+        };
+        let new = auth.validate_token(token).await.map_err(|e| {
+            tracing::debug!(kind = %e.kind(), "realtime socketio: a refreshed token was refused");
+            Error::unauthenticated("the new access token is invalid or expired")
+        })?;
+        let same_user = self
+            .principal()
+            .is_some_and(|old| old.user_id == new.user_id)
+            && Viewer::of(Some(&new)) == self.viewer;
+        if !same_user {
+            return Err(Error::unauthenticated(
+                "the new access token names another user: reconnect to change users",
+            ));
+        }
+        let new = Arc::new(new);
+        *lock(&self.principal) = Some(new.clone());
+        let members: Vec<((String, String), u64)> = lock(&self.members)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for ((channel, handle), id) in members {
+            if let Err(e) = hub
+                .channels
+                .authorize(Some(auth), Some(&new), &channel)
+                .await
+            {
+                lock(&self.members).remove(&(channel.clone(), handle.clone()));
+                hub.leave(&channel, id);
+                self.outbox.push(Frame::new(
+                    wire::CLOSED,
+                    &wire::ClosedOut {
+                        target: Target { channel, handle },
+                        reason: for_client(e).message().to_string(),
+                    },
+                ));
+            }
+        }
+        let rows: Vec<(u64, String, Vec<String>)> = lock(&self.rows)
+            .iter()
+            .map(|(id, r)| (*id, r.table.clone(), r.columns.clone()))
+            .collect();
+        for (id, table, columns) in rows {
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            if let Err(e) = hub
+                .publication
+                .authorize(Some(auth), Some(&new), &table, &names)
+                .await
+            {
+                let sub = lock(&self.rows).remove(&id);
+                drop(sub);
+                self.outbox.push(Frame::new(
+                    wire::ROWS_CLOSED,
+                    &wire::RowsClosedOut {
+                        id,
+                        reason: for_client(e).message().to_string(),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Disconnects the client when its token expires (unless `rt:access_token`
+/// brought a later expiry first): `rt:error` `{code: "token_expired"}`,
+/// then the disconnect. Ends when the connection closes.
+async fn expire_at_token_expiry(conn: Arc<Conn>, s: SocketRef) {
+    let mut closed = conn.closed.subscribe();
+    loop {
+        let Some(expires_at) = conn.principal().map(|p| p.expires_at) else {
+            return;
+        };
+        let wait = (expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO);
+        tokio::select! {
+            _ = closed.wait_for(|c| *c) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if conn.expired() {
+            tracing::debug!(sid = %s.id, "realtime socketio: a client's token expired; disconnecting it");
+            let _ = s.emit(
+                wire::ERROR,
+                &json!({
+                    "code": wire::TOKEN_EXPIRED,
+                    "message": "the access token expired: reconnect with a new one, or send \
+                                rt:access_token before it expires",
+                }),
+            );
+            let _ = s.disconnect();
+            return;
         }
     }
 }
@@ -337,7 +515,16 @@ async fn run(conn: Arc<Conn>, mut rx: mpsc::Receiver<Command>) {
         let Some(hub) = conn.hub.upgrade() else {
             return;
         };
-        let reply = match conn.handle(&hub, event, data).await {
+        // A command after the token's expiry is refused; the expiry task
+        // disconnects the client.
+        let result = if conn.expired() && event != wire::ACCESS_TOKEN {
+            Err(Error::unauthenticated(
+                "token_expired: the access token expired; send rt:access_token or reconnect",
+            ))
+        } else {
+            conn.handle(&hub, event, data).await
+        };
+        let reply = match result {
             Ok(v) => wire::ok_reply(v),
             Err(e) => wire::error_reply(&for_client(e)),
         };

@@ -29,6 +29,9 @@ pub const PRESENCE: &str = "rt:presence";
 pub const SUBSCRIBE_ROWS: &str = "rt:subscribe_rows";
 /// Client to server: end a row subscription.
 pub const UNSUBSCRIBE_ROWS: &str = "rt:unsubscribe_rows";
+/// Client to server: a refreshed access token for this connection (of the
+/// same user), before the current one expires.
+pub const ACCESS_TOKEN: &str = "rt:access_token";
 
 /// Server to client: a broadcast.
 pub const MESSAGE: &str = "rt:message";
@@ -42,9 +45,13 @@ pub const ROW_CHANGE: &str = "rt:row_change";
 pub const CLOSED: &str = "rt:closed";
 /// Server to client: the connection is about to be closed, with a reason.
 pub const ERROR: &str = "rt:error";
+/// Server to client: a row subscription the server ended, with a reason.
+pub const ROWS_CLOSED: &str = "rt:rows_closed";
+/// The `code` of the `rt:error` sent when the connection's token expired.
+pub const TOKEN_EXPIRED: &str = "token_expired";
 
 /// Every client-to-server event, in the order the server registers them.
-pub const CLIENT_EVENTS: [&str; 9] = [
+pub const CLIENT_EVENTS: [&str; 10] = [
     HELLO,
     JOIN,
     LEAVE,
@@ -54,6 +61,7 @@ pub const CLIENT_EVENTS: [&str; 9] = [
     PRESENCE,
     SUBSCRIBE_ROWS,
     UNSUBSCRIBE_ROWS,
+    ACCESS_TOKEN,
 ];
 
 fn is_empty(s: &str) -> bool {
@@ -177,6 +185,22 @@ pub struct ClosedOut {
     /// Channel and handle.
     #[serde(flatten)]
     pub target: Target,
+    /// Why.
+    pub reason: String,
+}
+
+/// `rt:access_token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessToken {
+    /// The new access token.
+    pub token: String,
+}
+
+/// `rt:rows_closed`: a row subscription ended by the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowsClosedOut {
+    /// The subscription id.
+    pub id: u64,
     /// Why.
     pub reason: String,
 }

@@ -18,6 +18,14 @@ async fn server(db: Arc<dyn Database>) -> Result<Arc<SocketIoRealtime>, String> 
     let mut config = SocketIoConfig::server("127.0.0.1:0");
     config.allow_anonymous = true;
     config.publish = vec!["rt_items_*".into()];
+    // Its clients are anonymous: the tables must say they may read them.
+    config.tables.insert(
+        "rt_items_*".into(),
+        truststream_realtime_socketio::TableRule {
+            anon: true,
+            ..Default::default()
+        },
+    );
     SocketIoRealtime::start(config, Some(db), None)
         .await
         .map(Arc::new)

@@ -1,6 +1,7 @@
 //! The published npm packages (tests/socketio-js, pinned by its lockfile,
 //! installed with `npm ci`): `socket.io-client` drives the server mode
-//! (scenario.cjs), and the client mode runs the realtime conformance suite
+//! (scenario.cjs; access.cjs for private channels, table rules and token
+//! expiry), and the client mode runs the realtime conformance suite
 //! against a plain Node `socket.io` server (server.cjs).
 //!
 //! Without node or the installed packages the tests fail under `CI=true`
@@ -16,11 +17,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use truststream_auth_jwt::{Argon2Cost, JwtAuth, JwtAuthConfig};
 use truststream_conformance::{factory, realtime};
-use truststream_core_auth::{Auth, SignUp};
+use truststream_core_auth::{Auth, SignIn, SignUp};
 use truststream_core_db::{ColumnDef, Database, TableSchema};
 use truststream_core_realtime::{ChannelOptions, Realtime};
 use truststream_db_memory::MemoryDatabase;
-use truststream_realtime_socketio::{SocketIoConfig, SocketIoRealtime};
+use truststream_realtime_socketio::{ChannelRule, SocketIoConfig, SocketIoRealtime, TableRule};
 
 fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/socketio-js")
@@ -35,17 +36,17 @@ fn node_ready() -> bool {
     )
 }
 
+const SECRET: &str = "socketio test secret, at least 32 bytes";
+const PASSWORD: &str = "a long enough password 1";
+
 async fn auth(db: Arc<dyn Database>) -> Arc<JwtAuth> {
-    let mut cfg = JwtAuthConfig::with_secret("socketio test secret, at least 32 bytes");
+    let mut cfg = JwtAuthConfig::with_secret(SECRET);
     cfg.argon2 = Argon2Cost::minimal();
     Arc::new(JwtAuth::new(cfg, db).await.unwrap())
 }
 
 async fn token(auth: &JwtAuth, email: &str) -> String {
-    let session = auth
-        .sign_up(SignUp::new(email, "a long enough password 1"))
-        .await
-        .unwrap();
+    let session = auth.sign_up(SignUp::new(email, PASSWORD)).await.unwrap();
     session.access_token.expose().to_string()
 }
 
@@ -75,50 +76,18 @@ async fn socket_io_client_drives_the_server_mode() {
         .unwrap();
     let counters = server.counters().unwrap();
 
-    let mut child = tokio::process::Command::new("node")
-        .arg("scenario.cjs")
-        .current_dir(project_dir())
-        .env("SERVER_URL", server.url().unwrap())
-        .env("TOKEN_A", &token_a)
-        .env("TOKEN_B", &token_b)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut steps = Vec::new();
-    let mut done = false;
+    let mut run = Scenario::start(
+        "scenario.cjs",
+        &[
+            ("SERVER_URL", server.url().unwrap()),
+            ("TOKEN_A", token_a),
+            ("TOKEN_B", token_b),
+        ],
+    );
     // The in-process member of step server_process_is_a_member.
     let mut member = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while let Some(line) = tokio::time::timeout_at(deadline, out.next_line())
-        .await
-        .expect("the node scenario took over 120 s")
-        .unwrap()
-    {
-        println!("node: {line}");
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if msg["ok"] == json!(false) {
-            panic!(
-                "socket.io-client step {} failed: {}",
-                msg["step"], msg["error"]
-            );
-        }
-        if let Some(step) = msg["step"].as_str() {
-            steps.push(step.to_string());
-        }
-        if msg["done"] == json!(true) {
-            done = true;
-        }
-        let Some(need) = msg["need"].as_str() else {
-            continue;
-        };
-        match need {
+    while let Some(need) = run.next_need().await {
+        match need.as_str() {
             "rust_member" => {
                 let ch = server
                     .channel("document:42", ChannelOptions::new().presence_key("server"))
@@ -136,15 +105,9 @@ async fn socket_io_client_drives_the_server_mode() {
                     .unwrap();
             }
             "db_write" => {
-                db.create(
-                    "agents",
-                    json!({"id": "a1", "status": "active"})
-                        .as_object()
-                        .cloned()
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
+                db.create("agents", row(json!({"id": "a1", "status": "active"})))
+                    .await
+                    .unwrap();
             }
             "check_cleanup" => {
                 // Alice's connection is gone: one connection left (bob),
@@ -168,17 +131,9 @@ async fn socket_io_client_drives_the_server_mode() {
             }
             other => panic!("the scenario asked for {other:?}"),
         }
-        stdin
-            .write_all(format!("{}\n", json!({"done": need})).as_bytes())
-            .await
-            .unwrap();
+        run.done(&need).await;
     }
-    let status = child.wait().await.unwrap();
-    assert!(
-        status.success(),
-        "node exited with {status}; steps: {steps:?}"
-    );
-    assert!(done, "the scenario did not finish; steps: {steps:?}");
+    let steps = run.finish().await;
     assert_eq!(
         steps,
         [
@@ -196,6 +151,214 @@ async fn socket_io_client_drives_the_server_mode() {
     assert!(
         counters.refused.load(std::sync::atomic::Ordering::Relaxed) >= 2,
         "the bad and missing tokens were counted as refused"
+    );
+}
+
+fn row(v: Value) -> truststream_core_db::Row {
+    v.as_object().cloned().unwrap()
+}
+
+/// A node script (tests/socketio-js) talking to the test: one JSON line per
+/// step on its stdout, `{need}` requests answered with `{"done": need}`.
+struct Scenario {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    steps: Vec<String>,
+    finished: bool,
+    deadline: tokio::time::Instant,
+}
+
+impl Scenario {
+    fn start(script: &str, env: &[(&str, String)]) -> Scenario {
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .current_dir(project_dir())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        Scenario {
+            stdin: child.stdin.take().unwrap(),
+            out: BufReader::new(child.stdout.take().unwrap()).lines(),
+            child,
+            steps: Vec::new(),
+            finished: false,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(120),
+        }
+    }
+
+    /// The next request of the script (`None`: its output ended); panics
+    /// on a failed step.
+    async fn next_need(&mut self) -> Option<String> {
+        while let Some(line) = tokio::time::timeout_at(self.deadline, self.out.next_line())
+            .await
+            .expect("the node scenario took over 120 s")
+            .unwrap()
+        {
+            println!("node: {line}");
+            let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if msg["ok"] == json!(false) {
+                panic!(
+                    "socket.io-client step {} failed: {}",
+                    msg["step"], msg["error"]
+                );
+            }
+            if let Some(step) = msg["step"].as_str() {
+                self.steps.push(step.to_string());
+            }
+            if msg["done"] == json!(true) {
+                self.finished = true;
+            }
+            if let Some(need) = msg["need"].as_str() {
+                return Some(need.to_string());
+            }
+        }
+        None
+    }
+
+    async fn done(&mut self, need: &str) {
+        self.stdin
+            .write_all(format!("{}\n", json!({"done": need})).as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the script to exit successfully; the steps it passed.
+    async fn finish(mut self) -> Vec<String> {
+        let status = self.child.wait().await.unwrap();
+        let steps = self.steps;
+        assert!(
+            status.success(),
+            "node exited with {status}; steps: {steps:?}"
+        );
+        assert!(
+            self.finished,
+            "the scenario did not finish; steps: {steps:?}"
+        );
+        steps
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_clients_are_held_to_channel_and_row_rules() {
+    if !node_ready() {
+        return;
+    }
+    let db: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    db.create_table(
+        &TableSchema::new("notes")
+            .column(ColumnDef::text("id").primary_key())
+            .column(ColumnDef::text("owner"))
+            .column(ColumnDef::text("secret")),
+    )
+    .await
+    .unwrap();
+    let jwt = auth(db.clone()).await;
+    let admin = jwt
+        .sign_up(SignUp::new("alice@example.com", PASSWORD))
+        .await
+        .unwrap();
+    jwt.set_user_roles(&admin.user.id, &["admin".to_string()])
+        .await
+        .unwrap();
+    // Signed in again: the token carries the role.
+    let admin = jwt
+        .sign_in(SignIn::new("alice@example.com", PASSWORD))
+        .await
+        .unwrap();
+    let plain = jwt
+        .sign_up(SignUp::new("bob@example.com", PASSWORD))
+        .await
+        .unwrap();
+    // Carol's tokens: one that expires within 4 s, one within 8 s (same
+    // secret and users; only the lifetime differs).
+    let issuer = |ttl: u64| {
+        let db = db.clone();
+        async move {
+            let mut cfg = JwtAuthConfig::with_secret(SECRET);
+            cfg.argon2 = Argon2Cost::minimal();
+            cfg.access_token_ttl_secs = ttl;
+            JwtAuth::new(cfg, db).await.unwrap()
+        }
+    };
+    issuer(4)
+        .await
+        .sign_up(SignUp::new("carol@example.com", PASSWORD))
+        .await
+        .unwrap();
+    let short = issuer(4)
+        .await
+        .sign_in(SignIn::new("carol@example.com", PASSWORD))
+        .await
+        .unwrap();
+    let longer = issuer(8)
+        .await
+        .sign_in(SignIn::new("carol@example.com", PASSWORD))
+        .await
+        .unwrap();
+
+    let mut config = SocketIoConfig::server("127.0.0.1:0");
+    config.publish = vec!["notes".into()];
+    config.tables.insert(
+        "notes".into(),
+        TableRule {
+            owner_column: Some("owner".into()),
+            hidden: vec!["secret".into()],
+            ..TableRule::default()
+        },
+    );
+    config.channels.insert(
+        "admin:*".into(),
+        ChannelRule {
+            roles: vec!["admin".into()],
+            permission: None,
+        },
+    );
+    let dyn_auth: Arc<dyn Auth> = jwt.clone();
+    let server = SocketIoRealtime::start(config, Some(db.clone()), Some(dyn_auth))
+        .await
+        .unwrap();
+    let token = |s: &truststream_core_auth::Session| s.access_token.expose().to_string();
+    let mut run = Scenario::start(
+        "access.cjs",
+        &[
+            ("SERVER_URL", server.url().unwrap()),
+            ("TOKEN_ADMIN", token(&admin)),
+            ("TOKEN_PLAIN", token(&plain)),
+            ("TOKEN_SHORT", token(&short)),
+            ("TOKEN_LONGER", token(&longer)),
+        ],
+    );
+    while let Some(need) = run.next_need().await {
+        assert_eq!(need, "db_write");
+        for (id, owner) in [
+            ("n1", &admin.user.id),
+            ("n2", &plain.user.id),
+            ("n3", &admin.user.id),
+            ("n4", &plain.user.id),
+        ] {
+            db.create(
+                "notes",
+                row(json!({"id": id, "owner": owner, "secret": "s3cr3t"})),
+            )
+            .await
+            .unwrap();
+        }
+        run.done(&need).await;
+    }
+    assert_eq!(
+        run.finish().await,
+        [
+            "private_channel_needs_the_role",
+            "rows_only_as_the_rule_allows",
+            "token_refresh_and_expiry"
+        ]
     );
 }
 

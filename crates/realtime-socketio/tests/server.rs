@@ -110,6 +110,13 @@ async fn row_subscriptions_per_connection_are_bounded() {
     config.allow_anonymous = true;
     config.max_channels_per_connection = 2;
     config.publish = vec!["items".into()];
+    config.tables.insert(
+        "items".into(),
+        truststream_realtime_socketio::TableRule {
+            anon: true,
+            ..Default::default()
+        },
+    );
     let server = SocketIoRealtime::start(config, Some(db), None)
         .await
         .unwrap();
