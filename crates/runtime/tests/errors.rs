@@ -185,7 +185,7 @@ fn a_toml_error_keeps_its_caret_diagram_on_separate_lines() {
 
 /// The project's own helper variables stay out of the `TRUSTSTREAM_`
 /// namespace, which the configuration loader reads (and refuses unknown
-/// sections of): every `TRUSTSTREAM_X` named in the sources is
+/// sections of): every variable with the prefix named in the sources is
 /// `TRUSTSTREAM_CONFIG`, `TRUSTSTREAM_PROFILE` or a `SECTION__KEY`.
 #[test]
 fn helper_variables_are_not_in_the_configuration_namespace() {
