@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use truststream_core::{Error, ErrorKind, Result};
+use truststream_core_db::Database;
 use truststream_core_jobs::{Job, JobId, JobQuery, JobState, JobStats, Jobs};
 
-use truststream_runtime::{Config, Runtime};
+use truststream_runtime::{Config, Registries, JOBS_NONE};
 
 /// What `truststream jobs` does.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -114,11 +115,12 @@ impl From<JobsExit> for ExitCode {
     }
 }
 
-/// Builds the configured jobs provider and runs `command`, printing its
-/// answer on stdout and an error (with its cause) on stderr.
+/// Builds the configured jobs provider (and the database it is given, see
+/// [`provider`]) and runs `command`, printing its answer on stdout and an
+/// error (with its cause) on stderr.
 pub async fn run(config: &Config, command: JobsCommand) -> ExitCode {
-    let jobs = match provider(config).await {
-        Ok(j) => j,
+    let (jobs, db) = match provider(config).await {
+        Ok(built) => built,
         Err(e) => {
             eprintln!("error: {}", e.display_chain());
             return JobsExit::Failed.into();
@@ -130,7 +132,10 @@ pub async fn run(config: &Config, command: JobsCommand) -> ExitCode {
             jobs.info().name
         );
     }
-    match execute(&*jobs, command).await {
+    let result = execute(&*jobs, command).await;
+    drop(jobs);
+    let _ = db.disconnect().await;
+    match result {
         Ok(out) => {
             print!("{out}");
             JobsExit::Done.into()
@@ -142,16 +147,33 @@ pub async fn run(config: &Config, command: JobsCommand) -> ExitCode {
     }
 }
 
-/// The jobs provider `config` describes; an error when it configures none.
-pub async fn provider(config: &Config) -> Result<Arc<dyn Jobs>> {
-    let rt = Runtime::builder().config(config.clone()).build().await?;
-    rt.jobs().ok_or_else(|| {
-        Error::invalid_input(format!(
+/// The jobs provider `config` describes, and the configured database (in
+/// its layers) it was built with: only these two. Storage, realtime and
+/// auth are not built, so a listen port in use, an unreachable storage
+/// service or an auth provider that cannot start does not stop the command.
+/// An error when `config` configures no jobs provider (nothing is built
+/// then).
+pub async fn provider(config: &Config) -> Result<(Arc<dyn Jobs>, Arc<dyn Database>)> {
+    if config.jobs_section().kind() == JOBS_NONE {
+        return Err(Error::invalid_input(format!(
             "no jobs provider is configured for profile {}: set [{}.jobs] type (memory, database or postgres)",
             config.profile(),
             config.profile()
-        ))
-    })
+        )));
+    }
+    let registries = Arc::new(Registries::compiled_in());
+    let db = registries.build_database(config).await?;
+    match registries.build_jobs(config, Some(db.clone())).await {
+        Ok(Some(jobs)) => Ok((jobs, db)),
+        Ok(None) => {
+            let _ = db.disconnect().await;
+            Err(Error::internal("the jobs section names no provider"))
+        }
+        Err(e) => {
+            let _ = db.disconnect().await;
+            Err(e)
+        }
+    }
 }
 
 /// Runs `command` on `jobs`; the text to print.

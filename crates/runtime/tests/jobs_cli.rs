@@ -268,3 +268,60 @@ async fn bad_input_unknown_ids_and_no_provider() -> Result<()> {
     );
     Ok(())
 }
+
+/// `truststream jobs` builds the jobs provider and its database only: a
+/// realtime hub whose listen port is taken and a storage root that cannot
+/// be created (a path under a regular file) break the full runtime, not
+/// `jobs list`, `jobs inspect` or `jobs stats`.
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_only_the_jobs_provider_and_its_database() -> Result<()> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let q = fill(&toml(dir.path(), true)).await?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("its address").port();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").expect("write a file");
+    let broken = format!(
+        "[default.database]\ntype = \"sqlite\"\npath = {:?}\n\n\
+         [default.storage]\ntype = \"fs\"\nroot = {:?}\n\n\
+         [default.realtime]\ntype = \"ws\"\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [default.jobs]\ntype = \"database\"\n",
+        dir.path().join("app.db").to_string_lossy(),
+        blocker.join("storage").to_string_lossy(),
+    );
+    // The configuration really is unusable for the whole runtime.
+    let config = ConfigSources::new()
+        .toml_str(&broken)
+        .env(Vec::<(String, String)>::new())
+        .load()?;
+    assert!(
+        Runtime::builder().config(config).build().await.is_err(),
+        "the full runtime cannot start on this configuration"
+    );
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, &broken).expect("write the config");
+
+    let list = truststream(&path, &["jobs", "list"]);
+    assert_eq!(list.code, Some(0), "{}", list.stderr);
+    for id in [q.queued, q.dead, q.completed] {
+        assert!(list.stdout.contains(&id.to_string()), "{}", list.stdout);
+    }
+    let inspect = truststream(&path, &["jobs", "inspect", &q.dead.to_string()]);
+    assert_eq!(inspect.code, Some(0), "{}", inspect.stderr);
+    assert!(
+        inspect.stdout.contains("smtp said no"),
+        "{}",
+        inspect.stdout
+    );
+    let stats = truststream(&path, &["jobs", "stats", "--json"]);
+    assert_eq!(stats.code, Some(0), "{}", stats.stderr);
+    let stats: serde_json::Value = serde_json::from_str(&stats.stdout).expect("JSON stats");
+    assert!(
+        stats["counts"].as_array().is_some_and(|c| !c.is_empty()),
+        "{stats}"
+    );
+    // Nothing else was built: the port is still ours, the storage root absent.
+    assert!(!blocker.join("storage").exists());
+    drop(taken);
+    Ok(())
+}
