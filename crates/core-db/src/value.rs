@@ -94,6 +94,25 @@ pub fn normalize(column: &str, ty: ColumnType, value: &Value) -> Result<Value, E
     }
 }
 
+/// [`normalize`] taking the value by value: a value already in its stored
+/// form (a string for a text column, any JSON for a JSON column, a bool, an
+/// integer for an integer column) is returned as it is instead of copied.
+/// Same results, same errors.
+pub fn normalize_owned(column: &str, ty: ColumnType, value: Value) -> Result<Value, Error> {
+    let stored_form = match (ty, &value) {
+        (ColumnType::Text, Value::String(_))
+        | (ColumnType::Json, _)
+        | (ColumnType::Boolean, Value::Bool(_)) => true,
+        (ColumnType::Integer, Value::Number(n)) => n.is_i64(),
+        _ => false,
+    };
+    if stored_form {
+        Ok(value)
+    } else {
+        normalize(column, ty, &value)
+    }
+}
+
 /// Accepts RFC 3339 (`T` or a space between date and time), a date-time
 /// without offset (taken as UTC) and a bare date (midnight UTC).
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
@@ -159,6 +178,48 @@ pub fn describe(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn owned_values_normalize_as_borrowed_ones() {
+        let types = [
+            ColumnType::Text,
+            ColumnType::Integer,
+            ColumnType::Float,
+            ColumnType::Numeric,
+            ColumnType::Boolean,
+            ColumnType::Timestamp,
+            ColumnType::Uuid,
+            ColumnType::Bytes,
+            ColumnType::Json,
+        ];
+        let values = [
+            json!("x"),
+            json!(""),
+            json!(5),
+            json!(-5),
+            json!(u64::MAX),
+            json!(5.0),
+            json!(5.5),
+            json!(true),
+            json!({"a": [1]}),
+            json!([1]),
+            json!("2024-05-01 12:00:00"),
+            json!("67E55044-10B1-426F-9247-BB680E5FE0C8"),
+            json!("aGk="),
+            json!("12.50"),
+        ];
+        for ty in types {
+            for v in &values {
+                let borrowed = normalize("c", ty, v);
+                let owned = normalize_owned("c", ty, v.clone());
+                match (borrowed, owned) {
+                    (Ok(b), Ok(o)) => assert_eq!(b, o, "{ty:?} {v}"),
+                    (Err(b), Err(o)) => assert_eq!(b.message(), o.message(), "{ty:?} {v}"),
+                    (b, o) => panic!("{ty:?} {v}: borrowed {b:?}, owned {o:?}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn timestamps_normalize_to_utc_micros() {

@@ -645,7 +645,7 @@ impl<P: SqlProvider> Database for P {
 
     async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
         let mut w = begin(self, "db.create", true).await?;
-        let r = match w.create_many(table, std::slice::from_ref(&row)).await {
+        let r = match w.create_many_owned(table, vec![row]).await {
             Ok(mut rows) => rows
                 .pop()
                 .ok_or_else(|| Error::internal("insert returned no row")),
@@ -710,7 +710,7 @@ impl<P: SqlProvider> Database for P {
         // One INSERT per chunk: more than one chunk needs a transaction.
         let single = is_single_insert(self.sql_state().dialect(), &schema, &rows);
         let mut w = begin(self, op, single).await?;
-        let r = w.create_many(table, &rows).await;
+        let r = w.create_many_owned(table, rows).await;
         finish::<P, _>(op, w, r).await
     }
 

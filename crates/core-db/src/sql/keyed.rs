@@ -174,16 +174,33 @@ impl StatementCache {
     /// [`compile::insert_rows`] makes it (same SQL, same binds, same
     /// errors); the values move into the binds.
     pub fn insert(&self, schema: &TableSchema, rows: Vec<Row>) -> DbResult<Statement> {
+        // A row gives the shape's columns in its order (rows prepared for
+        // an insert list them in schema order): compared without hashing
+        // any name, the values taken in order.
+        let in_order = |r: &Row, s: &Shape| {
+            r.len() == s.columns.len() && r.keys().zip(&s.columns).all(|(k, (c, _))| **k == **c)
+        };
         let fits = |s: &Shape| {
             s.rows == rows.len()
                 && rows.iter().all(|r| {
-                    r.len() == s.columns.len()
-                        && s.columns.iter().all(|(c, _)| r.contains_key(&**c))
+                    in_order(r, s)
+                        || (r.len() == s.columns.len()
+                            && s.columns.iter().all(|(c, _)| r.contains_key(&**c)))
                 })
         };
         if let Some(shape) = find(&self.inserts, schema, fits) {
             let mut binds = Vec::with_capacity(rows.len() * shape.columns.len());
             for mut row in rows {
+                if in_order(&row, &*shape) {
+                    for (value, (name, ty)) in row.into_values().zip(&shape.columns) {
+                        binds.push(Bind {
+                            value,
+                            ty: *ty,
+                            column: Arc::clone(name),
+                        });
+                    }
+                    continue;
+                }
                 for (name, ty) in &shape.columns {
                     binds.push(Bind {
                         value: row.remove(&**name).unwrap_or(Value::Null),

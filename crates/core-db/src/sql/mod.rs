@@ -2,13 +2,15 @@
 //! into a dialect's placeholders (and refusing more than one statement), the
 //! query compiler ([`compile`]) that turns [`crate::Query`], row writes and
 //! [`crate::TableSchema`] into SQL text with every value bound, the write
-//! paths ([`write`](mod@write)), the statement cache ([`keyed`]), and the engine
-//! ([`engine`]): the whole [`crate::Database`] implementation over a
+//! paths ([`write`](mod@write)), the statement cache ([`keyed`]), result rows
+//! built from one shared description of their columns ([`rows`]), and the
+//! engine ([`engine`]): the whole [`crate::Database`] implementation over a
 //! provider's [`engine::SqlProvider`].
 
 pub mod compile;
 pub mod engine;
 pub mod keyed;
+pub mod rows;
 pub mod scoped;
 pub mod write;
 

@@ -312,7 +312,7 @@ impl<P: SqlProvider> Database for Scoped<P> {
     async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
         let op = "db.create";
         let mut w = self.begin(op, [table]).await?;
-        let r = match w.create_many(table, std::slice::from_ref(&row)).await {
+        let r = match w.create_many_owned(table, vec![row]).await {
             Ok(mut rows) => rows
                 .pop()
                 .ok_or_else(|| Error::internal("insert returned no row")),
@@ -379,7 +379,7 @@ impl<P: SqlProvider> Database for Scoped<P> {
         }
         drop(schema);
         let mut w = self.begin(op, [table]).await?;
-        let r = w.create_many(table, &rows).await;
+        let r = w.create_many_owned(table, rows).await;
         self.finish(op, w, r).await
     }
 

@@ -127,15 +127,33 @@ impl<T: SqlTransaction> RowWriter<T> {
         ident::table(table)?;
         rows.iter().try_for_each(check_row_keys)?;
         let schema = self.tx.schema(table).await?;
-        let mut prepared = Vec::with_capacity(rows.len());
-        for (i, input) in rows.iter().enumerate() {
-            match prepare_insert(&schema, input) {
-                Ok(r) => prepared.push(r),
-                Err(e) if rows.len() > 1 => return Err(e.with_context("row_index", i.to_string())),
-                Err(e) => return Err(e),
-            }
-        }
-        let pk = pk_name(&schema)?;
+        let n = rows.len();
+        let prepared = prepare_all(n, rows.iter().map(|r| prepare_insert(&schema, r)))?;
+        self.insert_prepared(table, &schema, prepared).await
+    }
+
+    /// [`RowWriter::create_many`] taking the rows by value: their values
+    /// move into the rows to store instead of being copied.
+    pub async fn create_many_owned(&mut self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>> {
+        ident::table(table)?;
+        rows.iter().try_for_each(check_row_keys)?;
+        let schema = self.tx.schema(table).await?;
+        let n = rows.len();
+        let prepared = prepare_all(
+            n,
+            rows.into_iter().map(|r| prepare_insert_owned(&schema, r)),
+        )?;
+        self.insert_prepared(table, &schema, prepared).await
+    }
+
+    /// Inserts rows made by [`prepare_insert`], chunk by chunk.
+    async fn insert_prepared(
+        &mut self,
+        table: &str,
+        schema: &TableSchema,
+        prepared: Vec<Row>,
+    ) -> DbResult<Vec<Row>> {
+        let pk = pk_name(schema)?;
         let dialect = self.tx.dialect();
         let per_chunk = (dialect.max_binds() / schema.columns.len().max(1)).max(1);
         let mut out = Vec::with_capacity(prepared.len());
@@ -160,14 +178,14 @@ impl<T: SqlTransaction> RowWriter<T> {
         for n in bounds {
             let chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
             let stmt = match self.tx.statement_cache() {
-                Some(cache) => cache.insert(&schema, chunk)?,
-                None => compile::insert_rows(dialect, &catalog(&schema), table, chunk)?,
+                Some(cache) => cache.insert(schema, chunk)?,
+                None => compile::insert_rows(dialect, &catalog(schema), table, chunk)?,
             };
             let stored = if n == 1 {
-                let one = self.tx.fetch_optional(stmt, &schema).await?;
+                let one = self.tx.fetch_optional(stmt, schema).await?;
                 Vec::from_iter(one)
             } else {
-                self.tx.fetch(stmt, &schema).await?
+                self.tx.fetch(stmt, schema).await?
             };
             // Copies for the feed only while it records.
             if self.record {
@@ -368,7 +386,24 @@ pub fn is_single_insert(dialect: SqlDialect, schema: &TableSchema, rows: &[Row])
 }
 
 fn same_columns(a: &Row, b: &Row) -> bool {
-    a.len() == b.len() && a.keys().all(|k| b.contains_key(k))
+    // Prepared rows list their columns in schema order, so the same
+    // columns are nearly always the same sequence (compared without
+    // hashing any name).
+    a.len() == b.len() && (a.keys().eq(b.keys()) || a.keys().all(|k| b.contains_key(k)))
+}
+
+/// Collects prepared rows; the first error names its row (`row_index`)
+/// when there are several.
+fn prepare_all(n: usize, rows: impl Iterator<Item = DbResult<Row>>) -> DbResult<Vec<Row>> {
+    let mut prepared = Vec::with_capacity(n);
+    for (i, r) in rows.enumerate() {
+        match r {
+            Ok(r) => prepared.push(r),
+            Err(e) if n > 1 => return Err(e.with_context("row_index", i.to_string())),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(prepared)
 }
 
 /// Checks a row's or patch's keys as identifiers.
@@ -396,6 +431,71 @@ pub fn pk_name(schema: &TableSchema) -> DbResult<String> {
 /// defaults filled in, `NOT NULL` checked; an auto-increment key that is not
 /// given is left out so the database assigns it.
 pub fn prepare_insert(schema: &TableSchema, input: &Row) -> DbResult<Row> {
+    check_insert_columns(schema, input)?;
+    let mut row = Row::with_capacity(schema.columns.len());
+    for c in &schema.columns {
+        let given = input.get(&c.name).map(|v| match v {
+            Value::Null => Ok(Value::Null),
+            v => value::normalize(&c.name, c.ty, v),
+        });
+        store_column(schema, c, given.transpose()?, &mut row)?;
+    }
+    Ok(row)
+}
+
+/// [`prepare_insert`] taking the input by value: values already in their
+/// stored form (strings of text columns, JSON) move into the row instead
+/// of being copied. Same row, same errors.
+pub fn prepare_insert_owned(schema: &TableSchema, mut input: Row) -> DbResult<Row> {
+    check_insert_columns(schema, &input)?;
+    let owned = |c: &ColumnDef, v: Value| match v {
+        Value::Null => Ok(Value::Null),
+        v => value::normalize_owned(&c.name, c.ty, v),
+    };
+    if stored_as_given(schema, &input) {
+        // The usual case (a row built from a struct or a literal in table
+        // order, every column given): the input is the row to store, its
+        // values normalized in place. No name is copied or hashed.
+        let mut given = input.iter_mut().peekable();
+        for c in &schema.columns {
+            if let Some((_, v)) = given.next_if(|(k, _)| **k == c.name) {
+                let taken = std::mem::take(v);
+                if taken.is_null() && !c.nullable {
+                    return Err(not_null(&schema.name, &c.name));
+                }
+                *v = owned(c, taken)?;
+            }
+        }
+        return Ok(input);
+    }
+    let mut row = Row::with_capacity(schema.columns.len());
+    for c in &schema.columns {
+        let v = input.get_mut(&c.name).map(std::mem::take);
+        store_column(schema, c, v.map(|v| owned(c, v)).transpose()?, &mut row)?;
+    }
+    Ok(row)
+}
+
+/// Whether the row to store from `input` has exactly `input`'s columns in
+/// `input`'s order: every column given in schema order, except an
+/// auto-increment key left out (a given null one is left out of the row
+/// to store, so it does not qualify).
+fn stored_as_given(schema: &TableSchema, input: &Row) -> bool {
+    let mut given = input.iter().peekable();
+    for c in &schema.columns {
+        let auto = matches!(c.default, Some(ColumnDefault::AutoIncrement));
+        match given.next_if(|(k, _)| **k == c.name) {
+            Some((_, v)) if auto && v.is_null() => return false,
+            Some(_) => {}
+            None if auto => {}
+            None => return false,
+        }
+    }
+    given.next().is_none()
+}
+
+/// Every key of an insert's input is a column of the table.
+fn check_insert_columns(schema: &TableSchema, input: &Row) -> DbResult<()> {
     for key in input.keys() {
         if schema.find(key).is_none() {
             return Err(Error::invalid_input(format!(
@@ -405,30 +505,37 @@ pub fn prepare_insert(schema: &TableSchema, input: &Row) -> DbResult<Row> {
             )));
         }
     }
-    let mut row = Row::new();
-    for c in &schema.columns {
-        let auto = matches!(c.default, Some(ColumnDefault::AutoIncrement));
-        let v = match input.get(&c.name) {
-            Some(Value::Null) => Value::Null,
-            Some(v) => value::normalize(&c.name, c.ty, v)?,
-            None => match &c.default {
-                None | Some(ColumnDefault::AutoIncrement) => Value::Null,
-                Some(ColumnDefault::Value(v)) => v.clone(),
-                Some(ColumnDefault::Now) => value::now(),
-                Some(ColumnDefault::RandomUuid) => {
-                    Value::String(uuid::Uuid::new_v4().hyphenated().to_string())
-                }
-            },
-        };
-        if v.is_null() && auto {
-            continue;
-        }
-        if v.is_null() && !c.nullable {
-            return Err(not_null(&schema.name, &c.name));
-        }
-        row.insert(c.name.clone(), v);
+    Ok(())
+}
+
+/// Adds column `c` to a row to store: `given` (normalized) when the input
+/// has it, else its default; left out when it is an auto-increment key
+/// without a value.
+fn store_column(
+    schema: &TableSchema,
+    c: &ColumnDef,
+    given: Option<Value>,
+    row: &mut Row,
+) -> DbResult<()> {
+    let v = match given {
+        Some(v) => v,
+        None => match &c.default {
+            None | Some(ColumnDefault::AutoIncrement) => Value::Null,
+            Some(ColumnDefault::Value(v)) => v.clone(),
+            Some(ColumnDefault::Now) => value::now(),
+            Some(ColumnDefault::RandomUuid) => {
+                Value::String(uuid::Uuid::new_v4().hyphenated().to_string())
+            }
+        },
+    };
+    if v.is_null() && matches!(c.default, Some(ColumnDefault::AutoIncrement)) {
+        return Ok(());
     }
-    Ok(row)
+    if v.is_null() && !c.nullable {
+        return Err(not_null(&schema.name, &c.name));
+    }
+    row.insert(c.name.clone(), v);
+    Ok(())
 }
 
 /// Checks and normalizes an update's patch.
@@ -621,6 +728,51 @@ mod tests {
         assert!(e.message().contains("name"), "{e}");
         let e = prepare_insert(&schema(), &row(json!({"name": "a", "zz": 1}))).unwrap_err();
         assert!(e.message().contains("zz"), "{e}");
+    }
+
+    #[test]
+    fn owned_inputs_prepare_as_borrowed_ones() {
+        let schema = schema()
+            .column(ColumnDef::float("score"))
+            .column(ColumnDef::json("meta"))
+            .column(ColumnDef::text("note"));
+        let inputs = [
+            json!({"id": 1, "name": "a", "n": 2, "score": 1, "meta": {"k": [1]}, "note": "x"}),
+            // Other orders, subsets, nulls, values to normalize.
+            json!({"note": "x", "name": "a", "id": 2.0}),
+            json!({"name": "a", "score": 2.5, "id": 3}),
+            json!({"score": null, "name": "b"}),
+            json!({"meta": "text", "name": "c", "n": 4.0}),
+            json!({"name": "d", "n": 5, "id": null}),
+            // Every column in schema order (the input becomes the row),
+            // with a null auto key (left out: not as given).
+            json!({"id": 4, "name": "e", "n": 6, "score": 1.5, "meta": null, "note": null}),
+            json!({"id": null, "name": "e", "n": 6, "score": 1.5, "meta": null, "note": "y"}),
+            json!({"name": "f", "n": 6.0, "score": 2, "meta": [1], "note": "z"}),
+            json!({"id": 5, "name": "g", "n": 6, "score": "x", "meta": null, "note": null}),
+            json!({"id": 5, "name": null, "n": 6, "score": 1, "meta": null, "note": null}),
+            // Errors: unknown column, NOT NULL, wrong type.
+            json!({"name": "a", "zz": 1}),
+            json!({"n": 1}),
+            json!({"name": null}),
+            json!({"name": "a", "n": "x"}),
+            json!({"name": 7}),
+        ];
+        for input in inputs {
+            let borrowed = prepare_insert(&schema, &row(input.clone()));
+            let owned = prepare_insert_owned(&schema, row(input.clone()));
+            match (borrowed, owned) {
+                (Ok(b), Ok(o)) => {
+                    assert_eq!(b, o, "{input}");
+                    assert!(b.keys().eq(o.keys()), "column order of {input}");
+                }
+                (Err(b), Err(o)) => {
+                    assert_eq!(b.kind(), o.kind(), "{input}");
+                    assert_eq!(b.message(), o.message(), "{input}");
+                }
+                (b, o) => panic!("{input}: borrowed {b:?}, owned {o:?}"),
+            }
+        }
     }
 
     #[test]

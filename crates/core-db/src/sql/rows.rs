@@ -1,0 +1,198 @@
+//! Building the [`Row`]s of one result set from one shared description of
+//! its columns, so a provider decoding 10,000 rows looks up each column's
+//! type and lays out its name once, not once per row.
+//!
+//! A [`Row`] keeps its columns in order in a hash map with a SipHash index;
+//! inserting columns one by one hashes every name of every row. The rows of
+//! a result set all have the same names in the same order, so
+//! [`ResultColumns`] builds one row of nulls (the template) when the result
+//! set starts and each row is a copy of it with the values filled in by
+//! position: the copy keeps the template's hashes, so no name is hashed
+//! again. The rows are exactly the rows that inserting each column in
+//! order makes (same names, same order, same values; a name that appears
+//! twice, as in a raw query's `SELECT a.id, b.id`, keeps its first position
+//! and its last value).
+
+use super::engine::ColumnHints;
+use crate::{ColumnType, DbResult, Row, Value};
+
+/// The columns of one result set: their names in order, the type each
+/// decodes as, and the template its rows are copied from.
+#[derive(Debug, Clone)]
+pub struct ResultColumns {
+    /// Every name once, in order, each with a null value.
+    template: Row,
+    /// The names in result order, kept only when one repeats (else they
+    /// are the template's keys).
+    repeated: Option<Vec<String>>,
+    /// The type each column decodes as, when known (one per column).
+    types: Vec<Option<ColumnType>>,
+}
+
+impl ResultColumns {
+    /// The columns named `names` (in result order), typed by `hints`
+    /// ([`ColumnHints::get`], resolved here once per column).
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>, hints: ColumnHints<'_>) -> Self {
+        let names: Vec<&str> = names.into_iter().collect();
+        let mut template = Row::with_capacity(names.len());
+        let mut types = Vec::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            template.insert((*n).to_string(), Value::Null);
+            types.push(hints.get(i, n));
+        }
+        let repeated = (template.len() != names.len())
+            .then(|| names.iter().map(|n| (*n).to_string()).collect());
+        ResultColumns {
+            template,
+            repeated,
+            types,
+        }
+    }
+
+    /// How many columns a result row has (repeated names counted).
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    /// Whether the result has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+    }
+
+    /// The type column `index` decodes as, when known.
+    pub fn ty(&self, index: usize) -> Option<ColumnType> {
+        self.types.get(index).copied().flatten()
+    }
+
+    /// One row: `value(i, ty)` decodes column `i` as `ty` (its type,
+    /// when known), called once per column in order; its first error is
+    /// returned.
+    pub fn row(
+        &self,
+        value: impl FnMut(usize, Option<ColumnType>) -> DbResult<Value>,
+    ) -> DbResult<Row> {
+        match &self.repeated {
+            None => fill(self.template.clone(), &self.types, value),
+            Some(names) => by_insert(names, self.template.len(), &self.types, value),
+        }
+    }
+
+    /// [`ResultColumns::row`] for the last (or only) row: the template
+    /// becomes the row.
+    pub fn into_row(
+        self,
+        value: impl FnMut(usize, Option<ColumnType>) -> DbResult<Value>,
+    ) -> DbResult<Row> {
+        match &self.repeated {
+            None => fill(self.template, &self.types, value),
+            Some(names) => by_insert(names, self.template.len(), &self.types, value),
+        }
+    }
+}
+
+/// Distinct names: the template's slots are the columns.
+fn fill(
+    mut row: Row,
+    types: &[Option<ColumnType>],
+    mut value: impl FnMut(usize, Option<ColumnType>) -> DbResult<Value>,
+) -> DbResult<Row> {
+    for ((i, slot), ty) in row.values_mut().enumerate().zip(types) {
+        *slot = value(i, *ty)?;
+    }
+    Ok(row)
+}
+
+/// Repeated names: each column inserted in order (the later value of a
+/// name replaces the earlier one in its place).
+fn by_insert(
+    names: &[String],
+    distinct: usize,
+    types: &[Option<ColumnType>],
+    mut value: impl FnMut(usize, Option<ColumnType>) -> DbResult<Value>,
+) -> DbResult<Row> {
+    let mut out = Row::with_capacity(distinct);
+    for ((i, name), ty) in names.iter().enumerate().zip(types) {
+        out.insert(name.clone(), value(i, *ty)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ColumnDef, Error, ErrorKind, TableSchema};
+    use serde_json::json;
+
+    /// What inserting each column in order makes: the rows before this
+    /// module.
+    fn inserted(names: &[&str], values: &[Value]) -> Row {
+        let mut r = Row::new();
+        for (n, v) in names.iter().zip(values) {
+            r.insert(n.to_string(), v.clone());
+        }
+        r
+    }
+
+    #[test]
+    fn rows_are_what_inserting_in_order_makes() {
+        let hints = ColumnHints::Position(&[ColumnType::Integer, ColumnType::Text]);
+        for names in [
+            &["id", "name", "score"][..],
+            &["z", "a", "m"],
+            // A repeated name keeps its first position and its last value.
+            &["id", "name", "id"],
+            &["a", "a", "a"],
+            &[],
+        ] {
+            let cols = ResultColumns::new(names.iter().copied(), hints);
+            assert_eq!(cols.len(), names.len());
+            assert_eq!(cols.is_empty(), names.is_empty());
+            for k in 0..3 {
+                let values: Vec<Value> = (0..names.len())
+                    .map(|i| json!(format!("{k}-{i}")))
+                    .collect();
+                let got = cols.row(|i, _| Ok(values[i].clone())).unwrap();
+                let expected = inserted(names, &values);
+                assert_eq!(got, expected, "{names:?}");
+                assert!(
+                    got.keys().eq(expected.keys()),
+                    "column order of {names:?}: {got:?}"
+                );
+            }
+            let values: Vec<Value> = (0..names.len()).map(|i| json!(i)).collect();
+            let last = cols.into_row(|i, _| Ok(values[i].clone())).unwrap();
+            let expected = inserted(names, &values);
+            assert_eq!(last, expected);
+            assert!(last.keys().eq(expected.keys()), "{names:?}");
+        }
+    }
+
+    #[test]
+    fn types_come_from_the_hints_once_and_errors_stop_the_row() {
+        let schema = TableSchema::new("t")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::float("score"));
+        let cols = ResultColumns::new(["score", "other", "id"], ColumnHints::Schema(&schema));
+        assert_eq!(cols.ty(0), Some(ColumnType::Float));
+        assert_eq!(cols.ty(1), None);
+        assert_eq!(cols.ty(2), Some(ColumnType::Integer));
+        assert_eq!(cols.ty(3), None, "past the end");
+        let mut seen = Vec::new();
+        let e = cols
+            .row(|i, ty| {
+                seen.push(ty);
+                if i == 1 {
+                    Err(Error::internal("bad column"))
+                } else {
+                    Ok(Value::Null)
+                }
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(
+            seen,
+            [Some(ColumnType::Float), None],
+            "each column gets its type; none is decoded after the error"
+        );
+    }
+}
