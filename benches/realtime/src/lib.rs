@@ -32,3 +32,36 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// A WebSocket client connection, as the bench clients hold them.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects a socket.io client over the websocket transport
+/// (`ws://host:port/socket.io/?EIO=4&transport=websocket`): the Engine.IO
+/// open packet, then the socket.io CONNECT of the main namespace. Panics
+/// when the server refuses (a benchmark cannot go on without it).
+pub async fn socketio_connect(url: &str) -> Ws {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    ws.next()
+        .await
+        .expect("the engine.io open packet")
+        .expect("open");
+    ws.send(Message::text("40"))
+        .await
+        .expect("socket.io connect");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.starts_with("40") => return ws,
+            Some(Ok(Message::Text(t))) if t.starts_with("44") => {
+                panic!("socket.io refused the connection: {t}")
+            }
+            Some(Ok(_)) => {}
+            other => panic!("socket.io connection ended during the handshake: {other:?}"),
+        }
+    }
+}
