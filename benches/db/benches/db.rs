@@ -16,91 +16,17 @@
 //! checkpoints, other load) hits both alike. Output: ops/s per side and the
 //! ratio TrustStream / raw.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use sqlx::Row as _;
-use truststream_core_db::sql::compile::{self, SqlDialect};
-use truststream_core_db::{
-    col, ColumnDef, Database, Operation, Query, Row, SortDirection, TableSchema,
+use serde_json::json;
+use truststream_bench_db::{
+    agent, agent_of, input, postgres, read50_query, row, sql_for, sqlite, Agent, BatchSql, BATCH,
 };
-use truststream_db_postgres::{testing::Scratch, PgDatabase};
-use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
+use truststream_core_db::sql::compile::SqlDialect;
+use truststream_core_db::{Database, Operation, Row};
 
 const ROUNDS: usize = 5;
-const BATCH: usize = 10_000;
-
-fn row(v: Value) -> Row {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("rows are objects"),
-    }
-}
-
-fn schema(name: &str) -> TableSchema {
-    TableSchema::new(name)
-        .column(ColumnDef::integer("id").primary_key())
-        .column(ColumnDef::text("name").not_null())
-        .column(ColumnDef::float("score"))
-        .column(ColumnDef::text("status"))
-}
-
-fn input(id: i64) -> Row {
-    row(json!({
-        "id": id,
-        "name": format!("agent-{id}"),
-        "score": (id % 100) as f64 + 0.5,
-        "status": if id % 3 == 0 { "inactive" } else { "active" },
-    }))
-}
-
-/// The SQL the provider's compiler makes for each operation, for the raw
-/// side to run verbatim.
-struct Sql {
-    insert: String,
-    select: String,
-    update: String,
-    read50: String,
-}
-
-fn sql_for(dialect: SqlDialect, table: &str) -> Sql {
-    let cat: HashMap<String, TableSchema> = [(table.to_string(), schema(table))].into();
-    let one = input(1);
-    let insert = compile::insert(dialect, &cat, table, &[one]).unwrap().sql;
-    let select = compile::select(
-        dialect,
-        &cat,
-        table,
-        &Query::new().filter(col("id").eq(1)).limit(1),
-    )
-    .unwrap()
-    .statement
-    .sql;
-    let patch = row(json!({"score": 1.0}));
-    let update = compile::update(dialect, &cat, table, &patch, &col("id").eq(1))
-        .unwrap()
-        .sql;
-    let read50 = compile::select(dialect, &cat, table, &read50_query())
-        .unwrap()
-        .statement
-        .sql;
-    Sql {
-        insert,
-        select,
-        update,
-        read50,
-    }
-}
-
-fn read50_query() -> Query {
-    Query::new()
-        .filter(col("status").eq("active").and(col("score").gt(10.0)))
-        .order_by("score", SortDirection::Desc)
-        .order_by("id", SortDirection::Asc)
-        .limit(50)
-}
 
 /// Timings of one operation on both sides.
 #[derive(Default)]
@@ -279,14 +205,17 @@ where
 
 /// createMany of 10,000 rows through the provider vs the same rows one by
 /// one through the provider vs raw sqlx multi-row INSERTs in a transaction.
+/// Each side gets its input built before the clock starts (JSON rows for
+/// the provider, typed tuples for raw sqlx) and decodes every returned row
+/// (JSON rows, typed tuples).
 async fn batch_ops<RawBatch, F>(
     backend: &str,
     db: &dyn Database,
     raw_batch: RawBatch,
 ) -> Vec<String>
 where
-    RawBatch: Fn(i64) -> F,
-    F: std::future::Future<Output = ()>,
+    RawBatch: Fn(Vec<Agent>) -> F,
+    F: std::future::Future<Output = Vec<Agent>>,
 {
     // Rounds alternate which side goes first; each side's median round
     // counts (a WAL checkpoint or an fsync landing in one round moves a
@@ -304,9 +233,11 @@ where
                 many.push(t.elapsed());
                 assert_eq!(created.len(), BATCH);
             } else {
+                let rows: Vec<Agent> = (0..BATCH as i64).map(|i| agent(start + i)).collect();
                 let t = Instant::now();
-                raw_batch(start).await;
+                let created = raw_batch(rows).await;
                 raw.push(t.elapsed());
+                assert_eq!(created.len(), BATCH);
             }
         }
         start += BATCH as i64;
@@ -337,40 +268,17 @@ where
     ]
 }
 
-async fn seed(db: &dyn Database, table: &str) {
-    db.create_table(&schema(table)).await.unwrap();
-    let rows: Vec<Row> = (1..=1000).map(input).collect();
-    db.create_many(table, rows).await.unwrap();
-}
-
 async fn bench_sqlite(iters: usize) -> Vec<String> {
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bench.db");
-    let db = SqliteDatabase::open(SqliteConfig::file(&path))
-        .await
-        .unwrap();
-    seed(&db, "bench_ts").await;
-    seed(&db, "bench_raw").await;
-    // The raw pool: the same file and the same connection settings.
-    let opts = SqliteConnectOptions::new()
-        .filename(&path)
-        .journal_mode(SqliteJournalMode::Wal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(opts)
-        .await
-        .unwrap();
+    let (db, pool) = sqlite::open(&dir.path().join("bench.db")).await;
     let sql = Arc::new(sql_for(SqlDialect::Sqlite, "bench_raw"));
-    let batch_sql = Arc::new(batch_insert_sql(SqlDialect::Sqlite));
+    let batch_sql = Arc::new(BatchSql::new(SqlDialect::Sqlite));
     let (p, s) = (pool.clone(), sql.clone());
     let raw_insert = move |id: i64| {
         let (p, s) = (p.clone(), s.clone());
         async move {
             let r = input(id);
-            sqlx::query(&s.insert)
+            let row = sqlx::query(&s.insert)
                 .bind(id)
                 .bind(r["name"].as_str().unwrap().to_string())
                 .bind(r["score"].as_f64())
@@ -378,6 +286,7 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
                 .fetch_one(&p)
                 .await
                 .unwrap();
+            std::hint::black_box(agent_of(&row));
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
@@ -385,37 +294,27 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
         let (p, s) = (p.clone(), s.clone());
         async move {
             let r = sqlx::query(&s.select).bind(id).fetch_one(&p).await.unwrap();
-            let _: (i64, String, Option<f64>, Option<String>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
+            std::hint::black_box(agent_of(&r));
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
     let raw_update = move |id: i64| {
         let (p, s) = (p.clone(), s.clone());
         async move {
-            sqlx::query(&s.update)
+            let row = sqlx::query(&s.update)
                 .bind(id as f64)
                 .bind(id)
                 .fetch_one(&p)
                 .await
                 .unwrap();
+            std::hint::black_box(agent_of(&row));
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
     let raw_read = move || {
         let (p, s) = (p.clone(), s.clone());
         async move {
-            let rows = sqlx::query(&s.read50)
-                .bind("active")
-                .bind(10.0f64)
-                .fetch_all(&p)
-                .await
-                .unwrap();
-            assert_eq!(rows.len(), 50);
-            for r in &rows {
-                let _: (i64, String, Option<f64>, Option<String>) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3));
-            }
+            std::hint::black_box(sqlite::read50(&p, &s).await);
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
@@ -424,7 +323,7 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
         async move {
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
             let r = input(id);
-            sqlx::query(&s.insert)
+            let row = sqlx::query(&s.insert)
                 .bind(id)
                 .bind(r["name"].as_str().unwrap().to_string())
                 .bind(r["score"].as_f64())
@@ -432,12 +331,14 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
-            sqlx::query(&s.update)
+            std::hint::black_box(agent_of(&row));
+            let row = sqlx::query(&s.update)
                 .bind(1.0f64)
                 .bind(1 + id % 1000)
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
+            std::hint::black_box(agent_of(&row));
             tx.commit().await.unwrap();
         }
     };
@@ -453,94 +354,24 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
     )
     .await;
     let p = pool.clone();
-    let raw_batch = move |start: i64| {
+    let raw_batch = move |rows: Vec<Agent>| {
         let (p, b) = (p.clone(), batch_sql.clone());
-        async move {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            for chunk_start in (0..BATCH as i64).step_by(b.rows) {
-                let n = b.rows.min(BATCH - chunk_start as usize);
-                let sql = if n == b.rows {
-                    b.full.clone()
-                } else {
-                    b.sql(n)
-                };
-                let mut q = sqlx::query(&sql);
-                for i in 0..n as i64 {
-                    let id = start + chunk_start + i;
-                    let r = input(id);
-                    q = q
-                        .bind(id)
-                        .bind(r["name"].as_str().unwrap().to_string())
-                        .bind(r["score"].as_f64())
-                        .bind(r["status"].as_str().map(str::to_string));
-                }
-                q.fetch_all(&mut *tx).await.unwrap();
-            }
-            tx.commit().await.unwrap();
-        }
+        async move { sqlite::create_many(&p, &b, rows).await }
     };
     out.extend(batch_ops("SQLite (WAL file)", &db, raw_batch).await);
     out
 }
 
-/// Multi-row INSERT text as the provider chunks it.
-struct BatchSql {
-    dialect: SqlDialect,
-    rows: usize,
-    full: String,
-}
-
-impl BatchSql {
-    fn sql(&self, n: usize) -> String {
-        let cat: HashMap<String, TableSchema> =
-            [("bench_raw".to_string(), schema("bench_raw"))].into();
-        let rows: Vec<Row> = (0..n as i64).map(input).collect();
-        compile::insert(self.dialect, &cat, "bench_raw", &rows)
-            .unwrap()
-            .sql
-    }
-}
-
-fn batch_insert_sql(dialect: SqlDialect) -> BatchSql {
-    let rows = (dialect.max_binds() / 4).min(BATCH);
-    let mut b = BatchSql {
-        dialect,
-        rows,
-        full: String::new(),
-    };
-    b.full = b.sql(rows);
-    b
-}
-
 async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
-    let url = truststream_db_postgres::testing::server().await?;
-    let scratch = Scratch::new(url);
-    let config = scratch.config("bench");
-    let db = PgDatabase::open(config.clone()).await.unwrap();
-    seed(&db, "bench_ts").await;
-    seed(&db, "bench_raw").await;
-    // The raw pool: a second pool with the provider's settings (same
-    // schema, same pool options), so neither side waits for the other.
-    let pool = {
-        let mut conn_opts: sqlx::postgres::PgConnectOptions = config.url.expose().parse().unwrap();
-        conn_opts = conn_opts.options([(
-            "search_path",
-            truststream_core_db::ident::quote(config.schema.as_deref().unwrap()),
-        )]);
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .connect_with(conn_opts)
-            .await
-            .unwrap()
-    };
+    let (db, pool, scratch) = postgres::open().await?;
     let sql = Arc::new(sql_for(SqlDialect::Postgres, "bench_raw"));
-    let batch_sql = Arc::new(batch_insert_sql(SqlDialect::Postgres));
+    let batch_sql = Arc::new(BatchSql::new(SqlDialect::Postgres));
     let (p, s) = (pool.clone(), sql.clone());
     let raw_insert = move |id: i64| {
         let (p, s) = (p.clone(), s.clone());
         async move {
             let r = input(id);
-            sqlx::query(&s.insert)
+            let row = sqlx::query(&s.insert)
                 .bind(id)
                 .bind(r["name"].as_str().unwrap().to_string())
                 .bind(r["score"].as_f64())
@@ -548,6 +379,7 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
                 .fetch_one(&p)
                 .await
                 .unwrap();
+            std::hint::black_box(agent_of(&row));
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
@@ -555,37 +387,27 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
         let (p, s) = (p.clone(), s.clone());
         async move {
             let r = sqlx::query(&s.select).bind(id).fetch_one(&p).await.unwrap();
-            let _: (i64, String, Option<f64>, Option<String>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
+            std::hint::black_box(agent_of(&r));
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
     let raw_update = move |id: i64| {
         let (p, s) = (p.clone(), s.clone());
         async move {
-            sqlx::query(&s.update)
+            let row = sqlx::query(&s.update)
                 .bind(id as f64)
                 .bind(id)
                 .fetch_one(&p)
                 .await
                 .unwrap();
+            std::hint::black_box(agent_of(&row));
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
     let raw_read = move || {
         let (p, s) = (p.clone(), s.clone());
         async move {
-            let rows = sqlx::query(&s.read50)
-                .bind("active")
-                .bind(10.0f64)
-                .fetch_all(&p)
-                .await
-                .unwrap();
-            assert_eq!(rows.len(), 50);
-            for r in &rows {
-                let _: (i64, String, Option<f64>, Option<String>) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3));
-            }
+            std::hint::black_box(postgres::read50(&p, &s).await);
         }
     };
     let (p, s) = (pool.clone(), sql.clone());
@@ -594,7 +416,7 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
         async move {
             let mut tx = p.begin().await.unwrap();
             let r = input(id);
-            sqlx::query(&s.insert)
+            let row = sqlx::query(&s.insert)
                 .bind(id)
                 .bind(r["name"].as_str().unwrap().to_string())
                 .bind(r["score"].as_f64())
@@ -602,12 +424,14 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
-            sqlx::query(&s.update)
+            std::hint::black_box(agent_of(&row));
+            let row = sqlx::query(&s.update)
                 .bind(1.0f64)
                 .bind(1 + id % 1000)
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
+            std::hint::black_box(agent_of(&row));
             tx.commit().await.unwrap();
         }
     };
@@ -623,31 +447,9 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
     )
     .await;
     let p = pool.clone();
-    let raw_batch = move |start: i64| {
+    let raw_batch = move |rows: Vec<Agent>| {
         let (p, b) = (p.clone(), batch_sql.clone());
-        async move {
-            let mut tx = p.begin().await.unwrap();
-            for chunk_start in (0..BATCH as i64).step_by(b.rows) {
-                let n = b.rows.min(BATCH - chunk_start as usize);
-                let sql = if n == b.rows {
-                    b.full.clone()
-                } else {
-                    b.sql(n)
-                };
-                let mut q = sqlx::query(&sql);
-                for i in 0..n as i64 {
-                    let id = start + chunk_start + i;
-                    let r = input(id);
-                    q = q
-                        .bind(id)
-                        .bind(r["name"].as_str().unwrap().to_string())
-                        .bind(r["score"].as_f64())
-                        .bind(r["status"].as_str().map(str::to_string));
-                }
-                q.fetch_all(&mut *tx).await.unwrap();
-            }
-            tx.commit().await.unwrap();
-        }
+        async move { postgres::create_many(&p, &b, rows).await }
     };
     out.extend(batch_ops("PostgreSQL 15 (loopback)", &db, raw_batch).await);
     drop(db);
