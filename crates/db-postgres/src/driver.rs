@@ -45,7 +45,7 @@ use truststream_core_db::{
     DbResult, Error, ErrorKind, ProviderInfo, Row, RowChange, TableSchema, Value,
 };
 
-use crate::value::{self, arguments, decode_row};
+use crate::value::{self, arguments, decode_row, decode_rows};
 use crate::{error, feed, PgDatabase, Pooler, SCHEMA_TABLE, TYPE_NAME};
 
 /// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
@@ -281,10 +281,8 @@ impl SqlProvider for PgDatabase {
             .persistent(persistent)
             .fetch_all(conn.raw())
             .await
-            .map_err(error::map)?
-            .iter()
-            .map(|r| decode_row(r, |i, name| hints.get(i, name)))
-            .collect()
+            .map_err(error::map)
+            .and_then(|rows| decode_rows(&rows, hints))
     }
 
     async fn fetch_optional(
@@ -302,7 +300,7 @@ impl SqlProvider for PgDatabase {
         else {
             return Ok(None);
         };
-        decode_row(&row, |i, name| hints.get(i, name)).map(Some)
+        decode_row(&row, hints).map(Some)
     }
 
     async fn execute(conn: &mut PgConn, stmt: Statement) -> DbResult<()> {
@@ -336,9 +334,7 @@ impl SqlProvider for PgDatabase {
             .fetch_all(&mut *conn)
             .await
             .map_err(error::map)?;
-        rows.iter()
-            .map(|r| decode_row(r, |_, _| None))
-            .collect::<DbResult<Vec<Row>>>()
+        decode_rows(&rows, ColumnHints::Position(&[]))
     }
 
     /// A scoped handle's raw query, in its transaction: each parameter is
@@ -364,10 +360,8 @@ impl SqlProvider for PgDatabase {
             .persistent(persistent)
             .fetch_all(conn.raw())
             .await
-            .map_err(error::map)?
-            .iter()
-            .map(|r| decode_row(r, |_, _| None))
-            .collect()
+            .map_err(error::map)
+            .and_then(|rows| decode_rows(&rows, ColumnHints::Position(&[])))
     }
 
     async fn subscribe(&self, table: Option<&str>) -> DbResult<ChangeStream> {
@@ -532,9 +526,7 @@ async fn query_raw_pooled(
         .await
         .map_err(error::map)?;
     tx.commit().await.map_err(error::map)?;
-    rows.iter()
-        .map(|r| decode_row(r, |_, _| None))
-        .collect::<DbResult<Vec<Row>>>()
+    decode_rows(&rows, ColumnHints::Position(&[]))
 }
 
 /// The parameter types PostgreSQL infers for `sql`, through an SQL-level

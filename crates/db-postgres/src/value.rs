@@ -5,10 +5,12 @@
 use std::str::FromStr;
 
 use base64::Engine as _;
-use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
+use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo, Postgres};
 use sqlx::types::{BigDecimal, Json};
 use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
+use truststream_core_db::sql::engine::ColumnHints;
+use truststream_core_db::sql::rows::ResultColumns;
 use truststream_core_db::value::{format_timestamp, normalize, parse_decimal, parse_timestamp};
 use truststream_core_db::{ColumnType, DbResult, Error, Row, Value};
 
@@ -197,84 +199,131 @@ fn float(f: f64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Decodes one result column by its PostgreSQL type.
-fn decode_column(row: &PgRow, i: usize) -> DbResult<Value> {
+/// Decodes every row of a result set (one [`ResultColumns`] for all);
+/// `hints` give the types the values should come back as (an aggregate's
+/// `SUM` is `NUMERIC` in PostgreSQL but an integer to the caller).
+pub(crate) fn decode_rows(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let cols = columns_of(first, hints);
+    rows.iter()
+        .map(|r| cols.row(|i, ty| decode_column(r, i, ty)))
+        .collect()
+}
+
+/// Decodes one row (a result of at most one row).
+pub(crate) fn decode_row(row: &PgRow, hints: ColumnHints<'_>) -> DbResult<Row> {
+    columns_of(row, hints).into_row(|i, ty| decode_column(row, i, ty))
+}
+
+fn columns_of(row: &PgRow, hints: ColumnHints<'_>) -> ResultColumns {
+    ResultColumns::new(row.columns().iter().map(|c| c.name()), hints)
+}
+
+/// Decodes column `i` of `row` by its PostgreSQL type, straight from the
+/// value (no second lookup and type check per column), then to `hint`
+/// when that is not the type's own column type (whose documented shape
+/// the decoded value already has).
+fn decode_column(row: &PgRow, i: usize, hint: Option<ColumnType>) -> DbResult<Value> {
+    /// The mapped PostgreSQL types.
+    enum Pg {
+        Bool,
+        Int2,
+        Int4,
+        Int8,
+        Float4,
+        Float8,
+        Numeric,
+        TimestampTz,
+        Timestamp,
+        Date,
+        Uuid,
+        Json,
+        Bytea,
+        Text,
+    }
     let raw = row.try_get_raw(i).map_err(error::map)?;
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    let ty = raw.type_info();
-    let e = |e: sqlx::Error| error::map(e);
-    Ok(match ty.name() {
-        "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(e)?),
-        "INT2" => Value::from(row.try_get::<i16, _>(i).map_err(e)?),
-        "INT4" => Value::from(row.try_get::<i32, _>(i).map_err(e)?),
-        "INT8" => Value::from(row.try_get::<i64, _>(i).map_err(e)?),
-        "FLOAT4" => float(f64::from(row.try_get::<f32, _>(i).map_err(e)?)),
-        "FLOAT8" => float(row.try_get::<f64, _>(i).map_err(e)?),
-        "NUMERIC" => {
-            let d = row.try_get::<BigDecimal, _>(i).map_err(e)?.to_string();
+    let name = || row.columns().get(i).map_or("?", |c| c.name());
+    let (pg, natural) = {
+        let t = raw.type_info();
+        let pg = match t.name() {
+            "BOOL" => Pg::Bool,
+            "INT2" => Pg::Int2,
+            "INT4" => Pg::Int4,
+            "INT8" => Pg::Int8,
+            "FLOAT4" => Pg::Float4,
+            "FLOAT8" => Pg::Float8,
+            "NUMERIC" => Pg::Numeric,
+            "TIMESTAMPTZ" => Pg::TimestampTz,
+            "TIMESTAMP" => Pg::Timestamp,
+            "DATE" => Pg::Date,
+            "UUID" => Pg::Uuid,
+            "JSON" | "JSONB" => Pg::Json,
+            "BYTEA" => Pg::Bytea,
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => Pg::Text,
+            other => {
+                let name = name();
+                return Err(Error::invalid_input(format!(
+                    "result column {name} has PostgreSQL type {other}, which the provider does \
+                     not map to JSON; cast it in the query (for example `{name}::text`)"
+                )));
+            }
+        };
+        (pg, column_type_of(&t))
+    };
+    let bad = |e: sqlx::error::BoxDynError| {
+        Error::internal(format!("cannot decode column {}: {e}", name()))
+    };
+    fn get<'r, T: sqlx::Decode<'r, Postgres>>(
+        raw: sqlx::postgres::PgValueRef<'r>,
+    ) -> Result<T, sqlx::error::BoxDynError> {
+        T::decode(raw)
+    }
+    let v = match pg {
+        Pg::Bool => Value::Bool(get::<bool>(raw).map_err(bad)?),
+        Pg::Int2 => Value::from(get::<i16>(raw).map_err(bad)?),
+        Pg::Int4 => Value::from(get::<i32>(raw).map_err(bad)?),
+        Pg::Int8 => Value::from(get::<i64>(raw).map_err(bad)?),
+        Pg::Float4 => float(f64::from(get::<f32>(raw).map_err(bad)?)),
+        Pg::Float8 => float(get::<f64>(raw).map_err(bad)?),
+        Pg::Numeric => {
+            let d = get::<BigDecimal>(raw).map_err(bad)?.to_string();
             parse_decimal(&d).unwrap_or(Value::String(d))
         }
-        "TIMESTAMPTZ" => Value::String(format_timestamp(
-            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
-                .map_err(e)?,
+        Pg::TimestampTz => Value::String(format_timestamp(
+            get::<chrono::DateTime<chrono::Utc>>(raw).map_err(bad)?,
         )),
-        "TIMESTAMP" => Value::String(format_timestamp(
-            row.try_get::<chrono::NaiveDateTime, _>(i)
-                .map_err(e)?
-                .and_utc(),
+        Pg::Timestamp => Value::String(format_timestamp(
+            get::<chrono::NaiveDateTime>(raw).map_err(bad)?.and_utc(),
         )),
-        "DATE" => Value::String(
-            row.try_get::<chrono::NaiveDate, _>(i)
-                .map_err(e)?
+        Pg::Date => Value::String(
+            get::<chrono::NaiveDate>(raw)
+                .map_err(bad)?
                 .format("%Y-%m-%d")
                 .to_string(),
         ),
-        "UUID" => Value::String(
-            row.try_get::<uuid::Uuid, _>(i)
-                .map_err(e)?
+        Pg::Uuid => Value::String(
+            get::<uuid::Uuid>(raw)
+                .map_err(bad)?
                 .hyphenated()
                 .to_string(),
         ),
-        "JSON" | "JSONB" => row.try_get::<Json<Value>, _>(i).map_err(e)?.0,
-        "BYTEA" => Value::String(
-            base64::engine::general_purpose::STANDARD
-                .encode(row.try_get::<Vec<u8>, _>(i).map_err(e)?),
+        Pg::Json => get::<Json<Value>>(raw).map_err(bad)?.0,
+        Pg::Bytea => Value::String(
+            base64::engine::general_purpose::STANDARD.encode(get::<Vec<u8>>(raw).map_err(bad)?),
         ),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
-            Value::String(row.try_get::<String, _>(i).map_err(e)?)
-        }
-        other => {
-            let name = row.columns().get(i).map_or("?", |c| c.name());
-            return Err(Error::invalid_input(format!(
-                "result column {name} has PostgreSQL type {other}, which the provider does not \
-                 map to JSON; cast it in the query (for example `{name}::text`)"
-            )));
-        }
-    })
-}
-
-/// Decodes a result row; `hint(index, name)` gives the column type the value
-/// should come back as (an aggregate's `SUM` is `NUMERIC` in PostgreSQL but
-/// an integer to the caller).
-pub(crate) fn decode_row(
-    row: &PgRow,
-    hint: impl Fn(usize, &str) -> Option<ColumnType>,
-) -> DbResult<Row> {
-    let mut out = Row::with_capacity(row.len());
-    for (i, c) in row.columns().iter().enumerate() {
-        let mut v = decode_column(row, i)?;
-        if let Some(ty) = hint(i, c.name()) {
-            if !v.is_null() {
-                if let Ok(n) = normalize(c.name(), ty, &v) {
-                    v = n;
-                }
-            }
-        }
-        out.insert(c.name().to_string(), v);
+        Pg::Text => Value::String(get::<String>(raw).map_err(bad)?),
+    };
+    // A value of the type's own column type is in its documented shape
+    // already (normalizing it would only copy it).
+    match hint {
+        Some(ty) if natural != Some(ty) => Ok(normalize(name(), ty, &v).unwrap_or(v)),
+        _ => Ok(v),
     }
-    Ok(out)
 }
 
 /// A row as `row_to_json` renders it (the change feed's triggers) in the

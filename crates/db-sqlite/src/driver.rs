@@ -16,9 +16,11 @@ use sqlx::sqlite::{
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
+use truststream_core_db::sql::rows::ResultColumns;
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
-    ident, ChangeFeedScope, ChangeStream, DbResult, Error, ProviderInfo, Row, RowChange, Value,
+    ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ProviderInfo, Row,
+    RowChange, Value,
 };
 
 use crate::value::{decode, encode, Sv};
@@ -42,46 +44,55 @@ fn arguments(binds: Vec<Bind>) -> DbResult<SqliteArguments<'static>> {
     Ok(args)
 }
 
-/// Decodes a result row; `hints` give the columns' types.
-fn decode_row(row: &SqliteRow, hints: ColumnHints<'_>) -> DbResult<Row> {
+/// The columns of a result set whose first row is `row`, typed by `hints`.
+fn columns_of(row: &SqliteRow, hints: ColumnHints<'_>) -> ResultColumns {
+    ResultColumns::new(row.columns().iter().map(|c| c.name()), hints)
+}
+
+/// Decodes every row of a result set (one [`ResultColumns`] for all).
+fn decode_rows(rows: &[SqliteRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let cols = columns_of(first, hints);
+    rows.iter()
+        .map(|r| cols.row(|i, ty| decode_column(r, i, ty)))
+        .collect()
+}
+
+/// Decodes column `i` of `row` by its storage class, to `ty` when known.
+fn decode_column(row: &SqliteRow, i: usize, ty: Option<ColumnType>) -> DbResult<Value> {
     enum Class {
         Int,
         Real,
         Blob,
         Text,
     }
-    let mut out = Row::with_capacity(row.columns().len());
-    for (i, c) in row.columns().iter().enumerate() {
-        let raw = row.try_get_raw(i).map_err(error::map)?;
-        // Decoded straight from the value by its storage class: no second
-        // lookup and type check per column (`try_get`), no allocation for
-        // the class name.
-        let sv = if raw.is_null() {
-            Sv::Null
-        } else {
-            let class = match raw.type_info().name() {
-                "INTEGER" => Class::Int,
-                "REAL" => Class::Real,
-                "BLOB" => Class::Blob,
-                _ => Class::Text,
-            };
-            let bad = |e: sqlx::error::BoxDynError| {
-                Error::internal(format!("cannot decode column {}: {e}", c.name()))
-            };
-            match class {
-                Class::Int => Sv::Int(<i64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
-                Class::Real => Sv::Real(<f64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
-                Class::Blob => {
-                    Sv::Blob(<Vec<u8> as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?)
-                }
-                Class::Text => {
-                    Sv::Text(<String as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?)
-                }
-            }
+    let raw = row.try_get_raw(i).map_err(error::map)?;
+    // Decoded straight from the value by its storage class: no second
+    // lookup and type check per column (`try_get`), no allocation for the
+    // class name.
+    let sv = if raw.is_null() {
+        Sv::Null
+    } else {
+        let class = match raw.type_info().name() {
+            "INTEGER" => Class::Int,
+            "REAL" => Class::Real,
+            "BLOB" => Class::Blob,
+            _ => Class::Text,
         };
-        out.insert(c.name().to_string(), decode(sv, hints.get(i, c.name())));
-    }
-    Ok(out)
+        let bad = |e: sqlx::error::BoxDynError| {
+            let name = row.columns().get(i).map_or("?", |c| c.name());
+            Error::internal(format!("cannot decode column {name}: {e}"))
+        };
+        match class {
+            Class::Int => Sv::Int(<i64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+            Class::Real => Sv::Real(<f64 as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+            Class::Blob => Sv::Blob(<Vec<u8> as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+            Class::Text => Sv::Text(<String as sqlx::Decode<Sqlite>>::decode(raw).map_err(bad)?),
+        }
+    };
+    Ok(decode(sv, ty))
 }
 
 /// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
@@ -254,7 +265,7 @@ impl SqlProvider for SqliteDatabase {
     ) -> DbResult<Vec<Row>> {
         let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
         let rows = query.fetch_all(conn.raw()).await.map_err(error::map)?;
-        rows.iter().map(|r| decode_row(r, hints)).collect()
+        decode_rows(&rows, hints)
     }
 
     async fn fetch_optional(
@@ -264,7 +275,9 @@ impl SqlProvider for SqliteDatabase {
     ) -> DbResult<Option<Row>> {
         let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
         let row = query.fetch_optional(conn.raw()).await.map_err(error::map)?;
-        row.as_ref().map(|r| decode_row(r, hints)).transpose()
+        row.as_ref()
+            .map(|r| columns_of(r, hints).into_row(|i, ty| decode_column(r, i, ty)))
+            .transpose()
     }
 
     async fn execute(conn: &mut Self::Conn, stmt: Statement) -> DbResult<()> {
@@ -295,9 +308,7 @@ impl SqlProvider for SqliteDatabase {
             .fetch_all(pool)
             .await
             .map_err(error::map)?;
-        rows.iter()
-            .map(|r| decode_row(r, ColumnHints::Position(&[])))
-            .collect()
+        decode_rows(&rows, ColumnHints::Position(&[]))
     }
 
     async fn subscribe(&self, table: Option<&str>) -> DbResult<ChangeStream> {
