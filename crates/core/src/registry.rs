@@ -107,7 +107,10 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     config: serde_json::Value,
 ) -> Result<T> {
     parse_settings(config).map_err(|e| {
-        let message = format!("invalid configuration for provider {provider:?}: {}", e.message());
+        let message = format!(
+            "invalid configuration for provider {provider:?}: {}",
+            e.message()
+        );
         let mut out = Error::invalid_input(message);
         for (k, v) in e.context() {
             out = out.with_context(k, v.clone());
