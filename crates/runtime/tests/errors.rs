@@ -267,7 +267,7 @@ fn config_shows_the_providers_defaults_with_secrets_redacted() {
 #[tokio::test]
 async fn check_json_has_profile_interfaces_layers_capabilities_and_health() {
     let cfg = ConfigSources::new()
-        .toml_str(&format!(
+        .toml_str(format!(
             "{MEMORY}[default.database.layers]\nmetrics = true\n[default.realtime]\ntype = \"memory\"\n"
         ))
         .load()

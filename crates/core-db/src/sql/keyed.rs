@@ -191,7 +191,7 @@ impl StatementCache {
         if let Some(shape) = find(&self.inserts, schema, fits) {
             let mut binds = Vec::with_capacity(rows.len() * shape.columns.len());
             for mut row in rows {
-                if in_order(&row, &*shape) {
+                if in_order(&row, &shape) {
                     for (value, (name, ty)) in row.into_values().zip(&shape.columns) {
                         binds.push(Bind {
                             value,
