@@ -663,10 +663,12 @@ pub struct JwtAuthConfig {
     /// With `revocation = "checked"` on a database whose change feed sees
     /// every writer (PostgreSQL): follow the sessions table's changes, so
     /// another process's revocation is seen here as soon as its change
-    /// arrives (default `true`). The feed's trigger orders the commits of
+    /// arrives. Default `false`: the feed puts a change trigger on the
+    /// sessions table, whose NOTIFY payloads any role that may `LISTEN` in
+    /// the database can read, and whose trigger orders the commits of
     /// watched tables one at a time (sign-ins, refreshes and sign-outs
-    /// included); `false` leaves `revocation_staleness_ms` as the only
-    /// bound. Ignored elsewhere.
+    /// included); off, `revocation_staleness_ms` is the bound. Ignored
+    /// elsewhere.
     pub revocation_feed: bool,
     /// Prefix of the three tables (`<prefix>users`, `<prefix>sessions`,
     /// `<prefix>refresh_tokens`); default `auth_`.
@@ -702,7 +704,7 @@ impl Default for JwtAuthConfig {
             refresh_reuse_interval_ms: 10_000,
             revocation: Revocation::Checked,
             revocation_staleness_ms: DEFAULT_REVOCATION_STALENESS_MS,
-            revocation_feed: true,
+            revocation_feed: false,
             table_prefix: "auth_".into(),
             password: PasswordPolicy::default(),
             argon2: Argon2Cost::default(),

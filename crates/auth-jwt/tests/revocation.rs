@@ -105,6 +105,7 @@ async fn the_bound_is_validated() {
     assert_eq!(c.revocation_staleness_ms, 250);
     assert!(!c.revocation_feed);
     assert_eq!(config().revocation_staleness_ms, 1_000, "the default");
+    assert!(!config().revocation_feed, "the feed is opt-in");
 }
 
 /// Every revoking path, each after the session's tokens were validated
@@ -229,8 +230,10 @@ async fn another_instance_sees_it_through_the_feed_on_postgres() {
     let a: Arc<dyn Database> = Arc::new(PgDatabase::open(cfg.clone()).await.unwrap());
     let b: Arc<dyn Database> = Arc::new(PgDatabase::open(cfg.clone()).await.unwrap());
     // A bound of a minute: only the feed can end the session in `b` sooner.
-    let auth_a = JwtAuth::new(with_staleness(60_000), a).await.unwrap();
-    let auth_b = JwtAuth::new(with_staleness(60_000), b).await.unwrap();
+    let mut feed = with_staleness(60_000);
+    feed.revocation_feed = true;
+    let auth_a = JwtAuth::new(feed.clone(), a).await.unwrap();
+    let auth_b = JwtAuth::new(feed, b).await.unwrap();
     let took = seen_elsewhere_within(&auth_a, &auth_b, Duration::from_secs(10)).await;
     eprintln!("revocation seen through the feed after {took:?}");
 
