@@ -405,7 +405,26 @@ async fn a_provider_not_compiled_in_names_its_cargo_feature() {
             "`db-postgres`",
         ));
     }
-    assert!(!cases.is_empty(), "this build compiles every provider in");
+    // A build with every provider compiled in (the workspace's test run
+    // unifies features): check the message against registries that hold
+    // none, where every known type is one that is not compiled in.
+    let regs = if cases.is_empty() {
+        cases.push((
+            "TRUSTSTREAM_STORAGE__TYPE",
+            "s3",
+            "storage.type",
+            "`storage-s3`",
+        ));
+        cases.push((
+            "TRUSTSTREAM_REALTIME__TYPE",
+            "socketio",
+            "realtime.type",
+            "`realtime-socketio`",
+        ));
+        Arc::new(Registries::empty())
+    } else {
+        regs
+    };
     for (var, kind, key, feature) in cases {
         let mut vars = vec![(var, kind)];
         if var != "TRUSTSTREAM_DATABASE__TYPE" {
