@@ -514,6 +514,9 @@ fn explain(e: Error, config: &Config, interface: &str, kind: &str, secrets: &[St
             config.profile()
         )
     } else if let Some(field) = backticked_after(&raw, "unknown field `") {
+        // An unknown field's path is the field itself, with the tables
+        // above it (`argon2.bogus`).
+        let field = path.map_or(field, str::to_string);
         format!(
             "unknown setting `{interface}.{field}` for the {interface} provider {kind:?} \
              (profile {:?}): {raw}",

@@ -126,6 +126,22 @@ async fn every_section_names_the_key_of_a_wrong_value() {
     }
 }
 
+/// An unknown setting inside a nested table is named with the tables
+/// above it, not as if it sat at the top of the section.
+#[tokio::test]
+async fn an_unknown_nested_setting_names_its_full_key() {
+    let toml = format!(
+        "{MEMORY}[default.auth]\ntype = \"jwt\"\n\
+         jwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+         [default.auth.argon2]\nbogus = 1\n"
+    );
+    let e = build_err(&toml, &[]).await;
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let m = e.message();
+    assert!(m.starts_with("unknown setting `auth.argon2.bogus`"), "{m}");
+    assert!(!m.contains("0123456789abcdef"), "{m}");
+}
+
 #[test]
 fn a_profile_no_environment_uses_is_a_warning() {
     let cfg = ConfigSources::new()
