@@ -164,8 +164,9 @@ pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: serde_json::Valu
 }
 
 /// serde's messages quote the offending value (`invalid type: string "hunter2",
-/// expected ...`), and that value may be a secret: keep only what was expected.
-/// Field names (`missing field `x``, `unknown field `x``) are kept.
+/// expected ...`, `unknown variant `hunter2`, expected one of ...`), and that
+/// value may be a secret: keep only what was expected. Field names
+/// (`missing field `x``, `unknown field `x``) are kept.
 ///
 /// ```
 /// use truststream_core::without_values;
@@ -173,9 +174,18 @@ pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: serde_json::Valu
 ///     without_values("invalid type: string \"hunter2\", expected u16"),
 ///     "invalid type: expected u16"
 /// );
+/// assert_eq!(
+///     without_values("unknown variant `hunter2`, expected `HS256` or `RS256`"),
+///     "unknown variant: expected `HS256` or `RS256`"
+/// );
 /// ```
 pub fn without_values(msg: &str) -> String {
-    for kind in ["invalid type", "invalid value", "invalid length"] {
+    for kind in [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ] {
         if let Some(rest) = msg.strip_prefix(kind) {
             return match rest.rfind(", expected ") {
                 Some(i) => format!("{kind}: expected {}", &rest[i + ", expected ".len()..]),
@@ -224,6 +234,27 @@ mod tests {
         assert!(e.to_string().contains("expected u16"), "{e}");
         let e = parse_config::<C>("p", serde_json::json!({"port": 1})).unwrap_err();
         assert!(e.to_string().contains("missing field `api_key`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_variant_is_not_quoted() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        enum Mode {
+            Fast,
+            Safe,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct C {
+            mode: Mode,
+        }
+        let e = parse_config::<C>("p", serde_json::json!({"mode": "hunter2"})).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(
+            e.message(),
+            "invalid configuration for provider \"p\": mode: unknown variant: expected `Fast` or `Safe`"
+        );
     }
 
     // A tiny executor for a future that never pends (keeps tokio out of core).
