@@ -16,10 +16,12 @@
 //! as any job whose completion was not recorded). Dropping the batcher
 //! closes its queue; the task writes what is still queued, then ends.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use truststream_core::{BoxFuture, Error};
 
@@ -87,15 +89,21 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 
     /// Queues `item` for the next batch and waits for its answer. When the
     /// batching task is gone (its runtime shut down) the answer is
-    /// `Unavailable`, and nothing was written.
+    /// `Unavailable`: unapplied when the item was never queued, of unknown
+    /// outcome when the task stopped after taking it.
     pub async fn submit(&self, item: T) -> JobsResult<R> {
         let (answer, wait) = oneshot::channel();
-        let gone = || {
+        self.tx.send((item, answer)).map_err(|_| {
             Error::unavailable("the batching task has stopped; nothing was written")
                 .with_operation(self.operation)
-        };
-        self.tx.send((item, answer)).map_err(|_| gone())?;
-        wait.await.map_err(|_| gone())?
+                .unapplied()
+        })?;
+        wait.await.map_err(|_| {
+            Error::unavailable(
+                "the batching task stopped before answering; the write may or may not have happened",
+            )
+            .with_operation(self.operation)
+        })?
     }
 }
 
@@ -138,7 +146,21 @@ async fn run<T, R>(
         }
         let n = batch.len();
         let (items, answers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-        let mut results = flush(items).await;
+        // A panicking flush fails its own batch, not the batcher: the task
+        // (and every later call) would otherwise be gone for good.
+        let mut results = match AssertUnwindSafe(async { flush(items).await })
+            .catch_unwind()
+            .await
+        {
+            Ok(results) => results,
+            Err(_) => (0..n)
+                .map(|_| {
+                    Err(Error::internal(
+                        "the batch write panicked; whether it was written is unknown",
+                    ))
+                })
+                .collect(),
+        };
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.items.fetch_add(n as u64, Ordering::Relaxed);
         counters.largest.fetch_max(n as u64, Ordering::Relaxed);
@@ -218,6 +240,27 @@ mod tests {
         assert_eq!(b.submit(21).await.expect("answer"), 42);
         assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(b.stats().batches, 1);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_its_batch_and_later_batches_are_written() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let flush: Flush<u64, u64> = {
+            let calls = calls.clone();
+            Arc::new(move |items: Vec<u64>| {
+                let first = calls.fetch_add(1, Ordering::Relaxed) == 0;
+                Box::pin(async move {
+                    assert!(!first, "the first batch write panics");
+                    items.into_iter().map(|i| Ok(i * 2)).collect()
+                })
+            })
+        };
+        let b = Batcher::start("test", 4, Duration::ZERO, flush);
+        let e = b.submit(1).await.expect_err("the write panicked");
+        assert_eq!(e.kind(), truststream_core::ErrorKind::Internal, "{e}");
+        assert!(!e.is_unapplied(), "whether it was written is unknown");
+        assert_eq!(b.submit(2).await.expect("the batcher still writes"), 4);
+        assert_eq!(b.stats().batches, 2);
     }
 
     #[tokio::test]
