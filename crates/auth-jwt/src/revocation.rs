@@ -201,10 +201,21 @@ impl RevocationView {
         if !self.enabled() {
             return;
         }
+        self.maybe_revoked_session(sid);
+        self.known.insert(sid.to_string(), Known::Ended);
+    }
+
+    /// Session `sid` may have been revoked (the database answered its
+    /// revocation with an error, so whether it committed is unknown): no
+    /// answer about it read before now is used again, and the next
+    /// validation reads what the database holds.
+    pub(crate) fn maybe_revoked_session(&self, sid: &str) {
+        if !self.enabled() {
+            return;
+        }
         self.mark(|m, now| {
             m.sessions.insert(sid.to_string(), now);
         });
-        self.known.insert(sid.to_string(), Known::Ended);
     }
 
     /// Sessions of `user_id` were revoked (all of them, or all but one):
@@ -325,6 +336,17 @@ mod tests {
         v.remember("s4", Instant::now(), Some(("u1", later())));
         v.revoked_anything();
         assert_eq!(v.check("s4", "u1"), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_revocation_that_may_not_have_committed_costs_a_read_only() {
+        let v = RevocationView::new(S, "auth_sessions");
+        v.remember("s1", Instant::now(), Some(("u1", later())));
+        v.maybe_revoked_session("s1");
+        // Not trusted any more, but not ended either: the database decides.
+        assert_eq!(v.check("s1", "u1"), Verdict::Unknown);
+        v.remember("s1", Instant::now(), Some(("u1", later())));
+        assert_eq!(v.check("s1", "u1"), Verdict::Live);
     }
 
     #[test]

@@ -151,8 +151,10 @@ pub(crate) fn ts(t: DateTime<Utc>) -> Value {
 /// (`Unavailable` stays retryable) with the operation named.
 ///
 /// Every revocation goes through here and tells [`Store::revocations`]
-/// once the database has answered (committed or not: marking a session
-/// that was not revoked only costs a read).
+/// once the database has answered: a committed one ends the session in
+/// the view; one answered with an error (committed or not, nobody knows)
+/// only marks it, which costs the next validation a read of what the
+/// database holds.
 pub(crate) struct Store {
     pub(crate) db: Arc<dyn Database>,
     pub(crate) tables: Tables,
@@ -408,9 +410,16 @@ impl Store {
                 patch,
             )
             .await;
-        self.revocations.revoked_session(id);
-        out.map_err(|e| e.with_operation("auth.sign_out"))?;
-        Ok(())
+        match out {
+            Ok(_) => {
+                self.revocations.revoked_session(id);
+                Ok(())
+            }
+            Err(e) => {
+                self.revocations.maybe_revoked_session(id);
+                Err(e.with_operation("auth.sign_out"))
+            }
+        }
     }
 
     /// Revokes every live session of a user; returns how many.

@@ -42,6 +42,27 @@ impl DatabaseLayer for CountSessionReads {
     }
 }
 
+/// Fails the first `update_many` of the sessions table (before it
+/// reaches the database: nothing is committed).
+#[derive(Default)]
+struct FailFirstSessionUpdate(std::sync::atomic::AtomicBool);
+
+#[async_trait]
+impl DatabaseLayer for FailFirstSessionUpdate {
+    async fn update_many(
+        &self,
+        next: &dyn Database,
+        table: &str,
+        filter: &truststream_core_db::Filter,
+        patch: Row,
+    ) -> truststream_core::Result<u64> {
+        if table == "auth_sessions" && !self.0.swap(true, Ordering::Relaxed) {
+            return Err(truststream_core::Error::unavailable("connection lost"));
+        }
+        next.update_many(table, filter, patch).await
+    }
+}
+
 fn with_staleness(ms: u64) -> JwtAuthConfig {
     let mut c = config();
     c.revocation_staleness_ms = ms;
@@ -155,6 +176,28 @@ async fn every_path_is_seen_at_once(db: Arc<dyn Database>) {
     // A new session of the user is not caught by the earlier revocations.
     let s7 = sign_in().await.unwrap();
     assert!(is_valid(&auth, &s7).await);
+}
+
+/// A sign-out the database answered with an error did not end the
+/// session there: the instance reads it again rather than refusing a live
+/// session until its memory of it expires; the retried sign-out ends it.
+#[tokio::test]
+async fn a_failed_sign_out_leaves_the_database_in_charge() {
+    let db: Arc<dyn Database> = Arc::new(LayeredDatabase::new(
+        memory_db(),
+        Arc::new(FailFirstSessionUpdate::default()),
+    ));
+    let auth = JwtAuth::new(with_staleness(60_000), db).await.unwrap();
+    let s = auth
+        .sign_up(SignUp::new(unique_email(), PASSWORD))
+        .await
+        .unwrap();
+    let p = auth.validate_token(s.access_token.expose()).await.unwrap();
+    let e = auth.sign_out(&p).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(is_valid(&auth, &s).await, "still live in the database");
+    auth.sign_out(&p).await.unwrap();
+    assert!(!is_valid(&auth, &s).await, "the retry ends it");
 }
 
 #[tokio::test]
