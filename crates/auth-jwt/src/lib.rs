@@ -177,13 +177,16 @@ impl JwtAuth {
             tables,
         };
         store.ensure_schema().await?;
+        let limiter =
+            Limiter::new(&config.sign_in_rate_limit, &store.db, &config.table_prefix).await?;
+        // Last: nothing after it can fail, so the task (and its feed
+        // subscription) is owned by the provider from here on, and aborted
+        // with it, never left behind by a constructor that gave up.
         let revocation_feed = if config.revocation_feed {
             store.follow_revocations().await
         } else {
             None
         };
-        let limiter =
-            Limiter::new(&config.sign_in_rate_limit, &store.db, &config.table_prefix).await?;
         Ok(JwtAuth {
             config,
             keys,
