@@ -181,13 +181,33 @@ async fn run<T, R>(
 }
 
 /// One error for every item of a failed batch, keeping the kind, the
-/// retry status and the message of `e` (which is not `Clone`).
+/// retry status, whether it is unapplied, the context pairs and the
+/// message of `e` (which is not `Clone`), with the text of its sources
+/// after the message.
 pub fn fan_out<R>(e: &Error, n: usize, operation: &'static str) -> Vec<JobsResult<R>> {
+    let mut message = e.message().to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
     (0..n)
         .map(|_| {
-            Err(Error::new(e.kind(), format!("{}", e.display_chain()))
+            let mut copy = Error::new(e.kind(), message.clone())
                 .with_retryable(e.is_retryable())
-                .with_operation(operation))
+                .with_operation(operation);
+            for (key, value) in e.context() {
+                copy = copy.with_context(key, value.clone());
+            }
+            Err(if e.is_unapplied() {
+                copy.unapplied()
+            } else {
+                copy
+            })
         })
         .collect()
 }
@@ -276,5 +296,24 @@ mod tests {
         assert_eq!(e.kind(), truststream_core::ErrorKind::Unavailable);
         assert!(e.is_retryable());
         assert!(e.message().contains("the store is down"), "{e}");
+    }
+
+    #[test]
+    fn fan_out_copies_the_error_once_per_item() {
+        let e = Error::unavailable("no connection")
+            .with_operation("inner")
+            .with_context("table", "jobs")
+            .with_source(std::io::Error::other("connection refused"))
+            .unapplied();
+        let copies = fan_out::<()>(&e, 2, "jobs.complete");
+        assert_eq!(copies.len(), 2);
+        for c in copies {
+            let c = c.expect_err("an error per item");
+            assert_eq!(c.kind(), truststream_core::ErrorKind::Unavailable);
+            assert_eq!(c.message(), "no connection: connection refused");
+            assert_eq!(c.operation(), Some("jobs.complete"));
+            assert_eq!(c.context(), e.context());
+            assert!(c.is_retryable() && c.is_unapplied(), "{c:?}");
+        }
     }
 }
