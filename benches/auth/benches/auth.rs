@@ -40,6 +40,7 @@
 
 use std::future::Future;
 use std::hint::black_box;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,31 +193,42 @@ fn raw_validation(alg: A) -> Validation {
     v
 }
 
+/// The database of the TrustStream sides: a SQLite WAL file at `path`,
+/// as in the embedded default.
+async fn sqlite_db(path: &Path) -> Arc<dyn Database> {
+    Arc::new(
+        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
+            path,
+        ))
+        .await
+        .expect("sqlite"),
+    )
+}
+
+/// The raw sides' pool on the same SQLite file, with the same pragmas.
+async fn raw_sqlite_pool(path: &Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("raw pool")
+}
+
 async fn validate() {
     println!("== validate_token vs jsonwebtoken::decode (same key, same validation)");
     // The default mode keeps sessions in the configured database: a SQLite
     // WAL file here, as in the embedded default.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("auth.db");
-    let sqlite: Arc<dyn Database> = Arc::new(
-        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
-            &path,
-        ))
-        .await
-        .expect("sqlite"),
-    );
+    let sqlite = sqlite_db(&path).await;
     // The raw side of the checked rows reads the same session row from the
     // same file through its own pool, with the same pragmas.
-    let raw_pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&path)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5)),
-        )
-        .await
-        .expect("raw pool");
+    let raw_pool = raw_sqlite_pool(&path).await;
     let raw_pool = &raw_pool;
     for (alg, pem) in [
         (Algorithm::HS256, None),
@@ -703,22 +715,8 @@ async fn refresh() {
     // SQLite: a WAL file; the raw pool opens the same file with the same pragmas.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("auth.db");
-    let db: Arc<dyn Database> = Arc::new(
-        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
-            &path,
-        ))
-        .await
-        .expect("sqlite"),
-    );
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(opts)
-        .await
-        .expect("raw pool");
+    let db = sqlite_db(&path).await;
+    let pool = raw_sqlite_pool(&path).await;
     refresh_pair("SQLite file, WAL", db, &RawSqlite(pool), 100).await;
 
     // PostgreSQL, when a server is reachable.
@@ -749,13 +747,7 @@ async fn signin() {
     println!("== sign_in at the default argon2id cost vs bare argon2 verification");
     let cost = Argon2Cost::default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let db: Arc<dyn Database> = Arc::new(
-        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
-            dir.path().join("auth.db"),
-        ))
-        .await
-        .expect("sqlite"),
-    );
+    let db = sqlite_db(&dir.path().join("auth.db")).await;
     let mut cfg = base_config();
     cfg.argon2 = cost.clone();
     let auth = JwtAuth::new(cfg, db).await.expect("provider");
@@ -805,13 +797,7 @@ async fn signin() {
 async fn count(case: &str, n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("auth.db");
-    let db: Arc<dyn Database> = Arc::new(
-        truststream_db_sqlite::SqliteDatabase::open(truststream_db_sqlite::SqliteConfig::file(
-            &path,
-        ))
-        .await
-        .expect("sqlite"),
-    );
+    let db = sqlite_db(&path).await;
     let mut cfg = base_config();
     match case {
         "validate-read-always" => cfg.revocation_staleness_ms = 0,
@@ -860,17 +846,7 @@ async fn count(case: &str, n: u64) {
             }
         }
         "refresh-raw" => {
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(
-                    sqlx::sqlite::SqliteConnectOptions::new()
-                        .filename(&path)
-                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                        .busy_timeout(Duration::from_secs(5)),
-                )
-                .await
-                .expect("raw pool");
-            let raw = RawSqlite(pool);
+            let raw = RawSqlite(raw_sqlite_pool(&path).await);
             let mut t = raw.setup().await;
             for _ in 0..n {
                 t = raw.refresh(&t).await;
