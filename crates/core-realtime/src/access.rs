@@ -1,9 +1,11 @@
 //! Who may do what over a realtime provider's own client protocol: which
 //! channels a remote client may join ([`ChannelAccess`], [`ChannelRule`]),
 //! which tables it may subscribe to and what each subscriber may read of a
-//! change ([`Publication`], [`TableRule`]). Every server-side provider
-//! (realtime-ws, realtime-socketio) checks its clients with these, so the
-//! rules mean the same whatever the wire. In-process calls are application
+//! change ([`Publication`], [`TableRule`]). The server-side providers check
+//! their clients with these, so the rules mean the same whatever the wire:
+//! realtime-ws and realtime-socketio apply the table rules; private
+//! channels are realtime-socketio's only (realtime-ws refuses a private
+//! join and has no `channels` setting). In-process calls are application
 //! code and are not checked.
 //!
 //! A table is bound only when the configuration publishes it
@@ -490,16 +492,19 @@ impl TableRule {
     /// hidden columns applied (`None`: nothing). For a provider that
     /// delivers per subscriber; [`TableRule::row_security`] is not applied
     /// here (it needs a read of the database).
-    pub fn visible_to(&self, viewer: &Viewer, change: &RowChange) -> Option<RowChange> {
-        let seen = self.visibility(viewer, change);
+    ///
+    /// Takes the change by value: a per-subscriber handler already holds
+    /// its own copy, which is trimmed in place rather than copied again.
+    pub fn visible_to(&self, viewer: &Viewer, mut change: RowChange) -> Option<RowChange> {
+        let seen = self.visibility(viewer, &change);
         if seen == Visibility::None {
             return None;
         }
-        let mut c = self.strip(change).unwrap_or_else(|| change.clone());
+        self.strip_in_place(&mut change);
         if seen == Visibility::NewOnly {
-            c.old = None;
+            change.old = None;
         }
-        Some(c)
+        Some(change)
     }
 
     /// `change` without the hidden columns (`None`: nothing is hidden, send
@@ -511,6 +516,15 @@ impl TableRule {
             return None;
         }
         let mut c = change.clone();
+        self.strip_in_place(&mut c);
+        Some(c)
+    }
+
+    /// [`TableRule::strip`] on a change the caller owns.
+    fn strip_in_place(&self, c: &mut RowChange) {
+        if self.hidden.is_empty() {
+            return;
+        }
         let key_is_hidden = |v: &Value| match &c.key {
             Value::Array(parts) => parts.contains(v),
             k => k == v,
@@ -531,7 +545,6 @@ impl TableRule {
                 row.remove(h);
             }
         }
-        Some(c)
     }
 }
 
@@ -936,6 +949,45 @@ mod tests {
         };
         assert_eq!(rule.strip(&c).unwrap().key, json!("a"));
     }
+
+    #[test]
+    fn visible_to_applies_the_owner_rule_and_the_hidden_columns() {
+        let rule = TableRule {
+            owner_column: Some("user_id".into()),
+            hidden: vec!["secret".into()],
+            ..TableRule::default()
+        };
+        let me = Viewer::User("u1".into());
+        let mine = json!({"user_id": "u1", "secret": "s", "name": "n"});
+        let theirs = json!({"user_id": "u2", "secret": "s", "name": "n"});
+        // Someone else's row: nothing.
+        let c = change(ChangeKind::Insert, None, Some(theirs.clone()));
+        assert_eq!(rule.visible_to(&me, c), None);
+        assert_eq!(
+            rule.visible_to(
+                &Viewer::Anonymous,
+                change(ChangeKind::Insert, None, Some(mine.clone()))
+            ),
+            None
+        );
+        // A row that became mine: the new row only, without the secret.
+        let c = change(ChangeKind::Update, Some(theirs), Some(mine.clone()));
+        let got = rule.visible_to(&me, c).unwrap();
+        assert_eq!(got.old, None);
+        let new = got.new.unwrap();
+        assert!(new.get("secret").is_none() && new.get("name").is_some());
+        assert_eq!(got.key, json!("a"));
+        // My row throughout: both rows, neither with the secret.
+        let c = change(ChangeKind::Update, Some(mine.clone()), Some(mine));
+        let got = rule.visible_to(&me, c).unwrap();
+        assert!(got.old.unwrap().get("secret").is_none());
+        assert!(got.new.unwrap().get("secret").is_none());
+        // Nothing hidden: the change as it is.
+        let open = TableRule::default();
+        let c = change(ChangeKind::Insert, None, Some(json!({"secret": "s"})));
+        assert_eq!(open.visible_to(&me, c.clone()), Some(c));
+    }
+
     fn user(id: &str, roles: &[&str]) -> Principal {
         Principal {
             user_id: id.into(),

@@ -359,7 +359,7 @@ impl Conn {
                     // Only what the table's rule lets this client read; a
                     // key filter matches the change as the client gets it,
                     // so it cannot probe a hidden primary key.
-                    let Some(change) = rule.visible_to(&viewer, &change) else {
+                    let Some(change) = rule.visible_to(&viewer, change) else {
                         return;
                     };
                     if rule.hidden.is_empty() || spec.matches_head(&change) {
