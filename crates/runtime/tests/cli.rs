@@ -1,37 +1,9 @@
 //! The `truststream` binary, run as a user would: a temporary directory as
 //! the working directory and no `TRUSTSTREAM_*` variables inherited.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn truststream(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_truststream"));
-    cmd.current_dir(cwd).args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TRUSTSTREAM_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("the truststream binary runs");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
+use common::truststream;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

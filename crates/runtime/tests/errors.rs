@@ -3,10 +3,12 @@
 //! where the key was set. Also the CLI's output: each error once, logs on
 //! stderr, `check --json`, `config` with the providers' defaults.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
+use common::truststream;
 use truststream_core::{Error, ErrorKind};
 use truststream_runtime::{CompatibilityReport, ConfigSources, Registries, Services};
 
@@ -319,35 +321,6 @@ async fn check_json_has_profile_interfaces_layers_capabilities_and_health() {
 }
 
 // ---- the binary ----
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn truststream(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_truststream"));
-    cmd.current_dir(cwd).args(args).env_remove("RUST_LOG");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TRUSTSTREAM_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("the truststream binary runs");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
 
 const MEMORY_ENV: [(&str, &str); 2] = [
     ("TRUSTSTREAM_DATABASE__TYPE", "memory"),
