@@ -217,3 +217,60 @@ async fn futures_join(
     }
     out
 }
+
+/// A batch whose transaction fails answers every call of it with that
+/// error's kind and retry status, and commits none of them: the jobs stay
+/// running under their leases, which complete them once the store works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_fails_every_call_with_its_kind_and_completes_none() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let schema = scratch
+        .config("pgjobs_batch_fail")
+        .schema
+        .expect("scratch schema");
+    let mut config = PgJobsConfig::new(url.clone()).with_schema(schema.clone());
+    config.complete_linger_ms = 50;
+    let jobs = Arc::new(PgJobs::open(config).await.expect("open"));
+    // The run-time sample insert, the batch's last statement, fails with a
+    // serialization failure (SQLSTATE 40001: Unavailable, retryable).
+    let admin = sqlx::PgPool::connect(&url).await.expect("connect");
+    let samples = format!("\"{schema}\".truststream_jobs_run_samples");
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '40001'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON {samples} \
+         FOR EACH ROW EXECUTE FUNCTION \"{schema}\".refuse()"
+    ))
+    .execute(&admin)
+    .await
+    .expect("a refusing trigger");
+
+    let c = claimed(&jobs, 5).await;
+    let leases: Vec<Lease> = c.iter().map(|c| c.lease.clone()).collect();
+    let answers = futures_join(&jobs, &leases).await;
+    for a in &answers {
+        let e = a.as_ref().expect_err("the batch failed");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.message().contains("refused by the test"), "{e}");
+    }
+    for c in &c {
+        let job = jobs.get(c.job.id).await.expect("get").expect("job");
+        assert_eq!(job.state, JobState::Running, "nothing was committed");
+    }
+
+    sqlx::query(&format!("DROP TRIGGER refuse ON {samples}"))
+        .execute(&admin)
+        .await
+        .expect("drop the trigger");
+    let answers = futures_join(&jobs, &leases).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let stats = jobs.stats().await.expect("stats");
+    assert_eq!(stats.count("t", JobState::Completed), 5);
+    admin.close().await;
+    drop(jobs);
+    scratch.cleanup().await.expect("drop the scratch schema");
+}
