@@ -134,7 +134,9 @@ pub async fn run(config: &Config, command: JobsCommand) -> ExitCode {
     }
     let result = execute(&*jobs, command).await;
     drop(jobs);
-    let _ = db.disconnect().await;
+    if let Some(db) = db {
+        let _ = db.disconnect().await;
+    }
     match result {
         Ok(out) => {
             print!("{out}");
@@ -148,13 +150,16 @@ pub async fn run(config: &Config, command: JobsCommand) -> ExitCode {
 }
 
 /// The jobs provider `config` describes, and the configured database (in
-/// its layers) it was built with: only these two. Storage, realtime and
-/// auth are not built, so a listen port in use, an unreachable storage
-/// service or an auth provider that cannot start does not stop the command.
-/// An error when `config` configures no jobs provider (nothing is built
-/// then).
-pub async fn provider(config: &Config) -> Result<(Arc<dyn Jobs>, Arc<dyn Database>)> {
-    if config.jobs_section().kind() == JOBS_NONE {
+/// its layers) when the provider keeps its jobs there (`jobs.type =
+/// "database"`): nothing else. Storage, realtime and auth are never built,
+/// nor the database for a provider with a store of its own (`postgres`,
+/// `memory`), so a listen port in use, an unreachable storage service, an
+/// auth provider that cannot start or an application database that is down
+/// does not stop the command. An error when `config` configures no jobs
+/// provider (nothing is built then).
+pub async fn provider(config: &Config) -> Result<(Arc<dyn Jobs>, Option<Arc<dyn Database>>)> {
+    let kind = config.jobs_section().kind();
+    if kind == JOBS_NONE {
         return Err(Error::invalid_input(format!(
             "no jobs provider is configured for profile {}: set [{}.jobs] type (memory, database or postgres)",
             config.profile(),
@@ -162,17 +167,36 @@ pub async fn provider(config: &Config) -> Result<(Arc<dyn Jobs>, Arc<dyn Databas
         )));
     }
     let registries = Arc::new(Registries::compiled_in());
-    let db = registries.build_database(config).await?;
-    match registries.build_jobs(config, Some(db.clone())).await {
-        Ok(Some(jobs)) => Ok((jobs, db)),
-        Ok(None) => {
-            let _ = db.disconnect().await;
-            Err(Error::internal("the jobs section names no provider"))
-        }
+    let db = if keeps_jobs_in_the_database(kind) {
+        Some(registries.build_database(config).await?)
+    } else {
+        None
+    };
+    let built = registries
+        .build_jobs(config, db.clone())
+        .await
+        .and_then(|jobs| jobs.ok_or_else(|| Error::internal("the jobs section names no provider")));
+    match built {
+        Ok(jobs) => Ok((jobs, db)),
         Err(e) => {
-            let _ = db.disconnect().await;
+            if let Some(db) = db {
+                let _ = db.disconnect().await;
+            }
             Err(e)
         }
+    }
+}
+
+/// Whether jobs of provider type `kind` live in the configured database.
+fn keeps_jobs_in_the_database(kind: &str) -> bool {
+    #[cfg(feature = "jobs-db")]
+    {
+        kind == truststream_jobs_db::TYPE_NAME
+    }
+    #[cfg(not(feature = "jobs-db"))]
+    {
+        let _ = kind;
+        false
     }
 }
 

@@ -325,3 +325,28 @@ async fn needs_only_the_jobs_provider_and_its_database() -> Result<()> {
     drop(taken);
     Ok(())
 }
+
+/// A jobs provider with a store of its own (`memory` here, `postgres`
+/// alike) is not given the configured database, so `truststream jobs` does
+/// not build it: a database that cannot be opened (a SQLite file under a
+/// regular file) does not stop the command.
+#[cfg(feature = "jobs-memory")]
+#[test]
+fn a_provider_with_its_own_store_needs_no_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").expect("write a file");
+    let config = format!(
+        "[default.database]\ntype = \"sqlite\"\npath = {:?}\n\n\
+         [default.storage]\ntype = \"memory\"\n\n[default.realtime]\ntype = \"memory\"\n\n\
+         [default.jobs]\ntype = \"memory\"\n",
+        blocker.join("app.db").to_string_lossy(),
+    );
+    let path = dir.path().join("own-store.toml");
+    std::fs::write(&path, &config).expect("write the config");
+    let stats = truststream(&path, &["jobs", "stats", "--json"]);
+    assert_eq!(stats.code, Some(0), "{}", stats.stderr);
+    let stats: serde_json::Value = serde_json::from_str(&stats.stdout).expect("JSON stats");
+    assert!(stats["counts"].is_array(), "{stats}");
+    assert!(!blocker.join("app.db").exists());
+}
