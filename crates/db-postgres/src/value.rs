@@ -10,7 +10,7 @@ use sqlx::types::{BigDecimal, Json};
 use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
-use truststream_core_db::sql::rows::ResultColumns;
+use truststream_core_db::sql::rows::{decode_all, ResultColumns};
 use truststream_core_db::value::{format_timestamp, normalize, parse_decimal, parse_timestamp};
 use truststream_core_db::{ColumnType, DbResult, Error, Row, Value};
 
@@ -203,13 +203,7 @@ fn float(f: f64) -> Value {
 /// `hints` give the types the values should come back as (an aggregate's
 /// `SUM` is `NUMERIC` in PostgreSQL but an integer to the caller).
 pub(crate) fn decode_rows(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
-    let Some(first) = rows.first() else {
-        return Ok(Vec::new());
-    };
-    let cols = columns_of(first, hints);
-    rows.iter()
-        .map(|r| cols.row(|i, ty| decode_column(r, i, ty)))
-        .collect()
+    decode_all(rows, |first| columns_of(first, hints), decode_column)
 }
 
 /// Decodes one row (a result of at most one row).

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
-use truststream_core_db::sql::rows::ResultColumns;
+use truststream_core_db::sql::rows::{decode_all, ResultColumns};
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
     ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ProviderInfo, Row,
@@ -51,13 +51,7 @@ fn columns_of(row: &SqliteRow, hints: ColumnHints<'_>) -> ResultColumns {
 
 /// Decodes every row of a result set (one [`ResultColumns`] for all).
 fn decode_rows(rows: &[SqliteRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
-    let Some(first) = rows.first() else {
-        return Ok(Vec::new());
-    };
-    let cols = columns_of(first, hints);
-    rows.iter()
-        .map(|r| cols.row(|i, ty| decode_column(r, i, ty)))
-        .collect()
+    decode_all(rows, |first| columns_of(first, hints), decode_column)
 }
 
 /// Decodes column `i` of `row` by its storage class, to `ty` when known.

@@ -90,6 +90,27 @@ impl ResultColumns {
     }
 }
 
+/// Decodes every row of a result set: one [`ResultColumns`] made by
+/// `columns` from the first row, then `value(row, i, ty)` for each column
+/// of each row, in order (the first error is returned); the template
+/// itself becomes the last row. No rows, no call.
+pub fn decode_all<R>(
+    rows: &[R],
+    columns: impl FnOnce(&R) -> ResultColumns,
+    mut value: impl FnMut(&R, usize, Option<ColumnType>) -> DbResult<Value>,
+) -> DbResult<Vec<Row>> {
+    let (Some(first), Some((last, init))) = (rows.first(), rows.split_last()) else {
+        return Ok(Vec::new());
+    };
+    let cols = columns(first);
+    let mut out = Vec::with_capacity(rows.len());
+    for r in init {
+        out.push(cols.row(|i, ty| value(r, i, ty))?);
+    }
+    out.push(cols.into_row(|i, ty| value(last, i, ty))?);
+    Ok(out)
+}
+
 /// Distinct names: the template's slots are the columns.
 fn fill(
     mut row: Row,
@@ -165,6 +186,52 @@ mod tests {
             assert_eq!(last, expected);
             assert!(last.keys().eq(expected.keys()), "{names:?}");
         }
+    }
+
+    #[test]
+    fn decode_all_makes_the_rows_of_a_result_set() {
+        let names = ["id", "name", "id"];
+        let hints = ColumnHints::Position(&[]);
+        let results: [&[[i64; 3]]; 3] = [&[], &[[1, 2, 3]], &[[1, 2, 3], [4, 5, 6], [7, 8, 9]]];
+        for result in results {
+            let mut made = 0;
+            let rows = decode_all(
+                result,
+                |_| {
+                    made += 1;
+                    ResultColumns::new(names, hints)
+                },
+                |r, i, _| Ok(json!(r[i])),
+            )
+            .unwrap();
+            assert_eq!(
+                made,
+                usize::from(!result.is_empty()),
+                "columns once a result"
+            );
+            let expected: Vec<Row> = result
+                .iter()
+                .map(|r| inserted(&names, &r.map(|v| json!(v))))
+                .collect();
+            assert_eq!(rows, expected);
+        }
+        // The first error stops the result set.
+        let mut seen = Vec::new();
+        let e = decode_all(
+            &[1, 2, 3],
+            |_| ResultColumns::new(["a"], hints),
+            |r, _, _| {
+                seen.push(*r);
+                if *r == 2 {
+                    Err(Error::internal("bad row"))
+                } else {
+                    Ok(json!(r))
+                }
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.message(), "bad row");
+        assert_eq!(seen, [1, 2]);
     }
 
     #[test]
