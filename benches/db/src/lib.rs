@@ -198,16 +198,28 @@ pub async fn seed(db: &dyn Database, table: &str) {
 /// The raw sqlx side of the multi-row paths, written once for both
 /// backends (`$begin` opens the transaction as the provider does).
 macro_rules! raw_side {
-    ($pool:ty, $begin:expr) => {
-        /// Inserts `rows` as the provider's `createMany` does (one
-        /// transaction, multi-row `INSERT ... RETURNING *` chunks of the
-        /// same SQL) and decodes every returned row into an [`Agent`], as
-        /// the provider decodes them into JSON rows.
+    ($pool:ty, $conn:ty, $begin:expr) => {
+        /// Inserts `rows` as the provider's `createMany` does (multi-row
+        /// `INSERT ... RETURNING *` chunks of the same SQL; in one
+        /// transaction when there is more than one chunk, a single
+        /// statement on its own otherwise, as the provider runs it) and
+        /// decodes every returned row into an [`Agent`], as the provider
+        /// decodes them into JSON rows.
         ///
         /// # Panics
         /// When a statement fails.
         pub async fn create_many(pool: &$pool, b: &BatchSql, rows: Vec<Agent>) -> Vec<Agent> {
+            if rows.len() <= b.rows {
+                let mut conn = pool.acquire().await.unwrap();
+                return insert_chunks(&mut conn, b, rows).await;
+            }
             let mut tx = $begin(pool).await.unwrap();
+            let out = insert_chunks(&mut tx, b, rows).await;
+            tx.commit().await.unwrap();
+            out
+        }
+
+        async fn insert_chunks(conn: &mut $conn, b: &BatchSql, rows: Vec<Agent>) -> Vec<Agent> {
             let mut out = Vec::with_capacity(rows.len());
             let mut rows = rows.into_iter().peekable();
             while rows.peek().is_some() {
@@ -216,11 +228,10 @@ macro_rules! raw_side {
                 for (id, name, score, status) in chunk {
                     q = q.bind(id).bind(name).bind(score).bind(status);
                 }
-                for r in q.fetch_all(&mut *tx).await.unwrap() {
+                for r in q.fetch_all(&mut *conn).await.unwrap() {
                     out.push(agent_of(&r));
                 }
             }
-            tx.commit().await.unwrap();
             out
         }
 
@@ -251,7 +262,7 @@ pub mod sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
 
-    raw_side!(SqlitePool, begin);
+    raw_side!(SqlitePool, sqlx::SqliteConnection, begin);
 
     /// The provider on `path` with `bench_ts` seeded, and a raw pool on the
     /// same file with the same connection settings with `bench_raw` seeded.
@@ -287,7 +298,7 @@ pub mod postgres {
         pool.begin().await
     }
 
-    raw_side!(PgPool, begin);
+    raw_side!(PgPool, sqlx::PgConnection, begin);
 
     /// The provider in a scratch schema on `DATABASE_URL` with `bench_ts`
     /// seeded, and a second pool with the provider's settings (same
