@@ -61,6 +61,10 @@ macro_rules! timed {
 }
 
 /// Runs `iters` of each single-row operation, alternating sides by round.
+/// Each side builds its input inside the timed loop in its own form (a
+/// JSON row for the provider, a typed tuple for raw sqlx), runs the same
+/// statements (the transaction's update is the `score` update of
+/// [`sql_for`] on both) and decodes every returned row.
 // One closure per raw operation keeps each side's code next to the other's.
 #[allow(clippy::too_many_arguments)]
 async fn single_row_ops<RawInsert, RawSelect, RawUpdate, RawRead, RawTx, F1, F2, F3, F4, F5>(
@@ -177,7 +181,7 @@ where
                             Operation::Update {
                                 table: "bench_ts".into(),
                                 id: json!(1 + (i as i64 % 1000)),
-                                data: row(json!({"status": "active"})),
+                                data: row(json!({"score": 1.0})),
                             },
                         ])
                         .await
@@ -277,12 +281,12 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
     let raw_insert = move |id: i64| {
         let (p, s) = (p.clone(), s.clone());
         async move {
-            let r = input(id);
+            let (id, name, score, status) = agent(id);
             let row = sqlx::query(&s.insert)
                 .bind(id)
-                .bind(r["name"].as_str().unwrap().to_string())
-                .bind(r["score"].as_f64())
-                .bind(r["status"].as_str().map(str::to_string))
+                .bind(name)
+                .bind(score)
+                .bind(status)
                 .fetch_one(&p)
                 .await
                 .unwrap();
@@ -322,12 +326,12 @@ async fn bench_sqlite(iters: usize) -> Vec<String> {
         let (p, s) = (p.clone(), s.clone());
         async move {
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            let r = input(id);
+            let (id, name, score, status) = agent(id);
             let row = sqlx::query(&s.insert)
                 .bind(id)
-                .bind(r["name"].as_str().unwrap().to_string())
-                .bind(r["score"].as_f64())
-                .bind(r["status"].as_str().map(str::to_string))
+                .bind(name)
+                .bind(score)
+                .bind(status)
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
@@ -370,12 +374,12 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
     let raw_insert = move |id: i64| {
         let (p, s) = (p.clone(), s.clone());
         async move {
-            let r = input(id);
+            let (id, name, score, status) = agent(id);
             let row = sqlx::query(&s.insert)
                 .bind(id)
-                .bind(r["name"].as_str().unwrap().to_string())
-                .bind(r["score"].as_f64())
-                .bind(r["status"].as_str().map(str::to_string))
+                .bind(name)
+                .bind(score)
+                .bind(status)
                 .fetch_one(&p)
                 .await
                 .unwrap();
@@ -415,12 +419,12 @@ async fn bench_postgres(iters: usize) -> Option<Vec<String>> {
         let (p, s) = (p.clone(), s.clone());
         async move {
             let mut tx = p.begin().await.unwrap();
-            let r = input(id);
+            let (id, name, score, status) = agent(id);
             let row = sqlx::query(&s.insert)
                 .bind(id)
-                .bind(r["name"].as_str().unwrap().to_string())
-                .bind(r["score"].as_f64())
-                .bind(r["status"].as_str().map(str::to_string))
+                .bind(name)
+                .bind(score)
+                .bind(status)
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
