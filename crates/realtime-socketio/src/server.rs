@@ -415,10 +415,7 @@ impl Conn {
                 "this server has no auth provider: there is no token to refresh",
             ));
         };
-        let new = auth.validate_token(token).await.map_err(|e| {
-            tracing::debug!(kind = %e.kind(), "realtime socketio: a refreshed token was refused");
-            Error::unauthenticated("the new access token is invalid or expired")
-        })?;
+        let new = auth.validate_token(token).await.map_err(refused_token)?;
         let same_user = self
             .principal()
             .is_some_and(|old| old.user_id == new.user_id)
@@ -552,6 +549,21 @@ fn for_client(e: Error) -> Error {
     }
 }
 
+/// What a client is told when the auth provider did not accept the token
+/// it sent with `rt:access_token`: `unauthenticated` when the token is at
+/// fault; when the provider could not check it now (`unavailable`,
+/// `timeout`, `internal`), that kind in general terms ([`for_client`]), so
+/// the client retries instead of taking a good token for a bad one.
+fn refused_token(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::Timeout => for_client(e),
+        kind => {
+            tracing::debug!(%kind, "realtime socketio: a refreshed token was refused");
+            Error::unauthenticated("the new access token is invalid or expired")
+        }
+    }
+}
+
 fn parse<T: DeserializeOwned>(data: Value) -> RtResult<T> {
     serde_json::from_value(data)
         .map_err(|e| Error::invalid_input(format!("malformed request: {e}")))
@@ -586,5 +598,15 @@ mod tests {
         let mine = for_client(Error::invalid_input("a handle id is at most 64 bytes"));
         assert_eq!(mine.kind(), ErrorKind::InvalidInput);
         assert!(mine.message().contains("64 bytes"), "{mine}");
+    }
+
+    #[test]
+    fn a_refreshed_token_the_provider_could_not_check_is_not_called_invalid() {
+        let down = refused_token(Error::unavailable("auth_sessions at db.internal: timeout"));
+        assert_eq!(down.kind(), ErrorKind::Unavailable);
+        assert!(!down.message().contains("db.internal"), "{down}");
+        let bad = refused_token(Error::unauthenticated("InvalidSignature"));
+        assert_eq!(bad.kind(), ErrorKind::Unauthenticated);
+        assert!(!bad.message().contains("InvalidSignature"), "{bad}");
     }
 }
