@@ -23,6 +23,7 @@ use truststream_core_auth::{
     SignUp, User, UserUpdate,
 };
 use truststream_core_db::Database;
+use truststream_core_realtime::feed::FeedTarget as _;
 
 pub use config::{
     Algorithm, Argon2Cost, ClaimMapping, ClaimPath, ExternalIssuer, FailureStore, JwtAuthConfig,
@@ -494,7 +495,15 @@ impl Auth for JwtAuth {
         let start = Instant::now();
         let db = self.store.db.health().await;
         if db.is_healthy() {
-            Health::healthy(start.elapsed())
+            // The revocation feed, when followed: down, or changes lost
+            // lately (other processes' revocations then take up to
+            // `revocation_staleness_ms` here).
+            let feed = self
+                .revocation_feed
+                .as_ref()
+                .and_then(|_| self.store.revocations.feed_health().problem())
+                .map(|p| format!("revocation feed: {p}"));
+            truststream_core_realtime::feed::health_report(start, feed)
         } else {
             Health {
                 status: db.status,

@@ -63,6 +63,27 @@ impl DatabaseLayer for FailFirstSessionUpdate {
     }
 }
 
+/// Claims a change feed that sees every writer (PostgreSQL's scope) and
+/// refuses every subscription to it.
+struct FeedDown;
+
+#[async_trait]
+impl DatabaseLayer for FeedDown {
+    fn capabilities(&self, next: &dyn Database) -> truststream_core_db::DbCapabilities {
+        let mut c = next.capabilities();
+        c.change_feed = true;
+        c.change_feed_scope = Some(truststream_core_db::ChangeFeedScope::Database);
+        c
+    }
+    async fn subscribe_changes(
+        &self,
+        _next: &dyn Database,
+        _table: Option<&str>,
+    ) -> truststream_core::Result<truststream_core_db::ChangeStream> {
+        Err(truststream_core::Error::unavailable("listener refused"))
+    }
+}
+
 fn with_staleness(ms: u64) -> JwtAuthConfig {
     let mut c = config();
     c.revocation_staleness_ms = ms;
@@ -198,6 +219,29 @@ async fn a_failed_sign_out_leaves_the_database_in_charge() {
     assert!(is_valid(&auth, &s).await, "still live in the database");
     auth.sign_out(&p).await.unwrap();
     assert!(!is_valid(&auth, &s).await, "the retry ends it");
+}
+
+/// An opted-in feed that cannot be followed shows in `health()` (only the
+/// staleness bound holds meanwhile); without the option nothing is
+/// subscribed and health does not depend on the feed.
+#[tokio::test]
+async fn a_feed_that_is_down_degrades_health() {
+    use truststream_core_db::HealthStatus;
+    let db: Arc<dyn Database> = Arc::new(LayeredDatabase::new(memory_db(), Arc::new(FeedDown)));
+    let mut cfg = with_staleness(1_000);
+    cfg.revocation_feed = true;
+    let auth = JwtAuth::new(cfg, db.clone()).await.unwrap();
+    let h = auth.health().await;
+    assert_eq!(h.status, HealthStatus::Degraded, "{h:?}");
+    assert!(
+        h.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("revocation feed"),
+        "{h:?}"
+    );
+    let off = JwtAuth::new(with_staleness(1_000), db).await.unwrap();
+    assert_eq!(off.health().await.status, HealthStatus::Healthy);
 }
 
 #[tokio::test]
