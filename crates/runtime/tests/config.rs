@@ -375,61 +375,56 @@ async fn unknown_type_names_key_value_and_known_types() {
 }
 
 /// A provider this workspace ships but this build leaves out names the cargo
-/// feature that compiles it in (storage-s3 and realtime-socketio are off by
-/// default).
+/// feature that compiles it in (storage-s3 is off by default).
 #[tokio::test]
 async fn a_provider_not_compiled_in_names_its_cargo_feature() {
-    let regs = Arc::new(Registries::compiled_in());
-    let mut cases = Vec::new();
-    if !cfg!(feature = "storage-s3") {
-        cases.push((
+    // (variable, type, key, feature, whether this build compiles it in)
+    let all = [
+        (
             "TRUSTSTREAM_STORAGE__TYPE",
             "s3",
             "storage.type",
             "`storage-s3`",
-        ));
-    }
-    if !cfg!(feature = "realtime-socketio") {
-        cases.push((
+            cfg!(feature = "storage-s3"),
+        ),
+        (
             "TRUSTSTREAM_REALTIME__TYPE",
             "socketio",
             "realtime.type",
             "`realtime-socketio`",
-        ));
-    }
-    if !cfg!(feature = "db-postgres") {
-        cases.push((
+            cfg!(feature = "realtime-socketio"),
+        ),
+        (
             "TRUSTSTREAM_DATABASE__TYPE",
             "postgres",
             "database.type",
             "`db-postgres`",
-        ));
-    }
-    // A build with every provider compiled in (the workspace's test run
-    // unifies features): check the message against registries that hold
-    // none, where every known type is one that is not compiled in.
-    let regs = if cases.is_empty() {
-        cases.push((
-            "TRUSTSTREAM_STORAGE__TYPE",
-            "s3",
-            "storage.type",
-            "`storage-s3`",
-        ));
-        cases.push((
-            "TRUSTSTREAM_REALTIME__TYPE",
-            "socketio",
-            "realtime.type",
-            "`realtime-socketio`",
-        ));
-        Arc::new(Registries::empty())
-    } else {
-        regs
-    };
-    for (var, kind, key, feature) in cases {
+            cfg!(feature = "db-postgres"),
+        ),
+    ];
+    for (var, kind, key, feature, compiled_in) in all {
+        let mut regs = Registries::compiled_in();
+        if compiled_in {
+            // This build has it (the workspace's test run unifies
+            // features): the same message from registries without it.
+            let none = Registries::empty();
+            match key {
+                "storage.type" => regs.storage = none.storage,
+                "realtime.type" => regs.realtime = none.realtime,
+                _ => regs.database = none.database,
+            }
+        }
+        let regs = Arc::new(regs);
         let mut vars = vec![(var, kind)];
-        if var != "TRUSTSTREAM_DATABASE__TYPE" {
-            // Memory: the default SQLite file would land in the crate's ./data.
-            vars.push(("TRUSTSTREAM_DATABASE__TYPE", "memory"));
+        // Memory: the default SQLite file and file storage would land in
+        // the crate's ./data.
+        for (other, memory) in [
+            ("TRUSTSTREAM_DATABASE__TYPE", "memory"),
+            ("TRUSTSTREAM_STORAGE__TYPE", "memory"),
+        ] {
+            if var != other {
+                vars.push((other, memory));
+            }
         }
         let cfg = ConfigSources::new().env(env(&vars)).load().unwrap();
         let e = build_err(&regs, &cfg).await;
