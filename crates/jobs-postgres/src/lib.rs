@@ -629,7 +629,11 @@ async fn complete_many(pool: &PgPool, t: &Tables, leases: Vec<Lease>) -> Vec<Job
 
 /// Writes the run times of just-completed jobs into the sample table: each
 /// takes the next slot of the cycling sequence, replacing that slot's
-/// older sample of the same type.
+/// older sample of the same type. One statement may draw a slot twice (the
+/// sequence is shared by every instance and wraps at 1,000), which `ON
+/// CONFLICT DO UPDATE` refuses within a statement: the latest run of a
+/// slot is kept. Rows go in slot order, so concurrent batches lock
+/// sample rows in the same order.
 async fn sample_run_times(
     tx: &mut Transaction<'_, Postgres>,
     t: &Tables,
@@ -650,8 +654,11 @@ async fn sample_run_times(
     }
     sqlx::query(&format!(
         "INSERT INTO {} (job_type, slot, run_us, finished_at) \
-         SELECT u.job_type, nextval($4::text::regclass), u.run_us, u.finished_at \
-         FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(job_type, run_us, finished_at) \
+         SELECT DISTINCT ON (job_type, slot) job_type, slot, run_us, finished_at \
+         FROM (SELECT u.job_type, nextval($4::text::regclass)::int AS slot, u.run_us, u.finished_at \
+               FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) \
+               AS u(job_type, run_us, finished_at)) s \
+         ORDER BY job_type, slot, finished_at DESC \
          ON CONFLICT (job_type, slot) DO UPDATE \
          SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at",
         t.qs

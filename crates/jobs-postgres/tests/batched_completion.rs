@@ -274,3 +274,41 @@ async fn a_failed_batch_fails_every_call_with_its_kind_and_completes_none() {
     drop(jobs);
     scratch.cleanup().await.expect("drop the scratch schema");
 }
+
+/// The slot sequence is shared by every instance and wraps, so one batch
+/// may draw the same slot twice (here: a sequence of two slots, as when
+/// other instances draw a thousand slots while a batch's insert runs).
+/// The batch still commits, keeping one sample of each slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_draws_a_slot_twice_still_commits() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let schema = scratch
+        .config("pgjobs_batch_wrap")
+        .schema
+        .expect("scratch schema");
+    let mut config = PgJobsConfig::new(url.clone()).with_schema(schema.clone());
+    config.complete_linger_ms = 50;
+    let jobs = Arc::new(PgJobs::open(config).await.expect("open"));
+    let admin = sqlx::PgPool::connect(&url).await.expect("connect");
+    sqlx::query(&format!(
+        "ALTER SEQUENCE \"{schema}\".truststream_jobs_run_slot MAXVALUE 1"
+    ))
+    .execute(&admin)
+    .await
+    .expect("a sequence of two slots");
+
+    let c = claimed(&jobs, 5).await;
+    let leases: Vec<Lease> = c.iter().map(|c| c.lease.clone()).collect();
+    let answers = futures_join(&jobs, &leases).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let stats = jobs.stats().await.expect("stats");
+    assert_eq!(stats.count("t", JobState::Completed), 5);
+    let runs = stats.run_times_of("t").expect("run times");
+    assert_eq!(runs.sampled, 2, "{runs:?}");
+    admin.close().await;
+    drop(jobs);
+    scratch.cleanup().await.expect("drop the scratch schema");
+}
