@@ -170,8 +170,8 @@ pub struct Config {
     /// The `[jobs]` section (`type = "none"` when absent).
     jobs: ProviderSection,
     origins: BTreeMap<String, String>,
-    /// For keys set in the file: the table that set them
-    /// (`[production.database]`).
+    /// For keys set in the file: the profile whose tables set them
+    /// (`production` for `[production.database]`).
     file_tables: BTreeMap<String, String>,
     /// What loading noticed but did not refuse (a profile no environment
     /// uses, a profile without a section).
@@ -287,7 +287,12 @@ impl Config {
             ));
         }
         Some(match self.file_tables.get(at) {
-            Some(table) => format!("{origin}, table {table}"),
+            // The table that holds the key itself: `[production.auth.argon2]`
+            // for `auth.argon2.memory_kib`.
+            Some(profile) => {
+                let table = key.rsplit_once('.').map_or(key, |(table, _)| table);
+                format!("{origin}, table [{profile}.{table}]")
+            }
             None => origin.clone(),
         })
     }
@@ -701,8 +706,8 @@ impl ConfigSources {
             .iter()
             .filter(|(_, origin)| file.as_deref() == Some(origin.as_str()))
             .filter_map(|(key, _)| {
-                let table = file_table(&file_data, &profile, key)?;
-                Some((key.clone(), table))
+                let from = file_profile(&file_data, &profile, key)?;
+                Some((key.clone(), from))
             })
             .collect();
         Ok(Config {
@@ -825,10 +830,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The table of the file that sets `key` (`database.max_connections` ->
-/// `[production.database]`) for the active `profile`: the first of
-/// `global`, the profile, `default` (figment's precedence) that has it.
-fn file_table(data: &Map<Profile, Dict>, profile: &str, key: &str) -> Option<String> {
+/// The profile of the file whose tables set `key` (`database.max_connections`
+/// -> `production` for `[production.database]`) for the active `profile`:
+/// the first of `global`, the profile, `default` (figment's precedence) that
+/// has it.
+fn file_profile(data: &Map<Profile, Dict>, profile: &str, key: &str) -> Option<String> {
     let path: Vec<&str> = key.split('.').collect();
     let selected = Profile::new(profile);
     [Profile::Global, selected, Profile::Default]
@@ -849,7 +855,7 @@ fn file_table(data: &Map<Profile, Dict>, profile: &str, key: &str) -> Option<Str
             }
             false
         })
-        .map(|p| format!("[{}.{}]", p.as_str().as_str().to_ascii_lowercase(), path[0]))
+        .map(|p| p.as_str().as_str().to_ascii_lowercase())
 }
 
 /// `layers` of `interface` (set in `from`) is not a table.

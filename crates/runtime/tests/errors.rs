@@ -128,6 +128,30 @@ async fn every_section_names_the_key_of_a_wrong_value() {
     }
 }
 
+/// A wrong value inside a nested table names the table that holds it.
+#[tokio::test]
+async fn a_wrong_nested_value_names_its_own_table() {
+    let toml = format!(
+        "{MEMORY}[default.auth]\ntype = \"jwt\"\n\
+         jwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+         [default.auth.argon2]\nmemory_kib = \"lots\"\n"
+    );
+    let e = build_err(&toml, &[]).await;
+    let m = e.message();
+    assert!(
+        m.starts_with("`auth.argon2.memory_kib`: invalid type"),
+        "{m}"
+    );
+    assert!(
+        m.contains("set in inline TOML, table [default.auth.argon2]"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("lots") && !m.contains("0123456789abcdef"),
+        "{m}"
+    );
+}
+
 /// An unknown setting inside a nested table is named with the tables
 /// above it, not as if it sat at the top of the section.
 #[tokio::test]
