@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::protocol::Message;
-use truststream_bench_realtime::{env_usize, now_micros, socketio_connect};
+use truststream_bench_realtime::{env_usize, now_micros, phoenix_join, socketio_connect};
 use truststream_core_realtime::{Channel, ChannelOptions, Realtime};
 use truststream_realtime_ws::{ClusterConfig, WsRealtime, WsRealtimeConfig};
 
@@ -74,23 +74,7 @@ enum Proto {
 
 async fn client(proto: Proto, url: String, ready: Arc<AtomicUsize>, tally: Arc<Mutex<Arc<Tally>>>) {
     let mut ws = match proto {
-        Proto::Phoenix => {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-                .await
-                .expect("connect");
-            let join = json!(["1", "1", "realtime:bench", "phx_join",
-                {"config": {"broadcast": {"self": false}, "presence": {"key": ""}, "postgres_changes": []}}]);
-            ws.send(Message::text(join.to_string())).await.unwrap();
-            loop {
-                if let Some(Ok(Message::Text(t))) = ws.next().await {
-                    if t.contains("phx_reply") {
-                        assert!(t.contains("\"ok\""), "join failed: {t}");
-                        break;
-                    }
-                }
-            }
-            ws
-        }
+        Proto::Phoenix => phoenix_join(&url, "bench").await,
         // The server puts every socket in room "bench" on connection.
         Proto::SocketIo => socketio_connect(&url).await,
     };

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -40,6 +40,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Message;
+use truststream_bench_realtime::{now_micros, phoenix_join, rss_of, socketio_connect};
 use truststream_core_realtime::{Channel, ChannelOptions, Realtime};
 use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
 
@@ -53,24 +54,8 @@ fn pace(n: usize) -> Duration {
 }
 const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 fn message(i: usize) -> Value {
     json!({"t": now_micros(), "i": i, "pad": PAD})
-}
-
-fn rss_of(pid: u32) -> u64 {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 fn fd_limit() -> u64 {
@@ -126,37 +111,17 @@ async fn client_task(
     ready: Arc<AtomicUsize>,
     phase: Arc<Mutex<Arc<Phase>>>,
 ) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .expect("connect");
-    match target {
-        Target::TrustStream => {
-            let join = json!(["1", "1", "realtime:bench", "phx_join",
-                {"config": {"broadcast": {"self": false}, "presence": {"key": ""}, "postgres_changes": []}}]);
-            ws.send(Message::text(join.to_string())).await.unwrap();
-            loop {
-                if let Some(Ok(Message::Text(t))) = ws.next().await {
-                    if t.contains("phx_reply") {
-                        assert!(t.contains("\"ok\""), "join failed: {t}");
-                        break;
-                    }
-                }
-            }
+    let mut ws = match target {
+        Target::TrustStream => phoenix_join(&url, "bench").await,
+        // The server puts every socket in room "bench" on connection.
+        Target::SocketIo => socketio_connect(&url).await,
+        Target::Floor => {
+            tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .expect("connect")
+                .0
         }
-        Target::SocketIo => {
-            // Engine.IO open packet, then the socket.io CONNECT handshake.
-            ws.next().await.unwrap().unwrap();
-            ws.send(Message::text("40")).await.unwrap();
-            loop {
-                if let Some(Ok(Message::Text(t))) = ws.next().await {
-                    if t.starts_with("40") {
-                        break;
-                    }
-                }
-            }
-        }
-        Target::Floor => {}
-    }
+    };
     ready.fetch_add(1, Ordering::SeqCst);
     let mut mine = 0usize;
     let mut current: Option<Arc<Phase>> = None;

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::protocol::Message;
-use truststream_bench_realtime::{env_usize, now_micros, rss_of};
+use truststream_bench_realtime::{env_usize, now_micros, rss_of, socketio_connect};
 use truststream_core_realtime::{ChannelOptions, Realtime};
 use truststream_realtime_socketio::{SocketIoConfig, SocketIoRealtime};
 
@@ -94,19 +94,7 @@ async fn subscriber(
     ready: Arc<AtomicUsize>,
     phase: Arc<std::sync::Mutex<Arc<Phase>>>,
 ) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .expect("connect");
-    // engine.io open, then socket.io connect.
-    ws.next().await.unwrap().unwrap();
-    ws.send(Message::text("40")).await.unwrap();
-    loop {
-        if let Some(Ok(Message::Text(t))) = ws.next().await {
-            if t.starts_with("40") {
-                break;
-            }
-        }
-    }
+    let mut ws = socketio_connect(&url).await;
     if target == "truststream-socketio" {
         ws.send(Message::text(r#"421["rt:join",{"channel":"bench"}]"#))
             .await

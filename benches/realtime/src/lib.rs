@@ -37,6 +37,31 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Connects a realtime-ws client (`url` names `vsn=2.0.0`) and joins
+/// `realtime:<channel>` for broadcasts only (not to itself, no presence, no
+/// row changes). Panics when the join is refused.
+pub async fn phoenix_join(url: &str, channel: &str) -> Ws {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let join = format!(
+        r#"["1","1","realtime:{channel}","phx_join",{{"config":{{"broadcast":{{"self":false}},"presence":{{"key":""}},"postgres_changes":[]}}}}]"#
+    );
+    ws.send(Message::text(join)).await.expect("phx_join");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("phx_reply") => {
+                assert!(t.contains("\"ok\""), "join failed: {t}");
+                return ws;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the hub closed the connection during the join: {other:?}"),
+        }
+    }
+}
+
 /// Connects a socket.io client over the websocket transport
 /// (`ws://host:port/socket.io/?EIO=4&transport=websocket`): the Engine.IO
 /// open packet, then the socket.io CONNECT of the main namespace. Panics
