@@ -260,12 +260,6 @@ impl CompatibilityReport {
                 })
             })
         }
-        fn provider_json(p: Option<&ProviderInfo>) -> Value {
-            p.map_or(
-                Value::Null,
-                |p| serde_json::json!({ "name": p.name, "version": p.version }),
-            )
-        }
         fn caps(c: &[(String, Value)]) -> Value {
             Value::Object(c.iter().cloned().collect())
         }
@@ -276,7 +270,7 @@ impl CompatibilityReport {
                 serde_json::json!({
                     "interface": i.interface,
                     "type": i.configured_type,
-                    "provider": provider_json(i.provider.as_ref()),
+                    "provider": i.provider,
                     "layers": i.layers,
                     "capabilities": caps(&i.capabilities),
                     "health": health_json(i.health.as_ref()),
@@ -292,7 +286,7 @@ impl CompatibilityReport {
             "interfaces": interfaces,
             "jobs": {
                 "type": j.configured_type,
-                "provider": provider_json(j.provider.as_ref()),
+                "provider": j.provider,
                 "capabilities": caps(&j.capabilities),
                 "health": health_json(j.health.as_ref()),
                 "error": j.error,
