@@ -53,6 +53,14 @@ pub trait Auth: Send + Sync + 'static {
     /// Probes the provider and reports status and latency. Never fails.
     async fn health(&self) -> Health;
 
+    /// Shuts the provider down for good: stops its background tasks
+    /// (e.g. a revocation feed) and closes the connections it owns (not
+    /// the database it was given). Idempotent. The default does nothing:
+    /// for providers with nothing to close.
+    async fn close(&self) -> AuthResult<()> {
+        Ok(())
+    }
+
     /// Registers a user and signs them in. A taken email is
     /// [`ErrorKind::Conflict`]; a malformed email or a password outside the
     /// configured bounds is [`ErrorKind::InvalidInput`].

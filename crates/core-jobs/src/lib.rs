@@ -68,6 +68,17 @@ pub trait Jobs: Send + Sync + 'static {
     /// Probes the store and reports status and latency. Never fails.
     async fn health(&self) -> Health;
 
+    /// Shuts the provider down for good: commits what it holds back
+    /// (batched completions waiting for their flush), then stops its
+    /// background tasks (wake-up listeners, batchers) and closes the
+    /// connections it owns (not a database it was given). Idempotent.
+    /// Later calls fail with [`ErrorKind::Unavailable`] instead of
+    /// waiting. The default does nothing: for providers with nothing to
+    /// close.
+    async fn close(&self) -> JobsResult<()> {
+        Ok(())
+    }
+
     /// Stores a job ([`NewJob::validate`] first). While a job with the same
     /// unique key is queued or running, nothing is stored and the answer is
     /// [`Enqueued::Duplicate`] with that job's id. An id already taken is

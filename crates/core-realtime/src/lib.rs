@@ -61,6 +61,16 @@ pub trait Realtime: Send + Sync + 'static {
     /// Probes the provider and reports status and latency. Never fails.
     async fn health(&self) -> Health;
 
+    /// Shuts the provider down for good: disconnects its members and
+    /// clients, stops its servers (the listen port is free when this
+    /// returns), change feed readers and other background tasks.
+    /// Idempotent. Later calls fail with [`ErrorKind::Unavailable`] instead
+    /// of waiting. The default does nothing: for providers with nothing to
+    /// close.
+    async fn close(&self) -> RtResult<()> {
+        Ok(())
+    }
+
     /// A handle on the channel `name` (the guide's `createChannel`). The
     /// handle is a member only after [`Channel::join`]. Names are 1 to 255
     /// bytes without control characters.

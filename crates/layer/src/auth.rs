@@ -28,6 +28,9 @@ pub trait AuthLayer: Send + Sync + 'static {
     async fn health(&self, next: &dyn Auth) -> Health {
         next.health().await
     }
+    async fn close(&self, next: &dyn Auth) -> Result<()> {
+        next.close().await
+    }
     async fn sign_up(&self, next: &dyn Auth, request: SignUp) -> Result<Session> {
         next.sign_up(request).await
     }
@@ -113,6 +116,9 @@ impl<L: AuthLayer + ?Sized> Auth for LayeredAuth<L> {
     }
     async fn health(&self) -> Health {
         self.layer.health(&*self.inner).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.layer.close(&*self.inner).await
     }
     async fn sign_up(&self, request: SignUp) -> Result<Session> {
         self.layer.sign_up(&*self.inner, request).await

@@ -31,6 +31,9 @@ pub trait RealtimeLayer: Send + Sync + 'static {
     async fn health(&self, next: &dyn Realtime) -> Health {
         next.health().await
     }
+    async fn close(&self, next: &dyn Realtime) -> Result<()> {
+        next.close().await
+    }
     async fn channel(
         &self,
         next: &dyn Realtime,
@@ -83,6 +86,9 @@ impl<L: RealtimeLayer + ?Sized> Realtime for LayeredRealtime<L> {
     }
     async fn health(&self) -> Health {
         self.layer.health(&*self.inner).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.layer.close(&*self.inner).await
     }
     async fn channel(&self, name: &str, options: ChannelOptions) -> Result<Arc<dyn Channel>> {
         self.layer.channel(&*self.inner, name, options).await
