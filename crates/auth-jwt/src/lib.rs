@@ -516,6 +516,16 @@ impl Auth for JwtAuth {
         }
     }
 
+    /// Stops the revocation feed task (and with it its change feed
+    /// subscription). The users and sessions live in the database the
+    /// provider was given: its owner closes it.
+    async fn close(&self) -> AuthResult<()> {
+        if let Some(task) = &self.revocation_feed {
+            task.abort();
+        }
+        Ok(())
+    }
+
     async fn sign_up(&self, request: SignUp) -> AuthResult<Session> {
         let email =
             normalize_email(&request.email).map_err(|e| e.with_operation("auth.sign_up"))?;

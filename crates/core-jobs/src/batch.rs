@@ -15,6 +15,8 @@
 //! returned yet (for completions: those jobs run again after their lease,
 //! as any job whose completion was not recorded). Dropping the batcher
 //! closes its queue; the task writes what is still queued, then ends.
+//! [`Batcher::close`] does the same and waits for it: every call queued
+//! before it is written and answered, later calls are refused.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +57,10 @@ pub struct Batcher<T, R> {
     tx: mpsc::UnboundedSender<Pending<T, R>>,
     counters: Arc<Counters>,
     operation: &'static str,
+    /// Tells the task to close its queue ([`Batcher::close`]).
+    stop: Arc<tokio::sync::Notify>,
+    /// The task, until [`Batcher::close`] has waited for it.
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl<T, R> std::fmt::Debug for Batcher<T, R> {
@@ -79,11 +85,21 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(rx, max.max(1), linger, flush, counters.clone()));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(run(
+            rx,
+            max.max(1),
+            linger,
+            flush,
+            counters.clone(),
+            stop.clone(),
+        ));
         Batcher {
             tx,
             counters,
             operation,
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
         }
     }
 
@@ -94,9 +110,12 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     pub async fn submit(&self, item: T) -> JobsResult<R> {
         let (answer, wait) = oneshot::channel();
         self.tx.send((item, answer)).map_err(|_| {
-            Error::unavailable("the batching task has stopped; nothing was written")
-                .with_operation(self.operation)
-                .unapplied()
+            Error::unavailable(
+                "the batching task has stopped (the provider was closed or its runtime shut \
+                 down); nothing was written",
+            )
+            .with_operation(self.operation)
+            .unapplied()
         })?;
         wait.await.map_err(|_| {
             Error::unavailable(
@@ -108,6 +127,19 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 }
 
 impl<T, R> Batcher<T, R> {
+    /// Writes every call queued so far (each caller gets its answer), then
+    /// ends the batching task; calls submitted afterwards fail with
+    /// `Unavailable` (unapplied). Idempotent: a second call waits for the
+    /// first to finish.
+    pub async fn close(&self) {
+        self.stop.notify_one();
+        let mut task = self.task.lock().await;
+        if let Some(t) = task.take() {
+            // A task that panicked or was cancelled has nothing left to write.
+            let _ = t.await;
+        }
+    }
+
     /// Batches and items written so far.
     pub fn stats(&self) -> BatchStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -125,8 +157,24 @@ async fn run<T, R>(
     linger: Duration,
     flush: Flush<T, R>,
     counters: Arc<Counters>,
+    stop: Arc<tokio::sync::Notify>,
 ) {
-    while let Some(first) = rx.recv().await {
+    let mut closing = false;
+    loop {
+        let first = if closing {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                p = rx.recv() => p,
+                () = stop.notified() => {
+                    // Refuse new items; the ones queued are still received.
+                    closing = true;
+                    rx.close();
+                    rx.recv().await
+                }
+            }
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         let until = tokio::time::Instant::now() + linger;
         while batch.len() < max {
@@ -134,12 +182,19 @@ async fn run<T, R>(
                 Ok(p) => batch.push(p),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if linger.is_zero() {
+                    if linger.is_zero() || closing {
                         break;
                     }
-                    match tokio::time::timeout_at(until, rx.recv()).await {
-                        Ok(Some(p)) => batch.push(p),
-                        Ok(None) | Err(_) => break,
+                    tokio::select! {
+                        next = tokio::time::timeout_at(until, rx.recv()) => match next {
+                            Ok(Some(p)) => batch.push(p),
+                            Ok(None) | Err(_) => break,
+                        },
+                        () = stop.notified() => {
+                            // Closing: no more lingering; take what is queued.
+                            closing = true;
+                            rx.close();
+                        }
                     }
                 }
             }
@@ -215,6 +270,37 @@ pub fn fan_out<R>(e: &Error, n: usize, operation: &'static str) -> Vec<JobsResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn close_writes_what_is_queued_and_refuses_later_calls() {
+        // A linger far longer than the test: only close() ends the wait.
+        let b = Arc::new(Batcher::start(
+            "test",
+            100,
+            Duration::from_secs(3600),
+            doubler(Duration::ZERO),
+        ));
+        let mut calls = Vec::new();
+        for i in 0..3u64 {
+            let b = b.clone();
+            calls.push(tokio::spawn(async move { b.submit(i).await }));
+        }
+        // Let every call queue its item (one thread: the spawned calls
+        // run while this task yields).
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        b.close().await;
+        for (i, c) in calls.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap(), 2 * i as u64);
+        }
+        assert_eq!(b.stats().items, 3);
+        let late = b.submit(9).await.unwrap_err();
+        assert_eq!(late.kind(), truststream_core::ErrorKind::Unavailable);
+        assert!(late.is_unapplied(), "{late}");
+        assert!(late.message().contains("closed"), "{late}");
+        b.close().await; // idempotent
+    }
 
     fn doubler(delay: Duration) -> Flush<u64, u64> {
         Arc::new(move |items: Vec<u64>| {

@@ -58,7 +58,11 @@ pub struct DbJobs {
     db: Arc<dyn Database>,
     table: String,
     wake: Arc<Wake>,
-    feed: Option<tokio::task::JoinHandle<()>>,
+    /// The change feed task waking idle workers; taken by [`Jobs::close`].
+    feed: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether the feed task was started (with a database-wide feed it
+    /// also sees other processes' jobs: `cross_process_wakeups`).
+    listening: bool,
     /// The jobs outlive this process (not db-memory, not SQLite `:memory:`).
     durable: bool,
 }
@@ -74,7 +78,8 @@ impl std::fmt::Debug for DbJobs {
 
 impl Drop for DbJobs {
     fn drop(&mut self) {
-        if let Some(feed) = &self.feed {
+        let feed = self.feed.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feed.take() {
             feed.abort();
         }
     }
@@ -155,7 +160,8 @@ impl DbJobs {
             db,
             table: config.table,
             wake,
-            feed,
+            listening: feed.is_some(),
+            feed: std::sync::Mutex::new(feed),
             durable,
         })
     }
@@ -366,7 +372,7 @@ impl Jobs for DbJobs {
         c.local_wakeups = true;
         c.in_database = true;
         c.cross_process_wakeups =
-            self.feed.is_some() && db.change_feed_scope == Some(ChangeFeedScope::Database);
+            self.listening && db.change_feed_scope == Some(ChangeFeedScope::Database);
         c
     }
 
@@ -380,6 +386,20 @@ impl Jobs for DbJobs {
             Ok(_) => Health::healthy(start.elapsed()),
             Err(e) => Health::unhealthy(start.elapsed(), e.to_string()),
         }
+    }
+
+    /// Stops the change feed task that wakes idle workers and wakes them
+    /// once more. The jobs live in the database the provider was given:
+    /// its owner closes it (`Runtime::shutdown` disconnects it after this),
+    /// and calls fail with its `Unavailable` from then on.
+    async fn close(&self) -> JobsResult<()> {
+        let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = feed {
+            task.abort();
+            let _ = task.await;
+        }
+        self.wake.wake();
+        Ok(())
     }
 
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {

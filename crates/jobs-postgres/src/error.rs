@@ -13,9 +13,15 @@ pub(crate) fn map(e: sqlx::Error) -> Error {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             (classify(&code), db.message().to_string())
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => (
+        sqlx::Error::PoolTimedOut => (
             ErrorKind::Unavailable,
             "no PostgreSQL connection available (server down or pool exhausted)".to_string(),
+        ),
+        sqlx::Error::PoolClosed => (
+            ErrorKind::Unavailable,
+            "the jobs provider was closed (Jobs::close, Runtime::shutdown): its connections are \
+             gone"
+                .to_string(),
         ),
         sqlx::Error::Io(io) => (
             ErrorKind::Unavailable,

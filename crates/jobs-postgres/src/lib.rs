@@ -123,7 +123,8 @@ pub struct PgJobs {
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
     table: String,
     wake: Arc<Wake>,
-    listener: tokio::task::JoinHandle<()>,
+    /// The `LISTEN` task; taken by [`Jobs::close`].
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for PgJobs {
@@ -134,7 +135,10 @@ impl std::fmt::Debug for PgJobs {
 
 impl Drop for PgJobs {
     fn drop(&mut self) {
-        self.listener.abort();
+        let listener = self.listener.get_mut();
+        if let Some(task) = listener.unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
     }
 }
 
@@ -232,7 +236,7 @@ impl PgJobs {
             completions,
             table: config.table,
             wake,
-            listener,
+            listener: std::sync::Mutex::new(Some(listener)),
         })
     }
 
@@ -712,6 +716,27 @@ impl Jobs for PgJobs {
             Ok(_) => Health::healthy(start.elapsed()),
             Err(e) => Health::unhealthy(start.elapsed(), map(e).to_string()),
         }
+    }
+
+    /// Writes the completions waiting in the batch (their callers get
+    /// their answers), stops the `LISTEN` task and closes the pool; later
+    /// calls fail with `Unavailable` ("the jobs provider was closed").
+    async fn close(&self) -> JobsResult<()> {
+        self.completions.close().await;
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = listener {
+            task.abort();
+            // Its connection is closed once the task is gone.
+            let _ = task.await;
+        }
+        self.pool.close().await;
+        // Workers waiting for work look again (and find the pool closed).
+        self.wake.wake();
+        Ok(())
     }
 
     async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {

@@ -167,6 +167,14 @@ impl Realtime for MemoryRealtime {
         health_report(start, self.hub.feed_health.problem())
     }
 
+    /// Shuts the hub down as dropping the provider does: every channel
+    /// closed, row subscriptions and the change feed reader stopped. Later
+    /// calls fail with `Unavailable`.
+    async fn close(&self) -> RtResult<()> {
+        self.hub.shutdown();
+        Ok(())
+    }
+
     async fn channel(&self, name: &str, options: ChannelOptions) -> RtResult<Arc<dyn Channel>> {
         validate_channel_name(name).map_err(|e| e.with_operation("realtime.channel"))?;
         let handle = channel::MemoryChannel::new(&self.hub, name, options)

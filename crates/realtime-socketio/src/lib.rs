@@ -211,7 +211,9 @@ struct ServerMode {
     io: socketioxide::SocketIo,
     layer: socketioxide::layer::SocketIoLayer,
     addr: Option<SocketAddr>,
-    serve: Option<tokio::task::JoinHandle<()>>,
+    /// The server task of [`SocketIoRealtime::start`] (it owns the
+    /// listen socket); taken by [`Realtime::close`].
+    serve: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 enum Mode {
@@ -252,7 +254,7 @@ impl SocketIoRealtime {
                 io,
                 layer,
                 addr: None,
-                serve: None,
+                serve: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -278,11 +280,12 @@ impl SocketIoRealtime {
             .map_err(|e| Error::internal(format!("realtime socketio: local address: {e}")))?;
         let app = axum::Router::new().layer(server.layer.clone());
         server.addr = Some(addr);
-        server.serve = Some(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "realtime socketio: the server stopped");
-            }
-        }));
+        *server.serve.get_mut().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!(error = %e, "realtime socketio: the server stopped");
+                }
+            }));
         Ok(rt)
     }
 
@@ -342,7 +345,7 @@ impl SocketIoRealtime {
     pub fn shutdown(&self) {
         if let Mode::Server(s) = &self.mode {
             s.hub.shutdown();
-            if let Some(task) = &s.serve {
+            if let Some(task) = s.serve.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 task.abort();
             }
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -418,6 +421,23 @@ impl Realtime for SocketIoRealtime {
                 Err(e) => Health::unhealthy(start.elapsed(), e.to_string()),
             },
         }
+    }
+
+    /// Server mode: [`SocketIoRealtime::shutdown`] (clients disconnected,
+    /// members removed, feed readers stopped), then waits for the server
+    /// task of [`SocketIoRealtime::start`] to end, so its port can be bound
+    /// again. Later calls fail with `Unavailable`. A client has nothing of
+    /// its own to close: its connection ends when it is dropped.
+    async fn close(&self) -> RtResult<()> {
+        if let Mode::Server(s) = &self.mode {
+            self.shutdown();
+            let serve = s.serve.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = serve {
+                // Aborted by `shutdown`: the listen socket goes with it.
+                let _ = task.await;
+            }
+        }
+        Ok(())
     }
 
     async fn channel(&self, name: &str, options: ChannelOptions) -> RtResult<Arc<dyn Channel>> {

@@ -434,6 +434,9 @@ pub(crate) struct Hub {
     pub feed_health: FeedHealth,
     /// `true` once the hub shuts down; background tasks watch it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// How many accept loops hold a listen socket (`Realtime::close`
+    /// waits for none).
+    pub listening: tokio::sync::watch::Sender<usize>,
     /// Changes of tables checked with row-level security, on their way to
     /// the checking task (`None`: no published table asks for it).
     rls: Option<rls::Queue>,
@@ -470,6 +473,7 @@ impl Hub {
             row_subs: RowSubscriptions::new(),
             feed_health: FeedHealth::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            listening: tokio::sync::watch::Sender::new(0),
             cluster,
         })
     }
@@ -489,7 +493,8 @@ impl Hub {
     pub(crate) fn check_open(&self) -> RtResult<()> {
         if self.is_shut_down() {
             return Err(Error::unavailable(
-                "the realtime hub was shut down (its WsRealtime was dropped); build a new one",
+                "the realtime hub was shut down (its WsRealtime was closed or dropped); build a \
+                 new one",
             )
             .permanent());
         }

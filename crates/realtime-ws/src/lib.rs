@@ -474,6 +474,21 @@ impl Realtime for WsRealtime {
         }
     }
 
+    /// Hub mode: shuts the hub down as dropping it does (members removed,
+    /// feed readers stopped, the cluster told goodbye) and returns once
+    /// the listen socket is closed, so the port can be bound again. Later
+    /// calls fail with `Unavailable`. A client has nothing of its own to
+    /// close: its connection ends when it is dropped.
+    async fn close(&self) -> RtResult<()> {
+        if let Mode::Hub(h) = &self.mode {
+            h.hub.shutdown();
+            let mut listening = h.hub.listening.subscribe();
+            // The sender lives in the hub, which outlives this call.
+            let _ = listening.wait_for(|n| *n == 0).await;
+        }
+        Ok(())
+    }
+
     async fn channel(&self, name: &str, options: ChannelOptions) -> RtResult<Arc<dyn Channel>> {
         validate_channel_name(name).map_err(|e| e.with_operation("realtime.channel"))?;
         match &self.mode {

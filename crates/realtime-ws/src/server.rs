@@ -49,8 +49,24 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// How many queued frames the writer sends before flushing.
 const WRITE_BATCH: usize = 64;
 
-/// Runs the accept loop until the hub shuts down.
-pub(crate) async fn accept_loop(hub: Arc<Hub>, listener: TcpListener, _guard: TaskGuard) {
+/// Runs the accept loop until the hub shuts down. The hub counts the
+/// loop in [`Hub::listening`] from this call until the listen socket is
+/// closed, so whoever shuts the hub down can wait for the port to be free.
+pub(crate) fn accept_loop(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    guard: TaskGuard,
+) -> impl std::future::Future<Output = ()> + Send {
+    hub.listening.send_modify(|n| *n += 1);
+    async move {
+        let listening = hub.clone();
+        accept(hub, listener, guard).await;
+        // `accept` dropped the socket.
+        listening.listening.send_modify(|n| *n -= 1);
+    }
+}
+
+async fn accept(hub: Arc<Hub>, listener: TcpListener, _guard: TaskGuard) {
     let mut shutdown = hub.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
