@@ -8,6 +8,11 @@
 //! [`StorageFixture::url_client`]: the memory provider passes its
 //! `fetch_signed`, a filesystem provider its HTTP layer, S3 a plain HTTP
 //! client. Without one, those cases are reported as skipped, by name.
+//! The `signed.fetch_signed_*` cases need no client: they hold a provider
+//! that claims [`StorageCapabilities::fetch_signed`] to serving its own URLs
+//! through `Storage::fetch_signed` (and refusing forged, expired and
+//! path-escaping ones); `capability.fetch_signed` holds one that does not
+//! to answering `Unsupported`.
 //!
 //! ```rust,no_run
 //! use std::sync::Arc;
@@ -258,6 +263,21 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
             ["signed_upload_urls"],
             signed_put_stores_body
         ),
+        case!(
+            "signed.fetch_signed_roundtrip",
+            ["fetch_signed"],
+            signed_fetch_roundtrip
+        ),
+        case!(
+            "signed.fetch_signed_refuses_forged",
+            ["fetch_signed"],
+            signed_fetch_refuses_forged
+        ),
+        case!(
+            "signed.fetch_signed_refuses_expired",
+            ["fetch_signed"],
+            signed_fetch_refuses_expired
+        ),
         case!("capability.range_reads", [], capability::range_reads),
         case!("capability.streaming", [], capability::streaming),
         case!(
@@ -268,6 +288,7 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
         case!("capability.checksums", [], capability::checksums),
         case!("capability.copy", [], capability::copy),
         case!("capability.signed_urls", [], capability::signed_urls),
+        case!("capability.fetch_signed", [], capability::fetch_signed),
         case!("capability.manage_buckets", [], capability::manage_buckets),
         case!("capability.public_objects", [], capability::public_objects),
     ]
@@ -1659,4 +1680,258 @@ async fn signed_put_stores_body(fx: StorageFixture) -> CaseResult {
         .await?;
     ensure_eq!(meta.size, body.len() as u64, "stored size");
     Ok(())
+}
+
+// ------------------------------------------------------- signed, interface
+
+/// `fetch_signed` through the interface: the URL's object on GET (again and
+/// again until it expires), `body` stored on PUT, and a valid URL for a
+/// missing object is `NotFound`.
+async fn signed_fetch_roundtrip(fx: StorageFixture) -> CaseResult {
+    let key = "signed/ré sumé & co.txt";
+    put(&fx, key, "served by the provider").await?;
+    let url = fx
+        .storage
+        .signed_url(
+            &fx.bucket,
+            key,
+            SignedUrlMethod::Get,
+            Duration::from_secs(300),
+        )
+        .await?
+        .url;
+    for attempt in ["first", "second"] {
+        ensure_eq!(
+            fx.storage
+                .fetch_signed(SignedUrlMethod::Get, &url, None)
+                .await?,
+            Some(Bytes::from("served by the provider")),
+            "{attempt} GET through fetch_signed"
+        );
+    }
+    expect_kind(
+        fx.storage
+            .fetch_signed(SignedUrlMethod::Get, &url, Some(Bytes::from("x")))
+            .await,
+        ErrorKind::InvalidInput,
+        "a GET with a body",
+    )?;
+    let missing = fx
+        .storage
+        .signed_url(
+            &fx.bucket,
+            "signed/missing.txt",
+            SignedUrlMethod::Get,
+            Duration::from_secs(300),
+        )
+        .await?
+        .url;
+    expect_kind(
+        fx.storage
+            .fetch_signed(SignedUrlMethod::Get, &missing, None)
+            .await,
+        ErrorKind::NotFound,
+        "a GET URL of a missing object",
+    )?;
+    if caps(&fx).signed_upload_urls {
+        let up = fx
+            .storage
+            .signed_url(
+                &fx.bucket,
+                "signed/put through fetch.bin",
+                SignedUrlMethod::Put,
+                Duration::from_secs(300),
+            )
+            .await?
+            .url;
+        let body = pattern(70_000);
+        ensure_eq!(
+            fx.storage
+                .fetch_signed(SignedUrlMethod::Put, &up, Some(body.clone()))
+                .await?,
+            None,
+            "a PUT through fetch_signed answers no body"
+        );
+        ensure!(
+            get(&fx, "signed/put through fetch.bin").await? == body,
+            "the PUT through fetch_signed stored different bytes"
+        );
+    }
+    Ok(())
+}
+
+/// Every URL the provider did not sign for this request is
+/// `PermissionDenied` and reads or writes nothing: another key, a changed
+/// signature or expiry, no query, the other method, another base URL, and
+/// paths that climb out of the bucket with `..` (plain or percent-encoded).
+async fn signed_fetch_refuses_forged(fx: StorageFixture) -> CaseResult {
+    let fetch = |method, url: String, body: Option<Bytes>| {
+        let storage = fx.storage.clone();
+        async move { storage.fetch_signed(method, &url, body).await }
+    };
+    put(&fx, "signed/forge-a.txt", "a").await?;
+    put(&fx, "signed/forge-b.txt", "b").await?;
+    let url = fx
+        .storage
+        .signed_url(
+            &fx.bucket,
+            "signed/forge-a.txt",
+            SignedUrlMethod::Get,
+            Duration::from_secs(300),
+        )
+        .await?
+        .url;
+    ensure!(
+        url.contains("signed/forge-a.txt") && url.contains('?'),
+        "the URL does not hold the key and a query: {url}"
+    );
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let mut forged = vec![
+        ("another key", url.replace("forge-a", "forge-b")),
+        ("no query", path.to_string()),
+        ("a query parameter added", format!("{url}&note=1")),
+        (
+            "another base URL",
+            format!(
+                "https://elsewhere.invalid/{}",
+                url.split_once("://").map_or(url.as_str(), |(_, rest)| rest)
+            ),
+        ),
+    ];
+    // The last hex digit of the query changed (the signature, if the query
+    // ends with it), and every digit of the query raised by one in turn
+    // would be too many requests: change the last digit and the first.
+    if let Some(last) = url.chars().last().filter(char::is_ascii_hexdigit) {
+        let flipped = if last == '0' { '1' } else { '0' };
+        forged.push((
+            "a changed last character",
+            format!("{}{flipped}", &url[..url.len() - 1]),
+        ));
+    }
+    if let Some(i) = query.find(|c: char| c.is_ascii_digit()) {
+        let at = path.len() + 1 + i;
+        let d = url.as_bytes()[at];
+        let other = if d == b'9' { '8' } else { char::from(d + 1) };
+        forged.push((
+            "a changed digit in the query (the expiry, say)",
+            format!("{}{other}{}", &url[..at], &url[at + 1..]),
+        ));
+    }
+    for climb in [
+        "signed/../signed/forge-b.txt",
+        "signed/../../../../etc/passwd",
+        "signed/..%2F..%2F..%2Fetc%2Fpasswd",
+        "signed/%2E%2E/forge-b.txt",
+    ] {
+        forged.push(("a path with `..`", url.replace("signed/forge-a.txt", climb)));
+    }
+    for (what, bad) in forged {
+        expect_kind(
+            fetch(SignedUrlMethod::Get, bad.clone(), None).await,
+            ErrorKind::PermissionDenied,
+            &format!("GET on a URL with {what} ({bad})"),
+        )?;
+    }
+    // The other method, both ways: nothing written, nothing read.
+    expect_kind(
+        fetch(
+            SignedUrlMethod::Put,
+            url.clone(),
+            Some(Bytes::from("overwritten")),
+        )
+        .await,
+        ErrorKind::PermissionDenied,
+        "PUT with a GET URL",
+    )?;
+    ensure_eq!(
+        get(&fx, "signed/forge-a.txt").await?,
+        Bytes::from("a"),
+        "content after the refused PUT"
+    );
+    if caps(&fx).signed_upload_urls {
+        let up = fx
+            .storage
+            .signed_url(
+                &fx.bucket,
+                "signed/forge-up.txt",
+                SignedUrlMethod::Put,
+                Duration::from_secs(300),
+            )
+            .await?
+            .url;
+        expect_kind(
+            fetch(SignedUrlMethod::Get, up.clone(), None).await,
+            ErrorKind::PermissionDenied,
+            "GET with a PUT URL",
+        )?;
+        for (climb, lands) in [
+            ("signed/../escaped.txt", "escaped.txt"),
+            ("signed/%2E%2E/escaped.txt", "escaped.txt"),
+            ("signed/../../escaped.txt", "escaped.txt"),
+        ] {
+            let bad = up.replace("signed/forge-up.txt", climb);
+            ensure!(bad != up, "the PUT URL does not hold the key: {up}");
+            expect_kind(
+                fetch(SignedUrlMethod::Put, bad.clone(), Some(Bytes::from("x"))).await,
+                ErrorKind::PermissionDenied,
+                &format!("PUT on a URL with a path with `..` ({bad})"),
+            )?;
+            expect_kind(
+                fx.storage.get_metadata(&fx.bucket, lands).await,
+                ErrorKind::NotFound,
+                &format!("{lands:?} after the refused PUT on {bad}"),
+            )?;
+        }
+        expect_kind(
+            fx.storage
+                .get_metadata(&fx.bucket, "signed/forge-up.txt")
+                .await,
+            ErrorKind::NotFound,
+            "the PUT URL's own key after refused requests",
+        )?;
+    }
+    // The genuine URL still works.
+    ensure_eq!(
+        fetch(SignedUrlMethod::Get, url, None).await?,
+        Some(Bytes::from("a")),
+        "genuine URL"
+    );
+    Ok(())
+}
+
+/// A URL is refused from the second it expires (waits for that second:
+/// at most two).
+async fn signed_fetch_refuses_expired(fx: StorageFixture) -> CaseResult {
+    put(&fx, "signed/fetch-short.txt", "short-lived").await?;
+    let url = fx
+        .storage
+        .signed_url(
+            &fx.bucket,
+            "signed/fetch-short.txt",
+            SignedUrlMethod::Get,
+            Duration::from_secs(1),
+        )
+        .await?;
+    ensure_eq!(
+        fx.storage
+            .fetch_signed(SignedUrlMethod::Get, &url.url, None)
+            .await?,
+        Some(Bytes::from("short-lived")),
+        "before it expires"
+    );
+    let left = (url.expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    ensure!(
+        left <= Duration::from_secs(2),
+        "a 1 s URL expires in {left:?}"
+    );
+    tokio::time::sleep(left + Duration::from_millis(20)).await;
+    expect_kind(
+        fx.storage
+            .fetch_signed(SignedUrlMethod::Get, &url.url, None)
+            .await,
+        ErrorKind::PermissionDenied,
+        "expired URL",
+    )
 }

@@ -20,6 +20,11 @@ pub struct StorageCapabilities {
     pub signed_urls: bool,
     /// `signed_url` for PUT.
     pub signed_upload_urls: bool,
+    /// `fetch_signed`: the provider serves its own signed URLs through the
+    /// interface (memory, filesystem), so an HTTP layer in front of it
+    /// (`truststream serve`) can answer them. `false` where a remote server
+    /// answers the URLs (S3, Supabase): fetch those over HTTP.
+    pub fetch_signed: bool,
     /// `create_bucket` / `delete_bucket`.
     pub manage_buckets: bool,
     /// The `public` flag of uploads is kept.
@@ -39,6 +44,7 @@ impl StorageCapabilities {
             copy: false,
             signed_urls: false,
             signed_upload_urls: false,
+            fetch_signed: false,
             manage_buckets: false,
             public_objects: false,
             max_object_size: None,
@@ -60,6 +66,7 @@ impl StorageCapabilities {
             copy: true,
             signed_urls: true,
             signed_upload_urls: true,
+            fetch_signed: true,
             manage_buckets: true,
             public_objects: true,
             max_object_size,

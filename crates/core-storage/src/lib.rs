@@ -124,6 +124,38 @@ pub trait Storage: Send + Sync + 'static {
         expires_in: Duration,
     ) -> StorageResult<SignedUrl>;
 
+    /// Performs the request a URL made by this provider's
+    /// [`Storage::signed_url`] allows, the way the HTTP layer serving the
+    /// URLs does (`truststream serve` at `/storage/v1/signed`): a GET returns
+    /// the object's bytes, a PUT stores `body` (empty when `None`) and
+    /// returns `None`. Requires [`StorageCapabilities::fetch_signed`].
+    ///
+    /// The URL is checked first: one that was tampered with (bucket, key,
+    /// expiry or signature changed, a path with `..`), has expired, was
+    /// signed for the other method or under another base URL is
+    /// [`ErrorKind::PermissionDenied`], and nothing is read or written. A
+    /// GET with a body is [`ErrorKind::InvalidInput`].
+    ///
+    /// Providers that sign URLs themselves implement it with
+    /// [`signing::UrlSigner::fetch`]. The default is
+    /// [`ErrorKind::Unsupported`], naming the provider: it is what providers
+    /// whose URLs a remote server answers (S3, Supabase) keep — fetch those
+    /// URLs over HTTP instead.
+    async fn fetch_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> StorageResult<Option<Bytes>> {
+        let _ = (method, url, body);
+        Err(Error::unsupported(format!(
+            "the {} storage provider does not serve its signed URLs itself: a remote server \
+             answers them, so send the request to the URL over HTTP",
+            self.info().name
+        ))
+        .with_operation("storage.fetch_signed"))
+    }
+
     /// The buckets.
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>>;
 

@@ -191,12 +191,14 @@
 //! anything is journaled.
 //!
 //! Reads (`download`, `download_range`, `download_stream`,
-//! `get_metadata`, `list`, `list_buckets`, GET `signed_url`) fall back to
+//! `get_metadata`, `list`, `list_buckets`, GET `signed_url` and GET
+//! `fetch_signed`) fall back to
 //! the secondary on `Unavailable` / `Timeout` (what the secondary answers
 //! carries its own ETags: an `IfMatch` write with one fails on the primary
 //! with `Conflict`). A PUT `signed_url` allows a
 //! write the layer does not see: its object is journaled as due when the
-//! URL expires, and replicated then. Objects the primary held before the
+//! URL expires, and replicated then (a PUT `fetch_signed` goes to the
+//! primary alone, the same way). Objects the primary held before the
 //! layer are replicated after [`StorageCompositeLayer::resync_bucket`].
 //! A target the secondary refuses (too large for it, say) stays in the
 //! journal, counted in the lag, while the others go on; `Unavailable` /

@@ -111,6 +111,15 @@ pub trait StorageLayer: Send + Sync + 'static {
     ) -> Result<SignedUrl> {
         next.signed_url(bucket, key, method, expires_in).await
     }
+    async fn fetch_signed(
+        &self,
+        next: &dyn Storage,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<Option<Bytes>> {
+        next.fetch_signed(method, url, body).await
+    }
     async fn list_buckets(&self, next: &dyn Storage) -> Result<Vec<BucketInfo>> {
         next.list_buckets().await
     }
@@ -226,6 +235,16 @@ impl<L: StorageLayer + ?Sized> Storage for LayeredStorage<L> {
     ) -> Result<SignedUrl> {
         self.layer
             .signed_url(&*self.inner, bucket, key, method, expires_in)
+            .await
+    }
+    async fn fetch_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<Option<Bytes>> {
+        self.layer
+            .fetch_signed(&*self.inner, method, url, body)
             .await
     }
     async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
@@ -384,6 +403,27 @@ impl<A: Around + ?Sized> StorageLayer for Generic<A> {
         let op = op(next, "signed_url", Access::Read, Some(bucket), true);
         through(&*self.0, op, method, copy_clone, |method| {
             next.signed_url(bucket, key, method, expires_in)
+        })
+        .await
+    }
+    /// A GET is a read. A PUT is a write the layer cannot see into (the
+    /// bucket and key are the provider's to read from the URL, so no
+    /// target), so it is treated as not idempotent: it is repeated only
+    /// after an error that says nothing was applied.
+    async fn fetch_signed(
+        &self,
+        next: &dyn Storage,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<Option<Bytes>> {
+        let op = match method {
+            SignedUrlMethod::Get => op(next, "fetch_signed", Access::Read, None, true),
+            SignedUrlMethod::Put => op(next, "fetch_signed", Access::Write, None, false),
+        };
+        // `Bytes` clones share the buffer: replaying costs no copy.
+        through(&*self.0, op, body, copy_clone, |body| {
+            next.fetch_signed(method, url, body)
         })
         .await
     }

@@ -264,7 +264,8 @@ impl FsStorage {
     }
 
     /// Checks a URL made by [`Storage::signed_url`] for a request with
-    /// `method`, the way the HTTP layer in front of this store does: the
+    /// `method`, the way [`Storage::fetch_signed`] does before it serves one
+    /// (an HTTP layer that streams the object itself can check with this): the
     /// signature (HMAC-SHA256 over method, bucket, key and expiry, compared in
     /// constant time) and the expiry. A tampered, expired, foreign or
     /// malformed URL, or one signed for another method, is
@@ -275,18 +276,6 @@ impl FsStorage {
         url: &str,
     ) -> StorageResult<VerifiedUrl> {
         self.signer.verify_issued(method, url)
-    }
-
-    /// Performs a request on a signed URL, as the HTTP layer would: a GET
-    /// returns the object's bytes, a PUT stores `body` (empty when `None`)
-    /// and returns `None`. Refusals are as in [`FsStorage::verify_signed_url`].
-    pub async fn fetch_signed(
-        &self,
-        method: SignedUrlMethod,
-        url: &str,
-        body: Option<Bytes>,
-    ) -> StorageResult<Option<Bytes>> {
-        self.signer.fetch(self, method, url, body).await
     }
 
     async fn run<T: Send + 'static>(
@@ -560,6 +549,18 @@ impl Storage for FsStorage {
         self.signer
             .sign_for(method, bucket, key, expires_in)
             .map_err(|e| e.with_operation("storage.signed_url"))
+    }
+
+    /// Checks the URL with [`FsStorage::verify_signed_url`], then reads or
+    /// writes the object as [`Storage::download`] / [`Storage::upload`]
+    /// would (so never outside the root).
+    async fn fetch_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> StorageResult<Option<Bytes>> {
+        self.signer.fetch(self, method, url, body).await
     }
 
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {

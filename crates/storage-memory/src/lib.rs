@@ -66,7 +66,7 @@ impl BucketState {
 /// A complete storage provider that keeps everything in memory: buckets,
 /// objects with metadata, ETags and checksums, conditional writes, paged
 /// listings, streaming, and signed URLs (used through
-/// [`MemoryStorage::fetch_signed`]). Meant for tests and local development;
+/// [`Storage::fetch_signed`]). Meant for tests and local development;
 /// contents are lost when it is dropped.
 ///
 /// Safe to share between tasks (`Arc<MemoryStorage>`): every operation holds
@@ -134,21 +134,6 @@ impl MemoryStorage {
             }
         }
         Ok(store)
-    }
-
-    /// Performs a request on a URL made by [`Storage::signed_url`], the way an
-    /// HTTP server in front of this store would: a GET returns the object's
-    /// bytes, a PUT stores `body` (empty when `None`) and returns `None`.
-    ///
-    /// A URL that was tampered with, has expired, was signed for another
-    /// method or by another instance is `ErrorKind::PermissionDenied`.
-    pub async fn fetch_signed(
-        &self,
-        method: SignedUrlMethod,
-        url: &str,
-        body: Option<Bytes>,
-    ) -> StorageResult<Option<Bytes>> {
-        self.signer.fetch(self, method, url, body).await
     }
 
     /// Damages the stored bytes of an object without touching its recorded
@@ -466,6 +451,18 @@ impl Storage for MemoryStorage {
             Ok(url)
         };
         run().map_err(|e: Error| e.with_operation("storage.signed_url"))
+    }
+
+    /// Checks the URL with this instance's signer (HMAC-SHA256, constant
+    /// time): a URL signed by another instance (another `base_url` or
+    /// secret) is `ErrorKind::PermissionDenied`.
+    async fn fetch_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> StorageResult<Option<Bytes>> {
+        self.signer.fetch(self, method, url, body).await
     }
 
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {

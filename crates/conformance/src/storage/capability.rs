@@ -277,3 +277,60 @@ pub(super) async fn public_objects(fx: StorageFixture) -> CaseResult {
     }
     Ok(())
 }
+
+/// `fetch_signed` serves the provider's own URL, or is `Unsupported` and
+/// writes nothing.
+pub(super) async fn fetch_signed(fx: StorageFixture) -> CaseResult {
+    put(&fx, "fetched.txt", "fetched").await?;
+    let get_url = if caps(&fx).signed_urls {
+        fx.storage
+            .signed_url(
+                &fx.bucket,
+                "fetched.txt",
+                SignedUrlMethod::Get,
+                std::time::Duration::from_secs(60),
+            )
+            .await?
+            .url
+    } else {
+        format!("https://example.invalid/{}/fetched.txt", fx.bucket)
+    };
+    let got = fx
+        .storage
+        .fetch_signed(SignedUrlMethod::Get, &get_url, None)
+        .await;
+    if caps(&fx).fetch_signed {
+        ensure_eq!(got?, Some(Bytes::from("fetched")));
+        return Ok(());
+    }
+    expect_kind(
+        got,
+        ErrorKind::Unsupported,
+        "fetch_signed (GET) without fetch_signed",
+    )?;
+    let put_url = if caps(&fx).signed_upload_urls {
+        fx.storage
+            .signed_url(
+                &fx.bucket,
+                "fetched-put.txt",
+                SignedUrlMethod::Put,
+                std::time::Duration::from_secs(60),
+            )
+            .await?
+            .url
+    } else {
+        format!("https://example.invalid/{}/fetched-put.txt", fx.bucket)
+    };
+    expect_kind(
+        fx.storage
+            .fetch_signed(SignedUrlMethod::Put, &put_url, Some(Bytes::from("x")))
+            .await,
+        ErrorKind::Unsupported,
+        "fetch_signed (PUT) without fetch_signed",
+    )?;
+    ensure!(
+        !exists(&fx, "fetched-put.txt").await?,
+        "fetch_signed without the capability stored an object"
+    );
+    Ok(())
+}

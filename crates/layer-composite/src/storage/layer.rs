@@ -477,6 +477,28 @@ impl StorageLayer for StorageCompositeLayer {
         }
     }
 
+    /// A GET falls back to the secondary like reads (it can serve only the
+    /// URLs it signed itself: those `signed_url` handed out while the
+    /// primary was down, or all of them when both sides share
+    /// `signing_secret` and `base_url`). A PUT goes to the primary only:
+    /// its object was journaled when the URL was signed and is replicated
+    /// once the URL expires.
+    async fn fetch_signed(
+        &self,
+        next: &dyn Storage,
+        method: SignedUrlMethod,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<Option<Bytes>> {
+        match method {
+            SignedUrlMethod::Get => {
+                self.read(next, |s| s.fetch_signed(method, url, body.clone()))
+                    .await
+            }
+            SignedUrlMethod::Put => next.fetch_signed(method, url, body).await,
+        }
+    }
+
     async fn list_buckets(&self, next: &dyn Storage) -> Result<Vec<BucketInfo>> {
         self.read(next, |s| s.list_buckets()).await
     }

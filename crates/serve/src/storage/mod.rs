@@ -7,6 +7,9 @@
 //!   streaming), download (streamed, ranges), info, list, remove, move, copy.
 //! - [`signed`] and [`token`]: signed download and upload URLs.
 //! - [`access`]: the caller and the configuration's bucket policies.
+//! - [`provider_url`]: `/signed/...`, the signed URLs the provider makes
+//!   itself (storage-fs, storage-memory with `base_url` pointing here),
+//!   answered through `Storage::fetch_signed`.
 //!
 //! Paths under `/object/` are dispatched here rather than by the router, so
 //! that each segment is percent-decoded once and checked by core-storage's
@@ -17,6 +20,7 @@ mod buckets;
 mod error;
 mod multipart;
 mod objects;
+mod provider_url;
 pub(crate) mod settings;
 mod signed;
 mod token;
@@ -50,6 +54,10 @@ pub(crate) fn router() -> Router<Arc<ServeState>> {
         )
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/{*rest}", any(object))
+        .route(
+            &format!("{}/{{*rest}}", provider_url::ROUTE),
+            any(provider_url::handle),
+        )
         .fallback(not_found)
 }
 
