@@ -80,7 +80,7 @@ impl Pool {
         self.pg
             .begin_with(begin.to_string())
             .await
-            .map_err(error::map)
+            .map_err(|e| error::acquire(e, &self.pg))
     }
 }
 
@@ -134,9 +134,12 @@ impl PgDatabase {
     }
 
     fn connect_options(&self) -> DbResult<PgConnectOptions> {
-        let mut opts = PgConnectOptions::from_str(self.config.url.expose()).map_err(|e| {
+        let url = self.config.url.expose();
+        check_scheme(url)?;
+        let mut opts = PgConnectOptions::from_str(url).map_err(|e| {
             // The URL may hold a password: say what is wrong, not what it is.
             Error::invalid_input(format!("the PostgreSQL url is invalid: {}", redact(&e)))
+                .with_context(SETTING, "url")
         })?;
         if self.pooled() {
             // No named statements, no startup options a pooler refuses or
@@ -177,6 +180,7 @@ impl SqlProvider for PgDatabase {
     async fn open_pool(&self) -> DbResult<Pool> {
         let opts = self.connect_options()?;
         let c = &self.config;
+        first_connection(&opts, c.acquire_timeout_ms).await?;
         let pg = PgPoolOptions::new()
             .max_connections(c.max_connections.max(1))
             .min_connections(c.min_connections.min(c.max_connections.max(1)))
@@ -239,7 +243,12 @@ impl SqlProvider for PgDatabase {
     async fn acquire(pool: &Pool) -> DbResult<PgConn> {
         Ok(match &pool.pooled {
             Some(begin) => PgConn::Pooled(pool.begin_pooled(begin).await?),
-            None => PgConn::Single(pool.pg.acquire().await.map_err(error::map)?),
+            None => PgConn::Single(
+                pool.pg
+                    .acquire()
+                    .await
+                    .map_err(|e| error::acquire(e, &pool.pg))?,
+            ),
         })
     }
 
@@ -249,8 +258,18 @@ impl SqlProvider for PgDatabase {
     async fn begin(&self, pool: &Pool, single: bool) -> DbResult<(PgConn, bool)> {
         let conn = match &pool.pooled {
             Some(begin) => PgConn::Pooled(pool.begin_pooled(begin).await?),
-            None if single => PgConn::Single(pool.pg.acquire().await.map_err(error::map)?),
-            None => PgConn::Tx(pool.pg.begin().await.map_err(error::map)?),
+            None if single => PgConn::Single(
+                pool.pg
+                    .acquire()
+                    .await
+                    .map_err(|e| error::acquire(e, &pool.pg))?,
+            ),
+            None => PgConn::Tx(
+                pool.pg
+                    .begin()
+                    .await
+                    .map_err(|e| error::acquire(e, &pool.pg))?,
+            ),
         };
         Ok((conn, false))
     }
@@ -326,7 +345,7 @@ impl SqlProvider for PgDatabase {
             .pg
             .acquire()
             .await
-            .map_err(|e| error::map(e).unapplied())?;
+            .map_err(|e| error::acquire(e, &pool.pg).unapplied())?;
         let types = prepared_parameter_types(&mut conn, &sql).await?;
         check_parameter_count(types.len(), values.len())?;
         let args = value::raw_arguments(&values, &types)?;
@@ -795,6 +814,88 @@ fn catalog_default(ty: ColumnType, expr: &str) -> ColumnDefault {
 
 /// Removes anything that looks like a URL from an error message (sqlx's
 /// configuration errors may quote the URL, password included).
+/// The context key naming the setting an error is about (`url`), for a
+/// caller that knows where it was set (the runtime names
+/// `database.url`).
+const SETTING: &str = "setting";
+
+/// Refuses a URL of another database (`mysql://`, `sqlite:`): sqlx would
+/// read its host and port and speak PostgreSQL to whatever listens there.
+/// Only the scheme is quoted (the URL may hold a password).
+fn check_scheme(url: &str) -> DbResult<()> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql") => {
+            Ok(())
+        }
+        Some(s) => Err(Error::invalid_input(format!(
+            "the url is not a PostgreSQL URL: its scheme is {:?}; the postgres provider takes \
+             postgres://user:password@host:port/database (or postgresql://)",
+            truststream_core::echo(s).to_string()
+        ))
+        .with_context(SETTING, "url")),
+        None => Err(Error::invalid_input(
+            "the url is not a PostgreSQL URL: it has no postgres:// scheme; the postgres \
+             provider takes postgres://user:password@host:port/database",
+        )
+        .with_context(SETTING, "url")),
+    }
+}
+
+/// Opens one connection to the server before the pool is made, so that a
+/// server that refuses or cannot be reached fails the open at once, saying
+/// which host and port (a pool would retry a refused connection until
+/// `acquire_timeout_ms` and then report a timeout). Every failure names
+/// the `url` setting ([`SETTING`]).
+async fn first_connection(opts: &PgConnectOptions, timeout_ms: u64) -> DbResult<()> {
+    use sqlx::ConnectOptions as _;
+    let at = format!("{}:{}", opts.get_host(), opts.get_port());
+    let attempt =
+        tokio::time::timeout(Duration::from_millis(timeout_ms.max(1)), opts.connect()).await;
+    let e = match attempt {
+        Ok(Ok(conn)) => {
+            // Only a probe: the pool opens its own.
+            let _ = sqlx::Connection::close(conn).await;
+            return Ok(());
+        }
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return Err(Error::unavailable(format!(
+                "PostgreSQL at {at} did not answer within {timeout_ms} ms \
+                 (acquire_timeout_ms): check the host and port of the url"
+            ))
+            .with_context(SETTING, "url")
+            .unapplied())
+        }
+    };
+    let error = match &e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Error::unavailable(format!(
+                "PostgreSQL at {at} refused the connection ({io}): is the server running, and \
+                 are these the host and port of the url?"
+            ))
+            .with_retryable(true)
+            .with_source(e)
+        }
+        sqlx::Error::Io(io) => Error::unavailable(format!(
+            "cannot reach PostgreSQL at {at}: {io} (check the host and port of the url)"
+        ))
+        .with_retryable(true)
+        .with_source(e),
+        // The server answered and refused the session (password, database,
+        // role) or TLS failed: its own reason, after where it was.
+        _ => {
+            let mapped = error::map(e);
+            Error::new(
+                mapped.kind(),
+                format!("PostgreSQL at {at}: {}", mapped.message()),
+            )
+            .with_retryable(mapped.is_retryable())
+        }
+    };
+    Err(error.with_context(SETTING, "url").unapplied())
+}
+
 fn redact(e: &sqlx::Error) -> String {
     let s = e.to_string();
     match s.find("://") {

@@ -32,11 +32,11 @@ pub(crate) fn map(e: sqlx::Error) -> Error {
             }
             (classify(&code), msg)
         }
+        // Whether every connection was in use or a new one could not be
+        // opened, only the pool knows: `acquire` says which.
         sqlx::Error::PoolTimedOut => (
             ErrorKind::Unavailable,
-            "timed out waiting for a PostgreSQL connection (server down or pool exhausted; \
-             raise max_connections or acquire_timeout_ms)"
-                .to_string(),
+            "timed out waiting for a PostgreSQL connection (acquire_timeout_ms)".to_string(),
         ),
         sqlx::Error::PoolClosed => (
             ErrorKind::Unavailable,
@@ -68,6 +68,33 @@ pub(crate) fn map(e: sqlx::Error) -> Error {
     } else {
         error
     }
+}
+
+/// An error taking a connection from `pool` ([`map`] otherwise). A
+/// timeout says which of its two causes it was: every connection of the
+/// pool in use (the only case where raising `max_connections` helps), or
+/// no new connection accepted by the server in time (down, refusing, or
+/// overloaded), so that a stopped server is never answered with "raise
+/// max_connections".
+pub(crate) fn acquire(e: sqlx::Error, pool: &sqlx::PgPool) -> Error {
+    if !matches!(e, sqlx::Error::PoolTimedOut) {
+        return map(e);
+    }
+    let max = pool.options().get_max_connections();
+    let message = if pool.size() >= max && pool.num_idle() == 0 {
+        format!(
+            "timed out waiting for a PostgreSQL connection: all {max} connections of the pool \
+             are in use (raise max_connections, or acquire_timeout_ms to wait longer)"
+        )
+    } else {
+        "timed out waiting for a new PostgreSQL connection: the server did not accept one \
+         within acquire_timeout_ms (is it down, refusing connections, or overloaded?)"
+            .to_string()
+    };
+    Error::unavailable(message)
+        .with_retryable(true)
+        .with_source(e)
+        .unapplied()
 }
 
 /// The kind for a SQLSTATE code.

@@ -179,6 +179,88 @@ async fn server_side_failures_map_to_kinds() {
     s.cleanup().await.unwrap();
 }
 
+/// A refused port says so at once, naming host:port and the `url`
+/// setting; it never waits for the pool's acquire timeout to suggest a
+/// bigger pool. A URL of another database is refused before any
+/// connection. Only an exhausted pool suggests `max_connections`.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_errors_say_what_failed_and_which_setting() {
+    // acquire_timeout_ms is an hour: the old code waited for it.
+    let mut dead = PgConfig::new("postgres://app:hunter2@127.0.0.1:1/test");
+    dead.acquire_timeout_ms = 3_600_000;
+    let e = PgDatabase::open(dead).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_retryable() && e.is_unapplied(), "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("PostgreSQL at 127.0.0.1:1 refused the connection"),
+        "{e}"
+    );
+    assert!(!e.message().contains("max_connections"), "{e}");
+    assert!(e.context().contains(&("setting", "url".to_string())), "{e}");
+    assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+
+    for url in [
+        "mysql://app:hunter2@127.0.0.1:3306/app",
+        "app:hunter2@127.0.0.1:5432/app",
+    ] {
+        let e = PgDatabase::open(PgConfig::new(url)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(
+            e.message().starts_with("the url is not a PostgreSQL URL"),
+            "{e}"
+        );
+        assert!(e.context().contains(&("setting", "url".to_string())), "{e}");
+        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+    }
+
+    let Some(s) = scratch().await else { return };
+    let mut config = s.config("exhausted");
+    config.max_connections = 1;
+    config.acquire_timeout_ms = 300;
+    let db = std::sync::Arc::new(PgDatabase::open(config).await.unwrap());
+    // The pool's only connection sleeps in the server; the next call
+    // waits for it and times out.
+    let busy = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.raw_query("SELECT pg_sleep(5)::text", &Params::new())
+                .await
+                .map(drop)
+        })
+    };
+    let mut probe = sqlx::PgConnection::connect(&testing::database_url())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)::text' \
+             AND state = 'active'",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = db.read("nowhere", &Query::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        e.message()
+            .contains("all 1 connections of the pool are in use")
+            && e.message().contains("raise max_connections"),
+        "{e}"
+    );
+    busy.await.unwrap().unwrap();
+    probe.close().await.unwrap();
+    drop(db);
+    s.cleanup().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_input_is_rejected_or_bound_and_nothing_else_runs() {
     let Some(s) = scratch().await else { return };

@@ -19,8 +19,8 @@ use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlS
 use truststream_core_db::sql::rows::{decode_all, ResultColumns};
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
-    ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ProviderInfo, Row,
-    RowChange, Value,
+    ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ErrorKind, ProviderInfo,
+    Row, RowChange, Value,
 };
 
 use crate::value::{decode, encode, Sv};
@@ -120,6 +120,75 @@ impl SqliteConn {
     }
 }
 
+impl SqliteDatabase {
+    /// A failure opening the database file: names the file and the
+    /// filesystem's own reason when the file can be probed (SQLite's
+    /// "unable to open database file" says neither).
+    fn open_error(&self, e: sqlx::Error) -> Error {
+        let mapped = error::map(e);
+        if self.config.is_memory() {
+            return mapped;
+        }
+        let path = Path::new(&self.config.path);
+        match probe(path) {
+            Err(io) => cannot_open(path, io.to_string(), io_kind(&io)),
+            Ok(()) => cannot_open(path, mapped.message().to_string(), mapped.kind()),
+        }
+    }
+}
+
+/// The context key naming the setting an error is about (`path`), for a
+/// caller that knows where it was set (the runtime names `database.path`).
+const SETTING: &str = "setting";
+
+/// `cannot open the SQLite database file <path>: <reason>`, naming the
+/// `path` setting.
+fn cannot_open(path: &Path, reason: String, kind: ErrorKind) -> Error {
+    Error::new(
+        kind,
+        format!(
+            "cannot open the SQLite database file {}: {reason}",
+            path.display()
+        ),
+    )
+    .with_context(SETTING, "path")
+}
+
+/// Whether the file can be opened for reading and writing (or created:
+/// then removed again), as SQLite needs; the filesystem's error when not.
+fn probe(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(drop)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        std::fs::remove_file(path)
+    }
+}
+
+/// A path that names no usable file (no permission, not a directory, a
+/// directory, a read-only filesystem) is a configuration problem; other
+/// I/O failures may pass.
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as Io;
+    match e.kind() {
+        Io::PermissionDenied
+        | Io::NotFound
+        | Io::NotADirectory
+        | Io::IsADirectory
+        | Io::ReadOnlyFilesystem
+        | Io::AlreadyExists
+        | Io::InvalidFilename => ErrorKind::InvalidInput,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
 impl SqlProvider for SqliteDatabase {
     /// Changes are published after commit from this instance's own write
     /// paths.
@@ -141,11 +210,8 @@ impl SqlProvider for SqliteDatabase {
             let path = Path::new(&c.path);
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::unavailable(format!(
-                        "cannot create the directory {} for the SQLite database: {e}",
-                        parent.display()
-                    ))
-                    .with_source(e)
+                    let reason = format!("cannot create its directory {}: {e}", parent.display());
+                    cannot_open(path, reason, io_kind(&e)).with_source(e)
                 })?;
             }
             SqliteConnectOptions::new()
@@ -170,14 +236,20 @@ impl SqlProvider for SqliteDatabase {
                 .min_connections(c.min_connections.min(c.max_connections.max(1)))
                 .idle_timeout(c.idle_timeout_ms.map(Duration::from_millis))
         };
-        let pool = pool.connect_with(opts).await.map_err(error::map)?;
-        sqlx::query(&format!(
+        let pool = pool
+            .connect_with(opts)
+            .await
+            .map_err(|e| self.open_error(e))?;
+        let made = sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY NOT NULL, schema TEXT NOT NULL)",
             ident::quote(SCHEMA_TABLE)
         ))
         .execute(&pool)
-        .await
-        .map_err(error::map)?;
+        .await;
+        if let Err(e) = made {
+            pool.close().await;
+            return Err(self.open_error(e));
+        }
         Ok(pool)
     }
 

@@ -392,3 +392,42 @@ async fn change_feed_sees_provider_writes_not_raw_sql() {
     let e = db.subscribe_changes(Some("nope")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
+
+/// A database file that cannot be opened names the file and the
+/// filesystem's reason (SQLite's own message says neither), and the
+/// `path` setting; missing parent directories are created.
+#[tokio::test]
+async fn a_file_that_cannot_be_opened_names_the_path_and_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").expect("write");
+    let cases = [
+        // Its directory would be a file.
+        (file.join("app.db"), "cannot create its directory"),
+        // The path is a directory.
+        (dir.path().to_path_buf(), "directory"),
+    ];
+    for (path, reason) in cases {
+        let e = SqliteDatabase::open(SqliteConfig::file(&path))
+            .await
+            .expect_err("opened");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(
+            e.message().starts_with(&format!(
+                "cannot open the SQLite database file {}: ",
+                path.display()
+            )),
+            "{e}"
+        );
+        assert!(e.message().contains(reason), "{reason}: {e}");
+        assert!(
+            e.context().contains(&("setting", "path".to_string())),
+            "{e}"
+        );
+    }
+    let nested = dir.path().join("a/b/app.db");
+    SqliteDatabase::open(SqliteConfig::file(&nested))
+        .await
+        .expect("missing directories are created");
+    assert!(nested.exists());
+}

@@ -88,8 +88,8 @@ use rustix::io::Errno;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::list::ListPlan;
 use truststream_core_storage::{
-    BucketInfo, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ListOptions, ListPage,
-    ObjectMeta, StorageResult, UploadOptions, WriteCondition,
+    BucketInfo, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ErrorKind, ListOptions,
+    ListPage, ObjectMeta, StorageResult, UploadOptions, WriteCondition,
 };
 
 use crate::attr::{self, AttrMeta};
@@ -319,6 +319,12 @@ pub(crate) struct Store {
 
 impl Store {
     /// Opens (creating if needed) the root and the provider's own directory.
+    ///
+    /// A root that cannot be created, opened or written is named in the
+    /// error with the filesystem's reason, and the error names the `root`
+    /// set); a root that names no usable directory (no permission, a file
+    /// in its place, a read-only filesystem) is `InvalidInput`, a full disk
+    /// `Unavailable`.
     pub(crate) fn open(
         root_path: &Path,
         sync: bool,
@@ -326,13 +332,37 @@ impl Store {
         buffer_pool_bytes: usize,
         xattr: bool,
     ) -> StorageResult<Store> {
-        std::fs::create_dir_all(root_path).map_err(|e| {
-            io_err(e, format!("create storage root {}", root_path.display()))
-                .with_context("root", root_path.display().to_string())
-        })?;
+        Self::open_root(root_path, sync, max, buffer_pool_bytes, xattr).map_err(|e| {
+            // Out of space or file descriptors may pass; the rest is the
+            // root's own fault.
+            let kind = match e.kind() {
+                ErrorKind::Unavailable => ErrorKind::Unavailable,
+                _ => ErrorKind::InvalidInput,
+            };
+            Error::new(
+                kind,
+                format!(
+                    "cannot use the storage root {}: {}",
+                    root_path.display(),
+                    e.message()
+                ),
+            )
+            .with_retryable(e.is_retryable())
+            .with_context("setting", "root")
+            .with_source(e)
+        })
+    }
+
+    fn open_root(
+        root_path: &Path,
+        sync: bool,
+        max: Option<u64>,
+        buffer_pool_bytes: usize,
+        xattr: bool,
+    ) -> StorageResult<Store> {
+        std::fs::create_dir_all(root_path).map_err(|e| io_err(e, "create the directory"))?;
         // The root itself is configuration, so it may be a link; nothing below it may.
-        let root = File::open(root_path)
-            .map_err(|e| io_err(e, format!("open storage root {}", root_path.display())))?;
+        let root = File::open(root_path).map_err(|e| io_err(e, "open it"))?;
         let root = OwnedFd::from(root);
         let sys = ensure_dir(&root, SYS_DIR)?;
         let locks = ensure_dir(&sys, LOCK_DIR)?;

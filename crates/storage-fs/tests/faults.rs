@@ -1079,8 +1079,28 @@ async fn config_errors_are_invalid_input() {
         FsStorage::with_config(cfg).await.unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
-    // A root that is a file cannot be opened.
+    // A root that is a file cannot be opened: the error names the root,
+    // the reason and the `root` setting.
     let file = root.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    assert!(FsStorage::open(&file).await.is_err());
+    let e = FsStorage::open(&file).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.message()
+            .starts_with(&format!("cannot use the storage root {}: ", file.display())),
+        "{e}"
+    );
+    assert!(
+        e.context().contains(&("setting", "root".to_string())),
+        "{e}"
+    );
+    // So does one below a file (it cannot be created).
+    let below = file.join("storage");
+    let e = FsStorage::open(&below).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.message().contains(&below.display().to_string())
+            && e.message().contains("create the directory"),
+        "{e}"
+    );
 }
