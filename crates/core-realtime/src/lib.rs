@@ -46,6 +46,42 @@ pub struct RealtimeDeps {
     pub auth: Option<Arc<dyn truststream_core_auth::Auth>>,
 }
 
+/// A failed bind of a server's listening address (`who` names the server,
+/// `setting` the key of the address in its configuration: `listen`,
+/// `bind`): names the address and the reason; a port already in use says
+/// so and how to pick another. The error carries `setting` as its
+/// `setting` context, so a caller that knows the section (the runtime)
+/// names the whole key (`realtime.listen`) and where it was set. An
+/// address that does not parse is `InvalidInput`, any other failure
+/// `Unavailable` (retryable: the port may be freed).
+///
+/// ```
+/// let taken = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+/// let e = truststream_core_realtime::listen_error("realtime ws", "listen", "127.0.0.1:4000", taken);
+/// assert_eq!(e.kind(), truststream_core_realtime::ErrorKind::Unavailable);
+/// assert!(e.message().starts_with("realtime ws: cannot listen on 127.0.0.1:4000: "));
+/// assert!(e.message().contains("set `listen` to a free address"));
+/// assert_eq!(e.context(), [("setting", "listen".to_string())]);
+/// ```
+pub fn listen_error(who: &str, setting: &str, address: &str, e: std::io::Error) -> Error {
+    let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "; another process is using the port: stop it, or set `{setting}` to a free \
+             address (port 0 picks one)"
+        )
+    } else {
+        String::new()
+    };
+    let message = format!("{who}: cannot listen on {address}: {e}{hint}");
+    let error = match e.kind() {
+        std::io::ErrorKind::InvalidInput => Error::invalid_input(message),
+        _ => Error::unavailable(message),
+    };
+    error
+        .with_context("setting", setting.to_string())
+        .with_source(e)
+}
+
 /// Realtime provider factories by type name (see [`truststream_core::Registry`]).
 pub type RealtimeRegistry = truststream_core::Registry<dyn Realtime, RealtimeDeps>;
 

@@ -21,7 +21,7 @@ use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_realtime::feed::health_report;
 use truststream_core_realtime::{
-    validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
+    listen_error, validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
     RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
 };
 
@@ -271,10 +271,9 @@ impl SocketIoRealtime {
         let Mode::Server(server) = &mut rt.mode else {
             return Err(Error::internal("embedded() built a client"));
         };
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-            Error::unavailable(format!("realtime socketio: cannot listen on {listen}: {e}"))
-                .with_source(e)
-        })?;
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| listen_error("realtime socketio", "listen", &listen, e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(format!("realtime socketio: local address: {e}")))?;

@@ -23,7 +23,7 @@ use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_realtime::feed::health_report;
 use truststream_core_realtime::{
-    validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
+    listen_error, validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
     RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
 };
 
@@ -276,13 +276,7 @@ impl WsRealtime {
         join_cluster(&hub).await?;
         let listener = tokio::net::TcpListener::bind(&hub.config.listen)
             .await
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "realtime ws: cannot listen on {}: {e}",
-                    hub.config.listen
-                ))
-                .with_source(e)
-            })?;
+            .map_err(|e| listen_error("realtime ws", "listen", &hub.config.listen, e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(format!("realtime ws: local address: {e}")))?;

@@ -92,8 +92,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(&config.bind)
             .await
             .map_err(|e| {
-                Error::unavailable(format!("serve: cannot listen on {}: {e}", config.bind))
-                    .with_source(e)
+                truststream_core_realtime::listen_error("serve", "bind", &config.bind, e)
             })?;
         let addr = listener
             .local_addr()
