@@ -52,7 +52,8 @@ use truststream_core_db::Database;
 use truststream_core_realtime::Realtime;
 use truststream_core_storage::Storage;
 use truststream_layer::{
-    around_auth, around_database, around_realtime, around_storage, rank, LayerRegistry, LayerSpec,
+    around_auth, around_database, around_realtime, around_storage, rank, Around, Interface,
+    LayerRegistry, LayerSpec,
 };
 
 pub use config::MetricsConfig;
@@ -116,6 +117,10 @@ impl LayerSpec for Spec {
             out.push_str(", channel_names=true");
         }
         out
+    }
+
+    fn around(&self, _interface: Interface, _provider: &'static str) -> Option<Arc<dyn Around>> {
+        Some(self.layer())
     }
 
     async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {

@@ -307,6 +307,10 @@ impl<L: Kind> LayerSpec for Spec<L> {
         L::describe(&self.config)
     }
 
+    fn around(&self, interface: Interface, provider: &'static str) -> Option<Arc<dyn Around>> {
+        Some(self.make(interface, provider))
+    }
+
     async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {
         let layer = self.make(Interface::Database, inner.info().name);
         Ok(around_database(inner, layer))

@@ -126,21 +126,67 @@ type RunFn<'a> = dyn Fn(bool) -> BoxFuture<'a, Result<()>> + Send + Sync + 'a;
 /// [`Next::run`].
 #[derive(Clone, Copy)]
 pub struct Next<'a> {
-    run: &'a RunFn<'a>,
+    to: To<'a>,
+}
+
+/// What a [`Next`] runs.
+#[derive(Clone, Copy)]
+enum To<'a> {
+    /// The rest of the stack, as a function of "keep a copy of the
+    /// arguments".
+    Call(&'a RunFn<'a>),
+    /// The next layers of a [`Chain`], then `bottom`; `again`: an outer
+    /// layer of the chain may run this attempt again.
+    Chain {
+        layers: &'a [std::sync::Arc<dyn Around>],
+        op: Op<'a>,
+        bottom: &'a RunFn<'a>,
+        again: bool,
+    },
 }
 
 impl<'a> Next<'a> {
     /// Runs the rest of the stack, handing it the call's arguments: the last
     /// attempt a layer makes.
     pub fn run(&self) -> BoxFuture<'a, Result<()>> {
-        (self.run)(false)
+        self.go(false)
     }
 
     /// Runs the rest of the stack with a copy of the arguments, so that the
     /// layer can run it again (a retry). For a call that is not
     /// [`Op::replayable`] this is [`Next::run`].
     pub fn run_again_later(&self) -> BoxFuture<'a, Result<()>> {
-        (self.run)(true)
+        self.go(true)
+    }
+
+    fn go(&self, later: bool) -> BoxFuture<'a, Result<()>> {
+        match self.to {
+            To::Call(run) => run(later),
+            To::Chain {
+                layers,
+                op,
+                bottom,
+                again,
+            } => {
+                let again = again || later;
+                match layers.split_first() {
+                    None => bottom(again),
+                    // The next layer runs with a `Next` that carries the
+                    // rest of the chain: no closure, no allocation.
+                    Some((first, rest)) => first.around(
+                        op,
+                        Next {
+                            to: To::Chain {
+                                layers: rest,
+                                op,
+                                bottom,
+                                again,
+                            },
+                        },
+                    ),
+                }
+            }
+        }
     }
 }
 
@@ -189,6 +235,100 @@ impl<A: Around + ?Sized> Around for std::sync::Arc<A> {
     }
 }
 
+/// Several generic layers run as one, outermost first: each layer's
+/// [`Next`] runs the next layer of the chain, the last one's the rest of
+/// the stack. The same calls in the same order as the layers wrapped one by
+/// one (`around_database(around_database(db, inner), outer)`), for less:
+/// one wrapper, one [`Op`] and one hand-off of the arguments for the whole
+/// chain instead of one per layer. A [`crate::Stack`] built from
+/// configuration runs consecutive generic layers this way.
+///
+/// A layer's [`Next::run_again_later`] is honoured through the layers
+/// below it in the chain: the arguments are copied for every attempt of an
+/// outer layer that may run the call again, even when an inner layer (a
+/// timeout) makes one attempt of it with [`Next::run`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use truststream_core_db::Database;
+/// use truststream_layer::{around_database, Around, Chain};
+///
+/// fn both(db: Arc<dyn Database>, outer: Arc<dyn Around>, inner: Arc<dyn Around>) -> Arc<dyn Database> {
+///     around_database(db, Arc::new(Chain::new(vec![outer, inner])))
+/// }
+/// ```
+pub struct Chain {
+    layers: Vec<std::sync::Arc<dyn Around>>,
+}
+
+impl Chain {
+    /// `layers`, outermost first (an empty chain runs the call as it is).
+    pub fn new(layers: Vec<std::sync::Arc<dyn Around>>) -> Self {
+        Chain { layers }
+    }
+
+    /// How many layers it runs.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether it runs no layer.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl Around for Chain {
+    fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        match next.to {
+            To::Call(bottom) => Next {
+                to: To::Chain {
+                    layers: &self.layers,
+                    op,
+                    bottom,
+                    again: false,
+                },
+            }
+            .run(),
+            // A chain under a chain (built by hand): each level keeps its
+            // own `Next` in a boxed future.
+            To::Chain { .. } => run_chain(&self.layers, op, next, false),
+        }
+    }
+}
+
+/// Runs `layers` (outermost first) over `bottom`; `again`: an outer layer
+/// may run this attempt again, so `bottom` must keep a copy of the
+/// arguments.
+fn run_chain<'a>(
+    layers: &'a [std::sync::Arc<dyn Around>],
+    op: Op<'a>,
+    bottom: Next<'a>,
+    again: bool,
+) -> BoxFuture<'a, Result<()>> {
+    let Some((first, rest)) = layers.split_first() else {
+        return if again {
+            bottom.run_again_later()
+        } else {
+            bottom.run()
+        };
+    };
+    Box::pin(async move {
+        let run = move |later: bool| -> BoxFuture<'_, Result<()>> {
+            run_chain(rest, op, bottom, again || later)
+        };
+        first.around(op, Next { to: To::Call(&run) }).await
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -234,7 +374,7 @@ where
             Ok(())
         })
     };
-    layer.around(op, Next { run: &run }).await?;
+    layer.around(op, Next { to: To::Call(&run) }).await?;
     let value = lock(&out).take();
     value.ok_or_else(|| Error::internal("a layer answered Ok without running the call"))
 }

@@ -55,7 +55,7 @@ mod storage;
 
 use std::sync::Arc;
 
-pub use around::{Access, Around, Interface, Next, Op};
+pub use around::{Access, Around, Chain, Interface, Next, Op};
 pub use auth::{AuthLayer, LayeredAuth};
 pub use database::{DatabaseLayer, LayeredDatabase};
 pub use realtime::{LayeredRealtime, RealtimeLayer};

@@ -11,7 +11,9 @@ use truststream_core_db::Database;
 use truststream_core_realtime::Realtime;
 use truststream_core_storage::Storage;
 
-use crate::Interface;
+use crate::{
+    around_auth, around_database, around_realtime, around_storage, Around, Chain, Interface,
+};
 
 /// Where each layer of this workspace sits in a stack: lower is outer.
 /// Layers apply in this order whatever order the configuration lists them
@@ -84,6 +86,18 @@ pub trait LayerSpec: Send + Sync + 'static {
     /// The interfaces this layer applies to.
     fn interfaces(&self) -> &'static [Interface] {
         &Interface::ALL
+    }
+
+    /// For a generic layer: the [`Around`] that [`LayerSpec::wrap_database`]
+    /// and friends would wrap a provider of `interface` in, made for the
+    /// provider (or layer) named `provider` below it. A [`Stack`] runs
+    /// consecutive generic layers as one [`Chain`] (one wrapper for all of
+    /// them, the same calls in the same order) instead of wrapping each.
+    /// `None`, the default: the stack calls the `wrap_*` method (an
+    /// interface layer, a cache, a composite).
+    fn around(&self, interface: Interface, provider: &'static str) -> Option<Arc<dyn Around>> {
+        let _ = (interface, provider);
+        None
     }
 
     /// Wraps a database provider.
@@ -273,33 +287,74 @@ impl Stack {
 
     /// Wraps a database provider in every layer (the innermost first).
     pub async fn wrap_database(&self, mut inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {
+        let mut chain = Vec::new();
         for layer in self.layers.iter().rev() {
+            if let Some(a) = layer.around(Interface::Database, inner.info().name) {
+                chain.push(a);
+                continue;
+            }
+            inner = fused(inner, &mut chain, around_database);
             inner = layer.wrap_database(inner).await?;
         }
-        Ok(inner)
+        Ok(fused(inner, &mut chain, around_database))
     }
 
     /// Wraps an auth provider in every layer.
     pub async fn wrap_auth(&self, mut inner: Arc<dyn Auth>) -> Result<Arc<dyn Auth>> {
+        let mut chain = Vec::new();
         for layer in self.layers.iter().rev() {
+            if let Some(a) = layer.around(Interface::Auth, inner.info().name) {
+                chain.push(a);
+                continue;
+            }
+            inner = fused(inner, &mut chain, around_auth);
             inner = layer.wrap_auth(inner).await?;
         }
-        Ok(inner)
+        Ok(fused(inner, &mut chain, around_auth))
     }
 
     /// Wraps a storage provider in every layer.
     pub async fn wrap_storage(&self, mut inner: Arc<dyn Storage>) -> Result<Arc<dyn Storage>> {
+        let mut chain = Vec::new();
         for layer in self.layers.iter().rev() {
+            if let Some(a) = layer.around(Interface::Storage, inner.info().name) {
+                chain.push(a);
+                continue;
+            }
+            inner = fused(inner, &mut chain, around_storage);
             inner = layer.wrap_storage(inner).await?;
         }
-        Ok(inner)
+        Ok(fused(inner, &mut chain, around_storage))
     }
 
     /// Wraps a realtime provider in every layer.
     pub async fn wrap_realtime(&self, mut inner: Arc<dyn Realtime>) -> Result<Arc<dyn Realtime>> {
+        let mut chain = Vec::new();
         for layer in self.layers.iter().rev() {
+            if let Some(a) = layer.around(Interface::Realtime, inner.info().name) {
+                chain.push(a);
+                continue;
+            }
+            inner = fused(inner, &mut chain, around_realtime);
             inner = layer.wrap_realtime(inner).await?;
         }
-        Ok(inner)
+        Ok(fused(inner, &mut chain, around_realtime))
+    }
+}
+
+/// `inner` wrapped in the generic layers gathered in `chain` (innermost
+/// first), emptied: one layer as it is, several as one [`Chain`].
+fn fused<T: ?Sized>(
+    inner: Arc<T>,
+    chain: &mut Vec<Arc<dyn Around>>,
+    wrap: fn(Arc<T>, Arc<dyn Around>) -> Arc<T>,
+) -> Arc<T> {
+    match chain.len() {
+        0 => inner,
+        1 => wrap(inner, chain.remove(0)),
+        _ => {
+            let outermost_first: Vec<_> = chain.drain(..).rev().collect();
+            wrap(inner, Arc::new(Chain::new(outermost_first)))
+        }
     }
 }

@@ -13,7 +13,7 @@ use truststream_core_db::{ColumnDef, Database, Row, TableSchema, Value};
 use truststream_core_storage::{UploadOptions, WriteCondition};
 use truststream_db_memory::MemoryDatabase;
 use truststream_layer::{
-    around_database, around_storage, Access, Around, DatabaseLayer, Interface, LayerDeps,
+    around_database, around_storage, Access, Around, Chain, DatabaseLayer, Interface, LayerDeps,
     LayerRegistry, LayerSpec, LayeredDatabase, Next, Op,
 };
 use truststream_storage_memory::MemoryStorage;
@@ -418,4 +418,253 @@ async fn health_goes_through_generic_layers_and_a_refusal_reads_unhealthy() {
     );
     let store = around_storage(Arc::new(MemoryStorage::new()), Arc::new(Refuse));
     assert!(!store.health().await.is_healthy());
+}
+
+/// Logs `name` when a call goes through it, and again when it ends.
+struct Tag {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Around for Tag {
+    fn around<'a>(&'a self, _op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.log.lock().unwrap().push(format!("{} in", self.name));
+            let result = next.run().await;
+            self.log.lock().unwrap().push(format!("{} out", self.name));
+            result
+        })
+    }
+}
+
+fn tags(log: &Arc<Mutex<Vec<String>>>, names: &[&'static str]) -> Vec<Arc<dyn Around>> {
+    names
+        .iter()
+        .map(|&name| {
+            Arc::new(Tag {
+                name,
+                log: Arc::clone(log),
+            }) as Arc<dyn Around>
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_chain_runs_its_layers_as_if_wrapped_one_by_one() {
+    let inner: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    agents(&*inner).await;
+
+    // The same order in and out as the layers wrapped one by one.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let chained = around_database(
+        Arc::clone(&inner),
+        Arc::new(Chain::new(tags(&log, &["a", "b", "c"]))),
+    );
+    chained
+        .create("agents", row(json!({"id": "x", "name": "X"})))
+        .await
+        .unwrap();
+    let by_chain = std::mem::take(&mut *log.lock().unwrap());
+    let nested = tags(&log, &["a", "b", "c"])
+        .into_iter()
+        .rev()
+        .fold(Arc::clone(&inner), around_database);
+    assert_eq!(
+        nested.get("agents", &json!("x")).await.unwrap().unwrap()["name"],
+        "X"
+    );
+    let one_by_one = std::mem::take(&mut *log.lock().unwrap());
+    assert_eq!(
+        by_chain,
+        ["a in", "b in", "c in", "c out", "b out", "a out"]
+    );
+    assert_eq!(by_chain, one_by_one);
+
+    // An outer layer that may run the call again gets the arguments back
+    // for every attempt, though the layer below it in the chain runs each
+    // attempt with `Next::run`: the row of a `create` that certainly
+    // changed nothing (failed below the chain) is intact on the third
+    // attempt.
+    let f = flaky(2, true);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut repeat_then_tag: Vec<Arc<dyn Around>> = vec![Arc::new(Repeat)];
+    repeat_then_tag.extend(tags(&log, &["t"]));
+    let db = around_database(
+        around_database(Arc::clone(&inner), Arc::clone(&f)),
+        Arc::new(Chain::new(repeat_then_tag)),
+    );
+    let stored = db
+        .create("agents", row(json!({"id": "c2", "name": "C2"})))
+        .await
+        .unwrap();
+    assert_eq!(stored["name"], "C2");
+    assert_eq!(*f.attempts.lock().unwrap(), 3);
+    assert_eq!(log.lock().unwrap().len(), 6);
+    // An unknown outcome is still not repeated.
+    let f = flaky(1, false);
+    let mut repeat_then_tag: Vec<Arc<dyn Around>> = vec![Arc::new(Repeat)];
+    repeat_then_tag.extend(tags(&log, &["t"]));
+    let db = around_database(
+        around_database(Arc::clone(&inner), Arc::clone(&f)),
+        Arc::new(Chain::new(repeat_then_tag)),
+    );
+    let e = db
+        .create("agents", row(json!({"id": "c3", "name": "C3"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(*f.attempts.lock().unwrap(), 1);
+
+    // A chain inside a chain, and an empty one, run the same way.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut outer = tags(&log, &["a"]);
+    outer.push(Arc::new(Chain::new(tags(&log, &["b", "c"]))));
+    outer.push(Arc::new(Chain::new(Vec::new())));
+    let db = around_database(Arc::clone(&inner), Arc::new(Chain::new(outer)));
+    assert!(db.get("agents", &json!("x")).await.unwrap().is_some());
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["a in", "b in", "c in", "c out", "b out", "a out"]
+    );
+
+    // A layer that answers without running the rest is still caught.
+    let db = around_database(
+        Arc::clone(&inner),
+        Arc::new(Chain::new(vec![Arc::new(Liar) as Arc<dyn Around>])),
+    );
+    let e = db.get("agents", &json!("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}
+
+/// Answers `Ok` without running the call: a layer bug.
+struct Liar;
+
+impl Around for Liar {
+    fn around<'a>(&'a self, _op: Op<'a>, _next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A configured generic layer: `Tag` with its name, for a stack.
+struct TagSpec {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Providers it was made for, as `around` was told.
+    made_for: Arc<Mutex<Vec<&'static str>>>,
+}
+
+#[async_trait]
+impl LayerSpec for TagSpec {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    fn around(&self, _interface: Interface, provider: &'static str) -> Option<Arc<dyn Around>> {
+        self.made_for.lock().unwrap().push(provider);
+        Some(Arc::new(Tag {
+            name: self.name,
+            log: Arc::clone(&self.log),
+        }))
+    }
+    async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {
+        // Not called by a stack (it uses `around`): marked if it were.
+        self.made_for.lock().unwrap().push("wrap_database");
+        let layer = Arc::new(Tag {
+            name: self.name,
+            log: Arc::clone(&self.log),
+        });
+        Ok(around_database(inner, layer))
+    }
+}
+
+/// An interface layer that logs the `get`s through it.
+struct LogGets(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl DatabaseLayer for LogGets {
+    async fn get(&self, next: &dyn Database, table: &str, id: &Value) -> Result<Option<Row>> {
+        self.0.lock().unwrap().push("cache in".into());
+        let got = next.get(table, id).await;
+        self.0.lock().unwrap().push("cache out".into());
+        got
+    }
+}
+
+struct LogGetsSpec(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl LayerSpec for LogGetsSpec {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    async fn wrap_database(&self, inner: Arc<dyn Database>) -> Result<Arc<dyn Database>> {
+        Ok(Arc::new(LayeredDatabase::new(
+            inner,
+            Arc::new(LogGets(Arc::clone(&self.0))),
+        )))
+    }
+}
+
+#[tokio::test]
+async fn a_stack_runs_consecutive_generic_layers_as_one_chain_in_rank_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let made_for = Arc::new(Mutex::new(Vec::new()));
+    let mut reg = LayerRegistry::new();
+    for (name, rank) in [
+        ("metrics", 100),
+        ("retry", 400),
+        ("limit", 600),
+        ("timeout", 700),
+    ] {
+        let (log, made_for) = (Arc::clone(&log), Arc::clone(&made_for));
+        reg.register(name, rank, move |_, _| {
+            Ok(Arc::new(TagSpec {
+                name,
+                log: Arc::clone(&log),
+                made_for: Arc::clone(&made_for),
+            }) as Arc<dyn LayerSpec>)
+        });
+    }
+    let cache_log = Arc::clone(&log);
+    reg.register("cache", 200, move |_, _| {
+        Ok(Arc::new(LogGetsSpec(Arc::clone(&cache_log))) as Arc<dyn LayerSpec>)
+    });
+    let config =
+        json!({"timeout": true, "cache": true, "retry": true, "metrics": true, "limit": true});
+    let stack = reg
+        .stack(
+            Interface::Database,
+            config.as_object().unwrap(),
+            &LayerDeps::default(),
+        )
+        .unwrap();
+    let inner: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    agents(&*inner).await;
+    let db = stack.wrap_database(Arc::clone(&inner)).await.unwrap();
+    assert_eq!(db.info().name, "memory");
+    // Every generic layer was made through `around`, for the provider
+    // below the stack (the cache between them splits them into two).
+    assert_eq!(*made_for.lock().unwrap(), ["memory"; 4]);
+    log.lock().unwrap().clear();
+    assert!(db.get("agents", &json!("nobody")).await.unwrap().is_none());
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "metrics in",
+            "cache in",
+            "retry in",
+            "limit in",
+            "timeout in",
+            "timeout out",
+            "limit out",
+            "retry out",
+            "cache out",
+            "metrics out"
+        ]
+    );
 }
