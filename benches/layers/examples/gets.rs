@@ -56,11 +56,15 @@ async fn stacked(layers: &[(&str, Value)], inner: Arc<dyn Database>) -> Arc<dyn 
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [provider, row, n] = args.as_slice() else {
-        eprintln!(
-            "usage: gets memory|sqlite bare|cache|cache-store|cache-twice|cache-off|stack|hit N"
-        );
-        std::process::exit(2);
+    let (provider, row, n, multi) = match args.as_slice() {
+        [p, r, n] => (p, r, n, false),
+        [p, r, n, m] if m == "multi" => (p, r, n, true),
+        _ => {
+            eprintln!(
+                "usage: gets memory|sqlite bare|cache|cache-store|cache-twice|cache-off|stack|hit|layer:NAME N [multi]"
+            );
+            std::process::exit(2);
+        }
     };
     let n: i64 = n.parse().expect("N: a number of gets");
     let rows = if provider == "sqlite" {
@@ -69,10 +73,14 @@ fn main() {
         ROWS
     };
     assert!(n <= rows - 100, "at most {} gets", rows - 100);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let bare: Arc<dyn Database> = match provider.as_str() {
@@ -92,6 +100,9 @@ fn main() {
             "cache-store" => stacked(&[("cache", json!({"admission": "first_miss"}))], bare).await,
             "cache-off" => stacked(&[("cache", json!({"tables": {TABLE: 0}}))], bare).await,
             "stack" => stacked(&stack, bare).await,
+            other if other.starts_with("layer:") => {
+                stacked(&[(&other["layer:".len()..], json!(true))], bare).await
+            }
             other => panic!("unknown row {other}"),
         };
         let ids: Vec<Value> = (1..=rows).map(|i| json!(i)).collect();
