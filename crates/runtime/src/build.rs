@@ -13,8 +13,9 @@ use truststream_core_storage::{Storage, StorageRegistry};
 use truststream_layer::{LayerDeps, LayerRegistry, ProviderBuilder, Stack};
 
 use crate::config::{
-    Config, Interface, ProviderSection, AUTH_NONE, JOBS_NONE, JOBS_SECTION, LAYERS_KEY,
+    Config, Interface, ProviderSection, AUTH_NONE, JOBS_NONE, JOBS_SECTION, LAYERS_KEY, NONE,
 };
+use crate::disabled::Disabled;
 use crate::redact;
 
 /// One provider registry per interface, and the layers.
@@ -112,18 +113,16 @@ impl Registries {
         r
     }
 
-    /// The known type names of `interface` (auth includes `none`).
+    /// The known type names of `interface`, `none` (turned off) first.
     pub fn names(&self, interface: Interface) -> Vec<&'static str> {
-        match interface {
+        let mut n = vec![NONE];
+        n.extend(match interface {
             Interface::Database => self.database.names(),
             Interface::Storage => self.storage.names(),
             Interface::Realtime => self.realtime.names(),
-            Interface::Auth => {
-                let mut n = vec![AUTH_NONE];
-                n.extend(self.auth.names());
-                n
-            }
-        }
+            Interface::Auth => self.auth.names(),
+        });
+        n
     }
 
     /// The known jobs provider types (`none` first).
@@ -148,6 +147,8 @@ impl Registries {
         if kind == JOBS_NONE {
             return Ok(None);
         }
+        database_needed(config, JOBS_SECTION, kind)?;
+        let db = db.filter(|_| database_on(config));
         let jobs =
             build_section(&self.jobs, config, JOBS_SECTION, &self.jobs_names(), s, db).await?;
         Ok(Some(jobs))
@@ -210,6 +211,12 @@ impl Registries {
         let db = build(&self.database, self, config, i, s, ()).await?;
         match stack.wrap_database(Arc::clone(&db)).await {
             Ok(provider) => Ok(Layered { provider, stack }),
+        if s.kind() == NONE {
+            return Ok(Layered {
+                provider: Disabled::database(config),
+                stack: Stack::empty(i),
+            });
+        }
             Err(e) => {
                 // Built for nothing: let it go before its owner learns why.
                 let _ = db.disconnect().await;
@@ -276,6 +283,8 @@ impl Registries {
     /// Builds the storage provider of `config`, in its layers.
     pub async fn build_storage(self: &Arc<Self>, config: &Config) -> Result<Arc<dyn Storage>> {
         Ok(self.storage_layered(config).await?.provider)
+        database_needed(config, i.as_str(), s.kind())?;
+        let db = db.filter(|_| database_on(config));
     }
 
     pub(crate) async fn storage_layered(
@@ -296,6 +305,12 @@ impl Registries {
     /// Builds the realtime provider of `config`, in its layers, wired to
     /// `deps`.
     pub async fn build_realtime(
+        if s.kind() == NONE {
+            return Ok(Layered {
+                provider: Disabled::storage(config),
+                stack: Stack::empty(i),
+            });
+        }
         self: &Arc<Self>,
         config: &Config,
         deps: RealtimeDeps,
@@ -306,7 +321,7 @@ impl Registries {
     pub(crate) async fn realtime_layered(
         self: &Arc<Self>,
         config: &Config,
-        deps: RealtimeDeps,
+        mut deps: RealtimeDeps,
     ) -> Result<Layered<dyn Realtime>> {
         let i = Interface::Realtime;
         let s = config.section(i);
@@ -322,6 +337,14 @@ impl Registries {
 
 impl Default for Registries {
     fn default() -> Self {
+        if s.kind() == NONE {
+            return Ok(Layered {
+                provider: Disabled::realtime(config),
+                stack: Stack::empty(i),
+            });
+        }
+        // No row change feed from a turned-off database.
+        deps.db = deps.db.filter(|_| database_on(config));
         Self::compiled_in()
     }
 }
@@ -413,6 +436,32 @@ pub(crate) async fn build<T: ?Sized, C>(
     deps: C,
 ) -> Result<Arc<T>> {
     let known = all.names(interface);
+/// Whether the database is on (`database.type` is not `"none"`).
+pub(crate) fn database_on(config: &Config) -> bool {
+    config.section(Interface::Database).kind() != NONE
+}
+
+/// A provider of this workspace that keeps its data in the configured
+/// database (auth `jwt`, jobs `database`), configured with the database
+/// turned off: `InvalidInput` naming both keys and where each was set.
+pub(crate) fn database_needed(config: &Config, section: &str, kind: &str) -> Result<()> {
+    let keeps = match (section, kind) {
+        ("auth", "jwt") => "keeps its users and sessions in the configured database",
+        (JOBS_SECTION, "database") => "keeps its jobs in the configured database",
+        _ => return Ok(()),
+    };
+    if database_on(config) {
+        return Ok(());
+    }
+    Err(Error::invalid_input(format!(
+        "`{section}.type = {kind:?}` ({}) {keeps}, but `database.type = \"{NONE}\"` ({}): set \
+         `database.type` to a database provider, or `{section}.type` to a provider that needs \
+         no database",
+        set_in(config, section, "type"),
+        set_in(config, "database", "type")
+    )))
+}
+
     build_section(registry, config, interface.as_str(), &known, section, deps).await
 }
 
@@ -535,6 +584,15 @@ fn explain(e: Error, config: &Config, interface: &str, kind: &str, secrets: &[St
 fn backticked_after(s: &str, prefix: &str) -> Option<String> {
     let start = s.find(prefix)? + prefix.len();
     let len = s[start..].find('`')?;
+    } else if let Some(setting) = setting_of(&e) {
+        // A provider that failed on one of its settings (a file it cannot
+        // open, an address it cannot listen on, a server it cannot reach).
+        let key = format!("{interface}.{setting}");
+        format!(
+            "`{key}`: {raw}; {} (the {interface} provider {kind:?}, profile {:?})",
+            set_in(config, interface, setting),
+            config.profile()
+        )
     Some(s[start..start + len].to_string())
 }
 
@@ -544,11 +602,48 @@ pub(crate) fn realtime_deps(db: Arc<dyn Database>, auth: Option<Arc<dyn Auth>>) 
     RealtimeDeps { db: Some(db), auth }
 }
 
+/// The context key under which a provider names the setting an error is
+/// about, inside its own section (`path`, `url`, `listen`, `root`): the
+/// runtime names the whole key (`database.path`) and where it was set.
+pub(crate) const SETTING: &str = "setting";
+
+/// The setting a provider's error names ([`SETTING`]), when it names one
+/// by its path inside the section; the last one added wins (a wrapper
+/// knows better: db-supabase's `pooler_url` is db-postgres's `url`).
+pub(crate) fn setting_of(e: &Error) -> Option<&str> {
+    e.context()
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == SETTING)
+        .map(|(_, v)| v.as_str())
+        .filter(|s| {
+            !s.is_empty()
+                && s.split('.').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
+        })
+}
+
+/// Where `section.field` was set (`set in truststream.toml, table
+/// [production.database]`), or, for a provider's default, where to set it.
+pub(crate) fn set_in(config: &Config, section: &str, field: &str) -> String {
+    match config.origin_detail(&format!("{section}.{field}")) {
+        Some(origin) => format!("set in {origin}"),
+        None => format!("the default value; {}", config.where_to_set(section, field)),
+    }
+}
+
 /// The four configured services, built from a [`Config`].
 ///
 /// `auth` is an `Option` because no auth provider is required: the default
 /// configuration has `auth.type = "none"`; `auth.type = "jwt"` (feature
-/// `auth-jwt`) keeps its users in the configured database.
+/// `auth-jwt`) keeps its users in the configured database. The database,
+/// storage and realtime can be turned off too (`type = "none"`): their
+/// field then holds a provider that refuses every call with
+/// `Unsupported`, naming the key that turned it off.
 #[derive(Clone)]
 pub struct Services {
     /// The database provider.
@@ -641,7 +736,7 @@ fn register_db_supabase(reg: &mut DbRegistry) {
                 pg.schema = schema;
                 let pg = PgDatabase::open(pg)
                     .await
-                    .map_err(|e| e.with_context("setting", "database.pooler_url"))?;
+                    .map_err(|e| e.with_context(SETTING, "pooler_url"))?;
                 db.with_sql(Arc::new(pg))
             }
         };

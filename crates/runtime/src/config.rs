@@ -25,6 +25,11 @@ pub const DEFAULT_CONFIG_FILE: &str = "truststream.toml";
 pub const BUILTIN_PROFILES: [&str; 4] = ["default", "development", "staging", "production"];
 /// The value of `auth.type` that means "no auth provider".
 pub const AUTH_NONE: &str = "none";
+/// The type that turns an interface off: `type = "none"` in the
+/// `database`, `storage`, `realtime` (as in the `auth` and `jobs`)
+/// section. The runtime's accessor of a turned-off interface hands out a
+/// provider that refuses every call with `Unsupported`, naming the key.
+pub const NONE: &str = "none";
 
 /// Metadata name of the embedded defaults.
 const DEFAULTS_SOURCE: &str = "built-in defaults";
@@ -375,7 +380,7 @@ impl fmt::Debug for Config {
 }
 
 /// The table of `truststream serve`'s settings.
-const SERVE_SECTION: &str = "serve";
+pub(crate) const SERVE_SECTION: &str = "serve";
 
 /// The section of the background jobs provider.
 pub const JOBS_SECTION: &str = "jobs";
@@ -660,6 +665,12 @@ impl ConfigSources {
                         "configuration key `{SERVE_SECTION}` must be a table, like [{profile}.{SERVE_SECTION}] bind = \"127.0.0.1:54321\""
                     )));
                 };
+                for k in settings.keys() {
+                    let key = format!("{SERVE_SECTION}.{k}");
+                    if let Some(m) = fig.find_metadata(&key) {
+                        origins.insert(key, m.name.to_string());
+                    }
+                }
                 serve = settings;
                 continue;
             }

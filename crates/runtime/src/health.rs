@@ -9,7 +9,7 @@ use truststream_core::{Health, HealthStatus};
 use truststream_core_jobs::Jobs;
 
 use crate::build::{Registries, Services};
-use crate::config::{Config, Interface};
+use crate::config::{Config, Interface, NONE};
 use crate::redact;
 use crate::report::{Built, BuiltOne, Probe};
 
@@ -68,7 +68,7 @@ pub struct HealthReport {
     /// The configured services, in order database, auth, storage,
     /// realtime.
     pub services: Vec<ServiceHealth>,
-    /// Interfaces with no provider configured (`auth.type = "none"`): not
+    /// Interfaces with no provider configured (`type = "none"`): not
     /// checked, not counted.
     pub not_configured: Vec<Interface>,
     /// The background jobs provider; `None` when `jobs.type = "none"`
@@ -82,19 +82,26 @@ impl HealthReport {
     pub async fn of(services: &Services, config: &Config, deadline: Duration) -> Self {
         let started = now_ms();
         let jobs = Ok(services.jobs.clone());
+        // A turned-off interface (`type = "none"`) is not checked.
+        let on = |i: Interface| config.section(i).kind() != NONE;
         let (database, auth, storage, realtime, jobs) = tokio::join!(
-            probe(Interface::Database, config, Some(&services.db), deadline),
+            probe(
+                Interface::Database,
+                config,
+                Some(&services.db).filter(|_| on(Interface::Database)),
+                deadline
+            ),
             probe(Interface::Auth, config, services.auth.as_ref(), deadline),
             probe(
                 Interface::Storage,
                 config,
-                Some(&services.storage),
+                Some(&services.storage).filter(|_| on(Interface::Storage)),
                 deadline
             ),
             probe(
                 Interface::Realtime,
                 config,
-                Some(&services.realtime),
+                Some(&services.realtime).filter(|_| on(Interface::Realtime)),
                 deadline
             ),
             probe_jobs(config, &jobs, deadline),

@@ -3,6 +3,7 @@
 mod build;
 mod config;
 mod defaults;
+mod disabled;
 mod health;
 pub mod redact;
 mod report;
@@ -17,7 +18,7 @@ pub use build::{Registries, Services};
 pub use config::{
     Config, ConfigSources, Interface, ProviderSection, AUTH_NONE, BUILTIN_PROFILES,
     DEFAULT_CONFIG_FILE, ENV_CONFIG_FILE, ENV_PREFIX, ENV_PROFILE, JOBS_NONE, JOBS_SECTION,
-    LAYERS_KEY,
+    LAYERS_KEY, NONE,
 };
 pub use health::{HealthReport, JobsHealth, ServiceHealth, DEFAULT_HEALTH_DEADLINE};
 pub use report::{CompatibilityReport, InterfaceReport, JobsReport};

@@ -16,7 +16,7 @@ use truststream_core_realtime::{Realtime, RealtimeDeps};
 use truststream_core_storage::Storage;
 
 use crate::build::{Layered, Registries};
-use crate::config::{Config, Interface, ProviderSection, AUTH_NONE, JOBS_NONE};
+use crate::config::{Config, Interface, ProviderSection, JOBS_NONE, NONE};
 use crate::redact;
 
 /// The report of one interface.
@@ -81,11 +81,12 @@ impl InterfaceReport {
         }
     }
 
-    /// A report for an interface with no provider configured (auth `none`).
+    /// A report for an interface with no provider configured (`type =
+    /// "none"`: turned off).
     pub fn not_configured(interface: Interface) -> Self {
         InterfaceReport {
             interface,
-            configured_type: AUTH_NONE.to_string(),
+            configured_type: NONE.to_string(),
             provider: None,
             layers: Vec::new(),
             capabilities: Vec::new(),
@@ -105,7 +106,7 @@ impl InterfaceReport {
         health_text(
             self.error.as_deref(),
             self.health.as_ref(),
-            "not configured (auth.type = \"none\")",
+            &format!("not configured ({}.type = \"{NONE}\")", self.interface),
         )
     }
 }
@@ -437,8 +438,14 @@ impl Built {
         config: &Config,
         limit: Option<Duration>,
     ) -> Self {
-        let database = within(limit, registries.database_layered(config)).await;
-        let database = database.map(Some);
+        let off = |i: Interface| config.section(i).kind() == NONE;
+        let database = if off(Interface::Database) {
+            Ok(None)
+        } else {
+            within(limit, registries.database_layered(config))
+                .await
+                .map(Some)
+        };
         let db = match &database {
             Ok(Some(d)) => Some(Arc::clone(&d.provider)),
             _ => None,
@@ -448,18 +455,30 @@ impl Built {
             Ok(Some(a)) => Some(Arc::clone(&a.provider)),
             _ => None,
         };
-        let storage = within(limit, registries.storage_layered(config)).await;
+        let storage = if off(Interface::Storage) {
+            Ok(None)
+        } else {
+            within(limit, registries.storage_layered(config))
+                .await
+                .map(Some)
+        };
         let deps = RealtimeDeps {
             db: db.clone(),
             auth: auth_arc,
         };
-        let realtime = within(limit, registries.realtime_layered(config, deps)).await;
+        let realtime = if off(Interface::Realtime) {
+            Ok(None)
+        } else {
+            within(limit, registries.realtime_layered(config, deps))
+                .await
+                .map(Some)
+        };
         let jobs = within(limit, registries.build_jobs(config, db)).await;
         Built {
             database,
             auth,
-            storage: storage.map(Some),
-            realtime: realtime.map(Some),
+            storage,
+            realtime,
             jobs,
         }
     }

@@ -16,7 +16,7 @@ use truststream_core_storage::Storage;
 use truststream_layer::{LayerDeps, LayerSpec};
 
 use crate::build::{realtime_deps, Layered, Registries, Services};
-use crate::config::{Config, ConfigSources, Interface, ProviderSection, LAYERS_KEY};
+use crate::config::{Config, ConfigSources, Interface, ProviderSection, LAYERS_KEY, NONE};
 use crate::health::HealthReport;
 use crate::redact;
 use crate::report::{CompatibilityReport, InterfaceReport, JobsReport};
@@ -321,13 +321,26 @@ impl Runtime {
     pub async fn check(&self) -> CompatibilityReport {
         let live = self.live.load_full();
         let config = &live.config;
-        let mut interfaces = vec![live.db.report(Interface::Database, config).await];
+        let off = |i: Interface| config.section(i).kind() == NONE;
+        let mut interfaces = vec![if off(Interface::Database) {
+            InterfaceReport::not_configured(Interface::Database)
+        } else {
+            live.db.report(Interface::Database, config).await
+        }];
         interfaces.push(match &live.auth {
             Some(a) => a.report(Interface::Auth, config).await,
             None => InterfaceReport::not_configured(Interface::Auth),
         });
-        interfaces.push(live.storage.report(Interface::Storage, config).await);
-        interfaces.push(live.realtime.report(Interface::Realtime, config).await);
+        interfaces.push(if off(Interface::Storage) {
+            InterfaceReport::not_configured(Interface::Storage)
+        } else {
+            live.storage.report(Interface::Storage, config).await
+        });
+        interfaces.push(if off(Interface::Realtime) {
+            InterfaceReport::not_configured(Interface::Realtime)
+        } else {
+            live.realtime.report(Interface::Realtime, config).await
+        });
         let jobs = JobsReport::of(config, &Ok(live.jobs.clone())).await;
         CompatibilityReport {
             profile: config.profile().to_string(),

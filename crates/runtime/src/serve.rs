@@ -8,7 +8,8 @@ use serde_json::Value;
 use truststream_core::{Error, Result};
 use truststream_serve::{ApiKeys, Providers, ServeConfig, Server};
 
-use crate::config::{Config, Interface, ProviderSection, AUTH_NONE};
+use crate::build::{database_on, set_in, setting_of, SETTING};
+use crate::config::{Config, Interface, ProviderSection, AUTH_NONE, SERVE_SECTION};
 use crate::{Registries, Services};
 
 /// The label of the embedded auth provider's signing secret (derived from
@@ -26,13 +27,28 @@ pub struct Prepared {
     pub keys: ApiKeys,
     /// Whether the auth provider is the embedded one `serve` configured.
     pub embedded_auth: bool,
+    /// Whether `bind` came from the command line (`--bind`), not from
+    /// the `[serve]` table: an error about it names the flag.
+    pub bind_from_flag: bool,
 }
 
 /// Reads the `[serve]` settings (with `bind` overridden when given), loads
 /// or generates the API keys, and — a server needs an auth provider — when
 /// `auth.type = "none"`, configures the `jwt` provider over the configured
 /// database, signing with the secret kept beside the keys.
+///
+/// A configuration with the database turned off (`database.type =
+/// "none"`) is refused: the server's `/rest/v1` API and its auth provider
+/// keep their data there.
 pub fn prepare(config: &Config, bind: Option<&str>) -> Result<Prepared> {
+    if !database_on(config) {
+        return Err(Error::invalid_input(format!(
+            "truststream serve needs a database (its /rest/v1 API, and the users of its auth \
+             provider), but `database.type = \"none\"` ({}): set `database.type` to a database \
+             provider",
+            set_in(config, "database", "type")
+        )));
+    }
     let mut serve = ServeConfig::from_json(Value::Object(config.serve_settings().clone()))?;
     if let Some(b) = bind {
         serve.bind = b.to_string();
@@ -57,6 +73,7 @@ pub fn prepare(config: &Config, bind: Option<&str>) -> Result<Prepared> {
         serve,
         keys,
         embedded_auth,
+        bind_from_flag: bind.is_some(),
     })
 }
 
@@ -72,7 +89,10 @@ pub async fn bind(
     registries: &Arc<Registries>,
     mut prepared: Prepared,
 ) -> Result<(Server, Services)> {
-    gotrue_issuer_before_bind(&mut prepared.config, &mut prepared.serve).await?;
+    let flag = prepared.bind_from_flag;
+    gotrue_issuer_before_bind(&mut prepared.config, &mut prepared.serve)
+        .await
+        .map_err(|e| setting_error(e, &prepared.config, flag))?;
     let services = Services::build(registries, &prepared.config).await?;
     let Some(auth) = services.auth.clone() else {
         return Err(Error::invalid_input(
@@ -85,11 +105,33 @@ pub async fn bind(
         storage: services.storage.clone(),
         metrics: metrics_renderer(&prepared.config),
     };
-    let server = Server::bind(providers, prepared.keys, prepared.serve).await?;
+    let server = Server::bind(providers, prepared.keys, prepared.serve)
+        .await
+        .map_err(|e| setting_error(e, &prepared.config, flag))?;
     Ok((server, services))
 }
 
 /// [`gotrue_issuer`] when the auth section needs an issuer, with the URL
+/// An error of the server about one of its `[serve]` settings (the
+/// [`SETTING`] context: `bind` when the address cannot be listened on)
+/// names the whole key, `serve.bind`, and where it was set (`--bind`, a
+/// file's table, an environment variable, or the default).
+fn setting_error(e: Error, config: &Config, bind_from_flag: bool) -> Error {
+    let Some(setting) = setting_of(&e) else {
+        return e;
+    };
+    let set_in = if setting == "bind" && bind_from_flag {
+        "set by --bind".to_string()
+    } else {
+        set_in(config, SERVE_SECTION, setting)
+    };
+    Error::new(
+        e.kind(),
+        format!("`{SERVE_SECTION}.{setting}`: {}; {set_in}", e.message()),
+    )
+    .with_retryable(e.is_retryable())
+}
+
 /// clients will reach the server at. Nothing else is resolved early: a
 /// configured `public_url` needs no address, and a bind to port 0 stays
 /// with the server when no issuer is made from it.
@@ -116,7 +158,7 @@ fn needs_gotrue_issuer(config: &Config) -> bool {
 /// port 0 is given a free port now.
 async fn public_url_before_bind(serve: &mut ServeConfig) -> Result<String> {
     let cannot = |e: std::io::Error| {
-        Error::unavailable(format!("serve: cannot listen on {}: {e}", serve.bind))
+        truststream_core_realtime::listen_error("serve", "bind", &serve.bind, e)
     };
     let addr = tokio::net::lookup_host(&serve.bind)
         .await
@@ -125,6 +167,7 @@ async fn public_url_before_bind(serve: &mut ServeConfig) -> Result<String> {
         .ok_or_else(|| {
             Error::invalid_input(format!("serve: bind {} names no address", serve.bind))
         })?;
+                .with_context(SETTING, "bind")
     let addr = if addr.port() == 0 {
         let probe = std::net::TcpListener::bind(addr).map_err(cannot)?;
         let addr = probe.local_addr().map_err(cannot)?;

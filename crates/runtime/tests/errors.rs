@@ -168,6 +168,311 @@ async fn an_unknown_nested_setting_names_its_full_key() {
     assert!(!m.contains("0123456789abcdef"), "{m}");
 }
 
+/// A SQLite file that cannot be opened names the file, the filesystem's
+/// reason, the key and where it was set; a missing parent directory is
+/// created (db-sqlite does), so only one that cannot be made fails.
+#[tokio::test]
+async fn a_sqlite_file_that_cannot_be_opened_names_the_path_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let cases = [
+        (file.join("app.db"), "cannot create its directory"),
+        (dir.path().to_path_buf(), "directory"),
+    ];
+    for (path, reason) in cases {
+        let toml = format!(
+            "[default.storage]\ntype = \"memory\"\n\
+             [default.database]\ntype = \"sqlite\"\npath = {:?}\n",
+            path.display().to_string()
+        );
+        let e = build_err(&toml, &[]).await;
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let m = e.message();
+        assert!(
+            m.starts_with(&format!(
+                "`database.path`: cannot open the SQLite database file {}: ",
+                path.display()
+            )),
+            "{m}"
+        );
+        assert!(m.contains(reason), "{reason}: {m}");
+        assert!(
+            m.contains("set in inline TOML, table [default.database]"),
+            "{m}"
+        );
+    }
+    // Set in the environment (the default type, sqlite): the variable
+    // is named.
+    let toml = "[default.storage]\ntype = \"memory\"\n";
+    let cwd_file = dir.path().join("cwd");
+    std::fs::write(&cwd_file, b"x").unwrap();
+    let e = build_err(
+        toml,
+        &[(
+            "TRUSTSTREAM_DATABASE__PATH",
+            &cwd_file.join("t.db").display().to_string(),
+        )],
+    )
+    .await;
+    assert!(
+        e.message()
+            .contains("set in the environment variable TRUSTSTREAM_DATABASE__PATH"),
+        "{e}"
+    );
+}
+
+/// PostgreSQL: a refused port says that host:port refused (at once, not
+/// after the pool's acquire timeout, and without suggesting a bigger
+/// pool); a URL that does not parse, or is not a PostgreSQL URL, is
+/// refused. Each names `database.url` and never echoes its password.
+#[tokio::test]
+async fn postgres_connection_errors_name_database_url() {
+    let cases = [
+        (
+            "postgres://app:hunter2@127.0.0.1:1/test",
+            ErrorKind::Unavailable,
+            "PostgreSQL at 127.0.0.1:1 refused the connection",
+        ),
+        (
+            "mysql://app:hunter2@127.0.0.1:3306/app",
+            ErrorKind::InvalidInput,
+            "the url is not a PostgreSQL URL: its scheme is \"mysql\"",
+        ),
+        (
+            "postgres://app:hunter2@[::1/test",
+            ErrorKind::InvalidInput,
+            "the PostgreSQL url is invalid",
+        ),
+    ];
+    for (url, kind, says) in cases {
+        let e = build_err(
+            "[default.storage]\ntype = \"memory\"\n",
+            &[
+                ("TRUSTSTREAM_DATABASE__TYPE", "postgres"),
+                ("TRUSTSTREAM_DATABASE__URL", url),
+                // An hour: the refused port used to wait for it.
+                ("TRUSTSTREAM_DATABASE__ACQUIRE_TIMEOUT_MS", "3600000"),
+            ],
+        )
+        .await;
+        assert_eq!(e.kind(), kind, "{url}: {e}");
+        let m = e.message();
+        assert!(m.starts_with(&format!("`database.url`: {says}")), "{m}");
+        assert!(
+            m.contains("set in the environment variable TRUSTSTREAM_DATABASE__URL"),
+            "{m}"
+        );
+        assert!(!m.contains("max_connections"), "{m}");
+        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+    }
+}
+
+/// A listening address already taken names the key (`realtime.listen`),
+/// the address and what to do.
+#[tokio::test]
+async fn a_port_already_taken_names_realtime_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut kinds = vec![("ws", "realtime ws")];
+    if cfg!(feature = "realtime-socketio") {
+        kinds.push(("socketio", "realtime socketio"));
+    }
+    for (kind, who) in kinds {
+        let toml = format!("{MEMORY}[default.realtime]\ntype = \"{kind}\"\nlisten = \"{addr}\"\n");
+        let e = build_err(&toml, &[]).await;
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{kind}: {e}");
+        let m = e.message();
+        assert!(
+            m.starts_with(&format!(
+                "`realtime.listen`: {who}: cannot listen on {addr}: "
+            )),
+            "{m}"
+        );
+        assert!(m.contains("set `listen` to a free address"), "{m}");
+        assert!(
+            m.contains("set in inline TOML, table [default.realtime]"),
+            "{m}"
+        );
+    }
+}
+
+/// A storage root that cannot be created or used names the path, the
+/// reason and `storage.root`.
+#[tokio::test]
+async fn an_unusable_storage_root_names_the_path_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    for root in [file.clone(), file.join("storage")] {
+        let toml = format!(
+            "[default.database]\ntype = \"memory\"\n\
+             [default.storage]\ntype = \"fs\"\nroot = {:?}\n",
+            root.display().to_string()
+        );
+        let e = build_err(&toml, &[]).await;
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let m = e.message();
+        assert!(
+            m.starts_with(&format!(
+                "`storage.root`: cannot use the storage root {}: ",
+                root.display()
+            )),
+            "{m}"
+        );
+        assert!(
+            m.contains("set in inline TOML, table [default.storage]"),
+            "{m}"
+        );
+    }
+}
+
+/// `truststream serve` on a port already taken names `serve.bind`, and
+/// where it was set: the `[serve]` table, or `--bind`.
+#[cfg(feature = "serve")]
+#[tokio::test]
+async fn a_port_already_taken_names_serve_bind() {
+    use truststream_runtime::serve;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{MEMORY}[default.serve]\nbind = \"{addr}\"\ndata_dir = {:?}\n",
+        dir.path().display().to_string()
+    );
+    let cfg = ConfigSources::new().toml_str(toml).load().unwrap();
+    let regs = Arc::new(Registries::compiled_in());
+    for (flag, set_in) in [
+        (None, "set in inline TOML, table [default.serve]"),
+        (Some(addr.as_str()), "set by --bind"),
+    ] {
+        let prepared = serve::prepare(&cfg, flag).unwrap();
+        let e = match serve::bind(&regs, prepared).await {
+            Ok(_) => panic!("bound a port already taken"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        let m = e.message();
+        assert!(
+            m.starts_with(&format!("`serve.bind`: serve: cannot listen on {addr}: ")),
+            "{m}"
+        );
+        assert!(m.contains("set `bind` to a free address"), "{m}");
+        assert!(m.ends_with(set_in), "{m}");
+    }
+}
+
+/// `type = "none"` turns the database, storage and realtime off, as it
+/// does auth and jobs: the runtime builds, each accessor's provider
+/// refuses every call with `Unsupported` naming the key and where it was
+/// set, and `check` and `health` list the interfaces as not configured.
+#[tokio::test]
+async fn database_storage_and_realtime_can_be_turned_off() {
+    let toml = "[default.database]\ntype = \"none\"\n[default.storage]\ntype = \"none\"\n\
+                [default.realtime]\ntype = \"none\"\n";
+    let cfg = ConfigSources::new().toml_str(toml).load().unwrap();
+    let rt = truststream_runtime::Runtime::builder()
+        .config(cfg.clone())
+        .build()
+        .await
+        .expect("a runtime with every interface off");
+    let off = |e: Error, name: &str| {
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        let m = e.message();
+        assert!(
+            m.starts_with(&format!(
+                "the {name} is turned off: `{name}.type = \"none\"` (set in inline TOML, table \
+                 [default.{name}])"
+            )),
+            "{m}"
+        );
+    };
+    let e = rt
+        .db()
+        .read("agents", &truststream_core_db::Query::new())
+        .await
+        .unwrap_err();
+    off(e, "database");
+    off(rt.storage().list_buckets().await.unwrap_err(), "storage");
+    let e = match rt.realtime().channel("room", Default::default()).await {
+        Ok(_) => panic!("a channel of a turned-off realtime"),
+        Err(e) => e,
+    };
+    off(e, "realtime");
+    assert!(rt.auth().is_none() && rt.jobs().is_none());
+
+    let report = rt.check().await;
+    assert!(report.is_ok(), "{report}");
+    for i in &report.interfaces {
+        assert_eq!(i.configured_type, "none", "{i:?}");
+        assert!(i.provider.is_none() && i.health.is_none(), "{i:?}");
+        assert_eq!(
+            i.health_line(),
+            format!("not configured ({}.type = \"none\")", i.interface)
+        );
+    }
+    // The report built from the configuration alone says the same.
+    let built = CompatibilityReport::check(&Arc::new(Registries::compiled_in()), &cfg).await;
+    assert_eq!(
+        built.to_json()["interfaces"],
+        report.to_json()["interfaces"]
+    );
+    let health = rt.health(std::time::Duration::from_secs(5)).await;
+    assert!(health.services.is_empty(), "{health:?}");
+    assert_eq!(health.not_configured.len(), 4, "{health:?}");
+    assert!(health.is_ok());
+}
+
+/// What keeps its data in the database (auth `jwt`, jobs `database`,
+/// `truststream serve`) with the database turned off: an error naming
+/// both keys, where each was set, and what to change.
+#[tokio::test]
+async fn a_provider_that_needs_the_database_names_both_keys() {
+    let off = "[default.database]\ntype = \"none\"\n[default.storage]\ntype = \"memory\"\n";
+    let cases = [
+        (
+            format!(
+                "{off}[default.auth]\ntype = \"jwt\"\n\
+                 jwt_secret = \"0123456789abcdef0123456789abcdef\"\n"
+            ),
+            "`auth.type = \"jwt\"` (set in inline TOML, table [default.auth]) keeps its users",
+        ),
+        (
+            format!("{off}[default.jobs]\ntype = \"database\"\n"),
+            "`jobs.type = \"database\"` (set in inline TOML, table [default.jobs]) keeps its jobs",
+        ),
+    ];
+    for (toml, says) in cases {
+        let e = build_err(&toml, &[]).await;
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let m = e.message();
+        assert!(m.starts_with(says), "{m}");
+        assert!(
+            m.contains(
+                "but `database.type = \"none\"` (set in inline TOML, table [default.database])"
+            ),
+            "{m}"
+        );
+        assert!(!m.contains("0123456789abcdef"), "{m}");
+    }
+    #[cfg(feature = "serve")]
+    {
+        let cfg = ConfigSources::new().toml_str(off).load().unwrap();
+        let e = match truststream_runtime::serve::prepare(&cfg, None) {
+            Ok(_) => panic!("serve prepared without a database"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(
+            e.message()
+                .starts_with("truststream serve needs a database")
+                && e.message()
+                    .contains("`database.type = \"none\"` (set in inline TOML"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn a_profile_no_environment_uses_is_a_warning() {
     let cfg = ConfigSources::new()
@@ -366,6 +671,38 @@ fn a_failed_provider_is_printed_once_on_stderr() {
         "{}",
         r.stdout
     );
+}
+
+/// `check` and `health` list a turned-off interface as not configured.
+#[test]
+fn the_cli_lists_turned_off_interfaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TRUSTSTREAM_DATABASE__TYPE", "none"),
+        ("TRUSTSTREAM_STORAGE__TYPE", "none"),
+        ("TRUSTSTREAM_REALTIME__TYPE", "none"),
+    ];
+    let r = truststream(dir.path(), &env, &["check"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    for i in ["database", "storage", "realtime"] {
+        assert!(
+            r.stdout.contains(&format!("{i}: none\n"))
+                && r.stdout
+                    .contains(&format!("health: not configured ({i}.type = \"none\")")),
+            "{}",
+            r.stdout
+        );
+    }
+    let r = truststream(dir.path(), &env, &["health"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    for i in ["database", "auth", "storage", "realtime"] {
+        assert!(
+            r.stdout
+                .contains(&format!("{i}: not configured (not checked)")),
+            "{}",
+            r.stdout
+        );
+    }
 }
 
 #[test]
