@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
+use truststream_core::BuildOptions;
 use truststream_core_auth::{
     Auth, AuthCapabilities, AuthDeps, AuthRegistry, AuthResult, Error, ErrorKind, Health,
     Permission, Principal, ProviderInfo, RolePermissions, Secret, Session, SessionInfo, SignIn,
@@ -93,6 +94,9 @@ pub struct JwtAuth {
     /// The task following the database's change feed into the revocation
     /// view, when the feed sees every writer; aborted on drop.
     revocation_feed: Option<tokio::task::AbortHandle>,
+    /// Built read-only ([`JwtAuth::new_with`]): the tables it found
+    /// missing and did not create (reported by `health`).
+    missing_tables: Vec<String>,
 }
 
 impl Drop for JwtAuth {
@@ -147,6 +151,19 @@ impl JwtAuth {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
     /// ```
     pub async fn new(config: JwtAuthConfig, db: Arc<dyn Database>) -> AuthResult<Self> {
+        Self::new_with(config, db, BuildOptions::default()).await
+    }
+
+    /// [`JwtAuth::new`], told how to build. Read-only
+    /// ([`BuildOptions::read_only`], `truststream health`): no table or
+    /// index is created and the revocation feed is not followed (on
+    /// PostgreSQL it installs a trigger); tables found missing are
+    /// reported by [`Auth::health`] as degraded, by name, instead.
+    pub async fn new_with(
+        config: JwtAuthConfig,
+        db: Arc<dyn Database>,
+        options: BuildOptions,
+    ) -> AuthResult<Self> {
         // jsonwebtoken picks its crypto backend from its cargo features and
         // panics on the first signature when a build enables none or both
         // (another crate may turn on `aws_lc_rs`). Installing the
@@ -177,13 +194,34 @@ impl JwtAuth {
             revocations: Arc::new(RevocationView::new(staleness, &tables.sessions)),
             tables,
         };
-        store.ensure_schema().await?;
-        let limiter =
-            Limiter::new(&config.sign_in_rate_limit, &store.db, &config.table_prefix).await?;
+        let create = !options.read_only;
+        let mut missing_tables = Vec::new();
+        if create {
+            store.ensure_schema().await?;
+        } else {
+            missing_tables = truststream_core_db::missing_tables(&*store.db, &store.tables.names())
+                .await
+                .map_err(|e| e.with_operation("auth.check_tables"))?;
+        }
+        let limiter = Limiter::new(
+            &config.sign_in_rate_limit,
+            &store.db,
+            &config.table_prefix,
+            create,
+        )
+        .await?;
+        if let (false, Some(table)) = (create, limiter.table()) {
+            let t = [table.to_string()];
+            missing_tables.extend(
+                truststream_core_db::missing_tables(&*store.db, &t)
+                    .await
+                    .map_err(|e| e.with_operation("auth.check_tables"))?,
+            );
+        }
         // Last: nothing after it can fail, so the task (and its feed
         // subscription) is owned by the provider from here on, and aborted
         // with it, never left behind by a constructor that gave up.
-        let revocation_feed = if config.revocation_feed {
+        let revocation_feed = if config.revocation_feed && create {
             store.follow_revocations().await
         } else {
             None
@@ -199,6 +237,7 @@ impl JwtAuth {
             limiter,
             jwks_fetches,
             revocation_feed,
+            missing_tables,
         })
     }
 
@@ -494,6 +533,19 @@ impl Auth for JwtAuth {
     async fn health(&self) -> Health {
         let start = Instant::now();
         let db = self.store.db.health().await;
+        if let Some(missing) = db
+            .is_healthy()
+            .then(|| {
+                truststream_core_db::missing_tables_health(
+                    "auth-jwt",
+                    &self.missing_tables,
+                    start.elapsed(),
+                )
+            })
+            .flatten()
+        {
+            return missing;
+        }
         if db.is_healthy() {
             // The revocation feed, when followed: down, or changes lost
             // lately (other processes' revocations then take up to
@@ -882,14 +934,14 @@ impl Auth for JwtAuth {
 /// Adds the provider to `reg` under [`TYPE_NAME`]. It needs the configured
 /// database ([`AuthDeps::db`]), where it keeps its tables.
 pub fn register(reg: &mut AuthRegistry) {
-    reg.register(TYPE_NAME, |cfg, deps: AuthDeps| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, deps: AuthDeps, options| async move {
         let cfg: JwtAuthConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
         let Some(db) = deps.db else {
             return Err(Error::invalid_input(
                 "the jwt auth provider keeps users in the configured database, and none was given",
             ));
         };
-        Ok(Arc::new(JwtAuth::new(cfg, db).await?) as Arc<dyn Auth>)
+        Ok(Arc::new(JwtAuth::new_with(cfg, db, options).await?) as Arc<dyn Auth>)
     });
 }
 

@@ -61,6 +61,7 @@ impl Limiter {
         cfg: &SignInRateLimit,
         db: &Arc<dyn Database>,
         table_prefix: &str,
+        create: bool,
     ) -> AuthResult<Self> {
         if cfg.max_failures == 0 {
             return Ok(Limiter::Off);
@@ -75,15 +76,17 @@ impl Limiter {
             },
             FailureStore::Database => {
                 let table = table_name(table_prefix);
-                db.create_table(
-                    &TableSchema::new(&table)
-                        .column(ColumnDef::text("id").primary_key())
-                        .column(ColumnDef::integer("failures").not_null())
-                        .column(ColumnDef::integer("window_start_ms").not_null())
-                        .if_not_exists(),
-                )
-                .await
-                .map_err(|e| e.with_operation("auth.create_tables"))?;
+                if create {
+                    db.create_table(
+                        &TableSchema::new(&table)
+                            .column(ColumnDef::text("id").primary_key())
+                            .column(ColumnDef::integer("failures").not_null())
+                            .column(ColumnDef::integer("window_start_ms").not_null())
+                            .if_not_exists(),
+                    )
+                    .await
+                    .map_err(|e| e.with_operation("auth.create_tables"))?;
+                }
                 Limiter::Database(DbCounter {
                     db: db.clone(),
                     table,

@@ -5,6 +5,7 @@ mod changes;
 pub mod eval;
 mod ext;
 pub mod ident;
+mod missing;
 mod operation;
 mod query;
 mod schema;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 pub use capabilities::{ChangeFeedScope, DbCapabilities};
 pub use changes::{ChangeFeed, ChangeKind, ChangeStream, RowChange};
 pub use ext::{to_row, DatabaseExt, Page, MAX_PAGE_SIZE};
+pub use missing::{missing_tables, missing_tables_health, missing_tables_message};
 pub use operation::{Operation, OperationOutput};
 pub use query::{
     and, col, not, or, validate_text_search_config, AggFunc, CmpOp, ColumnRef, Cursor, Filter,

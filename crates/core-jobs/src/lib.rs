@@ -49,9 +49,12 @@ pub type JobsRegistry =
 /// [`complete`](Jobs::complete) or [`fail`](Jobs::fail) them with the
 /// lease. A worker that dies stops extending its leases, and its jobs become
 /// claimable again when the leases run out, so every job runs **at least
-/// once**: make handlers idempotent (completing a job in the same database
-/// transaction as the handler's own writes is not part of this interface
-/// yet).
+/// once**: make handlers idempotent, or complete the job in the handler's
+/// own database transaction, so that its writes and the completion commit
+/// together (exactly once; see [`JobContext`]). That completion takes the
+/// provider's transaction type, so it is offered by the providers that keep
+/// jobs in a database (jobs-postgres `PgJobs::complete_with` /
+/// `complete_in`, jobs-db `DbJobs::complete_with`), not by this trait.
 ///
 /// The state machine (attempt counting, backoff, history, dead jobs) is
 /// [`lifecycle`], shared by every provider. A method the provider cannot

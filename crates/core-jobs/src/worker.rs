@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,10 +40,24 @@ use crate::types::{validate_job_type, ClaimRequest, ClaimedJob, Job, JobError, L
 use crate::{Jobs, JobsResult};
 
 /// What a handler is given besides its payload.
+///
+/// A handler that writes to the database the jobs live in can complete its
+/// job **in its own transaction**, so its writes and the completion commit
+/// together or not at all (the exactly-once path): it takes
+/// [`JobContext::completion_lease`] and hands it to the provider's
+/// transactional completion — jobs-postgres `PgJobs::complete_with` (or
+/// `complete_in` on a `sqlx` transaction of its own), jobs-db
+/// `DbJobs::complete_with` (its operations and the completion in one
+/// `Database::transaction`). A lease lost before the commit (it expired
+/// and another worker claimed the job) fails that transaction with
+/// [`ErrorKind::Conflict`] and none of the handler's writes are applied;
+/// the other worker's run is the one that counts.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     job: Job,
     worker_id: Arc<str>,
+    lease: Lease,
+    completes_itself: Arc<AtomicBool>,
 }
 
 impl JobContext {
@@ -62,6 +76,28 @@ impl JobContext {
     /// The worker running it.
     pub fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    /// The lease this run holds (read-only: to complete the job in the
+    /// handler's own transaction, use [`JobContext::completion_lease`]).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The lease, for completing the job in the handler's own database
+    /// transaction (see [`JobContext`]). From this call on the handler
+    /// owns the completion: when it returns `Ok`, the worker counts the
+    /// job completed and does not complete it again, so a handler must
+    /// return `Ok` only once its transaction committed (a handler that
+    /// returns `Ok` without committing leaves the job running, and it runs
+    /// again after its lease). A handler that returns `Err` is recorded as
+    /// a failed attempt as usual (a lease already used by a committed
+    /// completion makes that record a lost lease, changing nothing). Lease
+    /// extensions that the open transaction blocks, and that find the job
+    /// completed once it commits, do not abandon the run.
+    pub fn completion_lease(&self) -> &Lease {
+        self.completes_itself.store(true, Ordering::SeqCst);
+        &self.lease
     }
 }
 
@@ -425,11 +461,32 @@ impl Loop {
                 observe::finished(&job_type, recorded);
                 return;
             };
-            let ctx = JobContext { job, worker_id };
+            let completes_itself = Arc::new(AtomicBool::new(false));
+            let ctx = JobContext {
+                job,
+                worker_id,
+                lease: lease.clone(),
+                completes_itself: completes_itself.clone(),
+            };
             let started = tokio::time::Instant::now();
             let task = AbortOnDrop(tokio::spawn(handler(ctx)));
-            let supervised = supervise(&*jobs, &lease, lease_len, timeout, task, &counters).await;
+            let supervised = supervise(
+                &*jobs,
+                &lease,
+                lease_len,
+                timeout,
+                task,
+                &counters,
+                &completes_itself,
+            )
+            .await;
             let recorded = match supervised {
+                Some((Ok(()), kind)) if completes_itself.load(Ordering::SeqCst) => {
+                    // The handler committed the completion with its writes.
+                    observe::run_time(&job_type, started.elapsed());
+                    Counters::bump(&counters.completed);
+                    kind
+                }
                 Some((result, kind)) => {
                     observe::run_time(&job_type, started.elapsed());
                     finish(&*jobs, &lease, result, kind, &counters).await
@@ -473,7 +530,12 @@ impl Drop for AbortOnDrop {
 /// Waits for the handler while extending the lease: its result and what
 /// kind of end it was ([`outcome`]: completed, failed, panicked, timed
 /// out). `None`: the lease was lost, so the outcome must not be recorded
-/// here.
+/// here. While the handler owns its completion (`completes_itself`, see
+/// [`JobContext::completion_lease`]), a lost lease stops the extensions
+/// but not the run: its transaction may just have completed the job (an
+/// extension waits for the row the transaction locked and then finds the
+/// job completed), and if it did not, its completion fails on the lost
+/// lease and rolls its writes back.
 async fn supervise(
     jobs: &dyn Jobs,
     lease: &Lease,
@@ -481,7 +543,9 @@ async fn supervise(
     timeout: Option<Duration>,
     mut task: AbortOnDrop,
     counters: &Counters,
+    completes_itself: &AtomicBool,
 ) -> Option<(Result<(), JobError>, &'static str)> {
+    let mut extending = true;
     let every = lease_len / 3;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -514,9 +578,15 @@ async fn supervise(
                 let t = timeout.unwrap_or_default();
                 return Some((Err(JobError::retry(format!("timed out after {t:?}"))), outcome::TIMED_OUT));
             }
-            _ = tick.tick() => {
+            _ = tick.tick(), if extending => {
                 match jobs.extend_lease(lease, lease_len).await {
                     Ok(_) => {}
+                    Err(e) if (e.kind() == ErrorKind::Conflict || e.kind() == ErrorKind::NotFound)
+                        && completes_itself.load(Ordering::SeqCst) => {
+                        // Completed by the handler's transaction, or lost:
+                        // its own completion tells which.
+                        extending = false;
+                    }
                     Err(e) if e.kind() == ErrorKind::Conflict || e.kind() == ErrorKind::NotFound => {
                         Counters::bump(&counters.lost_leases);
                         tracing::warn!(job = %lease.job_id, error = %e, "lost the lease on a running job; abandoning it");

@@ -12,6 +12,7 @@ pub use error::{
 };
 pub use health::{Health, HealthStatus, ProviderInfo};
 pub use registry::{
-    parse_config, parse_settings, without_values, BoxFuture, Factory, Registry, SETTING_PATH,
+    parse_config, parse_settings, without_values, BoxFuture, BuildOptions, Factory, Registry,
+    SETTING_PATH,
 };
 pub use secret::Secret;

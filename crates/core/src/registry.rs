@@ -16,9 +16,38 @@ use crate::{Error, Result};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Builds a provider from its configuration section (a JSON value, deserialized
-/// by the provider into its own `Config`) and the interface's dependencies `C`.
-pub type Factory<T, C> =
-    Arc<dyn Fn(serde_json::Value, C) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
+/// by the provider into its own `Config`), the interface's dependencies `C`
+/// and how the caller wants it built ([`BuildOptions`]).
+pub type Factory<T, C> = Arc<
+    dyn Fn(serde_json::Value, C, BuildOptions) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync,
+>;
+
+/// How a provider is built: what the caller lets it do while it starts.
+///
+/// The default is an ordinary build. The runtime builds with
+/// [`BuildOptions::read_only`] for checks that must leave the services
+/// as they found them (`truststream health`, `truststream check`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// Build without writing to the provider's store: no tables, indexes,
+    /// sequences, triggers, schemas or database files created, no
+    /// migrations run, no background writers started. A provider that
+    /// finds something missing builds anyway and says so from its
+    /// `health()` (unhealthy, naming what is missing and how to create
+    /// it) instead of creating it. A provider registered with
+    /// [`Registry::register`] is built as usual (it has nothing to skip);
+    /// one that writes while it starts registers with
+    /// [`Registry::register_with_options`] and honours this.
+    pub read_only: bool,
+}
+
+impl BuildOptions {
+    /// A build that writes nothing (see [`BuildOptions::read_only`]).
+    pub fn read_only() -> Self {
+        BuildOptions { read_only: true }
+    }
+}
 
 /// Provider factories of one interface, by type name.
 pub struct Registry<T: ?Sized, C = ()> {
@@ -35,14 +64,31 @@ impl<T: ?Sized, C> Registry<T, C> {
         }
     }
 
-    /// Adds (or replaces) the factory for `name`.
+    /// Adds (or replaces) the factory for `name`: a provider that writes
+    /// nothing while it is built (see [`BuildOptions`]; otherwise use
+    /// [`Registry::register_with_options`]).
     pub fn register<F, Fut>(&mut self, name: &'static str, factory: F)
     where
         F: Fn(serde_json::Value, C) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Arc<T>>> + Send + 'static,
     {
-        self.factories
-            .insert(name, Arc::new(move |cfg, ctx| Box::pin(factory(cfg, ctx))));
+        self.factories.insert(
+            name,
+            Arc::new(move |cfg, ctx, _| Box::pin(factory(cfg, ctx))),
+        );
+    }
+
+    /// Adds (or replaces) the factory for `name`, which is told how to
+    /// build ([`BuildOptions`]: a read-only build creates nothing).
+    pub fn register_with_options<F, Fut>(&mut self, name: &'static str, factory: F)
+    where
+        F: Fn(serde_json::Value, C, BuildOptions) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<T>>> + Send + 'static,
+    {
+        self.factories.insert(
+            name,
+            Arc::new(move |cfg, ctx, options| Box::pin(factory(cfg, ctx, options))),
+        );
     }
 
     /// The registered type names, sorted.
@@ -58,6 +104,18 @@ impl<T: ?Sized, C> Registry<T, C> {
     /// Builds the provider registered as `name`. An unknown name is
     /// [`crate::ErrorKind::InvalidInput`] listing the known ones.
     pub async fn build(&self, name: &str, config: serde_json::Value, deps: C) -> Result<Arc<T>> {
+        self.build_with(name, config, deps, BuildOptions::default())
+            .await
+    }
+
+    /// [`Registry::build`] with `options` (e.g. [`BuildOptions::read_only`]).
+    pub async fn build_with(
+        &self,
+        name: &str,
+        config: serde_json::Value,
+        deps: C,
+        options: BuildOptions,
+    ) -> Result<Arc<T>> {
         let Some(f) = self.factories.get(name) else {
             return Err(Error::invalid_input(format!(
                 "unknown {} provider type {:?}; known types: {}",
@@ -66,7 +124,7 @@ impl<T: ?Sized, C> Registry<T, C> {
                 self.names().join(", ")
             )));
         };
-        f(config, deps)
+        f(config, deps, options)
             .await
             .map_err(|e| e.with_context("provider", name.to_string()))
     }
@@ -218,6 +276,26 @@ mod tests {
             e.message(),
             "unknown thing provider type \"oracle\"; known types: alpha, one"
         );
+    }
+
+    #[test]
+    fn a_factory_registered_with_options_is_told_how_to_build() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut r: Registry<dyn Thing> = Registry::new("thing");
+        let log = seen.clone();
+        r.register_with_options("writer", move |_, (), options: BuildOptions| {
+            log.lock().unwrap().push(options.read_only);
+            async { Ok(Arc::new(One) as Arc<dyn Thing>) }
+        });
+        block_on(r.build("writer", serde_json::Value::Null, ())).unwrap();
+        block_on(r.build_with(
+            "writer",
+            serde_json::Value::Null,
+            (),
+            BuildOptions::read_only(),
+        ))
+        .unwrap();
+        assert_eq!(*seen.lock().unwrap(), [false, true]);
     }
 
     #[test]

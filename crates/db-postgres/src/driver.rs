@@ -201,6 +201,10 @@ impl SqlProvider for PgDatabase {
             setup.push(format!("CREATE SCHEMA IF NOT EXISTS {}", ident::quote(s)));
         }
         setup.extend(feed::bookkeeping_ddl());
+        if self.read_only {
+            // A read-only build (a health check) creates nothing.
+            setup.clear();
+        }
         for ddl in setup {
             // Concurrent first starts may race on CREATE SCHEMA / TABLE: a
             // conflict means another one made it.
@@ -217,7 +221,7 @@ impl SqlProvider for PgDatabase {
     }
 
     async fn close_pool(&self, pool: Option<Pool>) {
-        self.feed.stop();
+        self.feed.stop_and_wait().await;
         if let Some(p) = pool {
             p.pg.close().await;
         }

@@ -484,6 +484,23 @@ impl Feed {
             w.held.clear();
         }
     }
+
+    /// [`Feed::stop`] for a disconnect: waits for the listener task to end
+    /// and for a subscriber still using the watch connection (a
+    /// subscription dropped just before), so that no connection of the
+    /// feed is left open when this returns.
+    pub(crate) async fn stop_and_wait(&self) {
+        let task = lock(&self.task).take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+        let mut w = self.shared.watch.lock().await;
+        if let Some(c) = w.conn.take() {
+            let _ = sqlx::Connection::close(c).await;
+        }
+        w.held.clear();
+    }
 }
 
 /// A subscriber's stream, with the guard that unsubscribes on drop.

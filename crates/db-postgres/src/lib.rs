@@ -10,7 +10,7 @@ mod value;
 use std::sync::{Arc, Mutex};
 
 use sqlx::postgres::PgPool;
-use truststream_core::Secret;
+use truststream_core::{BuildOptions, Secret};
 use truststream_core_db::sql::engine::{self, SqlState};
 
 use crate::driver::{DIALECT, INFO};
@@ -144,6 +144,9 @@ pub struct PgDatabase {
     /// The pool, the schema cache and the statement cache.
     sql: SqlState<driver::Pool>,
     feed: feed::Feed,
+    /// Built read-only ([`PgDatabase::open_with`]): connecting creates
+    /// nothing (no schema, no bookkeeping tables).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -166,6 +169,15 @@ impl PgDatabase {
     /// the provider's metadata table when missing). A server that cannot be
     /// reached within the acquire timeout is `Unavailable`.
     pub async fn open(config: PgConfig) -> DbResult<Self> {
+        Self::open_with(config, BuildOptions::default()).await
+    }
+
+    /// [`PgDatabase::open`], told how to build. Read-only
+    /// ([`BuildOptions::read_only`], `truststream health`): connecting
+    /// creates neither the schema nor the provider's bookkeeping tables
+    /// (a schema that does not exist fails to connect, naming the
+    /// search path); reads and health checks work as usual.
+    pub async fn open_with(config: PgConfig, options: BuildOptions) -> DbResult<Self> {
         config
             .validate()
             .map_err(|e| e.with_operation("db.connect"))?;
@@ -177,6 +189,7 @@ impl PgDatabase {
             config,
             sql: SqlState::new(INFO, DIALECT),
             feed,
+            read_only: options.read_only,
         };
         db.connect().await?;
         Ok(db)
@@ -208,8 +221,8 @@ impl Drop for PgDatabase {
 /// Adds the provider to `registry` under [`TYPE_NAME`]; its configuration is
 /// [`PgConfig`].
 pub fn register(reg: &mut DbRegistry) {
-    reg.register(TYPE_NAME, |cfg, ()| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, (), options| async move {
         let cfg: PgConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
-        Ok(Arc::new(PgDatabase::open(cfg).await?) as Arc<dyn Database>)
+        Ok(Arc::new(PgDatabase::open_with(cfg, options).await?) as Arc<dyn Database>)
     });
 }

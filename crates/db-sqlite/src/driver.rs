@@ -208,16 +208,33 @@ impl SqlProvider for SqliteDatabase {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(error::map)?
         } else {
             let path = Path::new(&c.path);
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if self.read_only && !path.exists() {
+                return Err(Error::unavailable(format!(
+                    "the SQLite database file {} does not exist yet, and a read-only check \
+                     (`truststream health`) creates nothing: start the application once \
+                     (`truststream serve`, or build the runtime) to create it",
+                    path.display()
+                ))
+                .with_context("setting", "path"));
+            }
+            if let Some(parent) = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty() && !self.read_only)
+            {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     let reason = format!("cannot create its directory {}: {e}", parent.display());
                     cannot_open(path, reason, io_kind(&e)).with_source(e)
                 })?;
             }
-            SqliteConnectOptions::new()
+            let opts = SqliteConnectOptions::new()
                 .filename(path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
+                .create_if_missing(!self.read_only);
+            if self.read_only {
+                // Setting the journal mode writes the file's header.
+                opts
+            } else {
+                opts.journal_mode(SqliteJournalMode::Wal)
+            }
         };
         opts = opts
             .foreign_keys(true)
@@ -240,6 +257,9 @@ impl SqlProvider for SqliteDatabase {
             .connect_with(opts)
             .await
             .map_err(|e| self.open_error(e))?;
+        if self.read_only {
+            return Ok(pool);
+        }
         let made = sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY NOT NULL, schema TEXT NOT NULL)",
             ident::quote(SCHEMA_TABLE)

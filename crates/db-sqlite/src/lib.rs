@@ -103,6 +103,9 @@ pub struct SqliteDatabase {
     /// anyway), so the change feed publishes in commit order.
     write_lock: Arc<tokio::sync::Mutex<()>>,
     changes: ChangeFeed,
+    /// Built read-only ([`SqliteDatabase::open_with`]): opening creates
+    /// nothing (no file, no directory, no bookkeeping table).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for SqliteDatabase {
@@ -117,12 +120,25 @@ impl std::fmt::Debug for SqliteDatabase {
 impl SqliteDatabase {
     /// Opens (creating if needed) the database `config` describes.
     pub async fn open(config: SqliteConfig) -> DbResult<Self> {
+        Self::open_with(config, truststream_core::BuildOptions::default()).await
+    }
+
+    /// [`SqliteDatabase::open`], told how to build. Read-only
+    /// ([`truststream_core::BuildOptions::read_only`], `truststream
+    /// health`): a missing file is an error naming it (nothing is
+    /// created: no file, no directory, no bookkeeping table) and the
+    /// journal mode is left as the file has it.
+    pub async fn open_with(
+        config: SqliteConfig,
+        options: truststream_core::BuildOptions,
+    ) -> DbResult<Self> {
         let changes = ChangeFeed::new(config.change_feed_capacity);
         let db = SqliteDatabase {
             config,
             sql: SqlState::new(INFO, DIALECT),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             changes,
+            read_only: options.read_only,
         };
         db.connect().await?;
         Ok(db)
@@ -151,9 +167,9 @@ impl SqliteDatabase {
 /// # });
 /// ```
 pub fn register(reg: &mut DbRegistry) {
-    reg.register(TYPE_NAME, |cfg, ()| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, (), options| async move {
         let cfg: SqliteConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
-        Ok(Arc::new(SqliteDatabase::open(cfg).await?) as Arc<dyn Database>)
+        Ok(Arc::new(SqliteDatabase::open_with(cfg, options).await?) as Arc<dyn Database>)
     });
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use truststream_core::{Error, ErrorKind, Health, ProviderInfo};
+use truststream_core::{BuildOptions, Error, ErrorKind, Health, ProviderInfo};
 use truststream_core_db::{
     and, col, or, value::format_timestamp, AggFunc, ChangeFeedScope, ChangeKind, Database, Filter,
     IndexSpec, Operation, Query, SelectItem,
@@ -63,6 +63,9 @@ pub struct DbJobs {
     /// Whether the feed task was started (with a database-wide feed it
     /// also sees other processes' jobs: `cross_process_wakeups`).
     listening: bool,
+    /// Built read-only ([`DbJobs::open_with`]): the jobs table when it was
+    /// missing (reported by `health`).
+    missing_tables: Vec<String>,
     /// The jobs outlive this process (not db-memory, not SQLite `:memory:`).
     durable: bool,
 }
@@ -117,8 +120,36 @@ impl DbJobs {
     /// when missing (and `config.create_table`), and listening to the
     /// database's change feed for new jobs when it has one.
     pub async fn open(db: Arc<dyn Database>, config: DbJobsConfig) -> JobsResult<Self> {
+        Self::open_with(db, config, BuildOptions::default()).await
+    }
+
+    /// [`DbJobs::open`], told how to build. Read-only
+    /// ([`BuildOptions::read_only`], `truststream health`): the table and
+    /// its indexes are not created and the change feed is not followed
+    /// (on PostgreSQL it installs a trigger); a missing table is reported
+    /// by [`Jobs::health`] as degraded, by name, instead.
+    pub async fn open_with(
+        db: Arc<dyn Database>,
+        config: DbJobsConfig,
+        options: BuildOptions,
+    ) -> JobsResult<Self> {
         truststream_core_db::ident::validate(&config.table)?;
         let caps = db.capabilities();
+        if options.read_only {
+            let missing =
+                truststream_core_db::missing_tables(&*db, std::slice::from_ref(&config.table))
+                    .await
+                    .map_err(|e| e.with_operation("jobs.check_tables"))?;
+            return Ok(DbJobs {
+                durable: is_durable(&*db).await,
+                db,
+                table: config.table,
+                wake: Arc::new(Wake::new()),
+                feed: std::sync::Mutex::new(None),
+                listening: false,
+                missing_tables: missing,
+            });
+        }
         if config.create_table && caps.schema {
             let mut schema = row::schema(&config.table);
             schema.if_not_exists = true;
@@ -162,6 +193,7 @@ impl DbJobs {
             wake,
             listening: feed.is_some(),
             feed: std::sync::Mutex::new(feed),
+            missing_tables: Vec::new(),
             durable,
         })
     }
@@ -378,6 +410,13 @@ impl Jobs for DbJobs {
 
     async fn health(&self) -> Health {
         let start = Instant::now();
+        if let Some(missing) = truststream_core_db::missing_tables_health(
+            "jobs-db",
+            &self.missing_tables,
+            start.elapsed(),
+        ) {
+            return missing;
+        }
         match self
             .db
             .read(&self.table, &Query::new().select(["id"]).limit(1))
@@ -681,13 +720,13 @@ async fn is_durable(db: &dyn Database) -> bool {
 /// Registers the provider as `"database"`: it keeps jobs in the configured
 /// database (the registry's dependency), which must be given.
 pub fn register(reg: &mut JobsRegistry) {
-    reg.register(TYPE_NAME, |cfg, db| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, db, options| async move {
         let cfg: DbJobsConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
         let Some(db) = db else {
             return Err(Error::invalid_input(
                 "the database jobs provider needs a configured database",
             ));
         };
-        Ok(Arc::new(DbJobs::open(db, cfg).await?) as Arc<dyn Jobs>)
+        Ok(Arc::new(DbJobs::open_with(db, cfg, options).await?) as Arc<dyn Jobs>)
     });
 }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Row as _, Transaction};
-use truststream_core::{Error, ErrorKind, Health, ProviderInfo, Secret};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row as _, Transaction};
+use truststream_core::{BoxFuture, Error, ErrorKind, Health, ProviderInfo, Secret};
 use truststream_core_db::{ident, Operation};
 use truststream_core_jobs::batch::{fan_out, BatchStats, Batcher, Flush};
 use truststream_core_jobs::lifecycle::{self, Start};
@@ -24,6 +24,15 @@ use truststream_core_jobs::{
 
 use error::map;
 use row::{decode, Stored, COLUMNS};
+
+/// A sqlx error as the TrustStream error of its kind (by SQLSTATE:
+/// constraint violations `Conflict`, bad data `InvalidInput`, lost
+/// connections, deadlocks and serialization failures `Unavailable`, ...),
+/// the sqlx error kept as its source: for the writes of
+/// [`PgJobs::complete_with`]'s closure.
+pub fn sql_error(e: sqlx::Error) -> Error {
+    map(e)
+}
 
 /// The type name the provider registers under.
 pub const TYPE_NAME: &str = "postgres";
@@ -118,6 +127,8 @@ pub struct PgJobs {
     qt: String,
     /// The run-time sample table, quoted and qualified.
     qs: String,
+    /// The jobs, sample and sequence names (for `complete_in`).
+    names: Arc<Tables>,
     /// Completions of every worker on this instance, written in batches.
     completions: Batcher<Lease, ()>,
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
@@ -125,6 +136,9 @@ pub struct PgJobs {
     wake: Arc<Wake>,
     /// The `LISTEN` task; taken by [`Jobs::close`].
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Built read-only ([`PgJobs::open_with`]): the tables it found
+    /// missing and did not create (reported by `health`).
+    missing_tables: Vec<String>,
 }
 
 impl std::fmt::Debug for PgJobs {
@@ -159,6 +173,18 @@ impl PgJobs {
     /// missing (and `config.create_table`), and starts listening for new
     /// jobs.
     pub async fn open(config: PgJobsConfig) -> JobsResult<Self> {
+        Self::open_with(config, truststream_core::BuildOptions::default()).await
+    }
+
+    /// [`PgJobs::open`], told how to build. Read-only
+    /// ([`truststream_core::BuildOptions::read_only`], `truststream
+    /// health`): nothing is
+    /// created whatever `create_table` says; tables found missing are
+    /// reported by [`Jobs::health`] as degraded, by name, instead.
+    pub async fn open_with(
+        config: PgJobsConfig,
+        build: truststream_core::BuildOptions,
+    ) -> JobsResult<Self> {
         ident::validate(&config.table)?;
         if let Some(s) = &config.schema {
             ident::validate(s)?;
@@ -187,7 +213,26 @@ impl PgJobs {
             qt: qt.clone(),
         });
         let channel = channel(config.schema.as_deref(), &config.table);
-        if config.create_table {
+        let mut missing_tables = Vec::new();
+        if build.read_only {
+            let shown = |name: String| match &config.schema {
+                Some(s) => format!("{s}.{name}"),
+                None => name,
+            };
+            for (table, name) in [
+                (&names.qt, shown(config.table.clone())),
+                (&names.qs, shown(row::index_name(&config.table, "run_samples"))),
+            ] {
+                let absent: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NULL")
+                    .bind(table)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(map)?;
+                if absent {
+                    missing_tables.push(name);
+                }
+            }
+        } else if config.create_table {
             Self::create(&pool, &config, &names, &channel).await?;
         } else {
             for (what, table) in [
@@ -233,10 +278,12 @@ impl PgJobs {
             pool,
             qt,
             qs: names.qs.clone(),
+            names,
             completions,
             table: config.table,
             wake,
             listener: std::sync::Mutex::new(Some(listener)),
+            missing_tables,
         })
     }
 
@@ -324,6 +371,104 @@ impl PgJobs {
     /// The bare jobs table name (as `enqueue_operation` names it).
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Runs `work` — the handler's own writes, on the connection of a
+    /// transaction — and completes the job `lease` holds in the same
+    /// transaction, then commits: the writes and the completion are applied
+    /// together or not at all (the exactly-once path; in a worker's handler
+    /// the lease is [`JobContext::completion_lease`]).
+    ///
+    /// The completion is a compare-and-set on the lease, after `work`: the
+    /// job's row is locked (`FOR UPDATE`, so no claimer takes it until the
+    /// transaction ends) and must still be running under this lease. When
+    /// the lease was lost (it expired and another worker claimed the job)
+    /// the answer is [`ErrorKind::Conflict`] and the transaction is rolled
+    /// back, `work`'s writes with it; an error of `work` rolls it back too
+    /// and is returned as it is (map sqlx errors with [`sql_error`]). A
+    /// lease that expired but that no one claimed yet still completes.
+    /// Write only to this provider's server through the connection; `work`
+    /// should not take longer than the lease (the worker keeps extending
+    /// it meanwhile).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use truststream_core_jobs::{JobContext, JobError, Worker};
+    /// use truststream_jobs_postgres::{sql_error, PgJobs};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Credit { account: String, cents: i64 }
+    ///
+    /// # fn build(jobs: Arc<PgJobs>) -> Result<(), truststream_core_jobs::Error> {
+    /// let pg = jobs.clone();
+    /// let worker = Worker::builder(jobs)
+    ///     .register("credit", move |ctx: JobContext, c: Credit| {
+    ///         let pg = pg.clone();
+    ///         async move {
+    ///             pg.complete_with(ctx.completion_lease(), move |conn| {
+    ///                 Box::pin(async move {
+    ///                     sqlx::query("UPDATE accounts SET cents = cents + $1 WHERE id = $2")
+    ///                         .bind(c.cents)
+    ///                         .bind(&c.account)
+    ///                         .execute(&mut *conn)
+    ///                         .await
+    ///                         .map_err(sql_error)?;
+    ///                     Ok(())
+    ///                 })
+    ///             })
+    ///             .await
+    ///             .map_err(|e| JobError::retry(e.to_string()))
+    ///         }
+    ///     })?
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`JobContext::completion_lease`]: truststream_core_jobs::JobContext::completion_lease
+    pub async fn complete_with<T, F>(&self, lease: &Lease, work: F) -> JobsResult<T>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, JobsResult<T>> + Send,
+    {
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        let r = async {
+            let out = work(&mut tx).await?;
+            self.complete_in(&mut tx, lease).await?;
+            Ok(out)
+        }
+        .await;
+        finish(tx, r).await
+    }
+
+    /// Completes the job `lease` holds inside `tx`, the caller's own
+    /// transaction on this provider's server: the completion commits with
+    /// the caller's writes, or rolls back with them. Call it last, right
+    /// before committing: it locks the job's row (`FOR UPDATE`) and one
+    /// run-time sample row until the transaction ends, so claims skip the
+    /// job and this instance's lease extensions wait meanwhile.
+    ///
+    /// A lease no longer held is [`ErrorKind::Conflict`] and a missing job
+    /// [`ErrorKind::NotFound`]; either way nothing is written, and the
+    /// caller must roll the transaction back (`tx.rollback().await`: a
+    /// dropped sqlx transaction rolls back only when its connection is next
+    /// used, keeping its locks until then), so its own writes are not
+    /// applied by a run that lost its job. [`PgJobs::complete_with`] does
+    /// all of this.
+    pub async fn complete_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        lease: &Lease,
+    ) -> JobsResult<()> {
+        const OPERATION: &str = "jobs.complete_in";
+        let Some(mut s) = Self::lock(tx, &self.qt, lease.job_id).await? else {
+            return Err(lifecycle::not_found(&lease.job_id, OPERATION));
+        };
+        if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str()) {
+            return Err(lifecycle::lease_lost(&lease.job_id, OPERATION));
+        }
+        s.job.complete(lifecycle::now());
+        Self::write(tx, &self.qt, &s.job, None).await?;
+        sample_run_times(tx, &self.names, &[&s.job]).await
     }
 
     /// How many completion batches this instance wrote, and how many
@@ -709,6 +854,13 @@ impl Jobs for PgJobs {
 
     async fn health(&self) -> Health {
         let start = Instant::now();
+        if let Some(missing) = truststream_core_db::missing_tables_health(
+            "jobs-postgres",
+            &self.missing_tables,
+            start.elapsed(),
+        ) {
+            return missing;
+        }
         match sqlx::query(&format!("SELECT id FROM {} LIMIT 1", self.qt))
             .execute(&self.pool)
             .await
@@ -1022,9 +1174,9 @@ impl Jobs for PgJobs {
 /// `url` (the registry's database dependency is not used); give it the
 /// `schema` of the db-postgres database that runs transactional enqueues.
 pub fn register(reg: &mut JobsRegistry) {
-    reg.register(TYPE_NAME, |cfg, _db| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, _db, options| async move {
         let cfg: PgJobsConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
-        Ok(Arc::new(PgJobs::open(cfg).await?) as Arc<dyn Jobs>)
+        Ok(Arc::new(PgJobs::open_with(cfg, options).await?) as Arc<dyn Jobs>)
     });
 }
 

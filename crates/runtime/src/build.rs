@@ -158,19 +158,30 @@ impl Registries {
     /// providers from these registries (plain providers, without layers),
     /// for layers that need a second provider.
     pub fn layer_deps(self: &Arc<Self>) -> LayerDeps {
+        // Second providers are built as the first: read-only in a health
+        // check.
+        let options = crate::report::build_options();
         let registries = Arc::clone(self);
         let database: ProviderBuilder<dyn Database> =
             Arc::new(move |kind: String, settings: Value| {
                 let registries = Arc::clone(&registries);
-                Box::pin(async move { registries.database.build(&kind, settings, ()).await })
-                    as BoxFuture<'static, Result<Arc<dyn Database>>>
+                Box::pin(async move {
+                    registries
+                        .database
+                        .build_with(&kind, settings, (), options)
+                        .await
+                }) as BoxFuture<'static, Result<Arc<dyn Database>>>
             });
         let registries = Arc::clone(self);
         let storage: ProviderBuilder<dyn Storage> =
             Arc::new(move |kind: String, settings: Value| {
                 let registries = Arc::clone(&registries);
-                Box::pin(async move { registries.storage.build(&kind, settings, ()).await })
-                    as BoxFuture<'static, Result<Arc<dyn Storage>>>
+                Box::pin(async move {
+                    registries
+                        .storage
+                        .build_with(&kind, settings, (), options)
+                        .await
+                }) as BoxFuture<'static, Result<Arc<dyn Storage>>>
             });
         LayerDeps {
             database: Some(database),
@@ -498,8 +509,10 @@ async fn build_section<T: ?Sized, C>(
         )));
     }
     let secrets = section.secrets();
+    // Read-only inside a health check (`report::read_only`).
+    let options = crate::report::build_options();
     registry
-        .build(kind, section.settings_json(), deps)
+        .build_with(kind, section.settings_json(), deps, options)
         .await
         .map_err(|e| explain(e, config, name, kind, &secrets))
 }

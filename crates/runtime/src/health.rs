@@ -11,7 +11,7 @@ use truststream_core_jobs::Jobs;
 use crate::build::{Registries, Services};
 use crate::config::{Config, Interface, NONE};
 use crate::redact;
-use crate::report::{Built, BuiltOne, Probe};
+use crate::report::{read_only, Built, BuiltOne, Probe};
 
 /// The deadline `truststream health` uses unless `--deadline-ms` says
 /// otherwise.
@@ -114,9 +114,15 @@ impl HealthReport {
     /// fails to build is unhealthy, with the reason; so is one whose build
     /// does not finish within `deadline` (each build has the deadline to
     /// itself: the whole check takes at most five deadlines).
+    ///
+    /// A health check never writes: the providers are built read-only
+    /// ([`truststream_core::BuildOptions::read_only`]), so none creates
+    /// its tables (auth-jwt's users and sessions, the jobs table); one
+    /// that finds them missing reports degraded, naming them and how to
+    /// create them. The providers are closed before this returns.
     pub async fn check(registries: &Arc<Registries>, config: &Config, deadline: Duration) -> Self {
         let started = now_ms();
-        let built = Built::each(registries, config, Some(deadline)).await;
+        let built = read_only(Built::each(registries, config, Some(deadline))).await;
         let (database, auth, storage, realtime, jobs) = tokio::join!(
             probe_built(Interface::Database, config, &built.database, deadline),
             probe_built(Interface::Auth, config, &built.auth, deadline),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use truststream_core::{Health, HealthStatus, ProviderInfo};
+use truststream_core::{BuildOptions, Health, HealthStatus, ProviderInfo};
 use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_jobs::Jobs;
@@ -483,12 +483,41 @@ impl Built {
         }
     }
 
-    /// Done with: the database built for the report is disconnected.
+    /// Done with: every provider built for the report is closed (realtime,
+    /// jobs and auth, then the database is disconnected), so a realtime
+    /// server's port is free and no pool is left when this returns.
     pub(crate) async fn close(self) {
+        if let Ok(Some(rt)) = &self.realtime {
+            let _ = rt.provider.close().await;
+        }
+        if let Ok(Some(jobs)) = &self.jobs {
+            let _ = jobs.close().await;
+        }
+        if let Ok(Some(auth)) = &self.auth {
+            let _ = auth.provider.close().await;
+        }
         if let Ok(Some(db)) = &self.database {
             let _ = db.provider.disconnect().await;
         }
     }
+}
+
+tokio::task_local! {
+    /// How the providers built in this task are built (set around a
+    /// read-only check's builds by [`read_only`]; unset: an ordinary build).
+    static BUILD_OPTIONS: BuildOptions;
+}
+
+/// Runs `builds` with every provider built in it built read-only
+/// ([`BuildOptions::read_only`]: no tables, schemas or files created).
+pub(crate) async fn read_only<F: std::future::Future>(builds: F) -> F::Output {
+    BUILD_OPTIONS.scope(BuildOptions::read_only(), builds).await
+}
+
+/// The build options of the providers being built now (see
+/// [`read_only`]).
+pub(crate) fn build_options() -> BuildOptions {
+    BUILD_OPTIONS.try_with(|o| *o).unwrap_or_default()
 }
 
 /// `build`, failing with why (its error, or the `limit` it did not finish

@@ -134,6 +134,7 @@ impl RuntimeBuilder {
             registries,
             live: ArcSwap::from_pointee(live),
             switching: tokio::sync::Mutex::new(()),
+            shut_down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -167,8 +168,11 @@ impl Default for RuntimeBuilder {
 pub struct Runtime {
     registries: Arc<Registries>,
     live: ArcSwap<Live>,
-    /// Held for a whole switch (build, health checks, swap).
+    /// Held for a whole switch (build, health checks, swap) and for
+    /// [`Runtime::shutdown`].
     switching: tokio::sync::Mutex<()>,
+    /// Set by [`Runtime::shutdown`]: switches are refused from then on.
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -282,6 +286,13 @@ impl Runtime {
         let new_layers = settings.get(LAYERS_KEY).is_some();
         let mut section = ProviderSection::from_json(kind, settings)?;
         let _one_at_a_time = self.switching.lock().await;
+        if self.is_shut_down() {
+            return Err(Error::unavailable(format!(
+                "refusing to switch {interface} to provider {kind:?}: the runtime was shut down \
+                 (Runtime::shutdown); build a new one"
+            ))
+            .with_context("section", interface.as_str()));
+        }
         let current = self.live.load_full();
         if !new_layers {
             let layers = current.config.section(interface).layers().clone();
@@ -354,6 +365,73 @@ impl Runtime {
     pub async fn health(&self, deadline: Duration) -> HealthReport {
         let (services, config) = self.snapshot();
         HealthReport::of(&services, &config, deadline).await
+    }
+
+    /// Shuts every current provider down, for the end of the process (see
+    /// [`Services::close`]): realtime first (its servers stop listening,
+    /// its change feed readers end), then jobs (completions waiting in a
+    /// batch are committed, wake-up listeners stop), then auth (its
+    /// revocation feed), then the database's pools are closed. Waits for
+    /// a switch in progress; later switches are refused.
+    ///
+    /// Idempotent: a second call closes nothing new and returns `Ok`.
+    /// After it, calls on the providers (through handles taken before or
+    /// after) fail with an error — `Unavailable` for the database
+    /// ("disconnected"), realtime and jobs — instead of waiting for a
+    /// connection. Storage holds no connections to close.
+    ///
+    /// Every provider is closed even when one fails; the first failure is
+    /// returned, naming the interface.
+    pub async fn shutdown(&self) -> Result<()> {
+        let _no_switch = self.switching.lock().await;
+        if self
+            .shut_down
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        self.live.load().services().close().await
+    }
+
+    /// Whether [`Runtime::shutdown`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Services {
+    /// Closes every provider, in the order that lets each finish its work
+    /// on the ones below it: realtime (servers, listeners, change feed
+    /// readers), jobs (batched completions committed, then its background
+    /// tasks and own connections), auth (background tasks), and last the
+    /// database ([`Database::disconnect`]: its pools and change feed
+    /// listener; through its layers, so a composite's secondary is closed
+    /// too). Each provider's `close` is idempotent, so is this.
+    ///
+    /// Every provider is closed even when one fails; the first failure is
+    /// returned, prefixed with the interface (`closing jobs: ...`).
+    pub async fn close(&self) -> Result<()> {
+        let mut first: Option<Error> = None;
+        let mut note = |what: &str, r: Result<()>| {
+            if let Err(e) = r {
+                if first.is_none() {
+                    let message = format!("closing {what}: {}", e.message());
+                    first = Some(Error::new(e.kind(), message).with_source(e));
+                }
+            }
+        };
+        note("realtime", self.realtime.close().await);
+        if let Some(jobs) = &self.jobs {
+            note("jobs", jobs.close().await);
+        }
+        if let Some(auth) = &self.auth {
+            note("auth", auth.close().await);
+        }
+        note("database", self.db.disconnect().await);
+        match first {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
     }
 }
 

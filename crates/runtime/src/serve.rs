@@ -93,6 +93,7 @@ pub async fn bind(
     gotrue_issuer_before_bind(&mut prepared.config, &mut prepared.serve)
         .await
         .map_err(|e| setting_error(e, &prepared.config, flag))?;
+    served_signed_urls(&mut prepared.config, &prepared.serve).await;
     let services = Services::build(registries, &prepared.config).await?;
     let Some(auth) = services.auth.clone() else {
         return Err(Error::invalid_input(
@@ -111,7 +112,6 @@ pub async fn bind(
     Ok((server, services))
 }
 
-/// [`gotrue_issuer`] when the auth section needs an issuer, with the URL
 /// An error of the server about one of its `[serve]` settings (the
 /// [`SETTING`] context: `bind` when the address cannot be listened on)
 /// names the whole key, `serve.bind`, and where it was set (`--bind`, a
@@ -132,6 +132,7 @@ fn setting_error(e: Error, config: &Config, bind_from_flag: bool) -> Error {
     .with_retryable(e.is_retryable())
 }
 
+/// [`gotrue_issuer`] when the auth section needs an issuer, with the URL
 /// clients will reach the server at. Nothing else is resolved early: a
 /// configured `public_url` needs no address, and a bind to port 0 stays
 /// with the server when no issuer is made from it.
@@ -166,8 +167,8 @@ async fn public_url_before_bind(serve: &mut ServeConfig) -> Result<String> {
         .next()
         .ok_or_else(|| {
             Error::invalid_input(format!("serve: bind {} names no address", serve.bind))
-        })?;
                 .with_context(SETTING, "bind")
+        })?;
     let addr = if addr.port() == 0 {
         let probe = std::net::TcpListener::bind(addr).map_err(cannot)?;
         let addr = probe.local_addr().map_err(cannot)?;
@@ -193,6 +194,57 @@ fn gotrue_issuer(config: &mut Config, public: &str) {
     );
     let section = ProviderSection::new("jwt", settings).with_layers(auth.layers().clone());
     config.set_section(Interface::Auth, section);
+}
+
+/// Storage types that sign their own URLs and serve answers at
+/// `/storage/v1/signed` (through `Storage::fetch_signed`).
+const SELF_SIGNING_STORAGE: [&str; 2] = ["fs", "memory"];
+
+/// The path under the public URL where serve answers them.
+const SIGNED_URL_PATH: &str = "/storage/v1/signed";
+
+/// Sets the `base_url` of an `fs` or `memory` storage that has none to
+/// `<public url>/storage/v1/signed`, so the signed URLs it makes are
+/// answered by this server (their own default, `fs://local`, is answered
+/// by nothing). The public URL is `public_url`, else `http://<bind>`; with
+/// neither a `public_url` nor a fixed port (a port-0 bind not yet
+/// resolved) the storage keeps its default rather than the server binding
+/// early for it.
+async fn served_signed_urls(config: &mut Config, serve: &ServeConfig) {
+    let storage = config.section(Interface::Storage);
+    if !SELF_SIGNING_STORAGE.contains(&storage.kind())
+        || storage.settings().contains_key("base_url")
+    {
+        return;
+    }
+    let public = match &serve.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let addr = tokio::net::lookup_host(&serve.bind)
+                .await
+                .ok()
+                .and_then(|mut a| a.next());
+            match addr {
+                Some(addr) if addr.port() != 0 => serve.public_url(addr),
+                _ => return,
+            }
+        }
+    };
+    signed_url_base(config, &public);
+}
+
+/// Sets the storage section's `base_url` to `<public>/storage/v1/signed`
+/// (the section's type, other settings and layers kept).
+fn signed_url_base(config: &mut Config, public: &str) {
+    let storage = config.section(Interface::Storage);
+    let mut settings = storage.settings().clone();
+    settings.insert(
+        "base_url".into(),
+        Value::String(format!("{}{SIGNED_URL_PATH}", public.trim_end_matches('/'))),
+    );
+    let section =
+        ProviderSection::new(storage.kind(), settings).with_layers(storage.layers().clone());
+    config.set_section(Interface::Storage, section);
 }
 
 /// `/metrics` when some section has the metrics layer.
@@ -252,6 +304,60 @@ mod tests {
              issuer = \"mine\"\n",
         );
         assert_eq!(s.settings()["issuer"], "mine", "a configured issuer stays");
+    }
+
+    /// An `fs` or `memory` storage without a `base_url` signs URLs that
+    /// this server answers; a configured `base_url`, another type, or a
+    /// port-0 bind without `public_url` is left alone.
+    #[tokio::test]
+    async fn self_signing_storage_signs_urls_this_server_answers() {
+        let base_of = |config: &Config| {
+            config
+                .section(Interface::Storage)
+                .settings()
+                .get("base_url")
+                .cloned()
+        };
+        let serve = |bind: &str, public: Option<&str>| ServeConfig {
+            bind: bind.into(),
+            public_url: public.map(str::to_string),
+            ..ServeConfig::default()
+        };
+        let fs = "[default.storage]\ntype = \"fs\"\nroot = \"/tmp/x\"\n\
+                  [default.storage.layers.timeout]\nms = 5000\n";
+        let mut c = loaded(fs);
+        served_signed_urls(&mut c, &serve("127.0.0.1:54321", None)).await;
+        assert_eq!(
+            base_of(&c),
+            Some(Value::from("http://127.0.0.1:54321/storage/v1/signed"))
+        );
+        let s = c.section(Interface::Storage);
+        assert_eq!(s.kind(), "fs");
+        assert_eq!(s.settings()["root"], "/tmp/x", "settings kept");
+        assert!(s.layers().contains_key("timeout"), "layers kept");
+
+        let mut c = loaded("[default.storage]\ntype = \"memory\"\n");
+        served_signed_urls(&mut c, &serve("127.0.0.1:0", Some("https://api.example/"))).await;
+        assert_eq!(
+            base_of(&c),
+            Some(Value::from("https://api.example/storage/v1/signed"))
+        );
+
+        for (toml, s) in [
+            (
+                "[default.storage]\ntype = \"fs\"\nbase_url = \"http://mine/files\"\n",
+                serve("127.0.0.1:54321", None),
+            ),
+            (
+                "[default.storage]\ntype = \"fs\"\n",
+                serve("127.0.0.1:0", None),
+            ),
+        ] {
+            let mut c = loaded(toml);
+            let before = base_of(&c);
+            served_signed_urls(&mut c, &s).await;
+            assert_eq!(base_of(&c), before, "{toml} on {}", s.bind);
+        }
     }
 
     fn loaded(toml: &str) -> Config {

@@ -78,9 +78,29 @@ fn a_failed_provider_shows_its_cause_once() {
     assert_eq!(line.matches("(os error ").count(), 1, "{line}");
 }
 
+/// `truststream health` creates nothing: the embedded default's SQLite
+/// file must exist first (`check` creates it, as the application does).
+fn created_by_check(dir: &std::path::Path) {
+    let r = truststream(dir, &[], &["check"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+}
+
+/// On a fresh directory there is no database to check: `health` says so
+/// (naming the file and how to create it), exits 1, and creates nothing.
+#[test]
+fn health_on_a_fresh_directory_creates_nothing_and_says_how_to_start() {
+    let dir = tmp();
+    let r = truststream(dir.path(), &[], &["health"]);
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("does not exist yet"), "{}", r.stdout);
+    assert!(r.stdout.contains("truststream serve"), "{}", r.stdout);
+    assert!(!dir.path().join("data/truststream.db").exists());
+}
+
 #[test]
 fn health_prints_a_row_per_configured_service_and_the_overall_status() {
     let dir = tmp();
+    created_by_check(dir.path());
     let r = truststream(dir.path(), &[], &["health"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -107,6 +127,7 @@ fn health_prints_a_row_per_configured_service_and_the_overall_status() {
 #[test]
 fn health_json_has_the_overall_status_and_one_entry_per_configured_service() {
     let dir = tmp();
+    created_by_check(dir.path());
     let r = truststream(dir.path(), &[], &["health", "--json"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
