@@ -211,6 +211,12 @@ impl Registries {
         let i = Interface::Database;
         let stack = self.stack(config, i)?;
         let s = config.section(i);
+        if s.kind() == NONE {
+            return Ok(Layered {
+                provider: Disabled::database(config),
+                stack: Stack::empty(i),
+            });
+        }
         #[cfg(feature = "db-supabase")]
         let db = {
             let feed = self.supabase_change_feed(config).await?;
@@ -222,12 +228,6 @@ impl Registries {
         let db = build(&self.database, self, config, i, s, ()).await?;
         match stack.wrap_database(Arc::clone(&db)).await {
             Ok(provider) => Ok(Layered { provider, stack }),
-        if s.kind() == NONE {
-            return Ok(Layered {
-                provider: Disabled::database(config),
-                stack: Stack::empty(i),
-            });
-        }
             Err(e) => {
                 // Built for nothing: let it go before its owner learns why.
                 let _ = db.disconnect().await;
@@ -283,6 +283,8 @@ impl Registries {
         if s.kind() == AUTH_NONE {
             return Ok(None);
         }
+        database_needed(config, i.as_str(), s.kind())?;
+        let db = db.filter(|_| database_on(config));
         let auth = build(&self.auth, self, config, i, s, AuthDeps { db }).await?;
         let provider = stack
             .wrap_auth(auth)
@@ -294,8 +296,6 @@ impl Registries {
     /// Builds the storage provider of `config`, in its layers.
     pub async fn build_storage(self: &Arc<Self>, config: &Config) -> Result<Arc<dyn Storage>> {
         Ok(self.storage_layered(config).await?.provider)
-        database_needed(config, i.as_str(), s.kind())?;
-        let db = db.filter(|_| database_on(config));
     }
 
     pub(crate) async fn storage_layered(
@@ -305,6 +305,12 @@ impl Registries {
         let i = Interface::Storage;
         let s = config.section(i);
         let stack = self.stack(config, i)?;
+        if s.kind() == NONE {
+            return Ok(Layered {
+                provider: Disabled::storage(config),
+                stack: Stack::empty(i),
+            });
+        }
         let storage = build(&self.storage, self, config, i, s, ()).await?;
         let provider = stack
             .wrap_storage(storage)
@@ -316,12 +322,6 @@ impl Registries {
     /// Builds the realtime provider of `config`, in its layers, wired to
     /// `deps`.
     pub async fn build_realtime(
-        if s.kind() == NONE {
-            return Ok(Layered {
-                provider: Disabled::storage(config),
-                stack: Stack::empty(i),
-            });
-        }
         self: &Arc<Self>,
         config: &Config,
         deps: RealtimeDeps,
@@ -337,6 +337,14 @@ impl Registries {
         let i = Interface::Realtime;
         let s = config.section(i);
         let stack = self.stack(config, i)?;
+        if s.kind() == NONE {
+            return Ok(Layered {
+                provider: Disabled::realtime(config),
+                stack: Stack::empty(i),
+            });
+        }
+        // No row change feed from a turned-off database.
+        deps.db = deps.db.filter(|_| database_on(config));
         let realtime = build(&self.realtime, self, config, i, s, deps).await?;
         let provider = stack
             .wrap_realtime(realtime)
@@ -348,14 +356,6 @@ impl Registries {
 
 impl Default for Registries {
     fn default() -> Self {
-        if s.kind() == NONE {
-            return Ok(Layered {
-                provider: Disabled::realtime(config),
-                stack: Stack::empty(i),
-            });
-        }
-        // No row change feed from a turned-off database.
-        deps.db = deps.db.filter(|_| database_on(config));
         Self::compiled_in()
     }
 }
@@ -436,17 +436,6 @@ fn joined_key(message: &str, prefix: &str) -> String {
     }
 }
 
-/// Builds the section of `interface` from `registry` (see
-/// [`build_section`]).
-pub(crate) async fn build<T: ?Sized, C>(
-    registry: &Registry<T, C>,
-    all: &Registries,
-    config: &Config,
-    interface: Interface,
-    section: &ProviderSection,
-    deps: C,
-) -> Result<Arc<T>> {
-    let known = all.names(interface);
 /// Whether the database is on (`database.type` is not `"none"`).
 pub(crate) fn database_on(config: &Config) -> bool {
     config.section(Interface::Database).kind() != NONE
@@ -473,6 +462,17 @@ pub(crate) fn database_needed(config: &Config, section: &str, kind: &str) -> Res
     )))
 }
 
+/// Builds the section of `interface` from `registry` (see
+/// [`build_section`]).
+pub(crate) async fn build<T: ?Sized, C>(
+    registry: &Registry<T, C>,
+    all: &Registries,
+    config: &Config,
+    interface: Interface,
+    section: &ProviderSection,
+    deps: C,
+) -> Result<Arc<T>> {
+    let known = all.names(interface);
     build_section(registry, config, interface.as_str(), &known, section, deps).await
 }
 
@@ -584,19 +584,6 @@ fn explain(e: Error, config: &Config, interface: &str, kind: &str, secrets: &[St
              (profile {:?}): {raw}",
             config.profile()
         )
-    } else {
-        format!(
-            "the {interface} provider {kind:?} could not be built (profile {:?}): {raw}",
-            config.profile()
-        )
-    };
-    Error::new(e.kind(), message).with_retryable(e.is_retryable())
-}
-
-/// The text between `prefix` and the next backtick.
-fn backticked_after(s: &str, prefix: &str) -> Option<String> {
-    let start = s.find(prefix)? + prefix.len();
-    let len = s[start..].find('`')?;
     } else if let Some(setting) = setting_of(&e) {
         // A provider that failed on one of its settings (a file it cannot
         // open, an address it cannot listen on, a server it cannot reach).
@@ -606,13 +593,13 @@ fn backticked_after(s: &str, prefix: &str) -> Option<String> {
             set_in(config, interface, setting),
             config.profile()
         )
-    Some(s[start..start + len].to_string())
-}
-
-/// What the realtime provider is built with: the database (its row change
-/// feed) and the auth provider (token checks).
-pub(crate) fn realtime_deps(db: Arc<dyn Database>, auth: Option<Arc<dyn Auth>>) -> RealtimeDeps {
-    RealtimeDeps { db: Some(db), auth }
+    } else {
+        format!(
+            "the {interface} provider {kind:?} could not be built (profile {:?}): {raw}",
+            config.profile()
+        )
+    };
+    Error::new(e.kind(), message).with_retryable(e.is_retryable())
 }
 
 /// The context key under which a provider names the setting an error is
@@ -647,6 +634,19 @@ pub(crate) fn set_in(config: &Config, section: &str, field: &str) -> String {
         Some(origin) => format!("set in {origin}"),
         None => format!("the default value; {}", config.where_to_set(section, field)),
     }
+}
+
+/// The text between `prefix` and the next backtick.
+fn backticked_after(s: &str, prefix: &str) -> Option<String> {
+    let start = s.find(prefix)? + prefix.len();
+    let len = s[start..].find('`')?;
+    Some(s[start..start + len].to_string())
+}
+
+/// What the realtime provider is built with: the database (its row change
+/// feed) and the auth provider (token checks).
+pub(crate) fn realtime_deps(db: Arc<dyn Database>, auth: Option<Arc<dyn Auth>>) -> RealtimeDeps {
+    RealtimeDeps { db: Some(db), auth }
 }
 
 /// The four configured services, built from a [`Config`].

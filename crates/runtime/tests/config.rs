@@ -342,7 +342,7 @@ async fn unknown_type_names_key_value_and_known_types() {
         m.starts_with("database.type: unknown database provider type \"oracle\""),
         "{m}"
     );
-    let mut known = vec!["memory"];
+    let mut known = vec!["none", "memory"];
     if cfg!(feature = "db-postgres") {
         known.push("postgres");
     }

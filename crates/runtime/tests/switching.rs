@@ -218,7 +218,7 @@ async fn unhealthy_or_unbuildable_candidates_are_refused() {
     );
 
     let e = rt.switch_database("oracle", json!({})).await.err().unwrap();
-    assert!(e.message().contains("known types: memory, "), "{e}");
+    assert!(e.message().contains("known types: none, memory, "), "{e}");
     assert!(e.message().contains(", slow"), "{e}");
     let e = rt.switch_database("slow", json!({})).await.err().unwrap();
     assert!(e.message().contains("`database.delay_ms`"), "{e}");
