@@ -224,6 +224,10 @@ impl SqlProvider for PgDatabase {
         self.feed.stop_and_wait().await;
         if let Some(p) = pool {
             p.pg.close().await;
+            // A connection given back (by a spawned task) while `close`
+            // waited for the last checked-out one stays idle in sqlx's
+            // pool; a second `close` closes what is idle.
+            p.pg.close().await;
         }
     }
 

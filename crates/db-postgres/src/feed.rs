@@ -176,6 +176,11 @@ const WATCH_KEY: &str = "hashtext($1)";
 /// watch locks.
 #[derive(Default)]
 struct Watch {
+    /// Set by a disconnect ([`Feed::stop_and_wait`]) until the next
+    /// subscription: a subscription dropped after it lets go of nothing
+    /// (its lock went with the closed connection) instead of opening a
+    /// connection again.
+    stopped: bool,
     /// Subscribers per table.
     tables: HashMap<String, usize>,
     /// Subscribers to every table.
@@ -431,6 +436,7 @@ impl Feed {
         self.start_listener(pool, &schema).await?;
         let guard = {
             let mut w = shared.watch.lock().await;
+            w.stopped = false;
             match &table {
                 Some(t) => *w.tables.entry(t.clone()).or_default() += 1,
                 None => w.all += 1,
@@ -496,6 +502,7 @@ impl Feed {
             let _ = t.await;
         }
         let mut w = self.shared.watch.lock().await;
+        w.stopped = true;
         if let Some(c) = w.conn.take() {
             let _ = sqlx::Connection::close(c).await;
         }
@@ -540,6 +547,9 @@ impl Drop for Subscription {
                 return;
             };
             let mut w = shared.watch.lock().await;
+            if w.stopped {
+                return;
+            }
             let gone: Vec<String> = match &table {
                 Some(t) => {
                     if let Some(n) = w.tables.get_mut(t) {

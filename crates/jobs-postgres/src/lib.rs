@@ -192,6 +192,7 @@ impl PgJobs {
         let options: PgConnectOptions = config.url.expose().parse().map_err(|e| {
             Error::invalid_input("invalid PostgreSQL URL for the jobs provider").with_source(e)
         })?;
+        let options = options.application_name("truststream-jobs");
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
@@ -885,6 +886,10 @@ impl Jobs for PgJobs {
             // Its connection is closed once the task is gone.
             let _ = task.await;
         }
+        self.pool.close().await;
+        // A connection returned while `close` waited for the last checked-out
+        // one (the batch's, given back by a spawned task) is left idle by
+        // sqlx; a second `close` closes what is idle.
         self.pool.close().await;
         // Workers waiting for work look again (and find the pool closed).
         self.wake.wake();

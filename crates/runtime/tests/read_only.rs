@@ -41,10 +41,10 @@ const AUTH: &str = "[default.auth]\ntype = \"jwt\"\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_on_a_fresh_sqlite_file_writes_nothing_and_names_the_missing_tables() -> Result<()> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test setup");
     let file = dir.path().join("app.db");
     // A fresh SQLite database: an empty file.
-    std::fs::write(&file, b"").unwrap();
+    std::fs::write(&file, b"").expect("test setup");
     let toml = format!(
         "[default.database]\ntype = \"sqlite\"\npath = {:?}\n\
          [default.storage]\ntype = \"memory\"\n[default.realtime]\ntype = \"memory\"\n\
@@ -54,10 +54,19 @@ async fn health_on_a_fresh_sqlite_file_writes_nothing_and_names_the_missing_tabl
     let report = health(&toml).await?;
 
     // Nothing written: the file is still empty, no journal beside it.
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "{report:?}");
+    assert_eq!(
+        std::fs::metadata(&file).expect("test setup").len(),
+        0,
+        "{report:?}"
+    );
     let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .expect("test setup")
+        .map(|e| {
+            e.expect("test setup")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(names, ["app.db"]);
 

@@ -29,8 +29,8 @@ fn as_user(url: &str, user: &str) -> String {
 
 /// A port nobody listens on now.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test setup");
+    l.local_addr().expect("test setup").port()
 }
 
 /// The connections `role` has open on the server.
@@ -41,8 +41,8 @@ async fn connections_of(admin_db: &PgDatabase, role: &str) -> i64 {
             &Params::from([("role".to_string(), serde_json::json!(role))]),
         )
         .await
-        .unwrap();
-    rows[0]["n"].as_i64().unwrap()
+        .expect("test setup");
+    rows[0]["n"].as_i64().expect("a count")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,18 +152,32 @@ async fn exercise(
         tokio::time::sleep(Duration::from_millis(20)).await;
         left = connections_of(admin_db, role).await;
     }
-    assert_eq!(left, 0, "connections of {role} left after shutdown");
+    if left > 0 {
+        let who = admin_db
+            .raw_query(
+                "SELECT application_name AS app, state, query FROM pg_stat_activity \
+                 WHERE usename = :role",
+                &Params::from([("role".to_string(), serde_json::json!(role))]),
+            )
+            .await?;
+        panic!("connections of {role} left after shutdown: {who:?}");
+    }
     std::net::TcpListener::bind(&addr).expect("the listen port is free after shutdown");
 
     // Calls fail (within the deadline) instead of waiting.
     let db_call = tokio::time::timeout(DEADLINE, rt.db().read("anything", &Query::new()))
         .await
         .expect("a database call after shutdown answers");
-    assert_eq!(db_call.unwrap_err().kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        db_call
+            .expect_err("a database call after shutdown fails")
+            .kind(),
+        ErrorKind::Unavailable
+    );
     let jobs_call = tokio::time::timeout(DEADLINE, jobs.get(id))
         .await
         .expect("a jobs call after shutdown answers");
-    let e = jobs_call.unwrap_err();
+    let e = jobs_call.expect_err("a jobs call after shutdown fails");
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert!(e.message().contains("closed"), "{e}");
     let rt_call = tokio::time::timeout(
@@ -183,8 +197,7 @@ async fn exercise(
     let switch = rt
         .switch_storage("memory", serde_json::json!({}))
         .await
-        .err()
-        .expect("a switch after shutdown is refused");
+        .expect_err("a switch after shutdown is refused");
     assert!(switch.message().contains("shut down"), "{switch}");
     Ok(())
 }
