@@ -148,6 +148,7 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
             tx_rollback
         ),
         case!("tx.mixed_operations", SCHEMA_TX, tx_mixed),
+        case!("tx.update_checked", SCHEMA_TX, tx_update_checked),
         case!(
             "page.cursor_every_row_once",
             SCHEMA,
@@ -1698,6 +1699,52 @@ async fn tx_mixed(db: Db) -> CaseResult {
         names(&db.read("agents", &Query::new()).await?),
         strs(&["Echo", "bravo", "charlie", "new1", "new2"])
     );
+    Ok(())
+}
+
+/// `UpdateChecked` commits when exactly `expected` rows match, and fails
+/// the whole transaction with `Conflict` otherwise (a compare-and-set).
+async fn tx_update_checked(db: Db) -> CaseResult {
+    seed_five(&db).await?;
+    let checked = |status: &str, expected: u64| Operation::UpdateChecked {
+        table: "agents".into(),
+        filter: col("status").eq(status),
+        data: row(json!({"performance_score": 7.0})),
+        expected,
+    };
+    let create = || Operation::Create {
+        table: "agents".into(),
+        data: row(json!({"name": "written with the check", "status": "paused"})),
+    };
+    // Three rows are active (alpha, bravo, Echo): expecting three commits.
+    let out = db.transaction(vec![create(), checked("active", 3)]).await?;
+    ensure_eq!(out[1], OperationOutput::Affected(3), "three rows matched");
+    ensure_eq!(count_rows(&db, "agents").await?, 6, "the create committed");
+    // One expected, three match: Conflict, and the create before it is gone.
+    match db.transaction(vec![create(), checked("active", 1)]).await {
+        Err(e) if e.kind() == ErrorKind::Conflict => {
+            ensure!(
+                e.display_chain().to_string().contains("agents"),
+                "the error names the table: {e}"
+            );
+        }
+        other => {
+            return Err(Failure::new(format!(
+                "three rows matched where one was expected: expected a conflict, got {other:?}"
+            )))
+        }
+    }
+    // None match: Conflict too.
+    expect_kind(
+        db.transaction(vec![create(), checked("no such status", 1)])
+            .await,
+        ErrorKind::Conflict,
+        "no row matched where one was expected",
+    )?;
+    ensure_eq!(count_rows(&db, "agents").await?, 6, "both rolled back");
+    // Zero expected and zero matched commits.
+    let out = db.transaction(vec![checked("no such status", 0)]).await?;
+    ensure_eq!(out[0], OperationOutput::Affected(0));
     Ok(())
 }
 

@@ -19,7 +19,7 @@ pub use capabilities::{ChangeFeedScope, DbCapabilities};
 pub use changes::{ChangeFeed, ChangeKind, ChangeStream, RowChange};
 pub use ext::{to_row, DatabaseExt, Page, MAX_PAGE_SIZE};
 pub use missing::{missing_tables, missing_tables_health, missing_tables_message};
-pub use operation::{Operation, OperationOutput};
+pub use operation::{check_updated, Operation, OperationOutput};
 pub use query::{
     and, col, not, or, validate_text_search_config, AggFunc, CmpOp, ColumnRef, Cursor, Filter,
     Join, JoinKind, NullsOrder, OrderBy, Query, SelectItem, SortDirection, TextSearchKind,

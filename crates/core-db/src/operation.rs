@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Filter, Row, Value};
+use crate::{DbResult, Error, Filter, Row, Value};
 
 /// One operation of a transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,21 @@ pub enum Operation {
         /// Columns to set.
         data: Row,
     },
+    /// Update the rows matching a filter and fail the transaction with
+    /// `Conflict` (rolling back every operation) unless exactly `expected`
+    /// rows matched: a compare-and-set that is part of a transaction, e.g.
+    /// `id = .. AND version = ..` with `expected: 1`. Its output is
+    /// [`OperationOutput::Affected`].
+    UpdateChecked {
+        /// Table.
+        table: String,
+        /// Which rows.
+        filter: Filter,
+        /// Columns to set.
+        data: Row,
+        /// How many rows must match.
+        expected: u64,
+    },
     /// Delete one row by primary key (no error when missing).
     Delete {
         /// Table.
@@ -64,6 +79,7 @@ impl Operation {
             | Operation::CreateMany { table, .. }
             | Operation::Update { table, .. }
             | Operation::UpdateMany { table, .. }
+            | Operation::UpdateChecked { table, .. }
             | Operation::Delete { table, .. }
             | Operation::DeleteMany { table, .. } => table,
         }
@@ -76,10 +92,25 @@ impl Operation {
             Operation::CreateMany { .. } => "create_many",
             Operation::Update { .. } => "update",
             Operation::UpdateMany { .. } => "update_many",
+            Operation::UpdateChecked { .. } => "update_checked",
             Operation::Delete { .. } => "delete",
             Operation::DeleteMany { .. } => "delete_many",
         }
     }
+}
+
+/// The answer of an [`Operation::UpdateChecked`] that changed `affected`
+/// rows: `affected` when it is `expected`, else the `Conflict` that fails
+/// the transaction. Shared by every provider.
+pub fn check_updated(table: &str, expected: u64, affected: u64) -> DbResult<u64> {
+    if affected == expected {
+        return Ok(affected);
+    }
+    Err(Error::conflict(format!(
+        "update_checked on table {table} matched {affected} rows where {expected} were expected \
+         (the rows changed since they were read); the transaction was rolled back"
+    ))
+    .with_context("table", table.to_string()))
 }
 
 /// The result of one transaction operation, in the same position.

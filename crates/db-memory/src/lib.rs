@@ -450,6 +450,15 @@ impl Writer<'_> {
                 filter,
                 data,
             } => OperationOutput::Affected(self.update_many(table, filter, data)?),
+            Operation::UpdateChecked {
+                table,
+                filter,
+                data,
+                expected,
+            } => {
+                let n = self.update_many(table, filter, data)?;
+                OperationOutput::Affected(truststream_core_db::check_updated(table, *expected, n)?)
+            }
             Operation::Delete { table, id } => OperationOutput::Deleted(self.delete(table, id)?),
             Operation::DeleteMany { table, filter } => {
                 OperationOutput::Affected(self.delete_many(table, filter)?)

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use truststream_core::{BuildOptions, Error, ErrorKind, Health, ProviderInfo};
 use truststream_core_db::{
     and, col, or, value::format_timestamp, AggFunc, ChangeFeedScope, ChangeKind, Database, Filter,
-    IndexSpec, Operation, Query, SelectItem,
+    IndexSpec, Operation, OperationOutput, Query, SelectItem,
 };
 use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
@@ -278,6 +278,103 @@ impl DbJobs {
             }
         }
         Err(lifecycle::lease_lost(&lease.job_id, operation))
+    }
+
+    /// Runs `operations` — the handler's own writes — and the completion of
+    /// the job `lease` holds in one [`Database::transaction`]: they commit
+    /// together or not at all (the exactly-once path; in a worker's
+    /// handler the lease is [`JobContext::completion_lease`]). Returns the
+    /// outputs of `operations`.
+    ///
+    /// The completion is the transaction's first operation, an
+    /// [`Operation::UpdateChecked`] on the job's `id` and row `version` that
+    /// must change exactly one row (the lifecycle applied to the row read
+    /// just before). When the lease was lost (it expired and another worker
+    /// claimed the job) the answer is [`ErrorKind::Conflict`] and nothing is
+    /// written, `operations` included. A row changed by this lease's own
+    /// extension in between is read again and the transaction retried, a
+    /// few times. An error of `operations` fails the transaction as it is.
+    /// The database needs transactions (`DbCapabilities::transactions`).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use truststream_core_db::{to_row, Operation};
+    /// use truststream_core_jobs::{JobContext, JobError, Worker};
+    /// use truststream_jobs_db::DbJobs;
+    ///
+    /// #[derive(serde::Deserialize, serde::Serialize)]
+    /// struct Score { agent_id: String, score: f64 }
+    ///
+    /// # fn build(jobs: Arc<DbJobs>) -> Result<(), truststream_core_jobs::Error> {
+    /// let db_jobs = jobs.clone();
+    /// let worker = Worker::builder(jobs)
+    ///     .register("score", move |ctx: JobContext, s: Score| {
+    ///         let db_jobs = db_jobs.clone();
+    ///         async move {
+    ///             let data = to_row(&s).map_err(|e| JobError::permanent(e.to_string()))?;
+    ///             let write = Operation::Create { table: "scores".into(), data };
+    ///             db_jobs
+    ///                 .complete_with(ctx.completion_lease(), vec![write])
+    ///                 .await
+    ///                 .map(|_| ())
+    ///                 .map_err(|e| JobError::retry(e.to_string()))
+    ///         }
+    ///     })?
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`JobContext::completion_lease`]: truststream_core_jobs::JobContext::completion_lease
+    pub async fn complete_with(
+        &self,
+        lease: &Lease,
+        operations: Vec<Operation>,
+    ) -> JobsResult<Vec<OperationOutput>> {
+        const OPERATION: &str = "jobs.complete_with";
+        let mut seen_version = None;
+        let mut last_conflict = None;
+        for _ in 0..CLAIM_ROUNDS {
+            let Some(mut s) = self.load(lease.job_id).await? else {
+                return Err(lifecycle::not_found(&lease.job_id, OPERATION));
+            };
+            if s.job.state != JobState::Running
+                || s.lease_token.as_deref() != Some(lease.token.as_str())
+            {
+                return Err(lifecycle::lease_lost(&lease.job_id, OPERATION));
+            }
+            if seen_version == Some(s.version) {
+                // The completion matched the row it read: the conflict
+                // was one of `operations`'.
+                break;
+            }
+            seen_version = Some(s.version);
+            s.job.complete(lifecycle::now());
+            let completion = Operation::UpdateChecked {
+                table: self.table.clone(),
+                filter: and([
+                    col("id").eq(s.job.id.to_string()),
+                    col("version").eq(s.version),
+                ]),
+                data: s.job.to_row(None, s.version + 1),
+                expected: 1,
+            };
+            let mut ops = Vec::with_capacity(operations.len() + 1);
+            ops.push(completion);
+            ops.extend(operations.iter().cloned());
+            match self.db.transaction(ops).await {
+                Ok(mut out) => {
+                    out.remove(0);
+                    return Ok(out);
+                }
+                // The row changed since it was read, or `operations`
+                // conflicted: the next round reads the row to tell which.
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    last_conflict = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_conflict.unwrap_or_else(|| lifecycle::lease_lost(&lease.job_id, OPERATION)))
     }
 
     /// Applies a state change that needs no lease (cancel, retry-dead).

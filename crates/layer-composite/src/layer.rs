@@ -327,6 +327,7 @@ impl CompositeLayer {
             }
             Operation::Delete { table, id } => entries.push(self.row_entry(table, id)?),
             Operation::UpdateMany { table, filter, .. }
+            | Operation::UpdateChecked { table, filter, .. }
             | Operation::DeleteMany { table, filter } => {
                 entries.push(Entry::Rows {
                     table: table.clone(),

@@ -37,8 +37,9 @@ pub trait SqlTransaction: Send {
     fn dialect(&self) -> SqlDialect;
 
     /// The provider's cache of compiled statements by shape, when it keeps
-    /// one (see [`super::keyed::StatementCache`]): inserts and updates by
-    /// key reuse them. `None` compiles every statement.
+    /// one (see [`super::keyed::StatementCache`]): inserts, updates by key
+    /// and filtered updates (with the select of the rows they replace)
+    /// reuse them. `None` compiles every statement.
     fn statement_cache(&self) -> Option<&super::keyed::StatementCache> {
         None
     }
@@ -213,11 +214,14 @@ impl<T: SqlTransaction> RowWriter<T> {
         let patch = prepare_patch(&schema, patch)?;
         let pk = pk_name(&schema)?;
         let dialect = self.tx.dialect();
-        let cat = catalog(&schema);
         let old_rows = if self.record {
-            let mut old =
-                compile::select(dialect, &cat, table, &Query::new().filter(filter.clone()))?
-                    .statement;
+            let mut old = match self.tx.statement_cache() {
+                Some(cache) => cache.select_where(&schema, filter)?,
+                None => {
+                    let query = Query::new().filter(filter.clone());
+                    compile::select(dialect, &catalog(&schema), table, &query)?.statement
+                }
+            };
             if dialect == SqlDialect::Postgres {
                 // Lock what the update will change, so the old rows are the
                 // ones it replaces.
@@ -231,7 +235,10 @@ impl<T: SqlTransaction> RowWriter<T> {
         } else {
             Vec::new()
         };
-        let stmt = compile::update(dialect, &cat, table, &patch, filter)?;
+        let stmt = match self.tx.statement_cache() {
+            Some(cache) => cache.update_where(&schema, patch, filter)?,
+            None => compile::update(dialect, &catalog(&schema), table, &patch, filter)?,
+        };
         let new_rows = self.tx.fetch(stmt, &schema).await?;
         if self.record {
             let key_of = |r: &Row| r.get(&pk).map(Value::to_string);
@@ -335,6 +342,15 @@ impl<T: SqlTransaction> RowWriter<T> {
                 data,
             } => {
                 OperationOutput::Affected(self.update_where(table, filter, data).await?.len() as u64)
+            }
+            Operation::UpdateChecked {
+                table,
+                filter,
+                data,
+                expected,
+            } => {
+                let n = self.update_where(table, filter, data).await?.len() as u64;
+                OperationOutput::Affected(crate::operation::check_updated(table, *expected, n)?)
             }
             Operation::Delete { table, id } => {
                 OperationOutput::Deleted(self.delete(table, id).await?)
