@@ -423,6 +423,52 @@ async fn database_storage_and_realtime_can_be_turned_off() {
     assert!(health.is_ok());
 }
 
+/// A switch to `type = "none"` turns an interface off (and a switch back
+/// turns it on); switching the database off under auth `jwt` is refused,
+/// naming both keys, and changes nothing.
+#[tokio::test]
+async fn a_switch_to_none_turns_an_interface_off() {
+    let rt = truststream_runtime::Runtime::builder()
+        .config(ConfigSources::new().toml_str(MEMORY).load().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let _old = rt
+        .switch_storage("none", serde_json::json!({}))
+        .await
+        .unwrap();
+    let e = rt.storage().list_buckets().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.message().starts_with("the storage is turned off"), "{e}");
+    let _old = rt
+        .switch_storage("memory", serde_json::json!({}))
+        .await
+        .unwrap();
+    rt.storage().list_buckets().await.unwrap();
+
+    let _old = rt
+        .switch_auth(
+            "jwt",
+            serde_json::json!({"jwt_secret": "0123456789abcdef0123456789abcdef"}),
+        )
+        .await
+        .unwrap();
+    let e = match rt.switch_database("none", serde_json::json!({})).await {
+        Ok(_) => panic!("the database was switched off under auth jwt"),
+        Err(e) => e,
+    };
+    assert!(
+        e.message().contains("`auth.type = \"jwt\"`")
+            && e.message().contains("`database.type = \"none\"`"),
+        "{e}"
+    );
+    rt.db()
+        .read("nowhere", &truststream_core_db::Query::new())
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| assert_ne!(e.kind(), ErrorKind::Unsupported, "{e}"));
+}
+
 /// What keeps its data in the database (auth `jwt`, jobs `database`,
 /// `truststream serve`) with the database turned off: an error naming
 /// both keys, where each was set, and what to change.
