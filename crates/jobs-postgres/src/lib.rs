@@ -222,7 +222,10 @@ impl PgJobs {
             };
             for (table, name) in [
                 (&names.qt, shown(config.table.clone())),
-                (&names.qs, shown(row::index_name(&config.table, "run_samples"))),
+                (
+                    &names.qs,
+                    shown(row::index_name(&config.table, "run_samples")),
+                ),
             ] {
                 let absent: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NULL")
                     .bind(table)
