@@ -6,7 +6,7 @@
 //! A provider implements [`SqlProvider`] and gets [`Database`] by the
 //! blanket implementation in this module: schema metadata in
 //! [`SCHEMA_TABLE`] with a cache ([`SqlState`]), reads compiled by
-//! [`compile`], the `get` / insert / update-by-key statement cache
+//! [`compile`], the `get` / insert / update statement cache
 //! ([`StatementCache`]), the write paths of [`RowWriter`] committed or
 //! rolled back as one, and the DDL flow (compiled statements and the
 //! metadata change in one transaction). What differs between databases

@@ -1,10 +1,14 @@
-//! Compiled statements for the hot single-row paths, kept by shape so that
-//! a provider's `get`, inserts and updates by key do not run the query
-//! compiler (and rebuild the SQL text) on every call.
+//! Compiled statements for the hot paths, kept by shape so that a
+//! provider's `get`, inserts, updates by key and filtered updates (with the
+//! select of the rows they replace) do not run the query compiler (and
+//! rebuild the SQL text) on every call.
 //!
 //! A shape's SQL text depends only on the table's schema and on which
-//! columns are given (and, for inserts, how many rows); every call binds its
-//! own values. A shape is reused only while the schema it was compiled from
+//! columns are given (and, for inserts, how many rows; for a filter, its
+//! structure: columns, operators, `IN` list lengths, which values are null,
+//! a text search's kind and configuration); every call binds its own
+//! values. Filters with JSON containment operators (whose SQLite SQL
+//! follows the value's structure) are always compiled. A shape is reused only while the schema it was compiled from
 //! is still the table's schema, so `alter_table` (or a schema reloaded after
 //! another process changed it) can never leave a stale statement behind.
 //! The statements are exactly what [`compile`] makes (tested), and anything
@@ -16,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::compile::{self, Bind, SqlDialect, Statement};
-use crate::{ColumnType, DbResult, Query, Row, TableSchema, Value};
+use crate::{CmpOp, ColumnType, DbResult, Filter, Query, Row, TableSchema, Value};
 
 /// Shapes kept per table and kind (oldest dropped first).
 const SHAPES_PER_TABLE: usize = 16;
@@ -31,6 +35,12 @@ struct Shape {
     columns: Vec<(Arc<str>, Option<ColumnType>)>,
     /// The primary-key bind that ends the statement (selects, updates).
     key: Option<(Arc<str>, Option<ColumnType>)>,
+    /// The filter it was compiled from (filtered statements): another
+    /// filter reuses the statement when it has the same shape
+    /// ([`same_shape`]), its values bound after [`Shape::columns`].
+    filter: Option<Filter>,
+    /// The binds of the filter's values, in order (filtered statements).
+    filter_binds: Vec<(Arc<str>, Option<ColumnType>)>,
     sql: String,
     /// Result column types by position (selects).
     output: Arc<[ColumnType]>,
@@ -54,6 +64,8 @@ pub struct StatementCache {
     selects: Shapes,
     inserts: Shapes,
     updates: Shapes,
+    filtered_selects: Shapes,
+    filtered_updates: Shapes,
     compiled: AtomicU64,
 }
 
@@ -104,6 +116,142 @@ fn key_bind(key: &(Arc<str>, Option<ColumnType>), id: &Value) -> Bind {
     }
 }
 
+/// The comparison operators whose SQL is the same for every value (the
+/// value one bind); JSON containment is unrolled over the value in SQLite.
+fn plain(op: CmpOp) -> bool {
+    matches!(
+        op,
+        CmpOp::Eq
+            | CmpOp::Ne
+            | CmpOp::Gt
+            | CmpOp::Gte
+            | CmpOp::Lt
+            | CmpOp::Lte
+            | CmpOp::Like
+            | CmpOp::ILike
+    )
+}
+
+/// Whether the compiler makes the same SQL text for `a` and `b` (over the
+/// same schema): the same tree of the same columns and operators, the same
+/// `IN` list lengths, nulls in the same places, the same text-search kind
+/// and configuration; only the bound values differ. Never true for JSON
+/// containment operators.
+fn same_shape(a: &Filter, b: &Filter) -> bool {
+    let same_nulls = |x: &[Value], y: &[Value]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(x, y)| x.is_null() == y.is_null())
+    };
+    match (a, b) {
+        (
+            Filter::Cmp {
+                column: c1,
+                op: o1,
+                value: v1,
+            },
+            Filter::Cmp {
+                column: c2,
+                op: o2,
+                value: v2,
+            },
+        ) => plain(*o1) && o1 == o2 && c1 == c2 && v1.is_null() == v2.is_null(),
+        (
+            Filter::In {
+                column: c1,
+                values: v1,
+            },
+            Filter::In {
+                column: c2,
+                values: v2,
+            },
+        )
+        | (
+            Filter::NotIn {
+                column: c1,
+                values: v1,
+            },
+            Filter::NotIn {
+                column: c2,
+                values: v2,
+            },
+        ) => c1 == c2 && same_nulls(v1, v2),
+        (Filter::IsNull { column: c1 }, Filter::IsNull { column: c2 })
+        | (Filter::IsNotNull { column: c1 }, Filter::IsNotNull { column: c2 }) => c1 == c2,
+        (Filter::And(p1), Filter::And(p2)) | (Filter::Or(p1), Filter::Or(p2)) => {
+            p1.len() == p2.len() && p1.iter().zip(p2).all(|(a, b)| same_shape(a, b))
+        }
+        (Filter::Not(a), Filter::Not(b)) => same_shape(a, b),
+        (
+            Filter::TextSearch {
+                column: c1,
+                kind: k1,
+                config: g1,
+                ..
+            },
+            Filter::TextSearch {
+                column: c2,
+                kind: k2,
+                config: g2,
+                ..
+            },
+        ) => c1 == c2 && k1 == k2 && g1 == g2,
+        _ => false,
+    }
+}
+
+/// The values `f`'s compiled SQL binds, in placeholder order (the
+/// compiler's: a text search binds its configuration twice, then its
+/// query).
+fn filter_values(f: &Filter, out: &mut Vec<Value>) {
+    match f {
+        Filter::Cmp { value, .. } => out.push(value.clone()),
+        Filter::In { values, .. } | Filter::NotIn { values, .. } => {
+            out.extend(values.iter().cloned())
+        }
+        Filter::IsNull { .. } | Filter::IsNotNull { .. } => {}
+        Filter::And(parts) | Filter::Or(parts) => parts.iter().for_each(|p| filter_values(p, out)),
+        Filter::Not(inner) => filter_values(inner, out),
+        Filter::TextSearch { query, config, .. } => {
+            if let Some(c) = config {
+                out.push(Value::String(c.clone()));
+                out.push(Value::String(c.clone()));
+            }
+            out.push(Value::String(query.clone()));
+        }
+    }
+}
+
+/// Whether statements of `f` may be kept: it has the same shape as
+/// itself (no JSON containment operator anywhere).
+fn cacheable(f: &Filter) -> bool {
+    same_shape(f, f)
+}
+
+/// `filter`'s values when they fit `shape`'s filter binds (same count);
+/// `None` sends the call to the compiler.
+fn shape_values(shape: &Shape, filter: &Filter) -> Option<Vec<Value>> {
+    let mut values = Vec::with_capacity(shape.filter_binds.len());
+    filter_values(filter, &mut values);
+    (values.len() == shape.filter_binds.len()).then_some(values)
+}
+
+/// `shape`'s SQL with `set` (an update's values, in the shape's column
+/// order) and then the filter's `values` bound.
+fn bind_filtered(shape: &Shape, set: impl Iterator<Item = Value>, values: Vec<Value>) -> Statement {
+    let binds = set
+        .zip(&shape.columns)
+        .chain(values.into_iter().zip(&shape.filter_binds))
+        .map(|(value, (column, ty))| Bind {
+            value,
+            ty: *ty,
+            column: Arc::clone(column),
+        })
+        .collect();
+    Statement {
+        sql: shape.sql.clone(),
+        binds,
+    }
+}
+
 impl StatementCache {
     /// An empty cache for `dialect`.
     pub fn new(dialect: SqlDialect) -> Self {
@@ -112,6 +260,8 @@ impl StatementCache {
             selects: Shapes::default(),
             inserts: Shapes::default(),
             updates: Shapes::default(),
+            filtered_selects: Shapes::default(),
+            filtered_updates: Shapes::default(),
             compiled: AtomicU64::new(0),
         }
     }
@@ -159,6 +309,8 @@ impl StatementCache {
                     rows: 1,
                     columns: Vec::new(),
                     key: bound(&statement.binds).pop(),
+                    filter: None,
+                    filter_binds: Vec::new(),
                     sql: statement.sql.clone(),
                     output: Arc::clone(&output),
                 },
@@ -226,6 +378,8 @@ impl StatementCache {
                     rows: n,
                     columns: bound(&stmt.binds[..per_row]),
                     key: None,
+                    filter: None,
+                    filter_binds: Vec::new(),
                     sql: stmt.sql.clone(),
                     output: Arc::new([]),
                 },
@@ -290,6 +444,92 @@ impl StatementCache {
                     rows: 1,
                     columns: bound(set),
                     key: bound(key).pop(),
+                    filter: None,
+                    filter_binds: Vec::new(),
+                    sql: stmt.sql.clone(),
+                    output: Arc::new([]),
+                },
+            );
+        }
+        Ok(stmt)
+    }
+
+    /// The select of the rows of `schema`'s table matching `filter` (every
+    /// column, no order or limit: the rows a filtered update replaces), as
+    /// [`compile::select`] makes it (same SQL, same binds, same errors).
+    pub fn select_where(&self, schema: &TableSchema, filter: &Filter) -> DbResult<Statement> {
+        filter.validate()?;
+        if let Some(shape) = find(&self.filtered_selects, schema, |s| {
+            s.filter.as_ref().is_some_and(|f| same_shape(f, filter))
+        }) {
+            if let Some(values) = shape_values(&shape, filter) {
+                return Ok(bind_filtered(&shape, std::iter::empty(), values));
+            }
+        }
+        let query = Query::new().filter(filter.clone());
+        let stmt =
+            compile::select(self.dialect, &Self::catalog(schema), &schema.name, &query)?.statement;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        if cacheable(filter) {
+            remember(
+                &self.filtered_selects,
+                Shape {
+                    schema: schema.clone(),
+                    rows: 1,
+                    columns: Vec::new(),
+                    key: None,
+                    filter: Some(filter.clone()),
+                    filter_binds: bound(&stmt.binds),
+                    sql: stmt.sql.clone(),
+                    output: Arc::new([]),
+                },
+            );
+        }
+        Ok(stmt)
+    }
+
+    /// The update of the rows of `schema`'s table matching `filter` with
+    /// `patch` (already prepared; its values move into the binds), as
+    /// [`compile::update`] makes it (same SQL, same binds, same errors).
+    pub fn update_where(
+        &self,
+        schema: &TableSchema,
+        patch: Row,
+        filter: &Filter,
+    ) -> DbResult<Statement> {
+        filter.validate()?;
+        let fits = |s: &Shape| {
+            s.columns.len() == patch.len()
+                && s.columns
+                    .iter()
+                    .zip(patch.keys())
+                    .all(|((c, _), k)| **c == **k)
+                && s.filter.as_ref().is_some_and(|f| same_shape(f, filter))
+        };
+        if let Some(shape) = find(&self.filtered_updates, schema, fits) {
+            if let Some(values) = shape_values(&shape, filter) {
+                return Ok(bind_filtered(&shape, patch.into_values(), values));
+            }
+        }
+        let stmt = compile::update(
+            self.dialect,
+            &Self::catalog(schema),
+            &schema.name,
+            &patch,
+            filter,
+        )?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        if cacheable(filter) && stmt.binds.len() >= patch.len() {
+            let (set, rest) = stmt.binds.split_at(patch.len());
+            remember(
+                &self.filtered_updates,
+                Shape {
+                    schema: schema.clone(),
+                    rows: 1,
+                    columns: bound(set),
+                    key: None,
+                    filter: Some(filter.clone()),
+                    filter_binds: bound(rest),
                     sql: stmt.sql.clone(),
                     output: Arc::new([]),
                 },
@@ -302,7 +542,7 @@ impl StatementCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ColumnDef, ErrorKind};
+    use crate::{and, col, not, or, ColumnDef, ErrorKind, TextSearchKind};
     use serde_json::json;
 
     fn row(v: Value) -> Row {
@@ -459,5 +699,235 @@ mod tests {
             )
             .unwrap();
         assert!(s.sql.contains("\"status\""), "{}", s.sql);
+    }
+
+    fn texted() -> TableSchema {
+        scored()
+            .column(ColumnDef::text("body"))
+            .column(ColumnDef::json("tags"))
+            .column(ColumnDef::text("revoked_at"))
+    }
+
+    /// Filters of distinct shapes (each differs from the others in an
+    /// operator, a column, a list length, null-ness or a text search's
+    /// configuration), each followed by the same shape with other values.
+    fn shape_pairs(dialect: SqlDialect) -> Vec<(Filter, Filter)> {
+        let mut pairs = vec![
+            (col("id").eq(1), col("id").eq(2)),
+            (col("id").ne(1), col("id").ne(2)),
+            (col("id").gt(1), col("id").gt(5)),
+            (col("name").eq("a"), col("name").eq("b")),
+            (col("name").like("a%"), col("name").like("b%")),
+            (col("name").ilike("a%"), col("name").ilike("b%")),
+            (col("id").is_in([1, 2]), col("id").is_in([3, 4])),
+            (col("id").is_in([1, 2, 3]), col("id").is_in([4, 5, 6])),
+            (col("name").is_in(["a", "b"]), col("name").is_in(["c", "d"])),
+            (col("id").not_in([1, 2]), col("id").not_in([3, 4])),
+            (
+                col("id").is_in(Vec::<i64>::new()),
+                col("id").is_in(Vec::<i64>::new()),
+            ),
+            (col("revoked_at").is_null(), col("revoked_at").is_null()),
+            (
+                col("revoked_at").is_not_null(),
+                col("revoked_at").is_not_null(),
+            ),
+            (
+                and([
+                    col("id").eq(1),
+                    col("score").eq(1.5),
+                    col("revoked_at").is_null(),
+                ]),
+                and([
+                    col("id").eq(2),
+                    col("score").eq(2.5),
+                    col("revoked_at").is_null(),
+                ]),
+            ),
+            (
+                and([
+                    col("id").eq(1),
+                    col("score").eq(1.5),
+                    col("revoked_at").is_not_null(),
+                ]),
+                and([
+                    col("id").eq(2),
+                    col("score").eq(2.5),
+                    col("revoked_at").is_not_null(),
+                ]),
+            ),
+            (
+                or([col("id").eq(1), col("score").eq(1.5)]),
+                or([col("id").eq(2), col("score").eq(2.5)]),
+            ),
+            (not(col("id").eq(1)), not(col("id").eq(2))),
+            (and([col("agents.id").eq(1)]), and([col("agents.id").eq(2)])),
+        ];
+        if dialect == SqlDialect::Postgres {
+            pairs.extend([
+                (
+                    col("body").text_search("cat", TextSearchKind::Plain, None),
+                    col("body").text_search("dog", TextSearchKind::Plain, None),
+                ),
+                (
+                    col("body").text_search("cat", TextSearchKind::Plain, Some("english")),
+                    col("body").text_search("dog", TextSearchKind::Plain, Some("english")),
+                ),
+                (
+                    col("body").text_search("cat", TextSearchKind::Plain, Some("simple")),
+                    col("body").text_search("dog", TextSearchKind::Plain, Some("simple")),
+                ),
+                (
+                    col("body").text_search("cat", TextSearchKind::Phrase, None),
+                    col("body").text_search("dog", TextSearchKind::Phrase, None),
+                ),
+            ]);
+        }
+        pairs
+    }
+
+    #[test]
+    fn cached_filtered_updates_make_what_the_compiler_makes() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), texted())].into();
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
+            let pairs = shape_pairs(dialect);
+            for (first, second) in &pairs {
+                for (filter, patch) in [
+                    (first, row(json!({"name": "x", "score": 1.0}))),
+                    (second, row(json!({"name": "y", "score": 2.0}))),
+                    (first, row(json!({"score": 3.0, "name": "z"}))),
+                ] {
+                    let expected = compile::update(dialect, &cat, "agents", &patch, filter)
+                        .unwrap_or_else(|e| panic!("{filter:?}: {e}"));
+                    let got = cache.update_where(&texted(), patch, filter).unwrap();
+                    assert_eq!(got, expected, "{dialect:?} {filter:?}");
+                }
+            }
+            assert_eq!(
+                cache.compiled() as usize,
+                pairs.len() * 2,
+                "{dialect:?}: one statement per filter shape and patch column order, \
+                 reused for other values"
+            );
+        }
+    }
+
+    #[test]
+    fn cached_filtered_selects_make_what_the_compiler_makes() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), texted())].into();
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
+            let pairs = shape_pairs(dialect);
+            for (first, second) in &pairs {
+                for filter in [first, second, first] {
+                    let q = Query::new().filter(filter.clone());
+                    let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
+                    let got = cache.select_where(&texted(), filter).unwrap();
+                    assert_eq!(got, expected.statement, "{dialect:?} {filter:?}");
+                }
+            }
+            assert_eq!(
+                cache.compiled() as usize,
+                pairs.len(),
+                "{dialect:?}: one statement per filter shape"
+            );
+        }
+    }
+
+    #[test]
+    fn json_containment_and_odd_filters_go_through_the_compiler() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), texted())].into();
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
+            // The SQLite SQL of a containment test follows the value's
+            // structure: never reused.
+            for v in [json!(["a"]), json!(["a", "b"]), json!({"k": 1})] {
+                let f = col("tags").contains(v);
+                let q = Query::new().filter(f.clone());
+                let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
+                assert_eq!(
+                    cache.select_where(&texted(), &f).unwrap(),
+                    expected.statement
+                );
+            }
+            assert_eq!(cache.compiled(), 3, "{dialect:?}");
+            assert!(lock(&cache.filtered_selects).is_empty(), "nothing kept");
+
+            // Values the compiler refuses are refused after a cached shape
+            // too, with the compiler's error kind.
+            cache
+                .update_where(&texted(), row(json!({"name": "a"})), &col("id").eq(1))
+                .unwrap();
+            cache
+                .select_where(&texted(), &col("name").like("a%"))
+                .unwrap();
+            let null_cmp = Filter::Cmp {
+                column: col("id"),
+                op: CmpOp::Eq,
+                value: Value::Null,
+            };
+            let e = cache
+                .update_where(&texted(), row(json!({"name": "a"})), &null_cmp)
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            let bad_like = Filter::Cmp {
+                column: col("name"),
+                op: CmpOp::Like,
+                value: json!(5),
+            };
+            let e = cache.select_where(&texted(), &bad_like).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            cache
+                .select_where(&texted(), &col("name").is_in(["a", "b"]))
+                .unwrap();
+            let null_in = col("name").is_in([json!("a"), Value::Null]);
+            let e = cache.select_where(&texted(), &null_in).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            // Unknown columns, in the filter or the patch.
+            let e = cache
+                .update_where(&texted(), row(json!({"nope": 1})), &col("id").eq(1))
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            let e = cache
+                .select_where(&texted(), &col("nope").eq(1))
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn filtered_shapes_stay_bounded_and_follow_the_schema() {
+        let cache = StatementCache::new(SqlDialect::Sqlite);
+        for n in 1..=40 {
+            let f = col("id").is_in(1..=n);
+            cache.select_where(&texted(), &f).unwrap();
+            cache
+                .update_where(&texted(), row(json!({"name": "a"})), &f)
+                .unwrap();
+        }
+        for shapes in [&cache.filtered_selects, &cache.filtered_updates] {
+            let kept = lock(shapes).get("agents").map_or(0, Vec::len);
+            assert_eq!(kept, SHAPES_PER_TABLE, "the oldest shapes are dropped");
+        }
+        assert_eq!(cache.compiled(), 80);
+        // The newest shapes are still reused.
+        cache
+            .select_where(&texted(), &col("id").is_in(2..=41))
+            .unwrap();
+        assert_eq!(cache.compiled(), 80);
+        // A changed schema compiles again and drops the old shapes.
+        let altered = texted().column(ColumnDef::integer("extra"));
+        let s = cache
+            .select_where(&altered, &col("id").is_in(1..=40))
+            .unwrap();
+        assert_eq!(cache.compiled(), 81);
+        assert!(s.sql.contains("\"extra\""), "{}", s.sql);
+        assert_eq!(
+            lock(&cache.filtered_selects)
+                .get("agents")
+                .map_or(0, Vec::len),
+            1
+        );
     }
 }
