@@ -949,6 +949,7 @@ mod tests {
             config,
             sql: SqlState::new(INFO, DIALECT),
             feed: feed::Feed::new(truststream_core_db::ChangeFeed::new(1), "c".into()),
+            read_only: false,
         };
         assert_eq!(provider(cfg.clone()).pooled_begin(), None);
         let pooled = provider(cfg.with_pooler(Pooler::Transaction));
