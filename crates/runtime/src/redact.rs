@@ -102,6 +102,10 @@ fn words(key: &str) -> Vec<String> {
 /// `scheme://user:<redacted>@host`; `scheme://token@host` ->
 /// `scheme://<redacted>@host`). Other strings come back unchanged.
 ///
+/// For schemes whose bare user info is a user name, not a token
+/// (`postgres://postgres@host`, `mysql://`, `amqp://`, `mongodb://`, ...),
+/// the name is shown: user names are not secrets.
+///
 /// ```
 /// use truststream_runtime::redact::mask_url_userinfo;
 /// assert_eq!(
@@ -124,9 +128,28 @@ pub fn mask_url_userinfo(s: &str) -> String {
     let userinfo = &authority[..at];
     let masked = match userinfo.split_once(':') {
         Some((user, _)) => format!("{user}:{REDACTED}"),
+        None if bare_userinfo_is_a_user(&s[..scheme_end]) => return s.to_string(),
         None => REDACTED.to_string(),
     };
     format!("{}{}{}", &s[..auth_start], masked, &s[auth_start + at..])
+}
+
+/// Whether `scheme://name@host` names a user (whose password, if any, comes
+/// from elsewhere) rather than carrying a token, as in `redis://tok@host`
+/// or `https://tok@host`.
+fn bare_userinfo_is_a_user(scheme: &str) -> bool {
+    const USER_SCHEMES: [&str; 9] = [
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mariadb",
+        "amqp",
+        "amqps",
+        "mongodb",
+        "mongodb+srv",
+        "sqlserver",
+    ];
+    USER_SCHEMES.iter().any(|u| scheme.eq_ignore_ascii_case(u))
 }
 
 /// Where a value sits, for redaction.
@@ -219,13 +242,15 @@ fn collect(value: &Value, place: Place, out: &mut Vec<String>) {
 }
 
 fn url_password(s: &str) -> Option<String> {
-    let rest = &s[s.find("://")? + 3..];
+    let scheme_end = s.find("://")?;
+    let rest = &s[scheme_end + 3..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let userinfo = &authority[..authority.rfind('@')?];
-    Some(match userinfo.split_once(':') {
-        Some((_, pw)) => pw.to_string(),
-        None => userinfo.to_string(),
-    })
+    match userinfo.split_once(':') {
+        Some((_, pw)) => Some(pw.to_string()),
+        None if bare_userinfo_is_a_user(&s[..scheme_end]) => None,
+        None => Some(userinfo.to_string()),
+    }
 }
 
 /// Replaces every secret of `secrets` in `message` by `<redacted>`.
@@ -353,6 +378,11 @@ mod tests {
             mask_url_userinfo("https://h/path?email=a@b"),
             "https://h/path?email=a@b"
         );
+        // A bare user name is not a secret where the scheme says it is a user.
+        assert_eq!(
+            mask_url_userinfo("postgres://postgres@127.0.0.1:5432/test"),
+            "postgres://postgres@127.0.0.1:5432/test"
+        );
         assert_eq!(mask_url_userinfo("not a url"), "not a url");
         assert_eq!(mask_url_userinfo("x://"), "x://");
     }
@@ -363,5 +393,24 @@ mod tests {
         let secrets = secret_values(&v);
         let msg = scrub("invalid value sk-live-123 and pw1 seen", &secrets);
         assert_eq!(msg, "invalid value <redacted> and <redacted> seen");
+    }
+
+    #[test]
+    fn a_postgres_user_name_is_not_scrubbed_from_messages() {
+        // The user `postgres` in the URL once turned jobs-postgres into
+        // "jobs-<redacted>" in every health message.
+        let v = json!({"url": "postgres://postgres@127.0.0.1:5432/test"});
+        let secrets = secret_values(&v);
+        assert!(secrets.is_empty(), "{secrets:?}");
+        assert_eq!(
+            scrub("jobs-postgres: table missing", &secrets),
+            "jobs-postgres: table missing"
+        );
+        // The password of such a URL still is.
+        let v = json!({"url": "postgres://postgres:s3cret@h/test"});
+        assert_eq!(secret_values(&v), vec!["s3cret".to_string()]);
+        // A bare token of a scheme that takes one still is.
+        let v = json!({"url": "redis://tok123@h:6379"});
+        assert_eq!(secret_values(&v), vec!["tok123".to_string()]);
     }
 }
