@@ -2,29 +2,55 @@
 //!
 //! ```text
 //! cargo bench -p truststream-bench-jobs --bench jobs [-- --smoke]
+//! cargo bench -p truststream-bench-jobs --bench jobs -- --jobs 20000 --rounds 5 --pings 200
 //! ```
+//!
+//! The default run takes a few minutes on 2 cores and reports each step on
+//! stderr; the table (with a ratio per row) goes to stdout. `--jobs N`
+//! (jobs per round, default 10,000), `--rounds N` (default 3), `--singles N`
+//! (jobs enqueued one at a time per round, default 500) and `--pings N`
+//! (default 200) make longer runs.
 //!
 //! The bench makes a database of its own on the server at `DATABASE_URL`
 //! (apalis keeps its tables in a fixed `apalis` schema), runs both sides in
 //! it with the server's default durability (`synchronous_commit` on, each
-//! claim and completion committed), and drops it at the end.
+//! enqueue, claim and completion committed), each side with one pool of 10
+//! connections plus one `LISTEN` connection, and drops it at the end.
 //!
-//! - **no-op jobs/s**: `JOBS` jobs enqueued first, then one worker with
-//!   `CONCURRENCY` jobs at a time (TrustStream: `Worker` as configured by
-//!   default, claiming the free slots once a quarter of them are free;
+//! Each round, per side (rounds alternate which side goes first, and each
+//! starts on an empty table):
+//!
+//! - **enqueue, single**: `SINGLES` jobs enqueued one at a time, each
+//!   awaited (TrustStream `Jobs::enqueue`, apalis `TaskSink::push`).
+//! - **enqueue, batched**: the other `JOBS - SINGLES` jobs in batches of
+//!   1,000 (TrustStream `Jobs::enqueue_many`, apalis `TaskSink::push_all`
+//!   of 1,000 tasks, which apalis writes as one multi-row `INSERT`).
+//! - **no-op jobs/s**: the `JOBS` jobs just enqueued, worked by one worker
+//!   with `CONCURRENCY` jobs at a time (TrustStream: `Worker` as configured
+//!   by default, claiming the free slots once a quarter of them are free;
 //!   apalis: `WorkerBuilder` with `concurrency` and its default
-//!   `batch_size` of 10) works them; the time from the worker's start to the
-//!   last handler's start, the same on both sides. Each round starts on an
-//!   empty table on both sides. Rounds alternate between the sides. A
-//!   second, labelled apalis row sets `batch_size` to `CONCURRENCY` (a
-//!   tuned configuration, not the default).
-//! - **enqueue-to-start on an idle queue**: a running, idle worker (woken
-//!   by `LISTEN/NOTIFY` on both sides, polling once a second otherwise);
-//!   `PINGS` single jobs enqueued 20 ms apart; each handler measures the
-//!   time since its job's enqueue began. p50 and p99.
+//!   `batch_size` of 10); the time from the worker's start to the last
+//!   handler's start, the same on both sides. A second, labelled apalis
+//!   row sets `batch_size` to `CONCURRENCY` (a tuned configuration, not the
+//!   default); its enqueue figures are not reported (the same calls).
 //!
-//! `--smoke` runs a few jobs once per side to check that the bench works;
-//! its figures mean nothing.
+//! Between a side's enqueue and its worker, untimed, the bench runs
+//! `VACUUM ANALYZE` on that side's table: the server it is run on has
+//! autovacuum off, and without statistics PostgreSQL plans jobs-postgres'
+//! claim as a sort of every claimable row (each claim's cost grows with
+//! the queue's depth). `--no-analyze` leaves it out.
+//!
+//! Then **enqueue-to-start on an idle queue**: a running, idle worker
+//! (woken by `LISTEN/NOTIFY` on both sides, polling once a second
+//! otherwise); `PINGS` single jobs enqueued 20 ms apart; each handler
+//! measures the time since its job's enqueue began. p50 and p99.
+//!
+//! Not covered: apalis' SQLite backend and several worker processes (one
+//! worker in one process per side here).
+//!
+//! `--smoke` (and `cargo test --benches`, which does not pass `--bench`)
+//! runs a few jobs once per side to check that the bench works; its
+//! figures mean nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -111,9 +137,86 @@ impl Tally {
 }
 
 struct Settings {
+    /// A few jobs, to check that the bench works.
+    smoke: bool,
+    /// `VACUUM ANALYZE` each side's table between its enqueue and its
+    /// worker (`--no-analyze`: not).
+    analyze: bool,
     jobs: u64,
+    singles: u64,
     pings: u64,
     rounds: usize,
+}
+
+impl Settings {
+    /// The defaults, `--smoke`'s small run, or the flags' values.
+    fn from_args() -> Settings {
+        let args: Vec<String> = std::env::args().collect();
+        // `cargo bench` passes `--bench`; `cargo test --benches` does not,
+        // and gets the smoke run.
+        let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench");
+        let mut s = if smoke {
+            Settings {
+                smoke,
+                analyze: true,
+                jobs: 200,
+                singles: 20,
+                pings: 5,
+                rounds: 1,
+            }
+        } else {
+            Settings {
+                smoke,
+                analyze: true,
+                jobs: 10_000,
+                singles: 500,
+                pings: 200,
+                rounds: 3,
+            }
+        };
+        s.analyze = !args.iter().any(|a| a == "--no-analyze");
+        let mut i = 1;
+        while i < args.len() {
+            let flag = args[i].as_str();
+            if matches!(flag, "--jobs" | "--singles" | "--pings" | "--rounds") {
+                let value: u64 = args
+                    .get(i + 1)
+                    .and_then(|v| v.parse().ok())
+                    .filter(|v| *v > 0)
+                    .unwrap_or_else(|| {
+                        panic!("{flag} needs a whole number above 0, as in `{flag} 3`")
+                    });
+                match flag {
+                    "--jobs" => s.jobs = value,
+                    "--singles" => s.singles = value,
+                    "--pings" => s.pings = value,
+                    _ => s.rounds = value as usize,
+                }
+                i += 1;
+            }
+            i += 1;
+        }
+        assert!(
+            s.singles < s.jobs,
+            "--singles ({}) must be below --jobs ({}): the rest are enqueued in batches",
+            s.singles,
+            s.jobs
+        );
+        s
+    }
+}
+
+/// One side's figures for one round, in jobs per second.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    single: f64,
+    batched: f64,
+    worked: f64,
+}
+
+/// Elapsed time since the bench began, for the progress lines.
+fn progress(what: std::fmt::Arguments<'_>) {
+    eprintln!("[{:>6.1} s] {what}", epoch().elapsed().as_secs_f64());
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -132,16 +235,44 @@ fn with_database(url: &str, name: &str) -> String {
 
 // ---------------------------------------------------------------- TrustStream
 
-async fn ts_throughput(jobs: &Arc<PgJobs>, tally: &Arc<Tally>, n: u64) -> f64 {
+/// What autovacuum would do after the enqueue burst (the server the bench
+/// is run on has autovacuum off): fresh planner statistics and no dead rows
+/// from the previous round. Untimed, the same on both sides.
+async fn vacuum_analyze(cleaner: &mut sqlx::PgConnection, table: &str, s: &Settings) {
+    if s.analyze {
+        sqlx::query(&format!("VACUUM ANALYZE {table}"))
+            .execute(cleaner)
+            .await
+            .expect("vacuum analyze");
+    }
+}
+
+async fn ts_round(
+    jobs: &Arc<PgJobs>,
+    cleaner: &mut sqlx::PgConnection,
+    tally: &Arc<Tally>,
+    s: &Settings,
+) -> Round {
+    let n = s.jobs;
     tally.reset(n);
-    let all: Vec<u64> = (0..n).collect();
-    for chunk in all.chunks(1000) {
+    let start = Instant::now();
+    for _ in 0..s.singles {
+        jobs.enqueue(NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
+            .await
+            .expect("enqueue");
+    }
+    let single = s.singles as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let rest: Vec<u64> = (s.singles..n).collect();
+    for chunk in rest.chunks(1000) {
         let batch = chunk
             .iter()
             .map(|_| NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
             .collect();
         jobs.enqueue_many(batch).await.expect("enqueue");
     }
+    let batched = rest.len() as f64 / start.elapsed().as_secs_f64();
+    vacuum_analyze(cleaner, &format!("\"{}\"", jobs.table()), s).await;
     let start = Instant::now();
     let worker = ts_worker(jobs, tally);
     tally.wait_done().await;
@@ -150,7 +281,11 @@ async fn ts_throughput(jobs: &Arc<PgJobs>, tally: &Arc<Tally>, n: u64) -> f64 {
     jobs.purge_finished(truststream_core_jobs::lifecycle::now())
         .await
         .expect("purge");
-    n as f64 / secs
+    Round {
+        single,
+        batched,
+        worked: n as f64 / secs,
+    }
 }
 
 fn ts_worker(jobs: &Arc<PgJobs>, tally: &Arc<Tally>) -> truststream_core_jobs::WorkerHandle {
@@ -228,18 +363,36 @@ async fn apalis_run(pool: &apalis_postgres::PgPool, tally: &Arc<Tally>, batch: u
 
 /// `cleaner` (a connection to the bench database with the bench's sqlx;
 /// apalis brings another) empties apalis' table after the round.
-async fn apalis_throughput(
+async fn apalis_round(
     pool: &apalis_postgres::PgPool,
     cleaner: &mut sqlx::PgConnection,
     tally: &Arc<Tally>,
-    n: u64,
+    s: &Settings,
     batch: usize,
-) -> f64 {
+) -> Round {
+    let n = s.jobs;
     tally.reset(n);
     let mut storage = apalis_storage(pool, batch);
-    let mut tasks =
-        futures::stream::iter((0..n).map(|_| TaskBuilder::new(Ping { t: since_epoch() }).build()));
-    storage.push_all(&mut tasks).await.expect("apalis push");
+    let start = Instant::now();
+    for _ in 0..s.singles {
+        storage
+            .push(Ping { t: since_epoch() })
+            .await
+            .expect("apalis push");
+    }
+    let single = s.singles as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let rest: Vec<u64> = (s.singles..n).collect();
+    for chunk in rest.chunks(1000) {
+        let mut tasks = futures::stream::iter(
+            chunk
+                .iter()
+                .map(|_| TaskBuilder::new(Ping { t: since_epoch() }).build()),
+        );
+        storage.push_all(&mut tasks).await.expect("apalis push");
+    }
+    let batched = rest.len() as f64 / start.elapsed().as_secs_f64();
+    vacuum_analyze(cleaner, "apalis.jobs", s).await;
     let start = Instant::now();
     // Timed like the TrustStream side: from the worker's start to the last
     // handler's start (the worker's shutdown is not counted).
@@ -253,7 +406,11 @@ async fn apalis_throughput(
         .execute(cleaner)
         .await
         .expect("clear the apalis jobs");
-    n as f64 / secs
+    Round {
+        single,
+        batched,
+        worked: n as f64 / secs,
+    }
 }
 
 async fn apalis_latency(
@@ -284,22 +441,22 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Picks one figure of a [`Round`].
+type Pick = fn(&Round) -> f64;
+
+/// Median and range of one figure over the rounds.
+fn summary(rounds: &[Round], pick: Pick) -> (f64, f64, f64) {
+    let v: Vec<f64> = rounds.iter().map(pick).collect();
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(v), lo, hi)
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let smoke = std::env::args().any(|a| a == "--smoke");
-    let settings = if smoke {
-        Settings {
-            jobs: 200,
-            pings: 5,
-            rounds: 1,
-        }
-    } else {
-        Settings {
-            jobs: 20_000,
-            pings: 200,
-            rounds: 3,
-        }
-    };
+    let settings = Settings::from_args();
+    let smoke = settings.smoke;
+    let _ = epoch();
     let Some(url) = truststream_db_postgres::testing::server().await else {
         eprintln!("no PostgreSQL server at DATABASE_URL: start one to run the jobs bench");
         return;
@@ -313,7 +470,10 @@ async fn main() {
         .await
         .expect("create the bench database");
     let bench_url = with_database(&url, &name);
-    let _ = epoch();
+    progress(format_args!(
+        "database {name}: {} rounds of {} jobs ({} enqueued singly), {} pings, VACUUM ANALYZE before each worker: {}",
+        settings.rounds, settings.jobs, settings.singles, settings.pings, settings.analyze
+    ));
 
     let ts = Arc::new(
         PgJobs::open(PgJobsConfig::new(bench_url.clone()))
@@ -329,53 +489,94 @@ async fn main() {
         .expect("connect to the bench database");
     let tally = Arc::new(Tally::default());
 
-    let (mut ts_rates, mut ap_rates, mut ap16_rates) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..settings.rounds {
-        ts_rates.push(ts_throughput(&ts, &tally, settings.jobs).await);
-        ap_rates.push(
-            apalis_throughput(
-                &pool,
-                &mut cleaner,
-                &tally,
-                settings.jobs,
-                APALIS_DEFAULT_BATCH,
-            )
-            .await,
-        );
-        ap16_rates
-            .push(apalis_throughput(&pool, &mut cleaner, &tally, settings.jobs, CONCURRENCY).await);
+    let (mut ts_rounds, mut ap_rounds, mut ap16_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..settings.rounds {
+        // Alternate which side goes first.
+        for side in 0..3 {
+            match (side + round) % 3 {
+                0 => {
+                    let before = ts.completion_batches();
+                    let r = ts_round(&ts, &mut cleaner, &tally, &settings).await;
+                    let after = ts.completion_batches();
+                    progress(format_args!(
+                        "round {}: truststream {r:.0?}; completions: {} in {} batches, largest {}",
+                        round + 1,
+                        after.items - before.items,
+                        after.batches - before.batches,
+                        after.largest
+                    ));
+                    ts_rounds.push(r);
+                }
+                1 => {
+                    let r =
+                        apalis_round(&pool, &mut cleaner, &tally, &settings, APALIS_DEFAULT_BATCH)
+                            .await;
+                    progress(format_args!("round {}: apalis {r:.0?}", round + 1));
+                    ap_rounds.push(r);
+                }
+                _ => {
+                    let r = apalis_round(&pool, &mut cleaner, &tally, &settings, CONCURRENCY).await;
+                    progress(format_args!(
+                        "round {}: apalis batch_size {CONCURRENCY} {r:.0?}",
+                        round + 1
+                    ));
+                    ap16_rounds.push(r);
+                }
+            }
+        }
     }
     let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
-    let (ap_p50, ap_p99) = apalis_latency(&pool, &tally, settings.pings).await;
-
-    let (ts_rate, ap_rate, ap16_rate) = (
-        median(ts_rates.clone()),
-        median(ap_rates.clone()),
-        median(ap16_rates.clone()),
-    );
-    println!(
-        "no-op jobs/s ({} jobs, {CONCURRENCY} at a time, median of {} rounds)",
-        settings.jobs, settings.rounds
-    );
-    println!("  truststream jobs-postgres  {ts_rate:>10.0}  rounds {ts_rates:.0?}");
-    println!("  apalis-postgres            {ap_rate:>10.0}  rounds {ap_rates:.0?}");
-    println!("  ratio                      {:>10.2}x", ts_rate / ap_rate);
-    println!(
-        "  apalis-postgres, batch_size {CONCURRENCY} (tuned, not the default)  {ap16_rate:>10.0}  rounds {ap16_rates:.0?}"
-    );
-    println!(
-        "enqueue-to-start on an idle queue ({} jobs)",
-        settings.pings
-    );
-    println!(
-        "  truststream jobs-postgres  p50 {}  p99 {}",
+    progress(format_args!(
+        "latency: truststream p50 {} p99 {}",
         ms(ts_p50),
         ms(ts_p99)
-    );
-    println!(
-        "  apalis-postgres            p50 {}  p99 {}",
+    ));
+    let (ap_p50, ap_p99) = apalis_latency(&pool, &tally, settings.pings).await;
+    progress(format_args!(
+        "latency: apalis p50 {} p99 {}",
         ms(ap_p50),
         ms(ap_p99)
+    ));
+
+    println!(
+        "jobs-postgres vs apalis-postgres: {} jobs per round ({} enqueued singly, the rest in \
+         batches of 1,000), {CONCURRENCY} at a time, one worker per side; median of {} rounds \
+         [min..max]; ratio = truststream / apalis for rates, apalis / truststream for times \
+         (above 1: truststream better); VACUUM ANALYZE before each worker: {}",
+        settings.jobs, settings.singles, settings.rounds, settings.analyze
+    );
+    println!("| row | truststream | apalis | ratio |\n|---|---|---|---|");
+    let rate_rows: [(&str, Pick, &[Round]); 4] = [
+        ("enqueue, single (jobs/s)", |r| r.single, &ap_rounds),
+        ("enqueue, batched (jobs/s)", |r| r.batched, &ap_rounds),
+        ("no-op jobs worked/s", |r| r.worked, &ap_rounds),
+        (
+            "no-op jobs worked/s, apalis batch_size 16 (tuned)",
+            |r| r.worked,
+            &ap16_rounds,
+        ),
+    ];
+    for (label, pick, apalis) in rate_rows {
+        let (t, tlo, thi) = summary(&ts_rounds, pick);
+        let (a, alo, ahi) = summary(apalis, pick);
+        println!(
+            "| {label} | {t:.0} [{tlo:.0}..{thi:.0}] | {a:.0} [{alo:.0}..{ahi:.0}] | {:.2}x |",
+            t / a
+        );
+    }
+    println!(
+        "| enqueue-to-start p50, idle queue ({} jobs) | {} | {} | {:.2}x |",
+        settings.pings,
+        ms(ts_p50),
+        ms(ap_p50),
+        ap_p50.as_secs_f64() / ts_p50.as_secs_f64()
+    );
+    println!(
+        "| enqueue-to-start p99, idle queue ({} jobs) | {} | {} | {:.2}x |",
+        settings.pings,
+        ms(ts_p99),
+        ms(ap_p99),
+        ap_p99.as_secs_f64() / ts_p99.as_secs_f64()
     );
     if smoke {
         println!("(smoke run: the figures mean nothing)");
@@ -387,4 +588,5 @@ async fn main() {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;
+    progress(format_args!("done"));
 }
