@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod feed;
+mod not_serving;
 mod subscription;
 mod types;
 mod validate;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use not_serving::NotServing;
 pub use subscription::Subscription;
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use truststream_core_db::{ChangeKind, RowChange, Value};

@@ -21,8 +21,9 @@ use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_realtime::feed::health_report;
 use truststream_core_realtime::{
-    listen_error, validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
-    RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
+    listen_error, validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, NotServing,
+    Realtime, RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult,
+    Subscription,
 };
 
 pub use hub::Counters;
@@ -259,6 +260,35 @@ impl SocketIoRealtime {
         })
     }
 
+    /// What a read-only build ([`truststream_core::BuildOptions::read_only`],
+    /// `truststream health`) makes of a server configuration: checked as
+    /// [`SocketIoRealtime::start`] checks it, but nothing bound on `listen`
+    /// (the running application may hold the port), no task started and no
+    /// change feed subscribed. Its health is healthy with a note that it does
+    /// not serve in this process.
+    pub fn check_server(
+        config: &SocketIoConfig,
+        db: Option<&Arc<dyn Database>>,
+        auth: Option<&Arc<dyn Auth>>,
+    ) -> RtResult<NotServing> {
+        config.validate()?;
+        config.publication()?.with_private_tables(auth)?;
+        ChannelAccess::check_config(&config.channels)?;
+        let mut caps = RealtimeCapabilities::channels();
+        caps.remote = true;
+        caps.row_changes = truststream_core_realtime::feed::row_changes_available(db);
+        caps.max_payload_bytes = Some(config.max_payload_bytes);
+        let info = ProviderInfo {
+            name: TYPE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        Ok(NotServing::new(
+            info,
+            caps,
+            format!("realtime.listen {}", config.listen),
+        ))
+    }
+
     /// Starts a server on `config.listen` (axum), with `db`'s change feed
     /// feeding row subscriptions and `auth` checking the handshake's token.
     pub async fn start(
@@ -472,10 +502,14 @@ impl Realtime for SocketIoRealtime {
 /// `url` is set.
 pub fn register(reg: &mut RealtimeRegistry) {
     for name in [TYPE_NAME, TYPE_ALIAS] {
-        reg.register(name, move |cfg, deps: RealtimeDeps| async move {
+        reg.register_with_options(name, move |cfg, deps: RealtimeDeps, options| async move {
             let config: SocketIoConfig = truststream_core::parse_config(name, cfg)?;
             let rt = if config.url.is_some() {
                 SocketIoRealtime::connect(config).await?
+            } else if options.read_only {
+                let server =
+                    SocketIoRealtime::check_server(&config, deps.db.as_ref(), deps.auth.as_ref())?;
+                return Ok(Arc::new(server) as Arc<dyn Realtime>);
             } else {
                 SocketIoRealtime::start(config, deps.db, deps.auth).await?
             };

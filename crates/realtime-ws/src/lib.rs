@@ -23,8 +23,9 @@ use truststream_core_auth::Auth;
 use truststream_core_db::Database;
 use truststream_core_realtime::feed::health_report;
 use truststream_core_realtime::{
-    listen_error, validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, Realtime,
-    RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult, Subscription,
+    listen_error, validate_channel_name, ChangeSpec, Channel, ChannelOptions, Handler, NotServing,
+    Realtime, RealtimeCapabilities, RealtimeDeps, RealtimeRegistry, RowChange, RtResult,
+    Subscription,
 };
 
 pub use cluster::{ClusterConfig, ClusterStats, BROKERS};
@@ -229,9 +230,21 @@ fn new_hub(
     db: Option<Arc<dyn Database>>,
     auth: Option<Arc<dyn Auth>>,
 ) -> RtResult<Arc<Hub>> {
+    let publication = check_publication(&config, db.as_ref(), auth.as_ref())?;
+    let cluster = config.cluster.clone().map(cluster::Cluster::new);
+    Ok(Hub::new(config, db, auth, publication, cluster))
+}
+
+/// A hub's configuration checked: addresses and limits, the publication,
+/// and a database that enforces the row security it asks for.
+fn check_publication(
+    config: &WsRealtimeConfig,
+    db: Option<&Arc<dyn Database>>,
+    auth: Option<&Arc<dyn Auth>>,
+) -> RtResult<Publication> {
     config.validate()?;
-    let publication = Publication::check_config(&config.publish, &config.tables)?
-        .with_private_tables(auth.as_ref())?;
+    let publication =
+        Publication::check_config(&config.publish, &config.tables)?.with_private_tables(auth)?;
     if let Some(entry) = publication.row_security_entries().first() {
         let enforced = db.as_ref().is_some_and(|db| db.capabilities().row_security);
         if !enforced {
@@ -247,8 +260,34 @@ fn new_hub(
             )));
         }
     }
-    let cluster = config.cluster.clone().map(cluster::Cluster::new);
-    Ok(Hub::new(config, db, auth, publication, cluster))
+    Ok(publication)
+}
+
+/// What a read-only build ([`truststream_core::BuildOptions::read_only`],
+/// `truststream health`) makes of a hub configuration: checked as
+/// [`WsRealtime::start`] checks it, but nothing bound on `listen` (the
+/// running application may hold the port), no cluster joined, no task
+/// started and no change feed subscribed. Its health is healthy with a
+/// note that it does not serve in this process.
+pub fn check_hub(
+    config: &WsRealtimeConfig,
+    db: Option<&Arc<dyn Database>>,
+    auth: Option<&Arc<dyn Auth>>,
+) -> RtResult<NotServing> {
+    check_publication(config, db, auth)?;
+    let mut caps = RealtimeCapabilities::channels();
+    caps.remote = true;
+    caps.row_changes = truststream_core_realtime::feed::row_changes_available(db);
+    caps.max_payload_bytes = Some(config.max_payload_bytes);
+    let info = ProviderInfo {
+        name: TYPE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    Ok(NotServing::new(
+        info,
+        caps,
+        format!("realtime.listen {}", config.listen),
+    ))
 }
 
 /// Cluster mode: connects the hub to its broker and starts the link's
@@ -535,10 +574,13 @@ impl Realtime for WsRealtime {
 /// Registers the provider as `"ws"`: a hub (wired to the runtime's database
 /// and auth provider), or a client when `url` is set.
 pub fn register(reg: &mut RealtimeRegistry) {
-    reg.register(TYPE_NAME, |cfg, deps: RealtimeDeps| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, deps: RealtimeDeps, options| async move {
         let config: WsRealtimeConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
         let rt = if config.url.is_some() {
             WsRealtime::connect(config).await?
+        } else if options.read_only {
+            let hub = check_hub(&config, deps.db.as_ref(), deps.auth.as_ref())?;
+            return Ok(Arc::new(hub) as Arc<dyn Realtime>);
         } else {
             WsRealtime::start(config, deps.db, deps.auth).await?
         };

@@ -95,6 +95,8 @@ fn health_on_a_fresh_directory_creates_nothing_and_says_how_to_start() {
     assert!(r.stdout.contains("does not exist yet"), "{}", r.stdout);
     assert!(r.stdout.contains("truststream serve"), "{}", r.stdout);
     assert!(!dir.path().join("data/truststream.db").exists());
+    // Nor the fs storage's root (data/storage): nothing under data/.
+    assert!(!dir.path().join("data").exists());
 }
 
 #[test]
@@ -159,6 +161,8 @@ fn health_json_has_the_overall_status_and_one_entry_per_configured_service() {
 #[test]
 fn health_gives_up_on_a_service_at_the_deadline() {
     let dir = tmp();
+    // The fs storage's root exists (a health check does not create it).
+    std::fs::create_dir_all(dir.path().join("data/storage")).expect("test setup");
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let url = format!(
         "postgres://app:hunter2@{}/app",

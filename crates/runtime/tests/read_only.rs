@@ -161,3 +161,70 @@ async fn health_on_a_fresh_postgres_schema_creates_no_table() -> Result<()> {
     assert!(message.contains("creates them when"), "{message}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_beside_a_running_server_binds_no_port_and_creates_no_storage_root() -> Result<()> {
+    let dir = tempfile::tempdir().expect("test setup");
+    let root = dir.path().join("storage");
+    for kind in ["ws", "socketio"] {
+        // Stands in for the running application, which holds the port.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").expect("test setup");
+        let addr = server.local_addr().expect("test setup");
+        let toml = format!(
+            "[default.database]\ntype = \"memory\"\n\
+             [default.storage]\ntype = \"fs\"\nroot = {:?}\n\
+             [default.realtime]\ntype = \"{kind}\"\nlisten = \"{addr}\"\n",
+            root.to_string_lossy()
+        );
+        let report = health(&toml).await?;
+
+        // Realtime: configuration checked, port left to the server.
+        let (status, message) = service(&report, Interface::Realtime);
+        assert_eq!(status, HealthStatus::Healthy, "{kind}: {message}");
+        assert!(
+            message.contains("not serving in this process"),
+            "{kind}: {message}"
+        );
+        assert!(message.contains(&addr.to_string()), "{kind}: {message}");
+        assert!(!message.contains("in use"), "{kind}: {message}");
+
+        // Storage: the missing root is reported, not created.
+        assert!(!root.exists(), "{kind}: health created {}", root.display());
+        let (status, message) = service(&report, Interface::Storage);
+        assert_eq!(status, HealthStatus::Unhealthy, "{message}");
+        assert!(message.contains("does not exist yet"), "{message}");
+        assert!(message.contains(&root.display().to_string()), "{message}");
+        assert!(
+            message.contains("created when the application starts"),
+            "{message}"
+        );
+        assert!(message.contains("storage.root"), "{message}");
+        drop(server);
+    }
+    // Nothing written anywhere under the directory.
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("test setup").count(),
+        0
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_on_an_existing_storage_root_writes_nothing_into_it() -> Result<()> {
+    let dir = tempfile::tempdir().expect("test setup");
+    let toml = format!(
+        "[default.database]\ntype = \"memory\"\n\
+         [default.storage]\ntype = \"fs\"\nroot = {:?}\nbuckets = [\"avatars\"]\n\
+         [default.realtime]\ntype = \"memory\"\n",
+        dir.path().to_string_lossy()
+    );
+    let report = health(&toml).await?;
+    let (status, message) = service(&report, Interface::Storage);
+    assert_eq!(status, HealthStatus::Healthy, "{message}");
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("test setup")
+        .map(|e| e.expect("test setup").file_name())
+        .collect();
+    assert!(made.is_empty(), "health created {made:?}");
+    Ok(())
+}

@@ -169,6 +169,20 @@ impl FsStorage {
     /// signing secret shorter than 32 bytes or a bad base URL, and with the
     /// error of the filesystem when the root cannot be created or opened.
     pub async fn with_config(config: FsStorageConfig) -> StorageResult<Self> {
+        Self::with_options(config, truststream_core::BuildOptions::default()).await
+    }
+
+    /// [`FsStorage::with_config`], told how to build. Read-only
+    /// ([`truststream_core::BuildOptions::read_only`], `truststream
+    /// health`): creates and removes nothing — no root, no buckets, no lock
+    /// directory or writer lock, no sweep of temporary files. A missing root
+    /// is `Unavailable`, naming it and saying that it is created when the
+    /// application starts; on an existing root the store lists buckets (its
+    /// [`Storage::health`]), and writes fail with `Unavailable`.
+    pub async fn with_options(
+        config: FsStorageConfig,
+        options: truststream_core::BuildOptions,
+    ) -> StorageResult<Self> {
         let secret = match &config.signing_secret {
             Some(s) => s.expose().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
@@ -180,6 +194,14 @@ impl FsStorage {
         }
         let cfg = config.clone();
         let store = blocking(move || {
+            if options.read_only {
+                return Store::open_read_only(
+                    &cfg.root,
+                    cfg.fsync,
+                    cfg.max_object_size,
+                    cfg.xattr_metadata,
+                );
+            }
             let pool = usize::try_from(cfg.read_buffer_pool_bytes).unwrap_or(usize::MAX);
             let store = Store::open(
                 &cfg.root,
@@ -581,11 +603,12 @@ impl Storage for FsStorage {
 }
 
 /// Registers the provider as `"fs"`: each build opens a store from its
-/// [`FsStorageConfig`].
+/// [`FsStorageConfig`] ([`FsStorage::with_options`]: a read-only build
+/// creates nothing).
 pub fn register(reg: &mut StorageRegistry) {
-    reg.register(TYPE_NAME, |cfg, ()| async move {
+    reg.register_with_options(TYPE_NAME, |cfg, (), options| async move {
         let cfg: FsStorageConfig = truststream_core::parse_config(TYPE_NAME, cfg)?;
-        let store = FsStorage::with_config(cfg).await?;
+        let store = FsStorage::with_options(cfg, options).await?;
         Ok(Arc::new(store) as Arc<dyn Storage>)
     });
 }

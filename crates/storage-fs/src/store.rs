@@ -304,7 +304,9 @@ enum Stored {
 pub(crate) struct Store {
     pub(crate) root_path: PathBuf,
     root: OwnedFd,
-    locks: OwnedFd,
+    /// The lock directory (`None`: opened read-only, see
+    /// [`Store::open_read_only`]).
+    locks: Option<OwnedFd>,
     pub(crate) sync: bool,
     pub(crate) max_object_size: Option<u64>,
     /// Large read buffers for reuse.
@@ -313,8 +315,9 @@ pub(crate) struct Store {
     /// file (configured, and cleared when the filesystem refuses one).
     xattr: AtomicBool,
     buckets: Mutex<HashMap<String, Arc<BucketState>>>,
-    /// This store's writer lock: its temporary files carry its id.
-    writer: Arc<WriterLock>,
+    /// This store's writer lock: its temporary files carry its id (`None`:
+    /// opened read-only).
+    writer: Option<Arc<WriterLock>>,
 }
 
 impl Store {
@@ -353,6 +356,62 @@ impl Store {
         })
     }
 
+    /// Opens the existing root for a read-only check
+    /// (`BuildOptions::read_only`, `truststream health`): creates nothing
+    /// (no root, no lock directory, no writer lock) and removes nothing.
+    /// A missing root is `Unavailable`, naming it and saying that it is
+    /// created when the application starts. Such a store lists buckets;
+    /// whatever needs a bucket's lock or writes fails with `Unavailable`.
+    pub(crate) fn open_read_only(
+        root_path: &Path,
+        sync: bool,
+        max: Option<u64>,
+        xattr: bool,
+    ) -> StorageResult<Store> {
+        if !root_path.exists() {
+            return Err(Error::unavailable(format!(
+                "the storage root {} does not exist yet, and a read-only check (`truststream \
+                 health`) creates nothing: it is created when the application starts \
+                 (`truststream serve`, or building the runtime)",
+                root_path.display()
+            ))
+            .with_context("setting", "root"));
+        }
+        let root = File::open(root_path)
+            .map_err(|e| io_err(e, "open it"))
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot use the storage root {}: {}",
+                        root_path.display(),
+                        e.message()
+                    ),
+                )
+                .with_context("setting", "root")
+            })?;
+        Ok(Store {
+            root_path: root_path.to_path_buf(),
+            root: OwnedFd::from(root),
+            locks: None,
+            sync,
+            max_object_size: max,
+            buffers: BufferPool::new(0),
+            xattr: AtomicBool::new(xattr),
+            buckets: Mutex::new(HashMap::new()),
+            writer: None,
+        })
+    }
+
+    /// The error of a write (or a bucket lock) on a read-only store.
+    fn read_only_error(&self) -> Error {
+        Error::unavailable(format!(
+            "the storage root {} was opened by a read-only check (`truststream health`), \
+             which writes nothing",
+            self.root_path.display()
+        ))
+    }
+
     fn open_root(
         root_path: &Path,
         sync: bool,
@@ -370,13 +429,13 @@ impl Store {
         Ok(Store {
             root_path: root_path.to_path_buf(),
             root,
-            locks,
+            locks: Some(locks),
             sync,
             max_object_size: max,
             buffers: BufferPool::new(buffer_pool_bytes),
             xattr: AtomicBool::new(xattr),
             buckets: Mutex::new(HashMap::new()),
-            writer,
+            writer: Some(writer),
         })
     }
 
@@ -409,10 +468,11 @@ impl Store {
         if let Some(s) = map.get(bucket) {
             return Ok(s.clone());
         }
+        let locks = self.locks.as_ref().ok_or_else(|| self.read_only_error())?;
         // The bucket's files in the lock directory, created on first use.
         let open = |suffix: &str, access: rustix::fs::OFlags| {
             fsio::openat_noatime(
-                &self.locks,
+                locks,
                 &format!("{bucket}.{suffix}"),
                 access
                     | rustix::fs::OFlags::CREATE
@@ -451,6 +511,9 @@ impl Store {
 
     pub(crate) fn create_bucket(&self, name: &str) -> StorageResult<()> {
         validate_bucket(name)?;
+        if self.writer.is_none() {
+            return Err(self.read_only_error());
+        }
         match mkdirat(&self.root, name, Mode::from_raw_mode(0o755)) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
@@ -683,10 +746,11 @@ impl Store {
     pub(crate) fn stage(&self, bucket: &str, key: &str) -> StorageResult<Staged> {
         // A concurrent delete may remove an empty directory between the walk
         // and the create; walking again recreates it.
+        let writer = self.writer.as_ref().ok_or_else(|| self.read_only_error())?;
         let mut last = None;
         for _ in 0..5 {
             let (dir, name) = self.object_dir_create(bucket, key)?;
-            let temp = self.writer.temp_name();
+            let temp = writer.temp_name();
             match fsio::create_file(&dir, &temp) {
                 Ok(file) => {
                     return Ok(Staged {
@@ -697,7 +761,7 @@ impl Store {
                         temp,
                         file,
                         committed: false,
-                        _writer: self.writer.clone(),
+                        _writer: writer.clone(),
                     })
                 }
                 Err(Errno::NOENT) => last = Some(Errno::NOENT),
@@ -1111,7 +1175,8 @@ impl Store {
     /// owner in their name) older than `legacy_age`; then the lock files of
     /// writers that are gone. Returns how many temporary files were removed.
     pub(crate) fn sweep(&self, legacy_age: Duration) -> StorageResult<usize> {
-        let mut owners = Owners::new(&self.writer);
+        let writer = self.writer.as_ref().ok_or_else(|| self.read_only_error())?;
+        let mut owners = Owners::new(writer);
         let mut removed = 0;
         for b in self.list_buckets()? {
             let dir = self.bucket_dir(&b.name)?;
