@@ -25,8 +25,9 @@ pub type Factory<T, C> = Arc<
 /// How a provider is built: what the caller lets it do while it starts.
 ///
 /// The default is an ordinary build. The runtime builds with
-/// [`BuildOptions::read_only`] for checks that must leave the services
-/// as they found them (`truststream health`, `truststream check`).
+/// [`BuildOptions::read_only`] for the check that must leave the services
+/// as it found them (`truststream health`); `truststream check` builds
+/// as usual (it may create a provider's tables or files).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BuildOptions {
