@@ -368,7 +368,10 @@ impl Store {
         max: Option<u64>,
         xattr: bool,
     ) -> StorageResult<Store> {
-        if !root_path.exists() {
+        // Only a missing root is "not yet"; any other failure to look at it
+        // (no permission, ...) is reported by the open below as it is.
+        if matches!(std::fs::metadata(root_path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        {
             return Err(Error::unavailable(format!(
                 "the storage root {} does not exist yet, and a read-only check (`truststream \
                  health`) creates nothing: it is created when the application starts \
@@ -389,6 +392,7 @@ impl Store {
                     ),
                 )
                 .with_context("setting", "root")
+                .with_source(e)
             })?;
         Ok(Store {
             root_path: root_path.to_path_buf(),
