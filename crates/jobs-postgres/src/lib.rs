@@ -123,11 +123,8 @@ impl PgJobsConfig {
 /// idle workers woken by `LISTEN/NOTIFY`. See the crate docs.
 pub struct PgJobs {
     pool: PgPool,
-    /// Quoted and qualified, for this provider's statements.
-    qt: String,
-    /// The run-time sample table, quoted and qualified.
-    qs: String,
-    /// The jobs, sample and sequence names (for `complete_in`).
+    /// The jobs, sample and sequence names, quoted and qualified, for this
+    /// provider's statements.
     names: Arc<Tables>,
     /// Completions of every worker on this instance, written in batches.
     completions: Batcher<Lease, ()>,
@@ -143,7 +140,9 @@ pub struct PgJobs {
 
 impl std::fmt::Debug for PgJobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgJobs").field("table", &self.qt).finish()
+        f.debug_struct("PgJobs")
+            .field("table", &self.names.qt)
+            .finish()
     }
 }
 
@@ -207,11 +206,10 @@ impl PgJobs {
             Some(s) => format!("{}.{}", ident::quote(s), ident::quote(name)),
             None => ident::quote(name),
         };
-        let qt = qualified(&config.table);
         let names = Arc::new(Tables {
+            qt: qualified(&config.table),
             qs: qualified(&row::index_name(&config.table, "run_samples")),
             seq: qualified(&row::index_name(&config.table, "run_slot")),
-            qt: qt.clone(),
         });
         let channel = channel(config.schema.as_deref(), &config.table);
         let mut missing_tables = Vec::new();
@@ -280,8 +278,6 @@ impl PgJobs {
         );
         Ok(PgJobs {
             pool,
-            qt,
-            qs: names.qs.clone(),
             names,
             completions,
             table: config.table,
@@ -464,14 +460,14 @@ impl PgJobs {
         lease: &Lease,
     ) -> JobsResult<()> {
         const OPERATION: &str = "jobs.complete_in";
-        let Some(mut s) = Self::lock(tx, &self.qt, lease.job_id).await? else {
+        let Some(mut s) = Self::lock(tx, &self.names.qt, lease.job_id).await? else {
             return Err(lifecycle::not_found(&lease.job_id, OPERATION));
         };
         if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str()) {
             return Err(lifecycle::lease_lost(&lease.job_id, OPERATION));
         }
         s.job.complete(lifecycle::now());
-        Self::write(tx, &self.qt, &s.job, None).await?;
+        Self::write(tx, &self.names.qt, &s.job, None).await?;
         sample_run_times(tx, &self.names, &[&s.job]).await
     }
 
@@ -572,7 +568,7 @@ impl PgJobs {
     ) -> JobsResult<T> {
         let mut tx = self.pool.begin().await.map_err(map)?;
         let r = async {
-            let Some(mut s) = Self::lock(&mut tx, &self.qt, lease.job_id).await? else {
+            let Some(mut s) = Self::lock(&mut tx, &self.names.qt, lease.job_id).await? else {
                 return Err(lifecycle::not_found(&lease.job_id, operation));
             };
             if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str())
@@ -581,7 +577,7 @@ impl PgJobs {
             }
             let out = change(&mut s.job, lifecycle::now());
             let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
-            Self::write(&mut tx, &self.qt, &s.job, token).await?;
+            Self::write(&mut tx, &self.names.qt, &s.job, token).await?;
             Ok(out)
         }
         .await;
@@ -597,11 +593,11 @@ impl PgJobs {
     ) -> JobsResult<Job> {
         let mut tx = self.pool.begin().await.map_err(map)?;
         let r = async {
-            let Some(mut s) = Self::lock(&mut tx, &self.qt, id).await? else {
+            let Some(mut s) = Self::lock(&mut tx, &self.names.qt, id).await? else {
                 return Err(lifecycle::not_found(&id, operation));
             };
             change(&mut s.job, lifecycle::now())?;
-            match Self::write(&mut tx, &self.qt, &s.job, None).await {
+            match Self::write(&mut tx, &self.names.qt, &s.job, None).await {
                 Ok(()) => Ok(s.job),
                 Err(e) if e.kind() == ErrorKind::Conflict => Err(Error::conflict(format!(
                     "job {id} cannot be queued again: another queued or running job holds its unique key"
@@ -620,7 +616,8 @@ impl PgJobs {
     where
         E: sqlx::Executor<'a, Database = Postgres>,
     {
-        let mut qb = QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({COLUMNS}) ", self.qt));
+        let mut qb =
+            QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({COLUMNS}) ", self.names.qt));
         qb.push_values(jobs, |mut b, j| {
             b.push_bind(j.id.0)
                 .push_bind(j.job_type.clone())
@@ -675,7 +672,7 @@ impl PgJobs {
             }
             let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
                 "SELECT id FROM {} WHERE unique_slot = $1",
-                self.qt
+                self.names.qt
             ))
             .bind(&key)
             .fetch_optional(&self.pool)
@@ -865,7 +862,7 @@ impl Jobs for PgJobs {
         ) {
             return missing;
         }
-        match sqlx::query(&format!("SELECT id FROM {} LIMIT 1", self.qt))
+        match sqlx::query(&format!("SELECT id FROM {} LIMIT 1", self.names.qt))
             .execute(&self.pool)
             .await
         {
@@ -972,7 +969,7 @@ impl Jobs for PgJobs {
                    AND ((state = 'queued' AND run_at <= $2) \
                      OR (state = 'running' AND lease_expires_at <= $2)) \
                  ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                qt = self.qt
+                qt = self.names.qt
             ))
             .bind(&request.job_types)
             .bind(now)
@@ -989,7 +986,7 @@ impl Jobs for PgJobs {
             }
             let writes: Vec<(&Job, Option<&str>)> =
                 started.iter().map(|(j, t)| (j, t.as_deref())).collect();
-            Self::write_many(&mut tx, &self.qt, &writes).await?;
+            Self::write_many(&mut tx, &self.names.qt, &writes).await?;
             let out = started
                 .into_iter()
                 .filter_map(|(job, token)| {
@@ -1049,11 +1046,14 @@ impl Jobs for PgJobs {
     }
 
     async fn get(&self, id: JobId) -> JobsResult<Option<Job>> {
-        let r = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = $1", self.qt))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map)?;
+        let r = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {} WHERE id = $1",
+            self.names.qt
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map)?;
         Ok(r.as_ref().map(decode).transpose()?.map(|s| s.job))
     }
 
@@ -1063,7 +1063,7 @@ impl Jobs for PgJobs {
             "SELECT {COLUMNS} FROM {} \
              WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR job_type = $2) \
              ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-            self.qt
+            self.names.qt
         ))
         .bind(query.state.map(JobState::as_str))
         .bind(query.job_type.as_deref())
@@ -1080,7 +1080,7 @@ impl Jobs for PgJobs {
         let rows = sqlx::query(&format!(
             "SELECT job_type, state, count(*) AS n FROM {} GROUP BY job_type, state \
              ORDER BY job_type, state",
-            self.qt
+            self.names.qt
         ))
         .fetch_all(&self.pool)
         .await
@@ -1098,7 +1098,7 @@ impl Jobs for PgJobs {
         }
         let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
             "SELECT min(run_at) FROM {} WHERE state = 'queued' AND run_at <= $1",
-            self.qt
+            self.names.qt
         ))
         .bind(now)
         .fetch_one(&self.pool)
@@ -1115,7 +1115,7 @@ impl Jobs for PgJobs {
                percentile_disc(0.99) WITHIN GROUP (ORDER BY run_us) AS p99, \
                max(run_us) AS mx \
              FROM {} GROUP BY job_type ORDER BY job_type",
-            self.qs
+            self.names.qs
         ))
         .fetch_all(&self.pool)
         .await
@@ -1148,7 +1148,7 @@ impl Jobs for PgJobs {
         let statement = format!(
             "DELETE FROM {qt} WHERE id IN (SELECT id FROM {qt} \
              WHERE state IN ('completed', 'cancelled') AND finished_at < $1 LIMIT $2)",
-            qt = self.qt
+            qt = self.names.qt
         );
         let mut total = 0;
         loop {
@@ -1165,11 +1165,14 @@ impl Jobs for PgJobs {
             }
         }
         // Run times of purged jobs go with them.
-        sqlx::query(&format!("DELETE FROM {} WHERE finished_at < $1", self.qs))
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map_err(map)?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE finished_at < $1",
+            self.names.qs
+        ))
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(map)?;
         Ok(total)
     }
 
