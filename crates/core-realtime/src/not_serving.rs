@@ -42,6 +42,28 @@ impl NotServing {
         }
     }
 
+    /// A remote server provider `name` (version `version`) that would
+    /// listen on `listen` (the `realtime.listen` setting): channels, row
+    /// changes when `db` has a change feed, payloads up to
+    /// `max_payload_bytes` — the capabilities the running server reports.
+    pub fn server(
+        name: &'static str,
+        version: &'static str,
+        listen: &str,
+        max_payload_bytes: usize,
+        db: Option<&Arc<dyn truststream_core_db::Database>>,
+    ) -> Self {
+        let mut caps = RealtimeCapabilities::channels();
+        caps.remote = true;
+        caps.row_changes = crate::feed::row_changes_available(db);
+        caps.max_payload_bytes = Some(max_payload_bytes);
+        NotServing::new(
+            ProviderInfo { name, version },
+            caps,
+            format!("realtime.listen {listen}"),
+        )
+    }
+
     /// The note [`Realtime::health`] reports.
     pub fn note(&self) -> String {
         format!(

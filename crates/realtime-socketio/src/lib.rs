@@ -274,18 +274,12 @@ impl SocketIoRealtime {
         config.validate()?;
         config.publication()?.with_private_tables(auth)?;
         ChannelAccess::check_config(&config.channels)?;
-        let mut caps = RealtimeCapabilities::channels();
-        caps.remote = true;
-        caps.row_changes = truststream_core_realtime::feed::row_changes_available(db);
-        caps.max_payload_bytes = Some(config.max_payload_bytes);
-        let info = ProviderInfo {
-            name: TYPE_NAME,
-            version: env!("CARGO_PKG_VERSION"),
-        };
-        Ok(NotServing::new(
-            info,
-            caps,
-            format!("realtime.listen {}", config.listen),
+        Ok(NotServing::server(
+            TYPE_NAME,
+            env!("CARGO_PKG_VERSION"),
+            &config.listen,
+            config.max_payload_bytes,
+            db,
         ))
     }
 
