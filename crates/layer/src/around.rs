@@ -288,6 +288,9 @@ impl std::fmt::Debug for Chain {
 
 impl Around for Chain {
     fn around<'a>(&'a self, op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        if op.access == Access::Admin && op.method == "health" {
+            return health_chain(&self.layers, op, next);
+        }
         match next.to {
             To::Call(bottom) => Next {
                 to: To::Chain {
@@ -303,6 +306,54 @@ impl Around for Chain {
             To::Chain { .. } => run_chain(&self.layers, op, next, false),
         }
     }
+}
+
+/// A `health` call through `layers` as through the layers wrapped one by
+/// one: there each wrapper turns an error of its layer into an unhealthy
+/// report, so the layers above it see `Ok` (a retry does not repeat a
+/// probe a timeout cut short, metrics count no error). Here the error of
+/// the layers below each layer is kept aside and `Ok` handed up; the last
+/// one kept is the call's error (the unhealthy report's message), unless
+/// the provider answered after it.
+fn health_chain<'a>(
+    layers: &'a [std::sync::Arc<dyn Around>],
+    op: Op<'a>,
+    bottom: Next<'a>,
+) -> BoxFuture<'a, Result<()>> {
+    fn level<'a: 'k, 'k>(
+        layers: &'a [std::sync::Arc<dyn Around>],
+        op: Op<'a>,
+        bottom: Next<'a>,
+        kept: &'k Mutex<Option<Error>>,
+    ) -> BoxFuture<'k, Result<()>> {
+        let Some((first, rest)) = layers.split_first() else {
+            // The arguments of `health` are `()`: every attempt gets them.
+            let fut = bottom.run_again_later();
+            return Box::pin(async move {
+                fut.await?;
+                *lock(kept) = None;
+                Ok(())
+            });
+        };
+        Box::pin(async move {
+            let run = move |_later: bool| -> BoxFuture<'_, Result<()>> {
+                let below = level(rest, op, bottom, kept);
+                Box::pin(async move {
+                    if let Err(e) = below.await {
+                        *lock(kept) = Some(e);
+                    }
+                    Ok(())
+                })
+            };
+            first.around(op, Next { to: To::Call(&run) }).await
+        })
+    }
+    Box::pin(async move {
+        let kept = Mutex::new(None);
+        level(layers, op, bottom, &kept).await?;
+        let e = lock(&kept).take();
+        e.map_or(Ok(()), Err)
+    })
 }
 
 /// Runs `layers` (outermost first) over `bottom`; `again`: an outer layer

@@ -668,3 +668,57 @@ async fn a_stack_runs_consecutive_generic_layers_as_one_chain_in_rank_order() {
         ]
     );
 }
+
+/// Records whether each call's rest of the stack failed.
+#[derive(Default)]
+struct SeesErrors(Mutex<Vec<bool>>);
+
+impl Around for SeesErrors {
+    fn around<'a>(&'a self, _op: Op<'a>, next: Next<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let result = next.run().await;
+            self.0.lock().unwrap().push(result.is_err());
+            result
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_chain_hands_a_health_refusal_up_as_nested_wrappers_do() {
+    let inner: Arc<dyn Database> = Arc::new(MemoryDatabase::new());
+    // Wrapped one by one, the refusal below becomes an unhealthy report
+    // and the layer above sees `Ok` (a retry would not repeat the probe).
+    let above = Arc::new(SeesErrors::default());
+    let nested = around_database(
+        around_database(Arc::clone(&inner), Arc::new(Refuse)),
+        Arc::clone(&above),
+    );
+    let by_nesting = nested.health().await;
+    assert!(!by_nesting.is_healthy());
+    assert_eq!(*above.0.lock().unwrap(), [false]);
+
+    let above = Arc::new(SeesErrors::default());
+    let chained = around_database(
+        Arc::clone(&inner),
+        Arc::new(Chain::new(vec![
+            Arc::clone(&above) as Arc<dyn Around>,
+            Arc::new(Refuse),
+        ])),
+    );
+    let by_chain = chained.health().await;
+    assert!(!by_chain.is_healthy());
+    assert_eq!(by_chain.message, by_nesting.message);
+    assert_eq!(*above.0.lock().unwrap(), [false]);
+
+    // A healthy provider under a chain reads healthy.
+    let above = Arc::new(SeesErrors::default());
+    let chained = around_database(
+        inner,
+        Arc::new(Chain::new(vec![
+            Arc::clone(&above) as Arc<dyn Around>,
+            Arc::new(SeesErrors::default()),
+        ])),
+    );
+    assert!(chained.health().await.is_healthy());
+    assert_eq!(*above.0.lock().unwrap(), [false]);
+}
