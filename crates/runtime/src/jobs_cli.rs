@@ -133,6 +133,11 @@ pub async fn run(config: &Config, command: JobsCommand) -> ExitCode {
         );
     }
     let result = execute(&*jobs, command).await;
+    // Stop the provider's tasks and flush what it holds before its
+    // database goes (the order of `Services::close`).
+    if let Err(e) = jobs.close().await {
+        eprintln!("warning: closing the jobs provider: {}", e.display_chain());
+    }
     drop(jobs);
     if let Some(db) = db {
         let _ = db.disconnect().await;
