@@ -34,24 +34,33 @@
 //!   row sets `batch_size` to `CONCURRENCY` (a tuned configuration, not the
 //!   default); its enqueue figures are not reported (the same calls).
 //!
-//! Between a side's enqueue and its worker, untimed, the bench runs
-//! `VACUUM ANALYZE` on that side's table: the server it is run on has
-//! autovacuum off, and without statistics PostgreSQL plans jobs-postgres'
-//! claim as a sort of every claimable row (each claim's cost grows with
-//! the queue's depth). `--no-analyze` leaves it out.
+//! - **no-op jobs/s, `PROCS` worker processes**: the same `JOBS` jobs
+//!   (enqueued in batches, untimed) worked by `PROCS` child processes of
+//!   this binary (`--child ts|apalis URL`), each one worker as above with
+//!   its own pool and `LISTEN` connection; started together once each has
+//!   connected, timed until the table holds `JOBS` completed jobs
+//!   (TrustStream state `completed`, apalis status `Done`; polled every
+//!   20 ms by the parent, the same query shape on both sides).
+//!
+//! By default nothing analyzes the tables: the server the bench is run on
+//! has autovacuum off, so the tables have no planner statistics, as a new
+//! queue or a burst before autovacuum's next pass would. `--analyze` runs
+//! an untimed `VACUUM ANALYZE` on each side's table between its enqueue and
+//! its worker (a flattering mode: fresh statistics and no dead rows).
 //!
 //! Then **enqueue-to-start on an idle queue**: a running, idle worker
 //! (woken by `LISTEN/NOTIFY` on both sides, polling once a second
 //! otherwise); `PINGS` single jobs enqueued 20 ms apart; each handler
 //! measures the time since its job's enqueue began. p50 and p99.
 //!
-//! Not covered: apalis' SQLite backend and several worker processes (one
-//! worker in one process per side here).
+//! Not covered: apalis' SQLite backend.
 //!
 //! `--smoke` (and `cargo test --benches`, which does not pass `--bench`)
 //! runs a few jobs once per side to check that the bench works; its
 //! figures mean nothing.
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -65,6 +74,9 @@ use truststream_core_jobs::{JobContext, JobError, Jobs, NewJob, Worker};
 use truststream_jobs_postgres::{PgJobs, PgJobsConfig};
 
 const CONCURRENCY: usize = 16;
+
+/// Worker processes of the multi-process rows.
+const PROCS: usize = 3;
 
 /// A job's payload: when its enqueue began, in ns since [`epoch`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -140,7 +152,7 @@ struct Settings {
     /// A few jobs, to check that the bench works.
     smoke: bool,
     /// `VACUUM ANALYZE` each side's table between its enqueue and its
-    /// worker (`--no-analyze`: not).
+    /// worker (`--analyze`; not by default).
     analyze: bool,
     jobs: u64,
     singles: u64,
@@ -158,7 +170,7 @@ impl Settings {
         let mut s = if smoke {
             Settings {
                 smoke,
-                analyze: true,
+                analyze: false,
                 jobs: 200,
                 singles: 20,
                 pings: 5,
@@ -167,14 +179,14 @@ impl Settings {
         } else {
             Settings {
                 smoke,
-                analyze: true,
+                analyze: false,
                 jobs: 10_000,
                 singles: 500,
                 pings: 200,
                 rounds: 3,
             }
         };
-        s.analyze = !args.iter().any(|a| a == "--no-analyze");
+        s.analyze = args.iter().any(|a| a == "--analyze");
         let mut i = 1;
         while i < args.len() {
             let flag = args[i].as_str();
@@ -263,15 +275,8 @@ async fn ts_round(
     }
     let single = s.singles as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let rest: Vec<u64> = (s.singles..n).collect();
-    for chunk in rest.chunks(1000) {
-        let batch = chunk
-            .iter()
-            .map(|_| NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
-            .collect();
-        jobs.enqueue_many(batch).await.expect("enqueue");
-    }
-    let batched = rest.len() as f64 / start.elapsed().as_secs_f64();
+    ts_fill(jobs, n - s.singles).await;
+    let batched = (n - s.singles) as f64 / start.elapsed().as_secs_f64();
     vacuum_analyze(cleaner, &format!("\"{}\"", jobs.table()), s).await;
     let start = Instant::now();
     let worker = ts_worker(jobs, tally);
@@ -285,6 +290,18 @@ async fn ts_round(
         single,
         batched,
         worked: n as f64 / secs,
+    }
+}
+
+/// Enqueues `n` jobs in batches of 1,000.
+async fn ts_fill(jobs: &PgJobs, n: u64) {
+    let all: Vec<u64> = (0..n).collect();
+    for chunk in all.chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|_| NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
+            .collect();
+        jobs.enqueue_many(batch).await.expect("enqueue");
     }
 }
 
@@ -382,16 +399,8 @@ async fn apalis_round(
     }
     let single = s.singles as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let rest: Vec<u64> = (s.singles..n).collect();
-    for chunk in rest.chunks(1000) {
-        let mut tasks = futures::stream::iter(
-            chunk
-                .iter()
-                .map(|_| TaskBuilder::new(Ping { t: since_epoch() }).build()),
-        );
-        storage.push_all(&mut tasks).await.expect("apalis push");
-    }
-    let batched = rest.len() as f64 / start.elapsed().as_secs_f64();
+    apalis_fill(&mut storage, n - s.singles).await;
+    let batched = (n - s.singles) as f64 / start.elapsed().as_secs_f64();
     vacuum_analyze(cleaner, "apalis.jobs", s).await;
     let start = Instant::now();
     // Timed like the TrustStream side: from the worker's start to the last
@@ -410,6 +419,19 @@ async fn apalis_round(
         single,
         batched,
         worked: n as f64 / secs,
+    }
+}
+
+/// Enqueues `n` tasks in batches of 1,000 (one multi-row `INSERT` each).
+async fn apalis_fill(storage: &mut PostgresStorage<Ping>, n: u64) {
+    let all: Vec<u64> = (0..n).collect();
+    for chunk in all.chunks(1000) {
+        let mut tasks = futures::stream::iter(
+            chunk
+                .iter()
+                .map(|_| TaskBuilder::new(Ping { t: since_epoch() }).build()),
+        );
+        storage.push_all(&mut tasks).await.expect("apalis push");
     }
 }
 
@@ -435,6 +457,177 @@ async fn apalis_latency(
     (tally.percentile(0.50), tally.percentile(0.99))
 }
 
+// ------------------------------------------------------------ worker processes
+
+/// Which side a child process works for.
+#[derive(Clone, Copy)]
+enum Side {
+    TrustStream,
+    Apalis,
+}
+
+impl Side {
+    fn arg(self) -> &'static str {
+        match self {
+            Side::TrustStream => "ts",
+            Side::Apalis => "apalis",
+        }
+    }
+}
+
+/// Reads lines from stdin until `go` (`true`) or its end (`false`).
+async fn stdin_line() -> bool {
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap_or(0) > 0
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn child_noop(_p: Ping) -> Result<(), BoxDynError> {
+    Ok(())
+}
+
+/// `--child ts|apalis URL`: one worker process of the multi-process rows.
+/// Connects, says `ready` on stdout, starts its worker on a line of stdin
+/// and works until stdin ends (the parent kills it then anyway).
+async fn child(side: &str, url: &str) {
+    let ready = || {
+        let mut out = std::io::stdout();
+        writeln!(out, "ready").expect("stdout");
+        out.flush().expect("stdout");
+    };
+    match side {
+        "ts" => {
+            let jobs = Arc::new(
+                PgJobs::open(PgJobsConfig::new(url))
+                    .await
+                    .expect("open jobs-postgres"),
+            );
+            ready();
+            if !stdin_line().await {
+                return;
+            }
+            let worker = Worker::builder(jobs as Arc<dyn Jobs>)
+                .concurrency(CONCURRENCY)
+                .register("noop", |_ctx: JobContext, _p: Ping| async {
+                    Ok::<(), JobError>(())
+                })
+                .expect("register")
+                .start()
+                .expect("start");
+            stdin_line().await;
+            worker.stop(Duration::from_secs(5)).await;
+        }
+        _ => {
+            let pool = apalis_postgres::PgPool::connect(url)
+                .await
+                .expect("apalis pool");
+            ready();
+            if !stdin_line().await {
+                return;
+            }
+            let worker = WorkerBuilder::new(format!("apalis-child-{}", std::process::id()))
+                .backend(apalis_listening(&pool, APALIS_DEFAULT_BATCH))
+                .concurrency(CONCURRENCY)
+                .parallelize(tokio::spawn)
+                .build(child_noop);
+            tokio::select! {
+                r = worker.run() => r.expect("the apalis worker runs"),
+                _ = stdin_line() => {}
+            }
+        }
+    }
+}
+
+/// Starts `PROCS` worker processes for `side`, each connected (`ready`)
+/// and waiting for its start.
+fn spawn_children(side: Side, url: &str) -> Vec<Child> {
+    let exe = std::env::current_exe().expect("the bench binary's path");
+    (0..PROCS)
+        .map(|_| {
+            let mut c = Command::new(&exe)
+                .args(["--child", side.arg(), url])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn a worker process");
+            let mut line = String::new();
+            BufReader::new(c.stdout.as_mut().expect("child stdout"))
+                .read_line(&mut line)
+                .expect("read the child's ready line");
+            assert_eq!(line.trim(), "ready", "a worker process failed to start");
+            c
+        })
+        .collect()
+}
+
+/// One multi-process round of `side`: `n` jobs enqueued (untimed), the
+/// children started together, timed until `n` jobs are completed.
+async fn procs_round(
+    side: Side,
+    url: &str,
+    ts: &PgJobs,
+    apalis: &apalis_postgres::PgPool,
+    cleaner: &mut sqlx::PgConnection,
+    s: &Settings,
+) -> f64 {
+    let n = s.jobs;
+    let mut children = spawn_children(side, url);
+    let (table, done) = match side {
+        Side::TrustStream => {
+            ts_fill(ts, n).await;
+            let table = format!("\"{}\"", ts.table());
+            let done = format!("SELECT count(*) FROM {table} WHERE state = 'completed'");
+            (table, done)
+        }
+        Side::Apalis => {
+            apalis_fill(&mut apalis_storage(apalis, APALIS_DEFAULT_BATCH), n).await;
+            let table = "apalis.jobs".to_string();
+            let done = format!("SELECT count(*) FROM {table} WHERE status = 'Done'");
+            (table, done)
+        }
+    };
+    vacuum_analyze(cleaner, &table, s).await;
+    let start = Instant::now();
+    for c in &mut children {
+        let stdin = c.stdin.as_mut().expect("child stdin");
+        writeln!(stdin, "go").expect("start a worker process");
+        stdin.flush().expect("start a worker process");
+    }
+    loop {
+        let completed: i64 = sqlx::query_scalar(&done)
+            .fetch_one(&mut *cleaner)
+            .await
+            .expect("count completed jobs");
+        if completed as u64 >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for mut c in children {
+        drop(c.stdin.take());
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    match side {
+        Side::TrustStream => {
+            ts.purge_finished(truststream_core_jobs::lifecycle::now())
+                .await
+                .expect("purge");
+        }
+        Side::Apalis => {
+            sqlx::query("DELETE FROM apalis.jobs")
+                .execute(&mut *cleaner)
+                .await
+                .expect("clear the apalis jobs");
+        }
+    }
+    n as f64 / secs
+}
+
 // ----------------------------------------------------------------------- main
 
 fn ms(d: Duration) -> String {
@@ -446,7 +639,11 @@ type Pick = fn(&Round) -> f64;
 
 /// Median and range of one figure over the rounds.
 fn summary(rounds: &[Round], pick: Pick) -> (f64, f64, f64) {
-    let v: Vec<f64> = rounds.iter().map(pick).collect();
+    spread(rounds.iter().map(pick).collect())
+}
+
+/// Median, min and max of `v`.
+fn spread(v: Vec<f64>) -> (f64, f64, f64) {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (median(v), lo, hi)
@@ -454,6 +651,13 @@ fn summary(rounds: &[Round], pick: Pick) -> (f64, f64, f64) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let side = args.get(i + 1).expect("--child ts|apalis URL");
+        let url = args.get(i + 2).expect("--child ts|apalis URL");
+        child(side, url).await;
+        return;
+    }
     let settings = Settings::from_args();
     let smoke = settings.smoke;
     let _ = epoch();
@@ -490,6 +694,7 @@ async fn main() {
     let tally = Arc::new(Tally::default());
 
     let (mut ts_rounds, mut ap_rounds, mut ap16_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ts_procs, mut ap_procs) = (Vec::new(), Vec::new());
     for round in 0..settings.rounds {
         // Alternate which side goes first.
         for side in 0..3 {
@@ -524,6 +729,24 @@ async fn main() {
                 }
             }
         }
+        // The multi-process rows, in the round's first side's order.
+        let sides = if round % 2 == 0 {
+            [Side::TrustStream, Side::Apalis]
+        } else {
+            [Side::Apalis, Side::TrustStream]
+        };
+        for side in sides {
+            let r = procs_round(side, &bench_url, &ts, &pool, &mut cleaner, &settings).await;
+            progress(format_args!(
+                "round {}: {} {PROCS} processes {r:.0} jobs/s",
+                round + 1,
+                side.arg()
+            ));
+            match side {
+                Side::TrustStream => ts_procs.push(r),
+                Side::Apalis => ap_procs.push(r),
+            }
+        }
     }
     let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
     progress(format_args!(
@@ -540,7 +763,8 @@ async fn main() {
 
     println!(
         "jobs-postgres vs apalis-postgres: {} jobs per round ({} enqueued singly, the rest in \
-         batches of 1,000), {CONCURRENCY} at a time, one worker per side; median of {} rounds \
+         batches of 1,000), {CONCURRENCY} at a time per worker, one worker per side \
+         (and {PROCS} worker processes per side where said); median of {} rounds \
          [min..max]; ratio = truststream / apalis for rates, apalis / truststream for times \
          (above 1: truststream better); VACUUM ANALYZE before each worker: {}",
         settings.jobs, settings.singles, settings.rounds, settings.analyze
@@ -561,6 +785,14 @@ async fn main() {
         let (a, alo, ahi) = summary(apalis, pick);
         println!(
             "| {label} | {t:.0} [{tlo:.0}..{thi:.0}] | {a:.0} [{alo:.0}..{ahi:.0}] | {:.2}x |",
+            t / a
+        );
+    }
+    {
+        let (t, tlo, thi) = spread(ts_procs);
+        let (a, alo, ahi) = spread(ap_procs);
+        println!(
+            "| no-op jobs worked/s, {PROCS} worker processes (to the last completion) | {t:.0} [{tlo:.0}..{thi:.0}] | {a:.0} [{alo:.0}..{ahi:.0}] | {:.2}x |",
             t / a
         );
     }
