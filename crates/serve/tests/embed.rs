@@ -4,7 +4,9 @@
 //! (PGRST201), spread, `<ref>.order|limit|offset`, filters on embedded
 //! columns, chunked `in` lists, embeds on written rows; and who may read an
 //! embedded table: `[serve.tables]` (deny by default, the owner rule) and,
-//! on PostgreSQL with `row_security`, the database's policies.
+//! on PostgreSQL with `row_security`, the database's policies. Many-to-many
+//! through a junction table (found in the catalog on SQLite and
+//! PostgreSQL, named by the hint elsewhere), `!inner`, hints, PGRST201.
 //! PostgreSQL comes from `truststream_db_postgres::testing` (skipped with a
 //! message outside CI when it is missing).
 
@@ -463,6 +465,205 @@ async fn embeds_over_postgres() {
     let db: Arc<dyn Database> = Arc::new(PgDatabase::open(scratch.config("embed")).await.unwrap());
     let e = start_on(db, None, tables(), policies(), |_| {}).await;
     scenario(&e).await;
+    drop(e);
+    scratch.cleanup().await.unwrap();
+}
+
+/// Films and tags linked by `films_tags`; actors linked to films twice
+/// (`roles`, readable, and `cameos`, the service role's only).
+fn m2m_tables() -> Vec<TableSchema> {
+    vec![
+        auto_id("films").column(ColumnDef::text("title").not_null()),
+        auto_id("tags").column(ColumnDef::text("name").not_null()),
+        auto_id("films_tags")
+            .column(ColumnDef::integer("film_id").not_null())
+            .column(ColumnDef::integer("tag_id").not_null())
+            .references("film_id", "films", "id")
+            .references("tag_id", "tags", "id"),
+        auto_id("actors").column(ColumnDef::text("name").not_null()),
+        auto_id("roles")
+            .column(ColumnDef::integer("film_id").not_null())
+            .column(ColumnDef::integer("actor_id").not_null())
+            .references("film_id", "films", "id")
+            .references("actor_id", "actors", "id"),
+        auto_id("cameos")
+            .column(ColumnDef::integer("film_id").not_null())
+            .column(ColumnDef::integer("actor_id").not_null())
+            .references("film_id", "films", "id")
+            .references("actor_id", "actors", "id"),
+    ]
+}
+
+fn m2m_policies() -> Vec<(&'static str, TablePolicy)> {
+    ["films", "tags", "films_tags", "actors", "roles"]
+        .into_iter()
+        .map(|t| (t, read_policy()))
+        .collect()
+}
+
+async fn m2m_seed(e: &Env) {
+    for (table, rows) in [
+        (
+            "films",
+            json!([{"title": "alien"}, {"title": "brazil"}, {"title": "casablanca"}, {"title": "dune"}]),
+        ),
+        (
+            "tags",
+            json!([{"name": "scifi"}, {"name": "drama"}, {"name": "comedy"}]),
+        ),
+        (
+            "films_tags",
+            json!([
+                {"film_id": 1, "tag_id": 1}, {"film_id": 2, "tag_id": 1},
+                {"film_id": 2, "tag_id": 3}, {"film_id": 3, "tag_id": 2}
+            ]),
+        ),
+        ("actors", json!([{"name": "sigourney"}, {"name": "ingrid"}])),
+        (
+            "roles",
+            json!([{"film_id": 1, "actor_id": 1}, {"film_id": 3, "actor_id": 2}]),
+        ),
+        ("cameos", json!([{"film_id": 2, "actor_id": 1}])),
+    ] {
+        let (s, v) = json(e.service(Method::POST, table).json(&rows)).await;
+        assert_eq!(s, 201, "{table}: {v}");
+    }
+}
+
+/// The hinted many-to-many embeds every provider serves.
+async fn m2m_hinted(e: &Env) {
+    assert_eq!(
+        get(
+            e,
+            "films?select=title,tags!films_tags(name)&order=id&tags.order=name"
+        )
+        .await,
+        json!([
+            {"title": "alien", "tags": [{"name": "scifi"}]},
+            {"title": "brazil", "tags": [{"name": "comedy"}, {"name": "scifi"}]},
+            {"title": "casablanca", "tags": [{"name": "drama"}]},
+            {"title": "dune", "tags": []}
+        ])
+    );
+    assert_eq!(
+        get(e, "films?select=title,actors!roles(name)&order=id").await,
+        json!([
+            {"title": "alien", "actors": [{"name": "sigourney"}]},
+            {"title": "brazil", "actors": []},
+            {"title": "casablanca", "actors": [{"name": "ingrid"}]},
+            {"title": "dune", "actors": []}
+        ])
+    );
+    // A junction table without a policy: the embed is refused for anon.
+    let (s, v) = error(e, "films?select=title,actors!cameos(name)").await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("42501")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("cameos"), "{v}");
+    // A hint naming no junction (nor foreign key): PGRST200.
+    let (s, v) = error(e, "films?select=title,tags!nope(name)").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("PGRST200")), "{v}");
+}
+
+async fn m2m_scenario(e: &Env) {
+    m2m_seed(e).await;
+    m2m_hinted(e).await;
+    // Found in the catalog: both directions, ordered and paged per parent.
+    assert_eq!(
+        get(
+            e,
+            "films?select=title,tags(name)&order=id&tags.order=name.desc&tags.limit=1"
+        )
+        .await,
+        json!([
+            {"title": "alien", "tags": [{"name": "scifi"}]},
+            {"title": "brazil", "tags": [{"name": "scifi"}]},
+            {"title": "casablanca", "tags": [{"name": "drama"}]},
+            {"title": "dune", "tags": []}
+        ])
+    );
+    assert_eq!(
+        get(
+            e,
+            "tags?select=name,films(title)&order=id&films.order=title.desc"
+        )
+        .await,
+        json!([
+            {"name": "scifi", "films": [{"title": "brazil"}, {"title": "alien"}]},
+            {"name": "drama", "films": [{"title": "casablanca"}]},
+            {"name": "comedy", "films": [{"title": "brazil"}]}
+        ])
+    );
+    // !inner: films with a tag at all, and with a matching tag.
+    assert_eq!(
+        get(e, "films?select=title,tags!inner()&order=id").await,
+        json!([{"title": "alien"}, {"title": "brazil"}, {"title": "casablanca"}])
+    );
+    assert_eq!(
+        get(
+            e,
+            "films?select=title,t:tags!inner(name)&t.name=eq.scifi&order=id.desc&limit=1"
+        )
+        .await,
+        json!([{"title": "brazil", "t": [{"name": "scifi"}]}])
+    );
+    // Nested: the tags of each film and the films of each tag.
+    assert_eq!(
+        get(e, "films?select=title,tags(name,films(title))&id=eq.3").await,
+        json!([{"title": "casablanca",
+                "tags": [{"name": "drama", "films": [{"title": "casablanca"}]}]}])
+    );
+    // Two junctions between films and actors: PGRST201 naming both.
+    let (s, v) = error(e, "films?select=title,actors(name)").await;
+    assert_eq!((s, v["code"].as_str()), (300, Some("PGRST201")), "{v}");
+    assert_eq!(
+        v["details"],
+        json!([
+            {"cardinality": "many-to-many", "embedding": "films with actors",
+             "relationship": "cameos using cameos_film_id_fkey(film_id) and cameos_actor_id_fkey(actor_id)"},
+            {"cardinality": "many-to-many", "embedding": "films with actors",
+             "relationship": "roles using roles_film_id_fkey(film_id) and roles_actor_id_fkey(actor_id)"}
+        ])
+    );
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap()
+            .contains("'actors!cameos', 'actors!roles'"),
+        "{v}"
+    );
+    // A spread needs a to-one relationship.
+    let (s, v) = error(e, "films?select=title,...tags(name)").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("PGRST119")), "{v}");
+    // Unrelated tables: PGRST200.
+    let (s, v) = error(e, "tags?select=name,actors(name)").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("PGRST200")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_to_many_over_sqlite() {
+    let e = start(Backend::Sqlite, m2m_tables(), m2m_policies(), |_| {}).await;
+    m2m_scenario(&e).await;
+}
+
+/// Without a SQL catalog the junction is named by the hint; unhinted, the
+/// embed is PGRST200.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_to_many_over_memory_by_hint() {
+    let e = start(Backend::Memory, m2m_tables(), m2m_policies(), |_| {}).await;
+    m2m_seed(&e).await;
+    m2m_hinted(&e).await;
+    let (s, v) = error(&e, "films?select=title,tags(name)").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("PGRST200")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_to_many_over_postgres() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url);
+    let db: Arc<dyn Database> = Arc::new(PgDatabase::open(scratch.config("m2m")).await.unwrap());
+    let e = start_on(db, None, m2m_tables(), m2m_policies(), |_| {}).await;
+    m2m_scenario(&e).await;
     drop(e);
     scratch.cleanup().await.unwrap();
 }

@@ -19,6 +19,7 @@ use std::pin::Pin;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+use truststream_core_db::eval::sort_key_cmp;
 use truststream_core_db::{
     ColumnRef, Filter, ForeignKey, NullsOrder, OrderBy, Query, Row, SelectItem, SortDirection,
     TableSchema,
@@ -112,6 +113,17 @@ struct Rel {
     child_cols: Vec<String>,
 }
 
+/// The junction table of a many-to-many embed (`films?select=tags(*)`
+/// through `films_tags`, which has a foreign key to each side), authorized
+/// for the caller like the embedded table.
+struct Via {
+    access: Access,
+    /// Its columns referencing the parent ([`Rel::parent_cols`]).
+    to_parent: Vec<String>,
+    /// Its columns referencing the embedded table ([`Rel::child_cols`]).
+    to_child: Vec<String>,
+}
+
 /// One embedded resource, resolved and authorized.
 pub(crate) struct Node {
     embed: Embed,
@@ -119,6 +131,8 @@ pub(crate) struct Node {
     slot: usize,
     access: Access,
     rel: Rel,
+    /// Many-to-many: the junction table the relationship goes through.
+    via: Option<Via>,
     /// The embed's own filters (`comments.status=eq.x`), typed.
     filter: Option<Filter>,
     order: Vec<OrderBy>,
@@ -203,7 +217,18 @@ fn plan_level<'a>(
                 Some(child),
             )
             .await?;
-            let rel = resolve(parent, &access.schema, e)?;
+            let (rel, via) = match resolve(parent, &access.schema, e) {
+                Ok(rel) => (rel, None),
+                // No direct foreign key (or none the hint names): a
+                // junction table, as PostgREST embeds many-to-many.
+                Err(err) if err.code == "PGRST200" => {
+                    match junction(state, caller, token, parent, &access.schema, e).await? {
+                        Some((rel, via)) => (rel, Some(via)),
+                        None => return Err(err),
+                    }
+                }
+                Err(err) => return Err(err),
+            };
             if e.spread && !rel.to_one {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -225,6 +250,7 @@ fn plan_level<'a>(
                 embed: e.clone(),
                 slot,
                 rel,
+                via,
                 filter: None,
                 order: Vec::new(),
                 limit: None,
@@ -408,6 +434,170 @@ fn ambiguous(
     err
 }
 
+/// Most junction tables considered for one many-to-many embed.
+const MAX_JUNCTIONS: usize = 20;
+
+/// Tables with a foreign key to `parent` and one to `child`, from the
+/// database's catalog (bound names only); none where the provider has no
+/// SQL catalog (there a hint names the junction table: `tags!films_tags`).
+const JUNCTIONS_PG: &str = "SELECT DISTINCT j.relname::text AS name \
+     FROM pg_catalog.pg_constraint a \
+     JOIN pg_catalog.pg_constraint b ON b.conrelid = a.conrelid AND b.contype = 'f' AND b.oid <> a.oid \
+     JOIN pg_catalog.pg_class j ON j.oid = a.conrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = j.relnamespace \
+     JOIN pg_catalog.pg_class pt ON pt.oid = a.confrelid \
+     JOIN pg_catalog.pg_class ct ON ct.oid = b.confrelid \
+     WHERE a.contype = 'f' AND pt.relname = :parent AND ct.relname = :child \
+     AND n.nspname = ANY (current_schemas(false)) ORDER BY 1 LIMIT 21";
+const JUNCTIONS_SQLITE: &str = "SELECT m.name AS name FROM sqlite_master m WHERE m.type = 'table' \
+     AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(m.name) f WHERE f.\"table\" = :parent) \
+     AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(m.name) f WHERE f.\"table\" = :child) \
+     ORDER BY m.name LIMIT 21";
+
+async fn junction_tables(state: &ServeState, parent: &str, child: &str) -> ApiResult<Vec<String>> {
+    use truststream_core_db::sql::SqlDialect;
+    let sql = match state.db.capabilities().sql_dialect {
+        Some(SqlDialect::Postgres) => JUNCTIONS_PG,
+        Some(SqlDialect::Sqlite) => JUNCTIONS_SQLITE,
+        _ => return Ok(Vec::new()),
+    };
+    let params = truststream_core_db::Params::from([
+        ("parent".to_string(), Value::from(parent)),
+        ("child".to_string(), Value::from(child)),
+    ]);
+    let rows = state.db.raw_query(sql, &params).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect())
+}
+
+/// One candidate junction: the table and its foreign keys to the parent
+/// and to the embedded table.
+struct JunctionCandidate {
+    schema: TableSchema,
+    to_parent: ForeignKey,
+    to_child: ForeignKey,
+}
+
+/// The many-to-many relationship between `parent` and `child` through a
+/// junction table (the hint, when given, names it); `None` when there is
+/// none, PGRST201 when several. The junction table is authorized for the
+/// caller (`select`) like the embedded table.
+async fn junction(
+    state: &ServeState,
+    caller: &Caller,
+    token: Option<&str>,
+    parent: &TableSchema,
+    child: &TableSchema,
+    e: &Embed,
+) -> ApiResult<Option<(Rel, Via)>> {
+    let names = match &e.hint {
+        Some(h) => vec![h.clone()],
+        None => junction_tables(state, &parent.name, &child.name).await?,
+    };
+    let mut found = Vec::new();
+    for name in names.iter().take(MAX_JUNCTIONS) {
+        if truststream_core_db::ident::validate(name).is_err()
+            || access::hidden(state, name)
+            || *name == parent.name
+            || *name == child.name
+        {
+            continue;
+        }
+        let Some(j) = state.db.describe_table(name).await? else {
+            continue;
+        };
+        for (i, p) in j.foreign_keys.iter().enumerate() {
+            for (k, c) in j.foreign_keys.iter().enumerate() {
+                if i != k && p.referenced_table == parent.name && c.referenced_table == child.name {
+                    found.push(JunctionCandidate {
+                        schema: j.clone(),
+                        to_parent: p.clone(),
+                        to_child: c.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let one = match found.len() {
+        0 => return Ok(None),
+        1 => found.remove(0),
+        _ => return Err(ambiguous_junction(parent, child, e, &found)),
+    };
+    let table = one.schema.name.clone();
+    let access = access::authorize(
+        state,
+        caller.clone(),
+        token,
+        &table,
+        &[TableAction::Select],
+        Some(one.schema),
+    )
+    .await?;
+    Ok(Some((
+        Rel {
+            to_one: false,
+            parent_holds_key: false,
+            parent_cols: one.to_parent.referenced_columns.clone(),
+            child_cols: one.to_child.referenced_columns.clone(),
+        },
+        Via {
+            access,
+            to_parent: one.to_parent.columns,
+            to_child: one.to_child.columns,
+        },
+    )))
+}
+
+/// PGRST201 for several junction tables (or several pairs of foreign keys
+/// in one), PostgREST's shape; the hint names the junction tables.
+fn ambiguous_junction(
+    parent: &TableSchema,
+    child: &TableSchema,
+    e: &Embed,
+    candidates: &[JunctionCandidate],
+) -> ApiError {
+    let details: Vec<Value> = candidates
+        .iter()
+        .map(|c| {
+            json!({
+                "cardinality": "many-to-many",
+                "embedding": format!("{} with {}", parent.name, child.name),
+                "relationship": format!(
+                    "{} using {}({}) and {}({})",
+                    c.schema.name,
+                    c.to_parent.resolved_name(&c.schema.name),
+                    c.to_parent.columns.join(", "),
+                    c.to_child.resolved_name(&c.schema.name),
+                    c.to_child.columns.join(", ")
+                ),
+            })
+        })
+        .collect();
+    let mut options: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("'{}!{}'", e.table, c.schema.name))
+        .collect();
+    options.dedup();
+    let mut err = ApiError::new(
+        StatusCode::MULTIPLE_CHOICES,
+        "PGRST201",
+        format!(
+            "Could not embed because more than one relationship was found for '{}' and '{}'",
+            parent.name, child.name
+        ),
+    )
+    .hint(format!(
+        "Try changing '{}' to one of the following: {}. Find the desired relationship in the 'details' key.",
+        e.table,
+        options.join(", ")
+    ));
+    err.details = Some(Box::new(Value::Array(details)));
+    err
+}
+
 /// Types the `<path>.<param>` parameters of `node`.
 fn apply_params(node: &mut Node, path: &[String], params: &[EmbedParam]) -> ApiResult<()> {
     let schema = &node.access.schema;
@@ -574,7 +764,34 @@ async fn semi_join(node: &Node) -> ApiResult<Filter> {
         // A set key always has its (visible) row.
         return Ok(Filter::And(not_null.collect()));
     }
-    let key = &node.rel.child_cols;
+    let tuples = match &node.via {
+        None => distinct_keys(node, &node.access, &node.rel.child_cols, filter).await?,
+        Some(via) => {
+            // Through the junction: its rows linking to a matching embedded
+            // row (any row, when every embedded row is visible and the
+            // database enforces the junction's foreign key).
+            let mut parts: Vec<Filter> = via.access.owner.filter().into_iter().collect();
+            if filter.is_some() || !node.all_visible {
+                let keys = distinct_keys(node, &node.access, &node.rel.child_cols, filter).await?;
+                parts.push(tuple_in(&via.to_child, keys));
+            }
+            distinct_keys(node, &via.access, &via.to_parent, and_all(parts)).await?
+        }
+    };
+    let parts: Vec<Filter> = not_null
+        .chain(std::iter::once(tuple_in(&node.rel.parent_cols, tuples)))
+        .collect();
+    Ok(Filter::And(parts))
+}
+
+/// The distinct non-null values of `key` in the rows of `access`'s table
+/// matching `filter`, at most [`MAX_INNER_KEYS`].
+async fn distinct_keys(
+    node: &Node,
+    access: &Access,
+    key: &[String],
+    filter: Option<Filter>,
+) -> ApiResult<Vec<Vec<Value>>> {
     let q = Query {
         select: key
             .iter()
@@ -587,24 +804,20 @@ async fn semi_join(node: &Node) -> ApiResult<Filter> {
         limit: Some(MAX_INNER_KEYS as u64 + 1),
         ..Query::default()
     };
-    let rows = node.access.db.read(node.access.table(), &q).await?;
+    let rows = access.db.read(access.table(), &q).await?;
     if rows.len() > MAX_INNER_KEYS {
         return Err(too_many(node, MAX_INNER_KEYS).hint(format!(
             "!inner reads the keys of every matching row of {} first; filter it ({}.column=eq.value) to fewer than {MAX_INNER_KEYS}",
-            node.embed.table,
+            access.table(),
             node.embed.name()
         )));
     }
     let mut seen = HashSet::new();
-    let tuples: Vec<Vec<Value>> = rows
+    Ok(rows
         .iter()
         .filter_map(|r| tuple(r, key))
         .filter(|t| seen.insert(tuple_key(t)))
-        .collect();
-    let parts: Vec<Filter> = not_null
-        .chain(std::iter::once(tuple_in(&node.rel.parent_cols, tuples)))
-        .collect();
-    Ok(Filter::And(parts))
+        .collect())
 }
 
 fn too_many(node: &Node, n: usize) -> ApiError {
@@ -648,58 +861,22 @@ async fn attach_one(node: &Node, rows: &mut [Row]) -> ApiResult<()> {
         .filter_map(|r| tuple(r, &rel.parent_cols))
         .filter(|t| seen.insert(tuple_key(t)))
         .collect();
-    let mut children: Vec<Row> = Vec::new();
-    let paged_per_parent = !rel.to_one && node.limit.is_some() && keys.len() <= PER_PARENT_READS;
-    if !keys.is_empty() {
-        let base = node_filter(node).await?;
-        let mut extra: Vec<&String> = rel.child_cols.iter().collect();
-        extra.extend(parent_columns(&node.children));
-        let select = columns_with(&node.embed.fields, &extra);
-        let mut order = node.order.clone();
-        if let Some(pk) = node.access.schema.primary_key() {
-            if !order.iter().any(|o| o.column.column == pk.name) {
-                order.push(OrderBy {
-                    column: column(&pk.name),
-                    direction: SortDirection::Asc,
-                    nulls: None,
-                });
+    let paged_per_parent =
+        node.via.is_none() && !rel.to_one && node.limit.is_some() && keys.len() <= PER_PARENT_READS;
+    // The embedded rows of each parent key, in order.
+    let groups = match &node.via {
+        _ if keys.is_empty() => HashMap::new(),
+        None => {
+            let mut groups: HashMap<String, Vec<Row>> = HashMap::new();
+            for child in read_embedded(node, &keys, paged_per_parent).await? {
+                if let Some(t) = tuple(&child, &rel.child_cols) {
+                    groups.entry(tuple_key(&t)).or_default().push(child);
+                }
             }
+            groups
         }
-        // With `<ref>.limit` and few parents: one read per parent, paged
-        // by the database, so no parent's rows are read beyond those kept.
-        let groups_of = if paged_per_parent { 1 } else { IN_CHUNK };
-        for chunk in keys.chunks(groups_of) {
-            let mut parts = vec![tuple_in(&rel.child_cols, chunk.to_vec())];
-            parts.extend(base.clone());
-            let room = (MAX_EMBED_ROWS - children.len()) as u64 + 1;
-            let q = Query {
-                select: select.clone(),
-                filter: and_all(parts),
-                order_by: order.clone(),
-                limit: Some(if paged_per_parent {
-                    node.limit.unwrap_or(room).min(room)
-                } else {
-                    room
-                }),
-                offset: if paged_per_parent { node.offset } else { None },
-                ..Query::default()
-            };
-            children.extend(node.access.db.read(node.access.table(), &q).await?);
-            if children.len() > MAX_EMBED_ROWS {
-                return Err(too_many(node, MAX_EMBED_ROWS).hint(format!(
-                    "page the rows above it (limit=) or filter {}",
-                    node.embed.name()
-                )));
-            }
-        }
-        attach(&node.children, &mut children).await?;
-    }
-    let mut groups: HashMap<String, Vec<Row>> = HashMap::new();
-    for child in children {
-        if let Some(t) = tuple(&child, &rel.child_cols) {
-            groups.entry(tuple_key(&t)).or_default().push(child);
-        }
-    }
+        Some(via) => via_groups(node, via, &keys).await?,
+    };
     let schema = &node.access.schema;
     let fields = &node.embed.fields;
     let (offset, limit) = if paged_per_parent {
@@ -743,6 +920,153 @@ async fn attach_one(node: &Node, rows: &mut [Row]) -> ApiResult<()> {
         row.insert(slot_key(node.slot), value);
     }
     Ok(())
+}
+
+/// The embedded rows of `node` whose [`Rel::child_cols`] are among
+/// `keys` (chunked; with `paged_per_parent`, one paged read per key),
+/// ordered by `<ref>.order` then the primary key, their own embeds
+/// attached.
+async fn read_embedded(
+    node: &Node,
+    keys: &[Vec<Value>],
+    paged_per_parent: bool,
+) -> ApiResult<Vec<Row>> {
+    let rel = &node.rel;
+    let mut children: Vec<Row> = Vec::new();
+    let base = node_filter(node).await?;
+    let mut extra: Vec<&String> = rel.child_cols.iter().collect();
+    extra.extend(parent_columns(&node.children));
+    let select = columns_with(&node.embed.fields, &extra);
+    let order = embed_order(node);
+    // With `<ref>.limit` and few parents: one read per parent, paged by
+    // the database, so no parent's rows are read beyond those kept.
+    let groups_of = if paged_per_parent { 1 } else { IN_CHUNK };
+    for chunk in keys.chunks(groups_of) {
+        let mut parts = vec![tuple_in(&rel.child_cols, chunk.to_vec())];
+        parts.extend(base.clone());
+        let room = (MAX_EMBED_ROWS - children.len()) as u64 + 1;
+        let q = Query {
+            select: select.clone(),
+            filter: and_all(parts),
+            order_by: order.clone(),
+            limit: Some(if paged_per_parent {
+                node.limit.unwrap_or(room).min(room)
+            } else {
+                room
+            }),
+            offset: if paged_per_parent { node.offset } else { None },
+            ..Query::default()
+        };
+        children.extend(node.access.db.read(node.access.table(), &q).await?);
+        if children.len() > MAX_EMBED_ROWS {
+            return Err(too_many(node, MAX_EMBED_ROWS).hint(format!(
+                "page the rows above it (limit=) or filter {}",
+                node.embed.name()
+            )));
+        }
+    }
+    if keys.len() > groups_of {
+        // Several reads: each is ordered, the whole is not.
+        children.sort_by(|a, b| {
+            order
+                .iter()
+                .map(|o| {
+                    let c = &o.column.column;
+                    let nulls_first = o.nulls.map_or(o.direction == SortDirection::Desc, |n| {
+                        n == NullsOrder::First
+                    });
+                    sort_key_cmp(a.get(c), b.get(c), o.direction, nulls_first)
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
+    attach(&node.children, &mut children).await?;
+    Ok(children)
+}
+
+/// `<ref>.order`, then the embedded table's primary key (a stable order).
+fn embed_order(node: &Node) -> Vec<OrderBy> {
+    let mut order = node.order.clone();
+    if let Some(pk) = node.access.schema.primary_key() {
+        if !order.iter().any(|o| o.column.column == pk.name) {
+            order.push(OrderBy {
+                column: column(&pk.name),
+                direction: SortDirection::Asc,
+                nulls: None,
+            });
+        }
+    }
+    order
+}
+
+/// Many-to-many: the junction rows of the parent `keys` (chunked), then
+/// the embedded rows they link to, grouped by parent key in the embedded
+/// rows' order (each row once per parent).
+async fn via_groups(
+    node: &Node,
+    via: &Via,
+    keys: &[Vec<Value>],
+) -> ApiResult<HashMap<String, Vec<Row>>> {
+    let select: Vec<SelectItem> = via
+        .to_parent
+        .iter()
+        .chain(&via.to_child)
+        .map(|c| SelectItem::Column {
+            column: column(c),
+            alias: None,
+        })
+        .collect();
+    let mut links: Vec<(String, String)> = Vec::new();
+    let mut child_keys = Vec::new();
+    let mut seen = HashSet::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut parts = vec![tuple_in(&via.to_parent, chunk.to_vec())];
+        parts.extend(via.access.owner.filter());
+        let q = Query {
+            select: select.clone(),
+            filter: and_all(parts),
+            limit: Some((MAX_EMBED_ROWS - links.len()) as u64 + 1),
+            ..Query::default()
+        };
+        for j in via.access.db.read(via.access.table(), &q).await? {
+            let (Some(p), Some(c)) = (tuple(&j, &via.to_parent), tuple(&j, &via.to_child)) else {
+                continue;
+            };
+            let ck = tuple_key(&c);
+            if seen.insert(ck.clone()) {
+                child_keys.push(c);
+            }
+            links.push((tuple_key(&p), ck));
+        }
+        if links.len() > MAX_EMBED_ROWS {
+            return Err(too_many(node, MAX_EMBED_ROWS).hint(format!(
+                "page the rows above it (limit=); {} links more rows than that",
+                via.access.table()
+            )));
+        }
+    }
+    let children = read_embedded(node, &child_keys, false).await?;
+    let mut position: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, child) in children.iter().enumerate() {
+        if let Some(t) = tuple(child, &node.rel.child_cols) {
+            position.entry(tuple_key(&t)).or_default().push(i);
+        }
+    }
+    let mut per_parent: HashMap<String, Vec<usize>> = HashMap::new();
+    for (p, c) in links {
+        if let Some(at) = position.get(&c) {
+            per_parent.entry(p).or_default().extend(at);
+        }
+    }
+    Ok(per_parent
+        .into_iter()
+        .map(|(p, mut at)| {
+            at.sort_unstable();
+            at.dedup();
+            (p, at.into_iter().map(|i| children[i].clone()).collect())
+        })
+        .collect())
 }
 
 /// A to-one embed without a row: `null`, or for a spread embed every
