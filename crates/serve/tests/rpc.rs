@@ -1,7 +1,8 @@
 //! `/rest/v1/rpc/<fn>` over PostgreSQL: functions listed in `[serve.rpc]`
 //! called with named arguments (POST body, GET query), results shaped as
 //! PostgREST shapes them, deny by default, and (with `row_security`) the
-//! call running as the caller's role with their claims. Needs the
+//! call running as the caller's role with their claims; `select=`,
+//! filters, `order`, `limit`, `offset` and counts on a function's rows. Needs the
 //! PostgreSQL server of `truststream_db_postgres::testing` (skipped with a
 //! message outside CI when it is missing). The `PGRST202` answer of
 //! providers without functions is in `rest.rs`.
@@ -38,6 +39,7 @@ async fn start(s: &Scratch) -> Env {
             "add",
             "series",
             "pairs",
+            "nums",
             "info",
             "noop",
             "echo_json",
@@ -61,6 +63,10 @@ async fn start(s: &Scratch) -> Env {
         format!(
             "CREATE FUNCTION {s}.pairs(x text) RETURNS TABLE(k text, n int) LANGUAGE sql AS \
              $$ SELECT x, length(x) UNION ALL SELECT x || x, 2 * length(x) $$"
+        ),
+        format!(
+            "CREATE FUNCTION {s}.nums(n int) RETURNS TABLE(a int, label text) LANGUAGE sql AS \
+             $$ SELECT i, 'n' || i FROM generate_series(1, n) i $$"
         ),
         format!("CREATE FUNCTION {s}.info(x text, OUT k text, OUT n int) LANGUAGE sql AS $$ SELECT upper(x), length(x) $$"),
         format!("CREATE FUNCTION {s}.noop() RETURNS void LANGUAGE sql AS $$ SELECT $$"),
@@ -200,4 +206,90 @@ async fn with_row_security_the_call_runs_as_the_caller() {
     let who = v.as_str().unwrap();
     assert!(who.starts_with("none:"), "{who}");
     assert!(!who.ends_with(":authenticated"), "{who}");
+}
+
+/// PostgREST applies `select`, filters, `order`, `limit` and `offset` to
+/// the rows a function returns, on GET (the arguments are the parameters
+/// naming one) and POST (the body's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_result_is_filtered_ordered_and_paged() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let s = Scratch::new(url);
+    let e = start(&s).await;
+    let get = |q: &str| json(e.anon(Method::GET, q));
+    let (st, v) = get("rpc/nums?n=6&select=a&a=gt.3&order=a.desc&limit=2").await;
+    assert_eq!((st, v.clone()), (200, json!([{"a": 6}, {"a": 5}])), "{v}");
+    let (st, v) = json(
+        e.anon(
+            Method::POST,
+            "rpc/nums?select=a,label&a=gt.3&order=a.desc&limit=2",
+        )
+        .json(&json!({"n": 6})),
+    )
+    .await;
+    assert_eq!(
+        (st, v.clone()),
+        (
+            200,
+            json!([{"a": 6, "label": "n6"}, {"a": 5, "label": "n5"}])
+        ),
+        "{v}"
+    );
+    // Without filters the page is the statement's; Content-Range is sent.
+    let r = e
+        .anon(
+            Method::GET,
+            "rpc/nums?n=6&select=a&order=a.desc&limit=2&offset=1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-range"], "1-2/*");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"a": 5}, {"a": 4}])
+    );
+    // A count: the matching rows' total, 206 for a part of them.
+    let r = e
+        .anon(Method::GET, "rpc/nums?n=6&select=a&a=lte.3&limit=1")
+        .header("prefer", "count=exact")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "0-0/3");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([{"a": 1}]));
+    // `or`, `not.`, `in`, aliases and text filters.
+    let (st, v) = get("rpc/nums?n=6&select=x:a&or=(a.eq.1,label.eq.n2)").await;
+    assert_eq!((st, v.clone()), (200, json!([{"x": 1}, {"x": 2}])), "{v}");
+    let (st, v) = get("rpc/nums?n=4&select=a&a=not.in.(1,2)&label=like.n*").await;
+    assert_eq!((st, v.clone()), (200, json!([{"a": 3}, {"a": 4}])), "{v}");
+    // A function returning one row: select applies.
+    let (st, v) = get("rpc/info?x=abc&select=n").await;
+    assert_eq!((st, v.clone()), (200, json!({"n": 3})), "{v}");
+
+    // Bad input: an unknown result column, a value not of its type, an
+    // unknown order column, filters on a scalar result (an unknown
+    // argument of a GET call reads as one).
+    for (q, status) in [
+        ("rpc/nums?n=3&nope=eq.1", 400),
+        ("rpc/nums?n=3&select=nope", 400),
+        ("rpc/nums?n=3&a=gt.abc", 400),
+        ("rpc/nums?n=3&order=nope.desc", 400),
+        ("rpc/series?n=3&value=gt.1", 400),
+        ("rpc/add?a=1&b=2&c=3", 400),
+        ("rpc/nums?n=3&select=a,tags(*)", 400),
+    ] {
+        let (st, v) = get(q).await;
+        assert_eq!(st, status, "{q}: {v}");
+        assert!(
+            v["code"].is_string() && v["message"].is_string(),
+            "{q}: {v}"
+        );
+    }
+    let (st, v) = get("rpc/series?n=3&value=gt.1").await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("PGRST100")), "{v}");
 }

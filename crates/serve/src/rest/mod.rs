@@ -113,9 +113,13 @@ impl Params {
 
 /// Parses the query string against the table's schema.
 pub(crate) fn params(schema: &TableSchema, raw: Option<&str>) -> ApiResult<Params> {
+    params_of(schema, parse::pairs(raw.unwrap_or(""))?)
+}
+
+/// [`params`] of query-string pairs already split.
+pub(crate) fn params_of(schema: &TableSchema, pairs: Vec<(String, String)>) -> ApiResult<Params> {
     let mut p = Params::default();
     let mut conds = Vec::new();
-    let pairs = parse::pairs(raw.unwrap_or(""))?;
     // `select=` first: `<embed>.<param>` keys are read against it.
     for (k, v) in &pairs {
         if k == "select" {

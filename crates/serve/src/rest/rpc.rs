@@ -12,6 +12,16 @@
 //! The result as PostgREST answers it: a set-returning function gives an
 //! array, a scalar function the value, a function returning a row the
 //! object, a `void` function 204.
+//!
+//! On a function returning rows, `select=`, filters, `order`, `limit` and
+//! `offset` apply to its result as on a table (`/rpc/f?select=a&a=gt.3&
+//! order=a.desc&limit=2`; on `GET` the parameters naming an argument of
+//! the function are its arguments). The result's columns and their types
+//! come from the catalog; filters are core-db values evaluated on the rows
+//! ([`truststream_core_db::eval`]), `order` is compiled into the call's
+//! `ORDER BY` (quoted, checked names) and, without filters, `limit` and
+//! `offset` are bound values of the statement. With filters, at most
+//! [`MAX_FILTERED_ROWS`] result rows are read.
 
 use std::sync::Arc;
 
@@ -21,10 +31,15 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use truststream_core_db::sql::SqlDialect;
-use truststream_core_db::{ident, Error as DbError, ErrorKind, Params};
+use truststream_core_db::{
+    eval, ident, ColumnDef, ColumnType, Error as DbError, ErrorKind, NullsOrder, Params, Row,
+    SortDirection, TableSchema,
+};
 
 use super::error::{ApiError, ApiResult};
-use super::{access, check_profile, parse, rows_body, shape, write};
+use super::parse::SelectField;
+use super::Params as Shaping;
+use super::{access, check_profile, parse, plan, rows_body, shape, write};
 use crate::caller::Role;
 use crate::ServeState;
 
@@ -45,8 +60,17 @@ enum Returns {
 const LOOKUP: &str =
     "SELECT p.proretset AS set, t.typtype::text AS kind, t.typname::text AS type, \
      (SELECT jsonb_object_agg(a.name, at.typcategory::text) \
-      FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]), p.proargnames) AS a(ty, name) \
-      JOIN pg_catalog.pg_type at ON at.oid = a.ty WHERE coalesce(a.name, '') <> '') AS args \
+      FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]), p.proargnames) WITH ORDINALITY AS a(ty, name, n) \
+      JOIN pg_catalog.pg_type at ON at.oid = a.ty WHERE coalesce(a.name, '') <> '' \
+        AND coalesce(p.proargmodes[a.n], 'i') IN ('i', 'b', 'v')) AS args, \
+     (SELECT jsonb_agg(jsonb_build_array(c.name, c.type) ORDER BY c.ord) FROM ( \
+        SELECT a.attname::text AS name, format_type(a.atttypid, NULL) AS type, a.attnum::int AS ord \
+        FROM pg_catalog.pg_attribute a \
+        WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped \
+        UNION ALL \
+        SELECT o.name, format_type(o.ty, NULL), o.ord::int \
+        FROM unnest(p.proallargtypes, p.proargnames, p.proargmodes::text[]) WITH ORDINALITY AS o(ty, name, mode, ord) \
+        WHERE o.mode IN ('o', 't', 'b')) c) AS cols \
      FROM pg_catalog.pg_proc p \
      JOIN pg_catalog.pg_type t ON t.oid = p.prorettype \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -122,15 +146,22 @@ async fn call(
             format!("permission denied for function {function}"),
         ));
     }
-    let single_object = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == "params=single-object");
-    let args =
+    let prefers = |token: &str| {
+        headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == token)
+    };
+    let single_object = prefers("params=single-object");
+    let count = ["count=exact", "count=planned", "count=estimated"]
+        .into_iter()
+        .any(prefers);
+    let pairs = parse::pairs(raw.unwrap_or(""))?;
+    let body_args =
         match *method {
-            Method::GET | Method::HEAD => query_args(raw)?,
+            Method::GET | Method::HEAD => None,
             Method::POST => {
                 // No body: a call without arguments.
                 let bytes = write::read_body(state, body).await?;
@@ -139,7 +170,7 @@ async fn call(
                 } else {
                     write::parse_json(&bytes)?
                 };
-                if single_object {
+                Some(if single_object {
                     Args::Single(value)
                 } else {
                     match value {
@@ -151,7 +182,7 @@ async fn call(
                             "send Prefer: params=single-object to pass the body as one argument",
                         )),
                     }
-                }
+                })
             }
             _ => {
                 return Err(ApiError::new(
@@ -161,21 +192,47 @@ async fn call(
                 ))
             }
         };
-    let (returns, categories) = returns(state, function).await?;
-    let args = match args {
-        Args::Named(pairs) if matches!(*method, Method::GET | Method::HEAD) => {
-            Args::Named(typed_query_args(pairs, &categories))
+    let found = returns(state, function).await?;
+    // GET: the parameters naming an argument are arguments; the rest
+    // (and every parameter of a POST) shape the result.
+    let (args, result_pairs) = match body_args {
+        Some(args) => (args, pairs),
+        None => {
+            let (args, rest): (Vec<_>, Vec<_>) = pairs
+                .into_iter()
+                .partition(|(k, _)| found.args.get(k).is_some());
+            let args = args
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            (Args::Named(typed_query_args(args, &found.args)), rest)
         }
-        a => a,
     };
-    let (sql, params) = statement(function, returns, args)?;
+    let returns = found.returns;
+    let shaping = if result_pairs.is_empty() {
+        None
+    } else {
+        Some(shaping(function, &found, result_pairs)?)
+    };
+    let (mut sql, mut params) = statement(function, returns, args)?;
+    let pushed_down = shaping
+        .as_ref()
+        .map(|(_, p)| order_and_page(&mut sql, &mut params, p, count));
     let db = access::database_for(state, &caller, crate::caller::bearer(headers))
         .map_err(|e| ApiError::from_db(&e))?;
-    let rows = db
+    let mut rows = db
         .raw_query(&sql, &params)
         .await
         .map_err(|e| call_failed(function, &e))?;
-    let (status, content_type, text) = match returns {
+    let (mut range, mut partial) = (None, false);
+    if let (Some((schema, p)), Some(paged)) = (&shaping, pushed_down) {
+        let (shaped, offset, total) = shape_rows(schema, p, rows, paged, count)?;
+        rows = shaped;
+        // A partial answer with a known count is 206, as for tables.
+        partial = total.is_some_and(|t| (rows.len() as u64) < t);
+        range = Some(super::content_range(offset, rows.len(), total));
+    }
+    let (mut status, content_type, text) = match returns {
         Returns::Void => return Ok(StatusCode::NO_CONTENT.into_response()),
         Returns::Rows { set: true } => {
             let (ct, text) = rows_body(shape(headers), &rows)?;
@@ -197,14 +254,152 @@ async fn call(
             (StatusCode::OK, json_type(), value.to_string())
         }
     };
+    if partial {
+        status = StatusCode::PARTIAL_CONTENT;
+    }
     let mut resp = if *method == Method::HEAD {
         (status, Body::empty()).into_response()
     } else {
         (status, text).into_response()
     };
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, content_type);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    if let Some(v) = range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
     Ok(resp)
+}
+
+/// Most rows of a function's result read to be filtered in process.
+pub(crate) const MAX_FILTERED_ROWS: usize = 100_000;
+
+/// The result's schema (columns from the catalog) and the shaping
+/// parameters typed against it.
+fn shaping(
+    function: &str,
+    found: &Found,
+    pairs: Vec<(String, String)>,
+) -> ApiResult<(TableSchema, Shaping)> {
+    if !matches!(found.returns, Returns::Rows { .. }) {
+        return Err(ApiError::bad_query(format!(
+            "{} returns no rows: select, filters, order, limit and offset apply to functions returning rows",
+            truststream_core::echo(function)
+        ))
+        .hint("an unknown parameter of a GET call is read as a filter; check the argument names"));
+    }
+    let mut schema = TableSchema::new(function);
+    for (name, ty) in &found.columns {
+        schema = schema.column(ColumnDef::new(name, column_type(ty)));
+    }
+    let p = super::params_of(&schema, pairs)?;
+    if p.columns.is_some()
+        || p.on_conflict.is_some()
+        || !p.embed_params.is_empty()
+        || p.fields()
+            .iter()
+            .any(|f| matches!(f, SelectField::Embed(_)))
+    {
+        return Err(ApiError::bad_query(
+            "embedded resources, columns and on_conflict do not apply to a function's result",
+        ));
+    }
+    Ok((schema, p))
+}
+
+/// A catalog type name (`format_type`) as the core-db type its values are
+/// typed as for filters.
+fn column_type(ty: &str) -> ColumnType {
+    match ty {
+        "smallint" | "integer" | "bigint" => ColumnType::Integer,
+        "real" | "double precision" => ColumnType::Float,
+        "boolean" => ColumnType::Boolean,
+        "uuid" => ColumnType::Uuid,
+        "json" | "jsonb" => ColumnType::Json,
+        "bytea" => ColumnType::Bytes,
+        "timestamp with time zone" => ColumnType::Timestamp,
+        t if t.starts_with("numeric") => ColumnType::Numeric,
+        t if t.ends_with("[]") => ColumnType::Json,
+        _ => ColumnType::Text,
+    }
+}
+
+/// Appends `ORDER BY` (the result's checked column names, quoted) and,
+/// without filters or a count, `LIMIT`/`OFFSET` as bound values (else a
+/// bound cap of [`MAX_FILTERED_ROWS`] + 1). Returns whether paging was
+/// pushed into the statement.
+fn order_and_page(sql: &mut String, params: &mut Params, p: &Shaping, count: bool) -> bool {
+    use std::fmt::Write as _;
+    let mut sep = " ORDER BY ";
+    for o in &p.order {
+        let _ = write!(
+            sql,
+            "{sep}{} {}{}",
+            ident::quote(&o.column.column),
+            match o.direction {
+                SortDirection::Asc => "ASC",
+                SortDirection::Desc => "DESC",
+            },
+            match o.nulls {
+                Some(NullsOrder::First) => " NULLS FIRST",
+                Some(NullsOrder::Last) => " NULLS LAST",
+                None => "",
+            }
+        );
+        sep = ", ";
+    }
+    let pushed = p.filter.is_none() && !count;
+    if pushed {
+        if let Some(l) = p.limit {
+            sql.push_str(" LIMIT :limit");
+            params.insert("limit".into(), Value::from(l.min(i64::MAX as u64)));
+        }
+        if let Some(o) = p.offset {
+            sql.push_str(" OFFSET :offset");
+            params.insert("offset".into(), Value::from(o.min(i64::MAX as u64)));
+        }
+    } else {
+        sql.push_str(" LIMIT :limit");
+        params.insert("limit".into(), Value::from(MAX_FILTERED_ROWS as u64 + 1));
+    }
+    pushed
+}
+
+/// Filters, pages (unless the statement did) and projects the result;
+/// also the first row's offset and, with `count`, the matching total.
+fn shape_rows(
+    schema: &TableSchema,
+    p: &Shaping,
+    mut rows: Vec<Row>,
+    paged: bool,
+    count: bool,
+) -> ApiResult<(Vec<Row>, u64, Option<u64>)> {
+    let offset = p.offset.unwrap_or(0);
+    if !paged {
+        if rows.len() > MAX_FILTERED_ROWS {
+            return Err(ApiError::bad_query(format!(
+                "the function returned more than {MAX_FILTERED_ROWS} rows to filter or count"
+            ))
+            .hint("filter inside the function (pass the bound as an argument)"));
+        }
+        if let Some(f) = &p.filter {
+            let mut kept = Vec::with_capacity(rows.len());
+            for row in rows {
+                if eval::matches(f, &|c| Ok(row.get(&c.column)))? {
+                    kept.push(row);
+                }
+            }
+            rows = kept;
+        }
+    }
+    let total = count.then_some(rows.len() as u64);
+    if !paged {
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let take = p
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        rows = rows.into_iter().skip(skip).take(take).collect();
+    }
+    Ok((plan::project(schema, p.fields(), rows), offset, total))
 }
 
 /// An error of the call itself: the status and code of its kind, without
@@ -243,18 +438,6 @@ enum Args {
     Single(Value),
 }
 
-/// `GET ?a=1&b=x`: every pair an argument (text until typed by
-/// [`typed_query_args`]).
-fn query_args(raw: Option<&str>) -> ApiResult<Args> {
-    let pairs = parse::pairs(raw.unwrap_or(""))?;
-    Ok(Args::Named(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect(),
-    ))
-}
-
 /// GET arguments are text: numbers and booleans for parameters of those
 /// type categories (PostgreSQL's `typcategory` `N`, `B`); a value that does
 /// not parse stays text, and the database refuses it for the parameter.
@@ -275,7 +458,16 @@ fn typed_query_args(pairs: Vec<(String, Value)>, categories: &Value) -> Vec<(Str
         .collect()
 }
 
-async fn returns(state: &ServeState, function: &str) -> ApiResult<(Returns, Value)> {
+/// What the catalog says of a function.
+struct Found {
+    returns: Returns,
+    /// Its input arguments' type categories (`{"a": "N"}`).
+    args: Value,
+    /// Its result's columns (name, `format_type`) when it returns rows.
+    columns: Vec<(String, String)>,
+}
+
+async fn returns(state: &ServeState, function: &str) -> ApiResult<Found> {
     let params = Params::from([("name".to_string(), Value::String(function.to_string()))]);
     let rows = state.db.raw_query(LOOKUP, &params).await?;
     let Some(row) = rows.first() else {
@@ -289,7 +481,23 @@ async fn returns(state: &ServeState, function: &str) -> ApiResult<(Returns, Valu
         ("c", _) | (_, "record") => Returns::Rows { set },
         _ => Returns::Scalar { set },
     };
-    Ok((returns, row.get("args").cloned().unwrap_or(Value::Null)))
+    let columns = row
+        .get("cols")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c.get(0)?.as_str()?.to_string(),
+                c.get(1)?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    Ok(Found {
+        returns,
+        args: row.get("args").cloned().unwrap_or(Value::Null),
+        columns,
+    })
 }
 
 /// The call's SQL (quoted, checked identifiers and `:pN` placeholders
