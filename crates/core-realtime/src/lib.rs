@@ -80,7 +80,7 @@ pub fn listen_error(who: &str, setting: &str, address: &str, e: std::io::Error) 
         _ => Error::unavailable(message),
     };
     error
-        .with_context("setting", setting.to_string())
+        .with_context(truststream_core::SETTING, setting.to_string())
         .with_source(e)
 }
 

@@ -13,6 +13,6 @@ pub use error::{
 pub use health::{Health, HealthStatus, ProviderInfo};
 pub use registry::{
     parse_config, parse_settings, without_values, BoxFuture, BuildOptions, Factory, Registry,
-    SETTING_PATH,
+    SETTING, SETTING_PATH,
 };
 pub use secret::Secret;

@@ -178,6 +178,18 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The context key under which a provider names the setting an error is
+/// about, by its name inside the provider's own section (`path`, `url`,
+/// `listen`, `root`): the runtime turns it into the whole key
+/// (`database.path`) and says where that key was set.
+///
+/// ```
+/// use truststream_core::{Error, SETTING};
+/// let e = Error::invalid_input("cannot open the file").with_context(SETTING, "path");
+/// assert_eq!(e.context(), [("setting", "path".to_string())]);
+/// ```
+pub const SETTING: &str = "setting";
+
 /// The context key under which [`parse_settings`] and [`parse_config`] put
 /// the path of the setting that failed, inside the section they were given
 /// (`max_connections`, `pool.idle_timeout_secs`, `roles[0]`).

@@ -150,7 +150,7 @@ impl SupabaseDbConfig {
     pub fn validate(&self) -> DbResult<()> {
         let bad = |setting: &'static str, msg: String| {
             Error::invalid_input(format!("supabase database: {msg}"))
-                .with_context("setting", setting)
+                .with_context(truststream_core::SETTING, setting)
         };
         if self.prefer == Prefer::Rest || !self.url.is_empty() {
             let url = reqwest::Url::parse(&self.url).map_err(|_| {
@@ -215,7 +215,7 @@ impl SupabaseDbConfig {
             ));
         }
         if let Some(s) = &self.schema {
-            ident::validate(s).map_err(|e| e.with_context("setting", "schema"))?;
+            ident::validate(s).map_err(|e| e.with_context(truststream_core::SETTING, "schema"))?;
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(bad(

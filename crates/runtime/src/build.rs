@@ -12,8 +12,9 @@ use truststream_core_realtime::{Realtime, RealtimeDeps, RealtimeRegistry};
 use truststream_core_storage::{Storage, StorageRegistry};
 use truststream_layer::{LayerDeps, LayerRegistry, ProviderBuilder, Stack};
 
+use crate::closing::Closing;
 use crate::config::{
-    Config, Interface, ProviderSection, AUTH_NONE, JOBS_NONE, JOBS_SECTION, LAYERS_KEY, NONE,
+    Config, Interface, ProviderSection, JOBS_NONE, JOBS_SECTION, LAYERS_KEY, NONE,
 };
 use crate::disabled::Disabled;
 use crate::redact;
@@ -211,7 +212,7 @@ impl Registries {
         let i = Interface::Database;
         let stack = self.stack(config, i)?;
         let s = config.section(i);
-        if s.kind() == NONE {
+        if config.is_off(i) {
             return Ok(Layered {
                 provider: Disabled::database(config),
                 stack: Stack::empty(i),
@@ -280,7 +281,7 @@ impl Registries {
         let s = config.section(i);
         // Checked even with no provider: a misspelt layer is an error.
         let stack = self.stack(config, i)?;
-        if s.kind() == AUTH_NONE {
+        if config.is_off(i) {
             return Ok(None);
         }
         database_needed(config, i.as_str(), s.kind())?;
@@ -305,7 +306,7 @@ impl Registries {
         let i = Interface::Storage;
         let s = config.section(i);
         let stack = self.stack(config, i)?;
-        if s.kind() == NONE {
+        if config.is_off(i) {
             return Ok(Layered {
                 provider: Disabled::storage(config),
                 stack: Stack::empty(i),
@@ -337,7 +338,7 @@ impl Registries {
         let i = Interface::Realtime;
         let s = config.section(i);
         let stack = self.stack(config, i)?;
-        if s.kind() == NONE {
+        if config.is_off(i) {
             return Ok(Layered {
                 provider: Disabled::realtime(config),
                 stack: Stack::empty(i),
@@ -438,7 +439,7 @@ fn joined_key(message: &str, prefix: &str) -> String {
 
 /// Whether the database is on (`database.type` is not `"none"`).
 pub(crate) fn database_on(config: &Config) -> bool {
-    config.section(Interface::Database).kind() != NONE
+    !config.is_off(Interface::Database)
 }
 
 /// A provider of this workspace that keeps its data in the configured
@@ -602,10 +603,7 @@ fn explain(e: Error, config: &Config, interface: &str, kind: &str, secrets: &[St
     Error::new(e.kind(), message).with_retryable(e.is_retryable())
 }
 
-/// The context key under which a provider names the setting an error is
-/// about, inside its own section (`path`, `url`, `listen`, `root`): the
-/// runtime names the whole key (`database.path`) and where it was set.
-pub(crate) const SETTING: &str = "setting";
+pub(crate) use truststream_core::SETTING;
 
 /// The setting a provider's error names ([`SETTING`]), when it names one
 /// by its path inside the section; the last one added wins (a wrapper
@@ -677,32 +675,40 @@ impl Services {
     /// database, then auth (given the layered database), storage,
     /// realtime (given the layered database and auth), and jobs (given
     /// the layered database; none unless `[jobs]` names a type). When a later
-    /// provider fails, the database built for nothing is disconnected
-    /// before the error is returned.
+    /// provider fails, the ones already built are closed (as
+    /// [`Services::close`] does) before the error is returned.
     pub async fn build(registries: &Arc<Registries>, config: &Config) -> Result<Self> {
-        let db = registries.build_database(config).await?;
-        let rest = async {
-            let auth = registries.build_auth(config, Some(db.clone())).await?;
-            let storage = registries.build_storage(config).await?;
-            let realtime = registries
-                .build_realtime(config, realtime_deps(db.clone(), auth.clone()))
-                .await?;
-            let jobs = registries.build_jobs(config, Some(db.clone())).await?;
-            Ok((auth, storage, realtime, jobs))
-        };
-        match rest.await {
-            Ok((auth, storage, realtime, jobs)) => Ok(Services {
-                db,
-                storage,
-                realtime,
-                auth,
-                jobs,
-            }),
-            Err(e) => {
-                let _ = db.disconnect().await;
-                Err(e)
-            }
+        let mut built = Closing::default();
+        match Self::build_into(registries, config, &mut built).await {
+            Ok(services) => Ok(services),
+            Err(e) => built.abandon(e).await,
         }
+    }
+
+    /// [`Services::build`], noting each provider in `built` as soon as it
+    /// exists, so that a later failure can close it.
+    async fn build_into(
+        registries: &Arc<Registries>,
+        config: &Config,
+        built: &mut Closing,
+    ) -> Result<Self> {
+        let db = registries.build_database(config).await?;
+        built.db = Some(db.clone());
+        let auth = registries.build_auth(config, Some(db.clone())).await?;
+        built.auth = auth.clone();
+        let storage = registries.build_storage(config).await?;
+        let realtime = registries
+            .build_realtime(config, realtime_deps(db.clone(), auth.clone()))
+            .await?;
+        built.realtime = Some(realtime.clone());
+        let jobs = registries.build_jobs(config, Some(db.clone())).await?;
+        Ok(Services {
+            db,
+            storage,
+            realtime,
+            auth,
+            jobs,
+        })
     }
 }
 

@@ -23,8 +23,9 @@ pub const ENV_PROFILE: &str = "TRUSTSTREAM_PROFILE";
 pub const DEFAULT_CONFIG_FILE: &str = "truststream.toml";
 /// The profiles that always exist (a file may add its own).
 pub const BUILTIN_PROFILES: [&str; 4] = ["default", "development", "staging", "production"];
-/// The value of `auth.type` that means "no auth provider".
-pub const AUTH_NONE: &str = "none";
+/// The value of `auth.type` that means "no auth provider": [`NONE`], under
+/// the name it had before every section could be turned off.
+pub const AUTH_NONE: &str = NONE;
 /// The type that turns an interface off: `type = "none"` in the
 /// `database`, `storage`, `realtime` (as in the `auth` and `jobs`)
 /// section. The runtime's accessor of a turned-off interface hands out a
@@ -228,6 +229,12 @@ impl Config {
         &self.sections[&interface]
     }
 
+    /// Whether `interface` is turned off (`type = "none"`, see [`NONE`]):
+    /// no provider is built for it.
+    pub fn is_off(&self, interface: Interface) -> bool {
+        self.section(interface).kind() == NONE
+    }
+
     /// Replaces the section of `interface` (the runtime does this after
     /// switching a provider).
     pub fn set_section(&mut self, interface: Interface, section: ProviderSection) {
@@ -385,8 +392,8 @@ pub(crate) const SERVE_SECTION: &str = "serve";
 /// The section of the background jobs provider.
 pub const JOBS_SECTION: &str = "jobs";
 
-/// `jobs.type` when no jobs provider is configured (the default).
-pub const JOBS_NONE: &str = "none";
+/// `jobs.type` when no jobs provider is configured (the default): [`NONE`].
+pub const JOBS_NONE: &str = NONE;
 
 fn default_type(i: Interface) -> &'static str {
     match i {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod build;
+mod closing;
 mod config;
 mod defaults;
 mod disabled;

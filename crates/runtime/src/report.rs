@@ -16,6 +16,7 @@ use truststream_core_realtime::{Realtime, RealtimeDeps};
 use truststream_core_storage::Storage;
 
 use crate::build::{Layered, Registries};
+use crate::closing::Closing;
 use crate::config::{Config, Interface, ProviderSection, JOBS_NONE, NONE};
 use crate::redact;
 
@@ -438,7 +439,7 @@ impl Built {
         config: &Config,
         limit: Option<Duration>,
     ) -> Self {
-        let off = |i: Interface| config.section(i).kind() == NONE;
+        let off = |i: Interface| config.is_off(i);
         let database = if off(Interface::Database) {
             Ok(None)
         } else {
@@ -487,18 +488,20 @@ impl Built {
     /// jobs and auth, then the database is disconnected), so a realtime
     /// server's port is free and no pool is left when this returns.
     pub(crate) async fn close(self) {
-        if let Ok(Some(rt)) = &self.realtime {
-            let _ = rt.provider.close().await;
+        fn built<T: ?Sized>(b: &BuiltOne<T>) -> Option<Arc<T>> {
+            match b {
+                Ok(Some(b)) => Some(Arc::clone(&b.provider)),
+                _ => None,
+            }
         }
-        if let Ok(Some(jobs)) = &self.jobs {
-            let _ = jobs.close().await;
-        }
-        if let Ok(Some(auth)) = &self.auth {
-            let _ = auth.provider.close().await;
-        }
-        if let Ok(Some(db)) = &self.database {
-            let _ = db.provider.disconnect().await;
-        }
+        let closing = Closing {
+            realtime: built(&self.realtime),
+            jobs: self.jobs.as_ref().ok().cloned().flatten(),
+            auth: built(&self.auth),
+            db: built(&self.database),
+        };
+        // A report's providers: nothing to do about a failed close.
+        let _ = closing.close().await;
     }
 }
 

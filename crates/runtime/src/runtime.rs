@@ -16,7 +16,8 @@ use truststream_core_storage::Storage;
 use truststream_layer::{LayerDeps, LayerSpec};
 
 use crate::build::{realtime_deps, Layered, Registries, Services};
-use crate::config::{Config, ConfigSources, Interface, ProviderSection, LAYERS_KEY, NONE};
+use crate::closing::Closing;
+use crate::config::{Config, ConfigSources, Interface, ProviderSection, LAYERS_KEY};
 use crate::health::HealthReport;
 use crate::redact;
 use crate::report::{CompatibilityReport, InterfaceReport, JobsReport};
@@ -243,9 +244,10 @@ impl Runtime {
     /// named in the error.
     ///
     /// The returned [`Switch`] holds the providers taken out of service:
-    /// [`Switch::close`] waits for their calls in flight, then disconnects
-    /// the old database. Subscriptions made on the old realtime provider
-    /// stay there: subscribe again on [`Runtime::realtime`].
+    /// [`Switch::close`] waits for their calls in flight, then closes them
+    /// and disconnects the old database. Subscriptions made on the old
+    /// realtime provider stay there until then: subscribe again on
+    /// [`Runtime::realtime`].
     ///
     /// The new provider is wrapped in the section's layers: those of
     /// `settings["layers"]` when given (a table, as in the configuration
@@ -307,12 +309,10 @@ impl Runtime {
                 Ok(()) => next.health_problem(i).await,
             };
             if let Some(e) = failed {
-                // A candidate database built for this switch goes out of
-                // service unused: disconnect it (never the current one,
-                // still in `next` when the candidate itself failed to build).
-                if !Arc::ptr_eq(&next.db.provider, &current.db.provider) {
-                    let _ = next.db.provider.disconnect().await;
-                }
+                // The candidates built for this switch go out of service
+                // unused: close them (never a current one, still in `next`
+                // where its replacement failed to build or was not due).
+                let _ = next.not_in(&current).close().await;
                 return Err(refused(
                     interface,
                     kind,
@@ -322,8 +322,9 @@ impl Runtime {
                 ));
             }
         }
-        self.live.store(Arc::new(next));
-        Ok(Switch::retire(&current, affected))
+        let next = Arc::new(next);
+        self.live.store(Arc::clone(&next));
+        Ok(Switch::retire(&current, &next, affected))
     }
 
     /// The compatibility report of the current providers: per interface
@@ -332,7 +333,7 @@ impl Runtime {
     pub async fn check(&self) -> CompatibilityReport {
         let live = self.live.load_full();
         let config = &live.config;
-        let off = |i: Interface| config.section(i).kind() == NONE;
+        let off = |i: Interface| config.is_off(i);
         let mut interfaces = vec![if off(Interface::Database) {
             InterfaceReport::not_configured(Interface::Database)
         } else {
@@ -374,7 +375,8 @@ impl Runtime {
     /// revocation feed), then the database's pools are closed. Waits for
     /// a switch in progress; later switches are refused.
     ///
-    /// Idempotent: a second call closes nothing new and returns `Ok`.
+    /// Idempotent: a second call closes nothing new and returns `Ok` — or,
+    /// when a provider failed to close the first time, tries it again.
     /// After it, calls on the providers (through handles taken before or
     /// after) fail with an error — `Unavailable` for the database
     /// ("disconnected"), realtime and jobs — instead of waiting for a
@@ -384,12 +386,11 @@ impl Runtime {
     /// returned, naming the interface.
     pub async fn shutdown(&self) -> Result<()> {
         let _no_switch = self.switching.lock().await;
-        if self
-            .shut_down
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return Ok(());
-        }
+        self.shut_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Not skipped on a second call: every provider's close is
+        // idempotent, so a second call closes nothing new when the first
+        // succeeded, and retries what failed when it did not.
         self.live.load().services().close().await
     }
 
@@ -411,27 +412,14 @@ impl Services {
     /// Every provider is closed even when one fails; the first failure is
     /// returned, prefixed with the interface (`closing jobs: ...`).
     pub async fn close(&self) -> Result<()> {
-        let mut first: Option<Error> = None;
-        let mut note = |what: &str, r: Result<()>| {
-            if let Err(e) = r {
-                if first.is_none() {
-                    let message = format!("closing {what}: {}", e.message());
-                    first = Some(Error::new(e.kind(), message).with_source(e));
-                }
-            }
-        };
-        note("realtime", self.realtime.close().await);
-        if let Some(jobs) = &self.jobs {
-            note("jobs", jobs.close().await);
+        Closing {
+            realtime: Some(Arc::clone(&self.realtime)),
+            jobs: self.jobs.clone(),
+            auth: self.auth.clone(),
+            db: Some(Arc::clone(&self.db)),
         }
-        if let Some(auth) = &self.auth {
-            note("auth", auth.close().await);
-        }
-        note("database", self.db.disconnect().await);
-        match first {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        .close()
+        .await
     }
 }
 
@@ -526,30 +514,61 @@ struct Live {
 impl Live {
     /// Builds every configured provider, each in its layers and on the
     /// (layered, counted) ones it depends on.
-    /// When a later provider fails, the database built for nothing is
-    /// disconnected before the error is returned.
+    /// When a later provider fails, the ones already built are closed
+    /// before the error is returned.
     async fn build(registries: &Arc<Registries>, config: Config) -> Result<Self> {
+        let mut built = Closing::default();
+        match Self::build_into(registries, config, &mut built).await {
+            Ok(live) => Ok(live),
+            Err(e) => built.abandon(e).await,
+        }
+    }
+
+    /// [`Live::build`], noting each provider in `built` as soon as it
+    /// exists, so that a later failure can close it.
+    async fn build_into(
+        registries: &Arc<Registries>,
+        config: Config,
+        built: &mut Closing,
+    ) -> Result<Self> {
         let db = Slot::new(registries.database_layered(&config).await?);
-        let rest = async {
-            let auth = build_auth(registries, &config, &db).await?;
-            let storage = Slot::new(registries.storage_layered(&config).await?);
-            let realtime = build_realtime(registries, &config, &db, &auth).await?;
-            let jobs = build_jobs(registries, &config, &db).await?;
-            Ok((auth, storage, realtime, jobs))
-        };
-        match rest.await {
-            Ok((auth, storage, realtime, jobs)) => Ok(Live {
-                config,
-                db,
-                auth,
-                storage,
-                realtime,
-                jobs,
-            }),
-            Err(e) => {
-                let _ = db.provider.disconnect().await;
-                Err(e)
+        built.db = Some(Arc::clone(&db.provider));
+        let auth = build_auth(registries, &config, &db).await?;
+        built.auth = auth.as_ref().map(|a| Arc::clone(&a.provider));
+        let storage = Slot::new(registries.storage_layered(&config).await?);
+        let realtime = build_realtime(registries, &config, &db, &auth).await?;
+        built.realtime = Some(Arc::clone(&realtime.provider));
+        let jobs = build_jobs(registries, &config, &db).await?;
+        Ok(Live {
+            config,
+            db,
+            auth,
+            storage,
+            realtime,
+            jobs,
+        })
+    }
+
+    /// The providers of `self` that `other` does not share (those a switch
+    /// built, or those it retired), to close.
+    fn not_in(&self, other: &Live) -> Closing {
+        fn own<T: ?Sized>(mine: Option<&Arc<T>>, theirs: Option<&Arc<T>>) -> Option<Arc<T>> {
+            match (mine, theirs) {
+                (Some(m), Some(t)) if Arc::ptr_eq(m, t) => None,
+                (m, _) => m.cloned(),
             }
+        }
+        fn slot(s: &Option<Slot<dyn Auth>>) -> Option<&Arc<dyn Auth>> {
+            s.as_ref().map(|a| &a.provider)
+        }
+        Closing {
+            realtime: own(
+                Some(&self.realtime.provider),
+                Some(&other.realtime.provider),
+            ),
+            jobs: own(self.jobs.as_ref(), other.jobs.as_ref()),
+            auth: own(slot(&self.auth), slot(&other.auth)),
+            db: own(Some(&self.db.provider), Some(&other.db.provider)),
         }
     }
 
@@ -700,23 +719,39 @@ impl<T: ?Sized> std::fmt::Debug for Retired<T> {
 
 /// What a switch took out of service: the previous provider of the switched
 /// interface and of each dependent rebuilt with it (a database switch
-/// retires the old database, auth and realtime providers).
+/// retires the old database, auth and realtime providers, and the jobs
+/// provider when it keeps its jobs in the database).
 ///
 /// Drop it to let the old providers go when their last user does, or call
 /// [`Switch::close`] to wait (with a deadline) for the calls still running
-/// on them and then disconnect the old database.
-#[derive(Debug)]
+/// on them and then close them (realtime, jobs, auth, then the database).
 #[must_use = "close the switch to drain and disconnect the old providers"]
 pub struct Switch {
     database: Option<Retired<dyn Database>>,
     auth: Option<Retired<dyn Auth>>,
     storage: Option<Retired<dyn Storage>>,
     realtime: Option<Retired<dyn Realtime>>,
+    /// The old jobs provider, when a database switch rebuilt the jobs kept
+    /// in it.
+    jobs: Option<Arc<dyn Jobs>>,
     replaced: &'static [Interface],
 }
 
+impl std::fmt::Debug for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Switch")
+            .field("database", &self.database)
+            .field("auth", &self.auth)
+            .field("storage", &self.storage)
+            .field("realtime", &self.realtime)
+            .field("jobs", &self.jobs.as_ref().map(|j| j.info()))
+            .field("replaced", &self.replaced)
+            .finish()
+    }
+}
+
 impl Switch {
-    fn retire(old: &Live, replaced: &'static [Interface]) -> Self {
+    fn retire(old: &Live, new: &Live, replaced: &'static [Interface]) -> Self {
         let retire = |i: Interface| replaced.contains(&i);
         let kind = |i: Interface| old.config.section(i).kind().to_string();
         Switch {
@@ -744,6 +779,7 @@ impl Switch {
                 kind: kind(Interface::Realtime),
                 slot: old.realtime.clone(),
             }),
+            jobs: old.not_in(new).jobs,
             replaced,
         }
     }
@@ -772,6 +808,13 @@ impl Switch {
     /// The old realtime provider, when realtime was replaced.
     pub fn realtime(&self) -> Option<&Retired<dyn Realtime>> {
         self.realtime.as_ref()
+    }
+
+    /// The old jobs provider, when the database was replaced and the jobs
+    /// were kept in it (`jobs.type = "database"`): the new one works on the
+    /// new database. [`Switch::close`] closes the old one.
+    pub fn jobs(&self) -> Option<&Arc<dyn Jobs>> {
+        self.jobs.as_ref()
     }
 
     /// Each retired provider: interface, type name, calls running now.
@@ -844,16 +887,27 @@ impl Switch {
         .with_retryable(true)
     }
 
-    /// [`Switch::drain`], then disconnects the old database (when the
-    /// database was replaced). Past the deadline nothing is disconnected
-    /// and the error says what is still running: close again, or disconnect
-    /// [`Switch::database`] yourself to cut those calls short.
+    /// [`Switch::drain`], then closes the retired providers in the
+    /// runtime's one order (as [`Services::close`] does): the old realtime
+    /// provider (its servers stop listening; subscriptions made on it end),
+    /// the old jobs provider, the old auth provider, and last the old
+    /// database is disconnected. Every one is closed even when one fails;
+    /// the first failure is returned, naming the interface. Closing is
+    /// idempotent, so a second call retries only what failed.
+    ///
+    /// Past the deadline nothing is closed and the error says what is still
+    /// running: close again, or disconnect [`Switch::database`] yourself to
+    /// cut those calls short.
     pub async fn close(&self, deadline: Duration) -> Result<()> {
         self.drain(deadline).await?;
-        if let Some(db) = &self.database {
-            db.provider().disconnect().await?;
+        Closing {
+            realtime: self.realtime.as_ref().map(|r| Arc::clone(r.provider())),
+            jobs: self.jobs.clone(),
+            auth: self.auth.as_ref().map(|r| Arc::clone(r.provider())),
+            db: self.database.as_ref().map(|r| Arc::clone(r.provider())),
         }
-        Ok(())
+        .close()
+        .await
     }
 }
 

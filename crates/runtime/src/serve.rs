@@ -9,7 +9,7 @@ use truststream_core::{Error, Result};
 use truststream_serve::{ApiKeys, Providers, ServeConfig, Server};
 
 use crate::build::{database_on, set_in, setting_of, SETTING};
-use crate::config::{Config, Interface, ProviderSection, AUTH_NONE, SERVE_SECTION};
+use crate::config::{Config, Interface, ProviderSection, SERVE_SECTION};
 use crate::{Registries, Services};
 
 /// The label of the embedded auth provider's signing secret (derived from
@@ -55,7 +55,7 @@ pub fn prepare(config: &Config, bind: Option<&str>) -> Result<Prepared> {
     }
     let keys = ApiKeys::load_or_generate(&serve)?;
     let mut config = config.clone();
-    let embedded_auth = config.section(Interface::Auth).kind() == AUTH_NONE;
+    let embedded_auth = config.is_off(Interface::Auth);
     if embedded_auth {
         let mut settings = serde_json::Map::new();
         settings.insert(

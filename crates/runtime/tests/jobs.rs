@@ -303,7 +303,19 @@ async fn switching_the_database_moves_database_jobs_to_it() -> Result<()> {
             .is_some(),
         "the job is a row of the new database"
     );
+    let retired = switch
+        .jobs()
+        .expect("the switch retired the old jobs provider");
+    assert!(Arc::ptr_eq(retired, &before), "the old provider");
     switch.close(Duration::from_secs(20)).await?;
+    let e = before
+        .enqueue(NewJob::new("ship", &json!({"order": "late"}))?)
+        .await
+        .expect_err("the retired jobs provider is closed with the switch");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    after
+        .enqueue(NewJob::new("ship", &json!({"order": "o3"}))?)
+        .await?;
     Ok(())
 }
 
@@ -328,7 +340,15 @@ async fn switching_the_database_keeps_jobs_kept_elsewhere() -> Result<()> {
         "the queued job survives a database switch"
     );
     assert!(Arc::ptr_eq(&before, &after), "the same provider");
+    assert!(
+        switch.jobs().is_none(),
+        "nothing retired: jobs stayed in service"
+    );
     switch.close(Duration::from_secs(20)).await?;
+    after
+        .enqueue(NewJob::new("ship", &json!({"order": "o2"}))?)
+        .await
+        .expect("closing the switch leaves the jobs provider in service open");
     Ok(())
 }
 

@@ -629,3 +629,113 @@ async fn auth_switches_and_realtime_is_rebuilt_with_it() {
     assert!(rt.auth().is_none());
     assert!(Arc::ptr_eq(&realtime, &rt.realtime()));
 }
+
+/// A realtime provider (memory, in a layer) that counts its closes and
+/// reports the health the static `FRAGILE_HEALTHY` says at build time.
+struct Fragile {
+    healthy: bool,
+    closes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+static FRAGILE_HEALTHY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+#[async_trait]
+impl truststream_runtime::layer::RealtimeLayer for Fragile {
+    async fn health(&self, _next: &dyn Realtime) -> Health {
+        if self.healthy {
+            Health::healthy(Duration::from_micros(5))
+        } else {
+            Health::unhealthy(Duration::from_micros(5), "fragile")
+        }
+    }
+    async fn close(&self, next: &dyn Realtime) -> truststream_core::Result<()> {
+        self.closes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        next.close().await
+    }
+}
+
+/// A runtime on memory providers with the `fragile` realtime provider;
+/// `closes[i]` counts the closes of the i-th one built.
+async fn runtime_on_fragile() -> (
+    Runtime,
+    Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>>,
+) {
+    let closes: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>> = Arc::default();
+    let config = ConfigSources::new()
+        .env([
+            ("TRUSTSTREAM_DATABASE__TYPE", "memory"),
+            ("TRUSTSTREAM_STORAGE__TYPE", "memory"),
+            ("TRUSTSTREAM_REALTIME__TYPE", "fragile"),
+        ])
+        .load()
+        .expect("config loads");
+    let all = closes.clone();
+    let rt = Runtime::builder()
+        .register_realtime("fragile", move |_cfg, _deps| {
+            let all = all.clone();
+            async move {
+                let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                all.lock().expect("the counters").push(counter.clone());
+                let layer = Fragile {
+                    healthy: FRAGILE_HEALTHY.load(std::sync::atomic::Ordering::SeqCst),
+                    closes: counter,
+                };
+                Ok(Arc::new(truststream_runtime::layer::LayeredRealtime::new(
+                    Arc::new(truststream_realtime_memory::MemoryRealtime::new()),
+                    Arc::new(layer),
+                )) as Arc<dyn Realtime>)
+            }
+        })
+        .config(config)
+        .build()
+        .await
+        .expect("runtime builds");
+    (rt, closes)
+}
+
+fn closes_of(counters: &std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>) -> Vec<usize> {
+    counters
+        .lock()
+        .expect("the counters")
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+        .collect()
+}
+
+/// A switch refused because a dependent rebuilt for it is unhealthy closes
+/// that candidate (it was built for nothing) and leaves the current one
+/// open; an accepted switch's `close` closes the retired realtime provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_of_a_refused_switch_are_closed_and_retired_ones_close_with_the_switch() {
+    let (rt, closes) = runtime_on_fragile().await;
+    assert_eq!(closes_of(&closes), [0], "the current realtime provider");
+
+    FRAGILE_HEALTHY.store(false, std::sync::atomic::Ordering::SeqCst);
+    let e = rt
+        .switch_database("memory", json!({}))
+        .await
+        .expect_err("the rebuilt realtime provider is unhealthy");
+    assert!(e.message().contains("realtime"), "{e}");
+    assert_eq!(
+        closes_of(&closes),
+        [0, 1],
+        "the unhealthy candidate is closed, the current provider is not"
+    );
+
+    FRAGILE_HEALTHY.store(true, std::sync::atomic::Ordering::SeqCst);
+    let switch = rt.switch_realtime("fragile", json!({})).await.unwrap();
+    assert_eq!(
+        closes_of(&closes),
+        [0, 1, 0],
+        "nothing closed before close()"
+    );
+    switch.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        closes_of(&closes),
+        [1, 1, 0],
+        "the retired provider is closed, the new one is not"
+    );
+    rt.shutdown().await.unwrap();
+    assert_eq!(closes_of(&closes), [1, 1, 1]);
+}

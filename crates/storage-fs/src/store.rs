@@ -351,7 +351,7 @@ impl Store {
                 ),
             )
             .with_retryable(e.is_retryable())
-            .with_context("setting", "root")
+            .with_context(truststream_core::SETTING, "root")
             .with_source(e)
         })
     }
@@ -378,7 +378,7 @@ impl Store {
                  (`truststream serve`, or building the runtime)",
                 root_path.display()
             ))
-            .with_context("setting", "root"));
+            .with_context(truststream_core::SETTING, "root"));
         }
         let root = File::open(root_path)
             .map_err(|e| io_err(e, "open it"))
@@ -391,7 +391,7 @@ impl Store {
                         e.message()
                     ),
                 )
-                .with_context("setting", "root")
+                .with_context(truststream_core::SETTING, "root")
                 .with_source(e)
             })?;
         Ok(Store {
