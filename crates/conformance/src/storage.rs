@@ -10,9 +10,10 @@
 //! client. Without one, those cases are reported as skipped, by name.
 //! The `signed.fetch_signed_*` cases need no client: they hold a provider
 //! that claims [`StorageCapabilities::fetch_signed`] to serving its own URLs
-//! through `Storage::fetch_signed` (and refusing forged, expired and
+//! through `Storage::fetch_signed` and checking them through
+//! `Storage::verify_signed` (and refusing forged, expired and
 //! path-escaping ones); `capability.fetch_signed` holds one that does not
-//! to answering `Unsupported`.
+//! to answering `Unsupported` to both.
 //!
 //! ```rust,no_run
 //! use std::sync::Arc;
@@ -1709,6 +1710,18 @@ async fn signed_fetch_roundtrip(fx: StorageFixture) -> CaseResult {
             "{attempt} GET through fetch_signed"
         );
     }
+    // verify_signed makes the same check and names what the URL grants.
+    let granted = fx.storage.verify_signed(SignedUrlMethod::Get, &url).await?;
+    ensure_eq!(
+        (granted.bucket.as_str(), granted.key.as_str()),
+        (fx.bucket.as_str(), key),
+        "what verify_signed says the URL grants"
+    );
+    ensure_eq!(
+        granted.method,
+        SignedUrlMethod::Get,
+        "verify_signed's method"
+    );
     expect_kind(
         fx.storage
             .fetch_signed(SignedUrlMethod::Get, &url, Some(Bytes::from("x")))
@@ -1831,6 +1844,11 @@ async fn signed_fetch_refuses_forged(fx: StorageFixture) -> CaseResult {
             ErrorKind::PermissionDenied,
             &format!("GET on a URL with {what} ({bad})"),
         )?;
+        expect_kind(
+            fx.storage.verify_signed(SignedUrlMethod::Get, &bad).await,
+            ErrorKind::PermissionDenied,
+            &format!("verify_signed of a URL with {what} ({bad})"),
+        )?;
     }
     // The other method, both ways: nothing written, nothing read.
     expect_kind(
@@ -1842,6 +1860,11 @@ async fn signed_fetch_refuses_forged(fx: StorageFixture) -> CaseResult {
         .await,
         ErrorKind::PermissionDenied,
         "PUT with a GET URL",
+    )?;
+    expect_kind(
+        fx.storage.verify_signed(SignedUrlMethod::Put, &url).await,
+        ErrorKind::PermissionDenied,
+        "verify_signed of a GET URL for a PUT",
     )?;
     ensure_eq!(
         get(&fx, "signed/forge-a.txt").await?,

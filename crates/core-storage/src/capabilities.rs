@@ -20,8 +20,9 @@ pub struct StorageCapabilities {
     pub signed_urls: bool,
     /// `signed_url` for PUT.
     pub signed_upload_urls: bool,
-    /// `fetch_signed`: the provider serves its own signed URLs through the
-    /// interface (memory, filesystem), so an HTTP layer in front of it
+    /// `fetch_signed` and `verify_signed`: the provider serves and checks its
+    /// own signed URLs through the interface (memory, filesystem), so an
+    /// HTTP layer in front of it
     /// (`truststream serve`) can answer them. `false` where a remote server
     /// answers the URLs (S3, Supabase): fetch those over HTTP.
     pub fetch_signed: bool,

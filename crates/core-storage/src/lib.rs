@@ -156,6 +156,33 @@ pub trait Storage: Send + Sync + 'static {
         .with_operation("storage.fetch_signed"))
     }
 
+    /// Checks a URL made by this provider's [`Storage::signed_url`] for a
+    /// request with `method`, exactly as [`Storage::fetch_signed`] checks it,
+    /// and answers the bucket and key it grants, reading and writing
+    /// nothing. An HTTP layer that serves the object itself (streamed, with
+    /// its content type, `HEAD` without the body, ranges) checks with this
+    /// and then uses the ordinary calls. Required with
+    /// [`StorageCapabilities::fetch_signed`].
+    ///
+    /// A URL that was tampered with, has expired, was signed for the other
+    /// method or under another base URL is [`ErrorKind::PermissionDenied`].
+    /// Providers that sign URLs themselves implement it with
+    /// [`signing::UrlSigner::verify_issued`]; the default is
+    /// [`ErrorKind::Unsupported`], as for [`Storage::fetch_signed`].
+    async fn verify_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> StorageResult<signing::VerifiedUrl> {
+        let _ = (method, url);
+        Err(Error::unsupported(format!(
+            "the {} storage provider does not check its signed URLs itself: a remote server \
+             answers them, so send the request to the URL over HTTP",
+            self.info().name
+        ))
+        .with_operation("storage.verify_signed"))
+    }
+
     /// The buckets.
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>>;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use truststream_core::{Health, ProviderInfo, Result};
+use truststream_core_storage::signing::VerifiedUrl;
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
     SignedUrlMethod, Storage, StorageCapabilities, UploadOptions, WriteCondition,
@@ -119,6 +120,14 @@ pub trait StorageLayer: Send + Sync + 'static {
         body: Option<Bytes>,
     ) -> Result<Option<Bytes>> {
         next.fetch_signed(method, url, body).await
+    }
+    async fn verify_signed(
+        &self,
+        next: &dyn Storage,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> Result<VerifiedUrl> {
+        next.verify_signed(method, url).await
     }
     async fn list_buckets(&self, next: &dyn Storage) -> Result<Vec<BucketInfo>> {
         next.list_buckets().await
@@ -246,6 +255,9 @@ impl<L: StorageLayer + ?Sized> Storage for LayeredStorage<L> {
         self.layer
             .fetch_signed(&*self.inner, method, url, body)
             .await
+    }
+    async fn verify_signed(&self, method: SignedUrlMethod, url: &str) -> Result<VerifiedUrl> {
+        self.layer.verify_signed(&*self.inner, method, url).await
     }
     async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
         self.layer.list_buckets(&*self.inner).await
@@ -424,6 +436,19 @@ impl<A: Around + ?Sized> StorageLayer for Generic<A> {
         // `Bytes` clones share the buffer: replaying costs no copy.
         through(&*self.0, op, body, copy_clone, |body| {
             next.fetch_signed(method, url, body)
+        })
+        .await
+    }
+    /// A read of nothing (the check only): no target, idempotent.
+    async fn verify_signed(
+        &self,
+        next: &dyn Storage,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> Result<VerifiedUrl> {
+        let op = op(next, "verify_signed", Access::Read, None, true);
+        through(&*self.0, op, (), copy_unit, |()| {
+            next.verify_signed(method, url)
         })
         .await
     }

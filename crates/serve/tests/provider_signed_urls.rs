@@ -1,15 +1,22 @@
 //! `/storage/v1/signed/...`: signed URLs that storage-fs makes itself, with
-//! its `base_url` pointing at the server, answered over real HTTP through
-//! `Storage::fetch_signed` with no API key: GET and PUT round trips, and
-//! tampered, expired, other-method, path-climbing and oversized requests
-//! refused with fixed messages.
+//! its `base_url` pointing at the server, answered over real HTTP with no
+//! API key (checked by `Storage::verify_signed`, then served like
+//! `/object/...`): GET (typed, ranged), HEAD (no read of the object) and
+//! PUT round trips, a PUT body that fails mid-way, and tampered, expired,
+//! other-method, path-climbing and oversized requests refused with fixed
+//! messages.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+mod common {
+    pub mod calls;
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::calls::Calls;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use truststream_core_auth::Auth;
@@ -26,6 +33,12 @@ struct Env {
     addr: SocketAddr,
     http: reqwest::Client,
     storage: Arc<dyn Storage>,
+    /// The storage calls the server made.
+    calls: Arc<Calls>,
+    /// The server's routes (requests without a socket).
+    router: axum::Router,
+    /// The server's service-role key.
+    service: String,
     dir: tempfile::TempDir,
     _running: Running,
 }
@@ -64,6 +77,8 @@ async fn start(max_upload: u64) -> Env {
     cfg.buckets = vec!["docs".into()];
     cfg.base_url = Some(format!("{PUBLIC}/storage/v1/signed"));
     let storage: Arc<dyn Storage> = Arc::new(FsStorage::with_config(cfg).await.unwrap());
+    let calls = Arc::new(Calls::default());
+    let served = truststream_layer::around_storage(storage.clone(), calls.clone());
     let config = ServeConfig {
         bind: "127.0.0.1:0".into(),
         public_url: Some(PUBLIC.into()),
@@ -74,17 +89,21 @@ async fn start(max_upload: u64) -> Env {
     let providers = Providers {
         db,
         auth,
-        storage: storage.clone(),
+        storage: served,
         metrics: None,
     };
     let server = Server::bind(providers, ApiKeys::generate(), config)
         .await
         .unwrap();
+    let router = server.router();
     let running = server.spawn();
     Env {
         addr: running.addr,
         http: reqwest::Client::new(),
         storage,
+        calls,
+        router,
+        service: running.keys.service_role().to_string(),
         dir,
         _running: running,
     }
@@ -130,12 +149,13 @@ async fn fs_signed_urls_are_served_without_other_credentials() {
             "docs",
             "reports/q1 ü.txt",
             Bytes::from_static(b"quarter one"),
-            &UploadOptions::new(),
+            &UploadOptions::new().content_type("text/plain; charset=utf-8"),
         )
         .await
         .unwrap();
 
-    // GET, twice (a URL is good until it expires); HEAD answers the same.
+    // GET, twice (a URL is good until it expires): the object's content
+    // type, kept out of shared caches; the check, the metadata, one read.
     let url = env
         .sign(SignedUrlMethod::Get, "reports/q1 ü.txt", 300)
         .await;
@@ -143,21 +163,44 @@ async fn fs_signed_urls_are_served_without_other_credentials() {
         url.starts_with(&format!("{PUBLIC}/storage/v1/signed/docs/")),
         "{url}"
     );
+    env.calls.take();
     for _ in 0..2 {
         let resp = env.http.get(env.local(&url)).send().await.unwrap();
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+        assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(resp.headers()["cache-control"], "private, no-store");
         assert_eq!(resp.bytes().await.unwrap(), "quarter one");
+        assert_eq!(
+            env.calls.take(),
+            ["verify_signed", "get_metadata", "download"]
+        );
     }
+    // HEAD: the same headers, and the object is not read.
     let resp = env.http.head(env.local(&url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(resp.headers()["content-length"], "11");
+    assert!(resp.bytes().await.unwrap().is_empty());
+    assert_eq!(env.calls.take(), ["verify_signed", "get_metadata"]);
+    // A range.
+    let resp = env
+        .http
+        .get(env.local(&url))
+        .header("range", "bytes=8-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap(), "one");
 
-    // PUT stores the body; the object reads back through the provider.
+    // PUT stores the body with its content type; the object reads back
+    // through the provider.
     let put = env.sign(SignedUrlMethod::Put, "uploads/new.bin", 300).await;
     let body = vec![7u8; 100_000];
     let resp = env
         .http
         .put(env.local(&put))
+        .header("content-type", "image/png")
         .body(body.clone())
         .send()
         .await
@@ -169,6 +212,28 @@ async fn fs_signed_urls_are_served_without_other_credentials() {
             .await
             .unwrap(),
         body
+    );
+    let meta = env
+        .storage
+        .get_metadata("docs", "uploads/new.bin")
+        .await
+        .unwrap();
+    assert_eq!(meta.content_type.as_deref(), Some("image/png"));
+    // Again: a PUT URL replaces.
+    let resp = env
+        .http
+        .put(env.local(&put))
+        .body("second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        env.storage
+            .download("docs", "uploads/new.bin")
+            .await
+            .unwrap(),
+        "second"
     );
 
     // A valid URL of a missing object.
@@ -279,4 +344,87 @@ async fn forged_expired_and_climbing_urls_get_403() {
         env.storage.download("docs", "a.txt").await.unwrap(),
         "a.txt"
     );
+}
+
+/// A PUT body that fails part-way (the client went away, the connection
+/// broke) stores nothing and is a 400, not a 413: only a body over the
+/// limit is too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_body_that_fails_midway_is_400_and_stores_nothing() {
+    use tower_service::Service as _;
+    let env = start(1024 * 1024).await;
+    let put = env.sign(SignedUrlMethod::Put, "cut.bin", 300).await;
+    let target = put.strip_prefix(PUBLIC).unwrap().to_string();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from(vec![1u8; 1000])),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )),
+    ];
+    let request = axum::http::Request::put(target.as_str())
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let resp = env.router.clone().call(request).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 400, "{json}");
+    assert!(!json.to_string().contains("reset by peer"), "{json}");
+    assert!(env.storage.get_metadata("docs", "cut.bin").await.is_err());
+}
+
+/// A provider-signed PUT keeps the bucket's limits: a type the bucket does
+/// not allow is 415, a body over its `file_size_limit` 413; nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_put_keeps_the_buckets_limits() {
+    let env = start(1024 * 1024).await;
+    let resp = env
+        .http
+        .post(format!("http://{}/storage/v1/bucket", env.addr))
+        .header("apikey", &env.service)
+        .bearer_auth(&env.service)
+        .json(&serde_json::json!({
+            "id": "images",
+            "allowed_mime_types": ["image/*"],
+            "file_size_limit": 1000,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let sign = |key: &'static str| {
+        let storage = env.storage.clone();
+        async move {
+            storage
+                .signed_url("images", key, SignedUrlMethod::Put, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .url
+        }
+    };
+    for (key, ct, len, status) in [
+        ("a.txt", "text/plain", 10, 415),
+        ("b.png", "image/png", 2000, 413),
+        ("c.png", "image/png", 10, 200),
+    ] {
+        let url = sign(key).await;
+        let resp = env
+            .http
+            .put(env.local(&url))
+            .header("content-type", ct)
+            .body(vec![0u8; len])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{key}");
+        assert_eq!(
+            env.storage.get_metadata("images", key).await.is_ok(),
+            status == 200,
+            "{key}"
+        );
+    }
 }

@@ -5,12 +5,17 @@
 //! that disconnects mid-upload, and a multi-MiB streamed round trip.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
+mod common {
+    pub mod calls;
+}
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::calls::Calls;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -2092,6 +2097,24 @@ impl Storage for Failing {
     ) -> truststream_core_storage::StorageResult<truststream_core_storage::SignedUrl> {
         self.err()
     }
+    // It claims every capability, fetch_signed included: those calls fail
+    // as the others do (the defaults would answer Unsupported).
+    async fn fetch_signed(
+        &self,
+        _: truststream_core_storage::SignedUrlMethod,
+        _: &str,
+        _: Option<bytes::Bytes>,
+    ) -> truststream_core_storage::StorageResult<Option<bytes::Bytes>> {
+        self.err()
+    }
+    async fn verify_signed(
+        &self,
+        _: truststream_core_storage::SignedUrlMethod,
+        _: &str,
+    ) -> truststream_core_storage::StorageResult<truststream_core_storage::signing::VerifiedUrl>
+    {
+        self.err()
+    }
     async fn list_buckets(
         &self,
     ) -> truststream_core_storage::StorageResult<Vec<truststream_core_storage::BucketInfo>> {
@@ -2156,6 +2179,14 @@ async fn provider_failures_get_fixed_messages() {
                 .json(&json!({"prefixes": ["a.txt"]})),
             http.post(format!("{base}/object/sign/docs/a.txt"))
                 .json(&json!({"expiresIn": 60})),
+            // The provider's own signed URLs: its check fails as well.
+            http.get(format!(
+                "{base}/signed/docs/a.txt?method=GET&expires=1&signature=00"
+            )),
+            http.put(format!(
+                "{base}/signed/docs/a.txt?method=PUT&expires=1&signature=00"
+            ))
+            .body("x"),
         ];
         for r in requests {
             let r = r.header("apikey", &key).send().await.unwrap();
@@ -2172,28 +2203,6 @@ async fn provider_failures_get_fixed_messages() {
 }
 
 // ---------------------------------------------------------- provider calls
-
-/// Records the storage methods called through it, in order.
-#[derive(Default)]
-struct Calls(std::sync::Mutex<Vec<&'static str>>);
-
-impl truststream_layer::Around for Calls {
-    fn around<'a>(
-        &'a self,
-        op: truststream_layer::Op<'a>,
-        next: truststream_layer::Next<'a>,
-    ) -> truststream_core::BoxFuture<'a, truststream_core::Result<()>> {
-        self.0.lock().unwrap().push(op.method);
-        next.run()
-    }
-}
-
-impl Calls {
-    /// The calls since the last `take`.
-    fn take(&self) -> Vec<&'static str> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 /// What each request costs in provider calls once the bucket's settings
 /// are cached: a download is the metadata and one read, a create is one

@@ -585,6 +585,15 @@ impl Storage for FsStorage {
         self.signer.fetch(self, method, url, body).await
     }
 
+    /// [`FsStorage::verify_signed_url`]: the check `fetch_signed` makes.
+    async fn verify_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> StorageResult<VerifiedUrl> {
+        self.verify_signed_url(method, url)
+    }
+
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {
         self.run("storage.list_buckets", |s| s.list_buckets()).await
     }

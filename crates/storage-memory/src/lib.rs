@@ -465,6 +465,17 @@ impl Storage for MemoryStorage {
         self.signer.fetch(self, method, url, body).await
     }
 
+    /// The check `fetch_signed` makes, with this instance's signer.
+    async fn verify_signed(
+        &self,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> StorageResult<truststream_core_storage::signing::VerifiedUrl> {
+        self.signer
+            .verify_issued(method, url)
+            .map_err(|e| e.with_operation("storage.verify_signed"))
+    }
+
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {
         Ok(self
             .read()

@@ -278,8 +278,8 @@ pub(super) async fn public_objects(fx: StorageFixture) -> CaseResult {
     Ok(())
 }
 
-/// `fetch_signed` serves the provider's own URL, or is `Unsupported` and
-/// writes nothing.
+/// `fetch_signed` serves the provider's own URL, or is `Unsupported` (and
+/// so is `verify_signed`) and writes nothing.
 pub(super) async fn fetch_signed(fx: StorageFixture) -> CaseResult {
     put(&fx, "fetched.txt", "fetched").await?;
     let get_url = if caps(&fx).signed_urls {
@@ -307,6 +307,13 @@ pub(super) async fn fetch_signed(fx: StorageFixture) -> CaseResult {
         got,
         ErrorKind::Unsupported,
         "fetch_signed (GET) without fetch_signed",
+    )?;
+    expect_kind(
+        fx.storage
+            .verify_signed(SignedUrlMethod::Get, &get_url)
+            .await,
+        ErrorKind::Unsupported,
+        "verify_signed without fetch_signed",
     )?;
     let put_url = if caps(&fx).signed_upload_urls {
         fx.storage

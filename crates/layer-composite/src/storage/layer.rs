@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use truststream_core::{Error, ErrorKind, Health, HealthStatus, Result};
 use truststream_core_db::Database;
+use truststream_core_storage::signing::VerifiedUrl;
 use truststream_core_storage::{
     keys, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
     SignedUrlMethod, Storage, UploadOptions,
@@ -496,6 +497,20 @@ impl StorageLayer for StorageCompositeLayer {
                     .await
             }
             SignedUrlMethod::Put => next.fetch_signed(method, url, body).await,
+        }
+    }
+
+    /// As [`StorageLayer::fetch_signed`]: a GET's check goes where a GET's
+    /// read would, a PUT's to the primary.
+    async fn verify_signed(
+        &self,
+        next: &dyn Storage,
+        method: SignedUrlMethod,
+        url: &str,
+    ) -> Result<VerifiedUrl> {
+        match method {
+            SignedUrlMethod::Get => self.read(next, |s| s.verify_signed(method, url)).await,
+            SignedUrlMethod::Put => next.verify_signed(method, url).await,
         }
     }
 

@@ -9,7 +9,8 @@
 //! - [`access`]: the caller and the configuration's bucket policies.
 //! - [`provider_url`]: `/signed/...`, the signed URLs the provider makes
 //!   itself (storage-fs, storage-memory with `base_url` pointing here),
-//!   answered through `Storage::fetch_signed`.
+//!   checked through `Storage::verify_signed`, then served like the
+//!   `/object/...` routes.
 //!
 //! Paths under `/object/` are dispatched here rather than by the router, so
 //! that each segment is percent-decoded once and checked by core-storage's

@@ -157,7 +157,7 @@ pub(crate) enum WriteMode {
 pub(crate) enum Grant<'a> {
     /// A caller, checked against the bucket policy.
     Caller(&'a Caller),
-    /// A signed upload token (checked already).
+    /// A signed upload token or a provider-signed PUT URL (checked already).
     Token,
 }
 

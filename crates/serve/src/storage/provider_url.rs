@@ -1,6 +1,9 @@
 //! `GET|HEAD|PUT /storage/v1/signed/...`: the signed URLs the storage
 //! provider makes itself (storage-fs, storage-memory), answered through
-//! [`truststream_core_storage::Storage::fetch_signed`] with no API key.
+//! [`truststream_core_storage::Storage::verify_signed`] with no API key:
+//! the provider checks the URL, then the object is read or written as the
+//! `/object/...` routes do it (streamed, with its content type, `HEAD`
+//! without the body, ranges, the bucket's limits).
 //!
 //! The provider signs URLs under its `base_url`; set it to
 //! `<serve.public_url>/storage/v1/signed` (by default
@@ -13,13 +16,14 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use truststream_core::ErrorKind;
 use truststream_core_storage::SignedUrlMethod;
 
 use super::error::{ApiError, ApiResult};
+use super::objects::{self, Grant, WriteMode};
 use crate::ServeState;
 
 /// The path under `/storage/v1` these URLs live at.
@@ -30,15 +34,22 @@ pub(crate) async fn handle(
     State(state): State<Arc<ServeState>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match fetch(&state, &method, &uri, body).await {
+    match fetch(&state, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn fetch(state: &ServeState, method: &Method, uri: &Uri, body: Body) -> ApiResult<Response> {
+async fn fetch(
+    state: &ServeState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let signed_method = match *method {
         Method::GET | Method::HEAD => SignedUrlMethod::Get,
         Method::PUT => SignedUrlMethod::Put,
@@ -51,27 +62,42 @@ async fn fetch(state: &ServeState, method: &Method, uri: &Uri, body: Body) -> Ap
         }
     };
     let url = public_url_of(&state.public_url, uri);
-    let body = match signed_method {
-        // A GET's body, if any, is not the provider's business.
-        SignedUrlMethod::Get => None,
-        SignedUrlMethod::Put => Some(read_upload(state, body).await?),
-    };
-    let answer = state
+    // The provider checks the URL and names what it grants; nothing is
+    // read or written before. Then the object is served or stored as the
+    // `/object/...` routes do: streamed both ways, with its content type,
+    // a HEAD without the body, ranges, the bucket's size and MIME limits.
+    let granted = state
         .storage
-        .fetch_signed(signed_method, &url, body)
+        .verify_signed(signed_method, &url)
         .await
         .map_err(refused)?;
-    Ok(match answer {
-        Some(bytes) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CACHE_CONTROL, "private, no-store"),
-            ],
-            bytes,
-        )
-            .into_response(),
-        None => StatusCode::OK.into_response(),
-    })
+    let (bucket, key) = (granted.bucket.as_str(), granted.key.as_str());
+    match signed_method {
+        SignedUrlMethod::Get => {
+            let head = *method == Method::HEAD;
+            let mut resp = objects::serve(state, bucket, key, headers, None, head).await?;
+            // Whoever holds the URL may read: no shared cache keeps it.
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
+            Ok(resp)
+        }
+        SignedUrlMethod::Put => {
+            // As the provider's own fetch: create or replace.
+            objects::upload(
+                state,
+                Grant::Token,
+                bucket,
+                key,
+                WriteMode::Upsert,
+                headers,
+                body,
+            )
+            .await?;
+            Ok(StatusCode::OK.into_response())
+        }
+    }
 }
 
 /// The URL a request on `uri` was made to, as the provider signed it:
@@ -93,19 +119,6 @@ fn public_url_of(public: &str, uri: &Uri) -> String {
 
 /// Where the storage routes are mounted.
 const MOUNT: &str = "/storage/v1";
-
-/// The body of a signed PUT, at most `serve.max_upload_bytes` (and the
-/// provider's `max_object_size`) long, else 413.
-async fn read_upload(state: &ServeState, body: Body) -> ApiResult<bytes::Bytes> {
-    let mut limit = state.config.max_upload_bytes;
-    if let Some(l) = state.storage.capabilities().max_object_size {
-        limit = limit.min(l);
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large())
-}
 
 /// A refusal of the provider, without its reason (which says which part of
 /// the URL failed the check: no help to a forger, but none to anyone else
