@@ -875,7 +875,7 @@ impl Auth for JwtAuth {
 
     async fn update_user(&self, principal: &Principal, update: UserUpdate) -> AuthResult<User> {
         let op = "auth.update_user";
-        self.own_session_id(principal, op)?;
+        let session_id = self.own_session_id(principal, op)?;
         let email = match &update.email {
             Some(e) => Some(normalize_email(e).map_err(|e| e.with_operation(op))?),
             None => None,
@@ -883,6 +883,17 @@ impl Auth for JwtAuth {
         if let Some(p) = &update.password {
             self.check_password_shape(p)
                 .map_err(|e| e.with_operation(op))?;
+            // A password change ends the user's other sessions, so only a
+            // live session may make one: the token of an ended session
+            // (valid until it expires where revocation is unchecked) must
+            // not set a password and sign out the sessions opened since.
+            let current = self
+                .load_active_session(session_id)
+                .await
+                .map_err(|e| e.with_operation(op))?;
+            if current.user_id != principal.user_id {
+                return Err(Error::unauthenticated("the session has ended").with_operation(op));
+            }
         }
         let Some(mut user) = self.store.user_by_id(&principal.user_id).await? else {
             return Err(Error::not_found("no such user").with_operation(op));
@@ -919,10 +930,23 @@ impl Auth for JwtAuth {
             user.password_hash = self.passwords.hash(p).await?;
         }
         user.updated_at = Utc::now();
-        if !self.store.update_user(&user).await? {
+        let updated = if update.password.is_some() {
+            // As GoTrue does: the new password ends every other session
+            // (in the same transaction as the new hash), this one stays.
+            self.store
+                .update_user_ending_other_sessions(&user, session_id)
+                .await?
+        } else {
+            self.store.update_user(&user).await?
+        };
+        if !updated {
             return Err(Error::not_found("no such user").with_operation(op));
         }
-        tracing::info!(user_id = %user.id, "user updated");
+        tracing::info!(
+            user_id = %user.id,
+            password_changed = update.password.is_some(),
+            "user updated"
+        );
         Ok(user.to_user())
     }
 

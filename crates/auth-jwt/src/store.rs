@@ -283,17 +283,13 @@ impl Store {
     /// row but its id, roles and creation time); a taken email is
     /// `Conflict`. Returns whether the user still exists.
     pub(crate) async fn update_user(&self, user: &UserRow) -> AuthResult<bool> {
-        let mut patch = Map::new();
-        patch.insert("email".into(), json!(user.email));
-        patch.insert("password_hash".into(), json!(user.password_hash));
-        patch.insert(
-            "user_metadata".into(),
-            Value::Object(user.user_metadata.clone()),
-        );
-        patch.insert("updated_at".into(), ts(user.updated_at));
         match self
             .db
-            .update_many(&self.tables.users, &col("id").eq(user.id.as_str()), patch)
+            .update_many(
+                &self.tables.users,
+                &col("id").eq(user.id.as_str()),
+                user_patch(user),
+            )
             .await
         {
             Ok(n) => Ok(n > 0),
@@ -447,6 +443,60 @@ impl Store {
     /// deleted, which is enough, since a refresh needs a live session.
     pub(crate) async fn revoke_other_sessions(&self, user_id: &str, keep: &str) -> AuthResult<u64> {
         let op = "auth.sign_out_others";
+        let ops = self.end_other_sessions(user_id, keep, op).await?;
+        let out = self.db.transaction(ops).await;
+        self.revocations.revoked_user_sessions(user_id);
+        let out = out.map_err(|e| e.with_operation(op))?;
+        Ok(match out.first() {
+            Some(OperationOutput::Affected(n)) => *n,
+            _ => 0,
+        })
+    }
+
+    /// Writes `user` as [`Store::update_user`] does and, in the same
+    /// transaction, ends every other live session of the user as
+    /// [`Store::revoke_other_sessions`] does (a password change: whoever
+    /// holds another session's tokens is signed out with the old password).
+    /// `false` when the user no longer exists (nothing is written).
+    pub(crate) async fn update_user_ending_other_sessions(
+        &self,
+        user: &UserRow,
+        keep: &str,
+    ) -> AuthResult<bool> {
+        let op = "auth.update_user";
+        let mut ops = vec![Operation::UpdateMany {
+            table: self.tables.users.clone(),
+            filter: col("id").eq(user.id.as_str()),
+            data: user_patch(user),
+        }];
+        ops.extend(self.end_other_sessions(&user.id, keep, op).await?);
+        let out = self.db.transaction(ops).await;
+        self.revocations.revoked_user_sessions(&user.id);
+        match out {
+            Ok(out) => match out.first() {
+                Some(OperationOutput::Affected(n)) if *n > 0 => Ok(true),
+                // The user is gone: the transaction changed no user, and
+                // whatever it revoked belonged to a deleted user.
+                _ => Ok(false),
+            },
+            Err(e) if e.kind() == ErrorKind::Conflict => Err(email_taken().with_operation(op)),
+            Err(e) => Err(e.with_operation(op)),
+        }
+    }
+
+    /// The operations that revoke every live session of `user_id` but
+    /// `keep` and delete those sessions' refresh-token hashes.
+    ///
+    /// The revocation matches by user, so a session opened between the
+    /// read and the transaction is ended too; only the refresh tokens of
+    /// the sessions read first are deleted, which is enough, since a
+    /// refresh needs a live session.
+    async fn end_other_sessions(
+        &self,
+        user_id: &str,
+        keep: &str,
+        op: &'static str,
+    ) -> AuthResult<Vec<Operation>> {
         let others = and([
             col("user_id").eq(user_id),
             col("id").ne(keep),
@@ -476,14 +526,21 @@ impl Store {
                 filter: col("session_id").is_in(ids),
             });
         }
-        let out = self.db.transaction(ops).await;
-        self.revocations.revoked_user_sessions(user_id);
-        let out = out.map_err(|e| e.with_operation(op))?;
-        Ok(match out.first() {
-            Some(OperationOutput::Affected(n)) => *n,
-            _ => 0,
-        })
+        Ok(ops)
     }
+}
+
+/// The columns [`Store::update_user`] writes.
+fn user_patch(user: &UserRow) -> Map<String, Value> {
+    let mut patch = Map::new();
+    patch.insert("email".into(), json!(user.email));
+    patch.insert("password_hash".into(), json!(user.password_hash));
+    patch.insert(
+        "user_metadata".into(),
+        Value::Object(user.user_metadata.clone()),
+    );
+    patch.insert("updated_at".into(), ts(user.updated_at));
+    patch
 }
 
 /// The one error a taken email gives: the interface promises `Conflict`,

@@ -48,7 +48,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 use truststream_core::{BoxFuture, ErrorKind};
-use truststream_core_auth::{Auth, Principal, Session, SignIn, SignUp};
+use truststream_core_auth::{Auth, Principal, Session, SignIn, SignUp, UserUpdate};
 
 use crate::harness::{run_cases, Case, Factory};
 
@@ -199,6 +199,11 @@ pub fn cases() -> Vec<Case<AuthFixture>> {
             "signout.others_keeps_this_session_and_ends_the_rest",
             ["sign_up", "password_sign_in", "refresh", "sign_out_others"],
             sign_out_others
+        ),
+        case!(
+            "update.password_change_ends_other_sessions",
+            ["sign_up", "password_sign_in", "refresh", "sign_out_others"],
+            password_change_ends_other_sessions
         ),
         case!(
             "session.get_user_and_session",
@@ -838,6 +843,62 @@ async fn sign_out_others(fx: AuthFixture) -> CaseResult {
             f.0
         ))
     })?;
+    Ok(())
+}
+
+/// Sessions A1, A2 of one user and B1 of another; A1 changes the password:
+/// A2 ends (refresh, and access token where revocation is checked), A1 and
+/// B1 go on, the new password signs in and the old one does not. A change
+/// of metadata alone ends nothing.
+async fn password_change_ends_other_sessions(fx: AuthFixture) -> CaseResult {
+    let (email, a1, p1) = new_user(&fx).await?;
+    let a2 = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await?;
+    let (_, b1, _) = new_user(&fx).await?;
+    let mut meta = serde_json::Map::new();
+    meta.insert("theme".into(), serde_json::json!("dark"));
+    fx.auth
+        .update_user(
+            &p1,
+            UserUpdate {
+                user_metadata: Some(meta),
+                ..UserUpdate::default()
+            },
+        )
+        .await?;
+    validate(&fx, &a2)
+        .await
+        .map_err(|f| Failure::new(format!("a metadata change ended another session: {}", f.0)))?;
+    let new_password = format!("{PASSWORD}-changed");
+    fx.auth
+        .update_user(
+            &p1,
+            UserUpdate {
+                password: Some(new_password.as_str().into()),
+                ..UserUpdate::default()
+            },
+        )
+        .await?;
+    expect_session_ended(&fx, &a2, "another session after a password change").await?;
+    let still = validate(&fx, &a1).await.map_err(|f| {
+        Failure::new(format!(
+            "the password change ended the session that made it: {}",
+            f.0
+        ))
+    })?;
+    ensure_eq!(still.session_id, p1.session_id, "session id");
+    fx.auth
+        .refresh_session(a1.refresh_token.expose())
+        .await
+        .map_err(|e| Failure::new(format!("the changing session did not refresh: {e}")))?;
+    validate(&fx, &b1)
+        .await
+        .map_err(|f| Failure::new(format!("another user's session ended: {}", f.0)))?;
+    let old = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await;
+    ensure!(old.is_err(), "the old password still signs in");
+    fx.auth
+        .sign_in(SignIn::new(&email, new_password.as_str()))
+        .await
+        .map_err(|e| Failure::new(format!("the new password does not sign in: {e}")))?;
     Ok(())
 }
 

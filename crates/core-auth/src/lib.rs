@@ -103,7 +103,12 @@ pub trait Auth: Send + Sync + 'static {
     /// (see [`UserUpdate`]), and returns the user as it now is. A malformed
     /// email or a password outside the configured bounds is
     /// [`ErrorKind::InvalidInput`]; an email another user has is
-    /// [`ErrorKind::Conflict`]. Sessions stay open.
+    /// [`ErrorKind::Conflict`]. A new password ends every other session of
+    /// the user, as GoTrue does (their refresh tokens stop working and,
+    /// where [`AuthCapabilities::revocation_checked`], their access tokens
+    /// stop validating); the principal's own session stays open, and only a
+    /// live session may change the password ([`ErrorKind::Unauthenticated`]
+    /// otherwise). Other changes leave every session open.
     ///
     /// The default is [`ErrorKind::Unsupported`], for providers whose users
     /// are kept elsewhere.
