@@ -126,8 +126,10 @@ pub struct PgJobs {
     /// The jobs, sample and sequence names, quoted and qualified, for this
     /// provider's statements.
     names: Arc<Tables>,
-    /// Completions of every worker on this instance, written in batches.
-    completions: Batcher<Lease, ()>,
+    /// Completions of every worker on this instance, written in batches;
+    /// `None` when built read-only (no background writer: each completion
+    /// is written on its own).
+    completions: Option<Batcher<Lease, ()>>,
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
     table: String,
     wake: Arc<Wake>,
@@ -179,7 +181,9 @@ impl PgJobs {
     /// ([`truststream_core::BuildOptions::read_only`], `truststream
     /// health`): nothing is
     /// created whatever `create_table` says; tables found missing are
-    /// reported by [`Jobs::health`] as degraded, by name, instead.
+    /// reported by [`Jobs::health`] as degraded, by name, instead; no
+    /// `LISTEN` connection is opened and no completion-batching task is
+    /// started (a completion, if one is asked for, is written on its own).
     pub async fn open_with(
         config: PgJobsConfig,
         build: truststream_core::BuildOptions,
@@ -258,6 +262,20 @@ impl PgJobs {
             }
         }
         let wake = Arc::new(Wake::new());
+        if build.read_only {
+            // No `LISTEN` connection and no completion writer: a read-only
+            // build only looks (its workers, if any, wake on local enqueues
+            // and their poll interval).
+            return Ok(PgJobs {
+                pool,
+                names,
+                completions: None,
+                table: config.table,
+                wake,
+                listener: std::sync::Mutex::new(None),
+                missing_tables,
+            });
+        }
         let mut listener = PgListener::connect_with(&pool).await.map_err(map)?;
         listener.listen(&channel).await.map_err(map)?;
         let listener = tokio::spawn(Self::listen(listener, wake.clone()));
@@ -279,7 +297,7 @@ impl PgJobs {
         Ok(PgJobs {
             pool,
             names,
-            completions,
+            completions: Some(completions),
             table: config.table,
             wake,
             listener: std::sync::Mutex::new(Some(listener)),
@@ -496,7 +514,10 @@ impl PgJobs {
     /// How many completion batches this instance wrote, and how many
     /// completions they held (see [`PgJobsConfig::complete_batch`]).
     pub fn completion_batches(&self) -> BatchStats {
-        self.completions.stats()
+        self.completions
+            .as_ref()
+            .map(Batcher::stats)
+            .unwrap_or_default()
     }
 
     /// Loads one job and locks its row until the transaction ends.
@@ -921,7 +942,9 @@ impl Jobs for PgJobs {
     /// their answers), stops the `LISTEN` task and closes the pool; later
     /// calls fail with `Unavailable` ("the jobs provider was closed").
     async fn close(&self) -> JobsResult<()> {
-        self.completions.close().await;
+        if let Some(completions) = &self.completions {
+            completions.close().await;
+        }
         let listener = self
             .listener
             .lock()
@@ -1050,7 +1073,13 @@ impl Jobs for PgJobs {
     }
 
     async fn complete(&self, lease: &Lease) -> JobsResult<()> {
-        self.completions.submit(lease.clone()).await
+        match &self.completions {
+            Some(batch) => batch.submit(lease.clone()).await,
+            None => complete_many(&self.pool, &self.names, vec![lease.clone()])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(Error::internal("a completion got no answer"))),
+        }
     }
 
     async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
