@@ -21,7 +21,7 @@ use truststream_core::ErrorKind;
 use truststream_core_db::{
     and, col, not, or, AggFunc, AlterTable, ChangeKind, ChangeStream, ColumnDef, ColumnDefault,
     Database, DatabaseExt, Filter, IndexSpec, NullsOrder, Operation, OperationOutput, Params,
-    Query, Row, RowChange, SelectItem, TableSchema, Value,
+    Query, Row, RowChange, SelectItem, SortDirection, TableSchema, Value,
 };
 
 use crate::harness::{run_cases, Case, Factory};
@@ -585,6 +585,67 @@ async fn crud_auto_increment(db: Db) -> CaseResult {
     Ok(())
 }
 
+/// Every column of the `typed` table as a caller's serde type.
+#[derive(Debug, PartialEq, Deserialize)]
+struct TypedRow {
+    id: i64,
+    t: Option<String>,
+    i: Option<i64>,
+    f: Option<f64>,
+    b: Option<bool>,
+    ts: Option<chrono::DateTime<chrono::Utc>>,
+    u: Option<String>,
+    j: Option<Value>,
+    by: Option<String>,
+    n: Option<f64>,
+    created: chrono::DateTime<chrono::Utc>,
+}
+
+/// The typed reads (`get_as`, `read_as`, `read_one_as`: a provider may
+/// deserialize them from its result set without a JSON object per row)
+/// give what `serde_json::from_value` of the JSON rows gives: same values
+/// (NULLs, unicode, big integers, JSON, bytes, timestamps), same column
+/// order.
+async fn typed_reads_match_json_rows(db: &Db, id: &Value) -> CaseResult {
+    let all = Query::new().order_by("id", SortDirection::Asc);
+    let rows = db.read("typed", &all).await?;
+    ensure!(rows.len() >= 2, "the typed rows: {rows:?}");
+    let from_json = |r: &Row| serde_json::from_value::<TypedRow>(Value::Object(r.clone()));
+    let expected: Vec<TypedRow> = rows
+        .iter()
+        .map(from_json)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("from_value: {e}"))?;
+    ensure_eq!(db.read_as::<TypedRow>("typed", &all).await?, expected);
+    let as_values: Vec<Value> = db.read_as("typed", &all).await?;
+    ensure_eq!(as_values.len(), rows.len());
+    for (v, r) in as_values.iter().zip(&rows) {
+        ensure_eq!(v, &Value::Object(r.clone()));
+        let keys = v.as_object().map(|o| o.keys().collect::<Vec<_>>());
+        ensure_eq!(keys, Some(r.keys().collect()), "column order");
+    }
+    let json_row = db.get("typed", id).await?.ok_or("no row".to_string())?;
+    let one: Option<TypedRow> = db.get_as("typed", id).await?;
+    ensure_eq!(one.as_ref(), expected.first());
+    let value: Option<Value> = db.get_as("typed", id).await?;
+    ensure_eq!(value, Some(Value::Object(json_row)));
+    let first: Option<TypedRow> = db.read_one_as("typed", &all).await?;
+    ensure_eq!(first.as_ref(), expected.first());
+    let missing: Option<TypedRow> = db.get_as("typed", &json!(-1)).await?;
+    ensure_eq!(missing, None);
+    // A row that does not fit the type is InvalidInput naming it.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct NotNull {
+        t: String,
+    }
+    expect_kind(
+        db.read_as::<NotNull>("typed", &all).await,
+        ErrorKind::InvalidInput,
+        "read_as of a null into a String",
+    )
+}
+
 /// The documented mapping between JSON values and column types: what goes
 /// in comes back in one normalized form, from `create`, `get` and filters,
 /// on every provider.
@@ -678,6 +739,7 @@ async fn types_every_column_type(db: Db) -> CaseResult {
     for k in ["t", "i", "f", "b", "ts", "u", "j", "by", "n"] {
         ensure_eq!(nulls.get(k), Some(&Value::Null), "column {k}");
     }
+    typed_reads_match_json_rows(&db, &id).await?;
     // Wrong types are InvalidInput naming the column.
     for (k, v) in [
         ("i", json!("five")),

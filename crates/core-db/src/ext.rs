@@ -20,15 +20,7 @@ pub fn to_row<T: Serialize + ?Sized>(value: &T) -> DbResult<Row> {
     }
 }
 
-fn from_row<T: DeserializeOwned>(row: Row) -> DbResult<T> {
-    serde_json::from_value(Value::Object(row)).map_err(|e| {
-        Error::invalid_input(format!(
-            "row does not match the requested type {}",
-            std::any::type_name::<T>()
-        ))
-        .with_source(e)
-    })
-}
+use crate::result_set::from_row;
 
 fn json_type(v: &Value) -> &'static str {
     match v {
@@ -85,13 +77,10 @@ pub trait DatabaseExt: Database {
         from_row(self.create(table, to_row(data)?).await?)
     }
 
-    /// [`Database::read`] into typed rows.
+    /// [`Database::read`] into typed rows (deserialized from
+    /// [`Database::read_set`], as `serde_json::from_value` of each row).
     async fn read_as<T: DeserializeOwned>(&self, table: &str, query: &Query) -> DbResult<Vec<T>> {
-        self.read(table, query)
-            .await?
-            .into_iter()
-            .map(from_row)
-            .collect()
+        self.read_set(table, query).await?.deserialize()
     }
 
     /// The first row of a query, typed.
@@ -101,17 +90,12 @@ pub trait DatabaseExt: Database {
         query: &Query,
     ) -> DbResult<Option<T>> {
         let q = query.clone().limit(1);
-        self.read(table, &q)
-            .await?
-            .into_iter()
-            .next()
-            .map(from_row)
-            .transpose()
+        self.read_set(table, &q).await?.deserialize_first()
     }
 
-    /// [`Database::get`], typed.
+    /// [`Database::get`], typed (deserialized from [`Database::get_set`]).
     async fn get_as<T: DeserializeOwned>(&self, table: &str, id: &Value) -> DbResult<Option<T>> {
-        self.get(table, id).await?.map(from_row).transpose()
+        self.get_set(table, id).await?.deserialize_first()
     }
 
     /// [`Database::update`] with a serde patch and a typed row out.

@@ -8,6 +8,7 @@ pub mod ident;
 mod missing;
 mod operation;
 mod query;
+mod result_set;
 mod schema;
 mod scope;
 pub mod sql;
@@ -25,6 +26,7 @@ pub use query::{
     Join, JoinKind, NullsOrder, OrderBy, Query, SelectItem, SortDirection, TextSearchKind,
     MAX_JSON_OPERAND_DEPTH, MAX_JSON_OPERAND_NODES,
 };
+pub use result_set::ResultSet;
 pub use schema::{
     AlterTable, ColumnDef, ColumnDefault, ColumnType, ForeignKey, IndexSpec, TableSchema,
 };
@@ -86,6 +88,24 @@ pub trait Database: Send + Sync + 'static {
 
     /// Fetches one row by primary key.
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>>;
+
+    /// [`Database::read`] as a [`ResultSet`]: the same rows, which a
+    /// provider may hand over without building a JSON object per row (the
+    /// SQL providers keep the column names once). The typed reads
+    /// ([`DatabaseExt::read_as`]) deserialize from it. The default is
+    /// [`Database::read`]'s rows; an implementation must return exactly
+    /// those rows (same columns in the same order, same values).
+    async fn read_set(&self, table: &str, query: &Query) -> DbResult<ResultSet> {
+        self.read(table, query).await.map(ResultSet::from_rows)
+    }
+
+    /// [`Database::get`] as a [`ResultSet`] of at most one row, as
+    /// [`Database::read_set`] is to [`Database::read`];
+    /// [`DatabaseExt::get_as`] deserializes from it.
+    async fn get_set(&self, table: &str, id: &Value) -> DbResult<ResultSet> {
+        let row = self.get(table, id).await?;
+        Ok(ResultSet::from_rows(Vec::from_iter(row)))
+    }
 
     /// Sets the columns in `patch` on the row with primary key `id` and returns
     /// the updated row. A missing row is [`ErrorKind::NotFound`].

@@ -42,10 +42,10 @@ use truststream_core_db::sql::compile::{SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
 use truststream_core_db::{
     ident, ChangeFeedScope, ChangeStream, ColumnDef, ColumnDefault, ColumnType, DbCapabilities,
-    DbResult, Error, ErrorKind, ProviderInfo, Row, RowChange, TableSchema, Value,
+    DbResult, Error, ErrorKind, ProviderInfo, ResultSet, Row, RowChange, TableSchema, Value,
 };
 
-use crate::value::{self, arguments, decode_row, decode_rows};
+use crate::value::{self, arguments, decode_result_set, decode_row, decode_rows};
 use crate::{error, feed, PgDatabase, Pooler, SCHEMA_TABLE, TYPE_NAME};
 
 /// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
@@ -328,6 +328,25 @@ impl SqlProvider for PgDatabase {
             return Ok(None);
         };
         decode_row(&row, hints).map(Some)
+    }
+
+    /// The column names once per result, every row's values in order.
+    async fn fetch_set(
+        conn: &mut PgConn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+        at_most_one: bool,
+    ) -> DbResult<ResultSet> {
+        let args = arguments(stmt.binds)?;
+        let persistent = conn.persistent();
+        let query = sqlx::query_with(&stmt.sql, args).persistent(persistent);
+        let rows = if at_most_one {
+            let row = query.fetch_optional(conn.raw()).await;
+            row.map(Vec::from_iter)
+        } else {
+            query.fetch_all(conn.raw()).await
+        };
+        decode_result_set(&rows.map_err(error::map)?, hints)
     }
 
     async fn execute(conn: &mut PgConn, stmt: Statement) -> DbResult<()> {

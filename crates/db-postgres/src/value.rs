@@ -10,9 +10,9 @@ use sqlx::types::{BigDecimal, Json};
 use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
-use truststream_core_db::sql::rows::{decode_all, ResultColumns};
+use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
 use truststream_core_db::value::{format_timestamp, normalize, parse_decimal, parse_timestamp};
-use truststream_core_db::{ColumnType, DbResult, Error, Row, Value};
+use truststream_core_db::{ColumnType, DbResult, Error, ResultSet, Row, Value};
 
 use crate::error;
 
@@ -204,6 +204,17 @@ fn float(f: f64) -> Value {
 /// `SUM` is `NUMERIC` in PostgreSQL but an integer to the caller).
 pub(crate) fn decode_rows(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
     decode_all(rows, |first| columns_of(first, hints), decode_column)
+}
+
+/// Decodes every row of a result set as a [`ResultSet`] (the column names
+/// once), with `hints` as in [`decode_rows`].
+pub(crate) fn decode_result_set(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<ResultSet> {
+    decode_set(
+        rows,
+        |first| first.columns().iter().map(|c| c.name()).collect(),
+        hints,
+        decode_column,
+    )
 }
 
 /// Decodes one row (a result of at most one row).

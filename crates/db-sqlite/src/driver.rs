@@ -16,11 +16,11 @@ use sqlx::sqlite::{
 use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
-use truststream_core_db::sql::rows::{decode_all, ResultColumns};
+use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
     ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ErrorKind, ProviderInfo,
-    Row, RowChange, Value,
+    ResultSet, Row, RowChange, Value,
 };
 
 use crate::value::{decode, encode, Sv};
@@ -47,6 +47,11 @@ fn arguments(binds: Vec<Bind>) -> DbResult<SqliteArguments<'static>> {
 /// The columns of a result set whose first row is `row`, typed by `hints`.
 fn columns_of(row: &SqliteRow, hints: ColumnHints<'_>) -> ResultColumns {
     ResultColumns::new(row.columns().iter().map(|c| c.name()), hints)
+}
+
+/// The column names of a result set whose first row is `row`.
+fn names_of(row: &SqliteRow) -> Vec<&str> {
+    row.columns().iter().map(|c| c.name()).collect()
 }
 
 /// Decodes every row of a result set (one [`ResultColumns`] for all).
@@ -364,6 +369,23 @@ impl SqlProvider for SqliteDatabase {
         row.as_ref()
             .map(|r| columns_of(r, hints).into_row(|i, ty| decode_column(r, i, ty)))
             .transpose()
+    }
+
+    /// The column names once per result, every row's values in order.
+    async fn fetch_set(
+        conn: &mut Self::Conn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+        at_most_one: bool,
+    ) -> DbResult<ResultSet> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        let rows = if at_most_one {
+            let row = query.fetch_optional(conn.raw()).await.map_err(error::map)?;
+            Vec::from_iter(row)
+        } else {
+            query.fetch_all(conn.raw()).await.map_err(error::map)?
+        };
+        decode_set(&rows, names_of, hints, decode_column)
     }
 
     async fn execute(conn: &mut Self::Conn, stmt: Statement) -> DbResult<()> {

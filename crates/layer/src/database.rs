@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use truststream_core::{BoxFuture, Health, ProviderInfo, Result};
 use truststream_core_db::{
     AlterTable, ChangeStream, Database, DbCapabilities, Filter, IndexSpec, Operation,
-    OperationOutput, Params, Query, RequestScope, Row, TableSchema, Value,
+    OperationOutput, Params, Query, RequestScope, ResultSet, Row, TableSchema, Value,
 };
 
 use crate::around::{
@@ -244,6 +244,16 @@ impl<L: DatabaseLayer + ?Sized> Database for LayeredDatabase<L> {
     }
     async fn describe_table(&self, table: &str) -> Result<Option<TableSchema>> {
         self.layer.describe_table(&*self.inner, table).await
+    }
+    /// Through the layer's `read`, so the layer sees every read (the rows
+    /// as the layer returns them).
+    async fn read_set(&self, table: &str, query: &Query) -> Result<ResultSet> {
+        self.read(table, query).await.map(ResultSet::from_rows)
+    }
+    /// Through the layer's `get`, as [`Database::read_set`] above.
+    async fn get_set(&self, table: &str, id: &Value) -> Result<ResultSet> {
+        let row = self.get(table, id).await?;
+        Ok(ResultSet::from_rows(Vec::from_iter(row)))
     }
     async fn subscribe_changes(&self, table: Option<&str>) -> Result<ChangeStream> {
         self.layer.subscribe_changes(&*self.inner, table).await

@@ -24,7 +24,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::compile::{self, Bind, SqlDialect, Statement};
-use super::keyed::StatementCache;
+use super::keyed::{KeyedSelect, StatementCache};
 use super::rewrite_named;
 use super::write::{
     is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
@@ -33,7 +33,7 @@ use super::write::{
 use crate::{
     ident, AlterTable, ChangeFeedScope, ChangeStream, ColumnType, Database, DbCapabilities,
     DbResult, Error, ErrorKind, Filter, Health, IndexSpec, Operation, OperationOutput, Params,
-    ProviderInfo, Query, Row, RowChange, TableSchema, Value,
+    ProviderInfo, Query, ResultSet, Row, RowChange, TableSchema, Value,
 };
 
 /// The table where a SQL provider keeps each table's [`TableSchema`] (as
@@ -219,6 +219,31 @@ pub trait SqlProvider: Send + Sync + 'static {
         statement: Statement,
         hints: ColumnHints<'_>,
     ) -> impl Future<Output = DbResult<Option<Row>>> + Send;
+
+    /// [`SqlProvider::fetch_all`] (or, when `at_most_one`,
+    /// [`SqlProvider::fetch_optional`]) as a [`ResultSet`] holding exactly
+    /// those rows. The default builds the rows and hands them over; a
+    /// provider overrides it to keep the column names once per result
+    /// ([`super::rows::decode_set`]), which the typed reads
+    /// ([`crate::DatabaseExt::get_as`], [`crate::DatabaseExt::read_as`])
+    /// deserialize from without a JSON object per row.
+    fn fetch_set(
+        conn: &mut Self::Conn,
+        statement: Statement,
+        hints: ColumnHints<'_>,
+        at_most_one: bool,
+    ) -> impl Future<Output = DbResult<ResultSet>> + Send {
+        async move {
+            if at_most_one {
+                let row = Self::fetch_optional(conn, statement, hints).await?;
+                Ok(ResultSet::from_rows(Vec::from_iter(row)))
+            } else {
+                Self::fetch_all(conn, statement, hints)
+                    .await
+                    .map(ResultSet::from_rows)
+            }
+        }
+    }
 
     /// Runs `statement` for its effect (DDL, metadata writes).
     fn execute(
@@ -566,6 +591,32 @@ async fn catalog_for<P: SqlProvider>(
     Ok(cat)
 }
 
+/// A read's pool, compiled statement and result column types.
+async fn compiled_read<P: SqlProvider>(
+    db: &P,
+    table: &str,
+    query: &Query,
+) -> DbResult<(P::Pool, Statement, Vec<ColumnType>)> {
+    let pool = db.sql_state().pool_for("db.read")?;
+    let cat = catalog_for(db, table, query).await?;
+    let s = compile::select(db.sql_state().dialect(), &cat, table, query)?;
+    let types = s.columns.iter().map(|c| c.ty).collect();
+    Ok((pool, s.statement, types))
+}
+
+/// A `get`'s pool and (cached) statement.
+async fn keyed_get<P: SqlProvider>(
+    db: &P,
+    table: &str,
+    id: &Value,
+) -> DbResult<(P::Pool, KeyedSelect)> {
+    let schema = schema_of(db, table).await?;
+    let state = db.sql_state();
+    let pool = state.pool_for("db.get")?;
+    let select = state.statements().select_by_key(&schema, id)?;
+    Ok((pool, select))
+}
+
 #[async_trait]
 impl<P: SqlProvider> Database for P {
     fn info(&self) -> ProviderInfo {
@@ -656,32 +707,48 @@ impl<P: SqlProvider> Database for P {
 
     async fn read(&self, table: &str, query: &Query) -> DbResult<Vec<Row>> {
         let run = async {
-            let pool = self.sql_state().pool_for("db.read")?;
-            let cat = catalog_for(self, table, query).await?;
-            let s = compile::select(self.sql_state().dialect(), &cat, table, query)?;
-            let types: Vec<ColumnType> = s.columns.iter().map(|c| c.ty).collect();
+            let (pool, s, types) = compiled_read(self, table, query).await?;
             let hints = ColumnHints::Position(&types);
             let mut conn = P::acquire(&pool).await?;
             // A one-row read skips the driver's row streaming.
             if query.limit == Some(1) {
-                let row = P::fetch_optional(&mut conn, s.statement, hints).await?;
+                let row = P::fetch_optional(&mut conn, s, hints).await?;
                 Ok(Vec::from_iter(row))
             } else {
-                P::fetch_all(&mut conn, s.statement, hints).await
+                P::fetch_all(&mut conn, s, hints).await
             }
+        };
+        run.await.map_err(|e: Error| e.with_operation("db.read"))
+    }
+
+    /// [`Database::read`]'s statement, its rows kept as a [`ResultSet`].
+    async fn read_set(&self, table: &str, query: &Query) -> DbResult<ResultSet> {
+        let run = async {
+            let (pool, s, types) = compiled_read(self, table, query).await?;
+            let hints = ColumnHints::Position(&types);
+            let mut conn = P::acquire(&pool).await?;
+            P::fetch_set(&mut conn, s, hints, query.limit == Some(1)).await
         };
         run.await.map_err(|e: Error| e.with_operation("db.read"))
     }
 
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
         let run = async {
-            let schema = schema_of(self, table).await?;
-            let state = self.sql_state();
-            let pool = state.pool_for("db.get")?;
-            let select = state.statements().select_by_key(&schema, id)?;
+            let (pool, select) = keyed_get(self, table, id).await?;
             let mut conn = P::acquire(&pool).await?;
             let hints = ColumnHints::Position(&select.column_types);
             P::fetch_optional(&mut conn, select.statement, hints).await
+        };
+        run.await.map_err(|e: Error| e.with_operation("db.get"))
+    }
+
+    /// [`Database::get`]'s statement, its row kept as a [`ResultSet`].
+    async fn get_set(&self, table: &str, id: &Value) -> DbResult<ResultSet> {
+        let run = async {
+            let (pool, select) = keyed_get(self, table, id).await?;
+            let mut conn = P::acquire(&pool).await?;
+            let hints = ColumnHints::Position(&select.column_types);
+            P::fetch_set(&mut conn, select.statement, hints, true).await
         };
         run.await.map_err(|e: Error| e.with_operation("db.get"))
     }

@@ -14,7 +14,8 @@
 //! and its last value).
 
 use super::engine::ColumnHints;
-use crate::{ColumnType, DbResult, Row, Value};
+use crate::result_set::repeated;
+use crate::{ColumnType, DbResult, ResultSet, Row, Value};
 
 /// The columns of one result set: their names in order, the type each
 /// decodes as, and the template its rows are copied from.
@@ -111,6 +112,40 @@ pub fn decode_all<R>(
     Ok(out)
 }
 
+/// Decodes every row of a result set into a [`ResultSet`]: the column
+/// names once (`names` of the first row), then `value(row, i, ty)` for
+/// each column of each row, in order (the first error is returned), with
+/// `ty` from `hints`. A result whose names repeat (a raw query's
+/// `SELECT a.id, b.id`) is built as rows, as [`decode_all`] builds them.
+pub fn decode_set<'r, R>(
+    rows: &'r [R],
+    names: impl FnOnce(&'r R) -> Vec<&'r str>,
+    hints: ColumnHints<'_>,
+    mut value: impl FnMut(&R, usize, Option<ColumnType>) -> DbResult<Value>,
+) -> DbResult<ResultSet> {
+    let Some(first) = rows.first() else {
+        return Ok(ResultSet::default());
+    };
+    let names = names(first);
+    if repeated(&names).is_some() {
+        let cols = ResultColumns::new(names, hints);
+        return decode_all(rows, |_| cols, value).map(ResultSet::from_rows);
+    }
+    let types: Vec<Option<ColumnType>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| hints.get(i, n))
+        .collect();
+    let mut values = Vec::with_capacity(rows.len() * names.len());
+    for r in rows {
+        for (i, ty) in types.iter().enumerate() {
+            values.push(value(r, i, *ty)?);
+        }
+    }
+    let names = names.into_iter().map(str::to_string).collect();
+    Ok(ResultSet::columns_unchecked(names, values, rows.len()))
+}
+
 /// Distinct names: the template's slots are the columns.
 fn fill(
     mut row: Row,
@@ -152,6 +187,16 @@ mod tests {
             r.insert(n.to_string(), v.clone());
         }
         r
+    }
+
+    /// A column decoder that records the rows it sees and fails on row 2.
+    fn second_row_fails(seen: &mut Vec<i32>, r: i32) -> DbResult<Value> {
+        seen.push(r);
+        if r == 2 {
+            Err(Error::internal("bad row"))
+        } else {
+            Ok(json!(r))
+        }
     }
 
     #[test]
@@ -220,14 +265,56 @@ mod tests {
         let e = decode_all(
             &[1, 2, 3],
             |_| ResultColumns::new(["a"], hints),
-            |r, _, _| {
-                seen.push(*r);
-                if *r == 2 {
-                    Err(Error::internal("bad row"))
-                } else {
-                    Ok(json!(r))
+            |r, _, _| second_row_fails(&mut seen, *r),
+        )
+        .unwrap_err();
+        assert_eq!(e.message(), "bad row");
+        assert_eq!(seen, [1, 2]);
+    }
+
+    #[test]
+    fn decode_set_holds_the_rows_decode_all_makes() {
+        let hints = ColumnHints::Position(&[ColumnType::Integer, ColumnType::Text]);
+        let results: [&[[i64; 3]]; 3] = [&[], &[[1, 2, 3]], &[[1, 2, 3], [4, 5, 6], [7, 8, 9]]];
+        for names in [["id", "name", "score"], ["id", "name", "id"]] {
+            for result in results {
+                let mut types = Vec::new();
+                let set = decode_set(
+                    result,
+                    |_| names.to_vec(),
+                    hints,
+                    |r, i, ty| {
+                        types.push(ty);
+                        Ok(json!(r[i]))
+                    },
+                )
+                .unwrap();
+                let expected = decode_all(
+                    result,
+                    |_| ResultColumns::new(names, hints),
+                    |r, i, _| Ok(json!(r[i])),
+                )
+                .unwrap();
+                assert_eq!(set.len(), result.len());
+                let rows = set.into_rows();
+                assert_eq!(rows, expected, "{names:?}");
+                for (got, want) in rows.iter().zip(&expected) {
+                    assert!(got.keys().eq(want.keys()), "column order of {names:?}");
                 }
-            },
+                let want_types: Vec<Option<ColumnType>> = result
+                    .iter()
+                    .flat_map(|_| [Some(ColumnType::Integer), Some(ColumnType::Text), None])
+                    .collect();
+                assert_eq!(types, want_types, "each column decoded as its hint");
+            }
+        }
+        // The first error stops the result set.
+        let mut seen = Vec::new();
+        let e = decode_set(
+            &[1, 2, 3],
+            |_| vec!["a"],
+            hints,
+            |r, _, _| second_row_fails(&mut seen, *r),
         )
         .unwrap_err();
         assert_eq!(e.message(), "bad row");

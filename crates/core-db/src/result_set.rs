@@ -1,0 +1,501 @@
+//! [`ResultSet`]: the rows of one result as one shared table of column
+//! names and the values of every row in column order, for callers that
+//! deserialize rows into their own types ([`crate::DatabaseExt::get_as`],
+//! [`crate::DatabaseExt::read_as`]) without first building a JSON object
+//! per row.
+//!
+//! A [`Row`] is a `serde_json` map that keeps its columns in order: each
+//! row allocates its index and entries and copies every column name. A
+//! result set's rows all have the same names in the same order, so a
+//! [`ResultSet`] keeps the names once and the values of all rows in one
+//! vector. Deserializing a row hands the deserializer the same
+//! `(name, value)` entries, in the same order, that the row's JSON object
+//! holds, so a type deserializes exactly as it does from the [`Row`]
+//! ([`ResultSet::deserialize`] is tested against `serde_json::from_value`
+//! of the rows).
+
+use std::fmt;
+
+use serde::de::value::MapDeserializer;
+use serde::de::{DeserializeOwned, IntoDeserializer, Visitor};
+use serde::{forward_to_deserialize_any, Deserializer};
+
+use crate::{DbResult, Error, Row, Value};
+
+/// The rows of one result: as [`Row`]s, or as one table of column names
+/// and every row's values in column order.
+///
+/// Providers without a cheaper representation hand over their [`Row`]s
+/// ([`ResultSet::from_rows`]); the SQL providers build the shared form
+/// ([`crate::sql::rows::decode_set`]). Either way [`ResultSet::into_rows`]
+/// gives the rows the map API returns and [`ResultSet::deserialize`] the
+/// typed rows `from_value` of those rows gives.
+#[derive(Clone)]
+pub struct ResultSet {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Rows(Vec<Row>),
+    Columns {
+        /// Each name once, in result order.
+        names: Vec<String>,
+        /// Row after row, `names.len()` values each.
+        values: Vec<Value>,
+        /// How many rows (also when there are no columns).
+        rows: usize,
+    },
+}
+
+impl fmt::Debug for ResultSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone().into_rows()).finish()
+    }
+}
+
+impl Default for ResultSet {
+    fn default() -> Self {
+        ResultSet::from_rows(Vec::new())
+    }
+}
+
+impl ResultSet {
+    /// A result of ready-made rows.
+    pub fn from_rows(rows: Vec<Row>) -> Self {
+        ResultSet {
+            inner: Inner::Rows(rows),
+        }
+    }
+
+    /// A result of `values.len() / names.len()` rows (`rows` when there are
+    /// no columns), each `names.len()` values in column order. The names
+    /// must be distinct (a row is then exactly the JSON object of its
+    /// entries); repeated names or a value count that does not fit are
+    /// [`crate::ErrorKind::Internal`].
+    pub fn from_columns(names: Vec<String>, values: Vec<Value>, rows: usize) -> DbResult<Self> {
+        let fits = if names.is_empty() {
+            values.is_empty()
+        } else {
+            values.len() == rows * names.len()
+        };
+        if !fits {
+            return Err(Error::internal(format!(
+                "a result set of {rows} rows and {} columns cannot hold {} values",
+                names.len(),
+                values.len()
+            )));
+        }
+        if let Some(n) = repeated(&names) {
+            return Err(Error::internal(format!(
+                "a result set's column names must be distinct; {n} repeats"
+            )));
+        }
+        Ok(ResultSet::columns_unchecked(names, values, rows))
+    }
+
+    /// [`ResultSet::from_columns`] for a caller that has checked the names
+    /// ([`repeated`]) and the value count.
+    pub(crate) fn columns_unchecked(names: Vec<String>, values: Vec<Value>, rows: usize) -> Self {
+        debug_assert!(repeated(&names).is_none());
+        ResultSet {
+            inner: Inner::Columns {
+                names,
+                values,
+                rows,
+            },
+        }
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            Inner::Rows(r) => r.len(),
+            Inner::Columns { rows, .. } => *rows,
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows as JSON objects, as the map API ([`crate::Database::read`])
+    /// returns them.
+    pub fn into_rows(self) -> Vec<Row> {
+        match self.inner {
+            Inner::Rows(r) => r,
+            Inner::Columns {
+                names,
+                values,
+                rows,
+            } => each_row(&names, values, rows, |entries| {
+                let mut row = Row::with_capacity(names.len());
+                for (n, v) in entries {
+                    row.insert(n.to_string(), v);
+                }
+                row
+            })
+            .collect(),
+        }
+    }
+
+    /// Every row deserialized into `T`, as `serde_json::from_value` of the
+    /// row's JSON object does it; a row that does not fit is
+    /// [`crate::ErrorKind::InvalidInput`] naming `T`.
+    pub fn deserialize<T: DeserializeOwned>(self) -> DbResult<Vec<T>> {
+        match self.inner {
+            Inner::Rows(rows) => rows.into_iter().map(from_row).collect(),
+            Inner::Columns {
+                names,
+                values,
+                rows,
+            } => each_row(&names, values, rows, |entries| {
+                T::deserialize(RowDeserializer { entries }).map_err(mismatch::<T>)
+            })
+            .collect(),
+        }
+    }
+
+    /// The first row deserialized into `T` ([`ResultSet::deserialize`]),
+    /// or `None` for no rows; the other rows are dropped undecoded.
+    pub fn deserialize_first<T: DeserializeOwned>(self) -> DbResult<Option<T>> {
+        match self.inner {
+            Inner::Rows(rows) => rows.into_iter().next().map(from_row).transpose(),
+            Inner::Columns {
+                mut names,
+                mut values,
+                rows,
+            } => {
+                if rows == 0 {
+                    return Ok(None);
+                }
+                values.truncate(names.len());
+                names.shrink_to_fit();
+                let first = ResultSet {
+                    inner: Inner::Columns {
+                        names,
+                        values,
+                        rows: 1,
+                    },
+                };
+                Ok(first.deserialize()?.pop())
+            }
+        }
+    }
+}
+
+/// One row's `(name, value)` entries, in column order.
+type Entries<'a, 'v> = std::iter::Zip<
+    std::iter::Map<std::slice::Iter<'a, String>, fn(&String) -> &str>,
+    std::iter::Take<&'v mut std::vec::IntoIter<Value>>,
+>;
+
+/// `row` of each row's entries, for `rows` rows of `names.len()` values.
+fn each_row<'a, T>(
+    names: &'a [String],
+    values: Vec<Value>,
+    rows: usize,
+    mut row: impl for<'v> FnMut(Entries<'a, 'v>) -> T + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    let mut values = values.into_iter();
+    let as_str: fn(&String) -> &str = String::as_str;
+    (0..rows).map(move |_| {
+        row(names
+            .iter()
+            .map(as_str)
+            .zip(values.by_ref().take(names.len())))
+    })
+}
+
+/// The first name that appears again later in `names`, if any (pairwise
+/// for the few columns of a typical result, hashed for many).
+pub(crate) fn repeated<S: AsRef<str>>(names: &[S]) -> Option<&str> {
+    if names.len() <= 32 {
+        names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[i + 1..].iter().any(|m| m.as_ref() == n.as_ref()))
+            .map(|(_, n)| n.as_ref())
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        names.iter().map(AsRef::as_ref).find(|n| !seen.insert(*n))
+    }
+}
+
+/// A [`Row`] deserialized into `T` (`serde_json::from_value`).
+pub(crate) fn from_row<T: DeserializeOwned>(row: Row) -> DbResult<T> {
+    serde_json::from_value(Value::Object(row)).map_err(mismatch::<T>)
+}
+
+fn mismatch<T>(e: serde_json::Error) -> Error {
+    Error::invalid_input(format!(
+        "row does not match the requested type {}",
+        std::any::type_name::<T>()
+    ))
+    .with_source(e)
+}
+
+/// One row's `(name, value)` entries as the deserializer of a JSON object
+/// (`serde_json::Value::Object`) presents them: a map to every request but
+/// an option's (`Some` of the map), a newtype's (its content) and an enum's
+/// (the object read as an externally tagged enum).
+struct RowDeserializer<'a, I>
+where
+    I: Iterator<Item = (&'a str, Value)>,
+{
+    entries: I,
+}
+
+impl<'de, I> Deserializer<'de> for RowDeserializer<'de, I>
+where
+    I: Iterator<Item = (&'de str, Value)>,
+{
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        let mut map = MapDeserializer::<_, serde_json::Error>::new(self.entries);
+        let value = visitor.visit_map(&mut map)?;
+        map.end()?;
+        Ok(value)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        // Rare (a row read as an enum): the object itself decides.
+        let object: Row = self
+            .entries
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<Row>();
+        Value::Object(object)
+            .into_deserializer()
+            .deserialize_enum(name, variants, visitor)
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn set(names: &[&str], rows: &[Vec<Value>]) -> ResultSet {
+        ResultSet::from_columns(
+            names.iter().map(|n| n.to_string()).collect(),
+            rows.iter().flatten().cloned().collect(),
+            rows.len(),
+        )
+        .unwrap()
+    }
+
+    fn rows_of(names: &[&str], rows: &[Vec<Value>]) -> Vec<Row> {
+        rows.iter()
+            .map(|r| {
+                names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .zip(r.iter().cloned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Agent {
+        id: i64,
+        name: Option<String>,
+        tags: Vec<String>,
+        meta: BTreeMap<String, Value>,
+        #[serde(default)]
+        absent: Option<i32>,
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Wrapped(Agent);
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        id: i64,
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    enum Tagged {
+        A { x: i64 },
+        B(String),
+    }
+
+    /// Deserializing from the shared form gives what `from_value` of the
+    /// rows gives, value or error, for `T`.
+    fn same<T: DeserializeOwned + PartialEq + fmt::Debug>(names: &[&str], rows: &[Vec<Value>]) {
+        let expected: Result<Vec<T>, String> = rows_of(names, rows)
+            .into_iter()
+            .map(|r| serde_json::from_value(Value::Object(r)).map_err(|e| e.to_string()))
+            .collect();
+        let got: Result<Vec<T>, String> = set(names, rows)
+            .deserialize()
+            .map_err(|e| std::error::Error::source(&e).expect("source").to_string());
+        assert_eq!(
+            got,
+            expected,
+            "{} from {names:?}",
+            std::any::type_name::<T>()
+        );
+        // Through the rows: the same again.
+        let via_rows: Result<Vec<T>, String> = ResultSet::from_rows(rows_of(names, rows))
+            .deserialize()
+            .map_err(|e| std::error::Error::source(&e).expect("source").to_string());
+        assert_eq!(via_rows, expected);
+    }
+
+    #[test]
+    fn typed_rows_are_what_from_value_of_the_json_rows_gives() {
+        let names = ["id", "name", "tags", "meta", "extra"];
+        let rows = vec![
+            vec![
+                json!(1),
+                json!("Ünïcødé ✓ 🦀"),
+                json!(["a", "b"]),
+                json!({"z": 1, "a": [null]}),
+                json!(true),
+            ],
+            vec![
+                json!(i64::MAX),
+                Value::Null,
+                json!([]),
+                json!({}),
+                Value::Null,
+            ],
+        ];
+        same::<Agent>(&names, &rows);
+        same::<Wrapped>(&names, &rows);
+        same::<Option<Agent>>(&names, &rows);
+        same::<Value>(&names, &rows);
+        same::<Row>(&names, &rows);
+        same::<BTreeMap<String, Value>>(&names, &rows);
+        // Errors: a wrong type, a missing field, an unknown field, a
+        // number out of range, a row that is not a sequence.
+        same::<Strict>(&names, &rows);
+        same::<Agent>(
+            &["id", "name", "tags"],
+            &[vec![json!(1), json!("x"), json!([])]],
+        );
+        same::<Agent>(
+            &names,
+            &[vec![
+                json!("1"),
+                json!("x"),
+                json!([]),
+                json!({}),
+                Value::Null,
+            ]],
+        );
+        same::<BTreeMap<String, i8>>(&["a"], &[vec![json!(300)]]);
+        same::<Vec<Value>>(&["a"], &[vec![json!(1)]]);
+        same::<(String, Value)>(&["a"], &[vec![json!(1)]]);
+        same::<String>(&["a"], &[vec![json!(1)]]);
+        // Enums read the object as externally tagged.
+        same::<Tagged>(&["A"], &[vec![json!({"x": 5})]]);
+        same::<Tagged>(&["B"], &[vec![json!("s")]]);
+        same::<Tagged>(&["A", "B"], &[vec![json!({"x": 5}), json!("s")]]);
+    }
+
+    #[test]
+    fn json_values_keep_their_order_and_rows_their_columns() {
+        let names = ["z", "a", "m"];
+        let rows = vec![
+            vec![json!(1), json!({"y": 1, "b": 2}), json!("x")],
+            vec![json!(2), json!(null), json!("y")],
+        ];
+        let typed: Vec<Value> = set(&names, &rows).deserialize().unwrap();
+        for (t, r) in typed.iter().zip(rows_of(&names, &rows)) {
+            let keys: Vec<&String> = t.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["z", "a", "m"]);
+            assert_eq!(t, &Value::Object(r));
+        }
+        let inner: Vec<&String> = typed[0]["a"].as_object().unwrap().keys().collect();
+        assert_eq!(inner, ["y", "b"]);
+        let back = set(&names, &rows).into_rows();
+        assert_eq!(back, rows_of(&names, &rows));
+        assert!(back[0].keys().eq(names.iter()));
+    }
+
+    #[test]
+    fn the_first_row_and_empty_results() {
+        let names = ["id"];
+        let rows = vec![vec![json!(1)], vec![json!("not a number")]];
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        assert_eq!(
+            set(&names, &rows).deserialize_first::<Id>().unwrap(),
+            Some(Id { id: 1 }),
+            "later rows are not decoded"
+        );
+        assert!(set(&names, &rows).deserialize::<Id>().is_err());
+        let empty = set(&names, &[]);
+        assert!(empty.is_empty());
+        assert_eq!(empty.clone().deserialize_first::<Id>().unwrap(), None);
+        assert_eq!(empty.into_rows(), Vec::<Row>::new());
+        // Rows without columns.
+        let no_cols = ResultSet::from_columns(Vec::new(), Vec::new(), 2).unwrap();
+        assert_eq!(no_cols.len(), 2);
+        assert_eq!(no_cols.into_rows(), vec![Row::new(), Row::new()]);
+    }
+
+    #[test]
+    fn malformed_sets_are_refused() {
+        let e = ResultSet::from_columns(vec!["a".into(), "a".into()], vec![], 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
+        assert!(e.message().contains("a repeats"), "{e}");
+        let e = ResultSet::from_columns(vec!["a".into()], vec![json!(1)], 2).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
+        let e = ResultSet::from_columns(vec![], vec![json!(1)], 1).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
+    }
+
+    #[test]
+    fn repeated_names_are_found_few_or_many() {
+        assert_eq!(repeated(&["a", "b", "c"]), None);
+        assert_eq!(repeated(&["a", "b", "a"]), Some("a"));
+        assert_eq!(repeated::<&str>(&[]), None);
+        let many: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        assert_eq!(repeated(&many), None);
+        let mut again = many.clone();
+        again.push("c7".into());
+        assert_eq!(repeated(&again), Some("c7"));
+    }
+
+    #[test]
+    fn a_mismatch_names_the_type() {
+        let e = set(&["id"], &[vec![json!("x")]])
+            .deserialize::<Strict>()
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.message().contains("Strict"), "{e}");
+    }
+}
