@@ -385,16 +385,71 @@ fn child_of(token: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
-fn sign(user_id: &str, email: &str, session_id: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
+/// What a refresh's access token is made of: the user's and the session's
+/// columns that `JwtAuth::issue` puts in its claims.
+struct ClaimsOf {
+    user_id: String,
+    email: String,
+    roles: Value,
+    user_metadata: Map<String, Value>,
+    app_metadata: Map<String, Value>,
+    session_id: String,
+    session_created_at: chrono::DateTime<chrono::Utc>,
+    not_after: chrono::DateTime<chrono::Utc>,
+}
+
+/// Signs the claims `JwtAuth::issue` signs (the Supabase-shaped set, same
+/// names, order and values), so both sides of a refresh sign the same
+/// token work.
+fn sign(c: ClaimsOf) -> String {
+    let now = chrono::Utc::now();
+    let exp = (now + chrono::Duration::seconds(900)).min(c.not_after);
+    let mut app_metadata = c.app_metadata;
+    app_metadata.insert("roles".into(), c.roles);
     jsonwebtoken::encode(
         &Header::new(A::HS256),
-        &json!({"iss": "truststream", "sub": user_id, "aud": "authenticated", "exp": now + 900,
-                "iat": now, "role": "authenticated", "session_id": session_id, "email": email,
-                "app_metadata": {"provider": "email", "roles": []}}),
+        &json!({
+            "iss": "truststream",
+            "sub": c.user_id,
+            "aud": "authenticated",
+            "exp": exp.timestamp(),
+            "iat": now.timestamp(),
+            "email": c.email,
+            "phone": "",
+            "app_metadata": app_metadata,
+            "user_metadata": c.user_metadata,
+            "role": "authenticated",
+            "aal": "aal1",
+            "amr": [{"method": "password", "timestamp": c.session_created_at.timestamp()}],
+            "session_id": c.session_id,
+            "is_anonymous": false,
+        }),
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .expect("sign")
+}
+
+/// A stored timestamp (RFC 3339 text) as the provider's rows give it.
+fn parse_ts(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .expect("timestamp")
+        .with_timezone(&chrono::Utc)
+}
+
+/// A stored JSON object (text) as a map.
+fn parse_object(s: &str) -> Map<String, Value> {
+    serde_json::from_str(s).expect("JSON object")
+}
+
+/// The session checks `refresh_session` makes: live, not revoked.
+fn check_active(
+    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    not_after: chrono::DateTime<chrono::Utc>,
+) {
+    assert!(
+        revoked_at.is_none() && not_after > chrono::Utc::now(),
+        "active session"
+    );
 }
 
 fn now_text() -> String {
@@ -406,22 +461,23 @@ struct RawSqlite(sqlx::SqlitePool);
 impl RawStore for RawSqlite {
     async fn setup(&self) -> String {
         for ddl in [
-            "CREATE TABLE raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles TEXT NOT NULL, app_metadata TEXT NOT NULL)",
-            "CREATE TABLE raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, refreshed_at TEXT, not_after TEXT NOT NULL, revoked_at TEXT, refresh_counter INTEGER NOT NULL)",
+            "CREATE TABLE raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles TEXT NOT NULL, user_metadata TEXT NOT NULL, app_metadata TEXT NOT NULL)",
+            "CREATE TABLE raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL, refreshed_at TEXT, not_after TEXT NOT NULL, revoked_at TEXT, refresh_counter INTEGER NOT NULL)",
             "CREATE TABLE raw_refresh_tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, generation INTEGER NOT NULL, created_at TEXT NOT NULL)",
         ] {
             sqlx::query(ddl).execute(&self.0).await.expect("ddl");
         }
-        sqlx::query("INSERT INTO raw_users VALUES ('u1', 'raw@example.com', '[]', '{}')")
+        sqlx::query("INSERT INTO raw_users VALUES ('00000000-0000-4000-8000-000000000001', 'bench-00000000000000000000000000000000@example.com', '[]', '{}', '{\"provider\":\"email\"}')")
             .execute(&self.0)
             .await
             .expect("user");
-        sqlx::query("INSERT INTO raw_sessions VALUES ('s1', 'u1', NULL, '2999-01-01T00:00:00.000000Z', NULL, 0)")
+        sqlx::query("INSERT INTO raw_sessions VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001', ?, NULL, '2999-01-01T00:00:00.000000Z', NULL, 0)")
+            .bind(now_text())
             .execute(&self.0)
             .await
             .expect("session");
         let token = "raw-initial-token".to_string();
-        sqlx::query("INSERT INTO raw_refresh_tokens VALUES (?, 's1', 0, ?)")
+        sqlx::query("INSERT INTO raw_refresh_tokens VALUES (?, '00000000-0000-4000-8000-000000000002', 0, ?)")
             .bind(sha_hex(&token))
             .bind(now_text())
             .execute(&self.0)
@@ -441,20 +497,34 @@ impl RawStore for RawSqlite {
         let sid: String = t.get(0);
         let generation: i64 = t.get(1);
         let s = sqlx::query(
-            "SELECT user_id, refresh_counter, revoked_at, not_after FROM raw_sessions WHERE id = ?",
+            "SELECT user_id, created_at, refresh_counter, revoked_at, not_after FROM raw_sessions WHERE id = ?",
         )
         .bind(&sid)
         .fetch_one(p)
         .await
         .expect("session row");
         let uid: String = s.get(0);
-        assert_eq!(s.get::<i64, _>(1), generation);
-        let u = sqlx::query("SELECT id, email, roles, app_metadata FROM raw_users WHERE id = ?")
-            .bind(&uid)
-            .fetch_one(p)
-            .await
-            .expect("user row");
-        let email: String = u.get(1);
+        let session_created_at = parse_ts(s.get(1));
+        assert_eq!(s.get::<i64, _>(2), generation);
+        let not_after = parse_ts(s.get(4));
+        check_active(s.get::<Option<&str>, _>(3).map(parse_ts), not_after);
+        let u = sqlx::query(
+            "SELECT id, email, roles, user_metadata, app_metadata FROM raw_users WHERE id = ?",
+        )
+        .bind(&uid)
+        .fetch_one(p)
+        .await
+        .expect("user row");
+        let claims = ClaimsOf {
+            user_id: u.get(0),
+            email: u.get(1),
+            roles: serde_json::from_str(u.get(2)).expect("roles"),
+            user_metadata: parse_object(u.get(3)),
+            app_metadata: parse_object(u.get(4)),
+            session_id: sid.clone(),
+            session_created_at,
+            not_after,
+        };
         let child = child_of(token);
         let mut c = p.acquire().await.expect("conn");
         sqlx::query("BEGIN IMMEDIATE")
@@ -483,7 +553,7 @@ impl RawStore for RawSqlite {
             .execute(&mut *c)
             .await
             .expect("commit");
-        black_box(sign(&uid, &email, &sid));
+        black_box(sign(claims));
         child
     }
 }
@@ -497,17 +567,17 @@ impl RawStore for RawPg {
     async fn setup(&self) -> String {
         let s = &self.schema;
         for ddl in [
-            format!("CREATE TABLE \"{s}\".raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles JSONB NOT NULL, app_metadata JSONB NOT NULL)"),
-            format!("CREATE TABLE \"{s}\".raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, refreshed_at TIMESTAMPTZ, not_after TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ, refresh_counter BIGINT NOT NULL)"),
+            format!("CREATE TABLE \"{s}\".raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles JSONB NOT NULL, user_metadata JSONB NOT NULL, app_metadata JSONB NOT NULL)"),
+            format!("CREATE TABLE \"{s}\".raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL, refreshed_at TIMESTAMPTZ, not_after TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ, refresh_counter BIGINT NOT NULL)"),
             format!("CREATE TABLE \"{s}\".raw_refresh_tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, generation BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"),
-            format!("INSERT INTO \"{s}\".raw_users VALUES ('u1', 'raw@example.com', '[]', '{{}}')"),
-            format!("INSERT INTO \"{s}\".raw_sessions VALUES ('s1', 'u1', NULL, '2999-01-01T00:00:00Z', NULL, 0)"),
+            format!("INSERT INTO \"{s}\".raw_users VALUES ('00000000-0000-4000-8000-000000000001', 'bench-00000000000000000000000000000000@example.com', '[]', '{{}}', '{{\"provider\":\"email\"}}')"),
+            format!("INSERT INTO \"{s}\".raw_sessions VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001', now(), NULL, '2999-01-01T00:00:00Z', NULL, 0)"),
         ] {
             sqlx::query(&ddl).execute(&self.pool).await.expect("ddl");
         }
         let token = "raw-initial-token".to_string();
         sqlx::query(&format!(
-            "INSERT INTO \"{s}\".raw_refresh_tokens VALUES ($1, 's1', 0, now())"
+            "INSERT INTO \"{s}\".raw_refresh_tokens VALUES ($1, '00000000-0000-4000-8000-000000000002', 0, now())"
         ))
         .bind(sha_hex(&token))
         .execute(&self.pool)
@@ -529,22 +599,34 @@ impl RawStore for RawPg {
         let sid: String = t.get(0);
         let generation: i64 = t.get(1);
         let row = sqlx::query(&format!(
-            "SELECT user_id, refresh_counter, revoked_at, not_after FROM \"{s}\".raw_sessions WHERE id = $1"
+            "SELECT user_id, created_at, refresh_counter, revoked_at, not_after FROM \"{s}\".raw_sessions WHERE id = $1"
         ))
         .bind(&sid)
         .fetch_one(p)
         .await
         .expect("session row");
         let uid: String = row.get(0);
-        assert_eq!(row.get::<i64, _>(1), generation);
+        assert_eq!(row.get::<i64, _>(2), generation);
+        let not_after = row.get(4);
+        check_active(row.get(3), not_after);
         let u = sqlx::query(&format!(
-            "SELECT id, email, roles, app_metadata FROM \"{s}\".raw_users WHERE id = $1"
+            "SELECT id, email, roles, user_metadata, app_metadata FROM \"{s}\".raw_users WHERE id = $1"
         ))
         .bind(&uid)
         .fetch_one(p)
         .await
         .expect("user row");
-        let email: String = u.get(1);
+        use sqlx::types::Json;
+        let claims = ClaimsOf {
+            user_id: u.get(0),
+            email: u.get(1),
+            roles: u.get::<Json<Value>, _>(2).0,
+            user_metadata: u.get::<Json<Map<String, Value>>, _>(3).0,
+            app_metadata: u.get::<Json<Map<String, Value>>, _>(4).0,
+            session_id: sid.clone(),
+            session_created_at: row.get(1),
+            not_after,
+        };
         let child = child_of(token);
         let mut tx = p.begin().await.expect("begin");
         let n = sqlx::query(&format!(
@@ -568,7 +650,7 @@ impl RawStore for RawPg {
         .await
         .expect("insert");
         tx.commit().await.expect("commit");
-        black_box(sign(&uid, &email, &sid));
+        black_box(sign(claims));
         child
     }
 }
@@ -616,8 +698,8 @@ impl DbOnly {
         );
         let row = |v: Value| v.as_object().cloned().expect("object");
         self.db
-            .create("dbo_users", row(json!({"id": uid, "email": "dbo@example.com", "password_hash": "x",
-                "roles": [], "user_metadata": {}, "app_metadata": {}, "created_at": now_text(), "updated_at": now_text()})))
+            .create("dbo_users", row(json!({"id": uid, "email": email(), "password_hash": "x",
+                "roles": [], "user_metadata": {}, "app_metadata": {"provider": "email"}, "created_at": now_text(), "updated_at": now_text()})))
             .await
             .expect("user");
         self.db
@@ -686,11 +768,20 @@ impl DbOnly {
             .await
             .expect("transaction");
         assert_eq!(out[0], truststream_core_db::OperationOutput::Affected(1));
-        black_box(sign(
-            u["id"].as_str().expect("id"),
-            u["email"].as_str().expect("email"),
-            &sid_s,
-        ));
+        let not_after = parse_ts(s["not_after"].as_str().expect("not_after"));
+        check_active(s["revoked_at"].as_str().map(parse_ts), not_after);
+        let text = |v: &Value| v.as_str().expect("text").to_string();
+        let object = |v: &Value| v.as_object().cloned().expect("object");
+        black_box(sign(ClaimsOf {
+            user_id: text(&u["id"]),
+            email: text(&u["email"]),
+            roles: u["roles"].clone(),
+            user_metadata: object(&u["user_metadata"]),
+            app_metadata: object(&u["app_metadata"]),
+            session_id: sid_s,
+            session_created_at: parse_ts(s["created_at"].as_str().expect("created_at")),
+            not_after,
+        }));
         child
     }
 }

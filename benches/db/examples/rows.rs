@@ -12,7 +12,9 @@
 //! Arguments: the backend (`sqlite`: a WAL file in a temporary directory;
 //! `postgres`: a scratch schema on `DATABASE_URL`, whose server's own
 //! work is not counted, the same on both sides), the side (`ts`: the
-//! provider, `raw`: raw sqlx with the same SQL, [`truststream_bench_db`]),
+//! provider's JSON rows, `ts-typed`: the provider's `read_as` into a serde
+//! struct of the same four columns, read50 only; `raw`: raw sqlx with the
+//! same SQL, [`truststream_bench_db`]),
 //! the operation (`many`: `createMany` of [`BATCH`] rows; `read50`: the
 //! filtered, ordered read of 50 rows) and how many times to run it.
 //!
@@ -30,7 +32,7 @@ use truststream_bench_db::{
     agent, input, postgres, read50_query, sql_for, sqlite, Agent, BatchSql, BATCH,
 };
 use truststream_core_db::sql::compile::SqlDialect;
-use truststream_core_db::{Database, Row};
+use truststream_core_db::{Database, DatabaseExt, Row};
 
 /// Most `createMany` batches a run may ask for (all inputs are built,
 /// whatever the count, and the unused ones leaked: no count depends on n
@@ -39,20 +41,42 @@ const MAX_BATCHES: usize = 4;
 
 /// What one run does with the provider or the raw pool of one backend.
 enum Side<'a, P> {
+    /// The provider's JSON rows (`read`, `create_many`).
     Ts(&'a dyn Database),
+    /// The provider's typed rows (`read_as` into [`AgentRow`]).
+    TsTyped(&'a dyn Database),
     Raw(&'a P),
+}
+
+fn side_of<'a, P>(ts: bool, typed: bool, db: &'a dyn Database, pool: &'a P) -> Side<'a, P> {
+    match (ts, typed) {
+        (true, false) => Side::Ts(db),
+        (true, true) => Side::TsTyped(db),
+        (false, _) => Side::Raw(pool),
+    }
+}
+
+/// A bench row as the caller's own serde type: the columns of [`Agent`].
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read for the decoding, not the values
+struct AgentRow {
+    id: i64,
+    name: String,
+    score: Option<f64>,
+    status: Option<String>,
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [backend, side, op, n] = args.as_slice() else {
-        eprintln!("usage: rows sqlite|postgres ts|raw many|read50 N");
+        eprintln!("usage: rows sqlite|postgres ts|ts-typed|raw many|read50 N");
         std::process::exit(2);
     };
     let n: usize = n.parse().expect("N: a count");
-    let ts = match side.as_str() {
-        "ts" => true,
-        "raw" => false,
+    let (ts, typed) = match side.as_str() {
+        "ts" => (true, false),
+        "ts-typed" => (true, true),
+        "raw" => (false, false),
         other => panic!("unknown side {other}"),
     };
     let many = match op.as_str() {
@@ -60,6 +84,7 @@ fn main() {
         "read50" => false,
         other => panic!("unknown operation {other}"),
     };
+    assert!(!(typed && many), "ts-typed: read50 only");
     assert!(
         !many || n < MAX_BATCHES,
         "at most {} batches",
@@ -74,7 +99,7 @@ fn main() {
             "sqlite" => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let (db, pool) = sqlite::open(&dir.path().join("rows.db")).await;
-                let side = if ts { Side::Ts(&db) } else { Side::Raw(&pool) };
+                let side = side_of(ts, typed, &db, &pool);
                 let b = BatchSql::new(SqlDialect::Sqlite);
                 let sql = sql_for(SqlDialect::Sqlite, "bench_raw");
                 run(
@@ -90,7 +115,7 @@ fn main() {
                 let (db, pool, scratch) = postgres::open()
                     .await
                     .expect("a PostgreSQL server at DATABASE_URL");
-                let side = if ts { Side::Ts(&db) } else { Side::Raw(&pool) };
+                let side = side_of(ts, typed, &db, &pool);
                 let b = BatchSql::new(SqlDialect::Postgres);
                 let sql = sql_for(SqlDialect::Postgres, "bench_raw");
                 run(
@@ -132,6 +157,7 @@ where
                 }
                 std::mem::forget((inputs, kept));
             }
+            Side::TsTyped(_) => unreachable!("ts-typed: read50 only"),
             Side::Raw(pool) => {
                 let mut inputs: Vec<Vec<Agent>> = (0..MAX_BATCHES)
                     .map(|k| (0..BATCH as i64).map(|i| agent(start(k) + i)).collect())
@@ -151,6 +177,11 @@ where
             match &side {
                 Side::Ts(db) => {
                     let rows = db.read("bench_ts", &q).await.expect("read");
+                    assert_eq!(rows.len(), 50);
+                    black_box(rows);
+                }
+                Side::TsTyped(db) => {
+                    let rows: Vec<AgentRow> = db.read_as("bench_ts", &q).await.expect("read");
                     assert_eq!(rows.len(), 50);
                     black_box(rows);
                 }
