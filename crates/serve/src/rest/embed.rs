@@ -417,21 +417,7 @@ fn ambiguous(
         .iter()
         .map(|c| format!("'{}!{}'", e.table, c.name()))
         .collect();
-    let mut err = ApiError::new(
-        StatusCode::MULTIPLE_CHOICES,
-        "PGRST201",
-        format!(
-            "Could not embed because more than one relationship was found for '{}' and '{}'",
-            parent.name, child.name
-        ),
-    )
-    .hint(format!(
-        "Try changing '{}' to one of the following: {}. Find the desired relationship in the 'details' key.",
-        e.table,
-        options.join(", ")
-    ));
-    err.details = Some(Box::new(Value::Array(details)));
-    err
+    several_relationships(parent, child, e, &options, details)
 }
 
 /// Most junction tables considered for one many-to-many embed.
@@ -551,6 +537,32 @@ async fn junction(
     )))
 }
 
+/// PGRST201 (300 Multiple Choices): `options` are the hinted embeds to
+/// choose from, `details` the candidates.
+fn several_relationships(
+    parent: &TableSchema,
+    child: &TableSchema,
+    e: &Embed,
+    options: &[String],
+    details: Vec<Value>,
+) -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::MULTIPLE_CHOICES,
+        "PGRST201",
+        format!(
+            "Could not embed because more than one relationship was found for '{}' and '{}'",
+            parent.name, child.name
+        ),
+    )
+    .hint(format!(
+        "Try changing '{}' to one of the following: {}. Find the desired relationship in the 'details' key.",
+        e.table,
+        options.join(", ")
+    ));
+    err.details = Some(Box::new(Value::Array(details)));
+    err
+}
+
 /// PGRST201 for several junction tables (or several pairs of foreign keys
 /// in one), PostgREST's shape; the hint names the junction tables.
 fn ambiguous_junction(
@@ -581,21 +593,7 @@ fn ambiguous_junction(
         .map(|c| format!("'{}!{}'", e.table, c.schema.name))
         .collect();
     options.dedup();
-    let mut err = ApiError::new(
-        StatusCode::MULTIPLE_CHOICES,
-        "PGRST201",
-        format!(
-            "Could not embed because more than one relationship was found for '{}' and '{}'",
-            parent.name, child.name
-        ),
-    )
-    .hint(format!(
-        "Try changing '{}' to one of the following: {}. Find the desired relationship in the 'details' key.",
-        e.table,
-        options.join(", ")
-    ));
-    err.details = Some(Box::new(Value::Array(details)));
-    err
+    several_relationships(parent, child, e, &options, details)
 }
 
 /// Types the `<path>.<param>` parameters of `node`.
