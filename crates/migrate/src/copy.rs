@@ -76,6 +76,12 @@ pub(crate) async fn finish_table(target: &dyn Database, plan: &TablePlan) -> Res
     for ix in &plan.indexes {
         target.create_index(ix).await?;
     }
+    advance_sequence(target, plan).await
+}
+
+/// Moves an auto-increment key's PostgreSQL sequence past the keys on the
+/// target (again after following, whose creates carry explicit keys).
+pub(crate) async fn advance_sequence(target: &dyn Database, plan: &TablePlan) -> Result<()> {
     let caps = target.capabilities();
     let auto = plan
         .schema

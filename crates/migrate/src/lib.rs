@@ -2,6 +2,7 @@
 
 mod copy;
 pub mod digest;
+mod follow;
 mod progress;
 pub mod schema;
 pub mod state;
@@ -9,6 +10,7 @@ mod storage;
 pub mod verify;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use truststream_core::{Error, Result};
 use truststream_core_db::{AggFunc, Database, Query, SelectItem, Value};
 use truststream_core_storage::Storage;
 
+pub use follow::FollowSummary;
 pub use progress::ProgressMode;
 pub use schema::{DatabasePlan, Issue, TablePlan};
 pub use state::{State, StateFile};
@@ -101,6 +104,12 @@ pub struct Options {
     pub max_differences: usize,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// After the bulk copy, apply the source database's change feed to the
+    /// target until the stop future given to [`run_until`] completes
+    /// (`--follow`; see the crate's README for the cut-over procedure).
+    /// Requires the source's `change_feed` capability; not with `dry_run`,
+    /// `verify_only` or `resume`.
+    pub follow: bool,
 }
 
 impl Default for Options {
@@ -118,6 +127,7 @@ impl Default for Options {
             parallel: 2,
             max_differences: DEFAULT_MAX_DIFFERENCES,
             progress: ProgressMode::Auto,
+            follow: false,
         }
     }
 }
@@ -161,6 +171,8 @@ pub struct Summary {
     pub tables: Vec<TableSummary>,
     /// Per bucket.
     pub buckets: Vec<BucketSummary>,
+    /// What following the source's changes applied (`follow`).
+    pub followed: Option<FollowSummary>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -264,6 +276,17 @@ impl fmt::Display for Summary {
                 writeln!(f, "  {d}")?;
             }
         }
+        if let Some(x) = &self.followed {
+            writeln!(
+                f,
+                "followed: {} changes applied ({} updated, {} created, {} deleted; {} of other tables ignored)",
+                x.applied(),
+                x.updated,
+                x.created,
+                x.deleted,
+                x.ignored
+            )?;
+        }
         let mut tail = format!("took {:.1}s", self.elapsed.as_secs_f64());
         if self.wrote_nothing {
             tail.push_str("; nothing was written");
@@ -289,7 +312,30 @@ async fn count_rows(db: &dyn Database, table: &str) -> Option<u64> {
 ///
 /// Errors are failures to read, write or record progress; differences
 /// found by verification are in the [`Summary`] (see [`Summary::is_ok`]).
+///
+/// With [`Options::follow`] this never ends: use [`run_until`].
 pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
+    run_until(from, to, options, std::future::pending()).await
+}
+
+/// [`run`], following the source's changes after the bulk copy (with
+/// [`Options::follow`]) until `stop` completes; then the changes still
+/// arriving are applied (until none came for half a second) and both sides
+/// are verified. Without `follow`, `stop` is not used.
+///
+/// The source's change feed is subscribed before the copy reads a row, so
+/// a write committed on the source after the call started is on the target
+/// when this returns (as long as the feed sees it: a source whose
+/// `change_feed_scope` is `Instance`, such as SQLite, sees only writes
+/// made through the same provider value — pass the application's own).
+/// A feed that lost changes (a subscriber that fell behind, a broken link)
+/// ends the run with an `Unavailable` error.
+pub async fn run_until(
+    from: &Side,
+    to: &Side,
+    options: &Options,
+    stop: impl Future<Output = ()>,
+) -> Result<Summary> {
     let started = Instant::now();
     let mut summary = Summary {
         wrote_nothing: options.dry_run || options.verify_only,
@@ -310,6 +356,9 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
         return Err(Error::invalid_input(
             "nothing to migrate: neither a database nor a storage on both sides",
         ));
+    }
+    if options.follow {
+        check_follow(options, dbs.as_ref().map(|(s, _)| s.as_ref()))?;
     }
     // Plan: reads only.
     let plan = match &dbs {
@@ -349,6 +398,13 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
             check: None,
         });
     }
+    if options.follow {
+        follow_issues(
+            dbs.as_ref().map(|(s, _)| s.as_ref()),
+            stores.is_some(),
+            &mut summary.issues,
+        );
+    }
     if summary.issues.iter().any(|i| i.blocking) && !options.verify_only {
         summary.wrote_nothing = true;
         summary.elapsed = started.elapsed();
@@ -358,6 +414,11 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
         summary.elapsed = started.elapsed();
         return Ok(summary);
     }
+    // Subscribed before the copy reads a row: see `follow`.
+    let follower = match (&dbs, options.follow) {
+        (Some((s, _)), true) => Some(follow::Follower::subscribe(s.as_ref()).await?),
+        _ => None,
+    };
     let progress = progress::Progress::new(options.progress);
     let result = copy_and_verify(
         &dbs,
@@ -368,6 +429,7 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
         batch,
         &progress,
         &mut summary,
+        follower.map(|f| (f, stop)),
     )
     .await;
     progress.close();
@@ -377,6 +439,66 @@ pub async fn run(from: &Side, to: &Side, options: &Options) -> Result<Summary> {
 }
 
 type Pair<T> = Option<(Arc<T>, Arc<T>)>;
+
+/// `follow` is refused with options it cannot honour, and without a
+/// database on both sides.
+fn check_follow(options: &Options, source: Option<&dyn Database>) -> Result<()> {
+    if options.dry_run || options.verify_only {
+        return Err(Error::invalid_input(
+            "--follow copies and then applies changes: not with --dry-run or --verify-only",
+        ));
+    }
+    if options.resume {
+        return Err(Error::invalid_input(
+            "--follow cannot --resume: the changes made while no run was following are in no feed; \
+             start over into empty tables (or resume without --follow, then --verify-only)",
+        ));
+    }
+    if source.is_none() {
+        return Err(Error::invalid_input(
+            "--follow applies the source database's changes: it needs a database on both sides \
+             (storage is not followed)",
+        ));
+    }
+    Ok(())
+}
+
+/// What following cannot do with these providers: a source without a
+/// change feed blocks the run; a feed of one provider instance only, and a
+/// storage (not followed), are warnings.
+fn follow_issues(source: Option<&dyn Database>, storage: bool, issues: &mut Vec<Issue>) {
+    if let Some(s) = source {
+        let caps = s.capabilities();
+        let name = s.info().name;
+        if !caps.change_feed {
+            issues.push(Issue {
+                subject: format!("database {name}"),
+                column: None,
+                message: "--follow: the source has no change feed; copy with the application stopped instead".into(),
+                blocking: true,
+            });
+        } else if caps.change_feed_scope == Some(truststream_core_db::ChangeFeedScope::Instance) {
+            issues.push(Issue {
+                subject: format!("database {name}"),
+                column: None,
+                message: "--follow: the source's change feed sees only writes made through this provider instance, \
+                          not the application's writes from another process; stop those writes, \
+                          or run the migration in the application's process (see the migrate README)".into(),
+                blocking: false,
+            });
+        }
+    }
+    if storage {
+        issues.push(Issue {
+            subject: "storage".into(),
+            column: None,
+            message: "--follow follows the database only: objects written to the source storage \
+                      during the copy are not copied (verification lists them)"
+                .into(),
+            blocking: false,
+        });
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn copy_and_verify(
@@ -388,6 +510,7 @@ async fn copy_and_verify(
     batch: usize,
     progress: &progress::Progress,
     summary: &mut Summary,
+    follow: Option<(follow::Follower, impl Future<Output = ()>)>,
 ) -> Result<()> {
     if !options.verify_only {
         let state = match &options.state_path {
@@ -450,6 +573,13 @@ async fn copy_and_verify(
         }
         if let Some(p) = state.path() {
             progress.message(&format!("migrate: checkpoints in {}", p.display()));
+        }
+        if let (Some((follower, stop)), Some((_, t))) = (follow, dbs) {
+            let tables: Vec<_> = plan.tables.iter().map(|t| t.schema.clone()).collect();
+            summary.followed = Some(follower.run(t.as_ref(), &tables, stop, progress).await?);
+            for table in &plan.tables {
+                copy::advance_sequence(t.as_ref(), table).await?;
+            }
         }
     }
     if !options.verify && !options.verify_only {
