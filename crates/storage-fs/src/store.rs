@@ -327,7 +327,7 @@ impl Store {
     /// error with the filesystem's reason, and the error names the `root`
     /// set); a root that names no usable directory (no permission, a file
     /// in its place, a read-only filesystem) is `InvalidInput`, a full disk
-    /// `Unavailable`.
+    /// `Unavailable`, a device I/O error (`EIO`) `Internal`.
     pub(crate) fn open(
         root_path: &Path,
         sync: bool,
@@ -336,14 +336,8 @@ impl Store {
         xattr: bool,
     ) -> StorageResult<Store> {
         Self::open_root(root_path, sync, max, buffer_pool_bytes, xattr).map_err(|e| {
-            // Out of space or file descriptors may pass; the rest is the
-            // root's own fault.
-            let kind = match e.kind() {
-                ErrorKind::Unavailable => ErrorKind::Unavailable,
-                _ => ErrorKind::InvalidInput,
-            };
             Error::new(
-                kind,
+                root_error_kind(&e),
                 format!(
                     "cannot use the storage root {}: {}",
                     root_path.display(),
@@ -1632,4 +1626,46 @@ pub(crate) fn read_into(file: &File, offset: u64, buf: &mut [u8]) -> StorageResu
         }
     }
     Ok(())
+}
+
+/// The kind of a failure to open the storage root, from its cause: out of
+/// space or file descriptors may pass (`Unavailable`), and an I/O error of
+/// the device (`EIO`) is not the setting's fault (`Internal`); the rest (no
+/// permission, a file in its place, a read-only filesystem, a name too
+/// long) is the root's own fault: `InvalidInput`.
+fn root_error_kind(cause: &Error) -> ErrorKind {
+    if cause.kind() == ErrorKind::Unavailable {
+        return ErrorKind::Unavailable;
+    }
+    let mut source = std::error::Error::source(cause);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
+                return ErrorKind::Internal;
+            }
+        }
+        source = s.source();
+    }
+    ErrorKind::InvalidInput
+}
+
+#[cfg(test)]
+mod root_error_tests {
+    use super::*;
+
+    fn kind_of(errno: i32) -> ErrorKind {
+        let e = crate::fsio::io_err(std::io::Error::from_raw_os_error(errno), "open root");
+        root_error_kind(&Error::internal("wrapped").with_source(e))
+    }
+
+    #[test]
+    fn a_device_error_at_the_root_is_not_blamed_on_the_setting() {
+        assert_eq!(kind_of(5), ErrorKind::Internal, "EIO");
+        let full = crate::fsio::io_err(std::io::Error::from_raw_os_error(28), "open root");
+        assert_eq!(root_error_kind(&full), ErrorKind::Unavailable, "ENOSPC");
+        for errno in [13, 30, 20, 36, 17] {
+            // EACCES, EROFS, ENOTDIR, ENAMETOOLONG, EEXIST: the root's own fault.
+            assert_eq!(kind_of(errno), ErrorKind::InvalidInput, "errno {errno}");
+        }
+    }
 }
