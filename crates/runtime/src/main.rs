@@ -287,8 +287,9 @@ async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
 
 /// SIGINT or SIGTERM. The handlers are installed when this is called, not
 /// when the future is first polled: a signal that arrives right after the
-/// server printed its URL stops it gracefully instead of killing it.
-#[cfg(feature = "serve")]
+/// server printed its URL stops it gracefully instead of killing it
+/// (and `truststream migrate --follow` stops following).
+#[cfg(any(feature = "serve", feature = "migrate"))]
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {

@@ -53,6 +53,37 @@ pub struct MigrateArgs {
     /// Progress as plain lines even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// After the copy, apply the source database's changes to the target
+    /// until SIGINT (Ctrl-C), SIGTERM or the --stop-file appears; then
+    /// apply what is still arriving and verify. Changes are subscribed to
+    /// before the copy starts.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: stop following once this file exists (checked every
+    /// 200 ms); it is not removed.
+    #[arg(long, value_name = "FILE", requires = "follow")]
+    stop_file: Option<PathBuf>,
+}
+
+/// Completes on SIGINT, SIGTERM, or once `stop_file` exists.
+fn follow_stop(stop_file: Option<PathBuf>) -> impl std::future::Future<Output = ()> {
+    let signal = super::shutdown_signal();
+    async move {
+        let file = async {
+            match stop_file {
+                Some(f) => {
+                    while !f.exists() {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = signal => {}
+            () = file => {}
+        }
+    }
 }
 
 /// The configuration of `profile` without the database's `cache` layer (a
@@ -140,6 +171,7 @@ async fn run_inner(
         } else {
             ProgressMode::Auto
         },
+        follow: args.follow,
     };
     println!(
         "migrate: {} -> {}{}",
@@ -149,11 +181,14 @@ async fn run_inner(
             " (dry run)"
         } else if args.verify_only {
             " (verify only)"
+        } else if args.follow {
+            " (then following the source's changes: stop with Ctrl-C, SIGTERM or --stop-file)"
         } else {
             ""
         }
     );
-    let summary = truststream_migrate::run(&source, &target, &options).await;
+    let stop = follow_stop(args.stop_file);
+    let summary = truststream_migrate::run_until(&source, &target, &options, stop).await;
     for s in [&source, &target] {
         if let Some(d) = &s.db {
             let _ = d.disconnect().await;
