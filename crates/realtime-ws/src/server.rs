@@ -57,12 +57,30 @@ pub(crate) fn accept_loop(
     listener: TcpListener,
     guard: TaskGuard,
 ) -> impl std::future::Future<Output = ()> + Send {
-    hub.listening.send_modify(|n| *n += 1);
+    let listening = Listening::new(hub.clone());
     async move {
-        let listening = hub.clone();
         accept(hub, listener, guard).await;
-        // `accept` dropped the socket.
-        listening.listening.send_modify(|n| *n -= 1);
+        // `accept` dropped the socket; `listening` is dropped after it.
+        drop(listening);
+    }
+}
+
+/// One count in [`Hub::listening`], taken back when dropped: when the
+/// accept loop returns, and also when it panics (unwinding drops it) or
+/// its future is dropped before it ran, so `close` never waits for a loop
+/// that is gone.
+struct Listening(Arc<Hub>);
+
+impl Listening {
+    fn new(hub: Arc<Hub>) -> Self {
+        hub.listening.send_modify(|n| *n += 1);
+        Listening(hub)
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.listening.send_modify(|n| *n -= 1);
     }
 }
 
@@ -1188,5 +1206,36 @@ async fn sleep_until_opt(at: Option<DateTime<Utc>>) {
             tokio::time::sleep(wait).await;
         }
         None => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(test)]
+mod listening_tests {
+    use super::*;
+
+    /// `close` waits for `listening` to reach 0: a loop whose future is
+    /// dropped unpolled, or that panics, must not leave its count behind.
+    #[tokio::test]
+    async fn a_gone_accept_loop_gives_its_listening_count_back() {
+        let hub =
+            crate::new_hub(crate::WsRealtimeConfig::hub("127.0.0.1:0"), None, None).expect("a hub");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let never_polled = accept_loop(hub.clone(), listener, TaskGuard::new(&hub.counters));
+        assert_eq!(*hub.listening.borrow(), 1, "counted from the call");
+        drop(never_polled);
+        assert_eq!(
+            *hub.listening.borrow(),
+            0,
+            "given back when dropped unpolled"
+        );
+
+        let listening = Listening::new(hub.clone());
+        let panicked = tokio::spawn(async move {
+            let _held = listening;
+            panic!("an accept loop that panics");
+        })
+        .await;
+        assert!(panicked.is_err(), "the task panicked");
+        assert_eq!(*hub.listening.borrow(), 0, "given back when it panicked");
     }
 }
