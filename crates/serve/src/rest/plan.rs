@@ -298,6 +298,17 @@ pub(crate) fn base_columns(fields: &[SelectField]) -> Vec<truststream_core_db::S
         .collect()
 }
 
+/// Whether `row` already is `fields` applied to it: every field a plain
+/// column (no alias, path or cast), and the row's keys exactly those
+/// columns in that order.
+fn is_projected(fields: &[SelectField], row: &Row) -> bool {
+    row.len() == fields.len()
+        && row.keys().zip(fields).all(|(k, f)| {
+            matches!(f, SelectField::Column { column, path, cast: None, alias: None }
+                if path.is_empty() && column == k)
+        })
+}
+
 /// Applies `select=` to rows read with (at least) the columns it names.
 pub(crate) fn project(schema: &TableSchema, fields: &[SelectField], rows: Vec<Row>) -> Vec<Row> {
     if fields.iter().all(|f| *f == SelectField::All) {
@@ -305,6 +316,11 @@ pub(crate) fn project(schema: &TableSchema, fields: &[SelectField], rows: Vec<Ro
     }
     rows.into_iter()
         .map(|mut row| {
+            if is_projected(fields, &row) {
+                // Read with exactly the columns `select=` names, in its
+                // order: the row is the answer (no copy of its values).
+                return row;
+            }
             let mut out = Map::new();
             for (i, f) in fields.iter().enumerate() {
                 match f {
@@ -467,4 +483,44 @@ pub(crate) fn csv(rows: &[Row]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(v: Value) -> Row {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn rows_read_as_selected_are_kept_and_others_projected() {
+        let schema = TableSchema::new("t");
+        let fields = super::super::parse::select("id,title").unwrap();
+        let exact = row(json!({"id": 1, "title": "a"}));
+        assert!(is_projected(&fields, &exact));
+        assert_eq!(project(&schema, &fields, vec![exact.clone()]), vec![exact]);
+        // More columns than selected (an embed's key, a provider reading
+        // every column): projected.
+        let wide = row(json!({"id": 1, "title": "a", "owner": "x"}));
+        assert!(!is_projected(&fields, &wide));
+        assert_eq!(
+            project(&schema, &fields, vec![wide]),
+            vec![row(json!({"id": 1, "title": "a"}))]
+        );
+        // An alias, a cast or a path is never the row as read.
+        for select in ["id,name:title", "id,title::text", "id,title->>x"] {
+            let fields = super::super::parse::select(select).unwrap();
+            assert!(
+                !is_projected(&fields, &row(json!({"id": 1, "title": "a"}))),
+                "{select}"
+            );
+        }
+        let fields = super::super::parse::select("id,name:title").unwrap();
+        assert_eq!(
+            project(&schema, &fields, vec![row(json!({"id": 1, "title": "a"}))]),
+            vec![row(json!({"id": 1, "name": "a"}))]
+        );
+    }
 }
