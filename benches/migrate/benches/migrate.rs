@@ -19,7 +19,8 @@
 //!   whether rclone's local writes do is not checked here, so that ratio is
 //!   not a like-for-like durability comparison.
 //! - Peak memory: the process's VmHWM, reset (`/proc/self/clear_refs`)
-//!   right before each TrustStream run.
+//!   right before each TrustStream run; a contender's maximum RSS from
+//!   `/usr/bin/time -f %M`.
 //!
 //! A contender that is not installed is reported as such, never as a pass.
 //! `MIGRATE_BENCH_ROUNDS` (default 3) rounds each; medians and spread.
@@ -62,6 +63,37 @@ fn peak_mib() -> f64 {
 fn median(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Runs `cmd` under `/usr/bin/time -f %M`: its output and its peak RSS in
+/// MiB (NaN when `/usr/bin/time` is missing: the command then runs alone).
+fn measured(cmd: &Command, dir: &Path) -> (std::process::Output, f64) {
+    let time = Path::new("/usr/bin/time").exists();
+    let out_file = dir.join("time.out");
+    let mut run = if time {
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&out_file)
+            .arg(cmd.get_program());
+        c
+    } else {
+        Command::new(cmd.get_program())
+    };
+    run.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            run.env(k, v);
+        }
+    }
+    let out = run.output().unwrap();
+    let peak = std::fs::read_to_string(&out_file)
+        .ok()
+        .filter(|_| time)
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / 1024.0);
+    (out, peak)
 }
 
 fn installed(tool: &str) -> bool {
@@ -186,6 +218,7 @@ async fn bench_db(rounds: usize) {
         println!("db: pgloader is not installed (apt-get install pgloader): its row is missing");
     } else {
         let mut theirs = Vec::new();
+        let mut their_peaks = Vec::new();
         for _ in 0..rounds {
             let cfg = scratch.config("bench_pgloader");
             let schema = cfg.schema.clone().unwrap();
@@ -202,9 +235,12 @@ async fn bench_db(rounds: usize) {
                 ),
             )
             .unwrap();
+            let mut cmd = Command::new("pgloader");
+            cmd.arg(&load);
             let t = Instant::now();
-            let out = Command::new("pgloader").arg(&load).output().unwrap();
+            let (out, peak) = measured(&cmd, dir.path());
             let secs = t.elapsed().as_secs_f64();
+            their_peaks.push(peak);
             assert!(
                 out.status.success(),
                 "pgloader failed: {}",
@@ -213,8 +249,9 @@ async fn bench_db(rounds: usize) {
             theirs.push(total / secs);
         }
         let (t, lo, hi) = median(&mut theirs);
+        let (tp, _, tpmax) = median(&mut their_peaks);
         println!(
-            "db sqlite -> postgres, {rows} rows: pgloader median {t:.0} rows/s [{lo:.0}..{hi:.0}]; ratio truststream (copy only)/pgloader {:.2}x",
+            "db sqlite -> postgres, {rows} rows: pgloader median {t:.0} rows/s [{lo:.0}..{hi:.0}], peak RSS median {tp:.0} MiB (max {tpmax:.0}); ratio truststream (copy only)/pgloader {:.2}x",
             m / t
         );
     }
@@ -366,6 +403,7 @@ async fn bench_storage(rounds: usize) {
         None => Vec::new(),
     };
     let mut theirs = Vec::new();
+    let mut their_peaks = Vec::new();
     for r in 0..rounds {
         // A new bucket (or directory) per round: rclone copy skips what a
         // previous round left, which would time no work.
@@ -379,8 +417,9 @@ async fn bench_storage(rounds: usize) {
             .arg(&dest)
             .envs(remote_env.iter().cloned());
         let t = Instant::now();
-        let out = cmd.output().unwrap();
+        let (out, peak) = measured(&cmd, dir.path());
         let secs = t.elapsed().as_secs_f64();
+        their_peaks.push(peak);
         assert!(
             out.status.success(),
             "rclone failed: {}",
@@ -396,8 +435,9 @@ async fn bench_storage(rounds: usize) {
         }
     }
     let (t, lo, hi) = median(&mut theirs);
+    let (tp, _, tpmax) = median(&mut their_peaks);
     println!(
-        "storage {label}: rclone copy median {t:.1} MB/s [{lo:.1}..{hi:.1}]; ratio truststream (copy only)/rclone {:.2}x",
+        "storage {label}: rclone copy median {t:.1} MB/s [{lo:.1}..{hi:.1}], peak RSS median {tp:.0} MiB (max {tpmax:.0}); ratio truststream (copy only)/rclone {:.2}x",
         m / t
     );
 }
