@@ -83,9 +83,10 @@ fn measured(cmd: &Command, dir: &Path) -> (std::process::Output, f64) {
     };
     run.args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            run.env(k, v);
-        }
+        match v {
+            Some(v) => run.env(k, v),
+            None => run.env_remove(k),
+        };
     }
     let out = run.output().unwrap();
     let peak = std::fs::read_to_string(&out_file)
@@ -415,7 +416,10 @@ async fn bench_storage(rounds: usize) {
         cmd.arg("copy")
             .arg(src_root.join("bench"))
             .arg(&dest)
-            .envs(remote_env.iter().cloned());
+            .envs(remote_env.iter().cloned())
+            // Garage is plain HTTP on loopback; rclone's S3 client fails
+            // to start when a custom CA bundle is set in the environment.
+            .env_remove("AWS_CA_BUNDLE");
         let t = Instant::now();
         let (out, peak) = measured(&cmd, dir.path());
         let secs = t.elapsed().as_secs_f64();
@@ -431,6 +435,7 @@ async fn bench_storage(rounds: usize) {
                 .arg("purge")
                 .arg(&dest)
                 .envs(remote_env.iter().cloned())
+                .env_remove("AWS_CA_BUNDLE")
                 .output();
         }
     }
