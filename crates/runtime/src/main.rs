@@ -275,7 +275,11 @@ async fn serve(config: &Config, bind: Option<&str>) -> ExitCode {
         }
     );
     let result = server.run(shutdown).await;
-    let _ = services.db.disconnect().await;
+    // Every provider, in the runtime's order: realtime, jobs (batched
+    // completions committed), auth, then the database's pools.
+    if let Err(e) = services.close().await {
+        eprintln!("warning: {}", e.display_chain());
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -95,21 +95,31 @@ pub async fn bind(
         .map_err(|e| setting_error(e, &prepared.config, flag))?;
     served_signed_urls(&mut prepared.config, &prepared.serve).await;
     let services = Services::build(registries, &prepared.config).await?;
-    let Some(auth) = services.auth.clone() else {
-        return Err(Error::invalid_input(
-            "truststream serve needs an auth provider: set [<profile>.auth] type = \"jwt\" (or leave it unset)",
-        ));
+    let server = async {
+        let Some(auth) = services.auth.clone() else {
+            return Err(Error::invalid_input(
+                "truststream serve needs an auth provider: set [<profile>.auth] type = \"jwt\" (or leave it unset)",
+            ));
+        };
+        let providers = Providers {
+            db: services.db.clone(),
+            auth,
+            storage: services.storage.clone(),
+            metrics: metrics_renderer(&prepared.config),
+        };
+        Server::bind(providers, prepared.keys, prepared.serve)
+            .await
+            .map_err(|e| setting_error(e, &prepared.config, flag))
     };
-    let providers = Providers {
-        db: services.db.clone(),
-        auth,
-        storage: services.storage.clone(),
-        metrics: metrics_renderer(&prepared.config),
-    };
-    let server = Server::bind(providers, prepared.keys, prepared.serve)
-        .await
-        .map_err(|e| setting_error(e, &prepared.config, flag))?;
-    Ok((server, services))
+    match server.await {
+        Ok(server) => Ok((server, services)),
+        Err(e) => {
+            // Built for nothing (the port is taken, no auth): close every
+            // provider, not just the database's pools.
+            let _ = services.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// An error of the server about one of its `[serve]` settings (the
