@@ -56,7 +56,9 @@ pub struct MigrateArgs {
     /// After the copy, apply the source database's changes to the target
     /// until SIGINT (Ctrl-C), SIGTERM or the --stop-file appears; then
     /// apply what is still arriving and verify. Changes are subscribed to
-    /// before the copy starts.
+    /// before the copy starts. With --follow, SIGINT and SIGTERM are
+    /// handled from the start: one received during the copy stops the
+    /// following as soon as the copy ends (SIGKILL ends the copy itself).
     #[arg(long)]
     follow: bool,
     /// With --follow: stop following once this file exists (checked every
@@ -187,7 +189,13 @@ async fn run_inner(
             ""
         }
     );
-    let stop = follow_stop(args.stop_file);
+    // Signal handlers only with --follow: installing them replaces the
+    // default action, and a plain copy must stay killable by Ctrl-C.
+    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if args.follow {
+        Box::pin(follow_stop(args.stop_file))
+    } else {
+        Box::pin(std::future::pending())
+    };
     let summary = truststream_migrate::run_until(&source, &target, &options, stop).await;
     for s in [&source, &target] {
         if let Some(d) = &s.db {
