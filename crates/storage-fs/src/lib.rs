@@ -592,6 +592,7 @@ impl Storage for FsStorage {
         url: &str,
     ) -> StorageResult<VerifiedUrl> {
         self.verify_signed_url(method, url)
+            .map_err(|e| e.with_operation("storage.verify_signed"))
     }
 
     async fn list_buckets(&self) -> StorageResult<Vec<BucketInfo>> {

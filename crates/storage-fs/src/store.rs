@@ -377,8 +377,9 @@ impl Store {
         let root = File::open(root_path)
             .map_err(|e| io_err(e, "open it"))
             .map_err(|e| {
+                // Named as `open` names it: the root's fault is InvalidInput.
                 Error::new(
-                    e.kind(),
+                    root_error_kind(&e),
                     format!(
                         "cannot use the storage root {}: {}",
                         root_path.display(),
