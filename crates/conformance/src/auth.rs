@@ -853,6 +853,7 @@ async fn sign_out_others(fx: AuthFixture) -> CaseResult {
 async fn password_change_ends_other_sessions(fx: AuthFixture) -> CaseResult {
     let (email, a1, p1) = new_user(&fx).await?;
     let a2 = fx.auth.sign_in(SignIn::new(&email, PASSWORD)).await?;
+    let p2 = validate(&fx, &a2).await?;
     let (_, b1, _) = new_user(&fx).await?;
     let mut meta = serde_json::Map::new();
     meta.insert("theme".into(), serde_json::json!("dark"));
@@ -879,6 +880,27 @@ async fn password_change_ends_other_sessions(fx: AuthFixture) -> CaseResult {
         )
         .await?;
     expect_session_ended(&fx, &a2, "another session after a password change").await?;
+    // The ended session's principal (taken while it was live) cannot set a
+    // password: only a live session may.
+    match fx
+        .auth
+        .update_user(
+            &p2,
+            UserUpdate {
+                password: Some(format!("{PASSWORD}-by-the-ended-session").into()),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+    {
+        Err(e) if e.kind() == ErrorKind::Unauthenticated => {}
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "an ended session changing the password: expected Unauthenticated, got {e}"
+            )))
+        }
+        Ok(_) => return Err(Failure::new("an ended session changed the password")),
+    }
     let still = validate(&fx, &a1).await.map_err(|f| {
         Failure::new(format!(
             "the password change ended the session that made it: {}",
