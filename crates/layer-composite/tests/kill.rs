@@ -77,6 +77,11 @@ impl Around for SlowAfter {
 /// `ack create <id>` / `ack update <id> <counter>` after each acknowledged
 /// write and `applied <n>` as the replicator progresses.
 async fn child(spec: &str) {
+    // libtest (one test thread) has printed "test <name> ... " with no
+    // line end: end that line, or the first acknowledgement would share
+    // it and the parent would not read it (an acknowledged write it does
+    // not know of).
+    println!();
     let (primary, secondary) = spec.split_once('|').unwrap();
     let (p, s) = open(primary, secondary).await;
     let mut config = CompositeConfig::new("sqlite", json!({}));

@@ -67,6 +67,11 @@ fn key(j: u64) -> String {
 /// <key> <body>`, `ack del <key>`, `ack copy <from> <to>` after each
 /// acknowledged write and `applied <n>` as the replicator progresses.
 async fn child(dir: &Path) {
+    // libtest (one test thread) has printed "test <name> ... " with no
+    // line end: end that line, or the first acknowledgement would share
+    // it and the parent would not read it (an acknowledged write it does
+    // not know of).
+    println!();
     let (primary, secondary, journal) = open(dir).await;
     let mut config = StorageCompositeConfig::new("fs", "sqlite");
     config.batch = 5;

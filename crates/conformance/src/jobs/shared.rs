@@ -298,7 +298,8 @@ pub fn wait_workers(children: Vec<Child>) -> Result<Vec<WorkerReport>, Failure> 
         );
         let line = text
             .lines()
-            .find_map(|l| l.strip_prefix("REPORT "))
+            // libtest's "test <name> ... " may precede it on its line.
+            .find_map(|l| l.split_once("REPORT ").map(|(_, r)| r))
             .ok_or_else(|| Failure::new(format!("a worker process printed no report: {text}")))?;
         reports.push(
             serde_json::from_str(line)
