@@ -458,27 +458,52 @@ impl Store {
     /// [`Store::revoke_other_sessions`] does (a password change: whoever
     /// holds another session's tokens is signed out with the old password).
     /// `false` when the user no longer exists (nothing is written).
+    ///
+    /// The transaction's first operation checks that `keep` is still a
+    /// live session of the user (a compare-and-set on its row, which also
+    /// locks it where the database locks rows): a session ended after the
+    /// caller checked it, and before this commits, fails the whole
+    /// transaction with `Unauthenticated` and nothing is written.
     pub(crate) async fn update_user_ending_other_sessions(
         &self,
         user: &UserRow,
         keep: &str,
     ) -> AuthResult<bool> {
         let op = "auth.update_user";
-        let mut ops = vec![Operation::UpdateMany {
-            table: self.tables.users.clone(),
-            filter: col("id").eq(user.id.as_str()),
-            data: user_patch(user),
-        }];
+        // Sets `revoked_at` to what it must already be: the row changes in
+        // nothing, and the update matches only while the session is live.
+        let mut still_live = Map::new();
+        still_live.insert("revoked_at".into(), Value::Null);
+        let mut ops = vec![
+            Operation::UpdateChecked {
+                table: self.tables.sessions.clone(),
+                filter: and([
+                    col("id").eq(keep),
+                    col("user_id").eq(user.id.as_str()),
+                    col("revoked_at").is_null(),
+                ]),
+                data: still_live,
+                expected: 1,
+            },
+            Operation::UpdateMany {
+                table: self.tables.users.clone(),
+                filter: col("id").eq(user.id.as_str()),
+                data: user_patch(user),
+            },
+        ];
         ops.extend(self.end_other_sessions(&user.id, keep, op).await?);
         let out = self.db.transaction(ops).await;
         self.revocations.revoked_user_sessions(&user.id);
         match out {
-            Ok(out) => match out.first() {
+            Ok(out) => match out.get(1) {
                 Some(OperationOutput::Affected(n)) if *n > 0 => Ok(true),
                 // The user is gone: the transaction changed no user, and
                 // whatever it revoked belonged to a deleted user.
                 _ => Ok(false),
             },
+            Err(e) if e.kind() == ErrorKind::Conflict && failed_operation(&e) == Some(0) => {
+                Err(Error::unauthenticated("the session has ended").with_operation(op))
+            }
             Err(e) if e.kind() == ErrorKind::Conflict => Err(email_taken().with_operation(op)),
             Err(e) => Err(e.with_operation(op)),
         }
@@ -541,6 +566,15 @@ fn user_patch(user: &UserRow) -> Map<String, Value> {
     );
     patch.insert("updated_at".into(), ts(user.updated_at));
     patch
+}
+
+/// The position of the transaction operation that failed with `e`, from
+/// the `operation_index` context every provider adds.
+fn failed_operation(e: &Error) -> Option<usize> {
+    e.context()
+        .iter()
+        .find(|(k, _)| *k == "operation_index")
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// The one error a taken email gives: the interface promises `Conflict`,
