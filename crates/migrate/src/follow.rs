@@ -73,12 +73,14 @@ impl Follower {
     /// Applies buffered and live changes of `tables` to `target` until
     /// `stop` completes, then until none arrived for [`SETTLE`]. A gap in
     /// the feed (changes lost) or its end is an error: the target could
-    /// miss writes.
+    /// miss writes. So is a source still written `wind_down` after the stop
+    /// (`Conflict`): the application has not been switched to the target.
     pub(crate) async fn run(
         mut self,
         target: &dyn Database,
         tables: &[TableSchema],
         stop: impl Future<Output = ()>,
+        wind_down: Duration,
         progress: &Progress,
     ) -> Result<FollowSummary> {
         let schemas: HashMap<&str, &TableSchema> =
@@ -102,10 +104,22 @@ impl Follower {
             }
         }
         progress.message("migrate: stop requested; applying the changes still arriving");
+        let deadline = tokio::time::Instant::now() + wind_down;
         while let Ok(item) = tokio::time::timeout(SETTLE, self.rx.recv()).await {
             let change = item.ok_or_else(feed_ended)??;
             apply(target, &schemas, change, &mut summary).await?;
             task.inc(1);
+            if tokio::time::Instant::now() >= deadline {
+                task.finish("source still written");
+                return Err(Error::conflict(format!(
+                    "the source was still being written {} s after the stop ({} changes \
+                     applied while following): switch the application to the target \
+                     before stopping; writes after this point are not on the target",
+                    wind_down.as_secs_f32(),
+                    summary.applied()
+                ))
+                .with_operation("migrate.follow"));
+            }
         }
         task.finish("stopped");
         Ok(summary)

@@ -110,7 +110,15 @@ pub struct Options {
     /// Requires the source's `change_feed` capability; not with `dry_run`,
     /// `verify_only` or `resume`.
     pub follow: bool,
+    /// With `follow`: how long, after the stop, changes may keep arriving
+    /// before the run gives up on the source going quiet (the application
+    /// still writing to the source) and fails with `Conflict`; what was
+    /// applied stays on the target. Default [`DEFAULT_FOLLOW_WIND_DOWN`].
+    pub follow_wind_down: Duration,
 }
+
+/// Default [`Options::follow_wind_down`]: 30 seconds.
+pub const DEFAULT_FOLLOW_WIND_DOWN: Duration = Duration::from_secs(30);
 
 impl Default for Options {
     fn default() -> Self {
@@ -128,6 +136,7 @@ impl Default for Options {
             max_differences: DEFAULT_MAX_DIFFERENCES,
             progress: ProgressMode::Auto,
             follow: false,
+            follow_wind_down: DEFAULT_FOLLOW_WIND_DOWN,
         }
     }
 }
@@ -576,7 +585,17 @@ async fn copy_and_verify(
         }
         if let (Some((follower, stop)), Some((_, t))) = (follow, dbs) {
             let tables: Vec<_> = plan.tables.iter().map(|t| t.schema.clone()).collect();
-            summary.followed = Some(follower.run(t.as_ref(), &tables, stop, progress).await?);
+            summary.followed = Some(
+                follower
+                    .run(
+                        t.as_ref(),
+                        &tables,
+                        stop,
+                        options.follow_wind_down,
+                        progress,
+                    )
+                    .await?,
+            );
             for table in &plan.tables {
                 copy::advance_sequence(t.as_ref(), table).await?;
             }

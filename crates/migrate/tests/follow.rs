@@ -237,3 +237,45 @@ async fn an_instance_scoped_feed_is_a_warning_naming_the_limit() {
     assert!(warning.message.contains("instance"), "{warning}");
     assert_eq!(s.followed.unwrap().applied(), 0);
 }
+
+/// A source still written after the stop (the application was not
+/// switched): following ends after the wind-down with `Conflict`, instead
+/// of waiting for a quiet moment that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_still_written_after_the_stop_ends_the_run_with_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::sqlite(dir.path(), "src.db").await;
+    let dst = common::sqlite(dir.path(), "dst.db").await;
+    common::fill(src.as_ref(), 200).await;
+    let writer = {
+        let src = Arc::clone(&src);
+        tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("still writing {i}");
+                src.create(
+                    "orgs",
+                    obj(json!({"name": name, "created_at": "2026-12-04T10:00:00Z"})),
+                )
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let opts = Options {
+        follow_wind_down: Duration::from_secs(1),
+        ..options()
+    };
+    let started = std::time::Instant::now();
+    // Stop at once: the writer keeps going.
+    let e = run_until(&side(&src), &side(&dst), &opts, async {})
+        .await
+        .unwrap_err();
+    writer.abort();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains("still being written"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run ended on the wind-down, not on a test timeout"
+    );
+}

@@ -174,6 +174,7 @@ async fn run_inner(
             ProgressMode::Auto
         },
         follow: args.follow,
+        ..Options::default()
     };
     println!(
         "migrate: {} -> {}{}",

@@ -655,6 +655,37 @@ async fn many_to_many_over_memory_by_hint() {
     assert_eq!((s, v["code"].as_str()), (400, Some("PGRST200")), "{v}");
 }
 
+/// More junction tables than are considered (20): ambiguous, and said so,
+/// rather than deciding among the first 20 in name order.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_junctions_than_considered_are_ambiguous() {
+    let mut tables = vec![
+        auto_id("films").column(ColumnDef::text("title").not_null()),
+        auto_id("tags").column(ColumnDef::text("name").not_null()),
+    ];
+    for i in 0..21 {
+        tables.push(
+            auto_id(&format!("j{i:02}"))
+                .column(ColumnDef::integer("film_id").not_null())
+                .column(ColumnDef::integer("tag_id").not_null())
+                .references("film_id", "films", "id")
+                .references("tag_id", "tags", "id"),
+        );
+    }
+    let policies = vec![("films", read_policy()), ("tags", read_policy())];
+    let e = start(Backend::Sqlite, tables, policies, |_| {}).await;
+    let (s, v) = error(&e, "films?select=title,tags(name)").await;
+    assert_eq!((s, v["code"].as_str()), (300, Some("PGRST201")), "{v}");
+    // Not a choice among the first 20 in name order: the caller names it.
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap()
+            .contains("tags!<junction table>"),
+        "{v}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn many_to_many_over_postgres() {
     let Some(url) = testing::server().await else {

@@ -262,6 +262,28 @@ async fn a_function_result_is_filtered_ordered_and_paged() {
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "0-0/3");
     assert_eq!(r.json::<Value>().await.unwrap(), json!([{"a": 1}]));
+    // A count with nothing else to shape: the whole result and its total,
+    // on POST and GET, for rows and for a set of scalars.
+    for (method, q) in [(Method::POST, "rpc/nums"), (Method::GET, "rpc/nums?n=4")] {
+        let r = e
+            .anon(method.clone(), q)
+            .header("prefer", "count=exact")
+            .json(&json!({"n": 4}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method} {q}");
+        assert_eq!(r.headers()["content-range"], "0-3/4", "{method} {q}");
+    }
+    let r = e
+        .anon(Method::POST, "rpc/series")
+        .header("prefer", "count=exact")
+        .json(&json!({"n": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-range"], "*/0");
     // `or`, `not.`, `in`, aliases and text filters.
     let (st, v) = get("rpc/nums?n=6&select=x:a&or=(a.eq.1,label.eq.n2)").await;
     assert_eq!((st, v.clone()), (200, json!([{"x": 1}, {"x": 2}])), "{v}");

@@ -434,11 +434,11 @@ const JUNCTIONS_PG: &str = "SELECT DISTINCT j.relname::text AS name \
      JOIN pg_catalog.pg_class pt ON pt.oid = a.confrelid \
      JOIN pg_catalog.pg_class ct ON ct.oid = b.confrelid \
      WHERE a.contype = 'f' AND pt.relname = :parent AND ct.relname = :child \
-     AND n.nspname = ANY (current_schemas(false)) ORDER BY 1 LIMIT 21";
+     AND n.nspname = ANY (current_schemas(false)) ORDER BY 1";
 const JUNCTIONS_SQLITE: &str = "SELECT m.name AS name FROM sqlite_master m WHERE m.type = 'table' \
      AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(m.name) f WHERE f.\"table\" = :parent) \
      AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(m.name) f WHERE f.\"table\" = :child) \
-     ORDER BY m.name LIMIT 21";
+     ORDER BY m.name";
 
 async fn junction_tables(state: &ServeState, parent: &str, child: &str) -> ApiResult<Vec<String>> {
     use truststream_core_db::sql::SqlDialect;
@@ -451,7 +451,9 @@ async fn junction_tables(state: &ServeState, parent: &str, child: &str) -> ApiRe
         ("parent".to_string(), Value::from(parent)),
         ("child".to_string(), Value::from(child)),
     ]);
-    let rows = state.db.raw_query(sql, &params).await?;
+    // One more than the most considered, to tell "too many" from "all".
+    let sql = format!("{sql} LIMIT {}", MAX_JUNCTIONS + 1);
+    let rows = state.db.raw_query(&sql, &params).await?;
     Ok(rows
         .iter()
         .filter_map(|r| r.get("name").and_then(Value::as_str))
@@ -483,8 +485,19 @@ async fn junction(
         Some(h) => vec![h.clone()],
         None => junction_tables(state, &parent.name, &child.name).await?,
     };
+    if names.len() > MAX_JUNCTIONS {
+        // Every name is a candidate: far more than one, so ambiguous; the
+        // caller names the junction (not listed: they would be cut short).
+        return Err(several_relationships(
+            parent,
+            child,
+            e,
+            &[format!("'{}!<junction table>'", e.table)],
+            Vec::new(),
+        ));
+    }
     let mut found = Vec::new();
-    for name in names.iter().take(MAX_JUNCTIONS) {
+    for name in &names {
         if truststream_core_db::ident::validate(name).is_err()
             || access::hidden(state, name)
             || *name == parent.name

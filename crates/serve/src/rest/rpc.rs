@@ -231,6 +231,15 @@ async fn call(
         // A partial answer with a known count is 206, as for tables.
         partial = total.is_some_and(|t| (rows.len() as u64) < t);
         range = Some(super::content_range(offset, rows.len(), total));
+    } else if count
+        && matches!(
+            returns,
+            Returns::Rows { set: true } | Returns::Scalar { set: true }
+        )
+    {
+        // A count asked of a call with nothing else to shape: every row is
+        // in the answer, so the total is the row count.
+        range = Some(super::content_range(0, rows.len(), Some(rows.len() as u64)));
     }
     let (mut status, content_type, text) = match returns {
         Returns::Void => return Ok(StatusCode::NO_CONTENT.into_response()),
