@@ -140,6 +140,16 @@ impl ResultSet {
         }
     }
 
+    /// The column names, once, in result order, when the set holds its
+    /// rows by column (as the SQL providers' [`crate::Database::read_set`]
+    /// does); `None` for a set made of [`Row`]s, whose rows may differ.
+    pub fn columns(&self) -> Option<&[String]> {
+        match &self.inner {
+            Inner::Rows(_) => None,
+            Inner::Columns { names, .. } => Some(names),
+        }
+    }
+
     /// Every row deserialized into `T`, as `serde_json::from_value` of the
     /// row's JSON object does it; a row that does not fit is
     /// [`crate::ErrorKind::InvalidInput`] naming `T`.
@@ -182,6 +192,53 @@ impl ResultSet {
                 Ok(first.deserialize()?.pop())
             }
         }
+    }
+}
+
+/// The rows as a sequence of maps, each map's entries in column order:
+/// what serializing [`ResultSet::into_rows`] gives (`serde_json::to_string`
+/// of the set is the JSON array of the rows), without building a map per
+/// row.
+impl serde::Serialize for ResultSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match &self.inner {
+            Inner::Rows(rows) => rows.serialize(serializer),
+            Inner::Columns {
+                names,
+                values,
+                rows,
+            } => {
+                let mut seq = serializer.serialize_seq(Some(*rows))?;
+                if names.is_empty() {
+                    for _ in 0..*rows {
+                        seq.serialize_element(&Row::new())?;
+                    }
+                } else {
+                    for row in values.chunks(names.len()) {
+                        seq.serialize_element(&RowRef { names, values: row })?;
+                    }
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// One row of a column-held set, serialized as a map.
+struct RowRef<'a> {
+    names: &'a [String],
+    values: &'a [Value],
+}
+
+impl serde::Serialize for RowRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.names.len()))?;
+        for (n, v) in self.names.iter().zip(self.values) {
+            map.serialize_entry(n, v)?;
+        }
+        map.end()
     }
 }
 
@@ -441,6 +498,30 @@ mod tests {
         let back = set(&names, &rows).into_rows();
         assert_eq!(back, rows_of(&names, &rows));
         assert!(back[0].keys().eq(names.iter()));
+    }
+
+    #[test]
+    fn serializing_a_set_gives_the_json_of_its_rows() {
+        let names = ["z", "a", "m"];
+        let rows = vec![
+            vec![json!(1), json!({"y": 1, "b": [2, "é\"q"]}), json!("x")],
+            vec![json!(null), json!(null), json!(-2.5)],
+        ];
+        let by_column = set(&names, &rows);
+        assert_eq!(by_column.columns().unwrap(), &names.map(String::from)[..]);
+        let text = serde_json::to_string(&by_column).unwrap();
+        assert_eq!(
+            text,
+            serde_json::to_string(&rows_of(&names, &rows)).unwrap()
+        );
+        assert!(text.starts_with(r#"[{"z":1,"a":{"y":1,"b":"#), "{text}");
+        let by_row = ResultSet::from_rows(rows_of(&names, &rows));
+        assert!(by_row.columns().is_none());
+        assert_eq!(serde_json::to_string(&by_row).unwrap(), text);
+        // No rows; rows of no columns.
+        assert_eq!(serde_json::to_string(&set(&names, &[])).unwrap(), "[]");
+        let empty = ResultSet::from_columns(Vec::new(), Vec::new(), 2).unwrap();
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "[{},{}]");
     }
 
     #[test]

@@ -298,6 +298,38 @@ pub(crate) fn base_columns(fields: &[SelectField]) -> Vec<truststream_core_db::S
         .collect()
 }
 
+/// Whether `select=` is `*` or plain columns (no alias, path, cast or
+/// embed), each named once: reading exactly those columns answers it.
+pub(crate) fn is_plain(fields: &[SelectField]) -> bool {
+    if fields.iter().all(|f| *f == SelectField::All) {
+        return true;
+    }
+    fields.iter().enumerate().all(|(i, f)| {
+        matches!(f, SelectField::Column { column, path, cast: None, alias: None }
+        if path.is_empty()
+            && !fields[..i].iter().any(
+                |g| matches!(g, SelectField::Column { column: c, .. } if c == column)
+            ))
+    })
+}
+
+/// Whether a result of `columns` (in that order) is the answer to plain
+/// `fields` as it is: `select=*` takes the columns read, plain columns
+/// must be exactly those. `None` (a set of rows) never is.
+pub(crate) fn answers(fields: &[SelectField], columns: Option<&[String]>) -> bool {
+    let Some(columns) = columns else {
+        return false;
+    };
+    if fields.iter().all(|f| *f == SelectField::All) {
+        return true;
+    }
+    columns.len() == fields.len()
+        && columns
+            .iter()
+            .zip(fields)
+            .all(|(c, f)| matches!(f, SelectField::Column { column, .. } if column == c))
+}
+
 /// Whether `row` already is `fields` applied to it: every field a plain
 /// column (no alias, path or cast), and the row's keys exactly those
 /// columns in that order.
