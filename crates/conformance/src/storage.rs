@@ -166,6 +166,26 @@ pub fn cases() -> Vec<Case<StorageFixture>> {
             ["streaming"],
             download_stream_never_splices
         ),
+        case!(
+            "download.with_metadata",
+            ["streaming"],
+            download_with_metadata
+        ),
+        case!(
+            "download.with_metadata_range",
+            ["streaming", "range_reads"],
+            download_with_metadata_range
+        ),
+        case!(
+            "download.with_metadata_missing",
+            ["streaming"],
+            download_with_metadata_missing
+        ),
+        case!(
+            "download.with_metadata_consistent_under_overwrite",
+            ["streaming"],
+            download_with_metadata_consistent
+        ),
         case!("batch.upload_multiple", [], batch_upload_multiple),
         case!(
             "batch.bad_entry_fails_alone",
@@ -683,6 +703,270 @@ async fn download_stream_never_splices(fx: StorageFixture) -> CaseResult {
         get(&fx, "splice.bin").await? == new,
         "the overwrite was not stored"
     );
+    Ok(())
+}
+
+async fn download_with_metadata(fx: StorageFixture) -> CaseResult {
+    let data = pattern(300_000);
+    let options = UploadOptions::new()
+        .content_type("application/x-conformance")
+        .metadata("agentId", "7");
+    fx.storage
+        .upload(&fx.bucket, "wm.bin", data.clone(), &options)
+        .await?;
+    let dl = fx
+        .storage
+        .download_with_metadata(&fx.bucket, "wm.bin", None)
+        .await?;
+    let meta = fx.storage.get_metadata(&fx.bucket, "wm.bin").await?;
+    ensure_eq!(dl.meta, meta, "metadata of download_with_metadata");
+    ensure_eq!(dl.range, 0..300_000, "range served of a whole download");
+    ensure!(!dl.is_partial(), "a whole download reports a partial range");
+    let got = dl.into_bytes().await?;
+    ensure_eq!(got.len(), data.len(), "downloaded length");
+    ensure!(got == data, "bytes differ from the uploaded ones");
+    ensure!(
+        got == get(&fx, "wm.bin").await?,
+        "bytes differ from download's"
+    );
+
+    put(&fx, "wm-empty.bin", Bytes::new()).await?;
+    let dl = fx
+        .storage
+        .download_with_metadata(&fx.bucket, "wm-empty.bin", None)
+        .await?;
+    ensure_eq!(dl.meta.size, 0, "size of an empty object");
+    ensure_eq!(dl.range, 0..0, "range served of an empty object");
+    ensure!(
+        dl.into_bytes().await?.is_empty(),
+        "an empty object's body is not empty"
+    );
+    Ok(())
+}
+
+async fn download_with_metadata_range(fx: StorageFixture) -> CaseResult {
+    let data = pattern(1000);
+    let options = UploadOptions::new().content_type("text/plain");
+    fx.storage
+        .upload(&fx.bucket, "wmr.bin", data.clone(), &options)
+        .await?;
+    let meta = fx.storage.get_metadata(&fx.bucket, "wmr.bin").await?;
+    let s = &fx.storage;
+    let b = &fx.bucket;
+    for (range, served, what) in [
+        (ByteRange::new(100, 200), 100..200, "middle"),
+        (ByteRange::from(990), 990..1000, "from 990"),
+        (ByteRange::new(0, 1), 0..1, "first byte"),
+        (
+            ByteRange::new(900, 5000),
+            900..1000,
+            "end past the size is cut at the end",
+        ),
+    ] {
+        let dl = s.download_with_metadata(b, "wmr.bin", Some(range)).await?;
+        ensure_eq!(dl.meta, meta, "metadata of a ranged download ({what})");
+        ensure_eq!(dl.range, served.clone(), "range served ({what})");
+        ensure!(
+            dl.is_partial(),
+            "{what}: the download is not marked partial"
+        );
+        let got = dl.into_bytes().await?;
+        ensure_eq!(
+            got,
+            data.slice(served.start as usize..served.end as usize),
+            "bytes ({what})"
+        );
+    }
+    expect_kind(
+        s.download_with_metadata(b, "wmr.bin", Some(ByteRange::from(1000)))
+            .await,
+        ErrorKind::InvalidInput,
+        "range starting at the size",
+    )?;
+    expect_kind(
+        s.download_with_metadata(b, "wmr.bin", Some(ByteRange::new(5000, 6000)))
+            .await,
+        ErrorKind::InvalidInput,
+        "range starting past the end",
+    )?;
+    expect_kind(
+        s.download_with_metadata(b, "wmr.bin", Some(ByteRange::new(10, 10)))
+            .await,
+        ErrorKind::InvalidInput,
+        "empty range",
+    )
+}
+
+async fn download_with_metadata_missing(fx: StorageFixture) -> CaseResult {
+    put(&fx, "present.txt", "here").await?;
+    expect_kind(
+        fx.storage
+            .download_with_metadata(&fx.bucket, "missing.txt", None)
+            .await,
+        ErrorKind::NotFound,
+        "download_with_metadata of a missing object",
+    )?;
+    if caps(&fx).range_reads {
+        expect_kind(
+            fx.storage
+                .download_with_metadata(&fx.bucket, "missing.txt", Some(ByteRange::new(0, 1)))
+                .await,
+            ErrorKind::NotFound,
+            "ranged download_with_metadata of a missing object",
+        )?;
+    }
+    Ok(())
+}
+
+/// Uploads one version (bytes, content type) of the overwritten object.
+async fn write_version(
+    storage: &Arc<dyn Storage>,
+    bucket: &str,
+    key: &str,
+    (data, content_type): &(Bytes, &'static str),
+) -> Result<ObjectMeta, Error> {
+    let options = UploadOptions::new().content_type(*content_type);
+    storage.upload(bucket, key, data.clone(), &options).await
+}
+
+/// What one download of the overwritten object saw.
+struct Seen {
+    etag: String,
+    /// Which version the body is (0 or 1).
+    version: usize,
+}
+
+async fn download_with_metadata_consistent(fx: StorageFixture) -> CaseResult {
+    // Two versions that differ in size, content type and bytes, one above
+    // and one below 256 KiB (providers may read small bodies differently).
+    let versions: Arc<[(Bytes, &'static str); 2]> = Arc::new([
+        (pattern(300_000), "application/x-conformance-a"),
+        (
+            (0..100_003u32)
+                .map(|i| (i * 7 % 253) as u8)
+                .collect::<Vec<u8>>()
+                .into(),
+            "text/x-conformance-b",
+        ),
+    ]);
+    let key = "overwritten.bin";
+    write_version(&fx.storage, &fx.bucket, key, &versions[0]).await?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for v in 0..2 {
+        let (storage, bucket, versions) = (fx.storage.clone(), fx.bucket.clone(), versions.clone());
+        writers.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                write_version(&storage, &bucket, key, &versions[v]).await?;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (storage, bucket) = (fx.storage.clone(), fx.bucket.clone());
+        let (versions, done) = (versions.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut conflicts = 0usize;
+            for _ in 0..1000 {
+                if done.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let dl = match storage.download_with_metadata(&bucket, key, None).await {
+                    Ok(dl) => dl,
+                    // The provider may say the object kept changing.
+                    Err(e) if e.kind() == ErrorKind::Conflict => {
+                        conflicts += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(Failure::new(format!("download failed: {e}"))),
+                };
+                let (meta, range) = (dl.meta.clone(), dl.range.clone());
+                let body = match dl.into_bytes().await {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == ErrorKind::Conflict => {
+                        conflicts += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(Failure::new(format!("download body failed: {e}"))),
+                };
+                let Some(version) = versions.iter().position(|(d, _)| *d == body) else {
+                    return Err(Failure::new(format!(
+                        "a download's body ({} bytes) is neither version",
+                        body.len()
+                    )));
+                };
+                let ct = versions[version].1;
+                ensure_eq!(
+                    meta.size,
+                    body.len() as u64,
+                    "size in the metadata of a download whose body is version {version}"
+                );
+                ensure_eq!(
+                    range,
+                    0..body.len() as u64,
+                    "range served with a body of version {version}"
+                );
+                ensure_eq!(
+                    meta.content_type.as_deref(),
+                    Some(ct),
+                    "content type in the metadata of a download whose body is version {version}"
+                );
+                seen.push(Seen {
+                    etag: meta.etag,
+                    version,
+                });
+            }
+            Ok((seen, conflicts))
+        }));
+    }
+    let mut failure = None;
+    for (i, w) in writers.into_iter().enumerate() {
+        let r = w
+            .await
+            .map_err(|e| Failure::new(format!("writer {i} panicked: {e}")))
+            .and_then(|r| r.map_err(|e| Failure::new(format!("writer {i}: {e}"))));
+        if let Err(f) = r {
+            failure.get_or_insert(f);
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let mut all = Vec::new();
+    for (i, r) in readers.into_iter().enumerate() {
+        let r = r
+            .await
+            .map_err(|e| Failure::new(format!("reader {i} panicked: {e}")))
+            .and_then(|r| r);
+        match r {
+            Ok((seen, _conflicts)) => all.extend(seen),
+            Err(f) => {
+                failure.get_or_insert(f);
+            }
+        }
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    // An ETag names one version: never two bodies under the same one.
+    let mut by_etag: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &all {
+        let first = *by_etag.entry(s.etag.clone()).or_insert(s.version);
+        ensure!(
+            first == s.version,
+            "ETag {} came with the bodies of both versions",
+            s.etag
+        );
+    }
+    // Once the writes have stopped, the object reads as its last version.
+    let dl = fx
+        .storage
+        .download_with_metadata(&fx.bucket, key, None)
+        .await?;
+    let meta = fx.storage.get_metadata(&fx.bucket, key).await?;
+    ensure_eq!(dl.meta, meta, "metadata after the overwrites");
+    let body = dl.into_bytes().await?;
+    ensure_eq!(body.len() as u64, meta.size, "size after the overwrites");
     Ok(())
 }
 

@@ -17,8 +17,8 @@ pub use checksum::{Checksum, ChecksumAlgorithm, ChecksumHasher};
 pub use ext::{StorageExt, UploadRequest};
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo};
 pub use types::{
-    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
-    SignedUrlMethod, UploadOptions, WriteCondition,
+    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectDownload, ObjectMeta,
+    SignedUrl, SignedUrlMethod, UploadOptions, WriteCondition,
 };
 
 /// `Result` of storage operations.
@@ -92,6 +92,40 @@ pub trait Storage: Send + Sync + 'static {
         key: &str,
         range: Option<ByteRange>,
     ) -> StorageResult<ByteStream>;
+
+    /// The object (or a range of it) as a stream, together with its
+    /// metadata, in one call: what an HTTP layer needs to answer a download
+    /// (headers from the metadata, then the body). `range` is checked as
+    /// [`Storage::download_stream`] checks it (one starting past the end is
+    /// [`ErrorKind::InvalidInput`], one ending past it is cut at the end);
+    /// a missing object is [`ErrorKind::NotFound`]. Requires
+    /// [`StorageCapabilities::streaming`].
+    ///
+    /// Providers that can read both at once override it, so that the
+    /// metadata always describes the bytes of the stream even while the
+    /// object is overwritten, at the cost of one provider operation. The
+    /// default is [`Storage::get_metadata`] then [`Storage::download_stream`]:
+    /// two operations, and **not atomic** (an overwrite between them pairs
+    /// the new metadata with the old bytes or the reverse).
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        let op = |e: Error| e.with_operation("storage.download_with_metadata");
+        let meta = self.get_metadata(bucket, key).await.map_err(op)?;
+        let served = match range {
+            Some(r) => r.resolve(meta.size).map_err(op)?,
+            None => 0..meta.size,
+        };
+        let body = self.download_stream(bucket, key, range).await.map_err(op)?;
+        Ok(ObjectDownload {
+            meta,
+            range: served,
+            body,
+        })
+    }
 
     /// Metadata of one object; [`ErrorKind::NotFound`] when missing
     /// (see [`StorageExt::metadata_opt`]).

@@ -40,6 +40,71 @@ pub struct ObjectMeta {
     pub checksum: Option<Checksum>,
 }
 
+/// An object's metadata and its bytes (or a range of them), read together:
+/// what [`Storage::download_with_metadata`](crate::Storage::download_with_metadata)
+/// answers.
+///
+/// Where the provider reads both in one operation, `meta` describes exactly
+/// the version `body` yields (its size, ETag, content type and checksum).
+pub struct ObjectDownload {
+    /// Metadata of the object, as [`Storage::get_metadata`](crate::Storage::get_metadata)
+    /// returns it.
+    pub meta: ObjectMeta,
+    /// The bytes `body` yields: `start..end` of the object, `0..meta.size`
+    /// for a whole one. A requested range ending past the object is cut at
+    /// its end here.
+    pub range: std::ops::Range<u64>,
+    /// The bytes, as [`Storage::download_stream`](crate::Storage::download_stream)
+    /// yields them (a whole object is checked against its checksum at the
+    /// end, where one was recorded).
+    pub body: ByteStream,
+}
+
+impl ObjectDownload {
+    /// Number of bytes `body` yields.
+    pub fn len(&self) -> u64 {
+        self.range.end.saturating_sub(self.range.start)
+    }
+
+    /// Whether `body` yields nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the body is part of the object rather than all of it.
+    pub fn is_partial(&self) -> bool {
+        self.range != (0..self.meta.size)
+    }
+
+    /// Reads the whole body into one buffer (no copy when it comes as one
+    /// chunk). An `Err` item of the body is the error.
+    pub async fn into_bytes(mut self) -> StorageResult<Bytes> {
+        use futures::StreamExt;
+        let Some(first) = self.body.next().await.transpose()? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = self.body.next().await.transpose()? else {
+            return Ok(first);
+        };
+        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&second);
+        while let Some(chunk) = self.body.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+impl std::fmt::Debug for ObjectDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectDownload")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
 /// When an upload may replace what is there.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,8 +21,8 @@ use truststream_core_realtime::{
     Subscription,
 };
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
-    SignedUrlMethod, Storage, StorageCapabilities, UploadOptions,
+    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectDownload, ObjectMeta,
+    SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, UploadOptions,
 };
 
 use crate::build::set_in;
@@ -189,6 +189,14 @@ impl Storage for Disabled {
         _range: Option<ByteRange>,
     ) -> Result<ByteStream> {
         self.refuse("storage.download_stream")
+    }
+    async fn download_with_metadata(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _range: Option<ByteRange>,
+    ) -> Result<ObjectDownload> {
+        self.refuse("storage.download_with_metadata")
     }
     async fn get_metadata(&self, _bucket: &str, _key: &str) -> Result<ObjectMeta> {
         self.refuse("storage.get_metadata")

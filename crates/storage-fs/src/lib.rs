@@ -18,8 +18,8 @@ use truststream_core_storage::keys::validate_bucket;
 use truststream_core_storage::signing::{UrlSigner, VerifiedUrl};
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, ChecksumAlgorithm, ChecksumHasher, Error, Health,
-    ListOptions, ListPage, ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage,
-    StorageCapabilities, StorageRegistry, StorageResult, UploadOptions,
+    ListOptions, ListPage, ObjectDownload, ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod,
+    Storage, StorageCapabilities, StorageRegistry, StorageResult, UploadOptions,
 };
 
 use store::{Content, Store};
@@ -520,6 +520,47 @@ impl Storage for FsStorage {
                 None => (0..meta.size, true),
             };
             Ok(file_stream(file, meta, r, whole))
+        })
+        .await
+    }
+
+    /// One open: the metadata is the one that belongs to the opened file
+    /// (its attribute, or the sidecar slot naming it, as every read pairs
+    /// them), so it describes the bytes read even while the object is
+    /// overwritten. A body of at most one chunk (256 KiB) is read, and a
+    /// whole object verified, in the same blocking call; larger ones stream
+    /// as [`Storage::download_stream`] does.
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.run("storage.download_with_metadata", move |s| {
+            let (file, meta) = s.open_object(&b, &k)?;
+            let (r, whole) = match range {
+                Some(r) => (r.resolve(meta.size)?, false),
+                None => (0..meta.size, true),
+            };
+            let len = r.end - r.start;
+            let body = if len <= CHUNK_SIZE as u64 {
+                let bytes = if whole {
+                    store::read_verified(&file, &meta, &s.buffers)?
+                } else {
+                    // At most CHUNK_SIZE: fits in usize.
+                    store::read_exact_at(&file, r.start, len as usize, Some(&s.buffers))?
+                };
+                let chunks = (!bytes.is_empty()).then_some(Ok(bytes));
+                Box::pin(futures::stream::iter(chunks)) as ByteStream
+            } else {
+                file_stream(file, meta.clone(), r.clone(), whole)
+            };
+            Ok(ObjectDownload {
+                meta,
+                range: r,
+                body,
+            })
         })
         .await
     }

@@ -13,9 +13,9 @@ use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::list::ListPlan;
 use truststream_core_storage::signing::UrlSigner;
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, Checksum, Error, Health, ListOptions, ListPage, ObjectMeta,
-    ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
-    StorageResult, UploadOptions,
+    BucketInfo, ByteRange, ByteStream, Checksum, Error, Health, ListOptions, ListPage,
+    ObjectDownload, ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage,
+    StorageCapabilities, StorageRegistry, StorageResult, UploadOptions,
 };
 
 /// The registry type name of this provider.
@@ -366,6 +366,32 @@ impl Storage for MemoryStorage {
             })
             .map(chunked)
             .map_err(|e| e.with_operation("storage.download_stream"))
+    }
+
+    /// One lookup under the lock: the metadata and the bytes are those of
+    /// the same stored version, whatever overwrites come after.
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        let run = || {
+            let obj = self.verified_object(bucket, key)?;
+            let size = obj.data.len() as u64;
+            let served = match range {
+                Some(r) => r.resolve(size)?,
+                None => 0..size,
+            };
+            // `resolve` keeps both ends within the object, so they fit in usize.
+            let data = obj.data.slice(served.start as usize..served.end as usize);
+            Ok(ObjectDownload {
+                meta: obj.meta.clone(),
+                range: served,
+                body: chunked(data),
+            })
+        };
+        run().map_err(|e: Error| e.with_operation("storage.download_with_metadata"))
     }
 
     async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {

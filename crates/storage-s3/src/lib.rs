@@ -21,8 +21,8 @@ use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::signing;
 use truststream_core_storage::{
     BucketInfo, ByteRange, ByteStream, Checksum, Error, ErrorKind, Health, ListOptions, ListPage,
-    ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities,
-    StorageRegistry, StorageResult, UploadOptions, WriteCondition,
+    ObjectDownload, ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage,
+    StorageCapabilities, StorageRegistry, StorageResult, UploadOptions, WriteCondition,
 };
 
 pub use config::{ConditionalWrites, S3StorageConfig};
@@ -327,24 +327,7 @@ impl S3Storage {
             .send()
             .await
             .map_err(|e| map_sdk(e, Target::Object(bucket, key)))?;
-        let decoded = meta::decode(out.metadata());
-        Ok(ObjectMeta {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            size: out
-                .content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
-            content_type: out.content_type().map(str::to_string),
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            last_modified: out
-                .last_modified()
-                .and_then(to_chrono)
-                .unwrap_or_else(chrono::Utc::now),
-            metadata: decoded.metadata,
-            public: decoded.public,
-            checksum: decoded.checksum,
-        })
+        Ok(meta::ObjectHeaders::of_head(&out).into_meta(bucket, key))
     }
 }
 
@@ -556,6 +539,28 @@ impl Storage for S3Storage {
         };
         run.await
             .map_err(|e: Error| e.with_operation("storage.download_stream"))
+    }
+
+    /// One `GetObject`: the metadata comes from its answer's headers (the
+    /// same mapping as a HEAD's), so it describes the version the body
+    /// comes from; a resumed body asks for that version (`If-Match` on its
+    /// ETag) as [`Storage::download_stream`]'s does.
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        let run = async {
+            validate_bucket(bucket)?;
+            validate_key(key)?;
+            if let Some(r) = range {
+                check_range(r)?;
+            }
+            self.open_with_metadata(bucket, key, range).await
+        };
+        run.await
+            .map_err(|e: Error| e.with_operation("storage.download_with_metadata"))
     }
 
     async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {

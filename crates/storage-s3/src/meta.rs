@@ -10,8 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
-use truststream_core_storage::{Checksum, Error, StorageResult, UploadOptions};
+use truststream_core_storage::{Checksum, Error, ObjectMeta, StorageResult, UploadOptions};
 
 /// Prefix of the provider's own metadata names.
 pub(crate) const RESERVED: &str = "truststream-";
@@ -133,6 +135,75 @@ pub(crate) fn decode(raw: Option<&HashMap<String, String>>) -> Decoded {
     d
 }
 
+/// The object headers S3 answers to a HEAD and a GET alike, borrowed from
+/// either response: one mapping to [`ObjectMeta`] for both.
+pub(crate) struct ObjectHeaders<'a> {
+    /// The whole object's size.
+    pub(crate) size: u64,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) etag: Option<&'a str>,
+    pub(crate) last_modified: Option<&'a aws_sdk_s3::primitives::DateTime>,
+    pub(crate) metadata: Option<&'a HashMap<String, String>>,
+}
+
+impl<'a> ObjectHeaders<'a> {
+    /// The headers of a `HeadObject` answer.
+    pub(crate) fn of_head(out: &'a HeadObjectOutput) -> Self {
+        ObjectHeaders {
+            size: out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            content_type: out.content_type(),
+            etag: out.e_tag(),
+            last_modified: out.last_modified(),
+            metadata: out.metadata(),
+        }
+    }
+
+    /// The headers of a `GetObject` answer. A ranged answer's length is the
+    /// range's: the object's size is the total of its `Content-Range`.
+    pub(crate) fn of_get(out: &'a GetObjectOutput) -> Self {
+        let length = out
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        ObjectHeaders {
+            size: out.content_range().and_then(range_total).unwrap_or(length),
+            content_type: out.content_type(),
+            etag: out.e_tag(),
+            last_modified: out.last_modified(),
+            metadata: out.metadata(),
+        }
+    }
+
+    /// The object's metadata.
+    pub(crate) fn into_meta(self, bucket: &str, key: &str) -> ObjectMeta {
+        let decoded = decode(self.metadata);
+        ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: self.size,
+            content_type: self.content_type.map(str::to_string),
+            etag: self.etag.unwrap_or_default().to_string(),
+            last_modified: self
+                .last_modified
+                .and_then(crate::to_chrono)
+                .unwrap_or_else(chrono::Utc::now),
+            metadata: decoded.metadata,
+            public: decoded.public,
+            checksum: decoded.checksum,
+        }
+    }
+}
+
+/// The total of a `Content-Range` value (`bytes 0-99/1000` → 1000); `None`
+/// when it is unknown (`*`) or unreadable.
+pub(crate) fn range_total(content_range: &str) -> Option<u64> {
+    let (_, total) = content_range.trim().rsplit_once('/')?;
+    total.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +247,14 @@ mod tests {
             None,
         );
         assert!(c.unwrap_err().to_string().contains("case"));
+    }
+
+    #[test]
+    fn content_range_totals() {
+        assert_eq!(range_total("bytes 0-99/1000"), Some(1000));
+        assert_eq!(range_total(" bytes 5-5/6 "), Some(6));
+        assert_eq!(range_total("bytes 0-99/*"), None);
+        assert_eq!(range_total("garbage"), None);
     }
 
     #[test]

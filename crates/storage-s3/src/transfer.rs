@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::{Bytes, BytesMut};
@@ -10,7 +11,7 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use truststream_core_storage::{
     ByteRange, ByteStream, Checksum, ChecksumAlgorithm, ChecksumHasher, Error, ErrorKind,
-    ObjectMeta, StorageResult, UploadOptions, WriteCondition,
+    ObjectDownload, ObjectMeta, StorageResult, UploadOptions, WriteCondition,
 };
 
 use crate::error::{map_sdk, Target};
@@ -300,15 +301,59 @@ impl S3Storage {
         impl Stream<Item = StorageResult<Bytes>> + Send + 'static,
         u64,
     )> {
-        let mut req = self.client().get_object().bucket(bucket).key(key);
+        let out = self.get_object(bucket, key, range).await?;
+        Ok(self.stream_of(out, bucket, key, range))
+    }
+
+    /// One `GetObject` of the object (or a range of it): the object's
+    /// metadata from the answer's headers (mapped as a HEAD's are), the
+    /// range served and the verified, resumable stream of its body.
+    pub(crate) async fn open_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        let out = self.get_object(bucket, key, range).await?;
+        let meta = meta::ObjectHeaders::of_get(&out).into_meta(bucket, key);
+        let (stream, len) = self.stream_of(out, bucket, key, range);
         let start = range.map_or(0, |r| r.start);
+        Ok(ObjectDownload {
+            meta,
+            range: start..start + len,
+            body: Box::pin(stream),
+        })
+    }
+
+    /// Sends the `GetObject` of the object, with a `Range` header for `range`.
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<GetObjectOutput> {
+        let mut req = self.client().get_object().bucket(bucket).key(key);
         if let Some(r) = range {
             req = req.range(range_header(r.start, r.end));
         }
-        let out = req
-            .send()
+        req.send()
             .await
-            .map_err(|e| map_sdk(e, Target::Object(bucket, key)))?;
+            .map_err(|e| map_sdk(e, Target::Object(bucket, key)))
+    }
+
+    /// The verified, resumable stream of a `GetObject` answer's body, and
+    /// the number of bytes it will yield.
+    fn stream_of(
+        &self,
+        out: GetObjectOutput,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> (
+        impl Stream<Item = StorageResult<Bytes>> + Send + 'static,
+        u64,
+    ) {
+        let start = range.map_or(0, |r| r.start);
         let len = out
             .content_length()
             .and_then(|n| u64::try_from(n).ok())
@@ -332,7 +377,7 @@ impl S3Storage {
             expected,
             finished: false,
         };
-        Ok((futures::stream::unfold(state, Download::step), len))
+        (futures::stream::unfold(state, Download::step), len)
     }
 }
 

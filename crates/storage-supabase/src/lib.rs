@@ -21,9 +21,9 @@ use truststream_core::Secret;
 use truststream_core_storage::keys::{validate_bucket, validate_key};
 use truststream_core_storage::signing::check_lifetime;
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, Error, ErrorKind, Health, ListOptions, ListPage, ObjectMeta,
-    ProviderInfo, SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, StorageRegistry,
-    StorageResult, UploadOptions, WriteCondition,
+    BucketInfo, ByteRange, ByteStream, Error, ErrorKind, Health, ListOptions, ListPage,
+    ObjectDownload, ObjectMeta, ProviderInfo, SignedUrl, SignedUrlMethod, Storage,
+    StorageCapabilities, StorageRegistry, StorageResult, UploadOptions, WriteCondition,
 };
 
 pub use config::SupabaseStorageConfig;
@@ -564,13 +564,14 @@ impl SupabaseStorage {
     }
 
     /// Opens a download: the body as a stream of `range` (or the whole
-    /// object).
+    /// object), its length where the server said it, and the answer's
+    /// `ETag`.
     async fn open(
         &self,
         bucket: &str,
         key: &str,
         range: Option<ByteRange>,
-    ) -> StorageResult<(ByteStream, Option<u64>)> {
+    ) -> StorageResult<(ByteStream, Option<u64>, Option<String>)> {
         let target = Target::Object(bucket, key);
         if let Some(r) = range {
             if r.end.is_some_and(|e| e <= r.start) {
@@ -596,6 +597,11 @@ impl SupabaseStorage {
         }
         let resp = check(resp, target).await?;
         let length = resp.content_length();
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         match (range, resp.status()) {
             (Some(r), StatusCode::PARTIAL_CONTENT) => {
                 let first = resp
@@ -611,16 +617,25 @@ impl SupabaseStorage {
                         target_text(target)
                     )));
                 }
-                Ok((body_stream(resp, target), length))
+                Ok((body_stream(resp, target), length, etag))
             }
             (Some(r), _) => {
                 // The server sent the whole object: cut the range out here.
                 let stream = slice_stream(body_stream(resp, target), r);
-                Ok((stream, None))
+                Ok((stream, None, etag))
             }
-            (None, _) => Ok((body_stream(resp, target), length)),
+            (None, _) => Ok((body_stream(resp, target), length, etag)),
         }
     }
+}
+
+/// Whether two ETags name the same version (quotes and a weak `W/` aside).
+fn same_etag(a: &str, b: &str) -> bool {
+    fn bare(t: &str) -> &str {
+        let t = t.trim();
+        t.strip_prefix("W/").unwrap_or(t).trim_matches('"')
+    }
+    bare(a) == bare(b)
 }
 
 fn target_text(target: Target<'_>) -> String {
@@ -1023,7 +1038,7 @@ impl Storage for SupabaseStorage {
         let run = async {
             validate_bucket(bucket)?;
             validate_key(key)?;
-            let (stream, length) = self.open(bucket, key, None).await?;
+            let (stream, length, _) = self.open(bucket, key, None).await?;
             let data = collect(stream).await?;
             if length.is_some_and(|l| l != data.len() as u64) {
                 return Err(Error::unavailable(format!(
@@ -1048,7 +1063,7 @@ impl Storage for SupabaseStorage {
         let run = async {
             validate_bucket(bucket)?;
             validate_key(key)?;
-            let (stream, _) = self.open(bucket, key, Some(range)).await?;
+            let (stream, _, _) = self.open(bucket, key, Some(range)).await?;
             collect(stream).await
         };
         run.await
@@ -1064,11 +1079,59 @@ impl Storage for SupabaseStorage {
         let run = async {
             validate_bucket(bucket)?;
             validate_key(key)?;
-            let (stream, _) = self.open(bucket, key, range).await?;
+            let (stream, _, _) = self.open(bucket, key, range).await?;
             Ok(stream)
         };
         run.await
             .map_err(|e: Error| e.with_operation("storage.download_stream"))
+    }
+
+    /// Two requests: the object `GET`, then `/object/info`, paired by
+    /// ETag: when the info names another version than the body's (an
+    /// overwrite came in between), both are read again, up to three times,
+    /// then the answer is [`ErrorKind::Conflict`]. So the metadata describes
+    /// the bytes, as with providers that read both in one operation. A
+    /// server that answers no `ETag` on the `GET` cannot be paired: its
+    /// info is taken as it comes (the trait's default behaviour).
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        const ATTEMPTS: usize = 3;
+        let run = async {
+            validate_bucket(bucket)?;
+            validate_key(key)?;
+            for _ in 0..ATTEMPTS {
+                let (body, _, etag) = self.open(bucket, key, range).await?;
+                let meta = match self.info(bucket, key).await {
+                    Ok(m) => m,
+                    // Deleted after the GET: the next GET says so.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if etag.is_some_and(|t| !same_etag(&t, &meta.etag)) {
+                    continue;
+                }
+                let served = match range {
+                    Some(r) => r.resolve(meta.size)?,
+                    None => 0..meta.size,
+                };
+                return Ok(ObjectDownload {
+                    meta,
+                    range: served,
+                    body,
+                });
+            }
+            Err(Error::conflict(format!(
+                "object {:?} in bucket {bucket:?} changed while it was read {ATTEMPTS} times in a \
+                 row; try again",
+                truststream_core::echo(key).to_string()
+            )))
+        };
+        run.await
+            .map_err(|e: Error| e.with_operation("storage.download_with_metadata"))
     }
 
     async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
