@@ -191,7 +191,7 @@
 //! anything is journaled.
 //!
 //! Reads (`download`, `download_range`, `download_stream`,
-//! `get_metadata`, `list`, `list_buckets`, GET `signed_url` and GET
+//! `download_with_metadata`, `get_metadata`, `list`, `list_buckets`, GET `signed_url` and GET
 //! `fetch_signed`) fall back to
 //! the secondary on `Unavailable` / `Timeout` (what the secondary answers
 //! carries its own ETags: an `IfMatch` write with one fails on the primary

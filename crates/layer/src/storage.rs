@@ -8,8 +8,8 @@ use bytes::Bytes;
 use truststream_core::{Health, ProviderInfo, Result};
 use truststream_core_storage::signing::VerifiedUrl;
 use truststream_core_storage::{
-    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
-    SignedUrlMethod, Storage, StorageCapabilities, UploadOptions, WriteCondition,
+    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectDownload, ObjectMeta,
+    SignedUrl, SignedUrlMethod, Storage, StorageCapabilities, UploadOptions, WriteCondition,
 };
 
 use crate::around::{
@@ -72,6 +72,15 @@ pub trait StorageLayer: Send + Sync + 'static {
         range: Option<ByteRange>,
     ) -> Result<ByteStream> {
         next.download_stream(bucket, key, range).await
+    }
+    async fn download_with_metadata(
+        &self,
+        next: &dyn Storage,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectDownload> {
+        next.download_with_metadata(bucket, key, range).await
     }
     async fn get_metadata(
         &self,
@@ -213,6 +222,16 @@ impl<L: StorageLayer + ?Sized> Storage for LayeredStorage<L> {
     ) -> Result<ByteStream> {
         self.layer
             .download_stream(&*self.inner, bucket, key, range)
+            .await
+    }
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectDownload> {
+        self.layer
+            .download_with_metadata(&*self.inner, bucket, key, range)
             .await
     }
     async fn get_metadata(&self, bucket: &str, key: &str) -> Result<ObjectMeta> {
@@ -362,6 +381,27 @@ impl<A: Around + ?Sized> StorageLayer for Generic<A> {
         let op = op(next, "download_stream", Access::Stream, Some(bucket), true);
         through(&*self.0, op, range, copy_clone, |range| {
             next.download_stream(bucket, key, range)
+        })
+        .await
+    }
+    /// Like `download_stream`: the call covers opening the download (the
+    /// metadata and the start of the body), not reading the body.
+    async fn download_with_metadata(
+        &self,
+        next: &dyn Storage,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectDownload> {
+        let op = op(
+            next,
+            "download_with_metadata",
+            Access::Stream,
+            Some(bucket),
+            true,
+        );
+        through(&*self.0, op, range, copy_clone, |range| {
+            next.download_with_metadata(bucket, key, range)
         })
         .await
     }

@@ -13,8 +13,8 @@ use truststream_core::{Error, ErrorKind, Health, HealthStatus, Result};
 use truststream_core_db::Database;
 use truststream_core_storage::signing::VerifiedUrl;
 use truststream_core_storage::{
-    keys, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, SignedUrl,
-    SignedUrlMethod, Storage, UploadOptions,
+    keys, BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectDownload, ObjectMeta,
+    SignedUrl, SignedUrlMethod, Storage, UploadOptions,
 };
 use truststream_layer::{LayeredStorage, StorageLayer};
 
@@ -394,6 +394,17 @@ impl StorageLayer for StorageCompositeLayer {
         range: Option<ByteRange>,
     ) -> Result<ByteStream> {
         self.read(next, |s| s.download_stream(bucket, key, range))
+            .await
+    }
+
+    async fn download_with_metadata(
+        &self,
+        next: &dyn Storage,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectDownload> {
+        self.read(next, |s| s.download_with_metadata(bucket, key, range))
             .await
     }
 
