@@ -36,11 +36,11 @@
 //!   on the same kind of connection (keep-alive HTTP/1.1, `TCP_NODELAY`).
 //!   An upload is one `upload_stream` of the request body as hyper's frames
 //!   come (if-not-exists, as serve's create; serve joins the frames into
-//!   1 MiB chunks first); a download is the two provider calls any handler
-//!   over core-storage makes (the metadata for `Content-Type` and
-//!   `Content-Length`, then the body: `download` up to 256 KiB, else
-//!   `download_stream`, chunked, as serve chooses), without serve's keys,
-//!   policies or other headers. What serve costs above it is serve's own
+//!   1 MiB chunks first); a download is the one provider call any handler
+//!   over core-storage makes, as serve does: `download_with_metadata` (the
+//!   metadata for `Content-Type` and `Content-Length` with the body; up to
+//!   256 KiB read into one frame, else streamed in the provider's chunks,
+//!   as serve chooses), without serve's keys, policies or other headers. What serve costs above it is serve's own
 //!   work; what it costs above storage-fs in-process is HTTP's.
 //! - **storage-fs direct**: the provider called in-process, plain or
 //!   streaming.
@@ -393,30 +393,27 @@ const FLOOR_SMALL_BODY: u64 = 256 * 1024;
 
 /// The storage floor's `GET`: what any handler over core-storage needs to
 /// answer a download with its `Content-Type` and `Content-Length` — the
-/// object's metadata, then its bytes in one read (streamed when large) —
-/// and nothing else.
+/// object's metadata and its bytes in one call (read into one frame when
+/// small, streamed when large), as serve does — and nothing else.
 async fn floor_download(
     State(storage): State<Arc<dyn Storage>>,
     Path(key): Path<String>,
 ) -> Response {
-    let Ok(meta) = storage.get_metadata("bench", &key).await else {
+    let Ok(dl) = storage.download_with_metadata("bench", &key, None).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let mut resp = if meta.size <= FLOOR_SMALL_BODY {
-        match storage.download("bench", &key).await {
+    let (size, content_type) = (dl.meta.size, dl.meta.content_type.clone());
+    let mut resp = if size <= FLOOR_SMALL_BODY {
+        match dl.into_bytes().await {
             Ok(bytes) => bytes.into_response(),
             Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     } else {
-        match storage.download_stream("bench", &key, None).await {
-            Ok(stream) => Body::from_stream(stream).into_response(),
-            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        }
+        Body::from_stream(dl.body).into_response()
     };
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
-    if let Some(ct) = meta
-        .content_type
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Some(ct) = content_type
         .as_deref()
         .and_then(|c| HeaderValue::from_str(c).ok())
     {

@@ -2205,9 +2205,12 @@ async fn provider_failures_get_fixed_messages() {
 // ---------------------------------------------------------- provider calls
 
 /// What each request costs in provider calls once the bucket's settings
-/// are cached: a download is the metadata and one read, a create is one
-/// write, a replace looks at the object first; bucket lookups never list
-/// every bucket; serve's own bucket update is seen at once.
+/// are cached: a download is one call (the metadata read with the bytes),
+/// a `HEAD` the metadata alone, a suffix range the metadata first (for the
+/// size), a range past the end a second call (the size its 416 names); a
+/// create is one write, a replace looks at the object first; bucket
+/// lookups never list every bucket; serve's own bucket update is seen at
+/// once.
 async fn provider_calls(kind: Kind) {
     let calls = Arc::new(Calls::default());
     let layer = calls.clone();
@@ -2242,8 +2245,8 @@ async fn provider_calls(kind: Kind) {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(calls.take(), ["get_metadata", "upload_stream"]);
 
-    // Downloads: the metadata (headers) and one read; small objects in one
-    // call, large ones streamed.
+    // Downloads: one call, the metadata (headers) read with the bytes;
+    // small objects go out in one frame, large ones streamed.
     for path in [
         "/object/public/pub/a.bin",
         "/object/authenticated/pub/a.bin",
@@ -2252,7 +2255,7 @@ async fn provider_calls(kind: Kind) {
         assert_eq!(r.status(), 200);
         assert_eq!(r.content_length(), Some(4096));
         assert_eq!(r.bytes().await.unwrap().as_ref(), small.as_slice());
-        assert_eq!(calls.take(), ["get_metadata", "download"], "{path}");
+        assert_eq!(calls.take(), ["download_with_metadata"], "{path}");
     }
     let large: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
     let r = env.upload_bin("pub/large.bin", large.clone()).await;
@@ -2262,7 +2265,44 @@ async fn provider_calls(kind: Kind) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.content_length(), Some(1 << 20));
     assert!(r.bytes().await.unwrap() == large, "the large body differs");
-    assert_eq!(calls.take(), ["get_metadata", "download_stream"]);
+    assert_eq!(calls.take(), ["download_with_metadata"]);
+
+    // Ranges: one call from a start; a suffix needs the size first, a
+    // start past the end a second call for the size its 416 names.
+    let ranged = |range: &'static str| {
+        env.req(Who::Service, Method::GET, "/object/pub/large.bin")
+            .header("range", range)
+            .send()
+    };
+    let r = ranged("bytes=100-199").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 100-199/1048576");
+    assert!(
+        r.bytes().await.unwrap() == large[100..200],
+        "the range differs"
+    );
+    assert_eq!(calls.take(), ["download_with_metadata"]);
+    let r = ranged("bytes=-10").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        "bytes 1048566-1048575/1048576"
+    );
+    assert!(r.bytes().await.unwrap() == large[(1 << 20) - 10..]);
+    assert_eq!(calls.take(), ["get_metadata", "download_with_metadata"]);
+    let r = ranged("bytes=2000000-").await.unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */1048576");
+    assert_eq!(calls.take(), ["download_with_metadata", "get_metadata"]);
+    // A HEAD reads the metadata only.
+    let r = env
+        .req(Who::Service, Method::HEAD, "/object/pub/large.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "1048576");
+    assert_eq!(calls.take(), ["get_metadata"]);
 
     // One bucket is found without listing them all.
     let r = env.get(Who::Service, "/bucket/pub").await;

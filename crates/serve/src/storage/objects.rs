@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use truststream_core::{Error, ErrorKind};
 use truststream_core_storage::{
-    ByteRange, ByteStream, ListOptions, ObjectMeta, StorageExt, UploadOptions, WriteCondition,
+    ByteRange, ByteStream, ListOptions, ObjectMeta, Storage, StorageExt, UploadOptions,
+    WriteCondition,
 };
 
 use super::access::{check_bucket, check_key, is_reserved, may_list, require};
@@ -486,43 +487,60 @@ async fn collect(mut data: ByteStream) -> Result<Bytes, Error> {
 
 // -------------------------------------------------------------- downloads
 
-/// Parses a single-range `Range` header against `size`: `Ok(None)` serves
-/// the whole object (no header, or several ranges), `Err` is 416.
-fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What a `Range` header asks for, before the object's size is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAsk {
+    /// No header, another unit, or several ranges: the whole object.
+    Whole,
+    /// `bytes=a-b` or `bytes=a-` (the provider cuts an end past the object
+    /// and refuses a start past it).
+    From(ByteRange),
+    /// `bytes=-n`: the last `n` bytes (`n > 0`), which needs the size.
+    Suffix(u64),
+    /// A malformed or reversed single range: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single-range `Range` header (without the size).
+fn range_ask(headers: &HeaderMap) -> RangeAsk {
     let Some(v) = header_str(headers, "range") else {
-        return Ok(None);
+        return RangeAsk::Whole;
     };
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return Ok(None);
+        return RangeAsk::Whole;
     };
     if spec.contains(',') {
-        return Ok(None);
+        return RangeAsk::Whole;
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 {
-            return Err(());
-        }
-        (size.saturating_sub(n), size)
-    } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() {
-            size
-        } else {
-            let last: u64 = b.parse().map_err(|_| ())?;
-            if last < start {
-                return Err(());
-            }
-            last.saturating_add(1).min(size)
-        };
-        (start, end)
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAsk::Unsatisfiable;
     };
-    if start >= size {
-        return Err(());
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        return match b.parse::<u64>() {
+            Ok(n) if n > 0 => RangeAsk::Suffix(n),
+            _ => RangeAsk::Unsatisfiable,
+        };
     }
-    Ok(Some((start, end)))
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeAsk::Unsatisfiable;
+    };
+    if b.is_empty() {
+        return RangeAsk::From(ByteRange::from(start));
+    }
+    match b.parse::<u64>() {
+        Ok(last) if last >= start => RangeAsk::From(ByteRange::new(start, last.saturating_add(1))),
+        _ => RangeAsk::Unsatisfiable,
+    }
+}
+
+/// The bytes `range` selects of an object of `size` bytes; `None` when it
+/// starts at or past the end (416).
+fn satisfiable(range: ByteRange, size: u64) -> Option<std::ops::Range<u64>> {
+    if range.start >= size {
+        return None;
+    }
+    range.resolve(size).ok()
 }
 
 fn content_disposition(name: &str) -> HeaderValue {
@@ -553,6 +571,15 @@ const SMALL_BODY: u64 = 256 * 1024;
 /// Serves `bucket/key` (the access check is the caller's): headers from
 /// the metadata, a single `Range`, `?download=` as `Content-Disposition`,
 /// `If-None-Match`, and the body streamed from the provider.
+///
+/// A `GET` is one provider call, `Storage::download_with_metadata`: the
+/// headers come from the metadata read with the bytes, so they describe
+/// them even while the object is overwritten. The metadata is read on its
+/// own first (two calls) only where it decides the answer before any byte
+/// is read: a `HEAD`, `If-None-Match`, a suffix range (`bytes=-n`) or a
+/// malformed one (416 names the size), and providers without streaming.
+/// A range starting past the end also costs a second call, for the size
+/// its 416 names.
 pub(crate) async fn serve(
     state: &ServeState,
     bucket: &str,
@@ -562,20 +589,153 @@ pub(crate) async fn serve(
     head: bool,
 ) -> ApiResult<Response> {
     let storage = state.storage.as_ref();
-    let meta = storage
-        .get_metadata(bucket, key)
-        .await
-        .map_err(object_err)?;
-    let etag = quoted_etag(&meta.etag);
+    let streaming = storage.capabilities().streaming;
+    let ask = range_ask(headers);
+    let needs_size = matches!(ask, RangeAsk::Suffix(_) | RangeAsk::Unsatisfiable);
+    let range =
+        if head || !streaming || needs_size || header_str(headers, "if-none-match").is_some() {
+            let meta = storage
+                .get_metadata(bucket, key)
+                .await
+                .map_err(object_err)?;
+            let out = object_headers(&meta, key, download);
+            if not_modified(headers, &meta) {
+                return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+            }
+            let range = match ask {
+                RangeAsk::Whole => None,
+                RangeAsk::From(r) => Some(r),
+                RangeAsk::Suffix(n) if meta.size > 0 => {
+                    Some(ByteRange::new(meta.size - n.min(meta.size), meta.size))
+                }
+                RangeAsk::Suffix(_) | RangeAsk::Unsatisfiable => {
+                    return Ok(unsatisfiable(out, meta.size))
+                }
+            };
+            if head || !streaming {
+                return serve_known(storage, bucket, key, meta, out, range, head).await;
+            }
+            range
+        } else {
+            match ask {
+                RangeAsk::From(r) => Some(r),
+                _ => None,
+            }
+        };
+    let dl = match storage.download_with_metadata(bucket, key, range).await {
+        Ok(dl) => dl,
+        // A range starting past the end: its 416 names the size.
+        Err(e) if range.is_some() && e.kind() == ErrorKind::InvalidInput => {
+            let meta = storage
+                .get_metadata(bucket, key)
+                .await
+                .map_err(object_err)?;
+            return Ok(unsatisfiable(
+                object_headers(&meta, key, download),
+                meta.size,
+            ));
+        }
+        Err(e) => return Err(object_err(e)),
+    };
+    let mut out = object_headers(&dl.meta, key, download);
+    if not_modified(headers, &dl.meta) {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    let status = match range {
+        // An empty object has no byte to start at.
+        Some(_) if dl.range.start >= dl.meta.size => {
+            return Ok(unsatisfiable(out, dl.meta.size));
+        }
+        Some(_) => {
+            out.insert(
+                header::CONTENT_RANGE,
+                content_range(&dl.range, dl.meta.size),
+            );
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => StatusCode::OK,
+    };
+    let length = dl.len();
+    // Small bodies go out as one frame; larger ones stream in the
+    // provider's chunks (no copies: each chunk's `Bytes` is the frame),
+    // with `Content-Length` set so hyper does not chunk.
+    let body = if length > SMALL_BODY {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        Body::from_stream(dl.body.map(move |r| {
+            r.map_err(|e| {
+                tracing::warn!(bucket = %b, key = %k, error = %e.display_chain(), "storage: download failed mid-stream");
+                std::io::Error::other("the download failed")
+            })
+        }))
+    } else {
+        let bytes = dl.into_bytes().await.map_err(object_err)?;
+        Body::from(bytes)
+    };
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok((status, out, body).into_response())
+}
+
+/// A `HEAD`, or a `GET` on a provider without streaming, once the metadata
+/// is read: the headers, then (for a `GET`) the bytes in one read.
+async fn serve_known(
+    storage: &dyn Storage,
+    bucket: &str,
+    key: &str,
+    meta: ObjectMeta,
+    mut out: HeaderMap,
+    range: Option<ByteRange>,
+    head: bool,
+) -> ApiResult<Response> {
+    let served = match range {
+        None => None,
+        Some(r) => match satisfiable(r, meta.size) {
+            Some(served) => Some(served),
+            None => return Ok(unsatisfiable(out, meta.size)),
+        },
+    };
+    let (status, length) = match &served {
+        Some(r) => {
+            out.insert(header::CONTENT_RANGE, content_range(r, meta.size));
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+        None => (StatusCode::OK, meta.size),
+    };
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if head {
+        return Ok((status, out).into_response());
+    }
+    let bytes = match served {
+        Some(r) if storage.capabilities().range_reads => {
+            storage
+                .download_range(bucket, key, ByteRange::new(r.start, r.end))
+                .await
+        }
+        Some(r) => storage.download(bucket, key).await.map(|b| {
+            let end = usize::try_from(r.end).unwrap_or(usize::MAX).min(b.len());
+            b.slice(usize::try_from(r.start).unwrap_or(usize::MAX).min(end)..end)
+        }),
+        None => storage.download(bucket, key).await,
+    }
+    .map_err(object_err)?;
+    // The object may have changed since its metadata was read: the
+    // length is what is sent.
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok((status, out, Body::from(bytes)).into_response())
+}
+
+/// The headers of a download of `meta`'s object: content type, cache
+/// control, ETag, last modified, `Accept-Ranges`, and with `?download=` the
+/// `Content-Disposition` (the key's last segment when the name is empty).
+fn object_headers(meta: &ObjectMeta, key: &str, download: Option<&str>) -> HeaderMap {
     let mut out = HeaderMap::new();
     let mut put = |name: header::HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             out.insert(name, v);
         }
     };
-    put(header::CONTENT_TYPE, content_type(&meta));
-    put(header::CACHE_CONTROL, cache_control(&meta));
-    put(header::ETAG, &etag);
+    put(header::CONTENT_TYPE, content_type(meta));
+    put(header::CACHE_CONTROL, cache_control(meta));
+    put(header::ETAG, &quoted_etag(&meta.etag));
     put(header::LAST_MODIFIED, &http_date(meta.last_modified));
     put(header::ACCEPT_RANGES, "bytes");
     if let Some(name) = download {
@@ -586,77 +746,41 @@ pub(crate) async fn serve(
         };
         out.insert(header::CONTENT_DISPOSITION, content_disposition(name));
     }
-    if header_str(headers, "if-none-match")
+    out
+}
+
+/// Whether the request's `If-None-Match` names `meta`'s version (or `*`).
+fn not_modified(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
+    let etag = quoted_etag(&meta.etag);
+    header_str(headers, "if-none-match")
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
-        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
-    }
-    let range = match parse_range(headers, meta.size) {
-        Ok(r) => r,
-        Err(()) => {
-            out.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{}", meta.size))
-                    .unwrap_or_else(|_| HeaderValue::from_static("bytes */0")),
-            );
-            let mut resp = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "InvalidRange",
-                "The requested range is not satisfiable",
-            )
-            .into_response();
-            resp.headers_mut().extend(out);
-            return Ok(resp);
-        }
-    };
-    let (status, length) = match range {
-        Some((start, end)) => {
-            out.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {start}-{}/{}", end - 1, meta.size))
-                    .unwrap_or_else(|_| HeaderValue::from_static("bytes */0")),
-            );
-            (StatusCode::PARTIAL_CONTENT, end - start)
-        }
-        None => (StatusCode::OK, meta.size),
-    };
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if head {
-        return Ok((status, out).into_response());
-    }
-    let byte_range = range.map(|(s, e)| ByteRange::new(s, e));
-    let caps = storage.capabilities();
-    // Small bodies come in one read and go out as one frame; larger ones
-    // stream in the provider's chunks (no copies: each chunk's `Bytes` is
-    // the frame), with `Content-Length` set so hyper does not chunk.
-    let body = if caps.streaming && length > SMALL_BODY {
-        let stream = storage
-            .download_stream(bucket, key, byte_range)
-            .await
-            .map_err(object_err)?;
-        let (b, k) = (bucket.to_string(), key.to_string());
-        Body::from_stream(stream.map(move |r| {
-            r.map_err(|e| {
-                tracing::warn!(bucket = %b, key = %k, error = %e.display_chain(), "storage: download failed mid-stream");
-                std::io::Error::other("the download failed")
-            })
-        }))
-    } else {
-        let bytes = match byte_range {
-            Some(r) if caps.range_reads => storage.download_range(bucket, key, r).await,
-            Some(r) => storage.download(bucket, key).await.map(|b| {
-                let end = r.end.map_or(b.len(), |e| e as usize).min(b.len());
-                b.slice((r.start as usize).min(end)..end)
-            }),
-            None => storage.download(bucket, key).await,
-        }
-        .map_err(object_err)?;
-        // The object may have changed since its metadata was read: the
-        // length is what is sent.
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        Body::from(bytes)
-    };
-    Ok((status, out, body).into_response())
+}
+
+/// `Content-Range` of a partial answer: `bytes start-last/size`.
+fn content_range(range: &std::ops::Range<u64>, size: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "bytes {}-{}/{size}",
+        range.start,
+        range.end.saturating_sub(1)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
+}
+
+/// The 416 answer, with the object's headers and `Content-Range: bytes */size`.
+fn unsatisfiable(out: HeaderMap, size: u64) -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "InvalidRange",
+        "The requested range is not satisfiable",
+    )
+    .into_response();
+    resp.headers_mut().extend(out);
+    resp.headers_mut().insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes */{size}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("bytes */0")),
+    );
+    resp
 }
 
 /// Whether `caller` may read `bucket/key`: public buckets are readable
@@ -1135,19 +1259,26 @@ mod tests {
     #[test]
     fn ranges() {
         let mut h = HeaderMap::new();
-        assert_eq!(parse_range(&h, 10), Ok(None));
+        assert_eq!(range_ask(&h), RangeAsk::Whole);
         for (v, want) in [
-            ("bytes=0-4", Ok(Some((0, 5)))),
-            ("bytes=5-", Ok(Some((5, 10)))),
-            ("bytes=-3", Ok(Some((7, 10)))),
-            ("bytes=8-100", Ok(Some((8, 10)))),
-            ("bytes=10-", Err(())),
-            ("bytes=5-2", Err(())),
-            ("bytes=0-1,3-4", Ok(None)),
+            ("bytes=0-4", RangeAsk::From(ByteRange::new(0, 5))),
+            ("bytes=5-", RangeAsk::From(ByteRange::from(5))),
+            ("bytes=-3", RangeAsk::Suffix(3)),
+            ("bytes=8-100", RangeAsk::From(ByteRange::new(8, 101))),
+            ("bytes=10-", RangeAsk::From(ByteRange::from(10))),
+            ("bytes=-0", RangeAsk::Unsatisfiable),
+            ("bytes=5-2", RangeAsk::Unsatisfiable),
+            ("bytes=x-2", RangeAsk::Unsatisfiable),
+            ("bytes=3", RangeAsk::Unsatisfiable),
+            ("bytes=0-1,3-4", RangeAsk::Whole),
+            ("items=0-4", RangeAsk::Whole),
         ] {
             h.insert("range", HeaderValue::from_static(v));
-            assert_eq!(parse_range(&h, 10), want, "{v}");
+            assert_eq!(range_ask(&h), want, "{v}");
         }
+        assert_eq!(satisfiable(ByteRange::new(8, 101), 10), Some(8..10));
+        assert_eq!(satisfiable(ByteRange::from(10), 10), None);
+        assert_eq!(satisfiable(ByteRange::from(0), 0), None);
         assert_eq!(normalize_cache("3600"), "max-age=3600");
         assert_eq!(uuid_from(&[0u8; 16]).len(), 36);
     }
