@@ -9,9 +9,9 @@
 //! ```
 //!
 //! The provider keeps objects in one ordered map in memory. It serves
-//! uploads (also streamed), whole, ranged and streamed downloads, metadata,
-//! conditional writes, paged listings, bucket management and the public
-//! flag; it has no copy, no signed URLs and no checksums, so it answers
+//! uploads (also streamed), whole, ranged and streamed downloads, metadata
+//! (also with the bytes, in one lookup), conditional writes, paged
+//! listings, bucket management and the public flag; it has no copy, no signed URLs and no checksums, so it answers
 //! those calls `Unsupported` and the suite skips the cases that need them
 //! (and checks that the calls are refused).
 
@@ -25,8 +25,8 @@ use truststream::prelude::*;
 use truststream::storage::keys::{validate_bucket, validate_key};
 use truststream::storage::list::ListPlan;
 use truststream::storage::{
-    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectMeta, ProviderInfo, SignedUrl,
-    SignedUrlMethod, StorageCapabilities, StorageResult,
+    BucketInfo, ByteRange, ByteStream, ListOptions, ListPage, ObjectDownload, ObjectMeta,
+    ProviderInfo, SignedUrl, SignedUrlMethod, StorageCapabilities, StorageResult,
 };
 use truststream::ConfigSources;
 use truststream_conformance::storage::{self as suite, StorageFixture};
@@ -121,6 +121,15 @@ fn no_bucket(bucket: &str) -> Error {
     Error::not_found(format!("bucket {bucket:?} does not exist"))
 }
 
+/// `data` as a stream of 16 KiB chunks.
+fn chunked(data: Bytes) -> ByteStream {
+    let chunks: Vec<StorageResult<Bytes>> = data
+        .chunks(16 * 1024)
+        .map(|c| Ok(data.slice_ref(c)))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
 fn slice(data: &Bytes, range: ByteRange) -> Result<Bytes> {
     let r = range.resolve(data.len() as u64)?;
     Ok(data.slice(r.start as usize..r.end as usize))
@@ -205,11 +214,31 @@ impl Storage for OrderedMapStorage {
             Some(range) => slice(&data, range)?,
             None => data,
         };
-        let chunks: Vec<StorageResult<Bytes>> = data
-            .chunks(16 * 1024)
-            .map(|c| Ok(data.slice_ref(c)))
-            .collect();
-        Ok(Box::pin(futures::stream::iter(chunks)))
+        Ok(chunked(data))
+    }
+
+    // Overridden: the provided default reads the metadata, then the bytes,
+    // in two calls, so an overwrite in between could pair one version's
+    // metadata with the other's bytes (the suite's
+    // `download.with_metadata_consistent_under_overwrite` catches that).
+    // One lookup here takes both from the same stored object.
+    async fn download_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> StorageResult<ObjectDownload> {
+        let Object { data, meta } = self.object(bucket, key)?;
+        let size = data.len() as u64;
+        let served = match range {
+            Some(r) => r.resolve(size)?,
+            None => 0..size,
+        };
+        Ok(ObjectDownload {
+            body: chunked(data.slice(served.start as usize..served.end as usize)),
+            meta,
+            range: served,
+        })
     }
 
     async fn get_metadata(&self, bucket: &str, key: &str) -> StorageResult<ObjectMeta> {
