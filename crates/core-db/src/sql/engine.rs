@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -47,8 +47,9 @@ pub struct SqlState<Pool> {
     info: ProviderInfo,
     dialect: SqlDialect,
     pool: Mutex<Option<Pool>>,
-    /// Table schemas by name (a cache of [`SCHEMA_TABLE`]).
-    schemas: Mutex<HashMap<String, TableSchema>>,
+    /// Table schemas by name (a cache of [`SCHEMA_TABLE`]), shared: a
+    /// lookup clones the `Arc`, not the schema.
+    schemas: Mutex<HashMap<String, Arc<TableSchema>>>,
     /// Compiled `get`, insert and update-by-key statements by shape
     /// (reused while the table's schema stays).
     statements: StatementCache,
@@ -108,11 +109,11 @@ impl<Pool: Clone> SqlState<Pool> {
         &self.statements
     }
 
-    fn cached(&self, table: &str) -> Option<TableSchema> {
+    fn cached(&self, table: &str) -> Option<Arc<TableSchema>> {
         lock(&self.schemas).get(table).cloned()
     }
 
-    fn remember(&self, table: &str, schema: TableSchema) {
+    fn remember(&self, table: &str, schema: Arc<TableSchema>) {
         lock(&self.schemas).insert(table.to_string(), schema);
     }
 
@@ -349,16 +350,17 @@ pub trait SqlProvider: Send + Sync + 'static {
 }
 
 /// The schema of `table`, from the cache or else [`SCHEMA_TABLE`]; a
-/// missing table is [`ErrorKind::NotFound`].
-pub async fn schema_of<P: SqlProvider>(db: &P, table: &str) -> DbResult<TableSchema> {
+/// missing table is [`ErrorKind::NotFound`]. Shared with the cache: no
+/// copy of the schema is made.
+pub async fn schema_of<P: SqlProvider>(db: &P, table: &str) -> DbResult<Arc<TableSchema>> {
     ident::table(table)?;
     let state = db.sql_state();
     if let Some(s) = state.cached(table) {
         return Ok(s);
     }
     let pool = state.pool_for("db.schema")?;
-    let schema = load_schema::<P>(state.dialect(), &pool, table).await?;
-    state.remember(table, schema.clone());
+    let schema = Arc::new(load_schema::<P>(state.dialect(), &pool, table).await?);
+    state.remember(table, Arc::clone(&schema));
     Ok(schema)
 }
 
@@ -371,7 +373,7 @@ async fn check_references<P: SqlProvider>(db: &P, schema: &TableSchema) -> DbRes
             Some(schema.clone())
         } else {
             match schema_of(db, &fk.referenced_table).await {
-                Ok(t) => Some(t),
+                Ok(t) => Some(TableSchema::clone(&t)),
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             }
@@ -480,15 +482,15 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
         Some(self.db.sql_state().statements())
     }
 
-    async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {
+    async fn schema(&mut self, table: &str) -> DbResult<Arc<TableSchema>> {
         ident::table(table)?;
         let state = self.db.sql_state();
         if let Some(s) = state.cached(table) {
             return Ok(s);
         }
         // Through this connection: the pool may have no other free one.
-        let schema = read_schema::<P>(state.dialect(), &mut self.conn, table).await?;
-        state.remember(table, schema.clone());
+        let schema = Arc::new(read_schema::<P>(state.dialect(), &mut self.conn, table).await?);
+        state.remember(table, Arc::clone(&schema));
         Ok(schema)
     }
 
@@ -570,7 +572,7 @@ async fn ddl<P: SqlProvider>(
     finish::<P, _>(op, w, r).await?;
     let state = db.sql_state();
     match new_schema {
-        Some(s) => state.remember(table, s),
+        Some(s) => state.remember(table, Arc::new(s)),
         None => state.forget(table),
     }
     Ok(())
@@ -582,10 +584,14 @@ async fn catalog_for<P: SqlProvider>(
     query: &Query,
 ) -> DbResult<HashMap<String, TableSchema>> {
     let mut cat = HashMap::new();
-    cat.insert(table.to_string(), schema_of(db, table).await?);
+    cat.insert(
+        table.to_string(),
+        TableSchema::clone(&*schema_of(db, table).await?),
+    );
     for j in &query.joins {
         if !cat.contains_key(&j.table) {
-            cat.insert(j.table.clone(), schema_of(db, &j.table).await?);
+            let joined = schema_of(db, &j.table).await?;
+            cat.insert(j.table.clone(), TableSchema::clone(&joined));
         }
     }
     Ok(cat)
@@ -883,7 +889,7 @@ impl<P: SqlProvider> Database for P {
             let pool = self.sql_state().pool_for("db.alter_table")?;
             // Read afresh: another process may have altered it.
             self.sql_state().forget(table);
-            let (schema, steps) = plan_alter(&schema_of(self, table).await?, changes)?;
+            let (schema, steps) = plan_alter(&*schema_of(self, table).await?, changes)?;
             let dialect = self.sql_state().dialect();
             let mut statements = Vec::new();
             for step in &steps {
@@ -920,7 +926,7 @@ impl<P: SqlProvider> Database for P {
                 "db.create_index",
                 &index.table,
                 vec![stmt],
-                Some(schema),
+                Some(TableSchema::clone(&schema)),
             )
             .await
         };
@@ -932,7 +938,8 @@ impl<P: SqlProvider> Database for P {
         let run = async {
             ident::table(table)?;
             match schema_of(self, table).await {
-                Ok(mut schema) => {
+                Ok(shared) => {
+                    let mut schema = TableSchema::clone(&shared);
                     schema.if_not_exists = false;
                     Ok(Some(schema))
                 }

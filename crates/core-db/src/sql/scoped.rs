@@ -134,7 +134,7 @@ impl<P: SqlProvider> SqlTransaction for ScopedTx<'_, P> {
     /// Never through the scoped connection (its role may not read the
     /// provider's metadata): the cache, which the call filled before the
     /// role switch, else the provider's own connection.
-    async fn schema(&mut self, table: &str) -> DbResult<TableSchema> {
+    async fn schema(&mut self, table: &str) -> DbResult<Arc<TableSchema>> {
         schema_of(self.db, table).await
     }
 
@@ -325,10 +325,14 @@ impl<P: SqlProvider> Database for Scoped<P> {
         let op = "db.read";
         let run = async {
             let mut cat = HashMap::new();
-            cat.insert(table.to_string(), schema_of(&*self.db, table).await?);
+            cat.insert(
+                table.to_string(),
+                TableSchema::clone(&*schema_of(&*self.db, table).await?),
+            );
             for j in &query.joins {
                 if !cat.contains_key(&j.table) {
-                    cat.insert(j.table.clone(), schema_of(&*self.db, &j.table).await?);
+                    let joined = schema_of(&*self.db, &j.table).await?;
+                    cat.insert(j.table.clone(), TableSchema::clone(&joined));
                 }
             }
             let s = compile::select(self.db.sql_state().dialect(), &cat, table, query)?;

@@ -46,8 +46,9 @@ pub trait SqlTransaction: Send {
 
     /// The schema of `table`, read through this transaction (the pool may
     /// have no other free connection); a missing table is
-    /// [`crate::ErrorKind::NotFound`].
-    async fn schema(&mut self, table: &str) -> DbResult<TableSchema>;
+    /// [`crate::ErrorKind::NotFound`]. Shared with the provider's schema
+    /// cache, so a lookup copies no schema.
+    async fn schema(&mut self, table: &str) -> DbResult<std::sync::Arc<TableSchema>>;
 
     /// Runs `statement` and returns the rows it returns, decoded to the
     /// documented JSON shapes of `schema`'s columns.
