@@ -164,12 +164,10 @@ impl JwtAuth {
         db: Arc<dyn Database>,
         options: BuildOptions,
     ) -> AuthResult<Self> {
-        // jsonwebtoken picks its crypto backend from its cargo features and
-        // panics on the first signature when a build enables none or both
-        // (another crate may turn on `aws_lc_rs`). Installing the
-        // `rust_crypto` provider for the process first makes either case
-        // impossible; a provider the application installed earlier stays.
-        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        // Before any token is signed or verified: jsonwebtoken panics on the
+        // first signature when a build enables both crypto backends and no
+        // provider is installed (a provider the application installed stays).
+        truststream_core_auth::ensure_crypto_provider()?;
         config.validate()?;
         let keys = OwnKeys::from_config(&config)?;
         let refresh_keys = RefreshKeys::from_material(&keys.material)?;

@@ -128,11 +128,10 @@ impl SupabaseAuth {
     /// assert!(!format!("{auth:?}").contains("super-secret"));
     /// ```
     pub fn new(config: SupabaseAuthConfig) -> AuthResult<Self> {
-        // jsonwebtoken picks its crypto backend from its cargo features and
-        // panics on the first signature when a build enables none or both;
-        // installing `rust_crypto` for the process first rules that out (a
-        // provider the application installed earlier stays).
-        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        // Before any token is verified: jsonwebtoken panics on the first
+        // signature when a build enables both crypto backends and no
+        // provider is installed (a provider the application installed stays).
+        truststream_core_auth::ensure_crypto_provider()?;
         config.validate()?;
         let permissions = RolePermissions::from_config(&config.roles)?;
         let api = GoTrue::new(&config)?;

@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "jsonwebtoken")]
+mod jwt;
 mod permission;
 mod types;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "jsonwebtoken")]
+pub use jwt::ensure_crypto_provider;
 pub use permission::{Permission, RolePermissions};
 pub use truststream_core::{Error, ErrorKind, Health, HealthStatus, ProviderInfo, Secret};
 pub use types::{
