@@ -394,6 +394,13 @@ async fn database_storage_and_realtime_can_be_turned_off() {
         .unwrap_err();
     off(e, "database");
     off(rt.storage().list_buckets().await.unwrap_err(), "storage");
+    let e = rt
+        .storage()
+        .download_with_metadata("b", "k", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.operation(), Some("storage.download_with_metadata"));
+    off(e, "storage");
     let e = match rt.realtime().channel("room", Default::default()).await {
         Ok(_) => panic!("a channel of a turned-off realtime"),
         Err(e) => e,
