@@ -789,10 +789,7 @@ impl<P: SqlProvider> Database for P {
 
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
         let mut w = begin(self, "db.update_many", true).await?;
-        let r = w
-            .update_where(table, filter, &patch)
-            .await
-            .map(|rows| rows.len() as u64);
+        let r = w.update_count(table, filter, &patch).await;
         finish::<P, _>("db.update_many", w, r).await
     }
 

@@ -389,10 +389,7 @@ impl<P: SqlProvider> Database for Scoped<P> {
 
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
         let mut w = self.begin("db.update_many", [table]).await?;
-        let r = w
-            .update_where(table, filter, &patch)
-            .await
-            .map(|rows| rows.len() as u64);
+        let r = w.update_count(table, filter, &patch).await;
         self.finish("db.update_many", w, r).await
     }
 

@@ -256,6 +256,38 @@ impl<T: SqlTransaction> RowWriter<T> {
         Ok(new_rows)
     }
 
+    /// Updates the rows matching `filter` and returns how many: what
+    /// [`RowWriter::update_where`] does, without decoding the updated rows
+    /// when no change is recorded (the statement returns a constant per
+    /// row instead of every column). Recording, it is `update_where`.
+    pub async fn update_count(
+        &mut self,
+        table: &str,
+        filter: &Filter,
+        patch: &Row,
+    ) -> DbResult<u64> {
+        if self.record {
+            return Ok(self.update_where(table, filter, patch).await?.len() as u64);
+        }
+        ident::table(table)?;
+        check_row_keys(patch)?;
+        filter.validate()?;
+        let schema = self.tx.schema(table).await?;
+        let patch = prepare_patch(&schema, patch)?;
+        pk_name(&schema)?;
+        let mut stmt = match self.tx.statement_cache() {
+            Some(cache) => cache.update_where(&schema, patch, filter)?,
+            None => compile::update(self.tx.dialect(), &catalog(&schema), table, &patch, filter)?,
+        };
+        // `... RETURNING *` -> `... RETURNING 1`: one row per updated row
+        // still, one small column to decode instead of the whole row.
+        if stmt.sql.ends_with(" RETURNING *") {
+            stmt.sql.pop();
+            stmt.sql.push('1');
+        }
+        Ok(self.tx.fetch(stmt, &schema).await?.len() as u64)
+    }
+
     /// Updates the row with primary key `id`; a missing row is
     /// [`crate::ErrorKind::NotFound`].
     pub async fn update(&mut self, table: &str, id: &Value, patch: &Row) -> DbResult<Row> {
@@ -341,16 +373,14 @@ impl<T: SqlTransaction> RowWriter<T> {
                 table,
                 filter,
                 data,
-            } => {
-                OperationOutput::Affected(self.update_where(table, filter, data).await?.len() as u64)
-            }
+            } => OperationOutput::Affected(self.update_count(table, filter, data).await?),
             Operation::UpdateChecked {
                 table,
                 filter,
                 data,
                 expected,
             } => {
-                let n = self.update_where(table, filter, data).await?.len() as u64;
+                let n = self.update_count(table, filter, data).await?;
                 OperationOutput::Affected(crate::operation::check_updated(table, *expected, n)?)
             }
             Operation::Delete { table, id } => {
