@@ -33,7 +33,8 @@
 //!   `validate-checked`, `validate-read-always`, `validate-stateless`,
 //!   `validate-raw` (a bare decode), `validate-raw-cached` (the default
 //!   row's raw side: decode plus the 1000 ms session map) (HS256, SQLite
-//!   file), `refresh`, `refresh-dbonly`, `refresh-raw` (SQLite file).
+//!   file), `refresh`, `refresh-dbonly`, `refresh-raw` (SQLite file),
+//!   `refresh-pg`, `refresh-dbonly-pg`, `refresh-raw-pg` (PostgreSQL).
 //!
 //! Rounds alternate between the sides so drift hits them alike. Each line
 //! reports each side's median round as ops/s, the ratio of the median
@@ -928,8 +929,68 @@ async fn signin() {
     pair.print("sign_in (SQLite) vs argon2 verify");
 }
 
+/// The refresh cases of `--count` on PostgreSQL (`refresh-pg`,
+/// `refresh-dbonly-pg`, `refresh-raw-pg`): a scratch schema on
+/// `DATABASE_URL`; the client's instructions only (the server is another
+/// process).
+async fn count_pg(case: &str, n: u64) {
+    let url = truststream_db_postgres::testing::server()
+        .await
+        .expect("a PostgreSQL server for the -pg cases");
+    let scratch = truststream_db_postgres::testing::Scratch::new(url.clone());
+    let cfg = scratch.config("authcount");
+    let schema = cfg.schema.clone().expect("scratch schema");
+    let db: Arc<dyn Database> = Arc::new(
+        truststream_db_postgres::PgDatabase::open(cfg)
+            .await
+            .expect("postgres"),
+    );
+    match case {
+        "refresh-pg" => {
+            let auth = JwtAuth::new(base_config(), db).await.expect("provider");
+            let s = auth
+                .sign_up(SignUp::new(email(), PASSWORD))
+                .await
+                .expect("sign up");
+            let mut t = s.refresh_token.expose().to_string();
+            for _ in 0..n {
+                t = auth
+                    .refresh_session(&t)
+                    .await
+                    .expect("refresh")
+                    .refresh_token
+                    .expose()
+                    .to_string();
+            }
+        }
+        "refresh-dbonly-pg" => {
+            let dbo = DbOnly { db };
+            let mut t = dbo.setup().await;
+            for _ in 0..n {
+                t = dbo.refresh(&t).await;
+            }
+        }
+        _ => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .connect(&url)
+                .await
+                .expect("raw pool");
+            let raw = RawPg { pool, schema };
+            let mut t = raw.setup().await;
+            for _ in 0..n {
+                t = raw.refresh(&t).await;
+            }
+        }
+    }
+    scratch.cleanup().await.expect("cleanup");
+}
+
 /// What `--count` runs: one side of one comparison, `n` times.
 async fn count(case: &str, n: u64) {
+    if matches!(case, "refresh-pg" | "refresh-dbonly-pg" | "refresh-raw-pg") {
+        return count_pg(case, n).await;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("auth.db");
     let db = sqlite_db(&path).await;
@@ -995,7 +1056,7 @@ async fn count(case: &str, n: u64) {
             }
         }
         other => panic!(
-            "unknown --count case {other:?}: validate-checked, validate-read-always, validate-stateless, validate-raw, validate-raw-cached, refresh, refresh-dbonly, refresh-raw"
+            "unknown --count case {other:?}: validate-checked, validate-read-always, validate-stateless, validate-raw, validate-raw-cached, refresh, refresh-dbonly, refresh-raw, refresh-pg, refresh-dbonly-pg, refresh-raw-pg"
         ),
     }
 }
