@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo bench -p truststream-bench-serve [-- --rounds 3 --secs 5 --warmup 1 --conns 32 --only rest|storage]
+//! cargo bench -p truststream-bench-serve -- --probe serve|anon|floor|postrust N   # N reads, for callgrind
 //! ```
 //!
 //! PostgreSQL: `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
@@ -107,6 +108,10 @@ struct Opts {
     warmup: f64,
     conns: usize,
     only: Option<String>,
+    /// `--probe <contender> <n>`: no timed rounds; `n` reads one after
+    /// another on one connection to the contender (`serve`, `anon`,
+    /// `floor`, `postrust`), for instruction counts under callgrind.
+    probe: Option<(String, usize)>,
 }
 
 fn opts() -> R<Opts> {
@@ -116,6 +121,7 @@ fn opts() -> R<Opts> {
         warmup: 1.0,
         conns: 32,
         only: None,
+        probe: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -130,6 +136,17 @@ fn opts() -> R<Opts> {
             "--warmup" => o.warmup = value()?.parse()?,
             "--conns" => o.conns = value()?.parse()?,
             "--only" => o.only = Some(value()?.clone()),
+            "--probe" => {
+                let who = value()?.clone();
+                let n = args
+                    .get(i + 2)
+                    .ok_or("--probe needs a contender and a count")?
+                    .parse()?;
+                o.probe = Some((who, n));
+                o.only = Some("rest".into());
+                i += 3;
+                continue;
+            }
             // `cargo bench` passes `--bench`; anything else is ignored too.
             _ => {
                 i += 1;
@@ -308,6 +325,34 @@ async fn load(t: &Target, case: Case, conns: usize, warmup: f64, secs: f64) -> R
         p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
         answered,
     })
+}
+
+/// Whether `--probe <who>` names the contender called `name`.
+fn probe_matches(who: &str, name: &str) -> bool {
+    match who {
+        "serve" => name == "serve (service-role key)",
+        "anon" => name == "serve (anon key + table policy)",
+        "floor" => name.starts_with("floor"),
+        "postrust" => name == "postrust-server",
+        _ => false,
+    }
+}
+
+/// `n` reads one after another on one keep-alive connection, every answer
+/// checked; nothing timed (run under `valgrind --tool=callgrind`: the
+/// count at 2n minus the count at n is n reads, client and server).
+async fn probe(t: &Target, n: usize) -> R<()> {
+    let mut send = connect(t.addr).await?;
+    for _ in 0..n {
+        send.ready().await?;
+        let resp = send.send_request(request(t, Case::Read)?).await?;
+        let status = resp.status();
+        let (bytes, _) = drain(resp.into_body(), false).await?;
+        if status != StatusCode::OK || bytes == 0 {
+            return Err(format!("{}: {status}, {bytes} bytes", t.name).into());
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- the floor
@@ -1062,6 +1107,13 @@ fn run_with(
                         skipped.push((t.name.clone(), format!("fails the check: {e}")));
                     }
                 }
+            }
+            if let Some((who, n)) = &opts.probe {
+                let t = ok
+                    .iter()
+                    .find(|t| probe_matches(who, &t.name))
+                    .ok_or_else(|| format!("--probe {who}: no such contender passed the check"))?;
+                return load_rt.block_on(probe(t, *n));
             }
             let names: Vec<String> = ok.iter().map(|t| t.name.clone()).collect();
             let mut samples: HashMap<(String, Case), Vec<Sample>> = HashMap::new();

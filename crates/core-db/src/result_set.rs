@@ -225,6 +225,68 @@ impl serde::Serialize for ResultSet {
     }
 }
 
+impl ResultSet {
+    /// The set as the JSON array of its rows: the bytes `serde_json::to_vec`
+    /// of the set (and of [`ResultSet::into_rows`]) gives, made faster for
+    /// a column-held set: each column name is escaped once for the whole
+    /// set, not once per row, and the output is sized up front.
+    pub fn to_json_vec(&self) -> Vec<u8> {
+        match &self.inner {
+            Inner::Rows(rows) => serde_json::to_vec(rows).unwrap_or_else(|_| b"[]".to_vec()),
+            Inner::Columns {
+                names,
+                values,
+                rows,
+            } => {
+                if names.is_empty() {
+                    return serde_json::to_vec(self).unwrap_or_else(|_| b"[]".to_vec());
+                }
+                // `"name":` of each column, escaped as serde_json escapes a key.
+                let keys: Vec<Vec<u8>> = names
+                    .iter()
+                    .map(|n| {
+                        let mut k = serde_json::to_vec(n).unwrap_or_default();
+                        k.push(b':');
+                        k
+                    })
+                    .collect();
+                let key_bytes: usize = keys.iter().map(Vec::len).sum();
+                let mut out = Vec::with_capacity(2 + rows * (key_bytes + names.len() * 16 + 2));
+                out.push(b'[');
+                for (i, row) in values.chunks(names.len()).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'{');
+                    for (j, (key, value)) in keys.iter().zip(row).enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(key);
+                        write_value(&mut out, value);
+                    }
+                    out.push(b'}');
+                }
+                out.push(b']');
+                out
+            }
+        }
+    }
+}
+
+/// `value` as serde_json writes it (a `Value` cannot fail to serialize
+/// into memory: its map keys are strings).
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        v => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+}
+
 /// One row of a column-held set, serialized as a map.
 struct RowRef<'a> {
     names: &'a [String],
@@ -522,6 +584,43 @@ mod tests {
         assert_eq!(serde_json::to_string(&set(&names, &[])).unwrap(), "[]");
         let empty = ResultSet::from_columns(Vec::new(), Vec::new(), 2).unwrap();
         assert_eq!(serde_json::to_string(&empty).unwrap(), "[{},{}]");
+    }
+
+    #[test]
+    fn to_json_vec_is_serde_jsons_bytes() {
+        // Keys and values that need escaping, unicode, nested JSON, every
+        // scalar kind, nulls.
+        let names = ["id", "quote\"d", "ünï\u{7}", "nested", "flag", "f"];
+        let rows = vec![
+            vec![
+                json!("0d8f6f0a-5a55-4c38-9c1e-2f6f4f5f6f7f"),
+                json!("line\nbreak \\ \"q\" \u{1}"),
+                json!("日本"),
+                json!({"b": [1, {"c": null}], "a": "x"}),
+                json!(true),
+                json!(1.5),
+            ],
+            vec![
+                json!(null),
+                json!(""),
+                json!(-7),
+                json!([]),
+                json!(false),
+                json!(u64::MAX),
+            ],
+        ];
+        for s in [
+            set(&names, &rows),
+            ResultSet::from_rows(rows_of(&names, &rows)),
+            set(&names, &[]),
+            ResultSet::from_columns(Vec::new(), Vec::new(), 2).unwrap(),
+        ] {
+            assert_eq!(
+                String::from_utf8(s.to_json_vec()).unwrap(),
+                serde_json::to_string(&s).unwrap()
+            );
+        }
+        assert_eq!(set(&names, &[]).to_json_vec(), b"[]");
     }
 
     #[test]

@@ -15,7 +15,31 @@ pub const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 /// The stored form of a timestamp: UTC, always six fractional digits, `Z`, so
 /// that string order is time order.
 pub fn format_timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    let nanos = t.nanosecond();
+    // Years 0..=9999 and no leap second: written digit by digit (chrono's
+    // formatter costs about ten times more); anything else as chrono
+    // writes it, which this matches byte for byte (tested).
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::Micros, true);
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    put(20, 6, nanos / 1_000);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(b.to_vec()).unwrap_or_default()
 }
 
 /// The current time in stored form.
@@ -178,6 +202,35 @@ pub fn describe(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn format_timestamp_writes_what_chrono_writes() {
+        use chrono::TimeZone;
+        let chrono = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut times = vec![
+            Utc.with_ymd_and_hms(2026, 12, 4, 13, 5, 9).unwrap(),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 6, 15, 12, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+        ];
+        // Sub-microsecond digits are cut, not rounded, as chrono does; a
+        // leap second (nanoseconds >= 10^9) goes to chrono.
+        for nanos in [1, 999, 1_000, 123_456_789, 999_999_999, 1_500_000_000] {
+            times.push(
+                Utc.from_utc_datetime(
+                    &NaiveDate::from_ymd_opt(2024, 2, 29)
+                        .unwrap()
+                        .and_hms_nano_opt(23, 59, 59, nanos)
+                        .unwrap(),
+                ),
+            );
+        }
+        for t in times {
+            assert_eq!(format_timestamp(t), chrono(t), "{t:?}");
+        }
+    }
 
     #[test]
     fn owned_values_normalize_as_borrowed_ones() {

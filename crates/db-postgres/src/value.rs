@@ -203,83 +203,109 @@ fn float(f: f64) -> Value {
 /// `hints` give the types the values should come back as (an aggregate's
 /// `SUM` is `NUMERIC` in PostgreSQL but an integer to the caller).
 pub(crate) fn decode_rows(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
-    decode_all(rows, |first| columns_of(first, hints), decode_column)
+    let kinds = rows.first().map(kinds_of).unwrap_or_default();
+    decode_all(
+        rows,
+        |first| columns_of(first, hints),
+        |row, i, ty| decode_kind(row, i, ty, kinds[i]),
+    )
 }
 
 /// Decodes every row of a result set as a [`ResultSet`] (the column names
 /// once), with `hints` as in [`decode_rows`].
 pub(crate) fn decode_result_set(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<ResultSet> {
+    let kinds = rows.first().map(kinds_of).unwrap_or_default();
     decode_set(
         rows,
         |first| first.columns().iter().map(|c| c.name()).collect(),
         hints,
-        decode_column,
+        |row, i, ty| decode_kind(row, i, ty, kinds[i]),
     )
 }
 
 /// Decodes one row (a result of at most one row).
 pub(crate) fn decode_row(row: &PgRow, hints: ColumnHints<'_>) -> DbResult<Row> {
-    columns_of(row, hints).into_row(|i, ty| decode_column(row, i, ty))
+    let kinds = kinds_of(row);
+    columns_of(row, hints).into_row(|i, ty| decode_kind(row, i, ty, kinds[i]))
 }
 
 fn columns_of(row: &PgRow, hints: ColumnHints<'_>) -> ResultColumns {
     ResultColumns::new(row.columns().iter().map(|c| c.name()), hints)
 }
 
-/// Decodes column `i` of `row` by its PostgreSQL type, straight from the
+/// The mapped PostgreSQL types.
+#[derive(Debug, Clone, Copy)]
+enum Pg {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    TimestampTz,
+    Timestamp,
+    Date,
+    Uuid,
+    Json,
+    Bytea,
+    Text,
+    /// A type the provider does not map to JSON.
+    Unmapped,
+}
+
+/// How a result column decodes: its mapped type and the column type whose
+/// documented shape that type's values have.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    pg: Pg,
+    natural: Option<ColumnType>,
+}
+
+/// Each result column's [`Kind`], from the row's column types: worked out
+/// once per result, not once per value (every row of a result has its
+/// columns' types).
+fn kinds_of(row: &PgRow) -> Vec<Kind> {
+    row.columns()
+        .iter()
+        .map(|c| {
+            let t = c.type_info();
+            let pg = match t.name() {
+                "BOOL" => Pg::Bool,
+                "INT2" => Pg::Int2,
+                "INT4" => Pg::Int4,
+                "INT8" => Pg::Int8,
+                "FLOAT4" => Pg::Float4,
+                "FLOAT8" => Pg::Float8,
+                "NUMERIC" => Pg::Numeric,
+                "TIMESTAMPTZ" => Pg::TimestampTz,
+                "TIMESTAMP" => Pg::Timestamp,
+                "DATE" => Pg::Date,
+                "UUID" => Pg::Uuid,
+                "JSON" | "JSONB" => Pg::Json,
+                "BYTEA" => Pg::Bytea,
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => Pg::Text,
+                _ => Pg::Unmapped,
+            };
+            Kind {
+                pg,
+                natural: column_type_of(t),
+            }
+        })
+        .collect()
+}
+
+/// Decodes column `i` of `row` as its [`Kind`] says, straight from the
 /// value (no second lookup and type check per column), then to `hint`
 /// when that is not the type's own column type (whose documented shape
 /// the decoded value already has).
-fn decode_column(row: &PgRow, i: usize, hint: Option<ColumnType>) -> DbResult<Value> {
-    /// The mapped PostgreSQL types.
-    enum Pg {
-        Bool,
-        Int2,
-        Int4,
-        Int8,
-        Float4,
-        Float8,
-        Numeric,
-        TimestampTz,
-        Timestamp,
-        Date,
-        Uuid,
-        Json,
-        Bytea,
-        Text,
-    }
+fn decode_kind(row: &PgRow, i: usize, hint: Option<ColumnType>, kind: Kind) -> DbResult<Value> {
     let raw = row.try_get_raw(i).map_err(error::map)?;
     if raw.is_null() {
         return Ok(Value::Null);
     }
     let name = || row.columns().get(i).map_or("?", |c| c.name());
-    let (pg, natural) = {
-        let t = raw.type_info();
-        let pg = match t.name() {
-            "BOOL" => Pg::Bool,
-            "INT2" => Pg::Int2,
-            "INT4" => Pg::Int4,
-            "INT8" => Pg::Int8,
-            "FLOAT4" => Pg::Float4,
-            "FLOAT8" => Pg::Float8,
-            "NUMERIC" => Pg::Numeric,
-            "TIMESTAMPTZ" => Pg::TimestampTz,
-            "TIMESTAMP" => Pg::Timestamp,
-            "DATE" => Pg::Date,
-            "UUID" => Pg::Uuid,
-            "JSON" | "JSONB" => Pg::Json,
-            "BYTEA" => Pg::Bytea,
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => Pg::Text,
-            other => {
-                let name = name();
-                return Err(Error::invalid_input(format!(
-                    "result column {name} has PostgreSQL type {other}, which the provider does \
-                     not map to JSON; cast it in the query (for example `{name}::text`)"
-                )));
-            }
-        };
-        (pg, column_type_of(&t))
-    };
+    let Kind { pg, natural } = kind;
     let bad = |e: sqlx::error::BoxDynError| {
         Error::internal(format!("cannot decode column {}: {e}", name()))
     };
@@ -311,17 +337,27 @@ fn decode_column(row: &PgRow, i: usize, hint: Option<ColumnType>) -> DbResult<Va
                 .format("%Y-%m-%d")
                 .to_string(),
         ),
-        Pg::Uuid => Value::String(
+        // Encoded into a stack buffer: `to_string` goes through the
+        // formatting machinery (about 900 instructions a value).
+        Pg::Uuid => Value::String(String::from(
             get::<uuid::Uuid>(raw)
                 .map_err(bad)?
                 .hyphenated()
-                .to_string(),
-        ),
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        )),
         Pg::Json => get::<Json<Value>>(raw).map_err(bad)?.0,
         Pg::Bytea => Value::String(
             base64::engine::general_purpose::STANDARD.encode(get::<Vec<u8>>(raw).map_err(bad)?),
         ),
         Pg::Text => Value::String(get::<String>(raw).map_err(bad)?),
+        Pg::Unmapped => {
+            let name = name();
+            return Err(Error::invalid_input(format!(
+                "result column {name} has PostgreSQL type {}, which the provider does \
+                 not map to JSON; cast it in the query (for example `{name}::text`)",
+                raw.type_info().name()
+            )));
+        }
     };
     // A value of the type's own column type is in its documented shape
     // already (normalizing it would only copy it).

@@ -598,12 +598,19 @@ async fn catalog_for<P: SqlProvider>(
 }
 
 /// A read's pool, compiled statement and result column types.
+/// A query without joins goes through the statement cache
+/// ([`StatementCache::read`]); one with joins is compiled every time.
 async fn compiled_read<P: SqlProvider>(
     db: &P,
     table: &str,
     query: &Query,
-) -> DbResult<(P::Pool, Statement, Vec<ColumnType>)> {
+) -> DbResult<(P::Pool, Statement, Arc<[ColumnType]>)> {
     let pool = db.sql_state().pool_for("db.read")?;
+    if query.joins.is_empty() {
+        let schema = schema_of(db, table).await?;
+        let read = db.sql_state().statements().read(&schema, query)?;
+        return Ok((pool, read.statement, read.column_types));
+    }
     let cat = catalog_for(db, table, query).await?;
     let s = compile::select(db.sql_state().dialect(), &cat, table, query)?;
     let types = s.columns.iter().map(|c| c.ty).collect();

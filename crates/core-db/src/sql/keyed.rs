@@ -48,6 +48,44 @@ struct Shape {
 
 type Shapes = Mutex<HashMap<String, Vec<Arc<Shape>>>>;
 
+/// One compiled read: a query without joins or cursor whose every bind is
+/// one of its filter's values.
+#[derive(Debug)]
+struct ReadShape {
+    schema: Arc<TableSchema>,
+    /// The query it was compiled from: another query reuses the statement
+    /// when everything but the filter's values is equal ([`same_read`]).
+    query: Query,
+    filter_binds: Vec<(Arc<str>, Option<ColumnType>)>,
+    sql: String,
+    output: Arc<[ColumnType]>,
+}
+
+/// A read statement and its result column types.
+#[derive(Debug)]
+pub struct ReadStatement {
+    /// The statement, its binds the filter's values.
+    pub statement: Statement,
+    /// The type of each result column, by position.
+    pub column_types: Arc<[ColumnType]>,
+}
+
+/// Whether a read of `b` compiles to the SQL of `a` (both without joins
+/// and cursor): the same select list, grouping, order, limit and offset,
+/// and filters of the same shape.
+fn same_read(a: &Query, b: &Query) -> bool {
+    a.select == b.select
+        && a.group_by == b.group_by
+        && a.order_by == b.order_by
+        && a.limit == b.limit
+        && a.offset == b.offset
+        && match (&a.filter, &b.filter) {
+            (None, None) => true,
+            (Some(x), Some(y)) => same_shape(x, y),
+            _ => false,
+        }
+}
+
 /// A `get` statement and its result column types.
 #[derive(Debug)]
 pub struct KeyedSelect {
@@ -66,6 +104,7 @@ pub struct StatementCache {
     updates: Shapes,
     filtered_selects: Shapes,
     filtered_updates: Shapes,
+    reads: Mutex<HashMap<String, Vec<Arc<ReadShape>>>>,
     compiled: AtomicU64,
 }
 
@@ -262,6 +301,7 @@ impl StatementCache {
             updates: Shapes::default(),
             filtered_selects: Shapes::default(),
             filtered_updates: Shapes::default(),
+            reads: Mutex::default(),
             compiled: AtomicU64::new(0),
         }
     }
@@ -486,6 +526,97 @@ impl StatementCache {
             );
         }
         Ok(stmt)
+    }
+
+    /// The statement of [`crate::Database::read`] of `query` on `schema`'s
+    /// table, as [`compile::select`] makes it (same SQL, same binds, same
+    /// errors), with its result column types. A query with joins or a
+    /// cursor, or a filter with JSON containment, is compiled every time.
+    pub fn read(&self, schema: &Arc<TableSchema>, query: &Query) -> DbResult<ReadStatement> {
+        let simple = query.joins.is_empty()
+            && query.after.is_none()
+            && query.filter.as_ref().is_none_or(cacheable);
+        if simple {
+            query.validate()?;
+            let hit = self
+                .reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&schema.name)
+                .and_then(|list| {
+                    list.iter()
+                        .find(|s| {
+                            (Arc::ptr_eq(&s.schema, schema) || s.schema == *schema)
+                                && same_read(&s.query, query)
+                        })
+                        .cloned()
+                });
+            if let Some(shape) = hit {
+                let mut values = Vec::with_capacity(shape.filter_binds.len());
+                if let Some(f) = &query.filter {
+                    filter_values(f, &mut values);
+                }
+                if values.len() == shape.filter_binds.len() {
+                    let binds = values
+                        .into_iter()
+                        .zip(&shape.filter_binds)
+                        .map(|(value, (column, ty))| Bind {
+                            value,
+                            ty: *ty,
+                            column: Arc::clone(column),
+                        })
+                        .collect();
+                    return Ok(ReadStatement {
+                        statement: Statement {
+                            sql: shape.sql.clone(),
+                            binds,
+                        },
+                        column_types: Arc::clone(&shape.output),
+                    });
+                }
+            }
+        }
+        let compiled = compile::select(self.dialect, &Self::catalog(schema), &schema.name, query)?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        let output: Arc<[ColumnType]> = compiled.columns.iter().map(|c| c.ty).collect();
+        let stmt = compiled.statement;
+        if simple {
+            let mut values = Vec::new();
+            if let Some(f) = &query.filter {
+                filter_values(f, &mut values);
+            }
+            // Only when every bind is a filter value (in order): a select
+            // list or order that binds values of its own is not kept.
+            let only_filter = values.len() == stmt.binds.len()
+                && values.iter().zip(&stmt.binds).all(|(v, b)| *v == b.value);
+            if only_filter {
+                let mut map = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+                let list = map.entry(schema.name.clone()).or_default();
+                list.retain(|s| s.schema == *schema);
+                if list.len() >= SHAPES_PER_TABLE {
+                    list.remove(0);
+                }
+                list.push(Arc::new(ReadShape {
+                    schema: Arc::clone(schema),
+                    query: Query {
+                        select: query.select.clone(),
+                        filter: query.filter.clone(),
+                        group_by: query.group_by.clone(),
+                        order_by: query.order_by.clone(),
+                        limit: query.limit,
+                        offset: query.offset,
+                        ..Query::default()
+                    },
+                    filter_binds: bound(&stmt.binds),
+                    sql: stmt.sql.clone(),
+                    output: Arc::clone(&output),
+                }));
+            }
+        }
+        Ok(ReadStatement {
+            statement: stmt,
+            column_types: output,
+        })
     }
 
     /// The update of the rows of `schema`'s table matching `filter` with
@@ -833,6 +964,111 @@ mod tests {
                 "{dialect:?}: one statement per filter shape"
             );
         }
+    }
+
+    #[test]
+    fn cached_reads_make_what_the_compiler_makes() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), texted())].into();
+        let schema = Arc::new(texted());
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
+            let pairs = shape_pairs(dialect);
+            // Each filter shape under the same select, order and limit,
+            // then the same filters under other select lists, orders,
+            // limits and offsets: each a statement of its own.
+            let dressings: Vec<fn(Query) -> Query> = vec![
+                |q| q.select(["id", "name"]).order_by_desc("score").limit(50),
+                |q| q,
+                |q| q.select(["name"]).order_by_desc("score").limit(50),
+                |q| q.select(["id", "name"]).order_by_asc("score").limit(50),
+                |q| q.select(["id", "name"]).order_by_desc("score").limit(10),
+                |q| {
+                    q.select(["id", "name"])
+                        .order_by_desc("score")
+                        .limit(50)
+                        .offset(5)
+                },
+            ];
+            let mut expected_compiles = 0;
+            for dress in &dressings {
+                for (first, second) in &pairs {
+                    for filter in [first, second, first] {
+                        let q = dress(Query::new().filter(filter.clone()));
+                        let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
+                        let got = cache.read(&schema, &q).unwrap();
+                        assert_eq!(got.statement, expected.statement, "{dialect:?} {q:?}");
+                        let types: Vec<_> = expected.columns.iter().map(|c| c.ty).collect();
+                        assert_eq!(&got.column_types[..], &types[..], "{dialect:?} {q:?}");
+                    }
+                    expected_compiles += 1;
+                }
+                // No filter at all.
+                let q = dress(Query::new());
+                for _ in 0..2 {
+                    let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
+                    assert_eq!(
+                        cache.read(&schema, &q).unwrap().statement,
+                        expected.statement
+                    );
+                }
+                expected_compiles += 1;
+            }
+            assert_eq!(
+                cache.compiled() as usize,
+                expected_compiles,
+                "{dialect:?}: one statement per query shape, reused for other values"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_with_joins_cursors_or_errors_are_not_kept() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), texted())].into();
+        let schema = Arc::new(texted());
+        let cache = StatementCache::new(SqlDialect::Postgres);
+        // A cursor's filter is built from its values: compiled every time,
+        // and right.
+        for v in [1, 2] {
+            let q = Query::new()
+                .order_by_asc("id")
+                .after(crate::Cursor(vec![json!(v)]));
+            let expected = compile::select(SqlDialect::Postgres, &cat, "agents", &q).unwrap();
+            assert_eq!(
+                cache.read(&schema, &q).unwrap().statement,
+                expected.statement
+            );
+        }
+        assert_eq!(cache.compiled(), 2);
+        // A cached shape does not hide the compiler's errors.
+        let q = Query::new().filter(col("id").eq(1)).limit(5);
+        cache.read(&schema, &q).unwrap();
+        let bad = Query::new().filter(col("nope").eq(1)).limit(5);
+        assert_eq!(
+            cache.read(&schema, &bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // A changed schema compiles again, and the old shape goes.
+        let before = cache.compiled();
+        let altered = Arc::new(texted().column(ColumnDef::text("status")));
+        let q = Query::new().filter(col("status").eq("x")).limit(5);
+        cache.read(&altered, &q).unwrap();
+        cache
+            .read(&altered, &Query::new().filter(col("id").eq(2)).limit(5))
+            .unwrap();
+        assert_eq!(cache.compiled(), before + 2);
+        assert_eq!(
+            cache
+                .reads
+                .lock()
+                .unwrap()
+                .get("agents")
+                .unwrap()
+                .iter()
+                .filter(|s| *s.schema == *schema)
+                .count(),
+            0,
+            "shapes of the old schema are dropped"
+        );
     }
 
     #[test]

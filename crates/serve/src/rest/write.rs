@@ -259,12 +259,12 @@ async fn respond(
             super::embed::attach(embeds, &mut rows).await?;
             let rows = plan::project(&access.schema, p.fields(), rows);
             let (ct, body) = rows_body(shape(headers), &rows)?;
-            let mut r = (status_body, body).into_response();
+            let mut r = super::response(status_body, body);
             r.headers_mut().insert(header::CONTENT_TYPE, ct);
             r
         }
         Some("headers-only") if status_body == StatusCode::CREATED => {
-            let mut r = status_body.into_response();
+            let mut r = super::response(status_body, Body::empty());
             if let (Some(pk), [row]) = (access.schema.primary_key(), rows.as_slice()) {
                 if let Some(v) = row.get(&pk.name) {
                     let v = match v {
@@ -287,7 +287,7 @@ async fn respond(
             }
             r
         }
-        _ => status_empty.into_response(),
+        _ => super::response(status_empty, Body::empty()),
     };
     if let Ok(v) = HeaderValue::from_str(&range) {
         resp.headers_mut().insert(header::CONTENT_RANGE, v);
