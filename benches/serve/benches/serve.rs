@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo bench -p truststream-bench-serve [-- --rounds 3 --secs 5 --warmup 1 --conns 32 --only rest|storage]
-//! cargo bench -p truststream-bench-serve -- --probe serve|anon|floor|postrust N   # N reads, for callgrind
+//! cargo bench -p truststream-bench-serve -- --probe serve|anon|floor|postrust|serve-download|floor-download N   # for callgrind
 //! ```
 //!
 //! PostgreSQL: `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
@@ -110,7 +110,8 @@ struct Opts {
     only: Option<String>,
     /// `--probe <contender> <n>`: no timed rounds; `n` reads one after
     /// another on one connection to the contender (`serve`, `anon`,
-    /// `floor`, `postrust`), for instruction counts under callgrind.
+    /// `floor`, `postrust`; or 4 KiB downloads from `serve-download`,
+    /// `floor-download`), for instruction counts under callgrind.
     probe: Option<(String, usize)>,
 }
 
@@ -142,8 +143,8 @@ fn opts() -> R<Opts> {
                     .get(i + 2)
                     .ok_or("--probe needs a contender and a count")?
                     .parse()?;
+                o.only = Some(if who.ends_with("-download") { "storage" } else { "rest" }.into());
                 o.probe = Some((who, n));
-                o.only = Some("rest".into());
                 i += 3;
                 continue;
             }
@@ -1207,7 +1208,13 @@ fn storage(
     let [addr, floor_addr] = addrs;
     let headers = storage_headers(service);
     // The bucket on both sides; the objects downloads read.
-    let sizes = [4 * 1024, 64 * 1024 * 1024];
+    // A probe reads the 4 KiB object only (the 64 MiB upload's varying
+    // frame sizes would move the setup's instruction count).
+    let sizes: &[usize] = if opts.probe.is_some() {
+        &[4 * 1024]
+    } else {
+        &[4 * 1024, 64 * 1024 * 1024]
+    };
     let data: Vec<Bytes> = sizes
         .iter()
         .map(|&n| Bytes::from((0..n).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>()))
@@ -1261,6 +1268,21 @@ fn storage(
         Ok::<_, BoxError>(())
     })?;
 
+    if let Some((who, n)) = &opts.probe {
+        // `n` 4 KiB downloads one after another on one connection.
+        let to = match who.as_str() {
+            "serve-download" => addr,
+            "floor-download" => floor_addr,
+            _ => return Err(format!("--probe {who}: not a storage contender").into()),
+        };
+        return load_rt.block_on(async {
+            let mut send = connect(to).await?;
+            for _ in 0..*n {
+                http_download(&mut send, to, &headers, "read-4096", 4096).await?;
+            }
+            Ok(())
+        });
+    }
     let sides = [HTTP, FLOOR, DIRECT_STREAM, DIRECT];
     let mut times: StorageTimes = HashMap::new();
     let mut seq = 0usize;
