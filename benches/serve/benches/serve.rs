@@ -143,7 +143,14 @@ fn opts() -> R<Opts> {
                     .get(i + 2)
                     .ok_or("--probe needs a contender and a count")?
                     .parse()?;
-                o.only = Some(if who.ends_with("-download") { "storage" } else { "rest" }.into());
+                o.only = Some(
+                    if who.ends_with("-download") {
+                        "storage"
+                    } else {
+                        "rest"
+                    }
+                    .into(),
+                );
                 o.probe = Some((who, n));
                 i += 3;
                 continue;
@@ -1374,7 +1381,7 @@ fn storage(
             }
         }
     }
-    storage_table(&times, &sizes, &sides, opts.rounds);
+    storage_table(&times, sizes, &sides, opts.rounds);
     Ok(())
 }
 
