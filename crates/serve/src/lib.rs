@@ -254,7 +254,9 @@ pub fn router(state: Arc<ServeState>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .layer(cors)
-        .layer(axum::middleware::from_fn(close_unread))
+        // One middleware for the access log and the unread-body check
+        // (each `from_fn` layer costs a boxed future and a service clone
+        // per request).
         .layer(axum::middleware::from_fn(access_log))
 }
 
@@ -353,12 +355,13 @@ async fn deadline(
 
 /// One structured `tracing` event per request (target `truststream::access`):
 /// method, path (never the query string, which carries tokens and filter
-/// values), status and duration.
+/// values), status and duration; the request itself goes through
+/// [`close_unread`].
 async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
+    let response = close_unread(req, next).await;
     tracing::info!(
         target: "truststream::access",
         method = %method,

@@ -89,7 +89,39 @@ fn quoted_etag(etag: &str) -> String {
 }
 
 fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    use chrono::{Datelike, Timelike};
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // Written piece by piece (chrono's formatter is ~5,000 instructions a
+    // download); years outside 0..=9999 as chrono writes them.
+    if !(0..=9999).contains(&t.year()) {
+        return t.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    }
+    let two = |out: &mut String, v: u32| {
+        out.push(char::from(b'0' + (v / 10 % 10) as u8));
+        out.push(char::from(b'0' + (v % 10) as u8));
+    };
+    let mut out = String::with_capacity(29);
+    out.push_str(DAYS[t.weekday().num_days_from_monday() as usize]);
+    out.push_str(", ");
+    two(&mut out, t.day());
+    out.push(' ');
+    out.push_str(MONTHS[t.month0() as usize]);
+    out.push(' ');
+    let y = t.year() as u32;
+    two(&mut out, y / 100);
+    two(&mut out, y % 100);
+    out.push(' ');
+    two(&mut out, t.hour());
+    out.push(':');
+    two(&mut out, t.minute());
+    out.push(':');
+    // A leap second's 60 as chrono writes it.
+    two(&mut out, t.second() + t.nanosecond() / 1_000_000_000);
+    out.push_str(" GMT");
+    out
 }
 
 fn content_type(meta: &ObjectMeta) -> &str {
@@ -727,7 +759,8 @@ async fn serve_known(
 /// control, ETag, last modified, `Accept-Ranges`, and with `?download=` the
 /// `Content-Disposition` (the key's last segment when the name is empty).
 fn object_headers(meta: &ObjectMeta, key: &str, download: Option<&str>) -> HeaderMap {
-    let mut out = HeaderMap::new();
+    // Room for every header of a download (no regrowth).
+    let mut out = HeaderMap::with_capacity(8);
     let mut put = |name: header::HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             out.insert(name, v);
@@ -1226,6 +1259,37 @@ pub(crate) async fn move_or_copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_date_writes_what_chrono_writes() {
+        use chrono::TimeZone;
+        let chrono =
+            |t: chrono::DateTime<chrono::Utc>| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let mut times = vec![
+            chrono::Utc.with_ymd_and_hms(2026, 12, 4, 9, 5, 7).unwrap(),
+            chrono::Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+            chrono::Utc.with_ymd_and_hms(0, 3, 1, 23, 59, 59).unwrap(),
+            chrono::Utc
+                .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+                .unwrap(),
+            chrono::Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            chrono::Utc.with_ymd_and_hms(-44, 3, 15, 12, 0, 0).unwrap(),
+        ];
+        for day in 0..400 {
+            times.push(times[0] + chrono::Duration::days(day) + chrono::Duration::seconds(day * 7));
+        }
+        times.push(
+            chrono::Utc.from_utc_datetime(
+                &chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                    .unwrap()
+                    .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+                    .unwrap(),
+            ),
+        );
+        for t in times {
+            assert_eq!(http_date(t), chrono(t), "{t:?}");
+        }
+    }
 
     #[tokio::test]
     async fn coalesce_joins_small_chunks_and_passes_errors() {
