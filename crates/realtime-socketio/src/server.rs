@@ -55,8 +55,8 @@ pub(crate) fn build(hub: &Arc<Hub>) -> (socketioxide::layer::SocketIoLayer, Sock
     // The connection is set up in the middleware, once the token passed:
     // socketioxide sends the connect packet before it calls the connect
     // handler, in a task of its own, so an event the client sends right
-    // after connecting could find no handler registered yet.
-    let on_connect = async |_: SocketRef| {};
+    // after connecting could find no handler registered yet. What emits to
+    // the client starts in the connect handler ([`on_connect`]).
     io.ns("/", on_connect.with(check));
     (layer, io)
 }
@@ -155,7 +155,7 @@ fn connected(hub: Weak<Hub>, s: SocketRef) {
     let principal = s.extensions.get::<Arc<Principal>>();
     let conn = Arc::new(Conn {
         hub: hub.clone(),
-        outbox: outbox.clone(),
+        outbox,
         members: Mutex::new(HashMap::new()),
         rows: Mutex::new(HashMap::new()),
         viewer: Viewer::of(principal.as_deref()),
@@ -186,10 +186,27 @@ fn connected(hub: Weak<Hub>, s: SocketRef) {
         let conn = on_close.clone();
         async move { conn.close() }
     });
-    tokio::spawn(outbox::writer(outbox, s.clone()));
-    tokio::spawn(expire_at_token_expiry(conn.clone(), s.clone()));
+    s.extensions.insert(conn.clone());
     tokio::spawn(run(conn, rx));
     drop(tx);
+}
+
+/// The connect handler: starts the tasks that emit to the client (the
+/// outbox's writer, the token expiry). socketioxide marks a socket
+/// connected only after the middleware has passed and the connect packet
+/// is queued, then calls this; until then `emit` refuses with `Closed`,
+/// which the writer takes for a disconnect, while acknowledgements go out
+/// (they do not check). So a writer started in the middleware that met a
+/// frame in that window (a loaded machine preempting the thread in
+/// between, while the client's hello and join were answered) ended, and
+/// the connection got no delivery again. Frames queued before this runs
+/// wait in the outbox.
+async fn on_connect(s: SocketRef) {
+    let Some(conn) = s.extensions.remove::<Arc<Conn>>() else {
+        return;
+    };
+    tokio::spawn(outbox::writer(conn.outbox.clone(), s.clone()));
+    tokio::spawn(expire_at_token_expiry(conn, s));
 }
 
 impl Conn {
@@ -582,6 +599,103 @@ fn check_handle(handle: &str) -> RtResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use truststream_core_realtime::access::ChannelAccess;
+
+    use crate::codec::{self, Packet};
+    use crate::SocketIoConfig;
+
+    /// The next socket.io event's arguments (the engine.io open answered
+    /// with a connect, pings with pongs), within 5 s.
+    async fn next_event<S>(ws: &mut S) -> Vec<Value>
+    where
+        S: StreamExt<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>>
+            + SinkExt<WsMessage>
+            + Unpin,
+        <S as futures::Sink<WsMessage>>::Error: std::fmt::Debug,
+    {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("no event within 5 s")
+                .expect("the server closed the connection")
+                .unwrap();
+            let WsMessage::Text(text) = frame else {
+                continue;
+            };
+            match codec::decode(&text) {
+                Packet::Open(_) => ws
+                    .send(WsMessage::text(codec::connect(None)))
+                    .await
+                    .unwrap(),
+                Packet::Ping => ws.send(WsMessage::text(codec::PONG)).await.unwrap(),
+                Packet::Event { args, .. } => return args,
+                _ => {}
+            }
+        }
+    }
+
+    /// A frame queued for a connection before socketioxide has marked its
+    /// socket connected (a join acknowledged in that window, on a loaded
+    /// machine) is delivered once it has, and so are the later ones: a
+    /// writer that tried to emit it earlier was refused and ended, and the
+    /// connection got no delivery again (the conformance case
+    /// `presence.dropped_handle_leaves` once waited in vain for its
+    /// presence state). Here the middleware queues the frame itself, then
+    /// gives an early writer time to meet it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_queued_before_the_socket_is_connected_are_delivered() {
+        let mut config = SocketIoConfig::server("127.0.0.1:0");
+        config.allow_anonymous = true;
+        let publication = config.publication().unwrap();
+        let channels = ChannelAccess::check_config(&config.channels).unwrap();
+        let hub = Hub::new(config, None, None, publication, channels);
+        let (layer, io) = SocketIo::builder().build_layer();
+        let weak = Arc::downgrade(&hub);
+        let slot: Arc<Mutex<Option<Arc<Conn>>>> = Arc::default();
+        let check = {
+            let slot = slot.clone();
+            move |s: SocketRef| {
+                let (weak, slot) = (weak.clone(), slot.clone());
+                async move {
+                    connected(weak, s.clone());
+                    let conn = s.extensions.get::<Arc<Conn>>().unwrap();
+                    assert!(conn
+                        .outbox
+                        .push(Frame::of_value(wire::MESSAGE, json!({"n": 1}))));
+                    *lock(&slot) = Some(conn);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<(), Refused>(())
+                }
+            }
+        };
+        io.ns("/", on_connect.with(check));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().layer(layer);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(
+            next_event(&mut ws).await,
+            vec![json!(wire::MESSAGE), json!({"n": 1})]
+        );
+        let conn = lock(&slot).clone().unwrap();
+        assert!(conn
+            .outbox
+            .push(Frame::of_value(wire::MESSAGE, json!({"n": 2}))));
+        assert_eq!(
+            next_event(&mut ws).await,
+            vec![json!(wire::MESSAGE), json!({"n": 2})]
+        );
+        server.abort();
+    }
 
     #[test]
     fn clients_get_their_own_mistakes_but_not_the_servers_internals() {
