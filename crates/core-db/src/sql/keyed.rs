@@ -1,7 +1,7 @@
 //! Compiled statements for the hot paths, kept by shape so that a
-//! provider's `get`, inserts, updates by key and filtered updates (with the
-//! select of the rows they replace) do not run the query compiler (and
-//! rebuild the SQL text) on every call.
+//! provider's `get`, inserts, updates by key, filtered updates (with the
+//! select of the rows they replace) and reads without joins or cursor do
+//! not run the query compiler (and rebuild the SQL text) on every call.
 //!
 //! A shape's SQL text depends only on the table's schema and on which
 //! columns are given (and, for inserts, how many rows; for a filter, its
@@ -44,52 +44,53 @@ struct Shape {
     sql: String,
     /// Result column types by position (selects).
     output: Arc<[ColumnType]>,
+    /// Reads: the query it was compiled from, without its filter (which is
+    /// [`Shape::filter`]); another read reuses the statement when
+    /// [`same_read`].
+    read: Option<Query>,
 }
 
 type Shapes = Mutex<HashMap<String, Vec<Arc<Shape>>>>;
 
-/// One compiled read: a query without joins or cursor whose every bind is
-/// one of its filter's values.
-#[derive(Debug)]
-struct ReadShape {
-    schema: Arc<TableSchema>,
-    /// The query it was compiled from: another query reuses the statement
-    /// when everything but the filter's values is equal ([`same_read`]).
-    query: Query,
-    filter_binds: Vec<(Arc<str>, Option<ColumnType>)>,
-    sql: String,
-    output: Arc<[ColumnType]>,
-}
-
-/// A read statement and its result column types.
-#[derive(Debug)]
-pub struct ReadStatement {
-    /// The statement, its binds the filter's values.
-    pub statement: Statement,
-    /// The type of each result column, by position.
-    pub column_types: Arc<[ColumnType]>,
-}
-
-/// Whether a read of `b` compiles to the SQL of `a` (both without joins
-/// and cursor): the same select list, grouping, order, limit and offset,
-/// and filters of the same shape.
-fn same_read(a: &Query, b: &Query) -> bool {
-    a.select == b.select
-        && a.group_by == b.group_by
-        && a.order_by == b.order_by
-        && a.limit == b.limit
-        && a.offset == b.offset
-        && match (&a.filter, &b.filter) {
+/// Whether a read of `query` compiles to `shape`'s SQL: the same select
+/// list, grouping, order, limit and offset (every other part of a query
+/// keeps it out of the cache: the destructuring makes a new `Query` field
+/// a compile error here until it is decided), and a filter of the same
+/// shape.
+fn same_read(shape: &Shape, query: &Query) -> bool {
+    let Some(kept) = &shape.read else {
+        return false;
+    };
+    let Query {
+        select,
+        joins,
+        filter,
+        group_by,
+        order_by,
+        limit,
+        offset,
+        after,
+    } = query;
+    joins.is_empty()
+        && after.is_none()
+        && kept.select == *select
+        && kept.group_by == *group_by
+        && kept.order_by == *order_by
+        && kept.limit == *limit
+        && kept.offset == *offset
+        && match (&shape.filter, filter) {
             (None, None) => true,
             (Some(x), Some(y)) => same_shape(x, y),
             _ => false,
         }
 }
 
-/// A `get` statement and its result column types.
+/// A select statement and its result column types: a `get`'s
+/// ([`StatementCache::select_by_key`]) or a read's ([`StatementCache::read`]).
 #[derive(Debug)]
 pub struct KeyedSelect {
-    /// `SELECT <every column> FROM <table> WHERE <key> = ? LIMIT 1`.
+    /// The statement (a `get`'s: `SELECT <every column> FROM <table> WHERE
+    /// <key> = ? LIMIT 1`).
     pub statement: Statement,
     /// The type of each result column, by position.
     pub column_types: Arc<[ColumnType]>,
@@ -104,7 +105,7 @@ pub struct StatementCache {
     updates: Shapes,
     filtered_selects: Shapes,
     filtered_updates: Shapes,
-    reads: Mutex<HashMap<String, Vec<Arc<ReadShape>>>>,
+    reads: Shapes,
     compiled: AtomicU64,
 }
 
@@ -124,7 +125,9 @@ fn find(
     lock(shapes)
         .get(&schema.name)?
         .iter()
-        .find(|s| s.schema == *schema && fits(s))
+        // The cheap test first: a table's shapes are usually all of its
+        // current schema, so comparing the schema decides little.
+        .find(|s| fits(s) && s.schema == *schema)
         .cloned()
 }
 
@@ -301,7 +304,7 @@ impl StatementCache {
             updates: Shapes::default(),
             filtered_selects: Shapes::default(),
             filtered_updates: Shapes::default(),
-            reads: Mutex::default(),
+            reads: Shapes::default(),
             compiled: AtomicU64::new(0),
         }
     }
@@ -353,6 +356,7 @@ impl StatementCache {
                     filter_binds: Vec::new(),
                     sql: statement.sql.clone(),
                     output: Arc::clone(&output),
+                    read: None,
                 },
             );
         }
@@ -422,6 +426,7 @@ impl StatementCache {
                     filter_binds: Vec::new(),
                     sql: stmt.sql.clone(),
                     output: Arc::new([]),
+                    read: None,
                 },
             );
         }
@@ -488,6 +493,7 @@ impl StatementCache {
                     filter_binds: Vec::new(),
                     sql: stmt.sql.clone(),
                     output: Arc::new([]),
+                    read: None,
                 },
             );
         }
@@ -522,6 +528,7 @@ impl StatementCache {
                     filter_binds: bound(&stmt.binds),
                     sql: stmt.sql.clone(),
                     output: Arc::new([]),
+                    read: None,
                 },
             );
         }
@@ -532,45 +539,21 @@ impl StatementCache {
     /// table, as [`compile::select`] makes it (same SQL, same binds, same
     /// errors), with its result column types. A query with joins or a
     /// cursor, or a filter with JSON containment, is compiled every time.
-    pub fn read(&self, schema: &Arc<TableSchema>, query: &Query) -> DbResult<ReadStatement> {
+    pub fn read(&self, schema: &TableSchema, query: &Query) -> DbResult<KeyedSelect> {
         let simple = query.joins.is_empty()
             && query.after.is_none()
             && query.filter.as_ref().is_none_or(cacheable);
         if simple {
             query.validate()?;
-            let hit = self
-                .reads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&schema.name)
-                .and_then(|list| {
-                    list.iter()
-                        .find(|s| {
-                            (Arc::ptr_eq(&s.schema, schema) || s.schema == *schema)
-                                && same_read(&s.query, query)
-                        })
-                        .cloned()
-                });
-            if let Some(shape) = hit {
-                let mut values = Vec::with_capacity(shape.filter_binds.len());
-                if let Some(f) = &query.filter {
-                    filter_values(f, &mut values);
-                }
-                if values.len() == shape.filter_binds.len() {
-                    let binds = values
-                        .into_iter()
-                        .zip(&shape.filter_binds)
-                        .map(|(value, (column, ty))| Bind {
-                            value,
-                            ty: *ty,
-                            column: Arc::clone(column),
-                        })
-                        .collect();
-                    return Ok(ReadStatement {
-                        statement: Statement {
-                            sql: shape.sql.clone(),
-                            binds,
-                        },
+            if let Some(shape) = find(&self.reads, schema, |s| same_read(s, query)) {
+                // `same_read`: no filter on either side means no binds.
+                let values = query
+                    .filter
+                    .as_ref()
+                    .map_or(Some(Vec::new()), |f| shape_values(&shape, f));
+                if let Some(values) = values {
+                    return Ok(KeyedSelect {
+                        statement: bind_filtered(&shape, std::iter::empty(), values),
                         column_types: Arc::clone(&shape.output),
                     });
                 }
@@ -590,30 +573,30 @@ impl StatementCache {
             let only_filter = values.len() == stmt.binds.len()
                 && values.iter().zip(&stmt.binds).all(|(v, b)| *v == b.value);
             if only_filter {
-                let mut map = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-                let list = map.entry(schema.name.clone()).or_default();
-                list.retain(|s| s.schema == *schema);
-                if list.len() >= SHAPES_PER_TABLE {
-                    list.remove(0);
-                }
-                list.push(Arc::new(ReadShape {
-                    schema: Arc::clone(schema),
-                    query: Query {
-                        select: query.select.clone(),
+                remember(
+                    &self.reads,
+                    Shape {
+                        schema: schema.clone(),
+                        rows: 1,
+                        columns: Vec::new(),
+                        key: None,
                         filter: query.filter.clone(),
-                        group_by: query.group_by.clone(),
-                        order_by: query.order_by.clone(),
-                        limit: query.limit,
-                        offset: query.offset,
-                        ..Query::default()
+                        filter_binds: bound(&stmt.binds),
+                        sql: stmt.sql.clone(),
+                        output: Arc::clone(&output),
+                        read: Some(Query {
+                            select: query.select.clone(),
+                            group_by: query.group_by.clone(),
+                            order_by: query.order_by.clone(),
+                            limit: query.limit,
+                            offset: query.offset,
+                            ..Query::default()
+                        }),
                     },
-                    filter_binds: bound(&stmt.binds),
-                    sql: stmt.sql.clone(),
-                    output: Arc::clone(&output),
-                }));
+                );
             }
         }
-        Ok(ReadStatement {
+        Ok(KeyedSelect {
             statement: stmt,
             column_types: output,
         })
@@ -663,6 +646,7 @@ impl StatementCache {
                     filter_binds: bound(rest),
                     sql: stmt.sql.clone(),
                     output: Arc::new([]),
+                    read: None,
                 },
             );
         }
@@ -1057,14 +1041,11 @@ mod tests {
             .unwrap();
         assert_eq!(cache.compiled(), before + 2);
         assert_eq!(
-            cache
-                .reads
-                .lock()
-                .unwrap()
+            lock(&cache.reads)
                 .get("agents")
                 .unwrap()
                 .iter()
-                .filter(|s| *s.schema == *schema)
+                .filter(|s| s.schema == *schema)
                 .count(),
             0,
             "shapes of the old schema are dropped"
