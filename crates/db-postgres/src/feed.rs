@@ -318,13 +318,7 @@ fn drop_unwatched<'a>(
         sqlx::query("SET LOCAL lock_timeout = '2s'")
             .execute(tx.as_mut())
             .await?;
-        let (free,): (bool,) = sqlx::query_as(&format!(
-            "SELECT pg_try_advisory_xact_lock({WATCH_LOCK}, {WATCH_KEY})"
-        ))
-        .bind(format!("{schema}.{table}"))
-        .fetch_one(tx.as_mut())
-        .await?;
-        if free {
+        if try_watch_lock_xact(tx.as_mut(), schema, table).await? {
             sqlx::query(&drop_trigger_ddl(schema, table))
                 .execute(tx.as_mut())
                 .await?;
@@ -332,6 +326,37 @@ fn drop_unwatched<'a>(
         tx.commit().await
     }
     .boxed()
+}
+
+/// Whether no session holds `schema.table`'s watch lock: the test
+/// [`drop_unwatched`] makes before it drops the trigger, in a transaction
+/// rolled back ([`crate::testing::watch_lock_free`]).
+#[cfg(feature = "testing")]
+pub(crate) async fn watch_lock_free(
+    c: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = c.begin().await?;
+    let free = try_watch_lock_xact(tx.as_mut(), schema, table).await?;
+    tx.rollback().await?;
+    Ok(free)
+}
+
+/// Takes `schema.table`'s watch lock exclusively until the transaction
+/// ends, if no session holds it: whether it was free.
+async fn try_watch_lock_xact(
+    tx: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<bool, sqlx::Error> {
+    let (free,): (bool,) = sqlx::query_as(&format!(
+        "SELECT pg_try_advisory_xact_lock({WATCH_LOCK}, {WATCH_KEY})"
+    ))
+    .bind(format!("{schema}.{table}"))
+    .fetch_one(tx)
+    .await?;
+    Ok(free)
 }
 
 fn take_watch_lock<'a>(

@@ -58,6 +58,19 @@ pub fn ensure_role(name: &str) -> String {
     )
 }
 
+/// Whether no provider (of any process) watches `schema.table` through the
+/// change feed: no session holds the table's watch lock, so the next
+/// subscriber to leave drops the trigger. A closed provider's session lets
+/// go of its locks a moment after the client closed it; a test waits on
+/// this instead of sleeping.
+pub async fn watch_lock_free(
+    c: &mut sqlx::PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<bool, sqlx::Error> {
+    crate::feed::watch_lock_free(c, schema, table).await
+}
+
 /// The server URL tests use: `DATABASE_URL`, else the local default.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")

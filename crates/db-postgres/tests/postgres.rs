@@ -506,27 +506,17 @@ async fn wait_for_trigger(c: &mut sqlx::PgConnection, table: &str, present: bool
     }
 }
 
-/// Waits (up to 10 s) until no session holds the change feed's watch lock
-/// of `key` (`schema.table`): the check the provider's trigger drop makes
-/// (`pg_try_advisory_xact_lock` on db-postgres's `WATCH_LOCK`, 0x74730002,
-/// and `hashtext(key)`), in a transaction rolled back.
-async fn wait_until_unwatched(c: &mut sqlx::PgConnection, key: &str) {
+/// Waits (up to 10 s) until no session holds `table`'s change-feed watch
+/// lock ([`testing::watch_lock_free`]).
+async fn wait_until_unwatched(c: &mut sqlx::PgConnection, schema: &str, table: &str) {
     let t = Instant::now();
-    loop {
-        let mut tx = c.begin().await.expect("begin");
-        let (free,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
-            .bind(0x7473_0002_i32)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .expect("try the watch lock");
-        tx.rollback().await.expect("rollback");
-        if free {
-            return;
-        }
+    while !testing::watch_lock_free(c, schema, table)
+        .await
+        .expect("try the watch lock")
+    {
         assert!(
             t.elapsed() < Duration::from_secs(10),
-            "{key}: a closed provider's session still holds the watch lock"
+            "{schema}.{table}: a closed provider's session still holds the watch lock"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -602,11 +592,8 @@ async fn triggers_are_installed_once_and_leave_with_the_last_subscriber_of_any_p
     // moment came after B's drop had found the lock still held and left
     // the trigger (best effort, as documented). Wait until A's session
     // has let go, as a process that is really gone has.
-    let key = format!(
-        "{}.agents",
-        config.schema.as_deref().expect("scratch schema")
-    );
-    wait_until_unwatched(&mut other, &key).await;
+    let schema = config.schema.as_deref().expect("scratch schema");
+    wait_until_unwatched(&mut other, schema, "agents").await;
     let b2 = b.subscribe_changes(Some("agents")).await.unwrap();
     drop(b2);
     wait_for_trigger(&mut other, "agents", false).await;
