@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row as _, Transaction};
+use sqlx::{PgConnection, Postgres, Row as _, Transaction};
 use truststream_core::{BoxFuture, Error, ErrorKind, Health, ProviderInfo, Secret};
 use truststream_core_db::{ident, Operation};
 use truststream_core_jobs::batch::{fan_out, BatchStats, Batcher, Flush};
@@ -49,8 +49,7 @@ pub const DEFAULT_COMPLETE_BATCH: usize = 256;
 /// Default longest wait for more completions before a batch is written.
 pub const DEFAULT_COMPLETE_LINGER_MS: u64 = 2;
 
-/// Rows one insert statement carries (22 parameters each, under
-/// PostgreSQL's 65,535).
+/// Rows one insert statement carries (its arrays bounded).
 const INSERT_BATCH: usize = 1000;
 
 /// Configuration of the PostgreSQL jobs provider.
@@ -210,11 +209,12 @@ impl PgJobs {
             Some(s) => format!("{}.{}", ident::quote(s), ident::quote(name)),
             None => ident::quote(name),
         };
-        let names = Arc::new(Tables {
-            qt: qualified(&config.table),
-            qs: qualified(&row::index_name(&config.table, "run_samples")),
-            seq: qualified(&row::index_name(&config.table, "run_slot")),
-        });
+        let names = Arc::new(Tables::new(
+            qualified(&config.table),
+            qualified(&row::index_name(&config.table, "run_samples")),
+            qualified(&row::index_name(&config.table, "run_slot")),
+            qualified(&row::index_name(&config.table, "claim_batch")),
+        ));
         let channel = channel(config.schema.as_deref(), &config.table);
         let mut missing_tables = Vec::new();
         if build.read_only {
@@ -259,6 +259,18 @@ impl PgJobs {
                         )
                         .with_source(e)
                     })?;
+            }
+            let has_claim: bool = sqlx::query_scalar("SELECT to_regproc($1) IS NOT NULL")
+                .bind(&names.claim_fn)
+                .fetch_one(&pool)
+                .await
+                .map_err(map)?;
+            if !has_claim {
+                return Err(Error::invalid_input(format!(
+                    "the claim function of {} is missing (this version claims through \
+                     {}; open once with create_table enabled to create it)",
+                    config.table, names.claim_fn
+                )));
             }
         }
         let wake = Arc::new(Wake::new());
@@ -333,7 +345,8 @@ impl PgJobs {
         }
         let statements = row::ddl(qt, &config.table, &func)
             .into_iter()
-            .chain(row::run_samples_ddl(&names.qs, &names.seq));
+            .chain(row::run_samples_ddl(&names.qs, &names.seq))
+            .chain([row::claim_function_ddl(qt, &names.claim_fn)]);
         for statement in statements {
             sqlx::query(&statement)
                 .execute(&mut *tx)
@@ -478,28 +491,25 @@ impl PgJobs {
         lease: &Lease,
     ) -> JobsResult<()> {
         const OPERATION: &str = "jobs.complete_in";
-        let Some(mut s) = Self::lock(tx, &self.names.qt, lease.job_id).await? else {
-            return Err(lifecycle::not_found(&lease.job_id, OPERATION));
-        };
-        if s.job.state != JobState::Running || s.token.as_deref() != Some(lease.token.as_str()) {
-            return Err(lifecycle::lease_lost(&lease.job_id, OPERATION));
-        }
-        s.job.complete(lifecycle::now());
-        Self::write(tx, &self.names.qt, &s.job, None).await?;
-        sample_run_times(tx, &self.names, &[&s.job]).await
+        let mut answers =
+            complete_leases(tx, &self.names, std::slice::from_ref(lease), OPERATION).await?;
+        answers.pop().unwrap_or_else(|| {
+            Err(Error::internal("a completion gave no answer").with_operation(OPERATION))
+        })
     }
 
-    /// The plan PostgreSQL runs `request`'s claim with, as `EXPLAIN
-    /// (ANALYZE, BUFFERS, FORMAT JSON)` gives it (the claim runs, in a
-    /// transaction opened as [`Jobs::claim`] opens its own, and is rolled
-    /// back: no job changes state). For tests and diagnosis: a claim's plan
-    /// should read the claim index in order and stop after the batch.
+    /// The plan PostgreSQL runs `request`'s claim with: `EXPLAIN (ANALYZE,
+    /// BUFFERS, FORMAT JSON)` of the claim function's candidate select
+    /// ([`Jobs::claim`] runs it inside the function, with the same
+    /// `enable_sort = off`), in a transaction that is rolled back: no job
+    /// changes state. For tests and diagnosis: a claim's plan should read
+    /// the claim index in order and stop after the batch.
     pub async fn claim_plan(&self, request: &ClaimRequest) -> JobsResult<serde_json::Value> {
         request.validate()?;
-        let mut tx = self.pool.begin_with(CLAIM_BEGIN).await.map_err(map)?;
-        let plan = sqlx::query_scalar(&claim_sql(
-            &self.names.qt,
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ",
+        let mut tx = self.pool.begin_with(PLAN_BEGIN).await.map_err(map)?;
+        let plan = sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+            row::candidates(&self.names.qt, "$1", "$2", "$3")
         ))
         .bind(&request.job_types)
         .bind(lifecycle::now())
@@ -654,46 +664,58 @@ impl PgJobs {
         finish(tx, r).await
     }
 
-    /// Inserts jobs in one statement (all or none).
-    async fn insert<'a, E>(&self, executor: E, jobs: &[Job], on_conflict: &str) -> JobsResult<u64>
+    /// Inserts jobs in one statement (all or none): one array per column,
+    /// so the statement's text, and the plan the connection keeps for it,
+    /// are the same whatever the number of jobs. `unique`: a job whose
+    /// unique key a live job holds is skipped (`ON CONFLICT (unique_slot)
+    /// DO NOTHING`), not an error.
+    async fn insert<'a, E>(&self, executor: E, jobs: &[Job], unique: bool) -> JobsResult<u64>
     where
         E: sqlx::Executor<'a, Database = Postgres>,
     {
-        let mut qb =
-            QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({COLUMNS}) ", self.names.qt));
-        qb.push_values(jobs, |mut b, j| {
-            b.push_bind(j.id.0)
-                .push_bind(j.job_type.clone())
-                .push_bind(j.payload.clone())
-                .push_bind(j.state.as_str())
-                .push_bind(i64::from(j.priority))
-                .push_bind(j.run_at)
-                .push_bind(i64::from(j.attempts))
-                .push_bind(i64::from(j.max_attempts))
-                .push_bind(row::backoff(j))
-                .push_bind(row::timeout_ms(j))
-                .push_bind(j.unique_key.clone())
-                .push_bind(row::slot(j))
-                .push_bind(j.worker_id.clone())
-                .push_bind(None::<String>)
-                .push_bind(j.lease_expires_at)
-                .push_bind(j.started_at)
-                .push_bind(j.last_error.clone())
-                .push_bind(row::history(j))
-                .push_bind(j.created_at)
-                .push_bind(j.updated_at)
-                .push_bind(j.finished_at)
-                .push_bind(0_i64);
-        });
-        qb.push(on_conflict);
-        let done = qb.build().execute(executor).await.map_err(map)?;
+        fn col<'j, T>(jobs: &'j [Job], f: impl Fn(&'j Job) -> T) -> Vec<T> {
+            jobs.iter().map(f).collect()
+        }
+        let unique_sql;
+        let sql = if unique {
+            unique_sql = format!("{} ON CONFLICT (unique_slot) DO NOTHING", self.names.insert);
+            &unique_sql
+        } else {
+            &self.names.insert
+        };
+        let done = sqlx::query(sql)
+            .bind(col(jobs, |j| j.id.0))
+            .bind(col(jobs, |j| j.job_type.as_str()))
+            .bind(col(jobs, |j| &j.payload))
+            .bind(col(jobs, |j| j.state.as_str()))
+            .bind(col(jobs, |j| i64::from(j.priority)))
+            .bind(col(jobs, |j| j.run_at))
+            .bind(col(jobs, |j| i64::from(j.attempts)))
+            .bind(col(jobs, |j| i64::from(j.max_attempts)))
+            .bind(col(jobs, row::backoff))
+            .bind(col(jobs, row::timeout_ms))
+            .bind(col(jobs, |j| j.unique_key.as_deref()))
+            .bind(col(jobs, |j| truststream_core_jobs::row::unique_slot(j)))
+            .bind(col(jobs, |j| j.worker_id.as_deref()))
+            .bind(col(jobs, |_| None::<&str>))
+            .bind(col(jobs, |j| j.lease_expires_at))
+            .bind(col(jobs, |j| j.started_at))
+            .bind(col(jobs, |j| j.last_error.as_deref()))
+            .bind(col(jobs, row::history))
+            .bind(col(jobs, |j| j.created_at))
+            .bind(col(jobs, |j| j.updated_at))
+            .bind(col(jobs, |j| j.finished_at))
+            .bind(col(jobs, |_| 0_i64))
+            .execute(executor)
+            .await
+            .map_err(map)?;
         Ok(done.rows_affected())
     }
 
     async fn insert_one(&self, job: NewJob) -> JobsResult<Enqueued> {
         let id = job.id;
         let Some(key) = job.unique_key.clone() else {
-            self.insert(&self.pool, &[job.into_job(lifecycle::now())], "")
+            self.insert(&self.pool, &[job.into_job(lifecycle::now())], false)
                 .await
                 .map_err(|e| id_taken(e, id))?;
             return Ok(Enqueued::Created(id));
@@ -703,11 +725,7 @@ impl PgJobs {
         // look-up is free again: try a few times.
         for _ in 0..4 {
             let n = self
-                .insert(
-                    &self.pool,
-                    std::slice::from_ref(&job),
-                    " ON CONFLICT (unique_slot) DO NOTHING",
-                )
+                .insert(&self.pool, std::slice::from_ref(&job), true)
                 .await
                 .map_err(|e| id_taken(e, id))?;
             if n == 1 {
@@ -732,6 +750,59 @@ impl PgJobs {
     }
 }
 
+impl PgJobs {
+    /// Claims running jobs whose lease expired (`ids`, found by the claim
+    /// function, which let go of their locks when its statement ended):
+    /// each still expired and not locked by another claimer is started
+    /// through the shared lifecycle, which records the lost attempt and
+    /// declares a job with no attempts left dead instead.
+    async fn claim_expired(
+        &self,
+        ids: &[uuid::Uuid],
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> JobsResult<Vec<ClaimedJob>> {
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        let r = async {
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM {} WHERE id = ANY($1) AND state = 'running' \
+                 AND lease_expires_at <= $2 ORDER BY id FOR UPDATE SKIP LOCKED",
+                self.names.qt
+            ))
+            .bind(ids)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+            let mut started = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let mut s = decode(r)?;
+                let token = lifecycle::new_token();
+                let outcome = s.job.start(now, request.lease, &request.worker_id);
+                started.push((s.job, (outcome == Start::Started).then_some(token)));
+            }
+            let writes: Vec<(&Job, Option<&str>)> =
+                started.iter().map(|(j, t)| (j, t.as_deref())).collect();
+            Self::write_many(&mut tx, &self.names.qt, &writes).await?;
+            Ok(started
+                .into_iter()
+                .filter_map(|(job, token)| {
+                    Some(ClaimedJob {
+                        lease: Lease {
+                            job_id: job.id,
+                            token: token?,
+                            expires_at: job.lease_expires_at.unwrap_or(now),
+                        },
+                        job,
+                    })
+                })
+                .collect())
+        }
+        .await;
+        finish(tx, r).await
+    }
+}
+
 /// Commits on success; on failure rolls back at once (a dropped sqlx
 /// transaction rolls back only when its connection is next used, and keeps
 /// its row locks until then, hiding the rows from `SKIP LOCKED` claims).
@@ -748,31 +819,12 @@ async fn finish<T>(tx: Transaction<'_, Postgres>, r: JobsResult<T>) -> JobsResul
     }
 }
 
-/// Opens a claim's transaction, in the same round trip as its `BEGIN`:
-/// no plan of the claim may sort. The claim index holds the claimable rows
-/// in claim order, so the ordered index scan, stopped by the `LIMIT` after
-/// the batch's rows, reads a few pages however deep the queue; but on a
-/// table without statistics (never analyzed: a new table, autovacuum off
-/// or not yet run after a burst) PostgreSQL estimates one claimable row
-/// and prefers a bitmap scan of every claimable row plus a sort, whose cost
-/// grows with the queue (20,000 queued rows: 511 pages and 13 ms per claim,
-/// against 19 pages and 0.1 ms through the index).
-const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL enable_sort = off";
+/// Opens [`PgJobs::claim_plan`]'s transaction as the claim function runs
+/// its statement: no plan may sort (see [`row::candidates`]).
+const PLAN_BEGIN: &str = "BEGIN; SET LOCAL enable_sort = off";
 
-/// The claim: claimable rows in claim order, rows another claimer holds
-/// locked skipped, not waited for (`$1` job types, `$2` now, `$3` batch).
-/// `prefix` goes before the `SELECT` (`EXPLAIN ...` in [`PgJobs::claim_plan`]).
-fn claim_sql(qt: &str, prefix: &str) -> String {
-    format!(
-        "{prefix}SELECT {COLUMNS} FROM {qt} \
-         WHERE state IN ('queued', 'running') AND job_type = ANY($1) \
-           AND ((state = 'queued' AND run_at <= $2) \
-             OR (state = 'running' AND lease_expires_at <= $2)) \
-         ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
-    )
-}
-
-/// The provider's quoted, qualified names.
+/// The provider's quoted, qualified names, and the statements built from
+/// them once.
 struct Tables {
     /// The jobs table.
     qt: String,
@@ -780,114 +832,168 @@ struct Tables {
     qs: String,
     /// The sequence that picks sample slots.
     seq: String,
+    /// The claim function ([`row::claim_function_ddl`]).
+    claim_fn: String,
+    /// Calls the claim function (`$1` job types, `$2` now, `$3` batch, `$4`
+    /// lease end, `$5` worker).
+    claim: String,
+    /// Completes leases ([`complete_sql`]).
+    complete: String,
+    /// Inserts jobs, one array per column (`$1`.. in [`COLUMNS`] order).
+    insert: String,
 }
 
-/// Completes a batch of jobs in one transaction: the rows locked in id
-/// order (one statement), the shared lifecycle applied to each in Rust, the
-/// completed ones written back (one statement) and their run times
-/// sampled (one statement). Each lease gets its own answer, as
-/// [`Jobs::complete`] would have given it alone: a lease no longer held is
-/// `Conflict` and changes nothing, a missing job `NotFound`; a failed
-/// transaction fails every call of the batch with its error's kind.
+impl Tables {
+    fn new(qt: String, qs: String, seq: String, claim_fn: String) -> Tables {
+        let claim = format!("SELECT * FROM {claim_fn}($1, $2, $3, $4, $5)");
+        let complete = complete_sql(&qt, &qs);
+        let insert = format!(
+            "INSERT INTO {qt} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], \
+             $3::jsonb[], $4::text[], $5::int8[], $6::timestamptz[], $7::int8[], $8::int8[], \
+             $9::jsonb[], $10::int8[], $11::text[], $12::text[], $13::text[], $14::text[], \
+             $15::timestamptz[], $16::timestamptz[], $17::text[], $18::jsonb[], \
+             $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::int8[])"
+        );
+        Tables {
+            qt,
+            qs,
+            seq,
+            claim_fn,
+            claim,
+            complete,
+            insert,
+        }
+    }
+}
+
+/// An attempt of `Job::complete`'s history, as JSON in the shape
+/// `truststream_core_jobs::Attempt` serializes to, built from the running
+/// row `j` (`finished` is the SQL expression of the end time).
+fn attempt_sql(finished: &str) -> String {
+    let time =
+        |t: &str| format!("to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    format!(
+        "jsonb_build_array(jsonb_build_object('attempt', j.attempts, \
+           'worker_id', coalesce(j.worker_id, ''), \
+           'started_at', {}, 'finished_at', {}, 'error', NULL))",
+        time(&format!("coalesce(j.started_at, {finished})")),
+        time(finished)
+    )
+}
+
+/// Completes leases in one statement (`$1` job ids, `$2` their lease
+/// tokens, `$3` now, `$4` the slot sequence), as `Job::complete` does: each
+/// running job whose token matches becomes completed with its attempt
+/// appended to its history (the oldest dropped past
+/// `truststream_core_jobs::MAX_HISTORY`), its lease and unique key let go;
+/// the run time of each goes into the sample table (a slot of the cycling
+/// sequence each, replacing that slot's older sample of the type; one
+/// statement may draw a slot twice when the sequence wraps, which `ON
+/// CONFLICT DO UPDATE` refuses within a statement, so one of the two is
+/// kept). Returns the ids completed. Rows are locked in the order of `$1`
+/// (callers sort it), sample rows in slot order, so concurrent batches
+/// take their locks in the same order.
+fn complete_sql(qt: &str, qs: &str) -> String {
+    let max = truststream_core_jobs::MAX_HISTORY;
+    let entry = attempt_sql("$3");
+    format!(
+        "WITH l AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS l(id, token)), \
+         done AS ( \
+           UPDATE {qt} AS j SET state = 'completed', finished_at = $3, updated_at = $3, \
+             worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, \
+             unique_slot = NULL, version = j.version + 1, \
+             history = CASE WHEN jsonb_array_length(j.history) < {max} \
+               THEN j.history || {entry} \
+               ELSE (SELECT jsonb_agg(x.e ORDER BY x.o) \
+                     FROM jsonb_array_elements(j.history || {entry}) WITH ORDINALITY AS x(e, o) \
+                     WHERE x.o > jsonb_array_length(j.history) + 1 - {max}) END \
+           FROM l WHERE j.id = l.id AND j.state = 'running' AND j.lease_token = l.token \
+           RETURNING j.id, j.job_type, j.started_at), \
+         sampled AS ( \
+           INSERT INTO {qs} (job_type, slot, run_us, finished_at) \
+           SELECT DISTINCT ON (s.job_type, s.slot) s.job_type, s.slot, s.run_us, $3 \
+           FROM (SELECT d.job_type, nextval($4::text::regclass)::int AS slot, \
+                   GREATEST(0, floor(EXTRACT(EPOCH FROM ($3 - d.started_at)) * 1000000))::int8 \
+                     AS run_us \
+                 FROM done AS d WHERE d.started_at IS NOT NULL) AS s \
+           ORDER BY s.job_type, s.slot \
+           ON CONFLICT (job_type, slot) DO UPDATE \
+           SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at) \
+         SELECT id FROM done"
+    )
+}
+
+/// Completes `leases` on `conn` (one statement; a second, to tell a lost
+/// lease from a missing job, only when some did not complete). Each lease
+/// gets its own answer, as [`Jobs::complete`] would have given it alone: a
+/// lease no longer held is `Conflict` and changes nothing, a missing job
+/// `NotFound`, the same lease twice completes once (the second is
+/// `Conflict`). A failed statement is the `Err`.
+async fn complete_leases(
+    conn: &mut PgConnection,
+    t: &Tables,
+    leases: &[Lease],
+    operation: &'static str,
+) -> JobsResult<Vec<JobsResult<()>>> {
+    let mut order: Vec<(uuid::Uuid, &str)> = leases
+        .iter()
+        .map(|l| (l.job_id.0, l.token.as_str()))
+        .collect();
+    order.sort_unstable();
+    order.dedup();
+    let (ids, tokens): (Vec<uuid::Uuid>, Vec<&str>) = order.into_iter().unzip();
+    let done: Vec<uuid::Uuid> = sqlx::query_scalar(&t.complete)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(lifecycle::now())
+        .bind(&t.seq)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?;
+    let mut done: HashMap<uuid::Uuid, bool> = done.into_iter().map(|id| (id, false)).collect();
+    let missed: Vec<uuid::Uuid> = leases
+        .iter()
+        .map(|l| l.job_id.0)
+        .filter(|id| !done.contains_key(id))
+        .collect();
+    let existing: std::collections::HashSet<uuid::Uuid> = if missed.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar::<_, uuid::Uuid>(&format!("SELECT id FROM {} WHERE id = ANY($1)", t.qt))
+            .bind(&missed)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map)?
+            .into_iter()
+            .collect()
+    };
+    Ok(leases
+        .iter()
+        .map(|l| match done.get_mut(&l.job_id.0) {
+            Some(answered) if !*answered => {
+                *answered = true;
+                Ok(())
+            }
+            Some(_) => Err(lifecycle::lease_lost(&l.job_id, operation)),
+            None if existing.contains(&l.job_id.0) => {
+                Err(lifecycle::lease_lost(&l.job_id, operation))
+            }
+            None => Err(lifecycle::not_found(&l.job_id, operation)),
+        })
+        .collect())
+}
+
+/// Completes a batch of leases in one statement, outside any transaction
+/// ([`complete_leases`]); a failed statement fails every call of the batch
+/// with its error's kind.
 async fn complete_many(pool: &PgPool, t: &Tables, leases: Vec<Lease>) -> Vec<JobsResult<()>> {
     const OPERATION: &str = "jobs.complete";
-    let n = leases.len();
     let written = async {
-        let mut tx = pool.begin().await.map_err(map)?;
-        let r = async {
-            let ids: Vec<uuid::Uuid> = leases.iter().map(|l| l.job_id.0).collect();
-            let rows = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM {} WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                t.qt
-            ))
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map)?;
-            let mut found: HashMap<JobId, Stored> = HashMap::with_capacity(rows.len());
-            for r in &rows {
-                let s = decode(r)?;
-                found.insert(s.job.id, s);
-            }
-            let now = lifecycle::now();
-            let mut answers = Vec::with_capacity(n);
-            let mut done = Vec::with_capacity(n);
-            for lease in &leases {
-                answers.push(match found.get_mut(&lease.job_id) {
-                    None => Err(lifecycle::not_found(&lease.job_id, OPERATION)),
-                    Some(s)
-                        if s.job.state != JobState::Running
-                            || s.token.as_deref() != Some(lease.token.as_str()) =>
-                    {
-                        Err(lifecycle::lease_lost(&lease.job_id, OPERATION))
-                    }
-                    Some(s) => {
-                        s.job.complete(now);
-                        done.push(lease.job_id);
-                        Ok(())
-                    }
-                });
-            }
-            let completed: Vec<&Job> = done
-                .iter()
-                .filter_map(|id| found.get(id).map(|s| &s.job))
-                .collect();
-            let writes: Vec<(&Job, Option<&str>)> = completed.iter().map(|j| (*j, None)).collect();
-            PgJobs::write_many(&mut tx, &t.qt, &writes).await?;
-            sample_run_times(&mut tx, t, &completed).await?;
-            Ok(answers)
-        }
-        .await;
-        finish(tx, r).await
+        let mut conn = pool.acquire().await.map_err(map)?;
+        complete_leases(&mut conn, t, &leases, OPERATION).await
     }
     .await;
-    written.unwrap_or_else(|e| fan_out(&e, n, OPERATION))
-}
-
-/// Writes the run times of just-completed jobs into the sample table: each
-/// takes the next slot of the cycling sequence, replacing that slot's
-/// older sample of the same type. One statement may draw a slot twice (the
-/// sequence is shared by every instance and wraps at 1,000), which `ON
-/// CONFLICT DO UPDATE` refuses within a statement: the latest run of a
-/// slot is kept. Rows go in slot order, so concurrent batches lock
-/// sample rows in the same order.
-async fn sample_run_times(
-    tx: &mut Transaction<'_, Postgres>,
-    t: &Tables,
-    completed: &[&Job],
-) -> JobsResult<()> {
-    let mut types = Vec::with_capacity(completed.len());
-    let mut run_us = Vec::with_capacity(completed.len());
-    let mut finished = Vec::with_capacity(completed.len());
-    for j in completed {
-        if let (Some(start), Some(end)) = (j.started_at, j.finished_at) {
-            types.push(j.job_type.clone());
-            run_us.push((end - start).num_microseconds().unwrap_or(i64::MAX).max(0));
-            finished.push(end);
-        }
-    }
-    if types.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {} (job_type, slot, run_us, finished_at) \
-         SELECT DISTINCT ON (job_type, slot) job_type, slot, run_us, finished_at \
-         FROM (SELECT u.job_type, nextval($4::text::regclass)::int AS slot, u.run_us, u.finished_at \
-               FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) \
-               AS u(job_type, run_us, finished_at)) s \
-         ORDER BY job_type, slot, finished_at DESC \
-         ON CONFLICT (job_type, slot) DO UPDATE \
-         SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at",
-        t.qs
-    ))
-    .bind(types)
-    .bind(run_us)
-    .bind(finished)
-    .bind(&t.seq)
-    .execute(&mut **tx)
-    .await
-    .map_err(map)?;
-    Ok(())
+    written.unwrap_or_else(|e| fan_out(&e, leases.len(), OPERATION))
 }
 
 fn id_taken(e: Error, id: JobId) -> Error {
@@ -986,7 +1092,7 @@ impl Jobs for PgJobs {
             let mut tx = self.pool.begin().await.map_err(map)?;
             let r = async {
                 for chunk in jobs.chunks(INSERT_BATCH) {
-                    self.insert(&mut *tx, chunk, "").await.map_err(|e| {
+                    self.insert(&mut *tx, chunk, false).await.map_err(|e| {
                         if e.kind() == ErrorKind::Conflict {
                             Error::conflict(
                                 "a job id in the batch exists already; nothing was stored",
@@ -1028,43 +1134,50 @@ impl Jobs for PgJobs {
     async fn claim(&self, request: &ClaimRequest) -> JobsResult<Vec<ClaimedJob>> {
         request.validate()?;
         let now = lifecycle::now();
-        let mut tx = self.pool.begin_with(CLAIM_BEGIN).await.map_err(map)?;
-        let r = async {
-            let rows = sqlx::query(&claim_sql(&self.names.qt, ""))
-                .bind(&request.job_types)
-                .bind(now)
-                .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(map)?;
-            let mut started = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let mut s = decode(r)?;
-                let token = lifecycle::new_token();
-                let outcome = s.job.start(now, request.lease, &request.worker_id);
-                started.push((s.job, (outcome == Start::Started).then_some(token)));
+        let until = lifecycle::add(now, request.lease);
+        let rows = sqlx::query(&self.names.claim)
+            .bind(&request.job_types)
+            .bind(now)
+            .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
+            .bind(until)
+            .bind(&request.worker_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut expired = Vec::new();
+        for r in &rows {
+            let s = decode(r)?;
+            // Started by this claim: leased until `until`, after `now`; a
+            // candidate whose lease had expired comes back as it was.
+            if s.job.lease_expires_at > Some(now) {
+                let token = s.token.ok_or_else(|| {
+                    Error::internal("the claim function returned a job without a lease token")
+                        .with_operation("jobs.claim")
+                })?;
+                claimed.push(ClaimedJob {
+                    lease: Lease {
+                        job_id: s.job.id,
+                        token,
+                        expires_at: until,
+                    },
+                    job: s.job,
+                });
+            } else {
+                expired.push(s.job.id.0);
             }
-            let writes: Vec<(&Job, Option<&str>)> =
-                started.iter().map(|(j, t)| (j, t.as_deref())).collect();
-            Self::write_many(&mut tx, &self.names.qt, &writes).await?;
-            let out = started
-                .into_iter()
-                .filter_map(|(job, token)| {
-                    let token = token?;
-                    Some(ClaimedJob {
-                        lease: Lease {
-                            job_id: job.id,
-                            token,
-                            expires_at: job.lease_expires_at.unwrap_or(now),
-                        },
-                        job,
-                    })
-                })
-                .collect();
-            Ok(out)
         }
-        .await;
-        finish(tx, r).await
+        if !expired.is_empty() {
+            claimed.extend(self.claim_expired(&expired, request, now).await?);
+        }
+        claimed.sort_by(|a, b| {
+            (std::cmp::Reverse(a.job.priority), a.job.run_at, a.job.id).cmp(&(
+                std::cmp::Reverse(b.job.priority),
+                b.job.run_at,
+                b.job.id,
+            ))
+        });
+        Ok(claimed)
     }
 
     async fn extend_lease(&self, lease: &Lease, by: Duration) -> JobsResult<DateTime<Utc>> {
