@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,9 +241,13 @@ impl WorkerBuilder {
         Ok(self)
     }
 
-    /// How many jobs run at once (at least 1). A busy worker claims again
-    /// once a quarter of these slots are free (or when woken or its poll
-    /// interval passes), in one batch, rather than once per finished job.
+    /// How many handlers run at once (at least 1). A busy worker claims
+    /// again once a quarter of these slots are free (or when woken or its
+    /// poll interval passes), in one batch, rather than once per finished
+    /// job. A slot is free as soon as its handler returns: the job's outcome
+    /// is recorded after that (the job task ends once it is durable), so
+    /// the next claim overlaps the write; at most twice `n` jobs are held
+    /// at once, handlers and outcomes being recorded together.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self
@@ -374,6 +378,7 @@ impl Loop {
     async fn run(self, mut stop_rx: watch::Receiver<Option<Duration>>) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut leases: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        let slots = Slots::default();
         // Claim on the first pass, after a wake-up or an idle poll, and once
         // `refill_at` slots are free; a job finishing with fewer free slots
         // only frees its slot.
@@ -382,7 +387,7 @@ impl Loop {
             if let Some(d) = *stop_rx.borrow() {
                 break d;
             }
-            let free = self.concurrency.saturating_sub(running.len());
+            let free = slots.free(self.concurrency, running.len());
             if free > 0 && (woken || free >= self.refill_at) {
                 let mut request = self.request.clone();
                 request.batch = free;
@@ -391,7 +396,7 @@ impl Loop {
                         for c in claimed {
                             Counters::bump(&self.counters.claimed);
                             let lease = c.lease.clone();
-                            let handle = running.spawn(self.run_job(c));
+                            let handle = running.spawn(self.run_job(c, slots.take()));
                             leases.insert(handle.id(), lease);
                         }
                     }
@@ -407,12 +412,13 @@ impl Loop {
                 }
             }
             woken = false;
-            let idle = running.len() < self.concurrency;
+            let idle = slots.free(self.concurrency, running.len()) > 0;
             tokio::select! {
                 _ = stop_rx.changed() => {}
                 Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                     finished(&mut leases, done);
                 }
+                () = slots.freed.notified() => {}
                 _ = self.jobs.wait_for_work(self.poll_interval), if idle => woken = true,
             }
         };
@@ -438,7 +444,15 @@ impl Loop {
         }
     }
 
-    fn run_job(&self, claimed: ClaimedJob) -> impl Future<Output = ()> + Send + 'static {
+    /// A claimed job's task: its handler, supervised, holds `slot`; the
+    /// slot is given back as soon as the handler ends, and the outcome is
+    /// recorded after that, so the next claim overlaps this job's
+    /// completion write.
+    fn run_job(
+        &self,
+        claimed: ClaimedJob,
+        slot: Slot,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let jobs = self.jobs.clone();
         let handler = self.handlers.get(&claimed.job.job_type).cloned();
         let counters = self.counters.clone();
@@ -455,6 +469,7 @@ impl Loop {
                 );
             }
             let Some(handler) = handler else {
+                drop(slot);
                 // Claims name only registered types, so this is a provider bug.
                 let err = JobError::retry(format!("no handler for job type {job_type}"));
                 let recorded = finish(&*jobs, &lease, Err(err), outcome::FAILED, &counters).await;
@@ -480,6 +495,7 @@ impl Loop {
                 &completes_itself,
             )
             .await;
+            drop(slot);
             let recorded = match supervised {
                 Some((Ok(()), kind)) if completes_itself.load(Ordering::SeqCst) => {
                     // The handler committed the completion with its writes.
@@ -495,6 +511,47 @@ impl Loop {
             };
             observe::finished(&job_type, recorded);
         }
+    }
+}
+
+/// The worker's handler slots: how many handlers run now, and a wake-up
+/// for the claim loop when one ends.
+#[derive(Default)]
+struct Slots {
+    busy: Arc<AtomicUsize>,
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Slots {
+    /// Slots free for a claim: handlers running below `concurrency`, and job
+    /// tasks (handlers plus outcomes still being recorded) below twice that,
+    /// so a store slower than the handlers cannot pile up completions.
+    fn free(&self, concurrency: usize, tasks: usize) -> usize {
+        let handlers = concurrency.saturating_sub(self.busy.load(Ordering::SeqCst));
+        handlers.min((2 * concurrency).saturating_sub(tasks))
+    }
+
+    /// Takes a slot for a claimed job.
+    fn take(&self) -> Slot {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Slot {
+            busy: self.busy.clone(),
+            freed: self.freed.clone(),
+        }
+    }
+}
+
+/// A taken handler slot; given back when dropped (the handler ended, or its
+/// task was aborted).
+struct Slot {
+    busy: Arc<AtomicUsize>,
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_one();
     }
 }
 
