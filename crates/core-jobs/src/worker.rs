@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -360,6 +361,10 @@ impl WorkerHandle {
     }
 }
 
+/// Claims a worker keeps in flight at once: the next claim starts while the
+/// previous one's answer travels back.
+const CLAIMS_IN_FLIGHT: usize = 2;
+
 struct Loop {
     jobs: Arc<dyn Jobs>,
     handlers: Arc<BTreeMap<String, Handler>>,
@@ -379,49 +384,76 @@ impl Loop {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut leases: HashMap<tokio::task::Id, Lease> = HashMap::new();
         let slots = Slots::default();
+        // Claims in flight, each with the number of slots it reserved: the
+        // next claim may start while one's answer is on its way back.
+        let mut claims = futures::stream::FuturesUnordered::new();
+        let mut in_flight = 0_usize;
         // Claim on the first pass, after a wake-up or an idle poll, and once
         // `refill_at` slots are free; a job finishing with fewer free slots
         // only frees its slot.
         let mut woken = true;
+        // The last claim came back short: the queue had no more, so free
+        // slots alone do not call for another claim until a handler ends or
+        // the worker is woken (or its poll interval passes).
+        let mut drained = false;
         let deadline = loop {
             if let Some(d) = *stop_rx.borrow() {
                 break d;
             }
-            let free = slots.free(self.concurrency, running.len());
-            if free > 0 && (woken || free >= self.refill_at) {
+            let free = slots.free(self.concurrency, running.len(), in_flight);
+            let wanted = woken || (free >= self.refill_at && !drained);
+            if free > 0 && claims.len() < CLAIMS_IN_FLIGHT && wanted {
+                slots.reserve(free);
+                in_flight += free;
+                let jobs = self.jobs.clone();
                 let mut request = self.request.clone();
                 request.batch = free;
-                match self.jobs.claim(&request).await {
-                    Ok(claimed) => {
-                        for c in claimed {
-                            Counters::bump(&self.counters.claimed);
-                            let lease = c.lease.clone();
-                            let handle = running.spawn(self.run_job(c, slots.take()));
-                            leases.insert(handle.id(), lease);
-                        }
-                    }
-                    Err(e) => {
-                        Counters::bump(&self.counters.store_errors);
-                        tracing::warn!(error = %e.display_chain(), "claiming jobs failed; retrying after the poll interval");
-                        tokio::select! {
-                            _ = stop_rx.changed() => {}
-                            _ = tokio::time::sleep(self.poll_interval) => {}
-                        }
-                        continue;
-                    }
-                }
+                claims.push(async move { (free, jobs.claim(&request).await) });
+                woken = false;
+                continue;
             }
-            woken = false;
-            let idle = slots.free(self.concurrency, running.len()) > 0;
+            let idle =
+                claims.is_empty() && slots.free(self.concurrency, running.len(), in_flight) > 0;
             tokio::select! {
                 _ = stop_rx.changed() => {}
+                Some((reserved, claimed)) = claims.next(), if !claims.is_empty() => {
+                    in_flight -= reserved;
+                    match claimed {
+                        Ok(claimed) => {
+                            drained = claimed.len() < reserved;
+                            self.spawn_claimed(&mut running, &mut leases, &slots, reserved, claimed);
+                        }
+                        Err(e) => {
+                            slots.unreserve(reserved);
+                            Counters::bump(&self.counters.store_errors);
+                            tracing::warn!(error = %e.display_chain(), "claiming jobs failed; retrying after the poll interval");
+                            tokio::select! {
+                                _ = stop_rx.changed() => {}
+                                _ = tokio::time::sleep(self.poll_interval) => {}
+                            }
+                        }
+                    }
+                }
                 Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                     finished(&mut leases, done);
                 }
-                () = slots.freed.notified() => {}
-                _ = self.jobs.wait_for_work(self.poll_interval), if idle => woken = true,
+                () = slots.freed.notified() => drained = false,
+                _ = self.jobs.wait_for_work(self.poll_interval), if idle => {
+                    woken = true;
+                    drained = false;
+                }
             }
         };
+        // Claims still in flight: their jobs run like the others (and are
+        // released below if they cannot finish by the deadline).
+        while let Some((reserved, claimed)) = claims.next().await {
+            match claimed {
+                Ok(claimed) => {
+                    self.spawn_claimed(&mut running, &mut leases, &slots, reserved, claimed)
+                }
+                Err(_) => slots.unreserve(reserved),
+            }
+        }
         let until = tokio::time::Instant::now() + deadline;
         while !running.is_empty() {
             tokio::select! {
@@ -442,6 +474,36 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// Starts the jobs a claim returned on the `reserved` slots it held,
+    /// giving back the ones it did not fill without waking the claim loop
+    /// (a claim that came back short found the queue drained: claiming
+    /// again at once would spin).
+    fn spawn_claimed(
+        &self,
+        running: &mut JoinSet<()>,
+        leases: &mut HashMap<tokio::task::Id, Lease>,
+        slots: &Slots,
+        reserved: usize,
+        claimed: Vec<ClaimedJob>,
+    ) {
+        let mut left = reserved;
+        for c in claimed {
+            Counters::bump(&self.counters.claimed);
+            let slot = if left > 0 {
+                left -= 1;
+                slots.reserved()
+            } else {
+                // More than asked for (a provider bug), but the jobs are
+                // claimed: run them.
+                slots.take()
+            };
+            let lease = c.lease.clone();
+            let handle = running.spawn(self.run_job(c, slot));
+            leases.insert(handle.id(), lease);
+        }
+        slots.unreserve(left);
     }
 
     /// A claimed job's task: its handler, supervised, holds `slot`; the
@@ -526,18 +588,35 @@ impl Slots {
     /// Slots free for a claim: handlers running below `concurrency`, and job
     /// tasks (handlers plus outcomes still being recorded) below twice that,
     /// so a store slower than the handlers cannot pile up completions.
-    fn free(&self, concurrency: usize, tasks: usize) -> usize {
+    /// `reserved`: slots held by claims in flight (busy, not yet tasks).
+    fn free(&self, concurrency: usize, tasks: usize, reserved: usize) -> usize {
         let handlers = concurrency.saturating_sub(self.busy.load(Ordering::SeqCst));
-        handlers.min((2 * concurrency).saturating_sub(tasks))
+        handlers.min((2 * concurrency).saturating_sub(tasks + reserved))
     }
 
     /// Takes a slot for a claimed job.
     fn take(&self) -> Slot {
         self.busy.fetch_add(1, Ordering::SeqCst);
+        self.reserved()
+    }
+
+    /// Holds `n` slots for a claim in flight.
+    fn reserve(&self, n: usize) {
+        self.busy.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// One of the reserved slots, for a job the claim returned.
+    fn reserved(&self) -> Slot {
         Slot {
             busy: self.busy.clone(),
             freed: self.freed.clone(),
         }
+    }
+
+    /// Gives back `n` reserved slots the claim did not fill, without waking
+    /// the claim loop.
+    fn unreserve(&self, n: usize) {
+        self.busy.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
