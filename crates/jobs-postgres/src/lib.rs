@@ -890,7 +890,8 @@ fn attempt_sql(finished: &str) -> String {
 /// sequence each, replacing that slot's older sample of the type; one
 /// statement may draw a slot twice when the sequence wraps, which `ON
 /// CONFLICT DO UPDATE` refuses within a statement, so one of the two is
-/// kept). Returns the ids completed. Rows are locked in the order of `$1`
+/// kept). Returns each completed job's id with the token that completed
+/// it. Rows are locked in the order of `$1`
 /// (callers sort it), sample rows in slot order, so concurrent batches
 /// take their locks in the same order.
 fn complete_sql(qt: &str, qs: &str) -> String {
@@ -908,7 +909,7 @@ fn complete_sql(qt: &str, qs: &str) -> String {
                      FROM jsonb_array_elements(j.history || {entry}) WITH ORDINALITY AS x(e, o) \
                      WHERE x.o > jsonb_array_length(j.history) + 1 - {max}) END \
            FROM l WHERE j.id = l.id AND j.state = 'running' AND j.lease_token = l.token \
-           RETURNING j.id, j.job_type, j.started_at), \
+           RETURNING j.id, l.token, j.job_type, j.started_at), \
          sampled AS ( \
            INSERT INTO {qs} (job_type, slot, run_us, finished_at) \
            SELECT DISTINCT ON (s.job_type, s.slot) s.job_type, s.slot, s.run_us, $3 \
@@ -919,7 +920,7 @@ fn complete_sql(qt: &str, qs: &str) -> String {
            ORDER BY s.job_type, s.slot \
            ON CONFLICT (job_type, slot) DO UPDATE \
            SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at) \
-         SELECT id FROM done"
+         SELECT id, token FROM done"
     )
 }
 
@@ -928,7 +929,8 @@ fn complete_sql(qt: &str, qs: &str) -> String {
 /// gets its own answer, as [`Jobs::complete`] would have given it alone: a
 /// lease no longer held is `Conflict` and changes nothing, a missing job
 /// `NotFound`, the same lease twice completes once (the second is
-/// `Conflict`). A failed statement is the `Err`.
+/// `Conflict`), and of two leases of one job only the one whose token the
+/// job held is answered `Ok`. A failed statement is the `Err`.
 async fn complete_leases(
     conn: &mut PgConnection,
     t: &Tables,
@@ -942,7 +944,7 @@ async fn complete_leases(
     order.sort_unstable();
     order.dedup();
     let (ids, tokens): (Vec<uuid::Uuid>, Vec<&str>) = order.into_iter().unzip();
-    let done: Vec<uuid::Uuid> = sqlx::query_scalar(&t.complete)
+    let done: Vec<(uuid::Uuid, String)> = sqlx::query_as(&t.complete)
         .bind(&ids)
         .bind(&tokens)
         .bind(lifecycle::now())
@@ -950,11 +952,15 @@ async fn complete_leases(
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
-    let mut done: HashMap<uuid::Uuid, bool> = done.into_iter().map(|id| (id, false)).collect();
+    let completed: std::collections::HashSet<uuid::Uuid> = done.iter().map(|(id, _)| *id).collect();
+    // Answered by the lease (id and token) that completed its job: a stale
+    // lease of the same job in the same batch is `Conflict`.
+    let mut done: HashMap<(uuid::Uuid, String), bool> =
+        done.into_iter().map(|k| (k, false)).collect();
     let missed: Vec<uuid::Uuid> = leases
         .iter()
         .map(|l| l.job_id.0)
-        .filter(|id| !done.contains_key(id))
+        .filter(|id| !completed.contains(id))
         .collect();
     let existing: std::collections::HashSet<uuid::Uuid> = if missed.is_empty() {
         Default::default()
@@ -969,13 +975,13 @@ async fn complete_leases(
     };
     Ok(leases
         .iter()
-        .map(|l| match done.get_mut(&l.job_id.0) {
+        .map(|l| match done.get_mut(&(l.job_id.0, l.token.clone())) {
             Some(answered) if !*answered => {
                 *answered = true;
                 Ok(())
             }
             Some(_) => Err(lifecycle::lease_lost(&l.job_id, operation)),
-            None if existing.contains(&l.job_id.0) => {
+            None if completed.contains(&l.job_id.0) || existing.contains(&l.job_id.0) => {
                 Err(lifecycle::lease_lost(&l.job_id, operation))
             }
             None => Err(lifecycle::not_found(&l.job_id, operation)),

@@ -141,15 +141,29 @@ async fn completions_share_statements_and_keep_their_own_answers() {
         job_id: JobId::new(),
         ..c[2].lease.clone()
     };
-    let leases = [c[0].lease.clone(), stale, unknown, c[2].lease.clone()];
+    // A stale lease of a job whose current lease is in the same batch is
+    // answered `Conflict`, the current one `Ok`, whatever their order.
+    let mut stale_of_first = c[0].lease.clone();
+    stale_of_first.token = "an-older-token".into();
+    let leases = [
+        stale_of_first,
+        c[0].lease.clone(),
+        stale,
+        unknown,
+        c[2].lease.clone(),
+    ];
     let answers = futures_join(&batched, &leases).await;
-    assert!(answers[0].is_ok() && answers[3].is_ok(), "{answers:?}");
+    assert!(answers[1].is_ok() && answers[4].is_ok(), "{answers:?}");
     assert_eq!(
-        answers[1].as_ref().map_err(|e| e.kind()),
+        answers[0].as_ref().map_err(|e| e.kind()),
         Err(ErrorKind::Conflict)
     );
     assert_eq!(
         answers[2].as_ref().map_err(|e| e.kind()),
+        Err(ErrorKind::Conflict)
+    );
+    assert_eq!(
+        answers[3].as_ref().map_err(|e| e.kind()),
         Err(ErrorKind::NotFound)
     );
     let still = batched.get(c[1].job.id).await.expect("get").expect("job");
