@@ -1067,10 +1067,17 @@ impl Jobs for PgJobs {
             // Its connection is closed once the task is gone.
             let _ = task.await;
         }
+        // Connections dropped just now (the last batch's, the listener's)
+        // go back to the pool through tasks sqlx spawns: wait briefly until
+        // they are back, so `close` finds them idle and closes them.
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.pool.num_idle() < self.pool.size() as usize && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         self.pool.close().await;
         // A connection returned while `close` waited for the last checked-out
-        // one (the batch's, given back by a spawned task) is left idle by
-        // sqlx; a second `close` closes what is idle.
+        // one (one still in use above) is left idle by sqlx; a second `close`
+        // closes what is idle.
         self.pool.close().await;
         // Workers waiting for work look again (and find the pool closed).
         self.wake.wake();
