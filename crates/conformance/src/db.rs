@@ -26,6 +26,7 @@ use truststream_core_db::{
 
 use crate::harness::{run_cases, Case, Factory};
 
+mod bulk;
 mod capability;
 mod describe;
 mod foreign;
@@ -137,6 +138,21 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
             batch_all_or_nothing
         ),
         case!(
+            "batch.insert_many_stores_what_create_many_does",
+            SCHEMA,
+            bulk::insert_many_stores_what_create_many_does
+        ),
+        case!(
+            "batch.insert_many_generated_keys",
+            SCHEMA,
+            bulk::insert_many_generated_keys
+        ),
+        case!(
+            "batch.insert_many_all_or_nothing",
+            SCHEMA,
+            bulk::insert_many_all_or_nothing
+        ),
+        case!(
             "batch.update_many_and_delete_many",
             SCHEMA,
             batch_update_delete_many
@@ -209,6 +225,11 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
         case!("capability.joins", SCHEMA, capability::joins),
         case!("capability.aggregates", SCHEMA, capability::aggregates),
         case!("capability.schema", &[], capability::schema),
+        case!(
+            "capability.add_foreign_keys",
+            SCHEMA,
+            bulk::add_foreign_keys
+        ),
         case!("capability.change_feed", SCHEMA, capability::change_feed),
         case!(
             "capability.unique_constraints",

@@ -41,6 +41,11 @@ pub struct DbCapabilities {
     /// ([`crate::ErrorKind::Unsupported`]), or keeps it as metadata only
     /// (reported by `describe_table`) and promises nothing about it.
     pub foreign_keys: bool,
+    /// [`crate::AlterTable::AddForeignKey`] adds a foreign key to an
+    /// existing table, checking its rows. `false`: it is
+    /// [`crate::ErrorKind::Unsupported`] (SQLite cannot alter a table's
+    /// constraints).
+    pub add_foreign_keys: bool,
     /// The JSON document operators [`crate::CmpOp::Contains`] (`cs`),
     /// [`crate::CmpOp::ContainedBy`] (`cd`) and [`crate::CmpOp::Overlaps`]
     /// (`ov`) work on JSON columns. `false`: they are
@@ -69,6 +74,7 @@ impl DbCapabilities {
             max_bind_params: None,
             row_security: false,
             foreign_keys: false,
+            add_foreign_keys: false,
             json_containment: false,
             full_text_search: false,
         }

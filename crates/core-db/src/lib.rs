@@ -117,6 +117,15 @@ pub trait Database: Send + Sync + 'static {
     /// Inserts many rows, all or none, and returns them as stored.
     async fn create_many(&self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>>;
 
+    /// Inserts many rows, all or none, as [`Database::create_many`] does
+    /// (the same checks, defaults and errors), and returns how many: a bulk
+    /// load that does not need the stored rows back. A provider may take a
+    /// faster path for it (PostgreSQL streams the rows with `COPY`); by
+    /// default it is `create_many` with the rows dropped.
+    async fn insert_many(&self, table: &str, rows: Vec<Row>) -> DbResult<u64> {
+        Ok(self.create_many(table, rows).await?.len() as u64)
+    }
+
     /// Sets `patch` on every row matching `filter`; returns how many changed.
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64>;
 

@@ -486,6 +486,13 @@ pub enum AlterTable {
         /// New name.
         to: String,
     },
+    /// Adds a foreign key to the table, checked against the rows it holds
+    /// (a row referencing nothing fails the change). Only where
+    /// [`crate::DbCapabilities::add_foreign_keys`] says so; elsewhere
+    /// [`crate::ErrorKind::Unsupported`], and a foreign key is declared in
+    /// [`crate::Database::create_table`]. A bulk load adds its foreign keys
+    /// after the rows, as one check instead of one per row.
+    AddForeignKey(ForeignKey),
 }
 
 impl AlterTable {
@@ -503,6 +510,18 @@ impl AlterTable {
             AlterTable::RenameColumn { from, to } => {
                 ident::validate(from)?;
                 ident::validate(to)
+            }
+            // The rest (as many columns as referenced ones, the default
+            // name) is checked with the table's schema, which names it.
+            AlterTable::AddForeignKey(fk) => {
+                if let Some(n) = &fk.name {
+                    ident::validate(n)?;
+                }
+                ident::table(&fk.referenced_table)?;
+                fk.columns
+                    .iter()
+                    .chain(&fk.referenced_columns)
+                    .try_for_each(|c| ident::validate(c))
             }
         }
     }

@@ -827,6 +827,11 @@ fn alter(t: &mut Table, change: &AlterTable, dropped_indexes: &mut Vec<String>) 
             t.rename_column(from, to);
             Ok(())
         }
+        // Not yet: declared in create_table only (`add_foreign_keys` off).
+        AlterTable::AddForeignKey(fk) => Err(Error::unsupported(format!(
+            "the memory provider cannot add foreign key {} to existing table {table}: declare it in create_table",
+            fk.resolved_name(&table)
+        ))),
     }
 }
 

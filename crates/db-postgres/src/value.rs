@@ -12,7 +12,7 @@ use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
 use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
 use truststream_core_db::value::{format_timestamp, normalize, parse_decimal, parse_timestamp};
-use truststream_core_db::{ColumnType, DbResult, Error, ResultSet, Row, Value};
+use truststream_core_db::{ColumnDef, ColumnType, DbResult, Error, ResultSet, Row, Value};
 
 use crate::error;
 
@@ -71,6 +71,130 @@ pub(crate) fn add_typed(
         }),
     };
     r.map_err(bind_err)
+}
+
+/// Appends one prepared row to a `COPY ... FROM STDIN` body in the text
+/// format: `columns`' values in order, tab-separated, `\N` for NULL, one
+/// line per row. Each value is written as the text form of what
+/// [`add_typed`] binds for it (the same normalization, so the same errors
+/// and the same stored value), escaped for the format.
+pub(crate) fn copy_text_row(out: &mut Vec<u8>, columns: &[&ColumnDef], row: &Row) -> DbResult<()> {
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        let v = row.get(&c.name).unwrap_or(&Value::Null);
+        if v.is_null() {
+            out.extend_from_slice(b"\\N");
+            continue;
+        }
+        copy_text_value(out, &c.name, c.ty, v)?;
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
+fn copy_text_value(out: &mut Vec<u8>, column: &str, ty: ColumnType, value: &Value) -> DbResult<()> {
+    use std::io::Write as _;
+    let normalized;
+    // A prepared row's values are normalized already; normalizing again is
+    // cheap for the common shapes and keeps this total for any input.
+    let v = match (ty, value) {
+        (ColumnType::Text, Value::String(_))
+        | (ColumnType::Integer, Value::Number(_))
+        | (ColumnType::Boolean, Value::Bool(_))
+        | (ColumnType::Json, _) => value,
+        _ => {
+            normalized = normalize(column, ty, value)?;
+            &normalized
+        }
+    };
+    let bad = || Error::invalid_input(format!("column {column} has a value of the wrong type"));
+    match ty {
+        ColumnType::Text => copy_escape(out, v.as_str().ok_or_else(bad)?.as_bytes()),
+        ColumnType::Integer => {
+            let n = v.as_i64().ok_or_else(bad)?;
+            write!(out, "{n}").map_err(|_| bad())?;
+        }
+        // `{:?}` is the shortest text that reads back as the same f64.
+        ColumnType::Float => {
+            let f = v.as_f64().ok_or_else(bad)?;
+            write!(out, "{f:?}").map_err(|_| bad())?;
+        }
+        ColumnType::Boolean => out.push(if v.as_bool().ok_or_else(bad)? {
+            b't'
+        } else {
+            b'f'
+        }),
+        ColumnType::Timestamp => {
+            let t = v.as_str().and_then(parse_timestamp).ok_or_else(bad)?;
+            copy_timestamp(out, t);
+        }
+        // Normalized: lowercase, hyphenated.
+        ColumnType::Uuid => out.extend_from_slice(v.as_str().ok_or_else(bad)?.as_bytes()),
+        ColumnType::Json => {
+            let text = serde_json::to_vec(v)
+                .map_err(|e| Error::internal("cannot serialize a JSON value").with_source(e))?;
+            copy_escape(out, &text);
+        }
+        ColumnType::Bytes => {
+            let bytes = b64(v.as_str().ok_or_else(bad)?)?;
+            // `\x` + hex: the backslash itself escaped for the format.
+            out.extend_from_slice(b"\\\\x");
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for b in bytes {
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+        }
+        ColumnType::Numeric => {
+            let d = decimal(column, v)?;
+            write!(out, "{d}").map_err(|_| bad())?;
+        }
+    }
+    Ok(())
+}
+
+/// A timestamp as PostgreSQL's `timestamptz` input reads it, to the
+/// microsecond (what the binary bind sends), `BC` for years before 1.
+fn copy_timestamp(out: &mut Vec<u8>, t: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike as _, Timelike as _};
+    use std::io::Write as _;
+    let year = t.year();
+    let (y, era) = if year <= 0 {
+        (1 - year, " BC")
+    } else {
+        (year, "")
+    };
+    let _ = write!(
+        out,
+        "{y:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00{era}",
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 1000
+    );
+}
+
+/// Text escaped for `COPY`'s text format: backslash, tab, newline and
+/// carriage return are the characters it gives a meaning to.
+fn copy_escape(out: &mut Vec<u8>, text: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&text[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&text[start..]);
 }
 
 /// Adds a value that has no column: by its JSON kind.

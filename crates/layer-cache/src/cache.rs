@@ -874,6 +874,11 @@ impl DatabaseLayer for Cache {
         next.create_many(table, rows).await
     }
 
+    async fn insert_many(&self, next: &dyn Database, table: &str, rows: Vec<Row>) -> Result<u64> {
+        let _bump = self.bump_on_drop(Touched::Table(table));
+        next.insert_many(table, rows).await
+    }
+
     async fn update_many(
         &self,
         next: &dyn Database,

@@ -440,6 +440,7 @@ fn altered(mut schema: TableSchema, changes: &[AlterTable]) -> TableSchema {
                     c.name = to.clone();
                 }
             }
+            AlterTable::AddForeignKey(fk) => schema.foreign_keys.push(fk.clone()),
         }
     }
     schema

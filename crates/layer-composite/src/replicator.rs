@@ -440,6 +440,9 @@ async fn apply(shared: &Shared, entry: &Entry) -> Result<()> {
                         has_column(secondary, table, from).await?
                             && !has_column(secondary, table, to).await?
                     }
+                    // The secondary keeps no foreign keys (its tables are
+                    // created without them): the primary checks them.
+                    AlterTable::AddForeignKey(_) => false,
                 };
                 if !due {
                     continue;

@@ -15,6 +15,7 @@ use truststream_layer_composite::{CompositeConfig, CompositeLayer};
 
 /// Cases that create rows in tables with a generated integer key.
 const REFUSED_BY_DESIGN: &[&str] = &[
+    "batch.insert_many_generated_keys",
     "changes.batch_and_transaction",
     "changes.table_filter",
     "crud.auto_increment_keys",

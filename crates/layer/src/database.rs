@@ -66,6 +66,15 @@ pub trait DatabaseLayer: Send + Sync + 'static {
     ) -> Result<Vec<Row>> {
         next.create_many(table, rows).await
     }
+    /// The one exception to "calls the same method of `next`": by default
+    /// this layer's own [`DatabaseLayer::create_many`], counted, so a layer
+    /// that acts on `create_many` (a cache invalidating, a composite
+    /// writing twice) covers bulk loads without knowing of them. A layer
+    /// that passes writes through unchanged overrides it to keep the
+    /// provider's bulk path.
+    async fn insert_many(&self, next: &dyn Database, table: &str, rows: Vec<Row>) -> Result<u64> {
+        Ok(self.create_many(next, table, rows).await?.len() as u64)
+    }
     async fn update_many(
         &self,
         next: &dyn Database,
@@ -216,6 +225,9 @@ impl<L: DatabaseLayer + ?Sized> Database for LayeredDatabase<L> {
     async fn create_many(&self, table: &str, rows: Vec<Row>) -> Result<Vec<Row>> {
         self.layer.create_many(&*self.inner, table, rows).await
     }
+    async fn insert_many(&self, table: &str, rows: Vec<Row>) -> Result<u64> {
+        self.layer.insert_many(&*self.inner, table, rows).await
+    }
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> Result<u64> {
         self.layer
             .update_many(&*self.inner, table, filter, patch)
@@ -363,6 +375,13 @@ impl<A: Around + ?Sized> DatabaseLayer for Generic<A> {
         let op = op(next, "create_many", Access::Write, Some(table), false);
         through(&*self.0, op, rows, copy_clone, |rows| {
             next.create_many(table, rows)
+        })
+        .await
+    }
+    async fn insert_many(&self, next: &dyn Database, table: &str, rows: Vec<Row>) -> Result<u64> {
+        let op = op(next, "insert_many", Access::Write, Some(table), false);
+        through(&*self.0, op, rows, copy_clone, |rows| {
+            next.insert_many(table, rows)
         })
         .await
     }

@@ -1,5 +1,5 @@
 //! Copying a table's rows: keyset pages of the source in primary-key order,
-//! each written to the target as one all-or-nothing `create_many`, the
+//! each written to the target as one all-or-nothing `insert_many` (a bulk `COPY` on PostgreSQL), the
 //! checkpoint recorded after the commit. A reader task stays one page
 //! ahead of the writer (a channel of one page), so memory holds at most
 //! three pages whatever the table's size.
@@ -10,11 +10,11 @@ use std::sync::Arc;
 use truststream_core::{Error, Result};
 use truststream_core_db::sql::SqlDialect;
 use truststream_core_db::{
-    col, ident, ColumnDefault, Database, Params, Query, Row, TableSchema, Value,
+    col, ident, AlterTable, ColumnDefault, Database, Params, Query, Row, TableSchema, Value,
 };
 
 use crate::digest::key_text;
-use crate::progress::Task;
+use crate::progress::{Progress, Task};
 use crate::schema::TablePlan;
 use crate::state::{StateFile, TableState};
 
@@ -59,14 +59,66 @@ fn last_key(schema: &TableSchema, rows: &[Row]) -> Option<Value> {
     rows.last().and_then(|r| r.get(key)).cloned()
 }
 
-/// Creates the table on the target (unless it exists).
-pub(crate) async fn create_table(target: &dyn Database, plan: &TablePlan) -> Result<()> {
+/// Creates the table on the target (unless it exists); without its
+/// foreign keys when [`add_foreign_keys`] adds them after the rows.
+pub(crate) async fn create_table(
+    target: &dyn Database,
+    plan: &TablePlan,
+    without_foreign_keys: bool,
+) -> Result<()> {
     if plan.exists_on_target {
         return Ok(());
     }
     let mut schema = plan.schema.clone();
     schema.if_not_exists = true;
+    if without_foreign_keys {
+        schema.foreign_keys.clear();
+    }
     target.create_table(&schema).await
+}
+
+/// Adds to the target's tables the source's foreign keys they lack (by
+/// constraint name): after the rows, so each is checked once over the
+/// table (a run resumed after a crash adds those the crash left out).
+pub(crate) async fn add_foreign_keys(
+    target: &dyn Database,
+    tables: &[TablePlan],
+    progress: &Progress,
+) -> Result<()> {
+    let mut announced = false;
+    for plan in tables {
+        let schema = &plan.schema;
+        if schema.foreign_keys.is_empty() {
+            continue;
+        }
+        let present: HashSet<String> = target
+            .describe_table(&schema.name)
+            .await?
+            .map(|t| {
+                t.foreign_keys
+                    .iter()
+                    .map(|fk| fk.resolved_name(&t.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fk in &schema.foreign_keys {
+            if present.contains(&fk.resolved_name(&schema.name)) {
+                continue;
+            }
+            if !announced {
+                progress.message("migrate: rows copied; adding foreign keys");
+                announced = true;
+            }
+            target
+                .alter_table(&schema.name, &[AlterTable::AddForeignKey(fk.clone())])
+                .await
+                .map_err(|e| {
+                    e.with_context("table", schema.name.clone())
+                        .with_context("foreign_key", fk.resolved_name(&schema.name))
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the source's secondary indexes on the target and moves an
@@ -192,7 +244,7 @@ pub(crate) async fn copy_rows(
             };
             if !rows.is_empty() {
                 target
-                    .create_many(&schema.name, rows)
+                    .insert_many(&schema.name, rows)
                     .await
                     .map_err(|e| e.with_context("table", schema.name.clone()))?;
             }

@@ -98,7 +98,9 @@ impl Follower {
                 () = &mut stop => break,
                 item = self.rx.recv() => {
                     let change = item.ok_or_else(feed_ended)??;
-                    apply(target, &schemas, change, &mut summary).await?;
+                    apply(target, &schemas, change, &mut summary)
+                        .await
+                        .map_err(|e| applied_before(e, &summary))?;
                     task.inc(1);
                 }
             }
@@ -107,7 +109,9 @@ impl Follower {
         let deadline = tokio::time::Instant::now() + wind_down;
         while let Ok(item) = tokio::time::timeout(SETTLE, self.rx.recv()).await {
             let change = item.ok_or_else(feed_ended)??;
-            apply(target, &schemas, change, &mut summary).await?;
+            apply(target, &schemas, change, &mut summary)
+                .await
+                .map_err(|e| applied_before(e, &summary))?;
             task.inc(1);
             if tokio::time::Instant::now() >= deadline {
                 task.finish("source still written");
@@ -135,6 +139,12 @@ async fn pump(mut stream: ChangeStream, tx: tokio::sync::mpsc::UnboundedSender<R
     }
 }
 
+/// A failed apply's error, with how many changes were applied before it
+/// (they are on the target; the failed one and those after are not).
+fn applied_before(e: Error, summary: &FollowSummary) -> Error {
+    e.with_context("applied_before", summary.applied().to_string())
+}
+
 fn feed_ended() -> Error {
     Error::unavailable(
         "the source's change feed ended while following (the source was closed): \
@@ -150,29 +160,35 @@ async fn apply(
     change: RowChange,
     summary: &mut FollowSummary,
 ) -> Result<()> {
-    let Some(schema) = schemas.get(change.table.as_str()) else {
+    let RowChange {
+        table,
+        kind,
+        key: id,
+        new,
+        ..
+    } = change;
+    let Some(schema) = schemas.get(table.as_str()) else {
         summary.ignored += 1;
         return Ok(());
     };
     let context = |e: Error| {
         e.with_operation("migrate.follow")
-            .with_context("table", change.table.clone())
+            .with_context("table", table.clone())
     };
-    match change.kind {
+    match kind {
         ChangeKind::Delete => {
-            target
-                .delete(&change.table, &change.key)
-                .await
-                .map_err(context)?;
+            target.delete(&table, &id).await.map_err(context)?;
             summary.deleted += 1;
         }
         ChangeKind::Insert | ChangeKind::Update => {
-            let Some(new) = change.new.clone() else {
+            let Some(new) = new else {
                 return Err(context(Error::internal(
                     "an insert or update in the source's change feed carries no row",
                 )));
             };
             let key = schema.primary_key().map(|c| c.name.as_str());
+            // The patch is the row's one copy; the row itself moves into
+            // the create when the target has no such row.
             let patch: Row = new
                 .iter()
                 .filter(|(k, _)| Some(k.as_str()) != key)
@@ -180,13 +196,9 @@ async fn apply(
                 .collect();
             let updated = if patch.is_empty() {
                 // Nothing but the key: the row exists or it does not.
-                target
-                    .get(&change.table, &change.key)
-                    .await
-                    .map_err(context)?
-                    .is_some()
+                target.get(&table, &id).await.map_err(context)?.is_some()
             } else {
-                match target.update(&change.table, &change.key, patch).await {
+                match target.update(&table, &id, patch).await {
                     Ok(_) => true,
                     Err(e) if e.kind() == ErrorKind::NotFound => false,
                     Err(e) => return Err(context(e)),
@@ -195,7 +207,7 @@ async fn apply(
             if updated {
                 summary.updated += 1;
             } else {
-                target.create(&change.table, new).await.map_err(context)?;
+                target.create(&table, new).await.map_err(context)?;
                 summary.created += 1;
             }
         }

@@ -26,7 +26,7 @@ pub use schema::{DatabasePlan, Issue, TablePlan};
 pub use state::{State, StateFile};
 pub use verify::{BucketCheck, Difference, TableCheck};
 
-/// Rows per batch (one keyset page read, one `create_many` written).
+/// Rows per batch (one keyset page read, one `insert_many` written).
 pub const DEFAULT_BATCH: usize = 5_000;
 
 /// Differences listed per table or bucket.
@@ -527,9 +527,19 @@ async fn copy_and_verify(
             None => StateFile::in_memory(),
         };
         if let Some((s, t)) = dbs {
-            for level in plan.levels() {
+            // A target that can add foreign keys to a filled table gets
+            // them after the rows, each checked once, rather than one check
+            // per row: every table is then created and copied at once.
+            // Otherwise tables go in foreign-key order, level by level.
+            let defer = t.capabilities().add_foreign_keys;
+            let groups = if defer {
+                vec![plan.tables.clone()]
+            } else {
+                plan.levels()
+            };
+            for level in groups {
                 for table in &level {
-                    copy::create_table(t.as_ref(), table).await?;
+                    copy::create_table(t.as_ref(), table, defer).await?;
                 }
                 let results: Vec<Result<(String, u64)>> = futures::stream::iter(level.iter())
                     .map(|table| {
@@ -558,6 +568,9 @@ async fn copy_and_verify(
                         x.copied = n;
                     }
                 }
+            }
+            if defer {
+                copy::add_foreign_keys(t.as_ref(), &plan.tables, progress).await?;
             }
         }
         if let Some((s, t)) = stores {

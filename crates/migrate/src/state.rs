@@ -5,7 +5,7 @@
 //! (no transactions, no schema rights, nothing the application or `serve`
 //! would see), and a storage target has no tables at all. A crash between a
 //! batch's commit and the file's rewrite is harmless: a batch is one
-//! all-or-nothing `create_many`, and on resume the copy looks up the keys
+//! all-or-nothing `insert_many` (a bulk `COPY` on PostgreSQL), and on resume the copy looks up the keys
 //! of the batches after the checkpoint on the target and writes only the
 //! rows that are not there (see `copy::copy_table`).
 

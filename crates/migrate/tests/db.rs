@@ -107,6 +107,22 @@ async fn sqlite_to_postgres_copies_verifies_and_reports_a_changed_row() {
         .unwrap();
     assert_eq!(o["id"], json!(common::counts(total)[0].1 as i64 + 1));
     dst.delete("orgs", &o["id"]).await.unwrap();
+    // The foreign keys, added after the rows (PostgreSQL can), hold.
+    let orphan = dst
+        .create(
+            "docs",
+            json!({"id": "67e55044-10b1-426f-9247-bb680e5fe0c8", "owner": "nobody"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        orphan.kind(),
+        truststream_core::ErrorKind::Conflict,
+        "{orphan}"
+    );
 
     // One row changed on the target: verify names exactly that row.
     let mut patch = Row::new();

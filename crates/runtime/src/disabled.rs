@@ -115,6 +115,9 @@ impl Database for Disabled {
     async fn create_many(&self, _table: &str, _rows: Vec<Row>) -> Result<Vec<Row>> {
         self.refuse("db.create_many")
     }
+    async fn insert_many(&self, _table: &str, _rows: Vec<Row>) -> Result<u64> {
+        self.refuse("db.insert_many")
+    }
     async fn update_many(&self, _table: &str, _filter: &Filter, _patch: Row) -> Result<u64> {
         self.refuse("db.update_many")
     }

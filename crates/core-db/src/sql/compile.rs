@@ -1481,6 +1481,18 @@ pub fn alter_table(dialect: SqlDialect, table: &str, change: &AlterTable) -> DbR
             quote(from),
             quote(to)
         )],
+        AlterTable::AddForeignKey(fk) => match dialect {
+            SqlDialect::Postgres => vec![format!(
+                "ALTER TABLE {t} ADD {}",
+                foreign_key_ddl(table, fk)
+            )],
+            SqlDialect::Sqlite => {
+                return Err(Error::unsupported(format!(
+                    "SQLite cannot add a foreign key to an existing table ({table}): declare it \
+                     in create_table"
+                )))
+            }
+        },
     })
 }
 

@@ -27,13 +27,13 @@ use super::compile::{self, Bind, SqlDialect, Statement};
 use super::keyed::{KeyedSelect, StatementCache};
 use super::rewrite_named;
 use super::write::{
-    is_single_insert, normalize_defaults, plan_alter, reserved, AlterStep, RowWriter,
-    SqlTransaction,
+    is_single_insert, normalize_defaults, plan_alter, reserved, same_prepared_columns, AlterStep,
+    RowWriter, SqlTransaction,
 };
 use crate::{
-    ident, AlterTable, ChangeFeedScope, ChangeStream, ColumnType, Database, DbCapabilities,
-    DbResult, Error, ErrorKind, Filter, Health, IndexSpec, Operation, OperationOutput, Params,
-    ProviderInfo, Query, ResultSet, Row, RowChange, TableSchema, Value,
+    ident, AlterTable, ChangeFeedScope, ChangeStream, ColumnDef, ColumnType, Database,
+    DbCapabilities, DbResult, Error, ErrorKind, Filter, Health, IndexSpec, Operation,
+    OperationOutput, Params, ProviderInfo, Query, ResultSet, Row, RowChange, TableSchema, Value,
 };
 
 /// The table where a SQL provider keeps each table's [`TableSchema`] (as
@@ -243,6 +243,34 @@ pub trait SqlProvider: Send + Sync + 'static {
                     .await
                     .map(ResultSet::from_rows)
             }
+        }
+    }
+
+    /// Whether [`SqlProvider::copy_in`] is implemented: `insert_many` then
+    /// sends rows giving the same columns as one bulk copy, outside a
+    /// transaction. Only for a provider whose write paths record no
+    /// changes ([`SqlProvider::begin`] returns `false`): a recording
+    /// provider's `insert_many` takes the `INSERT` path, in chunks, and a
+    /// chunked insert outside a transaction would not be all or none.
+    const COPY_IN: bool = false;
+
+    /// Inserts `rows` (prepared: values normalized, defaults filled in,
+    /// each row giving exactly `columns`, in schema order) through the
+    /// driver's bulk path as one statement, and returns how many rows it
+    /// stored. Called only when [`SqlProvider::COPY_IN`] is set; the
+    /// default refuses.
+    fn copy_in(
+        conn: &mut Self::Conn,
+        table: &str,
+        columns: &[&ColumnDef],
+        rows: Vec<Row>,
+    ) -> impl Future<Output = DbResult<u64>> + Send {
+        let _ = (conn, columns, rows);
+        let table = table.to_string();
+        async move {
+            Err(Error::internal(format!(
+                "this provider has no bulk copy (table {table})"
+            )))
         }
     }
 
@@ -505,6 +533,19 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
     ) -> DbResult<Option<Row>> {
         P::fetch_optional(&mut self.conn, statement, ColumnHints::Schema(schema)).await
     }
+
+    fn copies(&self) -> bool {
+        P::COPY_IN
+    }
+
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&ColumnDef],
+        rows: Vec<Row>,
+    ) -> DbResult<u64> {
+        P::copy_in(&mut self.conn, table, columns, rows).await
+    }
 }
 
 type Writer<'a, P> = RowWriter<SqlTx<'a, P>>;
@@ -651,6 +692,8 @@ impl<P: SqlProvider> Database for P {
         // Declared as constraints in the DDL (SQLite providers turn
         // `foreign_keys` on for every connection).
         c.foreign_keys = true;
+        // `ALTER TABLE ... ADD CONSTRAINT`: SQLite has none.
+        c.add_foreign_keys = dialect == SqlDialect::Postgres;
         c.max_bind_params = Some(dialect.max_binds());
         // `scoped` (row-level security): PostgreSQL only.
         c.row_security = dialect == SqlDialect::Postgres;
@@ -794,6 +837,26 @@ impl<P: SqlProvider> Database for P {
         finish::<P, _>(op, w, r).await
     }
 
+    async fn insert_many(&self, table: &str, rows: Vec<Row>) -> DbResult<u64> {
+        let op = "db.insert_many";
+        let schema = schema_of(self, table)
+            .await
+            .map_err(|e| e.with_operation(op))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // A provider's bulk copy is one statement whatever the row count,
+        // for rows giving the same columns.
+        let single = if P::COPY_IN {
+            same_prepared_columns(&schema, &rows)
+        } else {
+            is_single_insert(self.sql_state().dialect(), &schema, &rows)
+        };
+        let mut w = begin(self, op, single).await?;
+        let r = w.insert_many(table, rows).await;
+        finish::<P, _>(op, w, r).await
+    }
+
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
         let mut w = begin(self, "db.update_many", true).await?;
         let r = w.update_count(table, filter, &patch).await;
@@ -894,6 +957,12 @@ impl<P: SqlProvider> Database for P {
             // Read afresh: another process may have altered it.
             self.sql_state().forget(table);
             let (schema, steps) = plan_alter(&*schema_of(self, table).await?, changes)?;
+            if steps
+                .iter()
+                .any(|s| matches!(s, AlterStep::AddForeignKey(_)))
+            {
+                check_references(self, &schema).await?;
+            }
             let dialect = self.sql_state().dialect();
             let mut statements = Vec::new();
             for step in &steps {

@@ -65,6 +65,29 @@ pub trait SqlTransaction: Send {
     ) -> DbResult<Option<Row>> {
         Ok(self.fetch(statement, schema).await?.into_iter().next())
     }
+
+    /// Whether [`SqlTransaction::copy_in`] is the driver's bulk path
+    /// (`false` by default: inserts are statements).
+    fn copies(&self) -> bool {
+        false
+    }
+
+    /// Inserts `rows`, prepared by [`prepare_insert`] and each giving
+    /// exactly `columns` (in schema order), as one statement of the
+    /// driver's bulk path (PostgreSQL's `COPY ... FROM STDIN`), and returns
+    /// how many. Called only when [`SqlTransaction::copies`] says so; the
+    /// default refuses.
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&ColumnDef],
+        rows: Vec<Row>,
+    ) -> DbResult<u64> {
+        let _ = (columns, rows);
+        Err(Error::internal(format!(
+            "this provider has no bulk copy (table {table})"
+        )))
+    }
 }
 
 /// Runs row writes in a [`SqlTransaction`] and records the [`RowChange`]s
@@ -146,6 +169,39 @@ impl<T: SqlTransaction> RowWriter<T> {
             rows.into_iter().map(|r| prepare_insert_owned(&schema, r)),
         )?;
         self.insert_prepared(table, &schema, prepared).await
+    }
+
+    /// [`RowWriter::create_many_owned`] without the stored rows: how many
+    /// were inserted. Through the provider's bulk copy
+    /// ([`SqlTransaction::copy_in`]) when it has one, the rows give the
+    /// same columns and no change is recorded here (a provider whose feed
+    /// the writes record takes the `INSERT` path, which records them).
+    pub async fn insert_many(&mut self, table: &str, rows: Vec<Row>) -> DbResult<u64> {
+        ident::table(table)?;
+        rows.iter().try_for_each(check_row_keys)?;
+        let schema = self.tx.schema(table).await?;
+        let n = rows.len();
+        let prepared = prepare_all(
+            n,
+            rows.into_iter().map(|r| prepare_insert_owned(&schema, r)),
+        )?;
+        let uniform = prepared
+            .first()
+            .is_some_and(|first| prepared.iter().all(|r| same_columns(first, r)));
+        if uniform && !self.record && self.tx.copies() {
+            let columns: Vec<&ColumnDef> = prepared
+                .first()
+                .map(|first| {
+                    schema
+                        .columns
+                        .iter()
+                        .filter(|c| first.contains_key(&c.name))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return self.tx.copy_in(table, &columns, prepared).await;
+        }
+        Ok(self.insert_prepared(table, &schema, prepared).await?.len() as u64)
     }
 
     /// Inserts rows made by [`prepare_insert`], chunk by chunk.
@@ -422,7 +478,15 @@ fn catalog(schema: &TableSchema) -> HashMap<String, TableSchema> {
 /// for none), so a provider can run it without an explicit transaction.
 pub fn is_single_insert(dialect: SqlDialect, schema: &TableSchema, rows: &[Row]) -> bool {
     let fits = rows.len() <= (dialect.max_binds() / schema.columns.len().max(1)).max(1);
-    fits && !schema
+    fits && same_prepared_columns(schema, rows)
+}
+
+/// Whether the rows [`prepare_insert`] makes of `rows` all give the same
+/// columns: a prepared row has every column but an auto-increment key
+/// left to the database, so only such a key given for some rows and not
+/// for others splits them.
+pub fn same_prepared_columns(schema: &TableSchema, rows: &[Row]) -> bool {
+    !schema
         .columns
         .iter()
         .filter(|c| matches!(c.default, Some(ColumnDefault::AutoIncrement)))
@@ -659,6 +723,8 @@ pub enum AlterStep {
         /// New name.
         to: String,
     },
+    /// Add this foreign key.
+    AddForeignKey(crate::ForeignKey),
 }
 
 impl AlterStep {
@@ -671,6 +737,7 @@ impl AlterStep {
                 from: from.clone(),
                 to: to.clone(),
             },
+            AlterStep::AddForeignKey(fk) => AlterTable::AddForeignKey(fk.clone()),
         }
     }
 }
@@ -738,6 +805,12 @@ pub fn plan_alter(
                     from: from.clone(),
                     to: to.clone(),
                 });
+            }
+            AlterTable::AddForeignKey(fk) => {
+                schema.foreign_keys.push(fk.clone());
+                // Its columns, as many referenced ones, a name not taken.
+                schema.validate()?;
+                steps.push(AlterStep::AddForeignKey(fk.clone()));
             }
         }
     }
