@@ -42,6 +42,48 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
     String::from_utf8(b.to_vec()).unwrap_or_default()
 }
 
+/// Whether `s` is a timestamp in stored form, exactly as
+/// [`format_timestamp`] writes it for years 0–9999
+/// (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, a real date and time of day): then
+/// normalizing it gives `s` back, and the parse can be skipped.
+pub fn is_stored_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 27 {
+        return false;
+    }
+    let shape = b"0000-00-00T00:00:00.000000Z";
+    if !b.iter().zip(shape).all(|(c, p)| {
+        if *p == b'0' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        }
+    }) {
+        return false;
+    }
+    let num = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (num(0, 4), num(5, 7), num(8, 10));
+    NaiveDate::from_ymd_opt(year as i32, month, day).is_some()
+        && num(11, 13) < 24
+        && num(14, 16) < 60
+        && num(17, 19) < 60
+}
+
+/// Whether `s` is a UUID in stored form (lowercase, hyphenated), which
+/// normalizing gives back unchanged.
+fn is_stored_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+}
+
 /// The current time in stored form.
 pub fn now() -> Value {
     Value::String(format_timestamp(Utc::now()))
@@ -126,8 +168,13 @@ pub fn normalize_owned(column: &str, ty: ColumnType, value: Value) -> Result<Val
     let stored_form = match (ty, &value) {
         (ColumnType::Text, Value::String(_))
         | (ColumnType::Json, _)
+        | (ColumnType::Numeric, Value::Number(_))
         | (ColumnType::Boolean, Value::Bool(_)) => true,
         (ColumnType::Integer, Value::Number(n)) => n.is_i64(),
+        // A float is finite (JSON holds no other) and reads back as itself.
+        (ColumnType::Float, Value::Number(n)) => n.is_f64(),
+        (ColumnType::Timestamp, Value::String(s)) => is_stored_timestamp(s),
+        (ColumnType::Uuid, Value::String(s)) => is_stored_uuid(s),
         _ => false,
     };
     if stored_form {
@@ -260,6 +307,27 @@ mod tests {
             json!("67E55044-10B1-426F-9247-BB680E5FE0C8"),
             json!("aGk="),
             json!("12.50"),
+            json!(0.1),
+            json!(1e300),
+            json!(-2.5e-300),
+            json!(-0.0),
+            // Stored-form look-alikes: the fast path must agree with the
+            // parse on each.
+            json!("2024-02-29T23:59:59.999999Z"),
+            json!("2023-02-29T00:00:00.000000Z"),
+            json!("2024-04-31T00:00:00.000000Z"),
+            json!("2024-05-01T24:00:00.000000Z"),
+            json!("2024-05-01T12:60:00.000000Z"),
+            json!("2024-05-01T12:00:60.000000Z"),
+            json!("0000-01-01T00:00:00.000000Z"),
+            json!("9999-12-31T23:59:59.999999Z"),
+            json!("2024-05-01T12:00:00.000000+"),
+            json!("2024-05-01t12:00:00.000000Z"),
+            json!("2024-05-01T12:00:00.00000Z"),
+            json!("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            json!("67e55044-10b1-426f-9247-bb680e5fe0cg"),
+            json!("67e5504410b1-426f-9247-bb680e5fe0c8-"),
+            json!("{67e55044-10b1-426f-9247-bb680e5fe0c8}"),
         ];
         for ty in types {
             for v in &values {

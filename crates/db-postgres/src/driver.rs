@@ -355,38 +355,52 @@ impl SqlProvider for PgDatabase {
     /// The triggers record changes, not the write paths.
     const COPY_IN: bool = true;
 
-    /// `COPY table (columns) FROM STDIN` in the text format, the body
-    /// built whole first (a value that does not fit its column fails
-    /// before anything is sent) and sent in pieces of [`COPY_PIECE`]
-    /// bytes. Row triggers (the change feed's) fire as for `INSERT`.
+    /// `COPY table (columns) FROM STDIN` in the text format, streamed: the
+    /// rows are encoded into pieces of [`COPY_PIECE`] bytes, each sent as
+    /// soon as it is full, so the server stores one piece while the next
+    /// is encoded. A value that cannot be encoded aborts the copy, which
+    /// then stores nothing (it is one statement). Row triggers (the change
+    /// feed's) fire as for `INSERT`.
     async fn copy_in(
         conn: &mut PgConn,
         table: &str,
         columns: &[&ColumnDef],
         rows: Vec<Row>,
     ) -> DbResult<u64> {
-        let mut body = Vec::with_capacity(rows.len() * 64 * columns.len().max(1));
-        for (i, row) in rows.iter().enumerate() {
-            value::copy_text_row(&mut body, columns, row).map_err(|e| {
-                if rows.len() > 1 {
-                    e.with_context("row_index", i.to_string())
-                } else {
-                    e
-                }
-            })?;
-        }
-        drop(rows);
         let names: Vec<String> = columns.iter().map(|c| ident::quote(&c.name)).collect();
         let sql = format!(
             "COPY {} ({}) FROM STDIN",
             ident::quote(table),
             names.join(", ")
         );
+        let many = rows.len() > 1;
         let mut copy = conn.raw().copy_in_raw(&sql).await.map_err(error::map)?;
-        for piece in body.chunks(COPY_PIECE) {
-            if let Err(e) = copy.send(piece).await {
-                // The server ends the copy; this only tells it why when
-                // the connection still works.
+        let mut piece = Vec::with_capacity(COPY_PIECE + 4096);
+        for (i, row) in rows.into_iter().enumerate() {
+            let encoded = value::copy_text_row(&mut piece, columns, &row);
+            drop(row);
+            let step = match encoded {
+                Err(e) => Err(if many {
+                    e.with_context("row_index", i.to_string())
+                } else {
+                    e
+                }),
+                Ok(()) if piece.len() >= COPY_PIECE => {
+                    let sent = copy.send(piece.as_slice()).await.map(drop);
+                    piece.clear();
+                    sent.map_err(error::map)
+                }
+                Ok(()) => Ok(()),
+            };
+            if let Err(e) = step {
+                // The server ends the copy and stores nothing; this tells
+                // it why (and fails quietly when the connection is gone).
+                let _ = copy.abort(e.message().to_string()).await;
+                return Err(e);
+            }
+        }
+        if !piece.is_empty() {
+            if let Err(e) = copy.send(piece.as_slice()).await {
                 let _ = copy.abort("the client could not send the rows").await;
                 return Err(error::map(e));
             }

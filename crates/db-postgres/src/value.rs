@@ -11,7 +11,9 @@ use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
 use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
-use truststream_core_db::value::{format_timestamp, normalize, parse_decimal, parse_timestamp};
+use truststream_core_db::value::{
+    format_timestamp, is_stored_timestamp, normalize, parse_decimal, parse_timestamp,
+};
 use truststream_core_db::{ColumnDef, ColumnType, DbResult, Error, ResultSet, Row, Value};
 
 use crate::error;
@@ -127,8 +129,14 @@ fn copy_text_value(out: &mut Vec<u8>, column: &str, ty: ColumnType, value: &Valu
             b'f'
         }),
         ColumnType::Timestamp => {
-            let t = v.as_str().and_then(parse_timestamp).ok_or_else(bad)?;
-            copy_timestamp(out, t);
+            let text = v.as_str().ok_or_else(bad)?;
+            // The stored form (`T`, `Z`) is timestamptz input as it is,
+            // but for year 0, which PostgreSQL spells 1 BC.
+            if is_stored_timestamp(text) && !text.starts_with("0000") {
+                out.extend_from_slice(text.as_bytes());
+            } else {
+                copy_timestamp(out, parse_timestamp(text).ok_or_else(bad)?);
+            }
         }
         // Normalized: lowercase, hyphenated.
         ColumnType::Uuid => out.extend_from_slice(v.as_str().ok_or_else(bad)?.as_bytes()),
@@ -553,5 +561,30 @@ mod tests {
         assert!(add_typed(&mut args, "n", ColumnType::Integer, &json!(null)).is_ok());
         assert!(add_typed(&mut args, "d", ColumnType::Numeric, &json!("12.50")).is_ok());
         assert!(add_typed(&mut args, "u", ColumnType::Uuid, &json!("nope")).is_err());
+    }
+
+    #[test]
+    fn copy_text_escapes_and_spells_what_timestamptz_reads() {
+        use truststream_core_db::ColumnDef;
+        let cols = [
+            ColumnDef::text("t"),
+            ColumnDef::timestamp("a"),
+            ColumnDef::timestamp("b"),
+            ColumnDef::bytes("r"),
+            ColumnDef::json("j"),
+            ColumnDef::integer("n"),
+        ];
+        let refs: Vec<&ColumnDef> = cols.iter().collect();
+        let row = json!({
+            "t": "a\tb\nc\\d\re", "a": "2025-03-01T12:00:00.000001Z",
+            "b": "0000-06-15T00:00:00.000000Z", "r": "AAEC/w==", "j": {"k": "x\ny"}, "n": null,
+        });
+        let mut out = Vec::new();
+        copy_text_row(&mut out, &refs, row.as_object().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\tb\\nc\\\\d\\re\t2025-03-01T12:00:00.000001Z\t\
+             0001-06-15 00:00:00.000000+00 BC\t\\\\x000102ff\t{\"k\":\"x\\\\ny\"}\t\\N\n"
+        );
     }
 }
