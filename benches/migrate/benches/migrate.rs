@@ -22,8 +22,12 @@
 //!   right before each TrustStream run; a contender's maximum RSS from
 //!   `/usr/bin/time -f %M`.
 //!
+//! The bench uses the `truststream` binary's allocator (mimalloc), so the
+//! in-process runs are the CLI's.
+//!
 //! A contender that is not installed is reported as such, never as a pass.
 //! `MIGRATE_BENCH_ROUNDS` (default 3) rounds each; medians and spread.
+//! `MIGRATE_BENCH_ONLY=db` or `=storage` runs one half.
 
 #![allow(clippy::unwrap_used)] // a bench binary: a failed setup step panics
 
@@ -39,6 +43,11 @@ use truststream_db_postgres::testing::{server, Scratch};
 use truststream_db_sqlite::{SqliteConfig, SqliteDatabase};
 use truststream_migrate::{Options, ProgressMode, Side};
 use truststream_storage_fs::FsStorage;
+
+/// The `truststream` binary's allocator, so the in-process runs allocate
+/// as `truststream migrate` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -480,8 +489,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let only = std::env::var("MIGRATE_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
-        bench_db(rounds).await;
-        bench_storage(rounds).await;
+        if only != "storage" {
+            bench_db(rounds).await;
+        }
+        if only != "db" {
+            bench_storage(rounds).await;
+        }
     });
 }

@@ -386,6 +386,53 @@ fn fk_levels(schemas: &[TableSchema], issues: &mut Vec<Issue>) -> BTreeMap<Strin
 /// an SQLite source each column's stored classes are counted in one pass of
 /// SQL per table; on a PostgreSQL target, text and JSON holding a NUL
 /// character (which PostgreSQL cannot store) are counted too.
+/// Runs `SELECT {sums} FROM table` (sums of counts) over the two halves
+/// of the table's rowid range at once, on two connections, and adds the
+/// halves up: the check reads every row, and nothing else runs while the
+/// plan is made. A table without rowid (or without rows) is read whole.
+async fn scan_halves(
+    source: &dyn Database,
+    table: &str,
+    sums: &str,
+) -> Result<std::collections::HashMap<String, i64>> {
+    let t = ident::quote(table);
+    let middle = source
+        .raw_query(
+            &format!("SELECT (MIN(rowid) + MAX(rowid)) / 2 AS m FROM {t}"),
+            &Params::new(),
+        )
+        .await
+        .ok()
+        .and_then(|rows| {
+            rows.first()
+                .and_then(|r| r.get("m"))
+                .and_then(Value::as_i64)
+        });
+    let sql = |filter: &str| format!("SELECT {sums} FROM {t}{filter}");
+    let parts = match middle {
+        Some(m) => {
+            let (low, high) = (
+                sql(&format!(" WHERE rowid <= {m}")),
+                sql(&format!(" WHERE rowid > {m}")),
+            );
+            let none = Params::new();
+            let (a, b) = futures::join!(
+                source.raw_query(&low, &none),
+                source.raw_query(&high, &none)
+            );
+            vec![a?, b?]
+        }
+        None => vec![source.raw_query(&sql(""), &Params::new()).await?],
+    };
+    let mut out = std::collections::HashMap::new();
+    for row in parts.iter().filter_map(|rows| rows.first()) {
+        for (k, v) in row {
+            *out.entry(k.clone()).or_insert(0) += v.as_i64().unwrap_or(0);
+        }
+    }
+    Ok(out)
+}
+
 async fn value_checks(
     source: &dyn Database,
     target: &dyn Database,
@@ -436,16 +483,8 @@ async fn value_checks(
     if exprs.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "SELECT {} FROM {}",
-        exprs.join(", "),
-        ident::quote(&schema.name)
-    );
-    let rows = source.raw_query(&sql, &Params::new()).await?;
-    let Some(row) = rows.first() else {
-        return Ok(());
-    };
-    let count = |k: &str| row.get(k).and_then(Value::as_i64).unwrap_or(0);
+    let counts = scan_halves(source, &schema.name, &exprs.join(", ")).await?;
+    let count = |k: &str| counts.get(k).copied().unwrap_or(0);
     let target_name = target.info().name;
     for (i, c) in labels.iter().enumerate() {
         let bad = count(&format!("b{i}"));
