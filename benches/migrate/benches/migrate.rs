@@ -186,6 +186,9 @@ async fn bench_db(rounds: usize) {
                     .unwrap(),
             );
             let dst: Arc<dyn Database> = Arc::new(scratch.database("bench_migrate").await.unwrap());
+            // The CLI's default: a checkpoint file written after each batch.
+            let state = dir.path().join("state.json");
+            let _ = std::fs::remove_file(&state);
             peak_reset();
             let t = Instant::now();
             let summary = truststream_migrate::run(
@@ -200,6 +203,7 @@ async fn bench_db(rounds: usize) {
                 &Options {
                     progress: ProgressMode::Off,
                     verify,
+                    state_path: Some(state),
                     ..Options::default()
                 },
             )
