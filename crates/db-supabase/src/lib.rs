@@ -591,6 +591,8 @@ impl Database for SupabaseDb {
             c.joins = s.joins;
             c.aggregates = s.aggregates;
             c.schema = s.schema;
+            // Schema changes (`alter_table`) go through the SQL path.
+            c.add_foreign_keys = s.add_foreign_keys;
         }
         c.unique_constraints = true;
         c.row_security = true;
