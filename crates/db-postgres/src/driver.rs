@@ -356,7 +356,7 @@ impl SqlProvider for PgDatabase {
     const COPY_IN: bool = true;
 
     /// `COPY table (columns) FROM STDIN` in the text format, streamed: the
-    /// rows are encoded into pieces of [`COPY_PIECE`] bytes, each sent as
+    /// rows are encoded into pieces of 256 KiB, each sent as
     /// soon as it is full, so the server stores one piece while the next
     /// is encoded. A value that cannot be encoded aborts the copy, which
     /// then stores nothing (it is one statement). Row triggers (the change

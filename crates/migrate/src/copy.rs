@@ -1,5 +1,6 @@
 //! Copying a table's rows: keyset pages of the source in primary-key order,
-//! each written to the target as one all-or-nothing `insert_many` (a bulk `COPY` on PostgreSQL), the
+//! each written to the target as one all-or-nothing `insert_many` (a bulk
+//! `COPY` on PostgreSQL), the
 //! checkpoint recorded after the commit. A reader task stays one page
 //! ahead of the writer (a channel of one page), so memory holds at most
 //! three pages whatever the table's size.
