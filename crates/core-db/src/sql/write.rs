@@ -160,6 +160,17 @@ impl<T: SqlTransaction> RowWriter<T> {
     /// [`RowWriter::create_many`] taking the rows by value: their values
     /// move into the rows to store instead of being copied.
     pub async fn create_many_owned(&mut self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>> {
+        let (schema, prepared) = self.prepare_owned(table, rows).await?;
+        self.insert_prepared(table, &schema, prepared).await
+    }
+
+    /// The table's schema and `rows` as [`prepare_insert_owned`] makes them
+    /// (names checked first, the first bad row named).
+    async fn prepare_owned(
+        &mut self,
+        table: &str,
+        rows: Vec<Row>,
+    ) -> DbResult<(std::sync::Arc<TableSchema>, Vec<Row>)> {
         ident::table(table)?;
         rows.iter().try_for_each(check_row_keys)?;
         let schema = self.tx.schema(table).await?;
@@ -168,7 +179,7 @@ impl<T: SqlTransaction> RowWriter<T> {
             n,
             rows.into_iter().map(|r| prepare_insert_owned(&schema, r)),
         )?;
-        self.insert_prepared(table, &schema, prepared).await
+        Ok((schema, prepared))
     }
 
     /// [`RowWriter::create_many_owned`] without the stored rows: how many
@@ -177,14 +188,7 @@ impl<T: SqlTransaction> RowWriter<T> {
     /// same columns and no change is recorded here (a provider whose feed
     /// the writes record takes the `INSERT` path, which records them).
     pub async fn insert_many(&mut self, table: &str, rows: Vec<Row>) -> DbResult<u64> {
-        ident::table(table)?;
-        rows.iter().try_for_each(check_row_keys)?;
-        let schema = self.tx.schema(table).await?;
-        let n = rows.len();
-        let prepared = prepare_all(
-            n,
-            rows.into_iter().map(|r| prepare_insert_owned(&schema, r)),
-        )?;
+        let (schema, prepared) = self.prepare_owned(table, rows).await?;
         let uniform = prepared
             .first()
             .is_some_and(|first| prepared.iter().all(|r| same_columns(first, r)));
