@@ -83,6 +83,21 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         linger: Duration,
         flush: Flush<T, R>,
     ) -> Self {
+        Self::start_with(operation, max, linger, |_| false, flush)
+    }
+
+    /// [`Batcher::start`], where an item for which `urgent` is true ends
+    /// the linger: its batch is flushed as soon as it is taken, with
+    /// whatever else is queued by then (a provider that writes completions
+    /// and claims in one round trip lets completions wait for company, a
+    /// claim not).
+    pub fn start_with(
+        operation: &'static str,
+        max: usize,
+        linger: Duration,
+        urgent: fn(&T) -> bool,
+        flush: Flush<T, R>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(tokio::sync::Notify::new());
@@ -90,6 +105,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             rx,
             max.max(1),
             linger,
+            urgent,
             flush,
             counters.clone(),
             stop.clone(),
@@ -155,6 +171,7 @@ async fn run<T, R>(
     mut rx: mpsc::UnboundedReceiver<Pending<T, R>>,
     max: usize,
     linger: Duration,
+    urgent: fn(&T) -> bool,
     flush: Flush<T, R>,
     counters: Arc<Counters>,
     stop: Arc<tokio::sync::Notify>,
@@ -175,19 +192,26 @@ async fn run<T, R>(
             }
         };
         let Some(first) = first else { break };
+        let mut rush = urgent(&first.0);
         let mut batch = vec![first];
         let until = tokio::time::Instant::now() + linger;
         while batch.len() < max {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    rush |= urgent(&p.0);
+                    batch.push(p);
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if linger.is_zero() || closing {
+                    if linger.is_zero() || closing || rush {
                         break;
                     }
                     tokio::select! {
                         next = tokio::time::timeout_at(until, rx.recv()) => match next {
-                            Ok(Some(p)) => batch.push(p),
+                            Ok(Some(p)) => {
+                                rush |= urgent(&p.0);
+                                batch.push(p);
+                            }
                             Ok(None) | Err(_) => break,
                         },
                         () = stop.notified() => {
@@ -332,6 +356,37 @@ mod tests {
         assert_eq!(s.items, 100);
         assert!(s.largest <= 16, "{s:?}");
         assert!(s.batches <= 50, "calls were batched: {s:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_item_ends_the_linger_and_takes_the_queued_ones_along() {
+        // Odd items are urgent; the linger is an hour of (paused) time.
+        let b = Arc::new(Batcher::start_with(
+            "test",
+            100,
+            Duration::from_secs(3600),
+            |i: &u64| i % 2 == 1,
+            doubler(Duration::ZERO),
+        ));
+        let start = tokio::time::Instant::now();
+        let lingering = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(2).await })
+        };
+        // The first item waits for company...
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!lingering.is_finished());
+        assert_eq!(b.stats().batches, 0);
+        // ...until an urgent one arrives: one batch, both answered at once.
+        assert_eq!(b.submit(3).await.expect("answer"), 6);
+        assert_eq!(lingering.await.expect("join").expect("answer"), 4);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        let s = b.stats();
+        assert_eq!((s.batches, s.items), (1, 2), "{s:?}");
+        // An urgent first item does not linger either.
+        assert_eq!(b.submit(5).await.expect("answer"), 10);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(b.stats().batches, 2);
     }
 
     #[tokio::test]

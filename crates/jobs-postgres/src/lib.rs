@@ -125,10 +125,12 @@ pub struct PgJobs {
     /// The jobs, sample and sequence names, quoted and qualified, for this
     /// provider's statements.
     names: Arc<Tables>,
-    /// Completions of every worker on this instance, written in batches;
-    /// `None` when built read-only (no background writer: each completion
-    /// is written on its own).
-    completions: Option<Batcher<Lease, ()>>,
+    /// Completions of every worker on this instance, written in batches,
+    /// and claims, each of which takes the completions queued with it into
+    /// its statement ([`write_batch`]); `None` when built read-only (no
+    /// background writer: each completion and claim is written on its
+    /// own).
+    completions: Option<Batcher<Write, Written>>,
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
     table: String,
     wake: Arc<Wake>,
@@ -214,6 +216,7 @@ impl PgJobs {
             qualified(&row::index_name(&config.table, "run_samples")),
             qualified(&row::index_name(&config.table, "run_slot")),
             qualified(&row::index_name(&config.table, "claim_batch")),
+            qualified(&row::index_name(&config.table, "complete_claim")),
         ));
         let channel = channel(config.schema.as_deref(), &config.table);
         let mut missing_tables = Vec::new();
@@ -260,17 +263,19 @@ impl PgJobs {
                         .with_source(e)
                     })?;
             }
-            let has_claim: bool = sqlx::query_scalar("SELECT to_regproc($1) IS NOT NULL")
-                .bind(&names.claim_fn)
-                .fetch_one(&pool)
-                .await
-                .map_err(map)?;
-            if !has_claim {
-                return Err(Error::invalid_input(format!(
-                    "the claim function of {} is missing (this version claims through \
-                     {}; open once with create_table enabled to create it)",
-                    config.table, names.claim_fn
-                )));
+            for function in [&names.claim_fn, &names.complete_claim_fn] {
+                let present: bool = sqlx::query_scalar("SELECT to_regproc($1) IS NOT NULL")
+                    .bind(function)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(map)?;
+                if !present {
+                    return Err(Error::invalid_input(format!(
+                        "the claim function {function} of {} is missing (this version claims \
+                         through it; open once with create_table enabled to create it)",
+                        config.table
+                    )));
+                }
             }
         }
         let wake = Arc::new(Wake::new());
@@ -291,19 +296,20 @@ impl PgJobs {
         let mut listener = PgListener::connect_with(&pool).await.map_err(map)?;
         listener.listen(&channel).await.map_err(map)?;
         let listener = tokio::spawn(Self::listen(listener, wake.clone()));
-        let flush: Flush<Lease, ()> = {
+        let flush: Flush<Write, Written> = {
             let pool = pool.clone();
             let names = names.clone();
-            Arc::new(move |leases: Vec<Lease>| {
+            Arc::new(move |items: Vec<Write>| {
                 let pool = pool.clone();
                 let names = names.clone();
-                Box::pin(async move { complete_many(&pool, &names, leases).await })
+                Box::pin(async move { write_batch(&pool, &names, items).await })
             })
         };
-        let completions = Batcher::start(
+        let completions = Batcher::start_with(
             "jobs.complete",
             config.complete_batch,
             Duration::from_millis(config.complete_linger_ms),
+            is_claim,
             flush,
         );
         Ok(PgJobs {
@@ -346,12 +352,32 @@ impl PgJobs {
         let statements = row::ddl(qt, &config.table, &func)
             .into_iter()
             .chain(row::run_samples_ddl(&names.qs, &names.seq))
-            .chain([row::claim_function_ddl(qt, &names.claim_fn)]);
+            .chain([
+                row::claim_function_ddl(qt, &names.claim_fn),
+                complete_claim_ddl(qt, &names.qs, &names.complete_claim_fn, &names.claim_fn),
+            ]);
         for statement in statements {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(map)?;
+        }
+        // Tables made before the partial unique index: their full unique
+        // constraint indexes every job's NULL; the partial index (made
+        // above) now enforces the rule, in the same transaction.
+        let full: Vec<String> = sqlx::query_scalar(row::full_unique_constraints_sql())
+            .bind(qt)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+        for name in full {
+            sqlx::query(&format!(
+                "ALTER TABLE {qt} DROP CONSTRAINT {}",
+                ident::quote(&name)
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
         }
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)",
@@ -521,8 +547,10 @@ impl PgJobs {
         plan
     }
 
-    /// How many completion batches this instance wrote, and how many
-    /// completions they held (see [`PgJobsConfig::complete_batch`]).
+    /// How many batches this instance's writer wrote, and how many calls
+    /// they held: completions, and the claims that took the completions
+    /// queued with them into their statement (see
+    /// [`PgJobsConfig::complete_batch`]).
     pub fn completion_batches(&self) -> BatchStats {
         self.completions
             .as_ref()
@@ -668,7 +696,8 @@ impl PgJobs {
     /// so the statement's text, and the plan the connection keeps for it,
     /// are the same whatever the number of jobs. `unique`: a job whose
     /// unique key a live job holds is skipped (`ON CONFLICT (unique_slot)
-    /// DO NOTHING`), not an error.
+    /// WHERE unique_slot IS NOT NULL DO NOTHING`, which the partial unique
+    /// index answers), not an error.
     async fn insert<'a, E>(&self, executor: E, jobs: &[Job], unique: bool) -> JobsResult<u64>
     where
         E: sqlx::Executor<'a, Database = Postgres>,
@@ -678,7 +707,10 @@ impl PgJobs {
         }
         let unique_sql;
         let sql = if unique {
-            unique_sql = format!("{} ON CONFLICT (unique_slot) DO NOTHING", self.names.insert);
+            unique_sql = format!(
+                "{} ON CONFLICT (unique_slot) WHERE unique_slot IS NOT NULL DO NOTHING",
+                self.names.insert
+            );
             &unique_sql
         } else {
             &self.names.insert
@@ -834,6 +866,13 @@ struct Tables {
     seq: String,
     /// The claim function ([`row::claim_function_ddl`]).
     claim_fn: String,
+    /// The function that completes and claims in one statement
+    /// ([`complete_claim_ddl`]).
+    complete_claim_fn: String,
+    /// Calls it (`$1` job ids, `$2` tokens, `$3` the slot sequence, then
+    /// the claim's `$4` job types, `$5` now, `$6` batch, `$7` lease end,
+    /// `$8` worker).
+    complete_claim: String,
     /// Calls the claim function (`$1` job types, `$2` now, `$3` batch, `$4`
     /// lease end, `$5` worker).
     claim: String,
@@ -844,8 +883,16 @@ struct Tables {
 }
 
 impl Tables {
-    fn new(qt: String, qs: String, seq: String, claim_fn: String) -> Tables {
+    fn new(
+        qt: String,
+        qs: String,
+        seq: String,
+        claim_fn: String,
+        complete_claim_fn: String,
+    ) -> Tables {
         let claim = format!("SELECT * FROM {claim_fn}($1, $2, $3, $4, $5)");
+        let complete_claim =
+            format!("SELECT * FROM {complete_claim_fn}($1, $2, $3, $4, $5, $6, $7, $8)");
         let complete = complete_sql(&qt, &qs);
         let insert = format!(
             "INSERT INTO {qt} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], \
@@ -859,6 +906,8 @@ impl Tables {
             qs,
             seq,
             claim_fn,
+            complete_claim_fn,
+            complete_claim,
             claim,
             complete,
             insert,
@@ -895,12 +944,22 @@ fn attempt_sql(finished: &str) -> String {
 /// (callers sort it), sample rows in slot order, so concurrent batches
 /// take their locks in the same order.
 fn complete_sql(qt: &str, qs: &str) -> String {
-    let max = truststream_core_jobs::MAX_HISTORY;
-    let entry = attempt_sql("$3");
     format!(
-        "WITH l AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS l(id, token)), \
+        "{} SELECT id, token FROM done",
+        completion_ctes(qt, qs, ["$1", "$2", "$3", "$4"], "")
+    )
+}
+
+/// The `WITH` part of [`complete_sql`] (its CTE `done` returns `id`,
+/// `token`, `job_type`, `started_at`, then `more`, as in `", j AS jr"`),
+/// over the SQL expressions `[ids, tokens, now, sequence name]`.
+fn completion_ctes(qt: &str, qs: &str, [ids, tokens, now, seq]: [&str; 4], more: &str) -> String {
+    let max = truststream_core_jobs::MAX_HISTORY;
+    let entry = attempt_sql(now);
+    format!(
+        "WITH l AS (SELECT * FROM UNNEST({ids}::uuid[], {tokens}::text[]) AS l(id, token)), \
          done AS ( \
-           UPDATE {qt} AS j SET state = 'completed', finished_at = $3, updated_at = $3, \
+           UPDATE {qt} AS j SET state = 'completed', finished_at = {now}, updated_at = {now}, \
              worker_id = NULL, lease_token = NULL, lease_expires_at = NULL, \
              unique_slot = NULL, version = j.version + 1, \
              history = CASE WHEN jsonb_array_length(j.history) < {max} \
@@ -909,18 +968,45 @@ fn complete_sql(qt: &str, qs: &str) -> String {
                      FROM jsonb_array_elements(j.history || {entry}) WITH ORDINALITY AS x(e, o) \
                      WHERE x.o > jsonb_array_length(j.history) + 1 - {max}) END \
            FROM l WHERE j.id = l.id AND j.state = 'running' AND j.lease_token = l.token \
-           RETURNING j.id, l.token, j.job_type, j.started_at), \
+           RETURNING j.id, l.token, j.job_type, j.started_at{more}), \
          sampled AS ( \
            INSERT INTO {qs} (job_type, slot, run_us, finished_at) \
-           SELECT DISTINCT ON (s.job_type, s.slot) s.job_type, s.slot, s.run_us, $3 \
-           FROM (SELECT d.job_type, nextval($4::text::regclass)::int AS slot, \
-                   GREATEST(0, floor(EXTRACT(EPOCH FROM ($3 - d.started_at)) * 1000000))::int8 \
+           SELECT DISTINCT ON (s.job_type, s.slot) s.job_type, s.slot, s.run_us, {now} \
+           FROM (SELECT d.job_type, nextval({seq}::text::regclass)::int AS slot, \
+                   GREATEST(0, floor(EXTRACT(EPOCH FROM ({now} - d.started_at)) * 1000000))::int8 \
                      AS run_us \
                  FROM done AS d WHERE d.started_at IS NOT NULL) AS s \
            ORDER BY s.job_type, s.slot \
            ON CONFLICT (job_type, slot) DO UPDATE \
-           SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at) \
-         SELECT id, token FROM done"
+           SET run_us = EXCLUDED.run_us, finished_at = EXCLUDED.finished_at)"
+    )
+}
+
+/// The function `func` that completes leases and claims in one statement
+/// and one commit (one WAL flush where there were two): [`complete_sql`]'s
+/// update over `p_ids`/`p_tokens` (at `p_now`, sample slots from `p_seq`),
+/// whose completed rows it returns first, each with the token that
+/// completed it in `lease_token` and state `completed`; then the rows of
+/// the claim function `claim_fn` called with the claim's parameters (state
+/// `running`: started by this claim, or expired candidates as they were).
+/// The update runs first and the claim after it, as two statements, so the
+/// claim sees the completed rows as completed.
+fn complete_claim_ddl(qt: &str, qs: &str, func: &str, claim_fn: &str) -> String {
+    let ctes = completion_ctes(qt, qs, ["p_ids", "p_tokens", "p_now", "p_seq"], ", j AS jr");
+    format!(
+        "CREATE OR REPLACE FUNCTION {func}(p_ids uuid[], p_tokens text[], p_seq text, \
+           p_types text[], p_now timestamptz, p_batch bigint, p_until timestamptz, \
+           p_worker text) \
+         RETURNS SETOF {qt} LANGUAGE plpgsql AS $complete_claim$ \
+         DECLARE v_done record; v_row {qt}; \
+         BEGIN \
+           IF cardinality(p_ids) > 0 THEN \
+             FOR v_done IN {ctes} SELECT jr, token FROM done LOOP \
+               v_row := v_done.jr; v_row.lease_token := v_done.token; RETURN NEXT v_row; \
+             END LOOP; \
+           END IF; \
+           RETURN QUERY SELECT * FROM {claim_fn}(p_types, p_now, p_batch, p_until, p_worker); \
+         END $complete_claim$"
     )
 }
 
@@ -937,13 +1023,7 @@ async fn complete_leases(
     leases: &[Lease],
     operation: &'static str,
 ) -> JobsResult<Vec<JobsResult<()>>> {
-    let mut order: Vec<(uuid::Uuid, &str)> = leases
-        .iter()
-        .map(|l| (l.job_id.0, l.token.as_str()))
-        .collect();
-    order.sort_unstable();
-    order.dedup();
-    let (ids, tokens): (Vec<uuid::Uuid>, Vec<&str>) = order.into_iter().unzip();
+    let (ids, tokens) = lease_binds(leases);
     let done: Vec<(uuid::Uuid, String)> = sqlx::query_as(&t.complete)
         .bind(&ids)
         .bind(&tokens)
@@ -952,6 +1032,30 @@ async fn complete_leases(
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
+    answer_leases(conn, t, leases, done, operation).await
+}
+
+/// The completion statement's job ids and tokens for `leases`: sorted by
+/// id (rows are locked in this order) without repeats.
+fn lease_binds(leases: &[Lease]) -> (Vec<uuid::Uuid>, Vec<&str>) {
+    let mut order: Vec<(uuid::Uuid, &str)> = leases
+        .iter()
+        .map(|l| (l.job_id.0, l.token.as_str()))
+        .collect();
+    order.sort_unstable();
+    order.dedup();
+    order.into_iter().unzip()
+}
+
+/// Each lease's answer, given the `(id, token)` pairs the completion
+/// statement completed ([`complete_leases`]).
+async fn answer_leases(
+    conn: &mut PgConnection,
+    t: &Tables,
+    leases: &[Lease],
+    done: Vec<(uuid::Uuid, String)>,
+    operation: &'static str,
+) -> JobsResult<Vec<JobsResult<()>>> {
     let completed: std::collections::HashSet<uuid::Uuid> = done.iter().map(|(id, _)| *id).collect();
     // Answered by the lease (id and token) that completed its job: a stale
     // lease of the same job in the same batch is `Conflict`.
@@ -987,6 +1091,173 @@ async fn complete_leases(
             None => Err(lifecycle::not_found(&l.job_id, operation)),
         })
         .collect())
+}
+
+/// A call queued for the provider's writer ([`write_batch`]).
+enum Write {
+    Complete(Lease),
+    Claim(ClaimRequest),
+}
+
+/// Its answer.
+enum Written {
+    Completed,
+    /// The claim function's rows, and the claim time they were claimed at.
+    Claimed(Vec<row::Stored>, DateTime<Utc>),
+}
+
+/// Claims do not wait for the linger: a worker waits on them.
+fn is_claim(w: &Write) -> bool {
+    matches!(w, Write::Claim(_))
+}
+
+/// The rows of the claim function for `request` at `now` ([`row::decode`]).
+async fn claim_rows(
+    conn: &mut PgConnection,
+    t: &Tables,
+    request: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> JobsResult<Vec<row::Stored>> {
+    sqlx::query(&t.claim)
+        .bind(&request.job_types)
+        .bind(now)
+        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
+        .bind(lifecycle::add(now, request.lease))
+        .bind(&request.worker_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(row::decode)
+        .collect()
+}
+
+/// Writes a batch of the provider's writer: completions alone in one
+/// statement ([`complete_many`]); with a claim, the completions and the
+/// first claim in one statement and one commit ([`complete_claim_ddl`]),
+/// any further claim of the batch after it on its own. A failed statement
+/// fails the calls it carried with its error's kind.
+async fn write_batch(pool: &PgPool, t: &Tables, items: Vec<Write>) -> Vec<JobsResult<Written>> {
+    const COMPLETE: &str = "jobs.complete";
+    const CLAIM: &str = "jobs.claim";
+    let failed = |e: &Error, operation| {
+        fan_out::<Written>(e, 1, operation)
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("a failed write got no error")))
+    };
+    let n = items.len();
+    let mut slots = Vec::new();
+    let mut leases = Vec::new();
+    let mut claims = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Write::Complete(lease) => {
+                slots.push(i);
+                leases.push(lease);
+            }
+            Write::Claim(request) => claims.push((i, request)),
+        }
+    }
+    if claims.is_empty() {
+        return complete_many(pool, t, leases)
+            .await
+            .into_iter()
+            .map(|r| r.map(|()| Written::Completed))
+            .collect();
+    }
+    let mut answers: Vec<Option<JobsResult<Written>>> = (0..n).map(|_| None).collect();
+    match pool.acquire().await.map_err(map) {
+        Err(e) => {
+            for &i in &slots {
+                answers[i] = Some(failed(&e, COMPLETE));
+            }
+            for (i, _) in &claims {
+                answers[*i] = Some(failed(&e, CLAIM));
+            }
+        }
+        Ok(mut conn) => {
+            let mut claims = claims.into_iter();
+            if let Some((at, request)) = claims.next() {
+                let now = lifecycle::now();
+                let (completions, claimed) =
+                    complete_and_claim(&mut conn, t, &leases, &request, now).await;
+                for (&i, r) in slots.iter().zip(completions) {
+                    answers[i] = Some(r.map(|()| Written::Completed));
+                }
+                answers[at] = Some(claimed.map(|rows| Written::Claimed(rows, now)));
+            }
+            for (at, request) in claims {
+                let now = lifecycle::now();
+                answers[at] = Some(
+                    claim_rows(&mut conn, t, &request, now)
+                        .await
+                        .map(|rows| Written::Claimed(rows, now)),
+                );
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(Error::internal("a queued write got no answer"))))
+        .collect()
+}
+
+/// Completes `leases` and claims for `request` at `now` in one statement
+/// ([`complete_claim_ddl`]): each lease's answer as [`complete_leases`]
+/// gives it, and the claim's rows. A failed statement fails all of them.
+async fn complete_and_claim(
+    conn: &mut PgConnection,
+    t: &Tables,
+    leases: &[Lease],
+    request: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> (Vec<JobsResult<()>>, JobsResult<Vec<row::Stored>>) {
+    const COMPLETE: &str = "jobs.complete";
+    let (ids, tokens) = lease_binds(leases);
+    let rows = sqlx::query(&t.complete_claim)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&t.seq)
+        .bind(&request.job_types)
+        .bind(now)
+        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
+        .bind(lifecycle::add(now, request.lease))
+        .bind(&request.worker_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map);
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            let claim = Err(fan_out::<()>(&e, 1, "jobs.claim")
+                .pop()
+                .and_then(Result::err)
+                .unwrap_or_else(|| Error::internal("a failed claim got no error")));
+            return (fan_out(&e, leases.len(), COMPLETE), claim);
+        }
+    };
+    // Completed rows first (state `completed`, the completing token in
+    // `lease_token`), then the claim function's (state `running`).
+    let mut done = Vec::new();
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let state: JobsResult<&str> = r.try_get("state").map_err(map);
+        match state {
+            Ok(s) if s == JobState::Completed.as_str() => {
+                match (r.try_get("id"), r.try_get("lease_token")) {
+                    (Ok(id), Ok(token)) => done.push((id, token)),
+                    (Err(e), _) | (_, Err(e)) => claimed.push(Err(map(e))),
+                }
+            }
+            Ok(_) => claimed.push(row::decode(r)),
+            Err(e) => claimed.push(Err(e)),
+        }
+    }
+    let claimed: JobsResult<Vec<row::Stored>> = claimed.into_iter().collect();
+    let completions = answer_leases(conn, t, leases, done, COMPLETE)
+        .await
+        .unwrap_or_else(|e| fan_out(&e, leases.len(), COMPLETE));
+    (completions, claimed)
 }
 
 /// Completes a batch of leases in one statement, outside any transaction
@@ -1146,21 +1417,27 @@ impl Jobs for PgJobs {
 
     async fn claim(&self, request: &ClaimRequest) -> JobsResult<Vec<ClaimedJob>> {
         request.validate()?;
-        let now = lifecycle::now();
+        let (rows, now) = match &self.completions {
+            Some(writer) => match writer.submit(Write::Claim(request.clone())).await {
+                Ok(Written::Claimed(rows, now)) => (rows, now),
+                Ok(Written::Completed) => {
+                    return Err(
+                        Error::internal("the writer answered a claim as a completion")
+                            .with_operation("jobs.claim"),
+                    )
+                }
+                Err(e) => return Err(e.with_operation("jobs.claim")),
+            },
+            None => {
+                let now = lifecycle::now();
+                let mut conn = self.pool.acquire().await.map_err(map)?;
+                (claim_rows(&mut conn, &self.names, request, now).await?, now)
+            }
+        };
         let until = lifecycle::add(now, request.lease);
-        let rows = sqlx::query(&self.names.claim)
-            .bind(&request.job_types)
-            .bind(now)
-            .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
-            .bind(until)
-            .bind(&request.worker_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map)?;
         let mut claimed = Vec::with_capacity(rows.len());
         let mut expired = Vec::new();
-        for r in &rows {
-            let s = decode(r)?;
+        for s in rows {
             // Started by this claim: leased until `until`, after `now`; a
             // candidate whose lease had expired comes back as it was.
             if s.job.lease_expires_at > Some(now) {
@@ -1200,7 +1477,13 @@ impl Jobs for PgJobs {
 
     async fn complete(&self, lease: &Lease) -> JobsResult<()> {
         match &self.completions {
-            Some(batch) => batch.submit(lease.clone()).await,
+            Some(batch) => match batch.submit(Write::Complete(lease.clone())).await? {
+                Written::Completed => Ok(()),
+                Written::Claimed(..) => Err(Error::internal(
+                    "the writer answered a completion as a claim",
+                )
+                .with_operation("jobs.complete")),
+            },
             None => complete_many(&self.pool, &self.names, vec![lease.clone()])
                 .await
                 .pop()

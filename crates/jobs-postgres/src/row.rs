@@ -20,8 +20,11 @@ pub(crate) const COLUMNS: &str = "id, job_type, payload, state, priority, run_at
 ///
 /// The layout is jobs-db's (`truststream_jobs`), so either provider can
 /// read the other's table. `unique_slot` holds the unique key while the job
-/// is queued or running and is NULL otherwise: the unique constraint
-/// (NULLs never collide) de-duplicates live jobs only.
+/// is queued or running and is NULL otherwise: a unique index on the
+/// non-NULL values de-duplicates live jobs only, and a job without a key
+/// (most of them) puts no entry in it, so the claim's and the completion's
+/// updates write one index entry fewer each ([`full_unique_constraints_sql`]
+/// moves tables made before this to the partial index).
 pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
     let idx = |suffix: &str| truststream_core_db::ident::quote(&index_name(name, suffix));
     vec![
@@ -38,7 +41,7 @@ pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
                 backoff JSONB NOT NULL,
                 timeout_ms BIGINT,
                 unique_key TEXT,
-                unique_slot TEXT UNIQUE,
+                unique_slot TEXT,
                 worker_id TEXT,
                 lease_token TEXT,
                 lease_expires_at TIMESTAMPTZ,
@@ -50,6 +53,11 @@ pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
                 finished_at TIMESTAMPTZ,
                 version BIGINT NOT NULL
             )"
+        ),
+        format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {qt} (unique_slot) \
+             WHERE unique_slot IS NOT NULL",
+            idx("live_unique")
         ),
         // The claimable rows only (queued, and running ones whose lease may
         // expire), in claim order: finished jobs never enter the index.
@@ -72,6 +80,17 @@ pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
              BEGIN PERFORM pg_notify(TG_ARGV[0], ''); RETURN NULL; END $$"
         ),
     ]
+}
+
+/// Names the unique constraints of table `$1` (a regclass text) that
+/// cover `unique_slot` alone: the full unique constraint of tables made by
+/// earlier versions (and by jobs-db's `TableSchema`), which indexes every
+/// job's NULL. [`ddl`]'s partial index enforces the same rule, so the
+/// provider drops these once it exists.
+pub(crate) fn full_unique_constraints_sql() -> &'static str {
+    "SELECT c.conname::text FROM pg_constraint AS c \
+     JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attname = 'unique_slot' \
+     WHERE c.conrelid = $1::regclass AND c.contype = 'u' AND c.conkey = ARRAY[a.attnum]"
 }
 
 /// The claim's candidates: claimable rows in claim order, rows another

@@ -107,7 +107,8 @@ async fn completions_share_statements_and_keep_their_own_answers() {
     // One completion per transaction: the statements of each.
     let leases = claimed(&single, JOBS).await.into_iter().map(|c| c.lease);
     let one_by_one = complete_all(&single, leases.collect(), &log).await;
-    assert_eq!(single.completion_batches().batches, JOBS as u64);
+    // The claim went through the writer too, in a batch of its own.
+    assert_eq!(single.completion_batches().batches, JOBS as u64 + 1);
     // The same completions, batched.
     let leases = claimed(&batched, JOBS).await.into_iter().map(|c| c.lease);
     let together = complete_all(&batched, leases.collect(), &log).await;
@@ -125,7 +126,7 @@ async fn completions_share_statements_and_keep_their_own_answers() {
         together * 4 <= one_by_one,
         "batched completions cost at most a quarter of the statements: {together} vs {one_by_one}"
     );
-    assert_eq!(b.items, JOBS as u64);
+    assert_eq!(b.items, JOBS as u64 + 1, "the completions and the claim");
     assert!(b.batches * 4 <= JOBS as u64, "{b:?}");
     let stats = batched.stats().await.expect("stats");
     assert_eq!(stats.count("t", JobState::Completed), 2 * JOBS as u64);
@@ -325,4 +326,89 @@ async fn a_batch_that_draws_a_slot_twice_still_commits() {
     admin.close().await;
     drop(jobs);
     scratch.cleanup().await.expect("drop the scratch schema");
+}
+
+/// A claim takes the completions queued before it into its own statement
+/// (one batch, one commit): each completion keeps its own answer, and the
+/// claim gets the queued jobs, none of the ones completed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_carries_the_queued_completions_and_each_keeps_its_answer() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let schema = scratch
+        .config("pgjobs_ride")
+        .schema
+        .expect("scratch schema");
+    let mut config = PgJobsConfig::new(url.clone()).with_schema(schema);
+    // Completions wait for company far longer than the test: only the
+    // claim ends their wait.
+    config.complete_linger_ms = 60_000;
+    let jobs = Arc::new(PgJobs::open(config).await.expect("open"));
+    let c = claimed(&jobs, 3).await;
+    let fresh: Vec<NewJob> = (0..4)
+        .map(|i| NewJob::new("t", &json!({ "fresh": i })).expect("job"))
+        .collect();
+    let fresh_ids: std::collections::BTreeSet<JobId> = fresh.iter().map(|j| j.id).collect();
+    jobs.enqueue_many(fresh).await.expect("enqueue");
+    let before = jobs.completion_batches();
+
+    let mut stale = c[1].lease.clone();
+    stale.token = "not-the-token".into();
+    let unknown = Lease {
+        job_id: JobId::new(),
+        ..c[2].lease.clone()
+    };
+    let leases = vec![c[0].lease.clone(), stale, unknown, c[2].lease.clone()];
+    let completing = {
+        let jobs = jobs.clone();
+        tokio::spawn(async move { futures_join(&jobs, &leases).await })
+    };
+    // Let the completions queue (they linger, unwritten), then claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(jobs.completion_batches(), before, "nothing written yet");
+    let started = tokio::time::Instant::now();
+    let got = jobs.claim(&request(10)).await.expect("claim");
+    let answers = completing.await.expect("join");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the claim did not linger"
+    );
+    let got_ids: std::collections::BTreeSet<JobId> = got.iter().map(|g| g.job.id).collect();
+    assert_eq!(got_ids, fresh_ids, "the claim got the queued jobs only");
+    assert!(got.iter().all(|g| g.job.state == JobState::Running));
+    assert!(answers[0].is_ok() && answers[3].is_ok(), "{answers:?}");
+    assert_eq!(
+        answers[1].as_ref().map_err(|e| e.kind()),
+        Err(ErrorKind::Conflict)
+    );
+    assert_eq!(
+        answers[2].as_ref().map_err(|e| e.kind()),
+        Err(ErrorKind::NotFound)
+    );
+    let after = jobs.completion_batches();
+    assert_eq!(
+        (after.batches - before.batches, after.items - before.items),
+        (1, 5),
+        "four completions and the claim in one batch"
+    );
+    for (i, state) in [
+        (0, JobState::Completed),
+        (1, JobState::Running),
+        (2, JobState::Completed),
+    ] {
+        let job = jobs.get(c[i].job.id).await.expect("get").expect("job");
+        assert_eq!(job.state, state, "job {i}");
+    }
+    // The completed jobs have their attempt in the history and run times.
+    let done = jobs.get(c[0].job.id).await.expect("get").expect("job");
+    assert_eq!(done.history.len(), 1, "{:?}", done.history);
+    let stats = jobs.stats().await.expect("stats");
+    assert_eq!(
+        stats.run_times_of("t").expect("run times").sampled,
+        2,
+        "{stats:?}"
+    );
+    jobs.close().await.expect("close");
 }
