@@ -362,6 +362,16 @@ impl PgJobs {
                 .await
                 .map_err(map)?;
         }
+        // Tables made before the queued and running indexes.
+        let old_claim = row::index_name(&config.table, row::OLD_CLAIM_INDEX);
+        let old_claim = match &config.schema {
+            Some(s) => format!("{}.{}", ident::quote(s), ident::quote(&old_claim)),
+            None => ident::quote(&old_claim),
+        };
+        sqlx::query(&format!("DROP INDEX IF EXISTS {old_claim}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
         // Tables made before the partial unique index: their full unique
         // constraint indexes every job's NULL; the partial index (made
         // above) now enforces the rule, in the same transaction.

@@ -59,12 +59,20 @@ pub(crate) fn ddl(qt: &str, name: &str, func: &str) -> Vec<String> {
              WHERE unique_slot IS NOT NULL",
             idx("live_unique")
         ),
-        // The claimable rows only (queued, and running ones whose lease may
-        // expire), in claim order: finished jobs never enter the index.
+        // The queued rows only, in claim order: running and finished jobs
+        // never enter it, so a claim's ordered scan starts at the first
+        // queued row instead of walking past every running one.
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {qt} (priority DESC, run_at, id) \
-             WHERE state IN ('queued', 'running')",
-            idx("claim")
+             WHERE state = 'queued'",
+            idx("queued")
+        ),
+        // The running rows by lease end: a claim finds the expired leases
+        // at its head (usually none: one page).
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {qt} (lease_expires_at) \
+             WHERE state = 'running'",
+            idx("running")
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {qt} (finished_at) \
@@ -93,14 +101,24 @@ pub(crate) fn full_unique_constraints_sql() -> &'static str {
      WHERE c.conrelid = $1::regclass AND c.contype = 'u' AND c.conkey = ARRAY[a.attnum]"
 }
 
-/// The claim's candidates: claimable rows in claim order, rows another
-/// claimer holds locked skipped, not waited for. `types`, `now` and `batch`
-/// are the SQL expressions of the job types, the claim time and the batch
-/// size (`$1`.. in a statement, a function's parameters in its body).
+/// The index of tables made before the queued and running indexes: one
+/// index of queued and running rows, which every claim walked from its
+/// head, past every running row. The provider drops it once the two exist.
+pub(crate) const OLD_CLAIM_INDEX: &str = "claim";
+
+/// The claim's candidates: claimable rows in claim order (priority, then
+/// run time, then id), rows another claimer holds locked skipped, not
+/// waited for. `types`, `now` and `batch` are the SQL expressions of the
+/// job types, the claim time and the batch size (`$1`.. in a statement, a
+/// function's parameters in its body).
 ///
-/// The claim index holds the claimable rows in claim order, so its ordered
-/// scan, stopped by the `LIMIT` after the batch's rows, reads a few pages
-/// however deep the queue; but on a table without statistics (never
+/// Two ordered index scans, each stopped by its `LIMIT`: the running rows
+/// whose lease expired (the running index, by lease end) and the queued
+/// rows due (the queued index, in claim order); the two are merged in claim
+/// order and cut to the batch (a sort of at most twice the batch; the
+/// queued rows the cut leaves out stay locked, untouched, until the
+/// statement's transaction ends). Each scan reads a few pages however deep
+/// the queue and however many jobs run; but on a table without statistics (never
 /// analyzed: a new table, autovacuum off or not yet run after a burst)
 /// PostgreSQL estimates one claimable row and prefers a bitmap scan of
 /// every claimable row plus a sort, whose cost grows with the queue (20,000
@@ -110,11 +128,15 @@ pub(crate) fn full_unique_constraints_sql() -> &'static str {
 /// `PgJobs::claim_plan` sets it for its transaction.
 pub(crate) fn candidates(qt: &str, types: &str, now: &str, batch: &str) -> String {
     format!(
-        "SELECT j.id, j.state FROM {qt} AS j \
-         WHERE j.state IN ('queued', 'running') AND j.job_type = ANY({types}) \
-           AND ((j.state = 'queued' AND j.run_at <= {now}) \
-             OR (j.state = 'running' AND j.lease_expires_at <= {now})) \
-         ORDER BY j.priority DESC, j.run_at, j.id LIMIT {batch} FOR UPDATE SKIP LOCKED"
+        "WITH e AS (SELECT j.id, j.state, j.priority, j.run_at FROM {qt} AS j \
+           WHERE j.state = 'running' AND j.lease_expires_at <= {now} \
+             AND j.job_type = ANY({types}) \
+           ORDER BY j.lease_expires_at LIMIT {batch} FOR UPDATE SKIP LOCKED), \
+         q AS (SELECT j.id, j.state, j.priority, j.run_at FROM {qt} AS j \
+           WHERE j.state = 'queued' AND j.run_at <= {now} AND j.job_type = ANY({types}) \
+           ORDER BY j.priority DESC, j.run_at, j.id LIMIT {batch} FOR UPDATE SKIP LOCKED) \
+         SELECT u.id, u.state FROM (SELECT * FROM e UNION ALL SELECT * FROM q) AS u \
+         ORDER BY u.priority DESC, u.run_at, u.id LIMIT {batch}"
     )
 }
 

@@ -1,7 +1,8 @@
 //! Unique keys are enforced by a partial unique index on the live jobs'
 //! keys, so jobs without a key put no entry in it; a table made by an
-//! earlier version (a full `UNIQUE` constraint on `unique_slot`) is moved
-//! to the partial index when the provider opens it, and keeps
+//! earlier version (a full `UNIQUE` constraint on `unique_slot`, one claim
+//! index of queued and running rows) is moved to the partial index and the
+//! queued and running indexes when the provider opens it, and keeps
 //! de-duplicating.
 
 use truststream_core_jobs::{Enqueued, Jobs, NewJob};
@@ -65,7 +66,7 @@ async fn keys_are_unique_through_a_partial_index_and_old_tables_move_to_it() {
     );
 
     // The table as an earlier version made it: a full unique constraint,
-    // no partial index.
+    // no partial index, and one claim index of queued and running rows.
     let table = format!("\"{schema}\".\"{}\"", jobs.table());
     let partial = indexes[0]
         .split_whitespace()
@@ -75,6 +76,10 @@ async fn keys_are_unique_through_a_partial_index_and_old_tables_move_to_it() {
     for statement in [
         format!("DROP INDEX \"{schema}\".{partial}"),
         format!("ALTER TABLE {table} ADD CONSTRAINT old_full_unique UNIQUE (unique_slot)"),
+        format!(
+            "CREATE INDEX truststream_jobs_claim ON {table} (priority DESC, run_at, id) \
+             WHERE state IN ('queued', 'running')"
+        ),
     ] {
         sqlx::query(&statement)
             .execute(jobs.pool())
@@ -92,6 +97,15 @@ async fn keys_are_unique_through_a_partial_index_and_old_tables_move_to_it() {
     jobs.close().await.expect("close");
 
     let reopened = PgJobs::open(config).await.expect("reopen");
+    let old_claim: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 \
+         AND indexname = 'truststream_jobs_claim'",
+    )
+    .bind(&schema)
+    .fetch_one(reopened.pool())
+    .await
+    .expect("read pg_indexes");
+    assert_eq!(old_claim, 0, "the old claim index was dropped");
     let (constraints, indexes) = uniqueness(&reopened, &schema).await;
     assert_eq!(constraints, 0, "the full constraint was dropped");
     assert_eq!(indexes.len(), 1, "{indexes:?}");
