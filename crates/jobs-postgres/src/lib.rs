@@ -863,7 +863,7 @@ async fn finish<T>(tx: Transaction<'_, Postgres>, r: JobsResult<T>) -> JobsResul
 
 /// Opens [`PgJobs::claim_plan`]'s transaction as the claim function runs
 /// its statement: no plan may sort (see [`row::candidates`]).
-const PLAN_BEGIN: &str = "BEGIN; SET LOCAL enable_sort = off";
+const PLAN_BEGIN: &str = "BEGIN; SET LOCAL enable_sort = off; SET LOCAL jit = off";
 
 /// The provider's quoted, qualified names, and the statements built from
 /// them once.

@@ -119,6 +119,24 @@ async fn a_claim_on_a_never_analyzed_table_reads_the_index_in_order_at_any_depth
         deep <= shallow + 8 && deep < 64,
         "a claim read {shallow} pages at 1,000 queued rows and {deep} at 30,000"
     );
+    // The claim function plans without sorts of the table and without JIT
+    // (the merge's sort is costed at enable_sort's penalty, which would
+    // have every claim compiled).
+    let settings: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(p.proconfig) FROM pg_proc AS p JOIN pg_namespace AS n \
+         ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = 'truststream_jobs_claim_batch'",
+    )
+    .bind(&schema)
+    .fetch_all(jobs.pool())
+    .await
+    .expect("read the claim function's settings");
+    assert!(
+        settings.contains(&"enable_sort=off".to_string())
+            && settings.contains(&"jit=off".to_string()),
+        "{settings:?}"
+    );
+    let explained = jobs.claim_plan(&request()).await.expect("explain");
+    assert!(explained[0].get("JIT").is_none(), "{explained}");
     // The explained claims were rolled back: every job is still queued.
     let claimed = jobs.claim(&request()).await.expect("claim");
     assert_eq!(claimed.len(), 16);
