@@ -83,18 +83,22 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         linger: Duration,
         flush: Flush<T, R>,
     ) -> Self {
-        Self::start_with(operation, max, linger, |_| false, flush)
+        Self::start_with(operation, max, linger, 1, |_| false, flush)
     }
 
     /// [`Batcher::start`], where an item for which `urgent` is true ends
     /// the linger: its batch is flushed as soon as it is taken, with
     /// whatever else is queued by then (a provider that writes completions
     /// and claims in one round trip lets completions wait for company, a
-    /// claim not).
+    /// claim not); and up to `parallel` flushes (at least 1) run at once:
+    /// the next batch gathers while a flush runs, and is flushed beside it
+    /// when fewer than `parallel` run (with 1, as [`Batcher::start`]: the
+    /// next batch waits for the flush).
     pub fn start_with(
         operation: &'static str,
         max: usize,
         linger: Duration,
+        parallel: usize,
         urgent: fn(&T) -> bool,
         flush: Flush<T, R>,
     ) -> Self {
@@ -105,6 +109,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             rx,
             max.max(1),
             linger,
+            parallel.max(1),
             urgent,
             flush,
             counters.clone(),
@@ -171,13 +176,25 @@ async fn run<T, R>(
     mut rx: mpsc::UnboundedReceiver<Pending<T, R>>,
     max: usize,
     linger: Duration,
+    parallel: usize,
     urgent: fn(&T) -> bool,
     flush: Flush<T, R>,
     counters: Arc<Counters>,
     stop: Arc<tokio::sync::Notify>,
-) {
+) where
+    T: Send + 'static,
+    R: Send + 'static,
+{
     let mut closing = false;
+    // A batch gathers only once it may be flushed: with one flight, items
+    // that arrive while a flush runs wait for the next batch.
+    let flights = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut flying = tokio::task::JoinSet::new();
     loop {
+        let Ok(flight) = flights.clone().acquire_owned().await else {
+            break;
+        };
+        while flying.try_join_next().is_some() {}
         let first = if closing {
             rx.recv().await
         } else {
@@ -223,39 +240,51 @@ async fn run<T, R>(
                 }
             }
         }
-        let n = batch.len();
-        let (items, answers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-        // A panicking flush fails its own batch, not the batcher: the task
-        // (and every later call) would otherwise be gone for good.
-        let mut results = match AssertUnwindSafe(async { flush(items).await })
-            .catch_unwind()
-            .await
-        {
-            Ok(results) => results,
-            Err(_) => (0..n)
-                .map(|_| {
-                    Err(Error::internal(
-                        "the batch write panicked; whether it was written is unknown",
-                    ))
-                })
-                .collect(),
-        };
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters.items.fetch_add(n as u64, Ordering::Relaxed);
-        counters.largest.fetch_max(n as u64, Ordering::Relaxed);
-        if results.len() != n {
-            results = (0..n)
-                .map(|_| {
-                    Err(Error::internal(
-                        "a batch write answered for a different number of items",
-                    ))
-                })
-                .collect();
-        }
-        for (answer, result) in answers.into_iter().zip(results) {
-            // A caller that stopped waiting (its task aborted) needs no answer.
-            let _ = answer.send(result);
-        }
+        let (flush, counters) = (flush.clone(), counters.clone());
+        flying.spawn(async move {
+            write(batch, &flush, &counters).await;
+            drop(flight);
+        });
+    }
+    // Closing: every batch taken is written and answered before the task
+    // ends.
+    while flying.join_next().await.is_some() {}
+}
+
+/// Flushes `batch` and answers each of its callers.
+async fn write<T, R>(batch: Vec<Pending<T, R>>, flush: &Flush<T, R>, counters: &Counters) {
+    let n = batch.len();
+    let (items, answers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+    // A panicking flush fails its own batch, not the batcher: the task
+    // (and every later call) would otherwise be gone for good.
+    let mut results = match AssertUnwindSafe(async { flush(items).await })
+        .catch_unwind()
+        .await
+    {
+        Ok(results) => results,
+        Err(_) => (0..n)
+            .map(|_| {
+                Err(Error::internal(
+                    "the batch write panicked; whether it was written is unknown",
+                ))
+            })
+            .collect(),
+    };
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters.items.fetch_add(n as u64, Ordering::Relaxed);
+    counters.largest.fetch_max(n as u64, Ordering::Relaxed);
+    if results.len() != n {
+        results = (0..n)
+            .map(|_| {
+                Err(Error::internal(
+                    "a batch write answered for a different number of items",
+                ))
+            })
+            .collect();
+    }
+    for (answer, result) in answers.into_iter().zip(results) {
+        // A caller that stopped waiting (its task aborted) needs no answer.
+        let _ = answer.send(result);
     }
 }
 
@@ -365,6 +394,7 @@ mod tests {
             "test",
             100,
             Duration::from_secs(3600),
+            1,
             |i: &u64| i % 2 == 1,
             doubler(Duration::ZERO),
         ));
@@ -387,6 +417,42 @@ mod tests {
         assert_eq!(b.submit(5).await.expect("answer"), 10);
         assert!(start.elapsed() < Duration::from_secs(2));
         assert_eq!(b.stats().batches, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallel_flushes_run_beside_each_other_and_close_waits_for_all() {
+        for (parallel, took) in [(1, 2), (2, 1)] {
+            // Every item is urgent; each flush takes 1 s of (paused) time.
+            let b = Arc::new(Batcher::start_with(
+                "test",
+                100,
+                Duration::from_secs(3600),
+                parallel,
+                |_: &u64| true,
+                doubler(Duration::from_secs(1)),
+            ));
+            let start = tokio::time::Instant::now();
+            let first = {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(1).await })
+            };
+            // The first batch is flying when the second item comes.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let second = {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(2).await })
+            };
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            b.close().await;
+            assert_eq!(first.await.expect("join").expect("answer"), 2);
+            assert_eq!(second.await.expect("join").expect("answer"), 4);
+            let elapsed = start.elapsed().as_secs_f64();
+            assert!(
+                elapsed >= took as f64 && elapsed < took as f64 + 0.5,
+                "{parallel} at once: {elapsed} s"
+            );
+            assert_eq!(b.stats().batches, 2);
+        }
     }
 
     #[tokio::test]

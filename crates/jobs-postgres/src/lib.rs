@@ -309,6 +309,7 @@ impl PgJobs {
             "jobs.complete",
             config.complete_batch,
             Duration::from_millis(config.complete_linger_ms),
+            WRITES_AT_ONCE,
             is_claim,
             flush,
         );
@@ -1103,6 +1104,11 @@ async fn answer_leases(
         .collect())
 }
 
+/// Batches the writer has in flight at once: one may gather while one is
+/// written, and is written beside it (a claim does not wait for a
+/// completion batch's commit, nor the other way round).
+const WRITES_AT_ONCE: usize = 2;
+
 /// A call queued for the provider's writer ([`write_batch`]).
 enum Write {
     Complete(Lease),
@@ -1186,17 +1192,46 @@ async fn write_batch(pool: &PgPool, t: &Tables, items: Vec<Write>) -> Vec<JobsRe
             }
         }
         Ok(mut conn) => {
+            // The first claim, with the claims of the batch asking for the
+            // same (the same worker's claims in flight), as one claim of
+            // their total: each gets its share of the rows, in order.
             let mut claims = claims.into_iter();
-            if let Some((at, request)) = claims.next() {
+            let mut others = Vec::new();
+            if let Some((at, mut request)) = claims.next() {
+                let mut shares = vec![(at, request.batch)];
+                for (i, r) in claims.by_ref() {
+                    if r.job_types == request.job_types
+                        && r.worker_id == request.worker_id
+                        && r.lease == request.lease
+                    {
+                        shares.push((i, r.batch));
+                        request.batch = request.batch.saturating_add(r.batch);
+                    } else {
+                        others.push((i, r));
+                    }
+                }
                 let now = lifecycle::now();
                 let (completions, claimed) =
                     complete_and_claim(&mut conn, t, &leases, &request, now).await;
                 for (&i, r) in slots.iter().zip(completions) {
                     answers[i] = Some(r.map(|()| Written::Completed));
                 }
-                answers[at] = Some(claimed.map(|rows| Written::Claimed(rows, now)));
+                match claimed {
+                    Ok(rows) => {
+                        let mut rows = rows.into_iter();
+                        for (i, share) in shares {
+                            let mine: Vec<row::Stored> = rows.by_ref().take(share).collect();
+                            answers[i] = Some(Ok(Written::Claimed(mine, now)));
+                        }
+                    }
+                    Err(e) => {
+                        for (i, _) in shares {
+                            answers[i] = Some(failed(&e, CLAIM));
+                        }
+                    }
+                }
             }
-            for (at, request) in claims {
+            for (at, request) in others {
                 let now = lifecycle::now();
                 answers[at] = Some(
                     claim_rows(&mut conn, t, &request, now)
