@@ -105,16 +105,13 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(run(
-            rx,
-            max.max(1),
+        let rules = Rules {
+            max: max.max(1),
             linger,
-            parallel.max(1),
+            parallel: parallel.max(1),
             urgent,
-            flush,
-            counters.clone(),
-            stop.clone(),
-        ));
+        };
+        let task = tokio::spawn(run(rx, rules, flush, counters.clone(), stop.clone()));
         Batcher {
             tx,
             counters,
@@ -172,12 +169,22 @@ impl<T, R> Batcher<T, R> {
     }
 }
 
-async fn run<T, R>(
-    mut rx: mpsc::UnboundedReceiver<Pending<T, R>>,
+/// How a [`Batcher`]'s task forms and flushes batches.
+struct Rules<T> {
     max: usize,
     linger: Duration,
     parallel: usize,
     urgent: fn(&T) -> bool,
+}
+
+async fn run<T, R>(
+    mut rx: mpsc::UnboundedReceiver<Pending<T, R>>,
+    Rules {
+        max,
+        linger,
+        parallel,
+        urgent,
+    }: Rules<T>,
     flush: Flush<T, R>,
     counters: Arc<Counters>,
     stop: Arc<tokio::sync::Notify>,
