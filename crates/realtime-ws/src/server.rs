@@ -85,10 +85,14 @@ impl Drop for Listening {
 }
 
 async fn accept(hub: Arc<Hub>, listener: TcpListener, _guard: TaskGuard) {
+    // Subscribed when the loop first runs, which may be after the hub was
+    // shut down (a `truststream check` builds and closes the hub at once):
+    // the flag's value is looked at, not only its changes, or the loop
+    // would never see that shutdown and `close` would wait for ever.
     let mut shutdown = hub.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|down| *down) => return,
             a = listener.accept() => a,
         };
         match accepted {
@@ -1237,5 +1241,22 @@ mod listening_tests {
         .await;
         assert!(panicked.is_err(), "the task panicked");
         assert_eq!(*hub.listening.borrow(), 0, "given back when it panicked");
+    }
+
+    /// A hub shut down before its accept loop first runs: the loop ends
+    /// (it once waited for a change of the shutdown flag that had already
+    /// happened, and `close` hung for ever, about once in 70 `truststream
+    /// check` runs).
+    #[tokio::test]
+    async fn an_accept_loop_started_after_the_shutdown_ends_at_once() {
+        let hub =
+            crate::new_hub(crate::WsRealtimeConfig::hub("127.0.0.1:0"), None, None).expect("a hub");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let late = accept_loop(hub.clone(), listener, TaskGuard::new(&hub.counters));
+        hub.shutdown();
+        tokio::time::timeout(Duration::from_secs(10), late)
+            .await
+            .expect("the accept loop ended");
+        assert_eq!(*hub.listening.borrow(), 0);
     }
 }

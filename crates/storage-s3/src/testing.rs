@@ -166,7 +166,10 @@ impl Garage {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot lock {}: {e}", dir.display()))?;
         let result = match Garage::load(&dir) {
-            Some(g) if g.ready(Duration::from_secs(2)).await.is_ok() => Ok(g),
+            // A loaded machine (a CI run's tests) can take a few seconds to
+            // answer; replacing a live server for that stops it under the
+            // feet of the test binaries using it.
+            Some(g) if g.ready(Duration::from_secs(10)).await.is_ok() => Ok(g),
             _ => {
                 Garage::stop_recorded(&dir);
                 let server_dir = dir.join("server");
@@ -232,9 +235,30 @@ impl Garage {
         .map_err(|e| format!("cannot write the garage state: {e}"))
     }
 
+    /// [`Garage::init_once`], tried three times: its ports are picked free
+    /// and then bound by the server, so another process can take one in
+    /// between (seen in CI while other test binaries started servers: the
+    /// layout command then finds no RPC listener). A failed try's server is
+    /// stopped (dropped) and its data removed before the next.
+    async fn init(dir: PathBuf) -> Result<Garage, String> {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            if attempt > 1 {
+                for sub in ["meta", "data"] {
+                    let _ = std::fs::remove_dir_all(dir.join(sub));
+                }
+            }
+            match Garage::init_once(dir.clone()).await {
+                Ok(g) => return Ok(g),
+                Err(e) => last = format!("attempt {attempt} of 3: {e}"),
+            }
+        }
+        Err(last)
+    }
+
     /// Writes the configuration, starts the server, applies a one-node
     /// layout and imports a key allowed to create buckets.
-    async fn init(dir: PathBuf) -> Result<Garage, String> {
+    async fn init_once(dir: PathBuf) -> Result<Garage, String> {
         garage_binary()?;
         for sub in ["meta", "data"] {
             std::fs::create_dir_all(dir.join(sub))
