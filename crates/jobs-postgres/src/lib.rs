@@ -540,7 +540,7 @@ impl PgJobs {
     /// ([`Jobs::claim`] runs it inside the function, with the same
     /// `enable_sort = off`), in a transaction that is rolled back: no job
     /// changes state. For tests and diagnosis: a claim's plan should read
-    /// the claim index in order and stop after the batch.
+    /// the queued and running indexes in order and stop after the batch.
     pub async fn claim_plan(&self, request: &ClaimRequest) -> JobsResult<serde_json::Value> {
         request.validate()?;
         let mut tx = self.pool.begin_with(PLAN_BEGIN).await.map_err(map)?;
@@ -1127,6 +1127,30 @@ fn is_claim(w: &Write) -> bool {
     matches!(w, Write::Claim(_))
 }
 
+/// Binds a claim's parameters to `query` after the ones it already has:
+/// job types, `now`, batch, lease end, worker (the claim function's
+/// `p_types .. p_worker`).
+fn bind_claim<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    request: &'q ClaimRequest,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&request.job_types)
+        .bind(now)
+        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
+        .bind(lifecycle::add(now, request.lease))
+        .bind(&request.worker_id)
+}
+
+/// One copy of `e` for a call of `operation` ([`fan_out`] of one).
+fn copy_error(e: &Error, operation: &'static str) -> Error {
+    fan_out::<()>(e, 1, operation)
+        .pop()
+        .and_then(Result::err)
+        .unwrap_or_else(|| Error::internal(e.message().to_owned()).with_operation(operation))
+}
+
 /// The rows of the claim function for `request` at `now` ([`row::decode`]).
 async fn claim_rows(
     conn: &mut PgConnection,
@@ -1134,12 +1158,7 @@ async fn claim_rows(
     request: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> JobsResult<Vec<row::Stored>> {
-    sqlx::query(&t.claim)
-        .bind(&request.job_types)
-        .bind(now)
-        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
-        .bind(lifecycle::add(now, request.lease))
-        .bind(&request.worker_id)
+    bind_claim(sqlx::query(&t.claim), request, now)
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?
@@ -1156,11 +1175,7 @@ async fn claim_rows(
 async fn write_batch(pool: &PgPool, t: &Tables, items: Vec<Write>) -> Vec<JobsResult<Written>> {
     const COMPLETE: &str = "jobs.complete";
     const CLAIM: &str = "jobs.claim";
-    let failed = |e: &Error, operation| {
-        fan_out::<Written>(e, 1, operation)
-            .pop()
-            .unwrap_or_else(|| Err(Error::internal("a failed write got no error")))
-    };
+    let failed = |e: &Error, operation| Err(copy_error(e, operation));
     let n = items.len();
     let mut slots = Vec::new();
     let mut leases = Vec::new();
@@ -1259,46 +1274,44 @@ async fn complete_and_claim(
 ) -> (Vec<JobsResult<()>>, JobsResult<Vec<row::Stored>>) {
     const COMPLETE: &str = "jobs.complete";
     let (ids, tokens) = lease_binds(leases);
-    let rows = sqlx::query(&t.complete_claim)
+    let query = sqlx::query(&t.complete_claim)
         .bind(&ids)
         .bind(&tokens)
-        .bind(&t.seq)
-        .bind(&request.job_types)
-        .bind(now)
-        .bind(i64::try_from(request.batch).unwrap_or(i64::MAX))
-        .bind(lifecycle::add(now, request.lease))
-        .bind(&request.worker_id)
+        .bind(&t.seq);
+    let rows = bind_claim(query, request, now)
         .fetch_all(&mut *conn)
         .await
         .map_err(map);
-    let rows = match rows {
-        Ok(rows) => rows,
+    // Completed rows first (state `completed`, the completing token in
+    // `lease_token`), then the claim function's (state `running`). A row
+    // that cannot be read leaves no way to tell which completions were
+    // written: every call of the statement gets the error (a completion's
+    // job may be completed already; a claimed job runs again after its
+    // lease, as after any claim whose answer was lost).
+    let read = rows.and_then(|rows| {
+        let mut done = Vec::new();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let state: &str = r.try_get("state").map_err(map)?;
+            if state == JobState::Completed.as_str() {
+                done.push((
+                    r.try_get("id").map_err(map)?,
+                    r.try_get("lease_token").map_err(map)?,
+                ));
+            } else {
+                claimed.push(row::decode(r)?);
+            }
+        }
+        Ok((done, claimed))
+    });
+    let (done, claimed) = match read {
+        Ok(read) => read,
         Err(e) => {
-            let claim = Err(fan_out::<()>(&e, 1, "jobs.claim")
-                .pop()
-                .and_then(Result::err)
-                .unwrap_or_else(|| Error::internal("a failed claim got no error")));
+            let claim = Err(copy_error(&e, "jobs.claim"));
             return (fan_out(&e, leases.len(), COMPLETE), claim);
         }
     };
-    // Completed rows first (state `completed`, the completing token in
-    // `lease_token`), then the claim function's (state `running`).
-    let mut done = Vec::new();
-    let mut claimed = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let state: JobsResult<&str> = r.try_get("state").map_err(map);
-        match state {
-            Ok(s) if s == JobState::Completed.as_str() => {
-                match (r.try_get("id"), r.try_get("lease_token")) {
-                    (Ok(id), Ok(token)) => done.push((id, token)),
-                    (Err(e), _) | (_, Err(e)) => claimed.push(Err(map(e))),
-                }
-            }
-            Ok(_) => claimed.push(row::decode(r)),
-            Err(e) => claimed.push(Err(e)),
-        }
-    }
-    let claimed: JobsResult<Vec<row::Stored>> = claimed.into_iter().collect();
+    let claimed: JobsResult<Vec<row::Stored>> = Ok(claimed);
     let completions = answer_leases(conn, t, leases, done, COMPLETE)
         .await
         .unwrap_or_else(|e| fan_out(&e, leases.len(), COMPLETE));
