@@ -59,6 +59,20 @@ async fn claim_cost(jobs: &PgJobs) -> (Vec<(String, u64)>, u64) {
     (types, pages)
 }
 
+/// [`claim_cost`] three times, the fewest pages: one explained claim can
+/// read a few more (a CI run's other tests share the server) than the
+/// claim's plan needs.
+async fn least_cost(jobs: &PgJobs) -> (Vec<(String, u64)>, u64) {
+    let mut best = claim_cost(jobs).await;
+    for _ in 0..2 {
+        let next = claim_cost(jobs).await;
+        if next.1 < best.1 {
+            best = next;
+        }
+    }
+    best
+}
+
 async fn enqueue(jobs: &PgJobs, n: usize) {
     for _ in 0..n / 1000 {
         let batch = (0..1000)
@@ -83,7 +97,7 @@ async fn a_claim_on_a_never_analyzed_table_reads_the_index_in_order_at_any_depth
         .expect("open the jobs table");
 
     enqueue(&jobs, 1_000).await;
-    let (shallow_types, shallow) = claim_cost(&jobs).await;
+    let (shallow_types, shallow) = least_cost(&jobs).await;
     enqueue(&jobs, 29_000).await;
     // Nothing analyzed the table (the test server may run autovacuum; a
     // pass in between would make this test prove less, so it must not
@@ -97,7 +111,7 @@ async fn a_claim_on_a_never_analyzed_table_reads_the_index_in_order_at_any_depth
     .await
     .expect("read the table's statistics");
     assert_eq!(analyzed.unwrap_or(0), 0, "the table was analyzed");
-    let (deep_types, deep) = claim_cost(&jobs).await;
+    let (deep_types, deep) = least_cost(&jobs).await;
 
     for types in [&shallow_types, &deep_types] {
         // The one sort merges the two scans' rows (at most two batches);
