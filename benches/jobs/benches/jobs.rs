@@ -9,7 +9,8 @@
 //! stderr; the table (with a ratio per row) goes to stdout. `--jobs N`
 //! (jobs per round, default 10,000), `--rounds N` (default 3), `--singles N`
 //! (jobs enqueued one at a time per round, default 500) and `--pings N`
-//! (default 200) make longer runs.
+//! (default 200) make longer runs; `--only procs` runs the multi-process
+//! rows alone (`procs-ts` or `procs-apalis`: one side's, to profile it).
 //!
 //! The bench makes a database of its own on the server at `DATABASE_URL`
 //! (apalis keeps its tables in a fixed `apalis` schema), runs both sides in
@@ -154,6 +155,11 @@ struct Settings {
     /// `VACUUM ANALYZE` each side's table between its enqueue and its
     /// worker (`--analyze`; not by default).
     analyze: bool,
+    /// `--only procs`: the multi-process rows alone (no single-worker
+    /// rounds, no latency); `--only procs-ts` / `procs-apalis`: one side's
+    /// (to profile it).
+    procs_only: bool,
+    procs_side: Option<Side>,
     jobs: u64,
     singles: u64,
     pings: u64,
@@ -171,6 +177,8 @@ impl Settings {
             Settings {
                 smoke,
                 analyze: false,
+                procs_only: false,
+                procs_side: None,
                 jobs: 200,
                 singles: 20,
                 pings: 5,
@@ -180,6 +188,8 @@ impl Settings {
             Settings {
                 smoke,
                 analyze: false,
+                procs_only: false,
+                procs_side: None,
                 jobs: 10_000,
                 singles: 500,
                 pings: 200,
@@ -190,7 +200,19 @@ impl Settings {
         let mut i = 1;
         while i < args.len() {
             let flag = args[i].as_str();
-            if matches!(flag, "--jobs" | "--singles" | "--pings" | "--rounds") {
+            if flag == "--only" {
+                match args.get(i + 1).map(String::as_str) {
+                    Some("procs") => s.procs_only = true,
+                    Some("procs-ts") => {
+                        (s.procs_only, s.procs_side) = (true, Some(Side::TrustStream))
+                    }
+                    Some("procs-apalis") => {
+                        (s.procs_only, s.procs_side) = (true, Some(Side::Apalis))
+                    }
+                    other => panic!("--only takes procs, procs-ts or procs-apalis, not {other:?}"),
+                }
+                i += 1;
+            } else if matches!(flag, "--jobs" | "--singles" | "--pings" | "--rounds") {
                 let value: u64 = args
                     .get(i + 1)
                     .and_then(|v| v.parse().ok())
@@ -460,7 +482,7 @@ async fn apalis_latency(
 // ------------------------------------------------------------ worker processes
 
 /// Which side a child process works for.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     TrustStream,
     Apalis,
@@ -698,6 +720,9 @@ async fn main() {
     for round in 0..settings.rounds {
         // Alternate which side goes first.
         for side in 0..3 {
+            if settings.procs_only {
+                break;
+            }
             match (side + round) % 3 {
                 0 => {
                     let before = ts.completion_batches();
@@ -736,6 +761,9 @@ async fn main() {
             [Side::Apalis, Side::TrustStream]
         };
         for side in sides {
+            if settings.procs_side.is_some_and(|only| only != side) {
+                continue;
+            }
             let r = procs_round(side, &bench_url, &ts, &pool, &mut cleaner, &settings).await;
             progress(format_args!(
                 "round {}: {} {PROCS} processes {r:.0} jobs/s",
@@ -747,6 +775,28 @@ async fn main() {
                 Side::Apalis => ap_procs.push(r),
             }
         }
+    }
+    if settings.procs_only {
+        let cell = |v: Vec<f64>| {
+            if v.is_empty() {
+                return ("-".to_string(), f64::NAN);
+            }
+            let (m, lo, hi) = spread(v);
+            (format!("{m:.0} [{lo:.0}..{hi:.0}]"), m)
+        };
+        let (t, tm) = cell(ts_procs);
+        let (a, am) = cell(ap_procs);
+        println!(
+            "| no-op jobs worked/s, {PROCS} worker processes | {t} | {a} | {:.2}x |",
+            tm / am
+        );
+        drop(ts);
+        drop(cleaner);
+        pool.close().await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+        return;
     }
     let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
     progress(format_args!(

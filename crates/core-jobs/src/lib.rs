@@ -31,7 +31,9 @@ pub use types::{
     MAX_UNIQUE_KEY_BYTES,
 };
 pub use wake::Wake;
-pub use worker::{Handler, JobContext, Worker, WorkerBuilder, WorkerHandle, WorkerReport};
+pub use worker::{
+    Handler, JobContext, Worker, WorkerBuilder, WorkerHandle, WorkerReport, DEFAULT_REFILL_WAIT,
+};
 
 /// `Result` of jobs operations.
 pub type JobsResult<T> = Result<T, Error>;

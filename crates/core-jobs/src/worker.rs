@@ -166,6 +166,7 @@ pub struct WorkerBuilder {
     concurrency: usize,
     lease: Duration,
     poll_interval: Duration,
+    refill_wait: Duration,
     worker_id: String,
 }
 
@@ -177,6 +178,7 @@ impl std::fmt::Debug for WorkerBuilder {
             .field("concurrency", &self.concurrency)
             .field("lease", &self.lease)
             .field("poll_interval", &self.poll_interval)
+            .field("refill_wait", &self.refill_wait)
             .field("worker_id", &self.worker_id)
             .finish()
     }
@@ -189,7 +191,9 @@ pub struct Worker;
 impl Worker {
     /// A worker on `jobs` with defaults: 4 jobs at a time, 30 s leases
     /// (extended every 10 s while a job runs), polling every second when
-    /// idle and not woken earlier, a random worker id.
+    /// idle and not woken earlier, a freed slot waiting at most
+    /// [`DEFAULT_REFILL_WAIT`] for others before it is claimed for, a random
+    /// worker id.
     pub fn builder(jobs: Arc<dyn Jobs>) -> WorkerBuilder {
         WorkerBuilder {
             jobs,
@@ -197,6 +201,7 @@ impl Worker {
             concurrency: 4,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            refill_wait: DEFAULT_REFILL_WAIT,
             worker_id: format!(
                 "{}-{}-{:04x}",
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
@@ -243,9 +248,13 @@ impl WorkerBuilder {
     }
 
     /// How many handlers run at once (at least 1). A busy worker claims
-    /// again once a quarter of these slots are free (or when woken or its
-    /// poll interval passes), in one batch, rather than once per finished
-    /// job. A slot is free as soon as its handler returns: the job's outcome
+    /// again, for every free slot in one batch, once all of them are free
+    /// or once the first freed slot has waited as long as the worker's
+    /// last claim took (at most [`refill_wait`](Self::refill_wait)), or
+    /// when woken or its poll interval passes: a claim costs the store
+    /// about the same for one job as for a dozen, so short jobs are claimed
+    /// in batches, and a store that slows down under load gets fewer,
+    /// larger claims. A slot is free as soon as its handler returns: the job's outcome
     /// is recorded after that (the job task ends once it is durable), so
     /// the next claim overlaps the write; at most twice `n` jobs are held
     /// at once, handlers and outcomes being recorded together.
@@ -266,6 +275,17 @@ impl WorkerBuilder {
     /// worker earlier ([`Jobs::wait_for_work`]).
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
+        self
+    }
+
+    /// Longest wait of a freed slot for more slots to be freed before the
+    /// busy worker claims for those it has (default
+    /// [`DEFAULT_REFILL_WAIT`]; zero: a claim for each freed slot at once).
+    /// The wait is the last claim's duration, cut to this: a slot freed by
+    /// a long job stays empty about one more claim's time, at most this
+    /// long.
+    pub fn refill_wait(mut self, wait: Duration) -> Self {
+        self.refill_wait = wait;
         self
     }
 
@@ -312,7 +332,7 @@ impl WorkerBuilder {
             jobs: self.jobs,
             handlers: Arc::new(self.handlers),
             concurrency: self.concurrency,
-            refill_at: self.concurrency.div_ceil(4),
+            refill_wait: self.refill_wait,
             lease: self.lease,
             poll_interval: self.poll_interval,
             request,
@@ -365,14 +385,18 @@ impl WorkerHandle {
 /// previous one's answer travels back.
 const CLAIMS_IN_FLIGHT: usize = 2;
 
+/// The longest a busy worker's freed slot waits, by default, for more
+/// slots to be freed before the worker claims ([`WorkerBuilder::refill_wait`];
+/// the wait is the last claim's duration, below this).
+pub const DEFAULT_REFILL_WAIT: Duration = Duration::from_millis(10);
+
 struct Loop {
     jobs: Arc<dyn Jobs>,
     handlers: Arc<BTreeMap<String, Handler>>,
     concurrency: usize,
-    /// Free slots that make a busy worker claim again (a quarter of
-    /// `concurrency`, at least 1), so a full worker refills in batches
-    /// instead of claiming one job per finished job.
-    refill_at: usize,
+    /// The longest a free slot waits for the others before it is claimed
+    /// for (see `claim_took` in `run`).
+    refill_wait: Duration,
     lease: Duration,
     poll_interval: Duration,
     request: ClaimRequest,
@@ -389,35 +413,60 @@ impl Loop {
         let mut claims = futures::stream::FuturesUnordered::new();
         let mut in_flight = 0_usize;
         // Claim on the first pass, after a wake-up or an idle poll, and once
-        // `refill_at` slots are free; a job finishing with fewer free slots
-        // only frees its slot.
+        // every slot is free or the first free one has waited (below); a
+        // job finishing before that only frees its slot.
         let mut woken = true;
         // The last claim came back short: the queue had no more, so free
         // slots alone do not call for another claim until a handler ends or
         // the worker is woken (or its poll interval passes).
         let mut drained = false;
+        // Since when slots have been free without a claim for them.
+        let mut free_since: Option<tokio::time::Instant> = None;
+        // How long the last claim took: the first freed slot waits as long
+        // for more (at most `refill_wait`), then the worker claims however
+        // few are free. Waiting a claim's time at most doubles a slot's
+        // refill time, and a store that slows down under load gets fewer,
+        // larger claims.
+        let mut claim_took = Duration::ZERO;
         let deadline = loop {
             if let Some(d) = *stop_rx.borrow() {
                 break d;
             }
             let free = slots.free(self.concurrency, running.len(), in_flight);
-            let wanted = woken || (free >= self.refill_at && !drained);
+            if free == 0 {
+                free_since = None;
+            } else if free_since.is_none() {
+                free_since = Some(tokio::time::Instant::now());
+            }
+            let wait = claim_took.min(self.refill_wait);
+            let waited = free_since.is_some_and(|t| t.elapsed() >= wait);
+            let wanted = woken || (!drained && (free == self.concurrency || waited));
             if free > 0 && claims.len() < CLAIMS_IN_FLIGHT && wanted {
+                free_since = None;
                 slots.reserve(free);
                 in_flight += free;
                 let jobs = self.jobs.clone();
                 let mut request = self.request.clone();
                 request.batch = free;
-                claims.push(async move { (free, jobs.claim(&request).await) });
+                claims.push(async move {
+                    let began = tokio::time::Instant::now();
+                    let claimed = jobs.claim(&request).await;
+                    (free, claimed, began.elapsed())
+                });
                 woken = false;
                 continue;
             }
             let idle =
                 claims.is_empty() && slots.free(self.concurrency, running.len(), in_flight) > 0;
+            // A wait for more free slots that can end in a claim.
+            let refill = free_since
+                .filter(|_| !drained && claims.len() < CLAIMS_IN_FLIGHT)
+                .map(|t| t + wait);
             tokio::select! {
                 _ = stop_rx.changed() => {}
-                Some((reserved, claimed)) = claims.next(), if !claims.is_empty() => {
+                Some((reserved, claimed, took)) = claims.next(), if !claims.is_empty() => {
                     in_flight -= reserved;
+                    claim_took = took;
                     match claimed {
                         Ok(claimed) => {
                             drained = claimed.len() < reserved;
@@ -438,6 +487,7 @@ impl Loop {
                     finished(&mut leases, done);
                 }
                 () = slots.freed.notified() => drained = false,
+                () = tokio::time::sleep_until(refill.unwrap_or_else(tokio::time::Instant::now)), if refill.is_some() => {}
                 _ = self.jobs.wait_for_work(self.poll_interval), if idle => {
                     woken = true;
                     drained = false;
@@ -446,7 +496,7 @@ impl Loop {
         };
         // Claims still in flight: their jobs run like the others (and are
         // released below if they cannot finish by the deadline).
-        while let Some((reserved, claimed)) = claims.next().await {
+        while let Some((reserved, claimed, _)) = claims.next().await {
             match claimed {
                 Ok(claimed) => {
                     self.spawn_claimed(&mut running, &mut leases, &slots, reserved, claimed)

@@ -1,25 +1,98 @@
-//! A busy worker refills in batches: with 8 slots it claims again once 2
-//! (a quarter) are free, not once per finished job. Jobs claimed together
-//! share their `started_at` (one claim, one clock reading), so the claims
-//! are read back from the completed jobs.
+//! A busy worker refills in batches: a freed slot waits about as long as
+//! the worker's last claim took for more slots to be freed, so with claims
+//! that take a few milliseconds (as a database's do under load) jobs
+//! finishing one at a time are claimed for together, not once per finished
+//! job. Jobs claimed together share their `started_at` (one claim, one
+//! clock reading), so the claims are read back from the completed jobs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use truststream_core_jobs::{JobContext, JobError, JobQuery, JobState, Jobs, NewJob, Worker};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use truststream_core_jobs::{
+    ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Health, Job, JobContext,
+    JobError, JobId, JobQuery, JobState, JobStats, Jobs, JobsCapabilities, JobsResult, Lease,
+    NewJob, ProviderInfo, Worker,
+};
 use truststream_jobs_memory::MemoryJobs;
 
 const JOBS: u64 = 64;
+
+/// How long each claim of [`SlowClaims`] takes.
+const CLAIM_TAKES: Duration = Duration::from_millis(4);
 
 #[derive(serde::Deserialize)]
 struct Payload {
     n: u64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_worker_claims_a_quarter_of_its_slots_at_a_time() {
-    let jobs: Arc<dyn Jobs> = Arc::new(MemoryJobs::new());
+/// The memory store with claims that take [`CLAIM_TAKES`].
+struct SlowClaims(MemoryJobs);
+
+#[async_trait]
+impl Jobs for SlowClaims {
+    fn info(&self) -> ProviderInfo {
+        self.0.info()
+    }
+    fn capabilities(&self) -> JobsCapabilities {
+        self.0.capabilities()
+    }
+    async fn health(&self) -> Health {
+        self.0.health().await
+    }
+    async fn enqueue(&self, job: NewJob) -> JobsResult<Enqueued> {
+        self.0.enqueue(job).await
+    }
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> JobsResult<Vec<Enqueued>> {
+        self.0.enqueue_many(jobs).await
+    }
+    fn enqueue_operation(&self, job: &NewJob) -> JobsResult<EnqueueOperation> {
+        self.0.enqueue_operation(job)
+    }
+    async fn claim(&self, request: &ClaimRequest) -> JobsResult<Vec<ClaimedJob>> {
+        tokio::time::sleep(CLAIM_TAKES).await;
+        self.0.claim(request).await
+    }
+    async fn extend_lease(&self, lease: &Lease, by: Duration) -> JobsResult<DateTime<Utc>> {
+        self.0.extend_lease(lease, by).await
+    }
+    async fn complete(&self, lease: &Lease) -> JobsResult<()> {
+        self.0.complete(lease).await
+    }
+    async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
+        self.0.fail(lease, error).await
+    }
+    async fn release(&self, lease: &Lease) -> JobsResult<()> {
+        self.0.release(lease).await
+    }
+    async fn cancel(&self, id: JobId) -> JobsResult<Job> {
+        self.0.cancel(id).await
+    }
+    async fn retry_dead(&self, id: JobId) -> JobsResult<Job> {
+        self.0.retry_dead(id).await
+    }
+    async fn get(&self, id: JobId) -> JobsResult<Option<Job>> {
+        self.0.get(id).await
+    }
+    async fn list(&self, query: &JobQuery) -> JobsResult<Vec<Job>> {
+        self.0.list(query).await
+    }
+    async fn stats(&self) -> JobsResult<JobStats> {
+        self.0.stats().await
+    }
+    async fn purge_finished(&self, before: DateTime<Utc>) -> JobsResult<u64> {
+        self.0.purge_finished(before).await
+    }
+    async fn wait_for_work(&self, max_wait: Duration) {
+        self.0.wait_for_work(max_wait).await
+    }
+}
+
+/// Runs `JOBS` jobs finishing one at a time (1 to 7 ms each) on a worker
+/// with 8 slots over `jobs`, and returns the size of each claim.
+async fn claim_sizes(jobs: Arc<dyn Jobs>, refill_wait: Duration) -> Vec<u64> {
     jobs.enqueue_many(
         (0..JOBS)
             .map(|n| NewJob::new("batch", &serde_json::json!({ "n": n })))
@@ -30,6 +103,7 @@ async fn a_full_worker_claims_a_quarter_of_its_slots_at_a_time() {
     .expect("enqueue");
     let worker = Worker::builder(jobs.clone())
         .concurrency(8)
+        .refill_wait(refill_wait)
         // No poll runs out during the test: every claim after the first is
         // a refill or the one kept wake-up of the enqueue.
         .poll_interval(Duration::from_secs(600))
@@ -72,12 +146,37 @@ async fn a_full_worker_claims_a_quarter_of_its_slots_at_a_time() {
             .entry(j.started_at.expect("a completed job started"))
             .or_default() += 1;
     }
-    let sizes: Vec<u64> = claims.values().copied().collect();
-    assert_eq!(sizes[0], 8, "the first claim fills every slot: {sizes:?}");
-    // Single-job claims: at most the kept wake-up of the enqueue and the
-    // last claim, when one job is left (one per finished job before).
-    let singles = sizes.iter().filter(|s| **s < 2).count();
-    assert!(singles <= 2, "claims of one job: {sizes:?}");
+    claims.values().copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_claims_for_the_slots_freed_while_a_claim_takes() {
+    let default = claim_sizes(
+        Arc::new(SlowClaims(MemoryJobs::new())),
+        truststream_core_jobs::DEFAULT_REFILL_WAIT,
+    )
+    .await;
+    assert_eq!(
+        default[0], 8,
+        "the first claim fills every slot: {default:?}"
+    );
+    // Single-job claims: the kept wake-up of the enqueue, the last claim
+    // when one job is left, and a slot freed by a long job that waited out
+    // the claim's time alone: a few, where every claim but the first would
+    // be one without the wait.
+    let singles = default.iter().filter(|s| **s < 2).count();
+    assert!(
+        singles * 3 <= default.len(),
+        "claims of one job: {default:?}"
+    );
+    // Without the wait, every freed slot is claimed for at once (as long
+    // as fewer than two claims are in flight): about twice the claims
+    // here, most of them for one job.
+    let eager = claim_sizes(Arc::new(SlowClaims(MemoryJobs::new())), Duration::ZERO).await;
+    assert!(
+        eager.len() > default.len() * 3 / 2,
+        "no wait: {eager:?}; the default wait: {default:?}"
+    );
 }
 
 /// CPU time this process has used (user + system), from `/proc/self/stat`

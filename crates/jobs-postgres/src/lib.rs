@@ -957,14 +957,14 @@ fn attempt_sql(finished: &str) -> String {
 fn complete_sql(qt: &str, qs: &str) -> String {
     format!(
         "{} SELECT id, token FROM done",
-        completion_ctes(qt, qs, ["$1", "$2", "$3", "$4"], "")
+        completion_ctes(qt, qs, ["$1", "$2", "$3", "$4"])
     )
 }
 
 /// The `WITH` part of [`complete_sql`] (its CTE `done` returns `id`,
-/// `token`, `job_type`, `started_at`, then `more`, as in `", j AS jr"`),
-/// over the SQL expressions `[ids, tokens, now, sequence name]`.
-fn completion_ctes(qt: &str, qs: &str, [ids, tokens, now, seq]: [&str; 4], more: &str) -> String {
+/// `token`, `job_type`, `started_at`), over the SQL expressions `[ids,
+/// tokens, now, sequence name]`.
+fn completion_ctes(qt: &str, qs: &str, [ids, tokens, now, seq]: [&str; 4]) -> String {
     let max = truststream_core_jobs::MAX_HISTORY;
     let entry = attempt_sql(now);
     format!(
@@ -979,7 +979,7 @@ fn completion_ctes(qt: &str, qs: &str, [ids, tokens, now, seq]: [&str; 4], more:
                      FROM jsonb_array_elements(j.history || {entry}) WITH ORDINALITY AS x(e, o) \
                      WHERE x.o > jsonb_array_length(j.history) + 1 - {max}) END \
            FROM l WHERE j.id = l.id AND j.state = 'running' AND j.lease_token = l.token \
-           RETURNING j.id, l.token, j.job_type, j.started_at{more}), \
+           RETURNING j.id, l.token, j.job_type, j.started_at), \
          sampled AS ( \
            INSERT INTO {qs} (job_type, slot, run_us, finished_at) \
            SELECT DISTINCT ON (s.job_type, s.slot) s.job_type, s.slot, s.run_us, {now} \
@@ -996,14 +996,17 @@ fn completion_ctes(qt: &str, qs: &str, [ids, tokens, now, seq]: [&str; 4], more:
 /// The function `func` that completes leases and claims in one statement
 /// and one commit (one WAL flush where there were two): [`complete_sql`]'s
 /// update over `p_ids`/`p_tokens` (at `p_now`, sample slots from `p_seq`),
-/// whose completed rows it returns first, each with the token that
-/// completed it in `lease_token` and state `completed`; then the rows of
-/// the claim function `claim_fn` called with the claim's parameters (state
-/// `running`: started by this claim, or expired candidates as they were).
-/// The update runs first and the claim after it, as two statements, so the
-/// claim sees the completed rows as completed.
+/// whose completed jobs it returns first as rows that carry only `id`,
+/// state `completed` and the token that completed them in `lease_token`
+/// (every other column NULL: the caller needs no more, and formatting a
+/// finished job's payload and history for the wire cost the server as
+/// much as the update); then the rows of the claim function `claim_fn`
+/// called with the claim's parameters (state `running`: started by this
+/// claim, or expired candidates as they were). The update runs first and
+/// the claim after it, as two statements, so the claim sees the completed
+/// rows as completed.
 fn complete_claim_ddl(qt: &str, qs: &str, func: &str, claim_fn: &str) -> String {
-    let ctes = completion_ctes(qt, qs, ["p_ids", "p_tokens", "p_now", "p_seq"], ", j AS jr");
+    let ctes = completion_ctes(qt, qs, ["p_ids", "p_tokens", "p_now", "p_seq"]);
     format!(
         "CREATE OR REPLACE FUNCTION {func}(p_ids uuid[], p_tokens text[], p_seq text, \
            p_types text[], p_now timestamptz, p_batch bigint, p_until timestamptz, \
@@ -1012,8 +1015,9 @@ fn complete_claim_ddl(qt: &str, qs: &str, func: &str, claim_fn: &str) -> String 
          DECLARE v_done record; v_row {qt}; \
          BEGIN \
            IF cardinality(p_ids) > 0 THEN \
-             FOR v_done IN {ctes} SELECT jr, token FROM done LOOP \
-               v_row := v_done.jr; v_row.lease_token := v_done.token; RETURN NEXT v_row; \
+             v_row.state := 'completed'; \
+             FOR v_done IN {ctes} SELECT id, token FROM done LOOP \
+               v_row.id := v_done.id; v_row.lease_token := v_done.token; RETURN NEXT v_row; \
              END LOOP; \
            END IF; \
            RETURN QUERY SELECT * FROM {claim_fn}(p_types, p_now, p_batch, p_until, p_worker); \
