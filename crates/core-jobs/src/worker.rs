@@ -256,8 +256,10 @@ impl WorkerBuilder {
     /// in batches, and a store that slows down under load gets fewer,
     /// larger claims. A slot is free as soon as its handler returns: the job's outcome
     /// is recorded after that (the job task ends once it is durable), so
-    /// the next claim overlaps the write; at most twice `n` jobs are held
-    /// at once, handlers and outcomes being recorded together.
+    /// the next claim overlaps the write; at most three times `n` jobs are
+    /// held at once, handlers and outcomes being recorded together (a
+    /// store that writes outcomes in batches keeps two batches in flight
+    /// while the next jobs run).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self
@@ -636,12 +638,14 @@ struct Slots {
 
 impl Slots {
     /// Slots free for a claim: handlers running below `concurrency`, and job
-    /// tasks (handlers plus outcomes still being recorded) below twice that,
-    /// so a store slower than the handlers cannot pile up completions.
+    /// tasks (handlers plus outcomes still being recorded) below three times
+    /// that, so a store slower than the handlers cannot pile up
+    /// completions, while one that records outcomes in batches can have
+    /// two batches of them in flight as the next jobs run.
     /// `reserved`: slots held by claims in flight (busy, not yet tasks).
     fn free(&self, concurrency: usize, tasks: usize, reserved: usize) -> usize {
         let handlers = concurrency.saturating_sub(self.busy.load(Ordering::SeqCst));
-        handlers.min((2 * concurrency).saturating_sub(tasks + reserved))
+        handlers.min((3 * concurrency).saturating_sub(tasks + reserved))
     }
 
     /// Takes a slot for a claimed job.

@@ -28,8 +28,9 @@ struct Payload {
     n: u64,
 }
 
-/// The memory store with claims that take [`CLAIM_TAKES`].
-struct SlowClaims(MemoryJobs);
+/// The memory store with claims that take [`CLAIM_TAKES`], and
+/// completions that wait for a permit of `completions` when it is set.
+struct SlowClaims(MemoryJobs, Option<Arc<tokio::sync::Semaphore>>);
 
 #[async_trait]
 impl Jobs for SlowClaims {
@@ -59,6 +60,9 @@ impl Jobs for SlowClaims {
         self.0.extend_lease(lease, by).await
     }
     async fn complete(&self, lease: &Lease) -> JobsResult<()> {
+        if let Some(gate) = &self.1 {
+            gate.acquire().await.expect("the gate stays open").forget();
+        }
         self.0.complete(lease).await
     }
     async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
@@ -152,7 +156,7 @@ async fn claim_sizes(jobs: Arc<dyn Jobs>, refill_wait: Duration) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_claims_for_the_slots_freed_while_a_claim_takes() {
     let default = claim_sizes(
-        Arc::new(SlowClaims(MemoryJobs::new())),
+        Arc::new(SlowClaims(MemoryJobs::new(), None)),
         truststream_core_jobs::DEFAULT_REFILL_WAIT,
     )
     .await;
@@ -172,11 +176,51 @@ async fn a_busy_worker_claims_for_the_slots_freed_while_a_claim_takes() {
     // Without the wait, every freed slot is claimed for at once (as long
     // as fewer than two claims are in flight): about twice the claims
     // here, most of them for one job.
-    let eager = claim_sizes(Arc::new(SlowClaims(MemoryJobs::new())), Duration::ZERO).await;
+    let eager = claim_sizes(
+        Arc::new(SlowClaims(MemoryJobs::new(), None)),
+        Duration::ZERO,
+    )
+    .await;
     assert!(
         eager.len() > default.len() * 3 / 2,
         "no wait: {eager:?}; the default wait: {default:?}"
     );
+}
+
+/// A store that does not record outcomes does not get more jobs: the
+/// worker holds at most three times its concurrency (handlers running and
+/// outcomes being recorded), then claims again as outcomes are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_not_yet_recorded_hold_back_the_claims() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let jobs = Arc::new(SlowClaims(MemoryJobs::new(), Some(gate.clone())));
+    jobs.enqueue_many(
+        (0..40)
+            .map(|n| NewJob::new("held", &serde_json::json!({ "n": n })))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("valid jobs"),
+    )
+    .await
+    .expect("enqueue");
+    let worker = Worker::builder(jobs.clone())
+        .concurrency(4)
+        .poll_interval(Duration::from_millis(20))
+        .register("held", |_ctx: JobContext, _p: Payload| async move {
+            Ok::<(), JobError>(())
+        })
+        .expect("register")
+        .start()
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(worker.report().claimed, 12, "{:?}", worker.report());
+    gate.add_permits(40);
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while worker.report().completed < 40 {
+        assert!(tokio::time::Instant::now() < until, "{:?}", worker.report());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = worker.stop(Duration::from_secs(5)).await;
+    assert_eq!(report.claimed, 40, "{report:?}");
 }
 
 /// CPU time this process has used (user + system), from `/proc/self/stat`
