@@ -790,12 +790,7 @@ async fn main() {
             "| no-op jobs worked/s, {PROCS} worker processes | {t} | {a} | {:.2}x |",
             tm / am
         );
-        drop(ts);
-        drop(cleaner);
-        pool.close().await;
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
+        finish(ts, cleaner, pool, admin, &name).await;
         return;
     }
     let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
@@ -864,11 +859,22 @@ async fn main() {
         println!("(smoke run: the figures mean nothing)");
     }
 
+    finish(ts, cleaner, pool, admin, &name).await;
+    progress(format_args!("done"));
+}
+
+/// Closes both sides' connections and drops the bench database `name`.
+async fn finish(
+    ts: Arc<PgJobs>,
+    cleaner: sqlx::PgConnection,
+    pool: apalis_postgres::PgPool,
+    mut admin: sqlx::PgConnection,
+    name: &str,
+) {
     drop(ts);
     drop(cleaner);
     pool.close().await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;
-    progress(format_args!("done"));
 }
