@@ -49,6 +49,10 @@ pub const DEFAULT_COMPLETE_BATCH: usize = 256;
 /// Default longest wait for more completions before a batch is written.
 pub const DEFAULT_COMPLETE_LINGER_MS: u64 = 2;
 
+/// Default jobs this instance claims or completes between two `VACUUM`s
+/// of the jobs table ([`PgJobsConfig::vacuum_every`]).
+pub const DEFAULT_VACUUM_EVERY: u64 = 10_000;
+
 /// Rows one insert statement carries (its arrays bounded).
 const INSERT_BATCH: usize = 1000;
 
@@ -85,6 +89,19 @@ pub struct PgJobsConfig {
     /// is waiting at once). Completions arriving while a batch is written
     /// go into the next one whatever this is.
     pub complete_linger_ms: u64,
+    /// Jobs this instance claims or completes between two `VACUUM
+    /// (SKIP_LOCKED)`s of the jobs table (default
+    /// [`DEFAULT_VACUUM_EVERY`]; 0: never, leave it to autovacuum). Each
+    /// claim and completion leaves a dead row version and dead index
+    /// entries; the claimed jobs' entries sit at the head of the queued
+    /// index, where every claim's scan starts, and stay there, pages of
+    /// them, until a VACUUM removes them (autovacuum waits for a fifth of
+    /// the table to change, and may be off). The VACUUM runs in the
+    /// background on a pooled connection, one at a time per instance; one
+    /// that another process's VACUUM holds the table for is skipped. A
+    /// role that does not own the table gets PostgreSQL's warning and
+    /// nothing is vacuumed.
+    pub vacuum_every: u64,
 }
 
 impl Default for PgJobsConfig {
@@ -98,6 +115,7 @@ impl Default for PgJobsConfig {
             acquire_timeout_ms: 5000,
             complete_batch: DEFAULT_COMPLETE_BATCH,
             complete_linger_ms: DEFAULT_COMPLETE_LINGER_MS,
+            vacuum_every: DEFAULT_VACUUM_EVERY,
         }
     }
 }
@@ -299,10 +317,24 @@ impl PgJobs {
         let flush: Flush<Write, Written> = {
             let pool = pool.clone();
             let names = names.clone();
+            let vacuum = Arc::new(Vacuum::new(config.vacuum_every));
             Arc::new(move |items: Vec<Write>| {
                 let pool = pool.clone();
                 let names = names.clone();
-                Box::pin(async move { write_batch(&pool, &names, items).await })
+                let vacuum = vacuum.clone();
+                Box::pin(async move {
+                    let answers = write_batch(&pool, &names, items).await;
+                    let jobs = answers
+                        .iter()
+                        .map(|a| match a {
+                            Ok(Written::Completed) => 1,
+                            Ok(Written::Claimed(rows, _)) => rows.len() as u64,
+                            Err(_) => 0,
+                        })
+                        .sum();
+                    vacuum.count(jobs, &pool, &names.qt);
+                    answers
+                })
             })
         };
         let completions = Batcher::start_with(
@@ -1124,6 +1156,48 @@ enum Written {
     Completed,
     /// The claim function's rows, and the claim time they were claimed at.
     Claimed(Vec<row::Stored>, DateTime<Utc>),
+}
+
+/// The writer's `VACUUM` of the jobs table every `every` jobs it claimed
+/// or completed ([`PgJobsConfig::vacuum_every`]).
+struct Vacuum {
+    every: u64,
+    jobs: std::sync::atomic::AtomicU64,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Vacuum {
+    fn new(every: u64) -> Self {
+        Vacuum {
+            every,
+            jobs: std::sync::atomic::AtomicU64::new(0),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Counts `jobs` more; starts a `VACUUM` of `qt` in the background
+    /// when they cross a multiple of `every` and none of this instance's
+    /// is running.
+    fn count(&self, jobs: u64, pool: &PgPool, qt: &str) {
+        use std::sync::atomic::Ordering;
+        if self.every == 0 || jobs == 0 {
+            return;
+        }
+        let before = self.jobs.fetch_add(jobs, Ordering::Relaxed);
+        if (before + jobs) / self.every == before / self.every
+            || self.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let (pool, running) = (pool.clone(), self.running.clone());
+        let statement = format!("VACUUM (SKIP_LOCKED) {qt}");
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::query(&statement).execute(&pool).await {
+                tracing::warn!(error = %e, "jobs-postgres: VACUUM of the jobs table failed");
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// Claims do not wait for the linger: a worker waits on them.
