@@ -59,15 +59,14 @@ async fn vacuums(name: &str, vacuum_every: u64, expect_one: bool) -> Option<i64>
         // Time for a VACUUM that should not have started to be counted.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let mut count = 0;
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let count: i64 = loop {
         let mut conn = jobs.pool().acquire().await.expect("connection");
         sqlx::query("SELECT pg_stat_clear_snapshot()")
             .execute(&mut *conn)
             .await
             .expect("clear the statistics snapshot");
-        count = sqlx::query_scalar(
+        let count: i64 = sqlx::query_scalar(
             "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass",
         )
         .bind(&table)
@@ -75,10 +74,10 @@ async fn vacuums(name: &str, vacuum_every: u64, expect_one: bool) -> Option<i64>
         .await
         .expect("read the table's statistics");
         if !expect_one || count > 0 || tokio::time::Instant::now() >= until {
-            break;
+            break count;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
     jobs.close().await.expect("close");
     scratch.cleanup().await.expect("drop the scratch schema");
     Some(count)
