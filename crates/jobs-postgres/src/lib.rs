@@ -149,6 +149,8 @@ pub struct PgJobs {
     /// background writer: each completion and claim is written on its
     /// own).
     completions: Option<Batcher<Write, Written>>,
+    /// The writer's background VACUUM, stopped by `close`.
+    vacuum: Arc<Vacuum>,
     /// Bare, for `enqueue_operation` (resolved by the database's schema).
     table: String,
     wake: Arc<Wake>,
@@ -305,6 +307,7 @@ impl PgJobs {
                 pool,
                 names,
                 completions: None,
+                vacuum: Arc::new(Vacuum::new(0)),
                 table: config.table,
                 wake,
                 listener: std::sync::Mutex::new(None),
@@ -314,10 +317,11 @@ impl PgJobs {
         let mut listener = PgListener::connect_with(&pool).await.map_err(map)?;
         listener.listen(&channel).await.map_err(map)?;
         let listener = tokio::spawn(Self::listen(listener, wake.clone()));
+        let vacuum = Arc::new(Vacuum::new(config.vacuum_every));
         let flush: Flush<Write, Written> = {
             let pool = pool.clone();
             let names = names.clone();
-            let vacuum = Arc::new(Vacuum::new(config.vacuum_every));
+            let vacuum = vacuum.clone();
             Arc::new(move |items: Vec<Write>| {
                 let pool = pool.clone();
                 let names = names.clone();
@@ -349,6 +353,7 @@ impl PgJobs {
             pool,
             names,
             completions: Some(completions),
+            vacuum,
             table: config.table,
             wake,
             listener: std::sync::Mutex::new(Some(listener)),
@@ -1163,7 +1168,8 @@ enum Written {
 struct Vacuum {
     every: u64,
     jobs: std::sync::atomic::AtomicU64,
-    running: Arc<std::sync::atomic::AtomicBool>,
+    /// The VACUUM running, if any (one at a time).
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Vacuum {
@@ -1171,7 +1177,17 @@ impl Vacuum {
         Vacuum {
             every,
             jobs: std::sync::atomic::AtomicU64::new(0),
-            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            task: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Stops the VACUUM in progress, if any, and waits until its
+    /// connection is dropped.
+    async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
         }
     }
 
@@ -1184,19 +1200,20 @@ impl Vacuum {
             return;
         }
         let before = self.jobs.fetch_add(jobs, Ordering::Relaxed);
-        if (before + jobs) / self.every == before / self.every
-            || self.running.swap(true, Ordering::AcqRel)
-        {
+        if (before + jobs) / self.every == before / self.every {
             return;
         }
-        let (pool, running) = (pool.clone(), self.running.clone());
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let pool = pool.clone();
         let statement = format!("VACUUM (SKIP_LOCKED) {qt}");
-        tokio::spawn(async move {
+        *task = Some(tokio::spawn(async move {
             if let Err(e) = sqlx::query(&statement).execute(&pool).await {
                 tracing::warn!(error = %e, "jobs-postgres: VACUUM of the jobs table failed");
             }
-            running.store(false, Ordering::Release);
-        });
+        }));
     }
 }
 
@@ -1464,6 +1481,10 @@ impl Jobs for PgJobs {
         if let Some(completions) = &self.completions {
             completions.close().await;
         }
+        // A VACUUM in progress would hold its connection, and the pool's
+        // close below would wait for it to finish: dropping it closes the
+        // connection (the server finishes or abandons it on its own).
+        self.vacuum.stop().await;
         let listener = self
             .listener
             .lock()
