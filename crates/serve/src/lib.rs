@@ -260,32 +260,71 @@ pub fn router(state: Arc<ServeState>) -> Router {
         .layer(axum::middleware::from_fn(access_log))
 }
 
-/// Answers with `Connection: close` when the handler answered without
-/// reading the request's body to its end (a 413 for an upload over the
-/// limit, a 401 before an upload is read). The unread rest of the body
-/// would otherwise sit in the connection ahead of the client's next
-/// request, and hyper closes such a connection anyway: the header tells the
-/// client before it sends another request on a dead connection.
+/// Bounds on reading the rest of a body its handler answered without
+/// reading ([`close_unread`]): at most this many bytes...
+const LINGER_BYTES: u64 = 4 * 1024 * 1024;
+/// ...for at most this long in all...
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// ...and at most this long between two pieces of it.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+
+/// Handles a request whose handler answered without reading its body to
+/// the end (a 413 for an upload over the limit, a 401 before an upload is
+/// read).
+///
+/// The server first reads and drops the rest of the body, up to
+/// [`LINGER_BYTES`] and [`LINGER_TIME`], before it answers: a client
+/// still sending its body reads the answer only once it has sent it, and
+/// a server that closed with bytes unread would reset the connection,
+/// which can throw away the answer before the client reads it (the
+/// client would see a broken connection instead of the 413). A body
+/// read to its end leaves the connection reusable.
+///
+/// When the rest is larger than that, stops arriving, or the client asked
+/// for `Expect: 100-continue` (it waits for the answer before sending),
+/// the answer says `Connection: close`: the unread rest would otherwise
+/// sit in the connection ahead of the client's next request, and hyper
+/// closes such a connection anyway.
 async fn close_unread(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
+    use std::sync::atomic::Ordering;
+    let headers = req.headers();
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers.contains_key(http::header::CONTENT_LENGTH) && length != Some(0);
     if !has_body {
         return next.run(req).await;
     }
-    let done = Arc::new(AtomicBool::new(false));
+    let waits_for_answer = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let shared = Arc::new(Unread::default());
     let req = req.map(|body| {
         axum::body::Body::new(ReadToEnd {
-            inner: body,
-            done: done.clone(),
+            inner: Some(body),
+            read: 0,
+            shared: shared.clone(),
         })
     });
     let mut response = next.run(req).await;
-    if !done.load(Ordering::Acquire) {
+    if shared.done.load(Ordering::Acquire) {
+        return response;
+    }
+    let rest = shared
+        .rest
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let drained = match rest {
+        Some((body, read)) if !waits_for_answer => {
+            let left = length.map(|l| l.saturating_sub(read));
+            left.is_none_or(|l| l <= LINGER_BYTES) && drain(body).await
+        }
+        _ => false,
+    };
+    if !drained {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -294,10 +333,60 @@ async fn close_unread(req: axum::extract::Request, next: axum::middleware::Next)
     response
 }
 
-/// A request body that records whether it was read to its end.
+/// Reads and drops `body` to its end within the linger bounds; whether it
+/// got there.
+async fn drain(body: axum::body::Body) -> bool {
+    use futures::StreamExt;
+    let mut body = body.into_data_stream();
+    let give_up = tokio::time::Instant::now() + LINGER_TIME;
+    let mut read: u64 = 0;
+    loop {
+        let wait = give_up
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(LINGER_IDLE);
+        match tokio::time::timeout(wait, body.next()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(data))) => {
+                read = read.saturating_add(data.len() as u64);
+                if read > LINGER_BYTES {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
+}
+
+/// What [`ReadToEnd`] leaves for [`close_unread`]: whether the body was
+/// read to its end, and if it was dropped before, its rest and how many
+/// bytes of it the handler read.
+#[derive(Default)]
+struct Unread {
+    done: std::sync::atomic::AtomicBool,
+    rest: std::sync::Mutex<Option<(axum::body::Body, u64)>>,
+}
+
+/// A request body that records whether it was read to its end and hands
+/// its unread rest back when it is dropped before.
 struct ReadToEnd {
-    inner: axum::body::Body,
-    done: Arc<std::sync::atomic::AtomicBool>,
+    inner: Option<axum::body::Body>,
+    read: u64,
+    shared: Arc<Unread>,
+}
+
+impl Drop for ReadToEnd {
+    fn drop(&mut self) {
+        if self.shared.done.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let Some(body) = self.inner.take() {
+            *self
+                .shared
+                .rest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((body, self.read));
+        }
+    }
 }
 
 impl hyper::body::Body for ReadToEnd {
@@ -308,24 +397,39 @@ impl hyper::body::Body for ReadToEnd {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(&mut *inner).poll_frame(cx);
         let ended = match &polled {
             std::task::Poll::Ready(None) => true,
-            std::task::Poll::Ready(Some(Ok(_))) => hyper::body::Body::is_end_stream(&self.inner),
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let ended = hyper::body::Body::is_end_stream(&*inner);
+                self.read = self.read.saturating_add(n);
+                ended
+            }
             _ => false,
         };
         if ended {
-            self.done.store(true, std::sync::atomic::Ordering::Release);
+            self.shared
+                .done
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            hyper::body::Body::size_hint,
+        )
     }
 }
 
