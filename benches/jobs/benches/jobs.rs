@@ -54,209 +54,26 @@
 //! otherwise); `PINGS` single jobs enqueued 20 ms apart; each handler
 //! measures the time since its job's enqueue began. p50 and p99.
 //!
-//! Not covered: apalis' SQLite backend.
+//! apalis' SQLite backend is in `benches/jobs_sqlite.rs`.
 //!
 //! `--smoke` (and `cargo test --benches`, which does not pass `--bench`)
 //! runs a few jobs once per side to check that the bench works; its
 //! figures mean nothing.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use apalis_postgres::{Config as ApalisConfig, PostgresStorage, Pubsub};
-use serde::{Deserialize, Serialize};
 use sqlx::Connection;
-use tokio::sync::Notify;
-use truststream_core_jobs::{JobContext, JobError, Jobs, NewJob, Worker};
+use truststream_bench_jobs::{
+    child_args, epoch, ms, print_procs_row, print_rows, progress, say_ready, since_epoch,
+    stdin_line, ts_child, ts_enqueue, ts_fill, ts_latency, ts_work, Children, Ping, Round,
+    Settings, Side, Tally, CONCURRENCY, PROCS,
+};
+use truststream_core_jobs::Jobs;
 use truststream_jobs_postgres::{PgJobs, PgJobsConfig};
-
-const CONCURRENCY: usize = 16;
-
-/// Worker processes of the multi-process rows.
-const PROCS: usize = 3;
-
-/// A job's payload: when its enqueue began, in ns since [`epoch`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Ping {
-    t: u64,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn since_epoch() -> u64 {
-    epoch().elapsed().as_nanos() as u64
-}
-
-/// Counts handled jobs and records enqueue-to-start times;
-/// [`Tally::wait_done`] returns once `target` jobs were handled.
-#[derive(Default)]
-struct Tally {
-    handled: AtomicU64,
-    target: AtomicU64,
-    waits: Mutex<Vec<Duration>>,
-    done: Notify,
-}
-
-impl Tally {
-    fn reset(&self, target: u64) {
-        self.handled.store(0, Ordering::SeqCst);
-        self.target.store(target, Ordering::SeqCst);
-        self.waits.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-    /// Records a start; `true` when it was the last one wanted.
-    fn start(&self, p: Ping) -> bool {
-        let wait = Duration::from_nanos(since_epoch().saturating_sub(p.t));
-        self.waits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(wait);
-        let n = self.handled.fetch_add(1, Ordering::SeqCst) + 1;
-        let last = n == self.target.load(Ordering::SeqCst);
-        if last {
-            // Wakes the waiter of this round only: no wake-up is kept for a
-            // later round (a kept one ended the next round at once).
-            self.done.notify_waiters();
-        }
-        last
-    }
-    /// Waits until `target` jobs were handled in this round.
-    async fn wait_done(&self) {
-        loop {
-            let notified = self.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.handled.load(Ordering::SeqCst) >= self.target.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
-    fn percentile(&self, p: f64) -> Duration {
-        let mut w = self.waits.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        w.sort_unstable();
-        if w.is_empty() {
-            return Duration::ZERO;
-        }
-        let r = ((p * w.len() as f64).ceil() as usize).clamp(1, w.len());
-        w[r - 1]
-    }
-}
-
-struct Settings {
-    /// A few jobs, to check that the bench works.
-    smoke: bool,
-    /// `VACUUM ANALYZE` each side's table between its enqueue and its
-    /// worker (`--analyze`; not by default).
-    analyze: bool,
-    /// `--only procs`: the multi-process rows alone (no single-worker
-    /// rounds, no latency); `--only procs-ts` / `procs-apalis`: one side's
-    /// (to profile it).
-    procs_only: bool,
-    procs_side: Option<Side>,
-    jobs: u64,
-    singles: u64,
-    pings: u64,
-    rounds: usize,
-}
-
-impl Settings {
-    /// The defaults, `--smoke`'s small run, or the flags' values.
-    fn from_args() -> Settings {
-        let args: Vec<String> = std::env::args().collect();
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not,
-        // and gets the smoke run.
-        let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench");
-        let mut s = if smoke {
-            Settings {
-                smoke,
-                analyze: false,
-                procs_only: false,
-                procs_side: None,
-                jobs: 200,
-                singles: 20,
-                pings: 5,
-                rounds: 1,
-            }
-        } else {
-            Settings {
-                smoke,
-                analyze: false,
-                procs_only: false,
-                procs_side: None,
-                jobs: 10_000,
-                singles: 500,
-                pings: 200,
-                rounds: 3,
-            }
-        };
-        s.analyze = args.iter().any(|a| a == "--analyze");
-        let mut i = 1;
-        while i < args.len() {
-            let flag = args[i].as_str();
-            if flag == "--only" {
-                match args.get(i + 1).map(String::as_str) {
-                    Some("procs") => s.procs_only = true,
-                    Some("procs-ts") => {
-                        (s.procs_only, s.procs_side) = (true, Some(Side::TrustStream))
-                    }
-                    Some("procs-apalis") => {
-                        (s.procs_only, s.procs_side) = (true, Some(Side::Apalis))
-                    }
-                    other => panic!("--only takes procs, procs-ts or procs-apalis, not {other:?}"),
-                }
-                i += 1;
-            } else if matches!(flag, "--jobs" | "--singles" | "--pings" | "--rounds") {
-                let value: u64 = args
-                    .get(i + 1)
-                    .and_then(|v| v.parse().ok())
-                    .filter(|v| *v > 0)
-                    .unwrap_or_else(|| {
-                        panic!("{flag} needs a whole number above 0, as in `{flag} 3`")
-                    });
-                match flag {
-                    "--jobs" => s.jobs = value,
-                    "--singles" => s.singles = value,
-                    "--pings" => s.pings = value,
-                    _ => s.rounds = value as usize,
-                }
-                i += 1;
-            }
-            i += 1;
-        }
-        assert!(
-            s.singles < s.jobs,
-            "--singles ({}) must be below --jobs ({}): the rest are enqueued in batches",
-            s.singles,
-            s.jobs
-        );
-        s
-    }
-}
-
-/// One side's figures for one round, in jobs per second.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    single: f64,
-    batched: f64,
-    worked: f64,
-}
-
-/// Elapsed time since the bench began, for the progress lines.
-fn progress(what: std::fmt::Arguments<'_>) {
-    eprintln!("[{:>6.1} s] {what}", epoch().elapsed().as_secs_f64());
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// The URL of database `name` on the server of `url`.
 fn with_database(url: &str, name: &str) -> String {
@@ -287,75 +104,14 @@ async fn ts_round(
     tally: &Arc<Tally>,
     s: &Settings,
 ) -> Round {
-    let n = s.jobs;
-    tally.reset(n);
-    let start = Instant::now();
-    for _ in 0..s.singles {
-        jobs.enqueue(NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
-            .await
-            .expect("enqueue");
-    }
-    let single = s.singles as f64 / start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    ts_fill(jobs, n - s.singles).await;
-    let batched = (n - s.singles) as f64 / start.elapsed().as_secs_f64();
+    let (single, batched) = ts_enqueue(&**jobs, s).await;
     vacuum_analyze(cleaner, &format!("\"{}\"", jobs.table()), s).await;
-    let start = Instant::now();
-    let worker = ts_worker(jobs, tally);
-    tally.wait_done().await;
-    let secs = start.elapsed().as_secs_f64();
-    worker.stop(Duration::from_secs(10)).await;
-    jobs.purge_finished(truststream_core_jobs::lifecycle::now())
-        .await
-        .expect("purge");
+    let worked = ts_work(&(jobs.clone() as Arc<dyn Jobs>), tally, s.jobs).await;
     Round {
         single,
         batched,
-        worked: n as f64 / secs,
+        worked,
     }
-}
-
-/// Enqueues `n` jobs in batches of 1,000.
-async fn ts_fill(jobs: &PgJobs, n: u64) {
-    let all: Vec<u64> = (0..n).collect();
-    for chunk in all.chunks(1000) {
-        let batch = chunk
-            .iter()
-            .map(|_| NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
-            .collect();
-        jobs.enqueue_many(batch).await.expect("enqueue");
-    }
-}
-
-fn ts_worker(jobs: &Arc<PgJobs>, tally: &Arc<Tally>) -> truststream_core_jobs::WorkerHandle {
-    let tally = tally.clone();
-    Worker::builder(jobs.clone() as Arc<dyn Jobs>)
-        .concurrency(CONCURRENCY)
-        .register("noop", move |_ctx: JobContext, p: Ping| {
-            let tally = tally.clone();
-            async move {
-                tally.start(p);
-                Ok::<(), JobError>(())
-            }
-        })
-        .expect("register")
-        .start()
-        .expect("start")
-}
-
-async fn ts_latency(jobs: &Arc<PgJobs>, tally: &Arc<Tally>, pings: u64) -> (Duration, Duration) {
-    tally.reset(pings);
-    let worker = ts_worker(jobs, tally);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for _ in 0..pings {
-        jobs.enqueue(NewJob::new("noop", &Ping { t: since_epoch() }).expect("job"))
-            .await
-            .expect("enqueue");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tally.wait_done().await;
-    worker.stop(Duration::from_secs(10)).await;
-    (tally.percentile(0.50), tally.percentile(0.99))
 }
 
 // --------------------------------------------------------------------- apalis
@@ -481,32 +237,6 @@ async fn apalis_latency(
 
 // ------------------------------------------------------------ worker processes
 
-/// Which side a child process works for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    TrustStream,
-    Apalis,
-}
-
-impl Side {
-    fn arg(self) -> &'static str {
-        match self {
-            Side::TrustStream => "ts",
-            Side::Apalis => "apalis",
-        }
-    }
-}
-
-/// Reads lines from stdin until `go` (`true`) or its end (`false`).
-async fn stdin_line() -> bool {
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).unwrap_or(0) > 0
-    })
-    .await
-    .unwrap_or(false)
-}
-
 async fn child_noop(_p: Ping) -> Result<(), BoxDynError> {
     Ok(())
 }
@@ -515,38 +245,18 @@ async fn child_noop(_p: Ping) -> Result<(), BoxDynError> {
 /// Connects, says `ready` on stdout, starts its worker on a line of stdin
 /// and works until stdin ends (the parent kills it then anyway).
 async fn child(side: &str, url: &str) {
-    let ready = || {
-        let mut out = std::io::stdout();
-        writeln!(out, "ready").expect("stdout");
-        out.flush().expect("stdout");
-    };
     match side {
         "ts" => {
-            let jobs = Arc::new(
-                PgJobs::open(PgJobsConfig::new(url))
-                    .await
-                    .expect("open jobs-postgres"),
-            );
-            ready();
-            if !stdin_line().await {
-                return;
-            }
-            let worker = Worker::builder(jobs as Arc<dyn Jobs>)
-                .concurrency(CONCURRENCY)
-                .register("noop", |_ctx: JobContext, _p: Ping| async {
-                    Ok::<(), JobError>(())
-                })
-                .expect("register")
-                .start()
-                .expect("start");
-            stdin_line().await;
-            worker.stop(Duration::from_secs(5)).await;
+            let jobs = PgJobs::open(PgJobsConfig::new(url))
+                .await
+                .expect("open jobs-postgres");
+            ts_child(Arc::new(jobs)).await;
         }
         _ => {
             let pool = apalis_postgres::PgPool::connect(url)
                 .await
                 .expect("apalis pool");
-            ready();
+            say_ready();
             if !stdin_line().await {
                 return;
             }
@@ -563,28 +273,6 @@ async fn child(side: &str, url: &str) {
     }
 }
 
-/// Starts `PROCS` worker processes for `side`, each connected (`ready`)
-/// and waiting for its start.
-fn spawn_children(side: Side, url: &str) -> Vec<Child> {
-    let exe = std::env::current_exe().expect("the bench binary's path");
-    (0..PROCS)
-        .map(|_| {
-            let mut c = Command::new(&exe)
-                .args(["--child", side.arg(), url])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn a worker process");
-            let mut line = String::new();
-            BufReader::new(c.stdout.as_mut().expect("child stdout"))
-                .read_line(&mut line)
-                .expect("read the child's ready line");
-            assert_eq!(line.trim(), "ready", "a worker process failed to start");
-            c
-        })
-        .collect()
-}
-
 /// One multi-process round of `side`: `n` jobs enqueued (untimed), the
 /// children started together, timed until `n` jobs are completed.
 async fn procs_round(
@@ -596,7 +284,7 @@ async fn procs_round(
     s: &Settings,
 ) -> f64 {
     let n = s.jobs;
-    let mut children = spawn_children(side, url);
+    let mut children = Children::spawn(side, url);
     let (table, done) = match side {
         Side::TrustStream => {
             ts_fill(ts, n).await;
@@ -613,11 +301,7 @@ async fn procs_round(
     };
     vacuum_analyze(cleaner, &table, s).await;
     let start = Instant::now();
-    for c in &mut children {
-        let stdin = c.stdin.as_mut().expect("child stdin");
-        writeln!(stdin, "go").expect("start a worker process");
-        stdin.flush().expect("start a worker process");
-    }
+    children.start();
     loop {
         let completed: i64 = sqlx::query_scalar(&done)
             .fetch_one(&mut *cleaner)
@@ -626,14 +310,11 @@ async fn procs_round(
         if completed as u64 >= n {
             break;
         }
+        children.assert_running();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    for mut c in children {
-        drop(c.stdin.take());
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(children);
     match side {
         Side::TrustStream => {
             ts.purge_finished(truststream_core_jobs::lifecycle::now())
@@ -652,32 +333,10 @@ async fn procs_round(
 
 // ----------------------------------------------------------------------- main
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// Picks one figure of a [`Round`].
-type Pick = fn(&Round) -> f64;
-
-/// Median and range of one figure over the rounds.
-fn summary(rounds: &[Round], pick: Pick) -> (f64, f64, f64) {
-    spread(rounds.iter().map(pick).collect())
-}
-
-/// Median, min and max of `v`.
-fn spread(v: Vec<f64>) -> (f64, f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (median(v), lo, hi)
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--child") {
-        let side = args.get(i + 1).expect("--child ts|apalis URL");
-        let url = args.get(i + 2).expect("--child ts|apalis URL");
-        child(side, url).await;
+    if let Some((side, url)) = child_args() {
+        child(&side, &url).await;
         return;
     }
     let settings = Settings::from_args();
@@ -755,12 +414,7 @@ async fn main() {
             }
         }
         // The multi-process rows, in the round's first side's order.
-        let sides = if round % 2 == 0 {
-            [Side::TrustStream, Side::Apalis]
-        } else {
-            [Side::Apalis, Side::TrustStream]
-        };
-        for side in sides {
+        for side in Side::in_round(round) {
             if settings.procs_side.is_some_and(|only| only != side) {
                 continue;
             }
@@ -777,23 +431,11 @@ async fn main() {
         }
     }
     if settings.procs_only {
-        let cell = |v: Vec<f64>| {
-            if v.is_empty() {
-                return ("-".to_string(), f64::NAN);
-            }
-            let (m, lo, hi) = spread(v);
-            (format!("{m:.0} [{lo:.0}..{hi:.0}]"), m)
-        };
-        let (t, tm) = cell(ts_procs);
-        let (a, am) = cell(ap_procs);
-        println!(
-            "| no-op jobs worked/s, {PROCS} worker processes | {t} | {a} | {:.2}x |",
-            tm / am
-        );
+        print_procs_row((ts_procs, ap_procs));
         finish(ts, cleaner, pool, admin, &name).await;
         return;
     }
-    let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
+    let (ts_p50, ts_p99) = ts_latency(&(ts.clone() as Arc<dyn Jobs>), &tally, settings.pings).await;
     progress(format_args!(
         "latency: truststream p50 {} p99 {}",
         ms(ts_p50),
@@ -814,46 +456,16 @@ async fn main() {
          (above 1: truststream better); VACUUM ANALYZE before each worker: {}",
         settings.jobs, settings.singles, settings.rounds, settings.analyze
     );
-    println!("| row | truststream | apalis | ratio |\n|---|---|---|---|");
-    let rate_rows: [(&str, Pick, &[Round]); 4] = [
-        ("enqueue, single (jobs/s)", |r| r.single, &ap_rounds),
-        ("enqueue, batched (jobs/s)", |r| r.batched, &ap_rounds),
-        ("no-op jobs worked/s", |r| r.worked, &ap_rounds),
-        (
-            "no-op jobs worked/s, apalis batch_size 16 (tuned)",
-            |r| r.worked,
+    print_rows(
+        &ts_rounds,
+        &ap_rounds,
+        Some((
+            &format!("apalis batch_size {CONCURRENCY} (tuned)"),
             &ap16_rounds,
-        ),
-    ];
-    for (label, pick, apalis) in rate_rows {
-        let (t, tlo, thi) = summary(&ts_rounds, pick);
-        let (a, alo, ahi) = summary(apalis, pick);
-        println!(
-            "| {label} | {t:.0} [{tlo:.0}..{thi:.0}] | {a:.0} [{alo:.0}..{ahi:.0}] | {:.2}x |",
-            t / a
-        );
-    }
-    {
-        let (t, tlo, thi) = spread(ts_procs);
-        let (a, alo, ahi) = spread(ap_procs);
-        println!(
-            "| no-op jobs worked/s, {PROCS} worker processes (to the last completion) | {t:.0} [{tlo:.0}..{thi:.0}] | {a:.0} [{alo:.0}..{ahi:.0}] | {:.2}x |",
-            t / a
-        );
-    }
-    println!(
-        "| enqueue-to-start p50, idle queue ({} jobs) | {} | {} | {:.2}x |",
+        )),
+        (ts_procs, ap_procs),
+        [(ts_p50, ts_p99), (ap_p50, ap_p99)],
         settings.pings,
-        ms(ts_p50),
-        ms(ap_p50),
-        ap_p50.as_secs_f64() / ts_p50.as_secs_f64()
-    );
-    println!(
-        "| enqueue-to-start p99, idle queue ({} jobs) | {} | {} | {:.2}x |",
-        settings.pings,
-        ms(ts_p99),
-        ms(ap_p99),
-        ap_p99.as_secs_f64() / ts_p99.as_secs_f64()
     );
     if smoke {
         println!("(smoke run: the figures mean nothing)");

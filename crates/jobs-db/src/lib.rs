@@ -14,6 +14,7 @@ use truststream_core_db::{
     and, col, or, value::format_timestamp, AggFunc, ChangeFeedScope, ChangeKind, Database, Filter,
     IndexSpec, Operation, OperationOutput, Query, SelectItem,
 };
+use truststream_core_jobs::batch::{self, BatchStats, Batcher};
 use truststream_core_jobs::lifecycle::{self, Start};
 use truststream_core_jobs::{
     ClaimRequest, ClaimedJob, EnqueueOperation, Enqueued, FailOutcome, Job, JobError, JobId,
@@ -68,6 +69,9 @@ pub struct DbJobs {
     missing_tables: Vec<String>,
     /// The jobs outlive this process (not db-memory, not SQLite `:memory:`).
     durable: bool,
+    /// Group commit of completions, on a database with transactions (see
+    /// [`complete_batch`]); `None` without transactions or read-only.
+    completions: Option<Batcher<Lease, ()>>,
 }
 
 impl std::fmt::Debug for DbJobs {
@@ -115,6 +119,160 @@ fn claimable_filter(types: &[String], now: DateTime<Utc>) -> Filter {
     ])
 }
 
+/// The job `id` as stored, if any.
+async fn load(db: &dyn Database, table: &str, id: JobId) -> JobsResult<Option<Stored>> {
+    db.get(table, &json!(id.to_string()))
+        .await?
+        .map(|r| Stored::from_row(&r))
+        .transpose()
+}
+
+/// Whether `lease` still holds the job stored as `s`: it is running under
+/// the lease's token.
+fn held_by(s: &Stored, lease: &Lease) -> bool {
+    s.job.state == JobState::Running && s.lease_token.as_deref() == Some(lease.token.as_str())
+}
+
+/// The row of `job` while its version is still `version`.
+fn cas_filter(job: &Job, version: i64) -> Filter {
+    and([col("id").eq(job.id.to_string()), col("version").eq(version)])
+}
+
+/// Applies `change` to the running job `lease` holds, by compare-and-set
+/// (a few rounds when the row changes in between).
+async fn with_lease<T>(
+    db: &dyn Database,
+    table: &str,
+    lease: &Lease,
+    operation: &'static str,
+    change: impl Fn(&mut Job, DateTime<Utc>) -> T,
+) -> JobsResult<T> {
+    for _ in 0..CLAIM_ROUNDS {
+        let Some(mut s) = load(db, table, lease.job_id).await? else {
+            return Err(lifecycle::not_found(&lease.job_id, operation));
+        };
+        if !held_by(&s, lease) {
+            return Err(lifecycle::lease_lost(&lease.job_id, operation));
+        }
+        let out = change(&mut s.job, lifecycle::now());
+        let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
+        let n = db
+            .update_many(
+                table,
+                &cas_filter(&s.job, s.version),
+                s.job.to_row(token, s.version + 1),
+            )
+            .await?;
+        if n == 1 {
+            return Ok(out);
+        }
+    }
+    Err(lifecycle::lease_lost(&lease.job_id, operation))
+}
+
+/// Completions queued at once, at most (one transaction each).
+const COMPLETE_BATCH: usize = 256;
+
+/// The group commit of [`Jobs::complete`] on a database with transactions:
+/// the completions every worker of this instance asks for while one batch
+/// is written are written together as the next ([`complete_batch`]), with
+/// no added wait (a completion alone is written at once).
+fn completion_batcher(db: Arc<dyn Database>, table: String) -> Batcher<Lease, ()> {
+    let table: Arc<str> = table.into();
+    Batcher::start(
+        "jobs.complete",
+        COMPLETE_BATCH,
+        Duration::ZERO,
+        Arc::new(move |leases: Vec<Lease>| {
+            let (db, table) = (db.clone(), table.clone());
+            Box::pin(async move { complete_batch(&*db, &table, leases).await })
+        }),
+    )
+}
+
+/// Completes the jobs `leases` hold: one read of their rows and one
+/// transaction of compare-and-sets (on each row's `id` and `version`), so a
+/// batch costs one commit (on SQLite one fsync) instead of one per job.
+/// Each lease gets its own answer: `NotFound` for a job that is gone,
+/// `Conflict` for a lease that is no longer the job's. A row whose version
+/// changed between the read and the write (its lease was extended in
+/// between) is completed again on its own, as [`Jobs::complete`] without
+/// batching does. A failed transaction fails every completion of the batch
+/// with its error (nothing of it was written).
+async fn complete_batch(db: &dyn Database, table: &str, leases: Vec<Lease>) -> Vec<JobsResult<()>> {
+    const OPERATION: &str = "jobs.complete";
+    let n = leases.len();
+    let ids: Vec<String> = leases.iter().map(|l| l.job_id.to_string()).collect();
+    let query = Query::new().filter(col("id").is_in(ids)).limit(n as u64);
+    let rows = match db.read(table, &query).await {
+        Ok(rows) => rows,
+        Err(e) => return batch::fan_out(&e, n, OPERATION),
+    };
+    let mut stored = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        match Stored::from_row(r) {
+            Ok(s) => {
+                stored.insert(s.job.id, s);
+            }
+            Err(e) => return batch::fan_out(&e, n, OPERATION),
+        }
+    }
+    let now = lifecycle::now();
+    let mut answers: Vec<Option<JobsResult<()>>> = Vec::with_capacity(n);
+    let mut ops = Vec::new();
+    // Which lease each operation completes.
+    let mut written = Vec::new();
+    for (i, lease) in leases.iter().enumerate() {
+        match stored.get_mut(&lease.job_id) {
+            None => answers.push(Some(Err(lifecycle::not_found(&lease.job_id, OPERATION)))),
+            Some(s) if !held_by(s, lease) => {
+                answers.push(Some(Err(lifecycle::lease_lost(&lease.job_id, OPERATION))))
+            }
+            Some(s) => {
+                s.job.complete(now);
+                ops.push(Operation::UpdateMany {
+                    table: table.to_string(),
+                    filter: cas_filter(&s.job, s.version),
+                    data: s.job.to_row(None, s.version + 1),
+                });
+                written.push(i);
+                answers.push(None);
+            }
+        }
+    }
+    if !ops.is_empty() {
+        let outputs = match db.transaction(ops).await {
+            Ok(out) => out,
+            Err(e) => return batch::fan_out(&e, n, OPERATION),
+        };
+        for (i, out) in written.into_iter().zip(outputs) {
+            let answer = match out {
+                OperationOutput::Affected(1) => Ok(()),
+                // Changed since the read: once more, on its own.
+                _ => {
+                    with_lease(db, table, &leases[i], OPERATION, |job, now| {
+                        job.complete(now)
+                    })
+                    .await
+                }
+            };
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    "the database answered fewer operations than the transaction had",
+                )
+                .with_operation(OPERATION))
+            })
+        })
+        .collect()
+}
+
 impl DbJobs {
     /// Jobs in `config.table` of `db`, creating the table and its indexes
     /// when missing (and `config.create_table`), and listening to the
@@ -148,6 +306,7 @@ impl DbJobs {
                 feed: std::sync::Mutex::new(None),
                 listening: false,
                 missing_tables: missing,
+                completions: None,
             });
         }
         if config.create_table && caps.schema {
@@ -187,6 +346,9 @@ impl DbJobs {
         } else {
             None
         };
+        let completions = caps
+            .transactions
+            .then(|| completion_batcher(db.clone(), config.table.clone()));
         Ok(DbJobs {
             db,
             table: config.table,
@@ -195,6 +357,7 @@ impl DbJobs {
             feed: std::sync::Mutex::new(feed),
             missing_tables: Vec::new(),
             durable,
+            completions,
         })
     }
 
@@ -225,6 +388,16 @@ impl DbJobs {
         }))
     }
 
+    /// How many batches of completions this instance wrote, and how many
+    /// completions they held (all zero on a database without
+    /// transactions, where each completion is written on its own).
+    pub fn completion_batches(&self) -> BatchStats {
+        self.completions
+            .as_ref()
+            .map(Batcher::stats)
+            .unwrap_or_default()
+    }
+
     /// The database the jobs live in (run transactions with
     /// [`Jobs::enqueue_operation`] on it).
     pub fn database(&self) -> &Arc<dyn Database> {
@@ -237,20 +410,19 @@ impl DbJobs {
     }
 
     async fn load(&self, id: JobId) -> JobsResult<Option<Stored>> {
-        self.db
-            .get(&self.table, &json!(id.to_string()))
-            .await?
-            .map(|r| Stored::from_row(&r))
-            .transpose()
+        load(&*self.db, &self.table, id).await
     }
 
     /// Writes `job` over the row if its version is still `version`; `true`
     /// when it did.
     async fn cas(&self, job: &Job, token: Option<&str>, version: i64) -> JobsResult<bool> {
-        let filter = and([col("id").eq(job.id.to_string()), col("version").eq(version)]);
         let n = self
             .db
-            .update_many(&self.table, &filter, job.to_row(token, version + 1))
+            .update_many(
+                &self.table,
+                &cas_filter(job, version),
+                job.to_row(token, version + 1),
+            )
             .await?;
         Ok(n == 1)
     }
@@ -262,22 +434,7 @@ impl DbJobs {
         operation: &'static str,
         change: impl Fn(&mut Job, DateTime<Utc>) -> T,
     ) -> JobsResult<T> {
-        for _ in 0..CLAIM_ROUNDS {
-            let Some(mut s) = self.load(lease.job_id).await? else {
-                return Err(lifecycle::not_found(&lease.job_id, operation));
-            };
-            if s.job.state != JobState::Running
-                || s.lease_token.as_deref() != Some(lease.token.as_str())
-            {
-                return Err(lifecycle::lease_lost(&lease.job_id, operation));
-            }
-            let out = change(&mut s.job, lifecycle::now());
-            let token = (s.job.state == JobState::Running).then_some(lease.token.as_str());
-            if self.cas(&s.job, token, s.version).await? {
-                return Ok(out);
-            }
-        }
-        Err(lifecycle::lease_lost(&lease.job_id, operation))
+        with_lease(&*self.db, &self.table, lease, operation, change).await
     }
 
     /// Runs `operations` — the handler's own writes — and the completion of
@@ -337,9 +494,7 @@ impl DbJobs {
             let Some(mut s) = self.load(lease.job_id).await? else {
                 return Err(lifecycle::not_found(&lease.job_id, OPERATION));
             };
-            if s.job.state != JobState::Running
-                || s.lease_token.as_deref() != Some(lease.token.as_str())
-            {
+            if !held_by(&s, lease) {
                 return Err(lifecycle::lease_lost(&lease.job_id, OPERATION));
             }
             if seen_version == Some(s.version) {
@@ -529,6 +684,9 @@ impl Jobs for DbJobs {
     /// its owner closes it (`Runtime::shutdown` disconnects it after this),
     /// and calls fail with its `Unavailable` from then on.
     async fn close(&self) -> JobsResult<()> {
+        if let Some(batcher) = &self.completions {
+            batcher.close().await;
+        }
         let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = feed {
             task.abort();
@@ -592,6 +750,9 @@ impl Jobs for DbJobs {
 
     async fn claim(&self, request: &ClaimRequest) -> JobsResult<Vec<ClaimedJob>> {
         request.validate()?;
+        // With transactions a round's compare-and-sets commit together
+        // (one commit, on SQLite one fsync, per claim); without, one by one.
+        let together = self.db.capabilities().transactions;
         let mut out = Vec::new();
         for _ in 0..CLAIM_ROUNDS {
             let want = request.batch - out.len();
@@ -605,33 +766,73 @@ impl Jobs for DbJobs {
                 .limit((want * 2 + 8) as u64);
             let rows = self.db.read(&self.table, &query).await?;
             let found = rows.len();
-            let mut lost = 0;
+            // The claimable rows, started, each with its new lease token.
+            let mut starts = Vec::new();
             for r in rows {
-                if out.len() >= request.batch {
-                    break;
-                }
                 let mut s = Stored::from_row(&r)?;
                 if !s.job.is_claimable(now) {
                     continue;
                 }
                 let started = s.job.start(now, request.lease, &request.worker_id);
-                let token = lifecycle::new_token();
-                let token_ref = (started == Start::Started).then_some(token.as_str());
-                if !self.cas(&s.job, token_ref, s.version).await? {
-                    lost += 1;
+                starts.push((s, started == Start::Started, lifecycle::new_token()));
+            }
+            let row = |(s, started, token): &(Stored, bool, String)| {
+                s.job
+                    .to_row(started.then_some(token.as_str()), s.version + 1)
+            };
+            let won: Vec<bool> = if together {
+                starts.truncate(want);
+                if starts.is_empty() {
+                    break;
+                }
+                let ops = starts
+                    .iter()
+                    .map(|start| Operation::UpdateMany {
+                        table: self.table.clone(),
+                        filter: cas_filter(&start.0.job, start.0.version),
+                        data: row(start),
+                    })
+                    .collect();
+                let outputs = self.db.transaction(ops).await?;
+                outputs
+                    .iter()
+                    .map(|o| matches!(o, OperationOutput::Affected(1)))
+                    .collect()
+            } else {
+                // One by one, past the ones another claimer took, until
+                // `want` are taken.
+                let mut won = Vec::with_capacity(want);
+                let mut taken = 0;
+                for start in &starts {
+                    if taken >= want {
+                        break;
+                    }
+                    let filter = cas_filter(&start.0.job, start.0.version);
+                    let w = self
+                        .db
+                        .update_many(&self.table, &filter, row(start))
+                        .await?
+                        == 1;
+                    taken += usize::from(w && start.1);
+                    won.push(w);
+                }
+                starts.truncate(won.len());
+                won
+            };
+            let lost = won.iter().filter(|w| !**w).count();
+            for ((s, started, token), won) in starts.into_iter().zip(won) {
+                if !(won && started) {
                     continue;
                 }
-                if started == Start::Started {
-                    let expires_at = s.job.lease_expires_at.unwrap_or(now);
-                    out.push(ClaimedJob {
-                        lease: Lease {
-                            job_id: s.job.id,
-                            token,
-                            expires_at,
-                        },
-                        job: s.job,
-                    });
-                }
+                let expires_at = s.job.lease_expires_at.unwrap_or(now);
+                out.push(ClaimedJob {
+                    lease: Lease {
+                        job_id: s.job.id,
+                        token,
+                        expires_at,
+                    },
+                    job: s.job,
+                });
             }
             // Done when full, or when the read found every claimable job
             // and no compare-and-set was lost to another claimer.
@@ -648,8 +849,13 @@ impl Jobs for DbJobs {
     }
 
     async fn complete(&self, lease: &Lease) -> JobsResult<()> {
-        self.with_lease(lease, "jobs.complete", |job, now| job.complete(now))
-            .await
+        match &self.completions {
+            Some(batcher) => batcher.submit(lease.clone()).await,
+            None => {
+                self.with_lease(lease, "jobs.complete", |job, now| job.complete(now))
+                    .await
+            }
+        }
     }
 
     async fn fail(&self, lease: &Lease, error: &JobError) -> JobsResult<FailOutcome> {
