@@ -194,6 +194,39 @@ fn io_kind(e: &std::io::Error) -> ErrorKind {
     }
 }
 
+impl SqliteDatabase {
+    /// [`SqlProvider::begin`] and [`SqlProvider::begin_insert`]: a write
+    /// of one statement (`single`) runs in autocommit mode when it records
+    /// nothing, or when it is an `INSERT` (`insert`); any other in a
+    /// `BEGIN IMMEDIATE` transaction.
+    async fn begin_write(
+        &self,
+        pool: &SqlitePool,
+        single: bool,
+        insert: bool,
+    ) -> DbResult<(SqliteConn, bool)> {
+        let guard = Arc::clone(&self.write_lock).lock_owned().await;
+        let record = self.changes.subscriber_count() > 0;
+        let exec = if single && (!record || insert) {
+            Exec::Conn(pool.acquire().await.map_err(error::map)?)
+        } else {
+            // IMMEDIATE takes the write lock up front (waiting up to the
+            // busy timeout for other processes), so a transaction that
+            // reads before it writes never fails to upgrade its lock.
+            Exec::Tx(
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(error::map)?,
+            )
+        };
+        let conn = SqliteConn {
+            exec,
+            _write: Some(guard),
+        };
+        Ok((conn, record))
+    }
+}
+
 impl SqlProvider for SqliteDatabase {
     /// Changes are published after commit from this instance's own write
     /// paths.
@@ -307,25 +340,15 @@ impl SqlProvider for SqliteDatabase {
     /// that is one statement (`single`) and records nothing runs in
     /// autocommit mode — atomic on its own, without `BEGIN`/`COMMIT`.
     async fn begin(&self, pool: &SqlitePool, single: bool) -> DbResult<(SqliteConn, bool)> {
-        let guard = Arc::clone(&self.write_lock).lock_owned().await;
-        let record = self.changes.subscriber_count() > 0;
-        let exec = if single && !record {
-            Exec::Conn(pool.acquire().await.map_err(error::map)?)
-        } else {
-            // IMMEDIATE takes the write lock up front (waiting up to the
-            // busy timeout for other processes), so a transaction that
-            // reads before it writes never fails to upgrade its lock.
-            Exec::Tx(
-                pool.begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(error::map)?,
-            )
-        };
-        let conn = SqliteConn {
-            exec,
-            _write: Some(guard),
-        };
-        Ok((conn, record))
+        self.begin_write(pool, single, false).await
+    }
+
+    /// An `INSERT` records its changes from the rows it returns, so one
+    /// statement runs in autocommit mode even while changes are recorded:
+    /// it commits as it finishes, under this process's write lock, before
+    /// the changes are published.
+    async fn begin_insert(&self, pool: &SqlitePool, single: bool) -> DbResult<(SqliteConn, bool)> {
+        self.begin_write(pool, single, true).await
     }
 
     /// Commits, then publishes the changes (still under the write lock).

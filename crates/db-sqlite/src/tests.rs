@@ -3,8 +3,8 @@ use std::time::Duration;
 use serde_json::json;
 use truststream_core_db::sql::compile::SqlDialect;
 use truststream_core_db::{
-    col, ChangeKind, ColumnDef, ColumnDefault, Error, ErrorKind, IndexSpec, Params, Query, Row,
-    TableSchema, Value,
+    col, ChangeKind, ChangeStream, ColumnDef, ColumnDefault, Error, ErrorKind, IndexSpec, Params,
+    Query, Row, TableSchema, Value,
 };
 
 use super::*;
@@ -391,6 +391,75 @@ async fn change_feed_sees_provider_writes_not_raw_sql() {
     assert_eq!(first.key, json!(2), "the raw-SQL insert is not in the feed");
     let e = db.subscribe_changes(Some("nope")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+async fn next_change(changes: &mut ChangeStream) -> truststream_core_db::RowChange {
+    tokio::time::timeout(Duration::from_secs(5), changes.recv())
+        .await
+        .expect("a change arrives")
+        .expect("feed open")
+        .unwrap()
+}
+
+/// While the feed records, a one-statement insert runs without
+/// `BEGIN`/`COMMIT` and is committed before its change is published: a
+/// second instance on the file sees the row when the change arrives; an
+/// insert that fails publishes nothing; an update (which reads the old
+/// rows first) still runs in a transaction and is published once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_inserts_are_committed_before_their_change_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("feed.db");
+    let db = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    let other = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    db.create_table(
+        &TableSchema::new("feed")
+            .column(ColumnDef::integer("id").primary_key())
+            .column(ColumnDef::text("s")),
+    )
+    .await
+    .unwrap();
+    let mut changes = db.subscribe_changes(Some("feed")).await.unwrap();
+    db.create("feed", row(json!({"id": 1, "s": "a"})))
+        .await
+        .unwrap();
+    let c = next_change(&mut changes).await;
+    assert_eq!((c.kind, c.key.clone()), (ChangeKind::Insert, json!(1)));
+    assert!(other.get("feed", &json!(1)).await.unwrap().is_some());
+    let e = db
+        .create("feed", row(json!({"id": 1, "s": "again"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    db.create_many(
+        "feed",
+        vec![
+            row(json!({"id": 2, "s": "b"})),
+            row(json!({"id": 3, "s": "c"})),
+        ],
+    )
+    .await
+    .unwrap();
+    let (c2, c3) = (
+        next_change(&mut changes).await,
+        next_change(&mut changes).await,
+    );
+    assert_eq!(
+        (c2.key, c3.key),
+        (json!(2), json!(3)),
+        "the failed insert published nothing"
+    );
+    assert_eq!(other.read("feed", &Query::new()).await.unwrap().len(), 3);
+    db.update("feed", &json!(2), row(json!({"s": "bb"})))
+        .await
+        .unwrap();
+    let c = next_change(&mut changes).await;
+    assert_eq!(c.kind, ChangeKind::Update);
+    assert_eq!(c.old.as_ref().and_then(|r| r.get("s")), Some(&json!("b")));
 }
 
 /// A database file that cannot be opened names the file and the

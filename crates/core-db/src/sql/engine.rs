@@ -194,6 +194,19 @@ pub trait SqlProvider: Send + Sync + 'static {
         single: bool,
     ) -> impl Future<Output = DbResult<(Self::Conn, bool)>> + Send;
 
+    /// [`SqlProvider::begin`] for a write made of `INSERT`s only (`create`,
+    /// `create_many`, `insert_many`), whose changes are recorded from the
+    /// rows the statement returns, without reading first: with `single` it
+    /// may run without `BEGIN`/`COMMIT` even while changes are recorded.
+    /// By default the same as [`SqlProvider::begin`].
+    fn begin_insert(
+        &self,
+        pool: &Self::Pool,
+        single: bool,
+    ) -> impl Future<Output = DbResult<(Self::Conn, bool)>> + Send {
+        self.begin(pool, single)
+    }
+
     /// Commits a write begun by [`SqlProvider::begin`] (a no-op outside a
     /// transaction) and publishes the changes it recorded.
     fn commit(
@@ -556,11 +569,31 @@ async fn begin<'a, P: SqlProvider>(
     op: &'static str,
     single: bool,
 ) -> DbResult<Writer<'a, P>> {
+    begin_shaped(db, op, single, false).await
+}
+
+/// [`begin`] for a write of `INSERT`s only ([`SqlProvider::begin_insert`]).
+async fn begin_insert<'a, P: SqlProvider>(
+    db: &'a P,
+    op: &'static str,
+    single: bool,
+) -> DbResult<Writer<'a, P>> {
+    begin_shaped(db, op, single, true).await
+}
+
+async fn begin_shaped<'a, P: SqlProvider>(
+    db: &'a P,
+    op: &'static str,
+    single: bool,
+    inserts_only: bool,
+) -> DbResult<Writer<'a, P>> {
     let pool = db.sql_state().pool_for(op)?;
-    let (conn, record) = db
-        .begin(&pool, single)
-        .await
-        .map_err(|e| e.with_operation(op).unapplied())?;
+    let begun = if inserts_only {
+        db.begin_insert(&pool, single).await
+    } else {
+        db.begin(&pool, single).await
+    };
+    let (conn, record) = begun.map_err(|e| e.with_operation(op).unapplied())?;
     let tx = SqlTx { db, conn };
     Ok(if record {
         RowWriter::new(tx)
@@ -751,7 +784,7 @@ impl<P: SqlProvider> Database for P {
     }
 
     async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
-        let mut w = begin(self, "db.create", true).await?;
+        let mut w = begin_insert(self, "db.create", true).await?;
         let r = match w.create_many_owned(table, vec![row]).await {
             Ok(mut rows) => rows
                 .pop()
@@ -832,7 +865,7 @@ impl<P: SqlProvider> Database for P {
         }
         // One INSERT per chunk: more than one chunk needs a transaction.
         let single = is_single_insert(self.sql_state().dialect(), &schema, &rows);
-        let mut w = begin(self, op, single).await?;
+        let mut w = begin_insert(self, op, single).await?;
         let r = w.create_many_owned(table, rows).await;
         finish::<P, _>(op, w, r).await
     }
@@ -852,7 +885,7 @@ impl<P: SqlProvider> Database for P {
         } else {
             is_single_insert(self.sql_state().dialect(), &schema, &rows)
         };
-        let mut w = begin(self, op, single).await?;
+        let mut w = begin_insert(self, op, single).await?;
         let r = w.insert_many(table, rows).await;
         finish::<P, _>(op, w, r).await
     }
