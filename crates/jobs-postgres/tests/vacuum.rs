@@ -99,3 +99,74 @@ async fn vacuum_every_zero_leaves_the_table_to_autovacuum() {
     };
     assert_eq!(count, 0, "the provider vacuumed with vacuum_every = 0");
 }
+
+/// A provider opened on a table with at least `vacuum_every` dead rows
+/// vacuums it: a fleet of short-lived worker processes, none of which
+/// works `vacuum_every` jobs, still gets its table cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_on_a_table_with_many_dead_rows_vacuums_it() {
+    let Some(url) = testing::server().await else {
+        return;
+    };
+    let scratch = Scratch::new(url.clone());
+    let schema = scratch
+        .config("pgjobs_vacuum_open")
+        .schema
+        .expect("scratch schema");
+    let mut config = PgJobsConfig::new(url.clone()).with_schema(schema.clone());
+    config.vacuum_every = 0;
+    let first = PgJobs::open(config.clone()).await.expect("open");
+    let table = format!("\"{schema}\".\"{}\"", first.table());
+    // Dead rows, without a VACUUM: 300 jobs enqueued, then purged.
+    first
+        .enqueue_many(
+            (0..JOBS)
+                .map(|n| NewJob::new("v", &serde_json::json!({ "n": n })))
+                .collect::<Result<Vec<_>, _>>()
+                .expect("valid jobs"),
+        )
+        .await
+        .expect("enqueue");
+    sqlx::query(&format!("DELETE FROM {table}"))
+        .execute(first.pool())
+        .await
+        .expect("delete the jobs");
+    let stats = |pool: sqlx::PgPool, table: String| async move {
+        let mut conn = pool.acquire().await.expect("connection");
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await
+            .expect("clear the statistics snapshot");
+        let (dead, vacuums): (i64, i64) = sqlx::query_as(
+            "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass",
+        )
+        .bind(&table)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("read the table's statistics");
+        (dead, vacuums)
+    };
+    // The server's statistics see the dead rows (within its flush delay).
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats(first.pool().clone(), table.clone()).await.0 < JOBS as i64 {
+        assert!(tokio::time::Instant::now() < until, "no dead rows counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Fewer dead rows than an instance's vacuum_every (1,000): no VACUUM.
+    config.vacuum_every = 1_000;
+    let above = PgJobs::open(config.clone()).await.expect("open");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stats(first.pool().clone(), table.clone()).await.1, 0);
+    above.close().await.expect("close");
+    // At least vacuum_every (100): a VACUUM, in the background.
+    config.vacuum_every = 100;
+    let second = PgJobs::open(config).await.expect("open");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats(first.pool().clone(), table.clone()).await.1 == 0 {
+        assert!(tokio::time::Instant::now() < until, "no VACUUM at open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.close().await.expect("close");
+    first.close().await.expect("close");
+    scratch.cleanup().await.expect("drop the scratch schema");
+}
