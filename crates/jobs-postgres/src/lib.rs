@@ -100,11 +100,7 @@ pub struct PgJobsConfig {
     /// background on a pooled connection, one at a time per instance; one
     /// that another process's VACUUM holds the table for is skipped. A
     /// role that does not own the table gets PostgreSQL's warning and
-    /// nothing is vacuumed. An instance also vacuums when it opens, in the
-    /// background, if the server counts at least this many dead rows in
-    /// the table (`pg_stat_user_tables.n_dead_tup`): worker processes that
-    /// each live for fewer jobs than this still clear what the ones before
-    /// them left.
+    /// nothing is vacuumed.
     pub vacuum_every: u64,
 }
 
@@ -322,7 +318,6 @@ impl PgJobs {
         listener.listen(&channel).await.map_err(map)?;
         let listener = tokio::spawn(Self::listen(listener, wake.clone()));
         let vacuum = Arc::new(Vacuum::new(config.vacuum_every));
-        vacuum.at_open(&pool, &names.qt);
         let flush: Flush<Write, Written> = {
             let pool = pool.clone();
             let names = names.clone();
@@ -1208,50 +1203,13 @@ impl Vacuum {
         if (before + jobs) / self.every == before / self.every {
             return;
         }
-        self.spawn(pool, qt, false);
-    }
-
-    /// At open: starts a `VACUUM` of `qt` in the background when the
-    /// server counts at least `every` dead rows in it
-    /// (`pg_stat_user_tables.n_dead_tup`), so worker processes that each
-    /// live for fewer than `every` jobs (a fleet of short-lived workers,
-    /// none of which reaches the count on its own) still clear what the
-    /// ones before them left.
-    fn at_open(&self, pool: &PgPool, qt: &str) {
-        if self.every > 0 {
-            self.spawn(pool, qt, true);
-        }
-    }
-
-    /// Starts the background `VACUUM` unless one of this instance's runs;
-    /// `if_dead`: only when the table has at least `every` dead rows.
-    fn spawn(&self, pool: &PgPool, qt: &str, if_dead: bool) {
         let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
         if task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
         let pool = pool.clone();
-        let table = qt.to_string();
-        let every = i64::try_from(self.every).unwrap_or(i64::MAX);
+        let statement = format!("VACUUM (SKIP_LOCKED) {qt}");
         *task = Some(tokio::spawn(async move {
-            if if_dead {
-                let dead: Result<Option<i64>, _> = sqlx::query_scalar(
-                    "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = to_regclass($1)",
-                )
-                .bind(&table)
-                .fetch_optional(&pool)
-                .await
-                .map(Option::flatten);
-                match dead {
-                    Ok(Some(n)) if n >= every => {}
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "jobs-postgres: cannot read the jobs table's dead rows");
-                        return;
-                    }
-                }
-            }
-            let statement = format!("VACUUM (SKIP_LOCKED) {table}");
             if let Err(e) = sqlx::query(&statement).execute(&pool).await {
                 tracing::warn!(error = %e, "jobs-postgres: VACUUM of the jobs table failed");
             }
