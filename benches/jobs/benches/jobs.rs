@@ -68,9 +68,9 @@ use apalis::prelude::*;
 use apalis_postgres::{Config as ApalisConfig, PostgresStorage, Pubsub};
 use sqlx::Connection;
 use truststream_bench_jobs::{
-    child_args, epoch, ms, print_procs_row, print_rows, progress, say_ready, since_epoch,
-    stdin_line, ts_child, ts_enqueue, ts_fill, ts_latency, ts_work, Children, Ping, Round,
-    Settings, Side, Tally, CONCURRENCY, PROCS,
+    child_args, epoch, ms, print_rows, progress, say_ready, since_epoch, stdin_line, ts_child,
+    ts_enqueue, ts_fill, ts_latency, ts_work, Children, Ping, ProcsRows, Round, Settings, Side,
+    Tally, CONCURRENCY, PROCS,
 };
 use truststream_core_jobs::Jobs;
 use truststream_jobs_postgres::{PgJobs, PgJobsConfig};
@@ -375,7 +375,7 @@ async fn main() {
     let tally = Arc::new(Tally::default());
 
     let (mut ts_rounds, mut ap_rounds, mut ap16_rounds) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ts_procs, mut ap_procs) = (Vec::new(), Vec::new());
+    let mut procs = ProcsRows::default();
     for round in 0..settings.rounds {
         // Alternate which side goes first.
         for side in 0..3 {
@@ -415,23 +415,14 @@ async fn main() {
         }
         // The multi-process rows, in the round's first side's order.
         for side in Side::in_round(round) {
-            if settings.procs_side.is_some_and(|only| only != side) {
-                continue;
-            }
-            let r = procs_round(side, &bench_url, &ts, &pool, &mut cleaner, &settings).await;
-            progress(format_args!(
-                "round {}: {} {PROCS} processes {r:.0} jobs/s",
-                round + 1,
-                side.arg()
-            ));
-            match side {
-                Side::TrustStream => ts_procs.push(r),
-                Side::Apalis => ap_procs.push(r),
+            if settings.runs_procs(side) {
+                let r = procs_round(side, &bench_url, &ts, &pool, &mut cleaner, &settings).await;
+                procs.record(round, side, r);
             }
         }
     }
     if settings.procs_only {
-        print_procs_row((ts_procs, ap_procs));
+        procs.print();
         finish(ts, cleaner, pool, admin, &name).await;
         return;
     }
@@ -463,7 +454,7 @@ async fn main() {
             &format!("apalis batch_size {CONCURRENCY} (tuned)"),
             &ap16_rounds,
         )),
-        (ts_procs, ap_procs),
+        procs,
         [(ts_p50, ts_p99), (ap_p50, ap_p99)],
         settings.pings,
     );

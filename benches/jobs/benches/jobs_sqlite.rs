@@ -49,8 +49,8 @@ use apalis_sqlite::callback::HookCallbackListener;
 use apalis_sqlite::{Config as ApalisConfig, SqlitePool, SqliteStorage};
 use sqlx::Connection;
 use truststream_bench_jobs::{
-    child_args, epoch, ms, print_procs_row, print_rows, progress, say_ready, stdin_line, ts_child,
-    ts_enqueue, ts_fill, ts_latency, ts_work, Children, Ping, Round, Settings, Side, Tally,
+    child_args, epoch, ms, print_rows, progress, say_ready, stdin_line, ts_child, ts_enqueue,
+    ts_fill, ts_latency, ts_work, Children, Ping, ProcsRows, Round, Settings, Side, Tally,
     CONCURRENCY, PROCS,
 };
 use truststream_core_jobs::Jobs;
@@ -365,7 +365,7 @@ async fn main() {
     let tally = Arc::new(Tally::default());
 
     let (mut ts_rounds, mut ap_rounds) = (Vec::new(), Vec::new());
-    let (mut ts_procs, mut ap_procs) = (Vec::new(), Vec::new());
+    let mut procs = ProcsRows::default();
     for round in 0..settings.rounds {
         for side in Side::in_round(round) {
             if settings.procs_only {
@@ -385,23 +385,14 @@ async fn main() {
             }
         }
         for side in Side::in_round(round) {
-            if settings.procs_side.is_some_and(|only| only != side) {
-                continue;
-            }
-            let r = procs_round(side, &paths, &ts, &apalis, &mut cleaners, &settings).await;
-            progress(format_args!(
-                "round {}: {} {PROCS} processes {r:.0} jobs/s",
-                round + 1,
-                side.arg()
-            ));
-            match side {
-                Side::TrustStream => ts_procs.push(r),
-                Side::Apalis => ap_procs.push(r),
+            if settings.runs_procs(side) {
+                let r = procs_round(side, &paths, &ts, &apalis, &mut cleaners, &settings).await;
+                procs.record(round, side, r);
             }
         }
     }
     if settings.procs_only {
-        print_procs_row((ts_procs, ap_procs));
+        procs.print();
         return;
     }
     let (ts_p50, ts_p99) = ts_latency(&ts, &tally, settings.pings).await;
@@ -435,7 +426,7 @@ async fn main() {
         &ts_rounds,
         &ap_rounds,
         None,
-        (ts_procs, ap_procs),
+        procs,
         [(ts_p50, ts_p99), (ap_p50, ap_p99)],
         settings.pings,
     );

@@ -136,6 +136,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether the multi-process rows run `side` (`--only procs-ts` /
+    /// `procs-apalis` run one side).
+    pub fn runs_procs(&self, side: Side) -> bool {
+        self.procs_side.is_none_or(|only| only == side)
+    }
+
     /// The defaults, `--smoke`'s small run, or the flags' values.
     pub fn from_args() -> Settings {
         let args: Vec<String> = std::env::args().collect();
@@ -249,7 +255,7 @@ pub fn print_rows(
     ts: &[Round],
     apalis: &[Round],
     apalis_tuned: Option<(&str, &[Round])>,
-    procs: (Vec<f64>, Vec<f64>),
+    procs: ProcsRows,
     latency: [(Duration, Duration); 2],
     pings: u64,
 ) {
@@ -270,7 +276,7 @@ pub fn print_rows(
             t / a
         );
     }
-    print_procs_row(procs);
+    procs.print();
     let [(ts_p50, ts_p99), (ap_p50, ap_p99)] = latency;
     for (q, t, a) in [("p50", ts_p50, ap_p50), ("p99", ts_p99, ap_p99)] {
         println!(
@@ -282,14 +288,37 @@ pub fn print_rows(
     }
 }
 
-/// Prints the multi-process row: TrustStream's and apalis' jobs/s.
-pub fn print_procs_row((ts, apalis): (Vec<f64>, Vec<f64>)) {
-    let (t, tm) = cell(ts);
-    let (a, am) = cell(apalis);
-    println!(
-        "| no-op jobs worked/s, {PROCS} worker processes (to the last completion) | {t} | {a} | {:.2}x |",
-        tm / am
-    );
+/// The multi-process row's figures: each side's jobs/s, one per round.
+#[derive(Default)]
+pub struct ProcsRows {
+    ts: Vec<f64>,
+    apalis: Vec<f64>,
+}
+
+impl ProcsRows {
+    /// Records `side`'s rate in round `round` (from 0), with a progress
+    /// line.
+    pub fn record(&mut self, round: usize, side: Side, rate: f64) {
+        progress(format_args!(
+            "round {}: {} {PROCS} processes {rate:.0} jobs/s",
+            round + 1,
+            side.arg()
+        ));
+        match side {
+            Side::TrustStream => self.ts.push(rate),
+            Side::Apalis => self.apalis.push(rate),
+        }
+    }
+
+    /// Prints the row: TrustStream's and apalis' jobs/s and their ratio.
+    pub fn print(self) {
+        let (t, tm) = cell(self.ts);
+        let (a, am) = cell(self.apalis);
+        println!(
+            "| no-op jobs worked/s, {PROCS} worker processes (to the last completion) | {t} | {a} | {:.2}x |",
+            tm / am
+        );
+    }
 }
 
 // ---------------------------------------------------------------- TrustStream

@@ -766,9 +766,14 @@ impl Jobs for DbJobs {
                 .limit((want * 2 + 8) as u64);
             let rows = self.db.read(&self.table, &query).await?;
             let found = rows.len();
-            // The claimable rows, started, each with its new lease token.
+            // The claimable rows, started, each with its new lease token:
+            // `want` of them when they commit together; all, one by one
+            // (the ones past a lost compare-and-set are the spares).
             let mut starts = Vec::new();
             for r in rows {
+                if together && starts.len() >= want {
+                    break;
+                }
                 let mut s = Stored::from_row(&r)?;
                 if !s.job.is_claimable(now) {
                     continue;
@@ -781,7 +786,6 @@ impl Jobs for DbJobs {
                     .to_row(started.then_some(token.as_str()), s.version + 1)
             };
             let won: Vec<bool> = if together {
-                starts.truncate(want);
                 if starts.is_empty() {
                     break;
                 }

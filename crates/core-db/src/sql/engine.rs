@@ -564,34 +564,24 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
 type Writer<'a, P> = RowWriter<SqlTx<'a, P>>;
 
 /// Starts a write. End it with [`finish`].
+/// What a write is made of: `INSERT`s only (begun with
+/// [`SqlProvider::begin_insert`]) or anything.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    Inserts,
+    Any,
+}
+
 async fn begin<'a, P: SqlProvider>(
     db: &'a P,
     op: &'static str,
     single: bool,
-) -> DbResult<Writer<'a, P>> {
-    begin_shaped(db, op, single, false).await
-}
-
-/// [`begin`] for a write of `INSERT`s only ([`SqlProvider::begin_insert`]).
-async fn begin_insert<'a, P: SqlProvider>(
-    db: &'a P,
-    op: &'static str,
-    single: bool,
-) -> DbResult<Writer<'a, P>> {
-    begin_shaped(db, op, single, true).await
-}
-
-async fn begin_shaped<'a, P: SqlProvider>(
-    db: &'a P,
-    op: &'static str,
-    single: bool,
-    inserts_only: bool,
+    writes: Writes,
 ) -> DbResult<Writer<'a, P>> {
     let pool = db.sql_state().pool_for(op)?;
-    let begun = if inserts_only {
-        db.begin_insert(&pool, single).await
-    } else {
-        db.begin(&pool, single).await
+    let begun = match writes {
+        Writes::Inserts => db.begin_insert(&pool, single).await,
+        Writes::Any => db.begin(&pool, single).await,
     };
     let (conn, record) = begun.map_err(|e| e.with_operation(op).unapplied())?;
     let tx = SqlTx { db, conn };
@@ -632,7 +622,7 @@ async fn ddl<P: SqlProvider>(
     statements: Vec<String>,
     new_schema: Option<TableSchema>,
 ) -> DbResult<()> {
-    let mut w = begin(db, op, false).await?;
+    let mut w = begin(db, op, false, Writes::Any).await?;
     let r = async {
         let conn = &mut w.tx().conn;
         for sql in statements {
@@ -784,7 +774,7 @@ impl<P: SqlProvider> Database for P {
     }
 
     async fn create(&self, table: &str, row: Row) -> DbResult<Row> {
-        let mut w = begin_insert(self, "db.create", true).await?;
+        let mut w = begin(self, "db.create", true, Writes::Inserts).await?;
         let r = match w.create_many_owned(table, vec![row]).await {
             Ok(mut rows) => rows
                 .pop()
@@ -843,13 +833,13 @@ impl<P: SqlProvider> Database for P {
     }
 
     async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row> {
-        let mut w = begin(self, "db.update", true).await?;
+        let mut w = begin(self, "db.update", true, Writes::Any).await?;
         let r = w.update(table, id, &patch).await;
         finish::<P, _>("db.update", w, r).await
     }
 
     async fn delete(&self, table: &str, id: &Value) -> DbResult<bool> {
-        let mut w = begin(self, "db.delete", true).await?;
+        let mut w = begin(self, "db.delete", true, Writes::Any).await?;
         let r = w.delete(table, id).await;
         finish::<P, _>("db.delete", w, r).await
     }
@@ -865,7 +855,7 @@ impl<P: SqlProvider> Database for P {
         }
         // One INSERT per chunk: more than one chunk needs a transaction.
         let single = is_single_insert(self.sql_state().dialect(), &schema, &rows);
-        let mut w = begin_insert(self, op, single).await?;
+        let mut w = begin(self, op, single, Writes::Inserts).await?;
         let r = w.create_many_owned(table, rows).await;
         finish::<P, _>(op, w, r).await
     }
@@ -885,19 +875,19 @@ impl<P: SqlProvider> Database for P {
         } else {
             is_single_insert(self.sql_state().dialect(), &schema, &rows)
         };
-        let mut w = begin_insert(self, op, single).await?;
+        let mut w = begin(self, op, single, Writes::Inserts).await?;
         let r = w.insert_many(table, rows).await;
         finish::<P, _>(op, w, r).await
     }
 
     async fn update_many(&self, table: &str, filter: &Filter, patch: Row) -> DbResult<u64> {
-        let mut w = begin(self, "db.update_many", true).await?;
+        let mut w = begin(self, "db.update_many", true, Writes::Any).await?;
         let r = w.update_count(table, filter, &patch).await;
         finish::<P, _>("db.update_many", w, r).await
     }
 
     async fn delete_many(&self, table: &str, filter: &Filter) -> DbResult<u64> {
-        let mut w = begin(self, "db.delete_many", true).await?;
+        let mut w = begin(self, "db.delete_many", true, Writes::Any).await?;
         let r = w.delete_where(table, filter).await;
         finish::<P, _>("db.delete_many", w, r).await
     }
@@ -913,7 +903,7 @@ impl<P: SqlProvider> Database for P {
     }
 
     async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
-        let mut w = begin(self, "db.transaction", false).await?;
+        let mut w = begin(self, "db.transaction", false, Writes::Any).await?;
         let r = w.apply_all(&operations).await;
         finish::<P, _>("db.transaction", w, r).await
     }
