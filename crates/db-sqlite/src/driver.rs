@@ -13,7 +13,10 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{Column as _, Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
+use sqlx::{
+    Column as _, Row as _, Sqlite, Transaction, TransactionManager as _, TypeInfo as _,
+    ValueRef as _,
+};
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
 use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
@@ -102,25 +105,147 @@ pub(crate) const INFO: ProviderInfo = ProviderInfo {
 
 pub(crate) const DIALECT: SqlDialect = SqlDialect::Sqlite;
 
+/// This process's write side: the lock that serializes its writes and,
+/// for a database file, the one connection they all run on.
+///
+/// Writes on one connection find their statements prepared: the pool
+/// hands out its idle connections in turn, so each statement shape used
+/// to be parsed again on every connection it landed on (a 10,000-row
+/// `createMany` parsed its 32,766-parameter `INSERT` on most batches), and
+/// every write paid the pool's liveness check. SQLite has one writer at a
+/// time, so one write connection costs no concurrency. The connection is
+/// detached from the pool (the pool may open a replacement for readers)
+/// and closed with it. An in-memory database is its pool's one
+/// connection: its writes take that connection from the pool.
+pub(crate) struct Writer {
+    conn: Option<SqliteConnection>,
+}
+
+impl Writer {
+    pub(crate) fn new() -> Self {
+        Writer { conn: None }
+    }
+
+    /// Closes the write connection (the pool is closing).
+    pub(crate) async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            use sqlx::Connection as _;
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// sqlx's transaction handling of a SQLite connection, as its own
+/// `Transaction` uses it: a cancelled `BEGIN` or `COMMIT` is settled by
+/// the connection's worker, and a rollback started on drop runs before any
+/// later statement.
+type TxManager = <Sqlite as sqlx::Database>::TransactionManager;
+
 /// A connection of the shared engine: in a transaction or not, and for a
 /// write, holding this process's write lock until it is committed or
 /// rolled back.
 pub struct SqliteConn {
     exec: Exec,
-    _write: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _write: Option<tokio::sync::OwnedMutexGuard<Writer>>,
 }
 
 /// A transaction, or one connection (reads, single-statement writes).
 enum Exec {
     Tx(Transaction<'static, Sqlite>),
     Conn(PoolConnection<Sqlite>),
+    /// A write on the writer's connection (a database file).
+    Write(WriteConn),
+}
+
+/// A write on [`Writer`]'s connection, holding the write lock.
+struct WriteConn {
+    guard: tokio::sync::OwnedMutexGuard<Writer>,
+    /// A transaction may be open: set before `BEGIN IMMEDIATE` is sent,
+    /// cleared when it fails or a `COMMIT` or `ROLLBACK` succeeds. Dropped
+    /// while set, the connection's worker rolls back before it runs any
+    /// later statement (nothing happens when no transaction is open).
+    in_tx: bool,
+    /// The connection failed outside SQLite (I/O, its worker thread): it
+    /// is dropped, and the next write opens another.
+    broken: bool,
+}
+
+impl WriteConn {
+    fn conn(&mut self) -> DbResult<&mut SqliteConnection> {
+        self.guard
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::internal("the SQLite write connection is gone"))
+    }
+
+    async fn begin(&mut self) -> DbResult<()> {
+        self.in_tx = true;
+        let conn = self.conn()?;
+        let r = TxManager::begin(conn, Some("BEGIN IMMEDIATE".into())).await;
+        r.map_err(|e| {
+            self.in_tx = false;
+            self.failed(e)
+        })
+    }
+
+    async fn commit(&mut self) -> DbResult<()> {
+        let conn = self.conn()?;
+        let r = TxManager::commit(conn).await;
+        self.in_tx = r.is_err();
+        r.map_err(|e| self.failed(e))
+    }
+
+    async fn rollback(&mut self) {
+        if let Ok(conn) = self.conn() {
+            let r = TxManager::rollback(conn).await;
+            self.in_tx = r.is_err();
+        }
+    }
+
+    /// Maps `e`, marking the connection broken when the failure is not
+    /// SQLite's answer to a statement.
+    fn failed(&mut self, e: sqlx::Error) -> Error {
+        if matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolClosed
+        ) {
+            self.broken = true;
+        }
+        error::map(e)
+    }
+}
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        if self.broken {
+            self.guard.conn = None;
+            return;
+        }
+        if self.in_tx {
+            if let Some(conn) = self.guard.conn.as_mut() {
+                TxManager::start_rollback(conn);
+            }
+        }
+    }
 }
 
 impl SqliteConn {
-    fn raw(&mut self) -> &mut SqliteConnection {
+    fn raw(&mut self) -> DbResult<&mut SqliteConnection> {
         match &mut self.exec {
-            Exec::Tx(tx) => tx,
-            Exec::Conn(c) => c,
+            Exec::Tx(tx) => Ok(tx),
+            Exec::Conn(c) => Ok(c),
+            Exec::Write(w) => w.conn(),
+        }
+    }
+
+    /// Maps a failed statement's error (marking a broken write connection).
+    fn failed(&mut self, e: sqlx::Error) -> Error {
+        match &mut self.exec {
+            Exec::Write(w) => w.failed(e),
+            _ => error::map(e),
         }
     }
 }
@@ -205,19 +330,40 @@ impl SqliteDatabase {
         single: bool,
         insert: bool,
     ) -> DbResult<(SqliteConn, bool)> {
-        let guard = Arc::clone(&self.write_lock).lock_owned().await;
+        let mut guard = Arc::clone(&self.writer).lock_owned().await;
         let record = self.changes.subscriber_count() > 0;
-        let exec = if single && (!record || insert) {
-            Exec::Conn(pool.acquire().await.map_err(error::map)?)
-        } else {
-            // IMMEDIATE takes the write lock up front (waiting up to the
-            // busy timeout for other processes), so a transaction that
-            // reads before it writes never fails to upgrade its lock.
+        let tx = !(single && (!record || insert));
+        if !self.config.is_memory() {
+            if guard.conn.is_none() {
+                let conn = pool.acquire().await.map_err(error::map)?;
+                guard.conn = Some(conn.detach());
+            }
+            let mut write = WriteConn {
+                guard,
+                in_tx: false,
+                broken: false,
+            };
+            if tx {
+                // IMMEDIATE takes the write lock up front (waiting up to
+                // the busy timeout for other processes), so a transaction
+                // that reads before it writes never fails to upgrade its
+                // lock.
+                write.begin().await?;
+            }
+            let conn = SqliteConn {
+                exec: Exec::Write(write),
+                _write: None,
+            };
+            return Ok((conn, record));
+        }
+        let exec = if tx {
             Exec::Tx(
                 pool.begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(error::map)?,
             )
+        } else {
+            Exec::Conn(pool.acquire().await.map_err(error::map)?)
         };
         let conn = SqliteConn {
             exec,
@@ -312,6 +458,8 @@ impl SqlProvider for SqliteDatabase {
     }
 
     async fn close_pool(&self, pool: Option<SqlitePool>) {
+        // After the writes in flight (the lock), before the pool.
+        self.writer.lock().await.close().await;
         if let Some(p) = pool {
             p.close().await;
         }
@@ -353,8 +501,10 @@ impl SqlProvider for SqliteDatabase {
 
     /// Commits, then publishes the changes (still under the write lock).
     async fn commit(&self, conn: SqliteConn, changes: Vec<RowChange>) -> DbResult<()> {
-        if let Exec::Tx(tx) = conn.exec {
-            tx.commit().await.map_err(error::map)?;
+        match conn.exec {
+            Exec::Tx(tx) => tx.commit().await.map_err(error::map)?,
+            Exec::Write(mut w) if w.in_tx => w.commit().await?,
+            Exec::Write(_) | Exec::Conn(_) => {}
         }
         let now = chrono::Utc::now();
         self.changes.publish(changes.into_iter().map(|mut c| {
@@ -367,8 +517,12 @@ impl SqlProvider for SqliteDatabase {
     async fn rollback(conn: Self::Conn) {
         // If the rollback fails too, dropping the transaction rolls back
         // when the connection is returned.
-        if let Exec::Tx(tx) = conn.exec {
-            let _ = tx.rollback().await;
+        match conn.exec {
+            Exec::Tx(tx) => {
+                let _ = tx.rollback().await;
+            }
+            Exec::Write(mut w) if w.in_tx => w.rollback().await,
+            Exec::Write(_) | Exec::Conn(_) => {}
         }
     }
 
@@ -378,7 +532,8 @@ impl SqlProvider for SqliteDatabase {
         hints: ColumnHints<'_>,
     ) -> DbResult<Vec<Row>> {
         let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
-        let rows = query.fetch_all(conn.raw()).await.map_err(error::map)?;
+        let r = query.fetch_all(conn.raw()?).await;
+        let rows = r.map_err(|e| conn.failed(e))?;
         decode_rows(&rows, hints)
     }
 
@@ -388,7 +543,8 @@ impl SqlProvider for SqliteDatabase {
         hints: ColumnHints<'_>,
     ) -> DbResult<Option<Row>> {
         let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
-        let row = query.fetch_optional(conn.raw()).await.map_err(error::map)?;
+        let r = query.fetch_optional(conn.raw()?).await;
+        let row = r.map_err(|e| conn.failed(e))?;
         row.as_ref()
             .map(|r| columns_of(r, hints).into_row(|i, ty| decode_column(r, i, ty)))
             .transpose()
@@ -403,17 +559,19 @@ impl SqlProvider for SqliteDatabase {
     ) -> DbResult<ResultSet> {
         let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
         let rows = if at_most_one {
-            let row = query.fetch_optional(conn.raw()).await.map_err(error::map)?;
-            Vec::from_iter(row)
+            let r = query.fetch_optional(conn.raw()?).await;
+            Vec::from_iter(r.map_err(|e| conn.failed(e))?)
         } else {
-            query.fetch_all(conn.raw()).await.map_err(error::map)?
+            let r = query.fetch_all(conn.raw()?).await;
+            r.map_err(|e| conn.failed(e))?
         };
         decode_set(&rows, names_of, hints, decode_column)
     }
 
     async fn execute(conn: &mut Self::Conn, stmt: Statement) -> DbResult<()> {
         let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
-        query.execute(conn.raw()).await.map_err(error::map)?;
+        let r = query.execute(conn.raw()?).await;
+        r.map_err(|e| conn.failed(e))?;
         Ok(())
     }
 
@@ -434,7 +592,7 @@ impl SqlProvider for SqliteDatabase {
             })
             .collect();
         let args = arguments(binds)?;
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.writer.lock().await;
         let rows = sqlx::query_with(&sql, args)
             .fetch_all(pool)
             .await

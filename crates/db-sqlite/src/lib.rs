@@ -100,8 +100,9 @@ pub struct SqliteDatabase {
     /// The pool, the schema cache and the statement cache.
     sql: SqlState<SqlitePool>,
     /// Serializes this process's writes (SQLite has one writer at a time
-    /// anyway), so the change feed publishes in commit order.
-    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// anyway), so the change feed publishes in commit order; holds the
+    /// connection they run on.
+    writer: Arc<tokio::sync::Mutex<driver::Writer>>,
     changes: ChangeFeed,
     /// Built read-only ([`SqliteDatabase::open_with`]): opening creates
     /// nothing (no file, no directory, no bookkeeping table).
@@ -136,7 +137,7 @@ impl SqliteDatabase {
         let db = SqliteDatabase {
             config,
             sql: SqlState::new(INFO, DIALECT),
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            writer: Arc::new(tokio::sync::Mutex::new(driver::Writer::new())),
             changes,
             read_only: options.read_only,
         };

@@ -500,3 +500,65 @@ async fn a_file_that_cannot_be_opened_names_the_path_and_the_reason() {
         .expect("missing directories are created");
     assert!(nested.exists());
 }
+
+/// Writes run on one connection held by the process (a database file):
+/// a write whose future is dropped mid-transaction (a timeout, a
+/// cancelled request) leaves that connection outside any transaction, so
+/// the next write commits on its own and other processes can write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_cancelled_mid_transaction_leave_no_transaction_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cancel.db");
+    let a = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    a.create_table(
+        &TableSchema::new("t")
+            .column(
+                ColumnDef::integer("id")
+                    .primary_key()
+                    .default(ColumnDefault::AutoIncrement),
+            )
+            .column(ColumnDef::text("v").not_null()),
+    )
+    .await
+    .unwrap();
+    let b = SqliteDatabase::open(SqliteConfig::file(&path))
+        .await
+        .unwrap();
+    // 20,000 rows of 2 columns are two statements in one transaction.
+    let batch = |tag: &str| -> Vec<Row> { (0..20_000).map(|_| row(json!({"v": tag}))).collect() };
+    let count = |tag: String| {
+        let b = &b;
+        async move {
+            b.read("t", &Query::new().filter(col("v").eq(tag)))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let started = std::time::Instant::now();
+    a.create_many("t", batch("whole")).await.unwrap();
+    let whole = started.elapsed();
+    let mut cancelled = 0;
+    for (i, part) in [0.05, 0.2, 0.4, 0.6, 0.8, 0.95].into_iter().enumerate() {
+        let tag = format!("batch-{i}");
+        let r = tokio::time::timeout(whole.mul_f64(part), a.create_many("t", batch(&tag))).await;
+        cancelled += usize::from(r.is_err());
+        let stored = count(tag.clone()).await;
+        assert!(
+            stored == 0 || stored == 20_000,
+            "{tag}: {stored} rows, all or none"
+        );
+        // The next write of this process commits at once ...
+        let after = format!("after-{i}");
+        a.create("t", row(json!({"v": after}))).await.unwrap();
+        assert_eq!(count(after).await, 1, "{tag}: a's next write is committed");
+        // ... and another process is not locked out.
+        b.create("t", row(json!({"v": format!("b-{i}")})))
+            .await
+            .unwrap();
+    }
+    assert!(cancelled > 0, "some batch was cut off by its timeout");
+    assert_eq!(count("whole".into()).await, 20_000);
+}
