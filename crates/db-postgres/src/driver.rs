@@ -45,7 +45,7 @@ use truststream_core_db::{
     DbResult, Error, ErrorKind, ProviderInfo, ResultSet, Row, RowChange, TableSchema, Value,
 };
 
-use crate::value::{self, arguments, decode_result_set, decode_row, decode_rows};
+use crate::value::{self, arguments, decode_result_set, decode_row, decode_rows, decode_rows_into};
 use crate::{error, feed, PgDatabase, Pooler, SCHEMA_TABLE, TYPE_NAME};
 
 /// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
@@ -313,6 +313,23 @@ impl SqlProvider for PgDatabase {
             .await
             .map_err(error::map)
             .and_then(|rows| decode_rows(&rows, hints))
+    }
+
+    /// The returned rows fill the husks that fit (the inserted rows' maps).
+    async fn fetch_all_into(
+        conn: &mut PgConn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+        husks: Vec<Row>,
+    ) -> DbResult<Vec<Row>> {
+        let args = arguments(stmt.binds)?;
+        let persistent = conn.persistent();
+        sqlx::query_with(&stmt.sql, args)
+            .persistent(persistent)
+            .fetch_all(conn.raw())
+            .await
+            .map_err(error::map)
+            .and_then(|rows| decode_rows_into(&rows, hints, husks))
     }
 
     async fn fetch_optional(

@@ -10,7 +10,7 @@ use sqlx::types::{BigDecimal, Json};
 use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
-use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
+use truststream_core_db::sql::rows::{decode_all, decode_into, decode_set, ResultColumns};
 use truststream_core_db::value::{
     format_timestamp, is_stored_timestamp, normalize, parse_decimal, parse_timestamp,
 };
@@ -338,6 +338,22 @@ pub(crate) fn decode_rows(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<Ve
     let kinds = rows.first().map(kinds_of).unwrap_or_default();
     decode_all(
         rows,
+        |first| columns_of(first, hints),
+        |row, i, ty| decode_kind(row, i, ty, kinds[i]),
+    )
+}
+
+/// [`decode_rows`] filling the `husks` that fit
+/// ([`truststream_core_db::sql::rows::decode_into`]).
+pub(crate) fn decode_rows_into(
+    rows: &[PgRow],
+    hints: ColumnHints<'_>,
+    husks: Vec<Row>,
+) -> DbResult<Vec<Row>> {
+    let kinds = rows.first().map(kinds_of).unwrap_or_default();
+    decode_into(
+        rows,
+        husks,
         |first| columns_of(first, hints),
         |row, i, ty| decode_kind(row, i, ty, kinds[i]),
     )

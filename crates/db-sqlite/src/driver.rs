@@ -19,7 +19,7 @@ use sqlx::{
 };
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
-use truststream_core_db::sql::rows::{decode_all, decode_set, ResultColumns};
+use truststream_core_db::sql::rows::{decode_all, decode_into, decode_set, ResultColumns};
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
     ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ErrorKind, ProviderInfo,
@@ -535,6 +535,24 @@ impl SqlProvider for SqliteDatabase {
         let r = query.fetch_all(conn.raw()?).await;
         let rows = r.map_err(|e| conn.failed(e))?;
         decode_rows(&rows, hints)
+    }
+
+    /// The returned rows fill the husks that fit (the inserted rows' maps).
+    async fn fetch_all_into(
+        conn: &mut Self::Conn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+        husks: Vec<Row>,
+    ) -> DbResult<Vec<Row>> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        let r = query.fetch_all(conn.raw()?).await;
+        let rows = r.map_err(|e| conn.failed(e))?;
+        decode_into(
+            &rows,
+            husks,
+            |first| columns_of(first, hints),
+            decode_column,
+        )
     }
 
     async fn fetch_optional(

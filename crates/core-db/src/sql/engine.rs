@@ -226,6 +226,21 @@ pub trait SqlProvider: Send + Sync + 'static {
         hints: ColumnHints<'_>,
     ) -> impl Future<Output = DbResult<Vec<Row>>> + Send;
 
+    /// [`SqlProvider::fetch_all`] of an `INSERT ... RETURNING` whose input
+    /// rows come back as `husks` (row by row, values taken as binds): a
+    /// provider decoding with [`super::rows::decode_into`] fills a husk
+    /// with the names of the result instead of copying them. The rows are
+    /// those `fetch_all` returns; the default is `fetch_all`.
+    fn fetch_all_into(
+        conn: &mut Self::Conn,
+        statement: Statement,
+        hints: ColumnHints<'_>,
+        husks: Vec<Row>,
+    ) -> impl Future<Output = DbResult<Vec<Row>>> + Send {
+        drop(husks);
+        Self::fetch_all(conn, statement, hints)
+    }
+
     /// Runs `statement`, which returns at most one row (without the
     /// driver's row streaming).
     fn fetch_optional(
@@ -545,6 +560,21 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
         schema: &TableSchema,
     ) -> DbResult<Option<Row>> {
         P::fetch_optional(&mut self.conn, statement, ColumnHints::Schema(schema)).await
+    }
+
+    async fn fetch_into(
+        &mut self,
+        statement: Statement,
+        schema: &TableSchema,
+        husks: Vec<Row>,
+    ) -> DbResult<Vec<Row>> {
+        P::fetch_all_into(
+            &mut self.conn,
+            statement,
+            ColumnHints::Schema(schema),
+            husks,
+        )
+        .await
     }
 
     fn copies(&self) -> bool {

@@ -369,7 +369,16 @@ impl StatementCache {
     /// The INSERT of `rows` into `schema`'s table, as
     /// [`compile::insert_rows`] makes it (same SQL, same binds, same
     /// errors); the values move into the binds.
-    pub fn insert(&self, schema: &TableSchema, rows: Vec<Row>) -> DbResult<Statement> {
+    pub fn insert(&self, schema: &TableSchema, mut rows: Vec<Row>) -> DbResult<Statement> {
+        self.insert_taking(schema, &mut rows)
+    }
+
+    /// [`StatementCache::insert`] leaving the rows' maps behind: each
+    /// value is taken (a null left in its place), so the caller can hand
+    /// the maps back for the returned rows
+    /// ([`super::rows::decode_into`]). A statement compiled here (a shape
+    /// not cached yet) takes the rows whole and leaves empty maps.
+    pub fn insert_taking(&self, schema: &TableSchema, rows: &mut [Row]) -> DbResult<Statement> {
         // A row gives the shape's columns in its order (rows prepared for
         // an insert list them in schema order): compared without hashing
         // any name, the values taken in order.
@@ -386,11 +395,11 @@ impl StatementCache {
         };
         if let Some(shape) = find(&self.inserts, schema, fits) {
             let mut binds = Vec::with_capacity(rows.len() * shape.columns.len());
-            for mut row in rows {
-                if in_order(&row, &shape) {
-                    for (value, (name, ty)) in row.into_values().zip(&shape.columns) {
+            for row in rows.iter_mut() {
+                if in_order(row, &shape) {
+                    for (value, (name, ty)) in row.values_mut().zip(&shape.columns) {
                         binds.push(Bind {
-                            value,
+                            value: std::mem::take(value),
                             ty: *ty,
                             column: Arc::clone(name),
                         });
@@ -399,7 +408,7 @@ impl StatementCache {
                 }
                 for (name, ty) in &shape.columns {
                     binds.push(Bind {
-                        value: row.remove(&**name).unwrap_or(Value::Null),
+                        value: row.get_mut(&**name).map(std::mem::take).unwrap_or_default(),
                         ty: *ty,
                         column: Arc::clone(name),
                     });
@@ -411,6 +420,7 @@ impl StatementCache {
             });
         }
         let n = rows.len();
+        let rows = rows.iter_mut().map(std::mem::take).collect();
         let stmt = compile::insert_rows(self.dialect, &Self::catalog(schema), &schema.name, rows)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         let per_row = stmt.binds.len().checked_div(n).unwrap_or(0);

@@ -78,6 +78,15 @@ impl ResultColumns {
         }
     }
 
+    /// Whether `row` has exactly the result's names, in result order (so
+    /// filling its values by position makes the row
+    /// [`ResultColumns::row`] makes).
+    pub fn fits(&self, row: &Row) -> bool {
+        self.repeated.is_none()
+            && row.len() == self.template.len()
+            && row.keys().zip(self.template.keys()).all(|(a, b)| a == b)
+    }
+
     /// [`ResultColumns::row`] for the last (or only) row: the template
     /// becomes the row.
     pub fn into_row(
@@ -109,6 +118,36 @@ pub fn decode_all<R>(
         out.push(cols.row(|i, ty| value(r, i, ty))?);
     }
     out.push(cols.into_row(|i, ty| value(last, i, ty))?);
+    Ok(out)
+}
+
+/// [`decode_all`] into rows the caller hands over (`husks`, row by row;
+/// an `INSERT ... RETURNING` gets back the maps its input rows came in,
+/// their values taken as binds): a husk whose names are the result's
+/// columns in order (a row of the template's shape) keeps its names and
+/// index and takes the row's values, so the row costs no copy of the
+/// names and the husk no freeing; any other row (no husk left, other
+/// names, another order) is copied from the template as in
+/// [`decode_all`]. The rows are the rows [`decode_all`] makes.
+pub fn decode_into<R>(
+    rows: &[R],
+    husks: Vec<Row>,
+    columns: impl FnOnce(&R) -> ResultColumns,
+    mut value: impl FnMut(&R, usize, Option<ColumnType>) -> DbResult<Value>,
+) -> DbResult<Vec<Row>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let cols = columns(first);
+    let mut husks = husks.into_iter();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let row = match husks.next() {
+            Some(h) if cols.fits(&h) => fill(h, &cols.types, |i, ty| value(r, i, ty))?,
+            _ => cols.row(|i, ty| value(r, i, ty))?,
+        };
+        out.push(row);
+    }
     Ok(out)
 }
 
@@ -264,6 +303,67 @@ mod tests {
         let mut seen = Vec::new();
         let e = decode_all(
             &[1, 2, 3],
+            |_| ResultColumns::new(["a"], hints),
+            |r, _, _| second_row_fails(&mut seen, *r),
+        )
+        .unwrap_err();
+        assert_eq!(e.message(), "bad row");
+        assert_eq!(seen, [1, 2]);
+    }
+
+    #[test]
+    fn decode_into_makes_the_rows_decode_all_makes_whatever_the_husks() {
+        let names = ["id", "name", "score"];
+        let hints = ColumnHints::Position(&[]);
+        let result: &[[i64; 3]] = &[[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]];
+        let husk = |keys: &[&str]| inserted(keys, &vec![Value::Null; keys.len()]);
+        let husks = vec![
+            // Fits: its values are replaced.
+            inserted(&names, &[json!("old"), json!(0), json!(0)]),
+            // Another order, a name short, and a name more: not used.
+            husk(&["name", "id", "score"]),
+            husk(&["id", "name"]),
+            husk(&["id", "name", "score", "extra"]),
+            // More husks than rows: ignored.
+            husk(&names),
+        ];
+        for husks in [husks.clone(), husks[..1].to_vec(), Vec::new()] {
+            let rows = decode_into(
+                result,
+                husks,
+                |_| ResultColumns::new(names, hints),
+                |r, i, _| Ok(json!(r[i])),
+            )
+            .unwrap();
+            let expected = decode_all(
+                result,
+                |_| ResultColumns::new(names, hints),
+                |r, i, _| Ok(json!(r[i])),
+            )
+            .unwrap();
+            assert_eq!(rows, expected);
+            for (got, want) in rows.iter().zip(&expected) {
+                assert!(got.keys().eq(want.keys()), "column order");
+            }
+        }
+        // Repeated names never fill a husk (the last value wins in place).
+        let repeated = ["id", "name", "id"];
+        let rows = decode_into(
+            &[[1, 2, 3]],
+            vec![husk(&["id", "name"])],
+            |_| ResultColumns::new(repeated, hints),
+            |r, i, _| Ok(json!(r[i])),
+        )
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![inserted(&repeated, &[json!(1), json!(2), json!(3)])]
+        );
+        // The first error stops the result set.
+        let mut seen = Vec::new();
+        let e = decode_into(
+            &[1, 2, 3],
+            vec![husk(&["a"]); 3],
             |_| ResultColumns::new(["a"], hints),
             |r, _, _| second_row_fails(&mut seen, *r),
         )

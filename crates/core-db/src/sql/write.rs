@@ -66,6 +66,20 @@ pub trait SqlTransaction: Send {
         Ok(self.fetch(statement, schema).await?.into_iter().next())
     }
 
+    /// [`SqlTransaction::fetch`] of an `INSERT ... RETURNING` whose input
+    /// rows come back as `husks`, their values taken as binds (see
+    /// [`super::rows::decode_into`]); the rows are those `fetch` returns.
+    /// The default calls `fetch`.
+    async fn fetch_into(
+        &mut self,
+        statement: Statement,
+        schema: &TableSchema,
+        husks: Vec<Row>,
+    ) -> DbResult<Vec<Row>> {
+        drop(husks);
+        self.fetch(statement, schema).await
+    }
+
     /// Whether [`SqlTransaction::copy_in`] is the driver's bulk path
     /// (`false` by default: inserts are statements).
     fn copies(&self) -> bool {
@@ -238,16 +252,21 @@ impl<T: SqlTransaction> RowWriter<T> {
         // The rows move into the statements' binds, chunk by chunk.
         let mut rows_left = prepared.into_iter();
         for n in bounds {
-            let chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
-            let stmt = match self.tx.statement_cache() {
-                Some(cache) => cache.insert(schema, chunk)?,
-                None => compile::insert_rows(dialect, &catalog(schema), table, chunk)?,
+            let mut chunk: Vec<Row> = rows_left.by_ref().take(n).collect();
+            // Through the cache the rows' values become the binds and
+            // their maps come back as the returned rows' (`fetch_into`).
+            let (stmt, husks) = match self.tx.statement_cache() {
+                Some(cache) => (cache.insert_taking(schema, &mut chunk)?, chunk),
+                None => (
+                    compile::insert_rows(dialect, &catalog(schema), table, chunk)?,
+                    Vec::new(),
+                ),
             };
             let stored = if n == 1 {
                 let one = self.tx.fetch_optional(stmt, schema).await?;
                 Vec::from_iter(one)
             } else {
-                self.tx.fetch(stmt, schema).await?
+                self.tx.fetch_into(stmt, schema, husks).await?
             };
             // Copies for the feed only while it records.
             if self.record {
