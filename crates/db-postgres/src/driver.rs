@@ -45,7 +45,9 @@ use truststream_core_db::{
     DbResult, Error, ErrorKind, ProviderInfo, ResultSet, Row, RowChange, TableSchema, Value,
 };
 
-use crate::value::{self, arguments, decode_result_set, decode_row, decode_rows, decode_rows_into};
+use crate::value::{
+    self, arguments, decode_result_set, decode_row, decode_row_into, decode_rows, decode_rows_into,
+};
 use crate::{error, feed, PgDatabase, Pooler, SCHEMA_TABLE, TYPE_NAME};
 
 /// Who the provider is, as [`Database::info`](truststream_core_db::Database::info) says.
@@ -348,6 +350,26 @@ impl SqlProvider for PgDatabase {
             return Ok(None);
         };
         decode_row(&row, hints).map(Some)
+    }
+
+    /// The returned row fills the husk when it fits (the inserted row's map).
+    async fn fetch_optional_into(
+        conn: &mut PgConn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+        husk: Option<Row>,
+    ) -> DbResult<Option<Row>> {
+        let args = arguments(stmt.binds)?;
+        let persistent = conn.persistent();
+        let Some(row) = sqlx::query_with(&stmt.sql, args)
+            .persistent(persistent)
+            .fetch_optional(conn.raw())
+            .await
+            .map_err(error::map)?
+        else {
+            return Ok(None);
+        };
+        decode_row_into(&row, hints, husk).map(Some)
     }
 
     /// The column names once per result, every row's values in order.

@@ -10,7 +10,9 @@ use sqlx::types::{BigDecimal, Json};
 use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
-use truststream_core_db::sql::rows::{decode_all, decode_into, decode_set, ResultColumns};
+use truststream_core_db::sql::rows::{
+    decode_all, decode_into, decode_one_into, decode_set, ResultColumns,
+};
 use truststream_core_db::value::{
     format_timestamp, is_stored_timestamp, normalize, parse_decimal, parse_timestamp,
 };
@@ -375,6 +377,20 @@ pub(crate) fn decode_result_set(rows: &[PgRow], hints: ColumnHints<'_>) -> DbRes
 pub(crate) fn decode_row(row: &PgRow, hints: ColumnHints<'_>) -> DbResult<Row> {
     let kinds = kinds_of(row);
     columns_of(row, hints).into_row(|i, ty| decode_kind(row, i, ty, kinds[i]))
+}
+
+/// [`decode_row`] into `husk` when it fits
+/// ([`truststream_core_db::sql::rows::decode_one_into`]).
+pub(crate) fn decode_row_into(
+    row: &PgRow,
+    hints: ColumnHints<'_>,
+    husk: Option<Row>,
+) -> DbResult<Row> {
+    let kinds = kinds_of(row);
+    let names = row.columns().iter().map(|c| c.name());
+    decode_one_into(names, hints, husk, |i, ty| {
+        decode_kind(row, i, ty, kinds[i])
+    })
 }
 
 fn columns_of(row: &PgRow, hints: ColumnHints<'_>) -> ResultColumns {

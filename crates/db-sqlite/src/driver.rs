@@ -19,7 +19,9 @@ use sqlx::{
 };
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
-use truststream_core_db::sql::rows::{decode_all, decode_into, decode_set, ResultColumns};
+use truststream_core_db::sql::rows::{
+    decode_all, decode_into, decode_one_into, decode_set, ResultColumns,
+};
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
     ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ErrorKind, ProviderInfo,
@@ -565,6 +567,24 @@ impl SqlProvider for SqliteDatabase {
         let row = r.map_err(|e| conn.failed(e))?;
         row.as_ref()
             .map(|r| columns_of(r, hints).into_row(|i, ty| decode_column(r, i, ty)))
+            .transpose()
+    }
+
+    /// The returned row fills the husk when it fits (the inserted row's map).
+    async fn fetch_optional_into(
+        conn: &mut Self::Conn,
+        stmt: Statement,
+        hints: ColumnHints<'_>,
+        husk: Option<Row>,
+    ) -> DbResult<Option<Row>> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        let r = query.fetch_optional(conn.raw()?).await;
+        let row = r.map_err(|e| conn.failed(e))?;
+        row.as_ref()
+            .map(|r| {
+                let names = r.columns().iter().map(|c| c.name());
+                decode_one_into(names, hints, husk, |i, ty| decode_column(r, i, ty))
+            })
             .transpose()
     }
 

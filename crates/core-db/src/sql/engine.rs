@@ -249,6 +249,21 @@ pub trait SqlProvider: Send + Sync + 'static {
         hints: ColumnHints<'_>,
     ) -> impl Future<Output = DbResult<Option<Row>>> + Send;
 
+    /// [`SqlProvider::fetch_optional`] of an `INSERT ... RETURNING` of one
+    /// row whose input row comes back as `husk` (its values taken as
+    /// binds): a provider decoding with [`super::rows::decode_one_into`]
+    /// fills it instead of copying the names. The row is the one
+    /// `fetch_optional` returns; the default is `fetch_optional`.
+    fn fetch_optional_into(
+        conn: &mut Self::Conn,
+        statement: Statement,
+        hints: ColumnHints<'_>,
+        husk: Option<Row>,
+    ) -> impl Future<Output = DbResult<Option<Row>>> + Send {
+        drop(husk);
+        Self::fetch_optional(conn, statement, hints)
+    }
+
     /// [`SqlProvider::fetch_all`] (or, when `at_most_one`,
     /// [`SqlProvider::fetch_optional`]) as a [`ResultSet`] holding exactly
     /// those rows. The default builds the rows and hands them over; a
@@ -560,6 +575,15 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
         schema: &TableSchema,
     ) -> DbResult<Option<Row>> {
         P::fetch_optional(&mut self.conn, statement, ColumnHints::Schema(schema)).await
+    }
+
+    async fn fetch_optional_into(
+        &mut self,
+        statement: Statement,
+        schema: &TableSchema,
+        husk: Option<Row>,
+    ) -> DbResult<Option<Row>> {
+        P::fetch_optional_into(&mut self.conn, statement, ColumnHints::Schema(schema), husk).await
     }
 
     async fn fetch_into(
@@ -934,7 +958,7 @@ impl<P: SqlProvider> Database for P {
 
     async fn transaction(&self, operations: Vec<Operation>) -> DbResult<Vec<OperationOutput>> {
         let mut w = begin(self, "db.transaction", false, Writes::Any).await?;
-        let r = w.apply_all(&operations).await;
+        let r = w.apply_all_owned(operations).await;
         finish::<P, _>("db.transaction", w, r).await
     }
 

@@ -151,6 +151,31 @@ pub fn decode_into<R>(
     Ok(out)
 }
 
+/// One row (a result of at most one row) whose columns are `names`:
+/// into `husk` when its names are exactly `names` in order (its values
+/// replaced, `value(i, ty)` once per column in order, `ty` from `hints`),
+/// else as [`ResultColumns::into_row`] makes it. The row is the same
+/// either way; the husk saves copying and hashing the names.
+pub fn decode_one_into<'a>(
+    names: impl Iterator<Item = &'a str> + Clone,
+    hints: ColumnHints<'_>,
+    husk: Option<Row>,
+    mut value: impl FnMut(usize, Option<ColumnType>) -> DbResult<Value>,
+) -> DbResult<Row> {
+    match husk {
+        Some(mut row)
+            if row.len() == names.clone().count()
+                && row.keys().zip(names.clone()).all(|(k, n)| k == n) =>
+        {
+            for (i, (slot, name)) in row.values_mut().zip(names).enumerate() {
+                *slot = value(i, hints.get(i, name))?;
+            }
+            Ok(row)
+        }
+        _ => ResultColumns::new(names, hints).into_row(value),
+    }
+}
+
 /// Decodes every row of a result set into a [`ResultSet`]: the column
 /// names once (`names` of the first row), then `value(row, i, ty)` for
 /// each column of each row, in order (the first error is returned), with
@@ -370,6 +395,56 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.message(), "bad row");
         assert_eq!(seen, [1, 2]);
+    }
+
+    #[test]
+    fn decode_one_into_makes_the_row_into_row_makes_whatever_the_husk() {
+        let hints = ColumnHints::Position(&[ColumnType::Integer, ColumnType::Text]);
+        let names = ["id", "name", "score"];
+        let husk = |keys: &[&str]| inserted(keys, &vec![json!("old"); keys.len()]);
+        let values = [json!(1), json!("a"), json!(2.5)];
+        let expected = inserted(&names, &values);
+        for h in [
+            Some(husk(&names)),
+            Some(husk(&["name", "id", "score"])),
+            Some(husk(&["id", "name"])),
+            Some(husk(&["id", "name", "score", "x"])),
+            None,
+        ] {
+            let mut types = Vec::new();
+            let row = decode_one_into(names.iter().copied(), hints, h.clone(), |i, ty| {
+                types.push(ty);
+                Ok(values[i].clone())
+            })
+            .unwrap();
+            assert_eq!(row, expected, "{h:?}");
+            assert!(row.keys().eq(expected.keys()), "column order, {h:?}");
+            assert_eq!(
+                types,
+                [Some(ColumnType::Integer), Some(ColumnType::Text), None],
+                "each column decoded as its hint, {h:?}"
+            );
+        }
+        // Repeated names: the husk cannot fit; the last value wins in place.
+        let repeated = ["id", "name", "id"];
+        let row = decode_one_into(
+            repeated.iter().copied(),
+            hints,
+            Some(husk(&["id", "name"])),
+            |i, _| Ok(json!(i)),
+        )
+        .unwrap();
+        assert_eq!(row, inserted(&repeated, &[json!(0), json!(1), json!(2)]));
+        // An error stops the row.
+        let e = decode_one_into(names.iter().copied(), hints, Some(husk(&names)), |i, _| {
+            if i == 1 {
+                Err(Error::internal("bad column"))
+            } else {
+                Ok(Value::Null)
+            }
+        })
+        .unwrap_err();
+        assert_eq!(e.message(), "bad column");
     }
 
     #[test]

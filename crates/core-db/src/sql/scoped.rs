@@ -414,7 +414,7 @@ impl<P: SqlProvider> Database for Scoped<P> {
         let tables: Vec<String> = operations.iter().map(|o| o.table().to_string()).collect();
         let op = "db.transaction";
         let mut w = self.begin(op, tables.iter().map(String::as_str)).await?;
-        let r = w.apply_all(&operations).await;
+        let r = w.apply_all_owned(operations).await;
         self.finish(op, w, r).await
     }
 

@@ -80,6 +80,20 @@ pub trait SqlTransaction: Send {
         self.fetch(statement, schema).await
     }
 
+    /// [`SqlTransaction::fetch_optional`] of an `INSERT ... RETURNING` of
+    /// one row whose input row comes back as `husk`, its values taken as
+    /// binds (see [`super::rows::decode_one_into`]); the row is the one
+    /// `fetch_optional` returns. The default calls `fetch_optional`.
+    async fn fetch_optional_into(
+        &mut self,
+        statement: Statement,
+        schema: &TableSchema,
+        husk: Option<Row>,
+    ) -> DbResult<Option<Row>> {
+        drop(husk);
+        self.fetch_optional(statement, schema).await
+    }
+
     /// Whether [`SqlTransaction::copy_in`] is the driver's bulk path
     /// (`false` by default: inserts are statements).
     fn copies(&self) -> bool {
@@ -263,7 +277,8 @@ impl<T: SqlTransaction> RowWriter<T> {
                 ),
             };
             let stored = if n == 1 {
-                let one = self.tx.fetch_optional(stmt, schema).await?;
+                let husk = husks.into_iter().next();
+                let one = self.tx.fetch_optional_into(stmt, schema, husk).await?;
                 Vec::from_iter(one)
             } else {
                 self.tx.fetch_into(stmt, schema, husks).await?
@@ -469,6 +484,45 @@ impl<T: SqlTransaction> RowWriter<T> {
                 OperationOutput::Affected(self.delete_where(table, filter).await?)
             }
         })
+    }
+
+    /// [`RowWriter::apply`] taking the operation by value: the rows of a
+    /// `Create` or `CreateMany` move into the insert
+    /// ([`RowWriter::create_many_owned`]) instead of being copied.
+    pub async fn apply_owned(&mut self, op: Operation) -> DbResult<OperationOutput> {
+        match op {
+            Operation::Create { table, data } => {
+                let mut rows = self.create_many_owned(&table, vec![data]).await?;
+                Ok(OperationOutput::Row(rows.pop().ok_or_else(|| {
+                    Error::internal("insert returned no row")
+                })?))
+            }
+            Operation::CreateMany { table, rows } => Ok(OperationOutput::Rows(
+                self.create_many_owned(&table, rows).await?,
+            )),
+            op => self.apply(&op).await,
+        }
+    }
+
+    /// [`RowWriter::apply_all`] taking the operations by value
+    /// ([`RowWriter::apply_owned`]).
+    pub async fn apply_all_owned(
+        &mut self,
+        operations: Vec<Operation>,
+    ) -> DbResult<Vec<OperationOutput>> {
+        let mut out = Vec::with_capacity(operations.len());
+        for (i, op) in operations.into_iter().enumerate() {
+            let name = op.name();
+            match self.apply_owned(op).await {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    return Err(e
+                        .with_context("operation_index", i.to_string())
+                        .with_context("operation", name))
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `operations` in order; the first failure stops the run and names
