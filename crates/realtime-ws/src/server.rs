@@ -1,12 +1,12 @@
 //! The WebSocket side of the hub: the accept loop, the handshake (path,
 //! limits, apikey), and one reader and one writer task per connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message as WsMessage, WebSocketConfig};
@@ -28,8 +28,8 @@ use truststream_core_realtime::{
 
 use crate::bindings;
 use crate::hub::{
-    change_to_wire, new_key, presence_to_wire, BroadcastPayload, Counters, Hub, Member, MemberId,
-    Push, Sink, TaskGuard,
+    change_to_wire, lock, new_key, presence_to_wire, BroadcastPayload, Counters, Hub, Member,
+    MemberId, Push, Sink, TaskGuard,
 };
 use crate::protocol::{self, Frame, Vsn};
 use truststream_core_realtime::access::{scope_of, Viewer};
@@ -46,8 +46,12 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// and learn why), the reader for the client's close reply. Only then is
 /// the socket dropped.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
-/// How many queued frames the writer sends before flushing.
-const WRITE_BATCH: usize = 64;
+/// How many queued frames the writer takes from its queue at a time (they
+/// leave the queue's byte count when taken).
+const WRITE_BATCH: usize = 32;
+/// The room (in frames) an empty outgoing queue keeps; a larger one, left
+/// by a backlog, is freed.
+const SHRINK_FRAMES: usize = 256;
 
 /// Runs the accept loop until the hub shuts down. The hub counts the
 /// loop in [`Hub::listening`] from this call until the listen socket is
@@ -175,26 +179,15 @@ async fn serve(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, _guard: Task
 /// Runs one accepted WebSocket connection until it ends.
 async fn run_connection(hub: Arc<Hub>, ws: Ws, handshake: Handshake) {
     let (sink, stream) = ws.split();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (kill_tx, kill_rx) = watch::channel(None);
-    let backlog = Arc::new(Backlog {
-        bytes: AtomicUsize::new(0),
-        counters: hub.counters.clone(),
-    });
+    let (kill_tx, _) = watch::channel(None);
+    let outbox = Arc::new(Outbox::new(hub.counters.clone()));
     let out = Arc::new(ConnOut {
-        tx,
-        backlog: backlog.clone(),
+        outbox: outbox.clone(),
         kill: kill_tx,
         vsn: handshake.vsn,
         hub: hub.clone(),
     });
-    tokio::spawn(write_loop(
-        sink,
-        rx,
-        backlog,
-        kill_rx,
-        TaskGuard::new(&hub.counters),
-    ));
+    tokio::spawn(write_loop(sink, outbox, TaskGuard::new(&hub.counters)));
     let conn = Conn {
         id: hub.next_id(),
         hub: hub.clone(),
@@ -500,70 +493,228 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 type Ws = WebSocketStream<Box<dyn Io>>;
 
-/// The bytes waiting in one connection's outgoing queue (mirrored in the
+/// One connection's outgoing queue: the frames waiting for the writer task,
+/// bounded in bytes (the `outgoing_queue_bytes` budget, mirrored in the
 /// hub's [`Counters::queued_bytes`](crate::Counters::queued_bytes)).
-struct Backlog {
-    bytes: AtomicUsize,
+///
+/// One lock guards the frames, their byte count and the writer's waker: a
+/// frame costs the publishing thread one uncontended lock (the writer,
+/// usually on another core, touches the queue once per batch, not once per
+/// frame), and the writer is woken only when it sleeps.
+struct Outbox {
+    state: Mutex<OutboxState>,
     counters: Arc<Counters>,
 }
 
-impl Backlog {
-    /// Counts `len` more bytes unless that takes the queue over `budget`.
-    /// An empty queue takes one frame of any size.
-    fn reserve(&self, len: usize, budget: usize) -> bool {
-        let admitted = self
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                let total = queued.saturating_add(len);
-                (queued == 0 || total <= budget).then_some(total)
-            })
-            .is_ok();
-        if admitted {
-            self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
+#[derive(Default)]
+struct OutboxState {
+    frames: VecDeque<WsMessage>,
+    /// Bytes of `frames`.
+    bytes: usize,
+    /// The writer, when it sleeps on an empty queue (or on a blocked
+    /// write).
+    waiting: Option<Waker>,
+    /// The connection was closed ([`ConnOut::close`]): the writer drops
+    /// what is queued and sends the close frame.
+    kill: Option<CloseFrame>,
+    /// Every sender is gone: the writer sends what is queued, then ends.
+    senders_gone: bool,
+    /// The writer ended: nothing more is queued.
+    writer_gone: bool,
+}
+
+/// Why [`Outbox::push`] refused a frame.
+enum Refused {
+    /// The frame would take the queue over its byte budget.
+    OverBudget,
+    /// The writer ended.
+    Closed,
+}
+
+/// What the writer took from its queue.
+enum Take {
+    /// Frames were moved into the batch.
+    Frames,
+    /// The connection was closed, or every sender is gone and the queue is
+    /// empty: the writer ends.
+    End,
+}
+
+impl Outbox {
+    fn new(counters: Arc<Counters>) -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState::default()),
+            counters,
         }
-        admitted
     }
 
-    /// `len` bytes left the queue.
-    fn release(&self, len: usize) {
-        self.bytes.fetch_sub(len, Ordering::AcqRel);
-        self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    /// Queues `msg` unless that takes the queue over `budget` bytes (an
+    /// empty queue takes one frame of any size).
+    fn push(&self, msg: WsMessage, budget: usize) -> Result<(), Refused> {
+        let len = msg.len();
+        let waiting = {
+            let mut s = lock(&self.state);
+            if s.writer_gone {
+                return Err(Refused::Closed);
+            }
+            if s.bytes != 0 && s.bytes.saturating_add(len) > budget {
+                return Err(Refused::OverBudget);
+            }
+            s.bytes += len;
+            s.frames.push_back(msg);
+            // Counted under the lock, so the writer's release of these
+            // bytes (after it takes them, under the same lock) comes after.
+            self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            s.waiting.take()
+        };
+        if let Some(w) = waiting {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Closes the queue with `frame` and wakes the writer.
+    fn kill(&self, frame: CloseFrame) {
+        let waiting = {
+            let mut s = lock(&self.state);
+            s.kill.get_or_insert(frame);
+            s.waiting.take()
+        };
+        if let Some(w) = waiting {
+            w.wake();
+        }
+    }
+
+    /// Moves up to [`WRITE_BATCH`] frames into `batch` (they leave the byte
+    /// count as the writer takes them); `None` when the queue is empty (the
+    /// writer is then woken by the next frame, close, or end when `cx` is
+    /// given).
+    fn take(&self, batch: &mut VecDeque<WsMessage>, cx: Option<&Context<'_>>) -> Option<Take> {
+        let mut s = lock(&self.state);
+        if s.kill.is_some() {
+            return Some(Take::End);
+        }
+        if s.frames.is_empty() {
+            if s.senders_gone {
+                return Some(Take::End);
+            }
+            if let Some(cx) = cx {
+                s.register(cx);
+            }
+            return None;
+        }
+        let n = s.frames.len().min(WRITE_BATCH);
+        let mut taken = 0;
+        for m in s.frames.drain(..n) {
+            taken += m.len();
+            batch.push_back(m);
+        }
+        s.bytes -= taken;
+        self.counters
+            .queued_bytes
+            .fetch_sub(taken, Ordering::Relaxed);
+        // A backlog's room goes back once it is gone (an idle connection
+        // keeps no memory of its largest burst).
+        if s.frames.is_empty() && s.frames.capacity() > SHRINK_FRAMES {
+            s.frames = VecDeque::new();
+        }
+        Some(Take::Frames)
+    }
+
+    /// Waits for frames (moved into `batch`) or the end of the queue.
+    async fn next(&self, batch: &mut VecDeque<WsMessage>) -> Take {
+        std::future::poll_fn(|cx| match self.take(batch, Some(cx)) {
+            Some(t) => Poll::Ready(t),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
+    /// Whether the connection was closed; otherwise registers `cx` to be
+    /// woken when it is (or when a frame arrives).
+    fn poll_killed(&self, cx: &Context<'_>) -> bool {
+        let mut s = lock(&self.state);
+        if s.kill.is_some() {
+            return true;
+        }
+        s.register(cx);
+        false
+    }
+
+    /// Ends the queue for the writer: what is still queued is dropped (and
+    /// leaves the byte count); returns the close frame, if the connection
+    /// was closed.
+    fn end(&self) -> Option<CloseFrame> {
+        let (frame, frames) = {
+            let mut s = lock(&self.state);
+            s.writer_gone = true;
+            s.waiting = None;
+            let bytes = std::mem::take(&mut s.bytes);
+            self.counters
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::Relaxed);
+            (s.kill.clone(), std::mem::take(&mut s.frames))
+        };
+        drop(frames);
+        frame
+    }
+}
+
+impl OutboxState {
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waiting {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waiting = Some(cx.waker().clone()),
+        }
     }
 }
 
 /// A connection's outgoing side: its queue, bounded in bytes (the
 /// `outgoing_queue_bytes` budget), and its kill switch.
 pub(crate) struct ConnOut {
-    tx: mpsc::UnboundedSender<WsMessage>,
-    backlog: Arc<Backlog>,
+    outbox: Arc<Outbox>,
     kill: watch::Sender<Option<CloseFrame>>,
     vsn: Vsn,
     hub: Arc<Hub>,
+}
+
+impl Drop for ConnOut {
+    fn drop(&mut self) {
+        // The last sender is gone: the writer sends what is queued, then
+        // ends.
+        let waiting = {
+            let mut s = lock(&self.outbox.state);
+            s.senders_gone = true;
+            s.waiting.take()
+        };
+        if let Some(w) = waiting {
+            w.wake();
+        }
+    }
 }
 
 impl ConnOut {
     /// Queues `msg` without waiting. A message that would take the queue
     /// over its byte budget closes the connection (1008, with the reason).
     fn send(&self, msg: WsMessage) -> Result<(), String> {
-        let len = msg.len();
         let budget = self.hub.config.outgoing_queue_bytes;
-        if !self.backlog.reserve(len, budget) {
-            let reason = format!(
-                "outgoing queue over {budget} bytes (outgoing_queue_bytes): \
-                 the client does not read fast enough"
-            );
-            if self.close(CloseCode::Policy, &reason) {
-                self.hub
-                    .counters
-                    .slow_disconnects
-                    .fetch_add(1, Ordering::Relaxed);
+        match self.outbox.push(msg, budget) {
+            Ok(()) => Ok(()),
+            Err(Refused::Closed) => Err("the connection is closed".to_string()),
+            Err(Refused::OverBudget) => {
+                let reason = format!(
+                    "outgoing queue over {budget} bytes (outgoing_queue_bytes): \
+                     the client does not read fast enough"
+                );
+                if self.close(CloseCode::Policy, &reason) {
+                    self.hub
+                        .counters
+                        .slow_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(reason)
             }
-            return Err(reason);
         }
-        self.tx.send(msg).map_err(|_| {
-            self.backlog.release(len);
-            "the connection is closed".to_string()
-        })
     }
 
     /// Closes the connection with `code` and `reason` (the first reason
@@ -579,16 +730,21 @@ impl ConnOut {
             reason.truncate(cut);
             reason.push_str("...");
         }
-        self.kill.send_if_modified(|k| {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let set = self.kill.send_if_modified(|k| {
             if k.is_some() {
                 return false;
             }
-            *k = Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            });
+            *k = Some(frame.clone());
             true
-        })
+        });
+        if set {
+            self.outbox.kill(frame);
+        }
+        set
     }
 
     fn is_killed(&self) -> bool {
@@ -607,12 +763,11 @@ impl ConnOut {
     }
 }
 
-/// A WebSocket member's sink: encodes into the connection's queue.
-struct WsSink(Arc<ConnOut>);
-
-impl Sink for WsSink {
+/// A WebSocket member's sink is its connection's outgoing side: it encodes
+/// into the connection's queue.
+impl Sink for ConnOut {
     fn push(&self, topic: &str, join_ref: &str, push: &Push) -> Result<(), String> {
-        let out = &self.0;
+        let out = self;
         let jr = Some(join_ref);
         let msg = match push {
             Push::Broadcast(b) => match b.encoded(out.vsn, join_ref) {
@@ -634,7 +789,7 @@ impl Sink for WsSink {
     }
 
     fn removed(&self, topic: &str, join_ref: &str, reason: &str) {
-        let out = &self.0;
+        let out = self;
         if out.is_killed() {
             return;
         }
@@ -648,62 +803,88 @@ impl Sink for WsSink {
     }
 }
 
-/// The writer task: sends queued frames, batching flushes, until the queue
-/// closes or the connection is killed; then it sends the close frame, with
-/// a deadline ([`CLOSE_DEADLINE`]).
-async fn write_loop(
-    mut sink: SplitSink<Ws, WsMessage>,
-    mut rx: mpsc::UnboundedReceiver<WsMessage>,
-    backlog: Arc<Backlog>,
-    mut kill: watch::Receiver<Option<CloseFrame>>,
-    _guard: TaskGuard,
-) {
-    // A frame leaves the byte count when the writer takes it.
-    let taken = |m: WsMessage| {
-        backlog.release(m.len());
-        m
-    };
+/// The writer task: sends queued frames, flushing when the queue is empty,
+/// until the connection is closed or
+/// every sender is gone; then it sends the close frame, with a deadline
+/// ([`CLOSE_DEADLINE`]).
+async fn write_loop(mut sink: SplitSink<Ws, WsMessage>, outbox: Arc<Outbox>, _guard: TaskGuard) {
+    // Allocated with the first frames (at most `WRITE_BATCH` of them).
+    let mut batch = VecDeque::new();
+    // Frames fed to tungstenite since the last flush (tungstenite itself
+    // writes to the socket whenever it holds a write buffer's worth).
+    let mut unflushed = false;
+    // Whether the writer already let the other ready tasks run once since
+    // its last flush.
+    let mut yielded = false;
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = kill.changed() => break,
-            m = rx.recv() => match m {
-                Some(m) => taken(m),
-                None => break,
-            },
-        };
-        let write = async {
-            sink.feed(first).await?;
-            for _ in 0..WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => sink.feed(taken(m)).await?,
-                    Err(_) => break,
-                }
+        let taken = match outbox.take(&mut batch, None) {
+            Some(t) => t,
+            // The queue is empty with frames fed but not flushed: the
+            // writer first lets the tasks that are ready run once (a
+            // publisher fanning out to many connections queues more for
+            // this one meanwhile, and they go out in the same write; with
+            // nothing else ready that takes no time), then flushes before
+            // it sleeps. Once per flush, so a trickle of frames cannot
+            // hold a flush back.
+            None if unflushed && !yielded => {
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
             }
-            sink.flush().await
+            None if unflushed => {
+                (unflushed, yielded) = (false, false);
+                if !write_unless_killed(&outbox, sink.flush()).await {
+                    break;
+                }
+                continue;
+            }
+            None => outbox.next(&mut batch).await,
         };
-        let ok = tokio::select! {
-            biased;
-            _ = kill.changed() => false,
-            r = write => r.is_ok(),
+        if let Take::End = taken {
+            break;
+        }
+        unflushed = true;
+        let write = async {
+            while let Some(m) = batch.pop_front() {
+                sink.feed(m).await?;
+            }
+            Ok::<(), tokio_tungstenite::tungstenite::Error>(())
         };
-        if !ok {
+        if !write_unless_killed(&outbox, write).await {
             break;
         }
     }
     // Whatever is still queued is dropped: the client is not going to get
-    // it. What tungstenite already holds (at most one flush batch) goes out
-    // before the close frame, as the protocol needs whole frames.
-    rx.close();
-    while let Ok(m) = rx.try_recv() {
-        backlog.release(m.len());
-    }
-    let frame = kill.borrow().clone();
+    // it. What tungstenite already holds (what was fed since the last
+    // flush, or what a blocked socket did not take) goes out before the
+    // close frame, as the protocol needs whole frames.
+    drop(batch);
+    let frame = outbox.end();
     let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
         let _ = sink.send(WsMessage::Close(frame)).await;
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// Runs a write; `false` when it failed, or when the connection was closed
+/// while the write waited (a client that reads nothing blocks it for ever).
+/// A write that completes at once never looks at the queue.
+async fn write_unless_killed<E>(
+    outbox: &Outbox,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> bool {
+    let mut write = std::pin::pin!(write);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = write.as_mut().poll(cx) {
+            return Poll::Ready(r.is_ok());
+        }
+        if outbox.poll_killed(cx) {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A member this connection joined.
@@ -1128,7 +1309,7 @@ impl Conn {
             .or_else(|| f.reference.clone())
             .unwrap_or_else(|| self.hub.next_id().to_string());
         let member = Member {
-            sink: Arc::new(WsSink(self.out.clone())),
+            sink: self.out.clone(),
             join_ref: join_ref.clone(),
             owner: self.id,
             broadcast_self,
