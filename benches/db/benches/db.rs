@@ -24,9 +24,20 @@ use truststream_bench_db::{
     agent, agent_of, input, postgres, read50_query, row, sql_for, sqlite, Agent, BatchSql, BATCH,
 };
 use truststream_core_db::sql::compile::SqlDialect;
-use truststream_core_db::{Database, Operation, Row};
+use truststream_core_db::{Database, DatabaseExt, Operation, Row};
 
 const ROUNDS: usize = 5;
+
+/// A bench row as the caller's own serde type (the columns of [`Agent`]),
+/// for the typed read (`read_as`).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read for the decoding, not the values
+struct AgentRow {
+    id: i64,
+    name: String,
+    score: Option<f64>,
+    status: Option<String>,
+}
 
 /// Timings of one operation on both sides.
 #[derive(Default)]
@@ -94,6 +105,7 @@ where
     let mut select = Pair::default();
     let mut update = Pair::default();
     let mut read = Pair::default();
+    let mut read_typed = Pair::default();
     let mut tx = Pair::default();
     let mut next_ts = 1_000_000i64;
     let mut next_raw = 1_000_000i64;
@@ -166,6 +178,24 @@ where
                 });
             }
         }
+        // The same read into the caller's type (`read_as`): what the raw
+        // side does with its rows.
+        for side in [ts_first, !ts_first] {
+            if side {
+                read_typed.n_ts += timed!(read_typed.ts, reads as u64, {
+                    for _ in 0..reads {
+                        let rows: Vec<AgentRow> = db.read_as("bench_ts", &q).await.unwrap();
+                        assert_eq!(rows.len(), 50);
+                    }
+                });
+            } else {
+                read_typed.n_raw += timed!(read_typed.raw, reads as u64, {
+                    for _ in 0..reads {
+                        raw_read().await;
+                    }
+                });
+            }
+        }
         // Two-operation transaction: insert a row, update another.
         let txs = (per_round / 2).max(1);
         for side in [ts_first, !ts_first] {
@@ -203,6 +233,7 @@ where
         select.line(backend, "select by primary key"),
         update.line(backend, "update by primary key"),
         read.line(backend, "filtered + ordered read, 50 rows"),
+        read_typed.line(backend, "same read, typed (`read_as`)"),
         tx.line(backend, "transaction: insert + update"),
     ]
 }
