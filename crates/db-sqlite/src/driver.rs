@@ -426,8 +426,15 @@ impl SqlProvider for SqliteDatabase {
             .foreign_keys(true)
             .busy_timeout(busy)
             .pragma("case_sensitive_like", "ON");
+        // No liveness ping when a connection is taken from the pool: sqlx
+        // pings every connection as it is returned (and closes one that
+        // does not answer), and an idle SQLite connection lives in this
+        // process, with no peer that could hang up meanwhile. The ping on
+        // taking was a round trip to the connection's worker thread on
+        // every read.
         let mut pool = SqlitePoolOptions::new()
-            .acquire_timeout(Duration::from_millis(c.acquire_timeout_ms.max(1)));
+            .acquire_timeout(Duration::from_millis(c.acquire_timeout_ms.max(1)))
+            .test_before_acquire(false);
         pool = if c.is_memory() {
             // One connection that lives as long as the pool: the database.
             pool.max_connections(1)
