@@ -46,7 +46,7 @@ use truststream_core_db::{
 };
 
 use crate::value::{
-    self, arguments, decode_result_set, decode_row, decode_row_into, decode_rows, decode_rows_into,
+    self, arguments, decode_result_set, decode_row_into, decode_rows, decode_rows_into,
 };
 use crate::{error, feed, PgDatabase, Pooler, SCHEMA_TABLE, TYPE_NAME};
 
@@ -307,14 +307,7 @@ impl SqlProvider for PgDatabase {
         stmt: Statement,
         hints: ColumnHints<'_>,
     ) -> DbResult<Vec<Row>> {
-        let args = arguments(stmt.binds)?;
-        let persistent = conn.persistent();
-        sqlx::query_with(&stmt.sql, args)
-            .persistent(persistent)
-            .fetch_all(conn.raw())
-            .await
-            .map_err(error::map)
-            .and_then(|rows| decode_rows(&rows, hints))
+        Self::fetch_all_into(conn, stmt, hints, Vec::new()).await
     }
 
     /// The returned rows fill the husks that fit (the inserted rows' maps).
@@ -339,17 +332,7 @@ impl SqlProvider for PgDatabase {
         stmt: Statement,
         hints: ColumnHints<'_>,
     ) -> DbResult<Option<Row>> {
-        let args = arguments(stmt.binds)?;
-        let persistent = conn.persistent();
-        let Some(row) = sqlx::query_with(&stmt.sql, args)
-            .persistent(persistent)
-            .fetch_optional(conn.raw())
-            .await
-            .map_err(error::map)?
-        else {
-            return Ok(None);
-        };
-        decode_row(&row, hints).map(Some)
+        Self::fetch_optional_into(conn, stmt, hints, None).await
     }
 
     /// The returned row fills the husk when it fits (the inserted row's map).

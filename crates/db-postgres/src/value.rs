@@ -10,9 +10,7 @@ use sqlx::types::{BigDecimal, Json};
 use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use truststream_core_db::sql::compile::Bind;
 use truststream_core_db::sql::engine::ColumnHints;
-use truststream_core_db::sql::rows::{
-    decode_all, decode_into, decode_one_into, decode_set, ResultColumns,
-};
+use truststream_core_db::sql::rows::{decode_into, decode_one_into, decode_set, ResultColumns};
 use truststream_core_db::value::{
     format_timestamp, is_stored_timestamp, normalize, parse_decimal, parse_timestamp,
 };
@@ -337,12 +335,7 @@ fn float(f: f64) -> Value {
 /// `hints` give the types the values should come back as (an aggregate's
 /// `SUM` is `NUMERIC` in PostgreSQL but an integer to the caller).
 pub(crate) fn decode_rows(rows: &[PgRow], hints: ColumnHints<'_>) -> DbResult<Vec<Row>> {
-    let kinds = rows.first().map(kinds_of).unwrap_or_default();
-    decode_all(
-        rows,
-        |first| columns_of(first, hints),
-        |row, i, ty| decode_kind(row, i, ty, kinds[i]),
-    )
+    decode_rows_into(rows, hints, Vec::new())
 }
 
 /// [`decode_rows`] filling the `husks` that fit
@@ -373,14 +366,8 @@ pub(crate) fn decode_result_set(rows: &[PgRow], hints: ColumnHints<'_>) -> DbRes
     )
 }
 
-/// Decodes one row (a result of at most one row).
-pub(crate) fn decode_row(row: &PgRow, hints: ColumnHints<'_>) -> DbResult<Row> {
-    let kinds = kinds_of(row);
-    columns_of(row, hints).into_row(|i, ty| decode_kind(row, i, ty, kinds[i]))
-}
-
-/// [`decode_row`] into `husk` when it fits
-/// ([`truststream_core_db::sql::rows::decode_one_into`]).
+/// Decodes one row (a result of at most one row), into `husk` when it
+/// fits ([`truststream_core_db::sql::rows::decode_one_into`]).
 pub(crate) fn decode_row_into(
     row: &PgRow,
     hints: ColumnHints<'_>,

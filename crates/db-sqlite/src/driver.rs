@@ -540,10 +540,7 @@ impl SqlProvider for SqliteDatabase {
         stmt: Statement,
         hints: ColumnHints<'_>,
     ) -> DbResult<Vec<Row>> {
-        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
-        let r = query.fetch_all(conn.raw()?).await;
-        let rows = r.map_err(|e| conn.failed(e))?;
-        decode_rows(&rows, hints)
+        Self::fetch_all_into(conn, stmt, hints, Vec::new()).await
     }
 
     /// The returned rows fill the husks that fit (the inserted rows' maps).
@@ -569,12 +566,7 @@ impl SqlProvider for SqliteDatabase {
         stmt: Statement,
         hints: ColumnHints<'_>,
     ) -> DbResult<Option<Row>> {
-        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
-        let r = query.fetch_optional(conn.raw()?).await;
-        let row = r.map_err(|e| conn.failed(e))?;
-        row.as_ref()
-            .map(|r| columns_of(r, hints).into_row(|i, ty| decode_column(r, i, ty)))
-            .transpose()
+        Self::fetch_optional_into(conn, stmt, hints, None).await
     }
 
     /// The returned row fills the husk when it fits (the inserted row's map).

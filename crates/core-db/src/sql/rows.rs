@@ -107,21 +107,13 @@ impl ResultColumns {
 pub fn decode_all<R>(
     rows: &[R],
     columns: impl FnOnce(&R) -> ResultColumns,
-    mut value: impl FnMut(&R, usize, Option<ColumnType>) -> DbResult<Value>,
+    value: impl FnMut(&R, usize, Option<ColumnType>) -> DbResult<Value>,
 ) -> DbResult<Vec<Row>> {
-    let (Some(first), Some((last, init))) = (rows.first(), rows.split_last()) else {
-        return Ok(Vec::new());
-    };
-    let cols = columns(first);
-    let mut out = Vec::with_capacity(rows.len());
-    for r in init {
-        out.push(cols.row(|i, ty| value(r, i, ty))?);
-    }
-    out.push(cols.into_row(|i, ty| value(last, i, ty))?);
-    Ok(out)
+    decode_into(rows, Vec::new(), columns, value)
 }
 
-/// [`decode_all`] into rows the caller hands over (`husks`, row by row;
+/// [`decode_all`] (which is this with no husks) into rows the caller
+/// hands over (`husks`, row by row;
 /// an `INSERT ... RETURNING` gets back the maps its input rows came in,
 /// their values taken as binds): a husk whose names are the result's
 /// columns in order (a row of the template's shape) keeps its names and
@@ -135,19 +127,25 @@ pub fn decode_into<R>(
     columns: impl FnOnce(&R) -> ResultColumns,
     mut value: impl FnMut(&R, usize, Option<ColumnType>) -> DbResult<Value>,
 ) -> DbResult<Vec<Row>> {
-    let Some(first) = rows.first() else {
+    let (Some(first), Some((last, init))) = (rows.first(), rows.split_last()) else {
         return Ok(Vec::new());
     };
     let cols = columns(first);
     let mut husks = husks.into_iter();
     let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
+    for r in init {
         let row = match husks.next() {
             Some(h) if cols.fits(&h) => fill(h, &cols.types, |i, ty| value(r, i, ty))?,
             _ => cols.row(|i, ty| value(r, i, ty))?,
         };
         out.push(row);
     }
+    // The last row without a husk that fits is the template itself.
+    let row = match husks.next() {
+        Some(h) if cols.fits(&h) => fill(h, &cols.types, |i, ty| value(last, i, ty))?,
+        _ => cols.into_row(|i, ty| value(last, i, ty))?,
+    };
+    out.push(row);
     Ok(out)
 }
 
