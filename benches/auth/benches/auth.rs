@@ -214,8 +214,10 @@ async fn sqlite_db(path: &Path) -> Arc<dyn Database> {
 
 /// The raw sides' pool on the same SQLite file, with the same pragmas.
 async fn raw_sqlite_pool(path: &Path) -> sqlx::SqlitePool {
+    // db-sqlite's pool settings: no liveness ping on acquire.
     sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(8)
+        .test_before_acquire(false)
         .connect_with(
             sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(path)
