@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use truststream_core_auth::{AuthResult, Error, ErrorKind, SessionInfo, User};
+use truststream_core_db::value::format_timestamp;
 use truststream_core_db::{
     and, col, ChangeFeedScope, ChangeStream, ColumnDef, Database, DatabaseExt, IndexSpec,
     Operation, OperationOutput, Query, TableSchema,
@@ -81,7 +82,9 @@ pub(crate) struct UserRow {
     pub(crate) roles: Vec<String>,
     pub(crate) user_metadata: Map<String, Value>,
     pub(crate) app_metadata: Map<String, Value>,
+    #[serde(with = "stamp")]
     pub(crate) created_at: DateTime<Utc>,
+    #[serde(with = "stamp")]
     pub(crate) updated_at: DateTime<Utc>,
 }
 
@@ -103,9 +106,13 @@ impl UserRow {
 pub(crate) struct SessionRow {
     pub(crate) id: String,
     pub(crate) user_id: String,
+    #[serde(with = "stamp")]
     pub(crate) created_at: DateTime<Utc>,
+    #[serde(default, with = "stamp::option")]
     pub(crate) refreshed_at: Option<DateTime<Utc>>,
+    #[serde(with = "stamp")]
     pub(crate) not_after: DateTime<Utc>,
+    #[serde(default, with = "stamp::option")]
     pub(crate) revoked_at: Option<DateTime<Utc>>,
     pub(crate) refresh_counter: i64,
 }
@@ -132,6 +139,7 @@ pub(crate) struct RefreshRow {
     pub(crate) id: String,
     pub(crate) session_id: String,
     pub(crate) generation: i64,
+    #[serde(with = "stamp")]
     pub(crate) created_at: DateTime<Utc>,
 }
 
@@ -143,8 +151,73 @@ pub(crate) enum Rotation {
     Lost,
 }
 
+/// A timestamp as the database stores it (microseconds, `Z`).
 pub(crate) fn ts(t: DateTime<Utc>) -> Value {
-    Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    Value::String(format_timestamp(t))
+}
+
+/// The rows' timestamps in serde: written in the database's stored form
+/// (which core-db keeps as it is instead of parsing and writing it again),
+/// read with chrono's strict RFC 3339 parser first (what the database
+/// returns) and its relaxed one, which chrono's own `Deserialize` uses,
+/// for anything else: the same instants chrono's serde gives, at a
+/// fraction of the parse.
+mod stamp {
+    use chrono::{DateTime, FixedOffset, Utc};
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_timestamp(*t))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        d.deserialize_str(Visitor)
+    }
+
+    fn parse(s: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(s)
+            .or_else(|_| s.parse::<DateTime<FixedOffset>>())
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RFC 3339 timestamp")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DateTime<Utc>, E> {
+            parse(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+
+    /// [`stamp`](self) for an optional timestamp (`null` is `None`).
+    pub(crate) mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            #[derive(Deserialize)]
+            struct Stamp(#[serde(with = "super")] DateTime<Utc>);
+            Ok(Option::<Stamp>::deserialize(d)?.map(|s| s.0))
+        }
+    }
 }
 
 /// Database access of the provider. Database errors keep their kind
@@ -581,4 +654,75 @@ fn failed_operation(e: &Error) -> Option<usize> {
 /// and nothing about the existing account is added.
 pub(crate) fn email_taken() -> Error {
     Error::conflict("an account with this email already exists").with_operation("auth.sign_up")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_with(created_at: &str, refreshed_at: Value) -> serde_json::Result<SessionRow> {
+        serde_json::from_value(json!({
+            "id": "00000000-0000-4000-8000-000000000002",
+            "user_id": "00000000-0000-4000-8000-000000000001",
+            "created_at": created_at,
+            "refreshed_at": refreshed_at,
+            "not_after": "2999-01-01T00:00:00.000000Z",
+            "revoked_at": null,
+            "refresh_counter": 0,
+        }))
+    }
+
+    /// The rows read every timestamp chrono's serde reads, as the same
+    /// instant, and refuse what it refuses.
+    #[test]
+    fn row_timestamps_read_what_chrono_reads() {
+        for s in [
+            "2024-05-01T12:00:00.000000Z",
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T14:00:00.5+02:00",
+            "2024-05-01t12:00:00z",
+            "2024-05-01 12:00:00Z",
+            "2024-05-01T12:00:00.123456789-00:30",
+            "  2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00",
+            "2024-13-01T12:00:00Z",
+            "yesterday",
+            "",
+        ] {
+            let chrono: Result<DateTime<Utc>, _> = serde_json::from_value(json!(s));
+            let ours = session_with(s, json!(s));
+            match (chrono, ours) {
+                (Ok(t), Ok(row)) => {
+                    assert_eq!(row.created_at, t, "{s}");
+                    assert_eq!(row.refreshed_at, Some(t), "{s}");
+                }
+                (Err(_), Err(_)) => {}
+                (c, o) => panic!("{s}: chrono {c:?}, rows {:?}", o.map(|r| r.created_at)),
+            }
+        }
+        let row = session_with("2024-05-01T12:00:00Z", Value::Null).unwrap();
+        assert_eq!(row.refreshed_at, None);
+        assert!(session_with("2024-05-01T12:00:00Z", json!(5)).is_err());
+    }
+
+    /// Rows are written with their timestamps in the database's stored
+    /// form, so core-db keeps them as they are.
+    #[test]
+    fn row_timestamps_are_written_in_stored_form() {
+        let t = DateTime::parse_from_rfc3339("2024-05-01T14:00:00.123456789+02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let row = truststream_core_db::to_row(&RefreshRow {
+            id: "x".into(),
+            session_id: "y".into(),
+            generation: 1,
+            created_at: t,
+        })
+        .unwrap();
+        assert_eq!(row["created_at"], json!("2024-05-01T12:00:00.123456Z"));
+        assert!(truststream_core_db::value::is_stored_timestamp(
+            row["created_at"].as_str().unwrap()
+        ));
+        assert_eq!(ts(t), row["created_at"]);
+    }
 }

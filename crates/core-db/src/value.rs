@@ -165,7 +165,21 @@ pub fn normalize(column: &str, ty: ColumnType, value: &Value) -> Result<Value, E
 /// integer for an integer column) is returned as it is instead of copied.
 /// Same results, same errors.
 pub fn normalize_owned(column: &str, ty: ColumnType, value: Value) -> Result<Value, Error> {
-    let stored_form = match (ty, &value) {
+    if is_stored_form(ty, &value) {
+        Ok(value)
+    } else {
+        normalize(column, ty, &value)
+    }
+}
+
+/// Whether `value` is already the stored form of a `ty` column's value:
+/// [`normalize`] would return it unchanged (a string for a text column,
+/// any JSON for a JSON column, a bool, an integer for an integer column, a
+/// timestamp as [`format_timestamp`] writes it, a lower-case hyphenated
+/// UUID). `false` does not mean the value is invalid, only that
+/// [`normalize`] must look at it.
+pub fn is_stored_form(ty: ColumnType, value: &Value) -> bool {
+    match (ty, value) {
         (ColumnType::Text, Value::String(_))
         | (ColumnType::Json, _)
         | (ColumnType::Numeric, Value::Number(_))
@@ -176,11 +190,6 @@ pub fn normalize_owned(column: &str, ty: ColumnType, value: Value) -> Result<Val
         (ColumnType::Timestamp, Value::String(s)) => is_stored_timestamp(s),
         (ColumnType::Uuid, Value::String(s)) => is_stored_uuid(s),
         _ => false,
-    };
-    if stored_form {
-        Ok(value)
-    } else {
-        normalize(column, ty, &value)
     }
 }
 

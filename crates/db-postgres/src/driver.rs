@@ -440,6 +440,18 @@ impl SqlProvider for PgDatabase {
         done.map(drop).map_err(error::map)
     }
 
+    /// The count of the server's `UPDATE n` / `DELETE n`: no row sent back
+    /// per changed row.
+    async fn execute_count(conn: &mut PgConn, stmt: Statement) -> DbResult<u64> {
+        let args = arguments(stmt.binds)?;
+        let persistent = conn.persistent();
+        let done = sqlx::query_with(&stmt.sql, args)
+            .persistent(persistent)
+            .execute(conn.raw())
+            .await;
+        done.map(|d| d.rows_affected()).map_err(error::map)
+    }
+
     /// Prepared first (cached per connection) so each parameter is bound
     /// as the type PostgreSQL inferred for it. Through a pooler: in one
     /// transaction, the types from an SQL-level `PREPARE` deallocated

@@ -612,6 +612,14 @@ impl SqlProvider for SqliteDatabase {
         Ok(())
     }
 
+    /// `sqlite3_changes` of the statement: no `RETURNING`, so no temporary
+    /// table for the returned rows.
+    async fn execute_count(conn: &mut Self::Conn, stmt: Statement) -> DbResult<u64> {
+        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
+        let r = query.execute(conn.raw()?).await;
+        Ok(r.map_err(|e| conn.failed(e))?.rows_affected())
+    }
+
     /// Parameters bind by their JSON kinds; the statement runs under the
     /// write lock (it may write).
     async fn query_raw(

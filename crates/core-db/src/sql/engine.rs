@@ -323,6 +323,24 @@ pub trait SqlProvider: Send + Sync + 'static {
         statement: Statement,
     ) -> impl Future<Output = DbResult<()>> + Send;
 
+    /// Runs `statement`, an `UPDATE` or `DELETE` without `RETURNING`, and
+    /// returns how many rows it changed (what the driver reports, as
+    /// `UPDATE n` does), for the writes that only count their rows. A
+    /// provider answers from the statement's own count, without a row per
+    /// changed row (SQLite also builds no temporary table for the result).
+    /// The default appends `RETURNING 1` and counts the rows
+    /// [`SqlProvider::fetch_all`] returns.
+    fn execute_count(
+        conn: &mut Self::Conn,
+        mut statement: Statement,
+    ) -> impl Future<Output = DbResult<u64>> + Send {
+        async move {
+            statement.sql.push_str(" RETURNING 1");
+            let rows = Self::fetch_all(conn, statement, ColumnHints::Position(&[])).await?;
+            Ok(rows.len() as u64)
+        }
+    }
+
     /// Runs a raw query already checked and rewritten by [`rewrite_named`]
     /// (`values` in placeholder order) and returns its rows.
     fn query_raw(
@@ -584,6 +602,10 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
         husk: Option<Row>,
     ) -> DbResult<Option<Row>> {
         P::fetch_optional_into(&mut self.conn, statement, ColumnHints::Schema(schema), husk).await
+    }
+
+    async fn execute_count(&mut self, statement: Statement) -> DbResult<u64> {
+        P::execute_count(&mut self.conn, statement).await
     }
 
     async fn fetch_into(

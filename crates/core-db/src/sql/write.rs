@@ -94,6 +94,16 @@ pub trait SqlTransaction: Send {
         self.fetch_optional(statement, schema).await
     }
 
+    /// Runs `statement`, an `UPDATE` or `DELETE` without `RETURNING`, and
+    /// returns how many rows it changed (see
+    /// [`super::engine::SqlProvider::execute_count`]). The default appends
+    /// `RETURNING 1` and counts the rows [`SqlTransaction::fetch`] returns.
+    async fn execute_count(&mut self, mut statement: Statement) -> DbResult<u64> {
+        statement.sql.push_str(" RETURNING 1");
+        let rows = self.fetch(statement, &TableSchema::new("")).await?;
+        Ok(rows.len() as u64)
+    }
+
     /// Whether [`SqlTransaction::copy_in`] is the driver's bulk path
     /// (`false` by default: inserts are statements).
     fn copies(&self) -> bool {
@@ -369,17 +379,11 @@ impl<T: SqlTransaction> RowWriter<T> {
         let schema = self.tx.schema(table).await?;
         let patch = prepare_patch(&schema, patch)?;
         pk_name(&schema)?;
-        let mut stmt = match self.tx.statement_cache() {
+        let stmt = match self.tx.statement_cache() {
             Some(cache) => cache.update_where(&schema, patch, filter)?,
             None => compile::update(self.tx.dialect(), &catalog(&schema), table, &patch, filter)?,
         };
-        // `... RETURNING *` -> `... RETURNING 1`: one row per updated row
-        // still, one small column to decode instead of the whole row.
-        if stmt.sql.ends_with(" RETURNING *") {
-            stmt.sql.pop();
-            stmt.sql.push('1');
-        }
-        Ok(self.tx.fetch(stmt, &schema).await?.len() as u64)
+        self.tx.execute_count(without_returning(stmt)?).await
     }
 
     /// Updates the row with primary key `id`; a missing row is
@@ -426,6 +430,9 @@ impl<T: SqlTransaction> RowWriter<T> {
         let schema = self.tx.schema(table).await?;
         let pk = pk_name(&schema)?;
         let stmt = compile::delete(self.tx.dialect(), &catalog(&schema), table, filter)?;
+        if !self.record {
+            return self.tx.execute_count(without_returning(stmt)?).await;
+        }
         let old = self.tx.fetch(stmt, &schema).await?;
         let n = old.len() as u64;
         for r in old {
@@ -444,7 +451,7 @@ impl<T: SqlTransaction> RowWriter<T> {
             return Ok(self.delete_where(table, &filter).await? > 0);
         }
         let stmt = compile::delete(self.tx.dialect(), &catalog(&schema), table, &filter)?;
-        Ok(self.tx.fetch_optional(stmt, &schema).await?.is_some())
+        Ok(self.tx.execute_count(without_returning(stmt)?).await? > 0)
     }
 
     /// Runs one transaction operation.
@@ -744,6 +751,8 @@ pub fn prepare_patch(schema: &TableSchema, patch: &Row) -> DbResult<Row> {
                 return Err(not_null(&schema.name, k));
             }
             Value::Null
+        } else if value::is_stored_form(c.ty, v) {
+            v.clone()
         } else {
             value::normalize(k, c.ty, v)?
         };
@@ -892,6 +901,21 @@ pub fn plan_alter(
         }
     }
     Ok((schema, steps))
+}
+
+/// `statement` (an `UPDATE` or `DELETE` compiled with ` RETURNING *`)
+/// without its `RETURNING` clause, for [`SqlTransaction::execute_count`].
+fn without_returning(mut statement: Statement) -> DbResult<Statement> {
+    match statement.sql.strip_suffix(" RETURNING *") {
+        Some(rest) => {
+            let len = rest.len();
+            statement.sql.truncate(len);
+            Ok(statement)
+        }
+        None => Err(Error::internal(
+            "a counted write was compiled without its RETURNING clause",
+        )),
+    }
 }
 
 #[cfg(test)]
