@@ -452,9 +452,10 @@ impl Store {
                 ]),
                 data: patch,
             },
-            Operation::Create {
+            // The stored row is not needed back: no `RETURNING` read.
+            Operation::InsertMany {
                 table: self.tables.refresh_tokens.clone(),
-                data: child,
+                rows: vec![child],
             },
         ];
         match self.db.transaction(ops).await {

@@ -165,6 +165,7 @@ pub fn cases() -> Vec<Case<Arc<dyn Database>>> {
         ),
         case!("tx.mixed_operations", SCHEMA_TX, tx_mixed),
         case!("tx.update_checked", SCHEMA_TX, tx_update_checked),
+        case!("tx.insert_many", SCHEMA_TX, tx_insert_many),
         case!(
             "page.cursor_every_row_once",
             SCHEMA,
@@ -1783,6 +1784,100 @@ async fn tx_mixed(db: Db) -> CaseResult {
         strs(&["Echo", "bravo", "charlie", "new1", "new2"])
     );
     Ok(())
+}
+
+/// `InsertMany` inserts its rows as `CreateMany` does (defaults filled in,
+/// all or none with the rest of the transaction) and answers with how many.
+async fn tx_insert_many(db: Db) -> CaseResult {
+    seed_five(&db).await?;
+    let alpha = read_names_rows(&db, "alpha").await?;
+    let alpha_id = alpha
+        .first()
+        .map(id_of)
+        .ok_or("alpha missing".to_string())?;
+    let insert = |rows: Vec<Value>| Operation::InsertMany {
+        table: "agents".into(),
+        rows: rows.into_iter().map(row).collect(),
+    };
+    let out = db
+        .transaction(vec![
+            insert(vec![
+                json!({"name": "new1"}),
+                json!({"name": "new2", "status": "paused"}),
+            ]),
+            Operation::UpdateMany {
+                table: "agents".into(),
+                filter: col("name").eq("new1"),
+                data: row(json!({"performance_score": 3.0})),
+            },
+            insert(vec![]),
+        ])
+        .await?;
+    ensure_eq!(out[0], OperationOutput::Affected(2), "two rows inserted");
+    ensure_eq!(
+        out[1],
+        OperationOutput::Affected(1),
+        "the later operation sees the inserted row"
+    );
+    ensure_eq!(
+        out[2],
+        OperationOutput::Affected(0),
+        "no rows, none inserted"
+    );
+    let new1 = read_names_rows(&db, "new1").await?;
+    ensure!(
+        new1.len() == 1 && num(&new1[0], "performance_score") == Some(3.0),
+        "new1 stored and updated: {new1:?}"
+    );
+    let new1_id = new1.first().map(id_of).ok_or("new1 missing".to_string())?;
+    ensure!(!new1_id.is_null(), "the key was filled in: {new1:?}");
+    ensure_eq!(count_rows(&db, "agents").await?, 7);
+    // A duplicate key fails the whole transaction with Conflict: the
+    // earlier insert of the same operation and the update before it are
+    // gone.
+    let mut dup = row(json!({"name": "dup"}));
+    dup.insert("id".into(), alpha_id.clone());
+    let failed = db
+        .transaction(vec![
+            Operation::UpdateMany {
+                table: "agents".into(),
+                filter: col("name").eq("bravo"),
+                data: row(json!({"status": "retired"})),
+            },
+            Operation::InsertMany {
+                table: "agents".into(),
+                rows: vec![row(json!({"name": "before the duplicate"})), dup],
+            },
+        ])
+        .await;
+    expect_kind(
+        failed,
+        ErrorKind::Conflict,
+        "a duplicate key in insert_many",
+    )?;
+    // An unknown column is InvalidInput, with nothing written.
+    expect_kind(
+        db.transaction(vec![insert(vec![
+            json!({"name": "fine"}),
+            json!({"name": "bad", "no_such_column": 1}),
+        ])])
+        .await,
+        ErrorKind::InvalidInput,
+        "an unknown column in insert_many",
+    )?;
+    ensure_eq!(count_rows(&db, "agents").await?, 7, "both rolled back");
+    ensure_eq!(
+        read_names(&db, col("status").eq("retired")).await?,
+        strs(&["delta"]),
+        "the update before the failed insert rolled back"
+    );
+    Ok(())
+}
+
+async fn read_names_rows(db: &Db, name: &str) -> Result<Vec<Row>, Failure> {
+    Ok(db
+        .read("agents", &Query::new().filter(col("name").eq(name)))
+        .await?)
 }
 
 /// `UpdateChecked` commits when exactly `expected` rows match, and fails

@@ -17,9 +17,14 @@ pub const MAX_LEN: usize = 63;
 /// assert!(ident::validate("agents; DROP TABLE x").is_err());
 /// ```
 pub fn validate(name: &str) -> DbResult<()> {
-    let mut chars = name.chars();
-    let ok_first = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_');
-    let ok_rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    // By bytes: every allowed character is ASCII, and no byte of a
+    // multi-byte character is.
+    let bytes = name.as_bytes();
+    let ok_first = matches!(bytes.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_');
+    let ok_rest = bytes
+        .iter()
+        .skip(1)
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'_');
     if !ok_first || !ok_rest || name.len() > MAX_LEN {
         return Err(Error::invalid_input(format!(
             "invalid identifier {:?}: use letters, digits and '_' (not first), at most {MAX_LEN} bytes",

@@ -22,6 +22,16 @@ pub enum Operation {
         /// The rows.
         rows: Vec<Row>,
     },
+    /// Insert many rows without returning them: [`crate::Database::insert_many`]
+    /// as part of a transaction (the same checks, defaults and errors as
+    /// `CreateMany`). Its output is [`OperationOutput::Affected`], how many
+    /// rows were inserted; a provider skips reading the stored rows back.
+    InsertMany {
+        /// Table.
+        table: String,
+        /// The rows.
+        rows: Vec<Row>,
+    },
     /// Update one row by primary key; a missing row fails the transaction.
     Update {
         /// Table.
@@ -77,6 +87,7 @@ impl Operation {
         match self {
             Operation::Create { table, .. }
             | Operation::CreateMany { table, .. }
+            | Operation::InsertMany { table, .. }
             | Operation::Update { table, .. }
             | Operation::UpdateMany { table, .. }
             | Operation::UpdateChecked { table, .. }
@@ -90,6 +101,7 @@ impl Operation {
         match self {
             Operation::Create { .. } => "create",
             Operation::CreateMany { .. } => "create_many",
+            Operation::InsertMany { .. } => "insert_many",
             Operation::Update { .. } => "update",
             Operation::UpdateMany { .. } => "update_many",
             Operation::UpdateChecked { .. } => "update_checked",
@@ -121,7 +133,8 @@ pub enum OperationOutput {
     Row(Row),
     /// `CreateMany`: the rows as stored.
     Rows(Vec<Row>),
-    /// `UpdateMany` / `DeleteMany`: rows affected.
+    /// `InsertMany`: rows inserted; `UpdateMany` / `UpdateChecked` /
+    /// `DeleteMany`: rows affected.
     Affected(u64),
     /// `Delete`: whether a row was deleted.
     Deleted(bool),

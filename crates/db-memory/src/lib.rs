@@ -442,6 +442,9 @@ impl Writer<'_> {
             Operation::CreateMany { table, rows } => {
                 OperationOutput::Rows(self.create_many(table, rows)?)
             }
+            Operation::InsertMany { table, rows } => {
+                OperationOutput::Affected(self.create_many(table, rows)?.len() as u64)
+            }
             Operation::Update { table, id, data } => {
                 OperationOutput::Row(self.update(table, id, data)?)
             }

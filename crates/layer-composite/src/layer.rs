@@ -310,7 +310,7 @@ impl CompositeLayer {
     fn entries_for(&self, op: &mut Operation, entries: &mut Vec<Entry>) -> Result<()> {
         match op {
             Operation::Create { table, data } => entries.push(self.fill_key(table, data)?),
-            Operation::CreateMany { table, rows } => {
+            Operation::CreateMany { table, rows } | Operation::InsertMany { table, rows } => {
                 for row in rows.iter_mut() {
                     entries.push(self.fill_key(table, row)?);
                 }

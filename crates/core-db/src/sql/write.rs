@@ -192,14 +192,20 @@ impl<T: SqlTransaction> RowWriter<T> {
         let schema = self.tx.schema(table).await?;
         let n = rows.len();
         let prepared = prepare_all(n, rows.iter().map(|r| prepare_insert(&schema, r)))?;
-        self.insert_prepared(table, &schema, prepared).await
+        Ok(self
+            .insert_prepared(table, &schema, prepared, true)
+            .await?
+            .0)
     }
 
     /// [`RowWriter::create_many`] taking the rows by value: their values
     /// move into the rows to store instead of being copied.
     pub async fn create_many_owned(&mut self, table: &str, rows: Vec<Row>) -> DbResult<Vec<Row>> {
         let (schema, prepared) = self.prepare_owned(table, rows).await?;
-        self.insert_prepared(table, &schema, prepared).await
+        Ok(self
+            .insert_prepared(table, &schema, prepared, true)
+            .await?
+            .0)
     }
 
     /// The table's schema and `rows` as [`prepare_insert_owned`] makes them
@@ -243,16 +249,25 @@ impl<T: SqlTransaction> RowWriter<T> {
                 .unwrap_or_default();
             return self.tx.copy_in(table, &columns, prepared).await;
         }
-        Ok(self.insert_prepared(table, &schema, prepared).await?.len() as u64)
+        Ok(self
+            .insert_prepared(table, &schema, prepared, false)
+            .await?
+            .1)
     }
 
-    /// Inserts rows made by [`prepare_insert`], chunk by chunk.
+    /// Inserts rows made by [`prepare_insert`], chunk by chunk, and returns
+    /// the stored rows (when `rows_back`, or while changes are recorded)
+    /// and how many were inserted. Without either, the statements have no
+    /// `RETURNING` and count their rows ([`SqlTransaction::execute_count`]).
     async fn insert_prepared(
         &mut self,
         table: &str,
         schema: &TableSchema,
         prepared: Vec<Row>,
-    ) -> DbResult<Vec<Row>> {
+        rows_back: bool,
+    ) -> DbResult<(Vec<Row>, u64)> {
+        let counted = !rows_back && !self.record;
+        let mut count = 0u64;
         let pk = pk_name(schema)?;
         let dialect = self.tx.dialect();
         let per_chunk = (dialect.max_binds() / schema.columns.len().max(1)).max(1);
@@ -286,6 +301,11 @@ impl<T: SqlTransaction> RowWriter<T> {
                     Vec::new(),
                 ),
             };
+            if counted {
+                drop(husks);
+                count += self.tx.execute_count(without_returning(stmt)?).await?;
+                continue;
+            }
             let stored = if n == 1 {
                 let husk = husks.into_iter().next();
                 let one = self.tx.fetch_optional_into(stmt, schema, husk).await?;
@@ -300,9 +320,10 @@ impl<T: SqlTransaction> RowWriter<T> {
                     self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
                 }
             }
+            count += stored.len() as u64;
             out.extend(stored);
         }
-        Ok(out)
+        Ok((out, count))
     }
 
     /// Updates the rows matching `filter` and returns them as stored.
@@ -467,6 +488,9 @@ impl<T: SqlTransaction> RowWriter<T> {
             Operation::CreateMany { table, rows } => {
                 OperationOutput::Rows(self.create_many(table, rows).await?)
             }
+            Operation::InsertMany { table, rows } => {
+                OperationOutput::Affected(self.insert_many(table, rows.clone()).await?)
+            }
             Operation::Update { table, id, data } => {
                 OperationOutput::Row(self.update(table, id, data).await?)
             }
@@ -506,6 +530,9 @@ impl<T: SqlTransaction> RowWriter<T> {
             }
             Operation::CreateMany { table, rows } => Ok(OperationOutput::Rows(
                 self.create_many_owned(&table, rows).await?,
+            )),
+            Operation::InsertMany { table, rows } => Ok(OperationOutput::Affected(
+                self.insert_many(&table, rows).await?,
             )),
             op => self.apply(&op).await,
         }
