@@ -2,7 +2,12 @@
 //! connections on loopback, side by side:
 //!
 //! - `truststream`: the realtime-ws hub (vsn 2.0.0 clients, kind 4 binary
-//!   broadcasts), published from an in-process handle;
+//!   broadcasts), published from an in-process handle; its subscribers
+//!   split each frame in place (`protocol::split_user_broadcast`) and parse
+//!   the payload, the UTF-8 checked once, as the floor's subscribers do
+//!   with their text frames (until 2026-12-05 they decoded the frame into
+//!   owned strings and parsed with `serde_json::from_slice`: ~640 more
+//!   instructions per message on the subscriber side);
 //! - `socket.io`: a Node socket.io 4 server (`socketio/server.cjs`, websocket
 //!   transport) emitting to a room;
 //! - `floor`: a bare tokio-tungstenite loop writing one prepared frame to
@@ -19,13 +24,18 @@
 //! 2. latency: 20 messages, one every 50 ms (50 µs per connection when
 //!    longer); p50/p99 of send-to-receive;
 //! 3. throughput: a burst of B messages back to back; delivered messages per
-//!    second = N * B / (last receipt - first send).
+//!    second = N * B / (last receipt - first send). B is 200 below 10,000
+//!    connections and 50 at 10,000, the same for every target;
+//!    `BENCH_BURST` sets it (at most 1,024: the floor's queue per
+//!    connection holds 1,024 messages and drops what does not fit). A
+//!    burst of 200 to 1,000 connections lasts about 0.2 s: single runs move
+//!    by +-0.1 in the truststream / floor ratio, so compare medians.
 //!
 //! Run: `cargo bench -p truststream-bench-realtime` (needs `npm ci` in
 //! `benches/realtime/socketio`; 10,000 connections need `ulimit -n` of at
 //! least 10,100 per process: the bench raises nothing itself and says so).
 //! `BENCH_SIZES=1000` limits the sizes, `BENCH_TARGETS=truststream,floor`
-//! the targets.
+//! the targets, `BENCH_BURST` the burst length.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
 
 use std::collections::VecDeque;
@@ -40,7 +50,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Message;
-use truststream_bench_realtime::{now_micros, phoenix_join, rss_of, socketio_connect};
+use truststream_bench_realtime::{env_usize, now_micros, phoenix_join, rss_of, socketio_connect};
 use truststream_core_realtime::{Channel, ChannelOptions, Realtime};
 use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
 
@@ -127,8 +137,11 @@ async fn client_task(
     let mut current: Option<Arc<Phase>> = None;
     while let Some(Ok(m)) = ws.next().await {
         let body: Option<Value> = match (&m, target) {
+            // The frame's parts borrowed, its payload parsed: the floor's
+            // text is checked as UTF-8 (by tungstenite) and parsed the same
+            // way.
             (Message::Binary(b), Target::TrustStream) => {
-                truststream_realtime_ws::protocol::decode_user_broadcast(b).map(|(_, _, p)| p)
+                truststream_realtime_ws::protocol::split_user_broadcast(b).and_then(|u| u.json())
             }
             (Message::Text(t), Target::SocketIo) => {
                 if t.as_str() == "2" {
@@ -575,8 +588,10 @@ fn main() {
                 );
                 continue;
             }
-            // Bursts stay under the hub's 1024-frame queue per connection.
-            let burst = if n >= 10_000 { 50 } else { 200 };
+            // Bursts stay under the floor's 1,024-message queue per
+            // connection (the hub's is bounded in bytes: 4 MiB).
+            let default_burst = if n >= 10_000 { 50 } else { 200 };
+            let burst = env_usize("BENCH_BURST", default_burst).clamp(1, 1_024);
             let mut targets = VecDeque::from([Target::TrustStream, Target::Floor]);
             if socketio {
                 targets.push_back(Target::SocketIo);

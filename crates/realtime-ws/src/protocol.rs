@@ -388,8 +388,38 @@ pub struct UserBroadcast {
     pub payload: UserPayload,
 }
 
-/// Decodes a kind 4 frame, JSON or binary, for clients and tests.
-pub fn decode_user_broadcast_frame(bytes: &[u8]) -> Option<UserBroadcast> {
+/// A kind 4 frame's parts, borrowed from the frame (nothing copied or
+/// parsed but the UTF-8 of its strings): what a client that reads a field
+/// or two needs. [`decode_user_broadcast_frame`] is the owned, parsed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserBroadcastRef<'a> {
+    /// The topic (`realtime:<name>`).
+    pub topic: &'a str,
+    /// The user event.
+    pub event: &'a str,
+    /// The metadata, JSON text (empty: none).
+    pub meta: &'a str,
+    /// Whether the payload is raw bytes (encoding 0) rather than JSON text
+    /// (encoding 1).
+    pub binary: bool,
+    /// The payload's bytes.
+    pub payload: &'a [u8],
+}
+
+impl UserBroadcastRef<'_> {
+    /// The JSON payload, parsed (`None` for a binary payload or one that is
+    /// not JSON).
+    pub fn json(&self) -> Option<Value> {
+        if self.binary {
+            return None;
+        }
+        json_from_bytes(self.payload)
+    }
+}
+
+/// Splits a kind 4 frame into its parts (`None`: not a well-formed kind 4
+/// frame).
+pub fn split_user_broadcast(bytes: &[u8]) -> Option<UserBroadcastRef<'_>> {
     let (&kind, rest) = bytes.split_first()?;
     if kind != KIND_USER_BROADCAST || rest.len() < 4 {
         return None;
@@ -404,21 +434,45 @@ pub fn decode_user_broadcast_frame(bytes: &[u8]) -> Option<UserBroadcast> {
     if body.len() < t + e + m {
         return None;
     }
-    let topic = std::str::from_utf8(&body[..t]).ok()?.to_string();
-    let event = std::str::from_utf8(&body[t..t + e]).ok()?.to_string();
-    let meta = match m {
-        0 => None,
-        _ => Some(serde_json::from_slice(&body[t + e..t + e + m]).ok()?),
-    };
-    let data = &body[t + e + m..];
-    let payload = match enc {
-        ENCODING_JSON => UserPayload::Json(serde_json::from_slice(data).ok()?),
-        ENCODING_BINARY => UserPayload::Binary(data.to_vec()),
+    let binary = match enc {
+        ENCODING_JSON => false,
+        ENCODING_BINARY => true,
         _ => return None,
     };
+    let (topic, body) = body.split_at(t);
+    let (event, body) = body.split_at(e);
+    let (meta, payload) = body.split_at(m);
+    Some(UserBroadcastRef {
+        topic: std::str::from_utf8(topic).ok()?,
+        event: std::str::from_utf8(event).ok()?,
+        meta: std::str::from_utf8(meta).ok()?,
+        binary,
+        payload,
+    })
+}
+
+/// JSON text in bytes, parsed: the UTF-8 checked once for the whole text,
+/// then parsed as a `str` (`serde_json::from_slice` checks each string on
+/// its own, which costs more; both accept the same texts, as bytes that are
+/// not UTF-8 are never valid JSON outside strings either).
+fn json_from_bytes(bytes: &[u8]) -> Option<Value> {
+    serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()
+}
+
+/// Decodes a kind 4 frame, JSON or binary, for clients and tests.
+pub fn decode_user_broadcast_frame(bytes: &[u8]) -> Option<UserBroadcast> {
+    let b = split_user_broadcast(bytes)?;
+    let meta = match b.meta {
+        "" => None,
+        m => Some(serde_json::from_str(m).ok()?),
+    };
+    let payload = match b.binary {
+        false => UserPayload::Json(json_from_bytes(b.payload)?),
+        true => UserPayload::Binary(b.payload.to_vec()),
+    };
     Some(UserBroadcast {
-        topic,
-        event,
+        topic: b.topic.to_string(),
+        event: b.event.to_string(),
         meta,
         payload,
     })
@@ -562,6 +616,17 @@ mod tests {
             (t.as_str(), e.as_str(), p),
             ("realtime:r", "ev", json!({"n": 1}))
         );
+        let parts = split_user_broadcast(&data).unwrap();
+        assert_eq!(
+            (parts.topic, parts.event, parts.meta, parts.binary),
+            ("realtime:r", "ev", "", false)
+        );
+        assert_eq!(parts.json(), Some(json!({"n": 1})));
+        // Not JSON, or not UTF-8: no payload, as before.
+        for bad in [&b"{\"n\":"[..], b"{\"s\":\"\xff\"}", b"\xff"] {
+            let msg = encode_user_broadcast("realtime:r", "ev", "", false, bad).unwrap();
+            assert_eq!(split_user_broadcast(&msg.into_data()).unwrap().json(), None);
+        }
         assert!(encode_user_broadcast(&"t".repeat(256), "e", "", false, b"1").is_none());
         assert!(encode_user_broadcast("t", "e", &"m".repeat(256), true, b"1").is_none());
     }
@@ -579,10 +644,14 @@ mod tests {
                 topic: "realtime:r".into(),
                 event: "bin".into(),
                 meta: Some(json!({"id": 7})),
-                payload: UserPayload::Binary(bytes),
+                payload: UserPayload::Binary(bytes.clone()),
             }
         );
         assert!(decode_user_broadcast(&data).is_none(), "not JSON");
+        let parts = split_user_broadcast(&data).unwrap();
+        assert!(parts.binary);
+        assert_eq!((parts.meta, parts.payload), (r#"{"id":7}"#, &bytes[..]));
+        assert_eq!(parts.json(), None);
         for n in 0..5 + 10 + 3 + 8 {
             assert!(decode_user_broadcast_frame(&data[..n]).is_none(), "{n}");
         }

@@ -1441,3 +1441,101 @@ mod listening_tests {
         assert_eq!(*hub.listening.borrow(), 0);
     }
 }
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A byte stream that counts the writes that reach it.
+    struct CountWrites {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountWrites {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountWrites {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = r {
+                if n > 0 {
+                    self.writes.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A frame queued while the writer lets the other ready tasks run (as a
+    /// fan-out to many connections queues the next broadcast meanwhile)
+    /// goes out in the same socket write as the frame before it, not in a
+    /// write of its own. No timing: the current-thread runtime runs the
+    /// publisher and the writer in a fixed order.
+    #[tokio::test]
+    async fn a_frame_queued_while_the_writer_yields_shares_its_write() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let io: Box<dyn Io> = Box::new(CountWrites {
+            inner: server_io,
+            writes: writes.clone(),
+        });
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let (sink, _stream) = ws.split();
+        let counters = Arc::new(Counters::default());
+        let outbox = Arc::new(Outbox::new(counters.clone()));
+        let writer = tokio::spawn(write_loop(sink, outbox.clone(), TaskGuard::new(&counters)));
+        let frames = 2;
+        for i in 0..frames {
+            assert!(outbox.push(WsMessage::text(i.to_string()), 1 << 20).is_ok());
+            tokio::task::yield_now().await;
+        }
+        // The writer finds its queue empty again, flushes, and sleeps.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            writes.load(Ordering::SeqCst),
+            1,
+            "one write for both frames"
+        );
+        assert_eq!(counters.queued_bytes.load(Ordering::SeqCst), 0);
+
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        for i in 0..frames {
+            let got = client.next().await.expect("a frame").expect("read");
+            assert_eq!(got, WsMessage::text(i.to_string()));
+        }
+        outbox.kill(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        });
+        writer.await.expect("the writer ends");
+        match client.next().await {
+            Some(Ok(WsMessage::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Normal),
+            other => panic!("expected the close frame, got {other:?}"),
+        }
+    }
+}
