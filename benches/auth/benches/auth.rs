@@ -762,10 +762,10 @@ impl DbOnly {
                     ]),
                     data: patch.as_object().cloned().expect("object"),
                 },
-                Operation::Create {
+                Operation::InsertMany {
                     table: "dbo_refresh_tokens".into(),
-                    data: json!({"id": sha_hex(&child), "session_id": sid_s, "generation": generation + 1,
-                        "created_at": now_text()}).as_object().cloned().expect("object"),
+                    rows: vec![json!({"id": sha_hex(&child), "session_id": sid_s, "generation": generation + 1,
+                        "created_at": now_text()}).as_object().cloned().expect("object")],
                 },
             ])
             .await
