@@ -430,14 +430,9 @@ impl SqlProvider for PgDatabase {
         copy.finish().await.map_err(error::map)
     }
 
+    /// [`SqlProvider::execute_count`] with the count dropped.
     async fn execute(conn: &mut PgConn, stmt: Statement) -> DbResult<()> {
-        let args = arguments(stmt.binds)?;
-        let persistent = conn.persistent();
-        let done = sqlx::query_with(&stmt.sql, args)
-            .persistent(persistent)
-            .execute(conn.raw())
-            .await;
-        done.map(drop).map_err(error::map)
+        Self::execute_count(conn, stmt).await.map(drop)
     }
 
     /// The count of the server's `UPDATE n` / `DELETE n`: no row sent back

@@ -605,11 +605,9 @@ impl SqlProvider for SqliteDatabase {
         decode_set(&rows, names_of, hints, decode_column)
     }
 
+    /// [`SqlProvider::execute_count`] with the count dropped.
     async fn execute(conn: &mut Self::Conn, stmt: Statement) -> DbResult<()> {
-        let query = sqlx::query_with(&stmt.sql, arguments(stmt.binds)?);
-        let r = query.execute(conn.raw()?).await;
-        r.map_err(|e| conn.failed(e))?;
-        Ok(())
+        Self::execute_count(conn, stmt).await.map(drop)
     }
 
     /// `sqlite3_changes` of the statement: no `RETURNING`, so no temporary
