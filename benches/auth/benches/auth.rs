@@ -455,6 +455,10 @@ fn check_active(
     );
 }
 
+/// A stored password hash of the length the default argon2id cost writes
+/// (a PHC string): the raw tables hold what auth-jwt's rows hold.
+const PHC_LIKE: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+
 fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -464,13 +468,18 @@ struct RawSqlite(sqlx::SqlitePool);
 impl RawStore for RawSqlite {
     async fn setup(&self) -> String {
         for ddl in [
-            "CREATE TABLE raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles TEXT NOT NULL, user_metadata TEXT NOT NULL, app_metadata TEXT NOT NULL)",
+            "CREATE TABLE raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, roles TEXT NOT NULL, user_metadata TEXT NOT NULL, app_metadata TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
             "CREATE TABLE raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL, refreshed_at TEXT, not_after TEXT NOT NULL, revoked_at TEXT, refresh_counter INTEGER NOT NULL)",
             "CREATE TABLE raw_refresh_tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, generation INTEGER NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE INDEX raw_sessions_user_id ON raw_sessions (user_id)",
+            "CREATE INDEX raw_refresh_tokens_session_id ON raw_refresh_tokens (session_id)",
         ] {
             sqlx::query(ddl).execute(&self.0).await.expect("ddl");
         }
-        sqlx::query("INSERT INTO raw_users VALUES ('00000000-0000-4000-8000-000000000001', 'bench-00000000000000000000000000000000@example.com', '[]', '{}', '{\"provider\":\"email\"}')")
+        sqlx::query("INSERT INTO raw_users VALUES ('00000000-0000-4000-8000-000000000001', 'bench-00000000000000000000000000000000@example.com', ?, '[]', '{}', '{\"provider\":\"email\"}', ?, ?)")
+            .bind(PHC_LIKE)
+            .bind(now_text())
+            .bind(now_text())
             .execute(&self.0)
             .await
             .expect("user");
@@ -570,10 +579,12 @@ impl RawStore for RawPg {
     async fn setup(&self) -> String {
         let s = &self.schema;
         for ddl in [
-            format!("CREATE TABLE \"{s}\".raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, roles JSONB NOT NULL, user_metadata JSONB NOT NULL, app_metadata JSONB NOT NULL)"),
+            format!("CREATE TABLE \"{s}\".raw_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, roles JSONB NOT NULL, user_metadata JSONB NOT NULL, app_metadata JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL)"),
             format!("CREATE TABLE \"{s}\".raw_sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL, refreshed_at TIMESTAMPTZ, not_after TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ, refresh_counter BIGINT NOT NULL)"),
             format!("CREATE TABLE \"{s}\".raw_refresh_tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, generation BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"),
-            format!("INSERT INTO \"{s}\".raw_users VALUES ('00000000-0000-4000-8000-000000000001', 'bench-00000000000000000000000000000000@example.com', '[]', '{{}}', '{{\"provider\":\"email\"}}')"),
+            format!("CREATE INDEX ON \"{s}\".raw_sessions (user_id)"),
+            format!("CREATE INDEX ON \"{s}\".raw_refresh_tokens (session_id)"),
+            format!("INSERT INTO \"{s}\".raw_users VALUES ('00000000-0000-4000-8000-000000000001', 'bench-00000000000000000000000000000000@example.com', '{PHC_LIKE}', '[]', '{{}}', '{{\"provider\":\"email\"}}', now(), now())"),
             format!("INSERT INTO \"{s}\".raw_sessions VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001', now(), NULL, '2999-01-01T00:00:00Z', NULL, 0)"),
         ] {
             sqlx::query(&ddl).execute(&self.pool).await.expect("ddl");
@@ -695,13 +706,23 @@ impl DbOnly {
         for t in &tables {
             self.db.create_table(t).await.expect("table");
         }
+        // auth-jwt's indexes.
+        for (t, c) in [
+            ("dbo_sessions", "user_id"),
+            ("dbo_refresh_tokens", "session_id"),
+        ] {
+            self.db
+                .create_index(&truststream_core_db::IndexSpec::new(t, [c]))
+                .await
+                .expect("index");
+        }
         let (uid, sid) = (
             uuid::Uuid::new_v4().to_string(),
             uuid::Uuid::new_v4().to_string(),
         );
         let row = |v: Value| v.as_object().cloned().expect("object");
         self.db
-            .create("dbo_users", row(json!({"id": uid, "email": email(), "password_hash": "x",
+            .create("dbo_users", row(json!({"id": uid, "email": email(), "password_hash": PHC_LIKE,
                 "roles": [], "user_metadata": {}, "app_metadata": {"provider": "email"}, "created_at": now_text(), "updated_at": now_text()})))
             .await
             .expect("user");

@@ -130,10 +130,10 @@ pub fn sql_for(dialect: SqlDialect, table: &str) -> Sql {
         .statement
         .sql;
     Sql {
-        insert,
-        select,
-        update,
-        read50,
+        insert: insert.to_string(),
+        select: select.to_string(),
+        update: update.to_string(),
+        read50: read50.to_string(),
     }
 }
 
@@ -163,6 +163,7 @@ impl BatchSql {
             compile::insert(dialect, &catalog("bench_raw"), "bench_raw", &rows)
                 .unwrap()
                 .sql
+                .to_string()
         };
         BatchSql {
             rows,

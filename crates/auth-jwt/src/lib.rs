@@ -252,7 +252,7 @@ impl JwtAuth {
         for r in roles {
             validate_role(r)?;
         }
-        if self.store.user_by_id(user_id).await?.is_none()
+        if self.store.user_profile(user_id).await?.is_none()
             || !self.store.set_roles(user_id, roles).await?
         {
             return Err(Error::not_found("no such user").with_operation("auth.set_user_roles"));
@@ -314,11 +314,11 @@ impl JwtAuth {
         self.store
             .insert_session(&session, &refresh::hash(&token))
             .await?;
-        self.issue(user, &session, token)
+        self.issue(user.to_user(), &session, token)
     }
 
     /// Signs an access token for `session` and packs the session.
-    fn issue(&self, user: &UserRow, session: &SessionRow, refresh: String) -> AuthResult<Session> {
+    fn issue(&self, user: User, session: &SessionRow, refresh: String) -> AuthResult<Session> {
         let now = Utc::now();
         let expires_at = (now + secs(self.config.access_token_ttl_secs)).min(session.not_after);
         let mut app_metadata = user.app_metadata.clone();
@@ -349,7 +349,7 @@ impl JwtAuth {
             refresh_token: Secret::new(refresh),
             token_type: "bearer",
             expires_at,
-            user: user.to_user(),
+            user,
         })
     }
 
@@ -720,8 +720,8 @@ impl Auth for JwtAuth {
 
     async fn get_user(&self, principal: &Principal) -> AuthResult<User> {
         self.own_session_id(principal, "auth.get_user")?;
-        match self.store.user_by_id(&principal.user_id).await? {
-            Some(u) => Ok(u.to_user()),
+        match self.store.user_profile(&principal.user_id).await? {
+            Some(u) => Ok(u),
             None => Err(Error::not_found("no such user").with_operation("auth.get_user")),
         }
     }
@@ -742,7 +742,7 @@ impl Auth for JwtAuth {
         }
         let Some(row) = self
             .store
-            .refresh_row(&refresh::hash(refresh_token))
+            .refresh_token(&refresh::hash(refresh_token))
             .await?
         else {
             return Err(invalid());
@@ -751,7 +751,7 @@ impl Auth for JwtAuth {
             .load_active_session(&row.session_id)
             .await
             .map_err(|e| e.with_operation(op))?;
-        let Some(user) = self.store.user_by_id(&session.user_id).await? else {
+        let Some(user) = self.store.user_profile(&session.user_id).await? else {
             return Err(invalid());
         };
         let child = self.refresh_keys.child(refresh_token)?;
@@ -770,7 +770,7 @@ impl Auth for JwtAuth {
                 Rotation::Won => {
                     session.refresh_counter += 1;
                     session.refreshed_at = Some(now);
-                    return self.issue(&user, &session, child);
+                    return self.issue(user, &session, child);
                 }
                 Rotation::Lost => {
                     session = self
@@ -789,7 +789,7 @@ impl Auth for JwtAuth {
             .refreshed_at
             .is_some_and(|t| Utc::now() - t <= interval);
         if row.generation + 1 == session.refresh_counter && within {
-            return self.issue(&user, &session, child);
+            return self.issue(user, &session, child);
         }
         self.store.revoke_session(&session.id).await?;
         tracing::warn!(
@@ -852,7 +852,7 @@ impl Auth for JwtAuth {
         if !self.is_own(principal) {
             return Ok(principal.roles.clone());
         }
-        match self.store.user_by_id(&principal.user_id).await? {
+        match self.store.user_profile(&principal.user_id).await? {
             Some(u) => Ok(u.roles),
             None => Err(Error::not_found("no such user").with_operation("auth.get_user_roles")),
         }

@@ -101,6 +101,54 @@ impl UserRow {
     }
 }
 
+/// The columns of a user that reach a client ([`User`]): the row without
+/// its password hash and update time, read where no password is checked.
+#[derive(Deserialize)]
+struct ProfileRow {
+    id: String,
+    email: String,
+    roles: Vec<String>,
+    user_metadata: Map<String, Value>,
+    app_metadata: Map<String, Value>,
+    #[serde(with = "stamp")]
+    created_at: DateTime<Utc>,
+}
+
+impl ProfileRow {
+    /// [`ProfileRow`]'s columns, in order.
+    const COLUMNS: [&'static str; 6] = [
+        "id",
+        "email",
+        "roles",
+        "user_metadata",
+        "app_metadata",
+        "created_at",
+    ];
+
+    fn into_user(self) -> User {
+        User {
+            id: self.id,
+            email: self.email,
+            roles: self.roles,
+            user_metadata: self.user_metadata,
+            app_metadata: self.app_metadata,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What a refresh needs of its token's row: the session it belongs to and
+/// its place in that session's chain.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenRef {
+    pub(crate) session_id: String,
+    pub(crate) generation: i64,
+}
+
+impl TokenRef {
+    const COLUMNS: [&'static str; 2] = ["session_id", "generation"];
+}
+
 /// A session row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SessionRow {
@@ -316,6 +364,25 @@ impl Store {
             .map_err(|e| e.with_operation("auth.read_user"))
     }
 
+    /// The user `id` as a client sees it, without reading its password
+    /// hash.
+    pub(crate) async fn user_profile(&self, id: &str) -> AuthResult<Option<User>> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        let q = Query::new()
+            .select(ProfileRow::COLUMNS)
+            .where_eq("id", id)
+            .limit(1);
+        let row: Option<ProfileRow> = self
+            .db
+            .read_set(&self.tables.users, &q)
+            .await
+            .and_then(|set| set.deserialize_first())
+            .map_err(|e| e.with_operation("auth.read_user"))?;
+        Ok(row.map(ProfileRow::into_user))
+    }
+
     pub(crate) async fn user_by_id(&self, id: &str) -> AuthResult<Option<UserRow>> {
         if uuid::Uuid::parse_str(id).is_err() {
             return Ok(None);
@@ -413,10 +480,17 @@ impl Store {
             .map_err(|e| e.with_operation("auth.read_session"))
     }
 
-    pub(crate) async fn refresh_row(&self, token_hash: &str) -> AuthResult<Option<RefreshRow>> {
+    /// The session and generation of the refresh token whose hash is
+    /// `token_hash`.
+    pub(crate) async fn refresh_token(&self, token_hash: &str) -> AuthResult<Option<TokenRef>> {
+        let q = Query::new()
+            .select(TokenRef::COLUMNS)
+            .where_eq("id", token_hash)
+            .limit(1);
         self.db
-            .get_as(&self.tables.refresh_tokens, &json!(token_hash))
+            .read_set(&self.tables.refresh_tokens, &q)
             .await
+            .and_then(|set| set.deserialize_first())
             .map_err(|e| e.with_operation("auth.read_refresh_token"))
     }
 

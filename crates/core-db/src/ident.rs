@@ -9,6 +9,28 @@ use crate::{DbResult, Error};
 /// Longest identifier accepted (PostgreSQL's limit).
 pub const MAX_LEN: usize = 63;
 
+/// [`BYTES`]' mark of a byte an identifier may start with (a letter, `_`).
+const FIRST: u8 = 2;
+
+/// Which bytes an identifier may hold: [`FIRST`] for letters and `_`, 1
+/// for digits, 0 for every other byte.
+const BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphabetic() || b == b'_' {
+            FIRST
+        } else if b.is_ascii_digit() {
+            1
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
+
 /// Checks one identifier (no dots).
 ///
 /// ```
@@ -17,14 +39,11 @@ pub const MAX_LEN: usize = 63;
 /// assert!(ident::validate("agents; DROP TABLE x").is_err());
 /// ```
 pub fn validate(name: &str) -> DbResult<()> {
-    // By bytes: every allowed character is ASCII, and no byte of a
-    // multi-byte character is.
+    // By bytes, one table lookup each: every allowed character is ASCII,
+    // and no byte of a multi-byte character is.
     let bytes = name.as_bytes();
-    let ok_first = matches!(bytes.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_');
-    let ok_rest = bytes
-        .iter()
-        .skip(1)
-        .all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    let ok_first = matches!(bytes.first(), Some(&c) if BYTES[c as usize] == FIRST);
+    let ok_rest = bytes.iter().all(|&c| BYTES[c as usize] != 0);
     if !ok_first || !ok_rest || name.len() > MAX_LEN {
         return Err(Error::invalid_input(format!(
             "invalid identifier {:?}: use letters, digits and '_' (not first), at most {MAX_LEN} bytes",

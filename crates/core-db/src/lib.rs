@@ -26,7 +26,7 @@ pub use query::{
     Join, JoinKind, NullsOrder, OrderBy, Query, SelectItem, SortDirection, TextSearchKind,
     MAX_JSON_OPERAND_DEPTH, MAX_JSON_OPERAND_NODES,
 };
-pub use result_set::ResultSet;
+pub use result_set::{Cell, CellRows, ResultSet};
 pub use schema::{
     AlterTable, ColumnDef, ColumnDefault, ColumnType, ForeignKey, IndexSpec, TableSchema,
 };

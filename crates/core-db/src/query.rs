@@ -720,8 +720,14 @@ impl SelectItem {
 }
 
 fn split_alias(s: &str) -> Option<(&str, &str)> {
-    let lower = s.to_ascii_lowercase();
-    let idx = lower.rfind(" as ")?;
+    // The last ` as ` (any case), found by bytes: no lowercased copy. Its
+    // bytes are ASCII, so both slices start and end on a char boundary.
+    let idx = s.as_bytes().windows(4).rposition(|w| {
+        w[0] == b' '
+            && w[1].eq_ignore_ascii_case(&b'a')
+            && w[2].eq_ignore_ascii_case(&b's')
+            && w[3] == b' '
+    })?;
     Some((s[..idx].trim(), s[idx + 4..].trim()))
 }
 
@@ -978,6 +984,34 @@ mod tests {
                 column: col("deleted_at")
             }
         );
+    }
+
+    #[test]
+    fn split_alias_finds_the_last_as_in_any_case() {
+        // What lowercasing a copy and `rfind(" as ")` gave.
+        fn by_copy(s: &str) -> Option<(&str, &str)> {
+            let idx = s.to_ascii_lowercase().rfind(" as ")?;
+            Some((s[..idx].trim(), s[idx + 4..].trim()))
+        }
+        for s in [
+            "name as n",
+            "name AS n",
+            "t.name As x",
+            "a as b as c",
+            "a  aS  b",
+            "é as ü",
+            "class",
+            "as",
+            " as ",
+            "x as",
+            "as x",
+            "",
+            "basis as alias",
+            "ü AS",
+        ] {
+            assert_eq!(split_alias(s), by_copy(s), "{s:?}");
+        }
+        assert_eq!(split_alias("a as b as c"), Some(("a as b", "c")));
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //! of the rows).
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::value::MapDeserializer;
-use serde::de::{DeserializeOwned, IntoDeserializer, Visitor};
+use serde::de::{DeserializeOwned, IgnoredAny, IntoDeserializer, Visitor};
 use serde::{forward_to_deserialize_any, Deserializer};
 
 use crate::{DbResult, Error, Row, Value};
@@ -38,6 +39,12 @@ pub struct ResultSet {
 #[derive(Clone)]
 enum Inner {
     Rows(Vec<Row>),
+    /// A driver's own rows, read cell by cell ([`ResultSet::from_cells`]);
+    /// the names are built on the first [`ResultSet::columns`].
+    Cells {
+        rows: Arc<dyn CellRows>,
+        names: OnceLock<Vec<String>>,
+    },
     Columns {
         /// Each name once, in result order.
         names: Vec<String>,
@@ -107,11 +114,65 @@ impl ResultSet {
         }
     }
 
+    /// A result of a driver's rows, read cell by cell: a typed read
+    /// ([`ResultSet::deserialize`]) hands each cell to the caller's type
+    /// as it is (text as borrowed text, JSON text straight to the type),
+    /// without first building a [`Value`] per cell; every other use makes
+    /// the cells' values ([`Cell::into_value`]) first. A result whose
+    /// names repeat (a raw query's `SELECT a.id, b.id`) is built as rows,
+    /// each name at its first position with its last value.
+    pub fn from_cells(rows: impl CellRows) -> Self {
+        let width = rows.width();
+        // Pairwise over the few columns of a typical result, no list.
+        let repeats = if width <= 32 {
+            (0..width).any(|a| (a + 1..width).any(|b| rows.name(a) == rows.name(b)))
+        } else {
+            let names: Vec<&str> = (0..width).map(|c| rows.name(c)).collect();
+            repeated(&names).is_some()
+        };
+        if repeats {
+            let names: Vec<&str> = (0..width).map(|c| rows.name(c)).collect();
+            let mut out = Vec::with_capacity(rows.len());
+            for r in 0..rows.len() {
+                let mut row = Row::with_capacity(width);
+                for (c, name) in names.iter().enumerate() {
+                    row.insert((*name).to_string(), rows.cell(r, c).into_value());
+                }
+                out.push(row);
+            }
+            return ResultSet::from_rows(out);
+        }
+        ResultSet {
+            inner: Inner::Cells {
+                rows: Arc::new(rows),
+                names: OnceLock::new(),
+            },
+        }
+    }
+
+    /// A cell-held set as the column-held set of its values (any other
+    /// set as it is).
+    fn materialized(self) -> Self {
+        let Inner::Cells { rows, .. } = &self.inner else {
+            return self;
+        };
+        let width = rows.width();
+        let names = (0..width).map(|c| rows.name(c).to_string()).collect();
+        let mut values = Vec::with_capacity(rows.len() * width);
+        for r in 0..rows.len() {
+            for c in 0..width {
+                values.push(rows.cell(r, c).into_value());
+            }
+        }
+        ResultSet::columns_unchecked(names, values, rows.len())
+    }
+
     /// How many rows.
     pub fn len(&self) -> usize {
         match &self.inner {
             Inner::Rows(r) => r.len(),
             Inner::Columns { rows, .. } => *rows,
+            Inner::Cells { rows, .. } => rows.len(),
         }
     }
 
@@ -123,7 +184,8 @@ impl ResultSet {
     /// The rows as JSON objects, as the map API ([`crate::Database::read`])
     /// returns them.
     pub fn into_rows(self) -> Vec<Row> {
-        match self.inner {
+        match self.materialized().inner {
+            Inner::Cells { .. } => unreachable!("materialized"),
             Inner::Rows(r) => r,
             Inner::Columns {
                 names,
@@ -147,6 +209,11 @@ impl ResultSet {
         match &self.inner {
             Inner::Rows(_) => None,
             Inner::Columns { names, .. } => Some(names),
+            Inner::Cells { rows, names } => Some(names.get_or_init(|| {
+                (0..rows.width())
+                    .map(|c| rows.name(c).to_string())
+                    .collect()
+            })),
         }
     }
 
@@ -156,6 +223,9 @@ impl ResultSet {
     pub fn deserialize<T: DeserializeOwned>(self) -> DbResult<Vec<T>> {
         match self.inner {
             Inner::Rows(rows) => rows.into_iter().map(from_row).collect(),
+            Inner::Cells { rows, .. } => {
+                (0..rows.len()).map(|r| cell_row::<T>(&*rows, r)).collect()
+            }
             Inner::Columns {
                 names,
                 values,
@@ -172,6 +242,9 @@ impl ResultSet {
     pub fn deserialize_first<T: DeserializeOwned>(self) -> DbResult<Option<T>> {
         match self.inner {
             Inner::Rows(rows) => rows.into_iter().next().map(from_row).transpose(),
+            Inner::Cells { rows, .. } => (!rows.is_empty())
+                .then(|| cell_row::<T>(&*rows, 0))
+                .transpose(),
             Inner::Columns {
                 mut names,
                 mut values,
@@ -204,6 +277,7 @@ impl serde::Serialize for ResultSet {
         use serde::ser::SerializeSeq;
         match &self.inner {
             Inner::Rows(rows) => rows.serialize(serializer),
+            Inner::Cells { .. } => self.clone().materialized().serialize(serializer),
             Inner::Columns {
                 names,
                 values,
@@ -233,6 +307,7 @@ impl ResultSet {
     pub fn to_json_vec(&self) -> Vec<u8> {
         match &self.inner {
             Inner::Rows(rows) => serde_json::to_vec(rows).unwrap_or_else(|_| b"[]".to_vec()),
+            Inner::Cells { .. } => self.clone().materialized().to_json_vec(),
             Inner::Columns {
                 names,
                 values,
@@ -359,16 +434,17 @@ fn mismatch<T>(e: serde_json::Error) -> Error {
 /// (`serde_json::Value::Object`) presents them: a map to every request but
 /// an option's (`Some` of the map), a newtype's (its content) and an enum's
 /// (the object read as an externally tagged enum).
-struct RowDeserializer<'a, I>
+struct RowDeserializer<'a, I, C>
 where
-    I: Iterator<Item = (&'a str, Value)>,
+    I: Iterator<Item = (&'a str, C)>,
 {
     entries: I,
 }
 
-impl<'de, I> Deserializer<'de> for RowDeserializer<'de, I>
+impl<'de, I, C> Deserializer<'de> for RowDeserializer<'de, I, C>
 where
-    I: Iterator<Item = (&'de str, Value)>,
+    I: Iterator<Item = (&'de str, C)>,
+    C: IntoDeserializer<'de, serde_json::Error> + Into<Value>,
 {
     type Error = serde_json::Error;
 
@@ -400,7 +476,7 @@ where
         // Rare (a row read as an enum): the object itself decides.
         let object: Row = self
             .entries
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), v.into()))
             .collect::<Row>();
         Value::Object(object)
             .into_deserializer()
@@ -411,6 +487,171 @@ where
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
         identifier ignored_any
+    }
+}
+
+/// The rows of one result as a driver holds them, read cell by cell
+/// ([`ResultSet::from_cells`]).
+///
+/// Every row has [`CellRows::width`] columns, named by
+/// [`CellRows::name`]. A cell is always readable: whatever can fail (text
+/// that is not UTF-8, say) the driver checks when it builds the rows.
+pub trait CellRows: Send + Sync + 'static {
+    /// How many rows.
+    fn len(&self) -> usize;
+
+    /// Whether there are no rows.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many columns each row has.
+    fn width(&self) -> usize;
+
+    /// The name of column `column` (`column < width`).
+    fn name(&self, column: usize) -> &str;
+
+    /// The value at `row` and `column` (both in range).
+    fn cell(&self, row: usize, column: usize) -> Cell<'_>;
+}
+
+/// One value of a driver's row ([`CellRows::cell`]), borrowed where it
+/// can be. Its JSON value ([`Cell::into_value`]) is what the row's map
+/// holds; a typed read hands the cell to the caller's type without
+/// building that value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// SQL `NULL`: JSON `null`.
+    Null,
+    /// An integer: a JSON number.
+    Int(i64),
+    /// Text: a JSON string.
+    Text(&'a str),
+    /// The text of a JSON column: its JSON value when it parses, else a
+    /// JSON string of the text.
+    Json(&'a str),
+    /// Any other value, already decoded.
+    Value(Value),
+}
+
+impl Cell<'_> {
+    /// The cell's JSON value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Int(i) => Value::from(i),
+            Cell::Text(s) => Value::String(s.to_string()),
+            Cell::Json(t) => {
+                serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string()))
+            }
+            Cell::Value(v) => v,
+        }
+    }
+
+    /// A JSON cell whose text is not JSON as the text it is.
+    fn settled(self) -> Self {
+        match self {
+            Cell::Json(t) if serde_json::from_str::<IgnoredAny>(t).is_err() => Cell::Text(t),
+            c => c,
+        }
+    }
+}
+
+impl From<Cell<'_>> for Value {
+    fn from(c: Cell<'_>) -> Value {
+        c.into_value()
+    }
+}
+
+/// Row `row` of `rows` deserialized into `T`, as `from_value` of the
+/// row's JSON object does it.
+fn cell_row<T: DeserializeOwned>(rows: &dyn CellRows, row: usize) -> DbResult<T> {
+    let entries = (0..rows.width()).map(|c| (rows.name(c), rows.cell(row, c)));
+    T::deserialize(RowDeserializer { entries }).map_err(mismatch::<T>)
+}
+
+/// JSON text handed to `visit` through serde_json's own deserializer, to
+/// its end (as `serde_json::from_str` reads it).
+fn from_json_text<'de, V: Visitor<'de>>(
+    text: &'de str,
+    visit: impl FnOnce(
+        &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
+    ) -> Result<V::Value, serde_json::Error>,
+) -> Result<V::Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = visit(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+impl<'de> IntoDeserializer<'de, serde_json::Error> for Cell<'de> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// A cell presents itself as its JSON value's deserializer
+/// (`serde_json::Value`'s) would: the same visits, without the value.
+impl<'de> Deserializer<'de> for Cell<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.settled() {
+            Cell::Null => visitor.visit_unit(),
+            // A JSON number of an `i64`: non-negative ones are `u64`s.
+            Cell::Int(i) => match u64::try_from(i) {
+                Ok(u) => visitor.visit_u64(u),
+                Err(_) => visitor.visit_i64(i),
+            },
+            Cell::Text(s) => visitor.visit_str(s),
+            Cell::Json(t) => from_json_text::<V>(t, |de| de.deserialize_any(visitor)),
+            Cell::Value(v) => v.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.settled() {
+            Cell::Null => visitor.visit_none(),
+            Cell::Json(t) => from_json_text::<V>(t, |de| de.deserialize_option(visitor)),
+            Cell::Value(v) => v.deserialize_option(visitor),
+            c => visitor.visit_some(c),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.settled() {
+            Cell::Json(t) => {
+                from_json_text::<V>(t, |de| de.deserialize_newtype_struct(name, visitor))
+            }
+            Cell::Value(v) => v.deserialize_newtype_struct(name, visitor),
+            c => visitor.visit_newtype_struct(c),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        // Rare: the value itself decides.
+        self.into_value().deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier
     }
 }
 
@@ -488,6 +729,148 @@ mod tests {
             .deserialize()
             .map_err(|e| std::error::Error::source(&e).expect("source").to_string());
         assert_eq!(via_rows, expected);
+        // Through cells (JSON values as their text): the same values, and
+        // an error where there was one (serde_json's message may add
+        // where in the text it stopped).
+        for as_json in [false, true] {
+            let via_cells = cells(names, rows, as_json).deserialize::<T>();
+            match (&via_cells, &expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{}", std::any::type_name::<T>()),
+                (Err(e), Err(_)) => assert_eq!(e.kind(), crate::ErrorKind::InvalidInput),
+                _ => panic!(
+                    "{} from cells: {via_cells:?}, from values: {expected:?}",
+                    std::any::type_name::<T>()
+                ),
+            }
+        }
+    }
+
+    /// A driver's cells: each value as the cell a driver would give for
+    /// it (with `as_json`, strings, arrays and objects as JSON text).
+    struct TestCells {
+        names: Vec<String>,
+        rows: Vec<Vec<Stored>>,
+    }
+
+    enum Stored {
+        Null,
+        Int(i64),
+        Text(String),
+        Json(String),
+        Value(Value),
+    }
+
+    impl CellRows for TestCells {
+        fn len(&self) -> usize {
+            self.rows.len()
+        }
+        fn width(&self) -> usize {
+            self.names.len()
+        }
+        fn name(&self, column: usize) -> &str {
+            &self.names[column]
+        }
+        fn cell(&self, row: usize, column: usize) -> Cell<'_> {
+            match &self.rows[row][column] {
+                Stored::Null => Cell::Null,
+                Stored::Int(i) => Cell::Int(*i),
+                Stored::Text(s) => Cell::Text(s),
+                Stored::Json(t) => Cell::Json(t),
+                Stored::Value(v) => Cell::Value(v.clone()),
+            }
+        }
+    }
+
+    fn cells(names: &[&str], rows: &[Vec<Value>], as_json: bool) -> ResultSet {
+        let stored = |v: &Value| match v {
+            Value::Null => Stored::Null,
+            Value::Number(n) if n.is_i64() => Stored::Int(n.as_i64().unwrap()),
+            Value::String(s) if !as_json => Stored::Text(s.clone()),
+            Value::String(_) | Value::Array(_) | Value::Object(_) if as_json => {
+                Stored::Json(v.to_string())
+            }
+            v => Stored::Value(v.clone()),
+        };
+        ResultSet::from_cells(TestCells {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(stored).collect())
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn cells_hold_the_values_of_their_rows() {
+        let names = ["id", "name", "doc", "bad_json", "n", "flag"];
+        let rows = vec![
+            vec![
+                json!(-3),
+                json!("é \"q\""),
+                json!({"b": [1, null], "a": "x"}),
+                json!("{not json"),
+                json!(1.5),
+                json!(true),
+            ],
+            vec![
+                json!(u32::MAX),
+                Value::Null,
+                json!([]),
+                json!(""),
+                json!(-0.0),
+                json!(false),
+            ],
+        ];
+        let set = || {
+            ResultSet::from_cells(TestCells {
+                names: names.iter().map(|n| n.to_string()).collect(),
+                rows: rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            Stored::Int(r[0].as_i64().unwrap()),
+                            r[1].as_str()
+                                .map_or(Stored::Null, |s| Stored::Text(s.into())),
+                            Stored::Json(r[2].to_string()),
+                            // Not JSON: the text itself.
+                            Stored::Json(r[3].as_str().unwrap().into()),
+                            Stored::Value(r[4].clone()),
+                            Stored::Value(r[5].clone()),
+                        ]
+                    })
+                    .collect(),
+            })
+        };
+        let expected = rows_of(&names, &rows);
+        assert_eq!(set().len(), 2);
+        assert_eq!(set().columns().unwrap(), &names.map(String::from)[..]);
+        assert_eq!(set().into_rows(), expected);
+        assert_eq!(set().deserialize::<Row>().unwrap(), expected);
+        assert_eq!(
+            set().deserialize_first::<Value>().unwrap(),
+            Some(Value::Object(expected[0].clone()))
+        );
+        let text = serde_json::to_string(&expected).unwrap();
+        assert_eq!(serde_json::to_string(&set()).unwrap(), text);
+        assert_eq!(String::from_utf8(set().to_json_vec()).unwrap(), text);
+        assert_eq!(format!("{:?}", set()), format!("{expected:?}"));
+        // Repeated names: rows, each name at its first position with its
+        // last value.
+        let repeated = ResultSet::from_cells(TestCells {
+            names: vec!["a".into(), "b".into(), "a".into()],
+            rows: vec![vec![Stored::Int(1), Stored::Int(2), Stored::Int(3)]],
+        });
+        assert!(repeated.columns().is_none());
+        let row = &repeated.into_rows()[0];
+        assert_eq!(Value::Object(row.clone()), json!({"a": 3, "b": 2}));
+        assert!(row.keys().eq(["a", "b"]));
+        // No rows.
+        let empty = ResultSet::from_cells(TestCells {
+            names: vec!["a".into()],
+            rows: Vec::new(),
+        });
+        assert!(empty.is_empty());
+        assert_eq!(empty.deserialize_first::<Value>().unwrap(), None);
     }
 
     #[test]

@@ -19,13 +19,11 @@ use sqlx::{
 };
 use truststream_core_db::sql::compile::{Bind, SqlDialect, Statement};
 use truststream_core_db::sql::engine::{schema_of, ColumnHints, SqlProvider, SqlState};
-use truststream_core_db::sql::rows::{
-    decode_all, decode_into, decode_one_into, decode_set, ResultColumns,
-};
+use truststream_core_db::sql::rows::{decode_all, decode_into, decode_one_into, ResultColumns};
 use truststream_core_db::sql::write::AlterStep;
 use truststream_core_db::{
-    ident, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ErrorKind, ProviderInfo,
-    ResultSet, Row, RowChange, Value,
+    ident, Cell, CellRows, ChangeFeedScope, ChangeStream, ColumnType, DbResult, Error, ErrorKind,
+    ProviderInfo, ResultSet, Row, RowChange, Value,
 };
 
 use crate::value::{decode, encode, Sv};
@@ -54,9 +52,89 @@ fn columns_of(row: &SqliteRow, hints: ColumnHints<'_>) -> ResultColumns {
     ResultColumns::new(row.columns().iter().map(|c| c.name()), hints)
 }
 
-/// The column names of a result set whose first row is `row`.
-fn names_of(row: &SqliteRow) -> Vec<&str> {
-    row.columns().iter().map(|c| c.name()).collect()
+/// sqlx's rows of one result, handed to a [`ResultSet`] as they are: a
+/// typed read takes text straight from them ([`Cell`]), and the rows'
+/// maps decode each cell as [`decode_column`] does.
+struct SqliteCells {
+    rows: Vec<SqliteRow>,
+    /// The type each column decodes as, when known.
+    types: Vec<Option<ColumnType>>,
+}
+
+impl SqliteCells {
+    /// Checks what a cell read could fail on (text that is not UTF-8),
+    /// so every cell is readable afterwards.
+    fn new(rows: Vec<SqliteRow>, hints: ColumnHints<'_>) -> DbResult<Self> {
+        let types = rows.first().map_or_else(Vec::new, |first| {
+            first
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| hints.get(i, c.name()))
+                .collect()
+        });
+        for row in &rows {
+            for (i, ty) in types.iter().enumerate() {
+                let raw = row.try_get_raw(i).map_err(error::map)?;
+                if !raw.is_null() && raw.type_info().name() == "TEXT" {
+                    if let Err(e) = <&str as sqlx::Decode<Sqlite>>::decode(raw) {
+                        // The same error the map path gives.
+                        let name = row.columns().get(i).map_or("?", |c| c.name());
+                        debug_assert!(decode_column(row, i, *ty).is_err());
+                        return Err(Error::internal(format!("cannot decode column {name}: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(SqliteCells { rows, types })
+    }
+}
+
+impl CellRows for SqliteCells {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn width(&self) -> usize {
+        self.types.len()
+    }
+
+    fn name(&self, column: usize) -> &str {
+        self.rows[0].columns()[column].name()
+    }
+
+    /// Text and integers as they are stored, where [`decode`] keeps them
+    /// (text of any type but JSON and numeric, integers of any type but
+    /// boolean and float); JSON text for the core to read; anything else
+    /// decoded.
+    fn cell(&self, row: usize, column: usize) -> Cell<'_> {
+        let r = &self.rows[row];
+        let ty = self.types[column];
+        let Ok(raw) = r.try_get_raw(column) else {
+            // In range: `new` read every cell.
+            return Cell::Null;
+        };
+        if raw.is_null() {
+            return Cell::Null;
+        }
+        match raw.type_info().name() {
+            "TEXT" if !matches!(ty, Some(ColumnType::Numeric)) => {
+                match <&str as sqlx::Decode<Sqlite>>::decode(raw) {
+                    Ok(t) if ty == Some(ColumnType::Json) => Cell::Json(t),
+                    Ok(t) => Cell::Text(t),
+                    // Checked by `new`.
+                    Err(_) => Cell::Null,
+                }
+            }
+            "INTEGER" if !matches!(ty, Some(ColumnType::Boolean | ColumnType::Float)) => {
+                match <i64 as sqlx::Decode<Sqlite>>::decode(raw) {
+                    Ok(i) => Cell::Int(i),
+                    Err(_) => Cell::Null,
+                }
+            }
+            _ => Cell::Value(decode_column(r, column, ty).unwrap_or(Value::Null)),
+        }
+    }
 }
 
 /// Decodes every row of a result set (one [`ResultColumns`] for all).
@@ -602,7 +680,10 @@ impl SqlProvider for SqliteDatabase {
             let r = query.fetch_all(conn.raw()?).await;
             r.map_err(|e| conn.failed(e))?
         };
-        decode_set(&rows, names_of, hints, decode_column)
+        if rows.is_empty() {
+            return Ok(ResultSet::default());
+        }
+        SqliteCells::new(rows, hints).map(ResultSet::from_cells)
     }
 
     /// [`SqlProvider::execute_count`] with the count dropped.

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use truststream_core_db::{ColumnType, Error, Value};
 
-pub(crate) use truststream_core_db::value::{normalize, parse_decimal, I64_BOUND};
+pub(crate) use truststream_core_db::value::{is_stored_form, normalize, parse_decimal, I64_BOUND};
 
 /// A value in one of SQLite's storage classes, ready to bind.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +27,11 @@ pub(crate) fn encode(column: &str, ty: Option<ColumnType>, value: Value) -> Resu
     let Some(ty) = ty else {
         return Ok(encode_plain(value));
     };
-    // Text is stored as given: the string moves into the argument.
-    if ty == ColumnType::Text && value.is_string() {
+    // A value already in its stored form (text, a timestamp as core-db
+    // writes it, a lower-case UUID, an integer, a bool) moves into the
+    // argument as it is: `normalize` would return it unchanged. JSON is
+    // stored as its text, so it is always written out below.
+    if ty != ColumnType::Json && is_stored_form(ty, &value) {
         return Ok(encode_plain(value));
     }
     let v = normalize(column, ty, &value)?;
@@ -94,6 +97,38 @@ pub(crate) fn decode(sv: Sv, ty: Option<ColumnType>) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn stored_forms_bind_as_their_normalized_values() {
+        let cases = [
+            (ColumnType::Text, json!("x")),
+            (ColumnType::Integer, json!(-7)),
+            (ColumnType::Float, json!(2.5)),
+            (ColumnType::Float, json!(-0.0)),
+            (ColumnType::Boolean, json!(true)),
+            (ColumnType::Numeric, json!(1.25)),
+            (ColumnType::Numeric, json!(12)),
+            (ColumnType::Timestamp, json!("2024-05-01T12:00:00.000000Z")),
+            (
+                ColumnType::Uuid,
+                json!("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            ),
+        ];
+        for (ty, v) in cases {
+            assert!(is_stored_form(ty, &v), "{ty:?} {v}");
+            let slow = encode_plain(normalize("c", ty, &v).unwrap());
+            assert_eq!(
+                encode("c", Some(ty), v.clone()).unwrap(),
+                slow,
+                "{ty:?} {v}"
+            );
+        }
+        // JSON is written as its text, a stored form or not.
+        assert_eq!(
+            encode("c", Some(ColumnType::Json), json!("s")).unwrap(),
+            Sv::Text("\"s\"".into())
+        );
+    }
 
     #[test]
     fn encode_decode_every_type() {

@@ -127,8 +127,9 @@ pub struct Bind {
 /// SQL text and its binds.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Statement {
-    /// The SQL text with placeholders.
-    pub sql: String,
+    /// The SQL text with placeholders (shared: a cached statement hands
+    /// out its text without copying it).
+    pub sql: std::sync::Arc<str>,
     /// The values to bind, in placeholder order.
     pub binds: Vec<Bind>,
 }
@@ -215,7 +216,7 @@ impl Writer {
 
     fn finish(self) -> Statement {
         Statement {
-            sql: self.sql,
+            sql: self.sql.into(),
             binds: self.binds,
         }
     }

@@ -48,8 +48,10 @@ pub struct SqlState<Pool> {
     dialect: SqlDialect,
     pool: Mutex<Option<Pool>>,
     /// Table schemas by name (a cache of [`SCHEMA_TABLE`]), shared: a
-    /// lookup clones the `Arc`, not the schema.
-    schemas: Mutex<HashMap<String, Arc<TableSchema>>>,
+    /// lookup clones the `Arc`, not the schema. Hashed with foldhash
+    /// (seeded per process): looked up by every call, keyed by names that
+    /// exist.
+    schemas: Mutex<foldhash::HashMap<String, Arc<TableSchema>>>,
     /// Compiled `get`, insert and update-by-key statements by shape
     /// (reused while the table's schema stays).
     statements: StatementCache,
@@ -68,7 +70,7 @@ impl<Pool: Clone> SqlState<Pool> {
             info,
             dialect,
             pool: Mutex::new(None),
-            schemas: Mutex::new(HashMap::new()),
+            schemas: Mutex::default(),
             statements: StatementCache::new(dialect),
         }
     }
@@ -335,7 +337,7 @@ pub trait SqlProvider: Send + Sync + 'static {
         mut statement: Statement,
     ) -> impl Future<Output = DbResult<u64>> + Send {
         async move {
-            statement.sql.push_str(" RETURNING 1");
+            statement.sql = format!("{} RETURNING 1", statement.sql).into();
             let rows = Self::fetch_all(conn, statement, ColumnHints::Position(&[])).await?;
             Ok(rows.len() as u64)
         }
@@ -368,6 +370,7 @@ pub trait SqlProvider: Send + Sync + 'static {
                 column: "parameter".into(),
             })
             .collect();
+        let sql = sql.into();
         Self::fetch_all(conn, Statement { sql, binds }, ColumnHints::Position(&[]))
     }
 
@@ -494,7 +497,8 @@ async fn read_schema<P: SqlProvider>(
         sql: format!(
             "SELECT schema FROM {meta} WHERE name = {}",
             placeholder(dialect, 1)
-        ),
+        )
+        .into(),
         binds: vec![text_bind("name", table)],
     };
     let found = P::fetch_optional(conn, select, ColumnHints::Position(&[ColumnType::Text])).await?;
@@ -544,12 +548,13 @@ fn store_schema(
                 sql: format!(
                     "INSERT INTO {meta} (name, schema) VALUES ({p1}, {p2}) \
                      ON CONFLICT (name) DO UPDATE SET schema = excluded.schema"
-                ),
+                )
+                .into(),
                 binds: vec![text_bind("name", table), text_bind("schema", &json)],
             }
         }
         None => Statement {
-            sql: format!("DELETE FROM {meta} WHERE name = {p1}"),
+            sql: format!("DELETE FROM {meta} WHERE name = {p1}").into(),
             binds: vec![text_bind("name", table)],
         },
     })
@@ -703,6 +708,7 @@ async fn ddl<P: SqlProvider>(
         let conn = &mut w.tx().conn;
         for sql in statements {
             let binds = Vec::new();
+            let sql = sql.into();
             P::execute(conn, Statement { sql, binds }).await?;
         }
         let dialect = db.sql_state().dialect();
@@ -1140,7 +1146,7 @@ mod tests {
         let schema = TableSchema::new("t").column(ColumnDef::text("id").primary_key());
         let pg = store_schema(SqlDialect::Postgres, "t", Some(&schema)).unwrap();
         assert_eq!(
-            pg.sql,
+            &*pg.sql,
             "INSERT INTO \"_truststream_schema\" (name, schema) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET schema = excluded.schema"
         );
@@ -1151,7 +1157,7 @@ mod tests {
         assert_eq!(stored, schema);
         let lite = store_schema(SqlDialect::Sqlite, "t", None).unwrap();
         assert_eq!(
-            lite.sql,
+            &*lite.sql,
             "DELETE FROM \"_truststream_schema\" WHERE name = ?"
         );
         assert_eq!(lite.values(), vec![Value::String("t".into())]);

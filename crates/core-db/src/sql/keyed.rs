@@ -28,7 +28,10 @@ const SHAPES_PER_TABLE: usize = 16;
 /// One compiled statement and what its binds are.
 #[derive(Debug)]
 struct Shape {
-    schema: TableSchema,
+    /// The schema it was compiled from: the engine's own copy, so that
+    /// while the table's schema is unchanged the check is a pointer
+    /// comparison.
+    schema: Arc<TableSchema>,
     /// Rows per statement (inserts; 1 otherwise).
     rows: usize,
     /// The columns bound per row (inserts) or set (updates), in order.
@@ -41,7 +44,7 @@ struct Shape {
     filter: Option<Filter>,
     /// The binds of the filter's values, in order (filtered statements).
     filter_binds: Vec<(Arc<str>, Option<ColumnType>)>,
-    sql: String,
+    sql: Arc<str>,
     /// Result column types by position (selects).
     output: Arc<[ColumnType]>,
     /// Reads: the query it was compiled from, without its filter (which is
@@ -50,7 +53,9 @@ struct Shape {
     read: Option<Query>,
 }
 
-type Shapes = Mutex<HashMap<String, Vec<Arc<Shape>>>>;
+/// Shapes by table name (foldhash: a lookup per cached call; seeded per
+/// process).
+type Shapes = Mutex<foldhash::HashMap<String, Vec<Arc<Shape>>>>;
 
 /// Whether a read of `query` compiles to `shape`'s SQL: the same select
 /// list, grouping, order, limit and offset (every other part of a query
@@ -113,13 +118,13 @@ fn is_scalar(id: &Value) -> bool {
     matches!(id, Value::String(_) | Value::Number(_) | Value::Bool(_))
 }
 
-fn lock(shapes: &Shapes) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Shape>>>> {
+fn lock(shapes: &Shapes) -> std::sync::MutexGuard<'_, foldhash::HashMap<String, Vec<Arc<Shape>>>> {
     shapes.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn find(
     shapes: &Shapes,
-    schema: &TableSchema,
+    schema: &Arc<TableSchema>,
     fits: impl Fn(&Shape) -> bool,
 ) -> Option<Arc<Shape>> {
     lock(shapes)
@@ -127,8 +132,14 @@ fn find(
         .iter()
         // The cheap test first: a table's shapes are usually all of its
         // current schema, so comparing the schema decides little.
-        .find(|s| fits(s) && s.schema == *schema)
+        .find(|s| fits(s) && same_schema(&s.schema, schema))
         .cloned()
+}
+
+/// Whether two schemas are the same: the same allocation (the engine's
+/// cached schema, the usual case) or equal.
+fn same_schema(a: &Arc<TableSchema>, b: &Arc<TableSchema>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
 }
 
 /// Adds `shape` to its table, dropping shapes of older schemas and the
@@ -136,7 +147,7 @@ fn find(
 fn remember(shapes: &Shapes, shape: Shape) {
     let mut map = lock(shapes);
     let list = map.entry(shape.schema.name.clone()).or_default();
-    list.retain(|s| s.schema == shape.schema);
+    list.retain(|s| same_schema(&s.schema, &shape.schema));
     if list.len() >= SHAPES_PER_TABLE {
         list.remove(0);
     }
@@ -289,7 +300,7 @@ fn bind_filtered(shape: &Shape, set: impl Iterator<Item = Value>, values: Vec<Va
         })
         .collect();
     Statement {
-        sql: shape.sql.clone(),
+        sql: Arc::clone(&shape.sql),
         binds,
     }
 }
@@ -322,14 +333,14 @@ impl StatementCache {
     /// The `get` of `id` in `schema`'s table: the select of
     /// [`compile::select`] over [`compile::by_primary_key`] with limit 1
     /// (a null id is `InvalidInput`).
-    pub fn select_by_key(&self, schema: &TableSchema, id: &Value) -> DbResult<KeyedSelect> {
+    pub fn select_by_key(&self, schema: &Arc<TableSchema>, id: &Value) -> DbResult<KeyedSelect> {
         let scalar = is_scalar(id);
         if scalar {
             if let Some(shape) = find(&self.selects, schema, |_| true) {
                 if let Some(key) = &shape.key {
                     return Ok(KeyedSelect {
                         statement: Statement {
-                            sql: shape.sql.clone(),
+                            sql: Arc::clone(&shape.sql),
                             binds: vec![key_bind(key, id)],
                         },
                         column_types: Arc::clone(&shape.output),
@@ -348,13 +359,13 @@ impl StatementCache {
             remember(
                 &self.selects,
                 Shape {
-                    schema: schema.clone(),
+                    schema: Arc::clone(schema),
                     rows: 1,
                     columns: Vec::new(),
                     key: bound(&statement.binds).pop(),
                     filter: None,
                     filter_binds: Vec::new(),
-                    sql: statement.sql.clone(),
+                    sql: Arc::clone(&statement.sql),
                     output: Arc::clone(&output),
                     read: None,
                 },
@@ -369,7 +380,7 @@ impl StatementCache {
     /// The INSERT of `rows` into `schema`'s table, as
     /// [`compile::insert_rows`] makes it (same SQL, same binds, same
     /// errors); the values move into the binds.
-    pub fn insert(&self, schema: &TableSchema, mut rows: Vec<Row>) -> DbResult<Statement> {
+    pub fn insert(&self, schema: &Arc<TableSchema>, mut rows: Vec<Row>) -> DbResult<Statement> {
         self.insert_taking(schema, &mut rows)
     }
 
@@ -378,7 +389,11 @@ impl StatementCache {
     /// the maps back for the returned rows
     /// ([`super::rows::decode_into`]). A statement compiled here (a shape
     /// not cached yet) takes the rows whole and leaves empty maps.
-    pub fn insert_taking(&self, schema: &TableSchema, rows: &mut [Row]) -> DbResult<Statement> {
+    pub fn insert_taking(
+        &self,
+        schema: &Arc<TableSchema>,
+        rows: &mut [Row],
+    ) -> DbResult<Statement> {
         // A row gives the shape's columns in its order (rows prepared for
         // an insert list them in schema order): compared without hashing
         // any name, the values taken in order.
@@ -415,7 +430,7 @@ impl StatementCache {
                 }
             }
             return Ok(Statement {
-                sql: shape.sql.clone(),
+                sql: Arc::clone(&shape.sql),
                 binds,
             });
         }
@@ -428,13 +443,13 @@ impl StatementCache {
             remember(
                 &self.inserts,
                 Shape {
-                    schema: schema.clone(),
+                    schema: Arc::clone(schema),
                     rows: n,
                     columns: bound(&stmt.binds[..per_row]),
                     key: None,
                     filter: None,
                     filter_binds: Vec::new(),
-                    sql: stmt.sql.clone(),
+                    sql: Arc::clone(&stmt.sql),
                     output: Arc::new([]),
                     read: None,
                 },
@@ -448,7 +463,7 @@ impl StatementCache {
     /// [`compile::by_primary_key`] (a null id is `InvalidInput`).
     pub fn update_by_key(
         &self,
-        schema: &TableSchema,
+        schema: &Arc<TableSchema>,
         patch: &Row,
         id: &Value,
     ) -> DbResult<Statement> {
@@ -475,7 +490,7 @@ impl StatementCache {
                         .collect();
                     binds.push(key_bind(key, id));
                     return Ok(Statement {
-                        sql: shape.sql.clone(),
+                        sql: Arc::clone(&shape.sql),
                         binds,
                     });
                 }
@@ -495,13 +510,13 @@ impl StatementCache {
             remember(
                 &self.updates,
                 Shape {
-                    schema: schema.clone(),
+                    schema: Arc::clone(schema),
                     rows: 1,
                     columns: bound(set),
                     key: bound(key).pop(),
                     filter: None,
                     filter_binds: Vec::new(),
-                    sql: stmt.sql.clone(),
+                    sql: Arc::clone(&stmt.sql),
                     output: Arc::new([]),
                     read: None,
                 },
@@ -513,7 +528,7 @@ impl StatementCache {
     /// The select of the rows of `schema`'s table matching `filter` (every
     /// column, no order or limit: the rows a filtered update replaces), as
     /// [`compile::select`] makes it (same SQL, same binds, same errors).
-    pub fn select_where(&self, schema: &TableSchema, filter: &Filter) -> DbResult<Statement> {
+    pub fn select_where(&self, schema: &Arc<TableSchema>, filter: &Filter) -> DbResult<Statement> {
         filter.validate()?;
         if let Some(shape) = find(&self.filtered_selects, schema, |s| {
             s.filter.as_ref().is_some_and(|f| same_shape(f, filter))
@@ -530,13 +545,13 @@ impl StatementCache {
             remember(
                 &self.filtered_selects,
                 Shape {
-                    schema: schema.clone(),
+                    schema: Arc::clone(schema),
                     rows: 1,
                     columns: Vec::new(),
                     key: None,
                     filter: Some(filter.clone()),
                     filter_binds: bound(&stmt.binds),
-                    sql: stmt.sql.clone(),
+                    sql: Arc::clone(&stmt.sql),
                     output: Arc::new([]),
                     read: None,
                 },
@@ -549,7 +564,7 @@ impl StatementCache {
     /// table, as [`compile::select`] makes it (same SQL, same binds, same
     /// errors), with its result column types. A query with joins or a
     /// cursor, or a filter with JSON containment, is compiled every time.
-    pub fn read(&self, schema: &TableSchema, query: &Query) -> DbResult<KeyedSelect> {
+    pub fn read(&self, schema: &Arc<TableSchema>, query: &Query) -> DbResult<KeyedSelect> {
         let simple = query.joins.is_empty()
             && query.after.is_none()
             && query.filter.as_ref().is_none_or(cacheable);
@@ -586,13 +601,13 @@ impl StatementCache {
                 remember(
                     &self.reads,
                     Shape {
-                        schema: schema.clone(),
+                        schema: Arc::clone(schema),
                         rows: 1,
                         columns: Vec::new(),
                         key: None,
                         filter: query.filter.clone(),
                         filter_binds: bound(&stmt.binds),
-                        sql: stmt.sql.clone(),
+                        sql: Arc::clone(&stmt.sql),
                         output: Arc::clone(&output),
                         read: Some(Query {
                             select: query.select.clone(),
@@ -617,7 +632,7 @@ impl StatementCache {
     /// [`compile::update`] makes it (same SQL, same binds, same errors).
     pub fn update_where(
         &self,
-        schema: &TableSchema,
+        schema: &Arc<TableSchema>,
         patch: Row,
         filter: &Filter,
     ) -> DbResult<Statement> {
@@ -648,13 +663,13 @@ impl StatementCache {
             remember(
                 &self.filtered_updates,
                 Shape {
-                    schema: schema.clone(),
+                    schema: Arc::clone(schema),
                     rows: 1,
                     columns: bound(set),
                     key: None,
                     filter: Some(filter.clone()),
                     filter_binds: bound(rest),
-                    sql: stmt.sql.clone(),
+                    sql: Arc::clone(&stmt.sql),
                     output: Arc::new([]),
                     read: None,
                 },
@@ -690,8 +705,12 @@ mod tests {
     #[test]
     fn selects_reused_while_the_schema_stays_and_recompiled_after_it_changes() {
         let cache = StatementCache::new(SqlDialect::Postgres);
-        let a = cache.select_by_key(&agents(), &json!("a1")).unwrap();
-        let b = cache.select_by_key(&agents(), &json!("b2")).unwrap();
+        let a = cache
+            .select_by_key(&Arc::new(agents()), &json!("a1"))
+            .unwrap();
+        let b = cache
+            .select_by_key(&Arc::new(agents()), &json!("b2"))
+            .unwrap();
         assert_eq!(cache.compiled(), 1, "the second get reuses the statement");
         assert_eq!(a.statement.binds[0].value, json!("a1"));
         assert_eq!(b.statement.binds[0].value, json!("b2"));
@@ -703,7 +722,7 @@ mod tests {
         );
         assert_eq!(a.statement.sql, b.statement.sql);
 
-        let altered = agents().column(ColumnDef::integer("score"));
+        let altered = Arc::new(agents().column(ColumnDef::integer("score")));
         let c = cache.select_by_key(&altered, &json!("a1")).unwrap();
         assert_eq!(cache.compiled(), 2, "a changed schema compiles again");
         assert!(c.statement.sql.contains("\"score\""), "{}", c.statement.sql);
@@ -720,7 +739,7 @@ mod tests {
                     .filter(compile::by_primary_key(&agents(), &id).unwrap())
                     .limit(1);
                 let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
-                let got = cache.select_by_key(&agents(), &id).unwrap();
+                let got = cache.select_by_key(&Arc::new(agents()), &id).unwrap();
                 assert_eq!(got.statement, expected.statement);
             }
         }
@@ -729,14 +748,22 @@ mod tests {
     #[test]
     fn null_ids_are_refused_and_odd_ids_are_not_cached() {
         let cache = StatementCache::new(SqlDialect::Sqlite);
-        let e = cache.select_by_key(&agents(), &Value::Null).unwrap_err();
+        let e = cache
+            .select_by_key(&Arc::new(agents()), &Value::Null)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        cache.select_by_key(&agents(), &json!("a1")).unwrap();
+        cache
+            .select_by_key(&Arc::new(agents()), &json!("a1"))
+            .unwrap();
         let before = cache.compiled();
-        let b = cache.select_by_key(&agents(), &json!(["x"])).unwrap();
+        let b = cache
+            .select_by_key(&Arc::new(agents()), &json!(["x"]))
+            .unwrap();
         assert_eq!(cache.compiled(), before + 1, "a non-scalar id is compiled");
         assert_eq!(b.statement.binds[0].value, json!(["x"]));
-        cache.select_by_key(&agents(), &json!("a2")).unwrap();
+        cache
+            .select_by_key(&Arc::new(agents()), &json!("a2"))
+            .unwrap();
         assert_eq!(
             cache.compiled(),
             before + 1,
@@ -759,7 +786,7 @@ mod tests {
                 vec![row(json!({"id": 5, "name": "e"}))],
             ] {
                 let expected = compile::insert(dialect, &cat, "agents", &rows).unwrap();
-                let got = cache.insert(&scored(), rows).unwrap();
+                let got = cache.insert(&Arc::new(scored()), rows).unwrap();
                 assert_eq!(got, expected);
             }
             assert_eq!(cache.compiled(), 2, "two shapes, four inserts");
@@ -780,18 +807,24 @@ mod tests {
             ] {
                 let filter = compile::by_primary_key(&scored(), &id).unwrap();
                 let expected = compile::update(dialect, &cat, "agents", &patch, &filter).unwrap();
-                let got = cache.update_by_key(&scored(), &patch, &id).unwrap();
+                let got = cache
+                    .update_by_key(&Arc::new(scored()), &patch, &id)
+                    .unwrap();
                 assert_eq!(got, expected);
             }
             assert_eq!(cache.compiled(), 3, "three shapes, five updates");
         }
         let cache = StatementCache::new(SqlDialect::Sqlite);
         let e = cache
-            .update_by_key(&scored(), &row(json!({"nope": 1})), &json!(1))
+            .update_by_key(&Arc::new(scored()), &row(json!({"nope": 1})), &json!(1))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         let e = cache
-            .update_by_key(&scored(), &row(json!({"name": "x"})), &Value::Null)
+            .update_by_key(
+                &Arc::new(scored()),
+                &row(json!({"name": "x"})),
+                &Value::Null,
+            )
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
@@ -800,23 +833,29 @@ mod tests {
     fn insert_errors_and_schema_changes_go_through_the_compiler() {
         let cache = StatementCache::new(SqlDialect::Sqlite);
         cache
-            .insert(&scored(), vec![row(json!({"id": 1, "name": "a"}))])
+            .insert(
+                &Arc::new(scored()),
+                vec![row(json!({"id": 1, "name": "a"}))],
+            )
             .unwrap();
         // Other columns than the first row: the compiler's error.
         let e = cache
             .insert(
-                &scored(),
+                &Arc::new(scored()),
                 vec![row(json!({"id": 1, "name": "a"})), row(json!({"id": 2}))],
             )
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         // Unknown column: the compiler's error, not a cached shape.
         let e = cache
-            .insert(&scored(), vec![row(json!({"id": 1, "nope": "a"}))])
+            .insert(
+                &Arc::new(scored()),
+                vec![row(json!({"id": 1, "nope": "a"}))],
+            )
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         // A changed schema compiles again (the new column is known).
-        let altered = scored().column(ColumnDef::text("status"));
+        let altered = Arc::new(scored().column(ColumnDef::text("status")));
         let s = cache
             .insert(
                 &altered,
@@ -925,7 +964,9 @@ mod tests {
                 ] {
                     let expected = compile::update(dialect, &cat, "agents", &patch, filter)
                         .unwrap_or_else(|e| panic!("{filter:?}: {e}"));
-                    let got = cache.update_where(&texted(), patch, filter).unwrap();
+                    let got = cache
+                        .update_where(&Arc::new(texted()), patch, filter)
+                        .unwrap();
                     assert_eq!(got, expected, "{dialect:?} {filter:?}");
                 }
             }
@@ -948,7 +989,7 @@ mod tests {
                 for filter in [first, second, first] {
                     let q = Query::new().filter(filter.clone());
                     let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
-                    let got = cache.select_where(&texted(), filter).unwrap();
+                    let got = cache.select_where(&Arc::new(texted()), filter).unwrap();
                     assert_eq!(got, expected.statement, "{dialect:?} {filter:?}");
                 }
             }
@@ -1055,7 +1096,7 @@ mod tests {
                 .get("agents")
                 .unwrap()
                 .iter()
-                .filter(|s| s.schema == *schema)
+                .filter(|s| *s.schema == *schema)
                 .count(),
             0,
             "shapes of the old schema are dropped"
@@ -1074,7 +1115,7 @@ mod tests {
                 let q = Query::new().filter(f.clone());
                 let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
                 assert_eq!(
-                    cache.select_where(&texted(), &f).unwrap(),
+                    cache.select_where(&Arc::new(texted()), &f).unwrap(),
                     expected.statement
                 );
             }
@@ -1084,10 +1125,14 @@ mod tests {
             // Values the compiler refuses are refused after a cached shape
             // too, with the compiler's error kind.
             cache
-                .update_where(&texted(), row(json!({"name": "a"})), &col("id").eq(1))
+                .update_where(
+                    &Arc::new(texted()),
+                    row(json!({"name": "a"})),
+                    &col("id").eq(1),
+                )
                 .unwrap();
             cache
-                .select_where(&texted(), &col("name").like("a%"))
+                .select_where(&Arc::new(texted()), &col("name").like("a%"))
                 .unwrap();
             let null_cmp = Filter::Cmp {
                 column: col("id"),
@@ -1095,7 +1140,7 @@ mod tests {
                 value: Value::Null,
             };
             let e = cache
-                .update_where(&texted(), row(json!({"name": "a"})), &null_cmp)
+                .update_where(&Arc::new(texted()), row(json!({"name": "a"})), &null_cmp)
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             let bad_like = Filter::Cmp {
@@ -1103,21 +1148,29 @@ mod tests {
                 op: CmpOp::Like,
                 value: json!(5),
             };
-            let e = cache.select_where(&texted(), &bad_like).unwrap_err();
+            let e = cache
+                .select_where(&Arc::new(texted()), &bad_like)
+                .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             cache
-                .select_where(&texted(), &col("name").is_in(["a", "b"]))
+                .select_where(&Arc::new(texted()), &col("name").is_in(["a", "b"]))
                 .unwrap();
             let null_in = col("name").is_in([json!("a"), Value::Null]);
-            let e = cache.select_where(&texted(), &null_in).unwrap_err();
+            let e = cache
+                .select_where(&Arc::new(texted()), &null_in)
+                .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             // Unknown columns, in the filter or the patch.
             let e = cache
-                .update_where(&texted(), row(json!({"nope": 1})), &col("id").eq(1))
+                .update_where(
+                    &Arc::new(texted()),
+                    row(json!({"nope": 1})),
+                    &col("id").eq(1),
+                )
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             let e = cache
-                .select_where(&texted(), &col("nope").eq(1))
+                .select_where(&Arc::new(texted()), &col("nope").eq(1))
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
         }
@@ -1128,9 +1181,9 @@ mod tests {
         let cache = StatementCache::new(SqlDialect::Sqlite);
         for n in 1..=40 {
             let f = col("id").is_in(1..=n);
-            cache.select_where(&texted(), &f).unwrap();
+            cache.select_where(&Arc::new(texted()), &f).unwrap();
             cache
-                .update_where(&texted(), row(json!({"name": "a"})), &f)
+                .update_where(&Arc::new(texted()), row(json!({"name": "a"})), &f)
                 .unwrap();
         }
         for shapes in [&cache.filtered_selects, &cache.filtered_updates] {
@@ -1140,11 +1193,11 @@ mod tests {
         assert_eq!(cache.compiled(), 80);
         // The newest shapes are still reused.
         cache
-            .select_where(&texted(), &col("id").is_in(2..=41))
+            .select_where(&Arc::new(texted()), &col("id").is_in(2..=41))
             .unwrap();
         assert_eq!(cache.compiled(), 80);
         // A changed schema compiles again and drops the old shapes.
-        let altered = texted().column(ColumnDef::integer("extra"));
+        let altered = Arc::new(texted().column(ColumnDef::integer("extra")));
         let s = cache
             .select_where(&altered, &col("id").is_in(1..=40))
             .unwrap();

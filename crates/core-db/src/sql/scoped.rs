@@ -162,7 +162,7 @@ impl<P: SqlProvider> Scoped<P> {
             .and_then(Value::as_str)
             .unwrap_or(&self.scope.role);
         Statement {
-            sql: PROLOGUE.to_string(),
+            sql: PROLOGUE.into(),
             binds: vec![
                 text("role", &self.scope.role),
                 text("request.jwt.claims", &self.claims),

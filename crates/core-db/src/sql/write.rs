@@ -99,7 +99,7 @@ pub trait SqlTransaction: Send {
     /// [`super::engine::SqlProvider::execute_count`]). The default appends
     /// `RETURNING 1` and counts the rows [`SqlTransaction::fetch`] returns.
     async fn execute_count(&mut self, mut statement: Statement) -> DbResult<u64> {
-        statement.sql.push_str(" RETURNING 1");
+        statement.sql = format!("{} RETURNING 1", statement.sql).into();
         let rows = self.fetch(statement, &TableSchema::new("")).await?;
         Ok(rows.len() as u64)
     }
@@ -262,7 +262,7 @@ impl<T: SqlTransaction> RowWriter<T> {
     async fn insert_prepared(
         &mut self,
         table: &str,
-        schema: &TableSchema,
+        schema: &std::sync::Arc<TableSchema>,
         prepared: Vec<Row>,
         rows_back: bool,
     ) -> DbResult<(Vec<Row>, u64)> {
@@ -316,7 +316,7 @@ impl<T: SqlTransaction> RowWriter<T> {
             // Copies for the feed only while it records.
             if self.record {
                 for r in &stored {
-                    let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+                    let key = r.get(pk).cloned().unwrap_or(Value::Null);
                     self.change(table, ChangeKind::Insert, key, None, Some(r.clone()));
                 }
             }
@@ -351,7 +351,7 @@ impl<T: SqlTransaction> RowWriter<T> {
             if dialect == SqlDialect::Postgres {
                 // Lock what the update will change, so the old rows are the
                 // ones it replaces.
-                old.sql.push_str(" FOR UPDATE");
+                old.sql = format!("{} FOR UPDATE", old.sql).into();
             }
             let rows = self.tx.fetch(old, &schema).await?;
             if rows.is_empty() {
@@ -367,14 +367,14 @@ impl<T: SqlTransaction> RowWriter<T> {
         };
         let new_rows = self.tx.fetch(stmt, &schema).await?;
         if self.record {
-            let key_of = |r: &Row| r.get(&pk).map(Value::to_string);
+            let key_of = |r: &Row| r.get(pk).map(Value::to_string);
             let mut old_by_key: HashMap<String, Row> = old_rows
                 .into_iter()
                 .filter_map(|r| key_of(&r).map(|k| (k, r)))
                 .collect();
             for r in &new_rows {
                 let old = key_of(r).and_then(|k| old_by_key.remove(&k));
-                let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+                let key = r.get(pk).cloned().unwrap_or(Value::Null);
                 self.change(table, ChangeKind::Update, key, old, Some(r.clone()));
             }
         }
@@ -457,7 +457,7 @@ impl<T: SqlTransaction> RowWriter<T> {
         let old = self.tx.fetch(stmt, &schema).await?;
         let n = old.len() as u64;
         for r in old {
-            let key = r.get(&pk).cloned().unwrap_or(Value::Null);
+            let key = r.get(pk).cloned().unwrap_or(Value::Null);
             self.change(table, ChangeKind::Delete, key, Some(r), None);
         }
         Ok(n)
@@ -642,11 +642,8 @@ fn not_null(table: &str, column: &str) -> Error {
 /// The name of a table's primary-key column; empty for a table without
 /// one (made outside TrustStream, described from the catalog), whose
 /// changes carry a null key.
-pub fn pk_name(schema: &TableSchema) -> DbResult<String> {
-    Ok(schema
-        .primary_key()
-        .map(|c| c.name.clone())
-        .unwrap_or_default())
+pub fn pk_name(schema: &TableSchema) -> DbResult<&str> {
+    Ok(schema.primary_key().map_or("", |c| c.name.as_str()))
 }
 
 /// Turns an insert's input into the row to store: values normalized,
@@ -935,8 +932,8 @@ pub fn plan_alter(
 fn without_returning(mut statement: Statement) -> DbResult<Statement> {
     match statement.sql.strip_suffix(" RETURNING *") {
         Some(rest) => {
-            let len = rest.len();
-            statement.sql.truncate(len);
+            let sql = rest.into();
+            statement.sql = sql;
             Ok(statement)
         }
         None => Err(Error::internal(

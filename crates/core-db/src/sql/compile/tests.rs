@@ -225,7 +225,7 @@ fn aggregates_with_filter_group_and_order() {
         .order_by_desc("total");
     let s = sel(SqlDialect::Sqlite, &q);
     assert_eq!(
-        s.statement.sql,
+        &*s.statement.sql,
         "SELECT \"agents\".\"status\" AS \"status\", COUNT(*) AS \"total\", COUNT(*) FILTER (WHERE \"agents\".\"created_at\" >= ?) AS \"recent\", AVG(\"agents\".\"score\") AS \"avg_score\" FROM \"agents\" WHERE \"agents\".\"deleted_at\" IS NULL GROUP BY \"agents\".\"status\" ORDER BY \"total\" DESC NULLS FIRST"
     );
     let tys: Vec<ColumnType> = s.columns.iter().map(|c| c.ty).collect();
@@ -336,7 +336,7 @@ fn hostile_values_only_appear_in_binds() {
     )
     .unwrap();
     assert_eq!(
-        ins.sql,
+        &*ins.sql,
         "INSERT INTO \"agents\" (\"id\", \"name\") VALUES ($1, $2), ($3, $4) RETURNING *"
     );
     assert!(ins.binds.iter().all(|b| b.value == json!(HOSTILE)));
@@ -352,7 +352,7 @@ fn hostile_values_only_appear_in_binds() {
     assert_eq!(up.binds.len(), 3);
     let del = delete(SqlDialect::Sqlite, &cat, "agents", &col("name").eq(HOSTILE)).unwrap();
     assert_eq!(
-        del.sql,
+        &*del.sql,
         "DELETE FROM \"agents\" WHERE \"agents\".\"name\" = ? RETURNING *"
     );
 }
