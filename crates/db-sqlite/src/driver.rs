@@ -76,7 +76,10 @@ impl SqliteCells {
         for row in &rows {
             for (i, ty) in types.iter().enumerate() {
                 let raw = row.try_get_raw(i).map_err(error::map)?;
-                if !raw.is_null() && raw.type_info().name() == "TEXT" {
+                // What `decode_column` reads as text: every storage class
+                // but these.
+                let text = !matches!(raw.type_info().name(), "INTEGER" | "REAL" | "BLOB");
+                if !raw.is_null() && text {
                     if let Err(e) = <&str as sqlx::Decode<Sqlite>>::decode(raw) {
                         // The same error the map path gives.
                         let name = row.columns().get(i).map_or("?", |c| c.name());

@@ -562,3 +562,81 @@ async fn writes_cancelled_mid_transaction_leave_no_transaction_open() {
     assert!(cancelled > 0, "some batch was cut off by its timeout");
     assert_eq!(count("whole".into()).await, 20_000);
 }
+
+/// Typed reads take SQLite's rows cell by cell (`ResultSet::from_cells`):
+/// they give what `from_value` of the map reads gives, for every column
+/// type, null, JSON text that does not parse and text stored in a numeric
+/// or integer column; text that is not UTF-8 is the map path's error.
+#[tokio::test]
+async fn typed_reads_from_cells_are_the_map_reads() {
+    use truststream_core_db::DatabaseExt as _;
+    let db = SqliteDatabase::in_memory().await.unwrap();
+    typed_table(&db).await;
+    db.create(
+        "typed",
+        row(json!({"t": "é \"q\"", "i": -3, "f": 2.5, "b": true,
+            "ts": "2024-05-01T14:00:00+02:00", "j": {"b": [1, null], "a": "x"},
+            "by": "aGk=", "n": "1.25"})),
+    )
+    .await
+    .unwrap();
+    db.create("typed", row(json!({"i": 0, "j": "just text", "b": false})))
+        .await
+        .unwrap();
+    // Stored outside the provider: JSON text that does not parse, text in
+    // an integer and a numeric column, an integer in a text column.
+    db.raw_query(
+        "INSERT INTO typed (t, i, j, n) VALUES (12, 'x', '{not json', 'abc')",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    let q = Query::new().order_by_asc("id");
+    let rows = db.read("typed", &q).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let as_values: Vec<Value> = db.read_as("typed", &q).await.unwrap();
+    let expected: Vec<Value> = rows.iter().cloned().map(Value::Object).collect();
+    assert_eq!(as_values, expected);
+    let set = db.read_set("typed", &q).await.unwrap();
+    assert_eq!(set.clone().into_rows(), rows);
+    assert_eq!(
+        String::from_utf8(set.to_json_vec()).unwrap(),
+        serde_json::to_string(&rows).unwrap()
+    );
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Typed {
+        id: i64,
+        t: Option<String>,
+        i: Value,
+        f: Option<f64>,
+        b: Option<bool>,
+        ts: Option<String>,
+        j: Value,
+        n: Value,
+    }
+    let typed: Vec<Typed> = db.read_as("typed", &q).await.unwrap();
+    let via_values: Vec<Typed> = expected
+        .iter()
+        .map(|v| serde_json::from_value(v.clone()).unwrap())
+        .collect();
+    assert_eq!(typed, via_values);
+    assert_eq!(typed[2].j, json!("{not json"));
+    assert_eq!(typed[0].j, json!({"b": [1, null], "a": "x"}));
+    let first: Option<Typed> = db.get_as("typed", &json!(1)).await.unwrap();
+    assert_eq!(first.as_ref(), via_values.first());
+    // Text that is not UTF-8: the map read's error, whichever read.
+    db.raw_query(
+        "INSERT INTO typed (id, t) VALUES (99, CAST(x'ff' AS TEXT))",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    let bad = Query::new().filter(col("id").eq(99));
+    let by_map = db.read("typed", &bad).await.unwrap_err();
+    let typed = db.read_as::<Value>("typed", &bad).await.unwrap_err();
+    let set = db.read_set("typed", &bad).await.unwrap_err();
+    for e in [&typed, &set] {
+        assert_eq!(e.kind(), by_map.kind());
+        assert_eq!(e.kind(), ErrorKind::Internal);
+    }
+}
