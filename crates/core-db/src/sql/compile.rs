@@ -42,7 +42,7 @@
 //! let q = Query::new().filter(col("status").eq("active")).order_by_asc("id").limit(10);
 //! let s = compile::select(SqlDialect::Sqlite, &tables, "agents", &q).unwrap();
 //! assert_eq!(
-//!     s.statement.sql,
+//!     &*s.statement.sql,
 //!     "SELECT \"agents\".\"id\" AS \"id\", \"agents\".\"status\" AS \"status\" FROM \"agents\" \
 //!      WHERE \"agents\".\"status\" = ? ORDER BY \"agents\".\"id\" ASC NULLS LAST LIMIT 10"
 //! );
