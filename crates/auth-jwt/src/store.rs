@@ -393,9 +393,8 @@ impl Store {
             .limit(1);
         let row: Option<ProfileRow> = self
             .db
-            .read_set(&self.tables.users, &q)
+            .read_one_as(&self.tables.users, &q)
             .await
-            .and_then(|set| set.deserialize_first())
             .map_err(|e| e.with_operation("auth.read_user"))?;
         Ok(row.map(ProfileRow::into_user))
     }
@@ -500,14 +499,14 @@ impl Store {
     /// The session and generation of the refresh token whose hash is
     /// `token_hash`.
     pub(crate) async fn refresh_token(&self, token_hash: &str) -> AuthResult<Option<TokenRef>> {
+        // `limit 1` given: `read_one_as` reads the query as it is.
         let q = Query::new()
             .select(TokenRef::COLUMNS)
             .where_eq("id", token_hash)
             .limit(1);
         self.db
-            .read_set(&self.tables.refresh_tokens, &q)
+            .read_one_as(&self.tables.refresh_tokens, &q)
             .await
-            .and_then(|set| set.deserialize_first())
             .map_err(|e| e.with_operation("auth.read_refresh_token"))
     }
 

@@ -83,12 +83,16 @@ pub trait DatabaseExt: Database {
         self.read_set(table, query).await?.deserialize()
     }
 
-    /// The first row of a query, typed.
+    /// The first row of a query, typed (the query is read with `limit 1`;
+    /// one that has it already is not copied).
     async fn read_one_as<T: DeserializeOwned>(
         &self,
         table: &str,
         query: &Query,
     ) -> DbResult<Option<T>> {
+        if query.limit == Some(1) {
+            return self.read_set(table, query).await?.deserialize_first();
+        }
         let q = query.clone().limit(1);
         self.read_set(table, &q).await?.deserialize_first()
     }
