@@ -669,9 +669,10 @@ impl RawStore for RawPg {
     }
 }
 
-/// The same core-db calls auth-jwt makes for a refresh (three `get`s, one
-/// two-operation `transaction`, one JWT), made directly on the database
-/// provider: separates the auth logic's cost from the database provider's.
+/// The same core-db calls auth-jwt makes for a refresh (two typed reads of
+/// the columns it uses and one typed `get`, one two-operation
+/// `transaction`, one JWT), made directly on the database provider:
+/// separates the auth logic's cost from the database provider's.
 struct DbOnly {
     db: Arc<dyn Database>,
 }
@@ -747,29 +748,75 @@ impl DbOnly {
     }
 
     async fn refresh(&self, token: &str) -> String {
-        use truststream_core_db::{and, col, Operation};
-        let t = self
+        use truststream_core_db::{and, col, DatabaseExt as _, Operation, Query};
+        // auth-jwt's reads: the token's two columns, the whole session by
+        // key, the user's client-visible columns; all typed.
+        #[derive(serde::Deserialize)]
+        struct TokenCols {
+            session_id: String,
+            generation: i64,
+        }
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct SessionCols {
+            id: String,
+            user_id: String,
+            created_at: String,
+            refreshed_at: Option<String>,
+            not_after: String,
+            revoked_at: Option<String>,
+            refresh_counter: i64,
+        }
+        #[derive(serde::Deserialize)]
+        struct UserCols {
+            id: String,
+            email: String,
+            roles: Value,
+            user_metadata: Map<String, Value>,
+            app_metadata: Map<String, Value>,
+            #[allow(dead_code)]
+            created_at: String,
+        }
+        let t: TokenCols = self
             .db
-            .get("dbo_refresh_tokens", &json!(sha_hex(token)))
+            .read_one_as(
+                "dbo_refresh_tokens",
+                &Query::new()
+                    .select(["session_id", "generation"])
+                    .where_eq("id", sha_hex(token))
+                    .limit(1),
+            )
             .await
-            .expect("get")
+            .expect("read")
             .expect("token");
-        let sid = t["session_id"].clone();
-        let generation = t["generation"].as_i64().expect("generation");
-        let s = self
+        let generation = t.generation;
+        let s: SessionCols = self
             .db
-            .get("dbo_sessions", &sid)
+            .get_as("dbo_sessions", &json!(t.session_id))
             .await
             .expect("get")
             .expect("session");
-        let u = self
+        let u: UserCols = self
             .db
-            .get("dbo_users", &s["user_id"])
+            .read_one_as(
+                "dbo_users",
+                &Query::new()
+                    .select([
+                        "id",
+                        "email",
+                        "roles",
+                        "user_metadata",
+                        "app_metadata",
+                        "created_at",
+                    ])
+                    .where_eq("id", s.user_id.as_str())
+                    .limit(1),
+            )
             .await
-            .expect("get")
+            .expect("read")
             .expect("user");
         let child = child_of(token);
-        let sid_s = sid.as_str().expect("id").to_string();
+        let sid_s = t.session_id;
         let patch = json!({"refresh_counter": generation + 1, "refreshed_at": now_text()});
         let out = self
             .db
@@ -792,18 +839,16 @@ impl DbOnly {
             .await
             .expect("transaction");
         assert_eq!(out[0], truststream_core_db::OperationOutput::Affected(1));
-        let not_after = parse_ts(s["not_after"].as_str().expect("not_after"));
-        check_active(s["revoked_at"].as_str().map(parse_ts), not_after);
-        let text = |v: &Value| v.as_str().expect("text").to_string();
-        let object = |v: &Value| v.as_object().cloned().expect("object");
+        let not_after = parse_ts(&s.not_after);
+        check_active(s.revoked_at.as_deref().map(parse_ts), not_after);
         black_box(sign(ClaimsOf {
-            user_id: text(&u["id"]),
-            email: text(&u["email"]),
-            roles: u["roles"].clone(),
-            user_metadata: object(&u["user_metadata"]),
-            app_metadata: object(&u["app_metadata"]),
+            user_id: u.id,
+            email: u.email,
+            roles: u.roles,
+            user_metadata: u.user_metadata,
+            app_metadata: u.app_metadata,
             session_id: sid_s,
-            session_created_at: parse_ts(s["created_at"].as_str().expect("created_at")),
+            session_created_at: parse_ts(&s.created_at),
             not_after,
         }));
         child
