@@ -160,45 +160,55 @@ pub(super) async fn insert_many_generated_keys(db: Db) -> CaseResult {
 /// or a missing NOT NULL value `InvalidInput`, a missing table `NotFound`;
 /// none of them stores a row.
 pub(super) async fn insert_many_all_or_nothing(db: Db) -> CaseResult {
-    db.create_table(&every_type("bulk_atomic")).await?;
-    let some = |ids: &[i64]| -> Vec<Row> {
-        ids.iter()
-            .map(|i| row(json!({"id": i, "t": format!("r{i}")})))
-            .collect()
-    };
-    let count = |db: Db| async move {
-        Ok::<_, crate::Failure>(db.read("bulk_atomic", &Query::new()).await?.len())
-    };
+    // Each batch twice: as given, and padded past the size from which a
+    // provider's bulk copy takes it (`sql::write::COPY_MIN_ROWS`), so both
+    // of a provider's insert paths refuse the same batches.
+    let padding = truststream_core_db::sql::write::COPY_MIN_ROWS as i64;
+    for (table, pad) in [("bulk_atomic", 0), ("bulk_atomic_big", padding)] {
+        db.create_table(&every_type(table)).await?;
+        let some = |ids: &[i64]| -> Vec<Row> {
+            ids.iter()
+                .copied()
+                .chain(1000..1000 + pad)
+                .map(|i| row(json!({"id": i, "t": format!("r{i}")})))
+                .collect()
+        };
+        let count = |db: Db| async move {
+            Ok::<_, crate::Failure>(db.read(table, &Query::new()).await?.len())
+        };
+        expect_kind(
+            db.insert_many(table, some(&[1, 2, 3, 2])).await,
+            ErrorKind::Conflict,
+            "a duplicate key inside the batch",
+        )?;
+        ensure_eq!(count(db.clone()).await?, 0, "nothing stored");
+        let mut bad = some(&[1, 2, 3]);
+        bad[2].insert("n".into(), json!("seven"));
+        expect_kind(
+            db.insert_many(table, bad).await,
+            ErrorKind::InvalidInput,
+            "a value of the wrong type",
+        )?;
+        let mut missing = some(&[1, 2]);
+        missing[1].insert("status".into(), Value::Null);
+        expect_kind(
+            db.insert_many(table, missing).await,
+            ErrorKind::InvalidInput,
+            "NULL for a NOT NULL column",
+        )?;
+        ensure_eq!(count(db.clone()).await?, 0, "nothing stored");
+        db.insert_many(table, vec![row(json!({"id": 10, "t": "r10"}))])
+            .await?;
+        expect_kind(
+            db.insert_many(table, some(&[11, 12, 10, 13])).await,
+            ErrorKind::Conflict,
+            "a key already stored",
+        )?;
+        ensure_eq!(count(db.clone()).await?, 1, "only the first row stays");
+    }
     expect_kind(
-        db.insert_many("bulk_atomic", some(&[1, 2, 3, 2])).await,
-        ErrorKind::Conflict,
-        "a duplicate key inside the batch",
-    )?;
-    ensure_eq!(count(db.clone()).await?, 0, "nothing stored");
-    let mut bad = some(&[1, 2, 3]);
-    bad[2].insert("n".into(), json!("seven"));
-    expect_kind(
-        db.insert_many("bulk_atomic", bad).await,
-        ErrorKind::InvalidInput,
-        "a value of the wrong type",
-    )?;
-    let mut missing = some(&[1, 2]);
-    missing[1].insert("status".into(), Value::Null);
-    expect_kind(
-        db.insert_many("bulk_atomic", missing).await,
-        ErrorKind::InvalidInput,
-        "NULL for a NOT NULL column",
-    )?;
-    ensure_eq!(count(db.clone()).await?, 0, "nothing stored");
-    db.insert_many("bulk_atomic", some(&[10])).await?;
-    expect_kind(
-        db.insert_many("bulk_atomic", some(&[11, 12, 10, 13])).await,
-        ErrorKind::Conflict,
-        "a key already stored",
-    )?;
-    ensure_eq!(count(db.clone()).await?, 1, "only the first row stays");
-    expect_kind(
-        db.insert_many("bulk_nowhere", some(&[1])).await,
+        db.insert_many("bulk_nowhere", vec![row(json!({"id": 1, "t": "r1"}))])
+            .await,
         ErrorKind::NotFound,
         "a missing table",
     )?;

@@ -27,8 +27,8 @@ use super::compile::{self, Bind, SqlDialect, Statement};
 use super::keyed::{KeyedSelect, StatementCache};
 use super::rewrite_named;
 use super::write::{
-    is_single_insert, normalize_defaults, plan_alter, reserved, same_prepared_columns, AlterStep,
-    RowWriter, SqlTransaction,
+    copies_rows, is_single_insert, normalize_defaults, plan_alter, reserved, same_prepared_columns,
+    AlterStep, RowWriter, SqlTransaction,
 };
 use crate::{
     ident, AlterTable, ChangeFeedScope, ChangeStream, ColumnDef, ColumnType, Database,
@@ -952,7 +952,7 @@ impl<P: SqlProvider> Database for P {
         }
         // A provider's bulk copy is one statement whatever the row count,
         // for rows giving the same columns.
-        let single = if P::COPY_IN {
+        let single = if P::COPY_IN && copies_rows(rows.len()) {
             same_prepared_columns(&schema, &rows)
         } else {
             is_single_insert(self.sql_state().dialect(), &schema, &rows)

@@ -236,7 +236,7 @@ impl<T: SqlTransaction> RowWriter<T> {
         let uniform = prepared
             .first()
             .is_some_and(|first| prepared.iter().all(|r| same_columns(first, r)));
-        if uniform && !self.record && self.tx.copies() {
+        if uniform && !self.record && self.tx.copies() && copies_rows(prepared.len()) {
             let columns: Vec<&ColumnDef> = prepared
                 .first()
                 .map(|first| {
@@ -590,6 +590,18 @@ fn catalog(schema: &TableSchema) -> HashMap<String, TableSchema> {
 pub fn is_single_insert(dialect: SqlDialect, schema: &TableSchema, rows: &[Row]) -> bool {
     let fits = rows.len() <= (dialect.max_binds() / schema.columns.len().max(1)).max(1);
     fits && same_prepared_columns(schema, rows)
+}
+
+/// Fewest rows a provider's bulk copy ([`SqlTransaction::copy_in`]) takes:
+/// a smaller insert is a cached, prepared `INSERT` (a `COPY` is parsed on
+/// every use and costs the copy protocol's extra messages; PostgreSQL's
+/// one-row refresh insert went through it).
+pub const COPY_MIN_ROWS: usize = 64;
+
+/// Whether an insert of `rows` rows goes through the bulk copy when the
+/// provider has one and the rows allow it.
+pub fn copies_rows(rows: usize) -> bool {
+    rows >= COPY_MIN_ROWS
 }
 
 /// Whether the rows [`prepare_insert`] makes of `rows` all give the same
