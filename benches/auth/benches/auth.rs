@@ -748,7 +748,7 @@ impl DbOnly {
     }
 
     async fn refresh(&self, token: &str) -> String {
-        use truststream_core_db::{and, col, DatabaseExt as _, Operation, Query};
+        use truststream_core_db::{and, col, DatabaseExt as _, Operation};
         // auth-jwt's reads: the token's two columns, the whole session by
         // key, the user's client-visible columns; all typed.
         #[derive(serde::Deserialize)]
@@ -779,12 +779,10 @@ impl DbOnly {
         }
         let t: TokenCols = self
             .db
-            .read_one_as(
+            .get_columns_as(
                 "dbo_refresh_tokens",
-                &Query::new()
-                    .select(["session_id", "generation"])
-                    .where_eq("id", sha_hex(token))
-                    .limit(1),
+                &json!(sha_hex(token)),
+                &["session_id", "generation"],
             )
             .await
             .expect("read")
@@ -798,19 +796,17 @@ impl DbOnly {
             .expect("session");
         let u: UserCols = self
             .db
-            .read_one_as(
+            .get_columns_as(
                 "dbo_users",
-                &Query::new()
-                    .select([
-                        "id",
-                        "email",
-                        "roles",
-                        "user_metadata",
-                        "app_metadata",
-                        "created_at",
-                    ])
-                    .where_eq("id", s.user_id.as_str())
-                    .limit(1),
+                &json!(s.user_id),
+                &[
+                    "id",
+                    "email",
+                    "roles",
+                    "user_metadata",
+                    "app_metadata",
+                    "created_at",
+                ],
             )
             .await
             .expect("read")

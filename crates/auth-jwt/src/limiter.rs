@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
-use sha2::Digest;
 use truststream_core_auth::{AuthResult, Error, ErrorKind};
 use truststream_core_db::{and, col, ColumnDef, Database, DatabaseExt, TableSchema};
 
@@ -156,7 +155,7 @@ pub(crate) fn table_name(prefix: &str) -> String {
 }
 
 fn row_id(key: &str) -> String {
-    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    crate::refresh::sha256_hex(key.as_bytes())
 }
 
 fn now_ms() -> i64 {

@@ -387,13 +387,9 @@ impl Store {
         if uuid::Uuid::parse_str(id).is_err() {
             return Ok(None);
         }
-        let q = Query::new()
-            .select(ProfileRow::COLUMNS)
-            .where_eq("id", id)
-            .limit(1);
         let row: Option<ProfileRow> = self
             .db
-            .read_one_as(&self.tables.users, &q)
+            .get_columns_as(&self.tables.users, &json!(id), &ProfileRow::COLUMNS)
             .await
             .map_err(|e| e.with_operation("auth.read_user"))?;
         Ok(row.map(ProfileRow::into_user))
@@ -499,13 +495,12 @@ impl Store {
     /// The session and generation of the refresh token whose hash is
     /// `token_hash`.
     pub(crate) async fn refresh_token(&self, token_hash: &str) -> AuthResult<Option<TokenRef>> {
-        // `limit 1` given: `read_one_as` reads the query as it is.
-        let q = Query::new()
-            .select(TokenRef::COLUMNS)
-            .where_eq("id", token_hash)
-            .limit(1);
         self.db
-            .read_one_as(&self.tables.refresh_tokens, &q)
+            .get_columns_as(
+                &self.tables.refresh_tokens,
+                &json!(token_hash),
+                &TokenRef::COLUMNS,
+            )
             .await
             .map_err(|e| e.with_operation("auth.read_refresh_token"))
     }

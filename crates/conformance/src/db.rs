@@ -668,6 +668,89 @@ async fn typed_reads_match_json_rows(db: &Db, id: &Value) -> CaseResult {
     )
 }
 
+/// `get_columns_set` / `get_columns_as`: the named columns of `get`'s row,
+/// in the order asked, with the same values; every column for an empty
+/// list; no row for a missing id; a list that is not plain, distinct,
+/// known column names refused as `InvalidInput`, row or no row (where the
+/// provider can describe tables).
+async fn projected_gets_match_json_rows(db: &Db, id: &Value) -> CaseResult {
+    let full = db.get("typed", id).await?.ok_or("no row".to_string())?;
+    let lists: [&[&str]; 5] = [
+        &["t", "i"],
+        &["n", "created", "j", "id"],
+        &["by"],
+        &[
+            "ts", "u", "b", "f", "i", "t", "j", "by", "n", "created", "id",
+        ],
+        &[],
+    ];
+    for round in 0..2 {
+        for columns in lists {
+            let got = db.get_columns_set("typed", id, columns).await?.into_rows();
+            ensure_eq!(got.len(), 1, "{columns:?} (round {round})");
+            let expected: Row = if columns.is_empty() {
+                full.clone()
+            } else {
+                columns
+                    .iter()
+                    .map(|c| (c.to_string(), full.get(*c).cloned().unwrap_or(Value::Null)))
+                    .collect()
+            };
+            ensure_eq!(got[0], expected, "{columns:?}");
+            let keys: Vec<&String> = got[0].keys().collect();
+            ensure_eq!(keys, expected.keys().collect::<Vec<_>>(), "column order");
+        }
+    }
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Some2 {
+        n: Option<f64>,
+        t: Option<String>,
+    }
+    let typed: Option<Some2> = db.get_columns_as("typed", id, &["n", "t"]).await?;
+    let from_json = serde_json::from_value::<Some2>(json!({"n": full["n"], "t": full["t"]}))
+        .map_err(|e| format!("from_value: {e}"))?;
+    ensure_eq!(typed, Some(from_json));
+    let all: Option<TypedRow> = db.get_columns_as("typed", id, &[]).await?;
+    ensure_eq!(
+        all,
+        Some(serde_json::from_value(Value::Object(full)).map_err(|e| format!("{e}"))?)
+    );
+    let missing = json!(-1);
+    ensure!(db
+        .get_columns_set("typed", &missing, &["t"])
+        .await?
+        .is_empty());
+    let none: Option<Some2> = db.get_columns_as("typed", &missing, &["n", "t"]).await?;
+    ensure_eq!(none, None);
+    let describes = db.describe_table("typed").await.is_ok();
+    for bad in [
+        &["nope"][..],
+        &["t", "nope"],
+        &["t", "t"],
+        &["*"],
+        &["typed.t"],
+        &["t as x"],
+        &["t\"; DROP TABLE typed; --"],
+        &[""],
+    ] {
+        expect_kind(
+            db.get_columns_set("typed", id, bad).await,
+            ErrorKind::InvalidInput,
+            &format!("get_columns_set {bad:?}"),
+        )?;
+        let unknown_only = bad == ["nope"] || bad == ["t", "nope"];
+        if describes || !unknown_only {
+            expect_kind(
+                db.get_columns_set("typed", &missing, bad).await,
+                ErrorKind::InvalidInput,
+                &format!("get_columns_set {bad:?} of a missing row"),
+            )?;
+        }
+    }
+    ensure!(db.get("typed", id).await?.is_some(), "the table is intact");
+    Ok(())
+}
+
 /// The documented mapping between JSON values and column types: what goes
 /// in comes back in one normalized form, from `create`, `get` and filters,
 /// on every provider.
@@ -762,6 +845,7 @@ async fn types_every_column_type(db: Db) -> CaseResult {
         ensure_eq!(nulls.get(k), Some(&Value::Null), "column {k}");
     }
     typed_reads_match_json_rows(&db, &id).await?;
+    projected_gets_match_json_rows(&db, &id).await?;
     // Wrong types are InvalidInput naming the column.
     for (k, v) in [
         ("i", json!("five")),

@@ -102,6 +102,33 @@ pub trait DatabaseExt: Database {
         self.get_set(table, id).await?.deserialize_first()
     }
 
+    /// [`Database::get_columns_set`], typed: the named columns of the row
+    /// whose primary key is `id`, deserialized (a struct of just the
+    /// fields a caller needs, without reading or decoding the others).
+    ///
+    /// ```no_run
+    /// # async fn f(db: &dyn truststream_core_db::Database) -> truststream_core_db::DbResult<()> {
+    /// use truststream_core_db::DatabaseExt;
+    /// #[derive(serde::Deserialize)]
+    /// struct Name {
+    ///     name: String,
+    /// }
+    /// let name: Option<Name> = db
+    ///     .get_columns_as("agents", &serde_json::json!(7), &["name"])
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    async fn get_columns_as<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        id: &Value,
+        columns: &[&str],
+    ) -> DbResult<Option<T>> {
+        self.get_columns_set(table, id, columns)
+            .await?
+            .deserialize_first()
+    }
+
     /// [`Database::update`] with a serde patch and a typed row out.
     async fn update_as<T, D>(&self, table: &str, id: &Value, patch: &D) -> DbResult<T>
     where

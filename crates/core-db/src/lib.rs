@@ -107,6 +107,26 @@ pub trait Database: Send + Sync + 'static {
         Ok(ResultSet::from_rows(Vec::from_iter(row)))
     }
 
+    /// [`Database::get_set`] of the named columns only, in the order given
+    /// (every column when `columns` is empty): the row a read selecting
+    /// `columns` where the primary key is `id` returns. Each name is a
+    /// plain column name, given once (no `table.` prefix, alias or `*`);
+    /// anything else, or a column the table lacks, is
+    /// [`ErrorKind::InvalidInput`]. [`DatabaseExt::get_columns_as`]
+    /// deserializes from it.
+    ///
+    /// The default is [`project_get`]: [`Database::get`]'s row, projected.
+    /// The SQL providers select only those columns, with one statement
+    /// compiled and kept per column list.
+    async fn get_columns_set(
+        &self,
+        table: &str,
+        id: &Value,
+        columns: &[&str],
+    ) -> DbResult<ResultSet> {
+        project_get(self, table, id, columns).await
+    }
+
     /// Sets the columns in `patch` on the row with primary key `id` and returns
     /// the updated row. A missing row is [`ErrorKind::NotFound`].
     async fn update(&self, table: &str, id: &Value, patch: Row) -> DbResult<Row>;
@@ -194,4 +214,56 @@ pub trait Database: Send + Sync + 'static {
     /// Requires [`DbCapabilities::change_feed`]; which writes are seen is
     /// [`DbCapabilities::change_feed_scope`].
     async fn subscribe_changes(&self, table: Option<&str>) -> DbResult<ChangeStream>;
+}
+
+/// Checks the column list of [`Database::get_columns_set`]: plain
+/// identifiers ([`ident::validate`]), none named twice.
+pub fn check_column_list(columns: &[&str]) -> DbResult<()> {
+    for (i, c) in columns.iter().enumerate() {
+        ident::validate(c)?;
+        if columns[..i].contains(c) {
+            return Err(Error::invalid_input(format!(
+                "column {c} is named twice in the column list"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`Database::get_columns_set`] by way of [`Database::get`]: the row,
+/// keeping `columns` in the order given. Without a row the names are
+/// checked against [`Database::describe_table`] where the provider can
+/// describe tables (a provider that cannot reports an unknown column only
+/// when the row exists). The default of the trait method, and what a
+/// wrapper that must see every read as a `get` calls.
+pub async fn project_get<D: Database + ?Sized>(
+    db: &D,
+    table: &str,
+    id: &Value,
+    columns: &[&str],
+) -> DbResult<ResultSet> {
+    let op = "db.get";
+    check_column_list(columns).map_err(|e| e.with_operation(op))?;
+    let unknown = |c: &str| {
+        Error::invalid_input(format!("table {table} has no column {c}")).with_operation(op)
+    };
+    let Some(mut row) = db.get(table, id).await? else {
+        if !columns.is_empty() {
+            if let Ok(Some(schema)) = db.describe_table(table).await {
+                if let Some(c) = columns.iter().find(|c| schema.find(c).is_none()) {
+                    return Err(unknown(c));
+                }
+            }
+        }
+        return Ok(ResultSet::from_rows(Vec::new()));
+    };
+    if columns.is_empty() {
+        return Ok(ResultSet::from_rows(vec![row]));
+    }
+    let mut out = Row::with_capacity(columns.len());
+    for c in columns {
+        let v = row.remove(*c).ok_or_else(|| unknown(c))?;
+        out.insert((*c).to_string(), v);
+    }
+    Ok(ResultSet::from_rows(vec![out]))
 }

@@ -48,17 +48,24 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
 /// normalizing it gives `s` back, and the parse can be skipped.
 pub fn is_stored_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() != 27 {
-        return false;
-    }
-    let shape = b"0000-00-00T00:00:00.000000Z";
-    if !b.iter().zip(shape).all(|(c, p)| {
-        if *p == b'0' {
-            c.is_ascii_digit()
-        } else {
-            c == p
-        }
-    }) {
+    // Separators by position, then the digit runs between them.
+    let digits = |from: usize, to: usize| b[from..to].iter().all(u8::is_ascii_digit);
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+        || !(digits(0, 4)
+            && digits(5, 7)
+            && digits(8, 10)
+            && digits(11, 13)
+            && digits(14, 16)
+            && digits(17, 19)
+            && digits(20, 26))
+    {
         return false;
     }
     let num = |from: usize, to: usize| {
@@ -77,11 +84,21 @@ pub fn is_stored_timestamp(s: &str) -> bool {
 /// normalizing gives back unchanged.
 fn is_stored_uuid(s: &str) -> bool {
     let b = s.as_bytes();
+    let hex = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    };
     b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
-        })
+        && b[8] == b'-'
+        && b[13] == b'-'
+        && b[18] == b'-'
+        && b[23] == b'-'
+        && hex(0, 8)
+        && hex(9, 13)
+        && hex(14, 18)
+        && hex(19, 23)
+        && hex(24, 36)
 }
 
 /// The current time in stored form.
@@ -406,5 +423,49 @@ mod tests {
         assert!(normalize("x", ColumnType::Bytes, &json!("%%%")).is_err());
         let e = normalize("name", ColumnType::Text, &json!(1)).unwrap_err();
         assert!(e.message().contains("name"), "{e}");
+    }
+
+    /// The stored-form checks say yes exactly for text that normalizing
+    /// gives back unchanged: mutations of a stored UUID and timestamp in
+    /// every position, against `normalize` itself.
+    #[test]
+    fn stored_form_checks_agree_with_normalize() {
+        let cases = [
+            (ColumnType::Uuid, "67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            (ColumnType::Timestamp, "2024-02-29T23:59:59.123456Z"),
+        ];
+        let replacements = [
+            b'0', b'9', b'a', b'f', b'g', b'A', b'F', b'-', b'T', b':', b'.', b'Z', b' ',
+        ];
+        for (ty, stored) in cases {
+            assert!(is_stored_form(ty, &json!(stored)), "{stored}");
+            let mut variants = vec![
+                stored.to_uppercase(),
+                format!("{stored}0"),
+                stored[1..].to_string(),
+                String::new(),
+            ];
+            for i in 0..stored.len() {
+                for r in replacements {
+                    let mut b = stored.as_bytes().to_vec();
+                    b[i] = r;
+                    variants.push(String::from_utf8(b).unwrap());
+                }
+            }
+            for v in variants {
+                let value = json!(v);
+                let same = normalize("c", ty, &value).is_ok_and(|n| n == value);
+                assert_eq!(is_stored_form(ty, &value), same, "{ty:?} {v:?}");
+            }
+        }
+        for t in [
+            "2023-02-29T00:00:00.000000Z",
+            "2024-13-01T00:00:00.000000Z",
+            "2024-01-01T24:00:00.000000Z",
+            "2024-01-01T23:60:00.000000Z",
+            "2024-01-01T23:59:60.000000Z",
+        ] {
+            assert!(!is_stored_timestamp(t), "{t}");
+        }
     }
 }

@@ -267,6 +267,15 @@ impl<L: DatabaseLayer + ?Sized> Database for LayeredDatabase<L> {
         let row = self.get(table, id).await?;
         Ok(ResultSet::from_rows(Vec::from_iter(row)))
     }
+    /// Through the layer's `get`, as [`Database::get_set`] above.
+    async fn get_columns_set(
+        &self,
+        table: &str,
+        id: &Value,
+        columns: &[&str],
+    ) -> Result<ResultSet> {
+        truststream_core_db::project_get(self, table, id, columns).await
+    }
     async fn subscribe_changes(&self, table: Option<&str>) -> Result<ChangeStream> {
         self.layer.subscribe_changes(&*self.inner, table).await
     }

@@ -763,16 +763,19 @@ async fn compiled_read<P: SqlProvider>(
     Ok((pool, s.statement, types))
 }
 
-/// A `get`'s pool and (cached) statement.
+/// A `get`'s pool and (cached) statement, of `columns` (all when empty).
 async fn keyed_get<P: SqlProvider>(
     db: &P,
     table: &str,
     id: &Value,
+    columns: &[&str],
 ) -> DbResult<(P::Pool, KeyedSelect)> {
     let schema = schema_of(db, table).await?;
     let state = db.sql_state();
     let pool = state.pool_for("db.get")?;
-    let select = state.statements().select_by_key(&schema, id)?;
+    let select = state
+        .statements()
+        .select_columns_by_key(&schema, id, columns)?;
     Ok((pool, select))
 }
 
@@ -895,7 +898,7 @@ impl<P: SqlProvider> Database for P {
 
     async fn get(&self, table: &str, id: &Value) -> DbResult<Option<Row>> {
         let run = async {
-            let (pool, select) = keyed_get(self, table, id).await?;
+            let (pool, select) = keyed_get(self, table, id, &[]).await?;
             let mut conn = P::acquire(&pool).await?;
             let hints = ColumnHints::Position(&select.column_types);
             P::fetch_optional(&mut conn, select.statement, hints).await
@@ -906,7 +909,23 @@ impl<P: SqlProvider> Database for P {
     /// [`Database::get`]'s statement, its row kept as a [`ResultSet`].
     async fn get_set(&self, table: &str, id: &Value) -> DbResult<ResultSet> {
         let run = async {
-            let (pool, select) = keyed_get(self, table, id).await?;
+            let (pool, select) = keyed_get(self, table, id, &[]).await?;
+            let mut conn = P::acquire(&pool).await?;
+            let hints = ColumnHints::Position(&select.column_types);
+            P::fetch_set(&mut conn, select.statement, hints, true).await
+        };
+        run.await.map_err(|e: Error| e.with_operation("db.get"))
+    }
+
+    /// One statement per column list, compiled once and kept.
+    async fn get_columns_set(
+        &self,
+        table: &str,
+        id: &Value,
+        columns: &[&str],
+    ) -> DbResult<ResultSet> {
+        let run = async {
+            let (pool, select) = keyed_get(self, table, id, columns).await?;
             let mut conn = P::acquire(&pool).await?;
             let hints = ColumnHints::Position(&select.column_types);
             P::fetch_set(&mut conn, select.statement, hints, true).await

@@ -334,9 +334,28 @@ impl StatementCache {
     /// [`compile::select`] over [`compile::by_primary_key`] with limit 1
     /// (a null id is `InvalidInput`).
     pub fn select_by_key(&self, schema: &Arc<TableSchema>, id: &Value) -> DbResult<KeyedSelect> {
+        self.select_columns_by_key(schema, id, &[])
+    }
+
+    /// [`StatementCache::select_by_key`] selecting only `columns`, in that
+    /// order (every column when empty), as
+    /// [`crate::Database::get_columns_set`] reads them: a statement per
+    /// column list. The names are checked
+    /// ([`crate::check_column_list`]) when the list is compiled; a list
+    /// found in the cache is one that passed.
+    pub fn select_columns_by_key(
+        &self,
+        schema: &Arc<TableSchema>,
+        id: &Value,
+        columns: &[&str],
+    ) -> DbResult<KeyedSelect> {
         let scalar = is_scalar(id);
         if scalar {
-            if let Some(shape) = find(&self.selects, schema, |_| true) {
+            let same_list = |s: &Shape| {
+                s.columns.len() == columns.len()
+                    && s.columns.iter().zip(columns).all(|(a, b)| &*a.0 == *b)
+            };
+            if let Some(shape) = find(&self.selects, schema, same_list) {
                 if let Some(key) = &shape.key {
                     return Ok(KeyedSelect {
                         statement: Statement {
@@ -348,7 +367,9 @@ impl StatementCache {
                 }
             }
         }
+        crate::check_column_list(columns)?;
         let query = Query::new()
+            .select(columns)
             .filter(compile::by_primary_key(schema, id)?)
             .limit(1);
         let compiled = compile::select(self.dialect, &Self::catalog(schema), &schema.name, &query)?;
@@ -361,7 +382,8 @@ impl StatementCache {
                 Shape {
                     schema: Arc::clone(schema),
                     rows: 1,
-                    columns: Vec::new(),
+                    // The selected names (no binds of their own).
+                    columns: columns.iter().map(|c| (Arc::from(*c), None)).collect(),
                     key: bound(&statement.binds).pop(),
                     filter: None,
                     filter_binds: Vec::new(),
@@ -742,6 +764,55 @@ mod tests {
                 let got = cache.select_by_key(&Arc::new(agents()), &id).unwrap();
                 assert_eq!(got.statement, expected.statement);
             }
+        }
+    }
+
+    /// Each column list is its own statement, the one the compiler makes
+    /// for a read of those columns by key; lists that are not plain,
+    /// distinct, known names are refused before anything is kept.
+    #[test]
+    fn projected_selects_match_the_compiler() {
+        let cat: HashMap<String, TableSchema> = [("agents".to_string(), texted())].into();
+        let schema = Arc::new(texted());
+        let lists: [&[&str]; 5] = [
+            &["name", "score"],
+            &[],
+            &["score", "name"],
+            &["name"],
+            &["id", "name", "score", "body", "tags", "revoked_at"],
+        ];
+        for dialect in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+            let cache = StatementCache::new(dialect);
+            for round in 0..2 {
+                for (n, columns) in lists.iter().enumerate() {
+                    let id = json!(n + round * 10);
+                    let q = Query::new()
+                        .select(columns.iter())
+                        .filter(compile::by_primary_key(&texted(), &id).unwrap())
+                        .limit(1);
+                    let expected = compile::select(dialect, &cat, "agents", &q).unwrap();
+                    let got = cache.select_columns_by_key(&schema, &id, columns).unwrap();
+                    assert_eq!(got.statement, expected.statement, "{dialect:?} {columns:?}");
+                    let types: Vec<ColumnType> = expected.columns.iter().map(|c| c.ty).collect();
+                    assert_eq!(&*got.column_types, types.as_slice());
+                }
+            }
+            assert_eq!(cache.compiled() as usize, lists.len(), "{dialect:?}");
+            for bad in [
+                &["nope"][..],
+                &["name", "name"],
+                &["*"],
+                &["agents.name"],
+                &["name as n"],
+                &["name; DROP TABLE agents"],
+                &[""],
+            ] {
+                let e = cache
+                    .select_columns_by_key(&schema, &json!(1), bad)
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}");
+            }
+            assert_eq!(cache.compiled() as usize, lists.len(), "nothing kept");
         }
     }
 
