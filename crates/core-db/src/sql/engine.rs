@@ -115,6 +115,8 @@ impl<Pool: Clone> SqlState<Pool> {
         lock(&self.schemas).get(table).cloned()
     }
 
+    /// Caches `schema` under `table`, a name already checked
+    /// ([`ident::table`]): a cache hit skips the check.
     fn remember(&self, table: &str, schema: Arc<TableSchema>) {
         lock(&self.schemas).insert(table.to_string(), schema);
     }
@@ -445,11 +447,12 @@ pub trait SqlProvider: Send + Sync + 'static {
 /// missing table is [`ErrorKind::NotFound`]. Shared with the cache: no
 /// copy of the schema is made.
 pub async fn schema_of<P: SqlProvider>(db: &P, table: &str) -> DbResult<Arc<TableSchema>> {
-    ident::table(table)?;
     let state = db.sql_state();
+    // Only checked names are ever cached: a name found is a valid one.
     if let Some(s) = state.cached(table) {
         return Ok(s);
     }
+    ident::table(table)?;
     let pool = state.pool_for("db.schema")?;
     let schema = Arc::new(load_schema::<P>(state.dialect(), &pool, table).await?);
     state.remember(table, Arc::clone(&schema));
@@ -577,11 +580,12 @@ impl<P: SqlProvider> SqlTransaction for SqlTx<'_, P> {
     }
 
     async fn schema(&mut self, table: &str) -> DbResult<Arc<TableSchema>> {
-        ident::table(table)?;
         let state = self.db.sql_state();
+        // As in `schema_of`: a cached name was checked.
         if let Some(s) = state.cached(table) {
             return Ok(s);
         }
+        ident::table(table)?;
         // Through this connection: the pool may have no other free one.
         let schema = Arc::new(read_schema::<P>(state.dialect(), &mut self.conn, table).await?);
         state.remember(table, Arc::clone(&schema));
