@@ -216,9 +216,22 @@ pub trait Database: Send + Sync + 'static {
     async fn subscribe_changes(&self, table: Option<&str>) -> DbResult<ChangeStream>;
 }
 
-/// Checks the column list of [`Database::get_columns_set`]: plain
-/// identifiers ([`ident::validate`]), none named twice.
+/// The longest column list [`Database::get_columns_set`] takes (SQLite's
+/// default column limit; PostgreSQL's is 1,600): a longer one names a
+/// column twice or one the table lacks, and is refused before it is
+/// compared name by name.
+pub const MAX_COLUMN_LIST: usize = 2000;
+
+/// Checks the column list of [`Database::get_columns_set`]: at most
+/// [`MAX_COLUMN_LIST`] plain identifiers ([`ident::validate`]), none named
+/// twice.
 pub fn check_column_list(columns: &[&str]) -> DbResult<()> {
+    if columns.len() > MAX_COLUMN_LIST {
+        return Err(Error::invalid_input(format!(
+            "{} columns listed: at most {MAX_COLUMN_LIST}",
+            columns.len()
+        )));
+    }
     for (i, c) in columns.iter().enumerate() {
         ident::validate(c)?;
         if columns[..i].contains(c) {

@@ -806,6 +806,7 @@ mod tests {
                 &["name as n"],
                 &["name; DROP TABLE agents"],
                 &[""],
+                &["name"; crate::MAX_COLUMN_LIST + 1],
             ] {
                 let e = cache
                     .select_columns_by_key(&schema, &json!(1), bad)
