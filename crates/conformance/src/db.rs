@@ -747,6 +747,14 @@ async fn projected_gets_match_json_rows(db: &Db, id: &Value) -> CaseResult {
             )?;
         }
     }
+    // A missing table is NotFound, whatever the list.
+    for list in [&["t"][..], &["*"]] {
+        expect_kind(
+            db.get_columns_set("no_such_table", id, list).await,
+            ErrorKind::NotFound,
+            &format!("get_columns_set of a missing table, {list:?}"),
+        )?;
+    }
     ensure!(db.get("typed", id).await?.is_some(), "the table is intact");
     Ok(())
 }

@@ -256,11 +256,15 @@ pub async fn project_get<D: Database + ?Sized>(
     columns: &[&str],
 ) -> DbResult<ResultSet> {
     let op = "db.get";
-    check_column_list(columns).map_err(|e| e.with_operation(op))?;
     let unknown = |c: &str| {
         Error::invalid_input(format!("table {table} has no column {c}")).with_operation(op)
     };
-    let Some(mut row) = db.get(table, id).await? else {
+    // The `get` first, as the SQL providers look the table up first: a
+    // missing table is `NotFound` whatever the list. The names only ever
+    // index the row's map.
+    let row = db.get(table, id).await?;
+    check_column_list(columns).map_err(|e| e.with_operation(op))?;
+    let Some(mut row) = row else {
         if !columns.is_empty() {
             if let Ok(Some(schema)) = db.describe_table(table).await {
                 if let Some(c) = columns.iter().find(|c| schema.find(c).is_none()) {

@@ -910,15 +910,10 @@ impl<P: SqlProvider> Database for P {
         run.await.map_err(|e: Error| e.with_operation("db.get"))
     }
 
-    /// [`Database::get`]'s statement, its row kept as a [`ResultSet`].
+    /// [`Database::get`]'s statement, its row kept as a [`ResultSet`]: the
+    /// keyed select of every column.
     async fn get_set(&self, table: &str, id: &Value) -> DbResult<ResultSet> {
-        let run = async {
-            let (pool, select) = keyed_get(self, table, id, &[]).await?;
-            let mut conn = P::acquire(&pool).await?;
-            let hints = ColumnHints::Position(&select.column_types);
-            P::fetch_set(&mut conn, select.statement, hints, true).await
-        };
-        run.await.map_err(|e: Error| e.with_operation("db.get"))
+        self.get_columns_set(table, id, &[]).await
     }
 
     /// One statement per column list, compiled once and kept.
