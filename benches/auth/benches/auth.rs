@@ -378,8 +378,17 @@ trait RawStore {
     async fn refresh(&self, token: &str) -> String;
 }
 
+/// Hex SHA-256 as auth-jwt writes a token's id (a table lookup per
+/// nibble into a stack buffer, not `hex::encode`'s `char` iterator), so
+/// both sides of the refresh rows hash and encode the same way.
 fn sha_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(Sha256::digest(s.as_bytes())) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    String::from_utf8(out.to_vec()).expect("hex digits")
 }
 
 fn child_of(token: &str) -> String {
