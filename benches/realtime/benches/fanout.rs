@@ -35,7 +35,14 @@
 //! `benches/realtime/socketio`; 10,000 connections need `ulimit -n` of at
 //! least 10,100 per process: the bench raises nothing itself and says so).
 //! `BENCH_SIZES=1000` limits the sizes, `BENCH_TARGETS=truststream,floor`
-//! the targets, `BENCH_BURST` the burst length.
+//! the targets, `BENCH_BURST` the burst length. `BENCH_ROUNDS=5` runs every
+//! target 5 times, alternated, and prints the median of the per-round
+//! ratios with each of them. Each row also gives the CPU time the server
+//! process and the subscriber process used per delivery in the burst (their
+//! threads' run time from `/proc/<pid>/task/*/schedstat`): what each side's
+//! work costs, which moves far less with the machine's other load than the
+//! delivery rate does. `BENCH_PERF=<dir>` records each server process
+//! during its burst with `perf record` (`<dir>/perf-<target>-burst.data`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
 
 use std::collections::VecDeque;
@@ -50,7 +57,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Message;
-use truststream_bench_realtime::{env_usize, now_micros, phoenix_join, rss_of, socketio_connect};
+use truststream_bench_realtime::{
+    cpu_ns_of, env_usize, now_micros, phoenix_join, rss_of, socketio_connect,
+};
 use truststream_core_realtime::{Channel, ChannelOptions, Realtime};
 use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
 
@@ -502,6 +511,12 @@ struct Row {
     p99_ms: f64,
     burst_msgs_per_s: f64,
     burst_p99_ms: f64,
+    /// Which of the `BENCH_ROUNDS` rounds it ran in.
+    round: usize,
+    /// CPU time per delivery in the burst, in nanoseconds: the server
+    /// process's and the subscriber process's.
+    server_ns: f64,
+    clients_ns: f64,
     complete: bool,
 }
 
@@ -522,10 +537,38 @@ async fn run(target: Target, n: usize, burst: usize) -> Row {
     let paced = clients.result().await;
 
     clients.arm(burst).await;
+    let (server_pid, clients_pid) = (
+        server.child.id().unwrap_or(0),
+        clients.child.id().unwrap_or(0),
+    );
+    // The server's profile over the burst alone, when asked for.
+    let perf = std::env::var("BENCH_PERF").ok().map(|dir| {
+        std::process::Command::new("perf")
+            .args(["record", "-F", "4000", "-o"])
+            .arg(format!("{dir}/perf-{}-burst.data", target.name()))
+            .args(["-p", &server_pid.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("BENCH_PERF needs `perf` (Debian's linux-perf)")
+    });
+    if perf.is_some() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let cpu_before = (cpu_ns_of(server_pid), cpu_ns_of(clients_pid));
     let first_send = now_micros();
     server.burst(burst).await;
     let bursted = clients.result().await;
+    let cpu_after = (cpu_ns_of(server_pid), cpu_ns_of(clients_pid));
+    if let Some(mut p) = perf {
+        // perf writes its file on SIGINT.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
     let delivered = bursted["delivered"].as_u64().unwrap_or(0) as f64;
+    let per_delivery =
+        |before: u64, after: u64| after.saturating_sub(before) as f64 / delivered.max(1.0);
     let span_us = bursted["last_recv"]
         .as_u64()
         .unwrap_or(first_send)
@@ -546,7 +589,20 @@ async fn run(target: Target, n: usize, burst: usize) -> Row {
         p99_ms: paced["p99_us"].as_f64().unwrap_or(0.0) / 1000.0,
         burst_msgs_per_s: delivered / (span_us / 1e6),
         burst_p99_ms: bursted["p99_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        round: 0,
+        server_ns: per_delivery(cpu_before.0, cpu_after.0),
+        clients_ns: per_delivery(cpu_before.1, cpu_after.1),
         complete,
+    }
+}
+
+/// The median of sorted `v` (not empty).
+fn median(v: &[f64]) -> f64 {
+    let m = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
     }
 }
 
@@ -565,6 +621,7 @@ fn main() {
         Err(_) => vec![1_000, 10_000],
     };
     let limit = fd_limit();
+    let rounds = env_usize("BENCH_ROUNDS", 1).max(1);
     let socketio = std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/socketio/node_modules/socket.io"
@@ -592,6 +649,7 @@ fn main() {
             // connection (the hub's is bounded in bytes: 4 MiB).
             let default_burst = if n >= 10_000 { 50 } else { 200 };
             let burst = env_usize("BENCH_BURST", default_burst).clamp(1, 1_024);
+
             let mut targets = VecDeque::from([Target::TrustStream, Target::Floor]);
             if socketio {
                 targets.push_back(Target::SocketIo);
@@ -599,28 +657,33 @@ fn main() {
             if let Ok(only) = std::env::var("BENCH_TARGETS") {
                 targets.retain(|t| only.split(',').any(|o| o.trim() == t.name()));
             }
-            for target in targets {
-                let row = run(target, n, burst).await;
-                eprintln!(
-                    "{:<12} n={:<6} {:>8.2} KiB/conn  paced p50 {:>7.2} ms p99 {:>7.2} ms  burst {:>10.0} msg/s (p99 {:>8.1} ms){}",
-                    row.target.name(),
-                    row.n,
-                    row.kib_per_conn,
-                    row.p50_ms,
-                    row.p99_ms,
-                    row.burst_msgs_per_s,
-                    row.burst_p99_ms,
-                    if row.complete { "" } else { "  INCOMPLETE" }
-                );
-                rows.push(row);
+            for round in 0..rounds {
+                for &target in &targets {
+                    let mut row = run(target, n, burst).await;
+                    row.round = round;
+                    eprintln!(
+                        "{:<12} n={:<6} {:>8.2} KiB/conn  paced p50 {:>7.2} ms p99 {:>7.2} ms  burst {:>10.0} msg/s (p99 {:>8.1} ms)  cpu/delivery server {:>6.0} ns clients {:>6.0} ns{}",
+                        row.target.name(),
+                        row.n,
+                        row.kib_per_conn,
+                        row.p50_ms,
+                        row.p99_ms,
+                        row.burst_msgs_per_s,
+                        row.burst_p99_ms,
+                        row.server_ns,
+                        row.clients_ns,
+                        if row.complete { "" } else { "  INCOMPLETE" }
+                    );
+                    rows.push(row);
+                }
             }
         }
     });
-    println!("\n| target | connections | msgs/s delivered (burst) | p50 / p99 latency (paced) | p99 in burst | memory / idle connection |");
-    println!("|---|---|---|---|---|---|");
+    println!("\n| target | connections | msgs/s delivered (burst) | p50 / p99 latency (paced) | p99 in burst | memory / idle connection | CPU per delivery: server / subscribers |");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} / {:.2} ms | {:.1} ms | {:.1} KiB |{}",
+            "| {} | {} | {:.0} | {:.2} / {:.2} ms | {:.1} ms | {:.1} KiB | {:.0} / {:.0} ns |{}",
             r.target.name(),
             r.n,
             r.burst_msgs_per_s,
@@ -628,21 +691,63 @@ fn main() {
             r.p99_ms,
             r.burst_p99_ms,
             r.kib_per_conn,
+            r.server_ns,
+            r.clients_ns,
             if r.complete { "" } else { " (incomplete)" }
         );
     }
     for &n in &sizes {
-        let get = |t: Target| rows.iter().find(|r| r.target == t && r.n == n);
-        if let (Some(ts), Some(io)) = (get(Target::TrustStream), get(Target::SocketIo)) {
+        for other in [Target::SocketIo, Target::Floor] {
+            // One ratio per round (the two targets of a round ran back to
+            // back), then their median and range.
+            let mut ratios: Vec<f64> = (0..rounds)
+                .filter_map(|round| {
+                    let get = |t: Target| {
+                        rows.iter()
+                            .find(|r| r.target == t && r.n == n && r.round == round)
+                    };
+                    Some(get(Target::TrustStream)?.burst_msgs_per_s / get(other)?.burst_msgs_per_s)
+                })
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            ratios.sort_by(f64::total_cmp);
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
             println!(
-                "n={n}: truststream / socket.io delivered msgs/s = {:.2}x",
-                ts.burst_msgs_per_s / io.burst_msgs_per_s
+                "n={n}: truststream / {} delivered msgs/s = {:.2}x (median of {}: {})",
+                other.name(),
+                median(&ratios),
+                ratios.len(),
+                each.join(", ")
             );
         }
-        if let (Some(ts), Some(fl)) = (get(Target::TrustStream), get(Target::Floor)) {
+        for t in [Target::TrustStream, Target::Floor, Target::SocketIo] {
+            let mut server: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.target == t && r.n == n)
+                .map(|r| r.server_ns)
+                .collect();
+            if server.is_empty() {
+                continue;
+            }
+            server.sort_by(f64::total_cmp);
+            let mut clients: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.target == t && r.n == n)
+                .map(|r| r.clients_ns)
+                .collect();
+            clients.sort_by(f64::total_cmp);
             println!(
-                "n={n}: truststream / floor delivered msgs/s = {:.2}x",
-                ts.burst_msgs_per_s / fl.burst_msgs_per_s
+                "n={n}: {} CPU per delivery (median of {}): server {:.0} ns ({:.0}-{:.0}), subscribers {:.0} ns ({:.0}-{:.0})",
+                t.name(),
+                server.len(),
+                median(&server),
+                server[0],
+                server[server.len() - 1],
+                median(&clients),
+                clients[0],
+                clients[clients.len() - 1],
             );
         }
     }

@@ -24,6 +24,21 @@ pub fn rss_of(pid: u32) -> u64 {
     pages * 4096
 }
 
+/// The CPU time process `pid` has used so far, in nanoseconds: the sum of
+/// its threads' run time (`/proc/<pid>/task/*/schedstat`, first field),
+/// which counts every thread alive now (a thread that ended is not in it;
+/// the bench's processes keep theirs). 0 when it cannot be read.
+pub fn cpu_ns_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The environment variable `name` as a number, or `default` when unset or
 /// not a number.
 pub fn env_usize(name: &str, default: usize) -> usize {

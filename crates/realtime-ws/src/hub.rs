@@ -365,8 +365,10 @@ pub struct Counters {
     /// Connections closed because their outgoing queue went over its byte
     /// budget (`outgoing_queue_bytes`).
     pub slow_disconnects: AtomicU64,
-    /// Bytes of frames waiting in the outgoing queues of all connections
-    /// (each connection's share is bounded by `outgoing_queue_bytes`).
+    /// Bytes of frames waiting in the outgoing queues of all connections,
+    /// with those their writers took and have not yet handed to the
+    /// WebSocket layer (each connection's share is bounded by
+    /// `outgoing_queue_bytes`).
     pub queued_bytes: AtomicUsize,
 }
 

@@ -65,8 +65,9 @@ pub struct WsRealtimeConfig {
     pub max_channels_per_connection: usize,
     /// Hub: connections at once (default 10000); more are refused with 429.
     pub max_connections: usize,
-    /// Hub: bytes of frames that may wait to be written to one connection
-    /// (default 4194304, 4 MiB; at least `max_payload_bytes` + 64 KiB, the
+    /// Hub: bytes of frames that may wait to be written to one connection,
+    /// queued or taken by its writer and not yet handed to the WebSocket
+    /// layer (default 4194304, 4 MiB; at least `max_payload_bytes` + 64 KiB, the
     /// largest frame). Fan-out never waits for a client: one whose queue
     /// would go over this is disconnected with close code 1008 and the
     /// reason. A single frame larger than the budget is still queued when

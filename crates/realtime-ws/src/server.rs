@@ -1,11 +1,11 @@
 //! The WebSocket side of the hub: the accept loop, the handshake (path,
 //! limits, apikey), and one reader and one writer task per connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -46,12 +46,12 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// and learn why), the reader for the client's close reply. Only then is
 /// the socket dropped.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
-/// How many queued frames the writer takes from its queue at a time (they
-/// leave the queue's byte count when taken).
+/// How many frames the writer feeds between two looks at whether its
+/// connection was closed.
 const WRITE_BATCH: usize = 32;
-/// The room (in frames) an empty outgoing queue keeps; a larger one, left
-/// by a backlog, is freed.
-const SHRINK_FRAMES: usize = 256;
+/// The room (in frames) the writer's emptied batch keeps once its queue
+/// is empty; a larger one, left by a backlog, is freed.
+const SHRINK_FRAMES: usize = 128;
 
 /// Runs the accept loop until the hub shuts down. The hub counts the
 /// loop in [`Hub::listening`] from this call until the listen socket is
@@ -497,26 +497,35 @@ type Ws = WebSocketStream<Box<dyn Io>>;
 /// bounded in bytes (the `outgoing_queue_bytes` budget, mirrored in the
 /// hub's [`Counters::queued_bytes`](crate::Counters::queued_bytes)).
 ///
-/// One lock guards the frames, their byte count and the writer's waker: a
-/// frame costs the publishing thread one uncontended lock (the writer,
-/// usually on another core, touches the queue once per batch, not once per
-/// frame), and the writer is woken only when it sleeps.
+/// One lock guards the frames, their byte count, the writer's waker and the
+/// queue's flags, and all of it (the lock word included) fits one cache
+/// line: a frame costs the publishing thread one uncontended lock on one
+/// line, which the writer (usually on another core) takes back once per
+/// batch, not once per frame. The writer swaps the whole queue for its
+/// emptied batch (no per-frame work under the lock), and the frames it took
+/// stay in the byte count until it comes back for more, so the budget
+/// bounds what is queued and what the writer holds together. The close
+/// frame, written once, lives on the next line.
+#[repr(C, align(64))]
 struct Outbox {
     state: Mutex<OutboxState>,
+    /// The close frame ([`ConnOut::close`]; the first one wins).
+    close: OnceLock<CloseFrame>,
     counters: Arc<Counters>,
 }
 
 #[derive(Default)]
 struct OutboxState {
-    frames: VecDeque<WsMessage>,
-    /// Bytes of `frames`.
+    frames: Vec<WsMessage>,
+    /// Bytes of `frames` and of the batch the writer last took.
     bytes: usize,
     /// The writer, when it sleeps on an empty queue (or on a blocked
     /// write).
     waiting: Option<Waker>,
-    /// The connection was closed ([`ConnOut::close`]): the writer drops
-    /// what is queued and sends the close frame.
-    kill: Option<CloseFrame>,
+    /// The connection was closed ([`ConnOut::close`]; the frame is
+    /// [`Outbox::close`]): the writer drops what is queued and sends the
+    /// close frame.
+    killed: bool,
     /// Every sender is gone: the writer sends what is queued, then ends.
     senders_gone: bool,
     /// The writer ended: nothing more is queued.
@@ -544,6 +553,7 @@ impl Outbox {
     fn new(counters: Arc<Counters>) -> Self {
         Outbox {
             state: Mutex::new(OutboxState::default()),
+            close: OnceLock::new(),
             counters,
         }
     }
@@ -561,9 +571,9 @@ impl Outbox {
                 return Err(Refused::OverBudget);
             }
             s.bytes += len;
-            s.frames.push_back(msg);
+            s.frames.push(msg);
             // Counted under the lock, so the writer's release of these
-            // bytes (after it takes them, under the same lock) comes after.
+            // bytes (under the same lock) comes after.
             self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
             s.waiting.take()
         };
@@ -573,11 +583,13 @@ impl Outbox {
         Ok(())
     }
 
-    /// Closes the queue with `frame` and wakes the writer.
+    /// Closes the queue with `frame` (unless it was closed before) and
+    /// wakes the writer.
     fn kill(&self, frame: CloseFrame) {
+        let _ = self.close.set(frame);
         let waiting = {
             let mut s = lock(&self.state);
-            s.kill.get_or_insert(frame);
+            s.killed = true;
             s.waiting.take()
         };
         if let Some(w) = waiting {
@@ -585,13 +597,32 @@ impl Outbox {
         }
     }
 
-    /// Moves up to [`WRITE_BATCH`] frames into `batch` (they leave the byte
-    /// count as the writer takes them); `None` when the queue is empty (the
-    /// writer is then woken by the next frame, close, or end when `cx` is
-    /// given).
-    fn take(&self, batch: &mut VecDeque<WsMessage>, cx: Option<&Context<'_>>) -> Option<Take> {
+    /// Whether the connection was closed (a read of the line the close
+    /// frame lives on, not of the queue's).
+    fn is_killed(&self) -> bool {
+        self.close.get().is_some()
+    }
+
+    /// Releases the `in_flight` bytes of the writer's last batch (it fed
+    /// them all), then swaps the queued frames for `batch` (empty), their
+    /// bytes in `in_flight`; `None` when the queue is empty (the writer is
+    /// then woken by the next frame, close, or end when `cx` is given).
+    fn take(
+        &self,
+        batch: &mut Vec<WsMessage>,
+        in_flight: &mut usize,
+        cx: Option<&Context<'_>>,
+    ) -> Option<Take> {
+        debug_assert!(batch.is_empty());
         let mut s = lock(&self.state);
-        if s.kill.is_some() {
+        let done = std::mem::take(in_flight);
+        if done != 0 {
+            s.bytes -= done;
+            self.counters
+                .queued_bytes
+                .fetch_sub(done, Ordering::Relaxed);
+        }
+        if s.killed {
             return Some(Take::End);
         }
         if s.frames.is_empty() {
@@ -601,29 +632,24 @@ impl Outbox {
             if let Some(cx) = cx {
                 s.register(cx);
             }
+            // A backlog's room goes back once it is gone (an idle
+            // connection keeps no memory of its largest burst).
+            if s.frames.capacity() > SHRINK_FRAMES {
+                s.frames = Vec::new();
+            }
+            if batch.capacity() > SHRINK_FRAMES {
+                *batch = Vec::new();
+            }
             return None;
         }
-        let n = s.frames.len().min(WRITE_BATCH);
-        let mut taken = 0;
-        for m in s.frames.drain(..n) {
-            taken += m.len();
-            batch.push_back(m);
-        }
-        s.bytes -= taken;
-        self.counters
-            .queued_bytes
-            .fetch_sub(taken, Ordering::Relaxed);
-        // A backlog's room goes back once it is gone (an idle connection
-        // keeps no memory of its largest burst).
-        if s.frames.is_empty() && s.frames.capacity() > SHRINK_FRAMES {
-            s.frames = VecDeque::new();
-        }
+        std::mem::swap(&mut s.frames, batch);
+        *in_flight = s.bytes;
         Some(Take::Frames)
     }
 
-    /// Waits for frames (moved into `batch`) or the end of the queue.
-    async fn next(&self, batch: &mut VecDeque<WsMessage>) -> Take {
-        std::future::poll_fn(|cx| match self.take(batch, Some(cx)) {
+    /// Waits for frames (swapped into `batch`) or the end of the queue.
+    async fn next(&self, batch: &mut Vec<WsMessage>, in_flight: &mut usize) -> Take {
+        std::future::poll_fn(|cx| match self.take(batch, in_flight, Some(cx)) {
             Some(t) => Poll::Ready(t),
             None => Poll::Pending,
         })
@@ -634,18 +660,18 @@ impl Outbox {
     /// woken when it is (or when a frame arrives).
     fn poll_killed(&self, cx: &Context<'_>) -> bool {
         let mut s = lock(&self.state);
-        if s.kill.is_some() {
+        if s.killed {
             return true;
         }
         s.register(cx);
         false
     }
 
-    /// Ends the queue for the writer: what is still queued is dropped (and
-    /// leaves the byte count); returns the close frame, if the connection
-    /// was closed.
+    /// Ends the queue for the writer: what is still queued or was in its
+    /// last batch is dropped (and leaves the byte count); returns the close
+    /// frame, if the connection was closed.
     fn end(&self) -> Option<CloseFrame> {
-        let (frame, frames) = {
+        let frames = {
             let mut s = lock(&self.state);
             s.writer_gone = true;
             s.waiting = None;
@@ -653,10 +679,10 @@ impl Outbox {
             self.counters
                 .queued_bytes
                 .fetch_sub(bytes, Ordering::Relaxed);
-            (s.kill.clone(), std::mem::take(&mut s.frames))
+            std::mem::take(&mut s.frames)
         };
         drop(frames);
-        frame
+        self.close.get().cloned()
     }
 }
 
@@ -808,8 +834,10 @@ impl Sink for ConnOut {
 /// every sender is gone; then it sends the close frame, with a deadline
 /// ([`CLOSE_DEADLINE`]).
 async fn write_loop(mut sink: SplitSink<Ws, WsMessage>, outbox: Arc<Outbox>, _guard: TaskGuard) {
-    // Allocated with the first frames (at most `WRITE_BATCH` of them).
-    let mut batch = VecDeque::new();
+    // The frames taken from the queue (its buffer and the queue's trade
+    // places at each take), and their bytes, still in the queue's count.
+    let mut batch = Vec::new();
+    let mut in_flight = 0;
     // Frames fed to tungstenite since the last flush (tungstenite itself
     // writes to the socket whenever it holds a write buffer's worth).
     let mut unflushed = false;
@@ -817,7 +845,7 @@ async fn write_loop(mut sink: SplitSink<Ws, WsMessage>, outbox: Arc<Outbox>, _gu
     // its last flush.
     let mut yielded = false;
     loop {
-        let taken = match outbox.take(&mut batch, None) {
+        let taken = match outbox.take(&mut batch, &mut in_flight, None) {
             Some(t) => t,
             // The queue is empty with frames fed but not flushed: the
             // writer first lets the tasks that are ready run once (a
@@ -838,14 +866,19 @@ async fn write_loop(mut sink: SplitSink<Ws, WsMessage>, outbox: Arc<Outbox>, _gu
                 }
                 continue;
             }
-            None => outbox.next(&mut batch).await,
+            None => outbox.next(&mut batch, &mut in_flight).await,
         };
         if let Take::End = taken {
             break;
         }
         unflushed = true;
         let write = async {
-            while let Some(m) = batch.pop_front() {
+            for (i, m) in batch.drain(..).enumerate() {
+                // A closed connection stops a long batch within
+                // `WRITE_BATCH` frames, even when the socket takes them.
+                if i % WRITE_BATCH == WRITE_BATCH - 1 && outbox.is_killed() {
+                    break;
+                }
                 sink.feed(m).await?;
             }
             Ok::<(), tokio_tungstenite::tungstenite::Error>(())
@@ -1487,6 +1520,15 @@ mod writer_tests {
         ) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.inner).poll_shutdown(cx)
         }
+    }
+
+    #[test]
+    fn the_queue_a_push_touches_is_one_cache_line() {
+        // The lock word, the frames, their byte count, the writer's waker
+        // and the flags: a push touches one line (plus the frame's slot).
+        assert!(std::mem::size_of::<Mutex<OutboxState>>() <= 64);
+        assert_eq!(std::mem::align_of::<Outbox>(), 64);
+        assert_eq!(std::mem::offset_of!(Outbox, state), 0);
     }
 
     /// A frame queued while the writer lets the other ready tasks run (as a
