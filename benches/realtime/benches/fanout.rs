@@ -11,7 +11,13 @@
 //! - `socket.io`: a Node socket.io 4 server (`socketio/server.cjs`, websocket
 //!   transport) emitting to a room;
 //! - `floor`: a bare tokio-tungstenite loop writing one prepared frame to
-//!   every connection (bounded queue + writer task per connection).
+//!   every connection (bounded queue + writer task per connection): a text
+//!   frame of the JSON payload, ~17 % smaller than the hub's (which carries
+//!   the topic and event, as the protocol needs);
+//! - `floor-kind4`: the same loop writing the hub's own bytes, the kind 4
+//!   frame of the same broadcast, which its subscribers split and parse as
+//!   the truststream subscribers do: the same work on the wire and in the
+//!   subscribers, so the ratio to it is the hub's own overhead.
 //!
 //! Every server runs in its own fresh process (this binary with
 //! `BENCH_ROLE=server`, or node), driven by lines on its stdin, and the
@@ -77,6 +83,20 @@ fn message(i: usize) -> Value {
     json!({"t": now_micros(), "i": i, "pad": PAD})
 }
 
+/// The hub's frame for a JSON broadcast to vsn 2.0.0 clients (kind 4, no
+/// metadata; see `truststream_realtime_ws::protocol`): kind, the
+/// topic, event and metadata lengths, the encoding (1: JSON), then the
+/// topic, the event and the payload. What `floor-kind4` sends, so that it
+/// puts the hub's bytes on the wire.
+fn kind4_frame(topic: &str, event: &str, json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + topic.len() + event.len() + json.len());
+    out.extend_from_slice(&[4, topic.len() as u8, event.len() as u8, 0, 1]);
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(json);
+    out
+}
+
 fn fd_limit() -> u64 {
     std::fs::read_to_string("/proc/self/limits")
         .unwrap_or_default()
@@ -92,6 +112,7 @@ enum Target {
     TrustStream,
     SocketIo,
     Floor,
+    FloorKind4,
 }
 
 impl Target {
@@ -100,12 +121,14 @@ impl Target {
             Target::TrustStream => "truststream",
             Target::SocketIo => "socket.io",
             Target::Floor => "floor",
+            Target::FloorKind4 => "floor-kind4",
         }
     }
     fn parse(s: &str) -> Target {
         match s {
             "truststream" => Target::TrustStream,
             "socket.io" => Target::SocketIo,
+            "floor-kind4" => Target::FloorKind4,
             _ => Target::Floor,
         }
     }
@@ -134,7 +157,7 @@ async fn client_task(
         Target::TrustStream => phoenix_join(&url, "bench").await,
         // The server puts every socket in room "bench" on connection.
         Target::SocketIo => socketio_connect(&url).await,
-        Target::Floor => {
+        Target::Floor | Target::FloorKind4 => {
             tokio_tungstenite::connect_async(url.as_str())
                 .await
                 .expect("connect")
@@ -149,7 +172,7 @@ async fn client_task(
             // The frame's parts borrowed, its payload parsed: the floor's
             // text is checked as UTF-8 (by tungstenite) and parsed the same
             // way.
-            (Message::Binary(b), Target::TrustStream) => {
+            (Message::Binary(b), Target::TrustStream | Target::FloorKind4) => {
                 truststream_realtime_ws::protocol::split_user_broadcast(b).and_then(|u| u.json())
             }
             (Message::Text(t), Target::SocketIo) => {
@@ -269,6 +292,8 @@ enum Publisher {
     },
     Floor {
         conns: Arc<Mutex<Vec<mpsc::Sender<Message>>>>,
+        /// Send the hub's kind 4 frame (`floor-kind4`), not a text frame.
+        kind4: bool,
     },
 }
 
@@ -331,7 +356,13 @@ impl Publisher {
                         });
                     }
                 });
-                (Publisher::Floor { conns }, port)
+                (
+                    Publisher::Floor {
+                        conns,
+                        kind4: target == Target::FloorKind4,
+                    },
+                    port,
+                )
             }
         }
     }
@@ -341,8 +372,13 @@ impl Publisher {
             Publisher::TrustStream { channel, .. } => {
                 channel.send("m", message(i)).await.unwrap();
             }
-            Publisher::Floor { conns } => {
-                let m = Message::text(message(i).to_string());
+            Publisher::Floor { conns, kind4 } => {
+                let text = message(i).to_string();
+                let m = if *kind4 {
+                    Message::binary(kind4_frame("realtime:bench", "m", text.as_bytes()))
+                } else {
+                    Message::text(text)
+                };
                 for tx in conns.lock().unwrap().iter() {
                     let _ = tx.try_send(m.clone());
                 }
@@ -418,7 +454,7 @@ impl Server {
             Target::SocketIo => {
                 format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
             }
-            Target::Floor => format!("ws://127.0.0.1:{port}/"),
+            Target::Floor | Target::FloorKind4 => format!("ws://127.0.0.1:{port}/"),
         };
         (Server { child, stdin, out }, url)
     }
@@ -650,7 +686,8 @@ fn main() {
             let default_burst = if n >= 10_000 { 50 } else { 200 };
             let burst = env_usize("BENCH_BURST", default_burst).clamp(1, 1_024);
 
-            let mut targets = VecDeque::from([Target::TrustStream, Target::Floor]);
+            let mut targets =
+                VecDeque::from([Target::TrustStream, Target::Floor, Target::FloorKind4]);
             if socketio {
                 targets.push_back(Target::SocketIo);
             }
@@ -697,7 +734,7 @@ fn main() {
         );
     }
     for &n in &sizes {
-        for other in [Target::SocketIo, Target::Floor] {
+        for other in [Target::SocketIo, Target::Floor, Target::FloorKind4] {
             // One ratio per round (the two targets of a round ran back to
             // back), then their median and range.
             let mut ratios: Vec<f64> = (0..rounds)
@@ -722,7 +759,12 @@ fn main() {
                 each.join(", ")
             );
         }
-        for t in [Target::TrustStream, Target::Floor, Target::SocketIo] {
+        for t in [
+            Target::TrustStream,
+            Target::Floor,
+            Target::FloorKind4,
+            Target::SocketIo,
+        ] {
             let mut server: Vec<f64> = rows
                 .iter()
                 .filter(|r| r.target == t && r.n == n)
