@@ -64,7 +64,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Message;
 use truststream_bench_realtime::{
-    cpu_ns_of, env_usize, now_micros, phoenix_join, rss_of, socketio_connect,
+    cpu_ns_of, env_usize, main_thread_cpu_ns, now_micros, phoenix_join, rss_of, socketio_connect,
 };
 use truststream_core_realtime::{Channel, ChannelOptions, Realtime};
 use truststream_realtime_ws::{WsRealtime, WsRealtimeConfig};
@@ -553,6 +553,10 @@ struct Row {
     /// process's and the subscriber process's.
     server_ns: f64,
     clients_ns: f64,
+    /// Of `server_ns`, the publishing thread's (a Rust server's main
+    /// thread, which runs the fan-out loop; the socket writes run on the
+    /// runtime's workers).
+    publisher_ns: f64,
     complete: bool,
 }
 
@@ -591,10 +595,12 @@ async fn run(target: Target, n: usize, burst: usize) -> Row {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let cpu_before = (cpu_ns_of(server_pid), cpu_ns_of(clients_pid));
+    let publisher_before = main_thread_cpu_ns(server_pid);
     let first_send = now_micros();
     server.burst(burst).await;
     let bursted = clients.result().await;
     let cpu_after = (cpu_ns_of(server_pid), cpu_ns_of(clients_pid));
+    let publisher_after = main_thread_cpu_ns(server_pid);
     if let Some(mut p) = perf {
         // perf writes its file on SIGINT.
         let _ = std::process::Command::new("kill")
@@ -627,6 +633,7 @@ async fn run(target: Target, n: usize, burst: usize) -> Row {
         burst_p99_ms: bursted["p99_us"].as_f64().unwrap_or(0.0) / 1000.0,
         round: 0,
         server_ns: per_delivery(cpu_before.0, cpu_after.0),
+        publisher_ns: per_delivery(publisher_before, publisher_after),
         clients_ns: per_delivery(cpu_before.1, cpu_after.1),
         complete,
     }
@@ -699,7 +706,7 @@ fn main() {
                     let mut row = run(target, n, burst).await;
                     row.round = round;
                     eprintln!(
-                        "{:<12} n={:<6} {:>8.2} KiB/conn  paced p50 {:>7.2} ms p99 {:>7.2} ms  burst {:>10.0} msg/s (p99 {:>8.1} ms)  cpu/delivery server {:>6.0} ns clients {:>6.0} ns{}",
+                        "{:<12} n={:<6} {:>8.2} KiB/conn  paced p50 {:>7.2} ms p99 {:>7.2} ms  burst {:>10.0} msg/s (p99 {:>8.1} ms)  cpu/delivery server {:>6.0} ns (publisher {:>4.0}) clients {:>6.0} ns{}",
                         row.target.name(),
                         row.n,
                         row.kib_per_conn,
@@ -708,6 +715,7 @@ fn main() {
                         row.burst_msgs_per_s,
                         row.burst_p99_ms,
                         row.server_ns,
+                        row.publisher_ns,
                         row.clients_ns,
                         if row.complete { "" } else { "  INCOMPLETE" }
                     );
@@ -774,6 +782,12 @@ fn main() {
                 continue;
             }
             server.sort_by(f64::total_cmp);
+            let mut publisher: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.target == t && r.n == n)
+                .map(|r| r.publisher_ns)
+                .collect();
+            publisher.sort_by(f64::total_cmp);
             let mut clients: Vec<f64> = rows
                 .iter()
                 .filter(|r| r.target == t && r.n == n)
@@ -781,12 +795,13 @@ fn main() {
                 .collect();
             clients.sort_by(f64::total_cmp);
             println!(
-                "n={n}: {} CPU per delivery (median of {}): server {:.0} ns ({:.0}-{:.0}), subscribers {:.0} ns ({:.0}-{:.0})",
+                "n={n}: {} CPU per delivery (median of {}): server {:.0} ns ({:.0}-{:.0}; publisher {:.0}), subscribers {:.0} ns ({:.0}-{:.0})",
                 t.name(),
                 server.len(),
                 median(&server),
                 server[0],
                 server[server.len() - 1],
+                median(&publisher),
                 median(&clients),
                 clients[0],
                 clients[clients.len() - 1],

@@ -39,6 +39,15 @@ pub fn cpu_ns_of(pid: u32) -> u64 {
         .sum()
 }
 
+/// The CPU time of process `pid`'s main thread so far, in nanoseconds
+/// (`/proc/<pid>/task/<pid>/schedstat`); 0 when it cannot be read.
+pub fn main_thread_cpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The environment variable `name` as a number, or `default` when unset or
 /// not a number.
 pub fn env_usize(name: &str, default: usize) -> usize {
