@@ -1522,6 +1522,54 @@ mod writer_tests {
         }
     }
 
+    /// The frames the writer took count against the budget until it comes
+    /// back for more (it has handed them to tungstenite by then), and the
+    /// hub's gauge follows the same bytes.
+    #[test]
+    fn the_writers_batch_counts_against_the_budget_until_it_is_fed() {
+        let counters = Arc::new(Counters::default());
+        let outbox = Outbox::new(counters.clone());
+        let frame = || WsMessage::binary(vec![0u8; 60]);
+        let (mut batch, mut in_flight) = (Vec::new(), 0);
+        assert!(outbox.push(frame(), 100).is_ok());
+        assert!(matches!(
+            outbox.take(&mut batch, &mut in_flight, None),
+            Some(Take::Frames)
+        ));
+        assert_eq!((batch.len(), in_flight), (1, 60));
+        // Taken but not yet fed: a second frame would hold 120 bytes.
+        assert!(matches!(
+            outbox.push(frame(), 100),
+            Err(Refused::OverBudget)
+        ));
+        assert_eq!(counters.queued_bytes.load(Ordering::SeqCst), 60);
+        batch.clear();
+        // The writer comes back: the fed batch is released.
+        assert!(outbox.take(&mut batch, &mut in_flight, None).is_none());
+        assert_eq!(
+            (in_flight, counters.queued_bytes.load(Ordering::SeqCst)),
+            (0, 0)
+        );
+        assert!(outbox.push(frame(), 100).is_ok());
+        // A closed queue ends the writer; what it held leaves the count.
+        outbox.kill(CloseFrame {
+            code: CloseCode::Away,
+            reason: "bye".into(),
+        });
+        outbox.kill(CloseFrame {
+            code: CloseCode::Error,
+            reason: "second".into(),
+        });
+        assert!(matches!(
+            outbox.take(&mut batch, &mut in_flight, None),
+            Some(Take::End)
+        ));
+        let close = outbox.end().expect("the close frame");
+        assert_eq!(close.code, CloseCode::Away, "the first close wins");
+        assert_eq!(counters.queued_bytes.load(Ordering::SeqCst), 0);
+        assert!(matches!(outbox.push(frame(), 100), Err(Refused::Closed)));
+    }
+
     #[test]
     fn the_queue_a_push_touches_is_one_cache_line() {
         // The lock word, the frames, their byte count, the writer's waker
