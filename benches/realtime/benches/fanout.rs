@@ -48,7 +48,9 @@
 //! threads' run time from `/proc/<pid>/task/*/schedstat`): what each side's
 //! work costs, which moves far less with the machine's other load than the
 //! delivery rate does. `BENCH_PERF=<dir>` records each server process
-//! during its burst with `perf record` (`<dir>/perf-<target>-burst.data`).
+//! during its burst with `perf record` (`<dir>/perf-<target>-burst.data`;
+//! the sampling costs the server CPU, so such a run's figures are not
+//! compared with others).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
 
 use std::collections::VecDeque;
@@ -89,8 +91,9 @@ fn message(i: usize) -> Value {
 /// topic, the event and the payload. What `floor-kind4` sends, so that it
 /// puts the hub's bytes on the wire.
 fn kind4_frame(topic: &str, event: &str, json: &[u8]) -> Vec<u8> {
+    let len = |s: &str| u8::try_from(s.len()).expect("kind 4 names are at most 255 bytes");
     let mut out = Vec::with_capacity(5 + topic.len() + event.len() + json.len());
-    out.extend_from_slice(&[4, topic.len() as u8, event.len() as u8, 0, 1]);
+    out.extend_from_slice(&[4, len(topic), len(event), 0, 1]);
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(event.as_bytes());
     out.extend_from_slice(json);
@@ -773,27 +776,22 @@ fn main() {
             Target::FloorKind4,
             Target::SocketIo,
         ] {
-            let mut server: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.target == t && r.n == n)
-                .map(|r| r.server_ns)
-                .collect();
+            // One figure of every row of `t` at `n`, sorted.
+            let sorted = |f: fn(&Row) -> f64| {
+                let mut v: Vec<f64> = rows
+                    .iter()
+                    .filter(|r| r.target == t && r.n == n)
+                    .map(f)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v
+            };
+            let server = sorted(|r| r.server_ns);
             if server.is_empty() {
                 continue;
             }
-            server.sort_by(f64::total_cmp);
-            let mut publisher: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.target == t && r.n == n)
-                .map(|r| r.publisher_ns)
-                .collect();
-            publisher.sort_by(f64::total_cmp);
-            let mut clients: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.target == t && r.n == n)
-                .map(|r| r.clients_ns)
-                .collect();
-            clients.sort_by(f64::total_cmp);
+            let publisher = sorted(|r| r.publisher_ns);
+            let clients = sorted(|r| r.clients_ns);
             println!(
                 "n={n}: {} CPU per delivery (median of {}): server {:.0} ns ({:.0}-{:.0}; publisher {:.0}), subscribers {:.0} ns ({:.0}-{:.0})",
                 t.name(),

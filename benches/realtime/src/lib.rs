@@ -25,24 +25,29 @@ pub fn rss_of(pid: u32) -> u64 {
 }
 
 /// The CPU time process `pid` has used so far, in nanoseconds: the sum of
-/// its threads' run time (`/proc/<pid>/task/*/schedstat`, first field),
-/// which counts every thread alive now (a thread that ended is not in it;
-/// the bench's processes keep theirs). 0 when it cannot be read.
+/// its threads' run time (`/proc/<pid>/task/*/schedstat`), which counts
+/// every thread alive now (a thread that ended is not in it; the bench's
+/// processes keep theirs). 0 when it cannot be read.
 pub fn cpu_ns_of(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
     tasks
         .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|t| run_ns(&t.path()))
         .sum()
 }
 
 /// The CPU time of process `pid`'s main thread so far, in nanoseconds
-/// (`/proc/<pid>/task/<pid>/schedstat`); 0 when it cannot be read.
+/// (`/proc/<pid>/task/<pid>`); 0 when it cannot be read.
 pub fn main_thread_cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))
+    run_ns(std::path::Path::new(&format!("/proc/{pid}/task/{pid}")))
+}
+
+/// A thread's run time so far: the first field of its `schedstat`, in
+/// nanoseconds (0 when it cannot be read).
+fn run_ns(task: &std::path::Path) -> u64 {
+    std::fs::read_to_string(task.join("schedstat"))
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)

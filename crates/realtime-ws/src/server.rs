@@ -498,7 +498,7 @@ type Ws = WebSocketStream<Box<dyn Io>>;
 /// hub's [`Counters::queued_bytes`](crate::Counters::queued_bytes)).
 ///
 /// One lock guards the frames, their byte count, the writer's waker and the
-/// queue's flags, and all of it (the lock word included) fits one cache
+/// queue's end flags, and all of it (the lock word included) fits one cache
 /// line: a frame costs the publishing thread one uncontended lock on one
 /// line, which the writer (usually on another core) takes back once per
 /// batch, not once per frame. The writer swaps the whole queue for its
@@ -509,7 +509,10 @@ type Ws = WebSocketStream<Box<dyn Io>>;
 #[repr(C, align(64))]
 struct Outbox {
     state: Mutex<OutboxState>,
-    /// The close frame ([`ConnOut::close`]; the first one wins).
+    /// The close frame ([`ConnOut::close`]; the first one wins): once set,
+    /// the writer drops what is queued and sends it. Set before the lock is
+    /// taken to wake the writer, so a writer that saw it unset under the
+    /// lock has its waker registered by then.
     close: OnceLock<CloseFrame>,
     counters: Arc<Counters>,
 }
@@ -522,10 +525,6 @@ struct OutboxState {
     /// The writer, when it sleeps on an empty queue (or on a blocked
     /// write).
     waiting: Option<Waker>,
-    /// The connection was closed ([`ConnOut::close`]; the frame is
-    /// [`Outbox::close`]): the writer drops what is queued and sends the
-    /// close frame.
-    killed: bool,
     /// Every sender is gone: the writer sends what is queued, then ends.
     senders_gone: bool,
     /// The writer ended: nothing more is queued.
@@ -587,11 +586,7 @@ impl Outbox {
     /// wakes the writer.
     fn kill(&self, frame: CloseFrame) {
         let _ = self.close.set(frame);
-        let waiting = {
-            let mut s = lock(&self.state);
-            s.killed = true;
-            s.waiting.take()
-        };
+        let waiting = lock(&self.state).waiting.take();
         if let Some(w) = waiting {
             w.wake();
         }
@@ -622,7 +617,7 @@ impl Outbox {
                 .queued_bytes
                 .fetch_sub(done, Ordering::Relaxed);
         }
-        if s.killed {
+        if self.is_killed() {
             return Some(Take::End);
         }
         if s.frames.is_empty() {
@@ -660,7 +655,7 @@ impl Outbox {
     /// woken when it is (or when a frame arrives).
     fn poll_killed(&self, cx: &Context<'_>) -> bool {
         let mut s = lock(&self.state);
-        if s.killed {
+        if self.is_killed() {
             return true;
         }
         s.register(cx);
@@ -1570,6 +1565,9 @@ mod writer_tests {
         assert!(matches!(outbox.push(frame(), 100), Err(Refused::Closed)));
     }
 
+    /// std's futex mutex (Linux): a lock word and a poison flag before the
+    /// data.
+    #[cfg(target_os = "linux")]
     #[test]
     fn the_queue_a_push_touches_is_one_cache_line() {
         // The lock word, the frames, their byte count, the writer's waker
